@@ -1,0 +1,28 @@
+#pragma once
+/// Version, compiler and build-mode macros shared by every tapir header.
+
+#define TAPIR_VERSION_MAJOR 0
+#define TAPIR_VERSION_MINOR 1
+#define TAPIR_VERSION_PATCH 0
+#define TAPIR_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TAPIR_ALWAYS_INLINE inline __attribute__((always_inline))
+#define TAPIR_NOINLINE __attribute__((noinline))
+#define TAPIR_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TAPIR_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TAPIR_RESTRICT __restrict__
+#else
+#define TAPIR_ALWAYS_INLINE inline
+#define TAPIR_NOINLINE
+#define TAPIR_LIKELY(x) (x)
+#define TAPIR_UNLIKELY(x) (x)
+#define TAPIR_RESTRICT
+#endif
+
+/// Headers that must also build with -fno-exceptions (deploy/) test this.
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define TAPIR_HAS_EXCEPTIONS 1
+#else
+#define TAPIR_HAS_EXCEPTIONS 0
+#endif

@@ -1,0 +1,45 @@
+#pragma once
+/// Exception types: every failure names the operation and the offending values.
+
+#include <stdexcept>
+#include <string>
+
+namespace tapir {
+
+/// Shapes of operands do not fit the operation; the message carries both shapes.
+class shape_error : public std::invalid_argument {
+public:
+    using std::invalid_argument::invalid_argument;
+};
+
+/// A value is outside what an operation accepts (negative learning rate, label 2, ...).
+class value_error : public std::invalid_argument {
+public:
+    using std::invalid_argument::invalid_argument;
+};
+
+/// Input file or text is malformed; the message names file, line and column.
+class parse_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A model or state file is truncated, corrupted or of another architecture.
+class format_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Misuse of the tape: a Var from a cleared tape, grad of a non-scalar, ...
+class tape_error : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+/// Anomaly mode: an op produced a non-finite value.
+class anomaly_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+} // namespace tapir
