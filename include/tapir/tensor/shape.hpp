@@ -32,13 +32,14 @@ public:
     std::size_t rank() const noexcept { return rank_; }
     std::size_t operator[](std::size_t i) const noexcept { return d_[i]; }
     std::size_t& operator[](std::size_t i) noexcept { return d_[i]; }
-    std::size_t numel() const noexcept {
-        std::size_t n = 1;
-        for (std::size_t i = 0; i < rank_; ++i) n *= d_[i];
-        return n;
-    }
+    /// Unused trailing dimensions are stored as 1, so this is branch-free.
+    std::size_t numel() const noexcept { return d_[0] * d_[1] * d_[2] * d_[3]; }
     /// Rows and columns as seen by 2-D ops: a vector is one row, a scalar 1x1.
-    std::size_t rows() const noexcept { return rank_ >= 2 ? numel() / d_[rank_ - 1] : 1; }
+    std::size_t rows() const noexcept {
+        std::size_t r = 1;
+        for (std::size_t i = 0; i + 1 < rank_; ++i) r *= d_[i];
+        return r;
+    }
     std::size_t cols() const noexcept { return rank_ >= 1 ? d_[rank_ - 1] : 1; }
 
     void push_back(std::size_t d) {
@@ -47,10 +48,7 @@ public:
     }
 
     friend bool operator==(const Shape& a, const Shape& b) noexcept {
-        if (a.rank_ != b.rank_) return false;
-        for (std::size_t i = 0; i < a.rank_; ++i)
-            if (a.d_[i] != b.d_[i]) return false;
-        return true;
+        return ((a.rank_ ^ b.rank_) | (a.d_[0] ^ b.d_[0]) | (a.d_[1] ^ b.d_[1]) | (a.d_[2] ^ b.d_[2]) | (a.d_[3] ^ b.d_[3])) == 0;
     }
     friend bool operator!=(const Shape& a, const Shape& b) noexcept { return !(a == b); }
 
@@ -65,7 +63,7 @@ public:
     }
 
 private:
-    std::array<std::size_t, max_rank> d_{};
+    std::array<std::size_t, max_rank> d_{{1, 1, 1, 1}};
     std::size_t rank_ = 0;
 };
 

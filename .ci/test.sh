@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's second command runs it. On a fresh Debian machine it
+# installs what it needs (compilers, CMake, meson, ninja, doctest, the aarch64 cross toolchain and
+# qemu-user), then runs, in order:
+#   1. the single header must equal a fresh amalgamation of include/tapir/
+#   2. meson build + meson test (GCC)
+#   3. Clang 14 build of the tests against single_include/tapir/tapir.hpp
+#   4. AddressSanitizer + UndefinedBehaviorSanitizer build (GCC), tests
+#   5. aarch64 cross build, NEON path, tests under qemu-aarch64
+#   6. GCC Release build: tests, examples in a quick setting, benchmarks compiled; ends with ctest's summary
+# Environment: TAPIR_TEST_STEPS="1 2 3 4 5 6" selects steps; JOBS sets build parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+steps=" ${TAPIR_TEST_STEPS:-1 2 3 4 5 6} "
+jobs=${JOBS:-$(nproc)}
+
+pkgs=(g++ clang cmake ninja-build meson doctest-dev qemu-user g++-aarch64-linux-gnu pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+flags_cmake=(-G Ninja -DTAPIR_WERROR=ON)
+run_ctest() { ctest --test-dir "$1" --output-on-failure -j "$jobs" "${@:2}"; }
+
+if [[ $steps == *" 1 "* ]]; then
+  echo "== 1. single header is fresh"
+  tmp=$(mktemp)
+  cmake -DSRC="$root/include" -DOUT="$tmp" -P single_include/amalgamate.cmake
+  if ! cmp -s "$tmp" single_include/tapir/tapir.hpp; then
+    diff -u single_include/tapir/tapir.hpp "$tmp" | head -40 || true
+    echo "single_include/tapir/tapir.hpp is stale: run 'cmake -DSRC=include -DOUT=single_include/tapir/tapir.hpp -P single_include/amalgamate.cmake'"
+    rm -f "$tmp"; exit 1
+  fi
+  rm -f "$tmp"
+fi
+
+if [[ $steps == *" 2 "* ]]; then
+  echo "== 2. meson build and tests"
+  rm -rf build/meson
+  CXX=g++ meson setup build/meson --buildtype=release -Dwerror=true >/dev/null
+  meson test -C build/meson --num-processes "$jobs" --print-errorlogs
+fi
+
+if [[ $steps == *" 3 "* ]]; then
+  echo "== 3. clang++ against the single header"
+  cmake -S . -B build/clang-single "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+        -DTAPIR_TEST_SINGLE_HEADER=ON -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
+  cmake --build build/clang-single -j "$jobs"
+  run_ctest build/clang-single
+fi
+
+if [[ $steps == *" 4 "* ]]; then
+  echo "== 4. AddressSanitizer + UndefinedBehaviorSanitizer"
+  cmake -S . -B build/asan "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTAPIR_SANITIZE=ON \
+        -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
+  cmake --build build/asan -j "$jobs"
+  TAPIR_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest build/asan
+fi
+
+if [[ $steps == *" 5 "* ]]; then
+  echo "== 5. aarch64 (NEON) under qemu"
+  cmake -S . -B build/aarch64 "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE="$root/.ci/aarch64.cmake" \
+        -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
+  cmake --build build/aarch64 -j "$jobs" --target test_simd $(grep -q "test_deploy" build/aarch64/build.ninja 2>/dev/null && echo test_deploy)
+  TAPIR_TEST_QUICK=1 run_ctest build/aarch64 -R "^(simd|deploy)$"
+fi
+
+if [[ $steps == *" 6 "* ]]; then
+  echo "== 6. GCC Release: tests, examples, benchmarks"
+  cmake -S . -B build/gcc "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ >/dev/null
+  cmake --build build/gcc -j "$jobs"
+  run_ctest build/gcc
+fi

@@ -1,0 +1,68 @@
+#pragma once
+// tapir's timing harness: warm-up, repeats, median and min-max, machine details, JSON output.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <tapir/simd/arch.hpp>
+
+namespace bench {
+
+struct Stats {
+    double median = 0, min = 0, max = 0;  // seconds per call
+    int repeats = 0;
+};
+
+/// Times fn (one call = one unit of work) over `repeats` samples of `inner` calls each, after warm-up.
+inline Stats measure(const std::function<void()>& fn, int repeats = 15, int inner = 1, double warmup_s = 0.05) {
+    using clk = std::chrono::steady_clock;
+    const auto w0 = clk::now();
+    do fn();
+    while (std::chrono::duration<double>(clk::now() - w0).count() < warmup_s);
+    std::vector<double> s;
+    for (int r = 0; r < repeats; ++r) {
+        const auto t0 = clk::now();
+        for (int i = 0; i < inner; ++i) fn();
+        s.push_back(std::chrono::duration<double>(clk::now() - t0).count() / inner);
+    }
+    std::sort(s.begin(), s.end());
+    return Stats{s[s.size() / 2], s.front(), s.back(), repeats};
+}
+
+/// Picks `inner` so that one sample takes about target_s.
+inline int calibrate(const std::function<void()>& fn, double target_s = 0.02) {
+    using clk = std::chrono::steady_clock;
+    int n = 1;
+    for (;;) {
+        const auto t0 = clk::now();
+        for (int i = 0; i < n; ++i) fn();
+        const double dt = std::chrono::duration<double>(clk::now() - t0).count();
+        if (dt > target_s || n > (1 << 24)) return n;
+        n *= 2;
+    }
+}
+
+inline std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown";
+}
+
+inline std::string machine_json() {
+    std::ostringstream os;
+    os << "{\"cpu\": \"" << cpu_model() << "\", \"isa\": \"" << tapir::simd::isa_name(tapir::simd::active_isa()) << "\"}";
+    return os.str();
+}
+
+inline void print_machine() {
+    std::printf("# cpu: %s, tapir ISA path: %s\n", cpu_model().c_str(), tapir::simd::isa_name(tapir::simd::active_isa()));
+}
+
+} // namespace bench

@@ -1,0 +1,328 @@
+#pragma once
+/// The tape: nodes in recording order, values in an arena, parameters outside.
+///
+/// A Var is two words (tape pointer, node index) plus a generation counter that catches use
+/// after clear(). Nodes live in one vector whose capacity survives clear(); backward walks them
+/// in reverse index order, which is already topological, so there is no recursion and no sort.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../config.hpp"
+#include "../error.hpp"
+#include "../tensor/tensor.hpp"
+#include "arena.hpp"
+
+namespace tapir {
+
+template <class T>
+class Tape;
+template <class T>
+class Var;
+
+/// Every recorded operation. The name table in op_name() follows this order.
+enum class Op : std::uint8_t {
+    leaf,      // constant input or variable; data owned by the arena or the user
+    param,     // a Parameter's storage (no copy); gradient accumulates into Parameter::grad
+    add, sub, mul, div, neg, scale, add_scalar, rdiv_scalar,
+    matmul, transpose, reshape, broadcast_to, sum_to, sum_axis, max_axis, min_axis,
+    exp, log, log1p, sqrt, pow, abs, square, clamp, where,
+    tanh, sigmoid, relu, leaky_relu, elu, softplus, log_sigmoid, erf,
+    softmax, log_softmax, logsumexp,
+    concat, slice, pad, gather_rows, scatter_rows,
+    grad_reverse, dense, bce_logits,
+    // Non-differentiable helpers that backward rules use for masks (no gradient flows through them).
+    positive_mask, sign, inrange_mask, leaky_slope, extreme_mask,
+    count_
+};
+
+inline const char* op_name(Op op) noexcept {
+    static const char* const names[] = {
+        "leaf", "param", "add", "sub", "mul", "div", "neg", "scale", "add_scalar", "rdiv_scalar",
+        "matmul", "transpose", "reshape", "broadcast_to", "sum_to", "sum", "max", "min",
+        "exp", "log", "log1p", "sqrt", "pow", "abs", "square", "clamp", "where",
+        "tanh", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "log_sigmoid", "erf",
+        "softmax", "log_softmax", "logsumexp",
+        "concat", "slice", "pad", "gather_rows", "scatter_rows",
+        "grad_reverse", "dense", "bce_with_logits",
+        "positive_mask", "sign", "inrange_mask", "leaky_slope", "extreme_mask"};
+    static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_), "op name table");
+    return names[static_cast<std::size_t>(op)];
+}
+
+/// Activation fused into a dense node.
+enum class Activation : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
+
+inline const char* activation_name(Activation a) noexcept {
+    switch (a) {
+    case Activation::none: return "linear";
+    case Activation::relu: return "relu";
+    case Activation::leaky_relu: return "leaky_relu";
+    case Activation::elu: return "elu";
+    case Activation::tanh: return "tanh";
+    case Activation::sigmoid: return "sigmoid";
+    case Activation::softplus: return "softplus";
+    }
+    return "?";
+}
+
+/// A value on the tape: a pointer into the arena (or a parameter) and a shape. Immutable once written.
+template <class T>
+struct Ref {
+    T* data = nullptr;
+    Shape shape{};
+    std::size_t size() const noexcept { return shape.numel(); }
+};
+
+/// A trainable tensor with its gradient buffer; lives outside the tape, across steps.
+template <class T>
+struct Parameter {
+    std::string name;
+    Tensor<T> value;
+    Tensor<T> grad;
+    bool requires_grad = true;
+
+    Parameter() = default;
+    Parameter(std::string n, Tensor<T> v) : name(std::move(n)), value(std::move(v)), grad(value.shape()) {}
+    const Shape& shape() const noexcept { return value.shape(); }
+    std::size_t size() const noexcept { return value.size(); }
+    void zero_grad() noexcept { grad.fill(T(0)); }
+};
+
+template <class T>
+struct Node {
+    Ref<T> out;
+    std::int32_t in[3] = {-1, -1, -1};
+    Op op = Op::leaf;
+    bool requires_grad = false;
+    std::uint8_t flags = 0;  // matmul: bit0 = transpose a, bit1 = transpose b; sum: keepdim; dense: has bias
+    std::uint8_t act = 0;    // dense: Activation
+    std::int32_t axis = 0;
+    T a0 = T(0), a1 = T(0);  // scalar attributes (exponent, alpha, bounds, offsets)
+    std::size_t i0 = 0, i1 = 0;  // integer attributes (slice start/length, row counts)
+    Parameter<T>* param = nullptr;
+    const std::int64_t* index = nullptr;  // gather/scatter row indices (in the arena)
+};
+
+namespace detail {
+[[noreturn]] inline void throw_stale_var() {
+    throw tape_error("Var used after its tape was cleared (or on a different tape generation)");
+}
+} // namespace detail
+
+template <class T>
+class Var {
+public:
+    using value_type = T;
+    Var() = default;
+    Var(Tape<T>* t, std::int32_t idx, std::uint32_t gen) noexcept : tape_(t), idx_(idx), gen_(gen) {}
+
+    bool valid() const noexcept { return tape_ != nullptr; }
+    Tape<T>& tape() const {
+        check();
+        return *tape_;
+    }
+    std::int32_t index() const noexcept { return idx_; }
+    const Node<T>& node() const {
+        check();
+        return tape_->node(idx_);
+    }
+    const Ref<T>& ref() const { return node().out; }
+    const Shape& shape() const { return ref().shape; }
+    std::size_t size() const { return ref().shape.numel(); }
+    const T* data() const { return ref().data; }
+    bool requires_grad() const { return node().requires_grad; }
+    T item() const {
+        const Ref<T>& r = ref();
+        if (r.shape.numel() != 1) throw shape_error("Var::item: value of shape " + r.shape.str() + " is not a single value");
+        return r.data[0];
+    }
+    T operator[](std::size_t i) const { return ref().data[i]; }
+    /// Copy of the value as a Tensor.
+    Tensor<T> value() const {
+        const Ref<T>& r = ref();
+        return Tensor<T>(r.shape, r.data, r.shape.numel());
+    }
+    /// Gradient left by the last backward() on a leaf variable.
+    Tensor<T> grad() const { return tape().leaf_grad(idx_); }
+
+private:
+    void check() const {
+        if (TAPIR_UNLIKELY(tape_ == nullptr)) throw tape_error("Var: empty handle");
+        if (TAPIR_UNLIKELY(gen_ != tape_->generation())) detail::throw_stale_var();
+    }
+    Tape<T>* tape_ = nullptr;
+    std::int32_t idx_ = -1;
+    std::uint32_t gen_ = 0;
+};
+
+template <class T>
+class Tape {
+public:
+    using value_type = T;
+
+    Tape() { nodes_.reserve(256); }
+    Tape(const Tape&) = delete;
+    Tape& operator=(const Tape&) = delete;
+
+    // ---- leaves ----------------------------------------------------------------------------
+    /// A constant copied into the arena (no gradient).
+    Var<T> constant(const Tensor<T>& t) { return constant(t.data(), t.shape()); }
+    Var<T> constant(const T* data, const Shape& s) {
+        Ref<T> r = alloc(s);
+        const std::size_t n = s.numel();
+        for (std::size_t i = 0; i < n; ++i) r.data[i] = data[i];
+        return leaf(r, false);
+    }
+    Var<T> scalar(T v) {
+        Ref<T> r = alloc(Shape{});
+        r.data[0] = v;
+        return leaf(r, false);
+    }
+    Var<T> full(const Shape& s, T v) {
+        Ref<T> r = alloc(s);
+        const std::size_t n = s.numel();
+        for (std::size_t i = 0; i < n; ++i) r.data[i] = v;
+        return leaf(r, false);
+    }
+    /// A constant that aliases the caller's storage: no copy; the tensor must outlive the step.
+    Var<T> view(const Tensor<T>& t) { return leaf(Ref<T>{const_cast<T*>(t.data()), t.shape()}, false); }
+    /// A leaf that requires a gradient (copied into the arena); read it with Var::grad().
+    Var<T> variable(const Tensor<T>& t) {
+        Var<T> v = constant(t);
+        nodes_[static_cast<std::size_t>(v.index())].requires_grad = grad_enabled_;
+        return v;
+    }
+    /// A parameter's storage as a leaf; gradients accumulate into p.grad.
+    Var<T> param(Parameter<T>& p) {
+        Node<T> n;
+        n.out = Ref<T>{p.value.data(), p.value.shape()};
+        n.op = Op::param;
+        n.requires_grad = p.requires_grad && grad_enabled_;
+        n.param = &p;
+        return push_node(n);
+    }
+
+    /// Drop every node and arena value; keeps capacity so the next step does not allocate.
+    void clear() noexcept {
+        nodes_.clear();
+        labels_.clear();
+        arena_.reset();
+        ++generation_;
+    }
+
+    std::size_t size() const noexcept { return nodes_.size(); }
+    std::uint32_t generation() const noexcept { return generation_; }
+    const Node<T>& node(std::int32_t i) const noexcept { return nodes_[static_cast<std::size_t>(i)]; }
+    Node<T>& node_mut(std::int32_t i) noexcept { return nodes_[static_cast<std::size_t>(i)]; }
+    Var<T> var(std::int32_t i) noexcept { return Var<T>(this, i, generation_); }
+    Arena& arena() noexcept { return arena_; }
+
+    bool grad_enabled() const noexcept { return grad_enabled_; }
+    void set_grad_enabled(bool on) noexcept { grad_enabled_ = on; }
+
+    /// Anomaly mode: the first op whose forward or backward value is not finite throws anomaly_error.
+    void set_detect_anomaly(bool on) noexcept { detect_anomaly_ = on; }
+    bool detect_anomaly() const noexcept { return detect_anomaly_; }
+    /// A label recorded with subsequent nodes, named by anomaly errors (e.g. the layer name).
+    void set_label(const char* label) noexcept { label_ = label; }
+    const char* label() const noexcept { return label_; }
+
+    // ---- recording (used by ops) ------------------------------------------------------------
+    Ref<T> alloc(const Shape& s) { return Ref<T>{arena_.allocate_array<T>(s.numel()), s}; }
+
+    Var<T> push_node(const Node<T>& n) {
+        if (TAPIR_UNLIKELY(detect_anomaly_)) {
+            check_finite(nodes_.size(), n.op, "forward", n.out);
+            labels_.resize(nodes_.size() + 1, nullptr);
+            labels_.back() = label_;
+        }
+        nodes_.push_back(n);
+        return Var<T>(this, static_cast<std::int32_t>(nodes_.size() - 1), generation_);
+    }
+
+    /// Records an op with up to three inputs; requires_grad follows its inputs.
+    Var<T> record(Op op, const Ref<T>& out, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1) {
+        const Node<T>* nd = nodes_.data();
+        const bool rg = grad_enabled_ && ((a >= 0 && nd[a].requires_grad) || (b >= 0 && nd[b].requires_grad) ||
+                                          (c >= 0 && nd[c].requires_grad));
+        if (TAPIR_UNLIKELY(detect_anomaly_)) {
+            check_finite(nodes_.size(), op, "forward", out);
+            labels_.resize(nodes_.size() + 1, nullptr);
+            labels_.back() = label_;
+        }
+        Node<T>& n = nodes_.emplace_back();
+        n.out = out;
+        n.op = op;
+        n.in[0] = a;
+        n.in[1] = b;
+        n.in[2] = c;
+        n.requires_grad = rg;
+        return Var<T>(this, static_cast<std::int32_t>(nodes_.size() - 1), generation_);
+    }
+    Var<T> leaf(const Ref<T>& r, bool requires_grad) {
+        Node<T> n;
+        n.out = r;
+        n.op = Op::leaf;
+        n.requires_grad = requires_grad;
+        return push_node(n);
+    }
+
+    /// Backward scratch, kept here so that its capacity survives between steps.
+    std::vector<Ref<T>>& grad_refs() noexcept { return grad_refs_; }
+    std::vector<std::int32_t>& grad_vars() noexcept { return grad_vars_; }
+
+    Tensor<T> leaf_grad(std::int32_t i) const {
+        const auto k = static_cast<std::size_t>(i);
+        if (k >= grad_refs_.size() || grad_refs_[k].data == nullptr) {
+            if (!nodes_[k].requires_grad) throw tape_error("Var::grad: this value does not require a gradient");
+            return Tensor<T>(nodes_[k].out.shape);
+        }
+        return Tensor<T>(grad_refs_[k].shape, grad_refs_[k].data, grad_refs_[k].shape.numel());
+    }
+
+    /// Anomaly check of one value produced by node `index` (its output, or a gradient its rule made).
+    void check_finite(std::size_t index, Op op, const char* phase, const Ref<T>& r) const {
+        const std::size_t m = r.shape.numel();
+        for (std::size_t i = 0; i < m; ++i) {
+            const T v = r.data[i];
+            if (v - v == v - v) continue;  // finite
+            std::string where = "node #" + std::to_string(index);
+            const char* lab = index < labels_.size() ? labels_[index] : label_;
+            if (lab && *lab) where += std::string(" in '") + lab + "'";
+            throw anomaly_error(std::string("anomaly: ") + phase + " of op '" + op_name(op) + "' (" + where + ", " +
+                                (phase[0] == 'f' ? "output" : "gradient") + " shape " + r.shape.str() + ") produced " +
+                                (v != v ? "NaN" : (v > 0 ? "+inf" : "-inf")) + " at element " + std::to_string(i));
+        }
+    }
+
+private:
+    std::vector<Node<T>> nodes_;
+    Arena arena_;
+    std::vector<Ref<T>> grad_refs_;
+    std::vector<std::int32_t> grad_vars_;
+    std::vector<const char*> labels_;
+    const char* label_ = nullptr;
+    std::uint32_t generation_ = 1;
+    bool grad_enabled_ = true;
+    bool detect_anomaly_ = false;
+};
+
+/// Disables gradient recording on a tape for its lifetime (inference, target networks).
+template <class T>
+class NoGradGuard {
+public:
+    explicit NoGradGuard(Tape<T>& t) noexcept : tape_(t), prev_(t.grad_enabled()) { t.set_grad_enabled(false); }
+    ~NoGradGuard() { tape_.set_grad_enabled(prev_); }
+    NoGradGuard(const NoGradGuard&) = delete;
+    NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+private:
+    Tape<T>& tape_;
+    bool prev_;
+};
+
+} // namespace tapir
