@@ -14,4 +14,5 @@
 #include "autodiff/backward.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "io/csv.hpp"
+#include "io/svg.hpp"
 #include "metrics/metrics.hpp"
