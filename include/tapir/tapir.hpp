@@ -15,4 +15,6 @@
 #include "autodiff/gradcheck.hpp"
 #include "io/csv.hpp"
 #include "io/svg.hpp"
+#include "hep/kinematics.hpp"
+#include "hep/diphoton.hpp"
 #include "metrics/metrics.hpp"
