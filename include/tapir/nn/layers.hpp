@@ -1,0 +1,416 @@
+#pragma once
+/// Layers: Dense (fused matmul + bias + activation), activation layers, Softmax, Dropout,
+/// BatchNorm and LayerNorm.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "../autodiff/ops.hpp"
+#include "../autodiff/tape.hpp"
+#include "../data/random.hpp"
+#include "../error.hpp"
+#include "init.hpp"
+#include "module.hpp"
+
+namespace tapir {
+namespace nn {
+
+/// The conventional slope of an activation that has one: 0.01 for leaky ReLU, 1 for ELU.
+inline double default_alpha(Activation act) noexcept {
+    return act == Activation::leaky_relu ? 0.01 : (act == Activation::elu ? 1.0 : 0.0);
+}
+
+// ---- Dense ----------------------------------------------------------------------------------
+
+struct DenseOptions {
+    Activation activation = Activation::none;
+    std::optional<double> alpha;  ///< leaky ReLU slope or ELU scale; default_alpha() when unset
+    bool bias = true;
+    Init kernel_init = Init::glorot_uniform();  ///< Keras' defaults: Glorot uniform kernel, zero bias
+    Init bias_init = Init::zeros();
+};
+
+/// y = act(x W + b), recorded as ONE tape node (tapir::dense) with a fused backward.
+/// Weight layout follows Keras: `weight` has shape (in, out), so y = x W with x (batch, in);
+/// PyTorch's nn.Linear stores the transpose (out, in). `bias` has shape (out,).
+template <class T>
+class Dense : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (in, out)
+    Parameter<T> bias;    ///< (out,); empty without bias
+
+    Dense(std::size_t in, std::size_t out, Rng& rng, Activation act = Activation::none)
+        : Dense(in, out, rng, options_for(act)) {}
+    Dense(std::size_t in, std::size_t out, Rng& rng, const DenseOptions& opt)
+        : weight("weight", Tensor<T>(Shape{in, out})),
+          act_(opt.activation),
+          alpha_(static_cast<T>(opt.alpha ? *opt.alpha : default_alpha(opt.activation))),
+          has_bias_(opt.bias) {
+        if (in == 0 || out == 0)
+            throw value_error("Dense: input and output sizes must be positive, got " + std::to_string(in) + " -> " + std::to_string(out));
+        opt.kernel_init.apply(weight.value, rng);
+        if (has_bias_) {
+            bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
+            opt.bias_init.apply(bias.value, rng);
+        }
+    }
+
+    std::size_t in_features() const noexcept { return weight.value.shape()[0]; }
+    std::size_t out_features() const noexcept { return weight.value.shape()[1]; }
+    bool has_bias() const noexcept { return has_bias_; }
+    Activation activation() const noexcept { return act_; }
+    T alpha() const noexcept { return alpha_; }
+
+    Var<T> forward(const Var<T>& x) override { return apply(x, act_, alpha_); }
+
+    bool can_fuse_activation() const noexcept override { return act_ == Activation::none; }
+    /// This layer followed by an activation, as one dense node (what Sequential calls).
+    Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override {
+        if (act_ != Activation::none)
+            throw value_error(std::string("Dense::forward_fused: the layer already applies ") + activation_name(act_));
+        return apply(x, act, alpha);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return Shape{in[0], out_features()};
+    }
+    LayerKind kind() const override { return LayerKind::dense; }
+    std::string type_name() const override { return "Dense"; }
+    std::string describe() const override {
+        std::string s = "Dense";
+        if (act_ != Activation::none) {
+            s += std::string("(") + activation_name(act_);
+            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + detail::format_number(static_cast<double>(alpha_));
+            s += ")";
+        }
+        return s;
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dense>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        if (has_bias_) out.emplace_back("bias", &bias);
+    }
+
+private:
+    static DenseOptions options_for(Activation act) {
+        DenseOptions o;
+        o.activation = act;
+        return o;
+    }
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != in_features()))
+            throw shape_error("Dense(" + std::to_string(in_features()) + " -> " + std::to_string(out_features()) +
+                              "): expected input of shape (batch, " + std::to_string(in_features()) + "), got " + s.str());
+    }
+    Var<T> apply(const Var<T>& x, Activation act, T alpha) {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> w = this->use(t, weight);
+        if (!has_bias_) return dense(x, w, nullptr, act, alpha);
+        const Var<T> b = this->use(t, bias);
+        return dense(x, w, &b, act, alpha);
+    }
+
+    Activation act_;
+    T alpha_;
+    bool has_bias_;
+};
+
+// ---- activations ----------------------------------------------------------------------------
+
+/// An elementwise activation as a layer. Sequential fuses it into a preceding Dense.
+template <class T>
+class ActivationLayer : public Module<T> {
+public:
+    explicit ActivationLayer(Activation act, T alpha = T(0)) : act_(act), alpha_(alpha) {}
+
+    Activation activation() const noexcept { return act_; }
+    T alpha() const noexcept { return alpha_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        switch (act_) {
+        case Activation::none: return x;
+        case Activation::relu: return relu(x);
+        case Activation::leaky_relu: return leaky_relu(x, alpha_);
+        case Activation::elu: return elu(x, alpha_);
+        case Activation::tanh: return tanh(x);
+        case Activation::sigmoid: return sigmoid(x);
+        case Activation::softplus: return softplus(x);
+        }
+        return x;
+    }
+    Activation fusable_activation() const noexcept override { return act_; }
+    T activation_alpha() const noexcept override { return alpha_; }
+
+    Shape output_shape(const Shape& in) const override { return in; }
+    LayerKind kind() const override { return LayerKind::activation; }
+    std::string type_name() const override {
+        switch (act_) {
+        case Activation::none: return "Identity";
+        case Activation::relu: return "ReLU";
+        case Activation::leaky_relu: return "LeakyReLU";
+        case Activation::elu: return "ELU";
+        case Activation::tanh: return "Tanh";
+        case Activation::sigmoid: return "Sigmoid";
+        case Activation::softplus: return "Softplus";
+        }
+        return "?";
+    }
+    std::string describe() const override {
+        if (act_ == Activation::leaky_relu || act_ == Activation::elu)
+            return type_name() + "(" + detail::format_number(static_cast<double>(alpha_)) + ")";
+        return type_name();
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
+
+private:
+    Activation act_;
+    T alpha_;
+};
+
+template <class T>
+struct ReLU : ActivationLayer<T> {
+    ReLU() : ActivationLayer<T>(Activation::relu) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ReLU>(*this); }
+};
+template <class T>
+struct LeakyReLU : ActivationLayer<T> {
+    explicit LeakyReLU(T alpha = T(0.01)) : ActivationLayer<T>(Activation::leaky_relu, alpha) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LeakyReLU>(*this); }
+};
+template <class T>
+struct ELU : ActivationLayer<T> {
+    explicit ELU(T alpha = T(1)) : ActivationLayer<T>(Activation::elu, alpha) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ELU>(*this); }
+};
+template <class T>
+struct Sigmoid : ActivationLayer<T> {
+    Sigmoid() : ActivationLayer<T>(Activation::sigmoid) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sigmoid>(*this); }
+};
+template <class T>
+struct Tanh : ActivationLayer<T> {
+    Tanh() : ActivationLayer<T>(Activation::tanh) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Tanh>(*this); }
+};
+template <class T>
+struct Softplus : ActivationLayer<T> {
+    Softplus() : ActivationLayer<T>(Activation::softplus) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softplus>(*this); }
+};
+template <class T>
+struct Identity : ActivationLayer<T> {
+    Identity() : ActivationLayer<T>(Activation::none) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Identity>(*this); }
+};
+
+/// Softmax along an axis (the last by default). Not fused: it couples the outputs of a row.
+template <class T>
+class Softmax : public Module<T> {
+public:
+    explicit Softmax(std::int64_t axis = -1) : axis_(axis) {}
+    std::int64_t axis() const noexcept { return axis_; }
+    Var<T> forward(const Var<T>& x) override { return softmax(x, axis_); }
+    Shape output_shape(const Shape& in) const override {
+        tapir::detail::normalize_axis(axis_, in, "Softmax");
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::softmax; }
+    std::string type_name() const override { return "Softmax"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softmax>(*this); }
+
+private:
+    std::int64_t axis_;
+};
+
+// ---- Dropout --------------------------------------------------------------------------------
+
+/// Inverted dropout: in training each element is zeroed with probability p and the survivors
+/// are scaled by 1/(1-p), so eval mode is the identity. The mask stream comes from the layer's
+/// own Rng, so a seed reproduces it.
+template <class T>
+class Dropout : public Module<T> {
+public:
+    explicit Dropout(double p, std::uint64_t seed = 0x5eed) : p_(check_p(p)), rng_(seed) {}
+    Dropout(double p, Rng& rng) : p_(check_p(p)), rng_(rng.next_u64()) {}
+
+    double p() const noexcept { return p_; }
+    void reseed(std::uint64_t seed) noexcept { rng_.reseed(seed); }
+
+    Var<T> forward(const Var<T>& x) override {
+        if (!this->is_training() || p_ == 0.0) return x;
+        Tape<T>& t = x.tape();
+        Ref<T> mask = t.alloc(x.shape());
+        const T keep = p_ < 1.0 ? static_cast<T>(1.0 / (1.0 - p_)) : T(0);
+        const std::size_t n = mask.size();
+        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng_.uniform() < p_ ? T(0) : keep;
+        return mul(x, t.leaf(mask, false));
+    }
+
+    Shape output_shape(const Shape& in) const override { return in; }
+    LayerKind kind() const override { return LayerKind::dropout; }
+    std::string type_name() const override { return "Dropout"; }
+    std::string describe() const override { return "Dropout(" + detail::format_number(p_) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
+
+private:
+    static double check_p(double p) {
+        if (!(p >= 0.0 && p <= 1.0)) throw value_error("Dropout: probability must be in [0, 1], got " + std::to_string(p));
+        return p;
+    }
+    double p_;
+    Rng rng_;
+};
+
+// ---- normalisation --------------------------------------------------------------------------
+
+/// Batch normalisation over the batch axis of (batch, features) inputs, PyTorch conventions:
+/// training normalises with the batch mean and biased variance and updates
+///   running_mean = (1 - momentum) running_mean + momentum mean,
+///   running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)   (unbiased),
+/// momentum 0.1, eps 1e-5; eval normalises with the running statistics. (Keras' momentum 0.99
+/// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
+template <class T>
+class BatchNorm : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (features,) scale, gamma
+    Parameter<T> bias;    ///< (features,) shift, beta
+    Tensor<T> running_mean;
+    Tensor<T> running_var;
+
+    explicit BatchNorm(std::size_t features, double momentum = 0.1, double eps = 1e-5)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))),
+          bias("bias", Tensor<T>(Shape{features})),
+          running_mean(Shape{features}),
+          running_var(Shape{features}, T(1)),
+          momentum_(momentum),
+          eps_(eps) {
+        if (features == 0) throw value_error("BatchNorm: the number of features must be positive");
+        if (!(momentum >= 0.0 && momentum <= 1.0)) throw value_error("BatchNorm: momentum must be in [0, 1], got " + std::to_string(momentum));
+        if (!(eps > 0.0)) throw value_error("BatchNorm: eps must be positive, got " + std::to_string(eps));
+    }
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double momentum() const noexcept { return momentum_; }
+    double eps() const noexcept { return eps_; }
+    /// Training batches seen (the running statistics' update count).
+    std::size_t batches_tracked() const noexcept { return batches_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> w = this->use(t, weight), b = this->use(t, bias);
+        const std::size_t f = features();
+        if (this->is_training()) {
+            const std::size_t n = x.shape()[0];
+            if (n < 2)
+                throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got input of shape " +
+                                  x.shape().str());
+            const Var<T> mu = mean(x, 0, true);
+            const Var<T> xc = sub(x, mu);
+            const Var<T> var = mean(square(xc), 0, true);
+            const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
+            const Var<T> y = add(mul(mul(xc, inv_std), w), b);
+            const T m = static_cast<T>(momentum_);
+            const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
+            for (std::size_t j = 0; j < f; ++j) {
+                running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
+                running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
+            }
+            ++batches_;
+            return y;
+        }
+        Ref<T> inv = t.alloc(Shape{f});
+        for (std::size_t j = 0; j < f; ++j) inv.data[j] = T(1) / std::sqrt(running_var[j] + static_cast<T>(eps_));
+        const Var<T> scale = mul(w, t.leaf(inv, false));
+        return add(mul(sub(x, t.constant(running_mean)), scale), b);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::batch_norm; }
+    std::string type_name() const override { return "BatchNorm"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        out.emplace_back("bias", &bias);
+    }
+    void collect_buffers(std::vector<NamedBuffer<T>>& out) override {
+        out.emplace_back("running_mean", &running_mean);
+        out.emplace_back("running_var", &running_var);
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
+            throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
+                              std::to_string(features()) + "), got " + s.str());
+    }
+    double momentum_;
+    double eps_;
+    std::size_t batches_ = 0;
+};
+
+/// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
+/// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
+template <class T>
+class LayerNorm : public Module<T> {
+public:
+    Parameter<T> weight;
+    Parameter<T> bias;
+
+    explicit LayerNorm(std::size_t features, double eps = 1e-5)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {
+        if (features == 0) throw value_error("LayerNorm: the number of features must be positive");
+        if (!(eps > 0.0)) throw value_error("LayerNorm: eps must be positive, got " + std::to_string(eps));
+    }
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double eps() const noexcept { return eps_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> mu = mean(x, -1, true);
+        const Var<T> xc = sub(x, mu);
+        const Var<T> var = mean(square(xc), -1, true);
+        const Var<T> xn = mul(xc, pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5)));
+        return add(mul(xn, this->use(t, weight)), this->use(t, bias));
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::layer_norm; }
+    std::string type_name() const override { return "LayerNorm"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        out.emplace_back("bias", &bias);
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != features()))
+            throw shape_error("LayerNorm(" + std::to_string(features()) + "): expected the last axis of length " +
+                              std::to_string(features()) + ", got input of shape " + s.str());
+    }
+    double eps_;
+};
+
+} // namespace nn
+} // namespace tapir

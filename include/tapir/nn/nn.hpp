@@ -1,0 +1,8 @@
+#pragma once
+/// Neural-network layers, models and the training loop in one include.
+
+#include "fit.hpp"
+#include "init.hpp"
+#include "layers.hpp"
+#include "module.hpp"
+#include "sequential.hpp"
