@@ -23,8 +23,9 @@ function(_tapir_inline path)
   get_filename_component(dir "${path}" DIRECTORY)
   file(RELATIVE_PATH rel "${SRC}" "${path}")
   # Read raw and split on newlines by hand; ';' and brackets are masked so that CMake's
-  # list splitting sees neither.
+  # list splitting sees none of them (a trailing backslash would escape the separator).
   file(READ "${path}" text)
+  string(REPLACE "\\" "@TAPIR_BS@" text "${text}")
   string(REPLACE ";" "@TAPIR_SEMI@" text "${text}")
   string(REPLACE "[" "@TAPIR_LB@" text "${text}")
   string(REPLACE "]" "@TAPIR_RB@" text "${text}")
@@ -50,6 +51,7 @@ endfunction()
 set(_out "// tapir: single-header amalgamation generated from include/tapir/ by single_include/amalgamate.cmake.\n// Do not edit: edit include/tapir/ and regenerate with `cmake -P single_include/amalgamate.cmake`.\n#pragma once\n")
 _tapir_inline("${SRC}/tapir/tapir.hpp")
 string(REPLACE "@TAPIR_SEMI@" ";" _out "${_out}")
+string(REPLACE "@TAPIR_BS@" "\\" _out "${_out}")
 string(REPLACE "@TAPIR_LB@" "[" _out "${_out}")
 string(REPLACE "@TAPIR_RB@" "]" _out "${_out}")
 file(WRITE "${OUT}.tmp" "${_out}")

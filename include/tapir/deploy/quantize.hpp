@@ -1,0 +1,503 @@
+#pragma once
+/// Quantised fixed-size MLPs, with the same guarantees as fixed.hpp (noexcept, no heap, const and
+/// thread-safe forward, builds with -fno-exceptions -fno-rtti):
+///
+/// - Int8Mlp<8, 24, 16, 8, 1>: int8 weights (one symmetric scale per layer, max |W| -> 127) and
+///   8-bit activations with one scale per layer input, calibrated on data (the range that covers
+///   99.99% of the |inputs| by default; beyond it values saturate): int8 [-127, 127], or uint8
+///   [0, 255] when the previous activation is non-negative (relu, sigmoid, softplus), int32
+///   accumulation with the bias in the accumulator's units, then
+///   y = act(acc * s_x * s_w) in float (tanh and sigmoid with fused multiply-adds everywhere),
+///   requantised by the next layer. Integer sums are exact, so every instruction set gives the
+///   same outputs.
+/// - FixedPoint<W, I, Q, O>: the ap_fixed<W, I> convention of FPGA toolchains (W bits in total,
+///   I of them integer bits including the sign, F = W - I fractional bits; Q = trn (floor, the
+///   default) or rnd (round half up); O = wrap (the default) or sat), and FixedMlp<Fx, 8, 24, ...>
+///   with weights, biases, inputs and layer outputs in Fx, products accumulated at full precision
+///   (2F fractional bits, as an accumulator wide enough never to round or overflow) and quantised
+///   once per output. Non-linear activations are evaluated exactly and then quantised (hls4ml
+///   uses lookup tables, which adds the table's error on top).
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <tuple>
+#include <utility>
+
+#include "../config.hpp"
+#include "fixed.hpp"
+
+namespace tapir::deploy {
+
+// ---- int8 -----------------------------------------------------------------------------------
+
+namespace detail {
+
+/// round-half-even(clamp(v, lo, hi)) as an integer, without libm and without fp contraction
+/// (the clamp separates the product from the rounding add). NaN -> 0.
+inline std::int32_t quantize_i8(float v, float lo = -127.0f, float hi = 127.0f) noexcept {
+    v = v > hi ? hi : (v < lo ? lo : v);
+    if (v != v) v = 0.0f;
+    const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer, half to even
+    return static_cast<std::int32_t>((v + magic) - magic);
+}
+
+} // namespace detail
+
+template <std::size_t In, std::size_t Out>
+struct Int8Dense {
+    static constexpr std::size_t in = In, out = Out;
+    static constexpr std::size_t out_padded = detail::round_up(Out, 32);
+
+    alignas(64) std::int8_t weight[In][out_padded] = {};
+    alignas(64) std::int32_t bias[out_padded] = {};
+    float in_scale = 1.0f;   ///< x_q = round(x / in_scale), clamped to [in_min, in_max]
+    float inv_in_scale = 1.0f;
+    float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
+    float w_scale = 1.0f;    ///< W ~ w_scale * weight
+    float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
+    Act act = Act::none;
+    float alpha = 0.0f;
+
+    static Status check(const LayerView<float>& v, float input_range) noexcept {
+        if (v.in != In || v.out != Out) return Status::shape;
+        if (!v.weight) return Status::null_pointer;
+        if (!detail::finite(input_range) || !(input_range >= 0.0f)) return Status::bad_scale;
+        for (std::size_t k = 0; k < In * Out; ++k)
+            if (!detail::finite(v.weight[k])) return Status::non_finite;
+        if (v.bias)
+            for (std::size_t j = 0; j < Out; ++j)
+                if (!detail::finite(v.bias[j])) return Status::non_finite;
+        return Status::ok;
+    }
+
+    /// Quantises a float layer; input_range = the largest |input| to represent (from
+    /// calibration), non_negative_input = the previous activation cannot go below zero.
+    Status set(const LayerView<float>& v, float input_range, bool non_negative_input = false) noexcept {
+        const Status s = check(v, input_range);
+        if (s != Status::ok) return s;
+        float wmax = 0.0f;
+        for (std::size_t k = 0; k < In * Out; ++k) wmax = std::fabs(v.weight[k]) > wmax ? std::fabs(v.weight[k]) : wmax;
+        w_scale = wmax > 0.0f ? wmax / 127.0f : 1.0f;
+        in_min = non_negative_input ? 0.0f : -127.0f;
+        in_max = non_negative_input ? 255.0f : 127.0f;
+        in_scale = input_range > 0.0f ? input_range / in_max : 1.0f;
+        inv_in_scale = 1.0f / in_scale;
+        out_scale = in_scale * w_scale;
+        const float inv_w = 1.0f / w_scale;
+        for (std::size_t p = 0; p < In; ++p)
+            for (std::size_t j = 0; j < out_padded; ++j)
+                weight[p][j] = static_cast<std::int8_t>(j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
+        for (std::size_t j = 0; j < out_padded; ++j) {
+            const double b = (v.bias && j < Out) ? static_cast<double>(v.bias[j]) / static_cast<double>(out_scale) : 0.0;
+            const double lim = 2147483647.0;
+            bias[j] = static_cast<std::int32_t>(std::nearbyint(b > lim ? lim : (b < -lim ? -lim : b)));
+        }
+        act = v.act;
+        alpha = v.alpha;
+        return Status::ok;
+    }
+
+    /// x (In floats) -> y (Out floats).
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+        alignas(64) std::int32_t acc[out_padded];
+        for (std::size_t j = 0; j < out_padded; ++j) acc[j] = bias[j];
+        for (std::size_t p = 0; p < In; ++p) {
+            const std::int32_t xp = detail::quantize_i8(x[p] * inv_in_scale, in_min, in_max);
+            const std::int8_t* w = weight[p];
+            for (std::size_t j = 0; j < out_padded; ++j) acc[j] += xp * static_cast<std::int32_t>(w[j]);
+        }
+        for (std::size_t j = 0; j < Out; ++j)
+            y[j] = detail::activate<true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+    }
+};
+
+namespace detail {
+template <std::size_t... S>
+struct int8_layers {
+    template <std::size_t... I>
+    static std::tuple<Int8Dense<size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
+    using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
+};
+
+template <std::size_t... S>
+constexpr std::size_t max_size() noexcept {
+    std::size_t m = 0;
+    for (std::size_t s : {S...}) m = s > m ? s : m;
+    return m;
+}
+} // namespace detail
+
+/// An int8 MLP with compile-time sizes (float in, float out).
+template <std::size_t... S>
+class Int8Mlp {
+    static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
+
+public:
+    using value_type = float;
+    using layers_type = typename detail::int8_layers<S...>::type;
+    static constexpr std::size_t sizes[] = {S...};
+    static constexpr std::size_t num_layers = sizeof...(S) - 1;
+    static constexpr std::size_t inputs = detail::size_at<S...>(0);
+    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
+
+    Int8Mlp() noexcept : isa_(best_isa() == Isa::neon ? Isa::neon : (isa_supported(Isa::avx2) ? Isa::avx2 : Isa::scalar)) {}
+
+    /// Quantises trained float layers; input_ranges[l] is the |input| range of layer l to
+    /// represent (ModelSpec::input_ranges in convert.hpp calibrates them). All or nothing.
+    Status load(const LayerView<float>* views, std::size_t count, const float* input_ranges) noexcept {
+        if (count != num_layers) return Status::layer_count;
+        if (!views || !input_ranges) return Status::null_pointer;
+        const Status s = check_from<0>(views, input_ranges);
+        if (s != Status::ok) return s;
+        return load_from<0>(views, input_ranges);
+    }
+
+    Status set_input_scaling(const double* mean, const double* scale) noexcept {
+        if (!mean || !scale) {
+            scaled_ = false;
+            return Status::ok;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
+            if (!(scale[i] > 0.0)) return Status::bad_scale;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            mean_[i] = mean[i];
+            scale_[i] = scale[i];
+        }
+        scaled_ = true;
+        return Status::ok;
+    }
+
+    Isa isa() const noexcept { return isa_; }
+    /// scalar, or avx2 (its loops compiled for AVX2; avx512 falls back to it), or neon.
+    Status set_isa(Isa i) noexcept {
+        if (!isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i == Isa::avx512 ? Isa::avx2 : i;
+        return Status::ok;
+    }
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+
+    void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
+    void forward(const float* x, float* y, std::size_t n) const noexcept {
+#if TAPIR_DEPLOY_X86
+        if (isa_ == Isa::avx2) {
+            run_avx2(*this, x, y, n);
+            return;
+        }
+#endif
+        run_generic(x, y, n);
+    }
+    float operator()(const float* x) const noexcept {
+        static_assert(outputs == 1, "Int8Mlp::operator(): the model has several outputs, use forward(x, y)");
+        float y[1];
+        forward(x, y);
+        return y[0];
+    }
+
+private:
+    template <std::size_t I>
+    static Status check_from(const LayerView<float>* views, const float* ranges) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = std::tuple_element_t<I, layers_type>::check(views[I], ranges[I]);
+            return s != Status::ok ? s : check_from<I + 1>(views, ranges);
+        }
+    }
+    static bool non_negative(Act a) noexcept { return a == Act::relu || a == Act::sigmoid || a == Act::softplus; }
+    template <std::size_t I>
+    Status load_from(const LayerView<float>* views, const float* ranges) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = std::get<I>(layers_).set(views[I], ranges[I], I > 0 && non_negative(views[I - 1].act));
+            if (s != Status::ok) return s;
+            return load_from<I + 1>(views, ranges);
+        }
+    }
+
+    template <std::size_t I>
+    TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
+        float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
+        std::get<I>(layers_).run(in, out);
+        if constexpr (I + 1 < num_layers) run_layers<I + 1>(out, a, b, y);
+    }
+
+    TAPIR_ALWAYS_INLINE void run_generic(const float* x, float* y, std::size_t n) const noexcept {
+        constexpr std::size_t mw = detail::max_size<S...>();
+        float a[mw], b[mw], z[inputs];
+        for (std::size_t r = 0; r < n; ++r) {
+            const float* xr = x + r * inputs;
+            if (scaled_) {
+                for (std::size_t i = 0; i < inputs; ++i)
+                    z[i] = static_cast<float>((static_cast<double>(xr[i]) - mean_[i]) / scale_[i]);
+                xr = z;
+            }
+            run_layers<0>(xr, a, b, y + r * outputs);
+        }
+    }
+
+#if TAPIR_DEPLOY_X86
+    TAPIR_DEPLOY_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
+        m.run_generic(x, y, n);
+    }
+#endif
+
+    layers_type layers_{};
+    double mean_[inputs] = {};
+    double scale_[inputs] = {};
+    bool scaled_ = false;
+    Isa isa_;
+};
+
+// ---- fixed point (ap_fixed) -----------------------------------------------------------------
+
+/// Quantisation mode when bits are dropped: trn = toward minus infinity (AP_TRN, the default),
+/// rnd = to nearest, halves up (AP_RND).
+enum class Quant : std::uint8_t { trn, rnd };
+/// Overflow mode: wrap = keep the low W bits (AP_WRAP, the default), sat = clamp (AP_SAT).
+enum class Ovf : std::uint8_t { wrap, sat };
+
+/// A signed fixed-point number in the ap_fixed<W, I, Q, O> convention: W total bits, I integer
+/// bits including the sign, F = W - I fractional bits; the value is raw * 2^-F.
+template <int W, int I, Quant Q = Quant::trn, Ovf O = Ovf::wrap>
+class FixedPoint {
+    static_assert(W >= 2 && W <= 26, "FixedPoint: 2 <= W <= 26 (products accumulate exactly in 64-bit integers)");
+    static_assert(I >= 1 && I <= W, "FixedPoint: 1 <= I <= W (I counts the sign bit)");
+
+public:
+    static constexpr int width = W, int_bits = I, frac_bits = W - I;
+    static constexpr Quant quant = Q;
+    static constexpr Ovf overflow = O;
+    static constexpr std::int64_t raw_max = (std::int64_t(1) << (W - 1)) - 1;
+    static constexpr std::int64_t raw_min = -(std::int64_t(1) << (W - 1));
+
+    constexpr FixedPoint() noexcept = default;
+
+    /// Quantises a value carried as an integer with `from_frac` fractional bits.
+    static constexpr FixedPoint from_scaled(std::int64_t v, int from_frac) noexcept {
+        std::int64_t r = v;
+        const int shift = from_frac - frac_bits;
+        if (shift > 0) {
+            if (Q == Quant::rnd) r += std::int64_t(1) << (shift - 1);
+            r = floor_shift(r, shift);
+        } else if (shift < 0) {
+            r = v * (std::int64_t(1) << -shift);
+        }
+        return from_raw(fit(r));
+    }
+    /// Quantises a double (NaN -> 0; out of range: wrap or saturate as O says).
+    static FixedPoint from_double(double x) noexcept {
+        if (x != x) return FixedPoint();
+        double s = std::ldexp(x, frac_bits);
+        s = Q == Quant::rnd ? std::floor(s + 0.5) : std::floor(s);
+        const double lim = 4611686018427387904.0;  // 2^62: beyond any W <= 26 either way
+        s = s > lim ? lim : (s < -lim ? -lim : s);
+        return from_raw(fit(static_cast<std::int64_t>(s)));
+    }
+    static constexpr FixedPoint from_raw(std::int64_t r) noexcept {
+        FixedPoint f;
+        f.raw_ = r;
+        return f;
+    }
+
+    constexpr std::int64_t raw() const noexcept { return raw_; }
+    double to_double() const noexcept { return std::ldexp(static_cast<double>(raw_), -frac_bits); }
+    /// Resolution 2^-F and range [-2^(I-1), 2^(I-1) - 2^-F].
+    static double lsb() noexcept { return std::ldexp(1.0, -frac_bits); }
+    static double max_value() noexcept { return std::ldexp(static_cast<double>(raw_max), -frac_bits); }
+    static double min_value() noexcept { return std::ldexp(static_cast<double>(raw_min), -frac_bits); }
+
+    friend constexpr FixedPoint operator+(FixedPoint a, FixedPoint b) noexcept { return from_raw(fit(a.raw_ + b.raw_)); }
+    friend constexpr FixedPoint operator-(FixedPoint a, FixedPoint b) noexcept { return from_raw(fit(a.raw_ - b.raw_)); }
+    /// Full-precision product (2F fractional bits), quantised back to this type.
+    friend constexpr FixedPoint operator*(FixedPoint a, FixedPoint b) noexcept {
+        return from_scaled(a.raw_ * b.raw_, 2 * frac_bits);
+    }
+    friend constexpr bool operator==(FixedPoint a, FixedPoint b) noexcept { return a.raw_ == b.raw_; }
+    friend constexpr bool operator!=(FixedPoint a, FixedPoint b) noexcept { return a.raw_ != b.raw_; }
+    friend constexpr bool operator<(FixedPoint a, FixedPoint b) noexcept { return a.raw_ < b.raw_; }
+
+    /// Floor division by 2^s, defined for negative values too.
+    static constexpr std::int64_t floor_shift(std::int64_t v, int s) noexcept {
+        return v >= 0 ? (v >> s) : -(((-(v + 1)) >> s) + 1);
+    }
+    /// The overflow rule applied to an exact raw value.
+    static constexpr std::int64_t fit(std::int64_t r) noexcept {
+        if (O == Ovf::sat) return r > raw_max ? raw_max : (r < raw_min ? raw_min : r);
+        const std::uint64_t m = (std::uint64_t(1) << W) - 1;
+        std::uint64_t u = static_cast<std::uint64_t>(r) & m;
+        if (u >> (W - 1)) u |= ~m;  // sign-extend
+        return static_cast<std::int64_t>(u);
+    }
+
+private:
+    std::int64_t raw_ = 0;
+};
+
+template <class Fx, std::size_t In, std::size_t Out>
+struct FixedDense {
+    static constexpr std::size_t in = In, out = Out;
+    std::int32_t weight[In][Out] = {};  ///< raw values of Fx
+    std::int32_t bias[Out] = {};
+    Act act = Act::none;
+    double alpha = 0.0;
+
+    static Status check(const LayerView<float>& v) noexcept {
+        if (v.in != In || v.out != Out) return Status::shape;
+        if (!v.weight) return Status::null_pointer;
+        for (std::size_t k = 0; k < In * Out; ++k)
+            if (!detail::finite(v.weight[k])) return Status::non_finite;
+        if (v.bias)
+            for (std::size_t j = 0; j < Out; ++j)
+                if (!detail::finite(v.bias[j])) return Status::non_finite;
+        return Status::ok;
+    }
+
+    Status set(const LayerView<float>& v) noexcept {
+        const Status s = check(v);
+        if (s != Status::ok) return s;
+        for (std::size_t p = 0; p < In; ++p)
+            for (std::size_t j = 0; j < Out; ++j)
+                weight[p][j] = static_cast<std::int32_t>(Fx::from_double(static_cast<double>(v.weight[p * Out + j])).raw());
+        for (std::size_t j = 0; j < Out; ++j) {
+            bias[j] = static_cast<std::int32_t>(Fx::from_double(v.bias ? static_cast<double>(v.bias[j]) : 0.0).raw());
+        }
+        act = v.act;
+        alpha = static_cast<double>(v.alpha);
+        return Status::ok;
+    }
+
+    /// x (In raw Fx values) -> y (Out raw Fx values).
+    void run(const std::int64_t* x, std::int64_t* y) const noexcept {
+        constexpr int F = Fx::frac_bits;
+        std::int64_t acc[Out];
+        for (std::size_t j = 0; j < Out; ++j) acc[j] = static_cast<std::int64_t>(bias[j]) * (std::int64_t(1) << F);
+        for (std::size_t p = 0; p < In; ++p)
+            for (std::size_t j = 0; j < Out; ++j) acc[j] += x[p] * static_cast<std::int64_t>(weight[p][j]);
+        for (std::size_t j = 0; j < Out; ++j) {
+            const Fx z = Fx::from_scaled(acc[j], 2 * F);
+            switch (act) {
+            case Act::none: y[j] = z.raw(); break;
+            case Act::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
+            default: y[j] = Fx::from_double(detail::activate<false>(act, z.to_double(), alpha)).raw(); break;
+            }
+        }
+    }
+};
+
+namespace detail {
+template <class Fx, std::size_t... S>
+struct fixed_layers {
+    template <std::size_t... I>
+    static std::tuple<FixedDense<Fx, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
+    using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
+};
+} // namespace detail
+
+/// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
+/// inputs quantised to Fx, float out).
+template <class Fx, std::size_t... S>
+class FixedMlp {
+    static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
+
+public:
+    using value_type = float;
+    using fixed_type = Fx;
+    using layers_type = typename detail::fixed_layers<Fx, S...>::type;
+    static constexpr std::size_t sizes[] = {S...};
+    static constexpr std::size_t num_layers = sizeof...(S) - 1;
+    static constexpr std::size_t inputs = detail::size_at<S...>(0);
+    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
+
+    /// Quantises trained float layers to Fx. All or nothing.
+    Status load(const LayerView<float>* views, std::size_t count) noexcept {
+        if (count != num_layers) return Status::layer_count;
+        if (!views) return Status::null_pointer;
+        const Status s = check_from<0>(views);
+        if (s != Status::ok) return s;
+        return load_from<0>(views);
+    }
+    Status set_input_scaling(const double* mean, const double* scale) noexcept {
+        if (!mean || !scale) {
+            scaled_ = false;
+            return Status::ok;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
+            if (!(scale[i] > 0.0)) return Status::bad_scale;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            mean_[i] = mean[i];
+            scale_[i] = scale[i];
+        }
+        scaled_ = true;
+        return Status::ok;
+    }
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+
+    void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
+    void forward(const float* x, float* y, std::size_t n) const noexcept {
+        constexpr std::size_t mw = detail::max_size<S...>();
+        std::int64_t a[mw], b[mw];
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t i = 0; i < inputs; ++i) {
+                const double v = static_cast<double>(x[r * inputs + i]);
+                a[i] = Fx::from_double(scaled_ ? (v - mean_[i]) / scale_[i] : v).raw();
+            }
+            const std::int64_t* out = run_layers<0>(a, b);
+            for (std::size_t j = 0; j < outputs; ++j)
+                y[r * outputs + j] = static_cast<float>(Fx::from_raw(out[j]).to_double());
+        }
+    }
+    float operator()(const float* x) const noexcept {
+        static_assert(outputs == 1, "FixedMlp::operator(): the model has several outputs, use forward(x, y)");
+        float y[1];
+        forward(x, y);
+        return y[0];
+    }
+
+private:
+    template <std::size_t I>
+    static Status check_from(const LayerView<float>* views) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
+            return s != Status::ok ? s : check_from<I + 1>(views);
+        }
+    }
+    template <std::size_t I>
+    Status load_from(const LayerView<float>* views) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = std::get<I>(layers_).set(views[I]);
+            if (s != Status::ok) return s;
+            return load_from<I + 1>(views);
+        }
+    }
+    template <std::size_t I>
+    const std::int64_t* run_layers(std::int64_t* in, std::int64_t* other) const noexcept {
+        std::get<I>(layers_).run(in, other);
+        if constexpr (I + 1 < num_layers) return run_layers<I + 1>(other, in);
+        else return other;
+    }
+
+    layers_type layers_{};
+    double mean_[inputs] = {};
+    double scale_[inputs] = {};
+    bool scaled_ = false;
+};
+
+} // namespace tapir::deploy

@@ -1,0 +1,545 @@
+#pragma once
+/// Model files: a model's named parameters and, optionally, an optimiser's state in a versioned,
+/// portable binary format with a CRC-32. Loading validates the whole file against the model
+/// before it changes anything (all or nothing); every failure is a format_error naming the file
+/// and the problem.
+///
+/// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
+///   offset  size
+///        0     6  magic "TAPIR\0"
+///        6     4  u32 format version (1)
+///       10     1  u8 dtype: 1 = float32, 2 = float64
+///       11     8  u64 total file size in bytes, CRC included
+///       19     8  u64 parameter count, then that many tensor records
+///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
+///                    string name, u64 iteration count, f64 learning rate,
+///                    u64 state tensor count, then that many tensor records
+///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
+/// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
+/// string: u32 byte length, then the bytes (no terminator).
+
+#include <cerrno>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../autodiff/tape.hpp"
+#include "../error.hpp"
+#include "../optim/optimizer.hpp"
+#include "../tensor/shape.hpp"
+#include "../tensor/tensor.hpp"
+#include "crc32.hpp"
+
+namespace tapir {
+namespace io {
+
+/// (name, parameter) pairs in model order, as returned by nn models' named_parameters().
+template <class T>
+using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
+
+constexpr std::uint32_t model_format_version = 1;
+
+/// What a model file holds, without a model to compare it with (tools, fuzzing).
+struct ModelFileInfo {
+    std::uint32_t version = 0;
+    std::string dtype;  // "float32" or "float64"
+    std::vector<std::pair<std::string, Shape>> parameters;
+    bool has_optimizer = false;
+    std::string optimizer;
+    std::uint64_t iterations = 0;
+    double learning_rate = 0.0;
+    std::vector<std::pair<std::string, Shape>> optimizer_state;
+};
+
+namespace detail {
+
+template <class U>
+struct identity {
+    using type = U;
+};
+
+constexpr unsigned char model_magic[6] = {'T', 'A', 'P', 'I', 'R', '\0'};
+constexpr std::size_t model_header_size = 27;
+
+template <class T>
+constexpr std::uint8_t dtype_code() {
+    return sizeof(T) == 4 ? 1 : 2;
+}
+inline const char* dtype_name(std::uint8_t code) { return code == 1 ? "float32" : code == 2 ? "float64" : "unknown"; }
+
+/// A name from the file as it may appear in a message: control bytes replaced, long names cut.
+inline std::string printable(const std::string& s) {
+    std::string out;
+    const std::size_t n = s.size() < 80 ? s.size() : 80;
+    for (std::size_t i = 0; i < n; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
+    }
+    if (n < s.size()) out += "...";
+    return out;
+}
+
+// ---- writing -----------------------------------------------------------------------------------
+class Writer {
+public:
+    explicit Writer(std::size_t reserve) { buf_.reserve(reserve); }
+    void u8(std::uint8_t v) { buf_.push_back(static_cast<char>(v)); }
+    void u32(std::uint32_t v) {
+        for (int k = 0; k < 4; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
+    }
+    void u64(std::uint64_t v) {
+        for (int k = 0; k < 8; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
+    }
+    void f64(double v) {
+        std::uint64_t u;
+        std::memcpy(&u, &v, sizeof u);
+        u64(u);
+    }
+    void str(const std::string& s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        buf_.append(s);
+    }
+    void bytes(const void* p, std::size_t n) { buf_.append(static_cast<const char*>(p), n); }
+    template <class T>
+    void values(const T* p, std::size_t n) {
+        using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+        const std::size_t at = buf_.size();
+        buf_.resize(at + n * sizeof(T));
+        auto* out = reinterpret_cast<unsigned char*>(&buf_[at]);
+        for (std::size_t i = 0; i < n; ++i) {
+            U u;
+            std::memcpy(&u, p + i, sizeof u);
+            for (std::size_t k = 0; k < sizeof(U); ++k) out[i * sizeof(U) + k] = static_cast<unsigned char>(u >> (8 * k));
+        }
+    }
+    void patch_u64(std::size_t at, std::uint64_t v) {
+        for (int k = 0; k < 8; ++k) buf_[at + static_cast<std::size_t>(k)] = static_cast<char>(static_cast<unsigned char>(v >> (8 * k)));
+    }
+    std::string& buffer() noexcept { return buf_; }
+
+private:
+    std::string buf_;
+};
+
+template <class T>
+std::size_t record_size(const std::string& name, const Tensor<T>& t) {
+    return 4 + name.size() + 1 + 8 * t.rank() + t.size() * sizeof(T);
+}
+
+template <class T>
+void write_record(Writer& w, const std::string& name, const Tensor<T>& t) {
+    if (name.size() > 0xFFFFFFFFu) throw value_error("save_model: tensor name longer than 4 GiB");
+    w.str(name);
+    w.u8(static_cast<std::uint8_t>(t.rank()));
+    for (std::size_t d = 0; d < t.rank(); ++d) w.u64(static_cast<std::uint64_t>(t.dim(d)));
+    w.values(t.data(), t.size());
+}
+
+template <class T>
+void check_named_params(const NamedParameters<T>& params, const char* fn) {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        if (params[i].second == nullptr)
+            throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
+        for (std::size_t j = 0; j < i; ++j)
+            if (params[j].first == params[i].first)
+                throw value_error(std::string(fn) + ": parameter name '" + params[i].first + "' is used twice (#" +
+                                  std::to_string(j) + " and #" + std::to_string(i) + ")");
+    }
+}
+
+template <class T>
+std::string serialise(const NamedParameters<T>& params, optim::Optimizer<T>* opt) {
+    check_named_params(params, "save_model");
+    std::vector<std::pair<std::string, Tensor<T>*>> st;
+    std::string opt_name;
+    std::size_t total = model_header_size + 1 + 4;
+    for (const auto& np : params) total += record_size(np.first, np.second->value);
+    if (opt) {
+        st = opt->state();
+        opt_name = opt->name();
+        total += 4 + opt_name.size() + 8 + 8 + 8;
+        for (const auto& s : st) total += record_size(s.first, *s.second);
+    }
+    Writer w(total);
+    w.bytes(model_magic, sizeof model_magic);
+    w.u32(model_format_version);
+    w.u8(dtype_code<T>());
+    w.u64(total);
+    w.u64(params.size());
+    for (const auto& np : params) write_record(w, np.first, np.second->value);
+    w.u8(opt ? 1 : 0);
+    if (opt) {
+        w.str(opt_name);
+        w.u64(opt->iterations());
+        w.f64(static_cast<double>(opt->learning_rate()));
+        w.u64(st.size());
+        for (const auto& s : st) write_record(w, s.first, *s.second);
+    }
+    std::string& b = w.buffer();
+    w.u32(crc32(b.data(), b.size()));
+    if (b.size() != total) throw std::logic_error("save_model: internal error: size " + std::to_string(b.size()) + " != " + std::to_string(total));
+    return std::move(b);
+}
+
+// ---- reading -----------------------------------------------------------------------------------
+struct Record {
+    std::string name;
+    Shape shape;
+    std::size_t offset = 0;  // of the data
+};
+
+struct Parsed {
+    std::uint32_t version = 0;
+    std::uint8_t dtype = 0;
+    std::uint64_t declared_size = 0;
+    std::vector<Record> params;
+    bool has_opt = false;
+    std::string opt_name;
+    std::uint64_t iterations = 0;
+    double lr = 0.0;
+    std::vector<Record> state;
+};
+
+class Reader {
+public:
+    Reader(const unsigned char* p, std::size_t n, const std::string& src) : p_(p), n_(n), src_(src) {}
+    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": " + what); }
+    [[noreturn]] void truncated(const std::string& where) const {
+        fail("truncated: file ends inside " + where + ", after " + std::to_string(n_) + " bytes");
+    }
+    std::size_t pos() const noexcept { return pos_; }
+    std::size_t left() const noexcept { return n_ - pos_; }
+    void need(std::size_t k, const std::string& where) const {
+        if (left() < k) truncated(where);
+    }
+    std::uint8_t u8(const std::string& where) {
+        need(1, where);
+        return p_[pos_++];
+    }
+    std::uint32_t u32(const std::string& where) {
+        need(4, where);
+        std::uint32_t v = 0;
+        for (int k = 0; k < 4; ++k) v |= static_cast<std::uint32_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
+        pos_ += 4;
+        return v;
+    }
+    std::uint64_t u64(const std::string& where) {
+        need(8, where);
+        std::uint64_t v = 0;
+        for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
+        pos_ += 8;
+        return v;
+    }
+    double f64(const std::string& where) {
+        const std::uint64_t u = u64(where);
+        double d;
+        std::memcpy(&d, &u, sizeof d);
+        return d;
+    }
+    std::string str(const std::string& where) {
+        const std::uint32_t len = u32(where);
+        need(len, where);
+        std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
+        pos_ += len;
+        return s;
+    }
+    void skip(std::size_t k) { pos_ += k; }
+
+private:
+    const unsigned char* p_;
+    std::size_t n_;
+    const std::string& src_;
+    std::size_t pos_ = 0;
+};
+
+/// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
+inline Record read_record(Reader& r, std::size_t elem, const char* what, std::size_t index) {
+    Record rec;
+    const std::string num = std::string(what) + " #" + std::to_string(index);
+    rec.name = r.str("the name of " + num);
+    const std::string label = std::string(what) + " '" + printable(rec.name) + "'";
+    const std::uint8_t rank = r.u8("the shape of " + label);
+    if (rank > max_rank)
+        r.fail(label + " has rank " + std::to_string(rank) + "; the maximum rank is " + std::to_string(max_rank));
+    std::size_t numel = 1;
+    bool overflow = false;
+    for (std::uint8_t d = 0; d < rank; ++d) {
+        const std::uint64_t dim = r.u64("the shape of " + label);
+        if (dim > static_cast<std::uint64_t>(SIZE_MAX)) overflow = true;
+        const auto sd = static_cast<std::size_t>(dim);
+        rec.shape.push_back(sd);
+        if (sd != 0 && numel > SIZE_MAX / elem / sd) overflow = true;
+        numel *= sd;
+    }
+    if (overflow) r.fail(label + " has shape " + rec.shape.str() + ", too large for this machine");
+    const std::size_t bytes = rec.shape.numel() * elem;
+    if (r.left() < bytes)
+        r.fail("truncated: expected " + std::to_string(bytes) + " bytes of data for " + label + ", file ends after " +
+               std::to_string(r.left()));
+    rec.offset = r.pos();
+    r.skip(bytes);
+    return rec;
+}
+
+/// Everything after the header, bounds-checked; on success r stands before the CRC.
+inline void parse_body(Reader& r, Parsed& out) {
+    const std::size_t elem = out.dtype == 1 ? 4 : 8;
+    const std::uint64_t count = r.u64("the parameter count");
+    for (std::uint64_t i = 0; i < count; ++i)
+        out.params.push_back(read_record(r, elem, "tensor", static_cast<std::size_t>(i)));
+    const std::uint8_t flag = r.u8("the optimizer section flag");
+    if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
+    out.has_opt = flag == 1;
+    if (out.has_opt) {
+        out.opt_name = r.str("the optimizer name");
+        out.iterations = r.u64("the optimizer iteration count");
+        out.lr = r.f64("the optimizer learning rate");
+        const std::uint64_t ns = r.u64("the optimizer state count");
+        for (std::uint64_t i = 0; i < ns; ++i)
+            out.state.push_back(read_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
+    }
+}
+
+inline std::uint32_t stored_crc(const unsigned char* p) {
+    return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 | static_cast<std::uint32_t>(p[2]) << 16 |
+           static_cast<std::uint32_t>(p[3]) << 24;
+}
+
+/// Header, integrity (size, CRC) and structure; nothing about any model.
+inline Parsed parse_model_file(const unsigned char* data, std::size_t n, const std::string& src) {
+    Reader r(data, n, src);
+    if (n == 0) r.fail("not a tapir model file (the file is empty)");
+    const std::size_t m = n < sizeof model_magic ? n : sizeof model_magic;
+    if (std::memcmp(data, model_magic, m) != 0) r.fail("not a tapir model file (no \"TAPIR\" magic at the start)");
+    if (n < model_header_size) r.truncated("the " + std::to_string(model_header_size) + "-byte header");
+    r.skip(sizeof model_magic);
+    Parsed out;
+    out.version = r.u32("the header");
+    if (out.version != model_format_version)
+        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
+               std::to_string(model_format_version) + ")");
+    out.dtype = r.u8("the header");
+    out.declared_size = r.u64("the header");
+    const std::size_t body = r.pos();
+    const bool dtype_ok = out.dtype == 1 || out.dtype == 2;
+    const std::string crc_msg = "CRC mismatch (file is corrupted)";
+
+    if (out.declared_size > n) {
+        // Short file: report the first element that is cut off.
+        if (!dtype_ok) r.fail("truncated: the header declares " + std::to_string(out.declared_size) + " bytes, the file has " + std::to_string(n));
+        parse_body(r, out);
+        if (r.left() < 4) r.truncated("the CRC-32 checksum");
+        r.fail(crc_msg);  // the structure is complete: the size field itself is wrong
+    }
+    if (out.declared_size < n) {
+        const std::uint64_t d = out.declared_size;
+        if (d >= model_header_size + 5 && stored_crc(data + d - 4) == crc32(data, static_cast<std::size_t>(d - 4)))
+            r.fail(std::to_string(n - static_cast<std::size_t>(d)) + " unexpected bytes after the end of the model data (the header declares " +
+                   std::to_string(d) + " bytes, the file has " + std::to_string(n) + ")");
+        r.fail(crc_msg);
+    }
+    if (stored_crc(data + n - 4) != crc32(data, n - 4)) r.fail(crc_msg);
+    // Intact as written; what follows catches files made by hand or by a broken writer.
+    if (!dtype_ok) r.fail("unknown dtype code " + std::to_string(out.dtype) + " (expected 1 = float32 or 2 = float64)");
+    Reader body_reader(data, n - 4, src);
+    body_reader.skip(body);
+    parse_body(body_reader, out);
+    if (body_reader.left() != 0)
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
+    return out;
+}
+
+template <class T>
+void decode_values(const unsigned char* p, T* out, std::size_t n) {
+    using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+    for (std::size_t i = 0; i < n; ++i) {
+        U u = 0;
+        for (std::size_t k = 0; k < sizeof(U); ++k) u |= static_cast<U>(static_cast<U>(p[i * sizeof(U) + k]) << (8 * k));
+        std::memcpy(out + i, &u, sizeof u);
+    }
+}
+
+inline ModelFileInfo to_info(const Parsed& p) {
+    ModelFileInfo info;
+    info.version = p.version;
+    info.dtype = dtype_name(p.dtype);
+    for (const Record& r : p.params) info.parameters.emplace_back(r.name, r.shape);
+    info.has_optimizer = p.has_opt;
+    info.optimizer = p.opt_name;
+    info.iterations = p.iterations;
+    info.learning_rate = p.lr;
+    for (const Record& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
+    return info;
+}
+
+template <class T>
+void load_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, optim::Optimizer<T>* opt,
+               const std::string& src) {
+    check_named_params(params, "load_model");
+    const Parsed f = parse_model_file(data, n, src);
+    auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
+
+    // ---- validate everything against the model -----------------------------------------------
+    if (f.dtype != dtype_code<T>())
+        fail(std::string("the file holds ") + dtype_name(f.dtype) + " values but the model is " + dtype_name(dtype_code<T>()));
+    if (f.params.size() != params.size())
+        fail("the file has " + std::to_string(f.params.size()) + " parameters but the model has " + std::to_string(params.size()));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        const Record& r = f.params[i];
+        const std::string& want = params[i].first;
+        if (r.name != want)
+            fail("parameter #" + std::to_string(i) + " is '" + printable(r.name) + "' in the file but '" + want + "' in the model");
+        const Shape& s = params[i].second->value.shape();
+        if (r.shape != s)
+            fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
+    }
+    std::vector<std::pair<std::string, Tensor<T>*>> st;
+    T lr = T(0);
+    if (opt) {
+        if (!f.has_opt) fail("the file holds no optimizer state (it was saved without an optimizer)");
+        const std::string name = opt->name();
+        if (f.opt_name != name)
+            fail("the file holds the state of optimizer '" + printable(f.opt_name) + "' but the optimizer is '" + name + "'");
+        st = opt->state();
+        if (f.state.size() != st.size())
+            fail("the file has " + std::to_string(f.state.size()) + " " + name + " state tensors but the optimizer has " +
+                 std::to_string(st.size()));
+        for (std::size_t i = 0; i < st.size(); ++i) {
+            const Record& r = f.state[i];
+            if (r.name != st[i].first)
+                fail("optimizer state #" + std::to_string(i) + " is '" + printable(r.name) + "' in the file but '" + st[i].first +
+                     "' in the optimizer");
+            if (r.shape != st[i].second->shape())
+                fail("optimizer state '" + st[i].first + "' has shape " + r.shape.str() + " in the file but " +
+                     st[i].second->shape().str() + " in the optimizer");
+        }
+        lr = static_cast<T>(f.lr);
+        if (!(lr >= T(0)) || !std::isfinite(lr))
+            fail("invalid optimizer learning rate " + optim::detail::fmt_number(f.lr) + " in the file");
+        if (f.iterations > static_cast<std::uint64_t>(SIZE_MAX))
+            fail("optimizer iteration count " + std::to_string(f.iterations) + " is too large for this machine");
+    }
+
+    // ---- apply (nothing below can fail) ------------------------------------------------------
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        Tensor<T>& v = params[i].second->value;
+        decode_values(data + f.params[i].offset, v.data(), v.size());
+    }
+    if (opt) {
+        for (std::size_t i = 0; i < st.size(); ++i) decode_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
+        opt->set_iterations(static_cast<std::size_t>(f.iterations));
+        opt->set_scheduled_learning_rate(lr);
+    }
+}
+
+struct FileCloser {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+};
+
+inline std::string read_file(const std::string& path, const char* fn) {
+    errno = 0;
+    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
+    std::string data;
+    char buf[1 << 16];
+    for (;;) {
+        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
+        data.append(buf, got);
+        if (got < sizeof buf) break;
+    }
+    if (std::ferror(f.get())) throw format_error(std::string(fn) + ": error reading '" + path + "'");
+    return data;
+}
+
+/// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
+inline void write_file(const std::string& path, const std::string& data) {
+    const std::string tmp = path + ".tmp";
+    errno = 0;
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
+    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+    const int err = errno;
+    const bool closed = std::fclose(f) == 0;
+    if (!wrote || !closed) {
+        std::remove(tmp.c_str());
+        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        std::remove(tmp.c_str());
+        throw format_error("save_model: cannot rename '" + tmp + "' to '" + path + "': " + std::generic_category().message(e));
+    }
+}
+
+} // namespace detail
+
+// ---- public API ----------------------------------------------------------------------------------
+
+/// The model file as bytes (the in-memory form of save_model).
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    return detail::serialise(params, optimizer);
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
+                                              typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    const std::string s = detail::serialise(params, optimizer);
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+
+/// Saves the parameters (and the optimiser's name, iteration count, learning rate and state).
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params,
+                typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    detail::write_file(path, detail::serialise(params, optimizer));
+}
+
+/// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
+/// file exactly. Throws format_error before changing anything if the file is not a tapir model
+/// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
+/// optimiser is passed; one is required when an optimiser is passed.
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
+                           typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_into(static_cast<const unsigned char*>(data), size, params, optimizer, source);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
+                            typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                            const std::string& source = "<memory>") {
+    detail::load_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, source);
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
+                           typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_into(data.data(), data.size(), params, optimizer, source);
+}
+template <class T>
+void load_model(const std::string& path, const NamedParameters<T>& params,
+                typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    const std::string data = detail::read_file(path, "load_model");
+    detail::load_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, path);
+}
+
+/// Header, integrity and contents of a model file, checked as load_model checks them.
+inline ModelFileInfo inspect_model_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
+    return detail::to_info(detail::parse_model_file(static_cast<const unsigned char*>(data), size, source));
+}
+inline ModelFileInfo inspect_model(const std::string& path) {
+    const std::string data = detail::read_file(path, "inspect_model");
+    return inspect_model_bytes(data.data(), data.size(), path);
+}
+
+} // namespace io
+} // namespace tapir

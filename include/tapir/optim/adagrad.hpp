@@ -1,0 +1,79 @@
+#pragma once
+/// Adagrad (Duchi, Hazan & Singer 2011), PyTorch torch.optim.Adagrad semantics.
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../simd/vec.hpp"
+#include "kernels.hpp"
+#include "optimizer.hpp"
+
+namespace tapir {
+namespace optim {
+
+/// Per step t = 1, 2, ... and every parameter p with gradient g:
+///   clr = lr / (1 + (t - 1) * lr_decay)
+///   d = g + weight_decay * p
+///   sum += d^2                      (sum starts at initial_accumulator_value)
+///   p -= clr * d / (sqrt(sum) + eps)
+template <class T>
+class Adagrad : public Optimizer<T> {
+public:
+    explicit Adagrad(std::vector<Parameter<T>*> params, T lr = T(1e-2), T lr_decay = T(0), T weight_decay = T(0),
+                     T initial_accumulator_value = T(0), T eps = T(1e-10))
+        : Optimizer<T>(std::move(params), lr, "Adagrad"), lr_decay_(lr_decay), wd_(weight_decay),
+          init_(initial_accumulator_value), eps_(eps) {
+        detail::check_hyper("Adagrad", "lr_decay", static_cast<double>(lr_decay), 0.0, false, HUGE_VAL, true);
+        detail::check_hyper("Adagrad", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
+        detail::check_hyper("Adagrad", "initial_accumulator_value", static_cast<double>(initial_accumulator_value), 0.0,
+                            false, HUGE_VAL, true);
+        detail::check_hyper("Adagrad", "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
+    }
+
+    std::string name() const override { return "Adagrad"; }
+    T lr_decay() const noexcept { return lr_decay_; }
+    T weight_decay() const noexcept { return wd_; }
+    T initial_accumulator_value() const noexcept { return init_; }
+    T eps() const noexcept { return eps_; }
+
+    void step() override {
+        this->check_gradients();
+        this->allocate_like_params(sum_, init_);
+        const double t = static_cast<double>(this->iterations_ + 1);
+        detail::AdagradArgs<T> a{};
+        a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
+        a.eps = eps_;
+        a.wd = wd_;
+        for (std::size_t i = 0; i < this->params_.size(); ++i) {
+            Parameter<T>& p = *this->params_[i];
+            if (!p.requires_grad) continue;
+            a.p = p.value.data();
+            a.g = p.grad.data();
+            a.sum = sum_[i].data();
+            a.n = p.value.size();
+            if (wd_ != T(0)) {
+                simd::detail::dispatch<detail::adagrad_kernel<T, true>>(a);
+            } else {
+                simd::detail::dispatch<detail::adagrad_kernel<T, false>>(a);
+            }
+        }
+        ++this->iterations_;
+    }
+
+    std::vector<std::pair<std::string, Tensor<T>*>> state() override {
+        this->allocate_like_params(sum_, init_);
+        std::vector<std::pair<std::string, Tensor<T>*>> out;
+        this->name_state(out, "sum", sum_);
+        return out;
+    }
+
+private:
+    T lr_decay_, wd_, init_, eps_;
+    std::vector<Tensor<T>> sum_;
+};
+
+} // namespace optim
+} // namespace tapir

@@ -1,0 +1,328 @@
+#pragma once
+/// Fused per-parameter update kernels, one pass over (param, grad, state) each, written once over
+/// the SIMD wrappers of simd/vec.hpp and dispatched to the active instruction set.
+///
+/// The wrappers have no square root yet; vsqrt() uses V::sqrt when a wrapper provides one and
+/// otherwise the instruction itself (a plain std::sqrt loop does not vectorise: errno handling).
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "../config.hpp"
+#include "../simd/vec.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::optim::detail {
+
+template <class V, class = void>
+struct has_vsqrt : std::false_type {};
+template <class V>
+struct has_vsqrt<V, std::void_t<decltype(V::sqrt(std::declval<typename V::reg>()))>> : std::true_type {};
+
+template <class V>
+struct sqrt_op;
+template <class T>
+struct sqrt_op<simd::detail::vscalar<T>> {
+    static T run(T a) { return std::sqrt(a); }
+};
+#if TAPIR_SIMD_X86
+template <>
+struct sqrt_op<simd::detail::vavx2<float>> {
+    using reg = simd::detail::vavx2<float>::reg;
+    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_ps(a.v)}; }
+};
+template <>
+struct sqrt_op<simd::detail::vavx2<double>> {
+    using reg = simd::detail::vavx2<double>::reg;
+    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_pd(a.v)}; }
+};
+template <>
+struct sqrt_op<simd::detail::vavx512<float>> {
+    using reg = simd::detail::vavx512<float>::reg;
+    // The masked form: GCC 12's _mm512_sqrt_ps starts from _mm512_undefined_ps() and trips
+    // -Wmaybe-uninitialized; with an all-ones mask it is the same single vsqrtps.
+    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_ps(a.v, static_cast<__mmask16>(0xFFFF), a.v)}; }
+};
+template <>
+struct sqrt_op<simd::detail::vavx512<double>> {
+    using reg = simd::detail::vavx512<double>::reg;
+    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_pd(a.v, static_cast<__mmask8>(0xFF), a.v)}; }
+};
+#endif
+#if TAPIR_SIMD_NEON
+template <>
+struct sqrt_op<simd::detail::vneon<float>> {
+    static inline float32x4_t run(float32x4_t a) { return vsqrtq_f32(a); }
+};
+template <>
+struct sqrt_op<simd::detail::vneon<double>> {
+    static inline float64x2_t run(float64x2_t a) { return vsqrtq_f64(a); }
+};
+#endif
+
+template <class V>
+TAPIR_ALWAYS_INLINE typename V::reg vsqrt(const typename V::reg& a) {
+    if constexpr (has_vsqrt<V>::value) {
+        return V::sqrt(a);
+    } else {
+        return sqrt_op<V>::run(a);
+    }
+}
+
+/// Runs Body::block<V, Partial>(args, i, r) over [0, n) in steps of V::W, the tail partially.
+template <class V, class Body, class Args>
+TAPIR_ALWAYS_INLINE void for_blocks(const Args& a, std::size_t n) {
+    constexpr std::size_t W = V::W;
+    std::size_t i = 0;
+    for (; i + W <= n; i += W) Body::template block<V, false>(a, i, W);
+    if (i < n) Body::template block<V, true>(a, i, n - i);
+}
+
+template <class V, bool Partial, class T>
+TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
+    if constexpr (Partial) {
+        return V::load_partial(p, r);
+    } else {
+        (void)r;
+        return V::load(p);
+    }
+}
+template <class V, bool Partial, class T>
+TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
+    if constexpr (Partial) {
+        V::store_partial(p, v, r);
+    } else {
+        (void)r;
+        V::store(p, v);
+    }
+}
+
+// ---- SGD ------------------------------------------------------------------------------------
+template <class T>
+struct SgdArgs {
+    T* p;
+    const T* g;
+    T* buf;
+    std::size_t n;
+    T lr, wd, mu_buf, c_grad, mu;  // buf = mu_buf * buf + c_grad * d; nesterov adds mu * buf
+};
+
+/// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
+template <class T, bool Wd, bool Momentum, bool Nesterov>
+struct sgd_kernel {
+    using value_type = T;
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld<V, P>(a.g + i, r);
+        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        if constexpr (Momentum) {
+            const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
+            st<V, P>(a.buf + i, b, r);
+            if constexpr (Nesterov) {
+                d = V::fma(V::set1(a.mu), b, d);
+            } else {
+                d = b;
+            }
+        }
+        p = V::fnma(V::set1(a.lr), d, p);
+        st<V, P>(a.p + i, p, r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(SgdArgs<T> a) {
+        for_blocks<V, sgd_kernel>(a, a.n);
+    }
+};
+
+// ---- Adam / AdamW -----------------------------------------------------------------------------
+template <class T>
+struct AdamArgs {
+    T* p;
+    const T* g;
+    T* m;
+    T* v;
+    std::size_t n;
+    T b1, c1, b2, c2;  // m = b1 m + c1 g, v = b2 v + c2 g^2
+    T step;            // lr / bc1 (PyTorch) or lr sqrt(bc2) / bc1 (Keras)
+    T sqrt_bc2;        // divides sqrt(v) (PyTorch); 1 for Keras
+    T eps, wd, decay;  // wd: L2 added to the gradient; decay: AdamW's p *= 1 - lr wd
+};
+
+template <class T, bool L2, bool Decoupled>
+struct adam_kernel {
+    using value_type = T;
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto g = ld<V, P>(a.g + i, r);
+        if constexpr (L2) g = V::fma(V::set1(a.wd), p, g);
+        const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
+        const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
+        st<V, P>(a.m + i, m, r);
+        st<V, P>(a.v + i, v, r);
+        if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
+        const auto denom = V::add(V::div(vsqrt<V>(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
+        p = V::fnma(V::set1(a.step), V::div(m, denom), p);
+        st<V, P>(a.p + i, p, r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(AdamArgs<T> a) {
+        for_blocks<V, adam_kernel>(a, a.n);
+    }
+};
+
+// ---- RMSprop ----------------------------------------------------------------------------------
+template <class T>
+struct RmspropArgs {
+    T* p;
+    const T* g;
+    T* sq;
+    T* gavg;
+    T* buf;
+    std::size_t n;
+    T lr, alpha, c_alpha, eps, wd, mu;
+};
+
+/// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
+template <class T, bool Wd, bool Centered, bool Momentum>
+struct rmsprop_kernel {
+    using value_type = T;
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld<V, P>(a.g + i, r);
+        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
+        const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
+        st<V, P>(a.sq + i, sq, r);
+        typename V::reg var = sq;
+        if constexpr (Centered) {
+            const auto ga = V::fma(alpha, ld<V, P>(a.gavg + i, r), V::mul(ca, d));
+            st<V, P>(a.gavg + i, ga, r);
+            // sq >= ga^2 in exact arithmetic; rounding can push the difference below zero.
+            var = V::max(V::zero(), V::fnma(ga, ga, sq));
+        }
+        const auto avg = V::add(vsqrt<V>(var), V::set1(a.eps));
+        const auto q = V::div(d, avg);
+        if constexpr (Momentum) {
+            const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
+            st<V, P>(a.buf + i, b, r);
+            p = V::fnma(V::set1(a.lr), b, p);
+        } else {
+            p = V::fnma(V::set1(a.lr), q, p);
+        }
+        st<V, P>(a.p + i, p, r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(RmspropArgs<T> a) {
+        for_blocks<V, rmsprop_kernel>(a, a.n);
+    }
+};
+
+// ---- Adagrad ----------------------------------------------------------------------------------
+template <class T>
+struct AdagradArgs {
+    T* p;
+    const T* g;
+    T* sum;
+    std::size_t n;
+    T clr, eps, wd;
+};
+
+template <class T, bool Wd>
+struct adagrad_kernel {
+    using value_type = T;
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld<V, P>(a.g + i, r);
+        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
+        st<V, P>(a.sum + i, s, r);
+        const auto std_ = V::add(vsqrt<V>(s), V::set1(a.eps));
+        p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
+        st<V, P>(a.p + i, p, r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(AdagradArgs<T> a) {
+        for_blocks<V, adagrad_kernel>(a, a.n);
+    }
+};
+
+// ---- gradient helpers -------------------------------------------------------------------------
+/// g = clamp(g, -c, c).
+template <class T>
+struct clamp_kernel {
+    using value_type = T;
+    struct Args {
+        T* g;
+        std::size_t n;
+        T c;
+    };
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto g = ld<V, P>(a.g + i, r);
+        st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        for_blocks<V, clamp_kernel>(a, a.n);
+    }
+};
+
+/// g += lambda sign(p), sign(0) = 0.
+template <class T>
+struct l1_grad_kernel {
+    using value_type = T;
+    struct Args {
+        const T* p;
+        T* g;
+        std::size_t n;
+        T lambda;
+    };
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto p = ld<V, P>(a.p + i, r);
+        const auto z = V::zero();
+        const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
+        st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        for_blocks<V, l1_grad_kernel>(a, a.n);
+    }
+};
+
+/// sum |x| with four independent accumulators.
+template <class T>
+struct abs_sum_kernel {
+    using value_type = T;
+    template <class V>
+    static TAPIR_ALWAYS_INLINE T run(const T* x, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        const auto z = V::zero();
+        auto s0 = z, s1 = z;
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto a = V::load(x + i), b = V::load(x + i + W);
+            s0 = V::add(s0, V::max(a, V::sub(z, a)));
+            s1 = V::add(s1, V::max(b, V::sub(z, b)));
+        }
+        for (; i + W <= n; i += W) {
+            const auto a = V::load(x + i);
+            s0 = V::add(s0, V::max(a, V::sub(z, a)));
+        }
+        if (i < n) {
+            const auto a = V::load_partial(x + i, n - i);
+            s1 = V::add(s1, V::max(a, V::sub(z, a)));
+        }
+        return V::hsum(V::add(s0, s1));
+    }
+};
+
+} // namespace tapir::optim::detail
+
+TAPIR_SIMD_DIAG_POP

@@ -1,0 +1,95 @@
+#pragma once
+/// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (PyTorch
+/// torch.optim.SGD semantics).
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../simd/vec.hpp"
+#include "kernels.hpp"
+#include "optimizer.hpp"
+
+namespace tapir {
+namespace optim {
+
+/// Per step, for every parameter p with gradient g (PyTorch's update rule):
+///   d = g + weight_decay * p
+///   if momentum != 0:  buf = d on the first step, else buf = momentum * buf + (1 - dampening) * d
+///                      d = nesterov ? d + momentum * buf : buf
+///   p -= lr * d
+/// The momentum buffers are allocated at the first step (or by state()) and never again.
+template <class T>
+class SGD : public Optimizer<T> {
+public:
+    SGD(std::vector<Parameter<T>*> params, T lr, T momentum = T(0), T dampening = T(0), T weight_decay = T(0),
+        bool nesterov = false)
+        : Optimizer<T>(std::move(params), lr, "SGD"), momentum_(momentum), dampening_(dampening),
+          weight_decay_(weight_decay), nesterov_(nesterov) {
+        detail::check_hyper("SGD", "momentum", static_cast<double>(momentum), 0.0, false, 1.0, false);
+        detail::check_hyper("SGD", "dampening", static_cast<double>(dampening), 0.0, false, 1.0, false);
+        detail::check_hyper("SGD", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
+        if (nesterov && (momentum <= T(0) || dampening != T(0)))
+            throw value_error("SGD: Nesterov momentum requires momentum > 0 and dampening = 0, got momentum " +
+                              detail::fmt_number(static_cast<double>(momentum)) + " and dampening " +
+                              detail::fmt_number(static_cast<double>(dampening)));
+    }
+
+    std::string name() const override { return "SGD"; }
+    T momentum() const noexcept { return momentum_; }
+    T dampening() const noexcept { return dampening_; }
+    T weight_decay() const noexcept { return weight_decay_; }
+    bool nesterov() const noexcept { return nesterov_; }
+
+    void step() override {
+        this->check_gradients();
+        const bool mom = momentum_ != T(0);
+        if (mom) this->allocate_like_params(buf_, T(0));
+        const bool first = this->iterations_ == 0;
+        detail::SgdArgs<T> a{};
+        a.lr = this->lr_;
+        a.wd = weight_decay_;
+        a.mu = momentum_;
+        a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
+        a.c_grad = first ? T(1) : T(1) - dampening_;
+        for (std::size_t i = 0; i < this->params_.size(); ++i) {
+            Parameter<T>& p = *this->params_[i];
+            if (!p.requires_grad) continue;
+            a.p = p.value.data();
+            a.g = p.grad.data();
+            a.n = p.value.size();
+            a.buf = mom ? buf_[i].data() : nullptr;
+            run(a, mom);
+        }
+        ++this->iterations_;
+    }
+
+    std::vector<std::pair<std::string, Tensor<T>*>> state() override {
+        std::vector<std::pair<std::string, Tensor<T>*>> out;
+        if (momentum_ == T(0)) return out;
+        this->allocate_like_params(buf_, T(0));
+        this->name_state(out, "momentum_buffer", buf_);
+        return out;
+    }
+
+private:
+    template <bool Wd, bool M, bool N>
+    static void go(const detail::SgdArgs<T>& a) {
+        simd::detail::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
+    }
+    void run(const detail::SgdArgs<T>& a, bool mom) const {
+        const bool wd = weight_decay_ != T(0);
+        if (!mom) return wd ? go<true, false, false>(a) : go<false, false, false>(a);
+        if (nesterov_) return wd ? go<true, true, true>(a) : go<false, true, true>(a);
+        return wd ? go<true, true, false>(a) : go<false, true, false>(a);
+    }
+
+    T momentum_, dampening_, weight_decay_;
+    bool nesterov_;
+    std::vector<Tensor<T>> buf_;
+};
+
+} // namespace optim
+} // namespace tapir

@@ -1,0 +1,241 @@
+#pragma once
+/// Vectorised elementwise ops and reductions used by the tape. Arrays are contiguous; an output may
+/// be the same array as an input (exact aliasing), not a shifted view of it.
+
+#include <cstddef>
+
+#include "math.hpp"
+#include "vec.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+namespace detail {
+
+/// out = F(a, b) lane-wise.
+template <class T, class F> struct map2_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const T* a, const T* b, T* out, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        std::size_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W) {
+            const auto a0 = V::load(a + i), a1 = V::load(a + i + W), a2 = V::load(a + i + 2 * W),
+                       a3 = V::load(a + i + 3 * W);
+            const auto b0 = V::load(b + i), b1 = V::load(b + i + W), b2 = V::load(b + i + 2 * W),
+                       b3 = V::load(b + i + 3 * W);
+            V::store(out + i, F::template apply<V>(a0, b0));
+            V::store(out + i + W, F::template apply<V>(a1, b1));
+            V::store(out + i + 2 * W, F::template apply<V>(a2, b2));
+            V::store(out + i + 3 * W, F::template apply<V>(a3, b3));
+        }
+        for (; i + W <= n; i += W) V::store(out + i, F::template apply<V>(V::load(a + i), V::load(b + i)));
+        if (i < n) {
+            const std::size_t r = n - i;
+            V::store_partial(out + i, F::template apply<V>(V::load_partial(a + i, r), V::load_partial(b + i, r)), r);
+        }
+    }
+};
+
+/// out = F(a, s) with a broadcast scalar s.
+template <class T, class F> struct map_scalar_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const T* a, T s, T* out, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        const auto sv = V::set1(s);
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto a0 = V::load(a + i), a1 = V::load(a + i + W);
+            V::store(out + i, F::template apply<V>(a0, sv));
+            V::store(out + i + W, F::template apply<V>(a1, sv));
+        }
+        for (; i + W <= n; i += W) V::store(out + i, F::template apply<V>(V::load(a + i), sv));
+        if (i < n) V::store_partial(out + i, F::template apply<V>(V::load_partial(a + i, n - i), sv), n - i);
+    }
+};
+
+struct add_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
+        return V::add(a, b);
+    }
+};
+struct sub_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
+        return V::sub(a, b);
+    }
+};
+struct mul_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
+        return V::mul(a, b);
+    }
+};
+struct div_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
+        return V::div(a, b);
+    }
+};
+/// relu_backward: a = upstream gradient g, b = forward output y.
+struct relu_bwd_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& g, const typename V::reg& y) {
+        return V::select(V::gt(y, V::zero()), g, V::zero());
+    }
+};
+/// max(0, x): a NaN input stays NaN (max returns its second operand on NaN).
+struct relu_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) {
+        return V::max(V::zero(), x);
+    }
+};
+
+template <class T> struct axpy_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(T alpha, const T* x, T* y, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        const auto av = V::set1(alpha);
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto x0 = V::load(x + i), x1 = V::load(x + i + W);
+            const auto y0 = V::load(y + i), y1 = V::load(y + i + W);
+            V::store(y + i, V::fma(av, x0, y0));
+            V::store(y + i + W, V::fma(av, x1, y1));
+        }
+        for (; i + W <= n; i += W) V::store(y + i, V::fma(av, V::load(x + i), V::load(y + i)));
+        if (i < n) V::store_partial(y + i, V::fma(av, V::load_partial(x + i, n - i), V::load_partial(y + i, n - i)), n - i);
+    }
+};
+
+/// sum (Dot = false) or dot product (Dot = true) with four independent vector accumulators.
+template <class T, bool Dot> struct reduce_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg term(const T* a, const T* b, std::size_t i) {
+        if constexpr (Dot) {
+            return V::mul(V::load(a + i), V::load(b + i));
+        } else {
+            (void)b;
+            return V::load(a + i);
+        }
+    }
+    template <class V> static TAPIR_ALWAYS_INLINE T run(const T* a, const T* b, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        auto s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+        std::size_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W) {
+            if constexpr (Dot) {
+                s0 = V::fma(V::load(a + i), V::load(b + i), s0);
+                s1 = V::fma(V::load(a + i + W), V::load(b + i + W), s1);
+                s2 = V::fma(V::load(a + i + 2 * W), V::load(b + i + 2 * W), s2);
+                s3 = V::fma(V::load(a + i + 3 * W), V::load(b + i + 3 * W), s3);
+            } else {
+                s0 = V::add(s0, V::load(a + i));
+                s1 = V::add(s1, V::load(a + i + W));
+                s2 = V::add(s2, V::load(a + i + 2 * W));
+                s3 = V::add(s3, V::load(a + i + 3 * W));
+            }
+        }
+        for (; i + W <= n; i += W) s0 = V::add(s0, term<V>(a, b, i));
+        if (i < n) {
+            const auto x = V::load_partial(a + i, n - i);
+            if constexpr (Dot) {
+                s1 = V::fma(x, V::load_partial(b + i, n - i), s1);
+            } else {
+                s1 = V::add(s1, x);
+            }
+        }
+        return V::hsum(V::add(V::add(s0, s1), V::add(s2, s3)));
+    }
+};
+
+/// C[i, :] += row for i < m.
+template <class T> struct add_row_kernel {
+    using value_type = T;
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
+        for (std::size_t i = 0; i < m; ++i) map2_kernel<T, add_f>::template run<V>(c + i * ldc, row, c + i * ldc, n);
+    }
+};
+
+/// out[j] = sum_i G[i, j], column blocks of 4 vectors kept in registers across all rows.
+template <class T> struct sum_rows_kernel {
+    using value_type = T;
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
+        constexpr std::size_t W = V::W;
+        std::size_t j = 0;
+        for (; j + 4 * W <= n; j += 4 * W) {
+            auto s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+            for (std::size_t i = 0; i < m; ++i) {
+                const T* p = g + i * ldg + j;
+                s0 = V::add(s0, V::load(p));
+                s1 = V::add(s1, V::load(p + W));
+                s2 = V::add(s2, V::load(p + 2 * W));
+                s3 = V::add(s3, V::load(p + 3 * W));
+            }
+            V::store(out + j, s0);
+            V::store(out + j + W, s1);
+            V::store(out + j + 2 * W, s2);
+            V::store(out + j + 3 * W, s3);
+        }
+        for (; j + W <= n; j += W) {
+            auto s = V::zero();
+            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load(g + i * ldg + j));
+            V::store(out + j, s);
+        }
+        if (j < n) {
+            const std::size_t r = n - j;
+            auto s = V::zero();
+            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load_partial(g + i * ldg + j, r));
+            V::store_partial(out + j, s, r);
+        }
+    }
+};
+
+} // namespace detail
+
+template <class T> void add(const T* a, const T* b, T* out, std::size_t n) {
+    detail::dispatch<detail::map2_kernel<T, detail::add_f>>(a, b, out, n);
+}
+template <class T> void sub(const T* a, const T* b, T* out, std::size_t n) {
+    detail::dispatch<detail::map2_kernel<T, detail::sub_f>>(a, b, out, n);
+}
+template <class T> void mul(const T* a, const T* b, T* out, std::size_t n) {
+    detail::dispatch<detail::map2_kernel<T, detail::mul_f>>(a, b, out, n);
+}
+template <class T> void div(const T* a, const T* b, T* out, std::size_t n) {
+    detail::dispatch<detail::map2_kernel<T, detail::div_f>>(a, b, out, n);
+}
+template <class T> void add_scalar(const T* a, T s, T* out, std::size_t n) {
+    detail::dispatch<detail::map_scalar_kernel<T, detail::add_f>>(a, s, out, n);
+}
+template <class T> void mul_scalar(const T* a, T s, T* out, std::size_t n) {
+    detail::dispatch<detail::map_scalar_kernel<T, detail::mul_f>>(a, s, out, n);
+}
+/// y += alpha * x (fused multiply-add on SIMD paths).
+template <class T> void axpy(T alpha, const T* x, T* y, std::size_t n) {
+    detail::dispatch<detail::axpy_kernel<T>>(alpha, x, y, n);
+}
+/// out = max(0, x); NaN stays NaN.
+template <class T> void relu(const T* x, T* out, std::size_t n) {
+    detail::dispatch<detail::map1_kernel<T, detail::relu_f>>(x, out, n);
+}
+/// out = y > 0 ? g : 0 (y is the relu output).
+template <class T> void relu_backward(const T* g, const T* y, T* out, std::size_t n) {
+    detail::dispatch<detail::map2_kernel<T, detail::relu_bwd_f>>(g, y, out, n);
+}
+/// Sum with several independent partial sums: the rounding (not the value) depends on the ISA.
+template <class T> T sum(const T* x, std::size_t n) {
+    return detail::dispatch<detail::reduce_kernel<T, false>>(x, static_cast<const T*>(nullptr), n);
+}
+template <class T> T dot(const T* a, const T* b, std::size_t n) {
+    return detail::dispatch<detail::reduce_kernel<T, true>>(a, b, n);
+}
+/// C[i, :] += row[:] for the m rows of a row-major m x n matrix with leading dimension ldc.
+template <class T> void add_row(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
+    detail::dispatch<detail::add_row_kernel<T>>(c, m, n, ldc, row);
+}
+/// out[j] = sum_i G[i, j]; out is overwritten (zero when m == 0).
+template <class T> void sum_rows(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
+    detail::dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
+}
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP

@@ -1,0 +1,500 @@
+#pragma once
+/// GEMM, C = alpha * op(A) * op(B) + beta * C, row-major, float and double.
+/// Goto/BLIS-style: B is packed in KC x NC blocks, A in MC x KC blocks (the transposes are absorbed
+/// by the packing), and a register-blocked MR x NR micro-kernel written once over the vector
+/// wrappers runs on the packed panels. Threads split C into independent stripes only, so each
+/// element's summation order, hence the result, is the same for any thread count.
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "../error.hpp"
+#include "arch.hpp"
+#include "vec.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+namespace detail {
+
+/// Register tile (MR rows x NV vectors) and cache blocks (KC depth, MC rows of A, NC columns of B).
+template <class V> struct gemm_blocking;
+
+template <class T> struct gemm_blocking<vscalar<T>> {
+    static constexpr std::size_t MR = 4, NV = 4, KC = 256, MC = 64, NC = 1024;
+};
+#if TAPIR_SIMD_X86
+template <> struct gemm_blocking<vavx2<float>> {
+    static constexpr std::size_t MR = 6, NV = 2, KC = 384, MC = 120, NC = 2048;
+};
+template <> struct gemm_blocking<vavx2<double>> {
+    static constexpr std::size_t MR = 6, NV = 2, KC = 256, MC = 72, NC = 1024;
+};
+template <> struct gemm_blocking<vavx512<float>> {
+    static constexpr std::size_t MR = 8, NV = 2, KC = 512, MC = 128, NC = 2048;
+};
+template <> struct gemm_blocking<vavx512<double>> {
+    static constexpr std::size_t MR = 8, NV = 2, KC = 384, MC = 96, NC = 1024;
+};
+#endif
+#if TAPIR_SIMD_NEON
+template <> struct gemm_blocking<vneon<float>> {
+    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 96, NC = 1020;
+};
+template <> struct gemm_blocking<vneon<double>> {
+    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 48, NC = 510;
+};
+#endif
+
+/// Per-thread packing buffer, grown on demand and kept: fresh pages on every call cost more
+/// than the packing itself at moderate sizes.
+class work_buffer {
+public:
+    work_buffer() = default;
+    work_buffer(const work_buffer&) = delete;
+    work_buffer& operator=(const work_buffer&) = delete;
+    ~work_buffer() { release(); }
+    void* get(std::size_t bytes) {
+        if (bytes > cap_) {
+            release();
+            const std::size_t want = std::max(bytes, cap_ + cap_ / 2);
+            p_ = ::operator new(want, std::align_val_t(64));
+            cap_ = want;
+        }
+        return p_;
+    }
+
+private:
+    void release() noexcept {
+        if (p_) ::operator delete(p_, std::align_val_t(64));
+        p_ = nullptr;
+        cap_ = 0;
+    }
+    void* p_ = nullptr;
+    std::size_t cap_ = 0;
+};
+
+inline work_buffer& gemm_buffer() {
+    thread_local work_buffer buf;
+    return buf;
+}
+
+template <class T> struct gemm_args {
+    bool ta, tb;
+    std::size_t m, n, k;
+    T alpha;
+    const T* a;
+    std::size_t lda;
+    const T* b;
+    std::size_t ldb;
+    T beta;
+    T* c;
+    std::size_t ldc;
+};
+
+constexpr std::size_t round_up(std::size_t x, std::size_t r) { return (x + r - 1) / r * r; }
+
+/// Depth of the K blocks: equal-sized blocks no deeper than KC; depends on K only (determinism).
+template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) {
+    if (k <= KC) return k;
+    const std::size_t nb = (k + KC - 1) / KC;
+    return (k + nb - 1) / nb;
+}
+
+/// Elements of T the serial driver needs: one packed A edge panel and one packed B block.
+template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_t n, std::size_t k) {
+    using B = gemm_blocking<V>;
+    constexpr std::size_t NR = B::NV * V::W;
+    const std::size_t kc = k_block<B::KC>(k);
+    const std::size_t nc = round_up(std::min(n, B::NC), NR);
+    return round_up(B::MR * kc, 64) + nc * kc;
+}
+
+template <class T> struct gemm_kernel {
+    using value_type = T;
+
+    /// How the micro-kernel reads A: a packed MR-row panel (a[p*MR + i]), rows of a row-major A
+    /// (a[i*lda + p], rows past the edge clamped to the last valid one), or columns of a transposed
+    /// A (a[p*lda + i], full panels only).
+    enum class amode { packed, rows, cols };
+
+    /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
+    /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
+    /// Every element sees the same operation sequence whatever the variant, so results never depend
+    /// on which path (packed or direct, edge or interior) computed them.
+    template <class V, std::size_t MR, std::size_t NV, amode AM, bool MaskB>
+    static TAPIR_ALWAYS_INLINE void micro(std::size_t kc, const T* a, std::size_t lda, const T* b, std::size_t ldb,
+                                          std::size_t mr, std::size_t nr, T alpha, T beta, T* c, std::size_t ldc) {
+        constexpr std::size_t W = V::W, NR = NV * W;
+        using R = typename V::reg;
+        R acc[MR][NV];
+#pragma GCC unroll 16
+        for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        std::size_t bcnt[NV];
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
+        const T* ar[AM == amode::rows ? MR : 1];
+        if constexpr (AM == amode::rows) {
+#pragma GCC unroll 16
+            for (std::size_t i = 0; i < MR; ++i) ar[i] = a + std::min(i, mr - 1) * lda;
+        } else {
+            ar[0] = a;
+        }
+        for (std::size_t p = 0; p < kc; ++p) {
+            R bv[NV];
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) {
+                if constexpr (MaskB) {
+                    bv[j] = bcnt[j] == W ? V::load(b + j * W) : bcnt[j] ? V::load_partial(b + j * W, bcnt[j]) : V::zero();
+                } else {
+                    bv[j] = V::load(b + j * W);
+                }
+            }
+#pragma GCC unroll 16
+            for (std::size_t i = 0; i < MR; ++i) {
+                R av;
+                if constexpr (AM == amode::rows) {
+                    av = V::set1(ar[i][p]);
+                } else {
+                    av = V::set1(a[i]);
+                }
+#pragma GCC unroll 8
+                for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
+            }
+            if constexpr (AM == amode::packed) a += MR;
+            if constexpr (AM == amode::cols) a += lda;
+            b += ldb;
+        }
+        (void)ar;
+        // alpha * acc + beta * C; alpha == 1 and beta in {0, 1} skip operations that are exact anyway.
+        // Two store variants keep the code size (and compile time) down: mode 1 with alpha = 1 is
+        // exactly acc, and mode 4 with beta = 1 is exactly acc + C or alpha acc + C (one rounding).
+        const bool full = mr == MR && nr == NR;
+        if (beta == T(0))
+            store_tile<V, MR, NV, 1>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+        else
+            store_tile<V, MR, NV, 4>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+    }
+
+    /// No lambdas in kernels: a lambda carries no target attribute, so the wrappers would not inline.
+    template <class V, int Mode>
+    static TAPIR_ALWAYS_INLINE typename V::reg combine(const typename V::reg& x, const typename V::reg& old,
+                                                       const typename V::reg& al, const typename V::reg& be,
+                                                       bool unit) {
+        (void)old;
+        (void)unit;
+        (void)al;
+        (void)be;
+        if constexpr (Mode == 0) return x;
+        if constexpr (Mode == 1) return unit ? x : V::mul(al, x);
+        if constexpr (Mode == 2) return V::add(x, old);
+        if constexpr (Mode == 3) return V::fma(al, x, old);
+        if constexpr (Mode == 4) return V::fma(al, x, V::mul(be, old));
+    }
+
+    /// C tile update, Mode: 0 C = acc, 1 C = alpha acc, 2 C = acc + C, 3 C = alpha acc + C,
+    /// 4 C = alpha acc + beta C (all FMA-rounded alike, see micro()).
+    template <class V, std::size_t MR, std::size_t NV, int Mode>
+    static TAPIR_ALWAYS_INLINE void store_tile(const typename V::reg (&acc)[MR][NV], T alpha, T beta, T* c,
+                                               std::size_t ldc, std::size_t mr, const std::size_t (&bcnt)[NV],
+                                               bool full) {
+        constexpr std::size_t W = V::W;
+        using R = typename V::reg;
+        const R al = V::set1(alpha), be = V::set1(beta);
+        const bool unit = alpha == T(1); // alpha * acc == acc exactly: skip the multiply
+        if (full) {
+#pragma GCC unroll 16
+            for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+                for (std::size_t j = 0; j < NV; ++j) {
+                    T* p = c + i * ldc + j * W;
+                    V::store(p, combine<V, Mode>(acc[i][j], Mode >= 2 ? V::load(p) : acc[i][j], al, be, unit));
+                }
+            return;
+        }
+        // Edge tiles: unrolled too. A run-time index into acc would force the whole accumulator
+        // array to the stack, in the k loop as well (measured 4% slower at 64^3, 8% at 32^3).
+#pragma GCC unroll 16
+        for (std::size_t i = 0; i < MR; ++i) {
+            if (i >= mr) break;
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) {
+                T* p = c + i * ldc + j * W;
+                if (bcnt[j] == W)
+                    V::store(p, combine<V, Mode>(acc[i][j], Mode >= 2 ? V::load(p) : acc[i][j], al, be, unit));
+                else if (bcnt[j])
+                    V::store_partial(
+                        p, combine<V, Mode>(acc[i][j], Mode >= 2 ? V::load_partial(p, bcnt[j]) : acc[i][j], al, be, unit),
+                        bcnt[j]);
+            }
+        }
+    }
+
+    /// Packs op(A)[i0 .. i0+mr, p0 .. p0+kc) (mr <= MR) into one MR-row panel, zero-padded.
+    template <std::size_t MR>
+    static TAPIR_ALWAYS_INLINE void pack_a_panel(const gemm_args<T>& g, std::size_t i0, std::size_t mr,
+                                                 std::size_t p0, std::size_t kc, T* TAPIR_RESTRICT d) {
+        if (g.ta) {
+            const T* s = g.a + p0 * g.lda + i0;
+            for (std::size_t p = 0; p < kc; ++p, s += g.lda, d += MR) {
+                std::size_t i = 0;
+                for (; i < mr; ++i) d[i] = s[i];
+                for (; i < MR; ++i) d[i] = T(0);
+            }
+        } else {
+            const T* s = g.a + i0 * g.lda + p0;
+            for (std::size_t i = 0; i < MR; ++i) {
+                if (i < mr) {
+                    const T* si = s + i * g.lda;
+                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = si[p];
+                } else {
+                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = T(0);
+                }
+            }
+        }
+    }
+
+    /// Packs op(B)[p0 .. p0+kc, j0 .. j0+nc) into NR-column panels, p-major inside a panel, zero-padded.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void pack_b(const gemm_args<T>& g, std::size_t p0, std::size_t kc, std::size_t j0,
+                                           std::size_t nc, T* TAPIR_RESTRICT dst) {
+        constexpr std::size_t NV = gemm_blocking<V>::NV, W = V::W, NR = NV * W;
+        for (std::size_t jr = 0; jr < nc; jr += NR) {
+            const std::size_t nr = std::min(NR, nc - jr);
+            T* d = dst + jr * kc;
+            if (!g.tb) {
+                // op(B)(p, j) = b[p * ldb + j]: NR contiguous values per p.
+                const T* s = g.b + p0 * g.ldb + j0 + jr;
+                if (nr == NR) {
+                    for (std::size_t p = 0; p < kc; ++p, s += g.ldb, d += NR)
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NV; ++j) V::store(d + j * W, V::load(s + j * W));
+                } else {
+                    for (std::size_t p = 0; p < kc; ++p, s += g.ldb, d += NR) {
+                        std::size_t j = 0;
+                        for (; j < nr; ++j) d[j] = s[j];
+                        for (; j < NR; ++j) d[j] = T(0);
+                    }
+                }
+            } else {
+                // op(B)(p, j) = b[j * ldb + p]: columns of op(B) are contiguous rows of B.
+                const T* s = g.b + (j0 + jr) * g.ldb + p0;
+                for (std::size_t j = 0; j < NR; ++j) {
+                    if (j < nr) {
+                        const T* sj = s + j * g.ldb;
+                        for (std::size_t p = 0; p < kc; ++p) d[p * NR + j] = sj[p];
+                    } else {
+                        for (std::size_t p = 0; p < kc; ++p) d[p * NR + j] = T(0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Products small enough to read B in place (no packing): its rows then stay in L1/L2 anyway.
+    template <class V> static bool direct_b(const gemm_args<T>& g) {
+        return !g.tb && g.k <= 256 && g.n <= 512 && g.k * g.n * sizeof(T) <= 128 * 1024;
+    }
+
+    /// One MC x nc block of C for one K block: A read in place where it can be, edge panels packed.
+    template <class V, bool DirectB>
+    static TAPIR_ALWAYS_INLINE void block(const gemm_args<T>& g, std::size_t ic, std::size_t mc, std::size_t jc,
+                                          std::size_t nc, std::size_t pc, std::size_t kc, T beta, const T* bsrc,
+                                          std::size_t ldb, T* apanel) {
+        using B = gemm_blocking<V>;
+        constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
+        for (std::size_t jr = 0; jr < nc; jr += NR) {
+            const std::size_t nr = std::min(NR, nc - jr);
+            const T* bp = DirectB ? bsrc + jr : bsrc + jr * kc;
+            T* cj = g.c + jc + jr;
+            for (std::size_t ir = 0; ir < mc; ir += MR) {
+                const std::size_t mr = std::min(MR, mc - ir), i = ic + ir;
+                T* cp = cj + i * g.ldc;
+                if (!g.ta) {
+                    const T* ap = g.a + i * g.lda + pc;
+                    if (DirectB && nr < NR)
+                        micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                    else
+                        micro<V, MR, NV, amode::rows, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                } else if (mr == MR) {
+                    const T* ap = g.a + pc * g.lda + i;
+                    if (DirectB && nr < NR)
+                        micro<V, MR, NV, amode::cols, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                    else
+                        micro<V, MR, NV, amode::cols, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                } else {
+                    pack_a_panel<MR>(g, i, mr, pc, kc, apanel);
+                    if (DirectB && nr < NR)
+                        micro<V, MR, NV, amode::packed, true>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                    else
+                        micro<V, MR, NV, amode::packed, false>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                }
+            }
+        }
+    }
+
+    /// Serial driver over the whole (sub)problem g; work holds gemm_work_elems<V>(m, n, k) elements.
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp, T* work) {
+        using B = gemm_blocking<V>;
+        const gemm_args<T>& g = *gp;
+        const std::size_t kcb = k_block<B::KC>(g.k);
+        T* const apanel = work;
+        T* const bbuf = work + round_up(B::MR * kcb, 64);
+        const bool direct = direct_b<V>(g);
+        for (std::size_t jc = 0; jc < g.n; jc += B::NC) {
+            const std::size_t nc = std::min(B::NC, g.n - jc);
+            for (std::size_t pc = 0; pc < g.k; pc += kcb) {
+                const std::size_t kc = std::min(kcb, g.k - pc);
+                const T beta = pc == 0 ? g.beta : T(1);
+                if (direct) {
+                    const T* bsrc = g.b + pc * g.ldb + jc;
+                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
+                        block<V, true>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bsrc, g.ldb, apanel);
+                } else {
+                    pack_b<V>(g, pc, kc, jc, nc, bbuf);
+                    constexpr std::size_t NR = B::NV * V::W;
+                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
+                        block<V, false>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bbuf, NR, apanel);
+                }
+            }
+        }
+    }
+
+    /// Work size for one thread's share, in elements.
+    struct work_size {
+        using value_type = T;
+        template <class V> static std::size_t run(std::size_t m, std::size_t n, std::size_t k) {
+            return gemm_work_elems<V>(m, n, k);
+        }
+    };
+};
+
+/// C = beta * C, without reading C when beta == 0.
+template <class T> void scale_c(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
+    for (std::size_t i = 0; i < m; ++i) {
+        T* r = c + i * ldc;
+        if (beta == T(0))
+            std::fill(r, r + n, T(0));
+        else if (beta != T(1))
+            for (std::size_t j = 0; j < n; ++j) r[j] *= beta;
+    }
+}
+
+inline void gemm_check(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const void* a, std::size_t lda,
+                       const void* b, std::size_t ldb, const void* c, std::size_t ldc) {
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::size_t acols = ta ? m : k, bcols = tb ? k : n;
+    if (k > 0 && lda < acols)
+        throw value_error("gemm: lda=" + s(lda) + " is smaller than the " + s(acols) + " columns of A (trans_a=" +
+                          (ta ? "true" : "false") + ", m=" + s(m) + ", k=" + s(k) + ")");
+    if (k > 0 && ldb < bcols)
+        throw value_error("gemm: ldb=" + s(ldb) + " is smaller than the " + s(bcols) + " columns of B (trans_b=" +
+                          (tb ? "true" : "false") + ", k=" + s(k) + ", n=" + s(n) + ")");
+    if (ldc < n) throw value_error("gemm: ldc=" + s(ldc) + " is smaller than the " + s(n) + " columns of C");
+    if (!c || (k > 0 && (!a || !b)))
+        throw value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product");
+}
+
+/// Products below this many multiply-adds stay on the calling thread (threads are started per call,
+/// ~20-50 us; 2^24 multiply-adds take ~150 us on one AVX-512 core). Tests lower it.
+inline std::atomic<std::size_t>& gemm_parallel_min() noexcept {
+    static std::atomic<std::size_t> v{std::size_t(1) << 24};
+    return v;
+}
+
+} // namespace detail
+
+/// C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is m x k (A is k x m if trans_a), op(B) is
+/// k x n (B is n x k if trans_b). When beta == 0, C is only written (it may hold NaN or garbage).
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+          std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+    if (m == 0 || n == 0) return;
+    detail::gemm_check(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+    if (k == 0 || alpha == T(0)) {
+        detail::scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    using K = detail::gemm_kernel<T>;
+    const isa which = active_isa();
+    const detail::gemm_args<T> g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+    const std::size_t macs = m * n * k;
+    unsigned nt = num_threads();
+    if (nt > 1 && macs >= detail::gemm_parallel_min().load(std::memory_order_relaxed)) {
+        // Split the longer of M and N into stripes; stripes of C are independent.
+        const bool split_m = m >= n;
+        const std::size_t len = split_m ? m : n, quantum = 64;
+        const std::size_t max_parts = (len + quantum - 1) / quantum;
+        nt = static_cast<unsigned>(std::min<std::size_t>(nt, max_parts));
+        const std::size_t step = detail::round_up((len + nt - 1) / nt, quantum);
+        std::vector<detail::gemm_args<T>> parts;
+        for (std::size_t s0 = 0; s0 < len; s0 += step) {
+            detail::gemm_args<T> p = g;
+            const std::size_t l = std::min(step, len - s0);
+            if (split_m) {
+                p.m = l;
+                p.a = trans_a ? a + s0 : a + s0 * lda;
+                p.c = c + s0 * ldc;
+            } else {
+                p.n = l;
+                p.b = trans_b ? b + s0 * ldb : b + s0;
+                p.c = c + s0;
+            }
+            parts.push_back(p);
+        }
+        if (parts.size() > 1) {
+            const std::size_t per = detail::dispatch_to<typename K::work_size>(which, split_m ? step : m,
+                                                                               split_m ? n : step, k);
+            const std::size_t stride = detail::round_up(per, 64);
+            T* work = static_cast<T*>(detail::gemm_buffer().get(stride * parts.size() * sizeof(T)));
+            std::vector<std::thread> pool;
+            pool.reserve(parts.size() - 1);
+            std::size_t started = 1;
+            try {
+                for (; started < parts.size(); ++started) {
+                    const std::size_t t = started;
+                    pool.emplace_back([&, t] { detail::dispatch_to<K>(which, &parts[t], work + t * stride); });
+                }
+            } catch (...) {
+                // No more threads available: the calling thread does the remaining stripes.
+            }
+            detail::dispatch_to<K>(which, &parts[0], work);
+            for (std::size_t t = started; t < parts.size(); ++t)
+                detail::dispatch_to<K>(which, &parts[t], work + t * stride);
+            for (auto& th : pool) th.join();
+            return;
+        }
+    }
+    const std::size_t need = detail::dispatch_to<typename K::work_size>(which, m, n, k);
+    T* work = static_cast<T*>(detail::gemm_buffer().get(need * sizeof(T)));
+    detail::dispatch_to<K>(which, &g, work);
+}
+
+#define TAPIR_GEMM_SIGNATURE(T)                                                                          \
+    void gemm<T>(bool, bool, std::size_t, std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, \
+                 T*, std::size_t)
+/// The kernels are the costliest code to compile (three instruction sets, two types). A program of
+/// many translation units can compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and
+/// TAPIR_INSTANTIATE_KERNELS in exactly one file (tapir's own tests do this).
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+template TAPIR_GEMM_SIGNATURE(float);
+template TAPIR_GEMM_SIGNATURE(double);
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+extern template TAPIR_GEMM_SIGNATURE(float);
+extern template TAPIR_GEMM_SIGNATURE(double);
+#endif
+#undef TAPIR_GEMM_SIGNATURE
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP

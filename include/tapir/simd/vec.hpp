@@ -1,0 +1,469 @@
+#pragma once
+/// Thin vector wrappers, one per instruction set, with one interface so that every kernel is written
+/// once as a template over the wrapper and instantiated per ISA inside a target-attributed entry.
+///
+/// Contract of a wrapper V (all static): value_type, reg (W lanes), mask (lane predicate), ireg
+/// (same-width unsigned integer lanes), load/store (unaligned), load_partial/store_partial (first n < W
+/// lanes, others zero), set1, zero, add, sub, mul, div, fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
+/// (max(a,b) returns b when either is NaN, so max(0,x) keeps a NaN x), lt, gt, le, ge, eq, isnan,
+/// select(m,a,b) = m ? a : b, hsum, and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
+/// ixor, shl<N>, shr<N> (logical).
+///
+/// Wrapper functions are `inline` with the ISA's target attribute and deliberately NOT always_inline:
+/// generic kernels carry no attribute, so GCC and Clang would reject always_inline calls into them;
+/// once the generic kernel is inlined into its attributed entry the wrappers inline normally.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "arch.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd::detail {
+
+template <class T> struct int_of;
+template <> struct int_of<float> { using type = std::uint32_t; };
+template <> struct int_of<double> { using type = std::uint64_t; };
+
+/// Bit-exact float <-> integer view without aliasing violations.
+template <class T> TAPIR_ALWAYS_INLINE typename int_of<T>::type bits_of(T x) noexcept {
+    typename int_of<T>::type u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+template <class T> TAPIR_ALWAYS_INLINE T from_bits_of(typename int_of<T>::type u) noexcept {
+    T x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+// ------------------------------------------------------------------------------------------------
+/// Portable path: one lane. The compiler may still auto-vectorise the loops around it.
+template <class T> struct vscalar {
+    using value_type = T;
+    using reg = T;
+    using mask = bool;
+    using ireg = typename int_of<T>::type;
+    static constexpr std::size_t W = 1;
+    static constexpr isa id = isa::scalar;
+
+    static reg load(const T* p) { return *p; }
+    static void store(T* p, reg v) { *p = v; }
+    static reg load_partial(const T* p, std::size_t n) { return n ? *p : T(0); }
+    static void store_partial(T* p, reg v, std::size_t n) {
+        if (n) *p = v;
+    }
+    static reg set1(T x) { return x; }
+    static reg zero() { return T(0); }
+    static reg add(reg a, reg b) { return a + b; }
+    static reg sub(reg a, reg b) { return a - b; }
+    static reg mul(reg a, reg b) { return a * b; }
+    static reg div(reg a, reg b) { return a / b; }
+    static reg fma(reg a, reg b, reg c) { return a * b + c; }
+    static reg fnma(reg a, reg b, reg c) { return c - a * b; }
+    static reg min(reg a, reg b) { return a < b ? a : b; }
+    static reg max(reg a, reg b) { return a > b ? a : b; }
+    static mask lt(reg a, reg b) { return a < b; }
+    static mask gt(reg a, reg b) { return a > b; }
+    static mask le(reg a, reg b) { return a <= b; }
+    static mask ge(reg a, reg b) { return a >= b; }
+    static mask eq(reg a, reg b) { return a == b; }
+    static mask isnan(reg a) { return a != a; }
+    static mask mask_or(mask a, mask b) { return a || b; }
+    static reg select(mask m, reg a, reg b) { return m ? a : b; }
+    static T hsum(reg v) { return v; }
+    static ireg bits(reg v) { return bits_of<T>(v); }
+    static reg from_bits(ireg v) { return from_bits_of<T>(v); }
+    static ireg iadd(ireg a, ireg b) { return static_cast<ireg>(a + b); }
+    static ireg isub(ireg a, ireg b) { return static_cast<ireg>(a - b); }
+    static ireg iset1(ireg x) { return x; }
+    static ireg iand(ireg a, ireg b) { return a & b; }
+    static ireg ior(ireg a, ireg b) { return a | b; }
+    static ireg ixor(ireg a, ireg b) { return a ^ b; }
+    template <int N> static ireg shl(ireg a) { return static_cast<ireg>(a << N); }
+    template <int N> static ireg shr(ireg a) { return static_cast<ireg>(a >> N); }
+    static void prefetch(const void*) {}
+};
+
+#if TAPIR_SIMD_X86
+// ------------------------------------------------------------------------------------------------
+/// x86 registers travel boxed in a struct: a raw __m256/__m512 crossing from a generic (unattributed)
+/// kernel into an attributed wrapper is a hard error in Clang and a -Wpsabi warning in GCC, while
+/// a struct is not; both compilers always inline the generic kernel into its attributed entry, so
+/// the boxed value never actually crosses an ABI boundary.
+struct box_m256 { __m256 v; };
+struct box_m256d { __m256d v; };
+struct box_m256i { __m256i v; };
+struct box_m512 { __m512 v; };
+struct box_m512d { __m512d v; };
+struct box_m512i { __m512i v; };
+
+template <class T> struct vavx2;
+
+#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
+template <> struct vavx2<float> {
+    using value_type = float;
+    using reg = box_m256;
+    using mask = box_m256;
+    using ireg = box_m256i;
+    static constexpr std::size_t W = 8;
+    static constexpr isa id = isa::avx2;
+
+    TAPIR_V2 reg load(const float* p) { return {_mm256_loadu_ps(p)}; }
+    TAPIR_V2 void store(float* p, reg v) { _mm256_storeu_ps(p, v.v); }
+    TAPIR_V2 __m256i tail_mask(std::size_t n) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    TAPIR_V2 reg load_partial(const float* p, std::size_t n) { return {_mm256_maskload_ps(p, tail_mask(n))}; }
+    TAPIR_V2 void store_partial(float* p, reg v, std::size_t n) { _mm256_maskstore_ps(p, tail_mask(n), v.v); }
+    TAPIR_V2 reg set1(float x) { return {_mm256_set1_ps(x)}; }
+    TAPIR_V2 reg zero() { return {_mm256_setzero_ps()}; }
+    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_ps(a.v, b.v)}; }
+    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_ps(a.v, b.v)}; }
+    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_ps(a.v, b.v)}; }
+    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_ps(a.v, b.v)}; }
+    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_ps(a.v, b.v)}; }
+    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_ps(a.v, b.v)}; }
+    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
+    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
+    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
+    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
+    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ)}; }
+    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
+    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_ps(a.v, b.v)}; }
+    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_ps(b.v, a.v, m.v)}; }
+    TAPIR_V2 float hsum(reg v) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    TAPIR_V2 ireg bits(reg v) { return {_mm256_castps_si256(v.v)}; }
+    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_ps(v.v)}; }
+    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi32(a.v, b.v)}; }
+    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi32(a.v, b.v)}; }
+    TAPIR_V2 ireg iset1(std::uint32_t x) { return {_mm256_set1_epi32(static_cast<int>(x))}; }
+    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
+    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
+    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
+    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi32(a.v, N)}; }
+    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi32(a.v, N)}; }
+    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+
+template <> struct vavx2<double> {
+    using value_type = double;
+    using reg = box_m256d;
+    using mask = box_m256d;
+    using ireg = box_m256i;
+    static constexpr std::size_t W = 4;
+    static constexpr isa id = isa::avx2;
+
+    TAPIR_V2 reg load(const double* p) { return {_mm256_loadu_pd(p)}; }
+    TAPIR_V2 void store(double* p, reg v) { _mm256_storeu_pd(p, v.v); }
+    TAPIR_V2 __m256i tail_mask(std::size_t n) {
+        return _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<long long>(n)), _mm256_setr_epi64x(0, 1, 2, 3));
+    }
+    TAPIR_V2 reg load_partial(const double* p, std::size_t n) { return {_mm256_maskload_pd(p, tail_mask(n))}; }
+    TAPIR_V2 void store_partial(double* p, reg v, std::size_t n) { _mm256_maskstore_pd(p, tail_mask(n), v.v); }
+    TAPIR_V2 reg set1(double x) { return {_mm256_set1_pd(x)}; }
+    TAPIR_V2 reg zero() { return {_mm256_setzero_pd()}; }
+    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_pd(a.v, b.v)}; }
+    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_pd(a.v, b.v)}; }
+    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_pd(a.v, b.v)}; }
+    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_pd(a.v, b.v)}; }
+    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_pd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_pd(a.v, b.v)}; }
+    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_pd(a.v, b.v)}; }
+    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ)}; }
+    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ)}; }
+    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LE_OQ)}; }
+    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GE_OQ)}; }
+    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ)}; }
+    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q)}; }
+    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_pd(a.v, b.v)}; }
+    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_pd(b.v, a.v, m.v)}; }
+    TAPIR_V2 double hsum(reg v) {
+        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v.v), _mm256_extractf128_pd(v.v, 1));
+        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+        return _mm_cvtsd_f64(s);
+    }
+    TAPIR_V2 ireg bits(reg v) { return {_mm256_castpd_si256(v.v)}; }
+    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_pd(v.v)}; }
+    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi64(a.v, b.v)}; }
+    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi64(a.v, b.v)}; }
+    TAPIR_V2 ireg iset1(std::uint64_t x) { return {_mm256_set1_epi64x(static_cast<long long>(x))}; }
+    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
+    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
+    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
+    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi64(a.v, N)}; }
+    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi64(a.v, N)}; }
+    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+#undef TAPIR_V2
+
+// ------------------------------------------------------------------------------------------------
+/// AVX-512 wrappers use the maskz_ forms of a few intrinsics: GCC 12's plain forms start from
+/// _mm512_undefined_*(), which trips -Wmaybe-uninitialized once inlined (GCC PR 105593).
+template <class T> struct vavx512;
+
+#define TAPIR_V5 TAPIR_TARGET_AVX512 static inline
+template <> struct vavx512<float> {
+    using value_type = float;
+    using reg = box_m512;
+    using mask = __mmask16;
+    using ireg = box_m512i;
+    static constexpr std::size_t W = 16;
+    static constexpr isa id = isa::avx512;
+    static constexpr mask all = 0xFFFF;
+
+    TAPIR_V5 reg load(const float* p) { return {_mm512_loadu_ps(p)}; }
+    TAPIR_V5 void store(float* p, reg v) { _mm512_storeu_ps(p, v.v); }
+    TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
+    TAPIR_V5 reg load_partial(const float* p, std::size_t n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
+    TAPIR_V5 void store_partial(float* p, reg v, std::size_t n) { _mm512_mask_storeu_ps(p, tail_mask(n), v.v); }
+    TAPIR_V5 reg set1(float x) { return {_mm512_set1_ps(x)}; }
+    TAPIR_V5 reg zero() { return {_mm512_setzero_ps()}; }
+    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_ps(a.v, b.v)}; }
+    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_ps(a.v, b.v)}; }
+    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_ps(a.v, b.v)}; }
+    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_ps(a.v, b.v)}; }
+    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_ps(all, a.v, b.v)}; }
+    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_ps(all, a.v, b.v)}; }
+    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
+    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
+    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ); }
+    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ); }
+    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
+    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
+    TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
+    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
+    TAPIR_V5 float hsum(reg v) {
+        const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 0));
+        const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 1));
+        const __m256 h = _mm256_add_ps(lo, hi);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    TAPIR_V5 ireg bits(reg v) { return {_mm512_castps_si512(v.v)}; }
+    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_ps(v.v)}; }
+    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi32(a.v, b.v)}; }
+    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi32(a.v, b.v)}; }
+    TAPIR_V5 ireg iset1(std::uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
+    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
+    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
+    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
+    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi32(all, a.v, N)}; }
+    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi32(all, a.v, N)}; }
+    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+
+template <> struct vavx512<double> {
+    using value_type = double;
+    using reg = box_m512d;
+    using mask = __mmask8;
+    using ireg = box_m512i;
+    static constexpr std::size_t W = 8;
+    static constexpr isa id = isa::avx512;
+    static constexpr mask all = 0xFF;
+
+    TAPIR_V5 reg load(const double* p) { return {_mm512_loadu_pd(p)}; }
+    TAPIR_V5 void store(double* p, reg v) { _mm512_storeu_pd(p, v.v); }
+    TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
+    TAPIR_V5 reg load_partial(const double* p, std::size_t n) { return {_mm512_maskz_loadu_pd(tail_mask(n), p)}; }
+    TAPIR_V5 void store_partial(double* p, reg v, std::size_t n) { _mm512_mask_storeu_pd(p, tail_mask(n), v.v); }
+    TAPIR_V5 reg set1(double x) { return {_mm512_set1_pd(x)}; }
+    TAPIR_V5 reg zero() { return {_mm512_setzero_pd()}; }
+    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_pd(a.v, b.v)}; }
+    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_pd(a.v, b.v)}; }
+    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_pd(a.v, b.v)}; }
+    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_pd(a.v, b.v)}; }
+    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_pd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_pd(all, a.v, b.v)}; }
+    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_pd(all, a.v, b.v)}; }
+    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
+    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
+    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LE_OQ); }
+    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GE_OQ); }
+    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
+    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
+    TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
+    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
+    TAPIR_V5 double hsum(reg v) {
+        const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xFF, v.v, 0), _mm512_maskz_extractf64x4_pd(0xFF, v.v, 1));
+        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+        return _mm_cvtsd_f64(s);
+    }
+    TAPIR_V5 ireg bits(reg v) { return {_mm512_castpd_si512(v.v)}; }
+    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_pd(v.v)}; }
+    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi64(a.v, b.v)}; }
+    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi64(a.v, b.v)}; }
+    TAPIR_V5 ireg iset1(std::uint64_t x) { return {_mm512_set1_epi64(static_cast<long long>(x))}; }
+    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
+    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
+    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
+    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi64(all, a.v, N)}; }
+    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi64(all, a.v, N)}; }
+    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+#undef TAPIR_V5
+#endif // TAPIR_SIMD_X86
+
+#if TAPIR_SIMD_NEON
+// ------------------------------------------------------------------------------------------------
+template <class T> struct vneon;
+
+template <> struct vneon<float> {
+    using value_type = float;
+    using reg = float32x4_t;
+    using mask = uint32x4_t;
+    using ireg = uint32x4_t;
+    static constexpr std::size_t W = 4;
+    static constexpr isa id = isa::neon;
+
+    static inline reg load(const float* p) { return vld1q_f32(p); }
+    static inline void store(float* p, reg v) { vst1q_f32(p, v); }
+    static inline reg load_partial(const float* p, std::size_t n) {
+        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        std::memcpy(t, p, n * sizeof(float));
+        return vld1q_f32(t);
+    }
+    static inline void store_partial(float* p, reg v, std::size_t n) {
+        float t[4];
+        vst1q_f32(t, v);
+        std::memcpy(p, t, n * sizeof(float));
+    }
+    static inline reg set1(float x) { return vdupq_n_f32(x); }
+    static inline reg zero() { return vdupq_n_f32(0.0f); }
+    static inline reg add(reg a, reg b) { return vaddq_f32(a, b); }
+    static inline reg sub(reg a, reg b) { return vsubq_f32(a, b); }
+    static inline reg mul(reg a, reg b) { return vmulq_f32(a, b); }
+    static inline reg div(reg a, reg b) { return vdivq_f32(a, b); }
+    static inline reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
+    static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f32(c, a, b); }
+    static inline reg min(reg a, reg b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+    /// Same NaN rule as x86 maxps: b unless a > b.
+    static inline reg max(reg a, reg b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+    static inline mask lt(reg a, reg b) { return vcltq_f32(a, b); }
+    static inline mask gt(reg a, reg b) { return vcgtq_f32(a, b); }
+    static inline mask le(reg a, reg b) { return vcleq_f32(a, b); }
+    static inline mask ge(reg a, reg b) { return vcgeq_f32(a, b); }
+    static inline mask eq(reg a, reg b) { return vceqq_f32(a, b); }
+    static inline mask isnan(reg a) { return vmvnq_u32(vceqq_f32(a, a)); }
+    static inline mask mask_or(mask a, mask b) { return vorrq_u32(a, b); }
+    static inline reg select(mask m, reg a, reg b) { return vbslq_f32(m, a, b); }
+    static inline float hsum(reg v) { return vaddvq_f32(v); }
+    static inline ireg bits(reg v) { return vreinterpretq_u32_f32(v); }
+    static inline reg from_bits(ireg v) { return vreinterpretq_f32_u32(v); }
+    static inline ireg iadd(ireg a, ireg b) { return vaddq_u32(a, b); }
+    static inline ireg isub(ireg a, ireg b) { return vsubq_u32(a, b); }
+    static inline ireg iset1(std::uint32_t x) { return vdupq_n_u32(x); }
+    static inline ireg iand(ireg a, ireg b) { return vandq_u32(a, b); }
+    static inline ireg ior(ireg a, ireg b) { return vorrq_u32(a, b); }
+    static inline ireg ixor(ireg a, ireg b) { return veorq_u32(a, b); }
+    template <int N> static inline ireg shl(ireg a) { return vshlq_n_u32(a, N); }
+    template <int N> static inline ireg shr(ireg a) { return vshrq_n_u32(a, N); }
+    static inline void prefetch(const void* p) { __builtin_prefetch(p); }
+};
+
+template <> struct vneon<double> {
+    using value_type = double;
+    using reg = float64x2_t;
+    using mask = uint64x2_t;
+    using ireg = uint64x2_t;
+    static constexpr std::size_t W = 2;
+    static constexpr isa id = isa::neon;
+
+    static inline reg load(const double* p) { return vld1q_f64(p); }
+    static inline void store(double* p, reg v) { vst1q_f64(p, v); }
+    static inline reg load_partial(const double* p, std::size_t n) {
+        return n ? vsetq_lane_f64(p[0], vdupq_n_f64(0.0), 0) : vdupq_n_f64(0.0);
+    }
+    static inline void store_partial(double* p, reg v, std::size_t n) {
+        if (n) p[0] = vgetq_lane_f64(v, 0);
+    }
+    static inline reg set1(double x) { return vdupq_n_f64(x); }
+    static inline reg zero() { return vdupq_n_f64(0.0); }
+    static inline reg add(reg a, reg b) { return vaddq_f64(a, b); }
+    static inline reg sub(reg a, reg b) { return vsubq_f64(a, b); }
+    static inline reg mul(reg a, reg b) { return vmulq_f64(a, b); }
+    static inline reg div(reg a, reg b) { return vdivq_f64(a, b); }
+    static inline reg fma(reg a, reg b, reg c) { return vfmaq_f64(c, a, b); }
+    static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f64(c, a, b); }
+    static inline reg min(reg a, reg b) { return vbslq_f64(vcltq_f64(a, b), a, b); }
+    static inline reg max(reg a, reg b) { return vbslq_f64(vcgtq_f64(a, b), a, b); }
+    static inline mask lt(reg a, reg b) { return vcltq_f64(a, b); }
+    static inline mask gt(reg a, reg b) { return vcgtq_f64(a, b); }
+    static inline mask le(reg a, reg b) { return vcleq_f64(a, b); }
+    static inline mask ge(reg a, reg b) { return vcgeq_f64(a, b); }
+    static inline mask eq(reg a, reg b) { return vceqq_f64(a, b); }
+    static inline mask isnan(reg a) {
+        return vreinterpretq_u64_u32(vmvnq_u32(vreinterpretq_u32_u64(vceqq_f64(a, a))));
+    }
+    static inline mask mask_or(mask a, mask b) { return vorrq_u64(a, b); }
+    static inline reg select(mask m, reg a, reg b) { return vbslq_f64(m, a, b); }
+    static inline double hsum(reg v) { return vaddvq_f64(v); }
+    static inline ireg bits(reg v) { return vreinterpretq_u64_f64(v); }
+    static inline reg from_bits(ireg v) { return vreinterpretq_f64_u64(v); }
+    static inline ireg iadd(ireg a, ireg b) { return vaddq_u64(a, b); }
+    static inline ireg isub(ireg a, ireg b) { return vsubq_u64(a, b); }
+    static inline ireg iset1(std::uint64_t x) { return vdupq_n_u64(x); }
+    static inline ireg iand(ireg a, ireg b) { return vandq_u64(a, b); }
+    static inline ireg ior(ireg a, ireg b) { return vorrq_u64(a, b); }
+    static inline ireg ixor(ireg a, ireg b) { return veorq_u64(a, b); }
+    template <int N> static inline ireg shl(ireg a) { return vshlq_n_u64(a, N); }
+    template <int N> static inline ireg shr(ireg a) { return vshrq_n_u64(a, N); }
+    static inline void prefetch(const void* p) { __builtin_prefetch(p); }
+};
+#endif // TAPIR_SIMD_NEON
+
+// ------------------------------------------------------------------------------------------------
+// Entries: K::template run<V>(args...) is an always_inline generic kernel; each entry compiles it for
+// one ISA. dispatch<K>() picks the entry for active_isa().
+
+template <class K, class... A> inline auto run_scalar(A... args) {
+    return K::template run<vscalar<typename K::value_type>>(args...);
+}
+#if TAPIR_SIMD_X86
+template <class K, class... A> TAPIR_TARGET_AVX2 inline auto run_avx2(A... args) {
+    return K::template run<vavx2<typename K::value_type>>(args...);
+}
+template <class K, class... A> TAPIR_TARGET_AVX512 inline auto run_avx512(A... args) {
+    return K::template run<vavx512<typename K::value_type>>(args...);
+}
+#endif
+#if TAPIR_SIMD_NEON
+template <class K, class... A> inline auto run_neon(A... args) {
+    return K::template run<vneon<typename K::value_type>>(args...);
+}
+#endif
+
+template <class K, class... A> inline auto dispatch_to(isa which, A... args) {
+    switch (which) {
+#if TAPIR_SIMD_X86
+    case isa::avx512: return run_avx512<K>(args...);
+    case isa::avx2: return run_avx2<K>(args...);
+#endif
+#if TAPIR_SIMD_NEON
+    case isa::neon: return run_neon<K>(args...);
+#endif
+    default: return run_scalar<K>(args...);
+    }
+}
+
+template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
+
+} // namespace tapir::simd::detail
+
+TAPIR_SIMD_DIAG_POP

@@ -1,0 +1,263 @@
+// Code generation (deploy/codegen.hpp): the generated header's text is stable (golden file), it
+// computes what tapir computes (bitwise with fused multiply-adds), and, with host compilers when
+// they are usable (not under emulation), it compiles alone with -fno-exceptions -fno-rtti and
+// strict warnings under GCC and Clang, for aarch64 with the cross compiler (run under qemu when
+// present), and reproduces the dynamic model's outputs; the fixed-size and quantised headers
+// build without exceptions and RTTI too.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <tapir/deploy/codegen.hpp>
+#include <tapir/deploy/convert.hpp>
+#include <tapir/deploy/fixed.hpp>
+
+#include "deploy/deploy_fixture.hpp"
+
+// The generated code in this translation unit always fuses (std::fma is exact everywhere), so it
+// must agree bitwise with the fused reference order.
+#define TAPIR_GEN_FMA 1
+#include "deploy/golden_mlp.hpp"
+
+using namespace tapir;
+using deploy_test::count_different;
+using deploy_test::max_rel_diff;
+
+namespace {
+
+/// A model exercising every activation, from uniform random numbers only (portable bits), with
+/// input standardisation: the source of tests/deploy/golden_mlp.hpp.
+deploy::ModelSpec<float> golden_spec() {
+    using A = Activation;
+    const std::vector<std::size_t> sizes = {6, 10, 9, 8, 7, 5, 3, 2};
+    const std::vector<A> acts = {A::tanh, A::elu, A::leaky_relu, A::softplus, A::relu, A::sigmoid, A::none};
+    Rng rng(2024);
+    deploy::ModelSpec<float> spec;
+    for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+        const double limit = std::sqrt(6.0 / static_cast<double>(sizes[i] + sizes[i + 1]));
+        std::vector<float> w(sizes[i] * sizes[i + 1]), b(sizes[i + 1]);
+        for (float& v : w) v = static_cast<float>(rng.uniform(-limit, limit));
+        for (float& v : b) v = static_cast<float>(rng.uniform(-0.3, 0.3));
+        const float alpha = acts[i] == A::elu ? 0.7f : (acts[i] == A::leaky_relu ? 0.1f : 0.0f);
+        spec.add(sizes[i], sizes[i + 1], std::move(w), std::move(b), acts[i], alpha);
+    }
+    std::vector<double> mean(6), scale(6);
+    for (std::size_t i = 0; i < 6; ++i) {
+        mean[i] = rng.uniform(-1.0, 1.0);
+        scale[i] = rng.uniform(0.5, 2.0);
+    }
+    spec.set_input_scaling(mean, scale);
+    return spec;
+}
+
+deploy::CodegenOptions golden_options() {
+    deploy::CodegenOptions o;
+    o.name_space = "golden_mlp";
+    o.comment = "Golden file of tests/deploy/test_codegen.cpp (TAPIR_UPDATE_GOLDEN=1 rewrites it).";
+    return o;
+}
+
+std::string read_text(const std::filesystem::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    std::ostringstream s;
+    s << f.rdbuf();
+    return s.str();
+}
+
+const char* const strict_flags = " -O2 -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror -fno-exceptions -fno-rtti";
+
+/// A driver that runs one of the generated headers on a binary file of inputs.
+const char* const driver_source = R"(#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "golden_mlp.hpp"
+#include "higgs_classifier.hpp"
+
+int main(int argc, char** argv) {
+    if (argc != 5) return 2;
+    const bool higgs_model = argv[1][0] == 'h';
+    const long n = std::atol(argv[4]);
+    const int nin = higgs_model ? higgs::n_inputs : golden_mlp::n_inputs;
+    const int nout = higgs_model ? higgs::n_outputs : golden_mlp::n_outputs;
+    std::vector<float> x(static_cast<std::size_t>(n * nin)), y(static_cast<std::size_t>(n * nout));
+    std::FILE* f = std::fopen(argv[2], "rb");
+    if (!f || std::fread(x.data(), sizeof(float), x.size(), f) != x.size()) return 3;
+    std::fclose(f);
+    if (higgs_model) higgs::predict_batch(x.data(), y.data(), n);
+    else golden_mlp::predict_batch(x.data(), y.data(), n);
+    f = std::fopen(argv[3], "wb");
+    if (!f || std::fwrite(y.data(), sizeof(float), y.size(), f) != y.size()) return 4;
+    std::fclose(f);
+    return 0;
+}
+)";
+
+} // namespace
+
+TEST_CASE("the generated header's text is stable (golden file)") {
+    const std::string text = deploy::generate_header(golden_spec(), golden_options());
+    const std::filesystem::path golden = std::filesystem::path(deploy_test::source_dir()) / "tests" / "deploy" / "golden_mlp.hpp";
+    if (std::getenv("TAPIR_UPDATE_GOLDEN")) {
+        deploy::write_header(golden.string(), golden_spec(), golden_options());
+        MESSAGE("rewrote " << golden.string());
+    }
+    const std::string stored = read_text(golden);
+    if (stored.empty()) {
+        MESSAGE("golden file not found at " << golden.string() << " (source tree not available): skipped");
+        return;
+    }
+    CHECK_MESSAGE(text == stored, "the generator's output changed; if intended, rerun with TAPIR_UPDATE_GOLDEN=1");
+    CHECK(text.find("#include <tapir") == std::string::npos);
+    CHECK(text.find("#include <cmath>") != std::string::npos);
+    CHECK(text.find("constexpr float w0[6][10]") != std::string::npos);
+}
+
+TEST_CASE("the golden header computes the reference order bitwise, and the fixed-size model does too") {
+    const deploy::ModelSpec<float> spec = golden_spec();
+    const std::size_t n = 41;
+    const Tensor<float> x = deploy_test::random_inputs<float>(n, 6, 5, 3.0);
+    std::vector<float> gen(n * 2), ref(n * 2), fixed(n * 2);
+    golden_mlp::predict_batch(x.data(), gen.data(), static_cast<long>(n));
+    spec.forward(x.data(), ref.data(), n);
+    CHECK(count_different(gen, ref) == 0);
+    const auto m = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(spec);
+    m->forward(x.data(), fixed.data(), n);
+    if (m->isa() != deploy::Isa::scalar) CHECK(count_different(fixed, gen) == 0);
+    MESSAGE("golden header vs fixed-size model [" << std::string(deploy::isa_name(m->isa())) << "]: max relative difference "
+                                                  << max_rel_diff(fixed, gen));
+    CHECK(max_rel_diff(fixed, gen) <= 1e-6);
+    CHECK(golden_mlp::n_inputs == 6);
+    CHECK(golden_mlp::n_outputs == 2);
+}
+
+TEST_CASE("generate_header rejects bad options and reports write errors") {
+    const deploy::ModelSpec<float> spec = golden_spec();
+    deploy::CodegenOptions o;
+    o.name_space = "1bad";
+    CHECK_THROWS_WITH_AS(deploy::generate_header(spec, o), doctest::Contains("'1bad'"), value_error);
+    o.name_space = "a::b-c";
+    CHECK_THROWS_AS(deploy::generate_header(spec, o), value_error);
+    o.name_space = "outer::inner";
+    o.function = "run model";
+    CHECK_THROWS_AS(deploy::generate_header(spec, o), value_error);
+    o.function = "classify";
+    const std::string text = deploy::generate_header(spec, o);
+    CHECK(text.find("namespace outer {\nnamespace inner {") != std::string::npos);
+    CHECK(text.find("inline void classify(const float* x, float* y) noexcept") != std::string::npos);
+    CHECK(text.find("#ifndef TAPIR_GENERATED_OUTER_INNER_HPP") != std::string::npos);
+    CHECK_THROWS_AS(deploy::write_header("/nonexistent-dir/x.hpp", spec, o), format_error);
+    deploy::ModelSpec<float> empty;
+    CHECK_THROWS_AS(deploy::generate_header(empty), value_error);
+}
+
+TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce the dynamic model") {
+    if (!deploy_test::host_tools_usable()) {
+        MESSAGE("emulated build: host compilers are not used, skipped");
+        return;
+    }
+    const deploy_test::Higgs& h = deploy_test::higgs();
+    const std::filesystem::path dir = deploy_test::scratch_dir("codegen");
+    deploy::CodegenOptions ho;
+    ho.name_space = "higgs";
+    deploy::write_header((dir / "higgs_classifier.hpp").string(), h.spec, ho);
+    deploy::write_header((dir / "golden_mlp.hpp").string(), golden_spec(), golden_options());
+    std::ofstream(dir / "driver.cpp") << driver_source;
+
+    const std::size_t n_h = h.y_test.size(), n_g = 101;
+    deploy_test::write_binary(dir / "x_higgs.bin", std::vector<float>(h.x_test.data(), h.x_test.data() + n_h * 8));
+    const Tensor<float> xg = deploy_test::random_inputs<float>(n_g, 6, 9, 3.0);
+    deploy_test::write_binary(dir / "x_golden.bin", std::vector<float>(xg.data(), xg.data() + n_g * 6));
+    // References: fused (the reference order) and unfused (the scalar kernels), for both models.
+    std::vector<float> ref_g(n_g * 2), ref_g_unfused(n_g * 2);
+    golden_spec().forward(xg.data(), ref_g.data(), n_g);
+    const auto golden_fixed = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(golden_spec());
+    REQUIRE(golden_fixed->set_isa(deploy::Isa::scalar) == deploy::Status::ok);
+    golden_fixed->forward(xg.data(), ref_g_unfused.data(), n_g);
+    nn::Sequential<float> net = h.net;
+    const std::vector<float> p_scalar = deploy_test::dynamic_forward_on(deploy::Isa::scalar, net, h.scaler.transform(h.x_test));
+    const bool dynamic_fused = deploy_test::matching_isa() != deploy::Isa::scalar;
+
+    struct Variant {
+        std::string cxx, flags, runner, name;
+        bool fused, same_libm;
+    };
+    std::vector<Variant> variants;
+    const bool x86 =
+#if defined(__x86_64__)
+        true;
+#else
+        false;
+#endif
+    for (const std::string cxx : {"g++", "clang++"}) {
+        if (!deploy_test::have_program(cxx) || !deploy_test::compiler_matches_arch(cxx)) {
+            MESSAGE(cxx << " not available for this architecture: skipped");
+            continue;
+        }
+        if (x86 && deploy::isa_supported(deploy::Isa::avx2))
+            variants.push_back({cxx, "-std=c++11 -mfma -DTAPIR_GEN_FMA=1", "", cxx + " -mfma", true, true});
+        if (cxx == "g++" || !x86) variants.push_back({cxx, "-std=c++11", "", cxx + (x86 ? " (no FMA)" : ""), !x86, true});
+        if (deploy_test::quick()) break;
+    }
+    if (x86 && deploy_test::have_program("aarch64-linux-gnu-g++")) {
+        const bool qemu = deploy_test::have_program("qemu-aarch64") && std::filesystem::exists("/usr/aarch64-linux-gnu");
+        variants.push_back({"aarch64-linux-gnu-g++", "-std=c++11", qemu ? "qemu-aarch64 -L /usr/aarch64-linux-gnu " : "",
+                            "aarch64-linux-gnu-g++", true, false});
+    } else {
+        MESSAGE("aarch64-linux-gnu-g++ not available: aarch64 compile skipped");
+    }
+
+    for (std::size_t k = 0; k < variants.size(); ++k) {
+        const Variant& v = variants[k];
+        CAPTURE(v.name);
+        const std::string exe = (dir / ("driver_" + std::to_string(k))).string();
+        std::string log;
+        const bool cross = !v.same_libm;
+        const bool ok = deploy_test::compile(v.cxx + " " + v.flags + strict_flags + " -I'" + dir.string() + "' '" +
+                                                 (dir / "driver.cpp").string() + "' -o '" + exe + "'",
+                                             log, dir);
+        CHECK_MESSAGE(ok, log);
+        if (!ok || (cross && v.runner.empty())) continue;
+        const std::string yh = (dir / ("y_higgs_" + std::to_string(k))).string(), yg = (dir / ("y_golden_" + std::to_string(k))).string();
+        REQUIRE(deploy_test::run(v.runner + "'" + exe + "' h '" + (dir / "x_higgs.bin").string() + "' '" + yh + "' " + std::to_string(n_h)) == 0);
+        REQUIRE(deploy_test::run(v.runner + "'" + exe + "' g '" + (dir / "x_golden.bin").string() + "' '" + yg + "' " + std::to_string(n_g)) == 0);
+        const std::vector<float> out_h = deploy_test::read_binary<float>(yh, n_h), out_g = deploy_test::read_binary<float>(yg, n_g * 2);
+        REQUIRE(out_h.size() == n_h);
+        REQUIRE(out_g.size() == n_g * 2);
+        const std::vector<float>& want_h = v.fused ? h.p_test : p_scalar;
+        const std::vector<float>& want_g = v.fused ? ref_g : ref_g_unfused;
+        const double rel_h = max_rel_diff(out_h, h.p_test), rel_g = max_rel_diff(out_g, ref_g);
+        MESSAGE("generated header [" << v.name << "]: Higgs classifier: " << count_different(out_h, want_h) << " of " << n_h
+                                     << " outputs differ from the dynamic model on " << std::string(v.fused ? "fused" : "scalar")
+                                     << " kernels, max relative difference to its default kernels " << rel_h
+                                     << "; all-activation model: " << count_different(out_g, want_g) << " of " << out_g.size()
+                                     << " differ from the " << std::string(v.fused ? "fused" : "unfused") << " reference");
+        CHECK(rel_h <= 2e-6);
+        CHECK(rel_g <= 2e-6);
+        if (!v.fused || dynamic_fused) CHECK(count_different(out_h, want_h) == 0);  // relu + sigmoid: no libm
+        if (v.same_libm) CHECK(count_different(out_g, want_g) == 0);
+    }
+
+    // The fixed-size and quantised headers without exceptions and RTTI.
+    const std::string inc = " -I'" + deploy_test::source_dir() + "/include' '" + deploy_test::source_dir() + "/tests/deploy/noexcept_main.cpp'";
+    if (!std::filesystem::exists(deploy_test::source_dir() + "/tests/deploy/noexcept_main.cpp")) {
+        MESSAGE("source tree not available: -fno-exceptions build skipped");
+    } else {
+        for (const std::string cxx : {"g++", "clang++", "aarch64-linux-gnu-g++"}) {
+            const bool cross = cxx == "aarch64-linux-gnu-g++";
+            if (!deploy_test::have_program(cxx) || (!cross && !deploy_test::compiler_matches_arch(cxx)) || (cross && !x86)) continue;
+            CAPTURE(cxx);
+            const std::string exe = (dir / ("noexcept_" + std::to_string(cxx.size()))).string();
+            std::string log;
+            const bool ok = deploy_test::compile(cxx + " -std=c++17" + strict_flags + inc + (cross ? " -c" : "") + " -o '" + exe + "'", log, dir);
+            CHECK_MESSAGE(ok, log);
+            if (ok && !cross) CHECK(deploy_test::run("'" + exe + "'") == 0);
+            if (deploy_test::quick()) break;
+        }
+    }
+    std::filesystem::remove_all(dir);
+}

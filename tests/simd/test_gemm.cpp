@@ -1,0 +1,268 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <tapir/data/random.hpp>
+#include <tapir/simd/gemm.hpp>
+
+#include "simd_test_util.hpp"
+
+using tapir::simd::isa;
+
+namespace {
+
+/// A row-major matrix inside a larger buffer: leading dimension ld >= cols, data starting at an
+/// odd offset; the bytes around it hold a sentinel that gemm must not touch.
+template <class T> struct Mat {
+    std::size_t rows = 0, cols = 0, ld = 0, off = 0;
+    std::vector<T> buf;
+    Mat(std::size_t r, std::size_t c, std::size_t pad, std::size_t offset, tapir::Rng& rng)
+        : rows(r), cols(c), ld(c + pad), off(offset), buf(offset + r * (c + pad) + 5, T(777)) {
+        for (std::size_t i = 0; i < r; ++i)
+            for (std::size_t j = 0; j < c; ++j) at(i, j) = static_cast<T>(rng.uniform(-1.0, 1.0));
+    }
+    T* data() { return buf.data() + off; }
+    T& at(std::size_t i, std::size_t j) { return buf[off + i * ld + j]; }
+};
+
+struct Case {
+    bool ta, tb;
+    std::size_t m, n, k;
+    double alpha, beta;
+    std::size_t pad, off;
+};
+
+std::string describe(const Case& c) {
+    std::ostringstream os;
+    os << "ta=" << c.ta << " tb=" << c.tb << " m=" << c.m << " n=" << c.n << " k=" << c.k << " alpha=" << c.alpha
+       << " beta=" << c.beta << " pad=" << c.pad << " off=" << c.off
+       << " isa=" << tapir::simd::isa_name(tapir::simd::active_isa());
+    return os.str();
+}
+
+/// Runs one case against a long double reference; returns an empty string or the first mismatch.
+template <class T> std::string run_case(const Case& c, tapir::Rng& rng) {
+    Mat<T> A(c.ta ? c.k : c.m, c.ta ? c.m : c.k, c.pad, c.off, rng);
+    Mat<T> B(c.tb ? c.n : c.k, c.tb ? c.k : c.n, c.pad + 1, c.off + 2, rng);
+    Mat<T> C(c.m, c.n, c.pad, c.off + 1, rng);
+    if (c.beta == 0.0)
+        for (std::size_t i = 0; i < c.m; ++i)
+            for (std::size_t j = 0; j < c.n; ++j) C.at(i, j) = std::numeric_limits<T>::quiet_NaN();
+    const std::vector<T> c0 = C.buf;
+    const T alpha = static_cast<T>(c.alpha), beta = static_cast<T>(c.beta);
+    tapir::simd::gemm<T>(c.ta, c.tb, c.m, c.n, c.k, alpha, A.data(), A.ld, B.data(), B.ld, beta, C.data(), C.ld);
+    const long double eps = std::numeric_limits<T>::epsilon();
+    for (std::size_t i = 0; i < c.m; ++i) {
+        for (std::size_t j = 0; j < c.n; ++j) {
+            long double s = 0, abs_s = 0;
+            for (std::size_t p = 0; p < c.k; ++p) {
+                const long double x = c.ta ? A.at(p, i) : A.at(i, p);
+                const long double y = c.tb ? B.at(j, p) : B.at(p, j);
+                s += x * y;
+                abs_s += std::fabs(x * y);
+            }
+            const long double old = c0[C.off + i * C.ld + j];
+            long double ref = static_cast<long double>(alpha) * s;
+            long double bound = std::fabs(static_cast<long double>(alpha)) * abs_s;
+            if (beta != T(0)) {
+                ref += static_cast<long double>(beta) * old;
+                bound += std::fabs(static_cast<long double>(beta) * old);
+            }
+            const long double tol = 2 * (static_cast<long double>(c.k) + 4) * eps * bound + 1e-30L;
+            const long double got = C.at(i, j);
+            if (!(std::fabs(got - ref) <= tol)) {
+                std::ostringstream os;
+                os << describe(c) << ": C(" << i << "," << j << ") = " << static_cast<double>(got) << ", expected "
+                   << static_cast<double>(ref) << " (tol " << static_cast<double>(tol) << ")";
+                return os.str();
+            }
+        }
+    }
+    // Nothing outside the m x n window of C may change (padding, neighbours of the odd offset).
+    for (std::size_t idx = 0; idx < C.buf.size(); ++idx) {
+        const bool inside = idx >= C.off && (idx - C.off) / C.ld < c.m && (idx - C.off) % C.ld < c.n;
+        if (!inside && std::memcmp(&C.buf[idx], &c0[idx], sizeof(T)) != 0)
+            return describe(c) + ": wrote outside C at buffer index " + std::to_string(idx);
+    }
+    return {};
+}
+
+const double kAlphaBeta[][2] = {{1.0, 0.0}, {1.0, 1.0}, {-0.5, 2.0}, {2.0, 0.0}, {0.75, -1.0}, {1.0, 0.5}};
+const std::size_t kOther[] = {1, 3, 16, 17, 31, 33, 48, 64, 67, 2, 8, 29};
+const std::size_t kPadOff[][2] = {{0, 0}, {3, 1}, {1, 3}, {16, 5}};
+
+template <class T> void sweep_dims(tapir::Rng& rng, int& failures) {
+    const std::size_t step = simd_test::quick() ? 5 : 1;
+    std::size_t idx = 0;
+    for (int t = 0; t < 4; ++t) {
+        const bool ta = t & 1, tb = (t >> 1) & 1;
+        for (std::size_t v = 1; v <= 67; v = (v + step > 67 && v != 67) ? 67 : v + step) {
+            for (int which = 0; which < 3; ++which, ++idx) {
+                const std::size_t o1 = kOther[idx % 12], o2 = kOther[(idx * 7 + 3) % 12];
+                Case c{ta, tb, o1, o2, o2, kAlphaBeta[idx % 6][0], kAlphaBeta[idx % 6][1], kPadOff[idx % 4][0],
+                       kPadOff[idx % 4][1]};
+                if (which == 0) c.m = v;
+                if (which == 1) c.n = v;
+                if (which == 2) c.k = v;
+                if (which != 0) c.m = o1;
+                if (which == 2) c.n = o2;
+                const std::string err = run_case<T>(c, rng);
+                if (!err.empty() && failures++ < 5) FAIL_CHECK(err);
+            }
+        }
+    }
+}
+
+template <class T> void special_shapes(tapir::Rng& rng, int& failures) {
+    const bool q = simd_test::quick();
+    std::vector<Case> cases = {
+        {false, false, 97, 89, 83, 1.0, 0.0, 0, 0},    {true, true, 89, 97, 101, -1.0, 0.5, 2, 1},
+        {false, true, 1000, 3, 5, 1.0, 1.0, 1, 1},      {true, false, 3, 1000, 7, 2.0, 0.0, 0, 3},
+        {false, false, 130, 150, 1, 1.0, -1.0, 0, 1},   {true, true, 1, 1, 1, 3.0, 0.0, 0, 0},
+        {false, false, 9, 2200, 20, 1.0, 1.0, 3, 1},    {true, false, 300, 40, 30, 0.5, 0.0, 1, 0},
+        {false, true, 33, 47, 1100, 1.0, 0.25, 1, 1},   {true, false, 2, 700, 513, -2.0, 1.0, 0, 1},
+        {false, false, 128, 64, 64, 1.0, 0.0, 0, 0},    {false, true, 64, 64, 64, 1.0, 1.0, 0, 0},
+    };
+    if (!q) {
+        cases.push_back({false, false, 500, 2, 300, 1.0, 0.0, 0, 1});
+        cases.push_back({true, true, 257, 263, 269, 1.0, 2.0, 3, 1});
+    }
+    for (const Case& c : cases) {
+        const std::string err = run_case<T>(c, rng);
+        if (!err.empty() && failures++ < 5) FAIL_CHECK(err);
+    }
+}
+
+/// Every M x N x K in 1..67 (TAPIR_TEST_FULL=1): transposes and alpha/beta rotate with the shape.
+template <class T> void full_cube(tapir::Rng& rng, int& failures) {
+    std::size_t idx = 0;
+    for (std::size_t m = 1; m <= 67; ++m)
+        for (std::size_t n = 1; n <= 67; ++n)
+            for (std::size_t k = 1; k <= 67; ++k, ++idx) {
+                const Case c{(idx & 1) != 0, (idx & 2) != 0, m, n, k, kAlphaBeta[idx % 6][0], kAlphaBeta[idx % 6][1],
+                             kPadOff[idx % 4][0], kPadOff[idx % 4][1]};
+                const std::string err = run_case<T>(c, rng);
+                if (!err.empty() && failures++ < 5) FAIL_CHECK(err);
+            }
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("gemm matches a long double reference on awkward shapes, every ISA", T, float, double) {
+    simd_test::isa_guard guard;
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        tapir::Rng rng(42 + static_cast<unsigned>(i));
+        int failures = 0;
+        sweep_dims<T>(rng, failures);
+        special_shapes<T>(rng, failures);
+        if (simd_test::full()) full_cube<T>(rng, failures);
+        CHECK(failures == 0);
+    }
+}
+
+TEST_CASE_TEMPLATE("gemm: exact small product, k = 0 and alpha = 0 scale C, beta = 0 ignores NaN", T, float, double) {
+    simd_test::isa_guard guard;
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        // [1 2 3; 4 5 6] * [7 8; 9 10; 11 12] = [58 64; 139 154]
+        const T a[] = {1, 2, 3, 4, 5, 6}, b[] = {7, 8, 9, 10, 11, 12};
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        T c[] = {nan, nan, nan, nan};
+        tapir::simd::gemm<T>(false, false, 2, 2, 3, T(1), a, 3, b, 2, T(0), c, 2);
+        CHECK(c[0] == 58);
+        CHECK(c[1] == 64);
+        CHECK(c[2] == 139);
+        CHECK(c[3] == 154);
+        // A^T stored as 3x2, B^T stored as 2x3; C = 2 * A B - 1 * C
+        const T at[] = {1, 4, 2, 5, 3, 6}, bt[] = {7, 9, 11, 8, 10, 12};
+        tapir::simd::gemm<T>(true, true, 2, 2, 3, T(2), at, 2, bt, 3, T(-1), c, 2);
+        CHECK(c[0] == 58);
+        CHECK(c[3] == 154);
+        T d[] = {1, 2, 3, 4};
+        tapir::simd::gemm<T>(false, false, 2, 2, 0, T(1), nullptr, 0, nullptr, 2, T(3), d, 2);
+        CHECK(d[0] == 3);
+        CHECK(d[3] == 12);
+        tapir::simd::gemm<T>(false, false, 2, 2, 3, T(0), a, 3, b, 2, T(0.5), d, 2);
+        CHECK(d[0] == 1.5);
+        T e[] = {nan, nan, nan, nan};
+        tapir::simd::gemm<T>(false, false, 2, 2, 0, T(1), a, 3, b, 2, T(0), e, 2);
+        CHECK(e[0] == 0);
+        CHECK(e[3] == 0);
+        tapir::simd::gemm<T>(false, false, 0, 2, 3, T(1), a, 3, b, 2, T(0), e, 2); // m = 0: no-op
+        CHECK(e[0] == 0);
+    }
+}
+
+TEST_CASE("gemm: bad leading dimensions are named in the error") {
+    const float a[6] = {}, b[6] = {};
+    float c[4] = {};
+    CHECK_THROWS_WITH_AS(tapir::simd::gemm<float>(false, false, 2, 2, 3, 1.0f, a, 2, b, 2, 0.0f, c, 2),
+                         "gemm: lda=2 is smaller than the 3 columns of A (trans_a=false, m=2, k=3)",
+                         tapir::value_error);
+    CHECK_THROWS_WITH_AS(tapir::simd::gemm<float>(false, true, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2),
+                         "gemm: ldb=2 is smaller than the 3 columns of B (trans_b=true, k=3, n=2)",
+                         tapir::value_error);
+    CHECK_THROWS_WITH_AS(tapir::simd::gemm<float>(false, false, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 1),
+                         "gemm: ldc=1 is smaller than the 2 columns of C", tapir::value_error);
+    CHECK_THROWS_AS(tapir::simd::gemm<float>(false, false, 2, 2, 3, 1.0f, nullptr, 3, b, 2, 0.0f, c, 2),
+                    tapir::value_error);
+}
+
+/// Lets moderate products take the threaded path.
+struct parallel_threshold_guard {
+    std::size_t saved = tapir::simd::detail::gemm_parallel_min().load();
+    explicit parallel_threshold_guard(std::size_t v) { tapir::simd::detail::gemm_parallel_min().store(v); }
+    parallel_threshold_guard(const parallel_threshold_guard&) = delete;
+    parallel_threshold_guard& operator=(const parallel_threshold_guard&) = delete;
+    ~parallel_threshold_guard() { tapir::simd::detail::gemm_parallel_min().store(saved); }
+};
+
+TEST_CASE_TEMPLATE("gemm results are bitwise identical for any thread count", T, float, double) {
+    simd_test::isa_guard guard;
+    parallel_threshold_guard low(1000);
+    const bool q = simd_test::quick();
+    const std::size_t m = q ? 150 : 301, n = q ? 140 : 257, k = q ? 100 : 300;
+    tapir::Rng rng(7);
+    std::vector<T> a(m * k), b(k * n), c0(m * n);
+    for (auto& x : a) x = static_cast<T>(rng.uniform(-1, 1));
+    for (auto& x : b) x = static_cast<T>(rng.uniform(-1, 1));
+    for (auto& x : c0) x = static_cast<T>(rng.uniform(-1, 1));
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        for (int t = 0; t < 4; ++t) {
+            const bool ta = t & 1, tb = (t >> 1) & 1;
+            std::vector<T> ref = c0;
+            tapir::simd::set_num_threads(1);
+            tapir::simd::gemm<T>(ta, tb, m, n, k, T(0.5), a.data(), ta ? m : k, b.data(), tb ? k : n, T(2),
+                                 ref.data(), n);
+            for (unsigned nt : {2u, 3u, 5u}) {
+                tapir::simd::set_num_threads(nt);
+                std::vector<T> c = c0;
+                tapir::simd::gemm<T>(ta, tb, m, n, k, T(0.5), a.data(), ta ? m : k, b.data(), tb ? k : n, T(2),
+                                     c.data(), n);
+                CHECK(std::memcmp(c.data(), ref.data(), c.size() * sizeof(T)) == 0);
+            }
+            // Wide C: threads split N instead of M.
+            const std::size_t wn = 4 * m;
+            std::vector<T> bw(k * wn), r1(m * wn), r2(m * wn);
+            for (auto& x : bw) x = static_cast<T>(rng.uniform(-1, 1));
+            tapir::simd::set_num_threads(1);
+            tapir::simd::gemm<T>(ta, false, 40, wn, k, T(1), a.data(), ta ? 40 : k, bw.data(), wn, T(0), r1.data(),
+                                 wn);
+            tapir::simd::set_num_threads(4);
+            tapir::simd::gemm<T>(ta, false, 40, wn, k, T(1), a.data(), ta ? 40 : k, bw.data(), wn, T(0), r2.data(),
+                                 wn);
+            CHECK(std::memcmp(r1.data(), r2.data(), 40 * wn * sizeof(T)) == 0);
+        }
+    }
+}
