@@ -9837,6 +9837,16 @@ Var<T> asimov_loss(const Var<T>& s, const Var<T>& b, detail::scalar_t<T> r, bool
     return squared ? rdiv_scalar(T(1), z2) : rdiv_scalar(T(1), sqrt(z2));
 }
 
+/// Kaggle HiggsML approximate median significance, differentiable:
+///   AMS = sqrt(2((s + b + b_reg) ln(1 + s/(b + b_reg)) - s)), b_reg = 10,
+/// which is Z_A at r = 0 with b + b_reg in place of b. AMS(100, 1000) = 3.09669.
+template <class T>
+Var<T> ams(const Var<T>& s, const Var<T>& b, detail::scalar_t<T> b_reg = T(10)) {
+    if (!(b_reg >= T(0)) || !std::isfinite(static_cast<double>(b_reg)))
+        throw value_error("ams: b_reg must be finite and >= 0, got " + std::to_string(b_reg));
+    return sqrt(detail::asimov_z2(s, add_scalar(b, b_reg), T(0), "ams"));
+}
+
 /// The training scheme of the paper: the first `pretrain_epochs` epochs (5 is typically
 /// enough) use (s+b)/s^2, then the Asimov loss, whose gradients are tiny while s is small.
 template <class T>
@@ -10553,7 +10563,7 @@ struct ModelFileInfo {
 namespace detail {
 
 template <class U>
-struct identity {
+struct model_type_identity {
     using type = U;
 };
 
@@ -10567,7 +10577,7 @@ constexpr std::uint8_t dtype_code() {
 inline const char* dtype_name(std::uint8_t code) { return code == 1 ? "float32" : code == 2 ? "float64" : "unknown"; }
 
 /// A name from the file as it may appear in a message: control bytes replaced, long names cut.
-inline std::string printable(const std::string& s) {
+inline std::string model_printable(const std::string& s) {
     std::string out;
     const std::size_t n = s.size() < 80 ? s.size() : 80;
     for (std::size_t i = 0; i < n; ++i) {
@@ -10579,9 +10589,9 @@ inline std::string printable(const std::string& s) {
 }
 
 // ---- writing -----------------------------------------------------------------------------------
-class Writer {
+class ModelWriter {
 public:
-    explicit Writer(std::size_t reserve) { buf_.reserve(reserve); }
+    explicit ModelWriter(std::size_t reserve) { buf_.reserve(reserve); }
     void u8(std::uint8_t v) { buf_.push_back(static_cast<char>(v)); }
     void u32(std::uint32_t v) {
         for (int k = 0; k < 4; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
@@ -10621,12 +10631,12 @@ private:
 };
 
 template <class T>
-std::size_t record_size(const std::string& name, const Tensor<T>& t) {
+std::size_t model_record_size(const std::string& name, const Tensor<T>& t) {
     return 4 + name.size() + 1 + 8 * t.rank() + t.size() * sizeof(T);
 }
 
 template <class T>
-void write_record(Writer& w, const std::string& name, const Tensor<T>& t) {
+void write_model_record(ModelWriter& w, const std::string& name, const Tensor<T>& t) {
     if (name.size() > 0xFFFFFFFFu) throw value_error("save_model: tensor name longer than 4 GiB");
     w.str(name);
     w.u8(static_cast<std::uint8_t>(t.rank()));
@@ -10635,7 +10645,7 @@ void write_record(Writer& w, const std::string& name, const Tensor<T>& t) {
 }
 
 template <class T>
-void check_named_params(const NamedParameters<T>& params, const char* fn) {
+void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
     for (std::size_t i = 0; i < params.size(); ++i) {
         if (params[i].second == nullptr)
             throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
@@ -10647,32 +10657,32 @@ void check_named_params(const NamedParameters<T>& params, const char* fn) {
 }
 
 template <class T>
-std::string serialise(const NamedParameters<T>& params, optim::Optimizer<T>* opt) {
-    check_named_params(params, "save_model");
+std::string serialise_model(const NamedParameters<T>& params, optim::Optimizer<T>* opt) {
+    check_named_parameters(params, "save_model");
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
-    for (const auto& np : params) total += record_size(np.first, np.second->value);
+    for (const auto& np : params) total += model_record_size(np.first, np.second->value);
     if (opt) {
         st = opt->state();
         opt_name = opt->name();
         total += 4 + opt_name.size() + 8 + 8 + 8;
-        for (const auto& s : st) total += record_size(s.first, *s.second);
+        for (const auto& s : st) total += model_record_size(s.first, *s.second);
     }
-    Writer w(total);
+    ModelWriter w(total);
     w.bytes(model_magic, sizeof model_magic);
     w.u32(model_format_version);
     w.u8(dtype_code<T>());
     w.u64(total);
     w.u64(params.size());
-    for (const auto& np : params) write_record(w, np.first, np.second->value);
+    for (const auto& np : params) write_model_record(w, np.first, np.second->value);
     w.u8(opt ? 1 : 0);
     if (opt) {
         w.str(opt_name);
         w.u64(opt->iterations());
         w.f64(static_cast<double>(opt->learning_rate()));
         w.u64(st.size());
-        for (const auto& s : st) write_record(w, s.first, *s.second);
+        for (const auto& s : st) write_model_record(w, s.first, *s.second);
     }
     std::string& b = w.buffer();
     w.u32(crc32(b.data(), b.size()));
@@ -10681,27 +10691,27 @@ std::string serialise(const NamedParameters<T>& params, optim::Optimizer<T>* opt
 }
 
 // ---- reading -----------------------------------------------------------------------------------
-struct Record {
+struct ModelRecord {
     std::string name;
     Shape shape;
     std::size_t offset = 0;  // of the data
 };
 
-struct Parsed {
+struct ParsedModelFile {
     std::uint32_t version = 0;
     std::uint8_t dtype = 0;
     std::uint64_t declared_size = 0;
-    std::vector<Record> params;
+    std::vector<ModelRecord> params;
     bool has_opt = false;
     std::string opt_name;
     std::uint64_t iterations = 0;
     double lr = 0.0;
-    std::vector<Record> state;
+    std::vector<ModelRecord> state;
 };
 
-class Reader {
+class ModelReader {
 public:
-    Reader(const unsigned char* p, std::size_t n, const std::string& src) : p_(p), n_(n), src_(src) {}
+    ModelReader(const unsigned char* p, std::size_t n, const std::string& src) : p_(p), n_(n), src_(src) {}
     [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": " + what); }
     [[noreturn]] void truncated(const std::string& where) const {
         fail("truncated: file ends inside " + where + ", after " + std::to_string(n_) + " bytes");
@@ -10752,11 +10762,11 @@ private:
 };
 
 /// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
-inline Record read_record(Reader& r, std::size_t elem, const char* what, std::size_t index) {
-    Record rec;
+inline ModelRecord read_model_record(ModelReader& r, std::size_t elem, const char* what, std::size_t index) {
+    ModelRecord rec;
     const std::string num = std::string(what) + " #" + std::to_string(index);
     rec.name = r.str("the name of " + num);
-    const std::string label = std::string(what) + " '" + printable(rec.name) + "'";
+    const std::string label = std::string(what) + " '" + model_printable(rec.name) + "'";
     const std::uint8_t rank = r.u8("the shape of " + label);
     if (rank > max_rank)
         r.fail(label + " has rank " + std::to_string(rank) + "; the maximum rank is " + std::to_string(max_rank));
@@ -10781,11 +10791,11 @@ inline Record read_record(Reader& r, std::size_t elem, const char* what, std::si
 }
 
 /// Everything after the header, bounds-checked; on success r stands before the CRC.
-inline void parse_body(Reader& r, Parsed& out) {
+inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
     const std::size_t elem = out.dtype == 1 ? 4 : 8;
     const std::uint64_t count = r.u64("the parameter count");
     for (std::uint64_t i = 0; i < count; ++i)
-        out.params.push_back(read_record(r, elem, "tensor", static_cast<std::size_t>(i)));
+        out.params.push_back(read_model_record(r, elem, "tensor", static_cast<std::size_t>(i)));
     const std::uint8_t flag = r.u8("the optimizer section flag");
     if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
     out.has_opt = flag == 1;
@@ -10795,24 +10805,24 @@ inline void parse_body(Reader& r, Parsed& out) {
         out.lr = r.f64("the optimizer learning rate");
         const std::uint64_t ns = r.u64("the optimizer state count");
         for (std::uint64_t i = 0; i < ns; ++i)
-            out.state.push_back(read_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
+            out.state.push_back(read_model_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
     }
 }
 
-inline std::uint32_t stored_crc(const unsigned char* p) {
+inline std::uint32_t model_stored_crc(const unsigned char* p) {
     return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 | static_cast<std::uint32_t>(p[2]) << 16 |
            static_cast<std::uint32_t>(p[3]) << 24;
 }
 
 /// Header, integrity (size, CRC) and structure; nothing about any model.
-inline Parsed parse_model_file(const unsigned char* data, std::size_t n, const std::string& src) {
-    Reader r(data, n, src);
+inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n, const std::string& src) {
+    ModelReader r(data, n, src);
     if (n == 0) r.fail("not a tapir model file (the file is empty)");
     const std::size_t m = n < sizeof model_magic ? n : sizeof model_magic;
     if (std::memcmp(data, model_magic, m) != 0) r.fail("not a tapir model file (no \"TAPIR\" magic at the start)");
     if (n < model_header_size) r.truncated("the " + std::to_string(model_header_size) + "-byte header");
     r.skip(sizeof model_magic);
-    Parsed out;
+    ParsedModelFile out;
     out.version = r.u32("the header");
     if (out.version != model_format_version)
         r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
@@ -10826,30 +10836,30 @@ inline Parsed parse_model_file(const unsigned char* data, std::size_t n, const s
     if (out.declared_size > n) {
         // Short file: report the first element that is cut off.
         if (!dtype_ok) r.fail("truncated: the header declares " + std::to_string(out.declared_size) + " bytes, the file has " + std::to_string(n));
-        parse_body(r, out);
+        parse_model_body(r, out);
         if (r.left() < 4) r.truncated("the CRC-32 checksum");
         r.fail(crc_msg);  // the structure is complete: the size field itself is wrong
     }
     if (out.declared_size < n) {
         const std::uint64_t d = out.declared_size;
-        if (d >= model_header_size + 5 && stored_crc(data + d - 4) == crc32(data, static_cast<std::size_t>(d - 4)))
+        if (d >= model_header_size + 5 && model_stored_crc(data + d - 4) == crc32(data, static_cast<std::size_t>(d - 4)))
             r.fail(std::to_string(n - static_cast<std::size_t>(d)) + " unexpected bytes after the end of the model data (the header declares " +
                    std::to_string(d) + " bytes, the file has " + std::to_string(n) + ")");
         r.fail(crc_msg);
     }
-    if (stored_crc(data + n - 4) != crc32(data, n - 4)) r.fail(crc_msg);
+    if (model_stored_crc(data + n - 4) != crc32(data, n - 4)) r.fail(crc_msg);
     // Intact as written; what follows catches files made by hand or by a broken writer.
     if (!dtype_ok) r.fail("unknown dtype code " + std::to_string(out.dtype) + " (expected 1 = float32 or 2 = float64)");
-    Reader body_reader(data, n - 4, src);
+    ModelReader body_reader(data, n - 4, src);
     body_reader.skip(body);
-    parse_body(body_reader, out);
+    parse_model_body(body_reader, out);
     if (body_reader.left() != 0)
         r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
     return out;
 }
 
 template <class T>
-void decode_values(const unsigned char* p, T* out, std::size_t n) {
+void decode_model_values(const unsigned char* p, T* out, std::size_t n) {
     using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
     for (std::size_t i = 0; i < n; ++i) {
         U u = 0;
@@ -10858,24 +10868,24 @@ void decode_values(const unsigned char* p, T* out, std::size_t n) {
     }
 }
 
-inline ModelFileInfo to_info(const Parsed& p) {
+inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
     ModelFileInfo info;
     info.version = p.version;
     info.dtype = dtype_name(p.dtype);
-    for (const Record& r : p.params) info.parameters.emplace_back(r.name, r.shape);
+    for (const ModelRecord& r : p.params) info.parameters.emplace_back(r.name, r.shape);
     info.has_optimizer = p.has_opt;
     info.optimizer = p.opt_name;
     info.iterations = p.iterations;
     info.learning_rate = p.lr;
-    for (const Record& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
+    for (const ModelRecord& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
     return info;
 }
 
 template <class T>
-void load_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, optim::Optimizer<T>* opt,
+void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, optim::Optimizer<T>* opt,
                const std::string& src) {
-    check_named_params(params, "load_model");
-    const Parsed f = parse_model_file(data, n, src);
+    check_named_parameters(params, "load_model");
+    const ParsedModelFile f = parse_model_file(data, n, src);
     auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
 
     // ---- validate everything against the model -----------------------------------------------
@@ -10884,10 +10894,10 @@ void load_into(const unsigned char* data, std::size_t n, const NamedParameters<T
     if (f.params.size() != params.size())
         fail("the file has " + std::to_string(f.params.size()) + " parameters but the model has " + std::to_string(params.size()));
     for (std::size_t i = 0; i < params.size(); ++i) {
-        const Record& r = f.params[i];
+        const ModelRecord& r = f.params[i];
         const std::string& want = params[i].first;
         if (r.name != want)
-            fail("parameter #" + std::to_string(i) + " is '" + printable(r.name) + "' in the file but '" + want + "' in the model");
+            fail("parameter #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + want + "' in the model");
         const Shape& s = params[i].second->value.shape();
         if (r.shape != s)
             fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
@@ -10898,15 +10908,15 @@ void load_into(const unsigned char* data, std::size_t n, const NamedParameters<T
         if (!f.has_opt) fail("the file holds no optimizer state (it was saved without an optimizer)");
         const std::string name = opt->name();
         if (f.opt_name != name)
-            fail("the file holds the state of optimizer '" + printable(f.opt_name) + "' but the optimizer is '" + name + "'");
+            fail("the file holds the state of optimizer '" + model_printable(f.opt_name) + "' but the optimizer is '" + name + "'");
         st = opt->state();
         if (f.state.size() != st.size())
             fail("the file has " + std::to_string(f.state.size()) + " " + name + " state tensors but the optimizer has " +
                  std::to_string(st.size()));
         for (std::size_t i = 0; i < st.size(); ++i) {
-            const Record& r = f.state[i];
+            const ModelRecord& r = f.state[i];
             if (r.name != st[i].first)
-                fail("optimizer state #" + std::to_string(i) + " is '" + printable(r.name) + "' in the file but '" + st[i].first +
+                fail("optimizer state #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + st[i].first +
                      "' in the optimizer");
             if (r.shape != st[i].second->shape())
                 fail("optimizer state '" + st[i].first + "' has shape " + r.shape.str() + " in the file but " +
@@ -10922,22 +10932,22 @@ void load_into(const unsigned char* data, std::size_t n, const NamedParameters<T
     // ---- apply (nothing below can fail) ------------------------------------------------------
     for (std::size_t i = 0; i < params.size(); ++i) {
         Tensor<T>& v = params[i].second->value;
-        decode_values(data + f.params[i].offset, v.data(), v.size());
+        decode_model_values(data + f.params[i].offset, v.data(), v.size());
     }
     if (opt) {
-        for (std::size_t i = 0; i < st.size(); ++i) decode_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
+        for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
         opt->set_iterations(static_cast<std::size_t>(f.iterations));
         opt->set_scheduled_learning_rate(lr);
     }
 }
 
-struct FileCloser {
+struct ModelFileCloser {
     void operator()(std::FILE* f) const noexcept { std::fclose(f); }
 };
 
-inline std::string read_file(const std::string& path, const char* fn) {
+inline std::string read_model_file(const std::string& path, const char* fn) {
     errno = 0;
-    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+    std::unique_ptr<std::FILE, ModelFileCloser> f(std::fopen(path.c_str(), "rb"));
     if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
     std::string data;
     char buf[1 << 16];
@@ -10951,7 +10961,7 @@ inline std::string read_file(const std::string& path, const char* fn) {
 }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_file(const std::string& path, const std::string& data) {
+inline void write_model_file(const std::string& path, const std::string& data) {
     const std::string tmp = path + ".tmp";
     errno = 0;
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -10976,21 +10986,21 @@ inline void write_file(const std::string& path, const std::string& data) {
 
 /// The model file as bytes (the in-memory form of save_model).
 template <class T>
-std::string save_model_to_string(const NamedParameters<T>& params, typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    return detail::serialise(params, optimizer);
+std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    return detail::serialise_model(params, optimizer);
 }
 template <class T>
 std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
-                                              typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    const std::string s = detail::serialise(params, optimizer);
+                                              typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    const std::string s = detail::serialise_model(params, optimizer);
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
 /// Saves the parameters (and the optimiser's name, iteration count, learning rate and state).
 template <class T>
 void save_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    detail::write_file(path, detail::serialise(params, optimizer));
+                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    detail::write_model_file(path, detail::serialise_model(params, optimizer));
 }
 
 /// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
@@ -10999,35 +11009,35 @@ void save_model(const std::string& path, const NamedParameters<T>& params,
 /// optimiser is passed; one is required when an optimiser is passed.
 template <class T>
 void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
-                           typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_into(static_cast<const unsigned char*>(data), size, params, optimizer, source);
+    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer, source);
 }
 template <class T>
 void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
-                            typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                            typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
                             const std::string& source = "<memory>") {
-    detail::load_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, source);
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, source);
 }
 template <class T>
 void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
-                           typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_into(data.data(), data.size(), params, optimizer, source);
+    detail::load_model_into(data.data(), data.size(), params, optimizer, source);
 }
 template <class T>
 void load_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    const std::string data = detail::read_file(path, "load_model");
-    detail::load_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, path);
+                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+    const std::string data = detail::read_model_file(path, "load_model");
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, path);
 }
 
 /// Header, integrity and contents of a model file, checked as load_model checks them.
 inline ModelFileInfo inspect_model_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
-    return detail::to_info(detail::parse_model_file(static_cast<const unsigned char*>(data), size, source));
+    return detail::model_file_info(detail::parse_model_file(static_cast<const unsigned char*>(data), size, source));
 }
 inline ModelFileInfo inspect_model(const std::string& path) {
-    const std::string data = detail::read_file(path, "inspect_model");
+    const std::string data = detail::read_model_file(path, "inspect_model");
     return inspect_model_bytes(data.data(), data.size(), path);
 }
 
@@ -14214,6 +14224,7 @@ private:
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <tuple>
 #include <utility>
 
@@ -14239,8 +14250,11 @@ template <std::size_t In, std::size_t Out>
 struct Int8Dense {
     static constexpr std::size_t in = In, out = Out;
     static constexpr std::size_t out_padded = detail::round_up(Out, 32);
+    static constexpr std::size_t in_pairs = (In + 1) / 2;
 
-    alignas(64) std::int8_t weight[In][out_padded] = {};
+    /// Quantised W, inputs in pairs: weight[p / 2][j][p % 2] (the operand layout of a
+    /// 16-bit multiply-add of two inputs into one 32-bit sum); padding is zero.
+    alignas(64) std::int8_t weight[in_pairs][out_padded][2] = {};
     alignas(64) std::int32_t bias[out_padded] = {};
     float in_scale = 1.0f;   ///< x_q = round(x / in_scale), clamped to [in_min, in_max]
     float inv_in_scale = 1.0f;
@@ -14249,6 +14263,9 @@ struct Int8Dense {
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
     Act act = Act::none;
     float alpha = 0.0f;
+
+    /// Quantised weight (p, j).
+    std::int32_t w(std::size_t p, std::size_t j) const noexcept { return weight[p / 2][j][p % 2]; }
 
     static Status check(const LayerView<float>& v, float input_range) noexcept {
         if (v.in != In || v.out != Out) return Status::shape;
@@ -14276,9 +14293,10 @@ struct Int8Dense {
         inv_in_scale = 1.0f / in_scale;
         out_scale = in_scale * w_scale;
         const float inv_w = 1.0f / w_scale;
-        for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t p = 0; p < 2 * in_pairs; ++p)
             for (std::size_t j = 0; j < out_padded; ++j)
-                weight[p][j] = static_cast<std::int8_t>(j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
+                weight[p / 2][j][p % 2] =
+                    static_cast<std::int8_t>(p < In && j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
         for (std::size_t j = 0; j < out_padded; ++j) {
             const double b = (v.bias && j < Out) ? static_cast<double>(v.bias[j]) / static_cast<double>(out_scale) : 0.0;
             const double lim = 2147483647.0;
@@ -14289,18 +14307,63 @@ struct Int8Dense {
         return Status::ok;
     }
 
-    /// x (In floats) -> y (Out floats).
-    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
-        alignas(64) std::int32_t acc[out_padded];
-        for (std::size_t j = 0; j < out_padded; ++j) acc[j] = bias[j];
-        for (std::size_t p = 0; p < In; ++p) {
-            const std::int32_t xp = detail::quantize_i8(x[p] * inv_in_scale, in_min, in_max);
-            const std::int8_t* w = weight[p];
-            for (std::size_t j = 0; j < out_padded; ++j) acc[j] += xp * static_cast<std::int32_t>(w[j]);
-        }
+    /// x (In floats) -> 16-bit pairs of quantised inputs (the odd tail padded with 0).
+    TAPIR_ALWAYS_INLINE void quantize_input(const float* x, std::int16_t* q) const noexcept {
+        for (std::size_t p = 0; p < In; ++p)
+            q[p] = static_cast<std::int16_t>(detail::quantize_i8(x[p] * inv_in_scale, in_min, in_max));
+        if (In % 2) q[In] = 0;
+    }
+
+    /// Dequantise and activate the Out accumulators into y.
+    TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
             y[j] = detail::activate<true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
     }
+
+    /// x (In floats) -> y (Out floats), portable loops.
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+        alignas(64) std::int16_t q[2 * in_pairs];
+        alignas(64) std::int32_t acc[out_padded];
+        quantize_input(x, q);
+        for (std::size_t j = 0; j < out_padded; ++j) acc[j] = bias[j];
+        for (std::size_t pp = 0; pp < in_pairs; ++pp) {
+            const std::int32_t x0 = q[2 * pp], x1 = q[2 * pp + 1];
+            const std::int8_t(*wp)[2] = weight[pp];
+            for (std::size_t j = 0; j < out_padded; ++j)
+                acc[j] += x0 * static_cast<std::int32_t>(wp[j][0]) + x1 * static_cast<std::int32_t>(wp[j][1]);
+        }
+        finish(acc, y);
+    }
+
+#if TAPIR_DEPLOY_X86
+    /// The same sums with AVX2: per pair of inputs, 16-bit multiply-adds (vpmaddwd) of the widened
+    /// weights with the broadcast input pair, 8 outputs per register. |x_q w_q| <= 255 * 127, so the
+    /// pair sum never saturates.
+    TAPIR_DEPLOY_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
+        alignas(64) std::int16_t q[2 * in_pairs];
+        alignas(64) std::int32_t acc[out_padded];
+        quantize_input(x, q);
+        constexpr std::size_t groups = out_padded / 8;  // 8 outputs = 16 int8 weights
+        constexpr std::size_t U = groups < 4 ? groups : 4;
+        for (std::size_t g0 = 0; g0 < groups; g0 += U) {
+            __m256i a[U];
+            for (std::size_t u = 0; u < U; ++u)
+                a[u] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + (g0 + u) * 8));
+            for (std::size_t pp = 0; pp < in_pairs; ++pp) {
+                std::int32_t pair;
+                std::memcpy(&pair, q + 2 * pp, sizeof pair);
+                const __m256i xv = _mm256_set1_epi32(pair);
+                const std::int8_t* wp = &weight[pp][g0 * 8][0];
+                for (std::size_t u = 0; u < U; ++u) {
+                    const __m256i wv = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(wp + u * 16)));
+                    a[u] = _mm256_add_epi32(a[u], _mm256_madd_epi16(wv, xv));
+                }
+            }
+            for (std::size_t u = 0; u < U; ++u) _mm256_store_si256(reinterpret_cast<__m256i*>(acc + (g0 + u) * 8), a[u]);
+        }
+        finish(acc, y);
+    }
+#endif
 };
 
 namespace detail {
@@ -14413,14 +14476,20 @@ private:
         }
     }
 
-    template <std::size_t I>
+    template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
+#if TAPIR_DEPLOY_X86
+        if constexpr (Avx2) std::get<I>(layers_).run_avx2(in, out);
+        else std::get<I>(layers_).run(in, out);
+#else
         std::get<I>(layers_).run(in, out);
-        if constexpr (I + 1 < num_layers) run_layers<I + 1>(out, a, b, y);
+#endif
+        if constexpr (I + 1 < num_layers) run_layers<Avx2, I + 1>(out, a, b, y);
     }
 
-    TAPIR_ALWAYS_INLINE void run_generic(const float* x, float* y, std::size_t n) const noexcept {
+    template <bool Avx2>
+    TAPIR_ALWAYS_INLINE void run_rows(const float* x, float* y, std::size_t n) const noexcept {
         constexpr std::size_t mw = detail::max_size<S...>();
         float a[mw], b[mw], z[inputs];
         for (std::size_t r = 0; r < n; ++r) {
@@ -14430,13 +14499,14 @@ private:
                     z[i] = static_cast<float>((static_cast<double>(xr[i]) - mean_[i]) / scale_[i]);
                 xr = z;
             }
-            run_layers<0>(xr, a, b, y + r * outputs);
+            run_layers<Avx2, 0>(xr, a, b, y + r * outputs);
         }
     }
+    void run_generic(const float* x, float* y, std::size_t n) const noexcept { run_rows<false>(x, y, n); }
 
 #if TAPIR_DEPLOY_X86
     TAPIR_DEPLOY_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
-        m.run_generic(x, y, n);
+        m.run_rows<true>(x, y, n);
     }
 #endif
 

@@ -236,8 +236,10 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
                                      << " kernels, max relative difference to its default kernels " << rel_h
                                      << "; all-activation model: " << count_different(out_g, want_g) << " of " << out_g.size()
                                      << " differ from the " << std::string(v.fused ? "fused" : "unfused") << " reference");
-        CHECK(rel_h <= 2e-6);
-        CHECK(rel_g <= 2e-6);
+        // Within 1e-6 when the header fuses multiply-adds as the dynamic kernels do; 2e-6 otherwise.
+        const double tol = v.fused == dynamic_fused ? 1e-6 : 2e-6;
+        CHECK(rel_h <= tol);
+        CHECK(rel_g <= (v.fused ? 1e-6 : 2e-6));
         if (!v.fused || dynamic_fused) CHECK(count_different(out_h, want_h) == 0);  // relu + sigmoid: no libm
         if (v.same_libm) CHECK(count_different(out_g, want_g) == 0);
     }

@@ -4,6 +4,7 @@
 // of float, int8 and several fixed-point formats; int8 within 0.005 of float).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -150,4 +151,37 @@ TEST_CASE("Higgs classifier: accuracy cost of int8 and fixed point (test AUC), a
     using Wrong = deploy::Int8Mlp<8, 16, 1>;
     CHECK_THROWS_AS(deploy::to_int8<Q>(h.spec, h.x_train.data(), 0), value_error);
     CHECK_THROWS_AS(deploy::to_int8<Wrong>(h.spec, h.x_train.data(), 10), shape_error);
+}
+
+TEST_CASE("int8 kernels agree on every instruction set for odd sizes and wide layers, and track the float model") {
+    // Odd input counts (the 16-bit input pairs end in a zero pad), outputs not multiples of 32,
+    // and layers wide enough for several passes of the AVX2 kernel's accumulator registers.
+    using A = Activation;
+    nn::Sequential<float> net = deploy_test::random_mlp<float>({7, 33, 65, 96, 3}, {A::relu, A::tanh, A::relu, A::none}, 81);
+    const deploy::ModelSpec<float> spec = deploy::spec_from(net);
+    const std::size_t n = 50;
+    const Tensor<float> x = deploy_test::random_inputs<float>(n, 7, 82);
+    const std::vector<float> ref = deploy_test::dynamic_forward(net, x);
+    using Q = deploy::Int8Mlp<7, 33, 65, 96, 3>;
+    const auto q = deploy::to_int8<Q>(spec, x.data(), n, 1.0);
+    std::vector<float> y0;
+    double max_err = 0.0, max_ref = 0.0;
+    for (const deploy::Isa isa : {deploy::Isa::scalar, deploy::Isa::avx2, deploy::Isa::neon}) {
+        if (q->set_isa(isa) != Status::ok) continue;
+        CAPTURE(std::string(deploy::isa_name(isa)));
+        std::vector<float> y(n * 3), y1(n * 3);
+        q->forward(x.data(), y.data(), n);
+        for (std::size_t i = 0; i < n; ++i) q->forward(x.data() + 7 * i, y1.data() + 3 * i);
+        CHECK(deploy_test::count_different(y, y1) == 0);
+        if (y0.empty()) y0 = y;
+        CHECK(deploy_test::count_different(y, y0) == 0);
+    }
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+        max_err = std::max(max_err, std::fabs(static_cast<double>(y0[i]) - static_cast<double>(ref[i])));
+        max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+    }
+    MESSAGE("int8 7-33-65-96-3: max |y - y_float| = " << max_err << " (max |y_float| = " << max_ref << ")");
+    CHECK(max_ref > 0.1);
+    CHECK(max_err < 0.05 * max_ref);  // four layers of 8-bit rounding: a few percent of the output range
+    CHECK(max_err > 0.0);             // and it is a quantised model, not the float one
 }

@@ -12,6 +12,7 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/loss/pivot.hpp>
+#include <tapir/metrics/divergence.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
@@ -79,8 +80,17 @@ Tf signal_at(double z, std::size_t n, Rng& rng) {
     return x;
 }
 
+/// Jensen-Shannon divergence (bits) of 20-bin histograms of two samples of values in [0, 1].
+double jsd_hist(const std::vector<float>& a, const std::vector<float>& b) {
+    std::vector<double> ha(20, 0.0), hb(20, 0.0);
+    for (float v : a) ha[std::min<std::size_t>(19, static_cast<std::size_t>(v * 20))] += 1;
+    for (float v : b) hb[std::min<std::size_t>(19, static_cast<std::size_t>(v * 20))] += 1;
+    return jensen_shannon(ha, hb);
+}
+
 struct PivotResult {
     double ks_max;       // max over the pairs of z in {-1, 0, 1}
+    double jsd;          // JSD between z = -1 and z = +1
     double auc_proxy;    // mean output on signal minus mean output on background
     double adversary_nll;
 };
@@ -116,6 +126,7 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
     }
     PivotResult r{};
     r.ks_max = std::max({ks_distance(out[0], out[1]), ks_distance(out[1], out[2]), ks_distance(out[0], out[2])});
+    r.jsd = jsd_hist(out[0], out[2]);
     const Toy test = make_toy(4000, rng);
     const Tf p = tr.predict(test.x);
     double ms = 0, mb = 0;
@@ -242,6 +253,8 @@ TEST_CASE("pivot helper on the toy of arXiv 1611.01046: lambda = 50 makes f(x) i
     const PivotResult plain = run_pivot(0.f, steps);
     const PivotResult pivot = run_pivot(50.f, steps);
     MESSAGE("KS distance of f(x) at z = -1, 0, +1 (max over pairs): lambda = 0: " << plain.ks_max << ", lambda = 50: " << pivot.ks_max
+                                                                                    << "; JSD (bits, 20 bins) z = -1 vs +1: " << plain.jsd
+                                                                                    << " vs " << pivot.jsd
                                                                                     << "; <f>_sig - <f>_bkg: " << plain.auc_proxy << " vs "
                                                                                     << pivot.auc_proxy << "; adversary NLL on z: "
                                                                                     << plain.adversary_nll << " vs " << pivot.adversary_nll
@@ -249,6 +262,9 @@ TEST_CASE("pivot helper on the toy of arXiv 1611.01046: lambda = 50 makes f(x) i
     CHECK(plain.ks_max > 0.3);
     CHECK(pivot.ks_max < (quick() ? 0.12 : 0.1));
     CHECK(pivot.ks_max < plain.ks_max / 3);
+    CHECK(pivot.jsd < plain.jsd / 10);  // second measure; JSD([1,0],[0,1]) = 1 and JSD([1,1],[1,3]) = 0.048795:
+    CHECK(jensen_shannon({1.0, 0.0}, {0.0, 1.0}) == doctest::Approx(1.0));
+    CHECK(jensen_shannon({1.0, 1.0}, {1.0, 3.0}) == doctest::Approx(0.048795).epsilon(1e-5));
     // The pivotal classifier still separates signal from background, if less well.
     CHECK(pivot.auc_proxy > 0.1);
     CHECK(pivot.adversary_nll > plain.adversary_nll);

@@ -48,6 +48,18 @@ TEST_CASE("Asimov significance: check values") {
     CHECK(z[1] == doctest::Approx(za_naive(100, 1000, 0.3)).epsilon(1e-10));
 }
 
+TEST_CASE("AMS: check value, agreement with the metric, gradients") {
+    Tape<double> t;
+    CHECK(loss::ams(t.constant(Td::scalar(100)), t.constant(Td::scalar(1000))).item() == doctest::Approx(3.09669).epsilon(2e-6));
+    for (double s : {0.5, 20.0, 300.0})
+        for (double b : {0.0, 3.0, 5000.0})
+            CHECK(loss::ams(t.constant(Td::scalar(s)), t.constant(Td::scalar(b))).item() == doctest::Approx(ams(s, b)).epsilon(1e-11));
+    const GradcheckFn f = [](Tape<double>&, const Vs& x) { return loss::ams(x[0], x[1]); };
+    CHECK(gradcheck(f, {Td(Shape{1}, {20.0}), Td(Shape{1}, {3.0})}).passed);
+    CHECK(gradgradcheck(f, {Td(Shape{1}, {20.0}), Td(Shape{1}, {3.0})}, 1e-5, 1e-5).passed);
+    CHECK_THROWS_AS(loss::ams(t.scalar(1.0), t.scalar(1.0), -1.0), value_error);
+}
+
 TEST_CASE("Asimov significance: continuous as r -> 0, in value and gradient") {
     for (const auto& sb : std::vector<std::pair<double, double>>{{100, 1000}, {14, 5}, {1, 1e4}, {0.01, 3}}) {
         const double s = sb.first, b = sb.second;

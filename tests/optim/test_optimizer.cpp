@@ -191,8 +191,8 @@ TEST_CASE("Vector kernels match plain loops on every instruction set (lengths wi
                 if (variant == 5) opt.reset(new SGD<double>({&w}, 0.05, 0.9, 0.0, 1e-3, true));
                 std::vector<double> p = p0, s1(n, 0.0), s2(n, 0.0), s3(n, 0.0);
                 for (int t = 1; t <= 5; ++t) {
-                    std::vector<double> g(gs.begin() + static_cast<std::ptrdiff_t>((t - 1) * n),
-                                          gs.begin() + static_cast<std::ptrdiff_t>(t * n));
+                    std::vector<double> g(gs.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(t - 1) * n),
+                                          gs.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(t) * n));
                     for (std::size_t i = 0; i < n; ++i) w.grad[i] = g[i];
                     opt->step();
                     if (variant == 0) ref_adam(p, g, s1, s2, t, 0.01, 0.01, false, false);

@@ -142,6 +142,16 @@ Var<T> asimov_loss(const Var<T>& s, const Var<T>& b, detail::scalar_t<T> r, bool
     return squared ? rdiv_scalar(T(1), z2) : rdiv_scalar(T(1), sqrt(z2));
 }
 
+/// Kaggle HiggsML approximate median significance, differentiable:
+///   AMS = sqrt(2((s + b + b_reg) ln(1 + s/(b + b_reg)) - s)), b_reg = 10,
+/// which is Z_A at r = 0 with b + b_reg in place of b. AMS(100, 1000) = 3.09669.
+template <class T>
+Var<T> ams(const Var<T>& s, const Var<T>& b, detail::scalar_t<T> b_reg = T(10)) {
+    if (!(b_reg >= T(0)) || !std::isfinite(static_cast<double>(b_reg)))
+        throw value_error("ams: b_reg must be finite and >= 0, got " + std::to_string(b_reg));
+    return sqrt(detail::asimov_z2(s, add_scalar(b, b_reg), T(0), "ams"));
+}
+
 /// The training scheme of the paper: the first `pretrain_epochs` epochs (5 is typically
 /// enough) use (s+b)/s^2, then the Asimov loss, whose gradients are tiny while s is small.
 template <class T>

@@ -1,0 +1,544 @@
+// A Wasserstein GAN with gradient penalty (Gulrajani et al., arXiv 1704.00028) that learns to
+// generate Z gamma -> l l gamma events with 18 correlated features, as in seed 002 (scaling up
+// a simulated data set with a GAN).
+//
+// The generator maps 16 Gaussian numbers to an event (16 -> 512 -> 1024 -> 512 -> 18, ReLU);
+// the critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
+// [0, 1]. Per generator step the critic takes n_critic steps on
+//     L_critic = <C(fake)> - <C(real)> + lambda_gp <(|grad_x C(x_hat)| - 1)^2>,
+// x_hat random points between real and fake events (the gradient of a gradient: double
+// backprop), and the generator one step on L_gen = -<C(G(z))>. <C(real)> - <C(fake)> estimates
+// the Wasserstein distance between the real and generated distributions. Events are drawn from
+// an exponential moving average of the generator's weights (--ema), steadier than the last ones.
+//
+// Quality, on held-out real events against as many generated ones (scaled features): the 1-D
+// Wasserstein distance of every feature, the largest difference between the two correlation
+// matrices, and the critic's mean gradient norm at the interpolates (1 for an ideal critic).
+//
+//   wgan_gp [--data FILE] [--out DIR] [--steps N] [--n-critic K] [--gp-weight L] ...   (--help)
+#include <tapir/data/dataset.hpp>
+#include <tapir/hep/zgamma.hpp>
+#include <tapir/io/csv.hpp>
+#include <tapir/io/svg.hpp>
+#include <tapir/loss/gan.hpp>
+#include <tapir/nn/layers.hpp>
+#include <tapir/nn/sequential.hpp>
+#include <tapir/optim/adam.hpp>
+#include <tapir/simd/arch.hpp>
+#include <tapir/tapir.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace tapir;
+using nn::Dense;
+using nn::Sequential;
+
+namespace {
+
+// ---- options ----------------------------------------------------------------------------------
+
+struct Options {
+    std::string data;              // CSV with the 18 feature columns; empty: generate events
+    std::string out = ".";
+    std::size_t events = 120000;   // generated events (80% train, 20% held out)
+    std::uint64_t seed = 1;
+    std::size_t steps = 6000;      // generator steps
+    std::size_t n_critic = 5;      // critic steps per generator step
+    double gp_weight = 10.0;       // lambda_gp
+    std::size_t batch = 128;
+    std::size_t latent = 16;
+    double lr = 1e-4, beta1 = 0.5, beta2 = 0.9;
+    double ema = 0.999;            // decay of the generator's weight average (0: off)
+    std::size_t eval_every = 250;  // steps between quality checks
+    std::size_t eval_events = 20000;
+    unsigned threads = 1;          // GEMM threads
+    bool check = false;            // exit 1 unless the acceptance figures are met
+    bool quiet = false;
+};
+
+[[noreturn]] void usage(const std::string& msg, int code = 2) {
+    std::fprintf(code ? stderr : stdout,
+                 "%s%susage: wgan_gp [options]\n"
+                 "  --data FILE        CSV with the 18 feature columns (names in the README); other columns ignored\n"
+                 "  --out DIR          output directory (default .)\n"
+                 "  --events N         generated Z gamma events (default 120000; 20%% held out)\n"
+                 "  --steps N          generator steps (default 6000)\n"
+                 "  --n-critic K       critic steps per generator step (default 5)\n"
+                 "  --gp-weight L      gradient-penalty weight lambda_gp (default 10; the seed used 0.001)\n"
+                 "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
+                 "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
+                 "  --ema D            events come from an exponential moving average of the generator's weights\n"
+                 "                     with decay D (default 0.999; 0: the last weights)\n"
+                 "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
+                 "  --threads T        threads for the matrix products (default 1)\n"
+                 "  --seed S           random seed (default 1)\n"
+                 "  --check            exit with status 1 unless mean W1 < 0.05 and max |d corr| < 0.1\n"
+                 "  --quiet\n",
+                 msg.c_str(), msg.empty() ? "" : "\n");
+    std::exit(code);
+}
+
+double parse_number(const std::string& flag, const char* text) {
+    char* end = nullptr;
+    const double v = std::strtod(text, &end);
+    if (end == text || *end != '\0' || !std::isfinite(v)) usage("wgan_gp: " + flag + " expects a number, got '" + text + "'");
+    return v;
+}
+std::size_t parse_count(const std::string& flag, const char* text) {
+    const double v = parse_number(flag, text);
+    if (v < 1 || v != std::floor(v)) usage("wgan_gp: " + flag + " expects a positive whole number, got '" + text + "'");
+    return static_cast<std::size_t>(v);
+}
+
+Options parse_args(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const auto value = [&]() -> const char* {
+            if (i + 1 >= argc) usage("wgan_gp: " + a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--data") o.data = value();
+        else if (a == "--out") o.out = value();
+        else if (a == "--events") o.events = parse_count(a, value());
+        else if (a == "--seed") o.seed = parse_count(a, value());
+        else if (a == "--steps") o.steps = parse_count(a, value());
+        else if (a == "--n-critic") o.n_critic = parse_count(a, value());
+        else if (a == "--gp-weight") o.gp_weight = parse_number(a, value());
+        else if (a == "--batch") o.batch = parse_count(a, value());
+        else if (a == "--latent") o.latent = parse_count(a, value());
+        else if (a == "--lr") o.lr = parse_number(a, value());
+        else if (a == "--ema") o.ema = parse_number(a, value());
+        else if (a == "--beta1") o.beta1 = parse_number(a, value());
+        else if (a == "--beta2") o.beta2 = parse_number(a, value());
+        else if (a == "--eval-every") o.eval_every = parse_count(a, value());
+        else if (a == "--eval-events") o.eval_events = parse_count(a, value());
+        else if (a == "--threads") o.threads = static_cast<unsigned>(parse_count(a, value()));
+        else if (a == "--check") o.check = true;
+        else if (a == "--quiet") o.quiet = true;
+        else if (a == "--help" || a == "-h") usage("", 0);
+        else usage("wgan_gp: unknown option '" + a + "'");
+    }
+    if (!(o.gp_weight >= 0)) usage("wgan_gp: --gp-weight must be >= 0");
+    if (!(o.lr > 0)) usage("wgan_gp: --lr must be positive");
+    if (!(o.ema >= 0 && o.ema < 1)) usage("wgan_gp: --ema must be in [0, 1)");
+    return o;
+}
+
+struct Progress {
+    bool quiet;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+    void say(const std::string& what) const {
+        if (!quiet) std::fprintf(stderr, "[%7.1f s] %s\n", seconds(), what.c_str());
+    }
+};
+
+std::string fmt(double v, int prec = 4) {
+    std::ostringstream s;
+    s.precision(prec);
+    s << v;
+    return s.str();
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+/// Real events in physical units, (events, 18).
+Tensor<float> load_events(const Options& o, std::string& source) {
+    const std::vector<std::string>& names = hep::zgamma_feature_names();
+    if (!o.data.empty()) {
+        CsvOptions opt;
+        opt.columns = names;
+        const CsvTable t = read_csv(o.data, opt);
+        if (t.rows < 1000) throw value_error(o.data + ": only " + std::to_string(t.rows) + " events; a GAN needs thousands");
+        source = o.data + " (" + std::to_string(t.rows) + " events)";
+        return t.to_tensor<float>(names);
+    }
+    const auto ev = hep::generate_zgamma(o.events, o.seed);
+    Tensor<float> x(Shape{ev.size(), names.size()});
+    for (std::size_t i = 0; i < ev.size(); ++i) {
+        const auto f = ev[i].features();
+        for (std::size_t j = 0; j < f.size(); ++j) x(i, j) = static_cast<float>(f[j]);
+    }
+    source = "generated Z gamma continuum (" + std::to_string(ev.size()) + " events, seed " + std::to_string(o.seed) + ")";
+    return x;
+}
+
+// ---- networks ---------------------------------------------------------------------------------
+
+Sequential<float> make_generator(std::size_t latent, std::size_t features, Rng& rng) {
+    Sequential<float> g;
+    g.add<Dense<float>>(latent, 512, rng, Activation::relu)
+        .add<Dense<float>>(512, 1024, rng, Activation::relu)
+        .add<Dense<float>>(1024, 512, rng, Activation::relu)
+        .add<Dense<float>>(512, features, rng);
+    return g;
+}
+
+Sequential<float> make_critic(std::size_t features, Rng& rng) {
+    Sequential<float> c;
+    c.add<Dense<float>>(features, 512, rng, Activation::relu)
+        .add<Dense<float>>(512, 512, rng, Activation::relu)
+        .add<Dense<float>>(512, 512, rng, Activation::relu)
+        .add<Dense<float>>(512, 1, rng);
+    return c;
+}
+
+/// avg <- d avg + (1 - d) current, parameter by parameter, with the decay ramped up over the
+/// first steps (d_t = min(d, (1 + t) / (10 + t))) so that the average forgets the initial weights.
+/// The average of an oscillating generator is steadier than its last weights.
+void update_average(Sequential<float>& avg, Sequential<float>& current, double decay, std::size_t step) {
+    const double t = static_cast<double>(step);
+    const float d = static_cast<float>(std::min(decay, (1.0 + t) / (10.0 + t)));
+    const std::vector<Parameter<float>*> a = avg.parameters(), c = current.parameters();
+    for (std::size_t k = 0; k < a.size(); ++k) {
+        float* av = a[k]->value.data();
+        const float* cv = c[k]->value.data();
+        for (std::size_t i = 0; i < a[k]->size(); ++i) av[i] = d * av[i] + (1 - d) * cv[i];
+    }
+}
+
+void fill_normal(Tensor<float>& z, Rng& rng) {
+    for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(rng.normal());
+}
+
+/// n generated events (scaled features), in chunks, without gradients.
+Tensor<float> sample_generator(Sequential<float>& gen, std::size_t n, std::size_t latent, Rng& rng) {
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    Tensor<float> out, z;
+    std::size_t k = 0;
+    for (std::size_t start = 0; start < n; start += 4096) {
+        const std::size_t m = std::min<std::size_t>(4096, n - start);
+        z.resize(Shape{m, latent});
+        fill_normal(z, rng);
+        tape.clear();
+        const Var<float> x = gen(tape.view(z));
+        if (start == 0) out = Tensor<float>(Shape{n, x.shape()[1]});
+        k = x.shape()[1];
+        std::copy(x.data(), x.data() + m * k, out.data() + start * k);
+    }
+    return out;
+}
+
+// ---- quality ----------------------------------------------------------------------------------
+
+/// 1-D Wasserstein distance between two equal-size samples: the mean |difference| of the
+/// sorted values (the area between the two empirical CDFs).
+double wasserstein_1d(std::vector<double> a, std::vector<double> b) {
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    double s = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) s += std::fabs(a[i] - b[i]);
+    return s / static_cast<double>(a.size());
+}
+
+std::vector<double> column(const Tensor<float>& x, std::size_t j, std::size_t n) {
+    std::vector<double> c(n);
+    for (std::size_t i = 0; i < n; ++i) c[i] = x(i, j);
+    return c;
+}
+
+/// Pearson correlation matrix (features x features, row-major) of the first n rows.
+std::vector<double> correlation_matrix(const Tensor<float>& x, std::size_t n) {
+    const std::size_t d = x.dim(1);
+    std::vector<double> mean(d, 0), cov(d * d, 0);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < d; ++j) mean[j] += x(i, j);
+    for (double& m : mean) m /= static_cast<double>(n);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t a = 0; a < d; ++a)
+            for (std::size_t b = a; b < d; ++b) cov[a * d + b] += (x(i, a) - mean[a]) * (x(i, b) - mean[b]);
+    std::vector<double> c(d * d);
+    for (std::size_t a = 0; a < d; ++a)
+        for (std::size_t b = a; b < d; ++b) {
+            const double den = std::sqrt(cov[a * d + a] * cov[b * d + b]);
+            c[a * d + b] = c[b * d + a] = den > 0 ? cov[a * d + b] / den : (a == b ? 1.0 : 0.0);
+        }
+    return c;
+}
+
+struct Quality {
+    std::vector<double> w1;  // per feature
+    double mean_w1 = 0, max_corr_diff = 0;
+    std::vector<double> corr_real, corr_fake;
+};
+
+Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_t n) {
+    Quality q;
+    const std::size_t d = real.dim(1);
+    for (std::size_t j = 0; j < d; ++j) q.w1.push_back(wasserstein_1d(column(real, j, n), column(fake, j, n)));
+    q.mean_w1 = std::accumulate(q.w1.begin(), q.w1.end(), 0.0) / static_cast<double>(d);
+    q.corr_real = correlation_matrix(real, n);
+    q.corr_fake = correlation_matrix(fake, n);
+    for (std::size_t k = 0; k < d * d; ++k) q.max_corr_diff = std::max(q.max_corr_diff, std::fabs(q.corr_real[k] - q.corr_fake[k]));
+    return q;
+}
+
+// ---- history and summary ----------------------------------------------------------------------
+
+struct History {
+    std::vector<double> step, critic_loss, gen_loss, w_estimate, gp, grad_norm, mean_w1, max_corr_diff;
+};
+
+std::string json_string(const std::string& s) {
+    std::string r = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\') r += '\\';
+        if (static_cast<unsigned char>(c) >= 0x20) r += c;
+    }
+    return r + "\"";
+}
+
+void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<std::string>& names,
+                const Quality& q, double grad_norm, double seconds_training, double seconds) {
+    std::ofstream f(path);
+    if (!f) throw std::runtime_error("cannot write '" + path + "'");
+    f.precision(8);
+    f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema
+      << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
+      << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"critic_grad_norm\": " << grad_norm
+      << ",\n  \"accepted\": " << (q.mean_w1 < 0.05 && q.max_corr_diff < 0.1 ? "true" : "false") << ",\n  \"w1\": {";
+    for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.w1[j];
+    f << "}\n}\n";
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const Options o = parse_args(argc, argv);
+    try {
+        const Progress progress{o.quiet};
+        simd::set_num_threads(o.threads);
+        const std::vector<std::string>& names = hep::zgamma_feature_names();
+
+        // ---- data: split, min-max scaling ---------------------------------------------------------
+        std::string source;
+        const Tensor<float> events = load_events(o, source);
+        const std::size_t nf = events.dim(1);
+        const TrainTestSplit parts = train_test_split(events.dim(0), 0.2, o.seed);
+        MinMaxScaler scaler;  // to [0, 1], fitted on the training events
+        const Tensor<float> train = scaler.fit_transform(take_rows(events, parts.train));
+        const Tensor<float> held_out = scaler.transform(take_rows(events, parts.test));
+        const std::size_t n_eval = std::min(o.eval_events, held_out.dim(0));
+        progress.say("events: " + source + "; " + std::to_string(train.dim(0)) + " train, " + std::to_string(held_out.dim(0)) + " held out");
+
+        // ---- networks and optimisers --------------------------------------------------------------
+        Rng rng(o.seed * 7919 + 5);
+        Sequential<float> gen = make_generator(o.latent, nf, rng);
+        Sequential<float> critic = make_critic(nf, rng);
+        Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
+        Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
+        optim::Adam<float> opt_g(gen.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
+        optim::Adam<float> opt_c(critic.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
+        progress.say("generator " + std::to_string(gen.num_parameters()) + " parameters, critic " + std::to_string(critic.num_parameters()) +
+                     "; lambda_gp = " + fmt(o.gp_weight) + ", n_critic = " + std::to_string(o.n_critic));
+
+        Tape<float> tape;
+        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf});
+        History h;
+        double acc_c = 0, acc_g = 0, acc_w = 0, acc_gp = 0, acc_norm = 0;
+        std::size_t acc_n = 0;
+        Quality q;
+        double seconds_training = 0;
+
+        for (std::size_t step = 1; step <= o.steps; ++step) {
+            const auto t_step = std::chrono::steady_clock::now();
+            // ---- critic: n_critic steps ---------------------------------------------------------
+            for (std::size_t k = 0; k < o.n_critic; ++k) {
+                for (std::size_t i = 0; i < o.batch; ++i) {  // a random batch of real events
+                    const std::size_t r = static_cast<std::size_t>(rng.uniform_int(train.dim(0)));
+                    std::copy(&train(r, 0), &train(r, 0) + nf, &real(i, 0));
+                }
+                fill_normal(z, rng);
+                tape.clear();
+                Var<float> fake;
+                {
+                    NoGradGuard<float> no_grad(tape);  // the generator is fixed during critic steps
+                    fake = gen(tape.view(z));
+                }
+                // Interpolates x_hat = a real + (1 - a) fake, a ~ U[0, 1] per event.
+                for (std::size_t i = 0; i < o.batch; ++i) {
+                    const float a = static_cast<float>(rng.uniform());
+                    for (std::size_t j = 0; j < nf; ++j) xhat(i, j) = a * real(i, j) + (1 - a) * fake.data()[i * nf + j];
+                }
+                const Var<float> d_real = critic(tape.view(real));
+                const Var<float> d_fake = critic(fake);
+                // Gradient penalty: the critic's input gradient at x_hat, recorded (create_graph)
+                // so that the penalty can itself be differentiated in the critic's weights.
+                const Var<float> x_hat = tape.variable(xhat);
+                const Var<float> g = grad(sum(critic(x_hat)), x_hat, /*create_graph=*/true);
+                const Var<float> norm = sqrt(add_scalar(sum(square(g), 1), 1e-12f));  // per event
+                const Var<float> gp = mean(square(add_scalar(norm, -1.0f)));
+                const Var<float> l_critic = add(loss::wgan_critic_loss(d_real, d_fake), scale(gp, static_cast<float>(o.gp_weight)));
+                backward(l_critic);
+                opt_c.step();
+                opt_c.zero_grad();
+                if (k + 1 == o.n_critic) {
+                    acc_c += l_critic.item();
+                    acc_w += mean(d_real).item() - mean(d_fake).item();
+                    acc_gp += gp.item();
+                    acc_norm += mean(norm).item();
+                }
+            }
+            // ---- generator: one step ------------------------------------------------------------
+            fill_normal(z, rng);
+            tape.clear();
+            const Var<float> l_gen = loss::wgan_generator_loss(critic(gen(tape.view(z))));
+            backward(l_gen);
+            opt_g.step();
+            if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
+            opt_g.zero_grad();
+            critic.zero_grad();  // the critic's gradients from this pass are not used
+            acc_g += l_gen.item();
+            ++acc_n;
+            seconds_training += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+
+            // ---- quality check ------------------------------------------------------------------
+            if (step % o.eval_every == 0 || step == o.steps) {
+                Rng eval_rng(o.seed + 99);  // the same latent points every time
+                const Tensor<float> fake = sample_generator(sampler, n_eval, o.latent, eval_rng);
+                q = compare(held_out, fake, n_eval);
+                const double n = static_cast<double>(acc_n);
+                h.step.push_back(static_cast<double>(step));
+                h.critic_loss.push_back(acc_c / n);
+                h.gen_loss.push_back(acc_g / n);
+                h.w_estimate.push_back(acc_w / n);
+                h.gp.push_back(acc_gp / n);
+                h.grad_norm.push_back(acc_norm / n);
+                h.mean_w1.push_back(q.mean_w1);
+                h.max_corr_diff.push_back(q.max_corr_diff);
+                acc_c = acc_g = acc_w = acc_gp = acc_norm = 0;
+                acc_n = 0;
+                progress.say("step " + std::to_string(step) + "/" + std::to_string(o.steps) + ": critic " + fmt(h.critic_loss.back()) +
+                             ", W estimate " + fmt(h.w_estimate.back()) + ", |grad| " + fmt(h.grad_norm.back(), 3) + ", mean W1 " +
+                             fmt(q.mean_w1, 3) + ", max |d corr| " + fmt(q.max_corr_diff, 3) + " (" +
+                             fmt(seconds_training / static_cast<double>(step), 3) + " s/step)");
+            }
+        }
+
+        // ---- summary ------------------------------------------------------------------------------
+        const double grad_norm = h.grad_norm.back();
+        std::printf("\nWGAN-GP on %s\n%zu generator steps x %zu critic steps, lambda_gp = %g, batch %zu: %.1f s of training "
+                    "(%.3f s per generator step)\ngenerated events from %s\n\n",
+                    source.c_str(), o.steps, o.n_critic, o.gp_weight, o.batch, seconds_training,
+                    seconds_training / static_cast<double>(o.steps),
+                    o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
+        std::printf("%-18s %14s\n", "feature", "W1 (scaled)");
+        for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f\n", names[j].c_str(), q.w1[j]);
+        std::printf("%-18s %14.4f   (acceptance: < 0.05)\n", "mean", q.mean_w1);
+        std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (acceptance: < 0.1)\n", q.max_corr_diff);
+        std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
+        const bool pass = q.mean_w1 < 0.05 && q.max_corr_diff < 0.1;
+        std::printf("acceptance (mean W1 < 0.05 and max |d corr| < 0.1): %s\n", pass ? "met" : "NOT met");
+
+        // ---- files --------------------------------------------------------------------------------
+        Rng final_rng(o.seed + 99);
+        const Tensor<float> fake_scaled = sample_generator(sampler, n_eval, o.latent, final_rng);
+        const Tensor<float> fake = scaler.inverse_transform(fake_scaled);
+        const Tensor<float> real_phys = scaler.inverse_transform(held_out);
+        {
+            std::vector<std::vector<double>> cols;
+            for (std::size_t j = 0; j < nf; ++j) cols.push_back(column(fake, j, n_eval));
+            write_csv(o.out + "/generated_events.csv", names, cols);
+        }
+        {
+            std::vector<double> idx, w1, lo, hi;
+            for (std::size_t j = 0; j < nf; ++j) {
+                idx.push_back(static_cast<double>(j));
+                w1.push_back(q.w1[j]);
+                lo.push_back(scaler.data_min()[j]);
+                hi.push_back(scaler.data_max()[j]);
+            }
+            write_csv(o.out + "/feature_distances.csv", {"feature_index", "w1_scaled", "train_min", "train_max"}, {idx, w1, lo, hi});
+            std::vector<double> a, b, cr, cf;
+            for (std::size_t i = 0; i < nf; ++i)
+                for (std::size_t j = 0; j < nf; ++j) {
+                    a.push_back(static_cast<double>(i));
+                    b.push_back(static_cast<double>(j));
+                    cr.push_back(q.corr_real[i * nf + j]);
+                    cf.push_back(q.corr_fake[i * nf + j]);
+                }
+            write_csv(o.out + "/correlations.csv", {"i", "j", "corr_real", "corr_generated"}, {a, b, cr, cf});
+            write_csv(o.out + "/history.csv",
+                      {"step", "critic_loss", "generator_loss", "wasserstein_estimate", "gradient_penalty", "critic_grad_norm", "mean_w1",
+                       "max_corr_diff"},
+                      {h.step, h.critic_loss, h.gen_loss, h.w_estimate, h.gp, h.grad_norm, h.mean_w1, h.max_corr_diff});
+        }
+
+        // ---- plots --------------------------------------------------------------------------------
+        using namespace tapir::plot;
+        {  // every feature, real vs generated, physical units
+            Figure fig(1800, 900, 3, 6);
+            fig.suptitle("Held-out real events vs WGAN-GP events (" + std::to_string(n_eval) + " each)");
+            for (std::size_t j = 0; j < nf; ++j) {
+                auto& ax = fig.axes(static_cast<int>(j / 6), static_cast<int>(j % 6));
+                std::vector<double> r = column(real_phys, j, n_eval), f = column(fake, j, n_eval);
+                std::vector<double> rs = r;
+                std::sort(rs.begin(), rs.end());
+                double lo = rs[rs.size() / 200], hi = rs[rs.size() - 1 - rs.size() / 200];  // central 99%
+                const bool count = names[j] == "n_jets" || names[j] == "n_central_jets";
+                if (count) lo = -0.5, hi = std::max(hi, 1.0) + 0.5;
+                if (!(hi > lo)) hi = lo + 1;
+                const std::size_t bins = count ? static_cast<std::size_t>(hi - lo) : 40;
+                ax.histogram(r, bins, lo, hi, Style("real").fill(0.35), true);
+                ax.histogram(f, bins, lo, hi, Style("WGAN-GP").width(1.6), true);
+                ax.set_title(names[j] + "  (W1 " + fmt(q.w1[j], 2) + ")");
+                ax.legend(j == 0 ? Loc::best : Loc::none);  // one legend for the grid
+            }
+            fig.save(o.out + "/features.svg");
+        }
+        {  // both correlation matrices and their difference
+            Figure fig(1950, 640, 1, 3);
+            fig.suptitle("Feature correlations (held-out real events vs generated)");
+            std::vector<double> diff(nf * nf);
+            for (std::size_t k = 0; k < nf * nf; ++k) diff[k] = q.corr_fake[k] - q.corr_real[k];
+            fig.axes(0, 0).heatmap(q.corr_real, nf, nf, names, names, -1, 1, "RdBu_r", "Pearson correlation").set_title("real");
+            fig.axes(0, 1).heatmap(q.corr_fake, nf, nf, names, names, -1, 1, "RdBu_r", "Pearson correlation").set_title("WGAN-GP");
+            fig.axes(0, 2)
+                .heatmap(diff, nf, nf, names, names, -0.2, 0.2, "RdBu_r", "difference")
+                .set_title("generated - real (max |d| = " + fmt(q.max_corr_diff, 3) + ")");
+            fig.save(o.out + "/correlations.svg");
+        }
+        {  // losses and quality during training
+            Figure fig(1500, 440, 1, 3);
+            fig.suptitle("Training (averages over " + std::to_string(o.eval_every) + " generator steps)");
+            auto& a = fig.axes(0, 0);
+            a.line(h.step, h.critic_loss, Style("critic loss").width(2));
+            a.line(h.step, h.gen_loss, Style("generator loss").width(2));
+            a.line(h.step, h.w_estimate, Style("<C(real)> - <C(fake)>").width(2).dashed());
+            a.set_xlabel("generator step").set_ylabel("loss").set_title("Losses").legend();
+            auto& b = fig.axes(0, 1);
+            b.line(h.step, h.grad_norm, Style("mean |grad_x C| at interpolates").width(2));
+            b.hline(1.0, Style("1 (Lipschitz bound)", "#777777").dashed());
+            b.set_xlabel("generator step").set_ylabel("gradient norm").set_title("Critic gradient norm").legend();
+            auto& c = fig.axes(0, 2);
+            c.line(h.step, h.mean_w1, Style("mean W1 (scaled features)").width(2));
+            c.line(h.step, h.max_corr_diff, Style("max |corr difference|").width(2));
+            c.hline(0.05, Style("W1 target 0.05", "#1f77b4").dotted());
+            c.hline(0.1, Style("correlation target 0.1", "#ff7f0e").dotted());
+            c.set_log_y().set_xlabel("generator step").set_ylabel("distance").set_title("Quality on held-out events").legend();
+            fig.save(o.out + "/training.svg");
+        }
+        write_json(o.out + "/summary.json", o, source, names, q, grad_norm, seconds_training, progress.seconds());
+        std::printf("\nwrote %s/{generated_events.csv, feature_distances.csv, correlations.csv, history.csv, summary.json, features.svg, "
+                    "correlations.svg, training.svg} in %.1f s\n",
+                    o.out.c_str(), progress.seconds());
+        if (o.check && !pass) return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "wgan_gp: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
