@@ -7,16 +7,19 @@
 #   3. Clang 14 build of the tests against single_include/tapir/tapir.hpp
 #   4. AddressSanitizer + UndefinedBehaviorSanitizer build (GCC), tests
 #   5. aarch64 cross build, NEON path, tests under qemu-aarch64
+#   7. libFuzzer smoke run of every fuzzer (.ci/fuzz.sh, 30 s each; TAPIR_FUZZ_SECONDS)
+#   8. ThreadSanitizer run of the shared-model inference test (.ci/tsan.sh)
 #   6. GCC Release build: tests, examples in a quick setting (benchmarks too with TAPIR_TEST_BENCH=ON); ends with ctest's summary
-# Environment: TAPIR_TEST_STEPS selects steps (default all: "1 2 3 4 5 6"); JOBS sets build
+# Environment: TAPIR_TEST_STEPS selects steps (default all: "1 2 3 4 5 6 7 8"; they run in the order above,
+# step 6 last); JOBS sets build
 # parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-steps=" ${TAPIR_TEST_STEPS:-1 2 3 4 5 6} "
+steps=" ${TAPIR_TEST_STEPS:-1 2 3 4 5 6 7 8} "
 jobs=${JOBS:-$(nproc)}
 
-pkgs=(g++ clang cmake ninja-build meson doctest-dev qemu-user g++-aarch64-linux-gnu pkg-config)
+pkgs=(g++ clang libclang-rt-14-dev cmake ninja-build meson doctest-dev qemu-user g++-aarch64-linux-gnu pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -71,6 +74,16 @@ if [[ $steps == *" 5 "* ]]; then
         -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
   cmake --build build/aarch64 -j "$jobs" --target test_simd $(grep -q "test_deploy" build/aarch64/build.ninja 2>/dev/null && echo test_deploy)
   TAPIR_TEST_QUICK=1 run_ctest build/aarch64 -R "^(simd|deploy)$"
+fi
+
+if [[ $steps == *" 7 "* ]]; then
+  echo "== 7. fuzzers (libFuzzer, clang), smoke run of ${TAPIR_FUZZ_SECONDS:-30} s each"
+  JOBS="$jobs" bash .ci/fuzz.sh "${TAPIR_FUZZ_SECONDS:-30}"
+fi
+
+if [[ $steps == *" 8 "* ]]; then
+  echo "== 8. ThreadSanitizer: inference on one shared model from four threads"
+  bash .ci/tsan.sh
 fi
 
 if [[ $steps == *" 6 "* ]]; then

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -404,13 +405,20 @@ private:
 // ---- prediction ---------------------------------------------------------------------------------
 
 /// The model's outputs for every row of x, in eval mode (modes restored afterwards), without
-/// gradients, in batches: shape (rows, outputs...).
+/// gradients, in batches: shape (rows, outputs...). Thread-safe on a shared model that is already
+/// in eval mode (nothing is written to it then).
 template <class T>
 Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size = 256) {
     if (x.rank() != 2) throw shape_error("predict: inputs must have shape (events, features), got " + x.shape().str());
     if (batch_size == 0) throw value_error("predict: batch size must be positive");
-    detail::ModeGuard<T> modes(model);
-    model.eval();
+    // Modes are switched (and restored) only when some module is training: a model already in
+    // eval mode is only read, so several threads may predict with it at once.
+    const std::vector<bool> before = model.training_modes();
+    std::optional<detail::ModeGuard<T>> modes;
+    if (std::find(before.begin(), before.end(), true) != before.end()) {
+        modes.emplace(model);
+        model.eval();
+    }
     const std::size_t n = x.shape()[0], f = x.shape()[1];
     Tape<T> t;
     NoGradGuard<T> guard(t);

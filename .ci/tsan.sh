@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Opt-in ThreadSanitizer check: builds tests/deploy/test_threads.cpp (four threads running
+# inference on one shared model) with -fsanitize=thread in build/tsan and runs it. Fails on any
+# data race or wrong result. Environment: CXX (default clang++; g++ works too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${TSAN_BUILD_DIR:-build/tsan}
+cxx=${CXX:-clang++}
+mkdir -p "$dir"
+flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror
+       -Iinclude -Itests)
+# Its own doctest main: tests/main.cpp replaces operator new, which clang's static TSan runtime
+# also defines.
+printf '#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN\n#include <doctest/doctest.h>\n' >"$dir/main.cpp"
+"$cxx" "${flags[@]}" -c "$dir/main.cpp" -o "$dir/main.o"
+"$cxx" "${flags[@]}" tests/deploy/test_threads.cpp "$dir/main.o" -o "$dir/test_threads" -pthread
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" "$dir/test_threads"
