@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -21,6 +22,8 @@
 #include <tapir/metrics/roc.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
+#include <tapir/simd/arch.hpp>
+#include <tapir/simd/gemm.hpp>
 #include <tapir/optim/optimizer.hpp>
 
 #include "support/alloc_counter.hpp"
@@ -526,4 +529,35 @@ TEST_CASE("the course classifier on the real diphoton file reaches a test AUC of
                                              << auc);
     CHECK(auc >= 0.85);
     CHECK(auc < 0.95);  // the course's figure is about 0.87; far above means leakage of the label
+}
+
+TEST_CASE("determinism: the same seed gives bit-identical training, whatever the GEMM thread count") {
+    // Batches of 256 x 64 products: above the lowered threshold, so two threads really split them.
+    const std::size_t saved_min = simd::detail::gemm_parallel_min().load();
+    const unsigned saved_threads = simd::num_threads();
+    simd::detail::gemm_parallel_min().store(1000);
+    const auto train = [](std::uint64_t seed, unsigned threads) {
+        simd::set_num_threads(threads);
+        const Data d = separable(1024, 11);
+        Rng rng(seed);
+        Sequential<float> m;
+        m.add<Dense<float>>(8, 64, rng, Activation::relu).add<Dense<float>>(64, 64, rng, Activation::relu).add<Dense<float>>(64, 1, rng);
+        optim::Adam<float> opt(m.parameters(), 1e-3f);
+        FitOptions<float> fo;
+        fo.epochs = 3;
+        fo.batch_size = 256;
+        fo.seed = seed;
+        fo.verbose = Verbosity::quiet;
+        fit(m, d.x, d.y, opt, fo);
+        std::vector<float> w;
+        for (Parameter<float>* p : m.parameters()) w.insert(w.end(), p->value.begin(), p->value.end());
+        return w;
+    };
+    const std::vector<float> a = train(5, 1), b = train(5, 1), c = train(5, 2), other = train(6, 1);
+    simd::set_num_threads(saved_threads);
+    simd::detail::gemm_parallel_min().store(saved_min);
+    REQUIRE(a.size() == c.size());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(a.data(), other.data(), a.size() * sizeof(float)) != 0);  // the seed matters
 }
