@@ -1,5 +1,5 @@
 // GEMM throughput of tapir::simd::gemm against OpenBLAS (cblas) and Eigen, side by side, single thread,
-// plus the fraction of this core's measured FMA peak. Medians over repeats.
+// plus the fraction of this core's measured FMA peak. Medians over repeats; tapir and OpenBLAS samples alternate.
 //
 // Build (tapir without -march; peers optional):
 //   g++ -std=c++17 -O2 -DNDEBUG -I include -isystem /usr/include/eigen3 -DTAPIR_BENCH_OPENBLAS
@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <tapir/simd/arch.hpp>
@@ -58,9 +59,10 @@ struct clock_type {
 
 double seconds_since(double t0) { return clock_type::now() - t0; }
 
-/// Median seconds per call of f: calls are batched so a sample lasts >= ~20 ms.
-template <class F> double median_seconds(F&& f, int samples = 9) {
-    f(); // warm-up: caches, packing buffers, page faults
+/// Calls of f per sample so that a sample lasts >= ~20 ms (after a warm-up call: caches, packing
+/// buffers, page faults).
+template <class F> int batch_for(F&& f) {
+    f();
     int batch = 1;
     for (;;) {
         const auto t0 = clock_type::now();
@@ -69,14 +71,38 @@ template <class F> double median_seconds(F&& f, int samples = 9) {
         if (s > 0.02 || batch > (1 << 20)) break;
         batch *= 2;
     }
-    std::vector<double> t;
-    for (int r = 0; r < samples; ++r) {
-        const auto t0 = clock_type::now();
-        for (int i = 0; i < batch; ++i) f();
-        t.push_back(seconds_since(t0) / batch);
-    }
+    return batch;
+}
+
+template <class F> double sample_seconds(F&& f, int batch) {
+    const auto t0 = clock_type::now();
+    for (int i = 0; i < batch; ++i) f();
+    return seconds_since(t0) / batch;
+}
+
+double median_of(std::vector<double> t) {
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
+}
+
+/// Median seconds per call of f over batched samples.
+template <class F> double median_seconds(F&& f, int samples = 9) {
+    const int batch = batch_for(f);
+    std::vector<double> t;
+    for (int r = 0; r < samples; ++r) t.push_back(sample_seconds(f, batch));
+    return median_of(t);
+}
+
+/// Medians for two contenders whose samples alternate (f, g, f, g, ...): on a shared machine the
+/// load drifts during a run, and alternation lets both see the same drift, so their ratio is fair.
+template <class F, class G> std::pair<double, double> median_seconds_paired(F&& f, G&& g, int samples = 15) {
+    const int bf = batch_for(f), bg = batch_for(g);
+    std::vector<double> tf, tg;
+    for (int r = 0; r < samples; ++r) {
+        tf.push_back(sample_seconds(f, bf));
+        tg.push_back(sample_seconds(g, bg));
+    }
+    return {median_of(tf), median_of(tg)};
 }
 
 // ---- Single-core peak: independent FMA chains, enough to cover latency x pipes. -----------------
@@ -218,14 +244,17 @@ template <class T> void bench(unsigned threads) {
     for (const Shape& s : shapes) {
         Problem<T> p(s.m, s.n, s.k);
         const double flops = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
-        const double g_tapir = flops / median_seconds([&] { run_tapir(p); }) / 1e9;
-        double g_oblas = 0, g_eigen = 0, max_diff = 0;
+        double g_tapir = 0, g_oblas = 0, g_eigen = 0, max_diff = 0;
 #if BENCH_HAVE_OPENBLAS
-        g_oblas = flops / median_seconds([&] { run_openblas(p); }) / 1e9;
+        const auto both = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); });
+        g_tapir = flops / both.first / 1e9;
+        g_oblas = flops / both.second / 1e9;
         std::vector<T> ref = p.c;
         run_tapir(p);
         for (std::size_t i = 0; i < ref.size(); ++i)
             max_diff = std::max(max_diff, static_cast<double>(std::fabs(ref[i] - p.c[i])));
+#else
+        g_tapir = flops / median_seconds([&] { run_tapir(p); }) / 1e9;
 #endif
 #if BENCH_HAVE_EIGEN
         g_eigen = flops / median_seconds([&] { run_eigen(p); }) / 1e9;
