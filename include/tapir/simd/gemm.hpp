@@ -378,7 +378,7 @@ template <class T> struct gemm_kernel {
                 T* cp = cj + i * g.ldc;
                 if (!g.ta) {
                     const T* ap = g.a + i * g.lda + pc;
-                    if (DirectB && nr == NR && mr == MR)
+                    if (nr == NR && mr == MR)
                         micro_full<V, MR, NV>(kc, ap, g.lda, bp, ldb, g.alpha, beta, cp, g.ldc);
                     else if (DirectB && nr < NR)
                         micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
@@ -456,6 +456,109 @@ template <class T> struct gemm_kernel {
                     micro_full<V, MR, B::NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
                                              g.c + i * g.ldc + j, g.ldc);
             return true;
+        }
+    };
+
+    /// op(A) = A^T times a vector (n == 1, C contiguous): the weight gradient of a one-output layer.
+    /// Rows of C are lanes: one vector load of A per p (A^T's columns are A's rows), and the chain
+    /// per element is micro()'s (products commute, K blocks restart alike), so results are the same
+    /// bits as the tiled path, which would use 1 lane in 32 here.
+    struct gemv_t {
+        using value_type = T;
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp) {
+            using B = gemm_blocking<V>;
+            using R = typename V::reg;
+            constexpr std::size_t W = V::W, U = 4;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kcb = k_block<B::KC>(g.k), bs = g.tb ? 1 : g.ldb;
+            for (std::size_t pc = 0; pc < g.k; pc += kcb) {
+                const std::size_t kc = std::min(kcb, g.k - pc);
+                const T beta = pc == 0 ? g.beta : T(1);
+                std::size_t i0 = 0;
+                for (; i0 + U * W <= g.m; i0 += U * W) {
+                    R acc[1][U];
+#pragma GCC unroll 8
+                    for (std::size_t u = 0; u < U; ++u) acc[0][u] = V::zero();
+                    const T* a = g.a + pc * g.lda + i0;
+                    const T* b = g.b + pc * bs;
+                    for (std::size_t p = 0; p < kc; ++p, a += g.lda, b += bs) {
+                        const R bv = V::set1(*b);
+#pragma GCC unroll 8
+                        for (std::size_t u = 0; u < U; ++u) acc[0][u] = V::fma(V::load(a + u * W), bv, acc[0][u]);
+                    }
+                    store<V, U>(acc, g.alpha, beta, g.c + i0, W * U);
+                }
+                for (; i0 < g.m; i0 += W) {
+                    const std::size_t cnt = std::min(W, g.m - i0);
+                    R acc[1][1] = {{V::zero()}};
+                    const T* a = g.a + pc * g.lda + i0;
+                    const T* b = g.b + pc * bs;
+                    for (std::size_t p = 0; p < kc; ++p, a += g.lda, b += bs)
+                        acc[0][0] = V::fma(cnt == W ? V::load(a) : V::load_partial(a, cnt), V::set1(*b), acc[0][0]);
+                    store<V, 1>(acc, g.alpha, beta, g.c + i0, cnt);
+                }
+            }
+        }
+        template <class V, std::size_t U>
+        static TAPIR_ALWAYS_INLINE void store(const typename V::reg (&acc)[1][U], T alpha, T beta, T* c,
+                                              std::size_t count) {
+            std::size_t bcnt[U];
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u) bcnt[u] = std::min(V::W, count - std::min(count, u * V::W));
+            const bool full = count == U * V::W;
+            if (beta == T(0))
+                store_tile<V, 1, U, 1>(acc, alpha, beta, c, 0, 1, bcnt, full);
+            else
+                store_tile<V, 1, U, 4>(acc, alpha, beta, c, 0, 1, bcnt, full);
+        }
+    };
+
+    /// A times a vector (n == 1, op(A) = A): sixteen rows' chains interleaved, one lane each. The
+    /// chain order per element must stay micro()'s (deployed models reproduce it bit for bit), which
+    /// rules out summing across lanes; still twice as fast as 1-of-32-lane tiles.
+    struct gemv_n {
+        using value_type = T;
+        template <class V> static TAPIR_ALWAYS_INLINE T mad(T a, T b, T c) {
+            if constexpr (V::W == 1) return V::fma(a, b, c); // the scalar family's a * b + c
+            else if constexpr (std::is_same<T, float>::value) return __builtin_fmaf(a, b, c); // vectors fuse
+            else return __builtin_fma(a, b, c);
+        }
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp) {
+            using B = gemm_blocking<V>;
+            constexpr std::size_t R = 16;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kcb = k_block<B::KC>(g.k), bs = g.tb ? 1 : g.ldb;
+            const bool unit = g.alpha == T(1);
+            for (std::size_t pc = 0; pc < g.k; pc += kcb) {
+                const std::size_t kc = std::min(kcb, g.k - pc);
+                const T beta = pc == 0 ? g.beta : T(1);
+                std::size_t i0 = 0;
+                for (; i0 + R <= g.m; i0 += R) {
+                    T acc[R];
+#pragma GCC unroll 16
+                    for (std::size_t r = 0; r < R; ++r) acc[r] = T(0);
+                    const T* a = g.a + i0 * g.lda + pc;
+                    const T* b = g.b + pc * bs;
+                    for (std::size_t p = 0; p < kc; ++p, b += bs) {
+                        const T bv = *b;
+#pragma GCC unroll 16
+                        for (std::size_t r = 0; r < R; ++r) acc[r] = mad<V>(a[r * g.lda + p], bv, acc[r]);
+                    }
+                    for (std::size_t r = 0; r < R; ++r) put<V>(acc[r], g.alpha, beta, unit, g.c + (i0 + r) * g.ldc);
+                }
+                for (; i0 < g.m; ++i0) {
+                    T acc = T(0);
+                    const T* a = g.a + i0 * g.lda + pc;
+                    const T* b = g.b + pc * bs;
+                    for (std::size_t p = 0; p < kc; ++p, b += bs) acc = mad<V>(a[p], *b, acc);
+                    put<V>(acc, g.alpha, beta, unit, g.c + i0 * g.ldc);
+                }
+            }
+        }
+        /// store_tile's combine on one lane: alpha acc, or alpha acc + beta C in one rounding.
+        template <class V> static TAPIR_ALWAYS_INLINE void put(T acc, T alpha, T beta, bool unit, T* c) {
+            if (beta == T(0)) *c = unit ? acc : alpha * acc;
+            else *c = mad<V>(alpha, acc, beta * *c);
         }
     };
 
@@ -568,6 +671,11 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     const isa which = active_isa();
     const detail::gemm_args<T> g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
     if (!trans_a && !trans_b && k <= 256 && n <= 512 && detail::dispatch_to<typename K::small>(which, &g)) return;
+    if (n == 1) {
+        if (trans_a && ldc == 1) detail::dispatch_to<typename K::gemv_t>(which, &g);
+        else if (!trans_a) detail::dispatch_to<typename K::gemv_n>(which, &g);
+        if (!trans_a || ldc == 1) return;
+    }
     const unsigned nt = num_threads();
     if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
         detail::gemm_parallel(which, g, nt))
