@@ -9,6 +9,11 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/loss/gan.hpp>
+#include <tapir/nn/layers.hpp>
+#include <tapir/nn/sequential.hpp>
+#include <tapir/optim/adam.hpp>
+
+#include "support/alloc_counter.hpp"
 
 using namespace tapir;
 using V = Var<double>;
@@ -217,4 +222,37 @@ TEST_CASE("GAN and WGAN losses: gradcheck, gradgradcheck, float, errors") {
     CHECK_THROWS_WITH_AS(loss::gradient_penalty(bad, a, a, rng2), doctest::Contains("one score per event"), shape_error);
     CHECK_THROWS_AS(loss::gradient_penalty_at(lin, a), tape_error);  // a constant, not a variable
     CHECK_THROWS_AS(loss::gan_discriminator_loss(a, a), shape_error);  // two logits per event
+}
+
+TEST_CASE("a steady-state WGAN-GP critic step (double backprop) makes zero heap allocations") {
+    Rng rng(31);
+    nn::Sequential<float> critic;
+    critic.add<nn::Dense<float>>(6, 16, rng, Activation::relu).add<nn::Dense<float>>(16, 16, rng, Activation::relu);
+    critic.add<nn::Dense<float>>(16, 1, rng);
+    optim::Adam<float> opt(critic.parameters(), 1e-3f, 0.5f, 0.9f);
+    Tensor<float> real(Shape{32, 6}), fake(Shape{32, 6}), xhat(Shape{32, 6});
+    Tape<float> tape;
+    const auto step = [&] {
+        for (auto& v : real) v = static_cast<float>(rng.normal());
+        for (auto& v : fake) v = static_cast<float>(rng.normal(0.5, 1.0));
+        for (std::size_t i = 0; i < 32; ++i) {
+            const float a = static_cast<float>(rng.uniform());
+            for (std::size_t j = 0; j < 6; ++j) xhat(i, j) = a * real(i, j) + (1 - a) * fake(i, j);
+        }
+        tape.clear();
+        const Var<float> x = tape.variable(xhat);
+        const Var<float> loss = loss::wgan_critic_loss(critic(tape.view(real)), critic(tape.view(fake))) +
+                                loss::gradient_penalty_at(critic, x, 10.0f);
+        opt.zero_grad();
+        backward(loss);
+        opt.step();
+        return loss.item();
+    };
+    step();  // warm-up: arena, gradient buffers, optimiser state
+    step();
+    tapir_test::AllocationScope scope;
+    float total = 0.0f;
+    for (int s = 0; s < 5; ++s) total += step();
+    CHECK(scope.count() == 0);
+    CHECK(std::isfinite(total));
 }

@@ -253,28 +253,26 @@ void backward(const Var<T>& output, const Var<T>& gradient) {
     detail::run_eager<T>(output.tape(), &output, 1, &gradient, true);
 }
 
-/// Gradients of the sum of `outputs` with respect to `inputs`, as values on the same tape.
-/// With create_graph the backward pass is recorded, so the results can be differentiated again
-/// (gradient penalties, Hessians). Parameter::grad is left untouched. An input the outputs do not
-/// depend on gets a zero gradient.
+namespace detail {
+/// grad() on arrays: result[k] for inputs[k]. No heap allocation of its own in steady state (the
+/// tape's buffers are reused), so a training step that calls the one-input grad() allocates nothing.
 template <class T>
-std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, bool create_graph = false) {
-    if (outputs.empty()) throw tape_error("grad: no outputs given");
+void grad_into(const Var<T>* outputs, std::size_t n_out, const Var<T>* inputs, std::size_t n_in, bool create_graph,
+               Var<T>* result) {
+    if (n_out == 0) throw tape_error("grad: no outputs given");
     Tape<T>& t = outputs[0].tape();
-    for (std::size_t k = 0; k < inputs.size(); ++k) {
+    for (std::size_t k = 0; k < n_in; ++k) {
         if (&inputs[k].tape() != &t) throw tape_error("grad: input #" + std::to_string(k) + " is on a different tape");
         if (!inputs[k].requires_grad())
             throw tape_error("grad: input #" + std::to_string(k) + " does not require a gradient (a constant or detached value)");
     }
-    std::vector<Var<T>> result;
-    result.reserve(inputs.size());
     if (!create_graph) {
-        detail::run_eager<T>(t, outputs.data(), outputs.size(), nullptr, false);
-        for (const auto& in : inputs) {
-            const Ref<T> g = t.grad_refs()[static_cast<std::size_t>(in.index())];
-            result.push_back(g.data ? t.leaf(g, false) : t.full(in.shape(), T(0)));
+        run_eager<T>(t, outputs, n_out, nullptr, false);
+        for (std::size_t k = 0; k < n_in; ++k) {
+            const Ref<T> g = t.grad_refs()[static_cast<std::size_t>(inputs[k].index())];
+            result[k] = g.data ? t.leaf(g, false) : t.full(inputs[k].shape(), T(0));
         }
-        return result;
+        return;
     }
     struct EnableGrad {
         Tape<T>& tape;
@@ -284,33 +282,49 @@ std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<V
     t.set_grad_enabled(true);
     auto& gv = t.grad_vars();
     gv.assign(t.size(), -1);
-    detail::RecordContext<T> ctx{t, gv, -1};
-    for (const auto& out : outputs) {
-        const Var<T> seed = t.full(out.shape(), T(1));
-        std::int32_t& g = gv[static_cast<std::size_t>(out.index())];
+    RecordContext<T> ctx{t, gv, -1};
+    for (std::size_t o = 0; o < n_out; ++o) {
+        const Var<T> seed = t.full(outputs[o].shape(), T(1));
+        std::int32_t& g = gv[static_cast<std::size_t>(outputs[o].index())];
         g = g >= 0 ? add(t.var(g), seed).index() : seed.index();
     }
-    for (std::int32_t i = detail::max_index(outputs.data(), outputs.size()); i >= 0; --i) {
+    for (std::int32_t i = max_index(outputs, n_out); i >= 0; --i) {
         const std::int32_t gi = gv[static_cast<std::size_t>(i)];
         if (gi < 0) continue;
         const Node<T> n = t.node(i);  // a copy: rules append nodes, which may move the node storage
         if (!n.requires_grad || n.op == Op::param || n.op == Op::leaf) continue;
         ctx.current = i;
-        detail::dispatch_backward(ctx, n, t.var(gi));
+        dispatch_backward(ctx, n, t.var(gi));
     }
-    for (const auto& in : inputs) {
-        const std::int32_t gi = gv[static_cast<std::size_t>(in.index())];
-        result.push_back(gi >= 0 ? t.var(gi) : t.full(in.shape(), T(0)));
+    for (std::size_t k = 0; k < n_in; ++k) {
+        const std::int32_t gi = gv[static_cast<std::size_t>(inputs[k].index())];
+        result[k] = gi >= 0 ? t.var(gi) : t.full(inputs[k].shape(), T(0));
     }
+}
+} // namespace detail
+
+/// Gradients of the sum of `outputs` with respect to `inputs`, as values on the same tape.
+/// With create_graph the backward pass is recorded, so the results can be differentiated again
+/// (gradient penalties, Hessians). Parameter::grad is left untouched. An input the outputs do not
+/// depend on gets a zero gradient.
+template <class T>
+std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, bool create_graph = false) {
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into(outputs.data(), outputs.size(), inputs.data(), inputs.size(), create_graph, result.data());
     return result;
 }
 template <class T>
 std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, bool create_graph = false) {
-    return grad(std::vector<Var<T>>{output}, inputs, create_graph);
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into(&output, 1, inputs.data(), inputs.size(), create_graph, result.data());
+    return result;
 }
+/// One output, one input: allocates nothing (the gradient penalty's case, five times per WGAN step).
 template <class T>
 Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false) {
-    return grad(std::vector<Var<T>>{output}, std::vector<Var<T>>{input}, create_graph)[0];
+    Var<T> result;
+    detail::grad_into(&output, 1, &input, 1, create_graph, &result);
+    return result;
 }
 
 } // namespace tapir
