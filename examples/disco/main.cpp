@@ -31,11 +31,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -429,6 +431,14 @@ void plot_all(const std::string& out, const std::vector<Point>& pts, const Split
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
+    {  // the output directory first: a path that cannot be made fails now, not after the training
+        std::error_code ec;
+        std::filesystem::create_directories(o.out, ec);
+        if (ec) {
+            std::fprintf(stderr, "disco: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
+            return 1;
+        }
+    }
     try {
         const Progress progress{o.quiet};
         std::string source;

@@ -43,11 +43,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -711,6 +713,14 @@ void write_json(const std::string& path, const Options& o, const std::vector<Exp
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
+    {  // the output directory first: a path that cannot be made fails now, not after the training
+        std::error_code ec;
+        std::filesystem::create_directories(o.out, ec);
+        if (ec) {
+            std::fprintf(stderr, "resonance_search: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
+            return 1;
+        }
+    }
     try {
         const Progress progress{o.quiet};
         std::vector<Experiment> exs;    // shown in full: the first null experiment, the injected one (or the user's data)

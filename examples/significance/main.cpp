@@ -30,12 +30,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -442,6 +444,14 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
+    {  // the output directory first: a path that cannot be made fails now, not after the training
+        std::error_code ec;
+        std::filesystem::create_directories(o.out, ec);
+        if (ec) {
+            std::fprintf(stderr, "significance: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
+            return 1;
+        }
+    }
     try {
         const Progress progress{o.quiet};
         const std::size_t nf = hep::StopEvent::num_features;
