@@ -6,7 +6,8 @@
 //   - binary cross-entropy (BCE), the usual classifier;
 //   - the s/sqrt(s+b) loss (s+b)/s^2, with s and b the soft yields of a batch;
 //   - the Asimov loss 1/Z_A with a relative background systematic r, after 5 epochs of
-//     pretraining with (s+b)/s^2 (Z_A's gradients are tiny while s is small).
+//     pretraining with (s+b)/s^2 (Z_A's gradients are tiny while s is small), or, with
+//     --pretrain-bce, starting from the cross-entropy network.
 // s and b are expected events at the luminosity: s = S_exp * (mean network output over the
 // batch's signal events), b likewise, so the loss is per batch and wants large batches.
 // Each network is then cut at the score that maximises Z_A(s, b, r) on an independent test
@@ -68,6 +69,7 @@ struct Options {
     bool squared = false;           // Asimov loss 1/Z_A^2 (reference code) instead of 1/Z_A (slides)
     std::size_t min_bkg_events = 10;  // a cut must keep this many background test events
     bool quiet = false;
+    bool pretrain_bce = false;      // Asimov networks start from the cross-entropy network
 };
 
 const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
@@ -89,6 +91,7 @@ const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
                  "  --hidden H           hidden neurons (default 23); --lr X (default 1e-3)\n"
                  "  --bce-batch B, --sig-batch B   batch sizes (default 128, 4096)\n"
                  "  --asimov-squared     Asimov loss 1/Z_A^2 instead of 1/Z_A\n"
+                 "  --pretrain-bce       start the Asimov networks from the cross-entropy network\n"
                  "  --min-bkg-events K   background test events a cut must keep (default 10)\n"
                  "  --quiet\n",
                  msg.c_str(), msg.empty() ? "" : "\n");
@@ -135,6 +138,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--sig-batch") o.sig_batch = parse_count(a, value());
         else if (a == "--lr") o.lr = parse_number(a, value());
         else if (a == "--asimov-squared") o.squared = true;
+        else if (a == "--pretrain-bce") o.pretrain_bce = true;
         else if (a == "--min-bkg-events") o.min_bkg_events = parse_count(a, value());
         else if (a == "--quiet") o.quiet = true;
         else if (a == "--help" || a == "-h") usage("", 0);
@@ -542,7 +546,7 @@ int main(int argc, char** argv) {
 
             // 3. Asimov, one network per systematic, each from the pretrained one.
             for (double r : kSystematics) {
-                Sequential<float> az = pretrained;
+                Sequential<float> az = o.pretrain_bce ? bce : pretrained;
                 optim::Adam<float> opt_az(az.parameters(), static_cast<float>(o.lr));
                 std::vector<double> h(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(o.pretrain));
                 train(az, opt_az, large, o.epochs - o.pretrain, LossKind::asimov, yields, static_cast<float>(r), o.squared, h);
