@@ -26,18 +26,18 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/output_dir.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -431,14 +431,7 @@ void plot_all(const std::string& out, const std::vector<Point>& pts, const Split
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    {  // the output directory first: a path that cannot be made fails now, not after the training
-        std::error_code ec;
-        std::filesystem::create_directories(o.out, ec);
-        if (ec) {
-            std::fprintf(stderr, "disco: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
-            return 1;
-        }
-    }
+    if (!examples::make_output_dir("disco", o.out)) return 1;
     try {
         const Progress progress{o.quiet};
         std::string source;

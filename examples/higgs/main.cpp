@@ -21,18 +21,18 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/output_dir.hpp"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -477,14 +477,7 @@ void print_table(const std::vector<Result>& rs) {
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    {  // the output directory first: a path that cannot be made fails now, not after the training
-        std::error_code ec;
-        std::filesystem::create_directories(o.out, ec);
-        if (ec) {
-            std::fprintf(stderr, "higgs: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
-            return 1;
-        }
-    }
+    if (!examples::make_output_dir("higgs", o.out)) return 1;
     try {
         const Progress progress{o.quiet};
         Events ev;

@@ -37,19 +37,19 @@
 #include <tapir/optim/schedule.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/output_dir.hpp"
+
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -713,14 +713,7 @@ void write_json(const std::string& path, const Options& o, const std::vector<Exp
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    {  // the output directory first: a path that cannot be made fails now, not after the training
-        std::error_code ec;
-        std::filesystem::create_directories(o.out, ec);
-        if (ec) {
-            std::fprintf(stderr, "resonance_search: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
-            return 1;
-        }
-    }
+    if (!examples::make_output_dir("resonance_search", o.out)) return 1;
     try {
         const Progress progress{o.quiet};
         std::vector<Experiment> exs;    // shown in full: the first null experiment, the injected one (or the user's data)

@@ -26,19 +26,19 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/output_dir.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <vector>
 
 using namespace tapir;
@@ -448,14 +448,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    {  // the output directory first: a path that cannot be made fails now, not after the training
-        std::error_code ec;
-        std::filesystem::create_directories(o.out, ec);
-        if (ec) {
-            std::fprintf(stderr, "significance: error: cannot create the output directory '%s': %s\n", o.out.c_str(), ec.message().c_str());
-            return 1;
-        }
-    }
+    if (!examples::make_output_dir("significance", o.out)) return 1;
     try {
         const Progress progress{o.quiet};
         const std::size_t nf = hep::StopEvent::num_features;

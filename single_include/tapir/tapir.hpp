@@ -1870,19 +1870,6 @@ template <class T> struct gemm_kernel {
                                           std::size_t ldb, T* apanel) {
         using B = gemm_blocking<V>;
         constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
-        if constexpr (DirectB && wide_tiles<B>::NV != NV) {
-            constexpr std::size_t MRW = wide_tiles<B>::MR, NVW = wide_tiles<B>::NV, NRW = NVW * V::W;
-            // Only while the B panel stays small: at 128^3 its 32 KB rows, 512 B apart, thrash L1.
-            if (!g.ta && nc % NRW == 0 && mc % MRW == 0 && kc * NRW * sizeof(T) <= 16384) {
-                for (std::size_t jr = 0; jr < nc; jr += NRW)
-                    for (std::size_t ir = 0; ir < mc; ir += MRW) {
-                        const std::size_t i = ic + ir;
-                        micro_full<V, MRW, NVW>(kc, g.a + i * g.lda + pc, g.lda, bsrc + jr, ldb, g.alpha, beta,
-                                                g.c + i * g.ldc + jc + jr, g.ldc);
-                    }
-                return;
-            }
-        }
         for (std::size_t jr = 0; jr < nc; jr += NR) {
             const std::size_t nr = std::min(NR, nc - jr);
             const T* bp = DirectB ? bsrc + jr : bsrc + jr * kc;
@@ -1954,21 +1941,19 @@ template <class T> struct gemm_kernel {
             using B = gemm_blocking<V>;
             const gemm_args<T>& g = *gp;
             if (!direct_b<V>(g) || g.k > B::KC) return false;
-            constexpr std::size_t MRW = wide_tiles<B>::MR, NRW = wide_tiles<B>::NV * V::W;
-            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % MRW == 0 &&
-                g.k * NRW * sizeof(T) <= 16384) {
-                for (std::size_t j = 0; j < g.n; j += NRW)
-                    for (std::size_t i = 0; i < g.m; i += MRW)
-                        micro_full<V, MRW, wide_tiles<B>::NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha,
-                                                              g.beta, g.c + i * g.ldc + j, g.ldc);
-                return true;
-            }
-            constexpr std::size_t MR = B::MR, NR = B::NV * V::W;
-            if (g.n % NR != 0 || g.m % MR != 0) return false;
-            for (std::size_t j = 0; j < g.n; j += NR)
+            constexpr std::size_t NRW = wide_tiles<B>::NV * V::W;
+            // 4 x 64 tiles only while their B panel stays small: at 128^3 its 32 KB rows, 512 B apart, thrash L1.
+            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
+                g.k * NRW * sizeof(T) <= 16384)
+                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g);
+            if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
+            return tiles<V, B::MR, B::NV>(g);
+        }
+        template <class V, std::size_t MR, std::size_t NV> static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g) {
+            for (std::size_t j = 0; j < g.n; j += NV * V::W)
                 for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, B::NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
-                                             g.c + i * g.ldc + j, g.ldc);
+                    micro_full<V, MR, NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
+                                          g.c + i * g.ldc + j, g.ldc);
             return true;
         }
     };
