@@ -1424,6 +1424,11 @@ template <class T> struct add_row_kernel {
     using value_type = T;
     template <class V>
     static TAPIR_ALWAYS_INLINE void run(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
+        if (n == 1) { // a one-output layer's bias: one add per row, not one kernel call per row
+            const T r = row[0];
+            for (std::size_t i = 0; i < m; ++i) c[i * ldc] += r;
+            return;
+        }
         for (std::size_t i = 0; i < m; ++i) map2_kernel<T, add_f>::template run<V>(c + i * ldc, row, c + i * ldc, n);
     }
 };
@@ -1530,6 +1535,7 @@ TAPIR_SIMD_DIAG_POP
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 
@@ -1641,6 +1647,39 @@ template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_
     return round_up(B::MR * kc, 64) + nc * kc;
 }
 
+/// In-register transpose of an N x N block held as N vectors (log2 N stages of two-input shuffles;
+/// stage D swaps the off-diagonal D x D sub-blocks). Packing a transposed B with it moves whole
+/// vectors: the scalar loop's one store per element cost 1.2 us of a 6 us 128x64x64 NT product.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define TAPIR_GEMM_SHUFFLE 1
+template <std::size_t N, std::size_t D, bool Hi> constexpr int transpose_lane(std::size_t l) {
+    return static_cast<int>(Hi ? ((l & D) ? N + l : l + D) : ((l & D) ? N + l - D : l));
+}
+/// Output by reference: these helpers carry no target attribute, and a returned 64-byte vector
+/// would draw GCC's ABI note (they are always inlined into the kernels anyway).
+template <std::size_t N, std::size_t D, bool Hi, class VT, std::size_t... L>
+TAPIR_ALWAYS_INLINE void transpose_shuffle(const VT& a, const VT& b, VT& out, std::index_sequence<L...>) {
+    out = __builtin_shufflevector(a, b, transpose_lane<N, D, Hi>(L)...);
+}
+template <std::size_t N, std::size_t D, class VT> TAPIR_ALWAYS_INLINE void transpose_stage(VT* r) {
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < N; ++i)
+        if (!(i & D)) {
+            const VT a = r[i], b = r[i + D];
+            transpose_shuffle<N, D, false>(a, b, r[i], std::make_index_sequence<N>());
+            transpose_shuffle<N, D, true>(a, b, r[i + D], std::make_index_sequence<N>());
+        }
+    if constexpr (D * 2 < N) transpose_stage<N, D * 2>(r);
+}
+/// The compiler's vector inside a register wrapper (x86 wrappers box it; NEON's is bare).
+template <class R> TAPIR_ALWAYS_INLINE auto& raw_vector(R& r) {
+    if constexpr (std::is_class<R>::value) return r.v;
+    else return r;
+}
+#else
+#define TAPIR_GEMM_SHUFFLE 0
+#endif
+
 template <class T> struct gemm_kernel {
     using value_type = T;
 
@@ -1712,9 +1751,13 @@ template <class T> struct gemm_kernel {
     /// micro() for the commonest small case: a full MR x NR tile, A read in place by rows, B in place.
     /// One A base pointer (not MR row pointers) and no edge bookkeeping: at 32^3 and 64^3 the
     /// general kernel's per-tile setup cost ~7% of the time. Same operation sequence per element.
-    template <class V, std::size_t MR, std::size_t NV>
+    /// Epi (only with alpha = 1, beta = 0): 0 none, 1 C = acc + bias, 2 C = max(0, acc + bias): a
+    /// dense layer's bias and ReLU while the tile is in registers, the same two roundings as
+    /// add_row() and relu() after gemm(), without their passes over C.
+    template <class V, std::size_t MR, std::size_t NV, int Epi = 0>
     static TAPIR_ALWAYS_INLINE void micro_full(std::size_t kc, const T* a, std::size_t lda, const T* b,
-                                               std::size_t ldb, T alpha, T beta, T* c, std::size_t ldc) {
+                                               std::size_t ldb, T alpha, T beta, T* c, std::size_t ldc,
+                                               const T* bias = nullptr) {
         constexpr std::size_t W = V::W;
         using R = typename V::reg;
         R acc[MR][NV];
@@ -1733,6 +1776,22 @@ template <class T> struct gemm_kernel {
                 for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
             }
             b += ldb;
+        }
+        if constexpr (Epi != 0) {
+            (void)alpha;
+            (void)beta;
+            R bv[NV];
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) bv[j] = V::load(bias + j * W);
+#pragma GCC unroll 16
+            for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+                for (std::size_t j = 0; j < NV; ++j) {
+                    R v = V::add(acc[i][j], bv[j]);
+                    if constexpr (Epi == 2) v = V::max(V::zero(), v);
+                    V::store(c + i * ldc + j * W, v);
+                }
+            return;
         }
         std::size_t bcnt[NV];
 #pragma GCC unroll 8
@@ -1846,6 +1905,27 @@ template <class T> struct gemm_kernel {
             } else {
                 // op(B)(p, j) = b[j * ldb + p]: columns of op(B) are contiguous rows of B.
                 const T* s = g.b + (j0 + jr) * g.ldb + p0;
+#if TAPIR_GEMM_SHUFFLE
+                if constexpr (W > 1) {
+                    if (nr == NR) {
+                        using R = typename V::reg;
+                        std::size_t p = 0;
+                        for (; p + W <= kc; p += W)
+#pragma GCC unroll 8
+                            for (std::size_t jv = 0; jv < NV; ++jv) {
+                                R r[W];
+#pragma GCC unroll 16
+                                for (std::size_t q = 0; q < W; ++q) r[q] = V::load(s + (jv * W + q) * g.ldb + p);
+                                transpose_stage<W, 1>(&raw_vector(r[0]));
+#pragma GCC unroll 16
+                                for (std::size_t q = 0; q < W; ++q) V::store(d + (p + q) * NR + jv * W, r[q]);
+                            }
+                        for (std::size_t j = 0; j < NR; ++j)
+                            for (std::size_t pp = p; pp < kc; ++pp) d[pp * NR + j] = s[j * g.ldb + pp];
+                        continue;
+                    }
+                }
+#endif
                 for (std::size_t j = 0; j < NR; ++j) {
                     if (j < nr) {
                         const T* sj = s + j * g.ldb;
@@ -1958,6 +2038,32 @@ template <class T> struct gemm_kernel {
         }
     };
 
+    /// small's tiles with a bias (and ReLU) epilogue: C = act(A B + bias). False when the product
+    /// is not made of whole tiles or k exceeds one K block (then the caller runs the passes).
+    struct small_bias {
+        using value_type = T;
+        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias, bool relu) {
+            using B = gemm_blocking<V>;
+            const gemm_args<T>& g = *gp;
+            if (!direct_b<V>(g) || g.k > B::KC) return false;
+            constexpr std::size_t NRW = wide_tiles<B>::NV * V::W;
+            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
+                g.k * NRW * sizeof(T) <= 16384)
+                return relu ? tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 2>(g, bias)
+                            : tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 1>(g, bias);
+            if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
+            return relu ? tiles<V, B::MR, B::NV, 2>(g, bias) : tiles<V, B::MR, B::NV, 1>(g, bias);
+        }
+        template <class V, std::size_t MR, std::size_t NV, int Epi>
+        static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g, const T* bias) {
+            for (std::size_t j = 0; j < g.n; j += NV * V::W)
+                for (std::size_t i = 0; i < g.m; i += MR)
+                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, T(1), T(0),
+                                               g.c + i * g.ldc + j, g.ldc, bias + j);
+            return true;
+        }
+    };
+
     /// op(A) = A^T times a vector (n == 1, C contiguous): the weight gradient of a one-output layer.
     /// Rows of C are lanes: one vector load of A per p (A^T's columns are A's rows), and the chain
     /// per element is micro()'s (products commute, K blocks restart alike), so results are the same
@@ -2032,7 +2138,13 @@ template <class T> struct gemm_kernel {
                 const std::size_t kc = std::min(kcb, g.k - pc);
                 const T beta = pc == 0 ? g.beta : T(1);
                 std::size_t i0 = 0;
-                for (; i0 + R <= g.m; i0 += R) {
+#if TAPIR_GEMM_SHUFFLE
+                if constexpr (V::W > 1) i0 = lanes<V>(g, pc, kc, bs, beta);
+#endif
+                // Bounds as multiples (not i0 + R <= m): GCC then sees the tail's trip count and does
+                // not warn that a (never reached) 2^62nd iteration would overflow the C pointer.
+                const std::size_t m_full = i0 + (g.m - i0) / R * R;
+                for (; i0 < m_full; i0 += R) {
                     T acc[R];
 #pragma GCC unroll 16
                     for (std::size_t r = 0; r < R; ++r) acc[r] = T(0);
@@ -2054,6 +2166,43 @@ template <class T> struct gemm_kernel {
                 }
             }
         }
+#if TAPIR_GEMM_SHUFFLE
+        /// W rows at a time as the lanes of one vector: W x W blocks of A transposed in registers
+        /// give each lane its row's values in order p, so each lane runs the same chain as above.
+        /// Returns the first row it did not do.
+        template <class V>
+        static TAPIR_ALWAYS_INLINE std::size_t lanes(const gemm_args<T>& g, std::size_t pc, std::size_t kc,
+                                                     std::size_t bs, T beta) {
+            using Rg = typename V::reg;
+            constexpr std::size_t W = V::W;
+            const bool unit = g.alpha == T(1);
+            std::size_t i0 = 0;
+            const std::size_t m_full = g.m / W * W;
+            for (; i0 < m_full; i0 += W) {
+                Rg acc = V::zero();
+                const T* a = g.a + i0 * g.lda + pc;
+                const T* b = g.b + pc * bs;
+                std::size_t p = 0;
+                for (; p + W <= kc; p += W) {
+                    Rg r[W];
+#pragma GCC unroll 16
+                    for (std::size_t q = 0; q < W; ++q) r[q] = V::load(a + q * g.lda + p);
+                    transpose_stage<W, 1>(&raw_vector(r[0]));
+#pragma GCC unroll 16
+                    for (std::size_t q = 0; q < W; ++q) acc = V::fma(r[q], V::set1(b[(p + q) * bs]), acc);
+                }
+                for (; p < kc; ++p) {
+                    alignas(64) T col[W];
+                    for (std::size_t q = 0; q < W; ++q) col[q] = a[q * g.lda + p];
+                    acc = V::fma(V::load(col), V::set1(b[p * bs]), acc);
+                }
+                alignas(64) T out[W];
+                V::store(out, acc);
+                for (std::size_t q = 0; q < W; ++q) put<V>(out[q], g.alpha, beta, unit, g.c + (i0 + q) * g.ldc);
+            }
+            return i0;
+        }
+#endif
         /// store_tile's combine on one lane: alpha acc, or alpha acc + beta C in one rounding.
         template <class V> static TAPIR_ALWAYS_INLINE void put(T acc, T alpha, T beta, bool unit, T* c) {
             if (beta == T(0)) *c = unit ? acc : alpha * acc;
@@ -2182,20 +2331,42 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     detail::dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
 }
 
+/// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
+/// pass in one sweep over C, for products of whole register tiles with k in one K block (the
+/// common small layer shapes). Returns false, leaving C untouched, for any other product: the
+/// caller then runs gemm(), add_row() and relu(), which give the same bits.
+template <class T>
+bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda, const T* b,
+                   std::size_t ldb, const T* bias, bool relu, T* c, std::size_t ldc) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+    if (m == 0 || n == 0 || k == 0 || k > 256 || n > 512 || !bias || lda < k || ldb < n || ldc < n || !a || !b || !c)
+        return false;
+    const detail::gemm_args<T> g{false, false, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc};
+    return detail::dispatch_to<typename detail::gemm_kernel<T>::small_bias>(active_isa(), &g, bias, relu);
+}
+
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \
     void gemm<T>(bool, bool, std::size_t, std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, \
                  T*, std::size_t)
 /// The kernels are the costliest code to compile (three instruction sets, two types). A program of
 /// many translation units can compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and
 /// TAPIR_INSTANTIATE_KERNELS in exactly one file (tapir's own tests do this).
+#define TAPIR_GEMM_BIAS_SIGNATURE(T)                                                                     \
+    bool gemm_bias_act<T>(std::size_t, std::size_t, std::size_t, const T*, std::size_t, const T*, std::size_t, \
+                          const T*, bool, T*, std::size_t)
 #if defined(TAPIR_INSTANTIATE_KERNELS)
 template TAPIR_GEMM_SIGNATURE(float);
 template TAPIR_GEMM_SIGNATURE(double);
+template TAPIR_GEMM_BIAS_SIGNATURE(float);
+template TAPIR_GEMM_BIAS_SIGNATURE(double);
 #elif defined(TAPIR_EXTERN_TEMPLATES)
 extern template TAPIR_GEMM_SIGNATURE(float);
 extern template TAPIR_GEMM_SIGNATURE(double);
+extern template TAPIR_GEMM_BIAS_SIGNATURE(float);
+extern template TAPIR_GEMM_BIAS_SIGNATURE(double);
 #endif
 #undef TAPIR_GEMM_SIGNATURE
+#undef TAPIR_GEMM_BIAS_SIGNATURE
 
 } // namespace tapir::simd
 
@@ -4391,6 +4562,9 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
     const std::size_t m = x.shape[0], k = x.shape[1], n = w.shape[1];
     if (b && b->size() != n) throw_shape("dense", w.shape, b->shape, "bias length does not match the weight columns");
     Ref<T> out = t.alloc(Shape{m, n});
+    if (b && (act == Activation::none || act == Activation::relu) &&
+        simd::gemm_bias_act<T>(m, n, k, x.data, k, w.data, n, b->data, act == Activation::relu, out.data, n))
+        return out;
     simd::gemm<T>(false, false, m, n, k, T(1), x.data, k, w.data, n, T(0), out.data, n);
     if (b) simd::add_row(out.data, m, n, n, b->data);
     const std::size_t total = m * n;

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include <tapir/data/random.hpp>
+#include <tapir/simd/elementwise.hpp>
 #include <tapir/simd/gemm.hpp>
 
 #include "simd_test_util.hpp"
@@ -264,5 +266,113 @@ TEST_CASE_TEMPLATE("gemm results are bitwise identical for any thread count", T,
                                  wn);
             CHECK(std::memcmp(r1.data(), r2.data(), 40 * wn * sizeof(T)) == 0);
         }
+    }
+}
+
+TEST_CASE_TEMPLATE("gemm_bias_act: same bits as gemm, add_row and relu; false (C untouched) where it does not apply",
+                   T, float, double) {
+    simd_test::isa_guard guard;
+    tapir::Rng rng(11);
+    struct Shape3 {
+        std::size_t m, n, k;
+    };
+    // Whole tiles of every family (the dense layers of the Higgs MLPs), and shapes that must fall back.
+    const Shape3 shapes[] = {{128, 64, 64}, {128, 64, 8}, {32, 64, 64}, {24, 48, 64}, {48, 96, 256},
+                             {40, 128, 17}, {7, 64, 64},  {128, 33, 64}, {16, 64, 300}, {128, 1, 64}};
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        int fused = 0;
+        for (const Shape3& s : shapes) {
+            CAPTURE(s.m);
+            CAPTURE(s.n);
+            CAPTURE(s.k);
+            std::vector<T> a(s.m * s.k), b(s.k * s.n), bias(s.n);
+            for (auto& x : a) x = static_cast<T>(rng.uniform(-1, 1));
+            for (auto& x : b) x = static_cast<T>(rng.uniform(-1, 1));
+            for (auto& x : bias) x = static_cast<T>(rng.uniform(-1, 1));
+            for (bool relu : {false, true}) {
+                std::vector<T> ref(s.m * s.n), c(s.m * s.n, T(-7));
+                tapir::simd::gemm<T>(false, false, s.m, s.n, s.k, T(1), a.data(), s.k, b.data(), s.n, T(0), ref.data(),
+                                     s.n);
+                tapir::simd::add_row(ref.data(), s.m, s.n, s.n, bias.data());
+                if (relu) tapir::simd::relu(ref.data(), ref.data(), ref.size());
+                if (tapir::simd::gemm_bias_act<T>(s.m, s.n, s.k, a.data(), s.k, b.data(), s.n, bias.data(), relu,
+                                                  c.data(), s.n)) {
+                    ++fused;
+                    CHECK(std::memcmp(c.data(), ref.data(), c.size() * sizeof(T)) == 0);
+                } else {
+                    CHECK(std::all_of(c.begin(), c.end(), [](T x) { return x == T(-7); }));
+                }
+            }
+        }
+        // The fast path is taken where the tiles fit: 8- and 4-row tiles divide 128 (AVX2's 6 do not).
+        if (i == isa::avx512 || i == isa::scalar) CHECK(fused >= 4);
+    }
+}
+
+TEST_CASE_TEMPLATE("gemm with a transposed B is bitwise the product with B transposed by hand, every ISA", T, float,
+                   double) {
+    // The transposed-B pack moves whole vectors through an in-register transpose; any lane mix-up
+    // shows as a changed bit. Widths and depths cover full panels, partial panels and depth remainders.
+    simd_test::isa_guard guard;
+    tapir::Rng rng(13);
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        for (std::size_t n : {16u, 32u, 64u, 70u, 96u})
+            for (std::size_t k : {8u, 16u, 40u, 64u, 77u}) {
+                const std::size_t m = 24;
+                CAPTURE(n);
+                CAPTURE(k);
+                std::vector<T> a(m * k), bt(n * k), b(k * n), c1(m * n), c2(m * n);
+                for (auto& x : a) x = static_cast<T>(rng.uniform(-1, 1));
+                for (auto& x : bt) x = static_cast<T>(rng.uniform(-1, 1));
+                for (std::size_t j = 0; j < n; ++j)
+                    for (std::size_t p = 0; p < k; ++p) b[p * n + j] = bt[j * k + p];
+                tapir::simd::gemm<T>(false, true, m, n, k, T(1), a.data(), k, bt.data(), k, T(0), c1.data(), n);
+                // The same product with B read in place (no packing), A read by columns.
+                std::vector<T> at(k * m);
+                for (std::size_t r = 0; r < m; ++r)
+                    for (std::size_t p = 0; p < k; ++p) at[p * m + r] = a[r * k + p];
+                tapir::simd::gemm<T>(true, false, m, n, k, T(1), at.data(), m, b.data(), n, T(0), c2.data(), n);
+                CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+            }
+    }
+}
+
+TEST_CASE_TEMPLATE("one-column products (A x and A^T x) are bitwise the tiled path's first column, every ISA", T,
+                   float, double) {
+    // gemv paths reorganise the work (rows as lanes, in-register transposes) but must keep each
+    // element's chain: deployed models reproduce these bits.
+    simd_test::isa_guard guard;
+    tapir::Rng rng(17);
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        for (bool ta : {false, true})
+            for (std::size_t m : {1u, 15u, 16u, 17u, 40u, 128u})
+                for (std::size_t k : {1u, 7u, 16u, 33u, 64u, 700u}) {
+                    CAPTURE(ta);
+                    CAPTURE(m);
+                    CAPTURE(k);
+                    const std::size_t wide = 48; // several tiles wide: the general path
+                    std::vector<T> a(m * k), bw(k * wide), b(k), c0(m * wide);
+                    for (auto& x : a) x = static_cast<T>(rng.uniform(-1, 1));
+                    for (auto& x : bw) x = static_cast<T>(rng.uniform(-1, 1));
+                    for (auto& x : c0) x = static_cast<T>(rng.uniform(-1, 1));
+                    for (std::size_t p = 0; p < k; ++p) b[p] = bw[p * wide];
+                    for (const T beta : {T(0), T(0.5)}) {
+                        std::vector<T> cw = c0, c1(m);
+                        for (std::size_t r = 0; r < m; ++r) c1[r] = c0[r * wide];
+                        tapir::simd::gemm<T>(ta, false, m, wide, k, T(0.75), a.data(), ta ? m : k, bw.data(), wide, beta,
+                                             cw.data(), wide);
+                        tapir::simd::gemm<T>(ta, false, m, 1, k, T(0.75), a.data(), ta ? m : k, b.data(), 1, beta,
+                                             c1.data(), 1);
+                        int diff = 0;
+                        for (std::size_t r = 0; r < m; ++r) diff += std::memcmp(&c1[r], &cw[r * wide], sizeof(T)) != 0;
+                        CHECK(diff == 0);
+                    }
+                }
     }
 }

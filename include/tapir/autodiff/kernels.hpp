@@ -453,6 +453,9 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
     const std::size_t m = x.shape[0], k = x.shape[1], n = w.shape[1];
     if (b && b->size() != n) throw_shape("dense", w.shape, b->shape, "bias length does not match the weight columns");
     Ref<T> out = t.alloc(Shape{m, n});
+    if (b && (act == Activation::none || act == Activation::relu) &&
+        simd::gemm_bias_act<T>(m, n, k, x.data, k, w.data, n, b->data, act == Activation::relu, out.data, n))
+        return out;
     simd::gemm<T>(false, false, m, n, k, T(1), x.data, k, w.data, n, T(0), out.data, n);
     if (b) simd::add_row(out.data, m, n, n, b->data);
     const std::size_t total = m * n;

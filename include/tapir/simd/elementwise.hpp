@@ -149,6 +149,11 @@ template <class T> struct add_row_kernel {
     using value_type = T;
     template <class V>
     static TAPIR_ALWAYS_INLINE void run(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
+        if (n == 1) { // a one-output layer's bias: one add per row, not one kernel call per row
+            const T r = row[0];
+            for (std::size_t i = 0; i < m; ++i) c[i * ldc] += r;
+            return;
+        }
         for (std::size_t i = 0; i < m; ++i) map2_kernel<T, add_f>::template run<V>(c + i * ldc, row, c + i * ldc, n);
     }
 };
