@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "arch.hpp"
 
@@ -61,8 +62,20 @@ template <class T> struct vscalar {
     static reg sub(reg a, reg b) { return a - b; }
     static reg mul(reg a, reg b) { return a * b; }
     static reg div(reg a, reg b) { return a / b; }
+#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
+    /// Fused where the target has FMA (aarch64; x86 built with -mfma): left to the compiler,
+    /// a * b + c is contracted at some call sites and not at others, and paths that must agree
+    /// bit for bit (gemm's tiled and one-column paths, deployed models) would not.
+    static reg fma(reg a, reg b, reg c) { return fused(a, b, c); }
+    static reg fnma(reg a, reg b, reg c) { return fused(-a, b, c); }
+    static reg fused(reg a, reg b, reg c) {
+        if constexpr (std::is_same<T, float>::value) return __builtin_fmaf(a, b, c);
+        else return __builtin_fma(a, b, c);
+    }
+#else
     static reg fma(reg a, reg b, reg c) { return a * b + c; }
     static reg fnma(reg a, reg b, reg c) { return c - a * b; }
+#endif
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static mask lt(reg a, reg b) { return a < b; }
