@@ -1,7 +1,7 @@
-// Compiled by test_codegen.cpp with a host compiler and -fno-exceptions -fno-rtti: the fixed-size
-// and quantised headers must build (and run) without exceptions and RTTI. Not part of test_deploy.
-#include <tapir/deploy/fixed.hpp>
-#include <tapir/deploy/quantize.hpp>
+// Compiled by test_codegen.cpp with a host compiler and -fno-exceptions -fno-rtti: the inference
+// header (deploy.hpp: the fixed-size and quantised models) must build (and run) without exceptions
+// and RTTI. Not part of test_deploy.
+#include <tapir/deploy/deploy.hpp>
 
 namespace {
 tapir::deploy::Mlp<float, 3, 4, 2> net;

@@ -1,15 +1,16 @@
 #pragma once
-/// Deployment of trained MLPs to trigger and embedded code:
+/// Inference-only deployment header for trigger and embedded code: the fixed-size and quantised
+/// models, no exceptions, no heap, none of the training library (compiles in a fraction of
+/// tapir.hpp's time):
 ///   fixed.hpp     Mlp<float, 8, 24, 16, 8, 1>: compile-time sizes, noexcept, no heap, SIMD kernels,
 ///                 bitwise the dynamic model's numbers (builds with -fno-exceptions -fno-rtti)
 ///   quantize.hpp  Int8Mlp (int8 weights and activations) and FixedMlp<FixedPoint<W, I>, ...>
 ///                 (the ap_fixed<W, I> convention), same guarantees
+/// The tools that build these models from trained ones are separate headers (both in tapir.hpp):
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
 ///                 function, only <cmath>) for firmware and trigger code bases
 
-#include "codegen.hpp"
-#include "convert.hpp"
 #include "fixed.hpp"
 #include "quantize.hpp"

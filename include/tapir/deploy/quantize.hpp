@@ -142,23 +142,23 @@ struct Int8Dense {
         alignas(64) std::int16_t q[2 * in_pairs];
         alignas(64) std::int32_t acc[out_padded];
         quantize_input(x, q);
+        namespace x86 = ::tapir::detail::x86;
         constexpr std::size_t groups = out_padded / 8;  // 8 outputs = 16 int8 weights
         constexpr std::size_t U = groups < 4 ? groups : 4;
         for (std::size_t g0 = 0; g0 < groups; g0 += U) {
-            __m256i a[U];
-            for (std::size_t u = 0; u < U; ++u)
-                a[u] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bias + (g0 + u) * 8));
+            x86::i32x8 a[U];
+            for (std::size_t u = 0; u < U; ++u) a[u] = x86::load_i32x8(bias + (g0 + u) * 8);
             for (std::size_t pp = 0; pp < in_pairs; ++pp) {
                 std::int32_t pair;
                 std::memcpy(&pair, q + 2 * pp, sizeof pair);
-                const __m256i xv = _mm256_set1_epi32(pair);
+                const x86::i16x16 xv = reinterpret_cast<x86::i16x16>(x86::set1_i32x8(pair));
                 const std::int8_t* wp = &weight[pp][g0 * 8][0];
                 for (std::size_t u = 0; u < U; ++u) {
-                    const __m256i wv = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(wp + u * 16)));
-                    a[u] = _mm256_add_epi32(a[u], _mm256_madd_epi16(wv, xv));
+                    const x86::i16x16 wv = x86::widen_i8(x86::load_i8x16(wp + u * 16));
+                    a[u] = x86::add_wrap(a[u], x86::madd_i16(wv, xv));
                 }
             }
-            for (std::size_t u = 0; u < U; ++u) _mm256_store_si256(reinterpret_cast<__m256i*>(acc + (g0 + u) * 8), a[u]);
+            for (std::size_t u = 0; u < U; ++u) x86::store_i32x8(acc + (g0 + u) * 8, a[u]);
         }
         finish(acc, y);
     }
