@@ -14313,12 +14313,19 @@ template <class T>
 struct vscalar {
     using reg = T;
     static constexpr std::size_t W = 1, U1 = 8, R = 4, UB = 2, KC = 256;
+#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
+    /// As tapir::simd's scalar family: fused where the target has FMA (aarch64, x86 with -mfma),
+    /// since the compiler would contract a * b + c at some sites and not at others.
+    static constexpr bool fused = true;
+    static reg fma(reg a, reg b, reg c) noexcept { return std::fma(a, b, c); }
+#else
     static constexpr bool fused = false;
+    static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
+#endif
     static reg load(const T* p) noexcept { return *p; }
     static void store(T* p, reg v) noexcept { *p = v; }
     static reg set1(T x) noexcept { return x; }
     static reg zero() noexcept { return T(0); }
-    static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
     static reg add(reg a, reg b) noexcept { return a + b; }
     static reg relu(reg x) noexcept { return T(0) > x ? T(0) : x; }
 };
