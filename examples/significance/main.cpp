@@ -114,7 +114,8 @@ const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
                  "                       cross-entropy on the same schedule (are the gains the loss or the steps?)\n"
                  "  --min-bkg-events K   background test events a cut must keep (default 50)\n"
                  "  --val-sig N, --val-bkg N   validation events per training sample (default 20000, 400000;\n"
-                 "                       --val-bkg 0: no model selection, the last epoch is kept)\n"
+                 "                       --val-bkg 0: no model selection, the last epoch is kept; with --data a\n"
+                 "                       quarter of the training half validates)\n"
                  "  --checkpoints K      validation looks per training run (default 20)\n"
                  "  --quiet\n",
                  msg.c_str(), msg.empty() ? "" : "\n");
