@@ -5,14 +5,18 @@
 // three ways:
 //   - binary cross-entropy (BCE), the usual classifier;
 //   - the s/sqrt(s+b) loss (s+b)/s^2, with s and b the soft yields of a batch;
-//   - the Asimov loss 1/Z_A with a relative background systematic r, after 5 epochs of
-//     pretraining with (s+b)/s^2 (Z_A's gradients are tiny while s is small), or, with
-//     --pretrain-bce, starting from the cross-entropy network.
+//   - the Asimov loss 1/Z_A with a relative background systematic r, one network per r,
+//     fine-tuning the cross-entropy network (Z_A's gradients are tiny while s is small), its
+//     output bias moved so that the soft cut (logit 0) starts at its validation best cut; or,
+//     with --pretrain-sb, after 5 epochs of (s+b)/s^2 as in the paper.
 // s and b are expected events at the luminosity: s = S_exp * (mean network output over the
-// batch's signal events), b likewise, so the loss is per batch and wants large batches.
-// Each network is then cut at the score that maximises Z_A(s, b, r) on an independent test
-// sample, for r = 10%, 30% and 50%, as in the seed's table. With large systematics the Asimov
-// network, which knows about r, should keep a purer selection and reach a higher Z_A.
+// batch's signal events), b likewise, so the loss is per batch and wants large batches: near
+// the best cut b is ~1 event in 20000 background events, hence batches of 32768 for Z_A.
+// Every network keeps the epoch with the highest best-cut Z_A at its r on a validation sample
+// generated with its training sample (cross-entropy and (s+b)/s^2: one kept epoch per r).
+// Each kept network is then cut at the score that maximises Z_A(s, b, r) on an independent test
+// sample, for r = 10%, 30% and 50%, as in the seed's table; the cut must keep 50 background
+// test events so that b's simulation error (14%) stays well below the systematic.
 //
 //   significance [--data FILE] [--out DIR] [--seeds K] [--epochs E] [--lumi L] ...   (--help)
 #include <tapir/data/dataset.hpp>
@@ -34,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -65,11 +70,18 @@ struct Options {
     std::size_t pretrain = 5;       // epochs of (s+b)/s^2 before the Asimov loss
     std::size_t hidden = 23;
     std::size_t bce_batch = 128, sig_batch = 4096;
+    std::size_t asimov_batch = 32768;  // b near the best cut is ~1 event per 20000 background events
     double lr = 1e-3;
     bool squared = false;           // Asimov loss 1/Z_A^2 (reference code) instead of 1/Z_A (slides)
-    std::size_t min_bkg_events = 10;  // a cut must keep this many background test events
+    std::size_t min_bkg_events = 50;  // a cut must keep this many background test events (b's MC error 14%)
     bool quiet = false;
-    bool pretrain_bce = false;      // Asimov networks start from the cross-entropy network
+    bool pretrain_bce = true;       // Asimov networks start from the cross-entropy network (else (s+b)/s^2)
+    bool control_bce = false;       // the fine-tuning uses cross-entropy instead (control)
+    bool centre = true;             // ... with the output bias moved so that logit 0 is its validation best cut
+    std::size_t finetune_epochs = 100;  // Asimov epochs from the cross-entropy network
+    double finetune_lr = 0;         // learning rate of those (0: lr)
+    std::size_t val_sig = 20000, val_bkg = 400000;  // validation events generated with each training sample
+    std::size_t checkpoints = 20;   // validation looks per training run
 };
 
 const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
@@ -90,9 +102,21 @@ const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
                  "  --epochs E           significance-loss epochs (default 200); --pretrain E (default 5)\n"
                  "  --hidden H           hidden neurons (default 23); --lr X (default 1e-3)\n"
                  "  --bce-batch B, --sig-batch B   batch sizes (default 128, 4096)\n"
+                 "  --asimov-batch B     batch size of the Asimov loss (default 32768)\n"
                  "  --asimov-squared     Asimov loss 1/Z_A^2 instead of 1/Z_A\n"
-                 "  --pretrain-bce       start the Asimov networks from the cross-entropy network\n"
-                 "  --min-bkg-events K   background test events a cut must keep (default 10)\n"
+                 "  --pretrain-sb        Asimov networks start from --pretrain epochs of (s+b)/s^2 (the paper)\n"
+                 "                       instead of the cross-entropy network (default, --pretrain-bce)\n"
+                 "  --finetune-epochs E, --finetune-lr X   Asimov epochs and learning rate from the\n"
+                 "                       cross-entropy network (default 100, --lr)\n"
+                 "  --no-centre          do not move its output bias to put logit 0 at its validation best cut\n"
+                 "                       (without validation, --val-bkg 0, it is never moved)\n"
+                 "  --control-bce        control: the 'Asimov' rows fine-tune the cross-entropy network with\n"
+                 "                       cross-entropy on the same schedule (are the gains the loss or the steps?)\n"
+                 "  --min-bkg-events K   background test events a cut must keep (default 50)\n"
+                 "  --val-sig N, --val-bkg N   validation events per training sample (default 20000, 400000;\n"
+                 "                       --val-bkg 0: no model selection, the last epoch is kept; with --data a\n"
+                 "                       quarter of the training half validates)\n"
+                 "  --checkpoints K      validation looks per training run (default 20)\n"
                  "  --quiet\n",
                  msg.c_str(), msg.empty() ? "" : "\n");
     std::exit(code);
@@ -104,9 +128,10 @@ double parse_number(const std::string& flag, const char* text) {
     if (end == text || *end != '\0' || !std::isfinite(v)) usage("significance: " + flag + " expects a number, got '" + text + "'");
     return v;
 }
-std::size_t parse_count(const std::string& flag, const char* text) {
+std::size_t parse_count(const std::string& flag, const char* text, double least = 1) {
     const double v = parse_number(flag, text);
-    if (v < 1 || v != std::floor(v)) usage("significance: " + flag + " expects a positive whole number, got '" + text + "'");
+    if (v < least || v != std::floor(v))
+        usage("significance: " + flag + " expects a " + (least > 0 ? "positive" : "non-negative") + " whole number, got '" + text + "'");
     return static_cast<std::size_t>(v);
 }
 
@@ -136,16 +161,27 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--hidden") o.hidden = parse_count(a, value());
         else if (a == "--bce-batch") o.bce_batch = parse_count(a, value());
         else if (a == "--sig-batch") o.sig_batch = parse_count(a, value());
+        else if (a == "--asimov-batch") o.asimov_batch = parse_count(a, value());
         else if (a == "--lr") o.lr = parse_number(a, value());
         else if (a == "--asimov-squared") o.squared = true;
         else if (a == "--pretrain-bce") o.pretrain_bce = true;
+        else if (a == "--pretrain-sb") o.pretrain_bce = false;
+        else if (a == "--no-centre") o.centre = false;
+        else if (a == "--control-bce") o.control_bce = o.pretrain_bce = true;
         else if (a == "--min-bkg-events") o.min_bkg_events = parse_count(a, value());
+        else if (a == "--finetune-epochs") o.finetune_epochs = parse_count(a, value());
+        else if (a == "--finetune-lr") o.finetune_lr = parse_number(a, value());
+        else if (a == "--val-sig") o.val_sig = parse_count(a, value());
+        else if (a == "--val-bkg") o.val_bkg = parse_count(a, value(), 0);
+        else if (a == "--checkpoints") o.checkpoints = parse_count(a, value());
         else if (a == "--quiet") o.quiet = true;
         else if (a == "--help" || a == "-h") usage("", 0);
         else usage("significance: unknown option '" + a + "'");
     }
     if (!(o.lumi > 0)) usage("significance: --lumi must be positive");
     if (o.pretrain >= o.epochs) usage("significance: --pretrain must be smaller than --epochs");
+    if (!(o.lr > 0) || !(o.finetune_lr >= 0)) usage("significance: --lr and --finetune-lr must be positive");
+    if (o.finetune_lr == 0) o.finetune_lr = o.lr;
     return o;
 }
 
@@ -231,6 +267,23 @@ void read_data(const std::string& path, std::uint64_t seed, Sample& train, Sampl
         throw value_error(path + ": needs signal and background rows with positive weights in both halves");
 }
 
+/// The rows idx of s.
+Sample subset(const Sample& s, const std::vector<std::size_t>& idx) {
+    Sample r;
+    r.x = take_rows(s.x, idx);
+    for (std::size_t i : idx) {
+        r.label.push_back(s.label[i]);
+        r.weight.push_back(s.weight[i]);
+    }
+    return r;
+}
+
+/// Scales each class's weights so that the sample stands for the expected yields of `like`.
+void normalise_like(Sample& s, const Sample& like) {
+    const double f[2] = {like.expected(0) / s.expected(0), like.expected(1) / s.expected(1)};
+    for (std::size_t i = 0; i < s.size(); ++i) s.weight[i] *= f[s.label[i] == 1 ? 1 : 0];
+}
+
 void write_events(const std::string& path, const Sample& s, std::size_t n) {
     std::vector<std::string> names = hep::stop_feature_names();
     names.push_back("label");
@@ -273,9 +326,11 @@ Var<float> batch_loss(LossKind kind, const Var<float>& logits, const Batch<float
     return loss::asimov_loss(sy.s, sy.b, r, squared);
 }
 
-/// `epochs` epochs of one loss; appends the mean batch loss of each to `history`.
+/// `epochs` epochs of one loss; appends the mean batch loss of each to `history` and calls
+/// `after_epoch(e)` (e from 1) when given.
 void train(Sequential<float>& net, optim::Adam<float>& opt, DataLoader<float>& loader, std::size_t epochs, LossKind kind,
-           const Yields& y, float r, bool squared, std::vector<double>& history) {
+           const Yields& y, float r, bool squared, std::vector<double>& history,
+           const std::function<void(std::size_t)>& after_epoch = nullptr) {
     Tape<float> tape;
     for (std::size_t e = 0; e < epochs; ++e) {
         double sum = 0;
@@ -295,6 +350,7 @@ void train(Sequential<float>& net, optim::Adam<float>& opt, DataLoader<float>& l
             ++n;
         }
         history.push_back(n ? sum / static_cast<double>(n) : std::nan(""));
+        if (after_epoch) after_epoch(e + 1);
     }
 }
 
@@ -349,12 +405,47 @@ Cut best_cut(const std::vector<double>& score, const Sample& test, double r, std
     return best;
 }
 
+/// Model selection on the validation sample: after each look, keeps for every systematic r the
+/// network with the highest best-cut Z_A(r) on validation events (never on the test sample).
+struct Selector {
+    const Tensor<float>* x = nullptr;  // standardised validation features; null: keep the last epoch
+    const Sample* val = nullptr;
+    std::size_t min_bkg = 1;           // validation background events standing for the test floor
+    std::vector<double> rs, z, cut;  // cut: the kept network's best logit cut on validation
+    std::vector<std::size_t> epoch;
+    std::vector<Sequential<float>> net;
+
+    Selector(const Tensor<float>* x_, const Sample* v, std::size_t mb, std::vector<double> r)
+        : x(x_), val(v), min_bkg(mb), rs(std::move(r)), z(rs.size(), -1.0), cut(rs.size(), 0.0), epoch(rs.size(), 0), net(rs.size()) {}
+    void look(Sequential<float>& current, std::size_t e) {
+        if (!x) {
+            for (auto& n : net) n = current;
+            std::fill(epoch.begin(), epoch.end(), e);
+            return;
+        }
+        const std::vector<double> sc = logits_of(current, *x);
+        for (std::size_t i = 0; i < rs.size(); ++i) {
+            const Cut c = best_cut(sc, *val, rs[i], min_bkg);
+            if (c.z > z[i]) z[i] = c.z, cut[i] = c.threshold, epoch[i] = e, net[i] = current;
+        }
+    }
+    /// Looks at about `looks` evenly spaced epochs of `epochs`, always at the last.
+    std::function<void(std::size_t)> every(Sequential<float>& current, std::size_t epochs, std::size_t looks, std::size_t offset = 0) {
+        const std::size_t step = std::max<std::size_t>(1, epochs / std::max<std::size_t>(1, looks));
+        return [this, &current, epochs, step, offset](std::size_t e) {
+            if (e % step == 0 || e == epochs) look(current, offset + e);
+        };
+    }
+    Sequential<float>& at(double r) { return net[static_cast<std::size_t>(std::find(rs.begin(), rs.end(), r) - rs.begin())]; }
+};
+
 // ---- output -----------------------------------------------------------------------------------
 
 struct Run {  // one network evaluated at one systematic
     std::size_t seed;
     std::string loss;
     double r;
+    std::size_t epoch;  // the one kept by validation
     Cut cut;
 };
 
@@ -371,6 +462,12 @@ std::vector<double> select(const std::vector<Run>& runs, const std::string& loss
     std::vector<double> v;
     for (const auto& x : runs)
         if (x.loss == loss && x.r == r) v.push_back(x.cut.*field);
+    return v;
+}
+std::vector<double> select(const std::vector<Run>& runs, const std::string& loss, double r, std::size_t Run::*field) {
+    std::vector<double> v;
+    for (const auto& x : runs)
+        if (x.loss == loss && x.r == r) v.push_back(static_cast<double>(x.*field));
     return v;
 }
 
@@ -397,11 +494,12 @@ void print_table(const std::vector<Run>& runs, std::size_t seeds) {
 }
 
 void write_results(const std::string& path, const std::vector<Run>& runs) {
-    std::vector<double> seed, loss, r, s, b, z, thr, eff, nb;
+    std::vector<double> seed, loss, r, ep, s, b, z, thr, eff, nb;
     for (const auto& x : runs) {
         seed.push_back(static_cast<double>(x.seed));
         loss.push_back(static_cast<double>(std::find(kLosses.begin(), kLosses.end(), x.loss) - kLosses.begin()));
         r.push_back(x.r);
+        ep.push_back(static_cast<double>(x.epoch));
         s.push_back(x.cut.s);
         b.push_back(x.cut.b);
         z.push_back(x.cut.z);
@@ -409,8 +507,8 @@ void write_results(const std::string& path, const std::vector<Run>& runs) {
         eff.push_back(x.cut.sig_eff);
         nb.push_back(static_cast<double>(x.cut.bkg_events));
     }
-    write_csv(path, {"seed", "loss", "systematic", "s", "b", "z_asimov", "logit_cut", "signal_efficiency", "bkg_test_events"},
-              {seed, loss, r, s, b, z, thr, eff, nb});
+    write_csv(path, {"seed", "loss", "systematic", "epoch", "s", "b", "z_asimov", "logit_cut", "signal_efficiency", "bkg_test_events"},
+              {seed, loss, r, ep, s, b, z, thr, eff, nb});
 }
 
 std::string json_string(const std::string& s) {
@@ -477,10 +575,25 @@ int main(int argc, char** argv) {
         for (std::size_t k = 0; k < o.seeds; ++k) {
             const std::uint64_t seed = o.seed + k;
             // ---- training sample: balanced, standardised -------------------------------------------
-            Sample tr = data_train;
+            Sample tr = data_train, val;
             if (o.data.empty()) {
                 hep::StopGenerator gen(seed * 7919 + 3, generator_config(o));
                 tr = generate(gen, o.train / 2, o.train - o.train / 2, o.lumi);
+                if (o.val_bkg) val = generate(gen, o.val_sig, o.val_bkg, o.lumi);  // same generation, later events
+            } else if (o.val_bkg) {  // a quarter of the training half validates
+                const TrainTestSplit parts = stratified_split(data_train.label, 0.25, seed);
+                tr = subset(data_train, parts.train);
+                val = subset(data_train, parts.test);
+            }
+            std::size_t val_min_bkg = 0;
+            if (o.val_bkg) {
+                normalise_like(val, test);
+                // The test floor in expected events, in validation events.
+                const auto per_bkg_event = [](const Sample& x) {
+                    return x.expected(0) / static_cast<double>(std::count(x.label.begin(), x.label.end(), 0.0));
+                };
+                val_min_bkg = static_cast<std::size_t>(
+                    std::max(1.0, std::round(static_cast<double>(o.min_bkg_events) * per_bkg_event(test) / per_bkg_event(val))));
             }
             StandardScaler scaler;
             scaler.fit(tr.x);
@@ -497,14 +610,19 @@ int main(int argc, char** argv) {
                 d.aux[i] = static_cast<float>(tr.weight[i] * (tr.label[i] == 1 ? scale_s : scale_b));
             }
             const Tensor<float> xtest = scaler.transform(test.x);
+            const Tensor<float> xval = o.val_bkg ? scaler.transform(val.x) : Tensor<float>();
+            const auto selector = [&](std::vector<double> rs) {
+                return Selector(o.val_bkg ? &xval : nullptr, &val, val_min_bkg, std::move(rs));
+            };
 
             LoaderOptions lo;
             lo.seed = seed;
-            DataLoader<float> small(d, o.bce_batch, lo), large(d, o.sig_batch, lo);
-            const auto evaluate = [&](const std::string& name, Sequential<float>& net, const std::vector<double>& rs) {
-                const std::vector<double> sc = logits_of(net, xtest);
-                for (double r : rs) {
-                    Run run{seed, name, r, {}};
+            DataLoader<float> small(d, o.bce_batch, lo), large(d, o.sig_batch, lo), asimov_loader(d, o.asimov_batch, lo);
+            const auto evaluate = [&](const std::string& name, Selector& sel) {
+                for (std::size_t i = 0; i < sel.rs.size(); ++i) {
+                    const double r = sel.rs[i];
+                    const std::vector<double> sc = logits_of(sel.net[i], xtest);
+                    Run run{seed, name, r, sel.epoch[i], {}};
                     if (k == 0 && r == 0.5) {
                         first_scores[name] = sc;
                         auto& c = first_curve[name];
@@ -521,9 +639,11 @@ int main(int argc, char** argv) {
             Rng rng(seed * 31 + 1);
             Sequential<float> bce = make_network(nf, o.hidden, rng);
             optim::Adam<float> opt_bce(bce.parameters(), static_cast<float>(o.lr));
-            train(bce, opt_bce, small, o.bce_epochs, LossKind::bce, yields, 0.f, false, hist);
+            Selector sel_bce = selector(kSystematics);
+            train(bce, opt_bce, small, o.bce_epochs, LossKind::bce, yields, 0.f, false, hist,
+                  sel_bce.every(bce, o.bce_epochs, o.checkpoints));
             if (k == 0) history["cross entropy"] = hist;
-            evaluate("cross entropy", bce, kSystematics);
+            evaluate("cross entropy", sel_bce);
             progress.say("seed " + std::to_string(seed) + ": cross-entropy network trained");
 
             // 2. (s+b)/s^2 for all epochs; its first `pretrain` epochs are also the Asimov pretraining.
@@ -533,18 +653,31 @@ int main(int argc, char** argv) {
             hist.clear();
             train(sb, opt_sb, large, o.pretrain, LossKind::s_over_sqrt_sb, yields, 0.f, false, hist);
             const Sequential<float> pretrained = sb;  // deep copy, the starting point of the Asimov networks
-            train(sb, opt_sb, large, o.epochs - o.pretrain, LossKind::s_over_sqrt_sb, yields, 0.f, false, hist);
+            Selector sel_sb = selector(kSystematics);
+            train(sb, opt_sb, large, o.epochs - o.pretrain, LossKind::s_over_sqrt_sb, yields, 0.f, false, hist,
+                  sel_sb.every(sb, o.epochs - o.pretrain, o.checkpoints, o.pretrain));
             if (k == 0) history["(s+b)/s^2"] = hist;
-            evaluate("(s+b)/s^2", sb, kSystematics);
+            evaluate("(s+b)/s^2", sel_sb);
 
             // 3. Asimov, one network per systematic, each from the pretrained one.
+            // With --pretrain-bce each starts from the cross-entropy network selected at its r.
             for (double r : kSystematics) {
-                Sequential<float> az = o.pretrain_bce ? bce : pretrained;
-                optim::Adam<float> opt_az(az.parameters(), static_cast<float>(o.lr));
-                std::vector<double> h(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(o.pretrain));
-                train(az, opt_az, large, o.epochs - o.pretrain, LossKind::asimov, yields, static_cast<float>(r), o.squared, h);
+                Sequential<float> az = o.pretrain_bce ? sel_bce.at(r) : pretrained;
+                if (o.pretrain_bce && o.centre && o.val_bkg && !o.control_bce) {
+                    // The soft yields cut at logit 0, the cross-entropy network's best cut is near logit 8:
+                    // without the shift most Asimov steps go into moving the bias there.
+                    std::vector<Parameter<float>*> ps = az.parameters();
+                    const std::size_t i = static_cast<std::size_t>(std::find(kSystematics.begin(), kSystematics.end(), r) - kSystematics.begin());
+                    ps.back()->value[0] -= static_cast<float>(sel_bce.cut[i]);
+                }
+                const std::size_t epochs = o.pretrain_bce ? o.finetune_epochs : o.epochs - o.pretrain;
+                optim::Adam<float> opt_az(az.parameters(), static_cast<float>(o.pretrain_bce ? o.finetune_lr : o.lr));
+                std::vector<double> h(hist.begin(), hist.begin() + static_cast<std::ptrdiff_t>(o.pretrain_bce ? 0 : o.pretrain));
+                Selector sel_az = selector({r});
+                train(az, opt_az, asimov_loader, epochs, o.control_bce ? LossKind::bce : LossKind::asimov, yields, static_cast<float>(r), o.squared, h,
+                      sel_az.every(az, epochs, o.checkpoints));
                 if (k == 0 && r == 0.5) history["Asimov"] = h;
-                evaluate("Asimov", az, {r});
+                evaluate("Asimov", sel_az);
             }
             progress.say("seed " + std::to_string(seed) + ": significance networks trained");
         }
@@ -552,8 +685,13 @@ int main(int argc, char** argv) {
         // ---- results ------------------------------------------------------------------------------
         print_table(runs, o.seeds);
         const auto z_bce = select(runs, "cross entropy", 0.5, &Cut::z), z_as = select(runs, "Asimov", 0.5, &Cut::z);
+        const auto e_bce = select(runs, "cross entropy", 0.5, &Run::epoch), e_as = select(runs, "Asimov", 0.5, &Run::epoch);
         std::size_t wins = 0;
-        for (std::size_t i = 0; i < z_bce.size(); ++i) wins += z_as[i] > z_bce[i] ? 1 : 0;
+        std::printf("\nAt 50%% systematic, per seed (epoch kept): cross entropy | Asimov\n");
+        for (std::size_t i = 0; i < z_bce.size(); ++i) {
+            wins += z_as[i] > z_bce[i] ? 1 : 0;
+            std::printf("  seed %2zu: %5.2f (%3.0f) | %5.2f (%3.0f)\n", o.seed + i, z_bce[i], e_bce[i], z_as[i], e_as[i]);
+        }
         std::printf("\nAt 50%% systematic: Z_A(Asimov) = %.2f +- %.2f, Z_A(cross entropy) = %.2f +- %.2f; Asimov higher in %zu of %zu seeds\n",
                     mean_of(z_as), sd_of(z_as), mean_of(z_bce), sd_of(z_bce), wins, z_bce.size());
 
@@ -632,7 +770,7 @@ int main(int argc, char** argv) {
                 for (std::size_t e = 0; e < h.size(); ++e) epoch.push_back(static_cast<double>(e + 1));
                 if (l != "cross entropy") ax.set_log_y();
                 ax.line(epoch, h, Style(l).width(2));
-                if (l == "Asimov") ax.vline(static_cast<double>(o.pretrain) + 0.5, Style("end of pretraining", "#666666").dashed());
+                if (l == "Asimov" && !o.pretrain_bce) ax.vline(static_cast<double>(o.pretrain) + 0.5, Style("end of pretraining", "#666666").dashed());
                 ax.set_xlabel("epoch").set_ylabel("batch loss").set_title(l == "Asimov" ? "Asimov (1/Z_A, r = 50%)" : l);
             }
             fig.save(o.out + "/history.svg");
