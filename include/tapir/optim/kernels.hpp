@@ -30,24 +30,14 @@ struct sqrt_op<simd::detail::vscalar<T>> {
     static T run(T a) { return std::sqrt(a); }
 };
 #if TAPIR_SIMD_X86
-template <>
-struct sqrt_op<simd::detail::vavx2<float>> {
-    using reg = simd::detail::vavx2<float>::reg;
+template <class T>
+struct sqrt_op<simd::detail::vavx2<T>> {
+    using reg = typename simd::detail::vavx2<T>::reg;
     TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
-template <>
-struct sqrt_op<simd::detail::vavx2<double>> {
-    using reg = simd::detail::vavx2<double>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<float>> {
-    using reg = simd::detail::vavx512<float>::reg;
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<double>> {
-    using reg = simd::detail::vavx512<double>::reg;
+template <class T>
+struct sqrt_op<simd::detail::vavx512<T>> {
+    using reg = typename simd::detail::vavx512<T>::reg;
     TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
 #endif

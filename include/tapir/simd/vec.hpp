@@ -110,83 +110,64 @@ template <class T> struct vscalar {
 /// are GCC/Clang vector types (simd/detail/x86_builtins.hpp), not <immintrin.h>'s: arithmetic and
 /// bit operations are the vector-extension operators (the same instructions the intrinsics emit).
 namespace x86 = tapir::detail::x86;
-struct box_m256 { x86::f32x8 v; };
-struct box_m256d { x86::f64x4 v; };
-struct box_m256i32 { x86::u32x8 v; };
-struct box_m256i64 { x86::u64x4 v; };
-struct box_m512 { x86::f32x16 v; };
-struct box_m512d { x86::f64x8 v; };
-struct box_m512i32 { x86::u32x16 v; };
-struct box_m512i64 { x86::u64x8 v; };
+template <class R> struct box { R v; };
 
-template <class T> struct vavx2;
-
-#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
-template <> struct vavx2<float> {
-    using value_type = float;
-    using reg = box_m256;
-    using mask = box_m256;
-    using ireg = box_m256i32;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx2;
-
-    TAPIR_V2 reg load(const float* p) { return {x86::loadu256(p)}; }
-    TAPIR_V2 void store(float* p, reg v) { x86::storeu(p, v.v); }
-    TAPIR_V2 x86::i32x8 tail_mask(std::size_t n) {
+/// Per element type: the register types, the lane indices of the tail masks, the integer broadcasts.
+template <class T> struct x86_lanes;
+template <> struct x86_lanes<float> {
+    using r256 = x86::f32x8;
+    using i256 = x86::u32x8;
+    using r512 = x86::f32x16;
+    using i512 = x86::u32x16;
+    using mask512 = x86::mask16;
+    using bits_type = std::uint32_t;
+    /// Lanes below n all ones (vpcmpgtd against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i32x8 tail256(std::size_t n) {
         return x86::set1_i32x8(static_cast<int>(n)) > x86::i32x8{0, 1, 2, 3, 4, 5, 6, 7};
     }
-    TAPIR_V2 reg load_partial(const float* p, std::size_t n) { return {x86::maskload(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(float* p, reg v, std::size_t n) { x86::maskstore(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(float x) { return {x86::set1_256(x)}; }
-    TAPIR_V2 reg zero() { return {x86::f32x8{}}; }
-    TAPIR_V2 reg add(reg a, reg b) { return {a.v + b.v}; }
-    TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
-    TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
-    TAPIR_V2 reg div(reg a, reg b) { return {a.v / b.v}; }
-    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
-    TAPIR_V2 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
-    TAPIR_V2 mask lt(reg a, reg b) { return {x86::cmp<x86::cmp_lt_oq>(a.v, b.v)}; }
-    TAPIR_V2 mask gt(reg a, reg b) { return {x86::cmp<x86::cmp_gt_oq>(a.v, b.v)}; }
-    TAPIR_V2 mask le(reg a, reg b) { return {x86::cmp<x86::cmp_le_oq>(a.v, b.v)}; }
-    TAPIR_V2 mask ge(reg a, reg b) { return {x86::cmp<x86::cmp_ge_oq>(a.v, b.v)}; }
-    TAPIR_V2 mask eq(reg a, reg b) { return {x86::cmp<x86::cmp_eq_oq>(a.v, b.v)}; }
-    TAPIR_V2 mask isnan(reg a) { return {x86::cmp<x86::cmp_unord_q>(a.v, a.v)}; }
-    TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
-    TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
-    TAPIR_V2 float hsum(reg v) { return x86::hsum(v.v); }
-    TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<x86::u32x8>(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<x86::f32x8>(v.v)}; }
-    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
-    TAPIR_V2 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
-    TAPIR_V2 ireg iset1(std::uint32_t x) { return {x86::u32x8{x, x, x, x, x, x, x, x}}; }
-    TAPIR_V2 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
-    TAPIR_V2 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
-    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
-    template <int N> TAPIR_V2 ireg shl(ireg a) { return {a.v << N}; }
-    template <int N> TAPIR_V2 ireg shr(ireg a) { return {a.v >> N}; }
-    TAPIR_V2 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint32_t x) { return i256{x, x, x, x, x, x, x, x}; }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint32_t x) {
+        return i512{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+    }
 };
-
-template <> struct vavx2<double> {
-    using value_type = double;
-    using reg = box_m256d;
-    using mask = box_m256d;
-    using ireg = box_m256i64;
-    static constexpr std::size_t W = 4;
-    static constexpr isa id = isa::avx2;
-
-    TAPIR_V2 reg load(const double* p) { return {x86::loadu256(p)}; }
-    TAPIR_V2 void store(double* p, reg v) { x86::storeu(p, v.v); }
-    TAPIR_V2 x86::i64x4 tail_mask(std::size_t n) {
+template <> struct x86_lanes<double> {
+    using r256 = x86::f64x4;
+    using i256 = x86::u64x4;
+    using r512 = x86::f64x8;
+    using i512 = x86::u64x8;
+    using mask512 = x86::mask8;
+    using bits_type = std::uint64_t;
+    /// Lanes below n all ones (vpcmpgtq against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i64x4 tail256(std::size_t n) {
         const long long k = static_cast<long long>(n);
         return x86::i64x4{k, k, k, k} > x86::i64x4{0, 1, 2, 3};
     }
-    TAPIR_V2 reg load_partial(const double* p, std::size_t n) { return {x86::maskload(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(double* p, reg v, std::size_t n) { x86::maskstore(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(double x) { return {x86::set1_256(x)}; }
-    TAPIR_V2 reg zero() { return {x86::f64x4{}}; }
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i256{u, u, u, u};
+    }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i512{u, u, u, u, u, u, u, u};
+    }
+};
+
+#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
+template <class T> struct vavx2 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r256>;
+    using mask = reg;
+    using ireg = box<typename L::i256>;
+    static constexpr std::size_t W = 32 / sizeof(T);
+    static constexpr isa id = isa::avx2;
+
+    TAPIR_V2 reg load(const T* p) { return {x86::loadu256(p)}; }
+    TAPIR_V2 void store(T* p, reg v) { x86::storeu(p, v.v); }
+    TAPIR_V2 reg load_partial(const T* p, std::size_t n) { return {x86::maskload(p, L::tail256(n))}; }
+    TAPIR_V2 void store_partial(T* p, reg v, std::size_t n) { x86::maskstore(p, L::tail256(n), v.v); }
+    TAPIR_V2 reg set1(T x) { return {x86::set1_256(x)}; }
+    TAPIR_V2 reg zero() { return {typename L::r256{}}; }
     TAPIR_V2 reg add(reg a, reg b) { return {a.v + b.v}; }
     TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
@@ -203,15 +184,12 @@ template <> struct vavx2<double> {
     TAPIR_V2 mask isnan(reg a) { return {x86::cmp<x86::cmp_unord_q>(a.v, a.v)}; }
     TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
     TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
-    TAPIR_V2 double hsum(reg v) { return x86::hsum(v.v); }
-    TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<x86::u64x4>(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<x86::f64x4>(v.v)}; }
+    TAPIR_V2 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<typename L::i256>(v.v)}; }
+    TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r256>(v.v)}; }
     TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
     TAPIR_V2 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
-    TAPIR_V2 ireg iset1(std::uint64_t x) {
-        const unsigned long long u = x;
-        return {x86::u64x4{u, u, u, u}};
-    }
+    TAPIR_V2 ireg iset1(typename L::bits_type x) { return {L::iset256(x)}; }
     TAPIR_V2 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
     TAPIR_V2 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
     TAPIR_V2 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
@@ -225,25 +203,24 @@ template <> struct vavx2<double> {
 /// AVX-512 min, max and sqrt are GCC's masked builtins over all lanes with a zero or self source:
 /// the unmasked intrinsics of GCC 12 start from an undefined vector, which trips
 /// -Wmaybe-uninitialized once inlined (GCC PR 105593).
-template <class T> struct vavx512;
-
 #define TAPIR_V5 TAPIR_TARGET_AVX512 static inline
-template <> struct vavx512<float> {
-    using value_type = float;
-    using reg = box_m512;
-    using mask = x86::mask16;
-    using ireg = box_m512i32;
-    static constexpr std::size_t W = 16;
+template <class T> struct vavx512 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r512>;
+    using mask = typename L::mask512;
+    using ireg = box<typename L::i512>;
+    static constexpr std::size_t W = 64 / sizeof(T);
     static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFFFF;
+    static constexpr mask all = static_cast<mask>((1u << W) - 1u);
 
-    TAPIR_V5 reg load(const float* p) { return {x86::loadu512(p)}; }
-    TAPIR_V5 void store(float* p, reg v) { x86::storeu(p, v.v); }
+    TAPIR_V5 reg load(const T* p) { return {x86::loadu512(p)}; }
+    TAPIR_V5 void store(T* p, reg v) { x86::storeu(p, v.v); }
     TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const float* p, std::size_t n) { return {x86::maskz_loadu(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(float* p, reg v, std::size_t n) { x86::mask_storeu(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(float x) { return {x86::set1_512(x)}; }
-    TAPIR_V5 reg zero() { return {x86::f32x16{}}; }
+    TAPIR_V5 reg load_partial(const T* p, std::size_t n) { return {x86::maskz_loadu(tail_mask(n), p)}; }
+    TAPIR_V5 void store_partial(T* p, reg v, std::size_t n) { x86::mask_storeu(p, tail_mask(n), v.v); }
+    TAPIR_V5 reg set1(T x) { return {x86::set1_512(x)}; }
+    TAPIR_V5 reg zero() { return {typename L::r512{}}; }
     TAPIR_V5 reg add(reg a, reg b) { return {a.v + b.v}; }
     TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
@@ -260,61 +237,12 @@ template <> struct vavx512<float> {
     TAPIR_V5 mask isnan(reg a) { return x86::cmp_mask<x86::cmp_unord_q>(a.v, a.v); }
     TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
     TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
-    TAPIR_V5 float hsum(reg v) { return x86::hsum(v.v); }
-    TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<x86::u32x16>(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<x86::f32x16>(v.v)}; }
+    TAPIR_V5 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<typename L::i512>(v.v)}; }
+    TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r512>(v.v)}; }
     TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
     TAPIR_V5 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
-    TAPIR_V5 ireg iset1(std::uint32_t x) { return {x86::u32x16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}}; }
-    TAPIR_V5 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
-    TAPIR_V5 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
-    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
-    template <int N> TAPIR_V5 ireg shl(ireg a) { return {a.v << N}; }
-    template <int N> TAPIR_V5 ireg shr(ireg a) { return {a.v >> N}; }
-    TAPIR_V5 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
-};
-
-template <> struct vavx512<double> {
-    using value_type = double;
-    using reg = box_m512d;
-    using mask = x86::mask8;
-    using ireg = box_m512i64;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFF;
-
-    TAPIR_V5 reg load(const double* p) { return {x86::loadu512(p)}; }
-    TAPIR_V5 void store(double* p, reg v) { x86::storeu(p, v.v); }
-    TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const double* p, std::size_t n) { return {x86::maskz_loadu(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(double* p, reg v, std::size_t n) { x86::mask_storeu(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(double x) { return {x86::set1_512(x)}; }
-    TAPIR_V5 reg zero() { return {x86::f64x8{}}; }
-    TAPIR_V5 reg add(reg a, reg b) { return {a.v + b.v}; }
-    TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
-    TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
-    TAPIR_V5 reg div(reg a, reg b) { return {a.v / b.v}; }
-    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
-    TAPIR_V5 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
-    TAPIR_V5 mask lt(reg a, reg b) { return x86::cmp_mask<x86::cmp_lt_oq>(a.v, b.v); }
-    TAPIR_V5 mask gt(reg a, reg b) { return x86::cmp_mask<x86::cmp_gt_oq>(a.v, b.v); }
-    TAPIR_V5 mask le(reg a, reg b) { return x86::cmp_mask<x86::cmp_le_oq>(a.v, b.v); }
-    TAPIR_V5 mask ge(reg a, reg b) { return x86::cmp_mask<x86::cmp_ge_oq>(a.v, b.v); }
-    TAPIR_V5 mask eq(reg a, reg b) { return x86::cmp_mask<x86::cmp_eq_oq>(a.v, b.v); }
-    TAPIR_V5 mask isnan(reg a) { return x86::cmp_mask<x86::cmp_unord_q>(a.v, a.v); }
-    TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
-    TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
-    TAPIR_V5 double hsum(reg v) { return x86::hsum(v.v); }
-    TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<x86::u64x8>(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<x86::f64x8>(v.v)}; }
-    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
-    TAPIR_V5 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
-    TAPIR_V5 ireg iset1(std::uint64_t x) {
-        const unsigned long long u = x;
-        return {x86::u64x8{u, u, u, u, u, u, u, u}};
-    }
+    TAPIR_V5 ireg iset1(typename L::bits_type x) { return {L::iset512(x)}; }
     TAPIR_V5 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
     TAPIR_V5 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
     TAPIR_V5 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
