@@ -23,6 +23,10 @@
 #include <tapir/simd/arch.hpp>
 #include <tapir/simd/gemm.hpp>
 
+#if TAPIR_SIMD_X86
+#include <immintrin.h> // the peak-FMA probe below uses intrinsics; tapir's headers do not include it
+#endif
+
 #if defined(TAPIR_BENCH_OPENBLAS) && __has_include(<cblas.h>)
 #include <cblas.h>
 #define BENCH_HAVE_OPENBLAS 1
@@ -235,7 +239,7 @@ template <class T> void bench(unsigned threads) {
         std::size_t m, n, k;
     };
     std::vector<Shape> shapes;
-    for (std::size_t s : {32, 64, 128, 256, 384, 512, 768, 1024}) shapes.push_back({s, s, s});
+    for (std::size_t s : {32u, 64u, 128u, 256u, 384u, 512u, 768u, 1024u}) shapes.push_back({s, s, s});
     shapes.push_back({128, 64, 64});
     shapes.push_back({512, 64, 64});
     shapes.push_back({128, 512, 1024});

@@ -372,7 +372,6 @@ std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
     !defined(TAPIR_SIMD_NO_X86)
 #define TAPIR_SIMD_X86 1
 #include <cpuid.h>
-#include <immintrin.h>
 /// Kernels compiled for AVX2+FMA regardless of -march, called only after cpuid says so.
 #define TAPIR_TARGET_AVX2 __attribute__((target("avx2,fma")))
 /// Kernels compiled for AVX-512 (F/BW/DQ/VL, as on Skylake-X and Zen 4/5).
@@ -578,6 +577,348 @@ inline unsigned num_threads() noexcept { return detail::threads_slot().load(std:
 #include <cstring>
 #include <type_traits>
 
+// ---- begin tapir/simd/detail/x86_builtins.hpp ----
+/// The AVX2/FMA/AVX-512F operations tapir's kernels use (simd/vec.hpp's wrappers, the deploy and
+/// optimiser kernels), written with GCC/Clang vector extensions and compiler builtins instead of
+/// <immintrin.h>, which alone costs ~0.7 s of compile time in every file that includes it. Each
+/// operation is the instruction the intrinsic of the same name emits (same operand order, so the
+/// same bits, NaN and signed-zero cases included); plain arithmetic, bit operations and shifts are
+/// the vector-extension operators, as in the intrinsics themselves.
+/// Every function carries its target attribute: callers compiled for that target (or a superset)
+/// inline it, no -march needed. Defines TAPIR_X86_BUILTINS to 1 where available (x86 with GCC or
+/// Clang), else to 0 and nothing else.
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define TAPIR_X86_BUILTINS 1
+#else
+#define TAPIR_X86_BUILTINS 0
+#endif
+
+#if TAPIR_X86_BUILTINS
+
+#define TAPIR_X86_AVX2 __attribute__((target("avx2,fma")))
+#define TAPIR_X86_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+// 512-bit vectors in signatures outside an AVX-512 region draw an ABI note; these functions are
+// always inlined into code of their own target.
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+#else
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace tapir::detail::x86 {
+
+// Register types (the vector_size of the whole register, in bytes).
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef double f64x8 __attribute__((vector_size(64)));
+typedef int i32x8 __attribute__((vector_size(32)));
+typedef unsigned u32x8 __attribute__((vector_size(32)));
+typedef short i16x16 __attribute__((vector_size(32)));
+typedef signed char i8x16 __attribute__((vector_size(16)));
+typedef long long i64x4 __attribute__((vector_size(32)));
+typedef unsigned long long u64x4 __attribute__((vector_size(32)));
+typedef unsigned u32x16 __attribute__((vector_size(64)));
+typedef unsigned long long u64x8 __attribute__((vector_size(64)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef double f64x2 __attribute__((vector_size(16)));
+/// AVX-512 lane masks (one bit per lane), the types of __mmask16 and __mmask8.
+typedef unsigned short mask16;
+typedef unsigned char mask8;
+
+/// Memory views for loads and stores: may_alias (any object's bytes), aligned(1) for unaligned
+/// access, natural alignment for the aligned forms.
+typedef float f32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
+typedef double f64x4_u __attribute__((vector_size(32), aligned(1), may_alias));
+typedef float f32x16_u __attribute__((vector_size(64), aligned(1), may_alias));
+typedef double f64x8_u __attribute__((vector_size(64), aligned(1), may_alias));
+typedef int i32x8_a __attribute__((vector_size(32), may_alias));
+typedef signed char i8x16_a __attribute__((vector_size(16), may_alias));
+
+/// _MM_FROUND_CUR_DIRECTION: the builtins' rounding operand for "as MXCSR says".
+constexpr int cur_direction = 4;
+
+/// Comparison predicates (the _CMP_*_O* immediates): ordered and quiet, or unordered.
+constexpr int cmp_eq_oq = 0x00;
+constexpr int cmp_unord_q = 0x03;
+constexpr int cmp_lt_oq = 0x11;
+constexpr int cmp_le_oq = 0x12;
+constexpr int cmp_ge_oq = 0x1d;
+constexpr int cmp_gt_oq = 0x1e;
+
+// ---- AVX2 + FMA, 256 bits ----
+
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 loadu256(const float* p) noexcept {
+    return *reinterpret_cast<const f32x8_u*>(p);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 loadu256(const double* p) noexcept {
+    return *reinterpret_cast<const f64x4_u*>(p);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) void storeu(float* p, f32x8 v) noexcept {
+    *reinterpret_cast<f32x8_u*>(p) = v;
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) void storeu(double* p, f64x4 v) noexcept {
+    *reinterpret_cast<f64x4_u*>(p) = v;
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 set1_256(float x) noexcept {
+    return f32x8{x, x, x, x, x, x, x, x};
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 set1_256(double x) noexcept { return f64x4{x, x, x, x}; }
+/// a * b + c, one rounding (vfmadd).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 fmadd(f32x8 a, f32x8 b, f32x8 c) noexcept {
+    return __builtin_ia32_vfmaddps256(a, b, c);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 fmadd(f64x4 a, f64x4 b, f64x4 c) noexcept {
+    return __builtin_ia32_vfmaddpd256(a, b, c);
+}
+/// vmaxps: a > b ? a : b per lane (b when either is NaN or both are zeros).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 max(f32x8 a, f32x8 b) noexcept {
+    return __builtin_ia32_maxps256(a, b);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 max(f64x4 a, f64x4 b) noexcept {
+    return __builtin_ia32_maxpd256(a, b);
+}
+
+/// Aligned integer loads and stores.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 load_i32x8(const int* p) noexcept {
+    return *reinterpret_cast<const i32x8_a*>(p);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) void store_i32x8(int* p, i32x8 v) noexcept {
+    *reinterpret_cast<i32x8_a*>(p) = v;
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i8x16 load_i8x16(const signed char* p) noexcept {
+    return *reinterpret_cast<const i8x16_a*>(p);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 set1_i32x8(int x) noexcept {
+    return i32x8{x, x, x, x, x, x, x, x};
+}
+/// Sign extension of 16 bytes to 16 shorts (vpmovsxbw). GCC 12 splits __builtin_convertvector
+/// into two 128-bit halves; Clang has no vpmovsxbw builtin and emits it for the conversion.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i16x16 widen_i8(i8x16 v) noexcept {
+#if defined(__clang__)
+    return __builtin_convertvector(v, i16x16);
+#else
+    typedef char c8x16 __attribute__((vector_size(16)));  // the builtin's operand: plain char
+    return __builtin_ia32_pmovsxbw256(reinterpret_cast<c8x16>(v));
+#endif
+}
+/// Products of 16-bit pairs summed into 32 bits (vpmaddwd).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 madd_i16(i16x16 a, i16x16 b) noexcept {
+    return __builtin_ia32_pmaddwd256(a, b);
+}
+/// Wrapping 32-bit addition (vpaddd).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 add_wrap(i32x8 a, i32x8 b) noexcept {
+    return reinterpret_cast<i32x8>(reinterpret_cast<u32x8>(a) + reinterpret_cast<u32x8>(b));
+}
+
+/// c - a * b, one rounding (vfnmadd). Clang has no vfnmadd builtin: its negated operand folds into one.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 fnmadd(f32x8 a, f32x8 b, f32x8 c) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_vfmaddps256(-a, b, c);
+#else
+    return __builtin_ia32_vfnmaddps256(a, b, c);
+#endif
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 fnmadd(f64x4 a, f64x4 b, f64x4 c) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_vfmaddpd256(-a, b, c);
+#else
+    return __builtin_ia32_vfnmaddpd256(a, b, c);
+#endif
+}
+/// vminps: a < b ? a : b per lane (b when either is NaN or both are zeros).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 min(f32x8 a, f32x8 b) noexcept {
+    return __builtin_ia32_minps256(a, b);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 min(f64x4 a, f64x4 b) noexcept {
+    return __builtin_ia32_minpd256(a, b);
+}
+/// vcmpps with predicate P: all-ones lanes where it holds, as a float vector.
+template <int P> TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 cmp(f32x8 a, f32x8 b) noexcept {
+    return __builtin_ia32_cmpps256(a, b, P);
+}
+template <int P> TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 cmp(f64x4 a, f64x4 b) noexcept {
+    return __builtin_ia32_cmppd256(a, b, P);
+}
+/// vblendvps: b in lanes whose mask sign bit is set, else a.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 blendv(f32x8 a, f32x8 b, f32x8 m) noexcept {
+    return __builtin_ia32_blendvps256(a, b, m);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 blendv(f64x4 a, f64x4 b, f64x4 m) noexcept {
+    return __builtin_ia32_blendvpd256(a, b, m);
+}
+/// vmaskmovps: lanes whose mask sign bit is set; the others read as zero and are never touched.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 maskload(const float* p, i32x8 m) noexcept {
+    return __builtin_ia32_maskloadps256(reinterpret_cast<const f32x8*>(p), m);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 maskload(const double* p, i64x4 m) noexcept {
+    return __builtin_ia32_maskloadpd256(reinterpret_cast<const f64x4*>(p), m);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) void maskstore(float* p, i32x8 m, f32x8 v) noexcept {
+    __builtin_ia32_maskstoreps256(reinterpret_cast<f32x8*>(p), m, v);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) void maskstore(double* p, i64x4 m, f64x4 v) noexcept {
+    __builtin_ia32_maskstorepd256(reinterpret_cast<f64x4*>(p), m, v);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 sqrt(f32x8 a) noexcept { return __builtin_ia32_sqrtps256(a); }
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 sqrt(f64x4 a) noexcept { return __builtin_ia32_sqrtpd256(a); }
+/// Horizontal sums in a fixed order: halves added lane by lane down to one (float: 8 -> 4 -> 2 -> 1).
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) float hsum(f32x8 v) noexcept {
+    const f32x4 s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    const f32x4 t = s + __builtin_shufflevector(s, s, 2, 3, 2, 3);
+    return t[0] + t[1];
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) double hsum(f64x4 v) noexcept {
+    const f64x2 s = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+    return s[0] + s[1];
+}
+
+// ---- AVX-512F, 512 bits ----
+
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 loadu512(const float* p) noexcept {
+    return *reinterpret_cast<const f32x16_u*>(p);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 loadu512(const double* p) noexcept {
+    return *reinterpret_cast<const f64x8_u*>(p);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) void storeu(float* p, f32x16 v) noexcept {
+    *reinterpret_cast<f32x16_u*>(p) = v;
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) void storeu(double* p, f64x8 v) noexcept {
+    *reinterpret_cast<f64x8_u*>(p) = v;
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 set1_512(float x) noexcept {
+    return f32x16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 set1_512(double x) noexcept {
+    return f64x8{x, x, x, x, x, x, x, x};
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 fmadd(f32x16 a, f32x16 b, f32x16 c) noexcept {
+    return __builtin_ia32_vfmaddps512_mask(a, b, c, static_cast<unsigned short>(0xFFFF), cur_direction);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 fmadd(f64x8 a, f64x8 b, f64x8 c) noexcept {
+    return __builtin_ia32_vfmaddpd512_mask(a, b, c, static_cast<unsigned char>(0xFF), cur_direction);
+}
+/// GCC's 512-bit max takes a pass-through source and a mask (all lanes here; a zero source, not
+/// the undefined one of GCC 12's intrinsic, PR 105593), Clang's does not.
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 max(f32x16 a, f32x16 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_maxps512(a, b, cur_direction);
+#else
+    return __builtin_ia32_maxps512_mask(a, b, f32x16{}, static_cast<unsigned short>(0xFFFF), cur_direction);
+#endif
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 max(f64x8 a, f64x8 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_maxpd512(a, b, cur_direction);
+#else
+    return __builtin_ia32_maxpd512_mask(a, b, f64x8{}, static_cast<unsigned char>(0xFF), cur_direction);
+#endif
+}
+
+/// c - a * b, one rounding (vfnmadd).
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 fnmadd(f32x16 a, f32x16 b, f32x16 c) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_vfmaddps512_mask(a, -b, c, static_cast<mask16>(0xFFFF), cur_direction);
+#else
+    return __builtin_ia32_vfnmaddps512_mask(a, b, c, static_cast<mask16>(0xFFFF), cur_direction);
+#endif
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 fnmadd(f64x8 a, f64x8 b, f64x8 c) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_vfmaddpd512_mask(a, -b, c, static_cast<mask8>(0xFF), cur_direction);
+#else
+    return __builtin_ia32_vfnmaddpd512_mask(a, b, c, static_cast<mask8>(0xFF), cur_direction);
+#endif
+}
+/// vminps (as max above: GCC's masked form with a zero source and all lanes, Clang's plain one).
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 min(f32x16 a, f32x16 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_minps512(a, b, cur_direction);
+#else
+    return __builtin_ia32_minps512_mask(a, b, f32x16{}, static_cast<mask16>(0xFFFF), cur_direction);
+#endif
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 min(f64x8 a, f64x8 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_minpd512(a, b, cur_direction);
+#else
+    return __builtin_ia32_minpd512_mask(a, b, f64x8{}, static_cast<mask8>(0xFF), cur_direction);
+#endif
+}
+/// vcmpps into a mask register with predicate P.
+template <int P> TAPIR_X86_AVX512 inline __attribute__((always_inline)) mask16 cmp_mask(f32x16 a, f32x16 b) noexcept {
+    return __builtin_ia32_cmpps512_mask(a, b, P, static_cast<mask16>(0xFFFF), cur_direction);
+}
+template <int P> TAPIR_X86_AVX512 inline __attribute__((always_inline)) mask8 cmp_mask(f64x8 a, f64x8 b) noexcept {
+    return __builtin_ia32_cmppd512_mask(a, b, P, static_cast<mask8>(0xFF), cur_direction);
+}
+/// vblendmps: b in the lanes set in m, else a.
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 blend(mask16 m, f32x16 a, f32x16 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_selectps_512(m, b, a);
+#else
+    return __builtin_ia32_blendmps_512_mask(a, b, m);
+#endif
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 blend(mask8 m, f64x8 a, f64x8 b) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_selectpd_512(m, b, a);
+#else
+    return __builtin_ia32_blendmpd_512_mask(a, b, m);
+#endif
+}
+/// Masked unaligned load (lanes not in m read as zero, never touched) and store (only lanes in m).
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 maskz_loadu(mask16 m, const float* p) noexcept {
+    return __builtin_ia32_loadups512_mask(p, f32x16{}, m);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 maskz_loadu(mask8 m, const double* p) noexcept {
+    return __builtin_ia32_loadupd512_mask(p, f64x8{}, m);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) void mask_storeu(float* p, mask16 m, f32x16 v) noexcept {
+    __builtin_ia32_storeups512_mask(p, v, m);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) void mask_storeu(double* p, mask8 m, f64x8 v) noexcept {
+    __builtin_ia32_storeupd512_mask(p, v, m);
+}
+/// vsqrtps (GCC's masked form over all lanes, as with min and max).
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 sqrt(f32x16 a) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_sqrtps512(a, cur_direction);
+#else
+    return __builtin_ia32_sqrtps512_mask(a, a, static_cast<mask16>(0xFFFF), cur_direction);
+#endif
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 sqrt(f64x8 a) noexcept {
+#if defined(__clang__)
+    return __builtin_ia32_sqrtpd512(a, cur_direction);
+#else
+    return __builtin_ia32_sqrtpd512_mask(a, a, static_cast<mask8>(0xFF), cur_direction);
+#endif
+}
+/// Horizontal sums: the two 256-bit halves added lane by lane, then the 256-bit order above.
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) float hsum(f32x16 v) noexcept {
+    return hsum(f32x8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                      __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) double hsum(f64x8 v) noexcept {
+    return hsum(f64x4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7)));
+}
+
+} // namespace tapir::detail::x86
+
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#else
+#pragma GCC diagnostic pop
+#endif
+
+#endif // TAPIR_X86_BUILTINS
+// ---- end tapir/simd/detail/x86_builtins.hpp ----
 
 TAPIR_SIMD_DIAG_PUSH
 
@@ -661,233 +1002,152 @@ template <class T> struct vscalar {
 
 #if TAPIR_SIMD_X86
 // ------------------------------------------------------------------------------------------------
-/// x86 registers travel boxed in a struct: a raw __m256/__m512 crossing from a generic (unattributed)
-/// kernel into an attributed wrapper is a hard error in Clang and a -Wpsabi warning in GCC, while
-/// a struct is not; both compilers always inline the generic kernel into its attributed entry, so
-/// the boxed value never actually crosses an ABI boundary.
-struct box_m256 { __m256 v; };
-struct box_m256d { __m256d v; };
-struct box_m256i { __m256i v; };
-struct box_m512 { __m512 v; };
-struct box_m512d { __m512d v; };
-struct box_m512i { __m512i v; };
+/// x86 registers travel boxed in a struct: a raw 256/512-bit vector crossing from a generic
+/// (unattributed) kernel into an attributed wrapper is a hard error in Clang and a -Wpsabi warning
+/// in GCC, while a struct is not; both compilers always inline the generic kernel into its
+/// attributed entry, so the boxed value never actually crosses an ABI boundary. The boxed values
+/// are GCC/Clang vector types (simd/detail/x86_builtins.hpp), not <immintrin.h>'s: arithmetic and
+/// bit operations are the vector-extension operators (the same instructions the intrinsics emit).
+namespace x86 = tapir::detail::x86;
+template <class R> struct box { R v; };
 
-template <class T> struct vavx2;
-
-#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
-template <> struct vavx2<float> {
-    using value_type = float;
-    using reg = box_m256;
-    using mask = box_m256;
-    using ireg = box_m256i;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx2;
-
-    TAPIR_V2 reg load(const float* p) { return {_mm256_loadu_ps(p)}; }
-    TAPIR_V2 void store(float* p, reg v) { _mm256_storeu_ps(p, v.v); }
-    TAPIR_V2 __m256i tail_mask(std::size_t n) {
-        return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+/// Per element type: the register types, the lane indices of the tail masks, the integer broadcasts.
+template <class T> struct x86_lanes;
+template <> struct x86_lanes<float> {
+    using r256 = x86::f32x8;
+    using i256 = x86::u32x8;
+    using r512 = x86::f32x16;
+    using i512 = x86::u32x16;
+    using mask512 = x86::mask16;
+    using bits_type = std::uint32_t;
+    /// Lanes below n all ones (vpcmpgtd against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i32x8 tail256(std::size_t n) {
+        return x86::set1_i32x8(static_cast<int>(n)) > x86::i32x8{0, 1, 2, 3, 4, 5, 6, 7};
     }
-    TAPIR_V2 reg load_partial(const float* p, std::size_t n) { return {_mm256_maskload_ps(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(float* p, reg v, std::size_t n) { _mm256_maskstore_ps(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(float x) { return {_mm256_set1_ps(x)}; }
-    TAPIR_V2 reg zero() { return {_mm256_setzero_ps()}; }
-    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_ps(a.v, b.v)}; }
-    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_ps(a.v, b.v)}; }
-    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_ps(a.v, b.v)}; }
-    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_ps(a.v, b.v)}; }
-    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_ps(a.v, b.v)}; }
-    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_ps(a.v, b.v)}; }
-    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
-    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
-    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
-    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
-    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ)}; }
-    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
-    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_ps(a.v, b.v)}; }
-    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_ps(b.v, a.v, m.v)}; }
-    TAPIR_V2 float hsum(reg v) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint32_t x) { return i256{x, x, x, x, x, x, x, x}; }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint32_t x) {
+        return i512{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
     }
-    TAPIR_V2 ireg bits(reg v) { return {_mm256_castps_si256(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_ps(v.v)}; }
-    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi32(a.v, b.v)}; }
-    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi32(a.v, b.v)}; }
-    TAPIR_V2 ireg iset1(std::uint32_t x) { return {_mm256_set1_epi32(static_cast<int>(x))}; }
-    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
-    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi32(a.v, N)}; }
-    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi32(a.v, N)}; }
-    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+template <> struct x86_lanes<double> {
+    using r256 = x86::f64x4;
+    using i256 = x86::u64x4;
+    using r512 = x86::f64x8;
+    using i512 = x86::u64x8;
+    using mask512 = x86::mask8;
+    using bits_type = std::uint64_t;
+    /// Lanes below n all ones (vpcmpgtq against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i64x4 tail256(std::size_t n) {
+        const long long k = static_cast<long long>(n);
+        return x86::i64x4{k, k, k, k} > x86::i64x4{0, 1, 2, 3};
+    }
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i256{u, u, u, u};
+    }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i512{u, u, u, u, u, u, u, u};
+    }
 };
 
-template <> struct vavx2<double> {
-    using value_type = double;
-    using reg = box_m256d;
-    using mask = box_m256d;
-    using ireg = box_m256i;
-    static constexpr std::size_t W = 4;
+#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
+template <class T> struct vavx2 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r256>;
+    using mask = reg;
+    using ireg = box<typename L::i256>;
+    static constexpr std::size_t W = 32 / sizeof(T);
     static constexpr isa id = isa::avx2;
 
-    TAPIR_V2 reg load(const double* p) { return {_mm256_loadu_pd(p)}; }
-    TAPIR_V2 void store(double* p, reg v) { _mm256_storeu_pd(p, v.v); }
-    TAPIR_V2 __m256i tail_mask(std::size_t n) {
-        return _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<long long>(n)), _mm256_setr_epi64x(0, 1, 2, 3));
-    }
-    TAPIR_V2 reg load_partial(const double* p, std::size_t n) { return {_mm256_maskload_pd(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(double* p, reg v, std::size_t n) { _mm256_maskstore_pd(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(double x) { return {_mm256_set1_pd(x)}; }
-    TAPIR_V2 reg zero() { return {_mm256_setzero_pd()}; }
-    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_pd(a.v, b.v)}; }
-    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_pd(a.v, b.v)}; }
-    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_pd(a.v, b.v)}; }
-    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_pd(a.v, b.v)}; }
-    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_pd(a.v, b.v)}; }
-    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_pd(a.v, b.v)}; }
-    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ)}; }
-    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ)}; }
-    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LE_OQ)}; }
-    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GE_OQ)}; }
-    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ)}; }
-    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q)}; }
-    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_pd(a.v, b.v)}; }
-    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_pd(b.v, a.v, m.v)}; }
-    TAPIR_V2 double hsum(reg v) {
-        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v.v), _mm256_extractf128_pd(v.v, 1));
-        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-        return _mm_cvtsd_f64(s);
-    }
-    TAPIR_V2 ireg bits(reg v) { return {_mm256_castpd_si256(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_pd(v.v)}; }
-    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi64(a.v, b.v)}; }
-    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi64(a.v, b.v)}; }
-    TAPIR_V2 ireg iset1(std::uint64_t x) { return {_mm256_set1_epi64x(static_cast<long long>(x))}; }
-    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
-    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi64(a.v, N)}; }
-    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi64(a.v, N)}; }
-    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+    TAPIR_V2 reg load(const T* p) { return {x86::loadu256(p)}; }
+    TAPIR_V2 void store(T* p, reg v) { x86::storeu(p, v.v); }
+    TAPIR_V2 reg load_partial(const T* p, std::size_t n) { return {x86::maskload(p, L::tail256(n))}; }
+    TAPIR_V2 void store_partial(T* p, reg v, std::size_t n) { x86::maskstore(p, L::tail256(n), v.v); }
+    TAPIR_V2 reg set1(T x) { return {x86::set1_256(x)}; }
+    TAPIR_V2 reg zero() { return {typename L::r256{}}; }
+    TAPIR_V2 reg add(reg a, reg b) { return {a.v + b.v}; }
+    TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
+    TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
+    TAPIR_V2 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
+    TAPIR_V2 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
+    TAPIR_V2 mask lt(reg a, reg b) { return {x86::cmp<x86::cmp_lt_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask gt(reg a, reg b) { return {x86::cmp<x86::cmp_gt_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask le(reg a, reg b) { return {x86::cmp<x86::cmp_le_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask ge(reg a, reg b) { return {x86::cmp<x86::cmp_ge_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask eq(reg a, reg b) { return {x86::cmp<x86::cmp_eq_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask isnan(reg a) { return {x86::cmp<x86::cmp_unord_q>(a.v, a.v)}; }
+    TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
+    TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
+    TAPIR_V2 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<typename L::i256>(v.v)}; }
+    TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r256>(v.v)}; }
+    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
+    TAPIR_V2 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
+    TAPIR_V2 ireg iset1(typename L::bits_type x) { return {L::iset256(x)}; }
+    TAPIR_V2 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
+    TAPIR_V2 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
+    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
+    template <int N> TAPIR_V2 ireg shl(ireg a) { return {a.v << N}; }
+    template <int N> TAPIR_V2 ireg shr(ireg a) { return {a.v >> N}; }
+    TAPIR_V2 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 };
 #undef TAPIR_V2
 
 // ------------------------------------------------------------------------------------------------
-/// AVX-512 wrappers use the maskz_ forms of a few intrinsics: GCC 12's plain forms start from
-/// _mm512_undefined_*(), which trips -Wmaybe-uninitialized once inlined (GCC PR 105593).
-template <class T> struct vavx512;
-
+/// AVX-512 min, max and sqrt are GCC's masked builtins over all lanes with a zero or self source:
+/// the unmasked intrinsics of GCC 12 start from an undefined vector, which trips
+/// -Wmaybe-uninitialized once inlined (GCC PR 105593).
 #define TAPIR_V5 TAPIR_TARGET_AVX512 static inline
-template <> struct vavx512<float> {
-    using value_type = float;
-    using reg = box_m512;
-    using mask = __mmask16;
-    using ireg = box_m512i;
-    static constexpr std::size_t W = 16;
+template <class T> struct vavx512 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r512>;
+    using mask = typename L::mask512;
+    using ireg = box<typename L::i512>;
+    static constexpr std::size_t W = 64 / sizeof(T);
     static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFFFF;
+    static constexpr mask all = static_cast<mask>((1u << W) - 1u);
 
-    TAPIR_V5 reg load(const float* p) { return {_mm512_loadu_ps(p)}; }
-    TAPIR_V5 void store(float* p, reg v) { _mm512_storeu_ps(p, v.v); }
+    TAPIR_V5 reg load(const T* p) { return {x86::loadu512(p)}; }
+    TAPIR_V5 void store(T* p, reg v) { x86::storeu(p, v.v); }
     TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const float* p, std::size_t n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(float* p, reg v, std::size_t n) { _mm512_mask_storeu_ps(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(float x) { return {_mm512_set1_ps(x)}; }
-    TAPIR_V5 reg zero() { return {_mm512_setzero_ps()}; }
-    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_ps(a.v, b.v)}; }
-    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_ps(a.v, b.v)}; }
-    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_ps(a.v, b.v)}; }
-    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_ps(a.v, b.v)}; }
-    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_ps(all, a.v, b.v)}; }
-    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_ps(all, a.v, b.v)}; }
-    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
-    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
-    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ); }
-    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ); }
-    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
-    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
+    TAPIR_V5 reg load_partial(const T* p, std::size_t n) { return {x86::maskz_loadu(tail_mask(n), p)}; }
+    TAPIR_V5 void store_partial(T* p, reg v, std::size_t n) { x86::mask_storeu(p, tail_mask(n), v.v); }
+    TAPIR_V5 reg set1(T x) { return {x86::set1_512(x)}; }
+    TAPIR_V5 reg zero() { return {typename L::r512{}}; }
+    TAPIR_V5 reg add(reg a, reg b) { return {a.v + b.v}; }
+    TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
+    TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
+    TAPIR_V5 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
+    TAPIR_V5 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
+    TAPIR_V5 mask lt(reg a, reg b) { return x86::cmp_mask<x86::cmp_lt_oq>(a.v, b.v); }
+    TAPIR_V5 mask gt(reg a, reg b) { return x86::cmp_mask<x86::cmp_gt_oq>(a.v, b.v); }
+    TAPIR_V5 mask le(reg a, reg b) { return x86::cmp_mask<x86::cmp_le_oq>(a.v, b.v); }
+    TAPIR_V5 mask ge(reg a, reg b) { return x86::cmp_mask<x86::cmp_ge_oq>(a.v, b.v); }
+    TAPIR_V5 mask eq(reg a, reg b) { return x86::cmp_mask<x86::cmp_eq_oq>(a.v, b.v); }
+    TAPIR_V5 mask isnan(reg a) { return x86::cmp_mask<x86::cmp_unord_q>(a.v, a.v); }
     TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
-    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
-    TAPIR_V5 float hsum(reg v) {
-        const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 0));
-        const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 1));
-        const __m256 h = _mm256_add_ps(lo, hi);
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
-    }
-    TAPIR_V5 ireg bits(reg v) { return {_mm512_castps_si512(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_ps(v.v)}; }
-    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi32(a.v, b.v)}; }
-    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi32(a.v, b.v)}; }
-    TAPIR_V5 ireg iset1(std::uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
-    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
-    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi32(all, a.v, N)}; }
-    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi32(all, a.v, N)}; }
-    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-};
-
-template <> struct vavx512<double> {
-    using value_type = double;
-    using reg = box_m512d;
-    using mask = __mmask8;
-    using ireg = box_m512i;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFF;
-
-    TAPIR_V5 reg load(const double* p) { return {_mm512_loadu_pd(p)}; }
-    TAPIR_V5 void store(double* p, reg v) { _mm512_storeu_pd(p, v.v); }
-    TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const double* p, std::size_t n) { return {_mm512_maskz_loadu_pd(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(double* p, reg v, std::size_t n) { _mm512_mask_storeu_pd(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(double x) { return {_mm512_set1_pd(x)}; }
-    TAPIR_V5 reg zero() { return {_mm512_setzero_pd()}; }
-    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_pd(a.v, b.v)}; }
-    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_pd(a.v, b.v)}; }
-    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_pd(a.v, b.v)}; }
-    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_pd(a.v, b.v)}; }
-    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_pd(all, a.v, b.v)}; }
-    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_pd(all, a.v, b.v)}; }
-    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
-    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
-    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LE_OQ); }
-    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GE_OQ); }
-    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
-    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
-    TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
-    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
-    TAPIR_V5 double hsum(reg v) {
-        const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xFF, v.v, 0), _mm512_maskz_extractf64x4_pd(0xFF, v.v, 1));
-        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-        return _mm_cvtsd_f64(s);
-    }
-    TAPIR_V5 ireg bits(reg v) { return {_mm512_castpd_si512(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_pd(v.v)}; }
-    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi64(a.v, b.v)}; }
-    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi64(a.v, b.v)}; }
-    TAPIR_V5 ireg iset1(std::uint64_t x) { return {_mm512_set1_epi64(static_cast<long long>(x))}; }
-    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
-    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi64(all, a.v, N)}; }
-    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi64(all, a.v, N)}; }
-    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+    TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
+    TAPIR_V5 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<typename L::i512>(v.v)}; }
+    TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r512>(v.v)}; }
+    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
+    TAPIR_V5 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
+    TAPIR_V5 ireg iset1(typename L::bits_type x) { return {L::iset512(x)}; }
+    TAPIR_V5 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
+    TAPIR_V5 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
+    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
+    template <int N> TAPIR_V5 ireg shl(ireg a) { return {a.v << N}; }
+    template <int N> TAPIR_V5 ireg shr(ireg a) { return {a.v >> N}; }
+    TAPIR_V5 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 };
 #undef TAPIR_V5
 #endif // TAPIR_SIMD_X86
@@ -7731,27 +7991,15 @@ struct sqrt_op<simd::detail::vscalar<T>> {
     static T run(T a) { return std::sqrt(a); }
 };
 #if TAPIR_SIMD_X86
-template <>
-struct sqrt_op<simd::detail::vavx2<float>> {
-    using reg = simd::detail::vavx2<float>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_ps(a.v)}; }
+template <class T>
+struct sqrt_op<simd::detail::vavx2<T>> {
+    using reg = typename simd::detail::vavx2<T>::reg;
+    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
-template <>
-struct sqrt_op<simd::detail::vavx2<double>> {
-    using reg = simd::detail::vavx2<double>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_pd(a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<float>> {
-    using reg = simd::detail::vavx512<float>::reg;
-    // The masked form: GCC 12's _mm512_sqrt_ps starts from _mm512_undefined_ps() and trips
-    // -Wmaybe-uninitialized; with an all-ones mask it is the same single vsqrtps.
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_ps(a.v, static_cast<__mmask16>(0xFFFF), a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<double>> {
-    using reg = simd::detail::vavx512<double>::reg;
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_pd(a.v, static_cast<__mmask8>(0xFF), a.v)}; }
+template <class T>
+struct sqrt_op<simd::detail::vavx512<T>> {
+    using reg = typename simd::detail::vavx512<T>::reg;
+    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
 #endif
 #if TAPIR_SIMD_NEON
@@ -13887,178 +14135,6 @@ inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t see
 #include <type_traits>
 #include <utility>
 
-// ---- begin tapir/simd/detail/x86_builtins.hpp ----
-/// The few AVX2/FMA/AVX-512F operations tapir's deploy kernels use, written with GCC/Clang vector
-/// extensions and compiler builtins instead of <immintrin.h>, which alone costs ~0.7 s of compile
-/// time in every file that includes it. Each operation is the instruction the intrinsic of the
-/// same name emits (same operand order, so the same bits, NaN and signed-zero cases included).
-/// Every function carries its target attribute: callers compiled for that target (or a superset)
-/// inline it, no -march needed. Defines TAPIR_X86_BUILTINS to 1 where available (x86 with GCC or
-/// Clang), else to 0 and nothing else.
-
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define TAPIR_X86_BUILTINS 1
-#else
-#define TAPIR_X86_BUILTINS 0
-#endif
-
-#if TAPIR_X86_BUILTINS
-
-#define TAPIR_X86_AVX2 __attribute__((target("avx2,fma")))
-#define TAPIR_X86_AVX512 __attribute__((target("avx512f,avx2,fma")))
-
-// 512-bit vectors in signatures outside an AVX-512 region draw an ABI note; these functions are
-// always inlined into code of their own target.
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wpsabi"
-#else
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
-namespace tapir::detail::x86 {
-
-// Register types (the vector_size of the whole register, in bytes).
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef double f64x4 __attribute__((vector_size(32)));
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef double f64x8 __attribute__((vector_size(64)));
-typedef int i32x8 __attribute__((vector_size(32)));
-typedef unsigned u32x8 __attribute__((vector_size(32)));
-typedef short i16x16 __attribute__((vector_size(32)));
-typedef signed char i8x16 __attribute__((vector_size(16)));
-
-/// Memory views for loads and stores: may_alias (any object's bytes), aligned(1) for unaligned
-/// access, natural alignment for the aligned forms.
-typedef float f32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
-typedef double f64x4_u __attribute__((vector_size(32), aligned(1), may_alias));
-typedef float f32x16_u __attribute__((vector_size(64), aligned(1), may_alias));
-typedef double f64x8_u __attribute__((vector_size(64), aligned(1), may_alias));
-typedef int i32x8_a __attribute__((vector_size(32), may_alias));
-typedef signed char i8x16_a __attribute__((vector_size(16), may_alias));
-
-/// _MM_FROUND_CUR_DIRECTION: the builtins' rounding operand for "as MXCSR says".
-constexpr int cur_direction = 4;
-
-// ---- AVX2 + FMA, 256 bits ----
-
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 loadu256(const float* p) noexcept {
-    return *reinterpret_cast<const f32x8_u*>(p);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 loadu256(const double* p) noexcept {
-    return *reinterpret_cast<const f64x4_u*>(p);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) void storeu(float* p, f32x8 v) noexcept {
-    *reinterpret_cast<f32x8_u*>(p) = v;
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) void storeu(double* p, f64x4 v) noexcept {
-    *reinterpret_cast<f64x4_u*>(p) = v;
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 set1_256(float x) noexcept {
-    return f32x8{x, x, x, x, x, x, x, x};
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 set1_256(double x) noexcept { return f64x4{x, x, x, x}; }
-/// a * b + c, one rounding (vfmadd).
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 fmadd(f32x8 a, f32x8 b, f32x8 c) noexcept {
-    return __builtin_ia32_vfmaddps256(a, b, c);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 fmadd(f64x4 a, f64x4 b, f64x4 c) noexcept {
-    return __builtin_ia32_vfmaddpd256(a, b, c);
-}
-/// vmaxps: a > b ? a : b per lane (b when either is NaN or both are zeros).
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 max(f32x8 a, f32x8 b) noexcept {
-    return __builtin_ia32_maxps256(a, b);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 max(f64x4 a, f64x4 b) noexcept {
-    return __builtin_ia32_maxpd256(a, b);
-}
-
-/// Aligned integer loads and stores.
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 load_i32x8(const int* p) noexcept {
-    return *reinterpret_cast<const i32x8_a*>(p);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) void store_i32x8(int* p, i32x8 v) noexcept {
-    *reinterpret_cast<i32x8_a*>(p) = v;
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i8x16 load_i8x16(const signed char* p) noexcept {
-    return *reinterpret_cast<const i8x16_a*>(p);
-}
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 set1_i32x8(int x) noexcept {
-    return i32x8{x, x, x, x, x, x, x, x};
-}
-/// Sign extension of 16 bytes to 16 shorts (vpmovsxbw). GCC 12 splits __builtin_convertvector
-/// into two 128-bit halves; Clang has no vpmovsxbw builtin and emits it for the conversion.
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i16x16 widen_i8(i8x16 v) noexcept {
-#if defined(__clang__)
-    return __builtin_convertvector(v, i16x16);
-#else
-    typedef char c8x16 __attribute__((vector_size(16)));  // the builtin's operand: plain char
-    return __builtin_ia32_pmovsxbw256(reinterpret_cast<c8x16>(v));
-#endif
-}
-/// Products of 16-bit pairs summed into 32 bits (vpmaddwd).
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 madd_i16(i16x16 a, i16x16 b) noexcept {
-    return __builtin_ia32_pmaddwd256(a, b);
-}
-/// Wrapping 32-bit addition (vpaddd).
-TAPIR_X86_AVX2 inline __attribute__((always_inline)) i32x8 add_wrap(i32x8 a, i32x8 b) noexcept {
-    return reinterpret_cast<i32x8>(reinterpret_cast<u32x8>(a) + reinterpret_cast<u32x8>(b));
-}
-
-// ---- AVX-512F, 512 bits ----
-
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 loadu512(const float* p) noexcept {
-    return *reinterpret_cast<const f32x16_u*>(p);
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 loadu512(const double* p) noexcept {
-    return *reinterpret_cast<const f64x8_u*>(p);
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) void storeu(float* p, f32x16 v) noexcept {
-    *reinterpret_cast<f32x16_u*>(p) = v;
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) void storeu(double* p, f64x8 v) noexcept {
-    *reinterpret_cast<f64x8_u*>(p) = v;
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 set1_512(float x) noexcept {
-    return f32x16{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 set1_512(double x) noexcept {
-    return f64x8{x, x, x, x, x, x, x, x};
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 fmadd(f32x16 a, f32x16 b, f32x16 c) noexcept {
-    return __builtin_ia32_vfmaddps512_mask(a, b, c, static_cast<unsigned short>(0xFFFF), cur_direction);
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 fmadd(f64x8 a, f64x8 b, f64x8 c) noexcept {
-    return __builtin_ia32_vfmaddpd512_mask(a, b, c, static_cast<unsigned char>(0xFF), cur_direction);
-}
-/// GCC's 512-bit max takes a pass-through source and a mask (all lanes here; a zero source, not
-/// the undefined one of GCC 12's intrinsic, PR 105593), Clang's does not.
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 max(f32x16 a, f32x16 b) noexcept {
-#if defined(__clang__)
-    return __builtin_ia32_maxps512(a, b, cur_direction);
-#else
-    return __builtin_ia32_maxps512_mask(a, b, f32x16{}, static_cast<unsigned short>(0xFFFF), cur_direction);
-#endif
-}
-TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 max(f64x8 a, f64x8 b) noexcept {
-#if defined(__clang__)
-    return __builtin_ia32_maxpd512(a, b, cur_direction);
-#else
-    return __builtin_ia32_maxpd512_mask(a, b, f64x8{}, static_cast<unsigned char>(0xFF), cur_direction);
-#endif
-}
-
-} // namespace tapir::detail::x86
-
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#else
-#pragma GCC diagnostic pop
-#endif
-
-#endif // TAPIR_X86_BUILTINS
-// ---- end tapir/simd/detail/x86_builtins.hpp ----
 
 /// The x86 kernels use simd/detail/x86_builtins.hpp rather than <immintrin.h> (0.7 s of compile time).
 #if TAPIR_X86_BUILTINS && !defined(TAPIR_SIMD_NO_X86)

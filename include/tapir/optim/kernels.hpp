@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "../config.hpp"
+#include "../simd/detail/x86_builtins.hpp"
 #include "../simd/vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -29,27 +30,15 @@ struct sqrt_op<simd::detail::vscalar<T>> {
     static T run(T a) { return std::sqrt(a); }
 };
 #if TAPIR_SIMD_X86
-template <>
-struct sqrt_op<simd::detail::vavx2<float>> {
-    using reg = simd::detail::vavx2<float>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_ps(a.v)}; }
+template <class T>
+struct sqrt_op<simd::detail::vavx2<T>> {
+    using reg = typename simd::detail::vavx2<T>::reg;
+    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
-template <>
-struct sqrt_op<simd::detail::vavx2<double>> {
-    using reg = simd::detail::vavx2<double>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {_mm256_sqrt_pd(a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<float>> {
-    using reg = simd::detail::vavx512<float>::reg;
-    // The masked form: GCC 12's _mm512_sqrt_ps starts from _mm512_undefined_ps() and trips
-    // -Wmaybe-uninitialized; with an all-ones mask it is the same single vsqrtps.
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_ps(a.v, static_cast<__mmask16>(0xFFFF), a.v)}; }
-};
-template <>
-struct sqrt_op<simd::detail::vavx512<double>> {
-    using reg = simd::detail::vavx512<double>::reg;
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {_mm512_mask_sqrt_pd(a.v, static_cast<__mmask8>(0xFF), a.v)}; }
+template <class T>
+struct sqrt_op<simd::detail::vavx512<T>> {
+    using reg = typename simd::detail::vavx512<T>::reg;
+    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
 };
 #endif
 #if TAPIR_SIMD_NEON

@@ -16,7 +16,6 @@
     !defined(TAPIR_SIMD_NO_X86)
 #define TAPIR_SIMD_X86 1
 #include <cpuid.h>
-#include <immintrin.h>
 /// Kernels compiled for AVX2+FMA regardless of -march, called only after cpuid says so.
 #define TAPIR_TARGET_AVX2 __attribute__((target("avx2,fma")))
 /// Kernels compiled for AVX-512 (F/BW/DQ/VL, as on Skylake-X and Zen 4/5).

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "arch.hpp"
+#include "detail/x86_builtins.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
 
@@ -102,233 +103,152 @@ template <class T> struct vscalar {
 
 #if TAPIR_SIMD_X86
 // ------------------------------------------------------------------------------------------------
-/// x86 registers travel boxed in a struct: a raw __m256/__m512 crossing from a generic (unattributed)
-/// kernel into an attributed wrapper is a hard error in Clang and a -Wpsabi warning in GCC, while
-/// a struct is not; both compilers always inline the generic kernel into its attributed entry, so
-/// the boxed value never actually crosses an ABI boundary.
-struct box_m256 { __m256 v; };
-struct box_m256d { __m256d v; };
-struct box_m256i { __m256i v; };
-struct box_m512 { __m512 v; };
-struct box_m512d { __m512d v; };
-struct box_m512i { __m512i v; };
+/// x86 registers travel boxed in a struct: a raw 256/512-bit vector crossing from a generic
+/// (unattributed) kernel into an attributed wrapper is a hard error in Clang and a -Wpsabi warning
+/// in GCC, while a struct is not; both compilers always inline the generic kernel into its
+/// attributed entry, so the boxed value never actually crosses an ABI boundary. The boxed values
+/// are GCC/Clang vector types (simd/detail/x86_builtins.hpp), not <immintrin.h>'s: arithmetic and
+/// bit operations are the vector-extension operators (the same instructions the intrinsics emit).
+namespace x86 = tapir::detail::x86;
+template <class R> struct box { R v; };
 
-template <class T> struct vavx2;
-
-#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
-template <> struct vavx2<float> {
-    using value_type = float;
-    using reg = box_m256;
-    using mask = box_m256;
-    using ireg = box_m256i;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx2;
-
-    TAPIR_V2 reg load(const float* p) { return {_mm256_loadu_ps(p)}; }
-    TAPIR_V2 void store(float* p, reg v) { _mm256_storeu_ps(p, v.v); }
-    TAPIR_V2 __m256i tail_mask(std::size_t n) {
-        return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+/// Per element type: the register types, the lane indices of the tail masks, the integer broadcasts.
+template <class T> struct x86_lanes;
+template <> struct x86_lanes<float> {
+    using r256 = x86::f32x8;
+    using i256 = x86::u32x8;
+    using r512 = x86::f32x16;
+    using i512 = x86::u32x16;
+    using mask512 = x86::mask16;
+    using bits_type = std::uint32_t;
+    /// Lanes below n all ones (vpcmpgtd against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i32x8 tail256(std::size_t n) {
+        return x86::set1_i32x8(static_cast<int>(n)) > x86::i32x8{0, 1, 2, 3, 4, 5, 6, 7};
     }
-    TAPIR_V2 reg load_partial(const float* p, std::size_t n) { return {_mm256_maskload_ps(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(float* p, reg v, std::size_t n) { _mm256_maskstore_ps(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(float x) { return {_mm256_set1_ps(x)}; }
-    TAPIR_V2 reg zero() { return {_mm256_setzero_ps()}; }
-    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_ps(a.v, b.v)}; }
-    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_ps(a.v, b.v)}; }
-    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_ps(a.v, b.v)}; }
-    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_ps(a.v, b.v)}; }
-    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_ps(a.v, b.v)}; }
-    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_ps(a.v, b.v)}; }
-    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
-    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ)}; }
-    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
-    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)}; }
-    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ)}; }
-    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
-    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_ps(a.v, b.v)}; }
-    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_ps(b.v, a.v, m.v)}; }
-    TAPIR_V2 float hsum(reg v) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v.v), _mm256_extractf128_ps(v.v, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint32_t x) { return i256{x, x, x, x, x, x, x, x}; }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint32_t x) {
+        return i512{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
     }
-    TAPIR_V2 ireg bits(reg v) { return {_mm256_castps_si256(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_ps(v.v)}; }
-    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi32(a.v, b.v)}; }
-    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi32(a.v, b.v)}; }
-    TAPIR_V2 ireg iset1(std::uint32_t x) { return {_mm256_set1_epi32(static_cast<int>(x))}; }
-    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
-    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi32(a.v, N)}; }
-    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi32(a.v, N)}; }
-    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+};
+template <> struct x86_lanes<double> {
+    using r256 = x86::f64x4;
+    using i256 = x86::u64x4;
+    using r512 = x86::f64x8;
+    using i512 = x86::u64x8;
+    using mask512 = x86::mask8;
+    using bits_type = std::uint64_t;
+    /// Lanes below n all ones (vpcmpgtq against the lane indices).
+    TAPIR_TARGET_AVX2 static inline x86::i64x4 tail256(std::size_t n) {
+        const long long k = static_cast<long long>(n);
+        return x86::i64x4{k, k, k, k} > x86::i64x4{0, 1, 2, 3};
+    }
+    TAPIR_TARGET_AVX2 static inline i256 iset256(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i256{u, u, u, u};
+    }
+    TAPIR_TARGET_AVX512 static inline i512 iset512(std::uint64_t x) {
+        const unsigned long long u = x;
+        return i512{u, u, u, u, u, u, u, u};
+    }
 };
 
-template <> struct vavx2<double> {
-    using value_type = double;
-    using reg = box_m256d;
-    using mask = box_m256d;
-    using ireg = box_m256i;
-    static constexpr std::size_t W = 4;
+#define TAPIR_V2 TAPIR_TARGET_AVX2 static inline
+template <class T> struct vavx2 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r256>;
+    using mask = reg;
+    using ireg = box<typename L::i256>;
+    static constexpr std::size_t W = 32 / sizeof(T);
     static constexpr isa id = isa::avx2;
 
-    TAPIR_V2 reg load(const double* p) { return {_mm256_loadu_pd(p)}; }
-    TAPIR_V2 void store(double* p, reg v) { _mm256_storeu_pd(p, v.v); }
-    TAPIR_V2 __m256i tail_mask(std::size_t n) {
-        return _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<long long>(n)), _mm256_setr_epi64x(0, 1, 2, 3));
-    }
-    TAPIR_V2 reg load_partial(const double* p, std::size_t n) { return {_mm256_maskload_pd(p, tail_mask(n))}; }
-    TAPIR_V2 void store_partial(double* p, reg v, std::size_t n) { _mm256_maskstore_pd(p, tail_mask(n), v.v); }
-    TAPIR_V2 reg set1(double x) { return {_mm256_set1_pd(x)}; }
-    TAPIR_V2 reg zero() { return {_mm256_setzero_pd()}; }
-    TAPIR_V2 reg add(reg a, reg b) { return {_mm256_add_pd(a.v, b.v)}; }
-    TAPIR_V2 reg sub(reg a, reg b) { return {_mm256_sub_pd(a.v, b.v)}; }
-    TAPIR_V2 reg mul(reg a, reg b) { return {_mm256_mul_pd(a.v, b.v)}; }
-    TAPIR_V2 reg div(reg a, reg b) { return {_mm256_div_pd(a.v, b.v)}; }
-    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {_mm256_fnmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V2 reg min(reg a, reg b) { return {_mm256_min_pd(a.v, b.v)}; }
-    TAPIR_V2 reg max(reg a, reg b) { return {_mm256_max_pd(a.v, b.v)}; }
-    TAPIR_V2 mask lt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ)}; }
-    TAPIR_V2 mask gt(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ)}; }
-    TAPIR_V2 mask le(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_LE_OQ)}; }
-    TAPIR_V2 mask ge(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_GE_OQ)}; }
-    TAPIR_V2 mask eq(reg a, reg b) { return {_mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ)}; }
-    TAPIR_V2 mask isnan(reg a) { return {_mm256_cmp_pd(a.v, a.v, _CMP_UNORD_Q)}; }
-    TAPIR_V2 mask mask_or(mask a, mask b) { return {_mm256_or_pd(a.v, b.v)}; }
-    TAPIR_V2 reg select(mask m, reg a, reg b) { return {_mm256_blendv_pd(b.v, a.v, m.v)}; }
-    TAPIR_V2 double hsum(reg v) {
-        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v.v), _mm256_extractf128_pd(v.v, 1));
-        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-        return _mm_cvtsd_f64(s);
-    }
-    TAPIR_V2 ireg bits(reg v) { return {_mm256_castpd_si256(v.v)}; }
-    TAPIR_V2 reg from_bits(ireg v) { return {_mm256_castsi256_pd(v.v)}; }
-    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {_mm256_add_epi64(a.v, b.v)}; }
-    TAPIR_V2 ireg isub(ireg a, ireg b) { return {_mm256_sub_epi64(a.v, b.v)}; }
-    TAPIR_V2 ireg iset1(std::uint64_t x) { return {_mm256_set1_epi64x(static_cast<long long>(x))}; }
-    TAPIR_V2 ireg iand(ireg a, ireg b) { return {_mm256_and_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ior(ireg a, ireg b) { return {_mm256_or_si256(a.v, b.v)}; }
-    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {_mm256_xor_si256(a.v, b.v)}; }
-    template <int N> TAPIR_V2 ireg shl(ireg a) { return {_mm256_slli_epi64(a.v, N)}; }
-    template <int N> TAPIR_V2 ireg shr(ireg a) { return {_mm256_srli_epi64(a.v, N)}; }
-    TAPIR_V2 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+    TAPIR_V2 reg load(const T* p) { return {x86::loadu256(p)}; }
+    TAPIR_V2 void store(T* p, reg v) { x86::storeu(p, v.v); }
+    TAPIR_V2 reg load_partial(const T* p, std::size_t n) { return {x86::maskload(p, L::tail256(n))}; }
+    TAPIR_V2 void store_partial(T* p, reg v, std::size_t n) { x86::maskstore(p, L::tail256(n), v.v); }
+    TAPIR_V2 reg set1(T x) { return {x86::set1_256(x)}; }
+    TAPIR_V2 reg zero() { return {typename L::r256{}}; }
+    TAPIR_V2 reg add(reg a, reg b) { return {a.v + b.v}; }
+    TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
+    TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
+    TAPIR_V2 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V2 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
+    TAPIR_V2 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
+    TAPIR_V2 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
+    TAPIR_V2 mask lt(reg a, reg b) { return {x86::cmp<x86::cmp_lt_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask gt(reg a, reg b) { return {x86::cmp<x86::cmp_gt_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask le(reg a, reg b) { return {x86::cmp<x86::cmp_le_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask ge(reg a, reg b) { return {x86::cmp<x86::cmp_ge_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask eq(reg a, reg b) { return {x86::cmp<x86::cmp_eq_oq>(a.v, b.v)}; }
+    TAPIR_V2 mask isnan(reg a) { return {x86::cmp<x86::cmp_unord_q>(a.v, a.v)}; }
+    TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
+    TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
+    TAPIR_V2 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<typename L::i256>(v.v)}; }
+    TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r256>(v.v)}; }
+    TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
+    TAPIR_V2 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
+    TAPIR_V2 ireg iset1(typename L::bits_type x) { return {L::iset256(x)}; }
+    TAPIR_V2 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
+    TAPIR_V2 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
+    TAPIR_V2 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
+    template <int N> TAPIR_V2 ireg shl(ireg a) { return {a.v << N}; }
+    template <int N> TAPIR_V2 ireg shr(ireg a) { return {a.v >> N}; }
+    TAPIR_V2 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 };
 #undef TAPIR_V2
 
 // ------------------------------------------------------------------------------------------------
-/// AVX-512 wrappers use the maskz_ forms of a few intrinsics: GCC 12's plain forms start from
-/// _mm512_undefined_*(), which trips -Wmaybe-uninitialized once inlined (GCC PR 105593).
-template <class T> struct vavx512;
-
+/// AVX-512 min, max and sqrt are GCC's masked builtins over all lanes with a zero or self source:
+/// the unmasked intrinsics of GCC 12 start from an undefined vector, which trips
+/// -Wmaybe-uninitialized once inlined (GCC PR 105593).
 #define TAPIR_V5 TAPIR_TARGET_AVX512 static inline
-template <> struct vavx512<float> {
-    using value_type = float;
-    using reg = box_m512;
-    using mask = __mmask16;
-    using ireg = box_m512i;
-    static constexpr std::size_t W = 16;
+template <class T> struct vavx512 {
+    using L = x86_lanes<T>;
+    using value_type = T;
+    using reg = box<typename L::r512>;
+    using mask = typename L::mask512;
+    using ireg = box<typename L::i512>;
+    static constexpr std::size_t W = 64 / sizeof(T);
     static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFFFF;
+    static constexpr mask all = static_cast<mask>((1u << W) - 1u);
 
-    TAPIR_V5 reg load(const float* p) { return {_mm512_loadu_ps(p)}; }
-    TAPIR_V5 void store(float* p, reg v) { _mm512_storeu_ps(p, v.v); }
+    TAPIR_V5 reg load(const T* p) { return {x86::loadu512(p)}; }
+    TAPIR_V5 void store(T* p, reg v) { x86::storeu(p, v.v); }
     TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const float* p, std::size_t n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(float* p, reg v, std::size_t n) { _mm512_mask_storeu_ps(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(float x) { return {_mm512_set1_ps(x)}; }
-    TAPIR_V5 reg zero() { return {_mm512_setzero_ps()}; }
-    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_ps(a.v, b.v)}; }
-    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_ps(a.v, b.v)}; }
-    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_ps(a.v, b.v)}; }
-    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_ps(a.v, b.v)}; }
-    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_ps(all, a.v, b.v)}; }
-    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_ps(all, a.v, b.v)}; }
-    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
-    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
-    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ); }
-    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ); }
-    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
-    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q); }
+    TAPIR_V5 reg load_partial(const T* p, std::size_t n) { return {x86::maskz_loadu(tail_mask(n), p)}; }
+    TAPIR_V5 void store_partial(T* p, reg v, std::size_t n) { x86::mask_storeu(p, tail_mask(n), v.v); }
+    TAPIR_V5 reg set1(T x) { return {x86::set1_512(x)}; }
+    TAPIR_V5 reg zero() { return {typename L::r512{}}; }
+    TAPIR_V5 reg add(reg a, reg b) { return {a.v + b.v}; }
+    TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
+    TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
+    TAPIR_V5 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
+    TAPIR_V5 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
+    TAPIR_V5 reg max(reg a, reg b) { return {x86::max(a.v, b.v)}; }
+    TAPIR_V5 mask lt(reg a, reg b) { return x86::cmp_mask<x86::cmp_lt_oq>(a.v, b.v); }
+    TAPIR_V5 mask gt(reg a, reg b) { return x86::cmp_mask<x86::cmp_gt_oq>(a.v, b.v); }
+    TAPIR_V5 mask le(reg a, reg b) { return x86::cmp_mask<x86::cmp_le_oq>(a.v, b.v); }
+    TAPIR_V5 mask ge(reg a, reg b) { return x86::cmp_mask<x86::cmp_ge_oq>(a.v, b.v); }
+    TAPIR_V5 mask eq(reg a, reg b) { return x86::cmp_mask<x86::cmp_eq_oq>(a.v, b.v); }
+    TAPIR_V5 mask isnan(reg a) { return x86::cmp_mask<x86::cmp_unord_q>(a.v, a.v); }
     TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
-    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
-    TAPIR_V5 float hsum(reg v) {
-        const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 0));
-        const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(v.v), 1));
-        const __m256 h = _mm256_add_ps(lo, hi);
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
-    }
-    TAPIR_V5 ireg bits(reg v) { return {_mm512_castps_si512(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_ps(v.v)}; }
-    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi32(a.v, b.v)}; }
-    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi32(a.v, b.v)}; }
-    TAPIR_V5 ireg iset1(std::uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
-    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
-    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi32(all, a.v, N)}; }
-    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi32(all, a.v, N)}; }
-    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-};
-
-template <> struct vavx512<double> {
-    using value_type = double;
-    using reg = box_m512d;
-    using mask = __mmask8;
-    using ireg = box_m512i;
-    static constexpr std::size_t W = 8;
-    static constexpr isa id = isa::avx512;
-    static constexpr mask all = 0xFF;
-
-    TAPIR_V5 reg load(const double* p) { return {_mm512_loadu_pd(p)}; }
-    TAPIR_V5 void store(double* p, reg v) { _mm512_storeu_pd(p, v.v); }
-    TAPIR_V5 mask tail_mask(std::size_t n) { return static_cast<mask>((1u << n) - 1u); }
-    TAPIR_V5 reg load_partial(const double* p, std::size_t n) { return {_mm512_maskz_loadu_pd(tail_mask(n), p)}; }
-    TAPIR_V5 void store_partial(double* p, reg v, std::size_t n) { _mm512_mask_storeu_pd(p, tail_mask(n), v.v); }
-    TAPIR_V5 reg set1(double x) { return {_mm512_set1_pd(x)}; }
-    TAPIR_V5 reg zero() { return {_mm512_setzero_pd()}; }
-    TAPIR_V5 reg add(reg a, reg b) { return {_mm512_add_pd(a.v, b.v)}; }
-    TAPIR_V5 reg sub(reg a, reg b) { return {_mm512_sub_pd(a.v, b.v)}; }
-    TAPIR_V5 reg mul(reg a, reg b) { return {_mm512_mul_pd(a.v, b.v)}; }
-    TAPIR_V5 reg div(reg a, reg b) { return {_mm512_div_pd(a.v, b.v)}; }
-    TAPIR_V5 reg fma(reg a, reg b, reg c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {_mm512_fnmadd_pd(a.v, b.v, c.v)}; }
-    TAPIR_V5 reg min(reg a, reg b) { return {_mm512_maskz_min_pd(all, a.v, b.v)}; }
-    TAPIR_V5 reg max(reg a, reg b) { return {_mm512_maskz_max_pd(all, a.v, b.v)}; }
-    TAPIR_V5 mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
-    TAPIR_V5 mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
-    TAPIR_V5 mask le(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LE_OQ); }
-    TAPIR_V5 mask ge(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GE_OQ); }
-    TAPIR_V5 mask eq(reg a, reg b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
-    TAPIR_V5 mask isnan(reg a) { return _mm512_cmp_pd_mask(a.v, a.v, _CMP_UNORD_Q); }
-    TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
-    TAPIR_V5 reg select(mask m, reg a, reg b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
-    TAPIR_V5 double hsum(reg v) {
-        const __m256d h = _mm256_add_pd(_mm512_maskz_extractf64x4_pd(0xFF, v.v, 0), _mm512_maskz_extractf64x4_pd(0xFF, v.v, 1));
-        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-        s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
-        return _mm_cvtsd_f64(s);
-    }
-    TAPIR_V5 ireg bits(reg v) { return {_mm512_castpd_si512(v.v)}; }
-    TAPIR_V5 reg from_bits(ireg v) { return {_mm512_castsi512_pd(v.v)}; }
-    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {_mm512_add_epi64(a.v, b.v)}; }
-    TAPIR_V5 ireg isub(ireg a, ireg b) { return {_mm512_sub_epi64(a.v, b.v)}; }
-    TAPIR_V5 ireg iset1(std::uint64_t x) { return {_mm512_set1_epi64(static_cast<long long>(x))}; }
-    TAPIR_V5 ireg iand(ireg a, ireg b) { return {_mm512_and_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ior(ireg a, ireg b) { return {_mm512_or_si512(a.v, b.v)}; }
-    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {_mm512_xor_si512(a.v, b.v)}; }
-    template <int N> TAPIR_V5 ireg shl(ireg a) { return {_mm512_maskz_slli_epi64(all, a.v, N)}; }
-    template <int N> TAPIR_V5 ireg shr(ireg a) { return {_mm512_maskz_srli_epi64(all, a.v, N)}; }
-    TAPIR_V5 void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+    TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
+    TAPIR_V5 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<typename L::i512>(v.v)}; }
+    TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r512>(v.v)}; }
+    TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
+    TAPIR_V5 ireg isub(ireg a, ireg b) { return {a.v - b.v}; }
+    TAPIR_V5 ireg iset1(typename L::bits_type x) { return {L::iset512(x)}; }
+    TAPIR_V5 ireg iand(ireg a, ireg b) { return {a.v & b.v}; }
+    TAPIR_V5 ireg ior(ireg a, ireg b) { return {a.v | b.v}; }
+    TAPIR_V5 ireg ixor(ireg a, ireg b) { return {a.v ^ b.v}; }
+    template <int N> TAPIR_V5 ireg shl(ireg a) { return {a.v << N}; }
+    template <int N> TAPIR_V5 ireg shr(ireg a) { return {a.v >> N}; }
+    TAPIR_V5 void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 };
 #undef TAPIR_V5
 #endif // TAPIR_SIMD_X86
