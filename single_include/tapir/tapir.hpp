@@ -5963,6 +5963,7 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
 #include <functional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 
@@ -5987,6 +5988,7 @@ struct GradcheckResult {
 };
 
 /// The function under test: records its output on the tape from the given input variables.
+/// gradcheck() takes any callable of this form (a lambda, or this std::function).
 using GradcheckFn = std::function<Var<double>(Tape<double>&, const std::vector<Var<double>>&)>;
 
 namespace detail {
@@ -5997,7 +5999,8 @@ inline Tensor<double> random_like(const Shape& s, Rng& rng) {
 }
 
 /// Projects y onto r and returns the scalar.
-inline Var<double> project(Tape<double>& t, const Var<double>& y, const Tensor<double>& r) {
+template <class T>
+Var<T> project(Tape<T>& t, const Var<T>& y, const Tensor<T>& r) {
     return sum(mul(y, t.view(r)));
 }
 
@@ -6019,21 +6022,24 @@ inline void record_error(GradcheckResult& res, double a, double n, std::size_t i
 
 /// Scalar L(xs) and, when wanted, its analytic gradients (first order) or the gradients of
 /// M = sum_k <dL/dx_k, v_k> (second order, through create_graph).
+/// Templates (T is double) so that the backward pass and GEMM in double are compiled only where a
+/// check is made, not in every file that includes tapir.hpp (~0.1 s each).
+template <class F, class T = double>
 struct GradcheckEval {
-    const GradcheckFn& f;
-    std::vector<Tensor<double>> r;  // projection of f's output
-    std::vector<Tensor<double>> v;  // projection of the gradients (second order)
+    const F& f;
+    std::vector<Tensor<T>> r;  // projection of f's output
+    std::vector<Tensor<T>> v;  // projection of the gradients (second order)
 
-    double value(Tape<double>& t, const std::vector<Tensor<double>>& xs, int order) {
+    double value(Tape<T>& t, const std::vector<Tensor<T>>& xs, int order) {
         t.clear();
-        std::vector<Var<double>> vars;
+        std::vector<Var<T>> vars;
         for (const auto& x : xs) vars.push_back(t.variable(x));
-        const Var<double> y = f(t, vars);
+        const Var<T> y = f(t, vars);
         if (r.empty()) {
             Rng rng(20240917);
             r.push_back(random_like(y.shape(), rng));
         }
-        const Var<double> l = project(t, y, r[0]);
+        const Var<T> l = project(t, y, r[0]);
         if (order == 0) return l.item();
         const auto gs = grad(l, vars, false);
         double m = 0.0;
@@ -6045,20 +6051,21 @@ struct GradcheckEval {
 } // namespace detail
 
 /// Compares the tape's gradients of f with central differences at `inputs`.
-inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor<double>>& inputs, double eps = 1e-6,
-                                 double tol = 1e-6) {
-    Tape<double> t;
-    detail::GradcheckEval ev{f, {}, {}};
+template <class F, class T = double>
+GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, double eps = 1e-6, double tol = 1e-6) {
+    static_assert(std::is_same<T, double>::value, "gradcheck: double precision");
+    Tape<T> t;
+    detail::GradcheckEval<F, T> ev{f, {}, {}};
     ev.value(t, inputs, 0);  // fixes the projection
     t.clear();
-    std::vector<Var<double>> vars;
+    std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false);
-    std::vector<Tensor<double>> analytic;
+    std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
 
     GradcheckResult res;
-    std::vector<Tensor<double>> xs = inputs;
+    std::vector<Tensor<T>> xs = inputs;
     for (std::size_t k = 0; k < xs.size(); ++k)
         for (std::size_t j = 0; j < xs[k].size(); ++j) {
             const double x0 = xs[k][j];
@@ -6074,29 +6081,30 @@ inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor<
 
 /// Compares the derivative of f's gradient (recorded with create_graph) with central differences
 /// of the first-order gradient: checks every backward rule's own backward.
-inline GradcheckResult gradgradcheck(const GradcheckFn& f, const std::vector<Tensor<double>>& inputs, double eps = 1e-5,
-                                     double tol = 1e-6) {
-    Tape<double> t;
-    detail::GradcheckEval ev{f, {}, {}};
+template <class F, class T = double>
+GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, double eps = 1e-5, double tol = 1e-6) {
+    static_assert(std::is_same<T, double>::value, "gradgradcheck: double precision");
+    Tape<T> t;
+    detail::GradcheckEval<F, T> ev{f, {}, {}};
     ev.value(t, inputs, 0);
     Rng rng(777);
     for (const auto& x : inputs) ev.v.push_back(detail::random_like(x.shape(), rng));
 
     t.clear();
-    std::vector<Var<double>> vars;
+    std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true);
-    Var<double> m = t.scalar(0.0);
+    Var<T> m = t.scalar(T(0));
     for (std::size_t k = 0; k < gs.size(); ++k) m = add(m, sum(mul(gs[k], t.view(ev.v[k]))));
-    std::vector<Tensor<double>> analytic;
+    std::vector<Tensor<T>> analytic;
     if (m.requires_grad()) {
         for (const auto& g : grad(m, vars, false)) analytic.push_back(g.value());
     } else {
-        for (const auto& x : inputs) analytic.push_back(Tensor<double>(x.shape()));
+        for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }
 
     GradcheckResult res;
-    std::vector<Tensor<double>> xs = inputs;
+    std::vector<Tensor<T>> xs = inputs;
     for (std::size_t k = 0; k < xs.size(); ++k)
         for (std::size_t j = 0; j < xs[k].size(); ++j) {
             const double x0 = xs[k][j];
@@ -10172,19 +10180,21 @@ inline std::vector<double> cholesky_solve(const std::vector<double>& l, std::siz
     return b;
 }
 
-template <class Model>
+/// T is double; a template parameter so that the tape code below is compiled only where a fit is
+/// made, not in every file that includes tapir.hpp.
+template <class Model, class T = double>
 struct PoissonFitEval {
     Model& model;
-    const Tensor<double>& x;
-    const Tensor<double>& k;
-    Tape<double> tape;
+    const Tensor<T>& x;
+    const Tensor<T>& k;
+    Tape<T> tape;
 
     /// The NLL, or +inf where the model is not positive (outside the physical region).
     double value(const std::vector<double>& p) {
-        NoGradGuard<double> guard(tape);
+        NoGradGuard<T> guard(tape);
         tape.clear();
-        const Var<double> pv = tape.constant(Tensor<double>(Shape{p.size()}, p));
-        const Var<double> lam = model(pv, tape.view(x));
+        const Var<T> pv = tape.constant(Tensor<T>(Shape{p.size()}, p));
+        const Var<T> lam = model(pv, tape.view(x));
         for (std::size_t i = 0; i < lam.size(); ++i)
             if (!(lam[i] > 0.0) || !std::isfinite(lam[i])) return HUGE_VAL;
         const double v = poisson_nll(lam, tape.view(k)).item();
@@ -10194,18 +10204,18 @@ struct PoissonFitEval {
     double derivatives(const std::vector<double>& p, std::vector<double>& g, std::vector<double>& h) {
         const std::size_t np = p.size();
         tape.clear();
-        const Var<double> pv = tape.variable(Tensor<double>(Shape{np}, p));
-        const Var<double> lam = model(pv, tape.view(x));
+        const Var<T> pv = tape.variable(Tensor<T>(Shape{np}, p));
+        const Var<T> lam = model(pv, tape.view(x));
         if (lam.shape() != x.shape())
             throw shape_error("poisson_fit: the model returned shape " + lam.shape().str() + " for bin centres of shape " + x.shape().str());
-        const Var<double> nll = poisson_nll(lam, tape.view(k));
-        const Var<double> gv = grad(nll, pv, /*create_graph=*/true);
+        const Var<T> nll = poisson_nll(lam, tape.view(k));
+        const Var<T> gv = grad(nll, pv, /*create_graph=*/true);
         g.assign(np, 0.0);
         h.assign(np * np, 0.0);
         for (std::size_t i = 0; i < np; ++i) g[i] = gv[i];
         if (gv.requires_grad()) {
             for (std::size_t i = 0; i < np; ++i) {
-                const Var<double> row = grad(slice(gv, 0, i, 1), pv, false);
+                const Var<T> row = grad(slice(gv, 0, i, 1), pv, false);
                 for (std::size_t j = 0; j < np; ++j) h[i * np + j] = row[j];
             }
         }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../data/random.hpp"
@@ -40,6 +41,7 @@ struct GradcheckResult {
 };
 
 /// The function under test: records its output on the tape from the given input variables.
+/// gradcheck() takes any callable of this form (a lambda, or this std::function).
 using GradcheckFn = std::function<Var<double>(Tape<double>&, const std::vector<Var<double>>&)>;
 
 namespace detail {
@@ -50,7 +52,8 @@ inline Tensor<double> random_like(const Shape& s, Rng& rng) {
 }
 
 /// Projects y onto r and returns the scalar.
-inline Var<double> project(Tape<double>& t, const Var<double>& y, const Tensor<double>& r) {
+template <class T>
+Var<T> project(Tape<T>& t, const Var<T>& y, const Tensor<T>& r) {
     return sum(mul(y, t.view(r)));
 }
 
@@ -72,21 +75,24 @@ inline void record_error(GradcheckResult& res, double a, double n, std::size_t i
 
 /// Scalar L(xs) and, when wanted, its analytic gradients (first order) or the gradients of
 /// M = sum_k <dL/dx_k, v_k> (second order, through create_graph).
+/// Templates (T is double) so that the backward pass and GEMM in double are compiled only where a
+/// check is made, not in every file that includes tapir.hpp (~0.1 s each).
+template <class F, class T = double>
 struct GradcheckEval {
-    const GradcheckFn& f;
-    std::vector<Tensor<double>> r;  // projection of f's output
-    std::vector<Tensor<double>> v;  // projection of the gradients (second order)
+    const F& f;
+    std::vector<Tensor<T>> r;  // projection of f's output
+    std::vector<Tensor<T>> v;  // projection of the gradients (second order)
 
-    double value(Tape<double>& t, const std::vector<Tensor<double>>& xs, int order) {
+    double value(Tape<T>& t, const std::vector<Tensor<T>>& xs, int order) {
         t.clear();
-        std::vector<Var<double>> vars;
+        std::vector<Var<T>> vars;
         for (const auto& x : xs) vars.push_back(t.variable(x));
-        const Var<double> y = f(t, vars);
+        const Var<T> y = f(t, vars);
         if (r.empty()) {
             Rng rng(20240917);
             r.push_back(random_like(y.shape(), rng));
         }
-        const Var<double> l = project(t, y, r[0]);
+        const Var<T> l = project(t, y, r[0]);
         if (order == 0) return l.item();
         const auto gs = grad(l, vars, false);
         double m = 0.0;
@@ -98,20 +104,21 @@ struct GradcheckEval {
 } // namespace detail
 
 /// Compares the tape's gradients of f with central differences at `inputs`.
-inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor<double>>& inputs, double eps = 1e-6,
-                                 double tol = 1e-6) {
-    Tape<double> t;
-    detail::GradcheckEval ev{f, {}, {}};
+template <class F, class T = double>
+GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, double eps = 1e-6, double tol = 1e-6) {
+    static_assert(std::is_same<T, double>::value, "gradcheck: double precision");
+    Tape<T> t;
+    detail::GradcheckEval<F, T> ev{f, {}, {}};
     ev.value(t, inputs, 0);  // fixes the projection
     t.clear();
-    std::vector<Var<double>> vars;
+    std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false);
-    std::vector<Tensor<double>> analytic;
+    std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
 
     GradcheckResult res;
-    std::vector<Tensor<double>> xs = inputs;
+    std::vector<Tensor<T>> xs = inputs;
     for (std::size_t k = 0; k < xs.size(); ++k)
         for (std::size_t j = 0; j < xs[k].size(); ++j) {
             const double x0 = xs[k][j];
@@ -127,29 +134,30 @@ inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor<
 
 /// Compares the derivative of f's gradient (recorded with create_graph) with central differences
 /// of the first-order gradient: checks every backward rule's own backward.
-inline GradcheckResult gradgradcheck(const GradcheckFn& f, const std::vector<Tensor<double>>& inputs, double eps = 1e-5,
-                                     double tol = 1e-6) {
-    Tape<double> t;
-    detail::GradcheckEval ev{f, {}, {}};
+template <class F, class T = double>
+GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, double eps = 1e-5, double tol = 1e-6) {
+    static_assert(std::is_same<T, double>::value, "gradgradcheck: double precision");
+    Tape<T> t;
+    detail::GradcheckEval<F, T> ev{f, {}, {}};
     ev.value(t, inputs, 0);
     Rng rng(777);
     for (const auto& x : inputs) ev.v.push_back(detail::random_like(x.shape(), rng));
 
     t.clear();
-    std::vector<Var<double>> vars;
+    std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true);
-    Var<double> m = t.scalar(0.0);
+    Var<T> m = t.scalar(T(0));
     for (std::size_t k = 0; k < gs.size(); ++k) m = add(m, sum(mul(gs[k], t.view(ev.v[k]))));
-    std::vector<Tensor<double>> analytic;
+    std::vector<Tensor<T>> analytic;
     if (m.requires_grad()) {
         for (const auto& g : grad(m, vars, false)) analytic.push_back(g.value());
     } else {
-        for (const auto& x : inputs) analytic.push_back(Tensor<double>(x.shape()));
+        for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }
 
     GradcheckResult res;
-    std::vector<Tensor<double>> xs = inputs;
+    std::vector<Tensor<T>> xs = inputs;
     for (std::size_t k = 0; k < xs.size(); ++k)
         for (std::size_t j = 0; j < xs[k].size(); ++j) {
             const double x0 = xs[k][j];

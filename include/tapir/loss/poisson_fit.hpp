@@ -173,19 +173,21 @@ inline std::vector<double> cholesky_solve(const std::vector<double>& l, std::siz
     return b;
 }
 
-template <class Model>
+/// T is double; a template parameter so that the tape code below is compiled only where a fit is
+/// made, not in every file that includes tapir.hpp.
+template <class Model, class T = double>
 struct PoissonFitEval {
     Model& model;
-    const Tensor<double>& x;
-    const Tensor<double>& k;
-    Tape<double> tape;
+    const Tensor<T>& x;
+    const Tensor<T>& k;
+    Tape<T> tape;
 
     /// The NLL, or +inf where the model is not positive (outside the physical region).
     double value(const std::vector<double>& p) {
-        NoGradGuard<double> guard(tape);
+        NoGradGuard<T> guard(tape);
         tape.clear();
-        const Var<double> pv = tape.constant(Tensor<double>(Shape{p.size()}, p));
-        const Var<double> lam = model(pv, tape.view(x));
+        const Var<T> pv = tape.constant(Tensor<T>(Shape{p.size()}, p));
+        const Var<T> lam = model(pv, tape.view(x));
         for (std::size_t i = 0; i < lam.size(); ++i)
             if (!(lam[i] > 0.0) || !std::isfinite(lam[i])) return HUGE_VAL;
         const double v = poisson_nll(lam, tape.view(k)).item();
@@ -195,18 +197,18 @@ struct PoissonFitEval {
     double derivatives(const std::vector<double>& p, std::vector<double>& g, std::vector<double>& h) {
         const std::size_t np = p.size();
         tape.clear();
-        const Var<double> pv = tape.variable(Tensor<double>(Shape{np}, p));
-        const Var<double> lam = model(pv, tape.view(x));
+        const Var<T> pv = tape.variable(Tensor<T>(Shape{np}, p));
+        const Var<T> lam = model(pv, tape.view(x));
         if (lam.shape() != x.shape())
             throw shape_error("poisson_fit: the model returned shape " + lam.shape().str() + " for bin centres of shape " + x.shape().str());
-        const Var<double> nll = poisson_nll(lam, tape.view(k));
-        const Var<double> gv = grad(nll, pv, /*create_graph=*/true);
+        const Var<T> nll = poisson_nll(lam, tape.view(k));
+        const Var<T> gv = grad(nll, pv, /*create_graph=*/true);
         g.assign(np, 0.0);
         h.assign(np * np, 0.0);
         for (std::size_t i = 0; i < np; ++i) g[i] = gv[i];
         if (gv.requires_grad()) {
             for (std::size_t i = 0; i < np; ++i) {
-                const Var<double> row = grad(slice(gv, 0, i, 1), pv, false);
+                const Var<T> row = grad(slice(gv, 0, i, 1), pv, false);
                 for (std::size_t j = 0; j < np; ++j) h[i * np + j] = row[j];
             }
         }
