@@ -2591,17 +2591,16 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     using K = detail::gemm_kernel<T>;
     const isa which = active_isa();
     const detail::gemm_args<T> g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
-    // Large products go to the threads first: the small entry also takes narrow ones of any height.
-    const unsigned nt = num_threads();
-    const bool threads = nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed);
-    if (!threads && !trans_a && !trans_b && k <= 256 && n <= 512 && detail::dispatch_to<typename K::small>(which, &g))
-        return;
+    if (!trans_a && !trans_b && k <= 256 && n <= 512 && detail::dispatch_to<typename K::small>(which, &g)) return;
     if (n == 1) {
         if (trans_a && ldc == 1) detail::dispatch_to<typename K::gemv_t>(which, &g);
         else if (!trans_a) detail::dispatch_to<typename K::gemv_n>(which, &g);
         if (!trans_a || ldc == 1) return;
     }
-    if (threads && detail::gemm_parallel(which, g, nt)) return;
+    const unsigned nt = num_threads();
+    if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
+        detail::gemm_parallel(which, g, nt))
+        return;
     detail::dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
 }
 
@@ -2615,8 +2614,6 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
     if (m == 0 || n == 0 || k == 0 || k > 256 || n > 512 || !bias || lda < k || ldb < n || ldc < n || !a || !b || !c)
         return false;
-    // Products worth threads are gemm()'s (this path is one thread).
-    if (num_threads() > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed)) return false;
     const detail::gemm_args<T> g{false, false, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc};
     return detail::dispatch_to<typename detail::gemm_kernel<T>::small_bias>(active_isa(), &g, bias, relu);
 }

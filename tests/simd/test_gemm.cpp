@@ -376,26 +376,3 @@ TEST_CASE_TEMPLATE("one-column products (A x and A^T x) are bitwise the tiled pa
                 }
     }
 }
-
-TEST_CASE("products worth threads take the threaded path, also when they are narrow (small-tile and fused paths decline)") {
-    // 1024 x 64 x 64 is whole tiles, which the single-threaded small entry would take; above the
-    // parallel threshold with threads on, gemm() splits it and gemm_bias_act() leaves it to gemm().
-    simd_test::isa_guard guard;
-    parallel_threshold_guard low(1000);
-    const std::size_t m = 1024, n = 64, k = 64;
-    tapir::Rng rng(23);
-    std::vector<float> a(m * k), b(k * n), bias(n), c1(m * n), c2(m * n, -7.0f);
-    for (auto& x : a) x = static_cast<float>(rng.uniform(-1, 1));
-    for (auto& x : b) x = static_cast<float>(rng.uniform(-1, 1));
-    for (auto& x : bias) x = static_cast<float>(rng.uniform(-1, 1));
-    tapir::simd::set_num_threads(1);
-    tapir::simd::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c1.data(), n);
-    CHECK(tapir::simd::gemm_bias_act<float>(m, n, k, a.data(), k, b.data(), n, bias.data(), true, c2.data(), n));
-    tapir::simd::set_num_threads(2);
-    std::vector<float> c3(m * n, -7.0f);
-    CHECK_FALSE(tapir::simd::gemm_bias_act<float>(m, n, k, a.data(), k, b.data(), n, bias.data(), true, c3.data(), n));
-    CHECK(c3[0] == -7.0f);
-    tapir::simd::gemm<float>(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c3.data(), n);
-    tapir::simd::set_num_threads(1);
-    CHECK(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0);
-}
