@@ -3,8 +3,10 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "random.hpp"
 #include "tensor/shape.hpp"
 #include "tensor/tensor.hpp"
+#include "simd/activation.hpp"
 #include "simd/arch.hpp"
 #include "simd/elementwise.hpp"
 #include "simd/gemm.hpp"
@@ -17,6 +19,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/kernels.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/parameter.hpp"
 #include "autodiff/tape.hpp"
 #include "nn/fit.hpp"
 #include "nn/init.hpp"

@@ -14,7 +14,9 @@
 #include "../config.hpp"
 #include "../error.hpp"
 #include "../tensor/tensor.hpp"
+#include "../simd/activation.hpp"
 #include "arena.hpp"
+#include "parameter.hpp"
 
 namespace tapir {
 
@@ -53,43 +55,12 @@ inline const char* op_name(Op op) noexcept {
     return names[static_cast<std::size_t>(op)];
 }
 
-/// Activation fused into a dense node.
-enum class Activation : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
-
-inline const char* activation_name(Activation a) noexcept {
-    switch (a) {
-    case Activation::none: return "linear";
-    case Activation::relu: return "relu";
-    case Activation::leaky_relu: return "leaky_relu";
-    case Activation::elu: return "elu";
-    case Activation::tanh: return "tanh";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::softplus: return "softplus";
-    }
-    return "?";
-}
-
 /// A value on the tape: a pointer into the arena (or a parameter) and a shape. Immutable once written.
 template <class T>
 struct Ref {
     T* data = nullptr;
     Shape shape{};
     std::size_t size() const noexcept { return shape.numel(); }
-};
-
-/// A trainable tensor with its gradient buffer; lives outside the tape, across steps.
-template <class T>
-struct Parameter {
-    std::string name;
-    Tensor<T> value;
-    Tensor<T> grad;
-    bool requires_grad = true;
-
-    Parameter() = default;
-    Parameter(std::string n, Tensor<T> v) : name(std::move(n)), value(std::move(v)), grad(value.shape()) {}
-    const Shape& shape() const noexcept { return value.shape(); }
-    std::size_t size() const noexcept { return value.size(); }
-    void zero_grad() noexcept { grad.fill(T(0)); }
 };
 
 template <class T>
