@@ -1,11 +1,10 @@
 // Getting started: the path every user takes first. CSV -> StandardScaler -> fit with a
 // validation split -> test AUC -> save -> reload (same predictions) -> fixed-size deploy model.
-// Usage: getting_started [--data FILE.csv] [--events N] [--epochs N] [--out DIR]
+// Usage: getting_started [--data FILE.csv] [--out DIR]; without --data it writes generated events first.
 #include <tapir/tapir.hpp>
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -22,27 +21,19 @@ nn::Sequential<float> make_classifier(Rng& rng) {  // the course classifier, 8-2
 }
 
 int main(int argc, char** argv) try {
-    const char* usage = "usage: getting_started [--data FILE.csv] [--events N] [--epochs N] [--out DIR]\n";
+    const char* usage = "usage: getting_started [--data FILE.csv] [--out DIR]\n";
     std::string data, out = ".";
-    std::size_t events = 20000, epochs = 20;
-    for (int i = 1; i < argc; i += 2) {
-        const std::string a = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
         if (a == "--help") return std::printf("%s", usage), 0;
-        if (v.empty()) return std::fprintf(stderr, "%s", usage), 2;
-        if (a == "--data") data = v;
-        else if (a == "--out") out = v;
-        else if (a == "--events" || a == "--epochs") {
-            char* end = nullptr;
-            const unsigned long n = std::strtoul(v.c_str(), &end, 10), max = a == "--events" ? 10000000 : 10000;
-            if (*end || v[0] == '-' || n == 0 || n > max)
-                return std::fprintf(stderr, "getting_started: %s takes a whole number from 1 to %lu, not '%s'\n", a.c_str(), max, v.c_str()), 2;
-            (a == "--events" ? events : epochs) = n;
-        } else return std::fprintf(stderr, "%s", usage), 2;
+        if (a == "--data" && i + 1 < argc) data = argv[++i];
+        else if (a == "--out" && i + 1 < argc) out = argv[++i];
+        else return std::fprintf(stderr, "%s", usage), 2;
     }
     std::filesystem::create_directories(out);
     if (data.empty()) {  // no file given: write generated H -> gamma gamma events in the course's format
         data = out + "/diphoton.csv";
-        hep::write_diphoton_csv(data, hep::generate_diphoton(events, 1));
+        hep::write_diphoton_csv(data, hep::generate_diphoton(20000, 1));
     }
     const CsvTable table = read_csv(data);
     const std::vector<std::string> features = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
@@ -57,7 +48,7 @@ int main(int argc, char** argv) try {
     nn::Sequential<float> net = make_classifier(rng);
     optim::Adam<float> opt(net.parameters(), 1e-3f);
     nn::FitOptions<float> fo;
-    fo.epochs = epochs, fo.batch_size = 128, fo.validation_split = 0.2, fo.patience = 5;
+    fo.epochs = 40, fo.batch_size = 64, fo.validation_split = 0.2, fo.patience = 5;
     fo.metrics = {nn::binary_accuracy<float>()};
     const nn::History h = nn::fit(net, z_train, y_train, opt, fo);  // binary cross-entropy on logits by default
     const std::size_t last = h.epochs() - 1;
