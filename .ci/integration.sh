@@ -5,7 +5,8 @@
 # runs one small consumer program through
 #   a. CMake: find_package(tapir) and the tapir::tapir target,
 #   b. pkg-config: `pkg-config --cflags --libs tapir`,
-#   c. meson: tapir as a subproject, found by dependency('tapir') (tapir calls meson.override_dependency).
+#   c. meson: tapir as a subproject, found by dependency('tapir') (tapir calls meson.override_dependency),
+#   d. CMake add_subdirectory of the source tree (no tests, examples or docs target of tapir's own).
 # Environment: CXX (default g++), KEEP=1 keeps the temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +64,7 @@ if [ "$(cd "$inc" 2>/dev/null && pwd -P)" != "$(cd "$prefix/include" && pwd -P)"
   echo "pkg-config's includedir is '$inc', not the moved prefix's $prefix/include"; exit 1
 fi
 # shellcheck disable=SC2086
-"$cxx" -O1 "$tmp/app/main.cpp" $flags -o "$tmp/app-pc"
+"$cxx" "$tmp/app/main.cpp" $flags -o "$tmp/app-pc"
 "$tmp/app-pc"
 
 echo "-- c. meson subproject"
@@ -73,4 +74,19 @@ ln -s "$root" "$tmp/app/subprojects/tapir"
 CXX="$cxx" meson setup --force-fallback-for=tapir "$tmp/app-meson" "$tmp/app" >/dev/null
 meson compile -C "$tmp/app-meson" >/dev/null
 "$tmp/app-meson/consumer"
-echo "-- integration: CMake package, pkg-config and meson subproject all build and run"
+echo "-- d. CMake add_subdirectory"
+mkdir -p "$tmp/vendored"
+ln -s "$root" "$tmp/vendored/tapir"
+cp "$tmp/app/main.cpp" "$tmp/vendored/"
+cat >"$tmp/vendored/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.20)
+project(consumer LANGUAGES CXX)
+add_subdirectory(tapir)
+add_custom_target(docs COMMAND ${CMAKE_COMMAND} -E echo "the consumer's own docs target")
+add_executable(consumer main.cpp)
+target_link_libraries(consumer PRIVATE tapir::tapir)
+CMAKE
+cmake -S "$tmp/vendored" -B "$tmp/app-vendored" -G Ninja -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
+cmake --build "$tmp/app-vendored" >/dev/null
+"$tmp/app-vendored/consumer"
+echo "-- integration: CMake package, pkg-config, meson subproject and add_subdirectory all build and run"

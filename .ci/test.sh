@@ -8,7 +8,8 @@
 #   5. aarch64 cross build, NEON path, tests under qemu-aarch64
 #   7. libFuzzer smoke run of every fuzzer (.ci/fuzz.sh, 30 s each; TAPIR_FUZZ_SECONDS)
 #   8. ThreadSanitizer run of the shared-model inference test (.ci/tsan.sh)
-#   9. install to a scratch prefix, move it, build a consumer via CMake, pkg-config and meson (.ci/integration.sh)
+#   9. install to a scratch prefix, move it, build a consumer via CMake, pkg-config, meson and add_subdirectory
+#      (.ci/integration.sh)
 #  10. API reference (Doxygen, the docs target), every warning an error
 #   6. GCC Release build: tests, examples in a quick setting (benchmarks too with TAPIR_TEST_BENCH=ON,
 #      with their optional peers OpenBLAS, Eigen and PyTorch installed); ends with ctest's summary
@@ -103,7 +104,7 @@ if selected 8; then
 fi
 
 if selected 9; then
-  echo "== 9. install routes: CMake package, pkg-config, meson subproject from a moved prefix"
+  echo "== 9. install routes: CMake package, pkg-config, meson subproject from a moved prefix; add_subdirectory"
   CXX=g++ bash .ci/integration.sh
 fi
 
