@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command runs it. On a fresh Debian machine it
 # installs what the selected steps need (and only that), then runs, in order:
-#   1. the single header must equal a fresh amalgamation of include/tapir/
+#   1. the single header must equal a fresh amalgamation of include/tapir/; the README's getting-started
+#      program (after the marker <!-- examples/getting_started/main.cpp -->) must equal that example
 #   2. meson build + meson test (GCC)
 #   3. Clang 14 build of the tests against single_include/tapir/tapir.hpp
 #   4. AddressSanitizer + UndefinedBehaviorSanitizer build (GCC), tests
@@ -50,7 +51,7 @@ flags_cmake=(-G Ninja -DTAPIR_WERROR=ON)
 run_ctest() { ctest --test-dir "$1" --output-on-failure -j "$jobs" "${@:2}"; }
 
 if selected 1; then
-  echo "== 1. single header is fresh"
+  echo "== 1. single header is fresh; the README's getting-started program is the example"
   tmp=$(mktemp)
   cmake -DSRC="$root/include" -DOUT="$tmp" -P single_include/amalgamate.cmake
   if ! cmp -s "$tmp" single_include/tapir/tapir.hpp; then
@@ -59,6 +60,12 @@ if selected 1; then
     rm -f "$tmp"; exit 1
   fi
   rm -f "$tmp"
+  # The README's getting-started program (the fenced block after this marker) is the example CI builds and runs.
+  marker='<!-- examples/getting_started/main.cpp -->'
+  if grep -qF "$marker" README.md && ! awk -v m="$marker" '$0 == m {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
+       cmp -s - examples/getting_started/main.cpp; then
+    echo "README.md's getting-started program differs from examples/getting_started/main.cpp"; exit 1
+  fi
 fi
 
 if selected 2; then
