@@ -62,7 +62,7 @@ if selected 1; then
   rm -f "$tmp"
   # The README's getting-started program (the fenced block after this marker) is the example CI builds and runs.
   marker='<!-- examples/getting_started/main.cpp -->'
-  if grep -qF "$marker" README.md && ! awk -v m="$marker" '$0 == m {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
+  if grep -qxF "$marker" README.md && ! awk -v m="$marker" '$0 == m {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
        cmp -s - examples/getting_started/main.cpp; then
     echo "README.md's getting-started program differs from examples/getting_started/main.cpp"; exit 1
   fi
