@@ -1,27 +1,45 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command runs it. On a fresh Debian machine it
-# installs what it needs (compilers, CMake, meson, ninja, doctest, the aarch64 cross toolchain and
-# qemu-user), then runs, in order:
-#   1. the single header must equal a fresh amalgamation of include/tapir/
+# installs what the selected steps need (and only that), then runs, in order:
+#   1. the single header must equal a fresh amalgamation of include/tapir/; the README's getting-started
+#      program (after the marker <!-- examples/getting_started/main.cpp -->) must equal that example
 #   2. meson build + meson test (GCC)
 #   3. Clang 14 build of the tests against single_include/tapir/tapir.hpp
 #   4. AddressSanitizer + UndefinedBehaviorSanitizer build (GCC), tests
 #   5. aarch64 cross build, NEON path, tests under qemu-aarch64
 #   7. libFuzzer smoke run of every fuzzer (.ci/fuzz.sh, 30 s each; TAPIR_FUZZ_SECONDS)
 #   8. ThreadSanitizer run of the shared-model inference test (.ci/tsan.sh)
-#   6. GCC Release build: tests, examples in a quick setting (benchmarks too with TAPIR_TEST_BENCH=ON); ends with ctest's summary
-# Environment: TAPIR_TEST_STEPS selects steps (default all: "1 2 3 4 5 6 7 8"; they run in the order above,
-# step 6 last); JOBS sets build
-# parallelism.
+#   9. install to a scratch prefix, move it, build a consumer via CMake, pkg-config, meson and add_subdirectory
+#      (.ci/integration.sh)
+#  10. API reference (Doxygen, the docs target), every warning an error
+#   6. GCC Release build: tests, examples in a quick setting (benchmarks too with TAPIR_TEST_BENCH=ON,
+#      with their optional peers OpenBLAS, Eigen and PyTorch installed); ends with ctest's summary
+# Environment: TAPIR_TEST_STEPS selects steps (default all: "1 2 3 4 5 6 7 8 9 10"; they run in the order
+# above, step 6 last); JOBS sets build parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-steps=" ${TAPIR_TEST_STEPS:-1 2 3 4 5 6 7 8} "
+steps=" ${TAPIR_TEST_STEPS:-1 2 3 4 5 6 7 8 9 10} "
 jobs=${JOBS:-$(nproc)}
+selected() { [[ $steps == *" $1 "* ]]; }
 
-pkgs=(g++ clang libclang-rt-14-dev cmake ninja-build meson doctest-dev qemu-user g++-aarch64-linux-gnu pkg-config)
+# Debian packages per step: a run of some steps installs only what those steps use.
+base=(cmake ninja-build)
+pkgs=(cmake)
+selected 2 && pkgs+=(g++ ninja-build meson pkg-config python3 doctest-dev)
+selected 3 && pkgs+=("${base[@]}" clang doctest-dev)
+selected 4 && pkgs+=("${base[@]}" g++ doctest-dev)
+selected 5 && pkgs+=("${base[@]}" g++-aarch64-linux-gnu qemu-user doctest-dev)
+selected 7 && pkgs+=(make clang libclang-rt-14-dev doctest-dev)
+selected 8 && pkgs+=(clang libclang-rt-14-dev doctest-dev)
+selected 9 && pkgs+=("${base[@]}" g++ meson pkg-config)
+selected 10 && pkgs+=("${base[@]}" doxygen)
+selected 6 && pkgs+=("${base[@]}" g++ doctest-dev)
+# The benchmarks' peers: bench_gemm compiles against OpenBLAS and Eigen when found; the PyTorch
+# comparisons (bench/torch_*.py) run when python3 imports torch. No test needs them.
+selected 6 && [ "${TAPIR_TEST_BENCH:-OFF}" = ON ] && pkgs+=(libopenblas-dev libeigen3-dev python3-torch python3-numpy)
 missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in $(printf '%s\n' "${pkgs[@]}" | sort -u); do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing: ${missing[*]}"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
@@ -32,8 +50,8 @@ fi
 flags_cmake=(-G Ninja -DTAPIR_WERROR=ON)
 run_ctest() { ctest --test-dir "$1" --output-on-failure -j "$jobs" "${@:2}"; }
 
-if [[ $steps == *" 1 "* ]]; then
-  echo "== 1. single header is fresh"
+if selected 1; then
+  echo "== 1. single header is fresh; the README's getting-started program is the example"
   tmp=$(mktemp)
   cmake -DSRC="$root/include" -DOUT="$tmp" -P single_include/amalgamate.cmake
   if ! cmp -s "$tmp" single_include/tapir/tapir.hpp; then
@@ -42,16 +60,22 @@ if [[ $steps == *" 1 "* ]]; then
     rm -f "$tmp"; exit 1
   fi
   rm -f "$tmp"
+  # The README's getting-started program (the fenced block after this marker) is the example CI builds and runs.
+  marker='<!-- examples/getting_started/main.cpp -->'
+  if grep -qxF "$marker" README.md && ! awk -v m="$marker" '$0 == m {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
+       cmp -s - examples/getting_started/main.cpp; then
+    echo "README.md's getting-started program differs from examples/getting_started/main.cpp"; exit 1
+  fi
 fi
 
-if [[ $steps == *" 2 "* ]]; then
+if selected 2; then
   echo "== 2. meson build and tests"
   rm -rf build/meson
   CXX=g++ meson setup build/meson --buildtype=release -Dwerror=true >/dev/null
   meson test -C build/meson --num-processes "$jobs" --print-errorlogs
 fi
 
-if [[ $steps == *" 3 "* ]]; then
+if selected 3; then
   echo "== 3. clang++ against the single header"
   cmake -S . -B build/clang-single "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
         -DTAPIR_TEST_SINGLE_HEADER=ON -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
@@ -59,7 +83,7 @@ if [[ $steps == *" 3 "* ]]; then
   run_ctest build/clang-single
 fi
 
-if [[ $steps == *" 4 "* ]]; then
+if selected 4; then
   echo "== 4. AddressSanitizer + UndefinedBehaviorSanitizer"
   # -O1 -g1: what the sanitizers need, at about half the compile time of -O2 -g.
   cmake -S . -B build/asan "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -g1" -DTAPIR_SANITIZE=ON \
@@ -68,7 +92,7 @@ if [[ $steps == *" 4 "* ]]; then
   TAPIR_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest build/asan
 fi
 
-if [[ $steps == *" 5 "* ]]; then
+if selected 5; then
   echo "== 5. aarch64 (NEON) under qemu"
   cmake -S . -B build/aarch64 "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE="$root/.ci/aarch64.cmake" \
         -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
@@ -76,17 +100,30 @@ if [[ $steps == *" 5 "* ]]; then
   TAPIR_TEST_QUICK=1 run_ctest build/aarch64 -R "^(simd|deploy)$"
 fi
 
-if [[ $steps == *" 7 "* ]]; then
+if selected 7; then
   echo "== 7. fuzzers (libFuzzer, clang), smoke run of ${TAPIR_FUZZ_SECONDS:-30} s each"
   JOBS="$jobs" bash .ci/fuzz.sh "${TAPIR_FUZZ_SECONDS:-30}"
 fi
 
-if [[ $steps == *" 8 "* ]]; then
+if selected 8; then
   echo "== 8. ThreadSanitizer: inference on one shared model from four threads"
   bash .ci/tsan.sh
 fi
 
-if [[ $steps == *" 6 "* ]]; then
+if selected 9; then
+  echo "== 9. install routes: CMake package, pkg-config, meson subproject from a moved prefix; add_subdirectory"
+  CXX=g++ bash .ci/integration.sh
+fi
+
+if selected 10; then
+  echo "== 10. API reference (Doxygen), warnings as errors"
+  cmake -S . -B build/doxygen -G Ninja -DTAPIR_BUILD_TESTS=OFF -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF \
+        -DTAPIR_DOCS_WERROR=ON >/dev/null
+  cmake --build build/doxygen --target docs
+  echo "API reference: build/doxygen/docs/html/index.html"
+fi
+
+if selected 6; then
   echo "== 6. GCC Release: tests, examples, benchmarks"
   cmake -S . -B build/gcc "${flags_cmake[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
         -DTAPIR_BUILD_BENCH=${TAPIR_TEST_BENCH:-OFF} >/dev/null
