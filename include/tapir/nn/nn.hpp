@@ -5,4 +5,5 @@
 #include "init.hpp"
 #include "layers.hpp"
 #include "module.hpp"
+#include "pivot.hpp"
 #include "sequential.hpp"
