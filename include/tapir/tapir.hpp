@@ -32,6 +32,7 @@
 #include "optim/adam.hpp"
 #include "optim/clip.hpp"
 #include "optim/kernels.hpp"
+#include "optim/model_file.hpp"
 #include "optim/optim.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/regularization.hpp"
