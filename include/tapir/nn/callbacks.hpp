@@ -222,11 +222,10 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
     st->mon.mode = o.mode;
     st->mon.min_delta = o.min_delta;
     return [st, o](EpochEnd<T>& e) {
-        if (st->mon.improved(e.history)) {
-            st->wait = 0;
-        } else if (st->cooldown > 0) {
-            --st->cooldown;
-        } else if (++st->wait >= o.patience) {
+        const bool better = st->mon.improved(e.history);
+        if (st->cooldown > 0) --st->cooldown;  // epochs after a reduction: no counting
+        else if (better) st->wait = 0;
+        else if (++st->wait >= o.patience) {
             const double lr = static_cast<double>(e.optimizer.learning_rate());
             if (lr > o.min_lr) {
                 const double next = std::max(lr * o.factor, o.min_lr);

@@ -113,6 +113,11 @@ std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y
     return n;
 }
 
+template <class U>
+struct non_deduced {
+    using type = U;
+};
+
 /// Whether a loss functor checks its targets (BceWithLogitsLoss: labels in [0, 1]).
 template <class L, class T, class = void>
 struct checks_targets : std::false_type {};
@@ -392,7 +397,8 @@ struct Evaluation {
 /// for bit.
 template <class T, class Loss = BceWithLogitsLoss>
 Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
-                    const Tensor<T>* weights = nullptr, std::size_t batch_size = 32, Loss loss = Loss{}) {
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
     const std::size_t n = detail::checked_rows("evaluate", x, y, weights);
     if (n == 0) throw value_error("evaluate: no events");
     if (batch_size == 0) throw value_error("evaluate: batch size must be positive");
