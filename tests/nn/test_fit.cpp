@@ -96,6 +96,13 @@ double bce(const Tensor<float>& logits, const Tensor<float>& y) {
     }
     return s / static_cast<double>(y.size());
 }
+/// A scripted metric: the value per call is fixed, so the epoch a callback acts on is known.
+Metric<float> scripted_metric(std::string name, std::vector<double> values) {
+    auto calls = std::make_shared<std::size_t>(0);
+    return Metric<float>{std::move(name), [values, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
+                             return values[(*calls)++];
+                         }};
+}
 std::string temp_path(const char* stem) {
     const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
     return (std::filesystem::temp_directory_path() / (std::string(stem) + std::to_string(stamp) + ".csv")).string();
@@ -191,13 +198,7 @@ TEST_CASE("History: CSV text, lookups and errors") {
 
 TEST_CASE("early stopping: patience, min_delta, mode, best epoch and restored weights") {
     const Data d = separable(64, 6);
-    // A scripted metric: the monitored value per epoch is fixed, so the stop epoch is known.
-    auto scripted = [](std::vector<double> values) {
-        auto calls = std::make_shared<std::size_t>(0);
-        return Metric<float>{"score", [values, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
-                                 return values[(*calls)++];
-                             }};
-    };
+    auto scripted = [](std::vector<double> values) { return scripted_metric("score", std::move(values)); };
     {
         Sequential<float> m = classifier(7);
         TestAdam<float> opt(m.parameters(), 0.01f);
@@ -664,12 +665,7 @@ TEST_CASE("evaluate: loss and metrics of a trained model; the loss equals fit's 
 
 TEST_CASE("reduce_lr_on_plateau: factor after patience epochs without improvement, cooldown, min_lr") {
     const Data d = separable(64, 38);
-    auto scripted = [](std::vector<double> values) {
-        auto calls = std::make_shared<std::size_t>(0);
-        return Metric<float>{"score_loss", [values, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
-                                 return values[(*calls)++];
-                             }};
-    };
+    auto scripted = [](std::vector<double> values) { return scripted_metric("score_loss", std::move(values)); };
     Sequential<float> m = classifier(39);
     TestAdam<float> opt(m.parameters(), 0.08f);
     FitOptions<float> o;
@@ -718,12 +714,7 @@ TEST_CASE("checkpoint_best saves the parameters of the best epoch by a monitored
     o.validation_x = &v.x;
     o.validation_y = &v.y;
     // val_score per epoch (the metric runs on the training then the validation set each epoch).
-    auto calls = std::make_shared<std::size_t>(0);
-    const std::vector<double> val = {0.6, 0.8, 0.7, 0.85, 0.84, 0.5};
-    o.metrics.push_back(Metric<float>{"score", [val, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
-                                          const std::size_t c = (*calls)++;
-                                          return c % 2 ? val[c / 2] : 0.0;
-                                      }});
+    o.metrics.push_back(scripted_metric("score", {0, 0.6, 0, 0.8, 0, 0.7, 0, 0.85, 0, 0.84, 0, 0.5}));
     std::vector<std::vector<Tensor<float>>> after;
     o.callbacks.push_back([&after](EpochEnd<float>& e) {
         std::vector<Tensor<float>> ps;
