@@ -16,6 +16,7 @@
 #include <tapir/autodiff/ops.hpp>
 #include <tapir/data/dataset.hpp>
 #include <tapir/data/random.hpp>
+#include <tapir/nn/checkpoint.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/io/csv.hpp>

@@ -1,7 +1,7 @@
 #pragma once
 /// What fit() reports and calls back: the per-epoch History, epoch metrics (accuracy, AUC), the
-/// EpochEnd record handed to callbacks, and two Keras callbacks, reduce_lr_on_plateau and
-/// checkpoint_best.
+/// EpochEnd record handed to callbacks, and Keras' reduce_lr_on_plateau (checkpoint_best, which
+/// writes model files, is in checkpoint.hpp: the training loop itself does not depend on io/).
 
 #include <algorithm>
 #include <cmath>
@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "../error.hpp"
-#include "../io/model_file.hpp"
 #include "../metrics/roc.hpp"
 #include "../optim/optimizer.hpp"
 #include "../tensor/tensor.hpp"
@@ -235,28 +234,6 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
             st->wait = 0;
             st->cooldown = o.cooldown;
         }
-    };
-}
-
-struct CheckpointOptions {
-    std::string monitor;  ///< default: "val_loss" with validation data, else "loss"
-    MonitorMode mode = MonitorMode::automatic;
-    double min_delta = 0.0;
-};
-
-/// Keras' ModelCheckpoint(save_best_only=True): after each epoch whose monitored value beats the
-/// best so far, writes the model's parameters to `path` with io::save_model (a temporary file
-/// renamed over the old one, so a crash never leaves half a checkpoint). Load it with
-/// io::load_model(path, model.named_parameters()).
-template <class T>
-Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = CheckpointOptions{}) {
-    if (path.empty()) throw value_error("checkpoint_best: empty path");
-    auto mon = std::make_shared<detail::MonitorState>();
-    mon->monitor = o.monitor;
-    mon->mode = o.mode;
-    mon->min_delta = o.min_delta;
-    return [mon, path](EpochEnd<T>& e) {
-        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters());
     };
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 /// Neural-network layers, models and the training loop in one include.
 
+#include "checkpoint.hpp"
 #include "fit.hpp"
 #include "init.hpp"
 #include "layers.hpp"
