@@ -4,6 +4,7 @@
 /// must leave the model untouched (all or nothing).
 #include <tapir/io/model_file.hpp>
 #include <tapir/optim/adam.hpp>
+#include <tapir/optim/model_file.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -41,7 +42,7 @@ void load_into_model(const std::uint8_t* data, std::size_t size) {
     Model<T> m2;
     tapir::optim::Adam<T> opt({&m2.w, &m2.b}, T(1e-3));
     try {
-        tapir::io::load_model_from_bytes(data, size, m2.named(), &opt);
+        tapir::optim::load_model_from_bytes(data, size, m2.named(), &opt);
         if (!(opt.learning_rate() >= T(0))) std::abort();
     } catch (const tapir::format_error&) {
         if (!unchanged(m2)) std::abort();

@@ -191,3 +191,43 @@ TEST_CASE("classification losses reject bad input with clear errors") {
     CHECK_THROWS_AS(loss::categorical_cross_entropy_with_logits(zk, t.constant(rnd(Shape{3, 2}, 4))), shape_error);
     CHECK_THROWS_AS(loss::binary_cross_entropy(z, z, nullptr, 0.7), value_error);
 }
+
+TEST_CASE("binary losses refuse constant labels outside [0, 1] with the row and value; soft labels pass") {
+    Tape<double> t;
+    const V z = t.constant(Td(Shape{4}, {0.3, -1.2, 2.5, -0.1}));
+    const V bad = t.constant(Td(Shape{4}, {1, 0, 2, 0}));
+    CHECK_THROWS_WITH_AS(loss::binary_cross_entropy_with_logits(z, bad),
+                         "binary_cross_entropy_with_logits: target 2 in row 2 is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)",
+                         value_error);
+    const V p = t.constant(Td(Shape{4}, {0.6, 0.2, 0.9, 0.4}));
+    CHECK_THROWS_WITH_AS(loss::binary_cross_entropy(p, bad), doctest::Contains("binary_cross_entropy: target 2 in row 2"), value_error);
+    const V neg = t.constant(Td(Shape{2, 2}, {0, 1, 1, -0.5}));
+    CHECK_THROWS_WITH_AS(loss::binary_cross_entropy_with_logits(t.constant(Td(Shape{2, 2}, 0.0)), neg),
+                         doctest::Contains("target -0.5 in row 1, column 1"), value_error);
+    const V nan = t.constant(Td(Shape{4}, {0, std::numeric_limits<double>::quiet_NaN(), 1, 0}));
+    CHECK_THROWS_WITH_AS(loss::binary_cross_entropy_with_logits(z, nan), doctest::Contains("target nan in row 1"), value_error);
+    // Soft labels are accepted on purpose (label smoothing, teacher probabilities).
+    const V soft = t.constant(Td(Shape{4}, {0.9, 0.1, 1.0, 0.0}));
+    CHECK(std::isfinite(loss::binary_cross_entropy_with_logits(z, soft).item()));
+    CHECK(std::isfinite(loss::binary_cross_entropy(p, soft).item()));
+    // Targets that carry a gradient are outputs, not labels: not checked.
+    const V learned = t.variable(Td(Shape{4}, {1.5, 0, 0, 0}));
+    CHECK(std::isfinite(loss::binary_cross_entropy_with_logits(z, learned).item()));
+}
+
+TEST_CASE("multi-column BCE without weights is the mean over all elements; MSE the weighted mean per event") {
+    Tape<double> t;
+    const Td zz(Shape{2, 3}, {0.3, -1.0, 2.0, 0.5, -0.2, 1.1}), yy(Shape{2, 3}, {1, 0, 1, 0, 0.5, 1});
+    double all = 0;
+    for (std::size_t i = 0; i < 6; ++i) all += std::max(zz[i], 0.0) + std::log1p(std::exp(-std::abs(zz[i]))) - yy[i] * zz[i];
+    CHECK(loss::binary_cross_entropy_with_logits(t.constant(zz), t.constant(yy)).item() == doctest::Approx(all / 6).epsilon(1e-14));
+    const Td w(Shape{2}, {1.0, 3.0});
+    const V wv = t.constant(w);
+    double m = 0;
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j) m += w[i] * (zz(i, j) - yy(i, j)) * (zz(i, j) - yy(i, j)) / 3 / 4;
+    CHECK(loss::mse(t.constant(zz), t.constant(yy), &wv).item() == doctest::Approx(m).epsilon(1e-14));
+    const V w1 = t.constant(Td(Shape{2, 1}, {1.0, 3.0}));  // (N, 1) weights, (N,) predictions
+    const Td p1(Shape{2}, {0.5, 2.0}), y1(Shape{2}, {1.0, 1.0});
+    CHECK(loss::mse(t.constant(p1), t.constant(y1), &w1).item() == doctest::Approx((0.25 + 3.0) / 4).epsilon(1e-14));
+}

@@ -16,6 +16,7 @@
 #include <tapir/autodiff/ops.hpp>
 #include <tapir/data/dataset.hpp>
 #include <tapir/data/random.hpp>
+#include <tapir/nn/checkpoint.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/io/csv.hpp>
@@ -95,6 +96,13 @@ double bce(const Tensor<float>& logits, const Tensor<float>& y) {
         s += std::max(z, 0.0) + std::log1p(std::exp(-std::abs(z))) - y[i] * z;
     }
     return s / static_cast<double>(y.size());
+}
+/// A scripted metric: the value per call is fixed, so the epoch a callback acts on is known.
+Metric<float> scripted_metric(std::string name, std::vector<double> values) {
+    auto calls = std::make_shared<std::size_t>(0);
+    return Metric<float>{std::move(name), [values, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
+                             return values[(*calls)++];
+                         }};
 }
 std::string temp_path(const char* stem) {
     const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -191,13 +199,7 @@ TEST_CASE("History: CSV text, lookups and errors") {
 
 TEST_CASE("early stopping: patience, min_delta, mode, best epoch and restored weights") {
     const Data d = separable(64, 6);
-    // A scripted metric: the monitored value per epoch is fixed, so the stop epoch is known.
-    auto scripted = [](std::vector<double> values) {
-        auto calls = std::make_shared<std::size_t>(0);
-        return Metric<float>{"score", [values, calls](const Tensor<float>&, const Tensor<float>&, const Tensor<float>*) {
-                                 return values[(*calls)++];
-                             }};
-    };
+    auto scripted = [](std::vector<double> values) { return scripted_metric("score", std::move(values)); };
     {
         Sequential<float> m = classifier(7);
         TestAdam<float> opt(m.parameters(), 0.01f);
@@ -560,4 +562,206 @@ TEST_CASE("determinism: the same seed gives bit-identical training, whatever the
     CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     CHECK(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0);
     CHECK(std::memcmp(a.data(), other.data(), a.size() * sizeof(float)) != 0);  // the seed matters
+}
+
+// ---- issue 24: labels, empty predictions, evaluate, Keras callbacks, progress in a file ------
+
+namespace {
+std::string message_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+std::string read_stream(std::FILE* f) {
+    std::rewind(f);
+    std::string s;
+    char buf[512];
+    for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, got);
+    return s;
+}
+} // namespace
+
+TEST_CASE("fit refuses binary labels outside [0, 1] with the row and value, accepts soft labels") {
+    Data d = separable(60, 30);
+    Sequential<float> m = classifier(31);
+    TestAdam<float> opt(m.parameters(), 0.01f);
+    FitOptions<float> o;
+    o.epochs = 1;
+    d.y[17] = 2.0f;
+    CHECK(message_of([&] { fit(m, d.x, d.y, opt, o); }) ==
+          "fit: target 2 in row 17 is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)");
+    CHECK(opt.iterations() == 0);  // refused before the first step
+    d.y[17] = std::nanf("");
+    CHECK(message_of([&] { fit(m, d.x, d.y, opt, o); }).find("fit: target nan in row 17") == 0);
+    d.y[17] = -0.5f;
+    CHECK_THROWS_AS(fit(m, d.x, d.y, opt, o), value_error);
+    // The validation set is checked too, and named.
+    d.y[17] = 1.0f;
+    Data v = separable(20, 32);
+    v.y[3] = -1.0f;
+    o.validation_x = &v.x;
+    o.validation_y = &v.y;
+    CHECK(message_of([&] { fit(m, d.x, d.y, opt, o); }).find("fit (validation set): target -1 in row 3") == 0);
+    o.validation_x = o.validation_y = nullptr;
+    // Soft labels in [0, 1] train (label smoothing): 0.9 / 0.1 instead of 1 / 0.
+    for (float& y : d.y) y = y > 0.5f ? 0.9f : 0.1f;
+    CHECK(fit(m, d.x, d.y, opt, o).epochs() == 1);
+    CHECK(opt.iterations() > 0);
+    // A regression loss takes any target.
+    for (float& y : d.y) y *= 10.0f;
+    CHECK(fit(m, d.x, d.y, opt, o, MseLoss{}).epochs() == 1);
+}
+
+TEST_CASE("predict on zero rows returns shape (0, outputs)") {
+    Rng rng(33);
+    Sequential<float> m;
+    m.add<Dense<float>>(8, 4, rng, Activation::relu).add<Dense<float>>(4, 3, rng);
+    const Tensor<float> none(Shape{0, 8});
+    const Tensor<float> p = predict(m, none);
+    CHECK(p.shape() == Shape{0, 3});
+    CHECK(p.size() == 0);
+    Sequential<float> c = classifier(34);
+    CHECK(predict(c, none).shape() == Shape{0, 1});
+    CHECK_THROWS_AS(predict(c, Tensor<float>(Shape{0, 7})), shape_error);  // wrong feature count still fails
+}
+
+TEST_CASE("evaluate: loss and metrics of a trained model; the loss equals fit's val_loss bit for bit") {
+    const Data d = separable(300, 35);
+    const Data v = separable(90, 36);
+    Sequential<float> m = classifier(37);
+    TestAdam<float> opt(m.parameters(), 0.01f);
+    FitOptions<float> o;
+    o.epochs = 3;
+    o.batch_size = 16;
+    o.validation_x = &v.x;
+    o.validation_y = &v.y;
+    o.metrics = {binary_accuracy<float>(), binary_auc<float>()};
+    const History h = fit(m, d.x, d.y, opt, o);
+    const Evaluation e = evaluate(m, v.x, v.y, o.metrics, nullptr, 16);
+    CHECK(e.loss == h["val_loss"].back());
+    CHECK(e["loss"] == e.loss);
+    CHECK(e["accuracy"] == h["val_accuracy"].back());
+    CHECK(e["auc"] == h["val_auc"].back());
+    REQUIRE(e.metrics.size() == 2);
+    CHECK(e.metrics[1].first == "auc");
+    // Independent references: the mean BCE of predict()'s logits, roc_auc of the same scores.
+    const Tensor<float> pv = predict(m, v.x);
+    CHECK(evaluate(m, v.x, v.y).loss == doctest::Approx(bce(pv, v.y)).epsilon(1e-5));
+    const std::vector<float> score(pv.data(), pv.data() + pv.size());
+    const std::vector<float> label(v.y.data(), v.y.data() + v.y.size());
+    CHECK(e["auc"] == doctest::Approx(roc_auc(score, label)).epsilon(1e-12));
+    CHECK(e["auc"] > 0.9);
+    CHECK_THROWS_WITH_AS(e["auroc"], "Evaluation: no value 'auroc' (values: loss, accuracy, auc)", value_error);
+    // Weights enter the loss; a bad label is refused as in fit.
+    Tensor<float> w(Shape{90}, 1.0f);
+    CHECK(evaluate(m, v.x, v.y, {}, &w, 16).loss == doctest::Approx(e.loss).epsilon(1e-6));
+    Data bad = v;
+    bad.y[5] = 3.0f;
+    CHECK(message_of([&] { evaluate(m, bad.x, bad.y); }).find("evaluate: target 3 in row 5") == 0);
+    CHECK(m.training_modes() == std::vector<bool>(m.training_modes().size(), true));  // modes restored
+}
+
+TEST_CASE("reduce_lr_on_plateau: factor after patience epochs without improvement, cooldown, min_lr") {
+    const Data d = separable(64, 38);
+    auto scripted = [](std::vector<double> values) { return scripted_metric("score_loss", std::move(values)); };
+    Sequential<float> m = classifier(39);
+    TestAdam<float> opt(m.parameters(), 0.08f);
+    FitOptions<float> o;
+    o.epochs = 9;
+    o.metrics.push_back(scripted({5, 4, 4, 4, 4, 4, 4, 3, 3}));
+    ReduceLROnPlateauOptions r;
+    r.monitor = "score_loss";  // minimised: the name ends in "loss"
+    r.factor = 0.5;
+    r.patience = 2;
+    r.cooldown = 1;
+    r.min_lr = 0.015;
+    o.callbacks.push_back(reduce_lr_on_plateau<float>(r));
+    std::vector<float> lr;
+    o.callbacks.push_back([&lr](EpochEnd<float>& e) { lr.push_back(e.optimizer.learning_rate()); });
+    fit(m, d.x, d.y, opt, o);
+    // Epochs 3-4 stall: 0.04 after epoch 4; epoch 5 is the cooldown; epochs 6-7 stall: 0.02;
+    // epoch 8 improves (3), epoch 9 is a first stall.
+    const std::vector<float> expect{0.08f, 0.08f, 0.08f, 0.04f, 0.04f, 0.04f, 0.02f, 0.02f, 0.02f};
+    CHECK(lr == expect);
+    // min_lr bounds the rate from below.
+    Sequential<float> m2 = classifier(39);
+    TestAdam<float> opt2(m2.parameters(), 0.08f);
+    o.metrics[0] = scripted({1, 1, 1, 1, 1, 1, 1, 1, 1});
+    r.cooldown = 0;
+    r.patience = 1;
+    o.callbacks[0] = reduce_lr_on_plateau<float>(r);
+    lr.clear();
+    fit(m2, d.x, d.y, opt2, o);
+    CHECK(lr.back() == 0.015f);
+    CHECK(lr[1] == 0.04f);
+    CHECK_THROWS_AS(reduce_lr_on_plateau<float>([] {
+                        ReduceLROnPlateauOptions b;
+                        b.factor = 1.5;
+                        return b;
+                    }()),
+                    value_error);
+}
+
+TEST_CASE("checkpoint_best saves the parameters of the best epoch by a monitored validation metric") {
+    const Data d = separable(120, 40);
+    const Data v = separable(40, 41);
+    Sequential<float> m = classifier(42);
+    TestAdam<float> opt(m.parameters(), 0.01f);
+    FitOptions<float> o;
+    o.epochs = 6;
+    o.validation_x = &v.x;
+    o.validation_y = &v.y;
+    // val_score per epoch (the metric runs on the training then the validation set each epoch).
+    o.metrics.push_back(scripted_metric("score", {0, 0.6, 0, 0.8, 0, 0.7, 0, 0.85, 0, 0.84, 0, 0.5}));
+    std::vector<std::vector<Tensor<float>>> after;
+    o.callbacks.push_back([&after](EpochEnd<float>& e) {
+        std::vector<Tensor<float>> ps;
+        for (auto* p : e.model.parameters()) ps.push_back(p->value);
+        after.push_back(ps);
+    });
+    const std::string path = temp_path("tapir_best_") + ".tpr";
+    CheckpointOptions co;
+    co.monitor = "val_score";  // maximised
+    o.callbacks.push_back(checkpoint_best<float>(path, co));
+    fit(m, d.x, d.y, opt, o);
+    REQUIRE(after.size() == 6);
+    Sequential<float> loaded = classifier(43);
+    io::load_model(path, loaded.named_parameters());
+    const auto ps = loaded.parameters();
+    for (std::size_t k = 0; k < ps.size(); ++k) CHECK(std::memcmp(ps[k]->value.data(), after[3][k].data(), ps[k]->size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(ps[0]->value.data(), after[5][0].data(), ps[0]->size() * sizeof(float)) != 0);
+    CHECK_FALSE(std::filesystem::exists(path + ".tmp"));  // written atomically
+    std::remove(path.c_str());
+    CHECK_THROWS_AS(checkpoint_best<float>(""), value_error);
+}
+
+TEST_CASE("progress in a file: one line per epoch, no carriage returns") {
+    const Data d = separable(100, 44);
+    FitOptions<float> o;
+    o.epochs = 3;
+    o.batch_size = 10;
+    o.metrics.push_back(binary_accuracy<float>());
+    for (Verbosity v : {Verbosity::lines, Verbosity::progress, Verbosity::automatic, Verbosity::quiet}) {
+        Sequential<float> m = classifier(45);
+        TestAdam<float> opt(m.parameters(), 0.01f);
+        std::FILE* f = std::tmpfile();
+        REQUIRE(f != nullptr);
+        o.verbose = v;
+        o.progress_stream = f;
+        fit(m, d.x, d.y, opt, o);
+        const std::string text = read_stream(f);
+        std::fclose(f);
+        if (v == Verbosity::automatic || v == Verbosity::quiet) {
+            CHECK(text.empty());  // automatic shows the bar on a terminal only
+            continue;
+        }
+        CHECK(text.find('\r') == std::string::npos);
+        CHECK(std::count(text.begin(), text.end(), '\n') == 3);
+        CHECK(text.rfind("Epoch 1/3 [==============================] 10/10 - ", 0) == 0);
+        CHECK(text.find("\nEpoch 3/3 [") != std::string::npos);
+        CHECK(text.find(" - accuracy: ") != std::string::npos);
+    }
 }

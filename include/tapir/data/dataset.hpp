@@ -125,6 +125,20 @@ Tensor<T> take_rows(const Tensor<T>& x, const std::vector<std::size_t>& idx) {
     return out;
 }
 
+/// Rows idx[0..n) of src (along its first axis) into dst, shaped (n, <src's other axes>). dst's
+/// storage is reused, so gathering batches of one size allocates once (nn::fit's training step
+/// relies on it). The indices are not checked: callers check them once, not per batch.
+template <class T>
+void gather_rows(const Tensor<T>& src, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
+    const std::size_t rows = src.rank() ? src.dim(0) : 0;
+    const std::size_t row = rows ? src.size() / rows : 0;
+    Shape s = src.shape();
+    if (s.rank()) s[0] = n;
+    dst.resize(s);
+    for (std::size_t k = 0; k < n; ++k)
+        if (row) std::memcpy(dst.data() + k * row, src.data() + idx[k] * row, row * sizeof(T));
+}
+
 // ---------------------------------------------------------------- scalers
 
 namespace detail {
@@ -546,15 +560,7 @@ private:
         return z ^ (z >> 31);
     }
 
-    void gather(const Tensor<T>& src, Tensor<T>& dst) const {
-        const std::size_t n = src.dim(0);
-        const std::size_t row = n ? src.size() / n : 0;
-        Shape s = src.shape();
-        s[0] = buf_.indices.size();
-        dst.resize(s);
-        for (std::size_t k = 0; k < buf_.indices.size(); ++k)
-            if (row) std::memcpy(dst.data() + k * row, src.data() + buf_.indices[k] * row, row * sizeof(T));
-    }
+    void gather(const Tensor<T>& src, Tensor<T>& dst) const { gather_rows(src, buf_.indices.data(), buf_.indices.size(), dst); }
 
     const Dataset<T>* data_;
     std::size_t bs_;

@@ -4,6 +4,10 @@
 /// before it changes anything (all or nothing); every failure is a format_error naming the file
 /// and the problem.
 ///
+/// io/ knows no optimiser: an optimiser's section is an OptimizerState (name, iteration count,
+/// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
+/// back to it (optim::save_model(path, params, &adam), found by argument lookup).
+///
 /// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
 ///   offset  size
 ///        0     6  magic "TAPIR\0"
@@ -34,7 +38,6 @@
 
 #include "../autodiff/tape.hpp"
 #include "../error.hpp"
-#include "../optim/optimizer.hpp"
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 #include "crc32.hpp"
@@ -47,6 +50,17 @@ template <class T>
 using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 
 constexpr std::uint32_t model_format_version = 1;
+
+/// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
+/// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
+/// fills the tensors and sets iterations and learning_rate from the file.
+template <class T>
+struct OptimizerState {
+    std::string name;
+    std::uint64_t iterations = 0;
+    double learning_rate = 0.0;
+    std::vector<std::pair<std::string, Tensor<T>*>> tensors;
+};
 
 /// What a model file holds, without a model to compare it with (tools, fuzzing).
 struct ModelFileInfo {
@@ -75,6 +89,15 @@ constexpr std::uint8_t dtype_code() {
     return sizeof(T) == 4 ? 1 : 2;
 }
 inline const char* dtype_name(std::uint8_t code) { return code == 1 ? "float32" : code == 2 ? "float64" : "unknown"; }
+
+/// A number for a message: shortest readable form, "NaN" and "inf" spelled out.
+inline std::string model_number(double v) {
+    if (v != v) return "NaN";
+    if (v == HUGE_VAL || v == -HUGE_VAL) return v > 0 ? "inf" : "-inf";
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
+}
 
 /// A name from the file as it may appear in a message: control bytes replaced, long names cut.
 inline std::string model_printable(const std::string& s) {
@@ -157,15 +180,15 @@ void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
 }
 
 template <class T>
-std::string serialise_model(const NamedParameters<T>& params, optim::Optimizer<T>* opt) {
+std::string serialise_model(const NamedParameters<T>& params, const OptimizerState<T>* opt) {
     check_named_parameters(params, "save_model");
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
     for (const auto& np : params) total += model_record_size(np.first, np.second->value);
     if (opt) {
-        st = opt->state();
-        opt_name = opt->name();
+        st = opt->tensors;
+        opt_name = opt->name;
         total += 4 + opt_name.size() + 8 + 8 + 8;
         for (const auto& s : st) total += model_record_size(s.first, *s.second);
     }
@@ -179,8 +202,8 @@ std::string serialise_model(const NamedParameters<T>& params, optim::Optimizer<T
     w.u8(opt ? 1 : 0);
     if (opt) {
         w.str(opt_name);
-        w.u64(opt->iterations());
-        w.f64(static_cast<double>(opt->learning_rate()));
+        w.u64(opt->iterations);
+        w.f64(opt->learning_rate);
         w.u64(st.size());
         for (const auto& s : st) write_model_record(w, s.first, *s.second);
     }
@@ -382,7 +405,7 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
 }
 
 template <class T>
-void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, optim::Optimizer<T>* opt,
+void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, OptimizerState<T>* opt,
                const std::string& src) {
     check_named_parameters(params, "load_model");
     const ParsedModelFile f = parse_model_file(data, n, src);
@@ -403,13 +426,12 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
             fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
     }
     std::vector<std::pair<std::string, Tensor<T>*>> st;
-    T lr = T(0);
     if (opt) {
         if (!f.has_opt) fail("the file holds no optimizer state (it was saved without an optimizer)");
-        const std::string name = opt->name();
+        const std::string& name = opt->name;
         if (f.opt_name != name)
             fail("the file holds the state of optimizer '" + model_printable(f.opt_name) + "' but the optimizer is '" + name + "'");
-        st = opt->state();
+        st = opt->tensors;
         if (f.state.size() != st.size())
             fail("the file has " + std::to_string(f.state.size()) + " " + name + " state tensors but the optimizer has " +
                  std::to_string(st.size()));
@@ -422,9 +444,9 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
                 fail("optimizer state '" + st[i].first + "' has shape " + r.shape.str() + " in the file but " +
                      st[i].second->shape().str() + " in the optimizer");
         }
-        lr = static_cast<T>(f.lr);
+        const T lr = static_cast<T>(f.lr);  // the optimiser's type must hold it
         if (!(lr >= T(0)) || !std::isfinite(lr))
-            fail("invalid optimizer learning rate " + optim::detail::fmt_number(f.lr) + " in the file");
+            fail("invalid optimizer learning rate " + model_number(f.lr) + " in the file");
         if (f.iterations > static_cast<std::uint64_t>(SIZE_MAX))
             fail("optimizer iteration count " + std::to_string(f.iterations) + " is too large for this machine");
     }
@@ -436,8 +458,8 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
     }
     if (opt) {
         for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
-        opt->set_iterations(static_cast<std::size_t>(f.iterations));
-        opt->set_scheduled_learning_rate(lr);
+        opt->iterations = f.iterations;
+        opt->learning_rate = f.lr;
     }
 }
 
@@ -486,50 +508,51 @@ inline void write_model_file(const std::string& path, const std::string& data) {
 
 /// The model file as bytes (the in-memory form of save_model).
 template <class T>
-std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    return detail::serialise_model(params, optimizer);
+std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    return detail::serialise_model(params, optimizer_state);
 }
 template <class T>
 std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
-                                              typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    const std::string s = detail::serialise_model(params, optimizer);
+                                              typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string s = detail::serialise_model(params, optimizer_state);
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
-/// Saves the parameters (and the optimiser's name, iteration count, learning rate and state).
+/// Saves the parameters (and an optimiser's section: optim::save_model fills it from an optimiser).
 template <class T>
 void save_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    detail::write_model_file(path, detail::serialise_model(params, optimizer));
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    detail::write_model_file(path, detail::serialise_model(params, optimizer_state));
 }
 
 /// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
 /// file exactly. Throws format_error before changing anything if the file is not a tapir model
 /// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
-/// optimiser is passed; one is required when an optimiser is passed.
+/// optimizer_state is passed; one is required when it is (optim::load_model passes an
+/// optimiser's and applies the iteration count and learning rate read into it).
 template <class T>
 void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
-                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer, source);
+    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer_state, source);
 }
 template <class T>
 void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
-                            typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                             const std::string& source = "<memory>") {
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, source);
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, source);
 }
 template <class T>
 void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
-                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(data.data(), data.size(), params, optimizer, source);
+    detail::load_model_into(data.data(), data.size(), params, optimizer_state, source);
 }
 template <class T>
 void load_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
+                typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
     const std::string data = detail::read_model_file(path, "load_model");
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, path);
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, path);
 }
 
 /// Header, integrity and contents of a model file, checked as load_model checks them.

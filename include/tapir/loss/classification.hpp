@@ -21,14 +21,18 @@ namespace loss {
 
 /// Binary cross-entropy from logits t and labels y (FORMULAS.md "Binary cross-entropy"):
 ///   BCE = sum_i w_i (softplus(t_i) - y_i t_i) / sum_i w_i,
-/// never log(sigmoid(t)), so any logit is finite. Labels may be soft (in [0, 1]).
+/// never log(sigmoid(t)), so any logit is finite. Labels may be soft (in [0, 1]); constant
+/// targets outside [0, 1] or NaN are refused with their row (see check_binary_targets).
 template <class T>
 Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
     const char* fn = "binary_cross_entropy_with_logits";
     const std::size_t n = detail::batch_size(logits, fn, "logits");
     const Var<T> y = detail::same_layout(logits, targets, fn, "targets");
+    detail::check_binary_target_var(y, fn);
+    // Without weights the mean over events of the per-event column means is the mean over all
+    // elements: one fused node, also for several outputs per event.
+    if (!weights) return bce_with_logits(logits, y);
     if (logits.size() == n) {  // one logit per event: the fused node
-        if (!weights) return bce_with_logits(logits, y);
         const Var<T> w = detail::event_weights(*weights, n, fn);
         detail::weight_total(w, fn);
         return bce_with_logits(logits, y, &w);
@@ -40,12 +44,14 @@ Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targ
 /// Binary cross-entropy from probabilities with Keras' clipping (tf.keras.backend, TF 2.x):
 ///   p' = clip(p, eps, 1 - eps),  l = -[y ln(p' + eps) + (1 - y) ln(1 - p' + eps)],  eps = 1e-7.
 /// The gradient is zero where p was clipped, as in Keras. Prefer the logit form when you can.
+/// Targets as for binary_cross_entropy_with_logits (in [0, 1], checked when constant).
 template <class T>
 Var<T> binary_cross_entropy(const Var<T>& probs, const Var<T>& targets, detail::weights_t<T> weights = nullptr, detail::scalar_t<T> eps = T(1e-7)) {
     const char* fn = "binary_cross_entropy";
     detail::batch_size(probs, fn, "probabilities");
     if (!(eps > T(0) && eps < T(0.5))) throw value_error(std::string(fn) + ": eps must be in (0, 0.5), got " + std::to_string(eps));
     const Var<T> y = detail::same_layout(probs, targets, fn, "targets");
+    detail::check_binary_target_var(y, fn);
     const Var<T> p = clamp(probs, eps, T(1) - eps);
     const Var<T> lp = log(add_scalar(p, eps));
     const Var<T> lq = log(add_scalar(neg(p), T(1) + eps));
@@ -54,13 +60,23 @@ Var<T> binary_cross_entropy(const Var<T>& probs, const Var<T>& targets, detail::
     return detail::weighted_mean(detail::mean_per_event(l), weights, fn);
 }
 
-/// Mean squared error: per event mean_j (p_ij - y_ij)^2, then the weighted mean over events.
+/// Mean squared error: per event mean_j (p_ij - y_ij)^2, then the weighted mean over events,
+/// computed as sum_ij w_i (p_ij - y_ij)^2 / (K sum_i w_i) (the mean of all elements without
+/// weights): one reduction, and the arithmetic nn::fit's MseLoss has always used.
 template <class T>
 Var<T> mse(const Var<T>& pred, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
     const char* fn = "mse";
-    detail::batch_size(pred, fn, "predictions");
+    const std::size_t n = detail::batch_size(pred, fn, "predictions");
     const Var<T> y = detail::same_layout(pred, targets, fn, "targets");
-    return detail::weighted_mean(detail::mean_per_event(square(sub(pred, y))), weights, fn);
+    const Var<T> d2 = square(sub(pred, y));
+    if (!weights) return mean(d2);
+    const Var<T> w = detail::event_weights(*weights, n, fn);
+    detail::weight_total(w, fn);
+    T norm = T(0);  // accumulated in T, in order: the factor fit has always applied
+    for (std::size_t i = 0; i < n; ++i) norm += w.data()[i];
+    const T k = static_cast<T>(pred.size() / n);
+    const Var<T> per = d2.shape().rank() == 2 ? d2 : reshape(d2, Shape{n, pred.size() / n});
+    return scale(sum(mul(per, reshape(w, Shape{n, 1}))), T(1) / (norm * k));
 }
 
 /// Mean absolute error: per event mean_j |p_ij - y_ij|, then the weighted mean over events.

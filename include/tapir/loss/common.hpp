@@ -8,10 +8,12 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
+#include "../config.hpp"
 #include "../error.hpp"
 #include "../tensor/shape.hpp"
 
@@ -108,6 +110,41 @@ Var<T> sum_per_event(const Var<T>& v) {
     const std::size_t k = v.size() / n;
     const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
     return k == 1 ? reshape(flat, Shape{n}) : sum(flat, 1);
+}
+
+/// Formats a label for an error message ("2", "-0.5", "nan").
+inline std::string label_text(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
+} // namespace detail
+
+/// Refuses binary targets outside [0, 1] (and NaN) with the row and the value: a stray "2" in a
+/// label column would otherwise train silently. Soft labels in [0, 1] are accepted on purpose
+/// (label smoothing, teacher probabilities). y holds `rows` rows of `per_row` values each.
+template <class T>
+void check_binary_targets(const T* y, std::size_t rows, std::size_t per_row, const char* fn) {
+    const std::size_t n = rows * per_row;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (TAPIR_LIKELY(y[i] >= T(0) && y[i] <= T(1))) continue;
+        std::string where = "row " + std::to_string(i / (per_row ? per_row : 1));
+        if (per_row > 1) where += ", column " + std::to_string(i % per_row);
+        throw value_error(std::string(fn) + ": target " + detail::label_text(static_cast<double>(y[i])) + " in " + where +
+                          " is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)");
+    }
+}
+
+namespace detail {
+
+/// check_binary_targets on a loss's targets when they are constants (labels); targets that
+/// carry a gradient are model outputs, not labels.
+template <class T>
+void check_binary_target_var(const Var<T>& y, const char* fn) {
+    if (y.requires_grad()) return;
+    const std::size_t rows = y.shape().rank() ? y.shape()[0] : 1;
+    check_binary_targets(y.data(), rows, rows ? y.size() / rows : 0, fn);
 }
 
 inline void check_finite_param(const char* fn, const char* what, double v) {

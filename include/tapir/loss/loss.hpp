@@ -1,7 +1,8 @@
 #pragma once
 /// All of tapir's training objectives (loss/): classification, GAN and WGAN-GP, significance,
-/// DisCo, learning from label proportions, mixture density NLL, learning to pivot, and binned
-/// Poisson likelihood fits. Formulas and sources are in each header.
+/// DisCo, learning from label proportions, mixture density NLL (the pivot adversary's loss; its
+/// model and trainer are in nn/pivot.hpp), and binned Poisson likelihood fits. Losses are
+/// functions only: loss/ includes neither nn/ nor optim/. Formulas and sources are in each header.
 
 #include "classification.hpp"
 #include "common.hpp"
@@ -9,6 +10,5 @@
 #include "gan.hpp"
 #include "label_proportions.hpp"
 #include "mdn.hpp"
-#include "pivot.hpp"
 #include "poisson_fit.hpp"
 #include "significance.hpp"

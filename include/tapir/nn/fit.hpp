@@ -1,7 +1,8 @@
 #pragma once
 /// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
-/// validation (split or set), metrics, early stopping, per-epoch callbacks, a progress bar on a
-/// terminal, and the history as CSV.
+/// validation (split or set), metrics, early stopping, per-epoch callbacks and a progress
+/// display; evaluate() and predict() for trained models. History, metrics and callbacks are in
+/// callbacks.hpp, the display in progress.hpp, the losses are loss/'s functions.
 ///
 /// The step itself (Trainer::step) reuses one tape, cleared each step, and gathers each batch
 /// into tensors kept across steps; the loss is a template parameter, not a std::function. Once
@@ -14,178 +15,56 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
-
-#if defined(_WIN32)
-#include <io.h>
-#elif defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
 
 #include "../autodiff/backward.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
-#include "../data/random.hpp"
+#include "../data/dataset.hpp"
 #include "../error.hpp"
+#include "../loss/classification.hpp"
 #include "../optim/optimizer.hpp"
+#include "../random.hpp"
+#include "callbacks.hpp"
 #include "module.hpp"
+#include "progress.hpp"
 
 namespace tapir {
 namespace nn {
 
 // ---- losses ---------------------------------------------------------------------------------
 
-/// The default loss: binary cross-entropy on logits, weighted by per-event weights if given.
+/// The default loss: binary cross-entropy on logits (loss::binary_cross_entropy_with_logits),
+/// weighted by per-event weights if given. Targets must lie in [0, 1]: fit() checks every
+/// label before training and names the row of the first one outside (soft labels are fine).
 struct BceWithLogitsLoss {
     template <class T>
     Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
-        return bce_with_logits(out, target, weight);
+        return loss::binary_cross_entropy_with_logits(out, target, weight);
+    }
+    /// fit() and evaluate() call this on the whole target tensor before the first batch.
+    template <class T>
+    void check_targets(const Tensor<T>& y, const char* who) const {
+        const std::size_t rows = y.rank() ? y.shape()[0] : 1;
+        loss::check_binary_targets(y.data(), rows, rows ? y.size() / rows : 0, who);
     }
 };
 
-/// Mean squared error over events and outputs; with weights w (batch, 1):
+/// Mean squared error over events and outputs (loss::mse); with weights w (batch, 1):
 /// sum_i w_i sum_k (o_ik - y_ik)^2 / (K sum_i w_i).
 struct MseLoss {
     template <class T>
     Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
-        if (out.shape() != target.shape()) tapir::detail::throw_shape("MseLoss: output vs target", out.shape(), target.shape());
-        const Var<T> d2 = square(sub(out, target));
-        if (!weight) return mean(d2);
-        T norm = T(0);
-        for (std::size_t i = 0; i < weight->size(); ++i) norm += (*weight)[i];
-        if (norm == T(0)) throw value_error("MseLoss: the event weights sum to zero");
-        const T k = static_cast<T>(out.size() / (out.shape().rank() ? out.shape()[0] : 1));
-        return scale(sum(mul(d2, *weight)), T(1) / (norm * k));
+        return loss::mse(out, target, weight);
     }
 };
 
-// ---- history --------------------------------------------------------------------------------
-
-/// Per-epoch values ("loss", metrics, "val_loss", "val_<metric>"), Keras' History.history.
-class History {
-public:
-    std::size_t epochs() const noexcept { return epochs_; }
-    /// Column names in order (the CSV adds a leading "epoch").
-    const std::vector<std::string>& columns() const noexcept { return names_; }
-    bool has(const std::string& name) const { return find(name) < names_.size(); }
-    const std::vector<double>& operator[](const std::string& name) const {
-        const std::size_t i = find(name);
-        if (i == names_.size()) {
-            std::string known;
-            for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
-            throw value_error("History: no column '" + name + "' (columns: " + known + ")");
-        }
-        return values_[i];
-    }
-
-    /// Early stopping outcome: the monitored column, its best value and epoch (1-based; 0 when
-    /// nothing was monitored), and whether training stopped before the last epoch.
-    std::string monitor;
-    double best_value = std::numeric_limits<double>::quiet_NaN();
-    std::size_t best_epoch = 0;
-    bool stopped_early = false;
-
-    void add_column(const std::string& name) {
-        if (has(name)) throw value_error("History: duplicate column '" + name + "'");
-        if (epochs_ != 0) throw value_error("History: columns must be added before the first epoch");
-        names_.push_back(name);
-        values_.emplace_back();
-    }
-    /// One epoch's values, in column order.
-    void append(const std::vector<double>& row) {
-        if (row.size() != names_.size())
-            throw value_error("History::append: " + std::to_string(row.size()) + " values for " + std::to_string(names_.size()) + " columns");
-        for (std::size_t i = 0; i < row.size(); ++i) values_[i].push_back(row[i]);
-        ++epochs_;
-    }
-
-    /// "epoch,<columns>" then one line per epoch (epochs counted from 1), values with 10
-    /// significant digits.
-    std::string to_csv() const {
-        std::string s = "epoch";
-        for (const auto& n : names_) s += "," + n;
-        s += "\n";
-        char buf[40];
-        for (std::size_t e = 0; e < epochs_; ++e) {
-            s += std::to_string(e + 1);
-            for (const auto& col : values_) {
-                std::snprintf(buf, sizeof buf, ",%.10g", col[e]);
-                s += buf;
-            }
-            s += "\n";
-        }
-        return s;
-    }
-    void write_csv(const std::string& path) const {
-        std::ofstream f(path, std::ios::binary);
-        if (!f) throw value_error("History::write_csv: cannot open '" + path + "' for writing");
-        const std::string s = to_csv();
-        f.write(s.data(), static_cast<std::streamsize>(s.size()));
-        if (!f) throw value_error("History::write_csv: writing '" + path + "' failed");
-    }
-
-private:
-    std::size_t find(const std::string& name) const {
-        std::size_t i = 0;
-        while (i < names_.size() && names_[i] != name) ++i;
-        return i;
-    }
-    std::vector<std::string> names_;
-    std::vector<std::vector<double>> values_;
-    std::size_t epochs_ = 0;
-};
-
-// ---- metrics, callbacks, options ----------------------------------------------------------------
-
-/// An epoch metric over all predictions of a set: fn(pred (n, k), target (n, k), weight (n, 1) or null).
-template <class T>
-struct Metric {
-    std::string name;
-    std::function<double(const Tensor<T>& pred, const Tensor<T>& target, const Tensor<T>* weight)> fn;
-};
-
-/// Weighted fraction of outputs with (pred > threshold) == (target > 0.5). The default threshold
-/// 0 reads the outputs as logits (probability 0.5); use 0.5 for probabilities.
-template <class T>
-Metric<T> binary_accuracy(double threshold = 0.0, std::string name = "accuracy") {
-    return Metric<T>{std::move(name), [threshold](const Tensor<T>& pred, const Tensor<T>& target, const Tensor<T>* w) {
-                         const std::size_t n = pred.size();
-                         const std::size_t rows = pred.rank() ? pred.shape()[0] : 1;
-                         const std::size_t k = rows ? n / rows : 1;
-                         double good = 0.0, total = 0.0;
-                         for (std::size_t i = 0; i < n; ++i) {
-                             const double wi = w ? static_cast<double>((*w)[i / k]) : 1.0;
-                             total += wi;
-                             if ((static_cast<double>(pred[i]) > threshold) == (target[i] > T(0.5))) good += wi;
-                         }
-                         return total != 0.0 ? good / total : std::numeric_limits<double>::quiet_NaN();
-                     }};
-}
-
-/// Passed to callbacks after each epoch; set stop_training to end training (Keras'
-/// model.stop_training). The optimiser is there for learning-rate schedules.
-template <class T>
-struct EpochEnd {
-    std::size_t epoch;   ///< 1-based
-    std::size_t epochs;  ///< requested
-    const History& history;
-    Module<T>& model;
-    optim::Optimizer<T>& optimizer;
-    bool stop_training = false;
-};
-template <class T>
-using Callback = std::function<void(EpochEnd<T>&)>;
-
-/// automatic: a progress bar on stderr when stderr is a terminal, nothing otherwise.
-enum class Verbosity { automatic, quiet, progress };
-/// automatic: minimise a monitored name ending in "loss", maximise anything else.
-enum class MonitorMode { automatic, min, max };
+// ---- options ------------------------------------------------------------------------------------
 
 template <class T>
 struct FitOptions {
@@ -218,45 +97,10 @@ struct FitOptions {
 
     std::vector<Callback<T>> callbacks;
     Verbosity verbose = Verbosity::automatic;
+    std::FILE* progress_stream = nullptr;  ///< where the display goes; null = stderr
 };
 
 namespace detail {
-
-inline bool stderr_is_terminal() noexcept {
-#if defined(_WIN32)
-    return _isatty(_fileno(stderr)) != 0;
-#elif defined(__unix__) || defined(__APPLE__)
-    return isatty(2) != 0;
-#else
-    return false;
-#endif
-}
-
-/// "Epoch 3/20 [=====>........] 45/100 - loss: 0.4123" (no allocation: for the step loop).
-inline int format_progress(char* buf, std::size_t cap, std::size_t epoch, std::size_t epochs, std::size_t step,
-                           std::size_t steps, double loss, std::size_t width = 30) {
-    char bar[128];
-    if (width > sizeof bar - 1) width = sizeof bar - 1;
-    const std::size_t done = steps ? (step * width) / steps : width;
-    for (std::size_t i = 0; i < width; ++i) bar[i] = i < done ? '=' : (i == done ? '>' : '.');
-    bar[width] = '\0';
-    return std::snprintf(buf, cap, "Epoch %zu/%zu [%s] %zu/%zu - loss: %.4f", epoch, epochs, bar, step, steps, loss);
-}
-
-/// The line left on screen after an epoch: bar, seconds, then every history column.
-inline std::string format_epoch_line(std::size_t epoch, std::size_t epochs, std::size_t steps, double seconds, const History& h) {
-    char buf[256];
-    format_progress(buf, sizeof buf, epoch, epochs, steps, steps, 0.0);
-    std::string s = buf;
-    s.erase(s.find(" - loss"));
-    std::snprintf(buf, sizeof buf, " - %.1fs", seconds);
-    s += buf;
-    for (const auto& c : h.columns()) {
-        std::snprintf(buf, sizeof buf, " - %s: %.4f", c.c_str(), h[c].back());
-        s += buf;
-    }
-    return s;
-}
 
 template <class T>
 std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w) {
@@ -269,15 +113,30 @@ std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y
     return n;
 }
 
-/// Copies rows idx[0..n) of src (rows x cols) into dst, reshaped to (n, cols) without allocating
-/// once dst has held that many elements.
+template <class U>
+struct non_deduced {
+    using type = U;
+};
+
+/// Whether a loss functor checks its targets (BceWithLogitsLoss: labels in [0, 1]).
+template <class L, class T, class = void>
+struct checks_targets : std::false_type {};
+template <class L, class T>
+struct checks_targets<L, T, std::void_t<decltype(std::declval<const L&>().check_targets(std::declval<const Tensor<T>&>(), ""))>>
+    : std::true_type {};
+
+template <class T, class Loss>
+void check_targets(const Loss& l, const Tensor<T>& y, const char* who) {
+    if constexpr (checks_targets<Loss, T>::value) l.check_targets(y, who);
+}
+
+/// Rows idx[0..n) of src (rows, ...) into dst as (n, columns) (data/dataset.hpp's gather_rows,
+/// viewed as a matrix), without allocating once dst has held that many elements.
 template <class T>
-void gather_into(const Tensor<T>& src, std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
-    const std::size_t cols = rows ? src.size() / rows : 0;
-    dst.resize(Shape{n, cols});
-    const T* s = src.data();
-    T* d = dst.data();
-    for (std::size_t i = 0; i < n; ++i) std::memcpy(d + i * cols, s + idx[i] * cols, cols * sizeof(T));
+void gather_into(const Tensor<T>& src, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
+    const std::size_t rows = src.rank() ? src.shape()[0] : 0;
+    gather_rows(src, idx, n, dst);
+    if (dst.rank() != 2) dst.reshape_(Shape{n, rows ? src.size() / rows : 0});
 }
 
 /// Parameter and buffer values, for restoring the best epoch.
@@ -310,13 +169,87 @@ struct ModeGuard {
 
 // ---- the training step -------------------------------------------------------------------------
 
+namespace detail {
+
+/// Forward pass and loss on gathered rows, on one tape that is cleared and reused: the part of
+/// a training step that evaluation shares.
+template <class T, class Loss>
+class BatchLoss {
+public:
+    BatchLoss(Module<T>& model, Loss loss, const char* who) : model_(model), loss_(std::move(loss)), who_(who) {}
+    BatchLoss(const BatchLoss&) = delete;
+    BatchLoss& operator=(const BatchLoss&) = delete;
+
+    Tape<T>& tape() noexcept { return tape_; }
+    Module<T>& model() noexcept { return model_; }
+    const Loss& loss() const noexcept { return loss_; }
+
+    Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        const std::size_t rows = checked_rows(who_, x, y, w);
+        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
+        for (std::size_t i = 0; i < n; ++i)
+            if (TAPIR_UNLIKELY(idx[i] >= rows))
+                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
+                                  " events");
+        tape_.clear();
+        gather_into(x, idx, n, xb_);
+        gather_into(y, idx, n, yb_);
+        const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
+        const Var<T> out = model_(xv);
+        if (out.shape().rank() == 0 || out.shape()[0] != n)
+            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + xb_.shape().str() +
+                              ", output " + out.shape().str());
+        out_index_ = out.index();
+        out_width_ = out.size() / n;
+        Var<T> l;
+        if (w) {
+            gather_into(*w, idx, n, wb_);
+            const Var<T> wv = tape_.view(wb_);
+            l = loss_(out, yv, &wv);
+        } else {
+            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
+        }
+        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
+        return l;
+    }
+
+    T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        NoGradGuard<T> guard(tape_);
+        return record(x, y, w, idx, n).item();
+    }
+
+    void copy_last_output(T* dst) const {
+        const Ref<T>& o = tape_.node(out_index_).out;
+        std::memcpy(dst, o.data, o.size() * sizeof(T));
+    }
+    std::size_t last_output_width() const noexcept { return out_width_; }
+
+    /// The last outputs into pred's rows idx[i] (pred shaped (rows, outputs) on first use).
+    void copy_rows(std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& pred) {
+        if (pred.rank() != 2 || pred.shape()[0] != rows || pred.shape()[1] != out_width_) pred = Tensor<T>(Shape{rows, out_width_});
+        const T* o = tape_.node(out_index_).out.data;
+        for (std::size_t i = 0; i < n; ++i) std::memcpy(pred.data() + idx[i] * out_width_, o + i * out_width_, out_width_ * sizeof(T));
+    }
+
+private:
+    Module<T>& model_;
+    Loss loss_;
+    const char* who_;
+    Tape<T> tape_;
+    Tensor<T> xb_, yb_, wb_;
+    std::int32_t out_index_ = -1;
+    std::size_t out_width_ = 0;
+};
+
+} // namespace detail
+
 /// One reusable training step: gathers the batch rows into kept tensors, clears and reuses one
 /// tape, runs forward, loss, backward and the optimiser. Steady-state steps allocate nothing.
 template <class T, class Loss = BceWithLogitsLoss>
 class Trainer {
 public:
     Trainer(Module<T>& model, optim::Optimizer<T>& optimizer, Loss loss = Loss{})
-        : model_(model), opt_(optimizer), loss_(std::move(loss)) {
+        : batch_(model, std::move(loss), "Trainer"), opt_(optimizer) {
         // Model parameters the optimiser does not update still get gradients: keep them from
         // accumulating across steps.
         for (Parameter<T>* p : model.parameters())
@@ -325,88 +258,79 @@ public:
     Trainer(const Trainer&) = delete;
     Trainer& operator=(const Trainer&) = delete;
 
-    Tape<T>& tape() noexcept { return tape_; }
-    Module<T>& model() noexcept { return model_; }
+    Tape<T>& tape() noexcept { return batch_.tape(); }
+    Module<T>& model() noexcept { return batch_.model(); }
 
     /// One optimisation step on rows idx[0..n) of x, y (and per-event weights w); returns the
     /// batch loss. With pred, the batch outputs are also written to pred's rows idx[i] (pred
     /// is shaped (rows of x, outputs) on first use).
     T step(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
            Tensor<T>* pred = nullptr) {
-        const Var<T> l = record(x, y, w, idx, n);
+        const Var<T> l = batch_.record(x, y, w, idx, n);
         for (Parameter<T>* p : extra_) p->zero_grad();
         opt_.zero_grad();
         backward(l);
         opt_.step();
-        if (pred) copy_rows(x.shape()[0], idx, n, *pred);
+        if (pred) batch_.copy_rows(x.shape()[0], idx, n, *pred);
         return l.item();
     }
 
     /// The loss on rows idx[0..n) without gradients or updates (in the modules' current modes).
     T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        NoGradGuard<T> guard(tape_);
-        return record(x, y, w, idx, n).item();
+        return batch_.evaluate(x, y, w, idx, n);
     }
 
     /// Copies the outputs of the last step or evaluation (batch rows x last_output_width()) to dst.
-    void copy_last_output(T* dst) const {
-        const Ref<T>& o = tape_.node(out_index_).out;
-        std::memcpy(dst, o.data, o.size() * sizeof(T));
-    }
+    void copy_last_output(T* dst) const { batch_.copy_last_output(dst); }
 
     /// Outputs per event of the last step or evaluation.
-    std::size_t last_output_width() const noexcept { return out_width_; }
+    std::size_t last_output_width() const noexcept { return batch_.last_output_width(); }
+
+    detail::BatchLoss<T, Loss>& batch_loss() noexcept { return batch_; }
 
 private:
-    Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        const std::size_t rows = detail::checked_rows("Trainer", x, y, w);
-        if (n == 0) throw value_error("Trainer: empty batch");
-        for (std::size_t i = 0; i < n; ++i)
-            if (TAPIR_UNLIKELY(idx[i] >= rows))
-                throw value_error("Trainer: row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) + " events");
-        tape_.clear();
-        detail::gather_into(x, rows, idx, n, xb_);
-        detail::gather_into(y, rows, idx, n, yb_);
-        const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
-        const Var<T> out = model_(xv);
-        if (out.shape().rank() == 0 || out.shape()[0] != n)
-            throw shape_error("Trainer: the model output must have one row per event: input " + xb_.shape().str() + ", output " +
-                              out.shape().str());
-        out_index_ = out.index();
-        out_width_ = out.size() / n;
-        Var<T> l;
-        if (w) {
-            detail::gather_into(*w, rows, idx, n, wb_);
-            const Var<T> wv = tape_.view(wb_);
-            l = loss_(out, yv, &wv);
-        } else {
-            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
-        }
-        if (l.size() != 1) throw shape_error("Trainer: the loss must be a single value, got shape " + l.shape().str());
-        return l;
-    }
-
-    void copy_rows(std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& pred) {
-        if (pred.rank() != 2 || pred.shape()[0] != rows || pred.shape()[1] != out_width_) pred = Tensor<T>(Shape{rows, out_width_});
-        const T* o = tape_.node(out_index_).out.data;
-        for (std::size_t i = 0; i < n; ++i) std::memcpy(pred.data() + idx[i] * out_width_, o + i * out_width_, out_width_ * sizeof(T));
-    }
-
-    Module<T>& model_;
+    detail::BatchLoss<T, Loss> batch_;
     optim::Optimizer<T>& opt_;
-    Loss loss_;
-    Tape<T> tape_;
-    Tensor<T> xb_, yb_, wb_;
     std::vector<Parameter<T>*> extra_;
-    std::int32_t out_index_ = -1;
-    std::size_t out_width_ = 0;
 };
+
+namespace detail {
+
+/// The loss over the rows of a set in batches, combined as the weighted mean of the batch
+/// losses (exact for losses that are weighted means over events); with pred, the outputs
+/// (rows.size(), outputs) too. fit's validation and evaluate() share it.
+template <class T, class Loss>
+double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
+                std::size_t batch_size, Tensor<T>* pred) {
+    double vsum = 0.0, vwsum = 0.0;
+    const std::size_t nv = rows.size();
+    for (std::size_t start = 0; start < nv; start += batch_size) {
+        const std::size_t nb = std::min(batch_size, nv - start);
+        const std::size_t* idx = rows.data() + start;
+        const T l = b.evaluate(x, y, w, idx, nb);
+        if (pred) {
+            const std::size_t k = b.last_output_width();
+            if (pred->rank() != 2 || pred->shape()[0] != nv || pred->shape()[1] != k) *pred = Tensor<T>(Shape{nv, k});
+            b.copy_last_output(pred->data() + start * k);
+        }
+        double bw = static_cast<double>(nb);
+        if (w) {
+            bw = 0.0;
+            for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
+        }
+        vsum += static_cast<double>(l) * bw;
+        vwsum += bw;
+    }
+    return vsum / vwsum;
+}
+
+} // namespace detail
 
 // ---- prediction ---------------------------------------------------------------------------------
 
 /// The model's outputs for every row of x, in eval mode (modes restored afterwards), without
-/// gradients, in batches: shape (rows, outputs...). Thread-safe on a shared model that is already
-/// in eval mode (nothing is written to it then).
+/// gradients, in batches: shape (rows, outputs...); (0, outputs...) for zero rows. Thread-safe on
+/// a shared model that is already in eval mode (nothing is written to it then).
 template <class T>
 Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size = 256) {
     if (x.rank() != 2) throw shape_error("predict: inputs must have shape (events, features), got " + x.shape().str());
@@ -420,6 +344,12 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
         model.eval();
     }
     const std::size_t n = x.shape()[0], f = x.shape()[1];
+    if (n == 0) {  // no batch to run: the shape of one row's output, with zero rows
+        Shape s = model.output_shape(Shape{1, f});
+        if (s.rank() == 0) throw shape_error("predict: the model output must have one row per event, got shape " + s.str());
+        s[0] = 0;
+        return Tensor<T>(s);
+    }
     Tape<T> t;
     NoGradGuard<T> guard(t);
     Tensor<T> out, xb;
@@ -442,13 +372,63 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
     return out;
 }
 
+// ---- evaluation ---------------------------------------------------------------------------------
+
+/// The loss and metrics of a trained model on a data set, Keras' model.evaluate.
+struct Evaluation {
+    double loss = std::numeric_limits<double>::quiet_NaN();
+    std::vector<std::pair<std::string, double>> metrics;  ///< in the order asked for
+
+    /// "loss" or a metric's name.
+    double operator[](const std::string& name) const {
+        if (name == "loss") return loss;
+        std::string known = "loss";
+        for (const auto& m : metrics) {
+            if (m.first == name) return m.second;
+            known += ", " + m.first;
+        }
+        throw value_error("Evaluation: no value '" + name + "' (values: " + known + ")");
+    }
+};
+
+/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
+/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
+/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
+/// for bit.
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    const std::size_t n = detail::checked_rows("evaluate", x, y, weights);
+    if (n == 0) throw value_error("evaluate: no events");
+    if (batch_size == 0) throw value_error("evaluate: batch size must be positive");
+    for (const auto& m : metrics)
+        if (m.name.empty() || m.name == "loss" || !m.fn) throw value_error("evaluate: metric '" + m.name + "' has no function or a reserved name");
+    detail::check_targets(loss, y, "evaluate");
+    detail::ModeGuard<T> modes(model);
+    model.eval();
+    detail::BatchLoss<T, Loss> b(model, std::move(loss), "evaluate");
+    std::vector<std::size_t> rows(n);
+    for (std::size_t i = 0; i < n; ++i) rows[i] = i;
+    Tensor<T> pred, yy, ww;
+    Evaluation e;
+    e.loss = detail::set_loss(b, x, y, weights, rows, batch_size, metrics.empty() ? nullptr : &pred);
+    if (!metrics.empty()) {
+        detail::gather_into(y, rows.data(), n, yy);
+        if (weights) detail::gather_into(*weights, rows.data(), n, ww);
+        for (const auto& m : metrics) e.metrics.emplace_back(m.name, m.fn(pred, yy, weights ? &ww : nullptr));
+    }
+    return e;
+}
+
 // ---- fit ----------------------------------------------------------------------------------------
 
 /// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
 /// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
 /// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
 /// (output, target, const Var* weights or nullptr) -> single-valued Var; default
-/// bce_with_logits. Training runs in the modules' own modes (train() by default); validation in
+/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
+/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
 /// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
 /// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
 /// same way, which is exact for losses that are (weighted) means over events.
@@ -497,6 +477,8 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     } else {
         for (std::size_t i = 0; i < n; ++i) train_rows.push_back(i);
     }
+    detail::check_targets(loss, y, "fit");
+    if (vy && vy != &y) detail::check_targets(loss, *vy, "fit (validation set)");
     const bool has_val = vx != nullptr;
     const std::size_t nt = train_rows.size();
     const std::size_t steps = o.drop_last ? nt / o.batch_size : (nt + o.batch_size - 1) / o.batch_size;
@@ -520,9 +502,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     if (o.patience > 0) {
         h.monitor = o.monitor.empty() ? (has_val ? "val_loss" : "loss") : o.monitor;
         (void)h[h.monitor];  // names the columns if the monitor is unknown
-        const std::string& mon = h.monitor;
-        minimise = o.monitor_mode == MonitorMode::min ||
-                   (o.monitor_mode == MonitorMode::automatic && mon.size() >= 4 && mon.compare(mon.size() - 4, 4, "loss") == 0);
+        minimise = detail::monitor_minimises(h.monitor, o.monitor_mode);
     }
 
     Trainer<T, Loss> trainer(model, optimizer, std::move(loss));
@@ -535,22 +515,21 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     const bool metrics = !o.metrics.empty();
     Tensor<T> pred_all, pred_set, y_train, w_train, y_val, w_val, val_pred;
     auto gather_set = [](const Tensor<T>& src, const std::vector<std::size_t>& rows, Tensor<T>& dst) {
-        detail::gather_into(src, src.shape()[0], rows.data(), rows.size(), dst);
+        detail::gather_into(src, rows.data(), rows.size(), dst);
     };
     if (metrics && has_val) {
         gather_set(*vy, val_rows, y_val);
         if (vw) gather_set(*vw, val_rows, w_val);
     }
 
-    const bool show = o.verbose == Verbosity::progress || (o.verbose == Verbosity::automatic && detail::stderr_is_terminal());
+    detail::ProgressDisplay display(o.verbose, o.progress_stream);
     using clock = std::chrono::steady_clock;
     std::size_t wait = 0;
     std::vector<double> row;
-    char line[256];
 
     for (std::size_t epoch = 1; epoch <= o.epochs; ++epoch) {
         const auto t0 = clock::now();
-        auto last_draw = t0;
+        display.start_epoch(t0);
         model.set_training_modes(modes.modes);
         if (o.shuffle) rng.shuffle(train_rows.begin(), train_rows.end());
         double loss_sum = 0.0, weight_sum = 0.0;
@@ -570,16 +549,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
             }
             loss_sum += static_cast<double>(l) * bw;
             weight_sum += bw;
-            if (show) {
-                const auto now = clock::now();
-                if (s + 1 == steps || now - last_draw > std::chrono::milliseconds(100)) {
-                    last_draw = now;
-                    const int len = detail::format_progress(line + 1, sizeof line - 1, epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);
-                    line[0] = '\r';
-                    const std::size_t shown = len < 0 ? 0 : std::min(static_cast<std::size_t>(len), sizeof line - 2);
-                    std::fwrite(line, 1, shown + 1, stderr);
-                }
-            }
+            if (display.bar()) display.step(epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);
         }
         row.assign(1, loss_sum / weight_sum);
         if (metrics) {
@@ -591,26 +561,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
         }
         if (has_val) {
             model.eval();
-            double vsum = 0.0, vwsum = 0.0;
-            const std::size_t nv = val_rows.size();
-            for (std::size_t start = 0; start < nv; start += o.batch_size) {
-                const std::size_t nb = std::min(o.batch_size, nv - start);
-                const std::size_t* idx = val_rows.data() + start;
-                const T l = trainer.evaluate(*vx, *vy, vw, idx, nb);
-                if (metrics) {
-                    const std::size_t k = trainer.last_output_width();
-                    if (val_pred.rank() != 2 || val_pred.shape()[0] != nv || val_pred.shape()[1] != k) val_pred = Tensor<T>(Shape{nv, k});
-                    trainer.copy_last_output(val_pred.data() + start * k);
-                }
-                double bw = static_cast<double>(nb);
-                if (vw) {
-                    bw = 0.0;
-                    for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*vw)[idx[i]]);
-                }
-                vsum += static_cast<double>(l) * bw;
-                vwsum += bw;
-            }
-            row.push_back(vsum / vwsum);
+            row.push_back(detail::set_loss(trainer.batch_loss(), *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
             for (const auto& m : o.metrics) row.push_back(m.fn(val_pred, y_val, vw ? &w_val : nullptr));
             model.set_training_modes(modes.modes);
         }
@@ -640,11 +591,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
                 h.stopped_early = epoch < o.epochs;
             }
         }
-        if (show) {
-            const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-            const std::string s = "\r" + detail::format_epoch_line(epoch, o.epochs, steps, secs, h) + "\n";
-            std::fwrite(s.data(), 1, s.size(), stderr);
-        }
+        if (display.active()) display.end_epoch(epoch, o.epochs, steps, std::chrono::duration<double>(clock::now() - t0).count(), h);
         if (stop) break;
     }
     if (o.patience > 0 && o.restore_best_weights && h.best_epoch != 0 && h.best_epoch != h.epochs()) best.restore(params, buffers);

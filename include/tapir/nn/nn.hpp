@@ -1,8 +1,10 @@
 #pragma once
 /// Neural-network layers, models and the training loop in one include.
 
+#include "checkpoint.hpp"
 #include "fit.hpp"
 #include "init.hpp"
 #include "layers.hpp"
 #include "module.hpp"
+#include "pivot.hpp"
 #include "sequential.hpp"

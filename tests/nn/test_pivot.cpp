@@ -11,7 +11,7 @@
 
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
-#include <tapir/loss/pivot.hpp>
+#include <tapir/nn/pivot.hpp>
 #include <tapir/metrics/divergence.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
@@ -100,18 +100,18 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
     const Toy train = make_toy(20000, rng);
     nn::Sequential<float> clf;
     clf.add<nn::Dense<float>>(2, 20, rng, Activation::relu).add<nn::Dense<float>>(20, 20, rng, Activation::relu).add<nn::Dense<float>>(20, 1, rng);
-    loss::MdnAdversary<float> adv(1, {32, 32}, 5, rng);
+    nn::MdnAdversary<float> adv(1, {32, 32}, 5, rng);
     // The adversary learns faster than the classifier, so that it keeps up with it.
     optim::Adam<float> oc(clf.parameters(), 5e-4f), oa(adv.parameters(), 5e-3f);
-    loss::PivotOptions<float> opt;
+    nn::PivotOptions<float> opt;
     opt.lambda = lambda;
     opt.adversary_steps = 5;
     opt.pretrain_classifier_steps = steps / 2;
     opt.pretrain_adversary_steps = steps / 2;
     opt.steps = steps;
     opt.batch_size = 256;
-    opt.adversary_events = loss::PivotEvents::all;  // the paper's toy: z acts on the signal
-    loss::PivotTrainer<float> tr(clf, adv, oc, oa, opt);
+    opt.adversary_events = nn::PivotEvents::all;  // the paper's toy: z acts on the signal
+    nn::PivotTrainer<float> tr(clf, adv, oc, oa, opt);
     tr.set_data(train.x, train.y, train.z);
     const auto hist = tr.run();
     CHECK(hist.classifier.size() == steps);
@@ -140,21 +140,21 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
 TEST_CASE("gradient reversal: identity forward, -lambda backward, as a function and as a layer") {
     Tape<double> t;
     const V x = t.variable(Td(Shape{3}, {1.0, -2.0, 0.5}));
-    const V y = loss::gradient_reversal(x, 3.0);
+    const V y = nn::gradient_reversal(x, 3.0);
     for (std::size_t i = 0; i < 3; ++i) CHECK(y[i] == x[i]);
     const V g = grad(sum(mul(y, y)), x);
     for (std::size_t i = 0; i < 3; ++i) CHECK(g[i] == doctest::Approx(-3.0 * 2 * x[i]));
-    loss::GradientReversal<double> layer(2.0);
+    nn::GradientReversal<double> layer(2.0);
     const V g2 = grad(sum(layer(x)), x);
     CHECK(g2[0] == doctest::Approx(-2.0));
     CHECK(layer.describe() == "GradientReversal(2)");
-    CHECK_THROWS_AS(loss::GradientReversal<double>(std::nan("")), value_error);
+    CHECK_THROWS_AS(nn::GradientReversal<double>(std::nan("")), value_error);
     // (No finite-difference check: by design its gradient is not the derivative of its value.)
 }
 
 TEST_CASE("MDN adversary module: heads, NLL, parameters, copies, gradients") {
     Rng rng(3);
-    loss::MdnAdversary<double> adv(1, {8, 6}, 5, rng);
+    nn::MdnAdversary<double> adv(1, {8, 6}, 5, rng);
     CHECK(adv.components() == 5);
     CHECK(adv.parameters().size() == 6);  // body 2 x (W, b), head (W, b)
     CHECK(adv.num_parameters() == (1 * 8 + 8) + (8 * 6 + 6) + (6 * 15 + 15));
@@ -170,7 +170,7 @@ TEST_CASE("MDN adversary module: heads, NLL, parameters, copies, gradients") {
     CHECK(adv.nll(t.constant(z), t.constant(m)).item() == doctest::Approx(direct).epsilon(1e-14));
     CHECK(adv.nll(t.constant(z.reshaped(Shape{4})), t.constant(m)).item() == doctest::Approx(direct).epsilon(1e-14));  // (N,) input
     // A copy is deep and equal.
-    loss::MdnAdversary<double> copy(adv);
+    nn::MdnAdversary<double> copy(adv);
     CHECK(copy.nll(t.constant(z), t.constant(m)).item() == doctest::Approx(direct).epsilon(1e-14));
     copy.parameters()[0]->value[0] += 1.0;
     CHECK(adv.nll(t.constant(z), t.constant(m)).item() == doctest::Approx(direct).epsilon(1e-14));
@@ -193,18 +193,18 @@ TEST_CASE("MDN adversary module: heads, NLL, parameters, copies, gradients") {
     const GradcheckFn fz = [&](Tape<double>& tt, const Vs& x) { return adv.nll(x[0], tt.view(m)); };
     CHECK(gradcheck(fz, {z}).passed);
     CHECK(gradgradcheck(fz, {z}).passed);
-    CHECK_THROWS_AS(loss::MdnAdversary<double>(1, {4}, 0, rng), value_error);
+    CHECK_THROWS_AS(nn::MdnAdversary<double>(1, {4}, 0, rng), value_error);
 }
 
 TEST_CASE("pivot trainer: adversary restricted by weights, steps touch the right parameters, errors") {
     Rng rng(9);
     nn::Sequential<double> clf;
     clf.add<nn::Dense<double>>(2, 4, rng, Activation::tanh).add<nn::Dense<double>>(4, 1, rng);
-    loss::MdnAdversary<double> adv(1, {4}, 2, rng);
+    nn::MdnAdversary<double> adv(1, {4}, 2, rng);
     optim::Adam<double> oc(clf.parameters(), 1e-2), oa(adv.parameters(), 1e-2);
-    loss::PivotOptions<double> opt;
+    nn::PivotOptions<double> opt;
     opt.batch_size = 16;
-    loss::PivotTrainer<double> tr(clf, adv, oc, oa, opt);
+    nn::PivotTrainer<double> tr(clf, adv, oc, oa, opt);
     CHECK_THROWS_AS(tr.adversary_step(), value_error);  // no data yet
     Td x(Shape{32, 2}), y(Shape{32}), m(Shape{32});
     for (std::size_t i = 0; i < 32; ++i) {
@@ -238,8 +238,8 @@ TEST_CASE("pivot trainer: adversary restricted by weights, steps touch the right
     Td m3 = m;
     m3[1] = 0.99;
     CHECK(tr.adversary_loss(x, y, m3) != doctest::Approx(tr.adversary_loss(x, y, m)).epsilon(1e-14));
-    CHECK_THROWS_AS(loss::PivotTrainer<double>(clf, adv, oc, oa, [] {
-                        loss::PivotOptions<double> b;
+    CHECK_THROWS_AS(nn::PivotTrainer<double>(clf, adv, oc, oa, [] {
+                        nn::PivotOptions<double> b;
                         b.batch_size = 0;
                         return b;
                     }()),

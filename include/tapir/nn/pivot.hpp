@@ -1,12 +1,13 @@
 #pragma once
-/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046;
-/// seeds 000, 003): a gradient-reversal layer, a mixture-density adversary module and a trainer
-/// for the paper's Algorithm 1 on E = L_f - lambda L_r.
+/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046):
+/// a gradient-reversal layer, a mixture-density adversary module and a trainer for the paper's
+/// Algorithm 1 on E = L_f - lambda L_r. Models and training live in nn/; the losses they use
+/// (loss::mdn_nll, loss::binary_cross_entropy_with_logits) stay functions in loss/.
 ///
 ///     tapir::nn::Sequential<float> clf;  // x -> one logit
-///     tapir::loss::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
+///     tapir::nn::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
 ///     tapir::optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), 1e-3f);
-///     tapir::loss::PivotTrainer<float> tr(clf, adv, oc, oa, options);
+///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
 ///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
 ///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
 
@@ -23,17 +24,21 @@
 #include "../autodiff/tape.hpp"
 #include "../data/random.hpp"
 #include "../error.hpp"
-#include "../nn/layers.hpp"
-#include "../nn/module.hpp"
-#include "../nn/sequential.hpp"
+#include "../loss/classification.hpp"
+#include "../loss/mdn.hpp"
 #include "../optim/optimizer.hpp"
 #include "../tensor/tensor.hpp"
-#include "classification.hpp"
-#include "common.hpp"
-#include "mdn.hpp"
+#include "layers.hpp"
+#include "module.hpp"
+#include "sequential.hpp"
 
 namespace tapir {
-namespace loss {
+namespace nn {
+namespace detail {
+inline void check_finite_hyper(const char* fn, const char* what, double v) {
+    if (!std::isfinite(v)) throw value_error(std::string(fn) + ": " + what + " must be finite, got " + std::to_string(v));
+}
+} // namespace detail
 
 // ---- gradient reversal ------------------------------------------------------------------------
 
@@ -41,25 +46,25 @@ namespace loss {
 /// Placed between the classifier output and the adversary, one backward pass of
 /// L_f + L_r(reverse(f)) trains the adversary on L_r and the classifier on L_f - lambda L_r.
 template <class T>
-Var<T> gradient_reversal(const Var<T>& x, detail::scalar_t<T> lambda = T(1)) {
+Var<T> gradient_reversal(const Var<T>& x, typename Var<T>::value_type lambda = T(1)) {
     return grad_reverse(x, lambda);
 }
 
 /// The same as a layer, for use inside a Sequential.
 template <class T>
-class GradientReversal : public nn::Module<T> {
+class GradientReversal : public Module<T> {
 public:
     explicit GradientReversal(T lambda = T(1)) : lambda_(lambda) {
-        detail::check_finite_param("GradientReversal", "lambda", static_cast<double>(lambda));
+        detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(lambda));
     }
     Var<T> forward(const Var<T>& x) override { return grad_reverse(x, lambda_); }
     std::string type_name() const override { return "GradientReversal"; }
-    std::string describe() const override { return "GradientReversal(" + nn::detail::format_number(static_cast<double>(lambda_)) + ")"; }
+    std::string describe() const override { return "GradientReversal(" + detail::format_number(static_cast<double>(lambda_)) + ")"; }
     Shape output_shape(const Shape& in) const override { return in; }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
     T lambda() const noexcept { return lambda_; }
     void set_lambda(T l) {
-        detail::check_finite_param("GradientReversal", "lambda", static_cast<double>(l));
+        detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(l));
         lambda_ = l;
     }
 
@@ -81,7 +86,7 @@ struct MdnHeads {
 /// 3K outputs, split into mixture logits, means and raw widths (see mdn_nll). The paper and the
 /// course use K = 5; the course's adversary is 1 -> 200 -> 100 -> 50 -> 5 components.
 template <class T>
-class MdnAdversary : public nn::Module<T> {
+class MdnAdversary : public Module<T> {
 public:
     MdnAdversary(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t components, Rng& rng,
                  Activation act = Activation::relu)
@@ -91,17 +96,17 @@ public:
                               std::to_string(components));
         std::size_t prev = in;
         for (std::size_t h : hidden) {
-            body_.template add<nn::Dense<T>>(prev, h, rng, act);
+            body_.template add<Dense<T>>(prev, h, rng, act);
             prev = h;
         }
-        head_ = std::make_unique<nn::Dense<T>>(prev, 3 * components, rng);
+        head_ = std::make_unique<Dense<T>>(prev, 3 * components, rng);
     }
-    MdnAdversary(const MdnAdversary& o) : nn::Module<T>(o), body_(o.body_), head_(std::make_unique<nn::Dense<T>>(*o.head_)), k_(o.k_) {}
+    MdnAdversary(const MdnAdversary& o) : Module<T>(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
     MdnAdversary& operator=(const MdnAdversary& o) {
         if (this != &o) {
-            nn::Module<T>::operator=(o);
+            Module<T>::operator=(o);
             body_ = o.body_;
-            head_ = std::make_unique<nn::Dense<T>>(*o.head_);
+            head_ = std::make_unique<Dense<T>>(*o.head_);
             k_ = o.k_;
         }
         return *this;
@@ -119,33 +124,33 @@ public:
         return MdnHeads<T>{slice(out, 1, 0, k_), slice(out, 1, k_, k_), slice(out, 1, 2 * k_, k_)};
     }
     /// -sum_i w_i log p(m_i | z_i) / sum_i w_i (see mdn_nll).
-    Var<T> nll(const Var<T>& z, const Var<T>& m, detail::weights_t<T> weights = nullptr, const MdnOptions<T>& opt = MdnOptions<T>{}) {
+    Var<T> nll(const Var<T>& z, const Var<T>& m, const Var<T>* weights = nullptr, const loss::MdnOptions<T>& opt = loss::MdnOptions<T>{}) {
         const MdnHeads<T> h = heads(z);
-        return mdn_nll(h.logits, h.mu, h.raw_sigma, m, weights, opt);
+        return loss::mdn_nll(h.logits, h.mu, h.raw_sigma, m, weights, opt);
     }
 
     std::string type_name() const override { return "MdnAdversary"; }
     std::string describe() const override { return "MdnAdversary(" + std::to_string(k_) + " components)"; }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
-    void summary_rows(const Shape& input, std::vector<nn::SummaryRow>& rows) const override {
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
+    void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const override {
         Shape s = input;
         if (!body_.empty()) {
             s = body_.output_shape(s);
-            rows.push_back(nn::SummaryRow{"body", body_.describe(), s, body_.num_parameters()});
+            rows.push_back(SummaryRow{"body", body_.describe(), s, body_.num_parameters()});
         }
-        rows.push_back(nn::SummaryRow{"head", "Dense(" + std::to_string(k_) + " x [logit, mean, width])", head_->output_shape(s),
+        rows.push_back(SummaryRow{"head", "Dense(" + std::to_string(k_) + " x [logit, mean, width])", head_->output_shape(s),
                                   head_->num_parameters()});
     }
 
 protected:
-    void collect_children(std::vector<nn::NamedModule<T>>& out) override {
+    void collect_children(std::vector<NamedModule<T>>& out) override {
         out.emplace_back("body", &body_);
         out.emplace_back("head", head_.get());
     }
 
 private:
-    nn::Sequential<T> body_;
-    std::unique_ptr<nn::Dense<T>> head_;
+    Sequential<T> body_;
+    std::unique_ptr<Dense<T>> head_;
     std::size_t k_;
 };
 
@@ -164,7 +169,7 @@ struct PivotOptions {
     std::size_t steps = 1000;                  ///< classifier steps of the adversarial phase
     std::size_t batch_size = 128;
     PivotEvents adversary_events = PivotEvents::background;
-    MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
+    loss::MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
     std::uint64_t seed = 1;                    ///< mini-batch sampling
 };
 
@@ -188,16 +193,16 @@ struct PivotHistory {
 template <class T>
 class PivotTrainer {
 public:
-    PivotTrainer(nn::Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
+    PivotTrainer(Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
                  optim::Optimizer<T>& adversary_opt, const PivotOptions<T>& opt = PivotOptions<T>{})
         : clf_(classifier), adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt), rng_(opt.seed) {
-        detail::check_finite_param("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
+        detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
         if (opt.batch_size == 0) throw value_error("PivotTrainer: batch_size must be positive");
     }
 
     const PivotOptions<T>& options() const noexcept { return opt_; }
     void set_lambda(T lambda) {
-        detail::check_finite_param("PivotTrainer", "lambda", static_cast<double>(lambda));
+        detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(lambda));
         opt_.lambda = lambda;
     }
 
@@ -323,7 +328,7 @@ private:
     struct Freeze {
         std::vector<Parameter<T>*> params;
         std::vector<bool> saved;
-        explicit Freeze(nn::Module<T>& m) : params(m.parameters()) {
+        explicit Freeze(Module<T>& m) : params(m.parameters()) {
             for (Parameter<T>* p : params) {
                 saved.push_back(p->requires_grad);
                 p->requires_grad = false;
@@ -342,7 +347,7 @@ private:
         const Freeze frozen(adv_);
         const Var<T> logits = clf_(tape_.view(bx_));
         const Var<T> wv = tape_.view(bw_);
-        Var<T> e = binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
+        Var<T> e = loss::binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
         if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
             const Var<T> wa = tape_.view(bwa_);
             const Var<T> lr = adv_.nll(sigmoid(logits), tape_.view(bm_), &wa, opt_.mdn);
@@ -354,7 +359,7 @@ private:
         return e.item();
     }
 
-    nn::Module<T>& clf_;
+    Module<T>& clf_;
     MdnAdversary<T>& adv_;
     optim::Optimizer<T>& copt_;
     optim::Optimizer<T>& aopt_;
@@ -367,5 +372,5 @@ private:
     std::size_t pos_ = 0;
 };
 
-} // namespace loss
+} // namespace nn
 } // namespace tapir
