@@ -121,7 +121,7 @@ TEST_CASE("stop: 21 named features; a seed gives the same events") {
     CHECK(differ > 190);
 }
 
-TEST_CASE("stop: events pass the seed's preselection and features are consistent") {
+TEST_CASE("stop: events pass the preselection and features are consistent") {
     StopConfig cfg;
     const auto ev = hep::generate_stop(3000, 8, cfg);
     std::size_t bad = 0;

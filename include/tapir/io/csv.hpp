@@ -35,7 +35,7 @@
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 
-namespace tapir {
+namespace tapir::io {
 
 struct CsvOptions {
     char delimiter = ',';
@@ -46,11 +46,7 @@ struct CsvOptions {
 };
 
 namespace detail {
-inline std::string csv_number(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
-}
+using tapir::detail::error_number;
 inline std::string csv_join_names(const std::vector<std::string>& names) {
     std::string s;
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -108,7 +104,7 @@ struct CsvTable {
                 const double v = row[idx[k]];
                 const T t = static_cast<T>(v);
                 if (std::isfinite(v) && !std::isfinite(t))
-                    throw value_error(source + ": to_tensor: value " + detail::csv_number(v) + " in row " +
+                    throw value_error(source + ": to_tensor: value " + detail::error_number(v) + " in row " +
                                       std::to_string(r + 1) + ", column '" + cols[k] +
                                       "' overflows the tensor's float type");
                 dst[r * m + k] = t;
@@ -636,4 +632,4 @@ inline void write_csv(const std::string& path, const CsvTable& table) {
     write_csv(path, table.names, cols);
 }
 
-} // namespace tapir
+} // namespace tapir::io
