@@ -1,6 +1,6 @@
 #pragma once
-/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046;
-/// seeds 000, 003): a gradient-reversal layer, a mixture-density adversary module and a trainer
+/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046):
+/// a gradient-reversal layer, a mixture-density adversary module and a trainer
 /// for the paper's Algorithm 1 on E = L_f - lambda L_r.
 ///
 ///     tapir::nn::Sequential<float> clf;  // x -> one logit
