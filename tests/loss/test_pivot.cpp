@@ -140,7 +140,7 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
 TEST_CASE("gradient reversal: identity forward, -lambda backward, as a function and as a layer") {
     Tape<double> t;
     const V x = t.variable(Td(Shape{3}, {1.0, -2.0, 0.5}));
-    const V y = loss::gradient_reversal(x, 3.0);
+    const V y = grad_reverse(x, 3.0);
     for (std::size_t i = 0; i < 3; ++i) CHECK(y[i] == x[i]);
     const V g = grad(sum(mul(y, y)), x);
     for (std::size_t i = 0; i < 3; ++i) CHECK(g[i] == doctest::Approx(-3.0 * 2 * x[i]));

@@ -37,15 +37,10 @@ namespace loss {
 
 // ---- gradient reversal ------------------------------------------------------------------------
 
-/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky, arXiv 1409.7495).
-/// Placed between the classifier output and the adversary, one backward pass of
-/// L_f + L_r(reverse(f)) trains the adversary on L_r and the classifier on L_f - lambda L_r.
-template <class T>
-Var<T> gradient_reversal(const Var<T>& x, detail::scalar_t<T> lambda = T(1)) {
-    return grad_reverse(x, lambda);
-}
-
-/// The same as a layer, for use inside a Sequential.
+/// The op grad_reverse (identity forward, gradient times -lambda backward; Ganin & Lempitsky,
+/// arXiv 1409.7495) as a layer, for use inside a Sequential. Placed between the classifier output
+/// and the adversary, one backward pass of L_f + L_r(reverse(f)) trains the adversary on L_r and
+/// the classifier on L_f - lambda L_r.
 template <class T>
 class GradientReversal : public nn::Module<T> {
 public:
