@@ -20,12 +20,18 @@
 #include <tapir/io/csv.hpp>
 
 #include "support/data_path.hpp"
+#include "support/statistics.hpp"
 
 using tapir::hep::DiphotonConfig;
 using tapir::hep::DiphotonEvent;
 namespace hep = tapir::hep;
 
 namespace {
+
+using tapir_test::correlation;
+using tapir_test::exponential_slope;
+using tapir_test::mean;
+using tapir_test::quantile;
 
 /// The course CSV into events. Local on purpose: these tests must not depend on the io/ reader.
 std::vector<DiphotonEvent> read_events(const std::string& path, std::vector<long>* index = nullptr) {
@@ -49,39 +55,6 @@ std::vector<DiphotonEvent> read_events(const std::string& path, std::vector<long
         out.push_back(DiphotonEvent{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], std::stoi(tok[10])});
     }
     return out;
-}
-
-double mean(const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
-
-double quantile(std::vector<double> x, double p) {
-    std::sort(x.begin(), x.end());
-    const double pos = p * static_cast<double>(x.size() - 1);
-    const auto i = static_cast<std::size_t>(pos);
-    const double f = pos - static_cast<double>(i);
-    return i + 1 < x.size() ? x[i] * (1 - f) + x[i + 1] * f : x[i];
-}
-
-double correlation(const std::vector<double>& x, const std::vector<double>& y) {
-    const double mx = mean(x), my = mean(y);
-    double sxy = 0, sxx = 0, syy = 0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        sxy += (x[i] - mx) * (y[i] - my);
-        sxx += (x[i] - mx) * (x[i] - mx);
-        syy += (y[i] - my) * (y[i] - my);
-    }
-    return sxy / std::sqrt(sxx * syy);
-}
-
-/// Maximum-likelihood slope of exp(s m) truncated to [lo, hi], from the sample mean.
-double exponential_slope(const std::vector<double>& m, double lo, double hi) {
-    const double target = mean(m) - lo, L = hi - lo;
-    double a = 1e-6, b = 1.0;  // decay rate
-    for (int it = 0; it < 100; ++it) {
-        const double r = 0.5 * (a + b);
-        const double expected = 1 / r - L / std::expm1(r * L);
-        (expected > target ? a : b) = r;
-    }
-    return -0.5 * (a + b);
 }
 
 /// Area under the ROC curve (Mann-Whitney, ties counted half).
