@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <string>
@@ -116,6 +117,9 @@ TEST_CASE("bad inputs: every row throws the documented error") {
     std::string truncated = good.substr(0, good.size() / 2);
     std::string corrupted = good;
     corrupted[40] = static_cast<char>(corrupted[40] ^ 0x10);
+
+    const std::string dir = (std::filesystem::temp_directory_path() / "tapir_bad_inputs_dir").string();
+    std::filesystem::create_directories(dir);
 
     Rng rng(1);
     nn::Dense<float> dense(3, 2, rng);
@@ -241,6 +245,10 @@ TEST_CASE("bad inputs: every row throws the documented error") {
              net.load(io::save_model_to_string<double>({{"w", &w}}));
          },
          Kind::format, "net.tpr: the file holds float64 values but the model is float32"},
+        {"load_model from a directory", [&] { io::load_model(dir, net.m.named_parameters()); }, Kind::format,
+         "load_model: cannot read '" + dir + "': Is a directory"},
+        {"save_model to a directory", [&] { io::save_model(dir, net.m.named_parameters()); }, Kind::format,
+         "save_model: cannot write '" + dir + "': Is a directory"},
     };
 
     for (const Row& row : table) {
@@ -251,6 +259,8 @@ TEST_CASE("bad inputs: every row throws the documented error") {
         CHECK(got == kind_name(row.kind));
         CHECK(msg.find(row.message) != std::string::npos);
     }
-    // A failed load changes nothing.
+    // A failed load changes nothing; a failed save leaves no temporary file behind.
     CHECK(net.file() == good);
+    CHECK_FALSE(std::filesystem::exists(dir + ".tmp"));
+    std::filesystem::remove(dir);
 }

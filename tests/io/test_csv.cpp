@@ -132,6 +132,23 @@ TEST_CASE("line ends, blank lines, BOM, spaces, missing final newline") {
     CHECK(parse_error_of("a,b\r1,2\r\r3,x") == "t.csv:4: column 2 (b): 'x' is not a number");
 }
 
+TEST_CASE("lines of only spaces and tabs are blank lines, wherever they are") {
+    const auto t = tapir::io::parse_csv("  \t\na,b\n1,2\n   \n\t\n \t \r\n3,4\n  ", "t.csv");
+    CHECK(t.names == std::vector<std::string>{"a", "b"});
+    CHECK(t.rows == 2);
+    CHECK(t.values == std::vector<double>{1, 2, 3, 4});
+    CHECK(tapir::io::parse_csv("a\n5\n \t", "t.csv").values == std::vector<double>{5});
+    // Line numbers stay physical across them.
+    CHECK(parse_error_of("a,b\n  \n\t\n3,x\n") == "t.csv:4: column 2 (b): 'x' is not a number");
+    CHECK(parse_error_of("   \n\t\n") == "t.csv: empty file (no header row)");
+    CHECK(parse_error_of("a,b\n \n") == "t.csv: no data rows (the file has only a header)");
+    // A line of tabs in a tab-separated file is a row of empty fields, not a blank line.
+    tapir::io::CsvOptions tsv;
+    tsv.delimiter = '\t';
+    CHECK(parse_error_of("x\ty\n1\t2\n\t\n", tsv) == "t.csv:3: column 1 (x): empty field (expected a number)");
+    CHECK(tapir::io::parse_csv("x\ty\n1\t2\n  \n", "t.tsv", tsv).rows == 1);
+}
+
 TEST_CASE("other delimiters") {
     tapir::io::CsvOptions opt;
     opt.delimiter = '\t';
