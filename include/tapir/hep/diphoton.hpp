@@ -32,8 +32,8 @@
 #include <utility>
 #include <vector>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 
 namespace tapir::hep {

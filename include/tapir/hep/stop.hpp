@@ -37,8 +37,8 @@
 #include <utility>
 #include <vector>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
