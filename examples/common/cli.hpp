@@ -51,13 +51,21 @@ public:
     }
     [[noreturn]] void help() const { usage("", 0); }
 
-    /// True for --help and -h.
-    static bool is_help(const std::string& arg) { return arg == "--help" || arg == "-h"; }
-
-    /// The value after option argv[i] (advancing i), or a usage error when it is missing.
-    const char* value(int argc, char** argv, int& i) const {
-        if (i + 1 >= argc) usage(std::string(argv[i]) + " needs a value");
-        return argv[++i];
+    /// Walks the arguments: --help and -h print the usage and exit 0; every other argument goes to
+    /// on(arg, value) (a callable taking const std::string& and a callable), where value() takes
+    /// the next argument (a usage error when there is none). on returns false for an argument it
+    /// does not know: a usage error naming it.
+    template <class On>
+    void parse(int argc, char** argv, On&& on) const {
+        for (int i = 1; i < argc; ++i) {
+            const std::string arg = argv[i];
+            if (arg == "--help" || arg == "-h") help();
+            const auto value = [&]() -> const char* {
+                if (i + 1 >= argc) usage(arg + " needs a value");
+                return argv[++i];
+            };
+            if (!on(arg, value)) usage("unknown option '" + arg + "'");
+        }
     }
 
     /// A finite decimal number.

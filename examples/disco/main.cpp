@@ -27,6 +27,7 @@
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/diphoton.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -47,6 +48,12 @@ using nn::Sequential;
 
 namespace {
 
+using examples::diphoton::Events;
+using examples::diphoton::kMassHi;
+using examples::diphoton::kMassLo;
+using examples::diphoton::kMinEvents;
+using examples::diphoton::make_classifier;
+
 // ---- options ----------------------------------------------------------------------------------
 
 struct Options {
@@ -63,10 +70,6 @@ struct Options {
     bool quiet = false;
 };
 
-/// Fewer events leave the 30% test split too few background events on each side of the cut for
-/// R50 and the mass-sculpting JSD.
-constexpr std::size_t kMinEvents = 1000;
-
 const examples::Cli cli("disco",
                          "disco [options]\n"
                          "  --data FILE          course CSV (,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label)\n"
@@ -80,9 +83,7 @@ const examples::Cli cli("disco",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--adversarial") o.adversarial = value();
@@ -103,9 +104,9 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--batch") o.batch = cli.count(a, value());
         else if (a == "--lr") o.lr = cli.number(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (examples::Cli::is_help(a)) cli.help();
-        else cli.usage("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
     if (o.data.empty() && o.events < kMinEvents)
         cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
                   std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
@@ -117,46 +118,13 @@ using examples::Progress;
 
 // ---- events (as in the Higgs example) -------------------------------------------------------------
 
-const std::vector<std::string> kFeatures = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
-constexpr double kMassLo = 105.0, kMassHi = 160.0;
-
-struct Events {
-    Tensor<float> x;            // (n, 8) photon (pt, eta, phi, E) x 2
-    std::vector<double> myy;    // GeV
-    std::vector<double> label;  // 1 = H -> gamma gamma, 0 = background
-    std::size_t size() const { return myy.size(); }
-};
-
 Events load_events(const Options& o, std::string& source) {
-    Events e;
     if (!o.data.empty()) {
-        io::CsvOptions opt;
-        opt.columns = kFeatures;
-        opt.columns.push_back("myy");
-        opt.columns.push_back("label");
-        const io::CsvTable t = io::read_csv(o.data, opt);
-        if (t.rows < kMinEvents)
-            throw value_error(o.data + ": only " + std::to_string(t.rows) + " events; the 70/30 split needs at least " +
-                              std::to_string(kMinEvents));
-        e.x = t.to_tensor<float>(kFeatures);
-        e.myy = t.column("myy");
-        e.label = t.column("label");
-        for (std::size_t i = 0; i < t.rows; ++i)
-            if (e.label[i] != 0.0 && e.label[i] != 1.0)
-                throw value_error(o.data + ": data line " + std::to_string(i + 2) + ": label " + std::to_string(e.label[i]) + " is not 0 or 1");
         source = o.data;
-        return e;
-    }
-    const auto ev = hep::generate_diphoton(o.events, o.seed);
-    e.x = Tensor<float>(Shape{ev.size(), 8});
-    for (std::size_t i = 0; i < ev.size(); ++i) {
-        const double f[8] = {ev[i].pt1, ev[i].eta1, ev[i].phi1, ev[i].e1, ev[i].pt2, ev[i].eta2, ev[i].phi2, ev[i].e2};
-        for (std::size_t j = 0; j < 8; ++j) e.x(i, j) = static_cast<float>(f[j]);
-        e.myy.push_back(ev[i].myy);
-        e.label.push_back(ev[i].label);
+        return examples::diphoton::from_csv(o.data);
     }
     source = "generated (" + std::to_string(o.events) + " events, seed " + std::to_string(o.seed) + ")";
-    return e;
+    return examples::diphoton::from_generated(hep::generate_diphoton(o.events, o.seed));
 }
 
 struct Split {
@@ -189,16 +157,6 @@ Split make_split(const Events& ev, std::uint64_t seed) {
 }
 
 // ---- the classifier and its training ----------------------------------------------------------
-
-/// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU, logit output.
-Sequential<float> make_classifier(Rng& rng) {
-    Sequential<float> m;
-    m.add<Dense<float>>(8, 24, rng, Activation::relu)
-        .add<Dense<float>>(24, 16, rng, Activation::relu)
-        .add<Dense<float>>(16, 8, rng, Activation::relu)
-        .add<Dense<float>>(8, 1, rng);
-    return m;
-}
 
 struct Point {
     double lambda = 0, auc = 0, r50 = 0, jsd = 0, dcorr2 = 0, threshold = 0;  // threshold: score cut at eps_S = 50%

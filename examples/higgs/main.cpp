@@ -21,6 +21,7 @@
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/diphoton.hpp"
 #include "../common/output_dir.hpp"
 
 #include <chrono>
@@ -40,6 +41,14 @@ using nn::Dense;
 using nn::Sequential;
 
 namespace {
+
+using examples::diphoton::Events;
+using examples::diphoton::from_csv;
+using examples::diphoton::from_generated;
+using examples::diphoton::kMassHi;
+using examples::diphoton::kMassLo;
+using examples::diphoton::kMinEvents;
+using examples::diphoton::make_classifier;
 
 // ---- options ----------------------------------------------------------------------------------
 
@@ -65,15 +74,9 @@ const examples::Cli cli("higgs",
                          "             [--adv-pretrain E] [--adv-steps K] [--batch B] [--adv-batch B] [--out DIR]\n"
                          "             [--scan-lambda] [--write-events FILE] [--quiet] [--help]\n");
 
-/// Fewer events leave the 30% test split too few background events on each side of the cut for
-/// R50 and the mass-sculpting JSD.
-constexpr std::size_t kMinEvents = 1000;
-
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--write-events") o.write_events = value();
@@ -90,9 +93,9 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--adv-steps") o.adv_steps = cli.count(a, value());
         else if (a == "--scan-lambda") o.scan = true;
         else if (a == "--quiet") o.quiet = true;
-        else if (examples::Cli::is_help(a)) cli.help();
-        else cli.usage("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
     if (o.data.empty() && o.events < kMinEvents)
         cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
                   std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
@@ -101,59 +104,7 @@ Options parse_args(int argc, char** argv) {
 
 // ---- events -----------------------------------------------------------------------------------
 
-const std::vector<std::string> kFeatures = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
-constexpr double kMassLo = 105.0, kMassHi = 160.0;
-
-struct Events {
-    Tensor<float> x;           // (n, 8) photon 4-vectors (pt, eta, phi, E) x 2
-    std::vector<double> myy;   // GeV
-    std::vector<double> label; // 1 = H -> gamma gamma, 0 = background
-    std::size_t size() const { return myy.size(); }
-};
-
-Events from_generated(const std::vector<hep::DiphotonEvent>& ev) {
-    Events e;
-    e.x = Tensor<float>(Shape{ev.size(), 8});
-    for (std::size_t i = 0; i < ev.size(); ++i) {
-        const double f[8] = {ev[i].pt1, ev[i].eta1, ev[i].phi1, ev[i].e1, ev[i].pt2, ev[i].eta2, ev[i].phi2, ev[i].e2};
-        for (std::size_t j = 0; j < 8; ++j) e.x(i, j) = static_cast<float>(f[j]);
-        e.myy.push_back(ev[i].myy);
-        e.label.push_back(ev[i].label);
-    }
-    return e;
-}
-
-Events from_csv(const std::string& path) {
-    io::CsvOptions opt;
-    opt.columns = kFeatures;
-    opt.columns.push_back("myy");
-    opt.columns.push_back("label");
-    const io::CsvTable t = io::read_csv(path, opt);
-    if (t.rows < kMinEvents)
-        throw value_error(path + ": only " + std::to_string(t.rows) + " events; the 70/30 split needs at least " +
-                          std::to_string(kMinEvents));
-    Events e;
-    e.x = t.to_tensor<float>(kFeatures);
-    e.myy = t.column("myy");
-    e.label = t.column("label");
-    for (std::size_t i = 0; i < t.rows; ++i)
-        if (e.label[i] != 0.0 && e.label[i] != 1.0)
-            throw value_error(path + ": event " + std::to_string(i) + " (data line " + std::to_string(i + 2) + "): label " +
-                              std::to_string(e.label[i]) + " is not 0 or 1");
-    return e;
-}
-
 // ---- networks ---------------------------------------------------------------------------------
-
-/// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU; the output is a logit (sigmoid applied in the loss).
-Sequential<float> make_classifier(Rng& rng) {
-    Sequential<float> m;
-    m.add<Dense<float>>(8, 24, rng, Activation::relu)
-        .add<Dense<float>>(24, 16, rng, Activation::relu)
-        .add<Dense<float>>(16, 8, rng, Activation::relu)
-        .add<Dense<float>>(8, 1, rng);
-    return m;
-}
 
 constexpr std::size_t kComponents = 5;
 /// The course adversary: classifier output -> 200 -> 100 -> 50 -> a 5-component Gaussian mixture over

@@ -108,9 +108,7 @@ const examples::Cli cli("resonance_search",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--reference") o.reference = cli.count(a, value());
@@ -134,9 +132,9 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--null-experiments") o.null_experiments = cli.count(a, value());
         else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (examples::Cli::is_help(a)) cli.help();
-        else cli.usage("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
     if (o.method != "cwola" && o.method != "llp") cli.usage("--method must be cwola or llp, got '" + o.method + "'");
     if (!(o.llp_fraction > 0 && o.llp_fraction < 1)) cli.usage("--llp-fraction must be in (0, 1)");
     if (!(o.signal_mass > kMassLo && o.signal_mass < kMassHi)) cli.usage("--signal-mass must be inside 130-170 GeV");

@@ -121,9 +121,7 @@ const examples::Cli cli("significance",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--train") o.train = cli.count(a, value());
@@ -156,9 +154,9 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--val-bkg") o.val_bkg = cli.count(a, value(), 0);
         else if (a == "--checkpoints") o.checkpoints = cli.count(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (examples::Cli::is_help(a)) cli.help();
-        else cli.usage("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
     if (!(o.lumi > 0)) cli.usage("--lumi must be positive");
     if (o.pretrain >= o.epochs) cli.usage("--pretrain must be smaller than --epochs");
     if (!(o.lr > 0) || !(o.finetune_lr >= 0)) cli.usage("--lr and --finetune-lr must be positive");

@@ -132,9 +132,7 @@ int main(int argc, char** argv) {
                             "trigger [--train N] [--test N] [--epochs E] [--seed S] [--cut-efficiency F] [--cxx COMPILER]\n"
                             "               [--out DIR] [--help]\n");
     Args a;
-    for (int i = 1; i < argc; ++i) {
-        const std::string k = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& k, const auto& value) {
         if (k == "--train") a.train = cli.count(k, value(), 100);
         else if (k == "--test") a.test = cli.count(k, value(), 100);
         else if (k == "--epochs") a.epochs = cli.count(k, value());
@@ -142,9 +140,9 @@ int main(int argc, char** argv) {
         else if (k == "--cut-efficiency") a.efficiency = cli.number(k, value());
         else if (k == "--cxx") a.cxx = value();
         else if (k == "--out") a.out = value();
-        else if (examples::Cli::is_help(k)) cli.help();
-        else cli.usage("unknown option '" + k + "'");
-    }
+        else return false;
+        return true;
+    });
     if (!(a.efficiency > 0.0 && a.efficiency < 1.0)) cli.usage("--cut-efficiency must be in (0, 1)");
     if (!examples::make_output_dir("trigger", a.out)) return 1;
     const fs::path out = a.out;

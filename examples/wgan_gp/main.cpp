@@ -89,9 +89,7 @@ const examples::Cli cli("wgan_gp",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&] { return cli.value(argc, argv, i); };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--events") o.events = cli.count(a, value());
@@ -110,9 +108,9 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--threads") o.threads = static_cast<unsigned>(cli.count(a, value()));
         else if (a == "--check") o.check = true;
         else if (a == "--quiet") o.quiet = true;
-        else if (examples::Cli::is_help(a)) cli.help();
-        else cli.usage("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
     if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
