@@ -1,4 +1,4 @@
-// The seed 002 WGAN-GP training step, single thread: generator 16 -> 512 -> 1024 -> 512 -> 18 and
+// The WGAN-GP training step of examples/wgan_gp, single thread: generator 16 -> 512 -> 1024 -> 512 -> 18 and
 // critic 18 -> 512 -> 512 -> 512 -> 1 (ReLU), batch 128; 5 critic steps, each with the gradient
 // penalty at random interpolates (the critic's input gradient recorded with create_graph and
 // differentiated again: double backprop), then 1 generator step; Adam, lr 1e-4, betas (0.5, 0.9),
@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
     const double rss = bench::peak_rss_mib();
     std::printf("# tapir: %zu samples in %zu rounds interleaved with the PyTorch runs\n", samples.size(), torch.size() + 1);
 
-    std::printf("\nWGAN-GP (seed 002): 5 critic steps with gradient penalty + 1 generator step, batch 128, 1 thread\n");
+    std::printf("\nWGAN-GP (examples/wgan_gp): 5 critic steps with gradient penalty + 1 generator step, batch 128, 1 thread\n");
     std::printf("%-40s %12s %12s %12s\n", "path", "median [ms]", "min [ms]", "max [ms]");
     std::printf("%-40s %12.2f %12.2f %12.2f\n", "tapir", t.median * 1e3, t.min * 1e3, t.max * 1e3);
     double best = NAN;

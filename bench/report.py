@@ -67,7 +67,7 @@ def main():
 
     w = load(d, "wgan.json")
     if w:
-        out.append("### WGAN-GP, seed 002 (5 critic steps with gradient penalty + 1 generator step, batch 128)\n")
+        out.append("### WGAN-GP of examples/wgan_gp (5 critic steps with gradient penalty + 1 generator step, batch 128)\n")
         out.append("| path | median [ms] | min [ms] | max [ms] |")
         out.append("|---|---:|---:|---:|")
         out.append("| tapir | %.2f | %.2f | %.2f |" % (w["tapir_s"]["median"] * 1e3, w["tapir_s"]["min"] * 1e3, w["tapir_s"]["max"] * 1e3))

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch side of bench_wgan: the seed 002 WGAN-GP step (5 critic steps + 1 generator step), one thread.
+"""PyTorch side of bench_wgan: the WGAN-GP step of examples/wgan_gp (5 critic steps + 1 generator step), one thread.
 
 Usage: torch_wgan.py [--repeats N] [--target SECONDS] [--wall]
 

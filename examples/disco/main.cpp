@@ -1,5 +1,5 @@
 // The Higgs (H -> gamma gamma) classifier decorrelated from the diphoton mass with distance
-// correlation, DisCo (Kasieczka and Shih, arXiv 2001.05310; seed 001), for a scan of lambda.
+// correlation, DisCo (Kasieczka and Shih, arXiv 2001.05310), for a scan of lambda.
 //
 // A plain classifier learns that background at high m_yy looks signal-like, so a cut on it
 // sculpts the background mass spectrum. DisCo adds a penalty instead of an adversary:
@@ -26,6 +26,8 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
+#include "../common/diphoton.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -46,6 +48,12 @@ using nn::Sequential;
 
 namespace {
 
+using examples::diphoton::Events;
+using examples::diphoton::kMassHi;
+using examples::diphoton::kMassLo;
+using examples::diphoton::kMinEvents;
+using examples::diphoton::make_classifier;
+
 // ---- options ----------------------------------------------------------------------------------
 
 struct Options {
@@ -62,148 +70,86 @@ struct Options {
     bool quiet = false;
 };
 
-[[noreturn]] void usage(const std::string& msg, int code = 2) {
-    std::fprintf(code ? stderr : stdout,
-                 "%s%susage: disco [options]\n"
-                 "  --data FILE          course CSV (,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label)\n"
-                 "  --events N           generated events when no --data (default 60000)\n"
-                 "  --lambdas L1,L2,...  DisCo strengths to scan (default 0,0.3,1,3,10,30,100)\n"
-                 "  --results-lambda L   write this working point's test scores to disco_results.csv (default 10)\n"
-                 "  --adversarial FILE   overlay the adversarial scan: the summary.json of `higgs --scan-lambda`, or a CSV\n"
-                 "                       with columns lambda, r50, inverse_jsd\n"
-                 "  --epochs E           epochs per lambda (default 40); --batch B (default 512); --lr X (default 1e-3)\n"
-                 "  --seed S, --out DIR, --quiet\n",
-                 msg.c_str(), msg.empty() ? "" : "\n");
-    std::exit(code);
-}
-
-double parse_number(const std::string& flag, const std::string& text) {
-    char* end = nullptr;
-    const double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !std::isfinite(v)) usage("disco: " + flag + " expects a number, got '" + text + "'");
-    return v;
-}
-std::size_t parse_count(const std::string& flag, const std::string& text) {
-    const double v = parse_number(flag, text);
-    if (v < 1 || v != std::floor(v)) usage("disco: " + flag + " expects a positive whole number, got '" + text + "'");
-    return static_cast<std::size_t>(v);
-}
+const examples::Cli cli("disco",
+                         "disco [options]\n"
+                         "  --data FILE          course CSV (,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label)\n"
+                         "  --events N           generated events when no --data (default 60000)\n"
+                         "  --lambdas L1,L2,...  DisCo strengths to scan (default 0,0.3,1,3,10,30,100)\n"
+                         "  --results-lambda L   write this working point's test scores to disco_results.csv (default 10)\n"
+                         "  --adversarial FILE   overlay the adversarial scan: the summary.json of `higgs --scan-lambda`, or a CSV\n"
+                         "                       with columns lambda, r50, inverse_jsd\n"
+                         "  --epochs E           epochs per lambda (default 40); --batch B (default 512); --lr X (default 1e-3)\n"
+                         "  --seed S, --out DIR, --quiet\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&]() -> std::string {
-            if (i + 1 >= argc) usage("disco: " + a + " needs a value");
-            return argv[++i];
-        };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--adversarial") o.adversarial = value();
-        else if (a == "--events") o.events = parse_count(a, value());
-        else if (a == "--seed") o.seed = parse_count(a, value());
+        else if (a == "--events") o.events = cli.count(a, value());
+        else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--lambdas") {
             o.lambdas.clear();
             std::stringstream ss(value());
             std::string item;
             while (std::getline(ss, item, ',')) {
-                const double l = parse_number(a, item);
-                if (l < 0) usage("disco: lambdas must be >= 0, got " + item);
+                const double l = cli.number(a, item);
+                if (l < 0) cli.usage("lambdas must be >= 0, got " + item);
                 o.lambdas.push_back(l);
             }
-            if (o.lambdas.empty()) usage("disco: --lambdas needs at least one value");
-        } else if (a == "--results-lambda") o.results_lambda = parse_number(a, value());
-        else if (a == "--epochs") o.epochs = parse_count(a, value());
-        else if (a == "--batch") o.batch = parse_count(a, value());
-        else if (a == "--lr") o.lr = parse_number(a, value());
+            if (o.lambdas.empty()) cli.usage("--lambdas needs at least one value");
+        } else if (a == "--results-lambda") o.results_lambda = cli.number(a, value());
+        else if (a == "--epochs") o.epochs = cli.count(a, value());
+        else if (a == "--batch") o.batch = cli.count(a, value());
+        else if (a == "--lr") o.lr = cli.number(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (a == "--help" || a == "-h") usage("", 0);
-        else usage("disco: unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
+    if (o.data.empty() && o.events < kMinEvents)
+        cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
+                  std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
     return o;
 }
 
-struct Progress {
-    bool quiet;
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-    double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-    void say(const std::string& what) const {
-        if (!quiet) std::fprintf(stderr, "[%6.1f s] %s\n", seconds(), what.c_str());
-    }
-};
-
-std::string fmt(double v, int prec = 3) {
-    std::ostringstream s;
-    s.precision(prec);
-    s << v;
-    return s.str();
-}
+using examples::fmt;
+using examples::Progress;
 
 // ---- events (as in the Higgs example) -------------------------------------------------------------
 
-const std::vector<std::string> kFeatures = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
-constexpr double kMassLo = 105.0, kMassHi = 160.0;
-
-struct Events {
-    Tensor<float> x;            // (n, 8) photon (pt, eta, phi, E) x 2
-    std::vector<double> myy;    // GeV
-    std::vector<double> label;  // 1 = H -> gamma gamma, 0 = background
-    std::size_t size() const { return myy.size(); }
-};
-
 Events load_events(const Options& o, std::string& source) {
-    Events e;
     if (!o.data.empty()) {
-        CsvOptions opt;
-        opt.columns = kFeatures;
-        opt.columns.push_back("myy");
-        opt.columns.push_back("label");
-        const CsvTable t = read_csv(o.data, opt);
-        if (t.rows < 100) throw value_error(o.data + ": only " + std::to_string(t.rows) + " events; the study needs more");
-        e.x = t.to_tensor<float>(kFeatures);
-        e.myy = t.column("myy");
-        e.label = t.column("label");
-        for (std::size_t i = 0; i < t.rows; ++i)
-            if (e.label[i] != 0.0 && e.label[i] != 1.0)
-                throw value_error(o.data + ": data line " + std::to_string(i + 2) + ": label " + std::to_string(e.label[i]) + " is not 0 or 1");
         source = o.data;
-        return e;
-    }
-    const auto ev = hep::generate_diphoton(o.events, o.seed);
-    e.x = Tensor<float>(Shape{ev.size(), 8});
-    for (std::size_t i = 0; i < ev.size(); ++i) {
-        const double f[8] = {ev[i].pt1, ev[i].eta1, ev[i].phi1, ev[i].e1, ev[i].pt2, ev[i].eta2, ev[i].phi2, ev[i].e2};
-        for (std::size_t j = 0; j < 8; ++j) e.x(i, j) = static_cast<float>(f[j]);
-        e.myy.push_back(ev[i].myy);
-        e.label.push_back(ev[i].label);
+        return examples::diphoton::from_csv(o.data);
     }
     source = "generated (" + std::to_string(o.events) + " events, seed " + std::to_string(o.seed) + ")";
-    return e;
+    return examples::diphoton::from_generated(hep::generate_diphoton(o.events, o.seed));
 }
 
 struct Split {
-    Dataset<float> train;  // aux: m_yy
+    data::Dataset<float> train;  // aux: m_yy
     Tensor<float> test_x;
     std::vector<double> test_myy, test_label;
 };
 
 /// 70/30 split with the seed, inputs standardised on the training events (the Higgs example's).
 Split make_split(const Events& ev, std::uint64_t seed) {
-    const auto parts = train_test_split(ev.size(), 0.3, seed);
+    const auto parts = data::train_test_split(ev.size(), 0.3, seed);
     Split s;
-    s.train.x = take_rows(ev.x, parts.train);
+    s.train.x = data::take_rows(ev.x, parts.train);
     s.train.y = Tensor<float>(Shape{parts.train.size(), 1});
     s.train.aux = Tensor<float>(Shape{parts.train.size(), 1});
     for (std::size_t k = 0; k < parts.train.size(); ++k) {
         s.train.y[k] = static_cast<float>(ev.label[parts.train[k]]);
         s.train.aux[k] = static_cast<float>(ev.myy[parts.train[k]]);
     }
-    s.test_x = take_rows(ev.x, parts.test);
+    s.test_x = data::take_rows(ev.x, parts.test);
     for (std::size_t i : parts.test) {
         s.test_myy.push_back(ev.myy[i]);
         s.test_label.push_back(ev.label[i]);
     }
-    StandardScaler scaler;
+    data::StandardScaler scaler;
     scaler.fit(s.train.x);
     s.train.x = scaler.transform(s.train.x);
     s.test_x = scaler.transform(s.test_x);
@@ -211,16 +157,6 @@ Split make_split(const Events& ev, std::uint64_t seed) {
 }
 
 // ---- the classifier and its training ----------------------------------------------------------
-
-/// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU, logit output.
-Sequential<float> make_classifier(Rng& rng) {
-    Sequential<float> m;
-    m.add<Dense<float>>(8, 24, rng, Activation::relu)
-        .add<Dense<float>>(24, 16, rng, Activation::relu)
-        .add<Dense<float>>(16, 8, rng, Activation::relu)
-        .add<Dense<float>>(8, 1, rng);
-    return m;
-}
 
 struct Point {
     double lambda = 0, auc = 0, r50 = 0, jsd = 0, dcorr2 = 0, threshold = 0;  // threshold: score cut at eps_S = 50%
@@ -253,10 +189,10 @@ Point train_disco(const Split& s, double lambda, const Options& o) {
     Rng rng(o.seed * 7919 + 1);  // the same initial network for every lambda
     Sequential<float> clf = make_classifier(rng);
     optim::Adam<float> opt(clf.parameters(), static_cast<float>(o.lr));
-    LoaderOptions lo;
+    data::LoaderOptions lo;
     lo.seed = o.seed;
     lo.drop_last = true;  // no tiny last batch: dCorr wants many background events
-    DataLoader<float> loader(s.train, o.batch, lo);
+    data::DataLoader<float> loader(s.train, o.batch, lo);
     Tape<float> tape;
     for (std::size_t e = 0; e < o.epochs; ++e) {
         double sum_bce = 0, sum_dc = 0;
@@ -278,9 +214,9 @@ Point train_disco(const Split& s, double lambda, const Options& o) {
         p.dcorr_history.push_back(sum_dc / static_cast<double>(n));
     }
     p.score = predict(clf, s.test_x);
-    p.auc = roc_auc(p.score, s.test_label);
-    p.r50 = background_rejection(p.score, s.test_label, {}, 0.5);
-    const SculptingResult sculpting = mass_sculpting_jsd(p.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0);
+    p.auc = metrics::roc_auc(p.score, s.test_label);
+    p.r50 = metrics::background_rejection(p.score, s.test_label, {}, 0.5);
+    const metrics::SculptingResult sculpting = metrics::mass_sculpting_jsd(p.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0);
     p.jsd = sculpting.jsd;
     p.threshold = sculpting.threshold;
     p.dcorr2 = test_dcorr2(p.score, s);
@@ -328,9 +264,9 @@ Adversarial read_adversarial(const std::string& path) {
         }
         if (a.r50.empty()) throw parse_error(path + ": no adversarial networks found (expected the summary.json of the higgs example)");
     } else {
-        CsvOptions opt;
+        io::CsvOptions opt;
         opt.columns = {"lambda", "r50", "inverse_jsd"};
-        const CsvTable t = read_csv(path, opt);
+        const io::CsvTable t = io::read_csv(path, opt);
         a.lambda = t.column("lambda");
         a.r50 = t.column("r50");
         a.inv_jsd = t.column("inverse_jsd");
@@ -371,7 +307,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 }
 
 void plot_all(const std::string& out, const std::vector<Point>& pts, const Split& s, const Adversarial* adv) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     {  // the plane of the Higgs example's adversarial scan
         Figure fig(680, 500);
         auto& ax = fig.axes();
@@ -458,12 +394,12 @@ int main(int argc, char** argv) {
                 inv.push_back(1.0 / p.jsd);
                 dc.push_back(p.dcorr2);
             }
-            write_csv(o.out + "/disco_scan.csv", {"lambda", "auc", "r50", "jsd", "inverse_jsd", "dcorr2"}, {l, auc, r50, jsd, inv, dc});
+            io::write_csv(o.out + "/disco_scan.csv", {"lambda", "auc", "r50", "jsd", "inverse_jsd", "dcorr2"}, {l, auc, r50, jsd, inv, dc});
         }
         const Point* chosen = &pts.front();  // the scanned lambda nearest to --results-lambda
         for (const auto& p : pts)
             if (std::fabs(p.lambda - o.results_lambda) < std::fabs(chosen->lambda - o.results_lambda)) chosen = &p;
-        write_csv(o.out + "/disco_results.csv", {"myy", "y_pred", "y_true"}, {split.test_myy, chosen->score, split.test_label});
+        io::write_csv(o.out + "/disco_results.csv", {"myy", "y_pred", "y_true"}, {split.test_myy, chosen->score, split.test_label});
 
         Adversarial adv;
         if (!o.adversarial.empty()) adv = read_adversarial(o.adversarial);

@@ -1,6 +1,5 @@
 // The main job: a Higgs (H -> gamma gamma) classifier on photon 4-vectors, and the same classifier
-// decorrelated from the diphoton mass by an adversary (Louppe, Kagan, Cranmer, arXiv 1611.01046),
-// as in the course of seeds 000 and 003.
+// decorrelated from the diphoton mass by an adversary (Louppe, Kagan, Cranmer, arXiv 1611.01046).
 //
 // A plain classifier learns that background at high m_yy looks more signal-like (harder photons,
 // wider |delta eta|), so cutting on it sculpts a bump into the background mass spectrum. The
@@ -21,6 +20,8 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
+#include "../common/diphoton.hpp"
 #include "../common/output_dir.hpp"
 
 #include <chrono>
@@ -41,6 +42,14 @@ using nn::Sequential;
 
 namespace {
 
+using examples::diphoton::Events;
+using examples::diphoton::from_csv;
+using examples::diphoton::from_generated;
+using examples::diphoton::kMassHi;
+using examples::diphoton::kMassLo;
+using examples::diphoton::kMinEvents;
+using examples::diphoton::make_classifier;
+
 // ---- options ----------------------------------------------------------------------------------
 
 struct Options {
@@ -60,111 +69,42 @@ struct Options {
     bool quiet = false;
 };
 
-[[noreturn]] void usage_error(const std::string& msg) {
-    std::fprintf(stderr,
-                 "higgs: %s\n"
-                 "usage: higgs [--data FILE | --events N] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
-                 "             [--adv-pretrain E] [--adv-steps K] [--batch B] [--adv-batch B] [--out DIR]\n"
-                 "             [--scan-lambda] [--write-events FILE] [--quiet]\n",
-                 msg.c_str());
-    std::exit(2);
-}
-
-double parse_number(const char* flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !std::isfinite(v)) usage_error(std::string(flag) + " expects a number, got '" + text + "'");
-    return v;
-}
-std::size_t parse_count(const char* flag, const char* text) {
-    const double v = parse_number(flag, text);
-    if (v < 1 || v != std::floor(v)) usage_error(std::string(flag) + " expects a positive whole number, got '" + text + "'");
-    return static_cast<std::size_t>(v);
-}
+const examples::Cli cli("higgs",
+                         "higgs [--data FILE | --events N] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
+                         "             [--adv-pretrain E] [--adv-steps K] [--batch B] [--adv-batch B] [--out DIR]\n"
+                         "             [--scan-lambda] [--write-events FILE] [--quiet] [--help]\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&]() -> const char* {
-            if (i + 1 >= argc) usage_error(a + " needs a value");
-            return argv[++i];
-        };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
         else if (a == "--write-events") o.write_events = value();
-        else if (a == "--events") o.events = parse_count("--events", value());
-        else if (a == "--seed") o.seed = parse_count("--seed", value());
+        else if (a == "--events") o.events = cli.count(a, value());
+        else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--lambda") {
-            o.lambda = parse_number("--lambda", value());
-            if (o.lambda < 0) usage_error("--lambda must be >= 0");
-        } else if (a == "--epochs") o.epochs = parse_count("--epochs", value());
-        else if (a == "--adv-epochs") o.adv_epochs = parse_count("--adv-epochs", value());
-        else if (a == "--batch") o.batch = parse_count("--batch", value());
-        else if (a == "--adv-batch") o.adv_batch = parse_count("--adv-batch", value());
-        else if (a == "--adv-pretrain") o.adv_pretrain = parse_count("--adv-pretrain", value());
-        else if (a == "--adv-steps") o.adv_steps = parse_count("--adv-steps", value());
+            o.lambda = cli.number(a, value());
+            if (o.lambda < 0) cli.usage("--lambda must be >= 0");
+        } else if (a == "--epochs") o.epochs = cli.count(a, value());
+        else if (a == "--adv-epochs") o.adv_epochs = cli.count(a, value());
+        else if (a == "--batch") o.batch = cli.count(a, value());
+        else if (a == "--adv-batch") o.adv_batch = cli.count(a, value());
+        else if (a == "--adv-pretrain") o.adv_pretrain = cli.count(a, value());
+        else if (a == "--adv-steps") o.adv_steps = cli.count(a, value());
         else if (a == "--scan-lambda") o.scan = true;
         else if (a == "--quiet") o.quiet = true;
-        else if (a == "--help" || a == "-h") usage_error("help");
-        else usage_error("unknown option '" + a + "'");
-    }
+        else return false;
+        return true;
+    });
+    if (o.data.empty() && o.events < kMinEvents)
+        cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
+                  std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
     return o;
 }
 
 // ---- events -----------------------------------------------------------------------------------
 
-const std::vector<std::string> kFeatures = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
-constexpr double kMassLo = 105.0, kMassHi = 160.0;
-
-struct Events {
-    Tensor<float> x;           // (n, 8) photon 4-vectors (pt, eta, phi, E) x 2
-    std::vector<double> myy;   // GeV
-    std::vector<double> label; // 1 = H -> gamma gamma, 0 = background
-    std::size_t size() const { return myy.size(); }
-};
-
-Events from_generated(const std::vector<hep::DiphotonEvent>& ev) {
-    Events e;
-    e.x = Tensor<float>(Shape{ev.size(), 8});
-    for (std::size_t i = 0; i < ev.size(); ++i) {
-        const double f[8] = {ev[i].pt1, ev[i].eta1, ev[i].phi1, ev[i].e1, ev[i].pt2, ev[i].eta2, ev[i].phi2, ev[i].e2};
-        for (std::size_t j = 0; j < 8; ++j) e.x(i, j) = static_cast<float>(f[j]);
-        e.myy.push_back(ev[i].myy);
-        e.label.push_back(ev[i].label);
-    }
-    return e;
-}
-
-Events from_csv(const std::string& path) {
-    CsvOptions opt;
-    opt.columns = kFeatures;
-    opt.columns.push_back("myy");
-    opt.columns.push_back("label");
-    const CsvTable t = read_csv(path, opt);
-    if (t.rows < 10) throw value_error(path + ": only " + std::to_string(t.rows) + " events; the study needs at least 10");
-    Events e;
-    e.x = t.to_tensor<float>(kFeatures);
-    e.myy = t.column("myy");
-    e.label = t.column("label");
-    for (std::size_t i = 0; i < t.rows; ++i)
-        if (e.label[i] != 0.0 && e.label[i] != 1.0)
-            throw value_error(path + ": event " + std::to_string(i) + " (data line " + std::to_string(i + 2) + "): label " +
-                              std::to_string(e.label[i]) + " is not 0 or 1");
-    return e;
-}
-
 // ---- networks ---------------------------------------------------------------------------------
-
-/// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU; the output is a logit (sigmoid applied in the loss).
-Sequential<float> make_classifier(Rng& rng) {
-    Sequential<float> m;
-    m.add<Dense<float>>(8, 24, rng, Activation::relu)
-        .add<Dense<float>>(24, 16, rng, Activation::relu)
-        .add<Dense<float>>(16, 8, rng, Activation::relu)
-        .add<Dense<float>>(8, 1, rng);
-    return m;
-}
 
 constexpr std::size_t kComponents = 5;
 /// The course adversary: classifier output -> 200 -> 100 -> 50 -> a 5-component Gaussian mixture over
@@ -190,7 +130,7 @@ Var<float> adversary_loss(Sequential<float>& adv, const Var<float>& score, const
 // ---- training ---------------------------------------------------------------------------------
 
 struct Split {
-    Dataset<float> train, test;  // aux column 0: mass scaled to [0, 1]
+    data::Dataset<float> train, test;  // aux column 0: mass scaled to [0, 1]
     std::vector<double> test_myy, test_label;
 };
 
@@ -198,18 +138,10 @@ struct History {
     std::vector<double> clf_loss, ann_clf_loss, ann_adv_loss;
 };
 
-struct Progress {
-    bool quiet;
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-    void say(const std::string& what) const {
-        if (quiet) return;
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(stderr, "[%6.1f s] %s\n", s, what.c_str());
-    }
-};
+using examples::Progress;
 
 /// One epoch of plain binary cross-entropy; returns the mean batch loss.
-double train_classifier_epoch(Sequential<float>& clf, optim::Adam<float>& opt, DataLoader<float>& loader, Tape<float>& tape) {
+double train_classifier_epoch(Sequential<float>& clf, optim::Adam<float>& opt, data::DataLoader<float>& loader, Tape<float>& tape) {
     double sum = 0;
     std::size_t n = 0;
     for (const auto& b : loader) {
@@ -244,9 +176,9 @@ Result evaluate(const std::string& name, Sequential<float>& net, const Split& s)
     Result r;
     r.name = name;
     r.score = predict(net, s.test.x);
-    r.auc = roc_auc(r.score, s.test_label);
-    r.r50 = background_rejection(r.score, s.test_label, {}, 0.5);
-    const SculptingResult sc = mass_sculpting_jsd(r.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0);
+    r.auc = metrics::roc_auc(r.score, s.test_label);
+    r.r50 = metrics::background_rejection(r.score, s.test_label, {}, 0.5);
+    const metrics::SculptingResult sc = metrics::mass_sculpting_jsd(r.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0);
     r.jsd = sc.jsd;
     r.threshold = sc.threshold;
     return r;
@@ -255,9 +187,9 @@ Result evaluate(const std::string& name, Sequential<float>& net, const Split& s)
 /// The plain classifier: `epochs` epochs of BCE.
 Result train_plain(const Split& s, const Options& o, Sequential<float>& clf, History& h, const Progress& p) {
     optim::Adam<float> opt(clf.parameters(), 1e-3f);
-    LoaderOptions lo;
+    data::LoaderOptions lo;
     lo.seed = o.seed;
-    DataLoader<float> loader(s.train, o.batch, lo);
+    data::DataLoader<float> loader(s.train, o.batch, lo);
     Tape<float> tape;
     for (std::size_t e = 0; e < o.epochs; ++e) {
         h.clf_loss.push_back(train_classifier_epoch(clf, opt, loader, tape));
@@ -276,12 +208,12 @@ Result train_adversarial(const Split& s, const Options& o, const Sequential<floa
     Sequential<float> adv = make_adversary(rng);
     optim::Adam<float> clf_opt(clf.parameters(), 1e-3f);
     optim::Adam<float> adv_opt(adv.parameters(), 1e-3f);
-    LoaderOptions lo;
+    data::LoaderOptions lo;
     lo.seed = o.seed + 1;
-    DataLoader<float> loader(s.train, o.adv_batch, lo);
+    data::DataLoader<float> loader(s.train, o.adv_batch, lo);
     Tape<float> tape;
 
-    const auto adversary_step = [&](const Batch<float>& b) {
+    const auto adversary_step = [&](const data::Batch<float>& b) {
         tape.clear();
         const Var<float> score = detach(sigmoid(clf(tape.view(b.x))));
         const Var<float> l = adversary_loss(adv, score, tape.view(b.aux), tape.view(b.w));
@@ -326,12 +258,12 @@ Result train_adversarial(const Split& s, const Options& o, const Sequential<floa
 }
 
 Split make_split(const Events& ev, std::uint64_t seed) {
-    const auto parts = train_test_split(ev.size(), 0.3, seed);
+    const auto parts = data::train_test_split(ev.size(), 0.3, seed);
     Split s;
     for (int which = 0; which < 2; ++which) {
         const std::vector<std::size_t>& idx = which == 0 ? parts.train : parts.test;
-        Dataset<float>& d = which == 0 ? s.train : s.test;
-        d.x = take_rows(ev.x, idx);
+        data::Dataset<float>& d = which == 0 ? s.train : s.test;
+        d.x = data::take_rows(ev.x, idx);
         d.y = Tensor<float>(Shape{idx.size(), 1});
         d.w = Tensor<float>(Shape{idx.size()});
         d.aux = Tensor<float>(Shape{idx.size(), 1});
@@ -346,7 +278,7 @@ Split make_split(const Events& ev, std::uint64_t seed) {
             }
         }
     }
-    StandardScaler scaler;
+    data::StandardScaler scaler;
     scaler.fit(s.train.x);
     s.train.x = scaler.transform(s.train.x);
     s.test.x = scaler.transform(s.test.x);
@@ -356,16 +288,16 @@ Split make_split(const Events& ev, std::uint64_t seed) {
 // ---- output -----------------------------------------------------------------------------------
 
 void write_results(const std::string& path, const Split& s, const Result& r) {
-    write_csv(path, {"myy", "y_pred", "y_true"}, {s.test_myy, r.score, s.test_label});
+    io::write_csv(path, {"myy", "y_pred", "y_true"}, {s.test_myy, r.score, s.test_label});
 }
 
 void plot_all(const std::string& out, const Split& s, const Result& clf, const Result& ann, const History& h) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     {
         Figure fig(640, 520);
         auto& ax = fig.axes();
         for (const Result* r : {&clf, &ann}) {
-            const RocCurve roc = roc_curve(r->score, s.test_label);
+            const metrics::RocCurve roc = metrics::roc_curve(r->score, s.test_label);
             std::vector<double> x, y;
             for (std::size_t i = 0; i < roc.tpr.size(); ++i) {
                 x.push_back(roc.tpr[i]);
@@ -518,10 +450,10 @@ int main(int argc, char** argv) {
                 labels.push_back(t.str());
                 results.push_back(r);
             }
-            plot::Figure fig(640, 480);
+            io::Figure fig(640, 480);
             auto& ax = fig.axes();
-            ax.scatter(r50, inv, plot::Style("adversarial classifier").marker('o'), labels);
-            ax.scatter(std::vector<double>{clf.r50}, std::vector<double>{1.0 / clf.jsd}, plot::Style("plain classifier", "#d62728").marker('s'));
+            ax.scatter(r50, inv, io::Style("adversarial classifier").marker('o'), labels);
+            ax.scatter(std::vector<double>{clf.r50}, std::vector<double>{1.0 / clf.jsd}, io::Style("plain classifier", "#d62728").marker('s'));
             ax.set_xlabel("background rejection R50").set_ylabel("1/JSD (higher: less sculpting)").set_log_y();
             ax.set_title("Rejection against decorrelation");
             fig.save(o.out + "/lambda_scan.svg");

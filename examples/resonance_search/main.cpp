@@ -1,4 +1,4 @@
-// A semi-supervised resonance search in Z gamma -> l l gamma (seed 002): a classifier learns to
+// A semi-supervised resonance search in Z gamma -> l l gamma: a classifier learns to
 // tell an unlabelled data sample from a background-only reference sample, its response is cut
 // into slices, and the m_llg spectrum of each slice is fitted for a narrow resonance.
 //
@@ -7,7 +7,7 @@
 //    1708.02949: plain cross-entropy with label 0 for reference, 1 for data; or learning from
 //    label proportions, arXiv 1702.00414: the mean response of each batch fitted to an assumed
 //    signal fraction). The optimal classifier of the two mixtures is monotone in S/B.
-//    The network has the seed's shape (360-180-180-90-180-1 for 360 inputs) scaled to the inputs.
+//    The network is 360-180-180-90-180-1 for 360 inputs, its widths scaled to the inputs.
 //    Two folds: each half of the data is scored by the network trained on the other half.
 // 2. Slices of the data's response, from the most signal-like down (equal numbers of events).
 // 3. In each slice, binned Poisson fits of m_llg: background n0 exp(a x + b x^2) and background
@@ -37,6 +37,7 @@
 #include <tapir/optim/schedule.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -72,7 +73,7 @@ struct Options {
     double width_factor = 2.0;     // first hidden layer = width_factor x inputs
     std::size_t epochs = 8;
     std::size_t batch = 256;
-    double lr = 1e-3, lr_decay = 3e-4;  // the seed's: lr 1e-3 with (Keras) decay 3e-4
+    double lr = 1e-3, lr_decay = 3e-4;  // lr 1e-3 with (Keras) decay 3e-4
     std::size_t slices = 5;
     double scan_lo = 135.0, scan_hi = 165.0, scan_step = 1.0;  // GeV
     std::size_t toys = 200;        // per slice
@@ -86,100 +87,66 @@ constexpr std::size_t kBins = 40;
 /// Fit variable: x = (m - 150 GeV) / 20 GeV keeps a and b of order one.
 constexpr double kCentre = 150.0, kScale = 20.0;
 
-[[noreturn]] void usage(const std::string& msg, int code = 2) {
-    std::fprintf(code ? stderr : stdout,
-                 "%s%susage: resonance_search [options]\n"
-                 "  --data FILE          CSV with the 18 feature columns (README) and 'sample' (0 reference, 1 data)\n"
-                 "  --out DIR            output directory (default .)\n"
-                 "  --reference N        generated reference (background) events (default 100000)\n"
-                 "  --background N       generated background events in the data (default 100000)\n"
-                 "  --signal N           resonance events injected into the second experiment (default 2000)\n"
-                 "  --signal-mass M      resonance mass, GeV (default 150); --resolution S its width (default 1.8)\n"
-                 "  --method cwola|llp   semi-supervised loss (default cwola); --llp-fraction F (default 0.015)\n"
-                 "  --with-mass          let the network see m_llg, e_llg and pt_ll/m_llg\n"
-                 "  --width-factor K     first hidden layer = K x inputs (default 2)\n"
-                 "  --epochs E, --batch B, --lr X, --lr-decay D   training (default 8, 256, 1e-3, 3e-4)\n"
-                 "  --slices K           response slices (default 5)\n"
-                 "  --scan-lo M, --scan-hi M, --scan-step M   mass scan, GeV (default 135, 165, 1)\n"
-                 "  --toys N             toy experiments per slice (default 200)\n"
-                 "  --null-experiments K independent background-only data samples (default 5; the toys of the first\n"
-                 "                       give the null distribution of the others)\n"
-                 "  --seed S, --quiet\n",
-                 msg.c_str(), msg.empty() ? "" : "\n");
-    std::exit(code);
-}
-
-double parse_number(const std::string& flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !std::isfinite(v)) usage("resonance_search: " + flag + " expects a number, got '" + text + "'");
-    return v;
-}
-std::size_t parse_count(const std::string& flag, const char* text, bool zero_ok = false) {
-    const double v = parse_number(flag, text);
-    if (v < (zero_ok ? 0 : 1) || v != std::floor(v)) usage("resonance_search: " + flag + " expects a whole number, got '" + text + "'");
-    return static_cast<std::size_t>(v);
-}
+const examples::Cli cli("resonance_search",
+                         "resonance_search [options]\n"
+                         "  --data FILE          CSV with the 18 feature columns (README) and 'sample' (0 reference, 1 data)\n"
+                         "  --out DIR            output directory (default .)\n"
+                         "  --reference N        generated reference (background) events (default 100000)\n"
+                         "  --background N       generated background events in the data (default 100000)\n"
+                         "  --signal N           resonance events injected into the second experiment (default 2000)\n"
+                         "  --signal-mass M      resonance mass, GeV (default 150); --resolution S its width (default 1.8)\n"
+                         "  --method cwola|llp   semi-supervised loss (default cwola); --llp-fraction F (default 0.015)\n"
+                         "  --with-mass          let the network see m_llg, e_llg and pt_ll/m_llg\n"
+                         "  --width-factor K     first hidden layer = K x inputs (default 2)\n"
+                         "  --epochs E, --batch B, --lr X, --lr-decay D   training (default 8, 256, 1e-3, 3e-4)\n"
+                         "  --slices K           response slices (default 5)\n"
+                         "  --scan-lo M, --scan-hi M, --scan-step M   mass scan, GeV (default 135, 165, 1)\n"
+                         "  --toys N             toy experiments per slice (default 200)\n"
+                         "  --null-experiments K independent background-only data samples (default 5; the toys of the first\n"
+                         "                       give the null distribution of the others)\n"
+                         "  --seed S, --quiet\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&]() -> const char* {
-            if (i + 1 >= argc) usage("resonance_search: " + a + " needs a value");
-            return argv[++i];
-        };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
-        else if (a == "--reference") o.reference = parse_count(a, value());
-        else if (a == "--background") o.background = parse_count(a, value());
-        else if (a == "--signal") o.signal = parse_count(a, value(), true);
-        else if (a == "--signal-mass") o.signal_mass = parse_number(a, value());
-        else if (a == "--resolution") o.resolution = parse_number(a, value());
+        else if (a == "--reference") o.reference = cli.count(a, value());
+        else if (a == "--background") o.background = cli.count(a, value());
+        else if (a == "--signal") o.signal = cli.count(a, value(), 0);
+        else if (a == "--signal-mass") o.signal_mass = cli.number(a, value());
+        else if (a == "--resolution") o.resolution = cli.number(a, value());
         else if (a == "--method") o.method = value();
-        else if (a == "--llp-fraction") o.llp_fraction = parse_number(a, value());
+        else if (a == "--llp-fraction") o.llp_fraction = cli.number(a, value());
         else if (a == "--with-mass") o.with_mass = true;
-        else if (a == "--width-factor") o.width_factor = parse_number(a, value());
-        else if (a == "--epochs") o.epochs = parse_count(a, value());
-        else if (a == "--batch") o.batch = parse_count(a, value());
-        else if (a == "--lr") o.lr = parse_number(a, value());
-        else if (a == "--lr-decay") o.lr_decay = parse_number(a, value());
-        else if (a == "--slices") o.slices = parse_count(a, value());
-        else if (a == "--scan-lo") o.scan_lo = parse_number(a, value());
-        else if (a == "--scan-hi") o.scan_hi = parse_number(a, value());
-        else if (a == "--scan-step") o.scan_step = parse_number(a, value());
-        else if (a == "--toys") o.toys = parse_count(a, value(), true);
-        else if (a == "--null-experiments") o.null_experiments = parse_count(a, value());
-        else if (a == "--seed") o.seed = parse_count(a, value());
+        else if (a == "--width-factor") o.width_factor = cli.number(a, value());
+        else if (a == "--epochs") o.epochs = cli.count(a, value());
+        else if (a == "--batch") o.batch = cli.count(a, value());
+        else if (a == "--lr") o.lr = cli.number(a, value());
+        else if (a == "--lr-decay") o.lr_decay = cli.number(a, value());
+        else if (a == "--slices") o.slices = cli.count(a, value());
+        else if (a == "--scan-lo") o.scan_lo = cli.number(a, value());
+        else if (a == "--scan-hi") o.scan_hi = cli.number(a, value());
+        else if (a == "--scan-step") o.scan_step = cli.number(a, value());
+        else if (a == "--toys") o.toys = cli.count(a, value(), 0);
+        else if (a == "--null-experiments") o.null_experiments = cli.count(a, value());
+        else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (a == "--help" || a == "-h") usage("", 0);
-        else usage("resonance_search: unknown option '" + a + "'");
-    }
-    if (o.method != "cwola" && o.method != "llp") usage("resonance_search: --method must be cwola or llp, got '" + o.method + "'");
-    if (!(o.llp_fraction > 0 && o.llp_fraction < 1)) usage("resonance_search: --llp-fraction must be in (0, 1)");
-    if (!(o.signal_mass > kMassLo && o.signal_mass < kMassHi)) usage("resonance_search: --signal-mass must be inside 130-170 GeV");
-    if (!(o.resolution > 0)) usage("resonance_search: --resolution must be positive");
+        else return false;
+        return true;
+    });
+    if (o.method != "cwola" && o.method != "llp") cli.usage("--method must be cwola or llp, got '" + o.method + "'");
+    if (!(o.llp_fraction > 0 && o.llp_fraction < 1)) cli.usage("--llp-fraction must be in (0, 1)");
+    if (!(o.signal_mass > kMassLo && o.signal_mass < kMassHi)) cli.usage("--signal-mass must be inside 130-170 GeV");
+    if (!(o.resolution > 0)) cli.usage("--resolution must be positive");
     if (!(o.scan_lo >= kMassLo && o.scan_hi <= kMassHi && o.scan_lo < o.scan_hi && o.scan_step > 0))
-        usage("resonance_search: the mass scan must lie inside 130-170 GeV with a positive step");
-    if (!(o.width_factor > 0)) usage("resonance_search: --width-factor must be positive");
+        cli.usage("the mass scan must lie inside 130-170 GeV with a positive step");
+    if (!(o.width_factor > 0)) cli.usage("--width-factor must be positive");
     return o;
 }
 
-struct Progress {
-    bool quiet;
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-    double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-    void say(const std::string& what) const {
-        if (!quiet) std::fprintf(stderr, "[%6.1f s] %s\n", seconds(), what.c_str());
-    }
-};
-
-std::string fmt(double v, int prec = 3) {
-    std::ostringstream s;
-    s.precision(prec);
-    s << v;
-    return s.str();
-}
+using examples::fmt;
+using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
 
@@ -206,10 +173,10 @@ Sample generate(std::size_t n_bkg, std::size_t n_sig, std::uint64_t seed, const 
 
 /// The user's file: rows with sample == 0 are the reference, sample == 1 the data.
 void read_data(const std::string& path, Sample& reference, Sample& data) {
-    CsvOptions opt;
+    io::CsvOptions opt;
     opt.columns = hep::zgamma_feature_names();
     opt.columns.push_back("sample");
-    const CsvTable t = read_csv(path, opt);
+    const io::CsvTable t = io::read_csv(path, opt);
     for (std::size_t r = 0; r < t.rows; ++r) {
         std::array<double, 18> f{};
         for (std::size_t j = 0; j < 18; ++j) f[j] = t(r, j);
@@ -235,7 +202,7 @@ std::vector<std::size_t> input_columns(bool with_mass) {
     return cols;
 }
 
-/// The seed's 360-180-180-90-180-1 (for 360 inputs) with widths scaled to the inputs.
+/// 360-180-180-90-180-1 for 360 inputs, widths scaled to the inputs.
 Sequential<float> make_network(std::size_t inputs, double factor, Rng& rng) {
     const auto w = [&](double f) { return std::max<std::size_t>(2, static_cast<std::size_t>(std::lround(factor * f * static_cast<double>(inputs)))); };
     Sequential<float> m;
@@ -263,7 +230,7 @@ std::vector<double> train_and_score(const Sample& ref, const Sample& data, const
                                     const std::vector<std::size_t>& data_rows, const std::vector<std::size_t>& score_rows,
                                     const Options& o, std::uint64_t seed, std::vector<double>& history) {
     const std::vector<std::size_t> cols = input_columns(o.with_mass);
-    Dataset<float> d;
+    data::Dataset<float> d;
     {
         const Tensor<float> xr = to_tensor(ref, ref_rows, cols), xd = to_tensor(data, data_rows, cols);
         const std::size_t n = ref_rows.size() + data_rows.size(), nf = cols.size();
@@ -278,16 +245,16 @@ std::vector<double> train_and_score(const Sample& ref, const Sample& data, const
             d.w[i] = static_cast<float>(0.5 * static_cast<double>(n) / static_cast<double>(is_data ? data_rows.size() : ref_rows.size()));
         }
     }
-    StandardScaler scaler;
+    data::StandardScaler scaler;
     d.x = scaler.fit_transform(d.x);
 
     Rng rng(seed);
     Sequential<float> net = make_network(cols.size(), o.width_factor, rng);
     optim::Adam<float> opt(net.parameters(), static_cast<float>(o.lr));
     optim::InverseTimeLR<float> schedule(opt, o.lr_decay);
-    LoaderOptions lo;
+    data::LoaderOptions lo;
     lo.seed = seed + 1;
-    DataLoader<float> loader(d, o.batch, lo);
+    data::DataLoader<float> loader(d, o.batch, lo);
     Tape<float> tape;
     const float f = static_cast<float>(o.llp_fraction);
     for (std::size_t e = 0; e < o.epochs; ++e) {
@@ -547,16 +514,16 @@ void write_results(const std::string& out, const std::vector<Experiment>& exs) {
                 tfix.push_back(t < sl.toy_fixed_z.size() ? sl.toy_fixed_z[t] : 0.0);
             }
         }
-    write_csv(out + "/slices.csv",
+    io::write_csv(out + "/slices.csv",
               {"experiment", "slice", "response_lo", "response_hi", "events", "signal_events", "best_mass", "local_z", "p_global",
                "toy_max_z_mean", "toy_max_z_sd"},
               {e, s, lo, hi, n, nsig, bm, bz, pg, tm, ts});
-    write_csv(out + "/mass_scan.csv", {"experiment", "slice", "mass", "local_z"}, {e2, s2, m2, z2});
-    if (!e3.empty()) write_csv(out + "/toys.csv", {"experiment", "slice", "toy", "max_local_z", "local_z_at_signal_mass"}, {e3, s3, t3, tmax, tfix});
+    io::write_csv(out + "/mass_scan.csv", {"experiment", "slice", "mass", "local_z"}, {e2, s2, m2, z2});
+    if (!e3.empty()) io::write_csv(out + "/toys.csv", {"experiment", "slice", "toy", "max_local_z", "local_z_at_signal_mass"}, {e3, s3, t3, tmax, tfix});
 }
 
 void plot_experiment(const std::string& path, const Experiment& ex, const Options& o) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     const std::size_t panels = ex.slices.size() + 1;  // the slices, then all data
     const int cols = static_cast<int>(std::min<std::size_t>(panels, 3));
     const int rows = static_cast<int>((panels + 2) / 3);
@@ -595,7 +562,7 @@ void plot_experiment(const std::string& path, const Experiment& ex, const Option
 }
 
 void plot_scans(const std::string& path, const std::vector<Experiment>& exs, const Options& o) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     Figure fig(560 * static_cast<int>(exs.size()), 440, 1, static_cast<int>(exs.size()));
     fig.suptitle("Local significance along the mass scan, per response slice");
     for (std::size_t k = 0; k < exs.size(); ++k) {
@@ -613,7 +580,7 @@ void plot_scans(const std::string& path, const std::vector<Experiment>& exs, con
 }
 
 void plot_toys(const std::string& path, const Experiment& ex) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     Figure fig(1100, 430, 1, 2);
     fig.suptitle(ex.name + ": toy experiments (background-only pseudo-data, all slices)");
     std::vector<double> mx, fx;
@@ -639,7 +606,7 @@ void plot_toys(const std::string& path, const Experiment& ex) {
 }
 
 void plot_response(const std::string& path, const std::vector<Experiment>& exs, const Sample& data_sig) {
-    using namespace tapir::plot;
+    using namespace tapir::io;
     Figure fig(560 * static_cast<int>(exs.size()), 420, 1, static_cast<int>(exs.size()));
     fig.suptitle("Network response of the data events (scored by the fold that did not train on them)");
     for (std::size_t k = 0; k < exs.size(); ++k) {

@@ -1,7 +1,7 @@
 // Training a classifier directly for discovery significance (Elwood and Kruecker, arXiv
-// 1806.00322; seed 004): top-squark pairs against top-quark pairs in the one-lepton channel.
+// 1806.00322): top-squark pairs against top-quark pairs in the one-lepton channel.
 //
-// The same small network (one hidden layer of 23 neurons, as in the seed's results) is trained
+// The same small network (one hidden layer of 23 neurons) is trained
 // three ways:
 //   - binary cross-entropy (BCE), the usual classifier;
 //   - the s/sqrt(s+b) loss (s+b)/s^2, with s and b the soft yields of a batch;
@@ -15,7 +15,7 @@
 // Every network keeps the epoch with the highest best-cut Z_A at its r on a validation sample
 // generated with its training sample (cross-entropy and (s+b)/s^2: one kept epoch per r).
 // Each kept network is then cut at the score that maximises Z_A(s, b, r) on an independent test
-// sample, for r = 10%, 30% and 50%, as in the seed's table; the cut must keep 50 background
+// sample, for r = 10%, 30% and 50%; the cut must keep 50 background
 // test events so that b's simulation error (14%) stays well below the systematic.
 //
 //   significance [--data FILE] [--out DIR] [--seeds K] [--epochs E] [--lumi L] ...   (--help)
@@ -30,6 +30,7 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -86,113 +87,84 @@ struct Options {
 
 const std::vector<double> kSystematics = {0.1, 0.3, 0.5};
 
-[[noreturn]] void usage(const std::string& msg, int code = 2) {
-    std::fprintf(code ? stderr : stdout,
-                 "%s%susage: significance [options]\n"
-                 "  --data FILE          CSV with the 21 feature columns (see README), 'label' (1 stop, 0 top)\n"
-                 "                       and 'weight' (expected events the row stands for); half trains, half tests\n"
-                 "  --out DIR            output directory (default .)\n"
-                 "  --train N            generated training events (default 200000)\n"
-                 "  --test-sig N, --test-bkg N   generated test events (default 100000, 1000000)\n"
-                 "  --lumi L             integrated luminosity in fb^-1 (default 30)\n"
-                 "  --stop-mass M, --lsp-mass M, --stop-xsec PB   signal point (default 600, 250, 0.25)\n"
-                 "  --dilepton-fraction F   share of top pairs with a second leptonic W (default 0.326)\n"
-                 "  --seeds K            independent trainings to average (default 5); --seed S first seed\n"
-                 "  --bce-epochs E       cross-entropy epochs (default 40)\n"
-                 "  --epochs E           significance-loss epochs (default 200); --pretrain E (default 5)\n"
-                 "  --hidden H           hidden neurons (default 23); --lr X (default 1e-3)\n"
-                 "  --bce-batch B, --sig-batch B   batch sizes (default 128, 4096)\n"
-                 "  --asimov-batch B     batch size of the Asimov loss (default 32768)\n"
-                 "  --asimov-squared     Asimov loss 1/Z_A^2 instead of 1/Z_A\n"
-                 "  --pretrain-sb        Asimov networks start from --pretrain epochs of (s+b)/s^2 (the paper)\n"
-                 "                       instead of the cross-entropy network (default, --pretrain-bce)\n"
-                 "  --finetune-epochs E, --finetune-lr X   Asimov epochs and learning rate from the\n"
-                 "                       cross-entropy network (default 100, --lr)\n"
-                 "  --no-centre          do not move its output bias to put logit 0 at its validation best cut\n"
-                 "                       (without validation, --val-bkg 0, it is never moved)\n"
-                 "  --control-bce        control: the 'Asimov' rows fine-tune the cross-entropy network with\n"
-                 "                       cross-entropy on the same schedule (are the gains the loss or the steps?)\n"
-                 "  --min-bkg-events K   background test events a cut must keep (default 50)\n"
-                 "  --val-sig N, --val-bkg N   validation events per training sample (default 20000, 400000;\n"
-                 "                       --val-bkg 0: no model selection, the last epoch is kept; with --data a\n"
-                 "                       quarter of the training half validates)\n"
-                 "  --checkpoints K      validation looks per training run (default 20)\n"
-                 "  --quiet\n",
-                 msg.c_str(), msg.empty() ? "" : "\n");
-    std::exit(code);
-}
-
-double parse_number(const std::string& flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !std::isfinite(v)) usage("significance: " + flag + " expects a number, got '" + text + "'");
-    return v;
-}
-std::size_t parse_count(const std::string& flag, const char* text, double least = 1) {
-    const double v = parse_number(flag, text);
-    if (v < least || v != std::floor(v))
-        usage("significance: " + flag + " expects a " + (least > 0 ? "positive" : "non-negative") + " whole number, got '" + text + "'");
-    return static_cast<std::size_t>(v);
-}
+const examples::Cli cli("significance",
+                         "significance [options]\n"
+                         "  --data FILE          CSV with the 21 feature columns (see README), 'label' (1 stop, 0 top)\n"
+                         "                       and 'weight' (expected events the row stands for); half trains, half tests\n"
+                         "  --out DIR            output directory (default .)\n"
+                         "  --train N            generated training events (default 200000)\n"
+                         "  --test-sig N, --test-bkg N   generated test events (default 100000, 1000000)\n"
+                         "  --lumi L             integrated luminosity in fb^-1 (default 30)\n"
+                         "  --stop-mass M, --lsp-mass M, --stop-xsec PB   signal point (default 600, 250, 0.25)\n"
+                         "  --dilepton-fraction F   share of top pairs with a second leptonic W (default 0.326)\n"
+                         "  --seeds K            independent trainings to average (default 5); --seed S first seed\n"
+                         "  --bce-epochs E       cross-entropy epochs (default 40)\n"
+                         "  --epochs E           significance-loss epochs (default 200); --pretrain E (default 5)\n"
+                         "  --hidden H           hidden neurons (default 23); --lr X (default 1e-3)\n"
+                         "  --bce-batch B, --sig-batch B   batch sizes (default 128, 4096)\n"
+                         "  --asimov-batch B     batch size of the Asimov loss (default 32768)\n"
+                         "  --asimov-squared     Asimov loss 1/Z_A^2 instead of 1/Z_A\n"
+                         "  --pretrain-sb        Asimov networks start from --pretrain epochs of (s+b)/s^2 (the paper)\n"
+                         "                       instead of the cross-entropy network (default, --pretrain-bce)\n"
+                         "  --finetune-epochs E, --finetune-lr X   Asimov epochs and learning rate from the\n"
+                         "                       cross-entropy network (default 100, --lr)\n"
+                         "  --no-centre          do not move its output bias to put logit 0 at its validation best cut\n"
+                         "                       (without validation, --val-bkg 0, it is never moved)\n"
+                         "  --control-bce        control: the 'Asimov' rows fine-tune the cross-entropy network with\n"
+                         "                       cross-entropy on the same schedule (are the gains the loss or the steps?)\n"
+                         "  --min-bkg-events K   background test events a cut must keep (default 50)\n"
+                         "  --val-sig N, --val-bkg N   validation events per training sample (default 20000, 400000;\n"
+                         "                       --val-bkg 0: no model selection, the last epoch is kept; with --data a\n"
+                         "                       quarter of the training half validates)\n"
+                         "  --checkpoints K      validation looks per training run (default 20)\n"
+                         "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&]() -> const char* {
-            if (i + 1 >= argc) usage("significance: " + a + " needs a value");
-            return argv[++i];
-        };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
-        else if (a == "--train") o.train = parse_count(a, value());
-        else if (a == "--test-sig") o.test_sig = parse_count(a, value());
-        else if (a == "--test-bkg") o.test_bkg = parse_count(a, value());
-        else if (a == "--lumi") o.lumi = parse_number(a, value());
-        else if (a == "--stop-mass") o.stop_mass = parse_number(a, value());
-        else if (a == "--lsp-mass") o.lsp_mass = parse_number(a, value());
-        else if (a == "--stop-xsec") o.stop_xsec = parse_number(a, value());
-        else if (a == "--dilepton-fraction") o.dilepton_fraction = parse_number(a, value());
-        else if (a == "--seeds") o.seeds = parse_count(a, value());
-        else if (a == "--seed") o.seed = parse_count(a, value());
-        else if (a == "--epochs") o.epochs = parse_count(a, value());
-        else if (a == "--bce-epochs") o.bce_epochs = parse_count(a, value());
-        else if (a == "--pretrain") o.pretrain = parse_count(a, value());
-        else if (a == "--hidden") o.hidden = parse_count(a, value());
-        else if (a == "--bce-batch") o.bce_batch = parse_count(a, value());
-        else if (a == "--sig-batch") o.sig_batch = parse_count(a, value());
-        else if (a == "--asimov-batch") o.asimov_batch = parse_count(a, value());
-        else if (a == "--lr") o.lr = parse_number(a, value());
+        else if (a == "--train") o.train = cli.count(a, value());
+        else if (a == "--test-sig") o.test_sig = cli.count(a, value());
+        else if (a == "--test-bkg") o.test_bkg = cli.count(a, value());
+        else if (a == "--lumi") o.lumi = cli.number(a, value());
+        else if (a == "--stop-mass") o.stop_mass = cli.number(a, value());
+        else if (a == "--lsp-mass") o.lsp_mass = cli.number(a, value());
+        else if (a == "--stop-xsec") o.stop_xsec = cli.number(a, value());
+        else if (a == "--dilepton-fraction") o.dilepton_fraction = cli.number(a, value());
+        else if (a == "--seeds") o.seeds = cli.count(a, value());
+        else if (a == "--seed") o.seed = cli.seed(a, value());
+        else if (a == "--epochs") o.epochs = cli.count(a, value());
+        else if (a == "--bce-epochs") o.bce_epochs = cli.count(a, value());
+        else if (a == "--pretrain") o.pretrain = cli.count(a, value());
+        else if (a == "--hidden") o.hidden = cli.count(a, value());
+        else if (a == "--bce-batch") o.bce_batch = cli.count(a, value());
+        else if (a == "--sig-batch") o.sig_batch = cli.count(a, value());
+        else if (a == "--asimov-batch") o.asimov_batch = cli.count(a, value());
+        else if (a == "--lr") o.lr = cli.number(a, value());
         else if (a == "--asimov-squared") o.squared = true;
         else if (a == "--pretrain-bce") o.pretrain_bce = true;
         else if (a == "--pretrain-sb") o.pretrain_bce = false;
         else if (a == "--no-centre") o.centre = false;
         else if (a == "--control-bce") o.control_bce = o.pretrain_bce = true;
-        else if (a == "--min-bkg-events") o.min_bkg_events = parse_count(a, value());
-        else if (a == "--finetune-epochs") o.finetune_epochs = parse_count(a, value());
-        else if (a == "--finetune-lr") o.finetune_lr = parse_number(a, value());
-        else if (a == "--val-sig") o.val_sig = parse_count(a, value());
-        else if (a == "--val-bkg") o.val_bkg = parse_count(a, value(), 0);
-        else if (a == "--checkpoints") o.checkpoints = parse_count(a, value());
+        else if (a == "--min-bkg-events") o.min_bkg_events = cli.count(a, value());
+        else if (a == "--finetune-epochs") o.finetune_epochs = cli.count(a, value());
+        else if (a == "--finetune-lr") o.finetune_lr = cli.number(a, value());
+        else if (a == "--val-sig") o.val_sig = cli.count(a, value());
+        else if (a == "--val-bkg") o.val_bkg = cli.count(a, value(), 0);
+        else if (a == "--checkpoints") o.checkpoints = cli.count(a, value());
         else if (a == "--quiet") o.quiet = true;
-        else if (a == "--help" || a == "-h") usage("", 0);
-        else usage("significance: unknown option '" + a + "'");
-    }
-    if (!(o.lumi > 0)) usage("significance: --lumi must be positive");
-    if (o.pretrain >= o.epochs) usage("significance: --pretrain must be smaller than --epochs");
-    if (!(o.lr > 0) || !(o.finetune_lr >= 0)) usage("significance: --lr and --finetune-lr must be positive");
+        else return false;
+        return true;
+    });
+    if (!(o.lumi > 0)) cli.usage("--lumi must be positive");
+    if (o.pretrain >= o.epochs) cli.usage("--pretrain must be smaller than --epochs");
+    if (!(o.lr > 0) || !(o.finetune_lr >= 0)) cli.usage("--lr and --finetune-lr must be positive");
     if (o.finetune_lr == 0) o.finetune_lr = o.lr;
     return o;
 }
 
-struct Progress {
-    bool quiet;
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-    double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-    void say(const std::string& what) const {
-        if (!quiet) std::fprintf(stderr, "[%6.1f s] %s\n", seconds(), what.c_str());
-    }
-};
+using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
 
@@ -240,11 +212,11 @@ hep::StopConfig generator_config(const Options& o) {
 /// tests; the test weights are doubled so that each half stands for the whole luminosity.
 void read_data(const std::string& path, std::uint64_t seed, Sample& train, Sample& test) {
     const std::vector<std::string>& features = hep::stop_feature_names();
-    CsvOptions opt;
+    io::CsvOptions opt;
     opt.columns = features;
     opt.columns.push_back("label");
     opt.columns.push_back("weight");
-    const CsvTable t = read_csv(path, opt);
+    const io::CsvTable t = io::read_csv(path, opt);
     const std::vector<double> label = t.column("label"), weight = t.column("weight");
     for (std::size_t i = 0; i < t.rows; ++i) {
         if (label[i] != 0.0 && label[i] != 1.0)
@@ -252,12 +224,12 @@ void read_data(const std::string& path, std::uint64_t seed, Sample& train, Sampl
         if (!(weight[i] >= 0.0))
             throw value_error(path + ": data line " + std::to_string(i + 2) + ": weight " + std::to_string(weight[i]) + " is negative");
     }
-    const TrainTestSplit parts = stratified_split(label, 0.5, seed);
+    const data::TrainTestSplit parts = data::stratified_split(label, 0.5, seed);
     const Tensor<float> x = t.to_tensor<float>(features);
     for (int which = 0; which < 2; ++which) {
         const std::vector<std::size_t>& idx = which ? parts.test : parts.train;
         Sample& s = which ? test : train;
-        s.x = take_rows(x, idx);
+        s.x = data::take_rows(x, idx);
         for (std::size_t i : idx) {
             s.label.push_back(label[i]);
             s.weight.push_back(2.0 * weight[i]);
@@ -270,7 +242,7 @@ void read_data(const std::string& path, std::uint64_t seed, Sample& train, Sampl
 /// The rows idx of s.
 Sample subset(const Sample& s, const std::vector<std::size_t>& idx) {
     Sample r;
-    r.x = take_rows(s.x, idx);
+    r.x = data::take_rows(s.x, idx);
     for (std::size_t i : idx) {
         r.label.push_back(s.label[i]);
         r.weight.push_back(s.weight[i]);
@@ -298,12 +270,12 @@ void write_events(const std::string& path, const Sample& s, std::size_t n) {
         cols[nf].push_back(s.label[i]);
         cols[nf + 1].push_back(s.weight[i]);
     }
-    write_csv(path, names, cols);
+    io::write_csv(path, names, cols);
 }
 
 // ---- training ---------------------------------------------------------------------------------
 
-/// One hidden layer of ReLU neurons and a logit output (the seed's 1 x 23 network).
+/// One hidden layer of ReLU neurons and a logit output (1 x 23 by default).
 Sequential<float> make_network(std::size_t features, std::size_t hidden, Rng& rng) {
     Sequential<float> m;
     m.add<Dense<float>>(features, hidden, rng, Activation::relu).add<Dense<float>>(hidden, 1, rng);
@@ -317,7 +289,7 @@ struct Yields {
 /// The three losses on a batch: network logits, labels, physical event weights.
 enum class LossKind { bce, s_over_sqrt_sb, asimov };
 
-Var<float> batch_loss(LossKind kind, const Var<float>& logits, const Batch<float>& b, Tape<float>& tape, const Yields& y, float r,
+Var<float> batch_loss(LossKind kind, const Var<float>& logits, const data::Batch<float>& b, Tape<float>& tape, const Yields& y, float r,
                       bool squared) {
     if (kind == LossKind::bce) return bce_with_logits(logits, tape.view(b.y), tape.view(b.w));  // class-balanced weights
     const Var<float> phys = tape.view(b.aux);
@@ -328,7 +300,7 @@ Var<float> batch_loss(LossKind kind, const Var<float>& logits, const Batch<float
 
 /// `epochs` epochs of one loss; appends the mean batch loss of each to `history` and calls
 /// `after_epoch(e)` (e from 1) when given.
-void train(Sequential<float>& net, optim::Adam<float>& opt, DataLoader<float>& loader, std::size_t epochs, LossKind kind,
+void train(Sequential<float>& net, optim::Adam<float>& opt, data::DataLoader<float>& loader, std::size_t epochs, LossKind kind,
            const Yields& y, float r, bool squared, std::vector<double>& history,
            const std::function<void(std::size_t)>& after_epoch = nullptr) {
     Tape<float> tape;
@@ -394,7 +366,7 @@ Cut best_cut(const std::vector<double>& score, const Sample& test, double r, std
         nb += test.label[i] == 1 ? 0 : 1;
         if (k + 1 < order.size() && score[order[k + 1]] == score[i]) continue;  // ties pass together
         if (nb < min_bkg || b <= 0) continue;
-        const double z = asimov_significance(s, b, r);
+        const double z = metrics::asimov_significance(s, b, r);
         if (eff_curve && s / s_tot >= next_eff) {  // points spaced by 3% in efficiency
             eff_curve->push_back(s / s_tot);
             z_curve->push_back(z);
@@ -507,7 +479,7 @@ void write_results(const std::string& path, const std::vector<Run>& runs) {
         eff.push_back(x.cut.sig_eff);
         nb.push_back(static_cast<double>(x.cut.bkg_events));
     }
-    write_csv(path, {"seed", "loss", "systematic", "epoch", "s", "b", "z_asimov", "logit_cut", "signal_efficiency", "bkg_test_events"},
+    io::write_csv(path, {"seed", "loss", "systematic", "epoch", "s", "b", "z_asimov", "logit_cut", "signal_efficiency", "bkg_test_events"},
               {seed, loss, r, ep, s, b, z, thr, eff, nb});
 }
 
@@ -581,7 +553,7 @@ int main(int argc, char** argv) {
                 tr = generate(gen, o.train / 2, o.train - o.train / 2, o.lumi);
                 if (o.val_bkg) val = generate(gen, o.val_sig, o.val_bkg, o.lumi);  // same generation, later events
             } else if (o.val_bkg) {  // a quarter of the training half validates
-                const TrainTestSplit parts = stratified_split(data_train.label, 0.25, seed);
+                const data::TrainTestSplit parts = data::stratified_split(data_train.label, 0.25, seed);
                 tr = subset(data_train, parts.train);
                 val = subset(data_train, parts.test);
             }
@@ -595,14 +567,14 @@ int main(int argc, char** argv) {
                 val_min_bkg = static_cast<std::size_t>(
                     std::max(1.0, std::round(static_cast<double>(o.min_bkg_events) * per_bkg_event(test) / per_bkg_event(val))));
             }
-            StandardScaler scaler;
+            data::StandardScaler scaler;
             scaler.fit(tr.x);
-            Dataset<float> d;
+            data::Dataset<float> d;
             d.x = scaler.transform(tr.x);
             d.y = Tensor<float>(Shape{tr.size(), 1});
             d.w = Tensor<float>(Shape{tr.size()});
             d.aux = Tensor<float>(Shape{tr.size(), 1});
-            const std::vector<double> balanced = balanced_weights(tr.label);
+            const std::vector<double> balanced = data::balanced_weights(tr.label);
             const double scale_s = yields.s_exp / tr.expected(1), scale_b = yields.b_exp / tr.expected(0);
             for (std::size_t i = 0; i < tr.size(); ++i) {
                 d.y[i] = static_cast<float>(tr.label[i]);
@@ -615,9 +587,9 @@ int main(int argc, char** argv) {
                 return Selector(o.val_bkg ? &xval : nullptr, &val, val_min_bkg, std::move(rs));
             };
 
-            LoaderOptions lo;
+            data::LoaderOptions lo;
             lo.seed = seed;
-            DataLoader<float> small(d, o.bce_batch, lo), large(d, o.sig_batch, lo), asimov_loader(d, o.asimov_batch, lo);
+            data::DataLoader<float> small(d, o.bce_batch, lo), large(d, o.sig_batch, lo), asimov_loader(d, o.asimov_batch, lo);
             const auto evaluate = [&](const std::string& name, Selector& sel) {
                 for (std::size_t i = 0; i < sel.rs.size(); ++i) {
                     const double r = sel.rs[i];
@@ -705,11 +677,11 @@ int main(int argc, char** argv) {
                     epoch.push_back(static_cast<double>(e + 1));
                     value.push_back(history[kLosses[l]][e]);
                 }
-            write_csv(o.out + "/history.csv", {"network", "epoch", "loss"}, {net, epoch, value});
+            io::write_csv(o.out + "/history.csv", {"network", "epoch", "loss"}, {net, epoch, value});
         }
 
         // ---- plots --------------------------------------------------------------------------------
-        using namespace tapir::plot;
+        using namespace tapir::io;
         {  // network outputs (sigmoid of the logit), expected events, log scale
             Figure fig(1320, 420, 1, 3);
             fig.suptitle("Network outputs on the test sample (expected events at the luminosity; Asimov with r = 50%)");

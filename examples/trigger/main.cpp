@@ -34,6 +34,9 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/simd/arch.hpp>
 
+#include "../common/cli.hpp"
+#include "../common/output_dir.hpp"
+
 namespace fs = std::filesystem;
 using namespace tapir;
 
@@ -125,33 +128,24 @@ int main(int argc, char** argv) {
 } // namespace
 
 int main(int argc, char** argv) {
+    const examples::Cli cli("trigger",
+                            "trigger [--train N] [--test N] [--epochs E] [--seed S] [--cut-efficiency F] [--cxx COMPILER]\n"
+                            "               [--out DIR] [--help]\n");
     Args a;
-    for (int i = 1; i < argc; ++i) {
-        const std::string k = argv[i];
-        const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-        if (!v) {
-            std::fprintf(stderr, "trigger: %s needs a value\n", k.c_str());
-            return 2;
-        }
-        ++i;
-        if (k == "--train") a.train = std::strtoul(v, nullptr, 10);
-        else if (k == "--test") a.test = std::strtoul(v, nullptr, 10);
-        else if (k == "--epochs") a.epochs = std::strtoul(v, nullptr, 10);
-        else if (k == "--seed") a.seed = std::strtoull(v, nullptr, 10);
-        else if (k == "--cut-efficiency") a.efficiency = std::atof(v);
-        else if (k == "--cxx") a.cxx = v;
-        else if (k == "--out") a.out = v;
-        else {
-            std::fprintf(stderr, "usage: trigger [--train N] [--test N] [--epochs E] [--seed S] [--cut-efficiency F] [--cxx COMPILER] [--out DIR]\n");
-            return 2;
-        }
-    }
-    if (a.train < 100 || a.test < 100 || a.epochs == 0 || !(a.efficiency > 0.0 && a.efficiency < 1.0)) {
-        std::fprintf(stderr, "trigger: need --train >= 100, --test >= 100, --epochs >= 1 and 0 < --cut-efficiency < 1\n");
-        return 2;
-    }
+    cli.parse(argc, argv, [&](const std::string& k, const auto& value) {
+        if (k == "--train") a.train = cli.count(k, value(), 100);
+        else if (k == "--test") a.test = cli.count(k, value(), 100);
+        else if (k == "--epochs") a.epochs = cli.count(k, value());
+        else if (k == "--seed") a.seed = cli.seed(k, value());
+        else if (k == "--cut-efficiency") a.efficiency = cli.number(k, value());
+        else if (k == "--cxx") a.cxx = value();
+        else if (k == "--out") a.out = value();
+        else return false;
+        return true;
+    });
+    if (!(a.efficiency > 0.0 && a.efficiency < 1.0)) cli.usage("--cut-efficiency must be in (0, 1)");
+    if (!examples::make_output_dir("trigger", a.out)) return 1;
     const fs::path out = a.out;
-    fs::create_directories(out);
 
     // ---- 1. train -----------------------------------------------------------------------------
     const auto ev = hep::generate_diphoton(a.train + a.test, a.seed);
@@ -160,7 +154,7 @@ int main(int argc, char** argv) {
     std::vector<double> y_test(a.test);
     for (std::size_t i = 0; i < a.train; ++i) y_train[i] = static_cast<float>(ev[i].label);
     for (std::size_t i = 0; i < a.test; ++i) y_test[i] = ev[a.train + i].label;
-    StandardScaler scaler;
+    data::StandardScaler scaler;
     const Tensor<float> z_train = scaler.fit(x_train).transform(x_train);
 
     Rng rng(a.seed + 1);
@@ -203,8 +197,8 @@ int main(int argc, char** argv) {
         const Var<float> p = net(tape.view(z_test));
         p_dyn.assign(p.data(), p.data() + a.test);
     }
-    const RocCurve roc = roc_curve(p_dyn, y_test);
-    const double cut = efficiency_threshold(p_dyn, y_test, {}, a.efficiency);
+    const metrics::RocCurve roc = metrics::roc_curve(p_dyn, y_test);
+    const double cut = metrics::efficiency_threshold(p_dyn, y_test, {}, a.efficiency);
     std::printf("test AUC %.4f; trigger cut at %.0f%% signal efficiency: score >= %.6g (background rejection %.1f)\n", roc.auc(),
                 100.0 * a.efficiency, cut, roc.rejection(a.efficiency));
 

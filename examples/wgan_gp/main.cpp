@@ -1,6 +1,6 @@
 // A Wasserstein GAN with gradient penalty (Gulrajani et al., arXiv 1704.00028) that learns to
-// generate Z gamma -> l l gamma events with 18 correlated features, as in seed 002 (scaling up
-// a simulated data set with a GAN).
+// generate Z gamma -> l l gamma events with 18 correlated features (hep/zgamma.hpp), to scale
+// up a simulated data set with a GAN.
 //
 // The generator maps 16 Gaussian numbers to an event (16 -> 512 -> 1024 -> 512 -> 18, ReLU);
 // the critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
@@ -27,6 +27,7 @@
 #include <tapir/simd/arch.hpp>
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -68,90 +69,57 @@ struct Options {
     bool quiet = false;
 };
 
-[[noreturn]] void usage(const std::string& msg, int code = 2) {
-    std::fprintf(code ? stderr : stdout,
-                 "%s%susage: wgan_gp [options]\n"
-                 "  --data FILE        CSV with the 18 feature columns (names in the README); other columns ignored\n"
-                 "  --out DIR          output directory (default .)\n"
-                 "  --events N         generated Z gamma events (default 120000; 20%% held out)\n"
-                 "  --steps N          generator steps (default 6000)\n"
-                 "  --n-critic K       critic steps per generator step (default 5)\n"
-                 "  --gp-weight L      gradient-penalty weight lambda_gp (default 10; the seed used 0.001)\n"
-                 "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
-                 "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
-                 "  --ema D            events come from an exponential moving average of the generator's weights\n"
-                 "                     with decay D (default 0.999; 0: the last weights)\n"
-                 "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
-                 "  --threads T        threads for the matrix products (default 1)\n"
-                 "  --seed S           random seed (default 1)\n"
-                 "  --check            exit with status 1 unless mean W1 < 0.05 and max |d corr| < 0.1\n"
-                 "  --quiet\n",
-                 msg.c_str(), msg.empty() ? "" : "\n");
-    std::exit(code);
-}
-
-double parse_number(const std::string& flag, const char* text) {
-    char* end = nullptr;
-    const double v = std::strtod(text, &end);
-    if (end == text || *end != '\0' || !std::isfinite(v)) usage("wgan_gp: " + flag + " expects a number, got '" + text + "'");
-    return v;
-}
-std::size_t parse_count(const std::string& flag, const char* text) {
-    const double v = parse_number(flag, text);
-    if (v < 1 || v != std::floor(v)) usage("wgan_gp: " + flag + " expects a positive whole number, got '" + text + "'");
-    return static_cast<std::size_t>(v);
-}
+const examples::Cli cli("wgan_gp",
+                         "wgan_gp [options]\n"
+                         "  --data FILE        CSV with the 18 feature columns (names in the README); other columns ignored\n"
+                         "  --out DIR          output directory (default .)\n"
+                         "  --events N         generated Z gamma events (default 120000; 20% held out)\n"
+                         "  --steps N          generator steps (default 6000)\n"
+                         "  --n-critic K       critic steps per generator step (default 5)\n"
+                         "  --gp-weight L      gradient-penalty weight lambda_gp (default 10, as in arXiv 1704.00028)\n"
+                         "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
+                         "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
+                         "  --ema D            events come from an exponential moving average of the generator's weights\n"
+                         "                     with decay D (default 0.999; 0: the last weights)\n"
+                         "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
+                         "  --threads T        threads for the matrix products (default 1)\n"
+                         "  --seed S           random seed (default 1)\n"
+                         "  --check            exit with status 1 unless mean W1 < 0.05 and max |d corr| < 0.1\n"
+                         "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        const auto value = [&]() -> const char* {
-            if (i + 1 >= argc) usage("wgan_gp: " + a + " needs a value");
-            return argv[++i];
-        };
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
         if (a == "--data") o.data = value();
         else if (a == "--out") o.out = value();
-        else if (a == "--events") o.events = parse_count(a, value());
-        else if (a == "--seed") o.seed = parse_count(a, value());
-        else if (a == "--steps") o.steps = parse_count(a, value());
-        else if (a == "--n-critic") o.n_critic = parse_count(a, value());
-        else if (a == "--gp-weight") o.gp_weight = parse_number(a, value());
-        else if (a == "--batch") o.batch = parse_count(a, value());
-        else if (a == "--latent") o.latent = parse_count(a, value());
-        else if (a == "--lr") o.lr = parse_number(a, value());
-        else if (a == "--ema") o.ema = parse_number(a, value());
-        else if (a == "--beta1") o.beta1 = parse_number(a, value());
-        else if (a == "--beta2") o.beta2 = parse_number(a, value());
-        else if (a == "--eval-every") o.eval_every = parse_count(a, value());
-        else if (a == "--eval-events") o.eval_events = parse_count(a, value());
-        else if (a == "--threads") o.threads = static_cast<unsigned>(parse_count(a, value()));
+        else if (a == "--events") o.events = cli.count(a, value());
+        else if (a == "--seed") o.seed = cli.seed(a, value());
+        else if (a == "--steps") o.steps = cli.count(a, value());
+        else if (a == "--n-critic") o.n_critic = cli.count(a, value());
+        else if (a == "--gp-weight") o.gp_weight = cli.number(a, value());
+        else if (a == "--batch") o.batch = cli.count(a, value());
+        else if (a == "--latent") o.latent = cli.count(a, value());
+        else if (a == "--lr") o.lr = cli.number(a, value());
+        else if (a == "--ema") o.ema = cli.number(a, value());
+        else if (a == "--beta1") o.beta1 = cli.number(a, value());
+        else if (a == "--beta2") o.beta2 = cli.number(a, value());
+        else if (a == "--eval-every") o.eval_every = cli.count(a, value());
+        else if (a == "--eval-events") o.eval_events = cli.count(a, value());
+        else if (a == "--threads") o.threads = static_cast<unsigned>(cli.count(a, value()));
         else if (a == "--check") o.check = true;
         else if (a == "--quiet") o.quiet = true;
-        else if (a == "--help" || a == "-h") usage("", 0);
-        else usage("wgan_gp: unknown option '" + a + "'");
-    }
-    if (!(o.gp_weight >= 0)) usage("wgan_gp: --gp-weight must be >= 0");
-    if (!(o.lr > 0)) usage("wgan_gp: --lr must be positive");
-    if (!(o.ema >= 0 && o.ema < 1)) usage("wgan_gp: --ema must be in [0, 1)");
+        else return false;
+        return true;
+    });
+    if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
+    if (!(o.lr > 0)) cli.usage("--lr must be positive");
+    if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
     return o;
 }
 
-struct Progress {
-    bool quiet;
-    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-    double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-    void say(const std::string& what) const {
-        if (!quiet) std::fprintf(stderr, "[%7.1f s] %s\n", seconds(), what.c_str());
-    }
-};
-
-std::string fmt(double v, int prec = 4) {
-    std::ostringstream s;
-    s.precision(prec);
-    s << v;
-    return s.str();
-}
+/// Four significant digits unless told otherwise.
+inline std::string fmt(double v, int prec = 4) { return examples::fmt(v, prec); }
+using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
 
@@ -159,9 +127,9 @@ std::string fmt(double v, int prec = 4) {
 Tensor<float> load_events(const Options& o, std::string& source) {
     const std::vector<std::string>& names = hep::zgamma_feature_names();
     if (!o.data.empty()) {
-        CsvOptions opt;
+        io::CsvOptions opt;
         opt.columns = names;
-        const CsvTable t = read_csv(o.data, opt);
+        const io::CsvTable t = io::read_csv(o.data, opt);
         if (t.rows < 1000) throw value_error(o.data + ": only " + std::to_string(t.rows) + " events; a GAN needs thousands");
         source = o.data + " (" + std::to_string(t.rows) + " events)";
         return t.to_tensor<float>(names);
@@ -322,7 +290,7 @@ int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
     if (!examples::make_output_dir("wgan_gp", o.out)) return 1;
     try {
-        const Progress progress{o.quiet};
+        const Progress progress{o.quiet, 7};
         simd::set_num_threads(o.threads);
         const std::vector<std::string>& names = hep::zgamma_feature_names();
 
@@ -330,10 +298,10 @@ int main(int argc, char** argv) {
         std::string source;
         const Tensor<float> events = load_events(o, source);
         const std::size_t nf = events.dim(1);
-        const TrainTestSplit parts = train_test_split(events.dim(0), 0.2, o.seed);
-        MinMaxScaler scaler;  // to [0, 1], fitted on the training events
-        const Tensor<float> train = scaler.fit_transform(take_rows(events, parts.train));
-        const Tensor<float> held_out = scaler.transform(take_rows(events, parts.test));
+        const data::TrainTestSplit parts = data::train_test_split(events.dim(0), 0.2, o.seed);
+        data::MinMaxScaler scaler;  // to [0, 1], fitted on the training events
+        const Tensor<float> train = scaler.fit_transform(data::take_rows(events, parts.train));
+        const Tensor<float> held_out = scaler.transform(data::take_rows(events, parts.test));
         const std::size_t n_eval = std::min(o.eval_events, held_out.dim(0));
         progress.say("events: " + source + "; " + std::to_string(train.dim(0)) + " train, " + std::to_string(held_out.dim(0)) + " held out");
 
@@ -454,7 +422,7 @@ int main(int argc, char** argv) {
         {
             std::vector<std::vector<double>> cols;
             for (std::size_t j = 0; j < nf; ++j) cols.push_back(column(fake, j, n_eval));
-            write_csv(o.out + "/generated_events.csv", names, cols);
+            io::write_csv(o.out + "/generated_events.csv", names, cols);
         }
         {
             std::vector<double> idx, w1, lo, hi;
@@ -464,7 +432,7 @@ int main(int argc, char** argv) {
                 lo.push_back(scaler.data_min()[j]);
                 hi.push_back(scaler.data_max()[j]);
             }
-            write_csv(o.out + "/feature_distances.csv", {"feature_index", "w1_scaled", "train_min", "train_max"}, {idx, w1, lo, hi});
+            io::write_csv(o.out + "/feature_distances.csv", {"feature_index", "w1_scaled", "train_min", "train_max"}, {idx, w1, lo, hi});
             std::vector<double> a, b, cr, cf;
             for (std::size_t i = 0; i < nf; ++i)
                 for (std::size_t j = 0; j < nf; ++j) {
@@ -473,15 +441,15 @@ int main(int argc, char** argv) {
                     cr.push_back(q.corr_real[i * nf + j]);
                     cf.push_back(q.corr_fake[i * nf + j]);
                 }
-            write_csv(o.out + "/correlations.csv", {"i", "j", "corr_real", "corr_generated"}, {a, b, cr, cf});
-            write_csv(o.out + "/history.csv",
+            io::write_csv(o.out + "/correlations.csv", {"i", "j", "corr_real", "corr_generated"}, {a, b, cr, cf});
+            io::write_csv(o.out + "/history.csv",
                       {"step", "critic_loss", "generator_loss", "wasserstein_estimate", "gradient_penalty", "critic_grad_norm", "mean_w1",
                        "max_corr_diff"},
                       {h.step, h.critic_loss, h.gen_loss, h.w_estimate, h.gp, h.grad_norm, h.mean_w1, h.max_corr_diff});
         }
 
         // ---- plots --------------------------------------------------------------------------------
-        using namespace tapir::plot;
+        using namespace tapir::io;
         {  // every feature, real vs generated, physical units
             Figure fig(1800, 900, 3, 6);
             fig.suptitle("Held-out real events vs WGAN-GP events (" + std::to_string(n_eval) + " each)");

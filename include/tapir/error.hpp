@@ -1,6 +1,7 @@
 #pragma once
 /// Exception types: every failure names the operation and the offending values.
 
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -41,5 +42,14 @@ class anomaly_error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
+
+namespace detail {
+/// A number in an error message: 9 significant digits, enough to tell two floats apart.
+inline std::string error_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
+}
+} // namespace detail
 
 } // namespace tapir

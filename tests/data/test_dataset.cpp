@@ -34,14 +34,14 @@ std::vector<std::size_t> iota_vec(std::size_t n) {
 } // namespace
 
 TEST_CASE("train_test_split: sizes, disjoint cover, fixed by the seed") {
-    const auto s = tapir::train_test_split(10, 0.3, 42);
+    const auto s = tapir::data::train_test_split(10, 0.3, 42);
     CHECK(s.test.size() == 3);
     CHECK(s.train.size() == 7);
     std::vector<std::size_t> all = s.train;
     all.insert(all.end(), s.test.begin(), s.test.end());
     CHECK(sorted(all) == iota_vec(10));
 
-    const auto again = tapir::train_test_split(10, 0.3, 42);
+    const auto again = tapir::data::train_test_split(10, 0.3, 42);
     CHECK(again.train == s.train);
     CHECK(again.test == s.test);
     // The split is the seed's permutation: the first round(f n) indices are the test set.
@@ -49,21 +49,21 @@ TEST_CASE("train_test_split: sizes, disjoint cover, fixed by the seed") {
     const auto p = rng.permutation(10);
     CHECK(s.test == std::vector<std::size_t>(p.begin(), p.begin() + 3));
 
-    const auto other = tapir::train_test_split(1000, 0.3, 43);
-    const auto base = tapir::train_test_split(1000, 0.3, 42);
+    const auto other = tapir::data::train_test_split(1000, 0.3, 43);
+    const auto base = tapir::data::train_test_split(1000, 0.3, 42);
     CHECK(other.test.size() == 300);
     CHECK(other.test != base.test);
     // round(0.25 * 10) = 3 (half up); round(0.3 * 7) = 2.
-    CHECK(tapir::train_test_split(10, 0.25, 1).test.size() == 3);
-    CHECK(tapir::train_test_split(7, 0.3, 1).test.size() == 2);
+    CHECK(tapir::data::train_test_split(10, 0.25, 1).test.size() == 3);
+    CHECK(tapir::data::train_test_split(7, 0.3, 1).test.size() == 2);
 
-    CHECK(message_of<tapir::value_error>([] { tapir::train_test_split(10, 0.0, 1); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::train_test_split(10, 0.0, 1); }) ==
           "train_test_split: test_fraction must be in (0, 1), got 0");
-    CHECK(message_of<tapir::value_error>([] { tapir::train_test_split(10, 1.0, 1); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::train_test_split(10, 1.0, 1); }) ==
           "train_test_split: test_fraction must be in (0, 1), got 1");
-    CHECK(message_of<tapir::value_error>([] { tapir::train_test_split(3, 0.1, 1); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::train_test_split(3, 0.1, 1); }) ==
           "train_test_split: test_fraction 0.1 of 3 events leaves the test set empty");
-    CHECK(message_of<tapir::value_error>([] { tapir::train_test_split(1, 0.6, 1); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::train_test_split(1, 0.6, 1); }) ==
           "train_test_split: test_fraction 0.6 of 1 events leaves the training set empty");
 }
 
@@ -71,7 +71,7 @@ TEST_CASE("stratified_split keeps each class's share") {
     std::vector<double> labels(150, 0.0);
     for (std::size_t i = 0; i < 100; ++i) labels[i * 3 / 2] = 1.0; // 100 signal, 50 background
     REQUIRE(std::count(labels.begin(), labels.end(), 1.0) == 100);
-    const auto s = tapir::stratified_split(labels, 0.3, 7);
+    const auto s = tapir::data::stratified_split(labels, 0.3, 7);
     CHECK(s.test.size() == 45);
     CHECK(s.train.size() == 105);
     std::size_t sig_test = 0;
@@ -80,7 +80,7 @@ TEST_CASE("stratified_split keeps each class's share") {
     std::vector<std::size_t> all = s.train;
     all.insert(all.end(), s.test.begin(), s.test.end());
     CHECK(sorted(all) == iota_vec(150));
-    const auto again = tapir::stratified_split(labels, 0.3, 7);
+    const auto again = tapir::data::stratified_split(labels, 0.3, 7);
     CHECK(again.test == s.test);
     // Classes are mixed, not in blocks: the test set does not start with 30 signal events.
     std::size_t first_sig = 0;
@@ -90,20 +90,20 @@ TEST_CASE("stratified_split keeps each class's share") {
 
 TEST_CASE("take and take_rows gather in the given order") {
     const std::vector<double> v{10, 11, 12, 13};
-    CHECK(tapir::take(v, {3, 0, 0}) == std::vector<double>{13, 10, 10});
+    CHECK(tapir::data::take(v, {3, 0, 0}) == std::vector<double>{13, 10, 10});
     tapir::Tensor<float> x(tapir::Shape{3, 2}, {0, 1, 2, 3, 4, 5});
-    const auto r = tapir::take_rows(x, {2, 0});
+    const auto r = tapir::data::take_rows(x, {2, 0});
     REQUIRE(r.shape() == tapir::Shape{2, 2});
     CHECK(r.to_vector() == std::vector<float>{4, 5, 0, 1});
-    CHECK(message_of<tapir::value_error>([&] { tapir::take_rows(x, {3}); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::data::take_rows(x, {3}); }) ==
           "take_rows: index 3 is out of range for 3 events");
-    CHECK(message_of<tapir::value_error>([&] { tapir::take(v, {4}); }) == "take: index 4 is out of range for 4 events");
+    CHECK(message_of<tapir::value_error>([&] { tapir::data::take(v, {4}); }) == "take: index 4 is out of range for 4 events");
 }
 
 TEST_CASE("StandardScaler: hand-derived mean and scale, constant columns, inverse") {
     // Columns: 1..4 (mean 2.5, population sd sqrt(1.25)); constant 5; constant 0.1 (rounds in the mean).
     tapir::Tensor<double> x(tapir::Shape{4, 3}, {1, 5, 0.1, 2, 5, 0.1, 3, 5, 0.1, 4, 5, 0.1});
-    tapir::StandardScaler sc;
+    tapir::data::StandardScaler sc;
     CHECK_FALSE(sc.fitted());
     const auto z = sc.fit_transform(x);
     REQUIRE(sc.features() == 3);
@@ -128,7 +128,7 @@ TEST_CASE("StandardScaler: hand-derived mean and scale, constant columns, invers
         y(i, 0) = static_cast<float>(rng.normal(100.0, 20.0));
         y(i, 1) = static_cast<float>(rng.exponential(0.02));
     }
-    const auto zy = tapir::StandardScaler().fit_transform(y);
+    const auto zy = tapir::data::StandardScaler().fit_transform(y);
     for (std::size_t j = 0; j < 2; ++j) {
         double m = 0, v = 0;
         for (std::size_t i = 0; i < 1000; ++i) m += zy(i, j);
@@ -142,26 +142,26 @@ TEST_CASE("StandardScaler: hand-derived mean and scale, constant columns, invers
 TEST_CASE("StandardScaler: weighted fit and known parameters") {
     // Weights 1, 1, 2 on values 0, 3, 6: mean 15/4, var (1*14.0625 + 1*0.5625 + 2*5.0625)/4 = 6.1875.
     tapir::Tensor<double> x(tapir::Shape{3, 1}, {0, 3, 6});
-    tapir::StandardScaler sc;
+    tapir::data::StandardScaler sc;
     sc.fit(x, {1, 1, 2});
     CHECK(sc.mean()[0] == doctest::Approx(3.75));
     CHECK(sc.scale()[0] == doctest::Approx(std::sqrt(6.1875)));
     // Duplicating an event equals weighting it by 2.
     tapir::Tensor<double> dup(tapir::Shape{4, 1}, {0, 3, 6, 6});
-    tapir::StandardScaler sd;
+    tapir::data::StandardScaler sd;
     sd.fit(dup);
     CHECK(sd.mean()[0] == doctest::Approx(sc.mean()[0]));
     CHECK(sd.scale()[0] == doctest::Approx(sc.scale()[0]));
 
-    tapir::StandardScaler known({1.0, -2.0}, {2.0, 0.5});
+    tapir::data::StandardScaler known({1.0, -2.0}, {2.0, 0.5});
     tapir::Tensor<float> a(tapir::Shape{1, 2}, {3.0f, -1.0f});
     CHECK(known.transform(a).to_vector() == std::vector<float>{1.0f, 2.0f});
-    CHECK(message_of<tapir::value_error>([] { tapir::StandardScaler({0.0}, {0.0}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::StandardScaler({0.0}, {0.0}); }) ==
           "StandardScaler: feature 0 has mean 0 and scale 0 (need finite values and scale > 0)");
 }
 
 TEST_CASE("StandardScaler: errors") {
-    tapir::StandardScaler sc;
+    tapir::data::StandardScaler sc;
     tapir::Tensor<double> x(tapir::Shape{2, 2}, {1, 2, 3, 4});
     CHECK(message_of<tapir::value_error>([&] { sc.transform(x); }) ==
           "StandardScaler::transform: the scaler is not fitted (call fit first)");
@@ -186,7 +186,7 @@ TEST_CASE("StandardScaler: errors") {
 
 TEST_CASE("MinMaxScaler: range, constant columns, inverse, errors") {
     tapir::Tensor<double> x(tapir::Shape{3, 2}, {-1, 7, 1, 7, 3, 7});
-    tapir::MinMaxScaler mm;
+    tapir::data::MinMaxScaler mm;
     const auto z = mm.fit_transform(x);
     CHECK(z.to_vector() == std::vector<double>{0, 0, 0.5, 0, 1, 0});
     CHECK(mm.data_min() == std::vector<double>{-1, 7});
@@ -195,7 +195,7 @@ TEST_CASE("MinMaxScaler: range, constant columns, inverse, errors") {
     const auto back = mm.inverse_transform(z);
     CHECK(back.to_vector() == x.to_vector());
 
-    tapir::MinMaxScaler sym(-1.0, 1.0);
+    tapir::data::MinMaxScaler sym(-1.0, 1.0);
     const auto s = sym.fit_transform(x);
     CHECK(s.to_vector() == std::vector<double>{-1, -1, 0, -1, 1, -1});
     CHECK(sym.inverse_transform(s).to_vector() == x.to_vector());
@@ -203,7 +203,7 @@ TEST_CASE("MinMaxScaler: range, constant columns, inverse, errors") {
     tapir::Tensor<double> out(tapir::Shape{1, 2}, {5, 7});
     CHECK(mm.transform(out).to_vector() == std::vector<double>{1.5, 0});
 
-    CHECK(message_of<tapir::value_error>([] { tapir::MinMaxScaler(1.0, 1.0); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::MinMaxScaler(1.0, 1.0); }) ==
           "MinMaxScaler: feature range [1, 1] must be finite with lo < hi");
     CHECK(message_of<tapir::shape_error>([&] { mm.inverse_transform(tapir::Tensor<double>(tapir::Shape{1, 3})); }) ==
           "MinMaxScaler::inverse_transform: the scaler was fitted on 2 features, got shape (1, 3)");
@@ -211,7 +211,7 @@ TEST_CASE("MinMaxScaler: range, constant columns, inverse, errors") {
 
 TEST_CASE("per-event weights: balanced and normalised") {
     const std::vector<double> labels{1, 0, 0, 0, 1, 0};
-    const auto w = tapir::balanced_weights(labels);
+    const auto w = tapir::data::balanced_weights(labels);
     double sig = 0, bkg = 0;
     for (std::size_t i = 0; i < labels.size(); ++i) (labels[i] == 1 ? sig : bkg) += w[i];
     CHECK(sig == doctest::Approx(3.0));
@@ -219,21 +219,21 @@ TEST_CASE("per-event weights: balanced and normalised") {
     CHECK(w[0] == doctest::Approx(1.5));
     CHECK(w[1] == doctest::Approx(0.75));
     // Existing (also negative) weights keep their ratios within a class.
-    const auto wb = tapir::balanced_weights(labels, {2, 1, -0.5, 1.5, 2, 1});
+    const auto wb = tapir::data::balanced_weights(labels, {2, 1, -0.5, 1.5, 2, 1});
     CHECK(wb[0] == doctest::Approx(1.5));
     CHECK(wb[1] == doctest::Approx(1.0));
     CHECK(wb[2] == doctest::Approx(-0.5));
-    CHECK(message_of<tapir::value_error>([] { tapir::balanced_weights({0, 0}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::balanced_weights({0, 0}); }) ==
           "balanced_weights: the signal weights sum to 0 (must be positive)");
-    CHECK(message_of<tapir::value_error>([] { tapir::balanced_weights({0, 2}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::balanced_weights({0, 2}); }) ==
           "balanced_weights: label 2 at index 1 is not 0 or 1");
-    CHECK(message_of<tapir::value_error>([] { tapir::balanced_weights({0, 1}, {1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::data::balanced_weights({0, 1}, {1}); }) ==
           "balanced_weights: 2 labels but 1 weights");
 
-    const auto n = tapir::normalized_weights({1, 3});
+    const auto n = tapir::data::normalized_weights({1, 3});
     CHECK(n == std::vector<double>{0.5, 1.5});
-    CHECK(tapir::normalized_weights({1, 3}, 1.0) == std::vector<double>{0.25, 0.75});
-    CHECK(message_of<tapir::value_error>([] { tapir::normalized_weights({1, -1}); }) ==
+    CHECK(tapir::data::normalized_weights({1, 3}, 1.0) == std::vector<double>{0.25, 0.75});
+    CHECK(message_of<tapir::value_error>([] { tapir::data::normalized_weights({1, -1}); }) ==
           "normalized_weights: the weights sum to 0 (cannot normalise)");
 }
 
@@ -241,7 +241,7 @@ TEST_CASE("Dataset: consistent event counts, subset, from CSV") {
     tapir::Tensor<float> x(tapir::Shape{3, 2}, {0, 1, 2, 3, 4, 5});
     tapir::Tensor<float> y(tapir::Shape{3}, {0, 1, 0});
     tapir::Tensor<float> w(tapir::Shape{3}, {1, 2, 3});
-    tapir::Dataset<float> d(x, y, w);
+    tapir::data::Dataset<float> d(x, y, w);
     CHECK(d.size() == 3);
     CHECK(d.weighted());
     CHECK_FALSE(d.has_aux());
@@ -250,14 +250,14 @@ TEST_CASE("Dataset: consistent event counts, subset, from CSV") {
     CHECK(s.y.to_vector() == std::vector<float>{0, 1});
     CHECK(s.w.to_vector() == std::vector<float>{3, 2});
 
-    CHECK(message_of<tapir::shape_error>([&] { tapir::Dataset<float>(x, tapir::Tensor<float>(tapir::Shape{4})); }) ==
+    CHECK(message_of<tapir::shape_error>([&] { tapir::data::Dataset<float>(x, tapir::Tensor<float>(tapir::Shape{4})); }) ==
           "Dataset: x has 3 events (shape (3, 2)) but y has shape (4,)");
     CHECK(message_of<tapir::shape_error>([&] {
-              tapir::Dataset<float>(x, y, tapir::Tensor<float>(tapir::Shape{3, 1}));
+              tapir::data::Dataset<float>(x, y, tapir::Tensor<float>(tapir::Shape{3, 1}));
           }) == "Dataset: w must be one weight per event, got shape (3, 1)");
 
-    const auto table = tapir::parse_csv(",a,b,m,label,wt\n0,1,2,120,1,0.5\n1,3,4,130,0,1.5\n", "d.csv");
-    const auto dc = tapir::make_dataset<double>(table, {"b", "a"}, "label", "wt", {"m"});
+    const auto table = tapir::io::parse_csv(",a,b,m,label,wt\n0,1,2,120,1,0.5\n1,3,4,130,0,1.5\n", "d.csv");
+    const auto dc = tapir::data::make_dataset<double>(table, {"b", "a"}, "label", "wt", {"m"});
     CHECK(dc.x.shape() == tapir::Shape{2, 2});
     CHECK(dc.x.to_vector() == std::vector<double>{2, 1, 4, 3});
     CHECK(dc.y.shape() == tapir::Shape{2});
@@ -265,7 +265,7 @@ TEST_CASE("Dataset: consistent event counts, subset, from CSV") {
     CHECK(dc.w.to_vector() == std::vector<double>{0.5, 1.5});
     CHECK(dc.aux.shape() == tapir::Shape{2, 1});
     CHECK(dc.aux.to_vector() == std::vector<double>{120, 130});
-    CHECK(message_of<tapir::value_error>([&] { tapir::make_dataset<double>(table, {"a"}, "y"); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::data::make_dataset<double>(table, {"a"}, "y"); }) ==
           "d.csv: unknown column 'y' (available: a, b, m, label, wt)");
 }
 
@@ -280,11 +280,11 @@ TEST_CASE("DataLoader: batches cover every event once per epoch, seeded, partial
         y[i] = static_cast<double>(i % 2);
         aux[i] = 1000.0 + static_cast<double>(i);
     }
-    tapir::Dataset<double> d(x, y, {}, aux);
+    tapir::data::Dataset<double> d(x, y, {}, aux);
 
-    tapir::LoaderOptions opt;
+    tapir::data::LoaderOptions opt;
     opt.seed = 9;
-    tapir::DataLoader<double> loader(d, 4, opt);
+    tapir::data::DataLoader<double> loader(d, 4, opt);
     CHECK(loader.size() == 3);
     std::vector<std::size_t> sizes, seen;
     for (const auto& b : loader) {
@@ -314,7 +314,7 @@ TEST_CASE("DataLoader: batches cover every event once per epoch, seeded, partial
     CHECK(seen != epoch0);
 
     // The order is a function of (seed, epoch): a new loader and set_epoch(0) reproduce it.
-    tapir::DataLoader<double> other(d, 4, opt);
+    tapir::data::DataLoader<double> other(d, 4, opt);
     seen.clear();
     for (const auto& b : other) seen.insert(seen.end(), b.indices.begin(), b.indices.end());
     CHECK(seen == epoch0);
@@ -323,7 +323,7 @@ TEST_CASE("DataLoader: batches cover every event once per epoch, seeded, partial
     CHECK(loader.batch(1).indices == std::vector<std::size_t>(epoch0.begin() + 4, epoch0.begin() + 8));
 
     opt.drop_last = true;
-    tapir::DataLoader<double> drop(d, 4, opt);
+    tapir::data::DataLoader<double> drop(d, 4, opt);
     CHECK(drop.size() == 2);
     sizes.clear();
     for (const auto& b : drop) sizes.push_back(b.size());
@@ -331,13 +331,13 @@ TEST_CASE("DataLoader: batches cover every event once per epoch, seeded, partial
 
     opt.shuffle = false;
     opt.drop_last = false;
-    tapir::DataLoader<double> plain(d, 3, opt);
+    tapir::data::DataLoader<double> plain(d, 3, opt);
     seen.clear();
     for (const auto& b : plain) seen.insert(seen.end(), b.indices.begin(), b.indices.end());
     CHECK(seen == iota_vec(n));
     CHECK(plain.size() == 4);
 
-    CHECK(message_of<tapir::value_error>([&] { tapir::DataLoader<double>(d, 0); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::data::DataLoader<double>(d, 0); }) ==
           "DataLoader: batch_size must be positive");
     CHECK(message_of<tapir::value_error>([&] { plain.batch(4); }) == "DataLoader::batch: batch 4 of 4");
 }
@@ -346,8 +346,8 @@ TEST_CASE("DataLoader: weights are gathered with their events") {
     tapir::Tensor<float> x(tapir::Shape{5, 1}, {0, 1, 2, 3, 4});
     tapir::Tensor<float> y(tapir::Shape{5}, {0, 1, 0, 1, 0});
     tapir::Tensor<float> w(tapir::Shape{5}, {0.5f, 1.5f, 2.5f, 3.5f, -1.0f});
-    tapir::Dataset<float> d(x, y, w);
-    tapir::DataLoader<float> loader(d, 2);
+    tapir::data::Dataset<float> d(x, y, w);
+    tapir::data::DataLoader<float> loader(d, 2);
     std::size_t count = 0;
     for (const auto& b : loader)
         for (std::size_t k = 0; k < b.size(); ++k) {

@@ -105,7 +105,7 @@ inline tapir::deploy::Isa matching_isa() {
 
 struct Higgs {
     tapir::nn::Sequential<float> net;
-    tapir::StandardScaler scaler;
+    tapir::data::StandardScaler scaler;
     tapir::Tensor<float> x_train, x_test;  ///< raw features (n x 8)
     std::vector<double> y_test;
     std::vector<float> p_test;  ///< dynamic model on the standardised test events
@@ -169,7 +169,7 @@ inline const Higgs& higgs() {
 }
 
 inline double auc(const std::vector<float>& scores, const std::vector<double>& labels) {
-    return tapir::roc_auc(scores, labels);
+    return tapir::metrics::roc_auc(scores, labels);
 }
 
 /// A Sequential MLP with the given sizes and one activation per dense layer (Dense + activation

@@ -13,7 +13,7 @@
 
 namespace {
 
-void check_table(const tapir::CsvTable& t, bool finite_only) {
+void check_table(const tapir::io::CsvTable& t, bool finite_only) {
     if (t.rows == 0 || t.cols() == 0 || t.values.size() != t.rows * t.cols()) std::abort();
     if (finite_only)
         for (double v : t.values)
@@ -23,9 +23,9 @@ void check_table(const tapir::CsvTable& t, bool finite_only) {
 }
 
 /// One parse; returns whether it succeeded. Only tapir's exception types may escape parse_csv.
-bool parse_once(std::string_view text, const tapir::CsvOptions& opt, tapir::CsvTable* out) {
+bool parse_once(std::string_view text, const tapir::io::CsvOptions& opt, tapir::io::CsvTable* out) {
     try {
-        tapir::CsvTable t = tapir::parse_csv(text, "fuzz.csv", opt);
+        tapir::io::CsvTable t = tapir::io::parse_csv(text, "fuzz.csv", opt);
         check_table(t, !opt.allow_non_finite);
         try {
             (void)t.to_tensor<float>();  // may overflow float: value_error
@@ -44,15 +44,15 @@ bool parse_once(std::string_view text, const tapir::CsvOptions& opt, tapir::CsvT
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view text(reinterpret_cast<const char*>(data), size);
 
-    tapir::CsvTable t;
-    tapir::CsvOptions opt;
+    tapir::io::CsvTable t;
+    tapir::io::CsvOptions opt;
     const bool ok = parse_once(text, opt, &t);
 
     // Column selection in reverse order, and one column name that does not exist.
     if (ok) {
-        tapir::CsvOptions sel;
+        tapir::io::CsvOptions sel;
         sel.columns.assign(t.names.rbegin(), t.names.rend());
-        tapir::CsvTable r;
+        tapir::io::CsvTable r;
         if (!parse_once(text, sel, &r)) std::abort();  // same text, a subset of its columns
         if (r.rows != t.rows) std::abort();
         for (std::size_t i = 0; i < t.rows; ++i)
@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
 
     // Other dialects: ';' and tab delimiters with nan/inf allowed.
-    tapir::CsvOptions alt;
+    tapir::io::CsvOptions alt;
     alt.allow_non_finite = true;
     alt.delimiter = ';';
     (void)parse_once(text, alt, nullptr);

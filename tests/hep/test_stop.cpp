@@ -14,6 +14,8 @@
 #include <tapir/hep/sampling.hpp>
 #include <tapir/hep/stop.hpp>
 
+#include "support/statistics.hpp"
+
 namespace hep = tapir::hep;
 namespace smp = tapir::hep::sampling;
 using hep::FourVector;
@@ -22,14 +24,8 @@ using hep::StopEvent;
 
 namespace {
 
-double mean(const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
-
-double variance(const std::vector<double>& x) {
-    const double m = mean(x);
-    double s = 0;
-    for (double v : x) s += (v - m) * (v - m);
-    return s / static_cast<double>(x.size() - 1);
-}
+using tapir_test::mean;
+using tapir_test::variance;
 
 double fraction_above(const std::vector<StopEvent>& ev, double StopEvent::*f, double cut) {
     double n = 0;
@@ -121,7 +117,7 @@ TEST_CASE("stop: 21 named features; a seed gives the same events") {
     CHECK(differ > 190);
 }
 
-TEST_CASE("stop: events pass the seed's preselection and features are consistent") {
+TEST_CASE("stop: events pass the preselection and features are consistent") {
     StopConfig cfg;
     const auto ev = hep::generate_stop(3000, 8, cfg);
     std::size_t bad = 0;

@@ -12,6 +12,8 @@
 #include <tapir/hep/kinematics.hpp>
 #include <tapir/hep/zgamma.hpp>
 
+#include "support/statistics.hpp"
+
 namespace hep = tapir::hep;
 using hep::FourVector;
 using hep::ZGammaConfig;
@@ -19,40 +21,12 @@ using hep::ZGammaEvent;
 
 namespace {
 
+using tapir_test::correlation;
+using tapir_test::exponential_slope;
+using tapir_test::mean;
+using tapir_test::quantile;
+
 constexpr double kPi = 3.14159265358979323846;
-
-double mean(const std::vector<double>& x) { return std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(x.size()); }
-
-double quantile(std::vector<double> x, double p) {
-    std::sort(x.begin(), x.end());
-    const double pos = p * static_cast<double>(x.size() - 1);
-    const auto i = static_cast<std::size_t>(pos);
-    const double f = pos - static_cast<double>(i);
-    return i + 1 < x.size() ? x[i] * (1 - f) + x[i + 1] * f : x[i];
-}
-
-double correlation(const std::vector<double>& x, const std::vector<double>& y) {
-    const double mx = mean(x), my = mean(y);
-    double sxy = 0, sxx = 0, syy = 0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        sxy += (x[i] - mx) * (y[i] - my);
-        sxx += (x[i] - mx) * (x[i] - mx);
-        syy += (y[i] - my) * (y[i] - my);
-    }
-    return sxy / std::sqrt(sxx * syy);
-}
-
-/// Maximum-likelihood slope of exp(s m) truncated to [lo, hi], from the sample mean (bisection).
-double exponential_slope(const std::vector<double>& m, double lo, double hi) {
-    const double target = mean(m) - lo, L = hi - lo;
-    double a = 1e-6, b = 1.0;  // decay rate
-    for (int it = 0; it < 100; ++it) {
-        const double r = 0.5 * (a + b);
-        const double expected = 1 / r - L / std::expm1(r * L);
-        (expected > target ? a : b) = r;
-    }
-    return -0.5 * (a + b);
-}
 
 std::vector<double> column(const std::vector<ZGammaEvent>& ev, std::size_t j) {
     std::vector<double> out;
@@ -67,7 +41,7 @@ std::size_t index_of(const std::string& name) {
 
 } // namespace
 
-TEST_CASE("zgamma: 18 named features, as the seed lists them") {
+TEST_CASE("zgamma: 18 named features") {
     const auto& names = hep::zgamma_feature_names();
     CHECK(names.size() == 18);
     CHECK(ZGammaEvent::num_features == 18);

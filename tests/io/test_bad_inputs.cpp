@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <string>
@@ -72,9 +73,9 @@ std::string thrown_kind(const std::function<void()>& f, std::string& msg) {
     return "nothing";
 }
 
-CsvTable csv(const std::string& text, const CsvOptions& opt = {}) { return parse_csv(text, "bad.csv", opt); }
-CsvOptions columns(std::vector<std::string> c) {
-    CsvOptions o;
+io::CsvTable csv(const std::string& text, const io::CsvOptions& opt = {}) { return io::parse_csv(text, "bad.csv", opt); }
+io::CsvOptions columns(std::vector<std::string> c) {
+    io::CsvOptions o;
     o.columns = std::move(c);
     return o;
 }
@@ -117,6 +118,9 @@ TEST_CASE("bad inputs: every row throws the documented error") {
     std::string corrupted = good;
     corrupted[40] = static_cast<char>(corrupted[40] ^ 0x10);
 
+    const std::string dir = (std::filesystem::temp_directory_path() / "tapir_bad_inputs_dir").string();
+    std::filesystem::create_directories(dir);
+
     Rng rng(1);
     nn::Dense<float> dense(3, 2, rng);
     nn::BatchNorm<float> batchnorm(3);
@@ -147,13 +151,13 @@ TEST_CASE("bad inputs: every row throws the documented error") {
          "bad.csv: unknown column 'phi' (available: pt, eta)"},
 
         // ---- labels outside {0, 1} --------------------------------------------------------------
-        {"roc_auc label 2", [] { (void)roc_auc({0.1, 0.9, 0.4}, {0.0, 2.0, 1.0}); }, Kind::value,
+        {"roc_auc label 2", [] { (void)metrics::roc_auc({0.1, 0.9, 0.4}, {0.0, 2.0, 1.0}); }, Kind::value,
          "roc_auc: label 2 at index 1 is not 0 or 1"},
-        {"roc_auc label -1", [] { (void)roc_auc({0.1, 0.9}, {-1.0, 1.0}); }, Kind::value,
+        {"roc_auc label -1", [] { (void)metrics::roc_auc({0.1, 0.9}, {-1.0, 1.0}); }, Kind::value,
          "roc_auc: label -1 at index 0 is not 0 or 1"},
-        {"roc_auc NaN label", [] { (void)roc_auc({0.1, 0.9}, {0.0, std::nan("")}); }, Kind::value,
+        {"roc_auc NaN label", [] { (void)metrics::roc_auc({0.1, 0.9}, {0.0, std::nan("")}); }, Kind::value,
          "roc_auc: label nan at index 1 is not 0 or 1"},
-        {"balanced_weights label 0.5", [] { (void)balanced_weights({0.0, 0.5, 1.0}); }, Kind::value,
+        {"balanced_weights label 0.5", [] { (void)data::balanced_weights({0.0, 0.5, 1.0}); }, Kind::value,
          "balanced_weights: label 0.5 at index 1 is not 0 or 1"},
 
         // ---- shapes: each layer and op names both shapes --------------------------------------
@@ -193,7 +197,7 @@ TEST_CASE("bad inputs: every row throws the documented error") {
              (void)tr.step(filled(Shape{4, 8}), filled(Shape{4, 1}), nullptr, &idx, 0);
          },
          Kind::value, "Trainer: empty batch"},
-        {"roc_auc on no events", [] { (void)roc_auc(std::vector<double>{}, std::vector<double>{}); }, Kind::value,
+        {"roc_auc on no events", [] { (void)metrics::roc_auc(std::vector<double>{}, std::vector<double>{}); }, Kind::value,
          "roc_auc: empty input"},
 
         // ---- learning rates ---------------------------------------------------------------------
@@ -241,6 +245,10 @@ TEST_CASE("bad inputs: every row throws the documented error") {
              net.load(io::save_model_to_string<double>({{"w", &w}}));
          },
          Kind::format, "net.tpr: the file holds float64 values but the model is float32"},
+        {"load_model from a directory", [&] { io::load_model(dir, net.m.named_parameters()); }, Kind::format,
+         "load_model: cannot read '" + dir + "': Is a directory"},
+        {"save_model to a directory", [&] { io::save_model(dir, net.m.named_parameters()); }, Kind::format,
+         "save_model: cannot write '" + dir + "': Is a directory"},
     };
 
     for (const Row& row : table) {
@@ -251,6 +259,8 @@ TEST_CASE("bad inputs: every row throws the documented error") {
         CHECK(got == kind_name(row.kind));
         CHECK(msg.find(row.message) != std::string::npos);
     }
-    // A failed load changes nothing.
+    // A failed load changes nothing; a failed save leaves no temporary file behind.
     CHECK(net.file() == good);
+    CHECK_FALSE(std::filesystem::exists(dir + ".tmp"));
+    std::filesystem::remove(dir);
 }

@@ -32,8 +32,8 @@ std::string message_of(F&& f) {
     return "";
 }
 
-std::string parse_error_of(const std::string& text, const tapir::CsvOptions& opt = {}) {
-    return message_of<tapir::parse_error>([&] { tapir::parse_csv(text, "t.csv", opt); });
+std::string parse_error_of(const std::string& text, const tapir::io::CsvOptions& opt = {}) {
+    return message_of<tapir::parse_error>([&] { tapir::io::parse_csv(text, "t.csv", opt); });
 }
 
 std::string temp_path(const char* name) { return std::string("/tmp/tapir_test_csv_") + name; }
@@ -41,7 +41,7 @@ std::string temp_path(const char* name) { return std::string("/tmp/tapir_test_cs
 } // namespace
 
 TEST_CASE("course format: unnamed index column skipped, named columns in file order") {
-    const auto t = tapir::parse_csv(course_text, "course.csv");
+    const auto t = tapir::io::parse_csv(course_text, "course.csv");
     CHECK(t.source == "course.csv");
     REQUIRE(t.cols() == 10);
     CHECK(t.names.front() == "pt_y1");
@@ -60,9 +60,9 @@ TEST_CASE("course format: unnamed index column skipped, named columns in file or
 }
 
 TEST_CASE("columns selected by name, in the requested order; to_tensor") {
-    tapir::CsvOptions opt;
+    tapir::io::CsvOptions opt;
     opt.columns = {"myy", "pt_y1", "label"};
-    const auto t = tapir::parse_csv(course_text, "course.csv", opt);
+    const auto t = tapir::io::parse_csv(course_text, "course.csv", opt);
     REQUIRE(t.names == std::vector<std::string>{"myy", "pt_y1", "label"});
     REQUIRE(t.rows == 2);
     CHECK(t.values == std::vector<double>{122.464, 62.2385, 0, 125.308, 69.5362, 1});
@@ -78,27 +78,27 @@ TEST_CASE("columns selected by name, in the requested order; to_tensor") {
 
     CHECK(message_of<tapir::value_error>([&] { t.index("eta_y1"); }) ==
           "course.csv: unknown column 'eta_y1' (available: myy, pt_y1, label)");
-    const auto big = tapir::parse_csv("a\n1e300\n", "big.csv");
+    const auto big = tapir::io::parse_csv("a\n1e300\n", "big.csv");
     CHECK(message_of<tapir::value_error>([&] { big.to_tensor<float>({"a"}); }) ==
           "big.csv: to_tensor: value 1e+300 in row 1, column 'a' overflows the tensor's float type");
     CHECK(big.to_tensor<double>({"a"})[0] == 1e300);
 }
 
 TEST_CASE("unknown and duplicate column requests list the names") {
-    tapir::CsvOptions opt;
+    tapir::io::CsvOptions opt;
     opt.columns = {"pt_y1", "mass"};
-    CHECK(message_of<tapir::value_error>([&] { tapir::parse_csv(course_text, "course.csv", opt); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::io::parse_csv(course_text, "course.csv", opt); }) ==
           "course.csv: unknown column 'mass' (available: pt_y1, eta_y1, phi_y1, e_y1, pt_y2, eta_y2, phi_y2, e_y2, "
           "myy, label)");
     opt.columns = {"foo", "a", "bar"};
-    CHECK(message_of<tapir::value_error>([&] { tapir::parse_csv("a,b\n1,2\n", "t.csv", opt); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::io::parse_csv("a,b\n1,2\n", "t.csv", opt); }) ==
           "t.csv: unknown columns 'foo', 'bar' (available: a, b)");
     opt.columns = {"a", "b", "a"};
-    CHECK(message_of<tapir::value_error>([&] { tapir::parse_csv("a,b\n1,2\n", "t.csv", opt); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::io::parse_csv("a,b\n1,2\n", "t.csv", opt); }) ==
           "t.csv: column 'a' is requested twice");
     // The unnamed index column cannot be requested.
     opt.columns = {""};
-    CHECK(message_of<tapir::value_error>([&] { tapir::parse_csv(",a\n0,1\n", "t.csv", opt); }) ==
+    CHECK(message_of<tapir::value_error>([&] { tapir::io::parse_csv(",a\n0,1\n", "t.csv", opt); }) ==
           "t.csv: unknown column '' (available: a)");
 }
 
@@ -107,24 +107,24 @@ TEST_CASE("quoted fields, escaped quotes, delimiters and newlines inside quotes"
                              "\"1.5\",\"x, \"\"y\"\"\",  2 \n"
                              "\" -3 \",\"two\nlines\",+4e2\n"
                              "7,,8\n";
-    tapir::CsvOptions opt;
+    tapir::io::CsvOptions opt;
     opt.columns = {"a,1", "b\"q"};
-    const auto t = tapir::parse_csv(text, "q.csv", opt);
+    const auto t = tapir::io::parse_csv(text, "q.csv", opt);
     REQUIRE(t.rows == 3);
     CHECK(t.values == std::vector<double>{1.5, 2, -3, 400, 7, 8});
     // The embedded newline counts as a line: the error after it names line 5.
     const std::string bad = text + "1,z,abc\n";
-    CHECK(message_of<tapir::parse_error>([&] { tapir::parse_csv(bad, "q.csv", opt); }) ==
+    CHECK(message_of<tapir::parse_error>([&] { tapir::io::parse_csv(bad, "q.csv", opt); }) ==
           "q.csv:6: column 3 (b\"q): 'abc' is not a number");
 }
 
 TEST_CASE("line ends, blank lines, BOM, spaces, missing final newline") {
-    const auto crlf = tapir::parse_csv("a,b\r\n1,2\r\n\r\n3 , 4\r\n", "t.csv");
+    const auto crlf = tapir::io::parse_csv("a,b\r\n1,2\r\n\r\n3 , 4\r\n", "t.csv");
     CHECK(crlf.rows == 2);
     CHECK(crlf.values == std::vector<double>{1, 2, 3, 4});
-    const auto cr = tapir::parse_csv("a,b\r1,2\r3,4", "t.csv");
+    const auto cr = tapir::io::parse_csv("a,b\r1,2\r3,4", "t.csv");
     CHECK(cr.values == std::vector<double>{1, 2, 3, 4});
-    const auto bom = tapir::parse_csv("\xEF\xBB\xBF\n\na\n\n5\n\n", "t.csv");
+    const auto bom = tapir::io::parse_csv("\xEF\xBB\xBF\n\na\n\n5\n\n", "t.csv");
     REQUIRE(bom.names == std::vector<std::string>{"a"});
     CHECK(bom.values == std::vector<double>{5});
     // Line numbers stay physical across CRLF and blank lines.
@@ -132,14 +132,31 @@ TEST_CASE("line ends, blank lines, BOM, spaces, missing final newline") {
     CHECK(parse_error_of("a,b\r1,2\r\r3,x") == "t.csv:4: column 2 (b): 'x' is not a number");
 }
 
+TEST_CASE("lines of only spaces and tabs are blank lines, wherever they are") {
+    const auto t = tapir::io::parse_csv("  \t\na,b\n1,2\n   \n\t\n \t \r\n3,4\n  ", "t.csv");
+    CHECK(t.names == std::vector<std::string>{"a", "b"});
+    CHECK(t.rows == 2);
+    CHECK(t.values == std::vector<double>{1, 2, 3, 4});
+    CHECK(tapir::io::parse_csv("a\n5\n \t", "t.csv").values == std::vector<double>{5});
+    // Line numbers stay physical across them.
+    CHECK(parse_error_of("a,b\n  \n\t\n3,x\n") == "t.csv:4: column 2 (b): 'x' is not a number");
+    CHECK(parse_error_of("   \n\t\n") == "t.csv: empty file (no header row)");
+    CHECK(parse_error_of("a,b\n \n") == "t.csv: no data rows (the file has only a header)");
+    // A line of tabs in a tab-separated file is a row of empty fields, not a blank line.
+    tapir::io::CsvOptions tsv;
+    tsv.delimiter = '\t';
+    CHECK(parse_error_of("x\ty\n1\t2\n\t\n", tsv) == "t.csv:3: column 1 (x): empty field (expected a number)");
+    CHECK(tapir::io::parse_csv("x\ty\n1\t2\n  \n", "t.tsv", tsv).rows == 1);
+}
+
 TEST_CASE("other delimiters") {
-    tapir::CsvOptions opt;
+    tapir::io::CsvOptions opt;
     opt.delimiter = '\t';
-    const auto t = tapir::parse_csv("x\ty\n1\t 2\n", "t.tsv", opt);
+    const auto t = tapir::io::parse_csv("x\ty\n1\t 2\n", "t.tsv", opt);
     CHECK(t.values == std::vector<double>{1, 2});
     opt.delimiter = ';';
-    CHECK(tapir::parse_csv("x;\"y;z\"\n-1;2,\n", "t.csv", [] {
-              tapir::CsvOptions o;
+    CHECK(tapir::io::parse_csv("x;\"y;z\"\n-1;2,\n", "t.csv", [] {
+              tapir::io::CsvOptions o;
               o.delimiter = ';';
               o.columns = {"x"};
               return o;
@@ -148,7 +165,7 @@ TEST_CASE("other delimiters") {
 }
 
 TEST_CASE("number syntax: exponents, signs, underflow to zero, overflow is an error") {
-    const auto t = tapir::parse_csv("a\n1e3\n-2.5E-1\n.5\n5.\n+7\n1e-400\n-1e-400\n0.000000000001e-320\n4e-320\n", "n.csv");
+    const auto t = tapir::io::parse_csv("a\n1e3\n-2.5E-1\n.5\n5.\n+7\n1e-400\n-1e-400\n0.000000000001e-320\n4e-320\n", "n.csv");
     REQUIRE(t.rows == 9);
     CHECK(t.values[0] == 1000.0);
     CHECK(t.values[1] == -0.25);
@@ -167,7 +184,7 @@ TEST_CASE("number syntax: exponents, signs, underflow to zero, overflow is an er
     for (const char* bad : {"1.5e", "+-1", "++1", "0x10", "1,5", "-", "e5", "1 2", "1e5x", "NA"}) {
         const std::string field = std::string(bad);
         CHECK(parse_error_of(std::string("a;b\n1;") + bad + "\n", [] {
-                  tapir::CsvOptions o;
+                  tapir::io::CsvOptions o;
                   o.delimiter = ';';
                   return o;
               }()) == "t.csv:2: column 2 (b): '" + field + "' is not a number");
@@ -177,14 +194,14 @@ TEST_CASE("number syntax: exponents, signs, underflow to zero, overflow is an er
 TEST_CASE("error messages name file, line, column number and name") {
     // The issue's example: a non-numeric field.
     const std::string bad_eta = std::string(course_text) + "2,40.1,abc,0.1,50,30,0.2,0.3,40,110,0\n";
-    CHECK(message_of<tapir::parse_error>([&] { tapir::parse_csv(bad_eta, "file.csv"); }) ==
+    CHECK(message_of<tapir::parse_error>([&] { tapir::io::parse_csv(bad_eta, "file.csv"); }) ==
           "file.csv:4: column 3 (eta_y1): 'abc' is not a number");
     // Ragged rows: too few and too many fields.
     CHECK(message_of<tapir::parse_error>([&] {
-              tapir::parse_csv(std::string(course_text) + "2,40.1,1,0.1,50,30,0.2,0.3,40,110\n", "file.csv");
+              tapir::io::parse_csv(std::string(course_text) + "2,40.1,1,0.1,50,30,0.2,0.3,40,110\n", "file.csv");
           }) == "file.csv:4: column 11 (label) is missing (the row has 10 fields, the header 11)");
     CHECK(message_of<tapir::parse_error>([&] {
-              tapir::parse_csv(std::string(course_text) + "2,40.1,1,0.1,50,30,0.2,0.3,40,110,1,7,\"8\"\n", "file.csv");
+              tapir::io::parse_csv(std::string(course_text) + "2,40.1,1,0.1,50,30,0.2,0.3,40,110,1,7,\"8\"\n", "file.csv");
           }) == "file.csv:4: column 12: unexpected extra field (the row has 13 fields, the header 11)");
     CHECK(parse_error_of("a,b\n1\n") == "t.csv:2: column 2 (b) is missing (the row has 1 field, the header 2)");
     // Empty fields are errors, not NaN.
@@ -202,9 +219,9 @@ TEST_CASE("error messages name file, line, column number and name") {
     CHECK(parse_error_of("a,b,a\n1,2,3\n") == "t.csv:1: column 3: duplicate column name 'a' (also column 1)");
     CHECK(parse_error_of("\n,\n1,2\n") == "t.csv:2: the header names no columns");
     CHECK(message_of<tapir::value_error>([] {
-              tapir::CsvOptions o;
+              tapir::io::CsvOptions o;
               o.delimiter = '"';
-              tapir::parse_csv("a\n1\n", "t.csv", o);
+              tapir::io::parse_csv("a\n1\n", "t.csv", o);
           }) == "t.csv: invalid CSV delimiter '\"'");
 }
 
@@ -224,9 +241,9 @@ TEST_CASE("non-finite values are rejected with their position unless allowed") {
           "t.csv:2: column 2 (b): non-finite value '+inf' (set CsvOptions::allow_non_finite to accept it)");
     CHECK(parse_error_of("a,b\n1,\"inf\"\n") ==
           "t.csv:2: column 2 (b): non-finite value 'inf' (set CsvOptions::allow_non_finite to accept it)");
-    tapir::CsvOptions opt;
+    tapir::io::CsvOptions opt;
     opt.allow_non_finite = true;
-    const auto t = tapir::parse_csv(text, "t.csv", opt);
+    const auto t = tapir::io::parse_csv(text, "t.csv", opt);
     REQUIRE(t.rows == 4);
     CHECK(std::isnan(t(1, 0)));
     CHECK(t(2, 1) == -std::numeric_limits<double>::infinity());
@@ -247,8 +264,8 @@ TEST_CASE("files: read, write round trip, errors with the path") {
     a[2] = std::numeric_limits<double>::denorm_min();
     a[3] = std::numeric_limits<double>::max();
     a[4] = -std::numeric_limits<double>::min();
-    tapir::write_csv(path, {"a, quoted \"name\"", "b"}, {a, b});
-    const auto t = tapir::read_csv(path);
+    tapir::io::write_csv(path, {"a, quoted \"name\"", "b"}, {a, b});
+    const auto t = tapir::io::read_csv(path);
     REQUIRE(t.names == std::vector<std::string>{"a, quoted \"name\"", "b"});
     REQUIRE(t.rows == 500);
     bool same = true;
@@ -258,23 +275,23 @@ TEST_CASE("files: read, write round trip, errors with the path") {
     }
     CHECK(same);
     // A table writes back to the same table.
-    tapir::write_csv(temp_path("roundtrip2.csv"), t);
-    const auto t2 = tapir::read_csv(temp_path("roundtrip2.csv"));
+    tapir::io::write_csv(temp_path("roundtrip2.csv"), t);
+    const auto t2 = tapir::io::read_csv(temp_path("roundtrip2.csv"));
     CHECK(t2.names == t.names);
     CHECK(t2.values == t.values);
     std::remove(path.c_str());
     std::remove(temp_path("roundtrip2.csv").c_str());
 
-    CHECK(message_of<tapir::parse_error>([] { tapir::read_csv("/nonexistent/dir/x.csv"); }) ==
+    CHECK(message_of<tapir::parse_error>([] { tapir::io::read_csv("/nonexistent/dir/x.csv"); }) ==
           "read_csv: cannot open '/nonexistent/dir/x.csv': No such file or directory");
-    CHECK(message_of<tapir::parse_error>([] { tapir::read_csv("/tmp"); }) ==
+    CHECK(message_of<tapir::parse_error>([] { tapir::io::read_csv("/tmp"); }) ==
           "read_csv: cannot read '/tmp': Is a directory");
-    CHECK(message_of<tapir::parse_error>([] { tapir::write_csv("/nonexistent/dir/x.csv", {"a"}, {{1.0}}); }) ==
+    CHECK(message_of<tapir::parse_error>([] { tapir::io::write_csv("/nonexistent/dir/x.csv", {"a"}, {{1.0}}); }) ==
           "write_csv: cannot open '/nonexistent/dir/x.csv' for writing: No such file or directory");
-    CHECK(message_of<tapir::value_error>([] { tapir::write_csv(temp_path("never.csv"), {"a", "b"}, {{1.0}}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::io::write_csv(temp_path("never.csv"), {"a", "b"}, {{1.0}}); }) ==
           "write_csv: 2 names but 1 columns");
     CHECK(message_of<tapir::value_error>([] {
-              tapir::write_csv(temp_path("never.csv"), {"a", "b"}, {{1.0, 2.0}, {1.0}});
+              tapir::io::write_csv(temp_path("never.csv"), {"a", "b"}, {{1.0, 2.0}, {1.0}});
           }) == "write_csv: column 'b' has 1 values but column 'a' has 2");
     // Errors in a file name the path.
     const std::string bad = temp_path("bad.csv");
@@ -284,7 +301,7 @@ TEST_CASE("files: read, write round trip, errors with the path") {
         std::fputs(",x,y\n0,1,2\n1,3,zz\n", f);
         std::fclose(f);
     }
-    CHECK(message_of<tapir::parse_error>([&] { tapir::read_csv(bad); }) ==
+    CHECK(message_of<tapir::parse_error>([&] { tapir::io::read_csv(bad); }) ==
           bad + ":3: column 3 (y): 'zz' is not a number");
     std::remove(bad.c_str());
 }
@@ -303,13 +320,13 @@ TEST_CASE("no per-field allocation: the allocation count does not grow with the 
         long long n_small, n_large;
         {
             tapir_test::AllocationScope scope;
-            const auto t = tapir::parse_csv(small, "s.csv");
+            const auto t = tapir::io::parse_csv(small, "s.csv");
             n_small = scope.count();
             CHECK(t.rows == 10);
         }
         {
             tapir_test::AllocationScope scope;
-            const auto t = tapir::parse_csv(large, "l.csv");
+            const auto t = tapir::io::parse_csv(large, "l.csv");
             n_large = scope.count();
             CHECK(t.rows == 20000);
             CHECK(t(19999, 1) == 19999.5);
@@ -338,7 +355,7 @@ TEST_CASE("malformed input never crashes: mutated text parses or throws parse_er
             }
         }
         try {
-            const auto t = tapir::parse_csv(s, "fuzz.csv");
+            const auto t = tapir::io::parse_csv(s, "fuzz.csv");
             CHECK(t.values.size() == t.rows * t.cols());
             for (double v : t.values) CHECK(std::isfinite(v));
             ++ok;
@@ -358,7 +375,7 @@ TEST_CASE("the H->gamma gamma course file") {
         MESSAGE("shared/data/higgs_diphoton_50k.csv not found; skipped");
         return;
     }
-    const auto t = tapir::read_csv(path);
+    const auto t = tapir::io::read_csv(path);
     REQUIRE(t.rows == 49999);
     REQUIRE(t.names == std::vector<std::string>{"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2",
                                                 "e_y2", "myy", "label"});

@@ -13,7 +13,7 @@
 #include <tapir/io/svg.hpp>
 #include <tapir/tensor/tensor.hpp>
 
-namespace plt = tapir::plot;
+namespace io = tapir::io;
 
 namespace {
 
@@ -143,28 +143,28 @@ TEST_CASE("the XML checker itself rejects broken documents") {
 }
 
 TEST_CASE("nice_ticks: 1-2-5 steps, exact decimal values") {
-    CHECK(plt::nice_ticks(0, 1) == std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1});
-    CHECK(plt::nice_ticks(-0.05, 1.05) == std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1});
-    CHECK(plt::nice_ticks(0, 100) == std::vector<double>{0, 20, 40, 60, 80, 100});
-    CHECK(plt::nice_ticks(0.3, 0.7) == std::vector<double>{0.3, 0.4, 0.5, 0.6, 0.7});
-    CHECK(plt::nice_ticks(105, 160) == std::vector<double>{110, 120, 130, 140, 150, 160});
-    CHECK(plt::nice_ticks(-3, 7) == std::vector<double>{-2, 0, 2, 4, 6});
-    CHECK(plt::nice_ticks(0, 1.5e6) == std::vector<double>{0, 5e5, 1e6, 1.5e6});
-    CHECK(plt::nice_ticks(1e-6, 5e-6) == std::vector<double>{1e-6, 2e-6, 3e-6, 4e-6, 5e-6});
-    CHECK(plt::nice_ticks(0, 1, 11) == std::vector<double>{0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1});
-    CHECK(plt::nice_ticks(0, 1, 3) == std::vector<double>{0, 0.5, 1});
-    CHECK(plt::nice_ticks(2.5, 2.5) == std::vector<double>{2.5});
-    CHECK_THROWS_AS(plt::nice_ticks(1, 0), tapir::value_error);
-    CHECK_THROWS_AS(plt::nice_ticks(0, kNaN), tapir::value_error);
+    CHECK(io::nice_ticks(0, 1) == std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1});
+    CHECK(io::nice_ticks(-0.05, 1.05) == std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1});
+    CHECK(io::nice_ticks(0, 100) == std::vector<double>{0, 20, 40, 60, 80, 100});
+    CHECK(io::nice_ticks(0.3, 0.7) == std::vector<double>{0.3, 0.4, 0.5, 0.6, 0.7});
+    CHECK(io::nice_ticks(105, 160) == std::vector<double>{110, 120, 130, 140, 150, 160});
+    CHECK(io::nice_ticks(-3, 7) == std::vector<double>{-2, 0, 2, 4, 6});
+    CHECK(io::nice_ticks(0, 1.5e6) == std::vector<double>{0, 5e5, 1e6, 1.5e6});
+    CHECK(io::nice_ticks(1e-6, 5e-6) == std::vector<double>{1e-6, 2e-6, 3e-6, 4e-6, 5e-6});
+    CHECK(io::nice_ticks(0, 1, 11) == std::vector<double>{0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1});
+    CHECK(io::nice_ticks(0, 1, 3) == std::vector<double>{0, 0.5, 1});
+    CHECK(io::nice_ticks(2.5, 2.5) == std::vector<double>{2.5});
+    CHECK_THROWS_AS(io::nice_ticks(1, 0), tapir::value_error);
+    CHECK_THROWS_AS(io::nice_ticks(0, kNaN), tapir::value_error);
 
     // Never a lone tick: more than asked for rather than one.
-    CHECK(plt::nice_ticks(0.001, 9.991, 3) == std::vector<double>{2, 4, 6, 8});
+    CHECK(io::nice_ticks(0.001, 9.991, 3) == std::vector<double>{2, 4, 6, 8});
     // Invariants over many ranges: inside, evenly spaced by 1, 2 or 5 x 10^k, at most as many as asked (or
     // up to 5 when fewer would leave one).
     for (double lo : {-1234.5, -1.0, 0.0, 0.001, 3.7, 1e5})
         for (double span : {1e-4, 0.37, 1.0, 9.99, 450.0, 3e7})
             for (int n : {3, 5, 7, 10}) {
-                const auto t = plt::nice_ticks(lo, lo + span, n);
+                const auto t = io::nice_ticks(lo, lo + span, n);
                 REQUIRE(t.size() >= 2);
                 CHECK(static_cast<int>(t.size()) <= std::max(n, 5));
                 CHECK(t.front() >= lo - 1e-9 * span);
@@ -175,30 +175,30 @@ TEST_CASE("nice_ticks: 1-2-5 steps, exact decimal values") {
                 for (std::size_t i = 1; i < t.size(); ++i) CHECK(t[i] - t[i - 1] == doctest::Approx(step).epsilon(1e-6));
             }
     // A range far below the resolution of its offset still gives ticks inside it.
-    const auto tiny = plt::nice_ticks(1e9, 1e9 + 1e-4);
+    const auto tiny = io::nice_ticks(1e9, 1e9 + 1e-4);
     CHECK(tiny.size() >= 2);
     CHECK(tiny.front() >= 1e9);
     CHECK(tiny.back() <= 1e9 + 1e-4);
 }
 
 TEST_CASE("log ticks: labelled decades, 1-2-5 fallback for narrow ranges") {
-    const auto t = tapir::plot::detail::log_ticks(1e-2, 1e3, 8);
+    const auto t = tapir::io::detail::log_ticks(1e-2, 1e3, 8);
     CHECK(t.major == std::vector<double>{1e-2, 1e-1, 1, 10, 100, 1000});
     REQUIRE(t.labels.size() == 6);
     CHECK(t.labels[0].base == "10");
     CHECK(t.labels[0].sup == "\u22122");
     CHECK(t.labels[3].sup == "1");
     CHECK(t.minor.size() == 5 * 8); // 2..9 in each of the five decades
-    const auto wide = tapir::plot::detail::log_ticks(1e-10, 1e10, 6);
+    const auto wide = tapir::io::detail::log_ticks(1e-10, 1e10, 6);
     CHECK(wide.major.size() <= 6);
     CHECK(wide.major.size() >= 4);
-    const auto narrow = tapir::plot::detail::log_ticks(0.015, 0.25, 6);
+    const auto narrow = tapir::io::detail::log_ticks(0.015, 0.25, 6);
     CHECK(narrow.major == std::vector<double>{0.02, 0.05, 0.1, 0.2});
     CHECK(narrow.labels[0].base == "0.02");
 }
 
 TEST_CASE("an empty figure is a valid SVG with default axes") {
-    plt::Figure fig;
+    io::Figure fig;
     const std::string svg = fig.to_string();
     CHECK(xml_problem(svg).empty());
     CHECK(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"640\" height=\"480\"") != std::string::npos);
@@ -207,10 +207,10 @@ TEST_CASE("an empty figure is a valid SVG with default axes") {
 }
 
 TEST_CASE("line series: one path each, legend entries, nice tick labels for known limits") {
-    plt::Figure fig(640, 480);
+    io::Figure fig(640, 480);
     auto& ax = fig.axes();
-    ax.line({0, 0.1, 0.5, 1}, {0, 0.6, 0.9, 1}, plt::Style("DNN").width(2));
-    ax.line(std::vector<float>{0, 1}, std::array<int, 2>{0, 1}, plt::Style("random", "#999999").dashed());
+    ax.line({0, 0.1, 0.5, 1}, {0, 0.6, 0.9, 1}, io::Style("DNN").width(2));
+    ax.line(std::vector<float>{0, 1}, std::array<int, 2>{0, 1}, io::Style("random", "#999999").dashed());
     ax.line({0, 1}, {0.5, 0.5}); // unlabelled: no legend entry
     ax.set_xlim(0, 1).set_ylim(0, 1).set_xlabel("ε_B").set_ylabel("ε_S").set_title("ROC");
     const std::string svg = fig.to_string();
@@ -238,14 +238,14 @@ TEST_CASE("line series: one path each, legend entries, nice tick labels for know
 }
 
 TEST_CASE("automatic limits: padded for lines, tight at histogram edges and baseline") {
-    plt::Figure fig(640, 480);
+    io::Figure fig(640, 480);
     fig.axes().line({0, 10}, {0, 5});
     const std::string svg = fig.to_string();
     CHECK(strings(texts(svg, "xtick")) == std::vector<std::string>{"0", "2", "4", "6", "8", "10"});
     const auto area = plot_area(svg);
     CHECK(texts(svg, "xtick").front().x > area[0] + 10); // 5 % padding left of 0
 
-    plt::Figure h(640, 480);
+    io::Figure h(640, 480);
     const auto c = h.axes().histogram({0.05, 0.15, 0.15, 1.0, 1.5, kNaN, -kInf}, 10, 0, 1);
     CHECK(c == std::vector<double>{1, 2, 0, 0, 0, 0, 0, 0, 0, 1}); // hi included, outside and non-finite dropped
     const std::string hs = h.to_string();
@@ -258,8 +258,8 @@ TEST_CASE("automatic limits: padded for lines, tight at histogram edges and base
     CHECK(hy.front().y < harea[1] + harea[3] + 6);
     CHECK(count(hs, "<path class=\"hist\"") == 1);
 
-    plt::Figure d(640, 480);
-    const auto dens = d.axes().histogram({0.1, 0.2, 0.3, 0.9}, {1, 1, 1, 5}, 4, 0, 1, plt::Style(), true);
+    io::Figure d(640, 480);
+    const auto dens = d.axes().histogram({0.1, 0.2, 0.3, 0.9}, {1, 1, 1, 5}, 4, 0, 1, io::Style(), true);
     double area_sum = 0;
     for (double v : dens) area_sum += v * 0.25;
     CHECK(area_sum == doctest::Approx(1.0));
@@ -269,7 +269,7 @@ TEST_CASE("automatic limits: padded for lines, tight at histogram edges and base
 }
 
 TEST_CASE("log axes put decades at evenly spaced pixels") {
-    plt::Figure fig(640, 480);
+    io::Figure fig(640, 480);
     auto& ax = fig.axes();
     ax.line({1, 2, 3}, {0.05, 3, 500}).set_log_y().set_ylim(1e-2, 1e3).set_log_x().set_xlim(1, 1000);
     const std::string svg = fig.to_string();
@@ -283,20 +283,20 @@ TEST_CASE("log axes put decades at evenly spaced pixels") {
     CHECK(xt[1].x - xt[0].x == doctest::Approx(area[2] / 3).epsilon(1e-3));
 
     // Non-positive limits on a log axis are an error that says so.
-    plt::Figure bad;
+    io::Figure bad;
     bad.axes().set_log_x().set_xlim(-1, 10);
     CHECK_THROWS_WITH_AS(bad.to_string(), doctest::Contains("log x axis needs positive limits"), tapir::value_error);
     // Automatic log limits ignore zeros and negatives.
-    plt::Figure autolog;
+    io::Figure autolog;
     autolog.axes().line({1, 2, 3, 4}, {0, -5, 10, 1000}).set_log_y();
     const std::string as = autolog.to_string();
     CHECK(strings(texts(as, "ytick")) == std::vector<std::string>{"10^{1}", "10^{2}", "10^{3}"});
 }
 
 TEST_CASE("non-finite input is skipped and never printed") {
-    plt::Figure fig(800, 400, 1, 2);
+    io::Figure fig(800, 400, 1, 2);
     auto& a = fig.axes(0, 0);
-    a.line({0, 1, 2, 3, 4}, {1, 2, kNaN, 4, 5}, plt::Style("gap"));
+    a.line({0, 1, 2, 3, 4}, {1, 2, kNaN, 4, 5}, io::Style("gap"));
     a.scatter({0, kInf, 2}, {1, 1, kNaN});
     a.errorbars({1, 2}, {1, 2}, {kNaN, 0.5});
     a.step_histogram({0, 1, 2}, {kNaN, 3});
@@ -317,7 +317,7 @@ TEST_CASE("non-finite input is skipped and never printed") {
 }
 
 TEST_CASE("extreme magnitudes stay finite and valid") {
-    plt::Figure fig(900, 400, 1, 3);
+    io::Figure fig(900, 400, 1, 3);
     fig.axes(0, 0).line({-1e308, 1e308}, {1e-310, 1e-300});
     fig.axes(0, 1).line({1, 2}, {1e-300, 1e300}).set_log_y();
     fig.axes(0, 2).scatter({1e9, 1e9 + 1e-4}, {0, 1});
@@ -325,7 +325,7 @@ TEST_CASE("extreme magnitudes stay finite and valid") {
     CHECK(xml_problem(svg).empty());
     for (const char* bad : {"nan", "inf"}) CHECK(svg.find(bad) == std::string::npos);
     CHECK(texts(svg, "ytick").size() >= 4);
-    CHECK_THROWS_AS(plt::Axes().set_xlim(-1e308, 1e308), tapir::value_error);
+    CHECK_THROWS_AS(io::Axes().set_xlim(-1e308, 1e308), tapir::value_error);
 }
 
 TEST_CASE("random series with holes always give a valid document") {
@@ -338,16 +338,16 @@ TEST_CASE("random series with holes always give a valid document") {
         return rng.normal() * std::pow(10.0, static_cast<double>(rng.uniform_int(13)) - 6);
     };
     for (int trial = 0; trial < 60; ++trial) {
-        plt::Figure fig(500, 400, 1, 2);
+        io::Figure fig(500, 400, 1, 2);
         auto& ax = fig.axes(0, trial % 2);
         const std::size_t n = rng.uniform_int(30);
         std::vector<double> x(n), y(n), e(n);
         for (std::size_t i = 0; i < n; ++i) x[i] = value(), y[i] = value(), e[i] = std::abs(value());
-        ax.line(x, y, plt::Style("l").marker('D'));
-        ax.scatter(y, x, plt::Style("s"), std::vector<std::string>(n, "p"));
-        ax.errorbars(x, y, e, plt::Style("e"), e);
+        ax.line(x, y, io::Style("l").marker('D'));
+        ax.scatter(y, x, io::Style("s"), std::vector<std::string>(n, "p"));
+        ax.errorbars(x, y, e, io::Style("e"), e);
         ax.fill_between(x, y, e);
-        ax.histogram(x, y, 7, -1, 1, plt::Style("h").fill(), trial % 3 == 0);
+        ax.histogram(x, y, 7, -1, 1, io::Style("h").fill(), trial % 3 == 0);
         ax.set_log_x(trial % 4 == 1).set_log_y(trial % 5 < 2).minor_ticks(trial % 2 == 0).grid(trial % 3 == 1);
         const std::string svg = fig.to_string();
         INFO("trial " << trial);
@@ -357,12 +357,12 @@ TEST_CASE("random series with holes always give a valid document") {
 }
 
 TEST_CASE("text is XML-escaped and repaired, UTF-8 kept") {
-    plt::Figure fig;
+    io::Figure fig;
     auto& ax = fig.axes();
-    ax.line({0, 1}, {0, 1}, plt::Style("a<b & \"c\" 'd' >"));
+    ax.line({0, 1}, {0, 1}, io::Style("a<b & \"c\" 'd' >"));
     ax.set_title("m_γγ < 130 GeV, λ = 0.1").set_xlabel("bad \xff byte\x01 and\nnewline");
     ax.annotate(0.1, 0.9, "line 1\n<line 2>");
-    ax.scatter({0.5}, {0.5}, plt::Style(), {"p&q"});
+    ax.scatter({0.5}, {0.5}, io::Style(), {"p&q"});
     const std::string svg = fig.to_string();
     CHECK(xml_problem(svg).empty());
     CHECK(svg.find("a&lt;b &amp; &quot;c&quot; &apos;d&apos; &gt;") != std::string::npos);
@@ -371,20 +371,20 @@ TEST_CASE("text is XML-escaped and repaired, UTF-8 kept") {
     CHECK(svg.find("<tspan x=\"") != std::string::npos);
     CHECK(svg.find("&lt;line 2&gt;</tspan>") != std::string::npos);
     CHECK(svg.find(">p&amp;q</text>") != std::string::npos);
-    CHECK(tapir::plot::detail::escape("\xe2\x82") == "\uFFFD\uFFFD");     // truncated sequence
-    CHECK(tapir::plot::detail::escape("\xed\xa0\x80") == "\uFFFD\uFFFD\uFFFD"); // surrogate
-    CHECK(tapir::plot::detail::escape("\xc0\xaf") == "\uFFFD\uFFFD");       // overlong '/'
+    CHECK(tapir::io::detail::escape("\xe2\x82") == "\uFFFD\uFFFD");     // truncated sequence
+    CHECK(tapir::io::detail::escape("\xed\xa0\x80") == "\uFFFD\uFFFD\uFFFD"); // surrogate
+    CHECK(tapir::io::detail::escape("\xc0\xaf") == "\uFFFD\uFFFD");       // overlong '/'
 }
 
 TEST_CASE("tick labels: compact, typographic minus, shared power of ten") {
-    plt::Figure fig;
+    io::Figure fig;
     fig.axes().line({-1, 1}, {0, 1}).set_xlim(-1, 1).set_ylim(0, 2e-5);
     const std::string svg = fig.to_string();
     CHECK(strings(texts(svg, "xtick")) ==
           std::vector<std::string>{"\u22121.0", "\u22120.5", "0.0", "0.5", "1.0"});
     CHECK(strings(texts(svg, "ytick")).back() == "2.0");
     CHECK(strings(texts(svg, "ypower")) == std::vector<std::string>{"\u00d710^{\u22125}"});
-    plt::Figure big;
+    io::Figure big;
     big.axes().line({0, 1}, {0, 4000}).set_xlim(0, 1).set_ylim(0, 4000);
     const auto bt = strings(texts(big.to_string(), "ytick"));
     CHECK(bt.front() == "0");
@@ -393,20 +393,20 @@ TEST_CASE("tick labels: compact, typographic minus, shared power of ten") {
 }
 
 TEST_CASE("legend: placement options, hidden on request, avoids data") {
-    auto legend_x = [](plt::Loc loc) {
-        plt::Figure fig;
+    auto legend_x = [](io::Loc loc) {
+        io::Figure fig;
         auto& ax = fig.axes();
-        ax.line({0, 1}, {0, 1}, plt::Style("diag")).legend(loc);
+        ax.line({0, 1}, {0, 1}, io::Style("diag")).legend(loc);
         const std::string svg = fig.to_string();
         const auto t = texts(svg, "legend-label");
         return t.empty() ? -1.0 : t[0].x;
     };
-    CHECK(legend_x(plt::Loc::upper_left) < 200);
-    CHECK(legend_x(plt::Loc::lower_right) > 400);
-    CHECK(legend_x(plt::Loc::none) == -1.0);
+    CHECK(legend_x(io::Loc::upper_left) < 200);
+    CHECK(legend_x(io::Loc::lower_right) > 400);
+    CHECK(legend_x(io::Loc::none) == -1.0);
     // "best" keeps the box off a rising diagonal: upper left or lower right, never on the line.
-    plt::Figure fig;
-    fig.axes().line({0, 1}, {0, 1}, plt::Style("diag"));
+    io::Figure fig;
+    fig.axes().line({0, 1}, {0, 1}, io::Style("diag"));
     const std::string svg = fig.to_string();
     const auto area = plot_area(svg);
     const auto lab = texts(svg, "legend-label");
@@ -416,9 +416,9 @@ TEST_CASE("legend: placement options, hidden on request, avoids data") {
 
     // A stacked histogram fills the lower part: the y range grows so the legend fits above the data.
     auto top_tick = [](bool labelled) {
-        plt::Figure f;
-        std::vector<plt::Style> st;
-        if (labelled) st = {plt::Style("bkg"), plt::Style("sig")};
+        io::Figure f;
+        std::vector<io::Style> st;
+        if (labelled) st = {io::Style("bkg"), io::Style("sig")};
         f.axes().stacked_histogram({0, 1, 2, 3}, {{5, 5, 5}, {4, 4, 4}}, st); // fills the plot up to the top
         return std::stod(texts(f.to_string(), "ytick").back().s);
     };
@@ -426,14 +426,14 @@ TEST_CASE("legend: placement options, hidden on request, avoids data") {
 }
 
 TEST_CASE("scatter labels, error bars, stacks, bands, reference lines and text") {
-    plt::Figure fig(700, 500);
+    io::Figure fig(700, 500);
     auto& ax = fig.axes();
-    ax.scatter({30, 45, 60}, {0.1, 0.05, 0.02}, plt::Style("adversarial").marker('s'), {"λ = 10", "λ = 1", "λ = 0"});
-    ax.errorbars({30, 40}, {0.1, 0.2}, {0.01, 0.02}, plt::Style("data", "black"), {2, 2});
-    ax.fill_between({30, 40, 50}, {0.1, 0.1, 0.1}, {0.2, 0.25, 0.2}, plt::Style("±1σ"));
-    ax.hline(0.15, plt::Style().dotted());
+    ax.scatter({30, 45, 60}, {0.1, 0.05, 0.02}, io::Style("adversarial").marker('s'), {"λ = 10", "λ = 1", "λ = 0"});
+    ax.errorbars({30, 40}, {0.1, 0.2}, {0.01, 0.02}, io::Style("data", "black"), {2, 2});
+    ax.fill_between({30, 40, 50}, {0.1, 0.1, 0.1}, {0.2, 0.25, 0.2}, io::Style("±1σ"));
+    ax.hline(0.15, io::Style().dotted());
     ax.vline(42);
-    ax.text(35, 0.12, "note", plt::Style().anchor("middle").font_size(10));
+    ax.text(35, 0.12, "note", io::Style().anchor("middle").font_size(10));
     const std::string svg = fig.to_string();
     CHECK(xml_problem(svg).empty());
     CHECK(strings(texts(svg, "point-label")) == std::vector<std::string>{"λ = 10", "λ = 1", "λ = 0"});
@@ -443,15 +443,15 @@ TEST_CASE("scatter labels, error bars, stacks, bands, reference lines and text")
     CHECK(strings(texts(svg, "legend-label")) == std::vector<std::string>{"adversarial", "data", "±1σ"});
     CHECK(svg.find(">note</tspan>") != std::string::npos);
 
-    plt::Figure st;
-    st.axes().stacked_histogram({0, 1, 2}, {{1, 2}, {3, 4}}, {plt::Style("a"), plt::Style("b")});
+    io::Figure st;
+    st.axes().stacked_histogram({0, 1, 2}, {{1, 2}, {3, 4}}, {io::Style("a"), io::Style("b")});
     const std::string ss = st.to_string();
     CHECK(count(ss, "<path class=\"hist-fill\"") == 2);
     CHECK(count(ss, "<path class=\"hist\"") == 2);
 }
 
 TEST_CASE("heatmap: cells, labels, values, colour bar, validation") {
-    plt::Figure fig(500, 450);
+    io::Figure fig(500, 450);
     fig.axes().heatmap(std::vector<double>{1, -0.5, -0.5, 1}, 2, 2, {"p_T", "η"}, {"p_T", "η"}, -1, 1, "", "ρ");
     const std::string svg = fig.to_string();
     CHECK(xml_problem(svg).empty());
@@ -466,11 +466,11 @@ TEST_CASE("heatmap: cells, labels, values, colour bar, validation") {
     CHECK(svg.find("fill=\"#ffffff\">1.00<") != std::string::npos);
     CHECK(svg.find("fill=\"#111111\">\u22120.50<") != std::string::npos);
 
-    plt::Figure big(500, 450); // tiny cells: no numbers
+    io::Figure big(500, 450); // tiny cells: no numbers
     big.axes().heatmap(std::vector<double>(60 * 60, 0.5), 60, 60);
     CHECK(count(big.to_string(), "</text>") < 20);
 
-    plt::Axes ax;
+    io::Axes ax;
     CHECK_THROWS_WITH_AS(ax.heatmap({1, 2, 3}, 2, 2), "Axes::heatmap: 3 values for a 2 x 2 matrix", tapir::shape_error);
     CHECK_THROWS_AS(ax.heatmap({1, 2, 3, 4}, 2, 2, {"a"}), tapir::shape_error);
     CHECK_THROWS_WITH_AS(ax.heatmap({1, 2, 3, 4}, 2, 2, {}, {}, 0, 1, "jet"), doctest::Contains("unknown colour map 'jet'"),
@@ -478,9 +478,9 @@ TEST_CASE("heatmap: cells, labels, values, colour bar, validation") {
 }
 
 TEST_CASE("grids of subplots and figure title") {
-    plt::Figure fig(1000, 400, 1, 2);
+    io::Figure fig(1000, 400, 1, 2);
     fig.suptitle("Diphoton mass");
-    fig.axes(0, 0).histogram({120, 125, 125, 130}, 10, 105, 160, plt::Style("sig"));
+    fig.axes(0, 0).histogram({120, 125, 125, 130}, 10, 105, 160, io::Style("sig"));
     fig.axes(0, 0).set_xlabel("m_γγ [GeV]");
     fig.axes(0, 1).line({0, 1}, {1, 0});
     const std::string svg = fig.to_string();
@@ -493,11 +493,11 @@ TEST_CASE("grids of subplots and figure title") {
     CHECK(std::stod(xt.front().s) >= 105);
     CHECK(xt.back().x > 500); // second panel's ticks are on the right half
     CHECK_THROWS_WITH_AS(fig.axes(1, 0), "Figure::axes: (1, 0) outside the 1 x 2 grid", tapir::value_error);
-    CHECK_THROWS_WITH_AS(plt::Figure(1, 2), doctest::Contains("Figure(width, height, rows, cols)"), tapir::value_error);
+    CHECK_THROWS_WITH_AS(io::Figure(1, 2), doctest::Contains("Figure(width, height, rows, cols)"), tapir::value_error);
 }
 
 TEST_CASE("bad series input is rejected with the sizes") {
-    plt::Axes ax;
+    io::Axes ax;
     CHECK_THROWS_WITH_AS(ax.line({1, 2, 3}, {1, 2}), "Axes::line: sizes differ: 3 vs 2 (ys)", tapir::shape_error);
     CHECK_THROWS_WITH_AS(ax.step_histogram({0, 1}, {1, 2}), "Axes::step_histogram: need counts + 1 edges, got 2 edges for 2 counts",
                          tapir::shape_error);
@@ -505,25 +505,25 @@ TEST_CASE("bad series input is rejected with the sizes") {
     CHECK_THROWS_AS(ax.histogram({1.0}, 0, 0, 1), tapir::value_error);
     CHECK_THROWS_AS(ax.histogram({1.0}, 10, 1, 1), tapir::value_error);
     CHECK_THROWS_AS(ax.errorbars({1}, {1}, {-0.1}), tapir::value_error);
-    CHECK_THROWS_AS(ax.scatter({1, 2}, {1, 2}, plt::Style(), {"one"}), tapir::shape_error);
+    CHECK_THROWS_AS(ax.scatter({1, 2}, {1, 2}, io::Style(), {"one"}), tapir::shape_error);
     CHECK_THROWS_AS(ax.set_xlim(1, 1), tapir::value_error);
     CHECK_THROWS_AS(ax.set_ylim(0, kInf), tapir::value_error);
-    CHECK_THROWS_AS(plt::Style().alpha(1.5), tapir::value_error);
-    CHECK_THROWS_AS(plt::Style().marker('?'), tapir::value_error);
-    CHECK_THROWS_AS(plt::Style().anchor("left"), tapir::value_error);
+    CHECK_THROWS_AS(io::Style().alpha(1.5), tapir::value_error);
+    CHECK_THROWS_AS(io::Style().marker('?'), tapir::value_error);
+    CHECK_THROWS_AS(io::Style().anchor("left"), tapir::value_error);
 }
 
 TEST_CASE("Values accept vectors, arrays, tensors and braced lists") {
     tapir::Tensor<float> t(tapir::Shape{3}, {1.0f, 2.0f, 3.5f});
-    const plt::Values a(t), b(std::vector<int>{1, 2}), c{0.5, 1.5};
+    const io::Values a(t), b(std::vector<int>{1, 2}), c{0.5, 1.5};
     CHECK(a.v == std::vector<double>{1, 2, 3.5});
     CHECK(b.v == std::vector<double>{1, 2});
     CHECK(c.size() == 2);
 }
 
 TEST_CASE("save writes the file and names the path when it cannot") {
-    plt::Figure fig;
-    fig.axes().line({0, 1}, {0, 1}, plt::Style("x"));
+    io::Figure fig;
+    fig.axes().line({0, 1}, {0, 1}, io::Style("x"));
     const std::string path = "tapir_test_svg_save.svg";
     fig.save(path);
     std::ifstream in(path, std::ios::binary);

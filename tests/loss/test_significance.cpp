@@ -53,7 +53,7 @@ TEST_CASE("AMS: check value, agreement with the metric, gradients") {
     CHECK(loss::ams(t.constant(Td::scalar(100)), t.constant(Td::scalar(1000))).item() == doctest::Approx(3.09669).epsilon(2e-6));
     for (double s : {0.5, 20.0, 300.0})
         for (double b : {0.0, 3.0, 5000.0})
-            CHECK(loss::ams(t.constant(Td::scalar(s)), t.constant(Td::scalar(b))).item() == doctest::Approx(ams(s, b)).epsilon(1e-11));
+            CHECK(loss::ams(t.constant(Td::scalar(s)), t.constant(Td::scalar(b))).item() == doctest::Approx(metrics::ams(s, b)).epsilon(1e-11));
     const GradcheckFn f = [](Tape<double>&, const Vs& x) { return loss::ams(x[0], x[1]); };
     CHECK(gradcheck(f, {Td(Shape{1}, {20.0}), Td(Shape{1}, {3.0})}).passed);
     CHECK(gradgradcheck(f, {Td(Shape{1}, {20.0}), Td(Shape{1}, {3.0})}, 1e-5, 1e-5).passed);
@@ -86,7 +86,7 @@ TEST_CASE("Asimov significance agrees with the textbook formula and the metric a
         for (double b : {0.2, 5.0, 1000.0, 1e5}) {
             for (double r : {0.0, 1e-6, 0.01, 0.1, 0.3, 0.5, 2.0}) {
                 const double z = z_and_grad(s, b, r).z;
-                const double m = asimov_significance(s, b, r);
+                const double m = metrics::asimov_significance(s, b, r);
                 worst = std::max(worst, std::abs(z - m) / m);
                 if (r >= 0.01) {
                     const double n = za_naive(s, b, r);
@@ -230,7 +230,7 @@ TEST_CASE("significance schedule: (s+b)/s^2 first, then Asimov; trains a toy sel
         for (int step = 0; step < 20; ++step) {
             t.clear();
             const auto yl = yields(t);
-            if (epoch == 0 && step == 0) z_init = asimov_significance(yl.s.item(), yl.b.item(), 0.3);
+            if (epoch == 0 && step == 0) z_init = metrics::asimov_significance(yl.s.item(), yl.b.item(), 0.3);
             const V l = schedule(epoch, yl);
             CHECK(std::isfinite(l.item()));
             opt.zero_grad();
@@ -240,12 +240,12 @@ TEST_CASE("significance schedule: (s+b)/s^2 first, then Asimov; trains a toy sel
         if (epoch + 1 == schedule.pretrain_epochs) {
             t.clear();
             const auto yl = yields(t);
-            z_pre = asimov_significance(yl.s.item(), yl.b.item(), 0.3);
+            z_pre = metrics::asimov_significance(yl.s.item(), yl.b.item(), 0.3);
         }
     }
     t.clear();
     const auto yl = yields(t);
-    const double z_final = asimov_significance(yl.s.item(), yl.b.item(), 0.3);
+    const double z_final = metrics::asimov_significance(yl.s.item(), yl.b.item(), 0.3);
     // Best hard cuts on the trained score and on x1 + x2 (the Bayes-optimal direction), as the
     // paper compares losses: at the optimal threshold.
     const Td wv = w.value;
@@ -255,7 +255,7 @@ TEST_CASE("significance schedule: (s+b)/s^2 first, then Asimov; trains a toy sel
             double ss = 0, bb = 0;
             for (std::size_t i = 0; i < n; ++i)
                 if (score(i) > c) (y[i] > 0 ? ss : bb) += 1;
-            if (bb > 0) best = std::max(best, asimov_significance(30 * ss / (n / 2.0), 1000 * bb / (n / 2.0), 0.3));
+            if (bb > 0) best = std::max(best, metrics::asimov_significance(30 * ss / (n / 2.0), 1000 * bb / (n / 2.0), 0.3));
         }
         return best;
     };

@@ -21,7 +21,7 @@ std::string message_of(F&& f) {
 } // namespace
 
 TEST_CASE("the Higgs binning: 5 GeV from 105 to 160") {
-    auto h = tapir::Histogram::with_width(105, 160, 5);
+    auto h = tapir::metrics::Histogram::with_width(105, 160, 5);
     REQUIRE(h.bins() == 11);
     CHECK(h.edge(0) == 105);
     CHECK(h.edge(1) == 110);
@@ -53,7 +53,7 @@ TEST_CASE("the Higgs binning: 5 GeV from 105 to 160") {
 }
 
 TEST_CASE("every value lands in the bin whose edges hold it") {
-    tapir::Histogram h(7, -1.3, 2.9);
+    tapir::metrics::Histogram h(7, -1.3, 2.9);
     tapir::Rng rng(4);
     for (int i = 0; i < 20000; ++i) {
         double x = rng.uniform(-1.5, 3.1);
@@ -73,13 +73,13 @@ TEST_CASE("every value lands in the bin whose edges hold it") {
             CHECK(x < h.edge(k + 1));
         }
     }
-    tapir::Histogram t(10, 0.0, 1.0);
+    tapir::metrics::Histogram t(10, 0.0, 1.0);
     CHECK(t.find_bin(0.3) == 3); // (0.3 - 0) * 10 rounds to 2.9999999999999996
     CHECK(t.find_bin(0.7) == 7);
 }
 
 TEST_CASE("vector fill with weights") {
-    tapir::Histogram h(2, 0.0, 2.0);
+    tapir::metrics::Histogram h(2, 0.0, 2.0);
     h.fill(std::vector<double>{0.5, 1.5, 1.5, 3.0}, std::vector<double>{1, 2, 3, 4});
     CHECK(h.contents() == std::vector<double>{1, 5});
     CHECK(h.overflow() == 4);
@@ -90,13 +90,13 @@ TEST_CASE("vector fill with weights") {
 }
 
 TEST_CASE("histogram errors") {
-    CHECK(message_of<tapir::value_error>([] { tapir::Histogram::with_width(105, 160, 4); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::Histogram::with_width(105, 160, 4); }) ==
           "Histogram::with_width: width 4 does not divide [105, 160] into whole bins");
-    CHECK(message_of<tapir::value_error>([] { tapir::Histogram(0, 0.0, 1.0); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::Histogram(0, 0.0, 1.0); }) ==
           "Histogram: the number of bins must be positive");
-    CHECK(message_of<tapir::value_error>([] { tapir::Histogram(3, 1.0, 1.0); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::Histogram(3, 1.0, 1.0); }) ==
           "Histogram: range [1, 1] must be finite with lo < hi");
-    tapir::Histogram h(3, 0.0, 1.0);
+    tapir::metrics::Histogram h(3, 0.0, 1.0);
     CHECK(message_of<tapir::value_error>([&] { h.fill(std::nan("")); }) == "Histogram::fill: value is NaN");
     CHECK(message_of<tapir::value_error>([&] { h.fill(0.5, std::numeric_limits<double>::infinity()); }) ==
           "Histogram::fill: non-finite weight inf for value 0.5");

@@ -38,23 +38,23 @@ double brute_force_auc(const std::vector<double>& s, const std::vector<double>& 
 
 TEST_CASE("roc curve and auc of a hand-worked example (sklearn's doc example)") {
     const std::vector<double> s{0.1, 0.4, 0.35, 0.8}, y{0, 0, 1, 1};
-    const auto r = tapir::roc_curve(s, y);
+    const auto r = tapir::metrics::roc_curve(s, y);
     CHECK(r.thresholds == std::vector<double>{std::numeric_limits<double>::infinity(), 0.8, 0.4, 0.35, 0.1});
     CHECK(r.tpr == std::vector<double>{0, 0.5, 0.5, 1, 1});
     CHECK(r.fpr == std::vector<double>{0, 0, 0.5, 0.5, 1});
-    CHECK(tapir::roc_auc(s, y) == 0.75);
+    CHECK(tapir::metrics::roc_auc(s, y) == 0.75);
     CHECK(r.auc() == 0.75);
 }
 
 TEST_CASE("ties count one half; extremes") {
-    CHECK(tapir::roc_auc({0.3, 0.3, 0.3, 0.3}, {0, 1, 0, 1}) == 0.5);
-    const auto r = tapir::roc_curve({0.3, 0.3, 0.3}, {0, 1, 0});
+    CHECK(tapir::metrics::roc_auc({0.3, 0.3, 0.3, 0.3}, {0, 1, 0, 1}) == 0.5);
+    const auto r = tapir::metrics::roc_curve({0.3, 0.3, 0.3}, {0, 1, 0});
     CHECK(r.tpr == std::vector<double>{0, 1});
     CHECK(r.fpr == std::vector<double>{0, 1});
     // One tied pair among four: (1 + 1 + 1 + 0.5) / 4.
-    CHECK(tapir::roc_auc({0.9, 0.5, 0.5, 0.1}, {1, 1, 0, 0}) == 0.875);
-    CHECK(tapir::roc_auc({0.9, 0.8, 0.2, 0.1}, {1, 1, 0, 0}) == 1.0);
-    CHECK(tapir::roc_auc({0.9, 0.8, 0.2, 0.1}, {0, 0, 1, 1}) == 0.0);
+    CHECK(tapir::metrics::roc_auc({0.9, 0.5, 0.5, 0.1}, {1, 1, 0, 0}) == 0.875);
+    CHECK(tapir::metrics::roc_auc({0.9, 0.8, 0.2, 0.1}, {1, 1, 0, 0}) == 1.0);
+    CHECK(tapir::metrics::roc_auc({0.9, 0.8, 0.2, 0.1}, {0, 0, 1, 1}) == 0.0);
 }
 
 TEST_CASE("weighted auc equals the brute-force pairwise count, with ties and negative weights") {
@@ -72,10 +72,10 @@ TEST_CASE("weighted auc equals the brute-force pairwise count, with ties and neg
         y[0] = 1;
         y[1] = 0;
         const double expect = brute_force_auc(s, y, w);
-        CHECK(tapir::roc_auc(s, y, w) == doctest::Approx(expect).epsilon(1e-12));
-        CHECK(tapir::roc_curve(s, y, w).auc() == doctest::Approx(expect).epsilon(1e-12));
+        CHECK(tapir::metrics::roc_auc(s, y, w) == doctest::Approx(expect).epsilon(1e-12));
+        CHECK(tapir::metrics::roc_curve(s, y, w).auc() == doctest::Approx(expect).epsilon(1e-12));
         const std::vector<double> ones(n, 1.0);
-        CHECK(tapir::roc_auc(s, y) == doctest::Approx(brute_force_auc(s, y, ones)).epsilon(1e-12));
+        CHECK(tapir::metrics::roc_auc(s, y) == doctest::Approx(brute_force_auc(s, y, ones)).epsilon(1e-12));
     }
 }
 
@@ -89,26 +89,26 @@ TEST_CASE("auc is invariant under a monotone map of the scores and complements w
         flip[i] = 1.0 - y[i];
         w[i] = rng.uniform(0.5, 1.5);
     }
-    const double a = tapir::roc_auc(s, y, w);
+    const double a = tapir::metrics::roc_auc(s, y, w);
     CHECK(a > 0.6);
-    CHECK(tapir::roc_auc(e, y, w) == doctest::Approx(a).epsilon(1e-14));
-    CHECK(tapir::roc_auc(s, flip, w) == doctest::Approx(1.0 - a).epsilon(1e-14));
+    CHECK(tapir::metrics::roc_auc(e, y, w) == doctest::Approx(a).epsilon(1e-14));
+    CHECK(tapir::metrics::roc_auc(s, flip, w) == doctest::Approx(1.0 - a).epsilon(1e-14));
 }
 
 TEST_CASE("background rejection at a signal efficiency, interpolated between ROC points") {
     // ROC (eps_S, eps_B): (0,0) (.25,0)@.9 (.75,.5)@.5 (.75,.75)@.2 (1,1)@.1.
     const std::vector<double> s{0.9, 0.5, 0.5, 0.1, 0.5, 0.5, 0.2, 0.1}, y{1, 1, 1, 1, 0, 0, 0, 0};
-    const auto r = tapir::roc_curve(s, y);
+    const auto r = tapir::metrics::roc_curve(s, y);
     CHECK(r.background_efficiency(0.5) == 0.25); // halfway along the tied step
-    CHECK(tapir::background_rejection(s, y, {}, 0.5) == 4.0);
+    CHECK(tapir::metrics::background_rejection(s, y, {}, 0.5) == 4.0);
     CHECK(r.background_efficiency(0.25) == 0.0);
     CHECK(r.rejection(0.25) == std::numeric_limits<double>::infinity());
     CHECK(r.background_efficiency(0.75) == 0.5); // a point of the curve: no interpolation
     CHECK(r.background_efficiency(0.3) == doctest::Approx(0.05));
-    CHECK(tapir::background_rejection(s, y, {}, 0.3) == doctest::Approx(20.0));
+    CHECK(tapir::metrics::background_rejection(s, y, {}, 0.3) == doctest::Approx(20.0));
     CHECK(r.background_efficiency(1.0) == 1.0);
     // Scaling all background weights changes nothing.
-    CHECK(tapir::background_rejection(s, y, {1, 1, 1, 1, 2, 2, 2, 2}, 0.5) == 4.0);
+    CHECK(tapir::metrics::background_rejection(s, y, {1, 1, 1, 1, 2, 2, 2, 2}, 0.5) == 4.0);
     CHECK(message_of<tapir::value_error>([&] { r.rejection(0.0); }) ==
           "background_efficiency: signal efficiency must be in (0, 1], got 0");
     CHECK(message_of<tapir::value_error>([&] { r.rejection(1.5); }) ==
@@ -117,11 +117,11 @@ TEST_CASE("background rejection at a signal efficiency, interpolated between ROC
 
 TEST_CASE("the score cut of a signal efficiency") {
     const std::vector<double> s{0.9, 0.8, 0.7, 0.6, 0.95, 0.1}, y{1, 1, 1, 1, 0, 0};
-    CHECK(tapir::efficiency_threshold(s, y) == 0.8);
-    CHECK(tapir::efficiency_threshold(s, y, {}, 0.25) == 0.9);
-    CHECK(tapir::efficiency_threshold(s, y, {}, 0.3) == 0.8);
-    CHECK(tapir::efficiency_threshold(s, y, {}, 1.0) == 0.6);
-    CHECK(tapir::efficiency_threshold(s, y, {1, 1, 1, 3, 1, 1}, 0.5) == 0.7);
+    CHECK(tapir::metrics::efficiency_threshold(s, y) == 0.8);
+    CHECK(tapir::metrics::efficiency_threshold(s, y, {}, 0.25) == 0.9);
+    CHECK(tapir::metrics::efficiency_threshold(s, y, {}, 0.3) == 0.8);
+    CHECK(tapir::metrics::efficiency_threshold(s, y, {}, 1.0) == 0.6);
+    CHECK(tapir::metrics::efficiency_threshold(s, y, {1, 1, 1, 3, 1, 1}, 0.5) == 0.7);
     // Rounding of weight sums does not push the cut one event further: 0.1 * 10, eps 0.3.
     std::vector<double> s10, y10, w10;
     for (int i = 0; i < 10; ++i) {
@@ -129,32 +129,32 @@ TEST_CASE("the score cut of a signal efficiency") {
         y10.push_back(1);
         w10.push_back(0.1);
     }
-    CHECK(tapir::efficiency_threshold(s10, y10, w10, 0.3) == s10[2]);
+    CHECK(tapir::metrics::efficiency_threshold(s10, y10, w10, 0.3) == s10[2]);
 }
 
 TEST_CASE("float vectors and tensors are accepted") {
     const std::vector<float> s{0.1f, 0.4f, 0.35f, 0.8f};
     const tapir::Tensor<float> y(tapir::Shape{4, 1}, {0, 0, 1, 1});
-    CHECK(tapir::roc_auc(s, y) == 0.75);
+    CHECK(tapir::metrics::roc_auc(s, y) == 0.75);
 }
 
 TEST_CASE("bad input: sizes, labels, empty, non-finite, class totals") {
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, 0.2, 0.3}, {0, 1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, 0.2, 0.3}, {0, 1}); }) ==
           "roc_auc: 3 scores but 2 labels");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_curve({0.1, 0.2}, {0, 1}, {1, 1, 1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_curve({0.1, 0.2}, {0, 1}, {1, 1, 1}); }) ==
           "roc_curve: 2 scores but 3 weights");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, 0.2}, {0, 2}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, 0.2}, {0, 2}); }) ==
           "roc_auc: label 2 at index 1 is not 0 or 1");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, 0.2}, {0, -1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, 0.2}, {0, -1}); }) ==
           "roc_auc: label -1 at index 1 is not 0 or 1");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc(std::vector<double>{}, std::vector<double>{}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc(std::vector<double>{}, std::vector<double>{}); }) ==
           "roc_auc: empty input");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, std::nan("")}, {0, 1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, std::nan("")}, {0, 1}); }) ==
           "roc_auc: non-finite score nan at index 1");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, 0.2}, {1, 1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, 0.2}, {1, 1}); }) ==
           "roc_auc: the background (label 0) weights sum to 0 (need a positive total)");
-    CHECK(message_of<tapir::value_error>([] { tapir::roc_auc({0.1, 0.2, 0.3}, {1, 1, 0}, {1, -2, 1}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::roc_auc({0.1, 0.2, 0.3}, {1, 1, 0}, {1, -2, 1}); }) ==
           "roc_auc: the signal (label 1) weights sum to -1 (need a positive total)");
-    CHECK(message_of<tapir::value_error>([] { tapir::efficiency_threshold({0.1}, {0}); }) ==
+    CHECK(message_of<tapir::value_error>([] { tapir::metrics::efficiency_threshold({0.1}, {0}); }) ==
           "efficiency_threshold: the signal (label 1) weights sum to 0 (need a positive total)");
 }

@@ -493,21 +493,21 @@ TEST_CASE("the course classifier on the real diphoton file reaches a test AUC of
         return;
     }
     const std::vector<std::string> features = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
-    CsvOptions co;
+    io::CsvOptions co;
     co.columns = features;
     co.columns.push_back("label");
-    const CsvTable table = read_csv(path, co);
+    const io::CsvTable table = io::read_csv(path, co);
     REQUIRE(table.rows > 40000);
     const Tensor<float> x = table.to_tensor<float>(features);
     const std::vector<double> label = table.column("label");
     Tensor<float> y(Shape{table.rows, 1});
     for (std::size_t i = 0; i < table.rows; ++i) y[i] = static_cast<float>(label[i]);
 
-    const TrainTestSplit parts = train_test_split(table.rows, 0.3, 7);
-    StandardScaler scaler;
-    scaler.fit(take_rows(x, parts.train));
-    const Tensor<float> xtr = scaler.transform(take_rows(x, parts.train)), xte = scaler.transform(take_rows(x, parts.test));
-    const Tensor<float> ytr = take_rows(y, parts.train);
+    const data::TrainTestSplit parts = data::train_test_split(table.rows, 0.3, 7);
+    data::StandardScaler scaler;
+    scaler.fit(data::take_rows(x, parts.train));
+    const Tensor<float> xtr = scaler.transform(data::take_rows(x, parts.train)), xte = scaler.transform(data::take_rows(x, parts.test));
+    const Tensor<float> ytr = data::take_rows(y, parts.train);
     std::vector<double> yte;
     for (std::size_t i : parts.test) yte.push_back(label[i]);
 
@@ -526,7 +526,7 @@ TEST_CASE("the course classifier on the real diphoton file reaches a test AUC of
     fit(m, xtr, ytr, opt, fo);
     const Tensor<float> logits = predict(m, xte);
     const std::vector<float> score(logits.data(), logits.data() + logits.size());
-    const double auc = roc_auc(score, yte);
+    const double auc = metrics::roc_auc(score, yte);
     MESSAGE("course classifier, real file, " << parts.train.size() << " train / " << parts.test.size() << " test events, 40 epochs: test AUC "
                                              << auc);
     CHECK(auc >= 0.85);

@@ -85,7 +85,7 @@ double jsd_hist(const std::vector<float>& a, const std::vector<float>& b) {
     std::vector<double> ha(20, 0.0), hb(20, 0.0);
     for (float v : a) ha[std::min<std::size_t>(19, static_cast<std::size_t>(v * 20))] += 1;
     for (float v : b) hb[std::min<std::size_t>(19, static_cast<std::size_t>(v * 20))] += 1;
-    return jensen_shannon(ha, hb);
+    return metrics::jensen_shannon(ha, hb);
 }
 
 struct PivotResult {
@@ -140,7 +140,7 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
 TEST_CASE("gradient reversal: identity forward, -lambda backward, as a function and as a layer") {
     Tape<double> t;
     const V x = t.variable(Td(Shape{3}, {1.0, -2.0, 0.5}));
-    const V y = nn::gradient_reversal(x, 3.0);
+    const V y = grad_reverse(x, 3.0);
     for (std::size_t i = 0; i < 3; ++i) CHECK(y[i] == x[i]);
     const V g = grad(sum(mul(y, y)), x);
     for (std::size_t i = 0; i < 3; ++i) CHECK(g[i] == doctest::Approx(-3.0 * 2 * x[i]));
@@ -263,8 +263,8 @@ TEST_CASE("pivot helper on the toy of arXiv 1611.01046: lambda = 50 makes f(x) i
     CHECK(pivot.ks_max < (quick() ? 0.12 : 0.1));
     CHECK(pivot.ks_max < plain.ks_max / 3);
     CHECK(pivot.jsd < plain.jsd / 10);  // second measure; JSD([1,0],[0,1]) = 1 and JSD([1,1],[1,3]) = 0.048795:
-    CHECK(jensen_shannon({1.0, 0.0}, {0.0, 1.0}) == doctest::Approx(1.0));
-    CHECK(jensen_shannon({1.0, 1.0}, {1.0, 3.0}) == doctest::Approx(0.048795).epsilon(1e-5));
+    CHECK(metrics::jensen_shannon({1.0, 0.0}, {0.0, 1.0}) == doctest::Approx(1.0));
+    CHECK(metrics::jensen_shannon({1.0, 1.0}, {1.0, 3.0}) == doctest::Approx(0.048795).epsilon(1e-5));
     // The pivotal classifier still separates signal from background, if less well.
     CHECK(pivot.auc_proxy > 0.1);
     CHECK(pivot.adversary_nll > plain.adversary_nll);

@@ -160,7 +160,7 @@ TEST_CASE("Adam: the two epsilon conventions coincide when eps = 0") {
     CHECK(a.w(0) != doctest::Approx(1.0));
 }
 
-TEST_CASE("Adam with Keras epsilon and an inverse-time schedule reproduces Keras' legacy decay (seed 002)") {
+TEST_CASE("Adam with Keras epsilon and an inverse-time schedule reproduces Keras' legacy decay") {
     // Keras 2 Adam(lr=1e-3, decay=3e-4, epsilon=1e-7): update k uses lr / (1 + decay * k), k = 0, 1, ...
     Quad<double> q;
     Adam<double> opt(q.params(), 1e-3, 0.9, 0.999, 1e-7, AdamEps::keras);

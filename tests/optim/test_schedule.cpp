@@ -64,7 +64,7 @@ TEST_CASE("CosineAnnealingLR: half a cosine from base to min_lr over t_max steps
     }
 }
 
-TEST_CASE("InverseTimeLR: base / (1 + decay t), Keras' legacy decay (seed 002: 1e-3, 3e-4)") {
+TEST_CASE("InverseTimeLR: base / (1 + decay t), Keras' legacy decay (1e-3, 3e-4)") {
     One m;
     SGD<double> opt(m.params(), 1e-3);
     InverseTimeLR<double> s(opt, 3e-4);

@@ -21,7 +21,7 @@
 #include "../tensor/tensor.hpp"
 #include "random.hpp"
 
-namespace tapir {
+namespace tapir::data {
 
 // ---------------------------------------------------------------- splits and gathers
 
@@ -31,14 +31,16 @@ struct TrainTestSplit {
 };
 
 namespace detail {
+using tapir::detail::error_number;
+
 inline std::size_t split_test_count(const char* fn, std::size_t n, double test_fraction) {
     if (!(test_fraction > 0.0 && test_fraction < 1.0))
-        throw value_error(std::string(fn) + ": test_fraction must be in (0, 1), got " + detail::csv_number(test_fraction));
+        throw value_error(std::string(fn) + ": test_fraction must be in (0, 1), got " + detail::error_number(test_fraction));
     return static_cast<std::size_t>(std::floor(test_fraction * static_cast<double>(n) + 0.5));
 }
 inline void split_check_sizes(const char* fn, std::size_t n, std::size_t k, double test_fraction) {
     if (k == 0 || k == n)
-        throw value_error(std::string(fn) + ": test_fraction " + detail::csv_number(test_fraction) + " of " +
+        throw value_error(std::string(fn) + ": test_fraction " + detail::error_number(test_fraction) + " of " +
                           std::to_string(n) + " events leaves the " + (k == 0 ? "test" : "training") + " set empty");
 }
 } // namespace detail
@@ -164,11 +166,11 @@ void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vecto
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < d; ++j)
             if (!std::isfinite(x[i * d + j]))
-                throw value_error(std::string(fn) + ": non-finite value " + detail::csv_number(static_cast<double>(x[i * d + j])) +
+                throw value_error(std::string(fn) + ": non-finite value " + detail::error_number(static_cast<double>(x[i * d + j])) +
                                   " at event " + std::to_string(i) + ", feature " + std::to_string(j));
     for (std::size_t i = 0; i < w.size(); ++i)
         if (!std::isfinite(w[i]))
-            throw value_error(std::string(fn) + ": non-finite weight " + detail::csv_number(w[i]) + " at event " +
+            throw value_error(std::string(fn) + ": non-finite weight " + detail::error_number(w[i]) + " at event " +
                               std::to_string(i));
 }
 /// A spread this small next to the values is rounding noise of a constant column.
@@ -191,7 +193,7 @@ public:
         for (std::size_t j = 0; j < scale_.size(); ++j)
             if (!(scale_[j] > 0.0 && std::isfinite(scale_[j]) && std::isfinite(mean_[j])))
                 throw value_error("StandardScaler: feature " + std::to_string(j) + " has mean " +
-                                  detail::csv_number(mean_[j]) + " and scale " + detail::csv_number(scale_[j]) +
+                                  detail::error_number(mean_[j]) + " and scale " + detail::error_number(scale_[j]) +
                                   " (need finite values and scale > 0)");
     }
 
@@ -202,7 +204,7 @@ public:
         double wsum = 0.0;
         for (std::size_t i = 0; i < n; ++i) wsum += weights.empty() ? 1.0 : weights[i];
         if (!(wsum > 0.0))
-            throw value_error("StandardScaler::fit: the weights sum to " + detail::csv_number(wsum) + " (must be positive)");
+            throw value_error("StandardScaler::fit: the weights sum to " + detail::error_number(wsum) + " (must be positive)");
         std::vector<double> mean(d, 0.0), var(d, 0.0);
         for (std::size_t i = 0; i < n; ++i) {
             const double w = weights.empty() ? 1.0 : weights[i];
@@ -269,7 +271,7 @@ class MinMaxScaler {
 public:
     explicit MinMaxScaler(double lo = 0.0, double hi = 1.0) : lo_(lo), hi_(hi) {
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("MinMaxScaler: feature range [" + detail::csv_number(lo) + ", " + detail::csv_number(hi) +
+            throw value_error("MinMaxScaler: feature range [" + detail::error_number(lo) + ", " + detail::error_number(hi) +
                               "] must be finite with lo < hi");
     }
 
@@ -343,7 +345,7 @@ namespace detail {
 inline void check_binary_labels(const char* fn, const std::vector<double>& labels) {
     for (std::size_t i = 0; i < labels.size(); ++i)
         if (labels[i] != 0.0 && labels[i] != 1.0)
-            throw value_error(std::string(fn) + ": label " + detail::csv_number(labels[i]) + " at index " +
+            throw value_error(std::string(fn) + ": label " + detail::error_number(labels[i]) + " at index " +
                               std::to_string(i) + " is not 0 or 1");
 }
 } // namespace detail
@@ -363,7 +365,7 @@ inline std::vector<double> balanced_weights(const std::vector<double>& labels, c
     for (int c = 0; c < 2; ++c)
         if (!(tot[c] > 0.0 && std::isfinite(tot[c])))
             throw value_error(std::string("balanced_weights: the ") + (c ? "signal" : "background") +
-                              " weights sum to " + detail::csv_number(tot[c]) + " (must be positive)");
+                              " weights sum to " + detail::error_number(tot[c]) + " (must be positive)");
     const double half = 0.5 * static_cast<double>(n);
     std::vector<double> out(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -380,7 +382,7 @@ inline std::vector<double> normalized_weights(const std::vector<double>& weights
     double s = 0.0;
     for (double w : weights) s += w;
     if (!(std::isfinite(s) && s != 0.0))
-        throw value_error("normalized_weights: the weights sum to " + detail::csv_number(s) + " (cannot normalise)");
+        throw value_error("normalized_weights: the weights sum to " + detail::error_number(s) + " (cannot normalise)");
     std::vector<double> out(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) out[i] = weights[i] * (total / s);
     return out;
@@ -435,7 +437,7 @@ struct Dataset {
 /// A dataset from CSV columns: features -> x (n, features), label -> y (n), optional weight
 /// column -> w (n), optional aux columns -> aux (n, aux).
 template <class T>
-Dataset<T> make_dataset(const CsvTable& table, const std::vector<std::string>& features, const std::string& label,
+Dataset<T> make_dataset(const io::CsvTable& table, const std::vector<std::string>& features, const std::string& label,
                         const std::string& weight = "", const std::vector<std::string>& aux = {}) {
     Dataset<T> d;
     d.x = table.to_tensor<T>(features);
@@ -572,4 +574,4 @@ private:
     Batch<T> buf_;
 };
 
-} // namespace tapir
+} // namespace tapir::data

@@ -100,7 +100,7 @@ struct ModelSpec {
     std::size_t outputs() const noexcept { return layers.empty() ? 0 : layers.back().out; }
     bool has_input_scaling() const noexcept { return !input_mean.empty(); }
 
-    /// Standardisation as tapir::StandardScaler stores it (scaler.mean(), scaler.scale()).
+    /// Standardisation as tapir::data::StandardScaler stores it (scaler.mean(), scaler.scale()).
     void set_input_scaling(std::vector<double> mean, std::vector<double> scale) {
         input_mean = std::move(mean);
         input_scale = std::move(scale);

@@ -521,7 +521,7 @@ struct mlp_layers {
 ///     net.forward(xs, ys, n);                                       // n rows, row-major
 ///
 /// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
-/// exactly as tapir::StandardScaler::transform.
+/// exactly as tapir::data::StandardScaler::transform.
 template <class T, std::size_t... S>
 class Mlp {
     static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");

@@ -32,8 +32,8 @@
 #include <utility>
 #include <vector>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 
 namespace tapir::hep {
@@ -44,7 +44,8 @@ struct DiphotonEvent {
     int label;
 };
 
-/// The generator's knobs. Defaults are tuned to the real 50k file (see FORMULAS.md).
+/// The generator's knobs. Defaults are tuned to the statistics of the ATLAS Open Data 13 TeV
+/// diphoton file higgs_diphoton_50k.csv (checked in tests/hep/test_diphoton.cpp).
 struct DiphotonConfig {
     double signal_fraction = 0.5;
 

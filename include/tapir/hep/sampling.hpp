@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 
 namespace tapir::hep::sampling {

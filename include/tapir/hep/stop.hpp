@@ -1,7 +1,7 @@
 #pragma once
 /// A synthetic one-lepton search sample: top-squark pairs (T2tt: stop -> t neutralino, label 1)
-/// against top-quark pairs (label 0), after the seed's preselection (seed 004, Elwood and
-/// Kruecker: one lepton with pT > 40 GeV, at least four jets with pT > 30 GeV, at least one
+/// against top-quark pairs (label 0), after the preselection of Elwood and Kruecker
+/// (arXiv:1806.00322: one lepton with pT > 40 GeV, at least four jets with pT > 30 GeV, at least one
 /// b-tagged jet), with the expected yields of a luminosity.
 ///
 /// Physics of the generator (every number from tapir::Rng):
@@ -23,9 +23,9 @@
 ///   each class, and expected_yield() = luminosity x cross-section x branching x efficiency.
 ///
 /// The signal default, m_stop = 600 GeV and m_LSP = 250 GeV, is moderately compressed: the
-/// signal looks like top pairs with more missing E_T. The seed's compressed point (600, 400) is
+/// signal looks like top pairs with more missing E_T. The paper's compressed point (600, 400) is
 /// out of reach of this background at 30 fb^-1 (its lost-lepton tail is that of the real
-/// searches, heavier than the seed's sample shows); its uncompressed point is (900, 100) with
+/// searches, heavier than the paper's sample shows); its uncompressed point is (900, 100) with
 /// stop_cross_section_pb = 0.033. Cross-sections are approximate 14 TeV values.
 
 #include <algorithm>
@@ -37,8 +37,8 @@
 #include <utility>
 #include <vector>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
@@ -107,7 +107,7 @@ struct StopConfig {
     /// b-tagging: efficiency for b jets, mistag for W-daughter jets (charm included) and ISR jets.
     double btag_eff = 0.70, mistag_w = 0.03, mistag_isr = 0.01;
 
-    /// Preselection (the seed's).
+    /// Preselection (arXiv:1806.00322's).
     double lep_pt_min = 40.0, lep_eta_max = 2.5, jet_pt_min = 30.0, jet_eta_max = 2.5;
     int min_jets = 4, min_bjets = 1;
 

@@ -1,6 +1,6 @@
 #pragma once
-/// A synthetic Z gamma -> l+ l- gamma sample with the 18 event features of the seed's study
-/// (seed 002, after ATLAS-CONF-2019-034): m_llg in a 130-170 GeV window, the dilepton (Z) and
+/// A synthetic Z gamma -> l+ l- gamma sample with 18 event features after the ATLAS
+/// search ATLAS-CONF-2019-034: m_llg in a 130-170 GeV window, the dilepton (Z) and
 /// l l gamma systems' four-momenta, Delta R and Delta phi of the leptons, missing E_T and its
 /// azimuth, Delta phi(missing E_T, Z gamma), pT_ll / m_llg, and the jet counts. Optionally a
 /// narrow scalar resonance X -> Z gamma on top (label 1), for resonance searches.
@@ -29,8 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "../data/random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 

@@ -7,7 +7,8 @@
 ///   index column of `,pt_y1,eta_y1,...`) are skipped: never selected, never parsed.
 /// - Fields may be quoted ("..." with "" for a quote, delimiters and newlines inside);
 ///   spaces and tabs around unquoted fields and around numbers are ignored. A leading '+' is
-///   accepted. Line ends are \n, \r\n or \r; blank lines are skipped; a UTF-8 BOM is skipped.
+///   accepted. Line ends are \n, \r\n or \r; blank lines (empty, or only spaces and tabs) are
+///   skipped; a UTF-8 BOM is skipped.
 /// - Every selected field must be a decimal number. nan/inf are rejected unless
 ///   CsvOptions::allow_non_finite; numbers too small for a double read as (signed) zero, too
 ///   large ones are an error. An empty selected field is an error (no silent NaN).
@@ -35,7 +36,7 @@
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 
-namespace tapir {
+namespace tapir::io {
 
 struct CsvOptions {
     char delimiter = ',';
@@ -46,11 +47,7 @@ struct CsvOptions {
 };
 
 namespace detail {
-inline std::string csv_number(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
-}
+using tapir::detail::error_number;
 inline std::string csv_join_names(const std::vector<std::string>& names) {
     std::string s;
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -108,7 +105,7 @@ struct CsvTable {
                 const double v = row[idx[k]];
                 const T t = static_cast<T>(v);
                 if (std::isfinite(v) && !std::isfinite(t))
-                    throw value_error(source + ": to_tensor: value " + detail::csv_number(v) + " in row " +
+                    throw value_error(source + ": to_tensor: value " + detail::error_number(v) + " in row " +
                                       std::to_string(r + 1) + ", column '" + cols[k] +
                                       "' overflows the tensor's float type");
                 dst[r * m + k] = t;
@@ -280,16 +277,15 @@ private:
         return s;
     }
 
+    /// Skips lines that are empty or hold only spaces and tabs (other than the delimiter).
     void skip_blank_lines() noexcept {
         while (p_ < end_) {
-            if (*p_ == '\n') {
-                ++p_;
-            } else if (*p_ == '\r') {
-                ++p_;
-                if (p_ < end_ && *p_ == '\n') ++p_;
-            } else {
-                return;
-            }
+            const char* q = p_;
+            while (q < end_ && is_space(*q, delim_)) ++q;
+            if (q < end_ && *q != '\n' && *q != '\r') return; // a line with content: p_ stays at its start
+            p_ = q;
+            if (p_ == end_) return;
+            if (*p_++ == '\r' && p_ < end_ && *p_ == '\n') ++p_;
             ++line_;
         }
     }
@@ -636,4 +632,4 @@ inline void write_csv(const std::string& path, const CsvTable& table) {
     write_csv(path, table.names, cols);
 }
 
-} // namespace tapir
+} // namespace tapir::io

@@ -473,12 +473,15 @@ inline std::string read_model_file(const std::string& path, const char* fn) {
     if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
     std::string data;
     char buf[1 << 16];
+    errno = 0;
     for (;;) {
         const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
         data.append(buf, got);
         if (got < sizeof buf) break;
     }
-    if (std::ferror(f.get())) throw format_error(std::string(fn) + ": error reading '" + path + "'");
+    // A directory opens but does not read (EISDIR): the reason names it.
+    if (std::ferror(f.get()))
+        throw format_error(std::string(fn) + ": cannot read '" + path + "': " + std::generic_category().message(errno ? errno : EIO));
     return data;
 }
 
@@ -498,7 +501,8 @@ inline void write_model_file(const std::string& path, const std::string& data) {
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         const int e = errno;
         std::remove(tmp.c_str());
-        throw format_error("save_model: cannot rename '" + tmp + "' to '" + path + "': " + std::generic_category().message(e));
+        // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
+        throw format_error("save_model: cannot write '" + path + "': " + std::generic_category().message(e));
     }
 }
 

@@ -1,9 +1,9 @@
 #pragma once
 /// Small dependency-free SVG plotting (lines, histograms, scatter, error bars, heatmaps) for the examples.
 ///
-///   tapir::plot::Figure fig(640, 480);
+///   tapir::io::Figure fig(640, 480);
 ///   auto& ax = fig.axes();
-///   ax.line(fpr, tpr, tapir::plot::Style("DNN").width(2));
+///   ax.line(fpr, tpr, tapir::io::Style("DNN").width(2));
 ///   ax.set_xlabel("background efficiency").set_ylabel("signal efficiency");
 ///   fig.save("roc.svg");
 
@@ -25,7 +25,7 @@
 
 #include "../error.hpp"
 
-namespace tapir::plot {
+namespace tapir::io {
 
 /// Any iterable of numbers (std::vector<float>, Tensor<double>, {1, 2, 3}) converts to Values.
 struct Values {
@@ -1114,4 +1114,4 @@ private:
     std::string title_;
 };
 
-} // namespace tapir::plot
+} // namespace tapir::io

@@ -19,7 +19,7 @@
 namespace tapir {
 namespace loss {
 
-/// Binary cross-entropy from logits t and labels y (FORMULAS.md "Binary cross-entropy"):
+/// Binary cross-entropy from logits t and labels y (the numerically stable form):
 ///   BCE = sum_i w_i (softplus(t_i) - y_i t_i) / sum_i w_i,
 /// never log(sigmoid(t)), so any logit is finite. Labels may be soft (in [0, 1]); constant
 /// targets outside [0, 1] or NaN are refused with their row (see check_binary_targets).

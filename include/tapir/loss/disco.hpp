@@ -1,5 +1,5 @@
 #pragma once
-/// Distance correlation decorrelation (DisCo: Kasieczka & Shih, arXiv 2001.05310; seed 001).
+/// Distance correlation decorrelation (DisCo: Kasieczka & Shih, arXiv 2001.05310).
 ///
 /// dCorr^2 is zero exactly when two variables are independent, so the penalty
 /// lambda dCorr^2(m, score) on background events keeps a classifier from sculpting the mass.
@@ -44,7 +44,7 @@ Var<T> dcov2(const Var<T>& a, const Var<T>& b, std::size_t n, const Var<T>* wm) 
 
 } // namespace detail
 
-/// Squared distance correlation of two per-event variables (FORMULAS.md "Distance correlation"):
+/// Squared distance correlation of two per-event variables (Szekely, Rizzo, Bakirov, Ann. Statist. 35 (2007) 2769):
 ///   dCorr^2(x, y) = dCov^2(x, y) / sqrt(dCov^2(x, x) dCov^2(y, y)),
 /// weighted as in the DisCo reference code: weights normalised so that sum w = N. x and y hold
 /// one value per event ((N,) or (N, 1)); N >= 2. dCorr^2(x, x) = 1; x = [-2..2], y = x^2 gives

@@ -3,7 +3,7 @@
 /// gradient penalty.
 ///
 /// GAN losses take discriminator logits t, D = sigmoid(t), and use log D = -softplus(-t),
-/// log(1 - D) = -softplus(t), so they are finite for any logit (FORMULAS.md "Plain GAN").
+/// log(1 - D) = -softplus(t), so they are finite for any logit (Goodfellow et al., arXiv 1406.2661).
 
 #include <cmath>
 #include <cstddef>
@@ -22,7 +22,7 @@
 namespace tapir {
 namespace loss {
 
-// ---- GAN (Goodfellow et al. 2014; seeds 002, 004) -------------------------------------------
+// ---- GAN (Goodfellow et al. 2014, arXiv 1406.2661) ------------------------------------------
 
 /// Discriminator loss, the negative of the GAN value function:
 ///   L_D = -E_x[log D(x)] - E_z[log(1 - D(G(z)))] = <softplus(-t_real)> + <softplus(t_fake)>,
@@ -53,7 +53,7 @@ Var<T> gan_generator_loss_nonsaturating(const Var<T>& fake_logits, detail::weigh
     return detail::weighted_mean(softplus(neg(f)), weights, fn);
 }
 
-// ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028; seed 002) ---------------------------------
+// ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028) ---------------------------------------------
 
 /// Critic loss (minimised by the critic): L_C = <D(fake)> - <D(real)> on raw critic scores.
 /// Add gradient_penalty() for WGAN-GP.
@@ -120,7 +120,7 @@ Var<T> random_interpolates(const Var<T>& real, const Var<T>& fake, Rng& rng) {
 
 /// WGAN-GP penalty (Gulrajani et al., arXiv 1704.00028, eq. 3) on random interpolates of a real
 /// and a fake batch; `critic` is any callable Var -> Var (a Sequential, a lambda). Returns
-/// lambda * GP; the paper uses lambda = 10 (seed 002 uses 0.001 on min-max scaled features).
+/// lambda * GP; the paper uses lambda = 10.
 template <class T, class Critic>
 Var<T> gradient_penalty(Critic&& critic, const Var<T>& real, const Var<T>& fake, Rng& rng, detail::scalar_t<T> lambda = T(10),
                         bool one_sided = false) {

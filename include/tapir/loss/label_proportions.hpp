@@ -1,5 +1,5 @@
 #pragma once
-/// Learning from label proportions (Dery et al., arXiv 1702.00414; seed 002): without per-event
+/// Learning from label proportions (Dery et al., arXiv 1702.00414): without per-event
 /// labels, the batch-mean output is fitted to the batch's known signal fraction.
 
 #include <cmath>
@@ -42,7 +42,7 @@ Var<T> label_proportion_loss(const Var<T>& yhat, detail::scalar_t<T> fraction,
     return detail::proportion_distance(add_scalar(m, -fraction), kind);
 }
 
-/// Several groups K in one batch: sum_K l(<yhat>_K - f_K) (FORMULAS.md), with group[i] the
+/// Several groups K in one batch: sum_K l(<yhat>_K - f_K) (arXiv 1702.00414), with group[i] the
 /// group index of event i in [0, fractions.size()). Every group needs events (non-zero weight).
 template <class T>
 Var<T> label_proportion_loss(const Var<T>& yhat, const std::vector<std::size_t>& group, const std::vector<T>& fractions,

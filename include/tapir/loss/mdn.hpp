@@ -1,7 +1,7 @@
 #pragma once
 /// Negative log-likelihood of a Gaussian mixture density network (Bishop 1994), the adversary
 /// of "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046), optionally with every
-/// component truncated to an interval as in the course code (seeds 000, 003).
+/// component truncated to an interval (the mass window the adversary sees).
 
 #include <cmath>
 #include <cstddef>
@@ -32,7 +32,7 @@ struct MdnOptions {
 ///   log p(m) = logsumexp_k [ log_softmax(logits)_k + log N(m; mu_k, sigma_k) - log Z_k ],
 ///   N(m; mu, s) = exp(-(m - mu)^2 / (2 s^2)) / (s sqrt(2 pi)),
 ///   Z_k = Phi((hi - mu_k)/s_k) - Phi((lo - mu_k)/s_k) with truncation (else Z_k = 1),
-///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (FORMULAS.md "Adversarial decorrelation").
+///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (Bishop 1994; Louppe et al., arXiv 1611.01046).
 /// Inputs: logits, mu, raw_sigma of shape (N, K); m of shape (N,) or (N, 1). Z_k is floored at
 /// 64 machine epsilons, the rounding noise of a difference of two erf values near 1, so a
 /// component lying entirely outside [lo, hi] is under-weighted instead of divided by 0

@@ -1,6 +1,6 @@
 #pragma once
-/// Binned Poisson likelihood fits on the tape (seed 002; FORMULAS.md "Binned Poisson
-/// likelihood fit"): background n0 exp(a x + b x^2), signal plus background with a Gaussian,
+/// Binned Poisson likelihood fits on the tape (Baker and Cousins, Nucl. Instrum. Meth. 221 (1984)
+/// 437; Cowan et al., arXiv 1007.1727, for the significance): background n0 exp(a x + b x^2), signal plus background with a Gaussian,
 /// a damped Newton minimiser of the negative log-likelihood whose gradient and Hessian come
 /// from the tape (the Hessian through double backprop), parameter uncertainties from the
 /// inverse Hessian, and the local significance sqrt(2 (ln L_sb - ln L_b)).

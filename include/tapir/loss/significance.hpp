@@ -1,5 +1,5 @@
 #pragma once
-/// Significance losses (Elwood & Kruecker, arXiv 1806.00322; seed 004): soft signal and
+/// Significance losses (Elwood & Kruecker, arXiv 1806.00322): soft signal and
 /// background yields from sigmoid outputs, the s/sqrt(s+b) loss (s+b)/s^2, and the Asimov
 /// significance Z_A with a relative background systematic as 1/Z_A or 1/Z_A^2, with the
 /// pretraining scheme that makes the Asimov loss trainable.
@@ -28,7 +28,7 @@ struct SoftYields {
 };
 
 /// s = S_exp sum_i w_i yhat_i y_i / sum_i w_i y_i,  b = B_exp sum_i w_i yhat_i (1 - y_i) / sum_i w_i (1 - y_i)
-/// (FORMULAS.md "Significance losses"): yhat are sigmoid outputs (the soft selection), y the 0/1
+/// (arXiv 1806.00322): yhat are sigmoid outputs (the soft selection), y the 0/1
 /// labels (constants), w optional per-event weights, S_exp and B_exp the expected yields before
 /// the selection (luminosity x cross-section x efficiency). Throws if the batch holds no signal
 /// or no background weight.
@@ -124,7 +124,7 @@ Var<T> asimov_z2(const Var<T>& s, const Var<T>& b, T r, const char* fn) {
 } // namespace detail
 
 /// Asimov discovery significance with a relative background systematic r (sigma_b = r b),
-/// Cowan et al. (FORMULAS.md):
+/// Cowan et al. (arXiv 1007.1727), in the form with sigma_b that arXiv 1806.00322 uses:
 ///   Z_A = sqrt(2[(s+b) ln((s+b)(b+sb^2)/(b^2+(s+b)sb^2)) - (b^2/sb^2) ln(1 + sb^2 s/(b(b+sb^2)))]),
 /// evaluated as Z_A^2 = 2 s [h(s/b) - h(r^2 s/(1 + r^2 b))], h(t) = ((1+t) ln(1+t) - t)/t, which
 /// never divides by r: r = 0 gives sqrt(2((s+b) ln(1+s/b) - s)) exactly, and value and

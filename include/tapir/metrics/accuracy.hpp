@@ -7,7 +7,7 @@
 #include "../error.hpp"
 #include "common.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 
 /// Weighted fraction of events classified correctly, predicting 1 when score > threshold
 /// (Keras' binary_accuracy convention: a score equal to the threshold predicts 0).
@@ -22,8 +22,8 @@ inline double accuracy(const ValueView& scores, const ValueView& labels, const V
         if ((scores[i] > threshold) == (labels[i] == 1.0)) good += w;
     }
     if (!(total > 0.0))
-        throw value_error("accuracy: the weights sum to " + detail::metric_num(total) + " (need a positive total)");
+        throw value_error("accuracy: the weights sum to " + detail::error_number(total) + " (need a positive total)");
     return good / total;
 }
 
-} // namespace tapir
+} // namespace tapir::metrics

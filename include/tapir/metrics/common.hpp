@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstdio>
 #include <initializer_list>
 #include <iterator>
 #include <string>
@@ -12,7 +11,7 @@
 #include "../error.hpp"
 #include "../tensor/tensor.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 
 /// A non-owning read-only view of float or double values: a std::vector, a Tensor (all its
 /// elements), a pointer and a size, or a braced list. For function parameters only (a view
@@ -45,11 +44,7 @@ private:
 
 namespace detail {
 
-inline std::string metric_num(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
-}
+using tapir::detail::error_number;
 
 /// Equal non-zero sizes (both named in the error), finite values.
 inline void metric_check_same_size(const char* fn, const char* what_a, const ValueView& a, const char* what_b,
@@ -61,13 +56,13 @@ inline void metric_check_same_size(const char* fn, const char* what_a, const Val
 inline void metric_check_finite(const char* fn, const char* what, const ValueView& v) {
     for (std::size_t i = 0; i < v.size(); ++i)
         if (!std::isfinite(v[i]))
-            throw value_error(std::string(fn) + ": non-finite " + what + " " + metric_num(v[i]) + " at index " +
+            throw value_error(std::string(fn) + ": non-finite " + what + " " + error_number(v[i]) + " at index " +
                               std::to_string(i));
 }
 inline void metric_check_labels(const char* fn, const ValueView& labels) {
     for (std::size_t i = 0; i < labels.size(); ++i)
         if (labels[i] != 0.0 && labels[i] != 1.0)
-            throw value_error(std::string(fn) + ": label " + metric_num(labels[i]) + " at index " + std::to_string(i) +
+            throw value_error(std::string(fn) + ": label " + error_number(labels[i]) + " at index " + std::to_string(i) +
                               " is not 0 or 1");
 }
 /// scores/labels/weights of a binary classification metric; empty weights = all 1.
@@ -82,4 +77,4 @@ inline void metric_check(const char* fn, const ValueView& scores, const ValueVie
 inline double metric_weight(const ValueView& w, std::size_t i) noexcept { return w.empty() ? 1.0 : w[i]; }
 
 } // namespace detail
-} // namespace tapir
+} // namespace tapir::metrics

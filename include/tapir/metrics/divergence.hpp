@@ -13,7 +13,7 @@
 #include "histogram.hpp"
 #include "roc.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 
 /// JSD(P, Q) = KL(P||M)/2 + KL(Q||M)/2 with M = (P + Q)/2, in bits (log base 2), so it lies
 /// in [0, 1]. P and Q are normalised each to unit sum first; entries must be finite and >= 0;
@@ -24,10 +24,10 @@ inline double jensen_shannon(const ValueView& p, const ValueView& q) {
     double sp = 0.0, sq = 0.0;
     for (std::size_t i = 0; i < p.size(); ++i) {
         if (!(std::isfinite(p[i]) && p[i] >= 0.0))
-            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of p is " + detail::metric_num(p[i]) +
+            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of p is " + detail::error_number(p[i]) +
                               " (need finite values >= 0)");
         if (!(std::isfinite(q[i]) && q[i] >= 0.0))
-            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of q is " + detail::metric_num(q[i]) +
+            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of q is " + detail::error_number(q[i]) +
                               " (need finite values >= 0)");
         sp += p[i];
         sq += q[i];
@@ -47,9 +47,9 @@ inline double jensen_shannon(const ValueView& p, const ValueView& q) {
 inline double jensen_shannon(const Histogram& p, const Histogram& q) {
     if (p.bins() != q.bins() || p.lo() != q.lo() || p.hi() != q.hi())
         throw value_error("jensen_shannon: histograms have different binnings: " + std::to_string(p.bins()) +
-                          " bins in [" + detail::metric_num(p.lo()) + ", " + detail::metric_num(p.hi()) + "] vs " +
-                          std::to_string(q.bins()) + " bins in [" + detail::metric_num(q.lo()) + ", " +
-                          detail::metric_num(q.hi()) + "]");
+                          " bins in [" + detail::error_number(p.lo()) + ", " + detail::error_number(p.hi()) + "] vs " +
+                          std::to_string(q.bins()) + " bins in [" + detail::error_number(q.lo()) + ", " +
+                          detail::error_number(q.hi()) + "]");
     return jensen_shannon(p.contents(), q.contents());
 }
 
@@ -80,15 +80,15 @@ inline SculptingResult mass_sculpting_jsd(const ValueView& scores, const ValueVi
         (scores[i] >= r.threshold ? r.pass : r.fail).fill(mass[i], detail::metric_weight(weights, i));
     }
     if (!(r.pass.integral() > 0.0))
-        throw value_error(std::string(fn) + ": no background weight in [" + detail::metric_num(lo) + ", " +
-                          detail::metric_num(hi) + "] passes the cut at score " + detail::metric_num(r.threshold) +
-                          " (total " + detail::metric_num(r.pass.integral()) + ")");
+        throw value_error(std::string(fn) + ": no background weight in [" + detail::error_number(lo) + ", " +
+                          detail::error_number(hi) + "] passes the cut at score " + detail::error_number(r.threshold) +
+                          " (total " + detail::error_number(r.pass.integral()) + ")");
     if (!(r.fail.integral() > 0.0))
-        throw value_error(std::string(fn) + ": no background weight in [" + detail::metric_num(lo) + ", " +
-                          detail::metric_num(hi) + "] fails the cut at score " + detail::metric_num(r.threshold) +
-                          " (total " + detail::metric_num(r.fail.integral()) + ")");
+        throw value_error(std::string(fn) + ": no background weight in [" + detail::error_number(lo) + ", " +
+                          detail::error_number(hi) + "] fails the cut at score " + detail::error_number(r.threshold) +
+                          " (total " + detail::error_number(r.fail.integral()) + ")");
     r.jsd = jensen_shannon(r.pass, r.fail);
     return r;
 }
 
-} // namespace tapir
+} // namespace tapir::metrics

@@ -13,14 +13,14 @@
 #include "../error.hpp"
 #include "common.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 
 class Histogram {
 public:
     Histogram(std::size_t bins, double lo, double hi) : lo_(lo), hi_(hi), w_(bins, 0.0), w2_(bins, 0.0) {
         if (bins == 0) throw value_error("Histogram: the number of bins must be positive");
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("Histogram: range [" + detail::metric_num(lo) + ", " + detail::metric_num(hi) +
+            throw value_error("Histogram: range [" + detail::error_number(lo) + ", " + detail::error_number(hi) +
                               "] must be finite with lo < hi");
     }
 
@@ -28,14 +28,14 @@ public:
     /// (up to 1e-9 relative), e.g. with_width(105, 160, 5) has 11 bins.
     static Histogram with_width(double lo, double hi, double width) {
         if (!(width > 0.0 && std::isfinite(width)))
-            throw value_error("Histogram::with_width: width must be positive, got " + detail::metric_num(width));
+            throw value_error("Histogram::with_width: width must be positive, got " + detail::error_number(width));
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("Histogram::with_width: range [" + detail::metric_num(lo) + ", " +
-                              detail::metric_num(hi) + "] must be finite with lo < hi");
+            throw value_error("Histogram::with_width: range [" + detail::error_number(lo) + ", " +
+                              detail::error_number(hi) + "] must be finite with lo < hi");
         const double n = std::round((hi - lo) / width);
         if (n < 1.0 || std::abs(n * width - (hi - lo)) > 1e-9 * (hi - lo) || n > 1e9)
-            throw value_error("Histogram::with_width: width " + detail::metric_num(width) + " does not divide [" +
-                              detail::metric_num(lo) + ", " + detail::metric_num(hi) + "] into whole bins");
+            throw value_error("Histogram::with_width: width " + detail::error_number(width) + " does not divide [" +
+                              detail::error_number(lo) + ", " + detail::error_number(hi) + "] into whole bins");
         return Histogram(static_cast<std::size_t>(n), lo, hi);
     }
 
@@ -67,8 +67,8 @@ public:
     void fill(double x, double weight = 1.0) {
         if (std::isnan(x)) throw value_error("Histogram::fill: value is NaN");
         if (!std::isfinite(weight))
-            throw value_error("Histogram::fill: non-finite weight " + detail::metric_num(weight) + " for value " +
-                              detail::metric_num(x));
+            throw value_error("Histogram::fill: non-finite weight " + detail::error_number(weight) + " for value " +
+                              detail::error_number(x));
         const long long b = find_bin(x);
         if (b < 0) {
             under_ += weight;
@@ -109,7 +109,7 @@ public:
     std::vector<double> normalized() const {
         const double s = integral();
         if (!(s > 0.0))
-            throw value_error("Histogram::normalized: the in-range integral is " + detail::metric_num(s) +
+            throw value_error("Histogram::normalized: the in-range integral is " + detail::error_number(s) +
                               " (need a positive total)");
         std::vector<double> p(w_);
         for (double& v : p) v /= s;
@@ -123,4 +123,4 @@ private:
     std::size_t entries_ = 0;
 };
 
-} // namespace tapir
+} // namespace tapir::metrics

@@ -16,7 +16,7 @@
 #include "../error.hpp"
 #include "common.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 
 /// One point per distinct score, from the tightest cut to the loosest: the first point is
 /// (0, 0) at threshold +inf, the last (1, 1) at the lowest score. Tied scores form one step,
@@ -40,7 +40,7 @@ struct RocCurve {
     double background_efficiency(double eps_s) const {
         if (!(eps_s > 0.0 && eps_s <= 1.0))
             throw value_error("background_efficiency: signal efficiency must be in (0, 1], got " +
-                              detail::metric_num(eps_s));
+                              detail::error_number(eps_s));
         if (tpr.size() < 2) throw value_error("background_efficiency: empty ROC curve");
         for (std::size_t k = 1; k < tpr.size(); ++k) {
             if (tpr[k] >= eps_s) {
@@ -57,8 +57,8 @@ struct RocCurve {
     double rejection(double eps_s) const {
         const double eb = background_efficiency(eps_s);
         if (eb < 0.0)
-            throw value_error("rejection: background efficiency " + detail::metric_num(eb) +
-                              " is negative at signal efficiency " + detail::metric_num(eps_s) +
+            throw value_error("rejection: background efficiency " + detail::error_number(eb) +
+                              " is negative at signal efficiency " + detail::error_number(eps_s) +
                               " (negative weights)");
         return eb == 0.0 ? std::numeric_limits<double>::infinity() : 1.0 / eb;
     }
@@ -73,10 +73,10 @@ inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& score
     wneg = 0.0;
     for (std::size_t i = 0; i < scores.size(); ++i) (labels[i] == 1.0 ? wpos : wneg) += metric_weight(weights, i);
     if (!(wpos > 0.0))
-        throw value_error(std::string(fn) + ": the signal (label 1) weights sum to " + metric_num(wpos) +
+        throw value_error(std::string(fn) + ": the signal (label 1) weights sum to " + error_number(wpos) +
                           " (need a positive total)");
     if (!(wneg > 0.0))
-        throw value_error(std::string(fn) + ": the background (label 0) weights sum to " + metric_num(wneg) +
+        throw value_error(std::string(fn) + ": the background (label 0) weights sum to " + error_number(wneg) +
                           " (need a positive total)");
     std::vector<std::size_t> order(scores.size());
     std::iota(order.begin(), order.end(), std::size_t(0));
@@ -144,7 +144,7 @@ inline double efficiency_threshold(const ValueView& scores, const ValueView& lab
                                    double signal_efficiency = 0.5) {
     if (!(signal_efficiency > 0.0 && signal_efficiency <= 1.0))
         throw value_error("efficiency_threshold: signal efficiency must be in (0, 1], got " +
-                          detail::metric_num(signal_efficiency));
+                          detail::error_number(signal_efficiency));
     detail::metric_check("efficiency_threshold", scores, labels, weights);
     std::vector<std::size_t> sig;
     double wpos = 0.0, wabs = 0.0;
@@ -155,7 +155,7 @@ inline double efficiency_threshold(const ValueView& scores, const ValueView& lab
         wabs += std::abs(detail::metric_weight(weights, i));
     }
     if (!(wpos > 0.0))
-        throw value_error("efficiency_threshold: the signal (label 1) weights sum to " + detail::metric_num(wpos) +
+        throw value_error("efficiency_threshold: the signal (label 1) weights sum to " + detail::error_number(wpos) +
                           " (need a positive total)");
     std::sort(sig.begin(), sig.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
     const double target = signal_efficiency * wpos - 1e-12 * wabs;
@@ -168,4 +168,4 @@ inline double efficiency_threshold(const ValueView& scores, const ValueView& lab
     return scores[sig.back()];
 }
 
-} // namespace tapir
+} // namespace tapir::metrics

@@ -9,7 +9,7 @@
 #include "../error.hpp"
 #include "common.hpp"
 
-namespace tapir {
+namespace tapir::metrics {
 namespace detail {
 
 /// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
@@ -41,7 +41,7 @@ inline double xlog1px_minus_x_over_x(double y) {
 
 inline void check_yield(const char* fn, const char* name, double v) {
     if (!(std::isfinite(v) && v >= 0.0))
-        throw value_error(std::string(fn) + ": " + name + " must be finite and >= 0, got " + metric_num(v));
+        throw value_error(std::string(fn) + ": " + name + " must be finite and >= 0, got " + error_number(v));
 }
 
 } // namespace detail
@@ -54,7 +54,7 @@ inline double ams(double s, double b, double b_reg = 10.0) {
     detail::check_yield("ams", "b", b);
     detail::check_yield("ams", "b_reg", b_reg);
     const double bb = b + b_reg;
-    if (!(bb > 0.0)) throw value_error("ams: b + b_reg must be positive, got " + detail::metric_num(bb));
+    if (!(bb > 0.0)) throw value_error("ams: b + b_reg must be positive, got " + detail::error_number(bb));
     return std::sqrt(std::max(0.0, 2.0 * bb * detail::xlog1px_minus_x(s / bb)));
 }
 
@@ -69,7 +69,7 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
     detail::check_yield("asimov_significance", "s", s);
     detail::check_yield("asimov_significance", "relative systematic r", r);
     if (!(std::isfinite(b) && b > 0.0))
-        throw value_error("asimov_significance: b must be finite and positive, got " + detail::metric_num(b));
+        throw value_error("asimov_significance: b must be finite and positive, got " + detail::error_number(b));
     const double x = s / b;
     const double u = r * r * b;
     const double y = x * (u / (1.0 + u));
@@ -77,4 +77,4 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
     return std::sqrt(std::max(0.0, 2.0 * half));
 }
 
-} // namespace tapir
+} // namespace tapir::metrics

@@ -42,15 +42,10 @@ inline void check_finite_hyper(const char* fn, const char* what, double v) {
 
 // ---- gradient reversal ------------------------------------------------------------------------
 
-/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky, arXiv 1409.7495).
-/// Placed between the classifier output and the adversary, one backward pass of
-/// L_f + L_r(reverse(f)) trains the adversary on L_r and the classifier on L_f - lambda L_r.
-template <class T>
-Var<T> gradient_reversal(const Var<T>& x, typename Var<T>::value_type lambda = T(1)) {
-    return grad_reverse(x, lambda);
-}
-
-/// The same as a layer, for use inside a Sequential.
+/// The op grad_reverse (identity forward, gradient times -lambda backward; Ganin & Lempitsky,
+/// arXiv 1409.7495) as a layer, for use inside a Sequential. Placed between the classifier output
+/// and the adversary, one backward pass of L_f + L_r(reverse(f)) trains the adversary on L_r and
+/// the classifier on L_f - lambda L_r.
 template <class T>
 class GradientReversal : public Module<T> {
 public:

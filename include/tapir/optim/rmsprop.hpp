@@ -1,6 +1,6 @@
 #pragma once
-/// RMSprop (Hinton's lecture 6e), PyTorch torch.optim.RMSprop semantics: optional momentum,
-/// centered variant, L2 weight decay.
+/// RMSprop (Tieleman and Hinton 2012; the centered variant of Graves, arXiv 1308.0850), PyTorch
+/// torch.optim.RMSprop semantics: optional momentum, centered variant, L2 weight decay.
 
 #include <cmath>
 #include <cstddef>

@@ -6,7 +6,7 @@
 /// lr = lr_at(t). Call it after every optimiser step for per-iteration schedules, or once per
 /// epoch for per-epoch ones: the schedule does not care which.
 ///
-///   Keras' legacy `decay` (lr / (1 + decay * iterations), seed 002: lr 1e-3, decay 3e-4):
+///   Keras' legacy `decay` (lr / (1 + decay * iterations); lr 1e-3, decay 3e-4 here):
 ///       Adam<float> opt(params, 1e-3f);  InverseTimeLR<float> sched(opt, 3e-4);
 ///       for (...) { ...; opt.step(); sched.step(); }   // update k (k = 0, 1, ...) uses lr / (1 + decay k)
 
