@@ -35,14 +35,14 @@ int main(int argc, char** argv) try {
         data = out + "/diphoton.csv";
         hep::write_diphoton_csv(data, hep::generate_diphoton(20000, 1));
     }
-    const CsvTable table = read_csv(data);
+    const io::CsvTable table = io::read_csv(data);
     const std::vector<std::string> features = {"pt_y1", "eta_y1", "phi_y1", "e_y1", "pt_y2", "eta_y2", "phi_y2", "e_y2"};
     const Tensor<float> x = table.to_tensor<float>(features), y = table.to_tensor<float>({"label"});
-    const TrainTestSplit split = stratified_split(table.column("label"), 0.25, 7);
-    const Tensor<float> x_train = take_rows(x, split.train), y_train = take_rows(y, split.train), x_test = take_rows(x, split.test);
-    const std::vector<double> y_test = take(table.column("label"), split.test);
+    const data::TrainTestSplit split = data::stratified_split(table.column("label"), 0.25, 7);
+    const Tensor<float> x_train = data::take_rows(x, split.train), y_train = data::take_rows(y, split.train), x_test = data::take_rows(x, split.test);
+    const std::vector<double> y_test = data::take(table.column("label"), split.test);
 
-    StandardScaler scaler;
+    data::StandardScaler scaler;
     const Tensor<float> z_train = scaler.fit_transform(x_train), z_test = scaler.transform(x_test);
     Rng rng(42);
     nn::Sequential<float> net = make_classifier(rng);
@@ -56,7 +56,7 @@ int main(int argc, char** argv) try {
                 data.c_str(), table.rows, split.train.size(), split.test.size(), h.epochs(), h["loss"][last], h["val_loss"][last],
                 h["val_accuracy"][last]);
     const Tensor<float> score = nn::predict(net, z_test);
-    std::printf("test AUC %.4f\n", roc_auc(score, y_test));
+    std::printf("test AUC %.4f\n", metrics::roc_auc(score, y_test));
 
     io::save_model(out + "/classifier.tpr", net.named_parameters());
     Rng other(7);

@@ -652,7 +652,7 @@ TEST_CASE("evaluate: loss and metrics of a trained model; the loss equals fit's 
     CHECK(evaluate(m, v.x, v.y).loss == doctest::Approx(bce(pv, v.y)).epsilon(1e-5));
     const std::vector<float> score(pv.data(), pv.data() + pv.size());
     const std::vector<float> label(v.y.data(), v.y.data() + v.y.size());
-    CHECK(e["auc"] == doctest::Approx(roc_auc(score, label)).epsilon(1e-12));
+    CHECK(e["auc"] == doctest::Approx(metrics::roc_auc(score, label)).epsilon(1e-12));
     CHECK(e["auc"] > 0.9);
     CHECK_THROWS_WITH_AS(e["auroc"], "Evaluation: no value 'auroc' (values: loss, accuracy, auc)", value_error);
     // Weights enter the loss; a bad label is refused as in fit.

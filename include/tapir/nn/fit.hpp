@@ -135,7 +135,7 @@ void check_targets(const Loss& l, const Tensor<T>& y, const char* who) {
 template <class T>
 void gather_into(const Tensor<T>& src, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
     const std::size_t rows = src.rank() ? src.shape()[0] : 0;
-    gather_rows(src, idx, n, dst);
+    data::gather_rows(src, idx, n, dst);
     if (dst.rank() != 2) dst.reshape_(Shape{n, rows ? src.size() / rows : 0});
 }
 
