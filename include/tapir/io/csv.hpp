@@ -7,7 +7,7 @@
 ///   index column of `,pt_y1,eta_y1,...`) are skipped: never selected, never parsed.
 /// - Fields may be quoted ("..." with "" for a quote, delimiters and newlines inside);
 ///   spaces and tabs around unquoted fields and around numbers are ignored. A leading '+' is
-///   accepted. Line ends are \n, \r\n or \r; blank lines (empty, or only spaces and tabs) are
+///   accepted. Line ends are `\n`, `\r\n` or `\r`; blank lines (empty, or only spaces and tabs) are
 ///   skipped; a UTF-8 BOM is skipped.
 /// - Every selected field must be a decimal number. nan/inf are rejected unless
 ///   CsvOptions::allow_non_finite; numbers too small for a double read as (signed) zero, too

@@ -31,7 +31,7 @@ Var<T> proportion_distance(const Var<T>& d, ProportionDistance kind) {
 }
 } // namespace detail
 
-/// One batch with known signal fraction f: l(<yhat>_w - f), l = square or abs, where <yhat>_w is
+/// One batch with known signal fraction f: l(`<yhat>_w` - f), l = square or abs, where `<yhat>_w` is
 /// the (weighted) batch mean of the outputs yhat in [0, 1].
 template <class T>
 Var<T> label_proportion_loss(const Var<T>& yhat, detail::scalar_t<T> fraction,
@@ -42,7 +42,7 @@ Var<T> label_proportion_loss(const Var<T>& yhat, detail::scalar_t<T> fraction,
     return detail::proportion_distance(add_scalar(m, -fraction), kind);
 }
 
-/// Several groups K in one batch: sum_K l(<yhat>_K - f_K) (arXiv 1702.00414), with group[i] the
+/// Several groups K in one batch: sum_K l(`<yhat>_K` - f_K) (arXiv 1702.00414), with group[i] the
 /// group index of event i in [0, fractions.size()). Every group needs events (non-zero weight).
 template <class T>
 Var<T> label_proportion_loss(const Var<T>& yhat, const std::vector<std::size_t>& group, const std::vector<T>& fractions,
