@@ -7,39 +7,12 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/autodiff/ops.hpp>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
+
+#include "support/gradcheck.hpp"
 
 using namespace tapir;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
-
-namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
-/// Values kept away from the kinks of relu/abs/clamp/max so finite differences are valid.
-Td rnd_away(const Shape& s, std::uint64_t seed) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = (r.uniform(0.2, 2.0)) * (r.bernoulli(0.5) ? 1 : -1);
-    return t;
-}
-void check_both(const GradcheckFn& f, const std::vector<Td>& xs, bool second_order = true) {
-    const auto r1 = gradcheck(f, xs);
-    INFO("first order: " << r1.message());
-    CHECK(r1.passed);
-    CHECK(r1.max_error < 1e-6);
-    if (second_order) {
-        const auto r2 = gradgradcheck(f, xs);
-        INFO("second order: " << r2.message());
-        CHECK(r2.passed);
-    }
-}
-} // namespace
+using namespace tapir_test;
 
 TEST_CASE("binary ops with broadcasting: gradients of first and second order") {
     const Td a = rnd(Shape{3, 4}, 1), b = rnd(Shape{3, 4}, 2), row = rnd(Shape{4}, 3), col = rnd(Shape{3, 1}, 4);

@@ -6,7 +6,7 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/autodiff/ops.hpp>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 
 #include "support/alloc_counter.hpp"
 

@@ -11,20 +11,13 @@
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 
+#include "support/gradcheck.hpp"
+
 using namespace tapir;
 using namespace tapir::nn;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
+using namespace tapir_test;
 
 namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
-
 /// gradcheck (and gradgradcheck) of a module with respect to its input and all its parameters.
 void check_module(Module<double>& m, const Td& x, bool second_order = true) {
     std::vector<Td> inputs{x};
