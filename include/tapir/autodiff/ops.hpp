@@ -564,6 +564,18 @@ detail::val<V, T> erf(const V<T>& a) {
     return detail::emit(t, op_erf<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::erf(x); }), detail::no_attrs{}, a);
 }
 
+template <class O, class T, class V>
+void backward_atan(O& o, const Node<T>& n, const V& g) {
+    const V x = o.in(n, 0);
+    o.acc(n, 0, div(g, add_scalar(mul(x, x), T(1))));  // d atan(x)/dx = 1 / (1 + x^2)
+}
+TAPIR_OP(atan, "atan", backward_atan);
+template <class T, template <class> class V>
+detail::val<V, T> atan(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_atan<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::atan(x); }), detail::no_attrs{}, a);
+}
+
 // ---- softmax family ------------------------------------------------------------------------
 
 template <class O, class T, class V>
