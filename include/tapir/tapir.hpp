@@ -16,6 +16,7 @@
 #include "data/random.hpp"
 #include "autodiff/arena.hpp"
 #include "autodiff/backward.hpp"
+#include "autodiff/functional.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/kernels.hpp"
 #include "autodiff/ops.hpp"

@@ -7,39 +7,12 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/autodiff/ops.hpp>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
+
+#include "support/gradcheck.hpp"
 
 using namespace tapir;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
-
-namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
-/// Values kept away from the kinks of relu/abs/clamp/max so finite differences are valid.
-Td rnd_away(const Shape& s, std::uint64_t seed) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = (r.uniform(0.2, 2.0)) * (r.bernoulli(0.5) ? 1 : -1);
-    return t;
-}
-void check_both(const GradcheckFn& f, const std::vector<Td>& xs, bool second_order = true) {
-    const auto r1 = gradcheck(f, xs);
-    INFO("first order: " << r1.message());
-    CHECK(r1.passed);
-    CHECK(r1.max_error < 1e-6);
-    if (second_order) {
-        const auto r2 = gradgradcheck(f, xs);
-        INFO("second order: " << r2.message());
-        CHECK(r2.passed);
-    }
-}
-} // namespace
+using namespace tapir_test;
 
 TEST_CASE("binary ops with broadcasting: gradients of first and second order") {
     const Td a = rnd(Shape{3, 4}, 1), b = rnd(Shape{3, 4}, 2), row = rnd(Shape{4}, 3), col = rnd(Shape{3, 1}, 4);
@@ -142,6 +115,35 @@ TEST_CASE("elementwise math functions") {
     check_both([](Tape<double>&, const Vs& x) { return softplus(x[0]); }, {a});
     check_both([](Tape<double>&, const Vs& x) { return log_sigmoid(x[0]); }, {a});
     check_both([](Tape<double>&, const Vs& x) { return erf(x[0]); }, {a});
+}
+
+TEST_CASE("atan: values, first and second derivatives against std, hand and PyTorch float64 values") {
+    check_both([](Tape<double>&, const Vs& x) { return atan(x[0]); }, {rnd(Shape{2, 5}, 33, -3.0, 3.0)});
+    check_both([](Tape<double>&, const Vs& x) { return atan(x[0] * x[1]); }, {rnd(Shape{4}, 34), rnd(Shape{4}, 35)});
+    // PyTorch 1.13, float64: atan, its gradient and the gradient of the gradient's sum.
+    const Td xs(Shape{6}, {-2.5, -1.0, 0.0, 0.3, 1.0, 4.0});
+    const double value[] = {-1.1902899496825317, -0.7853981633974483, 0.0, 0.2914567944778671, 0.7853981633974483, 1.3258176636680326};
+    const double d1[] = {0.13793103448275862, 0.5, 1.0, 0.9174311926605504, 0.5, 0.058823529411764705};
+    const double d2[] = {0.09512485136741973, 0.5, -0.0, -0.505007995959936, -0.5, -0.02768166089965398};
+    Tape<double> t;
+    const V x = t.variable(xs);
+    const V y = atan(x);
+    const V g = grad(sum(y), x, /*create_graph=*/true);
+    const V h = grad(sum(g), x);
+    for (std::size_t i = 0; i < 6; ++i) {
+        CHECK(y[i] == std::atan(xs[i]));
+        CHECK(y[i] == doctest::Approx(value[i]).epsilon(1e-15));
+        CHECK(g[i] == doctest::Approx(1.0 / (1.0 + xs[i] * xs[i])).epsilon(1e-15));
+        CHECK(g[i] == doctest::Approx(d1[i]).epsilon(1e-15));
+        CHECK(h[i] == doctest::Approx(-2.0 * xs[i] / ((1.0 + xs[i] * xs[i]) * (1.0 + xs[i] * xs[i]))).epsilon(1e-14));
+        CHECK(h[i] == doctest::Approx(d2[i]).epsilon(1e-14));
+    }
+    CHECK(y[4] == doctest::Approx(std::acos(-1.0) / 4).epsilon(1e-15));  // atan(1) = pi/4
+    backward(sum(y));
+    CHECK(x.grad()[1] == 0.5);  // 1 / (1 + 1)
+    CHECK(std::string(t.node(y.index()).op->name) == "atan");
+    Tape<float> tf;  // float and literals
+    CHECK(atan(tf.constant(Tensor<float>(Shape{1}, {1.0f})) * 2)[0] == std::atan(2.0f));
 }
 
 TEST_CASE("softmax family along every axis") {

@@ -10,28 +10,12 @@
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/loss/classification.hpp>
 
+#include "support/gradcheck.hpp"
+
 using namespace tapir;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
+using namespace tapir_test;
 
 namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
-void check_both(const GradcheckFn& f, const std::vector<Td>& xs, bool second_order = true) {
-    const auto r1 = gradcheck(f, xs);
-    INFO("first order: " << r1.message());
-    CHECK(r1.passed);
-    if (second_order) {
-        const auto r2 = gradgradcheck(f, xs);
-        INFO("second order: " << r2.message());
-        CHECK(r2.passed);
-    }
-}
 double softplus_d(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
 } // namespace
 

@@ -9,18 +9,12 @@
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/loss/disco.hpp>
 
+#include "support/gradcheck.hpp"
+
 using namespace tapir;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
+using namespace tapir_test;
 
 namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
 double dcorr(const std::vector<double>& x, const std::vector<double>& y) {
     Tape<double> t;
     const std::size_t n = x.size();

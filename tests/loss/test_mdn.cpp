@@ -10,18 +10,12 @@
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/loss/mdn.hpp>
 
+#include "support/gradcheck.hpp"
+
 using namespace tapir;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
+using namespace tapir_test;
 
 namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
 const double pi = 3.14159265358979323846;
 double softplus_d(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
 double phi(double x) { return 0.5 * (1 + std::erf(x / std::sqrt(2.0))); }

@@ -11,20 +11,13 @@
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 
+#include "support/gradcheck.hpp"
+
 using namespace tapir;
 using namespace tapir::nn;
-using V = Var<double>;
-using Vs = std::vector<V>;
-using Td = Tensor<double>;
+using namespace tapir_test;
 
 namespace {
-Td rnd(const Shape& s, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
-    Rng r(seed);
-    Td t(s);
-    for (auto& v : t) v = r.uniform(lo, hi);
-    return t;
-}
-
 /// gradcheck (and gradgradcheck) of a module with respect to its input and all its parameters.
 void check_module(Module<double>& m, const Td& x, bool second_order = true) {
     std::vector<Td> inputs{x};
@@ -45,16 +38,16 @@ void check_module(Module<double>& m, const Td& x, bool second_order = true) {
     }
 }
 
-std::size_t count_ops(const Tape<double>& t, Op op) {
+std::size_t count_ops(const Tape<double>& t, const OpDef<double>& op) {
     std::size_t n = 0;
-    for (std::size_t i = 0; i < t.size(); ++i) n += t.node(static_cast<std::int32_t>(i)).op == op ? 1 : 0;
+    for (std::size_t i = 0; i < t.size(); ++i) n += t.node(static_cast<std::int32_t>(i)).op == &op ? 1 : 0;
     return n;
 }
 std::size_t count_non_leaf(const Tape<double>& t) {
     std::size_t n = 0;
     for (std::size_t i = 0; i < t.size(); ++i) {
-        const Op op = t.node(static_cast<std::int32_t>(i)).op;
-        n += (op != Op::leaf && op != Op::param) ? 1 : 0;
+        const OpDef<double>* op = t.node(static_cast<std::int32_t>(i)).op;
+        n += (op != &op_leaf<double> && op != &op_param<double>) ? 1 : 0;
     }
     return n;
 }
@@ -78,9 +71,9 @@ TEST_CASE("Dense computes act(x W + b) with W of shape (in, out)") {
     for (std::size_t i = 0; i < 6; ++i) CHECK(y[i] == doctest::Approx(expected[i]).epsilon(1e-14));
 
     // ONE dense node (plus the parameter leaves), no matmul/add/relu nodes.
-    CHECK(count_ops(t, Op::dense) == 1);
+    CHECK(count_ops(t, op_dense<double>) == 1);
     CHECK(count_non_leaf(t) == 1);
-    CHECK(count_ops(t, Op::param) == 2);
+    CHECK(count_ops(t, op_param<double>) == 2);
 
     // Gradients reach Parameter::grad.
     d.zero_grad();
@@ -212,13 +205,13 @@ TEST_CASE("Sequential fuses Dense followed by an activation into one dense node"
     Tape<double> t;
     m.zero_grad();
     const V yf = m(t.view(x));
-    CHECK(count_ops(t, Op::dense) == 6);
-    CHECK(count_ops(t, Op::relu) == 0);
-    CHECK(count_ops(t, Op::leaky_relu) == 0);
-    CHECK(count_ops(t, Op::elu) == 0);
-    CHECK(count_ops(t, Op::tanh) == 0);
-    CHECK(count_ops(t, Op::softplus) == 0);
-    CHECK(count_ops(t, Op::sigmoid) == 1);  // the unfusable one
+    CHECK(count_ops(t, op_dense<double>) == 6);
+    CHECK(count_ops(t, op_relu<double>) == 0);
+    CHECK(count_ops(t, op_leaky_relu<double>) == 0);
+    CHECK(count_ops(t, op_elu<double>) == 0);
+    CHECK(count_ops(t, op_tanh<double>) == 0);
+    CHECK(count_ops(t, op_softplus<double>) == 0);
+    CHECK(count_ops(t, op_sigmoid<double>) == 1);  // the unfusable one
     CHECK(count_non_leaf(t) == 8);          // 6 dense + sigmoid + softmax
     const Td fused = yf.value();
     const Td r = rnd(yf.shape(), 10);
@@ -231,9 +224,9 @@ TEST_CASE("Sequential fuses Dense followed by an activation into one dense node"
     m.zero_grad();
     V h = t.view(x);
     for (auto* l : m.layers()) h = (*l)(h);
-    CHECK(count_ops(t, Op::dense) == 6);
-    CHECK(count_ops(t, Op::relu) == 1);
-    CHECK(count_ops(t, Op::softplus) == 1);
+    CHECK(count_ops(t, op_dense<double>) == 6);
+    CHECK(count_ops(t, op_relu<double>) == 1);
+    CHECK(count_ops(t, op_softplus<double>) == 1);
     for (std::size_t i = 0; i < fused.size(); ++i) CHECK(h[i] == doctest::Approx(fused[i]).epsilon(1e-13));
     backward(sum(mul(h, t.view(r))));
     const auto ps = m.parameters();
@@ -244,7 +237,7 @@ TEST_CASE("Sequential fuses Dense followed by an activation into one dense node"
     m.set_fusion(false);
     t.clear();
     const V yu = m(t.view(x));
-    CHECK(count_ops(t, Op::relu) == 1);
+    CHECK(count_ops(t, op_relu<double>) == 1);
     for (std::size_t i = 0; i < fused.size(); ++i) CHECK(yu[i] == doctest::Approx(fused[i]).epsilon(1e-13));
     m.set_fusion(true);
 
@@ -270,7 +263,7 @@ TEST_CASE("Dense with activation and the unfused chain agree in values and input
         const V xv = t.variable(x);
         const V yf = fused(xv);
         const V yu = a(plain(xv));
-        REQUIRE(count_ops(t, Op::dense) == 2);
+        REQUIRE(count_ops(t, op_dense<double>) == 2);
         for (std::size_t i = 0; i < yf.size(); ++i) CHECK(yf[i] == doctest::Approx(yu[i]).epsilon(1e-14));
         const V gf = grad(sum(square(yf)), xv);
         const V gu = grad(sum(square(yu)), xv);

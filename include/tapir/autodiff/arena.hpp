@@ -2,7 +2,7 @@
 /// Bump allocator for a tape's intermediate tensors.
 ///
 /// Blocks are kept across reset(), so a step that requests the same sizes as the step before
-/// is served from the same blocks and touches the heap not at all.
+/// is served from the same blocks and touches the heap not at all. Owned by one tape; not movable.
 
 #include <cstddef>
 #include <new>
@@ -19,17 +19,6 @@ public:
     Arena() = default;
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
-    Arena(Arena&& o) noexcept : blocks_(std::move(o.blocks_)), cur_(o.cur_), off_(o.off_) { o.blocks_.clear(); }
-    Arena& operator=(Arena&& o) noexcept {
-        if (this != &o) {
-            release();
-            blocks_ = std::move(o.blocks_);
-            cur_ = o.cur_;
-            off_ = o.off_;
-            o.blocks_.clear();
-        }
-        return *this;
-    }
     ~Arena() { release(); }
 
     void* allocate(std::size_t bytes) {

@@ -15,7 +15,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../data/random.hpp"
+#include "../random.hpp"
 #include "backward.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
@@ -94,7 +94,7 @@ struct GradcheckEval {
         }
         const Var<T> l = project(t, y, r[0]);
         if (order == 0) return l.item();
-        const auto gs = grad(l, vars, false);
+        const auto gs = grad(l, vars, false, /*allow_unused=*/true);
         double m = 0.0;
         for (std::size_t k = 0; k < gs.size(); ++k)
             for (std::size_t j = 0; j < gs[k].size(); ++j) m += gs[k][j] * v[k][j];
@@ -113,7 +113,7 @@ GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, doub
     t.clear();
     std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
-    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false);
+    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false, /*allow_unused=*/true);
     std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
 
@@ -146,12 +146,12 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
     t.clear();
     std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
-    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true);
+    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true, /*allow_unused=*/true);
     Var<T> m = t.scalar(T(0));
     for (std::size_t k = 0; k < gs.size(); ++k) m = add(m, sum(mul(gs[k], t.view(ev.v[k]))));
     std::vector<Tensor<T>> analytic;
     if (m.requires_grad()) {
-        for (const auto& g : grad(m, vars, false)) analytic.push_back(g.value());
+        for (const auto& g : grad(m, vars, false, /*allow_unused=*/true)) analytic.push_back(g.value());
     } else {
         for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }

@@ -1,26 +1,69 @@
 #pragma once
-/// Differentiable operations. Each op is written in one place: its recorded forward (a kernel
-/// from kernels.hpp plus a node) and, right below it, its backward rule.
+/// Differentiable operations. Each op is written in one place: its backward rule, its descriptor
+/// (TAPIR_OP: the name and the rule's two instantiations, which the tape's nodes point to) and
+/// its forward (a kernel from kernels.hpp plus a node). Nothing else lists the ops.
 ///
-/// A backward rule is a template over a context `o` that offers the same ops in two modes:
-/// eager (computes into the arena, records nothing: the fast first-order path) and recording
-/// (creates nodes: used by grad(..., create_graph) so that gradients are differentiable again).
-/// One rule therefore serves first and higher orders alike. In a rule, `o.in(n, k)` is the k-th
-/// input's value, `o.out(n)` the node's value, `o.needs(n, k)` tells whether input k wants a
-/// gradient, and `o.acc(n, k, v)` adds v to its gradient.
+/// Every op takes Var<T> (records a node) and, for the eager backward pass, Eager<T> (computes
+/// into the arena, records nothing). A backward rule is a template over its context `o` and the
+/// value type V and computes with the ordinary ops, so one rule serves the fast first-order pass
+/// and the recorded pass of grad(..., create_graph) alike. In a rule, `o.in(n, k)` is the k-th
+/// input's value, `o.out(n)` the node's value, `o.shape(n, k)` the input's shape, `o.needs(n, k)`
+/// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
+/// README.md, "Adding an op", walks through one.
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "backward.hpp"
 #include "kernels.hpp"
 #include "tape.hpp"
+
+/// Declares op_<id><T>, the descriptor of the op called `name` whose backward rule is the function
+/// template `rule(o, node, g)`.
+#define TAPIR_OP(id, name, rule)                                                                                                 \
+    template <class T>                                                                                                             \
+    inline constexpr OpDef<T> op_##id {                                                                                            \
+        name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
+    }
+/// An op that passes no gradient (the masks rules multiply by).
+#define TAPIR_OP_NO_GRAD(id, name)                                                                                               \
+    template <class T>                                                                                                             \
+    inline constexpr OpDef<T> op_##id { name, nullptr, nullptr }
 
 namespace tapir {
 
 namespace detail {
+template <class V>
+struct is_value : std::false_type {};
+template <class T>
+struct is_value<Var<T>> : std::true_type {};
+template <class T>
+struct is_value<Eager<T>> : std::true_type {};
+/// V<T> for the two value types an op takes (Var, Eager); no overload for anything else.
+template <template <class> class V, class T>
+using val = std::enable_if_t<is_value<V<T>>::value, V<T>>;
+/// Scalar arguments of any arithmetic type, converted to T: pow(x, 3), x * 2, 1 - x.
+template <class S>
+using if_scalar = std::enable_if_t<std::is_arithmetic<S>::value, int>;
+
+template <class T>
+Tape<T>& tape_of(const Var<T>& v) { return v.tape(); }
+template <class T>
+Tape<T>& tape_of(const Eager<T>& v) noexcept { return *v.t; }
+template <class T>
+const Ref<T>& ref(const Var<T>& v) { return v.ref(); }
+template <class T>
+const Ref<T>& ref(const Eager<T>& v) noexcept { return v.r; }
+/// The value of an input already checked against tape t.
+template <class T>
+const Ref<T>& ref(const Tape<T>& t, const Var<T>& v) noexcept { return t.node(v.index()).out; }
+template <class T>
+const Ref<T>& ref(const Tape<T>&, const Eager<T>& v) noexcept { return v.r; }
+
 template <class T>
 Tape<T>& same_tape(const Var<T>& a, const Var<T>& b, const char* op) {
     Tape<T>& t = a.tape();
@@ -28,22 +71,37 @@ Tape<T>& same_tape(const Var<T>& a, const Var<T>& b, const char* op) {
     return t;
 }
 template <class T>
-Var<T> record1(Op op, const Var<T>& a, const Ref<T>& out, T a0 = T(0), T a1 = T(0)) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(op, out, a.index());
-    Node<T>& n = t.node_mut(v.index());
-    n.a0 = a0;
-    n.a1 = a1;
+Tape<T>& same_tape(const Eager<T>& a, const Eager<T>&, const char*) noexcept { return *a.t; }
+
+struct no_attrs {
+    template <class N>
+    void operator()(N&) const noexcept {}
+};
+
+/// An op's result: for Var inputs a node of `op` (set writes its attributes), for Eager ones the value.
+template <class T, class Set, class... In>
+Var<T> emit(Tape<T>& t, const OpDef<T>& op, const Ref<T>& out, Set set, const Var<T>& a, const In&... in) {
+    Var<T> v = t.record(op, out, a.index(), in.index()...);
+    set(t.node_mut(v.index()));
     return v;
 }
+template <class T, class Set, class... In>
+Eager<T> emit(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&, const In&...) noexcept {
+    return Eager<T>{out, &t};
+}
 template <class T>
-Var<T> record_axis(Op op, const Var<T>& a, const Ref<T>& out, std::size_t axis, bool keepdim) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(op, out, a.index());
-    Node<T>& n = t.node_mut(v.index());
-    n.axis = static_cast<std::int32_t>(axis);
-    n.flags = keepdim ? 1 : 0;
-    return v;
+auto set_a(T a0, T a1 = T(0)) {
+    return [a0, a1](Node<T>& n) {
+        n.a0 = a0;
+        n.a1 = a1;
+    };
+}
+template <class T>
+auto set_axis(std::size_t axis, bool keepdim) {
+    return [axis, keepdim](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(axis);
+        n.flags = keepdim ? 1 : 0;
+    };
 }
 /// Shape of a reduced value with the reduced axis kept as 1, for broadcasting a gradient back.
 inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_shape(in, static_cast<std::size_t>(axis), true); }
@@ -51,172 +109,191 @@ inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_
 
 // ---- add, sub, mul, div: broadcasting binary ops ---------------------------------------------
 
-template <class T>
-Var<T> add(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "add");
-    return t.record(Op::add, detail::k_add(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_add(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(g, o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(g, o.shape(n, 1)));
+}
+TAPIR_OP(add, "add", backward_add);
+template <class T, template <class> class V>
+TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "add");
+    return detail::emit(t, op_add<T>, detail::k_add(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> sub(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "sub");
-    return t.record(Op::sub, detail::k_sub(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_sub(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.neg(g), o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(g), o.shape(n, 1)));
+}
+TAPIR_OP(sub, "sub", backward_sub);
+template <class T, template <class> class V>
+detail::val<V, T> sub(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "sub");
+    return detail::emit(t, op_sub<T>, detail::k_sub(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> mul(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "mul");
-    return t.record(Op::mul, detail::k_mul(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_mul(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(o.mul(g, o.in(n, 1)), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.mul(g, o.in(n, 0)), o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, o.in(n, 1)), o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(mul(g, o.in(n, 0)), o.shape(n, 1)));
+}
+TAPIR_OP(mul, "mul", backward_mul);
+template <class T, template <class> class V>
+TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "mul");
+    return detail::emit(t, op_mul<T>, detail::k_mul(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> div(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "div");
-    return t.record(Op::div, detail::k_div(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
-    const V gb = o.div(g, o.in(n, 1));  // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(gb, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.neg(o.mul(gb, o.out(n))), o.shape(n, 1)));
+    const V gb = div(g, o.in(n, 1));  // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(gb, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(mul(gb, o.out(n))), o.shape(n, 1)));
+}
+TAPIR_OP(div, "div", backward_div);
+template <class T, template <class> class V>
+detail::val<V, T> div(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "div");
+    return detail::emit(t, op_div<T>, detail::k_div(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
-template <class T>
-Var<T> neg(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::neg, detail::k_unary(t, a.ref(), [](T x) { return -x; }), a.index());
-}
 template <class O, class T, class V>
 void backward_neg(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.neg(g));
+    o.acc(n, 0, neg(g));
+}
+TAPIR_OP(neg, "neg", backward_neg);
+template <class T, template <class> class V>
+detail::val<V, T> neg(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_neg<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -x; }), detail::no_attrs{}, a);
 }
 
-/// a * c for a constant c.
-template <class T>
-Var<T> scale(const Var<T>& a, T c) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::scale, a, detail::k_unary(t, a.ref(), [c](T x) { return x * c; }), c);
-}
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(g, n.a0));
+    o.acc(n, 0, scale(g, n.a0));
+}
+TAPIR_OP(scale, "scale", backward_scale);
+/// a * c for a constant c.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> scale(const V<T>& a, S s) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_scale<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x * c; }), detail::set_a(c), a);
 }
 
-/// a + c for a constant c.
-template <class T>
-Var<T> add_scalar(const Var<T>& a, T c) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::add_scalar, a, detail::k_unary(t, a.ref(), [c](T x) { return x + c; }), c);
-}
 template <class O, class T, class V>
 void backward_add_scalar(O& o, const Node<T>& n, const V& g) {
     o.acc(n, 0, g);
 }
-
-/// c / a for a constant c.
-template <class T>
-Var<T> rdiv_scalar(T c, const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::rdiv_scalar, a, detail::k_unary(t, a.ref(), [c](T x) { return c / x; }), c);
+TAPIR_OP(add_scalar, "add_scalar", backward_add_scalar);
+/// a + c for a constant c.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> add_scalar(const V<T>& a, S s) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_add_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x + c; }), detail::set_a(c), a);
 }
+
 template <class O, class T, class V>
 void backward_rdiv_scalar(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.neg(o.div(o.mul(g, o.out(n)), o.in(n, 0))));  // d(c/a)/da = -(c/a)/a
+    o.acc(n, 0, neg(div(mul(g, o.out(n)), o.in(n, 0))));  // d(c/a)/da = -(c/a)/a
+}
+TAPIR_OP(rdiv_scalar, "rdiv_scalar", backward_rdiv_scalar);
+/// c / a for a constant c.
+template <class S, class T, template <class> class V, detail::if_scalar<S> = 0>
+detail::val<V, T> rdiv_scalar(S s, const V<T>& a) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_rdiv_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return c / x; }), detail::set_a(c), a);
 }
 
 // ---- linear algebra and shapes --------------------------------------------------------------
 
-/// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
-template <class T>
-Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "matmul");
-    Var<T> v = t.record(Op::matmul, detail::k_matmul(t, a.ref(), b.ref(), transpose_a, transpose_b), a.index(), b.index());
-    t.node_mut(v.index()).flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return v;
-}
 template <class O, class T, class V>
 void backward_matmul(O& o, const Node<T>& n, const V& g) {
     const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
     const V a = o.in(n, 0), b = o.in(n, 1);
     // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? o.matmul(b, g, tb, true) : o.matmul(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? o.matmul(g, a, true, ta) : o.matmul(a, g, !ta, false));
+    if (o.needs(n, 0)) o.acc(n, 0, ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb));
+    if (o.needs(n, 1)) o.acc(n, 1, tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false));
+}
+TAPIR_OP(matmul, "matmul", backward_matmul);
+/// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
+template <class T, template <class> class V>
+detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
+    Tape<T>& t = detail::same_tape(a, b, "matmul");
+    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
+    return detail::emit(t, op_matmul<T>, detail::k_matmul(t, detail::ref(a), detail::ref(b), transpose_a, transpose_b),
+                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
 }
 
-template <class T>
-Var<T> transpose(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::transpose, detail::k_transpose(t, a.ref()), a.index());
-}
 template <class O, class T, class V>
 void backward_transpose(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.transpose(g));
+    o.acc(n, 0, transpose(g));
+}
+TAPIR_OP(transpose, "transpose", backward_transpose);
+template <class T, template <class> class V>
+detail::val<V, T> transpose(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_transpose<T>, detail::k_transpose(t, detail::ref(a)), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> reshape(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::reshape, detail::k_reshape(a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_reshape(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.reshape(g, o.shape(n, 0)));
+    o.acc(n, 0, reshape(g, o.shape(n, 0)));
+}
+TAPIR_OP(reshape, "reshape", backward_reshape);
+template <class T, template <class> class V>
+detail::val<V, T> reshape(const V<T>& a, const Shape& s) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_reshape<T>, detail::k_reshape(detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> broadcast_to(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::broadcast_to, detail::k_broadcast_to(t, a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_broadcast_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
+    o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+}
+TAPIR_OP(broadcast_to, "broadcast_to", backward_broadcast_to);
+template <class T, template <class> class V>
+detail::val<V, T> broadcast_to(const V<T>& a, const Shape& s) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_broadcast_to<T>, detail::k_broadcast_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-/// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
-template <class T>
-Var<T> sum_to(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::sum_to, detail::k_sum_to(t, a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_sum_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.broadcast_to(g, o.shape(n, 0)));
+    o.acc(n, 0, broadcast_to(g, o.shape(n, 0)));
+}
+TAPIR_OP(sum_to, "sum_to", backward_sum_to);
+/// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
+/// A value that already has shape s is returned as it is.
+template <class T, template <class> class V>
+detail::val<V, T> sum_to(const V<T>& a, const Shape& s) {
+    if (a.shape() == s) return a;
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_sum_to<T>, detail::k_sum_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
 // ---- reductions -----------------------------------------------------------------------------
 
 /// Sum of all elements (a scalar of shape ()).
-template <class T>
-Var<T> sum(const Var<T>& a) { return sum_to(a, Shape{}); }
+template <class T, template <class> class V>
+detail::val<V, T> sum(const V<T>& a) { return sum_to(a, Shape{}); }
 
-template <class T>
-Var<T> sum(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
-    return detail::record_axis(Op::sum_axis, a, detail::k_sum_axis(t, a.ref(), ax, keepdim), ax, keepdim);
-}
 template <class O, class T, class V>
 void backward_sum_axis(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
-    o.acc(n, 0, o.broadcast_to(o.reshape(g, detail::keepdim_shape(in, n.axis)), in));
+    o.acc(n, 0, broadcast_to(reshape(g, detail::keepdim_shape(in, n.axis)), in));
+}
+TAPIR_OP(sum_axis, "sum", backward_sum_axis);
+template <class T, template <class> class V>
+detail::val<V, T> sum(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
+    return detail::emit(t, op_sum_axis<T>, detail::k_sum_axis(t, detail::ref(a), ax, keepdim), detail::set_axis<T>(ax, keepdim), a);
 }
 
 template <class T>
@@ -233,273 +310,333 @@ Var<T> mean(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
     return scale(sum(a, axis, keepdim), T(1) / static_cast<T>(len));
 }
 
-template <class T>
-Var<T> max(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
-    return detail::record_axis(Op::max_axis, a, detail::k_extreme_axis(t, a.ref(), ax, keepdim, true), ax, keepdim);
-}
-template <class T>
-Var<T> min(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
-    return detail::record_axis(Op::min_axis, a, detail::k_extreme_axis(t, a.ref(), ax, keepdim, false), ax, keepdim);
-}
 /// The gradient goes to the first extreme element along the axis (as PyTorch's max(dim)).
+template <class O, class T, class V>
+void backward_extreme_axis(O& o, const Node<T>& n, const V& g);
+TAPIR_OP(max_axis, "max", backward_extreme_axis);
+TAPIR_OP(min_axis, "min", backward_extreme_axis);
 template <class O, class T, class V>
 void backward_extreme_axis(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
-    const V mask = o.extreme_mask(o.in(n, 0), n.axis, n.op == Op::max_axis);
-    o.acc(n, 0, o.mul(mask, o.broadcast_to(o.reshape(g, detail::keepdim_shape(in, n.axis)), in)));
+    const V mask = extreme_mask(o.in(n, 0), n.axis, n.op == &op_max_axis<T>);
+    o.acc(n, 0, mul(mask, broadcast_to(reshape(g, detail::keepdim_shape(in, n.axis)), in)));
+}
+template <class T, template <class> class V>
+detail::val<V, T> max(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
+    return detail::emit(t, op_max_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, true), detail::set_axis<T>(ax, keepdim), a);
+}
+template <class T, template <class> class V>
+detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
+    return detail::emit(t, op_min_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, false), detail::set_axis<T>(ax, keepdim), a);
 }
 
 // ---- elementwise math -------------------------------------------------------------------------
 
-template <class T>
-Var<T> exp(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::exp(a.data(), out.data, a.size());
-    return t.record(Op::exp, out, a.index());
-}
 template <class O, class T, class V>
 void backward_exp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.out(n)));
+    o.acc(n, 0, mul(g, o.out(n)));
+}
+TAPIR_OP(exp, "exp", backward_exp);
+template <class T, template <class> class V>
+detail::val<V, T> exp(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::exp(x.data, out.data, x.size());
+    return detail::emit(t, op_exp<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> log(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::log(a.data(), out.data, a.size());
-    return t.record(Op::log, out, a.index());
-}
 template <class O, class T, class V>
 void backward_log(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(g, o.in(n, 0)));
+    o.acc(n, 0, div(g, o.in(n, 0)));
+}
+TAPIR_OP(log, "log", backward_log);
+template <class T, template <class> class V>
+detail::val<V, T> log(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::log(x.data, out.data, x.size());
+    return detail::emit(t, op_log<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> log1p(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::log1p, detail::k_unary(t, a.ref(), [](T x) { return std::log1p(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_log1p(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(g, o.add_scalar(o.in(n, 0), T(1))));
+    o.acc(n, 0, div(g, add_scalar(o.in(n, 0), T(1))));
+}
+TAPIR_OP(log1p, "log1p", backward_log1p);
+template <class T, template <class> class V>
+detail::val<V, T> log1p(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_log1p<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::log1p(x); }), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> sqrt(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::sqrt, detail::k_unary(t, a.ref(), [](T x) { return std::sqrt(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_sqrt(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(o.scale(g, T(0.5)), o.out(n)));
+    o.acc(n, 0, div(scale(g, T(0.5)), o.out(n)));
+}
+TAPIR_OP(sqrt, "sqrt", backward_sqrt);
+template <class T, template <class> class V>
+detail::val<V, T> sqrt(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_sqrt<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sqrt(x); }), detail::no_attrs{}, a);
 }
 
-/// a^p for a constant exponent p.
-template <class T>
-Var<T> pow(const Var<T>& a, T p) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::pow, a, detail::k_unary(t, a.ref(), [p](T x) { return std::pow(x, p); }), p);
-}
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
     if (n.a0 == T(0)) return;
-    const V d = n.a0 == T(1) ? g : o.mul(g, o.scale(o.pow(o.in(n, 0), n.a0 - T(1)), n.a0));
+    const V d = n.a0 == T(1) ? g : mul(g, scale(pow(o.in(n, 0), n.a0 - T(1)), n.a0));
     o.acc(n, 0, d);
 }
-
-template <class T>
-Var<T> abs(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::abs, detail::k_unary(t, a.ref(), [](T x) { return std::abs(x); }), a.index());
+TAPIR_OP(pow, "pow", backward_pow);
+/// a^p for a constant exponent p.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> pow(const V<T>& a, S exponent) {
+    const T p = static_cast<T>(exponent);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_pow<T>, detail::k_unary(t, detail::ref(a), [p](T x) { return std::pow(x, p); }), detail::set_a(p), a);
 }
+
 template <class O, class T, class V>
 void backward_abs(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sign(o.in(n, 0))));
+    o.acc(n, 0, mul(g, sign(o.in(n, 0))));
+}
+TAPIR_OP(abs, "abs", backward_abs);
+template <class T, template <class> class V>
+detail::val<V, T> abs(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_abs<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::abs(x); }), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> square(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::square, detail::k_unary(t, a.ref(), [](T x) { return x * x; }), a.index());
-}
 template <class O, class T, class V>
 void backward_square(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(o.mul(g, o.in(n, 0)), T(2)));
+    o.acc(n, 0, scale(mul(g, o.in(n, 0)), T(2)));
+}
+TAPIR_OP(square, "square", backward_square);
+template <class T, template <class> class V>
+detail::val<V, T> square(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_square<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * x; }), detail::no_attrs{}, a);
 }
 
-/// Clamp to [lo, hi]; the gradient passes where lo <= a <= hi.
-template <class T>
-Var<T> clamp(const Var<T>& a, T lo, T hi) {
-    if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::clamp, a, detail::k_unary(t, a.ref(), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }), lo, hi);
-}
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.inrange_mask(o.in(n, 0), n.a0, n.a1)));
+    o.acc(n, 0, mul(g, inrange_mask(o.in(n, 0), n.a0, n.a1)));
+}
+TAPIR_OP(clamp, "clamp", backward_clamp);
+/// Clamp to [lo, hi]; the gradient passes where lo <= a <= hi.
+template <class T, template <class> class V, class S1, class S2, detail::if_scalar<S1> = 0, detail::if_scalar<S2> = 0>
+detail::val<V, T> clamp(const V<T>& a, S1 lower, S2 upper) {
+    const T lo = static_cast<T>(lower), hi = static_cast<T>(upper);
+    if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_clamp<T>, detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }),
+                        detail::set_a(lo, hi), a);
 }
 
+template <class O, class T, class V>
+void backward_where(O& o, const Node<T>& n, const V& g) {
+    const V c = o.in(n, 2);
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, c), o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(sub(g, mul(g, c)), o.shape(n, 1)));
+}
+TAPIR_OP(where, "where", backward_where);
 /// cond ? a : b elementwise (cond is a constant of 0s and 1s, e.g. from a comparison).
 template <class T>
 Var<T> where(const Var<T>& cond, const Var<T>& a, const Var<T>& b) {
     Tape<T>& t = detail::same_tape(a, b, "where");
     detail::same_tape(cond, a, "where");
-    return t.record(Op::where, detail::k_where(t, cond.ref(), a.ref(), b.ref()), a.index(), b.index(), cond.index());
-}
-template <class O, class T, class V>
-void backward_where(O& o, const Node<T>& n, const V& g) {
-    const V c = o.in(n, 2);
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(o.mul(g, c), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.sub(g, o.mul(g, c)), o.shape(n, 1)));
+    return t.record(op_where<T>, detail::k_where(t, cond.ref(), a.ref(), b.ref()), a.index(), b.index(), cond.index());
 }
 
-template <class T>
-Var<T> tanh(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::tanh(a.data(), out.data, a.size());
-    return t.record(Op::tanh, out, a.index());
-}
 template <class O, class T, class V>
 void backward_tanh(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.sub(g, o.mul(g, o.mul(y, y))));
+    o.acc(n, 0, sub(g, mul(g, mul(y, y))));
+}
+TAPIR_OP(tanh, "tanh", backward_tanh);
+template <class T, template <class> class V>
+detail::val<V, T> tanh(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::tanh(x.data, out.data, x.size());
+    return detail::emit(t, op_tanh<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> sigmoid(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::sigmoid(a.data(), out.data, a.size());
-    return t.record(Op::sigmoid, out, a.index());
-}
 template <class O, class T, class V>
 void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.mul(g, o.sub(y, o.mul(y, y))));
+    o.acc(n, 0, mul(g, sub(y, mul(y, y))));
+}
+TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
+template <class T, template <class> class V>
+detail::val<V, T> sigmoid(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::sigmoid(x.data, out.data, x.size());
+    return detail::emit(t, op_sigmoid<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> relu(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::relu(a.data(), out.data, a.size());
-    return t.record(Op::relu, out, a.index());
-}
 template <class O, class T, class V>
 void backward_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.positive_mask(o.in(n, 0))));
+    o.acc(n, 0, mul(g, positive_mask(o.in(n, 0))));
+}
+TAPIR_OP(relu, "relu", backward_relu);
+template <class T, template <class> class V>
+detail::val<V, T> relu(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::relu(x.data, out.data, x.size());
+    return detail::emit(t, op_relu<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> leaky_relu(const Var<T>& a, T alpha = T(0.01)) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::leaky_relu, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? x : alpha * x; }), alpha);
-}
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.leaky_slope(o.in(n, 0), n.a0)));
+    o.acc(n, 0, mul(g, leaky_slope(o.in(n, 0), n.a0)));
+}
+TAPIR_OP(leaky_relu, "leaky_relu", backward_leaky_relu);
+template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
+detail::val<V, T> leaky_relu(const V<T>& a, S slope = S(0.01)) {
+    const T alpha = static_cast<T>(slope);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_leaky_relu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * x; }),
+                        detail::set_a(alpha), a);
 }
 
-template <class T>
-Var<T> elu(const Var<T>& a, T alpha = T(1)) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::elu, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }), alpha);
-}
 template <class O, class T, class V>
 void backward_elu(O& o, const Node<T>& n, const V& g) {
     // elu'(x) = 1 for x > 0, alpha*exp(x) = elu(x) + alpha otherwise.
-    const V pos = o.positive_mask(o.in(n, 0));
-    const V slope = o.add(pos, o.mul(o.add_scalar(o.neg(pos), T(1)), o.add_scalar(o.out(n), n.a0)));
-    o.acc(n, 0, o.mul(g, slope));
+    const V pos = positive_mask(o.in(n, 0));
+    const V slope = add(pos, mul(add_scalar(neg(pos), T(1)), add_scalar(o.out(n), n.a0)));
+    o.acc(n, 0, mul(g, slope));
+}
+TAPIR_OP(elu, "elu", backward_elu);
+template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
+detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
+    const T alpha = static_cast<T>(scale_alpha);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_elu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }),
+                        detail::set_a(alpha), a);
 }
 
-/// log(1 + exp(a)), exact for large |a|.
-template <class T>
-Var<T> softplus(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::softplus, detail::k_unary(t, a.ref(), [](T x) { return detail::stable_softplus(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_softplus(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sigmoid(o.in(n, 0))));
+    o.acc(n, 0, mul(g, sigmoid(o.in(n, 0))));
+}
+TAPIR_OP(softplus, "softplus", backward_softplus);
+/// log(1 + exp(a)), exact for large |a|.
+template <class T, template <class> class V>
+detail::val<V, T> softplus(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_softplus<T>, detail::k_unary(t, detail::ref(a), [](T x) { return detail::stable_softplus(x); }),
+                        detail::no_attrs{}, a);
 }
 
-/// log(sigmoid(a)) = -softplus(-a), finite for all a.
-template <class T>
-Var<T> log_sigmoid(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::log_sigmoid, detail::k_unary(t, a.ref(), [](T x) { return -detail::stable_softplus(-x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sigmoid(o.neg(o.in(n, 0)))));
+    o.acc(n, 0, mul(g, sigmoid(neg(o.in(n, 0)))));
+}
+TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
+/// log(sigmoid(a)) = -softplus(-a), finite for all a.
+template <class T, template <class> class V>
+detail::val<V, T> log_sigmoid(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_log_sigmoid<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -detail::stable_softplus(-x); }),
+                        detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> erf(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::erf, detail::k_unary(t, a.ref(), [](T x) { return std::erf(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_erf(O& o, const Node<T>& n, const V& g) {
     const V x = o.in(n, 0);
-    o.acc(n, 0, o.mul(g, o.scale(o.exp(o.neg(o.mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+    o.acc(n, 0, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+}
+TAPIR_OP(erf, "erf", backward_erf);
+template <class T, template <class> class V>
+detail::val<V, T> erf(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_erf<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::erf(x); }), detail::no_attrs{}, a);
+}
+
+template <class O, class T, class V>
+void backward_atan(O& o, const Node<T>& n, const V& g) {
+    const V x = o.in(n, 0);
+    o.acc(n, 0, div(g, add_scalar(mul(x, x), T(1))));  // d atan(x)/dx = 1 / (1 + x^2)
+}
+TAPIR_OP(atan, "atan", backward_atan);
+template <class T, template <class> class V>
+detail::val<V, T> atan(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_atan<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::atan(x); }), detail::no_attrs{}, a);
 }
 
 // ---- softmax family ------------------------------------------------------------------------
 
-template <class T>
-Var<T> softmax(const Var<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
-    return detail::record_axis(Op::softmax, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::softmax, false), ax, false);
-}
 template <class O, class T, class V>
 void backward_softmax(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.mul(y, o.sub(g, o.sum_keep(o.mul(g, y), n.axis))));
+    o.acc(n, 0, mul(y, sub(g, sum(mul(g, y), n.axis, true))));
+}
+TAPIR_OP(softmax, "softmax", backward_softmax);
+template <class T, template <class> class V>
+detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
+    return detail::emit(t, op_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::softmax, false),
+                        detail::set_axis<T>(ax, false), a);
 }
 
-template <class T>
-Var<T> log_softmax(const Var<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
-    return detail::record_axis(Op::log_softmax, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::log_softmax, false), ax, false);
-}
 template <class O, class T, class V>
 void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.sub(g, o.mul(o.exp(o.out(n)), o.sum_keep(g, n.axis))));
+    o.acc(n, 0, sub(g, mul(exp(o.out(n)), sum(g, n.axis, true))));
+}
+TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
+template <class T, template <class> class V>
+detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
+    return detail::emit(t, op_log_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::log_softmax, false),
+                        detail::set_axis<T>(ax, false), a);
 }
 
-template <class T>
-Var<T> logsumexp(const Var<T>& a, std::int64_t axis = -1, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
-    return detail::record_axis(Op::logsumexp, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::logsumexp, keepdim), ax, keepdim);
-}
 template <class O, class T, class V>
 void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
     const Shape keep = detail::keepdim_shape(in, n.axis);
-    const V p = o.exp(o.sub(o.in(n, 0), o.reshape(o.out(n), keep)));  // softmax of the input
-    o.acc(n, 0, o.mul(p, o.reshape(g, keep)));
+    const V p = exp(sub(o.in(n, 0), reshape(o.out(n), keep)));  // softmax of the input
+    o.acc(n, 0, mul(p, reshape(g, keep)));
+}
+TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
+template <class T, template <class> class V>
+detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
+    return detail::emit(t, op_logsumexp<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::logsumexp, keepdim),
+                        detail::set_axis<T>(ax, keepdim), a);
 }
 
 // ---- joining and indexing ------------------------------------------------------------------
 
-template <class T>
-Var<T> concat(const Var<T>& a, const Var<T>& b, std::int64_t axis = 0) {
+template <class O, class T, class V>
+void backward_concat(O& o, const Node<T>& n, const V& g) {
+    const auto ax = static_cast<std::int64_t>(n.axis);
+    const auto k = static_cast<std::size_t>(n.axis);
+    const std::size_t la = o.shape(n, 0)[k], lb = o.shape(n, 1)[k];
+    if (o.needs(n, 0)) o.acc(n, 0, slice(g, ax, 0, la));
+    if (o.needs(n, 1)) o.acc(n, 1, slice(g, ax, la, lb));
+}
+TAPIR_OP(concat, "concat", backward_concat);
+template <class T, template <class> class V>
+detail::val<V, T> concat(const V<T>& a, const V<T>& b, std::int64_t axis = 0) {
     Tape<T>& t = detail::same_tape(a, b, "concat");
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "concat");
-    Var<T> v = t.record(Op::concat, detail::k_concat(t, a.ref(), b.ref(), ax), a.index(), b.index());
-    t.node_mut(v.index()).axis = static_cast<std::int32_t>(ax);
-    return v;
+    return detail::emit(t, op_concat<T>, detail::k_concat(t, detail::ref(a), detail::ref(b), ax), detail::set_axis<T>(ax, false), a, b);
 }
 template <class T>
 Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
@@ -508,45 +645,40 @@ Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
     for (std::size_t i = 1; i < parts.size(); ++i) out = concat(out, parts[i], axis);
     return out;
 }
-template <class O, class T, class V>
-void backward_concat(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    const std::size_t la = o.shape(n, 0)[ax], lb = o.shape(n, 1)[ax];
-    if (o.needs(n, 0)) o.acc(n, 0, o.slice(g, ax, 0, la));
-    if (o.needs(n, 1)) o.acc(n, 1, o.slice(g, ax, la, lb));
-}
 
-/// Elements [start, start+len) along an axis.
-template <class T>
-Var<T> slice(const Var<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
-    Var<T> v = detail::record_axis(Op::slice, a, detail::k_slice(t, a.ref(), ax, start, len), ax, false);
-    t.node_mut(v.index()).i0 = start;
-    return v;
-}
 template <class O, class T, class V>
 void backward_slice(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    o.acc(n, 0, o.pad(g, ax, n.i0, o.shape(n, 0)[ax]));
+    o.acc(n, 0, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+}
+TAPIR_OP(slice, "slice", backward_slice);
+/// Elements [start, start+len) along an axis.
+template <class T, template <class> class V>
+detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
+    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), [ax, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(ax);
+        n.i0 = start;
+    }, a);
 }
 
+template <class O, class T, class V>
+void backward_pad(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+}
+TAPIR_OP(pad, "pad", backward_pad);
 /// The adjoint of slice: a placed at offset `start` of an axis of length `total`, zeros elsewhere.
-template <class T>
-Var<T> pad(const Var<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
-    Tape<T>& t = a.tape();
+template <class T, template <class> class V>
+detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
+    Tape<T>& t = detail::tape_of(a);
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "pad");
     if (start + a.shape()[ax] > total)
         throw shape_error("pad: value of shape " + a.shape().str() + " does not fit at offset " + std::to_string(start) +
                           " of an axis of length " + std::to_string(total));
-    Var<T> v = detail::record_axis(Op::pad, a, detail::k_pad(t, a.ref(), ax, start, total), ax, false);
-    t.node_mut(v.index()).i0 = start;
-    return v;
-}
-template <class O, class T, class V>
-void backward_pad(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    o.acc(n, 0, o.slice(g, ax, n.i0, o.shape(n, 0)[ax]));
+    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), [ax, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(ax);
+        n.i0 = start;
+    }, a);
 }
 
 namespace detail {
@@ -563,51 +695,50 @@ const std::int64_t* copy_indices(Tape<T>& t, const std::vector<std::size_t>& idx
 }
 } // namespace detail
 
+template <class O, class T, class V>
+void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
+}
+TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
+/// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
+template <class T, template <class> class V>
+detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_gather_rows<T>, detail::k_gather_rows(t, detail::ref(a), p, n), [p](Node<T>& nd) { nd.index = p; }, a);
+}
 /// Rows of a (first axis) at the given indices, in order; indices may repeat.
 template <class T>
 Var<T> gather_rows(const Var<T>& a, const std::vector<std::size_t>& idx) {
     Tape<T>& t = a.tape();
     if (a.shape().rank() == 0) throw shape_error("gather_rows: expects at least 1-D, got shape " + a.shape().str());
-    const std::int64_t* p = detail::copy_indices(t, idx, a.shape()[0], "gather_rows");
-    Var<T> v = t.record(Op::gather_rows, detail::k_gather_rows(t, a.ref(), p, idx.size()), a.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
-template <class T>
-Var<T> gather_rows_raw(const Var<T>& a, const std::int64_t* p, std::size_t n) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::gather_rows, detail::k_gather_rows(t, a.ref(), p, n), a.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
-template <class O, class T, class V>
-void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scatter_rows(g, n.index, o.shape(n, 0)[0]));
+    return gather_rows_raw(a, detail::copy_indices(t, idx, a.shape()[0], "gather_rows"), idx.size());
 }
 
-template <class T>
-Var<T> scatter_rows_raw(const Var<T>& g, const std::int64_t* p, std::size_t nrows) {
-    Tape<T>& t = g.tape();
-    Var<T> v = t.record(Op::scatter_rows, detail::k_scatter_rows(t, g.ref(), p, nrows), g.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
 template <class O, class T, class V>
 void backward_scatter_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.gather_rows(g, n.index, o.shape(n, 0)[0]));
+    o.acc(n, 0, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
+}
+TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
+/// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
+template <class T, template <class> class V>
+detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_scatter_rows<T>, detail::k_scatter_rows(t, detail::ref(g), p, nrows), [p](Node<T>& nd) { nd.index = p; }, g);
 }
 
 // ---- adversarial training helpers ------------------------------------------------------------
 
-/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky): the classifier
-/// maximises what the adversary after this layer minimises.
-template <class T>
-Var<T> grad_reverse(const Var<T>& a, T lambda = T(1)) {
-    return detail::record1(Op::grad_reverse, a, a.ref(), lambda);
-}
 template <class O, class T, class V>
 void backward_grad_reverse(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(g, -n.a0));
+    o.acc(n, 0, scale(g, -n.a0));
+}
+TAPIR_OP(grad_reverse, "grad_reverse", backward_grad_reverse);
+/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky): the classifier
+/// maximises what the adversary after this layer minimises.
+template <class T, class S = T, detail::if_scalar<S> = 0>
+Var<T> grad_reverse(const Var<T>& a, S factor = S(1)) {
+    const T lambda = static_cast<T>(factor);
+    return detail::emit(a.tape(), op_grad_reverse<T>, a.ref(), detail::set_a(lambda), a);
 }
 
 /// The same value, cut from the graph.
@@ -618,13 +749,44 @@ Var<T> detach(const Var<T>& a) {
 
 // ---- fused dense layer ------------------------------------------------------------------------
 
+/// g * act'(z) from the activation's output y: one kernel in the eager pass (k_act_grad) ...
+template <class T>
+Eager<T> act_grad(const Eager<T>& g, const Eager<T>& y, Activation act, T alpha) {
+    return Eager<T>{detail::k_act_grad(*g.t, g.r, y.r, act, alpha), g.t};
+}
+/// ... and the same derivative composed of differentiable ops in the recorded one.
+template <class T>
+Var<T> act_grad(const Var<T>& g, const Var<T>& y, Activation act, T alpha) {
+    switch (act) {
+    case Activation::none: return g;
+    case Activation::relu: return mul(g, positive_mask(y));
+    case Activation::leaky_relu: return mul(g, leaky_slope(y, alpha));
+    case Activation::elu: {
+        const Var<T> pos = positive_mask(y);
+        return mul(g, add(pos, mul(add_scalar(neg(pos), T(1)), add_scalar(y, alpha))));
+    }
+    case Activation::tanh: return sub(g, mul(g, mul(y, y)));
+    case Activation::sigmoid: return mul(g, sub(y, mul(y, y)));
+    case Activation::softplus: return sub(g, mul(g, exp(neg(y))));
+    }
+    return g;
+}
+
+template <class O, class T, class V>
+void backward_dense(O& o, const Node<T>& n, const V& g) {
+    const V gz = act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
+    if (o.needs(n, 0)) o.acc(n, 0, matmul(gz, o.in(n, 1), false, true));
+    if (o.needs(n, 1)) o.acc(n, 1, matmul(o.in(n, 0), gz, true, false));
+    if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
+}
+TAPIR_OP(dense, "dense", backward_dense);
 /// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional.
 template <class T>
 Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
     Tape<T>& t = detail::same_tape(x, w, "dense");
     if (b) detail::same_tape(x, *b, "dense");
     const Ref<T> bref = b ? b->ref() : Ref<T>{};
-    Var<T> v = t.record(Op::dense, detail::k_dense(t, x.ref(), w.ref(), b ? &bref : nullptr, act, alpha), x.index(), w.index(),
+    Var<T> v = t.record(op_dense<T>, detail::k_dense(t, x.ref(), w.ref(), b ? &bref : nullptr, act, alpha), x.index(), w.index(),
                         b ? b->index() : -1);
     Node<T>& n = t.node_mut(v.index());
     n.act = static_cast<std::uint8_t>(act);
@@ -639,16 +801,20 @@ template <class T>
 Var<T> dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
     return dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
-template <class O, class T, class V>
-void backward_dense(O& o, const Node<T>& n, const V& g) {
-    const V gz = o.act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
-    if (o.needs(n, 0)) o.acc(n, 0, o.matmul(gz, o.in(n, 1), false, true));
-    if (o.needs(n, 1)) o.acc(n, 1, o.matmul(o.in(n, 0), gz, true, false));
-    if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, o.sum_to(gz, o.shape(n, 2)));
-}
 
 // ---- fused binary cross-entropy from logits ------------------------------------------------
 
+template <class O, class T, class V>
+void backward_bce_logits(O& o, const Node<T>& n, const V& g) {
+    const V z = o.in(n, 0), y = o.in(n, 1);
+    const auto weighted = [&](const V& v) {
+        const V scaled = scale(reshape(v, o.shape(n, 0)), n.a0);
+        return n.in[2] >= 0 ? mul(scaled, reshape(o.in(n, 2), o.shape(n, 0))) : scaled;
+    };
+    if (o.needs(n, 0)) o.acc(n, 0, mul(g, weighted(sub(sigmoid(z), reshape(y, o.shape(n, 0))))));
+    if (o.needs(n, 1)) o.acc(n, 1, reshape(mul(g, weighted(neg(z))), o.shape(n, 1)));
+}
+TAPIR_OP(bce_logits, "bce_with_logits", backward_bce_logits);
 /// sum_i w_i (softplus(z_i) - y_i z_i) / sum_i w_i as one node (the mean when w is absent).
 /// Never forms log(sigmoid(z)), so it is finite for any logit. Weights may be negative (Monte
 /// Carlo weights) but must not sum to zero; they are constants (no gradient flows into them).
@@ -675,7 +841,7 @@ Var<T> bce_with_logits(const Var<T>& logits, const Var<T>& targets, const Var<T>
     for (std::size_t i = 0; i < n; ++i) acc += (w ? w[i] : T(1)) * (detail::stable_softplus(z[i]) - y[i] * z[i]);
     Ref<T> out = t.alloc(Shape{});
     out.data[0] = acc / norm;
-    Var<T> v = t.record(Op::bce_logits, out, logits.index(), targets.index(), weights ? weights->index() : -1);
+    Var<T> v = t.record(op_bce_logits<T>, out, logits.index(), targets.index(), weights ? weights->index() : -1);
     Node<T>& nd = t.node_mut(v.index());
     nd.a0 = T(1) / norm;
     if (weights && weights->requires_grad()) nd.requires_grad = logits.requires_grad() || targets.requires_grad();
@@ -685,70 +851,75 @@ template <class T>
 Var<T> bce_with_logits(const Var<T>& logits, const Var<T>& targets, const Var<T>& weights) {
     return bce_with_logits(logits, targets, &weights);
 }
-template <class O, class T, class V>
-void backward_bce_logits(O& o, const Node<T>& n, const V& g) {
-    const V z = o.in(n, 0), y = o.in(n, 1);
-    const auto weighted = [&](const V& v) {
-        const V scaled = o.scale(o.reshape(v, o.shape(n, 0)), n.a0);
-        return n.in[2] >= 0 ? o.mul(scaled, o.reshape(o.in(n, 2), o.shape(n, 0))) : scaled;
-    };
-    if (o.needs(n, 0)) o.acc(n, 0, o.mul(g, weighted(o.sub(o.sigmoid(z), o.reshape(y, o.shape(n, 0))))));
-    if (o.needs(n, 1)) o.acc(n, 1, o.reshape(o.mul(g, weighted(o.neg(z))), o.shape(n, 1)));
-}
 
 // ---- non-differentiable masks used by backward rules ------------------------------------------
 
-template <class T>
-Var<T> positive_mask(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::positive_mask, detail::k_unary(t, a.ref(), [](T x) { return x > T(0) ? T(1) : T(0); }), a.index());
+namespace detail {
+/// A mask: recorded without a gradient (rules multiply by it; nothing flows through it).
+template <class T, class Set>
+Var<T> emit_mask(Tape<T>& t, const OpDef<T>& op, const Ref<T>& out, Set set, const Var<T>& a) {
+    Var<T> v = emit(t, op, out, set, a);
     t.node_mut(v.index()).requires_grad = false;
     return v;
 }
-template <class T>
-Var<T> sign(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::sign, detail::k_unary(t, a.ref(), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }), a.index());
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+template <class T, class Set>
+Eager<T> emit_mask(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&) noexcept {
+    return Eager<T>{out, &t};
 }
-template <class T>
-Var<T> inrange_mask(const Var<T>& a, T lo, T hi) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record1(Op::inrange_mask, a, detail::k_unary(t, a.ref(), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }), lo, hi);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+} // namespace detail
+
+TAPIR_OP_NO_GRAD(positive_mask, "positive_mask");
+template <class T, template <class> class V>
+detail::val<V, T> positive_mask(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_positive_mask<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : T(0); }),
+                             detail::no_attrs{}, a);
 }
-template <class T>
-Var<T> leaky_slope(const Var<T>& a, T alpha) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record1(Op::leaky_slope, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? T(1) : alpha; }), alpha);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+TAPIR_OP_NO_GRAD(sign, "sign");
+template <class T, template <class> class V>
+detail::val<V, T> sign(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_sign<T>,
+                             detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }),
+                             detail::no_attrs{}, a);
 }
-template <class T>
-Var<T> extreme_mask(const Var<T>& a, std::int32_t axis, bool is_max) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record_axis(Op::extreme_mask, a, detail::k_extreme_mask(t, a.ref(), static_cast<std::size_t>(axis), is_max),
-                                   static_cast<std::size_t>(axis), false);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+TAPIR_OP_NO_GRAD(inrange_mask, "inrange_mask");
+template <class T, template <class> class V>
+detail::val<V, T> inrange_mask(const V<T>& a, T lo, T hi) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_inrange_mask<T>,
+                             detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }),
+                             detail::set_a(lo, hi), a);
+}
+TAPIR_OP_NO_GRAD(leaky_slope, "leaky_slope");
+template <class T, template <class> class V>
+detail::val<V, T> leaky_slope(const V<T>& a, T alpha) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_leaky_slope<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? T(1) : alpha; }),
+                             detail::set_a(alpha), a);
+}
+TAPIR_OP_NO_GRAD(extreme_mask, "extreme_mask");
+template <class T, template <class> class V>
+detail::val<V, T> extreme_mask(const V<T>& a, std::int32_t axis, bool is_max) {
+    Tape<T>& t = detail::tape_of(a);
+    const auto ax = static_cast<std::size_t>(axis);
+    return detail::emit_mask(t, op_extreme_mask<T>, detail::k_extreme_mask(t, detail::ref(a), ax, is_max), detail::set_axis<T>(ax, false), a);
 }
 
-// ---- operators ------------------------------------------------------------------------------
+// ---- operators: Var with Var, or with a scalar of any arithmetic type (converted to T) ----------
 
 template <class T> Var<T> operator+(const Var<T>& a, const Var<T>& b) { return add(a, b); }
 template <class T> Var<T> operator-(const Var<T>& a, const Var<T>& b) { return sub(a, b); }
 template <class T> Var<T> operator*(const Var<T>& a, const Var<T>& b) { return mul(a, b); }
 template <class T> Var<T> operator/(const Var<T>& a, const Var<T>& b) { return div(a, b); }
 template <class T> Var<T> operator-(const Var<T>& a) { return neg(a); }
-template <class T> Var<T> operator+(const Var<T>& a, T c) { return add_scalar(a, c); }
-template <class T> Var<T> operator+(T c, const Var<T>& a) { return add_scalar(a, c); }
-template <class T> Var<T> operator-(const Var<T>& a, T c) { return add_scalar(a, -c); }
-template <class T> Var<T> operator-(T c, const Var<T>& a) { return add_scalar(neg(a), c); }
-template <class T> Var<T> operator*(const Var<T>& a, T c) { return scale(a, c); }
-template <class T> Var<T> operator*(T c, const Var<T>& a) { return scale(a, c); }
-template <class T> Var<T> operator/(const Var<T>& a, T c) { return scale(a, T(1) / c); }
-template <class T> Var<T> operator/(T c, const Var<T>& a) { return rdiv_scalar(c, a); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator+(const Var<T>& a, S c) { return add_scalar(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator+(S c, const Var<T>& a) { return add_scalar(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator-(const Var<T>& a, S c) { return add_scalar(a, -static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator-(S c, const Var<T>& a) { return add_scalar(neg(a), static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator*(const Var<T>& a, S c) { return scale(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator*(S c, const Var<T>& a) { return scale(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(const Var<T>& a, S c) { return scale(a, T(1) / static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(S c, const Var<T>& a) { return rdiv_scalar(static_cast<T>(c), a); }
 
 } // namespace tapir

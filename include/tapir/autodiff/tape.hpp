@@ -8,7 +8,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "../config.hpp"
@@ -25,36 +24,6 @@ class Tape;
 template <class T>
 class Var;
 
-/// Every recorded operation. The name table in op_name() follows this order.
-enum class Op : std::uint8_t {
-    leaf,      // constant input or variable; data owned by the arena or the user
-    param,     // a Parameter's storage (no copy); gradient accumulates into Parameter::grad
-    add, sub, mul, div, neg, scale, add_scalar, rdiv_scalar,
-    matmul, transpose, reshape, broadcast_to, sum_to, sum_axis, max_axis, min_axis,
-    exp, log, log1p, sqrt, pow, abs, square, clamp, where,
-    tanh, sigmoid, relu, leaky_relu, elu, softplus, log_sigmoid, erf,
-    softmax, log_softmax, logsumexp,
-    concat, slice, pad, gather_rows, scatter_rows,
-    grad_reverse, dense, bce_logits,
-    // Non-differentiable helpers that backward rules use for masks (no gradient flows through them).
-    positive_mask, sign, inrange_mask, leaky_slope, extreme_mask,
-    count_
-};
-
-inline const char* op_name(Op op) noexcept {
-    static const char* const names[] = {
-        "leaf", "param", "add", "sub", "mul", "div", "neg", "scale", "add_scalar", "rdiv_scalar",
-        "matmul", "transpose", "reshape", "broadcast_to", "sum_to", "sum", "max", "min",
-        "exp", "log", "log1p", "sqrt", "pow", "abs", "square", "clamp", "where",
-        "tanh", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "log_sigmoid", "erf",
-        "softmax", "log_softmax", "logsumexp",
-        "concat", "slice", "pad", "gather_rows", "scatter_rows",
-        "grad_reverse", "dense", "bce_with_logits",
-        "positive_mask", "sign", "inrange_mask", "leaky_slope", "extreme_mask"};
-    static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_), "op name table");
-    return names[static_cast<std::size_t>(op)];
-}
-
 /// A value on the tape: a pointer into the arena (or a parameter) and a shape. Immutable once written.
 template <class T>
 struct Ref {
@@ -63,17 +32,53 @@ struct Ref {
     std::size_t size() const noexcept { return shape.numel(); }
 };
 
+/// A value computed by the eager backward pass: arena data, no node. Backward rules are written
+/// once over the value type V (Var<T> or Eager<T>) and every op accepts both.
+template <class T>
+struct Eager {
+    Ref<T> r;  // first, where a Ref is copied from, so that copies move whole 16-byte words
+    Tape<T>* t;
+    const Shape& shape() const noexcept { return r.shape; }
+    std::size_t size() const noexcept { return r.shape.numel(); }
+};
+
+namespace detail {
+template <class T>
+struct EagerContext;
+template <class T>
+struct RecordContext;
+} // namespace detail
+template <class T>
+struct Node;
+
+/// An op's identity: its name and the two instantiations of its backward rule (eager values for
+/// the first-order pass, recorded values for create_graph). Defined by TAPIR_OP beside the op;
+/// a node points to its op's descriptor, so the tape needs no list of ops.
+template <class T>
+struct OpDef {
+    const char* name;
+    void (*eager)(detail::EagerContext<T>&, const Node<T>&, const Eager<T>&);
+    void (*record)(detail::RecordContext<T>&, const Node<T>&, const Var<T>&);
+};
+
+/// Leaves: constants and variables (data in the arena or the user's), and parameters (gradient
+/// accumulates into Parameter::grad). They have no rule: the backward pass ends at them.
+template <class T>
+inline constexpr OpDef<T> op_leaf{"leaf", nullptr, nullptr};
+template <class T>
+inline constexpr OpDef<T> op_param{"param", nullptr, nullptr};
+
 template <class T>
 struct Node {
     Ref<T> out;
     std::int32_t in[3] = {-1, -1, -1};
-    Op op = Op::leaf;
+    const OpDef<T>* op = &op_leaf<T>;
     bool requires_grad = false;
     std::uint8_t flags = 0;  // matmul: bit0 = transpose a, bit1 = transpose b; sum: keepdim; dense: has bias
     std::uint8_t act = 0;    // dense: Activation
     std::int32_t axis = 0;
     T a0 = T(0), a1 = T(0);  // scalar attributes (exponent, alpha, bounds, offsets)
-    std::size_t i0 = 0, i1 = 0;  // integer attributes (slice start/length, row counts)
+    std::size_t i0 = 0;  // integer attribute (slice and pad offset)
     Parameter<T>* param = nullptr;
     const std::int64_t* index = nullptr;  // gather/scatter row indices (in the arena)
 };
@@ -117,7 +122,7 @@ public:
         const Ref<T>& r = ref();
         return Tensor<T>(r.shape, r.data, r.shape.numel());
     }
-    /// Gradient left by the last backward() on a leaf variable.
+    /// Gradient left by the last backward() on a leaf variable (grad() calls do not touch it).
     Tensor<T> grad() const { return tape().leaf_grad(idx_); }
 
 private:
@@ -148,11 +153,7 @@ public:
         for (std::size_t i = 0; i < n; ++i) r.data[i] = data[i];
         return leaf(r, false);
     }
-    Var<T> scalar(T v) {
-        Ref<T> r = alloc(Shape{});
-        r.data[0] = v;
-        return leaf(r, false);
-    }
+    Var<T> scalar(T v) { return full(Shape{}, v); }
     Var<T> full(const Shape& s, T v) {
         Ref<T> r = alloc(s);
         const std::size_t n = s.numel();
@@ -171,7 +172,7 @@ public:
     Var<T> param(Parameter<T>& p) {
         Node<T> n;
         n.out = Ref<T>{p.value.data(), p.value.shape()};
-        n.op = Op::param;
+        n.op = &op_param<T>;
         n.requires_grad = p.requires_grad && grad_enabled_;
         n.param = &p;
         return push_node(n);
@@ -206,28 +207,20 @@ public:
     Ref<T> alloc(const Shape& s) { return Ref<T>{arena_.allocate_array<T>(s.numel()), s}; }
 
     Var<T> push_node(const Node<T>& n) {
-        if (TAPIR_UNLIKELY(detect_anomaly_)) {
-            check_finite(nodes_.size(), n.op, "forward", n.out);
-            labels_.resize(nodes_.size() + 1, nullptr);
-            labels_.back() = label_;
-        }
+        if (TAPIR_UNLIKELY(detect_anomaly_)) note_forward(*n.op, n.out);
         nodes_.push_back(n);
         return Var<T>(this, static_cast<std::int32_t>(nodes_.size() - 1), generation_);
     }
 
     /// Records an op with up to three inputs; requires_grad follows its inputs.
-    Var<T> record(Op op, const Ref<T>& out, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1) {
+    Var<T> record(const OpDef<T>& op, const Ref<T>& out, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1) {
         const Node<T>* nd = nodes_.data();
         const bool rg = grad_enabled_ && ((a >= 0 && nd[a].requires_grad) || (b >= 0 && nd[b].requires_grad) ||
                                           (c >= 0 && nd[c].requires_grad));
-        if (TAPIR_UNLIKELY(detect_anomaly_)) {
-            check_finite(nodes_.size(), op, "forward", out);
-            labels_.resize(nodes_.size() + 1, nullptr);
-            labels_.back() = label_;
-        }
+        if (TAPIR_UNLIKELY(detect_anomaly_)) note_forward(op, out);
         Node<T>& n = nodes_.emplace_back();
         n.out = out;
-        n.op = op;
+        n.op = &op;
         n.in[0] = a;
         n.in[1] = b;
         n.in[2] = c;
@@ -237,13 +230,14 @@ public:
     Var<T> leaf(const Ref<T>& r, bool requires_grad) {
         Node<T> n;
         n.out = r;
-        n.op = Op::leaf;
         n.requires_grad = requires_grad;
         return push_node(n);
     }
 
-    /// Backward scratch, kept here so that its capacity survives between steps.
+    /// Backward scratch, kept here so that its capacity survives between steps: grad_refs for
+    /// backward() (read by Var::grad() until the next backward), grad_scratch for grad().
     std::vector<Ref<T>>& grad_refs() noexcept { return grad_refs_; }
+    std::vector<Ref<T>>& grad_scratch() noexcept { return grad_scratch_; }
     std::vector<std::int32_t>& grad_vars() noexcept { return grad_vars_; }
 
     Tensor<T> leaf_grad(std::int32_t i) const {
@@ -256,7 +250,7 @@ public:
     }
 
     /// Anomaly check of one value produced by node `index` (its output, or a gradient its rule made).
-    void check_finite(std::size_t index, Op op, const char* phase, const Ref<T>& r) const {
+    void check_finite(std::size_t index, const OpDef<T>& op, const char* phase, const Ref<T>& r) const {
         const std::size_t m = r.shape.numel();
         for (std::size_t i = 0; i < m; ++i) {
             const T v = r.data[i];
@@ -264,16 +258,21 @@ public:
             std::string where = "node #" + std::to_string(index);
             const char* lab = index < labels_.size() ? labels_[index] : label_;
             if (lab && *lab) where += std::string(" in '") + lab + "'";
-            throw anomaly_error(std::string("anomaly: ") + phase + " of op '" + op_name(op) + "' (" + where + ", " +
+            throw anomaly_error(std::string("anomaly: ") + phase + " of op '" + op.name + "' (" + where + ", " +
                                 (phase[0] == 'f' ? "output" : "gradient") + " shape " + r.shape.str() + ") produced " +
                                 (v != v ? "NaN" : (v > 0 ? "+inf" : "-inf")) + " at element " + std::to_string(i));
         }
     }
 
 private:
+    void note_forward(const OpDef<T>& op, const Ref<T>& out) {
+        check_finite(nodes_.size(), op, "forward", out);
+        labels_.resize(nodes_.size() + 1, nullptr);
+        labels_.back() = label_;
+    }
     std::vector<Node<T>> nodes_;
     Arena arena_;
-    std::vector<Ref<T>> grad_refs_;
+    std::vector<Ref<T>> grad_refs_, grad_scratch_;
     std::vector<std::int32_t> grad_vars_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
