@@ -763,19 +763,21 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
     const std::size_t per = dispatch_to<typename K::work_size>(which, split_m ? step : g.m, split_m ? g.n : step, g.k);
     const std::size_t stride = round_up(per, 64);
     T* work = static_cast<T*>(gemm_buffer().get(stride * parts.size() * sizeof(T)));
+    /// Const, as gemm() passes it: a gemm_args<T>* would instantiate every kernel entry a second time.
+    const gemm_args<T>* const part = parts.data();
     std::vector<std::thread> pool;
     pool.reserve(parts.size() - 1);
     std::size_t started = 1;
     try {
         for (; started < parts.size(); ++started) {
             const std::size_t t = started;
-            pool.emplace_back([&, t] { dispatch_to<K>(which, &parts[t], work + t * stride); });
+            pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
         }
     } catch (...) {
         // No more threads available: the calling thread does the remaining stripes.
     }
-    dispatch_to<K>(which, &parts[0], work);
-    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, &parts[t], work + t * stride);
+    dispatch_to<K>(which, part, work);
+    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
     for (auto& th : pool) th.join();
     return true;
 }
