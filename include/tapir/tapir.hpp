@@ -68,3 +68,4 @@
 #include "deploy/deploy.hpp"
 #include "deploy/fixed.hpp"
 #include "deploy/quantize.hpp"
+#include "extern_templates.hpp"
