@@ -831,9 +831,9 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \
     void gemm<T>(bool, bool, std::size_t, std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, \
                  T*, std::size_t)
-/// The kernels are the costliest code to compile (three instruction sets, two types). A program of
-/// many translation units can compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and
-/// TAPIR_INSTANTIATE_KERNELS in exactly one file (tapir's own tests do this).
+/// The kernels are the costliest code to compile (three instruction sets, two types). A program can
+/// compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and TAPIR_INSTANTIATE_KERNELS in
+/// exactly one file that includes <tapir/tapir.hpp> (see tapir/extern_templates.hpp; the tests do).
 #define TAPIR_GEMM_BIAS_SIGNATURE(T)                                                                     \
     bool gemm_bias_act<T>(std::size_t, std::size_t, std::size_t, const T*, std::size_t, const T*, std::size_t, \
                           const T*, bool, T*, std::size_t)
