@@ -91,10 +91,16 @@ if [ "$quick" = 0 ]; then
     row "(once per program: TAPIR_INSTANTIATE_KERNELS)" "$k_med" "-" "-" "$k_wall" "-"
     worst_ext=$(awk -v a="$cie_med" -v b="$cse_med" 'BEGIN { print (a > b) ? a : b }')
     worst_hdr=$(awk -v a="$ci_med" -v b="$cs_med" 'BEGIN { print (a > b) ? a : b }')
-    echo "verdict: course classifier < 5 s $(verdict "$worst_ext" 5) with TAPIR_EXTERN_TEMPLATES (slower of include/ and single header: $worst_ext s; the kernel file once: $k_med s); header-only $(verdict "$worst_hdr" 5) ($worst_hdr s)"
-    course_json=$(printf ',\n "course_s": {"include": {"median": %s, "min": %s, "max": %s, "wall_median": %s},\n   "include_extern": {"median": %s, "min": %s, "max": %s, "wall_median": %s},\n   "single": {"median": %s, "min": %s, "max": %s, "wall_median": %s},\n   "single_extern": {"median": %s, "min": %s, "max": %s, "wall_median": %s},\n   "kernels_once": %s, "target": 5.0}' \
-        "$ci_med" "$ci_min" "$ci_max" "$ci_wall" "$cie_med" "$cie_min" "$cie_max" "$cie_wall" \
-        "$cs_med" "$cs_min" "$cs_max" "$cs_wall" "$cse_med" "$cse_min" "$cse_max" "$cse_wall" "$k_med")
+    echo "verdict: course classifier < 5 s $(verdict "$worst_ext" 5) with TAPIR_EXTERN_TEMPLATES" \
+        "(slower of include/ and single header: $worst_ext s; the kernel file once: $k_med s);" \
+        "header-only $(verdict "$worst_hdr" 5) ($worst_hdr s)"
+    jrow() { printf '"%s": {"median": %s, "min": %s, "max": %s, "wall_median": %s}' "$@"; }
+    course_json=",
+ \"course_s\": {$(jrow include "$ci_med" "$ci_min" "$ci_max" "$ci_wall"),
+   $(jrow include_extern "$cie_med" "$cie_min" "$cie_max" "$cie_wall"),
+   $(jrow single "$cs_med" "$cs_min" "$cs_max" "$cs_wall"),
+   $(jrow single_extern "$cse_med" "$cse_min" "$cse_max" "$cse_wall"),
+   \"kernels_once\": $k_med, \"target\": 5.0}"
 fi
 if [ -n "$json" ]; then
     cat > "$json" <<JSON
