@@ -116,6 +116,15 @@ def main():
         for key, label, tgt in (("tapir_hpp_s", "`<tapir/tapir.hpp>`", 2.0), ("deploy_hpp_s", "`<tapir/deploy/deploy.hpp>`", 0.5)):
             m = c[key]["median"]
             out.append("| %s | %.2f | < %g s: %s |" % (label, m, tgt, "met" if m < tgt else "missed"))
+        cs = c.get("course_s")
+        if cs:
+            for key, label in (("include", "course classifier, include/, header-only"),
+                               ("include_extern", "course classifier, include/, `TAPIR_EXTERN_TEMPLATES`"),
+                               ("single", "course classifier, single header, header-only"),
+                               ("single_extern", "course classifier, single header, `TAPIR_EXTERN_TEMPLATES`")):
+                m = cs[key]["median"]
+                out.append("| %s | %.2f | < 5 s: %s |" % (label, m, "met" if m < 5.0 else "missed"))
+            out.append("| (once per program: `TAPIR_INSTANTIATE_KERNELS` file) | %.2f | |" % cs["kernels_once"])
         out.append("")
     print("\n".join(out))
 

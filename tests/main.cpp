@@ -3,9 +3,10 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
-// The one translation unit that compiles the SIMD kernels; the others see extern templates.
+// The one translation unit that compiles the kernels and the other precompiled instantiations
+// (tapir/extern_templates.hpp); the others see extern templates.
 #define TAPIR_INSTANTIATE_KERNELS
-#include <tapir/simd/gemm.hpp>
+#include <tapir/tapir.hpp>
 
 #include <cstdlib>
 #include <new>

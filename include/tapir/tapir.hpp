@@ -73,3 +73,4 @@
 #include "deploy/deploy.hpp"
 #include "deploy/fixed.hpp"
 #include "deploy/quantize.hpp"
+#include "extern_templates.hpp"

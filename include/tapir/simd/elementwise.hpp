@@ -241,6 +241,30 @@ template <class T> void sum_rows(const T* g, std::size_t m, std::size_t n, std::
     detail::dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
 }
 
+/// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
+#define TAPIR_ELEMENTWISE_INSTANTIATIONS(X, T)                                                          \
+    X void add<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void sub<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void mul<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void div<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void add_scalar<T>(const T*, T, T*, std::size_t);                                                 \
+    X void mul_scalar<T>(const T*, T, T*, std::size_t);                                                 \
+    X void axpy<T>(T, const T*, T*, std::size_t);                                                       \
+    X void relu<T>(const T*, T*, std::size_t);                                                          \
+    X void relu_backward<T>(const T*, const T*, T*, std::size_t);                                       \
+    X T sum<T>(const T*, std::size_t);                                                                  \
+    X T dot<T>(const T*, const T*, std::size_t);                                                        \
+    X void add_row<T>(T*, std::size_t, std::size_t, std::size_t, const T*);                            \
+    X void sum_rows<T>(const T*, std::size_t, std::size_t, std::size_t, T*);
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(template, float)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(template, double)
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(extern template, float)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(extern template, double)
+#endif
+#undef TAPIR_ELEMENTWISE_INSTANTIATIONS
+
 } // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP

@@ -425,15 +425,17 @@ template <class T> struct gemm_kernel {
     }
 
     /// One MC x nc block of C for one K block: A read in place where it can be, edge panels packed.
-    template <class V, bool DirectB>
-    static TAPIR_ALWAYS_INLINE void block(const gemm_args<T>& g, std::size_t ic, std::size_t mc, std::size_t jc,
-                                          std::size_t nc, std::size_t pc, std::size_t kc, T beta, const T* bsrc,
-                                          std::size_t ldb, T* apanel) {
+    /// B in place (direct) or packed is a run-time flag, not a template one: the tiles of both are
+    /// then inlined once per instruction set, not twice (a sixth less GEMM code to compile).
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void block(bool direct, const gemm_args<T>& g, std::size_t ic, std::size_t mc,
+                                          std::size_t jc, std::size_t nc, std::size_t pc, std::size_t kc, T beta,
+                                          const T* bsrc, std::size_t ldb, T* apanel) {
         using B = gemm_blocking<V>;
         constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
         for (std::size_t jr = 0; jr < nc; jr += NR) {
             const std::size_t nr = std::min(NR, nc - jr);
-            const T* bp = DirectB ? bsrc + jr : bsrc + jr * kc;
+            const T* bp = direct ? bsrc + jr : bsrc + jr * kc;
             T* cj = g.c + jc + jr;
             for (std::size_t ir = 0; ir < mc; ir += MR) {
                 const std::size_t mr = std::min(MR, mc - ir), i = ic + ir;
@@ -442,19 +444,19 @@ template <class T> struct gemm_kernel {
                     const T* ap = g.a + i * g.lda + pc;
                     if (nr == NR && mr == MR)
                         micro_full<V, MR, NV>(kc, ap, g.lda, bp, ldb, g.alpha, beta, cp, g.ldc);
-                    else if (DirectB && nr < NR)
+                    else if (direct && nr < NR)
                         micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::rows, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else if (mr == MR) {
                     const T* ap = g.a + pc * g.lda + i;
-                    if (DirectB && nr < NR)
+                    if (direct && nr < NR)
                         micro<V, MR, NV, amode::cols, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::cols, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else {
                     pack_a_panel<MR>(g, i, mr, pc, kc, apanel);
-                    if (DirectB && nr < NR)
+                    if (direct && nr < NR)
                         micro<V, MR, NV, amode::packed, true>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::packed, false>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
@@ -479,16 +481,16 @@ template <class T> struct gemm_kernel {
             for (std::size_t pc = 0; pc < g.k; pc += kcb) {
                 const std::size_t kc = std::min(kcb, g.k - pc);
                 const T beta = pc == 0 ? g.beta : T(1);
+                const T* bsrc = bbuf;
+                std::size_t ldb = B::NV * V::W;
                 if (direct) {
-                    const T* bsrc = g.b + pc * g.ldb + jc;
-                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
-                        block<V, true>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bsrc, g.ldb, apanel);
+                    bsrc = g.b + pc * g.ldb + jc;
+                    ldb = g.ldb;
                 } else {
                     pack_b<V>(g, pc, kc, jc, nc, bbuf);
-                    constexpr std::size_t NR = B::NV * V::W;
-                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
-                        block<V, false>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bbuf, NR, apanel);
                 }
+                for (std::size_t ic = 0; ic < g.m; ic += B::MC)
+                    block<V>(direct, g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bsrc, ldb, apanel);
             }
         }
     }
@@ -763,19 +765,21 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
     const std::size_t per = dispatch_to<typename K::work_size>(which, split_m ? step : g.m, split_m ? g.n : step, g.k);
     const std::size_t stride = round_up(per, 64);
     T* work = static_cast<T*>(gemm_buffer().get(stride * parts.size() * sizeof(T)));
+    /// Const, as gemm() passes it: a gemm_args<T>* would instantiate every kernel entry a second time.
+    const gemm_args<T>* const part = parts.data();
     std::vector<std::thread> pool;
     pool.reserve(parts.size() - 1);
     std::size_t started = 1;
     try {
         for (; started < parts.size(); ++started) {
             const std::size_t t = started;
-            pool.emplace_back([&, t] { dispatch_to<K>(which, &parts[t], work + t * stride); });
+            pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
         }
     } catch (...) {
         // No more threads available: the calling thread does the remaining stripes.
     }
-    dispatch_to<K>(which, &parts[0], work);
-    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, &parts[t], work + t * stride);
+    dispatch_to<K>(which, part, work);
+    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
     for (auto& th : pool) th.join();
     return true;
 }
@@ -829,9 +833,9 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \
     void gemm<T>(bool, bool, std::size_t, std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, \
                  T*, std::size_t)
-/// The kernels are the costliest code to compile (three instruction sets, two types). A program of
-/// many translation units can compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and
-/// TAPIR_INSTANTIATE_KERNELS in exactly one file (tapir's own tests do this).
+/// The kernels are the costliest code to compile (three instruction sets, two types). A program can
+/// compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and TAPIR_INSTANTIATE_KERNELS in
+/// exactly one file that includes <tapir/tapir.hpp> (see tapir/extern_templates.hpp; the tests do).
 #define TAPIR_GEMM_BIAS_SIGNATURE(T)                                                                     \
     bool gemm_bias_act<T>(std::size_t, std::size_t, std::size_t, const T*, std::size_t, const T*, std::size_t, \
                           const T*, bool, T*, std::size_t)

@@ -259,6 +259,21 @@ template <class T> void sigmoid(const T* x, T* out, std::size_t n) {
     detail::dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
 }
 
+/// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
+#define TAPIR_MATH_INSTANTIATIONS(X, T)                                                                 \
+    X void exp<T>(const T*, T*, std::size_t);                                                           \
+    X void log<T>(const T*, T*, std::size_t);                                                           \
+    X void tanh<T>(const T*, T*, std::size_t);                                                          \
+    X void sigmoid<T>(const T*, T*, std::size_t);
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+TAPIR_MATH_INSTANTIATIONS(template, float)
+TAPIR_MATH_INSTANTIATIONS(template, double)
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+TAPIR_MATH_INSTANTIATIONS(extern template, float)
+TAPIR_MATH_INSTANTIATIONS(extern template, double)
+#endif
+#undef TAPIR_MATH_INSTANTIATIONS
+
 } // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP
