@@ -5,6 +5,9 @@
 #include <vector>
 using namespace tapir;
 using namespace tapir::nn;
+using namespace tapir::data;
+using namespace tapir::io;
+using namespace tapir::metrics;
 
 int main(int argc, char** argv) {
     const std::string path = argc > 1 ? argv[1] : "higgs.csv";

@@ -6,6 +6,7 @@
 /// them (and the kernels of simd/) once: a user file then compiles in a fraction of the time.
 
 #include <cstddef>
+#include <vector>
 
 #include "autodiff/backward.hpp"
 #include "nn/fit.hpp"
@@ -26,7 +27,7 @@
 #endif
 /// Whole classes: their out-of-line and virtual members (not inlined calls) come from the one file.
 #define TAPIR_INSTANTIATE_ALL(T)                                                                        \
-    TAPIR_INSTANTIATE_X void detail::run_eager<T>(Tape<T>&, const Var<T>*, std::size_t, const Var<T>*, bool); \
+    TAPIR_INSTANTIATE_X void detail::run_eager<T>(Tape<T>&, std::vector<Ref<T>>&, const Var<T>*, std::size_t, const Var<T>*, bool); \
     TAPIR_INSTANTIATE_X class nn::Module<T>;                                                              \
     TAPIR_INSTANTIATE_X class nn::Sequential<T>;                                                          \
     TAPIR_INSTANTIATE_X class nn::Dense<T>;                                                               \
