@@ -127,8 +127,8 @@ TEST_CASE("the golden header computes the reference order bitwise, and the fixed
     CHECK(count_different(gen, ref) == 0);
     const auto m = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(spec);
     m->forward(x.data(), fixed.data(), n);
-    if (m->isa() != deploy::Isa::scalar) CHECK(count_different(fixed, gen) == 0);
-    MESSAGE("golden header vs fixed-size model [" << std::string(deploy::isa_name(m->isa())) << "]: max relative difference "
+    if (m->isa() != simd::isa::scalar) CHECK(count_different(fixed, gen) == 0);
+    MESSAGE("golden header vs fixed-size model [" << std::string(simd::isa_name(m->isa())) << "]: max relative difference "
                                                   << max_rel_diff(fixed, gen));
     CHECK(max_rel_diff(fixed, gen) <= 1e-6);
     CHECK(golden_mlp::n_inputs == 6);
@@ -176,11 +176,11 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
     std::vector<float> ref_g(n_g * 2), ref_g_unfused(n_g * 2);
     golden_spec().forward(xg.data(), ref_g.data(), n_g);
     const auto golden_fixed = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(golden_spec());
-    REQUIRE(golden_fixed->set_isa(deploy::Isa::scalar) == deploy::Status::ok);
+    REQUIRE(golden_fixed->set_isa(simd::isa::scalar) == deploy::Status::ok);
     golden_fixed->forward(xg.data(), ref_g_unfused.data(), n_g);
     nn::Sequential<float> net = h.net;
-    const std::vector<float> p_scalar = deploy_test::dynamic_forward_on(deploy::Isa::scalar, net, h.scaler.transform(h.x_test));
-    const bool dynamic_fused = deploy_test::matching_isa() != deploy::Isa::scalar;
+    const std::vector<float> p_scalar = deploy_test::dynamic_forward_on(simd::isa::scalar, net, h.scaler.transform(h.x_test));
+    const bool dynamic_fused = deploy_test::matching_isa() != simd::isa::scalar;
 
     struct Variant {
         std::string cxx, flags, runner, name;
@@ -198,7 +198,7 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
             MESSAGE(cxx << " not available for this architecture: skipped");
             continue;
         }
-        if (x86 && deploy::isa_supported(deploy::Isa::avx2))
+        if (x86 && simd::isa_supported(simd::isa::avx2))
             variants.push_back({cxx, "-std=c++11 -mfma -DTAPIR_GEN_FMA=1", "", cxx + " -mfma", true, true});
         if (cxx == "g++" || !x86) variants.push_back({cxx, "-std=c++11", "", cxx + (x86 ? " (no FMA)" : ""), !x86, true});
         if (deploy_test::quick()) break;

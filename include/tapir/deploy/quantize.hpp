@@ -60,7 +60,7 @@ struct Int8Dense {
     float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
     float w_scale = 1.0f;    ///< W ~ w_scale * weight
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
-    Act act = Act::none;
+    Activation act = Activation::none;
     float alpha = 0.0f;
 
     /// Quantised weight (p, j).
@@ -116,7 +116,7 @@ struct Int8Dense {
     /// Dequantise and activate the Out accumulators into y.
     TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
-            y[j] = detail::activate<true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
     }
 
     /// x (In floats) -> y (Out floats), portable loops.
@@ -134,11 +134,11 @@ struct Int8Dense {
         finish(acc, y);
     }
 
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
     /// The same sums with AVX2: per pair of inputs, 16-bit multiply-adds (vpmaddwd) of the widened
     /// weights with the broadcast input pair, 8 outputs per register. |x_q w_q| <= 255 * 127, so the
     /// pair sum never saturates.
-    TAPIR_DEPLOY_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
+    TAPIR_TARGET_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
         alignas(64) std::int16_t q[2 * in_pairs];
         alignas(64) std::int32_t acc[out_padded];
         quantize_input(x, q);
@@ -194,7 +194,10 @@ public:
     static constexpr std::size_t inputs = detail::size_at<S...>(0);
     static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
-    Int8Mlp() noexcept : isa_(best_isa() == Isa::neon ? Isa::neon : (isa_supported(Isa::avx2) ? Isa::avx2 : Isa::scalar)) {}
+    Int8Mlp() noexcept
+        : isa_(simd::detected_isa() == simd::isa::neon
+                   ? simd::isa::neon
+                   : (simd::isa_supported(simd::isa::avx2) ? simd::isa::avx2 : simd::isa::scalar)) {}
 
     /// Quantises trained float layers; input_ranges[l] is the |input| range of layer l to
     /// represent (ModelSpec::input_ranges in convert.hpp calibrates them). All or nothing.
@@ -223,11 +226,11 @@ public:
         return Status::ok;
     }
 
-    Isa isa() const noexcept { return isa_; }
+    simd::isa isa() const noexcept { return isa_; }
     /// scalar, or avx2 (its loops compiled for AVX2; avx512 falls back to it), or neon.
-    Status set_isa(Isa i) noexcept {
-        if (!isa_supported(i)) return Status::unsupported_isa;
-        isa_ = i == Isa::avx512 ? Isa::avx2 : i;
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i == simd::isa::avx512 ? simd::isa::avx2 : i;
         return Status::ok;
     }
 
@@ -238,8 +241,8 @@ public:
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
     void forward(const float* x, float* y, std::size_t n) const noexcept {
-#if TAPIR_DEPLOY_X86
-        if (isa_ == Isa::avx2) {
+#if TAPIR_SIMD_X86
+        if (isa_ == simd::isa::avx2) {
             run_avx2(*this, x, y, n);
             return;
         }
@@ -263,7 +266,7 @@ private:
             return s != Status::ok ? s : check_from<I + 1>(views, ranges);
         }
     }
-    static bool non_negative(Act a) noexcept { return a == Act::relu || a == Act::sigmoid || a == Act::softplus; }
+    static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
     template <std::size_t I>
     Status load_from(const LayerView<float>* views, const float* ranges) noexcept {
         if constexpr (I == num_layers) {
@@ -278,7 +281,7 @@ private:
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
         if constexpr (Avx2) std::get<I>(layers_).run_avx2(in, out);
         else std::get<I>(layers_).run(in, out);
 #else
@@ -303,8 +306,8 @@ private:
     }
     void run_generic(const float* x, float* y, std::size_t n) const noexcept { run_rows<false>(x, y, n); }
 
-#if TAPIR_DEPLOY_X86
-    TAPIR_DEPLOY_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
+#if TAPIR_SIMD_X86
+    TAPIR_TARGET_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
         m.run_rows<true>(x, y, n);
     }
 #endif
@@ -313,7 +316,7 @@ private:
     double mean_[inputs] = {};
     double scale_[inputs] = {};
     bool scaled_ = false;
-    Isa isa_;
+    simd::isa isa_;
 };
 
 // ---- fixed point (ap_fixed) -----------------------------------------------------------------
@@ -406,7 +409,7 @@ struct FixedDense {
     static constexpr std::size_t in = In, out = Out;
     std::int32_t weight[In][Out] = {};  ///< raw values of Fx
     std::int32_t bias[Out] = {};
-    Act act = Act::none;
+    Activation act = Activation::none;
     double alpha = 0.0;
 
     static Status check(const LayerView<float>& v) noexcept {
@@ -444,9 +447,9 @@ struct FixedDense {
         for (std::size_t j = 0; j < Out; ++j) {
             const Fx z = Fx::from_scaled(acc[j], 2 * F);
             switch (act) {
-            case Act::none: y[j] = z.raw(); break;
-            case Act::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
-            default: y[j] = Fx::from_double(detail::activate<false>(act, z.to_double(), alpha)).raw(); break;
+            case Activation::none: y[j] = z.raw(); break;
+            case Activation::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
+            default: y[j] = Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw(); break;
             }
         }
     }

@@ -1,6 +1,8 @@
 #pragma once
 /// SIMD instruction sets: run-time detection, the TAPIR_SIMD override, the active kernel family,
 /// and the per-function target attributes that let a plain -O2 build run AVX-512 kernels.
+/// Like all of simd/, this header builds with -fno-exceptions -fno-rtti: the two checking entry
+/// points (active_isa's TAPIR_SIMD parsing, set_active_isa) raise through TAPIR_THROW.
 
 #include <atomic>
 #include <cstddef>
@@ -88,6 +90,9 @@ inline x86_features query_x86() noexcept {
 }
 #endif
 
+} // namespace detail
+
+/// Whether this CPU (cpuid, with the OS saving the vector state) and this build can run a kernel family.
 inline bool isa_supported(isa i) noexcept {
     switch (i) {
     case isa::scalar: return true;
@@ -96,7 +101,7 @@ inline bool isa_supported(isa i) noexcept {
 #if defined(__AVX2__) && defined(__FMA__)
         return true; // -march already guarantees it: no cpuid needed.
 #else
-        static const bool ok = query_x86().avx2_fma;
+        static const bool ok = detail::query_x86().avx2_fma;
         return ok;
 #endif
     }
@@ -104,7 +109,7 @@ inline bool isa_supported(isa i) noexcept {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && defined(__FMA__)
         return true;
 #else
-        static const bool ok = query_x86().avx512;
+        static const bool ok = detail::query_x86().avx512;
         return ok;
 #endif
     }
@@ -116,6 +121,8 @@ inline bool isa_supported(isa i) noexcept {
     }
     return false;
 }
+
+namespace detail {
 
 /// -1 until the first call of active_isa() reads TAPIR_SIMD.
 inline std::atomic<int>& active_slot() noexcept {
@@ -132,14 +139,15 @@ inline std::atomic<unsigned>& threads_slot() noexcept {
 
 /// Best instruction set that both this CPU and this build support.
 inline isa detected_isa() noexcept {
-    if (detail::isa_supported(isa::avx512)) return isa::avx512;
-    if (detail::isa_supported(isa::avx2)) return isa::avx2;
-    if (detail::isa_supported(isa::neon)) return isa::neon;
+    if (isa_supported(isa::avx512)) return isa::avx512;
+    if (isa_supported(isa::avx2)) return isa::avx2;
+    if (isa_supported(isa::neon)) return isa::neon;
     return isa::scalar;
 }
 
-namespace detail {
-inline isa parse_isa_env(const char* v) {
+/// An instruction set from its name (scalar|avx2|avx512|neon, or auto / empty for detected_isa()),
+/// as TAPIR_SIMD gives it; raises value_error (TAPIR_THROW) for an unknown or unsupported one.
+inline isa parse_isa(const char* v) {
     const std::string s(v);
     isa want;
     if (s.empty() || s == "auto") return detected_isa();
@@ -148,29 +156,28 @@ inline isa parse_isa_env(const char* v) {
     else if (s == "avx512") want = isa::avx512;
     else if (s == "neon") want = isa::neon;
     else
-        throw value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)");
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)"));
     if (!isa_supported(want))
-        throw value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
+                          " (best available: " + isa_name(detected_isa()) + ")"));
     return want;
 }
-} // namespace detail
 
 /// The kernel family in use: TAPIR_SIMD if set (scalar|avx2|avx512|neon|auto), else detected_isa().
 inline isa active_isa() {
     const int v = detail::active_slot().load(std::memory_order_relaxed);
     if (TAPIR_LIKELY(v >= 0)) return static_cast<isa>(v);
     const char* env = std::getenv("TAPIR_SIMD");
-    const isa chosen = env ? detail::parse_isa_env(env) : detected_isa();
+    const isa chosen = env ? parse_isa(env) : detected_isa();
     detail::active_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
     return chosen;
 }
 
 /// Forces a kernel family (tests, benchmarks). Throws value_error if the CPU or build lacks it.
 inline void set_active_isa(isa i) {
-    if (!detail::isa_supported(i))
-        throw value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
+    if (!isa_supported(i))
+        TAPIR_THROW(value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
+                                " (best available: " + isa_name(detected_isa()) + ")"));
     detail::active_slot().store(static_cast<int>(i), std::memory_order_relaxed);
 }
 

@@ -239,24 +239,30 @@ struct sigmoid_f {
 
 } // namespace detail
 
+/// The constants of the polynomial kernels above (deploy/codegen.hpp writes the same operations
+/// out as text, with these numbers).
+template <class T> using math_constants = detail::math_consts<T>;
+/// 1/k! rounded to T, as the exp polynomial's Horner steps use it.
+template <class T> constexpr T inv_factorial(int k) { return detail::inv_factorial<T>(k); }
+
 /// out[i] = e^x[i]. Max error 1.5 ulp (float and double, every ISA), gradual underflow included;
 /// exp(x) = +inf above the overflow threshold, 0 below the underflow one, NaN propagates.
 template <class T> void exp(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::exp_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::exp_f>>(x, out, n);
 }
 /// out[i] = ln x[i]. Max error 1.5 ulp; denormal inputs are rescaled exactly; log(0) = -inf,
 /// log(x<0) = NaN, log(+inf) = +inf.
 template <class T> void log(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::log_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::log_f>>(x, out, n);
 }
 /// out[i] = tanh x[i]. Max error 3 ulp; odd, exactly +-1 for |x| >= 10 (float) / 20 (double).
 template <class T> void tanh(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::tanh_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::tanh_f>>(x, out, n);
 }
 /// out[i] = 1/(1+e^-x[i]). Max error 3 ulp; tends to exactly 1 and to the (denormal) e^x tail,
 /// never NaN for finite or infinite input.
 template <class T> void sigmoid(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
 }
 
 } // namespace tapir::simd
