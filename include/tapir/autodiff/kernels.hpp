@@ -451,7 +451,7 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
         return out;
     simd::gemm<T>(false, false, m, n, k, T(1), x.data, k, w.data, n, T(0), out.data, n);
     if (b) simd::add_row(out.data, m, n, n, b->data);
-    if (act != Activation::none) simd::activate(act, out.data, out.data, m * n, alpha);
+    if (act != Activation::none) simd::activate_on(simd::active_isa(), act, out.data, out.data, m * n, alpha);
     return out;
 }
 

@@ -33,7 +33,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
-#include "../simd/math.hpp"
+#include "../simd/vmath.hpp"
 #include "convert.hpp"
 #include "fixed.hpp"
 
@@ -104,7 +104,7 @@ void emit_array(std::string& out, const std::string& decl, const T* v, std::size
 }
 
 /// The helpers, written once for T (replacing @T@): multiply-add, the blocked dense kernel,
-/// and tanh/sigmoid as simd/math.hpp's tanh_v/sigmoid_v (simd/activation.hpp) on one lane,
+/// and tanh/sigmoid as simd/vmath.hpp's tanh_v/sigmoid_v (simd/activation.hpp) on one lane,
 /// operation by operation, with simd::math_constants' numbers; test_codegen.cpp compiles the
 /// output and checks it bitwise against the library on every instruction set.
 inline const char* gen_dense_helpers() {

@@ -27,7 +27,7 @@
 
 #include "../config.hpp"
 #include "../simd/activation.hpp"
-#include "../simd/arch.hpp"
+#include "../simd/isa.hpp"
 #include "../simd/vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -215,6 +215,75 @@ struct mlp_layers {
     static std::tuple<Dense<T, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
     using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
 };
+
+/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
+/// the optional input standardisation, and all-or-nothing loading.
+template <class Layers, std::size_t... S>
+class model_base {
+public:
+    using layers_type = Layers;
+    static constexpr std::size_t sizes[] = {S...};
+    static constexpr std::size_t num_layers = sizeof...(S) - 1;
+    static constexpr std::size_t inputs = size_at<S...>(0);
+    static constexpr std::size_t outputs = size_at<S...>(sizeof...(S) - 1);
+
+    /// Standardise inputs first: z = (x - mean) / scale (inputs values each). Null pointers turn it off.
+    Status set_input_scaling(const double* mean, const double* scale) noexcept {
+        if (!mean || !scale) {
+            scaled_ = false;
+            return Status::ok;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            if (!finite(mean[i]) || !finite(scale[i])) return Status::non_finite;
+            if (!(scale[i] > 0.0)) return Status::bad_scale;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            mean_[i] = mean[i];
+            scale_[i] = scale[i];
+        }
+        scaled_ = true;
+        return Status::ok;
+    }
+    bool input_scaling() const noexcept { return scaled_; }
+    const double* input_mean() const noexcept { return mean_; }
+    const double* input_scale() const noexcept { return scale_; }
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, Layers>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, Layers>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+protected:
+    /// count layers from views (null: null_pointer): check(index) for every layer first, then
+    /// set(index) for each, index a std::integral_constant; the model is unchanged on a failed check.
+    template <class Check, class Set>
+    Status load_layers(std::size_t count, const void* views, Check check, Set set) noexcept {
+        if (count != num_layers) return Status::layer_count;
+        if (!views) return Status::null_pointer;
+        const Status s = each<0>(check);
+        return s != Status::ok ? s : each<0>(set);
+    }
+
+    Layers layers_{};
+    double mean_[inputs] = {};
+    double scale_[inputs] = {};
+    bool scaled_ = false;
+
+private:
+    template <std::size_t I, class F>
+    static Status each(F& f) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = f(std::integral_constant<std::size_t, I>{});
+            return s != Status::ok ? s : each<I + 1>(f);
+        }
+    }
+};
 } // namespace detail
 
 /// A multilayer perceptron of compile-time sizes: Mlp<float, 8, 24, 16, 8, 1> has inputs 8,
@@ -229,50 +298,31 @@ struct mlp_layers {
 /// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
 /// exactly as tapir::StandardScaler::transform.
 template <class T, std::size_t... S>
-class Mlp {
+class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
+    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
+    using base::layers_;
+    using base::mean_;
+    using base::scale_;
+    using base::scaled_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs;
+    using base::num_layers;
+    using base::outputs;
     using value_type = T;
-    using layers_type = typename detail::mlp_layers<T, S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
     Mlp() noexcept : isa_(simd::detected_isa()) {}
 
     /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
     /// on an error the model is unchanged.
     Status load(const LayerView<T>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
     }
-
-    /// Standardise inputs first: z = (x - mean) / scale (inputs values each). Null pointers turn it off.
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-    bool input_scaling() const noexcept { return scaled_; }
-    const double* input_mean() const noexcept { return mean_; }
-    const double* input_scale() const noexcept { return scale_; }
 
     /// Kernel family used by forward (simd::detected_isa() by default).
     simd::isa isa() const noexcept { return isa_; }
@@ -288,15 +338,6 @@ public:
         if (i == simd::isa::avx2 || i == simd::isa::avx512) i = simd::isa::scalar; // not in this build
 #endif
         return simd::gemm_kc(i, sizeof(T));
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, layers_type>& layer() noexcept {
-        return std::get<I>(layers_);
     }
 
     /// One event: x (inputs values) -> y (outputs values).
@@ -330,26 +371,6 @@ private:
         std::size_t m = detail::round_up(inputs, 64 / sizeof(T));
         for (std::size_t i = 1; i <= num_layers; ++i) m = detail::cmax(m, detail::round_up(detail::size_at<S...>(i), 64 / sizeof(T)));
         return m;
-    }
-
-    template <std::size_t I>
-    static Status check_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
     }
 
     template <class V, std::size_t R, std::size_t I>
@@ -388,10 +409,6 @@ private:
         for (; i < n; ++i) run_rows<V, 1>(x + i * inputs, y + i * outputs);
     }
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
     simd::isa isa_;
 };
 

@@ -183,16 +183,20 @@ constexpr std::size_t max_size() noexcept {
 
 /// An int8 MLP with compile-time sizes (float in, float out).
 template <std::size_t... S>
-class Int8Mlp {
+class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
+    using base::layers_;
+    using base::mean_;
+    using base::scale_;
+    using base::scaled_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs;
+    using base::num_layers;
+    using base::outputs;
     using value_type = float;
-    using layers_type = typename detail::int8_layers<S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
     Int8Mlp() noexcept
         : isa_(simd::detected_isa() == simd::isa::neon
@@ -202,28 +206,12 @@ public:
     /// Quantises trained float layers; input_ranges[l] is the |input| range of layer l to
     /// represent (ModelSpec::input_ranges in convert.hpp calibrates them). All or nothing.
     Status load(const LayerView<float>* views, std::size_t count, const float* input_ranges) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views || !input_ranges) return Status::null_pointer;
-        const Status s = check_from<0>(views, input_ranges);
-        if (s != Status::ok) return s;
-        return load_from<0>(views, input_ranges);
-    }
-
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
+        return this->load_layers(
+            count, input_ranges ? views : nullptr,
+            [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i], input_ranges[i]); },
+            [&](auto i) {
+                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && non_negative(views[i - 1].act));
+            });
     }
 
     simd::isa isa() const noexcept { return isa_; }
@@ -232,11 +220,6 @@ public:
         if (!simd::isa_supported(i)) return Status::unsupported_isa;
         isa_ = i == simd::isa::avx512 ? simd::isa::avx2 : i;
         return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
@@ -257,27 +240,7 @@ public:
     }
 
 private:
-    template <std::size_t I>
-    static Status check_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I], ranges[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views, ranges);
-        }
-    }
     static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I], ranges[I], I > 0 && non_negative(views[I - 1].act));
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views, ranges);
-        }
-    }
-
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
@@ -312,10 +275,6 @@ private:
     }
 #endif
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
     simd::isa isa_;
 };
 
@@ -467,46 +426,27 @@ struct fixed_layers {
 /// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
 /// inputs quantised to Fx, float out).
 template <class Fx, std::size_t... S>
-class FixedMlp {
+class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
+    using base::layers_;
+    using base::mean_;
+    using base::scale_;
+    using base::scaled_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs;
+    using base::num_layers;
+    using base::outputs;
     using value_type = float;
     using fixed_type = Fx;
-    using layers_type = typename detail::fixed_layers<Fx, S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
     /// Quantises trained float layers to Fx. All or nothing.
     Status load(const LayerView<float>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
-    }
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
@@ -532,35 +472,12 @@ public:
 
 private:
     template <std::size_t I>
-    static Status check_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
     const std::int64_t* run_layers(std::int64_t* in, std::int64_t* other) const noexcept {
         std::get<I>(layers_).run(in, other);
         if constexpr (I + 1 < num_layers) return run_layers<I + 1>(other, in);
         else return other;
     }
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
 };
 
 } // namespace tapir::deploy

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "../config.hpp"
+#include "../simd/arch.hpp"
 #include "../simd/vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH

@@ -10,8 +10,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "math.hpp"
+#include "isa.hpp"
 #include "vec.hpp"
+#include "vmath.hpp"
 
 namespace tapir {
 
@@ -182,10 +183,6 @@ template <bool Fused> struct activation_one_f {
 /// out[i] = act(x[i]) on the instruction set `which` (unchecked: see dispatch_to); out may alias x.
 template <class T> void activate_on(isa which, Activation a, const T* x, T* out, std::size_t n, T alpha = T(0)) {
     detail::with_activation<detail::activate_on_f>(a, which, x, out, n, alpha);
-}
-/// out[i] = act(x[i]) on the active instruction set; out may alias x.
-template <class T> void activate(Activation a, const T* x, T* out, std::size_t n, T alpha = T(0)) {
-    activate_on(active_isa(), a, x, out, n, alpha);
 }
 /// out[i] = g[i] act'(z[i]) from the outputs y[i] = act(z[i]). Always the scalar family: these are
 /// the tape's bits, and on FMA targets a vector entry would let the compiler contract 1 - y*y.

@@ -5,6 +5,7 @@
 #include <cstddef>
 
 #include "activation.hpp"
+#include "arch.hpp"
 #include "math.hpp"
 #include "vec.hpp"
 

@@ -492,9 +492,11 @@ template <class T> struct gemm_kernel {
     /// Small products made of full tiles only (op(A) = A, op(B) = B read in place, one K block,
     /// M and N multiples of the tile): a lean entry without the general driver's edge and packing
     /// set-up, which costs ~60 cycles per call. False when the product does not fit; then run().
-    struct small {
+    /// Epi is micro_full's epilogue: 0 C = alpha A B + beta C (gemm), 1 C = A B + bias and
+    /// 2 C = max(0, A B + bias) (gemm_bias_act, with alpha = 1 and beta = 0).
+    template <int Epi> struct small_tiles {
         using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp) {
+        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias = nullptr) {
             using B = gemm_blocking<V>;
             const gemm_args<T>& g = *gp;
             if (!direct_b<V>(g) || g.k > B::KC) return false;
@@ -502,44 +504,20 @@ template <class T> struct gemm_kernel {
             // 4 x 64 tiles only while their B panel stays small: at 128^3 its 32 KB rows, 512 B apart, thrash L1.
             if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
                 g.k * NRW * sizeof(T) <= 16384)
-                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g);
+                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g, bias);
             if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return tiles<V, B::MR, B::NV>(g);
+            return tiles<V, B::MR, B::NV>(g, bias);
         }
-        template <class V, std::size_t MR, std::size_t NV> static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g) {
-            for (std::size_t j = 0; j < g.n; j += NV * V::W)
-                for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
-                                          g.c + i * g.ldc + j, g.ldc);
-            return true;
-        }
-    };
-
-    /// small's tiles with a bias (and ReLU) epilogue: C = act(A B + bias). False when the product
-    /// is not made of whole tiles or k exceeds one K block (then the caller runs the passes).
-    struct small_bias {
-        using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias, bool relu) {
-            using B = gemm_blocking<V>;
-            const gemm_args<T>& g = *gp;
-            if (!direct_b<V>(g) || g.k > B::KC) return false;
-            constexpr std::size_t NRW = wide_tiles<B>::NV * V::W;
-            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
-                g.k * NRW * sizeof(T) <= 16384)
-                return relu ? tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 2>(g, bias)
-                            : tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 1>(g, bias);
-            if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return relu ? tiles<V, B::MR, B::NV, 2>(g, bias) : tiles<V, B::MR, B::NV, 1>(g, bias);
-        }
-        template <class V, std::size_t MR, std::size_t NV, int Epi>
+        template <class V, std::size_t MR, std::size_t NV>
         static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g, const T* bias) {
             for (std::size_t j = 0; j < g.n; j += NV * V::W)
                 for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, T(1), T(0),
-                                               g.c + i * g.ldc + j, g.ldc, bias + j);
+                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
+                                               g.c + i * g.ldc + j, g.ldc, Epi != 0 ? bias + j : nullptr);
             return true;
         }
     };
+    using small = small_tiles<0>;
 
     /// op(A) = A^T times a vector (n == 1, C contiguous): the weight gradient of a one-output layer.
     /// Rows of C are lanes: one vector load of A per p (A^T's columns are A's rows), and the chain
@@ -831,7 +809,9 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
     if (m == 0 || n == 0 || k == 0 || k > 256 || n > 512 || !bias || lda < k || ldb < n || ldc < n || !a || !b || !c)
         return false;
     const detail::gemm_args<T> g{false, false, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc};
-    return dispatch_to<typename detail::gemm_kernel<T>::small_bias>(active_isa(), &g, bias, relu);
+    using K = detail::gemm_kernel<T>;
+    return relu ? dispatch_to<typename K::template small_tiles<2>>(active_isa(), &g, bias)
+                : dispatch_to<typename K::template small_tiles<1>>(active_isa(), &g, bias);
 }
 
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \

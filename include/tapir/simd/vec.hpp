@@ -16,14 +16,14 @@
 ///
 /// The wrappers are internal; code outside simd/ writes a kernel K (value_type and a static
 /// `template <class V> run(args...)` over the contract above) and runs it with simd::dispatch<K>
-/// (the active instruction set) or simd::dispatch_to<K>(isa, ...) (a given one).
+/// (the active instruction set, arch.hpp) or simd::dispatch_to<K>(isa, ...) (a given one).
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-#include "arch.hpp"
+#include "isa.hpp"
 #include "detail/x86_builtins.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -428,9 +428,6 @@ template <class K, class... A> inline auto dispatch_to(isa which, A... args) {
     default: return detail::run_scalar<K>(args...);
     }
 }
-
-/// Runs the kernel K on the active instruction set (active_isa()).
-template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
 
 /// Depth of simd::gemm's K blocks per kernel family and element size: sums longer than this are
 /// split into equal blocks (gemm_k_block), each a fresh multiply-add chain added to C in order.
