@@ -27,7 +27,7 @@ T run_all(T* a, T* b, T* c, std::size_t n) {
     s::relu_backward(a, b, c, n);
     s::axpy(T(2), a, c, n);
     s::activate_on(s::active_isa(), tapir::Activation::elu, a, c, n, T(1));
-    s::activation_backward(tapir::Activation::softplus, a, b, c, n, T(0));
+    s::activation_backward_on(s::active_isa(), tapir::Activation::softplus, a, b, c, n, T(0));
     return s::sum(c, n) + s::dot(a, b, n) + s::activation_scalar<T, true>(tapir::Activation::tanh, a[0], T(0));
 }
 template float run_all<float>(float*, float*, float*, std::size_t);

@@ -459,7 +459,7 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
 template <class T>
 Ref<T> k_act_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, Activation act, T alpha) {
     Ref<T> out = t.alloc(g.shape);
-    simd::activation_backward(act, g.data, y.data, out.data, g.size(), alpha);
+    simd::activation_backward_on(simd::active_isa(), act, g.data, y.data, out.data, g.size(), alpha);
     return out;
 }
 

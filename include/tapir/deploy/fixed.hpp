@@ -268,12 +268,16 @@ protected:
         return s != Status::ok ? s : each<0>(set);
     }
 
+    /// Input i standardised, (v - mean) / scale in double (as tapir::StandardScaler::transform).
+    double standardise(std::size_t i, double v) const noexcept { return (v - mean_[i]) / scale_[i]; }
+
     Layers layers_{};
+
+private:
     double mean_[inputs] = {};
     double scale_[inputs] = {};
     bool scaled_ = false;
 
-private:
     template <std::size_t I, class F>
     static Status each(F& f) noexcept {
         if constexpr (I == num_layers) {
@@ -303,15 +307,10 @@ class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
     using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
     using base::layers_;
-    using base::mean_;
-    using base::scale_;
-    using base::scaled_;
 
 public:
     using typename base::layers_type;
-    using base::inputs;
-    using base::num_layers;
-    using base::outputs;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = T;
 
     Mlp() noexcept : isa_(simd::detected_isa()) {}
@@ -391,10 +390,10 @@ private:
         constexpr std::size_t mw = max_width();
         alignas(64) T buf0[R * mw];
         alignas(64) T buf1[R * mw];
-        if (scaled_) {
+        if (this->input_scaling()) {
             for (std::size_t r = 0; r < R; ++r)
                 for (std::size_t i = 0; i < inputs; ++i)
-                    buf1[r * inputs + i] = static_cast<T>((static_cast<double>(x[r * inputs + i]) - mean_[i]) / scale_[i]);
+                    buf1[r * inputs + i] = static_cast<T>(this->standardise(i, static_cast<double>(x[r * inputs + i])));
             run_layers<V, R, 0>(buf1, inputs, buf0, buf1, y);
         } else {
             run_layers<V, R, 0>(x, inputs, buf0, buf1, y);

@@ -187,15 +187,10 @@ class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::ty
     static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
     using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
     using base::layers_;
-    using base::mean_;
-    using base::scale_;
-    using base::scaled_;
 
 public:
     using typename base::layers_type;
-    using base::inputs;
-    using base::num_layers;
-    using base::outputs;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
 
     Int8Mlp() noexcept
@@ -259,9 +254,8 @@ private:
         float a[mw], b[mw], z[inputs];
         for (std::size_t r = 0; r < n; ++r) {
             const float* xr = x + r * inputs;
-            if (scaled_) {
-                for (std::size_t i = 0; i < inputs; ++i)
-                    z[i] = static_cast<float>((static_cast<double>(xr[i]) - mean_[i]) / scale_[i]);
+            if (this->input_scaling()) {
+                for (std::size_t i = 0; i < inputs; ++i) z[i] = static_cast<float>(this->standardise(i, static_cast<double>(xr[i])));
                 xr = z;
             }
             run_layers<Avx2, 0>(xr, a, b, y + r * outputs);
@@ -430,15 +424,10 @@ class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S..
     static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
     using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
     using base::layers_;
-    using base::mean_;
-    using base::scale_;
-    using base::scaled_;
 
 public:
     using typename base::layers_type;
-    using base::inputs;
-    using base::num_layers;
-    using base::outputs;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
     using fixed_type = Fx;
 
@@ -456,7 +445,7 @@ public:
         for (std::size_t r = 0; r < n; ++r) {
             for (std::size_t i = 0; i < inputs; ++i) {
                 const double v = static_cast<double>(x[r * inputs + i]);
-                a[i] = Fx::from_double(scaled_ ? (v - mean_[i]) / scale_[i] : v).raw();
+                a[i] = Fx::from_double(this->input_scaling() ? this->standardise(i, v) : v).raw();
             }
             const std::int64_t* out = run_layers<0>(a, b);
             for (std::size_t j = 0; j < outputs; ++j)

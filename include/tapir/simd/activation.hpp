@@ -154,6 +154,14 @@ template <class T, Activation A> struct activation_grad_kernel {
     template <class V> static TAPIR_ALWAYS_INLINE void run(const T* g, const T* y, T* out, std::size_t n, T alpha) {
         constexpr std::size_t W = V::W;
         std::size_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W) {
+            const auto g0 = V::load(g + i), g1 = V::load(g + i + W), g2 = V::load(g + i + 2 * W), g3 = V::load(g + i + 3 * W);
+            const auto y0 = V::load(y + i), y1 = V::load(y + i + W), y2 = V::load(y + i + 2 * W), y3 = V::load(y + i + 3 * W);
+            V::store(out + i, activation_grad<A, V>(g0, y0, alpha));
+            V::store(out + i + W, activation_grad<A, V>(g1, y1, alpha));
+            V::store(out + i + 2 * W, activation_grad<A, V>(g2, y2, alpha));
+            V::store(out + i + 3 * W, activation_grad<A, V>(g3, y3, alpha));
+        }
         for (; i + W <= n; i += W) V::store(out + i, activation_grad<A, V>(V::load(g + i), V::load(y + i), alpha));
         if (i < n) {
             const std::size_t r = n - i;
@@ -168,8 +176,12 @@ struct activate_on_f {
     }
 };
 struct activation_grad_f {
-    template <Activation A, class T> static void apply(const T* g, const T* y, T* out, std::size_t n, T alpha) {
-        dispatch_to<activation_grad_kernel<T, A>>(isa::scalar, g, y, out, n, alpha);
+    template <Activation A, class T>
+    static void apply(isa which, const T* g, const T* y, T* out, std::size_t n, T alpha) {
+        /// tanh's 1 - y*y on the scalar family: on an FMA target the compiler may contract it in
+        /// vector code (GNU mode's -ffp-contract=fast), which would change the tape's bits. The
+        /// other derivatives have no multiply feeding an add and give the same bits on every family.
+        dispatch_to<activation_grad_kernel<T, A>>(A == Activation::tanh ? isa::scalar : which, g, y, out, n, alpha);
     }
 };
 template <bool Fused> struct activation_one_f {
@@ -184,11 +196,11 @@ template <bool Fused> struct activation_one_f {
 template <class T> void activate_on(isa which, Activation a, const T* x, T* out, std::size_t n, T alpha = T(0)) {
     detail::with_activation<detail::activate_on_f>(a, which, x, out, n, alpha);
 }
-/// out[i] = g[i] act'(z[i]) from the outputs y[i] = act(z[i]). Always the scalar family: these are
-/// the tape's bits, and on FMA targets a vector entry would let the compiler contract 1 - y*y.
+/// out[i] = g[i] act'(z[i]) from the outputs y[i] = act(z[i]), on the instruction set `which`
+/// (tanh's on the scalar family; unchecked, see dispatch_to); out may alias g or y.
 template <class T>
-void activation_backward(Activation a, const T* g, const T* y, T* out, std::size_t n, T alpha = T(0)) {
-    detail::with_activation<detail::activation_grad_f>(a, g, y, out, n, alpha);
+void activation_backward_on(isa which, Activation a, const T* g, const T* y, T* out, std::size_t n, T alpha = T(0)) {
+    detail::with_activation<detail::activation_grad_f>(a, which, g, y, out, n, alpha);
 }
 /// act(z) for one value: the scalar family (Fused as in vscalar: the default is this build's
 /// scalar kernels; true reproduces the FMA kernel families lane for lane).
