@@ -220,7 +220,7 @@ Result run_model(const ModelDef& d, nn::Sequential<float>& net, const std::vecto
         g_sink = g_sink + out;
     }, o);
     fx.batched = per_batch_event([&] { fixed->forward(x.data(), y.data(), n_events); }, o);
-    res.add(std::string("fixed-size Mlp (") + deploy::isa_name(fixed->isa()) + ")", fx);
+    res.add(std::string("fixed-size Mlp (") + simd::isa_name(fixed->isa()) + ")", fx);
 
     const std::unique_ptr<const Int8> q = deploy::to_int8<Int8>(spec, x.data(), n_events);
     q->forward(x.data(), y.data(), n_events);

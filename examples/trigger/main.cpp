@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
     }
     std::printf("fixed-size Mlp<float, 8, 24, 16, 8, 1> (%s kernels): %zu of %zu scores bitwise equal to the dynamic model "
                 "(max relative difference %.3g)\n",
-                deploy::isa_name(fixed->isa()), fixed_same, a.test, fixed_rel);
+                simd::isa_name(fixed->isa()), fixed_same, a.test, fixed_rel);
     if (fixed_rel > 1e-6) {
         std::printf("FAILED: the fixed-size model differs from the dynamic model by more than 1e-6 relative\n");
         return 1;

@@ -26,3 +26,16 @@
 #else
 #define TAPIR_HAS_EXCEPTIONS 0
 #endif
+
+/// TAPIR_THROW(value_error("...")): throws where exceptions exist; in a -fno-exceptions build the
+/// exception expression is not even evaluated and the program aborts (the nlohmann/json rule:
+/// checks sit at the public entry points only, the kernels below them never fail). A project may
+/// define TAPIR_THROW itself beforehand (to log, or to trap).
+#ifndef TAPIR_THROW
+#if TAPIR_HAS_EXCEPTIONS
+#define TAPIR_THROW(exception) throw exception
+#else
+#include <cstdlib>
+#define TAPIR_THROW(exception) std::abort()
+#endif
+#endif

@@ -54,21 +54,11 @@ inline std::vector<double> dynamic_forward(tapir::nn::Sequential<double>& net, c
     return std::vector<double>(y.data(), y.data() + y.size());
 }
 
-/// The simd kernel family the dynamic model uses that computes like a deploy ISA.
-inline tapir::simd::isa simd_isa_of(tapir::deploy::Isa i) {
-    switch (i) {
-    case tapir::deploy::Isa::avx512: return tapir::simd::isa::avx512;
-    case tapir::deploy::Isa::avx2: return tapir::simd::isa::avx2;
-    case tapir::deploy::Isa::neon: return tapir::simd::isa::neon;
-    default: return tapir::simd::isa::scalar;
-    }
-}
-
 /// The dynamic model run with the simd kernels of one instruction set (empty if unsupported).
 template <class T>
-std::vector<T> dynamic_forward_on(tapir::deploy::Isa isa, tapir::nn::Sequential<T>& net, const tapir::Tensor<T>& x) {
-    const tapir::simd::isa want = simd_isa_of(isa), prev = tapir::simd::active_isa();
-    if (!tapir::simd::detail::isa_supported(want)) return {};
+std::vector<T> dynamic_forward_on(tapir::simd::isa want, tapir::nn::Sequential<T>& net, const tapir::Tensor<T>& x) {
+    const tapir::simd::isa prev = tapir::simd::active_isa();
+    if (!tapir::simd::isa_supported(want)) return {};
     tapir::simd::set_active_isa(want);
     std::vector<T> y = dynamic_forward(net, x);
     tapir::simd::set_active_isa(prev);
@@ -93,15 +83,9 @@ std::size_t count_different(const std::vector<T>& a, const std::vector<T>& b) {
     return n;
 }
 
-/// The ISA of the deploy path that computes like the dynamic model's active simd kernels.
-inline tapir::deploy::Isa matching_isa() {
-    switch (tapir::simd::active_isa()) {
-    case tapir::simd::isa::avx512: return tapir::deploy::Isa::avx512;
-    case tapir::simd::isa::avx2: return tapir::deploy::Isa::avx2;
-    case tapir::simd::isa::neon: return tapir::deploy::Isa::neon;
-    default: return tapir::deploy::Isa::scalar;
-    }
-}
+/// The kernel family of the deploy path that computes like the dynamic model's active simd kernels
+/// (the same family: deploy runs simd's).
+inline tapir::simd::isa matching_isa() { return tapir::simd::active_isa(); }
 
 struct Higgs {
     tapir::nn::Sequential<float> net;

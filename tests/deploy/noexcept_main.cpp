@@ -15,8 +15,8 @@ int main() {
     const float b0[4] = {0.25f, 0.25f, 0.25f, 0.25f};
     const float w1[8] = {-1.0f, -1.0f, -1.0f, -1.0f, -1.0f, -1.0f, -1.0f, -1.0f};
     tapir::deploy::LayerView<float> v[2];
-    v[0] = {w0, b0, 3, 4, tapir::deploy::Act::relu, 0.0f};
-    v[1] = {w1, nullptr, 4, 2, tapir::deploy::Act::none, 0.0f};
+    v[0] = {w0, b0, 3, 4, tapir::Activation::relu, 0.0f};
+    v[1] = {w1, nullptr, 4, 2, tapir::Activation::none, 0.0f};
     const float ranges[2] = {4.0f, 16.0f};
     if (net.load(v, 2) != tapir::deploy::Status::ok || q.load(v, 2, ranges) != tapir::deploy::Status::ok ||
         fx.load(v, 2) != tapir::deploy::Status::ok)

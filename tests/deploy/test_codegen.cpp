@@ -6,9 +6,13 @@
 // build without exceptions and RTTI too.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +20,7 @@
 #include <tapir/deploy/codegen.hpp>
 #include <tapir/deploy/convert.hpp>
 #include <tapir/deploy/fixed.hpp>
+#include <tapir/simd/activation.hpp>
 
 #include "deploy/deploy_fixture.hpp"
 
@@ -127,12 +132,65 @@ TEST_CASE("the golden header computes the reference order bitwise, and the fixed
     CHECK(count_different(gen, ref) == 0);
     const auto m = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(spec);
     m->forward(x.data(), fixed.data(), n);
-    if (m->isa() != deploy::Isa::scalar) CHECK(count_different(fixed, gen) == 0);
-    MESSAGE("golden header vs fixed-size model [" << std::string(deploy::isa_name(m->isa())) << "]: max relative difference "
+    if (m->isa() != simd::isa::scalar) CHECK(count_different(fixed, gen) == 0);
+    MESSAGE("golden header vs fixed-size model [" << std::string(simd::isa_name(m->isa())) << "]: max relative difference "
                                                   << max_rel_diff(fixed, gen));
     CHECK(max_rel_diff(fixed, gen) <= 1e-6);
     CHECK(golden_mlp::n_inputs == 6);
     CHECK(golden_mlp::n_outputs == 2);
+}
+
+TEST_CASE("the generated tanh, sigmoid and model are the library's, bitwise, on every fused instruction set") {
+    // golden_mlp.hpp is compiled here with TAPIR_GEN_FMA=1: it must reproduce simd/activation.hpp
+    // (through simd::activate_on) and the fixed-size model on each kernel family that fuses.
+    std::vector<float> x;
+    for (int i = -4400; i <= 4400; ++i) x.push_back(static_cast<float>(i) * 0.00625f);  // [-27.5, 27.5]
+    const float inf = std::numeric_limits<float>::infinity();
+    for (const float v : {0.0f, -0.0f, 1e-30f, -1e-30f, std::numeric_limits<float>::denorm_min(), 8.99f, 9.01f, 10.0f,
+                          -10.0f, 88.7f, -88.7f, 103.9f, -103.9f, 1e30f, -1e30f, inf, -inf, std::nanf("")})
+        x.push_back(v);
+    const std::size_t n = x.size();
+    const auto bits_equal = [](float a, float b) {
+        std::uint32_t ua = 0, ub = 0;
+        std::memcpy(&ua, &a, sizeof ua);
+        std::memcpy(&ub, &b, sizeof ub);
+        return ua == ub;
+    };
+    std::vector<float> gen_t(n), gen_s(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        gen_t[i] = golden_mlp::detail::tanh_poly(x[i]);
+        gen_s[i] = golden_mlp::detail::sigmoid_poly(x[i]);
+    }
+    const deploy::ModelSpec<float> spec = golden_spec();
+    const std::size_t rows = 57;
+    const Tensor<float> xm = deploy_test::random_inputs<float>(rows, 6, 17, 3.0);
+    std::vector<float> gen_m(rows * 2), fixed_m(rows * 2);
+    golden_mlp::predict_batch(xm.data(), gen_m.data(), static_cast<long>(rows));
+    const auto m = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(spec);
+    std::size_t checked = 0;
+    for (const simd::isa isa : {simd::isa::scalar, simd::isa::avx2, simd::isa::avx512, simd::isa::neon}) {
+        if (!simd::isa_supported(isa)) continue;
+        CAPTURE(std::string(simd::isa_name(isa)));
+        if (isa == simd::isa::scalar && !TAPIR_SIMD_SCALAR_FUSED) {
+            MESSAGE("scalar kernels of this build do not fuse: compared by the no-FMA compile below");
+            continue;
+        }
+        std::vector<float> lib_t(n), lib_s(n);
+        simd::activate_on(isa, Activation::tanh, x.data(), lib_t.data(), n, 0.0f);
+        simd::activate_on(isa, Activation::sigmoid, x.data(), lib_s.data(), n, 0.0f);
+        std::size_t diff_t = 0, diff_s = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            diff_t += !bits_equal(lib_t[i], gen_t[i]);
+            diff_s += !bits_equal(lib_s[i], gen_s[i]);
+        }
+        CHECK(diff_t == 0);
+        CHECK(diff_s == 0);
+        REQUIRE(m->set_isa(isa) == deploy::Status::ok);
+        m->forward(xm.data(), fixed_m.data(), rows);
+        CHECK(count_different(fixed_m, gen_m) == 0);
+        ++checked;
+    }
+    CHECK(checked >= 1);
 }
 
 TEST_CASE("generate_header rejects bad options and reports write errors") {
@@ -176,11 +234,11 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
     std::vector<float> ref_g(n_g * 2), ref_g_unfused(n_g * 2);
     golden_spec().forward(xg.data(), ref_g.data(), n_g);
     const auto golden_fixed = deploy::to_fixed<deploy::Mlp<float, 6, 10, 9, 8, 7, 5, 3, 2>>(golden_spec());
-    REQUIRE(golden_fixed->set_isa(deploy::Isa::scalar) == deploy::Status::ok);
+    REQUIRE(golden_fixed->set_isa(simd::isa::scalar) == deploy::Status::ok);
     golden_fixed->forward(xg.data(), ref_g_unfused.data(), n_g);
     nn::Sequential<float> net = h.net;
-    const std::vector<float> p_scalar = deploy_test::dynamic_forward_on(deploy::Isa::scalar, net, h.scaler.transform(h.x_test));
-    const bool dynamic_fused = deploy_test::matching_isa() != deploy::Isa::scalar;
+    const std::vector<float> p_scalar = deploy_test::dynamic_forward_on(simd::isa::scalar, net, h.scaler.transform(h.x_test));
+    const bool dynamic_fused = deploy_test::matching_isa() != simd::isa::scalar;
 
     struct Variant {
         std::string cxx, flags, runner, name;
@@ -198,7 +256,7 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
             MESSAGE(cxx << " not available for this architecture: skipped");
             continue;
         }
-        if (x86 && deploy::isa_supported(deploy::Isa::avx2))
+        if (x86 && simd::isa_supported(simd::isa::avx2))
             variants.push_back({cxx, "-std=c++11 -mfma -DTAPIR_GEN_FMA=1", "", cxx + " -mfma", true, true});
         if (cxx == "g++" || !x86) variants.push_back({cxx, "-std=c++11", "", cxx + (x86 ? " (no FMA)" : ""), !x86, true});
         if (deploy_test::quick()) break;

@@ -18,7 +18,7 @@
 #include "support/alloc_counter.hpp"
 
 using namespace tapir;
-using deploy::Isa;
+using Isa = simd::isa;
 using deploy::Status;
 using deploy_test::count_different;
 using deploy_test::max_rel_diff;
@@ -42,7 +42,7 @@ void check_random_mlp(const std::vector<std::size_t>& sizes, const std::vector<A
     CAPTURE(spec.describe());
     for (const Isa isa : all_isas) {
         if (m->set_isa(isa) != Status::ok) continue;
-        const std::string kernels = deploy::isa_name(isa);
+        const std::string kernels = simd::isa_name(isa);
         CAPTURE(kernels);
         std::vector<T> y(n * M::outputs), y1(n * M::outputs);
         m->forward(x.data(), y.data(), n);
@@ -62,17 +62,13 @@ void check_random_mlp(const std::vector<std::size_t>& sizes, const std::vector<A
 
 } // namespace
 
-static_assert(static_cast<int>(deploy::Act::softplus) == static_cast<int>(Activation::softplus) &&
-                  static_cast<int>(deploy::Act::tanh) == static_cast<int>(Activation::tanh) &&
-                  static_cast<int>(deploy::Act::none) == static_cast<int>(Activation::none),
-              "deploy::Act mirrors tapir::Activation");
 static_assert(deploy::Mlp<float, 8, 24, 16, 8, 1>::inputs == 8 && deploy::Mlp<float, 8, 24, 16, 8, 1>::outputs == 1 &&
                   deploy::Mlp<float, 8, 24, 16, 8, 1>::num_layers == 4,
               "compile-time sizes");
 static_assert(deploy::Dense<float, 3, 24>::out_padded == 32 && deploy::Dense<double, 3, 9>::out_padded == 16,
               "rows padded to 64 bytes");
-static_assert(deploy::detail::k_block(256, 256) == 256 && deploy::detail::k_block(300, 256) == 150 &&
-                  deploy::detail::k_block(513, 256) == 171 && deploy::detail::k_block(513, 512) == 257,
+static_assert(simd::gemm_k_block(256, 256) == 256 && simd::gemm_k_block(300, 256) == 150 &&
+                  simd::gemm_k_block(513, 256) == 171 && simd::gemm_k_block(513, 512) == 257,
               "simd::gemm's K blocks");
 
 TEST_CASE("fixed-size MLPs equal the dynamic model on random networks (all activations, float and double)") {
@@ -94,7 +90,7 @@ TEST_CASE("Higgs classifier: the fixed-size model reproduces the dynamic model o
     const Tensor<float> z = h.scaler.transform(h.x_test);
     for (const Isa isa : all_isas) {
         if (m->set_isa(isa) != Status::ok) continue;
-        const std::string kernels = deploy::isa_name(isa);
+        const std::string kernels = simd::isa_name(isa);
         CAPTURE(kernels);
         std::vector<float> y(n);
         m->forward(h.x_test.data(), y.data(), n);
@@ -166,8 +162,8 @@ TEST_CASE("load reports bad layers with a Status and leaves the model unchanged"
     Net m;
     std::vector<float> w0(12, 0.5f), b0(4, 0.25f), w1(8, -1.0f), b1(2, 0.0f);
     deploy::LayerView<float> v[2];
-    v[0] = {w0.data(), b0.data(), 3, 4, deploy::Act::relu, 0.0f};
-    v[1] = {w1.data(), b1.data(), 4, 2, deploy::Act::none, 0.0f};
+    v[0] = {w0.data(), b0.data(), 3, 4, Activation::relu, 0.0f};
+    v[1] = {w1.data(), b1.data(), 4, 2, Activation::none, 0.0f};
     REQUIRE(m.load(v, 2) == Status::ok);
     const float x[3] = {1.0f, 2.0f, 3.0f};
     float y[2];

@@ -61,7 +61,7 @@ TEST_CASE("int8 quantisation rounds half to even, clamps, and is exact on repres
     // Input range 127 and max |W| 127 make both scales 1: integer inputs and weights are exact.
     const float w[6] = {127, -3, 2, 5, -1, 0}, b[2] = {10, -20};
     deploy::LayerView<float> v[1];
-    v[0] = {w, b, 3, 2, deploy::Act::none, 0.0f};
+    v[0] = {w, b, 3, 2, Activation::none, 0.0f};
     const float range[1] = {127.0f};
     deploy::Int8Mlp<3, 2> q;
     REQUIRE(q.load(v, 1, range) == Status::ok);
@@ -72,7 +72,7 @@ TEST_CASE("int8 quantisation rounds half to even, clamps, and is exact on repres
     q.forward(x, y);
     CHECK(y[0] == 138.0f);  // 127 + 4 - 3 + 10
     CHECK(y[1] == -13.0f);  // -3 + 10 + 0 - 20
-    v[0].act = deploy::Act::relu;
+    v[0].act = Activation::relu;
     REQUIRE(q.load(v, 1, range) == Status::ok);
     q.forward(x, y);
     CHECK(y[1] == 0.0f);
@@ -95,11 +95,11 @@ TEST_CASE("Higgs classifier: accuracy cost of int8 and fixed point (test AUC), a
     const double auc_int8 = deploy_test::auc(p_int8, h.y_test);
 
     // The same int8 outputs on every kernel family (integer sums are exact).
-    for (const deploy::Isa isa : {deploy::Isa::scalar, deploy::Isa::avx2, deploy::Isa::neon}) {
+    for (const simd::isa isa : {simd::isa::scalar, simd::isa::avx2, simd::isa::neon}) {
         if (q->set_isa(isa) != Status::ok) continue;
         std::vector<float> p(n);
         q->forward(h.x_test.data(), p.data(), n);
-        CHECK_MESSAGE(deploy_test::count_different(p, p_int8) == 0, std::string(deploy::isa_name(isa)));
+        CHECK_MESSAGE(deploy_test::count_different(p, p_int8) == 0, std::string(simd::isa_name(isa)));
     }
 
     auto fixed_auc = [&](auto tag, std::vector<float>& p) {
@@ -166,9 +166,9 @@ TEST_CASE("int8 kernels agree on every instruction set for odd sizes and wide la
     const auto q = deploy::to_int8<Q>(spec, x.data(), n, 1.0);
     std::vector<float> y0;
     double max_err = 0.0, max_ref = 0.0;
-    for (const deploy::Isa isa : {deploy::Isa::scalar, deploy::Isa::avx2, deploy::Isa::neon}) {
+    for (const simd::isa isa : {simd::isa::scalar, simd::isa::avx2, simd::isa::neon}) {
         if (q->set_isa(isa) != Status::ok) continue;
-        CAPTURE(std::string(deploy::isa_name(isa)));
+        CAPTURE(std::string(simd::isa_name(isa)));
         std::vector<float> y(n * 3), y1(n * 3);
         q->forward(x.data(), y.data(), n);
         for (std::size_t i = 0; i < n; ++i) q->forward(x.data() + 7 * i, y1.data() + 3 * i);

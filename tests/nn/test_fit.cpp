@@ -535,9 +535,9 @@ TEST_CASE("the course classifier on the real diphoton file reaches a test AUC of
 
 TEST_CASE("determinism: the same seed gives bit-identical training, whatever the GEMM thread count") {
     // Batches of 256 x 64 products: above the lowered threshold, so two threads really split them.
-    const std::size_t saved_min = simd::detail::gemm_parallel_min().load();
+    const std::size_t saved_min = simd::gemm_parallel_threshold();
     const unsigned saved_threads = simd::num_threads();
-    simd::detail::gemm_parallel_min().store(1000);
+    simd::set_gemm_parallel_threshold(1000);
     const auto train = [](std::uint64_t seed, unsigned threads) {
         simd::set_num_threads(threads);
         const Data d = separable(1024, 11);
@@ -557,7 +557,7 @@ TEST_CASE("determinism: the same seed gives bit-identical training, whatever the
     };
     const std::vector<float> a = train(5, 1), b = train(5, 1), c = train(5, 2), other = train(6, 1);
     simd::set_num_threads(saved_threads);
-    simd::detail::gemm_parallel_min().store(saved_min);
+    simd::set_gemm_parallel_threshold(saved_min);
     REQUIRE(a.size() == c.size());
     CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     CHECK(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0);

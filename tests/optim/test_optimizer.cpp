@@ -172,7 +172,7 @@ void ref_sgd_nesterov(std::vector<double>& p, const std::vector<double>& g, std:
 TEST_CASE("Vector kernels match plain loops on every instruction set (lengths with tails)") {
     const simd::isa saved = simd::active_isa();
     for (simd::isa which : {simd::isa::scalar, simd::isa::avx2, simd::isa::avx512, simd::isa::neon}) {
-        if (!simd::detail::isa_supported(which)) continue;
+        if (!simd::isa_supported(which)) continue;
         simd::set_active_isa(which);
         for (std::size_t n : {1u, 7u, 16u, 37u, 1001u}) {
             INFO(simd::isa_name(which) << ", n = " << n);

@@ -41,7 +41,7 @@ inline std::vector<tapir::simd::isa> isas() {
     using tapir::simd::isa;
     std::vector<isa> out;
     for (isa i : {isa::scalar, isa::avx2, isa::avx512, isa::neon})
-        if (tapir::simd::detail::isa_supported(i)) out.push_back(i);
+        if (tapir::simd::isa_supported(i)) out.push_back(i);
     return out;
 }
 

@@ -16,21 +16,21 @@ TEST_CASE("isa names") {
 
 TEST_CASE("detection agrees with the compiler's view of the CPU") {
     const isa best = tapir::simd::detected_isa();
-    CHECK(tapir::simd::detail::isa_supported(best));
-    CHECK(tapir::simd::detail::isa_supported(isa::scalar));
+    CHECK(tapir::simd::isa_supported(best));
+    CHECK(tapir::simd::isa_supported(isa::scalar));
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    CHECK(tapir::simd::detail::isa_supported(isa::avx512) == avx512);
-    CHECK(tapir::simd::detail::isa_supported(isa::avx2) == avx2);
-    CHECK_FALSE(tapir::simd::detail::isa_supported(isa::neon));
+    CHECK(tapir::simd::isa_supported(isa::avx512) == avx512);
+    CHECK(tapir::simd::isa_supported(isa::avx2) == avx2);
+    CHECK_FALSE(tapir::simd::isa_supported(isa::neon));
     CHECK(best == (avx512 ? isa::avx512 : avx2 ? isa::avx2 : isa::scalar));
 #elif defined(__aarch64__)
     CHECK(best == isa::neon);
-    CHECK_FALSE(tapir::simd::detail::isa_supported(isa::avx2));
-    CHECK_FALSE(tapir::simd::detail::isa_supported(isa::avx512));
+    CHECK_FALSE(tapir::simd::isa_supported(isa::avx2));
+    CHECK_FALSE(tapir::simd::isa_supported(isa::avx512));
 #endif
     MESSAGE("detected ISA: " << std::string(tapir::simd::isa_name(best)));
 }
@@ -42,7 +42,7 @@ TEST_CASE("set_active_isa switches paths and rejects what the CPU lacks") {
         CHECK(tapir::simd::active_isa() == i);
     }
     for (isa i : {isa::avx2, isa::avx512, isa::neon}) {
-        if (tapir::simd::detail::isa_supported(i)) continue;
+        if (tapir::simd::isa_supported(i)) continue;
         try {
             tapir::simd::set_active_isa(i);
             FAIL("expected value_error");
@@ -53,7 +53,7 @@ TEST_CASE("set_active_isa switches paths and rejects what the CPU lacks") {
 }
 
 TEST_CASE("TAPIR_SIMD values are parsed, unknown or unsupported ones are named in the error") {
-    using tapir::simd::detail::parse_isa_env;
+    const auto parse_isa_env = [](const char* v) { return tapir::simd::parse_isa(v); };
     CHECK(parse_isa_env("scalar") == isa::scalar);
     CHECK(parse_isa_env("") == tapir::simd::detected_isa());
     CHECK(parse_isa_env("auto") == tapir::simd::detected_isa());
@@ -65,7 +65,7 @@ TEST_CASE("TAPIR_SIMD values are parsed, unknown or unsupported ones are named i
               "TAPIR_SIMD='sse9' is not an instruction set (expected scalar, avx2, avx512, neon or auto)");
     }
     for (isa i : {isa::avx2, isa::avx512, isa::neon}) {
-        if (tapir::simd::detail::isa_supported(i)) {
+        if (tapir::simd::isa_supported(i)) {
             CHECK(parse_isa_env(tapir::simd::isa_name(i)) == i);
         } else {
             CHECK_THROWS_WITH_AS(parse_isa_env(tapir::simd::isa_name(i)),

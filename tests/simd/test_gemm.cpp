@@ -221,11 +221,11 @@ TEST_CASE("gemm: bad leading dimensions are named in the error") {
 
 /// Lets moderate products take the threaded path.
 struct parallel_threshold_guard {
-    std::size_t saved = tapir::simd::detail::gemm_parallel_min().load();
-    explicit parallel_threshold_guard(std::size_t v) { tapir::simd::detail::gemm_parallel_min().store(v); }
+    std::size_t saved = tapir::simd::gemm_parallel_threshold();
+    explicit parallel_threshold_guard(std::size_t v) { tapir::simd::set_gemm_parallel_threshold(v); }
     parallel_threshold_guard(const parallel_threshold_guard&) = delete;
     parallel_threshold_guard& operator=(const parallel_threshold_guard&) = delete;
-    ~parallel_threshold_guard() { tapir::simd::detail::gemm_parallel_min().store(saved); }
+    ~parallel_threshold_guard() { tapir::simd::set_gemm_parallel_threshold(saved); }
 };
 
 TEST_CASE_TEMPLATE("gemm results are bitwise identical for any thread count", T, float, double) {

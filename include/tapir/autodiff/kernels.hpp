@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../error.hpp"
+#include "../simd/activation.hpp"
 #include "../simd/elementwise.hpp"
 #include "../simd/gemm.hpp"
 #include "../simd/math.hpp"
@@ -431,18 +432,10 @@ Ref<T> k_scatter_rows(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, std:
     return out;
 }
 
+/// act(z) for one value: simd/activation.hpp's definition on the scalar kernel family.
 template <class T>
 T apply_activation(Activation act, T z, T alpha) noexcept {
-    switch (act) {
-    case Activation::none: return z;
-    case Activation::relu: return z > T(0) ? z : T(0);
-    case Activation::leaky_relu: return z > T(0) ? z : alpha * z;
-    case Activation::elu: return z > T(0) ? z : alpha * std::expm1(z);
-    case Activation::tanh: return std::tanh(z);
-    case Activation::sigmoid: return stable_sigmoid(z);
-    case Activation::softplus: return stable_softplus(z);
-    }
-    return z;
+    return simd::activation_scalar<T>(act, z, alpha);
 }
 
 /// act(x W + b): x (batch, in), W (in, out), b (out,) or absent.
@@ -458,15 +451,7 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
         return out;
     simd::gemm<T>(false, false, m, n, k, T(1), x.data, k, w.data, n, T(0), out.data, n);
     if (b) simd::add_row(out.data, m, n, n, b->data);
-    const std::size_t total = m * n;
-    switch (act) {
-    case Activation::none: break;
-    case Activation::relu: simd::relu(out.data, out.data, total); break;
-    case Activation::tanh: simd::tanh(out.data, out.data, total); break;
-    case Activation::sigmoid: simd::sigmoid(out.data, out.data, total); break;
-    default:
-        for (std::size_t i = 0; i < total; ++i) out.data[i] = apply_activation(act, out.data[i], alpha);
-    }
+    if (act != Activation::none) simd::activate_on(simd::active_isa(), act, out.data, out.data, m * n, alpha);
     return out;
 }
 
@@ -474,21 +459,7 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
 template <class T>
 Ref<T> k_act_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, Activation act, T alpha) {
     Ref<T> out = t.alloc(g.shape);
-    const std::size_t n = g.size();
-    const T* gp = g.data;
-    const T* yp = y.data;
-    T* o = out.data;
-    switch (act) {
-    case Activation::none: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i]; break;
-    case Activation::relu: simd::relu_backward(gp, yp, o, n); break;
-    case Activation::leaky_relu: for (std::size_t i = 0; i < n; ++i) o[i] = yp[i] > T(0) ? gp[i] : alpha * gp[i]; break;
-    case Activation::elu: for (std::size_t i = 0; i < n; ++i) o[i] = yp[i] > T(0) ? gp[i] : gp[i] * (yp[i] + alpha); break;
-    case Activation::tanh: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i] * (T(1) - yp[i] * yp[i]); break;
-    case Activation::sigmoid: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i] * yp[i] * (T(1) - yp[i]); break;
-    case Activation::softplus:  // sigmoid(z) = 1 - exp(-softplus(z))
-        for (std::size_t i = 0; i < n; ++i) o[i] = -gp[i] * std::expm1(-yp[i]);
-        break;
-    }
+    simd::activation_backward_on(simd::active_isa(), act, g.data, y.data, out.data, g.size(), alpha);
     return out;
 }
 

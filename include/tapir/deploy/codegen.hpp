@@ -33,6 +33,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "../simd/vmath.hpp"
 #include "convert.hpp"
 #include "fixed.hpp"
 
@@ -103,7 +104,9 @@ void emit_array(std::string& out, const std::string& decl, const T* v, std::size
 }
 
 /// The helpers, written once for T (replacing @T@): multiply-add, the blocked dense kernel,
-/// and tanh/sigmoid mirroring tapir::deploy::detail (fixed.hpp) operation by operation.
+/// and tanh/sigmoid as simd/vmath.hpp's tanh_v/sigmoid_v (simd/activation.hpp) on one lane,
+/// operation by operation, with simd::math_constants' numbers; test_codegen.cpp compiles the
+/// output and checks it bitwise against the library on every instruction set.
 inline const char* gen_dense_helpers() {
     return R"(#if TAPIR_GEN_FMA
 inline @T@ mad(@T@ a, @T@ b, @T@ c) noexcept { return std::fma(a, b, c); }
@@ -243,7 +246,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
 
     std::string helpers = detail::gen_dense_helpers();
     if (uses_poly) {
-        using C = detail::mconst<T>;
+        using C = simd::math_constants<T>;
         std::string e = detail::gen_exp_helpers();
         // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
         const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
@@ -257,9 +260,9 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
         table.pop_back();
         detail::replace_all(e, "@POW2@", table);
         std::string horner;
-        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(detail::inv_factorial<T>(k)) + ");\n";
+        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
         detail::replace_all(e, "@HORNER@", horner);
-        detail::replace_all(e, "@FACT_TOP@", lit(detail::inv_factorial<T>(C::exp_terms - 1)));
+        detail::replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
         detail::replace_all(e, "@LOG2E@", lit(C::log2e));
         detail::replace_all(e, "@SHIFTER@", lit(C::shifter));
         detail::replace_all(e, "@LN2HI@", lit(C::ln2_hi));
@@ -305,7 +308,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
         const bool last = i + 1 == nl;
         const std::string out = last ? "y" : "h" + id;
         if (!last) o += "    " + tn + " " + out + "[" + n + "];\n";
-        o += "    detail::dense<" + std::to_string(l.in) + ", " + n + ", " + std::to_string(detail::k_block(l.in, opt.sum_block)) + ">(" + in +
+        o += "    detail::dense<" + std::to_string(l.in) + ", " + n + ", " + std::to_string(simd::gemm_k_block(l.in, opt.sum_block)) + ">(" + in +
              ", detail::w" + id + ", detail::b" + id + ", " + out + ");\n";
         if (l.act != Activation::none) {
             const std::string e = detail::act_expr(l.act, l.alpha, out + "[j]");

@@ -32,41 +32,6 @@
 
 namespace tapir::deploy {
 
-namespace detail {
-/// The deploy replicas of exp/tanh/sigmoid must use simd's constants to stay bitwise equal.
-template <class T>
-constexpr bool same_math_consts() {
-    using A = mconst<T>;
-    using B = simd::detail::math_consts<T>;
-    return A::log2e == B::log2e && A::ln2_hi == B::ln2_hi && A::ln2_lo == B::ln2_lo && A::shifter == B::shifter &&
-           A::exp_hi == B::exp_hi && A::exp_lo == B::exp_lo && A::tanh_clamp == B::tanh_clamp &&
-           A::exp_terms == B::exp_terms && A::mant_bits == B::mant_bits;
-}
-static_assert(same_math_consts<float>() && same_math_consts<double>(),
-              "deploy/fixed.hpp's mconst no longer matches simd/math.hpp's math_consts: update it");
-
-/// ... and the dynamic GEMM's K blocks, to restart their sums where it does.
-template <class D, class S>
-constexpr bool same_kc() {
-    return D::KC == simd::detail::gemm_blocking<S>::KC;
-}
-static_assert(same_kc<vscalar<float>, simd::detail::vscalar<float>>() && same_kc<vscalar<double>, simd::detail::vscalar<double>>(),
-              "deploy/fixed.hpp's vscalar::KC no longer matches simd/gemm.hpp's gemm_blocking: update it");
-#if TAPIR_DEPLOY_X86 && TAPIR_SIMD_X86
-static_assert(same_kc<vavx2<float>, simd::detail::vavx2<float>>() && same_kc<vavx2<double>, simd::detail::vavx2<double>>() &&
-                  same_kc<vavx512<float>, simd::detail::vavx512<float>>() &&
-                  same_kc<vavx512<double>, simd::detail::vavx512<double>>(),
-              "deploy/fixed.hpp's vavx2/vavx512::KC no longer match simd/gemm.hpp's gemm_blocking: update them");
-#endif
-#if TAPIR_DEPLOY_NEON && TAPIR_SIMD_NEON
-static_assert(same_kc<vneon<float>, simd::detail::vneon<float>>() && same_kc<vneon<double>, simd::detail::vneon<double>>(),
-              "deploy/fixed.hpp's vneon::KC no longer matches simd/gemm.hpp's gemm_blocking: update it");
-#endif
-} // namespace detail
-
-inline Act to_act(Activation a) noexcept { return static_cast<Act>(static_cast<std::uint8_t>(a)); }
-inline Activation to_activation(Act a) noexcept { return static_cast<Activation>(static_cast<std::uint8_t>(a)); }
-
 /// One dense layer: y = act(x W + b) with W (in x out, row-major) and b (out values or empty).
 template <class T>
 struct DenseSpec {
@@ -83,7 +48,7 @@ struct DenseSpec {
         v.bias = bias.empty() ? nullptr : bias.data();
         v.in = in;
         v.out = out;
-        v.act = to_act(act);
+        v.act = act;
         v.alpha = alpha;
         return v;
     }
@@ -215,13 +180,13 @@ private:
                 b.assign(l.out, T(0));
                 for (std::size_t j = 0; j < l.out; ++j) {
                     T acc = T(0);
-                    for (std::size_t p0 = 0, kc = detail::k_block(l.in, sum_block); p0 < l.in; p0 += kc) {
+                    for (std::size_t p0 = 0, kc = simd::gemm_k_block(l.in, sum_block); p0 < l.in; p0 += kc) {
                         T part = T(0);
                         for (std::size_t p = p0; p < p0 + kc && p < l.in; ++p) part = std::fma(a[p], l.w(p, j), part);
                         acc = p0 == 0 ? part : part + acc;
                     }
                     if (!l.bias.empty()) acc += l.bias[j];
-                    b[j] = detail::activate<true>(to_act(l.act), acc, l.alpha);
+                    b[j] = simd::activation_scalar<T, true>(l.act, acc, l.alpha);
                 }
                 a.swap(b);
             }

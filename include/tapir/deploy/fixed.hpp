@@ -3,18 +3,18 @@
 ///
 /// Built for trigger and embedded code: forward() is const, noexcept, allocates nothing (weights
 /// live inside the object, scratch on the stack), shares no mutable state (thread-safe), and this
-/// header compiles with -fno-exceptions -fno-rtti. It includes no tapir header that can throw;
-/// conversion from a dynamic model or a model file (with error messages) is in convert.hpp.
+/// header compiles with -fno-exceptions -fno-rtti (as simd/ does, whose instruction-set detection,
+/// vector wrappers, math and activations it uses); conversion from a dynamic model or a model file
+/// (with error messages) is in convert.hpp.
 ///
 /// Numbers: each output is act(sum_p x[p] W[p][j] + b[j]) with the sum a chain of fused
 /// multiply-adds in increasing p, exactly the order of tapir::simd::gemm (including its split of
 /// long sums into blocks, 256 to 512 terms by kernel family), then the bias, then the
-/// activation; tanh and sigmoid replicate
-/// tapir::simd's polynomial kernels operation by operation. On the same instruction set the
+/// activation (simd/activation.hpp, the dynamic model's). On the same instruction set the
 /// outputs are therefore bitwise those of the dynamic model's dense op.
 ///
-/// Kernels: AVX-512 and AVX2+FMA (GCC/Clang target attributes, chosen at run time by cpuid, no
-/// -march needed), NEON on aarch64, and a portable scalar path. Large models (3 x 256 is 0.5 MB
+/// Kernels: simd's families (AVX-512 and AVX2+FMA by target attributes, chosen at run time, no
+/// -march needed; NEON on aarch64; a portable scalar path), through simd::dispatch_to. Large models (3 x 256 is 0.5 MB
 /// of weights) belong in static storage or on the heap, not on a small stack.
 
 #include <cmath>
@@ -26,92 +26,13 @@
 #include <utility>
 
 #include "../config.hpp"
-#include "../simd/detail/x86_builtins.hpp"
+#include "../simd/activation.hpp"
+#include "../simd/isa.hpp"
+#include "../simd/vec.hpp"
 
-/// The x86 kernels use simd/detail/x86_builtins.hpp rather than <immintrin.h> (0.7 s of compile time).
-#if TAPIR_X86_BUILTINS && !defined(TAPIR_SIMD_NO_X86)
-#define TAPIR_DEPLOY_X86 1
-#define TAPIR_DEPLOY_AVX2 TAPIR_X86_AVX2
-#define TAPIR_DEPLOY_AVX512 TAPIR_X86_AVX512
-#else
-#define TAPIR_DEPLOY_X86 0
-#endif
-
-#if defined(__aarch64__) && defined(__ARM_NEON) && !defined(TAPIR_SIMD_NO_NEON)
-#define TAPIR_DEPLOY_NEON 1
-#include <arm_neon.h>
-#else
-#define TAPIR_DEPLOY_NEON 0
-#endif
-
-// Boxed vector registers cross always-inlined generic code only; the ABI note is moot.
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wpsabi"
-#elif defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
+TAPIR_SIMD_DIAG_PUSH
 
 namespace tapir::deploy {
-
-/// Activation after a dense layer; same values and order as tapir::Activation.
-enum class Act : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
-
-inline const char* act_name(Act a) noexcept {
-    switch (a) {
-    case Act::none: return "linear";
-    case Act::relu: return "relu";
-    case Act::leaky_relu: return "leaky_relu";
-    case Act::elu: return "elu";
-    case Act::tanh: return "tanh";
-    case Act::sigmoid: return "sigmoid";
-    case Act::softplus: return "softplus";
-    }
-    return "?";
-}
-
-/// Kernel family of the fixed-size path.
-enum class Isa : std::uint8_t { scalar, avx2, avx512, neon };
-
-inline const char* isa_name(Isa i) noexcept {
-    switch (i) {
-    case Isa::scalar: return "scalar";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-    case Isa::neon: return "neon";
-    }
-    return "?";
-}
-
-/// Whether this CPU and this build can run a kernel family (cpuid via the compiler's builtins,
-/// which also check that the OS saves the vector state; __builtin_cpu_init makes them valid in
-/// static constructors too).
-inline bool isa_supported(Isa i) noexcept {
-    switch (i) {
-    case Isa::scalar: return true;
-#if TAPIR_DEPLOY_X86
-    case Isa::avx2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::avx512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    case Isa::avx2:
-    case Isa::avx512: return false;
-#endif
-    case Isa::neon: return TAPIR_DEPLOY_NEON != 0;
-    }
-    return false;
-}
-
-inline Isa best_isa() noexcept {
-    if (isa_supported(Isa::avx512)) return Isa::avx512;
-    if (isa_supported(Isa::avx2)) return Isa::avx2;
-    if (isa_supported(Isa::neon)) return Isa::neon;
-    return Isa::scalar;
-}
 
 /// Outcome of loading or configuring a model (no exceptions in this header).
 enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa };
@@ -136,7 +57,7 @@ struct LayerView {
     const T* weight = nullptr;
     const T* bias = nullptr;
     std::size_t in = 0, out = 0;
-    Act act = Act::none;
+    Activation act = Activation::none;
     T alpha = T(0);
 };
 
@@ -145,233 +66,20 @@ namespace detail {
 constexpr std::size_t round_up(std::size_t x, std::size_t r) noexcept { return (x + r - 1) / r * r; }
 constexpr std::size_t cmax(std::size_t a, std::size_t b) noexcept { return a > b ? a : b; }
 
-/// simd::gemm's K blocking: equal blocks of at most kc terms (kc depends on the kernel family),
-/// each a fresh chain added to C in order.
-constexpr std::size_t k_block(std::size_t k, std::size_t kc) noexcept {
-    return k <= kc ? k : (k + (k + kc - 1) / kc - 1) / ((k + kc - 1) / kc);
-}
-
 template <class T>
 inline bool finite(T x) noexcept {
     return x - x == x - x;
 }
 
-// ---- scalar replicas of tapir::simd's exp/tanh/sigmoid ------------------------------------
-// F = true: multiply-adds are fused (the AVX2/AVX-512/NEON kernels); false: a * b + c as the
-// scalar kernels write it. The constants are simd::detail::math_consts' (this header cannot
-// include simd/, which throws); convert.hpp static_asserts that they agree.
-
-template <class T>
-struct mconst;
-template <>
-struct mconst<float> {
-    using U = std::uint32_t;
-    static constexpr int mant_bits = 23, bias = 127, exp_terms = 8;
-    /// ln2 = hi + lo, hi on 16 bits (Cody-Waite).
-    static constexpr float log2e = 1.44269502163f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
-    static constexpr float shifter = 12582912.0f, exp_hi = 89.0f, exp_lo = -104.0f, tanh_clamp = 10.0f;
+/// Blocking per kernel family V (a simd wrapper): U1 vectors per pass at batch 1 (enough chains to
+/// hide the FMA latency), R rows x UB vectors per pass in batches (weights loaded once for R rows);
+/// KC is simd::gemm's K block depth, which decides where the dynamic model restarts its chains.
+template <class V>
+struct blocking {
+    static constexpr std::size_t U1 = 8, R = 4;
+    static constexpr std::size_t UB = (V::id == simd::isa::avx512 || V::id == simd::isa::neon) ? 4 : 2;
+    static constexpr std::size_t KC = simd::gemm_kc(V::id, sizeof(typename V::value_type));
 };
-template <>
-struct mconst<double> {
-    using U = std::uint64_t;
-    static constexpr int mant_bits = 52, bias = 1023, exp_terms = 14;
-    /// hi on 32 bits.
-    static constexpr double log2e = 1.4426950408889634, ln2_hi = 0.6931471806019545, ln2_lo = -4.2009150726810846e-11;
-    static constexpr double shifter = 6755399441055744.0, exp_hi = 710.0, exp_lo = -746.0, tanh_clamp = 20.0;
-};
-
-template <class T>
-constexpr T inv_factorial(int k) noexcept {
-    double f = 1.0;
-    for (int i = 2; i <= k; ++i) f *= i;
-    return static_cast<T>(1.0 / f);
-}
-
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE T mad(T a, T b, T c) noexcept {
-    if constexpr (F) return std::fma(a, b, c);
-    else return a * b + c;
-}
-
-/// 2^n for an integer-valued n in the normal exponent range, exactly.
-template <class T>
-TAPIR_ALWAYS_INLINE T pow2i(T n) noexcept {
-    using C = mconst<T>;
-    using U = typename C::U;
-    const U e = static_cast<U>(static_cast<std::int64_t>(n) + C::bias) << C::mant_bits;
-    T out;
-    std::memcpy(&out, &e, sizeof out);
-    return out;
-}
-
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE void reduce_ln2(T y, T& n, T& r) noexcept {
-    using C = mconst<T>;
-    n = mad<F>(y, C::log2e, C::shifter) - C::shifter;
-    r = mad<F>(-n, C::ln2_hi, y);
-    r = mad<F>(-n, C::ln2_lo, r);
-}
-
-/// e^r - 1 = r + r^2 q(r), Horner over 1/k! from the top term down to 1/2!.
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE T expm1_reduced(T r) noexcept {
-    constexpr int top = mconst<T>::exp_terms - 1;
-    T q = inv_factorial<T>(top);
-    for (int k = top - 1; k >= 2; --k) q = mad<F>(q, r, inv_factorial<T>(k));
-    return mad<F>(r * r, q, r);
-}
-
-template <bool F, class T>
-inline T exp_r(T x) noexcept {
-    using C = mconst<T>;
-    if (x != x) return x + x;
-    T xc = x > C::exp_lo ? x : C::exp_lo;
-    xc = xc < C::exp_hi ? xc : C::exp_hi;
-    T n, r;
-    reduce_ln2<F>(xc, n, r);
-    const T p = expm1_reduced<F>(r) + T(1);
-    const T n1 = mad<F>(n, T(0.5), C::shifter) - C::shifter;
-    const T n2 = n - n1;
-    return (p * pow2i(n1)) * pow2i(n2);
-}
-
-template <bool F, class T>
-inline T tanh_r(T x) noexcept {
-    using C = mconst<T>;
-    if (x != x) return x + x;
-    T a = std::fabs(x);
-    a = a < C::tanh_clamp ? a : C::tanh_clamp;
-    const T y = a + a;
-    T n, r;
-    reduce_ln2<F>(y, n, r);
-    const T s = pow2i(n);
-    const T em = mad<F>(s, expm1_reduced<F>(r), s - T(1));
-    const T t = em / (em + T(2));
-    return std::signbit(x) ? -t : t;
-}
-
-template <bool F, class T>
-inline T sigmoid_r(T x) noexcept {
-    if (x != x) return x + x;
-    const T e = exp_r<F>(-std::fabs(x));
-    return (std::signbit(x) ? e : T(1)) / (T(1) + e);
-}
-
-template <bool F, class T>
-inline T activate(Act a, T z, T alpha) noexcept {
-    switch (a) {
-    case Act::none: return z;
-    case Act::relu: return T(0) > z ? T(0) : z;
-    case Act::leaky_relu: return z > T(0) ? z : alpha * z;
-    case Act::elu: return z > T(0) ? z : alpha * std::expm1(z);
-    case Act::tanh: return tanh_r<F>(z);
-    case Act::sigmoid: return sigmoid_r<F>(z);
-    case Act::softplus: return (z > T(0) ? z : T(0)) + std::log1p(std::exp(-std::abs(z)));
-    }
-    return z;
-}
-
-// ---- vector wrappers ----------------------------------------------------------------------
-// Blocking: U1 vectors per pass at batch 1 (enough chains to hide the FMA latency), R rows x UB
-// vectors per pass in batches (weights loaded once for R rows). KC mirrors the K block depth of
-// simd::gemm for the same family and type (convert.hpp static_asserts it), which decides where
-// the dynamic model restarts its multiply-add chains.
-
-template <class T>
-struct vscalar {
-    using reg = T;
-    static constexpr std::size_t W = 1, U1 = 8, R = 4, UB = 2, KC = 256;
-#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
-    /// As tapir::simd's scalar family: fused where the target has FMA (aarch64, x86 with -mfma),
-    /// since the compiler would contract a * b + c at some sites and not at others.
-    static constexpr bool fused = true;
-    static reg fma(reg a, reg b, reg c) noexcept { return std::fma(a, b, c); }
-#else
-    static constexpr bool fused = false;
-    static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
-#endif
-    static reg load(const T* p) noexcept { return *p; }
-    static void store(T* p, reg v) noexcept { *p = v; }
-    static reg set1(T x) noexcept { return x; }
-    static reg zero() noexcept { return T(0); }
-    static reg add(reg a, reg b) noexcept { return a + b; }
-    static reg relu(reg x) noexcept { return T(0) > x ? T(0) : x; }
-};
-
-#if TAPIR_DEPLOY_X86
-namespace x86 = tapir::detail::x86;
-/// A vector register in a struct: the generic code passes it by value like a scalar.
-template <class R>
-struct box { R v; };
-
-template <class T>
-struct vavx2 {
-    using raw = std::conditional_t<std::is_same<T, float>::value, x86::f32x8, x86::f64x4>;
-    using reg = box<raw>;
-    static constexpr std::size_t W = 32 / sizeof(T), U1 = 8, R = 4, UB = 2, KC = sizeof(T) == 4 ? 384 : 256;
-    static constexpr bool fused = true;
-    TAPIR_DEPLOY_AVX2 static inline reg load(const T* p) noexcept { return {x86::loadu256(p)}; }
-    TAPIR_DEPLOY_AVX2 static inline void store(T* p, reg v) noexcept { x86::storeu(p, v.v); }
-    TAPIR_DEPLOY_AVX2 static inline reg set1(T x) noexcept { return {x86::set1_256(x)}; }
-    TAPIR_DEPLOY_AVX2 static inline reg zero() noexcept { return {raw{}}; }
-    TAPIR_DEPLOY_AVX2 static inline reg fma(reg a, reg b, reg c) noexcept { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_DEPLOY_AVX2 static inline reg add(reg a, reg b) noexcept { return {a.v + b.v}; }
-    TAPIR_DEPLOY_AVX2 static inline reg relu(reg x) noexcept { return {x86::max(raw{}, x.v)}; }
-};
-
-template <class T>
-struct vavx512 {
-    using raw = std::conditional_t<std::is_same<T, float>::value, x86::f32x16, x86::f64x8>;
-    using reg = box<raw>;
-    static constexpr std::size_t W = 64 / sizeof(T), U1 = 8, R = 4, UB = 4, KC = sizeof(T) == 4 ? 512 : 384;
-    static constexpr bool fused = true;
-    TAPIR_DEPLOY_AVX512 static inline reg load(const T* p) noexcept { return {x86::loadu512(p)}; }
-    TAPIR_DEPLOY_AVX512 static inline void store(T* p, reg v) noexcept { x86::storeu(p, v.v); }
-    TAPIR_DEPLOY_AVX512 static inline reg set1(T x) noexcept { return {x86::set1_512(x)}; }
-    TAPIR_DEPLOY_AVX512 static inline reg zero() noexcept { return {raw{}}; }
-    TAPIR_DEPLOY_AVX512 static inline reg fma(reg a, reg b, reg c) noexcept { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_DEPLOY_AVX512 static inline reg add(reg a, reg b) noexcept { return {a.v + b.v}; }
-    TAPIR_DEPLOY_AVX512 static inline reg relu(reg x) noexcept { return {x86::max(raw{}, x.v)}; }
-};
-#endif
-
-#if TAPIR_DEPLOY_NEON
-template <class T>
-struct vneon;
-template <>
-struct vneon<float> {
-    using reg = float32x4_t;
-    static constexpr std::size_t W = 4, U1 = 8, R = 4, UB = 4, KC = 256;
-    static constexpr bool fused = true;
-    static inline reg load(const float* p) noexcept { return vld1q_f32(p); }
-    static inline void store(float* p, reg v) noexcept { vst1q_f32(p, v); }
-    static inline reg set1(float x) noexcept { return vdupq_n_f32(x); }
-    static inline reg zero() noexcept { return vdupq_n_f32(0.0f); }
-    static inline reg fma(reg a, reg b, reg c) noexcept { return vfmaq_f32(c, a, b); }
-    static inline reg add(reg a, reg b) noexcept { return vaddq_f32(a, b); }
-    /// x86's max(0, x): x unless 0 > x (keeps NaN and -0).
-    static inline reg relu(reg x) noexcept {
-        const reg z = vdupq_n_f32(0.0f);
-        return vbslq_f32(vcgtq_f32(z, x), z, x);
-    }
-};
-template <>
-struct vneon<double> {
-    using reg = float64x2_t;
-    static constexpr std::size_t W = 2, U1 = 8, R = 4, UB = 4, KC = 256;
-    static constexpr bool fused = true;
-    static inline reg load(const double* p) noexcept { return vld1q_f64(p); }
-    static inline void store(double* p, reg v) noexcept { vst1q_f64(p, v); }
-    static inline reg set1(double x) noexcept { return vdupq_n_f64(x); }
-    static inline reg zero() noexcept { return vdupq_n_f64(0.0); }
-    static inline reg fma(reg a, reg b, reg c) noexcept { return vfmaq_f64(c, a, b); }
-    static inline reg add(reg a, reg b) noexcept { return vaddq_f64(a, b); }
-    static inline reg relu(reg x) noexcept {
-        const reg z = vdupq_n_f64(0.0);
-        return vbslq_f64(vcgtq_f64(z, x), z, x);
-    }
-};
-#endif
 
 /// acc[r][u] = sum_{p0 <= p < p1} x[r][p] W[p][u-th vector], one fused chain per lane in p order.
 template <class V, class T, std::size_t R, std::size_t U>
@@ -409,7 +117,7 @@ template <class V, class T, std::size_t K, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                     const T* TAPIR_RESTRICT b, T* TAPIR_RESTRICT y, std::size_t ldy, bool relu) noexcept {
     using reg = typename V::reg;
-    constexpr std::size_t W = V::W, kcb = k_block(K, V::KC);
+    constexpr std::size_t W = V::W, kcb = simd::gemm_k_block(K, blocking<V>::KC);
     reg c[R][U];
     dense_chain<V, T, R, U>(x, ldx, w, ldw, 0, kcb, c);
     for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
@@ -425,7 +133,7 @@ TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, 
 #pragma GCC unroll 16
         for (std::size_t u = 0; u < U; ++u) {
             reg v = V::add(c[r][u], V::load(b + u * W));
-            if (relu) v = V::relu(v);
+            if (relu) v = simd::activation_value<Activation::relu, V>(v, T(0));
             V::store(y + r * ldy + u * W, v);
         }
 }
@@ -444,7 +152,7 @@ struct Dense {
 
     alignas(64) T weight[In][out_padded] = {};
     alignas(64) T bias[out_padded] = {};
-    Act act = Act::none;
+    Activation act = Activation::none;
     T alpha = T(0);
 
     /// Weight element (p, j), as in the (in, out) trained matrix.
@@ -478,20 +186,18 @@ struct Dense {
     template <class V, std::size_t R>
     TAPIR_ALWAYS_INLINE void run(const T* x, std::size_t ldx, T* y) const noexcept {
         constexpr std::size_t W = V::W, nvec = (Out + W - 1) / W;
-        constexpr std::size_t U = R == 1 ? V::U1 : V::UB;
+        constexpr std::size_t U = R == 1 ? detail::blocking<V>::U1 : detail::blocking<V>::UB;
         constexpr std::size_t U_ = U < nvec ? U : nvec;
         constexpr std::size_t full = nvec / U_;
-        const bool relu = act == Act::relu;
+        const bool relu = act == Activation::relu;
         for (std::size_t t = 0; t < full; ++t)
             detail::dense_tile<V, T, In, R, U_>(x, ldx, &weight[0][0] + t * U_ * W, out_padded, bias + t * U_ * W,
                                                y + t * U_ * W, out_padded, relu);
         for (std::size_t v = full * U_; v < nvec; ++v)
             detail::dense_tile<V, T, In, R, 1>(x, ldx, &weight[0][0] + v * W, out_padded, bias + v * W, y + v * W,
                                               out_padded, relu);
-        if (act != Act::none && act != Act::relu)
-            for (std::size_t r = 0; r < R; ++r)
-                for (std::size_t j = 0; j < Out; ++j)
-                    y[r * out_padded + j] = detail::activate<V::fused>(act, y[r * out_padded + j], alpha);
+        // The R rows are contiguous and out_padded a whole number of vectors: one sweep.
+        if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, R * out_padded, alpha);
     }
 };
 
@@ -509,6 +215,79 @@ struct mlp_layers {
     static std::tuple<Dense<T, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
     using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
 };
+
+/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
+/// the optional input standardisation, and all-or-nothing loading.
+template <class Layers, std::size_t... S>
+class model_base {
+public:
+    using layers_type = Layers;
+    static constexpr std::size_t sizes[] = {S...};
+    static constexpr std::size_t num_layers = sizeof...(S) - 1;
+    static constexpr std::size_t inputs = size_at<S...>(0);
+    static constexpr std::size_t outputs = size_at<S...>(sizeof...(S) - 1);
+
+    /// Standardise inputs first: z = (x - mean) / scale (inputs values each). Null pointers turn it off.
+    Status set_input_scaling(const double* mean, const double* scale) noexcept {
+        if (!mean || !scale) {
+            scaled_ = false;
+            return Status::ok;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            if (!finite(mean[i]) || !finite(scale[i])) return Status::non_finite;
+            if (!(scale[i] > 0.0)) return Status::bad_scale;
+        }
+        for (std::size_t i = 0; i < inputs; ++i) {
+            mean_[i] = mean[i];
+            scale_[i] = scale[i];
+        }
+        scaled_ = true;
+        return Status::ok;
+    }
+    bool input_scaling() const noexcept { return scaled_; }
+    const double* input_mean() const noexcept { return mean_; }
+    const double* input_scale() const noexcept { return scale_; }
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, Layers>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, Layers>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+protected:
+    /// count layers from views (null: null_pointer): check(index) for every layer first, then
+    /// set(index) for each, index a std::integral_constant; the model is unchanged on a failed check.
+    template <class Check, class Set>
+    Status load_layers(std::size_t count, const void* views, Check check, Set set) noexcept {
+        if (count != num_layers) return Status::layer_count;
+        if (!views) return Status::null_pointer;
+        const Status s = each<0>(check);
+        return s != Status::ok ? s : each<0>(set);
+    }
+
+    /// Input i standardised, (v - mean) / scale in double (as tapir::StandardScaler::transform).
+    double standardise(std::size_t i, double v) const noexcept { return (v - mean_[i]) / scale_[i]; }
+
+    Layers layers_{};
+
+private:
+    double mean_[inputs] = {};
+    double scale_[inputs] = {};
+    bool scaled_ = false;
+
+    template <std::size_t I, class F>
+    static Status each(F& f) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = f(std::integral_constant<std::size_t, I>{});
+            return s != Status::ok ? s : each<I + 1>(f);
+        }
+    }
+};
 } // namespace detail
 
 /// A multilayer perceptron of compile-time sizes: Mlp<float, 8, 24, 16, 8, 1> has inputs 8,
@@ -523,80 +302,41 @@ struct mlp_layers {
 /// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
 /// exactly as tapir::data::StandardScaler::transform.
 template <class T, std::size_t... S>
-class Mlp {
+class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
+    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
+    using base::layers_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = T;
-    using layers_type = typename detail::mlp_layers<T, S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
-    Mlp() noexcept : isa_(best_isa()) {}
+    Mlp() noexcept : isa_(simd::detected_isa()) {}
 
     /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
     /// on an error the model is unchanged.
     Status load(const LayerView<T>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
     }
 
-    /// Standardise inputs first: z = (x - mean) / scale (inputs values each). Null pointers turn it off.
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-    bool input_scaling() const noexcept { return scaled_; }
-    const double* input_mean() const noexcept { return mean_; }
-    const double* input_scale() const noexcept { return scale_; }
-
-    /// Kernel family used by forward (best_isa() by default).
-    Isa isa() const noexcept { return isa_; }
-    Status set_isa(Isa i) noexcept {
-        if (!isa_supported(i)) return Status::unsupported_isa;
+    /// Kernel family used by forward (simd::detected_isa() by default).
+    simd::isa isa() const noexcept { return isa_; }
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
         isa_ = i;
         return Status::ok;
     }
 
     /// Longest multiply-add chain of a kernel family before it restarts (simd::gemm's K block).
-    static std::size_t sum_block(Isa i) noexcept {
-        switch (i) {
-#if TAPIR_DEPLOY_X86
-        case Isa::avx512: return detail::vavx512<T>::KC;
-        case Isa::avx2: return detail::vavx2<T>::KC;
+    static std::size_t sum_block(simd::isa i) noexcept {
+#if !TAPIR_SIMD_X86
+        if (i == simd::isa::avx2 || i == simd::isa::avx512) i = simd::isa::scalar; // not in this build
 #endif
-#if TAPIR_DEPLOY_NEON
-        case Isa::neon: return detail::vneon<T>::KC;
-#endif
-        default: return detail::vscalar<T>::KC;
-        }
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, layers_type>& layer() noexcept {
-        return std::get<I>(layers_);
+        return simd::gemm_kc(i, sizeof(T));
     }
 
     /// One event: x (inputs values) -> y (outputs values).
@@ -604,16 +344,7 @@ public:
 
     /// n events, row-major: x (n x inputs) -> y (n x outputs).
     void forward(const T* x, T* y, std::size_t n) const noexcept {
-        switch (isa_) {
-#if TAPIR_DEPLOY_X86
-        case Isa::avx512: run_avx512(*this, x, y, n); return;
-        case Isa::avx2: run_avx2(*this, x, y, n); return;
-#endif
-#if TAPIR_DEPLOY_NEON
-        case Isa::neon: run_with<detail::vneon<T>>(x, y, n); return;
-#endif
-        default: run_with<detail::vscalar<T>>(x, y, n); return;
-        }
+        simd::dispatch_to<forward_kernel>(isa_, this, x, y, n);
     }
 
     /// Single-output convenience: the output for one event.
@@ -625,31 +356,20 @@ public:
     }
 
 private:
+    /// The forward pass as a simd kernel: compiled once per instruction set.
+    struct forward_kernel {
+        using value_type = T;
+        template <class V>
+        static TAPIR_ALWAYS_INLINE void run(const Mlp* m, const T* x, T* y, std::size_t n) noexcept {
+            m->template run_with<V>(x, y, n);
+        }
+    };
+
     /// Widest row a layer reads or writes, padded: the ping-pong scratch size.
     static constexpr std::size_t max_width() noexcept {
         std::size_t m = detail::round_up(inputs, 64 / sizeof(T));
         for (std::size_t i = 1; i <= num_layers; ++i) m = detail::cmax(m, detail::round_up(detail::size_at<S...>(i), 64 / sizeof(T)));
         return m;
-    }
-
-    template <std::size_t I>
-    static Status check_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
     }
 
     template <class V, std::size_t R, std::size_t I>
@@ -670,10 +390,10 @@ private:
         constexpr std::size_t mw = max_width();
         alignas(64) T buf0[R * mw];
         alignas(64) T buf1[R * mw];
-        if (scaled_) {
+        if (this->input_scaling()) {
             for (std::size_t r = 0; r < R; ++r)
                 for (std::size_t i = 0; i < inputs; ++i)
-                    buf1[r * inputs + i] = static_cast<T>((static_cast<double>(x[r * inputs + i]) - mean_[i]) / scale_[i]);
+                    buf1[r * inputs + i] = static_cast<T>(this->standardise(i, static_cast<double>(x[r * inputs + i])));
             run_layers<V, R, 0>(buf1, inputs, buf0, buf1, y);
         } else {
             run_layers<V, R, 0>(x, inputs, buf0, buf1, y);
@@ -683,30 +403,14 @@ private:
     template <class V>
     TAPIR_ALWAYS_INLINE void run_with(const T* x, T* y, std::size_t n) const noexcept {
         std::size_t i = 0;
-        for (; i + V::R <= n; i += V::R) run_rows<V, V::R>(x + i * inputs, y + i * outputs);
+        constexpr std::size_t R = detail::blocking<V>::R;
+        for (; i + R <= n; i += R) run_rows<V, R>(x + i * inputs, y + i * outputs);
         for (; i < n; ++i) run_rows<V, 1>(x + i * inputs, y + i * outputs);
     }
 
-#if TAPIR_DEPLOY_X86
-    TAPIR_DEPLOY_AVX2 static void run_avx2(const Mlp& m, const T* x, T* y, std::size_t n) noexcept {
-        m.run_with<detail::vavx2<T>>(x, y, n);
-    }
-    TAPIR_DEPLOY_AVX512 static void run_avx512(const Mlp& m, const T* x, T* y, std::size_t n) noexcept {
-        m.run_with<detail::vavx512<T>>(x, y, n);
-    }
-#endif
-
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
-    Isa isa_;
+    simd::isa isa_;
 };
 
 } // namespace tapir::deploy
 
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#elif defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+TAPIR_SIMD_DIAG_POP

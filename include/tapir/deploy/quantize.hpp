@@ -60,7 +60,7 @@ struct Int8Dense {
     float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
     float w_scale = 1.0f;    ///< W ~ w_scale * weight
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
-    Act act = Act::none;
+    Activation act = Activation::none;
     float alpha = 0.0f;
 
     /// Quantised weight (p, j).
@@ -116,7 +116,7 @@ struct Int8Dense {
     /// Dequantise and activate the Out accumulators into y.
     TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
-            y[j] = detail::activate<true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
     }
 
     /// x (In floats) -> y (Out floats), portable loops.
@@ -134,11 +134,11 @@ struct Int8Dense {
         finish(acc, y);
     }
 
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
     /// The same sums with AVX2: per pair of inputs, 16-bit multiply-adds (vpmaddwd) of the widened
     /// weights with the broadcast input pair, 8 outputs per register. |x_q w_q| <= 255 * 127, so the
     /// pair sum never saturates.
-    TAPIR_DEPLOY_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
+    TAPIR_TARGET_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
         alignas(64) std::int16_t q[2 * in_pairs];
         alignas(64) std::int32_t acc[out_padded];
         quantize_input(x, q);
@@ -183,63 +183,44 @@ constexpr std::size_t max_size() noexcept {
 
 /// An int8 MLP with compile-time sizes (float in, float out).
 template <std::size_t... S>
-class Int8Mlp {
+class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
+    using base::layers_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
-    using layers_type = typename detail::int8_layers<S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
-    Int8Mlp() noexcept : isa_(best_isa() == Isa::neon ? Isa::neon : (isa_supported(Isa::avx2) ? Isa::avx2 : Isa::scalar)) {}
+    Int8Mlp() noexcept
+        : isa_(simd::detected_isa() == simd::isa::neon
+                   ? simd::isa::neon
+                   : (simd::isa_supported(simd::isa::avx2) ? simd::isa::avx2 : simd::isa::scalar)) {}
 
     /// Quantises trained float layers; input_ranges[l] is the |input| range of layer l to
     /// represent (ModelSpec::input_ranges in convert.hpp calibrates them). All or nothing.
     Status load(const LayerView<float>* views, std::size_t count, const float* input_ranges) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views || !input_ranges) return Status::null_pointer;
-        const Status s = check_from<0>(views, input_ranges);
-        if (s != Status::ok) return s;
-        return load_from<0>(views, input_ranges);
+        return this->load_layers(
+            count, input_ranges ? views : nullptr,
+            [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i], input_ranges[i]); },
+            [&](auto i) {
+                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && non_negative(views[i - 1].act));
+            });
     }
 
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-
-    Isa isa() const noexcept { return isa_; }
+    simd::isa isa() const noexcept { return isa_; }
     /// scalar, or avx2 (its loops compiled for AVX2; avx512 falls back to it), or neon.
-    Status set_isa(Isa i) noexcept {
-        if (!isa_supported(i)) return Status::unsupported_isa;
-        isa_ = i == Isa::avx512 ? Isa::avx2 : i;
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i == simd::isa::avx512 ? simd::isa::avx2 : i;
         return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
     void forward(const float* x, float* y, std::size_t n) const noexcept {
-#if TAPIR_DEPLOY_X86
-        if (isa_ == Isa::avx2) {
+#if TAPIR_SIMD_X86
+        if (isa_ == simd::isa::avx2) {
             run_avx2(*this, x, y, n);
             return;
         }
@@ -254,31 +235,11 @@ public:
     }
 
 private:
-    template <std::size_t I>
-    static Status check_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I], ranges[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views, ranges);
-        }
-    }
-    static bool non_negative(Act a) noexcept { return a == Act::relu || a == Act::sigmoid || a == Act::softplus; }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I], ranges[I], I > 0 && non_negative(views[I - 1].act));
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views, ranges);
-        }
-    }
-
+    static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
         if constexpr (Avx2) std::get<I>(layers_).run_avx2(in, out);
         else std::get<I>(layers_).run(in, out);
 #else
@@ -293,9 +254,8 @@ private:
         float a[mw], b[mw], z[inputs];
         for (std::size_t r = 0; r < n; ++r) {
             const float* xr = x + r * inputs;
-            if (scaled_) {
-                for (std::size_t i = 0; i < inputs; ++i)
-                    z[i] = static_cast<float>((static_cast<double>(xr[i]) - mean_[i]) / scale_[i]);
+            if (this->input_scaling()) {
+                for (std::size_t i = 0; i < inputs; ++i) z[i] = static_cast<float>(this->standardise(i, static_cast<double>(xr[i])));
                 xr = z;
             }
             run_layers<Avx2, 0>(xr, a, b, y + r * outputs);
@@ -303,17 +263,13 @@ private:
     }
     void run_generic(const float* x, float* y, std::size_t n) const noexcept { run_rows<false>(x, y, n); }
 
-#if TAPIR_DEPLOY_X86
-    TAPIR_DEPLOY_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
+#if TAPIR_SIMD_X86
+    TAPIR_TARGET_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
         m.run_rows<true>(x, y, n);
     }
 #endif
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
-    Isa isa_;
+    simd::isa isa_;
 };
 
 // ---- fixed point (ap_fixed) -----------------------------------------------------------------
@@ -406,7 +362,7 @@ struct FixedDense {
     static constexpr std::size_t in = In, out = Out;
     std::int32_t weight[In][Out] = {};  ///< raw values of Fx
     std::int32_t bias[Out] = {};
-    Act act = Act::none;
+    Activation act = Activation::none;
     double alpha = 0.0;
 
     static Status check(const LayerView<float>& v) noexcept {
@@ -444,9 +400,9 @@ struct FixedDense {
         for (std::size_t j = 0; j < Out; ++j) {
             const Fx z = Fx::from_scaled(acc[j], 2 * F);
             switch (act) {
-            case Act::none: y[j] = z.raw(); break;
-            case Act::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
-            default: y[j] = Fx::from_double(detail::activate<false>(act, z.to_double(), alpha)).raw(); break;
+            case Activation::none: y[j] = z.raw(); break;
+            case Activation::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
+            default: y[j] = Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw(); break;
             }
         }
     }
@@ -464,46 +420,22 @@ struct fixed_layers {
 /// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
 /// inputs quantised to Fx, float out).
 template <class Fx, std::size_t... S>
-class FixedMlp {
+class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
+    using base::layers_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
     using fixed_type = Fx;
-    using layers_type = typename detail::fixed_layers<Fx, S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
     /// Quantises trained float layers to Fx. All or nothing.
     Status load(const LayerView<float>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
-    }
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
@@ -513,7 +445,7 @@ public:
         for (std::size_t r = 0; r < n; ++r) {
             for (std::size_t i = 0; i < inputs; ++i) {
                 const double v = static_cast<double>(x[r * inputs + i]);
-                a[i] = Fx::from_double(scaled_ ? (v - mean_[i]) / scale_[i] : v).raw();
+                a[i] = Fx::from_double(this->input_scaling() ? this->standardise(i, v) : v).raw();
             }
             const std::int64_t* out = run_layers<0>(a, b);
             for (std::size_t j = 0; j < outputs; ++j)
@@ -529,35 +461,12 @@ public:
 
 private:
     template <std::size_t I>
-    static Status check_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
     const std::int64_t* run_layers(std::int64_t* in, std::int64_t* other) const noexcept {
         std::get<I>(layers_).run(in, other);
         if constexpr (I + 1 < num_layers) return run_layers<I + 1>(other, in);
         else return other;
     }
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
 };
 
 } // namespace tapir::deploy

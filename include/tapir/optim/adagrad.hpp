@@ -55,9 +55,9 @@ public:
             a.sum = sum_[i].data();
             a.n = p.value.size();
             if (wd_ != T(0)) {
-                simd::detail::dispatch<detail::adagrad_kernel<T, true>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
-                simd::detail::dispatch<detail::adagrad_kernel<T, false>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, false>>(a);
             }
         }
         ++this->iterations_;

@@ -71,11 +71,11 @@ public:
             a.v = v_[i].data();
             a.n = p.value.size();
             if (l2) {
-                simd::detail::dispatch<adam_kernel<T, true, false>>(a);
+                simd::dispatch<adam_kernel<T, true, false>>(a);
             } else if (dec) {
-                simd::detail::dispatch<adam_kernel<T, false, true>>(a);
+                simd::dispatch<adam_kernel<T, false, true>>(a);
             } else {
-                simd::detail::dispatch<adam_kernel<T, false, false>>(a);
+                simd::dispatch<adam_kernel<T, false, false>>(a);
             }
         }
         ++this->iterations_;

@@ -1,9 +1,8 @@
 #pragma once
 /// Fused per-parameter update kernels, one pass over (param, grad, state) each, written once over
 /// the SIMD wrappers of simd/vec.hpp and dispatched to the active instruction set.
-///
-/// The wrappers have no square root yet; vsqrt() uses V::sqrt when a wrapper provides one and
-/// otherwise the instruction itself (a plain std::sqrt loop does not vectorise: errno handling).
+/// Kernels run through simd::dispatch (public); V::sqrt is the wrappers' correctly rounded square
+/// root (a plain std::sqrt loop does not vectorise: errno handling).
 
 #include <cmath>
 #include <cstddef>
@@ -11,55 +10,12 @@
 #include <utility>
 
 #include "../config.hpp"
-#include "../simd/detail/x86_builtins.hpp"
+#include "../simd/arch.hpp"
 #include "../simd/vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
 
 namespace tapir::optim::detail {
-
-template <class V, class = void>
-struct has_vsqrt : std::false_type {};
-template <class V>
-struct has_vsqrt<V, std::void_t<decltype(V::sqrt(std::declval<typename V::reg>()))>> : std::true_type {};
-
-template <class V>
-struct sqrt_op;
-template <class T>
-struct sqrt_op<simd::detail::vscalar<T>> {
-    static T run(T a) { return std::sqrt(a); }
-};
-#if TAPIR_SIMD_X86
-template <class T>
-struct sqrt_op<simd::detail::vavx2<T>> {
-    using reg = typename simd::detail::vavx2<T>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-template <class T>
-struct sqrt_op<simd::detail::vavx512<T>> {
-    using reg = typename simd::detail::vavx512<T>::reg;
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-#endif
-#if TAPIR_SIMD_NEON
-template <>
-struct sqrt_op<simd::detail::vneon<float>> {
-    static inline float32x4_t run(float32x4_t a) { return vsqrtq_f32(a); }
-};
-template <>
-struct sqrt_op<simd::detail::vneon<double>> {
-    static inline float64x2_t run(float64x2_t a) { return vsqrtq_f64(a); }
-};
-#endif
-
-template <class V>
-TAPIR_ALWAYS_INLINE typename V::reg vsqrt(const typename V::reg& a) {
-    if constexpr (has_vsqrt<V>::value) {
-        return V::sqrt(a);
-    } else {
-        return sqrt_op<V>::run(a);
-    }
-}
 
 /// Runs Body::block<V, Partial>(args, i, r) over [0, n) in steps of V::W, the tail partially.
 template <class V, class Body, class Args>
@@ -153,7 +109,7 @@ struct adam_kernel {
         st<V, P>(a.m + i, m, r);
         st<V, P>(a.v + i, v, r);
         if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
-        const auto denom = V::add(V::div(vsqrt<V>(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
+        const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
         p = V::fnma(V::set1(a.step), V::div(m, denom), p);
         st<V, P>(a.p + i, p, r);
     }
@@ -194,7 +150,7 @@ struct rmsprop_kernel {
             // sq >= ga^2 in exact arithmetic; rounding can push the difference below zero.
             var = V::max(V::zero(), V::fnma(ga, ga, sq));
         }
-        const auto avg = V::add(vsqrt<V>(var), V::set1(a.eps));
+        const auto avg = V::add(V::sqrt(var), V::set1(a.eps));
         const auto q = V::div(d, avg);
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
@@ -231,7 +187,7 @@ struct adagrad_kernel {
         if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
-        const auto std_ = V::add(vsqrt<V>(s), V::set1(a.eps));
+        const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
         p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
         st<V, P>(a.p + i, p, r);
     }

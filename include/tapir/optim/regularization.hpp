@@ -42,7 +42,7 @@ template <class T>
 T l1_penalty(const std::vector<Parameter<T>*>& params, T lambda) {
     detail::check_reg(params, "l1_penalty", lambda);
     double s = 0.0;
-    for (const Parameter<T>* p : params) s += static_cast<double>(simd::detail::dispatch<detail::abs_sum_kernel<T>>(p->value.data(), p->value.size()));
+    for (const Parameter<T>* p : params) s += static_cast<double>(simd::dispatch<detail::abs_sum_kernel<T>>(p->value.data(), p->value.size()));
     return static_cast<T>(static_cast<double>(lambda) * s);
 }
 
@@ -63,7 +63,7 @@ void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
     for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l1_gradient");
     for (Parameter<T>* p : params) {
         if (!p->requires_grad) continue;
-        simd::detail::dispatch<detail::l1_grad_kernel<T>>(
+        simd::dispatch<detail::l1_grad_kernel<T>>(
             typename detail::l1_grad_kernel<T>::Args{p->value.data(), p->grad.data(), p->value.size(), lambda});
     }
 }

@@ -86,7 +86,7 @@ private:
     }
     template <bool W, bool C, bool M>
     static void go(const detail::RmspropArgs<T>& a) {
-        simd::detail::dispatch<detail::rmsprop_kernel<T, W, C, M>>(a);
+        simd::dispatch<detail::rmsprop_kernel<T, W, C, M>>(a);
     }
     template <bool W>
     void run_wd(const detail::RmspropArgs<T>& a, bool mom) const {

@@ -77,7 +77,7 @@ public:
 private:
     template <bool Wd, bool M, bool N>
     static void go(const detail::SgdArgs<T>& a) {
-        simd::detail::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
+        simd::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
     }
     void run(const detail::SgdArgs<T>& a, bool mom) const {
         const bool wd = weight_decay_ != T(0);

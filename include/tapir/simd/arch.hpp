@@ -1,6 +1,8 @@
 #pragma once
-/// SIMD instruction sets: run-time detection, the TAPIR_SIMD override, the active kernel family,
-/// and the per-function target attributes that let a plain -O2 build run AVX-512 kernels.
+/// The active kernel family: TAPIR_SIMD (read once), set_active_isa, the GEMM thread count, and
+/// simd::dispatch, which runs a kernel on the active family. Like all of simd/, this header builds
+/// with -fno-exceptions -fno-rtti: its two checking entry points (parse_isa, which active_isa
+/// uses for TAPIR_SIMD, and set_active_isa) raise through TAPIR_THROW.
 
 #include <atomic>
 #include <cstddef>
@@ -10,112 +12,12 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
-
-// x86 kernels need GCC/Clang target attributes; other compilers get the scalar path only.
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(TAPIR_SIMD_NO_X86)
-#define TAPIR_SIMD_X86 1
-#include <cpuid.h>
-/// Kernels compiled for AVX2+FMA regardless of -march, called only after cpuid says so.
-#define TAPIR_TARGET_AVX2 __attribute__((target("avx2,fma")))
-/// Kernels compiled for AVX-512 (F/BW/DQ/VL, as on Skylake-X and Zen 4/5).
-#define TAPIR_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2")))
-#else
-#define TAPIR_SIMD_X86 0
-#endif
-
-// NEON is part of the aarch64 baseline: no attribute and no run-time check needed.
-#if defined(__aarch64__) && defined(__ARM_NEON) && !defined(TAPIR_SIMD_NO_NEON)
-#define TAPIR_SIMD_NEON 1
-#include <arm_neon.h>
-#else
-#define TAPIR_SIMD_NEON 0
-#endif
-
-/// Generic kernels carry no target attribute and pass vector registers to the attributed wrappers;
-/// they are always inlined into an attributed entry, so the ABI note GCC and Clang give is moot.
-#if defined(__clang__)
-#define TAPIR_SIMD_DIAG_PUSH _Pragma("clang diagnostic push") _Pragma("clang diagnostic ignored \"-Wpsabi\"")
-#define TAPIR_SIMD_DIAG_POP _Pragma("clang diagnostic pop")
-#elif defined(__GNUC__)
-#define TAPIR_SIMD_DIAG_PUSH _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wpsabi\"")
-#define TAPIR_SIMD_DIAG_POP _Pragma("GCC diagnostic pop")
-#else
-#define TAPIR_SIMD_DIAG_PUSH
-#define TAPIR_SIMD_DIAG_POP
-#endif
+#include "isa.hpp"
+#include "vec.hpp"
 
 namespace tapir::simd {
 
-enum class isa { scalar, avx2, avx512, neon };
-
-inline const char* isa_name(isa i) noexcept {
-    switch (i) {
-    case isa::scalar: return "scalar";
-    case isa::avx2: return "avx2";
-    case isa::avx512: return "avx512";
-    case isa::neon: return "neon";
-    }
-    return "unknown";
-}
-
 namespace detail {
-
-#if TAPIR_SIMD_X86
-struct x86_features {
-    bool avx2_fma = false;
-    bool avx512 = false;
-};
-
-inline x86_features query_x86() noexcept {
-    x86_features f;
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
-    const bool osxsave = (ecx >> 27) & 1u, avx = (ecx >> 28) & 1u, fma = (ecx >> 12) & 1u;
-    if (!osxsave || !avx) return f;
-    unsigned xcr0_lo = 0, xcr0_hi = 0;
-    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0u));
-    /// The OS must save the YMM (bits 1,2) and, for AVX-512, the opmask/ZMM state (bits 5,6,7).
-    const bool ymm_os = (xcr0_lo & 0x6u) == 0x6u;
-    const bool zmm_os = (xcr0_lo & 0xE6u) == 0xE6u;
-    if (__get_cpuid_max(0, nullptr) < 7) return f;
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    const bool avx2 = (ebx >> 5) & 1u;
-    const bool f512 = (ebx >> 16) & 1u, dq = (ebx >> 17) & 1u, bw = (ebx >> 30) & 1u, vl = (ebx >> 31) & 1u;
-    f.avx2_fma = ymm_os && avx2 && fma;
-    f.avx512 = f.avx2_fma && zmm_os && f512 && dq && bw && vl;
-    return f;
-}
-#endif
-
-inline bool isa_supported(isa i) noexcept {
-    switch (i) {
-    case isa::scalar: return true;
-#if TAPIR_SIMD_X86
-    case isa::avx2: {
-#if defined(__AVX2__) && defined(__FMA__)
-        return true; // -march already guarantees it: no cpuid needed.
-#else
-        static const bool ok = query_x86().avx2_fma;
-        return ok;
-#endif
-    }
-    case isa::avx512: {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && defined(__FMA__)
-        return true;
-#else
-        static const bool ok = query_x86().avx512;
-        return ok;
-#endif
-    }
-#else
-    case isa::avx2:
-    case isa::avx512: return false;
-#endif
-    case isa::neon: return TAPIR_SIMD_NEON != 0;
-    }
-    return false;
-}
 
 /// -1 until the first call of active_isa() reads TAPIR_SIMD.
 inline std::atomic<int>& active_slot() noexcept {
@@ -130,16 +32,9 @@ inline std::atomic<unsigned>& threads_slot() noexcept {
 
 } // namespace detail
 
-/// Best instruction set that both this CPU and this build support.
-inline isa detected_isa() noexcept {
-    if (detail::isa_supported(isa::avx512)) return isa::avx512;
-    if (detail::isa_supported(isa::avx2)) return isa::avx2;
-    if (detail::isa_supported(isa::neon)) return isa::neon;
-    return isa::scalar;
-}
-
-namespace detail {
-inline isa parse_isa_env(const char* v) {
+/// An instruction set from its name (scalar|avx2|avx512|neon, or auto / empty for detected_isa()),
+/// as TAPIR_SIMD gives it; raises value_error (TAPIR_THROW) for an unknown or unsupported one.
+inline isa parse_isa(const char* v) {
     const std::string s(v);
     isa want;
     if (s.empty() || s == "auto") return detected_isa();
@@ -148,29 +43,28 @@ inline isa parse_isa_env(const char* v) {
     else if (s == "avx512") want = isa::avx512;
     else if (s == "neon") want = isa::neon;
     else
-        throw value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)");
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)"));
     if (!isa_supported(want))
-        throw value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
+                          " (best available: " + isa_name(detected_isa()) + ")"));
     return want;
 }
-} // namespace detail
 
 /// The kernel family in use: TAPIR_SIMD if set (scalar|avx2|avx512|neon|auto), else detected_isa().
 inline isa active_isa() {
     const int v = detail::active_slot().load(std::memory_order_relaxed);
     if (TAPIR_LIKELY(v >= 0)) return static_cast<isa>(v);
     const char* env = std::getenv("TAPIR_SIMD");
-    const isa chosen = env ? detail::parse_isa_env(env) : detected_isa();
+    const isa chosen = env ? parse_isa(env) : detected_isa();
     detail::active_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
     return chosen;
 }
 
 /// Forces a kernel family (tests, benchmarks). Throws value_error if the CPU or build lacks it.
 inline void set_active_isa(isa i) {
-    if (!detail::isa_supported(i))
-        throw value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
+    if (!isa_supported(i))
+        TAPIR_THROW(value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
+                                " (best available: " + isa_name(detected_isa()) + ")"));
     detail::active_slot().store(static_cast<int>(i), std::memory_order_relaxed);
 }
 
@@ -182,5 +76,8 @@ inline void set_num_threads(unsigned n) {
 }
 
 inline unsigned num_threads() noexcept { return detail::threads_slot().load(std::memory_order_relaxed); }
+
+/// Runs the kernel K (see dispatch_to in vec.hpp) on the active instruction set (active_isa()).
+template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
 
 } // namespace tapir::simd

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 
+#include "activation.hpp"
+#include "arch.hpp"
 #include "math.hpp"
 #include "vec.hpp"
 
@@ -71,18 +73,6 @@ struct mul_f {
 struct div_f {
     template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
         return V::div(a, b);
-    }
-};
-/// relu_backward: a = upstream gradient g, b = forward output y.
-struct relu_bwd_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& g, const typename V::reg& y) {
-        return V::select(V::gt(y, V::zero()), g, V::zero());
-    }
-};
-/// max(0, x): a NaN input stays NaN (max returns its second operand on NaN).
-struct relu_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) {
-        return V::max(V::zero(), x);
     }
 };
 
@@ -196,49 +186,49 @@ template <class T> struct sum_rows_kernel {
 } // namespace detail
 
 template <class T> void add(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::add_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::add_f>>(a, b, out, n);
 }
 template <class T> void sub(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::sub_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::sub_f>>(a, b, out, n);
 }
 template <class T> void mul(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::mul_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::mul_f>>(a, b, out, n);
 }
 template <class T> void div(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::div_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::div_f>>(a, b, out, n);
 }
 template <class T> void add_scalar(const T* a, T s, T* out, std::size_t n) {
-    detail::dispatch<detail::map_scalar_kernel<T, detail::add_f>>(a, s, out, n);
+    dispatch<detail::map_scalar_kernel<T, detail::add_f>>(a, s, out, n);
 }
 template <class T> void mul_scalar(const T* a, T s, T* out, std::size_t n) {
-    detail::dispatch<detail::map_scalar_kernel<T, detail::mul_f>>(a, s, out, n);
+    dispatch<detail::map_scalar_kernel<T, detail::mul_f>>(a, s, out, n);
 }
 /// y += alpha * x (fused multiply-add on SIMD paths).
 template <class T> void axpy(T alpha, const T* x, T* y, std::size_t n) {
-    detail::dispatch<detail::axpy_kernel<T>>(alpha, x, y, n);
+    dispatch<detail::axpy_kernel<T>>(alpha, x, y, n);
 }
-/// out = max(0, x); NaN stays NaN.
+/// out = max(0, x); NaN stays NaN (simd/activation.hpp's relu).
 template <class T> void relu(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::relu_f>>(x, out, n);
+    dispatch<detail::activation_kernel<T, Activation::relu>>(x, out, n, T(0));
 }
-/// out = y > 0 ? g : 0 (y is the relu output).
+/// out = y > 0 ? g : 0 (y is the relu output; simd/activation.hpp's relu derivative).
 template <class T> void relu_backward(const T* g, const T* y, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::relu_bwd_f>>(g, y, out, n);
+    dispatch<detail::activation_grad_kernel<T, Activation::relu>>(g, y, out, n, T(0));
 }
 /// Sum with several independent partial sums: the rounding (not the value) depends on the ISA.
 template <class T> T sum(const T* x, std::size_t n) {
-    return detail::dispatch<detail::reduce_kernel<T, false>>(x, static_cast<const T*>(nullptr), n);
+    return dispatch<detail::reduce_kernel<T, false>>(x, static_cast<const T*>(nullptr), n);
 }
 template <class T> T dot(const T* a, const T* b, std::size_t n) {
-    return detail::dispatch<detail::reduce_kernel<T, true>>(a, b, n);
+    return dispatch<detail::reduce_kernel<T, true>>(a, b, n);
 }
 /// C[i, :] += row[:] for the m rows of a row-major m x n matrix with leading dimension ldc.
 template <class T> void add_row(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
-    detail::dispatch<detail::add_row_kernel<T>>(c, m, n, ldc, row);
+    dispatch<detail::add_row_kernel<T>>(c, m, n, ldc, row);
 }
 /// out[j] = sum_i G[i, j]; out is overwritten (zero when m == 0).
 template <class T> void sum_rows(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
-    detail::dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
+    dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
 }
 
 /// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).

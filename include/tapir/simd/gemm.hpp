@@ -28,31 +28,31 @@ namespace detail {
 /// Register tile (MR rows x NV vectors) and cache blocks (KC depth, MC rows of A, NC columns of B).
 template <class V> struct gemm_blocking;
 
-template <class T> struct gemm_blocking<vscalar<T>> {
-    static constexpr std::size_t MR = 4, NV = 4, KC = 256, MC = 64, NC = 1024;
+template <class T, bool F> struct gemm_blocking<vscalar<T, F>> {
+    static constexpr std::size_t MR = 4, NV = 4, KC = gemm_kc(isa::scalar, sizeof(T)), MC = 64, NC = 1024;
 };
 #if TAPIR_SIMD_X86
 template <> struct gemm_blocking<vavx2<float>> {
-    static constexpr std::size_t MR = 6, NV = 2, KC = 384, MC = 120, NC = 2048;
+    static constexpr std::size_t MR = 6, NV = 2, KC = gemm_kc(isa::avx2, sizeof(float)), MC = 120, NC = 2048;
 };
 template <> struct gemm_blocking<vavx2<double>> {
-    static constexpr std::size_t MR = 6, NV = 2, KC = 256, MC = 72, NC = 1024;
+    static constexpr std::size_t MR = 6, NV = 2, KC = gemm_kc(isa::avx2, sizeof(double)), MC = 72, NC = 1024;
 };
 template <> struct gemm_blocking<vavx512<float>> {
-    static constexpr std::size_t MR = 8, NV = 2, KC = 512, MC = 128, NC = 2048;
+    static constexpr std::size_t MR = 8, NV = 2, KC = gemm_kc(isa::avx512, sizeof(float)), MC = 128, NC = 2048;
     /// Unpacked products whose width is a multiple of 64: 4 x 64 tiles (8 loads per 16 FMAs, not 10).
     static constexpr std::size_t MRW = 4, NVW = 4;
 };
 template <> struct gemm_blocking<vavx512<double>> {
-    static constexpr std::size_t MR = 8, NV = 2, KC = 384, MC = 96, NC = 1024;
+    static constexpr std::size_t MR = 8, NV = 2, KC = gemm_kc(isa::avx512, sizeof(double)), MC = 96, NC = 1024;
 };
 #endif
 #if TAPIR_SIMD_NEON
 template <> struct gemm_blocking<vneon<float>> {
-    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 96, NC = 1020;
+    static constexpr std::size_t MR = 8, NV = 3, KC = gemm_kc(isa::neon, sizeof(float)), MC = 96, NC = 1020;
 };
 template <> struct gemm_blocking<vneon<double>> {
-    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 48, NC = 510;
+    static constexpr std::size_t MR = 8, NV = 3, KC = gemm_kc(isa::neon, sizeof(double)), MC = 48, NC = 510;
 };
 #endif
 
@@ -113,11 +113,7 @@ template <class B> struct wide_tiles<B, std::void_t<decltype(B::NVW)>> {
 };
 
 /// Depth of the K blocks: equal-sized blocks no deeper than KC; depends on K only (determinism).
-template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) {
-    if (k <= KC) return k;
-    const std::size_t nb = (k + KC - 1) / KC;
-    return (k + nb - 1) / nb;
-}
+template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) { return gemm_k_block(k, KC); }
 
 /// Elements of T the serial driver needs: one packed A edge panel and one packed B block.
 template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_t n, std::size_t k) {
@@ -498,9 +494,11 @@ template <class T> struct gemm_kernel {
     /// Small products made of full tiles only (op(A) = A, op(B) = B read in place, one K block,
     /// M and N multiples of the tile): a lean entry without the general driver's edge and packing
     /// set-up, which costs ~60 cycles per call. False when the product does not fit; then run().
-    struct small {
+    /// Epi is micro_full's epilogue: 0 C = alpha A B + beta C (gemm), 1 C = A B + bias and
+    /// 2 C = max(0, A B + bias) (gemm_bias_act, with alpha = 1 and beta = 0).
+    template <int Epi> struct small_tiles {
         using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp) {
+        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias = nullptr) {
             using B = gemm_blocking<V>;
             const gemm_args<T>& g = *gp;
             if (!direct_b<V>(g) || g.k > B::KC) return false;
@@ -508,44 +506,20 @@ template <class T> struct gemm_kernel {
             // 4 x 64 tiles only while their B panel stays small: at 128^3 its 32 KB rows, 512 B apart, thrash L1.
             if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
                 g.k * NRW * sizeof(T) <= 16384)
-                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g);
+                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g, bias);
             if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return tiles<V, B::MR, B::NV>(g);
+            return tiles<V, B::MR, B::NV>(g, bias);
         }
-        template <class V, std::size_t MR, std::size_t NV> static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g) {
-            for (std::size_t j = 0; j < g.n; j += NV * V::W)
-                for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
-                                          g.c + i * g.ldc + j, g.ldc);
-            return true;
-        }
-    };
-
-    /// small's tiles with a bias (and ReLU) epilogue: C = act(A B + bias). False when the product
-    /// is not made of whole tiles or k exceeds one K block (then the caller runs the passes).
-    struct small_bias {
-        using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias, bool relu) {
-            using B = gemm_blocking<V>;
-            const gemm_args<T>& g = *gp;
-            if (!direct_b<V>(g) || g.k > B::KC) return false;
-            constexpr std::size_t NRW = wide_tiles<B>::NV * V::W;
-            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
-                g.k * NRW * sizeof(T) <= 16384)
-                return relu ? tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 2>(g, bias)
-                            : tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 1>(g, bias);
-            if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return relu ? tiles<V, B::MR, B::NV, 2>(g, bias) : tiles<V, B::MR, B::NV, 1>(g, bias);
-        }
-        template <class V, std::size_t MR, std::size_t NV, int Epi>
+        template <class V, std::size_t MR, std::size_t NV>
         static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g, const T* bias) {
             for (std::size_t j = 0; j < g.n; j += NV * V::W)
                 for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, T(1), T(0),
-                                               g.c + i * g.ldc + j, g.ldc, bias + j);
+                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
+                                               g.c + i * g.ldc + j, g.ldc, Epi != 0 ? bias + j : nullptr);
             return true;
         }
     };
+    using small = small_tiles<0>;
 
     /// op(A) = A^T times a vector (n == 1, C contiguous): the weight gradient of a one-output layer.
     /// Rows of C are lanes: one vector load of A per p (A^T's columns are A's rows), and the chain
@@ -713,20 +687,21 @@ template <class T> void scale_c(std::size_t m, std::size_t n, T beta, T* c, std:
     }
 }
 
-/// Throws the message for whichever argument is wrong (cold: gemm() only calls it when one is).
+/// Raises (TAPIR_THROW) the message for whichever argument is wrong (cold: gemm() only calls it when one is).
 TAPIR_NOINLINE inline void gemm_check(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const void* a,
                                       std::size_t lda, const void* b, std::size_t ldb, const void* c, std::size_t ldc) {
     const auto s = [](std::size_t v) { return std::to_string(v); };
+    (void)s; // unused when TAPIR_THROW aborts
     const std::size_t acols = ta ? m : k, bcols = tb ? k : n;
     if (k > 0 && lda < acols)
-        throw value_error("gemm: lda=" + s(lda) + " is smaller than the " + s(acols) + " columns of A (trans_a=" +
-                          (ta ? "true" : "false") + ", m=" + s(m) + ", k=" + s(k) + ")");
+        TAPIR_THROW(value_error("gemm: lda=" + s(lda) + " is smaller than the " + s(acols) + " columns of A (trans_a=" +
+                                (ta ? "true" : "false") + ", m=" + s(m) + ", k=" + s(k) + ")"));
     if (k > 0 && ldb < bcols)
-        throw value_error("gemm: ldb=" + s(ldb) + " is smaller than the " + s(bcols) + " columns of B (trans_b=" +
-                          (tb ? "true" : "false") + ", k=" + s(k) + ", n=" + s(n) + ")");
-    if (ldc < n) throw value_error("gemm: ldc=" + s(ldc) + " is smaller than the " + s(n) + " columns of C");
+        TAPIR_THROW(value_error("gemm: ldb=" + s(ldb) + " is smaller than the " + s(bcols) + " columns of B (trans_b=" +
+                                (tb ? "true" : "false") + ", k=" + s(k) + ", n=" + s(n) + ")"));
+    if (ldc < n) TAPIR_THROW(value_error("gemm: ldc=" + s(ldc) + " is smaller than the " + s(n) + " columns of C"));
     if (!c || (k > 0 && (!a || !b)))
-        throw value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product");
+        TAPIR_THROW(value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product"));
 }
 
 /// Products below this many multiply-adds stay on the calling thread (threads are started per call,
@@ -770,14 +745,18 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
     std::vector<std::thread> pool;
     pool.reserve(parts.size() - 1);
     std::size_t started = 1;
+#if TAPIR_HAS_EXCEPTIONS
     try {
+#endif
         for (; started < parts.size(); ++started) {
             const std::size_t t = started;
             pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
         }
+#if TAPIR_HAS_EXCEPTIONS
     } catch (...) {
         // No more threads available: the calling thread does the remaining stripes.
     }
+#endif
     dispatch_to<K>(which, part, work);
     for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
     for (auto& th : pool) th.join();
@@ -785,6 +764,13 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
 }
 
 } // namespace detail
+
+/// Products of at least this many multiply-adds are split over num_threads() threads (default 2^24).
+inline std::size_t gemm_parallel_threshold() noexcept { return detail::gemm_parallel_min().load(std::memory_order_relaxed); }
+/// Sets that threshold (tests lower it to exercise the threads on small products); returns the previous one.
+inline std::size_t set_gemm_parallel_threshold(std::size_t multiply_adds) noexcept {
+    return detail::gemm_parallel_min().exchange(multiply_adds, std::memory_order_relaxed);
+}
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is m x k (A is k x m if trans_a), op(B) is
 /// k x n (B is n x k if trans_b). When beta == 0, C is only written (it may hold NaN or garbage).
@@ -803,17 +789,17 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     using K = detail::gemm_kernel<T>;
     const isa which = active_isa();
     const detail::gemm_args<T> g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
-    if (!trans_a && !trans_b && k <= 256 && n <= 512 && detail::dispatch_to<typename K::small>(which, &g)) return;
+    if (!trans_a && !trans_b && k <= 256 && n <= 512 && dispatch_to<typename K::small>(which, &g)) return;
     if (n == 1) {
-        if (trans_a && ldc == 1) detail::dispatch_to<typename K::gemv_t>(which, &g);
-        else if (!trans_a) detail::dispatch_to<typename K::gemv_n>(which, &g);
+        if (trans_a && ldc == 1) dispatch_to<typename K::gemv_t>(which, &g);
+        else if (!trans_a) dispatch_to<typename K::gemv_n>(which, &g);
         if (!trans_a || ldc == 1) return;
     }
     const unsigned nt = num_threads();
     if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
         detail::gemm_parallel(which, g, nt))
         return;
-    detail::dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
+    dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
 }
 
 /// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
@@ -827,7 +813,9 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
     if (m == 0 || n == 0 || k == 0 || k > 256 || n > 512 || !bias || lda < k || ldb < n || ldc < n || !a || !b || !c)
         return false;
     const detail::gemm_args<T> g{false, false, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc};
-    return detail::dispatch_to<typename detail::gemm_kernel<T>::small_bias>(active_isa(), &g, bias, relu);
+    using K = detail::gemm_kernel<T>;
+    return relu ? dispatch_to<typename K::template small_tiles<2>>(active_isa(), &g, bias)
+                : dispatch_to<typename K::template small_tiles<1>>(active_isa(), &g, bias);
 }
 
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \

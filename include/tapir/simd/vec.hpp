@@ -4,7 +4,8 @@
 ///
 /// Contract of a wrapper V (all static): value_type, reg (W lanes), mask (lane predicate), ireg
 /// (same-width unsigned integer lanes), load/store (unaligned), load_partial/store_partial (first n < W
-/// lanes, others zero), set1, zero, add, sub, mul, div, fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
+/// lanes, others zero), set1, zero, add, sub, mul, div, sqrt (correctly rounded, as std::sqrt),
+/// fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
 /// (max(a,b) returns b when either is NaN, so max(0,x) keeps a NaN x), lt, gt, le, ge, eq, isnan,
 /// select(m,a,b) = m ? a : b, hsum, and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
 /// ixor, shl<N>, shr<N> (logical).
@@ -12,13 +13,17 @@
 /// Wrapper functions are `inline` with the ISA's target attribute and deliberately NOT always_inline:
 /// generic kernels carry no attribute, so GCC and Clang would reject always_inline calls into them;
 /// once the generic kernel is inlined into its attributed entry the wrappers inline normally.
+///
+/// The wrappers are internal; code outside simd/ writes a kernel K (value_type and a static
+/// `template <class V> run(args...)` over the contract above) and runs it with simd::dispatch<K>
+/// (the active instruction set, arch.hpp) or simd::dispatch_to<K>(isa, ...) (a given one).
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
-#include "arch.hpp"
+#include "isa.hpp"
 #include "detail/x86_builtins.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -42,8 +47,18 @@ template <class T> TAPIR_ALWAYS_INLINE T from_bits_of(typename int_of<T>::type u
 }
 
 // ------------------------------------------------------------------------------------------------
-/// Portable path: one lane. The compiler may still auto-vectorise the loops around it.
-template <class T> struct vscalar {
+/// Whether the scalar family fuses multiply-adds: where the target has FMA (aarch64; x86 built with
+/// -mfma). Left to the compiler, a * b + c is contracted at some call sites and not at others, and
+/// paths that must agree bit for bit (gemm's tiled and one-column paths, deployed models) would not.
+#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
+#define TAPIR_SIMD_SCALAR_FUSED 1
+#else
+#define TAPIR_SIMD_SCALAR_FUSED 0
+#endif
+
+/// Portable path: one lane. The compiler may still auto-vectorise the loops around it. Fused picks
+/// fma = std::fma (true) or a * b + c (false); the scalar family is vscalar<T> (the default).
+template <class T, bool Fused = TAPIR_SIMD_SCALAR_FUSED != 0> struct vscalar {
     using value_type = T;
     using reg = T;
     using mask = bool;
@@ -63,20 +78,23 @@ template <class T> struct vscalar {
     static reg sub(reg a, reg b) { return a - b; }
     static reg mul(reg a, reg b) { return a * b; }
     static reg div(reg a, reg b) { return a / b; }
-#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
-    /// Fused where the target has FMA (aarch64; x86 built with -mfma): left to the compiler,
-    /// a * b + c is contracted at some call sites and not at others, and paths that must agree
-    /// bit for bit (gemm's tiled and one-column paths, deployed models) would not.
-    static reg fma(reg a, reg b, reg c) { return fused(a, b, c); }
-    static reg fnma(reg a, reg b, reg c) { return fused(-a, b, c); }
+    static constexpr bool fused_madd = Fused;
+    static reg fma(reg a, reg b, reg c) {
+        if constexpr (Fused) return fused(a, b, c);
+        else return a * b + c;
+    }
+    static reg fnma(reg a, reg b, reg c) {
+        if constexpr (Fused) return fused(-a, b, c);
+        else return c - a * b;
+    }
     static reg fused(reg a, reg b, reg c) {
         if constexpr (std::is_same<T, float>::value) return __builtin_fmaf(a, b, c);
         else return __builtin_fma(a, b, c);
     }
-#else
-    static reg fma(reg a, reg b, reg c) { return a * b + c; }
-    static reg fnma(reg a, reg b, reg c) { return c - a * b; }
-#endif
+    static reg sqrt(reg a) {
+        if constexpr (std::is_same<T, float>::value) return __builtin_sqrtf(a);
+        else return __builtin_sqrt(a);
+    }
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static mask lt(reg a, reg b) { return a < b; }
@@ -161,6 +179,7 @@ template <class T> struct vavx2 {
     using ireg = box<typename L::i256>;
     static constexpr std::size_t W = 32 / sizeof(T);
     static constexpr isa id = isa::avx2;
+    static constexpr bool fused_madd = true;
 
     TAPIR_V2 reg load(const T* p) { return {x86::loadu256(p)}; }
     TAPIR_V2 void store(T* p, reg v) { x86::storeu(p, v.v); }
@@ -172,6 +191,7 @@ template <class T> struct vavx2 {
     TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
     TAPIR_V2 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V2 reg sqrt(reg a) { return {x86::sqrt(a.v)}; }
     TAPIR_V2 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
     TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
     TAPIR_V2 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
@@ -212,6 +232,7 @@ template <class T> struct vavx512 {
     using ireg = box<typename L::i512>;
     static constexpr std::size_t W = 64 / sizeof(T);
     static constexpr isa id = isa::avx512;
+    static constexpr bool fused_madd = true;
     static constexpr mask all = static_cast<mask>((1u << W) - 1u);
 
     TAPIR_V5 reg load(const T* p) { return {x86::loadu512(p)}; }
@@ -225,6 +246,7 @@ template <class T> struct vavx512 {
     TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
     TAPIR_V5 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V5 reg sqrt(reg a) { return {x86::sqrt(a.v)}; }
     TAPIR_V5 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
     TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
     TAPIR_V5 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
@@ -264,6 +286,7 @@ template <> struct vneon<float> {
     using ireg = uint32x4_t;
     static constexpr std::size_t W = 4;
     static constexpr isa id = isa::neon;
+    static constexpr bool fused_madd = true;
 
     static inline reg load(const float* p) { return vld1q_f32(p); }
     static inline void store(float* p, reg v) { vst1q_f32(p, v); }
@@ -283,6 +306,7 @@ template <> struct vneon<float> {
     static inline reg sub(reg a, reg b) { return vsubq_f32(a, b); }
     static inline reg mul(reg a, reg b) { return vmulq_f32(a, b); }
     static inline reg div(reg a, reg b) { return vdivq_f32(a, b); }
+    static inline reg sqrt(reg a) { return vsqrtq_f32(a); }
     static inline reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
     static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f32(c, a, b); }
     static inline reg min(reg a, reg b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
@@ -317,6 +341,7 @@ template <> struct vneon<double> {
     using ireg = uint64x2_t;
     static constexpr std::size_t W = 2;
     static constexpr isa id = isa::neon;
+    static constexpr bool fused_madd = true;
 
     static inline reg load(const double* p) { return vld1q_f64(p); }
     static inline void store(double* p, reg v) { vst1q_f64(p, v); }
@@ -332,6 +357,7 @@ template <> struct vneon<double> {
     static inline reg sub(reg a, reg b) { return vsubq_f64(a, b); }
     static inline reg mul(reg a, reg b) { return vmulq_f64(a, b); }
     static inline reg div(reg a, reg b) { return vdivq_f64(a, b); }
+    static inline reg sqrt(reg a) { return vsqrtq_f64(a); }
     static inline reg fma(reg a, reg b, reg c) { return vfmaq_f64(c, a, b); }
     static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f64(c, a, b); }
     static inline reg min(reg a, reg b) { return vbslq_f64(vcltq_f64(a, b), a, b); }
@@ -382,21 +408,46 @@ template <class K, class... A> inline auto run_neon(A... args) {
 }
 #endif
 
+} // namespace tapir::simd::detail
+
+namespace tapir::simd {
+
+/// Runs the kernel K (K::value_type, and `template <class V> static run(args...)` written over the
+/// wrapper contract above, always_inline) compiled for the instruction set `which`; an ISA this
+/// build lacks runs the scalar family. The caller checks isa_supported(which) (an unsupported
+/// one would fault): this is the unchecked, exception-free entry.
 template <class K, class... A> inline auto dispatch_to(isa which, A... args) {
     switch (which) {
 #if TAPIR_SIMD_X86
-    case isa::avx512: return run_avx512<K>(args...);
-    case isa::avx2: return run_avx2<K>(args...);
+    case isa::avx512: return detail::run_avx512<K>(args...);
+    case isa::avx2: return detail::run_avx2<K>(args...);
 #endif
 #if TAPIR_SIMD_NEON
-    case isa::neon: return run_neon<K>(args...);
+    case isa::neon: return detail::run_neon<K>(args...);
 #endif
-    default: return run_scalar<K>(args...);
+    default: return detail::run_scalar<K>(args...);
     }
 }
 
-template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
+/// Depth of simd::gemm's K blocks per kernel family and element size: sums longer than this are
+/// split into equal blocks (gemm_k_block), each a fresh multiply-add chain added to C in order.
+/// Deployed models restart their chains at the same places to reproduce the bits.
+constexpr std::size_t gemm_kc(isa which, std::size_t elem_size) noexcept {
+    switch (which) {
+    case isa::avx2: return elem_size == 4 ? 384 : 256;
+    case isa::avx512: return elem_size == 4 ? 512 : 384;
+    default: return 256;
+    }
+}
 
-} // namespace tapir::simd::detail
+/// The block depth gemm uses for a sum of k terms: k itself up to kc, else equal blocks no deeper
+/// than kc (depends on k only, so results do not depend on how a product is split or threaded).
+constexpr std::size_t gemm_k_block(std::size_t k, std::size_t kc) noexcept {
+    if (k <= kc) return k;
+    const std::size_t nb = (k + kc - 1) / kc;
+    return (k + nb - 1) / nb;
+}
+
+} // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP

@@ -1,0 +1,251 @@
+#pragma once
+/// exp, log, tanh and sigmoid on one register of any vector wrapper (vec.hpp), written once: the
+/// array kernels of math.hpp, the activations (activation.hpp) and the deployed models use them.
+/// Polynomials are truncated Taylor series (exp, expm1) and the atanh series (log) on reduced
+/// arguments; every edge (NaN, +-inf, denormal input or output, overflow) is handled explicitly.
+/// Accuracy is measured against a higher-precision reference in tests/simd/test_math.cpp.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "vec.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+namespace detail {
+
+template <class T> struct math_consts;
+
+template <> struct math_consts<float> {
+    static constexpr int mant_bits = 23;
+    static constexpr std::uint32_t bias = 127;
+    static constexpr std::uint32_t mant_mask = 0x007FFFFFu;
+    static constexpr std::uint32_t sign_mask = 0x80000000u;
+    static constexpr std::uint32_t one_bits = 0x3F800000u;
+    static constexpr std::uint32_t two_pow_mant_bits = 0x4B000000u; // 2^23
+    static constexpr std::uint32_t shifter_bits = 0x4B400000u;      // 1.5 * 2^23
+    static constexpr float shifter = 12582912.0f;
+    static constexpr float two_pow_mant = 8388608.0f;
+    static constexpr float log2e = 1.44269502163f;
+    /// ln2 = hi + lo with hi on 16 bits: n*hi is exact for |n| < 256 even without FMA.
+    static constexpr float ln2_hi = 0.693145751953125f;
+    static constexpr float ln2_lo = 1.428606765330187e-06f;
+    static constexpr float sqrt2 = 1.41421353816986083984f;
+    /// exp overflows above 88.72 and underflows to 0 below -103.97; clamping keeps n in range.
+    static constexpr float exp_hi = 89.0f, exp_lo = -104.0f;
+    /// 1 - tanh(x) < 2^-25 beyond 9.01: tanh rounds to 1 there.
+    static constexpr float tanh_clamp = 10.0f;
+    static constexpr float denorm_scale = 16777216.0f; // 2^24
+    static constexpr float denorm_shift = 24.0f;
+    static constexpr int exp_terms = 8;  // Taylor 1 .. r^7/7!
+    static constexpr int log_terms = 5;  // atanh series s^3 .. s^11
+};
+
+template <> struct math_consts<double> {
+    static constexpr int mant_bits = 52;
+    static constexpr std::uint64_t bias = 1023;
+    static constexpr std::uint64_t mant_mask = 0x000FFFFFFFFFFFFFull;
+    static constexpr std::uint64_t sign_mask = 0x8000000000000000ull;
+    static constexpr std::uint64_t one_bits = 0x3FF0000000000000ull;
+    static constexpr std::uint64_t two_pow_mant_bits = 0x4330000000000000ull; // 2^52
+    static constexpr std::uint64_t shifter_bits = 0x4338000000000000ull;      // 1.5 * 2^52
+    static constexpr double shifter = 6755399441055744.0;
+    static constexpr double two_pow_mant = 4503599627370496.0;
+    static constexpr double log2e = 1.4426950408889634;
+    /// hi on 32 bits: n*hi exact for |n| < 2^21.
+    static constexpr double ln2_hi = 0.6931471806019545;
+    static constexpr double ln2_lo = -4.2009150726810846e-11;
+    static constexpr double sqrt2 = 1.4142135623730951;
+    static constexpr double exp_hi = 710.0, exp_lo = -746.0;
+    static constexpr double tanh_clamp = 20.0;
+    static constexpr double denorm_scale = 18014398509481984.0; // 2^54
+    static constexpr double denorm_shift = 54.0;
+    static constexpr int exp_terms = 14; // Taylor 1 .. r^13/13!
+    static constexpr int log_terms = 10; // atanh series s^3 .. s^21
+};
+
+/// 1/k! and 2/(2k+1) as constants in T, computed at compile time from exact integers.
+template <class T> constexpr T inv_factorial(int k) {
+    double f = 1.0;
+    for (int i = 2; i <= k; ++i) f *= i;
+    return static_cast<T>(1.0 / f);
+}
+
+/// Round-to-nearest integer part of y/ln2 (as a T holding an integer) and the reduced r = y - n ln2,
+/// |r| <= ln2/2 (Cody-Waite: n*hi is exact and y - n*hi is exact by Sterbenz, with or without FMA).
+template <class V>
+TAPIR_ALWAYS_INLINE void reduce_ln2(const typename V::reg& y, typename V::reg& n, typename V::reg& r) {
+    using C = math_consts<typename V::value_type>;
+    const auto kd = V::fma(y, V::set1(C::log2e), V::set1(C::shifter));
+    n = V::sub(kd, V::set1(C::shifter));
+    r = V::fnma(n, V::set1(C::ln2_hi), y);
+    r = V::fnma(n, V::set1(C::ln2_lo), r);
+}
+
+/// 2^n for an integer-valued n inside the normal exponent range.
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg pow2i(const typename V::reg& n) {
+    using T = typename V::value_type;
+    using C = math_consts<T>;
+    using U = typename int_of<T>::type;
+    const auto kb = V::bits(V::add(n, V::set1(C::shifter)));
+    const auto e = V::iadd(kb, V::iset1(static_cast<U>(C::bias - C::shifter_bits)));
+    return V::from_bits(V::template shl<C::mant_bits>(e));
+}
+
+/// Horner steps q = q*r + 1/K! for K = Hi down to Lo, unrolled at compile time.
+template <class V, int K, int Lo>
+TAPIR_ALWAYS_INLINE typename V::reg horner_fact(const typename V::reg& q, const typename V::reg& r) {
+    if constexpr (K < Lo) {
+        return q;
+    } else {
+        using T = typename V::value_type;
+        return horner_fact<V, K - 1, Lo>(V::fma(q, r, V::set1(inv_factorial<T>(K))), r);
+    }
+}
+
+/// Sum_{k=2}^{terms-1} r^k/k! = r^2 * q(r); returns q.
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg exp_tail(const typename V::reg& r) {
+    using T = typename V::value_type;
+    constexpr int top = math_consts<T>::exp_terms - 1;
+    return horner_fact<V, top - 1, 2>(V::set1(inv_factorial<T>(top)), r);
+}
+
+/// Horner steps R = R*z + 2/(2K+1) for K = Hi down to 1 (the atanh series in z = s^2).
+template <class V, int K>
+TAPIR_ALWAYS_INLINE typename V::reg horner_atanh(const typename V::reg& R, const typename V::reg& z) {
+    if constexpr (K < 1) {
+        return R;
+    } else {
+        using T = typename V::value_type;
+        constexpr T c = static_cast<T>(2.0 / (2 * K + 1));
+        return horner_atanh<V, K - 1>(V::fma(R, z, V::set1(c)), z);
+    }
+}
+
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg exp_v(const typename V::reg& x) {
+    using T = typename V::value_type;
+    using C = math_consts<T>;
+    const auto xc = V::min(V::max(x, V::set1(C::exp_lo)), V::set1(C::exp_hi));
+    typename V::reg n, r;
+    reduce_ln2<V>(xc, n, r);
+    const auto em = V::fma(V::mul(r, r), exp_tail<V>(r), r); // e^r - 1
+    const auto p = V::add(em, V::set1(T(1)));
+    /// n may be 129 or -150: split 2^n into two in-range factors so overflow and gradual
+    /// underflow happen in the final multiply, rounded once.
+    const auto n1 = V::sub(V::fma(n, V::set1(T(0.5)), V::set1(C::shifter)), V::set1(C::shifter));
+    const auto n2 = V::sub(n, n1);
+    const auto y = V::mul(V::mul(p, pow2i<V>(n1)), pow2i<V>(n2));
+    return V::select(V::isnan(x), V::add(x, x), y);
+}
+
+/// expm1 for 0 <= y <= 2*tanh_clamp: 2^n (e^r - 1) + (2^n - 1), accurate in relative terms near 0.
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg expm1_pos_v(const typename V::reg& y) {
+    using T = typename V::value_type;
+    typename V::reg n, r;
+    reduce_ln2<V>(y, n, r);
+    const auto em = V::fma(V::mul(r, r), exp_tail<V>(r), r);
+    const auto s = pow2i<V>(n);
+    return V::fma(s, em, V::sub(s, V::set1(T(1))));
+}
+
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg log_v(const typename V::reg& x) {
+    using T = typename V::value_type;
+    using C = math_consts<T>;
+    const T inf = std::numeric_limits<T>::infinity();
+    const auto one = V::set1(T(1));
+    // Denormals: scale into the normal range first.
+    const auto sub = V::lt(x, V::set1(std::numeric_limits<T>::min()));
+    const auto xs = V::select(sub, V::mul(x, V::set1(C::denorm_scale)), x);
+    const auto u = V::bits(xs);
+    const auto ebits = V::template shr<C::mant_bits>(u);
+    auto e = V::sub(V::from_bits(V::ior(ebits, V::iset1(C::two_pow_mant_bits))),
+                    V::set1(C::two_pow_mant + static_cast<T>(C::bias)));
+    e = V::sub(e, V::select(sub, V::set1(C::denorm_shift), V::zero()));
+    auto m = V::from_bits(V::ior(V::iand(u, V::iset1(C::mant_mask)), V::iset1(C::one_bits)));
+    const auto big = V::gt(m, V::set1(C::sqrt2));
+    m = V::select(big, V::mul(m, V::set1(T(0.5))), m);
+    e = V::select(big, V::add(e, one), e);
+    /// log(1+f) = f - (f^2/2 - s (f^2/2 + R(s^2))), s = f/(2+f), R the atanh series tail.
+    const auto f = V::sub(m, one);
+    const auto s = V::div(f, V::add(f, V::set1(T(2))));
+    const auto z = V::mul(s, s);
+    constexpr T c_top = static_cast<T>(2.0 / (2 * C::log_terms + 1));
+    const auto R = V::mul(horner_atanh<V, C::log_terms - 1>(V::set1(c_top), z), z);
+    const auto hfsq = V::mul(V::set1(T(0.5)), V::mul(f, f));
+    const auto l1p = V::sub(f, V::fnma(s, V::add(hfsq, R), hfsq));
+    auto y = V::fma(e, V::set1(C::ln2_hi), V::fma(e, V::set1(C::ln2_lo), l1p));
+    y = V::select(V::eq(x, V::set1(inf)), x, y);
+    y = V::select(V::eq(x, V::zero()), V::set1(-inf), y);
+    y = V::select(V::lt(x, V::zero()), V::set1(std::numeric_limits<T>::quiet_NaN()), y);
+    return V::select(V::isnan(x), V::add(x, x), y);
+}
+
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg tanh_v(const typename V::reg& x) {
+    using T = typename V::value_type;
+    using C = math_consts<T>;
+    const auto sign = V::iand(V::bits(x), V::iset1(C::sign_mask));
+    auto a = V::from_bits(V::ixor(V::bits(x), sign));
+    a = V::min(a, V::set1(C::tanh_clamp));
+    const auto em = expm1_pos_v<V>(V::add(a, a));
+    const auto t = V::div(em, V::add(em, V::set1(T(2))));
+    const auto y = V::from_bits(V::ior(V::bits(t), sign));
+    return V::select(V::isnan(x), V::add(x, x), y);
+}
+
+template <class V> TAPIR_ALWAYS_INLINE typename V::reg sigmoid_v(const typename V::reg& x) {
+    using T = typename V::value_type;
+    using C = math_consts<T>;
+    /// e = exp(-|x|) never overflows: 1/(1+e) for x >= 0, e/(1+e) for x < 0 (exact tails, no NaN).
+    const auto nega = V::from_bits(V::ior(V::bits(x), V::iset1(C::sign_mask)));
+    const auto e = exp_v<V>(nega);
+    const auto d = V::add(V::set1(T(1)), e);
+    const auto num = V::select(V::ge(x, V::zero()), V::set1(T(1)), e);
+    const auto y = V::div(num, d);
+    return V::select(V::isnan(x), V::add(x, x), y);
+}
+
+/// Elementwise y = F(x) over arrays; out may alias x.
+template <class T, class F> struct map1_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const T* x, T* out, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto a = V::load(x + i);
+            const auto b = V::load(x + i + W);
+            V::store(out + i, F::template apply<V>(a));
+            V::store(out + i + W, F::template apply<V>(b));
+        }
+        for (; i + W <= n; i += W) V::store(out + i, F::template apply<V>(V::load(x + i)));
+        if (i < n) V::store_partial(out + i, F::template apply<V>(V::load_partial(x + i, n - i)), n - i);
+    }
+};
+
+struct exp_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) { return exp_v<V>(x); }
+};
+struct log_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) { return log_v<V>(x); }
+};
+struct tanh_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) { return tanh_v<V>(x); }
+};
+struct sigmoid_f {
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) {
+        return sigmoid_v<V>(x);
+    }
+};
+
+} // namespace detail
+
+/// The constants of the polynomial kernels above (deploy/codegen.hpp writes the same operations
+/// out as text, with these numbers).
+template <class T> using math_constants = detail::math_consts<T>;
+/// 1/k! rounded to T, as the exp polynomial's Horner steps use it.
+template <class T> constexpr T inv_factorial(int k) { return detail::inv_factorial<T>(k); }
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP
