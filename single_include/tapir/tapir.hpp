@@ -32,10 +32,24 @@
 #else
 #define TAPIR_HAS_EXCEPTIONS 0
 #endif
+
+/// TAPIR_THROW(value_error("...")): throws where exceptions exist; in a -fno-exceptions build the
+/// exception expression is not even evaluated and the program aborts (the nlohmann/json rule:
+/// checks sit at the public entry points only, the kernels below them never fail). A project may
+/// define TAPIR_THROW itself beforehand (to log, or to trap).
+#ifndef TAPIR_THROW
+#if TAPIR_HAS_EXCEPTIONS
+#define TAPIR_THROW(exception) throw exception
+#else
+#include <cstdlib>
+#define TAPIR_THROW(exception) std::abort()
+#endif
+#endif
 // ---- end tapir/config.hpp ----
 // ---- begin tapir/error.hpp ----
 /// Exception types: every failure names the operation and the offending values.
 
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -76,6 +90,15 @@ class anomaly_error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
+
+namespace detail {
+/// A number in an error message: 9 significant digits, enough to tell two floats apart.
+inline std::string error_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
+}
+} // namespace detail
 
 } // namespace tapir
 // ---- end tapir/error.hpp ----
@@ -466,39 +489,23 @@ std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
 // ---- end tapir/tensor/tensor.hpp ----
 // ---- begin tapir/simd/activation.hpp ----
 /// The activations a dense layer can fuse: one enum for the tape, the layers, the deployed models
-/// and the code generator.
+/// and the code generator, and their one definition: value and derivative written once over the
+/// vector wrappers of vec.hpp. The tape's dense op and its backward pass, simd::relu, the
+/// deployed models (deploy/fixed.hpp, deploy/quantize.hpp) all evaluate these functions, so they
+/// agree bit for bit on the same instruction set. deploy/codegen.hpp emits the same operations as
+/// text; tests/deploy/test_codegen.cpp compiles its output and compares the bits.
 
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 
-namespace tapir {
+// ---- begin tapir/simd/isa.hpp ----
+/// SIMD instruction sets: the names, run-time detection (cpuid, and whether the OS saves the vector
+/// state), and the per-function target attributes that let a plain -O2 build run AVX-512 kernels.
+/// Cheap to include and exception-free: the no-exceptions deploy models build on it. The active
+/// kernel family (the TAPIR_SIMD override) is in arch.hpp.
 
-/// Activation fused into a dense node.
-enum class Activation : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
-
-inline const char* activation_name(Activation a) noexcept {
-    switch (a) {
-    case Activation::none: return "linear";
-    case Activation::relu: return "relu";
-    case Activation::leaky_relu: return "leaky_relu";
-    case Activation::elu: return "elu";
-    case Activation::tanh: return "tanh";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::softplus: return "softplus";
-    }
-    return "?";
-}
-
-} // namespace tapir
-// ---- end tapir/simd/activation.hpp ----
-// ---- begin tapir/simd/arch.hpp ----
-/// SIMD instruction sets: run-time detection, the TAPIR_SIMD override, the active kernel family,
-/// and the per-function target attributes that let a plain -O2 build run AVX-512 kernels.
-
-#include <atomic>
 #include <cstddef>
-#include <cstdlib>
-#include <string>
-#include <thread>
 
 
 // x86 kernels need GCC/Clang target attributes; other compilers get the scalar path only.
@@ -578,6 +585,9 @@ inline x86_features query_x86() noexcept {
 }
 #endif
 
+} // namespace detail
+
+/// Whether this CPU (cpuid, with the OS saving the vector state) and this build can run a kernel family.
 inline bool isa_supported(isa i) noexcept {
     switch (i) {
     case isa::scalar: return true;
@@ -586,7 +596,7 @@ inline bool isa_supported(isa i) noexcept {
 #if defined(__AVX2__) && defined(__FMA__)
         return true; // -march already guarantees it: no cpuid needed.
 #else
-        static const bool ok = query_x86().avx2_fma;
+        static const bool ok = detail::query_x86().avx2_fma;
         return ok;
 #endif
     }
@@ -594,7 +604,7 @@ inline bool isa_supported(isa i) noexcept {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && defined(__FMA__)
         return true;
 #else
-        static const bool ok = query_x86().avx512;
+        static const bool ok = detail::query_x86().avx512;
         return ok;
 #endif
     }
@@ -607,97 +617,24 @@ inline bool isa_supported(isa i) noexcept {
     return false;
 }
 
-/// -1 until the first call of active_isa() reads TAPIR_SIMD.
-inline std::atomic<int>& active_slot() noexcept {
-    static std::atomic<int> slot{-1};
-    return slot;
-}
-
-inline std::atomic<unsigned>& threads_slot() noexcept {
-    static std::atomic<unsigned> n{1};
-    return n;
-}
-
-} // namespace detail
-
 /// Best instruction set that both this CPU and this build support.
 inline isa detected_isa() noexcept {
-    if (detail::isa_supported(isa::avx512)) return isa::avx512;
-    if (detail::isa_supported(isa::avx2)) return isa::avx2;
-    if (detail::isa_supported(isa::neon)) return isa::neon;
+    if (isa_supported(isa::avx512)) return isa::avx512;
+    if (isa_supported(isa::avx2)) return isa::avx2;
+    if (isa_supported(isa::neon)) return isa::neon;
     return isa::scalar;
 }
 
-namespace detail {
-inline isa parse_isa_env(const char* v) {
-    const std::string s(v);
-    isa want;
-    if (s.empty() || s == "auto") return detected_isa();
-    if (s == "scalar") want = isa::scalar;
-    else if (s == "avx2") want = isa::avx2;
-    else if (s == "avx512") want = isa::avx512;
-    else if (s == "neon") want = isa::neon;
-    else
-        throw value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)");
-    if (!isa_supported(want))
-        throw value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
-    return want;
-}
-} // namespace detail
-
-/// The kernel family in use: TAPIR_SIMD if set (scalar|avx2|avx512|neon|auto), else detected_isa().
-inline isa active_isa() {
-    const int v = detail::active_slot().load(std::memory_order_relaxed);
-    if (TAPIR_LIKELY(v >= 0)) return static_cast<isa>(v);
-    const char* env = std::getenv("TAPIR_SIMD");
-    const isa chosen = env ? detail::parse_isa_env(env) : detected_isa();
-    detail::active_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
-    return chosen;
-}
-
-/// Forces a kernel family (tests, benchmarks). Throws value_error if the CPU or build lacks it.
-inline void set_active_isa(isa i) {
-    if (!detail::isa_supported(i))
-        throw value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
-                          " (best available: " + isa_name(detected_isa()) + ")");
-    detail::active_slot().store(static_cast<int>(i), std::memory_order_relaxed);
-}
-
-/// Threads used by large GEMMs (default 1). 0 means std::thread::hardware_concurrency().
-/// Results are bitwise identical for every thread count.
-inline void set_num_threads(unsigned n) {
-    if (n == 0) n = std::thread::hardware_concurrency();
-    detail::threads_slot().store(n == 0 ? 1u : n, std::memory_order_relaxed);
-}
-
-inline unsigned num_threads() noexcept { return detail::threads_slot().load(std::memory_order_relaxed); }
-
 } // namespace tapir::simd
-// ---- end tapir/simd/arch.hpp ----
-// ---- begin tapir/simd/elementwise.hpp ----
-/// Vectorised elementwise ops and reductions used by the tape. Arrays are contiguous; an output may
-/// be the same array as an input (exact aliasing), not a shifted view of it.
-
-#include <cstddef>
-
-// ---- begin tapir/simd/math.hpp ----
-/// Vectorised exp, log, tanh and sigmoid, written once over the vector wrappers of vec.hpp.
-/// Polynomials are truncated Taylor series (exp, expm1) and the atanh series (log) on reduced
-/// arguments; every edge (NaN, +-inf, denormal input or output, overflow) is handled explicitly.
-/// Accuracy is measured against a higher-precision reference in tests/simd/test_math.cpp.
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-
+// ---- end tapir/simd/isa.hpp ----
 // ---- begin tapir/simd/vec.hpp ----
 /// Thin vector wrappers, one per instruction set, with one interface so that every kernel is written
 /// once as a template over the wrapper and instantiated per ISA inside a target-attributed entry.
 ///
 /// Contract of a wrapper V (all static): value_type, reg (W lanes), mask (lane predicate), ireg
 /// (same-width unsigned integer lanes), load/store (unaligned), load_partial/store_partial (first n < W
-/// lanes, others zero), set1, zero, add, sub, mul, div, fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
+/// lanes, others zero), set1, zero, add, sub, mul, div, sqrt (correctly rounded, as std::sqrt),
+/// fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
 /// (max(a,b) returns b when either is NaN, so max(0,x) keeps a NaN x), lt, gt, le, ge, eq, isnan,
 /// select(m,a,b) = m ? a : b, hsum, and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
 /// ixor, shl<N>, shr<N> (logical).
@@ -705,6 +642,10 @@ inline unsigned num_threads() noexcept { return detail::threads_slot().load(std:
 /// Wrapper functions are `inline` with the ISA's target attribute and deliberately NOT always_inline:
 /// generic kernels carry no attribute, so GCC and Clang would reject always_inline calls into them;
 /// once the generic kernel is inlined into its attributed entry the wrappers inline normally.
+///
+/// The wrappers are internal; code outside simd/ writes a kernel K (value_type and a static
+/// `template <class V> run(args...)` over the contract above) and runs it with simd::dispatch<K>
+/// (the active instruction set, arch.hpp) or simd::dispatch_to<K>(isa, ...) (a given one).
 
 #include <cstddef>
 #include <cstdint>
@@ -1075,8 +1016,18 @@ template <class T> TAPIR_ALWAYS_INLINE T from_bits_of(typename int_of<T>::type u
 }
 
 // ------------------------------------------------------------------------------------------------
-/// Portable path: one lane. The compiler may still auto-vectorise the loops around it.
-template <class T> struct vscalar {
+/// Whether the scalar family fuses multiply-adds: where the target has FMA (aarch64; x86 built with
+/// -mfma). Left to the compiler, a * b + c is contracted at some call sites and not at others, and
+/// paths that must agree bit for bit (gemm's tiled and one-column paths, deployed models) would not.
+#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
+#define TAPIR_SIMD_SCALAR_FUSED 1
+#else
+#define TAPIR_SIMD_SCALAR_FUSED 0
+#endif
+
+/// Portable path: one lane. The compiler may still auto-vectorise the loops around it. Fused picks
+/// fma = std::fma (true) or a * b + c (false); the scalar family is vscalar<T> (the default).
+template <class T, bool Fused = TAPIR_SIMD_SCALAR_FUSED != 0> struct vscalar {
     using value_type = T;
     using reg = T;
     using mask = bool;
@@ -1096,20 +1047,23 @@ template <class T> struct vscalar {
     static reg sub(reg a, reg b) { return a - b; }
     static reg mul(reg a, reg b) { return a * b; }
     static reg div(reg a, reg b) { return a / b; }
-#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
-    /// Fused where the target has FMA (aarch64; x86 built with -mfma): left to the compiler,
-    /// a * b + c is contracted at some call sites and not at others, and paths that must agree
-    /// bit for bit (gemm's tiled and one-column paths, deployed models) would not.
-    static reg fma(reg a, reg b, reg c) { return fused(a, b, c); }
-    static reg fnma(reg a, reg b, reg c) { return fused(-a, b, c); }
+    static constexpr bool fused_madd = Fused;
+    static reg fma(reg a, reg b, reg c) {
+        if constexpr (Fused) return fused(a, b, c);
+        else return a * b + c;
+    }
+    static reg fnma(reg a, reg b, reg c) {
+        if constexpr (Fused) return fused(-a, b, c);
+        else return c - a * b;
+    }
     static reg fused(reg a, reg b, reg c) {
         if constexpr (std::is_same<T, float>::value) return __builtin_fmaf(a, b, c);
         else return __builtin_fma(a, b, c);
     }
-#else
-    static reg fma(reg a, reg b, reg c) { return a * b + c; }
-    static reg fnma(reg a, reg b, reg c) { return c - a * b; }
-#endif
+    static reg sqrt(reg a) {
+        if constexpr (std::is_same<T, float>::value) return __builtin_sqrtf(a);
+        else return __builtin_sqrt(a);
+    }
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static mask lt(reg a, reg b) { return a < b; }
@@ -1194,6 +1148,7 @@ template <class T> struct vavx2 {
     using ireg = box<typename L::i256>;
     static constexpr std::size_t W = 32 / sizeof(T);
     static constexpr isa id = isa::avx2;
+    static constexpr bool fused_madd = true;
 
     TAPIR_V2 reg load(const T* p) { return {x86::loadu256(p)}; }
     TAPIR_V2 void store(T* p, reg v) { x86::storeu(p, v.v); }
@@ -1205,6 +1160,7 @@ template <class T> struct vavx2 {
     TAPIR_V2 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V2 reg mul(reg a, reg b) { return {a.v * b.v}; }
     TAPIR_V2 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V2 reg sqrt(reg a) { return {x86::sqrt(a.v)}; }
     TAPIR_V2 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
     TAPIR_V2 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
     TAPIR_V2 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
@@ -1245,6 +1201,7 @@ template <class T> struct vavx512 {
     using ireg = box<typename L::i512>;
     static constexpr std::size_t W = 64 / sizeof(T);
     static constexpr isa id = isa::avx512;
+    static constexpr bool fused_madd = true;
     static constexpr mask all = static_cast<mask>((1u << W) - 1u);
 
     TAPIR_V5 reg load(const T* p) { return {x86::loadu512(p)}; }
@@ -1258,6 +1215,7 @@ template <class T> struct vavx512 {
     TAPIR_V5 reg sub(reg a, reg b) { return {a.v - b.v}; }
     TAPIR_V5 reg mul(reg a, reg b) { return {a.v * b.v}; }
     TAPIR_V5 reg div(reg a, reg b) { return {a.v / b.v}; }
+    TAPIR_V5 reg sqrt(reg a) { return {x86::sqrt(a.v)}; }
     TAPIR_V5 reg fma(reg a, reg b, reg c) { return {x86::fmadd(a.v, b.v, c.v)}; }
     TAPIR_V5 reg fnma(reg a, reg b, reg c) { return {x86::fnmadd(a.v, b.v, c.v)}; }
     TAPIR_V5 reg min(reg a, reg b) { return {x86::min(a.v, b.v)}; }
@@ -1297,6 +1255,7 @@ template <> struct vneon<float> {
     using ireg = uint32x4_t;
     static constexpr std::size_t W = 4;
     static constexpr isa id = isa::neon;
+    static constexpr bool fused_madd = true;
 
     static inline reg load(const float* p) { return vld1q_f32(p); }
     static inline void store(float* p, reg v) { vst1q_f32(p, v); }
@@ -1316,6 +1275,7 @@ template <> struct vneon<float> {
     static inline reg sub(reg a, reg b) { return vsubq_f32(a, b); }
     static inline reg mul(reg a, reg b) { return vmulq_f32(a, b); }
     static inline reg div(reg a, reg b) { return vdivq_f32(a, b); }
+    static inline reg sqrt(reg a) { return vsqrtq_f32(a); }
     static inline reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
     static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f32(c, a, b); }
     static inline reg min(reg a, reg b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
@@ -1350,6 +1310,7 @@ template <> struct vneon<double> {
     using ireg = uint64x2_t;
     static constexpr std::size_t W = 2;
     static constexpr isa id = isa::neon;
+    static constexpr bool fused_madd = true;
 
     static inline reg load(const double* p) { return vld1q_f64(p); }
     static inline void store(double* p, reg v) { vst1q_f64(p, v); }
@@ -1365,6 +1326,7 @@ template <> struct vneon<double> {
     static inline reg sub(reg a, reg b) { return vsubq_f64(a, b); }
     static inline reg mul(reg a, reg b) { return vmulq_f64(a, b); }
     static inline reg div(reg a, reg b) { return vdivq_f64(a, b); }
+    static inline reg sqrt(reg a) { return vsqrtq_f64(a); }
     static inline reg fma(reg a, reg b, reg c) { return vfmaq_f64(c, a, b); }
     static inline reg fnma(reg a, reg b, reg c) { return vfmsq_f64(c, a, b); }
     static inline reg min(reg a, reg b) { return vbslq_f64(vcltq_f64(a, b), a, b); }
@@ -1415,25 +1377,61 @@ template <class K, class... A> inline auto run_neon(A... args) {
 }
 #endif
 
+} // namespace tapir::simd::detail
+
+namespace tapir::simd {
+
+/// Runs the kernel K (K::value_type, and `template <class V> static run(args...)` written over the
+/// wrapper contract above, always_inline) compiled for the instruction set `which`; an ISA this
+/// build lacks runs the scalar family. The caller checks isa_supported(which) (an unsupported
+/// one would fault): this is the unchecked, exception-free entry.
 template <class K, class... A> inline auto dispatch_to(isa which, A... args) {
     switch (which) {
 #if TAPIR_SIMD_X86
-    case isa::avx512: return run_avx512<K>(args...);
-    case isa::avx2: return run_avx2<K>(args...);
+    case isa::avx512: return detail::run_avx512<K>(args...);
+    case isa::avx2: return detail::run_avx2<K>(args...);
 #endif
 #if TAPIR_SIMD_NEON
-    case isa::neon: return run_neon<K>(args...);
+    case isa::neon: return detail::run_neon<K>(args...);
 #endif
-    default: return run_scalar<K>(args...);
+    default: return detail::run_scalar<K>(args...);
     }
 }
 
-template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
+/// Depth of simd::gemm's K blocks per kernel family and element size: sums longer than this are
+/// split into equal blocks (gemm_k_block), each a fresh multiply-add chain added to C in order.
+/// Deployed models restart their chains at the same places to reproduce the bits.
+constexpr std::size_t gemm_kc(isa which, std::size_t elem_size) noexcept {
+    switch (which) {
+    case isa::avx2: return elem_size == 4 ? 384 : 256;
+    case isa::avx512: return elem_size == 4 ? 512 : 384;
+    default: return 256;
+    }
+}
 
-} // namespace tapir::simd::detail
+/// The block depth gemm uses for a sum of k terms: k itself up to kc, else equal blocks no deeper
+/// than kc (depends on k only, so results do not depend on how a product is split or threaded).
+constexpr std::size_t gemm_k_block(std::size_t k, std::size_t kc) noexcept {
+    if (k <= kc) return k;
+    const std::size_t nb = (k + kc - 1) / kc;
+    return (k + nb - 1) / nb;
+}
+
+} // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP
 // ---- end tapir/simd/vec.hpp ----
+// ---- begin tapir/simd/vmath.hpp ----
+/// exp, log, tanh and sigmoid on one register of any vector wrapper (vec.hpp), written once: the
+/// array kernels of math.hpp, the activations (activation.hpp) and the deployed models use them.
+/// Polynomials are truncated Taylor series (exp, expm1) and the atanh series (log) on reduced
+/// arguments; every edge (NaN, +-inf, denormal input or output, overflow) is handled explicitly.
+/// Accuracy is measured against a higher-precision reference in tests/simd/test_math.cpp.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
 
 TAPIR_SIMD_DIAG_PUSH
 
@@ -1664,25 +1662,346 @@ struct sigmoid_f {
 
 } // namespace detail
 
+/// The constants of the polynomial kernels above (deploy/codegen.hpp writes the same operations
+/// out as text, with these numbers).
+template <class T> using math_constants = detail::math_consts<T>;
+/// 1/k! rounded to T, as the exp polynomial's Horner steps use it.
+template <class T> constexpr T inv_factorial(int k) { return detail::inv_factorial<T>(k); }
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/simd/vmath.hpp ----
+
+namespace tapir {
+
+/// Activation fused into a dense node.
+enum class Activation : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
+
+inline const char* activation_name(Activation a) noexcept {
+    switch (a) {
+    case Activation::none: return "linear";
+    case Activation::relu: return "relu";
+    case Activation::leaky_relu: return "leaky_relu";
+    case Activation::elu: return "elu";
+    case Activation::tanh: return "tanh";
+    case Activation::sigmoid: return "sigmoid";
+    case Activation::softplus: return "softplus";
+    }
+    return "?";
+}
+
+} // namespace tapir
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+namespace detail {
+
+/// f applied lane by lane through memory: the activations whose only definition is libm's
+/// (expm1, log1p), identical on every instruction set.
+template <class V, class F> TAPIR_ALWAYS_INLINE typename V::reg lanewise(const typename V::reg& x, F f) {
+    typename V::value_type t[V::W];
+    V::store(t, x);
+    for (std::size_t l = 0; l < V::W; ++l) t[l] = f(t[l]);
+    return V::load(t);
+}
+template <class V, class F>
+TAPIR_ALWAYS_INLINE typename V::reg lanewise2(const typename V::reg& x, const typename V::reg& y, F f) {
+    typename V::value_type a[V::W], b[V::W];
+    V::store(a, x);
+    V::store(b, y);
+    for (std::size_t l = 0; l < V::W; ++l) a[l] = f(a[l], b[l]);
+    return V::load(a);
+}
+
+} // namespace detail
+
+/// act(z) on one register of wrapper V (alpha: the leaky slope, the ELU scale).
+/// relu is max(0, z): NaN stays NaN, -0 stays -0 (the x86 maxps rule every wrapper follows).
+template <Activation A, class V>
+TAPIR_ALWAYS_INLINE typename V::reg activation_value(const typename V::reg& z, typename V::value_type alpha) {
+    using T = typename V::value_type;
+    if constexpr (A == Activation::none) {
+        (void)alpha;
+        return z;
+    } else if constexpr (A == Activation::relu) {
+        (void)alpha;
+        return V::max(V::zero(), z);
+    } else if constexpr (A == Activation::leaky_relu) {
+        return V::select(V::gt(z, V::zero()), z, V::mul(V::set1(alpha), z));
+    } else if constexpr (A == Activation::elu) {
+        return detail::lanewise<V>(z, [alpha](T v) { return v > T(0) ? v : alpha * std::expm1(v); });
+    } else if constexpr (A == Activation::tanh) {
+        (void)alpha;
+        return detail::tanh_v<V>(z);
+    } else if constexpr (A == Activation::sigmoid) {
+        (void)alpha;
+        return detail::sigmoid_v<V>(z);
+    } else {
+        static_assert(A == Activation::softplus, "activation_value: unknown activation");
+        (void)alpha;
+        return detail::lanewise<V>(z, [](T v) { return (v > T(0) ? v : T(0)) + std::log1p(std::exp(-std::abs(v))); });
+    }
+}
+
+/// g * act'(z), written with the activation's output y = act(z) (softplus: sigmoid(z) = 1 - e^-y).
+template <Activation A, class V>
+TAPIR_ALWAYS_INLINE typename V::reg activation_grad(const typename V::reg& g, const typename V::reg& y,
+                                                    typename V::value_type alpha) {
+    using T = typename V::value_type;
+    if constexpr (A == Activation::none) {
+        (void)y;
+        (void)alpha;
+        return g;
+    } else if constexpr (A == Activation::relu) {
+        (void)alpha;
+        return V::select(V::gt(y, V::zero()), g, V::zero());
+    } else if constexpr (A == Activation::leaky_relu) {
+        return V::select(V::gt(y, V::zero()), g, V::mul(V::set1(alpha), g));
+    } else if constexpr (A == Activation::elu) {
+        return V::select(V::gt(y, V::zero()), g, V::mul(g, V::add(y, V::set1(alpha))));
+    } else if constexpr (A == Activation::tanh) {
+        (void)alpha;
+        return V::mul(g, V::sub(V::set1(T(1)), V::mul(y, y)));
+    } else if constexpr (A == Activation::sigmoid) {
+        (void)alpha;
+        return V::mul(V::mul(g, y), V::sub(V::set1(T(1)), y));
+    } else {
+        static_assert(A == Activation::softplus, "activation_grad: unknown activation");
+        (void)alpha;
+        return detail::lanewise2<V>(g, y, [](T gi, T yi) { return -gi * std::expm1(-yi); });
+    }
+}
+
+namespace detail {
+
+/// Calls F::template apply<A>() with the run-time activation turned into a compile-time one.
+template <class F, class... Args> TAPIR_ALWAYS_INLINE auto with_activation(Activation a, Args&&... args) {
+    switch (a) {
+    case Activation::relu: return F::template apply<Activation::relu>(args...);
+    case Activation::leaky_relu: return F::template apply<Activation::leaky_relu>(args...);
+    case Activation::elu: return F::template apply<Activation::elu>(args...);
+    case Activation::tanh: return F::template apply<Activation::tanh>(args...);
+    case Activation::sigmoid: return F::template apply<Activation::sigmoid>(args...);
+    case Activation::softplus: return F::template apply<Activation::softplus>(args...);
+    case Activation::none: break;
+    }
+    return F::template apply<Activation::none>(args...);
+}
+
+/// out = act(x) over an array (out may alias x).
+template <class T, Activation A> struct activation_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const T* x, T* out, std::size_t n, T alpha) {
+        constexpr std::size_t W = V::W;
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto a = V::load(x + i);
+            const auto b = V::load(x + i + W);
+            V::store(out + i, activation_value<A, V>(a, alpha));
+            V::store(out + i + W, activation_value<A, V>(b, alpha));
+        }
+        for (; i + W <= n; i += W) V::store(out + i, activation_value<A, V>(V::load(x + i), alpha));
+        if (i < n) V::store_partial(out + i, activation_value<A, V>(V::load_partial(x + i, n - i), alpha), n - i);
+    }
+};
+
+/// out = g * act'(z) from y = act(z) over arrays (out may alias g or y).
+template <class T, Activation A> struct activation_grad_kernel {
+    using value_type = T;
+    template <class V> static TAPIR_ALWAYS_INLINE void run(const T* g, const T* y, T* out, std::size_t n, T alpha) {
+        constexpr std::size_t W = V::W;
+        std::size_t i = 0;
+        for (; i + 4 * W <= n; i += 4 * W) {
+            const auto g0 = V::load(g + i), g1 = V::load(g + i + W), g2 = V::load(g + i + 2 * W), g3 = V::load(g + i + 3 * W);
+            const auto y0 = V::load(y + i), y1 = V::load(y + i + W), y2 = V::load(y + i + 2 * W), y3 = V::load(y + i + 3 * W);
+            V::store(out + i, activation_grad<A, V>(g0, y0, alpha));
+            V::store(out + i + W, activation_grad<A, V>(g1, y1, alpha));
+            V::store(out + i + 2 * W, activation_grad<A, V>(g2, y2, alpha));
+            V::store(out + i + 3 * W, activation_grad<A, V>(g3, y3, alpha));
+        }
+        for (; i + W <= n; i += W) V::store(out + i, activation_grad<A, V>(V::load(g + i), V::load(y + i), alpha));
+        if (i < n) {
+            const std::size_t r = n - i;
+            V::store_partial(out + i, activation_grad<A, V>(V::load_partial(g + i, r), V::load_partial(y + i, r), alpha), r);
+        }
+    }
+};
+
+struct activate_on_f {
+    template <Activation A, class T> static void apply(isa which, const T* x, T* out, std::size_t n, T alpha) {
+        dispatch_to<activation_kernel<T, A>>(which, x, out, n, alpha);
+    }
+};
+struct activation_grad_f {
+    template <Activation A, class T>
+    static void apply(isa which, const T* g, const T* y, T* out, std::size_t n, T alpha) {
+        /// tanh's 1 - y*y on the scalar family: on an FMA target the compiler may contract it in
+        /// vector code (GNU mode's -ffp-contract=fast), which would change the tape's bits. The
+        /// other derivatives have no multiply feeding an add and give the same bits on every family.
+        dispatch_to<activation_grad_kernel<T, A>>(A == Activation::tanh ? isa::scalar : which, g, y, out, n, alpha);
+    }
+};
+template <bool Fused> struct activation_one_f {
+    template <Activation A, class T> static T apply(T z, T alpha) {
+        return activation_value<A, vscalar<T, Fused>>(z, alpha);
+    }
+};
+
+} // namespace detail
+
+/// out[i] = act(x[i]) on the instruction set `which` (unchecked: see dispatch_to); out may alias x.
+template <class T> void activate_on(isa which, Activation a, const T* x, T* out, std::size_t n, T alpha = T(0)) {
+    detail::with_activation<detail::activate_on_f>(a, which, x, out, n, alpha);
+}
+/// out[i] = g[i] act'(z[i]) from the outputs y[i] = act(z[i]), on the instruction set `which`
+/// (tanh's on the scalar family; unchecked, see dispatch_to); out may alias g or y.
+template <class T>
+void activation_backward_on(isa which, Activation a, const T* g, const T* y, T* out, std::size_t n, T alpha = T(0)) {
+    detail::with_activation<detail::activation_grad_f>(a, which, g, y, out, n, alpha);
+}
+/// act(z) for one value: the scalar family (Fused as in vscalar: the default is this build's
+/// scalar kernels; true reproduces the FMA kernel families lane for lane).
+template <class T, bool Fused = (TAPIR_SIMD_SCALAR_FUSED != 0)> T activation_scalar(Activation a, T z, T alpha) noexcept {
+    return detail::with_activation<detail::activation_one_f<Fused>>(a, z, alpha);
+}
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/simd/activation.hpp ----
+// ---- begin tapir/simd/arch.hpp ----
+/// The active kernel family: TAPIR_SIMD (read once), set_active_isa, the GEMM thread count, and
+/// simd::dispatch, which runs a kernel on the active family. Like all of simd/, this header builds
+/// with -fno-exceptions -fno-rtti: its two checking entry points (parse_isa, which active_isa
+/// uses for TAPIR_SIMD, and set_active_isa) raise through TAPIR_THROW.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+
+namespace tapir::simd {
+
+namespace detail {
+
+/// -1 until the first call of active_isa() reads TAPIR_SIMD.
+inline std::atomic<int>& active_slot() noexcept {
+    static std::atomic<int> slot{-1};
+    return slot;
+}
+
+inline std::atomic<unsigned>& threads_slot() noexcept {
+    static std::atomic<unsigned> n{1};
+    return n;
+}
+
+} // namespace detail
+
+/// An instruction set from its name (scalar|avx2|avx512|neon, or auto / empty for detected_isa()),
+/// as TAPIR_SIMD gives it; raises value_error (TAPIR_THROW) for an unknown or unsupported one.
+inline isa parse_isa(const char* v) {
+    const std::string s(v);
+    isa want;
+    if (s.empty() || s == "auto") return detected_isa();
+    if (s == "scalar") want = isa::scalar;
+    else if (s == "avx2") want = isa::avx2;
+    else if (s == "avx512") want = isa::avx512;
+    else if (s == "neon") want = isa::neon;
+    else
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "' is not an instruction set (expected scalar, avx2, avx512, neon or auto)"));
+    if (!isa_supported(want))
+        TAPIR_THROW(value_error("TAPIR_SIMD='" + s + "': this CPU or build does not support " + isa_name(want) +
+                          " (best available: " + isa_name(detected_isa()) + ")"));
+    return want;
+}
+
+/// The kernel family in use: TAPIR_SIMD if set (scalar|avx2|avx512|neon|auto), else detected_isa().
+inline isa active_isa() {
+    const int v = detail::active_slot().load(std::memory_order_relaxed);
+    if (TAPIR_LIKELY(v >= 0)) return static_cast<isa>(v);
+    const char* env = std::getenv("TAPIR_SIMD");
+    const isa chosen = env ? parse_isa(env) : detected_isa();
+    detail::active_slot().store(static_cast<int>(chosen), std::memory_order_relaxed);
+    return chosen;
+}
+
+/// Forces a kernel family (tests, benchmarks). Throws value_error if the CPU or build lacks it.
+inline void set_active_isa(isa i) {
+    if (!isa_supported(i))
+        TAPIR_THROW(value_error(std::string("set_active_isa: this CPU or build does not support ") + isa_name(i) +
+                                " (best available: " + isa_name(detected_isa()) + ")"));
+    detail::active_slot().store(static_cast<int>(i), std::memory_order_relaxed);
+}
+
+/// Threads used by large GEMMs (default 1). 0 means std::thread::hardware_concurrency().
+/// Results are bitwise identical for every thread count.
+inline void set_num_threads(unsigned n) {
+    if (n == 0) n = std::thread::hardware_concurrency();
+    detail::threads_slot().store(n == 0 ? 1u : n, std::memory_order_relaxed);
+}
+
+inline unsigned num_threads() noexcept { return detail::threads_slot().load(std::memory_order_relaxed); }
+
+/// Runs the kernel K (see dispatch_to in vec.hpp) on the active instruction set (active_isa()).
+template <class K, class... A> inline auto dispatch(A... args) { return dispatch_to<K>(active_isa(), args...); }
+
+} // namespace tapir::simd
+// ---- end tapir/simd/arch.hpp ----
+// ---- begin tapir/simd/elementwise.hpp ----
+/// Vectorised elementwise ops and reductions used by the tape. Arrays are contiguous; an output may
+/// be the same array as an input (exact aliasing), not a shifted view of it.
+
+#include <cstddef>
+
+// ---- begin tapir/simd/math.hpp ----
+/// Vectorised exp, log, tanh and sigmoid over arrays on the active instruction set; the kernels
+/// themselves (one register of any wrapper) are in vmath.hpp.
+
+#include <cstddef>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+
 /// out[i] = e^x[i]. Max error 1.5 ulp (float and double, every ISA), gradual underflow included;
 /// exp(x) = +inf above the overflow threshold, 0 below the underflow one, NaN propagates.
 template <class T> void exp(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::exp_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::exp_f>>(x, out, n);
 }
 /// out[i] = ln x[i]. Max error 1.5 ulp; denormal inputs are rescaled exactly; log(0) = -inf,
 /// log(x<0) = NaN, log(+inf) = +inf.
 template <class T> void log(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::log_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::log_f>>(x, out, n);
 }
 /// out[i] = tanh x[i]. Max error 3 ulp; odd, exactly +-1 for |x| >= 10 (float) / 20 (double).
 template <class T> void tanh(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::tanh_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::tanh_f>>(x, out, n);
 }
 /// out[i] = 1/(1+e^-x[i]). Max error 3 ulp; tends to exactly 1 and to the (denormal) e^x tail,
 /// never NaN for finite or infinite input.
 template <class T> void sigmoid(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
+    dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
 }
+
+/// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
+#define TAPIR_MATH_INSTANTIATIONS(X, T)                                                                 \
+    X void exp<T>(const T*, T*, std::size_t);                                                           \
+    X void log<T>(const T*, T*, std::size_t);                                                           \
+    X void tanh<T>(const T*, T*, std::size_t);                                                          \
+    X void sigmoid<T>(const T*, T*, std::size_t);
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+TAPIR_MATH_INSTANTIATIONS(template, float)
+TAPIR_MATH_INSTANTIATIONS(template, double)
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+TAPIR_MATH_INSTANTIATIONS(extern template, float)
+TAPIR_MATH_INSTANTIATIONS(extern template, double)
+#endif
+#undef TAPIR_MATH_INSTANTIATIONS
 
 } // namespace tapir::simd
 
@@ -1753,18 +2072,6 @@ struct mul_f {
 struct div_f {
     template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
         return V::div(a, b);
-    }
-};
-/// relu_backward: a = upstream gradient g, b = forward output y.
-struct relu_bwd_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& g, const typename V::reg& y) {
-        return V::select(V::gt(y, V::zero()), g, V::zero());
-    }
-};
-/// max(0, x): a NaN input stays NaN (max returns its second operand on NaN).
-struct relu_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& x) {
-        return V::max(V::zero(), x);
     }
 };
 
@@ -1878,50 +2185,74 @@ template <class T> struct sum_rows_kernel {
 } // namespace detail
 
 template <class T> void add(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::add_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::add_f>>(a, b, out, n);
 }
 template <class T> void sub(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::sub_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::sub_f>>(a, b, out, n);
 }
 template <class T> void mul(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::mul_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::mul_f>>(a, b, out, n);
 }
 template <class T> void div(const T* a, const T* b, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::div_f>>(a, b, out, n);
+    dispatch<detail::map2_kernel<T, detail::div_f>>(a, b, out, n);
 }
 template <class T> void add_scalar(const T* a, T s, T* out, std::size_t n) {
-    detail::dispatch<detail::map_scalar_kernel<T, detail::add_f>>(a, s, out, n);
+    dispatch<detail::map_scalar_kernel<T, detail::add_f>>(a, s, out, n);
 }
 template <class T> void mul_scalar(const T* a, T s, T* out, std::size_t n) {
-    detail::dispatch<detail::map_scalar_kernel<T, detail::mul_f>>(a, s, out, n);
+    dispatch<detail::map_scalar_kernel<T, detail::mul_f>>(a, s, out, n);
 }
 /// y += alpha * x (fused multiply-add on SIMD paths).
 template <class T> void axpy(T alpha, const T* x, T* y, std::size_t n) {
-    detail::dispatch<detail::axpy_kernel<T>>(alpha, x, y, n);
+    dispatch<detail::axpy_kernel<T>>(alpha, x, y, n);
 }
-/// out = max(0, x); NaN stays NaN.
+/// out = max(0, x); NaN stays NaN (simd/activation.hpp's relu).
 template <class T> void relu(const T* x, T* out, std::size_t n) {
-    detail::dispatch<detail::map1_kernel<T, detail::relu_f>>(x, out, n);
+    dispatch<detail::activation_kernel<T, Activation::relu>>(x, out, n, T(0));
 }
-/// out = y > 0 ? g : 0 (y is the relu output).
+/// out = y > 0 ? g : 0 (y is the relu output; simd/activation.hpp's relu derivative).
 template <class T> void relu_backward(const T* g, const T* y, T* out, std::size_t n) {
-    detail::dispatch<detail::map2_kernel<T, detail::relu_bwd_f>>(g, y, out, n);
+    dispatch<detail::activation_grad_kernel<T, Activation::relu>>(g, y, out, n, T(0));
 }
 /// Sum with several independent partial sums: the rounding (not the value) depends on the ISA.
 template <class T> T sum(const T* x, std::size_t n) {
-    return detail::dispatch<detail::reduce_kernel<T, false>>(x, static_cast<const T*>(nullptr), n);
+    return dispatch<detail::reduce_kernel<T, false>>(x, static_cast<const T*>(nullptr), n);
 }
 template <class T> T dot(const T* a, const T* b, std::size_t n) {
-    return detail::dispatch<detail::reduce_kernel<T, true>>(a, b, n);
+    return dispatch<detail::reduce_kernel<T, true>>(a, b, n);
 }
 /// C[i, :] += row[:] for the m rows of a row-major m x n matrix with leading dimension ldc.
 template <class T> void add_row(T* c, std::size_t m, std::size_t n, std::size_t ldc, const T* row) {
-    detail::dispatch<detail::add_row_kernel<T>>(c, m, n, ldc, row);
+    dispatch<detail::add_row_kernel<T>>(c, m, n, ldc, row);
 }
 /// out[j] = sum_i G[i, j]; out is overwritten (zero when m == 0).
 template <class T> void sum_rows(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
-    detail::dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
+    dispatch<detail::sum_rows_kernel<T>>(g, m, n, ldg, out);
 }
+
+/// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
+#define TAPIR_ELEMENTWISE_INSTANTIATIONS(X, T)                                                          \
+    X void add<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void sub<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void mul<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void div<T>(const T*, const T*, T*, std::size_t);                                                 \
+    X void add_scalar<T>(const T*, T, T*, std::size_t);                                                 \
+    X void mul_scalar<T>(const T*, T, T*, std::size_t);                                                 \
+    X void axpy<T>(T, const T*, T*, std::size_t);                                                       \
+    X void relu<T>(const T*, T*, std::size_t);                                                          \
+    X void relu_backward<T>(const T*, const T*, T*, std::size_t);                                       \
+    X T sum<T>(const T*, std::size_t);                                                                  \
+    X T dot<T>(const T*, const T*, std::size_t);                                                        \
+    X void add_row<T>(T*, std::size_t, std::size_t, std::size_t, const T*);                            \
+    X void sum_rows<T>(const T*, std::size_t, std::size_t, std::size_t, T*);
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(template, float)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(template, double)
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(extern template, float)
+TAPIR_ELEMENTWISE_INSTANTIATIONS(extern template, double)
+#endif
+#undef TAPIR_ELEMENTWISE_INSTANTIATIONS
 
 } // namespace tapir::simd
 
@@ -1954,31 +2285,31 @@ namespace detail {
 /// Register tile (MR rows x NV vectors) and cache blocks (KC depth, MC rows of A, NC columns of B).
 template <class V> struct gemm_blocking;
 
-template <class T> struct gemm_blocking<vscalar<T>> {
-    static constexpr std::size_t MR = 4, NV = 4, KC = 256, MC = 64, NC = 1024;
+template <class T, bool F> struct gemm_blocking<vscalar<T, F>> {
+    static constexpr std::size_t MR = 4, NV = 4, KC = gemm_kc(isa::scalar, sizeof(T)), MC = 64, NC = 1024;
 };
 #if TAPIR_SIMD_X86
 template <> struct gemm_blocking<vavx2<float>> {
-    static constexpr std::size_t MR = 6, NV = 2, KC = 384, MC = 120, NC = 2048;
+    static constexpr std::size_t MR = 6, NV = 2, KC = gemm_kc(isa::avx2, sizeof(float)), MC = 120, NC = 2048;
 };
 template <> struct gemm_blocking<vavx2<double>> {
-    static constexpr std::size_t MR = 6, NV = 2, KC = 256, MC = 72, NC = 1024;
+    static constexpr std::size_t MR = 6, NV = 2, KC = gemm_kc(isa::avx2, sizeof(double)), MC = 72, NC = 1024;
 };
 template <> struct gemm_blocking<vavx512<float>> {
-    static constexpr std::size_t MR = 8, NV = 2, KC = 512, MC = 128, NC = 2048;
+    static constexpr std::size_t MR = 8, NV = 2, KC = gemm_kc(isa::avx512, sizeof(float)), MC = 128, NC = 2048;
     /// Unpacked products whose width is a multiple of 64: 4 x 64 tiles (8 loads per 16 FMAs, not 10).
     static constexpr std::size_t MRW = 4, NVW = 4;
 };
 template <> struct gemm_blocking<vavx512<double>> {
-    static constexpr std::size_t MR = 8, NV = 2, KC = 384, MC = 96, NC = 1024;
+    static constexpr std::size_t MR = 8, NV = 2, KC = gemm_kc(isa::avx512, sizeof(double)), MC = 96, NC = 1024;
 };
 #endif
 #if TAPIR_SIMD_NEON
 template <> struct gemm_blocking<vneon<float>> {
-    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 96, NC = 1020;
+    static constexpr std::size_t MR = 8, NV = 3, KC = gemm_kc(isa::neon, sizeof(float)), MC = 96, NC = 1020;
 };
 template <> struct gemm_blocking<vneon<double>> {
-    static constexpr std::size_t MR = 8, NV = 3, KC = 256, MC = 48, NC = 510;
+    static constexpr std::size_t MR = 8, NV = 3, KC = gemm_kc(isa::neon, sizeof(double)), MC = 48, NC = 510;
 };
 #endif
 
@@ -2039,11 +2370,7 @@ template <class B> struct wide_tiles<B, std::void_t<decltype(B::NVW)>> {
 };
 
 /// Depth of the K blocks: equal-sized blocks no deeper than KC; depends on K only (determinism).
-template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) {
-    if (k <= KC) return k;
-    const std::size_t nb = (k + KC - 1) / KC;
-    return (k + nb - 1) / nb;
-}
+template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) { return gemm_k_block(k, KC); }
 
 /// Elements of T the serial driver needs: one packed A edge panel and one packed B block.
 template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_t n, std::size_t k) {
@@ -2351,15 +2678,17 @@ template <class T> struct gemm_kernel {
     }
 
     /// One MC x nc block of C for one K block: A read in place where it can be, edge panels packed.
-    template <class V, bool DirectB>
-    static TAPIR_ALWAYS_INLINE void block(const gemm_args<T>& g, std::size_t ic, std::size_t mc, std::size_t jc,
-                                          std::size_t nc, std::size_t pc, std::size_t kc, T beta, const T* bsrc,
-                                          std::size_t ldb, T* apanel) {
+    /// B in place (direct) or packed is a run-time flag, not a template one: the tiles of both are
+    /// then inlined once per instruction set, not twice (a sixth less GEMM code to compile).
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void block(bool direct, const gemm_args<T>& g, std::size_t ic, std::size_t mc,
+                                          std::size_t jc, std::size_t nc, std::size_t pc, std::size_t kc, T beta,
+                                          const T* bsrc, std::size_t ldb, T* apanel) {
         using B = gemm_blocking<V>;
         constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
         for (std::size_t jr = 0; jr < nc; jr += NR) {
             const std::size_t nr = std::min(NR, nc - jr);
-            const T* bp = DirectB ? bsrc + jr : bsrc + jr * kc;
+            const T* bp = direct ? bsrc + jr : bsrc + jr * kc;
             T* cj = g.c + jc + jr;
             for (std::size_t ir = 0; ir < mc; ir += MR) {
                 const std::size_t mr = std::min(MR, mc - ir), i = ic + ir;
@@ -2368,19 +2697,19 @@ template <class T> struct gemm_kernel {
                     const T* ap = g.a + i * g.lda + pc;
                     if (nr == NR && mr == MR)
                         micro_full<V, MR, NV>(kc, ap, g.lda, bp, ldb, g.alpha, beta, cp, g.ldc);
-                    else if (DirectB && nr < NR)
+                    else if (direct && nr < NR)
                         micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::rows, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else if (mr == MR) {
                     const T* ap = g.a + pc * g.lda + i;
-                    if (DirectB && nr < NR)
+                    if (direct && nr < NR)
                         micro<V, MR, NV, amode::cols, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::cols, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else {
                     pack_a_panel<MR>(g, i, mr, pc, kc, apanel);
-                    if (DirectB && nr < NR)
+                    if (direct && nr < NR)
                         micro<V, MR, NV, amode::packed, true>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::packed, false>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
@@ -2405,16 +2734,16 @@ template <class T> struct gemm_kernel {
             for (std::size_t pc = 0; pc < g.k; pc += kcb) {
                 const std::size_t kc = std::min(kcb, g.k - pc);
                 const T beta = pc == 0 ? g.beta : T(1);
+                const T* bsrc = bbuf;
+                std::size_t ldb = B::NV * V::W;
                 if (direct) {
-                    const T* bsrc = g.b + pc * g.ldb + jc;
-                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
-                        block<V, true>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bsrc, g.ldb, apanel);
+                    bsrc = g.b + pc * g.ldb + jc;
+                    ldb = g.ldb;
                 } else {
                     pack_b<V>(g, pc, kc, jc, nc, bbuf);
-                    constexpr std::size_t NR = B::NV * V::W;
-                    for (std::size_t ic = 0; ic < g.m; ic += B::MC)
-                        block<V, false>(g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bbuf, NR, apanel);
                 }
+                for (std::size_t ic = 0; ic < g.m; ic += B::MC)
+                    block<V>(direct, g, ic, std::min(B::MC, g.m - ic), jc, nc, pc, kc, beta, bsrc, ldb, apanel);
             }
         }
     }
@@ -2422,9 +2751,11 @@ template <class T> struct gemm_kernel {
     /// Small products made of full tiles only (op(A) = A, op(B) = B read in place, one K block,
     /// M and N multiples of the tile): a lean entry without the general driver's edge and packing
     /// set-up, which costs ~60 cycles per call. False when the product does not fit; then run().
-    struct small {
+    /// Epi is micro_full's epilogue: 0 C = alpha A B + beta C (gemm), 1 C = A B + bias and
+    /// 2 C = max(0, A B + bias) (gemm_bias_act, with alpha = 1 and beta = 0).
+    template <int Epi> struct small_tiles {
         using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp) {
+        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias = nullptr) {
             using B = gemm_blocking<V>;
             const gemm_args<T>& g = *gp;
             if (!direct_b<V>(g) || g.k > B::KC) return false;
@@ -2432,44 +2763,20 @@ template <class T> struct gemm_kernel {
             // 4 x 64 tiles only while their B panel stays small: at 128^3 its 32 KB rows, 512 B apart, thrash L1.
             if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
                 g.k * NRW * sizeof(T) <= 16384)
-                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g);
+                return tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV>(g, bias);
             if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return tiles<V, B::MR, B::NV>(g);
+            return tiles<V, B::MR, B::NV>(g, bias);
         }
-        template <class V, std::size_t MR, std::size_t NV> static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g) {
-            for (std::size_t j = 0; j < g.n; j += NV * V::W)
-                for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
-                                          g.c + i * g.ldc + j, g.ldc);
-            return true;
-        }
-    };
-
-    /// small's tiles with a bias (and ReLU) epilogue: C = act(A B + bias). False when the product
-    /// is not made of whole tiles or k exceeds one K block (then the caller runs the passes).
-    struct small_bias {
-        using value_type = T;
-        template <class V> static TAPIR_ALWAYS_INLINE bool run(const gemm_args<T>* gp, const T* bias, bool relu) {
-            using B = gemm_blocking<V>;
-            const gemm_args<T>& g = *gp;
-            if (!direct_b<V>(g) || g.k > B::KC) return false;
-            constexpr std::size_t NRW = wide_tiles<B>::NV * V::W;
-            if (wide_tiles<B>::NV != B::NV && g.n % NRW == 0 && g.m % wide_tiles<B>::MR == 0 &&
-                g.k * NRW * sizeof(T) <= 16384)
-                return relu ? tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 2>(g, bias)
-                            : tiles<V, wide_tiles<B>::MR, wide_tiles<B>::NV, 1>(g, bias);
-            if (g.n % (B::NV * V::W) != 0 || g.m % B::MR != 0) return false;
-            return relu ? tiles<V, B::MR, B::NV, 2>(g, bias) : tiles<V, B::MR, B::NV, 1>(g, bias);
-        }
-        template <class V, std::size_t MR, std::size_t NV, int Epi>
+        template <class V, std::size_t MR, std::size_t NV>
         static TAPIR_ALWAYS_INLINE bool tiles(const gemm_args<T>& g, const T* bias) {
             for (std::size_t j = 0; j < g.n; j += NV * V::W)
                 for (std::size_t i = 0; i < g.m; i += MR)
-                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, T(1), T(0),
-                                               g.c + i * g.ldc + j, g.ldc, bias + j);
+                    micro_full<V, MR, NV, Epi>(g.k, g.a + i * g.lda, g.lda, g.b + j, g.ldb, g.alpha, g.beta,
+                                               g.c + i * g.ldc + j, g.ldc, Epi != 0 ? bias + j : nullptr);
             return true;
         }
     };
+    using small = small_tiles<0>;
 
     /// op(A) = A^T times a vector (n == 1, C contiguous): the weight gradient of a one-output layer.
     /// Rows of C are lanes: one vector load of A per p (A^T's columns are A's rows), and the chain
@@ -2637,20 +2944,21 @@ template <class T> void scale_c(std::size_t m, std::size_t n, T beta, T* c, std:
     }
 }
 
-/// Throws the message for whichever argument is wrong (cold: gemm() only calls it when one is).
+/// Raises (TAPIR_THROW) the message for whichever argument is wrong (cold: gemm() only calls it when one is).
 TAPIR_NOINLINE inline void gemm_check(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const void* a,
                                       std::size_t lda, const void* b, std::size_t ldb, const void* c, std::size_t ldc) {
     const auto s = [](std::size_t v) { return std::to_string(v); };
+    (void)s; // unused when TAPIR_THROW aborts
     const std::size_t acols = ta ? m : k, bcols = tb ? k : n;
     if (k > 0 && lda < acols)
-        throw value_error("gemm: lda=" + s(lda) + " is smaller than the " + s(acols) + " columns of A (trans_a=" +
-                          (ta ? "true" : "false") + ", m=" + s(m) + ", k=" + s(k) + ")");
+        TAPIR_THROW(value_error("gemm: lda=" + s(lda) + " is smaller than the " + s(acols) + " columns of A (trans_a=" +
+                                (ta ? "true" : "false") + ", m=" + s(m) + ", k=" + s(k) + ")"));
     if (k > 0 && ldb < bcols)
-        throw value_error("gemm: ldb=" + s(ldb) + " is smaller than the " + s(bcols) + " columns of B (trans_b=" +
-                          (tb ? "true" : "false") + ", k=" + s(k) + ", n=" + s(n) + ")");
-    if (ldc < n) throw value_error("gemm: ldc=" + s(ldc) + " is smaller than the " + s(n) + " columns of C");
+        TAPIR_THROW(value_error("gemm: ldb=" + s(ldb) + " is smaller than the " + s(bcols) + " columns of B (trans_b=" +
+                                (tb ? "true" : "false") + ", k=" + s(k) + ", n=" + s(n) + ")"));
+    if (ldc < n) TAPIR_THROW(value_error("gemm: ldc=" + s(ldc) + " is smaller than the " + s(n) + " columns of C"));
     if (!c || (k > 0 && (!a || !b)))
-        throw value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product");
+        TAPIR_THROW(value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product"));
 }
 
 /// Products below this many multiply-adds stay on the calling thread (threads are started per call,
@@ -2689,24 +2997,37 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
     const std::size_t per = dispatch_to<typename K::work_size>(which, split_m ? step : g.m, split_m ? g.n : step, g.k);
     const std::size_t stride = round_up(per, 64);
     T* work = static_cast<T*>(gemm_buffer().get(stride * parts.size() * sizeof(T)));
+    /// Const, as gemm() passes it: a gemm_args<T>* would instantiate every kernel entry a second time.
+    const gemm_args<T>* const part = parts.data();
     std::vector<std::thread> pool;
     pool.reserve(parts.size() - 1);
     std::size_t started = 1;
+#if TAPIR_HAS_EXCEPTIONS
     try {
+#endif
         for (; started < parts.size(); ++started) {
             const std::size_t t = started;
-            pool.emplace_back([&, t] { dispatch_to<K>(which, &parts[t], work + t * stride); });
+            pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
         }
+#if TAPIR_HAS_EXCEPTIONS
     } catch (...) {
         // No more threads available: the calling thread does the remaining stripes.
     }
-    dispatch_to<K>(which, &parts[0], work);
-    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, &parts[t], work + t * stride);
+#endif
+    dispatch_to<K>(which, part, work);
+    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
     for (auto& th : pool) th.join();
     return true;
 }
 
 } // namespace detail
+
+/// Products of at least this many multiply-adds are split over num_threads() threads (default 2^24).
+inline std::size_t gemm_parallel_threshold() noexcept { return detail::gemm_parallel_min().load(std::memory_order_relaxed); }
+/// Sets that threshold (tests lower it to exercise the threads on small products); returns the previous one.
+inline std::size_t set_gemm_parallel_threshold(std::size_t multiply_adds) noexcept {
+    return detail::gemm_parallel_min().exchange(multiply_adds, std::memory_order_relaxed);
+}
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is m x k (A is k x m if trans_a), op(B) is
 /// k x n (B is n x k if trans_b). When beta == 0, C is only written (it may hold NaN or garbage).
@@ -2725,17 +3046,17 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     using K = detail::gemm_kernel<T>;
     const isa which = active_isa();
     const detail::gemm_args<T> g{trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
-    if (!trans_a && !trans_b && k <= 256 && n <= 512 && detail::dispatch_to<typename K::small>(which, &g)) return;
+    if (!trans_a && !trans_b && k <= 256 && n <= 512 && dispatch_to<typename K::small>(which, &g)) return;
     if (n == 1) {
-        if (trans_a && ldc == 1) detail::dispatch_to<typename K::gemv_t>(which, &g);
-        else if (!trans_a) detail::dispatch_to<typename K::gemv_n>(which, &g);
+        if (trans_a && ldc == 1) dispatch_to<typename K::gemv_t>(which, &g);
+        else if (!trans_a) dispatch_to<typename K::gemv_n>(which, &g);
         if (!trans_a || ldc == 1) return;
     }
     const unsigned nt = num_threads();
     if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
         detail::gemm_parallel(which, g, nt))
         return;
-    detail::dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
+    dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
 }
 
 /// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
@@ -2749,15 +3070,17 @@ bool gemm_bias_act(std::size_t m, std::size_t n, std::size_t k, const T* a, std:
     if (m == 0 || n == 0 || k == 0 || k > 256 || n > 512 || !bias || lda < k || ldb < n || ldc < n || !a || !b || !c)
         return false;
     const detail::gemm_args<T> g{false, false, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc};
-    return detail::dispatch_to<typename detail::gemm_kernel<T>::small_bias>(active_isa(), &g, bias, relu);
+    using K = detail::gemm_kernel<T>;
+    return relu ? dispatch_to<typename K::template small_tiles<2>>(active_isa(), &g, bias)
+                : dispatch_to<typename K::template small_tiles<1>>(active_isa(), &g, bias);
 }
 
 #define TAPIR_GEMM_SIGNATURE(T)                                                                          \
     void gemm<T>(bool, bool, std::size_t, std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, \
                  T*, std::size_t)
-/// The kernels are the costliest code to compile (three instruction sets, two types). A program of
-/// many translation units can compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and
-/// TAPIR_INSTANTIATE_KERNELS in exactly one file (tapir's own tests do this).
+/// The kernels are the costliest code to compile (three instruction sets, two types). A program can
+/// compile them once: define TAPIR_EXTERN_TEMPLATES everywhere and TAPIR_INSTANTIATE_KERNELS in
+/// exactly one file that includes <tapir/tapir.hpp> (see tapir/extern_templates.hpp; the tests do).
 #define TAPIR_GEMM_BIAS_SIGNATURE(T)                                                                     \
     bool gemm_bias_act<T>(std::size_t, std::size_t, std::size_t, const T*, std::size_t, const T*, std::size_t, \
                           const T*, bool, T*, std::size_t)
@@ -2805,7 +3128,8 @@ TAPIR_SIMD_DIAG_POP
 ///   index column of `,pt_y1,eta_y1,...`) are skipped: never selected, never parsed.
 /// - Fields may be quoted ("..." with "" for a quote, delimiters and newlines inside);
 ///   spaces and tabs around unquoted fields and around numbers are ignored. A leading '+' is
-///   accepted. Line ends are \n, \r\n or \r; blank lines are skipped; a UTF-8 BOM is skipped.
+///   accepted. Line ends are `\n`, `\r\n` or `\r`; blank lines (empty, or only spaces and tabs) are
+///   skipped; a UTF-8 BOM is skipped.
 /// - Every selected field must be a decimal number. nan/inf are rejected unless
 ///   CsvOptions::allow_non_finite; numbers too small for a double read as (signed) zero, too
 ///   large ones are an error. An empty selected field is an error (no silent NaN).
@@ -2829,7 +3153,7 @@ TAPIR_SIMD_DIAG_POP
 #include <vector>
 
 
-namespace tapir {
+namespace tapir::io {
 
 struct CsvOptions {
     char delimiter = ',';
@@ -2840,11 +3164,7 @@ struct CsvOptions {
 };
 
 namespace detail {
-inline std::string csv_number(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
-}
+using tapir::detail::error_number;
 inline std::string csv_join_names(const std::vector<std::string>& names) {
     std::string s;
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -2902,7 +3222,7 @@ struct CsvTable {
                 const double v = row[idx[k]];
                 const T t = static_cast<T>(v);
                 if (std::isfinite(v) && !std::isfinite(t))
-                    throw value_error(source + ": to_tensor: value " + detail::csv_number(v) + " in row " +
+                    throw value_error(source + ": to_tensor: value " + detail::error_number(v) + " in row " +
                                       std::to_string(r + 1) + ", column '" + cols[k] +
                                       "' overflows the tensor's float type");
                 dst[r * m + k] = t;
@@ -3074,16 +3394,15 @@ private:
         return s;
     }
 
+    /// Skips lines that are empty or hold only spaces and tabs (other than the delimiter).
     void skip_blank_lines() noexcept {
         while (p_ < end_) {
-            if (*p_ == '\n') {
-                ++p_;
-            } else if (*p_ == '\r') {
-                ++p_;
-                if (p_ < end_ && *p_ == '\n') ++p_;
-            } else {
-                return;
-            }
+            const char* q = p_;
+            while (q < end_ && is_space(*q, delim_)) ++q;
+            if (q < end_ && *q != '\n' && *q != '\r') return; // a line with content: p_ stays at its start
+            p_ = q;
+            if (p_ == end_) return;
+            if (*p_++ == '\r' && p_ < end_ && *p_ == '\n') ++p_;
             ++line_;
         }
     }
@@ -3430,14 +3749,14 @@ inline void write_csv(const std::string& path, const CsvTable& table) {
     write_csv(path, table.names, cols);
 }
 
-} // namespace tapir
+} // namespace tapir::io
 // ---- end tapir/io/csv.hpp ----
 // ---- begin tapir/data/random.hpp ----
 /// Rng lives on the base floor (tapir/random.hpp); this header is kept so that existing includes work.
 
 // ---- end tapir/data/random.hpp ----
 
-namespace tapir {
+namespace tapir::data {
 
 // ---------------------------------------------------------------- splits and gathers
 
@@ -3447,14 +3766,16 @@ struct TrainTestSplit {
 };
 
 namespace detail {
+using tapir::detail::error_number;
+
 inline std::size_t split_test_count(const char* fn, std::size_t n, double test_fraction) {
     if (!(test_fraction > 0.0 && test_fraction < 1.0))
-        throw value_error(std::string(fn) + ": test_fraction must be in (0, 1), got " + detail::csv_number(test_fraction));
+        throw value_error(std::string(fn) + ": test_fraction must be in (0, 1), got " + detail::error_number(test_fraction));
     return static_cast<std::size_t>(std::floor(test_fraction * static_cast<double>(n) + 0.5));
 }
 inline void split_check_sizes(const char* fn, std::size_t n, std::size_t k, double test_fraction) {
     if (k == 0 || k == n)
-        throw value_error(std::string(fn) + ": test_fraction " + detail::csv_number(test_fraction) + " of " +
+        throw value_error(std::string(fn) + ": test_fraction " + detail::error_number(test_fraction) + " of " +
                           std::to_string(n) + " events leaves the " + (k == 0 ? "test" : "training") + " set empty");
 }
 } // namespace detail
@@ -3541,6 +3862,20 @@ Tensor<T> take_rows(const Tensor<T>& x, const std::vector<std::size_t>& idx) {
     return out;
 }
 
+/// Rows idx[0..n) of src (along its first axis) into dst, shaped (n, <src's other axes>). dst's
+/// storage is reused, so gathering batches of one size allocates once (nn::fit's training step
+/// relies on it). The indices are not checked: callers check them once, not per batch.
+template <class T>
+void gather_rows(const Tensor<T>& src, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
+    const std::size_t rows = src.rank() ? src.dim(0) : 0;
+    const std::size_t row = rows ? src.size() / rows : 0;
+    Shape s = src.shape();
+    if (s.rank()) s[0] = n;
+    dst.resize(s);
+    for (std::size_t k = 0; k < n; ++k)
+        if (row) std::memcpy(dst.data() + k * row, src.data() + idx[k] * row, row * sizeof(T));
+}
+
 // ---------------------------------------------------------------- scalers
 
 namespace detail {
@@ -3566,11 +3901,11 @@ void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vecto
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < d; ++j)
             if (!std::isfinite(x[i * d + j]))
-                throw value_error(std::string(fn) + ": non-finite value " + detail::csv_number(static_cast<double>(x[i * d + j])) +
+                throw value_error(std::string(fn) + ": non-finite value " + detail::error_number(static_cast<double>(x[i * d + j])) +
                                   " at event " + std::to_string(i) + ", feature " + std::to_string(j));
     for (std::size_t i = 0; i < w.size(); ++i)
         if (!std::isfinite(w[i]))
-            throw value_error(std::string(fn) + ": non-finite weight " + detail::csv_number(w[i]) + " at event " +
+            throw value_error(std::string(fn) + ": non-finite weight " + detail::error_number(w[i]) + " at event " +
                               std::to_string(i));
 }
 /// A spread this small next to the values is rounding noise of a constant column.
@@ -3593,7 +3928,7 @@ public:
         for (std::size_t j = 0; j < scale_.size(); ++j)
             if (!(scale_[j] > 0.0 && std::isfinite(scale_[j]) && std::isfinite(mean_[j])))
                 throw value_error("StandardScaler: feature " + std::to_string(j) + " has mean " +
-                                  detail::csv_number(mean_[j]) + " and scale " + detail::csv_number(scale_[j]) +
+                                  detail::error_number(mean_[j]) + " and scale " + detail::error_number(scale_[j]) +
                                   " (need finite values and scale > 0)");
     }
 
@@ -3604,7 +3939,7 @@ public:
         double wsum = 0.0;
         for (std::size_t i = 0; i < n; ++i) wsum += weights.empty() ? 1.0 : weights[i];
         if (!(wsum > 0.0))
-            throw value_error("StandardScaler::fit: the weights sum to " + detail::csv_number(wsum) + " (must be positive)");
+            throw value_error("StandardScaler::fit: the weights sum to " + detail::error_number(wsum) + " (must be positive)");
         std::vector<double> mean(d, 0.0), var(d, 0.0);
         for (std::size_t i = 0; i < n; ++i) {
             const double w = weights.empty() ? 1.0 : weights[i];
@@ -3671,7 +4006,7 @@ class MinMaxScaler {
 public:
     explicit MinMaxScaler(double lo = 0.0, double hi = 1.0) : lo_(lo), hi_(hi) {
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("MinMaxScaler: feature range [" + detail::csv_number(lo) + ", " + detail::csv_number(hi) +
+            throw value_error("MinMaxScaler: feature range [" + detail::error_number(lo) + ", " + detail::error_number(hi) +
                               "] must be finite with lo < hi");
     }
 
@@ -3745,7 +4080,7 @@ namespace detail {
 inline void check_binary_labels(const char* fn, const std::vector<double>& labels) {
     for (std::size_t i = 0; i < labels.size(); ++i)
         if (labels[i] != 0.0 && labels[i] != 1.0)
-            throw value_error(std::string(fn) + ": label " + detail::csv_number(labels[i]) + " at index " +
+            throw value_error(std::string(fn) + ": label " + detail::error_number(labels[i]) + " at index " +
                               std::to_string(i) + " is not 0 or 1");
 }
 } // namespace detail
@@ -3765,7 +4100,7 @@ inline std::vector<double> balanced_weights(const std::vector<double>& labels, c
     for (int c = 0; c < 2; ++c)
         if (!(tot[c] > 0.0 && std::isfinite(tot[c])))
             throw value_error(std::string("balanced_weights: the ") + (c ? "signal" : "background") +
-                              " weights sum to " + detail::csv_number(tot[c]) + " (must be positive)");
+                              " weights sum to " + detail::error_number(tot[c]) + " (must be positive)");
     const double half = 0.5 * static_cast<double>(n);
     std::vector<double> out(n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -3782,7 +4117,7 @@ inline std::vector<double> normalized_weights(const std::vector<double>& weights
     double s = 0.0;
     for (double w : weights) s += w;
     if (!(std::isfinite(s) && s != 0.0))
-        throw value_error("normalized_weights: the weights sum to " + detail::csv_number(s) + " (cannot normalise)");
+        throw value_error("normalized_weights: the weights sum to " + detail::error_number(s) + " (cannot normalise)");
     std::vector<double> out(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) out[i] = weights[i] * (total / s);
     return out;
@@ -3837,7 +4172,7 @@ struct Dataset {
 /// A dataset from CSV columns: features -> x (n, features), label -> y (n), optional weight
 /// column -> w (n), optional aux columns -> aux (n, aux).
 template <class T>
-Dataset<T> make_dataset(const CsvTable& table, const std::vector<std::string>& features, const std::string& label,
+Dataset<T> make_dataset(const io::CsvTable& table, const std::vector<std::string>& features, const std::string& label,
                         const std::string& weight = "", const std::vector<std::string>& aux = {}) {
     Dataset<T> d;
     d.x = table.to_tensor<T>(features);
@@ -3962,15 +4297,7 @@ private:
         return z ^ (z >> 31);
     }
 
-    void gather(const Tensor<T>& src, Tensor<T>& dst) const {
-        const std::size_t n = src.dim(0);
-        const std::size_t row = n ? src.size() / n : 0;
-        Shape s = src.shape();
-        s[0] = buf_.indices.size();
-        dst.resize(s);
-        for (std::size_t k = 0; k < buf_.indices.size(); ++k)
-            if (row) std::memcpy(dst.data() + k * row, src.data() + buf_.indices[k] * row, row * sizeof(T));
-    }
+    void gather(const Tensor<T>& src, Tensor<T>& dst) const { gather_rows(src, buf_.indices.data(), buf_.indices.size(), dst); }
 
     const Dataset<T>* data_;
     std::size_t bs_;
@@ -3982,13 +4309,13 @@ private:
     Batch<T> buf_;
 };
 
-} // namespace tapir
+} // namespace tapir::data
 // ---- end tapir/data/dataset.hpp ----
 // ---- begin tapir/autodiff/arena.hpp ----
 /// Bump allocator for a tape's intermediate tensors.
 ///
 /// Blocks are kept across reset(), so a step that requests the same sizes as the step before
-/// is served from the same blocks and touches the heap not at all.
+/// is served from the same blocks and touches the heap not at all. Owned by one tape; not movable.
 
 #include <cstddef>
 #include <new>
@@ -4004,17 +4331,6 @@ public:
     Arena() = default;
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
-    Arena(Arena&& o) noexcept : blocks_(std::move(o.blocks_)), cur_(o.cur_), off_(o.off_) { o.blocks_.clear(); }
-    Arena& operator=(Arena&& o) noexcept {
-        if (this != &o) {
-            release();
-            blocks_ = std::move(o.blocks_);
-            cur_ = o.cur_;
-            off_ = o.off_;
-            o.blocks_.clear();
-        }
-        return *this;
-    }
     ~Arena() { release(); }
 
     void* allocate(std::size_t bytes) {
@@ -4084,9 +4400,11 @@ private:
 // ---- begin tapir/autodiff/backward.hpp ----
 /// Reverse-mode passes over a tape: backward() for training (first order, eager, accumulates
 /// into parameters) and grad() for gradients as values, optionally recorded (create_graph) so
-/// that they can be differentiated again.
+/// that they can be differentiated again. Each node's descriptor holds its rule instantiated for
+/// the two contexts below; a rule sees them only through in/out/shape/needs/acc.
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -4110,7 +4428,6 @@ private:
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 // ---- begin tapir/autodiff/parameter.hpp ----
@@ -4147,36 +4464,6 @@ class Tape;
 template <class T>
 class Var;
 
-/// Every recorded operation. The name table in op_name() follows this order.
-enum class Op : std::uint8_t {
-    leaf,      // constant input or variable; data owned by the arena or the user
-    param,     // a Parameter's storage (no copy); gradient accumulates into Parameter::grad
-    add, sub, mul, div, neg, scale, add_scalar, rdiv_scalar,
-    matmul, transpose, reshape, broadcast_to, sum_to, sum_axis, max_axis, min_axis,
-    exp, log, log1p, sqrt, pow, abs, square, clamp, where,
-    tanh, sigmoid, relu, leaky_relu, elu, softplus, log_sigmoid, erf,
-    softmax, log_softmax, logsumexp,
-    concat, slice, pad, gather_rows, scatter_rows,
-    grad_reverse, dense, bce_logits,
-    // Non-differentiable helpers that backward rules use for masks (no gradient flows through them).
-    positive_mask, sign, inrange_mask, leaky_slope, extreme_mask,
-    count_
-};
-
-inline const char* op_name(Op op) noexcept {
-    static const char* const names[] = {
-        "leaf", "param", "add", "sub", "mul", "div", "neg", "scale", "add_scalar", "rdiv_scalar",
-        "matmul", "transpose", "reshape", "broadcast_to", "sum_to", "sum", "max", "min",
-        "exp", "log", "log1p", "sqrt", "pow", "abs", "square", "clamp", "where",
-        "tanh", "sigmoid", "relu", "leaky_relu", "elu", "softplus", "log_sigmoid", "erf",
-        "softmax", "log_softmax", "logsumexp",
-        "concat", "slice", "pad", "gather_rows", "scatter_rows",
-        "grad_reverse", "dense", "bce_with_logits",
-        "positive_mask", "sign", "inrange_mask", "leaky_slope", "extreme_mask"};
-    static_assert(sizeof(names) / sizeof(names[0]) == static_cast<std::size_t>(Op::count_), "op name table");
-    return names[static_cast<std::size_t>(op)];
-}
-
 /// A value on the tape: a pointer into the arena (or a parameter) and a shape. Immutable once written.
 template <class T>
 struct Ref {
@@ -4185,17 +4472,53 @@ struct Ref {
     std::size_t size() const noexcept { return shape.numel(); }
 };
 
+/// A value computed by the eager backward pass: arena data, no node. Backward rules are written
+/// once over the value type V (Var<T> or Eager<T>) and every op accepts both.
+template <class T>
+struct Eager {
+    Ref<T> r;  // first, where a Ref is copied from, so that copies move whole 16-byte words
+    Tape<T>* t;
+    const Shape& shape() const noexcept { return r.shape; }
+    std::size_t size() const noexcept { return r.shape.numel(); }
+};
+
+namespace detail {
+template <class T>
+struct EagerContext;
+template <class T>
+struct RecordContext;
+} // namespace detail
+template <class T>
+struct Node;
+
+/// An op's identity: its name and the two instantiations of its backward rule (eager values for
+/// the first-order pass, recorded values for create_graph). Defined by TAPIR_OP beside the op;
+/// a node points to its op's descriptor, so the tape needs no list of ops.
+template <class T>
+struct OpDef {
+    const char* name;
+    void (*eager)(detail::EagerContext<T>&, const Node<T>&, const Eager<T>&);
+    void (*record)(detail::RecordContext<T>&, const Node<T>&, const Var<T>&);
+};
+
+/// Leaves: constants and variables (data in the arena or the user's), and parameters (gradient
+/// accumulates into Parameter::grad). They have no rule: the backward pass ends at them.
+template <class T>
+inline constexpr OpDef<T> op_leaf{"leaf", nullptr, nullptr};
+template <class T>
+inline constexpr OpDef<T> op_param{"param", nullptr, nullptr};
+
 template <class T>
 struct Node {
     Ref<T> out;
     std::int32_t in[3] = {-1, -1, -1};
-    Op op = Op::leaf;
+    const OpDef<T>* op = &op_leaf<T>;
     bool requires_grad = false;
     std::uint8_t flags = 0;  // matmul: bit0 = transpose a, bit1 = transpose b; sum: keepdim; dense: has bias
     std::uint8_t act = 0;    // dense: Activation
     std::int32_t axis = 0;
     T a0 = T(0), a1 = T(0);  // scalar attributes (exponent, alpha, bounds, offsets)
-    std::size_t i0 = 0, i1 = 0;  // integer attributes (slice start/length, row counts)
+    std::size_t i0 = 0;  // integer attribute (slice and pad offset)
     Parameter<T>* param = nullptr;
     const std::int64_t* index = nullptr;  // gather/scatter row indices (in the arena)
 };
@@ -4239,7 +4562,7 @@ public:
         const Ref<T>& r = ref();
         return Tensor<T>(r.shape, r.data, r.shape.numel());
     }
-    /// Gradient left by the last backward() on a leaf variable.
+    /// Gradient left by the last backward() on a leaf variable (grad() calls do not touch it).
     Tensor<T> grad() const { return tape().leaf_grad(idx_); }
 
 private:
@@ -4270,11 +4593,7 @@ public:
         for (std::size_t i = 0; i < n; ++i) r.data[i] = data[i];
         return leaf(r, false);
     }
-    Var<T> scalar(T v) {
-        Ref<T> r = alloc(Shape{});
-        r.data[0] = v;
-        return leaf(r, false);
-    }
+    Var<T> scalar(T v) { return full(Shape{}, v); }
     Var<T> full(const Shape& s, T v) {
         Ref<T> r = alloc(s);
         const std::size_t n = s.numel();
@@ -4293,7 +4612,7 @@ public:
     Var<T> param(Parameter<T>& p) {
         Node<T> n;
         n.out = Ref<T>{p.value.data(), p.value.shape()};
-        n.op = Op::param;
+        n.op = &op_param<T>;
         n.requires_grad = p.requires_grad && grad_enabled_;
         n.param = &p;
         return push_node(n);
@@ -4328,28 +4647,20 @@ public:
     Ref<T> alloc(const Shape& s) { return Ref<T>{arena_.allocate_array<T>(s.numel()), s}; }
 
     Var<T> push_node(const Node<T>& n) {
-        if (TAPIR_UNLIKELY(detect_anomaly_)) {
-            check_finite(nodes_.size(), n.op, "forward", n.out);
-            labels_.resize(nodes_.size() + 1, nullptr);
-            labels_.back() = label_;
-        }
+        if (TAPIR_UNLIKELY(detect_anomaly_)) note_forward(*n.op, n.out);
         nodes_.push_back(n);
         return Var<T>(this, static_cast<std::int32_t>(nodes_.size() - 1), generation_);
     }
 
     /// Records an op with up to three inputs; requires_grad follows its inputs.
-    Var<T> record(Op op, const Ref<T>& out, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1) {
+    Var<T> record(const OpDef<T>& op, const Ref<T>& out, std::int32_t a, std::int32_t b = -1, std::int32_t c = -1) {
         const Node<T>* nd = nodes_.data();
         const bool rg = grad_enabled_ && ((a >= 0 && nd[a].requires_grad) || (b >= 0 && nd[b].requires_grad) ||
                                           (c >= 0 && nd[c].requires_grad));
-        if (TAPIR_UNLIKELY(detect_anomaly_)) {
-            check_finite(nodes_.size(), op, "forward", out);
-            labels_.resize(nodes_.size() + 1, nullptr);
-            labels_.back() = label_;
-        }
+        if (TAPIR_UNLIKELY(detect_anomaly_)) note_forward(op, out);
         Node<T>& n = nodes_.emplace_back();
         n.out = out;
-        n.op = op;
+        n.op = &op;
         n.in[0] = a;
         n.in[1] = b;
         n.in[2] = c;
@@ -4359,13 +4670,14 @@ public:
     Var<T> leaf(const Ref<T>& r, bool requires_grad) {
         Node<T> n;
         n.out = r;
-        n.op = Op::leaf;
         n.requires_grad = requires_grad;
         return push_node(n);
     }
 
-    /// Backward scratch, kept here so that its capacity survives between steps.
+    /// Backward scratch, kept here so that its capacity survives between steps: grad_refs for
+    /// backward() (read by Var::grad() until the next backward), grad_scratch for grad().
     std::vector<Ref<T>>& grad_refs() noexcept { return grad_refs_; }
+    std::vector<Ref<T>>& grad_scratch() noexcept { return grad_scratch_; }
     std::vector<std::int32_t>& grad_vars() noexcept { return grad_vars_; }
 
     Tensor<T> leaf_grad(std::int32_t i) const {
@@ -4378,7 +4690,7 @@ public:
     }
 
     /// Anomaly check of one value produced by node `index` (its output, or a gradient its rule made).
-    void check_finite(std::size_t index, Op op, const char* phase, const Ref<T>& r) const {
+    void check_finite(std::size_t index, const OpDef<T>& op, const char* phase, const Ref<T>& r) const {
         const std::size_t m = r.shape.numel();
         for (std::size_t i = 0; i < m; ++i) {
             const T v = r.data[i];
@@ -4386,16 +4698,21 @@ public:
             std::string where = "node #" + std::to_string(index);
             const char* lab = index < labels_.size() ? labels_[index] : label_;
             if (lab && *lab) where += std::string(" in '") + lab + "'";
-            throw anomaly_error(std::string("anomaly: ") + phase + " of op '" + op_name(op) + "' (" + where + ", " +
+            throw anomaly_error(std::string("anomaly: ") + phase + " of op '" + op.name + "' (" + where + ", " +
                                 (phase[0] == 'f' ? "output" : "gradient") + " shape " + r.shape.str() + ") produced " +
                                 (v != v ? "NaN" : (v > 0 ? "+inf" : "-inf")) + " at element " + std::to_string(i));
         }
     }
 
 private:
+    void note_forward(const OpDef<T>& op, const Ref<T>& out) {
+        check_finite(nodes_.size(), op, "forward", out);
+        labels_.resize(nodes_.size() + 1, nullptr);
+        labels_.back() = label_;
+    }
     std::vector<Node<T>> nodes_;
     Arena arena_;
-    std::vector<Ref<T>> grad_refs_;
+    std::vector<Ref<T>> grad_refs_, grad_scratch_;
     std::vector<std::int32_t> grad_vars_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
@@ -4838,18 +5155,10 @@ Ref<T> k_scatter_rows(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, std:
     return out;
 }
 
+/// act(z) for one value: simd/activation.hpp's definition on the scalar kernel family.
 template <class T>
 T apply_activation(Activation act, T z, T alpha) noexcept {
-    switch (act) {
-    case Activation::none: return z;
-    case Activation::relu: return z > T(0) ? z : T(0);
-    case Activation::leaky_relu: return z > T(0) ? z : alpha * z;
-    case Activation::elu: return z > T(0) ? z : alpha * std::expm1(z);
-    case Activation::tanh: return std::tanh(z);
-    case Activation::sigmoid: return stable_sigmoid(z);
-    case Activation::softplus: return stable_softplus(z);
-    }
-    return z;
+    return simd::activation_scalar<T>(act, z, alpha);
 }
 
 /// act(x W + b): x (batch, in), W (in, out), b (out,) or absent.
@@ -4865,15 +5174,7 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
         return out;
     simd::gemm<T>(false, false, m, n, k, T(1), x.data, k, w.data, n, T(0), out.data, n);
     if (b) simd::add_row(out.data, m, n, n, b->data);
-    const std::size_t total = m * n;
-    switch (act) {
-    case Activation::none: break;
-    case Activation::relu: simd::relu(out.data, out.data, total); break;
-    case Activation::tanh: simd::tanh(out.data, out.data, total); break;
-    case Activation::sigmoid: simd::sigmoid(out.data, out.data, total); break;
-    default:
-        for (std::size_t i = 0; i < total; ++i) out.data[i] = apply_activation(act, out.data[i], alpha);
-    }
+    if (act != Activation::none) simd::activate_on(simd::active_isa(), act, out.data, out.data, m * n, alpha);
     return out;
 }
 
@@ -4881,48 +5182,361 @@ Ref<T> k_dense(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, Ac
 template <class T>
 Ref<T> k_act_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, Activation act, T alpha) {
     Ref<T> out = t.alloc(g.shape);
-    const std::size_t n = g.size();
-    const T* gp = g.data;
-    const T* yp = y.data;
-    T* o = out.data;
-    switch (act) {
-    case Activation::none: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i]; break;
-    case Activation::relu: simd::relu_backward(gp, yp, o, n); break;
-    case Activation::leaky_relu: for (std::size_t i = 0; i < n; ++i) o[i] = yp[i] > T(0) ? gp[i] : alpha * gp[i]; break;
-    case Activation::elu: for (std::size_t i = 0; i < n; ++i) o[i] = yp[i] > T(0) ? gp[i] : gp[i] * (yp[i] + alpha); break;
-    case Activation::tanh: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i] * (T(1) - yp[i] * yp[i]); break;
-    case Activation::sigmoid: for (std::size_t i = 0; i < n; ++i) o[i] = gp[i] * yp[i] * (T(1) - yp[i]); break;
-    case Activation::softplus:  // sigmoid(z) = 1 - exp(-softplus(z))
-        for (std::size_t i = 0; i < n; ++i) o[i] = -gp[i] * std::expm1(-yp[i]);
-        break;
-    }
+    simd::activation_backward_on(simd::active_isa(), act, g.data, y.data, out.data, g.size(), alpha);
     return out;
 }
 
 } // namespace detail
 } // namespace tapir
 // ---- end tapir/autodiff/kernels.hpp ----
-// ---- begin tapir/autodiff/ops.hpp ----
-/// Differentiable operations. Each op is written in one place: its recorded forward (a kernel
-/// from kernels.hpp plus a node) and, right below it, its backward rule.
-///
-/// A backward rule is a template over a context `o` that offers the same ops in two modes:
-/// eager (computes into the arena, records nothing: the fast first-order path) and recording
-/// (creates nodes: used by grad(..., create_graph) so that gradients are differentiable again).
-/// One rule therefore serves first and higher orders alike. In a rule, `o.in(n, k)` is the k-th
-/// input's value, `o.out(n)` the node's value, `o.needs(n, k)` tells whether input k wants a
-/// gradient, and `o.acc(n, k, v)` adds v to its gradient.
 
-#include <cmath>
+namespace tapir {
+namespace detail {
+
+/// The eager first-order pass: values in the arena, gradients in grads[node].
+template <class T>
+struct EagerContext {
+    using value = Eager<T>;
+    Tape<T>& t;
+    std::vector<Ref<T>>& grads;
+
+    Eager<T> in(const Node<T>& n, int k) const { return Eager<T>{t.node(n.in[k]).out, &t}; }
+    Eager<T> out(const Node<T>& n) const { return Eager<T>{n.out, &t}; }
+    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
+    bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
+    void acc(const Node<T>& n, int k, const Eager<T>& v) {
+        Ref<T>& g = grads[static_cast<std::size_t>(n.in[k])];
+        if (g.data) g = k_add(t, g, v.r);  // out of place: gradient buffers may be shared
+        else g = v.r;
+    }
+};
+
+/// The recorded pass: every step is a node, so the gradients it produces are differentiable.
+template <class T>
+struct RecordContext {
+    using value = Var<T>;
+    Tape<T>& t;
+    std::vector<std::int32_t>& grads;
+    std::int32_t current = -1;
+
+    Var<T> in(const Node<T>& n, int k) const { return t.var(n.in[k]); }
+    Var<T> out(const Node<T>&) const { return t.var(current); }
+    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
+    bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
+    void acc(const Node<T>& n, int k, const Var<T>& v) {
+        std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
+        g = g >= 0 ? add(t.var(g), v).index() : v.index();  // tapir::add, found by argument-dependent lookup
+    }
+};
+
+template <class T>
+std::int32_t max_index(const Var<T>* vs, std::size_t n) {
+    std::int32_t m = -1;
+    for (std::size_t i = 0; i < n; ++i) m = vs[i].index() > m ? vs[i].index() : m;
+    return m;
+}
+
+/// Without seeds every output must be a single value (as backward() and PyTorch require).
+template <class T>
+void check_seeds(const char* who, const Var<T>* outputs, std::size_t n, const Var<T>* seeds) {
+    for (std::size_t k = 0; k < n; ++k) {
+        if (seeds && seeds[k].shape() != outputs[k].shape())
+            throw_shape((std::string(who) + ": gradient for output").c_str(), outputs[k].shape(), seeds[k].shape());
+        if (!seeds && outputs[k].size() != 1)
+            throw shape_error(std::string(who) + ": output of shape " + outputs[k].shape().str() + " is not a single value; pass its gradient: " +
+                              who + (who[0] == 'b' ? "(output, gradient)" : "(outputs, inputs, grad_outputs)"));
+    }
+}
+
+/// First-order pass: grads[i] holds the gradient of node i afterwards.
+template <class T>
+void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, std::size_t n_outputs, const Var<T>* seeds,
+               bool into_params) {
+    grads.assign(t.size(), Ref<T>{});
+    EagerContext<T> ctx{t, grads};
+    for (std::size_t k = 0; k < n_outputs; ++k) {
+        const Ref<T> seed = seeds ? seeds[k].ref() : t.alloc(outputs[k].shape());
+        for (std::size_t i = 0; !seeds && i < seed.size(); ++i) seed.data[i] = T(1);
+        Ref<T>& g = grads[static_cast<std::size_t>(outputs[k].index())];
+        g = g.data ? k_add(t, g, seed) : seed;
+    }
+    const bool anomaly = t.detect_anomaly();
+    for (std::int32_t i = max_index(outputs, n_outputs); i >= 0; --i) {
+        const Node<T>& n = t.node(i);
+        const Ref<T>& g = grads[static_cast<std::size_t>(i)];
+        if (!n.requires_grad || g.data == nullptr) continue;
+        if (n.op == &op_param<T>) {
+            if (into_params) {
+                Tensor<T>& pg = n.param->grad;
+                if (pg.shape() != n.out.shape) pg = Tensor<T>(n.out.shape);
+                simd::add(pg.data(), g.data, pg.data(), g.size());
+            }
+            continue;
+        }
+        if (n.op->eager == nullptr) continue;
+        n.op->eager(ctx, n, Eager<T>{g, &t});
+        if (TAPIR_UNLIKELY(anomaly)) {
+            for (int k = 0; k < 3; ++k)
+                if (n.in[k] >= 0 && grads[static_cast<std::size_t>(n.in[k])].data)
+                    t.check_finite(static_cast<std::size_t>(i), *n.op, "backward", grads[static_cast<std::size_t>(n.in[k])]);
+        }
+    }
+}
+
+} // namespace detail
+
+/// Backpropagates a single-valued output; parameter gradients accumulate into Parameter::grad and
+/// leaf variables' gradients are read with Var::grad().
+template <class T>
+void backward(const Var<T>& output) {
+    detail::check_seeds<T>("backward", &output, 1, nullptr);
+    detail::run_eager<T>(output.tape(), output.tape().grad_refs(), &output, 1, nullptr, true);
+}
+template <class T>
+void backward(const Var<T>& output, const Var<T>& gradient) {
+    detail::check_seeds<T>("backward", &output, 1, &gradient);
+    detail::run_eager<T>(output.tape(), output.tape().grad_refs(), &output, 1, &gradient, true);
+}
+
+namespace detail {
+/// grad() on arrays: result[k] for inputs[k]. No heap allocation of its own in steady state (the
+/// tape's buffers are reused), so a training step that calls the one-input grad() allocates nothing.
+template <class T>
+void grad_into(const Var<T>* outputs, std::size_t n_out, const Var<T>* inputs, std::size_t n_in, const Var<T>* seeds,
+               bool create_graph, bool allow_unused, Var<T>* result) {
+    if (n_out == 0) throw tape_error("grad: no outputs given");
+    Tape<T>& t = outputs[0].tape();
+    for (std::size_t k = 0; k < n_in; ++k) {
+        if (&inputs[k].tape() != &t) throw tape_error("grad: input #" + std::to_string(k) + " is on a different tape");
+        if (!inputs[k].requires_grad())
+            throw tape_error("grad: input #" + std::to_string(k) + " does not require a gradient (a constant or detached value)");
+    }
+    check_seeds("grad", outputs, n_out, seeds);
+    const auto unused = [&](std::size_t k) {
+        if (!allow_unused)
+            throw tape_error("grad: input #" + std::to_string(k) + " (shape " + inputs[k].shape().str() +
+                             ") is not used to compute the outputs; pass allow_unused = true for a zero gradient");
+        return t.full(inputs[k].shape(), T(0));
+    };
+    if (!create_graph) {
+        auto& gs = t.grad_scratch();
+        run_eager<T>(t, gs, outputs, n_out, seeds, false);
+        for (std::size_t k = 0; k < n_in; ++k) {
+            const Ref<T> g = gs[static_cast<std::size_t>(inputs[k].index())];
+            result[k] = g.data ? t.leaf(g, false) : unused(k);
+        }
+        return;
+    }
+    struct EnableGrad {
+        Tape<T>& tape;
+        bool was;
+        ~EnableGrad() { tape.set_grad_enabled(was); }
+    } restore{t, t.grad_enabled()};
+    t.set_grad_enabled(true);
+    auto& gv = t.grad_vars();
+    gv.assign(t.size(), -1);
+    RecordContext<T> ctx{t, gv, -1};
+    for (std::size_t o = 0; o < n_out; ++o) {
+        const Var<T> seed = seeds ? seeds[o] : t.full(outputs[o].shape(), T(1));
+        std::int32_t& g = gv[static_cast<std::size_t>(outputs[o].index())];
+        g = g >= 0 ? add(t.var(g), seed).index() : seed.index();
+    }
+    for (std::int32_t i = max_index(outputs, n_out); i >= 0; --i) {
+        const std::int32_t gi = gv[static_cast<std::size_t>(i)];
+        if (gi < 0) continue;
+        const Node<T> n = t.node(i);  // a copy: rules append nodes, which may move the node storage
+        if (!n.requires_grad || n.op->record == nullptr) continue;
+        ctx.current = i;
+        n.op->record(ctx, n, t.var(gi));
+    }
+    for (std::size_t k = 0; k < n_in; ++k) {
+        const std::int32_t gi = gv[static_cast<std::size_t>(inputs[k].index())];
+        result[k] = gi >= 0 ? t.var(gi) : unused(k);
+    }
+}
+} // namespace detail
+
+/// Gradients of the sum of `outputs` (each a single value) with respect to `inputs`, as values
+/// on the same tape (PyTorch's torch.autograd.grad; functional.hpp adds grad_outputs for outputs
+/// of any shape). With create_graph the backward pass is recorded, so the results can be
+/// differentiated again (gradient penalties, Hessians). An input the outputs do not depend on is
+/// an error unless allow_unused (then its gradient is zero). Parameter::grad and Var::grad() are
+/// left untouched.
+template <class T>
+std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, bool create_graph = false,
+                         bool allow_unused = false) {
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into<T>(outputs.data(), outputs.size(), inputs.data(), inputs.size(), nullptr, create_graph, allow_unused, result.data());
+    return result;
+}
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, bool create_graph = false, bool allow_unused = false) {
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into<T>(&output, 1, inputs.data(), inputs.size(), nullptr, create_graph, allow_unused, result.data());
+    return result;
+}
+/// A braced list of inputs, even of one, gives a vector: grad(f, {a})[0] is a's gradient.
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, std::initializer_list<Var<T>> inputs, bool create_graph = false, bool allow_unused = false) {
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into<T>(&output, 1, inputs.begin(), inputs.size(), nullptr, create_graph, allow_unused, result.data());
+    return result;
+}
+/// One output, one input: allocates nothing (the gradient penalty's case, five times per WGAN step).
+template <class T>
+Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false, bool allow_unused = false) {
+    Var<T> result;
+    detail::grad_into<T>(&output, 1, &input, 1, nullptr, create_graph, allow_unused, &result);
+    return result;
+}
+} // namespace tapir
+// ---- end tapir/autodiff/backward.hpp ----
+// ---- begin tapir/autodiff/functional.hpp ----
+/// Derivatives built on grad(): vector-Jacobian products (grad with grad_outputs), Jacobians,
+/// Hessians and Hessian-vector products, as PyTorch's torch.autograd.grad and
+/// torch.autograd.functional offer them, on the tape's values.
+
 #include <cstddef>
-#include <cstdint>
-#include <string>
 #include <vector>
 
 
 namespace tapir {
 
+/// Gradients of sum_k <outputs[k], grad_outputs[k]> with respect to inputs (a vector-Jacobian
+/// product): outputs may have any shape, grad_outputs[k] has the shape of outputs[k].
+template <class T>
+std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, const std::vector<Var<T>>& grad_outputs,
+                         bool create_graph = false, bool allow_unused = false) {
+    if (grad_outputs.size() != outputs.size())
+        throw value_error("grad: " + std::to_string(grad_outputs.size()) + " grad_outputs for " + std::to_string(outputs.size()) + " outputs");
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into<T>(outputs.data(), outputs.size(), inputs.data(), inputs.size(), grad_outputs.data(), create_graph, allow_unused,
+                         result.data());
+    return result;
+}
+/// One output with its gradient, one input: the vector-Jacobian product <grad_output, d output / d input>.
+template <class T>
+Var<T> grad(const Var<T>& output, const Var<T>& input, const Var<T>& grad_output, bool create_graph = false, bool allow_unused = false) {
+    Var<T> result;
+    detail::grad_into<T>(&output, 1, &input, 1, &grad_output, create_graph, allow_unused, &result);
+    return result;
+}
+
+/// d output / d input as an (output.size(), input.size()) matrix of flat indices, one backward
+/// pass per output element. Elements the output does not depend on are zero.
+template <class T>
+Tensor<T> jacobian(const Var<T>& output, const Var<T>& input) {
+    Tape<T>& t = output.tape();
+    const std::size_t m = output.size(), n = input.size();
+    Tensor<T> jac(Shape{m, n});
+    Tensor<T> seed(output.shape());
+    for (std::size_t i = 0; i < m; ++i) {
+        seed.fill(T(0));
+        seed[i] = T(1);
+        const Var<T> row = grad(output, input, t.constant(seed), false, /*allow_unused=*/true);
+        for (std::size_t j = 0; j < n; ++j) jac(i, j) = row[j];
+    }
+    return jac;
+}
+
+/// The Hessian of a single-valued output with respect to input, as an (input.size(),
+/// input.size()) matrix: the Jacobian of the recorded gradient.
+template <class T>
+Tensor<T> hessian(const Var<T>& output, const Var<T>& input) {
+    return jacobian(grad(output, input, /*create_graph=*/true, /*allow_unused=*/true), input);
+}
+
+/// The Hessian of a single-valued output times v (v has input's shape), without forming the
+/// Hessian: the gradient of <grad(output), v>, two backward passes. With create_graph the result
+/// can be differentiated again.
+template <class T>
+Var<T> hvp(const Var<T>& output, const Var<T>& input, const Var<T>& v, bool create_graph = false) {
+    const Var<T> g = grad(output, input, /*create_graph=*/true, /*allow_unused=*/true);
+    return grad(g, input, v, create_graph, /*allow_unused=*/true);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/functional.hpp ----
+// ---- begin tapir/autodiff/gradcheck.hpp ----
+/// Finite-difference checks of first and second derivatives, in double precision, for users'
+/// own losses as much as for tapir's ops.
+///
+/// The function's output y is projected onto a fixed random tensor r (L = sum(y * r)) so that
+/// every output component is checked. The error of one element is
+/// |analytic - numeric| / max(1, |analytic|, |numeric|): relative for large derivatives,
+/// absolute for small ones, where a relative error means nothing.
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+// ---- begin tapir/autodiff/ops.hpp ----
+/// Differentiable operations. Each op is written in one place: its backward rule, its descriptor
+/// (TAPIR_OP: the name and the rule's two instantiations, which the tape's nodes point to) and
+/// its forward (a kernel from kernels.hpp plus a node). Nothing else lists the ops.
+///
+/// Every op takes Var<T> (records a node) and, for the eager backward pass, Eager<T> (computes
+/// into the arena, records nothing). A backward rule is a template over its context `o` and the
+/// value type V and computes with the ordinary ops, so one rule serves the fast first-order pass
+/// and the recorded pass of grad(..., create_graph) alike. In a rule, `o.in(n, k)` is the k-th
+/// input's value, `o.out(n)` the node's value, `o.shape(n, k)` the input's shape, `o.needs(n, k)`
+/// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
+/// README.md, "Adding an op", walks through one.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+/// Declares op_<id><T>, the descriptor of the op called `name` whose backward rule is the function
+/// template `rule(o, node, g)`.
+#define TAPIR_OP(id, name, rule)                                                                                                 \
+    template <class T>                                                                                                             \
+    inline constexpr OpDef<T> op_##id {                                                                                            \
+        name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
+    }
+/// An op that passes no gradient (the masks rules multiply by).
+#define TAPIR_OP_NO_GRAD(id, name)                                                                                               \
+    template <class T>                                                                                                             \
+    inline constexpr OpDef<T> op_##id { name, nullptr, nullptr }
+
+namespace tapir {
+
 namespace detail {
+template <class V>
+struct is_value : std::false_type {};
+template <class T>
+struct is_value<Var<T>> : std::true_type {};
+template <class T>
+struct is_value<Eager<T>> : std::true_type {};
+/// V<T> for the two value types an op takes (Var, Eager); no overload for anything else.
+template <template <class> class V, class T>
+using val = std::enable_if_t<is_value<V<T>>::value, V<T>>;
+/// Scalar arguments of any arithmetic type, converted to T: pow(x, 3), x * 2, 1 - x.
+template <class S>
+using if_scalar = std::enable_if_t<std::is_arithmetic<S>::value, int>;
+
+template <class T>
+Tape<T>& tape_of(const Var<T>& v) { return v.tape(); }
+template <class T>
+Tape<T>& tape_of(const Eager<T>& v) noexcept { return *v.t; }
+template <class T>
+const Ref<T>& ref(const Var<T>& v) { return v.ref(); }
+template <class T>
+const Ref<T>& ref(const Eager<T>& v) noexcept { return v.r; }
+/// The value of an input already checked against tape t.
+template <class T>
+const Ref<T>& ref(const Tape<T>& t, const Var<T>& v) noexcept { return t.node(v.index()).out; }
+template <class T>
+const Ref<T>& ref(const Tape<T>&, const Eager<T>& v) noexcept { return v.r; }
+
 template <class T>
 Tape<T>& same_tape(const Var<T>& a, const Var<T>& b, const char* op) {
     Tape<T>& t = a.tape();
@@ -4930,22 +5544,37 @@ Tape<T>& same_tape(const Var<T>& a, const Var<T>& b, const char* op) {
     return t;
 }
 template <class T>
-Var<T> record1(Op op, const Var<T>& a, const Ref<T>& out, T a0 = T(0), T a1 = T(0)) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(op, out, a.index());
-    Node<T>& n = t.node_mut(v.index());
-    n.a0 = a0;
-    n.a1 = a1;
+Tape<T>& same_tape(const Eager<T>& a, const Eager<T>&, const char*) noexcept { return *a.t; }
+
+struct no_attrs {
+    template <class N>
+    void operator()(N&) const noexcept {}
+};
+
+/// An op's result: for Var inputs a node of `op` (set writes its attributes), for Eager ones the value.
+template <class T, class Set, class... In>
+Var<T> emit(Tape<T>& t, const OpDef<T>& op, const Ref<T>& out, Set set, const Var<T>& a, const In&... in) {
+    Var<T> v = t.record(op, out, a.index(), in.index()...);
+    set(t.node_mut(v.index()));
     return v;
 }
+template <class T, class Set, class... In>
+Eager<T> emit(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&, const In&...) noexcept {
+    return Eager<T>{out, &t};
+}
 template <class T>
-Var<T> record_axis(Op op, const Var<T>& a, const Ref<T>& out, std::size_t axis, bool keepdim) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(op, out, a.index());
-    Node<T>& n = t.node_mut(v.index());
-    n.axis = static_cast<std::int32_t>(axis);
-    n.flags = keepdim ? 1 : 0;
-    return v;
+auto set_a(T a0, T a1 = T(0)) {
+    return [a0, a1](Node<T>& n) {
+        n.a0 = a0;
+        n.a1 = a1;
+    };
+}
+template <class T>
+auto set_axis(std::size_t axis, bool keepdim) {
+    return [axis, keepdim](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(axis);
+        n.flags = keepdim ? 1 : 0;
+    };
 }
 /// Shape of a reduced value with the reduced axis kept as 1, for broadcasting a gradient back.
 inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_shape(in, static_cast<std::size_t>(axis), true); }
@@ -4953,172 +5582,191 @@ inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_
 
 // ---- add, sub, mul, div: broadcasting binary ops ---------------------------------------------
 
-template <class T>
-Var<T> add(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "add");
-    return t.record(Op::add, detail::k_add(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_add(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(g, o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(g, o.shape(n, 1)));
+}
+TAPIR_OP(add, "add", backward_add);
+template <class T, template <class> class V>
+TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "add");
+    return detail::emit(t, op_add<T>, detail::k_add(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> sub(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "sub");
-    return t.record(Op::sub, detail::k_sub(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_sub(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.neg(g), o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(g), o.shape(n, 1)));
+}
+TAPIR_OP(sub, "sub", backward_sub);
+template <class T, template <class> class V>
+detail::val<V, T> sub(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "sub");
+    return detail::emit(t, op_sub<T>, detail::k_sub(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> mul(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "mul");
-    return t.record(Op::mul, detail::k_mul(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_mul(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(o.mul(g, o.in(n, 1)), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.mul(g, o.in(n, 0)), o.shape(n, 1)));
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, o.in(n, 1)), o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(mul(g, o.in(n, 0)), o.shape(n, 1)));
+}
+TAPIR_OP(mul, "mul", backward_mul);
+template <class T, template <class> class V>
+TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "mul");
+    return detail::emit(t, op_mul<T>, detail::k_mul(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
-template <class T>
-Var<T> div(const Var<T>& a, const Var<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "div");
-    return t.record(Op::div, detail::k_div(t, t.node(a.index()).out, t.node(b.index()).out), a.index(), b.index());
-}
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
-    const V gb = o.div(g, o.in(n, 1));  // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(gb, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.neg(o.mul(gb, o.out(n))), o.shape(n, 1)));
+    const V gb = div(g, o.in(n, 1));  // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(gb, o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(mul(gb, o.out(n))), o.shape(n, 1)));
+}
+TAPIR_OP(div, "div", backward_div);
+template <class T, template <class> class V>
+detail::val<V, T> div(const V<T>& a, const V<T>& b) {
+    Tape<T>& t = detail::same_tape(a, b, "div");
+    return detail::emit(t, op_div<T>, detail::k_div(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
 }
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
-template <class T>
-Var<T> neg(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::neg, detail::k_unary(t, a.ref(), [](T x) { return -x; }), a.index());
-}
 template <class O, class T, class V>
 void backward_neg(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.neg(g));
+    o.acc(n, 0, neg(g));
+}
+TAPIR_OP(neg, "neg", backward_neg);
+template <class T, template <class> class V>
+detail::val<V, T> neg(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_neg<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -x; }), detail::no_attrs{}, a);
 }
 
-/// a * c for a constant c.
-template <class T>
-Var<T> scale(const Var<T>& a, T c) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::scale, a, detail::k_unary(t, a.ref(), [c](T x) { return x * c; }), c);
-}
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(g, n.a0));
+    o.acc(n, 0, scale(g, n.a0));
+}
+TAPIR_OP(scale, "scale", backward_scale);
+/// a * c for a constant c.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> scale(const V<T>& a, S s) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_scale<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x * c; }), detail::set_a(c), a);
 }
 
-/// a + c for a constant c.
-template <class T>
-Var<T> add_scalar(const Var<T>& a, T c) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::add_scalar, a, detail::k_unary(t, a.ref(), [c](T x) { return x + c; }), c);
-}
 template <class O, class T, class V>
 void backward_add_scalar(O& o, const Node<T>& n, const V& g) {
     o.acc(n, 0, g);
 }
-
-/// c / a for a constant c.
-template <class T>
-Var<T> rdiv_scalar(T c, const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::rdiv_scalar, a, detail::k_unary(t, a.ref(), [c](T x) { return c / x; }), c);
+TAPIR_OP(add_scalar, "add_scalar", backward_add_scalar);
+/// a + c for a constant c.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> add_scalar(const V<T>& a, S s) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_add_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x + c; }), detail::set_a(c), a);
 }
+
 template <class O, class T, class V>
 void backward_rdiv_scalar(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.neg(o.div(o.mul(g, o.out(n)), o.in(n, 0))));  // d(c/a)/da = -(c/a)/a
+    o.acc(n, 0, neg(div(mul(g, o.out(n)), o.in(n, 0))));  // d(c/a)/da = -(c/a)/a
+}
+TAPIR_OP(rdiv_scalar, "rdiv_scalar", backward_rdiv_scalar);
+/// c / a for a constant c.
+template <class S, class T, template <class> class V, detail::if_scalar<S> = 0>
+detail::val<V, T> rdiv_scalar(S s, const V<T>& a) {
+    const T c = static_cast<T>(s);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_rdiv_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return c / x; }), detail::set_a(c), a);
 }
 
 // ---- linear algebra and shapes --------------------------------------------------------------
 
-/// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
-template <class T>
-Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "matmul");
-    Var<T> v = t.record(Op::matmul, detail::k_matmul(t, a.ref(), b.ref(), transpose_a, transpose_b), a.index(), b.index());
-    t.node_mut(v.index()).flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return v;
-}
 template <class O, class T, class V>
 void backward_matmul(O& o, const Node<T>& n, const V& g) {
     const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
     const V a = o.in(n, 0), b = o.in(n, 1);
     // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? o.matmul(b, g, tb, true) : o.matmul(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? o.matmul(g, a, true, ta) : o.matmul(a, g, !ta, false));
+    if (o.needs(n, 0)) o.acc(n, 0, ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb));
+    if (o.needs(n, 1)) o.acc(n, 1, tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false));
+}
+TAPIR_OP(matmul, "matmul", backward_matmul);
+/// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
+template <class T, template <class> class V>
+detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
+    Tape<T>& t = detail::same_tape(a, b, "matmul");
+    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
+    return detail::emit(t, op_matmul<T>, detail::k_matmul(t, detail::ref(a), detail::ref(b), transpose_a, transpose_b),
+                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
 }
 
-template <class T>
-Var<T> transpose(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::transpose, detail::k_transpose(t, a.ref()), a.index());
-}
 template <class O, class T, class V>
 void backward_transpose(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.transpose(g));
+    o.acc(n, 0, transpose(g));
+}
+TAPIR_OP(transpose, "transpose", backward_transpose);
+template <class T, template <class> class V>
+detail::val<V, T> transpose(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_transpose<T>, detail::k_transpose(t, detail::ref(a)), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> reshape(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::reshape, detail::k_reshape(a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_reshape(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.reshape(g, o.shape(n, 0)));
+    o.acc(n, 0, reshape(g, o.shape(n, 0)));
+}
+TAPIR_OP(reshape, "reshape", backward_reshape);
+template <class T, template <class> class V>
+detail::val<V, T> reshape(const V<T>& a, const Shape& s) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_reshape<T>, detail::k_reshape(detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> broadcast_to(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::broadcast_to, detail::k_broadcast_to(t, a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_broadcast_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.sum_to(g, o.shape(n, 0)));
+    o.acc(n, 0, sum_to(g, o.shape(n, 0)));
+}
+TAPIR_OP(broadcast_to, "broadcast_to", backward_broadcast_to);
+template <class T, template <class> class V>
+detail::val<V, T> broadcast_to(const V<T>& a, const Shape& s) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_broadcast_to<T>, detail::k_broadcast_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-/// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
-template <class T>
-Var<T> sum_to(const Var<T>& a, const Shape& s) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::sum_to, detail::k_sum_to(t, a.ref(), s), a.index());
-}
 template <class O, class T, class V>
 void backward_sum_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.broadcast_to(g, o.shape(n, 0)));
+    o.acc(n, 0, broadcast_to(g, o.shape(n, 0)));
+}
+TAPIR_OP(sum_to, "sum_to", backward_sum_to);
+/// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
+/// A value that already has shape s is returned as it is.
+template <class T, template <class> class V>
+detail::val<V, T> sum_to(const V<T>& a, const Shape& s) {
+    if (a.shape() == s) return a;
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_sum_to<T>, detail::k_sum_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
 // ---- reductions -----------------------------------------------------------------------------
 
 /// Sum of all elements (a scalar of shape ()).
-template <class T>
-Var<T> sum(const Var<T>& a) { return sum_to(a, Shape{}); }
+template <class T, template <class> class V>
+detail::val<V, T> sum(const V<T>& a) { return sum_to(a, Shape{}); }
 
-template <class T>
-Var<T> sum(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
-    return detail::record_axis(Op::sum_axis, a, detail::k_sum_axis(t, a.ref(), ax, keepdim), ax, keepdim);
-}
 template <class O, class T, class V>
 void backward_sum_axis(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
-    o.acc(n, 0, o.broadcast_to(o.reshape(g, detail::keepdim_shape(in, n.axis)), in));
+    o.acc(n, 0, broadcast_to(reshape(g, detail::keepdim_shape(in, n.axis)), in));
+}
+TAPIR_OP(sum_axis, "sum", backward_sum_axis);
+template <class T, template <class> class V>
+detail::val<V, T> sum(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
+    return detail::emit(t, op_sum_axis<T>, detail::k_sum_axis(t, detail::ref(a), ax, keepdim), detail::set_axis<T>(ax, keepdim), a);
 }
 
 template <class T>
@@ -5135,273 +5783,333 @@ Var<T> mean(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
     return scale(sum(a, axis, keepdim), T(1) / static_cast<T>(len));
 }
 
-template <class T>
-Var<T> max(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
-    return detail::record_axis(Op::max_axis, a, detail::k_extreme_axis(t, a.ref(), ax, keepdim, true), ax, keepdim);
-}
-template <class T>
-Var<T> min(const Var<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
-    return detail::record_axis(Op::min_axis, a, detail::k_extreme_axis(t, a.ref(), ax, keepdim, false), ax, keepdim);
-}
 /// The gradient goes to the first extreme element along the axis (as PyTorch's max(dim)).
+template <class O, class T, class V>
+void backward_extreme_axis(O& o, const Node<T>& n, const V& g);
+TAPIR_OP(max_axis, "max", backward_extreme_axis);
+TAPIR_OP(min_axis, "min", backward_extreme_axis);
 template <class O, class T, class V>
 void backward_extreme_axis(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
-    const V mask = o.extreme_mask(o.in(n, 0), n.axis, n.op == Op::max_axis);
-    o.acc(n, 0, o.mul(mask, o.broadcast_to(o.reshape(g, detail::keepdim_shape(in, n.axis)), in)));
+    const V mask = extreme_mask(o.in(n, 0), n.axis, n.op == &op_max_axis<T>);
+    o.acc(n, 0, mul(mask, broadcast_to(reshape(g, detail::keepdim_shape(in, n.axis)), in)));
+}
+template <class T, template <class> class V>
+detail::val<V, T> max(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
+    return detail::emit(t, op_max_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, true), detail::set_axis<T>(ax, keepdim), a);
+}
+template <class T, template <class> class V>
+detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
+    return detail::emit(t, op_min_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, false), detail::set_axis<T>(ax, keepdim), a);
 }
 
 // ---- elementwise math -------------------------------------------------------------------------
 
-template <class T>
-Var<T> exp(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::exp(a.data(), out.data, a.size());
-    return t.record(Op::exp, out, a.index());
-}
 template <class O, class T, class V>
 void backward_exp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.out(n)));
+    o.acc(n, 0, mul(g, o.out(n)));
+}
+TAPIR_OP(exp, "exp", backward_exp);
+template <class T, template <class> class V>
+detail::val<V, T> exp(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::exp(x.data, out.data, x.size());
+    return detail::emit(t, op_exp<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> log(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::log(a.data(), out.data, a.size());
-    return t.record(Op::log, out, a.index());
-}
 template <class O, class T, class V>
 void backward_log(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(g, o.in(n, 0)));
+    o.acc(n, 0, div(g, o.in(n, 0)));
+}
+TAPIR_OP(log, "log", backward_log);
+template <class T, template <class> class V>
+detail::val<V, T> log(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::log(x.data, out.data, x.size());
+    return detail::emit(t, op_log<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> log1p(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::log1p, detail::k_unary(t, a.ref(), [](T x) { return std::log1p(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_log1p(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(g, o.add_scalar(o.in(n, 0), T(1))));
+    o.acc(n, 0, div(g, add_scalar(o.in(n, 0), T(1))));
+}
+TAPIR_OP(log1p, "log1p", backward_log1p);
+template <class T, template <class> class V>
+detail::val<V, T> log1p(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_log1p<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::log1p(x); }), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> sqrt(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::sqrt, detail::k_unary(t, a.ref(), [](T x) { return std::sqrt(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_sqrt(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.div(o.scale(g, T(0.5)), o.out(n)));
+    o.acc(n, 0, div(scale(g, T(0.5)), o.out(n)));
+}
+TAPIR_OP(sqrt, "sqrt", backward_sqrt);
+template <class T, template <class> class V>
+detail::val<V, T> sqrt(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_sqrt<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sqrt(x); }), detail::no_attrs{}, a);
 }
 
-/// a^p for a constant exponent p.
-template <class T>
-Var<T> pow(const Var<T>& a, T p) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::pow, a, detail::k_unary(t, a.ref(), [p](T x) { return std::pow(x, p); }), p);
-}
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
     if (n.a0 == T(0)) return;
-    const V d = n.a0 == T(1) ? g : o.mul(g, o.scale(o.pow(o.in(n, 0), n.a0 - T(1)), n.a0));
+    const V d = n.a0 == T(1) ? g : mul(g, scale(pow(o.in(n, 0), n.a0 - T(1)), n.a0));
     o.acc(n, 0, d);
 }
-
-template <class T>
-Var<T> abs(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::abs, detail::k_unary(t, a.ref(), [](T x) { return std::abs(x); }), a.index());
+TAPIR_OP(pow, "pow", backward_pow);
+/// a^p for a constant exponent p.
+template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
+detail::val<V, T> pow(const V<T>& a, S exponent) {
+    const T p = static_cast<T>(exponent);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_pow<T>, detail::k_unary(t, detail::ref(a), [p](T x) { return std::pow(x, p); }), detail::set_a(p), a);
 }
+
 template <class O, class T, class V>
 void backward_abs(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sign(o.in(n, 0))));
+    o.acc(n, 0, mul(g, sign(o.in(n, 0))));
+}
+TAPIR_OP(abs, "abs", backward_abs);
+template <class T, template <class> class V>
+detail::val<V, T> abs(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_abs<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::abs(x); }), detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> square(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::square, detail::k_unary(t, a.ref(), [](T x) { return x * x; }), a.index());
-}
 template <class O, class T, class V>
 void backward_square(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(o.mul(g, o.in(n, 0)), T(2)));
+    o.acc(n, 0, scale(mul(g, o.in(n, 0)), T(2)));
+}
+TAPIR_OP(square, "square", backward_square);
+template <class T, template <class> class V>
+detail::val<V, T> square(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_square<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * x; }), detail::no_attrs{}, a);
 }
 
-/// Clamp to [lo, hi]; the gradient passes where lo <= a <= hi.
-template <class T>
-Var<T> clamp(const Var<T>& a, T lo, T hi) {
-    if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::clamp, a, detail::k_unary(t, a.ref(), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }), lo, hi);
-}
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.inrange_mask(o.in(n, 0), n.a0, n.a1)));
+    o.acc(n, 0, mul(g, inrange_mask(o.in(n, 0), n.a0, n.a1)));
+}
+TAPIR_OP(clamp, "clamp", backward_clamp);
+/// Clamp to [lo, hi]; the gradient passes where lo <= a <= hi.
+template <class T, template <class> class V, class S1, class S2, detail::if_scalar<S1> = 0, detail::if_scalar<S2> = 0>
+detail::val<V, T> clamp(const V<T>& a, S1 lower, S2 upper) {
+    const T lo = static_cast<T>(lower), hi = static_cast<T>(upper);
+    if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_clamp<T>, detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }),
+                        detail::set_a(lo, hi), a);
 }
 
+template <class O, class T, class V>
+void backward_where(O& o, const Node<T>& n, const V& g) {
+    const V c = o.in(n, 2);
+    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, c), o.shape(n, 0)));
+    if (o.needs(n, 1)) o.acc(n, 1, sum_to(sub(g, mul(g, c)), o.shape(n, 1)));
+}
+TAPIR_OP(where, "where", backward_where);
 /// cond ? a : b elementwise (cond is a constant of 0s and 1s, e.g. from a comparison).
 template <class T>
 Var<T> where(const Var<T>& cond, const Var<T>& a, const Var<T>& b) {
     Tape<T>& t = detail::same_tape(a, b, "where");
     detail::same_tape(cond, a, "where");
-    return t.record(Op::where, detail::k_where(t, cond.ref(), a.ref(), b.ref()), a.index(), b.index(), cond.index());
-}
-template <class O, class T, class V>
-void backward_where(O& o, const Node<T>& n, const V& g) {
-    const V c = o.in(n, 2);
-    if (o.needs(n, 0)) o.acc(n, 0, o.sum_to(o.mul(g, c), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, o.sum_to(o.sub(g, o.mul(g, c)), o.shape(n, 1)));
+    return t.record(op_where<T>, detail::k_where(t, cond.ref(), a.ref(), b.ref()), a.index(), b.index(), cond.index());
 }
 
-template <class T>
-Var<T> tanh(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::tanh(a.data(), out.data, a.size());
-    return t.record(Op::tanh, out, a.index());
-}
 template <class O, class T, class V>
 void backward_tanh(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.sub(g, o.mul(g, o.mul(y, y))));
+    o.acc(n, 0, sub(g, mul(g, mul(y, y))));
+}
+TAPIR_OP(tanh, "tanh", backward_tanh);
+template <class T, template <class> class V>
+detail::val<V, T> tanh(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::tanh(x.data, out.data, x.size());
+    return detail::emit(t, op_tanh<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> sigmoid(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::sigmoid(a.data(), out.data, a.size());
-    return t.record(Op::sigmoid, out, a.index());
-}
 template <class O, class T, class V>
 void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.mul(g, o.sub(y, o.mul(y, y))));
+    o.acc(n, 0, mul(g, sub(y, mul(y, y))));
+}
+TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
+template <class T, template <class> class V>
+detail::val<V, T> sigmoid(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::sigmoid(x.data, out.data, x.size());
+    return detail::emit(t, op_sigmoid<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> relu(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Ref<T> out = t.alloc(a.shape());
-    simd::relu(a.data(), out.data, a.size());
-    return t.record(Op::relu, out, a.index());
-}
 template <class O, class T, class V>
 void backward_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.positive_mask(o.in(n, 0))));
+    o.acc(n, 0, mul(g, positive_mask(o.in(n, 0))));
+}
+TAPIR_OP(relu, "relu", backward_relu);
+template <class T, template <class> class V>
+detail::val<V, T> relu(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    const Ref<T>& x = detail::ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    simd::relu(x.data, out.data, x.size());
+    return detail::emit(t, op_relu<T>, out, detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> leaky_relu(const Var<T>& a, T alpha = T(0.01)) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::leaky_relu, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? x : alpha * x; }), alpha);
-}
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.leaky_slope(o.in(n, 0), n.a0)));
+    o.acc(n, 0, mul(g, leaky_slope(o.in(n, 0), n.a0)));
+}
+TAPIR_OP(leaky_relu, "leaky_relu", backward_leaky_relu);
+template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
+detail::val<V, T> leaky_relu(const V<T>& a, S slope = S(0.01)) {
+    const T alpha = static_cast<T>(slope);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_leaky_relu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * x; }),
+                        detail::set_a(alpha), a);
 }
 
-template <class T>
-Var<T> elu(const Var<T>& a, T alpha = T(1)) {
-    Tape<T>& t = a.tape();
-    return detail::record1(Op::elu, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }), alpha);
-}
 template <class O, class T, class V>
 void backward_elu(O& o, const Node<T>& n, const V& g) {
     // elu'(x) = 1 for x > 0, alpha*exp(x) = elu(x) + alpha otherwise.
-    const V pos = o.positive_mask(o.in(n, 0));
-    const V slope = o.add(pos, o.mul(o.add_scalar(o.neg(pos), T(1)), o.add_scalar(o.out(n), n.a0)));
-    o.acc(n, 0, o.mul(g, slope));
+    const V pos = positive_mask(o.in(n, 0));
+    const V slope = add(pos, mul(add_scalar(neg(pos), T(1)), add_scalar(o.out(n), n.a0)));
+    o.acc(n, 0, mul(g, slope));
+}
+TAPIR_OP(elu, "elu", backward_elu);
+template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
+detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
+    const T alpha = static_cast<T>(scale_alpha);
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_elu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }),
+                        detail::set_a(alpha), a);
 }
 
-/// log(1 + exp(a)), exact for large |a|.
-template <class T>
-Var<T> softplus(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::softplus, detail::k_unary(t, a.ref(), [](T x) { return detail::stable_softplus(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_softplus(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sigmoid(o.in(n, 0))));
+    o.acc(n, 0, mul(g, sigmoid(o.in(n, 0))));
+}
+TAPIR_OP(softplus, "softplus", backward_softplus);
+/// log(1 + exp(a)), exact for large |a|.
+template <class T, template <class> class V>
+detail::val<V, T> softplus(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_softplus<T>, detail::k_unary(t, detail::ref(a), [](T x) { return detail::stable_softplus(x); }),
+                        detail::no_attrs{}, a);
 }
 
-/// log(sigmoid(a)) = -softplus(-a), finite for all a.
-template <class T>
-Var<T> log_sigmoid(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::log_sigmoid, detail::k_unary(t, a.ref(), [](T x) { return -detail::stable_softplus(-x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.mul(g, o.sigmoid(o.neg(o.in(n, 0)))));
+    o.acc(n, 0, mul(g, sigmoid(neg(o.in(n, 0)))));
+}
+TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
+/// log(sigmoid(a)) = -softplus(-a), finite for all a.
+template <class T, template <class> class V>
+detail::val<V, T> log_sigmoid(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_log_sigmoid<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -detail::stable_softplus(-x); }),
+                        detail::no_attrs{}, a);
 }
 
-template <class T>
-Var<T> erf(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    return t.record(Op::erf, detail::k_unary(t, a.ref(), [](T x) { return std::erf(x); }), a.index());
-}
 template <class O, class T, class V>
 void backward_erf(O& o, const Node<T>& n, const V& g) {
     const V x = o.in(n, 0);
-    o.acc(n, 0, o.mul(g, o.scale(o.exp(o.neg(o.mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+    o.acc(n, 0, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+}
+TAPIR_OP(erf, "erf", backward_erf);
+template <class T, template <class> class V>
+detail::val<V, T> erf(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_erf<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::erf(x); }), detail::no_attrs{}, a);
+}
+
+template <class O, class T, class V>
+void backward_atan(O& o, const Node<T>& n, const V& g) {
+    const V x = o.in(n, 0);
+    o.acc(n, 0, div(g, add_scalar(mul(x, x), T(1))));  // d atan(x)/dx = 1 / (1 + x^2)
+}
+TAPIR_OP(atan, "atan", backward_atan);
+template <class T, template <class> class V>
+detail::val<V, T> atan(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_atan<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::atan(x); }), detail::no_attrs{}, a);
 }
 
 // ---- softmax family ------------------------------------------------------------------------
 
-template <class T>
-Var<T> softmax(const Var<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
-    return detail::record_axis(Op::softmax, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::softmax, false), ax, false);
-}
 template <class O, class T, class V>
 void backward_softmax(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
-    o.acc(n, 0, o.mul(y, o.sub(g, o.sum_keep(o.mul(g, y), n.axis))));
+    o.acc(n, 0, mul(y, sub(g, sum(mul(g, y), n.axis, true))));
+}
+TAPIR_OP(softmax, "softmax", backward_softmax);
+template <class T, template <class> class V>
+detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
+    return detail::emit(t, op_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::softmax, false),
+                        detail::set_axis<T>(ax, false), a);
 }
 
-template <class T>
-Var<T> log_softmax(const Var<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
-    return detail::record_axis(Op::log_softmax, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::log_softmax, false), ax, false);
-}
 template <class O, class T, class V>
 void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.sub(g, o.mul(o.exp(o.out(n)), o.sum_keep(g, n.axis))));
+    o.acc(n, 0, sub(g, mul(exp(o.out(n)), sum(g, n.axis, true))));
+}
+TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
+template <class T, template <class> class V>
+detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
+    return detail::emit(t, op_log_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::log_softmax, false),
+                        detail::set_axis<T>(ax, false), a);
 }
 
-template <class T>
-Var<T> logsumexp(const Var<T>& a, std::int64_t axis = -1, bool keepdim = false) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
-    return detail::record_axis(Op::logsumexp, a, detail::k_softmax_family(t, a.ref(), ax, detail::SoftmaxKind::logsumexp, keepdim), ax, keepdim);
-}
 template <class O, class T, class V>
 void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
     const Shape& in = o.shape(n, 0);
     const Shape keep = detail::keepdim_shape(in, n.axis);
-    const V p = o.exp(o.sub(o.in(n, 0), o.reshape(o.out(n), keep)));  // softmax of the input
-    o.acc(n, 0, o.mul(p, o.reshape(g, keep)));
+    const V p = exp(sub(o.in(n, 0), reshape(o.out(n), keep)));  // softmax of the input
+    o.acc(n, 0, mul(p, reshape(g, keep)));
+}
+TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
+template <class T, template <class> class V>
+detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
+    return detail::emit(t, op_logsumexp<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::logsumexp, keepdim),
+                        detail::set_axis<T>(ax, keepdim), a);
 }
 
 // ---- joining and indexing ------------------------------------------------------------------
 
-template <class T>
-Var<T> concat(const Var<T>& a, const Var<T>& b, std::int64_t axis = 0) {
+template <class O, class T, class V>
+void backward_concat(O& o, const Node<T>& n, const V& g) {
+    const auto ax = static_cast<std::int64_t>(n.axis);
+    const auto k = static_cast<std::size_t>(n.axis);
+    const std::size_t la = o.shape(n, 0)[k], lb = o.shape(n, 1)[k];
+    if (o.needs(n, 0)) o.acc(n, 0, slice(g, ax, 0, la));
+    if (o.needs(n, 1)) o.acc(n, 1, slice(g, ax, la, lb));
+}
+TAPIR_OP(concat, "concat", backward_concat);
+template <class T, template <class> class V>
+detail::val<V, T> concat(const V<T>& a, const V<T>& b, std::int64_t axis = 0) {
     Tape<T>& t = detail::same_tape(a, b, "concat");
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "concat");
-    Var<T> v = t.record(Op::concat, detail::k_concat(t, a.ref(), b.ref(), ax), a.index(), b.index());
-    t.node_mut(v.index()).axis = static_cast<std::int32_t>(ax);
-    return v;
+    return detail::emit(t, op_concat<T>, detail::k_concat(t, detail::ref(a), detail::ref(b), ax), detail::set_axis<T>(ax, false), a, b);
 }
 template <class T>
 Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
@@ -5410,45 +6118,40 @@ Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
     for (std::size_t i = 1; i < parts.size(); ++i) out = concat(out, parts[i], axis);
     return out;
 }
-template <class O, class T, class V>
-void backward_concat(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    const std::size_t la = o.shape(n, 0)[ax], lb = o.shape(n, 1)[ax];
-    if (o.needs(n, 0)) o.acc(n, 0, o.slice(g, ax, 0, la));
-    if (o.needs(n, 1)) o.acc(n, 1, o.slice(g, ax, la, lb));
-}
 
-/// Elements [start, start+len) along an axis.
-template <class T>
-Var<T> slice(const Var<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
-    Tape<T>& t = a.tape();
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
-    Var<T> v = detail::record_axis(Op::slice, a, detail::k_slice(t, a.ref(), ax, start, len), ax, false);
-    t.node_mut(v.index()).i0 = start;
-    return v;
-}
 template <class O, class T, class V>
 void backward_slice(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    o.acc(n, 0, o.pad(g, ax, n.i0, o.shape(n, 0)[ax]));
+    o.acc(n, 0, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+}
+TAPIR_OP(slice, "slice", backward_slice);
+/// Elements [start, start+len) along an axis.
+template <class T, template <class> class V>
+detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
+    Tape<T>& t = detail::tape_of(a);
+    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
+    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), [ax, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(ax);
+        n.i0 = start;
+    }, a);
 }
 
+template <class O, class T, class V>
+void backward_pad(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+}
+TAPIR_OP(pad, "pad", backward_pad);
 /// The adjoint of slice: a placed at offset `start` of an axis of length `total`, zeros elsewhere.
-template <class T>
-Var<T> pad(const Var<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
-    Tape<T>& t = a.tape();
+template <class T, template <class> class V>
+detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
+    Tape<T>& t = detail::tape_of(a);
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "pad");
     if (start + a.shape()[ax] > total)
         throw shape_error("pad: value of shape " + a.shape().str() + " does not fit at offset " + std::to_string(start) +
                           " of an axis of length " + std::to_string(total));
-    Var<T> v = detail::record_axis(Op::pad, a, detail::k_pad(t, a.ref(), ax, start, total), ax, false);
-    t.node_mut(v.index()).i0 = start;
-    return v;
-}
-template <class O, class T, class V>
-void backward_pad(O& o, const Node<T>& n, const V& g) {
-    const auto ax = static_cast<std::size_t>(n.axis);
-    o.acc(n, 0, o.slice(g, ax, n.i0, o.shape(n, 0)[ax]));
+    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), [ax, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(ax);
+        n.i0 = start;
+    }, a);
 }
 
 namespace detail {
@@ -5465,51 +6168,50 @@ const std::int64_t* copy_indices(Tape<T>& t, const std::vector<std::size_t>& idx
 }
 } // namespace detail
 
+template <class O, class T, class V>
+void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
+}
+TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
+/// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
+template <class T, template <class> class V>
+detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_gather_rows<T>, detail::k_gather_rows(t, detail::ref(a), p, n), [p](Node<T>& nd) { nd.index = p; }, a);
+}
 /// Rows of a (first axis) at the given indices, in order; indices may repeat.
 template <class T>
 Var<T> gather_rows(const Var<T>& a, const std::vector<std::size_t>& idx) {
     Tape<T>& t = a.tape();
     if (a.shape().rank() == 0) throw shape_error("gather_rows: expects at least 1-D, got shape " + a.shape().str());
-    const std::int64_t* p = detail::copy_indices(t, idx, a.shape()[0], "gather_rows");
-    Var<T> v = t.record(Op::gather_rows, detail::k_gather_rows(t, a.ref(), p, idx.size()), a.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
-template <class T>
-Var<T> gather_rows_raw(const Var<T>& a, const std::int64_t* p, std::size_t n) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::gather_rows, detail::k_gather_rows(t, a.ref(), p, n), a.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
-template <class O, class T, class V>
-void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scatter_rows(g, n.index, o.shape(n, 0)[0]));
+    return gather_rows_raw(a, detail::copy_indices(t, idx, a.shape()[0], "gather_rows"), idx.size());
 }
 
-template <class T>
-Var<T> scatter_rows_raw(const Var<T>& g, const std::int64_t* p, std::size_t nrows) {
-    Tape<T>& t = g.tape();
-    Var<T> v = t.record(Op::scatter_rows, detail::k_scatter_rows(t, g.ref(), p, nrows), g.index());
-    t.node_mut(v.index()).index = p;
-    return v;
-}
 template <class O, class T, class V>
 void backward_scatter_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.gather_rows(g, n.index, o.shape(n, 0)[0]));
+    o.acc(n, 0, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
+}
+TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
+/// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
+template <class T, template <class> class V>
+detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_scatter_rows<T>, detail::k_scatter_rows(t, detail::ref(g), p, nrows), [p](Node<T>& nd) { nd.index = p; }, g);
 }
 
 // ---- adversarial training helpers ------------------------------------------------------------
 
-/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky): the classifier
-/// maximises what the adversary after this layer minimises.
-template <class T>
-Var<T> grad_reverse(const Var<T>& a, T lambda = T(1)) {
-    return detail::record1(Op::grad_reverse, a, a.ref(), lambda);
-}
 template <class O, class T, class V>
 void backward_grad_reverse(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, o.scale(g, -n.a0));
+    o.acc(n, 0, scale(g, -n.a0));
+}
+TAPIR_OP(grad_reverse, "grad_reverse", backward_grad_reverse);
+/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky): the classifier
+/// maximises what the adversary after this layer minimises.
+template <class T, class S = T, detail::if_scalar<S> = 0>
+Var<T> grad_reverse(const Var<T>& a, S factor = S(1)) {
+    const T lambda = static_cast<T>(factor);
+    return detail::emit(a.tape(), op_grad_reverse<T>, a.ref(), detail::set_a(lambda), a);
 }
 
 /// The same value, cut from the graph.
@@ -5520,13 +6222,44 @@ Var<T> detach(const Var<T>& a) {
 
 // ---- fused dense layer ------------------------------------------------------------------------
 
+/// g * act'(z) from the activation's output y: one kernel in the eager pass (k_act_grad) ...
+template <class T>
+Eager<T> act_grad(const Eager<T>& g, const Eager<T>& y, Activation act, T alpha) {
+    return Eager<T>{detail::k_act_grad(*g.t, g.r, y.r, act, alpha), g.t};
+}
+/// ... and the same derivative composed of differentiable ops in the recorded one.
+template <class T>
+Var<T> act_grad(const Var<T>& g, const Var<T>& y, Activation act, T alpha) {
+    switch (act) {
+    case Activation::none: return g;
+    case Activation::relu: return mul(g, positive_mask(y));
+    case Activation::leaky_relu: return mul(g, leaky_slope(y, alpha));
+    case Activation::elu: {
+        const Var<T> pos = positive_mask(y);
+        return mul(g, add(pos, mul(add_scalar(neg(pos), T(1)), add_scalar(y, alpha))));
+    }
+    case Activation::tanh: return sub(g, mul(g, mul(y, y)));
+    case Activation::sigmoid: return mul(g, sub(y, mul(y, y)));
+    case Activation::softplus: return sub(g, mul(g, exp(neg(y))));
+    }
+    return g;
+}
+
+template <class O, class T, class V>
+void backward_dense(O& o, const Node<T>& n, const V& g) {
+    const V gz = act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
+    if (o.needs(n, 0)) o.acc(n, 0, matmul(gz, o.in(n, 1), false, true));
+    if (o.needs(n, 1)) o.acc(n, 1, matmul(o.in(n, 0), gz, true, false));
+    if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
+}
+TAPIR_OP(dense, "dense", backward_dense);
 /// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional.
 template <class T>
 Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
     Tape<T>& t = detail::same_tape(x, w, "dense");
     if (b) detail::same_tape(x, *b, "dense");
     const Ref<T> bref = b ? b->ref() : Ref<T>{};
-    Var<T> v = t.record(Op::dense, detail::k_dense(t, x.ref(), w.ref(), b ? &bref : nullptr, act, alpha), x.index(), w.index(),
+    Var<T> v = t.record(op_dense<T>, detail::k_dense(t, x.ref(), w.ref(), b ? &bref : nullptr, act, alpha), x.index(), w.index(),
                         b ? b->index() : -1);
     Node<T>& n = t.node_mut(v.index());
     n.act = static_cast<std::uint8_t>(act);
@@ -5541,16 +6274,20 @@ template <class T>
 Var<T> dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
     return dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
-template <class O, class T, class V>
-void backward_dense(O& o, const Node<T>& n, const V& g) {
-    const V gz = o.act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
-    if (o.needs(n, 0)) o.acc(n, 0, o.matmul(gz, o.in(n, 1), false, true));
-    if (o.needs(n, 1)) o.acc(n, 1, o.matmul(o.in(n, 0), gz, true, false));
-    if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, o.sum_to(gz, o.shape(n, 2)));
-}
 
 // ---- fused binary cross-entropy from logits ------------------------------------------------
 
+template <class O, class T, class V>
+void backward_bce_logits(O& o, const Node<T>& n, const V& g) {
+    const V z = o.in(n, 0), y = o.in(n, 1);
+    const auto weighted = [&](const V& v) {
+        const V scaled = scale(reshape(v, o.shape(n, 0)), n.a0);
+        return n.in[2] >= 0 ? mul(scaled, reshape(o.in(n, 2), o.shape(n, 0))) : scaled;
+    };
+    if (o.needs(n, 0)) o.acc(n, 0, mul(g, weighted(sub(sigmoid(z), reshape(y, o.shape(n, 0))))));
+    if (o.needs(n, 1)) o.acc(n, 1, reshape(mul(g, weighted(neg(z))), o.shape(n, 1)));
+}
+TAPIR_OP(bce_logits, "bce_with_logits", backward_bce_logits);
 /// sum_i w_i (softplus(z_i) - y_i z_i) / sum_i w_i as one node (the mean when w is absent).
 /// Never forms log(sigmoid(z)), so it is finite for any logit. Weights may be negative (Monte
 /// Carlo weights) but must not sum to zero; they are constants (no gradient flows into them).
@@ -5577,7 +6314,7 @@ Var<T> bce_with_logits(const Var<T>& logits, const Var<T>& targets, const Var<T>
     for (std::size_t i = 0; i < n; ++i) acc += (w ? w[i] : T(1)) * (detail::stable_softplus(z[i]) - y[i] * z[i]);
     Ref<T> out = t.alloc(Shape{});
     out.data[0] = acc / norm;
-    Var<T> v = t.record(Op::bce_logits, out, logits.index(), targets.index(), weights ? weights->index() : -1);
+    Var<T> v = t.record(op_bce_logits<T>, out, logits.index(), targets.index(), weights ? weights->index() : -1);
     Node<T>& nd = t.node_mut(v.index());
     nd.a0 = T(1) / norm;
     if (weights && weights->requires_grad()) nd.requires_grad = logits.requires_grad() || targets.requires_grad();
@@ -5587,410 +6324,79 @@ template <class T>
 Var<T> bce_with_logits(const Var<T>& logits, const Var<T>& targets, const Var<T>& weights) {
     return bce_with_logits(logits, targets, &weights);
 }
-template <class O, class T, class V>
-void backward_bce_logits(O& o, const Node<T>& n, const V& g) {
-    const V z = o.in(n, 0), y = o.in(n, 1);
-    const auto weighted = [&](const V& v) {
-        const V scaled = o.scale(o.reshape(v, o.shape(n, 0)), n.a0);
-        return n.in[2] >= 0 ? o.mul(scaled, o.reshape(o.in(n, 2), o.shape(n, 0))) : scaled;
-    };
-    if (o.needs(n, 0)) o.acc(n, 0, o.mul(g, weighted(o.sub(o.sigmoid(z), o.reshape(y, o.shape(n, 0))))));
-    if (o.needs(n, 1)) o.acc(n, 1, o.reshape(o.mul(g, weighted(o.neg(z))), o.shape(n, 1)));
-}
 
 // ---- non-differentiable masks used by backward rules ------------------------------------------
 
-template <class T>
-Var<T> positive_mask(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::positive_mask, detail::k_unary(t, a.ref(), [](T x) { return x > T(0) ? T(1) : T(0); }), a.index());
+namespace detail {
+/// A mask: recorded without a gradient (rules multiply by it; nothing flows through it).
+template <class T, class Set>
+Var<T> emit_mask(Tape<T>& t, const OpDef<T>& op, const Ref<T>& out, Set set, const Var<T>& a) {
+    Var<T> v = emit(t, op, out, set, a);
     t.node_mut(v.index()).requires_grad = false;
     return v;
 }
-template <class T>
-Var<T> sign(const Var<T>& a) {
-    Tape<T>& t = a.tape();
-    Var<T> v = t.record(Op::sign, detail::k_unary(t, a.ref(), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }), a.index());
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+template <class T, class Set>
+Eager<T> emit_mask(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&) noexcept {
+    return Eager<T>{out, &t};
 }
-template <class T>
-Var<T> inrange_mask(const Var<T>& a, T lo, T hi) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record1(Op::inrange_mask, a, detail::k_unary(t, a.ref(), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }), lo, hi);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+} // namespace detail
+
+TAPIR_OP_NO_GRAD(positive_mask, "positive_mask");
+template <class T, template <class> class V>
+detail::val<V, T> positive_mask(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_positive_mask<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : T(0); }),
+                             detail::no_attrs{}, a);
 }
-template <class T>
-Var<T> leaky_slope(const Var<T>& a, T alpha) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record1(Op::leaky_slope, a, detail::k_unary(t, a.ref(), [alpha](T x) { return x > T(0) ? T(1) : alpha; }), alpha);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+TAPIR_OP_NO_GRAD(sign, "sign");
+template <class T, template <class> class V>
+detail::val<V, T> sign(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_sign<T>,
+                             detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }),
+                             detail::no_attrs{}, a);
 }
-template <class T>
-Var<T> extreme_mask(const Var<T>& a, std::int32_t axis, bool is_max) {
-    Tape<T>& t = a.tape();
-    Var<T> v = detail::record_axis(Op::extreme_mask, a, detail::k_extreme_mask(t, a.ref(), static_cast<std::size_t>(axis), is_max),
-                                   static_cast<std::size_t>(axis), false);
-    t.node_mut(v.index()).requires_grad = false;
-    return v;
+TAPIR_OP_NO_GRAD(inrange_mask, "inrange_mask");
+template <class T, template <class> class V>
+detail::val<V, T> inrange_mask(const V<T>& a, T lo, T hi) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_inrange_mask<T>,
+                             detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }),
+                             detail::set_a(lo, hi), a);
+}
+TAPIR_OP_NO_GRAD(leaky_slope, "leaky_slope");
+template <class T, template <class> class V>
+detail::val<V, T> leaky_slope(const V<T>& a, T alpha) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit_mask(t, op_leaky_slope<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? T(1) : alpha; }),
+                             detail::set_a(alpha), a);
+}
+TAPIR_OP_NO_GRAD(extreme_mask, "extreme_mask");
+template <class T, template <class> class V>
+detail::val<V, T> extreme_mask(const V<T>& a, std::int32_t axis, bool is_max) {
+    Tape<T>& t = detail::tape_of(a);
+    const auto ax = static_cast<std::size_t>(axis);
+    return detail::emit_mask(t, op_extreme_mask<T>, detail::k_extreme_mask(t, detail::ref(a), ax, is_max), detail::set_axis<T>(ax, false), a);
 }
 
-// ---- operators ------------------------------------------------------------------------------
+// ---- operators: Var with Var, or with a scalar of any arithmetic type (converted to T) ----------
 
 template <class T> Var<T> operator+(const Var<T>& a, const Var<T>& b) { return add(a, b); }
 template <class T> Var<T> operator-(const Var<T>& a, const Var<T>& b) { return sub(a, b); }
 template <class T> Var<T> operator*(const Var<T>& a, const Var<T>& b) { return mul(a, b); }
 template <class T> Var<T> operator/(const Var<T>& a, const Var<T>& b) { return div(a, b); }
 template <class T> Var<T> operator-(const Var<T>& a) { return neg(a); }
-template <class T> Var<T> operator+(const Var<T>& a, T c) { return add_scalar(a, c); }
-template <class T> Var<T> operator+(T c, const Var<T>& a) { return add_scalar(a, c); }
-template <class T> Var<T> operator-(const Var<T>& a, T c) { return add_scalar(a, -c); }
-template <class T> Var<T> operator-(T c, const Var<T>& a) { return add_scalar(neg(a), c); }
-template <class T> Var<T> operator*(const Var<T>& a, T c) { return scale(a, c); }
-template <class T> Var<T> operator*(T c, const Var<T>& a) { return scale(a, c); }
-template <class T> Var<T> operator/(const Var<T>& a, T c) { return scale(a, T(1) / c); }
-template <class T> Var<T> operator/(T c, const Var<T>& a) { return rdiv_scalar(c, a); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator+(const Var<T>& a, S c) { return add_scalar(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator+(S c, const Var<T>& a) { return add_scalar(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator-(const Var<T>& a, S c) { return add_scalar(a, -static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator-(S c, const Var<T>& a) { return add_scalar(neg(a), static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator*(const Var<T>& a, S c) { return scale(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator*(S c, const Var<T>& a) { return scale(a, static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(const Var<T>& a, S c) { return scale(a, T(1) / static_cast<T>(c)); }
+template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(S c, const Var<T>& a) { return rdiv_scalar(static_cast<T>(c), a); }
 
 } // namespace tapir
 // ---- end tapir/autodiff/ops.hpp ----
-
-namespace tapir {
-namespace detail {
-
-/// Rules run here compute into the arena and record nothing.
-template <class T>
-struct EagerContext {
-    using value = Ref<T>;
-    Tape<T>& t;
-    std::vector<Ref<T>>& grads;
-
-    const Ref<T>& in(const Node<T>& n, int k) const { return t.node(n.in[k]).out; }
-    const Ref<T>& out(const Node<T>& n) const { return n.out; }
-    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
-    bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
-    void acc(const Node<T>& n, int k, const Ref<T>& v) {
-        Ref<T>& g = grads[static_cast<std::size_t>(n.in[k])];
-        g = g.data ? k_add(t, g, v) : v;  // out of place: gradient buffers may be shared
-    }
-
-    Ref<T> add(const Ref<T>& a, const Ref<T>& b) { return k_add(t, a, b); }
-    Ref<T> sub(const Ref<T>& a, const Ref<T>& b) { return k_sub(t, a, b); }
-    Ref<T> mul(const Ref<T>& a, const Ref<T>& b) { return k_mul(t, a, b); }
-    Ref<T> div(const Ref<T>& a, const Ref<T>& b) { return k_div(t, a, b); }
-    Ref<T> neg(const Ref<T>& a) { return k_unary(t, a, [](T x) { return -x; }); }
-    Ref<T> scale(const Ref<T>& a, T c) { return k_unary(t, a, [c](T x) { return x * c; }); }
-    Ref<T> add_scalar(const Ref<T>& a, T c) { return k_unary(t, a, [c](T x) { return x + c; }); }
-    Ref<T> pow(const Ref<T>& a, T p) { return k_unary(t, a, [p](T x) { return std::pow(x, p); }); }
-    Ref<T> exp(const Ref<T>& a) {
-        Ref<T> r = t.alloc(a.shape);
-        simd::exp(a.data, r.data, a.size());
-        return r;
-    }
-    Ref<T> sigmoid(const Ref<T>& a) {
-        Ref<T> r = t.alloc(a.shape);
-        simd::sigmoid(a.data, r.data, a.size());
-        return r;
-    }
-    Ref<T> matmul(const Ref<T>& a, const Ref<T>& b, bool ta, bool tb) { return k_matmul(t, a, b, ta, tb); }
-    Ref<T> transpose(const Ref<T>& a) { return k_transpose(t, a); }
-    Ref<T> reshape(const Ref<T>& a, const Shape& s) { return k_reshape(a, s); }
-    Ref<T> broadcast_to(const Ref<T>& a, const Shape& s) { return k_broadcast_to(t, a, s); }
-    Ref<T> sum_to(const Ref<T>& a, const Shape& s) { return k_sum_to(t, a, s); }
-    Ref<T> sum_keep(const Ref<T>& a, std::int32_t axis) { return k_sum_axis(t, a, static_cast<std::size_t>(axis), true); }
-    Ref<T> slice(const Ref<T>& a, std::size_t axis, std::size_t start, std::size_t len) { return k_slice(t, a, axis, start, len); }
-    Ref<T> pad(const Ref<T>& a, std::size_t axis, std::size_t start, std::size_t total) { return k_pad(t, a, axis, start, total); }
-    Ref<T> gather_rows(const Ref<T>& a, const std::int64_t* idx, std::size_t n) { return k_gather_rows(t, a, idx, n); }
-    Ref<T> scatter_rows(const Ref<T>& g, const std::int64_t* idx, std::size_t nrows) { return k_scatter_rows(t, g, idx, nrows); }
-    Ref<T> act_grad(const Ref<T>& g, const Ref<T>& y, Activation act, T alpha) { return k_act_grad(t, g, y, act, alpha); }
-    Ref<T> positive_mask(const Ref<T>& a) { return k_unary(t, a, [](T x) { return x > T(0) ? T(1) : T(0); }); }
-    Ref<T> sign(const Ref<T>& a) { return k_unary(t, a, [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }); }
-    Ref<T> inrange_mask(const Ref<T>& a, T lo, T hi) { return k_unary(t, a, [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }); }
-    Ref<T> leaky_slope(const Ref<T>& a, T alpha) { return k_unary(t, a, [alpha](T x) { return x > T(0) ? T(1) : alpha; }); }
-    Ref<T> extreme_mask(const Ref<T>& a, std::int32_t axis, bool is_max) { return k_extreme_mask(t, a, static_cast<std::size_t>(axis), is_max); }
-};
-
-/// Rules run here record every step, so the gradients they produce are differentiable.
-template <class T>
-struct RecordContext {
-    using value = Var<T>;
-    Tape<T>& t;
-    std::vector<std::int32_t>& grads;
-    std::int32_t current = -1;
-
-    Var<T> in(const Node<T>& n, int k) const { return t.var(n.in[k]); }
-    Var<T> out(const Node<T>&) const { return t.var(current); }
-    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
-    bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
-    void acc(const Node<T>& n, int k, const Var<T>& v) {
-        std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
-        g = g >= 0 ? tapir::add(t.var(g), v).index() : v.index();
-    }
-
-    Var<T> add(const Var<T>& a, const Var<T>& b) { return tapir::add(a, b); }
-    Var<T> sub(const Var<T>& a, const Var<T>& b) { return tapir::sub(a, b); }
-    Var<T> mul(const Var<T>& a, const Var<T>& b) { return tapir::mul(a, b); }
-    Var<T> div(const Var<T>& a, const Var<T>& b) { return tapir::div(a, b); }
-    Var<T> neg(const Var<T>& a) { return tapir::neg(a); }
-    Var<T> scale(const Var<T>& a, T c) { return tapir::scale(a, c); }
-    Var<T> add_scalar(const Var<T>& a, T c) { return tapir::add_scalar(a, c); }
-    Var<T> pow(const Var<T>& a, T p) { return tapir::pow(a, p); }
-    Var<T> exp(const Var<T>& a) { return tapir::exp(a); }
-    Var<T> sigmoid(const Var<T>& a) { return tapir::sigmoid(a); }
-    Var<T> matmul(const Var<T>& a, const Var<T>& b, bool ta, bool tb) { return tapir::matmul(a, b, ta, tb); }
-    Var<T> transpose(const Var<T>& a) { return tapir::transpose(a); }
-    Var<T> reshape(const Var<T>& a, const Shape& s) { return tapir::reshape(a, s); }
-    Var<T> broadcast_to(const Var<T>& a, const Shape& s) { return tapir::broadcast_to(a, s); }
-    Var<T> sum_to(const Var<T>& a, const Shape& s) { return a.shape() == s ? a : tapir::sum_to(a, s); }
-    Var<T> sum_keep(const Var<T>& a, std::int32_t axis) { return tapir::sum(a, axis, true); }
-    Var<T> slice(const Var<T>& a, std::size_t axis, std::size_t start, std::size_t len) {
-        return tapir::slice(a, static_cast<std::int64_t>(axis), start, len);
-    }
-    Var<T> pad(const Var<T>& a, std::size_t axis, std::size_t start, std::size_t total) {
-        return tapir::pad(a, static_cast<std::int64_t>(axis), start, total);
-    }
-    Var<T> gather_rows(const Var<T>& a, const std::int64_t* idx, std::size_t n) { return tapir::gather_rows_raw(a, idx, n); }
-    Var<T> scatter_rows(const Var<T>& g, const std::int64_t* idx, std::size_t nrows) { return tapir::scatter_rows_raw(g, idx, nrows); }
-    /// The same derivative as k_act_grad, composed of differentiable ops.
-    Var<T> act_grad(const Var<T>& g, const Var<T>& y, Activation act, T alpha) {
-        switch (act) {
-        case Activation::none: return g;
-        case Activation::relu: return tapir::mul(g, tapir::positive_mask(y));
-        case Activation::leaky_relu: return tapir::mul(g, tapir::leaky_slope(y, alpha));
-        case Activation::elu: {
-            const Var<T> pos = tapir::positive_mask(y);
-            return tapir::mul(g, tapir::add(pos, tapir::mul(tapir::add_scalar(tapir::neg(pos), T(1)), tapir::add_scalar(y, alpha))));
-        }
-        case Activation::tanh: return tapir::sub(g, tapir::mul(g, tapir::mul(y, y)));
-        case Activation::sigmoid: return tapir::mul(g, tapir::sub(y, tapir::mul(y, y)));
-        case Activation::softplus: return tapir::sub(g, tapir::mul(g, tapir::exp(tapir::neg(y))));
-        }
-        return g;
-    }
-    Var<T> positive_mask(const Var<T>& a) { return tapir::positive_mask(a); }
-    Var<T> sign(const Var<T>& a) { return tapir::sign(a); }
-    Var<T> inrange_mask(const Var<T>& a, T lo, T hi) { return tapir::inrange_mask(a, lo, hi); }
-    Var<T> leaky_slope(const Var<T>& a, T alpha) { return tapir::leaky_slope(a, alpha); }
-    Var<T> extreme_mask(const Var<T>& a, std::int32_t axis, bool is_max) { return tapir::extreme_mask(a, axis, is_max); }
-};
-
-/// The one switch from op code to rule.
-template <class O, class T, class V>
-void dispatch_backward(O& o, const Node<T>& n, const V& g) {
-    switch (n.op) {
-    case Op::add: backward_add(o, n, g); break;
-    case Op::sub: backward_sub(o, n, g); break;
-    case Op::mul: backward_mul(o, n, g); break;
-    case Op::div: backward_div(o, n, g); break;
-    case Op::neg: backward_neg(o, n, g); break;
-    case Op::scale: backward_scale(o, n, g); break;
-    case Op::add_scalar: backward_add_scalar(o, n, g); break;
-    case Op::rdiv_scalar: backward_rdiv_scalar(o, n, g); break;
-    case Op::matmul: backward_matmul(o, n, g); break;
-    case Op::transpose: backward_transpose(o, n, g); break;
-    case Op::reshape: backward_reshape(o, n, g); break;
-    case Op::broadcast_to: backward_broadcast_to(o, n, g); break;
-    case Op::sum_to: backward_sum_to(o, n, g); break;
-    case Op::sum_axis: backward_sum_axis(o, n, g); break;
-    case Op::max_axis:
-    case Op::min_axis: backward_extreme_axis(o, n, g); break;
-    case Op::exp: backward_exp(o, n, g); break;
-    case Op::log: backward_log(o, n, g); break;
-    case Op::log1p: backward_log1p(o, n, g); break;
-    case Op::sqrt: backward_sqrt(o, n, g); break;
-    case Op::pow: backward_pow(o, n, g); break;
-    case Op::abs: backward_abs(o, n, g); break;
-    case Op::square: backward_square(o, n, g); break;
-    case Op::clamp: backward_clamp(o, n, g); break;
-    case Op::where: backward_where(o, n, g); break;
-    case Op::tanh: backward_tanh(o, n, g); break;
-    case Op::sigmoid: backward_sigmoid(o, n, g); break;
-    case Op::relu: backward_relu(o, n, g); break;
-    case Op::leaky_relu: backward_leaky_relu(o, n, g); break;
-    case Op::elu: backward_elu(o, n, g); break;
-    case Op::softplus: backward_softplus(o, n, g); break;
-    case Op::log_sigmoid: backward_log_sigmoid(o, n, g); break;
-    case Op::erf: backward_erf(o, n, g); break;
-    case Op::softmax: backward_softmax(o, n, g); break;
-    case Op::log_softmax: backward_log_softmax(o, n, g); break;
-    case Op::logsumexp: backward_logsumexp(o, n, g); break;
-    case Op::concat: backward_concat(o, n, g); break;
-    case Op::slice: backward_slice(o, n, g); break;
-    case Op::pad: backward_pad(o, n, g); break;
-    case Op::gather_rows: backward_gather_rows(o, n, g); break;
-    case Op::scatter_rows: backward_scatter_rows(o, n, g); break;
-    case Op::grad_reverse: backward_grad_reverse(o, n, g); break;
-    case Op::dense: backward_dense(o, n, g); break;
-    case Op::bce_logits: backward_bce_logits(o, n, g); break;
-    case Op::leaf:
-    case Op::param:
-    case Op::positive_mask:
-    case Op::sign:
-    case Op::inrange_mask:
-    case Op::leaky_slope:
-    case Op::extreme_mask:
-    case Op::count_: break;
-    }
-}
-
-template <class T>
-std::int32_t max_index(const Var<T>* vs, std::size_t n) {
-    std::int32_t m = -1;
-    for (std::size_t i = 0; i < n; ++i) m = vs[i].index() > m ? vs[i].index() : m;
-    return m;
-}
-
-/// First-order pass: grads[i] holds the gradient of node i afterwards.
-template <class T>
-void run_eager(Tape<T>& t, const Var<T>* outputs, std::size_t n_outputs, const Var<T>* seeds, bool into_params) {
-    auto& grads = t.grad_refs();
-    grads.assign(t.size(), Ref<T>{});
-    EagerContext<T> ctx{t, grads};
-    for (std::size_t k = 0; k < n_outputs; ++k) {
-        const Var<T>& out = outputs[k];
-        Ref<T> seed;
-        if (seeds) {
-            seed = seeds[k].ref();
-            if (seed.shape != out.shape()) throw_shape("backward: gradient for output", out.shape(), seed.shape);
-        } else {
-            seed = t.alloc(out.shape());
-            for (std::size_t i = 0; i < seed.size(); ++i) seed.data[i] = T(1);
-        }
-        Ref<T>& g = grads[static_cast<std::size_t>(out.index())];
-        g = g.data ? k_add(t, g, seed) : seed;
-    }
-    const bool anomaly = t.detect_anomaly();
-    for (std::int32_t i = max_index(outputs, n_outputs); i >= 0; --i) {
-        const Node<T>& n = t.node(i);
-        const Ref<T>& g = grads[static_cast<std::size_t>(i)];
-        if (!n.requires_grad || g.data == nullptr) continue;
-        if (n.op == Op::param) {
-            if (into_params) {
-                Tensor<T>& pg = n.param->grad;
-                if (pg.shape() != n.out.shape) pg = Tensor<T>(n.out.shape);
-                simd::add(pg.data(), g.data, pg.data(), g.size());
-            }
-            continue;
-        }
-        dispatch_backward(ctx, n, g);
-        if (TAPIR_UNLIKELY(anomaly)) {
-            for (int k = 0; k < 3; ++k)
-                if (n.in[k] >= 0 && grads[static_cast<std::size_t>(n.in[k])].data)
-                    t.check_finite(static_cast<std::size_t>(i), n.op, "backward", grads[static_cast<std::size_t>(n.in[k])]);
-        }
-    }
-}
-
-} // namespace detail
-
-/// Backpropagates a single-valued output; parameter gradients accumulate into Parameter::grad and
-/// leaf variables' gradients are read with Var::grad().
-template <class T>
-void backward(const Var<T>& output) {
-    if (output.size() != 1)
-        throw shape_error("backward: output of shape " + output.shape().str() +
-                          " is not a single value; pass its gradient: backward(output, gradient)");
-    detail::run_eager<T>(output.tape(), &output, 1, nullptr, true);
-}
-template <class T>
-void backward(const Var<T>& output, const Var<T>& gradient) {
-    detail::run_eager<T>(output.tape(), &output, 1, &gradient, true);
-}
-
-namespace detail {
-/// grad() on arrays: result[k] for inputs[k]. No heap allocation of its own in steady state (the
-/// tape's buffers are reused), so a training step that calls the one-input grad() allocates nothing.
-template <class T>
-void grad_into(const Var<T>* outputs, std::size_t n_out, const Var<T>* inputs, std::size_t n_in, bool create_graph,
-               Var<T>* result) {
-    if (n_out == 0) throw tape_error("grad: no outputs given");
-    Tape<T>& t = outputs[0].tape();
-    for (std::size_t k = 0; k < n_in; ++k) {
-        if (&inputs[k].tape() != &t) throw tape_error("grad: input #" + std::to_string(k) + " is on a different tape");
-        if (!inputs[k].requires_grad())
-            throw tape_error("grad: input #" + std::to_string(k) + " does not require a gradient (a constant or detached value)");
-    }
-    if (!create_graph) {
-        run_eager<T>(t, outputs, n_out, nullptr, false);
-        for (std::size_t k = 0; k < n_in; ++k) {
-            const Ref<T> g = t.grad_refs()[static_cast<std::size_t>(inputs[k].index())];
-            result[k] = g.data ? t.leaf(g, false) : t.full(inputs[k].shape(), T(0));
-        }
-        return;
-    }
-    struct EnableGrad {
-        Tape<T>& tape;
-        bool was;
-        ~EnableGrad() { tape.set_grad_enabled(was); }
-    } restore{t, t.grad_enabled()};
-    t.set_grad_enabled(true);
-    auto& gv = t.grad_vars();
-    gv.assign(t.size(), -1);
-    RecordContext<T> ctx{t, gv, -1};
-    for (std::size_t o = 0; o < n_out; ++o) {
-        const Var<T> seed = t.full(outputs[o].shape(), T(1));
-        std::int32_t& g = gv[static_cast<std::size_t>(outputs[o].index())];
-        g = g >= 0 ? add(t.var(g), seed).index() : seed.index();
-    }
-    for (std::int32_t i = max_index(outputs, n_out); i >= 0; --i) {
-        const std::int32_t gi = gv[static_cast<std::size_t>(i)];
-        if (gi < 0) continue;
-        const Node<T> n = t.node(i);  // a copy: rules append nodes, which may move the node storage
-        if (!n.requires_grad || n.op == Op::param || n.op == Op::leaf) continue;
-        ctx.current = i;
-        dispatch_backward(ctx, n, t.var(gi));
-    }
-    for (std::size_t k = 0; k < n_in; ++k) {
-        const std::int32_t gi = gv[static_cast<std::size_t>(inputs[k].index())];
-        result[k] = gi >= 0 ? t.var(gi) : t.full(inputs[k].shape(), T(0));
-    }
-}
-} // namespace detail
-
-/// Gradients of the sum of `outputs` with respect to `inputs`, as values on the same tape.
-/// With create_graph the backward pass is recorded, so the results can be differentiated again
-/// (gradient penalties, Hessians). Parameter::grad is left untouched. An input the outputs do not
-/// depend on gets a zero gradient.
-template <class T>
-std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, bool create_graph = false) {
-    std::vector<Var<T>> result(inputs.size());
-    detail::grad_into(outputs.data(), outputs.size(), inputs.data(), inputs.size(), create_graph, result.data());
-    return result;
-}
-template <class T>
-std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, bool create_graph = false) {
-    std::vector<Var<T>> result(inputs.size());
-    detail::grad_into(&output, 1, inputs.data(), inputs.size(), create_graph, result.data());
-    return result;
-}
-/// One output, one input: allocates nothing (the gradient penalty's case, five times per WGAN step).
-template <class T>
-Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false) {
-    Var<T> result;
-    detail::grad_into(&output, 1, &input, 1, create_graph, &result);
-    return result;
-}
-
-} // namespace tapir
-// ---- end tapir/autodiff/backward.hpp ----
-// ---- begin tapir/autodiff/gradcheck.hpp ----
-/// Finite-difference checks of first and second derivatives, in double precision, for users'
-/// own losses as much as for tapir's ops.
-///
-/// The function's output y is projected onto a fixed random tensor r (L = sum(y * r)) so that
-/// every output component is checked. The error of one element is
-/// |analytic - numeric| / max(1, |analytic|, |numeric|): relative for large derivatives,
-/// absolute for small ones, where a relative error means nothing.
-
-#include <cmath>
-#include <cstddef>
-#include <functional>
-#include <sstream>
-#include <string>
-#include <type_traits>
-#include <vector>
-
 
 namespace tapir {
 
@@ -6066,7 +6472,7 @@ struct GradcheckEval {
         }
         const Var<T> l = project(t, y, r[0]);
         if (order == 0) return l.item();
-        const auto gs = grad(l, vars, false);
+        const auto gs = grad(l, vars, false, /*allow_unused=*/true);
         double m = 0.0;
         for (std::size_t k = 0; k < gs.size(); ++k)
             for (std::size_t j = 0; j < gs[k].size(); ++j) m += gs[k][j] * v[k][j];
@@ -6085,7 +6491,7 @@ GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, doub
     t.clear();
     std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
-    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false);
+    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false, /*allow_unused=*/true);
     std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
 
@@ -6118,12 +6524,12 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
     t.clear();
     std::vector<Var<T>> vars;
     for (const auto& x : inputs) vars.push_back(t.variable(x));
-    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true);
+    const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, true, /*allow_unused=*/true);
     Var<T> m = t.scalar(T(0));
     for (std::size_t k = 0; k < gs.size(); ++k) m = add(m, sum(mul(gs[k], t.view(ev.v[k]))));
     std::vector<Tensor<T>> analytic;
     if (m.requires_grad()) {
-        for (const auto& g : grad(m, vars, false)) analytic.push_back(g.value());
+        for (const auto& g : grad(m, vars, false, /*allow_unused=*/true)) analytic.push_back(g.value());
     } else {
         for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }
@@ -6145,36 +6551,272 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
 
 } // namespace tapir
 // ---- end tapir/autodiff/gradcheck.hpp ----
-// ---- begin tapir/nn/fit.hpp ----
-/// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
-/// validation (split or set), metrics, early stopping, per-epoch callbacks, a progress bar on a
-/// terminal, and the history as CSV.
-///
-/// The step itself (Trainer::step) reuses one tape, cleared each step, and gathers each batch
-/// into tensors kept across steps; the loss is a template parameter, not a std::function. Once
-/// the first steps have sized the arena and the buffers, a step touches the heap not at all.
+// ---- begin tapir/nn/callbacks.hpp ----
+/// What fit() reports and calls back: the per-epoch History, epoch metrics (accuracy, AUC), the
+/// EpochEnd record handed to callbacks, and Keras' reduce_lr_on_plateau (checkpoint_best, which
+/// writes model files, is in checkpoint.hpp: the training loop itself does not depend on io/).
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <optional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#if defined(_WIN32)
-#include <io.h>
-#elif defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
+// ---- begin tapir/metrics/roc.hpp ----
+/// ROC curve, weighted AUC, background rejection at a signal efficiency, and the score cut
+/// that keeps a given signal efficiency.
+///
+/// Convention: an event passes a cut t when score >= t. Signal = label 1, background = label 0.
+/// Weights may be negative (MC weights) but each class total must be positive.
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+// ---- begin tapir/metrics/common.hpp ----
+/// Input view and argument checks shared by the metrics.
+
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <iterator>
+#include <string>
+#include <vector>
+
+
+namespace tapir::metrics {
+
+/// A non-owning read-only view of float or double values: a std::vector, a Tensor (all its
+/// elements), a pointer and a size, or a braced list. For function parameters only (a view
+/// of a temporary must not outlive the call). Default-constructed = empty (e.g. "no weights").
+class ValueView {
+public:
+    ValueView() = default;
+    ValueView(const std::vector<double>& v) noexcept : d_(v.data()), n_(v.size()) {}
+    ValueView(const std::vector<float>& v) noexcept : f_(v.data()), n_(v.size()) {}
+    ValueView(std::initializer_list<double> v) noexcept : n_(v.size()) { d_ = std::data(v); }
+    ValueView(const double* p, std::size_t n) noexcept : d_(p), n_(n) {}
+    ValueView(const float* p, std::size_t n) noexcept : f_(p), n_(n) {}
+    ValueView(const Tensor<double>& t) noexcept : d_(t.data()), n_(t.size()) {}
+    ValueView(const Tensor<float>& t) noexcept : f_(t.data()), n_(t.size()) {}
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    double operator[](std::size_t i) const noexcept { return f_ ? static_cast<double>(f_[i]) : d_[i]; }
+    std::vector<double> to_vector() const {
+        std::vector<double> v(n_);
+        for (std::size_t i = 0; i < n_; ++i) v[i] = (*this)[i];
+        return v;
+    }
+
+private:
+    const double* d_ = nullptr;
+    const float* f_ = nullptr;
+    std::size_t n_ = 0;
+};
+
+namespace detail {
+
+using tapir::detail::error_number;
+
+/// Equal non-zero sizes (both named in the error), finite values.
+inline void metric_check_same_size(const char* fn, const char* what_a, const ValueView& a, const char* what_b,
+                                   const ValueView& b) {
+    if (a.size() != b.size())
+        throw value_error(std::string(fn) + ": " + std::to_string(a.size()) + " " + what_a + " but " +
+                          std::to_string(b.size()) + " " + what_b);
+}
+inline void metric_check_finite(const char* fn, const char* what, const ValueView& v) {
+    for (std::size_t i = 0; i < v.size(); ++i)
+        if (!std::isfinite(v[i]))
+            throw value_error(std::string(fn) + ": non-finite " + what + " " + error_number(v[i]) + " at index " +
+                              std::to_string(i));
+}
+inline void metric_check_labels(const char* fn, const ValueView& labels) {
+    for (std::size_t i = 0; i < labels.size(); ++i)
+        if (labels[i] != 0.0 && labels[i] != 1.0)
+            throw value_error(std::string(fn) + ": label " + error_number(labels[i]) + " at index " + std::to_string(i) +
+                              " is not 0 or 1");
+}
+/// scores/labels/weights of a binary classification metric; empty weights = all 1.
+inline void metric_check(const char* fn, const ValueView& scores, const ValueView& labels, const ValueView& weights) {
+    metric_check_same_size(fn, "scores", scores, "labels", labels);
+    if (scores.empty()) throw value_error(std::string(fn) + ": empty input");
+    if (!weights.empty()) metric_check_same_size(fn, "scores", scores, "weights", weights);
+    metric_check_labels(fn, labels);
+    metric_check_finite(fn, "score", scores);
+    metric_check_finite(fn, "weight", weights);
+}
+inline double metric_weight(const ValueView& w, std::size_t i) noexcept { return w.empty() ? 1.0 : w[i]; }
+
+} // namespace detail
+} // namespace tapir::metrics
+// ---- end tapir/metrics/common.hpp ----
+
+namespace tapir::metrics {
+
+/// One point per distinct score, from the tightest cut to the loosest: the first point is
+/// (0, 0) at threshold +inf, the last (1, 1) at the lowest score. Tied scores form one step,
+/// so the trapezoid between two points counts a tie as half a correct ordering.
+struct RocCurve {
+    std::vector<double> fpr;        ///< background efficiency eps_B at each threshold
+    std::vector<double> tpr;        ///< signal efficiency eps_S at each threshold
+    std::vector<double> thresholds; ///< cut on the score (pass: score >= threshold)
+
+    /// Trapezoidal area: the weighted probability that a signal event outscores a background
+    /// event, ties counting 1/2.
+    double auc() const {
+        double a = 0.0;
+        for (std::size_t k = 1; k < fpr.size(); ++k) a += (fpr[k] - fpr[k - 1]) * (tpr[k] + tpr[k - 1]);
+        return 0.5 * a;
+    }
+
+    /// eps_B at signal efficiency eps_s, linearly interpolated between the two ROC points
+    /// around it (the first crossing, walking from the tightest cut). The interpolation is exact
+    /// for a cut that accepts part of the events tied at the next score, chosen at random.
+    double background_efficiency(double eps_s) const {
+        if (!(eps_s > 0.0 && eps_s <= 1.0))
+            throw value_error("background_efficiency: signal efficiency must be in (0, 1], got " +
+                              detail::error_number(eps_s));
+        if (tpr.size() < 2) throw value_error("background_efficiency: empty ROC curve");
+        for (std::size_t k = 1; k < tpr.size(); ++k) {
+            if (tpr[k] >= eps_s) {
+                if (tpr[k - 1] >= eps_s) return fpr[k - 1];
+                const double t = (eps_s - tpr[k - 1]) / (tpr[k] - tpr[k - 1]);
+                return fpr[k - 1] + t * (fpr[k] - fpr[k - 1]);
+            }
+        }
+        return fpr.back();
+    }
+
+    /// Background rejection 1/eps_B at signal efficiency eps_s (R50: eps_s = 0.5); +infinity
+    /// when no background passes.
+    double rejection(double eps_s) const {
+        const double eb = background_efficiency(eps_s);
+        if (eb < 0.0)
+            throw value_error("rejection: background efficiency " + detail::error_number(eb) +
+                              " is negative at signal efficiency " + detail::error_number(eps_s) +
+                              " (negative weights)");
+        return eb == 0.0 ? std::numeric_limits<double>::infinity() : 1.0 / eb;
+    }
+};
+
+namespace detail {
+/// Indices sorted by decreasing score, and the class totals (checked positive).
+inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
+                                          const ValueView& weights, double& wpos, double& wneg) {
+    metric_check(fn, scores, labels, weights);
+    wpos = 0.0;
+    wneg = 0.0;
+    for (std::size_t i = 0; i < scores.size(); ++i) (labels[i] == 1.0 ? wpos : wneg) += metric_weight(weights, i);
+    if (!(wpos > 0.0))
+        throw value_error(std::string(fn) + ": the signal (label 1) weights sum to " + error_number(wpos) +
+                          " (need a positive total)");
+    if (!(wneg > 0.0))
+        throw value_error(std::string(fn) + ": the background (label 0) weights sum to " + error_number(wneg) +
+                          " (need a positive total)");
+    std::vector<std::size_t> order(scores.size());
+    std::iota(order.begin(), order.end(), std::size_t(0));
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
+    return order;
+}
+} // namespace detail
+
+/// ROC curve of a binary classifier; empty weights = all 1.
+inline RocCurve roc_curve(const ValueView& scores, const ValueView& labels, const ValueView& weights = {}) {
+    double wpos, wneg;
+    const auto order = detail::roc_order("roc_curve", scores, labels, weights, wpos, wneg);
+    RocCurve r;
+    r.fpr.push_back(0.0);
+    r.tpr.push_back(0.0);
+    r.thresholds.push_back(std::numeric_limits<double>::infinity());
+    double tp = 0.0, fp = 0.0;
+    for (std::size_t k = 0; k < order.size();) {
+        const double s = scores[order[k]];
+        for (; k < order.size() && scores[order[k]] == s; ++k) {
+            const std::size_t i = order[k];
+            (labels[i] == 1.0 ? tp : fp) += detail::metric_weight(weights, i);
+        }
+        r.fpr.push_back(fp / wneg);
+        r.tpr.push_back(tp / wpos);
+        r.thresholds.push_back(s);
+    }
+    // The loosest cut accepts everything: exactly (1, 1), free of summation rounding.
+    r.fpr.back() = 1.0;
+    r.tpr.back() = 1.0;
+    return r;
+}
+
+/// Weighted area under the ROC curve: sum over (signal i, background j) of
+/// w_i w_j ([s_i > s_j] + [s_i == s_j]/2), divided by the product of the class totals.
+inline double roc_auc(const ValueView& scores, const ValueView& labels, const ValueView& weights = {}) {
+    double wpos, wneg;
+    const auto order = detail::roc_order("roc_auc", scores, labels, weights, wpos, wneg);
+    double tp = 0.0, area = 0.0;
+    for (std::size_t k = 0; k < order.size();) {
+        const double s = scores[order[k]];
+        double gp = 0.0, gn = 0.0;
+        for (; k < order.size() && scores[order[k]] == s; ++k) {
+            const std::size_t i = order[k];
+            (labels[i] == 1.0 ? gp : gn) += detail::metric_weight(weights, i);
+        }
+        area += gn * (tp + 0.5 * gp);
+        tp += gp;
+    }
+    return area / (wpos * wneg);
+}
+
+/// Background rejection 1/eps_B at signal efficiency eps_s (see RocCurve::background_efficiency
+/// for the interpolation); +infinity when no background passes.
+inline double background_rejection(const ValueView& scores, const ValueView& labels, const ValueView& weights = {},
+                                   double signal_efficiency = 0.5) {
+    return roc_curve(scores, labels, weights).rejection(signal_efficiency);
+}
+
+/// The score cut t that keeps signal efficiency eps_s: the highest signal score at which the
+/// weighted signal passing (score >= t) first reaches eps_s of the signal total (up to 1e-12
+/// relative rounding). With unit weights and no ties it keeps ceil(eps_s * N_S) signal events.
+/// Tied scores pass together.
+inline double efficiency_threshold(const ValueView& scores, const ValueView& labels, const ValueView& weights = {},
+                                   double signal_efficiency = 0.5) {
+    if (!(signal_efficiency > 0.0 && signal_efficiency <= 1.0))
+        throw value_error("efficiency_threshold: signal efficiency must be in (0, 1], got " +
+                          detail::error_number(signal_efficiency));
+    detail::metric_check("efficiency_threshold", scores, labels, weights);
+    std::vector<std::size_t> sig;
+    double wpos = 0.0, wabs = 0.0;
+    for (std::size_t i = 0; i < scores.size(); ++i) {
+        if (labels[i] != 1.0) continue;
+        sig.push_back(i);
+        wpos += detail::metric_weight(weights, i);
+        wabs += std::abs(detail::metric_weight(weights, i));
+    }
+    if (!(wpos > 0.0))
+        throw value_error("efficiency_threshold: the signal (label 1) weights sum to " + detail::error_number(wpos) +
+                          " (need a positive total)");
+    std::sort(sig.begin(), sig.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
+    const double target = signal_efficiency * wpos - 1e-12 * wabs;
+    double cum = 0.0;
+    for (std::size_t k = 0; k < sig.size();) {
+        const double s = scores[sig[k]];
+        for (; k < sig.size() && scores[sig[k]] == s; ++k) cum += detail::metric_weight(weights, sig[k]);
+        if (cum >= target) return s;
+    }
+    return scores[sig.back()];
+}
+
+} // namespace tapir::metrics
+// ---- end tapir/metrics/roc.hpp ----
 // ---- begin tapir/optim/optimizer.hpp ----
 /// The optimiser interface: a list of parameters, a learning rate, step() and zero_grad(),
 /// and named state tensors so that a run can be saved and resumed bit for bit.
@@ -6639,33 +7281,8 @@ Var<T> functional_call(Module<T>& m, const Var<T>& x, const std::vector<Var<T>>&
 // ---- end tapir/nn/module.hpp ----
 
 namespace tapir {
+namespace metrics {}  // roc_auc: tapir:: today, tapir::metrics:: under the one namespace rule
 namespace nn {
-
-// ---- losses ---------------------------------------------------------------------------------
-
-/// The default loss: binary cross-entropy on logits, weighted by per-event weights if given.
-struct BceWithLogitsLoss {
-    template <class T>
-    Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
-        return bce_with_logits(out, target, weight);
-    }
-};
-
-/// Mean squared error over events and outputs; with weights w (batch, 1):
-/// sum_i w_i sum_k (o_ik - y_ik)^2 / (K sum_i w_i).
-struct MseLoss {
-    template <class T>
-    Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
-        if (out.shape() != target.shape()) tapir::detail::throw_shape("MseLoss: output vs target", out.shape(), target.shape());
-        const Var<T> d2 = square(sub(out, target));
-        if (!weight) return mean(d2);
-        T norm = T(0);
-        for (std::size_t i = 0; i < weight->size(); ++i) norm += (*weight)[i];
-        if (norm == T(0)) throw value_error("MseLoss: the event weights sum to zero");
-        const T k = static_cast<T>(out.size() / (out.shape().rank() ? out.shape()[0] : 1));
-        return scale(sum(mul(d2, *weight)), T(1) / (norm * k));
-    }
-};
 
 // ---- history --------------------------------------------------------------------------------
 
@@ -6743,7 +7360,7 @@ private:
     std::size_t epochs_ = 0;
 };
 
-// ---- metrics, callbacks, options ----------------------------------------------------------------
+// ---- metrics ------------------------------------------------------------------------------------
 
 /// An epoch metric over all predictions of a set: fn(pred (n, k), target (n, k), weight (n, 1) or null).
 template <class T>
@@ -6770,6 +7387,20 @@ Metric<T> binary_accuracy(double threshold = 0.0, std::string name = "accuracy")
                      }};
 }
 
+/// Weighted area under the ROC curve of a one-output model (logits or probabilities: the AUC
+/// depends on the order only), Keras' AUC metric computed exactly. Labels must be 0 or 1.
+template <class T>
+Metric<T> binary_auc(std::string name = "auc") {
+    return Metric<T>{std::move(name), [](const Tensor<T>& pred, const Tensor<T>& target, const Tensor<T>* w) {
+                         if (pred.size() != target.size() || (pred.rank() == 2 && pred.shape()[1] != 1))
+                             throw shape_error("binary_auc: needs one output per event, got predictions of shape " + pred.shape().str());
+                         using namespace tapir::metrics;
+                         return w ? roc_auc(pred, target, *w) : roc_auc(pred, target);
+                     }};
+}
+
+// ---- callbacks ----------------------------------------------------------------------------------
+
 /// Passed to callbacks after each epoch; set stop_training to end training (Keras'
 /// model.stop_training). The optimiser is there for learning-rate schedules.
 template <class T>
@@ -6784,10 +7415,1188 @@ struct EpochEnd {
 template <class T>
 using Callback = std::function<void(EpochEnd<T>&)>;
 
-/// automatic: a progress bar on stderr when stderr is a terminal, nothing otherwise.
-enum class Verbosity { automatic, quiet, progress };
 /// automatic: minimise a monitored name ending in "loss", maximise anything else.
 enum class MonitorMode { automatic, min, max };
+
+namespace detail {
+
+inline bool monitor_minimises(const std::string& mon, MonitorMode mode) {
+    return mode == MonitorMode::min || (mode == MonitorMode::automatic && mon.size() >= 4 && mon.compare(mon.size() - 4, 4, "loss") == 0);
+}
+
+/// The best value of a monitored History column so far (shared by the callbacks below).
+struct MonitorState {
+    std::string monitor;  ///< empty: "val_loss" with validation data, else "loss"
+    MonitorMode mode = MonitorMode::automatic;
+    double min_delta = 0.0;
+    bool minimise = true;
+    bool started = false;
+    double best = 0.0;
+
+    /// Whether this epoch's value improves on the best (and records it if so). NaN never does.
+    bool improved(const History& h) {
+        if (monitor.empty()) monitor = h.has("val_loss") ? "val_loss" : "loss";
+        const double v = h[monitor].back();  // names the columns if the monitor is unknown
+        if (!started) {
+            minimise = monitor_minimises(monitor, mode);
+            if (v != v) return false;
+            started = true;
+            best = v;
+            return true;
+        }
+        const bool better = minimise ? v < best - min_delta : v > best + min_delta;
+        if (better) best = v;
+        return better;
+    }
+};
+
+} // namespace detail
+
+struct ReduceLROnPlateauOptions {
+    std::string monitor;  ///< default: "val_loss" with validation data, else "loss"
+    double factor = 0.1;  ///< new rate = max(rate * factor, min_lr), 0 < factor < 1
+    std::size_t patience = 10;  ///< epochs without improvement before a reduction
+    double min_delta = 1e-4;    ///< an improvement must beat the best by more than this
+    std::size_t cooldown = 0;   ///< epochs after a reduction before counting again
+    double min_lr = 0.0;
+    MonitorMode mode = MonitorMode::automatic;
+};
+
+/// Keras' ReduceLROnPlateau: multiplies the optimiser's learning rate by `factor` (not below
+/// min_lr) after `patience` epochs in which the monitored value did not improve.
+template <class T>
+Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnPlateauOptions{}) {
+    if (!(o.factor > 0.0 && o.factor < 1.0))
+        throw value_error("reduce_lr_on_plateau: factor must be in (0, 1), got " + std::to_string(o.factor));
+    if (o.patience == 0) throw value_error("reduce_lr_on_plateau: patience must be at least 1 epoch");
+    if (!(o.min_lr >= 0.0) || !std::isfinite(o.min_lr))
+        throw value_error("reduce_lr_on_plateau: min_lr must be finite and >= 0, got " + std::to_string(o.min_lr));
+    struct State {
+        detail::MonitorState mon;
+        std::size_t wait = 0, cooldown = 0;
+    };
+    auto st = std::make_shared<State>();
+    st->mon.monitor = o.monitor;
+    st->mon.mode = o.mode;
+    st->mon.min_delta = o.min_delta;
+    return [st, o](EpochEnd<T>& e) {
+        const bool better = st->mon.improved(e.history);
+        if (st->cooldown > 0) --st->cooldown;  // epochs after a reduction: no counting
+        else if (better) st->wait = 0;
+        else if (++st->wait >= o.patience) {
+            const double lr = static_cast<double>(e.optimizer.learning_rate());
+            if (lr > o.min_lr) {
+                const double next = std::max(lr * o.factor, o.min_lr);
+                if (next > 0.0) e.optimizer.set_learning_rate(static_cast<T>(next));
+                else e.optimizer.set_scheduled_learning_rate(T(0));
+            }
+            st->wait = 0;
+            st->cooldown = o.cooldown;
+        }
+    };
+}
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/callbacks.hpp ----
+// ---- begin tapir/nn/checkpoint.hpp ----
+/// Keras' ModelCheckpoint(save_best_only=True) as a fit() callback. Apart from callbacks.hpp so
+/// that the training loop does not depend on io/.
+
+#include <memory>
+#include <string>
+
+// ---- begin tapir/io/model_file.hpp ----
+/// Model files: a model's named parameters and, optionally, an optimiser's state in a versioned,
+/// portable binary format with a CRC-32. Loading validates the whole file against the model
+/// before it changes anything (all or nothing); every failure is a format_error naming the file
+/// and the problem.
+///
+/// io/ knows no optimiser: an optimiser's section is an OptimizerState (name, iteration count,
+/// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
+/// back to it (optim::save_model(path, params, &adam), found by argument lookup).
+///
+/// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
+///   offset  size
+///        0     6  magic "TAPIR\0"
+///        6     4  u32 format version (1)
+///       10     1  u8 dtype: 1 = float32, 2 = float64
+///       11     8  u64 total file size in bytes, CRC included
+///       19     8  u64 parameter count, then that many tensor records
+///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
+///                    string name, u64 iteration count, f64 learning rate,
+///                    u64 state tensor count, then that many tensor records
+///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
+/// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
+/// string: u32 byte length, then the bytes (no terminator).
+
+#include <cerrno>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/crc32.hpp ----
+/// CRC-32/ISO-HDLC (the zlib, PNG and gzip CRC): reflected polynomial 0xEDB88320, initial value
+/// and final xor 0xFFFFFFFF; crc32("123456789") = 0xCBF43926. Slicing by 8 bytes.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace tapir {
+namespace io {
+
+namespace detail {
+struct Crc32Tables {
+    std::uint32_t t[8][256];
+};
+
+constexpr Crc32Tables make_crc32_tables() {
+    Crc32Tables tab{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+        std::uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1u) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
+        tab.t[0][i] = c;
+    }
+    for (std::uint32_t i = 0; i < 256; ++i)
+        for (int s = 1; s < 8; ++s) tab.t[s][i] = (tab.t[s - 1][i] >> 8) ^ tab.t[0][tab.t[s - 1][i] & 0xFFu];
+    return tab;
+}
+
+inline const Crc32Tables& crc32_tables() noexcept {
+    static constexpr Crc32Tables tab = make_crc32_tables();
+    return tab;
+}
+} // namespace detail
+
+/// Continues a CRC: crc32_update(crc32_update(0, a), b) == crc32(a ++ b). Start from 0.
+inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t n) noexcept {
+    const auto& t = detail::crc32_tables().t;
+    const auto* p = static_cast<const unsigned char*>(data);
+    std::uint32_t c = ~crc;
+    for (; n >= 8; n -= 8, p += 8) {
+        // Bytes assembled explicitly: the result does not depend on the host's byte order.
+        const std::uint32_t lo = c ^ (static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+                                      static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24);
+        c = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^ t[3][p[4]] ^
+            t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
+    }
+    for (; n > 0; --n, ++p) c = t[0][(c ^ *p) & 0xFFu] ^ (c >> 8);
+    return ~c;
+}
+
+inline std::uint32_t crc32(const void* data, std::size_t n) noexcept { return crc32_update(0u, data, n); }
+
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/crc32.hpp ----
+
+namespace tapir {
+namespace io {
+
+/// (name, parameter) pairs in model order, as returned by nn models' named_parameters().
+template <class T>
+using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
+
+constexpr std::uint32_t model_format_version = 1;
+
+/// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
+/// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
+/// fills the tensors and sets iterations and learning_rate from the file.
+template <class T>
+struct OptimizerState {
+    std::string name;
+    std::uint64_t iterations = 0;
+    double learning_rate = 0.0;
+    std::vector<std::pair<std::string, Tensor<T>*>> tensors;
+};
+
+/// What a model file holds, without a model to compare it with (tools, fuzzing).
+struct ModelFileInfo {
+    std::uint32_t version = 0;
+    std::string dtype;  // "float32" or "float64"
+    std::vector<std::pair<std::string, Shape>> parameters;
+    bool has_optimizer = false;
+    std::string optimizer;
+    std::uint64_t iterations = 0;
+    double learning_rate = 0.0;
+    std::vector<std::pair<std::string, Shape>> optimizer_state;
+};
+
+namespace detail {
+
+template <class U>
+struct model_type_identity {
+    using type = U;
+};
+
+constexpr unsigned char model_magic[6] = {'T', 'A', 'P', 'I', 'R', '\0'};
+constexpr std::size_t model_header_size = 27;
+
+template <class T>
+constexpr std::uint8_t dtype_code() {
+    return sizeof(T) == 4 ? 1 : 2;
+}
+inline const char* dtype_name(std::uint8_t code) { return code == 1 ? "float32" : code == 2 ? "float64" : "unknown"; }
+
+/// A number for a message: shortest readable form, "NaN" and "inf" spelled out.
+inline std::string model_number(double v) {
+    if (v != v) return "NaN";
+    if (v == HUGE_VAL || v == -HUGE_VAL) return v > 0 ? "inf" : "-inf";
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
+}
+
+/// A name from the file as it may appear in a message: control bytes replaced, long names cut.
+inline std::string model_printable(const std::string& s) {
+    std::string out;
+    const std::size_t n = s.size() < 80 ? s.size() : 80;
+    for (std::size_t i = 0; i < n; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
+    }
+    if (n < s.size()) out += "...";
+    return out;
+}
+
+// ---- writing -----------------------------------------------------------------------------------
+class ModelWriter {
+public:
+    explicit ModelWriter(std::size_t reserve) { buf_.reserve(reserve); }
+    void u8(std::uint8_t v) { buf_.push_back(static_cast<char>(v)); }
+    void u32(std::uint32_t v) {
+        for (int k = 0; k < 4; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
+    }
+    void u64(std::uint64_t v) {
+        for (int k = 0; k < 8; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
+    }
+    void f64(double v) {
+        std::uint64_t u;
+        std::memcpy(&u, &v, sizeof u);
+        u64(u);
+    }
+    void str(const std::string& s) {
+        u32(static_cast<std::uint32_t>(s.size()));
+        buf_.append(s);
+    }
+    void bytes(const void* p, std::size_t n) { buf_.append(static_cast<const char*>(p), n); }
+    template <class T>
+    void values(const T* p, std::size_t n) {
+        using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+        const std::size_t at = buf_.size();
+        buf_.resize(at + n * sizeof(T));
+        auto* out = reinterpret_cast<unsigned char*>(&buf_[at]);
+        for (std::size_t i = 0; i < n; ++i) {
+            U u;
+            std::memcpy(&u, p + i, sizeof u);
+            for (std::size_t k = 0; k < sizeof(U); ++k) out[i * sizeof(U) + k] = static_cast<unsigned char>(u >> (8 * k));
+        }
+    }
+    void patch_u64(std::size_t at, std::uint64_t v) {
+        for (int k = 0; k < 8; ++k) buf_[at + static_cast<std::size_t>(k)] = static_cast<char>(static_cast<unsigned char>(v >> (8 * k)));
+    }
+    std::string& buffer() noexcept { return buf_; }
+
+private:
+    std::string buf_;
+};
+
+template <class T>
+std::size_t model_record_size(const std::string& name, const Tensor<T>& t) {
+    return 4 + name.size() + 1 + 8 * t.rank() + t.size() * sizeof(T);
+}
+
+template <class T>
+void write_model_record(ModelWriter& w, const std::string& name, const Tensor<T>& t) {
+    if (name.size() > 0xFFFFFFFFu) throw value_error("save_model: tensor name longer than 4 GiB");
+    w.str(name);
+    w.u8(static_cast<std::uint8_t>(t.rank()));
+    for (std::size_t d = 0; d < t.rank(); ++d) w.u64(static_cast<std::uint64_t>(t.dim(d)));
+    w.values(t.data(), t.size());
+}
+
+template <class T>
+void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        if (params[i].second == nullptr)
+            throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
+        for (std::size_t j = 0; j < i; ++j)
+            if (params[j].first == params[i].first)
+                throw value_error(std::string(fn) + ": parameter name '" + params[i].first + "' is used twice (#" +
+                                  std::to_string(j) + " and #" + std::to_string(i) + ")");
+    }
+}
+
+template <class T>
+std::string serialise_model(const NamedParameters<T>& params, const OptimizerState<T>* opt) {
+    check_named_parameters(params, "save_model");
+    std::vector<std::pair<std::string, Tensor<T>*>> st;
+    std::string opt_name;
+    std::size_t total = model_header_size + 1 + 4;
+    for (const auto& np : params) total += model_record_size(np.first, np.second->value);
+    if (opt) {
+        st = opt->tensors;
+        opt_name = opt->name;
+        total += 4 + opt_name.size() + 8 + 8 + 8;
+        for (const auto& s : st) total += model_record_size(s.first, *s.second);
+    }
+    ModelWriter w(total);
+    w.bytes(model_magic, sizeof model_magic);
+    w.u32(model_format_version);
+    w.u8(dtype_code<T>());
+    w.u64(total);
+    w.u64(params.size());
+    for (const auto& np : params) write_model_record(w, np.first, np.second->value);
+    w.u8(opt ? 1 : 0);
+    if (opt) {
+        w.str(opt_name);
+        w.u64(opt->iterations);
+        w.f64(opt->learning_rate);
+        w.u64(st.size());
+        for (const auto& s : st) write_model_record(w, s.first, *s.second);
+    }
+    std::string& b = w.buffer();
+    w.u32(crc32(b.data(), b.size()));
+    if (b.size() != total) throw std::logic_error("save_model: internal error: size " + std::to_string(b.size()) + " != " + std::to_string(total));
+    return std::move(b);
+}
+
+// ---- reading -----------------------------------------------------------------------------------
+struct ModelRecord {
+    std::string name;
+    Shape shape;
+    std::size_t offset = 0;  // of the data
+};
+
+struct ParsedModelFile {
+    std::uint32_t version = 0;
+    std::uint8_t dtype = 0;
+    std::uint64_t declared_size = 0;
+    std::vector<ModelRecord> params;
+    bool has_opt = false;
+    std::string opt_name;
+    std::uint64_t iterations = 0;
+    double lr = 0.0;
+    std::vector<ModelRecord> state;
+};
+
+class ModelReader {
+public:
+    ModelReader(const unsigned char* p, std::size_t n, const std::string& src) : p_(p), n_(n), src_(src) {}
+    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": " + what); }
+    [[noreturn]] void truncated(const std::string& where) const {
+        fail("truncated: file ends inside " + where + ", after " + std::to_string(n_) + " bytes");
+    }
+    std::size_t pos() const noexcept { return pos_; }
+    std::size_t left() const noexcept { return n_ - pos_; }
+    void need(std::size_t k, const std::string& where) const {
+        if (left() < k) truncated(where);
+    }
+    std::uint8_t u8(const std::string& where) {
+        need(1, where);
+        return p_[pos_++];
+    }
+    std::uint32_t u32(const std::string& where) {
+        need(4, where);
+        std::uint32_t v = 0;
+        for (int k = 0; k < 4; ++k) v |= static_cast<std::uint32_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
+        pos_ += 4;
+        return v;
+    }
+    std::uint64_t u64(const std::string& where) {
+        need(8, where);
+        std::uint64_t v = 0;
+        for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
+        pos_ += 8;
+        return v;
+    }
+    double f64(const std::string& where) {
+        const std::uint64_t u = u64(where);
+        double d;
+        std::memcpy(&d, &u, sizeof d);
+        return d;
+    }
+    std::string str(const std::string& where) {
+        const std::uint32_t len = u32(where);
+        need(len, where);
+        std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
+        pos_ += len;
+        return s;
+    }
+    void skip(std::size_t k) { pos_ += k; }
+
+private:
+    const unsigned char* p_;
+    std::size_t n_;
+    const std::string& src_;
+    std::size_t pos_ = 0;
+};
+
+/// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
+inline ModelRecord read_model_record(ModelReader& r, std::size_t elem, const char* what, std::size_t index) {
+    ModelRecord rec;
+    const std::string num = std::string(what) + " #" + std::to_string(index);
+    rec.name = r.str("the name of " + num);
+    const std::string label = std::string(what) + " '" + model_printable(rec.name) + "'";
+    const std::uint8_t rank = r.u8("the shape of " + label);
+    if (rank > max_rank)
+        r.fail(label + " has rank " + std::to_string(rank) + "; the maximum rank is " + std::to_string(max_rank));
+    std::size_t numel = 1;
+    bool overflow = false;
+    for (std::uint8_t d = 0; d < rank; ++d) {
+        const std::uint64_t dim = r.u64("the shape of " + label);
+        if (dim > static_cast<std::uint64_t>(SIZE_MAX)) overflow = true;
+        const auto sd = static_cast<std::size_t>(dim);
+        rec.shape.push_back(sd);
+        if (sd != 0 && numel > SIZE_MAX / elem / sd) overflow = true;
+        numel *= sd;
+    }
+    if (overflow) r.fail(label + " has shape " + rec.shape.str() + ", too large for this machine");
+    const std::size_t bytes = rec.shape.numel() * elem;
+    if (r.left() < bytes)
+        r.fail("truncated: expected " + std::to_string(bytes) + " bytes of data for " + label + ", file ends after " +
+               std::to_string(r.left()));
+    rec.offset = r.pos();
+    r.skip(bytes);
+    return rec;
+}
+
+/// Everything after the header, bounds-checked; on success r stands before the CRC.
+inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
+    const std::size_t elem = out.dtype == 1 ? 4 : 8;
+    const std::uint64_t count = r.u64("the parameter count");
+    for (std::uint64_t i = 0; i < count; ++i)
+        out.params.push_back(read_model_record(r, elem, "tensor", static_cast<std::size_t>(i)));
+    const std::uint8_t flag = r.u8("the optimizer section flag");
+    if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
+    out.has_opt = flag == 1;
+    if (out.has_opt) {
+        out.opt_name = r.str("the optimizer name");
+        out.iterations = r.u64("the optimizer iteration count");
+        out.lr = r.f64("the optimizer learning rate");
+        const std::uint64_t ns = r.u64("the optimizer state count");
+        for (std::uint64_t i = 0; i < ns; ++i)
+            out.state.push_back(read_model_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
+    }
+}
+
+inline std::uint32_t model_stored_crc(const unsigned char* p) {
+    return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 | static_cast<std::uint32_t>(p[2]) << 16 |
+           static_cast<std::uint32_t>(p[3]) << 24;
+}
+
+/// Header, integrity (size, CRC) and structure; nothing about any model.
+inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n, const std::string& src) {
+    ModelReader r(data, n, src);
+    if (n == 0) r.fail("not a tapir model file (the file is empty)");
+    const std::size_t m = n < sizeof model_magic ? n : sizeof model_magic;
+    if (std::memcmp(data, model_magic, m) != 0) r.fail("not a tapir model file (no \"TAPIR\" magic at the start)");
+    if (n < model_header_size) r.truncated("the " + std::to_string(model_header_size) + "-byte header");
+    r.skip(sizeof model_magic);
+    ParsedModelFile out;
+    out.version = r.u32("the header");
+    if (out.version != model_format_version)
+        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
+               std::to_string(model_format_version) + ")");
+    out.dtype = r.u8("the header");
+    out.declared_size = r.u64("the header");
+    const std::size_t body = r.pos();
+    const bool dtype_ok = out.dtype == 1 || out.dtype == 2;
+    const std::string crc_msg = "CRC mismatch (file is corrupted)";
+
+    if (out.declared_size > n) {
+        // Short file: report the first element that is cut off.
+        if (!dtype_ok) r.fail("truncated: the header declares " + std::to_string(out.declared_size) + " bytes, the file has " + std::to_string(n));
+        parse_model_body(r, out);
+        if (r.left() < 4) r.truncated("the CRC-32 checksum");
+        r.fail(crc_msg);  // the structure is complete: the size field itself is wrong
+    }
+    if (out.declared_size < n) {
+        const std::uint64_t d = out.declared_size;
+        if (d >= model_header_size + 5 && model_stored_crc(data + d - 4) == crc32(data, static_cast<std::size_t>(d - 4)))
+            r.fail(std::to_string(n - static_cast<std::size_t>(d)) + " unexpected bytes after the end of the model data (the header declares " +
+                   std::to_string(d) + " bytes, the file has " + std::to_string(n) + ")");
+        r.fail(crc_msg);
+    }
+    if (model_stored_crc(data + n - 4) != crc32(data, n - 4)) r.fail(crc_msg);
+    // Intact as written; what follows catches files made by hand or by a broken writer.
+    if (!dtype_ok) r.fail("unknown dtype code " + std::to_string(out.dtype) + " (expected 1 = float32 or 2 = float64)");
+    ModelReader body_reader(data, n - 4, src);
+    body_reader.skip(body);
+    parse_model_body(body_reader, out);
+    if (body_reader.left() != 0)
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
+    return out;
+}
+
+template <class T>
+void decode_model_values(const unsigned char* p, T* out, std::size_t n) {
+    using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+    for (std::size_t i = 0; i < n; ++i) {
+        U u = 0;
+        for (std::size_t k = 0; k < sizeof(U); ++k) u |= static_cast<U>(static_cast<U>(p[i * sizeof(U) + k]) << (8 * k));
+        std::memcpy(out + i, &u, sizeof u);
+    }
+}
+
+inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
+    ModelFileInfo info;
+    info.version = p.version;
+    info.dtype = dtype_name(p.dtype);
+    for (const ModelRecord& r : p.params) info.parameters.emplace_back(r.name, r.shape);
+    info.has_optimizer = p.has_opt;
+    info.optimizer = p.opt_name;
+    info.iterations = p.iterations;
+    info.learning_rate = p.lr;
+    for (const ModelRecord& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
+    return info;
+}
+
+template <class T>
+void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, OptimizerState<T>* opt,
+               const std::string& src) {
+    check_named_parameters(params, "load_model");
+    const ParsedModelFile f = parse_model_file(data, n, src);
+    auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
+
+    // ---- validate everything against the model -----------------------------------------------
+    if (f.dtype != dtype_code<T>())
+        fail(std::string("the file holds ") + dtype_name(f.dtype) + " values but the model is " + dtype_name(dtype_code<T>()));
+    if (f.params.size() != params.size())
+        fail("the file has " + std::to_string(f.params.size()) + " parameters but the model has " + std::to_string(params.size()));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        const ModelRecord& r = f.params[i];
+        const std::string& want = params[i].first;
+        if (r.name != want)
+            fail("parameter #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + want + "' in the model");
+        const Shape& s = params[i].second->value.shape();
+        if (r.shape != s)
+            fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
+    }
+    std::vector<std::pair<std::string, Tensor<T>*>> st;
+    if (opt) {
+        if (!f.has_opt) fail("the file holds no optimizer state (it was saved without an optimizer)");
+        const std::string& name = opt->name;
+        if (f.opt_name != name)
+            fail("the file holds the state of optimizer '" + model_printable(f.opt_name) + "' but the optimizer is '" + name + "'");
+        st = opt->tensors;
+        if (f.state.size() != st.size())
+            fail("the file has " + std::to_string(f.state.size()) + " " + name + " state tensors but the optimizer has " +
+                 std::to_string(st.size()));
+        for (std::size_t i = 0; i < st.size(); ++i) {
+            const ModelRecord& r = f.state[i];
+            if (r.name != st[i].first)
+                fail("optimizer state #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + st[i].first +
+                     "' in the optimizer");
+            if (r.shape != st[i].second->shape())
+                fail("optimizer state '" + st[i].first + "' has shape " + r.shape.str() + " in the file but " +
+                     st[i].second->shape().str() + " in the optimizer");
+        }
+        const T lr = static_cast<T>(f.lr);  // the optimiser's type must hold it
+        if (!(lr >= T(0)) || !std::isfinite(lr))
+            fail("invalid optimizer learning rate " + model_number(f.lr) + " in the file");
+        if (f.iterations > static_cast<std::uint64_t>(SIZE_MAX))
+            fail("optimizer iteration count " + std::to_string(f.iterations) + " is too large for this machine");
+    }
+
+    // ---- apply (nothing below can fail) ------------------------------------------------------
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        Tensor<T>& v = params[i].second->value;
+        decode_model_values(data + f.params[i].offset, v.data(), v.size());
+    }
+    if (opt) {
+        for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
+        opt->iterations = f.iterations;
+        opt->learning_rate = f.lr;
+    }
+}
+
+struct ModelFileCloser {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+};
+
+inline std::string read_model_file(const std::string& path, const char* fn) {
+    errno = 0;
+    std::unique_ptr<std::FILE, ModelFileCloser> f(std::fopen(path.c_str(), "rb"));
+    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
+    std::string data;
+    char buf[1 << 16];
+    errno = 0;
+    for (;;) {
+        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
+        data.append(buf, got);
+        if (got < sizeof buf) break;
+    }
+    // A directory opens but does not read (EISDIR): the reason names it.
+    if (std::ferror(f.get()))
+        throw format_error(std::string(fn) + ": cannot read '" + path + "': " + std::generic_category().message(errno ? errno : EIO));
+    return data;
+}
+
+/// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
+inline void write_model_file(const std::string& path, const std::string& data) {
+    const std::string tmp = path + ".tmp";
+    errno = 0;
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
+    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+    const int err = errno;
+    const bool closed = std::fclose(f) == 0;
+    if (!wrote || !closed) {
+        std::remove(tmp.c_str());
+        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        std::remove(tmp.c_str());
+        // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
+        throw format_error("save_model: cannot write '" + path + "': " + std::generic_category().message(e));
+    }
+}
+
+} // namespace detail
+
+// ---- public API ----------------------------------------------------------------------------------
+
+/// The model file as bytes (the in-memory form of save_model).
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    return detail::serialise_model(params, optimizer_state);
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
+                                              typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string s = detail::serialise_model(params, optimizer_state);
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+
+/// Saves the parameters (and an optimiser's section: optim::save_model fills it from an optimiser).
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params,
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    detail::write_model_file(path, detail::serialise_model(params, optimizer_state));
+}
+
+/// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
+/// file exactly. Throws format_error before changing anything if the file is not a tapir model
+/// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
+/// optimizer_state is passed; one is required when it is (optim::load_model passes an
+/// optimiser's and applies the iteration count and learning rate read into it).
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer_state, source);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
+                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                            const std::string& source = "<memory>") {
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, source);
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into(data.data(), data.size(), params, optimizer_state, source);
+}
+template <class T>
+void load_model(const std::string& path, const NamedParameters<T>& params,
+                typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string data = detail::read_model_file(path, "load_model");
+    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, path);
+}
+
+/// Header, integrity and contents of a model file, checked as load_model checks them.
+inline ModelFileInfo inspect_model_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
+    return detail::model_file_info(detail::parse_model_file(static_cast<const unsigned char*>(data), size, source));
+}
+inline ModelFileInfo inspect_model(const std::string& path) {
+    const std::string data = detail::read_model_file(path, "inspect_model");
+    return inspect_model_bytes(data.data(), data.size(), path);
+}
+
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/model_file.hpp ----
+
+namespace tapir {
+namespace nn {
+
+struct CheckpointOptions {
+    std::string monitor;  ///< default: "val_loss" with validation data, else "loss"
+    MonitorMode mode = MonitorMode::automatic;
+    double min_delta = 0.0;
+};
+
+/// Keras' ModelCheckpoint(save_best_only=True): after each epoch whose monitored value beats the
+/// best so far, writes the model's parameters to `path` with io::save_model (a temporary file
+/// renamed over the old one, so a crash never leaves half a checkpoint). Load it with
+/// io::load_model(path, model.named_parameters()).
+template <class T>
+Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = CheckpointOptions{}) {
+    if (path.empty()) throw value_error("checkpoint_best: empty path");
+    auto mon = std::make_shared<detail::MonitorState>();
+    mon->monitor = o.monitor;
+    mon->mode = o.mode;
+    mon->min_delta = o.min_delta;
+    return [mon, path](EpochEnd<T>& e) {
+        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters());
+    };
+}
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/checkpoint.hpp ----
+// ---- begin tapir/nn/fit.hpp ----
+/// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
+/// validation (split or set), metrics, early stopping, per-epoch callbacks and a progress
+/// display; evaluate() and predict() for trained models. History, metrics and callbacks are in
+/// callbacks.hpp, the display in progress.hpp, the losses are loss/'s functions.
+///
+/// The step itself (Trainer::step) reuses one tape, cleared each step, and gathers each batch
+/// into tensors kept across steps; the loss is a template parameter, not a std::function. Once
+/// the first steps have sized the arena and the buffers, a step touches the heap not at all.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/loss/classification.hpp ----
+/// Classification and regression losses: binary cross-entropy from logits and from
+/// probabilities, MSE, MAE and categorical cross-entropy from logits.
+///
+/// All take an optional pointer to per-event weights (N values, may be negative, detached) and
+/// return the weighted mean over events sum_i w_i l_i / sum_i w_i. A multi-column prediction
+/// (N, D) is averaged over its columns first (Keras' convention), so a weight belongs to an event.
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+// ---- begin tapir/loss/common.hpp ----
+/// Shared plumbing of the losses: batch-shape checks and the weighted mean over events.
+///
+/// Every loss takes optional per-event weights as a pointer to a Var of N values (N = the batch
+/// axis). Weights are constants: they are detached, so no gradient flows into them. They may be
+/// negative (Monte Carlo weights); only a zero or non-finite total is rejected, because the
+/// weighted mean sum_i w_i l_i / sum_i w_i is then undefined.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <string>
+
+
+namespace tapir {
+namespace loss {
+namespace detail {
+
+/// A scalar argument of type T that does not take part in template deduction, so that
+/// f(var, 10) and f(var, 0.5) work for Var<float> and Var<double> alike.
+template <class T>
+using scalar_t = typename Var<T>::value_type;
+
+template <class U>
+struct type_identity {
+    using type = U;
+};
+/// Optional per-event weights, also non-deduced so that `nullptr` can be passed.
+template <class T>
+using weights_t = const typename type_identity<Var<T>>::type*;
+
+/// Number of events (the first axis); rejects scalars and empty batches.
+template <class T>
+std::size_t batch_size(const Var<T>& v, const char* fn, const char* what) {
+    if (v.shape().rank() == 0)
+        throw shape_error(std::string(fn) + ": " + what + " must have a batch axis, got shape ()");
+    const std::size_t n = v.shape()[0];
+    if (n == 0 || v.size() == 0) throw shape_error(std::string(fn) + ": empty batch (" + what + " of shape " + v.shape().str() + ")");
+    return n;
+}
+
+/// One value per event: (N,) or (N, 1) (or any shape of N elements along the batch axis).
+template <class T>
+Var<T> per_event_column(const Var<T>& v, const char* fn, const char* what) {
+    const std::size_t n = batch_size(v, fn, what);
+    if (v.size() != n)
+        throw shape_error(std::string(fn) + ": " + what + " must hold one value per event, shape (N,) or (N, 1); got " + v.shape().str());
+    return v.shape().rank() == 1 ? v : reshape(v, Shape{n});
+}
+
+/// `b` viewed with a's shape; both must have the same number of elements. Guards against the
+/// silent (N, 1) - (N,) -> (N, N) broadcast.
+template <class T>
+Var<T> same_layout(const Var<T>& a, const Var<T>& b, const char* fn, const char* what) {
+    if (a.size() != b.size()) {
+        throw shape_error(std::string(fn) + ": " + what + " of shape " + b.shape().str() + " does not match predictions of shape " +
+                          a.shape().str());
+    }
+    return a.shape() == b.shape() ? b : reshape(b, a.shape());
+}
+
+/// Sum of the weights (accumulated in double), checked to be finite and non-zero.
+template <class T>
+double weight_total(const Var<T>& w, const char* fn) {
+    double s = 0.0;
+    const T* p = w.data();
+    for (std::size_t i = 0; i < w.size(); ++i) s += static_cast<double>(p[i]);
+    if (!std::isfinite(s)) throw value_error(std::string(fn) + ": the event weights contain NaN or infinity");
+    if (s == 0.0) throw value_error(std::string(fn) + ": the event weights sum to zero (no events with weight?)");
+    return s;
+}
+
+/// Weights as a detached (N,) constant; checks that there is one per event.
+template <class T>
+Var<T> event_weights(const Var<T>& w, std::size_t n, const char* fn) {
+    if (w.size() != n)
+        throw shape_error(std::string(fn) + ": " + std::to_string(n) + " events but weights of shape " + w.shape().str());
+    const Var<T> d = detach(w);
+    return d.shape().rank() == 1 ? d : reshape(d, Shape{n});
+}
+
+/// sum_i w_i l_i / sum_i w_i over per-event values l (N,); the plain mean without weights.
+template <class T>
+Var<T> weighted_mean(const Var<T>& per_event, const Var<T>* weights, const char* fn) {
+    const std::size_t n = per_event.size();
+    if (!weights) return mean(per_event);
+    const Var<T> w = event_weights(*weights, n, fn);
+    const double total = weight_total(w, fn);
+    return scale(sum(mul(per_event, w)), static_cast<T>(1.0 / total));
+}
+
+/// Mean over all axes but the first: (N, ...) -> (N,).
+template <class T>
+Var<T> mean_per_event(const Var<T>& v) {
+    const std::size_t n = v.shape()[0];
+    const std::size_t k = v.size() / n;
+    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
+    return k == 1 ? reshape(flat, Shape{n}) : mean(flat, 1);
+}
+
+/// Sum over all axes but the first: (N, ...) -> (N,).
+template <class T>
+Var<T> sum_per_event(const Var<T>& v) {
+    const std::size_t n = v.shape()[0];
+    const std::size_t k = v.size() / n;
+    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
+    return k == 1 ? reshape(flat, Shape{n}) : sum(flat, 1);
+}
+
+/// Formats a label for an error message ("2", "-0.5", "nan").
+inline std::string label_text(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
+} // namespace detail
+
+/// Refuses binary targets outside [0, 1] (and NaN) with the row and the value: a stray "2" in a
+/// label column would otherwise train silently. Soft labels in [0, 1] are accepted on purpose
+/// (label smoothing, teacher probabilities). y holds `rows` rows of `per_row` values each.
+template <class T>
+void check_binary_targets(const T* y, std::size_t rows, std::size_t per_row, const char* fn) {
+    const std::size_t n = rows * per_row;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (TAPIR_LIKELY(y[i] >= T(0) && y[i] <= T(1))) continue;
+        std::string where = "row " + std::to_string(i / (per_row ? per_row : 1));
+        if (per_row > 1) where += ", column " + std::to_string(i % per_row);
+        throw value_error(std::string(fn) + ": target " + detail::label_text(static_cast<double>(y[i])) + " in " + where +
+                          " is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)");
+    }
+}
+
+namespace detail {
+
+/// check_binary_targets on a loss's targets when they are constants (labels); targets that
+/// carry a gradient are model outputs, not labels.
+template <class T>
+void check_binary_target_var(const Var<T>& y, const char* fn) {
+    if (y.requires_grad()) return;
+    const std::size_t rows = y.shape().rank() ? y.shape()[0] : 1;
+    check_binary_targets(y.data(), rows, rows ? y.size() / rows : 0, fn);
+}
+
+inline void check_finite_param(const char* fn, const char* what, double v) {
+    if (!std::isfinite(v)) throw value_error(std::string(fn) + ": " + what + " must be finite, got " + std::to_string(v));
+}
+
+} // namespace detail
+} // namespace loss
+} // namespace tapir
+// ---- end tapir/loss/common.hpp ----
+
+namespace tapir {
+namespace loss {
+
+/// Binary cross-entropy from logits t and labels y (the numerically stable form):
+///   BCE = sum_i w_i (softplus(t_i) - y_i t_i) / sum_i w_i,
+/// never log(sigmoid(t)), so any logit is finite. Labels may be soft (in [0, 1]); constant
+/// targets outside [0, 1] or NaN are refused with their row (see check_binary_targets).
+template <class T>
+Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
+    const char* fn = "binary_cross_entropy_with_logits";
+    const std::size_t n = detail::batch_size(logits, fn, "logits");
+    const Var<T> y = detail::same_layout(logits, targets, fn, "targets");
+    detail::check_binary_target_var(y, fn);
+    // Without weights the mean over events of the per-event column means is the mean over all
+    // elements: one fused node, also for several outputs per event.
+    if (!weights) return bce_with_logits(logits, y);
+    if (logits.size() == n) {  // one logit per event: the fused node
+        const Var<T> w = detail::event_weights(*weights, n, fn);
+        detail::weight_total(w, fn);
+        return bce_with_logits(logits, y, &w);
+    }
+    const Var<T> per = detail::mean_per_event(sub(softplus(logits), mul(y, logits)));
+    return detail::weighted_mean(per, weights, fn);
+}
+
+/// Binary cross-entropy from probabilities with Keras' clipping (tf.keras.backend, TF 2.x):
+///   p' = clip(p, eps, 1 - eps),  l = -[y ln(p' + eps) + (1 - y) ln(1 - p' + eps)],  eps = 1e-7.
+/// The gradient is zero where p was clipped, as in Keras. Prefer the logit form when you can.
+/// Targets as for binary_cross_entropy_with_logits (in [0, 1], checked when constant).
+template <class T>
+Var<T> binary_cross_entropy(const Var<T>& probs, const Var<T>& targets, detail::weights_t<T> weights = nullptr, detail::scalar_t<T> eps = T(1e-7)) {
+    const char* fn = "binary_cross_entropy";
+    detail::batch_size(probs, fn, "probabilities");
+    if (!(eps > T(0) && eps < T(0.5))) throw value_error(std::string(fn) + ": eps must be in (0, 0.5), got " + std::to_string(eps));
+    const Var<T> y = detail::same_layout(probs, targets, fn, "targets");
+    detail::check_binary_target_var(y, fn);
+    const Var<T> p = clamp(probs, eps, T(1) - eps);
+    const Var<T> lp = log(add_scalar(p, eps));
+    const Var<T> lq = log(add_scalar(neg(p), T(1) + eps));
+    // -(y lp + (1 - y) lq) = -(lq + y (lp - lq))
+    const Var<T> l = neg(add(lq, mul(y, sub(lp, lq))));
+    return detail::weighted_mean(detail::mean_per_event(l), weights, fn);
+}
+
+/// Mean squared error: per event mean_j (p_ij - y_ij)^2, then the weighted mean over events,
+/// computed as sum_ij w_i (p_ij - y_ij)^2 / (K sum_i w_i) (the mean of all elements without
+/// weights): one reduction, and the arithmetic nn::fit's MseLoss has always used.
+template <class T>
+Var<T> mse(const Var<T>& pred, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
+    const char* fn = "mse";
+    const std::size_t n = detail::batch_size(pred, fn, "predictions");
+    const Var<T> y = detail::same_layout(pred, targets, fn, "targets");
+    const Var<T> d2 = square(sub(pred, y));
+    if (!weights) return mean(d2);
+    const Var<T> w = detail::event_weights(*weights, n, fn);
+    detail::weight_total(w, fn);
+    T norm = T(0);  // accumulated in T, in order: the factor fit has always applied
+    for (std::size_t i = 0; i < n; ++i) norm += w.data()[i];
+    const T k = static_cast<T>(pred.size() / n);
+    const Var<T> per = d2.shape().rank() == 2 ? d2 : reshape(d2, Shape{n, pred.size() / n});
+    return scale(sum(mul(per, reshape(w, Shape{n, 1}))), T(1) / (norm * k));
+}
+
+/// Mean absolute error: per event mean_j |p_ij - y_ij|, then the weighted mean over events.
+/// The gradient at p = y is 0 (sign(0) = 0).
+template <class T>
+Var<T> mae(const Var<T>& pred, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
+    const char* fn = "mae";
+    detail::batch_size(pred, fn, "predictions");
+    const Var<T> y = detail::same_layout(pred, targets, fn, "targets");
+    return detail::weighted_mean(detail::mean_per_event(abs(sub(pred, y))), weights, fn);
+}
+
+/// Categorical cross-entropy from logits z (N, K) and target distributions q (N, K) (one-hot or
+/// soft): l_i = -sum_k q_ik log_softmax(z_i)_k, weighted mean over events. log_softmax is
+/// computed with the max subtracted, so large logits are safe.
+template <class T>
+Var<T> categorical_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
+    const char* fn = "categorical_cross_entropy_with_logits";
+    detail::batch_size(logits, fn, "logits");
+    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": logits must be (N, K), got " + logits.shape().str());
+    if (targets.shape() != logits.shape())
+        throw shape_error(std::string(fn) + ": targets of shape " + targets.shape().str() + " do not match logits of shape " +
+                          logits.shape().str());
+    const Var<T> l = neg(sum(mul(targets, log_softmax(logits, 1)), 1));
+    return detail::weighted_mean(l, weights, fn);
+}
+
+/// The same with integer class labels in [0, K).
+template <class T>
+Var<T> categorical_cross_entropy_with_logits(const Var<T>& logits, const std::vector<std::size_t>& labels,
+                                             detail::weights_t<T> weights = nullptr) {
+    const char* fn = "categorical_cross_entropy_with_logits";
+    detail::batch_size(logits, fn, "logits");
+    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": logits must be (N, K), got " + logits.shape().str());
+    const std::size_t n = logits.shape()[0], k = logits.shape()[1];
+    if (labels.size() != n)
+        throw shape_error(std::string(fn) + ": " + std::to_string(labels.size()) + " labels for logits of shape " + logits.shape().str());
+    Tensor<T> onehot(Shape{n, k});
+    for (std::size_t i = 0; i < n; ++i) {
+        if (labels[i] >= k)
+            throw value_error(std::string(fn) + ": label " + std::to_string(labels[i]) + " of event " + std::to_string(i) +
+                              " is out of range for " + std::to_string(k) + " classes");
+        onehot(i, labels[i]) = T(1);
+    }
+    return categorical_cross_entropy_with_logits(logits, logits.tape().constant(onehot), weights);
+}
+
+} // namespace loss
+} // namespace tapir
+// ---- end tapir/loss/classification.hpp ----
+// ---- begin tapir/nn/progress.hpp ----
+/// fit()'s progress display: a bar redrawn with carriage returns on a terminal, or one line per
+/// epoch where carriage returns would litter a file (a pipe, a log, CI).
+
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <string>
+
+#if defined(_WIN32)
+#include <io.h>
+#elif defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+
+namespace tapir {
+namespace nn {
+
+/// automatic: the bar on a terminal, nothing otherwise. progress: the bar on a terminal, one
+/// line per epoch otherwise. lines: one line per epoch always. quiet: nothing.
+enum class Verbosity { automatic, quiet, progress, lines };
+
+namespace detail {
+
+inline bool is_terminal(std::FILE* f) noexcept {
+#if defined(_WIN32)
+    return _isatty(_fileno(f)) != 0;
+#elif defined(__unix__) || defined(__APPLE__)
+    return isatty(fileno(f)) != 0;
+#else
+    (void)f;
+    return false;
+#endif
+}
+inline bool stderr_is_terminal() noexcept { return is_terminal(stderr); }
+
+/// "Epoch 3/20 [=====>........] 45/100 - loss: 0.4123" (no allocation: for the step loop).
+inline int format_progress(char* buf, std::size_t cap, std::size_t epoch, std::size_t epochs, std::size_t step,
+                           std::size_t steps, double loss, std::size_t width = 30) {
+    char bar[128];
+    if (width > sizeof bar - 1) width = sizeof bar - 1;
+    const std::size_t done = steps ? (step * width) / steps : width;
+    for (std::size_t i = 0; i < width; ++i) bar[i] = i < done ? '=' : (i == done ? '>' : '.');
+    bar[width] = '\0';
+    return std::snprintf(buf, cap, "Epoch %zu/%zu [%s] %zu/%zu - loss: %.4f", epoch, epochs, bar, step, steps, loss);
+}
+
+/// The line left on screen after an epoch: bar, seconds, then every history column.
+inline std::string format_epoch_line(std::size_t epoch, std::size_t epochs, std::size_t steps, double seconds, const History& h) {
+    char buf[256];
+    format_progress(buf, sizeof buf, epoch, epochs, steps, steps, 0.0);
+    std::string s = buf;
+    s.erase(s.find(" - loss"));
+    std::snprintf(buf, sizeof buf, " - %.1fs", seconds);
+    s += buf;
+    for (const auto& c : h.columns()) {
+        std::snprintf(buf, sizeof buf, " - %s: %.4f", c.c_str(), h[c].back());
+        s += buf;
+    }
+    return s;
+}
+
+/// The display of one fit() call. step() is allocation-free (it runs inside the training loop).
+class ProgressDisplay {
+public:
+    ProgressDisplay(Verbosity v, std::FILE* out) : out_(out ? out : stderr) {
+        const bool tty = v == Verbosity::automatic || v == Verbosity::progress ? is_terminal(out_) : false;
+        bar_ = tty;
+        lines_ = !tty && (v == Verbosity::progress || v == Verbosity::lines);
+    }
+    bool active() const noexcept { return bar_ || lines_; }
+    bool bar() const noexcept { return bar_; }
+
+    void start_epoch(std::chrono::steady_clock::time_point t0) noexcept { last_draw_ = t0; }
+
+    /// Redraws the bar at most every 100 ms, and after the last step.
+    void step(std::size_t epoch, std::size_t epochs, std::size_t s, std::size_t steps, double loss) {
+        if (!bar_) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (s == steps || now - last_draw_ > std::chrono::milliseconds(100)) {
+            last_draw_ = now;
+            char line[256];
+            const int len = format_progress(line + 1, sizeof line - 1, epoch, epochs, s, steps, loss);
+            line[0] = '\r';
+            const std::size_t shown = len < 0 ? 0 : (static_cast<std::size_t>(len) < sizeof line - 2 ? static_cast<std::size_t>(len) : sizeof line - 2);
+            std::fwrite(line, 1, shown + 1, out_);
+        }
+    }
+
+    void end_epoch(std::size_t epoch, std::size_t epochs, std::size_t steps, double seconds, const History& h) {
+        if (!active()) return;
+        const std::string s = (bar_ ? "\r" : "") + format_epoch_line(epoch, epochs, steps, seconds, h) + "\n";
+        std::fwrite(s.data(), 1, s.size(), out_);
+        if (lines_) std::fflush(out_);
+    }
+
+private:
+    std::FILE* out_;
+    bool bar_ = false, lines_ = false;
+    std::chrono::steady_clock::time_point last_draw_{};
+};
+
+} // namespace detail
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/progress.hpp ----
+
+namespace tapir {
+namespace nn {
+
+// ---- losses ---------------------------------------------------------------------------------
+
+/// The default loss: binary cross-entropy on logits (loss::binary_cross_entropy_with_logits),
+/// weighted by per-event weights if given. Targets must lie in [0, 1]: fit() checks every
+/// label before training and names the row of the first one outside (soft labels are fine).
+struct BceWithLogitsLoss {
+    template <class T>
+    Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
+        return loss::binary_cross_entropy_with_logits(out, target, weight);
+    }
+    /// fit() and evaluate() call this on the whole target tensor before the first batch.
+    template <class T>
+    void check_targets(const Tensor<T>& y, const char* who) const {
+        const std::size_t rows = y.rank() ? y.shape()[0] : 1;
+        loss::check_binary_targets(y.data(), rows, rows ? y.size() / rows : 0, who);
+    }
+};
+
+/// Mean squared error over events and outputs (loss::mse); with weights w (batch, 1):
+/// sum_i w_i sum_k (o_ik - y_ik)^2 / (K sum_i w_i).
+struct MseLoss {
+    template <class T>
+    Var<T> operator()(const Var<T>& out, const Var<T>& target, const Var<T>* weight) const {
+        return loss::mse(out, target, weight);
+    }
+};
+
+// ---- options ------------------------------------------------------------------------------------
 
 template <class T>
 struct FitOptions {
@@ -6820,45 +8629,10 @@ struct FitOptions {
 
     std::vector<Callback<T>> callbacks;
     Verbosity verbose = Verbosity::automatic;
+    std::FILE* progress_stream = nullptr;  ///< where the display goes; null = stderr
 };
 
 namespace detail {
-
-inline bool stderr_is_terminal() noexcept {
-#if defined(_WIN32)
-    return _isatty(_fileno(stderr)) != 0;
-#elif defined(__unix__) || defined(__APPLE__)
-    return isatty(2) != 0;
-#else
-    return false;
-#endif
-}
-
-/// "Epoch 3/20 [=====>........] 45/100 - loss: 0.4123" (no allocation: for the step loop).
-inline int format_progress(char* buf, std::size_t cap, std::size_t epoch, std::size_t epochs, std::size_t step,
-                           std::size_t steps, double loss, std::size_t width = 30) {
-    char bar[128];
-    if (width > sizeof bar - 1) width = sizeof bar - 1;
-    const std::size_t done = steps ? (step * width) / steps : width;
-    for (std::size_t i = 0; i < width; ++i) bar[i] = i < done ? '=' : (i == done ? '>' : '.');
-    bar[width] = '\0';
-    return std::snprintf(buf, cap, "Epoch %zu/%zu [%s] %zu/%zu - loss: %.4f", epoch, epochs, bar, step, steps, loss);
-}
-
-/// The line left on screen after an epoch: bar, seconds, then every history column.
-inline std::string format_epoch_line(std::size_t epoch, std::size_t epochs, std::size_t steps, double seconds, const History& h) {
-    char buf[256];
-    format_progress(buf, sizeof buf, epoch, epochs, steps, steps, 0.0);
-    std::string s = buf;
-    s.erase(s.find(" - loss"));
-    std::snprintf(buf, sizeof buf, " - %.1fs", seconds);
-    s += buf;
-    for (const auto& c : h.columns()) {
-        std::snprintf(buf, sizeof buf, " - %s: %.4f", c.c_str(), h[c].back());
-        s += buf;
-    }
-    return s;
-}
 
 template <class T>
 std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w) {
@@ -6871,15 +8645,30 @@ std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y
     return n;
 }
 
-/// Copies rows idx[0..n) of src (rows x cols) into dst, reshaped to (n, cols) without allocating
-/// once dst has held that many elements.
+template <class U>
+struct non_deduced {
+    using type = U;
+};
+
+/// Whether a loss functor checks its targets (BceWithLogitsLoss: labels in [0, 1]).
+template <class L, class T, class = void>
+struct checks_targets : std::false_type {};
+template <class L, class T>
+struct checks_targets<L, T, std::void_t<decltype(std::declval<const L&>().check_targets(std::declval<const Tensor<T>&>(), ""))>>
+    : std::true_type {};
+
+template <class T, class Loss>
+void check_targets(const Loss& l, const Tensor<T>& y, const char* who) {
+    if constexpr (checks_targets<Loss, T>::value) l.check_targets(y, who);
+}
+
+/// Rows idx[0..n) of src (rows, ...) into dst as (n, columns) (data/dataset.hpp's gather_rows,
+/// viewed as a matrix), without allocating once dst has held that many elements.
 template <class T>
-void gather_into(const Tensor<T>& src, std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
-    const std::size_t cols = rows ? src.size() / rows : 0;
-    dst.resize(Shape{n, cols});
-    const T* s = src.data();
-    T* d = dst.data();
-    for (std::size_t i = 0; i < n; ++i) std::memcpy(d + i * cols, s + idx[i] * cols, cols * sizeof(T));
+void gather_into(const Tensor<T>& src, const std::size_t* idx, std::size_t n, Tensor<T>& dst) {
+    const std::size_t rows = src.rank() ? src.shape()[0] : 0;
+    data::gather_rows(src, idx, n, dst);
+    if (dst.rank() != 2) dst.reshape_(Shape{n, rows ? src.size() / rows : 0});
 }
 
 /// Parameter and buffer values, for restoring the best epoch.
@@ -6912,13 +8701,87 @@ struct ModeGuard {
 
 // ---- the training step -------------------------------------------------------------------------
 
+namespace detail {
+
+/// Forward pass and loss on gathered rows, on one tape that is cleared and reused: the part of
+/// a training step that evaluation shares.
+template <class T, class Loss>
+class BatchLoss {
+public:
+    BatchLoss(Module<T>& model, Loss loss, const char* who) : model_(model), loss_(std::move(loss)), who_(who) {}
+    BatchLoss(const BatchLoss&) = delete;
+    BatchLoss& operator=(const BatchLoss&) = delete;
+
+    Tape<T>& tape() noexcept { return tape_; }
+    Module<T>& model() noexcept { return model_; }
+    const Loss& loss() const noexcept { return loss_; }
+
+    Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        const std::size_t rows = checked_rows(who_, x, y, w);
+        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
+        for (std::size_t i = 0; i < n; ++i)
+            if (TAPIR_UNLIKELY(idx[i] >= rows))
+                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
+                                  " events");
+        tape_.clear();
+        gather_into(x, idx, n, xb_);
+        gather_into(y, idx, n, yb_);
+        const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
+        const Var<T> out = model_(xv);
+        if (out.shape().rank() == 0 || out.shape()[0] != n)
+            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + xb_.shape().str() +
+                              ", output " + out.shape().str());
+        out_index_ = out.index();
+        out_width_ = out.size() / n;
+        Var<T> l;
+        if (w) {
+            gather_into(*w, idx, n, wb_);
+            const Var<T> wv = tape_.view(wb_);
+            l = loss_(out, yv, &wv);
+        } else {
+            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
+        }
+        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
+        return l;
+    }
+
+    T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        NoGradGuard<T> guard(tape_);
+        return record(x, y, w, idx, n).item();
+    }
+
+    void copy_last_output(T* dst) const {
+        const Ref<T>& o = tape_.node(out_index_).out;
+        std::memcpy(dst, o.data, o.size() * sizeof(T));
+    }
+    std::size_t last_output_width() const noexcept { return out_width_; }
+
+    /// The last outputs into pred's rows idx[i] (pred shaped (rows, outputs) on first use).
+    void copy_rows(std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& pred) {
+        if (pred.rank() != 2 || pred.shape()[0] != rows || pred.shape()[1] != out_width_) pred = Tensor<T>(Shape{rows, out_width_});
+        const T* o = tape_.node(out_index_).out.data;
+        for (std::size_t i = 0; i < n; ++i) std::memcpy(pred.data() + idx[i] * out_width_, o + i * out_width_, out_width_ * sizeof(T));
+    }
+
+private:
+    Module<T>& model_;
+    Loss loss_;
+    const char* who_;
+    Tape<T> tape_;
+    Tensor<T> xb_, yb_, wb_;
+    std::int32_t out_index_ = -1;
+    std::size_t out_width_ = 0;
+};
+
+} // namespace detail
+
 /// One reusable training step: gathers the batch rows into kept tensors, clears and reuses one
 /// tape, runs forward, loss, backward and the optimiser. Steady-state steps allocate nothing.
 template <class T, class Loss = BceWithLogitsLoss>
 class Trainer {
 public:
     Trainer(Module<T>& model, optim::Optimizer<T>& optimizer, Loss loss = Loss{})
-        : model_(model), opt_(optimizer), loss_(std::move(loss)) {
+        : batch_(model, std::move(loss), "Trainer"), opt_(optimizer) {
         // Model parameters the optimiser does not update still get gradients: keep them from
         // accumulating across steps.
         for (Parameter<T>* p : model.parameters())
@@ -6927,88 +8790,79 @@ public:
     Trainer(const Trainer&) = delete;
     Trainer& operator=(const Trainer&) = delete;
 
-    Tape<T>& tape() noexcept { return tape_; }
-    Module<T>& model() noexcept { return model_; }
+    Tape<T>& tape() noexcept { return batch_.tape(); }
+    Module<T>& model() noexcept { return batch_.model(); }
 
     /// One optimisation step on rows idx[0..n) of x, y (and per-event weights w); returns the
     /// batch loss. With pred, the batch outputs are also written to pred's rows idx[i] (pred
     /// is shaped (rows of x, outputs) on first use).
     T step(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
            Tensor<T>* pred = nullptr) {
-        const Var<T> l = record(x, y, w, idx, n);
+        const Var<T> l = batch_.record(x, y, w, idx, n);
         for (Parameter<T>* p : extra_) p->zero_grad();
         opt_.zero_grad();
         backward(l);
         opt_.step();
-        if (pred) copy_rows(x.shape()[0], idx, n, *pred);
+        if (pred) batch_.copy_rows(x.shape()[0], idx, n, *pred);
         return l.item();
     }
 
     /// The loss on rows idx[0..n) without gradients or updates (in the modules' current modes).
     T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        NoGradGuard<T> guard(tape_);
-        return record(x, y, w, idx, n).item();
+        return batch_.evaluate(x, y, w, idx, n);
     }
 
     /// Copies the outputs of the last step or evaluation (batch rows x last_output_width()) to dst.
-    void copy_last_output(T* dst) const {
-        const Ref<T>& o = tape_.node(out_index_).out;
-        std::memcpy(dst, o.data, o.size() * sizeof(T));
-    }
+    void copy_last_output(T* dst) const { batch_.copy_last_output(dst); }
 
     /// Outputs per event of the last step or evaluation.
-    std::size_t last_output_width() const noexcept { return out_width_; }
+    std::size_t last_output_width() const noexcept { return batch_.last_output_width(); }
+
+    detail::BatchLoss<T, Loss>& batch_loss() noexcept { return batch_; }
 
 private:
-    Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        const std::size_t rows = detail::checked_rows("Trainer", x, y, w);
-        if (n == 0) throw value_error("Trainer: empty batch");
-        for (std::size_t i = 0; i < n; ++i)
-            if (TAPIR_UNLIKELY(idx[i] >= rows))
-                throw value_error("Trainer: row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) + " events");
-        tape_.clear();
-        detail::gather_into(x, rows, idx, n, xb_);
-        detail::gather_into(y, rows, idx, n, yb_);
-        const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
-        const Var<T> out = model_(xv);
-        if (out.shape().rank() == 0 || out.shape()[0] != n)
-            throw shape_error("Trainer: the model output must have one row per event: input " + xb_.shape().str() + ", output " +
-                              out.shape().str());
-        out_index_ = out.index();
-        out_width_ = out.size() / n;
-        Var<T> l;
-        if (w) {
-            detail::gather_into(*w, rows, idx, n, wb_);
-            const Var<T> wv = tape_.view(wb_);
-            l = loss_(out, yv, &wv);
-        } else {
-            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
-        }
-        if (l.size() != 1) throw shape_error("Trainer: the loss must be a single value, got shape " + l.shape().str());
-        return l;
-    }
-
-    void copy_rows(std::size_t rows, const std::size_t* idx, std::size_t n, Tensor<T>& pred) {
-        if (pred.rank() != 2 || pred.shape()[0] != rows || pred.shape()[1] != out_width_) pred = Tensor<T>(Shape{rows, out_width_});
-        const T* o = tape_.node(out_index_).out.data;
-        for (std::size_t i = 0; i < n; ++i) std::memcpy(pred.data() + idx[i] * out_width_, o + i * out_width_, out_width_ * sizeof(T));
-    }
-
-    Module<T>& model_;
+    detail::BatchLoss<T, Loss> batch_;
     optim::Optimizer<T>& opt_;
-    Loss loss_;
-    Tape<T> tape_;
-    Tensor<T> xb_, yb_, wb_;
     std::vector<Parameter<T>*> extra_;
-    std::int32_t out_index_ = -1;
-    std::size_t out_width_ = 0;
 };
+
+namespace detail {
+
+/// The loss over the rows of a set in batches, combined as the weighted mean of the batch
+/// losses (exact for losses that are weighted means over events); with pred, the outputs
+/// (rows.size(), outputs) too. fit's validation and evaluate() share it.
+template <class T, class Loss>
+double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
+                std::size_t batch_size, Tensor<T>* pred) {
+    double vsum = 0.0, vwsum = 0.0;
+    const std::size_t nv = rows.size();
+    for (std::size_t start = 0; start < nv; start += batch_size) {
+        const std::size_t nb = std::min(batch_size, nv - start);
+        const std::size_t* idx = rows.data() + start;
+        const T l = b.evaluate(x, y, w, idx, nb);
+        if (pred) {
+            const std::size_t k = b.last_output_width();
+            if (pred->rank() != 2 || pred->shape()[0] != nv || pred->shape()[1] != k) *pred = Tensor<T>(Shape{nv, k});
+            b.copy_last_output(pred->data() + start * k);
+        }
+        double bw = static_cast<double>(nb);
+        if (w) {
+            bw = 0.0;
+            for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
+        }
+        vsum += static_cast<double>(l) * bw;
+        vwsum += bw;
+    }
+    return vsum / vwsum;
+}
+
+} // namespace detail
 
 // ---- prediction ---------------------------------------------------------------------------------
 
 /// The model's outputs for every row of x, in eval mode (modes restored afterwards), without
-/// gradients, in batches: shape (rows, outputs...). Thread-safe on a shared model that is already
-/// in eval mode (nothing is written to it then).
+/// gradients, in batches: shape (rows, outputs...); (0, outputs...) for zero rows. Thread-safe on
+/// a shared model that is already in eval mode (nothing is written to it then).
 template <class T>
 Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size = 256) {
     if (x.rank() != 2) throw shape_error("predict: inputs must have shape (events, features), got " + x.shape().str());
@@ -7022,6 +8876,12 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
         model.eval();
     }
     const std::size_t n = x.shape()[0], f = x.shape()[1];
+    if (n == 0) {  // no batch to run: the shape of one row's output, with zero rows
+        Shape s = model.output_shape(Shape{1, f});
+        if (s.rank() == 0) throw shape_error("predict: the model output must have one row per event, got shape " + s.str());
+        s[0] = 0;
+        return Tensor<T>(s);
+    }
     Tape<T> t;
     NoGradGuard<T> guard(t);
     Tensor<T> out, xb;
@@ -7044,13 +8904,63 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
     return out;
 }
 
+// ---- evaluation ---------------------------------------------------------------------------------
+
+/// The loss and metrics of a trained model on a data set, Keras' model.evaluate.
+struct Evaluation {
+    double loss = std::numeric_limits<double>::quiet_NaN();
+    std::vector<std::pair<std::string, double>> metrics;  ///< in the order asked for
+
+    /// "loss" or a metric's name.
+    double operator[](const std::string& name) const {
+        if (name == "loss") return loss;
+        std::string known = "loss";
+        for (const auto& m : metrics) {
+            if (m.first == name) return m.second;
+            known += ", " + m.first;
+        }
+        throw value_error("Evaluation: no value '" + name + "' (values: " + known + ")");
+    }
+};
+
+/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
+/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
+/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
+/// for bit.
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    const std::size_t n = detail::checked_rows("evaluate", x, y, weights);
+    if (n == 0) throw value_error("evaluate: no events");
+    if (batch_size == 0) throw value_error("evaluate: batch size must be positive");
+    for (const auto& m : metrics)
+        if (m.name.empty() || m.name == "loss" || !m.fn) throw value_error("evaluate: metric '" + m.name + "' has no function or a reserved name");
+    detail::check_targets(loss, y, "evaluate");
+    detail::ModeGuard<T> modes(model);
+    model.eval();
+    detail::BatchLoss<T, Loss> b(model, std::move(loss), "evaluate");
+    std::vector<std::size_t> rows(n);
+    for (std::size_t i = 0; i < n; ++i) rows[i] = i;
+    Tensor<T> pred, yy, ww;
+    Evaluation e;
+    e.loss = detail::set_loss(b, x, y, weights, rows, batch_size, metrics.empty() ? nullptr : &pred);
+    if (!metrics.empty()) {
+        detail::gather_into(y, rows.data(), n, yy);
+        if (weights) detail::gather_into(*weights, rows.data(), n, ww);
+        for (const auto& m : metrics) e.metrics.emplace_back(m.name, m.fn(pred, yy, weights ? &ww : nullptr));
+    }
+    return e;
+}
+
 // ---- fit ----------------------------------------------------------------------------------------
 
 /// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
 /// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
 /// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
 /// (output, target, const Var* weights or nullptr) -> single-valued Var; default
-/// bce_with_logits. Training runs in the modules' own modes (train() by default); validation in
+/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
+/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
 /// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
 /// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
 /// same way, which is exact for losses that are (weighted) means over events.
@@ -7099,6 +9009,8 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     } else {
         for (std::size_t i = 0; i < n; ++i) train_rows.push_back(i);
     }
+    detail::check_targets(loss, y, "fit");
+    if (vy && vy != &y) detail::check_targets(loss, *vy, "fit (validation set)");
     const bool has_val = vx != nullptr;
     const std::size_t nt = train_rows.size();
     const std::size_t steps = o.drop_last ? nt / o.batch_size : (nt + o.batch_size - 1) / o.batch_size;
@@ -7122,9 +9034,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     if (o.patience > 0) {
         h.monitor = o.monitor.empty() ? (has_val ? "val_loss" : "loss") : o.monitor;
         (void)h[h.monitor];  // names the columns if the monitor is unknown
-        const std::string& mon = h.monitor;
-        minimise = o.monitor_mode == MonitorMode::min ||
-                   (o.monitor_mode == MonitorMode::automatic && mon.size() >= 4 && mon.compare(mon.size() - 4, 4, "loss") == 0);
+        minimise = detail::monitor_minimises(h.monitor, o.monitor_mode);
     }
 
     Trainer<T, Loss> trainer(model, optimizer, std::move(loss));
@@ -7137,22 +9047,21 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     const bool metrics = !o.metrics.empty();
     Tensor<T> pred_all, pred_set, y_train, w_train, y_val, w_val, val_pred;
     auto gather_set = [](const Tensor<T>& src, const std::vector<std::size_t>& rows, Tensor<T>& dst) {
-        detail::gather_into(src, src.shape()[0], rows.data(), rows.size(), dst);
+        detail::gather_into(src, rows.data(), rows.size(), dst);
     };
     if (metrics && has_val) {
         gather_set(*vy, val_rows, y_val);
         if (vw) gather_set(*vw, val_rows, w_val);
     }
 
-    const bool show = o.verbose == Verbosity::progress || (o.verbose == Verbosity::automatic && detail::stderr_is_terminal());
+    detail::ProgressDisplay display(o.verbose, o.progress_stream);
     using clock = std::chrono::steady_clock;
     std::size_t wait = 0;
     std::vector<double> row;
-    char line[256];
 
     for (std::size_t epoch = 1; epoch <= o.epochs; ++epoch) {
         const auto t0 = clock::now();
-        auto last_draw = t0;
+        display.start_epoch(t0);
         model.set_training_modes(modes.modes);
         if (o.shuffle) rng.shuffle(train_rows.begin(), train_rows.end());
         double loss_sum = 0.0, weight_sum = 0.0;
@@ -7172,16 +9081,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
             }
             loss_sum += static_cast<double>(l) * bw;
             weight_sum += bw;
-            if (show) {
-                const auto now = clock::now();
-                if (s + 1 == steps || now - last_draw > std::chrono::milliseconds(100)) {
-                    last_draw = now;
-                    const int len = detail::format_progress(line + 1, sizeof line - 1, epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);
-                    line[0] = '\r';
-                    const std::size_t shown = len < 0 ? 0 : std::min(static_cast<std::size_t>(len), sizeof line - 2);
-                    std::fwrite(line, 1, shown + 1, stderr);
-                }
-            }
+            if (display.bar()) display.step(epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);
         }
         row.assign(1, loss_sum / weight_sum);
         if (metrics) {
@@ -7193,26 +9093,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
         }
         if (has_val) {
             model.eval();
-            double vsum = 0.0, vwsum = 0.0;
-            const std::size_t nv = val_rows.size();
-            for (std::size_t start = 0; start < nv; start += o.batch_size) {
-                const std::size_t nb = std::min(o.batch_size, nv - start);
-                const std::size_t* idx = val_rows.data() + start;
-                const T l = trainer.evaluate(*vx, *vy, vw, idx, nb);
-                if (metrics) {
-                    const std::size_t k = trainer.last_output_width();
-                    if (val_pred.rank() != 2 || val_pred.shape()[0] != nv || val_pred.shape()[1] != k) val_pred = Tensor<T>(Shape{nv, k});
-                    trainer.copy_last_output(val_pred.data() + start * k);
-                }
-                double bw = static_cast<double>(nb);
-                if (vw) {
-                    bw = 0.0;
-                    for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*vw)[idx[i]]);
-                }
-                vsum += static_cast<double>(l) * bw;
-                vwsum += bw;
-            }
-            row.push_back(vsum / vwsum);
+            row.push_back(detail::set_loss(trainer.batch_loss(), *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
             for (const auto& m : o.metrics) row.push_back(m.fn(val_pred, y_val, vw ? &w_val : nullptr));
             model.set_training_modes(modes.modes);
         }
@@ -7242,11 +9123,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
                 h.stopped_early = epoch < o.epochs;
             }
         }
-        if (show) {
-            const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-            const std::string s = "\r" + detail::format_epoch_line(epoch, o.epochs, steps, secs, h) + "\n";
-            std::fwrite(s.data(), 1, s.size(), stderr);
-        }
+        if (display.active()) display.end_epoch(epoch, o.epochs, steps, std::chrono::duration<double>(clock::now() - t0).count(), h);
         if (stop) break;
     }
     if (o.patience > 0 && o.restore_best_weights && h.best_epoch != 0 && h.best_epoch != h.epochs()) best.restore(params, buffers);
@@ -7817,6 +9694,108 @@ private:
 // ---- begin tapir/nn/nn.hpp ----
 /// Neural-network layers, models and the training loop in one include.
 
+// ---- begin tapir/nn/pivot.hpp ----
+/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046):
+/// a gradient-reversal layer, a mixture-density adversary module and a trainer for the paper's
+/// Algorithm 1 on E = L_f - lambda L_r. Models and training live in nn/; the losses they use
+/// (loss::mdn_nll, loss::binary_cross_entropy_with_logits) stay functions in loss/.
+///
+///     tapir::nn::Sequential<float> clf;  // x -> one logit
+///     tapir::nn::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
+///     tapir::optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), 1e-3f);
+///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
+///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
+///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/loss/mdn.hpp ----
+/// Negative log-likelihood of a Gaussian mixture density network (Bishop 1994), the adversary
+/// of "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046), optionally with every
+/// component truncated to an interval (the mass window the adversary sees).
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+
+
+namespace tapir {
+namespace loss {
+
+template <class T>
+struct MdnOptions {
+    /// sigma_k = softplus(raw_k) + sigma_floor: keeps a component from collapsing onto one
+    /// point (where the likelihood is unbounded).
+    T sigma_floor = T(1e-4);
+    /// Truncate each component to [lo, hi] and renormalise it (the course's variant, on m
+    /// scaled to [0, 1]).
+    bool truncate = false;
+    T lo = T(0);
+    T hi = T(1);
+};
+
+/// Per-event log-density log p(m_i) of the mixture, shape (N,):
+///   log p(m) = logsumexp_k [ log_softmax(logits)_k + log N(m; mu_k, sigma_k) - log Z_k ],
+///   N(m; mu, s) = exp(-(m - mu)^2 / (2 s^2)) / (s sqrt(2 pi)),
+///   Z_k = Phi((hi - mu_k)/s_k) - Phi((lo - mu_k)/s_k) with truncation (else Z_k = 1),
+///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (Bishop 1994; Louppe et al., arXiv 1611.01046).
+/// Inputs: logits, mu, raw_sigma of shape (N, K); m of shape (N,) or (N, 1). Z_k is floored at
+/// 64 machine epsilons, the rounding noise of a difference of two erf values near 1, so a
+/// component lying entirely outside [lo, hi] is under-weighted instead of divided by 0
+/// (or by noise).
+template <class T>
+Var<T> mdn_log_prob(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m,
+                    const MdnOptions<T>& opt = MdnOptions<T>{}) {
+    const char* fn = "mdn_nll";
+    detail::batch_size(logits, fn, "mixture logits");
+    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": mixture logits must be (N, K), got " + logits.shape().str());
+    if (mu.shape() != logits.shape() || raw_sigma.shape() != logits.shape())
+        throw shape_error(std::string(fn) + ": logits " + logits.shape().str() + ", means " + mu.shape().str() + " and widths " +
+                          raw_sigma.shape().str() + " must all be (N, K)");
+    const std::size_t n = logits.shape()[0];
+    if (m.size() != n || m.shape()[0] != n)
+        throw shape_error(std::string(fn) + ": target of shape " + m.shape().str() + " for " + std::to_string(n) +
+                          " events; expected (N,) or (N, 1)");
+    if (!(opt.sigma_floor >= T(0)) || !std::isfinite(static_cast<double>(opt.sigma_floor)))
+        throw value_error(std::string(fn) + ": sigma_floor must be finite and >= 0, got " + std::to_string(opt.sigma_floor));
+    if (opt.truncate && !(opt.lo < opt.hi))
+        throw value_error(std::string(fn) + ": truncation interval [" + std::to_string(opt.lo) + ", " + std::to_string(opt.hi) +
+                          "] is empty");
+    const Var<T> target = m.shape().rank() == 2 ? m : reshape(m, Shape{n, 1});
+    const Var<T> sigma = add_scalar(softplus(raw_sigma), opt.sigma_floor);
+    const Var<T> z = div(sub(target, mu), sigma);
+    const T half_log_2pi = T(0.91893853320467274178);
+    Var<T> lp = sub(sub(log_softmax(logits, 1), scale(square(z), T(0.5))), add_scalar(log(sigma), half_log_2pi));
+    if (opt.truncate) {
+        const T inv_sqrt2 = T(0.70710678118654752440);
+        const Var<T> inv_s = rdiv_scalar(inv_sqrt2, sigma);
+        const Var<T> ehi = erf(mul(add_scalar(neg(mu), opt.hi), inv_s));
+        const Var<T> elo = erf(mul(add_scalar(neg(mu), opt.lo), inv_s));
+        const Var<T> zk = clamp(scale(sub(ehi, elo), T(0.5)), T(64) * std::numeric_limits<T>::epsilon(), T(1));
+        lp = sub(lp, log(zk));
+    }
+    return logsumexp(lp, 1);
+}
+
+/// Weighted mean negative log-likelihood -sum_i w_i log p(m_i) / sum_i w_i of the mixture (see
+/// mdn_log_prob). In the pivot set-up the weights select background events (w = 0 for signal).
+/// With m ~ N(0, 1) and a perfect fit, the value tends to ln sqrt(2 pi e) = 1.4189 nats.
+template <class T>
+Var<T> mdn_nll(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m, detail::weights_t<T> weights = nullptr,
+               const MdnOptions<T>& opt = MdnOptions<T>{}) {
+    return neg(detail::weighted_mean(mdn_log_prob(logits, mu, raw_sigma, m, opt), weights, "mdn_nll"));
+}
+
+} // namespace loss
+} // namespace tapir
+// ---- end tapir/loss/mdn.hpp ----
 // ---- begin tapir/nn/sequential.hpp ----
 /// Sequential: layers applied in order, with Dense followed by an activation layer fused into
 /// one dense node (one matmul + bias + activation kernel and one fused backward).
@@ -7985,6 +9964,345 @@ private:
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/sequential.hpp ----
+
+namespace tapir {
+namespace nn {
+namespace detail {
+inline void check_finite_hyper(const char* fn, const char* what, double v) {
+    if (!std::isfinite(v)) throw value_error(std::string(fn) + ": " + what + " must be finite, got " + std::to_string(v));
+}
+} // namespace detail
+
+// ---- gradient reversal ------------------------------------------------------------------------
+
+/// The op grad_reverse (identity forward, gradient times -lambda backward; Ganin & Lempitsky,
+/// arXiv 1409.7495) as a layer, for use inside a Sequential. Placed between the classifier output
+/// and the adversary, one backward pass of L_f + L_r(reverse(f)) trains the adversary on L_r and
+/// the classifier on L_f - lambda L_r.
+template <class T>
+class GradientReversal : public Module<T> {
+public:
+    explicit GradientReversal(T lambda = T(1)) : lambda_(lambda) {
+        detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(lambda));
+    }
+    Var<T> forward(const Var<T>& x) override { return grad_reverse(x, lambda_); }
+    std::string type_name() const override { return "GradientReversal"; }
+    std::string describe() const override { return "GradientReversal(" + detail::format_number(static_cast<double>(lambda_)) + ")"; }
+    Shape output_shape(const Shape& in) const override { return in; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
+    T lambda() const noexcept { return lambda_; }
+    void set_lambda(T l) {
+        detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(l));
+        lambda_ = l;
+    }
+
+private:
+    T lambda_;
+};
+
+// ---- mixture density adversary -----------------------------------------------------------------
+
+/// The three heads of a K-component mixture, each (N, K).
+template <class T>
+struct MdnHeads {
+    Var<T> logits;     ///< mixture weights pi = softmax(logits)
+    Var<T> mu;         ///< means
+    Var<T> raw_sigma;  ///< widths sigma = softplus(raw_sigma) + floor
+};
+
+/// Mixture density network r(m | z): input z (N, in) -> hidden Dense layers -> one Dense head of
+/// 3K outputs, split into mixture logits, means and raw widths (see mdn_nll). The paper and the
+/// course use K = 5; the course's adversary is 1 -> 200 -> 100 -> 50 -> 5 components.
+template <class T>
+class MdnAdversary : public Module<T> {
+public:
+    MdnAdversary(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t components, Rng& rng,
+                 Activation act = Activation::relu)
+        : k_(components) {
+        if (in == 0 || components == 0)
+            throw value_error("MdnAdversary: input size and number of components must be positive, got " + std::to_string(in) + " and " +
+                              std::to_string(components));
+        std::size_t prev = in;
+        for (std::size_t h : hidden) {
+            body_.template add<Dense<T>>(prev, h, rng, act);
+            prev = h;
+        }
+        head_ = std::make_unique<Dense<T>>(prev, 3 * components, rng);
+    }
+    MdnAdversary(const MdnAdversary& o) : Module<T>(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
+    MdnAdversary& operator=(const MdnAdversary& o) {
+        if (this != &o) {
+            Module<T>::operator=(o);
+            body_ = o.body_;
+            head_ = std::make_unique<Dense<T>>(*o.head_);
+            k_ = o.k_;
+        }
+        return *this;
+    }
+
+    std::size_t components() const noexcept { return k_; }
+
+    /// The raw head outputs (N, 3K): [logits | means | raw widths].
+    Var<T> forward(const Var<T>& z) override {
+        const Var<T> in = z.shape().rank() == 1 ? reshape(z, Shape{z.shape()[0], 1}) : z;
+        return (*head_)(body_.empty() ? in : body_(in));
+    }
+    MdnHeads<T> heads(const Var<T>& z) {
+        const Var<T> out = forward(z);
+        return MdnHeads<T>{slice(out, 1, 0, k_), slice(out, 1, k_, k_), slice(out, 1, 2 * k_, k_)};
+    }
+    /// -sum_i w_i log p(m_i | z_i) / sum_i w_i (see mdn_nll).
+    Var<T> nll(const Var<T>& z, const Var<T>& m, const Var<T>* weights = nullptr, const loss::MdnOptions<T>& opt = loss::MdnOptions<T>{}) {
+        const MdnHeads<T> h = heads(z);
+        return loss::mdn_nll(h.logits, h.mu, h.raw_sigma, m, weights, opt);
+    }
+
+    std::string type_name() const override { return "MdnAdversary"; }
+    std::string describe() const override { return "MdnAdversary(" + std::to_string(k_) + " components)"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
+    void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const override {
+        Shape s = input;
+        if (!body_.empty()) {
+            s = body_.output_shape(s);
+            rows.push_back(SummaryRow{"body", body_.describe(), s, body_.num_parameters()});
+        }
+        rows.push_back(SummaryRow{"head", "Dense(" + std::to_string(k_) + " x [logit, mean, width])", head_->output_shape(s),
+                                  head_->num_parameters()});
+    }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("body", &body_);
+        out.emplace_back("head", head_.get());
+    }
+
+private:
+    Sequential<T> body_;
+    std::unique_ptr<Dense<T>> head_;
+    std::size_t k_;
+};
+
+// ---- Algorithm 1 --------------------------------------------------------------------------------
+
+/// Which events the adversary sees. The physics use (decorrelating a mass from a classifier
+/// on background) is `background`; the paper's toy (a nuisance acting on signal) uses `all`.
+enum class PivotEvents { background, signal, all };
+
+template <class T>
+struct PivotOptions {
+    T lambda = T(50);                          ///< E = L_f - lambda L_r
+    std::size_t adversary_steps = 5;           ///< K adversary steps per classifier step
+    std::size_t pretrain_classifier_steps = 500;
+    std::size_t pretrain_adversary_steps = 500;
+    std::size_t steps = 1000;                  ///< classifier steps of the adversarial phase
+    std::size_t batch_size = 128;
+    PivotEvents adversary_events = PivotEvents::background;
+    loss::MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
+    std::uint64_t seed = 1;                    ///< mini-batch sampling
+};
+
+/// Per-step losses of a run (pretraining and adversarial phase, in order).
+template <class T>
+struct PivotHistory {
+    std::vector<T> classifier_pretrain;  ///< L_f
+    std::vector<T> adversary_pretrain;   ///< L_r
+    std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
+    std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
+};
+
+/// Trains a classifier f (any Module mapping x (N, D) to one logit per event) against an MDN
+/// adversary r(m | sigmoid(f(x))) with the paper's Algorithm 1 (arXiv 1611.01046): pretrain f on
+/// L_f (weighted BCE from logits), pretrain r on L_r with f frozen, then alternate K steps of r
+/// (minimising L_r, f frozen) with one step of f on L_f - lambda L_r (r frozen). The adversary's
+/// event weights are the event weights times the `adversary_events` selection, so with the
+/// default it sees background only. Mini-batches are drawn at random with replacement of batches
+/// (without replacement inside one batch). The optimisers must hold the classifier's and the
+/// adversary's parameters respectively.
+template <class T>
+class PivotTrainer {
+public:
+    PivotTrainer(Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
+                 optim::Optimizer<T>& adversary_opt, const PivotOptions<T>& opt = PivotOptions<T>{})
+        : clf_(classifier), adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt), rng_(opt.seed) {
+        detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
+        if (opt.batch_size == 0) throw value_error("PivotTrainer: batch_size must be positive");
+    }
+
+    const PivotOptions<T>& options() const noexcept { return opt_; }
+    void set_lambda(T lambda) {
+        detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(lambda));
+        opt_.lambda = lambda;
+    }
+
+    /// Training data: features x (N, D), labels y (N) in {0, 1}, the variable to decorrelate m (N)
+    /// (scaled to the truncation interval if truncation is on), optional event weights w (N).
+    /// The tensors are copied.
+    void set_data(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& m, const Tensor<T>* w = nullptr) {
+        const char* fn = "PivotTrainer::set_data";
+        if (x.rank() != 2 || x.dim(0) == 0) throw shape_error(std::string(fn) + ": features must be (N, D), got " + x.shape().str());
+        const std::size_t n = x.dim(0);
+        if (y.size() != n || m.size() != n || (w && w->size() != n))
+            throw shape_error(std::string(fn) + ": " + std::to_string(n) + " events in x but labels " + y.shape().str() + ", m " +
+                              m.shape().str() + (w ? ", weights " + w->shape().str() : std::string()));
+        for (std::size_t i = 0; i < n; ++i)
+            if (!(y[i] == T(0) || y[i] == T(1)))
+                throw value_error(std::string(fn) + ": label of event " + std::to_string(i) + " is " + std::to_string(y[i]) +
+                                  ", expected 0 or 1");
+        x_ = x;
+        y_ = y.reshaped(Shape{n});
+        m_ = m.reshaped(Shape{n, 1});
+        w_ = w ? w->reshaped(Shape{n}) : Tensor<T>(Shape{n}, T(1));
+        wa_ = Tensor<T>(Shape{n});
+        for (std::size_t i = 0; i < n; ++i) {
+            const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y_[i] == T(0));
+            wa_[i] = use ? w_[i] : T(0);
+        }
+        const std::size_t b = opt_.batch_size < n ? opt_.batch_size : n;
+        bx_ = Tensor<T>(Shape{b, x.dim(1)});
+        by_ = Tensor<T>(Shape{b});
+        bm_ = Tensor<T>(Shape{b, 1});
+        bw_ = Tensor<T>(Shape{b});
+        bwa_ = Tensor<T>(Shape{b});
+    }
+
+    /// One step of f on L_f alone. Returns L_f.
+    T pretrain_classifier_step() { return classifier_step_impl(false); }
+    /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
+    T adversary_step() {
+        sample();
+        if (!batch_has_adversary_weight()) return T(0);
+        tape_.clear();
+        Var<T> z;
+        {
+            NoGradGuard<T> guard(tape_);
+            z = sigmoid(clf_(tape_.view(bx_)));
+        }
+        const Var<T> wa = tape_.view(bwa_);
+        const Var<T> lr = adv_.nll(z, tape_.view(bm_), &wa, opt_.mdn);
+        aopt_.zero_grad();
+        backward(lr);
+        aopt_.step();
+        return lr.item();
+    }
+    /// One step of f on E = L_f - lambda L_r with r frozen. Returns E.
+    T classifier_step() { return classifier_step_impl(true); }
+
+    /// The whole algorithm with the configured numbers of steps.
+    PivotHistory<T> run() {
+        check_data();
+        PivotHistory<T> h;
+        for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
+        for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
+        for (std::size_t s = 0; s < opt_.steps; ++s) {
+            T la = T(0);
+            for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
+            h.adversary.push_back(la);
+            h.classifier.push_back(classifier_step());
+        }
+        return h;
+    }
+
+    /// Classifier outputs sigmoid(f(x)) (N,) without recording gradients.
+    Tensor<T> predict(const Tensor<T>& x) {
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const Var<T> p = sigmoid(clf_(t.view(x)));
+        return p.value().reshaped(Shape{p.size()});
+    }
+
+    /// L_r of the current adversary on a data set (all adversary events), without training.
+    T adversary_loss(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& m) {
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const std::size_t n = x.dim(0);
+        Tensor<T> wa(Shape{n});
+        for (std::size_t i = 0; i < n; ++i) {
+            const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y[i] == T(0));
+            wa[i] = use ? T(1) : T(0);
+        }
+        const Var<T> z = sigmoid(clf_(t.view(x)));
+        const Var<T> wv = t.view(wa);
+        return adv_.nll(z, t.constant(m.reshaped(Shape{n, 1})), &wv, opt_.mdn).item();
+    }
+
+private:
+    void check_data() const {
+        if (x_.empty()) throw value_error("PivotTrainer: no data (call set_data first)");
+    }
+    bool batch_has_adversary_weight() const {
+        double s = 0.0;
+        for (std::size_t i = 0; i < bwa_.size(); ++i) s += static_cast<double>(bwa_[i]);
+        return s != 0.0;
+    }
+    /// A random mini-batch (distinct events) into the batch buffers.
+    void sample() {
+        check_data();
+        const std::size_t n = x_.dim(0), d = x_.dim(1), b = bx_.dim(0);
+        if (perm_.size() != n || pos_ + b > n) {
+            perm_ = rng_.permutation(n);
+            pos_ = 0;
+        }
+        for (std::size_t r = 0; r < b; ++r) {
+            const std::size_t i = perm_[pos_ + r];
+            for (std::size_t j = 0; j < d; ++j) bx_[r * d + j] = x_[i * d + j];
+            by_[r] = y_[i];
+            bm_[r] = m_[i];
+            bw_[r] = w_[i];
+            bwa_[r] = wa_[i];
+        }
+        pos_ += b;
+    }
+    /// Marks a module's parameters as constants for a scope (r while f trains).
+    struct Freeze {
+        std::vector<Parameter<T>*> params;
+        std::vector<bool> saved;
+        explicit Freeze(Module<T>& m) : params(m.parameters()) {
+            for (Parameter<T>* p : params) {
+                saved.push_back(p->requires_grad);
+                p->requires_grad = false;
+            }
+        }
+        ~Freeze() {
+            for (std::size_t i = 0; i < params.size(); ++i) params[i]->requires_grad = saved[i];
+        }
+        Freeze(const Freeze&) = delete;
+        Freeze& operator=(const Freeze&) = delete;
+    };
+
+    T classifier_step_impl(bool adversarial) {
+        sample();
+        tape_.clear();
+        const Freeze frozen(adv_);
+        const Var<T> logits = clf_(tape_.view(bx_));
+        const Var<T> wv = tape_.view(bw_);
+        Var<T> e = loss::binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
+        if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
+            const Var<T> wa = tape_.view(bwa_);
+            const Var<T> lr = adv_.nll(sigmoid(logits), tape_.view(bm_), &wa, opt_.mdn);
+            e = sub(e, scale(lr, opt_.lambda));
+        }
+        copt_.zero_grad();
+        backward(e);
+        copt_.step();
+        return e.item();
+    }
+
+    Module<T>& clf_;
+    MdnAdversary<T>& adv_;
+    optim::Optimizer<T>& copt_;
+    optim::Optimizer<T>& aopt_;
+    PivotOptions<T> opt_;
+    Rng rng_;
+    Tape<T> tape_;
+    Tensor<T> x_, y_, m_, w_, wa_;
+    Tensor<T> bx_, by_, bm_, bw_, bwa_;
+    std::vector<std::size_t> perm_;
+    std::size_t pos_ = 0;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/pivot.hpp ----
 // ---- end tapir/nn/nn.hpp ----
 // ---- begin tapir/optim/adagrad.hpp ----
 /// Adagrad (Duchi, Hazan & Singer 2011), PyTorch torch.optim.Adagrad semantics.
@@ -7998,9 +10316,8 @@ private:
 // ---- begin tapir/optim/kernels.hpp ----
 /// Fused per-parameter update kernels, one pass over (param, grad, state) each, written once over
 /// the SIMD wrappers of simd/vec.hpp and dispatched to the active instruction set.
-///
-/// The wrappers have no square root yet; vsqrt() uses V::sqrt when a wrapper provides one and
-/// otherwise the instruction itself (a plain std::sqrt loop does not vectorise: errno handling).
+/// Kernels run through simd::dispatch (public); V::sqrt is the wrappers' correctly rounded square
+/// root (a plain std::sqrt loop does not vectorise: errno handling).
 
 #include <cmath>
 #include <cstddef>
@@ -8011,49 +10328,6 @@ private:
 TAPIR_SIMD_DIAG_PUSH
 
 namespace tapir::optim::detail {
-
-template <class V, class = void>
-struct has_vsqrt : std::false_type {};
-template <class V>
-struct has_vsqrt<V, std::void_t<decltype(V::sqrt(std::declval<typename V::reg>()))>> : std::true_type {};
-
-template <class V>
-struct sqrt_op;
-template <class T>
-struct sqrt_op<simd::detail::vscalar<T>> {
-    static T run(T a) { return std::sqrt(a); }
-};
-#if TAPIR_SIMD_X86
-template <class T>
-struct sqrt_op<simd::detail::vavx2<T>> {
-    using reg = typename simd::detail::vavx2<T>::reg;
-    TAPIR_TARGET_AVX2 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-template <class T>
-struct sqrt_op<simd::detail::vavx512<T>> {
-    using reg = typename simd::detail::vavx512<T>::reg;
-    TAPIR_TARGET_AVX512 static inline reg run(reg a) { return {tapir::detail::x86::sqrt(a.v)}; }
-};
-#endif
-#if TAPIR_SIMD_NEON
-template <>
-struct sqrt_op<simd::detail::vneon<float>> {
-    static inline float32x4_t run(float32x4_t a) { return vsqrtq_f32(a); }
-};
-template <>
-struct sqrt_op<simd::detail::vneon<double>> {
-    static inline float64x2_t run(float64x2_t a) { return vsqrtq_f64(a); }
-};
-#endif
-
-template <class V>
-TAPIR_ALWAYS_INLINE typename V::reg vsqrt(const typename V::reg& a) {
-    if constexpr (has_vsqrt<V>::value) {
-        return V::sqrt(a);
-    } else {
-        return sqrt_op<V>::run(a);
-    }
-}
 
 /// Runs Body::block<V, Partial>(args, i, r) over [0, n) in steps of V::W, the tail partially.
 template <class V, class Body, class Args>
@@ -8147,7 +10421,7 @@ struct adam_kernel {
         st<V, P>(a.m + i, m, r);
         st<V, P>(a.v + i, v, r);
         if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
-        const auto denom = V::add(V::div(vsqrt<V>(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
+        const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
         p = V::fnma(V::set1(a.step), V::div(m, denom), p);
         st<V, P>(a.p + i, p, r);
     }
@@ -8188,7 +10462,7 @@ struct rmsprop_kernel {
             // sq >= ga^2 in exact arithmetic; rounding can push the difference below zero.
             var = V::max(V::zero(), V::fnma(ga, ga, sq));
         }
-        const auto avg = V::add(vsqrt<V>(var), V::set1(a.eps));
+        const auto avg = V::add(V::sqrt(var), V::set1(a.eps));
         const auto q = V::div(d, avg);
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
@@ -8225,7 +10499,7 @@ struct adagrad_kernel {
         if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
-        const auto std_ = V::add(vsqrt<V>(s), V::set1(a.eps));
+        const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
         p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
         st<V, P>(a.p + i, p, r);
     }
@@ -8355,9 +10629,9 @@ public:
             a.sum = sum_[i].data();
             a.n = p.value.size();
             if (wd_ != T(0)) {
-                simd::detail::dispatch<detail::adagrad_kernel<T, true>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
-                simd::detail::dispatch<detail::adagrad_kernel<T, false>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, false>>(a);
             }
         }
         ++this->iterations_;
@@ -8448,11 +10722,11 @@ public:
             a.v = v_[i].data();
             a.n = p.value.size();
             if (l2) {
-                simd::detail::dispatch<adam_kernel<T, true, false>>(a);
+                simd::dispatch<adam_kernel<T, true, false>>(a);
             } else if (dec) {
-                simd::detail::dispatch<adam_kernel<T, false, true>>(a);
+                simd::dispatch<adam_kernel<T, false, true>>(a);
             } else {
-                simd::detail::dispatch<adam_kernel<T, false, false>>(a);
+                simd::dispatch<adam_kernel<T, false, false>>(a);
             }
         }
         ++this->iterations_;
@@ -8603,7 +10877,7 @@ T clip_grad_value(const std::vector<Parameter<T>*>& params, T clip_value, bool e
     if (!std::isfinite(norm)) return static_cast<T>(norm);
     for (Parameter<T>* p : params) {
         if (!p->requires_grad) continue;
-        simd::detail::dispatch<detail::clamp_kernel<T>>(typename detail::clamp_kernel<T>::Args{p->grad.data(), p->grad.size(), clip_value});
+        simd::dispatch<detail::clamp_kernel<T>>(typename detail::clamp_kernel<T>::Args{p->grad.data(), p->grad.size(), clip_value});
     }
     return static_cast<T>(norm);
 }
@@ -8611,8 +10885,105 @@ T clip_grad_value(const std::vector<Parameter<T>*>& params, T clip_value, bool e
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/clip.hpp ----
+// ---- begin tapir/optim/model_file.hpp ----
+/// An optimiser's state in a model file, written and read by the optimiser's side: the state
+/// goes to io/ as a plain io::OptimizerState (io/ knows no optimiser), and what the file holds
+/// comes back into the optimiser only after io has validated the whole file.
+///
+///     optim::save_model("run.tpr", model.named_parameters(), &adam);  // or unqualified: found
+///     optim::load_model("run.tpr", model.named_parameters(), &adam);  // by argument lookup
+///
+/// The functions mirror io's (save_model, save_model_to_string/_bytes, load_model,
+/// load_model_from_string/_bytes); a null optimiser saves or loads the parameters only.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace optim {
+
+/// The optimiser's section as io writes it: name, iteration count, (scheduled) learning rate and
+/// the named state tensors (allocated on first use, so a fresh optimiser can receive a state).
+template <class T>
+io::OptimizerState<T> file_state(Optimizer<T>& opt) {
+    io::OptimizerState<T> s;
+    s.name = opt.name();
+    s.iterations = opt.iterations();
+    s.learning_rate = static_cast<double>(opt.learning_rate());
+    s.tensors = opt.state();
+    return s;
+}
+
+namespace detail {
+/// After io has filled the tensors: the iteration count and learning rate (validated by io).
+template <class T>
+void apply_file_state(Optimizer<T>& opt, const io::OptimizerState<T>& s) {
+    opt.set_iterations(static_cast<std::size_t>(s.iterations));
+    opt.set_scheduled_learning_rate(static_cast<T>(s.learning_rate));
+}
+
+template <class T, class Load>
+void load_with(Optimizer<T>* opt, const Load& load) {
+    if (!opt) {
+        load(static_cast<io::OptimizerState<T>*>(nullptr));
+        return;
+    }
+    io::OptimizerState<T> s = file_state(*opt);
+    load(&s);
+    apply_file_state(*opt, s);
+}
+} // namespace detail
+
+template <class T>
+std::string save_model_to_string(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_string(params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_string(params, &s);
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_bytes(params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_bytes(params, &s);
+}
+/// The parameters and the optimiser's name, iteration count, learning rate and state, written
+/// atomically (io::save_model).
+template <class T>
+void save_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model(path, params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    io::save_model(path, params, &s);
+}
+
+/// Loads parameters and optimiser state; all or nothing, as io::load_model.
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                           const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, size, params, s, source); });
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                           const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, params, s, source); });
+}
+template <class T>
+void load_model_from_string(const std::string& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                            const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_string(data, params, s, source); });
+}
+template <class T>
+void load_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, s); });
+}
+
+} // namespace optim
+} // namespace tapir
+// ---- end tapir/optim/model_file.hpp ----
 // ---- begin tapir/optim/optim.hpp ----
-/// Every optimiser, schedule and gradient helper.
+/// Every optimiser, schedule and gradient helper, and saving an optimiser's state in model files.
 
 // ---- begin tapir/optim/regularization.hpp ----
 /// L1 and L2 regularisation, Keras conventions: the L1 term is lambda * sum |w|, the L2 term
@@ -8652,7 +11023,7 @@ template <class T>
 T l1_penalty(const std::vector<Parameter<T>*>& params, T lambda) {
     detail::check_reg(params, "l1_penalty", lambda);
     double s = 0.0;
-    for (const Parameter<T>* p : params) s += static_cast<double>(simd::detail::dispatch<detail::abs_sum_kernel<T>>(p->value.data(), p->value.size()));
+    for (const Parameter<T>* p : params) s += static_cast<double>(simd::dispatch<detail::abs_sum_kernel<T>>(p->value.data(), p->value.size()));
     return static_cast<T>(static_cast<double>(lambda) * s);
 }
 
@@ -8673,7 +11044,7 @@ void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
     for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l1_gradient");
     for (Parameter<T>* p : params) {
         if (!p->requires_grad) continue;
-        simd::detail::dispatch<detail::l1_grad_kernel<T>>(
+        simd::dispatch<detail::l1_grad_kernel<T>>(
             typename detail::l1_grad_kernel<T>::Args{p->value.data(), p->grad.data(), p->value.size(), lambda});
     }
 }
@@ -8711,8 +11082,8 @@ Var<T> l2_loss(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda
 } // namespace tapir
 // ---- end tapir/optim/regularization.hpp ----
 // ---- begin tapir/optim/rmsprop.hpp ----
-/// RMSprop (Hinton's lecture 6e), PyTorch torch.optim.RMSprop semantics: optional momentum,
-/// centered variant, L2 weight decay.
+/// RMSprop (Tieleman and Hinton 2012; the centered variant of Graves, arXiv 1308.0850), PyTorch
+/// torch.optim.RMSprop semantics: optional momentum, centered variant, L2 weight decay.
 
 #include <cmath>
 #include <cstddef>
@@ -8795,7 +11166,7 @@ private:
     }
     template <bool W, bool C, bool M>
     static void go(const detail::RmspropArgs<T>& a) {
-        simd::detail::dispatch<detail::rmsprop_kernel<T, W, C, M>>(a);
+        simd::dispatch<detail::rmsprop_kernel<T, W, C, M>>(a);
     }
     template <bool W>
     void run_wd(const detail::RmspropArgs<T>& a, bool mom) const {
@@ -8823,7 +11194,7 @@ private:
 /// lr = lr_at(t). Call it after every optimiser step for per-iteration schedules, or once per
 /// epoch for per-epoch ones: the schedule does not care which.
 ///
-///   Keras' legacy `decay` (lr / (1 + decay * iterations), seed 002: lr 1e-3, decay 3e-4):
+///   Keras' legacy `decay` (lr / (1 + decay * iterations); lr 1e-3, decay 3e-4 here):
 ///       Adam<float> opt(params, 1e-3f);  InverseTimeLR<float> sched(opt, 3e-4);
 ///       for (...) { ...; opt.step(); sched.step(); }   // update k (k = 0, 1, ...) uses lr / (1 + decay k)
 
@@ -9025,7 +11396,7 @@ public:
 private:
     template <bool Wd, bool M, bool N>
     static void go(const detail::SgdArgs<T>& a) {
-        simd::detail::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
+        simd::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
     }
     void run(const detail::SgdArgs<T>& a, bool mom) const {
         const bool wd = weight_decay_ != T(0);
@@ -9043,232 +11414,8 @@ private:
 } // namespace tapir
 // ---- end tapir/optim/sgd.hpp ----
 // ---- end tapir/optim/optim.hpp ----
-// ---- begin tapir/loss/classification.hpp ----
-/// Classification and regression losses: binary cross-entropy from logits and from
-/// probabilities, MSE, MAE and categorical cross-entropy from logits.
-///
-/// All take an optional pointer to per-event weights (N values, may be negative, detached) and
-/// return the weighted mean over events sum_i w_i l_i / sum_i w_i. A multi-column prediction
-/// (N, D) is averaged over its columns first (Keras' convention), so a weight belongs to an event.
-
-#include <cstddef>
-#include <string>
-#include <vector>
-
-// ---- begin tapir/loss/common.hpp ----
-/// Shared plumbing of the losses: batch-shape checks and the weighted mean over events.
-///
-/// Every loss takes optional per-event weights as a pointer to a Var of N values (N = the batch
-/// axis). Weights are constants: they are detached, so no gradient flows into them. They may be
-/// negative (Monte Carlo weights); only a zero or non-finite total is rejected, because the
-/// weighted mean sum_i w_i l_i / sum_i w_i is then undefined.
-
-#include <cmath>
-#include <cstddef>
-#include <string>
-
-
-namespace tapir {
-namespace loss {
-namespace detail {
-
-/// A scalar argument of type T that does not take part in template deduction, so that
-/// f(var, 10) and f(var, 0.5) work for Var<float> and Var<double> alike.
-template <class T>
-using scalar_t = typename Var<T>::value_type;
-
-template <class U>
-struct type_identity {
-    using type = U;
-};
-/// Optional per-event weights, also non-deduced so that `nullptr` can be passed.
-template <class T>
-using weights_t = const typename type_identity<Var<T>>::type*;
-
-/// Number of events (the first axis); rejects scalars and empty batches.
-template <class T>
-std::size_t batch_size(const Var<T>& v, const char* fn, const char* what) {
-    if (v.shape().rank() == 0)
-        throw shape_error(std::string(fn) + ": " + what + " must have a batch axis, got shape ()");
-    const std::size_t n = v.shape()[0];
-    if (n == 0 || v.size() == 0) throw shape_error(std::string(fn) + ": empty batch (" + what + " of shape " + v.shape().str() + ")");
-    return n;
-}
-
-/// One value per event: (N,) or (N, 1) (or any shape of N elements along the batch axis).
-template <class T>
-Var<T> per_event_column(const Var<T>& v, const char* fn, const char* what) {
-    const std::size_t n = batch_size(v, fn, what);
-    if (v.size() != n)
-        throw shape_error(std::string(fn) + ": " + what + " must hold one value per event, shape (N,) or (N, 1); got " + v.shape().str());
-    return v.shape().rank() == 1 ? v : reshape(v, Shape{n});
-}
-
-/// `b` viewed with a's shape; both must have the same number of elements. Guards against the
-/// silent (N, 1) - (N,) -> (N, N) broadcast.
-template <class T>
-Var<T> same_layout(const Var<T>& a, const Var<T>& b, const char* fn, const char* what) {
-    if (a.size() != b.size()) {
-        throw shape_error(std::string(fn) + ": " + what + " of shape " + b.shape().str() + " does not match predictions of shape " +
-                          a.shape().str());
-    }
-    return a.shape() == b.shape() ? b : reshape(b, a.shape());
-}
-
-/// Sum of the weights (accumulated in double), checked to be finite and non-zero.
-template <class T>
-double weight_total(const Var<T>& w, const char* fn) {
-    double s = 0.0;
-    const T* p = w.data();
-    for (std::size_t i = 0; i < w.size(); ++i) s += static_cast<double>(p[i]);
-    if (!std::isfinite(s)) throw value_error(std::string(fn) + ": the event weights contain NaN or infinity");
-    if (s == 0.0) throw value_error(std::string(fn) + ": the event weights sum to zero (no events with weight?)");
-    return s;
-}
-
-/// Weights as a detached (N,) constant; checks that there is one per event.
-template <class T>
-Var<T> event_weights(const Var<T>& w, std::size_t n, const char* fn) {
-    if (w.size() != n)
-        throw shape_error(std::string(fn) + ": " + std::to_string(n) + " events but weights of shape " + w.shape().str());
-    const Var<T> d = detach(w);
-    return d.shape().rank() == 1 ? d : reshape(d, Shape{n});
-}
-
-/// sum_i w_i l_i / sum_i w_i over per-event values l (N,); the plain mean without weights.
-template <class T>
-Var<T> weighted_mean(const Var<T>& per_event, const Var<T>* weights, const char* fn) {
-    const std::size_t n = per_event.size();
-    if (!weights) return mean(per_event);
-    const Var<T> w = event_weights(*weights, n, fn);
-    const double total = weight_total(w, fn);
-    return scale(sum(mul(per_event, w)), static_cast<T>(1.0 / total));
-}
-
-/// Mean over all axes but the first: (N, ...) -> (N,).
-template <class T>
-Var<T> mean_per_event(const Var<T>& v) {
-    const std::size_t n = v.shape()[0];
-    const std::size_t k = v.size() / n;
-    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : mean(flat, 1);
-}
-
-/// Sum over all axes but the first: (N, ...) -> (N,).
-template <class T>
-Var<T> sum_per_event(const Var<T>& v) {
-    const std::size_t n = v.shape()[0];
-    const std::size_t k = v.size() / n;
-    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : sum(flat, 1);
-}
-
-inline void check_finite_param(const char* fn, const char* what, double v) {
-    if (!std::isfinite(v)) throw value_error(std::string(fn) + ": " + what + " must be finite, got " + std::to_string(v));
-}
-
-} // namespace detail
-} // namespace loss
-} // namespace tapir
-// ---- end tapir/loss/common.hpp ----
-
-namespace tapir {
-namespace loss {
-
-/// Binary cross-entropy from logits t and labels y (FORMULAS.md "Binary cross-entropy"):
-///   BCE = sum_i w_i (softplus(t_i) - y_i t_i) / sum_i w_i,
-/// never log(sigmoid(t)), so any logit is finite. Labels may be soft (in [0, 1]).
-template <class T>
-Var<T> binary_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "binary_cross_entropy_with_logits";
-    const std::size_t n = detail::batch_size(logits, fn, "logits");
-    const Var<T> y = detail::same_layout(logits, targets, fn, "targets");
-    if (logits.size() == n) {  // one logit per event: the fused node
-        if (!weights) return bce_with_logits(logits, y);
-        const Var<T> w = detail::event_weights(*weights, n, fn);
-        detail::weight_total(w, fn);
-        return bce_with_logits(logits, y, &w);
-    }
-    const Var<T> per = detail::mean_per_event(sub(softplus(logits), mul(y, logits)));
-    return detail::weighted_mean(per, weights, fn);
-}
-
-/// Binary cross-entropy from probabilities with Keras' clipping (tf.keras.backend, TF 2.x):
-///   p' = clip(p, eps, 1 - eps),  l = -[y ln(p' + eps) + (1 - y) ln(1 - p' + eps)],  eps = 1e-7.
-/// The gradient is zero where p was clipped, as in Keras. Prefer the logit form when you can.
-template <class T>
-Var<T> binary_cross_entropy(const Var<T>& probs, const Var<T>& targets, detail::weights_t<T> weights = nullptr, detail::scalar_t<T> eps = T(1e-7)) {
-    const char* fn = "binary_cross_entropy";
-    detail::batch_size(probs, fn, "probabilities");
-    if (!(eps > T(0) && eps < T(0.5))) throw value_error(std::string(fn) + ": eps must be in (0, 0.5), got " + std::to_string(eps));
-    const Var<T> y = detail::same_layout(probs, targets, fn, "targets");
-    const Var<T> p = clamp(probs, eps, T(1) - eps);
-    const Var<T> lp = log(add_scalar(p, eps));
-    const Var<T> lq = log(add_scalar(neg(p), T(1) + eps));
-    // -(y lp + (1 - y) lq) = -(lq + y (lp - lq))
-    const Var<T> l = neg(add(lq, mul(y, sub(lp, lq))));
-    return detail::weighted_mean(detail::mean_per_event(l), weights, fn);
-}
-
-/// Mean squared error: per event mean_j (p_ij - y_ij)^2, then the weighted mean over events.
-template <class T>
-Var<T> mse(const Var<T>& pred, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "mse";
-    detail::batch_size(pred, fn, "predictions");
-    const Var<T> y = detail::same_layout(pred, targets, fn, "targets");
-    return detail::weighted_mean(detail::mean_per_event(square(sub(pred, y))), weights, fn);
-}
-
-/// Mean absolute error: per event mean_j |p_ij - y_ij|, then the weighted mean over events.
-/// The gradient at p = y is 0 (sign(0) = 0).
-template <class T>
-Var<T> mae(const Var<T>& pred, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "mae";
-    detail::batch_size(pred, fn, "predictions");
-    const Var<T> y = detail::same_layout(pred, targets, fn, "targets");
-    return detail::weighted_mean(detail::mean_per_event(abs(sub(pred, y))), weights, fn);
-}
-
-/// Categorical cross-entropy from logits z (N, K) and target distributions q (N, K) (one-hot or
-/// soft): l_i = -sum_k q_ik log_softmax(z_i)_k, weighted mean over events. log_softmax is
-/// computed with the max subtracted, so large logits are safe.
-template <class T>
-Var<T> categorical_cross_entropy_with_logits(const Var<T>& logits, const Var<T>& targets, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "categorical_cross_entropy_with_logits";
-    detail::batch_size(logits, fn, "logits");
-    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": logits must be (N, K), got " + logits.shape().str());
-    if (targets.shape() != logits.shape())
-        throw shape_error(std::string(fn) + ": targets of shape " + targets.shape().str() + " do not match logits of shape " +
-                          logits.shape().str());
-    const Var<T> l = neg(sum(mul(targets, log_softmax(logits, 1)), 1));
-    return detail::weighted_mean(l, weights, fn);
-}
-
-/// The same with integer class labels in [0, K).
-template <class T>
-Var<T> categorical_cross_entropy_with_logits(const Var<T>& logits, const std::vector<std::size_t>& labels,
-                                             detail::weights_t<T> weights = nullptr) {
-    const char* fn = "categorical_cross_entropy_with_logits";
-    detail::batch_size(logits, fn, "logits");
-    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": logits must be (N, K), got " + logits.shape().str());
-    const std::size_t n = logits.shape()[0], k = logits.shape()[1];
-    if (labels.size() != n)
-        throw shape_error(std::string(fn) + ": " + std::to_string(labels.size()) + " labels for logits of shape " + logits.shape().str());
-    Tensor<T> onehot(Shape{n, k});
-    for (std::size_t i = 0; i < n; ++i) {
-        if (labels[i] >= k)
-            throw value_error(std::string(fn) + ": label " + std::to_string(labels[i]) + " of event " + std::to_string(i) +
-                              " is out of range for " + std::to_string(k) + " classes");
-        onehot(i, labels[i]) = T(1);
-    }
-    return categorical_cross_entropy_with_logits(logits, logits.tape().constant(onehot), weights);
-}
-
-} // namespace loss
-} // namespace tapir
-// ---- end tapir/loss/classification.hpp ----
 // ---- begin tapir/loss/disco.hpp ----
-/// Distance correlation decorrelation (DisCo: Kasieczka & Shih, arXiv 2001.05310; seed 001).
+/// Distance correlation decorrelation (DisCo: Kasieczka & Shih, arXiv 2001.05310).
 ///
 /// dCorr^2 is zero exactly when two variables are independent, so the penalty
 /// lambda dCorr^2(m, score) on background events keeps a classifier from sculpting the mass.
@@ -9307,7 +11454,7 @@ Var<T> dcov2(const Var<T>& a, const Var<T>& b, std::size_t n, const Var<T>* wm) 
 
 } // namespace detail
 
-/// Squared distance correlation of two per-event variables (FORMULAS.md "Distance correlation"):
+/// Squared distance correlation of two per-event variables (Szekely, Rizzo, Bakirov, Ann. Statist. 35 (2007) 2769):
 ///   dCorr^2(x, y) = dCov^2(x, y) / sqrt(dCov^2(x, x) dCov^2(y, y)),
 /// weighted as in the DisCo reference code: weights normalised so that sum w = N. x and y hold
 /// one value per event ((N,) or (N, 1)); N >= 2. dCorr^2(x, x) = 1; x = [-2..2], y = x^2 gives
@@ -9394,7 +11541,7 @@ Var<T> disco_loss(const Var<T>& logits, const Var<T>& labels, const Var<T>& mass
 /// gradient penalty.
 ///
 /// GAN losses take discriminator logits t, D = sigmoid(t), and use log D = -softplus(-t),
-/// log(1 - D) = -softplus(t), so they are finite for any logit (FORMULAS.md "Plain GAN").
+/// log(1 - D) = -softplus(t), so they are finite for any logit (Goodfellow et al., arXiv 1406.2661).
 
 #include <cmath>
 #include <cstddef>
@@ -9406,7 +11553,7 @@ Var<T> disco_loss(const Var<T>& logits, const Var<T>& labels, const Var<T>& mass
 namespace tapir {
 namespace loss {
 
-// ---- GAN (Goodfellow et al. 2014; seeds 002, 004) -------------------------------------------
+// ---- GAN (Goodfellow et al. 2014, arXiv 1406.2661) ------------------------------------------
 
 /// Discriminator loss, the negative of the GAN value function:
 ///   L_D = -E_x[log D(x)] - E_z[log(1 - D(G(z)))] = <softplus(-t_real)> + <softplus(t_fake)>,
@@ -9437,7 +11584,7 @@ Var<T> gan_generator_loss_nonsaturating(const Var<T>& fake_logits, detail::weigh
     return detail::weighted_mean(softplus(neg(f)), weights, fn);
 }
 
-// ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028; seed 002) ---------------------------------
+// ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028) ---------------------------------------------
 
 /// Critic loss (minimised by the critic): L_C = <D(fake)> - <D(real)> on raw critic scores.
 /// Add gradient_penalty() for WGAN-GP.
@@ -9504,7 +11651,7 @@ Var<T> random_interpolates(const Var<T>& real, const Var<T>& fake, Rng& rng) {
 
 /// WGAN-GP penalty (Gulrajani et al., arXiv 1704.00028, eq. 3) on random interpolates of a real
 /// and a fake batch; `critic` is any callable Var -> Var (a Sequential, a lambda). Returns
-/// lambda * GP; the paper uses lambda = 10 (seed 002 uses 0.001 on min-max scaled features).
+/// lambda * GP; the paper uses lambda = 10.
 template <class T, class Critic>
 Var<T> gradient_penalty(Critic&& critic, const Var<T>& real, const Var<T>& fake, Rng& rng, detail::scalar_t<T> lambda = T(10),
                         bool one_sided = false) {
@@ -9516,7 +11663,7 @@ Var<T> gradient_penalty(Critic&& critic, const Var<T>& real, const Var<T>& fake,
 } // namespace tapir
 // ---- end tapir/loss/gan.hpp ----
 // ---- begin tapir/loss/label_proportions.hpp ----
-/// Learning from label proportions (Dery et al., arXiv 1702.00414; seed 002): without per-event
+/// Learning from label proportions (Dery et al., arXiv 1702.00414): without per-event
 /// labels, the batch-mean output is fitted to the batch's known signal fraction.
 
 #include <cmath>
@@ -9543,7 +11690,7 @@ Var<T> proportion_distance(const Var<T>& d, ProportionDistance kind) {
 }
 } // namespace detail
 
-/// One batch with known signal fraction f: l(<yhat>_w - f), l = square or abs, where <yhat>_w is
+/// One batch with known signal fraction f: l(`<yhat>_w` - f), l = square or abs, where `<yhat>_w` is
 /// the (weighted) batch mean of the outputs yhat in [0, 1].
 template <class T>
 Var<T> label_proportion_loss(const Var<T>& yhat, detail::scalar_t<T> fraction,
@@ -9554,7 +11701,7 @@ Var<T> label_proportion_loss(const Var<T>& yhat, detail::scalar_t<T> fraction,
     return detail::proportion_distance(add_scalar(m, -fraction), kind);
 }
 
-/// Several groups K in one batch: sum_K l(<yhat>_K - f_K) (FORMULAS.md), with group[i] the
+/// Several groups K in one batch: sum_K l(`<yhat>_K` - f_K) (arXiv 1702.00414), with group[i] the
 /// group index of event i in [0, fractions.size()). Every group needs events (non-zero weight).
 template <class T>
 Var<T> label_proportion_loss(const Var<T>& yhat, const std::vector<std::size_t>& group, const std::vector<T>& fractions,
@@ -9593,452 +11740,13 @@ Var<T> label_proportion_loss(const Var<T>& yhat, const std::vector<std::size_t>&
 // ---- end tapir/loss/label_proportions.hpp ----
 // ---- begin tapir/loss/loss.hpp ----
 /// All of tapir's training objectives (loss/): classification, GAN and WGAN-GP, significance,
-/// DisCo, learning from label proportions, mixture density NLL, learning to pivot, and binned
-/// Poisson likelihood fits. Formulas and sources are in each header.
+/// DisCo, learning from label proportions, mixture density NLL (the pivot adversary's loss; its
+/// model and trainer are in nn/pivot.hpp), and binned Poisson likelihood fits. Losses are
+/// functions only: loss/ includes neither nn/ nor optim/. Formulas and sources are in each header.
 
-// ---- begin tapir/loss/mdn.hpp ----
-/// Negative log-likelihood of a Gaussian mixture density network (Bishop 1994), the adversary
-/// of "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046), optionally with every
-/// component truncated to an interval as in the course code (seeds 000, 003).
-
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <string>
-
-
-namespace tapir {
-namespace loss {
-
-template <class T>
-struct MdnOptions {
-    /// sigma_k = softplus(raw_k) + sigma_floor: keeps a component from collapsing onto one
-    /// point (where the likelihood is unbounded).
-    T sigma_floor = T(1e-4);
-    /// Truncate each component to [lo, hi] and renormalise it (the course's variant, on m
-    /// scaled to [0, 1]).
-    bool truncate = false;
-    T lo = T(0);
-    T hi = T(1);
-};
-
-/// Per-event log-density log p(m_i) of the mixture, shape (N,):
-///   log p(m) = logsumexp_k [ log_softmax(logits)_k + log N(m; mu_k, sigma_k) - log Z_k ],
-///   N(m; mu, s) = exp(-(m - mu)^2 / (2 s^2)) / (s sqrt(2 pi)),
-///   Z_k = Phi((hi - mu_k)/s_k) - Phi((lo - mu_k)/s_k) with truncation (else Z_k = 1),
-///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (FORMULAS.md "Adversarial decorrelation").
-/// Inputs: logits, mu, raw_sigma of shape (N, K); m of shape (N,) or (N, 1). Z_k is floored at
-/// 64 machine epsilons, the rounding noise of a difference of two erf values near 1, so a
-/// component lying entirely outside [lo, hi] is under-weighted instead of divided by 0
-/// (or by noise).
-template <class T>
-Var<T> mdn_log_prob(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m,
-                    const MdnOptions<T>& opt = MdnOptions<T>{}) {
-    const char* fn = "mdn_nll";
-    detail::batch_size(logits, fn, "mixture logits");
-    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": mixture logits must be (N, K), got " + logits.shape().str());
-    if (mu.shape() != logits.shape() || raw_sigma.shape() != logits.shape())
-        throw shape_error(std::string(fn) + ": logits " + logits.shape().str() + ", means " + mu.shape().str() + " and widths " +
-                          raw_sigma.shape().str() + " must all be (N, K)");
-    const std::size_t n = logits.shape()[0];
-    if (m.size() != n || m.shape()[0] != n)
-        throw shape_error(std::string(fn) + ": target of shape " + m.shape().str() + " for " + std::to_string(n) +
-                          " events; expected (N,) or (N, 1)");
-    if (!(opt.sigma_floor >= T(0)) || !std::isfinite(static_cast<double>(opt.sigma_floor)))
-        throw value_error(std::string(fn) + ": sigma_floor must be finite and >= 0, got " + std::to_string(opt.sigma_floor));
-    if (opt.truncate && !(opt.lo < opt.hi))
-        throw value_error(std::string(fn) + ": truncation interval [" + std::to_string(opt.lo) + ", " + std::to_string(opt.hi) +
-                          "] is empty");
-    const Var<T> target = m.shape().rank() == 2 ? m : reshape(m, Shape{n, 1});
-    const Var<T> sigma = add_scalar(softplus(raw_sigma), opt.sigma_floor);
-    const Var<T> z = div(sub(target, mu), sigma);
-    const T half_log_2pi = T(0.91893853320467274178);
-    Var<T> lp = sub(sub(log_softmax(logits, 1), scale(square(z), T(0.5))), add_scalar(log(sigma), half_log_2pi));
-    if (opt.truncate) {
-        const T inv_sqrt2 = T(0.70710678118654752440);
-        const Var<T> inv_s = rdiv_scalar(inv_sqrt2, sigma);
-        const Var<T> ehi = erf(mul(add_scalar(neg(mu), opt.hi), inv_s));
-        const Var<T> elo = erf(mul(add_scalar(neg(mu), opt.lo), inv_s));
-        const Var<T> zk = clamp(scale(sub(ehi, elo), T(0.5)), T(64) * std::numeric_limits<T>::epsilon(), T(1));
-        lp = sub(lp, log(zk));
-    }
-    return logsumexp(lp, 1);
-}
-
-/// Weighted mean negative log-likelihood -sum_i w_i log p(m_i) / sum_i w_i of the mixture (see
-/// mdn_log_prob). In the pivot set-up the weights select background events (w = 0 for signal).
-/// With m ~ N(0, 1) and a perfect fit, the value tends to ln sqrt(2 pi e) = 1.4189 nats.
-template <class T>
-Var<T> mdn_nll(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m, detail::weights_t<T> weights = nullptr,
-               const MdnOptions<T>& opt = MdnOptions<T>{}) {
-    return neg(detail::weighted_mean(mdn_log_prob(logits, mu, raw_sigma, m, opt), weights, "mdn_nll"));
-}
-
-} // namespace loss
-} // namespace tapir
-// ---- end tapir/loss/mdn.hpp ----
-// ---- begin tapir/loss/pivot.hpp ----
-/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046;
-/// seeds 000, 003): a gradient-reversal layer, a mixture-density adversary module and a trainer
-/// for the paper's Algorithm 1 on E = L_f - lambda L_r.
-///
-///     tapir::nn::Sequential<float> clf;  // x -> one logit
-///     tapir::loss::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
-///     tapir::optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), 1e-3f);
-///     tapir::loss::PivotTrainer<float> tr(clf, adv, oc, oa, options);
-///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
-///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace tapir {
-namespace loss {
-
-// ---- gradient reversal ------------------------------------------------------------------------
-
-/// Identity forward, gradient times -lambda backward (Ganin & Lempitsky, arXiv 1409.7495).
-/// Placed between the classifier output and the adversary, one backward pass of
-/// L_f + L_r(reverse(f)) trains the adversary on L_r and the classifier on L_f - lambda L_r.
-template <class T>
-Var<T> gradient_reversal(const Var<T>& x, detail::scalar_t<T> lambda = T(1)) {
-    return grad_reverse(x, lambda);
-}
-
-/// The same as a layer, for use inside a Sequential.
-template <class T>
-class GradientReversal : public nn::Module<T> {
-public:
-    explicit GradientReversal(T lambda = T(1)) : lambda_(lambda) {
-        detail::check_finite_param("GradientReversal", "lambda", static_cast<double>(lambda));
-    }
-    Var<T> forward(const Var<T>& x) override { return grad_reverse(x, lambda_); }
-    std::string type_name() const override { return "GradientReversal"; }
-    std::string describe() const override { return "GradientReversal(" + nn::detail::format_number(static_cast<double>(lambda_)) + ")"; }
-    Shape output_shape(const Shape& in) const override { return in; }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
-    T lambda() const noexcept { return lambda_; }
-    void set_lambda(T l) {
-        detail::check_finite_param("GradientReversal", "lambda", static_cast<double>(l));
-        lambda_ = l;
-    }
-
-private:
-    T lambda_;
-};
-
-// ---- mixture density adversary -----------------------------------------------------------------
-
-/// The three heads of a K-component mixture, each (N, K).
-template <class T>
-struct MdnHeads {
-    Var<T> logits;     ///< mixture weights pi = softmax(logits)
-    Var<T> mu;         ///< means
-    Var<T> raw_sigma;  ///< widths sigma = softplus(raw_sigma) + floor
-};
-
-/// Mixture density network r(m | z): input z (N, in) -> hidden Dense layers -> one Dense head of
-/// 3K outputs, split into mixture logits, means and raw widths (see mdn_nll). The paper and the
-/// course use K = 5; the course's adversary is 1 -> 200 -> 100 -> 50 -> 5 components.
-template <class T>
-class MdnAdversary : public nn::Module<T> {
-public:
-    MdnAdversary(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t components, Rng& rng,
-                 Activation act = Activation::relu)
-        : k_(components) {
-        if (in == 0 || components == 0)
-            throw value_error("MdnAdversary: input size and number of components must be positive, got " + std::to_string(in) + " and " +
-                              std::to_string(components));
-        std::size_t prev = in;
-        for (std::size_t h : hidden) {
-            body_.template add<nn::Dense<T>>(prev, h, rng, act);
-            prev = h;
-        }
-        head_ = std::make_unique<nn::Dense<T>>(prev, 3 * components, rng);
-    }
-    MdnAdversary(const MdnAdversary& o) : nn::Module<T>(o), body_(o.body_), head_(std::make_unique<nn::Dense<T>>(*o.head_)), k_(o.k_) {}
-    MdnAdversary& operator=(const MdnAdversary& o) {
-        if (this != &o) {
-            nn::Module<T>::operator=(o);
-            body_ = o.body_;
-            head_ = std::make_unique<nn::Dense<T>>(*o.head_);
-            k_ = o.k_;
-        }
-        return *this;
-    }
-
-    std::size_t components() const noexcept { return k_; }
-
-    /// The raw head outputs (N, 3K): [logits | means | raw widths].
-    Var<T> forward(const Var<T>& z) override {
-        const Var<T> in = z.shape().rank() == 1 ? reshape(z, Shape{z.shape()[0], 1}) : z;
-        return (*head_)(body_.empty() ? in : body_(in));
-    }
-    MdnHeads<T> heads(const Var<T>& z) {
-        const Var<T> out = forward(z);
-        return MdnHeads<T>{slice(out, 1, 0, k_), slice(out, 1, k_, k_), slice(out, 1, 2 * k_, k_)};
-    }
-    /// -sum_i w_i log p(m_i | z_i) / sum_i w_i (see mdn_nll).
-    Var<T> nll(const Var<T>& z, const Var<T>& m, detail::weights_t<T> weights = nullptr, const MdnOptions<T>& opt = MdnOptions<T>{}) {
-        const MdnHeads<T> h = heads(z);
-        return mdn_nll(h.logits, h.mu, h.raw_sigma, m, weights, opt);
-    }
-
-    std::string type_name() const override { return "MdnAdversary"; }
-    std::string describe() const override { return "MdnAdversary(" + std::to_string(k_) + " components)"; }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
-    void summary_rows(const Shape& input, std::vector<nn::SummaryRow>& rows) const override {
-        Shape s = input;
-        if (!body_.empty()) {
-            s = body_.output_shape(s);
-            rows.push_back(nn::SummaryRow{"body", body_.describe(), s, body_.num_parameters()});
-        }
-        rows.push_back(nn::SummaryRow{"head", "Dense(" + std::to_string(k_) + " x [logit, mean, width])", head_->output_shape(s),
-                                  head_->num_parameters()});
-    }
-
-protected:
-    void collect_children(std::vector<nn::NamedModule<T>>& out) override {
-        out.emplace_back("body", &body_);
-        out.emplace_back("head", head_.get());
-    }
-
-private:
-    nn::Sequential<T> body_;
-    std::unique_ptr<nn::Dense<T>> head_;
-    std::size_t k_;
-};
-
-// ---- Algorithm 1 --------------------------------------------------------------------------------
-
-/// Which events the adversary sees. The physics use (decorrelating a mass from a classifier
-/// on background) is `background`; the paper's toy (a nuisance acting on signal) uses `all`.
-enum class PivotEvents { background, signal, all };
-
-template <class T>
-struct PivotOptions {
-    T lambda = T(50);                          ///< E = L_f - lambda L_r
-    std::size_t adversary_steps = 5;           ///< K adversary steps per classifier step
-    std::size_t pretrain_classifier_steps = 500;
-    std::size_t pretrain_adversary_steps = 500;
-    std::size_t steps = 1000;                  ///< classifier steps of the adversarial phase
-    std::size_t batch_size = 128;
-    PivotEvents adversary_events = PivotEvents::background;
-    MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
-    std::uint64_t seed = 1;                    ///< mini-batch sampling
-};
-
-/// Per-step losses of a run (pretraining and adversarial phase, in order).
-template <class T>
-struct PivotHistory {
-    std::vector<T> classifier_pretrain;  ///< L_f
-    std::vector<T> adversary_pretrain;   ///< L_r
-    std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
-    std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
-};
-
-/// Trains a classifier f (any Module mapping x (N, D) to one logit per event) against an MDN
-/// adversary r(m | sigmoid(f(x))) with the paper's Algorithm 1 (arXiv 1611.01046): pretrain f on
-/// L_f (weighted BCE from logits), pretrain r on L_r with f frozen, then alternate K steps of r
-/// (minimising L_r, f frozen) with one step of f on L_f - lambda L_r (r frozen). The adversary's
-/// event weights are the event weights times the `adversary_events` selection, so with the
-/// default it sees background only. Mini-batches are drawn at random with replacement of batches
-/// (without replacement inside one batch). The optimisers must hold the classifier's and the
-/// adversary's parameters respectively.
-template <class T>
-class PivotTrainer {
-public:
-    PivotTrainer(nn::Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
-                 optim::Optimizer<T>& adversary_opt, const PivotOptions<T>& opt = PivotOptions<T>{})
-        : clf_(classifier), adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt), rng_(opt.seed) {
-        detail::check_finite_param("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
-        if (opt.batch_size == 0) throw value_error("PivotTrainer: batch_size must be positive");
-    }
-
-    const PivotOptions<T>& options() const noexcept { return opt_; }
-    void set_lambda(T lambda) {
-        detail::check_finite_param("PivotTrainer", "lambda", static_cast<double>(lambda));
-        opt_.lambda = lambda;
-    }
-
-    /// Training data: features x (N, D), labels y (N) in {0, 1}, the variable to decorrelate m (N)
-    /// (scaled to the truncation interval if truncation is on), optional event weights w (N).
-    /// The tensors are copied.
-    void set_data(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& m, const Tensor<T>* w = nullptr) {
-        const char* fn = "PivotTrainer::set_data";
-        if (x.rank() != 2 || x.dim(0) == 0) throw shape_error(std::string(fn) + ": features must be (N, D), got " + x.shape().str());
-        const std::size_t n = x.dim(0);
-        if (y.size() != n || m.size() != n || (w && w->size() != n))
-            throw shape_error(std::string(fn) + ": " + std::to_string(n) + " events in x but labels " + y.shape().str() + ", m " +
-                              m.shape().str() + (w ? ", weights " + w->shape().str() : std::string()));
-        for (std::size_t i = 0; i < n; ++i)
-            if (!(y[i] == T(0) || y[i] == T(1)))
-                throw value_error(std::string(fn) + ": label of event " + std::to_string(i) + " is " + std::to_string(y[i]) +
-                                  ", expected 0 or 1");
-        x_ = x;
-        y_ = y.reshaped(Shape{n});
-        m_ = m.reshaped(Shape{n, 1});
-        w_ = w ? w->reshaped(Shape{n}) : Tensor<T>(Shape{n}, T(1));
-        wa_ = Tensor<T>(Shape{n});
-        for (std::size_t i = 0; i < n; ++i) {
-            const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y_[i] == T(0));
-            wa_[i] = use ? w_[i] : T(0);
-        }
-        const std::size_t b = opt_.batch_size < n ? opt_.batch_size : n;
-        bx_ = Tensor<T>(Shape{b, x.dim(1)});
-        by_ = Tensor<T>(Shape{b});
-        bm_ = Tensor<T>(Shape{b, 1});
-        bw_ = Tensor<T>(Shape{b});
-        bwa_ = Tensor<T>(Shape{b});
-    }
-
-    /// One step of f on L_f alone. Returns L_f.
-    T pretrain_classifier_step() { return classifier_step_impl(false); }
-    /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
-    T adversary_step() {
-        sample();
-        if (!batch_has_adversary_weight()) return T(0);
-        tape_.clear();
-        Var<T> z;
-        {
-            NoGradGuard<T> guard(tape_);
-            z = sigmoid(clf_(tape_.view(bx_)));
-        }
-        const Var<T> wa = tape_.view(bwa_);
-        const Var<T> lr = adv_.nll(z, tape_.view(bm_), &wa, opt_.mdn);
-        aopt_.zero_grad();
-        backward(lr);
-        aopt_.step();
-        return lr.item();
-    }
-    /// One step of f on E = L_f - lambda L_r with r frozen. Returns E.
-    T classifier_step() { return classifier_step_impl(true); }
-
-    /// The whole algorithm with the configured numbers of steps.
-    PivotHistory<T> run() {
-        check_data();
-        PivotHistory<T> h;
-        for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
-        for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
-        for (std::size_t s = 0; s < opt_.steps; ++s) {
-            T la = T(0);
-            for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
-            h.adversary.push_back(la);
-            h.classifier.push_back(classifier_step());
-        }
-        return h;
-    }
-
-    /// Classifier outputs sigmoid(f(x)) (N,) without recording gradients.
-    Tensor<T> predict(const Tensor<T>& x) {
-        Tape<T> t;
-        NoGradGuard<T> guard(t);
-        const Var<T> p = sigmoid(clf_(t.view(x)));
-        return p.value().reshaped(Shape{p.size()});
-    }
-
-    /// L_r of the current adversary on a data set (all adversary events), without training.
-    T adversary_loss(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& m) {
-        Tape<T> t;
-        NoGradGuard<T> guard(t);
-        const std::size_t n = x.dim(0);
-        Tensor<T> wa(Shape{n});
-        for (std::size_t i = 0; i < n; ++i) {
-            const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y[i] == T(0));
-            wa[i] = use ? T(1) : T(0);
-        }
-        const Var<T> z = sigmoid(clf_(t.view(x)));
-        const Var<T> wv = t.view(wa);
-        return adv_.nll(z, t.constant(m.reshaped(Shape{n, 1})), &wv, opt_.mdn).item();
-    }
-
-private:
-    void check_data() const {
-        if (x_.empty()) throw value_error("PivotTrainer: no data (call set_data first)");
-    }
-    bool batch_has_adversary_weight() const {
-        double s = 0.0;
-        for (std::size_t i = 0; i < bwa_.size(); ++i) s += static_cast<double>(bwa_[i]);
-        return s != 0.0;
-    }
-    /// A random mini-batch (distinct events) into the batch buffers.
-    void sample() {
-        check_data();
-        const std::size_t n = x_.dim(0), d = x_.dim(1), b = bx_.dim(0);
-        if (perm_.size() != n || pos_ + b > n) {
-            perm_ = rng_.permutation(n);
-            pos_ = 0;
-        }
-        for (std::size_t r = 0; r < b; ++r) {
-            const std::size_t i = perm_[pos_ + r];
-            for (std::size_t j = 0; j < d; ++j) bx_[r * d + j] = x_[i * d + j];
-            by_[r] = y_[i];
-            bm_[r] = m_[i];
-            bw_[r] = w_[i];
-            bwa_[r] = wa_[i];
-        }
-        pos_ += b;
-    }
-    /// Marks a module's parameters as constants for a scope (r while f trains).
-    struct Freeze {
-        std::vector<Parameter<T>*> params;
-        std::vector<bool> saved;
-        explicit Freeze(nn::Module<T>& m) : params(m.parameters()) {
-            for (Parameter<T>* p : params) {
-                saved.push_back(p->requires_grad);
-                p->requires_grad = false;
-            }
-        }
-        ~Freeze() {
-            for (std::size_t i = 0; i < params.size(); ++i) params[i]->requires_grad = saved[i];
-        }
-        Freeze(const Freeze&) = delete;
-        Freeze& operator=(const Freeze&) = delete;
-    };
-
-    T classifier_step_impl(bool adversarial) {
-        sample();
-        tape_.clear();
-        const Freeze frozen(adv_);
-        const Var<T> logits = clf_(tape_.view(bx_));
-        const Var<T> wv = tape_.view(bw_);
-        Var<T> e = binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
-        if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
-            const Var<T> wa = tape_.view(bwa_);
-            const Var<T> lr = adv_.nll(sigmoid(logits), tape_.view(bm_), &wa, opt_.mdn);
-            e = sub(e, scale(lr, opt_.lambda));
-        }
-        copt_.zero_grad();
-        backward(e);
-        copt_.step();
-        return e.item();
-    }
-
-    nn::Module<T>& clf_;
-    MdnAdversary<T>& adv_;
-    optim::Optimizer<T>& copt_;
-    optim::Optimizer<T>& aopt_;
-    PivotOptions<T> opt_;
-    Rng rng_;
-    Tape<T> tape_;
-    Tensor<T> x_, y_, m_, w_, wa_;
-    Tensor<T> bx_, by_, bm_, bw_, bwa_;
-    std::vector<std::size_t> perm_;
-    std::size_t pos_ = 0;
-};
-
-} // namespace loss
-} // namespace tapir
-// ---- end tapir/loss/pivot.hpp ----
 // ---- begin tapir/loss/poisson_fit.hpp ----
-/// Binned Poisson likelihood fits on the tape (seed 002; FORMULAS.md "Binned Poisson
-/// likelihood fit"): background n0 exp(a x + b x^2), signal plus background with a Gaussian,
+/// Binned Poisson likelihood fits on the tape (Baker and Cousins, Nucl. Instrum. Meth. 221 (1984)
+/// 437; Cowan et al., arXiv 1007.1727, for the significance): background n0 exp(a x + b x^2), signal plus background with a Gaussian,
 /// a damped Newton minimiser of the negative log-likelihood whose gradient and Hessian come
 /// from the tape (the Hessian through double backprop), parameter uncertainties from the
 /// inverse Hessian, and the local significance sqrt(2 (ln L_sb - ln L_b)).
@@ -10379,7 +12087,7 @@ inline double local_significance(const PoissonFitResult& sb, const PoissonFitRes
 } // namespace tapir
 // ---- end tapir/loss/poisson_fit.hpp ----
 // ---- begin tapir/loss/significance.hpp ----
-/// Significance losses (Elwood & Kruecker, arXiv 1806.00322; seed 004): soft signal and
+/// Significance losses (Elwood & Kruecker, arXiv 1806.00322): soft signal and
 /// background yields from sigmoid outputs, the s/sqrt(s+b) loss (s+b)/s^2, and the Asimov
 /// significance Z_A with a relative background systematic as 1/Z_A or 1/Z_A^2, with the
 /// pretraining scheme that makes the Asimov loss trainable.
@@ -10403,7 +12111,7 @@ struct SoftYields {
 };
 
 /// s = S_exp sum_i w_i yhat_i y_i / sum_i w_i y_i,  b = B_exp sum_i w_i yhat_i (1 - y_i) / sum_i w_i (1 - y_i)
-/// (FORMULAS.md "Significance losses"): yhat are sigmoid outputs (the soft selection), y the 0/1
+/// (arXiv 1806.00322): yhat are sigmoid outputs (the soft selection), y the 0/1
 /// labels (constants), w optional per-event weights, S_exp and B_exp the expected yields before
 /// the selection (luminosity x cross-section x efficiency). Throws if the batch holds no signal
 /// or no background weight.
@@ -10499,7 +12207,7 @@ Var<T> asimov_z2(const Var<T>& s, const Var<T>& b, T r, const char* fn) {
 } // namespace detail
 
 /// Asimov discovery significance with a relative background systematic r (sigma_b = r b),
-/// Cowan et al. (FORMULAS.md):
+/// Cowan et al. (arXiv 1007.1727), in the form with sigma_b that arXiv 1806.00322 uses:
 ///   Z_A = sqrt(2[(s+b) ln((s+b)(b+sb^2)/(b^2+(s+b)sb^2)) - (b^2/sb^2) ln(1 + sb^2 s/(b(b+sb^2)))]),
 /// evaluated as Z_A^2 = 2 s [h(s/b) - h(r^2 s/(1 + r^2 b))], h(t) = ((1+t) ln(1+t) - t)/t, which
 /// never divides by r: r = 0 gives sqrt(2((s+b) ln(1+s/b) - s)) exactly, and value and
@@ -10554,92 +12262,8 @@ struct SignificanceSchedule {
 #include <cstddef>
 #include <string>
 
-// ---- begin tapir/metrics/common.hpp ----
-/// Input view and argument checks shared by the metrics.
 
-#include <cmath>
-#include <cstddef>
-#include <cstdio>
-#include <initializer_list>
-#include <iterator>
-#include <string>
-#include <vector>
-
-
-namespace tapir {
-
-/// A non-owning read-only view of float or double values: a std::vector, a Tensor (all its
-/// elements), a pointer and a size, or a braced list. For function parameters only (a view
-/// of a temporary must not outlive the call). Default-constructed = empty (e.g. "no weights").
-class ValueView {
-public:
-    ValueView() = default;
-    ValueView(const std::vector<double>& v) noexcept : d_(v.data()), n_(v.size()) {}
-    ValueView(const std::vector<float>& v) noexcept : f_(v.data()), n_(v.size()) {}
-    ValueView(std::initializer_list<double> v) noexcept : n_(v.size()) { d_ = std::data(v); }
-    ValueView(const double* p, std::size_t n) noexcept : d_(p), n_(n) {}
-    ValueView(const float* p, std::size_t n) noexcept : f_(p), n_(n) {}
-    ValueView(const Tensor<double>& t) noexcept : d_(t.data()), n_(t.size()) {}
-    ValueView(const Tensor<float>& t) noexcept : f_(t.data()), n_(t.size()) {}
-
-    std::size_t size() const noexcept { return n_; }
-    bool empty() const noexcept { return n_ == 0; }
-    double operator[](std::size_t i) const noexcept { return f_ ? static_cast<double>(f_[i]) : d_[i]; }
-    std::vector<double> to_vector() const {
-        std::vector<double> v(n_);
-        for (std::size_t i = 0; i < n_; ++i) v[i] = (*this)[i];
-        return v;
-    }
-
-private:
-    const double* d_ = nullptr;
-    const float* f_ = nullptr;
-    std::size_t n_ = 0;
-};
-
-namespace detail {
-
-inline std::string metric_num(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return buf;
-}
-
-/// Equal non-zero sizes (both named in the error), finite values.
-inline void metric_check_same_size(const char* fn, const char* what_a, const ValueView& a, const char* what_b,
-                                   const ValueView& b) {
-    if (a.size() != b.size())
-        throw value_error(std::string(fn) + ": " + std::to_string(a.size()) + " " + what_a + " but " +
-                          std::to_string(b.size()) + " " + what_b);
-}
-inline void metric_check_finite(const char* fn, const char* what, const ValueView& v) {
-    for (std::size_t i = 0; i < v.size(); ++i)
-        if (!std::isfinite(v[i]))
-            throw value_error(std::string(fn) + ": non-finite " + what + " " + metric_num(v[i]) + " at index " +
-                              std::to_string(i));
-}
-inline void metric_check_labels(const char* fn, const ValueView& labels) {
-    for (std::size_t i = 0; i < labels.size(); ++i)
-        if (labels[i] != 0.0 && labels[i] != 1.0)
-            throw value_error(std::string(fn) + ": label " + metric_num(labels[i]) + " at index " + std::to_string(i) +
-                              " is not 0 or 1");
-}
-/// scores/labels/weights of a binary classification metric; empty weights = all 1.
-inline void metric_check(const char* fn, const ValueView& scores, const ValueView& labels, const ValueView& weights) {
-    metric_check_same_size(fn, "scores", scores, "labels", labels);
-    if (scores.empty()) throw value_error(std::string(fn) + ": empty input");
-    if (!weights.empty()) metric_check_same_size(fn, "scores", scores, "weights", weights);
-    metric_check_labels(fn, labels);
-    metric_check_finite(fn, "score", scores);
-    metric_check_finite(fn, "weight", weights);
-}
-inline double metric_weight(const ValueView& w, std::size_t i) noexcept { return w.empty() ? 1.0 : w[i]; }
-
-} // namespace detail
-} // namespace tapir
-// ---- end tapir/metrics/common.hpp ----
-
-namespace tapir {
+namespace tapir::metrics {
 
 /// Weighted fraction of events classified correctly, predicting 1 when score > threshold
 /// (Keras' binary_accuracy convention: a score equal to the threshold predicts 0).
@@ -10654,11 +12278,11 @@ inline double accuracy(const ValueView& scores, const ValueView& labels, const V
         if ((scores[i] > threshold) == (labels[i] == 1.0)) good += w;
     }
     if (!(total > 0.0))
-        throw value_error("accuracy: the weights sum to " + detail::metric_num(total) + " (need a positive total)");
+        throw value_error("accuracy: the weights sum to " + detail::error_number(total) + " (need a positive total)");
     return good / total;
 }
 
-} // namespace tapir
+} // namespace tapir::metrics
 // ---- end tapir/metrics/accuracy.hpp ----
 // ---- begin tapir/metrics/divergence.hpp ----
 /// Jensen-Shannon divergence of histograms, and the background mass-sculpting measure of the
@@ -10683,14 +12307,14 @@ inline double accuracy(const ValueView& scores, const ValueView& labels, const V
 #include <vector>
 
 
-namespace tapir {
+namespace tapir::metrics {
 
 class Histogram {
 public:
     Histogram(std::size_t bins, double lo, double hi) : lo_(lo), hi_(hi), w_(bins, 0.0), w2_(bins, 0.0) {
         if (bins == 0) throw value_error("Histogram: the number of bins must be positive");
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("Histogram: range [" + detail::metric_num(lo) + ", " + detail::metric_num(hi) +
+            throw value_error("Histogram: range [" + detail::error_number(lo) + ", " + detail::error_number(hi) +
                               "] must be finite with lo < hi");
     }
 
@@ -10698,14 +12322,14 @@ public:
     /// (up to 1e-9 relative), e.g. with_width(105, 160, 5) has 11 bins.
     static Histogram with_width(double lo, double hi, double width) {
         if (!(width > 0.0 && std::isfinite(width)))
-            throw value_error("Histogram::with_width: width must be positive, got " + detail::metric_num(width));
+            throw value_error("Histogram::with_width: width must be positive, got " + detail::error_number(width));
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
-            throw value_error("Histogram::with_width: range [" + detail::metric_num(lo) + ", " +
-                              detail::metric_num(hi) + "] must be finite with lo < hi");
+            throw value_error("Histogram::with_width: range [" + detail::error_number(lo) + ", " +
+                              detail::error_number(hi) + "] must be finite with lo < hi");
         const double n = std::round((hi - lo) / width);
         if (n < 1.0 || std::abs(n * width - (hi - lo)) > 1e-9 * (hi - lo) || n > 1e9)
-            throw value_error("Histogram::with_width: width " + detail::metric_num(width) + " does not divide [" +
-                              detail::metric_num(lo) + ", " + detail::metric_num(hi) + "] into whole bins");
+            throw value_error("Histogram::with_width: width " + detail::error_number(width) + " does not divide [" +
+                              detail::error_number(lo) + ", " + detail::error_number(hi) + "] into whole bins");
         return Histogram(static_cast<std::size_t>(n), lo, hi);
     }
 
@@ -10737,8 +12361,8 @@ public:
     void fill(double x, double weight = 1.0) {
         if (std::isnan(x)) throw value_error("Histogram::fill: value is NaN");
         if (!std::isfinite(weight))
-            throw value_error("Histogram::fill: non-finite weight " + detail::metric_num(weight) + " for value " +
-                              detail::metric_num(x));
+            throw value_error("Histogram::fill: non-finite weight " + detail::error_number(weight) + " for value " +
+                              detail::error_number(x));
         const long long b = find_bin(x);
         if (b < 0) {
             under_ += weight;
@@ -10779,7 +12403,7 @@ public:
     std::vector<double> normalized() const {
         const double s = integral();
         if (!(s > 0.0))
-            throw value_error("Histogram::normalized: the in-range integral is " + detail::metric_num(s) +
+            throw value_error("Histogram::normalized: the in-range integral is " + detail::error_number(s) +
                               " (need a positive total)");
         std::vector<double> p(w_);
         for (double& v : p) v /= s;
@@ -10793,180 +12417,10 @@ private:
     std::size_t entries_ = 0;
 };
 
-} // namespace tapir
+} // namespace tapir::metrics
 // ---- end tapir/metrics/histogram.hpp ----
-// ---- begin tapir/metrics/roc.hpp ----
-/// ROC curve, weighted AUC, background rejection at a signal efficiency, and the score cut
-/// that keeps a given signal efficiency.
-///
-/// Convention: an event passes a cut t when score >= t. Signal = label 1, background = label 0.
-/// Weights may be negative (MC weights) but each class total must be positive.
 
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <numeric>
-#include <string>
-#include <vector>
-
-
-namespace tapir {
-
-/// One point per distinct score, from the tightest cut to the loosest: the first point is
-/// (0, 0) at threshold +inf, the last (1, 1) at the lowest score. Tied scores form one step,
-/// so the trapezoid between two points counts a tie as half a correct ordering.
-struct RocCurve {
-    std::vector<double> fpr;        ///< background efficiency eps_B at each threshold
-    std::vector<double> tpr;        ///< signal efficiency eps_S at each threshold
-    std::vector<double> thresholds; ///< cut on the score (pass: score >= threshold)
-
-    /// Trapezoidal area: the weighted probability that a signal event outscores a background
-    /// event, ties counting 1/2.
-    double auc() const {
-        double a = 0.0;
-        for (std::size_t k = 1; k < fpr.size(); ++k) a += (fpr[k] - fpr[k - 1]) * (tpr[k] + tpr[k - 1]);
-        return 0.5 * a;
-    }
-
-    /// eps_B at signal efficiency eps_s, linearly interpolated between the two ROC points
-    /// around it (the first crossing, walking from the tightest cut). The interpolation is exact
-    /// for a cut that accepts part of the events tied at the next score, chosen at random.
-    double background_efficiency(double eps_s) const {
-        if (!(eps_s > 0.0 && eps_s <= 1.0))
-            throw value_error("background_efficiency: signal efficiency must be in (0, 1], got " +
-                              detail::metric_num(eps_s));
-        if (tpr.size() < 2) throw value_error("background_efficiency: empty ROC curve");
-        for (std::size_t k = 1; k < tpr.size(); ++k) {
-            if (tpr[k] >= eps_s) {
-                if (tpr[k - 1] >= eps_s) return fpr[k - 1];
-                const double t = (eps_s - tpr[k - 1]) / (tpr[k] - tpr[k - 1]);
-                return fpr[k - 1] + t * (fpr[k] - fpr[k - 1]);
-            }
-        }
-        return fpr.back();
-    }
-
-    /// Background rejection 1/eps_B at signal efficiency eps_s (R50: eps_s = 0.5); +infinity
-    /// when no background passes.
-    double rejection(double eps_s) const {
-        const double eb = background_efficiency(eps_s);
-        if (eb < 0.0)
-            throw value_error("rejection: background efficiency " + detail::metric_num(eb) +
-                              " is negative at signal efficiency " + detail::metric_num(eps_s) +
-                              " (negative weights)");
-        return eb == 0.0 ? std::numeric_limits<double>::infinity() : 1.0 / eb;
-    }
-};
-
-namespace detail {
-/// Indices sorted by decreasing score, and the class totals (checked positive).
-inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
-                                          const ValueView& weights, double& wpos, double& wneg) {
-    metric_check(fn, scores, labels, weights);
-    wpos = 0.0;
-    wneg = 0.0;
-    for (std::size_t i = 0; i < scores.size(); ++i) (labels[i] == 1.0 ? wpos : wneg) += metric_weight(weights, i);
-    if (!(wpos > 0.0))
-        throw value_error(std::string(fn) + ": the signal (label 1) weights sum to " + metric_num(wpos) +
-                          " (need a positive total)");
-    if (!(wneg > 0.0))
-        throw value_error(std::string(fn) + ": the background (label 0) weights sum to " + metric_num(wneg) +
-                          " (need a positive total)");
-    std::vector<std::size_t> order(scores.size());
-    std::iota(order.begin(), order.end(), std::size_t(0));
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
-    return order;
-}
-} // namespace detail
-
-/// ROC curve of a binary classifier; empty weights = all 1.
-inline RocCurve roc_curve(const ValueView& scores, const ValueView& labels, const ValueView& weights = {}) {
-    double wpos, wneg;
-    const auto order = detail::roc_order("roc_curve", scores, labels, weights, wpos, wneg);
-    RocCurve r;
-    r.fpr.push_back(0.0);
-    r.tpr.push_back(0.0);
-    r.thresholds.push_back(std::numeric_limits<double>::infinity());
-    double tp = 0.0, fp = 0.0;
-    for (std::size_t k = 0; k < order.size();) {
-        const double s = scores[order[k]];
-        for (; k < order.size() && scores[order[k]] == s; ++k) {
-            const std::size_t i = order[k];
-            (labels[i] == 1.0 ? tp : fp) += detail::metric_weight(weights, i);
-        }
-        r.fpr.push_back(fp / wneg);
-        r.tpr.push_back(tp / wpos);
-        r.thresholds.push_back(s);
-    }
-    // The loosest cut accepts everything: exactly (1, 1), free of summation rounding.
-    r.fpr.back() = 1.0;
-    r.tpr.back() = 1.0;
-    return r;
-}
-
-/// Weighted area under the ROC curve: sum over (signal i, background j) of
-/// w_i w_j ([s_i > s_j] + [s_i == s_j]/2), divided by the product of the class totals.
-inline double roc_auc(const ValueView& scores, const ValueView& labels, const ValueView& weights = {}) {
-    double wpos, wneg;
-    const auto order = detail::roc_order("roc_auc", scores, labels, weights, wpos, wneg);
-    double tp = 0.0, area = 0.0;
-    for (std::size_t k = 0; k < order.size();) {
-        const double s = scores[order[k]];
-        double gp = 0.0, gn = 0.0;
-        for (; k < order.size() && scores[order[k]] == s; ++k) {
-            const std::size_t i = order[k];
-            (labels[i] == 1.0 ? gp : gn) += detail::metric_weight(weights, i);
-        }
-        area += gn * (tp + 0.5 * gp);
-        tp += gp;
-    }
-    return area / (wpos * wneg);
-}
-
-/// Background rejection 1/eps_B at signal efficiency eps_s (see RocCurve::background_efficiency
-/// for the interpolation); +infinity when no background passes.
-inline double background_rejection(const ValueView& scores, const ValueView& labels, const ValueView& weights = {},
-                                   double signal_efficiency = 0.5) {
-    return roc_curve(scores, labels, weights).rejection(signal_efficiency);
-}
-
-/// The score cut t that keeps signal efficiency eps_s: the highest signal score at which the
-/// weighted signal passing (score >= t) first reaches eps_s of the signal total (up to 1e-12
-/// relative rounding). With unit weights and no ties it keeps ceil(eps_s * N_S) signal events.
-/// Tied scores pass together.
-inline double efficiency_threshold(const ValueView& scores, const ValueView& labels, const ValueView& weights = {},
-                                   double signal_efficiency = 0.5) {
-    if (!(signal_efficiency > 0.0 && signal_efficiency <= 1.0))
-        throw value_error("efficiency_threshold: signal efficiency must be in (0, 1], got " +
-                          detail::metric_num(signal_efficiency));
-    detail::metric_check("efficiency_threshold", scores, labels, weights);
-    std::vector<std::size_t> sig;
-    double wpos = 0.0, wabs = 0.0;
-    for (std::size_t i = 0; i < scores.size(); ++i) {
-        if (labels[i] != 1.0) continue;
-        sig.push_back(i);
-        wpos += detail::metric_weight(weights, i);
-        wabs += std::abs(detail::metric_weight(weights, i));
-    }
-    if (!(wpos > 0.0))
-        throw value_error("efficiency_threshold: the signal (label 1) weights sum to " + detail::metric_num(wpos) +
-                          " (need a positive total)");
-    std::sort(sig.begin(), sig.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
-    const double target = signal_efficiency * wpos - 1e-12 * wabs;
-    double cum = 0.0;
-    for (std::size_t k = 0; k < sig.size();) {
-        const double s = scores[sig[k]];
-        for (; k < sig.size() && scores[sig[k]] == s; ++k) cum += detail::metric_weight(weights, sig[k]);
-        if (cum >= target) return s;
-    }
-    return scores[sig.back()];
-}
-
-} // namespace tapir
-// ---- end tapir/metrics/roc.hpp ----
-
-namespace tapir {
+namespace tapir::metrics {
 
 /// JSD(P, Q) = KL(P||M)/2 + KL(Q||M)/2 with M = (P + Q)/2, in bits (log base 2), so it lies
 /// in [0, 1]. P and Q are normalised each to unit sum first; entries must be finite and >= 0;
@@ -10977,10 +12431,10 @@ inline double jensen_shannon(const ValueView& p, const ValueView& q) {
     double sp = 0.0, sq = 0.0;
     for (std::size_t i = 0; i < p.size(); ++i) {
         if (!(std::isfinite(p[i]) && p[i] >= 0.0))
-            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of p is " + detail::metric_num(p[i]) +
+            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of p is " + detail::error_number(p[i]) +
                               " (need finite values >= 0)");
         if (!(std::isfinite(q[i]) && q[i] >= 0.0))
-            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of q is " + detail::metric_num(q[i]) +
+            throw value_error("jensen_shannon: bin " + std::to_string(i) + " of q is " + detail::error_number(q[i]) +
                               " (need finite values >= 0)");
         sp += p[i];
         sq += q[i];
@@ -11000,9 +12454,9 @@ inline double jensen_shannon(const ValueView& p, const ValueView& q) {
 inline double jensen_shannon(const Histogram& p, const Histogram& q) {
     if (p.bins() != q.bins() || p.lo() != q.lo() || p.hi() != q.hi())
         throw value_error("jensen_shannon: histograms have different binnings: " + std::to_string(p.bins()) +
-                          " bins in [" + detail::metric_num(p.lo()) + ", " + detail::metric_num(p.hi()) + "] vs " +
-                          std::to_string(q.bins()) + " bins in [" + detail::metric_num(q.lo()) + ", " +
-                          detail::metric_num(q.hi()) + "]");
+                          " bins in [" + detail::error_number(p.lo()) + ", " + detail::error_number(p.hi()) + "] vs " +
+                          std::to_string(q.bins()) + " bins in [" + detail::error_number(q.lo()) + ", " +
+                          detail::error_number(q.hi()) + "]");
     return jensen_shannon(p.contents(), q.contents());
 }
 
@@ -11033,18 +12487,18 @@ inline SculptingResult mass_sculpting_jsd(const ValueView& scores, const ValueVi
         (scores[i] >= r.threshold ? r.pass : r.fail).fill(mass[i], detail::metric_weight(weights, i));
     }
     if (!(r.pass.integral() > 0.0))
-        throw value_error(std::string(fn) + ": no background weight in [" + detail::metric_num(lo) + ", " +
-                          detail::metric_num(hi) + "] passes the cut at score " + detail::metric_num(r.threshold) +
-                          " (total " + detail::metric_num(r.pass.integral()) + ")");
+        throw value_error(std::string(fn) + ": no background weight in [" + detail::error_number(lo) + ", " +
+                          detail::error_number(hi) + "] passes the cut at score " + detail::error_number(r.threshold) +
+                          " (total " + detail::error_number(r.pass.integral()) + ")");
     if (!(r.fail.integral() > 0.0))
-        throw value_error(std::string(fn) + ": no background weight in [" + detail::metric_num(lo) + ", " +
-                          detail::metric_num(hi) + "] fails the cut at score " + detail::metric_num(r.threshold) +
-                          " (total " + detail::metric_num(r.fail.integral()) + ")");
+        throw value_error(std::string(fn) + ": no background weight in [" + detail::error_number(lo) + ", " +
+                          detail::error_number(hi) + "] fails the cut at score " + detail::error_number(r.threshold) +
+                          " (total " + detail::error_number(r.fail.integral()) + ")");
     r.jsd = jensen_shannon(r.pass, r.fail);
     return r;
 }
 
-} // namespace tapir
+} // namespace tapir::metrics
 // ---- end tapir/metrics/divergence.hpp ----
 // ---- begin tapir/metrics/metrics.hpp ----
 /// All metrics: ROC / AUC / rejection, histograms, Jensen-Shannon divergence, significances, accuracy.
@@ -11058,7 +12512,7 @@ inline SculptingResult mass_sculpting_jsd(const ValueView& scores, const ValueVi
 #include <string>
 
 
-namespace tapir {
+namespace tapir::metrics {
 namespace detail {
 
 /// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
@@ -11090,7 +12544,7 @@ inline double xlog1px_minus_x_over_x(double y) {
 
 inline void check_yield(const char* fn, const char* name, double v) {
     if (!(std::isfinite(v) && v >= 0.0))
-        throw value_error(std::string(fn) + ": " + name + " must be finite and >= 0, got " + metric_num(v));
+        throw value_error(std::string(fn) + ": " + name + " must be finite and >= 0, got " + error_number(v));
 }
 
 } // namespace detail
@@ -11103,7 +12557,7 @@ inline double ams(double s, double b, double b_reg = 10.0) {
     detail::check_yield("ams", "b", b);
     detail::check_yield("ams", "b_reg", b_reg);
     const double bb = b + b_reg;
-    if (!(bb > 0.0)) throw value_error("ams: b + b_reg must be positive, got " + detail::metric_num(bb));
+    if (!(bb > 0.0)) throw value_error("ams: b + b_reg must be positive, got " + detail::error_number(bb));
     return std::sqrt(std::max(0.0, 2.0 * bb * detail::xlog1px_minus_x(s / bb)));
 }
 
@@ -11118,7 +12572,7 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
     detail::check_yield("asimov_significance", "s", s);
     detail::check_yield("asimov_significance", "relative systematic r", r);
     if (!(std::isfinite(b) && b > 0.0))
-        throw value_error("asimov_significance: b must be finite and positive, got " + detail::metric_num(b));
+        throw value_error("asimov_significance: b must be finite and positive, got " + detail::error_number(b));
     const double x = s / b;
     const double u = r * r * b;
     const double y = x * (u / (1.0 + u));
@@ -11126,610 +12580,15 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
     return std::sqrt(std::max(0.0, 2.0 * half));
 }
 
-} // namespace tapir
+} // namespace tapir::metrics
 // ---- end tapir/metrics/significance.hpp ----
 // ---- end tapir/metrics/metrics.hpp ----
-// ---- begin tapir/io/crc32.hpp ----
-/// CRC-32/ISO-HDLC (the zlib, PNG and gzip CRC): reflected polynomial 0xEDB88320, initial value
-/// and final xor 0xFFFFFFFF; crc32("123456789") = 0xCBF43926. Slicing by 8 bytes.
-
-#include <array>
-#include <cstddef>
-#include <cstdint>
-
-namespace tapir {
-namespace io {
-
-namespace detail {
-struct Crc32Tables {
-    std::uint32_t t[8][256];
-};
-
-constexpr Crc32Tables make_crc32_tables() {
-    Crc32Tables tab{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-        std::uint32_t c = i;
-        for (int k = 0; k < 8; ++k) c = (c & 1u) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
-        tab.t[0][i] = c;
-    }
-    for (std::uint32_t i = 0; i < 256; ++i)
-        for (int s = 1; s < 8; ++s) tab.t[s][i] = (tab.t[s - 1][i] >> 8) ^ tab.t[0][tab.t[s - 1][i] & 0xFFu];
-    return tab;
-}
-
-inline const Crc32Tables& crc32_tables() noexcept {
-    static constexpr Crc32Tables tab = make_crc32_tables();
-    return tab;
-}
-} // namespace detail
-
-/// Continues a CRC: crc32_update(crc32_update(0, a), b) == crc32(a ++ b). Start from 0.
-inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t n) noexcept {
-    const auto& t = detail::crc32_tables().t;
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::uint32_t c = ~crc;
-    for (; n >= 8; n -= 8, p += 8) {
-        // Bytes assembled explicitly: the result does not depend on the host's byte order.
-        const std::uint32_t lo = c ^ (static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
-                                      static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24);
-        c = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^ t[3][p[4]] ^
-            t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
-    }
-    for (; n > 0; --n, ++p) c = t[0][(c ^ *p) & 0xFFu] ^ (c >> 8);
-    return ~c;
-}
-
-inline std::uint32_t crc32(const void* data, std::size_t n) noexcept { return crc32_update(0u, data, n); }
-
-} // namespace io
-} // namespace tapir
-// ---- end tapir/io/crc32.hpp ----
-// ---- begin tapir/io/model_file.hpp ----
-/// Model files: a model's named parameters and, optionally, an optimiser's state in a versioned,
-/// portable binary format with a CRC-32. Loading validates the whole file against the model
-/// before it changes anything (all or nothing); every failure is a format_error naming the file
-/// and the problem.
-///
-/// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
-///   offset  size
-///        0     6  magic "TAPIR\0"
-///        6     4  u32 format version (1)
-///       10     1  u8 dtype: 1 = float32, 2 = float64
-///       11     8  u64 total file size in bytes, CRC included
-///       19     8  u64 parameter count, then that many tensor records
-///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
-///                    string name, u64 iteration count, f64 learning rate,
-///                    u64 state tensor count, then that many tensor records
-///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
-/// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
-/// string: u32 byte length, then the bytes (no terminator).
-
-#include <cerrno>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <stdexcept>
-#include <system_error>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-
-namespace tapir {
-namespace io {
-
-/// (name, parameter) pairs in model order, as returned by nn models' named_parameters().
-template <class T>
-using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
-
-constexpr std::uint32_t model_format_version = 1;
-
-/// What a model file holds, without a model to compare it with (tools, fuzzing).
-struct ModelFileInfo {
-    std::uint32_t version = 0;
-    std::string dtype;  // "float32" or "float64"
-    std::vector<std::pair<std::string, Shape>> parameters;
-    bool has_optimizer = false;
-    std::string optimizer;
-    std::uint64_t iterations = 0;
-    double learning_rate = 0.0;
-    std::vector<std::pair<std::string, Shape>> optimizer_state;
-};
-
-namespace detail {
-
-template <class U>
-struct model_type_identity {
-    using type = U;
-};
-
-constexpr unsigned char model_magic[6] = {'T', 'A', 'P', 'I', 'R', '\0'};
-constexpr std::size_t model_header_size = 27;
-
-template <class T>
-constexpr std::uint8_t dtype_code() {
-    return sizeof(T) == 4 ? 1 : 2;
-}
-inline const char* dtype_name(std::uint8_t code) { return code == 1 ? "float32" : code == 2 ? "float64" : "unknown"; }
-
-/// A name from the file as it may appear in a message: control bytes replaced, long names cut.
-inline std::string model_printable(const std::string& s) {
-    std::string out;
-    const std::size_t n = s.size() < 80 ? s.size() : 80;
-    for (std::size_t i = 0; i < n; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
-    }
-    if (n < s.size()) out += "...";
-    return out;
-}
-
-// ---- writing -----------------------------------------------------------------------------------
-class ModelWriter {
-public:
-    explicit ModelWriter(std::size_t reserve) { buf_.reserve(reserve); }
-    void u8(std::uint8_t v) { buf_.push_back(static_cast<char>(v)); }
-    void u32(std::uint32_t v) {
-        for (int k = 0; k < 4; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
-    }
-    void u64(std::uint64_t v) {
-        for (int k = 0; k < 8; ++k) buf_.push_back(static_cast<char>(static_cast<unsigned char>(v >> (8 * k))));
-    }
-    void f64(double v) {
-        std::uint64_t u;
-        std::memcpy(&u, &v, sizeof u);
-        u64(u);
-    }
-    void str(const std::string& s) {
-        u32(static_cast<std::uint32_t>(s.size()));
-        buf_.append(s);
-    }
-    void bytes(const void* p, std::size_t n) { buf_.append(static_cast<const char*>(p), n); }
-    template <class T>
-    void values(const T* p, std::size_t n) {
-        using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
-        const std::size_t at = buf_.size();
-        buf_.resize(at + n * sizeof(T));
-        auto* out = reinterpret_cast<unsigned char*>(&buf_[at]);
-        for (std::size_t i = 0; i < n; ++i) {
-            U u;
-            std::memcpy(&u, p + i, sizeof u);
-            for (std::size_t k = 0; k < sizeof(U); ++k) out[i * sizeof(U) + k] = static_cast<unsigned char>(u >> (8 * k));
-        }
-    }
-    void patch_u64(std::size_t at, std::uint64_t v) {
-        for (int k = 0; k < 8; ++k) buf_[at + static_cast<std::size_t>(k)] = static_cast<char>(static_cast<unsigned char>(v >> (8 * k)));
-    }
-    std::string& buffer() noexcept { return buf_; }
-
-private:
-    std::string buf_;
-};
-
-template <class T>
-std::size_t model_record_size(const std::string& name, const Tensor<T>& t) {
-    return 4 + name.size() + 1 + 8 * t.rank() + t.size() * sizeof(T);
-}
-
-template <class T>
-void write_model_record(ModelWriter& w, const std::string& name, const Tensor<T>& t) {
-    if (name.size() > 0xFFFFFFFFu) throw value_error("save_model: tensor name longer than 4 GiB");
-    w.str(name);
-    w.u8(static_cast<std::uint8_t>(t.rank()));
-    for (std::size_t d = 0; d < t.rank(); ++d) w.u64(static_cast<std::uint64_t>(t.dim(d)));
-    w.values(t.data(), t.size());
-}
-
-template <class T>
-void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        if (params[i].second == nullptr)
-            throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
-        for (std::size_t j = 0; j < i; ++j)
-            if (params[j].first == params[i].first)
-                throw value_error(std::string(fn) + ": parameter name '" + params[i].first + "' is used twice (#" +
-                                  std::to_string(j) + " and #" + std::to_string(i) + ")");
-    }
-}
-
-template <class T>
-std::string serialise_model(const NamedParameters<T>& params, optim::Optimizer<T>* opt) {
-    check_named_parameters(params, "save_model");
-    std::vector<std::pair<std::string, Tensor<T>*>> st;
-    std::string opt_name;
-    std::size_t total = model_header_size + 1 + 4;
-    for (const auto& np : params) total += model_record_size(np.first, np.second->value);
-    if (opt) {
-        st = opt->state();
-        opt_name = opt->name();
-        total += 4 + opt_name.size() + 8 + 8 + 8;
-        for (const auto& s : st) total += model_record_size(s.first, *s.second);
-    }
-    ModelWriter w(total);
-    w.bytes(model_magic, sizeof model_magic);
-    w.u32(model_format_version);
-    w.u8(dtype_code<T>());
-    w.u64(total);
-    w.u64(params.size());
-    for (const auto& np : params) write_model_record(w, np.first, np.second->value);
-    w.u8(opt ? 1 : 0);
-    if (opt) {
-        w.str(opt_name);
-        w.u64(opt->iterations());
-        w.f64(static_cast<double>(opt->learning_rate()));
-        w.u64(st.size());
-        for (const auto& s : st) write_model_record(w, s.first, *s.second);
-    }
-    std::string& b = w.buffer();
-    w.u32(crc32(b.data(), b.size()));
-    if (b.size() != total) throw std::logic_error("save_model: internal error: size " + std::to_string(b.size()) + " != " + std::to_string(total));
-    return std::move(b);
-}
-
-// ---- reading -----------------------------------------------------------------------------------
-struct ModelRecord {
-    std::string name;
-    Shape shape;
-    std::size_t offset = 0;  // of the data
-};
-
-struct ParsedModelFile {
-    std::uint32_t version = 0;
-    std::uint8_t dtype = 0;
-    std::uint64_t declared_size = 0;
-    std::vector<ModelRecord> params;
-    bool has_opt = false;
-    std::string opt_name;
-    std::uint64_t iterations = 0;
-    double lr = 0.0;
-    std::vector<ModelRecord> state;
-};
-
-class ModelReader {
-public:
-    ModelReader(const unsigned char* p, std::size_t n, const std::string& src) : p_(p), n_(n), src_(src) {}
-    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": " + what); }
-    [[noreturn]] void truncated(const std::string& where) const {
-        fail("truncated: file ends inside " + where + ", after " + std::to_string(n_) + " bytes");
-    }
-    std::size_t pos() const noexcept { return pos_; }
-    std::size_t left() const noexcept { return n_ - pos_; }
-    void need(std::size_t k, const std::string& where) const {
-        if (left() < k) truncated(where);
-    }
-    std::uint8_t u8(const std::string& where) {
-        need(1, where);
-        return p_[pos_++];
-    }
-    std::uint32_t u32(const std::string& where) {
-        need(4, where);
-        std::uint32_t v = 0;
-        for (int k = 0; k < 4; ++k) v |= static_cast<std::uint32_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 4;
-        return v;
-    }
-    std::uint64_t u64(const std::string& where) {
-        need(8, where);
-        std::uint64_t v = 0;
-        for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 8;
-        return v;
-    }
-    double f64(const std::string& where) {
-        const std::uint64_t u = u64(where);
-        double d;
-        std::memcpy(&d, &u, sizeof d);
-        return d;
-    }
-    std::string str(const std::string& where) {
-        const std::uint32_t len = u32(where);
-        need(len, where);
-        std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
-        pos_ += len;
-        return s;
-    }
-    void skip(std::size_t k) { pos_ += k; }
-
-private:
-    const unsigned char* p_;
-    std::size_t n_;
-    const std::string& src_;
-    std::size_t pos_ = 0;
-};
-
-/// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
-inline ModelRecord read_model_record(ModelReader& r, std::size_t elem, const char* what, std::size_t index) {
-    ModelRecord rec;
-    const std::string num = std::string(what) + " #" + std::to_string(index);
-    rec.name = r.str("the name of " + num);
-    const std::string label = std::string(what) + " '" + model_printable(rec.name) + "'";
-    const std::uint8_t rank = r.u8("the shape of " + label);
-    if (rank > max_rank)
-        r.fail(label + " has rank " + std::to_string(rank) + "; the maximum rank is " + std::to_string(max_rank));
-    std::size_t numel = 1;
-    bool overflow = false;
-    for (std::uint8_t d = 0; d < rank; ++d) {
-        const std::uint64_t dim = r.u64("the shape of " + label);
-        if (dim > static_cast<std::uint64_t>(SIZE_MAX)) overflow = true;
-        const auto sd = static_cast<std::size_t>(dim);
-        rec.shape.push_back(sd);
-        if (sd != 0 && numel > SIZE_MAX / elem / sd) overflow = true;
-        numel *= sd;
-    }
-    if (overflow) r.fail(label + " has shape " + rec.shape.str() + ", too large for this machine");
-    const std::size_t bytes = rec.shape.numel() * elem;
-    if (r.left() < bytes)
-        r.fail("truncated: expected " + std::to_string(bytes) + " bytes of data for " + label + ", file ends after " +
-               std::to_string(r.left()));
-    rec.offset = r.pos();
-    r.skip(bytes);
-    return rec;
-}
-
-/// Everything after the header, bounds-checked; on success r stands before the CRC.
-inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
-    const std::size_t elem = out.dtype == 1 ? 4 : 8;
-    const std::uint64_t count = r.u64("the parameter count");
-    for (std::uint64_t i = 0; i < count; ++i)
-        out.params.push_back(read_model_record(r, elem, "tensor", static_cast<std::size_t>(i)));
-    const std::uint8_t flag = r.u8("the optimizer section flag");
-    if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
-    out.has_opt = flag == 1;
-    if (out.has_opt) {
-        out.opt_name = r.str("the optimizer name");
-        out.iterations = r.u64("the optimizer iteration count");
-        out.lr = r.f64("the optimizer learning rate");
-        const std::uint64_t ns = r.u64("the optimizer state count");
-        for (std::uint64_t i = 0; i < ns; ++i)
-            out.state.push_back(read_model_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
-    }
-}
-
-inline std::uint32_t model_stored_crc(const unsigned char* p) {
-    return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 | static_cast<std::uint32_t>(p[2]) << 16 |
-           static_cast<std::uint32_t>(p[3]) << 24;
-}
-
-/// Header, integrity (size, CRC) and structure; nothing about any model.
-inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n, const std::string& src) {
-    ModelReader r(data, n, src);
-    if (n == 0) r.fail("not a tapir model file (the file is empty)");
-    const std::size_t m = n < sizeof model_magic ? n : sizeof model_magic;
-    if (std::memcmp(data, model_magic, m) != 0) r.fail("not a tapir model file (no \"TAPIR\" magic at the start)");
-    if (n < model_header_size) r.truncated("the " + std::to_string(model_header_size) + "-byte header");
-    r.skip(sizeof model_magic);
-    ParsedModelFile out;
-    out.version = r.u32("the header");
-    if (out.version != model_format_version)
-        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
-               std::to_string(model_format_version) + ")");
-    out.dtype = r.u8("the header");
-    out.declared_size = r.u64("the header");
-    const std::size_t body = r.pos();
-    const bool dtype_ok = out.dtype == 1 || out.dtype == 2;
-    const std::string crc_msg = "CRC mismatch (file is corrupted)";
-
-    if (out.declared_size > n) {
-        // Short file: report the first element that is cut off.
-        if (!dtype_ok) r.fail("truncated: the header declares " + std::to_string(out.declared_size) + " bytes, the file has " + std::to_string(n));
-        parse_model_body(r, out);
-        if (r.left() < 4) r.truncated("the CRC-32 checksum");
-        r.fail(crc_msg);  // the structure is complete: the size field itself is wrong
-    }
-    if (out.declared_size < n) {
-        const std::uint64_t d = out.declared_size;
-        if (d >= model_header_size + 5 && model_stored_crc(data + d - 4) == crc32(data, static_cast<std::size_t>(d - 4)))
-            r.fail(std::to_string(n - static_cast<std::size_t>(d)) + " unexpected bytes after the end of the model data (the header declares " +
-                   std::to_string(d) + " bytes, the file has " + std::to_string(n) + ")");
-        r.fail(crc_msg);
-    }
-    if (model_stored_crc(data + n - 4) != crc32(data, n - 4)) r.fail(crc_msg);
-    // Intact as written; what follows catches files made by hand or by a broken writer.
-    if (!dtype_ok) r.fail("unknown dtype code " + std::to_string(out.dtype) + " (expected 1 = float32 or 2 = float64)");
-    ModelReader body_reader(data, n - 4, src);
-    body_reader.skip(body);
-    parse_model_body(body_reader, out);
-    if (body_reader.left() != 0)
-        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
-    return out;
-}
-
-template <class T>
-void decode_model_values(const unsigned char* p, T* out, std::size_t n) {
-    using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
-    for (std::size_t i = 0; i < n; ++i) {
-        U u = 0;
-        for (std::size_t k = 0; k < sizeof(U); ++k) u |= static_cast<U>(static_cast<U>(p[i * sizeof(U) + k]) << (8 * k));
-        std::memcpy(out + i, &u, sizeof u);
-    }
-}
-
-inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
-    ModelFileInfo info;
-    info.version = p.version;
-    info.dtype = dtype_name(p.dtype);
-    for (const ModelRecord& r : p.params) info.parameters.emplace_back(r.name, r.shape);
-    info.has_optimizer = p.has_opt;
-    info.optimizer = p.opt_name;
-    info.iterations = p.iterations;
-    info.learning_rate = p.lr;
-    for (const ModelRecord& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
-    return info;
-}
-
-template <class T>
-void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, optim::Optimizer<T>* opt,
-               const std::string& src) {
-    check_named_parameters(params, "load_model");
-    const ParsedModelFile f = parse_model_file(data, n, src);
-    auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
-
-    // ---- validate everything against the model -----------------------------------------------
-    if (f.dtype != dtype_code<T>())
-        fail(std::string("the file holds ") + dtype_name(f.dtype) + " values but the model is " + dtype_name(dtype_code<T>()));
-    if (f.params.size() != params.size())
-        fail("the file has " + std::to_string(f.params.size()) + " parameters but the model has " + std::to_string(params.size()));
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        const ModelRecord& r = f.params[i];
-        const std::string& want = params[i].first;
-        if (r.name != want)
-            fail("parameter #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + want + "' in the model");
-        const Shape& s = params[i].second->value.shape();
-        if (r.shape != s)
-            fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
-    }
-    std::vector<std::pair<std::string, Tensor<T>*>> st;
-    T lr = T(0);
-    if (opt) {
-        if (!f.has_opt) fail("the file holds no optimizer state (it was saved without an optimizer)");
-        const std::string name = opt->name();
-        if (f.opt_name != name)
-            fail("the file holds the state of optimizer '" + model_printable(f.opt_name) + "' but the optimizer is '" + name + "'");
-        st = opt->state();
-        if (f.state.size() != st.size())
-            fail("the file has " + std::to_string(f.state.size()) + " " + name + " state tensors but the optimizer has " +
-                 std::to_string(st.size()));
-        for (std::size_t i = 0; i < st.size(); ++i) {
-            const ModelRecord& r = f.state[i];
-            if (r.name != st[i].first)
-                fail("optimizer state #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + st[i].first +
-                     "' in the optimizer");
-            if (r.shape != st[i].second->shape())
-                fail("optimizer state '" + st[i].first + "' has shape " + r.shape.str() + " in the file but " +
-                     st[i].second->shape().str() + " in the optimizer");
-        }
-        lr = static_cast<T>(f.lr);
-        if (!(lr >= T(0)) || !std::isfinite(lr))
-            fail("invalid optimizer learning rate " + optim::detail::fmt_number(f.lr) + " in the file");
-        if (f.iterations > static_cast<std::uint64_t>(SIZE_MAX))
-            fail("optimizer iteration count " + std::to_string(f.iterations) + " is too large for this machine");
-    }
-
-    // ---- apply (nothing below can fail) ------------------------------------------------------
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        Tensor<T>& v = params[i].second->value;
-        decode_model_values(data + f.params[i].offset, v.data(), v.size());
-    }
-    if (opt) {
-        for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
-        opt->set_iterations(static_cast<std::size_t>(f.iterations));
-        opt->set_scheduled_learning_rate(lr);
-    }
-}
-
-struct ModelFileCloser {
-    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-};
-
-inline std::string read_model_file(const std::string& path, const char* fn) {
-    errno = 0;
-    std::unique_ptr<std::FILE, ModelFileCloser> f(std::fopen(path.c_str(), "rb"));
-    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
-    std::string data;
-    char buf[1 << 16];
-    for (;;) {
-        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
-        data.append(buf, got);
-        if (got < sizeof buf) break;
-    }
-    if (std::ferror(f.get())) throw format_error(std::string(fn) + ": error reading '" + path + "'");
-    return data;
-}
-
-/// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_model_file(const std::string& path, const std::string& data) {
-    const std::string tmp = path + ".tmp";
-    errno = 0;
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
-    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-    const int err = errno;
-    const bool closed = std::fclose(f) == 0;
-    if (!wrote || !closed) {
-        std::remove(tmp.c_str());
-        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int e = errno;
-        std::remove(tmp.c_str());
-        throw format_error("save_model: cannot rename '" + tmp + "' to '" + path + "': " + std::generic_category().message(e));
-    }
-}
-
-} // namespace detail
-
-// ---- public API ----------------------------------------------------------------------------------
-
-/// The model file as bytes (the in-memory form of save_model).
-template <class T>
-std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    return detail::serialise_model(params, optimizer);
-}
-template <class T>
-std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
-                                              typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    const std::string s = detail::serialise_model(params, optimizer);
-    return std::vector<std::uint8_t>(s.begin(), s.end());
-}
-
-/// Saves the parameters (and the optimiser's name, iteration count, learning rate and state).
-template <class T>
-void save_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    detail::write_model_file(path, detail::serialise_model(params, optimizer));
-}
-
-/// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
-/// file exactly. Throws format_error before changing anything if the file is not a tapir model
-/// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
-/// optimiser is passed; one is required when an optimiser is passed.
-template <class T>
-void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
-                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
-                           const std::string& source = "<memory>") {
-    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer, source);
-}
-template <class T>
-void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
-                            typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
-                            const std::string& source = "<memory>") {
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, source);
-}
-template <class T>
-void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
-                           typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr,
-                           const std::string& source = "<memory>") {
-    detail::load_model_into(data.data(), data.size(), params, optimizer, source);
-}
-template <class T>
-void load_model(const std::string& path, const NamedParameters<T>& params,
-                typename detail::model_type_identity<optim::Optimizer<T>>::type* optimizer = nullptr) {
-    const std::string data = detail::read_model_file(path, "load_model");
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer, path);
-}
-
-/// Header, integrity and contents of a model file, checked as load_model checks them.
-inline ModelFileInfo inspect_model_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
-    return detail::model_file_info(detail::parse_model_file(static_cast<const unsigned char*>(data), size, source));
-}
-inline ModelFileInfo inspect_model(const std::string& path) {
-    const std::string data = detail::read_model_file(path, "inspect_model");
-    return inspect_model_bytes(data.data(), data.size(), path);
-}
-
-} // namespace io
-} // namespace tapir
-// ---- end tapir/io/model_file.hpp ----
 // ---- begin tapir/io/svg.hpp ----
 /// Small dependency-free SVG plotting (lines, histograms, scatter, error bars, heatmaps) for the examples.
 ///
-///   tapir::plot::Figure fig(640, 480);
+///   tapir::io::Figure fig(640, 480);
 ///   auto& ax = fig.axes();
-///   ax.line(fpr, tpr, tapir::plot::Style("DNN").width(2));
+///   ax.line(fpr, tpr, tapir::io::Style("DNN").width(2));
 ///   ax.set_xlabel("background efficiency").set_ylabel("signal efficiency");
 ///   fig.save("roc.svg");
 
@@ -11750,7 +12609,7 @@ inline ModelFileInfo inspect_model(const std::string& path) {
 #include <vector>
 
 
-namespace tapir::plot {
+namespace tapir::io {
 
 /// Any iterable of numbers (std::vector<float>, Tensor<double>, {1, 2, 3}) converts to Values.
 struct Values {
@@ -12839,7 +13698,7 @@ private:
     std::string title_;
 };
 
-} // namespace tapir::plot
+} // namespace tapir::io
 // ---- end tapir/io/svg.hpp ----
 // ---- begin tapir/hep/diphoton.hpp ----
 /// A synthetic H -> gamma gamma sample resembling the course's ATLAS Open Data file, and the
@@ -13060,7 +13919,8 @@ struct DiphotonEvent {
     int label;
 };
 
-/// The generator's knobs. Defaults are tuned to the real 50k file (see FORMULAS.md).
+/// The generator's knobs. Defaults are tuned to the statistics of the ATLAS Open Data 13 TeV
+/// diphoton file higgs_diphoton_50k.csv (checked in tests/hep/test_diphoton.cpp).
 struct DiphotonConfig {
     double signal_fraction = 0.5;
 
@@ -13504,8 +14364,8 @@ inline FourVector system_from_m_pt_y(double m, double pt, double phi, double y) 
 // ---- end tapir/hep/sampling.hpp ----
 // ---- begin tapir/hep/stop.hpp ----
 /// A synthetic one-lepton search sample: top-squark pairs (T2tt: stop -> t neutralino, label 1)
-/// against top-quark pairs (label 0), after the seed's preselection (seed 004, Elwood and
-/// Kruecker: one lepton with pT > 40 GeV, at least four jets with pT > 30 GeV, at least one
+/// against top-quark pairs (label 0), after the preselection of Elwood and Kruecker
+/// (arXiv:1806.00322: one lepton with pT > 40 GeV, at least four jets with pT > 30 GeV, at least one
 /// b-tagged jet), with the expected yields of a luminosity.
 ///
 /// Physics of the generator (every number from tapir::Rng):
@@ -13527,9 +14387,9 @@ inline FourVector system_from_m_pt_y(double m, double pt, double phi, double y) 
 ///   each class, and expected_yield() = luminosity x cross-section x branching x efficiency.
 ///
 /// The signal default, m_stop = 600 GeV and m_LSP = 250 GeV, is moderately compressed: the
-/// signal looks like top pairs with more missing E_T. The seed's compressed point (600, 400) is
+/// signal looks like top pairs with more missing E_T. The paper's compressed point (600, 400) is
 /// out of reach of this background at 30 fb^-1 (its lost-lepton tail is that of the real
-/// searches, heavier than the seed's sample shows); its uncompressed point is (900, 100) with
+/// searches, heavier than the paper's sample shows); its uncompressed point is (900, 100) with
 /// stop_cross_section_pb = 0.033. Cross-sections are approximate 14 TeV values.
 
 #include <algorithm>
@@ -13607,7 +14467,7 @@ struct StopConfig {
     /// b-tagging: efficiency for b jets, mistag for W-daughter jets (charm included) and ISR jets.
     double btag_eff = 0.70, mistag_w = 0.03, mistag_isr = 0.01;
 
-    /// Preselection (the seed's).
+    /// Preselection (arXiv:1806.00322's).
     double lep_pt_min = 40.0, lep_eta_max = 2.5, jet_pt_min = 30.0, jet_eta_max = 2.5;
     int min_jets = 4, min_bjets = 1;
 
@@ -13870,8 +14730,8 @@ inline std::vector<StopEvent> generate_stop(std::size_t n, std::uint64_t seed, c
 } // namespace tapir::hep
 // ---- end tapir/hep/stop.hpp ----
 // ---- begin tapir/hep/zgamma.hpp ----
-/// A synthetic Z gamma -> l+ l- gamma sample with the 18 event features of the seed's study
-/// (seed 002, after ATLAS-CONF-2019-034): m_llg in a 130-170 GeV window, the dilepton (Z) and
+/// A synthetic Z gamma -> l+ l- gamma sample with 18 event features after the ATLAS
+/// search ATLAS-CONF-2019-034: m_llg in a 130-170 GeV window, the dilepton (Z) and
 /// l l gamma systems' four-momenta, Delta R and Delta phi of the leptons, missing E_T and its
 /// azimuth, Delta phi(missing E_T, Z gamma), pT_ll / m_llg, and the jet counts. Optionally a
 /// narrow scalar resonance X -> Z gamma on top (label 1), for resonance searches.
@@ -14148,18 +15008,18 @@ inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t see
 ///
 /// Built for trigger and embedded code: forward() is const, noexcept, allocates nothing (weights
 /// live inside the object, scratch on the stack), shares no mutable state (thread-safe), and this
-/// header compiles with -fno-exceptions -fno-rtti. It includes no tapir header that can throw;
-/// conversion from a dynamic model or a model file (with error messages) is in convert.hpp.
+/// header compiles with -fno-exceptions -fno-rtti (as simd/ does, whose instruction-set detection,
+/// vector wrappers, math and activations it uses); conversion from a dynamic model or a model file
+/// (with error messages) is in convert.hpp.
 ///
 /// Numbers: each output is act(sum_p x[p] W[p][j] + b[j]) with the sum a chain of fused
 /// multiply-adds in increasing p, exactly the order of tapir::simd::gemm (including its split of
 /// long sums into blocks, 256 to 512 terms by kernel family), then the bias, then the
-/// activation; tanh and sigmoid replicate
-/// tapir::simd's polynomial kernels operation by operation. On the same instruction set the
+/// activation (simd/activation.hpp, the dynamic model's). On the same instruction set the
 /// outputs are therefore bitwise those of the dynamic model's dense op.
 ///
-/// Kernels: AVX-512 and AVX2+FMA (GCC/Clang target attributes, chosen at run time by cpuid, no
-/// -march needed), NEON on aarch64, and a portable scalar path. Large models (3 x 256 is 0.5 MB
+/// Kernels: simd's families (AVX-512 and AVX2+FMA by target attributes, chosen at run time, no
+/// -march needed; NEON on aarch64; a portable scalar path), through simd::dispatch_to. Large models (3 x 256 is 0.5 MB
 /// of weights) belong in static storage or on the heap, not on a small stack.
 
 #include <cmath>
@@ -14171,90 +15031,9 @@ inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t see
 #include <utility>
 
 
-/// The x86 kernels use simd/detail/x86_builtins.hpp rather than <immintrin.h> (0.7 s of compile time).
-#if TAPIR_X86_BUILTINS && !defined(TAPIR_SIMD_NO_X86)
-#define TAPIR_DEPLOY_X86 1
-#define TAPIR_DEPLOY_AVX2 TAPIR_X86_AVX2
-#define TAPIR_DEPLOY_AVX512 TAPIR_X86_AVX512
-#else
-#define TAPIR_DEPLOY_X86 0
-#endif
-
-#if defined(__aarch64__) && defined(__ARM_NEON) && !defined(TAPIR_SIMD_NO_NEON)
-#define TAPIR_DEPLOY_NEON 1
-#include <arm_neon.h>
-#else
-#define TAPIR_DEPLOY_NEON 0
-#endif
-
-// Boxed vector registers cross always-inlined generic code only; the ABI note is moot.
-#if defined(__clang__)
-#pragma clang diagnostic push
-#pragma clang diagnostic ignored "-Wpsabi"
-#elif defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
+TAPIR_SIMD_DIAG_PUSH
 
 namespace tapir::deploy {
-
-/// Activation after a dense layer; same values and order as tapir::Activation.
-enum class Act : std::uint8_t { none, relu, leaky_relu, elu, tanh, sigmoid, softplus };
-
-inline const char* act_name(Act a) noexcept {
-    switch (a) {
-    case Act::none: return "linear";
-    case Act::relu: return "relu";
-    case Act::leaky_relu: return "leaky_relu";
-    case Act::elu: return "elu";
-    case Act::tanh: return "tanh";
-    case Act::sigmoid: return "sigmoid";
-    case Act::softplus: return "softplus";
-    }
-    return "?";
-}
-
-/// Kernel family of the fixed-size path.
-enum class Isa : std::uint8_t { scalar, avx2, avx512, neon };
-
-inline const char* isa_name(Isa i) noexcept {
-    switch (i) {
-    case Isa::scalar: return "scalar";
-    case Isa::avx2: return "avx2";
-    case Isa::avx512: return "avx512";
-    case Isa::neon: return "neon";
-    }
-    return "?";
-}
-
-/// Whether this CPU and this build can run a kernel family (cpuid via the compiler's builtins,
-/// which also check that the OS saves the vector state; __builtin_cpu_init makes them valid in
-/// static constructors too).
-inline bool isa_supported(Isa i) noexcept {
-    switch (i) {
-    case Isa::scalar: return true;
-#if TAPIR_DEPLOY_X86
-    case Isa::avx2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::avx512:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    case Isa::avx2:
-    case Isa::avx512: return false;
-#endif
-    case Isa::neon: return TAPIR_DEPLOY_NEON != 0;
-    }
-    return false;
-}
-
-inline Isa best_isa() noexcept {
-    if (isa_supported(Isa::avx512)) return Isa::avx512;
-    if (isa_supported(Isa::avx2)) return Isa::avx2;
-    if (isa_supported(Isa::neon)) return Isa::neon;
-    return Isa::scalar;
-}
 
 /// Outcome of loading or configuring a model (no exceptions in this header).
 enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa };
@@ -14279,7 +15058,7 @@ struct LayerView {
     const T* weight = nullptr;
     const T* bias = nullptr;
     std::size_t in = 0, out = 0;
-    Act act = Act::none;
+    Activation act = Activation::none;
     T alpha = T(0);
 };
 
@@ -14288,233 +15067,20 @@ namespace detail {
 constexpr std::size_t round_up(std::size_t x, std::size_t r) noexcept { return (x + r - 1) / r * r; }
 constexpr std::size_t cmax(std::size_t a, std::size_t b) noexcept { return a > b ? a : b; }
 
-/// simd::gemm's K blocking: equal blocks of at most kc terms (kc depends on the kernel family),
-/// each a fresh chain added to C in order.
-constexpr std::size_t k_block(std::size_t k, std::size_t kc) noexcept {
-    return k <= kc ? k : (k + (k + kc - 1) / kc - 1) / ((k + kc - 1) / kc);
-}
-
 template <class T>
 inline bool finite(T x) noexcept {
     return x - x == x - x;
 }
 
-// ---- scalar replicas of tapir::simd's exp/tanh/sigmoid ------------------------------------
-// F = true: multiply-adds are fused (the AVX2/AVX-512/NEON kernels); false: a * b + c as the
-// scalar kernels write it. The constants are simd::detail::math_consts' (this header cannot
-// include simd/, which throws); convert.hpp static_asserts that they agree.
-
-template <class T>
-struct mconst;
-template <>
-struct mconst<float> {
-    using U = std::uint32_t;
-    static constexpr int mant_bits = 23, bias = 127, exp_terms = 8;
-    /// ln2 = hi + lo, hi on 16 bits (Cody-Waite).
-    static constexpr float log2e = 1.44269502163f, ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
-    static constexpr float shifter = 12582912.0f, exp_hi = 89.0f, exp_lo = -104.0f, tanh_clamp = 10.0f;
+/// Blocking per kernel family V (a simd wrapper): U1 vectors per pass at batch 1 (enough chains to
+/// hide the FMA latency), R rows x UB vectors per pass in batches (weights loaded once for R rows);
+/// KC is simd::gemm's K block depth, which decides where the dynamic model restarts its chains.
+template <class V>
+struct blocking {
+    static constexpr std::size_t U1 = 8, R = 4;
+    static constexpr std::size_t UB = (V::id == simd::isa::avx512 || V::id == simd::isa::neon) ? 4 : 2;
+    static constexpr std::size_t KC = simd::gemm_kc(V::id, sizeof(typename V::value_type));
 };
-template <>
-struct mconst<double> {
-    using U = std::uint64_t;
-    static constexpr int mant_bits = 52, bias = 1023, exp_terms = 14;
-    /// hi on 32 bits.
-    static constexpr double log2e = 1.4426950408889634, ln2_hi = 0.6931471806019545, ln2_lo = -4.2009150726810846e-11;
-    static constexpr double shifter = 6755399441055744.0, exp_hi = 710.0, exp_lo = -746.0, tanh_clamp = 20.0;
-};
-
-template <class T>
-constexpr T inv_factorial(int k) noexcept {
-    double f = 1.0;
-    for (int i = 2; i <= k; ++i) f *= i;
-    return static_cast<T>(1.0 / f);
-}
-
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE T mad(T a, T b, T c) noexcept {
-    if constexpr (F) return std::fma(a, b, c);
-    else return a * b + c;
-}
-
-/// 2^n for an integer-valued n in the normal exponent range, exactly.
-template <class T>
-TAPIR_ALWAYS_INLINE T pow2i(T n) noexcept {
-    using C = mconst<T>;
-    using U = typename C::U;
-    const U e = static_cast<U>(static_cast<std::int64_t>(n) + C::bias) << C::mant_bits;
-    T out;
-    std::memcpy(&out, &e, sizeof out);
-    return out;
-}
-
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE void reduce_ln2(T y, T& n, T& r) noexcept {
-    using C = mconst<T>;
-    n = mad<F>(y, C::log2e, C::shifter) - C::shifter;
-    r = mad<F>(-n, C::ln2_hi, y);
-    r = mad<F>(-n, C::ln2_lo, r);
-}
-
-/// e^r - 1 = r + r^2 q(r), Horner over 1/k! from the top term down to 1/2!.
-template <bool F, class T>
-TAPIR_ALWAYS_INLINE T expm1_reduced(T r) noexcept {
-    constexpr int top = mconst<T>::exp_terms - 1;
-    T q = inv_factorial<T>(top);
-    for (int k = top - 1; k >= 2; --k) q = mad<F>(q, r, inv_factorial<T>(k));
-    return mad<F>(r * r, q, r);
-}
-
-template <bool F, class T>
-inline T exp_r(T x) noexcept {
-    using C = mconst<T>;
-    if (x != x) return x + x;
-    T xc = x > C::exp_lo ? x : C::exp_lo;
-    xc = xc < C::exp_hi ? xc : C::exp_hi;
-    T n, r;
-    reduce_ln2<F>(xc, n, r);
-    const T p = expm1_reduced<F>(r) + T(1);
-    const T n1 = mad<F>(n, T(0.5), C::shifter) - C::shifter;
-    const T n2 = n - n1;
-    return (p * pow2i(n1)) * pow2i(n2);
-}
-
-template <bool F, class T>
-inline T tanh_r(T x) noexcept {
-    using C = mconst<T>;
-    if (x != x) return x + x;
-    T a = std::fabs(x);
-    a = a < C::tanh_clamp ? a : C::tanh_clamp;
-    const T y = a + a;
-    T n, r;
-    reduce_ln2<F>(y, n, r);
-    const T s = pow2i(n);
-    const T em = mad<F>(s, expm1_reduced<F>(r), s - T(1));
-    const T t = em / (em + T(2));
-    return std::signbit(x) ? -t : t;
-}
-
-template <bool F, class T>
-inline T sigmoid_r(T x) noexcept {
-    if (x != x) return x + x;
-    const T e = exp_r<F>(-std::fabs(x));
-    return (std::signbit(x) ? e : T(1)) / (T(1) + e);
-}
-
-template <bool F, class T>
-inline T activate(Act a, T z, T alpha) noexcept {
-    switch (a) {
-    case Act::none: return z;
-    case Act::relu: return T(0) > z ? T(0) : z;
-    case Act::leaky_relu: return z > T(0) ? z : alpha * z;
-    case Act::elu: return z > T(0) ? z : alpha * std::expm1(z);
-    case Act::tanh: return tanh_r<F>(z);
-    case Act::sigmoid: return sigmoid_r<F>(z);
-    case Act::softplus: return (z > T(0) ? z : T(0)) + std::log1p(std::exp(-std::abs(z)));
-    }
-    return z;
-}
-
-// ---- vector wrappers ----------------------------------------------------------------------
-// Blocking: U1 vectors per pass at batch 1 (enough chains to hide the FMA latency), R rows x UB
-// vectors per pass in batches (weights loaded once for R rows). KC mirrors the K block depth of
-// simd::gemm for the same family and type (convert.hpp static_asserts it), which decides where
-// the dynamic model restarts its multiply-add chains.
-
-template <class T>
-struct vscalar {
-    using reg = T;
-    static constexpr std::size_t W = 1, U1 = 8, R = 4, UB = 2, KC = 256;
-#if defined(__FP_FAST_FMA) && defined(__FP_FAST_FMAF)
-    /// As tapir::simd's scalar family: fused where the target has FMA (aarch64, x86 with -mfma),
-    /// since the compiler would contract a * b + c at some sites and not at others.
-    static constexpr bool fused = true;
-    static reg fma(reg a, reg b, reg c) noexcept { return std::fma(a, b, c); }
-#else
-    static constexpr bool fused = false;
-    static reg fma(reg a, reg b, reg c) noexcept { return a * b + c; }
-#endif
-    static reg load(const T* p) noexcept { return *p; }
-    static void store(T* p, reg v) noexcept { *p = v; }
-    static reg set1(T x) noexcept { return x; }
-    static reg zero() noexcept { return T(0); }
-    static reg add(reg a, reg b) noexcept { return a + b; }
-    static reg relu(reg x) noexcept { return T(0) > x ? T(0) : x; }
-};
-
-#if TAPIR_DEPLOY_X86
-namespace x86 = tapir::detail::x86;
-/// A vector register in a struct: the generic code passes it by value like a scalar.
-template <class R>
-struct box { R v; };
-
-template <class T>
-struct vavx2 {
-    using raw = std::conditional_t<std::is_same<T, float>::value, x86::f32x8, x86::f64x4>;
-    using reg = box<raw>;
-    static constexpr std::size_t W = 32 / sizeof(T), U1 = 8, R = 4, UB = 2, KC = sizeof(T) == 4 ? 384 : 256;
-    static constexpr bool fused = true;
-    TAPIR_DEPLOY_AVX2 static inline reg load(const T* p) noexcept { return {x86::loadu256(p)}; }
-    TAPIR_DEPLOY_AVX2 static inline void store(T* p, reg v) noexcept { x86::storeu(p, v.v); }
-    TAPIR_DEPLOY_AVX2 static inline reg set1(T x) noexcept { return {x86::set1_256(x)}; }
-    TAPIR_DEPLOY_AVX2 static inline reg zero() noexcept { return {raw{}}; }
-    TAPIR_DEPLOY_AVX2 static inline reg fma(reg a, reg b, reg c) noexcept { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_DEPLOY_AVX2 static inline reg add(reg a, reg b) noexcept { return {a.v + b.v}; }
-    TAPIR_DEPLOY_AVX2 static inline reg relu(reg x) noexcept { return {x86::max(raw{}, x.v)}; }
-};
-
-template <class T>
-struct vavx512 {
-    using raw = std::conditional_t<std::is_same<T, float>::value, x86::f32x16, x86::f64x8>;
-    using reg = box<raw>;
-    static constexpr std::size_t W = 64 / sizeof(T), U1 = 8, R = 4, UB = 4, KC = sizeof(T) == 4 ? 512 : 384;
-    static constexpr bool fused = true;
-    TAPIR_DEPLOY_AVX512 static inline reg load(const T* p) noexcept { return {x86::loadu512(p)}; }
-    TAPIR_DEPLOY_AVX512 static inline void store(T* p, reg v) noexcept { x86::storeu(p, v.v); }
-    TAPIR_DEPLOY_AVX512 static inline reg set1(T x) noexcept { return {x86::set1_512(x)}; }
-    TAPIR_DEPLOY_AVX512 static inline reg zero() noexcept { return {raw{}}; }
-    TAPIR_DEPLOY_AVX512 static inline reg fma(reg a, reg b, reg c) noexcept { return {x86::fmadd(a.v, b.v, c.v)}; }
-    TAPIR_DEPLOY_AVX512 static inline reg add(reg a, reg b) noexcept { return {a.v + b.v}; }
-    TAPIR_DEPLOY_AVX512 static inline reg relu(reg x) noexcept { return {x86::max(raw{}, x.v)}; }
-};
-#endif
-
-#if TAPIR_DEPLOY_NEON
-template <class T>
-struct vneon;
-template <>
-struct vneon<float> {
-    using reg = float32x4_t;
-    static constexpr std::size_t W = 4, U1 = 8, R = 4, UB = 4, KC = 256;
-    static constexpr bool fused = true;
-    static inline reg load(const float* p) noexcept { return vld1q_f32(p); }
-    static inline void store(float* p, reg v) noexcept { vst1q_f32(p, v); }
-    static inline reg set1(float x) noexcept { return vdupq_n_f32(x); }
-    static inline reg zero() noexcept { return vdupq_n_f32(0.0f); }
-    static inline reg fma(reg a, reg b, reg c) noexcept { return vfmaq_f32(c, a, b); }
-    static inline reg add(reg a, reg b) noexcept { return vaddq_f32(a, b); }
-    /// x86's max(0, x): x unless 0 > x (keeps NaN and -0).
-    static inline reg relu(reg x) noexcept {
-        const reg z = vdupq_n_f32(0.0f);
-        return vbslq_f32(vcgtq_f32(z, x), z, x);
-    }
-};
-template <>
-struct vneon<double> {
-    using reg = float64x2_t;
-    static constexpr std::size_t W = 2, U1 = 8, R = 4, UB = 4, KC = 256;
-    static constexpr bool fused = true;
-    static inline reg load(const double* p) noexcept { return vld1q_f64(p); }
-    static inline void store(double* p, reg v) noexcept { vst1q_f64(p, v); }
-    static inline reg set1(double x) noexcept { return vdupq_n_f64(x); }
-    static inline reg zero() noexcept { return vdupq_n_f64(0.0); }
-    static inline reg fma(reg a, reg b, reg c) noexcept { return vfmaq_f64(c, a, b); }
-    static inline reg add(reg a, reg b) noexcept { return vaddq_f64(a, b); }
-    static inline reg relu(reg x) noexcept {
-        const reg z = vdupq_n_f64(0.0);
-        return vbslq_f64(vcgtq_f64(z, x), z, x);
-    }
-};
-#endif
 
 /// acc[r][u] = sum_{p0 <= p < p1} x[r][p] W[p][u-th vector], one fused chain per lane in p order.
 template <class V, class T, std::size_t R, std::size_t U>
@@ -14552,7 +15118,7 @@ template <class V, class T, std::size_t K, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                     const T* TAPIR_RESTRICT b, T* TAPIR_RESTRICT y, std::size_t ldy, bool relu) noexcept {
     using reg = typename V::reg;
-    constexpr std::size_t W = V::W, kcb = k_block(K, V::KC);
+    constexpr std::size_t W = V::W, kcb = simd::gemm_k_block(K, blocking<V>::KC);
     reg c[R][U];
     dense_chain<V, T, R, U>(x, ldx, w, ldw, 0, kcb, c);
     for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
@@ -14568,7 +15134,7 @@ TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, 
 #pragma GCC unroll 16
         for (std::size_t u = 0; u < U; ++u) {
             reg v = V::add(c[r][u], V::load(b + u * W));
-            if (relu) v = V::relu(v);
+            if (relu) v = simd::activation_value<Activation::relu, V>(v, T(0));
             V::store(y + r * ldy + u * W, v);
         }
 }
@@ -14587,7 +15153,7 @@ struct Dense {
 
     alignas(64) T weight[In][out_padded] = {};
     alignas(64) T bias[out_padded] = {};
-    Act act = Act::none;
+    Activation act = Activation::none;
     T alpha = T(0);
 
     /// Weight element (p, j), as in the (in, out) trained matrix.
@@ -14621,20 +15187,18 @@ struct Dense {
     template <class V, std::size_t R>
     TAPIR_ALWAYS_INLINE void run(const T* x, std::size_t ldx, T* y) const noexcept {
         constexpr std::size_t W = V::W, nvec = (Out + W - 1) / W;
-        constexpr std::size_t U = R == 1 ? V::U1 : V::UB;
+        constexpr std::size_t U = R == 1 ? detail::blocking<V>::U1 : detail::blocking<V>::UB;
         constexpr std::size_t U_ = U < nvec ? U : nvec;
         constexpr std::size_t full = nvec / U_;
-        const bool relu = act == Act::relu;
+        const bool relu = act == Activation::relu;
         for (std::size_t t = 0; t < full; ++t)
             detail::dense_tile<V, T, In, R, U_>(x, ldx, &weight[0][0] + t * U_ * W, out_padded, bias + t * U_ * W,
                                                y + t * U_ * W, out_padded, relu);
         for (std::size_t v = full * U_; v < nvec; ++v)
             detail::dense_tile<V, T, In, R, 1>(x, ldx, &weight[0][0] + v * W, out_padded, bias + v * W, y + v * W,
                                               out_padded, relu);
-        if (act != Act::none && act != Act::relu)
-            for (std::size_t r = 0; r < R; ++r)
-                for (std::size_t j = 0; j < Out; ++j)
-                    y[r * out_padded + j] = detail::activate<V::fused>(act, y[r * out_padded + j], alpha);
+        // The R rows are contiguous and out_padded a whole number of vectors: one sweep.
+        if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, R * out_padded, alpha);
     }
 };
 
@@ -14652,43 +15216,17 @@ struct mlp_layers {
     static std::tuple<Dense<T, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
     using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
 };
-} // namespace detail
 
-/// A multilayer perceptron of compile-time sizes: Mlp<float, 8, 24, 16, 8, 1> has inputs 8,
-/// hidden layers 24, 16, 8 and one output. Activations come with the loaded weights.
-///
-///     static tapir::deploy::Mlp<float, 8, 24, 16, 8, 1> net;      // or from deploy::to_fixed()
-///     net.load(views, 4);                                           // Status::ok
-///     float x[8] = {...}, y[1];
-///     net.forward(x, y);                                            // batch 1
-///     net.forward(xs, ys, n);                                       // n rows, row-major
-///
-/// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
-/// exactly as tapir::StandardScaler::transform.
-template <class T, std::size_t... S>
-class Mlp {
-    static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
-    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
-
+/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
+/// the optional input standardisation, and all-or-nothing loading.
+template <class Layers, std::size_t... S>
+class model_base {
 public:
-    using value_type = T;
-    using layers_type = typename detail::mlp_layers<T, S...>::type;
+    using layers_type = Layers;
     static constexpr std::size_t sizes[] = {S...};
     static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
-
-    Mlp() noexcept : isa_(best_isa()) {}
-
-    /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
-    /// on an error the model is unchanged.
-    Status load(const LayerView<T>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
-    }
+    static constexpr std::size_t inputs = size_at<S...>(0);
+    static constexpr std::size_t outputs = size_at<S...>(sizeof...(S) - 1);
 
     /// Standardise inputs first: z = (x - mean) / scale (inputs values each). Null pointers turn it off.
     Status set_input_scaling(const double* mean, const double* scale) noexcept {
@@ -14697,7 +15235,7 @@ public:
             return Status::ok;
         }
         for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
+            if (!finite(mean[i]) || !finite(scale[i])) return Status::non_finite;
             if (!(scale[i] > 0.0)) return Status::bad_scale;
         }
         for (std::size_t i = 0; i < inputs; ++i) {
@@ -14711,35 +15249,95 @@ public:
     const double* input_mean() const noexcept { return mean_; }
     const double* input_scale() const noexcept { return scale_; }
 
-    /// Kernel family used by forward (best_isa() by default).
-    Isa isa() const noexcept { return isa_; }
-    Status set_isa(Isa i) noexcept {
-        if (!isa_supported(i)) return Status::unsupported_isa;
+    template <std::size_t I>
+    const std::tuple_element_t<I, Layers>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, Layers>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+protected:
+    /// count layers from views (null: null_pointer): check(index) for every layer first, then
+    /// set(index) for each, index a std::integral_constant; the model is unchanged on a failed check.
+    template <class Check, class Set>
+    Status load_layers(std::size_t count, const void* views, Check check, Set set) noexcept {
+        if (count != num_layers) return Status::layer_count;
+        if (!views) return Status::null_pointer;
+        const Status s = each<0>(check);
+        return s != Status::ok ? s : each<0>(set);
+    }
+
+    /// Input i standardised, (v - mean) / scale in double (as tapir::StandardScaler::transform).
+    double standardise(std::size_t i, double v) const noexcept { return (v - mean_[i]) / scale_[i]; }
+
+    Layers layers_{};
+
+private:
+    double mean_[inputs] = {};
+    double scale_[inputs] = {};
+    bool scaled_ = false;
+
+    template <std::size_t I, class F>
+    static Status each(F& f) noexcept {
+        if constexpr (I == num_layers) {
+            return Status::ok;
+        } else {
+            const Status s = f(std::integral_constant<std::size_t, I>{});
+            return s != Status::ok ? s : each<I + 1>(f);
+        }
+    }
+};
+} // namespace detail
+
+/// A multilayer perceptron of compile-time sizes: Mlp<float, 8, 24, 16, 8, 1> has inputs 8,
+/// hidden layers 24, 16, 8 and one output. Activations come with the loaded weights.
+///
+///     static tapir::deploy::Mlp<float, 8, 24, 16, 8, 1> net;      // or from deploy::to_fixed()
+///     net.load(views, 4);                                           // Status::ok
+///     float x[8] = {...}, y[1];
+///     net.forward(x, y);                                            // batch 1
+///     net.forward(xs, ys, n);                                       // n rows, row-major
+///
+/// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
+/// exactly as tapir::data::StandardScaler::transform.
+template <class T, std::size_t... S>
+class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, S...> {
+    static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
+    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
+    using base::layers_;
+
+public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
+    using value_type = T;
+
+    Mlp() noexcept : isa_(simd::detected_isa()) {}
+
+    /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
+    /// on an error the model is unchanged.
+    Status load(const LayerView<T>* views, std::size_t count) noexcept {
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
+    }
+
+    /// Kernel family used by forward (simd::detected_isa() by default).
+    simd::isa isa() const noexcept { return isa_; }
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
         isa_ = i;
         return Status::ok;
     }
 
     /// Longest multiply-add chain of a kernel family before it restarts (simd::gemm's K block).
-    static std::size_t sum_block(Isa i) noexcept {
-        switch (i) {
-#if TAPIR_DEPLOY_X86
-        case Isa::avx512: return detail::vavx512<T>::KC;
-        case Isa::avx2: return detail::vavx2<T>::KC;
+    static std::size_t sum_block(simd::isa i) noexcept {
+#if !TAPIR_SIMD_X86
+        if (i == simd::isa::avx2 || i == simd::isa::avx512) i = simd::isa::scalar; // not in this build
 #endif
-#if TAPIR_DEPLOY_NEON
-        case Isa::neon: return detail::vneon<T>::KC;
-#endif
-        default: return detail::vscalar<T>::KC;
-        }
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, layers_type>& layer() noexcept {
-        return std::get<I>(layers_);
+        return simd::gemm_kc(i, sizeof(T));
     }
 
     /// One event: x (inputs values) -> y (outputs values).
@@ -14747,16 +15345,7 @@ public:
 
     /// n events, row-major: x (n x inputs) -> y (n x outputs).
     void forward(const T* x, T* y, std::size_t n) const noexcept {
-        switch (isa_) {
-#if TAPIR_DEPLOY_X86
-        case Isa::avx512: run_avx512(*this, x, y, n); return;
-        case Isa::avx2: run_avx2(*this, x, y, n); return;
-#endif
-#if TAPIR_DEPLOY_NEON
-        case Isa::neon: run_with<detail::vneon<T>>(x, y, n); return;
-#endif
-        default: run_with<detail::vscalar<T>>(x, y, n); return;
-        }
+        simd::dispatch_to<forward_kernel>(isa_, this, x, y, n);
     }
 
     /// Single-output convenience: the output for one event.
@@ -14768,31 +15357,20 @@ public:
     }
 
 private:
+    /// The forward pass as a simd kernel: compiled once per instruction set.
+    struct forward_kernel {
+        using value_type = T;
+        template <class V>
+        static TAPIR_ALWAYS_INLINE void run(const Mlp* m, const T* x, T* y, std::size_t n) noexcept {
+            m->template run_with<V>(x, y, n);
+        }
+    };
+
     /// Widest row a layer reads or writes, padded: the ping-pong scratch size.
     static constexpr std::size_t max_width() noexcept {
         std::size_t m = detail::round_up(inputs, 64 / sizeof(T));
         for (std::size_t i = 1; i <= num_layers; ++i) m = detail::cmax(m, detail::round_up(detail::size_at<S...>(i), 64 / sizeof(T)));
         return m;
-    }
-
-    template <std::size_t I>
-    static Status check_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<T>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
     }
 
     template <class V, std::size_t R, std::size_t I>
@@ -14813,10 +15391,10 @@ private:
         constexpr std::size_t mw = max_width();
         alignas(64) T buf0[R * mw];
         alignas(64) T buf1[R * mw];
-        if (scaled_) {
+        if (this->input_scaling()) {
             for (std::size_t r = 0; r < R; ++r)
                 for (std::size_t i = 0; i < inputs; ++i)
-                    buf1[r * inputs + i] = static_cast<T>((static_cast<double>(x[r * inputs + i]) - mean_[i]) / scale_[i]);
+                    buf1[r * inputs + i] = static_cast<T>(this->standardise(i, static_cast<double>(x[r * inputs + i])));
             run_layers<V, R, 0>(buf1, inputs, buf0, buf1, y);
         } else {
             run_layers<V, R, 0>(x, inputs, buf0, buf1, y);
@@ -14826,33 +15404,17 @@ private:
     template <class V>
     TAPIR_ALWAYS_INLINE void run_with(const T* x, T* y, std::size_t n) const noexcept {
         std::size_t i = 0;
-        for (; i + V::R <= n; i += V::R) run_rows<V, V::R>(x + i * inputs, y + i * outputs);
+        constexpr std::size_t R = detail::blocking<V>::R;
+        for (; i + R <= n; i += R) run_rows<V, R>(x + i * inputs, y + i * outputs);
         for (; i < n; ++i) run_rows<V, 1>(x + i * inputs, y + i * outputs);
     }
 
-#if TAPIR_DEPLOY_X86
-    TAPIR_DEPLOY_AVX2 static void run_avx2(const Mlp& m, const T* x, T* y, std::size_t n) noexcept {
-        m.run_with<detail::vavx2<T>>(x, y, n);
-    }
-    TAPIR_DEPLOY_AVX512 static void run_avx512(const Mlp& m, const T* x, T* y, std::size_t n) noexcept {
-        m.run_with<detail::vavx512<T>>(x, y, n);
-    }
-#endif
-
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
-    Isa isa_;
+    simd::isa isa_;
 };
 
 } // namespace tapir::deploy
 
-#if defined(__clang__)
-#pragma clang diagnostic pop
-#elif defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+TAPIR_SIMD_DIAG_POP
 // ---- end tapir/deploy/fixed.hpp ----
 // ---- begin tapir/deploy/quantize.hpp ----
 /// Quantised fixed-size MLPs, with the same guarantees as fixed.hpp (noexcept, no heap, const and
@@ -14914,7 +15476,7 @@ struct Int8Dense {
     float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
     float w_scale = 1.0f;    ///< W ~ w_scale * weight
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
-    Act act = Act::none;
+    Activation act = Activation::none;
     float alpha = 0.0f;
 
     /// Quantised weight (p, j).
@@ -14970,7 +15532,7 @@ struct Int8Dense {
     /// Dequantise and activate the Out accumulators into y.
     TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
-            y[j] = detail::activate<true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
     }
 
     /// x (In floats) -> y (Out floats), portable loops.
@@ -14988,11 +15550,11 @@ struct Int8Dense {
         finish(acc, y);
     }
 
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
     /// The same sums with AVX2: per pair of inputs, 16-bit multiply-adds (vpmaddwd) of the widened
     /// weights with the broadcast input pair, 8 outputs per register. |x_q w_q| <= 255 * 127, so the
     /// pair sum never saturates.
-    TAPIR_DEPLOY_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
+    TAPIR_TARGET_AVX2 inline void run_avx2(const float* x, float* y) const noexcept {
         alignas(64) std::int16_t q[2 * in_pairs];
         alignas(64) std::int32_t acc[out_padded];
         quantize_input(x, q);
@@ -15037,63 +15599,44 @@ constexpr std::size_t max_size() noexcept {
 
 /// An int8 MLP with compile-time sizes (float in, float out).
 template <std::size_t... S>
-class Int8Mlp {
+class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
+    using base::layers_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
-    using layers_type = typename detail::int8_layers<S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
-    Int8Mlp() noexcept : isa_(best_isa() == Isa::neon ? Isa::neon : (isa_supported(Isa::avx2) ? Isa::avx2 : Isa::scalar)) {}
+    Int8Mlp() noexcept
+        : isa_(simd::detected_isa() == simd::isa::neon
+                   ? simd::isa::neon
+                   : (simd::isa_supported(simd::isa::avx2) ? simd::isa::avx2 : simd::isa::scalar)) {}
 
     /// Quantises trained float layers; input_ranges[l] is the |input| range of layer l to
     /// represent (ModelSpec::input_ranges in convert.hpp calibrates them). All or nothing.
     Status load(const LayerView<float>* views, std::size_t count, const float* input_ranges) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views || !input_ranges) return Status::null_pointer;
-        const Status s = check_from<0>(views, input_ranges);
-        if (s != Status::ok) return s;
-        return load_from<0>(views, input_ranges);
+        return this->load_layers(
+            count, input_ranges ? views : nullptr,
+            [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i], input_ranges[i]); },
+            [&](auto i) {
+                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && non_negative(views[i - 1].act));
+            });
     }
 
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-
-    Isa isa() const noexcept { return isa_; }
+    simd::isa isa() const noexcept { return isa_; }
     /// scalar, or avx2 (its loops compiled for AVX2; avx512 falls back to it), or neon.
-    Status set_isa(Isa i) noexcept {
-        if (!isa_supported(i)) return Status::unsupported_isa;
-        isa_ = i == Isa::avx512 ? Isa::avx2 : i;
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i == simd::isa::avx512 ? simd::isa::avx2 : i;
         return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
     void forward(const float* x, float* y, std::size_t n) const noexcept {
-#if TAPIR_DEPLOY_X86
-        if (isa_ == Isa::avx2) {
+#if TAPIR_SIMD_X86
+        if (isa_ == simd::isa::avx2) {
             run_avx2(*this, x, y, n);
             return;
         }
@@ -15108,31 +15651,11 @@ public:
     }
 
 private:
-    template <std::size_t I>
-    static Status check_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I], ranges[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views, ranges);
-        }
-    }
-    static bool non_negative(Act a) noexcept { return a == Act::relu || a == Act::sigmoid || a == Act::softplus; }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views, const float* ranges) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I], ranges[I], I > 0 && non_negative(views[I - 1].act));
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views, ranges);
-        }
-    }
-
+    static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
-#if TAPIR_DEPLOY_X86
+#if TAPIR_SIMD_X86
         if constexpr (Avx2) std::get<I>(layers_).run_avx2(in, out);
         else std::get<I>(layers_).run(in, out);
 #else
@@ -15147,9 +15670,8 @@ private:
         float a[mw], b[mw], z[inputs];
         for (std::size_t r = 0; r < n; ++r) {
             const float* xr = x + r * inputs;
-            if (scaled_) {
-                for (std::size_t i = 0; i < inputs; ++i)
-                    z[i] = static_cast<float>((static_cast<double>(xr[i]) - mean_[i]) / scale_[i]);
+            if (this->input_scaling()) {
+                for (std::size_t i = 0; i < inputs; ++i) z[i] = static_cast<float>(this->standardise(i, static_cast<double>(xr[i])));
                 xr = z;
             }
             run_layers<Avx2, 0>(xr, a, b, y + r * outputs);
@@ -15157,17 +15679,13 @@ private:
     }
     void run_generic(const float* x, float* y, std::size_t n) const noexcept { run_rows<false>(x, y, n); }
 
-#if TAPIR_DEPLOY_X86
-    TAPIR_DEPLOY_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
+#if TAPIR_SIMD_X86
+    TAPIR_TARGET_AVX2 static void run_avx2(const Int8Mlp& m, const float* x, float* y, std::size_t n) noexcept {
         m.run_rows<true>(x, y, n);
     }
 #endif
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
-    Isa isa_;
+    simd::isa isa_;
 };
 
 // ---- fixed point (ap_fixed) -----------------------------------------------------------------
@@ -15260,7 +15778,7 @@ struct FixedDense {
     static constexpr std::size_t in = In, out = Out;
     std::int32_t weight[In][Out] = {};  ///< raw values of Fx
     std::int32_t bias[Out] = {};
-    Act act = Act::none;
+    Activation act = Activation::none;
     double alpha = 0.0;
 
     static Status check(const LayerView<float>& v) noexcept {
@@ -15298,9 +15816,9 @@ struct FixedDense {
         for (std::size_t j = 0; j < Out; ++j) {
             const Fx z = Fx::from_scaled(acc[j], 2 * F);
             switch (act) {
-            case Act::none: y[j] = z.raw(); break;
-            case Act::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
-            default: y[j] = Fx::from_double(detail::activate<false>(act, z.to_double(), alpha)).raw(); break;
+            case Activation::none: y[j] = z.raw(); break;
+            case Activation::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
+            default: y[j] = Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw(); break;
             }
         }
     }
@@ -15318,46 +15836,22 @@ struct fixed_layers {
 /// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
 /// inputs quantised to Fx, float out).
 template <class Fx, std::size_t... S>
-class FixedMlp {
+class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...> {
     static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
+    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
+    using base::layers_;
 
 public:
+    using typename base::layers_type;
+    using base::inputs, base::num_layers, base::outputs;
     using value_type = float;
     using fixed_type = Fx;
-    using layers_type = typename detail::fixed_layers<Fx, S...>::type;
-    static constexpr std::size_t sizes[] = {S...};
-    static constexpr std::size_t num_layers = sizeof...(S) - 1;
-    static constexpr std::size_t inputs = detail::size_at<S...>(0);
-    static constexpr std::size_t outputs = detail::size_at<S...>(sizeof...(S) - 1);
 
     /// Quantises trained float layers to Fx. All or nothing.
     Status load(const LayerView<float>* views, std::size_t count) noexcept {
-        if (count != num_layers) return Status::layer_count;
-        if (!views) return Status::null_pointer;
-        const Status s = check_from<0>(views);
-        if (s != Status::ok) return s;
-        return load_from<0>(views);
-    }
-    Status set_input_scaling(const double* mean, const double* scale) noexcept {
-        if (!mean || !scale) {
-            scaled_ = false;
-            return Status::ok;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            if (!detail::finite(mean[i]) || !detail::finite(scale[i])) return Status::non_finite;
-            if (!(scale[i] > 0.0)) return Status::bad_scale;
-        }
-        for (std::size_t i = 0; i < inputs; ++i) {
-            mean_[i] = mean[i];
-            scale_[i] = scale[i];
-        }
-        scaled_ = true;
-        return Status::ok;
-    }
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
+        return this->load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
+            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
     }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
@@ -15367,7 +15861,7 @@ public:
         for (std::size_t r = 0; r < n; ++r) {
             for (std::size_t i = 0; i < inputs; ++i) {
                 const double v = static_cast<double>(x[r * inputs + i]);
-                a[i] = Fx::from_double(scaled_ ? (v - mean_[i]) / scale_[i] : v).raw();
+                a[i] = Fx::from_double(this->input_scaling() ? this->standardise(i, v) : v).raw();
             }
             const std::int64_t* out = run_layers<0>(a, b);
             for (std::size_t j = 0; j < outputs; ++j)
@@ -15383,76 +15877,18 @@ public:
 
 private:
     template <std::size_t I>
-    static Status check_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::tuple_element_t<I, layers_type>::check(views[I]);
-            return s != Status::ok ? s : check_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
-    Status load_from(const LayerView<float>* views) noexcept {
-        if constexpr (I == num_layers) {
-            return Status::ok;
-        } else {
-            const Status s = std::get<I>(layers_).set(views[I]);
-            if (s != Status::ok) return s;
-            return load_from<I + 1>(views);
-        }
-    }
-    template <std::size_t I>
     const std::int64_t* run_layers(std::int64_t* in, std::int64_t* other) const noexcept {
         std::get<I>(layers_).run(in, other);
         if constexpr (I + 1 < num_layers) return run_layers<I + 1>(other, in);
         else return other;
     }
 
-    layers_type layers_{};
-    double mean_[inputs] = {};
-    double scale_[inputs] = {};
-    bool scaled_ = false;
 };
 
 } // namespace tapir::deploy
 // ---- end tapir/deploy/quantize.hpp ----
 
 namespace tapir::deploy {
-
-namespace detail {
-/// The deploy replicas of exp/tanh/sigmoid must use simd's constants to stay bitwise equal.
-template <class T>
-constexpr bool same_math_consts() {
-    using A = mconst<T>;
-    using B = simd::detail::math_consts<T>;
-    return A::log2e == B::log2e && A::ln2_hi == B::ln2_hi && A::ln2_lo == B::ln2_lo && A::shifter == B::shifter &&
-           A::exp_hi == B::exp_hi && A::exp_lo == B::exp_lo && A::tanh_clamp == B::tanh_clamp &&
-           A::exp_terms == B::exp_terms && A::mant_bits == B::mant_bits;
-}
-static_assert(same_math_consts<float>() && same_math_consts<double>(),
-              "deploy/fixed.hpp's mconst no longer matches simd/math.hpp's math_consts: update it");
-
-/// ... and the dynamic GEMM's K blocks, to restart their sums where it does.
-template <class D, class S>
-constexpr bool same_kc() {
-    return D::KC == simd::detail::gemm_blocking<S>::KC;
-}
-static_assert(same_kc<vscalar<float>, simd::detail::vscalar<float>>() && same_kc<vscalar<double>, simd::detail::vscalar<double>>(),
-              "deploy/fixed.hpp's vscalar::KC no longer matches simd/gemm.hpp's gemm_blocking: update it");
-#if TAPIR_DEPLOY_X86 && TAPIR_SIMD_X86
-static_assert(same_kc<vavx2<float>, simd::detail::vavx2<float>>() && same_kc<vavx2<double>, simd::detail::vavx2<double>>() &&
-                  same_kc<vavx512<float>, simd::detail::vavx512<float>>() &&
-                  same_kc<vavx512<double>, simd::detail::vavx512<double>>(),
-              "deploy/fixed.hpp's vavx2/vavx512::KC no longer match simd/gemm.hpp's gemm_blocking: update them");
-#endif
-#if TAPIR_DEPLOY_NEON && TAPIR_SIMD_NEON
-static_assert(same_kc<vneon<float>, simd::detail::vneon<float>>() && same_kc<vneon<double>, simd::detail::vneon<double>>(),
-              "deploy/fixed.hpp's vneon::KC no longer matches simd/gemm.hpp's gemm_blocking: update it");
-#endif
-} // namespace detail
-
-inline Act to_act(Activation a) noexcept { return static_cast<Act>(static_cast<std::uint8_t>(a)); }
-inline Activation to_activation(Act a) noexcept { return static_cast<Activation>(static_cast<std::uint8_t>(a)); }
 
 /// One dense layer: y = act(x W + b) with W (in x out, row-major) and b (out values or empty).
 template <class T>
@@ -15470,7 +15906,7 @@ struct DenseSpec {
         v.bias = bias.empty() ? nullptr : bias.data();
         v.in = in;
         v.out = out;
-        v.act = to_act(act);
+        v.act = act;
         v.alpha = alpha;
         return v;
     }
@@ -15487,7 +15923,7 @@ struct ModelSpec {
     std::size_t outputs() const noexcept { return layers.empty() ? 0 : layers.back().out; }
     bool has_input_scaling() const noexcept { return !input_mean.empty(); }
 
-    /// Standardisation as tapir::StandardScaler stores it (scaler.mean(), scaler.scale()).
+    /// Standardisation as tapir::data::StandardScaler stores it (scaler.mean(), scaler.scale()).
     void set_input_scaling(std::vector<double> mean, std::vector<double> scale) {
         input_mean = std::move(mean);
         input_scale = std::move(scale);
@@ -15602,13 +16038,13 @@ private:
                 b.assign(l.out, T(0));
                 for (std::size_t j = 0; j < l.out; ++j) {
                     T acc = T(0);
-                    for (std::size_t p0 = 0, kc = detail::k_block(l.in, sum_block); p0 < l.in; p0 += kc) {
+                    for (std::size_t p0 = 0, kc = simd::gemm_k_block(l.in, sum_block); p0 < l.in; p0 += kc) {
                         T part = T(0);
                         for (std::size_t p = p0; p < p0 + kc && p < l.in; ++p) part = std::fma(a[p], l.w(p, j), part);
                         acc = p0 == 0 ? part : part + acc;
                     }
                     if (!l.bias.empty()) acc += l.bias[j];
-                    b[j] = detail::activate<true>(to_act(l.act), acc, l.alpha);
+                    b[j] = simd::activation_scalar<T, true>(l.act, acc, l.alpha);
                 }
                 a.swap(b);
             }
@@ -15906,7 +16342,9 @@ void emit_array(std::string& out, const std::string& decl, const T* v, std::size
 }
 
 /// The helpers, written once for T (replacing @T@): multiply-add, the blocked dense kernel,
-/// and tanh/sigmoid mirroring tapir::deploy::detail (fixed.hpp) operation by operation.
+/// and tanh/sigmoid as simd/vmath.hpp's tanh_v/sigmoid_v (simd/activation.hpp) on one lane,
+/// operation by operation, with simd::math_constants' numbers; test_codegen.cpp compiles the
+/// output and checks it bitwise against the library on every instruction set.
 inline const char* gen_dense_helpers() {
     return R"(#if TAPIR_GEN_FMA
 inline @T@ mad(@T@ a, @T@ b, @T@ c) noexcept { return std::fma(a, b, c); }
@@ -16046,7 +16484,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
 
     std::string helpers = detail::gen_dense_helpers();
     if (uses_poly) {
-        using C = detail::mconst<T>;
+        using C = simd::math_constants<T>;
         std::string e = detail::gen_exp_helpers();
         // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
         const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
@@ -16060,9 +16498,9 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
         table.pop_back();
         detail::replace_all(e, "@POW2@", table);
         std::string horner;
-        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(detail::inv_factorial<T>(k)) + ");\n";
+        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
         detail::replace_all(e, "@HORNER@", horner);
-        detail::replace_all(e, "@FACT_TOP@", lit(detail::inv_factorial<T>(C::exp_terms - 1)));
+        detail::replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
         detail::replace_all(e, "@LOG2E@", lit(C::log2e));
         detail::replace_all(e, "@SHIFTER@", lit(C::shifter));
         detail::replace_all(e, "@LN2HI@", lit(C::ln2_hi));
@@ -16108,7 +16546,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
         const bool last = i + 1 == nl;
         const std::string out = last ? "y" : "h" + id;
         if (!last) o += "    " + tn + " " + out + "[" + n + "];\n";
-        o += "    detail::dense<" + std::to_string(l.in) + ", " + n + ", " + std::to_string(detail::k_block(l.in, opt.sum_block)) + ">(" + in +
+        o += "    detail::dense<" + std::to_string(l.in) + ", " + n + ", " + std::to_string(simd::gemm_k_block(l.in, opt.sum_block)) + ">(" + in +
              ", detail::w" + id + ", detail::b" + id + ", " + out + ");\n";
         if (l.act != Activation::none) {
             const std::string e = detail::act_expr(l.act, l.alpha, out + "[j]");
@@ -16153,4 +16591,51 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 ///                 function, only <cmath>) for firmware and trigger code bases
 
 // ---- end tapir/deploy/deploy.hpp ----
+// ---- begin tapir/extern_templates.hpp ----
+/// Opt-in precompiled instantiations of the costliest templates above the SIMD layer (the backward
+/// driver, the layers and containers, fit/predict, the optimisers), for float and double.
+/// Header-only use is unchanged by default. A program that defines TAPIR_EXTERN_TEMPLATES in every
+/// file and TAPIR_INSTANTIATE_KERNELS in exactly one file that includes <tapir/tapir.hpp> compiles
+/// them (and the kernels of simd/) once: a user file then compiles in a fraction of the time.
+
+#include <cstddef>
+#include <vector>
+
+
+#if defined(TAPIR_INSTANTIATE_KERNELS) || defined(TAPIR_EXTERN_TEMPLATES)
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+#define TAPIR_INSTANTIATE_X template
+#else
+#define TAPIR_INSTANTIATE_X extern template
+#endif
+/// Whole classes: their out-of-line and virtual members (not inlined calls) come from the one file.
+#define TAPIR_INSTANTIATE_ALL(T)                                                                        \
+    TAPIR_INSTANTIATE_X void detail::run_eager<T>(Tape<T>&, std::vector<Ref<T>>&, const Var<T>*, std::size_t, const Var<T>*, bool); \
+    TAPIR_INSTANTIATE_X class nn::Module<T>;                                                              \
+    TAPIR_INSTANTIATE_X class nn::Sequential<T>;                                                          \
+    TAPIR_INSTANTIATE_X class nn::Dense<T>;                                                               \
+    TAPIR_INSTANTIATE_X nn::History nn::fit<T, nn::BceWithLogitsLoss>(                                    \
+        nn::Module<T>&, const Tensor<T>&, const Tensor<T>&, optim::Optimizer<T>&, const nn::FitOptions<T>&, \
+        nn::BceWithLogitsLoss);                                                                           \
+    TAPIR_INSTANTIATE_X nn::History nn::fit<T, nn::MseLoss>(nn::Module<T>&, const Tensor<T>&, const Tensor<T>&, \
+                                                            optim::Optimizer<T>&, const nn::FitOptions<T>&, \
+                                                            nn::MseLoss);                                 \
+    TAPIR_INSTANTIATE_X Tensor<T> nn::predict<T>(nn::Module<T>&, const Tensor<T>&, std::size_t);         \
+    TAPIR_INSTANTIATE_X class optim::Optimizer<T>;                                                        \
+    TAPIR_INSTANTIATE_X class optim::detail::AdamCore<T>;                                                 \
+    TAPIR_INSTANTIATE_X class optim::Adam<T>;                                                             \
+    TAPIR_INSTANTIATE_X class optim::AdamW<T>;                                                            \
+    TAPIR_INSTANTIATE_X class optim::SGD<T>;                                                              \
+    TAPIR_INSTANTIATE_X class optim::RMSprop<T>;                                                          \
+    TAPIR_INSTANTIATE_X class optim::Adagrad<T>;
+
+namespace tapir {
+TAPIR_INSTANTIATE_ALL(float)
+TAPIR_INSTANTIATE_ALL(double)
+} // namespace tapir
+
+#undef TAPIR_INSTANTIATE_ALL
+#undef TAPIR_INSTANTIATE_X
+#endif
+// ---- end tapir/extern_templates.hpp ----
 // ---- end tapir/tapir.hpp ----
