@@ -26,9 +26,9 @@ int main(int argc, char** argv) try {
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--help") return std::printf("%s", usage), 0;
-        if (a == "--data" && i + 1 < argc) data = argv[++i];
-        else if (a == "--out" && i + 1 < argc) out = argv[++i];
-        else return std::fprintf(stderr, "%s", usage), 2;
+        if (a != "--data" && a != "--out") return std::fprintf(stderr, "getting_started: unknown option '%s'\n%s", argv[i], usage), 2;
+        if (i + 1 == argc) return std::fprintf(stderr, "getting_started: %s needs a value\n%s", argv[i], usage), 2;
+        (a == "--data" ? data : out) = argv[++i];
     }
     std::filesystem::create_directories(out);
     if (data.empty()) {  // no file given: write generated H -> gamma gamma events in the course's format
