@@ -5495,7 +5495,7 @@ Var<T> hvp(const Var<T>& output, const Var<T>& input, const Var<T>& v, bool crea
 #include <vector>
 
 
-/// Declares op_<id><T>, the descriptor of the op called `name` whose backward rule is the function
+/// Declares `op_<id><T>`, the descriptor of the op called `name` whose backward rule is the function
 /// template `rule(o, node, g)`.
 #define TAPIR_OP(id, name, rule)                                                                                                 \
     template <class T>                                                                                                             \
@@ -14953,7 +14953,7 @@ inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t see
 // ---- begin tapir/deploy/codegen.hpp ----
 /// Code generation: one standalone C++ header per trained model, for firmware and trigger code
 /// bases (in the spirit of hls4ml and TMVA SOFIE). The header holds the weights as constexpr
-/// arrays and one function; it includes only <cmath>, needs C++11, and uses no exceptions, no
+/// arrays and one function; it includes only `<cmath>`, needs C++11, and uses no exceptions, no
 /// RTTI, no heap and no tapir:
 ///
 ///     auto spec = tapir::deploy::spec_from(trained);
@@ -16588,7 +16588,7 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
-///                 function, only <cmath>) for firmware and trigger code bases
+///                 function, only `<cmath>`) for firmware and trigger code bases
 
 // ---- end tapir/deploy/deploy.hpp ----
 // ---- begin tapir/extern_templates.hpp ----

@@ -22,7 +22,7 @@
 #include "kernels.hpp"
 #include "tape.hpp"
 
-/// Declares op_<id><T>, the descriptor of the op called `name` whose backward rule is the function
+/// Declares `op_<id><T>`, the descriptor of the op called `name` whose backward rule is the function
 /// template `rule(o, node, g)`.
 #define TAPIR_OP(id, name, rule)                                                                                                 \
     template <class T>                                                                                                             \

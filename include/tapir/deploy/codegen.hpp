@@ -1,7 +1,7 @@
 #pragma once
 /// Code generation: one standalone C++ header per trained model, for firmware and trigger code
 /// bases (in the spirit of hls4ml and TMVA SOFIE). The header holds the weights as constexpr
-/// arrays and one function; it includes only <cmath>, needs C++11, and uses no exceptions, no
+/// arrays and one function; it includes only `<cmath>`, needs C++11, and uses no exceptions, no
 /// RTTI, no heap and no tapir:
 ///
 ///     auto spec = tapir::deploy::spec_from(trained);

@@ -10,7 +10,7 @@
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
-///                 function, only <cmath>) for firmware and trigger code bases
+///                 function, only `<cmath>`) for firmware and trigger code bases
 
 #include "fixed.hpp"
 #include "quantize.hpp"
