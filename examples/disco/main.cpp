@@ -44,7 +44,6 @@
 #include <vector>
 
 using namespace tapir;
-using nn::Dense;
 using nn::Sequential;
 
 namespace {
