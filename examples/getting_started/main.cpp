@@ -3,6 +3,8 @@
 // Usage: getting_started [--data FILE.csv] [--out DIR]; without --data it writes generated events first.
 #include <tapir/tapir.hpp>
 
+#include "../common/cli.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -21,15 +23,14 @@ nn::Sequential<float> make_classifier(Rng& rng) {  // the course classifier, 8-2
 }
 
 int main(int argc, char** argv) try {
-    const char* usage = "usage: getting_started [--data FILE.csv] [--out DIR]\n";
+    const examples::Cli cli("getting_started", "getting_started [--data FILE.csv] [--out DIR]\n");
     std::string data, out = ".";
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--help") return std::printf("%s", usage), 0;
-        if (a == "--data" && i + 1 < argc) data = argv[++i];
-        else if (a == "--out" && i + 1 < argc) out = argv[++i];
-        else return std::fprintf(stderr, "%s", usage), 2;
-    }
+    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
+        if (a == "--data") data = value();
+        else if (a == "--out") out = value();
+        else return false;
+        return true;
+    });
     std::filesystem::create_directories(out);
     if (data.empty()) {  // no file given: write generated H -> gamma gamma events in the course's format
         data = out + "/diphoton.csv";
