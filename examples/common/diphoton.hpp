@@ -1,7 +1,10 @@
 #pragma once
 // Shared by the H -> gamma gamma examples (higgs, disco): the events in the course's CSV format
 // or generated, and the course classifier.
+#include "cli.hpp"
+
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -63,6 +66,28 @@ inline Events from_csv(const std::string& path) {
             throw tapir::value_error(path + ": event " + std::to_string(i) + " (data line " + std::to_string(i + 2) +
                                      "): label " + std::to_string(e.label[i]) + " is not 0 or 1");
     return e;
+}
+
+/// Fewer than kMinEvents generated events is a usage error before any work (a --data file is
+/// checked when it is read).
+inline void check_event_count(const Cli& cli, const std::string& data, std::size_t events) {
+    if (data.empty() && events < kMinEvents)
+        cli.usage("--events " + std::to_string(events) + " is too few: the 70/30 split needs at least " +
+                  std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
+}
+
+/// The events of the CSV data, or when data is empty `events` generated with seed (and written to
+/// write_events unless it is empty); source says which, for the log and summary.json.
+inline Events load_events(const std::string& data, std::size_t events, std::uint64_t seed, std::string& source,
+                          const std::string& write_events = "") {
+    if (!data.empty()) {
+        source = data;
+        return from_csv(data);
+    }
+    const auto gen = tapir::hep::generate_diphoton(events, seed);
+    if (!write_events.empty()) tapir::hep::write_diphoton_csv(write_events, gen);
+    source = "generated (" + std::to_string(events) + " events, seed " + std::to_string(seed) + ")";
+    return from_generated(gen);
 }
 
 /// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU; the output is a logit (sigmoid applied in the loss).

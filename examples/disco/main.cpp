@@ -28,6 +28,7 @@
 
 #include "../common/cli.hpp"
 #include "../common/diphoton.hpp"
+#include "../common/json.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -43,7 +44,6 @@
 #include <vector>
 
 using namespace tapir;
-using nn::Dense;
 using nn::Sequential;
 
 namespace {
@@ -51,7 +51,6 @@ namespace {
 using examples::diphoton::Events;
 using examples::diphoton::kMassHi;
 using examples::diphoton::kMassLo;
-using examples::diphoton::kMinEvents;
 using examples::diphoton::make_classifier;
 
 // ---- options ----------------------------------------------------------------------------------
@@ -107,25 +106,15 @@ Options parse_args(int argc, char** argv) {
         else return false;
         return true;
     });
-    if (o.data.empty() && o.events < kMinEvents)
-        cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
-                  std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
+    examples::diphoton::check_event_count(cli, o.data, o.events);
     return o;
 }
 
 using examples::fmt;
+using examples::json_string;
 using examples::Progress;
 
-// ---- events (as in the Higgs example) -------------------------------------------------------------
-
-Events load_events(const Options& o, std::string& source) {
-    if (!o.data.empty()) {
-        source = o.data;
-        return examples::diphoton::from_csv(o.data);
-    }
-    source = "generated (" + std::to_string(o.events) + " events, seed " + std::to_string(o.seed) + ")";
-    return examples::diphoton::from_generated(hep::generate_diphoton(o.events, o.seed));
-}
+// ---- the 70/30 split (as in the Higgs example) ----------------------------------------------------
 
 struct Split {
     data::Dataset<float> train;  // aux: m_yy
@@ -285,15 +274,6 @@ Adversarial read_adversarial(const std::string& path) {
     return sorted;
 }
 
-std::string json_string(const std::string& s) {
-    std::string r = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') r += '\\';
-        if (static_cast<unsigned char>(c) >= 0x20) r += c;
-    }
-    return r + "\"";
-}
-
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<Point>& pts, double seconds) {
     std::ofstream f(path);
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
@@ -371,7 +351,7 @@ int main(int argc, char** argv) {
     try {
         const Progress progress{o.quiet};
         std::string source;
-        const Events ev = load_events(o, source);
+        const Events ev = examples::diphoton::load_events(o.data, o.events, o.seed, source);
         const Split split = make_split(ev, o.seed);
         progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
 

@@ -43,11 +43,8 @@ using nn::Sequential;
 namespace {
 
 using examples::diphoton::Events;
-using examples::diphoton::from_csv;
-using examples::diphoton::from_generated;
 using examples::diphoton::kMassHi;
 using examples::diphoton::kMassLo;
-using examples::diphoton::kMinEvents;
 using examples::diphoton::make_classifier;
 
 // ---- options ----------------------------------------------------------------------------------
@@ -96,13 +93,9 @@ Options parse_args(int argc, char** argv) {
         else return false;
         return true;
     });
-    if (o.data.empty() && o.events < kMinEvents)
-        cli.usage("--events " + std::to_string(o.events) + " is too few: the 70/30 split needs at least " +
-                  std::to_string(kMinEvents) + " events for R50 and the mass sculpting of its test part");
+    examples::diphoton::check_event_count(cli, o.data, o.events);
     return o;
 }
-
-// ---- events -----------------------------------------------------------------------------------
 
 // ---- networks ---------------------------------------------------------------------------------
 
@@ -313,42 +306,37 @@ void plot_all(const std::string& out, const Split& s, const Result& clf, const R
         ax.set_xlim(0, 1).set_ylim(0, 1.02);
         fig.save(out + "/roc.svg");
     }
-    {
+    /// One panel per network, side by side: draw(axes, result).
+    const auto per_network = [&](const std::string& file, const std::string& title, const auto& draw) {
         Figure fig(1100, 440, 1, 2);
-        fig.suptitle("Discriminant distributions (test events)");
+        fig.suptitle(title);
         int col = 0;
-        for (const Result* r : {&clf, &ann}) {
-            std::vector<double> sig, bkg;
-            for (std::size_t i = 0; i < r->score.size(); ++i) (s.test_label[i] > 0.5 ? sig : bkg).push_back(r->score[i]);
-            auto& ax = fig.axes(0, col++);
-            ax.histogram(bkg, 40, 0.0, 1.0, Style("background").fill(0.3), true);
-            ax.histogram(sig, 40, 0.0, 1.0, Style("signal (H → γγ)").width(2), true);
-            ax.vline(r->threshold, Style("cut at ε_S = 50%", "#444444").dashed());
-            ax.set_xlabel("network output").set_ylabel("normalised events").set_title(r->name).set_log_y();
-        }
-        fig.save(out + "/discriminant.svg");
-    }
-    {
-        Figure fig(1100, 440, 1, 2);
-        fig.suptitle("Background m_γγ: all events vs events passing the 50% signal-efficiency cut");
-        int col = 0;
-        for (const Result* r : {&clf, &ann}) {
-            std::vector<double> all, pass;
-            for (std::size_t i = 0; i < r->score.size(); ++i) {
-                if (s.test_label[i] > 0.5) continue;
-                all.push_back(s.test_myy[i]);
-                if (r->score[i] >= r->threshold) pass.push_back(s.test_myy[i]);
-            }
-            auto& ax = fig.axes(0, col++);
-            ax.histogram(all, 11, kMassLo, kMassHi, Style("all background").fill(0.3), true);
-            ax.histogram(pass, 11, kMassLo, kMassHi, Style("passing the cut").width(2), true);
-            std::ostringstream t;
-            t.precision(3);
-            t << r->name << ": 1/JSD = " << 1.0 / r->jsd;
-            ax.set_xlabel("m_γγ [GeV]").set_ylabel("1/N dN/dm_γγ [1/GeV]").set_title(t.str());
-        }
-        fig.save(out + "/mass_sculpting.svg");
-    }
+        for (const Result* r : {&clf, &ann}) draw(fig.axes(0, col++), *r);
+        fig.save(out + "/" + file);
+    };
+    per_network("discriminant.svg", "Discriminant distributions (test events)", [&](auto& ax, const Result& r) {
+        std::vector<double> sig, bkg;
+        for (std::size_t i = 0; i < r.score.size(); ++i) (s.test_label[i] > 0.5 ? sig : bkg).push_back(r.score[i]);
+        ax.histogram(bkg, 40, 0.0, 1.0, Style("background").fill(0.3), true);
+        ax.histogram(sig, 40, 0.0, 1.0, Style("signal (H → γγ)").width(2), true);
+        ax.vline(r.threshold, Style("cut at ε_S = 50%", "#444444").dashed());
+        ax.set_xlabel("network output").set_ylabel("normalised events").set_title(r.name).set_log_y();
+    });
+    per_network("mass_sculpting.svg", "Background m_γγ: all events vs events passing the 50% signal-efficiency cut",
+                [&](auto& ax, const Result& r) {
+                    std::vector<double> all, pass;
+                    for (std::size_t i = 0; i < r.score.size(); ++i) {
+                        if (s.test_label[i] > 0.5) continue;
+                        all.push_back(s.test_myy[i]);
+                        if (r.score[i] >= r.threshold) pass.push_back(s.test_myy[i]);
+                    }
+                    ax.histogram(all, 11, kMassLo, kMassHi, Style("all background").fill(0.3), true);
+                    ax.histogram(pass, 11, kMassLo, kMassHi, Style("passing the cut").width(2), true);
+                    std::ostringstream t;
+                    t.precision(3);
+                    t << r.name << ": 1/JSD = " << 1.0 / r.jsd;
+                    ax.set_xlabel("m_γγ [GeV]").set_ylabel("1/N dN/dm_γγ [1/GeV]").set_title(t.str());
+                });
     {
         Figure fig(640, 440);
         auto& ax = fig.axes();
@@ -412,17 +400,8 @@ int main(int argc, char** argv) {
     if (!examples::make_output_dir("higgs", o.out)) return 1;
     try {
         const Progress progress{o.quiet};
-        Events ev;
         std::string source;
-        if (!o.data.empty()) {
-            ev = from_csv(o.data);
-            source = o.data;
-        } else {
-            const auto gen = hep::generate_diphoton(o.events, o.seed);
-            if (!o.write_events.empty()) hep::write_diphoton_csv(o.write_events, gen);
-            ev = from_generated(gen);
-            source = "generated (" + std::to_string(o.events) + " events, seed " + std::to_string(o.seed) + ")";
-        }
+        const Events ev = examples::diphoton::load_events(o.data, o.events, o.seed, source, o.write_events);
         progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
         const Split split = make_split(ev, o.seed);
 

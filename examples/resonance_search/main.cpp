@@ -38,6 +38,7 @@
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/json.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -146,6 +147,7 @@ Options parse_args(int argc, char** argv) {
 }
 
 using examples::fmt;
+using examples::json_string;
 using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
@@ -561,12 +563,18 @@ void plot_experiment(const std::string& path, const Experiment& ex, const Option
     fig.save(path);
 }
 
+/// One panel per experiment, side by side: draw(axes, k) for experiment k.
+template <class Draw>
+void plot_per_experiment(const std::string& path, int height, const std::string& title, std::size_t experiments, const Draw& draw) {
+    io::Figure fig(560 * static_cast<int>(experiments), height, 1, static_cast<int>(experiments));
+    fig.suptitle(title);
+    for (std::size_t k = 0; k < experiments; ++k) draw(fig.axes(0, static_cast<int>(k)), k);
+    fig.save(path);
+}
+
 void plot_scans(const std::string& path, const std::vector<Experiment>& exs, const Options& o) {
     using namespace tapir::io;
-    Figure fig(560 * static_cast<int>(exs.size()), 440, 1, static_cast<int>(exs.size()));
-    fig.suptitle("Local significance along the mass scan, per response slice");
-    for (std::size_t k = 0; k < exs.size(); ++k) {
-        auto& ax = fig.axes(0, static_cast<int>(k));
+    plot_per_experiment(path, 440, "Local significance along the mass scan, per response slice", exs.size(), [&](auto& ax, std::size_t k) {
         for (std::size_t s = 0; s < exs[k].slices.size(); ++s) ax.line(exs[k].slices[s].scan.mass, exs[k].slices[s].scan.z, Style("slice " + std::to_string(s + 1)).width(1.8));
         ax.line(exs[k].inclusive.mass, exs[k].inclusive.z, Style("all data", "#444444").dashed());
         if (!exs[k].slices.empty() && !exs[k].slices[0].toy_max_z.empty()) {
@@ -575,8 +583,7 @@ void plot_scans(const std::string& path, const std::vector<Experiment>& exs, con
         }
         ax.vline(o.signal_mass, Style("", "#bbbbbb").dotted());
         ax.set_xlabel("m_llγ hypothesis [GeV]").set_ylabel("signed local Z").set_title(exs[k].name).legend();
-    }
-    fig.save(path);
+    });
 }
 
 void plot_toys(const std::string& path, const Experiment& ex) {
@@ -607,18 +614,15 @@ void plot_toys(const std::string& path, const Experiment& ex) {
 
 void plot_response(const std::string& path, const std::vector<Experiment>& exs, const Sample& data_sig) {
     using namespace tapir::io;
-    Figure fig(560 * static_cast<int>(exs.size()), 420, 1, static_cast<int>(exs.size()));
-    fig.suptitle("Network response of the data events (scored by the fold that did not train on them)");
-    for (std::size_t k = 0; k < exs.size(); ++k) {
-        auto& ax = fig.axes(0, static_cast<int>(k));
+    const char* title = "Network response of the data events (scored by the fold that did not train on them)";
+    plot_per_experiment(path, 420, title, exs.size(), [&](auto& ax, std::size_t k) {
         const bool truth = exs.size() == 2 && k == 1;
         std::vector<double> bkg, sig;
         for (std::size_t i = 0; i < exs[k].response.size(); ++i) ((truth && data_sig.truth[i] == 1) ? sig : bkg).push_back(exs[k].response[i]);
         ax.histogram(bkg, 50, 0, 1, Style("background events").fill(0.35), true);
         if (!sig.empty()) ax.histogram(sig, 50, 0, 1, Style("injected resonance").width(2), true);
         ax.set_log_y().set_xlabel("network response").set_ylabel("density").set_title(exs[k].name).legend();
-    }
-    fig.save(path);
+    });
 }
 
 /// The acceptance figures on background-only data (generated events only).
@@ -628,15 +632,6 @@ struct NullSummary {
     std::size_t below5 = 0, slices = 0, toys = 0;
     double scan_mean = 0, scan_sd = 0, fixed_mean = 0, fixed_sd = 0;
 };
-
-std::string json_string(const std::string& s) {
-    std::string r = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') r += '\\';
-        if (static_cast<unsigned char>(c) >= 0x20) r += c;
-    }
-    return r + "\"";
-}
 
 /// JSON has no NaN: null instead.
 std::string json_number(double v) {

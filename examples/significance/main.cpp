@@ -31,6 +31,7 @@
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/json.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -164,6 +165,7 @@ Options parse_args(int argc, char** argv) {
     return o;
 }
 
+using examples::json_string;
 using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
@@ -481,15 +483,6 @@ void write_results(const std::string& path, const std::vector<Run>& runs) {
     }
     io::write_csv(path, {"seed", "loss", "systematic", "epoch", "s", "b", "z_asimov", "logit_cut", "signal_efficiency", "bkg_test_events"},
               {seed, loss, r, ep, s, b, z, thr, eff, nb});
-}
-
-std::string json_string(const std::string& s) {
-    std::string r = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') r += '\\';
-        if (static_cast<unsigned char>(c) >= 0x20) r += c;
-    }
-    return r + "\"";
 }
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<Run>& runs, std::size_t wins,

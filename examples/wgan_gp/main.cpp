@@ -28,6 +28,7 @@
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/json.hpp"
 #include "../common/output_dir.hpp"
 
 #include <algorithm>
@@ -119,6 +120,7 @@ Options parse_args(int argc, char** argv) {
 
 /// Four significant digits unless told otherwise.
 inline std::string fmt(double v, int prec = 4) { return examples::fmt(v, prec); }
+using examples::json_string;
 using examples::Progress;
 
 // ---- events -----------------------------------------------------------------------------------
@@ -260,15 +262,6 @@ Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_
 struct History {
     std::vector<double> step, critic_loss, gen_loss, w_estimate, gp, grad_norm, mean_w1, max_corr_diff;
 };
-
-std::string json_string(const std::string& s) {
-    std::string r = "\"";
-    for (char c : s) {
-        if (c == '"' || c == '\\') r += '\\';
-        if (static_cast<unsigned char>(c) >= 0x20) r += c;
-    }
-    return r + "\"";
-}
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<std::string>& names,
                 const Quality& q, double grad_norm, double seconds_training, double seconds) {
