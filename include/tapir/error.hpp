@@ -44,12 +44,14 @@ public:
 };
 
 namespace detail {
-/// A number in an error message: 9 significant digits, enough to tell two floats apart.
-inline std::string error_number(double v) {
+/// "%.<digits>g" text of v; the default 6 digits is plain "%g" (labels, hyper-parameters: 0.01, 1, 0.2).
+inline std::string number_text(double v, int digits = 6) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
     return buf;
 }
+/// A number in an error message: 9 significant digits, enough to tell two floats apart.
+inline std::string error_number(double v) { return number_text(v, 9); }
 } // namespace detail
 
 } // namespace tapir

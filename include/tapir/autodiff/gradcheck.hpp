@@ -100,6 +100,24 @@ struct GradcheckEval {
             for (std::size_t j = 0; j < gs[k].size(); ++j) m += gs[k][j] * v[k][j];
         return m;
     }
+
+    /// Central differences of value(order) against `analytic`, element by element of every input.
+    GradcheckResult compare(Tape<T>& t, const std::vector<Tensor<T>>& inputs, const std::vector<Tensor<T>>& analytic,
+                            int order, double eps, double tol) {
+        GradcheckResult res;
+        std::vector<Tensor<T>> xs = inputs;
+        for (std::size_t k = 0; k < xs.size(); ++k)
+            for (std::size_t j = 0; j < xs[k].size(); ++j) {
+                const double x0 = xs[k][j];
+                xs[k][j] = x0 + eps;
+                const double vp = value(t, xs, order);
+                xs[k][j] = x0 - eps;
+                const double vm = value(t, xs, order);
+                xs[k][j] = x0;
+                record_error(res, analytic[k][j], (vp - vm) / (2 * eps), k, j, tol);
+            }
+        return res;
+    }
 };
 } // namespace detail
 
@@ -116,20 +134,7 @@ GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, doub
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false, /*allow_unused=*/true);
     std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
-
-    GradcheckResult res;
-    std::vector<Tensor<T>> xs = inputs;
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        for (std::size_t j = 0; j < xs[k].size(); ++j) {
-            const double x0 = xs[k][j];
-            xs[k][j] = x0 + eps;
-            const double lp = ev.value(t, xs, 0);
-            xs[k][j] = x0 - eps;
-            const double lm = ev.value(t, xs, 0);
-            xs[k][j] = x0;
-            detail::record_error(res, analytic[k][j], (lp - lm) / (2 * eps), k, j, tol);
-        }
-    return res;
+    return ev.compare(t, inputs, analytic, 0, eps, tol);
 }
 
 /// Compares the derivative of f's gradient (recorded with create_graph) with central differences
@@ -155,20 +160,7 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
     } else {
         for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }
-
-    GradcheckResult res;
-    std::vector<Tensor<T>> xs = inputs;
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        for (std::size_t j = 0; j < xs[k].size(); ++j) {
-            const double x0 = xs[k][j];
-            xs[k][j] = x0 + eps;
-            const double mp = ev.value(t, xs, 1);
-            xs[k][j] = x0 - eps;
-            const double mm = ev.value(t, xs, 1);
-            xs[k][j] = x0;
-            detail::record_error(res, analytic[k][j], (mp - mm) / (2 * eps), k, j, tol);
-        }
-    return res;
+    return ev.compare(t, inputs, analytic, 1, eps, tol);
 }
 
 } // namespace tapir

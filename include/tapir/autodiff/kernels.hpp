@@ -131,18 +131,26 @@ Ref<T> k_binary(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, F f, const char* o
 /// Below this many elements a plain loop beats the dispatch to a vector kernel.
 constexpr std::size_t small_size = 16;
 
-template <class T>
-TAPIR_ALWAYS_INLINE Ref<T> k_add(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
+/// Same shapes: a plain loop when small, else the vector kernel vec (both compute f lane by lane);
+/// other shapes broadcast through k_binary.
+template <class T, class F, class G>
+TAPIR_ALWAYS_INLINE Ref<T> k_lanewise(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, F f, G vec, const char* name) {
     if (TAPIR_LIKELY(a.shape == b.shape)) {
         Ref<T> out = t.alloc(a.shape);
         const std::size_t n = a.size();
         if (n <= small_size)
-            for (std::size_t i = 0; i < n; ++i) out.data[i] = a.data[i] + b.data[i];
+            for (std::size_t i = 0; i < n; ++i) out.data[i] = f(a.data[i], b.data[i]);
         else
-            simd::add(a.data, b.data, out.data, n);
+            vec(a.data, b.data, out.data, n);
         return out;
     }
-    return k_binary(t, a, b, [](T x, T y) { return x + y; }, "add");
+    return k_binary(t, a, b, f, name);
+}
+template <class T>
+TAPIR_ALWAYS_INLINE Ref<T> k_add(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
+    return k_lanewise(
+        t, a, b, [](T x, T y) { return x + y; },
+        [](const T* x, const T* y, T* o, std::size_t n) { simd::add(x, y, o, n); }, "add");
 }
 template <class T>
 Ref<T> k_sub(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
@@ -150,16 +158,9 @@ Ref<T> k_sub(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
 }
 template <class T>
 TAPIR_ALWAYS_INLINE Ref<T> k_mul(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
-    if (TAPIR_LIKELY(a.shape == b.shape)) {
-        Ref<T> out = t.alloc(a.shape);
-        const std::size_t n = a.size();
-        if (n <= small_size)
-            for (std::size_t i = 0; i < n; ++i) out.data[i] = a.data[i] * b.data[i];
-        else
-            simd::mul(a.data, b.data, out.data, n);
-        return out;
-    }
-    return k_binary(t, a, b, [](T x, T y) { return x * y; }, "mul");
+    return k_lanewise(
+        t, a, b, [](T x, T y) { return x * y; },
+        [](const T* x, const T* y, T* o, std::size_t n) { simd::mul(x, y, o, n); }, "mul");
 }
 template <class T>
 Ref<T> k_div(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {

@@ -155,6 +155,16 @@ inline void scaler_check_features(const char* fn, const Shape& s, std::size_t d)
         throw shape_error(std::string(fn) + ": the scaler was fitted on " + std::to_string(d) +
                           " features, got shape " + s.str());
 }
+/// out[i, j] = f(j, x[i, j]) in double, for a fitted scaler of d features.
+template <class T, class F>
+Tensor<T> scaler_map(const char* fn, const Tensor<T>& x, std::size_t d, F f) {
+    scaler_check_features(fn, x.shape(), d);
+    Tensor<T> out(x.shape());
+    const std::size_t n = x.dim(0);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < d; ++j) out[i * d + j] = static_cast<T>(f(j, static_cast<double>(x[i * d + j])));
+    return out;
+}
 template <class T>
 void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vector<double>& w) {
     scaler_check_2d(fn, x.shape());
@@ -230,24 +240,14 @@ public:
 
     template <class T>
     Tensor<T> transform(const Tensor<T>& x) const {
-        detail::scaler_check_features("StandardScaler::transform", x.shape(), mean_.size());
-        Tensor<T> out(x.shape());
-        const std::size_t n = x.dim(0), d = x.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>((static_cast<double>(x[i * d + j]) - mean_[j]) / scale_[j]);
-        return out;
+        return detail::scaler_map("StandardScaler::transform", x, mean_.size(),
+                                  [this](std::size_t j, double v) { return (v - mean_[j]) / scale_[j]; });
     }
 
     template <class T>
     Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        detail::scaler_check_features("StandardScaler::inverse_transform", z.shape(), mean_.size());
-        Tensor<T> out(z.shape());
-        const std::size_t n = z.dim(0), d = z.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>(static_cast<double>(z[i * d + j]) * scale_[j] + mean_[j]);
-        return out;
+        return detail::scaler_map("StandardScaler::inverse_transform", z, mean_.size(),
+                                  [this](std::size_t j, double v) { return v * scale_[j] + mean_[j]; });
     }
 
     template <class T>
@@ -300,24 +300,14 @@ public:
 
     template <class T>
     Tensor<T> transform(const Tensor<T>& x) const {
-        detail::scaler_check_features("MinMaxScaler::transform", x.shape(), min_.size());
-        Tensor<T> out(x.shape());
-        const std::size_t n = x.dim(0), d = x.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>(lo_ + (static_cast<double>(x[i * d + j]) - min_[j]) * scale_[j]);
-        return out;
+        return detail::scaler_map("MinMaxScaler::transform", x, min_.size(),
+                                  [this](std::size_t j, double v) { return lo_ + (v - min_[j]) * scale_[j]; });
     }
 
     template <class T>
     Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        detail::scaler_check_features("MinMaxScaler::inverse_transform", z.shape(), min_.size());
-        Tensor<T> out(z.shape());
-        const std::size_t n = z.dim(0), d = z.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>((static_cast<double>(z[i * d + j]) - lo_) / scale_[j] + min_[j]);
-        return out;
+        return detail::scaler_map("MinMaxScaler::inverse_transform", z, min_.size(),
+                                  [this](std::size_t j, double v) { return (v - lo_) / scale_[j] + min_[j]; });
     }
 
     template <class T>

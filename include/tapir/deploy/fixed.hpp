@@ -71,6 +71,32 @@ inline bool finite(T x) noexcept {
     return x - x == x - x;
 }
 
+/// The checks every fixed-size layer makes of a LayerView: the sizes, then the weight pointer.
+template <class T>
+inline Status check_view_shape(const LayerView<T>& v, std::size_t in, std::size_t out) noexcept {
+    if (v.in != in || v.out != out) return Status::shape;
+    if (!v.weight) return Status::null_pointer;
+    return Status::ok;
+}
+/// Whether every weight and bias (if any) of a LayerView whose sizes were checked is finite.
+template <class T>
+inline bool view_values_finite(const LayerView<T>& v) noexcept {
+    for (std::size_t k = 0; k < v.in * v.out; ++k)
+        if (!finite(v.weight[k])) return false;
+    if (v.bias)
+        for (std::size_t j = 0; j < v.out; ++j)
+            if (!finite(v.bias[j])) return false;
+    return true;
+}
+
+/// Single-output convenience shared by the models: the output of m for one event.
+template <class M, class T>
+inline T single_output(const M& m, const T* x) noexcept {
+    T y[1];
+    m.forward(x, y);
+    return y[0];
+}
+
 /// Blocking per kernel family V (a simd wrapper): U1 vectors per pass at batch 1 (enough chains to
 /// hide the FMA latency), R rows x UB vectors per pass in batches (weights loaded once for R rows);
 /// KC is simd::gemm's K block depth, which decides where the dynamic model restarts its chains.
@@ -160,14 +186,9 @@ struct Dense {
 
     /// Whether v fits this layer (sizes, pointers, finite values).
     static Status check(const LayerView<T>& v) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        if (!detail::finite(v.alpha)) return Status::non_finite;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
+        if (!detail::view_values_finite(v) || !detail::finite(v.alpha)) return Status::non_finite;
         return Status::ok;
     }
 
@@ -350,9 +371,7 @@ public:
     /// Single-output convenience: the output for one event.
     T operator()(const T* x) const noexcept {
         static_assert(outputs == 1, "Mlp::operator(): the model has several outputs, use forward(x, y)");
-        T y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:

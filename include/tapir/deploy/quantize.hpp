@@ -67,15 +67,10 @@ struct Int8Dense {
     std::int32_t w(std::size_t p, std::size_t j) const noexcept { return weight[p / 2][j][p % 2]; }
 
     static Status check(const LayerView<float>& v, float input_range) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
         if (!detail::finite(input_range) || !(input_range >= 0.0f)) return Status::bad_scale;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        return Status::ok;
+        return detail::view_values_finite(v) ? Status::ok : Status::non_finite;
     }
 
     /// Quantises a float layer; input_range = the largest |input| to represent (from
@@ -229,9 +224,7 @@ public:
     }
     float operator()(const float* x) const noexcept {
         static_assert(outputs == 1, "Int8Mlp::operator(): the model has several outputs, use forward(x, y)");
-        float y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:
@@ -366,14 +359,9 @@ struct FixedDense {
     double alpha = 0.0;
 
     static Status check(const LayerView<float>& v) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        return Status::ok;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
+        return detail::view_values_finite(v) ? Status::ok : Status::non_finite;
     }
 
     Status set(const LayerView<float>& v) noexcept {
@@ -454,9 +442,7 @@ public:
     }
     float operator()(const float* x) const noexcept {
         static_assert(outputs == 1, "FixedMlp::operator(): the model has several outputs, use forward(x, y)");
-        float y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:

@@ -248,18 +248,15 @@ public:
         need(1, where);
         return p_[pos_++];
     }
-    std::uint32_t u32(const std::string& where) {
-        need(4, where);
-        std::uint32_t v = 0;
-        for (int k = 0; k < 4; ++k) v |= static_cast<std::uint32_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 4;
-        return v;
-    }
-    std::uint64_t u64(const std::string& where) {
-        need(8, where);
-        std::uint64_t v = 0;
-        for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 8;
+    std::uint32_t u32(const std::string& where) { return little_endian<std::uint32_t>(where); }
+    std::uint64_t u64(const std::string& where) { return little_endian<std::uint64_t>(where); }
+    /// An unsigned integer stored little-endian (the file's byte order on every host).
+    template <class U>
+    U little_endian(const std::string& where) {
+        need(sizeof(U), where);
+        U v = 0;
+        for (std::size_t k = 0; k < sizeof(U); ++k) v |= static_cast<U>(static_cast<U>(p_[pos_ + k]) << (8 * k));
+        pos_ += sizeof(U);
         return v;
     }
     double f64(const std::string& where) {

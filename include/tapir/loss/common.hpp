@@ -8,7 +8,7 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstdio>
+#include <cstdint>
 #include <string>
 
 #include "../autodiff/ops.hpp"
@@ -94,29 +94,25 @@ Var<T> weighted_mean(const Var<T>& per_event, const Var<T>* weights, const char*
     return scale(sum(mul(per_event, w)), static_cast<T>(1.0 / total));
 }
 
-/// Mean over all axes but the first: (N, ...) -> (N,).
-template <class T>
-Var<T> mean_per_event(const Var<T>& v) {
+/// reduce(flat, 1) over all axes but the first: (N, ...) -> (N,); one value per event is kept as is.
+template <class T, class R>
+Var<T> reduce_per_event(const Var<T>& v, R reduce) {
     const std::size_t n = v.shape()[0];
     const std::size_t k = v.size() / n;
     const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : mean(flat, 1);
+    return k == 1 ? reshape(flat, Shape{n}) : reduce(flat, 1);
+}
+
+/// Mean over all axes but the first: (N, ...) -> (N,).
+template <class T>
+Var<T> mean_per_event(const Var<T>& v) {
+    return reduce_per_event(v, [](const Var<T>& x, std::int64_t axis) { return mean(x, axis); });
 }
 
 /// Sum over all axes but the first: (N, ...) -> (N,).
 template <class T>
 Var<T> sum_per_event(const Var<T>& v) {
-    const std::size_t n = v.shape()[0];
-    const std::size_t k = v.size() / n;
-    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : sum(flat, 1);
-}
-
-/// Formats a label for an error message ("2", "-0.5", "nan").
-inline std::string label_text(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", v);
-    return buf;
+    return reduce_per_event(v, [](const Var<T>& x, std::int64_t axis) { return sum(x, axis); });
 }
 
 } // namespace detail
@@ -131,7 +127,7 @@ void check_binary_targets(const T* y, std::size_t rows, std::size_t per_row, con
         if (TAPIR_LIKELY(y[i] >= T(0) && y[i] <= T(1))) continue;
         std::string where = "row " + std::to_string(i / (per_row ? per_row : 1));
         if (per_row > 1) where += ", column " + std::to_string(i % per_row);
-        throw value_error(std::string(fn) + ": target " + detail::label_text(static_cast<double>(y[i])) + " in " + where +
+        throw value_error(std::string(fn) + ": target " + tapir::detail::number_text(static_cast<double>(y[i])) + " in " + where +
                           " is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)");
     }
 }

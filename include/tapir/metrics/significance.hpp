@@ -12,11 +12,10 @@
 namespace tapir::metrics {
 namespace detail {
 
-/// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
-/// (series sum_{k>=2} (-1)^k x^k / (k (k-1)) below 0.1).
-inline double xlog1px_minus_x(double x) {
-    if (x > 0.1) return (1.0 + x) * std::log1p(x) - x;
-    double term = x * x, sum = 0.0;
+/// sum_{k>=2} (-1)^k term_k / (k (k-1)) with term_2 = term and term_{k+1} = term_k x, to 1e-17
+/// relative: the small-argument series of the two functions below.
+inline double alternating_series(double term, double x) {
+    double sum = 0.0;
     for (int k = 2; k < 60; ++k) {
         const double t = term / (static_cast<double>(k) * static_cast<double>(k - 1));
         sum += (k % 2 == 0) ? t : -t;
@@ -26,17 +25,17 @@ inline double xlog1px_minus_x(double x) {
     return sum;
 }
 
+/// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
+/// (series sum_{k>=2} (-1)^k x^k / (k (k-1)) below 0.1).
+inline double xlog1px_minus_x(double x) {
+    if (x > 0.1) return (1.0 + x) * std::log1p(x) - x;
+    return alternating_series(x * x, x);
+}
+
 /// g(y) / y, continuous at 0 where it vanishes (series below 0.1).
 inline double xlog1px_minus_x_over_x(double y) {
     if (y > 0.1) return xlog1px_minus_x(y) / y;
-    double term = y, sum = 0.0;
-    for (int k = 2; k < 60; ++k) {
-        const double t = term / (static_cast<double>(k) * static_cast<double>(k - 1));
-        sum += (k % 2 == 0) ? t : -t;
-        if (t <= 1e-17 * sum) break;
-        term *= y;
-    }
-    return sum;
+    return alternating_series(y, y);
 }
 
 inline void check_yield(const char* fn, const char* name, double v) {

@@ -101,6 +101,14 @@ struct FitOptions {
 };
 
 namespace detail {
+/// A batch's weight in the epoch means: its event weights' sum, or its size without weights.
+template <class T>
+double batch_weight(const Tensor<T>* w, const std::size_t* idx, std::size_t nb) {
+    if (!w) return static_cast<double>(nb);
+    double bw = 0.0;
+    for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
+    return bw;
+}
 
 template <class T>
 std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w) {
@@ -313,11 +321,7 @@ double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, c
             if (pred->rank() != 2 || pred->shape()[0] != nv || pred->shape()[1] != k) *pred = Tensor<T>(Shape{nv, k});
             b.copy_last_output(pred->data() + start * k);
         }
-        double bw = static_cast<double>(nb);
-        if (w) {
-            bw = 0.0;
-            for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
-        }
+        const double bw = batch_weight(w, idx, nb);
         vsum += static_cast<double>(l) * bw;
         vwsum += bw;
     }
@@ -542,11 +546,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
                 throw value_error("fit: the loss is " + std::string(l != l ? "NaN" : "infinite") + " at epoch " + std::to_string(epoch) +
                                   ", batch " + std::to_string(s + 1) + " of " + std::to_string(steps) +
                                   " (lower the learning rate, standardise the inputs, or use anomaly mode to find the op)");
-            double bw = static_cast<double>(nb);
-            if (w) {
-                bw = 0.0;
-                for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
-            }
+            const double bw = detail::batch_weight(w, idx, nb);
             loss_sum += static_cast<double>(l) * bw;
             weight_sum += bw;
             if (display.bar()) display.step(epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);

@@ -85,7 +85,7 @@ public:
         std::string s = "Dense";
         if (act_ != Activation::none) {
             s += std::string("(") + activation_name(act_);
-            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + detail::format_number(static_cast<double>(alpha_));
+            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + tapir::detail::number_text(static_cast<double>(alpha_));
             s += ")";
         }
         return s;
@@ -165,7 +165,7 @@ public:
     }
     std::string describe() const override {
         if (act_ == Activation::leaky_relu || act_ == Activation::elu)
-            return type_name() + "(" + detail::format_number(static_cast<double>(alpha_)) + ")";
+            return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
         return type_name();
     }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
@@ -257,7 +257,7 @@ public:
     Shape output_shape(const Shape& in) const override { return in; }
     LayerKind kind() const override { return LayerKind::dropout; }
     std::string type_name() const override { return "Dropout"; }
-    std::string describe() const override { return "Dropout(" + detail::format_number(p_) + ")"; }
+    std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
 
 private:

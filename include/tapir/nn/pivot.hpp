@@ -54,7 +54,7 @@ public:
     }
     Var<T> forward(const Var<T>& x) override { return grad_reverse(x, lambda_); }
     std::string type_name() const override { return "GradientReversal"; }
-    std::string describe() const override { return "GradientReversal(" + detail::format_number(static_cast<double>(lambda_)) + ")"; }
+    std::string describe() const override { return "GradientReversal(" + tapir::detail::number_text(static_cast<double>(lambda_)) + ")"; }
     Shape output_shape(const Shape& in) const override { return in; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
     T lambda() const noexcept { return lambda_; }

@@ -47,20 +47,14 @@ public:
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
         a.wd = wd_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
+        this->update_each(a, [&](std::size_t i) {
             a.sum = sum_[i].data();
-            a.n = p.value.size();
             if (wd_ != T(0)) {
                 simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
                 simd::dispatch<detail::adagrad_kernel<T, false>>(a);
             }
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {

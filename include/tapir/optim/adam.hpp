@@ -62,14 +62,9 @@ public:
         const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
         a.wd = wd_;
         a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
+        this->update_each(a, [&](std::size_t i) {
             a.m = m_[i].data();
             a.v = v_[i].data();
-            a.n = p.value.size();
             if (l2) {
                 simd::dispatch<adam_kernel<T, true, false>>(a);
             } else if (dec) {
@@ -77,8 +72,7 @@ public:
             } else {
                 simd::dispatch<adam_kernel<T, false, false>>(a);
             }
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {

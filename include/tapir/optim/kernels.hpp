@@ -45,25 +45,47 @@ TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
     }
 }
 
-// ---- SGD ------------------------------------------------------------------------------------
+/// The parameter an update kernel works on: value p, gradient g, n elements.
 template <class T>
-struct SgdArgs {
+struct ParamSpan {
     T* p;
     const T* g;
-    T* buf;
     std::size_t n;
+};
+
+/// What every update kernel shares: its value type for simd::dispatch, and run<V>(args) over
+/// [0, args.n) with Kernel::block (CRTP).
+template <class T, class Kernel>
+struct block_kernel {
+    using value_type = T;
+    template <class V, class Args>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        for_blocks<V, Kernel>(a, a.n);
+    }
+};
+
+/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
+template <class V, bool P, bool Wd, class Args>
+TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
+    auto d = ld<V, P>(a.g + i, r);
+    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+    return d;
+}
+
+// ---- SGD ------------------------------------------------------------------------------------
+template <class T>
+struct SgdArgs : ParamSpan<T> {
+    T* buf;
     T lr, wd, mu_buf, c_grad, mu;  // buf = mu_buf * buf + c_grad * d; nesterov adds mu * buf
 };
 
 /// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
 template <class T, bool Wd, bool Momentum, bool Nesterov>
-struct sgd_kernel {
-    using value_type = T;
+struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
             st<V, P>(a.buf + i, b, r);
@@ -76,20 +98,13 @@ struct sgd_kernel {
         p = V::fnma(V::set1(a.lr), d, p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(SgdArgs<T> a) {
-        for_blocks<V, sgd_kernel>(a, a.n);
-    }
 };
 
 // ---- Adam / AdamW -----------------------------------------------------------------------------
 template <class T>
-struct AdamArgs {
-    T* p;
-    const T* g;
+struct AdamArgs : ParamSpan<T> {
     T* m;
     T* v;
-    std::size_t n;
     T b1, c1, b2, c2;  // m = b1 m + c1 g, v = b2 v + c2 g^2
     T step;            // lr / bc1 (PyTorch) or lr sqrt(bc2) / bc1 (Keras)
     T sqrt_bc2;        // divides sqrt(v) (PyTorch); 1 for Keras
@@ -97,13 +112,11 @@ struct AdamArgs {
 };
 
 template <class T, bool L2, bool Decoupled>
-struct adam_kernel {
-    using value_type = T;
+struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto g = ld<V, P>(a.g + i, r);
-        if constexpr (L2) g = V::fma(V::set1(a.wd), p, g);
+        const auto g = ld_grad<V, P, L2>(a, i, r, p);
         const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
         const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
         st<V, P>(a.m + i, m, r);
@@ -113,33 +126,24 @@ struct adam_kernel {
         p = V::fnma(V::set1(a.step), V::div(m, denom), p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(AdamArgs<T> a) {
-        for_blocks<V, adam_kernel>(a, a.n);
-    }
 };
 
 // ---- RMSprop ----------------------------------------------------------------------------------
 template <class T>
-struct RmspropArgs {
-    T* p;
-    const T* g;
+struct RmspropArgs : ParamSpan<T> {
     T* sq;
     T* gavg;
     T* buf;
-    std::size_t n;
     T lr, alpha, c_alpha, eps, wd, mu;
 };
 
 /// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
 template <class T, bool Wd, bool Centered, bool Momentum>
-struct rmsprop_kernel {
-    using value_type = T;
+struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
         const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
         st<V, P>(a.sq + i, sq, r);
@@ -161,47 +165,33 @@ struct rmsprop_kernel {
         }
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(RmspropArgs<T> a) {
-        for_blocks<V, rmsprop_kernel>(a, a.n);
-    }
 };
 
 // ---- Adagrad ----------------------------------------------------------------------------------
 template <class T>
-struct AdagradArgs {
-    T* p;
-    const T* g;
+struct AdagradArgs : ParamSpan<T> {
     T* sum;
-    std::size_t n;
     T clr, eps, wd;
 };
 
 template <class T, bool Wd>
-struct adagrad_kernel {
-    using value_type = T;
+struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
         const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
         p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(AdagradArgs<T> a) {
-        for_blocks<V, adagrad_kernel>(a, a.n);
-    }
 };
 
 // ---- gradient helpers -------------------------------------------------------------------------
 /// g = clamp(g, -c, c).
 template <class T>
-struct clamp_kernel {
-    using value_type = T;
+struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
     struct Args {
         T* g;
         std::size_t n;
@@ -212,16 +202,11 @@ struct clamp_kernel {
         const auto g = ld<V, P>(a.g + i, r);
         st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        for_blocks<V, clamp_kernel>(a, a.n);
-    }
 };
 
 /// g += lambda sign(p), sign(0) = 0.
 template <class T>
-struct l1_grad_kernel {
-    using value_type = T;
+struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
     struct Args {
         const T* p;
         T* g;
@@ -234,10 +219,6 @@ struct l1_grad_kernel {
         const auto z = V::zero();
         const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
         st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
-    }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        for_blocks<V, l1_grad_kernel>(a, a.n);
     }
 };
 

@@ -119,6 +119,21 @@ protected:
         }
     }
 
+    /// One update pass: points a.p, a.g and a.n at every trainable parameter i in turn and calls
+    /// update(i) (which sets i's state pointers and runs the kernel); then counts the iteration.
+    template <class Args, class F>
+    void update_each(Args& a, F update) {
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            Parameter<T>& p = *params_[i];
+            if (!p.requires_grad) continue;
+            a.p = p.value.data();
+            a.g = p.grad.data();
+            a.n = p.value.size();
+            update(i);
+        }
+        ++iterations_;
+    }
+
     /// State tensors shaped like every parameter, allocated once and filled with `init`.
     void allocate_like_params(std::vector<Tensor<T>>& s, T init) const {
         if (s.size() == params_.size()) return;

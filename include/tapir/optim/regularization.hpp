@@ -35,6 +35,23 @@ void check_grad_shape(const Parameter<T>& p, const char* fn) {
         throw shape_error(std::string(fn) + ": parameter '" + p.name + "' has a gradient of shape " + p.grad.shape().str() +
                           " but a value of shape " + p.value.shape().str());
 }
+/// Checks lambda and every trainable gradient's shape first (a failing call changes nothing),
+/// then applies f to each trainable parameter.
+template <class T, class F>
+void for_each_trainable(const std::vector<Parameter<T>*>& params, const char* fn, T lambda, F f) {
+    check_reg(params, fn, lambda);
+    for (const Parameter<T>* p : params) if (p->requires_grad) check_grad_shape(*p, fn);
+    for (Parameter<T>* p : params)
+        if (p->requires_grad) f(*p);
+}
+/// lambda * sum over the parameters of sum(term(w)), recorded on the tape.
+template <class T, class F>
+Var<T> penalty_on_tape(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda, const char* fn, F term) {
+    check_reg(params, fn, lambda);
+    Var<T> total = tape.scalar(T(0));
+    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(term(tape.param(*p))));
+    return tapir::scale(total, lambda);
+}
 } // namespace detail
 
 /// lambda * sum |w| over the parameters' values.
@@ -59,42 +76,30 @@ T l2_penalty(const std::vector<Parameter<T>*>& params, T lambda) {
 /// leaves exact zeros alone).
 template <class T>
 void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "add_l1_gradient", lambda);
-    for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l1_gradient");
-    for (Parameter<T>* p : params) {
-        if (!p->requires_grad) continue;
+    detail::for_each_trainable(params, "add_l1_gradient", lambda, [lambda](Parameter<T>& p) {
         simd::dispatch<detail::l1_grad_kernel<T>>(
-            typename detail::l1_grad_kernel<T>::Args{p->value.data(), p->grad.data(), p->value.size(), lambda});
-    }
+            typename detail::l1_grad_kernel<T>::Args{p.value.data(), p.grad.data(), p.value.size(), lambda});
+    });
 }
 
 /// grad += 2 lambda w for every trainable parameter.
 template <class T>
 void add_l2_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "add_l2_gradient", lambda);
-    for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l2_gradient");
-    for (Parameter<T>* p : params) {
-        if (!p->requires_grad) continue;
-        simd::axpy(T(2) * lambda, p->value.data(), p->grad.data(), p->value.size());
-    }
+    detail::for_each_trainable(params, "add_l2_gradient", lambda, [lambda](Parameter<T>& p) {
+        simd::axpy(T(2) * lambda, p.value.data(), p.grad.data(), p.value.size());
+    });
 }
 
 /// lambda * sum |w| recorded on the tape (add it to the loss before backward()).
 template <class T>
 Var<T> l1_loss(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "l1_loss", lambda);
-    Var<T> total = tape.scalar(T(0));
-    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(tapir::abs(tape.param(*p))));
-    return tapir::scale(total, lambda);
+    return detail::penalty_on_tape(tape, params, lambda, "l1_loss", [](const Var<T>& w) { return tapir::abs(w); });
 }
 
 /// lambda * sum w^2 recorded on the tape.
 template <class T>
 Var<T> l2_loss(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "l2_loss", lambda);
-    Var<T> total = tape.scalar(T(0));
-    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(tapir::square(tape.param(*p))));
-    return tapir::scale(total, lambda);
+    return detail::penalty_on_tape(tape, params, lambda, "l2_loss", [](const Var<T>& w) { return tapir::square(w); });
 }
 
 } // namespace optim

@@ -55,18 +55,12 @@ public:
         a.eps = eps_;
         a.wd = wd_;
         a.mu = mu_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
-            a.n = p.value.size();
+        this->update_each(a, [&](std::size_t i) {
             a.sq = sq_[i].data();
             a.gavg = centered_ ? gavg_[i].data() : nullptr;
             a.buf = mom ? buf_[i].data() : nullptr;
             run(a, mom);
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {

@@ -54,16 +54,10 @@ public:
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
-            a.n = p.value.size();
+        this->update_each(a, [&](std::size_t i) {
             a.buf = mom ? buf_[i].data() : nullptr;
             run(a, mom);
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {

@@ -55,26 +55,21 @@ template <class T, class F> struct map_scalar_kernel {
     }
 };
 
-struct add_f {
+/// The four lane-wise arithmetic operations as map2/map_scalar functors.
+enum class arith_op { add, sub, mul, div };
+template <arith_op Op>
+struct arith_f {
     template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::add(a, b);
+        if constexpr (Op == arith_op::add) return V::add(a, b);
+        else if constexpr (Op == arith_op::sub) return V::sub(a, b);
+        else if constexpr (Op == arith_op::mul) return V::mul(a, b);
+        else return V::div(a, b);
     }
 };
-struct sub_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::sub(a, b);
-    }
-};
-struct mul_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::mul(a, b);
-    }
-};
-struct div_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::div(a, b);
-    }
-};
+using add_f = arith_f<arith_op::add>;
+using sub_f = arith_f<arith_op::sub>;
+using mul_f = arith_f<arith_op::mul>;
+using div_f = arith_f<arith_op::div>;
 
 template <class T> struct axpy_kernel {
     using value_type = T;

@@ -165,6 +165,15 @@ template <class T> struct gemm_kernel {
     /// A (a[p*lda + i], full panels only).
     enum class amode { packed, rows, cols };
 
+    /// Clears the MR x NV accumulator block of the micro-kernels.
+    template <class V, std::size_t MR, std::size_t NV>
+    static TAPIR_ALWAYS_INLINE void zero_acc(typename V::reg (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+        for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+    }
+
     /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
     /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
     /// Every element sees the same operation sequence whatever the variant, so results never depend
@@ -175,10 +184,7 @@ template <class T> struct gemm_kernel {
         constexpr std::size_t W = V::W, NR = NV * W;
         using R = typename V::reg;
         R acc[MR][NV];
-#pragma GCC unroll 16
-        for (std::size_t i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        zero_acc<V>(acc);
         std::size_t bcnt[NV];
 #pragma GCC unroll 8
         for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
@@ -238,10 +244,7 @@ template <class T> struct gemm_kernel {
         constexpr std::size_t W = V::W;
         using R = typename V::reg;
         R acc[MR][NV];
-#pragma GCC unroll 16
-        for (std::size_t i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        zero_acc<V>(acc);
         for (std::size_t p = 0; p < kc; ++p) {
             R bv[NV];
 #pragma GCC unroll 8
