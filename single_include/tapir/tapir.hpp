@@ -92,12 +92,14 @@ public:
 };
 
 namespace detail {
-/// A number in an error message: 9 significant digits, enough to tell two floats apart.
-inline std::string error_number(double v) {
+/// "%.<digits>g" text of v; the default 6 digits is plain "%g" (labels, hyper-parameters: 0.01, 1, 0.2).
+inline std::string number_text(double v, int digits = 6) {
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
     return buf;
 }
+/// A number in an error message: 9 significant digits, enough to tell two floats apart.
+inline std::string error_number(double v) { return number_text(v, 9); }
 } // namespace detail
 
 } // namespace tapir
@@ -2054,26 +2056,21 @@ template <class T, class F> struct map_scalar_kernel {
     }
 };
 
-struct add_f {
+/// The four lane-wise arithmetic operations as map2/map_scalar functors.
+enum class arith_op { add, sub, mul, div };
+template <arith_op Op>
+struct arith_f {
     template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::add(a, b);
+        if constexpr (Op == arith_op::add) return V::add(a, b);
+        else if constexpr (Op == arith_op::sub) return V::sub(a, b);
+        else if constexpr (Op == arith_op::mul) return V::mul(a, b);
+        else return V::div(a, b);
     }
 };
-struct sub_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::sub(a, b);
-    }
-};
-struct mul_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::mul(a, b);
-    }
-};
-struct div_f {
-    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg apply(const typename V::reg& a, const typename V::reg& b) {
-        return V::div(a, b);
-    }
-};
+using add_f = arith_f<arith_op::add>;
+using sub_f = arith_f<arith_op::sub>;
+using mul_f = arith_f<arith_op::mul>;
+using div_f = arith_f<arith_op::div>;
 
 template <class T> struct axpy_kernel {
     using value_type = T;
@@ -2422,6 +2419,15 @@ template <class T> struct gemm_kernel {
     /// A (a[p*lda + i], full panels only).
     enum class amode { packed, rows, cols };
 
+    /// Clears the MR x NV accumulator block of the micro-kernels.
+    template <class V, std::size_t MR, std::size_t NV>
+    static TAPIR_ALWAYS_INLINE void zero_acc(typename V::reg (&acc)[MR][NV]) {
+#pragma GCC unroll 16
+        for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+    }
+
     /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
     /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
     /// Every element sees the same operation sequence whatever the variant, so results never depend
@@ -2432,10 +2438,7 @@ template <class T> struct gemm_kernel {
         constexpr std::size_t W = V::W, NR = NV * W;
         using R = typename V::reg;
         R acc[MR][NV];
-#pragma GCC unroll 16
-        for (std::size_t i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        zero_acc<V>(acc);
         std::size_t bcnt[NV];
 #pragma GCC unroll 8
         for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
@@ -2495,10 +2498,7 @@ template <class T> struct gemm_kernel {
         constexpr std::size_t W = V::W;
         using R = typename V::reg;
         R acc[MR][NV];
-#pragma GCC unroll 16
-        for (std::size_t i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
+        zero_acc<V>(acc);
         for (std::size_t p = 0; p < kc; ++p) {
             R bv[NV];
 #pragma GCC unroll 8
@@ -3890,6 +3890,16 @@ inline void scaler_check_features(const char* fn, const Shape& s, std::size_t d)
         throw shape_error(std::string(fn) + ": the scaler was fitted on " + std::to_string(d) +
                           " features, got shape " + s.str());
 }
+/// out[i, j] = f(j, x[i, j]) in double, for a fitted scaler of d features.
+template <class T, class F>
+Tensor<T> scaler_map(const char* fn, const Tensor<T>& x, std::size_t d, F f) {
+    scaler_check_features(fn, x.shape(), d);
+    Tensor<T> out(x.shape());
+    const std::size_t n = x.dim(0);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < d; ++j) out[i * d + j] = static_cast<T>(f(j, static_cast<double>(x[i * d + j])));
+    return out;
+}
 template <class T>
 void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vector<double>& w) {
     scaler_check_2d(fn, x.shape());
@@ -3965,24 +3975,14 @@ public:
 
     template <class T>
     Tensor<T> transform(const Tensor<T>& x) const {
-        detail::scaler_check_features("StandardScaler::transform", x.shape(), mean_.size());
-        Tensor<T> out(x.shape());
-        const std::size_t n = x.dim(0), d = x.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>((static_cast<double>(x[i * d + j]) - mean_[j]) / scale_[j]);
-        return out;
+        return detail::scaler_map("StandardScaler::transform", x, mean_.size(),
+                                  [this](std::size_t j, double v) { return (v - mean_[j]) / scale_[j]; });
     }
 
     template <class T>
     Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        detail::scaler_check_features("StandardScaler::inverse_transform", z.shape(), mean_.size());
-        Tensor<T> out(z.shape());
-        const std::size_t n = z.dim(0), d = z.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>(static_cast<double>(z[i * d + j]) * scale_[j] + mean_[j]);
-        return out;
+        return detail::scaler_map("StandardScaler::inverse_transform", z, mean_.size(),
+                                  [this](std::size_t j, double v) { return v * scale_[j] + mean_[j]; });
     }
 
     template <class T>
@@ -4035,24 +4035,14 @@ public:
 
     template <class T>
     Tensor<T> transform(const Tensor<T>& x) const {
-        detail::scaler_check_features("MinMaxScaler::transform", x.shape(), min_.size());
-        Tensor<T> out(x.shape());
-        const std::size_t n = x.dim(0), d = x.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>(lo_ + (static_cast<double>(x[i * d + j]) - min_[j]) * scale_[j]);
-        return out;
+        return detail::scaler_map("MinMaxScaler::transform", x, min_.size(),
+                                  [this](std::size_t j, double v) { return lo_ + (v - min_[j]) * scale_[j]; });
     }
 
     template <class T>
     Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        detail::scaler_check_features("MinMaxScaler::inverse_transform", z.shape(), min_.size());
-        Tensor<T> out(z.shape());
-        const std::size_t n = z.dim(0), d = z.dim(1);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < d; ++j)
-                out[i * d + j] = static_cast<T>((static_cast<double>(z[i * d + j]) - lo_) / scale_[j] + min_[j]);
-        return out;
+        return detail::scaler_map("MinMaxScaler::inverse_transform", z, min_.size(),
+                                  [this](std::size_t j, double v) { return (v - lo_) / scale_[j] + min_[j]; });
     }
 
     template <class T>
@@ -4854,18 +4844,26 @@ Ref<T> k_binary(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, F f, const char* o
 /// Below this many elements a plain loop beats the dispatch to a vector kernel.
 constexpr std::size_t small_size = 16;
 
-template <class T>
-TAPIR_ALWAYS_INLINE Ref<T> k_add(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
+/// Same shapes: a plain loop when small, else the vector kernel vec (both compute f lane by lane);
+/// other shapes broadcast through k_binary.
+template <class T, class F, class G>
+TAPIR_ALWAYS_INLINE Ref<T> k_lanewise(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, F f, G vec, const char* name) {
     if (TAPIR_LIKELY(a.shape == b.shape)) {
         Ref<T> out = t.alloc(a.shape);
         const std::size_t n = a.size();
         if (n <= small_size)
-            for (std::size_t i = 0; i < n; ++i) out.data[i] = a.data[i] + b.data[i];
+            for (std::size_t i = 0; i < n; ++i) out.data[i] = f(a.data[i], b.data[i]);
         else
-            simd::add(a.data, b.data, out.data, n);
+            vec(a.data, b.data, out.data, n);
         return out;
     }
-    return k_binary(t, a, b, [](T x, T y) { return x + y; }, "add");
+    return k_binary(t, a, b, f, name);
+}
+template <class T>
+TAPIR_ALWAYS_INLINE Ref<T> k_add(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
+    return k_lanewise(
+        t, a, b, [](T x, T y) { return x + y; },
+        [](const T* x, const T* y, T* o, std::size_t n) { simd::add(x, y, o, n); }, "add");
 }
 template <class T>
 Ref<T> k_sub(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
@@ -4873,16 +4871,9 @@ Ref<T> k_sub(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
 }
 template <class T>
 TAPIR_ALWAYS_INLINE Ref<T> k_mul(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
-    if (TAPIR_LIKELY(a.shape == b.shape)) {
-        Ref<T> out = t.alloc(a.shape);
-        const std::size_t n = a.size();
-        if (n <= small_size)
-            for (std::size_t i = 0; i < n; ++i) out.data[i] = a.data[i] * b.data[i];
-        else
-            simd::mul(a.data, b.data, out.data, n);
-        return out;
-    }
-    return k_binary(t, a, b, [](T x, T y) { return x * y; }, "mul");
+    return k_lanewise(
+        t, a, b, [](T x, T y) { return x * y; },
+        [](const T* x, const T* y, T* o, std::size_t n) { simd::mul(x, y, o, n); }, "mul");
 }
 template <class T>
 Ref<T> k_div(Tape<T>& t, const Ref<T>& a, const Ref<T>& b) {
@@ -6478,6 +6469,24 @@ struct GradcheckEval {
             for (std::size_t j = 0; j < gs[k].size(); ++j) m += gs[k][j] * v[k][j];
         return m;
     }
+
+    /// Central differences of value(order) against `analytic`, element by element of every input.
+    GradcheckResult compare(Tape<T>& t, const std::vector<Tensor<T>>& inputs, const std::vector<Tensor<T>>& analytic,
+                            int order, double eps, double tol) {
+        GradcheckResult res;
+        std::vector<Tensor<T>> xs = inputs;
+        for (std::size_t k = 0; k < xs.size(); ++k)
+            for (std::size_t j = 0; j < xs[k].size(); ++j) {
+                const double x0 = xs[k][j];
+                xs[k][j] = x0 + eps;
+                const double vp = value(t, xs, order);
+                xs[k][j] = x0 - eps;
+                const double vm = value(t, xs, order);
+                xs[k][j] = x0;
+                record_error(res, analytic[k][j], (vp - vm) / (2 * eps), k, j, tol);
+            }
+        return res;
+    }
 };
 } // namespace detail
 
@@ -6494,20 +6503,7 @@ GradcheckResult gradcheck(const F& f, const std::vector<Tensor<T>>& inputs, doub
     const auto gs = grad(detail::project(t, f(t, vars), ev.r[0]), vars, false, /*allow_unused=*/true);
     std::vector<Tensor<T>> analytic;
     for (const auto& g : gs) analytic.push_back(g.value());
-
-    GradcheckResult res;
-    std::vector<Tensor<T>> xs = inputs;
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        for (std::size_t j = 0; j < xs[k].size(); ++j) {
-            const double x0 = xs[k][j];
-            xs[k][j] = x0 + eps;
-            const double lp = ev.value(t, xs, 0);
-            xs[k][j] = x0 - eps;
-            const double lm = ev.value(t, xs, 0);
-            xs[k][j] = x0;
-            detail::record_error(res, analytic[k][j], (lp - lm) / (2 * eps), k, j, tol);
-        }
-    return res;
+    return ev.compare(t, inputs, analytic, 0, eps, tol);
 }
 
 /// Compares the derivative of f's gradient (recorded with create_graph) with central differences
@@ -6533,20 +6529,7 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
     } else {
         for (const auto& x : inputs) analytic.push_back(Tensor<T>(x.shape()));
     }
-
-    GradcheckResult res;
-    std::vector<Tensor<T>> xs = inputs;
-    for (std::size_t k = 0; k < xs.size(); ++k)
-        for (std::size_t j = 0; j < xs[k].size(); ++j) {
-            const double x0 = xs[k][j];
-            xs[k][j] = x0 + eps;
-            const double mp = ev.value(t, xs, 1);
-            xs[k][j] = x0 - eps;
-            const double mm = ev.value(t, xs, 1);
-            xs[k][j] = x0;
-            detail::record_error(res, analytic[k][j], (mp - mm) / (2 * eps), k, j, tol);
-        }
-    return res;
+    return ev.compare(t, inputs, analytic, 1, eps, tol);
 }
 
 } // namespace tapir
@@ -6936,6 +6919,21 @@ protected:
         }
     }
 
+    /// One update pass: points a.p, a.g and a.n at every trainable parameter i in turn and calls
+    /// update(i) (which sets i's state pointers and runs the kernel); then counts the iteration.
+    template <class Args, class F>
+    void update_each(Args& a, F update) {
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            Parameter<T>& p = *params_[i];
+            if (!p.requires_grad) continue;
+            a.p = p.value.data();
+            a.g = p.grad.data();
+            a.n = p.value.size();
+            update(i);
+        }
+        ++iterations_;
+    }
+
     /// State tensors shaped like every parameter, allocated once and filled with `init`.
     void allocate_like_params(std::vector<Tensor<T>>& s, T init) const {
         if (s.size() == params_.size()) return;
@@ -6970,7 +6968,6 @@ protected:
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
@@ -7037,12 +7034,6 @@ inline std::string join_name(const std::string& prefix, const std::string& name)
 }
 inline std::string pad_right(const std::string& s, std::size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
 inline std::string pad_left(const std::string& s, std::size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
-/// Shortest "%g"-style text of a hyper-parameter (0.01, 1, 0.2).
-inline std::string format_number(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", v);
-    return buf;
-}
 } // namespace detail
 
 template <class T>
@@ -7806,18 +7797,15 @@ public:
         need(1, where);
         return p_[pos_++];
     }
-    std::uint32_t u32(const std::string& where) {
-        need(4, where);
-        std::uint32_t v = 0;
-        for (int k = 0; k < 4; ++k) v |= static_cast<std::uint32_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 4;
-        return v;
-    }
-    std::uint64_t u64(const std::string& where) {
-        need(8, where);
-        std::uint64_t v = 0;
-        for (int k = 0; k < 8; ++k) v |= static_cast<std::uint64_t>(p_[pos_ + static_cast<std::size_t>(k)]) << (8 * k);
-        pos_ += 8;
+    std::uint32_t u32(const std::string& where) { return little_endian<std::uint32_t>(where); }
+    std::uint64_t u64(const std::string& where) { return little_endian<std::uint64_t>(where); }
+    /// An unsigned integer stored little-endian (the file's byte order on every host).
+    template <class U>
+    U little_endian(const std::string& where) {
+        need(sizeof(U), where);
+        U v = 0;
+        for (std::size_t k = 0; k < sizeof(U); ++k) v |= static_cast<U>(static_cast<U>(p_[pos_ + k]) << (8 * k));
+        pos_ += sizeof(U);
         return v;
     }
     double f64(const std::string& where) {
@@ -8204,7 +8192,7 @@ Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = Check
 
 #include <cmath>
 #include <cstddef>
-#include <cstdio>
+#include <cstdint>
 #include <string>
 
 
@@ -8285,29 +8273,25 @@ Var<T> weighted_mean(const Var<T>& per_event, const Var<T>* weights, const char*
     return scale(sum(mul(per_event, w)), static_cast<T>(1.0 / total));
 }
 
-/// Mean over all axes but the first: (N, ...) -> (N,).
-template <class T>
-Var<T> mean_per_event(const Var<T>& v) {
+/// reduce(flat, 1) over all axes but the first: (N, ...) -> (N,); one value per event is kept as is.
+template <class T, class R>
+Var<T> reduce_per_event(const Var<T>& v, R reduce) {
     const std::size_t n = v.shape()[0];
     const std::size_t k = v.size() / n;
     const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : mean(flat, 1);
+    return k == 1 ? reshape(flat, Shape{n}) : reduce(flat, 1);
+}
+
+/// Mean over all axes but the first: (N, ...) -> (N,).
+template <class T>
+Var<T> mean_per_event(const Var<T>& v) {
+    return reduce_per_event(v, [](const Var<T>& x, std::int64_t axis) { return mean(x, axis); });
 }
 
 /// Sum over all axes but the first: (N, ...) -> (N,).
 template <class T>
 Var<T> sum_per_event(const Var<T>& v) {
-    const std::size_t n = v.shape()[0];
-    const std::size_t k = v.size() / n;
-    const Var<T> flat = v.shape().rank() == 2 ? v : reshape(v, Shape{n, k});
-    return k == 1 ? reshape(flat, Shape{n}) : sum(flat, 1);
-}
-
-/// Formats a label for an error message ("2", "-0.5", "nan").
-inline std::string label_text(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", v);
-    return buf;
+    return reduce_per_event(v, [](const Var<T>& x, std::int64_t axis) { return sum(x, axis); });
 }
 
 } // namespace detail
@@ -8322,7 +8306,7 @@ void check_binary_targets(const T* y, std::size_t rows, std::size_t per_row, con
         if (TAPIR_LIKELY(y[i] >= T(0) && y[i] <= T(1))) continue;
         std::string where = "row " + std::to_string(i / (per_row ? per_row : 1));
         if (per_row > 1) where += ", column " + std::to_string(i % per_row);
-        throw value_error(std::string(fn) + ": target " + detail::label_text(static_cast<double>(y[i])) + " in " + where +
+        throw value_error(std::string(fn) + ": target " + tapir::detail::number_text(static_cast<double>(y[i])) + " in " + where +
                           " is not in [0, 1] (binary labels are 0 or 1, soft labels lie between)");
     }
 }
@@ -8633,6 +8617,14 @@ struct FitOptions {
 };
 
 namespace detail {
+/// A batch's weight in the epoch means: its event weights' sum, or its size without weights.
+template <class T>
+double batch_weight(const Tensor<T>* w, const std::size_t* idx, std::size_t nb) {
+    if (!w) return static_cast<double>(nb);
+    double bw = 0.0;
+    for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
+    return bw;
+}
 
 template <class T>
 std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w) {
@@ -8845,11 +8837,7 @@ double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, c
             if (pred->rank() != 2 || pred->shape()[0] != nv || pred->shape()[1] != k) *pred = Tensor<T>(Shape{nv, k});
             b.copy_last_output(pred->data() + start * k);
         }
-        double bw = static_cast<double>(nb);
-        if (w) {
-            bw = 0.0;
-            for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
-        }
+        const double bw = batch_weight(w, idx, nb);
         vsum += static_cast<double>(l) * bw;
         vwsum += bw;
     }
@@ -9074,11 +9062,7 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
                 throw value_error("fit: the loss is " + std::string(l != l ? "NaN" : "infinite") + " at epoch " + std::to_string(epoch) +
                                   ", batch " + std::to_string(s + 1) + " of " + std::to_string(steps) +
                                   " (lower the learning rate, standardise the inputs, or use anomaly mode to find the op)");
-            double bw = static_cast<double>(nb);
-            if (w) {
-                bw = 0.0;
-                for (std::size_t i = 0; i < nb; ++i) bw += static_cast<double>((*w)[idx[i]]);
-            }
+            const double bw = detail::batch_weight(w, idx, nb);
             loss_sum += static_cast<double>(l) * bw;
             weight_sum += bw;
             if (display.bar()) display.step(epoch, o.epochs, s + 1, steps, loss_sum / weight_sum);
@@ -9361,7 +9345,7 @@ public:
         std::string s = "Dense";
         if (act_ != Activation::none) {
             s += std::string("(") + activation_name(act_);
-            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + detail::format_number(static_cast<double>(alpha_));
+            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + tapir::detail::number_text(static_cast<double>(alpha_));
             s += ")";
         }
         return s;
@@ -9441,7 +9425,7 @@ public:
     }
     std::string describe() const override {
         if (act_ == Activation::leaky_relu || act_ == Activation::elu)
-            return type_name() + "(" + detail::format_number(static_cast<double>(alpha_)) + ")";
+            return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
         return type_name();
     }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
@@ -9533,7 +9517,7 @@ public:
     Shape output_shape(const Shape& in) const override { return in; }
     LayerKind kind() const override { return LayerKind::dropout; }
     std::string type_name() const override { return "Dropout"; }
-    std::string describe() const override { return "Dropout(" + detail::format_number(p_) + ")"; }
+    std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
 
 private:
@@ -9987,7 +9971,7 @@ public:
     }
     Var<T> forward(const Var<T>& x) override { return grad_reverse(x, lambda_); }
     std::string type_name() const override { return "GradientReversal"; }
-    std::string describe() const override { return "GradientReversal(" + detail::format_number(static_cast<double>(lambda_)) + ")"; }
+    std::string describe() const override { return "GradientReversal(" + tapir::detail::number_text(static_cast<double>(lambda_)) + ")"; }
     Shape output_shape(const Shape& in) const override { return in; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
     T lambda() const noexcept { return lambda_; }
@@ -10357,25 +10341,47 @@ TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
     }
 }
 
-// ---- SGD ------------------------------------------------------------------------------------
+/// The parameter an update kernel works on: value p, gradient g, n elements.
 template <class T>
-struct SgdArgs {
+struct ParamSpan {
     T* p;
     const T* g;
-    T* buf;
     std::size_t n;
+};
+
+/// What every update kernel shares: its value type for simd::dispatch, and run<V>(args) over
+/// [0, args.n) with Kernel::block (CRTP).
+template <class T, class Kernel>
+struct block_kernel {
+    using value_type = T;
+    template <class V, class Args>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        for_blocks<V, Kernel>(a, a.n);
+    }
+};
+
+/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
+template <class V, bool P, bool Wd, class Args>
+TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
+    auto d = ld<V, P>(a.g + i, r);
+    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+    return d;
+}
+
+// ---- SGD ------------------------------------------------------------------------------------
+template <class T>
+struct SgdArgs : ParamSpan<T> {
+    T* buf;
     T lr, wd, mu_buf, c_grad, mu;  // buf = mu_buf * buf + c_grad * d; nesterov adds mu * buf
 };
 
 /// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
 template <class T, bool Wd, bool Momentum, bool Nesterov>
-struct sgd_kernel {
-    using value_type = T;
+struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
             st<V, P>(a.buf + i, b, r);
@@ -10388,20 +10394,13 @@ struct sgd_kernel {
         p = V::fnma(V::set1(a.lr), d, p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(SgdArgs<T> a) {
-        for_blocks<V, sgd_kernel>(a, a.n);
-    }
 };
 
 // ---- Adam / AdamW -----------------------------------------------------------------------------
 template <class T>
-struct AdamArgs {
-    T* p;
-    const T* g;
+struct AdamArgs : ParamSpan<T> {
     T* m;
     T* v;
-    std::size_t n;
     T b1, c1, b2, c2;  // m = b1 m + c1 g, v = b2 v + c2 g^2
     T step;            // lr / bc1 (PyTorch) or lr sqrt(bc2) / bc1 (Keras)
     T sqrt_bc2;        // divides sqrt(v) (PyTorch); 1 for Keras
@@ -10409,13 +10408,11 @@ struct AdamArgs {
 };
 
 template <class T, bool L2, bool Decoupled>
-struct adam_kernel {
-    using value_type = T;
+struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto g = ld<V, P>(a.g + i, r);
-        if constexpr (L2) g = V::fma(V::set1(a.wd), p, g);
+        const auto g = ld_grad<V, P, L2>(a, i, r, p);
         const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
         const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
         st<V, P>(a.m + i, m, r);
@@ -10425,33 +10422,24 @@ struct adam_kernel {
         p = V::fnma(V::set1(a.step), V::div(m, denom), p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(AdamArgs<T> a) {
-        for_blocks<V, adam_kernel>(a, a.n);
-    }
 };
 
 // ---- RMSprop ----------------------------------------------------------------------------------
 template <class T>
-struct RmspropArgs {
-    T* p;
-    const T* g;
+struct RmspropArgs : ParamSpan<T> {
     T* sq;
     T* gavg;
     T* buf;
-    std::size_t n;
     T lr, alpha, c_alpha, eps, wd, mu;
 };
 
 /// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
 template <class T, bool Wd, bool Centered, bool Momentum>
-struct rmsprop_kernel {
-    using value_type = T;
+struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
         const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
         st<V, P>(a.sq + i, sq, r);
@@ -10473,47 +10461,33 @@ struct rmsprop_kernel {
         }
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(RmspropArgs<T> a) {
-        for_blocks<V, rmsprop_kernel>(a, a.n);
-    }
 };
 
 // ---- Adagrad ----------------------------------------------------------------------------------
 template <class T>
-struct AdagradArgs {
-    T* p;
-    const T* g;
+struct AdagradArgs : ParamSpan<T> {
     T* sum;
-    std::size_t n;
     T clr, eps, wd;
 };
 
 template <class T, bool Wd>
-struct adagrad_kernel {
-    using value_type = T;
+struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
     template <class V, bool P>
     static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
         auto p = ld<V, P>(a.p + i, r);
-        auto d = ld<V, P>(a.g + i, r);
-        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
         const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
         p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
         st<V, P>(a.p + i, p, r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(AdagradArgs<T> a) {
-        for_blocks<V, adagrad_kernel>(a, a.n);
-    }
 };
 
 // ---- gradient helpers -------------------------------------------------------------------------
 /// g = clamp(g, -c, c).
 template <class T>
-struct clamp_kernel {
-    using value_type = T;
+struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
     struct Args {
         T* g;
         std::size_t n;
@@ -10524,16 +10498,11 @@ struct clamp_kernel {
         const auto g = ld<V, P>(a.g + i, r);
         st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        for_blocks<V, clamp_kernel>(a, a.n);
-    }
 };
 
 /// g += lambda sign(p), sign(0) = 0.
 template <class T>
-struct l1_grad_kernel {
-    using value_type = T;
+struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
     struct Args {
         const T* p;
         T* g;
@@ -10546,10 +10515,6 @@ struct l1_grad_kernel {
         const auto z = V::zero();
         const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
         st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
-    }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        for_blocks<V, l1_grad_kernel>(a, a.n);
     }
 };
 
@@ -10621,20 +10586,14 @@ public:
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
         a.wd = wd_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
+        this->update_each(a, [&](std::size_t i) {
             a.sum = sum_[i].data();
-            a.n = p.value.size();
             if (wd_ != T(0)) {
                 simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
                 simd::dispatch<detail::adagrad_kernel<T, false>>(a);
             }
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {
@@ -10713,14 +10672,9 @@ public:
         const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
         a.wd = wd_;
         a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
+        this->update_each(a, [&](std::size_t i) {
             a.m = m_[i].data();
             a.v = v_[i].data();
-            a.n = p.value.size();
             if (l2) {
                 simd::dispatch<adam_kernel<T, true, false>>(a);
             } else if (dec) {
@@ -10728,8 +10682,7 @@ public:
             } else {
                 simd::dispatch<adam_kernel<T, false, false>>(a);
             }
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {
@@ -11016,6 +10969,23 @@ void check_grad_shape(const Parameter<T>& p, const char* fn) {
         throw shape_error(std::string(fn) + ": parameter '" + p.name + "' has a gradient of shape " + p.grad.shape().str() +
                           " but a value of shape " + p.value.shape().str());
 }
+/// Checks lambda and every trainable gradient's shape first (a failing call changes nothing),
+/// then applies f to each trainable parameter.
+template <class T, class F>
+void for_each_trainable(const std::vector<Parameter<T>*>& params, const char* fn, T lambda, F f) {
+    check_reg(params, fn, lambda);
+    for (const Parameter<T>* p : params) if (p->requires_grad) check_grad_shape(*p, fn);
+    for (Parameter<T>* p : params)
+        if (p->requires_grad) f(*p);
+}
+/// lambda * sum over the parameters of sum(term(w)), recorded on the tape.
+template <class T, class F>
+Var<T> penalty_on_tape(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda, const char* fn, F term) {
+    check_reg(params, fn, lambda);
+    Var<T> total = tape.scalar(T(0));
+    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(term(tape.param(*p))));
+    return tapir::scale(total, lambda);
+}
 } // namespace detail
 
 /// lambda * sum |w| over the parameters' values.
@@ -11040,42 +11010,30 @@ T l2_penalty(const std::vector<Parameter<T>*>& params, T lambda) {
 /// leaves exact zeros alone).
 template <class T>
 void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "add_l1_gradient", lambda);
-    for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l1_gradient");
-    for (Parameter<T>* p : params) {
-        if (!p->requires_grad) continue;
+    detail::for_each_trainable(params, "add_l1_gradient", lambda, [lambda](Parameter<T>& p) {
         simd::dispatch<detail::l1_grad_kernel<T>>(
-            typename detail::l1_grad_kernel<T>::Args{p->value.data(), p->grad.data(), p->value.size(), lambda});
-    }
+            typename detail::l1_grad_kernel<T>::Args{p.value.data(), p.grad.data(), p.value.size(), lambda});
+    });
 }
 
 /// grad += 2 lambda w for every trainable parameter.
 template <class T>
 void add_l2_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "add_l2_gradient", lambda);
-    for (const Parameter<T>* p : params) if (p->requires_grad) detail::check_grad_shape(*p, "add_l2_gradient");
-    for (Parameter<T>* p : params) {
-        if (!p->requires_grad) continue;
-        simd::axpy(T(2) * lambda, p->value.data(), p->grad.data(), p->value.size());
-    }
+    detail::for_each_trainable(params, "add_l2_gradient", lambda, [lambda](Parameter<T>& p) {
+        simd::axpy(T(2) * lambda, p.value.data(), p.grad.data(), p.value.size());
+    });
 }
 
 /// lambda * sum |w| recorded on the tape (add it to the loss before backward()).
 template <class T>
 Var<T> l1_loss(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "l1_loss", lambda);
-    Var<T> total = tape.scalar(T(0));
-    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(tapir::abs(tape.param(*p))));
-    return tapir::scale(total, lambda);
+    return detail::penalty_on_tape(tape, params, lambda, "l1_loss", [](const Var<T>& w) { return tapir::abs(w); });
 }
 
 /// lambda * sum w^2 recorded on the tape.
 template <class T>
 Var<T> l2_loss(Tape<T>& tape, const std::vector<Parameter<T>*>& params, T lambda) {
-    detail::check_reg(params, "l2_loss", lambda);
-    Var<T> total = tape.scalar(T(0));
-    for (Parameter<T>* p : params) total = tapir::add(total, tapir::sum(tapir::square(tape.param(*p))));
-    return tapir::scale(total, lambda);
+    return detail::penalty_on_tape(tape, params, lambda, "l2_loss", [](const Var<T>& w) { return tapir::square(w); });
 }
 
 } // namespace optim
@@ -11135,18 +11093,12 @@ public:
         a.eps = eps_;
         a.wd = wd_;
         a.mu = mu_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
-            a.n = p.value.size();
+        this->update_each(a, [&](std::size_t i) {
             a.sq = sq_[i].data();
             a.gavg = centered_ ? gavg_[i].data() : nullptr;
             a.buf = mom ? buf_[i].data() : nullptr;
             run(a, mom);
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {
@@ -11373,16 +11325,10 @@ public:
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
-        for (std::size_t i = 0; i < this->params_.size(); ++i) {
-            Parameter<T>& p = *this->params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
-            a.n = p.value.size();
+        this->update_each(a, [&](std::size_t i) {
             a.buf = mom ? buf_[i].data() : nullptr;
             run(a, mom);
-        }
-        ++this->iterations_;
+        });
     }
 
     std::vector<std::pair<std::string, Tensor<T>*>> state() override {
@@ -12515,11 +12461,10 @@ inline SculptingResult mass_sculpting_jsd(const ValueView& scores, const ValueVi
 namespace tapir::metrics {
 namespace detail {
 
-/// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
-/// (series sum_{k>=2} (-1)^k x^k / (k (k-1)) below 0.1).
-inline double xlog1px_minus_x(double x) {
-    if (x > 0.1) return (1.0 + x) * std::log1p(x) - x;
-    double term = x * x, sum = 0.0;
+/// sum_{k>=2} (-1)^k term_k / (k (k-1)) with term_2 = term and term_{k+1} = term_k x, to 1e-17
+/// relative: the small-argument series of the two functions below.
+inline double alternating_series(double term, double x) {
+    double sum = 0.0;
     for (int k = 2; k < 60; ++k) {
         const double t = term / (static_cast<double>(k) * static_cast<double>(k - 1));
         sum += (k % 2 == 0) ? t : -t;
@@ -12529,17 +12474,17 @@ inline double xlog1px_minus_x(double x) {
     return sum;
 }
 
+/// g(x) = (1 + x) ln(1 + x) - x for x >= 0, without the cancellation at small x
+/// (series sum_{k>=2} (-1)^k x^k / (k (k-1)) below 0.1).
+inline double xlog1px_minus_x(double x) {
+    if (x > 0.1) return (1.0 + x) * std::log1p(x) - x;
+    return alternating_series(x * x, x);
+}
+
 /// g(y) / y, continuous at 0 where it vanishes (series below 0.1).
 inline double xlog1px_minus_x_over_x(double y) {
     if (y > 0.1) return xlog1px_minus_x(y) / y;
-    double term = y, sum = 0.0;
-    for (int k = 2; k < 60; ++k) {
-        const double t = term / (static_cast<double>(k) * static_cast<double>(k - 1));
-        sum += (k % 2 == 0) ? t : -t;
-        if (t <= 1e-17 * sum) break;
-        term *= y;
-    }
-    return sum;
+    return alternating_series(y, y);
 }
 
 inline void check_yield(const char* fn, const char* name, double v) {
@@ -12591,6 +12536,24 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
 ///   ax.line(fpr, tpr, tapir::io::Style("DNN").width(2));
 ///   ax.set_xlabel("background efficiency").set_ylabel("signal efficiency");
 ///   fig.save("roc.svg");
+///
+/// The parts: svg/document.hpp (values, styles, SVG text), svg/ticks.hpp (axis ticks),
+/// svg/axes.hpp (one panel and its plot kinds), svg/figure.hpp (the grid and the file).
+
+// ---- begin tapir/io/svg/axes.hpp ----
+/// SVG plotting, one panel: the series kinds an Axes holds (lines, histograms, scatter, error bars,
+/// bands, heatmaps, text), its limits, and its drawing (layout, ticks, clipping, legend).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/svg/document.hpp ----
+/// SVG plotting, the document level: series values, styles, legend locations, and the text the
+/// writer emits (numbers, escaped text, attributes, colour maps).
 
 #include <algorithm>
 #include <charconv>
@@ -12598,7 +12561,6 @@ inline double asimov_significance(double s, double b, double r = 0.0) {
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
@@ -12759,6 +12721,58 @@ inline double text_width(const std::string& s, double size) {
     return w * size;
 }
 
+inline std::string attr(const char* name, const std::string& v) { return std::string(" ") + name + "=\"" + v + "\""; }
+inline std::string attr(const char* name, double v) { return attr(name, num(v)); }
+inline std::string pt(double x, double y) { return num(x) + " " + num(y); }
+inline std::string rect(double x, double y, double w, double h) {
+    return "<rect" + attr("x", x) + attr("y", y) + attr("width", w) + attr("height", h);
+}
+
+/// Colour maps as evenly spaced stops, interpolated linearly in sRGB.
+inline std::vector<unsigned> colormap_stops(const std::string& name) {
+    if (name == "viridis")
+        return {0x440154, 0x472d7b, 0x3b528b, 0x2c728e, 0x21918c, 0x28ae80, 0x5ec962, 0xaddc30, 0xfde725};
+    if (name == "RdBu_r")
+        return {0x053061, 0x2166ac, 0x4393c3, 0x92c5de, 0xd1e5f0, 0xf7f7f7,
+                0xfddbc7, 0xf4a582, 0xd6604d, 0xb2182b, 0x67001f};
+    if (name == "Blues")
+        return {0xf7fbff, 0xdeebf7, 0xc6dbef, 0x9ecae1, 0x6baed6, 0x4292c6, 0x2171b5, 0x08519c, 0x08306b};
+    throw value_error("heatmap: unknown colour map '" + name + "' (use viridis, RdBu_r or Blues)");
+}
+/// Returns "#rrggbb" for t in [0, 1] and the relative luminance through lum.
+inline std::string colormap(const std::vector<unsigned>& stops, double t, double* lum = nullptr) {
+    t = std::clamp(std::isfinite(t) ? t : 0.0, 0.0, 1.0) * static_cast<double>(stops.size() - 1);
+    const auto i = std::min(static_cast<std::size_t>(t), stops.size() - 2);
+    const double f = t - static_cast<double>(i);
+    double ch[3];
+    char buf[8];
+    for (int k = 0; k < 3; ++k) {
+        const int sh = 16 - 8 * k;
+        ch[k] = (1 - f) * ((stops[i] >> sh) & 255u) + f * ((stops[i + 1] >> sh) & 255u);
+    }
+    std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<unsigned>(std::lround(ch[0])),
+                  static_cast<unsigned>(std::lround(ch[1])), static_cast<unsigned>(std::lround(ch[2])));
+    if (lum) *lum = (0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]) / 255;
+    return buf;
+}
+
+} // namespace detail
+
+} // namespace tapir::io
+// ---- end tapir/io/svg/document.hpp ----
+// ---- begin tapir/io/svg/ticks.hpp ----
+/// SVG plotting, axis ticks: 1-2-5 steps, linear and logarithmic tick sets with their labels.
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+
+namespace tapir::io {
+
+namespace detail {
+
 struct Step {
     long long m = 1;
     int e = 0;
@@ -12862,33 +12876,23 @@ inline Ticks log_ticks(double lo, double hi, int max_ticks) {
     return t;
 }
 
-/// Colour maps as evenly spaced stops, interpolated linearly in sRGB.
-inline std::vector<unsigned> colormap_stops(const std::string& name) {
-    if (name == "viridis")
-        return {0x440154, 0x472d7b, 0x3b528b, 0x2c728e, 0x21918c, 0x28ae80, 0x5ec962, 0xaddc30, 0xfde725};
-    if (name == "RdBu_r")
-        return {0x053061, 0x2166ac, 0x4393c3, 0x92c5de, 0xd1e5f0, 0xf7f7f7,
-                0xfddbc7, 0xf4a582, 0xd6604d, 0xb2182b, 0x67001f};
-    if (name == "Blues")
-        return {0xf7fbff, 0xdeebf7, 0xc6dbef, 0x9ecae1, 0x6baed6, 0x4292c6, 0x2171b5, 0x08519c, 0x08306b};
-    throw value_error("heatmap: unknown colour map '" + name + "' (use viridis, RdBu_r or Blues)");
+} // namespace detail
+
+/// Public tick helper (1-2-5 steps, at most max_ticks values inside [lo, hi]).
+inline std::vector<double> nice_ticks(double lo, double hi, int max_ticks = 7) {
+    if (!std::isfinite(lo) || !std::isfinite(hi) || lo > hi)
+        throw value_error("nice_ticks: need finite lo <= hi, got [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                          "]");
+    if (lo == hi) return {lo};
+    return detail::ticks_for(lo, hi, detail::nice_step(lo, hi, max_ticks));
 }
-/// Returns "#rrggbb" for t in [0, 1] and the relative luminance through lum.
-inline std::string colormap(const std::vector<unsigned>& stops, double t, double* lum = nullptr) {
-    t = std::clamp(std::isfinite(t) ? t : 0.0, 0.0, 1.0) * static_cast<double>(stops.size() - 1);
-    const auto i = std::min(static_cast<std::size_t>(t), stops.size() - 2);
-    const double f = t - static_cast<double>(i);
-    double ch[3];
-    char buf[8];
-    for (int k = 0; k < 3; ++k) {
-        const int sh = 16 - 8 * k;
-        ch[k] = (1 - f) * ((stops[i] >> sh) & 255u) + f * ((stops[i + 1] >> sh) & 255u);
-    }
-    std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<unsigned>(std::lround(ch[0])),
-                  static_cast<unsigned>(std::lround(ch[1])), static_cast<unsigned>(std::lround(ch[2])));
-    if (lum) *lum = (0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]) / 255;
-    return buf;
-}
+
+} // namespace tapir::io
+// ---- end tapir/io/svg/ticks.hpp ----
+
+namespace tapir::io {
+
+namespace detail {
 
 struct Box {
     double x0, y0, x1, y1;
@@ -12924,23 +12928,7 @@ struct Heatmap {
     std::string cmap, cbar_label;
 };
 
-inline std::string attr(const char* name, const std::string& v) { return std::string(" ") + name + "=\"" + v + "\""; }
-inline std::string attr(const char* name, double v) { return attr(name, num(v)); }
-inline std::string pt(double x, double y) { return num(x) + " " + num(y); }
-inline std::string rect(double x, double y, double w, double h) {
-    return "<rect" + attr("x", x) + attr("y", y) + attr("width", w) + attr("height", h);
-}
-
 } // namespace detail
-
-/// Public tick helper (1-2-5 steps, at most max_ticks values inside [lo, hi]).
-inline std::vector<double> nice_ticks(double lo, double hi, int max_ticks = 7) {
-    if (!std::isfinite(lo) || !std::isfinite(hi) || lo > hi)
-        throw value_error("nice_ticks: need finite lo <= hi, got [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                          "]");
-    if (lo == hi) return {lo};
-    return detail::ticks_for(lo, hi, detail::nice_step(lo, hi, max_ticks));
-}
 
 class Axes {
 public:
@@ -13641,6 +13629,21 @@ inline double Axes::draw(std::string& o, double cx, double cy, double cw, double
     return 0;
 }
 
+} // namespace tapir::io
+// ---- end tapir/io/svg/axes.hpp ----
+// ---- begin tapir/io/svg/figure.hpp ----
+/// SVG plotting, the figure: a grid of Axes written as one SVG document.
+
+#include <cstddef>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace tapir::io {
+
 class Figure {
 public:
     /// width x height pixels, divided into a rows x cols grid of axes.
@@ -13699,6 +13702,7 @@ private:
 };
 
 } // namespace tapir::io
+// ---- end tapir/io/svg/figure.hpp ----
 // ---- end tapir/io/svg.hpp ----
 // ---- begin tapir/hep/diphoton.hpp ----
 /// A synthetic H -> gamma gamma sample resembling the course's ATLAS Open Data file, and the
@@ -15072,6 +15076,32 @@ inline bool finite(T x) noexcept {
     return x - x == x - x;
 }
 
+/// The checks every fixed-size layer makes of a LayerView: the sizes, then the weight pointer.
+template <class T>
+inline Status check_view_shape(const LayerView<T>& v, std::size_t in, std::size_t out) noexcept {
+    if (v.in != in || v.out != out) return Status::shape;
+    if (!v.weight) return Status::null_pointer;
+    return Status::ok;
+}
+/// Whether every weight and bias (if any) of a LayerView whose sizes were checked is finite.
+template <class T>
+inline bool view_values_finite(const LayerView<T>& v) noexcept {
+    for (std::size_t k = 0; k < v.in * v.out; ++k)
+        if (!finite(v.weight[k])) return false;
+    if (v.bias)
+        for (std::size_t j = 0; j < v.out; ++j)
+            if (!finite(v.bias[j])) return false;
+    return true;
+}
+
+/// Single-output convenience shared by the models: the output of m for one event.
+template <class M, class T>
+inline T single_output(const M& m, const T* x) noexcept {
+    T y[1];
+    m.forward(x, y);
+    return y[0];
+}
+
 /// Blocking per kernel family V (a simd wrapper): U1 vectors per pass at batch 1 (enough chains to
 /// hide the FMA latency), R rows x UB vectors per pass in batches (weights loaded once for R rows);
 /// KC is simd::gemm's K block depth, which decides where the dynamic model restarts its chains.
@@ -15161,14 +15191,9 @@ struct Dense {
 
     /// Whether v fits this layer (sizes, pointers, finite values).
     static Status check(const LayerView<T>& v) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        if (!detail::finite(v.alpha)) return Status::non_finite;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
+        if (!detail::view_values_finite(v) || !detail::finite(v.alpha)) return Status::non_finite;
         return Status::ok;
     }
 
@@ -15351,9 +15376,7 @@ public:
     /// Single-output convenience: the output for one event.
     T operator()(const T* x) const noexcept {
         static_assert(outputs == 1, "Mlp::operator(): the model has several outputs, use forward(x, y)");
-        T y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:
@@ -15483,15 +15506,10 @@ struct Int8Dense {
     std::int32_t w(std::size_t p, std::size_t j) const noexcept { return weight[p / 2][j][p % 2]; }
 
     static Status check(const LayerView<float>& v, float input_range) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
         if (!detail::finite(input_range) || !(input_range >= 0.0f)) return Status::bad_scale;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        return Status::ok;
+        return detail::view_values_finite(v) ? Status::ok : Status::non_finite;
     }
 
     /// Quantises a float layer; input_range = the largest |input| to represent (from
@@ -15645,9 +15663,7 @@ public:
     }
     float operator()(const float* x) const noexcept {
         static_assert(outputs == 1, "Int8Mlp::operator(): the model has several outputs, use forward(x, y)");
-        float y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:
@@ -15782,14 +15798,9 @@ struct FixedDense {
     double alpha = 0.0;
 
     static Status check(const LayerView<float>& v) noexcept {
-        if (v.in != In || v.out != Out) return Status::shape;
-        if (!v.weight) return Status::null_pointer;
-        for (std::size_t k = 0; k < In * Out; ++k)
-            if (!detail::finite(v.weight[k])) return Status::non_finite;
-        if (v.bias)
-            for (std::size_t j = 0; j < Out; ++j)
-                if (!detail::finite(v.bias[j])) return Status::non_finite;
-        return Status::ok;
+        const Status s = detail::check_view_shape(v, In, Out);
+        if (s != Status::ok) return s;
+        return detail::view_values_finite(v) ? Status::ok : Status::non_finite;
     }
 
     Status set(const LayerView<float>& v) noexcept {
@@ -15870,9 +15881,7 @@ public:
     }
     float operator()(const float* x) const noexcept {
         static_assert(outputs == 1, "FixedMlp::operator(): the model has several outputs, use forward(x, y)");
-        float y[1];
-        forward(x, y);
-        return y[0];
+        return detail::single_output(*this, x);
     }
 
 private:
