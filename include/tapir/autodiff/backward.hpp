@@ -43,7 +43,8 @@ struct RecordContext {
 
     Var<T> in(const Node<T>& n, int k) const { return t.var(n.in[k]); }
     Var<T> out(const Node<T>&) const { return t.var(current); }
-    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
+    /// By value: the rule records nodes while it holds the shape, and the node storage may move.
+    Shape shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
     bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
     void acc(const Node<T>& n, int k, const Var<T>& v) {
         std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
