@@ -1,7 +1,9 @@
 // Every differentiable op: gradcheck and gradgradcheck in double, plus forward values and edges.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <tapir/autodiff/backward.hpp>
@@ -203,6 +205,101 @@ TEST_CASE("fused dense matches the unfused ops, to first and second order") {
         for (std::size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(ref[i]).epsilon(1e-12));
     }
     check_both([](Tape<double>&, const Vs& v) { return dense(v[0], v[1], nullptr, Activation::tanh); }, {x, w});
+}
+
+namespace {
+const Activation all_acts[] = {Activation::none, Activation::relu, Activation::leaky_relu, Activation::elu,
+                               Activation::tanh, Activation::sigmoid, Activation::softplus};
+
+/// Gradients of sum(dense(x, w, b, act) * r) for x, w, b, eagerly or recorded (create_graph).
+template <class T>
+std::vector<Tensor<T>> dense_grads(Activation act, bool create_graph) {
+    const auto as = [](const Td& d) {
+        Tensor<T> out(d.shape());
+        for (std::size_t i = 0; i < d.size(); ++i) out.data()[i] = static_cast<T>(d.data()[i]);
+        return out;
+    };
+    // 7 x 13 outputs: full vectors and a tail on every instruction set.
+    Tape<T> t;
+    const Var<T> x = t.variable(as(rnd(Shape{7, 5}, 40))), w = t.variable(as(rnd(Shape{5, 13}, 41)));
+    const Var<T> b = t.variable(as(rnd(Shape{13}, 42)));
+    const Var<T> loss = sum(dense(x, w, b, act, T(0.2)) * t.constant(as(rnd(Shape{7, 13}, 43))));
+    std::vector<Tensor<T>> out;
+    for (const Var<T>& g : grad(loss, {x, w, b}, create_graph)) out.push_back(g.value());
+    return out;
+}
+
+template <class T>
+void check_recorded_equals_eager() {
+    for (Activation act : all_acts) {
+        INFO("activation " << std::string(activation_name(act)) << ", " << sizeof(T) << "-byte values");
+        const auto eager = dense_grads<T>(act, false), recorded = dense_grads<T>(act, true);
+        REQUIRE(eager.size() == 3);
+        for (std::size_t k = 0; k < eager.size(); ++k) {
+            REQUIRE(eager[k].size() == recorded[k].size());
+            CHECK(std::memcmp(eager[k].data(), recorded[k].data(), eager[k].size() * sizeof(T)) == 0);
+        }
+    }
+}
+
+/// act(z) with the standalone activation ops (alpha 0.2).
+V unfused_activation(Activation act, const V& z) {
+    switch (act) {
+    case Activation::none: return z;
+    case Activation::relu: return relu(z);
+    case Activation::leaky_relu: return leaky_relu(z, 0.2);
+    case Activation::elu: return elu(z, 0.2);
+    case Activation::tanh: return tanh(z);
+    case Activation::sigmoid: return sigmoid(z);
+    case Activation::softplus: return softplus(z);
+    }
+    return z;
+}
+
+/// The order-th directional derivative along u of sum(act(x w + b) * r) with respect to x, each
+/// order from a recorded grad(), through the fused dense op or the standalone ops.
+double dense_directional(Activation act, const Td& x, const Td& u, int order, bool fused = true) {
+    Tape<double> t;
+    const V xv = t.variable(x), uv = t.constant(u), w = t.constant(rnd(Shape{3, 4}, 51)), b = t.constant(rnd(Shape{4}, 52));
+    const V y = fused ? dense(xv, w, b, act, 0.2) : unfused_activation(act, matmul(xv, w) + b);
+    V f = sum(y * t.constant(rnd(Shape{2, 4}, 53)));
+    // allow_unused: for the piecewise linear activations the second derivative does not depend on x.
+    for (int k = 0; k < order; ++k) f = sum(grad(f, xv, /*create_graph=*/true, /*allow_unused=*/true) * uv);
+    return f.item();
+}
+} // namespace
+
+TEST_CASE("dense: the recorded first-order gradient equals the eager one bit for bit") {
+    check_recorded_equals_eager<double>();
+    check_recorded_equals_eager<float>();
+}
+
+TEST_CASE("dense: third derivatives against differences of the recorded second derivative") {
+    const Td x = rnd(Shape{2, 3}, 54), u = rnd(Shape{2, 3}, 50);
+    for (Activation act : all_acts) {
+        INFO("activation " << std::string(activation_name(act)));
+        // d/dh of the second derivative at x + h u, by central differences.
+        const double h = 1e-5;
+        Td xp = x, xm = x;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            xp.data()[i] += h * u.data()[i];
+            xm.data()[i] -= h * u.data()[i];
+        }
+        const double numeric = (dense_directional(act, xp, u, 2) - dense_directional(act, xm, u, 2)) / (2 * h);
+        const double analytic = dense_directional(act, x, u, 3);
+        INFO("analytic " << analytic << ", numeric " << numeric);
+        CHECK(std::abs(analytic - numeric) < 1e-6 * std::max(1.0, std::abs(numeric)));
+        CHECK(analytic == doctest::Approx(dense_directional(act, x, u, 3, false)).epsilon(1e-12));
+        if (act == Activation::none || act == Activation::relu || act == Activation::leaky_relu) CHECK(analytic == 0.0);
+        else CHECK(std::abs(analytic) > 1e-3);
+    }
+    // One value by hand: the third derivative of tanh(w x + b) is w^3 (1 - y^2) (6 y^2 - 2), y = tanh(w x + b).
+    Tape<double> t;
+    const V xv = t.variable(Td(Shape{1, 1}, {0.3}));
+    const V y = dense(xv, t.constant(Td(Shape{1, 1}, {1.7})), t.constant(Td(Shape{1}, {-0.4})), Activation::tanh);
+    const V d1 = grad(sum(y), xv, true), d2 = grad(sum(d1), xv, true), d3 = grad(sum(d2), xv);
+    const double yy = std::tanh(1.7 * 0.3 - 0.4);
+    CHECK(d3[0] == doctest::Approx(1.7 * 1.7 * 1.7 * (1 - yy * yy) * (6 * yy * yy - 2)).epsilon(1e-12));
 }
 
 TEST_CASE("bce_with_logits: value, weights, gradients") {
