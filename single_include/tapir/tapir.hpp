@@ -5212,7 +5212,8 @@ struct RecordContext {
 
     Var<T> in(const Node<T>& n, int k) const { return t.var(n.in[k]); }
     Var<T> out(const Node<T>&) const { return t.var(current); }
-    const Shape& shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
+    /// By value: the rule records nodes while it holds the shape, and the node storage may move.
+    Shape shape(const Node<T>& n, int k) const { return t.node(n.in[k]).out.shape; }
     bool needs(const Node<T>& n, int k) const { return n.in[k] >= 0 && t.node(n.in[k]).requires_grad; }
     void acc(const Node<T>& n, int k, const Var<T>& v) {
         std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
@@ -5917,6 +5918,10 @@ Var<T> where(const Var<T>& cond, const Var<T>& a, const Var<T>& b) {
     return t.record(op_where<T>, detail::k_where(t, cond.ref(), a.ref(), b.ref()), a.index(), b.index(), cond.index());
 }
 
+// The standalone activations keep rules of their own rather than act_grad's: their first-order
+// bits (g - g y^2 for tanh, g (y - y^2) for sigmoid, ...) round differently from the SIMD
+// derivative, and the README's example figures (e.g. higgs's adversary through sigmoid) rest on them.
+
 template <class O, class T, class V>
 void backward_tanh(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
@@ -6213,27 +6218,44 @@ Var<T> detach(const Var<T>& a) {
 
 // ---- fused dense layer ------------------------------------------------------------------------
 
-/// g * act'(z) from the activation's output y: one kernel in the eager pass (k_act_grad) ...
+/// g * act'(z) from the activation's output y = act(z), the fused dense op's activation step. Its
+/// forward is simd/activation.hpp's activation_grad (k_act_grad) in both passes, so the recorded
+/// first-order gradient equals the eager one bit for bit. The rule writes the derivative as
+/// D(y) = act'(z) seen as a function of the output: d(g D(y))/dg = D(y), the op again, and
+/// d(g D(y))/dy = g D'(y), with D' in ordinary ops so every higher order follows.
+template <class O, class T, class V>
+void backward_act_grad(O& o, const Node<T>& n, const V& gbar) {
+    const auto act = static_cast<Activation>(n.act);
+    const V y = o.in(n, 1);
+    if (o.needs(n, 0)) o.acc(n, 0, act_grad(gbar, y, act, n.a0));
+    // relu, leaky_relu: D is piecewise constant in y, so nothing flows into y.
+    if (!o.needs(n, 1) || act == Activation::none || act == Activation::relu || act == Activation::leaky_relu) return;
+    const V gg = mul(gbar, o.in(n, 0));
+    switch (act) {
+    case Activation::elu: o.acc(n, 1, mul(gg, add_scalar(neg(positive_mask(y)), T(1)))); break;  // D = y + alpha for y <= 0
+    case Activation::tanh: o.acc(n, 1, mul(gg, scale(y, T(-2)))); break;                          // D = 1 - y^2
+    case Activation::sigmoid: o.acc(n, 1, mul(gg, add_scalar(scale(y, T(-2)), T(1)))); break;     // D = y (1 - y)
+    case Activation::softplus: o.acc(n, 1, mul(gg, exp(neg(y)))); break;                          // D = 1 - e^-y
+    default: break;
+    }
+}
+TAPIR_OP(act_grad, "act_grad", backward_act_grad);
+/// The eager pass computes it straight into the arena, recording nothing ...
 template <class T>
 Eager<T> act_grad(const Eager<T>& g, const Eager<T>& y, Activation act, T alpha) {
     return Eager<T>{detail::k_act_grad(*g.t, g.r, y.r, act, alpha), g.t};
 }
-/// ... and the same derivative composed of differentiable ops in the recorded one.
+/// ... the recorded one with the same kernel, as one node (none passes g on unchanged).
 template <class T>
 Var<T> act_grad(const Var<T>& g, const Var<T>& y, Activation act, T alpha) {
-    switch (act) {
-    case Activation::none: return g;
-    case Activation::relu: return mul(g, positive_mask(y));
-    case Activation::leaky_relu: return mul(g, leaky_slope(y, alpha));
-    case Activation::elu: {
-        const Var<T> pos = positive_mask(y);
-        return mul(g, add(pos, mul(add_scalar(neg(pos), T(1)), add_scalar(y, alpha))));
-    }
-    case Activation::tanh: return sub(g, mul(g, mul(y, y)));
-    case Activation::sigmoid: return mul(g, sub(y, mul(y, y)));
-    case Activation::softplus: return sub(g, mul(g, exp(neg(y))));
-    }
-    return g;
+    if (act == Activation::none) return g;
+    Tape<T>& t = detail::same_tape(g, y, "act_grad");
+    return detail::emit(t, op_act_grad<T>, detail::k_act_grad(t, detail::ref(t, g), detail::ref(t, y), act, alpha),
+                        [act, alpha](Node<T>& n) {
+                            n.act = static_cast<std::uint8_t>(act);
+                            n.a0 = alpha;
+                        },
+                        g, y);
 }
 
 template <class O, class T, class V>
