@@ -1846,7 +1846,7 @@ struct activation_grad_f {
     }
 };
 template <bool Fused> struct activation_one_f {
-    template <Activation A, class T> static T apply(T z, T alpha) {
+    template <Activation A, class T> static TAPIR_ALWAYS_INLINE T apply(T z, T alpha) {
         return activation_value<A, vscalar<T, Fused>>(z, alpha);
     }
 };
@@ -1865,7 +1865,8 @@ void activation_backward_on(isa which, Activation a, const T* g, const T* y, T* 
 }
 /// act(z) for one value: the scalar family (Fused as in vscalar: the default is this build's
 /// scalar kernels; true reproduces the FMA kernel families lane for lane).
-template <class T, bool Fused = (TAPIR_SIMD_SCALAR_FUSED != 0)> T activation_scalar(Activation a, T z, T alpha) noexcept {
+template <class T, bool Fused = (TAPIR_SIMD_SCALAR_FUSED != 0)>
+TAPIR_ALWAYS_INLINE T activation_scalar(Activation a, T z, T alpha) noexcept {
     return detail::with_activation<detail::activation_one_f<Fused>>(a, z, alpha);
 }
 
