@@ -4537,8 +4537,8 @@ public:
         check();
         return tape_->node(idx_);
     }
-    const Ref<T>& ref() const { return node().out; }
-    const Shape& shape() const { return ref().shape; }
+    const Ref<T>& ref() const { return node().out; }  ///< valid until the next op is recorded
+    Shape shape() const { return ref().shape; }       ///< a copy: recording moves the node storage
     std::size_t size() const { return ref().shape.numel(); }
     const T* data() const { return ref().data; }
     bool requires_grad() const { return node().requires_grad; }

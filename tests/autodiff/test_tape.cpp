@@ -81,6 +81,20 @@ TEST_CASE("a steady-state training step makes no heap allocation") {
     CHECK(scope.count() == 0);
 }
 
+TEST_CASE("a shape read from a Var stays valid while more ops are recorded") {
+    // Recording moves the node storage when it grows; shape() is a copy, so holding it is safe
+    // (it was a reference into the nodes: AddressSanitizer reported the read below).
+    Tape<double> t;
+    const Var<double> x = t.variable(Tensor<double>(Shape{3, 2}, {1, 2, 3, 4, 5, 6}));
+    const Shape& s = x.shape();
+    Var<double> y = x;
+    for (int i = 0; i < 5000; ++i) y = add_scalar(y, 1.0);
+    REQUIRE(t.size() > 5000);
+    CHECK(s == Shape{3, 2});
+    CHECK(s.numel() == 6);
+    CHECK(y.shape() == s);
+}
+
 TEST_CASE("a chain of a million nodes backpropagates without recursion") {
     Tape<double> t;
     const Var<double> x = t.variable(Tensor<double>::scalar(0.5));
