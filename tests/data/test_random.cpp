@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 
 TEST_CASE("rng stream is fixed by the seed") {
     tapir::Rng a(42), b(42), c(43);

@@ -15,7 +15,7 @@
 #include <string>
 #include <tapir/autodiff/ops.hpp>
 #include <tapir/data/dataset.hpp>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 #include <tapir/nn/checkpoint.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>

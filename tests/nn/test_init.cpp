@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 #include <tapir/nn/init.hpp>
 #include <tapir/nn/layers.hpp>
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/ops.hpp>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/module.hpp>
 #include <tapir/nn/sequential.hpp>

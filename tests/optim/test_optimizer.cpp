@@ -6,7 +6,7 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <tapir/data/random.hpp>
+#include <tapir/random.hpp>
 #include <tapir/optim/optim.hpp>
 #include <tapir/simd/arch.hpp>
 #include <vector>

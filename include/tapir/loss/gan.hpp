@@ -14,7 +14,7 @@
 #include "../autodiff/backward.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
-#include "../data/random.hpp"
+#include "../random.hpp"
 #include "../error.hpp"
 #include "../tensor/tensor.hpp"
 #include "common.hpp"

@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <string>
 
-#include "../data/random.hpp"
+#include "../random.hpp"
 #include "../error.hpp"
 #include "../tensor/tensor.hpp"
 

@@ -11,7 +11,7 @@
 
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
-#include "../data/random.hpp"
+#include "../random.hpp"
 #include "../error.hpp"
 #include "init.hpp"
 #include "module.hpp"

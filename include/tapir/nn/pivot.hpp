@@ -22,7 +22,7 @@
 #include "../autodiff/backward.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
-#include "../data/random.hpp"
+#include "../random.hpp"
 #include "../error.hpp"
 #include "../loss/classification.hpp"
 #include "../loss/mdn.hpp"
