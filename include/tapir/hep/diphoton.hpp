@@ -35,6 +35,7 @@
 #include "../error.hpp"
 #include "../random.hpp"
 #include "kinematics.hpp"
+#include "sampling.hpp"
 
 namespace tapir::hep {
 
@@ -115,14 +116,6 @@ inline void check_config(const DiphotonConfig& c) {
         fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
              num(c.bkg_eta_star_max));
     if (c.max_attempts == 0) fail("max_attempts must be > 0");
-}
-
-/// exp(slope * x) on [lo, hi] by inversion; expm1/log1p keep it exact for tiny slopes.
-inline double sample_truncated_exponential(Rng& rng, double slope, double lo, double hi) {
-    const double u = rng.uniform();
-    if (slope == 0.0) return lo + (hi - lo) * u;
-    const double x = lo + std::log1p(u * std::expm1(slope * (hi - lo))) / slope;
-    return x < lo ? lo : (x > hi ? hi : x);
 }
 
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
@@ -207,7 +200,7 @@ public:
     DiphotonEvent next(int label) {
         if (label != 0 && label != 1)
             throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        const double m = label ? sample_signal_mass() : detail::sample_truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
+        const double m = label ? sample_signal_mass() : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
         for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
             DiphotonEvent ev{};
             if (try_kinematics(m, label, ev)) return ev;
