@@ -9,6 +9,7 @@
 #include "simd/activation.hpp"
 #include "simd/arch.hpp"
 #include "simd/elementwise.hpp"
+#include "simd/fp_mode.hpp"
 #include "simd/gemm.hpp"
 #include "simd/isa.hpp"
 #include "simd/math.hpp"

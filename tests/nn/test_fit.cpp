@@ -765,3 +765,46 @@ TEST_CASE("progress in a file: one line per epoch, no carriage returns") {
         CHECK(text.find(" - accuracy: ") != std::string::npos);
     }
 }
+
+namespace {
+/// Dense layer that notes whether its forward ran with subnormals flushed.
+struct ModeProbe : Dense<float> {
+    using Dense<float>::Dense;
+    bool saw_flush = false, saw_ieee = false;
+    Var<float> forward(const Var<float>& x) override {
+        (simd::denormals_flushed() ? saw_flush : saw_ieee) = true;
+        return Dense<float>::forward(x);
+    }
+};
+} // namespace
+
+TEST_CASE("fit flushes subnormals during its steps only, and results without subnormals are unchanged") {
+    const Data d = separable(400, 3);
+    FitOptions<float> o;
+    o.epochs = 3;
+    o.batch_size = 32;
+    auto train = [&](bool flush, bool& saw_flush, bool& saw_ieee) {
+        simd::set_flush_denormals(flush);
+        Rng init(5);
+        ModeProbe m(d.x.shape()[1], 1, init);
+        TestAdam<float> opt(m.parameters(), 0.01f);
+        const bool before = simd::denormals_flushed();
+        fit(m, d.x, d.y, opt, o);
+        CHECK(simd::denormals_flushed() == before);  // the caller's mode is back
+        simd::set_flush_denormals(true);
+        saw_flush = m.saw_flush;
+        saw_ieee = m.saw_ieee;
+        return std::make_pair(m.weight.value, m.bias.value);
+    };
+    bool f_on = false, i_on = false, f_off = false, i_off = false;
+    const auto on = train(true, f_on, i_on);
+    const auto off = train(false, f_off, i_off);
+    if (simd::can_flush_denormals()) {
+        CHECK(f_on);   // training steps ran flushed
+        CHECK(!f_off); // opted out: never
+    }
+    CHECK(i_off);
+    // No subnormal in this problem: bit-identical parameters either way.
+    CHECK(std::memcmp(on.first.data(), off.first.data(), on.first.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(on.second.data(), off.second.data(), on.second.size() * sizeof(float)) == 0);
+}

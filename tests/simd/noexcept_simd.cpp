@@ -4,6 +4,7 @@
 #include <tapir/simd/activation.hpp>
 #include <tapir/simd/arch.hpp>
 #include <tapir/simd/elementwise.hpp>
+#include <tapir/simd/fp_mode.hpp>
 #include <tapir/simd/gemm.hpp>
 #include <tapir/simd/isa.hpp>
 #include <tapir/simd/math.hpp>

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../simd/fp_mode.hpp"
 #include "kernels.hpp"
 #include "tape.hpp"
 
@@ -75,6 +76,7 @@ void check_seeds(const char* who, const Var<T>* outputs, std::size_t n, const Va
 template <class T>
 void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, std::size_t n_outputs, const Var<T>* seeds,
                bool into_params) {
+    const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
     EagerContext<T> ctx{t, grads};
     for (std::size_t k = 0; k < n_outputs; ++k) {
@@ -150,6 +152,7 @@ void grad_into(const Var<T>* outputs, std::size_t n_out, const Var<T>* inputs, s
         }
         return;
     }
+    const simd::FlushDenormals flush;
     struct EnableGrad {
         Tape<T>& tape;
         bool was;

@@ -30,6 +30,7 @@
 #include "../loss/classification.hpp"
 #include "../optim/optimizer.hpp"
 #include "../random.hpp"
+#include "../simd/fp_mode.hpp"
 #include "callbacks.hpp"
 #include "module.hpp"
 #include "progress.hpp"
@@ -274,6 +275,7 @@ public:
     /// is shaped (rows of x, outputs) on first use).
     T step(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
            Tensor<T>* pred = nullptr) {
+        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
         const Var<T> l = batch_.record(x, y, w, idx, n);
         for (Parameter<T>* p : extra_) p->zero_grad();
         opt_.zero_grad();

@@ -11,6 +11,7 @@
 
 #include "../config.hpp"
 #include "../simd/arch.hpp"
+#include "../simd/fp_mode.hpp"
 #include "../simd/vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -60,6 +61,7 @@ struct block_kernel {
     using value_type = T;
     template <class V, class Args>
     static TAPIR_ALWAYS_INLINE void run(Args a) {
+        const simd::FlushDenormals flush;  // Adam's second moments go subnormal late in training
         for_blocks<V, Kernel>(a, a.n);
     }
 };
