@@ -319,6 +319,7 @@ int main(int argc, char** argv) {
 
         for (std::size_t step = 1; step <= o.steps; ++step) {
             const auto t_step = std::chrono::steady_clock::now();
+            const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores
             // ---- critic: n_critic steps ---------------------------------------------------------
             for (std::size_t k = 0; k < o.n_critic; ++k) {
                 for (std::size_t i = 0; i < o.batch; ++i) {  // a random batch of real events

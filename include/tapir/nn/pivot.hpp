@@ -22,8 +22,9 @@
 #include "../autodiff/backward.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
-#include "../random.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
+#include "../simd/fp_mode.hpp"
 #include "../loss/classification.hpp"
 #include "../loss/mdn.hpp"
 #include "../optim/optimizer.hpp"
@@ -236,6 +237,7 @@ public:
     T pretrain_classifier_step() { return classifier_step_impl(false); }
     /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
     T adversary_step() {
+        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
         sample();
         if (!batch_has_adversary_weight()) return T(0);
         tape_.clear();
@@ -337,6 +339,7 @@ private:
     };
 
     T classifier_step_impl(bool adversarial) {
+        const simd::FlushDenormals flush;
         sample();
         tape_.clear();
         const Freeze frozen(adv_);
