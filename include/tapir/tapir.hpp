@@ -12,6 +12,7 @@
 #include "simd/fp_mode.hpp"
 #include "simd/gemm.hpp"
 #include "simd/isa.hpp"
+#include "simd/thread_pool.hpp"
 #include "simd/math.hpp"
 #include "simd/vec.hpp"
 #include "simd/vmath.hpp"

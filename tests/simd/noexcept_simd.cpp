@@ -7,6 +7,7 @@
 #include <tapir/simd/fp_mode.hpp>
 #include <tapir/simd/gemm.hpp>
 #include <tapir/simd/isa.hpp>
+#include <tapir/simd/thread_pool.hpp>
 #include <tapir/simd/math.hpp>
 #include <tapir/simd/vec.hpp>
 #include <tapir/simd/vmath.hpp>

@@ -18,6 +18,7 @@
 
 #include "../error.hpp"
 #include "arch.hpp"
+#include "thread_pool.hpp"
 #include "vec.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -707,24 +708,29 @@ TAPIR_NOINLINE inline void gemm_check(bool ta, bool tb, std::size_t m, std::size
         TAPIR_THROW(value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product"));
 }
 
-/// Products below this many multiply-adds stay on the calling thread (threads are started per call,
-/// ~20-50 us; 2^24 multiply-adds take ~150 us on one AVX-512 core). Tests lower it.
+/// Products below this many multiply-adds stay on the calling thread (waking the pool's parked
+/// workers costs a few microseconds; 2^24 multiply-adds take ~150 us on one AVX-512 core). Tests lower it.
 inline std::atomic<std::size_t>& gemm_parallel_min() noexcept {
     static std::atomic<std::size_t> v{std::size_t(1) << 24};
     return v;
 }
 
+/// At most this many stripes per product (and so threads): the stripes live on the stack.
+constexpr std::size_t gemm_max_parts = 64;
+
 /// The threaded driver (out of line, so the serial call keeps a small frame): splits the longer of
-/// M and N into stripes of C, which are independent. False when the product is too narrow to split.
+/// M and N into stripes of C, which are independent, one per thread of the pool (thread_pool.hpp).
+/// False when the product is too narrow to split.
 template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<T>& g, unsigned nt) {
     using K = gemm_kernel<T>;
     const bool split_m = g.m >= g.n;
     const std::size_t len = split_m ? g.m : g.n, quantum = 64;
-    const std::size_t max_parts = (len + quantum - 1) / quantum;
+    const std::size_t max_parts = std::min((len + quantum - 1) / quantum, gemm_max_parts);
     nt = static_cast<unsigned>(std::min<std::size_t>(nt, max_parts));
     if (nt < 2) return false;
     const std::size_t step = round_up((len + nt - 1) / nt, quantum);
-    std::vector<gemm_args<T>> parts;
+    gemm_args<T> parts[gemm_max_parts];
+    std::size_t np = 0;
     for (std::size_t s0 = 0; s0 < len; s0 += step) {
         gemm_args<T> p = g;
         const std::size_t l = std::min(step, len - s0);
@@ -737,32 +743,15 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
             p.b = g.tb ? g.b + s0 * g.ldb : g.b + s0;
             p.c = g.c + s0;
         }
-        parts.push_back(p);
+        parts[np++] = p;
     }
-    if (parts.size() < 2) return false;
+    if (np < 2) return false;
     const std::size_t per = dispatch_to<typename K::work_size>(which, split_m ? step : g.m, split_m ? g.n : step, g.k);
     const std::size_t stride = round_up(per, 64);
-    T* work = static_cast<T*>(gemm_buffer().get(stride * parts.size() * sizeof(T)));
+    T* work = static_cast<T*>(gemm_buffer().get(stride * np * sizeof(T)));
     /// Const, as gemm() passes it: a gemm_args<T>* would instantiate every kernel entry a second time.
-    const gemm_args<T>* const part = parts.data();
-    std::vector<std::thread> pool;
-    pool.reserve(parts.size() - 1);
-    std::size_t started = 1;
-#if TAPIR_HAS_EXCEPTIONS
-    try {
-#endif
-        for (; started < parts.size(); ++started) {
-            const std::size_t t = started;
-            pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
-        }
-#if TAPIR_HAS_EXCEPTIONS
-    } catch (...) {
-        // No more threads available: the calling thread does the remaining stripes.
-    }
-#endif
-    dispatch_to<K>(which, part, work);
-    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
-    for (auto& th : pool) th.join();
+    const gemm_args<T>* const part = parts;
+    parallel_run(np, [&](std::size_t t) { dispatch_to<K>(which, part + t, work + t * stride); });
     return true;
 }
 
