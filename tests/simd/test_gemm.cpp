@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -374,5 +375,27 @@ TEST_CASE_TEMPLATE("one-column products (A x and A^T x) are bitwise the tiled pa
                         CHECK(diff == 0);
                     }
                 }
+    }
+}
+
+TEST_CASE_TEMPLATE("gemm with a transposed A gives the bits of the same product on A transposed by hand", T, float, double) {
+    simd_test::isa_guard guard;
+    tapir::Rng rng(23);
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        // m past one MC block with a ragged last panel, k past one K block, n past the small path.
+        for (const auto& d : {std::array<std::size_t, 3>{301, 530, 700}, std::array<std::size_t, 3>{13, 40, 9}}) {
+            const std::size_t m = d[0], n = d[1], k = d[2];
+            std::vector<T> at(k * m), a(m * k), b(k * n), c1(m * n), c2(m * n);
+            for (auto& x : at) x = static_cast<T>(rng.uniform(-1, 1));
+            for (std::size_t p = 0; p < k; ++p)
+                for (std::size_t r = 0; r < m; ++r) a[r * k + p] = at[p * m + r];
+            for (auto& x : b) x = static_cast<T>(rng.uniform(-1, 1));
+            for (std::size_t e = 0; e < c1.size(); ++e) c1[e] = c2[e] = static_cast<T>(rng.uniform(-1, 1));
+            tapir::simd::gemm<T>(true, false, m, n, k, T(0.5), at.data(), m, b.data(), n, T(1), c1.data(), n);
+            tapir::simd::gemm<T>(false, false, m, n, k, T(0.5), a.data(), k, b.data(), n, T(1), c2.data(), n);
+            CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+        }
     }
 }

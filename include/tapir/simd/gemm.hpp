@@ -116,13 +116,13 @@ template <class B> struct wide_tiles<B, std::void_t<decltype(B::NVW)>> {
 /// Depth of the K blocks: equal-sized blocks no deeper than KC; depends on K only (determinism).
 template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) { return gemm_k_block(k, KC); }
 
-/// Elements of T the serial driver needs: one packed A edge panel and one packed B block.
+/// Elements of T the serial driver needs: one packed A block (transposed A) and one packed B block.
 template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_t n, std::size_t k) {
     using B = gemm_blocking<V>;
     constexpr std::size_t NR = B::NV * V::W;
     const std::size_t kc = k_block<B::KC>(k);
     const std::size_t nc = round_up(std::min(n, B::NC), NR);
-    return round_up(B::MR * kc, 64) + nc * kc;
+    return round_up(B::MC * kc, 64) + nc * kc;
 }
 
 /// In-register transpose of an N x N block held as N vectors (log2 N stages of two-input shuffles;
@@ -161,10 +161,9 @@ template <class R> TAPIR_ALWAYS_INLINE auto& raw_vector(R& r) {
 template <class T> struct gemm_kernel {
     using value_type = T;
 
-    /// How the micro-kernel reads A: a packed MR-row panel (a[p*MR + i]), rows of a row-major A
-    /// (a[i*lda + p], rows past the edge clamped to the last valid one), or columns of a transposed
-    /// A (a[p*lda + i], full panels only).
-    enum class amode { packed, rows, cols };
+    /// How the micro-kernel reads A: a packed MR-row panel (a[p*MR + i]) or rows of a row-major A
+    /// (a[i*lda + p], rows past the edge clamped to the last valid one).
+    enum class amode { packed, rows };
 
     /// Clears the MR x NV accumulator block of the micro-kernels.
     template <class V, std::size_t MR, std::size_t NV>
@@ -218,7 +217,6 @@ template <class T> struct gemm_kernel {
                 for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
             }
             if constexpr (AM == amode::packed) a += MR;
-            if constexpr (AM == amode::cols) a += lda;
             b += ldb;
         }
         (void)ar;
@@ -337,27 +335,21 @@ template <class T> struct gemm_kernel {
         }
     }
 
-    /// Packs op(A)[i0 .. i0+mr, p0 .. p0+kc) (mr <= MR) into one MR-row panel, zero-padded.
+    /// Packs op(A)[i0 .. i0+mc, p0 .. p0+kc) for a transposed A (op(A) rows are A's columns) into
+    /// MR-row panels of MR x kc, p-major, the last zero-padded. Once per block, reading A by its rows:
+    /// read in place, each of A's columns strides a whole row of A per step, and at 1024 columns every
+    /// step of every tile was a new page (wide layers' weight gradients, dW = X^T dZ, ran at 2/3 speed).
     template <std::size_t MR>
-    static TAPIR_ALWAYS_INLINE void pack_a_panel(const gemm_args<T>& g, std::size_t i0, std::size_t mr,
+    static TAPIR_ALWAYS_INLINE void pack_a_block(const gemm_args<T>& g, std::size_t i0, std::size_t mc,
                                                  std::size_t p0, std::size_t kc, T* TAPIR_RESTRICT d) {
-        if (g.ta) {
-            const T* s = g.a + p0 * g.lda + i0;
-            for (std::size_t p = 0; p < kc; ++p, s += g.lda, d += MR) {
-                std::size_t i = 0;
-                for (; i < mr; ++i) d[i] = s[i];
-                for (; i < MR; ++i) d[i] = T(0);
-            }
-        } else {
-            const T* s = g.a + i0 * g.lda + p0;
-            for (std::size_t i = 0; i < MR; ++i) {
-                if (i < mr) {
-                    const T* si = s + i * g.lda;
-                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = si[p];
-                } else {
-                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = T(0);
-                }
-            }
+        const std::size_t full = mc / MR * MR;
+        for (std::size_t p = 0; p < kc; ++p) {
+            const T* s = g.a + (p0 + p) * g.lda + i0;
+            for (std::size_t i = 0; i < full; i += MR)
+#pragma GCC unroll 16
+                for (std::size_t r = 0; r < MR; ++r) d[i * kc + p * MR + r] = s[i + r];
+            if (full < mc)
+                for (std::size_t r = 0; r < MR; ++r) d[full * kc + p * MR + r] = full + r < mc ? s[full + r] : T(0);
         }
     }
 
@@ -424,7 +416,7 @@ template <class T> struct gemm_kernel {
         return !g.tb && g.k <= 256 && g.n <= 512 && g.k * g.n * sizeof(T) <= 128 * 1024;
     }
 
-    /// One MC x nc block of C for one K block: A read in place where it can be, edge panels packed.
+    /// One MC x nc block of C for one K block: A read in place by rows, or (transposed A) packed.
     /// B in place (direct) or packed is a run-time flag, not a template one: the tiles of both are
     /// then inlined once per instruction set, not twice (a sixth less GEMM code to compile).
     template <class V>
@@ -433,6 +425,7 @@ template <class T> struct gemm_kernel {
                                           const T* bsrc, std::size_t ldb, T* apanel) {
         using B = gemm_blocking<V>;
         constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
+        if (g.ta) pack_a_block<MR>(g, ic, mc, pc, kc, apanel);
         for (std::size_t jr = 0; jr < nc; jr += NR) {
             const std::size_t nr = std::min(NR, nc - jr);
             const T* bp = direct ? bsrc + jr : bsrc + jr * kc;
@@ -448,18 +441,12 @@ template <class T> struct gemm_kernel {
                         micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::rows, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
-                } else if (mr == MR) {
-                    const T* ap = g.a + pc * g.lda + i;
-                    if (direct && nr < NR)
-                        micro<V, MR, NV, amode::cols, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
-                    else
-                        micro<V, MR, NV, amode::cols, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else {
-                    pack_a_panel<MR>(g, i, mr, pc, kc, apanel);
+                    const T* ap = apanel + ir * kc;  // packed once per block by pack_a_block
                     if (direct && nr < NR)
-                        micro<V, MR, NV, amode::packed, true>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                        micro<V, MR, NV, amode::packed, true>(kc, ap, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
-                        micro<V, MR, NV, amode::packed, false>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                        micro<V, MR, NV, amode::packed, false>(kc, ap, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 }
             }
         }
@@ -475,7 +462,7 @@ template <class T> struct gemm_kernel {
         if (!work && (g.ta || !direct))
             work = static_cast<T*>(gemm_buffer().get(gemm_work_elems<V>(g.m, g.n, g.k) * sizeof(T)));
         T* const apanel = work;
-        T* const bbuf = work ? work + round_up(B::MR * kcb, 64) : nullptr;
+        T* const bbuf = work ? work + round_up(B::MC * kcb, 64) : nullptr;
         for (std::size_t jc = 0; jc < g.n; jc += B::NC) {
             const std::size_t nc = std::min(B::NC, g.n - jc);
             for (std::size_t pc = 0; pc < g.k; pc += kcb) {
