@@ -1,11 +1,13 @@
-// GEMM throughput of tapir::simd::gemm against OpenBLAS (cblas) and Eigen, side by side, single thread,
+// GEMM throughput of tapir::simd::gemm against OpenBLAS (cblas) and Eigen, side by side, one thread or N,
 // plus the fraction of this core's measured FMA peak. Medians over repeats; tapir and OpenBLAS samples alternate.
 //
 // Build (tapir without -march; peers optional):
 //   g++ -std=c++17 -O2 -DNDEBUG -I include -isystem /usr/include/eigen3 -DTAPIR_BENCH_OPENBLAS
 //       bench/bench_gemm.cpp -o /tmp/bench_gemm -lopenblas -pthread
 // Run:
-//   OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS=1 /tmp/bench_gemm [--double] [--isa=avx2] [--threads=N]
+//   OPENBLAS_CORETYPE=SkylakeX /tmp/bench_gemm [--double] [--isa=avx2] [--threads N]
+// With --threads N both tapir and OpenBLAS use N threads, and each one's speed-up over its own
+// one-thread run is printed.
 // OpenBLAS is used only when TAPIR_BENCH_OPENBLAS is defined (it must be linked); Eigen whenever its
 // headers are on the include path.
 
@@ -221,7 +223,7 @@ template <class T> void bench(unsigned threads) {
                 dbl ? "double" : "float", tapir::simd::isa_name(tapir::simd::active_isa()), threads,
                 dbl ? "fp64" : "fp32", peak);
 #if BENCH_HAVE_OPENBLAS
-    openblas_set_num_threads(1);
+    openblas_set_num_threads(static_cast<int>(threads));  // the same thread count as tapir
     std::printf("OpenBLAS %s, core %s, %d thread(s)\n", openblas_get_config(), openblas_get_corename(),
                 openblas_get_num_threads());
 #else
@@ -233,8 +235,11 @@ template <class T> void bench(unsigned threads) {
 #else
     std::printf("Eigen: headers not found\n");
 #endif
-    std::printf("\n%-16s %10s %10s %10s %12s %10s\n", "M x N x K", "tapir", "OpenBLAS", "Eigen", "tapir/OBLAS",
+    std::printf("\n%-16s %10s %10s %10s %12s %10s", "M x N x K", "tapir", "OpenBLAS", "Eigen", "tapir/OBLAS",
                 "tapir/peak");
+    // With threads: each library's speed-up over its own one-thread run (paired the same way).
+    if (threads > 1) std::printf(" %12s %12s", "tapir xN/x1", "OBLAS xN/x1");
+    std::printf("\n");
     struct Shape {
         std::size_t m, n, k;
     };
@@ -263,11 +268,26 @@ template <class T> void bench(unsigned threads) {
 #if BENCH_HAVE_EIGEN
         g_eigen = flops / median_seconds([&] { run_eigen(p); }) / 1e9;
 #endif
+        double s_tapir = 0, s_oblas = 0;
+        if (threads > 1) {
+            tapir::simd::set_num_threads(1);
+#if BENCH_HAVE_OPENBLAS
+            openblas_set_num_threads(1);
+            const auto one = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); });
+            s_oblas = g_oblas / (flops / one.second / 1e9);
+            openblas_set_num_threads(static_cast<int>(threads));
+            s_tapir = g_tapir / (flops / one.first / 1e9);
+#else
+            s_tapir = g_tapir / (flops / median_seconds([&] { run_tapir(p); }) / 1e9);
+#endif
+            tapir::simd::set_num_threads(threads);
+        }
         char name[64];
         std::snprintf(name, sizeof name, "%zux%zux%zu", s.m, s.n, s.k);
-        std::printf("%-16s %10.1f %10.1f %10.1f %11.0f%% %9.0f%%%s\n", name, g_tapir, g_oblas, g_eigen,
-                    g_oblas > 0 ? 100 * g_tapir / g_oblas : 0.0, peak > 0 ? 100 * g_tapir / peak : 0.0,
-                    max_diff > 1e-2 ? "  (MISMATCH vs OpenBLAS)" : "");
+        std::printf("%-16s %10.1f %10.1f %10.1f %11.0f%% %9.0f%%", name, g_tapir, g_oblas, g_eigen,
+                    g_oblas > 0 ? 100 * g_tapir / g_oblas : 0.0, peak > 0 ? 100 * g_tapir / peak : 0.0);
+        if (threads > 1) std::printf(" %11.2fx %11.2fx", s_tapir, s_oblas);
+        std::printf("%s\n", max_diff > 1e-2 ? "  (MISMATCH vs OpenBLAS)" : "");
         std::fflush(stdout);
     }
 }
@@ -275,7 +295,7 @@ template <class T> void bench(unsigned threads) {
 } // namespace
 
 int main(int argc, char** argv) {
-    bool dbl = false;
+    bool dbl = false, peak_only = false;
     unsigned threads = 1;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -288,10 +308,19 @@ int main(int argc, char** argv) {
                 if (v == tapir::simd::isa_name(i_)) tapir::simd::set_active_isa(i_);
         } else if (a.rfind("--threads=", 0) == 0) {
             threads = static_cast<unsigned>(std::strtoul(a.c_str() + 10, nullptr, 10));
+        } else if (a == "--peak") {
+            peak_only = true;
+        } else if (a == "--threads" && i + 1 < argc) {
+            threads = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
         } else {
-            std::fprintf(stderr, "usage: %s [--double] [--isa=scalar|avx2|avx512|neon] [--threads=N]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--double] [--isa=scalar|avx2|avx512|neon] [--threads N] [--peak]\n", argv[0]);
             return 2;
         }
+    }
+    if (peak_only) {  // the machine line of bench/run_all.sh
+        std::printf("measured single-core FMA peak (%s): fp32 %.1f GFLOP/s, fp64 %.1f GFLOP/s\n",
+                    tapir::simd::isa_name(tapir::simd::active_isa()), measured_peak(false), measured_peak(true));
+        return 0;
     }
     if (dbl)
         bench<double>(threads);

@@ -3,7 +3,7 @@
 
 Usage: report.py RESULTS_DIR   (prints the markdown; missing results are left out)
 Reads tape.json, train.json, wgan.json, inference.json, compile.json and the text output of
-bench_gemm (gemm.txt, gemm_skylakex.txt) when present.
+bench_gemm (gemm.txt, gemm_skylakex.txt, gemm_threads2.txt) when present.
 """
 import json
 import os
@@ -43,6 +43,12 @@ def main():
                "every ratio is against PyTorch's fastest setting.")
     if machine:
         out.append("Machine: %s, tapir ISA path %s." % (machine.get("cpu", "?"), machine.get("isa", "?")))
+    mp = os.path.join(d, "machine.txt")
+    if os.path.exists(mp):
+        out.append("")
+        out.append("```")
+        out.append(open(mp).read().rstrip())
+        out.append("```")
     out.append("")
 
     t = load(d, "train.json")
@@ -100,7 +106,8 @@ def main():
                                                       "%.1f" % (bb * 1e9) if bb is not None else "-"))
         out.append("")
 
-    for name, title in (("gemm_skylakex.txt", "GEMM (OpenBLAS with OPENBLAS_CORETYPE=SkylakeX)"), ("gemm.txt", "GEMM (OpenBLAS as installed)")):
+    for name, title in (("gemm_skylakex.txt", "GEMM (OpenBLAS with OPENBLAS_CORETYPE=SkylakeX)"), ("gemm.txt", "GEMM (OpenBLAS as installed)"),
+                        ("gemm_threads2.txt", "GEMM, two threads each (speed-up over each library's own one thread)")):
         p = os.path.join(d, name)
         if os.path.exists(p):
             out.append("### %s\n" % title)

@@ -39,12 +39,16 @@ run() {  # name, then the command; its output goes to the terminal and to RESULT
     echo "== $name"
     "$@" | tee "$results/$name.txt"
 }
+# The machine first: every figure below belongs to it.
+echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores" | tee "$results/machine.txt"
+"$bin/bench_gemm" --peak | tee -a "$results/machine.txt"
 run tape "$bin/bench_tape" --json "$results/tape.json"
 run train "$bin/bench_train" $quick --json "$results/train.json"
 run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
+run gemm_threads2 "$bin/bench_gemm" --threads 2
 run compile "$src/bench/bench_compile.sh" --json "$results/compile.json"
 if command -v python3 > /dev/null; then
     python3 "$src/bench/report.py" "$results" > "$results/performance.md"
