@@ -44,6 +44,7 @@ echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/
 "$bin/bench_gemm" --peak | tee -a "$results/machine.txt"
 run tape "$bin/bench_tape" --json "$results/tape.json"
 run train "$bin/bench_train" $quick --json "$results/train.json"
+run train_same_batch "$bin/bench_train" $quick --same-batch --json "$results/train_same.json"
 run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """PyTorch side of bench_train: one Adam training step of the Higgs MLPs, one thread.
 
-Usage: torch_train.py [--hidden 64,256] [--batch 32,128,1024] [--repeats N] [--target SECONDS] [--wall]
+Usage: torch_train.py [--hidden 64,256,1024] [--batch 32,128,1024] [--repeats N] [--target SECONDS] [--wall]
+                      [--same-batch]
 
 The MLP: 8 inputs, 3 hidden Linear+ReLU layers of HIDDEN units, 1 output (a logit), float32.
 One step: zero the gradients (set to None, PyTorch's cheapest), forward, BCEWithLogitsLoss,
-backward, torch.optim.Adam (lr 1e-3, foreach) step, as bench_train does for tapir. Timed in process CPU time
+backward, torch.optim.Adam (lr 1e-3, foreach) step, as bench_train does for tapir; each step takes
+the next of 16 random batches (--same-batch: one batch, reused). Timed in process CPU time
 (time.process_time, counting any helper thread), or wall time with --wall: after a warm-up, the
 median of REPEATS samples of about TARGET seconds each. bench_train runs this with
 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 (torch.set_num_threads(1) does not reach OpenBLAS's
@@ -52,11 +54,12 @@ def time_calls(fn, repeats, target, clock):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--hidden", default="64,256")
+    ap.add_argument("--hidden", default="64,256,1024")
     ap.add_argument("--batch", default="32,128,1024")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--target", type=float, default=0.02)
     ap.add_argument("--wall", action="store_true")
+    ap.add_argument("--same-batch", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
     clock = time.perf_counter if a.wall else time.process_time
@@ -66,10 +69,13 @@ def main():
             net = make_mlp(hidden)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)  # multi-tensor: a little faster here
             loss_fn = torch.nn.BCEWithLogitsLoss()
-            x = torch.randn(batch, 8)
-            y = (torch.rand(batch, 1) < 0.5).float()
+            batches = [(torch.randn(batch, 8), (torch.rand(batch, 1) < 0.5).float())
+                       for _ in range(1 if a.same_batch else 16)]
+            turn = [0]
 
             def step():
+                x, y = batches[turn[0]]
+                turn[0] = (turn[0] + 1) % len(batches)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(net(x), y)
                 loss.backward()
