@@ -57,6 +57,7 @@
 #include "loss/poisson_fit.hpp"
 #include "loss/significance.hpp"
 #include "metrics/accuracy.hpp"
+#include "metrics/bootstrap.hpp"
 #include "metrics/common.hpp"
 #include "metrics/divergence.hpp"
 #include "metrics/histogram.hpp"

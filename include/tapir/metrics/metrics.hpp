@@ -1,7 +1,9 @@
 #pragma once
-/// All metrics: ROC / AUC / rejection, histograms, Jensen-Shannon divergence, significances, accuracy.
+/// All metrics: ROC / AUC / rejection, histograms, Jensen-Shannon divergence, significances, accuracy,
+/// bootstrap uncertainties.
 
 #include "accuracy.hpp"
+#include "bootstrap.hpp"
 #include "common.hpp"
 #include "divergence.hpp"
 #include "histogram.hpp"
