@@ -62,6 +62,7 @@ struct Options {
     std::size_t adv_steps = 3;       // adversary steps per classifier step
     std::size_t batch = 64;          // classifier training
     std::size_t adv_batch = 256;     // adversarial training: the adversary sees background events only
+    std::size_t bootstrap = 100;     // bootstrap replicas for the uncertainties (0: none)
     bool scan = false;
     bool quiet = false;
 };
@@ -69,7 +70,9 @@ struct Options {
 const examples::Cli cli("higgs",
                          "higgs [--data FILE | --events N] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
                          "             [--adv-pretrain E] [--adv-steps K] [--batch B] [--adv-batch B] [--out DIR]\n"
-                         "             [--scan-lambda] [--write-events FILE] [--quiet] [--help]\n");
+                         "             [--scan-lambda] [--bootstrap N] [--write-events FILE] [--quiet] [--help]\n"
+                         "  --bootstrap N   bootstrap replicas for the uncertainties of R50 and 1/JSD and for the\n"
+                         "                  1/JSD floor of a mass-blind selection (default 100; 0: none)\n");
 
 Options parse_args(int argc, char** argv) {
     Options o;
@@ -89,6 +92,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--adv-pretrain") o.adv_pretrain = cli.count(a, value());
         else if (a == "--adv-steps") o.adv_steps = cli.count(a, value());
         else if (a == "--scan-lambda") o.scan = true;
+        else if (a == "--bootstrap") o.bootstrap = cli.count(a, value());
         else if (a == "--quiet") o.quiet = true;
         else return false;
         return true;
@@ -163,7 +167,21 @@ struct Result {
     std::string name;
     double auc = 0, r50 = 0, jsd = 0, threshold = 0;
     std::vector<double> score;
+    bool has_estimate = false;
+    metrics::SculptingEstimate est;  // R50 and 1/JSD with bootstrap uncertainties, and the 1/JSD floor
 };
+
+/// Bootstrap uncertainties (68% intervals) and the random-selection floor for every result.
+void add_uncertainties(std::vector<Result>& rs, const Split& s, const Options& o) {
+    if (o.bootstrap == 0) return;
+    metrics::BootstrapOptions bo;
+    bo.replicas = std::max<std::size_t>(o.bootstrap, 2);
+    bo.seed = o.seed;
+    for (Result& r : rs) {
+        r.est = metrics::sculpting_with_uncertainty(r.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0, bo);
+        r.has_estimate = true;
+    }
+}
 
 Result evaluate(const std::string& name, Sequential<float>& net, const Split& s) {
     Result r;
@@ -383,14 +401,73 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     f << "{\n  \"events\": \"" << source << "\",\n  \"seed\": " << o.seed << ",\n  \"lambda\": " << o.lambda
       << ",\n  \"seconds\": " << seconds << ",\n  \"networks\": [\n";
     for (std::size_t i = 0; i < rs.size(); ++i)
-        f << "    {\"name\": \"" << rs[i].name << "\", \"auc\": " << rs[i].auc << ", \"r50\": " << rs[i].r50 << ", \"jsd\": " << rs[i].jsd
-          << ", \"inverse_jsd\": " << 1.0 / rs[i].jsd << "}" << (i + 1 < rs.size() ? "," : "") << "\n";
+    {
+        const Result& r = rs[i];
+        f << "    {\"name\": \"" << r.name << "\", \"auc\": " << r.auc << ", \"r50\": " << r.r50 << ", \"jsd\": " << r.jsd
+          << ", \"inverse_jsd\": " << 1.0 / r.jsd;
+        if (r.has_estimate) {
+            const auto interval = [&](const char* key, const metrics::Estimate& e) {
+                f << ", \"" << key << "\": {\"value\": " << e.value << ", \"sd\": " << e.sd << ", \"lo68\": " << e.lo
+                  << ", \"hi68\": " << e.hi << ", \"replicas\": " << e.replicas << "}";
+            };
+            interval("r50_bootstrap", r.est.rejection);
+            interval("inverse_jsd_bootstrap", r.est.inverse_jsd);
+            interval("inverse_jsd_random_selection_floor", r.est.floor);
+        }
+        f << "}" << (i + 1 < rs.size() ? "," : "") << "\n";
+    }
     f << "  ]\n}\n";
 }
 
 void print_table(const std::vector<Result>& rs) {
-    std::printf("\n%-28s %8s %10s %10s %10s\n", "network", "AUC", "R50", "JSD", "1/JSD");
-    for (const auto& r : rs) std::printf("%-28s %8.4f %10.2f %10.5f %10.1f\n", r.name.c_str(), r.auc, r.r50, r.jsd, 1.0 / r.jsd);
+    std::printf("\n%-28s %8s %10s %10s %10s", "network", "AUC", "R50", "JSD", "1/JSD");
+    const bool est = !rs.empty() && rs.front().has_estimate;
+    if (est) std::printf("   %-12s %-19s %-19s", "R50 +- sd", "1/JSD 68% interval", "floor 68% interval");
+    std::printf("\n");
+    for (const auto& r : rs) {
+        std::printf("%-28s %8.4f %10.2f %10.5f %10.1f", r.name.c_str(), r.auc, r.r50, r.jsd, 1.0 / r.jsd);
+        if (r.has_estimate) {
+            char a[32], b[32], c[32];
+            std::snprintf(a, sizeof a, "%.2f+-%.2f", r.est.rejection.value, r.est.rejection.sd);
+            std::snprintf(b, sizeof b, "[%.4g, %.4g]", r.est.inverse_jsd.lo, r.est.inverse_jsd.hi);
+            std::snprintf(c, sizeof c, "[%.4g, %.4g]", r.est.floor.lo, r.est.floor.hi);
+            std::printf("   %-12s %-19s %-19s", a, b, c);
+        }
+        std::printf("\n");
+    }
+    if (est)
+        std::printf("(68%% intervals of bootstrap replicas; floor: 1/JSD of mass-blind selections at the same background "
+                    "efficiency: a 1/JSD inside it is no sculpting that this test set can see)\n");
+}
+
+/// The lambda scan on the R50-1/JSD plane: each point with its 68% intervals, and beside it (grey)
+/// the 1/JSD of mass-blind selections at the same background efficiency.
+void plot_scan(const std::string& path, const std::vector<Result>& rs, const std::vector<std::string>& labels) {
+    io::Figure fig(640, 480);
+    auto& ax = fig.axes();
+    std::vector<double> r50, inv, mid, half, xerr, floor_mid, floor_half, floor_x;
+    for (std::size_t i = 2; i < rs.size(); ++i) {  // after the classifier and the adversarial default
+        const Result& r = rs[i];
+        r50.push_back(r.r50);
+        inv.push_back(1.0 / r.jsd);
+        if (!r.has_estimate) continue;
+        mid.push_back(0.5 * (r.est.inverse_jsd.lo + r.est.inverse_jsd.hi));
+        half.push_back(0.5 * (r.est.inverse_jsd.hi - r.est.inverse_jsd.lo));
+        xerr.push_back(r.est.rejection.sd);
+        floor_x.push_back(r.r50);
+        floor_mid.push_back(0.5 * (r.est.floor.lo + r.est.floor.hi));
+        floor_half.push_back(0.5 * (r.est.floor.hi - r.est.floor.lo));
+    }
+    if (!floor_x.empty()) {
+        ax.errorbars(floor_x, floor_mid, floor_half, io::Style("1/JSD of a mass-blind selection (68%)", "#999999"));
+        ax.errorbars(r50, mid, half, io::Style("68% bootstrap interval", "#1f77b4"), xerr);
+    }
+    ax.scatter(r50, inv, io::Style("adversarial classifier").marker('o'), labels);
+    const Result& clf = rs.front();
+    ax.scatter(std::vector<double>{clf.r50}, std::vector<double>{1.0 / clf.jsd}, io::Style("plain classifier", "#d62728").marker('s'));
+    ax.set_xlabel("background rejection R50 (1/ε_B at ε_S = 0.5)").set_ylabel("1/JSD (higher: less sculpting)").set_log_y();
+    ax.set_title("Rejection against decorrelation");
+    fig.save(path);
 }
 
 } // namespace
@@ -412,32 +489,24 @@ int main(int argc, char** argv) {
         const Result ann = train_adversarial(split, o, classifier, o.lambda, h, progress);
         std::vector<Result> results{clf, ann};
 
+        std::vector<std::string> scan_labels;
         if (o.scan) {
-            std::vector<double> inv, r50;
-            std::vector<std::string> labels;
             for (double l : {0.0, 1.0, 3.0, 10.0, 30.0, 100.0}) {
                 History hs;
                 Options q = o;
                 q.quiet = true;
-                const Result r = train_adversarial(split, q, classifier, l, hs, Progress{true});
+                Result r = train_adversarial(split, q, classifier, l, hs, Progress{true});
                 progress.say("scan: lambda " + std::to_string(l) + ": AUC " + std::to_string(r.auc) + ", R50 " + std::to_string(r.r50) +
                              ", 1/JSD " + std::to_string(1.0 / r.jsd));
-                inv.push_back(1.0 / r.jsd);
-                r50.push_back(r.r50);
                 std::ostringstream t;
                 t << "λ=" << l;
-                labels.push_back(t.str());
-                results.push_back(r);
+                scan_labels.push_back(t.str());
+                results.push_back(std::move(r));
             }
-            io::Figure fig(640, 480);
-            auto& ax = fig.axes();
-            ax.scatter(r50, inv, io::Style("adversarial classifier").marker('o'), labels);
-            ax.scatter(std::vector<double>{clf.r50}, std::vector<double>{1.0 / clf.jsd}, io::Style("plain classifier", "#d62728").marker('s'));
-            ax.set_xlabel("background rejection R50").set_ylabel("1/JSD (higher: less sculpting)").set_log_y();
-            ax.set_title("Rejection against decorrelation");
-            fig.save(o.out + "/lambda_scan.svg");
         }
-
+        if (o.bootstrap > 0) progress.say("bootstrap: " + std::to_string(o.bootstrap) + " replicas per network");
+        add_uncertainties(results, split, o);
+        if (o.scan) plot_scan(o.out + "/lambda_scan.svg", results, scan_labels);
         write_results(o.out + "/clf_results.csv", split, clf);
         write_results(o.out + "/ANN_results.csv", split, ann);
         write_history(o.out + "/history.csv", h);

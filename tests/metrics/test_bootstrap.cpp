@@ -14,6 +14,7 @@ using namespace tapir;
 using namespace tapir::metrics;
 
 namespace {
+double se_of(double sigma, double n) { return sigma / std::sqrt(n); }
 double weighted_mean(const std::vector<double>& x, const ValueView& w) {
     double s = 0, sw = 0;
     for (std::size_t i = 0; i < x.size(); ++i) {
@@ -53,6 +54,7 @@ TEST_CASE("bootstrap of a mean: value on the sample, spread = the standard error
     const Estimate e = bootstrap(x.size(), {}, f);
     CHECK(e.value == weighted_mean(x, {}));
     CHECK(e.replicas == 200);
+    CHECK(std::fabs(e.bias) < 0.3 * se_of(3.0, 20000));  // an unbiased metric
     const double se = 3.0 / std::sqrt(20000.0);  // 0.0212
     CHECK(e.sd == doctest::Approx(se).epsilon(0.15));
     CHECK(e.lo < e.value);
@@ -115,6 +117,13 @@ TEST_CASE("sculpting_with_uncertainty: nominal values, a blind score at its floo
     CHECK(b.inverse_jsd.value > b.floor.lo / 2);
     const SculptingEstimate s = sculpting_with_uncertainty(sculpt.score, sculpt.mass, sculpt.label, {}, 0.5, 105, 160, 5, o);
     CHECK(s.inverse_jsd.hi < s.floor.lo / 5);  // sculpting: resolved far below the floor
+    // The interval holds the value (bias-corrected: resampling adds fluctuations, JSD replicas sit higher).
     CHECK(s.inverse_jsd.lo < s.inverse_jsd.value);
     CHECK(s.inverse_jsd.hi > s.inverse_jsd.value);
+    CHECK(s.inverse_jsd.bias > 0);
+    CHECK(b.inverse_jsd.lo < b.inverse_jsd.value);
+    CHECK(b.inverse_jsd.hi > b.inverse_jsd.value);
+    CHECK(s.inverse_jsd.sd > 0);
+    CHECK(s.rejection.lo < s.rejection.value);
+    CHECK(s.rejection.hi > s.rejection.value);
 }

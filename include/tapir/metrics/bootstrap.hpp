@@ -40,7 +40,11 @@ struct BootstrapOptions {
 struct Estimate {
     double value = 0.0;  ///< on the sample as given (random_selection_inverse_jsd: the replicas' median)
     double sd = 0.0;     ///< standard deviation of the replicas
-    double lo = 0.0, hi = 0.0;  ///< central interval of the replicas holding BootstrapOptions::coverage of them
+    /// Central interval holding BootstrapOptions::coverage of the replicas, moved by -bias so that
+    /// it is centred on value as the replicas are on their median (bias-corrected percentile
+    /// interval; unchanged for an unbiased metric).
+    double lo = 0.0, hi = 0.0;
+    double bias = 0.0;  ///< the replicas' median minus value (JSD: resampling adds its own fluctuations)
     std::size_t replicas = 0;
 };
 
@@ -67,19 +71,21 @@ inline double sorted_quantile(const std::vector<double>& v, double q) {
     return f == 0.0 ? v[i] : v[i] + f * (v[i + 1] - v[i]);
 }
 
-inline Estimate summarize_replicas(double value, std::vector<double>& r, double coverage) {
+/// Spread of the replicas r around value; with `centre`, the interval is moved by the bias.
+inline Estimate summarize_replicas(double value, std::vector<double>& r, double coverage, bool centre = true) {
     Estimate e;
     e.value = value;
     e.replicas = r.size();
     std::sort(r.begin(), r.end());
+    e.bias = centre ? sorted_quantile(r, 0.5) - value : 0.0;
     double mean = 0.0;
     for (double x : r) mean += x;
     mean /= static_cast<double>(r.size());
     double var = 0.0;
     for (double x : r) var += (x - mean) * (x - mean);
     e.sd = r.size() > 1 ? std::sqrt(var / static_cast<double>(r.size() - 1)) : 0.0;
-    e.lo = sorted_quantile(r, 0.5 - 0.5 * coverage);
-    e.hi = sorted_quantile(r, 0.5 + 0.5 * coverage);
+    e.lo = sorted_quantile(r, 0.5 - 0.5 * coverage) - e.bias;
+    e.hi = sorted_quantile(r, 0.5 + 0.5 * coverage) - e.bias;
     return e;
 }
 
@@ -143,7 +149,7 @@ inline Estimate random_selection_inverse_jsd(const ValueView& mass, const ValueV
     }
     std::vector<double> sorted = reps;
     std::sort(sorted.begin(), sorted.end());
-    return detail::summarize_replicas(detail::sorted_quantile(sorted, 0.5), reps, o.coverage);
+    return detail::summarize_replicas(detail::sorted_quantile(sorted, 0.5), reps, o.coverage, false);
 }
 
 /// The figures of the mass-decorrelation study with their statistical uncertainties: background
@@ -152,7 +158,10 @@ inline Estimate random_selection_inverse_jsd(const ValueView& mass, const ValueV
 /// cut's background efficiency.
 struct SculptingEstimate {
     Estimate rejection;    ///< 1/eps_B at the cut
-    Estimate inverse_jsd;  ///< 1/JSD (bits)
+    /// 1/JSD (bits). Bootstrapped as JSD, whose resampling bias is additive, then inverted: sd is
+    /// propagated (sd_JSD / JSD^2), [lo, hi] = [1/hi_JSD, 1/lo_JSD], hi infinite when lo_JSD <= 0
+    /// (consistent with no sculpting).
+    Estimate inverse_jsd;
     Estimate floor;        ///< 1/JSD of a mass-blind selection with the same background efficiency
 };
 
@@ -162,9 +171,15 @@ inline SculptingEstimate sculpting_with_uncertainty(const ValueView& scores, con
     SculptingEstimate s;
     s.rejection = bootstrap(
         scores.size(), weights, [&](const ValueView& w) { return background_rejection(scores, labels, w, eps); }, o);
-    s.inverse_jsd = bootstrap(
-        scores.size(), weights,
-        [&](const ValueView& w) { return mass_sculpting_jsd(scores, mass, labels, w, eps, lo, hi, bin).inverse_jsd(); }, o);
+    const Estimate jsd = bootstrap(
+        scores.size(), weights, [&](const ValueView& w) { return mass_sculpting_jsd(scores, mass, labels, w, eps, lo, hi, bin).jsd; },
+        o);
+    s.inverse_jsd.value = 1.0 / jsd.value;
+    s.inverse_jsd.sd = jsd.sd / (jsd.value * jsd.value);
+    s.inverse_jsd.lo = jsd.hi > 0.0 ? 1.0 / jsd.hi : std::numeric_limits<double>::infinity();
+    s.inverse_jsd.hi = jsd.lo > 0.0 ? 1.0 / jsd.lo : std::numeric_limits<double>::infinity();
+    s.inverse_jsd.bias = jsd.bias;  // on the JSD scale
+    s.inverse_jsd.replicas = jsd.replicas;
     // The cut's background efficiency, counted inside the mass window as the JSD is.
     const SculptingResult nominal = mass_sculpting_jsd(scores, mass, labels, weights, eps, lo, hi, bin);
     const double eff_b = nominal.pass.integral() / (nominal.pass.integral() + nominal.fail.integral());
