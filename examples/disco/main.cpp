@@ -28,6 +28,7 @@
 
 #include "../common/cli.hpp"
 #include "../common/diphoton.hpp"
+#include "../common/estimates.hpp"
 #include "../common/json.hpp"
 #include "../common/output_dir.hpp"
 
@@ -66,6 +67,7 @@ struct Options {
     std::size_t epochs = 40;
     std::size_t batch = 512;     // dCorr is estimated per batch: a few hundred background events
     double lr = 1e-3;
+    std::size_t bootstrap = 100;  // bootstrap replicas for the uncertainties (0: none)
     bool quiet = false;
 };
 
@@ -78,6 +80,8 @@ const examples::Cli cli("disco",
                          "  --adversarial FILE   overlay the adversarial scan: the summary.json of `higgs --scan-lambda`, or a CSV\n"
                          "                       with columns lambda, r50, inverse_jsd\n"
                          "  --epochs E           epochs per lambda (default 40); --batch B (default 512); --lr X (default 1e-3)\n"
+                         "  --bootstrap N        bootstrap replicas for the uncertainties of R50 and 1/JSD and the 1/JSD floor\n"
+                         "                       of a mass-blind selection (default 100; 0: none)\n"
                          "  --seed S, --out DIR, --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -102,6 +106,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--epochs") o.epochs = cli.count(a, value());
         else if (a == "--batch") o.batch = cli.count(a, value());
         else if (a == "--lr") o.lr = cli.number(a, value());
+        else if (a == "--bootstrap") o.bootstrap = cli.count(a, value());
         else if (a == "--quiet") o.quiet = true;
         else return false;
         return true;
@@ -150,6 +155,8 @@ Split make_split(const Events& ev, std::uint64_t seed) {
 struct Point {
     double lambda = 0, auc = 0, r50 = 0, jsd = 0, dcorr2 = 0, threshold = 0;  // threshold: score cut at eps_S = 50%
     std::vector<double> score;
+    bool has_estimate = false;
+    metrics::SculptingEstimate est;  // R50 and 1/JSD with bootstrap uncertainties, and the 1/JSD floor
     std::vector<double> bce_history, dcorr_history;
 };
 
@@ -209,6 +216,10 @@ Point train_disco(const Split& s, double lambda, const Options& o) {
     p.jsd = sculpting.jsd;
     p.threshold = sculpting.threshold;
     p.dcorr2 = test_dcorr2(p.score, s);
+    if (o.bootstrap > 0) {
+        p.est = examples::diphoton::estimate(p.score, s.test_myy, s.test_label, o.bootstrap, o.seed);
+        p.has_estimate = true;
+    }
     return p;
 }
 
@@ -216,9 +227,16 @@ Point train_disco(const Split& s, double lambda, const Options& o) {
 
 void print_table(const std::vector<Point>& pts) {
     std::printf("\nDisCo scan (test events; R50 = 1/eps_B at eps_S = 50%%; JSD of the background m_yy passing vs failing that cut)\n\n");
-    std::printf("%10s %8s %10s %10s %10s %12s\n", "lambda", "AUC", "R50", "JSD", "1/JSD", "dCorr^2(bkg)");
-    for (const auto& p : pts)
-        std::printf("%10g %8.4f %10.2f %10.5f %10.1f %12.5f\n", p.lambda, p.auc, p.r50, p.jsd, 1.0 / p.jsd, p.dcorr2);
+    std::printf("%10s %8s %10s %10s %10s %12s", "lambda", "AUC", "R50", "JSD", "1/JSD", "dCorr^2(bkg)");
+    const bool est = !pts.empty() && pts.front().has_estimate;
+    if (est) examples::diphoton::print_estimate_header();
+    std::printf("\n");
+    for (const auto& p : pts) {
+        std::printf("%10g %8.4f %10.2f %10.5f %10.1f %12.5f", p.lambda, p.auc, p.r50, p.jsd, 1.0 / p.jsd, p.dcorr2);
+        if (p.has_estimate) examples::diphoton::print_estimate_cells(p.est);
+        std::printf("\n");
+    }
+    if (est) examples::diphoton::print_estimate_note();
 }
 
 struct Adversarial {
@@ -280,9 +298,12 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"epochs\": " << o.epochs
       << ",\n  \"batch\": " << o.batch << ",\n  \"seconds\": " << seconds << ",\n  \"scan\": [\n";
-    for (std::size_t i = 0; i < pts.size(); ++i)
+    for (std::size_t i = 0; i < pts.size(); ++i) {
         f << "    {\"lambda\": " << pts[i].lambda << ", \"auc\": " << pts[i].auc << ", \"r50\": " << pts[i].r50 << ", \"jsd\": " << pts[i].jsd
-          << ", \"inverse_jsd\": " << 1.0 / pts[i].jsd << ", \"dcorr2\": " << pts[i].dcorr2 << "}" << (i + 1 < pts.size() ? "," : "") << "\n";
+          << ", \"inverse_jsd\": " << 1.0 / pts[i].jsd << ", \"dcorr2\": " << pts[i].dcorr2;
+        if (pts[i].has_estimate) examples::diphoton::write_estimate_json(f, pts[i].est);
+        f << "}" << (i + 1 < pts.size() ? "," : "") << "\n";
+    }
     f << "  ]\n}\n";
 }
 
@@ -293,19 +314,22 @@ void plot_all(const std::string& out, const std::vector<Point>& pts, const Split
         auto& ax = fig.axes();
         std::vector<double> x, y;
         std::vector<std::string> labels;
+        std::vector<tapir::metrics::SculptingEstimate> es;
         for (const auto& p : pts) {
             x.push_back(p.r50);
             y.push_back(1.0 / p.jsd);
             labels.push_back("λ=" + fmt(p.lambda));
+            if (p.has_estimate) es.push_back(p.est);
         }
+        examples::diphoton::plot_estimates(ax, es, "#2ca02c", true);
         ax.line(x, y, Style("", "#2ca02c").alpha(0.4));
         ax.scatter(x, y, Style("DisCo classifier", "#2ca02c").marker('D'), labels);
         if (adv) {
             ax.line(adv->r50, adv->inv_jsd, Style("", "#1f77b4").alpha(0.4));
             ax.scatter(adv->r50, adv->inv_jsd, Style("adversarial classifier (Higgs example)", "#1f77b4").marker('o'), adv->labels);
         }
-        ax.set_xlabel("background rejection R50").set_ylabel("1/JSD (higher: less sculpting)").set_log_y();
-        ax.set_title("Rejection against decorrelation").legend();
+        ax.set_xlabel("background rejection R50 (1/ε_B at ε_S = 0.5)").set_ylabel("1/JSD (higher: less sculpting)").set_log_y();
+        ax.set_title("Rejection against decorrelation (bars: 68% bootstrap intervals)").legend();
         fig.save(out + "/lambda_scan.svg");
     }
     {  // background m_yy passing the cut, for a few lambdas

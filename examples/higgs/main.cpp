@@ -22,6 +22,7 @@
 
 #include "../common/cli.hpp"
 #include "../common/diphoton.hpp"
+#include "../common/estimates.hpp"
 #include "../common/output_dir.hpp"
 
 #include <chrono>
@@ -174,11 +175,8 @@ struct Result {
 /// Bootstrap uncertainties (68% intervals) and the random-selection floor for every result.
 void add_uncertainties(std::vector<Result>& rs, const Split& s, const Options& o) {
     if (o.bootstrap == 0) return;
-    metrics::BootstrapOptions bo;
-    bo.replicas = std::max<std::size_t>(o.bootstrap, 2);
-    bo.seed = o.seed;
     for (Result& r : rs) {
-        r.est = metrics::sculpting_with_uncertainty(r.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0, bo);
+        r.est = examples::diphoton::estimate(r.score, s.test_myy, s.test_label, o.bootstrap, o.seed);
         r.has_estimate = true;
     }
 }
@@ -405,15 +403,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
         const Result& r = rs[i];
         f << "    {\"name\": \"" << r.name << "\", \"auc\": " << r.auc << ", \"r50\": " << r.r50 << ", \"jsd\": " << r.jsd
           << ", \"inverse_jsd\": " << 1.0 / r.jsd;
-        if (r.has_estimate) {
-            const auto interval = [&](const char* key, const metrics::Estimate& e) {
-                f << ", \"" << key << "\": {\"value\": " << e.value << ", \"sd\": " << e.sd << ", \"lo68\": " << e.lo
-                  << ", \"hi68\": " << e.hi << ", \"replicas\": " << e.replicas << "}";
-            };
-            interval("r50_bootstrap", r.est.rejection);
-            interval("inverse_jsd_bootstrap", r.est.inverse_jsd);
-            interval("inverse_jsd_random_selection_floor", r.est.floor);
-        }
+        if (r.has_estimate) examples::diphoton::write_estimate_json(f, r.est);
         f << "}" << (i + 1 < rs.size() ? "," : "") << "\n";
     }
     f << "  ]\n}\n";
@@ -422,22 +412,14 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 void print_table(const std::vector<Result>& rs) {
     std::printf("\n%-28s %8s %10s %10s %10s", "network", "AUC", "R50", "JSD", "1/JSD");
     const bool est = !rs.empty() && rs.front().has_estimate;
-    if (est) std::printf("   %-12s %-19s %-19s", "R50 +- sd", "1/JSD 68% interval", "floor 68% interval");
+    if (est) examples::diphoton::print_estimate_header();
     std::printf("\n");
     for (const auto& r : rs) {
         std::printf("%-28s %8.4f %10.2f %10.5f %10.1f", r.name.c_str(), r.auc, r.r50, r.jsd, 1.0 / r.jsd);
-        if (r.has_estimate) {
-            char a[32], b[32], c[32];
-            std::snprintf(a, sizeof a, "%.2f+-%.2f", r.est.rejection.value, r.est.rejection.sd);
-            std::snprintf(b, sizeof b, "[%.4g, %.4g]", r.est.inverse_jsd.lo, r.est.inverse_jsd.hi);
-            std::snprintf(c, sizeof c, "[%.4g, %.4g]", r.est.floor.lo, r.est.floor.hi);
-            std::printf("   %-12s %-19s %-19s", a, b, c);
-        }
+        if (r.has_estimate) examples::diphoton::print_estimate_cells(r.est);
         std::printf("\n");
     }
-    if (est)
-        std::printf("(68%% intervals of bootstrap replicas; floor: 1/JSD of mass-blind selections at the same background "
-                    "efficiency: a 1/JSD inside it is no sculpting that this test set can see)\n");
+    if (est) examples::diphoton::print_estimate_note();
 }
 
 /// The lambda scan on the R50-1/JSD plane: each point with its 68% intervals, and beside it (grey)
@@ -445,23 +427,14 @@ void print_table(const std::vector<Result>& rs) {
 void plot_scan(const std::string& path, const std::vector<Result>& rs, const std::vector<std::string>& labels) {
     io::Figure fig(640, 480);
     auto& ax = fig.axes();
-    std::vector<double> r50, inv, mid, half, xerr, floor_mid, floor_half, floor_x;
+    std::vector<double> r50, inv;
+    std::vector<metrics::SculptingEstimate> es;
     for (std::size_t i = 2; i < rs.size(); ++i) {  // after the classifier and the adversarial default
-        const Result& r = rs[i];
-        r50.push_back(r.r50);
-        inv.push_back(1.0 / r.jsd);
-        if (!r.has_estimate) continue;
-        mid.push_back(0.5 * (r.est.inverse_jsd.lo + r.est.inverse_jsd.hi));
-        half.push_back(0.5 * (r.est.inverse_jsd.hi - r.est.inverse_jsd.lo));
-        xerr.push_back(r.est.rejection.sd);
-        floor_x.push_back(r.r50);
-        floor_mid.push_back(0.5 * (r.est.floor.lo + r.est.floor.hi));
-        floor_half.push_back(0.5 * (r.est.floor.hi - r.est.floor.lo));
+        r50.push_back(rs[i].r50);
+        inv.push_back(1.0 / rs[i].jsd);
+        if (rs[i].has_estimate) es.push_back(rs[i].est);
     }
-    if (!floor_x.empty()) {
-        ax.errorbars(floor_x, floor_mid, floor_half, io::Style("1/JSD of a mass-blind selection (68%)", "#999999"));
-        ax.errorbars(r50, mid, half, io::Style("68% bootstrap interval", "#1f77b4"), xerr);
-    }
+    examples::diphoton::plot_estimates(ax, es, "#1f77b4", true);
     ax.scatter(r50, inv, io::Style("adversarial classifier").marker('o'), labels);
     const Result& clf = rs.front();
     ax.scatter(std::vector<double>{clf.r50}, std::vector<double>{1.0 / clf.jsd}, io::Style("plain classifier", "#d62728").marker('s'));
