@@ -1,0 +1,167 @@
+#pragma once
+/// Networks on unordered sets of particles (B, N, F) with a (B, N) mask of 1 (real) and 0 (padding):
+/// DeepSet / Particle Flow Network and the Energy Flow Network (Komiske, Metodiev, Thaler,
+/// "Energy Flow Networks: Deep Sets for Particle Jets", arXiv:1810.05165; Deep Sets, arXiv:1703.06114).
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::ParticleFlowNetwork<float> pfn(4, {100, 100, 64}, {100, 100, 1}, rng);
+///     tapir::Var<float> logits = pfn.forward(tape.view(x), tape.view(mask));  // x (B, N, 4), mask (B, N)
+///
+/// Padded particles change nothing (their per-particle outputs are weighted by 0) and the output
+/// does not depend on the order of the particles.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../autodiff/ops.hpp"
+#include "../autodiff/sets.hpp"
+#include "../autodiff/tape.hpp"
+#include "../error.hpp"
+#include "../random.hpp"
+#include "layers.hpp"
+#include "module.hpp"
+#include "sequential.hpp"
+
+namespace tapir {
+namespace nn {
+
+/// How a set network pools its per-particle outputs over the real particles.
+enum class SetPooling : std::uint8_t { sum, mean };
+
+namespace detail {
+/// Dense layers in -> sizes[0] -> ... with `act` after each, and none after the last when last_linear.
+template <class T>
+Sequential<T> mlp(std::size_t in, const std::vector<std::size_t>& sizes, Rng& rng, Activation act, bool last_linear, const char* who) {
+    if (in == 0 || sizes.empty()) throw value_error(std::string(who) + ": needs a positive input size and at least one layer");
+    Sequential<T> s;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        const bool last = i + 1 == sizes.size();
+        s.template add<Dense<T>>(i == 0 ? in : sizes[i - 1], sizes[i], rng, last && last_linear ? Activation::none : act);
+    }
+    return s;
+}
+inline void check_set(const char* who, const Shape& x, std::size_t features) {
+    if (x.rank() != 3 || x[2] != features)
+        throw shape_error(std::string(who) + ": expected a set of shape (B, N, " + std::to_string(features) + "), got " + x.str());
+}
+inline void check_mask(const char* who, const Shape& x, const Shape& m) {
+    if (m.rank() != 2 || m[0] != x[0] || m[1] != x[1])
+        tapir::detail::throw_shape((std::string(who) + ": set vs mask").c_str(), x, m, "expects a mask of shape (B, N)");
+}
+} // namespace detail
+
+/// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles. Phi is a stack of
+/// Dense layers with `act` after every one (latent = the last size); F likewise but linear at the
+/// end (logits or a regression value). Phi runs as fused dense nodes on all B N particles at once.
+template <class T>
+class DeepSet : public Module<T> {
+public:
+    Sequential<T> phi;  ///< per particle: (B N, in) -> (B N, latent)
+    Sequential<T> f;    ///< per event: (B, latent) -> (B, outputs)
+
+    DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
+            Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
+        : phi(detail::mlp<T>(in_features, phi_sizes, rng, act, false, "DeepSet")),
+          f(detail::mlp<T>(phi_sizes.empty() ? 0 : phi_sizes.back(), f_sizes, rng, act, true, "DeepSet")),
+          in_(in_features),
+          latent_(phi_sizes.back()),
+          pooling_(pooling) {}
+
+    std::size_t in_features() const noexcept { return in_; }
+    std::size_t latent_size() const noexcept { return latent_; }
+
+    /// x (B, N, in) and mask (B, N) of 1/0 -> (B, outputs).
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return f(latent(x, &mask)); }
+    /// Every particle real.
+    Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
+    using Module<T>::operator();
+    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+
+    /// The pooled per-event latent vector (B, latent), before F; mask may be null (all real).
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) {
+        const Shape s = x.shape();
+        detail::check_set("DeepSet", s, in_);
+        if (mask) detail::check_mask("DeepSet", s, mask->shape());
+        const Var<T> h = reshape(phi(reshape(x, Shape{s[0] * s[1], s[2]})), Shape{s[0], s[1], latent_});
+        if (mask) return pooling_ == SetPooling::sum ? masked_sum(h, *mask) : masked_mean(h, *mask);
+        return pooling_ == SetPooling::sum ? sum(h, 1) : mean(h, 1);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set("DeepSet", in, in_);
+        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
+    }
+    std::string type_name() const override { return "DeepSet"; }
+    std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("phi", &phi);
+        out.emplace_back("f", &f);
+    }
+
+private:
+    std::size_t in_, latent_;
+    SetPooling pooling_;
+};
+
+/// The Particle Flow Network of arXiv:1810.05165 is a DeepSet with sum pooling over particle features.
+template <class T>
+using ParticleFlowNetwork = DeepSet<T>;
+
+/// Energy Flow Network (arXiv:1810.05165): F(sum_i z_i Phi(angles_i)), infrared and collinear safe.
+/// Input x (B, N, 1 + A): column 0 is the particle's energy (pT) fraction z_i, the other A columns its
+/// angular coordinates (e.g. rapidity and azimuth relative to the jet axis). z is used as given (it is
+/// differentiable, and 0 for padding already); a mask multiplies it.
+template <class T>
+class EnergyFlowNetwork : public Module<T> {
+public:
+    Sequential<T> phi;  ///< per particle: (B N, A) -> (B N, latent)
+    Sequential<T> f;    ///< per event: (B, latent) -> (B, outputs)
+
+    EnergyFlowNetwork(std::size_t angular_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes,
+                      Rng& rng, Activation act = Activation::relu)
+        : phi(detail::mlp<T>(angular_features, phi_sizes, rng, act, false, "EnergyFlowNetwork")),
+          f(detail::mlp<T>(phi_sizes.empty() ? 0 : phi_sizes.back(), f_sizes, rng, act, true, "EnergyFlowNetwork")),
+          angular_(angular_features),
+          latent_(phi_sizes.back()) {}
+
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return f(latent(x, &mask)); }
+    Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
+    using Module<T>::operator();
+    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+
+    /// sum_i z_i Phi(angles_i), (B, latent).
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) {
+        const Shape s = x.shape();
+        detail::check_set("EnergyFlowNetwork", s, angular_ + 1);
+        if (mask) detail::check_mask("EnergyFlowNetwork", s, mask->shape());
+        const std::size_t B = s[0], N = s[1];
+        Var<T> z = reshape(slice(x, 2, 0, 1), Shape{B, N});
+        if (mask) z = mul(z, detach(*mask));
+        const Var<T> ang = reshape(slice(x, 2, 1, angular_), Shape{B * N, angular_});
+        return set_sum(reshape(phi(ang), Shape{B, N, latent_}), z);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set("EnergyFlowNetwork", in, angular_ + 1);
+        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
+    }
+    std::string type_name() const override { return "EnergyFlowNetwork"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EnergyFlowNetwork>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("phi", &phi);
+        out.emplace_back("f", &f);
+    }
+
+private:
+    std::size_t angular_, latent_;
+};
+
+} // namespace nn
+} // namespace tapir
