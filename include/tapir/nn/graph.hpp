@@ -101,37 +101,58 @@ private:
             tapir::detail::throw_shape("EdgeConv: points vs features", ps, s, "expects points (B, N, D) and features (B, N, F)");
         if (mask) detail::check_mask("EdgeConv", s, mask->shape());
         Tape<T>& t = x.tape();
-        const std::size_t B = s[0], N = s[1], F = s[2], rows = B * N, edges = rows * k_;
+        const std::size_t B = s[0], N = s[1], F = s[2], all = B * N;
         const KnnIndex nb = knn(points, mask, k_);
+        // Only the real particles are computed on (padded ones output 0): `real` lists their rows,
+        // `compact` maps a row to its place among them.
+        const T* m = mask ? mask->data() : nullptr;
+        std::size_t rows = all;
+        const std::int64_t* real = nullptr;
+        std::int64_t* compact = nullptr;
+        if (m) {
+            rows = 0;
+            for (std::size_t r = 0; r < all; ++r) rows += m[r] != T(0) ? 1 : 0;
+            if (rows == 0) return t.full(Shape{B, N, out_}, T(0));
+            std::int64_t* list = tapir::detail::arena_indices(t, rows);
+            compact = tapir::detail::arena_indices(t, all);
+            std::size_t c = 0;
+            for (std::size_t r = 0; r < all; ++r) {
+                compact[r] = m[r] != T(0) ? static_cast<std::int64_t>(c) : -1;
+                if (m[r] != T(0)) list[c++] = static_cast<std::int64_t>(r);
+            }
+            real = list;
+        }
         // Per edge: the centre's row and the neighbour's (the centre itself where there is none,
         // weighted 0); the neighbour mean's weights 1 / (real neighbours).
+        const std::size_t edges = rows * k_;
         std::int64_t* ctr = tapir::detail::arena_indices(t, edges);
         std::int64_t* nbr = tapir::detail::arena_indices(t, edges);
         Ref<T> w = t.alloc(Shape{rows, k_});
-        for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t c = 0; c < rows; ++c) {
+            const std::size_t r = real ? static_cast<std::size_t>(real[c]) : c;
             std::size_t valid = 0;
             for (std::size_t j = 0; j < k_; ++j) valid += nb.index[r * k_ + j] >= 0 ? 1 : 0;
             const T inv = valid ? T(1) / static_cast<T>(valid) : T(0);
             for (std::size_t j = 0; j < k_; ++j) {
                 const std::int64_t g = nb.index[r * k_ + j];
-                ctr[r * k_ + j] = static_cast<std::int64_t>(r);
-                nbr[r * k_ + j] = g >= 0 ? g : static_cast<std::int64_t>(r);
-                w.data[r * k_ + j] = g >= 0 ? inv : T(0);
+                ctr[c * k_ + j] = static_cast<std::int64_t>(c);
+                nbr[c * k_ + j] = g < 0 ? static_cast<std::int64_t>(c) : (compact ? compact[g] : g);
+                w.data[c * k_ + j] = g >= 0 ? inv : T(0);
             }
         }
-        const Var<T> xf = reshape(x, Shape{rows, F});
+        const Var<T> xf = reshape(x, Shape{all, F});
+        const Var<T> xr = real ? gather_rows_raw(xf, real, rows) : xf;
         const Var<T> wt = this->use(t, edge_in.weight);
         const Var<T> w2 = slice(wt, 0, F, F);
         const Var<T> wc = sub(slice(wt, 0, 0, F), w2);
         const Var<T> bias = this->use(t, edge_in.bias);
-        const Var<T> pc = dense(xf, wc, bias);  // (W1 - W2) x_i + b, per particle
-        const Var<T> pn = matmul(xf, w2);       // W2 x_j, per particle
+        const Var<T> pc = dense(xr, wc, bias);  // (W1 - W2) x_i + b, per particle
+        const Var<T> pn = matmul(xr, w2);       // W2 x_j, per particle
         Var<T> h = relu(add(gather_rows_raw(pc, ctr, edges), gather_rows_raw(pn, nbr, edges)));
         if (!edge.empty()) h = edge(h);
         const Var<T> agg = set_sum(reshape(h, Shape{rows, k_, out_}), t.leaf(w, false));
-        Var<T> y = reshape(relu(add(agg, shortcut(xf))), Shape{B, N, out_});
-        if (mask) y = mul(y, reshape(detach(*mask), Shape{B, N, 1}));
-        return y;
+        const Var<T> y = relu(add(agg, shortcut(xr)));
+        return reshape(real ? scatter_rows_raw(y, real, all) : y, Shape{B, N, out_});
     }
 
     std::size_t in_, out_, k_;

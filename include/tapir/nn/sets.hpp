@@ -7,10 +7,11 @@
 ///     tapir::nn::ParticleFlowNetwork<float> pfn(4, {100, 100, 64}, {100, 100, 1}, rng);
 ///     tapir::Var<float> logits = pfn.forward(tape.view(x), tape.view(mask));  // x (B, N, 4), mask (B, N)
 ///
-/// Padded particles change nothing (their per-particle outputs are weighted by 0) and the output
-/// does not depend on the order of the particles.
+/// Padded particles change nothing (the per-particle network runs on the real ones only; a mask
+/// entry other than 0 counts as real) and the output does not depend on the order of the particles.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,9 +85,31 @@ public:
         const Shape s = x.shape();
         detail::check_set("DeepSet", s, in_);
         if (mask) detail::check_mask("DeepSet", s, mask->shape());
-        const Var<T> h = reshape(phi(reshape(x, Shape{s[0] * s[1], s[2]})), Shape{s[0], s[1], latent_});
-        if (mask) return pooling_ == SetPooling::sum ? masked_sum(h, *mask) : masked_mean(h, *mask);
-        return pooling_ == SetPooling::sum ? sum(h, 1) : mean(h, 1);
+        const std::size_t B = s[0], N = s[1];
+        const Var<T> xf = reshape(x, Shape{B * N, s[2]});
+        if (!mask) {
+            const Var<T> h = reshape(phi(xf), Shape{B, N, latent_});
+            return pooling_ == SetPooling::sum ? sum(h, 1) : mean(h, 1);
+        }
+        // Phi runs on the real particles only (padding costs nothing), whose outputs are then
+        // added into their events' rows.
+        Tape<T>& t = x.tape();
+        const T* m = mask->data();
+        std::size_t rows = 0;
+        for (std::size_t r = 0; r < B * N; ++r) rows += m[r] != T(0) ? 1 : 0;
+        if (rows == 0) return t.full(Shape{B, latent_}, T(0));
+        std::int64_t* real = tapir::detail::arena_indices(t, rows);
+        std::int64_t* event = tapir::detail::arena_indices(t, rows);
+        Ref<T> inv = t.alloc(Shape{B, 1});
+        std::size_t c = 0;
+        for (std::size_t b = 0; b < B; ++b) {
+            const std::size_t first = c;
+            for (std::size_t n = 0; n < N; ++n)
+                if (m[b * N + n] != T(0)) real[c] = static_cast<std::int64_t>(b * N + n), event[c++] = static_cast<std::int64_t>(b);
+            inv.data[b] = c > first ? T(1) / static_cast<T>(c - first) : T(0);
+        }
+        const Var<T> pooled = scatter_rows_raw(phi(gather_rows_raw(xf, real, rows)), event, B);
+        return pooling_ == SetPooling::sum ? pooled : mul(pooled, t.leaf(inv, false));
     }
 
     Shape output_shape(const Shape& in) const override {
