@@ -13,7 +13,6 @@ neighbours, linear shortcut, ReLU, mask; then the masked mean, Linear 64-1, BCEW
 Timed as torch_train.py. Prints: torch_sets NAME MEDIAN_S MIN_S MAX_S TORCH_VERSION
 """
 import argparse
-import statistics
 import sys
 import time
 
@@ -23,23 +22,7 @@ except ImportError:
     print("torch_sets: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
 
-
-def time_calls(fn, repeats, target, clock):
-    inner = 1
-    while True:
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        if clock() - t0 > target or inner > (1 << 24):
-            break
-        inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        samples.append((clock() - t0) / inner)
-    return statistics.median(samples), min(samples), max(samples)
+from torch_train import time_calls  # the same timing as bench_train's peer (this script's folder is on sys.path)
 
 
 def masks(b, n, g):

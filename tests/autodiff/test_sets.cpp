@@ -13,19 +13,14 @@
 #include <tapir/autodiff/sets.hpp>
 
 #include "support/gradcheck.hpp"
+#include "support/set_fixture.hpp"
 #include "support/torch_ref.hpp"
 
 using namespace tapir;
 using namespace tapir_test;
 
 namespace {
-/// A (B, N) mask with the given number of real particles per row.
-Td mask_of(std::size_t n, const std::vector<std::size_t>& lengths) {
-    Td m(Shape{lengths.size(), n});
-    for (std::size_t b = 0; b < lengths.size(); ++b)
-        for (std::size_t i = 0; i < n; ++i) m(b, i) = i < lengths[b] ? 1.0 : 0.0;
-    return m;
-}
+using set_fixture::mask_of;
 Td as_tensor(const std::vector<std::int64_t>& v, const Shape& s) {
     Td t(s);
     for (std::size_t i = 0; i < v.size(); ++i) t[i] = static_cast<double>(v[i]);

@@ -14,7 +14,7 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/random.hpp>
 
-#include "nn/set_fixture.hpp"
+#include "support/set_fixture.hpp"
 #include "support/alloc_counter.hpp"
 #include "support/gradcheck.hpp"
 #include "support/torch_ref.hpp"

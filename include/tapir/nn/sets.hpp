@@ -53,22 +53,14 @@ inline void check_mask(const char* who, const Shape& x, const Shape& m) {
 }
 } // namespace detail
 
-/// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles. Phi is a stack of
-/// Dense layers with `act` after every one (latent = the last size); F likewise but linear at the
-/// end (logits or a regression value). Phi runs as fused dense nodes on all B N particles at once.
+/// What DeepSet and EnergyFlowNetwork share: F(latent(x, mask)) with Phi a stack of Dense layers with
+/// `act` after every one (latent = the last size) and F likewise but linear at the end (logits or a
+/// regression value). A derived network defines latent(), the pooled (B, latent) event vector.
 template <class T>
-class DeepSet : public Module<T> {
+class SetNetwork : public Module<T> {
 public:
-    Sequential<T> phi;  ///< per particle: (B N, in) -> (B N, latent)
+    Sequential<T> phi;  ///< per particle: (rows, phi inputs) -> (rows, latent)
     Sequential<T> f;    ///< per event: (B, latent) -> (B, outputs)
-
-    DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
-            Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
-        : phi(detail::mlp<T>(in_features, phi_sizes, rng, act, false, "DeepSet")),
-          f(detail::mlp<T>(phi_sizes.empty() ? 0 : phi_sizes.back(), f_sizes, rng, act, true, "DeepSet")),
-          in_(in_features),
-          latent_(phi_sizes.back()),
-          pooling_(pooling) {}
 
     std::size_t in_features() const noexcept { return in_; }
     std::size_t latent_size() const noexcept { return latent_; }
@@ -81,14 +73,52 @@ public:
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
 
     /// The pooled per-event latent vector (B, latent), before F; mask may be null (all real).
-    Var<T> latent(const Var<T>& x, const Var<T>* mask) {
+    virtual Var<T> latent(const Var<T>& x, const Var<T>* mask) = 0;
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set(name_, in, in_);
+        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
+    }
+    std::string type_name() const override { return name_; }
+
+protected:
+    SetNetwork(const char* name, std::size_t in_features, std::size_t phi_in, const std::vector<std::size_t>& phi_sizes,
+               const std::vector<std::size_t>& f_sizes, Rng& rng, Activation act)
+        : phi(detail::mlp<T>(phi_in, phi_sizes, rng, act, false, name)),
+          f(detail::mlp<T>(phi_sizes.back(), f_sizes, rng, act, true, name)),
+          in_(in_features),
+          latent_(phi_sizes.back()),
+          name_(name) {}
+    /// Checks x (B, N, in) and the mask (B, N) when there is one.
+    void check(const Shape& x, const Var<T>* mask) const {
+        detail::check_set(name_, x, in_);
+        if (mask) detail::check_mask(name_, x, mask->shape());
+    }
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("phi", &phi);
+        out.emplace_back("f", &f);
+    }
+
+    std::size_t in_, latent_;
+    const char* name_;
+};
+
+/// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles (sum or mean).
+/// Phi runs as fused dense nodes on the real particles of the whole batch at once.
+template <class T>
+class DeepSet : public SetNetwork<T> {
+public:
+    DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
+            Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
+        : SetNetwork<T>("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
+
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
         const Shape s = x.shape();
-        detail::check_set("DeepSet", s, in_);
-        if (mask) detail::check_mask("DeepSet", s, mask->shape());
+        this->check(s, mask);
         const std::size_t B = s[0], N = s[1];
         const Var<T> xf = reshape(x, Shape{B * N, s[2]});
         if (!mask) {
-            const Var<T> h = reshape(phi(xf), Shape{B, N, latent_});
+            const Var<T> h = reshape(this->phi(xf), Shape{B, N, this->latent_});
             return pooling_ == SetPooling::sum ? sum(h, 1) : mean(h, 1);
         }
         // Phi runs on the real particles only (padding costs nothing), whose outputs are then
@@ -97,7 +127,7 @@ public:
         const T* m = mask->data();
         std::size_t rows = 0;
         for (std::size_t r = 0; r < B * N; ++r) rows += m[r] != T(0) ? 1 : 0;
-        if (rows == 0) return t.full(Shape{B, latent_}, T(0));
+        if (rows == 0) return t.full(Shape{B, this->latent_}, T(0));
         std::int64_t* real = tapir::detail::arena_indices(t, rows);
         std::int64_t* event = tapir::detail::arena_indices(t, rows);
         Ref<T> inv = t.alloc(Shape{B, 1});
@@ -108,26 +138,14 @@ public:
                 if (m[b * N + n] != T(0)) real[c] = static_cast<std::int64_t>(b * N + n), event[c++] = static_cast<std::int64_t>(b);
             inv.data[b] = c > first ? T(1) / static_cast<T>(c - first) : T(0);
         }
-        const Var<T> pooled = scatter_rows_raw(phi(gather_rows_raw(xf, real, rows)), event, B);
+        const Var<T> pooled = scatter_rows_raw(this->phi(gather_rows_raw(xf, real, rows)), event, B);
         return pooling_ == SetPooling::sum ? pooled : mul(pooled, t.leaf(inv, false));
     }
 
-    Shape output_shape(const Shape& in) const override {
-        detail::check_set("DeepSet", in, in_);
-        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
-    }
-    std::string type_name() const override { return "DeepSet"; }
     std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
 
-protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("phi", &phi);
-        out.emplace_back("f", &f);
-    }
-
 private:
-    std::size_t in_, latent_;
     SetPooling pooling_;
 };
 
@@ -140,50 +158,24 @@ using ParticleFlowNetwork = DeepSet<T>;
 /// angular coordinates (e.g. rapidity and azimuth relative to the jet axis). z is used as given (it is
 /// differentiable, and 0 for padding already); a mask multiplies it.
 template <class T>
-class EnergyFlowNetwork : public Module<T> {
+class EnergyFlowNetwork : public SetNetwork<T> {
 public:
-    Sequential<T> phi;  ///< per particle: (B N, A) -> (B N, latent)
-    Sequential<T> f;    ///< per event: (B, latent) -> (B, outputs)
-
     EnergyFlowNetwork(std::size_t angular_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes,
                       Rng& rng, Activation act = Activation::relu)
-        : phi(detail::mlp<T>(angular_features, phi_sizes, rng, act, false, "EnergyFlowNetwork")),
-          f(detail::mlp<T>(phi_sizes.empty() ? 0 : phi_sizes.back(), f_sizes, rng, act, true, "EnergyFlowNetwork")),
-          angular_(angular_features),
-          latent_(phi_sizes.back()) {}
-
-    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return f(latent(x, &mask)); }
-    Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
-    using Module<T>::operator();
-    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+        : SetNetwork<T>("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
 
     /// sum_i z_i Phi(angles_i), (B, latent).
-    Var<T> latent(const Var<T>& x, const Var<T>* mask) {
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
         const Shape s = x.shape();
-        detail::check_set("EnergyFlowNetwork", s, angular_ + 1);
-        if (mask) detail::check_mask("EnergyFlowNetwork", s, mask->shape());
-        const std::size_t B = s[0], N = s[1];
+        this->check(s, mask);
+        const std::size_t B = s[0], N = s[1], A = s[2] - 1;
         Var<T> z = reshape(slice(x, 2, 0, 1), Shape{B, N});
         if (mask) z = mul(z, detach(*mask));
-        const Var<T> ang = reshape(slice(x, 2, 1, angular_), Shape{B * N, angular_});
-        return set_sum(reshape(phi(ang), Shape{B, N, latent_}), z);
+        const Var<T> ang = reshape(slice(x, 2, 1, A), Shape{B * N, A});
+        return set_sum(reshape(this->phi(ang), Shape{B, N, this->latent_}), z);
     }
 
-    Shape output_shape(const Shape& in) const override {
-        detail::check_set("EnergyFlowNetwork", in, angular_ + 1);
-        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
-    }
-    std::string type_name() const override { return "EnergyFlowNetwork"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EnergyFlowNetwork>(*this); }
-
-protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("phi", &phi);
-        out.emplace_back("f", &f);
-    }
-
-private:
-    std::size_t angular_, latent_;
 };
 
 } // namespace nn

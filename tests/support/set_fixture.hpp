@@ -1,5 +1,5 @@
 #pragma once
-// Shared by the set and graph layer tests: random masked sets, particle permutations, padding,
+// Shared by the set op and set/graph layer tests: masks, particle permutations, padding,
 // and gradcheck of a multi-input layer with respect to its input and parameters.
 #include <doctest/doctest.h>
 
