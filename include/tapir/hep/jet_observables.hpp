@@ -68,9 +68,9 @@ inline double nsubjettiness(const std::vector<FourVector>& constituents, std::si
     return den > 0.0 ? num / den : 0.0;
 }
 
-/// Energy correlation function ECF(N, beta) for N = 0..3: 1, sum pT_i, sum_{i<j} pT_i pT_j
-/// dR_ij^beta, sum_{i<j<k} pT_i pT_j pT_k (dR_ij dR_ik dR_jk)^beta. ECF(3) is O(n^3): about
-/// a million triplets for 200 constituents.
+/// Energy correlation function ECF(N, beta) for N = 0..3: 1; the sum of pT_i; the sum over
+/// pairs of pT_i pT_j dR_ij^beta; the sum over triplets of pT_i pT_j pT_k (dR_ij dR_ik dR_jk)^beta.
+/// ECF(3) is O(n^3): about a million triplets for 200 constituents.
 inline double energy_correlation(const std::vector<FourVector>& constituents, int n, double beta = 1.0) {
     if (n < 0 || n > 3) throw value_error("energy_correlation: N must be 0, 1, 2 or 3, got " + std::to_string(n));
     detail::check_beta(beta, "energy_correlation");
