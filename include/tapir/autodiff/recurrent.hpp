@@ -1,0 +1,514 @@
+#pragma once
+/// Recurrent cells as fused ops over a whole batch-first sequence (B, T, F): the simple RNN
+/// (tanh; Elman 1990), the LSTM (Hochreiter and Schmidhuber 1997, with the forget gate of
+/// Gers et al. 2000) and the GRU (Cho et al., arXiv:1406.1078), with backpropagation through time.
+///
+/// Parameters follow PyTorch's torch.nn.RNN/LSTM/GRU exactly, so weights copy either way:
+/// weight_ih (G H, F), weight_hh (G H, H), bias_ih (G H,), bias_hh (G H,), with the gate blocks
+/// stacked in PyTorch's order: LSTM i, f, g, o (G = 4); GRU r, z, n (G = 3), where
+/// n = tanh(W_in x + b_in + r (W_hn h + b_hn)); RNN G = 1.
+///
+/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T + b_ih for all steps
+/// (B, T, G H), computed up front with one GEMM by recurrent_sequence(); the recurrent weight with
+/// its bias as an extra last column, [W_hh | b_hh] (G H, H + 1); and the initial state (B, S H),
+/// S = 2 for the LSTM ([h0 | c0]) and 1 otherwise. Its output is the state after every step,
+/// (B, T, S H) ([h_t | c_t] for the LSTM). Each step does one GEMM, h_(t-1) W_hh^T.
+///
+/// Variable lengths: an optional (B, T) mask of 1 and 0. Where the mask is 0 the state is carried
+/// over unchanged, so with a prefix mask the state at t = T - 1 is the state after each
+/// sequence's last element, as a packed sequence in PyTorch gives; recurrent_output() zeroes the
+/// outputs after the end as pad_packed_sequence does.
+///
+/// Backward: the first-order pass runs a fused BPTT kernel on the values the forward saved; the
+/// recorded pass (grad with create_graph) writes the same gradient step by step with ordinary
+/// ops (matmul, sigmoid, tanh, mul, ...), so gradient penalties through a recurrent layer work.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../simd/elementwise.hpp"
+#include "../simd/gemm.hpp"
+#include "../simd/math.hpp"
+#include "backward.hpp"
+#include "kernels.hpp"
+#include "ops.hpp"
+#include "tape.hpp"
+
+namespace tapir {
+
+/// The cell of a recurrent op.
+enum class RnnCell : std::uint8_t { rnn_tanh, lstm, gru };
+
+inline const char* rnn_cell_name(RnnCell c) noexcept {
+    return c == RnnCell::lstm ? "lstm" : (c == RnnCell::gru ? "gru" : "rnn_tanh");
+}
+/// Gate blocks G of a cell: 4 (LSTM), 3 (GRU), 1 (RNN).
+constexpr std::size_t rnn_gates(RnnCell c) noexcept { return c == RnnCell::lstm ? 4 : (c == RnnCell::gru ? 3 : 1); }
+/// State blocks S of a cell: 2 for the LSTM (h, c), else 1.
+constexpr std::size_t rnn_state_blocks(RnnCell c) noexcept { return c == RnnCell::lstm ? 2 : 1; }
+
+namespace detail {
+
+/// The int64 attribute block of a recurrent node (Node::index): [0] 1 when masked, [1] address of
+/// the values the forward saved for the fused backward, [2 ..] the (B, T) mask.
+struct RnnAttrs {
+    bool masked;
+    const void* saved;
+    const std::int64_t* mask;
+};
+inline RnnAttrs rnn_attrs(const std::int64_t* p) noexcept {
+    return RnnAttrs{p[0] != 0, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(p[1])), p + 2};
+}
+/// Values saved per step for the fused backward: LSTM i, f, g, o and tanh(c); GRU r, z, n and
+/// W_hn h + b_hn; none for the RNN (its output is what it needs).
+constexpr std::size_t rnn_saved_width(RnnCell c, std::size_t h) noexcept {
+    return c == RnnCell::lstm ? 5 * h : (c == RnnCell::gru ? 4 * h : 0);
+}
+
+/// An optional Var argument (null for none) that does not take part in deducing T.
+template <class T>
+using rnn_opt = const std::enable_if_t<true, Var<T>>*;
+
+struct RnnDims {
+    std::size_t b, t, h, g, s;
+};
+
+/// The forward recurrence. xp (B, T, G H), w (G H, H + 1), s0 (B, S H); out (B, T, S H); saved
+/// (T, B, width) as rnn_saved_width.
+template <class T>
+void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T* xp, const T* w, const T* s0, const std::int64_t* mask,
+                         T* out, T* saved) {
+    const std::size_t B = d.b, Tn = d.t, H = d.h, GH = d.g * d.h, SH = d.s * d.h, W = rnn_saved_width(cell, H);
+    T* hh = tape.arena().template allocate_array<T>(B * GH);
+    T* tmp = tape.arena().template allocate_array<T>(B * H);
+    for (std::size_t t = 0; t < Tn; ++t) {
+        const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
+        const std::size_t ldp = t == 0 ? SH : Tn * SH;
+        simd::gemm<T>(false, true, B, GH, H, T(1), prev, ldp, w, H + 1, T(0), hh, GH);
+        T* sv = saved + t * B * W;
+        for (std::size_t b = 0; b < B; ++b) {
+            T* a = hh + b * GH;
+            const T* x = xp + (b * Tn + t) * GH;
+            const T* hp = prev + b * ldp;
+            T* o = out + (b * Tn + t) * SH;
+            if (mask && mask[b * Tn + t] == 0) {
+                for (std::size_t j = 0; j < SH; ++j) o[j] = hp[j];
+                continue;
+            }
+            switch (cell) {
+            case RnnCell::lstm: {
+                T* s = sv + b * W;
+                for (std::size_t j = 0; j < GH; ++j) a[j] += w[j * (H + 1) + H] + x[j];
+                simd::sigmoid(a, s, 2 * H);
+                simd::tanh(a + 2 * H, s + 2 * H, H);
+                simd::sigmoid(a + 3 * H, s + 3 * H, H);
+                const T* cp = hp + H;
+                T* c = tmp + b * H;
+                for (std::size_t j = 0; j < H; ++j) c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
+                simd::tanh(c, s + 4 * H, H);
+                for (std::size_t j = 0; j < H; ++j) {
+                    o[j] = s[3 * H + j] * s[4 * H + j];
+                    o[H + j] = c[j];
+                }
+                break;
+            }
+            case RnnCell::gru: {
+                T* s = sv + b * W;
+                for (std::size_t j = 0; j < GH; ++j) a[j] += w[j * (H + 1) + H];
+                for (std::size_t j = 0; j < 2 * H; ++j) s[j] = a[j] + x[j];
+                simd::sigmoid(s, s, 2 * H);
+                for (std::size_t j = 0; j < H; ++j) {
+                    s[3 * H + j] = a[2 * H + j];
+                    s[2 * H + j] = x[2 * H + j] + s[j] * a[2 * H + j];
+                }
+                simd::tanh(s + 2 * H, s + 2 * H, H);
+                for (std::size_t j = 0; j < H; ++j) o[j] = s[2 * H + j] + s[H + j] * (hp[j] - s[2 * H + j]);
+                break;
+            }
+            case RnnCell::rnn_tanh: {
+                for (std::size_t j = 0; j < H; ++j) a[j] += w[j * (H + 1) + H] + x[j];
+                simd::tanh(a, o, H);
+                break;
+            }
+            }
+        }
+    }
+}
+
+/// The fused BPTT: gradients of xp, w and s0 from the gradient gy of the states (B, T, S H).
+/// Any of dxp, dw, ds0 may be null.
+template <class T>
+void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T* w, const T* s0, const std::int64_t* mask,
+                          const T* out, const T* saved, const T* gy, T* dxp, T* dw, T* ds0) {
+    const std::size_t B = d.b, Tn = d.t, H = d.h, GH = d.g * d.h, SH = d.s * d.h, W = rnn_saved_width(cell, H);
+    Arena& ar = tape.arena();
+    T* carry = ar.template allocate_array<T>(B * SH);
+    T* ds = ar.template allocate_array<T>(B * SH);
+    // dhh: gradient of h_(t-1) W^T + b for all steps, rows (b, t); the LSTM's and RNN's equal dxp.
+    T* dhh = (cell == RnnCell::gru || dxp == nullptr) ? ar.template allocate_array<T>(B * Tn * GH) : dxp;
+    for (std::size_t i = 0; i < B * SH; ++i) carry[i] = T(0);
+    for (std::size_t t = Tn; t-- > 0;) {
+        const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
+        const std::size_t ldp = t == 0 ? SH : Tn * SH;
+        const T* sv = saved + t * B * W;
+        for (std::size_t b = 0; b < B; ++b) {
+            T* dsr = ds + b * SH;
+            T* cr = carry + b * SH;
+            const T* gr = gy + (b * Tn + t) * SH;
+            for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
+            T* dh_row = dhh + (b * Tn + t) * GH;
+            T* dx_row = dxp ? dxp + (b * Tn + t) * GH : nullptr;
+            if (mask && mask[b * Tn + t] == 0) {
+                for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
+                for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
+                if (dx_row && dx_row != dh_row)
+                    for (std::size_t j = 0; j < GH; ++j) dx_row[j] = T(0);
+                continue;
+            }
+            const T* hp = prev + b * ldp;
+            switch (cell) {
+            case RnnCell::lstm: {
+                const T* s = sv + b * W;
+                const T *ig = s, *fg = s + H, *gg = s + 2 * H, *og = s + 3 * H, *tc = s + 4 * H, *cp = hp + H;
+                for (std::size_t j = 0; j < H; ++j) {
+                    const T dh = dsr[j];
+                    const T dc = dsr[H + j] + dh * og[j] * (T(1) - tc[j] * tc[j]);
+                    dh_row[j] = dc * gg[j] * ig[j] * (T(1) - ig[j]);
+                    dh_row[H + j] = dc * cp[j] * fg[j] * (T(1) - fg[j]);
+                    dh_row[2 * H + j] = dc * ig[j] * (T(1) - gg[j] * gg[j]);
+                    dh_row[3 * H + j] = dh * tc[j] * og[j] * (T(1) - og[j]);
+                    cr[j] = T(0);
+                    cr[H + j] = dc * fg[j];
+                }
+                break;
+            }
+            case RnnCell::gru: {
+                const T* s = sv + b * W;
+                const T *r = s, *z = s + H, *n = s + 2 * H, *hn = s + 3 * H;
+                for (std::size_t j = 0; j < H; ++j) {
+                    const T dh = dsr[j];
+                    const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+                    const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
+                    const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
+                    dh_row[j] = dar;
+                    dh_row[H + j] = daz;
+                    dh_row[2 * H + j] = dan * r[j];
+                    if (dx_row) {
+                        dx_row[j] = dar;
+                        dx_row[H + j] = daz;
+                        dx_row[2 * H + j] = dan;
+                    }
+                    cr[j] = dh * z[j];
+                }
+                break;
+            }
+            case RnnCell::rnn_tanh: {
+                const T* y = out + (b * Tn + t) * SH;
+                for (std::size_t j = 0; j < H; ++j) {
+                    dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
+                    cr[j] = T(0);
+                }
+                break;
+            }
+            }
+        }
+        // carry_h += dhh_t W_hh: the one GEMM of the step.
+        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * GH, Tn * GH, w, H + 1, T(1), carry, SH);
+    }
+    if (ds0)
+        for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
+    if (dw) {
+        // [h_(t-1) | 1] for every (b, t), then dW = dhh^T [h_prev | 1] in one GEMM.
+        T* hprev = ar.template allocate_array<T>(B * Tn * (H + 1));
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t t = 0; t < Tn; ++t) {
+                const T* src = t == 0 ? s0 + b * SH : out + (b * Tn + t - 1) * SH;
+                T* dst = hprev + (b * Tn + t) * (H + 1);
+                std::memcpy(dst, src, H * sizeof(T));
+                dst[H] = T(1);
+            }
+        simd::gemm<T>(true, false, GH, H + 1, B * Tn, T(1), dhh, GH, hprev, H + 1, T(0), dw, H + 1);
+    }
+}
+
+/// A constant on the tape of the given value type (a leaf for Var, the bare value for Eager).
+template <class T>
+Var<T> rnn_const(Tape<T>& t, const Ref<T>& r, const Var<T>*) { return t.leaf(r, false); }
+template <class T>
+Eager<T> rnn_const(Tape<T>& t, const Ref<T>& r, const Eager<T>*) noexcept { return Eager<T>{r, &t}; }
+
+template <class V>
+V rnn_one_minus(const V& v) { return add_scalar(neg(v), 1); }
+template <class V>
+V rnn_dsigmoid(const V& y) { return sub(y, mul(y, y)); }  // sigma' from sigma's value
+template <class V>
+V rnn_dtanh(const V& y) { return rnn_one_minus(mul(y, y)); }
+
+/// The gradient as ordinary ops, step by step (recomputing each step's gates from its inputs):
+/// recorded under create_graph, so it can be differentiated again.
+template <class O, class T, class V>
+void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
+    const RnnCell cell = static_cast<RnnCell>(n.flags);
+    Tape<T>& tape = detail::tape_of(g);
+    const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
+    const std::size_t B = xs[0], Tn = xs[1], GH = xs[2], H = ws[1] - 1, S = rnn_state_blocks(cell), SH = S * H;
+    const RnnAttrs at = rnn_attrs(n.index);
+    const V xp = o.in(n, 0), wa = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
+    const V Wm = slice(wa, 1, 0, H);
+    const V bias = reshape(slice(wa, 1, H, 1), Shape{GH});
+    const auto cols = [](const V& v, std::size_t start, std::size_t len) { return slice(v, 1, start, len); };
+    V carry{}, dW{}, db{}, dx{};
+    bool have_carry = false;
+    std::vector<V> dxs(Tn);
+    for (std::size_t t = Tn; t-- > 0;) {
+        const V gt = reshape(slice(g, 1, t, 1), Shape{B, SH});
+        const V ds = have_carry ? add(gt, carry) : gt;
+        const V prev = t == 0 ? s0 : reshape(slice(y, 1, t - 1, 1), Shape{B, SH});
+        const V hp = S == 2 ? cols(prev, 0, H) : prev;
+        const V ahh = add(matmul(hp, Wm, false, true), bias);
+        const V xt = reshape(slice(xp, 1, t, 1), Shape{B, GH});
+        V m{}, dsc = ds;
+        if (at.masked) {
+            Ref<T> mr = tape.alloc(Shape{B, 1});
+            for (std::size_t b = 0; b < B; ++b) mr.data[b] = at.mask[b * Tn + t] != 0 ? T(1) : T(0);
+            m = rnn_const(tape, mr, static_cast<const V*>(nullptr));
+            dsc = mul(ds, m);
+        }
+        V dxt{}, dhh{}, direct{};
+        bool have_direct = false;
+        switch (cell) {
+        case RnnCell::lstm: {
+            const V a = add(xt, ahh);
+            const V ig = sigmoid(cols(a, 0, H)), fg = sigmoid(cols(a, H, H)), gg = tanh(cols(a, 2 * H, H)), og = sigmoid(cols(a, 3 * H, H));
+            const V cp = cols(prev, H, H);
+            const V c = add(mul(fg, cp), mul(ig, gg));
+            const V tc = tanh(c);
+            const V dh = cols(dsc, 0, H);
+            const V dc = add(cols(dsc, H, H), mul(mul(dh, og), rnn_dtanh(tc)));
+            const V dai = mul(mul(dc, gg), rnn_dsigmoid(ig));
+            const V daf = mul(mul(dc, cp), rnn_dsigmoid(fg));
+            const V dag = mul(mul(dc, ig), rnn_dtanh(gg));
+            const V dao = mul(mul(dh, tc), rnn_dsigmoid(og));
+            dxt = concat(concat(concat(dai, daf, 1), dag, 1), dao, 1);
+            dhh = dxt;
+            direct = pad(mul(dc, fg), 1, H, SH);
+            have_direct = true;
+            break;
+        }
+        case RnnCell::gru: {
+            const V r = sigmoid(add(cols(xt, 0, H), cols(ahh, 0, H)));
+            const V z = sigmoid(add(cols(xt, H, H), cols(ahh, H, H)));
+            const V hn = cols(ahh, 2 * H, H);
+            const V nn = tanh(add(cols(xt, 2 * H, H), mul(r, hn)));
+            const V dan = mul(mul(dsc, rnn_one_minus(z)), rnn_dtanh(nn));
+            const V dar = mul(mul(dan, hn), rnn_dsigmoid(r));
+            const V daz = mul(mul(dsc, sub(hp, nn)), rnn_dsigmoid(z));
+            const V drz = concat(dar, daz, 1);
+            dxt = concat(drz, dan, 1);
+            dhh = concat(drz, mul(dan, r), 1);
+            direct = mul(dsc, z);
+            have_direct = true;
+            break;
+        }
+        case RnnCell::rnn_tanh: {
+            const V hy = tanh(add(xt, ahh));
+            dxt = mul(dsc, rnn_dtanh(hy));
+            dhh = dxt;
+            break;
+        }
+        }
+        const V dhp = matmul(dhh, Wm);
+        V c2 = S == 2 ? pad(dhp, 1, 0, SH) : dhp;
+        if (have_direct) c2 = add(c2, direct);
+        if (at.masked) {
+            Ref<T> km = tape.alloc(Shape{B, 1});
+            for (std::size_t b = 0; b < B; ++b) km.data[b] = at.mask[b * Tn + t] != 0 ? T(0) : T(1);
+            c2 = add(c2, mul(ds, rnn_const(tape, km, static_cast<const V*>(nullptr))));
+        }
+        carry = c2;
+        have_carry = true;
+        if (o.needs(n, 1)) {
+            const V dwt = matmul(dhh, hp, true, false);
+            const V dbt = sum(dhh, 0);
+            dW = t == Tn - 1 ? dwt : add(dW, dwt);
+            db = t == Tn - 1 ? dbt : add(db, dbt);
+        }
+        dxs[t] = reshape(dxt, Shape{B, 1, GH});
+    }
+    if (o.needs(n, 0)) {
+        dx = dxs[0];
+        for (std::size_t t = 1; t < Tn; ++t) dx = concat(dx, dxs[t], 1);
+        o.acc(n, 0, dx);
+    }
+    if (o.needs(n, 1)) o.acc(n, 1, concat(dW, reshape(db, Shape{GH, 1}), 1));
+    if (o.needs(n, 2)) o.acc(n, 2, carry);
+}
+
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_recurrent(O& o, const Node<T>& n, const V& g) {
+    if constexpr (std::is_same<V, Eager<T>>::value) {
+        // First order: the fused BPTT kernel on the values the forward saved.
+        const RnnCell cell = static_cast<RnnCell>(n.flags);
+        Tape<T>& tape = *g.t;
+        const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
+        const detail::RnnDims d{xs[0], xs[1], ws[1] - 1, rnn_gates(cell), rnn_state_blocks(cell)};
+        const detail::RnnAttrs at = detail::rnn_attrs(n.index);
+        const Eager<T> w = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
+        Ref<T> dxp{}, dw{}, ds0{};
+        if (o.needs(n, 0)) dxp = tape.alloc(xs);
+        if (o.needs(n, 1)) dw = tape.alloc(ws);
+        if (o.needs(n, 2)) ds0 = tape.alloc(o.shape(n, 2));
+        detail::k_recurrent_backward<T>(tape, cell, d, w.r.data, s0.r.data, at.masked ? at.mask : nullptr, y.r.data,
+                                        static_cast<const T*>(at.saved), g.r.data, dxp.data, dw.data, ds0.data);
+        if (dxp.data) o.acc(n, 0, Eager<T>{dxp, &tape});
+        if (dw.data) o.acc(n, 1, Eager<T>{dw, &tape});
+        if (ds0.data) o.acc(n, 2, Eager<T>{ds0, &tape});
+    } else {
+        detail::recurrent_backward_ops(o, n, g);
+    }
+}
+TAPIR_OP(recurrent, "recurrent", backward_recurrent);
+
+/// The fused recurrence (see the header comment): xp (B, T, G H) the input projection,
+/// w_hh_b = [W_hh | b_hh] (G H, H + 1), state0 (B, S H); optional mask (B, T) of 1 and 0.
+/// Returns the states after every step, (B, T, S H).
+template <class T>
+Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var<T>& state0, detail::rnn_opt<T> mask = nullptr) {
+    Tape<T>& t = detail::same_tape(xp, w_hh_b, "recurrent");
+    detail::same_tape(xp, state0, "recurrent");
+    // Names are built only on the error paths: a training step allocates nothing.
+    const auto name = [cell] { return std::string("recurrent(") + rnn_cell_name(cell) + ")"; };
+    const Shape xs = xp.shape(), ws = w_hh_b.shape(), ss = state0.shape();
+    const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
+    if (xs.rank() != 3) throw shape_error(name() + ": input projection must be (batch, steps, gates * hidden), got " + xs.str());
+    if (ws.rank() != 2 || ws[1] < 2 || ws[0] != G * (ws[1] - 1))
+        throw shape_error(name() + ": recurrent weight with bias column must be (" + std::to_string(G) +
+                          " * hidden, hidden + 1), got " + ws.str());
+    const std::size_t B = xs[0], Tn = xs[1], H = ws[1] - 1;
+    if (xs[2] != G * H) detail::throw_shape((name() + ": input projection vs recurrent weight").c_str(), xs, ws);
+    if (ss != Shape{B, S * H}) detail::throw_shape((name() + ": input projection vs initial state").c_str(), xs, ss);
+    if (Tn == 0) throw shape_error(name() + ": empty sequence, input projection of shape " + xs.str());
+    auto* attrs = static_cast<std::int64_t*>(t.arena().allocate((2 + (mask ? B * Tn : 0)) * sizeof(std::int64_t)));
+    attrs[0] = mask ? 1 : 0;
+    if (mask) {
+        detail::same_tape(xp, *mask, "recurrent");
+        const Shape ms = mask->shape();
+        if (ms != Shape{B, Tn}) detail::throw_shape((name() + ": input vs mask").c_str(), Shape{B, Tn, xs[2]}, ms);
+        const T* m = mask->data();
+        for (std::size_t i = 0; i < B * Tn; ++i) {
+            if (m[i] != T(0) && m[i] != T(1))
+                throw value_error(name() + ": mask values must be 0 or 1, got " + std::to_string(static_cast<double>(m[i])) + " at " +
+                                  std::to_string(i));
+            attrs[2 + i] = m[i] != T(0) ? 1 : 0;
+        }
+    }
+    const detail::RnnDims d{B, Tn, H, G, S};
+    Ref<T> out = t.alloc(Shape{B, Tn, S * H});
+    T* saved = t.arena().template allocate_array<T>(Tn * B * detail::rnn_saved_width(cell, H));
+    attrs[1] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(saved));
+    detail::k_recurrent_forward<T>(t, cell, d, xp.data(), w_hh_b.data(), state0.data(), mask ? attrs + 2 : nullptr, out.data, saved);
+    const auto flags = static_cast<std::uint8_t>(cell);
+    return detail::emit(t, op_recurrent<T>, out, [attrs, flags](Node<T>& nd) {
+        nd.index = attrs;
+        nd.flags = flags;
+    }, xp, w_hh_b, state0);
+}
+
+/// A whole layer's recurrence from PyTorch-layout parameters: x (B, T, F), weight_ih (G H, F),
+/// weight_hh (G H, H), bias_ih and bias_hh (G H,) (either may be null), state0 (B, S H) or null for
+/// zeros, mask (B, T) or null. The input projection of all steps is one GEMM. Returns the states
+/// (B, T, S H) as recurrent().
+template <class T>
+Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih, const Var<T>& weight_hh, detail::rnn_opt<T> bias_ih,
+                          detail::rnn_opt<T> bias_hh, detail::rnn_opt<T> state0 = nullptr, detail::rnn_opt<T> mask = nullptr) {
+    Tape<T>& t = detail::same_tape(x, weight_ih, "recurrent_sequence");
+    const auto name = [cell] { return std::string("recurrent_sequence(") + rnn_cell_name(cell) + ")"; };
+    const Shape xs = x.shape(), wi = weight_ih.shape(), wh = weight_hh.shape();
+    const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
+    if (xs.rank() != 3) throw shape_error(name() + ": input must be (batch, steps, features), got " + xs.str());
+    if (wh.rank() != 2 || wh[1] == 0 || wh[0] != G * wh[1])
+        throw shape_error(name() + ": weight_hh must be (" + std::to_string(G) + " * hidden, hidden), got " + wh.str());
+    const std::size_t H = wh[1];
+    if (wi.rank() != 2 || wi[0] != G * H || wi[1] != xs[2]) detail::throw_shape((name() + ": input vs weight_ih").c_str(), xs, wi);
+    for (const Var<T>* b : {bias_ih, bias_hh})
+        if (b && b->shape() != Shape{G * H}) detail::throw_shape((name() + ": weight_hh vs bias").c_str(), wh, b->shape());
+    const std::size_t B = xs[0], Tn = xs[1];
+    Var<T> xp = matmul(reshape(x, Shape{B * Tn, xs[2]}), weight_ih, false, true);
+    if (bias_ih) xp = add(xp, *bias_ih);
+    xp = reshape(xp, Shape{B, Tn, G * H});
+    const Var<T> bh = bias_hh ? reshape(*bias_hh, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
+    const Var<T> wa = concat(weight_hh, bh, 1);
+    const Var<T> s0 = state0 ? *state0 : t.full(Shape{B, S * H}, T(0));
+    return recurrent(cell, xp, wa, s0, mask);
+}
+
+/// The layer outputs from recurrent()'s states (B, T, S H): every step's h (B, T, H), zero where the
+/// mask is 0 (as pad_packed_sequence), or only the last state's h (B, H).
+template <class T>
+Var<T> recurrent_output(RnnCell cell, const Var<T>& states, bool return_sequences, detail::rnn_opt<T> mask = nullptr) {
+    const Shape ss = states.shape();
+    const std::size_t S = rnn_state_blocks(cell), B = ss[0], Tn = ss[1], H = ss[2] / S;
+    if (!return_sequences) {
+        const Var<T> last = reshape(slice(states, 1, Tn - 1, 1), Shape{B, S * H});
+        return S == 1 ? last : slice(last, 1, 0, H);
+    }
+    const Var<T> h = S == 1 ? states : slice(states, 2, 0, H);
+    if (!mask) return h;
+    return mul(h, reshape(*mask, Shape{B, Tn, 1}));
+}
+
+/// A (B, T) mask of 1 for the first lengths[b] steps of each sequence and 0 after, as a constant.
+template <class T>
+Var<T> sequence_mask(Tape<T>& t, const std::vector<std::size_t>& lengths, std::size_t steps) {
+    Ref<T> r = t.alloc(Shape{lengths.size(), steps});
+    for (std::size_t b = 0; b < lengths.size(); ++b) {
+        if (lengths[b] > steps)
+            throw value_error("sequence_mask: length " + std::to_string(lengths[b]) + " of sequence " + std::to_string(b) +
+                              " exceeds the " + std::to_string(steps) + " steps");
+        for (std::size_t s = 0; s < steps; ++s) r.data[b * steps + s] = s < lengths[b] ? T(1) : T(0);
+    }
+    return t.leaf(r, false);
+}
+
+// ---- embedding ----------------------------------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_embedding(O& o, const Node<T>& n, const V& g) {
+    const Shape ws = o.shape(n, 0);
+    const std::size_t E = ws[1], count = g.size() / E;
+    o.acc(n, 0, scatter_rows_raw(reshape(g, Shape{count, E}), n.index, ws[0]));
+}
+TAPIR_OP(embedding, "embedding", backward_embedding);
+/// Rows of a lookup table weight (V, E) at integer indices of any shape up to rank 3 (held as
+/// values of T, e.g. token ids (B, T)): the result has the indices' shape plus E. The gradient
+/// goes into the used rows only (added where an index repeats).
+template <class T>
+Var<T> embedding(const Var<T>& weight, const Var<T>& indices) {
+    Tape<T>& t = detail::same_tape(weight, indices, "embedding");
+    const Shape ws = weight.shape(), is = indices.shape();
+    if (ws.rank() != 2) throw shape_error("embedding: weight must be (rows, features), got " + ws.str());
+    if (is.rank() >= max_rank) detail::throw_shape("embedding: indices of rank 4 give rank 5; weight vs indices", ws, is);
+    const std::size_t count = is.numel(), rows = ws[0], E = ws[1];
+    auto* p = static_cast<std::int64_t*>(t.arena().allocate(count * sizeof(std::int64_t) + 1));
+    const T* v = indices.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        const T x = v[i];
+        if (!(x >= T(0)) || !(x < static_cast<T>(rows)) || x != static_cast<T>(static_cast<std::int64_t>(x)))
+            throw value_error("embedding: index " + std::to_string(static_cast<double>(x)) + " at position " + std::to_string(i) +
+                              " is not a row of the table of shape " + ws.str());
+        p[i] = static_cast<std::int64_t>(x);
+    }
+    Shape os = is;
+    os.push_back(E);
+    Ref<T> out = detail::k_gather_rows(t, weight.ref(), p, count);
+    out.shape = os;
+    return detail::emit(t, op_embedding<T>, out, [p](Node<T>& nd) { nd.index = p; }, weight);
+}
+
+} // namespace tapir
