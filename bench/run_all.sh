@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: bench/run_all.sh [--build DIR] [--results DIR] [-j N] [--quick] [--no-build]" >&2; exit 2 ;;
     esac
 done
-benches="bench_tape bench_train bench_wgan bench_inference bench_gemm"
+benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_recurrent"
 if [ -n "$do_build" ]; then
     gen=()
     if command -v ninja > /dev/null; then gen=(-G Ninja); fi
@@ -43,6 +43,7 @@ run tape "$bin/bench_tape" --json "$results/tape.json"
 run train "$bin/bench_train" $quick --json "$results/train.json"
 run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
+run recurrent "$bin/bench_recurrent" $quick --json "$results/recurrent.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
 run compile "$src/bench/bench_compile.sh" --json "$results/compile.json"

@@ -8,9 +8,9 @@
 /// stacked in PyTorch's order: LSTM i, f, g, o (G = 4); GRU r, z, n (G = 3), where
 /// n = tanh(W_in x + b_in + r (W_hn h + b_hn)); RNN G = 1.
 ///
-/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T + b_ih for all steps
+/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T for all steps
 /// (B, T, G H), computed up front with one GEMM by recurrent_sequence(); the recurrent weight with
-/// its bias as an extra last column, [W_hh | b_hh] (G H, H + 1); and the initial state (B, S H),
+/// both biases as two extra columns, [W_hh | b_hh | b_ih] (G H, H + 2); and the initial state (B, S H),
 /// S = 2 for the LSTM ([h0 | c0]) and 1 otherwise. Its output is the state after every step,
 /// (B, T, S H) ([h_t | c_t] for the LSTM). Each step does one GEMM, h_(t-1) W_hh^T.
 ///
@@ -66,7 +66,7 @@ inline RnnAttrs rnn_attrs(const std::int64_t* p) noexcept {
 /// Values saved per step for the fused backward: LSTM i, f, g, o and tanh(c); GRU r, z, n and
 /// W_hn h + b_hn; none for the RNN (its output is what it needs).
 constexpr std::size_t rnn_saved_width(RnnCell c, std::size_t h) noexcept {
-    return c == RnnCell::lstm ? 5 * h : (c == RnnCell::gru ? 4 * h : 0);
+    return c == RnnCell::lstm ? 5 * h : (c == RnnCell::gru ? 4 * h : 0);  // per batch row
 }
 
 /// An optional Var argument (null for none) that does not take part in deducing T.
@@ -77,65 +77,150 @@ struct RnnDims {
     std::size_t b, t, h, g, s;
 };
 
-/// The forward recurrence. xp (B, T, G H), w (G H, H + 1), s0 (B, S H); out (B, T, S H); saved
-/// (T, B, width) as rnn_saved_width.
+/// W_hh^T (H, G H), b_hh and b_ih from [W_hh | b_hh | b_ih] (G H, H + 2), so that each step's
+/// product h W_hh^T + b_hh reads B in place (the GEMM's small-product path, no packing per step).
+template <class T>
+void rnn_split_weight(const T* TAPIR_RESTRICT w, std::size_t gh, std::size_t h, T* TAPIR_RESTRICT wt, T* TAPIR_RESTRICT bhh,
+                      T* TAPIR_RESTRICT bih) {
+    for (std::size_t j = 0; j < gh; ++j) {
+        for (std::size_t k = 0; k < h; ++k) wt[k * gh + j] = w[j * (h + 2) + k];
+        bhh[j] = w[j * (h + 2) + h];
+        bih[j] = w[j * (h + 2) + h + 1];
+    }
+}
+
+/// The forward recurrence. xp (B, T, G H), w (G H, H + 2), s0 (B, S H); out (B, T, S H). Saved per
+/// step for the backward, in blocks over the batch (so that each activation is one SIMD call per
+/// step): LSTM i f g o (B, 4H), tanh(c) (B, H); GRU r z (B, 2H), n (B, H), W_hn h + b_hn (B, H).
 template <class T>
 void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T* xp, const T* w, const T* s0, const std::int64_t* mask,
                          T* out, T* saved) {
     const std::size_t B = d.b, Tn = d.t, H = d.h, GH = d.g * d.h, SH = d.s * d.h, W = rnn_saved_width(cell, H);
-    T* hh = tape.arena().template allocate_array<T>(B * GH);
-    T* tmp = tape.arena().template allocate_array<T>(B * H);
+    Arena& ar = tape.arena();
+    T* TAPIR_RESTRICT hh = ar.template allocate_array<T>(B * GH);
+    T* TAPIR_RESTRICT tmp = ar.template allocate_array<T>(B * H);
+    T* wt = ar.template allocate_array<T>(H * GH);
+    T* TAPIR_RESTRICT bhh = ar.template allocate_array<T>(GH);
+    T* TAPIR_RESTRICT bih = ar.template allocate_array<T>(GH);
+    rnn_split_weight(w, GH, H, wt, bhh, bih);
     for (std::size_t t = 0; t < Tn; ++t) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
         const std::size_t ldp = t == 0 ? SH : Tn * SH;
-        simd::gemm<T>(false, true, B, GH, H, T(1), prev, ldp, w, H + 1, T(0), hh, GH);
-        T* sv = saved + t * B * W;
-        for (std::size_t b = 0; b < B; ++b) {
-            T* a = hh + b * GH;
-            const T* x = xp + (b * Tn + t) * GH;
-            const T* hp = prev + b * ldp;
-            T* o = out + (b * Tn + t) * SH;
-            if (mask && mask[b * Tn + t] == 0) {
-                for (std::size_t j = 0; j < SH; ++j) o[j] = hp[j];
-                continue;
-            }
-            switch (cell) {
-            case RnnCell::lstm: {
-                T* s = sv + b * W;
-                for (std::size_t j = 0; j < GH; ++j) a[j] += w[j * (H + 1) + H] + x[j];
-                simd::sigmoid(a, s, 2 * H);
-                simd::tanh(a + 2 * H, s + 2 * H, H);
-                simd::sigmoid(a + 3 * H, s + 3 * H, H);
-                const T* cp = hp + H;
-                T* c = tmp + b * H;
-                for (std::size_t j = 0; j < H; ++j) c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
-                simd::tanh(c, s + 4 * H, H);
-                for (std::size_t j = 0; j < H; ++j) {
-                    o[j] = s[3 * H + j] * s[4 * H + j];
-                    o[H + j] = c[j];
-                }
-                break;
-            }
-            case RnnCell::gru: {
-                T* s = sv + b * W;
-                for (std::size_t j = 0; j < GH; ++j) a[j] += w[j * (H + 1) + H];
-                for (std::size_t j = 0; j < 2 * H; ++j) s[j] = a[j] + x[j];
-                simd::sigmoid(s, s, 2 * H);
-                for (std::size_t j = 0; j < H; ++j) {
-                    s[3 * H + j] = a[2 * H + j];
-                    s[2 * H + j] = x[2 * H + j] + s[j] * a[2 * H + j];
-                }
-                simd::tanh(s + 2 * H, s + 2 * H, H);
-                for (std::size_t j = 0; j < H; ++j) o[j] = s[2 * H + j] + s[H + j] * (hp[j] - s[2 * H + j]);
-                break;
-            }
-            case RnnCell::rnn_tanh: {
-                for (std::size_t j = 0; j < H; ++j) a[j] += w[j * (H + 1) + H] + x[j];
-                simd::tanh(a, o, H);
-                break;
-            }
-            }
+        // hh = h_(t-1) W_hh^T + b_hh: the one GEMM of the step.
+        if (!simd::gemm_bias_act<T>(B, GH, H, prev, ldp, wt, GH, bhh, false, hh, GH)) {
+            simd::gemm<T>(false, false, B, GH, H, T(1), prev, ldp, wt, GH, T(0), hh, GH);
+            simd::add_row<T>(hh, B, GH, GH, bhh);
         }
+        T* TAPIR_RESTRICT sv = saved + t * B * W;
+        switch (cell) {
+        case RnnCell::lstm: {
+            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one sigmoid call.
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT a = hh + b * GH;
+                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
+                for (std::size_t j = 0; j < GH; ++j) a[j] += x[j] + bih[j];
+                for (std::size_t j = 2 * H; j < 3 * H; ++j) a[j] *= T(2);
+            }
+            simd::sigmoid(hh, sv, B * GH);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT s = sv + b * GH;
+                const T* TAPIR_RESTRICT cp = prev + b * ldp + H;
+                T* TAPIR_RESTRICT c = tmp + b * H;
+                for (std::size_t j = 0; j < H; ++j) {
+                    s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
+                    c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
+                }
+            }
+            T* TAPIR_RESTRICT tc = sv + B * GH;
+            simd::tanh(tmp, tc, B * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT o = out + (b * Tn + t) * SH;
+                const T* TAPIR_RESTRICT s = sv + b * GH;
+                for (std::size_t j = 0; j < H; ++j) {
+                    o[j] = s[3 * H + j] * tc[b * H + j];
+                    o[H + j] = tmp[b * H + j];
+                }
+            }
+            break;
+        }
+        case RnnCell::gru: {
+            T* TAPIR_RESTRICT n = sv + B * 2 * H;
+            T* TAPIR_RESTRICT hn = sv + B * 3 * H;
+            for (std::size_t b = 0; b < B; ++b) {
+                const T* TAPIR_RESTRICT a = hh + b * GH;
+                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
+                T* TAPIR_RESTRICT rz = sv + b * 2 * H;
+                for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
+                for (std::size_t j = 0; j < H; ++j) hn[b * H + j] = a[2 * H + j];
+            }
+            simd::sigmoid(sv, sv, B * 2 * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH + 2 * H;
+                const T* TAPIR_RESTRICT r = sv + b * 2 * H;
+                for (std::size_t j = 0; j < H; ++j) n[b * H + j] = x[j] + bih[2 * H + j] + r[j] * hn[b * H + j];
+            }
+            simd::tanh(n, n, B * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT o = out + (b * Tn + t) * SH;
+                const T* TAPIR_RESTRICT z = sv + b * 2 * H + H;
+                const T* TAPIR_RESTRICT hp = prev + b * ldp;
+                for (std::size_t j = 0; j < H; ++j) o[j] = n[b * H + j] + z[j] * (hp[j] - n[b * H + j]);
+            }
+            break;
+        }
+        case RnnCell::rnn_tanh: {
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT a = hh + b * GH;
+                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
+                for (std::size_t j = 0; j < H; ++j) a[j] += x[j] + bih[j];
+            }
+            simd::tanh(hh, tmp, B * H);
+            for (std::size_t b = 0; b < B; ++b) std::memcpy(out + (b * Tn + t) * SH, tmp + b * H, H * sizeof(T));
+            break;
+        }
+        }
+        if (mask)  // a step past a sequence's end keeps its state
+            for (std::size_t b = 0; b < B; ++b)
+                if (mask[b * Tn + t] == 0) std::memcpy(out + (b * Tn + t) * SH, prev + b * ldp, SH * sizeof(T));
+    }
+}
+
+/// One LSTM row backward: ds = (dh, dc) into da (4H, the gate pre-activations, which are also the
+/// gradient of h W^T + b) and the carry's c part.
+template <class T>
+void lstm_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT s, const T* TAPIR_RESTRICT tc,
+                       const T* TAPIR_RESTRICT cp, T* TAPIR_RESTRICT da, T* TAPIR_RESTRICT carry) {
+    const T *ig = s, *fg = s + H, *gg = s + 2 * H, *og = s + 3 * H;
+    for (std::size_t j = 0; j < H; ++j) {
+        const T dh = ds[j];
+        const T dc = ds[H + j] + dh * og[j] * (T(1) - tc[j] * tc[j]);
+        da[j] = dc * gg[j] * ig[j] * (T(1) - ig[j]);
+        da[H + j] = dc * cp[j] * fg[j] * (T(1) - fg[j]);
+        da[2 * H + j] = dc * ig[j] * (T(1) - gg[j] * gg[j]);
+        da[3 * H + j] = dh * tc[j] * og[j] * (T(1) - og[j]);
+        carry[j] = T(0);
+        carry[H + j] = dc * fg[j];
+    }
+}
+
+/// One GRU row backward: dhh (3H, of h W^T + b), dx (3H, of xp) and the carry.
+template <class T>
+void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT rz, const T* TAPIR_RESTRICT n,
+                      const T* TAPIR_RESTRICT hn, const T* TAPIR_RESTRICT hp, T* TAPIR_RESTRICT dhh, T* TAPIR_RESTRICT dx,
+                      T* TAPIR_RESTRICT carry) {
+    const T *r = rz, *z = rz + H;
+    for (std::size_t j = 0; j < H; ++j) {
+        const T dh = ds[j];
+        const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+        const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
+        const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
+        dhh[j] = dar;
+        dhh[H + j] = daz;
+        dhh[2 * H + j] = dan * r[j];
+        dx[j] = dar;
+        dx[H + j] = daz;
+        dx[2 * H + j] = dan;
+        carry[j] = dh * z[j];
     }
 }
 
@@ -148,64 +233,37 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
     Arena& ar = tape.arena();
     T* carry = ar.template allocate_array<T>(B * SH);
     T* ds = ar.template allocate_array<T>(B * SH);
-    // dhh: gradient of h_(t-1) W^T + b for all steps, rows (b, t); the LSTM's and RNN's equal dxp.
-    T* dhh = (cell == RnnCell::gru || dxp == nullptr) ? ar.template allocate_array<T>(B * Tn * GH) : dxp;
+    // dhh: gradient of h_(t-1) W^T + b for all steps, rows (b, t); the LSTM's and RNN's equal dx.
+    // dx: gradient of xp (also needed for b_ih's when xp wants none).
+    const bool gru = cell == RnnCell::gru;
+    T* dx = dxp ? dxp : ((gru && dw) || !gru ? ar.template allocate_array<T>(B * Tn * GH) : nullptr);
+    T* dhh = gru ? ar.template allocate_array<T>(B * Tn * GH) : dx;
     for (std::size_t i = 0; i < B * SH; ++i) carry[i] = T(0);
+    T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
     for (std::size_t t = Tn; t-- > 0;) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
         const std::size_t ldp = t == 0 ? SH : Tn * SH;
         const T* sv = saved + t * B * W;
         for (std::size_t b = 0; b < B; ++b) {
+            const T* gr = gy + (b * Tn + t) * SH;
             T* dsr = ds + b * SH;
             T* cr = carry + b * SH;
-            const T* gr = gy + (b * Tn + t) * SH;
             for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
             T* dh_row = dhh + (b * Tn + t) * GH;
-            T* dx_row = dxp ? dxp + (b * Tn + t) * GH : nullptr;
+            T* dx_row = dx ? dx + (b * Tn + t) * GH : scratch;
             if (mask && mask[b * Tn + t] == 0) {
                 for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
                 for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
-                if (dx_row && dx_row != dh_row)
+                if (gru)
                     for (std::size_t j = 0; j < GH; ++j) dx_row[j] = T(0);
                 continue;
             }
             const T* hp = prev + b * ldp;
             switch (cell) {
-            case RnnCell::lstm: {
-                const T* s = sv + b * W;
-                const T *ig = s, *fg = s + H, *gg = s + 2 * H, *og = s + 3 * H, *tc = s + 4 * H, *cp = hp + H;
-                for (std::size_t j = 0; j < H; ++j) {
-                    const T dh = dsr[j];
-                    const T dc = dsr[H + j] + dh * og[j] * (T(1) - tc[j] * tc[j]);
-                    dh_row[j] = dc * gg[j] * ig[j] * (T(1) - ig[j]);
-                    dh_row[H + j] = dc * cp[j] * fg[j] * (T(1) - fg[j]);
-                    dh_row[2 * H + j] = dc * ig[j] * (T(1) - gg[j] * gg[j]);
-                    dh_row[3 * H + j] = dh * tc[j] * og[j] * (T(1) - og[j]);
-                    cr[j] = T(0);
-                    cr[H + j] = dc * fg[j];
-                }
+            case RnnCell::lstm: lstm_row_backward(H, dsr, sv + b * GH, sv + B * GH + b * H, hp + H, dh_row, cr); break;
+            case RnnCell::gru:
+                gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
                 break;
-            }
-            case RnnCell::gru: {
-                const T* s = sv + b * W;
-                const T *r = s, *z = s + H, *n = s + 2 * H, *hn = s + 3 * H;
-                for (std::size_t j = 0; j < H; ++j) {
-                    const T dh = dsr[j];
-                    const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
-                    const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
-                    const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
-                    dh_row[j] = dar;
-                    dh_row[H + j] = daz;
-                    dh_row[2 * H + j] = dan * r[j];
-                    if (dx_row) {
-                        dx_row[j] = dar;
-                        dx_row[H + j] = daz;
-                        dx_row[2 * H + j] = dan;
-                    }
-                    cr[j] = dh * z[j];
-                }
-                break;
-            }
             case RnnCell::rnn_tanh: {
                 const T* y = out + (b * Tn + t) * SH;
                 for (std::size_t j = 0; j < H; ++j) {
@@ -217,21 +275,30 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             }
         }
         // carry_h += dhh_t W_hh: the one GEMM of the step.
-        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * GH, Tn * GH, w, H + 1, T(1), carry, SH);
+        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * GH, Tn * GH, w, H + 2, T(1), carry, SH);
     }
     if (ds0)
         for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
     if (dw) {
-        // [h_(t-1) | 1] for every (b, t), then dW = dhh^T [h_prev | 1] in one GEMM.
-        T* hprev = ar.template allocate_array<T>(B * Tn * (H + 1));
+        // h_(t-1) for every (b, t), then dW^T = h_prev^T dhh in one GEMM; the biases' gradients are
+        // the column sums of dhh and dx.
+        T* hprev = ar.template allocate_array<T>(B * Tn * H);
         for (std::size_t b = 0; b < B; ++b)
             for (std::size_t t = 0; t < Tn; ++t) {
                 const T* src = t == 0 ? s0 + b * SH : out + (b * Tn + t - 1) * SH;
-                T* dst = hprev + (b * Tn + t) * (H + 1);
-                std::memcpy(dst, src, H * sizeof(T));
-                dst[H] = T(1);
+                std::memcpy(hprev + (b * Tn + t) * H, src, H * sizeof(T));
             }
-        simd::gemm<T>(true, false, GH, H + 1, B * Tn, T(1), dhh, GH, hprev, H + 1, T(0), dw, H + 1);
+        T* dwt = ar.template allocate_array<T>(H * GH);
+        T* dbh = ar.template allocate_array<T>(GH);
+        T* dbi = gru ? ar.template allocate_array<T>(GH) : dbh;
+        simd::gemm<T>(true, false, H, GH, B * Tn, T(1), hprev, H, dhh, GH, T(0), dwt, GH);
+        simd::sum_rows<T>(dhh, B * Tn, GH, GH, dbh);
+        if (gru) simd::sum_rows<T>(dx, B * Tn, GH, GH, dbi);
+        for (std::size_t j = 0; j < GH; ++j) {
+            for (std::size_t k = 0; k < H; ++k) dw[j * (H + 2) + k] = dwt[k * GH + j];
+            dw[j * (H + 2) + H] = dbh[j];
+            dw[j * (H + 2) + H + 1] = dbi[j];
+        }
     }
 }
 
@@ -255,13 +322,13 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
     const RnnCell cell = static_cast<RnnCell>(n.flags);
     Tape<T>& tape = detail::tape_of(g);
     const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
-    const std::size_t B = xs[0], Tn = xs[1], GH = xs[2], H = ws[1] - 1, S = rnn_state_blocks(cell), SH = S * H;
+    const std::size_t B = xs[0], Tn = xs[1], GH = xs[2], H = ws[1] - 2, S = rnn_state_blocks(cell), SH = S * H;
     const RnnAttrs at = rnn_attrs(n.index);
     const V xp = o.in(n, 0), wa = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
     const V Wm = slice(wa, 1, 0, H);
-    const V bias = reshape(slice(wa, 1, H, 1), Shape{GH});
+    const V bias = reshape(slice(wa, 1, H, 1), Shape{GH}), bias_ih = reshape(slice(wa, 1, H + 1, 1), Shape{GH});
     const auto cols = [](const V& v, std::size_t start, std::size_t len) { return slice(v, 1, start, len); };
-    V carry{}, dW{}, db{}, dx{};
+    V carry{}, dW{}, db{}, dbi{}, dx{};
     bool have_carry = false;
     std::vector<V> dxs(Tn);
     for (std::size_t t = Tn; t-- > 0;) {
@@ -270,7 +337,7 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
         const V prev = t == 0 ? s0 : reshape(slice(y, 1, t - 1, 1), Shape{B, SH});
         const V hp = S == 2 ? cols(prev, 0, H) : prev;
         const V ahh = add(matmul(hp, Wm, false, true), bias);
-        const V xt = reshape(slice(xp, 1, t, 1), Shape{B, GH});
+        const V xt = add(reshape(slice(xp, 1, t, 1), Shape{B, GH}), bias_ih);
         V m{}, dsc = ds;
         if (at.masked) {
             Ref<T> mr = tape.alloc(Shape{B, 1});
@@ -333,9 +400,10 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
         have_carry = true;
         if (o.needs(n, 1)) {
             const V dwt = matmul(dhh, hp, true, false);
-            const V dbt = sum(dhh, 0);
+            const V dbt = sum(dhh, 0), dbit = sum(dxt, 0);
             dW = t == Tn - 1 ? dwt : add(dW, dwt);
             db = t == Tn - 1 ? dbt : add(db, dbt);
+            dbi = t == Tn - 1 ? dbit : add(dbi, dbit);
         }
         dxs[t] = reshape(dxt, Shape{B, 1, GH});
     }
@@ -344,7 +412,7 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
         for (std::size_t t = 1; t < Tn; ++t) dx = concat(dx, dxs[t], 1);
         o.acc(n, 0, dx);
     }
-    if (o.needs(n, 1)) o.acc(n, 1, concat(dW, reshape(db, Shape{GH, 1}), 1));
+    if (o.needs(n, 1)) o.acc(n, 1, concat(concat(dW, reshape(db, Shape{GH, 1}), 1), reshape(dbi, Shape{GH, 1}), 1));
     if (o.needs(n, 2)) o.acc(n, 2, carry);
 }
 
@@ -357,7 +425,7 @@ void backward_recurrent(O& o, const Node<T>& n, const V& g) {
         const RnnCell cell = static_cast<RnnCell>(n.flags);
         Tape<T>& tape = *g.t;
         const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
-        const detail::RnnDims d{xs[0], xs[1], ws[1] - 1, rnn_gates(cell), rnn_state_blocks(cell)};
+        const detail::RnnDims d{xs[0], xs[1], ws[1] - 2, rnn_gates(cell), rnn_state_blocks(cell)};
         const detail::RnnAttrs at = detail::rnn_attrs(n.index);
         const Eager<T> w = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
         Ref<T> dxp{}, dw{}, ds0{};
@@ -376,7 +444,7 @@ void backward_recurrent(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(recurrent, "recurrent", backward_recurrent);
 
 /// The fused recurrence (see the header comment): xp (B, T, G H) the input projection,
-/// w_hh_b = [W_hh | b_hh] (G H, H + 1), state0 (B, S H); optional mask (B, T) of 1 and 0.
+/// w_hh_b = [W_hh | b_hh | b_ih] (G H, H + 2), state0 (B, S H); optional mask (B, T) of 1 and 0.
 /// Returns the states after every step, (B, T, S H).
 template <class T>
 Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var<T>& state0, detail::rnn_opt<T> mask = nullptr) {
@@ -387,10 +455,10 @@ Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var
     const Shape xs = xp.shape(), ws = w_hh_b.shape(), ss = state0.shape();
     const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
     if (xs.rank() != 3) throw shape_error(name() + ": input projection must be (batch, steps, gates * hidden), got " + xs.str());
-    if (ws.rank() != 2 || ws[1] < 2 || ws[0] != G * (ws[1] - 1))
-        throw shape_error(name() + ": recurrent weight with bias column must be (" + std::to_string(G) +
-                          " * hidden, hidden + 1), got " + ws.str());
-    const std::size_t B = xs[0], Tn = xs[1], H = ws[1] - 1;
+    if (ws.rank() != 2 || ws[1] < 3 || ws[0] != G * (ws[1] - 2))
+        throw shape_error(name() + ": recurrent weight with bias columns must be (" + std::to_string(G) +
+                          " * hidden, hidden + 2), got " + ws.str());
+    const std::size_t B = xs[0], Tn = xs[1], H = ws[1] - 2;
     if (xs[2] != G * H) detail::throw_shape((name() + ": input projection vs recurrent weight").c_str(), xs, ws);
     if (ss != Shape{B, S * H}) detail::throw_shape((name() + ": input projection vs initial state").c_str(), xs, ss);
     if (Tn == 0) throw shape_error(name() + ": empty sequence, input projection of shape " + xs.str());
@@ -439,11 +507,12 @@ Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih
     for (const Var<T>* b : {bias_ih, bias_hh})
         if (b && b->shape() != Shape{G * H}) detail::throw_shape((name() + ": weight_hh vs bias").c_str(), wh, b->shape());
     const std::size_t B = xs[0], Tn = xs[1];
-    Var<T> xp = matmul(reshape(x, Shape{B * Tn, xs[2]}), weight_ih, false, true);
-    if (bias_ih) xp = add(xp, *bias_ih);
-    xp = reshape(xp, Shape{B, Tn, G * H});
+    // x W_ih^T for all steps in one GEMM; b_ih rides in the recurrent op (added inside the cell).
+    // W_ih is transposed as a value first: its gradient is then x^T g (F x G H, the faster product).
+    const Var<T> xp = reshape(matmul(reshape(x, Shape{B * Tn, xs[2]}), transpose(weight_ih)), Shape{B, Tn, G * H});
     const Var<T> bh = bias_hh ? reshape(*bias_hh, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
-    const Var<T> wa = concat(weight_hh, bh, 1);
+    const Var<T> bi = bias_ih ? reshape(*bias_ih, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
+    const Var<T> wa = concat(concat(weight_hh, bh, 1), bi, 1);
     const Var<T> s0 = state0 ? *state0 : t.full(Shape{B, S * H}, T(0));
     return recurrent(cell, xp, wa, s0, mask);
 }
