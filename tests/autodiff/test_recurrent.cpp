@@ -152,7 +152,7 @@ TEST_CASE("recurrent: forward values and gradients equal PyTorch float64 (batch_
             const V m = t.constant(mask);
             const V st = run(cell, t, v, masked ? &mask : nullptr);
             const V y = recurrent_output(cell, st, true, masked ? &m : nullptr);
-            const V last = reshape(slice(st, 1, T - 1, 1), Shape{B, S * H});
+            const V last = recurrent_final_state(st);
             (masked ? yp : ys) = y.value();
             (masked ? hp : hs) = slice(last, 1, 0, H).value();
             if (S == 2) (masked ? cp : cs) = slice(last, 1, H, H).value();
@@ -216,7 +216,7 @@ TEST_CASE("recurrent: bad shapes and masks give errors naming both") {
                          "recurrent(gru): input vs mask: shapes do not match: (2, 3, 9) vs (2, 4)", shape_error);
     const V s_bad = t.constant(Td(Shape{2, 6}));
     CHECK_THROWS_WITH_AS(recurrent_sequence(RnnCell::gru, x, wig, wh3, nullptr, nullptr, &s_bad),
-                         "recurrent(gru): input projection vs initial state: shapes do not match: (2, 3, 9) vs (2, 6)", shape_error);
+                         "recurrent_sequence(gru): input vs initial state: shapes do not match: (2, 3, 4) vs (2, 6)", shape_error);
     const V half = t.constant(Td(Shape{2, 3}, 0.5));
     CHECK_THROWS_WITH_AS(recurrent_sequence(RnnCell::gru, x, wig, wh3, nullptr, nullptr, nullptr, &half),
                          "recurrent(gru): mask values must be 0 or 1, got 0.500000 at 0", value_error);

@@ -8,11 +8,13 @@
 /// stacked in PyTorch's order: LSTM i, f, g, o (G = 4); GRU r, z, n (G = 3), where
 /// n = tanh(W_in x + b_in + r (W_hn h + b_hn)); RNN G = 1.
 ///
-/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T for all steps
-/// (B, T, G H), computed up front with one GEMM by recurrent_sequence(); the recurrent weight with
-/// both biases as two extra columns, [W_hh | b_hh | b_ih] (G H, H + 2); and the initial state (B, S H),
-/// S = 2 for the LSTM ([h0 | c0]) and 1 otherwise. Its output is the state after every step,
-/// (B, T, S H) ([h_t | c_t] for the LSTM). Each step does one GEMM, h_(t-1) W_hh^T.
+/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T for all steps,
+/// time-major (T, B, G H) so that each step reads one block, computed up front with one GEMM by
+/// recurrent_sequence(); the recurrent weight with both biases as two extra columns,
+/// [W_hh | b_hh | b_ih] (G H, H + 2); and the initial state (B, S H), S = 2 for the LSTM
+/// ([h0 | c0]) and 1 otherwise. Its output is the state after every step, time-major (T, B, S H)
+/// ([h_t | c_t] for the LSTM). Each step does one GEMM, h_(t-1) W_hh^T. recurrent_sequence()
+/// takes batch-first input and recurrent_output() gives batch-first outputs.
 ///
 /// Variable lengths: an optional (B, T) mask of 1 and 0. Where the mask is 0 the state is carried
 /// over unchanged, so with a prefix mask the state at t = T - 1 is the state after each
@@ -73,6 +75,19 @@ constexpr std::size_t rnn_saved_width(RnnCell c, std::size_t h) noexcept {
 template <class T>
 using rnn_opt = const std::enable_if_t<true, Var<T>>*;
 
+/// Row order between batch-first (b, t) and time-major (t, b) rows, in the arena: row k of the
+/// time-major result is row order[k] of the batch-first input (to_time_major), or the reverse.
+template <class T>
+const std::int64_t* rnn_order(Tape<T>& t, std::size_t B, std::size_t Tn, bool to_time_major) {
+    auto* p = static_cast<std::int64_t*>(t.arena().allocate(B * Tn * sizeof(std::int64_t)));
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t s = 0; s < Tn; ++s) {
+            if (to_time_major) p[s * B + b] = static_cast<std::int64_t>(b * Tn + s);
+            else p[b * Tn + s] = static_cast<std::int64_t>(s * B + b);
+        }
+    return p;
+}
+
 struct RnnDims {
     std::size_t b, t, h, g, s;
 };
@@ -104,8 +119,8 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
     T* TAPIR_RESTRICT bih = ar.template allocate_array<T>(GH);
     rnn_split_weight(w, GH, H, wt, bhh, bih);
     for (std::size_t t = 0; t < Tn; ++t) {
-        const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
-        const std::size_t ldp = t == 0 ? SH : Tn * SH;
+        const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
+        const std::size_t ldp = SH;
         // hh = h_(t-1) W_hh^T + b_hh: the one GEMM of the step.
         if (!simd::gemm_bias_act<T>(B, GH, H, prev, ldp, wt, GH, bhh, false, hh, GH)) {
             simd::gemm<T>(false, false, B, GH, H, T(1), prev, ldp, wt, GH, T(0), hh, GH);
@@ -115,11 +130,11 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
         switch (cell) {
         case RnnCell::lstm: {
             // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one sigmoid call.
+            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
+            simd::add_row<T>(hh, B, GH, GH, bih);
             for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT a = hh + b * GH;
-                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
-                for (std::size_t j = 0; j < GH; ++j) a[j] += x[j] + bih[j];
-                for (std::size_t j = 2 * H; j < 3 * H; ++j) a[j] *= T(2);
+                T* TAPIR_RESTRICT a = hh + b * GH + 2 * H;
+                for (std::size_t j = 0; j < H; ++j) a[j] *= T(2);
             }
             simd::sigmoid(hh, sv, B * GH);
             for (std::size_t b = 0; b < B; ++b) {
@@ -134,7 +149,7 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
             T* TAPIR_RESTRICT tc = sv + B * GH;
             simd::tanh(tmp, tc, B * H);
             for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT o = out + (b * Tn + t) * SH;
+                T* TAPIR_RESTRICT o = out + (t * B + b) * SH;
                 const T* TAPIR_RESTRICT s = sv + b * GH;
                 for (std::size_t j = 0; j < H; ++j) {
                     o[j] = s[3 * H + j] * tc[b * H + j];
@@ -148,20 +163,20 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
             T* TAPIR_RESTRICT hn = sv + B * 3 * H;
             for (std::size_t b = 0; b < B; ++b) {
                 const T* TAPIR_RESTRICT a = hh + b * GH;
-                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
+                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH;
                 T* TAPIR_RESTRICT rz = sv + b * 2 * H;
                 for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
                 for (std::size_t j = 0; j < H; ++j) hn[b * H + j] = a[2 * H + j];
             }
             simd::sigmoid(sv, sv, B * 2 * H);
             for (std::size_t b = 0; b < B; ++b) {
-                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH + 2 * H;
+                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH + 2 * H;
                 const T* TAPIR_RESTRICT r = sv + b * 2 * H;
                 for (std::size_t j = 0; j < H; ++j) n[b * H + j] = x[j] + bih[2 * H + j] + r[j] * hn[b * H + j];
             }
             simd::tanh(n, n, B * H);
             for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT o = out + (b * Tn + t) * SH;
+                T* TAPIR_RESTRICT o = out + (t * B + b) * SH;
                 const T* TAPIR_RESTRICT z = sv + b * 2 * H + H;
                 const T* TAPIR_RESTRICT hp = prev + b * ldp;
                 for (std::size_t j = 0; j < H; ++j) o[j] = n[b * H + j] + z[j] * (hp[j] - n[b * H + j]);
@@ -169,19 +184,15 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
             break;
         }
         case RnnCell::rnn_tanh: {
-            for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT a = hh + b * GH;
-                const T* TAPIR_RESTRICT x = xp + (b * Tn + t) * GH;
-                for (std::size_t j = 0; j < H; ++j) a[j] += x[j] + bih[j];
-            }
-            simd::tanh(hh, tmp, B * H);
-            for (std::size_t b = 0; b < B; ++b) std::memcpy(out + (b * Tn + t) * SH, tmp + b * H, H * sizeof(T));
+            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
+            simd::add_row<T>(hh, B, GH, GH, bih);
+            simd::tanh(hh, out + t * B * SH, B * H);
             break;
         }
         }
         if (mask)  // a step past a sequence's end keeps its state
             for (std::size_t b = 0; b < B; ++b)
-                if (mask[b * Tn + t] == 0) std::memcpy(out + (b * Tn + t) * SH, prev + b * ldp, SH * sizeof(T));
+                if (mask[t * B + b] == 0) std::memcpy(out + (t * B + b) * SH, prev + b * ldp, SH * sizeof(T));
     }
 }
 
@@ -241,17 +252,17 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
     for (std::size_t i = 0; i < B * SH; ++i) carry[i] = T(0);
     T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
     for (std::size_t t = Tn; t-- > 0;) {
-        const T* prev = t == 0 ? s0 : out + (t - 1) * SH;
-        const std::size_t ldp = t == 0 ? SH : Tn * SH;
+        const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
+        const std::size_t ldp = SH;
         const T* sv = saved + t * B * W;
         for (std::size_t b = 0; b < B; ++b) {
-            const T* gr = gy + (b * Tn + t) * SH;
+            const T* gr = gy + (t * B + b) * SH;
             T* dsr = ds + b * SH;
             T* cr = carry + b * SH;
             for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
-            T* dh_row = dhh + (b * Tn + t) * GH;
-            T* dx_row = dx ? dx + (b * Tn + t) * GH : scratch;
-            if (mask && mask[b * Tn + t] == 0) {
+            T* dh_row = dhh + (t * B + b) * GH;
+            T* dx_row = dx ? dx + (t * B + b) * GH : scratch;
+            if (mask && mask[t * B + b] == 0) {
                 for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
                 for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
                 if (gru)
@@ -265,7 +276,7 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
                 gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
                 break;
             case RnnCell::rnn_tanh: {
-                const T* y = out + (b * Tn + t) * SH;
+                const T* y = out + (t * B + b) * SH;
                 for (std::size_t j = 0; j < H; ++j) {
                     dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
                     cr[j] = T(0);
@@ -275,23 +286,19 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             }
         }
         // carry_h += dhh_t W_hh: the one GEMM of the step.
-        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * GH, Tn * GH, w, H + 2, T(1), carry, SH);
+        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, w, H + 2, T(1), carry, SH);
     }
     if (ds0)
         for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
     if (dw) {
-        // h_(t-1) for every (b, t), then dW^T = h_prev^T dhh in one GEMM; the biases' gradients are
-        // the column sums of dhh and dx.
-        T* hprev = ar.template allocate_array<T>(B * Tn * H);
-        for (std::size_t b = 0; b < B; ++b)
-            for (std::size_t t = 0; t < Tn; ++t) {
-                const T* src = t == 0 ? s0 + b * SH : out + (b * Tn + t - 1) * SH;
-                std::memcpy(hprev + (b * Tn + t) * H, src, H * sizeof(T));
-            }
+        // dW^T = sum_t h_(t-1)^T dhh_t: the states are time-major, so two GEMMs (s0 with step 0, the
+        // states 0 .. T-2 with steps 1 .. T-1) read them in place. The biases' gradients are the
+        // column sums of dhh and dx.
         T* dwt = ar.template allocate_array<T>(H * GH);
         T* dbh = ar.template allocate_array<T>(GH);
         T* dbi = gru ? ar.template allocate_array<T>(GH) : dbh;
-        simd::gemm<T>(true, false, H, GH, B * Tn, T(1), hprev, H, dhh, GH, T(0), dwt, GH);
+        simd::gemm<T>(true, false, H, GH, B, T(1), s0, SH, dhh, GH, T(0), dwt, GH);
+        if (Tn > 1) simd::gemm<T>(true, false, H, GH, B * (Tn - 1), T(1), out, SH, dhh + B * GH, GH, T(1), dwt, GH);
         simd::sum_rows<T>(dhh, B * Tn, GH, GH, dbh);
         if (gru) simd::sum_rows<T>(dx, B * Tn, GH, GH, dbi);
         for (std::size_t j = 0; j < GH; ++j) {
@@ -322,7 +329,7 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
     const RnnCell cell = static_cast<RnnCell>(n.flags);
     Tape<T>& tape = detail::tape_of(g);
     const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
-    const std::size_t B = xs[0], Tn = xs[1], GH = xs[2], H = ws[1] - 2, S = rnn_state_blocks(cell), SH = S * H;
+    const std::size_t Tn = xs[0], B = xs[1], GH = xs[2], H = ws[1] - 2, S = rnn_state_blocks(cell), SH = S * H;
     const RnnAttrs at = rnn_attrs(n.index);
     const V xp = o.in(n, 0), wa = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
     const V Wm = slice(wa, 1, 0, H);
@@ -332,16 +339,16 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
     bool have_carry = false;
     std::vector<V> dxs(Tn);
     for (std::size_t t = Tn; t-- > 0;) {
-        const V gt = reshape(slice(g, 1, t, 1), Shape{B, SH});
+        const V gt = reshape(slice(g, 0, t, 1), Shape{B, SH});
         const V ds = have_carry ? add(gt, carry) : gt;
-        const V prev = t == 0 ? s0 : reshape(slice(y, 1, t - 1, 1), Shape{B, SH});
+        const V prev = t == 0 ? s0 : reshape(slice(y, 0, t - 1, 1), Shape{B, SH});
         const V hp = S == 2 ? cols(prev, 0, H) : prev;
         const V ahh = add(matmul(hp, Wm, false, true), bias);
-        const V xt = add(reshape(slice(xp, 1, t, 1), Shape{B, GH}), bias_ih);
+        const V xt = add(reshape(slice(xp, 0, t, 1), Shape{B, GH}), bias_ih);
         V m{}, dsc = ds;
         if (at.masked) {
             Ref<T> mr = tape.alloc(Shape{B, 1});
-            for (std::size_t b = 0; b < B; ++b) mr.data[b] = at.mask[b * Tn + t] != 0 ? T(1) : T(0);
+            for (std::size_t b = 0; b < B; ++b) mr.data[b] = at.mask[t * B + b] != 0 ? T(1) : T(0);
             m = rnn_const(tape, mr, static_cast<const V*>(nullptr));
             dsc = mul(ds, m);
         }
@@ -393,7 +400,7 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
         if (have_direct) c2 = add(c2, direct);
         if (at.masked) {
             Ref<T> km = tape.alloc(Shape{B, 1});
-            for (std::size_t b = 0; b < B; ++b) km.data[b] = at.mask[b * Tn + t] != 0 ? T(0) : T(1);
+            for (std::size_t b = 0; b < B; ++b) km.data[b] = at.mask[t * B + b] != 0 ? T(0) : T(1);
             c2 = add(c2, mul(ds, rnn_const(tape, km, static_cast<const V*>(nullptr))));
         }
         carry = c2;
@@ -405,11 +412,11 @@ void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
             db = t == Tn - 1 ? dbt : add(db, dbt);
             dbi = t == Tn - 1 ? dbit : add(dbi, dbit);
         }
-        dxs[t] = reshape(dxt, Shape{B, 1, GH});
+        dxs[t] = reshape(dxt, Shape{1, B, GH});
     }
     if (o.needs(n, 0)) {
         dx = dxs[0];
-        for (std::size_t t = 1; t < Tn; ++t) dx = concat(dx, dxs[t], 1);
+        for (std::size_t t = 1; t < Tn; ++t) dx = concat(dx, dxs[t], 0);
         o.acc(n, 0, dx);
     }
     if (o.needs(n, 1)) o.acc(n, 1, concat(concat(dW, reshape(db, Shape{GH, 1}), 1), reshape(dbi, Shape{GH, 1}), 1));
@@ -425,7 +432,7 @@ void backward_recurrent(O& o, const Node<T>& n, const V& g) {
         const RnnCell cell = static_cast<RnnCell>(n.flags);
         Tape<T>& tape = *g.t;
         const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
-        const detail::RnnDims d{xs[0], xs[1], ws[1] - 2, rnn_gates(cell), rnn_state_blocks(cell)};
+        const detail::RnnDims d{xs[1], xs[0], ws[1] - 2, rnn_gates(cell), rnn_state_blocks(cell)};
         const detail::RnnAttrs at = detail::rnn_attrs(n.index);
         const Eager<T> w = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
         Ref<T> dxp{}, dw{}, ds0{};
@@ -445,7 +452,7 @@ TAPIR_OP(recurrent, "recurrent", backward_recurrent);
 
 /// The fused recurrence (see the header comment): xp (B, T, G H) the input projection,
 /// w_hh_b = [W_hh | b_hh | b_ih] (G H, H + 2), state0 (B, S H); optional mask (B, T) of 1 and 0.
-/// Returns the states after every step, (B, T, S H).
+/// Returns the states after every step, time-major (T, B, S H).
 template <class T>
 Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var<T>& state0, detail::rnn_opt<T> mask = nullptr) {
     Tape<T>& t = detail::same_tape(xp, w_hh_b, "recurrent");
@@ -454,11 +461,11 @@ Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var
     const auto name = [cell] { return std::string("recurrent(") + rnn_cell_name(cell) + ")"; };
     const Shape xs = xp.shape(), ws = w_hh_b.shape(), ss = state0.shape();
     const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
-    if (xs.rank() != 3) throw shape_error(name() + ": input projection must be (batch, steps, gates * hidden), got " + xs.str());
+    if (xs.rank() != 3) throw shape_error(name() + ": input projection must be (steps, batch, gates * hidden), got " + xs.str());
     if (ws.rank() != 2 || ws[1] < 3 || ws[0] != G * (ws[1] - 2))
         throw shape_error(name() + ": recurrent weight with bias columns must be (" + std::to_string(G) +
                           " * hidden, hidden + 2), got " + ws.str());
-    const std::size_t B = xs[0], Tn = xs[1], H = ws[1] - 2;
+    const std::size_t Tn = xs[0], B = xs[1], H = ws[1] - 2;
     if (xs[2] != G * H) detail::throw_shape((name() + ": input projection vs recurrent weight").c_str(), xs, ws);
     if (ss != Shape{B, S * H}) detail::throw_shape((name() + ": input projection vs initial state").c_str(), xs, ss);
     if (Tn == 0) throw shape_error(name() + ": empty sequence, input projection of shape " + xs.str());
@@ -473,11 +480,11 @@ Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var
             if (m[i] != T(0) && m[i] != T(1))
                 throw value_error(name() + ": mask values must be 0 or 1, got " + std::to_string(static_cast<double>(m[i])) + " at " +
                                   std::to_string(i));
-            attrs[2 + i] = m[i] != T(0) ? 1 : 0;
+            attrs[2 + (i % Tn) * B + i / Tn] = m[i] != T(0) ? 1 : 0;  // kept time-major, as the states
         }
     }
     const detail::RnnDims d{B, Tn, H, G, S};
-    Ref<T> out = t.alloc(Shape{B, Tn, S * H});
+    Ref<T> out = t.alloc(Shape{Tn, B, S * H});
     T* saved = t.arena().template allocate_array<T>(Tn * B * detail::rnn_saved_width(cell, H));
     attrs[1] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(saved));
     detail::k_recurrent_forward<T>(t, cell, d, xp.data(), w_hh_b.data(), state0.data(), mask ? attrs + 2 : nullptr, out.data, saved);
@@ -491,7 +498,7 @@ Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var
 /// A whole layer's recurrence from PyTorch-layout parameters: x (B, T, F), weight_ih (G H, F),
 /// weight_hh (G H, H), bias_ih and bias_hh (G H,) (either may be null), state0 (B, S H) or null for
 /// zeros, mask (B, T) or null. The input projection of all steps is one GEMM. Returns the states
-/// (B, T, S H) as recurrent().
+/// time-major (T, B, S H) as recurrent(); recurrent_output() gives the layer's outputs.
 template <class T>
 Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih, const Var<T>& weight_hh, detail::rnn_opt<T> bias_ih,
                           detail::rnn_opt<T> bias_hh, detail::rnn_opt<T> state0 = nullptr, detail::rnn_opt<T> mask = nullptr) {
@@ -507,9 +514,13 @@ Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih
     for (const Var<T>* b : {bias_ih, bias_hh})
         if (b && b->shape() != Shape{G * H}) detail::throw_shape((name() + ": weight_hh vs bias").c_str(), wh, b->shape());
     const std::size_t B = xs[0], Tn = xs[1];
-    // x W_ih^T for all steps in one GEMM; b_ih rides in the recurrent op (added inside the cell).
-    // W_ih is transposed as a value first: its gradient is then x^T g (F x G H, the faster product).
-    const Var<T> xp = reshape(matmul(reshape(x, Shape{B * Tn, xs[2]}), transpose(weight_ih)), Shape{B, Tn, G * H});
+    if (state0 && state0->shape() != Shape{B, S * H})
+        detail::throw_shape((name() + ": input vs initial state").c_str(), xs, state0->shape());
+    // x W_ih^T for all steps in one GEMM, on the rows of x in time-major order (so that each step
+    // reads one contiguous block); b_ih rides in the recurrent op (added inside the cell). W_ih is
+    // transposed as a value first: its gradient is then x^T g (F x G H, the faster product).
+    const Var<T> xt = gather_rows_raw(reshape(x, Shape{B * Tn, xs[2]}), detail::rnn_order(t, B, Tn, true), B * Tn);
+    const Var<T> xp = reshape(matmul(xt, transpose(weight_ih)), Shape{Tn, B, G * H});
     const Var<T> bh = bias_hh ? reshape(*bias_hh, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
     const Var<T> bi = bias_ih ? reshape(*bias_ih, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
     const Var<T> wa = concat(concat(weight_hh, bh, 1), bi, 1);
@@ -517,17 +528,28 @@ Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih
     return recurrent(cell, xp, wa, s0, mask);
 }
 
-/// The layer outputs from recurrent()'s states (B, T, S H): every step's h (B, T, H), zero where the
-/// mask is 0 (as pad_packed_sequence), or only the last state's h (B, H).
+/// The final state (B, S H) from recurrent()'s states (T, B, S H): [h | c] for the LSTM. With a
+/// mask, each sequence's state after its last element.
+template <class T>
+Var<T> recurrent_final_state(const Var<T>& states) {
+    const Shape ss = states.shape();
+    return reshape(slice(states, 0, ss[0] - 1, 1), Shape{ss[1], ss[2]});
+}
+
+/// The layer outputs from recurrent()'s states (T, B, S H): every step's h batch-first (B, T, H),
+/// zero where the mask is 0 (as pad_packed_sequence), or only the last state's h (B, H).
 template <class T>
 Var<T> recurrent_output(RnnCell cell, const Var<T>& states, bool return_sequences, detail::rnn_opt<T> mask = nullptr) {
     const Shape ss = states.shape();
-    const std::size_t S = rnn_state_blocks(cell), B = ss[0], Tn = ss[1], H = ss[2] / S;
+    const std::size_t S = rnn_state_blocks(cell), Tn = ss[0], B = ss[1], H = ss[2] / S;
     if (!return_sequences) {
-        const Var<T> last = reshape(slice(states, 1, Tn - 1, 1), Shape{B, S * H});
+        const Var<T> last = recurrent_final_state(states);
         return S == 1 ? last : slice(last, 1, 0, H);
     }
-    const Var<T> h = S == 1 ? states : slice(states, 2, 0, H);
+    Tape<T>& t = states.tape();
+    Var<T> h = reshape(gather_rows_raw(reshape(states, Shape{Tn * B, S * H}), detail::rnn_order(t, B, Tn, false), B * Tn),
+                       Shape{B, Tn, S * H});
+    if (S != 1) h = slice(h, 2, 0, H);
     if (!mask) return h;
     return mul(h, reshape(*mask, Shape{B, Tn, 1}));
 }
