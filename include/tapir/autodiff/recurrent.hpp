@@ -88,6 +88,14 @@ const std::int64_t* rnn_order(Tape<T>& t, std::size_t B, std::size_t Tn, bool to
     return p;
 }
 
+/// True when the initial state is all zeros (the default): step 0 then needs no GEMM.
+template <class T>
+bool rnn_all_zero(const T* p, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i)
+        if (p[i] != T(0)) return false;
+    return true;
+}
+
 struct RnnDims {
     std::size_t b, t, h, g, s;
 };
@@ -118,11 +126,14 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
     T* TAPIR_RESTRICT bhh = ar.template allocate_array<T>(GH);
     T* TAPIR_RESTRICT bih = ar.template allocate_array<T>(GH);
     rnn_split_weight(w, GH, H, wt, bhh, bih);
+    const bool zero0 = rnn_all_zero(s0, B * SH);
     for (std::size_t t = 0; t < Tn; ++t) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
         const std::size_t ldp = SH;
-        // hh = h_(t-1) W_hh^T + b_hh: the one GEMM of the step.
-        if (!simd::gemm_bias_act<T>(B, GH, H, prev, ldp, wt, GH, bhh, false, hh, GH)) {
+        // hh = h_(t-1) W_hh^T + b_hh: the one GEMM of the step (none from a zero initial state).
+        if (t == 0 && zero0) {
+            for (std::size_t b = 0; b < B; ++b) std::memcpy(hh + b * GH, bhh, GH * sizeof(T));
+        } else if (!simd::gemm_bias_act<T>(B, GH, H, prev, ldp, wt, GH, bhh, false, hh, GH)) {
             simd::gemm<T>(false, false, B, GH, H, T(1), prev, ldp, wt, GH, T(0), hh, GH);
             simd::add_row<T>(hh, B, GH, GH, bhh);
         }
@@ -285,8 +296,8 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             }
             }
         }
-        // carry_h += dhh_t W_hh: the one GEMM of the step.
-        simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, w, H + 2, T(1), carry, SH);
+        // carry_h += dhh_t W_hh: the one GEMM of the step (none into an initial state that wants no gradient).
+        if (t > 0 || ds0) simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, w, H + 2, T(1), carry, SH);
     }
     if (ds0)
         for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
@@ -297,8 +308,11 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
         T* dwt = ar.template allocate_array<T>(H * GH);
         T* dbh = ar.template allocate_array<T>(GH);
         T* dbi = gru ? ar.template allocate_array<T>(GH) : dbh;
-        simd::gemm<T>(true, false, H, GH, B, T(1), s0, SH, dhh, GH, T(0), dwt, GH);
-        if (Tn > 1) simd::gemm<T>(true, false, H, GH, B * (Tn - 1), T(1), out, SH, dhh + B * GH, GH, T(1), dwt, GH);
+        const bool zero0 = rnn_all_zero(s0, B * SH);
+        if (!zero0) simd::gemm<T>(true, false, H, GH, B, T(1), s0, SH, dhh, GH, T(0), dwt, GH);
+        if (Tn > 1) simd::gemm<T>(true, false, H, GH, B * (Tn - 1), T(1), out, SH, dhh + B * GH, GH, zero0 ? T(0) : T(1), dwt, GH);
+        else if (zero0)
+            for (std::size_t i = 0; i < H * GH; ++i) dwt[i] = T(0);
         simd::sum_rows<T>(dhh, B * Tn, GH, GH, dbh);
         if (gru) simd::sum_rows<T>(dx, B * Tn, GH, GH, dbi);
         for (std::size_t j = 0; j < GH; ++j) {
