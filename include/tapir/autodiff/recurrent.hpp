@@ -32,13 +32,17 @@
 #include <type_traits>
 #include <vector>
 
+#include "../simd/arch.hpp"
 #include "../simd/elementwise.hpp"
 #include "../simd/gemm.hpp"
 #include "../simd/math.hpp"
+#include "../simd/vec.hpp"
 #include "backward.hpp"
 #include "kernels.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
 
 namespace tapir {
 
@@ -207,24 +211,6 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
     }
 }
 
-/// One LSTM row backward: ds = (dh, dc) into da (4H, the gate pre-activations, which are also the
-/// gradient of h W^T + b) and the carry's c part.
-template <class T>
-void lstm_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT s, const T* TAPIR_RESTRICT tc,
-                       const T* TAPIR_RESTRICT cp, T* TAPIR_RESTRICT da, T* TAPIR_RESTRICT carry) {
-    const T *ig = s, *fg = s + H, *gg = s + 2 * H, *og = s + 3 * H;
-    for (std::size_t j = 0; j < H; ++j) {
-        const T dh = ds[j];
-        const T dc = ds[H + j] + dh * og[j] * (T(1) - tc[j] * tc[j]);
-        da[j] = dc * gg[j] * ig[j] * (T(1) - ig[j]);
-        da[H + j] = dc * cp[j] * fg[j] * (T(1) - fg[j]);
-        da[2 * H + j] = dc * ig[j] * (T(1) - gg[j] * gg[j]);
-        da[3 * H + j] = dh * tc[j] * og[j] * (T(1) - og[j]);
-        carry[j] = T(0);
-        carry[H + j] = dc * fg[j];
-    }
-}
-
 /// One GRU row backward: dhh (3H, of h W^T + b), dx (3H, of xp) and the carry.
 template <class T>
 void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT rz, const T* TAPIR_RESTRICT n,
@@ -246,6 +232,62 @@ void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_
     }
 }
 
+/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
+/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
+/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+template <class T>
+struct lstm_step_backward_kernel {
+    using value_type = T;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* s;
+        const T* tc;
+        const T* prev;
+        T* da;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
+        if constexpr (Partial) return V::load_partial(p, r);
+        else return (void)r, V::load(p);
+    }
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
+        if constexpr (Partial) V::store_partial(p, v, r);
+        else (void)r, V::store(p, v);
+    }
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
+        const auto one = V::set1(T(1));
+        T* cr = a.carry + row * SH + j;
+        const T* sr = a.s + row * GH + j;
+        const auto dh = V::add(ld<V, Partial>(a.gy + row * SH + j, r), ld<V, Partial>(cr, r));
+        const auto dcin = V::add(ld<V, Partial>(a.gy + row * SH + H + j, r), ld<V, Partial>(cr + H, r));
+        const auto ig = ld<V, Partial>(sr, r), fg = ld<V, Partial>(sr + H, r), gg = ld<V, Partial>(sr + 2 * H, r),
+                   og = ld<V, Partial>(sr + 3 * H, r);
+        const auto tc = ld<V, Partial>(a.tc + row * H + j, r), cp = ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
+        T* dr = a.da + row * GH + j;
+        st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
+        st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
+        st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
+        st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
+        st<V, Partial>(cr, V::zero(), r);
+        st<V, Partial>(cr + H, V::mul(dc, fg), r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        constexpr std::size_t W = V::W;
+        for (std::size_t row = 0; row < a.b; ++row) {
+            std::size_t j = 0;
+            for (; j + W <= a.h; j += W) block<V, false>(a, row, j, W);
+            if (j < a.h) block<V, true>(a, row, j, a.h - j);
+        }
+    }
+};
+
 /// The fused BPTT: gradients of xp, w and s0 from the gradient gy of the states (B, T, S H).
 /// Any of dxp, dw, ds0 may be null.
 template <class T>
@@ -266,7 +308,20 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
         const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
         const std::size_t ldp = SH;
         const T* sv = saved + t * B * W;
-        for (std::size_t b = 0; b < B; ++b) {
+        if (cell == RnnCell::lstm) {
+            // Rows past their sequence's end first keep ds = gy + carry, which passes on unchanged.
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0)
+                    for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
+            simd::dispatch<lstm_step_backward_kernel<T>>(typename lstm_step_backward_kernel<T>::Args{
+                B, H, gy + t * B * SH, carry, sv, sv + B * GH, prev, dhh + t * B * GH});
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0) {
+                    std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
+                    std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
+                }
+        }
+        for (std::size_t b = 0; cell != RnnCell::lstm && b < B; ++b) {
             const T* gr = gy + (t * B + b) * SH;
             T* dsr = ds + b * SH;
             T* cr = carry + b * SH;
@@ -282,7 +337,7 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             }
             const T* hp = prev + b * ldp;
             switch (cell) {
-            case RnnCell::lstm: lstm_row_backward(H, dsr, sv + b * GH, sv + B * GH + b * H, hp + H, dh_row, cr); break;
+            case RnnCell::lstm: break;  // above
             case RnnCell::gru:
                 gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
                 break;
@@ -617,3 +672,5 @@ Var<T> embedding(const Var<T>& weight, const Var<T>& indices) {
 }
 
 } // namespace tapir
+
+TAPIR_SIMD_DIAG_POP
