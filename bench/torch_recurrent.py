@@ -12,7 +12,6 @@ of REPEATS samples of about TARGET seconds each. Prints one line per cell:
     torch_recurrent CELL MEDIAN_S MIN_S MAX_S TORCH_VERSION
 """
 import argparse
-import statistics
 import sys
 import time
 
@@ -21,6 +20,8 @@ try:
 except ImportError:
     print("torch_recurrent: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
+
+from torch_train import time_calls  # bench/torch_train.py: warm-up, calibration, median of samples
 
 
 class Classifier(torch.nn.Module):
@@ -35,24 +36,6 @@ class Classifier(torch.nn.Module):
         if isinstance(h, tuple):
             h = h[0]
         return self.head(h[0])
-
-
-def time_calls(fn, repeats, target, clock):
-    inner = 1
-    while True:  # warm-up and calibration: one sample takes about target seconds
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        if clock() - t0 > target or inner > (1 << 24):
-            break
-        inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        samples.append((clock() - t0) / inner)
-    return statistics.median(samples), min(samples), max(samples)
 
 
 def main():
