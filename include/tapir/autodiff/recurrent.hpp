@@ -303,6 +303,9 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
     T* dx = dxp ? dxp : ((gru && dw) || !gru ? ar.template allocate_array<T>(B * Tn * GH) : nullptr);
     T* dhh = gru ? ar.template allocate_array<T>(B * Tn * GH) : dx;
     for (std::size_t i = 0; i < B * SH; ++i) carry[i] = T(0);
+    // W_hh without its bias columns, rows H apart (aligned for the per-step GEMM).
+    T* wh = ar.template allocate_array<T>(GH * H);
+    for (std::size_t j = 0; j < GH; ++j) std::memcpy(wh + j * H, w + j * (H + 2), H * sizeof(T));
     T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
     for (std::size_t t = Tn; t-- > 0;) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
@@ -352,7 +355,7 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             }
         }
         // carry_h += dhh_t W_hh: the one GEMM of the step (none into an initial state that wants no gradient).
-        if (t > 0 || ds0) simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, w, H + 2, T(1), carry, SH);
+        if (t > 0 || ds0) simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, wh, H, T(1), carry, SH);
     }
     if (ds0)
         for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
