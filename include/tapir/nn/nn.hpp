@@ -7,4 +7,5 @@
 #include "layers.hpp"
 #include "module.hpp"
 #include "pivot.hpp"
+#include "recurrent.hpp"
 #include "sequential.hpp"
