@@ -125,3 +125,49 @@ TEST_CASE("permute: values, inverse, gradients, torch equality, bad permutations
     });
     CHECK(short_list == "permute: (1, 0) is not a permutation of the axes of shape (2, 3, 4)");
 }
+
+TEST_CASE("masked_softmax: values against torch, masked entries exactly 0, first and second order") {
+    const Td x = rnd(Shape{2, 3, 4, 5}, 31);
+    Td mask(Shape{2, 5});
+    for (std::size_t j = 0; j < 5; ++j) mask(0, j) = 1.0, mask(1, j) = j < 3 ? 1.0 : 0.0;
+    auto r = torch_eval({{"x", x}, {"mask", mask}},
+                        "out['p'] = torch.softmax(x, -1)\n"
+                        "out['pm'] = torch.softmax(x.masked_fill((mask == 0)[:, None, None, :], float('-inf')), -1)\n");
+    Tape<double> t;
+    const V vx = t.constant(x), vm = t.constant(mask);
+    const Td p = masked_softmax(vx).value(), pm = masked_softmax(vx, vm).value();
+    CHECK(max_abs_diff(p, softmax(vx, -1).value()) < 1e-15);
+    for (std::size_t h = 0; h < 3; ++h)
+        for (std::size_t i = 0; i < 4; ++i) {
+            CHECK(pm(1, h, i, 3) == 0.0);
+            CHECK(pm(1, h, i, 4) == 0.0);
+            CHECK(pm(1, h, i, 0) + pm(1, h, i, 1) + pm(1, h, i, 2) == doctest::Approx(1.0).epsilon(1e-15));
+            CHECK(pm(0, h, i, 4) == p(0, h, i, 4));
+        }
+    if (r.ran) {
+        CHECK(max_abs_diff(p, r["p"]) < 1e-10);
+        CHECK(max_abs_diff(pm, r["pm"]) < 1e-10);
+    }
+    // A row with every entry masked is all zero.
+    Td none(Shape{2, 5});
+    for (std::size_t j = 0; j < 5; ++j) none(0, j) = 1.0;
+    const Td pz = masked_softmax(vx, t.constant(none)).value();
+    CHECK(pz(1, 2, 3, 0) == 0.0);
+    CHECK(pz(1, 2, 3, 4) == 0.0);
+
+    const Td xs = rnd(Shape{2, 2, 3, 4}, 32);
+    Td ms(Shape{2, 4});
+    for (std::size_t j = 0; j < 4; ++j) ms(0, j) = 1.0, ms(1, j) = j == 2 ? 0.0 : 1.0;
+    check_both([](Tape<double>&, const Vs& v) { return masked_softmax(v[0]); }, {xs});
+    check_both([&ms](Tape<double>& tp, const Vs& v) { return masked_softmax(v[0], tp.constant(ms)); }, {xs});
+    // Through a product, so that the second-order terms of softmax_grad in both its inputs are used.
+    check_both([&ms](Tape<double>& tp, const Vs& v) { return bmm(masked_softmax(v[0], tp.constant(ms)), v[1]); },
+               {rnd(Shape{2, 3, 4}, 33), rnd(Shape{2, 4, 3}, 34)});
+    check_both([](Tape<double>&, const Vs& v) { return softmax_grad(v[0], v[1]); }, {rnd(Shape{3, 4}, 35), rnd(Shape{3, 4}, 36, 0.1, 1.0)});
+
+    const std::string bad = error_of([] {
+        Tape<double> t2;
+        masked_softmax(t2.constant(Td(Shape{2, 3, 4})), t2.constant(Td(Shape{2, 3})));
+    });
+    CHECK(bad == "masked_softmax: expected a mask of shape (first axis, last axis): (2, 3, 4) vs (2, 3)");
+}

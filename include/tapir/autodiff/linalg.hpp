@@ -1,7 +1,8 @@
 #pragma once
 /// Batched linear algebra on the tape: bmm (a matrix product per batch item, rank 3 or rank 4 with
 /// two batch axes, with transpose flags) and permute (reorders the axes of a value of rank up to 4,
-/// e.g. (B, N, h, d) to (B, h, N, d) for attention heads). Written as ops.hpp writes its ops: the
+/// e.g. (B, N, h, d) to (B, h, N, d) for attention heads) and masked_softmax (softmax along the last
+/// axis with masked entries at exactly zero, the attention weights over padded sets). Written as ops.hpp writes its ops: the
 /// backward rules compute with bmm and permute themselves, so every order of derivative follows.
 ///
 ///     Var<float> s = bmm(q, k, false, true);  // (B, h, N, d) x (B, h, N, d)^T -> (B, h, N, N)
@@ -10,8 +11,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <string>
 
+#include "../simd/elementwise.hpp"
+#include "../simd/math.hpp"
 #include "kernels.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
@@ -97,6 +101,54 @@ Ref<T> k_permute(Tape<T>& t, const Ref<T>& a, std::int32_t code) {
             }
     return out;
 }
+
+/// Softmax along the last axis, one row at a time on the SIMD exp. With a mask (first axis, last
+/// axis) of 1/0, entries whose mask is 0 get exactly 0 and the rest share 1; a row with every entry
+/// masked is all 0.
+template <class T>
+Ref<T> k_masked_softmax(Tape<T>& t, const Ref<T>& a, const Ref<T>* mask) {
+    const std::size_t r = a.shape.rank();
+    if (r == 0) throw shape_error("masked_softmax: expects at least 1-D, got shape " + a.shape.str());
+    const std::size_t n = a.shape[r - 1], rows = n ? a.size() / n : 0;
+    if (mask && (r < 2 || mask->shape != Shape{a.shape[0], n}))
+        throw_shape("masked_softmax", a.shape, mask->shape, "expected a mask of shape (first axis, last axis)");
+    const std::size_t per_item = mask && a.shape[0] ? rows / a.shape[0] : 1;
+    Ref<T> out = t.alloc(a.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* x = a.data + i * n;
+        T* y = out.data + i * n;
+        const T* mk = mask ? mask->data + (i / per_item) * n : nullptr;
+        T m = -std::numeric_limits<T>::infinity();
+        for (std::size_t l = 0; l < n; ++l)
+            if ((!mk || mk[l] != T(0)) && x[l] > m) m = x[l];
+        if (!(m > -std::numeric_limits<T>::infinity())) {
+            for (std::size_t l = 0; l < n; ++l) y[l] = T(0);
+            continue;
+        }
+        simd::add_scalar(x, -m, y, n);
+        simd::exp(y, y, n);
+        if (mk)
+            for (std::size_t l = 0; l < n; ++l) y[l] = mk[l] != T(0) ? y[l] : T(0);
+        simd::mul_scalar(y, T(1) / simd::sum(y, n), y, n);
+    }
+    return out;
+}
+
+/// y (g - sum(g y)) per row of the last axis: the softmax's vector-Jacobian product in one pass.
+template <class T>
+Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
+    if (g.shape != y.shape || g.shape.rank() == 0) throw_shape("softmax_grad", g.shape, y.shape);
+    const std::size_t n = g.shape[g.shape.rank() - 1], rows = n ? g.size() / n : 0;
+    Ref<T> out = t.alloc(g.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* gr = g.data + i * n;
+        const T* yr = y.data + i * n;
+        T* o = out.data + i * n;
+        const T d = simd::dot(gr, yr, n);
+        for (std::size_t l = 0; l < n; ++l) o[l] = yr[l] * (gr[l] - d);
+    }
+    return out;
+}
 } // namespace detail
 
 // ---- bmm: one matrix product per batch item ------------------------------------------------------
@@ -158,6 +210,50 @@ detail::val<V, T> permute(const V<T>& a, std::initializer_list<std::size_t> axes
         throw shape_error("permute: (" + list + ") is not a permutation of the axes of shape " + s.str());
     }
     return permute_code(a, detail::pack_perm(p, r));
+}
+
+// ---- masked softmax along the last axis -------------------------------------------------------
+
+/// The rule of softmax_grad for higher orders: with s = sum(g y) per row, out = y (g - s) is linear
+/// in g with the symmetric Jacobian diag(y) - y y^T, so d/dg is softmax_grad again, and
+/// d out_i / d y_k = delta_ik (g_i - s) - y_i g_k.
+template <class O, class T, class V>
+void backward_softmax_grad(O& o, const Node<T>& n, const V& gbar) {
+    const V g = o.in(n, 0), y = o.in(n, 1);
+    if (o.needs(n, 0)) o.acc(n, 0, softmax_grad(gbar, y));
+    if (o.needs(n, 1)) {
+        const V s = sum(mul(g, y), -1, true), u = sum(mul(gbar, y), -1, true);
+        o.acc(n, 1, sub(mul(gbar, sub(g, s)), mul(g, u)));
+    }
+}
+TAPIR_OP(softmax_grad, "softmax_grad", backward_softmax_grad);
+/// y (g - sum(g y)) along the last axis: the gradient through a softmax y along that axis, fused.
+template <class T, template <class> class V>
+detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) {
+    Tape<T>& t = detail::same_tape(g, y, "softmax_grad");
+    return detail::emit(t, op_softmax_grad<T>, detail::k_softmax_grad(t, detail::ref(t, g), detail::ref(t, y)), detail::no_attrs{}, g, y);
+}
+
+template <class O, class T, class V>
+void backward_masked_softmax(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, softmax_grad(g, o.out(n)));  // the mask (input 1) is a constant: no gradient
+}
+TAPIR_OP(masked_softmax, "masked_softmax", backward_masked_softmax);
+/// Softmax along the last axis (the values of softmax(x, -1), one fused backward pass).
+template <class T, template <class> class V>
+detail::val<V, T> masked_softmax(const V<T>& x) {
+    Tape<T>& t = detail::tape_of(x);
+    return detail::emit(t, op_masked_softmax<T>, detail::k_masked_softmax(t, detail::ref(x), static_cast<const Ref<T>*>(nullptr)),
+                        detail::no_attrs{}, x);
+}
+/// Softmax along the last axis of x (first axis B, last axis N) over the entries whose mask (B, N)
+/// is 1; entries masked by 0 are exactly 0 (PyTorch's softmax after masked_fill with -inf), a row
+/// with nothing left is all 0 (PyTorch: NaN). Attention weights over padded sets: x (B, h, N, N).
+template <class T, template <class> class V>
+detail::val<V, T> masked_softmax(const V<T>& x, const V<T>& mask) {
+    Tape<T>& t = detail::same_tape(x, mask, "masked_softmax");
+    const Ref<T> m = detail::ref(t, mask);
+    return detail::emit(t, op_masked_softmax<T>, detail::k_masked_softmax(t, detail::ref(t, x), &m), detail::no_attrs{}, x, mask);
 }
 
 } // namespace tapir

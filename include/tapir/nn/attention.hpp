@@ -5,8 +5,8 @@
 ///
 /// Attention is Vaswani et al., arXiv:1706.03762: softmax(q k^T / sqrt(d) + U) v per head, with
 /// U the optional bias (B, h, N, N) (ParT's interaction features after their embedding) and the
-/// padding mask (B, N) of 1 (a particle) and 0 (padding) adding a large negative number to the
-/// scores of padded keys, so that no particle attends to padding.
+/// padding mask (B, N) of 1 (a particle) and 0 (padding) giving padded keys exactly zero weight
+/// (masked_softmax), so that no particle attends to padding.
 ///
 ///     tapir::Rng rng(1);
 ///     tapir::nn::ParticleBlock<float> block(64, 8, 256, rng);     // E = 64, 8 heads, MLP 64-256-64
@@ -49,7 +49,7 @@ Var<T> gelu(const Var<T>& x) {
 /// `out_proj.weight` (E, E) and `out_proj.bias` (E,) are the output nn.Linear. forward(x, mask) equals
 /// PyTorch's attn(x, x, x, key_padding_mask=(mask == 0)) with batch_first=True, and the bias u
 /// equals a float attn_mask of shape (B h, N, N) (u reshaped). A batch item whose every key is
-/// padding attends uniformly (PyTorch gives NaN there).
+/// padding gets the output bias alone (PyTorch gives NaN there).
 template <class T>
 class MultiHeadAttention : public Module<T> {
 public:
@@ -99,8 +99,8 @@ public:
         const Var<T> q = scale(head_split(0), T(1) / std::sqrt(static_cast<T>(d)));
         Var<T> s = bmm(q, head_split(1), false, true);  // (B, h, N, N)
         if (bias.valid()) s = add(s, bias);
-        if (mask.valid()) s = add(s, reshape(scale(add_scalar(mask, T(-1)), masked_score()), Shape{b, 1, 1, n}));
-        const Var<T> o = bmm(softmax(s, -1), head_split(2));  // (B, h, N, d)
+        const Var<T> p = mask.valid() ? masked_softmax(s, mask) : masked_softmax(s);  // padded keys get weight 0
+        const Var<T> o = bmm(p, head_split(2));                                        // (B, h, N, d)
         const Var<T> merged = reshape(permute(o, {0, 2, 1, 3}), Shape{b * n, e});
         const Var<T> y = add(matmul(merged, this->use(t, out_proj_weight), false, true), this->use(t, out_proj_bias));
         return reshape(y, xs);
@@ -125,8 +125,6 @@ protected:
     }
 
 private:
-    /// Added to the scores of padded keys: exp of it underflows to exactly 0 in float and double.
-    static constexpr T masked_score() noexcept { return T(1e9); }
     std::size_t heads_;
 };
 
