@@ -22,6 +22,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/kernels.hpp"
 #include "autodiff/linalg.hpp"
+#include "autodiff/norm.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/parameter.hpp"
 #include "autodiff/tape.hpp"
