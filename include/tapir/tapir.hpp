@@ -19,6 +19,7 @@
 #include "autodiff/arena.hpp"
 #include "autodiff/backward.hpp"
 #include "autodiff/functional.hpp"
+#include "autodiff/gelu.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/kernels.hpp"
 #include "autodiff/linalg.hpp"

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <string>
 
+#include "../simd/elementwise.hpp"
 #include "kernels.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
@@ -17,15 +18,13 @@
 namespace tapir {
 
 namespace detail {
-/// Mean and 1 / sqrt(var + eps) of a row (two passes: the variance of the centred values).
+/// Mean and 1 / sqrt(var + eps) of a row (two passes: the variance of the centred values, which
+/// are left in scratch, n values).
 template <class T>
-void row_moments(const T* x, std::size_t n, T eps, T& mean, T& rstd) noexcept {
-    T s = T(0);
-    for (std::size_t l = 0; l < n; ++l) s += x[l];
-    mean = s / static_cast<T>(n);
-    T v = T(0);
-    for (std::size_t l = 0; l < n; ++l) v += (x[l] - mean) * (x[l] - mean);
-    rstd = T(1) / std::sqrt(v / static_cast<T>(n) + eps);
+void row_moments(const T* x, std::size_t n, T eps, T* scratch, T& mean, T& rstd) noexcept {
+    mean = simd::sum(x, n) / static_cast<T>(n);
+    simd::add_scalar(x, -mean, scratch, n);
+    rstd = T(1) / std::sqrt(simd::dot(scratch, scratch, n) / static_cast<T>(n) + eps);
 }
 
 template <class T>
@@ -38,8 +37,8 @@ Ref<T> k_layer_norm(Tape<T>& t, const Ref<T>& a, T eps) {
         const T* x = a.data + i * n;
         T* y = out.data + i * n;
         T mean, rstd;
-        row_moments(x, n, eps, mean, rstd);
-        for (std::size_t l = 0; l < n; ++l) y[l] = (x[l] - mean) * rstd;
+        row_moments(x, n, eps, y, mean, rstd);
+        simd::mul_scalar(y, rstd, y, n);
     }
     return out;
 }
@@ -56,10 +55,8 @@ Ref<T> k_layer_norm_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& a, const Ref
         const T* yr = y.data + i * n;
         T* o = out.data + i * n;
         T mean, rstd;
-        row_moments(a.data + i * n, n, eps, mean, rstd);
-        T sg = T(0), sgy = T(0);
-        for (std::size_t l = 0; l < n; ++l) sg += gr[l], sgy += gr[l] * yr[l];
-        const T mg = sg * inv_n, mgy = sgy * inv_n;
+        row_moments(a.data + i * n, n, eps, o, mean, rstd);
+        const T mg = simd::sum(gr, n) * inv_n, mgy = simd::dot(gr, yr, n) * inv_n;
         for (std::size_t l = 0; l < n; ++l) o[l] = rstd * (gr[l] - mg - yr[l] * mgy);
     }
     return out;

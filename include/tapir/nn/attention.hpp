@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "../autodiff/gelu.hpp"
 #include "../autodiff/linalg.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
@@ -35,13 +36,6 @@ namespace detail {
     throw shape_error(what + ": " + a.str() + " vs " + b.str());
 }
 } // namespace detail
-
-/// GELU with the exact erf form, x (1 + erf(x / sqrt 2)) / 2 (PyTorch's nn.GELU default), the
-/// activation of the transformer blocks' MLPs; smooth, so second derivatives exist everywhere.
-template <class T>
-Var<T> gelu(const Var<T>& x) {
-    return mul(x, scale(add_scalar(erf(scale(x, T(0.70710678118654752440))), T(1)), T(0.5)));
-}
 
 /// Multi-head self-attention on (B, N, E). Parameters use PyTorch's nn.MultiheadAttention names and
 /// layouts, so state dicts copy element for element: `in_proj_weight` (3E, E) holds the query, key
@@ -129,7 +123,7 @@ private:
 };
 
 /// A transformer encoder block on (B, N, E), pre-norm (Xiong et al., arXiv:2002.04745):
-/// h = x + MHA(LN(x)), y = h + W2 gelu(W1 LN(h)). With post_norms (ParticleBlock) a LayerNorm also
+/// h = x + MHA(LN(x)), y = h + W2 gelu(W1 LN(h)) (gelu: autodiff/gelu.hpp). With post_norms (ParticleBlock) a LayerNorm also
 /// follows the attention and the MLP's activation, as in the Particle Transformer.
 template <class T>
 class TransformerBlock : public Module<T> {
