@@ -12,7 +12,6 @@ Timed in process CPU time: after a warm-up, the median of REPEATS samples of abo
 Prints: torch_attention MEDIAN_S MIN_S MAX_S TORCH_VERSION
 """
 import argparse
-import statistics
 import sys
 import time
 
@@ -21,6 +20,8 @@ try:
 except ImportError:
     print("torch_attention: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
+
+from torch_train import time_calls  # the same calibration and sampling as bench_train's peer
 
 B, N, F, E, H, HID = 32, 50, 8, 64, 8, 256
 
@@ -58,25 +59,6 @@ class Model(torch.nn.Module):
         return self.head((h * mask.unsqueeze(-1)).sum(1) / count)
 
 
-def time_calls(fn, repeats, target):
-    clock = time.process_time
-    inner = 1
-    while True:
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        if clock() - t0 > target or inner > (1 << 24):
-            break
-        inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        samples.append((clock() - t0) / inner)
-    return statistics.median(samples), min(samples), max(samples)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=11)
@@ -101,7 +83,7 @@ def main():
         loss.backward()
         opt.step()
 
-    med, lo, hi = time_calls(step, a.repeats, a.target)
+    med, lo, hi = time_calls(step, a.repeats, a.target, time.process_time)
     print("torch_attention %.9g %.9g %.9g %s" % (med, lo, hi, torch.__version__), flush=True)
 
 

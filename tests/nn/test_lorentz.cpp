@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -59,14 +58,6 @@ void check_module(Module<double>& m, const Td& x) {
     check_both([&m](Tape<double>&, const Vs& v) { return functional_call(m, v[0], Vs(v.begin() + 1, v.end())); }, inputs);
 }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "";
-}
 } // namespace
 
 TEST_CASE("CoLa: identity part kept, combinations by hand, gradients, shape errors") {
@@ -86,7 +77,7 @@ TEST_CASE("CoLa: identity part kept, combinations by hand, gradients, shape erro
             }
         }
     check_module(cola, x);
-    CHECK(error_of([&] { cola.forward(t.constant(Td(Shape{2, 4, 4}))); }) == "CoLa: expected 4-vectors of shape (B, 3, 4), got (2, 4, 4)");
+    CHECK_THROWS_WITH(cola.forward(t.constant(Td(Shape{2, 4, 4}))), "CoLa: expected 4-vectors of shape (B, 3, 4), got (2, 4, 4)");
     CHECK(cola.output_shape(Shape{7, 3, 4}) == Shape{7, 5, 4});
 }
 
@@ -130,7 +121,7 @@ TEST_CASE("LoLa: features by hand, Lorentz-invariant mass under a boost of every
     CHECK(std::fabs(g1(0, 0, 4) - g0(0, 0, 4)) > 1e-6);
     CHECK(g1(0, 0, 0) == doctest::Approx(g0(0, 0, 0)).epsilon(1e-10));
     check_module(lola, x);
-    CHECK(error_of([&] { lola.forward(t.constant(Td(Shape{2, 4, 3}))); }) == "LoLa: expected 4-vectors of shape (B, 4, 4), got (2, 4, 3)");
+    CHECK_THROWS_WITH(lola.forward(t.constant(Td(Shape{2, 4, 3}))), "LoLa: expected 4-vectors of shape (B, 4, 4), got (2, 4, 3)");
 }
 
 TEST_CASE("boost_to_rest_frame: a particle in its own rest frame, and a hand-derived boost") {
@@ -164,8 +155,7 @@ TEST_CASE("boost_to_rest_frame: a particle in its own rest frame, and a hand-der
     // Rest frames well inside the light cone (gamma below 2), where finite differences are accurate.
     check_both([](Tape<double>&, const Vs& v) { return boost_to_rest_frame(v[0], v[1]); },
                {four_vectors(2, 2, 6), four_vectors(2, 2, 7, 1.0, 1.0, 2.0)});
-    CHECK(error_of([&] { boost_to_rest_frame(t.constant(a), t.constant(p)); }) ==
-          "boost_to_rest_frame: expected two 4-vector values (..., 4) of one shape: (1, 4) vs (2, 3, 4)");
+    CHECK_THROWS_WITH(boost_to_rest_frame(t.constant(a), t.constant(p)), "boost_to_rest_frame: expected two 4-vector values (..., 4) of one shape: (1, 4) vs (2, 3, 4)");
 }
 
 TEST_CASE("LorentzBoostNetwork: features of the boosted particles by hand, gradients") {
@@ -210,6 +200,5 @@ TEST_CASE("LorentzBoostNetwork: features of the boosted particles by hand, gradi
         CHECK(f(0, 12 + m) == doctest::Approx(std::sqrt(c[0] * c[0] - c[1] * c[1] - c[2] * c[2] - c[3] * c[3])).epsilon(1e-10));
     }
     check_module(lbn, x);
-    CHECK(error_of([&] { lbn.forward(t.constant(Td(Shape{2, 3, 4}))); }) ==
-          "LorentzBoostNetwork: expected 4-vectors of shape (B, 4, 4), got (2, 3, 4)");
+    CHECK_THROWS_WITH(lbn.forward(t.constant(Td(Shape{2, 3, 4}))), "LorentzBoostNetwork: expected 4-vectors of shape (B, 4, 4), got (2, 3, 4)");
 }
