@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "../simd/math.hpp"
 #include "kernels.hpp"
 #include "ops.hpp"
 #include "tape.hpp"
@@ -16,10 +17,6 @@ namespace detail {
 template <class T>
 T std_normal_cdf(T x) noexcept {
     return T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
-}
-template <class T>
-T std_normal_pdf(T x) noexcept {
-    return T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
 }
 } // namespace detail
 
@@ -43,8 +40,12 @@ detail::val<V, T> gelu_grad(const V<T>& g, const V<T>& x) {
     const Ref<T>& xr = detail::ref(t, x);
     if (gr.shape != xr.shape) detail::throw_shape("gelu_grad", gr.shape, xr.shape);
     Ref<T> out = t.alloc(xr.shape);
-    for (std::size_t i = 0; i < xr.size(); ++i)
-        out.data[i] = gr.data[i] * (detail::std_normal_cdf(xr.data[i]) + xr.data[i] * detail::std_normal_pdf(xr.data[i]));
+    const std::size_t n = xr.size();
+    const T* xv = xr.data;
+    T* o = out.data;
+    for (std::size_t i = 0; i < n; ++i) o[i] = T(-0.5) * xv[i] * xv[i];
+    simd::exp(o, o, n);  // phi(x) up to its constant, on the SIMD exp
+    for (std::size_t i = 0; i < n; ++i) o[i] = gr.data[i] * (detail::std_normal_cdf(xv[i]) + xv[i] * T(0.39894228040143267794) * o[i]);
     return detail::emit(t, op_gelu_grad<T>, out, detail::no_attrs{}, g, x);
 }
 
