@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "../autodiff/norm.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
 #include "../random.hpp"
@@ -382,11 +383,8 @@ public:
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
         Tape<T>& t = x.tape();
-        const Var<T> mu = mean(x, -1, true);
-        const Var<T> xc = sub(x, mu);
-        const Var<T> var = mean(square(xc), -1, true);
-        const Var<T> xn = mul(xc, pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5)));
-        return add(mul(xn, this->use(t, weight)), this->use(t, bias));
+        // One node for the normalisation, one fused pass for its gradient (autodiff/norm.hpp).
+        return add(mul(layer_norm(x, static_cast<T>(eps_)), this->use(t, weight)), this->use(t, bias));
     }
 
     Shape output_shape(const Shape& in) const override {
