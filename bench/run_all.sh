@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: bench/run_all.sh [--build DIR] [--results DIR] [-j N] [--quick] [--no-build]" >&2; exit 2 ;;
     esac
 done
-benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent"
+benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent bench_attention"
 if [ -n "$do_build" ]; then
     gen=()
     if command -v ninja > /dev/null; then gen=(-G Ninja); fi
@@ -49,6 +49,7 @@ run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run sets "$bin/bench_sets" $quick --json "$results/sets.json"
 run recurrent "$bin/bench_recurrent" $quick --json "$results/recurrent.json"
+run attention "$bin/bench_attention" $quick
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
 run gemm_threads2 "$bin/bench_gemm" --threads 2
