@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: bench/run_all.sh [--build DIR] [--results DIR] [-j N] [--quick] [--no-build]" >&2; exit 2 ;;
     esac
 done
-benches="bench_tape bench_train bench_wgan bench_inference bench_gemm"
+benches="bench_tape bench_train bench_wgan bench_conv bench_inference bench_gemm"
 if [ -n "$do_build" ]; then
     gen=()
     if command -v ninja > /dev/null; then gen=(-G Ninja); fi
@@ -42,6 +42,7 @@ run() {  # name, then the command; its output goes to the terminal and to RESULT
 run tape "$bin/bench_tape" --json "$results/tape.json"
 run train "$bin/bench_train" $quick --json "$results/train.json"
 run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
+run conv "$bin/bench_conv" $quick --json "$results/conv.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
