@@ -217,3 +217,34 @@ TEST_CASE("conv2d gradients equal PyTorch's (float64)") {
     CHECK(max_abs_diff(W.grad(), r["gw"]) < 1e-10);
     CHECK(max_abs_diff(B.grad(), r["gb"]) < 1e-10);
 }
+
+TEST_CASE("conv2d on maps larger than one unfolded chunk: forward equals the direct loop, backward is its adjoint") {
+    // 8 x 3 x 3 taps in double: chunks of 224 output positions, which end in the middle of rows.
+    struct Case {
+        Shape x, w;
+        Size2 s;
+        Pad2d p;
+        Size2 d;
+        std::size_t g;
+    };
+    const Case cases[] = {{Shape{2, 8, 30, 31}, Shape{4, 8, 3, 3}, 1, 1, 1, 1},
+                          {Shape{1, 8, 41, 37}, Shape{6, 4, 3, 3}, Size2(2, 1), Pad2d(1, 2, 0, 1), Size2(1, 2), 2},
+                          {Shape{1, 1, 60, 60}, Shape{3, 1, 4, 4}, 1, Pad2d::same(4), 1, 1}};
+    for (const Case& k : cases) {
+        const Td x = rnd(k.x, 61), w = rnd(k.w, 62), b = rnd(Shape{k.w[0]}, 63);
+        Tape<double> t;
+        const V X = t.variable(x), W = t.variable(w);
+        const V y = conv2d(X, W, t.constant(b), k.s, k.p, k.d, k.g);
+        CHECK(max_abs_diff(y.value(), direct_conv2d(x, w, &b, k.s, k.p, k.d, k.g)) < 1e-11);
+        // <conv(x, w), r> = <x, dL/dx> = <w, dL/dw> for L = <conv(x, w) - b, r>.
+        const Td r = rnd(y.shape(), 64);
+        backward(sum(mul(y, t.constant(r))));
+        double lhs = 0, via_x = 0, via_w = 0;
+        for (std::size_t i = 0; i < r.size(); ++i) lhs += (y.value()[i] - b[(i / (y.shape()[2] * y.shape()[3])) % k.w[0]]) * r[i];
+        const Td gx = X.grad(), gw = W.grad();
+        for (std::size_t i = 0; i < x.size(); ++i) via_x += x[i] * gx[i];
+        for (std::size_t i = 0; i < w.size(); ++i) via_w += w[i] * gw[i];
+        CHECK(std::fabs(via_x - lhs) < 1e-9 * (1 + std::fabs(lhs)));
+        CHECK(std::fabs(via_w - lhs) < 1e-9 * (1 + std::fabs(lhs)));
+    }
+}

@@ -155,6 +155,31 @@ TEST_CASE("conv layers: gradcheck and gradgradcheck with respect to input and pa
     check_layer(ga, rnd(Shape{2, 3, 3, 2}, 7));
     Upsample<double> up(2);
     check_layer(up, rnd(Shape{1, 2, 2, 3}, 8));
+    // Conv2d + Tanh fused by Sequential into one node: the activation's rule inside the conv's.
+    Sequential<double> fused;
+    fused.add<Conv2d<double>>(2, 3, 3, rng, o1).add<Tanh<double>>();
+    check_layer(fused, rnd(Shape{2, 2, 5, 4}, 9));
+}
+
+TEST_CASE("Sequential fuses Conv2d + activation into one node with the unfused values and gradients") {
+    Rng rng(9);
+    Sequential<double> m;
+    m.add<Conv2d<double>>(2, 3, 3, rng, same_padding()).add<LeakyReLU<double>>(0.1).add<Conv2d<double>>(3, 2, 2, rng).add<ReLU<double>>();
+    const Td x = rnd(Shape{2, 2, 6, 5}, 10);
+    Tape<double> t;
+    const V yf = m(t.constant(x));
+    const std::size_t nodes_fused = t.size();
+    backward(sum(yf));
+    std::vector<Td> gf;
+    for (auto* p : m.parameters()) gf.push_back(p->grad), p->zero_grad();
+    m.set_fusion(false);
+    Tape<double> u;
+    const V yu = m(u.constant(x));
+    CHECK(u.size() == nodes_fused + 2);  // two activation nodes more
+    CHECK(max_abs_diff(yf.value(), yu.value()) < 1e-14);
+    backward(sum(yu));
+    const auto ps = m.parameters();
+    for (std::size_t i = 0; i < ps.size(); ++i) CHECK(max_abs_diff(ps[i]->grad, gf[i]) < 1e-13);
 }
 
 TEST_CASE("the jet-image CNN with PyTorch-layout weights gives PyTorch's output (float64)") {

@@ -110,55 +110,61 @@ inline void tap_range(std::size_t off, std::size_t pad, std::size_t len, std::si
     if (lo > hi) lo = hi;
 }
 
-/// Unfolds one sample's group of channels (cg, h, w) into col (cg kh kw, oh ow), zeros where a tap is in the padding.
+/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
+/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
+/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
 template <class T>
-void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g) noexcept {
-    const std::size_t ohw = g.ohw();
+void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
     for (std::size_t c = 0; c < g.cg(); ++c)
         for (std::size_t i = 0; i < g.kh; ++i) {
             std::size_t ylo, yhi;
             tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
             for (std::size_t j = 0; j < g.kw; ++j) {
-                T* dst = col + ((c * g.kh + i) * g.kw + j) * ohw;
+                T* dst = col + ((c * g.kh + i) * g.kw + j) * m;
                 std::size_t xlo, xhi;
                 tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
-                for (std::size_t oy = 0; oy < g.oh; ++oy) {
-                    T* d = dst + oy * g.ow;
+                for (std::size_t oy = y0; oy <= y1; ++oy) {
+                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
+                    T* d = dst + (oy * g.ow + a - j0);  // d[ox - a] is position oy * ow + ox
                     if (oy < ylo || oy >= yhi) {
-                        for (std::size_t ox = 0; ox < g.ow; ++ox) d[ox] = T(0);
+                        for (std::size_t ox = a; ox < b; ++ox) d[ox - a] = T(0);
                         continue;
                     }
+                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
                     const T* src = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
-                    for (std::size_t ox = 0; ox < xlo; ++ox) d[ox] = T(0);
+                    for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
                     if (g.sw == 1)
-                        for (std::size_t ox = xlo; ox < xhi; ++ox) d[ox] = src[ox];
+                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
                     else
-                        for (std::size_t ox = xlo; ox < xhi; ++ox) d[ox] = src[ox * g.sw];
-                    for (std::size_t ox = xhi; ox < g.ow; ++ox) d[ox] = T(0);
+                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
+                    for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
                 }
             }
         }
 }
 
-/// The adjoint of im2col: adds col (cg kh kw, oh ow) back into one sample's group (cg, h, w).
+/// The adjoint of im2col: adds col (cg kh kw, j1 - j0) back into one sample's group (cg, h, w).
 template <class T>
-void col2im(const T* TAPIR_RESTRICT col, T* TAPIR_RESTRICT x, const ConvGeom& g) noexcept {
-    const std::size_t ohw = g.ohw();
+void col2im(const T* TAPIR_RESTRICT col, T* TAPIR_RESTRICT x, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
     for (std::size_t c = 0; c < g.cg(); ++c)
         for (std::size_t i = 0; i < g.kh; ++i) {
             std::size_t ylo, yhi;
             tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
             for (std::size_t j = 0; j < g.kw; ++j) {
-                const T* s = col + ((c * g.kh + i) * g.kw + j) * ohw;
+                const T* s = col + ((c * g.kh + i) * g.kw + j) * m;
                 std::size_t xlo, xhi;
                 tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
-                for (std::size_t oy = ylo; oy < yhi; ++oy) {
-                    const T* d = s + oy * g.ow;
+                for (std::size_t oy = y0 < ylo ? ylo : y0; oy <= y1 && oy < yhi; ++oy) {
+                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
+                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
+                    const T* d = s + (oy * g.ow + a - j0);
                     T* dst = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
                     if (g.sw == 1)
-                        for (std::size_t ox = xlo; ox < xhi; ++ox) dst[ox] += d[ox];
+                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
                     else
-                        for (std::size_t ox = xlo; ox < xhi; ++ox) dst[ox * g.sw] += d[ox];
+                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
                 }
             }
         }
@@ -178,45 +184,74 @@ void add_channel_bias(T* y, const T* bias, std::size_t n, std::size_t ch, std::s
 template <class T>
 T* scratch(Tape<T>& t, std::size_t n) { return t.arena().template allocate_array<T>(n); }
 
+/// Output positions per unfolded chunk: the whole map when it fits, else a multiple of 32 columns
+/// (whole register tiles) such that the chunk (k rows) stays within 128 KiB, where simd::gemm reads
+/// its B operand in place instead of packing it.
+template <class T>
+std::size_t chunk_cols(std::size_t k, std::size_t ohw) noexcept {
+    std::size_t c = (128 * 1024 / sizeof(T)) / (k ? k : 1);
+    c = c > 512 ? 512 : c;
+    c = c < 32 ? 32 : c / 32 * 32;
+    return ohw <= c ? ohw : c;
+}
+
 /// y = conv(x, w) (+ bias): x (n, c, h, w), w (o, c/groups, kh, kw).
 template <class T>
-Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
+Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, Activation act = Activation::none,
+              T alpha = T(0)) {
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], w.shape[0]);
     Ref<T> y = t.alloc(Shape{g.n, g.o, g.oh, g.ow});
-    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg();
-    T* col = g.pointwise() ? nullptr : scratch(t, K * ohw);
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
     for (std::size_t n = 0; n < g.n; ++n)
         for (std::size_t q = 0; q < g.groups; ++q) {
             const T* xs = x.data + (n * g.c + q * cg) * g.hw();
-            if (col) im2col(xs, col, g);
-            simd::gemm<T>(false, false, og, ohw, K, T(1), w.data + q * og * K, K, col ? col : xs, ohw, T(0),
-                          y.data + (n * g.o + q * og) * ohw, ohw);
+            T* ys = y.data + (n * g.o + q * og) * ohw;
+            if (!col) {
+                simd::gemm<T>(false, false, og, ohw, K, T(1), w.data + q * og * K, K, xs, ohw, T(0), ys, ohw);
+                continue;
+            }
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                im2col(xs, col, g, j0, j0 + m);
+                simd::gemm<T>(false, false, og, m, K, T(1), w.data + q * og * K, K, col, m, T(0), ys + j0, ohw);
+            }
         }
     if (b) add_channel_bias(y.data, b->data, g.n, g.o, ohw);
+    if (act != Activation::none) simd::activate_on(simd::active_isa(), act, y.data, y.data, y.size(), alpha);
     return y;
 }
 
 /// x-space = conv_dx(y, w) (+ bias over the x channels): the adjoint of conv in x, i.e. the
-/// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w).
+/// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w). The
+/// weight is transposed once, so every GEMM reads both operands in place.
 template <class T>
 Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
-    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg();
-    if (g.pointwise()) {
-        for (std::size_t n = 0; n < g.n; ++n)
-            for (std::size_t q = 0; q < g.groups; ++q)
-                simd::gemm<T>(true, false, K, ohw, og, T(1), w.data + q * og * K, K, y.data + (n * g.o + q * og) * ohw, ohw, T(0),
-                              x.data + (n * g.c + q * cg) * g.hw(), ohw);
-    } else {
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    T* wt = scratch(t, g.o * K);  // per group (K, og): the group's weight transposed
+    for (std::size_t q = 0; q < g.groups; ++q)
+        for (std::size_t oc = 0; oc < og; ++oc)
+            for (std::size_t r = 0; r < K; ++r) wt[q * og * K + r * og + oc] = w.data[(q * og + oc) * K + r];
+    const bool pw = g.pointwise();
+    if (!pw)
         for (std::size_t i = 0; i < x.size(); ++i) x.data[i] = T(0);
-        T* col = scratch(t, K * ohw);
-        for (std::size_t n = 0; n < g.n; ++n)
-            for (std::size_t q = 0; q < g.groups; ++q) {
-                simd::gemm<T>(true, false, K, ohw, og, T(1), w.data + q * og * K, K, y.data + (n * g.o + q * og) * ohw, ohw, T(0), col, ohw);
-                col2im(col, x.data + (n * g.c + q * cg) * g.hw(), g);
+    T* col = pw ? nullptr : scratch(t, K * nc);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            const T* ys = y.data + (n * g.o + q * og) * ohw;
+            T* xs = x.data + (n * g.c + q * cg) * g.hw();
+            if (pw) {
+                simd::gemm<T>(false, false, K, ohw, og, T(1), wt + q * og * K, og, ys, ohw, T(0), xs, ohw);
+                continue;
             }
-    }
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                simd::gemm<T>(false, false, K, m, og, T(1), wt + q * og * K, og, ys + j0, ohw, T(0), col, m);
+                col2im(col, xs, g, j0, j0 + m);
+            }
+        }
     if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
     return x;
 }
@@ -227,16 +262,24 @@ template <class T>
 Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_t* a) {
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], y.shape[1]);
     Ref<T> dw = t.alloc(Shape{g.o, g.cg(), g.kh, g.kw});
-    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg();
-    if (g.n == 0)
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    if (g.n == 0 || ohw == 0)
         for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
-    T* col = g.pointwise() ? nullptr : scratch(t, K * ohw);
+    T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
     for (std::size_t n = 0; n < g.n; ++n)
         for (std::size_t q = 0; q < g.groups; ++q) {
             const T* xs = x.data + (n * g.c + q * cg) * g.hw();
-            if (col) im2col(xs, col, g);
-            simd::gemm<T>(false, true, og, K, ohw, T(1), y.data + (n * g.o + q * og) * ohw, ohw, col ? col : xs, ohw, n ? T(1) : T(0),
-                          dw.data + q * og * K, K);
+            const T* ys = y.data + (n * g.o + q * og) * ohw;
+            T* dq = dw.data + q * og * K;
+            if (!col) {
+                simd::gemm<T>(false, true, og, K, ohw, T(1), ys, ohw, xs, ohw, n ? T(1) : T(0), dq, K);
+                continue;
+            }
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                im2col(xs, col, g, j0, j0 + m);
+                simd::gemm<T>(false, true, og, K, m, T(1), ys + j0, ohw, col, m, n || j0 ? T(1) : T(0), dq, K);
+            }
         }
     return dw;
 }
@@ -257,7 +300,8 @@ Ref<T> k_channel_sum(Tape<T>& t, const Ref<T>& g) {
 // ---- the three convolution ops ---------------------------------------------------------------
 
 template <class T, template <class> class V>
-detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs);
+detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs, Activation act = Activation::none,
+                            T alpha = T(0));
 template <class T, template <class> class V>
 detail::val<V, T> conv_dx_core(const V<T>& y, const V<T>& w, const V<T>* b, const std::int64_t* attrs);
 template <class T, template <class> class V>
@@ -265,9 +309,11 @@ detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t*
 template <class T, template <class> class V>
 detail::val<V, T> channel_sum(const V<T>& g);
 
-/// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums.
+/// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums; a fused activation
+/// first turns g into g act'(z) from the output (act_grad, as the dense op does).
 template <class O, class T, class V>
-void backward_conv(O& o, const Node<T>& n, const V& g) {
+void backward_conv(O& o, const Node<T>& n, const V& g0) {
+    const V g = n.act ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
     if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
     if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
     if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
@@ -308,11 +354,16 @@ inline auto set_index(const std::int64_t* p) {
 
 /// The convolution on a geometry array (no checks beyond the kernels'): what the rules call.
 template <class T, template <class> class V>
-detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs) {
+detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs, Activation act, T alpha) {
     Tape<T>& t = detail::same_tape(x, w, "conv2d");
-    const Ref<T> out = b ? detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), &detail::ref(t, *b), attrs)
-                         : detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), static_cast<const Ref<T>*>(nullptr), attrs);
-    return b ? detail::emit(t, op_conv<T>, out, detail::set_index(attrs), x, w, *b) : detail::emit(t, op_conv<T>, out, detail::set_index(attrs), x, w);
+    const Ref<T> out = b ? detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), &detail::ref(t, *b), attrs, act, alpha)
+                         : detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), static_cast<const Ref<T>*>(nullptr), attrs, act, alpha);
+    const auto set = [attrs, act, alpha](auto& n) {
+        n.index = attrs;
+        n.act = static_cast<std::uint8_t>(act);
+        n.a0 = alpha;
+    };
+    return b ? detail::emit(t, op_conv<T>, out, set, x, w, *b) : detail::emit(t, op_conv<T>, out, set, x, w);
 }
 template <class T, template <class> class V>
 detail::val<V, T> conv_dx_core(const V<T>& y, const V<T>& w, const V<T>* b, const std::int64_t* attrs) {
@@ -360,9 +411,10 @@ inline void check_conv(const char* op, const Shape& x, const Shape& w, const Sha
 
 /// 2-D convolution (cross-correlation, as PyTorch's conv2d): x (N, C, H, W), w (O, C/groups, kh, kw),
 /// optional bias (O,); output (N, O, OH, OW) with OH = (H + pad_top + pad_bottom - dilation (kh - 1) - 1) / stride + 1.
+/// act applies an activation inside the same node (Sequential fuses Conv2d + ReLU so), alpha its slope or scale.
 template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>* b, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
-              std::size_t groups = 1) {
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
     const Shape xs = x.shape(), ws = w.shape();
     const Shape bs = b ? b->shape() : Shape{};
     detail::check_conv("conv2d", xs, ws, b ? &bs : nullptr, groups, stride, dilation, false);
@@ -374,17 +426,17 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>* b, Size2 stride = 
         throw shape_error(detail::conv_where("conv2d", xs, ws) + ": the kernel (dilated to " + std::to_string(dilation.h * (ws[2] - 1) + 1) + " x " +
                           std::to_string(dilation.w * (ws[3] - 1) + 1) + ") is larger than the padded input (" +
                           std::to_string(xs[2] + padding.top + padding.bottom) + " x " + std::to_string(xs[3] + padding.left + padding.right) + ")");
-    return conv_core(x, w, b, a);
+    return conv_core(x, w, b, a, act, alpha);
 }
 template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
-              std::size_t groups = 1) {
-    return conv2d(x, w, &b, stride, padding, dilation, groups);
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
+    return conv2d(x, w, &b, stride, padding, dilation, groups, act, alpha);
 }
 template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, std::nullptr_t, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
-              std::size_t groups = 1) {
-    return conv2d(x, w, static_cast<const Var<T>*>(nullptr), stride, padding, dilation, groups);
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
+    return conv2d(x, w, static_cast<const Var<T>*>(nullptr), stride, padding, dilation, groups, act, alpha);
 }
 
 /// 1-D convolution: x (N, C, L), w (O, C/groups, k), optional bias (O,); output (N, O, OL).
@@ -474,6 +526,28 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
     Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
     idx = static_cast<std::int64_t*>(t.arena().allocate(y.size() * sizeof(std::int64_t) + 1));
     std::size_t o = 0;
+    if (g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // every tap inside: no bounds tests
+        for (std::size_t p = 0; p < g.n * g.c; ++p) {
+            const T* xs = x.data + p * g.hw();
+            for (std::size_t oy = 0; oy < g.oh; ++oy)
+                for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                    const std::size_t k0 = oy * g.sh * g.w + ox * g.sw;
+                    std::size_t arg = k0;
+                    T best = xs[k0];
+                    for (std::size_t i = 0; i < g.kh && best == best; ++i)
+                        for (std::size_t j = 0; j < g.kw; ++j) {
+                            const T v = xs[k0 + i * g.w + j];
+                            if (v > best || v != v) {
+                                best = v, arg = k0 + i * g.w + j;
+                                if (v != v) break;  // NaN propagates, as in PyTorch
+                            }
+                        }
+                    y.data[o] = best;
+                    idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
+                }
+        }
+        return y;
+    }
     for (std::size_t p = 0; p < g.n * g.c; ++p) {
         const T* xs = x.data + p * g.hw();
         for (std::size_t oy = 0; oy < g.oh; ++oy)

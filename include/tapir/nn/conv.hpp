@@ -102,14 +102,10 @@ public:
     const ConvOptions& options() const noexcept { return o_; }
     Pad2d padding() const noexcept { return pad_; }
 
-    Var<T> forward(const Var<T>& x) override {
-        check_input(x.shape());
-        Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight);
-        if (!o_.bias) return conv2d(x, w, nullptr, o_.stride, pad_, o_.dilation, o_.groups);
-        const Var<T> b = this->use(t, bias);
-        return conv2d(x, w, &b, o_.stride, pad_, o_.dilation, o_.groups);
-    }
+    Var<T> forward(const Var<T>& x) override { return apply(x, Activation::none, T(0)); }
+    bool can_fuse_activation() const noexcept override { return true; }
+    /// This layer followed by an activation, as one convolution node (what Sequential calls).
+    Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override { return apply(x, act, alpha); }
     Shape output_shape(const Shape& in) const override {
         check_input(in);
         const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, k_.h, o_.dilation.h, o_.stride.h);
@@ -131,6 +127,14 @@ private:
     void check_input(const Shape& s) const {
         if (TAPIR_UNLIKELY(s.rank() != 4 || s[1] != in_))
             throw shape_error(describe() + ": expected input of shape (N, " + std::to_string(in_) + ", H, W), got " + s.str());
+    }
+    Var<T> apply(const Var<T>& x, Activation act, T alpha) {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> w = this->use(t, weight);
+        if (!o_.bias) return conv2d(x, w, nullptr, o_.stride, pad_, o_.dilation, o_.groups, act, alpha);
+        const Var<T> b = this->use(t, bias);
+        return conv2d(x, w, &b, o_.stride, pad_, o_.dilation, o_.groups, act, alpha);
     }
     std::size_t in_, out_;
     Size2 k_;
