@@ -13,7 +13,6 @@ format for some CPU convolutions); bench_conv runs both and takes the faster. Pr
     torch_conv BATCH FORMAT MEDIAN_S MIN_S MAX_S TORCH_VERSION
 """
 import argparse
-import statistics
 import sys
 import time
 
@@ -22,6 +21,8 @@ try:
 except ImportError:
     print("torch_conv: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
+
+from torch_train import time_calls  # noqa: E402 (bench_train's peer: the same warm-up, calibration and samples)
 
 
 def make_cnn():
@@ -32,24 +33,6 @@ def make_cnn():
         nn.Conv2d(8, 8, 4, padding='same'), nn.ReLU(),
         nn.Conv2d(8, 8, 4, padding='same'), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(800, 64), nn.ReLU(), nn.Linear(64, 1))
-
-
-def time_calls(fn, repeats, target, clock):
-    inner = 1
-    while True:  # warm-up and calibration: one sample takes about target seconds
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        if clock() - t0 > target or inner > (1 << 24):
-            break
-        inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(inner):
-            fn()
-        samples.append((clock() - t0) / inner)
-    return statistics.median(samples), min(samples), max(samples)
 
 
 def main():

@@ -82,24 +82,50 @@ inline void check_conv_layer(const char* type, std::size_t in, std::size_t out, 
 }
 } // namespace detail
 
-/// 2-D convolution layer: (N, in, H, W) to (N, out, OH, OW). weight (out, in/groups, kh, kw), bias (out,).
+/// What the convolution layers share: the weight and bias, their PyTorch layout and init, the
+/// channel counts and options, and the check of an input's channels.
 template <class T>
-class Conv2d : public Module<T> {
+class ConvLayer : public Module<T> {
 public:
     Parameter<T> weight;
-    Parameter<T> bias;  ///< empty without bias
+    Parameter<T> bias;  ///< (out,); empty without bias
 
-    Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {}) : in_(in), out_(out), k_(kernel), o_(opt) {
-        detail::check_conv_layer("Conv2d", in, out, kernel, opt);
-        weight = Parameter<T>("weight", Tensor<T>(Shape{out, in / opt.groups, kernel.h, kernel.w}));
-        if (opt.bias) bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
-        detail::torch_conv_init(weight.value, opt.bias ? &bias.value : nullptr, in / opt.groups * kernel.h * kernel.w, rng);
-        pad_ = opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding;
-    }
     std::size_t in_channels() const noexcept { return in_; }
     std::size_t out_channels() const noexcept { return out_; }
     Size2 kernel_size() const noexcept { return k_; }
     const ConvOptions& options() const noexcept { return o_; }
+
+protected:
+    /// weight (out, in/groups, k...) or, transposed, (in, out/groups, kh, kw); 1-D kernels have kh = 1.
+    ConvLayer(const char* type, std::size_t in, std::size_t out, Size2 k, Rng& rng, const ConvOptions& o, bool one_d, bool transposed)
+        : in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
+        detail::check_conv_layer(type, in, out, k, o);
+        const std::size_t rows = transposed ? in : out, cols = (transposed ? out : in) / o.groups;
+        weight = Parameter<T>("weight", one_d ? Tensor<T>(Shape{rows, cols, k.w}) : Tensor<T>(Shape{rows, cols, k.h, k.w}));
+        if (o.bias) bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
+        detail::torch_conv_init(weight.value, o.bias ? &bias.value : nullptr, cols * k.h * k.w, rng);
+    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        if (o_.bias) out.emplace_back("bias", &bias);
+    }
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != (one_d_ ? 3u : 4u) || s[1] != in_))
+            throw shape_error(this->describe() + ": expected input of shape (N, " + std::to_string(in_) + (one_d_ ? ", L)" : ", H, W)") +
+                              ", got " + s.str());
+    }
+    std::size_t in_, out_;
+    Size2 k_;
+    ConvOptions o_;
+    bool one_d_;
+};
+
+/// 2-D convolution layer: (N, in, H, W) to (N, out, OH, OW). weight (out, in/groups, kh, kw), bias (out,).
+template <class T>
+class Conv2d : public ConvLayer<T> {
+public:
+    Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
+        : ConvLayer<T>("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
     Pad2d padding() const noexcept { return pad_; }
 
     Var<T> forward(const Var<T>& x) override { return apply(x, Activation::none, T(0)); }
@@ -107,91 +133,60 @@ public:
     /// This layer followed by an activation, as one convolution node (what Sequential calls).
     Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override { return apply(x, act, alpha); }
     Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, k_.h, o_.dilation.h, o_.stride.h);
-        const std::size_t ow = tapir::detail::sweep_len(in[3], pad_.left + pad_.right, k_.w, o_.dilation.w, o_.stride.w);
+        this->check_input(in);
+        const ConvOptions& o = this->o_;
+        const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, this->k_.h, o.dilation.h, o.stride.h);
+        const std::size_t ow = tapir::detail::sweep_len(in[3], pad_.left + pad_.right, this->k_.w, o.dilation.w, o.stride.w);
         if (oh == 0 || ow == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
-        return Shape{in[0], out_, oh, ow};
+        return Shape{in[0], this->out_, oh, ow};
     }
     std::string type_name() const override { return "Conv2d"; }
-    std::string describe() const override { return detail::conv_text("Conv2d", in_, out_, k_, o_, false); }
+    std::string describe() const override { return detail::conv_text("Conv2d", this->in_, this->out_, this->k_, this->o_, false); }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv2d>(*this); }
 
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        if (o_.bias) out.emplace_back("bias", &bias);
-    }
-
 private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 4 || s[1] != in_))
-            throw shape_error(describe() + ": expected input of shape (N, " + std::to_string(in_) + ", H, W), got " + s.str());
-    }
     Var<T> apply(const Var<T>& x, Activation act, T alpha) {
-        check_input(x.shape());
+        this->check_input(x.shape());
         Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight);
-        if (!o_.bias) return conv2d(x, w, nullptr, o_.stride, pad_, o_.dilation, o_.groups, act, alpha);
-        const Var<T> b = this->use(t, bias);
-        return conv2d(x, w, &b, o_.stride, pad_, o_.dilation, o_.groups, act, alpha);
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        if (!o.bias) return conv2d(x, w, nullptr, o.stride, pad_, o.dilation, o.groups, act, alpha);
+        const Var<T> b = this->use(t, this->bias);
+        return conv2d(x, w, &b, o.stride, pad_, o.dilation, o.groups, act, alpha);
     }
-    std::size_t in_, out_;
-    Size2 k_;
-    ConvOptions o_;
     Pad2d pad_;
 };
 
 /// 1-D convolution layer: (N, in, L) to (N, out, OL). weight (out, in/groups, k), bias (out,).
 template <class T>
-class Conv1d : public Module<T> {
+class Conv1d : public ConvLayer<T> {
 public:
-    Parameter<T> weight;
-    Parameter<T> bias;
-
-    Conv1d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const ConvOptions& opt = {}) : in_(in), out_(out), k_(kernel), o_(opt) {
-        detail::check_conv_layer("Conv1d", in, out, Size2(1, kernel), opt);
-        weight = Parameter<T>("weight", Tensor<T>(Shape{out, in / opt.groups, kernel}));
-        if (opt.bias) bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
-        detail::torch_conv_init(weight.value, opt.bias ? &bias.value : nullptr, in / opt.groups * kernel, rng);
+    Conv1d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const ConvOptions& opt = {})
+        : ConvLayer<T>("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
         const Pad2d p = opt.same ? Pad2d::same(Size2(1, kernel), Size2(1, opt.dilation.w)) : opt.padding;
         pl_ = p.left, pr_ = p.right;
     }
-    std::size_t in_channels() const noexcept { return in_; }
-    std::size_t out_channels() const noexcept { return out_; }
-    std::size_t kernel_size() const noexcept { return k_; }
 
     Var<T> forward(const Var<T>& x) override {
-        check_input(x.shape());
+        this->check_input(x.shape());
         Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight);
-        if (!o_.bias) return conv1d(x, w, static_cast<const Var<T>*>(nullptr), o_.stride.w, pl_, o_.dilation.w, o_.groups, pr_);
-        const Var<T> b = this->use(t, bias);
-        return conv1d(x, w, &b, o_.stride.w, pl_, o_.dilation.w, o_.groups, pr_);
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        if (!o.bias) return conv1d(x, w, static_cast<const Var<T>*>(nullptr), o.stride.w, pl_, o.dilation.w, o.groups, pr_);
+        const Var<T> b = this->use(t, this->bias);
+        return conv1d(x, w, &b, o.stride.w, pl_, o.dilation.w, o.groups, pr_);
     }
     Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        const std::size_t ol = tapir::detail::sweep_len(in[2], pl_ + pr_, k_, o_.dilation.w, o_.stride.w);
+        this->check_input(in);
+        const std::size_t ol = tapir::detail::sweep_len(in[2], pl_ + pr_, this->k_.w, this->o_.dilation.w, this->o_.stride.w);
         if (ol == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
-        return Shape{in[0], out_, ol};
+        return Shape{in[0], this->out_, ol};
     }
     std::string type_name() const override { return "Conv1d"; }
-    std::string describe() const override { return detail::conv_text("Conv1d", in_, out_, Size2(1, k_), o_, true); }
+    std::string describe() const override { return detail::conv_text("Conv1d", this->in_, this->out_, this->k_, this->o_, true); }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv1d>(*this); }
 
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        if (o_.bias) out.emplace_back("bias", &bias);
-    }
-
 private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 3 || s[1] != in_))
-            throw shape_error(describe() + ": expected input of shape (N, " + std::to_string(in_) + ", L), got " + s.str());
-    }
-    std::size_t in_, out_, k_;
-    ConvOptions o_;
     std::size_t pl_ = 0, pr_ = 0;
 };
 
@@ -199,59 +194,43 @@ private:
 /// OH = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1. weight (in, out/groups, kh, kw).
 /// Padding is symmetric (padding.top and padding.left are used).
 template <class T>
-class ConvTranspose2d : public Module<T> {
+class ConvTranspose2d : public ConvLayer<T> {
 public:
-    Parameter<T> weight;
-    Parameter<T> bias;
-
     ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
-        : in_(in), out_(out), k_(kernel), o_(opt) {
-        detail::check_conv_layer("ConvTranspose2d", in, out, kernel, opt);
-        if (opt.same) throw value_error("ConvTranspose2d: 'same' padding is not supported; give the padding");
-        if (opt.padding.top != opt.padding.bottom || opt.padding.left != opt.padding.right)
-            throw value_error("ConvTranspose2d: padding must be symmetric (top = bottom, left = right)");
-        weight = Parameter<T>("weight", Tensor<T>(Shape{in, out / opt.groups, kernel.h, kernel.w}));
-        if (opt.bias) bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
-        detail::torch_conv_init(weight.value, opt.bias ? &bias.value : nullptr, out / opt.groups * kernel.h * kernel.w, rng);
-    }
+        : ConvLayer<T>("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
     Var<T> forward(const Var<T>& x) override {
-        check_input(x.shape());
+        this->check_input(x.shape());
         Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight);
-        const Size2 p(o_.padding.top, o_.padding.left);
-        if (!o_.bias) return conv_transpose2d(x, w, nullptr, o_.stride, p, o_.output_padding, o_.groups, o_.dilation);
-        const Var<T> b = this->use(t, bias);
-        return conv_transpose2d(x, w, &b, o_.stride, p, o_.output_padding, o_.groups, o_.dilation);
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        const Size2 p(o.padding.top, o.padding.left);
+        if (!o.bias) return conv_transpose2d(x, w, nullptr, o.stride, p, o.output_padding, o.groups, o.dilation);
+        const Var<T> b = this->use(t, this->bias);
+        return conv_transpose2d(x, w, &b, o.stride, p, o.output_padding, o.groups, o.dilation);
     }
     Shape output_shape(const Shape& in) const override {
-        check_input(in);
+        this->check_input(in);
+        const ConvOptions& o = this->o_;
         const auto len = [](std::size_t n, std::size_t s, std::size_t p, std::size_t d, std::size_t k, std::size_t op) {
             const std::size_t full = (n - 1) * s + d * (k - 1) + op + 1;
             return full > 2 * p ? full - 2 * p : 0;
         };
-        const std::size_t oh = in[2] ? len(in[2], o_.stride.h, o_.padding.top, o_.dilation.h, k_.h, o_.output_padding.h) : 0;
-        const std::size_t ow = in[3] ? len(in[3], o_.stride.w, o_.padding.left, o_.dilation.w, k_.w, o_.output_padding.w) : 0;
+        const std::size_t oh = in[2] ? len(in[2], o.stride.h, o.padding.top, o.dilation.h, this->k_.h, o.output_padding.h) : 0;
+        const std::size_t ow = in[3] ? len(in[3], o.stride.w, o.padding.left, o.dilation.w, this->k_.w, o.output_padding.w) : 0;
         if (oh == 0 || ow == 0) throw shape_error(describe() + ": no output for input " + in.str());
-        return Shape{in[0], out_, oh, ow};
+        return Shape{in[0], this->out_, oh, ow};
     }
     std::string type_name() const override { return "ConvTranspose2d"; }
-    std::string describe() const override { return detail::conv_text("ConvTranspose2d", in_, out_, k_, o_, false); }
+    std::string describe() const override { return detail::conv_text("ConvTranspose2d", this->in_, this->out_, this->k_, this->o_, false); }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ConvTranspose2d>(*this); }
 
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        if (o_.bias) out.emplace_back("bias", &bias);
-    }
-
 private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 4 || s[1] != in_))
-            throw shape_error(describe() + ": expected input of shape (N, " + std::to_string(in_) + ", H, W), got " + s.str());
+    static const ConvOptions& checked(const ConvOptions& opt) {
+        if (opt.same) throw value_error("ConvTranspose2d: 'same' padding is not supported; give the padding");
+        if (opt.padding.top != opt.padding.bottom || opt.padding.left != opt.padding.right)
+            throw value_error("ConvTranspose2d: padding must be symmetric (top = bottom, left = right)");
+        return opt;
     }
-    std::size_t in_, out_;
-    Size2 k_;
-    ConvOptions o_;
 };
 
 namespace detail {
