@@ -46,7 +46,7 @@ struct ConvOptions {
 
 namespace detail {
 inline std::string size2_text(Size2 s) { return std::to_string(s.h) + "x" + std::to_string(s.w); }
-/// Weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = weight size / weight rows... as torch.
+/// Weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch.nn.Conv defaults), fan_in = (Cin/groups) kh kw.
 template <class T>
 void torch_conv_init(Tensor<T>& w, Tensor<T>* b, std::size_t fan_in, Rng& rng) {
     const double bound = fan_in ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
