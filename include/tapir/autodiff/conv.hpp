@@ -11,7 +11,9 @@
 /// "High performance convolutional neural networks for document processing"); the geometry of the
 /// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
 /// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
-/// nearest upsampling are linear, each with its adjoint as an op.
+/// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
+/// transposed convolution follow Dumoulin and Visin, arXiv:1603.07285; global average pooling is
+/// from Lin et al., arXiv:1312.4400.
 ///
 ///     Var<float> y = conv2d(x, w, b, {1, 1}, Pad2d{1, 2, 1, 2});  // 'same' for a 4x4 kernel
 ///     Var<float> p = max_pool2d(relu(y), 2);
