@@ -7,7 +7,8 @@
 /// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
 /// correlation). Each op's backward rule is written with the other two, so first-order backward,
 /// create_graph and every higher order use the same three kernels. The kernels unfold one sample
-/// and group into the tape's arena (im2col) and run one simd::gemm on it (Chellapilla et al. 2006,
+/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
+/// on each chunk (Chellapilla et al. 2006,
 /// "High performance convolutional neural networks for document processing"); the geometry of the
 /// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
 /// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
