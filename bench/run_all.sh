@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: bench/run_all.sh [--build DIR] [--results DIR] [-j N] [--quick] [--no-build]" >&2; exit 2 ;;
     esac
 done
-benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent bench_attention"
+benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent bench_attention bench_conv"
 if [ -n "$do_build" ]; then
     gen=()
     if command -v ninja > /dev/null; then gen=(-G Ninja); fi
@@ -46,6 +46,7 @@ run tape "$bin/bench_tape" --json "$results/tape.json"
 run train "$bin/bench_train" $quick --json "$results/train.json"
 run train_same_batch "$bin/bench_train" $quick --same-batch --json "$results/train_same.json"
 run wgan "$bin/bench_wgan" $quick --json "$results/wgan.json"
+run conv "$bin/bench_conv" $quick --json "$results/conv.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run sets "$bin/bench_sets" $quick --json "$results/sets.json"
 run recurrent "$bin/bench_recurrent" $quick --json "$results/recurrent.json"
