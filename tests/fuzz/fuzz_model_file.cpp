@@ -19,7 +19,9 @@ template <class T>
 struct Model {
     tapir::Parameter<T> w{"layer0.weight", tapir::Tensor<T>(tapir::Shape{3, 2}, T(0.25))};
     tapir::Parameter<T> b{"layer0.bias", tapir::Tensor<T>(tapir::Shape{2}, T(-0.5))};
+    tapir::Tensor<T> mean{tapir::Shape{2}, T(0.75)};
     tapir::io::NamedParameters<T> named() { return {{"layer0.weight", &w}, {"layer0.bias", &b}}; }
+    tapir::io::NamedBuffers<T> buffers() { return {{"layer1.running_mean", &mean}}; }
 };
 
 template <class T>
@@ -28,6 +30,8 @@ bool unchanged(const Model<T>& m) {
         if (m.w.value.data()[i] != T(0.25)) return false;
     for (std::size_t i = 0; i < m.b.value.size(); ++i)
         if (m.b.value.data()[i] != T(-0.5)) return false;
+    for (std::size_t i = 0; i < m.mean.size(); ++i)
+        if (m.mean.data()[i] != T(0.75)) return false;
     return true;
 }
 
@@ -38,6 +42,12 @@ void load_into_model(const std::uint8_t* data, std::size_t size) {
         tapir::io::load_model_from_bytes(data, size, m.named());
     } catch (const tapir::format_error&) {
         if (!unchanged(m)) std::abort();
+    }
+    Model<T> mb;  // with buffers (format version 2)
+    try {
+        tapir::io::load_model_from_bytes(data, size, mb.named(), mb.buffers());
+    } catch (const tapir::format_error&) {
+        if (!unchanged(mb)) std::abort();
     }
     Model<T> m2;
     tapir::optim::Adam<T> opt({&m2.w, &m2.b}, T(1e-3));
@@ -52,7 +62,8 @@ void load_into_model(const std::uint8_t* data, std::size_t size) {
 void try_bytes(const std::uint8_t* data, std::size_t size) {
     try {
         const tapir::io::ModelFileInfo info = tapir::io::inspect_model_bytes(data, size, "fuzz.tapir");
-        if (info.version != tapir::io::model_format_version) std::abort();
+        if (info.version < 1 || info.version > tapir::io::model_format_version) std::abort();
+        if (info.version == 1 && !info.buffers.empty()) std::abort();
         if (info.dtype != "float32" && info.dtype != "float64") std::abort();
     } catch (const tapir::format_error&) {
     }

@@ -15,6 +15,10 @@
 #include <tapir/data/random.hpp>
 #include <tapir/io/crc32.hpp>
 #include <tapir/io/model_file.hpp>
+#include <tapir/nn/fit.hpp>
+#include <tapir/nn/layers.hpp>
+#include <tapir/nn/model_file.hpp>
+#include <tapir/nn/sequential.hpp>
 #include <tapir/optim/optim.hpp>
 #include <vector>
 
@@ -281,7 +285,8 @@ TEST_CASE("Failure modes: each with its message, and nothing is modified") {
         CHECK(load("TAPIS") == "model.tpr: not a tapir model file (no \"TAPIR\" magic at the start)");
         std::string v2 = good;
         v2[6] = 2;
-        CHECK(load(v2) == "model.tpr: unsupported format version 2 (this build of tapir reads version 1)");
+        v2[6] = 3;  // version 2 (buffers) is read now: the next one is refused
+        CHECK(load(v2) == "model.tpr: unsupported format version 3 (this build of tapir reads versions 1 to 2)");
     }
     SUBCASE("mismatched model: shape, names, count, dtype") {
         Net<float> other(3, 32);
@@ -377,4 +382,162 @@ TEST_CASE("Robustness: every truncation and many random corruptions give format_
     CHECK(ok == 0);
     CHECK(bit_equal(w.value, w_before));
     CHECK(opt.iterations() == 1);
+}
+
+// ---- format version 2: buffers ------------------------------------------------------------------
+
+namespace {
+/// A version-1 file written by tapir before buffers were saved (parameters "0.weight" (2, 3) =
+/// -0.5, -0.25, ..., 0.75 and "0.bias" (3,) = 1.5, 2.5, 3.5, float64), kept byte for byte.
+const unsigned char version1_file[] = {
+    0x54, 0x41, 0x50, 0x49, 0x52, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x98, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x30,
+    0x2e, 0x77, 0x65, 0x69, 0x67, 0x68, 0x74, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0xbf,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd0, 0xbf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd0, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0, 0x3f,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe8, 0x3f, 0x06, 0x00, 0x00, 0x00, 0x30, 0x2e, 0x62, 0x69,
+    0x61, 0x73, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xf8, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x0c, 0x40, 0x00, 0x97, 0x4b, 0x32, 0x5f};
+
+/// Puts a correct size field and CRC on a file edited by hand, so that the parser sees the edit.
+void repair(std::string& f) {
+    for (int k = 0; k < 8; ++k) f[11 + static_cast<std::size_t>(k)] = static_cast<char>(static_cast<std::uint64_t>(f.size()) >> (8 * k));
+    const std::uint32_t c = crc32(f.data(), f.size() - 4);
+    for (int k = 0; k < 4; ++k) f[f.size() - 4 + static_cast<std::size_t>(k)] = static_cast<char>(c >> (8 * k));
+}
+
+/// 3 -> 4 -> BatchNorm -> ReLU -> 1, trained by fit() so that the running statistics move.
+nn::Sequential<double> batch_norm_model(std::uint64_t seed) {
+    Rng rng(seed);
+    nn::Sequential<double> m;
+    m.add<nn::Dense<double>>(3, 4, rng).add<nn::BatchNorm<double>>(4).add<nn::ReLU<double>>().add<nn::Dense<double>>(4, 1, rng);
+    return m;
+}
+} // namespace
+
+TEST_CASE("Version 2 keeps BatchNorm running statistics: a trained model predicts identically after a round trip") {
+    nn::Sequential<double> m = batch_norm_model(1);
+    Rng rng(2);
+    Tensor<double> x(Shape{128, 3}), y(Shape{128, 1});
+    for (std::size_t i = 0; i < 128; ++i) {
+        for (std::size_t k = 0; k < 3; ++k) x[i * 3 + k] = rng.normal(2.0, 3.0);
+        y[i] = x[i * 3] > 2.0 ? 1.0 : 0.0;
+    }
+    optim::Adam<double> adam(m.parameters(), 0.01);
+    nn::FitOptions<double> o;
+    o.epochs = 3;
+    o.verbose = nn::Verbosity::quiet;
+    nn::fit(m, x, y, adam, o);
+    const auto& bn = static_cast<const nn::BatchNorm<double>&>(m[1]);
+    CHECK(std::abs(bn.running_mean[0]) > 0.1);  // far from the initial (0, 1)
+
+    const std::string path = temp_path("bn");
+    nn::save_model(path, m);
+    const ModelFileInfo info = inspect_model(path);
+    CHECK(info.version == 2);
+    REQUIRE(info.buffers.size() == 2);
+    CHECK(info.buffers[0].first == "1.running_mean");
+    CHECK(info.buffers[1].first == "1.running_var");
+    CHECK(info.buffers[1].second == Shape{4});
+
+    nn::Sequential<double> fresh = batch_norm_model(3);
+    nn::load_model(path, fresh);
+    const Tensor<double> p0 = nn::predict(m, x), p1 = nn::predict(fresh, x);
+    CHECK(bit_equal(p0, p1));
+
+    // Parameters alone (version 1, what every save wrote before) lose the statistics.
+    nn::Sequential<double> params_only = batch_norm_model(3);
+    save_model(path, m.named_parameters());
+    CHECK(inspect_model(path).version == 1);
+    load_model(path, params_only.named_parameters(), params_only.named_buffers());  // a version-1 file: buffers untouched
+    const Tensor<double> p2 = nn::predict(params_only, x);
+    double worst = 0.0;
+    for (std::size_t i = 0; i < p0.size(); ++i) worst = std::max(worst, std::abs(p0[i] - p2[i]));
+    CHECK(worst > 1e-3);
+
+    // With the optimiser: parameters, buffers and Adam's state resume together.
+    nn::save_model(path, m, &adam);
+    nn::Sequential<double> resumed = batch_norm_model(4);
+    optim::Adam<double> adam2(resumed.parameters(), 0.01);
+    nn::load_model(path, resumed, &adam2);
+    CHECK(adam2.iterations() == adam.iterations());
+    CHECK(bit_equal(nn::predict(resumed, x), p0));
+    std::remove(path.c_str());
+}
+
+TEST_CASE("A version-1 file written before buffers existed still loads") {
+    Parameter<double> w("w", Tensor<double>(Shape{2, 3})), b("b", Tensor<double>(Shape{3}));
+    Tensor<double> stat(Shape{3}, 7.0);
+    const NamedParameters<double> np{{"0.weight", &w}, {"0.bias", &b}};
+    const NamedBuffers<double> nb{{"1.running_mean", &stat}};
+    const ModelFileInfo info = inspect_model_bytes(version1_file, sizeof version1_file);
+    CHECK(info.version == 1);
+    CHECK(info.buffers.empty());
+    load_model_from_bytes(version1_file, sizeof version1_file, np, nb);
+    for (std::size_t i = 0; i < 6; ++i) CHECK(w.value[i] == 0.25 * static_cast<double>(i) - 0.5);
+    CHECK(b.value[2] == 3.5);
+    CHECK(stat[0] == 7.0);  // the file holds no buffers: left as they were
+    // The same parameters are still written as this very version-1 file.
+    const std::vector<std::uint8_t> again = save_model_to_bytes(np);
+    REQUIRE(again.size() == sizeof version1_file);
+    CHECK(std::memcmp(again.data(), version1_file, sizeof version1_file) == 0);
+    CHECK(save_model_to_bytes(np, NamedBuffers<double>{}) == again);  // no buffers: still version 1
+}
+
+TEST_CASE("Version-2 buffer sections: layout, corruption and mismatches are refused with clear errors") {
+    Parameter<double> w("w", Tensor<double>(Shape{2}, {1.0, -2.0}));
+    Tensor<double> stat(Shape{3}, {0.5, 1.5, 2.5});
+    const NamedParameters<double> np{{"w", &w}};
+    const NamedBuffers<double> nb{{"b0", &stat}};
+    const std::string good = save_model_to_string(np, nb);
+    // 27-byte header, "w": 4 + 1 + 1 + 8 + 16 = 30; u64 buffer count at 57; "b0": name at 65,
+    // rank at 71, dimension at 72, data at 80..104; optimiser flag at 104; CRC; 109 bytes.
+    REQUIRE(good.size() == 109);
+    CHECK(good[6] == 2);
+    CHECK(good[57] == 1);
+    CHECK(good[71] == 1);
+
+    Parameter<double> w2("w", Tensor<double>(Shape{2}));
+    Tensor<double> stat2(Shape{3});
+    const NamedParameters<double> np2{{"w", &w2}};
+    load_model_from_string(good, np2, NamedBuffers<double>{{"b0", &stat2}});
+    CHECK(bit_equal(stat2, stat));
+    CHECK(w2.value[1] == -2.0);
+    Parameter<double> w3("w", Tensor<double>(Shape{2}));
+    load_model_from_string(good, NamedParameters<double>{{"w", &w3}});  // buffers ignored when none are asked for
+    CHECK(w3.value[0] == 1.0);
+
+    Tensor<double> target(Shape{3}, 9.0);
+    Parameter<double> wt("w", Tensor<double>(Shape{2}, 4.0));
+    auto load = [&](const std::string& data, const NamedBuffers<double>& bufs) {
+        return message_of([&] { load_model_from_string(data, NamedParameters<double>{{"w", &wt}}, bufs, nullptr, "bn.tpr"); });
+    };
+    const NamedBuffers<double> mine{{"b0", &target}};
+    std::string bad = good;
+    bad[90] = static_cast<char>(bad[90] ^ 0x40);  // inside the buffer's values
+    CHECK(load(bad, mine) == "bn.tpr: CRC mismatch (file is corrupted)");
+    bad = good;
+    bad[57] = 2;  // two buffers announced, one written
+    repair(bad);
+    CHECK(load(bad, mine) == "bn.tpr: truncated: file ends inside the name of buffer #1, after 105 bytes");
+    bad = good;
+    bad[71] = 9;  // rank 9
+    repair(bad);
+    CHECK(load(bad, mine) == "bn.tpr: buffer 'b0' has rank 9; the maximum rank is 4");
+    bad = good;
+    bad[72] = 5;  // 5 values declared, 3 written
+    repair(bad);
+    CHECK(load(bad, mine) == "bn.tpr: truncated: expected 40 bytes of data for buffer 'b0', file ends after 25");
+
+    Tensor<double> wrong(Shape{4});
+    CHECK(load(good, NamedBuffers<double>{{"b0", &wrong}}) == "bn.tpr: buffer 'b0' has shape (3,) in the file but (4,) in the model");
+    CHECK(load(good, NamedBuffers<double>{{"running_mean", &target}}) == "bn.tpr: buffer #0 is 'b0' in the file but 'running_mean' in the model");
+    CHECK(load(good, NamedBuffers<double>{{"b0", &target}, {"b1", &wrong}}) == "bn.tpr: the file has 1 buffers but the model has 2");
+    // All or nothing: the parameter and the buffer are untouched by every failed load.
+    CHECK(wt.value[0] == 4.0);
+    CHECK(target[0] == 9.0);
+    CHECK_THROWS_WITH_AS(save_model_to_string(np, NamedBuffers<double>{{"b0", &stat}, {"b0", &stat}}),
+                         "save_model: buffer name 'b0' is used twice (#0 and #1)", value_error);
 }

@@ -1,6 +1,6 @@
 #pragma once
-/// Model files: a model's named parameters and, optionally, an optimiser's state in a versioned,
-/// portable binary format with a CRC-32. Loading validates the whole file against the model
+/// Model files: a model's named parameters, its buffers (BatchNorm running statistics) and,
+/// optionally, an optimiser's state in a versioned, portable binary format with a CRC-32. Loading validates the whole file against the model
 /// before it changes anything (all or nothing); every failure is a format_error naming the file
 /// and the problem.
 ///
@@ -8,19 +8,25 @@
 /// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
 /// back to it (optim::save_model(path, params, &adam), found by argument lookup).
 ///
-/// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
+/// Format version 2, all integers and floats little-endian (IEEE-754 binary32/binary64):
 ///   offset  size
 ///        0     6  magic "TAPIR\0"
-///        6     4  u32 format version (1)
+///        6     4  u32 format version (1 or 2)
 ///       10     1  u8 dtype: 1 = float32, 2 = float64
 ///       11     8  u64 total file size in bytes, CRC included
 ///       19     8  u64 parameter count, then that many tensor records
+///                 version 2 only: u64 buffer count, then that many tensor records
 ///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
 ///                    string name, u64 iteration count, f64 learning rate,
 ///                    u64 state tensor count, then that many tensor records
 ///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
 /// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
 /// string: u32 byte length, then the bytes (no terminator).
+///
+/// Version 2 adds the buffers section (non-trained state such as BatchNorm running statistics,
+/// which version 1 lost). A model without buffers is still written as version 1, byte for byte
+/// as before, so that older tapir builds read it. Version-1 files load as before; loading one
+/// with buffers given leaves the buffers as they are (the file holds none).
 
 #include <cerrno>
 #include <cmath>
@@ -49,7 +55,12 @@ namespace io {
 template <class T>
 using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 
-constexpr std::uint32_t model_format_version = 1;
+/// (name, tensor) pairs of non-trained state, as returned by nn models' named_buffers().
+template <class T>
+using NamedBuffers = std::vector<std::pair<std::string, Tensor<T>*>>;
+
+/// The newest format version, written when there are buffers; version 1 otherwise.
+constexpr std::uint32_t model_format_version = 2;
 
 /// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
 /// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
@@ -67,6 +78,7 @@ struct ModelFileInfo {
     std::uint32_t version = 0;
     std::string dtype;  // "float32" or "float64"
     std::vector<std::pair<std::string, Shape>> parameters;
+    std::vector<std::pair<std::string, Shape>> buffers;  // version 2 only
     bool has_optimizer = false;
     std::string optimizer;
     std::uint64_t iterations = 0;
@@ -167,25 +179,40 @@ void write_model_record(ModelWriter& w, const std::string& name, const Tensor<T>
     w.values(t.data(), t.size());
 }
 
+/// No null pointers, no name used twice; `what` is "parameter" or "buffer".
+template <class Named>
+void check_names(const Named& list, const char* fn, const char* what) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        if (list[i].second == nullptr)
+            throw value_error(std::string(fn) + ": " + what + " #" + std::to_string(i) + " ('" + list[i].first + "') is a null pointer");
+        for (std::size_t j = 0; j < i; ++j)
+            if (list[j].first == list[i].first)
+                throw value_error(std::string(fn) + ": " + what + " name '" + list[i].first + "' is used twice (#" + std::to_string(j) +
+                                  " and #" + std::to_string(i) + ")");
+    }
+}
 template <class T>
 void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        if (params[i].second == nullptr)
-            throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
-        for (std::size_t j = 0; j < i; ++j)
-            if (params[j].first == params[i].first)
-                throw value_error(std::string(fn) + ": parameter name '" + params[i].first + "' is used twice (#" +
-                                  std::to_string(j) + " and #" + std::to_string(i) + ")");
-    }
+    check_names(params, fn, "parameter");
+}
+template <class T>
+void check_named_buffers(const NamedBuffers<T>& buffers, const char* fn) {
+    check_names(buffers, fn, "buffer");
 }
 
 template <class T>
-std::string serialise_model(const NamedParameters<T>& params, const OptimizerState<T>* opt) {
+std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt) {
     check_named_parameters(params, "save_model");
+    if (buffers) check_named_buffers(*buffers, "save_model");
+    const bool v2 = buffers && !buffers->empty();
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
     for (const auto& np : params) total += model_record_size(np.first, np.second->value);
+    if (v2) {
+        total += 8;
+        for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
+    }
     if (opt) {
         st = opt->tensors;
         opt_name = opt->name;
@@ -194,11 +221,15 @@ std::string serialise_model(const NamedParameters<T>& params, const OptimizerSta
     }
     ModelWriter w(total);
     w.bytes(model_magic, sizeof model_magic);
-    w.u32(model_format_version);
+    w.u32(v2 ? 2u : 1u);
     w.u8(dtype_code<T>());
     w.u64(total);
     w.u64(params.size());
     for (const auto& np : params) write_model_record(w, np.first, np.second->value);
+    if (v2) {
+        w.u64(buffers->size());
+        for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
+    }
     w.u8(opt ? 1 : 0);
     if (opt) {
         w.str(opt_name);
@@ -225,6 +256,7 @@ struct ParsedModelFile {
     std::uint8_t dtype = 0;
     std::uint64_t declared_size = 0;
     std::vector<ModelRecord> params;
+    std::vector<ModelRecord> buffers;
     bool has_opt = false;
     std::string opt_name;
     std::uint64_t iterations = 0;
@@ -281,7 +313,7 @@ private:
     std::size_t pos_ = 0;
 };
 
-/// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
+/// One tensor record; `what` is "tensor", "buffer" or "optimizer state tensor", `index` its position.
 inline ModelRecord read_model_record(ModelReader& r, std::size_t elem, const char* what, std::size_t index) {
     ModelRecord rec;
     const std::string num = std::string(what) + " #" + std::to_string(index);
@@ -316,6 +348,11 @@ inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
     const std::uint64_t count = r.u64("the parameter count");
     for (std::uint64_t i = 0; i < count; ++i)
         out.params.push_back(read_model_record(r, elem, "tensor", static_cast<std::size_t>(i)));
+    if (out.version >= 2) {
+        const std::uint64_t nb = r.u64("the buffer count");
+        for (std::uint64_t i = 0; i < nb; ++i)
+            out.buffers.push_back(read_model_record(r, elem, "buffer", static_cast<std::size_t>(i)));
+    }
     const std::uint8_t flag = r.u8("the optimizer section flag");
     if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
     out.has_opt = flag == 1;
@@ -344,8 +381,8 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     r.skip(sizeof model_magic);
     ParsedModelFile out;
     out.version = r.u32("the header");
-    if (out.version != model_format_version)
-        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
+    if (out.version < 1 || out.version > model_format_version)
+        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads versions 1 to " +
                std::to_string(model_format_version) + ")");
     out.dtype = r.u8("the header");
     out.declared_size = r.u64("the header");
@@ -374,7 +411,7 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     body_reader.skip(body);
     parse_model_body(body_reader, out);
     if (body_reader.left() != 0)
-        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters")));
     return out;
 }
 
@@ -393,6 +430,7 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
     info.version = p.version;
     info.dtype = dtype_name(p.dtype);
     for (const ModelRecord& r : p.params) info.parameters.emplace_back(r.name, r.shape);
+    for (const ModelRecord& r : p.buffers) info.buffers.emplace_back(r.name, r.shape);
     info.has_optimizer = p.has_opt;
     info.optimizer = p.opt_name;
     info.iterations = p.iterations;
@@ -402,9 +440,10 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
 }
 
 template <class T>
-void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, OptimizerState<T>* opt,
-               const std::string& src) {
+void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, const NamedBuffers<T>* buffers,
+                     OptimizerState<T>* opt, const std::string& src) {
     check_named_parameters(params, "load_model");
+    if (buffers) check_named_buffers(*buffers, "load_model");
     const ParsedModelFile f = parse_model_file(data, n, src);
     auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
 
@@ -421,6 +460,21 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         const Shape& s = params[i].second->value.shape();
         if (r.shape != s)
             fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
+    }
+    // A version-1 file holds no buffers: the model's stay as they are.
+    const bool load_buffers = buffers && f.version >= 2;
+    if (load_buffers) {
+        const NamedBuffers<T>& bs = *buffers;
+        if (f.buffers.size() != bs.size())
+            fail("the file has " + std::to_string(f.buffers.size()) + " buffers but the model has " + std::to_string(bs.size()));
+        for (std::size_t i = 0; i < bs.size(); ++i) {
+            const ModelRecord& r = f.buffers[i];
+            if (r.name != bs[i].first)
+                fail("buffer #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + bs[i].first + "' in the model");
+            if (r.shape != bs[i].second->shape())
+                fail("buffer '" + bs[i].first + "' has shape " + r.shape.str() + " in the file but " + bs[i].second->shape().str() +
+                     " in the model");
+        }
     }
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     if (opt) {
@@ -453,6 +507,9 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         Tensor<T>& v = params[i].second->value;
         decode_model_values(data + f.params[i].offset, v.data(), v.size());
     }
+    if (load_buffers)
+        for (std::size_t i = 0; i < buffers->size(); ++i)
+            decode_model_values(data + f.buffers[i].offset, (*buffers)[i].second->data(), (*buffers)[i].second->size());
     if (opt) {
         for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
         opt->iterations = f.iterations;
@@ -510,12 +567,24 @@ inline void write_model_file(const std::string& path, const std::string& data) {
 /// The model file as bytes (the in-memory form of save_model).
 template <class T>
 std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    return detail::serialise_model(params, optimizer_state);
+    return detail::serialise_model<T>(params, nullptr, optimizer_state);
+}
+/// With buffers (named_buffers()): version 2 when there are any.
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    return detail::serialise_model<T>(params, &buffers, optimizer_state);
 }
 template <class T>
 std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
                                               typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    const std::string s = detail::serialise_model(params, optimizer_state);
+    const std::string s = detail::serialise_model<T>(params, nullptr, optimizer_state);
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                              typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string s = detail::serialise_model<T>(params, &buffers, optimizer_state);
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
@@ -523,37 +592,105 @@ std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
 template <class T>
 void save_model(const std::string& path, const NamedParameters<T>& params,
                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    detail::write_model_file(path, detail::serialise_model(params, optimizer_state));
+    detail::write_model_file(path, detail::serialise_model<T>(params, nullptr, optimizer_state));
+}
+/// Saves parameters and buffers: save_model(path, m.named_parameters(), m.named_buffers()).
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    detail::write_model_file(path, detail::serialise_model<T>(params, &buffers, optimizer_state));
 }
 
 /// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
 /// file exactly. Throws format_error before changing anything if the file is not a tapir model
 /// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
 /// optimizer_state is passed; one is required when it is (optim::load_model passes an
-/// optimiser's and applies the iteration count and learning rate read into it).
+/// optimiser's and applies the iteration count and learning rate read into it). A buffers
+/// section is ignored by the overloads without buffers; the overloads with buffers check and
+/// fill them from a version-2 file (a version-1 file leaves them as they are).
 template <class T>
 void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer_state, source);
+    detail::load_model_into<T>(static_cast<const unsigned char*>(data), size, params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
+                           const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into<T>(static_cast<const unsigned char*>(data), size, params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
                             typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                             const std::string& source = "<memory>") {
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, source);
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
+                            const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                            const std::string& source = "<memory>") {
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(data.data(), data.size(), params, optimizer_state, source);
+    detail::load_model_into<T>(data.data(), data.size(), params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
+                           const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into<T>(data.data(), data.size(), params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model(const std::string& path, const NamedParameters<T>& params,
                 typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
     const std::string data = detail::read_model_file(path, "load_model");
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, path);
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, nullptr, optimizer_state, path);
+}
+template <class T>
+void load_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string data = detail::read_model_file(path, "load_model");
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, path);
+}
+
+/// Every parameter and buffer a model file holds, by name, as tensors of type T (the file's dtype
+/// must be T's): for loading part of a model (nn::load_pretrained) or reading weights by hand.
+template <class T>
+struct ModelTensors {
+    std::uint32_t version = 0;
+    std::vector<std::pair<std::string, Tensor<T>>> parameters;
+    std::vector<std::pair<std::string, Tensor<T>>> buffers;
+};
+template <class T>
+ModelTensors<T> read_model_tensors_from_string(const std::string& data, const std::string& source = "<memory>") {
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    const detail::ParsedModelFile f = detail::parse_model_file(p, data.size(), source);
+    if (f.dtype != detail::dtype_code<T>())
+        throw format_error(source + ": the file holds " + detail::dtype_name(f.dtype) + " values but " +
+                           detail::dtype_name(detail::dtype_code<T>()) + " were asked for");
+    ModelTensors<T> out;
+    out.version = f.version;
+    auto take = [p](const std::vector<detail::ModelRecord>& rs, std::vector<std::pair<std::string, Tensor<T>>>& dst) {
+        for (const detail::ModelRecord& r : rs) {
+            Tensor<T> t(r.shape);
+            detail::decode_model_values(p + r.offset, t.data(), t.size());
+            dst.emplace_back(r.name, std::move(t));
+        }
+    };
+    take(f.params, out.parameters);
+    take(f.buffers, out.buffers);
+    return out;
+}
+template <class T>
+ModelTensors<T> read_model_tensors(const std::string& path) {
+    return read_model_tensors_from_string<T>(detail::read_model_file(path, "read_model_tensors"), path);
 }
 
 /// Header, integrity and contents of a model file, checked as load_model checks them.

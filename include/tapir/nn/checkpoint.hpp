@@ -19,9 +19,10 @@ struct CheckpointOptions {
 };
 
 /// Keras' ModelCheckpoint(save_best_only=True): after each epoch whose monitored value beats the
-/// best so far, writes the model's parameters to `path` with io::save_model (a temporary file
-/// renamed over the old one, so a crash never leaves half a checkpoint). Load it with
-/// io::load_model(path, model.named_parameters()).
+/// best so far, writes the model's parameters and buffers to `path` with io::save_model (a
+/// temporary file renamed over the old one, so a crash never leaves half a checkpoint). Load it
+/// with nn::load_model(path, model) (nn/model_file.hpp) or io::load_model(path,
+/// model.named_parameters(), model.named_buffers()).
 template <class T>
 Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = CheckpointOptions{}) {
     if (path.empty()) throw value_error("checkpoint_best: empty path");
@@ -30,7 +31,7 @@ Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = Check
     mon->mode = o.mode;
     mon->min_delta = o.min_delta;
     return [mon, path](EpochEnd<T>& e) {
-        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters());
+        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters(), e.model.named_buffers());
     };
 }
 

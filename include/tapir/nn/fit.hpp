@@ -1,8 +1,10 @@
 #pragma once
 /// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
 /// validation (split or set), metrics, early stopping, per-epoch callbacks and a progress
-/// display; evaluate() and predict() for trained models. History, metrics and callbacks are in
-/// callbacks.hpp, the display in progress.hpp, the losses are loss/'s functions.
+/// display; evaluate() and predict() for trained models. Each also takes a model of several
+/// inputs (Module::forward_many, nn::Model) given one tensor per input: fit(model, {&particles,
+/// &mask}, y, adam). History, metrics and callbacks are in callbacks.hpp, the display in
+/// progress.hpp, the losses are loss/'s functions.
 ///
 /// The step itself (Trainer::step) reuses one tape, cleared each step, and gathers each batch
 /// into tensors kept across steps; the loss is a template parameter, not a std::function. Once
@@ -82,6 +84,8 @@ struct FitOptions {
     /// validation_x is given.
     double validation_split = 0.0;
     const Tensor<T>* validation_x = nullptr;
+    /// For a model of several inputs: one validation tensor per input (instead of validation_x).
+    std::vector<const Tensor<T>*> validation_inputs;
     const Tensor<T>* validation_y = nullptr;
     const Tensor<T>* validation_weight = nullptr;
 
@@ -120,6 +124,49 @@ std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y
     if (w && (w->size() != n || w->rank() == 0 || w->shape()[0] != n))
         tapir::detail::throw_shape(who, x.shape(), w->shape(), "weights must be (events,) or (events, 1) with one per input row");
     return n;
+}
+
+/// The events of a model of several inputs: every input has one row per event along its first
+/// axis; targets and weights as for one input.
+template <class T>
+std::size_t checked_rows(const char* who, const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w) {
+    if (xs.empty()) throw value_error(std::string(who) + ": no input tensors given");
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        if (xs[k] == nullptr) throw value_error(std::string(who) + ": input #" + std::to_string(k) + " is a null pointer");
+        if (xs[k]->rank() == 0)
+            throw shape_error(std::string(who) + ": input #" + std::to_string(k) + " must have an events axis, got shape " + xs[k]->shape().str());
+        if (xs[k]->shape()[0] != xs[0]->shape()[0])
+            tapir::detail::throw_shape((std::string(who) + ": input #0 vs input #" + std::to_string(k)).c_str(), xs[0]->shape(), xs[k]->shape(),
+                                       "every input needs one row per event");
+    }
+    const std::size_t n = xs[0]->shape()[0];
+    if (y.rank() == 0 || y.rank() > 2 || y.shape()[0] != n)
+        tapir::detail::throw_shape(who, xs[0]->shape(), y.shape(), "targets must be (events,) or (events, outputs) with one row per input row");
+    if (w && (w->size() != n || w->rank() == 0 || w->shape()[0] != n))
+        tapir::detail::throw_shape(who, xs[0]->shape(), w->shape(), "weights must be (events,) or (events, 1) with one per input row");
+    return n;
+}
+template <class T>
+std::size_t input_rows(const Tensor<T>& x) { return x.shape()[0]; }
+template <class T>
+std::size_t input_rows(const std::vector<const Tensor<T>*>& xs) { return xs[0]->shape()[0]; }
+
+/// Training and validation inputs must agree in everything but the number of events.
+template <class T>
+void check_same_features(const Tensor<T>& x, const Tensor<T>& vx) {
+    if (vx.shape()[1] != x.shape()[1]) tapir::detail::throw_shape("fit: training vs validation inputs", x.shape(), vx.shape(), "feature counts differ");
+}
+template <class T>
+void check_same_features(const std::vector<const Tensor<T>*>& xs, const std::vector<const Tensor<T>*>& vxs) {
+    if (xs.size() != vxs.size())
+        throw value_error("fit: " + std::to_string(xs.size()) + " training inputs but " + std::to_string(vxs.size()) + " validation inputs");
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        Shape a = xs[k]->shape(), b = vxs[k]->shape();
+        a[0] = b[0] = 0;
+        if (a != b)
+            tapir::detail::throw_shape(("fit: training vs validation input #" + std::to_string(k)).c_str(), xs[k]->shape(), vxs[k]->shape(),
+                                       "shapes differ beyond the events axis");
+    }
 }
 
 template <class U>
@@ -194,35 +241,28 @@ public:
     const Loss& loss() const noexcept { return loss_; }
 
     Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        const std::size_t rows = checked_rows(who_, x, y, w);
-        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
-        for (std::size_t i = 0; i < n; ++i)
-            if (TAPIR_UNLIKELY(idx[i] >= rows))
-                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
-                                  " events");
+        check_batch(checked_rows(who_, x, y, w), idx, n);
         tape_.clear();
         gather_into(x, idx, n, xb_);
         gather_into(y, idx, n, yb_);
         const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
-        const Var<T> out = model_(xv);
-        if (out.shape().rank() == 0 || out.shape()[0] != n)
-            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + xb_.shape().str() +
-                              ", output " + out.shape().str());
-        out_index_ = out.index();
-        out_width_ = out.size() / n;
-        Var<T> l;
-        if (w) {
-            gather_into(*w, idx, n, wb_);
-            const Var<T> wv = tape_.view(wb_);
-            l = loss_(out, yv, &wv);
-        } else {
-            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
-        }
-        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
-        return l;
+        return finish(model_(xv), yv, xb_.shape(), w, idx, n);
+    }
+    /// The same for a model of several inputs: rows idx of every input, then forward_many.
+    Var<T> record(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        check_batch(checked_rows(who_, xs, y, w), idx, n);
+        tape_.clear();
+        xbs_.resize(xs.size());
+        views_.resize(xs.size());
+        for (std::size_t k = 0; k < xs.size(); ++k) data::gather_rows(*xs[k], idx, n, xbs_[k]);
+        gather_into(y, idx, n, yb_);
+        for (std::size_t k = 0; k < xs.size(); ++k) views_[k] = tape_.view(xbs_[k]);
+        const Var<T> yv = tape_.view(yb_);
+        return finish(model_.forward_many(views_), yv, xbs_[0].shape(), w, idx, n);
     }
 
-    T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+    template <class X>
+    T evaluate(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
         NoGradGuard<T> guard(tape_);
         return record(x, y, w, idx, n).item();
     }
@@ -241,11 +281,38 @@ public:
     }
 
 private:
+    void check_batch(std::size_t rows, const std::size_t* idx, std::size_t n) const {
+        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
+        for (std::size_t i = 0; i < n; ++i)
+            if (TAPIR_UNLIKELY(idx[i] >= rows))
+                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
+                                  " events");
+    }
+    Var<T> finish(const Var<T>& out, const Var<T>& yv, const Shape& input, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        if (out.shape().rank() == 0 || out.shape()[0] != n)
+            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + input.str() +
+                              ", output " + out.shape().str());
+        out_index_ = out.index();
+        out_width_ = out.size() / n;
+        Var<T> l;
+        if (w) {
+            gather_into(*w, idx, n, wb_);
+            const Var<T> wv = tape_.view(wb_);
+            l = loss_(out, yv, &wv);
+        } else {
+            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
+        }
+        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
+        return l;
+    }
+
     Module<T>& model_;
     Loss loss_;
     const char* who_;
     Tape<T> tape_;
     Tensor<T> xb_, yb_, wb_;
+    std::vector<Tensor<T>> xbs_;  ///< several inputs: the gathered rows of each
+    std::vector<Var<T>> views_;
     std::int32_t out_index_ = -1;
     std::size_t out_width_ = 0;
 };
@@ -275,19 +342,20 @@ public:
     /// is shaped (rows of x, outputs) on first use).
     T step(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
            Tensor<T>* pred = nullptr) {
-        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
-        const Var<T> l = batch_.record(x, y, w, idx, n);
-        for (Parameter<T>* p : extra_) p->zero_grad();
-        opt_.zero_grad();
-        backward(l);
-        opt_.step();
-        if (pred) batch_.copy_rows(x.shape()[0], idx, n, *pred);
-        return l.item();
+        return run_step(x, y, w, idx, n, pred);
+    }
+    /// The same for a model of several inputs, one tensor per input ({&particles, &mask}).
+    T step(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
+           Tensor<T>* pred = nullptr) {
+        return run_step(xs, y, w, idx, n, pred);
     }
 
     /// The loss on rows idx[0..n) without gradients or updates (in the modules' current modes).
     T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
         return batch_.evaluate(x, y, w, idx, n);
+    }
+    T evaluate(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        return batch_.evaluate(xs, y, w, idx, n);
     }
 
     /// Copies the outputs of the last step or evaluation (batch rows x last_output_width()) to dst.
@@ -299,6 +367,18 @@ public:
     detail::BatchLoss<T, Loss>& batch_loss() noexcept { return batch_; }
 
 private:
+    template <class X>
+    T run_step(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n, Tensor<T>* pred) {
+        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
+        const Var<T> l = batch_.record(x, y, w, idx, n);
+        for (Parameter<T>* p : extra_) p->zero_grad();
+        opt_.zero_grad();
+        backward(l);
+        opt_.step();
+        if (pred) batch_.copy_rows(detail::input_rows(x), idx, n, *pred);
+        return l.item();
+    }
+
     detail::BatchLoss<T, Loss> batch_;
     optim::Optimizer<T>& opt_;
     std::vector<Parameter<T>*> extra_;
@@ -309,8 +389,8 @@ namespace detail {
 /// The loss over the rows of a set in batches, combined as the weighted mean of the batch
 /// losses (exact for losses that are weighted means over events); with pred, the outputs
 /// (rows.size(), outputs) too. fit's validation and evaluate() share it.
-template <class T, class Loss>
-double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
+template <class T, class Loss, class X>
+double set_loss(BatchLoss<T, Loss>& b, const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
                 std::size_t batch_size, Tensor<T>* pred) {
     double vsum = 0.0, vwsum = 0.0;
     const std::size_t nv = rows.size();
@@ -334,6 +414,35 @@ double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, c
 
 // ---- prediction ---------------------------------------------------------------------------------
 
+namespace detail {
+/// predict() in eval mode. Modes are switched (and restored by `modes`) only when some module is
+/// training: a model already in eval mode is only read, so several threads may predict with it.
+template <class T>
+void eval_for_predict(Module<T>& model, std::optional<ModeGuard<T>>& modes) {
+    const std::vector<bool> before = model.training_modes();
+    if (std::find(before.begin(), before.end(), true) != before.end()) {
+        modes.emplace(model);
+        model.eval();
+    }
+}
+
+/// predict(): a batch's outputs y (one row per event of the batch input) into rows start... of
+/// out, which the first batch shapes (n, outputs...).
+template <class T>
+void store_rows(const Var<T>& y, const Shape& input, std::size_t start, std::size_t n, Tensor<T>& out) {
+    const std::size_t m = input[0];
+    if (y.shape().rank() == 0 || y.shape()[0] != m)
+        throw shape_error("predict: the model output must have one row per event: input " + input.str() + ", output " + y.shape().str());
+    const std::size_t k = y.size() / m;
+    if (start == 0) {
+        Shape s = y.shape();
+        s[0] = n;
+        out = Tensor<T>(s);
+    }
+    std::memcpy(out.data() + start * k, y.data(), m * k * sizeof(T));
+}
+} // namespace detail
+
 /// The model's outputs for every row of x, in eval mode (modes restored afterwards), without
 /// gradients, in batches: shape (rows, outputs...); (0, outputs...) for zero rows. Thread-safe on
 /// a shared model that is already in eval mode (nothing is written to it then).
@@ -341,14 +450,8 @@ template <class T>
 Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size = 256) {
     if (x.rank() != 2) throw shape_error("predict: inputs must have shape (events, features), got " + x.shape().str());
     if (batch_size == 0) throw value_error("predict: batch size must be positive");
-    // Modes are switched (and restored) only when some module is training: a model already in
-    // eval mode is only read, so several threads may predict with it at once.
-    const std::vector<bool> before = model.training_modes();
     std::optional<detail::ModeGuard<T>> modes;
-    if (std::find(before.begin(), before.end(), true) != before.end()) {
-        modes.emplace(model);
-        model.eval();
-    }
+    detail::eval_for_predict(model, modes);
     const std::size_t n = x.shape()[0], f = x.shape()[1];
     if (n == 0) {  // no batch to run: the shape of one row's output, with zero rows
         Shape s = model.output_shape(Shape{1, f});
@@ -364,16 +467,52 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
         t.clear();
         xb.resize(Shape{m, f});
         std::memcpy(xb.data(), x.data() + start * f, m * f * sizeof(T));
-        const Var<T> y = model(t.view(xb));
-        if (y.shape().rank() == 0 || y.shape()[0] != m)
-            throw shape_error("predict: the model output must have one row per event: input " + xb.shape().str() + ", output " + y.shape().str());
-        const std::size_t k = y.size() / m;
-        if (start == 0) {
-            Shape s = y.shape();
-            s[0] = n;
-            out = Tensor<T>(s);
+        detail::store_rows(model(t.view(xb)), xb.shape(), start, n, out);
+    }
+    return out;
+}
+
+/// predict() for a model of several inputs: one tensor per model input, each with one row per
+/// event along its first axis; outputs (rows, outputs...).
+template <class T>
+Tensor<T> predict(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, std::size_t batch_size = 256) {
+    if (inputs.empty()) throw value_error("predict: no input tensors given");
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+        if (inputs[k] == nullptr) throw value_error("predict: input #" + std::to_string(k) + " is a null pointer");
+        if (inputs[k]->rank() == 0 || inputs[k]->shape()[0] != inputs[0]->shape()[0])
+            tapir::detail::throw_shape(("predict: input #0 vs input #" + std::to_string(k)).c_str(), inputs[0]->shape(), inputs[k]->shape(),
+                                       "every input needs one row per event");
+    }
+    if (batch_size == 0) throw value_error("predict: batch size must be positive");
+    std::optional<detail::ModeGuard<T>> modes;
+    detail::eval_for_predict(model, modes);
+    const std::size_t n = inputs[0]->shape()[0];
+    std::vector<Shape> shapes;
+    for (const Tensor<T>* x : inputs) shapes.push_back(x->shape());
+    if (n == 0) {
+        for (Shape& s : shapes) s[0] = 1;
+        Shape s = model.output_shape_many(shapes);
+        if (s.rank() == 0) throw shape_error("predict: the model output must have one row per event, got shape " + s.str());
+        s[0] = 0;
+        return Tensor<T>(s);
+    }
+    Tape<T> t;
+    NoGradGuard<T> guard(t);
+    Tensor<T> out;
+    std::vector<Tensor<T>> xb(inputs.size());
+    std::vector<Var<T>> views(inputs.size());
+    for (std::size_t start = 0; start < n; start += batch_size) {
+        const std::size_t m = std::min(batch_size, n - start);
+        t.clear();
+        for (std::size_t k = 0; k < inputs.size(); ++k) {
+            Shape s = shapes[k];
+            s[0] = m;
+            const std::size_t row = s.numel() / m;
+            xb[k].resize(s);
+            std::memcpy(xb[k].data(), inputs[k]->data() + start * row, m * row * sizeof(T));
+            views[k] = t.view(xb[k]);
         }
-        std::memcpy(out.data() + start * k, y.data(), m * k * sizeof(T));
+        detail::store_rows(model.forward_many(views), xb[0].shape(), start, n, out);
     }
     return out;
 }
@@ -397,14 +536,10 @@ struct Evaluation {
     }
 };
 
-/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
-/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
-/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
-/// for bit.
-template <class T, class Loss = BceWithLogitsLoss>
-Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
-                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
-                    Loss loss = Loss{}) {
+namespace detail {
+template <class T, class Loss, class X>
+Evaluation evaluate_impl(Module<T>& model, const X& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics, const Tensor<T>* weights,
+                         std::size_t batch_size, Loss loss) {
     const std::size_t n = detail::checked_rows("evaluate", x, y, weights);
     if (n == 0) throw value_error("evaluate: no events");
     if (batch_size == 0) throw value_error("evaluate: batch size must be positive");
@@ -426,21 +561,35 @@ Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, co
     }
     return e;
 }
+} // namespace detail
+
+/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
+/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
+/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
+/// for bit.
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    return detail::evaluate_impl(model, x, y, metrics, weights, batch_size, std::move(loss));
+}
+/// evaluate() for a model of several inputs: one tensor per model input ({&particles, &mask}).
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    return detail::evaluate_impl(model, inputs, y, metrics, weights, batch_size, std::move(loss));
+}
+
 
 // ---- fit ----------------------------------------------------------------------------------------
 
-/// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
-/// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
-/// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
-/// (output, target, const Var* weights or nullptr) -> single-valued Var; default
-/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
-/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
-/// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
-/// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
-/// same way, which is exact for losses that are (weighted) means over events.
-template <class T, class Loss = BceWithLogitsLoss>
-History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
-            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+namespace detail {
+/// fit() for one input tensor (X = Tensor) or one per model input (X = vector of pointers);
+/// given_vx is the validation input (validation_x or validation_inputs), vname its option's name.
+template <class T, class Loss, class X>
+History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vname, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+                 const FitOptions<T>& o, Loss loss) {
     const Tensor<T>* w = o.sample_weight;
     const std::size_t n = detail::checked_rows("fit", x, y, w);
     if (n == 0) throw value_error("fit: no events");
@@ -449,16 +598,16 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     // Which rows train and which validate.
     Rng rng(o.seed);
     std::vector<std::size_t> train_rows, val_rows;
-    const Tensor<T>* vx = nullptr;
+    const X* vx = nullptr;
     const Tensor<T>* vy = nullptr;
     const Tensor<T>* vw = nullptr;
-    if (o.validation_x || o.validation_y) {
-        if (!o.validation_x || !o.validation_y) throw value_error("fit: give both validation_x and validation_y");
-        vx = o.validation_x;
+    if (given_vx || o.validation_y) {
+        if (!given_vx || !o.validation_y) throw value_error(std::string("fit: give both ") + vname + " and validation_y");
+        vx = given_vx;
         vy = o.validation_y;
         vw = o.validation_weight;
         const std::size_t nv = detail::checked_rows("fit (validation set)", *vx, *vy, vw);
-        if (vx->shape()[1] != x.shape()[1]) tapir::detail::throw_shape("fit: training vs validation inputs", x.shape(), vx->shape(), "feature counts differ");
+        detail::check_same_features(x, *vx);
         if (vy->size() / (nv ? nv : 1) != y.size() / n) tapir::detail::throw_shape("fit: training vs validation targets", y.shape(), vy->shape(), "output counts differ");
         if ((vw != nullptr) != (w != nullptr)) throw value_error("fit: give weights for both the training and the validation set, or for neither");
         if (nv == 0) throw value_error("fit: empty validation set");
@@ -598,6 +747,35 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     }
     if (o.patience > 0 && o.restore_best_weights && h.best_epoch != 0 && h.best_epoch != h.epochs()) best.restore(params, buffers);
     return h;
+}
+} // namespace detail
+
+/// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
+/// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
+/// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
+/// (output, target, const Var* weights or nullptr) -> single-valued Var; default
+/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
+/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
+/// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
+/// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
+/// same way, which is exact for losses that are (weighted) means over events.
+template <class T, class Loss = BceWithLogitsLoss>
+History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+    if (!o.validation_inputs.empty()) throw value_error("fit: validation_inputs is for a model of several inputs; give validation_x");
+    return detail::fit_impl(model, x, o.validation_x, "validation_x", y, optimizer, o, std::move(loss));
+}
+/// fit() for a model of several inputs (Module::forward_many, nn::Model): one tensor per model
+/// input, in its input order, each with one row per event along its first axis (of any rank,
+/// e.g. particles (events, 100, 4) and their mask (events, 100)); validation sets through
+/// FitOptions::validation_inputs or validation_split. Batches are gathered as for one input, so
+/// steady-state steps allocate nothing.
+template <class T, class Loss = BceWithLogitsLoss>
+History fit(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+    if (o.validation_x) throw value_error("fit: a model of several inputs takes FitOptions::validation_inputs, not validation_x");
+    return detail::fit_impl(model, inputs, o.validation_inputs.empty() ? nullptr : &o.validation_inputs, "validation_inputs", y, optimizer, o,
+                            std::move(loss));
 }
 
 } // namespace nn

@@ -53,12 +53,19 @@ using NamedBuffer = std::pair<std::string, Tensor<T>*>;
 template <class T>
 using NamedModule = std::pair<std::string, Module<T>*>;
 
-/// One line of summary(): "name (type)", output shape, parameter count.
+/// One line of summary(): "name (type)", output shape, parameter count; a graph also fills the
+/// nodes it is connected to, and trainable ("Y", "N", "partly") is shown once a module is frozen.
 struct SummaryRow {
     std::string name;
     std::string type;
     Shape output;
     std::size_t params = 0;
+    std::string inputs;
+    std::string trainable;
+
+    SummaryRow() = default;
+    SummaryRow(std::string n, std::string t, Shape out, std::size_t p, std::string in = {}, std::string tr = {})
+        : name(std::move(n)), type(std::move(t)), output(std::move(out)), params(p), inputs(std::move(in)), trainable(std::move(tr)) {}
 };
 
 namespace detail {
@@ -92,6 +99,24 @@ public:
     virtual Var<T> forward(const Var<T>& x) = 0;
     Var<T> operator()(const Var<T>& x) { return forward(x); }
 
+    /// The entry of several inputs (features and a mask; jet-level and constituent-level), which
+    /// nn::Model and multi-input training call. A layer of several inputs overrides it and
+    /// num_inputs(); the default takes exactly one input and calls forward(x). (A separate name,
+    /// not a forward overload, so that layers overriding forward(x) do not hide it.)
+    virtual Var<T> forward_many(const std::vector<Var<T>>& inputs) {
+        if (inputs.size() != 1)
+            throw value_error(describe() + ": takes 1 input, got " + std::to_string(inputs.size()));
+        return forward(inputs[0]);
+    }
+    /// How many inputs forward_many() takes; 0 = any number (forward_many checks).
+    virtual std::size_t num_inputs() const { return 1; }
+    Var<T> operator()(const std::vector<Var<T>>& inputs) { return forward_many(inputs); }
+    /// m(x, mask), m(jets, constituents, mask): forward_many of the arguments.
+    template <class... Rest>
+    Var<T> operator()(const Var<T>& a, const Var<T>& b, const Rest&... rest) {
+        return forward_many(std::vector<Var<T>>{a, b, rest...});
+    }
+
     /// Class name as shown by summary(): "Dense", "ReLU", ...
     virtual std::string type_name() const = 0;
     /// Type with its defining hyper-parameters ("Dense(relu)", "Dropout(0.2)").
@@ -103,20 +128,18 @@ public:
     /// Output shape for an input shape, checking the input as forward() would. The default runs
     /// forward() in eval mode on a scratch tape without gradients; layers override it.
     virtual Shape output_shape(const Shape& input) const {
-        Module& self = const_cast<Module&>(*this);
-        const std::vector<bool> modes = self.training_modes();
-        self.eval();
-        Tape<T> t;
-        NoGradGuard<T> guard(t);
-        Shape out;
-        try {
-            out = self.forward(t.constant(Tensor<T>(input))).shape();
-        } catch (...) {
-            self.set_training_modes(modes);
-            throw;
-        }
-        self.set_training_modes(modes);
-        return out;
+        return scratch_run([&](Tape<T>& t) { return mut().forward(t.constant(Tensor<T>(input))).shape(); });
+    }
+
+    /// Output shape for several input shapes; the default runs forward_many() on a scratch tape
+    /// (inputs filled with ones, so that masks count every entry).
+    virtual Shape output_shape_many(const std::vector<Shape>& inputs) const {
+        if (inputs.size() == 1) return output_shape(inputs[0]);
+        return scratch_run([&](Tape<T>& t) {
+            std::vector<Var<T>> xs;
+            for (const Shape& s : inputs) xs.push_back(t.full(s, T(1)));
+            return mut().forward_many(xs).shape();
+        });
     }
 
     /// Fusion hooks for Sequential: an activation layer reports its activation here; a layer that
@@ -149,6 +172,34 @@ public:
             throw value_error("Module::set_training_modes: " + std::to_string(modes.size()) + " flags given for " +
                               std::to_string(ms.size()) + " modules");
         for (std::size_t i = 0; i < ms.size(); ++i) ms[i]->training_ = modes[i];
+    }
+
+    // ---- transfer learning ---------------------------------------------------------------------
+    /// Keras' layer.trainable = False: this module and every module below it are marked frozen
+    /// and their parameters get requires_grad = false, so the tape records no gradient for them
+    /// and optimisers, clipping and regularisers skip them. Modes are separate: a frozen
+    /// BatchNorm still updates its running statistics in training mode (PyTorch's behaviour);
+    /// call eval() on the frozen part as well to fix them (fit() keeps each module's mode).
+    void freeze() { set_trainable(false); }
+    /// Undoes freeze() for this module and every module below it.
+    void unfreeze() { set_trainable(true); }
+    void set_trainable(bool on) {
+        for (Module* m : modules()) m->trainable_ = on;
+        for (auto& p : named_parameters()) p.second->requires_grad = on;
+    }
+    /// This module's own flag (false after freeze()).
+    bool is_trainable() const noexcept { return trainable_; }
+    /// For summary(): "N" when frozen or when no parameter trains, "partly" when some do, else "Y".
+    std::string trainable_mark() const {
+        if (!trainable_) return "N";
+        const std::size_t n = num_parameters(), t = num_trainable_parameters();
+        return t == n ? "Y" : (t == 0 ? "N" : "partly");
+    }
+    /// Whether this module or one below it is frozen.
+    bool any_frozen() const {
+        for (Module* m : mut().modules())
+            if (!m->trainable_) return true;
+        return false;
     }
 
     // ---- the tree ------------------------------------------------------------------------------
@@ -211,32 +262,58 @@ public:
     // ---- summary -------------------------------------------------------------------------------
     /// Rows of summary() for this module; containers list their layers.
     virtual void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const {
-        rows.push_back(SummaryRow{"model", describe(), output_shape(input), num_parameters()});
+        rows.push_back(SummaryRow{"model", describe(), output_shape(input), num_parameters(), "", trainable_mark()});
+    }
+    /// Rows for several inputs (an nn::Model lists its nodes); the default is one row for the module.
+    virtual void summary_rows_many(const std::vector<Shape>& inputs, std::vector<SummaryRow>& rows) const {
+        if (inputs.size() == 1) return summary_rows(inputs[0], rows);
+        rows.push_back(SummaryRow{"model", describe(), output_shape_many(inputs), num_parameters(), "", trainable_mark()});
     }
 
     /// Keras-like table of layers, output shapes and parameter counts for an input shape that
-    /// includes the batch axis, e.g. summary(Shape{32, 8}).
-    std::string summary(const Shape& input) const {
+    /// includes the batch axis, e.g. summary(Shape{32, 8}). A "Trainable" column (Keras'
+    /// show_trainable) appears when asked for or when some module is frozen; a graph adds
+    /// "Connected to".
+    std::string summary(const Shape& input, bool show_trainable = false) const {
+        return summary(std::vector<Shape>{input}, show_trainable);
+    }
+    /// The summary of a model of several inputs: summary({Shape{32, 16, 4}, Shape{32, 16}}).
+    std::string summary(const std::vector<Shape>& inputs, bool show_trainable = false) const {
         std::vector<SummaryRow> rows;
-        summary_rows(input, rows);
-        std::vector<std::string> c0, c1, c2;
-        const std::string h0 = "Layer (type)", h1 = "Output shape", h2 = "Param #";
-        std::size_t w0 = h0.size(), w1 = h1.size(), w2 = h2.size();
+        summary_rows_many(inputs, rows);
+        bool connected = false;
+        for (const auto& r : rows) connected = connected || !r.inputs.empty();
+        const bool trainable_col = show_trainable || any_frozen();
+        std::vector<std::string> c0, c1, c2, c3, c4;
+        const std::string h0 = "Layer (type)", h1 = "Output shape", h2 = "Param #", h3 = "Connected to", h4 = "Trainable";
+        std::size_t w0 = h0.size(), w1 = h1.size(), w2 = h2.size(), w3 = h3.size();
         for (const auto& r : rows) {
             c0.push_back(r.name + " (" + r.type + ")");
             c1.push_back(r.output.str());
             c2.push_back(std::to_string(r.params));
+            c3.push_back(r.inputs);
+            c4.push_back(r.trainable.empty() ? "-" : r.trainable);
             w0 = c0.back().size() > w0 ? c0.back().size() : w0;
             w1 = c1.back().size() > w1 ? c1.back().size() : w1;
             w2 = c2.back().size() > w2 ? c2.back().size() : w2;
+            w3 = c3.back().size() > w3 ? c3.back().size() : w3;
         }
         w0 += 2;
         w1 += 2;
-        const std::string rule(w0 + w1 + w2, '=');
-        std::string s = "Model: " + describe() + ", input shape " + input.str() + "\n";
-        s += detail::pad_right(h0, w0) + detail::pad_right(h1, w1) + detail::pad_left(h2, w2) + "\n" + rule + "\n";
-        for (std::size_t i = 0; i < rows.size(); ++i)
-            s += detail::pad_right(c0[i], w0) + detail::pad_right(c1[i], w1) + detail::pad_left(c2[i], w2) + "\n";
+        const std::size_t width = w0 + w1 + w2 + (connected ? 2 + w3 : 0) + (trainable_col ? 2 + h4.size() : 0);
+        const std::string rule(width, '=');
+        std::string shapes;
+        for (std::size_t i = 0; i < inputs.size(); ++i) shapes += (i ? ", " : "") + inputs[i].str();
+        std::string s = "Model: " + describe() + (inputs.size() == 1 ? ", input shape " : ", input shapes ") + shapes + "\n";
+        auto line = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e) {
+            std::string l = detail::pad_right(a, w0) + detail::pad_right(b, w1) + detail::pad_left(c, w2);
+            if (connected) l += "  " + detail::pad_right(d, w3);
+            if (trainable_col) l += "  " + e;
+            while (!l.empty() && l.back() == ' ') l.pop_back();
+            return l + "\n";
+        };
+        s += line(h0, h1, h2, h3, h4) + rule + "\n";
+        for (std::size_t i = 0; i < rows.size(); ++i) s += line(c0[i], c1[i], c2[i], c3[i], c4[i]);
         const std::size_t total = num_parameters(), trainable = num_trainable_parameters();
         s += rule + "\n";
         s += "Total params: " + std::to_string(total) + "\n";
@@ -267,6 +344,24 @@ protected:
         return t.param(p);
     }
 
+    /// f(tape) on a scratch tape without gradients, every module in eval mode; modes restored.
+    template <class F>
+    auto scratch_run(F f) const -> decltype(f(std::declval<Tape<T>&>())) {
+        const std::vector<bool> modes = mut().training_modes();
+        mut().eval();
+        decltype(f(std::declval<Tape<T>&>())) out;
+        try {
+            Tape<T> t;
+            NoGradGuard<T> guard(t);
+            out = f(t);
+        } catch (...) {
+            mut().set_training_modes(modes);
+            throw;
+        }
+        mut().set_training_modes(modes);
+        return out;
+    }
+
 private:
     Module& mut() const { return const_cast<Module&>(*this); }
     void add_modules(std::vector<Module*>& out) {
@@ -287,30 +382,43 @@ private:
     }
 
     bool training_ = true;
+    bool trainable_ = true;
 };
+
+namespace detail {
+template <class T, class Run>
+Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {
+    const std::vector<NamedParameter<T>> named = m.named_parameters();
+    if (named.size() != params.size())
+        throw value_error("functional_call: " + std::to_string(params.size()) + " values given for " +
+                          std::to_string(named.size()) + " parameters of " + m.describe());
+    std::vector<ParamBinding<T>> bindings;
+    for (std::size_t i = 0; i < named.size(); ++i) {
+        if (params[i].shape() != named[i].second->shape())
+            tapir::detail::throw_shape(("functional_call: parameter '" + named[i].first + "' vs value given").c_str(),
+                                named[i].second->shape(), params[i].shape());
+        bindings.push_back(ParamBinding<T>{named[i].second, params[i]});
+    }
+    struct Restore {
+        const std::vector<ParamBinding<T>>* prev;
+        ~Restore() { BindingState<T>::current = prev; }
+    } restore{BindingState<T>::current};
+    BindingState<T>::current = &bindings;
+    return run();
+}
+} // namespace detail
 
 /// Runs m on x with its parameters replaced by the given Vars (in parameters() order), like
 /// torch.func.functional_call: gradients then flow into those Vars instead of Parameter::grad.
 /// Used to gradcheck layers with respect to their weights, and for meta-learning.
 template <class T>
 Var<T> functional_call(Module<T>& m, const Var<T>& x, const std::vector<Var<T>>& params) {
-    const std::vector<NamedParameter<T>> named = m.named_parameters();
-    if (named.size() != params.size())
-        throw value_error("functional_call: " + std::to_string(params.size()) + " values given for " +
-                          std::to_string(named.size()) + " parameters of " + m.describe());
-    std::vector<detail::ParamBinding<T>> bindings;
-    for (std::size_t i = 0; i < named.size(); ++i) {
-        if (params[i].shape() != named[i].second->shape())
-            tapir::detail::throw_shape(("functional_call: parameter '" + named[i].first + "' vs value given").c_str(),
-                                named[i].second->shape(), params[i].shape());
-        bindings.push_back(detail::ParamBinding<T>{named[i].second, params[i]});
-    }
-    struct Restore {
-        const std::vector<detail::ParamBinding<T>>* prev;
-        ~Restore() { detail::BindingState<T>::current = prev; }
-    } restore{detail::BindingState<T>::current};
-    detail::BindingState<T>::current = &bindings;
-    return m(x);
+    return detail::call_with_params(m, params, [&] { return m(x); });
+}
+/// The same for a model of several inputs (forward_many).
+template <class T>
+Var<T> functional_call(Module<T>& m, const std::vector<Var<T>>& inputs, const std::vector<Var<T>>& params) {
+    return detail::call_with_params(m, params, [&] { return m.forward_many(inputs); });
 }
 
 } // namespace nn

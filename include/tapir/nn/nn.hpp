@@ -5,6 +5,8 @@
 #include "fit.hpp"
 #include "init.hpp"
 #include "layers.hpp"
+#include "model.hpp"
+#include "model_file.hpp"
 #include "module.hpp"
 #include "pivot.hpp"
 #include "recurrent.hpp"

@@ -131,7 +131,7 @@ public:
         Shape s = input;
         for (std::size_t i = 0; i < layers_.size(); ++i) {
             s = shape_after(i, s);
-            rows.push_back(SummaryRow{std::to_string(i), layers_[i]->describe(), s, layers_[i]->num_parameters()});
+            rows.push_back(SummaryRow{std::to_string(i), layers_[i]->describe(), s, layers_[i]->num_parameters(), "", layers_[i]->trainable_mark()});
         }
     }
     LayerKind kind() const override { return LayerKind::sequential; }

@@ -7,7 +7,8 @@
 ///     optim::load_model("run.tpr", model.named_parameters(), &adam);  // by argument lookup
 ///
 /// The functions mirror io's (save_model, save_model_to_string/_bytes, load_model,
-/// load_model_from_string/_bytes); a null optimiser saves or loads the parameters only.
+/// load_model_from_string/_bytes), with or without buffers (named_buffers()); a null
+/// optimiser saves or loads the parameters (and buffers) only.
 
 #include <cstddef>
 #include <cstdint>
@@ -92,6 +93,29 @@ void load_model_from_string(const std::string& data, const io::NamedParameters<T
 template <class T>
 void load_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
     detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, s); });
+}
+
+// ---- with buffers (BatchNorm running statistics): format version 2 when there are any ----------
+template <class T>
+std::string save_model_to_string(const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_string(params, buffers);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_string(params, buffers, &s);
+}
+template <class T>
+void save_model(const std::string& path, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model(path, params, buffers);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    io::save_model(path, params, buffers, &s);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers,
+                            Optimizer<T>* optimizer, const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_string(data, params, buffers, s, source); });
+}
+template <class T>
+void load_model(const std::string& path, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, buffers, s); });
 }
 
 } // namespace optim
