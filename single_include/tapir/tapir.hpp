@@ -2256,6 +2256,95 @@ TAPIR_ELEMENTWISE_INSTANTIATIONS(extern template, double)
 
 TAPIR_SIMD_DIAG_POP
 // ---- end tapir/simd/elementwise.hpp ----
+// ---- begin tapir/simd/fp_mode.hpp ----
+/// Flush-to-zero for training. Subnormal floats (below 1.2e-38 in float, 2.2e-308 in double) make
+/// Intel cores take a microcode assist per operation: once a model fits its batch, gradients and
+/// Adam's second moments go subnormal and a training step ran 1.5 to 4 times slower. Training
+/// therefore flushes them (flush-to-zero and denormals-are-zero on x86, FPCR.FZ on aarch64, as
+/// TensorFlow does by default on x86) inside FlushDenormals scopes: nn::fit's step, backward and
+/// grad, and the optimisers' updates. Each scope restores the calling thread's mode when it ends,
+/// so user code outside them keeps its own floating-point mode. set_flush_denormals(false) opts out.
+///
+/// What changes: a value below the smallest normal becomes zero (of the same sign) where it is
+/// produced or read inside a scope. Results with no subnormal anywhere are bit-identical.
+
+#include <atomic>
+#include <cstdint>
+
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(__SSE__)
+#include <xmmintrin.h>
+#define TAPIR_FP_MODE_X86 1
+#elif defined(__aarch64__)
+#define TAPIR_FP_MODE_ARM64 1
+#endif
+
+namespace tapir::simd {
+
+namespace detail {
+inline std::atomic<bool>& flush_denormals_slot() noexcept {
+    static std::atomic<bool> on{true};
+    return on;
+}
+#if defined(TAPIR_FP_MODE_X86)
+using fp_mode_word = unsigned int;
+constexpr fp_mode_word flush_bits = 0x8040u;  // MXCSR: FTZ (bit 15) | DAZ (bit 6)
+inline fp_mode_word read_fp_mode() noexcept { return _mm_getcsr(); }
+inline void write_fp_mode(fp_mode_word v) noexcept { _mm_setcsr(v); }
+#elif defined(TAPIR_FP_MODE_ARM64)
+using fp_mode_word = std::uint64_t;
+constexpr fp_mode_word flush_bits = std::uint64_t(1) << 24;  // FPCR.FZ
+inline fp_mode_word read_fp_mode() noexcept {
+    fp_mode_word v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+inline void write_fp_mode(fp_mode_word v) noexcept { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
+#else
+using fp_mode_word = unsigned int;
+constexpr fp_mode_word flush_bits = 0;  // no control on this target: scopes do nothing
+inline fp_mode_word read_fp_mode() noexcept { return 0; }
+inline void write_fp_mode(fp_mode_word) noexcept {}
+#endif
+} // namespace detail
+
+/// Whether training scopes flush subnormals (default true; process-wide, takes effect at the next scope).
+inline void set_flush_denormals(bool on) noexcept { detail::flush_denormals_slot().store(on, std::memory_order_relaxed); }
+inline bool flush_denormals() noexcept { return detail::flush_denormals_slot().load(std::memory_order_relaxed); }
+
+/// True when this target can flush subnormals (x86 and aarch64).
+constexpr bool can_flush_denormals() noexcept { return detail::flush_bits != 0; }
+
+/// True when the calling thread flushes subnormals right now.
+inline bool denormals_flushed() noexcept {
+    return can_flush_denormals() && (detail::read_fp_mode() & detail::flush_bits) == detail::flush_bits;
+}
+
+/// Scope in which the calling thread flushes subnormals (unless set_flush_denormals(false)); on
+/// exit the flush bits return to what they were, other bits (sticky exception flags raised inside
+/// the scope) are kept. Nested scopes cost one register read.
+class FlushDenormals {
+public:
+    FlushDenormals() noexcept {
+        if (!can_flush_denormals() || !flush_denormals()) return;
+        saved_ = detail::read_fp_mode();
+        if ((saved_ & detail::flush_bits) == detail::flush_bits) return;
+        detail::write_fp_mode(saved_ | detail::flush_bits);
+        changed_ = true;
+    }
+    ~FlushDenormals() {
+        if (changed_) detail::write_fp_mode((detail::read_fp_mode() & ~detail::flush_bits) | (saved_ & detail::flush_bits));
+    }
+    FlushDenormals(const FlushDenormals&) = delete;
+    FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+private:
+    detail::fp_mode_word saved_ = 0;
+    bool changed_ = false;
+};
+
+} // namespace tapir::simd
+// ---- end tapir/simd/fp_mode.hpp ----
 // ---- begin tapir/simd/gemm.hpp ----
 /// GEMM, C = alpha * op(A) * op(B) + beta * C, row-major, float and double.
 /// Goto/BLIS-style: B is packed in KC x NC blocks, A in MC x KC blocks (the transposes are absorbed
@@ -2274,6 +2363,182 @@ TAPIR_SIMD_DIAG_POP
 #include <utility>
 #include <vector>
 
+// ---- begin tapir/simd/thread_pool.hpp ----
+/// The worker threads of simd's parallel kernels: started once (at the first parallel call, as
+/// many as num_threads() asks), parked between calls, reused. Starting threads on every GEMM cost
+/// 20-50 us a call, so two threads were slower than one below 512x512x512.
+///
+/// parallel_run(parts, fn) runs fn(0) on the calling thread and fn(1) ... fn(parts - 1) on workers
+/// 1 ... parts - 1 (a static assignment: a part always runs on the same worker, so results never
+/// depend on scheduling), and returns when all are done. Workers spin for a short while after a
+/// part (back-to-back products of a training step find them awake), then sleep on a condition
+/// variable. Each part runs in the caller's flush-to-zero mode. No allocation per call; one
+/// region at a time: a call made while another region runs (from another thread, or from inside
+/// a part) runs its parts serially on its own thread, with the same results.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace tapir::simd {
+
+namespace detail {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/// Spins up to `limit` while pred() is false; true when pred() became true.
+template <class Pred>
+bool spin_until(Pred pred, std::chrono::microseconds limit) noexcept {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (unsigned i = 1;; ++i) {
+        if (pred()) return true;
+        cpu_relax();
+        if ((i & 63) == 0 && std::chrono::steady_clock::now() - t0 > limit) return false;
+    }
+}
+
+class thread_pool {
+public:
+    using part_fn = void (*)(const void* ctx, std::size_t part);
+
+    static thread_pool& instance() {
+        static thread_pool pool;
+        return pool;
+    }
+    thread_pool() = default;
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+    ~thread_pool() {
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto& w : workers_) w.join();
+    }
+
+    /// Runs fn(ctx, p) for p in [0, parts); see the header comment.
+    void run(std::size_t parts, part_fn fn, const void* ctx) {
+        struct region {
+            std::atomic<bool>& busy;
+            const bool mine = !busy.exchange(true, std::memory_order_acquire);
+            ~region() {
+                if (mine) busy.store(false, std::memory_order_release);
+            }
+        } r{busy_};
+        if (parts < 2 || !r.mine || !start_workers(parts - 1)) {
+            for (std::size_t p = 0; p < parts; ++p) fn(ctx, p);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            job_ = job{fn, ctx, parts, read_fp_mode()};
+            remaining_.store(parts - 1, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        fn(ctx, 0);
+        if (!spin_until([this] { return remaining_.load(std::memory_order_acquire) == 0; }, spin_)) {
+            std::unique_lock<std::mutex> lk(m_);
+            done_.wait(lk, [this] { return remaining_.load(std::memory_order_acquire) == 0; });
+        }
+    }
+
+    /// Workers started so far (they stay until the program ends).
+    std::size_t workers() const {
+        std::lock_guard<std::mutex> lk(m_);
+        return workers_.size();
+    }
+
+private:
+    struct job {
+        part_fn fn = nullptr;
+        const void* ctx = nullptr;
+        std::size_t parts = 0;
+        fp_mode_word fp_mode = 0;
+    };
+
+    /// At least n workers; false when the system refuses a thread (the caller then runs alone).
+    bool start_workers(std::size_t n) {
+        std::lock_guard<std::mutex> lk(m_);
+#if TAPIR_HAS_EXCEPTIONS
+        try {
+#endif
+            if (workers_.capacity() < n) workers_.reserve(n);
+            while (workers_.size() < n) {
+                const std::size_t index = workers_.size() + 1;
+                const std::uint64_t now = generation_.load(std::memory_order_relaxed);
+                workers_.emplace_back([this, index, now] { work(index, now); });
+            }
+#if TAPIR_HAS_EXCEPTIONS
+        } catch (...) {
+            return workers_.size() >= n;
+        }
+#endif
+        return true;
+    }
+
+    void work(std::size_t index, std::uint64_t seen) {
+        for (;;) {
+            spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; }, spin_);
+            job j;
+            {
+                std::unique_lock<std::mutex> lk(m_);
+                wake_.wait(lk, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
+                if (stop_) return;
+                seen = generation_.load(std::memory_order_relaxed);
+                j = job_;
+            }
+            if (index >= j.parts) continue;  // this region needs fewer workers
+            if (read_fp_mode() != j.fp_mode) write_fp_mode(j.fp_mode);
+            j.fn(j.ctx, index);
+            if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lk(m_);
+                done_.notify_one();
+            }
+        }
+    }
+
+    static constexpr std::chrono::microseconds spin_{50};
+
+    std::atomic<bool> busy_{false};  ///< one parallel region at a time (nested calls run serially)
+    mutable std::mutex m_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> workers_;
+    job job_;
+    std::atomic<std::uint64_t> generation_{0};
+    std::atomic<std::size_t> remaining_{0};
+    bool stop_ = false;
+};
+
+} // namespace detail
+
+/// Runs f(p) for p in [0, parts): p = 0 on the calling thread, the others on the pool's workers
+/// (worker p always runs part p). Returns when every part is done. F must not throw.
+template <class F>
+void parallel_run(std::size_t parts, const F& f) {
+    detail::thread_pool::instance().run(
+        parts, [](const void* ctx, std::size_t p) { (*static_cast<const F*>(ctx))(p); }, &f);
+}
+
+} // namespace tapir::simd
+// ---- end tapir/simd/thread_pool.hpp ----
 
 TAPIR_SIMD_DIAG_PUSH
 
@@ -2370,13 +2635,13 @@ template <class B> struct wide_tiles<B, std::void_t<decltype(B::NVW)>> {
 /// Depth of the K blocks: equal-sized blocks no deeper than KC; depends on K only (determinism).
 template <std::size_t KC> constexpr std::size_t k_block(std::size_t k) { return gemm_k_block(k, KC); }
 
-/// Elements of T the serial driver needs: one packed A edge panel and one packed B block.
+/// Elements of T the serial driver needs: one packed A block (transposed A) and one packed B block.
 template <class V> constexpr std::size_t gemm_work_elems(std::size_t, std::size_t n, std::size_t k) {
     using B = gemm_blocking<V>;
     constexpr std::size_t NR = B::NV * V::W;
     const std::size_t kc = k_block<B::KC>(k);
     const std::size_t nc = round_up(std::min(n, B::NC), NR);
-    return round_up(B::MR * kc, 64) + nc * kc;
+    return round_up(B::MC * kc, 64) + nc * kc;
 }
 
 /// In-register transpose of an N x N block held as N vectors (log2 N stages of two-input shuffles;
@@ -2415,10 +2680,9 @@ template <class R> TAPIR_ALWAYS_INLINE auto& raw_vector(R& r) {
 template <class T> struct gemm_kernel {
     using value_type = T;
 
-    /// How the micro-kernel reads A: a packed MR-row panel (a[p*MR + i]), rows of a row-major A
-    /// (a[i*lda + p], rows past the edge clamped to the last valid one), or columns of a transposed
-    /// A (a[p*lda + i], full panels only).
-    enum class amode { packed, rows, cols };
+    /// How the micro-kernel reads A: a packed MR-row panel (a[p*MR + i]) or rows of a row-major A
+    /// (a[i*lda + p], rows past the edge clamped to the last valid one).
+    enum class amode { packed, rows };
 
     /// Clears the MR x NV accumulator block of the micro-kernels.
     template <class V, std::size_t MR, std::size_t NV>
@@ -2472,7 +2736,6 @@ template <class T> struct gemm_kernel {
                 for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
             }
             if constexpr (AM == amode::packed) a += MR;
-            if constexpr (AM == amode::cols) a += lda;
             b += ldb;
         }
         (void)ar;
@@ -2591,27 +2854,21 @@ template <class T> struct gemm_kernel {
         }
     }
 
-    /// Packs op(A)[i0 .. i0+mr, p0 .. p0+kc) (mr <= MR) into one MR-row panel, zero-padded.
+    /// Packs op(A)[i0 .. i0+mc, p0 .. p0+kc) for a transposed A (op(A) rows are A's columns) into
+    /// MR-row panels of MR x kc, p-major, the last zero-padded. Once per block, reading A by its rows:
+    /// read in place, each of A's columns strides a whole row of A per step, and at 1024 columns every
+    /// step of every tile was a new page (wide layers' weight gradients, dW = X^T dZ, ran at 2/3 speed).
     template <std::size_t MR>
-    static TAPIR_ALWAYS_INLINE void pack_a_panel(const gemm_args<T>& g, std::size_t i0, std::size_t mr,
+    static TAPIR_ALWAYS_INLINE void pack_a_block(const gemm_args<T>& g, std::size_t i0, std::size_t mc,
                                                  std::size_t p0, std::size_t kc, T* TAPIR_RESTRICT d) {
-        if (g.ta) {
-            const T* s = g.a + p0 * g.lda + i0;
-            for (std::size_t p = 0; p < kc; ++p, s += g.lda, d += MR) {
-                std::size_t i = 0;
-                for (; i < mr; ++i) d[i] = s[i];
-                for (; i < MR; ++i) d[i] = T(0);
-            }
-        } else {
-            const T* s = g.a + i0 * g.lda + p0;
-            for (std::size_t i = 0; i < MR; ++i) {
-                if (i < mr) {
-                    const T* si = s + i * g.lda;
-                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = si[p];
-                } else {
-                    for (std::size_t p = 0; p < kc; ++p) d[p * MR + i] = T(0);
-                }
-            }
+        const std::size_t full = mc / MR * MR;
+        for (std::size_t p = 0; p < kc; ++p) {
+            const T* s = g.a + (p0 + p) * g.lda + i0;
+            for (std::size_t i = 0; i < full; i += MR)
+#pragma GCC unroll 16
+                for (std::size_t r = 0; r < MR; ++r) d[i * kc + p * MR + r] = s[i + r];
+            if (full < mc)
+                for (std::size_t r = 0; r < MR; ++r) d[full * kc + p * MR + r] = full + r < mc ? s[full + r] : T(0);
         }
     }
 
@@ -2678,7 +2935,7 @@ template <class T> struct gemm_kernel {
         return !g.tb && g.k <= 256 && g.n <= 512 && g.k * g.n * sizeof(T) <= 128 * 1024;
     }
 
-    /// One MC x nc block of C for one K block: A read in place where it can be, edge panels packed.
+    /// One MC x nc block of C for one K block: A read in place by rows, or (transposed A) packed.
     /// B in place (direct) or packed is a run-time flag, not a template one: the tiles of both are
     /// then inlined once per instruction set, not twice (a sixth less GEMM code to compile).
     template <class V>
@@ -2687,6 +2944,7 @@ template <class T> struct gemm_kernel {
                                           const T* bsrc, std::size_t ldb, T* apanel) {
         using B = gemm_blocking<V>;
         constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
+        if (g.ta) pack_a_block<MR>(g, ic, mc, pc, kc, apanel);
         for (std::size_t jr = 0; jr < nc; jr += NR) {
             const std::size_t nr = std::min(NR, nc - jr);
             const T* bp = direct ? bsrc + jr : bsrc + jr * kc;
@@ -2702,18 +2960,12 @@ template <class T> struct gemm_kernel {
                         micro<V, MR, NV, amode::rows, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
                         micro<V, MR, NV, amode::rows, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
-                } else if (mr == MR) {
-                    const T* ap = g.a + pc * g.lda + i;
-                    if (direct && nr < NR)
-                        micro<V, MR, NV, amode::cols, true>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
-                    else
-                        micro<V, MR, NV, amode::cols, false>(kc, ap, g.lda, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 } else {
-                    pack_a_panel<MR>(g, i, mr, pc, kc, apanel);
+                    const T* ap = apanel + ir * kc;  // packed once per block by pack_a_block
                     if (direct && nr < NR)
-                        micro<V, MR, NV, amode::packed, true>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                        micro<V, MR, NV, amode::packed, true>(kc, ap, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                     else
-                        micro<V, MR, NV, amode::packed, false>(kc, apanel, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
+                        micro<V, MR, NV, amode::packed, false>(kc, ap, MR, bp, ldb, mr, nr, g.alpha, beta, cp, g.ldc);
                 }
             }
         }
@@ -2729,7 +2981,7 @@ template <class T> struct gemm_kernel {
         if (!work && (g.ta || !direct))
             work = static_cast<T*>(gemm_buffer().get(gemm_work_elems<V>(g.m, g.n, g.k) * sizeof(T)));
         T* const apanel = work;
-        T* const bbuf = work ? work + round_up(B::MR * kcb, 64) : nullptr;
+        T* const bbuf = work ? work + round_up(B::MC * kcb, 64) : nullptr;
         for (std::size_t jc = 0; jc < g.n; jc += B::NC) {
             const std::size_t nc = std::min(B::NC, g.n - jc);
             for (std::size_t pc = 0; pc < g.k; pc += kcb) {
@@ -2962,24 +3214,29 @@ TAPIR_NOINLINE inline void gemm_check(bool ta, bool tb, std::size_t m, std::size
         TAPIR_THROW(value_error("gemm: null matrix pointer for a non-empty " + s(m) + "x" + s(n) + "x" + s(k) + " product"));
 }
 
-/// Products below this many multiply-adds stay on the calling thread (threads are started per call,
-/// ~20-50 us; 2^24 multiply-adds take ~150 us on one AVX-512 core). Tests lower it.
+/// Products below this many multiply-adds stay on the calling thread (waking the pool's parked
+/// workers costs a few microseconds; 2^24 multiply-adds take ~150 us on one AVX-512 core). Tests lower it.
 inline std::atomic<std::size_t>& gemm_parallel_min() noexcept {
     static std::atomic<std::size_t> v{std::size_t(1) << 24};
     return v;
 }
 
+/// At most this many stripes per product (and so threads): the stripes live on the stack.
+constexpr std::size_t gemm_max_parts = 64;
+
 /// The threaded driver (out of line, so the serial call keeps a small frame): splits the longer of
-/// M and N into stripes of C, which are independent. False when the product is too narrow to split.
+/// M and N into stripes of C, which are independent, one per thread of the pool (thread_pool.hpp).
+/// False when the product is too narrow to split.
 template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<T>& g, unsigned nt) {
     using K = gemm_kernel<T>;
     const bool split_m = g.m >= g.n;
     const std::size_t len = split_m ? g.m : g.n, quantum = 64;
-    const std::size_t max_parts = (len + quantum - 1) / quantum;
+    const std::size_t max_parts = std::min((len + quantum - 1) / quantum, gemm_max_parts);
     nt = static_cast<unsigned>(std::min<std::size_t>(nt, max_parts));
     if (nt < 2) return false;
     const std::size_t step = round_up((len + nt - 1) / nt, quantum);
-    std::vector<gemm_args<T>> parts;
+    gemm_args<T> parts[gemm_max_parts];
+    std::size_t np = 0;
     for (std::size_t s0 = 0; s0 < len; s0 += step) {
         gemm_args<T> p = g;
         const std::size_t l = std::min(step, len - s0);
@@ -2992,32 +3249,15 @@ template <class T> TAPIR_NOINLINE bool gemm_parallel(isa which, const gemm_args<
             p.b = g.tb ? g.b + s0 * g.ldb : g.b + s0;
             p.c = g.c + s0;
         }
-        parts.push_back(p);
+        parts[np++] = p;
     }
-    if (parts.size() < 2) return false;
+    if (np < 2) return false;
     const std::size_t per = dispatch_to<typename K::work_size>(which, split_m ? step : g.m, split_m ? g.n : step, g.k);
     const std::size_t stride = round_up(per, 64);
-    T* work = static_cast<T*>(gemm_buffer().get(stride * parts.size() * sizeof(T)));
+    T* work = static_cast<T*>(gemm_buffer().get(stride * np * sizeof(T)));
     /// Const, as gemm() passes it: a gemm_args<T>* would instantiate every kernel entry a second time.
-    const gemm_args<T>* const part = parts.data();
-    std::vector<std::thread> pool;
-    pool.reserve(parts.size() - 1);
-    std::size_t started = 1;
-#if TAPIR_HAS_EXCEPTIONS
-    try {
-#endif
-        for (; started < parts.size(); ++started) {
-            const std::size_t t = started;
-            pool.emplace_back([&, t] { dispatch_to<K>(which, part + t, work + t * stride); });
-        }
-#if TAPIR_HAS_EXCEPTIONS
-    } catch (...) {
-        // No more threads available: the calling thread does the remaining stripes.
-    }
-#endif
-    dispatch_to<K>(which, part, work);
-    for (std::size_t t = started; t < parts.size(); ++t) dispatch_to<K>(which, part + t, work + t * stride);
-    for (auto& th : pool) th.join();
+    const gemm_args<T>* const part = parts;
+    parallel_run(np, [&](std::size_t t) { dispatch_to<K>(which, part + t, work + t * stride); });
     return true;
 }
 
@@ -5245,6 +5485,7 @@ void check_seeds(const char* who, const Var<T>* outputs, std::size_t n, const Va
 template <class T>
 void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, std::size_t n_outputs, const Var<T>* seeds,
                bool into_params) {
+    const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
     EagerContext<T> ctx{t, grads};
     for (std::size_t k = 0; k < n_outputs; ++k) {
@@ -5320,6 +5561,7 @@ void grad_into(const Var<T>* outputs, std::size_t n_out, const Var<T>* inputs, s
         }
         return;
     }
+    const simd::FlushDenormals flush;
     struct EnableGrad {
         Tape<T>& tape;
         bool was;
@@ -5384,88 +5626,31 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
 }
 } // namespace tapir
 // ---- end tapir/autodiff/backward.hpp ----
-// ---- begin tapir/autodiff/functional.hpp ----
-/// Derivatives built on grad(): vector-Jacobian products (grad with grad_outputs), Jacobians,
-/// Hessians and Hessian-vector products, as PyTorch's torch.autograd.grad and
-/// torch.autograd.functional offer them, on the tape's values.
-
-#include <cstddef>
-#include <vector>
-
-
-namespace tapir {
-
-/// Gradients of sum_k <outputs[k], grad_outputs[k]> with respect to inputs (a vector-Jacobian
-/// product): outputs may have any shape, grad_outputs[k] has the shape of outputs[k].
-template <class T>
-std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, const std::vector<Var<T>>& grad_outputs,
-                         bool create_graph = false, bool allow_unused = false) {
-    if (grad_outputs.size() != outputs.size())
-        throw value_error("grad: " + std::to_string(grad_outputs.size()) + " grad_outputs for " + std::to_string(outputs.size()) + " outputs");
-    std::vector<Var<T>> result(inputs.size());
-    detail::grad_into<T>(outputs.data(), outputs.size(), inputs.data(), inputs.size(), grad_outputs.data(), create_graph, allow_unused,
-                         result.data());
-    return result;
-}
-/// One output with its gradient, one input: the vector-Jacobian product <grad_output, d output / d input>.
-template <class T>
-Var<T> grad(const Var<T>& output, const Var<T>& input, const Var<T>& grad_output, bool create_graph = false, bool allow_unused = false) {
-    Var<T> result;
-    detail::grad_into<T>(&output, 1, &input, 1, &grad_output, create_graph, allow_unused, &result);
-    return result;
-}
-
-/// d output / d input as an (output.size(), input.size()) matrix of flat indices, one backward
-/// pass per output element. Elements the output does not depend on are zero.
-template <class T>
-Tensor<T> jacobian(const Var<T>& output, const Var<T>& input) {
-    Tape<T>& t = output.tape();
-    const std::size_t m = output.size(), n = input.size();
-    Tensor<T> jac(Shape{m, n});
-    Tensor<T> seed(output.shape());
-    for (std::size_t i = 0; i < m; ++i) {
-        seed.fill(T(0));
-        seed[i] = T(1);
-        const Var<T> row = grad(output, input, t.constant(seed), false, /*allow_unused=*/true);
-        for (std::size_t j = 0; j < n; ++j) jac(i, j) = row[j];
-    }
-    return jac;
-}
-
-/// The Hessian of a single-valued output with respect to input, as an (input.size(),
-/// input.size()) matrix: the Jacobian of the recorded gradient.
-template <class T>
-Tensor<T> hessian(const Var<T>& output, const Var<T>& input) {
-    return jacobian(grad(output, input, /*create_graph=*/true, /*allow_unused=*/true), input);
-}
-
-/// The Hessian of a single-valued output times v (v has input's shape), without forming the
-/// Hessian: the gradient of <grad(output), v>, two backward passes. With create_graph the result
-/// can be differentiated again.
-template <class T>
-Var<T> hvp(const Var<T>& output, const Var<T>& input, const Var<T>& v, bool create_graph = false) {
-    const Var<T> g = grad(output, input, /*create_graph=*/true, /*allow_unused=*/true);
-    return grad(g, input, v, create_graph, /*allow_unused=*/true);
-}
-
-} // namespace tapir
-// ---- end tapir/autodiff/functional.hpp ----
-// ---- begin tapir/autodiff/gradcheck.hpp ----
-/// Finite-difference checks of first and second derivatives, in double precision, for users'
-/// own losses as much as for tapir's ops.
+// ---- begin tapir/autodiff/conv.hpp ----
+/// Convolution, transposed convolution, pooling and upsampling on the tape, channels-first as in
+/// PyTorch: inputs (N, C, L) or (N, C, H, W), weights (Cout, Cin/groups, k...) (transposed: (Cin,
+/// Cout/groups, k...)). A 1-D op is its 2-D op on a height of one (zero-copy reshapes).
 ///
-/// The function's output y is projected onto a fixed random tensor r (L = sum(y * r)) so that
-/// every output component is checked. The error of one element is
-/// |analytic - numeric| / max(1, |analytic|, |numeric|): relative for large derivatives,
-/// absolute for small ones, where a relative error means nothing.
+/// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
+/// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
+/// correlation). Each op's backward rule is written with the other two, so first-order backward,
+/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
+/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
+/// on each chunk (Chellapilla et al. 2006,
+/// "High performance convolutional neural networks for document processing"); the geometry of the
+/// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
+/// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
+/// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
+/// transposed convolution follow Dumoulin and Visin, arXiv:1603.07285; global average pooling is
+/// from Lin et al., arXiv:1312.4400.
+///
+///     Var<float> y = conv2d(x, w, b, {1, 1}, Pad2d{1, 2, 1, 2});  // 'same' for a 4x4 kernel
+///     Var<float> p = max_pool2d(relu(y), 2);
 
-#include <cmath>
 #include <cstddef>
-#include <functional>
-#include <sstream>
+#include <cstdint>
+#include <limits>
 #include <string>
-#include <type_traits>
-#include <vector>
 
 // ---- begin tapir/autodiff/ops.hpp ----
 /// Differentiable operations. Each op is written in one place: its backward rule, its descriptor
@@ -6414,6 +6599,1154 @@ template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(S c, cons
 
 namespace tapir {
 
+/// A pair of sizes (height, width); one number means both.
+struct Size2 {
+    std::size_t h = 1, w = 1;
+    Size2(std::size_t both = 1) : h(both), w(both) {}  // NOLINT: implicit, as PyTorch's int-or-tuple
+    Size2(std::size_t h_, std::size_t w_) : h(h_), w(w_) {}
+};
+
+/// Zero padding of a 2-D input: top, bottom, left, right. One number pads all four sides, two
+/// numbers (h, w) pad top and bottom by h and left and right by w (PyTorch's padding); four allow
+/// the asymmetric padding of 'same' with an even kernel (Keras and PyTorch put the extra row and
+/// column at the bottom and right).
+struct Pad2d {
+    std::size_t top = 0, bottom = 0, left = 0, right = 0;
+    Pad2d(std::size_t all = 0) : top(all), bottom(all), left(all), right(all) {}  // NOLINT: implicit
+    Pad2d(std::size_t h, std::size_t w) : top(h), bottom(h), left(w), right(w) {}
+    Pad2d(std::size_t t, std::size_t b, std::size_t l, std::size_t r) : top(t), bottom(b), left(l), right(r) {}
+    /// 'same' padding for stride 1 (output size = input size): total dilation (k - 1), the extra at the end.
+    static Pad2d same(Size2 kernel, Size2 dilation = 1) {
+        const std::size_t th = dilation.h * (kernel.h - 1), tw = dilation.w * (kernel.w - 1);
+        return Pad2d(th / 2, th - th / 2, tw / 2, tw - tw / 2);
+    }
+};
+
+namespace detail {
+
+/// Layout of the geometry array shared by the three convolution ops and the pooling ops.
+enum ConvAttr : std::size_t { ca_kh, ca_kw, ca_sh, ca_sw, ca_pt, ca_pb, ca_pl, ca_pr, ca_dh, ca_dw, ca_groups, ca_h, ca_w, ca_count };
+
+/// The sizes of one convolution: x-space (n, c, h, w), y-space (n, o, oh, ow), kernel and steps.
+struct ConvGeom {
+    std::size_t n = 0, c = 0, h = 0, w = 0, o = 0, oh = 0, ow = 0;
+    std::size_t kh = 1, kw = 1, sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1, groups = 1;
+    std::size_t cg() const noexcept { return c / groups; }
+    std::size_t og() const noexcept { return o / groups; }
+    std::size_t k() const noexcept { return cg() * kh * kw; }  ///< rows of the unfolded input
+    std::size_t ohw() const noexcept { return oh * ow; }
+    std::size_t hw() const noexcept { return h * w; }
+    /// 1x1, stride 1, unpadded: the input is its own unfolding.
+    bool pointwise() const noexcept { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w; }
+};
+
+inline std::size_t attr(const std::int64_t* a, ConvAttr k) noexcept { return static_cast<std::size_t>(a[k]); }
+
+/// Output length of a window sweep, or 0 when the dilated window is larger than the padded input.
+inline std::size_t sweep_len(std::size_t in, std::size_t pad, std::size_t k, std::size_t d, std::size_t s) noexcept {
+    const std::size_t span = d * (k - 1) + 1;
+    return in + pad < span ? 0 : (in + pad - span) / s + 1;
+}
+
+inline ConvGeom geom_of(const std::int64_t* a, std::size_t n, std::size_t c, std::size_t o) noexcept {
+    ConvGeom g;
+    g.n = n, g.c = c, g.o = o;
+    g.h = attr(a, ca_h), g.w = attr(a, ca_w);
+    g.kh = attr(a, ca_kh), g.kw = attr(a, ca_kw), g.sh = attr(a, ca_sh), g.sw = attr(a, ca_sw);
+    g.pt = attr(a, ca_pt), g.pl = attr(a, ca_pl), g.dh = attr(a, ca_dh), g.dw = attr(a, ca_dw);
+    g.groups = attr(a, ca_groups);
+    g.oh = sweep_len(g.h, g.pt + attr(a, ca_pb), g.kh, g.dh, g.sh);
+    g.ow = sweep_len(g.w, g.pl + attr(a, ca_pr), g.kw, g.dw, g.sw);
+    return g;
+}
+
+/// The geometry array in the tape's arena (it lives as long as the nodes that point to it).
+template <class T>
+const std::int64_t* conv_attrs(Tape<T>& t, Size2 k, Size2 s, const Pad2d& p, Size2 d, std::size_t groups, std::size_t h, std::size_t w) {
+    auto* a = static_cast<std::int64_t*>(t.arena().allocate(ca_count * sizeof(std::int64_t)));
+    const std::size_t v[ca_count] = {k.h, k.w, s.h, s.w, p.top, p.bottom, p.left, p.right, d.h, d.w, groups, h, w};
+    for (std::size_t i = 0; i < ca_count; ++i) a[i] = static_cast<std::int64_t>(v[i]);
+    return a;
+}
+
+/// First output position whose tap (offset off into the padded axis) lands at or after pad, and
+/// one past the last that lands before pad + len: the taps in [lo, hi) read real input.
+inline void tap_range(std::size_t off, std::size_t pad, std::size_t len, std::size_t s, std::size_t out, std::size_t& lo,
+                      std::size_t& hi) noexcept {
+    lo = off >= pad ? 0 : (pad - off + s - 1) / s;
+    hi = off >= pad + len ? 0 : (pad + len - off + s - 1) / s;
+    if (hi > out) hi = out;
+    if (lo > hi) lo = hi;
+}
+
+/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
+/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
+/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
+template <class T>
+void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
+    for (std::size_t c = 0; c < g.cg(); ++c)
+        for (std::size_t i = 0; i < g.kh; ++i) {
+            std::size_t ylo, yhi;
+            tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
+            for (std::size_t j = 0; j < g.kw; ++j) {
+                T* dst = col + ((c * g.kh + i) * g.kw + j) * m;
+                std::size_t xlo, xhi;
+                tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
+                for (std::size_t oy = y0; oy <= y1; ++oy) {
+                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
+                    T* d = dst + (oy * g.ow + a - j0);  // d[ox - a] is position oy * ow + ox
+                    if (oy < ylo || oy >= yhi) {
+                        for (std::size_t ox = a; ox < b; ++ox) d[ox - a] = T(0);
+                        continue;
+                    }
+                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
+                    const T* src = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
+                    for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
+                    if (g.sw == 1)
+                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
+                    else
+                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
+                    for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
+                }
+            }
+        }
+}
+
+/// The adjoint of im2col: adds col (cg kh kw, j1 - j0) back into one sample's group (cg, h, w).
+template <class T>
+void col2im(const T* TAPIR_RESTRICT col, T* TAPIR_RESTRICT x, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
+    for (std::size_t c = 0; c < g.cg(); ++c)
+        for (std::size_t i = 0; i < g.kh; ++i) {
+            std::size_t ylo, yhi;
+            tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
+            for (std::size_t j = 0; j < g.kw; ++j) {
+                const T* s = col + ((c * g.kh + i) * g.kw + j) * m;
+                std::size_t xlo, xhi;
+                tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
+                for (std::size_t oy = y0 < ylo ? ylo : y0; oy <= y1 && oy < yhi; ++oy) {
+                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
+                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
+                    const T* d = s + (oy * g.ow + a - j0);
+                    T* dst = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
+                    if (g.sw == 1)
+                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
+                    else
+                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
+                }
+            }
+        }
+}
+
+/// Adds bias[ch] to every element of channel ch of an (n, ch, spatial) value.
+template <class T>
+void add_channel_bias(T* y, const T* bias, std::size_t n, std::size_t ch, std::size_t spatial) noexcept {
+    for (std::size_t b = 0; b < n; ++b)
+        for (std::size_t k = 0; k < ch; ++k) {
+            T* row = y + (b * ch + k) * spatial;
+            const T v = bias[k];
+            for (std::size_t i = 0; i < spatial; ++i) row[i] += v;
+        }
+}
+
+template <class T>
+T* scratch(Tape<T>& t, std::size_t n) { return t.arena().template allocate_array<T>(n); }
+
+/// Output positions per unfolded chunk: the whole map when it fits, else a multiple of 32 columns
+/// (whole register tiles) such that the chunk (k rows) stays within 128 KiB, where simd::gemm reads
+/// its B operand in place instead of packing it.
+template <class T>
+std::size_t chunk_cols(std::size_t k, std::size_t ohw) noexcept {
+    std::size_t c = (128 * 1024 / sizeof(T)) / (k ? k : 1);
+    c = c > 512 ? 512 : c;
+    c = c < 32 ? 32 : c / 32 * 32;
+    return ohw <= c ? ohw : c;
+}
+
+/// y = conv(x, w) (+ bias): x (n, c, h, w), w (o, c/groups, kh, kw).
+template <class T>
+Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, Activation act = Activation::none,
+              T alpha = T(0)) {
+    const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], w.shape[0]);
+    Ref<T> y = t.alloc(Shape{g.n, g.o, g.oh, g.ow});
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            const T* xs = x.data + (n * g.c + q * cg) * g.hw();
+            T* ys = y.data + (n * g.o + q * og) * ohw;
+            if (!col) {
+                simd::gemm<T>(false, false, og, ohw, K, T(1), w.data + q * og * K, K, xs, ohw, T(0), ys, ohw);
+                continue;
+            }
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                im2col(xs, col, g, j0, j0 + m);
+                simd::gemm<T>(false, false, og, m, K, T(1), w.data + q * og * K, K, col, m, T(0), ys + j0, ohw);
+            }
+        }
+    if (b) add_channel_bias(y.data, b->data, g.n, g.o, ohw);
+    if (act != Activation::none) simd::activate_on(simd::active_isa(), act, y.data, y.data, y.size(), alpha);
+    return y;
+}
+
+/// x-space = conv_dx(y, w) (+ bias over the x channels): the adjoint of conv in x, i.e. the
+/// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w). The
+/// weight is transposed once, so every GEMM reads both operands in place.
+template <class T>
+Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
+    const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
+    Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    T* wt = scratch(t, g.o * K);  // per group (K, og): the group's weight transposed
+    for (std::size_t q = 0; q < g.groups; ++q)
+        for (std::size_t oc = 0; oc < og; ++oc)
+            for (std::size_t r = 0; r < K; ++r) wt[q * og * K + r * og + oc] = w.data[(q * og + oc) * K + r];
+    const bool pw = g.pointwise();
+    if (!pw)
+        for (std::size_t i = 0; i < x.size(); ++i) x.data[i] = T(0);
+    T* col = pw ? nullptr : scratch(t, K * nc);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            const T* ys = y.data + (n * g.o + q * og) * ohw;
+            T* xs = x.data + (n * g.c + q * cg) * g.hw();
+            if (pw) {
+                simd::gemm<T>(false, false, K, ohw, og, T(1), wt + q * og * K, og, ys, ohw, T(0), xs, ohw);
+                continue;
+            }
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                simd::gemm<T>(false, false, K, m, og, T(1), wt + q * og * K, og, ys + j0, ohw, T(0), col, m);
+                col2im(col, xs, g, j0, j0 + m);
+            }
+        }
+    if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+    return x;
+}
+
+/// w-space = conv_dw(x, y): the adjoint of conv in w, sum over samples of y unfold(x)^T;
+/// x (n, c, h, w), y (n, o, oh, ow), result (o, c/groups, kh, kw). With few taps (K at most 32,
+/// narrower than a register tile as the GEMM's width) it is computed transposed, unfold(x) y^T, so
+/// the GEMM reads the unfolded chunk in place (about twice as fast for a one-channel input); else
+/// as y unfold(x)^T, whose GEMM packs the chunk transposed (faster for K = 128).
+template <class T>
+Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_t* a) {
+    const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], y.shape[1]);
+    Ref<T> dw = t.alloc(Shape{g.o, g.cg(), g.kh, g.kw});
+    const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    const bool pw = g.pointwise();
+    T* col = pw ? nullptr : scratch(t, K * nc);
+    if (K > 32) {
+        if (g.n == 0 || ohw == 0)
+            for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
+        for (std::size_t n = 0; n < g.n; ++n)
+            for (std::size_t q = 0; q < g.groups; ++q) {
+                const T* xs = x.data + (n * g.c + q * cg) * g.hw();
+                const T* ys = y.data + (n * g.o + q * og) * ohw;
+                for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                    const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                    if (!pw) im2col(xs, col, g, j0, j0 + m);
+                    simd::gemm<T>(false, true, og, K, m, T(1), ys + j0, ohw, pw ? xs + j0 : col, pw ? ohw : m, n || j0 ? T(1) : T(0),
+                                  dw.data + q * og * K, K);
+                }
+            }
+        return dw;
+    }
+    T* dwt = scratch(t, g.groups * K * og);  // per group (K, og)
+    for (std::size_t i = 0; i < dw.size(); ++i) dwt[i] = T(0);
+    T* yt = scratch(t, nc * og);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            const T* xs = x.data + (n * g.c + q * cg) * g.hw();
+            const T* ys = y.data + (n * g.o + q * og) * ohw;
+            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
+                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
+                if (!pw) im2col(xs, col, g, j0, j0 + m);
+                for (std::size_t oc = 0; oc < og; ++oc)
+                    for (std::size_t r = 0; r < m; ++r) yt[r * og + oc] = ys[oc * ohw + j0 + r];
+                simd::gemm<T>(false, false, K, og, m, T(1), pw ? xs + j0 : col, pw ? ohw : m, yt, og, T(1), dwt + q * K * og, og);
+            }
+        }
+    for (std::size_t q = 0; q < g.groups; ++q)
+        for (std::size_t oc = 0; oc < og; ++oc)
+            for (std::size_t r = 0; r < K; ++r) dw.data[(q * og + oc) * K + r] = dwt[(q * K + r) * og + oc];
+    return dw;
+}
+
+/// Per-channel sums of an (n, ch, ...) value: the gradient of a channel bias.
+template <class T>
+Ref<T> k_channel_sum(Tape<T>& t, const Ref<T>& g) {
+    const std::size_t n = g.shape[0], ch = g.shape[1], nc = n * ch, sp = nc != 0 ? g.size() / nc : 0;
+    Ref<T> out = t.alloc(Shape{ch});
+    for (std::size_t k = 0; k < ch; ++k) out.data[k] = T(0);
+    for (std::size_t b = 0; b < n; ++b)
+        for (std::size_t k = 0; k < ch; ++k) out.data[k] += simd::sum(g.data + (b * ch + k) * sp, sp);
+    return out;
+}
+
+} // namespace detail
+
+// ---- the three convolution ops ---------------------------------------------------------------
+
+template <class T, template <class> class V>
+detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs, Activation act = Activation::none,
+                            T alpha = T(0));
+template <class T, template <class> class V>
+detail::val<V, T> conv_dx_core(const V<T>& y, const V<T>& w, const V<T>* b, const std::int64_t* attrs);
+template <class T, template <class> class V>
+detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t* attrs);
+template <class T, template <class> class V>
+detail::val<V, T> channel_sum(const V<T>& g);
+
+/// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums; a fused activation
+/// first turns g into g act'(z) from the output (act_grad, as the dense op does).
+template <class O, class T, class V>
+void backward_conv(O& o, const Node<T>& n, const V& g0) {
+    const V g = n.act ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
+    if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
+    if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
+    if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
+}
+TAPIR_OP(conv, "conv2d", backward_conv);
+
+/// conv_dx(y, w) is linear in each: d/dy = conv(h, w), d/dw = conv_dw(h, y).
+template <class O, class T, class V>
+void backward_conv_dx(O& o, const Node<T>& n, const V& h) {
+    if (o.needs(n, 0)) o.acc(n, 0, conv_core(h, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
+    if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(h, o.in(n, 0), n.index));
+    if (o.needs(n, 2)) o.acc(n, 2, channel_sum(h));
+}
+TAPIR_OP(conv_dx, "conv_transpose2d", backward_conv_dx);
+
+/// conv_dw(x, y): d/dx = conv_dx(y, h), d/dy = conv(x, h).
+template <class O, class T, class V>
+void backward_conv_dw(O& o, const Node<T>& n, const V& h) {
+    if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(o.in(n, 1), h, static_cast<const V*>(nullptr), n.index));
+    if (o.needs(n, 1)) o.acc(n, 1, conv_core(o.in(n, 0), h, static_cast<const V*>(nullptr), n.index));
+}
+TAPIR_OP(conv_dw, "conv2d_weight_grad", backward_conv_dw);
+
+template <class O, class T, class V>
+void backward_channel_sum(O& o, const Node<T>& n, const V& h) {
+    const Shape in = o.shape(n, 0);
+    Shape keep{1, in[1]};
+    for (std::size_t i = 2; i < in.rank(); ++i) keep.push_back(1);
+    o.acc(n, 0, broadcast_to(reshape(h, keep), in));
+}
+TAPIR_OP(channel_sum, "channel_sum", backward_channel_sum);
+
+namespace detail {
+inline auto set_index(const std::int64_t* p) {
+    return [p](auto& n) { n.index = p; };
+}
+} // namespace detail
+
+/// The convolution on a geometry array (no checks beyond the kernels'): what the rules call.
+template <class T, template <class> class V>
+detail::val<V, T> conv_core(const V<T>& x, const V<T>& w, const V<T>* b, const std::int64_t* attrs, Activation act, T alpha) {
+    Tape<T>& t = detail::same_tape(x, w, "conv2d");
+    const Ref<T> out = b ? detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), &detail::ref(t, *b), attrs, act, alpha)
+                         : detail::k_conv(t, detail::ref(t, x), detail::ref(t, w), static_cast<const Ref<T>*>(nullptr), attrs, act, alpha);
+    const auto set = [attrs, act, alpha](auto& n) {
+        n.index = attrs;
+        n.act = static_cast<std::uint8_t>(act);
+        n.a0 = alpha;
+    };
+    return b ? detail::emit(t, op_conv<T>, out, set, x, w, *b) : detail::emit(t, op_conv<T>, out, set, x, w);
+}
+template <class T, template <class> class V>
+detail::val<V, T> conv_dx_core(const V<T>& y, const V<T>& w, const V<T>* b, const std::int64_t* attrs) {
+    Tape<T>& t = detail::same_tape(y, w, "conv_transpose2d");
+    const Ref<T> out = b ? detail::k_conv_dx(t, detail::ref(t, y), detail::ref(t, w), &detail::ref(t, *b), attrs)
+                         : detail::k_conv_dx(t, detail::ref(t, y), detail::ref(t, w), static_cast<const Ref<T>*>(nullptr), attrs);
+    return b ? detail::emit(t, op_conv_dx<T>, out, detail::set_index(attrs), y, w, *b)
+             : detail::emit(t, op_conv_dx<T>, out, detail::set_index(attrs), y, w);
+}
+template <class T, template <class> class V>
+detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t* attrs) {
+    Tape<T>& t = detail::same_tape(x, y, "conv2d_weight_grad");
+    return detail::emit(t, op_conv_dw<T>, detail::k_conv_dw(t, detail::ref(t, x), detail::ref(t, y), attrs), detail::set_index(attrs), x, y);
+}
+/// Sums of an (n, ch, ...) value per channel, shape (ch,).
+template <class T, template <class> class V>
+detail::val<V, T> channel_sum(const V<T>& g) {
+    Tape<T>& t = detail::tape_of(g);
+    if (g.shape().rank() < 2) throw shape_error("channel_sum: expects (batch, channels, ...), got shape " + g.shape().str());
+    return detail::emit(t, op_channel_sum<T>, detail::k_channel_sum(t, detail::ref(g)), detail::no_attrs{}, g);
+}
+
+namespace detail {
+inline std::string conv_where(const char* op, const Shape& x, const Shape& w) { return std::string(op) + ": input " + x.str() + " vs weight " + w.str(); }
+
+/// Checks of a 2-D convolution's operands, naming both shapes.
+inline void check_conv(const char* op, const Shape& x, const Shape& w, const Shape* b, std::size_t groups, Size2 stride, Size2 dil,
+                       bool transposed) {
+    if (x.rank() != 4 || w.rank() != 4) throw shape_error(conv_where(op, x, w) + ": expected a 4-D input (N, C, H, W) and a 4-D weight");
+    if (groups == 0) throw value_error(conv_where(op, x, w) + ": groups must be positive");
+    if (stride.h == 0 || stride.w == 0 || dil.h == 0 || dil.w == 0)
+        throw value_error(conv_where(op, x, w) + ": stride and dilation must be positive");
+    if (w.numel() == 0) throw shape_error(conv_where(op, x, w) + ": empty weight");
+    const std::size_t in_ch = transposed ? w[0] : w[1] * groups;
+    const std::size_t out_ch = transposed ? w[1] * groups : w[0];
+    if (x[1] != in_ch)
+        throw shape_error(conv_where(op, x, w) + ": the input has " + std::to_string(x[1]) + " channels, the weight expects " +
+                          std::to_string(in_ch) + (transposed ? "" : " (" + std::to_string(w[1]) + " per group x " + std::to_string(groups) + " groups)"));
+    if (w[0] % groups != 0)
+        throw shape_error(conv_where(op, x, w) + ": " + std::to_string(w[0]) + " channels are not divisible by " + std::to_string(groups) + " groups");
+    if (b && (b->rank() != 1 || (*b)[0] != out_ch))
+        throw shape_error(std::string(op) + ": bias " + b->str() + " vs weight " + w.str() + ": expected a bias of shape (" + std::to_string(out_ch) + ",)");
+}
+} // namespace detail
+
+/// 2-D convolution (cross-correlation, as PyTorch's conv2d): x (N, C, H, W), w (O, C/groups, kh, kw),
+/// optional bias (O,); output (N, O, OH, OW) with OH = (H + pad_top + pad_bottom - dilation (kh - 1) - 1) / stride + 1.
+/// act applies an activation inside the same node (Sequential fuses Conv2d + ReLU so), alpha its slope or scale.
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>* b, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
+    const Shape xs = x.shape(), ws = w.shape();
+    const Shape bs = b ? b->shape() : Shape{};
+    detail::check_conv("conv2d", xs, ws, b ? &bs : nullptr, groups, stride, dilation, false);
+    Tape<T>& t = detail::same_tape(x, w, "conv2d");
+    if (b) detail::same_tape(x, *b, "conv2d");
+    const std::int64_t* a = detail::conv_attrs(t, Size2(ws[2], ws[3]), stride, padding, dilation, groups, xs[2], xs[3]);
+    const detail::ConvGeom g = detail::geom_of(a, xs[0], xs[1], ws[0]);
+    if (g.oh == 0 || g.ow == 0)
+        throw shape_error(detail::conv_where("conv2d", xs, ws) + ": the kernel (dilated to " + std::to_string(dilation.h * (ws[2] - 1) + 1) + " x " +
+                          std::to_string(dilation.w * (ws[3] - 1) + 1) + ") is larger than the padded input (" +
+                          std::to_string(xs[2] + padding.top + padding.bottom) + " x " + std::to_string(xs[3] + padding.left + padding.right) + ")");
+    return conv_core(x, w, b, a, act, alpha);
+}
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
+    return conv2d(x, w, &b, stride, padding, dilation, groups, act, alpha);
+}
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& w, std::nullptr_t, Size2 stride = 1, Pad2d padding = 0, Size2 dilation = 1,
+              std::size_t groups = 1, Activation act = Activation::none, T alpha = T(0)) {
+    return conv2d(x, w, static_cast<const Var<T>*>(nullptr), stride, padding, dilation, groups, act, alpha);
+}
+
+/// 1-D convolution: x (N, C, L), w (O, C/groups, k), optional bias (O,); output (N, O, OL).
+/// padding_left/right as PyTorch's padding when equal.
+template <class T>
+Var<T> conv1d(const Var<T>& x, const Var<T>& w, const Var<T>* b, std::size_t stride = 1, std::size_t padding = 0,
+              std::size_t dilation = 1, std::size_t groups = 1, std::size_t padding_right = std::size_t(-1)) {
+    const Shape xs = x.shape(), ws = w.shape();
+    if (xs.rank() != 3 || ws.rank() != 3)
+        throw shape_error(detail::conv_where("conv1d", xs, ws) + ": expected a 3-D input (N, C, L) and a 3-D weight (O, C/groups, k)");
+    const std::size_t pr = padding_right == std::size_t(-1) ? padding : padding_right;
+    const std::size_t span = dilation * (ws[2] - 1) + 1;
+    if (ws[2] > 0 && dilation > 0 && xs[2] + padding + pr < span)
+        throw shape_error(detail::conv_where("conv1d", xs, ws) + ": the kernel (dilated to " + std::to_string(span) +
+                          ") is larger than the padded input (" + std::to_string(xs[2] + padding + pr) + ")");
+    try {
+        const Var<T> y = conv2d(reshape(x, Shape{xs[0], xs[1], 1, xs[2]}), reshape(w, Shape{ws[0], ws[1], 1, ws[2]}), b, Size2(1, stride),
+                                Pad2d(0, 0, padding, pr), Size2(1, dilation), groups);
+        const Shape ys = y.shape();
+        return reshape(y, Shape{ys[0], ys[1], ys[3]});
+    } catch (const shape_error& e) {
+        std::string m = e.what();
+        const std::string from = detail::conv_where("conv2d", Shape{xs[0], xs[1], 1, xs[2]}, Shape{ws[0], ws[1], 1, ws[2]});
+        if (m.rfind(from, 0) == 0) m = detail::conv_where("conv1d", xs, ws) + m.substr(from.size());
+        else if (m.rfind("conv2d", 0) == 0) m = "conv1d" + m.substr(6);
+        throw shape_error(m);
+    }
+}
+template <class T>
+Var<T> conv1d(const Var<T>& x, const Var<T>& w, const Var<T>& b, std::size_t stride = 1, std::size_t padding = 0,
+              std::size_t dilation = 1, std::size_t groups = 1) {
+    return conv1d(x, w, &b, stride, padding, dilation, groups);
+}
+template <class T>
+Var<T> conv1d(const Var<T>& x, const Var<T>& w, std::nullptr_t, std::size_t stride = 1, std::size_t padding = 0,
+              std::size_t dilation = 1, std::size_t groups = 1) {
+    return conv1d(x, w, static_cast<const Var<T>*>(nullptr), stride, padding, dilation, groups);
+}
+
+/// 2-D transposed convolution (PyTorch's conv_transpose2d, the adjoint of conv2d in its input):
+/// x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw), optional bias (Cout,); output (N, Cout, OH, OW)
+/// with OH = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1.
+template <class T>
+Var<T> conv_transpose2d(const Var<T>& x, const Var<T>& w, const Var<T>* b, Size2 stride = 1, Size2 padding = 0,
+                        Size2 output_padding = 0, std::size_t groups = 1, Size2 dilation = 1) {
+    const Shape xs = x.shape(), ws = w.shape();
+    const Shape bs = b ? b->shape() : Shape{};
+    detail::check_conv("conv_transpose2d", xs, ws, b ? &bs : nullptr, groups, stride, dilation, true);
+    if (output_padding.h >= stride.h && output_padding.h >= dilation.h)
+        throw value_error(detail::conv_where("conv_transpose2d", xs, ws) + ": output_padding must be smaller than stride or dilation");
+    if (output_padding.w >= stride.w && output_padding.w >= dilation.w)
+        throw value_error(detail::conv_where("conv_transpose2d", xs, ws) + ": output_padding must be smaller than stride or dilation");
+    Tape<T>& t = detail::same_tape(x, w, "conv_transpose2d");
+    if (b) detail::same_tape(x, *b, "conv_transpose2d");
+    const std::size_t fh = (xs[2] - 1) * stride.h + dilation.h * (ws[2] - 1) + output_padding.h + 1;
+    const std::size_t fw = (xs[3] - 1) * stride.w + dilation.w * (ws[3] - 1) + output_padding.w + 1;
+    if (xs[2] == 0 || xs[3] == 0 || fh <= 2 * padding.h || fw <= 2 * padding.w)
+        throw shape_error(detail::conv_where("conv_transpose2d", xs, ws) + ": the padding " + std::to_string(padding.h) + " x " +
+                          std::to_string(padding.w) + " leaves no output");
+    // The adjoint conv2d's geometry: its input is the output here; the extra output_padding rows
+    // and columns sit beyond the bottom and right padding (they receive no tap).
+    const std::int64_t* a = detail::conv_attrs(t, Size2(ws[2], ws[3]), stride, Pad2d(padding.h, padding.w), dilation,
+                                               groups, fh - 2 * padding.h, fw - 2 * padding.w);
+    const detail::ConvGeom g = detail::geom_of(a, xs[0], ws[1] * groups, xs[1]);
+    if (g.oh != xs[2] || g.ow != xs[3])
+        throw shape_error(detail::conv_where("conv_transpose2d", xs, ws) + ": inconsistent geometry");
+    return conv_dx_core(x, w, b, a);
+}
+template <class T>
+Var<T> conv_transpose2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, Size2 stride = 1, Size2 padding = 0,
+                        Size2 output_padding = 0, std::size_t groups = 1, Size2 dilation = 1) {
+    return conv_transpose2d(x, w, &b, stride, padding, output_padding, groups, dilation);
+}
+template <class T>
+Var<T> conv_transpose2d(const Var<T>& x, const Var<T>& w, std::nullptr_t, Size2 stride = 1, Size2 padding = 0,
+                        Size2 output_padding = 0, std::size_t groups = 1, Size2 dilation = 1) {
+    return conv_transpose2d(x, w, static_cast<const Var<T>*>(nullptr), stride, padding, output_padding, groups, dilation);
+}
+
+// ---- pooling ---------------------------------------------------------------------------------
+
+namespace detail {
+/// Max over each window; idx receives the flat input index of each maximum (the first on ties).
+template <class T>
+Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64_t*& idx) {
+    const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], x.shape[1]);
+    Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
+    idx = static_cast<std::int64_t*>(t.arena().allocate(y.size() * sizeof(std::int64_t) + 1));
+    std::size_t o = 0;
+    if (g.kh == 2 && g.kw == 2 && g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // the common 2x2 window
+        for (std::size_t p = 0; p < g.n * g.c; ++p) {
+            const T* xs = x.data + p * g.hw();
+            for (std::size_t oy = 0; oy < g.oh; ++oy)
+                for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                    const std::size_t k0 = oy * g.sh * g.w + ox * g.sw;
+                    const std::size_t ks[3] = {k0 + 1, k0 + g.w, k0 + g.w + 1};
+                    std::size_t arg = k0;
+                    T best = xs[k0];
+                    for (std::size_t u = 0; u < 3 && best == best; ++u) {  // the first maximum; a NaN wins and stops
+                        const T v = xs[ks[u]];
+                        if (v > best || v != v) best = v, arg = ks[u];
+                    }
+                    y.data[o] = best;
+                    idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
+                }
+        }
+        return y;
+    }
+    if (g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // every tap inside: no bounds tests
+        for (std::size_t p = 0; p < g.n * g.c; ++p) {
+            const T* xs = x.data + p * g.hw();
+            for (std::size_t oy = 0; oy < g.oh; ++oy)
+                for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                    const std::size_t k0 = oy * g.sh * g.w + ox * g.sw;
+                    std::size_t arg = k0;
+                    T best = xs[k0];
+                    for (std::size_t i = 0; i < g.kh && best == best; ++i)
+                        for (std::size_t j = 0; j < g.kw; ++j) {
+                            const T v = xs[k0 + i * g.w + j];
+                            if (v > best || v != v) {
+                                best = v, arg = k0 + i * g.w + j;
+                                if (v != v) break;  // NaN propagates, as in PyTorch
+                            }
+                        }
+                    y.data[o] = best;
+                    idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
+                }
+        }
+        return y;
+    }
+    for (std::size_t p = 0; p < g.n * g.c; ++p) {
+        const T* xs = x.data + p * g.hw();
+        for (std::size_t oy = 0; oy < g.oh; ++oy)
+            for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                T best = -std::numeric_limits<T>::infinity();
+                std::size_t arg = std::size_t(-1);
+                for (std::size_t i = 0; i < g.kh; ++i) {
+                    const std::size_t yy = oy * g.sh + i;
+                    if (yy < g.pt || yy - g.pt >= g.h) continue;
+                    for (std::size_t j = 0; j < g.kw; ++j) {
+                        const std::size_t xx = ox * g.sw + j;
+                        if (xx < g.pl || xx - g.pl >= g.w) continue;
+                        const std::size_t k = (yy - g.pt) * g.w + (xx - g.pl);
+                        const T v = xs[k];
+                        if (arg == std::size_t(-1) || v > best || v != v) {
+                            best = v, arg = k;
+                            if (v != v) i = g.kh, j = g.kw;  // NaN propagates, as in PyTorch
+                        }
+                    }
+                }
+                y.data[o] = best;
+                idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
+            }
+    }
+    return y;
+}
+
+/// Average over each window (the divisor counts the padding, PyTorch's count_include_pad).
+template <class T>
+Ref<T> k_avg_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a) {
+    const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], x.shape[1]);
+    Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
+    const T inv = T(1) / static_cast<T>(g.kh * g.kw);
+    std::size_t o = 0;
+    for (std::size_t p = 0; p < g.n * g.c; ++p) {
+        const T* xs = x.data + p * g.hw();
+        for (std::size_t oy = 0; oy < g.oh; ++oy)
+            for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                T s = T(0);
+                for (std::size_t i = 0; i < g.kh; ++i) {
+                    const std::size_t yy = oy * g.sh + i;
+                    if (yy < g.pt || yy - g.pt >= g.h) continue;
+                    for (std::size_t j = 0; j < g.kw; ++j) {
+                        const std::size_t xx = ox * g.sw + j;
+                        if (xx >= g.pl && xx - g.pl < g.w) s += xs[(yy - g.pt) * g.w + (xx - g.pl)];
+                    }
+                }
+                y.data[o] = s * inv;
+            }
+    }
+    return y;
+}
+
+/// The adjoint of k_avg_pool: each window's value over its divisor, added back into the input.
+template <class T>
+Ref<T> k_avg_pool_t(Tape<T>& t, const Ref<T>& gy, const std::int64_t* a) {
+    const ConvGeom g = geom_of(a, gy.shape[0], gy.shape[1], gy.shape[1]);
+    Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
+    for (std::size_t i = 0; i < x.size(); ++i) x.data[i] = T(0);
+    const T inv = T(1) / static_cast<T>(g.kh * g.kw);
+    std::size_t o = 0;
+    for (std::size_t p = 0; p < g.n * g.c; ++p) {
+        T* xs = x.data + p * g.hw();
+        for (std::size_t oy = 0; oy < g.oh; ++oy)
+            for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
+                const T v = gy.data[o] * inv;
+                for (std::size_t i = 0; i < g.kh; ++i) {
+                    const std::size_t yy = oy * g.sh + i;
+                    if (yy < g.pt || yy - g.pt >= g.h) continue;
+                    for (std::size_t j = 0; j < g.kw; ++j) {
+                        const std::size_t xx = ox * g.sw + j;
+                        if (xx >= g.pl && xx - g.pl < g.w) xs[(yy - g.pt) * g.w + (xx - g.pl)] += v;
+                    }
+                }
+            }
+    }
+    return x;
+}
+
+template <class T>
+Ref<T> k_gather_flat(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& s) {
+    Ref<T> out = t.alloc(s);
+    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = a.data[static_cast<std::size_t>(idx[i])];
+    return out;
+}
+template <class T>
+Ref<T> k_scatter_flat(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& s) {
+    Ref<T> out = t.alloc(s);
+    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < g.size(); ++i) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+
+/// Nearest-neighbour upsampling by integer factors (sh, sw) of an (n, c, h, w) value.
+template <class T>
+Ref<T> k_upsample(Tape<T>& t, const Ref<T>& x, std::size_t sh, std::size_t sw) {
+    const std::size_t nc = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3];
+    Ref<T> y = t.alloc(Shape{x.shape[0], x.shape[1], h * sh, w * sw});
+    T* o = y.data;
+    for (std::size_t p = 0; p < nc; ++p)
+        for (std::size_t i = 0; i < h * sh; ++i) {
+            const T* row = x.data + (p * h + i / sh) * w;
+            for (std::size_t j = 0; j < w * sw; ++j) *o++ = row[j / sw];
+        }
+    return y;
+}
+/// The adjoint of k_upsample: sums of (sh, sw) blocks.
+template <class T>
+Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) {
+    const std::size_t nc = g.shape[0] * g.shape[1], h = g.shape[2] / sh, w = g.shape[3] / sw;
+    Ref<T> x = t.alloc(Shape{g.shape[0], g.shape[1], h, w});
+    for (std::size_t i = 0; i < x.size(); ++i) x.data[i] = T(0);
+    const T* s = g.data;
+    for (std::size_t p = 0; p < nc; ++p)
+        for (std::size_t i = 0; i < h * sh; ++i) {
+            T* row = x.data + (p * h + i / sh) * w;
+            for (std::size_t j = 0; j < w * sw; ++j) row[j / sw] += *s++;
+        }
+    return x;
+}
+} // namespace detail
+
+template <class T, template <class> class V>
+detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s);
+template <class T, template <class> class V>
+detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s);
+
+template <class O, class T, class V>
+void backward_gather_flat(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(gather_flat, "gather_flat", backward_gather_flat);
+template <class O, class T, class V>
+void backward_scatter_flat(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, gather_flat_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(scatter_flat, "scatter_flat", backward_scatter_flat);
+
+/// Elements of a at flat indices idx (unchecked; in the arena), shaped s.
+template <class T, template <class> class V>
+detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_gather_flat<T>, detail::k_gather_flat(t, detail::ref(a), idx, s), detail::set_index(idx), a);
+}
+/// The adjoint of gather_flat_raw: g's elements added at flat indices idx of a zero value of shape s.
+template <class T, template <class> class V>
+detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_scatter_flat<T>, detail::k_scatter_flat(t, detail::ref(g), idx, s), detail::set_index(idx), g);
+}
+
+/// Max pooling's gradient goes to each window's argmax (stored by the forward in the arena).
+template <class O, class T, class V>
+void backward_max_pool(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
+
+template <class T, template <class> class V>
+detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);
+template <class T, template <class> class V>
+detail::val<V, T> avg_pool_t_core(const V<T>& g, const std::int64_t* attrs);
+template <class O, class T, class V>
+void backward_avg_pool(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, avg_pool_t_core(g, n.index));
+}
+TAPIR_OP(avg_pool, "avg_pool2d", backward_avg_pool);
+template <class O, class T, class V>
+void backward_avg_pool_t(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, avg_pool_core(g, n.index));
+}
+TAPIR_OP(avg_pool_t, "avg_pool2d_adjoint", backward_avg_pool_t);
+template <class T, template <class> class V>
+detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs) {
+    Tape<T>& t = detail::tape_of(x);
+    return detail::emit(t, op_avg_pool<T>, detail::k_avg_pool(t, detail::ref(x), attrs), detail::set_index(attrs), x);
+}
+template <class T, template <class> class V>
+detail::val<V, T> avg_pool_t_core(const V<T>& g, const std::int64_t* attrs) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_avg_pool_t<T>, detail::k_avg_pool_t(t, detail::ref(g), attrs), detail::set_index(attrs), g);
+}
+
+namespace detail {
+/// Checks a pooling's operands and returns its geometry array.
+template <class T>
+const std::int64_t* pool_attrs(Tape<T>& t, const char* op, const Shape& x, Size2 k, Size2 s, const Pad2d& p) {
+    if (x.rank() != 4) throw shape_error(std::string(op) + ": expected a 4-D input (N, C, H, W), got " + x.str());
+    if (k.h == 0 || k.w == 0 || s.h == 0 || s.w == 0)
+        throw value_error(std::string(op) + ": kernel and stride must be positive (input " + x.str() + ")");
+    if (2 * p.top > k.h || 2 * p.bottom > k.h || 2 * p.left > k.w || 2 * p.right > k.w)
+        throw value_error(std::string(op) + ": padding must be at most half the kernel " + std::to_string(k.h) + " x " + std::to_string(k.w) +
+                          " (input " + x.str() + ")");
+    if (x[2] + p.top + p.bottom < k.h || x[3] + p.left + p.right < k.w)
+        throw shape_error(std::string(op) + ": input " + x.str() + " vs kernel (" + std::to_string(k.h) + ", " + std::to_string(k.w) +
+                          "): the kernel is larger than the padded input (" + std::to_string(x[2] + p.top + p.bottom) + " x " +
+                          std::to_string(x[3] + p.left + p.right) + ")");
+    return conv_attrs(t, k, s, p, Size2(1), 1, x[2], x[3]);
+}
+/// Runs a 2-D op on (N, C, L) as (N, C, 1, L) and renames its errors.
+template <class F>
+auto as_1d(const char* op1, const char* op2, F f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const shape_error& e) {
+        std::string m = e.what();
+        if (m.rfind(op2, 0) == 0) m = op1 + m.substr(std::string(op2).size());
+        throw shape_error(m);
+    }
+}
+} // namespace detail
+
+/// Max pooling over (kh, kw) windows: x (N, C, H, W); stride defaults to the kernel; padding
+/// (at most half the kernel) never wins a window. The gradient goes to the first maximum of each window.
+template <class T>
+Var<T> max_pool2d(const Var<T>& x, Size2 kernel, Size2 stride = 0, Pad2d padding = 0) {
+    if (stride.h == 0 && stride.w == 0) stride = kernel;
+    Tape<T>& t = x.tape();
+    const std::int64_t* a = detail::pool_attrs(t, "max_pool2d", x.shape(), kernel, stride, padding);
+    std::int64_t* idx = nullptr;
+    const Ref<T> out = detail::k_max_pool(t, x.ref(), a, idx);
+    return detail::emit(t, op_max_pool<T>, out, detail::set_index(idx), x);
+}
+/// Average pooling, the padding counted in the divisor (PyTorch's default count_include_pad).
+template <class T>
+Var<T> avg_pool2d(const Var<T>& x, Size2 kernel, Size2 stride = 0, Pad2d padding = 0) {
+    if (stride.h == 0 && stride.w == 0) stride = kernel;
+    Tape<T>& t = x.tape();
+    return avg_pool_core(x, detail::pool_attrs(t, "avg_pool2d", x.shape(), kernel, stride, padding));
+}
+namespace detail {
+inline void check_pool1d(const char* op, const Shape& s, std::size_t kernel, std::size_t padding) {
+    if (s.rank() != 3) throw shape_error(std::string(op) + ": expected a 3-D input (N, C, L), got " + s.str());
+    if (kernel > 0 && 2 * padding <= kernel && s[2] + 2 * padding < kernel)
+        throw shape_error(std::string(op) + ": input " + s.str() + " vs kernel (" + std::to_string(kernel) +
+                          "): the kernel is larger than the padded input (" + std::to_string(s[2] + 2 * padding) + ")");
+}
+} // namespace detail
+/// Max pooling of (N, C, L) over windows of `kernel` (stride defaults to the kernel).
+template <class T>
+Var<T> max_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
+    const Shape s = x.shape();
+    detail::check_pool1d("max_pool1d", s, kernel, padding);
+    return detail::as_1d("max_pool1d", "max_pool2d", [&] {
+        const Var<T> y = max_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
+        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
+    });
+}
+template <class T>
+Var<T> avg_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
+    const Shape s = x.shape();
+    detail::check_pool1d("avg_pool1d", s, kernel, padding);
+    return detail::as_1d("avg_pool1d", "avg_pool2d", [&] {
+        const Var<T> y = avg_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
+        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
+    });
+}
+
+namespace detail {
+inline std::size_t per_channel(const Shape& s) noexcept {
+    const std::size_t nc = s[0] * s[1];
+    return nc != 0 ? s.numel() / nc : 0;
+}
+} // namespace detail
+/// Mean over every axis after the channel axis: (N, C, ...) to (N, C).
+template <class T>
+Var<T> global_avg_pool(const Var<T>& x) {
+    const Shape s = x.shape();
+    if (s.rank() < 3) throw shape_error("global_avg_pool: expected (N, C, L) or (N, C, H, W), got " + s.str());
+    return mean(reshape(x, Shape{s[0], s[1], detail::per_channel(s)}), 2);
+}
+/// Maximum over every axis after the channel axis: (N, C, ...) to (N, C).
+template <class T>
+Var<T> global_max_pool(const Var<T>& x) {
+    const Shape s = x.shape();
+    if (s.rank() < 3) throw shape_error("global_max_pool: expected (N, C, L) or (N, C, H, W), got " + s.str());
+    return max(reshape(x, Shape{s[0], s[1], detail::per_channel(s)}), 2);
+}
+/// (N, ...) to (N, product of the rest), a zero-copy reshape.
+template <class T>
+Var<T> flatten(const Var<T>& x) {
+    const Shape s = x.shape();
+    if (s.rank() < 1) throw shape_error("flatten: expected a batch axis, got shape " + s.str());
+    return reshape(x, Shape{s[0], s[0] ? s.numel() / s[0] : 0});
+}
+
+// ---- nearest-neighbour upsampling -------------------------------------------------------------
+
+template <class T, template <class> class V>
+detail::val<V, T> upsample_core(const V<T>& x, std::size_t sh, std::size_t sw);
+template <class T, template <class> class V>
+detail::val<V, T> block_sum_core(const V<T>& g, std::size_t sh, std::size_t sw);
+template <class O, class T, class V>
+void backward_upsample(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, block_sum_core(g, n.i0, static_cast<std::size_t>(n.axis)));
+}
+TAPIR_OP(upsample, "upsample_nearest2d", backward_upsample);
+template <class O, class T, class V>
+void backward_block_sum(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, upsample_core(g, n.i0, static_cast<std::size_t>(n.axis)));
+}
+TAPIR_OP(block_sum, "block_sum2d", backward_block_sum);
+namespace detail {
+inline auto set_scales(std::size_t sh, std::size_t sw) {
+    return [sh, sw](auto& n) {
+        n.i0 = sh;
+        n.axis = static_cast<std::int32_t>(sw);
+    };
+}
+} // namespace detail
+template <class T, template <class> class V>
+detail::val<V, T> upsample_core(const V<T>& x, std::size_t sh, std::size_t sw) {
+    Tape<T>& t = detail::tape_of(x);
+    return detail::emit(t, op_upsample<T>, detail::k_upsample(t, detail::ref(x), sh, sw), detail::set_scales(sh, sw), x);
+}
+template <class T, template <class> class V>
+detail::val<V, T> block_sum_core(const V<T>& g, std::size_t sh, std::size_t sw) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_block_sum<T>, detail::k_block_sum(t, detail::ref(g), sh, sw), detail::set_scales(sh, sw), g);
+}
+/// Nearest-neighbour upsampling of (N, C, H, W) by integer factors: (N, C, H sh, W sw).
+template <class T>
+Var<T> upsample_nearest2d(const Var<T>& x, Size2 scale) {
+    if (x.shape().rank() != 4) throw shape_error("upsample_nearest2d: expected a 4-D input (N, C, H, W), got " + x.shape().str());
+    if (scale.h == 0 || scale.w == 0)
+        throw value_error("upsample_nearest2d: scale factors must be positive, got " + std::to_string(scale.h) + " x " + std::to_string(scale.w));
+    return upsample_core(x, scale.h, scale.w);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/conv.hpp ----
+// ---- begin tapir/autodiff/custom.hpp ----
+/// User-defined ops without editing the library, the analogue of torch.autograd.Function: a
+/// struct with a name, a forward kernel and a backward rule, and `custom_op<Op>(inputs...)` to
+/// record it. The backward rule is a template over the value type V, exactly as the library's
+/// own rules (ops.hpp): written with the ordinary ops, it serves the fast eager backward and the
+/// recorded one of grad(..., create_graph = true), so gradgradcheck and higher orders work.
+///
+///     struct Softsign {  // x / (1 + |x|)
+///         static constexpr const char* name = "softsign";
+///         template <class T>  // optional; the default is the first input's shape
+///         static tapir::Shape output_shape(const tapir::CustomInputs<T>& in) { return in.shape(0); }
+///         template <class T>
+///         static void forward(const tapir::CustomInputs<T>& in, T* out) {
+///             for (std::size_t i = 0; i < in.size(0); ++i) out[i] = in.data(0)[i] / (T(1) + std::abs(in.data(0)[i]));
+///         }
+///         template <class O, class T, class V>  // d/dx = 1 / (1 + |x|)^2
+///         static void backward(O& o, const tapir::Node<T>& n, const V& g) {
+///             o.acc(n, 0, div(g, square(add_scalar(abs(o.in(n, 0)), 1))));
+///         }
+///     };
+///     tapir::Var<double> y = tapir::custom_op<Softsign>(x);
+///
+/// In backward, o.in(n, k) is input k, o.out(n) the output, o.shape(n, k) input k's shape,
+/// o.needs(n, k) whether input k wants a gradient and o.acc(n, k, v) adds v to it; n.a0 and n.a1
+/// are the op's scalar attributes (`custom_op<Op>(CustomAttributes<T>{a0, a1}, x)`). A rule may
+/// record custom ops too. Up to 3 inputs; an op of more inputs packs them (concat). Check a new
+/// op with tapir::gradcheck and tapir::gradgradcheck (autodiff/gradcheck.hpp).
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+
+
+namespace tapir {
+
+/// What a custom op's forward sees: its inputs' data and shapes, and its scalar attributes.
+template <class T>
+struct CustomInputs {
+    const Ref<T>* refs[3] = {nullptr, nullptr, nullptr};
+    std::size_t count = 0;
+    T a0 = T(0), a1 = T(0);
+
+    const T* data(std::size_t k) const { return refs[k]->data; }
+    const Shape& shape(std::size_t k) const { return refs[k]->shape; }
+    std::size_t size(std::size_t k) const { return refs[k]->shape.numel(); }
+};
+
+/// Scalar attributes of a custom op node (n.a0, n.a1 in its backward rule).
+template <class T>
+struct CustomAttributes {
+    T a0 = T(0), a1 = T(0);
+};
+
+namespace detail {
+template <class Op, class T, class = void>
+struct has_output_shape : std::false_type {};
+template <class Op, class T>
+struct has_output_shape<Op, T, std::void_t<decltype(Op::template output_shape<T>(std::declval<const CustomInputs<T>&>()))>> : std::true_type {};
+
+/// The descriptor of a custom op: its name and its rule instantiated for the two passes.
+template <class Op, class T>
+inline constexpr OpDef<T> custom_op_def{Op::name, &Op::template backward<EagerContext<T>, T, Eager<T>>,
+                                        &Op::template backward<RecordContext<T>, T, Var<T>>};
+
+template <class Op, class T, class... In>
+Ref<T> custom_forward(Tape<T>& t, const CustomAttributes<T>& attrs, const In&... in) {
+    CustomInputs<T> ci;
+    const Ref<T>* rs[] = {&ref(t, in)...};
+    for (std::size_t k = 0; k < sizeof...(In); ++k) ci.refs[k] = rs[k];
+    ci.count = sizeof...(In);
+    ci.a0 = attrs.a0;
+    ci.a1 = attrs.a1;
+    Shape s;
+    if constexpr (has_output_shape<Op, T>::value) s = Op::template output_shape<T>(ci);
+    else s = ci.shape(0);
+    const Ref<T> out = t.alloc(s);
+    Op::template forward<T>(ci, out.data);
+    return out;
+}
+
+template <class T>
+Tape<T>& common_tape(const char*, const Var<T>& a) {
+    return a.tape();
+}
+template <class T, class... Rest>
+Tape<T>& common_tape(const char* name, const Var<T>& a, const Var<T>& b, const Rest&... rest) {
+    same_tape(a, b, name);
+    return common_tape(name, b, rest...);
+}
+template <class T, class... Rest>
+Tape<T>& common_tape(const char*, const Eager<T>& a, const Rest&...) noexcept {
+    return *a.t;
+}
+} // namespace detail
+
+/// Records the custom op Op on its inputs (1 to 3 values of the same type, Var or Eager).
+template <class Op, class T, template <class> class V, class... Rest>
+detail::val<V, T> custom_op(const CustomAttributes<T>& attrs, const V<T>& a, const Rest&... rest) {
+    static_assert(sizeof...(Rest) <= 2, "custom_op: at most 3 inputs (pack more with concat)");
+    static_assert((std::is_same<Rest, V<T>>::value && ...), "custom_op: all inputs must be of the same value type");
+    Tape<T>& t = detail::common_tape(Op::name, a, rest...);
+    const Ref<T> out = detail::custom_forward<Op>(t, attrs, a, rest...);
+    return detail::emit(t, detail::custom_op_def<Op, T>, out, detail::set_a(attrs.a0, attrs.a1), a, rest...);
+}
+template <class Op, class T, template <class> class V, class... Rest>
+detail::val<V, T> custom_op(const V<T>& a, const Rest&... rest) {
+    return custom_op<Op>(CustomAttributes<T>{}, a, rest...);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/custom.hpp ----
+// ---- begin tapir/autodiff/functional.hpp ----
+/// Derivatives built on grad(): vector-Jacobian products (grad with grad_outputs), Jacobians,
+/// Hessians and Hessian-vector products, as PyTorch's torch.autograd.grad and
+/// torch.autograd.functional offer them, on the tape's values.
+
+#include <cstddef>
+#include <vector>
+
+
+namespace tapir {
+
+/// Gradients of sum_k <outputs[k], grad_outputs[k]> with respect to inputs (a vector-Jacobian
+/// product): outputs may have any shape, grad_outputs[k] has the shape of outputs[k].
+template <class T>
+std::vector<Var<T>> grad(const std::vector<Var<T>>& outputs, const std::vector<Var<T>>& inputs, const std::vector<Var<T>>& grad_outputs,
+                         bool create_graph = false, bool allow_unused = false) {
+    if (grad_outputs.size() != outputs.size())
+        throw value_error("grad: " + std::to_string(grad_outputs.size()) + " grad_outputs for " + std::to_string(outputs.size()) + " outputs");
+    std::vector<Var<T>> result(inputs.size());
+    detail::grad_into<T>(outputs.data(), outputs.size(), inputs.data(), inputs.size(), grad_outputs.data(), create_graph, allow_unused,
+                         result.data());
+    return result;
+}
+/// One output with its gradient, one input: the vector-Jacobian product <grad_output, d output / d input>.
+template <class T>
+Var<T> grad(const Var<T>& output, const Var<T>& input, const Var<T>& grad_output, bool create_graph = false, bool allow_unused = false) {
+    Var<T> result;
+    detail::grad_into<T>(&output, 1, &input, 1, &grad_output, create_graph, allow_unused, &result);
+    return result;
+}
+
+/// d output / d input as an (output.size(), input.size()) matrix of flat indices, one backward
+/// pass per output element. Elements the output does not depend on are zero.
+template <class T>
+Tensor<T> jacobian(const Var<T>& output, const Var<T>& input) {
+    Tape<T>& t = output.tape();
+    const std::size_t m = output.size(), n = input.size();
+    Tensor<T> jac(Shape{m, n});
+    Tensor<T> seed(output.shape());
+    for (std::size_t i = 0; i < m; ++i) {
+        seed.fill(T(0));
+        seed[i] = T(1);
+        const Var<T> row = grad(output, input, t.constant(seed), false, /*allow_unused=*/true);
+        for (std::size_t j = 0; j < n; ++j) jac(i, j) = row[j];
+    }
+    return jac;
+}
+
+/// The Hessian of a single-valued output with respect to input, as an (input.size(),
+/// input.size()) matrix: the Jacobian of the recorded gradient.
+template <class T>
+Tensor<T> hessian(const Var<T>& output, const Var<T>& input) {
+    return jacobian(grad(output, input, /*create_graph=*/true, /*allow_unused=*/true), input);
+}
+
+/// The Hessian of a single-valued output times v (v has input's shape), without forming the
+/// Hessian: the gradient of <grad(output), v>, two backward passes. With create_graph the result
+/// can be differentiated again.
+template <class T>
+Var<T> hvp(const Var<T>& output, const Var<T>& input, const Var<T>& v, bool create_graph = false) {
+    const Var<T> g = grad(output, input, /*create_graph=*/true, /*allow_unused=*/true);
+    return grad(g, input, v, create_graph, /*allow_unused=*/true);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/functional.hpp ----
+// ---- begin tapir/autodiff/gelu.hpp ----
+/// GELU, x Phi(x) with Phi the standard normal CDF (Hendrycks, Gimpel, arXiv:1606.08415), the exact
+/// erf form of PyTorch's nn.GELU default and the transformers' MLP activation. One node forward and
+/// one fused pass backward (gelu_grad), whose own rule is in ordinary ops for higher orders.
+
+#include <cmath>
+#include <cstddef>
+
+
+namespace tapir {
+
+namespace detail {
+template <class T>
+T std_normal_cdf(T x) noexcept {
+    return T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+}
+} // namespace detail
+
+/// The rule of gelu_grad: out = g D(x) with D(x) = Phi(x) + x phi(x) is linear in g (d/dg is
+/// gelu_grad again) and D'(x) = phi(x) (2 - x^2).
+template <class O, class T, class V>
+void backward_gelu_grad(O& o, const Node<T>& n, const V& gbar) {
+    const V x = o.in(n, 1);
+    if (o.needs(n, 0)) o.acc(n, 0, gelu_grad(gbar, x));
+    if (o.needs(n, 1)) {
+        const V pdf = scale(exp(scale(square(x), T(-0.5))), T(0.39894228040143267794));
+        o.acc(n, 1, mul(mul(gbar, o.in(n, 0)), mul(pdf, add_scalar(neg(square(x)), T(2)))));
+    }
+}
+TAPIR_OP(gelu_grad, "gelu_grad", backward_gelu_grad);
+/// g (Phi(x) + x phi(x)): the gradient through gelu(x) for an upstream gradient g, fused.
+template <class T, template <class> class V>
+detail::val<V, T> gelu_grad(const V<T>& g, const V<T>& x) {
+    Tape<T>& t = detail::same_tape(g, x, "gelu_grad");
+    const Ref<T>& gr = detail::ref(t, g);
+    const Ref<T>& xr = detail::ref(t, x);
+    if (gr.shape != xr.shape) detail::throw_shape("gelu_grad", gr.shape, xr.shape);
+    Ref<T> out = t.alloc(xr.shape);
+    const std::size_t n = xr.size();
+    const T* xv = xr.data;
+    T* o = out.data;
+    for (std::size_t i = 0; i < n; ++i) o[i] = T(-0.5) * xv[i] * xv[i];
+    simd::exp(o, o, n);  // phi(x) up to its constant, on the SIMD exp
+    for (std::size_t i = 0; i < n; ++i) o[i] = gr.data[i] * (detail::std_normal_cdf(xv[i]) + xv[i] * T(0.39894228040143267794) * o[i]);
+    return detail::emit(t, op_gelu_grad<T>, out, detail::no_attrs{}, g, x);
+}
+
+template <class O, class T, class V>
+void backward_gelu(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, gelu_grad(g, o.in(n, 0)));
+}
+TAPIR_OP(gelu, "gelu", backward_gelu);
+/// x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, elementwise (torch.nn.functional.gelu, approximate='none').
+template <class T, template <class> class V>
+detail::val<V, T> gelu(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_gelu<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * detail::std_normal_cdf(x); }),
+                        detail::no_attrs{}, a);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/gelu.hpp ----
+// ---- begin tapir/autodiff/gradcheck.hpp ----
+/// Finite-difference checks of first and second derivatives, in double precision, for users'
+/// own losses as much as for tapir's ops.
+///
+/// The function's output y is projected onto a fixed random tensor r (L = sum(y * r)) so that
+/// every output component is checked. The error of one element is
+/// |analytic - numeric| / max(1, |analytic|, |numeric|): relative for large derivatives,
+/// absolute for small ones, where a relative error means nothing.
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+namespace tapir {
+
 struct GradcheckResult {
     bool passed = true;
     double max_error = 0.0;     ///< worst error over all checked elements
@@ -6557,6 +7890,2802 @@ GradcheckResult gradgradcheck(const F& f, const std::vector<Tensor<T>>& inputs, 
 
 } // namespace tapir
 // ---- end tapir/autodiff/gradcheck.hpp ----
+// ---- begin tapir/autodiff/linalg.hpp ----
+/// Batched linear algebra on the tape: bmm (a matrix product per batch item, rank 3 or rank 4 with
+/// two batch axes, with transpose flags) and permute (reorders the axes of a value of rank up to 4,
+/// e.g. (B, N, h, d) to (B, h, N, d) for attention heads) and masked_softmax (softmax along the last
+/// axis with masked entries at exactly zero, the attention weights over padded sets). Written as ops.hpp writes its ops: the
+/// backward rules compute with bmm and permute themselves, so every order of derivative follows.
+///
+///     Var<float> s = bmm(q, k, false, true);  // (B, h, N, d) x (B, h, N, d)^T -> (B, h, N, N)
+///     Var<float> p = permute(x, {0, 2, 1});   // (B, N, F) -> (B, F, N)
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
+
+
+namespace tapir {
+
+namespace detail {
+/// (batch count, rows, cols) of a value seen as a stack of matrices.
+struct MatStack {
+    std::size_t batch = 1, rows = 0, cols = 0;
+};
+inline MatStack mat_stack(const Shape& s) noexcept {
+    MatStack m;
+    const std::size_t r = s.rank();
+    for (std::size_t i = 0; i + 2 < r; ++i) m.batch *= s[i];
+    m.rows = s[r - 2];
+    m.cols = s[r - 1];
+    return m;
+}
+
+/// One GEMM per batch item: out[i] = op(a[i]) op(b[i]). Both operands have rank 3 or 4 and the same
+/// batch axes (no broadcasting: a shared matrix is a 2-D matmul on a reshaped value).
+template <class T>
+Ref<T> k_bmm(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, bool ta, bool tb) {
+    const std::size_t r = a.shape.rank();
+    if (r < 3 || r > 4 || b.shape.rank() != r) throw_shape("bmm", a.shape, b.shape, "expects two rank-3 or two rank-4 operands");
+    for (std::size_t i = 0; i + 2 < r; ++i)
+        if (a.shape[i] != b.shape[i]) throw_shape("bmm", a.shape, b.shape, "batch axes differ");
+    const MatStack sa = mat_stack(a.shape), sb = mat_stack(b.shape);
+    const std::size_t m = ta ? sa.cols : sa.rows, k = ta ? sa.rows : sa.cols;
+    const std::size_t kb = tb ? sb.cols : sb.rows, n = tb ? sb.rows : sb.cols;
+    if (k != kb)
+        throw shape_error(std::string("bmm: inner dimensions differ: ") + a.shape.str() + (ta ? "^T" : "") + " vs " + b.shape.str() +
+                          (tb ? "^T" : ""));
+    Shape os = a.shape;
+    os[r - 2] = m;
+    os[r - 1] = n;
+    Ref<T> out = t.alloc(os);
+    const std::size_t asz = sa.rows * sa.cols, bsz = sb.rows * sb.cols, osz = m * n;
+    for (std::size_t i = 0; i < sa.batch; ++i)
+        simd::gemm<T>(ta, tb, m, n, k, T(1), a.data + i * asz, sa.cols, b.data + i * bsz, sb.cols, T(0), out.data + i * osz, n);
+    return out;
+}
+
+/// A permutation of up to 4 axes packed in 2-bit digits (axis i of the output is axis digit(i) of
+/// the input), so that it fits a node's axis field.
+inline std::int32_t pack_perm(const std::size_t* p, std::size_t r) noexcept {
+    std::int32_t code = 0;
+    for (std::size_t i = 0; i < r; ++i) code |= static_cast<std::int32_t>(p[i] << (2 * i));
+    return code;
+}
+inline std::size_t perm_digit(std::int32_t code, std::size_t i) noexcept { return static_cast<std::size_t>(code >> (2 * i)) & 3u; }
+inline std::int32_t inverse_perm(std::int32_t code, std::size_t r) noexcept {
+    std::size_t inv[4] = {0, 1, 2, 3};
+    for (std::size_t i = 0; i < r; ++i) inv[perm_digit(code, i)] = i;
+    return pack_perm(inv, r);
+}
+
+template <class T>
+Ref<T> k_permute(Tape<T>& t, const Ref<T>& a, std::int32_t code) {
+    const std::size_t r = a.shape.rank();
+    Shape os;
+    for (std::size_t i = 0; i < r; ++i) os.push_back(a.shape[perm_digit(code, i)]);
+    Ref<T> out = t.alloc(os);
+    // Input strides, then the input stride of each output axis, all padded to 4 axes at the front.
+    std::size_t in_stride[4] = {0, 0, 0, 0}, st[4] = {0, 0, 0, 0}, od[4] = {1, 1, 1, 1};
+    std::size_t s = 1;
+    for (std::size_t i = r; i-- > 0;) {
+        in_stride[i] = s;
+        s *= a.shape[i];
+    }
+    for (std::size_t i = 0; i < r; ++i) {
+        st[4 - r + i] = in_stride[perm_digit(code, i)];
+        od[4 - r + i] = os[i];
+    }
+    T* dst = out.data;
+    for (std::size_t i0 = 0; i0 < od[0]; ++i0)
+        for (std::size_t i1 = 0; i1 < od[1]; ++i1)
+            for (std::size_t i2 = 0; i2 < od[2]; ++i2) {
+                const T* src = a.data + i0 * st[0] + i1 * st[1] + i2 * st[2];
+                const std::size_t s3 = st[3];
+                for (std::size_t i3 = 0; i3 < od[3]; ++i3) *dst++ = src[i3 * s3];
+            }
+    return out;
+}
+
+/// Softmax along the last axis, one row at a time on the SIMD exp. With a mask (first axis, last
+/// axis) of 1/0, entries whose mask is 0 get exactly 0 and the rest share 1; a row with every entry
+/// masked is all 0.
+template <class T>
+Ref<T> k_masked_softmax(Tape<T>& t, const Ref<T>& a, const Ref<T>* mask) {
+    const std::size_t r = a.shape.rank();
+    if (r == 0) throw shape_error("masked_softmax: expects at least 1-D, got shape " + a.shape.str());
+    const std::size_t n = a.shape[r - 1], rows = n ? a.size() / n : 0;
+    if (mask && (r < 2 || mask->shape != Shape{a.shape[0], n}))
+        throw_shape("masked_softmax", a.shape, mask->shape, "expected a mask of shape (first axis, last axis)");
+    const std::size_t per_item = mask && a.shape[0] ? rows / a.shape[0] : 1;
+    Ref<T> out = t.alloc(a.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* x = a.data + i * n;
+        T* y = out.data + i * n;
+        const T* mk = mask ? mask->data + (i / per_item) * n : nullptr;
+        T m = -std::numeric_limits<T>::infinity();
+        for (std::size_t l = 0; l < n; ++l)
+            if ((!mk || mk[l] != T(0)) && x[l] > m) m = x[l];
+        if (!(m > -std::numeric_limits<T>::infinity())) {
+            for (std::size_t l = 0; l < n; ++l) y[l] = T(0);
+            continue;
+        }
+        simd::add_scalar(x, -m, y, n);
+        simd::exp(y, y, n);
+        if (mk)
+            for (std::size_t l = 0; l < n; ++l) y[l] = mk[l] != T(0) ? y[l] : T(0);
+        simd::mul_scalar(y, T(1) / simd::sum(y, n), y, n);
+    }
+    return out;
+}
+
+/// y (g - sum(g y)) per row of the last axis: the softmax's vector-Jacobian product in one pass.
+template <class T>
+Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
+    if (g.shape != y.shape || g.shape.rank() == 0) throw_shape("softmax_grad", g.shape, y.shape);
+    const std::size_t n = g.shape[g.shape.rank() - 1], rows = n ? g.size() / n : 0;
+    Ref<T> out = t.alloc(g.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* gr = g.data + i * n;
+        const T* yr = y.data + i * n;
+        T* o = out.data + i * n;
+        const T d = simd::dot(gr, yr, n);
+        for (std::size_t l = 0; l < n; ++l) o[l] = yr[l] * (gr[l] - d);
+    }
+    return out;
+}
+} // namespace detail
+
+// ---- bmm: one matrix product per batch item ------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_bmm(O& o, const Node<T>& n, const V& g) {
+    const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
+    const V a = o.in(n, 0), b = o.in(n, 1);
+    // As matmul, per batch item: dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo each op.
+    if (o.needs(n, 0)) o.acc(n, 0, ta ? bmm(b, g, tb, true) : bmm(g, b, false, !tb));
+    if (o.needs(n, 1)) o.acc(n, 1, tb ? bmm(g, a, true, ta) : bmm(a, g, !ta, false));
+}
+TAPIR_OP(bmm, "bmm", backward_bmm);
+/// op(a[i]) op(b[i]) for every batch item i: a (..., m, k), b (..., k, n) of rank 3 or 4 with the same
+/// batch axes; op transposes the last two axes when its flag is set (by the GEMM's packing, no copy).
+/// torch.matmul on equal batch shapes (torch.bmm for rank 3).
+template <class T, template <class> class V>
+detail::val<V, T> bmm(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
+    Tape<T>& t = detail::same_tape(a, b, "bmm");
+    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
+    return detail::emit(t, op_bmm<T>, detail::k_bmm(t, detail::ref(t, a), detail::ref(t, b), transpose_a, transpose_b),
+                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
+}
+
+// ---- permute: reorder axes -------------------------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_permute(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, permute_code(g, detail::inverse_perm(n.axis, o.shape(n, 0).rank())));
+}
+TAPIR_OP(permute, "permute", backward_permute);
+/// permute() with the permutation already packed and checked (what the backward rule calls).
+template <class T, template <class> class V>
+detail::val<V, T> permute_code(const V<T>& a, std::int32_t code) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_permute<T>, detail::k_permute(t, detail::ref(a), code), [code](Node<T>& n) { n.axis = code; }, a);
+}
+/// Axis i of the result is axis axes[i] of a (torch.permute): permute(x, {0, 2, 1}) swaps the last
+/// two axes of a rank-3 value. The result is a contiguous copy.
+template <class T, template <class> class V>
+detail::val<V, T> permute(const V<T>& a, std::initializer_list<std::size_t> axes) {
+    const Shape s = a.shape();
+    const std::size_t r = s.rank();
+    std::size_t p[4] = {0, 0, 0, 0};
+    bool seen[4] = {false, false, false, false};
+    bool ok = axes.size() == r;
+    std::size_t i = 0;
+    for (std::size_t ax : axes) {
+        if (!ok || ax >= r || seen[ax]) {
+            ok = false;
+            break;
+        }
+        seen[ax] = true;
+        p[i++] = ax;
+    }
+    if (!ok) {
+        std::string list;
+        for (std::size_t ax : axes) list += (list.empty() ? "" : ", ") + std::to_string(ax);
+        throw shape_error("permute: (" + list + ") is not a permutation of the axes of shape " + s.str());
+    }
+    return permute_code(a, detail::pack_perm(p, r));
+}
+
+// ---- masked softmax along the last axis -------------------------------------------------------
+
+/// The rule of softmax_grad for higher orders: with s = sum(g y) per row, out = y (g - s) is linear
+/// in g with the symmetric Jacobian diag(y) - y y^T, so d/dg is softmax_grad again, and
+/// d out_i / d y_k = delta_ik (g_i - s) - y_i g_k.
+template <class O, class T, class V>
+void backward_softmax_grad(O& o, const Node<T>& n, const V& gbar) {
+    const V g = o.in(n, 0), y = o.in(n, 1);
+    if (o.needs(n, 0)) o.acc(n, 0, softmax_grad(gbar, y));
+    if (o.needs(n, 1)) {
+        const V s = sum(mul(g, y), -1, true), u = sum(mul(gbar, y), -1, true);
+        o.acc(n, 1, sub(mul(gbar, sub(g, s)), mul(g, u)));
+    }
+}
+TAPIR_OP(softmax_grad, "softmax_grad", backward_softmax_grad);
+/// y (g - sum(g y)) along the last axis: the gradient through a softmax y along that axis, fused.
+template <class T, template <class> class V>
+detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) {
+    Tape<T>& t = detail::same_tape(g, y, "softmax_grad");
+    return detail::emit(t, op_softmax_grad<T>, detail::k_softmax_grad(t, detail::ref(t, g), detail::ref(t, y)), detail::no_attrs{}, g, y);
+}
+
+template <class O, class T, class V>
+void backward_masked_softmax(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, softmax_grad(g, o.out(n)));  // the mask (input 1) is a constant: no gradient
+}
+TAPIR_OP(masked_softmax, "masked_softmax", backward_masked_softmax);
+/// Softmax along the last axis (the values of softmax(x, -1), one fused backward pass).
+template <class T, template <class> class V>
+detail::val<V, T> masked_softmax(const V<T>& x) {
+    Tape<T>& t = detail::tape_of(x);
+    return detail::emit(t, op_masked_softmax<T>, detail::k_masked_softmax(t, detail::ref(x), static_cast<const Ref<T>*>(nullptr)),
+                        detail::no_attrs{}, x);
+}
+/// Softmax along the last axis of x (first axis B, last axis N) over the entries whose mask (B, N)
+/// is 1; entries masked by 0 are exactly 0 (PyTorch's softmax after masked_fill with -inf), a row
+/// with nothing left is all 0 (PyTorch: NaN). Attention weights over padded sets: x (B, h, N, N).
+template <class T, template <class> class V>
+detail::val<V, T> masked_softmax(const V<T>& x, const V<T>& mask) {
+    Tape<T>& t = detail::same_tape(x, mask, "masked_softmax");
+    const Ref<T> m = detail::ref(t, mask);
+    return detail::emit(t, op_masked_softmax<T>, detail::k_masked_softmax(t, detail::ref(t, x), &m), detail::no_attrs{}, x, mask);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/linalg.hpp ----
+// ---- begin tapir/autodiff/norm.hpp ----
+/// Layer normalisation as one op (Ba, Kiros, Hinton, arXiv:1607.06450): y = (x - mean) / sqrt(var + eps)
+/// over the last axis, the biased variance as PyTorch's layer_norm. The affine part (weight, bias)
+/// stays with ordinary broadcasting ops in nn::LayerNorm. Composed of ordinary ops the same
+/// normalisation records 9 nodes and its gradient some 20 passes over the activations; here the
+/// forward is one node and the first-order backward one fused pass (layer_norm_grad), whose own rule
+/// is written in ordinary ops so that every higher order still follows.
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+
+
+namespace tapir {
+
+namespace detail {
+/// Mean and 1 / sqrt(var + eps) of a row (two passes: the variance of the centred values, which
+/// are left in scratch, n values).
+template <class T>
+void row_moments(const T* x, std::size_t n, T eps, T* scratch, T& mean, T& rstd) noexcept {
+    mean = simd::sum(x, n) / static_cast<T>(n);
+    simd::add_scalar(x, -mean, scratch, n);
+    rstd = T(1) / std::sqrt(simd::dot(scratch, scratch, n) / static_cast<T>(n) + eps);
+}
+
+template <class T>
+Ref<T> k_layer_norm(Tape<T>& t, const Ref<T>& a, T eps) {
+    const std::size_t r = a.shape.rank();
+    if (r == 0 || a.shape[r - 1] == 0) throw shape_error("layer_norm: expects a non-empty last axis, got shape " + a.shape.str());
+    const std::size_t n = a.shape[r - 1], rows = a.size() / n;
+    Ref<T> out = t.alloc(a.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* x = a.data + i * n;
+        T* y = out.data + i * n;
+        T mean, rstd;
+        row_moments(x, n, eps, y, mean, rstd);
+        simd::mul_scalar(y, rstd, y, n);
+    }
+    return out;
+}
+
+/// rstd (g - mean(g) - y mean(g y)) per row, rstd recomputed from x.
+template <class T>
+Ref<T> k_layer_norm_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& a, const Ref<T>& y, T eps) {
+    if (g.shape != a.shape || y.shape != a.shape) throw_shape("layer_norm_grad", g.shape, a.shape);
+    const std::size_t n = a.shape[a.shape.rank() - 1], rows = a.size() / n;
+    const T inv_n = T(1) / static_cast<T>(n);
+    Ref<T> out = t.alloc(a.shape);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* gr = g.data + i * n;
+        const T* yr = y.data + i * n;
+        T* o = out.data + i * n;
+        T mean, rstd;
+        row_moments(a.data + i * n, n, eps, o, mean, rstd);
+        const T mg = simd::sum(gr, n) * inv_n, mgy = simd::dot(gr, yr, n) * inv_n;
+        for (std::size_t l = 0; l < n; ++l) o[l] = rstd * (gr[l] - mg - yr[l] * mgy);
+    }
+    return out;
+}
+} // namespace detail
+
+/// The rule of layer_norm_grad for higher orders. With r = rstd(x), h = g - mean(g) - y mean(g y)
+/// and out = r h (n entries per row): d/dg is layer_norm_grad again (linear in g);
+/// d/dy_k = -r (gbar_k mean(g y) + g_k mean(gbar y)); and through r, dr/dx_k = -r^3 (x_k - mean) / n,
+/// so d/dx_k = -r^3 (x_k - mean) mean(gbar h).
+template <class O, class T, class V>
+void backward_layer_norm_grad(O& o, const Node<T>& n, const V& gbar) {
+    const V g = o.in(n, 0), x = o.in(n, 1), y = o.in(n, 2);
+    if (o.needs(n, 0)) o.acc(n, 0, layer_norm_grad(gbar, x, y, n.a0));
+    if (!o.needs(n, 1) && !o.needs(n, 2)) return;
+    const auto row_mean = [](const V& v) { return mean_last(v); };
+    const V xc = sub(x, row_mean(x));
+    const V r = pow(add_scalar(row_mean(square(xc)), n.a0), T(-0.5));
+    const V mgy = row_mean(mul(g, y));
+    if (o.needs(n, 2)) o.acc(n, 2, neg(mul(r, add(mul(gbar, mgy), mul(g, row_mean(mul(gbar, y)))))));
+    if (o.needs(n, 1)) {
+        const V h = sub(sub(g, row_mean(g)), mul(y, mgy));
+        o.acc(n, 1, neg(mul(mul(pow(r, T(3)), xc), row_mean(mul(gbar, h)))));
+    }
+}
+TAPIR_OP(layer_norm_grad, "layer_norm_grad", backward_layer_norm_grad);
+/// The gradient through y = layer_norm(x, eps) for an upstream gradient g, fused.
+template <class T, template <class> class V>
+detail::val<V, T> layer_norm_grad(const V<T>& g, const V<T>& x, const V<T>& y, T eps) {
+    Tape<T>& t = detail::same_tape(g, x, "layer_norm_grad");
+    detail::same_tape(g, y, "layer_norm_grad");
+    return detail::emit(t, op_layer_norm_grad<T>, detail::k_layer_norm_grad(t, detail::ref(t, g), detail::ref(t, x), detail::ref(t, y), eps),
+                        detail::set_a(eps), g, x, y);
+}
+
+/// Mean over the last axis, kept as an axis of length 1 (the rows' means in the rules above).
+template <class T, template <class> class V>
+detail::val<V, T> mean_last(const V<T>& a) {
+    const Shape s = a.shape();
+    return scale(sum(a, -1, true), T(1) / static_cast<T>(s[s.rank() - 1]));
+}
+
+template <class O, class T, class V>
+void backward_layer_norm(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, layer_norm_grad(g, o.in(n, 0), o.out(n), n.a0));
+}
+TAPIR_OP(layer_norm, "layer_norm", backward_layer_norm);
+/// (x - mean) / sqrt(var + eps) over the last axis (biased variance), one node; the values of
+/// torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps) without weight and bias.
+template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
+detail::val<V, T> layer_norm(const V<T>& x, S eps = S(1e-5)) {
+    const T e = static_cast<T>(eps);
+    if (!(e > T(0))) throw value_error("layer_norm: eps must be positive, got " + std::to_string(static_cast<double>(e)));
+    Tape<T>& t = detail::tape_of(x);
+    return detail::emit(t, op_layer_norm<T>, detail::k_layer_norm(t, detail::ref(x), e), detail::set_a(e), x);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/norm.hpp ----
+// ---- begin tapir/autodiff/recurrent.hpp ----
+/// Recurrent cells as fused ops over a whole batch-first sequence (B, T, F): the simple RNN
+/// (tanh; Elman 1990), the LSTM (Hochreiter and Schmidhuber 1997, with the forget gate of
+/// Gers et al. 2000) and the GRU (Cho et al., arXiv:1406.1078), with backpropagation through time.
+///
+/// Parameters follow PyTorch's torch.nn.RNN/LSTM/GRU exactly, so weights copy either way:
+/// weight_ih (G H, F), weight_hh (G H, H), bias_ih (G H,), bias_hh (G H,), with the gate blocks
+/// stacked in PyTorch's order: LSTM i, f, g, o (G = 4); GRU r, z, n (G = 3), where
+/// n = tanh(W_in x + b_in + r (W_hn h + b_hn)); RNN G = 1.
+///
+/// The op `recurrent` takes three inputs: the input projection xp = x W_ih^T for all steps,
+/// time-major (T, B, G H) so that each step reads one block, computed up front with one GEMM by
+/// recurrent_sequence(); the recurrent weight with both biases as two extra columns,
+/// [W_hh | b_hh | b_ih] (G H, H + 2); and the initial state (B, S H), S = 2 for the LSTM
+/// ([h0 | c0]) and 1 otherwise. Its output is the state after every step, time-major (T, B, S H)
+/// ([h_t | c_t] for the LSTM). Each step does one GEMM, h_(t-1) W_hh^T. recurrent_sequence()
+/// takes batch-first input and recurrent_output() gives batch-first outputs.
+///
+/// Variable lengths: an optional (B, T) mask of 1 and 0. Where the mask is 0 the state is carried
+/// over unchanged, so with a prefix mask the state at t = T - 1 is the state after each
+/// sequence's last element, as a packed sequence in PyTorch gives; recurrent_output() zeroes the
+/// outputs after the end as pad_packed_sequence does.
+///
+/// Backward: the first-order pass runs a fused BPTT kernel on the values the forward saved; the
+/// recorded pass (grad with create_graph) writes the same gradient step by step with ordinary
+/// ops (matmul, sigmoid, tanh, mul, ...), so gradient penalties through a recurrent layer work.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir {
+
+/// The cell of a recurrent op.
+enum class RnnCell : std::uint8_t { rnn_tanh, lstm, gru };
+
+inline const char* rnn_cell_name(RnnCell c) noexcept {
+    return c == RnnCell::lstm ? "lstm" : (c == RnnCell::gru ? "gru" : "rnn_tanh");
+}
+/// Gate blocks G of a cell: 4 (LSTM), 3 (GRU), 1 (RNN).
+constexpr std::size_t rnn_gates(RnnCell c) noexcept { return c == RnnCell::lstm ? 4 : (c == RnnCell::gru ? 3 : 1); }
+/// State blocks S of a cell: 2 for the LSTM (h, c), else 1.
+constexpr std::size_t rnn_state_blocks(RnnCell c) noexcept { return c == RnnCell::lstm ? 2 : 1; }
+
+namespace detail {
+
+/// The int64 attribute block of a recurrent node (Node::index): [0] 1 when masked, [1] address of
+/// the values the forward saved for the fused backward, [2 ..] the (B, T) mask.
+struct RnnAttrs {
+    bool masked;
+    const void* saved;
+    const std::int64_t* mask;
+};
+inline RnnAttrs rnn_attrs(const std::int64_t* p) noexcept {
+    return RnnAttrs{p[0] != 0, reinterpret_cast<const void*>(static_cast<std::uintptr_t>(p[1])), p + 2};
+}
+/// Values saved per step for the fused backward: LSTM i, f, g, o and tanh(c); GRU r, z, n and
+/// W_hn h + b_hn; none for the RNN (its output is what it needs).
+constexpr std::size_t rnn_saved_width(RnnCell c, std::size_t h) noexcept {
+    return c == RnnCell::lstm ? 5 * h : (c == RnnCell::gru ? 4 * h : 0);  // per batch row
+}
+
+/// An optional Var argument (null for none) that does not take part in deducing T.
+template <class T>
+using rnn_opt = const std::enable_if_t<true, Var<T>>*;
+
+/// Row order between batch-first (b, t) and time-major (t, b) rows, in the arena: row k of the
+/// time-major result is row order[k] of the batch-first input (to_time_major), or the reverse.
+template <class T>
+const std::int64_t* rnn_order(Tape<T>& t, std::size_t B, std::size_t Tn, bool to_time_major) {
+    auto* p = static_cast<std::int64_t*>(t.arena().allocate(B * Tn * sizeof(std::int64_t)));
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t s = 0; s < Tn; ++s) {
+            if (to_time_major) p[s * B + b] = static_cast<std::int64_t>(b * Tn + s);
+            else p[b * Tn + s] = static_cast<std::int64_t>(s * B + b);
+        }
+    return p;
+}
+
+/// True when the initial state is all zeros (the default): step 0 then needs no GEMM.
+template <class T>
+bool rnn_all_zero(const T* p, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i)
+        if (p[i] != T(0)) return false;
+    return true;
+}
+
+struct RnnDims {
+    std::size_t b, t, h, g, s;
+};
+
+/// W_hh^T (H, G H), b_hh and b_ih from [W_hh | b_hh | b_ih] (G H, H + 2), so that each step's
+/// product h W_hh^T + b_hh reads B in place (the GEMM's small-product path, no packing per step).
+template <class T>
+void rnn_split_weight(const T* TAPIR_RESTRICT w, std::size_t gh, std::size_t h, T* TAPIR_RESTRICT wt, T* TAPIR_RESTRICT bhh,
+                      T* TAPIR_RESTRICT bih) {
+    for (std::size_t j = 0; j < gh; ++j) {
+        for (std::size_t k = 0; k < h; ++k) wt[k * gh + j] = w[j * (h + 2) + k];
+        bhh[j] = w[j * (h + 2) + h];
+        bih[j] = w[j * (h + 2) + h + 1];
+    }
+}
+
+/// The forward recurrence. xp (B, T, G H), w (G H, H + 2), s0 (B, S H); out (B, T, S H). Saved per
+/// step for the backward, in blocks over the batch (so that each activation is one SIMD call per
+/// step): LSTM i f g o (B, 4H), tanh(c) (B, H); GRU r z (B, 2H), n (B, H), W_hn h + b_hn (B, H).
+template <class T>
+void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T* xp, const T* w, const T* s0, const std::int64_t* mask,
+                         T* out, T* saved) {
+    const std::size_t B = d.b, Tn = d.t, H = d.h, GH = d.g * d.h, SH = d.s * d.h, W = rnn_saved_width(cell, H);
+    Arena& ar = tape.arena();
+    T* TAPIR_RESTRICT hh = ar.template allocate_array<T>(B * GH);
+    T* TAPIR_RESTRICT tmp = ar.template allocate_array<T>(B * H);
+    T* wt = ar.template allocate_array<T>(H * GH);
+    T* TAPIR_RESTRICT bhh = ar.template allocate_array<T>(GH);
+    T* TAPIR_RESTRICT bih = ar.template allocate_array<T>(GH);
+    rnn_split_weight(w, GH, H, wt, bhh, bih);
+    const bool zero0 = rnn_all_zero(s0, B * SH);
+    for (std::size_t t = 0; t < Tn; ++t) {
+        const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
+        const std::size_t ldp = SH;
+        // hh = h_(t-1) W_hh^T + b_hh: the one GEMM of the step (none from a zero initial state).
+        if (t == 0 && zero0) {
+            for (std::size_t b = 0; b < B; ++b) std::memcpy(hh + b * GH, bhh, GH * sizeof(T));
+        } else if (!simd::gemm_bias_act<T>(B, GH, H, prev, ldp, wt, GH, bhh, false, hh, GH)) {
+            simd::gemm<T>(false, false, B, GH, H, T(1), prev, ldp, wt, GH, T(0), hh, GH);
+            simd::add_row<T>(hh, B, GH, GH, bhh);
+        }
+        T* TAPIR_RESTRICT sv = saved + t * B * W;
+        switch (cell) {
+        case RnnCell::lstm: {
+            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one sigmoid call.
+            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
+            simd::add_row<T>(hh, B, GH, GH, bih);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT a = hh + b * GH + 2 * H;
+                for (std::size_t j = 0; j < H; ++j) a[j] *= T(2);
+            }
+            simd::sigmoid(hh, sv, B * GH);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT s = sv + b * GH;
+                const T* TAPIR_RESTRICT cp = prev + b * ldp + H;
+                T* TAPIR_RESTRICT c = tmp + b * H;
+                for (std::size_t j = 0; j < H; ++j) {
+                    s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
+                    c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
+                }
+            }
+            T* TAPIR_RESTRICT tc = sv + B * GH;
+            simd::tanh(tmp, tc, B * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT o = out + (t * B + b) * SH;
+                const T* TAPIR_RESTRICT s = sv + b * GH;
+                for (std::size_t j = 0; j < H; ++j) {
+                    o[j] = s[3 * H + j] * tc[b * H + j];
+                    o[H + j] = tmp[b * H + j];
+                }
+            }
+            break;
+        }
+        case RnnCell::gru: {
+            T* TAPIR_RESTRICT n = sv + B * 2 * H;
+            T* TAPIR_RESTRICT hn = sv + B * 3 * H;
+            for (std::size_t b = 0; b < B; ++b) {
+                const T* TAPIR_RESTRICT a = hh + b * GH;
+                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH;
+                T* TAPIR_RESTRICT rz = sv + b * 2 * H;
+                for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
+                for (std::size_t j = 0; j < H; ++j) hn[b * H + j] = a[2 * H + j];
+            }
+            simd::sigmoid(sv, sv, B * 2 * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH + 2 * H;
+                const T* TAPIR_RESTRICT r = sv + b * 2 * H;
+                for (std::size_t j = 0; j < H; ++j) n[b * H + j] = x[j] + bih[2 * H + j] + r[j] * hn[b * H + j];
+            }
+            simd::tanh(n, n, B * H);
+            for (std::size_t b = 0; b < B; ++b) {
+                T* TAPIR_RESTRICT o = out + (t * B + b) * SH;
+                const T* TAPIR_RESTRICT z = sv + b * 2 * H + H;
+                const T* TAPIR_RESTRICT hp = prev + b * ldp;
+                for (std::size_t j = 0; j < H; ++j) o[j] = n[b * H + j] + z[j] * (hp[j] - n[b * H + j]);
+            }
+            break;
+        }
+        case RnnCell::rnn_tanh: {
+            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
+            simd::add_row<T>(hh, B, GH, GH, bih);
+            simd::tanh(hh, out + t * B * SH, B * H);
+            break;
+        }
+        }
+        if (mask)  // a step past a sequence's end keeps its state
+            for (std::size_t b = 0; b < B; ++b)
+                if (mask[t * B + b] == 0) std::memcpy(out + (t * B + b) * SH, prev + b * ldp, SH * sizeof(T));
+    }
+}
+
+/// One GRU row backward: dhh (3H, of h W^T + b), dx (3H, of xp) and the carry.
+template <class T>
+void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT rz, const T* TAPIR_RESTRICT n,
+                      const T* TAPIR_RESTRICT hn, const T* TAPIR_RESTRICT hp, T* TAPIR_RESTRICT dhh, T* TAPIR_RESTRICT dx,
+                      T* TAPIR_RESTRICT carry) {
+    const T *r = rz, *z = rz + H;
+    for (std::size_t j = 0; j < H; ++j) {
+        const T dh = ds[j];
+        const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
+        const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
+        const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
+        dhh[j] = dar;
+        dhh[H + j] = daz;
+        dhh[2 * H + j] = dan * r[j];
+        dx[j] = dar;
+        dx[H + j] = daz;
+        dx[2 * H + j] = dan;
+        carry[j] = dh * z[j];
+    }
+}
+
+/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
+/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
+/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+template <class T>
+struct lstm_step_backward_kernel {
+    using value_type = T;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* s;
+        const T* tc;
+        const T* prev;
+        T* da;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
+        if constexpr (Partial) return V::load_partial(p, r);
+        else return (void)r, V::load(p);
+    }
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
+        if constexpr (Partial) V::store_partial(p, v, r);
+        else (void)r, V::store(p, v);
+    }
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
+        const auto one = V::set1(T(1));
+        T* cr = a.carry + row * SH + j;
+        const T* sr = a.s + row * GH + j;
+        const auto dh = V::add(ld<V, Partial>(a.gy + row * SH + j, r), ld<V, Partial>(cr, r));
+        const auto dcin = V::add(ld<V, Partial>(a.gy + row * SH + H + j, r), ld<V, Partial>(cr + H, r));
+        const auto ig = ld<V, Partial>(sr, r), fg = ld<V, Partial>(sr + H, r), gg = ld<V, Partial>(sr + 2 * H, r),
+                   og = ld<V, Partial>(sr + 3 * H, r);
+        const auto tc = ld<V, Partial>(a.tc + row * H + j, r), cp = ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
+        T* dr = a.da + row * GH + j;
+        st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
+        st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
+        st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
+        st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
+        st<V, Partial>(cr, V::zero(), r);
+        st<V, Partial>(cr + H, V::mul(dc, fg), r);
+    }
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        constexpr std::size_t W = V::W;
+        for (std::size_t row = 0; row < a.b; ++row) {
+            std::size_t j = 0;
+            for (; j + W <= a.h; j += W) block<V, false>(a, row, j, W);
+            if (j < a.h) block<V, true>(a, row, j, a.h - j);
+        }
+    }
+};
+
+/// The fused BPTT: gradients of xp, w and s0 from the gradient gy of the states (B, T, S H).
+/// Any of dxp, dw, ds0 may be null.
+template <class T>
+void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T* w, const T* s0, const std::int64_t* mask,
+                          const T* out, const T* saved, const T* gy, T* dxp, T* dw, T* ds0) {
+    const std::size_t B = d.b, Tn = d.t, H = d.h, GH = d.g * d.h, SH = d.s * d.h, W = rnn_saved_width(cell, H);
+    Arena& ar = tape.arena();
+    T* carry = ar.template allocate_array<T>(B * SH);
+    T* ds = ar.template allocate_array<T>(B * SH);
+    // dhh: gradient of h_(t-1) W^T + b for all steps, rows (b, t); the LSTM's and RNN's equal dx.
+    // dx: gradient of xp (also needed for b_ih's when xp wants none).
+    const bool gru = cell == RnnCell::gru;
+    T* dx = dxp ? dxp : ((gru && dw) || !gru ? ar.template allocate_array<T>(B * Tn * GH) : nullptr);
+    T* dhh = gru ? ar.template allocate_array<T>(B * Tn * GH) : dx;
+    for (std::size_t i = 0; i < B * SH; ++i) carry[i] = T(0);
+    // W_hh without its bias columns, rows H apart (aligned for the per-step GEMM).
+    T* wh = ar.template allocate_array<T>(GH * H);
+    for (std::size_t j = 0; j < GH; ++j) std::memcpy(wh + j * H, w + j * (H + 2), H * sizeof(T));
+    T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
+    for (std::size_t t = Tn; t-- > 0;) {
+        const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
+        const std::size_t ldp = SH;
+        const T* sv = saved + t * B * W;
+        if (cell == RnnCell::lstm) {
+            // Rows past their sequence's end first keep ds = gy + carry, which passes on unchanged.
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0)
+                    for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
+            simd::dispatch<lstm_step_backward_kernel<T>>(typename lstm_step_backward_kernel<T>::Args{
+                B, H, gy + t * B * SH, carry, sv, sv + B * GH, prev, dhh + t * B * GH});
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0) {
+                    std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
+                    std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
+                }
+        }
+        for (std::size_t b = 0; cell != RnnCell::lstm && b < B; ++b) {
+            const T* gr = gy + (t * B + b) * SH;
+            T* dsr = ds + b * SH;
+            T* cr = carry + b * SH;
+            for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
+            T* dh_row = dhh + (t * B + b) * GH;
+            T* dx_row = dx ? dx + (t * B + b) * GH : scratch;
+            if (mask && mask[t * B + b] == 0) {
+                for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
+                for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
+                if (gru)
+                    for (std::size_t j = 0; j < GH; ++j) dx_row[j] = T(0);
+                continue;
+            }
+            const T* hp = prev + b * ldp;
+            switch (cell) {
+            case RnnCell::lstm: break;  // above
+            case RnnCell::gru:
+                gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
+                break;
+            case RnnCell::rnn_tanh: {
+                const T* y = out + (t * B + b) * SH;
+                for (std::size_t j = 0; j < H; ++j) {
+                    dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
+                    cr[j] = T(0);
+                }
+                break;
+            }
+            }
+        }
+        // carry_h += dhh_t W_hh: the one GEMM of the step (none into an initial state that wants no gradient).
+        if (t > 0 || ds0) simd::gemm<T>(false, false, B, H, GH, T(1), dhh + t * B * GH, GH, wh, H, T(1), carry, SH);
+    }
+    if (ds0)
+        for (std::size_t i = 0; i < B * SH; ++i) ds0[i] = carry[i];
+    if (dw) {
+        // dW^T = sum_t h_(t-1)^T dhh_t: the states are time-major, so two GEMMs (s0 with step 0, the
+        // states 0 .. T-2 with steps 1 .. T-1) read them in place. The biases' gradients are the
+        // column sums of dhh and dx.
+        T* dwt = ar.template allocate_array<T>(H * GH);
+        T* dbh = ar.template allocate_array<T>(GH);
+        T* dbi = gru ? ar.template allocate_array<T>(GH) : dbh;
+        const bool zero0 = rnn_all_zero(s0, B * SH);
+        if (!zero0) simd::gemm<T>(true, false, H, GH, B, T(1), s0, SH, dhh, GH, T(0), dwt, GH);
+        if (Tn > 1) simd::gemm<T>(true, false, H, GH, B * (Tn - 1), T(1), out, SH, dhh + B * GH, GH, zero0 ? T(0) : T(1), dwt, GH);
+        else if (zero0)
+            for (std::size_t i = 0; i < H * GH; ++i) dwt[i] = T(0);
+        simd::sum_rows<T>(dhh, B * Tn, GH, GH, dbh);
+        if (gru) simd::sum_rows<T>(dx, B * Tn, GH, GH, dbi);
+        for (std::size_t j = 0; j < GH; ++j) {
+            for (std::size_t k = 0; k < H; ++k) dw[j * (H + 2) + k] = dwt[k * GH + j];
+            dw[j * (H + 2) + H] = dbh[j];
+            dw[j * (H + 2) + H + 1] = dbi[j];
+        }
+    }
+}
+
+/// A constant on the tape of the given value type (a leaf for Var, the bare value for Eager).
+template <class T>
+Var<T> rnn_const(Tape<T>& t, const Ref<T>& r, const Var<T>*) { return t.leaf(r, false); }
+template <class T>
+Eager<T> rnn_const(Tape<T>& t, const Ref<T>& r, const Eager<T>*) noexcept { return Eager<T>{r, &t}; }
+
+template <class V>
+V rnn_one_minus(const V& v) { return add_scalar(neg(v), 1); }
+template <class V>
+V rnn_dsigmoid(const V& y) { return sub(y, mul(y, y)); }  // sigma' from sigma's value
+template <class V>
+V rnn_dtanh(const V& y) { return rnn_one_minus(mul(y, y)); }
+
+/// The gradient as ordinary ops, step by step (recomputing each step's gates from its inputs):
+/// recorded under create_graph, so it can be differentiated again.
+template <class O, class T, class V>
+void recurrent_backward_ops(O& o, const Node<T>& n, const V& g) {
+    const RnnCell cell = static_cast<RnnCell>(n.flags);
+    Tape<T>& tape = detail::tape_of(g);
+    const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
+    const std::size_t Tn = xs[0], B = xs[1], GH = xs[2], H = ws[1] - 2, S = rnn_state_blocks(cell), SH = S * H;
+    const RnnAttrs at = rnn_attrs(n.index);
+    const V xp = o.in(n, 0), wa = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
+    const V Wm = slice(wa, 1, 0, H);
+    const V bias = reshape(slice(wa, 1, H, 1), Shape{GH}), bias_ih = reshape(slice(wa, 1, H + 1, 1), Shape{GH});
+    const auto cols = [](const V& v, std::size_t start, std::size_t len) { return slice(v, 1, start, len); };
+    V carry{}, dW{}, db{}, dbi{}, dx{};
+    bool have_carry = false;
+    std::vector<V> dxs(Tn);
+    for (std::size_t t = Tn; t-- > 0;) {
+        const V gt = reshape(slice(g, 0, t, 1), Shape{B, SH});
+        const V ds = have_carry ? add(gt, carry) : gt;
+        const V prev = t == 0 ? s0 : reshape(slice(y, 0, t - 1, 1), Shape{B, SH});
+        const V hp = S == 2 ? cols(prev, 0, H) : prev;
+        const V ahh = add(matmul(hp, Wm, false, true), bias);
+        const V xt = add(reshape(slice(xp, 0, t, 1), Shape{B, GH}), bias_ih);
+        V m{}, dsc = ds;
+        if (at.masked) {
+            Ref<T> mr = tape.alloc(Shape{B, 1});
+            for (std::size_t b = 0; b < B; ++b) mr.data[b] = at.mask[t * B + b] != 0 ? T(1) : T(0);
+            m = rnn_const(tape, mr, static_cast<const V*>(nullptr));
+            dsc = mul(ds, m);
+        }
+        V dxt{}, dhh{}, direct{};
+        bool have_direct = false;
+        switch (cell) {
+        case RnnCell::lstm: {
+            const V a = add(xt, ahh);
+            const V ig = sigmoid(cols(a, 0, H)), fg = sigmoid(cols(a, H, H)), gg = tanh(cols(a, 2 * H, H)), og = sigmoid(cols(a, 3 * H, H));
+            const V cp = cols(prev, H, H);
+            const V c = add(mul(fg, cp), mul(ig, gg));
+            const V tc = tanh(c);
+            const V dh = cols(dsc, 0, H);
+            const V dc = add(cols(dsc, H, H), mul(mul(dh, og), rnn_dtanh(tc)));
+            const V dai = mul(mul(dc, gg), rnn_dsigmoid(ig));
+            const V daf = mul(mul(dc, cp), rnn_dsigmoid(fg));
+            const V dag = mul(mul(dc, ig), rnn_dtanh(gg));
+            const V dao = mul(mul(dh, tc), rnn_dsigmoid(og));
+            dxt = concat(concat(concat(dai, daf, 1), dag, 1), dao, 1);
+            dhh = dxt;
+            direct = pad(mul(dc, fg), 1, H, SH);
+            have_direct = true;
+            break;
+        }
+        case RnnCell::gru: {
+            const V r = sigmoid(add(cols(xt, 0, H), cols(ahh, 0, H)));
+            const V z = sigmoid(add(cols(xt, H, H), cols(ahh, H, H)));
+            const V hn = cols(ahh, 2 * H, H);
+            const V nn = tanh(add(cols(xt, 2 * H, H), mul(r, hn)));
+            const V dan = mul(mul(dsc, rnn_one_minus(z)), rnn_dtanh(nn));
+            const V dar = mul(mul(dan, hn), rnn_dsigmoid(r));
+            const V daz = mul(mul(dsc, sub(hp, nn)), rnn_dsigmoid(z));
+            const V drz = concat(dar, daz, 1);
+            dxt = concat(drz, dan, 1);
+            dhh = concat(drz, mul(dan, r), 1);
+            direct = mul(dsc, z);
+            have_direct = true;
+            break;
+        }
+        case RnnCell::rnn_tanh: {
+            const V hy = tanh(add(xt, ahh));
+            dxt = mul(dsc, rnn_dtanh(hy));
+            dhh = dxt;
+            break;
+        }
+        }
+        const V dhp = matmul(dhh, Wm);
+        V c2 = S == 2 ? pad(dhp, 1, 0, SH) : dhp;
+        if (have_direct) c2 = add(c2, direct);
+        if (at.masked) {
+            Ref<T> km = tape.alloc(Shape{B, 1});
+            for (std::size_t b = 0; b < B; ++b) km.data[b] = at.mask[t * B + b] != 0 ? T(0) : T(1);
+            c2 = add(c2, mul(ds, rnn_const(tape, km, static_cast<const V*>(nullptr))));
+        }
+        carry = c2;
+        have_carry = true;
+        if (o.needs(n, 1)) {
+            const V dwt = matmul(dhh, hp, true, false);
+            const V dbt = sum(dhh, 0), dbit = sum(dxt, 0);
+            dW = t == Tn - 1 ? dwt : add(dW, dwt);
+            db = t == Tn - 1 ? dbt : add(db, dbt);
+            dbi = t == Tn - 1 ? dbit : add(dbi, dbit);
+        }
+        dxs[t] = reshape(dxt, Shape{1, B, GH});
+    }
+    if (o.needs(n, 0)) {
+        dx = dxs[0];
+        for (std::size_t t = 1; t < Tn; ++t) dx = concat(dx, dxs[t], 0);
+        o.acc(n, 0, dx);
+    }
+    if (o.needs(n, 1)) o.acc(n, 1, concat(concat(dW, reshape(db, Shape{GH, 1}), 1), reshape(dbi, Shape{GH, 1}), 1));
+    if (o.needs(n, 2)) o.acc(n, 2, carry);
+}
+
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_recurrent(O& o, const Node<T>& n, const V& g) {
+    if constexpr (std::is_same<V, Eager<T>>::value) {
+        // First order: the fused BPTT kernel on the values the forward saved.
+        const RnnCell cell = static_cast<RnnCell>(n.flags);
+        Tape<T>& tape = *g.t;
+        const Shape xs = o.shape(n, 0), ws = o.shape(n, 1);
+        const detail::RnnDims d{xs[1], xs[0], ws[1] - 2, rnn_gates(cell), rnn_state_blocks(cell)};
+        const detail::RnnAttrs at = detail::rnn_attrs(n.index);
+        const Eager<T> w = o.in(n, 1), s0 = o.in(n, 2), y = o.out(n);
+        Ref<T> dxp{}, dw{}, ds0{};
+        if (o.needs(n, 0)) dxp = tape.alloc(xs);
+        if (o.needs(n, 1)) dw = tape.alloc(ws);
+        if (o.needs(n, 2)) ds0 = tape.alloc(o.shape(n, 2));
+        detail::k_recurrent_backward<T>(tape, cell, d, w.r.data, s0.r.data, at.masked ? at.mask : nullptr, y.r.data,
+                                        static_cast<const T*>(at.saved), g.r.data, dxp.data, dw.data, ds0.data);
+        if (dxp.data) o.acc(n, 0, Eager<T>{dxp, &tape});
+        if (dw.data) o.acc(n, 1, Eager<T>{dw, &tape});
+        if (ds0.data) o.acc(n, 2, Eager<T>{ds0, &tape});
+    } else {
+        detail::recurrent_backward_ops(o, n, g);
+    }
+}
+TAPIR_OP(recurrent, "recurrent", backward_recurrent);
+
+/// The fused recurrence (see the header comment): xp (B, T, G H) the input projection,
+/// w_hh_b = [W_hh | b_hh | b_ih] (G H, H + 2), state0 (B, S H); optional mask (B, T) of 1 and 0.
+/// Returns the states after every step, time-major (T, B, S H).
+template <class T>
+Var<T> recurrent(RnnCell cell, const Var<T>& xp, const Var<T>& w_hh_b, const Var<T>& state0, detail::rnn_opt<T> mask = nullptr) {
+    Tape<T>& t = detail::same_tape(xp, w_hh_b, "recurrent");
+    detail::same_tape(xp, state0, "recurrent");
+    // Names are built only on the error paths: a training step allocates nothing.
+    const auto name = [cell] { return std::string("recurrent(") + rnn_cell_name(cell) + ")"; };
+    const Shape xs = xp.shape(), ws = w_hh_b.shape(), ss = state0.shape();
+    const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
+    if (xs.rank() != 3) throw shape_error(name() + ": input projection must be (steps, batch, gates * hidden), got " + xs.str());
+    if (ws.rank() != 2 || ws[1] < 3 || ws[0] != G * (ws[1] - 2))
+        throw shape_error(name() + ": recurrent weight with bias columns must be (" + std::to_string(G) +
+                          " * hidden, hidden + 2), got " + ws.str());
+    const std::size_t Tn = xs[0], B = xs[1], H = ws[1] - 2;
+    if (xs[2] != G * H) detail::throw_shape((name() + ": input projection vs recurrent weight").c_str(), xs, ws);
+    if (ss != Shape{B, S * H}) detail::throw_shape((name() + ": input projection vs initial state").c_str(), xs, ss);
+    if (Tn == 0) throw shape_error(name() + ": empty sequence, input projection of shape " + xs.str());
+    auto* attrs = static_cast<std::int64_t*>(t.arena().allocate((2 + (mask ? B * Tn : 0)) * sizeof(std::int64_t)));
+    attrs[0] = mask ? 1 : 0;
+    if (mask) {
+        detail::same_tape(xp, *mask, "recurrent");
+        const Shape ms = mask->shape();
+        if (ms != Shape{B, Tn}) detail::throw_shape((name() + ": input vs mask").c_str(), Shape{B, Tn, xs[2]}, ms);
+        const T* m = mask->data();
+        for (std::size_t i = 0; i < B * Tn; ++i) {
+            if (m[i] != T(0) && m[i] != T(1))
+                throw value_error(name() + ": mask values must be 0 or 1, got " + std::to_string(static_cast<double>(m[i])) + " at " +
+                                  std::to_string(i));
+            attrs[2 + (i % Tn) * B + i / Tn] = m[i] != T(0) ? 1 : 0;  // kept time-major, as the states
+        }
+    }
+    const detail::RnnDims d{B, Tn, H, G, S};
+    Ref<T> out = t.alloc(Shape{Tn, B, S * H});
+    T* saved = t.arena().template allocate_array<T>(Tn * B * detail::rnn_saved_width(cell, H));
+    attrs[1] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(saved));
+    detail::k_recurrent_forward<T>(t, cell, d, xp.data(), w_hh_b.data(), state0.data(), mask ? attrs + 2 : nullptr, out.data, saved);
+    const auto flags = static_cast<std::uint8_t>(cell);
+    return detail::emit(t, op_recurrent<T>, out, [attrs, flags](Node<T>& nd) {
+        nd.index = attrs;
+        nd.flags = flags;
+    }, xp, w_hh_b, state0);
+}
+
+/// A whole layer's recurrence from PyTorch-layout parameters: x (B, T, F), weight_ih (G H, F),
+/// weight_hh (G H, H), bias_ih and bias_hh (G H,) (either may be null), state0 (B, S H) or null for
+/// zeros, mask (B, T) or null. The input projection of all steps is one GEMM. Returns the states
+/// time-major (T, B, S H) as recurrent(); recurrent_output() gives the layer's outputs.
+template <class T>
+Var<T> recurrent_sequence(RnnCell cell, const Var<T>& x, const Var<T>& weight_ih, const Var<T>& weight_hh, detail::rnn_opt<T> bias_ih,
+                          detail::rnn_opt<T> bias_hh, detail::rnn_opt<T> state0 = nullptr, detail::rnn_opt<T> mask = nullptr) {
+    Tape<T>& t = detail::same_tape(x, weight_ih, "recurrent_sequence");
+    const auto name = [cell] { return std::string("recurrent_sequence(") + rnn_cell_name(cell) + ")"; };
+    const Shape xs = x.shape(), wi = weight_ih.shape(), wh = weight_hh.shape();
+    const std::size_t G = rnn_gates(cell), S = rnn_state_blocks(cell);
+    if (xs.rank() != 3) throw shape_error(name() + ": input must be (batch, steps, features), got " + xs.str());
+    if (wh.rank() != 2 || wh[1] == 0 || wh[0] != G * wh[1])
+        throw shape_error(name() + ": weight_hh must be (" + std::to_string(G) + " * hidden, hidden), got " + wh.str());
+    const std::size_t H = wh[1];
+    if (wi.rank() != 2 || wi[0] != G * H || wi[1] != xs[2]) detail::throw_shape((name() + ": input vs weight_ih").c_str(), xs, wi);
+    for (const Var<T>* b : {bias_ih, bias_hh})
+        if (b && b->shape() != Shape{G * H}) detail::throw_shape((name() + ": weight_hh vs bias").c_str(), wh, b->shape());
+    const std::size_t B = xs[0], Tn = xs[1];
+    if (state0 && state0->shape() != Shape{B, S * H})
+        detail::throw_shape((name() + ": input vs initial state").c_str(), xs, state0->shape());
+    // x W_ih^T for all steps in one GEMM, on the rows of x in time-major order (so that each step
+    // reads one contiguous block); b_ih rides in the recurrent op (added inside the cell). W_ih is
+    // transposed as a value first: its gradient is then x^T g (F x G H, the faster product).
+    const Var<T> xt = gather_rows_raw(reshape(x, Shape{B * Tn, xs[2]}), detail::rnn_order(t, B, Tn, true), B * Tn);
+    const Var<T> xp = reshape(matmul(xt, transpose(weight_ih)), Shape{Tn, B, G * H});
+    const Var<T> bh = bias_hh ? reshape(*bias_hh, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
+    const Var<T> bi = bias_ih ? reshape(*bias_ih, Shape{G * H, 1}) : t.full(Shape{G * H, 1}, T(0));
+    const Var<T> wa = concat(concat(weight_hh, bh, 1), bi, 1);
+    const Var<T> s0 = state0 ? *state0 : t.full(Shape{B, S * H}, T(0));
+    return recurrent(cell, xp, wa, s0, mask);
+}
+
+/// The final state (B, S H) from recurrent()'s states (T, B, S H): [h | c] for the LSTM. With a
+/// mask, each sequence's state after its last element.
+template <class T>
+Var<T> recurrent_final_state(const Var<T>& states) {
+    const Shape ss = states.shape();
+    return reshape(slice(states, 0, ss[0] - 1, 1), Shape{ss[1], ss[2]});
+}
+
+/// The layer outputs from recurrent()'s states (T, B, S H): every step's h batch-first (B, T, H),
+/// zero where the mask is 0 (as pad_packed_sequence), or only the last state's h (B, H).
+template <class T>
+Var<T> recurrent_output(RnnCell cell, const Var<T>& states, bool return_sequences, detail::rnn_opt<T> mask = nullptr) {
+    const Shape ss = states.shape();
+    const std::size_t S = rnn_state_blocks(cell), Tn = ss[0], B = ss[1], H = ss[2] / S;
+    if (!return_sequences) {
+        const Var<T> last = recurrent_final_state(states);
+        return S == 1 ? last : slice(last, 1, 0, H);
+    }
+    Tape<T>& t = states.tape();
+    Var<T> h = reshape(gather_rows_raw(reshape(states, Shape{Tn * B, S * H}), detail::rnn_order(t, B, Tn, false), B * Tn),
+                       Shape{B, Tn, S * H});
+    if (S != 1) h = slice(h, 2, 0, H);
+    if (!mask) return h;
+    return mul(h, reshape(*mask, Shape{B, Tn, 1}));
+}
+
+/// A (B, T) mask of 1 for the first lengths[b] steps of each sequence and 0 after, as a constant.
+template <class T>
+Var<T> sequence_mask(Tape<T>& t, const std::vector<std::size_t>& lengths, std::size_t steps) {
+    Ref<T> r = t.alloc(Shape{lengths.size(), steps});
+    for (std::size_t b = 0; b < lengths.size(); ++b) {
+        if (lengths[b] > steps)
+            throw value_error("sequence_mask: length " + std::to_string(lengths[b]) + " of sequence " + std::to_string(b) +
+                              " exceeds the " + std::to_string(steps) + " steps");
+        for (std::size_t s = 0; s < steps; ++s) r.data[b * steps + s] = s < lengths[b] ? T(1) : T(0);
+    }
+    return t.leaf(r, false);
+}
+
+// ---- embedding ----------------------------------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_embedding(O& o, const Node<T>& n, const V& g) {
+    const Shape ws = o.shape(n, 0);
+    const std::size_t E = ws[1], count = g.size() / E;
+    o.acc(n, 0, scatter_rows_raw(reshape(g, Shape{count, E}), n.index, ws[0]));
+}
+TAPIR_OP(embedding, "embedding", backward_embedding);
+/// Rows of a lookup table weight (V, E) at integer indices of any shape up to rank 3 (held as
+/// values of T, e.g. token ids (B, T)): the result has the indices' shape plus E. The gradient
+/// goes into the used rows only (added where an index repeats).
+template <class T>
+Var<T> embedding(const Var<T>& weight, const Var<T>& indices) {
+    Tape<T>& t = detail::same_tape(weight, indices, "embedding");
+    const Shape ws = weight.shape(), is = indices.shape();
+    if (ws.rank() != 2) throw shape_error("embedding: weight must be (rows, features), got " + ws.str());
+    if (is.rank() >= max_rank) detail::throw_shape("embedding: indices of rank 4 give rank 5; weight vs indices", ws, is);
+    const std::size_t count = is.numel(), rows = ws[0], E = ws[1];
+    auto* p = static_cast<std::int64_t*>(t.arena().allocate(count * sizeof(std::int64_t) + 1));
+    const T* v = indices.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        const T x = v[i];
+        if (!(x >= T(0)) || !(x < static_cast<T>(rows)) || x != static_cast<T>(static_cast<std::int64_t>(x)))
+            throw value_error("embedding: index " + std::to_string(static_cast<double>(x)) + " at position " + std::to_string(i) +
+                              " is not a row of the table of shape " + ws.str());
+        p[i] = static_cast<std::int64_t>(x);
+    }
+    Shape os = is;
+    os.push_back(E);
+    Ref<T> out = detail::k_gather_rows(t, weight.ref(), p, count);
+    out.shape = os;
+    return detail::emit(t, op_embedding<T>, out, [p](Node<T>& nd) { nd.index = p; }, weight);
+}
+
+} // namespace tapir
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/autodiff/recurrent.hpp ----
+// ---- begin tapir/autodiff/sets.hpp ----
+/// Ops on sets and graphs: sets are (B, N, F) values with a (B, N) mask of 1 (real particle) and
+/// 0 (padding). Indices live in the tape's arena (Node::index) so a step allocates nothing.
+///
+/// Two index ops carry every gather and scatter: take (out[i] = a[idx[i]], 0 where idx[i] = -1)
+/// and its adjoint put_add (out[idx[i]] += g[i]); each is the other's backward rule, so every order
+/// of derivative follows. torch.gather, scatter_add, index_select, index_add, masked max and
+/// segment sums and maxima are index computations on top of them.
+///
+/// Weighted set sums rest on one trilinear form sum over (b, n, f) of x[b,n,f] w[b,n] g[b,f]: its three
+/// partial contractions (set_sum, set_expand, set_dot) are each other's backward rules. Masked
+/// sum and mean, the Energy Flow Network's pT-weighted sum and EdgeConv's neighbour mean use it.
+///
+/// Conventions: an all-masked row (or an empty segment) reduces to 0 and passes no gradient, for
+/// sum, mean and max alike. Masks and lengths are constants: no gradient flows into them.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+namespace detail {
+
+/// out[i] = a[idx[i]] (flat positions), 0 where idx[i] is negative.
+template <class T>
+Ref<T> k_take(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& out_shape) {
+    Ref<T> out = t.alloc(out_shape);
+    const std::size_t n = out_shape.numel();
+    for (std::size_t i = 0; i < n; ++i) out.data[i] = idx[i] >= 0 ? a.data[static_cast<std::size_t>(idx[i])] : T(0);
+    return out;
+}
+
+/// The adjoint of take: zeros of out_shape, then out[idx[i]] += g[i] (negative idx skipped).
+template <class T>
+Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& out_shape) {
+    Ref<T> out = t.alloc(out_shape);
+    const std::size_t m = out_shape.numel(), n = g.size();
+    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < n; ++i)
+        if (idx[i] >= 0) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+
+/// A (B, N, F) value against a (B, N) weight, with the error naming both shapes.
+inline void check_set_pair(const char* op, const Shape& x, const Shape& w) {
+    if (x.rank() != 3 || w.rank() != 2 || x[0] != w[0] || x[1] != w[1])
+        throw_shape(op, x, w, "expects a set of shape (B, N, F) and a mask or weight of shape (B, N)");
+}
+inline void check_set_event(const char* op, const Shape& x, const Shape& g) {
+    if (x.rank() != 3 || g.rank() != 2 || x[0] != g[0] || x[2] != g[1])
+        throw_shape(op, x, g, "expects a set of shape (B, N, F) and an event value of shape (B, F)");
+}
+inline void check_event_weight(const char* op, const Shape& g, const Shape& w) {
+    if (g.rank() != 2 || w.rank() != 2 || g[0] != w[0])
+        throw_shape(op, g, w, "expects an event value of shape (B, F) and a weight of shape (B, N)");
+}
+
+/// out[b,f] = sum_n w[b,n] x[b,n,f].
+template <class T>
+Ref<T> k_set_sum(Tape<T>& t, const Ref<T>& x, const Ref<T>& w) {
+    check_set_pair("set_sum", x.shape, w.shape);
+    const std::size_t B = x.shape[0], N = x.shape[1], F = x.shape[2];
+    Ref<T> out = t.alloc(Shape{B, F});
+    for (std::size_t b = 0; b < B; ++b) {
+        T* o = out.data + b * F;
+        for (std::size_t f = 0; f < F; ++f) o[f] = T(0);
+        for (std::size_t n = 0; n < N; ++n) {
+            const T wn = w.data[b * N + n];
+            if (wn == T(0)) continue;
+            const T* xr = x.data + (b * N + n) * F;
+            for (std::size_t f = 0; f < F; ++f) o[f] += wn * xr[f];
+        }
+    }
+    return out;
+}
+
+/// out[b,n,f] = g[b,f] w[b,n].
+template <class T>
+Ref<T> k_set_expand(Tape<T>& t, const Ref<T>& g, const Ref<T>& w) {
+    check_event_weight("set_expand", g.shape, w.shape);
+    const std::size_t B = g.shape[0], F = g.shape[1], N = w.shape[1];
+    Ref<T> out = t.alloc(Shape{B, N, F});
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t n = 0; n < N; ++n) {
+            const T wn = w.data[b * N + n];
+            const T* gr = g.data + b * F;
+            T* o = out.data + (b * N + n) * F;
+            for (std::size_t f = 0; f < F; ++f) o[f] = wn * gr[f];
+        }
+    return out;
+}
+
+/// out[b,n] = sum_f x[b,n,f] g[b,f].
+template <class T>
+Ref<T> k_set_dot(Tape<T>& t, const Ref<T>& x, const Ref<T>& g) {
+    check_set_event("set_dot", x.shape, g.shape);
+    const std::size_t B = x.shape[0], N = x.shape[1], F = x.shape[2];
+    Ref<T> out = t.alloc(Shape{B, N});
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t n = 0; n < N; ++n) {
+            const T* xr = x.data + (b * N + n) * F;
+            const T* gr = g.data + b * F;
+            T s = T(0);
+            for (std::size_t f = 0; f < F; ++f) s += xr[f] * gr[f];
+            out.data[b * N + n] = s;
+        }
+    return out;
+}
+
+/// Index array of n entries in the arena (freed with the tape's next clear()).
+template <class T>
+std::int64_t* arena_indices(Tape<T>& t, std::size_t n) {
+    return static_cast<std::int64_t*>(t.arena().allocate(n * sizeof(std::int64_t) + 1));
+}
+
+/// Row-major strides of a shape.
+inline void strides_of(const Shape& s, std::size_t st[4]) noexcept {
+    std::size_t acc = 1;
+    for (std::size_t i = s.rank(); i-- > 0;) {
+        st[i] = acc;
+        acc *= s[i];
+    }
+}
+} // namespace detail
+
+// ---- take and put_add: the two index ops ---------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_take(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(take, "take", backward_take);
+/// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
+template <class T, template <class> class V>
+detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
+}
+
+template <class O, class T, class V>
+void backward_put_add(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(put_add, "put_add", backward_put_add);
+/// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
+template <class T, template <class> class V>
+detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
+}
+
+namespace detail {
+/// Flat positions in `target` for an index tensor of shape ishape along axis (torch.gather and
+/// scatter_add): position p of the index reads target at p's coordinates with axis replaced by index[p].
+template <class T>
+const std::int64_t* axis_positions(Tape<T>& t, const char* op, const Shape& target, std::size_t axis, const Shape& ishape,
+                                   const std::vector<std::int64_t>& index) {
+    if (ishape.rank() != target.rank()) throw_shape(op, target, ishape, "index rank differs from the value's rank");
+    for (std::size_t d = 0; d < target.rank(); ++d)
+        if (d != axis && ishape[d] > target[d]) throw_shape(op, target, ishape, "index is larger than the value off the axis");
+    if (index.size() != ishape.numel())
+        throw value_error(std::string(op) + ": " + std::to_string(index.size()) + " index values given for an index of shape " + ishape.str());
+    std::size_t ts[4], is[4];
+    strides_of(target, ts);
+    strides_of(ishape, is);
+    const auto len = static_cast<std::int64_t>(target[axis]);
+    std::int64_t* p = arena_indices(t, index.size());
+    for (std::size_t i = 0; i < index.size(); ++i) {
+        const std::int64_t v = index[i];
+        if (v < 0 || v >= len)
+            throw value_error(std::string(op) + ": index " + std::to_string(v) + " at position " + std::to_string(i) + " is out of range for axis " +
+                              std::to_string(axis) + " of shape " + target.str());
+        std::size_t rest = i, off = 0;
+        for (std::size_t d = 0; d < ishape.rank(); ++d) {
+            const std::size_t c = rest / is[d];
+            rest -= c * is[d];
+            off += (d == axis ? static_cast<std::size_t>(v) : c) * ts[d];
+        }
+        p[i] = static_cast<std::int64_t>(off);
+    }
+    return p;
+}
+} // namespace detail
+
+/// torch.gather(a, axis, index): out has the index's shape and out[..i..] = a[..index[..i..]..] with
+/// the index replacing the coordinate on `axis`. index holds index_shape.numel() values, row-major.
+template <class T, template <class> class V>
+detail::val<V, T> gather(const V<T>& a, std::int64_t axis, const Shape& index_shape, const std::vector<std::int64_t>& index) {
+    Tape<T>& t = detail::tape_of(a);
+    const Shape s = a.shape();
+    const std::size_t ax = detail::normalize_axis(axis, s, "gather");
+    return take_raw(a, detail::axis_positions(t, "gather: value vs index", s, ax, index_shape, index), index_shape);
+}
+
+/// zeros(out_shape).scatter_add(axis, index, src) in PyTorch: src[..i..] is added at out's
+/// coordinates with axis replaced by index[..i..]; the index has src's shape.
+template <class T, template <class> class V>
+detail::val<V, T> scatter_add(const V<T>& src, std::int64_t axis, const std::vector<std::int64_t>& index, const Shape& out_shape) {
+    Tape<T>& t = detail::tape_of(src);
+    const Shape s = src.shape();
+    const std::size_t ax = detail::normalize_axis(axis, out_shape, "scatter_add");
+    return put_add_raw(src, detail::axis_positions(t, "scatter_add: output vs source", out_shape, ax, s, index), out_shape);
+}
+
+namespace detail {
+/// Flat positions of index_select along axis: out has a's shape with that axis of length idx.size().
+template <class T>
+const std::int64_t* select_positions(Tape<T>& t, const char* op, const Shape& a, std::size_t axis, const std::vector<std::int64_t>& idx,
+                                     Shape& out) {
+    out = a;
+    out[axis] = idx.size();
+    std::size_t outer = 1, inner = 1;
+    for (std::size_t d = 0; d < axis; ++d) outer *= a[d];
+    for (std::size_t d = axis + 1; d < a.rank(); ++d) inner *= a[d];
+    const std::size_t len = a[axis], m = idx.size();
+    for (std::size_t j = 0; j < m; ++j)
+        if (idx[j] < 0 || static_cast<std::size_t>(idx[j]) >= len)
+            throw value_error(std::string(op) + ": index " + std::to_string(idx[j]) + " at position " + std::to_string(j) + " is out of range for axis " +
+                              std::to_string(axis) + " of shape " + a.str());
+    std::int64_t* p = arena_indices(t, outer * m * inner);
+    std::size_t k = 0;
+    for (std::size_t o = 0; o < outer; ++o)
+        for (std::size_t j = 0; j < m; ++j)
+            for (std::size_t i = 0; i < inner; ++i) p[k++] = static_cast<std::int64_t>((o * len + static_cast<std::size_t>(idx[j])) * inner + i);
+    return p;
+}
+} // namespace detail
+
+/// torch.index_select(a, axis, idx): the slices of a at idx along axis, in order (repeats allowed).
+template <class T, template <class> class V>
+detail::val<V, T> index_select(const V<T>& a, std::int64_t axis, const std::vector<std::int64_t>& idx) {
+    Tape<T>& t = detail::tape_of(a);
+    const Shape s = a.shape();
+    const std::size_t ax = detail::normalize_axis(axis, s, "index_select");
+    Shape out;
+    const std::int64_t* p = detail::select_positions(t, "index_select", s, ax, idx, out);
+    return take_raw(a, p, out);
+}
+
+/// zeros(...).index_add(axis, idx, src) in PyTorch: slice j of src along axis is added at slice
+/// idx[j] of an output whose axis has length `size` (the adjoint of index_select).
+template <class T, template <class> class V>
+detail::val<V, T> index_add(const V<T>& src, std::int64_t axis, const std::vector<std::int64_t>& idx, std::size_t size) {
+    Tape<T>& t = detail::tape_of(src);
+    Shape target = src.shape();
+    const std::size_t ax = detail::normalize_axis(axis, target, "index_add");
+    if (idx.size() != target[ax])
+        throw shape_error("index_add: " + std::to_string(idx.size()) + " indices for axis " + std::to_string(ax) + " of source shape " + target.str());
+    target[ax] = size;
+    Shape sel;
+    const std::int64_t* p = detail::select_positions(t, "index_add", target, ax, idx, sel);
+    return put_add_raw(src, p, target);
+}
+
+// ---- weighted and masked set sums ------------------------------------------------------------------
+
+template <class O, class T, class V>
+void backward_set_sum(O& o, const Node<T>& n, const V& g) {
+    if (o.needs(n, 0)) o.acc(n, 0, set_expand(g, o.in(n, 1)));
+    if (o.needs(n, 1)) o.acc(n, 1, set_dot(o.in(n, 0), g));
+}
+TAPIR_OP(set_sum, "set_sum", backward_set_sum);
+/// sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
+template <class T, template <class> class V>
+detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) {
+    Tape<T>& t = detail::same_tape(x, w, "set_sum");
+    return detail::emit(t, op_set_sum<T>, detail::k_set_sum(t, detail::ref(t, x), detail::ref(t, w)), detail::no_attrs{}, x, w);
+}
+
+template <class O, class T, class V>
+void backward_set_expand(O& o, const Node<T>& n, const V& g) {
+    if (o.needs(n, 0)) o.acc(n, 0, set_sum(g, o.in(n, 1)));
+    if (o.needs(n, 1)) o.acc(n, 1, set_dot(g, o.in(n, 0)));
+}
+TAPIR_OP(set_expand, "set_expand", backward_set_expand);
+/// g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
+template <class T, template <class> class V>
+detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) {
+    Tape<T>& t = detail::same_tape(g, w, "set_expand");
+    return detail::emit(t, op_set_expand<T>, detail::k_set_expand(t, detail::ref(t, g), detail::ref(t, w)), detail::no_attrs{}, g, w);
+}
+
+template <class O, class T, class V>
+void backward_set_dot(O& o, const Node<T>& n, const V& g) {
+    if (o.needs(n, 0)) o.acc(n, 0, set_expand(o.in(n, 1), g));
+    if (o.needs(n, 1)) o.acc(n, 1, set_sum(o.in(n, 0), g));
+}
+TAPIR_OP(set_dot, "set_dot", backward_set_dot);
+/// x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
+template <class T, template <class> class V>
+detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) {
+    Tape<T>& t = detail::same_tape(x, g, "set_dot");
+    return detail::emit(t, op_set_dot<T>, detail::k_set_dot(t, detail::ref(t, x), detail::ref(t, g)), detail::no_attrs{}, x, g);
+}
+
+namespace detail {
+/// A constant (B, N) mask from per-row lengths (1 for the first lengths[b] particles).
+template <class T>
+Var<T> mask_from_lengths(Tape<T>& t, const Shape& x, const std::vector<std::size_t>& lengths, const char* op) {
+    if (x.rank() != 3 || lengths.size() != x[0])
+        throw shape_error(std::string(op) + ": " + std::to_string(lengths.size()) + " lengths for a set of shape " + x.str() +
+                          " (expects (B, N, F) and B lengths)");
+    const std::size_t B = x[0], N = x[1];
+    Ref<T> m = t.alloc(Shape{B, N});
+    for (std::size_t b = 0; b < B; ++b) {
+        if (lengths[b] > N)
+            throw value_error(std::string(op) + ": length " + std::to_string(lengths[b]) + " of row " + std::to_string(b) + " exceeds the " +
+                              std::to_string(N) + " particles of shape " + x.str());
+        for (std::size_t n = 0; n < N; ++n) m.data[b * N + n] = n < lengths[b] ? T(1) : T(0);
+    }
+    return t.leaf(m, false);
+}
+} // namespace detail
+
+/// Sum over the particle axis of the real particles: x (B, N, F), mask (B, N) of 1/0 -> (B, F).
+/// An all-masked row gives 0. The mask is a constant (detached).
+template <class T>
+Var<T> masked_sum(const Var<T>& x, const Var<T>& mask) {
+    detail::check_set_pair("masked_sum", x.shape(), mask.shape());
+    return set_sum(x, detach(mask));
+}
+template <class T>
+Var<T> masked_sum(const Var<T>& x, const std::vector<std::size_t>& lengths) {
+    return set_sum(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_sum"));
+}
+
+/// Mean over the real particles: sum_n m[b,n] x[b,n,:] / sum_n m[b,n]; an all-masked row gives 0
+/// and passes no gradient (its weights are all 0), never NaN.
+template <class T>
+Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
+    detail::check_set_pair("masked_mean", x.shape(), mask.shape());
+    Tape<T>& t = detail::same_tape(x, mask, "masked_mean");
+    const Shape s = mask.shape();
+    const std::size_t B = s[0], N = s[1];
+    Ref<T> w = t.alloc(s);
+    const T* m = mask.data();
+    for (std::size_t b = 0; b < B; ++b) {
+        T c = T(0);
+        for (std::size_t n = 0; n < N; ++n) c += m[b * N + n];
+        const T inv = c != T(0) ? T(1) / c : T(0);
+        for (std::size_t n = 0; n < N; ++n) w.data[b * N + n] = m[b * N + n] * inv;
+    }
+    return set_sum(x, t.leaf(w, false));
+}
+template <class T>
+Var<T> masked_mean(const Var<T>& x, const std::vector<std::size_t>& lengths) {
+    return masked_mean(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_mean"));
+}
+
+/// Maximum over the real particles, per feature: (B, N, F) -> (B, F). The gradient goes to the
+/// first maximal real particle (as PyTorch's max(dim)); an all-masked row gives 0 and no gradient.
+template <class T>
+Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
+    detail::check_set_pair("masked_max", x.shape(), mask.shape());
+    detail::same_tape(x, mask, "masked_max");
+    Tape<T>& t = x.tape();
+    const Shape s = x.shape();
+    const std::size_t B = s[0], N = s[1], F = s[2];
+    std::int64_t* p = detail::arena_indices(t, B * F);
+    const T* xd = x.data();
+    const T* m = mask.data();
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t f = 0; f < F; ++f) {
+            std::int64_t best = -1;
+            for (std::size_t n = 0; n < N; ++n) {
+                if (m[b * N + n] == T(0)) continue;
+                const std::size_t k = (b * N + n) * F + f;
+                if (best < 0 || xd[k] > xd[static_cast<std::size_t>(best)]) best = static_cast<std::int64_t>(k);
+            }
+            p[b * F + f] = best;
+        }
+    return take_raw(x, p, Shape{B, F});
+}
+template <class T>
+Var<T> masked_max(const Var<T>& x, const std::vector<std::size_t>& lengths) {
+    return masked_max(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_max"));
+}
+
+// ---- segment reductions ----------------------------------------------------------------------------
+
+namespace detail {
+/// Checks offsets (S + 1 nondecreasing values from 0 to the row count) against x's first axis.
+inline void check_offsets(const char* op, const Shape& x, const std::vector<std::size_t>& offsets) {
+    if (x.rank() == 0) throw shape_error(std::string(op) + ": expects at least 1-D rows, got shape " + x.str());
+    if (offsets.size() < 2 || offsets.front() != 0 || offsets.back() != x[0])
+        throw value_error(std::string(op) + ": offsets must run from 0 to the " + std::to_string(x[0]) + " rows of shape " + x.str() + " (" +
+                          std::to_string(offsets.size()) + " offsets given)");
+    for (std::size_t s = 1; s < offsets.size(); ++s)
+        if (offsets[s] < offsets[s - 1])
+            throw value_error(std::string(op) + ": offsets decrease at position " + std::to_string(s) + " (" + std::to_string(offsets[s - 1]) +
+                              " then " + std::to_string(offsets[s]) + ")");
+}
+inline Shape segment_shape(const Shape& x, std::size_t segments) {
+    Shape out = x;
+    out[0] = segments;
+    return out;
+}
+} // namespace detail
+
+/// Row sums of x over segments: rows [offsets[s], offsets[s+1]) of x (M, ...) -> (S, ...). An empty
+/// segment gives 0.
+template <class T>
+Var<T> segment_sum(const Var<T>& x, const std::vector<std::size_t>& offsets) {
+    const Shape s = x.shape();
+    detail::check_offsets("segment_sum", s, offsets);
+    Tape<T>& t = x.tape();
+    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
+    std::int64_t* p = detail::arena_indices(t, s.numel());
+    for (std::size_t g = 0; g < S; ++g)
+        for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r)
+            for (std::size_t i = 0; i < inner; ++i) p[r * inner + i] = static_cast<std::int64_t>(g * inner + i);
+    return put_add_raw(x, p, detail::segment_shape(s, S));
+}
+
+/// Row means over segments; an empty segment gives 0 and passes no gradient.
+template <class T>
+Var<T> segment_mean(const Var<T>& x, const std::vector<std::size_t>& offsets) {
+    const Var<T> sums = segment_sum(x, offsets);
+    Tape<T>& t = x.tape();
+    const std::size_t S = offsets.size() - 1;
+    Shape cs = detail::segment_shape(x.shape(), S);
+    for (std::size_t d = 1; d < cs.rank(); ++d) cs[d] = 1;
+    Ref<T> c = t.alloc(cs);
+    for (std::size_t g = 0; g < S; ++g) {
+        const std::size_t len = offsets[g + 1] - offsets[g];
+        c.data[g] = len ? T(1) / static_cast<T>(len) : T(0);
+    }
+    return mul(sums, t.leaf(c, false));
+}
+
+/// Row maxima over segments, per column; the gradient goes to the first maximal row; an empty
+/// segment gives 0 and no gradient.
+template <class T>
+Var<T> segment_max(const Var<T>& x, const std::vector<std::size_t>& offsets) {
+    const Shape s = x.shape();
+    detail::check_offsets("segment_max", s, offsets);
+    Tape<T>& t = x.tape();
+    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
+    std::int64_t* p = detail::arena_indices(t, S * inner);
+    const T* xd = x.data();
+    for (std::size_t g = 0; g < S; ++g)
+        for (std::size_t i = 0; i < inner; ++i) {
+            std::int64_t best = -1;
+            for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r) {
+                const std::size_t k = r * inner + i;
+                if (best < 0 || xd[k] > xd[static_cast<std::size_t>(best)]) best = static_cast<std::int64_t>(k);
+            }
+            p[g * inner + i] = best;
+        }
+    return take_raw(x, p, detail::segment_shape(s, S));
+}
+
+// ---- k nearest neighbours --------------------------------------------------------------------------
+
+/// Neighbour lists in the arena: index[(b N + i) k + j] is the global row b N + n of the j-th
+/// nearest neighbour of point i of event b, nearest first, or -1 where the event has fewer than
+/// k other real points (and for every slot of a padded point). Valid until the tape's next clear().
+struct KnnIndex {
+    const std::int64_t* index = nullptr;
+    std::size_t batch = 0, points = 0, k = 0;
+    /// The neighbour's position within its event (0 .. points), or -1.
+    std::int64_t local(std::size_t b, std::size_t i, std::size_t j) const noexcept {
+        const std::int64_t g = index[(b * points + i) * k + j];
+        return g < 0 ? -1 : g - static_cast<std::int64_t>(b * points);
+    }
+};
+
+namespace detail {
+template <class T>
+struct KnnCandidate {
+    T d;
+    std::int64_t j;
+};
+} // namespace detail
+
+/// The k nearest neighbours (squared Euclidean distance, ties to the lower index) of every point
+/// of coords (B, N, D) among the real points of its event, never itself; mask (B, N) of 1/0 or
+/// null for all real. No gradient (indices are constants); arXiv:1801.07829 builds its dynamic
+/// graph this way.
+template <class T>
+KnnIndex knn(const Var<T>& coords, const Var<T>* mask, std::size_t k) {
+    const Shape s = coords.shape();
+    if (s.rank() != 3) throw shape_error("knn: expects coordinates of shape (B, N, D), got " + s.str());
+    if (mask) {
+        if (mask->shape().rank() != 2 || mask->shape()[0] != s[0] || mask->shape()[1] != s[1])
+            detail::throw_shape("knn: coordinates vs mask", s, mask->shape(), "expects coordinates (B, N, D) and a mask (B, N)");
+        detail::same_tape(coords, *mask, "knn");
+    }
+    if (k == 0) throw value_error("knn: k must be positive");
+    Tape<T>& t = coords.tape();
+    const std::size_t B = s[0], N = s[1], D = s[2];
+    std::int64_t* p = detail::arena_indices(t, B * N * k);
+    auto* cand = static_cast<detail::KnnCandidate<T>*>(t.arena().allocate(N * sizeof(detail::KnnCandidate<T>) + 1));
+    const T* x = coords.data();
+    const T* m = mask ? mask->data() : nullptr;
+    const auto less = [](const detail::KnnCandidate<T>& a, const detail::KnnCandidate<T>& b) { return a.d < b.d || (a.d == b.d && a.j < b.j); };
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t i = 0; i < N; ++i) {
+            std::int64_t* row = p + (b * N + i) * k;
+            std::size_t c = 0;
+            if (!m || m[b * N + i] != T(0)) {
+                const T* xi = x + (b * N + i) * D;
+                for (std::size_t j = 0; j < N; ++j) {
+                    if (j == i || (m && m[b * N + j] == T(0))) continue;
+                    const T* xj = x + (b * N + j) * D;
+                    T d2 = T(0);
+                    for (std::size_t q = 0; q < D; ++q) {
+                        const T u = xi[q] - xj[q];
+                        d2 += u * u;
+                    }
+                    new (cand + c) detail::KnnCandidate<T>{d2, static_cast<std::int64_t>(b * N + j)};
+                    ++c;
+                }
+            }
+            const std::size_t take = c < k ? c : k;
+            std::partial_sort(cand, cand + take, cand + c, less);
+            for (std::size_t j = 0; j < k; ++j) row[j] = j < take ? cand[j].j : -1;
+        }
+    return KnnIndex{p, B, N, k};
+}
+template <class T>
+KnnIndex knn(const Var<T>& coords, const Var<T>& mask, std::size_t k) {
+    return knn(coords, &mask, k);
+}
+
+// ---- per-particle dense -----------------------------------------------------------------------------
+
+/// act(x W + b) applied to every particle of x (B, N, F): one fused dense node on (B N, F).
+template <class T>
+Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
+    const Shape s = x.shape();
+    if (s.rank() != 3) detail::throw_shape("set_dense: set vs weight", s, w.shape(), "expects a set of shape (B, N, F)");
+    const Var<T> y = dense(reshape(x, Shape{s[0] * s[1], s[2]}), w, b, act, alpha);
+    return reshape(y, Shape{s[0], s[1], y.shape()[1]});
+}
+template <class T>
+Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>& b, Activation act = Activation::none, T alpha = T(0.01)) {
+    return set_dense(x, w, &b, act, alpha);
+}
+template <class T>
+Var<T> set_dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
+    return set_dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/sets.hpp ----
+// ---- begin tapir/nn/attention.hpp ----
+/// Attention layers for sets of particles (B, N, E): multi-head self-attention with a padding mask
+/// and an additive pairwise-interaction bias, a pre-norm transformer block, the Particle
+/// Transformer's particle attention block (Qu, Gouskos, arXiv:2202.03772) and Residual.
+///
+/// Attention is Vaswani et al., arXiv:1706.03762: softmax(q k^T / sqrt(d) + U) v per head, with
+/// U the optional bias (B, h, N, N) (ParT's interaction features after their embedding) and the
+/// padding mask (B, N) of 1 (a particle) and 0 (padding) giving padded keys exactly zero weight
+/// (masked_softmax), so that no particle attends to padding.
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::ParticleBlock<float> block(64, 8, 256, rng);     // E = 64, 8 heads, MLP 64-256-64
+///     tapir::Var<float> y = block.forward(x, mask, u);             // x (B, N, 64), mask (B, N), u (B, 8, N, N)
+
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/nn/init.hpp ----
+/// Weight initialisers: Glorot/Xavier and He/Kaiming (uniform, normal), zeros, ones, constant.
+///
+/// Every random initialiser draws from a tapir::Rng, so a seed fixes the weights on every
+/// platform. Fans follow the Keras kernel layout (in, out): fan_in = shape[0], fan_out =
+/// shape[1]. The normal variants use a plain (untruncated) normal, as PyTorch does.
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+
+
+namespace tapir {
+namespace nn {
+
+struct Fans {
+    double in = 1.0;
+    double out = 1.0;
+};
+
+/// Fans of a weight tensor: rank 2 (in, out); rank 1 and 0 count the elements both ways; a higher
+/// rank (kernel..., in, out) multiplies both by the receptive field, as Keras does.
+inline Fans compute_fans(const Shape& s) {
+    const std::size_t r = s.rank();
+    if (r == 0) return Fans{1.0, 1.0};
+    if (r == 1) return Fans{static_cast<double>(s[0]), static_cast<double>(s[0])};
+    double receptive = 1.0;
+    for (std::size_t i = 0; i + 2 < r; ++i) receptive *= static_cast<double>(s[i]);
+    return Fans{static_cast<double>(s[r - 2]) * receptive, static_cast<double>(s[r - 1]) * receptive};
+}
+
+namespace init {
+
+template <class T>
+void zeros(Tensor<T>& w) { w.fill(T(0)); }
+template <class T>
+void ones(Tensor<T>& w) { w.fill(T(1)); }
+template <class T>
+void constant(Tensor<T>& w, T value) { w.fill(value); }
+
+/// Uniform in [lo, hi).
+template <class T>
+void uniform(Tensor<T>& w, Rng& rng, double lo, double hi) {
+    if (!(lo <= hi)) throw value_error("init::uniform: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
+    for (auto& v : w) v = static_cast<T>(rng.uniform(lo, hi));
+}
+template <class T>
+void normal(Tensor<T>& w, Rng& rng, double mean, double stddev) {
+    if (!(stddev >= 0.0)) throw value_error("init::normal: standard deviation must be non-negative, got " + std::to_string(stddev));
+    for (auto& v : w) v = static_cast<T>(rng.normal(mean, stddev));
+}
+
+namespace detail {
+inline double checked_fan(double fan, const char* who, const Shape& s) {
+    if (!(fan > 0.0)) throw value_error(std::string(who) + ": weight of shape " + s.str() + " has a zero fan");
+    return fan;
+}
+} // namespace detail
+
+/// U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)).
+template <class T>
+void glorot_uniform(Tensor<T>& w, Rng& rng, double gain = 1.0) {
+    if (w.empty()) return;
+    const Fans f = compute_fans(w.shape());
+    const double a = gain * std::sqrt(6.0 / detail::checked_fan(f.in + f.out, "init::glorot_uniform", w.shape()));
+    uniform(w, rng, -a, a);
+}
+/// N(0, s^2) with s = gain * sqrt(2 / (fan_in + fan_out)).
+template <class T>
+void glorot_normal(Tensor<T>& w, Rng& rng, double gain = 1.0) {
+    if (w.empty()) return;
+    const Fans f = compute_fans(w.shape());
+    normal(w, rng, 0.0, gain * std::sqrt(2.0 / detail::checked_fan(f.in + f.out, "init::glorot_normal", w.shape())));
+}
+/// U(-a, a) with a = sqrt(6 / fan_in): variance 2 / fan_in, for ReLU networks.
+template <class T>
+void he_uniform(Tensor<T>& w, Rng& rng) {
+    if (w.empty()) return;
+    const Fans f = compute_fans(w.shape());
+    const double a = std::sqrt(6.0 / detail::checked_fan(f.in, "init::he_uniform", w.shape()));
+    uniform(w, rng, -a, a);
+}
+/// N(0, s^2) with s = sqrt(2 / fan_in).
+template <class T>
+void he_normal(Tensor<T>& w, Rng& rng) {
+    if (w.empty()) return;
+    const Fans f = compute_fans(w.shape());
+    normal(w, rng, 0.0, std::sqrt(2.0 / detail::checked_fan(f.in, "init::he_normal", w.shape())));
+}
+
+template <class T>
+void xavier_uniform(Tensor<T>& w, Rng& rng, double gain = 1.0) { glorot_uniform(w, rng, gain); }
+template <class T>
+void xavier_normal(Tensor<T>& w, Rng& rng, double gain = 1.0) { glorot_normal(w, rng, gain); }
+template <class T>
+void kaiming_uniform(Tensor<T>& w, Rng& rng) { he_uniform(w, rng); }
+template <class T>
+void kaiming_normal(Tensor<T>& w, Rng& rng) { he_normal(w, rng); }
+
+} // namespace init
+
+/// An initialiser as a value, for layer options: Init::he_normal(), Init::constant(0.1), ...
+struct Init {
+    enum class Kind { zeros, ones, constant, glorot_uniform, glorot_normal, he_uniform, he_normal };
+    Kind kind = Kind::glorot_uniform;
+    double value = 0.0;  ///< the constant, or the gain of the Glorot variants
+
+    static Init zeros() { return Init{Kind::zeros, 0.0}; }
+    static Init ones() { return Init{Kind::ones, 0.0}; }
+    static Init constant(double v) { return Init{Kind::constant, v}; }
+    static Init glorot_uniform(double gain = 1.0) { return Init{Kind::glorot_uniform, gain}; }
+    static Init glorot_normal(double gain = 1.0) { return Init{Kind::glorot_normal, gain}; }
+    static Init xavier_uniform(double gain = 1.0) { return glorot_uniform(gain); }
+    static Init xavier_normal(double gain = 1.0) { return glorot_normal(gain); }
+    static Init he_uniform() { return Init{Kind::he_uniform, 0.0}; }
+    static Init he_normal() { return Init{Kind::he_normal, 0.0}; }
+
+    template <class T>
+    void apply(Tensor<T>& w, Rng& rng) const {
+        switch (kind) {
+        case Kind::zeros: init::zeros(w); break;
+        case Kind::ones: init::ones(w); break;
+        case Kind::constant: init::constant(w, static_cast<T>(value)); break;
+        case Kind::glorot_uniform: init::glorot_uniform(w, rng, value); break;
+        case Kind::glorot_normal: init::glorot_normal(w, rng, value); break;
+        case Kind::he_uniform: init::he_uniform(w, rng); break;
+        case Kind::he_normal: init::he_normal(w, rng); break;
+        }
+    }
+
+    std::string name() const {
+        switch (kind) {
+        case Kind::zeros: return "zeros";
+        case Kind::ones: return "ones";
+        case Kind::constant: return "constant";
+        case Kind::glorot_uniform: return "glorot_uniform";
+        case Kind::glorot_normal: return "glorot_normal";
+        case Kind::he_uniform: return "he_uniform";
+        case Kind::he_normal: return "he_normal";
+        }
+        return "?";
+    }
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/init.hpp ----
+// ---- begin tapir/nn/layers.hpp ----
+/// Layers: Dense (fused matmul + bias + activation), activation layers, Softmax, Dropout,
+/// BatchNorm and LayerNorm.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+// ---- begin tapir/nn/module.hpp ----
+/// The module base: a tree of layers with named parameters, train/eval modes, parameter counts
+/// and a Keras-like summary().
+///
+/// A module lists its own parameters, buffers and children through virtual collectors instead
+/// of storing pointers to its members, so layers stay copyable (clone()) without dangling
+/// registrations. Forward passes record on the tape of their input; parameters enter the tape
+/// through use(), which is tape.param(p) unless functional_call() has bound a Var in its place.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+/// What a layer is, for code that walks a model (export to fixed-size inference, printing).
+/// A module reporting `dense` is a Dense<T>, `activation` an ActivationLayer<T>, `softmax` a
+/// Softmax<T>, `dropout` a Dropout<T>, `batch_norm` a BatchNorm<T>, `layer_norm` a LayerNorm<T>,
+/// `sequential` a Sequential<T>: a static_cast to that type is safe.
+enum class LayerKind : std::uint8_t { dense, activation, softmax, dropout, batch_norm, layer_norm, sequential, custom };
+
+inline const char* layer_kind_name(LayerKind k) noexcept {
+    switch (k) {
+    case LayerKind::dense: return "dense";
+    case LayerKind::activation: return "activation";
+    case LayerKind::softmax: return "softmax";
+    case LayerKind::dropout: return "dropout";
+    case LayerKind::batch_norm: return "batch_norm";
+    case LayerKind::layer_norm: return "layer_norm";
+    case LayerKind::sequential: return "sequential";
+    case LayerKind::custom: return "custom";
+    }
+    return "?";
+}
+
+template <class T>
+class Module;
+
+template <class T>
+using NamedParameter = std::pair<std::string, Parameter<T>*>;
+template <class T>
+using NamedBuffer = std::pair<std::string, Tensor<T>*>;
+template <class T>
+using NamedModule = std::pair<std::string, Module<T>*>;
+
+/// One line of summary(): "name (type)", output shape, parameter count; a graph also fills the
+/// nodes it is connected to, and trainable ("Y", "N", "partly") is shown once a module is frozen.
+struct SummaryRow {
+    std::string name;
+    std::string type;
+    Shape output;
+    std::size_t params = 0;
+    std::string inputs;
+    std::string trainable;
+
+    SummaryRow() = default;
+    SummaryRow(std::string n, std::string t, Shape out, std::size_t p, std::string in = {}, std::string tr = {})
+        : name(std::move(n)), type(std::move(t)), output(std::move(out)), params(p), inputs(std::move(in)), trainable(std::move(tr)) {}
+};
+
+namespace detail {
+/// Parameters replaced by Vars for the duration of a functional_call (per thread).
+template <class T>
+struct ParamBinding {
+    const Parameter<T>* param;
+    Var<T> var;
+};
+template <class T>
+struct BindingState {
+    static thread_local const std::vector<ParamBinding<T>>* current;
+};
+template <class T>
+thread_local const std::vector<ParamBinding<T>>* BindingState<T>::current = nullptr;
+
+inline std::string join_name(const std::string& prefix, const std::string& name) {
+    return prefix.empty() ? name : (name.empty() ? prefix : prefix + "." + name);
+}
+inline std::string pad_right(const std::string& s, std::size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
+inline std::string pad_left(const std::string& s, std::size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
+} // namespace detail
+
+template <class T>
+class Module {
+public:
+    using value_type = T;
+    virtual ~Module() = default;
+
+    /// Records the layer on x's tape and returns its output.
+    virtual Var<T> forward(const Var<T>& x) = 0;
+    Var<T> operator()(const Var<T>& x) { return forward(x); }
+
+    /// The entry of several inputs (features and a mask; jet-level and constituent-level), which
+    /// nn::Model and multi-input training call. A layer of several inputs overrides it and
+    /// num_inputs(); the default takes exactly one input and calls forward(x). (A separate name,
+    /// not a forward overload, so that layers overriding forward(x) do not hide it.)
+    virtual Var<T> forward_many(const std::vector<Var<T>>& inputs) {
+        if (inputs.size() != 1)
+            throw value_error(describe() + ": takes 1 input, got " + std::to_string(inputs.size()));
+        return forward(inputs[0]);
+    }
+    /// How many inputs forward_many() takes; 0 = any number (forward_many checks).
+    virtual std::size_t num_inputs() const { return 1; }
+    Var<T> operator()(const std::vector<Var<T>>& inputs) { return forward_many(inputs); }
+    /// m(x, mask), m(jets, constituents, mask): forward_many of the arguments.
+    template <class... Rest>
+    Var<T> operator()(const Var<T>& a, const Var<T>& b, const Rest&... rest) {
+        return forward_many(std::vector<Var<T>>{a, b, rest...});
+    }
+
+    /// Class name as shown by summary(): "Dense", "ReLU", ...
+    virtual std::string type_name() const = 0;
+    /// Type with its defining hyper-parameters ("Dense(relu)", "Dropout(0.2)").
+    virtual std::string describe() const { return type_name(); }
+    virtual LayerKind kind() const { return LayerKind::custom; }
+    /// A deep copy (parameters, buffers, mode) of the same dynamic type.
+    virtual std::unique_ptr<Module> clone() const = 0;
+
+    /// Output shape for an input shape, checking the input as forward() would. The default runs
+    /// forward() in eval mode on a scratch tape without gradients; layers override it.
+    virtual Shape output_shape(const Shape& input) const {
+        return scratch_run([&](Tape<T>& t) { return mut().forward(t.constant(Tensor<T>(input))).shape(); });
+    }
+
+    /// Output shape for several input shapes; the default runs forward_many() on a scratch tape
+    /// (inputs filled with ones, so that masks count every entry).
+    virtual Shape output_shape_many(const std::vector<Shape>& inputs) const {
+        if (inputs.size() == 1) return output_shape(inputs[0]);
+        return scratch_run([&](Tape<T>& t) {
+            std::vector<Var<T>> xs;
+            for (const Shape& s : inputs) xs.push_back(t.full(s, T(1)));
+            return mut().forward_many(xs).shape();
+        });
+    }
+
+    /// Fusion hooks for Sequential: an activation layer reports its activation here; a layer that
+    /// can apply an activation inside its own node says so and implements forward_fused().
+    virtual Activation fusable_activation() const noexcept { return Activation::none; }
+    virtual T activation_alpha() const noexcept { return T(0); }
+    virtual bool can_fuse_activation() const noexcept { return false; }
+    virtual Var<T> forward_fused(const Var<T>& x, Activation, T) { return forward(x); }
+
+    // ---- modes ---------------------------------------------------------------------------------
+    /// Training mode (the default) for this module and all below it; eval() for inference.
+    void train(bool on = true) {
+        training_ = on;
+        for (auto& c : named_children()) c.second->train(on);
+    }
+    void eval() { train(false); }
+    bool is_training() const noexcept { return training_; }
+    /// This module's own flag only (children keep theirs), e.g. to freeze one BatchNorm.
+    void set_training_flag(bool on) noexcept { training_ = on; }
+
+    /// Mode flags of every module, depth first; set_training_modes() puts them back.
+    std::vector<bool> training_modes() {
+        std::vector<bool> out;
+        for (Module* m : modules()) out.push_back(m->training_);
+        return out;
+    }
+    void set_training_modes(const std::vector<bool>& modes) {
+        const std::vector<Module*> ms = modules();
+        if (ms.size() != modes.size())
+            throw value_error("Module::set_training_modes: " + std::to_string(modes.size()) + " flags given for " +
+                              std::to_string(ms.size()) + " modules");
+        for (std::size_t i = 0; i < ms.size(); ++i) ms[i]->training_ = modes[i];
+    }
+
+    // ---- transfer learning ---------------------------------------------------------------------
+    /// Keras' layer.trainable = False: this module and every module below it are marked frozen
+    /// and their parameters get requires_grad = false, so the tape records no gradient for them
+    /// and optimisers, clipping and regularisers skip them. Modes are separate: a frozen
+    /// BatchNorm still updates its running statistics in training mode (PyTorch's behaviour);
+    /// call eval() on the frozen part as well to fix them (fit() keeps each module's mode).
+    void freeze() { set_trainable(false); }
+    /// Undoes freeze() for this module and every module below it.
+    void unfreeze() { set_trainable(true); }
+    void set_trainable(bool on) {
+        for (Module* m : modules()) m->trainable_ = on;
+        for (auto& p : named_parameters()) p.second->requires_grad = on;
+    }
+    /// This module's own flag (false after freeze()).
+    bool is_trainable() const noexcept { return trainable_; }
+    /// For summary(): "N" when frozen or when no parameter trains, "partly" when some do, else "Y".
+    std::string trainable_mark() const {
+        if (!trainable_) return "N";
+        const std::size_t n = num_parameters(), t = num_trainable_parameters();
+        return t == n ? "Y" : (t == 0 ? "N" : "partly");
+    }
+    /// Whether this module or one below it is frozen.
+    bool any_frozen() const {
+        for (Module* m : mut().modules())
+            if (!m->trainable_) return true;
+        return false;
+    }
+
+    // ---- the tree ------------------------------------------------------------------------------
+    std::vector<NamedModule<T>> named_children() {
+        std::vector<NamedModule<T>> out;
+        collect_children(out);
+        return out;
+    }
+    /// This module and every module below it, depth first (this one first).
+    std::vector<Module*> modules() {
+        std::vector<Module*> out;
+        add_modules(out);
+        return out;
+    }
+    /// Parameters with dotted paths, PyTorch style: "0.weight", "2.bias", "encoder.0.weight".
+    std::vector<NamedParameter<T>> named_parameters(const std::string& prefix = "") {
+        std::vector<NamedParameter<T>> out;
+        add_named_parameters(prefix, out);
+        return out;
+    }
+    std::vector<Parameter<T>*> parameters() {
+        std::vector<Parameter<T>*> out;
+        for (auto& p : named_parameters()) out.push_back(p.second);
+        return out;
+    }
+    /// Non-trained state (BatchNorm running statistics), to be saved with the parameters.
+    std::vector<NamedBuffer<T>> named_buffers(const std::string& prefix = "") {
+        std::vector<NamedBuffer<T>> out;
+        add_named_buffers(prefix, out);
+        return out;
+    }
+
+    std::size_t num_parameters() const {
+        std::size_t n = 0;
+        for (auto& p : mut().named_parameters()) n += p.second->size();
+        return n;
+    }
+    std::size_t num_trainable_parameters() const {
+        std::size_t n = 0;
+        for (auto& p : mut().named_parameters())
+            if (p.second->requires_grad) n += p.second->size();
+        return n;
+    }
+    std::size_t num_buffer_elements() const {
+        std::size_t n = 0;
+        for (auto& b : mut().named_buffers()) n += b.second->size();
+        return n;
+    }
+
+    void zero_grad() {
+        for (auto& p : named_parameters()) p.second->zero_grad();
+    }
+
+    /// Sets every Parameter::name to its path from this module ("0.weight"), so that optimiser
+    /// state and anomaly messages name parameters the way named_parameters() does.
+    void update_parameter_names() {
+        for (auto& p : named_parameters()) p.second->name = p.first;
+    }
+
+    // ---- summary -------------------------------------------------------------------------------
+    /// Rows of summary() for this module; containers list their layers.
+    virtual void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const {
+        rows.push_back(SummaryRow{"model", describe(), output_shape(input), num_parameters(), "", trainable_mark()});
+    }
+    /// Rows for several inputs (an nn::Model lists its nodes); the default is one row for the module.
+    virtual void summary_rows_many(const std::vector<Shape>& inputs, std::vector<SummaryRow>& rows) const {
+        if (inputs.size() == 1) return summary_rows(inputs[0], rows);
+        rows.push_back(SummaryRow{"model", describe(), output_shape_many(inputs), num_parameters(), "", trainable_mark()});
+    }
+
+    /// Keras-like table of layers, output shapes and parameter counts for an input shape that
+    /// includes the batch axis, e.g. summary(Shape{32, 8}). A "Trainable" column (Keras'
+    /// show_trainable) appears when asked for or when some module is frozen; a graph adds
+    /// "Connected to".
+    std::string summary(const Shape& input, bool show_trainable = false) const {
+        return summary(std::vector<Shape>{input}, show_trainable);
+    }
+    /// The summary of a model of several inputs: summary({Shape{32, 16, 4}, Shape{32, 16}}).
+    std::string summary(const std::vector<Shape>& inputs, bool show_trainable = false) const {
+        std::vector<SummaryRow> rows;
+        summary_rows_many(inputs, rows);
+        bool connected = false;
+        for (const auto& r : rows) connected = connected || !r.inputs.empty();
+        const bool trainable_col = show_trainable || any_frozen();
+        std::vector<std::string> c0, c1, c2, c3, c4;
+        const std::string h0 = "Layer (type)", h1 = "Output shape", h2 = "Param #", h3 = "Connected to", h4 = "Trainable";
+        std::size_t w0 = h0.size(), w1 = h1.size(), w2 = h2.size(), w3 = h3.size();
+        for (const auto& r : rows) {
+            c0.push_back(r.name + " (" + r.type + ")");
+            c1.push_back(r.output.str());
+            c2.push_back(std::to_string(r.params));
+            c3.push_back(r.inputs);
+            c4.push_back(r.trainable.empty() ? "-" : r.trainable);
+            w0 = c0.back().size() > w0 ? c0.back().size() : w0;
+            w1 = c1.back().size() > w1 ? c1.back().size() : w1;
+            w2 = c2.back().size() > w2 ? c2.back().size() : w2;
+            w3 = c3.back().size() > w3 ? c3.back().size() : w3;
+        }
+        w0 += 2;
+        w1 += 2;
+        const std::size_t width = w0 + w1 + w2 + (connected ? 2 + w3 : 0) + (trainable_col ? 2 + h4.size() : 0);
+        const std::string rule(width, '=');
+        std::string shapes;
+        for (std::size_t i = 0; i < inputs.size(); ++i) shapes += (i ? ", " : "") + inputs[i].str();
+        std::string s = "Model: " + describe() + (inputs.size() == 1 ? ", input shape " : ", input shapes ") + shapes + "\n";
+        auto line = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e) {
+            std::string l = detail::pad_right(a, w0) + detail::pad_right(b, w1) + detail::pad_left(c, w2);
+            if (connected) l += "  " + detail::pad_right(d, w3);
+            if (trainable_col) l += "  " + e;
+            while (!l.empty() && l.back() == ' ') l.pop_back();
+            return l + "\n";
+        };
+        s += line(h0, h1, h2, h3, h4) + rule + "\n";
+        for (std::size_t i = 0; i < rows.size(); ++i) s += line(c0[i], c1[i], c2[i], c3[i], c4[i]);
+        const std::size_t total = num_parameters(), trainable = num_trainable_parameters();
+        s += rule + "\n";
+        s += "Total params: " + std::to_string(total) + "\n";
+        s += "Trainable params: " + std::to_string(trainable) + "\n";
+        s += "Non-trainable params: " + std::to_string(total - trainable) + "\n";
+        const std::size_t nb = num_buffer_elements();
+        if (nb) s += "Buffers (running statistics, not parameters): " + std::to_string(nb) + "\n";
+        return s;
+    }
+
+protected:
+    Module() = default;
+    Module(const Module&) = default;
+    Module& operator=(const Module&) = default;
+
+    /// Overridden by layers and user modules: own parameters and buffers (local names) and
+    /// direct children.
+    virtual void collect_parameters(std::vector<NamedParameter<T>>&) {}
+    virtual void collect_buffers(std::vector<NamedBuffer<T>>&) {}
+    virtual void collect_children(std::vector<NamedModule<T>>&) {}
+
+    /// A parameter as a value on tape t: tape.param(p), or the Var bound by functional_call().
+    Var<T> use(Tape<T>& t, Parameter<T>& p) const {
+        if (TAPIR_UNLIKELY(detail::BindingState<T>::current != nullptr)) {
+            for (const auto& b : *detail::BindingState<T>::current)
+                if (b.param == &p) return b.var;
+        }
+        return t.param(p);
+    }
+
+    /// f(tape) on a scratch tape without gradients, every module in eval mode; modes restored.
+    template <class F>
+    auto scratch_run(F f) const -> decltype(f(std::declval<Tape<T>&>())) {
+        const std::vector<bool> modes = mut().training_modes();
+        mut().eval();
+        decltype(f(std::declval<Tape<T>&>())) out;
+        try {
+            Tape<T> t;
+            NoGradGuard<T> guard(t);
+            out = f(t);
+        } catch (...) {
+            mut().set_training_modes(modes);
+            throw;
+        }
+        mut().set_training_modes(modes);
+        return out;
+    }
+
+private:
+    Module& mut() const { return const_cast<Module&>(*this); }
+    void add_modules(std::vector<Module*>& out) {
+        out.push_back(this);
+        for (auto& c : named_children()) c.second->add_modules(out);
+    }
+    void add_named_parameters(const std::string& prefix, std::vector<NamedParameter<T>>& out) {
+        std::vector<NamedParameter<T>> own;
+        collect_parameters(own);
+        for (auto& p : own) out.emplace_back(detail::join_name(prefix, p.first), p.second);
+        for (auto& c : named_children()) c.second->add_named_parameters(detail::join_name(prefix, c.first), out);
+    }
+    void add_named_buffers(const std::string& prefix, std::vector<NamedBuffer<T>>& out) {
+        std::vector<NamedBuffer<T>> own;
+        collect_buffers(own);
+        for (auto& b : own) out.emplace_back(detail::join_name(prefix, b.first), b.second);
+        for (auto& c : named_children()) c.second->add_named_buffers(detail::join_name(prefix, c.first), out);
+    }
+
+    bool training_ = true;
+    bool trainable_ = true;
+};
+
+namespace detail {
+template <class T, class Run>
+Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {
+    const std::vector<NamedParameter<T>> named = m.named_parameters();
+    if (named.size() != params.size())
+        throw value_error("functional_call: " + std::to_string(params.size()) + " values given for " +
+                          std::to_string(named.size()) + " parameters of " + m.describe());
+    std::vector<ParamBinding<T>> bindings;
+    for (std::size_t i = 0; i < named.size(); ++i) {
+        if (params[i].shape() != named[i].second->shape())
+            tapir::detail::throw_shape(("functional_call: parameter '" + named[i].first + "' vs value given").c_str(),
+                                named[i].second->shape(), params[i].shape());
+        bindings.push_back(ParamBinding<T>{named[i].second, params[i]});
+    }
+    struct Restore {
+        const std::vector<ParamBinding<T>>* prev;
+        ~Restore() { BindingState<T>::current = prev; }
+    } restore{BindingState<T>::current};
+    BindingState<T>::current = &bindings;
+    return run();
+}
+} // namespace detail
+
+/// Runs m on x with its parameters replaced by the given Vars (in parameters() order), like
+/// torch.func.functional_call: gradients then flow into those Vars instead of Parameter::grad.
+/// Used to gradcheck layers with respect to their weights, and for meta-learning.
+template <class T>
+Var<T> functional_call(Module<T>& m, const Var<T>& x, const std::vector<Var<T>>& params) {
+    return detail::call_with_params(m, params, [&] { return m(x); });
+}
+/// The same for a model of several inputs (forward_many).
+template <class T>
+Var<T> functional_call(Module<T>& m, const std::vector<Var<T>>& inputs, const std::vector<Var<T>>& params) {
+    return detail::call_with_params(m, params, [&] { return m.forward_many(inputs); });
+}
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/module.hpp ----
+
+namespace tapir {
+namespace nn {
+
+/// The conventional slope of an activation that has one: 0.01 for leaky ReLU, 1 for ELU.
+inline double default_alpha(Activation act) noexcept {
+    return act == Activation::leaky_relu ? 0.01 : (act == Activation::elu ? 1.0 : 0.0);
+}
+
+// ---- Dense ----------------------------------------------------------------------------------
+
+struct DenseOptions {
+    Activation activation = Activation::none;
+    std::optional<double> alpha;  ///< leaky ReLU slope or ELU scale; default_alpha() when unset
+    bool bias = true;
+    Init kernel_init = Init::glorot_uniform();  ///< Keras' defaults: Glorot uniform kernel, zero bias
+    Init bias_init = Init::zeros();
+};
+
+/// y = act(x W + b), recorded as ONE tape node (tapir::dense) with a fused backward.
+/// Weight layout follows Keras: `weight` has shape (in, out), so y = x W with x (batch, in);
+/// PyTorch's nn.Linear stores the transpose (out, in). `bias` has shape (out,).
+template <class T>
+class Dense : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (in, out)
+    Parameter<T> bias;    ///< (out,); empty without bias
+
+    Dense(std::size_t in, std::size_t out, Rng& rng, Activation act = Activation::none)
+        : Dense(in, out, rng, options_for(act)) {}
+    Dense(std::size_t in, std::size_t out, Rng& rng, const DenseOptions& opt)
+        : weight("weight", Tensor<T>(Shape{in, out})),
+          act_(opt.activation),
+          alpha_(static_cast<T>(opt.alpha ? *opt.alpha : default_alpha(opt.activation))),
+          has_bias_(opt.bias) {
+        if (in == 0 || out == 0)
+            throw value_error("Dense: input and output sizes must be positive, got " + std::to_string(in) + " -> " + std::to_string(out));
+        opt.kernel_init.apply(weight.value, rng);
+        if (has_bias_) {
+            bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
+            opt.bias_init.apply(bias.value, rng);
+        }
+    }
+
+    std::size_t in_features() const noexcept { return weight.value.shape()[0]; }
+    std::size_t out_features() const noexcept { return weight.value.shape()[1]; }
+    bool has_bias() const noexcept { return has_bias_; }
+    Activation activation() const noexcept { return act_; }
+    T alpha() const noexcept { return alpha_; }
+
+    Var<T> forward(const Var<T>& x) override { return apply(x, act_, alpha_); }
+
+    bool can_fuse_activation() const noexcept override { return act_ == Activation::none; }
+    /// This layer followed by an activation, as one dense node (what Sequential calls).
+    Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override {
+        if (act_ != Activation::none)
+            throw value_error(std::string("Dense::forward_fused: the layer already applies ") + activation_name(act_));
+        return apply(x, act, alpha);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return Shape{in[0], out_features()};
+    }
+    LayerKind kind() const override { return LayerKind::dense; }
+    std::string type_name() const override { return "Dense"; }
+    std::string describe() const override {
+        std::string s = "Dense";
+        if (act_ != Activation::none) {
+            s += std::string("(") + activation_name(act_);
+            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + tapir::detail::number_text(static_cast<double>(alpha_));
+            s += ")";
+        }
+        return s;
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dense>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        if (has_bias_) out.emplace_back("bias", &bias);
+    }
+
+private:
+    static DenseOptions options_for(Activation act) {
+        DenseOptions o;
+        o.activation = act;
+        return o;
+    }
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != in_features()))
+            throw shape_error("Dense(" + std::to_string(in_features()) + " -> " + std::to_string(out_features()) +
+                              "): expected input of shape (batch, " + std::to_string(in_features()) + "), got " + s.str());
+    }
+    Var<T> apply(const Var<T>& x, Activation act, T alpha) {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> w = this->use(t, weight);
+        if (!has_bias_) return dense(x, w, nullptr, act, alpha);
+        const Var<T> b = this->use(t, bias);
+        return dense(x, w, &b, act, alpha);
+    }
+
+    Activation act_;
+    T alpha_;
+    bool has_bias_;
+};
+
+// ---- activations ----------------------------------------------------------------------------
+
+/// An elementwise activation as a layer. Sequential fuses it into a preceding Dense.
+template <class T>
+class ActivationLayer : public Module<T> {
+public:
+    explicit ActivationLayer(Activation act, T alpha = T(0)) : act_(act), alpha_(alpha) {}
+
+    Activation activation() const noexcept { return act_; }
+    T alpha() const noexcept { return alpha_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        switch (act_) {
+        case Activation::none: return x;
+        case Activation::relu: return relu(x);
+        case Activation::leaky_relu: return leaky_relu(x, alpha_);
+        case Activation::elu: return elu(x, alpha_);
+        case Activation::tanh: return tanh(x);
+        case Activation::sigmoid: return sigmoid(x);
+        case Activation::softplus: return softplus(x);
+        }
+        return x;
+    }
+    Activation fusable_activation() const noexcept override { return act_; }
+    T activation_alpha() const noexcept override { return alpha_; }
+
+    Shape output_shape(const Shape& in) const override { return in; }
+    LayerKind kind() const override { return LayerKind::activation; }
+    std::string type_name() const override {
+        switch (act_) {
+        case Activation::none: return "Identity";
+        case Activation::relu: return "ReLU";
+        case Activation::leaky_relu: return "LeakyReLU";
+        case Activation::elu: return "ELU";
+        case Activation::tanh: return "Tanh";
+        case Activation::sigmoid: return "Sigmoid";
+        case Activation::softplus: return "Softplus";
+        }
+        return "?";
+    }
+    std::string describe() const override {
+        if (act_ == Activation::leaky_relu || act_ == Activation::elu)
+            return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
+        return type_name();
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
+
+private:
+    Activation act_;
+    T alpha_;
+};
+
+template <class T>
+struct ReLU : ActivationLayer<T> {
+    ReLU() : ActivationLayer<T>(Activation::relu) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ReLU>(*this); }
+};
+template <class T>
+struct LeakyReLU : ActivationLayer<T> {
+    explicit LeakyReLU(T alpha = T(0.01)) : ActivationLayer<T>(Activation::leaky_relu, alpha) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LeakyReLU>(*this); }
+};
+template <class T>
+struct ELU : ActivationLayer<T> {
+    explicit ELU(T alpha = T(1)) : ActivationLayer<T>(Activation::elu, alpha) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ELU>(*this); }
+};
+template <class T>
+struct Sigmoid : ActivationLayer<T> {
+    Sigmoid() : ActivationLayer<T>(Activation::sigmoid) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sigmoid>(*this); }
+};
+template <class T>
+struct Tanh : ActivationLayer<T> {
+    Tanh() : ActivationLayer<T>(Activation::tanh) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Tanh>(*this); }
+};
+template <class T>
+struct Softplus : ActivationLayer<T> {
+    Softplus() : ActivationLayer<T>(Activation::softplus) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softplus>(*this); }
+};
+template <class T>
+struct Identity : ActivationLayer<T> {
+    Identity() : ActivationLayer<T>(Activation::none) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Identity>(*this); }
+};
+
+/// Softmax along an axis (the last by default). Not fused: it couples the outputs of a row.
+template <class T>
+class Softmax : public Module<T> {
+public:
+    explicit Softmax(std::int64_t axis = -1) : axis_(axis) {}
+    std::int64_t axis() const noexcept { return axis_; }
+    Var<T> forward(const Var<T>& x) override { return softmax(x, axis_); }
+    Shape output_shape(const Shape& in) const override {
+        tapir::detail::normalize_axis(axis_, in, "Softmax");
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::softmax; }
+    std::string type_name() const override { return "Softmax"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softmax>(*this); }
+
+private:
+    std::int64_t axis_;
+};
+
+// ---- Dropout --------------------------------------------------------------------------------
+
+/// Inverted dropout: in training each element is zeroed with probability p and the survivors
+/// are scaled by 1/(1-p), so eval mode is the identity. The mask stream comes from the layer's
+/// own Rng, so a seed reproduces it.
+template <class T>
+class Dropout : public Module<T> {
+public:
+    explicit Dropout(double p, std::uint64_t seed = 0x5eed) : p_(check_p(p)), rng_(seed) {}
+    Dropout(double p, Rng& rng) : p_(check_p(p)), rng_(rng.next_u64()) {}
+
+    double p() const noexcept { return p_; }
+    void reseed(std::uint64_t seed) noexcept { rng_.reseed(seed); }
+
+    Var<T> forward(const Var<T>& x) override {
+        if (!this->is_training() || p_ == 0.0) return x;
+        Tape<T>& t = x.tape();
+        Ref<T> mask = t.alloc(x.shape());
+        const T keep = p_ < 1.0 ? static_cast<T>(1.0 / (1.0 - p_)) : T(0);
+        const std::size_t n = mask.size();
+        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng_.uniform() < p_ ? T(0) : keep;
+        return mul(x, t.leaf(mask, false));
+    }
+
+    Shape output_shape(const Shape& in) const override { return in; }
+    LayerKind kind() const override { return LayerKind::dropout; }
+    std::string type_name() const override { return "Dropout"; }
+    std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
+
+private:
+    static double check_p(double p) {
+        if (!(p >= 0.0 && p <= 1.0)) throw value_error("Dropout: probability must be in [0, 1], got " + std::to_string(p));
+        return p;
+    }
+    double p_;
+    Rng rng_;
+};
+
+// ---- normalisation --------------------------------------------------------------------------
+
+/// Batch normalisation over the batch axis of (batch, features) inputs, PyTorch conventions:
+/// training normalises with the batch mean and biased variance and updates
+///   running_mean = (1 - momentum) running_mean + momentum mean,
+///   running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)   (unbiased),
+/// momentum 0.1, eps 1e-5; eval normalises with the running statistics. (Keras' momentum 0.99
+/// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
+template <class T>
+class BatchNorm : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (features,) scale, gamma
+    Parameter<T> bias;    ///< (features,) shift, beta
+    Tensor<T> running_mean;
+    Tensor<T> running_var;
+
+    explicit BatchNorm(std::size_t features, double momentum = 0.1, double eps = 1e-5)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))),
+          bias("bias", Tensor<T>(Shape{features})),
+          running_mean(Shape{features}),
+          running_var(Shape{features}, T(1)),
+          momentum_(momentum),
+          eps_(eps) {
+        if (features == 0) throw value_error("BatchNorm: the number of features must be positive");
+        if (!(momentum >= 0.0 && momentum <= 1.0)) throw value_error("BatchNorm: momentum must be in [0, 1], got " + std::to_string(momentum));
+        if (!(eps > 0.0)) throw value_error("BatchNorm: eps must be positive, got " + std::to_string(eps));
+    }
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double momentum() const noexcept { return momentum_; }
+    double eps() const noexcept { return eps_; }
+    /// Training batches seen (the running statistics' update count).
+    std::size_t batches_tracked() const noexcept { return batches_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> w = this->use(t, weight), b = this->use(t, bias);
+        const std::size_t f = features();
+        if (this->is_training()) {
+            const std::size_t n = x.shape()[0];
+            if (n < 2)
+                throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got input of shape " +
+                                  x.shape().str());
+            const Var<T> mu = mean(x, 0, true);
+            const Var<T> xc = sub(x, mu);
+            const Var<T> var = mean(square(xc), 0, true);
+            const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
+            const Var<T> y = add(mul(mul(xc, inv_std), w), b);
+            const T m = static_cast<T>(momentum_);
+            const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
+            for (std::size_t j = 0; j < f; ++j) {
+                running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
+                running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
+            }
+            ++batches_;
+            return y;
+        }
+        Ref<T> inv = t.alloc(Shape{f});
+        for (std::size_t j = 0; j < f; ++j) inv.data[j] = T(1) / std::sqrt(running_var[j] + static_cast<T>(eps_));
+        const Var<T> scale = mul(w, t.leaf(inv, false));
+        return add(mul(sub(x, t.constant(running_mean)), scale), b);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::batch_norm; }
+    std::string type_name() const override { return "BatchNorm"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        out.emplace_back("bias", &bias);
+    }
+    void collect_buffers(std::vector<NamedBuffer<T>>& out) override {
+        out.emplace_back("running_mean", &running_mean);
+        out.emplace_back("running_var", &running_var);
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
+            throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
+                              std::to_string(features()) + "), got " + s.str());
+    }
+    double momentum_;
+    double eps_;
+    std::size_t batches_ = 0;
+};
+
+/// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
+/// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
+template <class T>
+class LayerNorm : public Module<T> {
+public:
+    Parameter<T> weight;
+    Parameter<T> bias;
+
+    explicit LayerNorm(std::size_t features, double eps = 1e-5)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {
+        if (features == 0) throw value_error("LayerNorm: the number of features must be positive");
+        if (!(eps > 0.0)) throw value_error("LayerNorm: eps must be positive, got " + std::to_string(eps));
+    }
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double eps() const noexcept { return eps_; }
+
+    Var<T> forward(const Var<T>& x) override {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        // One node for the normalisation, one fused pass for its gradient (autodiff/norm.hpp).
+        return add(mul(layer_norm(x, static_cast<T>(eps_)), this->use(t, weight)), this->use(t, bias));
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+    LayerKind kind() const override { return LayerKind::layer_norm; }
+    std::string type_name() const override { return "LayerNorm"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        out.emplace_back("bias", &bias);
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != features()))
+            throw shape_error("LayerNorm(" + std::to_string(features()) + "): expected the last axis of length " +
+                              std::to_string(features()) + ", got input of shape " + s.str());
+    }
+    double eps_;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/layers.hpp ----
+
+namespace tapir {
+namespace nn {
+namespace detail {
+[[noreturn]] inline void throw_attention_shapes(const std::string& what, const Shape& a, const Shape& b) {
+    throw shape_error(what + ": " + a.str() + " vs " + b.str());
+}
+} // namespace detail
+
+/// Multi-head self-attention on (B, N, E). Parameters use PyTorch's nn.MultiheadAttention names and
+/// layouts, so state dicts copy element for element: `in_proj_weight` (3E, E) holds the query, key
+/// and value projections stacked in that order and maps x to x W^T + in_proj_bias (3E,);
+/// `out_proj.weight` (E, E) and `out_proj.bias` (E,) are the output nn.Linear. forward(x, mask) equals
+/// PyTorch's attn(x, x, x, key_padding_mask=(mask == 0)) with batch_first=True, and the bias u
+/// equals a float attn_mask of shape (B h, N, N) (u reshaped). A batch item whose every key is
+/// padding gets the output bias alone (PyTorch gives NaN there).
+template <class T>
+class MultiHeadAttention : public Module<T> {
+public:
+    Parameter<T> in_proj_weight;   ///< (3E, E): rows 0..E query, E..2E key, 2E..3E value
+    Parameter<T> in_proj_bias;     ///< (3E,)
+    Parameter<T> out_proj_weight;  ///< (E, E), named "out_proj.weight"
+    Parameter<T> out_proj_bias;    ///< (E,), named "out_proj.bias"
+
+    /// PyTorch's initialisation: Xavier uniform projections in, zero biases, U(-1/sqrt E, 1/sqrt E) out.
+    MultiHeadAttention(std::size_t embed_dim, std::size_t heads, Rng& rng)
+        : in_proj_weight("in_proj_weight", Tensor<T>(Shape{3 * embed_dim, embed_dim})),
+          in_proj_bias("in_proj_bias", Tensor<T>(Shape{3 * embed_dim})),
+          out_proj_weight("out_proj.weight", Tensor<T>(Shape{embed_dim, embed_dim})),
+          out_proj_bias("out_proj.bias", Tensor<T>(Shape{embed_dim})),
+          heads_(heads) {
+        if (embed_dim == 0 || heads == 0 || embed_dim % heads != 0)
+            throw value_error("MultiHeadAttention: the embedding size " + std::to_string(embed_dim) +
+                              " must be a positive multiple of the number of heads " + std::to_string(heads));
+        Init::xavier_uniform().apply(in_proj_weight.value, rng);
+        const double bound = 1.0 / std::sqrt(static_cast<double>(embed_dim));
+        for (auto& w : out_proj_weight.value) w = static_cast<T>(rng.uniform(-bound, bound));
+    }
+
+    std::size_t embed_dim() const noexcept { return out_proj_bias.value.size(); }
+    std::size_t heads() const noexcept { return heads_; }
+
+    /// Self-attention without mask or bias.
+    Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
+    /// mask (B, N) of 1/0 and bias (B, h, N, N) are optional: pass Var<T>() for none.
+    Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
+        const Shape xs = x.shape();
+        const std::size_t e = embed_dim(), h = heads_, d = e / h;
+        if (xs.rank() != 3 || xs[2] != e)
+            throw shape_error("MultiHeadAttention(" + std::to_string(e) + ", " + std::to_string(h) + "): expected input of shape (B, N, " +
+                              std::to_string(e) + "), got " + xs.str());
+        const std::size_t b = xs[0], n = xs[1];
+        if (mask.valid() && mask.shape() != Shape{b, n})
+            detail::throw_attention_shapes("MultiHeadAttention: mask vs input: expected a mask of shape (B, N)", mask.shape(), xs);
+        if (bias.valid() && bias.shape() != Shape{b, h, n, n})
+            detail::throw_attention_shapes("MultiHeadAttention: bias vs input: expected a bias of shape (B, heads, N, N)", bias.shape(), xs);
+        Tape<T>& t = x.tape();
+        const Var<T> qkv = add(matmul(reshape(x, Shape{b * n, e}), this->use(t, in_proj_weight), false, true), this->use(t, in_proj_bias));
+        const auto head_split = [&](std::size_t part) {
+            return permute(reshape(slice(qkv, 1, part * e, e), Shape{b, n, h, d}), {0, 2, 1, 3});  // (B, h, N, d)
+        };
+        // PyTorch scales q before the product; the scores then round as its do.
+        const Var<T> q = scale(head_split(0), T(1) / std::sqrt(static_cast<T>(d)));
+        Var<T> s = bmm(q, head_split(1), false, true);  // (B, h, N, N)
+        if (bias.valid()) s = add(s, bias);
+        const Var<T> p = mask.valid() ? masked_softmax(s, mask) : masked_softmax(s);  // padded keys get weight 0
+        const Var<T> o = bmm(p, head_split(2));                                        // (B, h, N, d)
+        const Var<T> merged = reshape(permute(o, {0, 2, 1, 3}), Shape{b * n, e});
+        const Var<T> y = add(matmul(merged, this->use(t, out_proj_weight), false, true), this->use(t, out_proj_bias));
+        return reshape(y, xs);
+    }
+
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() != 3 || in[2] != embed_dim())
+            throw shape_error("MultiHeadAttention(" + std::to_string(embed_dim()) + ", " + std::to_string(heads_) +
+                              "): expected input of shape (B, N, " + std::to_string(embed_dim()) + "), got " + in.str());
+        return in;
+    }
+    std::string type_name() const override { return "MultiHeadAttention"; }
+    std::string describe() const override { return "MultiHeadAttention(" + std::to_string(embed_dim()) + ", heads " + std::to_string(heads_) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MultiHeadAttention>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("in_proj_weight", &in_proj_weight);
+        out.emplace_back("in_proj_bias", &in_proj_bias);
+        out.emplace_back("out_proj.weight", &out_proj_weight);
+        out.emplace_back("out_proj.bias", &out_proj_bias);
+    }
+
+private:
+    std::size_t heads_;
+};
+
+/// A transformer encoder block on (B, N, E), pre-norm (Xiong et al., arXiv:2002.04745):
+/// h = x + MHA(LN(x)), y = h + W2 gelu(W1 LN(h)) (gelu: autodiff/gelu.hpp). With post_norms (ParticleBlock) a LayerNorm also
+/// follows the attention and the MLP's activation, as in the Particle Transformer.
+template <class T>
+class TransformerBlock : public Module<T> {
+public:
+    TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
+        : TransformerBlock(embed_dim, heads, hidden, rng, false) {}
+
+    /// The layers, public so that weights can be copied in by name ("attn.in_proj_weight", "fc1.weight").
+    LayerNorm<T> norm1;
+    MultiHeadAttention<T> attn;
+    LayerNorm<T> norm2;
+    Dense<T> fc1;
+    Dense<T> fc2;
+    std::unique_ptr<LayerNorm<T>> post_attn_norm, post_fc_norm;  ///< ParticleBlock only
+
+    TransformerBlock(const TransformerBlock& o)
+        : Module<T>(o), norm1(o.norm1), attn(o.attn), norm2(o.norm2), fc1(o.fc1), fc2(o.fc2),
+          post_attn_norm(o.post_attn_norm ? std::make_unique<LayerNorm<T>>(*o.post_attn_norm) : nullptr),
+          post_fc_norm(o.post_fc_norm ? std::make_unique<LayerNorm<T>>(*o.post_fc_norm) : nullptr) {}
+    TransformerBlock& operator=(const TransformerBlock&) = delete;
+
+    Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
+    /// mask (B, N) and bias (B, heads, N, N) go to the attention; pass Var<T>() for none.
+    Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
+        Var<T> a = attn.forward(norm1.forward(x), mask, bias);
+        if (post_attn_norm) a = post_attn_norm->forward(a);
+        const Var<T> h = add(x, a);
+        const Shape s = h.shape();
+        const std::size_t rows = s[0] * s[1];
+        Var<T> m = gelu(fc1.forward(reshape(norm2.forward(h), Shape{rows, s[2]})));
+        if (post_fc_norm) m = post_fc_norm->forward(m);
+        return add(h, reshape(fc2.forward(m), s));
+    }
+
+    Shape output_shape(const Shape& in) const override { return attn.output_shape(in); }
+    std::string type_name() const override { return post_attn_norm ? "ParticleBlock" : "TransformerBlock"; }
+    std::string describe() const override {
+        return type_name() + "(" + std::to_string(attn.embed_dim()) + ", heads " + std::to_string(attn.heads()) + ", hidden " +
+               std::to_string(fc1.out_features()) + ")";
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<TransformerBlock>(*this); }
+
+protected:
+    TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng, bool post_norms)
+        : norm1(embed_dim), attn(embed_dim, heads, rng), norm2(embed_dim), fc1(embed_dim, hidden, rng), fc2(hidden, embed_dim, rng) {
+        if (post_norms) {
+            post_attn_norm = std::make_unique<LayerNorm<T>>(embed_dim);
+            post_fc_norm = std::make_unique<LayerNorm<T>>(hidden);
+        }
+    }
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("norm1", &norm1);
+        out.emplace_back("attn", &attn);
+        if (post_attn_norm) out.emplace_back("post_attn_norm", post_attn_norm.get());
+        out.emplace_back("norm2", &norm2);
+        out.emplace_back("fc1", &fc1);
+        if (post_fc_norm) out.emplace_back("post_fc_norm", post_fc_norm.get());
+        out.emplace_back("fc2", &fc2);
+    }
+};
+
+/// The Particle Transformer's particle attention block (arXiv:2202.03772, Fig. 3 right): pre-norm
+/// attention with the interaction bias U, a LayerNorm after the attention, residual; then LayerNorm,
+/// linear, GELU, LayerNorm, linear, residual. Children: norm1, attn, post_attn_norm, norm2, fc1,
+/// post_fc_norm, fc2 (ParT's pre_attn_norm, attn, post_attn_norm, pre_fc_norm, fc1, post_fc_norm, fc2).
+template <class T>
+class ParticleBlock : public TransformerBlock<T> {
+public:
+    ParticleBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
+        : TransformerBlock<T>(embed_dim, heads, hidden, rng, true) {}
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleBlock>(*this); }
+};
+
+/// x + f(x) for a module f whose output has x's shape (He et al., arXiv:1512.03385).
+template <class T>
+class Residual : public Module<T> {
+public:
+    explicit Residual(std::unique_ptr<Module<T>> fn) : fn_(std::move(fn)) {
+        if (!fn_) throw value_error("Residual: no module given");
+    }
+    Residual(const Residual& o) : Module<T>(o), fn_(o.fn_->clone()) {}
+    Residual& operator=(const Residual&) = delete;
+
+    Module<T>& inner() noexcept { return *fn_; }
+    Var<T> forward(const Var<T>& x) override {
+        const Var<T> y = fn_->forward(x);
+        if (y.shape() != x.shape())
+            detail::throw_attention_shapes("Residual: the wrapped module's output vs its input", y.shape(), x.shape());
+        return add(x, y);
+    }
+    Shape output_shape(const Shape& in) const override {
+        const Shape out = fn_->output_shape(in);
+        if (out != in) detail::throw_attention_shapes("Residual: the wrapped module's output vs its input", out, in);
+        return in;
+    }
+    std::string type_name() const override { return "Residual"; }
+    std::string describe() const override { return "Residual(" + fn_->describe() + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Residual>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.emplace_back("fn", fn_.get()); }
+
+private:
+    std::unique_ptr<Module<T>> fn_;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/attention.hpp ----
 // ---- begin tapir/nn/callbacks.hpp ----
 /// What fit() reports and calls back: the per-epoch History, epoch metrics (accuracy, AUC), the
 /// EpochEnd record handed to callbacks, and Keras' reduce_lr_on_plateau (checkpoint_best, which
@@ -6980,319 +11109,6 @@ protected:
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/optimizer.hpp ----
-// ---- begin tapir/nn/module.hpp ----
-/// The module base: a tree of layers with named parameters, train/eval modes, parameter counts
-/// and a Keras-like summary().
-///
-/// A module lists its own parameters, buffers and children through virtual collectors instead
-/// of storing pointers to its members, so layers stay copyable (clone()) without dangling
-/// registrations. Forward passes record on the tape of their input; parameters enter the tape
-/// through use(), which is tape.param(p) unless functional_call() has bound a Var in its place.
-
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace tapir {
-namespace nn {
-
-/// What a layer is, for code that walks a model (export to fixed-size inference, printing).
-/// A module reporting `dense` is a Dense<T>, `activation` an ActivationLayer<T>, `softmax` a
-/// Softmax<T>, `dropout` a Dropout<T>, `batch_norm` a BatchNorm<T>, `layer_norm` a LayerNorm<T>,
-/// `sequential` a Sequential<T>: a static_cast to that type is safe.
-enum class LayerKind : std::uint8_t { dense, activation, softmax, dropout, batch_norm, layer_norm, sequential, custom };
-
-inline const char* layer_kind_name(LayerKind k) noexcept {
-    switch (k) {
-    case LayerKind::dense: return "dense";
-    case LayerKind::activation: return "activation";
-    case LayerKind::softmax: return "softmax";
-    case LayerKind::dropout: return "dropout";
-    case LayerKind::batch_norm: return "batch_norm";
-    case LayerKind::layer_norm: return "layer_norm";
-    case LayerKind::sequential: return "sequential";
-    case LayerKind::custom: return "custom";
-    }
-    return "?";
-}
-
-template <class T>
-class Module;
-
-template <class T>
-using NamedParameter = std::pair<std::string, Parameter<T>*>;
-template <class T>
-using NamedBuffer = std::pair<std::string, Tensor<T>*>;
-template <class T>
-using NamedModule = std::pair<std::string, Module<T>*>;
-
-/// One line of summary(): "name (type)", output shape, parameter count.
-struct SummaryRow {
-    std::string name;
-    std::string type;
-    Shape output;
-    std::size_t params = 0;
-};
-
-namespace detail {
-/// Parameters replaced by Vars for the duration of a functional_call (per thread).
-template <class T>
-struct ParamBinding {
-    const Parameter<T>* param;
-    Var<T> var;
-};
-template <class T>
-struct BindingState {
-    static thread_local const std::vector<ParamBinding<T>>* current;
-};
-template <class T>
-thread_local const std::vector<ParamBinding<T>>* BindingState<T>::current = nullptr;
-
-inline std::string join_name(const std::string& prefix, const std::string& name) {
-    return prefix.empty() ? name : (name.empty() ? prefix : prefix + "." + name);
-}
-inline std::string pad_right(const std::string& s, std::size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
-inline std::string pad_left(const std::string& s, std::size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
-} // namespace detail
-
-template <class T>
-class Module {
-public:
-    using value_type = T;
-    virtual ~Module() = default;
-
-    /// Records the layer on x's tape and returns its output.
-    virtual Var<T> forward(const Var<T>& x) = 0;
-    Var<T> operator()(const Var<T>& x) { return forward(x); }
-
-    /// Class name as shown by summary(): "Dense", "ReLU", ...
-    virtual std::string type_name() const = 0;
-    /// Type with its defining hyper-parameters ("Dense(relu)", "Dropout(0.2)").
-    virtual std::string describe() const { return type_name(); }
-    virtual LayerKind kind() const { return LayerKind::custom; }
-    /// A deep copy (parameters, buffers, mode) of the same dynamic type.
-    virtual std::unique_ptr<Module> clone() const = 0;
-
-    /// Output shape for an input shape, checking the input as forward() would. The default runs
-    /// forward() in eval mode on a scratch tape without gradients; layers override it.
-    virtual Shape output_shape(const Shape& input) const {
-        Module& self = const_cast<Module&>(*this);
-        const std::vector<bool> modes = self.training_modes();
-        self.eval();
-        Tape<T> t;
-        NoGradGuard<T> guard(t);
-        Shape out;
-        try {
-            out = self.forward(t.constant(Tensor<T>(input))).shape();
-        } catch (...) {
-            self.set_training_modes(modes);
-            throw;
-        }
-        self.set_training_modes(modes);
-        return out;
-    }
-
-    /// Fusion hooks for Sequential: an activation layer reports its activation here; a layer that
-    /// can apply an activation inside its own node says so and implements forward_fused().
-    virtual Activation fusable_activation() const noexcept { return Activation::none; }
-    virtual T activation_alpha() const noexcept { return T(0); }
-    virtual bool can_fuse_activation() const noexcept { return false; }
-    virtual Var<T> forward_fused(const Var<T>& x, Activation, T) { return forward(x); }
-
-    // ---- modes ---------------------------------------------------------------------------------
-    /// Training mode (the default) for this module and all below it; eval() for inference.
-    void train(bool on = true) {
-        training_ = on;
-        for (auto& c : named_children()) c.second->train(on);
-    }
-    void eval() { train(false); }
-    bool is_training() const noexcept { return training_; }
-    /// This module's own flag only (children keep theirs), e.g. to freeze one BatchNorm.
-    void set_training_flag(bool on) noexcept { training_ = on; }
-
-    /// Mode flags of every module, depth first; set_training_modes() puts them back.
-    std::vector<bool> training_modes() {
-        std::vector<bool> out;
-        for (Module* m : modules()) out.push_back(m->training_);
-        return out;
-    }
-    void set_training_modes(const std::vector<bool>& modes) {
-        const std::vector<Module*> ms = modules();
-        if (ms.size() != modes.size())
-            throw value_error("Module::set_training_modes: " + std::to_string(modes.size()) + " flags given for " +
-                              std::to_string(ms.size()) + " modules");
-        for (std::size_t i = 0; i < ms.size(); ++i) ms[i]->training_ = modes[i];
-    }
-
-    // ---- the tree ------------------------------------------------------------------------------
-    std::vector<NamedModule<T>> named_children() {
-        std::vector<NamedModule<T>> out;
-        collect_children(out);
-        return out;
-    }
-    /// This module and every module below it, depth first (this one first).
-    std::vector<Module*> modules() {
-        std::vector<Module*> out;
-        add_modules(out);
-        return out;
-    }
-    /// Parameters with dotted paths, PyTorch style: "0.weight", "2.bias", "encoder.0.weight".
-    std::vector<NamedParameter<T>> named_parameters(const std::string& prefix = "") {
-        std::vector<NamedParameter<T>> out;
-        add_named_parameters(prefix, out);
-        return out;
-    }
-    std::vector<Parameter<T>*> parameters() {
-        std::vector<Parameter<T>*> out;
-        for (auto& p : named_parameters()) out.push_back(p.second);
-        return out;
-    }
-    /// Non-trained state (BatchNorm running statistics), to be saved with the parameters.
-    std::vector<NamedBuffer<T>> named_buffers(const std::string& prefix = "") {
-        std::vector<NamedBuffer<T>> out;
-        add_named_buffers(prefix, out);
-        return out;
-    }
-
-    std::size_t num_parameters() const {
-        std::size_t n = 0;
-        for (auto& p : mut().named_parameters()) n += p.second->size();
-        return n;
-    }
-    std::size_t num_trainable_parameters() const {
-        std::size_t n = 0;
-        for (auto& p : mut().named_parameters())
-            if (p.second->requires_grad) n += p.second->size();
-        return n;
-    }
-    std::size_t num_buffer_elements() const {
-        std::size_t n = 0;
-        for (auto& b : mut().named_buffers()) n += b.second->size();
-        return n;
-    }
-
-    void zero_grad() {
-        for (auto& p : named_parameters()) p.second->zero_grad();
-    }
-
-    /// Sets every Parameter::name to its path from this module ("0.weight"), so that optimiser
-    /// state and anomaly messages name parameters the way named_parameters() does.
-    void update_parameter_names() {
-        for (auto& p : named_parameters()) p.second->name = p.first;
-    }
-
-    // ---- summary -------------------------------------------------------------------------------
-    /// Rows of summary() for this module; containers list their layers.
-    virtual void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const {
-        rows.push_back(SummaryRow{"model", describe(), output_shape(input), num_parameters()});
-    }
-
-    /// Keras-like table of layers, output shapes and parameter counts for an input shape that
-    /// includes the batch axis, e.g. summary(Shape{32, 8}).
-    std::string summary(const Shape& input) const {
-        std::vector<SummaryRow> rows;
-        summary_rows(input, rows);
-        std::vector<std::string> c0, c1, c2;
-        const std::string h0 = "Layer (type)", h1 = "Output shape", h2 = "Param #";
-        std::size_t w0 = h0.size(), w1 = h1.size(), w2 = h2.size();
-        for (const auto& r : rows) {
-            c0.push_back(r.name + " (" + r.type + ")");
-            c1.push_back(r.output.str());
-            c2.push_back(std::to_string(r.params));
-            w0 = c0.back().size() > w0 ? c0.back().size() : w0;
-            w1 = c1.back().size() > w1 ? c1.back().size() : w1;
-            w2 = c2.back().size() > w2 ? c2.back().size() : w2;
-        }
-        w0 += 2;
-        w1 += 2;
-        const std::string rule(w0 + w1 + w2, '=');
-        std::string s = "Model: " + describe() + ", input shape " + input.str() + "\n";
-        s += detail::pad_right(h0, w0) + detail::pad_right(h1, w1) + detail::pad_left(h2, w2) + "\n" + rule + "\n";
-        for (std::size_t i = 0; i < rows.size(); ++i)
-            s += detail::pad_right(c0[i], w0) + detail::pad_right(c1[i], w1) + detail::pad_left(c2[i], w2) + "\n";
-        const std::size_t total = num_parameters(), trainable = num_trainable_parameters();
-        s += rule + "\n";
-        s += "Total params: " + std::to_string(total) + "\n";
-        s += "Trainable params: " + std::to_string(trainable) + "\n";
-        s += "Non-trainable params: " + std::to_string(total - trainable) + "\n";
-        const std::size_t nb = num_buffer_elements();
-        if (nb) s += "Buffers (running statistics, not parameters): " + std::to_string(nb) + "\n";
-        return s;
-    }
-
-protected:
-    Module() = default;
-    Module(const Module&) = default;
-    Module& operator=(const Module&) = default;
-
-    /// Overridden by layers and user modules: own parameters and buffers (local names) and
-    /// direct children.
-    virtual void collect_parameters(std::vector<NamedParameter<T>>&) {}
-    virtual void collect_buffers(std::vector<NamedBuffer<T>>&) {}
-    virtual void collect_children(std::vector<NamedModule<T>>&) {}
-
-    /// A parameter as a value on tape t: tape.param(p), or the Var bound by functional_call().
-    Var<T> use(Tape<T>& t, Parameter<T>& p) const {
-        if (TAPIR_UNLIKELY(detail::BindingState<T>::current != nullptr)) {
-            for (const auto& b : *detail::BindingState<T>::current)
-                if (b.param == &p) return b.var;
-        }
-        return t.param(p);
-    }
-
-private:
-    Module& mut() const { return const_cast<Module&>(*this); }
-    void add_modules(std::vector<Module*>& out) {
-        out.push_back(this);
-        for (auto& c : named_children()) c.second->add_modules(out);
-    }
-    void add_named_parameters(const std::string& prefix, std::vector<NamedParameter<T>>& out) {
-        std::vector<NamedParameter<T>> own;
-        collect_parameters(own);
-        for (auto& p : own) out.emplace_back(detail::join_name(prefix, p.first), p.second);
-        for (auto& c : named_children()) c.second->add_named_parameters(detail::join_name(prefix, c.first), out);
-    }
-    void add_named_buffers(const std::string& prefix, std::vector<NamedBuffer<T>>& out) {
-        std::vector<NamedBuffer<T>> own;
-        collect_buffers(own);
-        for (auto& b : own) out.emplace_back(detail::join_name(prefix, b.first), b.second);
-        for (auto& c : named_children()) c.second->add_named_buffers(detail::join_name(prefix, c.first), out);
-    }
-
-    bool training_ = true;
-};
-
-/// Runs m on x with its parameters replaced by the given Vars (in parameters() order), like
-/// torch.func.functional_call: gradients then flow into those Vars instead of Parameter::grad.
-/// Used to gradcheck layers with respect to their weights, and for meta-learning.
-template <class T>
-Var<T> functional_call(Module<T>& m, const Var<T>& x, const std::vector<Var<T>>& params) {
-    const std::vector<NamedParameter<T>> named = m.named_parameters();
-    if (named.size() != params.size())
-        throw value_error("functional_call: " + std::to_string(params.size()) + " values given for " +
-                          std::to_string(named.size()) + " parameters of " + m.describe());
-    std::vector<detail::ParamBinding<T>> bindings;
-    for (std::size_t i = 0; i < named.size(); ++i) {
-        if (params[i].shape() != named[i].second->shape())
-            tapir::detail::throw_shape(("functional_call: parameter '" + named[i].first + "' vs value given").c_str(),
-                                named[i].second->shape(), params[i].shape());
-        bindings.push_back(detail::ParamBinding<T>{named[i].second, params[i]});
-    }
-    struct Restore {
-        const std::vector<detail::ParamBinding<T>>* prev;
-        ~Restore() { detail::BindingState<T>::current = prev; }
-    } restore{detail::BindingState<T>::current};
-    detail::BindingState<T>::current = &bindings;
-    return m(x);
-}
-
-} // namespace nn
-} // namespace tapir
-// ---- end tapir/nn/module.hpp ----
 
 namespace tapir {
 namespace metrics {}  // roc_auc: tapir:: today, tapir::metrics:: under the one namespace rule
@@ -7521,8 +11337,8 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 #include <string>
 
 // ---- begin tapir/io/model_file.hpp ----
-/// Model files: a model's named parameters and, optionally, an optimiser's state in a versioned,
-/// portable binary format with a CRC-32. Loading validates the whole file against the model
+/// Model files: a model's named parameters, its buffers (BatchNorm running statistics) and,
+/// optionally, an optimiser's state in a versioned, portable binary format with a CRC-32. Loading validates the whole file against the model
 /// before it changes anything (all or nothing); every failure is a format_error naming the file
 /// and the problem.
 ///
@@ -7530,19 +11346,25 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 /// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
 /// back to it (optim::save_model(path, params, &adam), found by argument lookup).
 ///
-/// Format version 1, all integers and floats little-endian (IEEE-754 binary32/binary64):
+/// Format version 2, all integers and floats little-endian (IEEE-754 binary32/binary64):
 ///   offset  size
 ///        0     6  magic "TAPIR\0"
-///        6     4  u32 format version (1)
+///        6     4  u32 format version (1 or 2)
 ///       10     1  u8 dtype: 1 = float32, 2 = float64
 ///       11     8  u64 total file size in bytes, CRC included
 ///       19     8  u64 parameter count, then that many tensor records
+///                 version 2 only: u64 buffer count, then that many tensor records
 ///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
 ///                    string name, u64 iteration count, f64 learning rate,
 ///                    u64 state tensor count, then that many tensor records
 ///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
 /// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
 /// string: u32 byte length, then the bytes (no terminator).
+///
+/// Version 2 adds the buffers section (non-trained state such as BatchNorm running statistics,
+/// which version 1 lost). A model without buffers is still written as version 1, byte for byte
+/// as before, so that older tapir builds read it. Version-1 files load as before; loading one
+/// with buffers given leaves the buffers as they are (the file holds none).
 
 #include <cerrno>
 #include <cmath>
@@ -7621,7 +11443,12 @@ namespace io {
 template <class T>
 using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 
-constexpr std::uint32_t model_format_version = 1;
+/// (name, tensor) pairs of non-trained state, as returned by nn models' named_buffers().
+template <class T>
+using NamedBuffers = std::vector<std::pair<std::string, Tensor<T>*>>;
+
+/// The newest format version, written when there are buffers; version 1 otherwise.
+constexpr std::uint32_t model_format_version = 2;
 
 /// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
 /// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
@@ -7639,6 +11466,7 @@ struct ModelFileInfo {
     std::uint32_t version = 0;
     std::string dtype;  // "float32" or "float64"
     std::vector<std::pair<std::string, Shape>> parameters;
+    std::vector<std::pair<std::string, Shape>> buffers;  // version 2 only
     bool has_optimizer = false;
     std::string optimizer;
     std::uint64_t iterations = 0;
@@ -7739,25 +11567,40 @@ void write_model_record(ModelWriter& w, const std::string& name, const Tensor<T>
     w.values(t.data(), t.size());
 }
 
+/// No null pointers, no name used twice; `what` is "parameter" or "buffer".
+template <class Named>
+void check_names(const Named& list, const char* fn, const char* what) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        if (list[i].second == nullptr)
+            throw value_error(std::string(fn) + ": " + what + " #" + std::to_string(i) + " ('" + list[i].first + "') is a null pointer");
+        for (std::size_t j = 0; j < i; ++j)
+            if (list[j].first == list[i].first)
+                throw value_error(std::string(fn) + ": " + what + " name '" + list[i].first + "' is used twice (#" + std::to_string(j) +
+                                  " and #" + std::to_string(i) + ")");
+    }
+}
 template <class T>
 void check_named_parameters(const NamedParameters<T>& params, const char* fn) {
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        if (params[i].second == nullptr)
-            throw value_error(std::string(fn) + ": parameter #" + std::to_string(i) + " ('" + params[i].first + "') is a null pointer");
-        for (std::size_t j = 0; j < i; ++j)
-            if (params[j].first == params[i].first)
-                throw value_error(std::string(fn) + ": parameter name '" + params[i].first + "' is used twice (#" +
-                                  std::to_string(j) + " and #" + std::to_string(i) + ")");
-    }
+    check_names(params, fn, "parameter");
+}
+template <class T>
+void check_named_buffers(const NamedBuffers<T>& buffers, const char* fn) {
+    check_names(buffers, fn, "buffer");
 }
 
 template <class T>
-std::string serialise_model(const NamedParameters<T>& params, const OptimizerState<T>* opt) {
+std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt) {
     check_named_parameters(params, "save_model");
+    if (buffers) check_named_buffers(*buffers, "save_model");
+    const bool v2 = buffers && !buffers->empty();
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
     for (const auto& np : params) total += model_record_size(np.first, np.second->value);
+    if (v2) {
+        total += 8;
+        for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
+    }
     if (opt) {
         st = opt->tensors;
         opt_name = opt->name;
@@ -7766,11 +11609,15 @@ std::string serialise_model(const NamedParameters<T>& params, const OptimizerSta
     }
     ModelWriter w(total);
     w.bytes(model_magic, sizeof model_magic);
-    w.u32(model_format_version);
+    w.u32(v2 ? 2u : 1u);
     w.u8(dtype_code<T>());
     w.u64(total);
     w.u64(params.size());
     for (const auto& np : params) write_model_record(w, np.first, np.second->value);
+    if (v2) {
+        w.u64(buffers->size());
+        for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
+    }
     w.u8(opt ? 1 : 0);
     if (opt) {
         w.str(opt_name);
@@ -7797,6 +11644,7 @@ struct ParsedModelFile {
     std::uint8_t dtype = 0;
     std::uint64_t declared_size = 0;
     std::vector<ModelRecord> params;
+    std::vector<ModelRecord> buffers;
     bool has_opt = false;
     std::string opt_name;
     std::uint64_t iterations = 0;
@@ -7853,7 +11701,7 @@ private:
     std::size_t pos_ = 0;
 };
 
-/// One tensor record; `what` is "tensor" or "optimizer state tensor", `index` its position.
+/// One tensor record; `what` is "tensor", "buffer" or "optimizer state tensor", `index` its position.
 inline ModelRecord read_model_record(ModelReader& r, std::size_t elem, const char* what, std::size_t index) {
     ModelRecord rec;
     const std::string num = std::string(what) + " #" + std::to_string(index);
@@ -7888,6 +11736,11 @@ inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
     const std::uint64_t count = r.u64("the parameter count");
     for (std::uint64_t i = 0; i < count; ++i)
         out.params.push_back(read_model_record(r, elem, "tensor", static_cast<std::size_t>(i)));
+    if (out.version >= 2) {
+        const std::uint64_t nb = r.u64("the buffer count");
+        for (std::uint64_t i = 0; i < nb; ++i)
+            out.buffers.push_back(read_model_record(r, elem, "buffer", static_cast<std::size_t>(i)));
+    }
     const std::uint8_t flag = r.u8("the optimizer section flag");
     if (flag > 1) r.fail("invalid optimizer section flag " + std::to_string(flag) + " (expected 0 or 1)");
     out.has_opt = flag == 1;
@@ -7916,8 +11769,8 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     r.skip(sizeof model_magic);
     ParsedModelFile out;
     out.version = r.u32("the header");
-    if (out.version != model_format_version)
-        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads version " +
+    if (out.version < 1 || out.version > model_format_version)
+        r.fail("unsupported format version " + std::to_string(out.version) + " (this build of tapir reads versions 1 to " +
                std::to_string(model_format_version) + ")");
     out.dtype = r.u8("the header");
     out.declared_size = r.u64("the header");
@@ -7946,7 +11799,7 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     body_reader.skip(body);
     parse_model_body(body_reader, out);
     if (body_reader.left() != 0)
-        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : "parameters"));
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters")));
     return out;
 }
 
@@ -7965,6 +11818,7 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
     info.version = p.version;
     info.dtype = dtype_name(p.dtype);
     for (const ModelRecord& r : p.params) info.parameters.emplace_back(r.name, r.shape);
+    for (const ModelRecord& r : p.buffers) info.buffers.emplace_back(r.name, r.shape);
     info.has_optimizer = p.has_opt;
     info.optimizer = p.opt_name;
     info.iterations = p.iterations;
@@ -7974,9 +11828,10 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
 }
 
 template <class T>
-void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, OptimizerState<T>* opt,
-               const std::string& src) {
+void load_model_into(const unsigned char* data, std::size_t n, const NamedParameters<T>& params, const NamedBuffers<T>* buffers,
+                     OptimizerState<T>* opt, const std::string& src) {
     check_named_parameters(params, "load_model");
+    if (buffers) check_named_buffers(*buffers, "load_model");
     const ParsedModelFile f = parse_model_file(data, n, src);
     auto fail = [&src](const std::string& what) { throw format_error(src + ": " + what); };
 
@@ -7993,6 +11848,21 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         const Shape& s = params[i].second->value.shape();
         if (r.shape != s)
             fail("parameter '" + want + "' has shape " + r.shape.str() + " in the file but " + s.str() + " in the model");
+    }
+    // A version-1 file holds no buffers: the model's stay as they are.
+    const bool load_buffers = buffers && f.version >= 2;
+    if (load_buffers) {
+        const NamedBuffers<T>& bs = *buffers;
+        if (f.buffers.size() != bs.size())
+            fail("the file has " + std::to_string(f.buffers.size()) + " buffers but the model has " + std::to_string(bs.size()));
+        for (std::size_t i = 0; i < bs.size(); ++i) {
+            const ModelRecord& r = f.buffers[i];
+            if (r.name != bs[i].first)
+                fail("buffer #" + std::to_string(i) + " is '" + model_printable(r.name) + "' in the file but '" + bs[i].first + "' in the model");
+            if (r.shape != bs[i].second->shape())
+                fail("buffer '" + bs[i].first + "' has shape " + r.shape.str() + " in the file but " + bs[i].second->shape().str() +
+                     " in the model");
+        }
     }
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     if (opt) {
@@ -8025,6 +11895,9 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         Tensor<T>& v = params[i].second->value;
         decode_model_values(data + f.params[i].offset, v.data(), v.size());
     }
+    if (load_buffers)
+        for (std::size_t i = 0; i < buffers->size(); ++i)
+            decode_model_values(data + f.buffers[i].offset, (*buffers)[i].second->data(), (*buffers)[i].second->size());
     if (opt) {
         for (std::size_t i = 0; i < st.size(); ++i) decode_model_values(data + f.state[i].offset, st[i].second->data(), st[i].second->size());
         opt->iterations = f.iterations;
@@ -8082,12 +11955,24 @@ inline void write_model_file(const std::string& path, const std::string& data) {
 /// The model file as bytes (the in-memory form of save_model).
 template <class T>
 std::string save_model_to_string(const NamedParameters<T>& params, typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    return detail::serialise_model(params, optimizer_state);
+    return detail::serialise_model<T>(params, nullptr, optimizer_state);
+}
+/// With buffers (named_buffers()): version 2 when there are any.
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    return detail::serialise_model<T>(params, &buffers, optimizer_state);
 }
 template <class T>
 std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
                                               typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    const std::string s = detail::serialise_model(params, optimizer_state);
+    const std::string s = detail::serialise_model<T>(params, nullptr, optimizer_state);
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                              typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string s = detail::serialise_model<T>(params, &buffers, optimizer_state);
     return std::vector<std::uint8_t>(s.begin(), s.end());
 }
 
@@ -8095,37 +11980,105 @@ std::vector<std::uint8_t> save_model_to_bytes(const NamedParameters<T>& params,
 template <class T>
 void save_model(const std::string& path, const NamedParameters<T>& params,
                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
-    detail::write_model_file(path, detail::serialise_model(params, optimizer_state));
+    detail::write_model_file(path, detail::serialise_model<T>(params, nullptr, optimizer_state));
+}
+/// Saves parameters and buffers: save_model(path, m.named_parameters(), m.named_buffers()).
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state = nullptr) {
+    detail::write_model_file(path, detail::serialise_model<T>(params, &buffers, optimizer_state));
 }
 
 /// Loads into the given parameters (and optimiser): names, order, shapes and dtype must match the
 /// file exactly. Throws format_error before changing anything if the file is not a tapir model
 /// file, is truncated, corrupted, or does not fit. An optimiser section is ignored when no
 /// optimizer_state is passed; one is required when it is (optim::load_model passes an
-/// optimiser's and applies the iteration count and learning rate read into it).
+/// optimiser's and applies the iteration count and learning rate read into it). A buffers
+/// section is ignored by the overloads without buffers; the overloads with buffers check and
+/// fill them from a version-2 file (a version-1 file leaves them as they are).
 template <class T>
 void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(static_cast<const unsigned char*>(data), size, params, optimizer_state, source);
+    detail::load_model_into<T>(static_cast<const unsigned char*>(data), size, params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const NamedParameters<T>& params,
+                           const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into<T>(static_cast<const unsigned char*>(data), size, params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
                             typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                             const std::string& source = "<memory>") {
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, source);
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const NamedParameters<T>& params,
+                            const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                            const std::string& source = "<memory>") {
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
                            typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
                            const std::string& source = "<memory>") {
-    detail::load_model_into(data.data(), data.size(), params, optimizer_state, source);
+    detail::load_model_into<T>(data.data(), data.size(), params, nullptr, optimizer_state, source);
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const NamedParameters<T>& params,
+                           const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                           typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr,
+                           const std::string& source = "<memory>") {
+    detail::load_model_into<T>(data.data(), data.size(), params, &buffers, optimizer_state, source);
 }
 template <class T>
 void load_model(const std::string& path, const NamedParameters<T>& params,
                 typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
     const std::string data = detail::read_model_file(path, "load_model");
-    detail::load_model_into(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, optimizer_state, path);
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, nullptr, optimizer_state, path);
+}
+template <class T>
+void load_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
+    const std::string data = detail::read_model_file(path, "load_model");
+    detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, path);
+}
+
+/// Every parameter and buffer a model file holds, by name, as tensors of type T (the file's dtype
+/// must be T's): for loading part of a model (nn::load_pretrained) or reading weights by hand.
+template <class T>
+struct ModelTensors {
+    std::uint32_t version = 0;
+    std::vector<std::pair<std::string, Tensor<T>>> parameters;
+    std::vector<std::pair<std::string, Tensor<T>>> buffers;
+};
+template <class T>
+ModelTensors<T> read_model_tensors_from_string(const std::string& data, const std::string& source = "<memory>") {
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    const detail::ParsedModelFile f = detail::parse_model_file(p, data.size(), source);
+    if (f.dtype != detail::dtype_code<T>())
+        throw format_error(source + ": the file holds " + detail::dtype_name(f.dtype) + " values but " +
+                           detail::dtype_name(detail::dtype_code<T>()) + " were asked for");
+    ModelTensors<T> out;
+    out.version = f.version;
+    auto take = [p](const std::vector<detail::ModelRecord>& rs, std::vector<std::pair<std::string, Tensor<T>>>& dst) {
+        for (const detail::ModelRecord& r : rs) {
+            Tensor<T> t(r.shape);
+            detail::decode_model_values(p + r.offset, t.data(), t.size());
+            dst.emplace_back(r.name, std::move(t));
+        }
+    };
+    take(f.params, out.parameters);
+    take(f.buffers, out.buffers);
+    return out;
+}
+template <class T>
+ModelTensors<T> read_model_tensors(const std::string& path) {
+    return read_model_tensors_from_string<T>(detail::read_model_file(path, "read_model_tensors"), path);
 }
 
 /// Header, integrity and contents of a model file, checked as load_model checks them.
@@ -8151,9 +12104,10 @@ struct CheckpointOptions {
 };
 
 /// Keras' ModelCheckpoint(save_best_only=True): after each epoch whose monitored value beats the
-/// best so far, writes the model's parameters to `path` with io::save_model (a temporary file
-/// renamed over the old one, so a crash never leaves half a checkpoint). Load it with
-/// io::load_model(path, model.named_parameters()).
+/// best so far, writes the model's parameters and buffers to `path` with io::save_model (a
+/// temporary file renamed over the old one, so a crash never leaves half a checkpoint). Load it
+/// with nn::load_model(path, model) (nn/model_file.hpp) or io::load_model(path,
+/// model.named_parameters(), model.named_buffers()).
 template <class T>
 Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = CheckpointOptions{}) {
     if (path.empty()) throw value_error("checkpoint_best: empty path");
@@ -8162,18 +12116,366 @@ Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = Check
     mon->mode = o.mode;
     mon->min_delta = o.min_delta;
     return [mon, path](EpochEnd<T>& e) {
-        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters());
+        if (mon->improved(e.history)) io::save_model(path, e.model.named_parameters(), e.model.named_buffers());
     };
 }
 
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/checkpoint.hpp ----
+// ---- begin tapir/nn/conv.hpp ----
+/// Convolutional layers, channels-first with PyTorch's parameter layout and default init:
+/// Conv1d, Conv2d, ConvTranspose2d, MaxPool1d/2d, AvgPool1d/2d, GlobalAvgPool, GlobalMaxPool,
+/// Flatten, Upsample (nearest). Weights are (Cout, Cin/groups, k...) (transposed: (Cin,
+/// Cout/groups, k...)), so a state dict copied from PyTorch gives PyTorch's outputs. Init as
+/// torch.nn: kaiming_uniform(a = sqrt(5)) for the weight, i.e. U(-1/sqrt(fan_in), +), and the bias
+/// from the same range (He et al., arXiv:1502.01852). CNNs on jet images: de Oliveira et al.,
+/// arXiv:1511.05190; Kasieczka et al., arXiv:1701.08784.
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::ConvOptions same;
+///     same.same = true;
+///     tapir::nn::Sequential<float> cnn;
+///     cnn.add<tapir::nn::Conv2d<float>>(1, 8, 4, rng, same).add<tapir::nn::ReLU<float>>()
+///        .add<tapir::nn::MaxPool2d<float>>(2).add<tapir::nn::Flatten<float>>()
+///        .add<tapir::nn::Dense<float>>(8 * 20 * 20, 1, rng);
+///     tapir::Var<float> logits = cnn(tape.view(images));  // images (N, 1, 40, 40)
+
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+/// Hyper-parameters of the convolution layers. For 1-D layers the width fields apply
+/// (stride.w, padding.left and .right, dilation.w).
+struct ConvOptions {
+    Size2 stride = 1;
+    Pad2d padding = 0;
+    bool same = false;         ///< 'same' padding (stride 1): the output keeps the input size; overrides padding
+    Size2 dilation = 1;
+    std::size_t groups = 1;
+    bool bias = true;
+    Size2 output_padding = 0;  ///< ConvTranspose2d only
+};
+
+namespace detail {
+inline std::string size2_text(Size2 s) { return std::to_string(s.h) + "x" + std::to_string(s.w); }
+/// Weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch.nn.Conv defaults), fan_in = (Cin/groups) kh kw.
+template <class T>
+void torch_conv_init(Tensor<T>& w, Tensor<T>* b, std::size_t fan_in, Rng& rng) {
+    const double bound = fan_in ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
+    init::uniform(w, rng, -bound, bound);
+    if (b) init::uniform(*b, rng, -bound, bound);
+}
+inline std::string conv_text(const char* type, std::size_t in, std::size_t out, Size2 k, const ConvOptions& o, bool one_d) {
+    std::string s = std::string(type) + "(" + std::to_string(in) + "->" + std::to_string(out) + ", " +
+                    (one_d ? std::to_string(k.w) : size2_text(k));
+    if (o.stride.h != 1 || o.stride.w != 1) s += ", stride " + (one_d ? std::to_string(o.stride.w) : size2_text(o.stride));
+    if (o.same) s += ", same";
+    else if (o.padding.top || o.padding.bottom || o.padding.left || o.padding.right) {
+        const Pad2d& p = o.padding;
+        s += ", pad " + (one_d ? (p.left == p.right ? std::to_string(p.left) : std::to_string(p.left) + "," + std::to_string(p.right))
+                               : (p.top == p.bottom && p.left == p.right ? size2_text(Size2(p.top, p.left))
+                                                                          : std::to_string(p.top) + "," + std::to_string(p.bottom) + "," +
+                                                                                std::to_string(p.left) + "," + std::to_string(p.right)));
+    }
+    if (o.dilation.h != 1 || o.dilation.w != 1) s += ", dilation " + (one_d ? std::to_string(o.dilation.w) : size2_text(o.dilation));
+    if (o.groups != 1) s += ", groups " + std::to_string(o.groups);
+    if (!o.bias) s += ", no bias";
+    return s + ")";
+}
+inline void check_conv_layer(const char* type, std::size_t in, std::size_t out, Size2 k, const ConvOptions& o) {
+    if (in == 0 || out == 0 || k.h == 0 || k.w == 0)
+        throw value_error(std::string(type) + ": channels and kernel size must be positive, got " + std::to_string(in) + " -> " +
+                          std::to_string(out) + ", kernel " + size2_text(k));
+    if (o.groups == 0 || in % o.groups != 0 || out % o.groups != 0)
+        throw value_error(std::string(type) + ": " + std::to_string(in) + " input and " + std::to_string(out) +
+                          " output channels must both be divisible by groups = " + std::to_string(o.groups));
+    if (o.same && (o.stride.h != 1 || o.stride.w != 1))
+        throw value_error(std::string(type) + ": 'same' padding needs stride 1 (as PyTorch), got stride " + size2_text(o.stride));
+}
+} // namespace detail
+
+/// What the convolution layers share: the weight and bias, their PyTorch layout and init, the
+/// channel counts and options, and the check of an input's channels.
+template <class T>
+class ConvLayer : public Module<T> {
+public:
+    Parameter<T> weight;
+    Parameter<T> bias;  ///< (out,); empty without bias
+
+    std::size_t in_channels() const noexcept { return in_; }
+    std::size_t out_channels() const noexcept { return out_; }
+    Size2 kernel_size() const noexcept { return k_; }
+    const ConvOptions& options() const noexcept { return o_; }
+
+protected:
+    /// weight (out, in/groups, k...) or, transposed, (in, out/groups, kh, kw); 1-D kernels have kh = 1.
+    ConvLayer(const char* type, std::size_t in, std::size_t out, Size2 k, Rng& rng, const ConvOptions& o, bool one_d, bool transposed)
+        : in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
+        detail::check_conv_layer(type, in, out, k, o);
+        const std::size_t rows = transposed ? in : out, cols = (transposed ? out : in) / o.groups;
+        weight = Parameter<T>("weight", one_d ? Tensor<T>(Shape{rows, cols, k.w}) : Tensor<T>(Shape{rows, cols, k.h, k.w}));
+        if (o.bias) bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
+        detail::torch_conv_init(weight.value, o.bias ? &bias.value : nullptr, cols * k.h * k.w, rng);
+    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight", &weight);
+        if (o_.bias) out.emplace_back("bias", &bias);
+    }
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != (one_d_ ? 3u : 4u) || s[1] != in_))
+            throw shape_error(this->describe() + ": expected input of shape (N, " + std::to_string(in_) + (one_d_ ? ", L)" : ", H, W)") +
+                              ", got " + s.str());
+    }
+    std::size_t in_, out_;
+    Size2 k_;
+    ConvOptions o_;
+    bool one_d_;
+};
+
+/// 2-D convolution layer: (N, in, H, W) to (N, out, OH, OW). weight (out, in/groups, kh, kw), bias (out,).
+template <class T>
+class Conv2d : public ConvLayer<T> {
+public:
+    Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
+        : ConvLayer<T>("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
+    Pad2d padding() const noexcept { return pad_; }
+
+    Var<T> forward(const Var<T>& x) override { return apply(x, Activation::none, T(0)); }
+    bool can_fuse_activation() const noexcept override { return true; }
+    /// This layer followed by an activation, as one convolution node (what Sequential calls).
+    Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override { return apply(x, act, alpha); }
+    Shape output_shape(const Shape& in) const override {
+        this->check_input(in);
+        const ConvOptions& o = this->o_;
+        const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, this->k_.h, o.dilation.h, o.stride.h);
+        const std::size_t ow = tapir::detail::sweep_len(in[3], pad_.left + pad_.right, this->k_.w, o.dilation.w, o.stride.w);
+        if (oh == 0 || ow == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        return Shape{in[0], this->out_, oh, ow};
+    }
+    std::string type_name() const override { return "Conv2d"; }
+    std::string describe() const override { return detail::conv_text("Conv2d", this->in_, this->out_, this->k_, this->o_, false); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv2d>(*this); }
+
+private:
+    Var<T> apply(const Var<T>& x, Activation act, T alpha) {
+        this->check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        if (!o.bias) return conv2d(x, w, nullptr, o.stride, pad_, o.dilation, o.groups, act, alpha);
+        const Var<T> b = this->use(t, this->bias);
+        return conv2d(x, w, &b, o.stride, pad_, o.dilation, o.groups, act, alpha);
+    }
+    Pad2d pad_;
+};
+
+/// 1-D convolution layer: (N, in, L) to (N, out, OL). weight (out, in/groups, k), bias (out,).
+template <class T>
+class Conv1d : public ConvLayer<T> {
+public:
+    Conv1d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const ConvOptions& opt = {})
+        : ConvLayer<T>("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
+        const Pad2d p = opt.same ? Pad2d::same(Size2(1, kernel), Size2(1, opt.dilation.w)) : opt.padding;
+        pl_ = p.left, pr_ = p.right;
+    }
+
+    Var<T> forward(const Var<T>& x) override {
+        this->check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        if (!o.bias) return conv1d(x, w, static_cast<const Var<T>*>(nullptr), o.stride.w, pl_, o.dilation.w, o.groups, pr_);
+        const Var<T> b = this->use(t, this->bias);
+        return conv1d(x, w, &b, o.stride.w, pl_, o.dilation.w, o.groups, pr_);
+    }
+    Shape output_shape(const Shape& in) const override {
+        this->check_input(in);
+        const std::size_t ol = tapir::detail::sweep_len(in[2], pl_ + pr_, this->k_.w, this->o_.dilation.w, this->o_.stride.w);
+        if (ol == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        return Shape{in[0], this->out_, ol};
+    }
+    std::string type_name() const override { return "Conv1d"; }
+    std::string describe() const override { return detail::conv_text("Conv1d", this->in_, this->out_, this->k_, this->o_, true); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv1d>(*this); }
+
+private:
+    std::size_t pl_ = 0, pr_ = 0;
+};
+
+/// 2-D transposed convolution layer (a decoder's upsampling): (N, in, H, W) to (N, out, OH, OW),
+/// OH = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1. weight (in, out/groups, kh, kw).
+/// Padding is symmetric (padding.top and padding.left are used).
+template <class T>
+class ConvTranspose2d : public ConvLayer<T> {
+public:
+    ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
+        : ConvLayer<T>("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
+    Var<T> forward(const Var<T>& x) override {
+        this->check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const ConvOptions& o = this->o_;
+        const Var<T> w = this->use(t, this->weight);
+        const Size2 p(o.padding.top, o.padding.left);
+        if (!o.bias) return conv_transpose2d(x, w, nullptr, o.stride, p, o.output_padding, o.groups, o.dilation);
+        const Var<T> b = this->use(t, this->bias);
+        return conv_transpose2d(x, w, &b, o.stride, p, o.output_padding, o.groups, o.dilation);
+    }
+    Shape output_shape(const Shape& in) const override {
+        this->check_input(in);
+        const ConvOptions& o = this->o_;
+        const auto len = [](std::size_t n, std::size_t s, std::size_t p, std::size_t d, std::size_t k, std::size_t op) {
+            const std::size_t full = (n - 1) * s + d * (k - 1) + op + 1;
+            return full > 2 * p ? full - 2 * p : 0;
+        };
+        const std::size_t oh = in[2] ? len(in[2], o.stride.h, o.padding.top, o.dilation.h, this->k_.h, o.output_padding.h) : 0;
+        const std::size_t ow = in[3] ? len(in[3], o.stride.w, o.padding.left, o.dilation.w, this->k_.w, o.output_padding.w) : 0;
+        if (oh == 0 || ow == 0) throw shape_error(describe() + ": no output for input " + in.str());
+        return Shape{in[0], this->out_, oh, ow};
+    }
+    std::string type_name() const override { return "ConvTranspose2d"; }
+    std::string describe() const override { return detail::conv_text("ConvTranspose2d", this->in_, this->out_, this->k_, this->o_, false); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ConvTranspose2d>(*this); }
+
+private:
+    static const ConvOptions& checked(const ConvOptions& opt) {
+        if (opt.same) throw value_error("ConvTranspose2d: 'same' padding is not supported; give the padding");
+        if (opt.padding.top != opt.padding.bottom || opt.padding.left != opt.padding.right)
+            throw value_error("ConvTranspose2d: padding must be symmetric (top = bottom, left = right)");
+        return opt;
+    }
+};
+
+namespace detail {
+/// Pooling hyper-parameters shared by the pooling layers (stride 0 means the kernel).
+struct PoolGeom {
+    Size2 kernel, stride;
+    Pad2d padding;
+    std::string text(const char* type, bool one_d) const {
+        std::string s = std::string(type) + "(" + (one_d ? std::to_string(kernel.w) : size2_text(kernel));
+        if (stride.h != kernel.h || stride.w != kernel.w) s += ", stride " + (one_d ? std::to_string(stride.w) : size2_text(stride));
+        if (padding.top || padding.left) s += ", pad " + (one_d ? std::to_string(padding.left) : size2_text(Size2(padding.top, padding.left)));
+        return s + ")";
+    }
+    Shape out(const Shape& in, bool one_d) const {
+        const std::size_t w = one_d ? in[2] : in[3];
+        const std::size_t ow = tapir::detail::sweep_len(w, padding.left + padding.right, kernel.w, 1, stride.w);
+        if (one_d) return Shape{in[0], in[1], ow};
+        return Shape{in[0], in[1], tapir::detail::sweep_len(in[2], padding.top + padding.bottom, kernel.h, 1, stride.h), ow};
+    }
+};
+inline PoolGeom pool_geom(Size2 k, Size2 s, Size2 p) {
+    return PoolGeom{k, s.h == 0 && s.w == 0 ? k : s, Pad2d(p.h, p.w)};
+}
+} // namespace detail
+
+/// Max or average pooling over (N, C, H, W) (MaxPool2d, AvgPool2d) or (N, C, L) (MaxPool1d, AvgPool1d).
+template <class T, bool IsMax, bool OneD>
+class Pool : public Module<T> {
+public:
+    /// kernel, stride (0: the kernel), padding (at most half the kernel).
+    explicit Pool(Size2 kernel, Size2 stride = 0, Size2 padding = 0)
+        : g_(OneD ? detail::pool_geom(Size2(1, kernel.w), Size2(stride.h == 0 && stride.w == 0 ? 0 : 1, stride.w), Size2(0, padding.w))
+                  : detail::pool_geom(kernel, stride, padding)) {
+        if (g_.kernel.h == 0 || g_.kernel.w == 0) throw value_error(type_name() + ": kernel size must be positive");
+    }
+    Var<T> forward(const Var<T>& x) override {
+        check_input(x.shape());
+        if (OneD) return IsMax ? max_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left) : avg_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left);
+        return IsMax ? max_pool2d(x, g_.kernel, g_.stride, g_.padding) : avg_pool2d(x, g_.kernel, g_.stride, g_.padding);
+    }
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        const Shape s = g_.out(in, OneD);
+        if (s.numel() == 0 && in.numel() != 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        return s;
+    }
+    std::string type_name() const override { return std::string(IsMax ? "MaxPool" : "AvgPool") + (OneD ? "1d" : "2d"); }
+    std::string describe() const override { return g_.text(type_name().c_str(), OneD); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Pool>(*this); }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != (OneD ? 3u : 4u)))
+            throw shape_error(describe() + ": expected input of shape " + (OneD ? "(N, C, L)" : "(N, C, H, W)") + ", got " + s.str());
+    }
+    detail::PoolGeom g_;
+};
+template <class T>
+using MaxPool2d = Pool<T, true, false>;
+template <class T>
+using AvgPool2d = Pool<T, false, false>;
+template <class T>
+using MaxPool1d = Pool<T, true, true>;
+template <class T>
+using AvgPool1d = Pool<T, false, true>;
+
+/// Mean (GlobalAvgPool) or maximum (GlobalMaxPool) over all positions: (N, C, ...) to (N, C).
+template <class T, bool IsMax>
+class GlobalPool : public Module<T> {
+public:
+    Var<T> forward(const Var<T>& x) override { return IsMax ? global_max_pool(x) : global_avg_pool(x); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() < 3) throw shape_error(type_name() + ": expected input of shape (N, C, L) or (N, C, H, W), got " + in.str());
+        return Shape{in[0], in[1]};
+    }
+    std::string type_name() const override { return IsMax ? "GlobalMaxPool" : "GlobalAvgPool"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GlobalPool>(*this); }
+};
+template <class T>
+using GlobalAvgPool = GlobalPool<T, false>;
+template <class T>
+using GlobalMaxPool = GlobalPool<T, true>;
+
+/// (N, ...) to (N, product of the rest), e.g. between convolutions and Dense layers.
+template <class T>
+class Flatten : public Module<T> {
+public:
+    Var<T> forward(const Var<T>& x) override { return flatten(x); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() < 1) throw shape_error("Flatten: expected a batch axis, got shape " + in.str());
+        return Shape{in[0], in[0] ? in.numel() / in[0] : 0};
+    }
+    std::string type_name() const override { return "Flatten"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
+};
+
+/// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).
+template <class T>
+class Upsample : public Module<T> {
+public:
+    explicit Upsample(Size2 scale) : s_(scale) {
+        if (scale.h == 0 || scale.w == 0) throw value_error("Upsample: scale factors must be positive, got " + detail::size2_text(scale));
+    }
+    Var<T> forward(const Var<T>& x) override { return upsample_nearest2d(x, s_); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() != 4) throw shape_error(describe() + ": expected input of shape (N, C, H, W), got " + in.str());
+        return Shape{in[0], in[1], in[2] * s_.h, in[3] * s_.w};
+    }
+    std::string type_name() const override { return "Upsample"; }
+    std::string describe() const override { return "Upsample(" + detail::size2_text(s_) + ", nearest)"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Upsample>(*this); }
+
+private:
+    Size2 s_;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/conv.hpp ----
 // ---- begin tapir/nn/fit.hpp ----
 /// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
 /// validation (split or set), metrics, early stopping, per-epoch callbacks and a progress
-/// display; evaluate() and predict() for trained models. History, metrics and callbacks are in
-/// callbacks.hpp, the display in progress.hpp, the losses are loss/'s functions.
+/// display; evaluate() and predict() for trained models. Each also takes a model of several
+/// inputs (Module::forward_many, nn::Model) given one tensor per input: fit(model, {&particles,
+/// &mask}, y, adam). History, metrics and callbacks are in callbacks.hpp, the display in
+/// progress.hpp, the losses are loss/'s functions.
 ///
 /// The step itself (Trainer::step) reuses one tape, cleared each step, and gathers each batch
 /// into tensors kept across steps; the loss is a template parameter, not a std::function. Once
@@ -8620,6 +12922,8 @@ struct FitOptions {
     /// validation_x is given.
     double validation_split = 0.0;
     const Tensor<T>* validation_x = nullptr;
+    /// For a model of several inputs: one validation tensor per input (instead of validation_x).
+    std::vector<const Tensor<T>*> validation_inputs;
     const Tensor<T>* validation_y = nullptr;
     const Tensor<T>* validation_weight = nullptr;
 
@@ -8658,6 +12962,49 @@ std::size_t checked_rows(const char* who, const Tensor<T>& x, const Tensor<T>& y
     if (w && (w->size() != n || w->rank() == 0 || w->shape()[0] != n))
         tapir::detail::throw_shape(who, x.shape(), w->shape(), "weights must be (events,) or (events, 1) with one per input row");
     return n;
+}
+
+/// The events of a model of several inputs: every input has one row per event along its first
+/// axis; targets and weights as for one input.
+template <class T>
+std::size_t checked_rows(const char* who, const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w) {
+    if (xs.empty()) throw value_error(std::string(who) + ": no input tensors given");
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        if (xs[k] == nullptr) throw value_error(std::string(who) + ": input #" + std::to_string(k) + " is a null pointer");
+        if (xs[k]->rank() == 0)
+            throw shape_error(std::string(who) + ": input #" + std::to_string(k) + " must have an events axis, got shape " + xs[k]->shape().str());
+        if (xs[k]->shape()[0] != xs[0]->shape()[0])
+            tapir::detail::throw_shape((std::string(who) + ": input #0 vs input #" + std::to_string(k)).c_str(), xs[0]->shape(), xs[k]->shape(),
+                                       "every input needs one row per event");
+    }
+    const std::size_t n = xs[0]->shape()[0];
+    if (y.rank() == 0 || y.rank() > 2 || y.shape()[0] != n)
+        tapir::detail::throw_shape(who, xs[0]->shape(), y.shape(), "targets must be (events,) or (events, outputs) with one row per input row");
+    if (w && (w->size() != n || w->rank() == 0 || w->shape()[0] != n))
+        tapir::detail::throw_shape(who, xs[0]->shape(), w->shape(), "weights must be (events,) or (events, 1) with one per input row");
+    return n;
+}
+template <class T>
+std::size_t input_rows(const Tensor<T>& x) { return x.shape()[0]; }
+template <class T>
+std::size_t input_rows(const std::vector<const Tensor<T>*>& xs) { return xs[0]->shape()[0]; }
+
+/// Training and validation inputs must agree in everything but the number of events.
+template <class T>
+void check_same_features(const Tensor<T>& x, const Tensor<T>& vx) {
+    if (vx.shape()[1] != x.shape()[1]) tapir::detail::throw_shape("fit: training vs validation inputs", x.shape(), vx.shape(), "feature counts differ");
+}
+template <class T>
+void check_same_features(const std::vector<const Tensor<T>*>& xs, const std::vector<const Tensor<T>*>& vxs) {
+    if (xs.size() != vxs.size())
+        throw value_error("fit: " + std::to_string(xs.size()) + " training inputs but " + std::to_string(vxs.size()) + " validation inputs");
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        Shape a = xs[k]->shape(), b = vxs[k]->shape();
+        a[0] = b[0] = 0;
+        if (a != b)
+            tapir::detail::throw_shape(("fit: training vs validation input #" + std::to_string(k)).c_str(), xs[k]->shape(), vxs[k]->shape(),
+                                       "shapes differ beyond the events axis");
+    }
 }
 
 template <class U>
@@ -8732,35 +13079,28 @@ public:
     const Loss& loss() const noexcept { return loss_; }
 
     Var<T> record(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
-        const std::size_t rows = checked_rows(who_, x, y, w);
-        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
-        for (std::size_t i = 0; i < n; ++i)
-            if (TAPIR_UNLIKELY(idx[i] >= rows))
-                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
-                                  " events");
+        check_batch(checked_rows(who_, x, y, w), idx, n);
         tape_.clear();
         gather_into(x, idx, n, xb_);
         gather_into(y, idx, n, yb_);
         const Var<T> xv = tape_.view(xb_), yv = tape_.view(yb_);
-        const Var<T> out = model_(xv);
-        if (out.shape().rank() == 0 || out.shape()[0] != n)
-            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + xb_.shape().str() +
-                              ", output " + out.shape().str());
-        out_index_ = out.index();
-        out_width_ = out.size() / n;
-        Var<T> l;
-        if (w) {
-            gather_into(*w, idx, n, wb_);
-            const Var<T> wv = tape_.view(wb_);
-            l = loss_(out, yv, &wv);
-        } else {
-            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
-        }
-        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
-        return l;
+        return finish(model_(xv), yv, xb_.shape(), w, idx, n);
+    }
+    /// The same for a model of several inputs: rows idx of every input, then forward_many.
+    Var<T> record(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        check_batch(checked_rows(who_, xs, y, w), idx, n);
+        tape_.clear();
+        xbs_.resize(xs.size());
+        views_.resize(xs.size());
+        for (std::size_t k = 0; k < xs.size(); ++k) data::gather_rows(*xs[k], idx, n, xbs_[k]);
+        gather_into(y, idx, n, yb_);
+        for (std::size_t k = 0; k < xs.size(); ++k) views_[k] = tape_.view(xbs_[k]);
+        const Var<T> yv = tape_.view(yb_);
+        return finish(model_.forward_many(views_), yv, xbs_[0].shape(), w, idx, n);
     }
 
-    T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+    template <class X>
+    T evaluate(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
         NoGradGuard<T> guard(tape_);
         return record(x, y, w, idx, n).item();
     }
@@ -8779,11 +13119,38 @@ public:
     }
 
 private:
+    void check_batch(std::size_t rows, const std::size_t* idx, std::size_t n) const {
+        if (n == 0) throw value_error(std::string(who_) + ": empty batch");
+        for (std::size_t i = 0; i < n; ++i)
+            if (TAPIR_UNLIKELY(idx[i] >= rows))
+                throw value_error(std::string(who_) + ": row index " + std::to_string(idx[i]) + " out of range for " + std::to_string(rows) +
+                                  " events");
+    }
+    Var<T> finish(const Var<T>& out, const Var<T>& yv, const Shape& input, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        if (out.shape().rank() == 0 || out.shape()[0] != n)
+            throw shape_error(std::string(who_) + ": the model output must have one row per event: input " + input.str() +
+                              ", output " + out.shape().str());
+        out_index_ = out.index();
+        out_width_ = out.size() / n;
+        Var<T> l;
+        if (w) {
+            gather_into(*w, idx, n, wb_);
+            const Var<T> wv = tape_.view(wb_);
+            l = loss_(out, yv, &wv);
+        } else {
+            l = loss_(out, yv, static_cast<const Var<T>*>(nullptr));
+        }
+        if (l.size() != 1) throw shape_error(std::string(who_) + ": the loss must be a single value, got shape " + l.shape().str());
+        return l;
+    }
+
     Module<T>& model_;
     Loss loss_;
     const char* who_;
     Tape<T> tape_;
     Tensor<T> xb_, yb_, wb_;
+    std::vector<Tensor<T>> xbs_;  ///< several inputs: the gathered rows of each
+    std::vector<Var<T>> views_;
     std::int32_t out_index_ = -1;
     std::size_t out_width_ = 0;
 };
@@ -8813,18 +13180,20 @@ public:
     /// is shaped (rows of x, outputs) on first use).
     T step(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
            Tensor<T>* pred = nullptr) {
-        const Var<T> l = batch_.record(x, y, w, idx, n);
-        for (Parameter<T>* p : extra_) p->zero_grad();
-        opt_.zero_grad();
-        backward(l);
-        opt_.step();
-        if (pred) batch_.copy_rows(x.shape()[0], idx, n, *pred);
-        return l.item();
+        return run_step(x, y, w, idx, n, pred);
+    }
+    /// The same for a model of several inputs, one tensor per input ({&particles, &mask}).
+    T step(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n,
+           Tensor<T>* pred = nullptr) {
+        return run_step(xs, y, w, idx, n, pred);
     }
 
     /// The loss on rows idx[0..n) without gradients or updates (in the modules' current modes).
     T evaluate(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
         return batch_.evaluate(x, y, w, idx, n);
+    }
+    T evaluate(const std::vector<const Tensor<T>*>& xs, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n) {
+        return batch_.evaluate(xs, y, w, idx, n);
     }
 
     /// Copies the outputs of the last step or evaluation (batch rows x last_output_width()) to dst.
@@ -8836,6 +13205,18 @@ public:
     detail::BatchLoss<T, Loss>& batch_loss() noexcept { return batch_; }
 
 private:
+    template <class X>
+    T run_step(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n, Tensor<T>* pred) {
+        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
+        const Var<T> l = batch_.record(x, y, w, idx, n);
+        for (Parameter<T>* p : extra_) p->zero_grad();
+        opt_.zero_grad();
+        backward(l);
+        opt_.step();
+        if (pred) batch_.copy_rows(detail::input_rows(x), idx, n, *pred);
+        return l.item();
+    }
+
     detail::BatchLoss<T, Loss> batch_;
     optim::Optimizer<T>& opt_;
     std::vector<Parameter<T>*> extra_;
@@ -8846,8 +13227,8 @@ namespace detail {
 /// The loss over the rows of a set in batches, combined as the weighted mean of the batch
 /// losses (exact for losses that are weighted means over events); with pred, the outputs
 /// (rows.size(), outputs) too. fit's validation and evaluate() share it.
-template <class T, class Loss>
-double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
+template <class T, class Loss, class X>
+double set_loss(BatchLoss<T, Loss>& b, const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::vector<std::size_t>& rows,
                 std::size_t batch_size, Tensor<T>* pred) {
     double vsum = 0.0, vwsum = 0.0;
     const std::size_t nv = rows.size();
@@ -8871,6 +13252,35 @@ double set_loss(BatchLoss<T, Loss>& b, const Tensor<T>& x, const Tensor<T>& y, c
 
 // ---- prediction ---------------------------------------------------------------------------------
 
+namespace detail {
+/// predict() in eval mode. Modes are switched (and restored by `modes`) only when some module is
+/// training: a model already in eval mode is only read, so several threads may predict with it.
+template <class T>
+void eval_for_predict(Module<T>& model, std::optional<ModeGuard<T>>& modes) {
+    const std::vector<bool> before = model.training_modes();
+    if (std::find(before.begin(), before.end(), true) != before.end()) {
+        modes.emplace(model);
+        model.eval();
+    }
+}
+
+/// predict(): a batch's outputs y (one row per event of the batch input) into rows start... of
+/// out, which the first batch shapes (n, outputs...).
+template <class T>
+void store_rows(const Var<T>& y, const Shape& input, std::size_t start, std::size_t n, Tensor<T>& out) {
+    const std::size_t m = input[0];
+    if (y.shape().rank() == 0 || y.shape()[0] != m)
+        throw shape_error("predict: the model output must have one row per event: input " + input.str() + ", output " + y.shape().str());
+    const std::size_t k = y.size() / m;
+    if (start == 0) {
+        Shape s = y.shape();
+        s[0] = n;
+        out = Tensor<T>(s);
+    }
+    std::memcpy(out.data() + start * k, y.data(), m * k * sizeof(T));
+}
+} // namespace detail
+
 /// The model's outputs for every row of x, in eval mode (modes restored afterwards), without
 /// gradients, in batches: shape (rows, outputs...); (0, outputs...) for zero rows. Thread-safe on
 /// a shared model that is already in eval mode (nothing is written to it then).
@@ -8878,14 +13288,8 @@ template <class T>
 Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size = 256) {
     if (x.rank() != 2) throw shape_error("predict: inputs must have shape (events, features), got " + x.shape().str());
     if (batch_size == 0) throw value_error("predict: batch size must be positive");
-    // Modes are switched (and restored) only when some module is training: a model already in
-    // eval mode is only read, so several threads may predict with it at once.
-    const std::vector<bool> before = model.training_modes();
     std::optional<detail::ModeGuard<T>> modes;
-    if (std::find(before.begin(), before.end(), true) != before.end()) {
-        modes.emplace(model);
-        model.eval();
-    }
+    detail::eval_for_predict(model, modes);
     const std::size_t n = x.shape()[0], f = x.shape()[1];
     if (n == 0) {  // no batch to run: the shape of one row's output, with zero rows
         Shape s = model.output_shape(Shape{1, f});
@@ -8901,16 +13305,52 @@ Tensor<T> predict(Module<T>& model, const Tensor<T>& x, std::size_t batch_size =
         t.clear();
         xb.resize(Shape{m, f});
         std::memcpy(xb.data(), x.data() + start * f, m * f * sizeof(T));
-        const Var<T> y = model(t.view(xb));
-        if (y.shape().rank() == 0 || y.shape()[0] != m)
-            throw shape_error("predict: the model output must have one row per event: input " + xb.shape().str() + ", output " + y.shape().str());
-        const std::size_t k = y.size() / m;
-        if (start == 0) {
-            Shape s = y.shape();
-            s[0] = n;
-            out = Tensor<T>(s);
+        detail::store_rows(model(t.view(xb)), xb.shape(), start, n, out);
+    }
+    return out;
+}
+
+/// predict() for a model of several inputs: one tensor per model input, each with one row per
+/// event along its first axis; outputs (rows, outputs...).
+template <class T>
+Tensor<T> predict(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, std::size_t batch_size = 256) {
+    if (inputs.empty()) throw value_error("predict: no input tensors given");
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+        if (inputs[k] == nullptr) throw value_error("predict: input #" + std::to_string(k) + " is a null pointer");
+        if (inputs[k]->rank() == 0 || inputs[k]->shape()[0] != inputs[0]->shape()[0])
+            tapir::detail::throw_shape(("predict: input #0 vs input #" + std::to_string(k)).c_str(), inputs[0]->shape(), inputs[k]->shape(),
+                                       "every input needs one row per event");
+    }
+    if (batch_size == 0) throw value_error("predict: batch size must be positive");
+    std::optional<detail::ModeGuard<T>> modes;
+    detail::eval_for_predict(model, modes);
+    const std::size_t n = inputs[0]->shape()[0];
+    std::vector<Shape> shapes;
+    for (const Tensor<T>* x : inputs) shapes.push_back(x->shape());
+    if (n == 0) {
+        for (Shape& s : shapes) s[0] = 1;
+        Shape s = model.output_shape_many(shapes);
+        if (s.rank() == 0) throw shape_error("predict: the model output must have one row per event, got shape " + s.str());
+        s[0] = 0;
+        return Tensor<T>(s);
+    }
+    Tape<T> t;
+    NoGradGuard<T> guard(t);
+    Tensor<T> out;
+    std::vector<Tensor<T>> xb(inputs.size());
+    std::vector<Var<T>> views(inputs.size());
+    for (std::size_t start = 0; start < n; start += batch_size) {
+        const std::size_t m = std::min(batch_size, n - start);
+        t.clear();
+        for (std::size_t k = 0; k < inputs.size(); ++k) {
+            Shape s = shapes[k];
+            s[0] = m;
+            const std::size_t row = s.numel() / m;
+            xb[k].resize(s);
+            std::memcpy(xb[k].data(), inputs[k]->data() + start * row, m * row * sizeof(T));
+            views[k] = t.view(xb[k]);
         }
-        std::memcpy(out.data() + start * k, y.data(), m * k * sizeof(T));
+        detail::store_rows(model.forward_many(views), xb[0].shape(), start, n, out);
     }
     return out;
 }
@@ -8934,14 +13374,10 @@ struct Evaluation {
     }
 };
 
-/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
-/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
-/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
-/// for bit.
-template <class T, class Loss = BceWithLogitsLoss>
-Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
-                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
-                    Loss loss = Loss{}) {
+namespace detail {
+template <class T, class Loss, class X>
+Evaluation evaluate_impl(Module<T>& model, const X& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics, const Tensor<T>* weights,
+                         std::size_t batch_size, Loss loss) {
     const std::size_t n = detail::checked_rows("evaluate", x, y, weights);
     if (n == 0) throw value_error("evaluate: no events");
     if (batch_size == 0) throw value_error("evaluate: batch size must be positive");
@@ -8963,21 +13399,35 @@ Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, co
     }
     return e;
 }
+} // namespace detail
+
+/// Loss (the same loss as fit's, default BCE on logits) and metrics of model on (x, y[, weights])
+/// in eval mode, without gradients, in batches of batch_size; modes are restored. With the
+/// validation set and fit's batch size, the loss equals the last "val_loss" of fit's history bit
+/// for bit.
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    return detail::evaluate_impl(model, x, y, metrics, weights, batch_size, std::move(loss));
+}
+/// evaluate() for a model of several inputs: one tensor per model input ({&particles, &mask}).
+template <class T, class Loss = BceWithLogitsLoss>
+Evaluation evaluate(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, const Tensor<T>& y, const std::vector<Metric<T>>& metrics = {},
+                    const typename detail::non_deduced<Tensor<T>>::type* weights = nullptr, std::size_t batch_size = 32,
+                    Loss loss = Loss{}) {
+    return detail::evaluate_impl(model, inputs, y, metrics, weights, batch_size, std::move(loss));
+}
+
 
 // ---- fit ----------------------------------------------------------------------------------------
 
-/// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
-/// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
-/// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
-/// (output, target, const Var* weights or nullptr) -> single-valued Var; default
-/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
-/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
-/// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
-/// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
-/// same way, which is exact for losses that are (weighted) means over events.
-template <class T, class Loss = BceWithLogitsLoss>
-History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
-            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+namespace detail {
+/// fit() for one input tensor (X = Tensor) or one per model input (X = vector of pointers);
+/// given_vx is the validation input (validation_x or validation_inputs), vname its option's name.
+template <class T, class Loss, class X>
+History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vname, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+                 const FitOptions<T>& o, Loss loss) {
     const Tensor<T>* w = o.sample_weight;
     const std::size_t n = detail::checked_rows("fit", x, y, w);
     if (n == 0) throw value_error("fit: no events");
@@ -8986,16 +13436,16 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     // Which rows train and which validate.
     Rng rng(o.seed);
     std::vector<std::size_t> train_rows, val_rows;
-    const Tensor<T>* vx = nullptr;
+    const X* vx = nullptr;
     const Tensor<T>* vy = nullptr;
     const Tensor<T>* vw = nullptr;
-    if (o.validation_x || o.validation_y) {
-        if (!o.validation_x || !o.validation_y) throw value_error("fit: give both validation_x and validation_y");
-        vx = o.validation_x;
+    if (given_vx || o.validation_y) {
+        if (!given_vx || !o.validation_y) throw value_error(std::string("fit: give both ") + vname + " and validation_y");
+        vx = given_vx;
         vy = o.validation_y;
         vw = o.validation_weight;
         const std::size_t nv = detail::checked_rows("fit (validation set)", *vx, *vy, vw);
-        if (vx->shape()[1] != x.shape()[1]) tapir::detail::throw_shape("fit: training vs validation inputs", x.shape(), vx->shape(), "feature counts differ");
+        detail::check_same_features(x, *vx);
         if (vy->size() / (nv ? nv : 1) != y.size() / n) tapir::detail::throw_shape("fit: training vs validation targets", y.shape(), vy->shape(), "output counts differ");
         if ((vw != nullptr) != (w != nullptr)) throw value_error("fit: give weights for both the training and the validation set, or for neither");
         if (nv == 0) throw value_error("fit: empty validation set");
@@ -9136,673 +13586,57 @@ History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Opt
     if (o.patience > 0 && o.restore_best_weights && h.best_epoch != 0 && h.best_epoch != h.epochs()) best.restore(params, buffers);
     return h;
 }
+} // namespace detail
+
+/// Trains model on (x, y) with the optimiser for options.epochs epochs of mini-batches and returns
+/// the history. Inputs are (events, features), targets (events,) or (events, outputs), weights
+/// (events,) or (events, 1) and reach the loss as a (batch, 1) value. The loss is any callable
+/// (output, target, const Var* weights or nullptr) -> single-valued Var; default
+/// loss::binary_cross_entropy_with_logits, whose targets must lie in [0, 1] (a label outside is
+/// refused before training, with its row and value). Training runs in the modules' own modes (train() by default); validation in
+/// eval mode; the modes are put back at the end. The epoch "loss" is the weighted mean of the
+/// batch losses (Keras' running mean); "val_loss" combines batches of validation events the
+/// same way, which is exact for losses that are (weighted) means over events.
+template <class T, class Loss = BceWithLogitsLoss>
+History fit(Module<T>& model, const Tensor<T>& x, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+    if (!o.validation_inputs.empty()) throw value_error("fit: validation_inputs is for a model of several inputs; give validation_x");
+    return detail::fit_impl(model, x, o.validation_x, "validation_x", y, optimizer, o, std::move(loss));
+}
+/// fit() for a model of several inputs (Module::forward_many, nn::Model): one tensor per model
+/// input, in its input order, each with one row per event along its first axis (of any rank,
+/// e.g. particles (events, 100, 4) and their mask (events, 100)); validation sets through
+/// FitOptions::validation_inputs or validation_split. Batches are gathered as for one input, so
+/// steady-state steps allocate nothing.
+template <class T, class Loss = BceWithLogitsLoss>
+History fit(Module<T>& model, const std::vector<const Tensor<T>*>& inputs, const Tensor<T>& y, optim::Optimizer<T>& optimizer,
+            const FitOptions<T>& o = FitOptions<T>(), Loss loss = Loss{}) {
+    if (o.validation_x) throw value_error("fit: a model of several inputs takes FitOptions::validation_inputs, not validation_x");
+    return detail::fit_impl(model, inputs, o.validation_inputs.empty() ? nullptr : &o.validation_inputs, "validation_inputs", y, optimizer, o,
+                            std::move(loss));
+}
 
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/fit.hpp ----
-// ---- begin tapir/nn/init.hpp ----
-/// Weight initialisers: Glorot/Xavier and He/Kaiming (uniform, normal), zeros, ones, constant.
+// ---- begin tapir/nn/graph.hpp ----
+/// Graph networks on particle clouds (B, N, F) with a (B, N) mask: EdgeConv (Wang et al., "Dynamic
+/// Graph CNN for Learning on Point Clouds", arXiv:1801.07829) and ParticleNet-Lite (Qu and Gouskos,
+/// "ParticleNet: Jet Tagging via Particle Clouds", arXiv:1902.08570).
 ///
-/// Every random initialiser draws from a tapir::Rng, so a seed fixes the weights on every
-/// platform. Fans follow the Keras kernel layout (in, out): fan_in = shape[0], fan_out =
-/// shape[1]. The normal variants use a plain (untruncated) normal, as PyTorch does.
-
-#include <cmath>
-#include <cstddef>
-#include <string>
-
-
-namespace tapir {
-namespace nn {
-
-struct Fans {
-    double in = 1.0;
-    double out = 1.0;
-};
-
-/// Fans of a weight tensor: rank 2 (in, out); rank 1 and 0 count the elements both ways; a higher
-/// rank (kernel..., in, out) multiplies both by the receptive field, as Keras does.
-inline Fans compute_fans(const Shape& s) {
-    const std::size_t r = s.rank();
-    if (r == 0) return Fans{1.0, 1.0};
-    if (r == 1) return Fans{static_cast<double>(s[0]), static_cast<double>(s[0])};
-    double receptive = 1.0;
-    for (std::size_t i = 0; i + 2 < r; ++i) receptive *= static_cast<double>(s[i]);
-    return Fans{static_cast<double>(s[r - 2]) * receptive, static_cast<double>(s[r - 1]) * receptive};
-}
-
-namespace init {
-
-template <class T>
-void zeros(Tensor<T>& w) { w.fill(T(0)); }
-template <class T>
-void ones(Tensor<T>& w) { w.fill(T(1)); }
-template <class T>
-void constant(Tensor<T>& w, T value) { w.fill(value); }
-
-/// Uniform in [lo, hi).
-template <class T>
-void uniform(Tensor<T>& w, Rng& rng, double lo, double hi) {
-    if (!(lo <= hi)) throw value_error("init::uniform: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
-    for (auto& v : w) v = static_cast<T>(rng.uniform(lo, hi));
-}
-template <class T>
-void normal(Tensor<T>& w, Rng& rng, double mean, double stddev) {
-    if (!(stddev >= 0.0)) throw value_error("init::normal: standard deviation must be non-negative, got " + std::to_string(stddev));
-    for (auto& v : w) v = static_cast<T>(rng.normal(mean, stddev));
-}
-
-namespace detail {
-inline double checked_fan(double fan, const char* who, const Shape& s) {
-    if (!(fan > 0.0)) throw value_error(std::string(who) + ": weight of shape " + s.str() + " has a zero fan");
-    return fan;
-}
-} // namespace detail
-
-/// U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out)).
-template <class T>
-void glorot_uniform(Tensor<T>& w, Rng& rng, double gain = 1.0) {
-    if (w.empty()) return;
-    const Fans f = compute_fans(w.shape());
-    const double a = gain * std::sqrt(6.0 / detail::checked_fan(f.in + f.out, "init::glorot_uniform", w.shape()));
-    uniform(w, rng, -a, a);
-}
-/// N(0, s^2) with s = gain * sqrt(2 / (fan_in + fan_out)).
-template <class T>
-void glorot_normal(Tensor<T>& w, Rng& rng, double gain = 1.0) {
-    if (w.empty()) return;
-    const Fans f = compute_fans(w.shape());
-    normal(w, rng, 0.0, gain * std::sqrt(2.0 / detail::checked_fan(f.in + f.out, "init::glorot_normal", w.shape())));
-}
-/// U(-a, a) with a = sqrt(6 / fan_in): variance 2 / fan_in, for ReLU networks.
-template <class T>
-void he_uniform(Tensor<T>& w, Rng& rng) {
-    if (w.empty()) return;
-    const Fans f = compute_fans(w.shape());
-    const double a = std::sqrt(6.0 / detail::checked_fan(f.in, "init::he_uniform", w.shape()));
-    uniform(w, rng, -a, a);
-}
-/// N(0, s^2) with s = sqrt(2 / fan_in).
-template <class T>
-void he_normal(Tensor<T>& w, Rng& rng) {
-    if (w.empty()) return;
-    const Fans f = compute_fans(w.shape());
-    normal(w, rng, 0.0, std::sqrt(2.0 / detail::checked_fan(f.in, "init::he_normal", w.shape())));
-}
-
-template <class T>
-void xavier_uniform(Tensor<T>& w, Rng& rng, double gain = 1.0) { glorot_uniform(w, rng, gain); }
-template <class T>
-void xavier_normal(Tensor<T>& w, Rng& rng, double gain = 1.0) { glorot_normal(w, rng, gain); }
-template <class T>
-void kaiming_uniform(Tensor<T>& w, Rng& rng) { he_uniform(w, rng); }
-template <class T>
-void kaiming_normal(Tensor<T>& w, Rng& rng) { he_normal(w, rng); }
-
-} // namespace init
-
-/// An initialiser as a value, for layer options: Init::he_normal(), Init::constant(0.1), ...
-struct Init {
-    enum class Kind { zeros, ones, constant, glorot_uniform, glorot_normal, he_uniform, he_normal };
-    Kind kind = Kind::glorot_uniform;
-    double value = 0.0;  ///< the constant, or the gain of the Glorot variants
-
-    static Init zeros() { return Init{Kind::zeros, 0.0}; }
-    static Init ones() { return Init{Kind::ones, 0.0}; }
-    static Init constant(double v) { return Init{Kind::constant, v}; }
-    static Init glorot_uniform(double gain = 1.0) { return Init{Kind::glorot_uniform, gain}; }
-    static Init glorot_normal(double gain = 1.0) { return Init{Kind::glorot_normal, gain}; }
-    static Init xavier_uniform(double gain = 1.0) { return glorot_uniform(gain); }
-    static Init xavier_normal(double gain = 1.0) { return glorot_normal(gain); }
-    static Init he_uniform() { return Init{Kind::he_uniform, 0.0}; }
-    static Init he_normal() { return Init{Kind::he_normal, 0.0}; }
-
-    template <class T>
-    void apply(Tensor<T>& w, Rng& rng) const {
-        switch (kind) {
-        case Kind::zeros: init::zeros(w); break;
-        case Kind::ones: init::ones(w); break;
-        case Kind::constant: init::constant(w, static_cast<T>(value)); break;
-        case Kind::glorot_uniform: init::glorot_uniform(w, rng, value); break;
-        case Kind::glorot_normal: init::glorot_normal(w, rng, value); break;
-        case Kind::he_uniform: init::he_uniform(w, rng); break;
-        case Kind::he_normal: init::he_normal(w, rng); break;
-        }
-    }
-
-    std::string name() const {
-        switch (kind) {
-        case Kind::zeros: return "zeros";
-        case Kind::ones: return "ones";
-        case Kind::constant: return "constant";
-        case Kind::glorot_uniform: return "glorot_uniform";
-        case Kind::glorot_normal: return "glorot_normal";
-        case Kind::he_uniform: return "he_uniform";
-        case Kind::he_normal: return "he_normal";
-        }
-        return "?";
-    }
-};
-
-} // namespace nn
-} // namespace tapir
-// ---- end tapir/nn/init.hpp ----
-// ---- begin tapir/nn/layers.hpp ----
-/// Layers: Dense (fused matmul + bias + activation), activation layers, Softmax, Dropout,
-/// BatchNorm and LayerNorm.
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <string>
-
-
-namespace tapir {
-namespace nn {
-
-/// The conventional slope of an activation that has one: 0.01 for leaky ReLU, 1 for ELU.
-inline double default_alpha(Activation act) noexcept {
-    return act == Activation::leaky_relu ? 0.01 : (act == Activation::elu ? 1.0 : 0.0);
-}
-
-// ---- Dense ----------------------------------------------------------------------------------
-
-struct DenseOptions {
-    Activation activation = Activation::none;
-    std::optional<double> alpha;  ///< leaky ReLU slope or ELU scale; default_alpha() when unset
-    bool bias = true;
-    Init kernel_init = Init::glorot_uniform();  ///< Keras' defaults: Glorot uniform kernel, zero bias
-    Init bias_init = Init::zeros();
-};
-
-/// y = act(x W + b), recorded as ONE tape node (tapir::dense) with a fused backward.
-/// Weight layout follows Keras: `weight` has shape (in, out), so y = x W with x (batch, in);
-/// PyTorch's nn.Linear stores the transpose (out, in). `bias` has shape (out,).
-template <class T>
-class Dense : public Module<T> {
-public:
-    Parameter<T> weight;  ///< (in, out)
-    Parameter<T> bias;    ///< (out,); empty without bias
-
-    Dense(std::size_t in, std::size_t out, Rng& rng, Activation act = Activation::none)
-        : Dense(in, out, rng, options_for(act)) {}
-    Dense(std::size_t in, std::size_t out, Rng& rng, const DenseOptions& opt)
-        : weight("weight", Tensor<T>(Shape{in, out})),
-          act_(opt.activation),
-          alpha_(static_cast<T>(opt.alpha ? *opt.alpha : default_alpha(opt.activation))),
-          has_bias_(opt.bias) {
-        if (in == 0 || out == 0)
-            throw value_error("Dense: input and output sizes must be positive, got " + std::to_string(in) + " -> " + std::to_string(out));
-        opt.kernel_init.apply(weight.value, rng);
-        if (has_bias_) {
-            bias = Parameter<T>("bias", Tensor<T>(Shape{out}));
-            opt.bias_init.apply(bias.value, rng);
-        }
-    }
-
-    std::size_t in_features() const noexcept { return weight.value.shape()[0]; }
-    std::size_t out_features() const noexcept { return weight.value.shape()[1]; }
-    bool has_bias() const noexcept { return has_bias_; }
-    Activation activation() const noexcept { return act_; }
-    T alpha() const noexcept { return alpha_; }
-
-    Var<T> forward(const Var<T>& x) override { return apply(x, act_, alpha_); }
-
-    bool can_fuse_activation() const noexcept override { return act_ == Activation::none; }
-    /// This layer followed by an activation, as one dense node (what Sequential calls).
-    Var<T> forward_fused(const Var<T>& x, Activation act, T alpha) override {
-        if (act_ != Activation::none)
-            throw value_error(std::string("Dense::forward_fused: the layer already applies ") + activation_name(act_));
-        return apply(x, act, alpha);
-    }
-
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return Shape{in[0], out_features()};
-    }
-    LayerKind kind() const override { return LayerKind::dense; }
-    std::string type_name() const override { return "Dense"; }
-    std::string describe() const override {
-        std::string s = "Dense";
-        if (act_ != Activation::none) {
-            s += std::string("(") + activation_name(act_);
-            if (act_ == Activation::leaky_relu || act_ == Activation::elu) s += ", " + tapir::detail::number_text(static_cast<double>(alpha_));
-            s += ")";
-        }
-        return s;
-    }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dense>(*this); }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        if (has_bias_) out.emplace_back("bias", &bias);
-    }
-
-private:
-    static DenseOptions options_for(Activation act) {
-        DenseOptions o;
-        o.activation = act;
-        return o;
-    }
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != in_features()))
-            throw shape_error("Dense(" + std::to_string(in_features()) + " -> " + std::to_string(out_features()) +
-                              "): expected input of shape (batch, " + std::to_string(in_features()) + "), got " + s.str());
-    }
-    Var<T> apply(const Var<T>& x, Activation act, T alpha) {
-        check_input(x.shape());
-        Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight);
-        if (!has_bias_) return dense(x, w, nullptr, act, alpha);
-        const Var<T> b = this->use(t, bias);
-        return dense(x, w, &b, act, alpha);
-    }
-
-    Activation act_;
-    T alpha_;
-    bool has_bias_;
-};
-
-// ---- activations ----------------------------------------------------------------------------
-
-/// An elementwise activation as a layer. Sequential fuses it into a preceding Dense.
-template <class T>
-class ActivationLayer : public Module<T> {
-public:
-    explicit ActivationLayer(Activation act, T alpha = T(0)) : act_(act), alpha_(alpha) {}
-
-    Activation activation() const noexcept { return act_; }
-    T alpha() const noexcept { return alpha_; }
-
-    Var<T> forward(const Var<T>& x) override {
-        switch (act_) {
-        case Activation::none: return x;
-        case Activation::relu: return relu(x);
-        case Activation::leaky_relu: return leaky_relu(x, alpha_);
-        case Activation::elu: return elu(x, alpha_);
-        case Activation::tanh: return tanh(x);
-        case Activation::sigmoid: return sigmoid(x);
-        case Activation::softplus: return softplus(x);
-        }
-        return x;
-    }
-    Activation fusable_activation() const noexcept override { return act_; }
-    T activation_alpha() const noexcept override { return alpha_; }
-
-    Shape output_shape(const Shape& in) const override { return in; }
-    LayerKind kind() const override { return LayerKind::activation; }
-    std::string type_name() const override {
-        switch (act_) {
-        case Activation::none: return "Identity";
-        case Activation::relu: return "ReLU";
-        case Activation::leaky_relu: return "LeakyReLU";
-        case Activation::elu: return "ELU";
-        case Activation::tanh: return "Tanh";
-        case Activation::sigmoid: return "Sigmoid";
-        case Activation::softplus: return "Softplus";
-        }
-        return "?";
-    }
-    std::string describe() const override {
-        if (act_ == Activation::leaky_relu || act_ == Activation::elu)
-            return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
-        return type_name();
-    }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
-
-private:
-    Activation act_;
-    T alpha_;
-};
-
-template <class T>
-struct ReLU : ActivationLayer<T> {
-    ReLU() : ActivationLayer<T>(Activation::relu) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ReLU>(*this); }
-};
-template <class T>
-struct LeakyReLU : ActivationLayer<T> {
-    explicit LeakyReLU(T alpha = T(0.01)) : ActivationLayer<T>(Activation::leaky_relu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LeakyReLU>(*this); }
-};
-template <class T>
-struct ELU : ActivationLayer<T> {
-    explicit ELU(T alpha = T(1)) : ActivationLayer<T>(Activation::elu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ELU>(*this); }
-};
-template <class T>
-struct Sigmoid : ActivationLayer<T> {
-    Sigmoid() : ActivationLayer<T>(Activation::sigmoid) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sigmoid>(*this); }
-};
-template <class T>
-struct Tanh : ActivationLayer<T> {
-    Tanh() : ActivationLayer<T>(Activation::tanh) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Tanh>(*this); }
-};
-template <class T>
-struct Softplus : ActivationLayer<T> {
-    Softplus() : ActivationLayer<T>(Activation::softplus) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softplus>(*this); }
-};
-template <class T>
-struct Identity : ActivationLayer<T> {
-    Identity() : ActivationLayer<T>(Activation::none) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Identity>(*this); }
-};
-
-/// Softmax along an axis (the last by default). Not fused: it couples the outputs of a row.
-template <class T>
-class Softmax : public Module<T> {
-public:
-    explicit Softmax(std::int64_t axis = -1) : axis_(axis) {}
-    std::int64_t axis() const noexcept { return axis_; }
-    Var<T> forward(const Var<T>& x) override { return softmax(x, axis_); }
-    Shape output_shape(const Shape& in) const override {
-        tapir::detail::normalize_axis(axis_, in, "Softmax");
-        return in;
-    }
-    LayerKind kind() const override { return LayerKind::softmax; }
-    std::string type_name() const override { return "Softmax"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softmax>(*this); }
-
-private:
-    std::int64_t axis_;
-};
-
-// ---- Dropout --------------------------------------------------------------------------------
-
-/// Inverted dropout: in training each element is zeroed with probability p and the survivors
-/// are scaled by 1/(1-p), so eval mode is the identity. The mask stream comes from the layer's
-/// own Rng, so a seed reproduces it.
-template <class T>
-class Dropout : public Module<T> {
-public:
-    explicit Dropout(double p, std::uint64_t seed = 0x5eed) : p_(check_p(p)), rng_(seed) {}
-    Dropout(double p, Rng& rng) : p_(check_p(p)), rng_(rng.next_u64()) {}
-
-    double p() const noexcept { return p_; }
-    void reseed(std::uint64_t seed) noexcept { rng_.reseed(seed); }
-
-    Var<T> forward(const Var<T>& x) override {
-        if (!this->is_training() || p_ == 0.0) return x;
-        Tape<T>& t = x.tape();
-        Ref<T> mask = t.alloc(x.shape());
-        const T keep = p_ < 1.0 ? static_cast<T>(1.0 / (1.0 - p_)) : T(0);
-        const std::size_t n = mask.size();
-        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng_.uniform() < p_ ? T(0) : keep;
-        return mul(x, t.leaf(mask, false));
-    }
-
-    Shape output_shape(const Shape& in) const override { return in; }
-    LayerKind kind() const override { return LayerKind::dropout; }
-    std::string type_name() const override { return "Dropout"; }
-    std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
-
-private:
-    static double check_p(double p) {
-        if (!(p >= 0.0 && p <= 1.0)) throw value_error("Dropout: probability must be in [0, 1], got " + std::to_string(p));
-        return p;
-    }
-    double p_;
-    Rng rng_;
-};
-
-// ---- normalisation --------------------------------------------------------------------------
-
-/// Batch normalisation over the batch axis of (batch, features) inputs, PyTorch conventions:
-/// training normalises with the batch mean and biased variance and updates
-///   running_mean = (1 - momentum) running_mean + momentum mean,
-///   running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)   (unbiased),
-/// momentum 0.1, eps 1e-5; eval normalises with the running statistics. (Keras' momentum 0.99
-/// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
-template <class T>
-class BatchNorm : public Module<T> {
-public:
-    Parameter<T> weight;  ///< (features,) scale, gamma
-    Parameter<T> bias;    ///< (features,) shift, beta
-    Tensor<T> running_mean;
-    Tensor<T> running_var;
-
-    explicit BatchNorm(std::size_t features, double momentum = 0.1, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))),
-          bias("bias", Tensor<T>(Shape{features})),
-          running_mean(Shape{features}),
-          running_var(Shape{features}, T(1)),
-          momentum_(momentum),
-          eps_(eps) {
-        if (features == 0) throw value_error("BatchNorm: the number of features must be positive");
-        if (!(momentum >= 0.0 && momentum <= 1.0)) throw value_error("BatchNorm: momentum must be in [0, 1], got " + std::to_string(momentum));
-        if (!(eps > 0.0)) throw value_error("BatchNorm: eps must be positive, got " + std::to_string(eps));
-    }
-
-    std::size_t features() const noexcept { return weight.value.size(); }
-    double momentum() const noexcept { return momentum_; }
-    double eps() const noexcept { return eps_; }
-    /// Training batches seen (the running statistics' update count).
-    std::size_t batches_tracked() const noexcept { return batches_; }
-
-    Var<T> forward(const Var<T>& x) override {
-        check_input(x.shape());
-        Tape<T>& t = x.tape();
-        const Var<T> w = this->use(t, weight), b = this->use(t, bias);
-        const std::size_t f = features();
-        if (this->is_training()) {
-            const std::size_t n = x.shape()[0];
-            if (n < 2)
-                throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got input of shape " +
-                                  x.shape().str());
-            const Var<T> mu = mean(x, 0, true);
-            const Var<T> xc = sub(x, mu);
-            const Var<T> var = mean(square(xc), 0, true);
-            const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
-            const Var<T> y = add(mul(mul(xc, inv_std), w), b);
-            const T m = static_cast<T>(momentum_);
-            const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
-            for (std::size_t j = 0; j < f; ++j) {
-                running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
-                running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
-            }
-            ++batches_;
-            return y;
-        }
-        Ref<T> inv = t.alloc(Shape{f});
-        for (std::size_t j = 0; j < f; ++j) inv.data[j] = T(1) / std::sqrt(running_var[j] + static_cast<T>(eps_));
-        const Var<T> scale = mul(w, t.leaf(inv, false));
-        return add(mul(sub(x, t.constant(running_mean)), scale), b);
-    }
-
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
-    LayerKind kind() const override { return LayerKind::batch_norm; }
-    std::string type_name() const override { return "BatchNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
-    void collect_buffers(std::vector<NamedBuffer<T>>& out) override {
-        out.emplace_back("running_mean", &running_mean);
-        out.emplace_back("running_var", &running_var);
-    }
-
-private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
-            throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
-                              std::to_string(features()) + "), got " + s.str());
-    }
-    double momentum_;
-    double eps_;
-    std::size_t batches_ = 0;
-};
-
-/// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
-/// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
-template <class T>
-class LayerNorm : public Module<T> {
-public:
-    Parameter<T> weight;
-    Parameter<T> bias;
-
-    explicit LayerNorm(std::size_t features, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {
-        if (features == 0) throw value_error("LayerNorm: the number of features must be positive");
-        if (!(eps > 0.0)) throw value_error("LayerNorm: eps must be positive, got " + std::to_string(eps));
-    }
-
-    std::size_t features() const noexcept { return weight.value.size(); }
-    double eps() const noexcept { return eps_; }
-
-    Var<T> forward(const Var<T>& x) override {
-        check_input(x.shape());
-        Tape<T>& t = x.tape();
-        const Var<T> mu = mean(x, -1, true);
-        const Var<T> xc = sub(x, mu);
-        const Var<T> var = mean(square(xc), -1, true);
-        const Var<T> xn = mul(xc, pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5)));
-        return add(mul(xn, this->use(t, weight)), this->use(t, bias));
-    }
-
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
-    LayerKind kind() const override { return LayerKind::layer_norm; }
-    std::string type_name() const override { return "LayerNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
-
-private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != features()))
-            throw shape_error("LayerNorm(" + std::to_string(features()) + "): expected the last axis of length " +
-                              std::to_string(features()) + ", got input of shape " + s.str());
-    }
-    double eps_;
-};
-
-} // namespace nn
-} // namespace tapir
-// ---- end tapir/nn/layers.hpp ----
-// ---- begin tapir/nn/nn.hpp ----
-/// Neural-network layers, models and the training loop in one include.
-
-// ---- begin tapir/nn/pivot.hpp ----
-/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046):
-/// a gradient-reversal layer, a mixture-density adversary module and a trainer for the paper's
-/// Algorithm 1 on E = L_f - lambda L_r. Models and training live in nn/; the losses they use
-/// (loss::mdn_nll, loss::binary_cross_entropy_with_logits) stay functions in loss/.
+///     tapir::Rng rng(1);
+///     tapir::nn::ParticleNetLite<float> net(2, 4, 1, rng);  // 2 coordinates, 4 features, 1 logit
+///     tapir::Var<float> logits = net.forward(tape.view(points), tape.view(features), tape.view(mask));
 ///
-///     tapir::nn::Sequential<float> clf;  // x -> one logit
-///     tapir::nn::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
-///     tapir::optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), 1e-3f);
-///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
-///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
-///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
+/// Differences from the papers, on purpose: no batch normalisation inside the blocks (the edge
+/// network is Dense + ReLU), and no fusion block; the mean over the neighbours is over the real ones.
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
-// ---- begin tapir/loss/mdn.hpp ----
-/// Negative log-likelihood of a Gaussian mixture density network (Bishop 1994), the adversary
-/// of "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046), optionally with every
-/// component truncated to an interval (the mass window the adversary sees).
-
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <string>
-
-
-namespace tapir {
-namespace loss {
-
-template <class T>
-struct MdnOptions {
-    /// sigma_k = softplus(raw_k) + sigma_floor: keeps a component from collapsing onto one
-    /// point (where the likelihood is unbounded).
-    T sigma_floor = T(1e-4);
-    /// Truncate each component to [lo, hi] and renormalise it (the course's variant, on m
-    /// scaled to [0, 1]).
-    bool truncate = false;
-    T lo = T(0);
-    T hi = T(1);
-};
-
-/// Per-event log-density log p(m_i) of the mixture, shape (N,):
-///   log p(m) = logsumexp_k [ log_softmax(logits)_k + log N(m; mu_k, sigma_k) - log Z_k ],
-///   N(m; mu, s) = exp(-(m - mu)^2 / (2 s^2)) / (s sqrt(2 pi)),
-///   Z_k = Phi((hi - mu_k)/s_k) - Phi((lo - mu_k)/s_k) with truncation (else Z_k = 1),
-///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (Bishop 1994; Louppe et al., arXiv 1611.01046).
-/// Inputs: logits, mu, raw_sigma of shape (N, K); m of shape (N,) or (N, 1). Z_k is floored at
-/// 64 machine epsilons, the rounding noise of a difference of two erf values near 1, so a
-/// component lying entirely outside [lo, hi] is under-weighted instead of divided by 0
-/// (or by noise).
-template <class T>
-Var<T> mdn_log_prob(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m,
-                    const MdnOptions<T>& opt = MdnOptions<T>{}) {
-    const char* fn = "mdn_nll";
-    detail::batch_size(logits, fn, "mixture logits");
-    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": mixture logits must be (N, K), got " + logits.shape().str());
-    if (mu.shape() != logits.shape() || raw_sigma.shape() != logits.shape())
-        throw shape_error(std::string(fn) + ": logits " + logits.shape().str() + ", means " + mu.shape().str() + " and widths " +
-                          raw_sigma.shape().str() + " must all be (N, K)");
-    const std::size_t n = logits.shape()[0];
-    if (m.size() != n || m.shape()[0] != n)
-        throw shape_error(std::string(fn) + ": target of shape " + m.shape().str() + " for " + std::to_string(n) +
-                          " events; expected (N,) or (N, 1)");
-    if (!(opt.sigma_floor >= T(0)) || !std::isfinite(static_cast<double>(opt.sigma_floor)))
-        throw value_error(std::string(fn) + ": sigma_floor must be finite and >= 0, got " + std::to_string(opt.sigma_floor));
-    if (opt.truncate && !(opt.lo < opt.hi))
-        throw value_error(std::string(fn) + ": truncation interval [" + std::to_string(opt.lo) + ", " + std::to_string(opt.hi) +
-                          "] is empty");
-    const Var<T> target = m.shape().rank() == 2 ? m : reshape(m, Shape{n, 1});
-    const Var<T> sigma = add_scalar(softplus(raw_sigma), opt.sigma_floor);
-    const Var<T> z = div(sub(target, mu), sigma);
-    const T half_log_2pi = T(0.91893853320467274178);
-    Var<T> lp = sub(sub(log_softmax(logits, 1), scale(square(z), T(0.5))), add_scalar(log(sigma), half_log_2pi));
-    if (opt.truncate) {
-        const T inv_sqrt2 = T(0.70710678118654752440);
-        const Var<T> inv_s = rdiv_scalar(inv_sqrt2, sigma);
-        const Var<T> ehi = erf(mul(add_scalar(neg(mu), opt.hi), inv_s));
-        const Var<T> elo = erf(mul(add_scalar(neg(mu), opt.lo), inv_s));
-        const Var<T> zk = clamp(scale(sub(ehi, elo), T(0.5)), T(64) * std::numeric_limits<T>::epsilon(), T(1));
-        lp = sub(lp, log(zk));
-    }
-    return logsumexp(lp, 1);
-}
-
-/// Weighted mean negative log-likelihood -sum_i w_i log p(m_i) / sum_i w_i of the mixture (see
-/// mdn_log_prob). In the pivot set-up the weights select background events (w = 0 for signal).
-/// With m ~ N(0, 1) and a perfect fit, the value tends to ln sqrt(2 pi e) = 1.4189 nats.
-template <class T>
-Var<T> mdn_nll(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m, detail::weights_t<T> weights = nullptr,
-               const MdnOptions<T>& opt = MdnOptions<T>{}) {
-    return neg(detail::weighted_mean(mdn_log_prob(logits, mu, raw_sigma, m, opt), weights, "mdn_nll"));
-}
-
-} // namespace loss
-} // namespace tapir
-// ---- end tapir/loss/mdn.hpp ----
 // ---- begin tapir/nn/sequential.hpp ----
 /// Sequential: layers applied in order, with Dense followed by an activation layer fused into
 /// one dense node (one matmul + bias + activation kernel and one fused backward).
@@ -9933,7 +13767,7 @@ public:
         Shape s = input;
         for (std::size_t i = 0; i < layers_.size(); ++i) {
             s = shape_after(i, s);
-            rows.push_back(SummaryRow{std::to_string(i), layers_[i]->describe(), s, layers_[i]->num_parameters()});
+            rows.push_back(SummaryRow{std::to_string(i), layers_[i]->describe(), s, layers_[i]->num_parameters(), "", layers_[i]->trainable_mark()});
         }
     }
     LayerKind kind() const override { return LayerKind::sequential; }
@@ -9971,6 +13805,1339 @@ private:
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/sequential.hpp ----
+// ---- begin tapir/nn/sets.hpp ----
+/// Networks on unordered sets of particles (B, N, F) with a (B, N) mask of 1 (real) and 0 (padding):
+/// DeepSet / Particle Flow Network and the Energy Flow Network (Komiske, Metodiev, Thaler,
+/// "Energy Flow Networks: Deep Sets for Particle Jets", arXiv:1810.05165; Deep Sets, arXiv:1703.06114).
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::ParticleFlowNetwork<float> pfn(4, {100, 100, 64}, {100, 100, 1}, rng);
+///     tapir::Var<float> logits = pfn.forward(tape.view(x), tape.view(mask));  // x (B, N, 4), mask (B, N)
+///
+/// Padded particles change nothing (the per-particle network runs on the real ones only; a mask
+/// entry other than 0 counts as real) and the output does not depend on the order of the particles.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+/// How a set network pools its per-particle outputs over the real particles.
+enum class SetPooling : std::uint8_t { sum, mean };
+
+namespace detail {
+/// Dense layers in -> sizes[0] -> ... with `act` after each, and none after the last when last_linear.
+template <class T>
+Sequential<T> mlp(std::size_t in, const std::vector<std::size_t>& sizes, Rng& rng, Activation act, bool last_linear, const char* who) {
+    if (in == 0 || sizes.empty()) throw value_error(std::string(who) + ": needs a positive input size and at least one layer");
+    Sequential<T> s;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        const bool last = i + 1 == sizes.size();
+        s.template add<Dense<T>>(i == 0 ? in : sizes[i - 1], sizes[i], rng, last && last_linear ? Activation::none : act);
+    }
+    return s;
+}
+inline void check_set(const char* who, const Shape& x, std::size_t features) {
+    if (x.rank() != 3 || x[2] != features)
+        throw shape_error(std::string(who) + ": expected a set of shape (B, N, " + std::to_string(features) + "), got " + x.str());
+}
+inline void check_mask(const char* who, const Shape& x, const Shape& m) {
+    if (m.rank() != 2 || m[0] != x[0] || m[1] != x[1])
+        tapir::detail::throw_shape((std::string(who) + ": set vs mask").c_str(), x, m, "expects a mask of shape (B, N)");
+}
+} // namespace detail
+
+/// What DeepSet and EnergyFlowNetwork share: F(latent(x, mask)) with Phi a stack of Dense layers with
+/// `act` after every one (latent = the last size) and F likewise but linear at the end (logits or a
+/// regression value). A derived network defines latent(), the pooled (B, latent) event vector.
+template <class T>
+class SetNetwork : public Module<T> {
+public:
+    Sequential<T> phi;  ///< per particle: (rows, phi inputs) -> (rows, latent)
+    Sequential<T> f;    ///< per event: (B, latent) -> (B, outputs)
+
+    std::size_t in_features() const noexcept { return in_; }
+    std::size_t latent_size() const noexcept { return latent_; }
+
+    /// x (B, N, in) and mask (B, N) of 1/0 -> (B, outputs).
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return f(latent(x, &mask)); }
+    /// Every particle real.
+    Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
+    using Module<T>::operator();
+    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+
+    /// The pooled per-event latent vector (B, latent), before F; mask may be null (all real).
+    virtual Var<T> latent(const Var<T>& x, const Var<T>* mask) = 0;
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set(name_, in, in_);
+        return Shape{in[0], f.output_shape(Shape{in[0], latent_})[1]};
+    }
+    std::string type_name() const override { return name_; }
+
+protected:
+    SetNetwork(const char* name, std::size_t in_features, std::size_t phi_in, const std::vector<std::size_t>& phi_sizes,
+               const std::vector<std::size_t>& f_sizes, Rng& rng, Activation act)
+        : phi(detail::mlp<T>(phi_in, phi_sizes, rng, act, false, name)),
+          f(detail::mlp<T>(phi_sizes.back(), f_sizes, rng, act, true, name)),
+          in_(in_features),
+          latent_(phi_sizes.back()),
+          name_(name) {}
+    /// Checks x (B, N, in) and the mask (B, N) when there is one.
+    void check(const Shape& x, const Var<T>* mask) const {
+        detail::check_set(name_, x, in_);
+        if (mask) detail::check_mask(name_, x, mask->shape());
+    }
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("phi", &phi);
+        out.emplace_back("f", &f);
+    }
+
+    std::size_t in_, latent_;
+    const char* name_;
+};
+
+/// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles (sum or mean).
+/// Phi runs as fused dense nodes on the real particles of the whole batch at once.
+template <class T>
+class DeepSet : public SetNetwork<T> {
+public:
+    DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
+            Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
+        : SetNetwork<T>("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
+
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
+        const Shape s = x.shape();
+        this->check(s, mask);
+        const std::size_t B = s[0], N = s[1];
+        const Var<T> xf = reshape(x, Shape{B * N, s[2]});
+        if (!mask) {
+            const Var<T> h = reshape(this->phi(xf), Shape{B, N, this->latent_});
+            return pooling_ == SetPooling::sum ? sum(h, 1) : mean(h, 1);
+        }
+        // Phi runs on the real particles only (padding costs nothing), whose outputs are then
+        // added into their events' rows.
+        Tape<T>& t = x.tape();
+        const T* m = mask->data();
+        std::size_t rows = 0;
+        for (std::size_t r = 0; r < B * N; ++r) rows += m[r] != T(0) ? 1 : 0;
+        if (rows == 0) return t.full(Shape{B, this->latent_}, T(0));
+        std::int64_t* real = tapir::detail::arena_indices(t, rows);
+        std::int64_t* event = tapir::detail::arena_indices(t, rows);
+        Ref<T> inv = t.alloc(Shape{B, 1});
+        std::size_t c = 0;
+        for (std::size_t b = 0; b < B; ++b) {
+            const std::size_t first = c;
+            for (std::size_t n = 0; n < N; ++n)
+                if (m[b * N + n] != T(0)) real[c] = static_cast<std::int64_t>(b * N + n), event[c++] = static_cast<std::int64_t>(b);
+            inv.data[b] = c > first ? T(1) / static_cast<T>(c - first) : T(0);
+        }
+        const Var<T> pooled = scatter_rows_raw(this->phi(gather_rows_raw(xf, real, rows)), event, B);
+        return pooling_ == SetPooling::sum ? pooled : mul(pooled, t.leaf(inv, false));
+    }
+
+    std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
+
+private:
+    SetPooling pooling_;
+};
+
+/// The Particle Flow Network of arXiv:1810.05165 is a DeepSet with sum pooling over particle features.
+template <class T>
+using ParticleFlowNetwork = DeepSet<T>;
+
+/// Energy Flow Network (arXiv:1810.05165): F(sum_i z_i Phi(angles_i)), infrared and collinear safe.
+/// Input x (B, N, 1 + A): column 0 is the particle's energy (pT) fraction z_i, the other A columns its
+/// angular coordinates (e.g. rapidity and azimuth relative to the jet axis). z is used as given (it is
+/// differentiable, and 0 for padding already); a mask multiplies it.
+template <class T>
+class EnergyFlowNetwork : public SetNetwork<T> {
+public:
+    EnergyFlowNetwork(std::size_t angular_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes,
+                      Rng& rng, Activation act = Activation::relu)
+        : SetNetwork<T>("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
+
+    /// sum_i z_i Phi(angles_i), (B, latent).
+    Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
+        const Shape s = x.shape();
+        this->check(s, mask);
+        const std::size_t B = s[0], N = s[1], A = s[2] - 1;
+        Var<T> z = reshape(slice(x, 2, 0, 1), Shape{B, N});
+        if (mask) z = mul(z, detach(*mask));
+        const Var<T> ang = reshape(slice(x, 2, 1, A), Shape{B * N, A});
+        return set_sum(reshape(this->phi(ang), Shape{B, N, this->latent_}), z);
+    }
+
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EnergyFlowNetwork>(*this); }
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/sets.hpp ----
+
+namespace tapir {
+namespace nn {
+
+/// EdgeConv: for every real particle i, its k nearest real neighbours j in a coordinate space (given,
+/// or the features themselves: a dynamic graph), the edge network h(x_i, x_j - x_i) (Dense + ReLU
+/// layers of the given sizes), the mean over the neighbours, plus a linear shortcut of x_i, then ReLU.
+/// Padded particles output 0. Output (B, N, channels.back()).
+///
+/// The first edge layer is W [x_i ; x_j - x_i] = (W1 - W2) x_i + W2 x_j: it is computed per particle
+/// and gathered per edge, k times fewer multiplications than on the concatenated edge features.
+/// Its weight keeps the concatenated layout (2 F, C), rows 0..F for x_i and F..2F for x_j - x_i.
+template <class T>
+class EdgeConv : public Module<T> {
+public:
+    Dense<T> edge_in;      ///< first edge layer on (x_i, x_j - x_i): weight (2 F, C0), ReLU
+    Sequential<T> edge;    ///< further edge layers, Dense + ReLU
+    Dense<T> shortcut;     ///< x_i -> C, linear
+
+    EdgeConv(std::size_t in_features, const std::vector<std::size_t>& channels, std::size_t k, Rng& rng)
+        : edge_in(2 * in_features, first(channels), rng, Activation::relu),
+          edge(rest(channels, rng)),
+          shortcut(in_features, channels.back(), rng),
+          in_(in_features),
+          out_(channels.back()),
+          k_(k) {
+        if (k == 0) throw value_error("EdgeConv: k must be positive");
+    }
+
+    std::size_t k() const noexcept { return k_; }
+    std::size_t out_features() const noexcept { return out_; }
+
+    /// Neighbours found in the given coordinates points (B, N, D); features x (B, N, F); mask (B, N).
+    Var<T> forward(const Var<T>& points, const Var<T>& x, const Var<T>& mask) { return apply(points, x, &mask); }
+    /// A dynamic graph: neighbours in the feature space of x itself.
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return apply(x, x, &mask); }
+    /// A dynamic graph over an all-real set.
+    Var<T> forward(const Var<T>& x) override { return apply(x, x, nullptr); }
+    /// Given coordinates, an all-real set.
+    Var<T> forward_points(const Var<T>& points, const Var<T>& x) { return apply(points, x, nullptr); }
+    using Module<T>::operator();
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set("EdgeConv", in, in_);
+        return Shape{in[0], in[1], out_};
+    }
+    std::string type_name() const override { return "EdgeConv"; }
+    std::string describe() const override { return "EdgeConv(k=" + std::to_string(k_) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EdgeConv>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("edge_in", &edge_in);
+        out.emplace_back("edge", &edge);
+        out.emplace_back("shortcut", &shortcut);
+    }
+
+private:
+    static std::size_t first(const std::vector<std::size_t>& c) {
+        if (c.empty()) throw value_error("EdgeConv: needs at least one edge layer size");
+        return c[0];
+    }
+    static Sequential<T> rest(const std::vector<std::size_t>& c, Rng& rng) {
+        Sequential<T> s;
+        for (std::size_t i = 1; i < c.size(); ++i) s.template add<Dense<T>>(c[i - 1], c[i], rng, Activation::relu);
+        return s;
+    }
+
+    Var<T> apply(const Var<T>& points, const Var<T>& x, const Var<T>* mask) {
+        const Shape s = x.shape();
+        detail::check_set("EdgeConv", s, in_);
+        const Shape ps = points.shape();
+        if (ps.rank() != 3 || ps[0] != s[0] || ps[1] != s[1])
+            tapir::detail::throw_shape("EdgeConv: points vs features", ps, s, "expects points (B, N, D) and features (B, N, F)");
+        if (mask) detail::check_mask("EdgeConv", s, mask->shape());
+        Tape<T>& t = x.tape();
+        const std::size_t B = s[0], N = s[1], F = s[2], all = B * N;
+        const KnnIndex nb = knn(points, mask, k_);
+        // Only the real particles are computed on (padded ones output 0): `real` lists their rows,
+        // `compact` maps a row to its place among them.
+        const T* m = mask ? mask->data() : nullptr;
+        std::size_t rows = all;
+        const std::int64_t* real = nullptr;
+        std::int64_t* compact = nullptr;
+        if (m) {
+            rows = 0;
+            for (std::size_t r = 0; r < all; ++r) rows += m[r] != T(0) ? 1 : 0;
+            if (rows == 0) return t.full(Shape{B, N, out_}, T(0));
+            std::int64_t* list = tapir::detail::arena_indices(t, rows);
+            compact = tapir::detail::arena_indices(t, all);
+            std::size_t c = 0;
+            for (std::size_t r = 0; r < all; ++r) {
+                compact[r] = m[r] != T(0) ? static_cast<std::int64_t>(c) : -1;
+                if (m[r] != T(0)) list[c++] = static_cast<std::int64_t>(r);
+            }
+            real = list;
+        }
+        // Per edge: the centre's row and the neighbour's (the centre itself where there is none,
+        // weighted 0); the neighbour mean's weights 1 / (real neighbours).
+        const std::size_t edges = rows * k_;
+        std::int64_t* ctr = tapir::detail::arena_indices(t, edges);
+        std::int64_t* nbr = tapir::detail::arena_indices(t, edges);
+        Ref<T> w = t.alloc(Shape{rows, k_});
+        for (std::size_t c = 0; c < rows; ++c) {
+            const std::size_t r = real ? static_cast<std::size_t>(real[c]) : c;
+            std::size_t valid = 0;
+            for (std::size_t j = 0; j < k_; ++j) valid += nb.index[r * k_ + j] >= 0 ? 1 : 0;
+            const T inv = valid ? T(1) / static_cast<T>(valid) : T(0);
+            for (std::size_t j = 0; j < k_; ++j) {
+                const std::int64_t g = nb.index[r * k_ + j];
+                ctr[c * k_ + j] = static_cast<std::int64_t>(c);
+                nbr[c * k_ + j] = g < 0 ? static_cast<std::int64_t>(c) : (compact ? compact[g] : g);
+                w.data[c * k_ + j] = g >= 0 ? inv : T(0);
+            }
+        }
+        const Var<T> xf = reshape(x, Shape{all, F});
+        const Var<T> xr = real ? gather_rows_raw(xf, real, rows) : xf;
+        const Var<T> wt = this->use(t, edge_in.weight);
+        const Var<T> w2 = slice(wt, 0, F, F);
+        const Var<T> wc = sub(slice(wt, 0, 0, F), w2);
+        const Var<T> bias = this->use(t, edge_in.bias);
+        const Var<T> pc = dense(xr, wc, bias);  // (W1 - W2) x_i + b, per particle
+        const Var<T> pn = matmul(xr, w2);       // W2 x_j, per particle
+        Var<T> h = relu(add(gather_rows_raw(pc, ctr, edges), gather_rows_raw(pn, nbr, edges)));
+        if (!edge.empty()) h = edge(h);
+        const Var<T> agg = set_sum(reshape(h, Shape{rows, k_, out_}), t.leaf(w, false));
+        const Var<T> y = relu(add(agg, shortcut(xr)));
+        return reshape(real ? scatter_rows_raw(y, real, all) : y, Shape{B, N, out_});
+    }
+
+    std::size_t in_, out_, k_;
+};
+
+/// ParticleNet-Lite (arXiv:1902.08570, Table 1): EdgeConv k = 7 with edge layers 32-32-32 on the
+/// given coordinates, EdgeConv k = 7 with 64-64-64 on the learned features, the mean over the real
+/// particles, Dense 128 + ReLU, Dense to the outputs (logits). Dropout is left to the user.
+template <class T>
+class ParticleNetLite : public Module<T> {
+public:
+    EdgeConv<T> block1, block2;
+    Sequential<T> head;
+
+    ParticleNetLite(std::size_t coordinates, std::size_t features, std::size_t outputs, Rng& rng, std::size_t k = 7)
+        : block1(features, {32, 32, 32}, k, rng),
+          block2(32, {64, 64, 64}, k, rng),
+          head(detail::mlp<T>(64, {128, outputs}, rng, Activation::relu, true, "ParticleNetLite")),
+          coords_(coordinates),
+          features_(features) {}
+
+    /// points (B, N, coordinates), features (B, N, features), mask (B, N) -> (B, outputs).
+    Var<T> forward(const Var<T>& points, const Var<T>& x, const Var<T>& mask) {
+        const Var<T> h = block2.forward(block1.forward(points, x, mask), mask);
+        return head(masked_mean(h, mask));
+    }
+    /// An all-real set whose first `coordinates` feature columns are the coordinates.
+    Var<T> forward(const Var<T>& x) override {
+        detail::check_set("ParticleNetLite", x.shape(), features_);
+        const Var<T> h = block2.forward(block1.forward_points(slice(x, 2, 0, coords_), x));
+        return head(mean(h, 1));
+    }
+    using Module<T>::operator();
+
+    Shape output_shape(const Shape& in) const override {
+        detail::check_set("ParticleNetLite", in, features_);
+        return Shape{in[0], head.output_shape(Shape{in[0], 64})[1]};
+    }
+    std::string type_name() const override { return "ParticleNetLite"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleNetLite>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        out.emplace_back("block1", &block1);
+        out.emplace_back("block2", &block2);
+        out.emplace_back("head", &head);
+    }
+
+private:
+    std::size_t coords_, features_;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/graph.hpp ----
+// ---- begin tapir/nn/lorentz.hpp ----
+/// Physics layers on constituent 4-vectors (B, N, 4) ordered (E, px, py, pz):
+/// CoLa and LoLa (Butter, Kasieczka, Plehn, Russell, arXiv:1707.08966) and the Lorentz Boost
+/// Network (Erdmann, Geiser, Rath, Rieger, arXiv:1812.09722).
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::CoLa<float> cola(20, 10, rng);  // 20 constituents -> 30 4-vectors
+///     tapir::nn::LoLa<float> lola(30, rng);      // -> (B, 30, 5) features
+///     tapir::Var<float> f = lola(cola(x));       // x (B, 20, 4)
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+namespace detail {
+inline void check_four_vectors(const char* layer, const Shape& s, std::size_t n) {
+    if (s.rank() != 3 || s[1] != n || s[2] != 4)
+        throw shape_error(std::string(layer) + ": expected 4-vectors of shape (B, " + std::to_string(n) + ", 4), got " + s.str());
+}
+} // namespace detail
+
+/// Linear combinations of 4-vectors: out[b, m] = sum_i x[b, i] w[i, m], x (B, N, 4), w (N, M) -> (B, M, 4).
+template <class T>
+Var<T> combine_four_vectors(const Var<T>& x, const Var<T>& w) {
+    const Shape s = x.shape(), ws = w.shape();
+    if (s.rank() != 3 || s[2] != 4 || ws.rank() != 2 || ws[0] != s[1])
+        throw shape_error("combine_four_vectors: expected x (B, N, 4) and weights (N, M): " + s.str() + " vs " + ws.str());
+    const std::size_t b = s[0], n = s[1], m = ws[1];
+    const Var<T> c = matmul(reshape(permute(x, {0, 2, 1}), Shape{b * 4, n}), w);  // (4B, M)
+    return permute(reshape(c, Shape{b, 4, m}), {0, 2, 1});
+}
+
+/// Minkowski square E^2 - px^2 - py^2 - pz^2 of 4-vectors (..., 4), keeping the last axis as 1.
+template <class T>
+Var<T> minkowski_square(const Var<T>& p) {
+    const Var<T> e = slice(p, -1, 0, 1), q = slice(p, -1, 1, 3);
+    return sub(square(e), sum(square(q), -1, true));
+}
+
+/// p boosted into the rest frame of r (both (..., 4), same shape; r must be time-like). With
+/// beta = r_vec / r_E and gamma = r_E / m_r: E' = gamma (E - beta.p) and
+/// p' = p + (gamma^2 / (gamma + 1) beta.p - gamma E) beta, the standard boost with
+/// (gamma - 1) / beta^2 written as gamma^2 / (gamma + 1), finite as beta goes to 0.
+template <class T>
+Var<T> boost_to_rest_frame(const Var<T>& p, const Var<T>& r) {
+    if (p.shape() != r.shape() || p.shape().rank() == 0 || p.shape()[p.shape().rank() - 1] != 4)
+        throw shape_error("boost_to_rest_frame: expected two 4-vector values (..., 4) of one shape: " + p.shape().str() + " vs " +
+                          r.shape().str());
+    const Var<T> er = slice(r, -1, 0, 1);
+    const Var<T> beta = div(slice(r, -1, 1, 3), er);
+    const Var<T> gamma = div(er, sqrt(minkowski_square(r)));
+    const Var<T> e = slice(p, -1, 0, 1), q = slice(p, -1, 1, 3);
+    const Var<T> bp = sum(mul(beta, q), -1, true);
+    const Var<T> e_rest = mul(gamma, sub(e, bp));
+    const Var<T> coef = sub(div(mul(square(gamma), bp), add_scalar(gamma, T(1))), mul(gamma, e));
+    return concat(e_rest, add(q, mul(coef, beta)), -1);
+}
+
+/// Combination layer (arXiv:1707.08966, eq. 2): N constituents -> N + M 4-vectors, the first N
+/// the constituents themselves (the identity part of the paper's matrix C), the last M the learned
+/// combinations sum_i x_i w_im with `weight` (N, M), initialised uniform in [0, 1) so that the
+/// combinations start as physical (time-like or light-like) 4-vectors.
+template <class T>
+class CoLa : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (N, M)
+
+    CoLa(std::size_t particles, std::size_t combinations, Rng& rng) : weight("weight", Tensor<T>(Shape{particles, combinations})) {
+        if (particles == 0 || combinations == 0)
+            throw value_error("CoLa: the numbers of particles and combinations must be positive, got " + std::to_string(particles) +
+                              " and " + std::to_string(combinations));
+        for (auto& w : weight.value) w = static_cast<T>(rng.uniform());
+    }
+    std::size_t particles() const noexcept { return weight.value.shape()[0]; }
+    std::size_t combinations() const noexcept { return weight.value.shape()[1]; }
+
+    Var<T> forward(const Var<T>& x) override {
+        detail::check_four_vectors("CoLa", x.shape(), particles());
+        return concat(x, combine_four_vectors(x, this->use(x.tape(), weight)), 1);
+    }
+    Shape output_shape(const Shape& in) const override {
+        detail::check_four_vectors("CoLa", in, particles());
+        return Shape{in[0], particles() + combinations(), 4};
+    }
+    std::string type_name() const override { return "CoLa"; }
+    std::string describe() const override { return "CoLa(" + std::to_string(particles()) + " + " + std::to_string(combinations()) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<CoLa>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
+};
+
+/// Lorentz layer (arXiv:1707.08966, eq. 4): per 4-vector k_j of (B, N, 4) five features (B, N, 5):
+/// m^2 (the fixed Minkowski metric, so Lorentz invariant), pT^2, E, the weighted energy sum
+/// sum_m energy_weights[j, m] E_m, and the weighted distance sum sum_m distance_weights[j, m] d2_jm
+/// with d2_jm = (k_j - k_m)^T diag(metric) (k_j - k_m) and `metric` (4,) trainable, initialised to
+/// the Minkowski metric (1, -1, -1, -1) as in the paper.
+template <class T>
+class LoLa : public Module<T> {
+public:
+    Parameter<T> metric;            ///< (4,)
+    Parameter<T> energy_weights;    ///< (N, N)
+    Parameter<T> distance_weights;  ///< (N, N)
+
+    LoLa(std::size_t particles, Rng& rng)
+        : metric("metric", Tensor<T>(Shape{4})),
+          energy_weights("energy_weights", Tensor<T>(Shape{particles, particles})),
+          distance_weights("distance_weights", Tensor<T>(Shape{particles, particles})) {
+        if (particles == 0) throw value_error("LoLa: the number of 4-vectors must be positive");
+        metric.value(0) = T(1);
+        for (std::size_t i = 1; i < 4; ++i) metric.value(i) = T(-1);
+        Init::glorot_uniform().apply(energy_weights.value, rng);
+        Init::glorot_uniform().apply(distance_weights.value, rng);
+    }
+    std::size_t particles() const noexcept { return energy_weights.value.shape()[0]; }
+    static constexpr std::size_t features() noexcept { return 5; }
+
+    Var<T> forward(const Var<T>& x) override {
+        detail::check_four_vectors("LoLa", x.shape(), particles());
+        Tape<T>& t = x.tape();
+        const std::size_t b = x.shape()[0], n = particles();
+        const Var<T> e = slice(x, -1, 0, 1), px = slice(x, -1, 1, 1), py = slice(x, -1, 2, 1);
+        const Var<T> m2 = minkowski_square(x);
+        const Var<T> pt2 = add(square(px), square(py));
+        const Var<T> e_sum = reshape(matmul(reshape(e, Shape{b, n}), this->use(t, energy_weights), false, true), Shape{b, n, 1});
+        // d2_jm = s_j + s_m - 2 k_j^T g k_m with s_j = k_j^T g k_j.
+        const Var<T> kg = mul(x, this->use(t, metric));
+        const Var<T> s = sum(mul(kg, x), -1, true);  // (B, N, 1)
+        const Var<T> d2 = add(add(s, reshape(s, Shape{b, 1, n})), scale(bmm(kg, x, false, true), T(-2)));
+        const Var<T> d_sum = sum(mul(d2, this->use(t, distance_weights)), -1, true);
+        return concat(concat(concat(concat(m2, pt2, -1), e, -1), e_sum, -1), d_sum, -1);
+    }
+    Shape output_shape(const Shape& in) const override {
+        detail::check_four_vectors("LoLa", in, particles());
+        return Shape{in[0], particles(), features()};
+    }
+    std::string type_name() const override { return "LoLa"; }
+    std::string describe() const override { return "LoLa(" + std::to_string(particles()) + ")"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LoLa>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("metric", &metric);
+        out.emplace_back("energy_weights", &energy_weights);
+        out.emplace_back("distance_weights", &distance_weights);
+    }
+};
+
+/// Lorentz Boost Network (arXiv:1812.09722): M particles and M rest frames as combinations of the
+/// N input 4-vectors with the absolute values of `particle_weights` and `restframe_weights` (N, M)
+/// (the lbn package's default, which keeps the combinations physical), particle m boosted into rest
+/// frame m, and per boosted particle E, pT, eta, phi, m, then cos of the angle between every pair
+/// (m < n, row-major). Output (B, 5 M + M (M - 1) / 2), in the order E (M), pT (M), eta (M), phi (M),
+/// m (M), pair cosines. The angles are undefined for a particle at rest in its frame (p = 0).
+template <class T>
+class LorentzBoostNetwork : public Module<T> {
+public:
+    Parameter<T> particle_weights;   ///< (N, M)
+    Parameter<T> restframe_weights;  ///< (N, M)
+
+    LorentzBoostNetwork(std::size_t particles, std::size_t combinations, Rng& rng)
+        : particle_weights("particle_weights", Tensor<T>(Shape{particles, combinations})),
+          restframe_weights("restframe_weights", Tensor<T>(Shape{particles, combinations})) {
+        if (particles == 0 || combinations == 0)
+            throw value_error("LorentzBoostNetwork: the numbers of particles and combinations must be positive, got " +
+                              std::to_string(particles) + " and " + std::to_string(combinations));
+        for (auto& w : particle_weights.value) w = static_cast<T>(rng.uniform(0.05, 1.0));
+        for (auto& w : restframe_weights.value) w = static_cast<T>(rng.uniform(0.05, 1.0));
+        const std::size_t m = combinations;
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = i + 1; j < m; ++j) pairs_.push_back(i * m + j);
+    }
+    std::size_t particles() const noexcept { return particle_weights.value.shape()[0]; }
+    std::size_t combinations() const noexcept { return particle_weights.value.shape()[1]; }
+    std::size_t features() const noexcept { return 5 * combinations() + pairs_.size(); }
+
+    /// The boosted particles (B, M, 4), before the features.
+    Var<T> boosted(const Var<T>& x) {
+        detail::check_four_vectors("LorentzBoostNetwork", x.shape(), particles());
+        Tape<T>& t = x.tape();
+        const Var<T> p = combine_four_vectors(x, abs(this->use(t, particle_weights)));
+        const Var<T> r = combine_four_vectors(x, abs(this->use(t, restframe_weights)));
+        return boost_to_rest_frame(p, r);
+    }
+    Var<T> forward(const Var<T>& x) override {
+        const Var<T> pb = boosted(x);
+        const std::size_t b = x.shape()[0], m = combinations();
+        const Shape flat{b, m};
+        const Var<T> e = slice(pb, -1, 0, 1), px = slice(pb, -1, 1, 1), py = slice(pb, -1, 2, 1), pz = slice(pb, -1, 3, 1);
+        const Var<T> q = slice(pb, -1, 1, 3);
+        const Var<T> pt = sqrt(add(square(px), square(py)));
+        const Var<T> pabs = sqrt(sum(square(q), -1, true));
+        const Var<T> eta = log(div(add(pabs, pz), pt));                     // asinh(pz / pT)
+        const Var<T> phi = scale(atan(div(py, add(pt, px))), T(2));         // atan2(py, px), away from the negative px axis
+        const Var<T> mass = sqrt(clamp(minkowski_square(pb), T(0), std::numeric_limits<T>::max()));
+        Var<T> out = concat(concat(concat(concat(reshape(e, flat), reshape(pt, flat), 1), reshape(eta, flat), 1), reshape(phi, flat), 1),
+                            reshape(mass, flat), 1);
+        if (pairs_.empty()) return out;
+        const Var<T> u = div(q, pabs);
+        const Var<T> cosines = reshape(bmm(u, u, false, true), Shape{b, m * m});
+        return concat(out, transpose(gather_rows(transpose(cosines), pairs_)), 1);
+    }
+    Shape output_shape(const Shape& in) const override {
+        detail::check_four_vectors("LorentzBoostNetwork", in, particles());
+        return Shape{in[0], features()};
+    }
+    std::string type_name() const override { return "LorentzBoostNetwork"; }
+    std::string describe() const override {
+        return "LorentzBoostNetwork(" + std::to_string(particles()) + " -> " + std::to_string(combinations()) + ")";
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LorentzBoostNetwork>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("particle_weights", &particle_weights);
+        out.emplace_back("restframe_weights", &restframe_weights);
+    }
+
+private:
+    std::vector<std::size_t> pairs_;  // flat (m, n) indices of the pairs m < n of an M x M matrix
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/lorentz.hpp ----
+// ---- begin tapir/nn/model.hpp ----
+/// nn::Model: the functional model API (Keras' functional Model, PyTorch's nn.Module with a forward
+/// of several arguments): named inputs, layers called on one or more values, layers shared
+/// between calls, residual sums and concatenations, one output.
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::Model<double> g;
+///     auto jets = g.input("jets", tapir::Shape{3});           // (batch, 3)
+///     auto parts = g.input("particles", tapir::Shape{4});     // (batch, 4)
+///     auto enc = g.layer("enc", tapir::nn::Dense<double>(4, 4, rng, tapir::Activation::tanh));
+///     auto h = g.call(enc, parts);                             // enc is shared:
+///     auto r = g.add(h, g.call(enc, h));                       // residual h + enc(h)
+///     auto z = g.concat({r, jets});                            // (batch, 7)
+///     g.output(g.call(g.layer("head", tapir::nn::Dense<double>(7, 1, rng)), z));
+///     tapir::Var<double> y = g(tape.view(xj), tape.view(xp));  // inputs in input() order
+///
+/// Layers may take several inputs: g.call(pfn, {parts, mask}) runs Module::forward_many, or,
+/// for a layer whose forward_many takes one input, its own forward(x, mask) or forward(a, b, c)
+/// (found from the layer's type when it is added: DeepSet, EdgeConv, LSTM plug in as they are). Parameters
+/// are named by layer: "enc.weight", "head.bias". Nodes run in the order they were added, which
+/// is an order in which every node's inputs come first. Build a graph in place (Value and Layer
+/// are indices into it); copies are deep, with the same structure.
+
+#include <array>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+template <class T>
+class Model : public Module<T> {
+public:
+    /// A value in the graph: an input or the output of a node.
+    struct Value {
+        std::size_t id = static_cast<std::size_t>(-1);
+    };
+    /// A layer owned by the graph; call it any number of times to share its parameters.
+    struct Layer {
+        std::size_t id = static_cast<std::size_t>(-1);
+    };
+    /// A parameter-free node computed from its inputs' values (masked sums, products, ...).
+    using Function = std::function<Var<T>(const std::vector<Var<T>>&)>;
+
+    Model() = default;
+    Model(Model&&) noexcept = default;
+    Model& operator=(Model&&) noexcept = default;
+    /// A deep copy: every layer is cloned; functions are copied.
+    Model(const Model& o)
+        : Module<T>(o), steps_(o.steps_), names_(o.names_), inputs_(o.inputs_), output_(o.output_), layer_names_(o.layer_names_),
+          forwards_(o.forwards_) {
+        for (const auto& l : o.layers_) layers_.push_back(l->clone());
+        this->update_parameter_names();
+    }
+    Model& operator=(const Model& o) {
+        if (this != &o) {
+            Model copy(o);
+            *this = std::move(copy);
+        }
+        return *this;
+    }
+
+    // ---- building --------------------------------------------------------------------------------
+    /// A model input; `features` is its shape without the batch axis, checked by forward (an
+    /// empty Shape{} leaves it unchecked).
+    Value input(const std::string& name, const Shape& features = Shape{}) {
+        if (features.rank() >= max_rank)
+            throw shape_error("Model::input: '" + name + "' has features " + features.str() + "; with the batch axis the rank must be at most " +
+                              std::to_string(max_rank));
+        Step s;
+        s.kind = Kind::input;
+        s.features = features;
+        s.input = inputs_.size();
+        const Value v = push(std::move(s), name, "input");
+        inputs_.push_back(v.id);
+        return v;
+    }
+    /// Takes ownership of a layer under a unique name (its parameters become "name.weight", ...).
+    template <class L, class = std::enable_if_t<std::is_base_of<Module<T>, std::decay_t<L>>::value>>
+    Layer layer(const std::string& name, L&& l) {
+        using D = std::decay_t<L>;
+        const Layer id = add_layer(name, std::make_unique<D>(std::forward<L>(l)));
+        set_forwards<D>(id.id);
+        return id;
+    }
+    Layer layer(const std::string& name, std::unique_ptr<Module<T>> l) {
+        if (!l) throw value_error("Model::layer: null layer '" + name + "'");
+        return add_layer(name, std::move(l));
+    }
+    /// Constructs a layer in place: emplace<Dense<double>>("enc", 4, 4, rng).
+    template <class L, class... Args>
+    Layer emplace(const std::string& name, Args&&... args) {
+        static_assert(std::is_base_of<Module<T>, L>::value, "Model::emplace: the layer must derive from tapir::nn::Module<T>");
+        const Layer id = add_layer(name, std::make_unique<L>(std::forward<Args>(args)...));
+        set_forwards<L>(id.id);
+        return id;
+    }
+
+    /// The layer applied to one value or several (a node); a second call shares the parameters.
+    /// The node is named after the layer ("enc", then "enc_1", ...) unless a name is given.
+    Value call(Layer l, Value x, const std::string& name = "") { return call(l, std::vector<Value>{x}, name); }
+    Value call(Layer l, const std::vector<Value>& xs, const std::string& name = "") {
+        check_layer(l, "call");
+        Module<T>& m = *layers_[l.id];
+        const std::size_t want = m.num_inputs();
+        if (want != 0 && xs.size() != want && !typed_forward(l.id, xs.size()))
+            throw value_error("Model::call: layer '" + layer_names_[l.id] + "' (" + m.describe() + ") takes " + std::to_string(want) +
+                              " input" + (want == 1 ? "" : "s") + ", got " + std::to_string(xs.size()));
+        Step s;
+        s.kind = Kind::call;
+        s.layer = l.id;
+        s.ins = ids(xs, "call");
+        s.label = layer_names_[l.id] + " (" + m.type_name() + ")";
+        std::string node = name;
+        if (node.empty()) {
+            node = layer_names_[l.id];
+            for (std::size_t k = 1; taken(node); ++k) node = layer_names_[l.id] + "_" + std::to_string(k);
+        }
+        return push(std::move(s), node, "call");
+    }
+    /// a + b of equal shapes (a residual connection), Keras' Add.
+    Value add(Value a, Value b, const std::string& name = "") { return merge(Kind::add, {a, b}, name, "add"); }
+    /// a * b of equal shapes (gating), Keras' Multiply.
+    Value multiply(Value a, Value b, const std::string& name = "") { return merge(Kind::mul, {a, b}, name, "multiply"); }
+    /// Concatenation along the last axis, Keras' Concatenate.
+    Value concat(const std::vector<Value>& xs, const std::string& name = "") {
+        if (xs.size() < 2) throw value_error("Model::concat: needs at least 2 values, got " + std::to_string(xs.size()));
+        return merge(Kind::concat, xs, name, "concat");
+    }
+    /// Any parameter-free function of the given values (Keras' Lambda), e.g. a masked sum.
+    Value apply(const std::string& name, Function f, const std::vector<Value>& xs) {
+        if (!f) throw value_error("Model::apply: empty function '" + name + "'");
+        Step s;
+        s.kind = Kind::function;
+        s.fn = std::move(f);
+        s.ins = ids(xs, "apply");
+        return push(std::move(s), name, "apply");
+    }
+    /// The model's output (one value; concatenate to return several).
+    void output(Value v) {
+        if (v.id >= steps_.size()) throw value_error("Model::output: unknown value");
+        output_ = v.id;
+    }
+
+    // ---- access ----------------------------------------------------------------------------------
+    std::size_t num_inputs() const override { return inputs_.size(); }
+    std::vector<std::string> input_names() const {
+        std::vector<std::string> out;
+        for (std::size_t id : inputs_) out.push_back(names_[id]);
+        return out;
+    }
+    Module<T>& operator[](Layer l) {
+        check_layer(l, "operator[]");
+        return *layers_[l.id];
+    }
+    /// A layer by name, e.g. to freeze it or to load pretrained parameters into it.
+    Module<T>& layer(const std::string& name) {
+        for (std::size_t i = 0; i < layers_.size(); ++i)
+            if (layer_names_[i] == name) return *layers_[i];
+        std::string known;
+        for (const auto& n : layer_names_) known += (known.empty() ? "" : ", ") + n;
+        throw value_error("Model: no layer '" + name + "' (layers: " + known + ")");
+    }
+
+    // ---- running ---------------------------------------------------------------------------------
+    Var<T> forward(const Var<T>& x) override {
+        one_.resize(1);
+        one_[0] = x;
+        return forward_many(one_);
+    }
+    Var<T> forward_many(const std::vector<Var<T>>& xs) override {
+        if (output_ >= steps_.size()) throw value_error("Model: no output set (call output(value) when building)");
+        if (xs.size() != inputs_.size()) {
+            std::string names;
+            for (std::size_t id : inputs_) names += (names.empty() ? "" : ", ") + names_[id];
+            throw value_error("Model: expected " + std::to_string(inputs_.size()) + " input" + (inputs_.size() == 1 ? "" : "s") +
+                              " (" + names + "), got " + std::to_string(xs.size()));
+        }
+        Tape<T>& t = xs[0].tape();
+        const char* outer = t.label();
+        values_.resize(steps_.size());
+        for (std::size_t i = 0; i <= output_; ++i) {
+            Step& s = steps_[i];
+            switch (s.kind) {
+            case Kind::input: values_[i] = checked_input(s, names_[i], xs[s.input]); break;
+            case Kind::call: {
+                t.set_label(s.label.c_str());
+                Module<T>& m = *layers_[s.layer];
+                if (s.ins.size() == 1) {
+                    values_[i] = m.forward(values_[s.ins[0]]);
+                } else {
+                    gather(s);
+                    const Forward f = m.num_inputs() == 1 ? typed_forward(s.layer, s.ins.size()) : nullptr;
+                    values_[i] = f ? f(m, s.args) : m.forward_many(s.args);
+                }
+                t.set_label(outer);
+                break;
+            }
+            case Kind::add:
+            case Kind::mul: {
+                const Var<T>& a = values_[s.ins[0]];
+                const Var<T>& b = values_[s.ins[1]];
+                const Shape sa = a.shape(), sb = b.shape();
+                if (sa != sb)
+                    tapir::detail::throw_shape(("Model node '" + names_[i] + "' (" + (s.kind == Kind::add ? "add" : "multiply") + ")").c_str(),
+                                               sa, sb, "the shapes must be equal");
+                values_[i] = s.kind == Kind::add ? tapir::add(a, b) : tapir::mul(a, b);
+                break;
+            }
+            case Kind::concat: {
+                Var<T> out = values_[s.ins[0]];
+                for (std::size_t k = 1; k < s.ins.size(); ++k) {
+                    const Var<T>& b = values_[s.ins[k]];
+                    const Shape sa = out.shape(), sb = b.shape();
+                    bool ok = sa.rank() == sb.rank() && sa.rank() >= 1;
+                    for (std::size_t d = 0; ok && d + 1 < sa.rank(); ++d) ok = sa[d] == sb[d];
+                    if (!ok)
+                        tapir::detail::throw_shape(("Model node '" + names_[i] + "' (concat)").c_str(), sa, sb,
+                                                   "all axes but the last must be equal");
+                    out = tapir::concat(out, b, static_cast<std::int64_t>(sa.rank()) - 1);
+                }
+                values_[i] = out;
+                break;
+            }
+            case Kind::function:
+                gather(s);
+                values_[i] = s.fn(s.args);
+                break;
+            }
+        }
+        return values_[output_];
+    }
+
+    /// Output shape for one input; output_shape_many (the default) for several.
+    Shape output_shape(const Shape& in) const override { return trace(std::vector<Shape>{in}).back(); }
+    Shape output_shape_many(const std::vector<Shape>& in) const override { return trace(in).back(); }
+
+    void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const override {
+        summary_rows_many(std::vector<Shape>{input}, rows);
+    }
+    /// One row per node: inputs, layer calls (a shared layer's later calls count no parameters
+    /// again), merges; "Connected to" names each node's inputs.
+    void summary_rows_many(const std::vector<Shape>& inputs, std::vector<SummaryRow>& rows) const override {
+        const std::vector<Shape> shapes = trace(inputs);
+        std::vector<bool> seen(layers_.size(), false);
+        for (std::size_t i = 0; i < shapes.size(); ++i) {
+            const Step& s = steps_[i];
+            std::string from;
+            for (std::size_t k : s.ins) from += (from.empty() ? "" : ", ") + names_[k];
+            switch (s.kind) {
+            case Kind::input: rows.push_back(SummaryRow{names_[i], "Input", shapes[i], 0, "", ""}); break;
+            case Kind::call: {
+                const Module<T>& m = *layers_[s.layer];
+                const bool first = !seen[s.layer];
+                seen[s.layer] = true;
+                rows.push_back(SummaryRow{names_[i], first ? m.describe() : "shared " + layer_names_[s.layer], shapes[i],
+                                          first ? m.num_parameters() : 0, from, m.trainable_mark()});
+                break;
+            }
+            case Kind::add: rows.push_back(SummaryRow{names_[i], "Add", shapes[i], 0, from, ""}); break;
+            case Kind::mul: rows.push_back(SummaryRow{names_[i], "Multiply", shapes[i], 0, from, ""}); break;
+            case Kind::concat: rows.push_back(SummaryRow{names_[i], "Concatenate", shapes[i], 0, from, ""}); break;
+            case Kind::function: rows.push_back(SummaryRow{names_[i], "Function", shapes[i], 0, from, ""}); break;
+            }
+        }
+    }
+
+    std::string type_name() const override { return "Model"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Model>(*this); }
+
+protected:
+    void collect_children(std::vector<NamedModule<T>>& out) override {
+        for (std::size_t i = 0; i < layers_.size(); ++i) out.emplace_back(layer_names_[i], layers_[i].get());
+    }
+
+private:
+    /// A layer's own forward of 2 or 3 values, called on the layer as its type (clone-safe).
+    using Forward = Var<T> (*)(Module<T>&, const std::vector<Var<T>>&);
+    template <class L, class = void>
+    struct has_forward2 : std::false_type {};
+    template <class L>
+    struct has_forward2<L, std::void_t<decltype(std::declval<L&>().forward(std::declval<const Var<T>&>(), std::declval<const Var<T>&>()))>>
+        : std::true_type {};
+    template <class L, class = void>
+    struct has_forward3 : std::false_type {};
+    template <class L>
+    struct has_forward3<L, std::void_t<decltype(std::declval<L&>().forward(std::declval<const Var<T>&>(), std::declval<const Var<T>&>(),
+                                                                         std::declval<const Var<T>&>()))>> : std::true_type {};
+    template <class L>
+    static Var<T> forward2(Module<T>& m, const std::vector<Var<T>>& a) {
+        return static_cast<L&>(m).forward(a[0], a[1]);
+    }
+    template <class L>
+    static Var<T> forward3(Module<T>& m, const std::vector<Var<T>>& a) {
+        return static_cast<L&>(m).forward(a[0], a[1], a[2]);
+    }
+    template <class L>
+    void set_forwards(std::size_t id) {
+        if constexpr (has_forward2<L>::value) forwards_[id][0] = &forward2<L>;
+        if constexpr (has_forward3<L>::value) forwards_[id][1] = &forward3<L>;
+    }
+    Forward typed_forward(std::size_t layer, std::size_t inputs) const {
+        if (layer >= forwards_.size() || inputs < 2 || inputs > 3) return nullptr;
+        return forwards_[layer][inputs - 2];
+    }
+
+    enum class Kind { input, call, add, mul, concat, function };
+    struct Step {
+        Kind kind = Kind::input;
+        std::size_t input = 0;        // input: position among the model inputs
+        Shape features{};             // input: shape without the batch axis (empty: unchecked)
+        std::size_t layer = 0;        // call: the layer
+        std::vector<std::size_t> ins; // values this node reads
+        std::string label;            // call: tape label for anomaly messages
+        Function fn;                  // function
+        std::vector<Var<T>> args;     // scratch, kept so that steady-state steps do not allocate
+    };
+
+    Layer add_layer(const std::string& name, std::unique_ptr<Module<T>> l) {
+        if (name.empty() || name.find('.') != std::string::npos)
+            throw value_error("Model::layer: layer names must be non-empty and without '.', got '" + name + "'");
+        for (const auto& n : layer_names_)
+            if (n == name) throw value_error("Model::layer: a layer named '" + name + "' exists already");
+        layers_.push_back(std::move(l));
+        forwards_.resize(layers_.size());
+        layer_names_.push_back(name);
+        this->update_parameter_names();
+        return Layer{layers_.size() - 1};
+    }
+    void check_layer(Layer l, const char* fn) const {
+        if (l.id >= layers_.size()) throw value_error(std::string("Model::") + fn + ": unknown layer");
+    }
+    bool taken(const std::string& name) const {
+        for (const auto& n : names_)
+            if (n == name) return true;
+        return false;
+    }
+    std::vector<std::size_t> ids(const std::vector<Value>& xs, const char* fn) const {
+        std::vector<std::size_t> out;
+        for (const Value& v : xs) {
+            if (v.id >= steps_.size()) throw value_error(std::string("Model::") + fn + ": unknown value (from another graph?)");
+            out.push_back(v.id);
+        }
+        return out;
+    }
+    Value merge(Kind k, const std::vector<Value>& xs, const std::string& name, const char* what) {
+        Step s;
+        s.kind = k;
+        s.ins = ids(xs, what);
+        std::string node = name;
+        if (node.empty())
+            for (std::size_t n = 0; node.empty() || taken(node); ++n) node = std::string(what) + "_" + std::to_string(n);
+        return push(std::move(s), node, what);
+    }
+    Value push(Step s, const std::string& name, const char* fn) {
+        if (name.empty()) throw value_error(std::string("Model::") + fn + ": empty node name");
+        if (taken(name)) throw value_error(std::string("Model::") + fn + ": a node named '" + name + "' exists already");
+        s.args.reserve(s.ins.size());
+        steps_.push_back(std::move(s));
+        names_.push_back(name);
+        return Value{steps_.size() - 1};
+    }
+    void gather(Step& s) {
+        s.args.resize(s.ins.size());
+        for (std::size_t k = 0; k < s.ins.size(); ++k) s.args[k] = values_[s.ins[k]];
+    }
+    static Var<T> checked_input(const Step& s, const std::string& name, const Var<T>& x) {
+        if (s.features.rank() == 0) return x;
+        const Shape xs = x.shape();
+        bool ok = xs.rank() == s.features.rank() + 1;
+        for (std::size_t d = 0; ok && d < s.features.rank(); ++d) ok = xs[d + 1] == s.features[d];
+        if (!ok) {
+            Shape want{xs.rank() ? xs[0] : 0};
+            for (std::size_t d = 0; d < s.features.rank(); ++d) want.push_back(s.features[d]);
+            tapir::detail::throw_shape(("Model input '" + name + "'").c_str(), want, xs, "expected (batch, features...)");
+        }
+        return x;
+    }
+    /// Every node's output shape for the given input shapes (a run on a scratch tape in eval mode).
+    std::vector<Shape> trace(const std::vector<Shape>& in) const {
+        return this->scratch_run([&](Tape<T>& t) {
+            Model& self = const_cast<Model&>(*this);
+            std::vector<Var<T>> xs;
+            for (const Shape& s : in) xs.push_back(t.full(s, T(1)));
+            self.forward_many(xs);
+            std::vector<Shape> out;
+            for (std::size_t i = 0; i <= output_; ++i) out.push_back(values_[i].shape());
+            return out;
+        });
+    }
+
+    std::vector<Step> steps_;
+    std::vector<std::string> names_;  ///< node names, one per step
+    std::vector<std::size_t> inputs_;
+    std::size_t output_ = static_cast<std::size_t>(-1);
+    std::vector<std::unique_ptr<Module<T>>> layers_;
+    std::vector<std::string> layer_names_;
+    std::vector<std::array<Forward, 2>> forwards_;  ///< per layer: its forward of 2 and of 3 values, if any
+    std::vector<Var<T>> values_, one_;  ///< scratch of forward
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/model.hpp ----
+// ---- begin tapir/nn/model_file.hpp ----
+/// Saving and loading whole modules: parameters AND buffers (BatchNorm running statistics), and
+/// optionally an optimiser's state, in io's model file (format version 2 when there are
+/// buffers). Also loading a pretrained part into a larger model by name, for transfer learning.
+///
+///     tapir::nn::save_model("tagger.tpr", model);           // parameters + buffers
+///     tapir::nn::load_model("tagger.tpr", model);           // all or nothing
+///     tapir::nn::save_model("run.tpr", model, &adam);        // + the optimiser, to resume
+///     // The encoder of a saved autoencoder into the encoder of a classifier:
+///     tapir::nn::load_pretrained("ae.tpr", classifier.layer("encoder"), "encoder.");
+///     classifier.layer("encoder").freeze();
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/optim/model_file.hpp ----
+/// An optimiser's state in a model file, written and read by the optimiser's side: the state
+/// goes to io/ as a plain io::OptimizerState (io/ knows no optimiser), and what the file holds
+/// comes back into the optimiser only after io has validated the whole file.
+///
+///     optim::save_model("run.tpr", model.named_parameters(), &adam);  // or unqualified: found
+///     optim::load_model("run.tpr", model.named_parameters(), &adam);  // by argument lookup
+///
+/// The functions mirror io's (save_model, save_model_to_string/_bytes, load_model,
+/// load_model_from_string/_bytes), with or without buffers (named_buffers()); a null
+/// optimiser saves or loads the parameters (and buffers) only.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace optim {
+
+/// The optimiser's section as io writes it: name, iteration count, (scheduled) learning rate and
+/// the named state tensors (allocated on first use, so a fresh optimiser can receive a state).
+template <class T>
+io::OptimizerState<T> file_state(Optimizer<T>& opt) {
+    io::OptimizerState<T> s;
+    s.name = opt.name();
+    s.iterations = opt.iterations();
+    s.learning_rate = static_cast<double>(opt.learning_rate());
+    s.tensors = opt.state();
+    return s;
+}
+
+namespace detail {
+/// After io has filled the tensors: the iteration count and learning rate (validated by io).
+template <class T>
+void apply_file_state(Optimizer<T>& opt, const io::OptimizerState<T>& s) {
+    opt.set_iterations(static_cast<std::size_t>(s.iterations));
+    opt.set_scheduled_learning_rate(static_cast<T>(s.learning_rate));
+}
+
+template <class T, class Load>
+void load_with(Optimizer<T>* opt, const Load& load) {
+    if (!opt) {
+        load(static_cast<io::OptimizerState<T>*>(nullptr));
+        return;
+    }
+    io::OptimizerState<T> s = file_state(*opt);
+    load(&s);
+    apply_file_state(*opt, s);
+}
+} // namespace detail
+
+template <class T>
+std::string save_model_to_string(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_string(params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_string(params, &s);
+}
+template <class T>
+std::vector<std::uint8_t> save_model_to_bytes(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_bytes(params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_bytes(params, &s);
+}
+/// The parameters and the optimiser's name, iteration count, learning rate and state, written
+/// atomically (io::save_model).
+template <class T>
+void save_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model(path, params);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    io::save_model(path, params, &s);
+}
+
+/// Loads parameters and optimiser state; all or nothing, as io::load_model.
+template <class T>
+void load_model_from_bytes(const void* data, std::size_t size, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                           const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, size, params, s, source); });
+}
+template <class T>
+void load_model_from_bytes(const std::vector<std::uint8_t>& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                           const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, params, s, source); });
+}
+template <class T>
+void load_model_from_string(const std::string& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
+                            const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_string(data, params, s, source); });
+}
+template <class T>
+void load_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, s); });
+}
+
+// ---- with buffers (BatchNorm running statistics): format version 2 when there are any ----------
+template <class T>
+std::string save_model_to_string(const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model_to_string(params, buffers);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    return io::save_model_to_string(params, buffers, &s);
+}
+template <class T>
+void save_model(const std::string& path, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    if (!optimizer) return io::save_model(path, params, buffers);
+    const io::OptimizerState<T> s = file_state(*optimizer);
+    io::save_model(path, params, buffers, &s);
+}
+template <class T>
+void load_model_from_string(const std::string& data, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers,
+                            Optimizer<T>* optimizer, const std::string& source = "<memory>") {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_string(data, params, buffers, s, source); });
+}
+template <class T>
+void load_model(const std::string& path, const io::NamedParameters<T>& params, const io::NamedBuffers<T>& buffers, Optimizer<T>* optimizer) {
+    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, buffers, s); });
+}
+
+} // namespace optim
+} // namespace tapir
+// ---- end tapir/optim/model_file.hpp ----
+
+namespace tapir {
+namespace nn {
+
+template <class T>
+std::string save_model_to_string(Module<T>& model, optim::Optimizer<T>* optimizer = nullptr) {
+    return optim::save_model_to_string(model.named_parameters(), model.named_buffers(), optimizer);
+}
+/// Parameters, buffers and (with an optimiser) its state, written atomically.
+template <class T>
+void save_model(const std::string& path, Module<T>& model, optim::Optimizer<T>* optimizer = nullptr) {
+    optim::save_model(path, model.named_parameters(), model.named_buffers(), optimizer);
+}
+/// Names, order, shapes and dtype must match; nothing changes unless everything fits. A
+/// version-1 file (written before buffers were saved) loads the parameters and leaves the
+/// buffers as they are.
+template <class T>
+void load_model_from_string(const std::string& data, Module<T>& model, optim::Optimizer<T>* optimizer = nullptr,
+                            const std::string& source = "<memory>") {
+    optim::load_model_from_string(data, model.named_parameters(), model.named_buffers(), optimizer, source);
+}
+template <class T>
+void load_model(const std::string& path, Module<T>& model, optim::Optimizer<T>* optimizer = nullptr) {
+    optim::load_model(path, model.named_parameters(), model.named_buffers(), optimizer);
+}
+
+namespace detail {
+template <class T>
+using FileTensors = std::vector<std::pair<std::string, Tensor<T>>>;
+
+/// Matches the module's named tensors (parameters or buffers) with the file's under prefix;
+/// fills `plan` with (destination, source) pairs. Every file entry under the prefix must be used.
+template <class T, class Named, class Get>
+void match_pretrained(const std::string& src, const char* what, const Named& mine, const FileTensors<T>& file, const std::string& prefix,
+                      Get get, std::vector<std::pair<Tensor<T>*, const Tensor<T>*>>& plan) {
+    std::vector<bool> used(file.size(), false);
+    for (const auto& m : mine) {
+        const std::string want = prefix + m.first;
+        std::size_t k = 0;
+        while (k < file.size() && file[k].first != want) ++k;
+        if (k == file.size()) {
+            std::string have;
+            for (const auto& f : file)
+                if (f.first.compare(0, prefix.size(), prefix) == 0) have += (have.empty() ? "" : ", ") + f.first;
+            throw format_error(src + ": load_pretrained: the file has no " + what + " '" + want + "' (its " + what + "s under '" + prefix +
+                               "': " + (have.empty() ? "none" : have) + ")");
+        }
+        Tensor<T>& dst = get(m.second);
+        if (file[k].second.shape() != dst.shape())
+            throw format_error(src + ": load_pretrained: " + what + " '" + want + "' has shape " + file[k].second.shape().str() +
+                               " in the file but " + dst.shape().str() + " in the model ('" + m.first + "')");
+        used[k] = true;
+        plan.emplace_back(&dst, &file[k].second);
+    }
+    for (std::size_t k = 0; k < file.size(); ++k)
+        if (!used[k] && file[k].first.compare(0, prefix.size(), prefix) == 0)
+            throw format_error(src + ": load_pretrained: the file's " + what + " '" + file[k].first + "' has no counterpart '" +
+                               file[k].first.substr(prefix.size()) + "' in the model");
+}
+} // namespace detail
+
+/// Transfer learning: fills `part` (a module or a sub-module of a larger model) from the entries
+/// of a model file whose names are prefix + the part's own names, e.g. prefix "encoder." puts
+/// the file's "encoder.0.weight" into the part's "0.weight". Buffers load the same way when the
+/// file has them (version 2). Every name must be found, every file entry under the prefix used
+/// and every shape equal (the error names both shapes); nothing changes otherwise.
+template <class T>
+void load_pretrained(const io::ModelTensors<T>& file, Module<T>& part, const std::string& prefix, const std::string& source) {
+    std::vector<std::pair<Tensor<T>*, const Tensor<T>*>> plan;
+    detail::match_pretrained<T>(source, "parameter", part.named_parameters(), file.parameters, prefix,
+                                [](Parameter<T>* p) -> Tensor<T>& { return p->value; }, plan);
+    if (file.version >= 2)
+        detail::match_pretrained<T>(source, "buffer", part.named_buffers(), file.buffers, prefix, [](Tensor<T>* b) -> Tensor<T>& { return *b; },
+                                    plan);
+    for (auto& p : plan) std::copy(p.second->data(), p.second->data() + p.second->size(), p.first->data());
+}
+template <class T>
+void load_pretrained_from_string(const std::string& data, Module<T>& part, const std::string& prefix = "",
+                                 const std::string& source = "<memory>") {
+    load_pretrained(io::read_model_tensors_from_string<T>(data, source), part, prefix, source);
+}
+template <class T>
+void load_pretrained(const std::string& path, Module<T>& part, const std::string& prefix = "") {
+    load_pretrained(io::read_model_tensors<T>(path), part, prefix, path);
+}
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/model_file.hpp ----
+// ---- begin tapir/nn/nn.hpp ----
+/// Neural-network layers, models and the training loop in one include.
+
+// ---- begin tapir/nn/pivot.hpp ----
+/// Adversarial decorrelation, "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046):
+/// a gradient-reversal layer, a mixture-density adversary module and a trainer for the paper's
+/// Algorithm 1 on E = L_f - lambda L_r. Models and training live in nn/; the losses they use
+/// (loss::mdn_nll, loss::binary_cross_entropy_with_logits) stay functions in loss/.
+///
+///     tapir::nn::Sequential<float> clf;  // x -> one logit
+///     tapir::nn::MdnAdversary<float> adv(1, {20, 20}, 5, rng);
+///     tapir::optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), 1e-3f);
+///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
+///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
+///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/loss/mdn.hpp ----
+/// Negative log-likelihood of a Gaussian mixture density network (Bishop 1994), the adversary
+/// of "learning to pivot" (Louppe, Kagan, Cranmer, arXiv 1611.01046), optionally with every
+/// component truncated to an interval (the mass window the adversary sees).
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+
+
+namespace tapir {
+namespace loss {
+
+template <class T>
+struct MdnOptions {
+    /// sigma_k = softplus(raw_k) + sigma_floor: keeps a component from collapsing onto one
+    /// point (where the likelihood is unbounded).
+    T sigma_floor = T(1e-4);
+    /// Truncate each component to [lo, hi] and renormalise it (the course's variant, on m
+    /// scaled to [0, 1]).
+    bool truncate = false;
+    T lo = T(0);
+    T hi = T(1);
+};
+
+/// Per-event log-density log p(m_i) of the mixture, shape (N,):
+///   log p(m) = logsumexp_k [ log_softmax(logits)_k + log N(m; mu_k, sigma_k) - log Z_k ],
+///   N(m; mu, s) = exp(-(m - mu)^2 / (2 s^2)) / (s sqrt(2 pi)),
+///   Z_k = Phi((hi - mu_k)/s_k) - Phi((lo - mu_k)/s_k) with truncation (else Z_k = 1),
+///   Phi(x) = (1 + erf(x / sqrt 2)) / 2   (Bishop 1994; Louppe et al., arXiv 1611.01046).
+/// Inputs: logits, mu, raw_sigma of shape (N, K); m of shape (N,) or (N, 1). Z_k is floored at
+/// 64 machine epsilons, the rounding noise of a difference of two erf values near 1, so a
+/// component lying entirely outside [lo, hi] is under-weighted instead of divided by 0
+/// (or by noise).
+template <class T>
+Var<T> mdn_log_prob(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m,
+                    const MdnOptions<T>& opt = MdnOptions<T>{}) {
+    const char* fn = "mdn_nll";
+    detail::batch_size(logits, fn, "mixture logits");
+    if (logits.shape().rank() != 2) throw shape_error(std::string(fn) + ": mixture logits must be (N, K), got " + logits.shape().str());
+    if (mu.shape() != logits.shape() || raw_sigma.shape() != logits.shape())
+        throw shape_error(std::string(fn) + ": logits " + logits.shape().str() + ", means " + mu.shape().str() + " and widths " +
+                          raw_sigma.shape().str() + " must all be (N, K)");
+    const std::size_t n = logits.shape()[0];
+    if (m.size() != n || m.shape()[0] != n)
+        throw shape_error(std::string(fn) + ": target of shape " + m.shape().str() + " for " + std::to_string(n) +
+                          " events; expected (N,) or (N, 1)");
+    if (!(opt.sigma_floor >= T(0)) || !std::isfinite(static_cast<double>(opt.sigma_floor)))
+        throw value_error(std::string(fn) + ": sigma_floor must be finite and >= 0, got " + std::to_string(opt.sigma_floor));
+    if (opt.truncate && !(opt.lo < opt.hi))
+        throw value_error(std::string(fn) + ": truncation interval [" + std::to_string(opt.lo) + ", " + std::to_string(opt.hi) +
+                          "] is empty");
+    const Var<T> target = m.shape().rank() == 2 ? m : reshape(m, Shape{n, 1});
+    const Var<T> sigma = add_scalar(softplus(raw_sigma), opt.sigma_floor);
+    const Var<T> z = div(sub(target, mu), sigma);
+    const T half_log_2pi = T(0.91893853320467274178);
+    Var<T> lp = sub(sub(log_softmax(logits, 1), scale(square(z), T(0.5))), add_scalar(log(sigma), half_log_2pi));
+    if (opt.truncate) {
+        const T inv_sqrt2 = T(0.70710678118654752440);
+        const Var<T> inv_s = rdiv_scalar(inv_sqrt2, sigma);
+        const Var<T> ehi = erf(mul(add_scalar(neg(mu), opt.hi), inv_s));
+        const Var<T> elo = erf(mul(add_scalar(neg(mu), opt.lo), inv_s));
+        const Var<T> zk = clamp(scale(sub(ehi, elo), T(0.5)), T(64) * std::numeric_limits<T>::epsilon(), T(1));
+        lp = sub(lp, log(zk));
+    }
+    return logsumexp(lp, 1);
+}
+
+/// Weighted mean negative log-likelihood -sum_i w_i log p(m_i) / sum_i w_i of the mixture (see
+/// mdn_log_prob). In the pivot set-up the weights select background events (w = 0 for signal).
+/// With m ~ N(0, 1) and a perfect fit, the value tends to ln sqrt(2 pi e) = 1.4189 nats.
+template <class T>
+Var<T> mdn_nll(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, const Var<T>& m, detail::weights_t<T> weights = nullptr,
+               const MdnOptions<T>& opt = MdnOptions<T>{}) {
+    return neg(detail::weighted_mean(mdn_log_prob(logits, mu, raw_sigma, m, opt), weights, "mdn_nll"));
+}
+
+} // namespace loss
+} // namespace tapir
+// ---- end tapir/loss/mdn.hpp ----
 
 namespace tapir {
 namespace nn {
@@ -10176,6 +15343,7 @@ public:
     T pretrain_classifier_step() { return classifier_step_impl(false); }
     /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
     T adversary_step() {
+        const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
         sample();
         if (!batch_has_adversary_weight()) return T(0);
         tape_.clear();
@@ -10277,6 +15445,7 @@ private:
     };
 
     T classifier_step_impl(bool adversarial) {
+        const simd::FlushDenormals flush;
         sample();
         tape_.clear();
         const Freeze frozen(adv_);
@@ -10310,6 +15479,187 @@ private:
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/pivot.hpp ----
+// ---- begin tapir/nn/recurrent.hpp ----
+/// Recurrent layers over batch-first sequences (B, T, F): SimpleRNN (tanh), LSTM (Hochreiter and
+/// Schmidhuber 1997; forget gate of Gers et al. 2000) and GRU (Cho et al., arXiv:1406.1078), each
+/// one fused op with backpropagation through time (autodiff/recurrent.hpp); and Embedding.
+///
+/// Parameters have PyTorch's names, layout and gate order, so a state dict copies either way:
+/// weight_ih (G H, F), weight_hh (G H, H), bias_ih, bias_hh (G H,); LSTM gates i, f, g, o; GRU
+/// r, z, n. Initialised as PyTorch: uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::LSTM<float> lstm(7, 64, rng);           // last state: (B, 64)
+///     tapir::nn::Dense<float> head(64, 1, rng);
+///     Var<float> logits = head(lstm(x));                   // x (B, 20, 7)
+///     Var<float> masked = head(lstm(x, mask));             // mask (B, 20) of 1 and 0
+///
+/// With a mask (or sequence_mask(tape, lengths, T)) the state stops at each sequence's end, so the
+/// last state is the one after its last element, as with pack_padded_sequence in PyTorch.
+
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+
+namespace tapir {
+namespace nn {
+
+struct RecurrentOptions {
+    bool return_sequences = false;  ///< every step's output (B, T, H) instead of the last (B, H)
+    bool bias = true;
+};
+
+/// The common body of SimpleRNN, LSTM and GRU.
+template <class T>
+class RecurrentLayer : public Module<T> {
+public:
+    Parameter<T> weight_ih;  ///< (G H, F)
+    Parameter<T> weight_hh;  ///< (G H, H)
+    Parameter<T> bias_ih;    ///< (G H,); empty without bias
+    Parameter<T> bias_hh;    ///< (G H,); empty without bias
+
+    RnnCell cell() const noexcept { return cell_; }
+    std::size_t input_size() const noexcept { return weight_ih.value.shape()[1]; }
+    std::size_t hidden_size() const noexcept { return weight_hh.value.shape()[1]; }
+    bool return_sequences() const noexcept { return opt_.return_sequences; }
+
+    Var<T> forward(const Var<T>& x) override { return run(x, nullptr, nullptr); }
+    /// With a (B, T) mask of 1 (step present) and 0 (padding).
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return run(x, &mask, nullptr); }
+    /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
+    Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
+    using Module<T>::operator();
+    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return opt_.return_sequences ? Shape{in[0], in[1], hidden_size()} : Shape{in[0], hidden_size()};
+    }
+    std::string describe() const override {
+        return this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
+               (opt_.return_sequences ? ", sequences)" : ")");
+    }
+
+protected:
+    RecurrentLayer(RnnCell cell, std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt)
+        : weight_ih("weight_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden, in})),
+          weight_hh("weight_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden, hidden})),
+          cell_(cell),
+          opt_(opt) {
+        if (in == 0 || hidden == 0)
+            throw value_error(std::string(rnn_cell_name(cell)) + ": input and hidden sizes must be positive, got " + std::to_string(in) +
+                              " -> " + std::to_string(hidden));
+        const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
+        init::uniform(weight_ih.value, rng, -k, k);
+        init::uniform(weight_hh.value, rng, -k, k);
+        if (opt.bias) {
+            bias_ih = Parameter<T>("bias_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
+            bias_hh = Parameter<T>("bias_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
+            init::uniform(bias_ih.value, rng, -k, k);
+            init::uniform(bias_hh.value, rng, -k, k);
+        }
+    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight_ih", &weight_ih);
+        out.emplace_back("weight_hh", &weight_hh);
+        if (opt_.bias) {
+            out.emplace_back("bias_ih", &bias_ih);
+            out.emplace_back("bias_hh", &bias_hh);
+        }
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 3 || s[2] != input_size() || s[1] == 0))
+            throw shape_error(this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
+                              "): expected input of shape (batch, steps, " + std::to_string(input_size()) + "), got " + s.str());
+    }
+    Var<T> run(const Var<T>& x, const Var<T>* mask, const Var<T>* state0) {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> wi = this->use(t, weight_ih), wh = this->use(t, weight_hh);
+        Var<T> bi, bh;
+        if (opt_.bias) {
+            bi = this->use(t, bias_ih);
+            bh = this->use(t, bias_hh);
+        }
+        const Var<T> states = recurrent_sequence(cell_, x, wi, wh, opt_.bias ? &bi : nullptr, opt_.bias ? &bh : nullptr, state0, mask);
+        return recurrent_output(cell_, states, opt_.return_sequences, mask);
+    }
+
+    RnnCell cell_;
+    RecurrentOptions opt_;
+};
+
+/// h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), as torch.nn.RNN(nonlinearity='tanh').
+template <class T>
+class SimpleRNN : public RecurrentLayer<T> {
+public:
+    SimpleRNN(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::rnn_tanh, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "SimpleRNN"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<SimpleRNN>(*this); }
+};
+
+/// The LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f c_(t-1) + i g, h_t = o tanh(c_t).
+template <class T>
+class LSTM : public RecurrentLayer<T> {
+public:
+    LSTM(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::lstm, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "LSTM"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LSTM>(*this); }
+};
+
+/// The GRU as torch.nn.GRU: gates r, z, n; h_t = (1 - z) n + z h_(t-1).
+template <class T>
+class GRU : public RecurrentLayer<T> {
+public:
+    GRU(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::gru, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "GRU"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GRU>(*this); }
+};
+
+/// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
+/// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
+template <class T>
+class Embedding : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (num, dim)
+
+    Embedding(std::size_t num, std::size_t dim, Rng& rng) : weight("weight", Tensor<T>(Shape{num, dim})) {
+        if (num == 0 || dim == 0)
+            throw value_error("Embedding: table sizes must be positive, got " + std::to_string(num) + " x " + std::to_string(dim));
+        init::normal(weight.value, rng, 0.0, 1.0);
+    }
+    std::size_t num_embeddings() const noexcept { return weight.value.shape()[0]; }
+    std::size_t embedding_dim() const noexcept { return weight.value.shape()[1]; }
+
+    Var<T> forward(const Var<T>& ids) override { return embedding(this->use(ids.tape(), weight), ids); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() >= max_rank)
+            throw shape_error("Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) +
+                              "): ids of shape " + in.str() + " give a rank above 4");
+        Shape out = in;
+        out.push_back(embedding_dim());
+        return out;
+    }
+    std::string type_name() const override { return "Embedding"; }
+    std::string describe() const override {
+        return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Embedding>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/recurrent.hpp ----
 // ---- end tapir/nn/nn.hpp ----
 // ---- begin tapir/optim/adagrad.hpp ----
 /// Adagrad (Duchi, Hazan & Singer 2011), PyTorch torch.optim.Adagrad semantics.
@@ -10379,6 +15729,7 @@ struct block_kernel {
     using value_type = T;
     template <class V, class Args>
     static TAPIR_ALWAYS_INLINE void run(Args a) {
+        const simd::FlushDenormals flush;  // Adam's second moments go subnormal late in training
         for_blocks<V, Kernel>(a, a.n);
     }
 };
@@ -10861,103 +16212,6 @@ T clip_grad_value(const std::vector<Parameter<T>*>& params, T clip_value, bool e
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/clip.hpp ----
-// ---- begin tapir/optim/model_file.hpp ----
-/// An optimiser's state in a model file, written and read by the optimiser's side: the state
-/// goes to io/ as a plain io::OptimizerState (io/ knows no optimiser), and what the file holds
-/// comes back into the optimiser only after io has validated the whole file.
-///
-///     optim::save_model("run.tpr", model.named_parameters(), &adam);  // or unqualified: found
-///     optim::load_model("run.tpr", model.named_parameters(), &adam);  // by argument lookup
-///
-/// The functions mirror io's (save_model, save_model_to_string/_bytes, load_model,
-/// load_model_from_string/_bytes); a null optimiser saves or loads the parameters only.
-
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace tapir {
-namespace optim {
-
-/// The optimiser's section as io writes it: name, iteration count, (scheduled) learning rate and
-/// the named state tensors (allocated on first use, so a fresh optimiser can receive a state).
-template <class T>
-io::OptimizerState<T> file_state(Optimizer<T>& opt) {
-    io::OptimizerState<T> s;
-    s.name = opt.name();
-    s.iterations = opt.iterations();
-    s.learning_rate = static_cast<double>(opt.learning_rate());
-    s.tensors = opt.state();
-    return s;
-}
-
-namespace detail {
-/// After io has filled the tensors: the iteration count and learning rate (validated by io).
-template <class T>
-void apply_file_state(Optimizer<T>& opt, const io::OptimizerState<T>& s) {
-    opt.set_iterations(static_cast<std::size_t>(s.iterations));
-    opt.set_scheduled_learning_rate(static_cast<T>(s.learning_rate));
-}
-
-template <class T, class Load>
-void load_with(Optimizer<T>* opt, const Load& load) {
-    if (!opt) {
-        load(static_cast<io::OptimizerState<T>*>(nullptr));
-        return;
-    }
-    io::OptimizerState<T> s = file_state(*opt);
-    load(&s);
-    apply_file_state(*opt, s);
-}
-} // namespace detail
-
-template <class T>
-std::string save_model_to_string(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
-    if (!optimizer) return io::save_model_to_string(params);
-    const io::OptimizerState<T> s = file_state(*optimizer);
-    return io::save_model_to_string(params, &s);
-}
-template <class T>
-std::vector<std::uint8_t> save_model_to_bytes(const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
-    if (!optimizer) return io::save_model_to_bytes(params);
-    const io::OptimizerState<T> s = file_state(*optimizer);
-    return io::save_model_to_bytes(params, &s);
-}
-/// The parameters and the optimiser's name, iteration count, learning rate and state, written
-/// atomically (io::save_model).
-template <class T>
-void save_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
-    if (!optimizer) return io::save_model(path, params);
-    const io::OptimizerState<T> s = file_state(*optimizer);
-    io::save_model(path, params, &s);
-}
-
-/// Loads parameters and optimiser state; all or nothing, as io::load_model.
-template <class T>
-void load_model_from_bytes(const void* data, std::size_t size, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
-                           const std::string& source = "<memory>") {
-    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, size, params, s, source); });
-}
-template <class T>
-void load_model_from_bytes(const std::vector<std::uint8_t>& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
-                           const std::string& source = "<memory>") {
-    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_bytes(data, params, s, source); });
-}
-template <class T>
-void load_model_from_string(const std::string& data, const io::NamedParameters<T>& params, Optimizer<T>* optimizer,
-                            const std::string& source = "<memory>") {
-    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model_from_string(data, params, s, source); });
-}
-template <class T>
-void load_model(const std::string& path, const io::NamedParameters<T>& params, Optimizer<T>* optimizer) {
-    detail::load_with(optimizer, [&](io::OptimizerState<T>* s) { io::load_model(path, params, s); });
-}
-
-} // namespace optim
-} // namespace tapir
-// ---- end tapir/optim/model_file.hpp ----
 // ---- begin tapir/optim/optim.hpp ----
 /// Every optimiser, schedule and gradient helper, and saving an optimiser's state in model files.
 
@@ -12253,6 +17507,29 @@ inline double accuracy(const ValueView& scores, const ValueView& labels, const V
 
 } // namespace tapir::metrics
 // ---- end tapir/metrics/accuracy.hpp ----
+// ---- begin tapir/metrics/bootstrap.hpp ----
+/// Statistical uncertainties of the metrics, and the noise floor of the mass-sculpting measure.
+///
+/// bootstrap() is the Poisson bootstrap: each replica weights every event by an independent draw
+/// of Poisson(1) (times its own weight) and recomputes the metric; the spread of the replicas is
+/// the statistical uncertainty of the metric on a sample of this size (Efron and Tibshirani, An
+/// Introduction to the Bootstrap, 1993; the Poisson form keeps events independent, so one weight
+/// vector serves metrics of any number of inputs).
+///
+/// 1/JSD has a floor set by the sample alone: two histograms of the same parent differ by their
+/// statistical fluctuations, E[JSD] ~ (K - 1) (1/N_pass + 1/N_fail) / (8 ln 2) bits for K bins.
+/// random_selection_inverse_jsd() measures it: 1/JSD of selections that never look at the mass,
+/// passing each background event with the efficiency of the real cut. A 1/JSD at or above that
+/// floor cannot be told apart from no sculpting at all.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
 // ---- begin tapir/metrics/divergence.hpp ----
 /// Jensen-Shannon divergence of histograms, and the background mass-sculpting measure of the
 /// H -> gamma gamma study.
@@ -12469,8 +17746,173 @@ inline SculptingResult mass_sculpting_jsd(const ValueView& scores, const ValueVi
 
 } // namespace tapir::metrics
 // ---- end tapir/metrics/divergence.hpp ----
+
+namespace tapir::metrics {
+
+struct BootstrapOptions {
+    std::size_t replicas = 200;
+    std::uint64_t seed = 1;
+    double coverage = 0.68;  ///< of the central interval [lo, hi] of the replicas (0.68: +-1 sigma; 0.9: 5-95%)
+};
+
+/// A value with the spread of its replicas.
+struct Estimate {
+    double value = 0.0;  ///< on the sample as given (random_selection_inverse_jsd: the replicas' median)
+    double sd = 0.0;     ///< standard deviation of the replicas
+    /// Central interval holding BootstrapOptions::coverage of the replicas, moved by -bias so that
+    /// it is centred on value as the replicas are on their median (bias-corrected percentile
+    /// interval; unchanged for an unbiased metric).
+    double lo = 0.0, hi = 0.0;
+    double bias = 0.0;  ///< the replicas' median minus value (JSD: resampling adds its own fluctuations)
+    std::size_t replicas = 0;
+};
+
+namespace detail {
+/// Poisson(1) by inversion of its distribution function (mean 1: at most a few steps).
+inline int poisson_one(Rng& rng) {
+    double u = rng.uniform(), p = std::exp(-1.0), c = p;
+    int k = 0;
+    while (u > c && k < 30) {
+        ++k;
+        p /= k;
+        c += p;
+    }
+    return k;
+}
+
+/// Quantile q of sorted finite-or-infinite values (linear interpolation between order statistics).
+inline double sorted_quantile(const std::vector<double>& v, double q) {
+    if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
+    const double x = q * static_cast<double>(v.size() - 1);
+    const std::size_t i = static_cast<std::size_t>(x);
+    if (i + 1 >= v.size()) return v.back();
+    const double f = x - static_cast<double>(i);
+    return f == 0.0 ? v[i] : v[i] + f * (v[i + 1] - v[i]);
+}
+
+/// Spread of the replicas r around value; with `centre`, the interval is moved by the bias.
+inline Estimate summarize_replicas(double value, std::vector<double>& r, double coverage, bool centre = true) {
+    Estimate e;
+    e.value = value;
+    e.replicas = r.size();
+    std::sort(r.begin(), r.end());
+    e.bias = centre ? sorted_quantile(r, 0.5) - value : 0.0;
+    double mean = 0.0;
+    for (double x : r) mean += x;
+    mean /= static_cast<double>(r.size());
+    double var = 0.0;
+    for (double x : r) var += (x - mean) * (x - mean);
+    e.sd = r.size() > 1 ? std::sqrt(var / static_cast<double>(r.size() - 1)) : 0.0;
+    e.lo = sorted_quantile(r, 0.5 - 0.5 * coverage) - e.bias;
+    e.hi = sorted_quantile(r, 0.5 + 0.5 * coverage) - e.bias;
+    return e;
+}
+
+inline void check_bootstrap_options(const char* fn, const BootstrapOptions& o) {
+    if (o.replicas < 2) throw value_error(std::string(fn) + ": need at least 2 replicas, got " + std::to_string(o.replicas));
+    if (!(o.coverage > 0.0 && o.coverage < 1.0))
+        throw value_error(std::string(fn) + ": coverage must be in (0, 1), got " + error_number(o.coverage));
+}
+} // namespace detail
+
+/// metric(w) on the n events' weights as given (empty = all 1), then on `replicas` Poisson(1)
+/// reweightings of them: value, and the replicas' standard deviation and central interval.
+/// metric is called as metric(const ValueView& weights) and returns a double. Seeded: the same
+/// options give the same replicas.
+template <class F>
+Estimate bootstrap(std::size_t n, const ValueView& weights, F&& metric, const BootstrapOptions& o = {}) {
+    detail::check_bootstrap_options("bootstrap", o);
+    if (n == 0) throw value_error("bootstrap: no events");
+    if (!weights.empty() && weights.size() != n)
+        throw value_error("bootstrap: " + std::to_string(weights.size()) + " weights for " + std::to_string(n) + " events");
+    const double value = metric(weights);
+    Rng rng(o.seed);
+    std::vector<double> w(n), reps;
+    reps.reserve(o.replicas);
+    for (std::size_t r = 0; r < o.replicas; ++r) {
+        for (std::size_t i = 0; i < n; ++i) w[i] = detail::poisson_one(rng) * detail::metric_weight(weights, i);
+        reps.push_back(metric(ValueView(w)));
+    }
+    return detail::summarize_replicas(value, reps, o.coverage);
+}
+
+/// 1/JSD (bits) of selections blind to the mass: each background event (label 0) in [lo, hi]
+/// passes with probability background_efficiency, independently; the replicas' median as value,
+/// their spread as interval. The floor against which a measured 1/JSD is read.
+inline Estimate random_selection_inverse_jsd(const ValueView& mass, const ValueView& labels, const ValueView& weights,
+                                             double background_efficiency, double lo = 105.0, double hi = 160.0,
+                                             double bin = 5.0, const BootstrapOptions& o = {}) {
+    const char* fn = "random_selection_inverse_jsd";
+    detail::check_bootstrap_options(fn, o);
+    detail::metric_check_same_size(fn, "masses", mass, "labels", labels);
+    if (!weights.empty()) detail::metric_check_same_size(fn, "masses", mass, "weights", weights);
+    detail::metric_check_labels(fn, labels);
+    detail::metric_check_finite(fn, "mass", mass);
+    if (!(background_efficiency > 0.0 && background_efficiency < 1.0))
+        throw value_error(std::string(fn) + ": background efficiency must be in (0, 1), got " +
+                          detail::error_number(background_efficiency));
+    Rng rng(o.seed);
+    std::vector<double> reps;
+    reps.reserve(o.replicas);
+    for (std::size_t r = 0; r < o.replicas; ++r) {
+        Histogram pass = Histogram::with_width(lo, hi, bin), fail = Histogram::with_width(lo, hi, bin);
+        for (std::size_t i = 0; i < mass.size(); ++i) {
+            if (labels[i] != 0.0) continue;
+            (rng.uniform() < background_efficiency ? pass : fail).fill(mass[i], detail::metric_weight(weights, i));
+        }
+        if (!(pass.integral() > 0.0) || !(fail.integral() > 0.0))
+            throw value_error(std::string(fn) + ": too few background events in [" + detail::error_number(lo) + ", " +
+                              detail::error_number(hi) + "] for a selection of efficiency " +
+                              detail::error_number(background_efficiency));
+        reps.push_back(1.0 / jensen_shannon(pass, fail));
+    }
+    std::vector<double> sorted = reps;
+    std::sort(sorted.begin(), sorted.end());
+    return detail::summarize_replicas(detail::sorted_quantile(sorted, 0.5), reps, o.coverage, false);
+}
+
+/// The figures of the mass-decorrelation study with their statistical uncertainties: background
+/// rejection at signal efficiency eps (R50 for eps = 0.5) and 1/JSD of the background mass
+/// passing vs failing that cut, each bootstrapped, and the random-selection floor of 1/JSD at the
+/// cut's background efficiency.
+struct SculptingEstimate {
+    Estimate rejection;    ///< 1/eps_B at the cut
+    /// 1/JSD (bits). Bootstrapped as JSD, whose resampling bias is additive, then inverted: sd is
+    /// propagated (sd_JSD / JSD^2), [lo, hi] = [1/hi_JSD, 1/lo_JSD], hi infinite when lo_JSD <= 0
+    /// (consistent with no sculpting).
+    Estimate inverse_jsd;
+    Estimate floor;        ///< 1/JSD of a mass-blind selection with the same background efficiency
+};
+
+inline SculptingEstimate sculpting_with_uncertainty(const ValueView& scores, const ValueView& mass, const ValueView& labels,
+                                                    const ValueView& weights = {}, double eps = 0.5, double lo = 105.0,
+                                                    double hi = 160.0, double bin = 5.0, const BootstrapOptions& o = {}) {
+    SculptingEstimate s;
+    s.rejection = bootstrap(
+        scores.size(), weights, [&](const ValueView& w) { return background_rejection(scores, labels, w, eps); }, o);
+    const Estimate jsd = bootstrap(
+        scores.size(), weights, [&](const ValueView& w) { return mass_sculpting_jsd(scores, mass, labels, w, eps, lo, hi, bin).jsd; },
+        o);
+    s.inverse_jsd.value = 1.0 / jsd.value;
+    s.inverse_jsd.sd = jsd.sd / (jsd.value * jsd.value);
+    s.inverse_jsd.lo = jsd.hi > 0.0 ? 1.0 / jsd.hi : std::numeric_limits<double>::infinity();
+    s.inverse_jsd.hi = jsd.lo > 0.0 ? 1.0 / jsd.lo : std::numeric_limits<double>::infinity();
+    s.inverse_jsd.bias = jsd.bias;  // on the JSD scale
+    s.inverse_jsd.replicas = jsd.replicas;
+    // The cut's background efficiency, counted inside the mass window as the JSD is.
+    const SculptingResult nominal = mass_sculpting_jsd(scores, mass, labels, weights, eps, lo, hi, bin);
+    const double eff_b = nominal.pass.integral() / (nominal.pass.integral() + nominal.fail.integral());
+    BootstrapOptions fo = o;
+    fo.seed = o.seed ^ 0x9e3779b97f4a7c15ULL;
+    s.floor = random_selection_inverse_jsd(mass, labels, weights, std::min(std::max(eff_b, 1e-9), 1.0 - 1e-9), lo, hi, bin, fo);
+    return s;
+}
+
+} // namespace tapir::metrics
+// ---- end tapir/metrics/bootstrap.hpp ----
 // ---- begin tapir/metrics/metrics.hpp ----
-/// All metrics: ROC / AUC / rejection, histograms, Jensen-Shannon divergence, significances, accuracy.
+/// All metrics: ROC / AUC / rejection, histograms, Jensen-Shannon divergence, significances, accuracy,
+/// bootstrap uncertainties.
 
 // ---- begin tapir/metrics/significance.hpp ----
 /// Discovery significances of a counting experiment: the HiggsML AMS and the Asimov Z_A with a
@@ -13937,314 +19379,6 @@ inline double collins_soper_cos_theta(const FourVector& a, const FourVector& b) 
 
 } // namespace tapir::hep
 // ---- end tapir/hep/kinematics.hpp ----
-
-namespace tapir::hep {
-
-/// One event of the course file: leading photon first, GeV and radians; label 1 = signal.
-struct DiphotonEvent {
-    double pt1, eta1, phi1, e1, pt2, eta2, phi2, e2, myy;
-    int label;
-};
-
-/// The generator's knobs. Defaults are tuned to the statistics of the ATLAS Open Data 13 TeV
-/// diphoton file higgs_diphoton_50k.csv (checked in tests/hep/test_diphoton.cpp).
-struct DiphotonConfig {
-    double signal_fraction = 0.5;
-
-    // Selection (the real file's): ordered photons, absolute pT cuts, acceptance, mass window.
-    double pt1_min = 35.0, pt2_min = 25.0;
-    double eta_max = 2.37;
-    /// Barrel/end-cap transition: a photon with crack_lo < |eta| < crack_hi survives with
-    /// probability crack_keep (the real file's stored eta shows a partial dip there, the cut
-    /// having been applied on the calorimeter cluster eta). 1 disables.
-    double crack_lo = 1.37, crack_hi = 1.52, crack_keep = 0.45;
-    double m_min = 105.0, m_max = 160.0;
-
-    /// Background: dN/dmyy ~ exp(bkg_slope * myy).
-    double bkg_slope = -0.0204;
-    /// Signal: double-sided Crystal Ball (core mean and sigma, tail start in sigmas, tail power).
-    double sig_mean = 124.95, sig_sigma = 2.35;
-    double sig_alpha_lo = 1.45, sig_n_lo = 8.0, sig_alpha_hi = 1.55, sig_n_hi = 12.0;
-
-    /// pT(yy) before cuts, a generalised gamma: dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b) (shape a,
-    /// tail b), p0 = scale * (myy/125)^pt_mass_power. b < 1 gives the long tail of recoil
-    /// against jets while keeping the far tail finite (a power law would not).
-    double sig_pt_scale = 8.2, sig_pt_shape = 1.57, sig_pt_tail = 0.60;
-    double bkg_pt_scale = 5.35, bkg_pt_shape = 2.36, bkg_pt_tail = 0.684;
-    double pt_mass_power = 0.637;
-    /// Fraction of background events whose pair pT points along a photon's transverse direction
-    /// (Gaussian spread bkg_pt_align_width, radians), the rest isotropic in azimuth. It mimics
-    /// the imbalance of a fake photon that carries only part of its jet: unequal pT, yet
-    /// back to back; the real file shows it in the background and not in the signal.
-    double bkg_pt_aligned = 0.59, bkg_pt_align_width = 0.324;
-    /// System rapidity: Gaussian widths.
-    double sig_y_sigma = 1.98, bkg_y_sigma = 1.10;
-    /// Background decay angle, in eta* = atanh(cos theta*) (half the photons' rapidity gap):
-    /// dN/deta* ~ cosh(eta*)^bkg_angle_power on |eta*| < bkg_eta_star_max. Power -2 is isotropic
-    /// (the signal's), 0 is dN/dcos ~ 1/(1 - cos^2) (t-channel), > 0 more forward still.
-    double bkg_angle_power = 2.24, bkg_eta_star_max = 1.56;
-
-    /// Kinematic retries per event before giving up (cuts that accept nothing).
-    std::size_t max_attempts = 100000;
-};
-
-namespace detail {
-
-inline void check_config(const DiphotonConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("DiphotonConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0))
-        fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
-    if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
-        fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
-    if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
-        fail("need pt1_min >= pt2_min >= 0, got " + num(c.pt1_min) + ", " + num(c.pt2_min));
-    if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + num(c.eta_max));
-    if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
-        fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
-    if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-    if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
-    if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
-        fail("Crystal Ball tails need alpha > 0 and n > 1");
-    if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
-          c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
-        fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
-    if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
-    if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
-        fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
-    if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-    if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-        fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
-             num(c.bkg_eta_star_max));
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
-}
-
-/// exp(slope * x) on [lo, hi] by inversion; expm1/log1p keep it exact for tiny slopes.
-inline double sample_truncated_exponential(Rng& rng, double slope, double lo, double hi) {
-    const double u = rng.uniform();
-    if (slope == 0.0) return lo + (hi - lo) * u;
-    const double x = lo + std::log1p(u * std::expm1(slope * (hi - lo))) / slope;
-    return x < lo ? lo : (x > hi ? hi : x);
-}
-
-/// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
-/// tails A (B -+ t)^-n joined with continuous value and slope. Region by weight, then inversion
-/// (tails) or rejection from the normal (core).
-inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double nhi) {
-    const double w_lo = nlo / alo / (nlo - 1.0) * std::exp(-0.5 * alo * alo);
-    const double w_hi = nhi / ahi / (nhi - 1.0) * std::exp(-0.5 * ahi * ahi);
-    const double w_core = std::sqrt(0.5 * pi) *
-                          (std::erf(alo / std::sqrt(2.0)) + std::erf(ahi / std::sqrt(2.0)));
-    const double r = rng.uniform() * (w_lo + w_core + w_hi);
-    if (r < w_lo) {
-        const double b = nlo / alo - alo;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        return b - (b + alo) * std::pow(u, -1.0 / (nlo - 1.0));
-    }
-    if (r < w_lo + w_core) {
-        for (;;) {
-            const double t = rng.normal();
-            if (t >= -alo && t <= ahi) return t;
-        }
-    }
-    const double b = nhi / ahi - ahi;
-    const double u = 1.0 - rng.uniform();
-    return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
-}
-
-/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
-/// Rng::normal/uniform so it is as portable as they are.
-inline double sample_gamma(Rng& rng, double k) {
-    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
-    const double d = k - 1.0 / 3.0;
-    const double c = 1.0 / std::sqrt(9.0 * d);
-    for (;;) {
-        double x, v;
-        do {
-            x = rng.normal();
-            v = 1.0 + c * x;
-        } while (v <= 0.0);
-        v = v * v * v;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
-    }
-}
-
-/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
-inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
-    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
-}
-
-/// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
-/// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
-/// stays above ~1/(|k| emax + 1) within the range check_config allows.
-inline double sample_cos_theta(Rng& rng, double k, double emax) {
-    const double norm = k >= 0.0 ? std::cosh(emax) : 1.0;
-    for (;;) {
-        const double e = rng.uniform(-emax, emax);
-        if (rng.uniform() <= std::pow(std::cosh(e) / norm, k)) return std::tanh(e);
-    }
-}
-
-inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
-    return abs_eta > c.crack_lo && abs_eta < c.crack_hi;
-}
-
-} // namespace detail
-
-/// Streams events one at a time; generate_diphoton() is a loop over next().
-class DiphotonGenerator {
-public:
-    explicit DiphotonGenerator(std::uint64_t seed, const DiphotonConfig& config = DiphotonConfig{})
-        : cfg_(config), rng_(seed) {
-        detail::check_config(cfg_);
-    }
-
-    const DiphotonConfig& config() const noexcept { return cfg_; }
-
-    /// An event of a random class (signal with probability signal_fraction).
-    DiphotonEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
-
-    /// An event of the given class (1 signal, 0 background).
-    DiphotonEvent next(int label) {
-        if (label != 0 && label != 1)
-            throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        const double m = label ? sample_signal_mass() : detail::sample_truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            DiphotonEvent ev{};
-            if (try_kinematics(m, label, ev)) return ev;
-        }
-        throw value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
-    }
-
-private:
-    double sample_signal_mass() {
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            const double t = detail::sample_dscb(rng_, cfg_.sig_alpha_lo, cfg_.sig_n_lo, cfg_.sig_alpha_hi, cfg_.sig_n_hi);
-            const double m = cfg_.sig_mean + cfg_.sig_sigma * t;
-            if (m >= cfg_.m_min && m <= cfg_.m_max) return m;
-        }
-        throw value_error("DiphotonGenerator: the signal peak (sig_mean = " + std::to_string(cfg_.sig_mean) +
-                          " GeV) puts no events in the mass window [" + std::to_string(cfg_.m_min) + ", " +
-                          std::to_string(cfg_.m_max) + "] GeV");
-    }
-
-    /// One try: pair pT, rapidity and decay angles at mass m, boost, cuts. False if cut away.
-    bool try_kinematics(double m, int label, DiphotonEvent& ev) {
-        const bool sig = label == 1;
-        const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
-        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
-                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
-        const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
-
-        const double cos_t = sig ? rng_.uniform(-1.0, 1.0)
-                                 : detail::sample_cos_theta(rng_, cfg_.bkg_angle_power, cfg_.bkg_eta_star_max);
-        const double sin_t = std::sqrt((1.0 - cos_t) * (1.0 + cos_t));
-        const double phi_s = rng_.uniform(-detail::pi, detail::pi);
-        // Pair pT azimuth: isotropic, or (aligned background) along +-the photon axis.
-        const double u_dir = rng_.uniform();
-        const double jitter = rng_.normal() * cfg_.bkg_pt_align_width;
-        double big_phi = rng_.uniform(-detail::pi, detail::pi);
-        if (!sig && u_dir < cfg_.bkg_pt_aligned) big_phi = phi_s + jitter + (rng_.bernoulli(0.5) ? detail::pi : 0.0);
-
-        // Rest frame: back to back along (theta*, phi*), each with E = m/2.
-        const double h = 0.5 * m;
-        const FourVector a(h * sin_t * std::cos(phi_s), h * sin_t * std::sin(phi_s), h * cos_t, h);
-        const FourVector b(-a.px, -a.py, -a.pz, h);
-        // Transverse boost to pT, then longitudinal by rapidity y: the pair ends at
-        // (pT cos Phi, pT sin Phi, mT sinh y, mT cosh y) and z stays the beam axis.
-        const double mt = std::hypot(m, pt);
-        const double bt = pt / mt;
-        const double bx = bt * std::cos(big_phi), by = bt * std::sin(big_phi);
-        FourVector g1 = boost_z_rapidity(boost(a, bx, by, 0.0), y);
-        FourVector g2 = boost_z_rapidity(boost(b, bx, by, 0.0), y);
-        if (g1.pt() < g2.pt()) std::swap(g1, g2);
-
-        const double pt1 = g1.pt(), pt2 = g2.pt();
-        if (!(pt1 > cfg_.pt1_min && pt2 > cfg_.pt2_min)) return false;
-        const double eta1 = g1.eta(), eta2 = g2.eta();
-        if (!(std::fabs(eta1) < cfg_.eta_max && std::fabs(eta2) < cfg_.eta_max)) return false;
-        const double k1 = rng_.uniform(), k2 = rng_.uniform();
-        if (detail::in_crack(std::fabs(eta1), cfg_) && !(k1 < cfg_.crack_keep)) return false;
-        if (detail::in_crack(std::fabs(eta2), cfg_) && !(k2 < cfg_.crack_keep)) return false;
-
-        const double phi1 = g1.phi(), phi2 = g2.phi();
-        // Stored values are the massless photons at (pT, eta, phi); myy is recomputed from them
-        // so the file is self-consistent to rounding.
-        const double myy = massless_pair_mass(pt1, eta1, phi1, pt2, eta2, phi2);
-        if (!(myy >= cfg_.m_min && myy <= cfg_.m_max)) return false;
-        ev = DiphotonEvent{pt1, eta1, phi1, pt1 * std::cosh(eta1), pt2, eta2, phi2, pt2 * std::cosh(eta2), myy, label};
-        return true;
-    }
-
-    DiphotonConfig cfg_;
-    Rng rng_;
-};
-
-/// n events with the given configuration; the same (n, seed, config) gives the same events, and
-/// a shorter run is a prefix of a longer one.
-inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, const DiphotonConfig& config) {
-    DiphotonGenerator gen(seed, config);
-    std::vector<DiphotonEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
-}
-
-/// n events with the default (real-file-like) configuration and the given signal fraction.
-inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, double signal_fraction = 0.5) {
-    DiphotonConfig c;
-    c.signal_fraction = signal_fraction;
-    return generate_diphoton(n, seed, c);
-}
-
-namespace detail {
-inline void check_events_writable(const std::vector<DiphotonEvent>& events) {
-    for (std::size_t i = 0; i < events.size(); ++i) {
-        const DiphotonEvent& e = events[i];
-        const double v[9] = {e.pt1, e.eta1, e.phi1, e.e1, e.pt2, e.eta2, e.phi2, e.e2, e.myy};
-        for (double x : v)
-            if (!std::isfinite(x)) throw value_error("write_diphoton_csv: event " + std::to_string(i) + " has a non-finite value");
-        if (e.label != 0 && e.label != 1)
-            throw value_error("write_diphoton_csv: event " + std::to_string(i) + " has label " + std::to_string(e.label) +
-                              " (must be 0 or 1)");
-    }
-}
-} // namespace detail
-
-/// The course CSV: header `,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label`, an
-/// unnamed row index first, 17 significant digits (doubles round-trip), C locale whatever the
-/// stream's; the stream's formatting state is restored afterwards. Throws value_error for an
-/// event with a non-finite value or a label other than 0/1 (the file would not read back).
-inline void write_diphoton_csv(std::ostream& os, const std::vector<DiphotonEvent>& events) {
-    detail::check_events_writable(events);
-    const std::locale old_locale = os.imbue(std::locale::classic());
-    const auto old_flags = os.flags();
-    const auto old_precision = os.precision(17);
-    os.unsetf(std::ios::floatfield);
-    os << ",pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label\n";
-    for (std::size_t i = 0; i < events.size(); ++i) {
-        const DiphotonEvent& e = events[i];
-        os << i << ',' << e.pt1 << ',' << e.eta1 << ',' << e.phi1 << ',' << e.e1 << ',' << e.pt2 << ',' << e.eta2 << ','
-           << e.phi2 << ',' << e.e2 << ',' << e.myy << ',' << e.label << '\n';
-    }
-    os.precision(old_precision);
-    os.flags(old_flags);
-    os.imbue(old_locale);
-}
-
-inline void write_diphoton_csv(const std::string& path, const std::vector<DiphotonEvent>& events) {
-    detail::check_events_writable(events);  // before the file is created or truncated
-    std::ofstream f(path, std::ios::binary);
-    if (!f) throw std::runtime_error("write_diphoton_csv: cannot open '" + path + "' for writing");
-    write_diphoton_csv(f, events);
-    f.flush();
-    if (!f) throw std::runtime_error("write_diphoton_csv: writing '" + path + "' failed (disk full?)");
-}
-
-} // namespace tapir::hep
-// ---- end tapir/hep/diphoton.hpp ----
 // ---- begin tapir/hep/sampling.hpp ----
 /// Random variates and decay kinematics shared by the event generators (zgamma.hpp, stop.hpp):
 /// line shapes, spectra, counts and two-body decays, every number drawn from tapir::Rng so that
@@ -14389,6 +19523,1343 @@ inline FourVector system_from_m_pt_y(double m, double pt, double phi, double y) 
 
 } // namespace tapir::hep::sampling
 // ---- end tapir/hep/sampling.hpp ----
+
+namespace tapir::hep {
+
+/// One event of the course file: leading photon first, GeV and radians; label 1 = signal.
+struct DiphotonEvent {
+    double pt1, eta1, phi1, e1, pt2, eta2, phi2, e2, myy;
+    int label;
+};
+
+/// The generator's knobs. Defaults are tuned to the statistics of the ATLAS Open Data 13 TeV
+/// diphoton file higgs_diphoton_50k.csv (checked in tests/hep/test_diphoton.cpp).
+struct DiphotonConfig {
+    double signal_fraction = 0.5;
+
+    // Selection (the real file's): ordered photons, absolute pT cuts, acceptance, mass window.
+    double pt1_min = 35.0, pt2_min = 25.0;
+    double eta_max = 2.37;
+    /// Barrel/end-cap transition: a photon with crack_lo < |eta| < crack_hi survives with
+    /// probability crack_keep (the real file's stored eta shows a partial dip there, the cut
+    /// having been applied on the calorimeter cluster eta). 1 disables.
+    double crack_lo = 1.37, crack_hi = 1.52, crack_keep = 0.45;
+    double m_min = 105.0, m_max = 160.0;
+
+    /// Background: dN/dmyy ~ exp(bkg_slope * myy).
+    double bkg_slope = -0.0204;
+    /// Signal: double-sided Crystal Ball (core mean and sigma, tail start in sigmas, tail power).
+    double sig_mean = 124.95, sig_sigma = 2.35;
+    double sig_alpha_lo = 1.45, sig_n_lo = 8.0, sig_alpha_hi = 1.55, sig_n_hi = 12.0;
+
+    /// pT(yy) before cuts, a generalised gamma: dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b) (shape a,
+    /// tail b), p0 = scale * (myy/125)^pt_mass_power. b < 1 gives the long tail of recoil
+    /// against jets while keeping the far tail finite (a power law would not).
+    double sig_pt_scale = 8.2, sig_pt_shape = 1.57, sig_pt_tail = 0.60;
+    double bkg_pt_scale = 5.35, bkg_pt_shape = 2.36, bkg_pt_tail = 0.684;
+    double pt_mass_power = 0.637;
+    /// Fraction of background events whose pair pT points along a photon's transverse direction
+    /// (Gaussian spread bkg_pt_align_width, radians), the rest isotropic in azimuth. It mimics
+    /// the imbalance of a fake photon that carries only part of its jet: unequal pT, yet
+    /// back to back; the real file shows it in the background and not in the signal.
+    double bkg_pt_aligned = 0.59, bkg_pt_align_width = 0.324;
+    /// System rapidity: Gaussian widths.
+    double sig_y_sigma = 1.98, bkg_y_sigma = 1.10;
+    /// Background decay angle, in eta* = atanh(cos theta*) (half the photons' rapidity gap):
+    /// dN/deta* ~ cosh(eta*)^bkg_angle_power on |eta*| < bkg_eta_star_max. Power -2 is isotropic
+    /// (the signal's), 0 is dN/dcos ~ 1/(1 - cos^2) (t-channel), > 0 more forward still.
+    double bkg_angle_power = 2.24, bkg_eta_star_max = 1.56;
+
+    /// Kinematic retries per event before giving up (cuts that accept nothing).
+    std::size_t max_attempts = 100000;
+};
+
+namespace detail {
+
+inline void check_config(const DiphotonConfig& c) {
+    auto fail = [](const std::string& what) { throw value_error("DiphotonConfig: " + what); };
+    auto num = [](double x) { return std::to_string(x); };
+    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0))
+        fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
+        fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
+    if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
+        fail("need pt1_min >= pt2_min >= 0, got " + num(c.pt1_min) + ", " + num(c.pt2_min));
+    if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + num(c.eta_max));
+    if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
+        fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
+    if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
+    if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
+    if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
+        fail("Crystal Ball tails need alpha > 0 and n > 1");
+    if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
+          c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
+        fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
+    if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
+    if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
+        fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
+    if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
+    if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
+        fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
+             num(c.bkg_eta_star_max));
+    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+}
+
+/// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
+/// tails A (B -+ t)^-n joined with continuous value and slope. Region by weight, then inversion
+/// (tails) or rejection from the normal (core).
+inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double nhi) {
+    const double w_lo = nlo / alo / (nlo - 1.0) * std::exp(-0.5 * alo * alo);
+    const double w_hi = nhi / ahi / (nhi - 1.0) * std::exp(-0.5 * ahi * ahi);
+    const double w_core = std::sqrt(0.5 * pi) *
+                          (std::erf(alo / std::sqrt(2.0)) + std::erf(ahi / std::sqrt(2.0)));
+    const double r = rng.uniform() * (w_lo + w_core + w_hi);
+    if (r < w_lo) {
+        const double b = nlo / alo - alo;
+        const double u = 1.0 - rng.uniform();  // (0, 1]
+        return b - (b + alo) * std::pow(u, -1.0 / (nlo - 1.0));
+    }
+    if (r < w_lo + w_core) {
+        for (;;) {
+            const double t = rng.normal();
+            if (t >= -alo && t <= ahi) return t;
+        }
+    }
+    const double b = nhi / ahi - ahi;
+    const double u = 1.0 - rng.uniform();
+    return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
+}
+
+/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
+/// Rng::normal/uniform so it is as portable as they are.
+inline double sample_gamma(Rng& rng, double k) {
+    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
+    const double d = k - 1.0 / 3.0;
+    const double c = 1.0 / std::sqrt(9.0 * d);
+    for (;;) {
+        double x, v;
+        do {
+            x = rng.normal();
+            v = 1.0 + c * x;
+        } while (v <= 0.0);
+        v = v * v * v;
+        const double u = 1.0 - rng.uniform();  // (0, 1]
+        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
+    }
+}
+
+/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
+inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
+    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
+}
+
+/// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
+/// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
+/// stays above ~1/(|k| emax + 1) within the range check_config allows.
+inline double sample_cos_theta(Rng& rng, double k, double emax) {
+    const double norm = k >= 0.0 ? std::cosh(emax) : 1.0;
+    for (;;) {
+        const double e = rng.uniform(-emax, emax);
+        if (rng.uniform() <= std::pow(std::cosh(e) / norm, k)) return std::tanh(e);
+    }
+}
+
+inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
+    return abs_eta > c.crack_lo && abs_eta < c.crack_hi;
+}
+
+} // namespace detail
+
+/// Streams events one at a time; generate_diphoton() is a loop over next().
+class DiphotonGenerator {
+public:
+    explicit DiphotonGenerator(std::uint64_t seed, const DiphotonConfig& config = DiphotonConfig{})
+        : cfg_(config), rng_(seed) {
+        detail::check_config(cfg_);
+    }
+
+    const DiphotonConfig& config() const noexcept { return cfg_; }
+
+    /// An event of a random class (signal with probability signal_fraction).
+    DiphotonEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+
+    /// An event of the given class (1 signal, 0 background).
+    DiphotonEvent next(int label) {
+        if (label != 0 && label != 1)
+            throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        const double m = label ? sample_signal_mass() : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
+        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
+            DiphotonEvent ev{};
+            if (try_kinematics(m, label, ev)) return ev;
+        }
+        throw value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                          " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+    }
+
+private:
+    double sample_signal_mass() {
+        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
+            const double t = detail::sample_dscb(rng_, cfg_.sig_alpha_lo, cfg_.sig_n_lo, cfg_.sig_alpha_hi, cfg_.sig_n_hi);
+            const double m = cfg_.sig_mean + cfg_.sig_sigma * t;
+            if (m >= cfg_.m_min && m <= cfg_.m_max) return m;
+        }
+        throw value_error("DiphotonGenerator: the signal peak (sig_mean = " + std::to_string(cfg_.sig_mean) +
+                          " GeV) puts no events in the mass window [" + std::to_string(cfg_.m_min) + ", " +
+                          std::to_string(cfg_.m_max) + "] GeV");
+    }
+
+    /// One try: pair pT, rapidity and decay angles at mass m, boost, cuts. False if cut away.
+    bool try_kinematics(double m, int label, DiphotonEvent& ev) {
+        const bool sig = label == 1;
+        const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
+        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
+                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
+        const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
+
+        const double cos_t = sig ? rng_.uniform(-1.0, 1.0)
+                                 : detail::sample_cos_theta(rng_, cfg_.bkg_angle_power, cfg_.bkg_eta_star_max);
+        const double sin_t = std::sqrt((1.0 - cos_t) * (1.0 + cos_t));
+        const double phi_s = rng_.uniform(-detail::pi, detail::pi);
+        // Pair pT azimuth: isotropic, or (aligned background) along +-the photon axis.
+        const double u_dir = rng_.uniform();
+        const double jitter = rng_.normal() * cfg_.bkg_pt_align_width;
+        double big_phi = rng_.uniform(-detail::pi, detail::pi);
+        if (!sig && u_dir < cfg_.bkg_pt_aligned) big_phi = phi_s + jitter + (rng_.bernoulli(0.5) ? detail::pi : 0.0);
+
+        // Rest frame: back to back along (theta*, phi*), each with E = m/2.
+        const double h = 0.5 * m;
+        const FourVector a(h * sin_t * std::cos(phi_s), h * sin_t * std::sin(phi_s), h * cos_t, h);
+        const FourVector b(-a.px, -a.py, -a.pz, h);
+        // Transverse boost to pT, then longitudinal by rapidity y: the pair ends at
+        // (pT cos Phi, pT sin Phi, mT sinh y, mT cosh y) and z stays the beam axis.
+        const double mt = std::hypot(m, pt);
+        const double bt = pt / mt;
+        const double bx = bt * std::cos(big_phi), by = bt * std::sin(big_phi);
+        FourVector g1 = boost_z_rapidity(boost(a, bx, by, 0.0), y);
+        FourVector g2 = boost_z_rapidity(boost(b, bx, by, 0.0), y);
+        if (g1.pt() < g2.pt()) std::swap(g1, g2);
+
+        const double pt1 = g1.pt(), pt2 = g2.pt();
+        if (!(pt1 > cfg_.pt1_min && pt2 > cfg_.pt2_min)) return false;
+        const double eta1 = g1.eta(), eta2 = g2.eta();
+        if (!(std::fabs(eta1) < cfg_.eta_max && std::fabs(eta2) < cfg_.eta_max)) return false;
+        const double k1 = rng_.uniform(), k2 = rng_.uniform();
+        if (detail::in_crack(std::fabs(eta1), cfg_) && !(k1 < cfg_.crack_keep)) return false;
+        if (detail::in_crack(std::fabs(eta2), cfg_) && !(k2 < cfg_.crack_keep)) return false;
+
+        const double phi1 = g1.phi(), phi2 = g2.phi();
+        // Stored values are the massless photons at (pT, eta, phi); myy is recomputed from them
+        // so the file is self-consistent to rounding.
+        const double myy = massless_pair_mass(pt1, eta1, phi1, pt2, eta2, phi2);
+        if (!(myy >= cfg_.m_min && myy <= cfg_.m_max)) return false;
+        ev = DiphotonEvent{pt1, eta1, phi1, pt1 * std::cosh(eta1), pt2, eta2, phi2, pt2 * std::cosh(eta2), myy, label};
+        return true;
+    }
+
+    DiphotonConfig cfg_;
+    Rng rng_;
+};
+
+/// n events with the given configuration; the same (n, seed, config) gives the same events, and
+/// a shorter run is a prefix of a longer one.
+inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, const DiphotonConfig& config) {
+    DiphotonGenerator gen(seed, config);
+    std::vector<DiphotonEvent> out;
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
+    return out;
+}
+
+/// n events with the default (real-file-like) configuration and the given signal fraction.
+inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, double signal_fraction = 0.5) {
+    DiphotonConfig c;
+    c.signal_fraction = signal_fraction;
+    return generate_diphoton(n, seed, c);
+}
+
+namespace detail {
+inline void check_events_writable(const std::vector<DiphotonEvent>& events) {
+    for (std::size_t i = 0; i < events.size(); ++i) {
+        const DiphotonEvent& e = events[i];
+        const double v[9] = {e.pt1, e.eta1, e.phi1, e.e1, e.pt2, e.eta2, e.phi2, e.e2, e.myy};
+        for (double x : v)
+            if (!std::isfinite(x)) throw value_error("write_diphoton_csv: event " + std::to_string(i) + " has a non-finite value");
+        if (e.label != 0 && e.label != 1)
+            throw value_error("write_diphoton_csv: event " + std::to_string(i) + " has label " + std::to_string(e.label) +
+                              " (must be 0 or 1)");
+    }
+}
+} // namespace detail
+
+/// The course CSV: header `,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label`, an
+/// unnamed row index first, 17 significant digits (doubles round-trip), C locale whatever the
+/// stream's; the stream's formatting state is restored afterwards. Throws value_error for an
+/// event with a non-finite value or a label other than 0/1 (the file would not read back).
+inline void write_diphoton_csv(std::ostream& os, const std::vector<DiphotonEvent>& events) {
+    detail::check_events_writable(events);
+    const std::locale old_locale = os.imbue(std::locale::classic());
+    const auto old_flags = os.flags();
+    const auto old_precision = os.precision(17);
+    os.unsetf(std::ios::floatfield);
+    os << ",pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label\n";
+    for (std::size_t i = 0; i < events.size(); ++i) {
+        const DiphotonEvent& e = events[i];
+        os << i << ',' << e.pt1 << ',' << e.eta1 << ',' << e.phi1 << ',' << e.e1 << ',' << e.pt2 << ',' << e.eta2 << ','
+           << e.phi2 << ',' << e.e2 << ',' << e.myy << ',' << e.label << '\n';
+    }
+    os.precision(old_precision);
+    os.flags(old_flags);
+    os.imbue(old_locale);
+}
+
+inline void write_diphoton_csv(const std::string& path, const std::vector<DiphotonEvent>& events) {
+    detail::check_events_writable(events);  // before the file is created or truncated
+    std::ofstream f(path, std::ios::binary);
+    if (!f) throw std::runtime_error("write_diphoton_csv: cannot open '" + path + "' for writing");
+    write_diphoton_csv(f, events);
+    f.flush();
+    if (!f) throw std::runtime_error("write_diphoton_csv: writing '" + path + "' failed (disk full?)");
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/diphoton.hpp ----
+// ---- begin tapir/hep/jet_clustering.hpp ----
+/// Sequential-recombination jet clustering of a few hundred particles, written plainly: the
+/// generalised kT family (kT, Cambridge/Aachen, anti-kT; Cacciari, Salam and Soyez,
+/// arXiv:0802.1189) with E-scheme recombination (four-vectors add), and the exclusive kT
+/// clustering to a fixed number of subjets that N-subjettiness uses for its axes.
+///
+/// Distances follow FastJet's conventions (arXiv:1111.6097) so the jets agree with it: rapidity
+/// y = 0.5 ln((E + pz) / (E - pz)) computed as FastJet does, azimuth difference wrapped,
+/// d_ij = min(kt_i^2p, kt_j^2p) dR_ij^2 / R^2 and d_iB = kt_i^2p with kt^2 = px^2 + py^2. Each
+/// particle keeps its nearest neighbour (the N^2 "plain" strategy); a merge updates only the
+/// neighbours that pointed at the merged pair. For N up to a few hundred that is well under a
+/// millisecond; FastJet's geometric tricks are not needed.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <vector>
+
+
+namespace tapir::hep {
+
+/// Exponent p of kt^2p in the distance: kT (p = 1), Cambridge/Aachen (p = 0), anti-kT (p = -1).
+enum class JetAlgorithm { kt, cambridge_aachen, anti_kt };
+
+/// A clustered jet: its four-momentum (E-scheme sum) and the indices of its input particles,
+/// ascending.
+struct ClusteredJet {
+    FourVector p;
+    std::vector<std::size_t> constituents;
+};
+
+namespace detail {
+
+/// FastJet's rapidity: finite for massless particles, clamped large along the beam.
+inline double jet_rapidity(const FourVector& v) noexcept {
+    const double kt2 = v.px * v.px + v.py * v.py;
+    if (v.e == std::fabs(v.pz) && kt2 == 0.0) return v.pz >= 0.0 ? 1e5 : -1e5;
+    const double m2 = std::max(0.0, (v.e + v.pz) * (v.e - v.pz) - kt2);
+    const double e_plus = v.e + std::fabs(v.pz);
+    const double y = 0.5 * std::log((kt2 + m2) / (e_plus * e_plus));
+    return v.pz > 0.0 ? -y : y;
+}
+
+/// Azimuth in [0, 2 pi), as FastJet stores it.
+inline double jet_phi(const FourVector& v) noexcept {
+    if (v.px == 0.0 && v.py == 0.0) return 0.0;
+    double f = std::atan2(v.py, v.px);
+    if (f < 0.0) f += 2.0 * pi;
+    if (f >= 2.0 * pi) f -= 2.0 * pi;
+    return f;
+}
+
+struct ClusterItem {
+    FourVector p;
+    double y, phi, mom;  // mom = kt^2p, the momentum factor of the distance
+    std::vector<std::size_t> members;
+    std::size_t nn;      // nearest neighbour (index into items) or npos
+    double nn_dr2;       // dR^2 to it (R^2 when none is closer)
+};
+
+inline double momentum_factor(const FourVector& v, JetAlgorithm alg) noexcept {
+    const double kt2 = v.px * v.px + v.py * v.py;
+    switch (alg) {
+    case JetAlgorithm::kt: return kt2;
+    case JetAlgorithm::cambridge_aachen: return 1.0;
+    case JetAlgorithm::anti_kt: return kt2 > 0.0 ? 1.0 / kt2 : std::numeric_limits<double>::max();
+    }
+    return 1.0;
+}
+
+inline double cluster_dr2(const ClusterItem& a, const ClusterItem& b) noexcept {
+    double dphi = std::fabs(a.phi - b.phi);
+    if (dphi > pi) dphi = 2.0 * pi - dphi;
+    const double dy = a.y - b.y;
+    return dy * dy + dphi * dphi;
+}
+
+inline ClusterItem make_item(const FourVector& p, JetAlgorithm alg, std::vector<std::size_t> members) {
+    return ClusterItem{p, jet_rapidity(p), jet_phi(p), momentum_factor(p, alg), std::move(members),
+                       static_cast<std::size_t>(-1), 0.0};
+}
+
+inline void check_particles(const std::vector<FourVector>& particles, const char* who) {
+    for (std::size_t i = 0; i < particles.size(); ++i) {
+        const FourVector& v = particles[i];
+        if (!(std::isfinite(v.px) && std::isfinite(v.py) && std::isfinite(v.pz) && std::isfinite(v.e)) || !(v.e >= 0.0))
+            throw value_error(std::string(who) + ": particle " + std::to_string(i) +
+                              " must have finite components and E >= 0, got (px, py, pz, E) = (" + std::to_string(v.px) +
+                              ", " + std::to_string(v.py) + ", " + std::to_string(v.pz) + ", " + std::to_string(v.e) + ")");
+    }
+}
+
+/// The clustering engine. exclusive_n == 0: inclusive jets (beam distances active, radius r).
+/// exclusive_n > 0: no beam distance; pairs merge until exclusive_n objects remain.
+inline std::vector<ClusteredJet> run_clustering(const std::vector<FourVector>& particles, double r, JetAlgorithm alg,
+                                                std::size_t exclusive_n) {
+    const std::size_t npos = static_cast<std::size_t>(-1);
+    const bool exclusive = exclusive_n > 0;
+    const double r2 = exclusive ? std::numeric_limits<double>::infinity() : r * r;
+    std::vector<ClusterItem> items;
+    items.reserve(2 * particles.size());
+    std::vector<std::size_t> active;
+    active.reserve(particles.size());
+    for (std::size_t i = 0; i < particles.size(); ++i) {
+        items.push_back(make_item(particles[i], alg, {i}));
+        active.push_back(i);
+    }
+    auto find_nn = [&](std::size_t i) {
+        ClusterItem& a = items[i];
+        a.nn = npos;
+        a.nn_dr2 = r2;
+        for (std::size_t j : active) {
+            if (j == i) continue;
+            const double d = cluster_dr2(a, items[j]);
+            if (d < a.nn_dr2) a.nn_dr2 = d, a.nn = j;
+        }
+    };
+    for (std::size_t i : active) find_nn(i);
+
+    std::vector<ClusteredJet> jets;
+    while (!active.empty() && (!exclusive || active.size() > exclusive_n)) {
+        // The smallest distance: d_iJ = min(mom_i, mom_nn) dR^2 / R^2, or d_iB = mom_i.
+        std::size_t best = npos;
+        double best_d = std::numeric_limits<double>::infinity();
+        for (std::size_t i : active) {
+            const ClusterItem& a = items[i];
+            double d;
+            if (a.nn == npos) d = exclusive ? std::numeric_limits<double>::infinity() : a.mom;
+            else d = std::min(a.mom, items[a.nn].mom) * (exclusive ? a.nn_dr2 : a.nn_dr2 / r2);
+            if (best == npos || d < best_d) best_d = d, best = i;
+        }
+        const std::size_t i = best;
+        const std::size_t j = items[i].nn;
+        std::size_t k = npos;
+        if (j == npos) {  // beam: i is a final jet
+            std::vector<std::size_t> m = items[i].members;
+            std::sort(m.begin(), m.end());
+            jets.push_back(ClusteredJet{items[i].p, std::move(m)});
+            active.erase(std::find(active.begin(), active.end(), i));
+        } else {
+            std::vector<std::size_t> m = items[i].members;
+            m.insert(m.end(), items[j].members.begin(), items[j].members.end());
+            items.push_back(make_item(items[i].p + items[j].p, alg, std::move(m)));
+            k = items.size() - 1;
+            active.erase(std::find(active.begin(), active.end(), i));
+            active.erase(std::find(active.begin(), active.end(), j));
+            active.push_back(k);
+            find_nn(k);
+        }
+        // Neighbours that pointed at a removed object look again; everyone compares with the new one.
+        for (std::size_t a : active) {
+            if (a == k) continue;
+            if (items[a].nn == i || (j != npos && items[a].nn == j)) find_nn(a);
+            else if (k != npos) {
+                const double d = cluster_dr2(items[a], items[k]);
+                if (d < items[a].nn_dr2) items[a].nn_dr2 = d, items[a].nn = k;
+            }
+        }
+    }
+    if (exclusive) {
+        for (std::size_t a : active) {
+            std::vector<std::size_t> m = items[a].members;
+            std::sort(m.begin(), m.end());
+            jets.push_back(ClusteredJet{items[a].p, std::move(m)});
+        }
+    }
+    std::stable_sort(jets.begin(), jets.end(), [](const ClusteredJet& a, const ClusteredJet& b) { return a.p.pt() > b.p.pt(); });
+    return jets;
+}
+
+} // namespace detail
+
+/// Inclusive jets of radius r with pT >= pt_min, hardest first. Anti-kT with R = 0.8 is the
+/// boosted-top convention (the Top Quark Tagging Reference Dataset's, arXiv:1902.09914).
+inline std::vector<ClusteredJet> cluster_jets(const std::vector<FourVector>& particles, double r = 0.8,
+                                              JetAlgorithm algorithm = JetAlgorithm::anti_kt, double pt_min = 0.0) {
+    if (!(r > 0.0 && r <= 10.0)) throw value_error("cluster_jets: radius R must be in (0, 10], got " + std::to_string(r));
+    if (!(pt_min >= 0.0)) throw value_error("cluster_jets: pt_min must be >= 0, got " + std::to_string(pt_min));
+    detail::check_particles(particles, "cluster_jets");
+    std::vector<ClusteredJet> jets = detail::run_clustering(particles, r, algorithm, 0);
+    jets.erase(std::remove_if(jets.begin(), jets.end(), [&](const ClusteredJet& j) { return j.p.pt() < pt_min; }), jets.end());
+    return jets;
+}
+
+/// Exactly n subjets (fewer when there are fewer particles), by merging pairs without a beam
+/// distance, hardest first: FastJet's exclusive_jets(n) with R = max_allowable_R. kT gives the
+/// axes of N-subjettiness (arXiv:1011.2268, exclusive-kT axes).
+inline std::vector<ClusteredJet> exclusive_subjets(const std::vector<FourVector>& particles, std::size_t n,
+                                                   JetAlgorithm algorithm = JetAlgorithm::kt) {
+    if (n == 0) throw value_error("exclusive_subjets: n must be >= 1");
+    detail::check_particles(particles, "exclusive_subjets");
+    if (particles.size() <= n) {
+        std::vector<ClusteredJet> out;
+        for (std::size_t i = 0; i < particles.size(); ++i) out.push_back(ClusteredJet{particles[i], {i}});
+        std::stable_sort(out.begin(), out.end(), [](const ClusteredJet& a, const ClusteredJet& b) { return a.p.pt() > b.p.pt(); });
+        return out;
+    }
+    return detail::run_clustering(particles, 1.0, algorithm, n);
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/jet_clustering.hpp ----
+// ---- begin tapir/hep/jet_dataset.hpp ----
+/// Jets in the layout of the public Top Quark Tagging Reference Dataset (Kasieczka, Plehn et al.,
+/// arXiv:1902.09914; zenodo record 2603256): per jet the (E, px, py, pz) of up to 200 constituents
+/// sorted by pT, zero-padded, in columns E_0, PX_0, PY_0, PZ_0, ..., E_199, ..., PZ_199, then
+/// truthE, truthPX, truthPY, truthPZ (the top's four-momentum, zero for QCD jets), ttv (the
+/// train/test/validation flag) and is_signal_new (1 top, 0 QCD). As CSV through io/csv.hpp:
+/// parse errors name the file, line and column; the pandas index column of a to_csv export (an
+/// unnamed first column) is skipped; columns other than these are ignored. A user with the real
+/// dataset converts it to this CSV once and runs the same programs on it.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// ---- begin tapir/hep/jets.hpp ----
+/// A toy generator of boosted jets for top tagging: hadronic top decays t -> b W -> b q qbar'
+/// (signal, label 1) against light-quark and gluon jets (background, label 0), anti-kT R = 0.8
+/// jets with 550 < pT < 650 GeV and |eta| < 2, as in the Top Quark Tagging Reference Dataset
+/// (arXiv:1902.09914), given as up to 200 massless constituents sorted by pT.
+///
+/// Physics (every number from tapir::Rng, so a seed gives the same jets on every platform with
+/// the same libm):
+/// - Hard partons: a top with Breit-Wigner mass (173 GeV, width 1.4), pT flat in a window a
+///   little wider than the jet's, rapidity flat, decaying isotropically to b W, the W (80.4 GeV,
+///   width 2.1) isotropically to q qbar'; or a QCD parton (gluon with probability
+///   gluon_fraction, else a light quark) with the same pT and rapidity.
+/// - Parton shower: a final-state shower ordered in the relative transverse momentum k of each
+///   branching, as the pT-ordered shower of Sjostrand and Skands (hep-ph/0408302), with the
+///   Sudakov veto algorithm, the DGLAP splitting functions q -> q g, g -> g g (with its 1/2 for
+///   identical gluons) and g -> q qbar (nf = 5), one-loop running alpha_s(k^2) and a cut-off
+///   k > shower_cutoff (1 GeV). The opening angle of a branching, k / (z (1 - z) E), is bounded
+///   by max_angle, a coherence limit in the spirit of the angular ordering of Marchesini and
+///   Webber (Nucl. Phys. B310 (1988) 461). Each parton is a 1 -> 2 tree; masses are built
+///   from the leaves up, m^2 = (m1^2 + k^2)/z + (m2^2 + k^2)/(1 - z) with z the light-cone
+///   fraction, and momenta are placed from the root down by exact two-body decays in each
+///   parent's rest frame, so the shower conserves four-momentum exactly (to rounding). The b,
+///   q and qbar' of a top decay shower from k_max = m_t/2 resp. m_W/2, and their shower masses
+///   enter the decay kinematics (t -> b W and W -> q qbar' with the showered masses); a QCD
+///   parton showers from k_max = its pT.
+/// - Hadronisation (a smearing, not a model): each final parton becomes 1 + Poisson(a + b ln E)
+///   massless hadrons that share its three-momentum with flat (Dirichlet) fractions and a
+///   Gaussian transverse kick (summing to zero); hadrons below hadron_pt_min are dropped.
+/// - Jet: all hadrons are clustered with anti-kT R = 0.8 (jet_clustering.hpp); the hardest jet
+///   must lie in the pT and |eta| window and, for a top, contain the b, q and qbar' directions
+///   within R (the reference dataset's matching); otherwise the event is redrawn.
+///
+/// What it captures: three-prong substructure of top jets against one-prong QCD jets (tau32),
+/// the jet mass peaking near m_t with a W-mass subjet pair inside, a QCD mass spectrum falling
+/// from the Sudakov peak, gluon jets wider and with more constituents than quark jets. What it
+/// does not: colour connection between partons (no dipoles, no coherence between the top's
+/// daughters), hadron masses, decays and a real hadronisation model, initial-state radiation,
+/// the underlying event, pile-up and any detector (granularity, resolution, thresholds).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace tapir::hep {
+
+/// The generator's knobs. Defaults give the reference dataset's selection.
+struct JetConfig {
+    double signal_fraction = 0.5;
+    /// Selected jets: jet_pt_min < pT < jet_pt_max, |eta| < jet_eta_max, anti-kT radius jet_r.
+    double jet_pt_min = 550.0, jet_pt_max = 650.0, jet_eta_max = 2.0, jet_r = 0.8;
+    /// Hard parton (top or QCD parton) pT is flat in [parton_pt_min, parton_pt_max] and its
+    /// rapidity flat in |y| < parton_y_max; the jet cuts select from it.
+    double parton_pt_min = 540.0, parton_pt_max = 700.0, parton_y_max = 2.0;
+    double top_mass = 173.0, top_width = 1.4, w_mass = 80.4, w_width = 2.1;
+    /// Background: fraction of gluon-initiated jets (the rest are light quarks).
+    double gluon_fraction = 0.5;
+    /// Shower: alpha_s(m_Z) of the one-loop running coupling, cut-off on k, maximal opening angle.
+    double alpha_s_mz = 0.1365, shower_cutoff = 1.0, max_angle = 1.0;
+    /// Hadrons per parton: 1 + Poisson(hadrons_a + hadrons_b ln(E / 1 GeV)).
+    double hadrons_a = 0.5, hadrons_b = 1.5;
+    /// Gaussian width of each transverse-kick component (GeV) and the hadron pT threshold.
+    double hadron_kt = 0.35, hadron_pt_min = 0.5;
+    /// At most this many constituents are kept (the hardest).
+    std::size_t max_constituents = 200;
+    /// Redraws per jet before giving up (cuts that accept nothing).
+    std::size_t max_attempts = 10000;
+};
+
+/// One generated jet: constituents sorted by pT (massless four-vectors), its label (1 top,
+/// 0 QCD) and the hard parton (the top, or the QCD parton) as truth.
+struct GeneratedJet {
+    std::vector<FourVector> constituents;
+    int label = 0;
+    FourVector truth;
+};
+
+/// A shower parton: four-momentum and whether it is a gluon.
+struct ShowerParton {
+    FourVector p;
+    bool gluon = false;
+};
+
+namespace detail {
+
+inline void check_jet_config(const JetConfig& c) {
+    auto fail = [](const std::string& what) { throw value_error("JetConfig: " + what); };
+    auto num = [](double x) { return std::to_string(x); };
+    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    if (!(c.jet_pt_min >= 0.0 && c.jet_pt_max > c.jet_pt_min && std::isfinite(c.jet_pt_max)))
+        fail("need 0 <= jet_pt_min < jet_pt_max, got [" + num(c.jet_pt_min) + ", " + num(c.jet_pt_max) + "]");
+    if (!(c.jet_eta_max > 0.0)) fail("jet_eta_max must be > 0, got " + num(c.jet_eta_max));
+    if (!(c.jet_r > 0.0 && c.jet_r <= 2.0)) fail("jet_r must be in (0, 2], got " + num(c.jet_r));
+    if (!(c.parton_pt_min > 0.0 && c.parton_pt_max >= c.parton_pt_min && std::isfinite(c.parton_pt_max)))
+        fail("need 0 < parton_pt_min <= parton_pt_max, got [" + num(c.parton_pt_min) + ", " + num(c.parton_pt_max) + "]");
+    if (!(c.parton_y_max >= 0.0 && c.parton_y_max <= 10.0)) fail("parton_y_max must be in [0, 10], got " + num(c.parton_y_max));
+    if (!(c.w_mass > 0.0 && c.top_mass > c.w_mass && std::isfinite(c.top_mass)))
+        fail("need 0 < w_mass < top_mass, got w_mass = " + num(c.w_mass) + ", top_mass = " + num(c.top_mass));
+    if (!(c.top_width > 0.0 && c.w_width > 0.0 && c.top_width < c.top_mass - c.w_mass && c.w_width < c.w_mass))
+        fail("widths must be > 0 and below the mass gaps, got top_width = " + num(c.top_width) + ", w_width = " + num(c.w_width));
+    if (!(c.gluon_fraction >= 0.0 && c.gluon_fraction <= 1.0)) fail("gluon_fraction must be in [0, 1], got " + num(c.gluon_fraction));
+    if (!(c.alpha_s_mz > 0.0 && c.alpha_s_mz < 0.3)) fail("alpha_s_mz must be in (0, 0.3), got " + num(c.alpha_s_mz));
+    if (!(c.shower_cutoff >= 0.2 && c.shower_cutoff <= 50.0)) fail("shower_cutoff must be in [0.2, 50] GeV, got " + num(c.shower_cutoff));
+    const double b0 = 23.0 / (12.0 * pi);
+    if (!(1.0 + c.alpha_s_mz * b0 * std::log(c.shower_cutoff * c.shower_cutoff / (91.1876 * 91.1876)) > 0.1))
+        fail("alpha_s runs into its Landau pole above shower_cutoff = " + num(c.shower_cutoff) + " GeV with alpha_s_mz = " +
+             num(c.alpha_s_mz) + "; raise the cut-off");
+    if (!(c.max_angle > 0.0 && c.max_angle <= pi)) fail("max_angle must be in (0, pi], got " + num(c.max_angle));
+    if (!(c.hadrons_a >= 0.0 && c.hadrons_b >= 0.0 && c.hadrons_a + c.hadrons_b * std::log(1e4) < 150.0))
+        fail("hadron multiplicity parameters must be >= 0 and moderate, got a = " + num(c.hadrons_a) + ", b = " + num(c.hadrons_b));
+    if (!(c.hadron_kt >= 0.0 && c.hadron_kt < 10.0)) fail("hadron_kt must be in [0, 10) GeV, got " + num(c.hadron_kt));
+    if (!(c.hadron_pt_min >= 0.0 && c.hadron_pt_min < c.jet_pt_min + 1.0)) fail("hadron_pt_min must be >= 0, got " + num(c.hadron_pt_min));
+    if (c.max_constituents == 0) fail("max_constituents must be >= 1");
+    if (c.max_attempts == 0) fail("max_attempts must be >= 1");
+}
+
+/// One-loop alpha_s(q2) from alpha_s(m_Z), nf = 5.
+inline double alpha_s(double q2, double alpha_mz) noexcept {
+    const double b0 = 23.0 / (12.0 * pi);
+    return alpha_mz / (1.0 + alpha_mz * b0 * std::log(q2 / (91.1876 * 91.1876)));
+}
+
+/// A node of the shower tree: a leaf (no children) is a final massless parton.
+struct ShowerNode {
+    bool gluon = false;
+    double z = 0.0, k2 = 0.0, m2 = 0.0;
+    int child1 = -1, child2 = -1;  ///< child1 carries light-cone fraction z
+};
+
+/// Builds the branching tree of a parton of energy e evolving down in k^2 from k2_max.
+class ShowerTree {
+public:
+    ShowerTree(Rng& rng, const JetConfig& c) : rng_(rng), c_(c) {}
+
+    std::vector<ShowerNode> nodes;
+
+    /// Appends the tree of one parton; returns its root index.
+    int build(bool gluon, double e, double k2_max, double theta_max) {
+        const int id = static_cast<int>(nodes.size());
+        nodes.push_back(ShowerNode{gluon, 0.0, 0.0, 0.0, -1, -1});
+        double z = 0.0, k2 = 0.0;
+        int kind = 0;  // 1 q -> q g, 2 g -> g g, 3 g -> q qbar
+        if (!next_branching(gluon, e, k2_max, theta_max, z, k2, kind)) return id;
+        const bool g1 = kind == 2;  // daughter 1: the quark of q -> q g and g -> q qbar, a gluon of g -> g g
+        const bool g2 = kind != 3;  // daughter 2: the emitted gluon, or the antiquark of g -> q qbar
+        // Coherence: the daughters radiate inside the opening angle of their branching.
+        const double theta = std::min(theta_max, std::sqrt(k2) / (z * (1.0 - z) * e));
+        const int a = build(g1, z * e, k2, theta);
+        const int b = build(g2, (1.0 - z) * e, k2, theta);
+        ShowerNode& n = nodes[static_cast<std::size_t>(id)];
+        n.z = z;
+        n.k2 = k2;
+        n.child1 = a;
+        n.child2 = b;
+        n.m2 = (nodes[static_cast<std::size_t>(a)].m2 + k2) / z + (nodes[static_cast<std::size_t>(b)].m2 + k2) / (1.0 - z);
+        return id;
+    }
+
+private:
+    /// The next branching below k2_max, or false if none above the cut-off. z is bounded by
+    /// the opening angle: k / (z (1 - z) e) < max_angle.
+    bool next_branching(bool gluon, double e, double k2_max, double theta_max, double& z, double& k2, int& kind) {
+        const double kmin = c_.shower_cutoff, k2min = kmin * kmin;
+        // z (1 - z) >= k / (e max_angle) >= kmin / (e max_angle): the widest z range, eps0.
+        const double zz0 = kmin / (e * theta_max);
+        if (!(zz0 < 0.25) || !(k2_max > k2min)) return false;
+        const double eps0 = 0.5 * (1.0 - std::sqrt(1.0 - 4.0 * zz0));
+        const double lnz = std::log((1.0 - eps0) / eps0);
+        const double cf = 4.0 / 3.0, ca = 3.0, tr_nf = 0.5 * 5.0;
+        const double amax = alpha_s(k2min, c_.alpha_s_mz);
+        // Overestimated z integrals of the channels.
+        const double i1 = gluon ? 0.0 : 2.0 * cf * lnz;
+        const double i2 = gluon ? 2.0 * ca * lnz : 0.0;  // (1/2) P_gg overestimated by CA (1/z + 1/(1-z))
+        const double i3 = gluon ? tr_nf * (1.0 - 2.0 * eps0) : 0.0;
+        const double coef = amax / (2.0 * pi) * (i1 + i2 + i3);
+        double t = k2_max;
+        for (;;) {
+            t *= std::pow((1.0 - rng_.uniform()), 1.0 / coef);
+            if (t <= k2min) return false;
+            const double r = rng_.uniform() * (i1 + i2 + i3);
+            const double u = rng_.uniform(), v = rng_.uniform(), w = rng_.uniform();
+            double zc, ratio;
+            if (r < i1) {
+                zc = 1.0 - eps0 * std::pow((1.0 - eps0) / eps0, u);
+                ratio = 0.5 * (1.0 + zc * zc);
+                kind = 1;
+            } else if (r < i1 + i2) {
+                zc = 1.0 - eps0 * std::pow((1.0 - eps0) / eps0, u);
+                if (v < 0.5) zc = 1.0 - zc;
+                ratio = zc * zc + (1.0 - zc) * (1.0 - zc) + zc * zc * (1.0 - zc) * (1.0 - zc);
+                kind = 2;
+            } else {
+                zc = eps0 + (1.0 - 2.0 * eps0) * u;
+                ratio = zc * zc + (1.0 - zc) * (1.0 - zc);
+                kind = 3;
+            }
+            if (zc * (1.0 - zc) < std::sqrt(t) / (e * theta_max)) continue;  // outside the true phase space
+            if (w * amax > ratio * alpha_s(t, c_.alpha_s_mz)) continue;          // veto
+            z = zc;
+            k2 = t;
+            return true;
+        }
+    }
+
+    Rng& rng_;
+    const JetConfig& c_;
+};
+
+/// Unit vectors (e1, e2) orthogonal to the unit vector (nx, ny, nz) and to each other.
+inline void orthonormal_basis(double nx, double ny, double nz, double* e1, double* e2) noexcept {
+    if (std::fabs(nx) < 0.6) {  // e1 = n x (1,0,0) normalised
+        const double l = std::hypot(nz, ny);
+        e1[0] = 0.0, e1[1] = nz / l, e1[2] = -ny / l;
+    } else {  // e1 = n x (0,1,0)
+        const double l = std::hypot(nz, nx);
+        e1[0] = -nz / l, e1[1] = 0.0, e1[2] = nx / l;
+    }
+    e2[0] = ny * e1[2] - nz * e1[1];
+    e2[1] = nz * e1[0] - nx * e1[2];
+    e2[2] = nx * e1[1] - ny * e1[0];
+}
+
+/// Daughters of parent p (mass^2 m2 = p^2) into masses^2 m1s, m2s at light-cone fraction z along
+/// the parent's direction, azimuth phi: an exact two-body decay in the parent's rest frame.
+inline std::pair<FourVector, FourVector> split_momentum(const FourVector& p, double m1s, double m2s, double z, double phi) {
+    const double m = std::sqrt(std::max(p.m2(), 0.0));
+    const double m1 = std::sqrt(m1s), m2 = std::sqrt(m2s);
+    const double q = sampling::two_body_momentum(m, m1, m2);
+    const double e1 = std::sqrt(m1s + q * q);
+    double c = q > 0.0 ? (z * m - e1) / q : 0.0;
+    c = std::max(-1.0, std::min(1.0, c));
+    const double s = std::sqrt((1.0 - c) * (1.0 + c));
+    const double pp = p.p();
+    double n[3] = {0.0, 0.0, 1.0};
+    if (pp > 0.0) n[0] = p.px / pp, n[1] = p.py / pp, n[2] = p.pz / pp;
+    double a[3], b[3];
+    orthonormal_basis(n[0], n[1], n[2], a, b);
+    const double cp = std::cos(phi), sp = std::sin(phi);
+    double d[3];
+    for (int i = 0; i < 3; ++i) d[i] = q * (c * n[i] + s * (cp * a[i] + sp * b[i]));
+    const FourVector r1(d[0], d[1], d[2], e1);
+    const FourVector d1 = boost(r1, p.px / p.e, p.py / p.e, p.pz / p.e);
+    // The second daughter as the difference keeps the sum exact (its mass is m2 to rounding).
+    return {d1, p - d1};
+}
+
+/// Places the momenta of the tree below node id, whose four-momentum is p, appending the leaves.
+inline void place_momenta(Rng& rng, const std::vector<ShowerNode>& nodes, int id, const FourVector& p, std::vector<ShowerParton>& out) {
+    const ShowerNode& n = nodes[static_cast<std::size_t>(id)];
+    if (n.child1 < 0) {
+        out.push_back(ShowerParton{p, n.gluon});
+        return;
+    }
+    const ShowerNode& a = nodes[static_cast<std::size_t>(n.child1)];
+    const ShowerNode& b = nodes[static_cast<std::size_t>(n.child2)];
+    const auto d = split_momentum(p, a.m2, b.m2, n.z, rng.uniform(-pi, pi));
+    place_momenta(rng, nodes, n.child1, d.first, out);
+    place_momenta(rng, nodes, n.child2, d.second, out);
+}
+
+} // namespace detail
+
+/// Showers one parton whose four-momentum is given (its mass is ignored: the shower gives the
+/// mass): the tree is evolved from k_max down, the parton is rebuilt with the shower mass at the
+/// same three-momentum, and the leaves are returned. Their sum is that rebuilt four-vector
+/// up to rounding.
+inline std::vector<ShowerParton> shower_parton(Rng& rng, const FourVector& p, bool gluon, double k_max, const JetConfig& config) {
+    detail::check_jet_config(config);
+    detail::ShowerTree tree(rng, config);
+    const int root = tree.build(gluon, p.e, k_max * k_max, config.max_angle);
+    const double m2 = tree.nodes[static_cast<std::size_t>(root)].m2;
+    const double pp = p.p();
+    const FourVector q(p.px, p.py, p.pz, std::sqrt(pp * pp + m2));
+    std::vector<ShowerParton> out;
+    detail::place_momenta(rng, tree.nodes, root, q, out);
+    return out;
+}
+
+/// Streams jets one at a time; generate_jets() is a loop over next().
+class JetGenerator {
+public:
+    explicit JetGenerator(std::uint64_t seed, const JetConfig& config = JetConfig{}) : cfg_(config), rng_(seed) {
+        detail::check_jet_config(cfg_);
+    }
+
+    const JetConfig& config() const noexcept { return cfg_; }
+
+    /// A jet of a random class (top with probability signal_fraction).
+    GeneratedJet next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+
+    /// A jet of the given class (1 top, 0 QCD).
+    GeneratedJet next(int label) {
+        if (label != 0 && label != 1) throw value_error("JetGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
+            GeneratedJet j;
+            if (label == 1 ? try_top(j) : try_qcd(j)) return j;
+        }
+        throw value_error("JetGenerator: no jet passed the selection in " + std::to_string(cfg_.max_attempts) +
+                          " attempts; the jet window [" + std::to_string(cfg_.jet_pt_min) + ", " + std::to_string(cfg_.jet_pt_max) +
+                          "] GeV does not fit the parton window [" + std::to_string(cfg_.parton_pt_min) + ", " +
+                          std::to_string(cfg_.parton_pt_max) + "] GeV");
+    }
+
+    /// The partons after the shower of the last accepted jet's event, before hadronisation.
+    const std::vector<ShowerParton>& last_partons() const noexcept { return partons_; }
+    /// All hadrons of the last accepted jet's event (the jet's constituents and those outside it).
+    const std::vector<FourVector>& last_hadrons() const noexcept { return hadrons_; }
+
+private:
+    static double angle_between(const FourVector& a, const FourVector& b) {
+        const double c = (a.px * b.px + a.py * b.py + a.pz * b.pz) / (a.p() * b.p());
+        return std::acos(std::max(-1.0, std::min(1.0, c)));
+    }
+
+    FourVector hard_momentum(double m) {
+        const double pt = rng_.uniform(cfg_.parton_pt_min, cfg_.parton_pt_max);
+        const double y = rng_.uniform(-cfg_.parton_y_max, cfg_.parton_y_max);
+        return sampling::system_from_m_pt_y(m, pt, rng_.uniform(-detail::pi, detail::pi), y);
+    }
+
+    bool try_qcd(GeneratedJet& j) {
+        const bool gluon = rng_.bernoulli(cfg_.gluon_fraction);
+        const FourVector p = hard_momentum(0.0);
+        partons_ = shower_parton(rng_, p, gluon, p.pt(), cfg_);
+        j.label = 0;
+        j.truth = p;
+        return finish(j, nullptr, 0);
+    }
+
+    bool try_top(GeneratedJet& j) {
+        const double mt = sampling::breit_wigner(rng_, cfg_.top_mass, cfg_.top_width, cfg_.top_mass - 10.0 * cfg_.top_width,
+                                                 cfg_.top_mass + 10.0 * cfg_.top_width);
+        const double mw = sampling::breit_wigner(rng_, cfg_.w_mass, cfg_.w_width, cfg_.w_mass - 10.0 * cfg_.w_width,
+                                                 std::min(cfg_.w_mass + 10.0 * cfg_.w_width, mt - 1.0));
+        const FourVector top = hard_momentum(mt);
+        const double ct1 = rng_.uniform(-1.0, 1.0), ph1 = rng_.uniform(-detail::pi, detail::pi);
+        const double ct2 = rng_.uniform(-1.0, 1.0), ph2 = rng_.uniform(-detail::pi, detail::pi);
+        // Energies at zero daughter masses set the shower phase space; the trees then fix the masses.
+        const auto bw0 = sampling::decay_two_body(top, 0.0, mw, ct1, ph1);
+        const auto qq0 = sampling::decay_two_body(bw0.d2, 0.0, 0.0, ct2, ph2);
+        for (int tries = 0; tries < 100; ++tries) {
+            detail::ShowerTree tree(rng_, cfg_);
+            const double th_qq = std::min(cfg_.max_angle, angle_between(qq0.d1, qq0.d2));
+            const double th_b = std::min(cfg_.max_angle, angle_between(bw0.d1, bw0.d2));
+            const int rb = tree.build(false, bw0.d1.e, 0.25 * mt * mt, th_b);
+            const int rq = tree.build(false, qq0.d1.e, 0.25 * mw * mw, th_qq);
+            const int rqb = tree.build(false, qq0.d2.e, 0.25 * mw * mw, th_qq);
+            const auto& nd = tree.nodes;
+            const double mb = std::sqrt(nd[static_cast<std::size_t>(rb)].m2), mq = std::sqrt(nd[static_cast<std::size_t>(rq)].m2);
+            const double mqb = std::sqrt(nd[static_cast<std::size_t>(rqb)].m2);
+            if (!(mq + mqb < mw && mb + mw < mt)) continue;
+            const auto bw = sampling::decay_two_body(top, mb, mw, ct1, ph1);
+            const FourVector w = top - bw.d1;
+            const auto qq = sampling::decay_two_body(w, mq, mqb, ct2, ph2);
+            partons_.clear();
+            detail::place_momenta(rng_, nd, rb, bw.d1, partons_);
+            detail::place_momenta(rng_, nd, rq, qq.d1, partons_);
+            detail::place_momenta(rng_, nd, rqb, w - qq.d1, partons_);
+            j.label = 1;
+            j.truth = top;
+            const FourVector prongs[3] = {bw.d1, qq.d1, w - qq.d1};
+            return finish(j, prongs, 3);
+        }
+        return false;
+    }
+
+    /// Hadronises partons_, clusters, selects; fills j.constituents. False if the jet fails.
+    bool finish(GeneratedJet& j, const FourVector* prongs, int n_prongs) {
+        hadrons_.clear();
+        for (const ShowerParton& sp : partons_) hadronise(sp.p);
+        if (hadrons_.empty()) return false;
+        const std::vector<ClusteredJet> jets = detail::run_clustering(hadrons_, cfg_.jet_r, JetAlgorithm::anti_kt, 0);
+        if (jets.empty()) return false;
+        const ClusteredJet& lead = jets.front();
+        const double pt = lead.p.pt();
+        if (!(pt > cfg_.jet_pt_min && pt < cfg_.jet_pt_max && std::fabs(lead.p.eta()) < cfg_.jet_eta_max)) return false;
+        for (int i = 0; i < n_prongs; ++i)
+            if (!(delta_r(prongs[i], lead.p) < cfg_.jet_r)) return false;
+        j.constituents.clear();
+        for (std::size_t idx : lead.constituents) j.constituents.push_back(hadrons_[idx]);
+        std::stable_sort(j.constituents.begin(), j.constituents.end(),
+                         [](const FourVector& a, const FourVector& b) { return a.pt() > b.pt(); });
+        if (j.constituents.size() > cfg_.max_constituents) j.constituents.resize(cfg_.max_constituents);
+        return true;
+    }
+
+    /// 1 + Poisson(a + b ln E) massless hadrons sharing the parton's three-momentum.
+    void hadronise(const FourVector& p) {
+        const double pp = p.p();
+        if (!(pp > 0.0)) return;
+        const double mean = cfg_.hadrons_a + cfg_.hadrons_b * std::log(std::max(p.e, 1.0));
+        const int n = 1 + sampling::poisson(rng_, std::min(mean, 150.0));
+        double nv[3] = {p.px / pp, p.py / pp, p.pz / pp}, a[3], b[3];
+        detail::orthonormal_basis(nv[0], nv[1], nv[2], a, b);
+        frac_.assign(static_cast<std::size_t>(n), 0.0);
+        kick_.assign(2 * static_cast<std::size_t>(n), 0.0);
+        double sum = 0.0, ka = 0.0, kb = 0.0;
+        for (int i = 0; i < n; ++i) {
+            const std::size_t u = static_cast<std::size_t>(i);
+            frac_[u] = rng_.exponential(1.0);
+            sum += frac_[u];
+            kick_[2 * u] = n > 1 ? rng_.normal() * cfg_.hadron_kt : 0.0;
+            kick_[2 * u + 1] = n > 1 ? rng_.normal() * cfg_.hadron_kt : 0.0;
+            ka += kick_[2 * u], kb += kick_[2 * u + 1];
+        }
+        ka /= n, kb /= n;
+        for (int i = 0; i < n; ++i) {
+            const std::size_t u = static_cast<std::size_t>(i);
+            const double x = frac_[u] / sum * pp, s = kick_[2 * u] - ka, t = kick_[2 * u + 1] - kb;
+            const double px = x * nv[0] + s * a[0] + t * b[0], py = x * nv[1] + s * a[1] + t * b[1];
+            const double pz = x * nv[2] + s * a[2] + t * b[2];
+            const FourVector h(px, py, pz, std::sqrt(px * px + py * py + pz * pz));
+            if (h.pt() >= cfg_.hadron_pt_min) hadrons_.push_back(h);
+        }
+    }
+
+    JetConfig cfg_;
+    Rng rng_;
+    std::vector<ShowerParton> partons_;
+    std::vector<FourVector> hadrons_;
+    std::vector<double> frac_, kick_;
+};
+
+/// n jets (signal with probability signal_fraction); the same (n, seed, config) gives the same
+/// jets, and a shorter run is a prefix of a longer one.
+inline std::vector<GeneratedJet> generate_jets(std::size_t n, std::uint64_t seed, const JetConfig& config = JetConfig{}) {
+    JetGenerator gen(seed, config);
+    std::vector<GeneratedJet> out;
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
+    return out;
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/jets.hpp ----
+
+namespace tapir::hep {
+
+/// The reference dataset's column names for n constituents (4 n + 6 names).
+inline std::vector<std::string> top_tagging_columns(std::size_t n_constituents = 200) {
+    std::vector<std::string> names;
+    names.reserve(4 * n_constituents + 6);
+    for (std::size_t i = 0; i < n_constituents; ++i) {
+        const std::string k = std::to_string(i);
+        names.push_back("E_" + k), names.push_back("PX_" + k), names.push_back("PY_" + k), names.push_back("PZ_" + k);
+    }
+    for (const char* s : {"truthE", "truthPX", "truthPY", "truthPZ", "ttv", "is_signal_new"}) names.emplace_back(s);
+    return names;
+}
+
+/// The jets as a table in the reference layout: constituents sorted by pT (descending), the
+/// first n_constituents kept, zero-padded; truth is written for top jets only, ttv = 0.
+inline io::CsvTable top_tagging_table(const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    if (n_constituents == 0) throw value_error("top_tagging_table: n_constituents must be >= 1");
+    io::CsvTable t;
+    t.source = "top_tagging_table";
+    t.names = top_tagging_columns(n_constituents);
+    t.rows = jets.size();
+    const std::size_t nc = t.names.size();
+    t.values.assign(jets.size() * nc, 0.0);
+    for (std::size_t r = 0; r < jets.size(); ++r) {
+        const GeneratedJet& j = jets[r];
+        if (j.label != 0 && j.label != 1)
+            throw value_error("top_tagging_table: jet " + std::to_string(r) + " has label " + std::to_string(j.label) + " (must be 0 or 1)");
+        std::vector<FourVector> c = j.constituents;
+        std::stable_sort(c.begin(), c.end(), [](const FourVector& a, const FourVector& b) { return a.pt() > b.pt(); });
+        double* row = t.values.data() + r * nc;
+        for (std::size_t i = 0; i < c.size() && i < n_constituents; ++i) {
+            const FourVector& v = c[i];
+            if (!(std::isfinite(v.e) && std::isfinite(v.px) && std::isfinite(v.py) && std::isfinite(v.pz)))
+                throw value_error("top_tagging_table: jet " + std::to_string(r) + ", constituent " + std::to_string(i) +
+                                  " has a non-finite component");
+            row[4 * i] = v.e, row[4 * i + 1] = v.px, row[4 * i + 2] = v.py, row[4 * i + 3] = v.pz;
+        }
+        const std::size_t k = 4 * n_constituents;
+        if (j.label == 1) row[k] = j.truth.e, row[k + 1] = j.truth.px, row[k + 2] = j.truth.py, row[k + 3] = j.truth.pz;
+        row[k + 5] = static_cast<double>(j.label);
+    }
+    return t;
+}
+
+/// Jets from a table in the reference layout: E_i, PX_i, PY_i, PZ_i for i = 0, 1, ... as long as
+/// E_i exists (all four required) and is_signal_new; truth* optional. All-zero constituents are
+/// padding and dropped. Errors name the source, the data row and the column.
+inline std::vector<GeneratedJet> jets_from_top_tagging_table(const io::CsvTable& t) {
+    auto col = [&](const std::string& name) -> std::size_t {
+        if (!t.has(name)) {
+            throw parse_error(t.source + ": missing column '" + name + "' of the top-tagging layout (found " +
+                              std::to_string(t.names.size()) + " columns" + (t.names.empty() ? std::string() : ", first '" + t.names.front() + "'") + ")");
+        }
+        return t.index(name);
+    };
+    std::vector<std::size_t> idx;
+    for (std::size_t i = 0;; ++i) {
+        const std::string k = std::to_string(i);
+        if (!t.has("E_" + k)) break;
+        idx.push_back(col("E_" + k)), idx.push_back(col("PX_" + k)), idx.push_back(col("PY_" + k)), idx.push_back(col("PZ_" + k));
+    }
+    if (idx.empty()) throw parse_error(t.source + ": no constituent columns (E_0, PX_0, PY_0, PZ_0, ...) in the header");
+    const std::size_t lab = col("is_signal_new");
+    const bool has_truth = t.has("truthE") && t.has("truthPX") && t.has("truthPY") && t.has("truthPZ");
+    std::vector<GeneratedJet> out(t.rows);
+    for (std::size_t r = 0; r < t.rows; ++r) {
+        GeneratedJet& j = out[r];
+        const double l = t(r, lab);
+        if (l != 0.0 && l != 1.0)
+            throw parse_error(t.source + ": data row " + std::to_string(r + 1) + ", column " + std::to_string(lab + 1) +
+                              " (is_signal_new): " + tapir::detail::number_text(l) + " is not 0 or 1");
+        j.label = static_cast<int>(l);
+        for (std::size_t i = 0; 4 * i < idx.size(); ++i) {
+            const FourVector v(t(r, idx[4 * i + 1]), t(r, idx[4 * i + 2]), t(r, idx[4 * i + 3]), t(r, idx[4 * i]));
+            if (v.e == 0.0 && v.px == 0.0 && v.py == 0.0 && v.pz == 0.0) continue;
+            if (!(v.e >= 0.0))
+                throw parse_error(t.source + ": data row " + std::to_string(r + 1) + ", column " + std::to_string(idx[4 * i] + 1) +
+                                  " (" + t.names[idx[4 * i]] + "): negative energy " + tapir::detail::number_text(v.e));
+            j.constituents.push_back(v);
+        }
+        if (has_truth) j.truth = FourVector(t(r, col("truthPX")), t(r, col("truthPY")), t(r, col("truthPZ")), t(r, col("truthE")));
+    }
+    return out;
+}
+
+/// Writes jets as a CSV file in the reference layout (shortest round-trip numbers).
+inline void write_top_tagging_csv(const std::string& path, const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    io::write_csv(path, top_tagging_table(jets, n_constituents));
+}
+
+/// Parses CSV text in the reference layout; source names it in errors.
+inline std::vector<GeneratedJet> parse_top_tagging_csv(std::string_view text, const std::string& source) {
+    return jets_from_top_tagging_table(io::parse_csv(text, source));
+}
+
+/// Reads a CSV file in the reference layout.
+inline std::vector<GeneratedJet> read_top_tagging_csv(const std::string& path) {
+    return jets_from_top_tagging_table(io::read_csv(path));
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/jet_dataset.hpp ----
+// ---- begin tapir/hep/jet_images.hpp ----
+/// Jet images with the standard preprocessing of the top-tagging literature (Kasieczka, Plehn,
+/// Russell and Schell, arXiv:1701.08784; Macaluso and Shih, arXiv:1803.00107; the comparison
+/// arXiv:1902.09914): centre on the pT-weighted centroid, rotate the principal axis to the
+/// vertical, flip so that the harder halves lie right and up, pixelate in (eta, phi) over a
+/// fixed window, normalise to unit sum. Each step is a pure function, so each can be tested
+/// and reused (e.g. the centred, rotated constituents as point-cloud inputs).
+///
+/// Image layout: row-major pixels x pixels, row index = phi bin (row 0 the lowest phi),
+/// column index = eta bin (column 0 the lowest eta), i.e. one channel of the (N, C, H, W)
+/// layout with H the vertical phi axis and W the horizontal eta axis.
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+
+namespace tapir::hep {
+
+/// A constituent in the image plane: pseudorapidity, azimuth, transverse momentum.
+struct ImagePoint {
+    double eta = 0.0, phi = 0.0, pt = 0.0;
+};
+
+/// Pixel count per side and half-width of the square (eta, phi) window around the centre.
+struct JetImageConfig {
+    std::size_t pixels = 40;
+    double half_width = 0.8;
+};
+
+/// (eta, phi, pT) of the constituents with pT > 0 (zero padding is dropped).
+inline std::vector<ImagePoint> image_points(const std::vector<FourVector>& constituents) {
+    std::vector<ImagePoint> out;
+    for (const FourVector& c : constituents) {
+        const double pt = c.pt();
+        if (pt > 0.0) out.push_back(ImagePoint{c.eta(), c.phi(), pt});
+    }
+    return out;
+}
+
+/// pT-weighted centroid (eta, phi); phi is averaged relative to the hardest point, so a jet
+/// across phi = +-pi has its centroid where the jet is. Zero pT sum gives (0, 0).
+inline ImagePoint pt_centroid(const std::vector<ImagePoint>& points) {
+    double s = 0.0, se = 0.0, sp = 0.0, ref = 0.0, best = -1.0;
+    for (const ImagePoint& p : points)
+        if (p.pt > best) best = p.pt, ref = p.phi;
+    for (const ImagePoint& p : points) {
+        s += p.pt;
+        se += p.pt * p.eta;
+        sp += p.pt * delta_phi(p.phi, ref);
+    }
+    if (!(s > 0.0)) return ImagePoint{};
+    return ImagePoint{se / s, std::remainder(ref + sp / s, 2.0 * detail::pi), s};
+}
+
+/// Step 1: translate so the pT-weighted centroid is at (0, 0); phi differences are wrapped.
+inline std::vector<ImagePoint> centre_points(const std::vector<ImagePoint>& points) {
+    const ImagePoint c = pt_centroid(points);
+    std::vector<ImagePoint> out = points;
+    for (ImagePoint& p : out) p.eta -= c.eta, p.phi = delta_phi(p.phi, c.phi);
+    return out;
+}
+
+/// Angle (radians, from the eta axis) of the principal axis of the pT-weighted second moments
+/// about the origin: the eigenvector of the larger eigenvalue of [[See, Sep], [Sep, Spp]].
+inline double principal_axis_angle(const std::vector<ImagePoint>& points) {
+    double see = 0.0, spp = 0.0, sep = 0.0;
+    for (const ImagePoint& p : points) see += p.pt * p.eta * p.eta, spp += p.pt * p.phi * p.phi, sep += p.pt * p.eta * p.phi;
+    return 0.5 * std::atan2(2.0 * sep, see - spp);
+}
+
+/// Step 2: rotate about the origin so the principal axis points along phi (vertical).
+inline std::vector<ImagePoint> rotate_points(const std::vector<ImagePoint>& points) {
+    const double beta = 0.5 * detail::pi - principal_axis_angle(points);
+    const double c = std::cos(beta), s = std::sin(beta);
+    std::vector<ImagePoint> out = points;
+    for (ImagePoint& p : out) {
+        const double e = p.eta, f = p.phi;
+        p.eta = c * e - s * f;
+        p.phi = s * e + c * f;
+    }
+    return out;
+}
+
+/// Step 3: mirror eta and/or phi so that the half eta > 0 carries at least the pT of eta < 0, and
+/// phi > 0 at least that of phi < 0: the subleading prongs end in the upper right quadrant.
+inline std::vector<ImagePoint> flip_points(const std::vector<ImagePoint>& points) {
+    double de = 0.0, dp = 0.0;  // pT(positive half) - pT(negative half)
+    for (const ImagePoint& p : points) {
+        de += p.eta > 0.0 ? p.pt : (p.eta < 0.0 ? -p.pt : 0.0);
+        dp += p.phi > 0.0 ? p.pt : (p.phi < 0.0 ? -p.pt : 0.0);
+    }
+    std::vector<ImagePoint> out = points;
+    for (ImagePoint& p : out) {
+        if (de < 0.0) p.eta = -p.eta;
+        if (dp < 0.0) p.phi = -p.phi;
+    }
+    return out;
+}
+
+/// Step 4: sum pT into pixels x pixels bins over [-half_width, half_width]^2 (see the layout
+/// above). Points outside the window are dropped; a point on the upper edge goes to the last bin.
+inline std::vector<double> pixelate(const std::vector<ImagePoint>& points, const JetImageConfig& config = JetImageConfig{}) {
+    if (config.pixels == 0 || config.pixels > 4096)
+        throw value_error("pixelate: pixels must be in [1, 4096], got " + std::to_string(config.pixels));
+    if (!(config.half_width > 0.0 && std::isfinite(config.half_width)))
+        throw value_error("pixelate: half_width must be finite and > 0, got " + std::to_string(config.half_width));
+    const std::size_t n = config.pixels;
+    std::vector<double> img(n * n, 0.0);
+    const double w = config.half_width, scale = static_cast<double>(n) / (2.0 * w);
+    for (const ImagePoint& p : points) {
+        if (!(p.eta >= -w && p.eta <= w && p.phi >= -w && p.phi <= w)) continue;
+        auto bin = [&](double x) {
+            const auto b = static_cast<std::size_t>((x + w) * scale);
+            return b < n ? b : n - 1;
+        };
+        img[bin(p.phi) * n + bin(p.eta)] += p.pt;
+    }
+    return img;
+}
+
+/// Step 5: divide by the sum so the pixels sum to 1; an empty image stays zero.
+inline std::vector<double> normalise_image(std::vector<double> image) {
+    double s = 0.0;
+    for (double v : image) s += v;
+    if (s > 0.0)
+        for (double& v : image) v /= s;
+    return image;
+}
+
+/// All five steps on a jet's constituents.
+inline std::vector<double> jet_image(const std::vector<FourVector>& constituents, const JetImageConfig& config = JetImageConfig{}) {
+    return normalise_image(pixelate(flip_points(rotate_points(centre_points(image_points(constituents)))), config));
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/jet_images.hpp ----
+// ---- begin tapir/hep/jet_observables.hpp ----
+/// High-level jet substructure observables of a jet given by its constituents (four-vectors):
+/// the jet mass, N-subjettiness (Thaler and Van Tilburg, arXiv:1011.2268) and energy
+/// correlation functions with their ratios C2 and D2 (Larkoski, Salam and Thaler,
+/// arXiv:1305.0007; D2 from Larkoski, Moult and Neill, arXiv:1409.6298). Angles are
+/// dR = sqrt(dy^2 + dphi^2) in rapidity and azimuth; momenta are transverse momenta, the
+/// hadron-collider form of both papers.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <vector>
+
+
+namespace tapir::hep {
+
+/// Invariant mass of the sum of the constituents.
+inline double jet_mass(const std::vector<FourVector>& constituents) {
+    FourVector s;
+    for (const FourVector& c : constituents) s += c;
+    return s.m();
+}
+
+/// Sum of the constituents' four-vectors (E-scheme jet momentum).
+inline FourVector jet_momentum(const std::vector<FourVector>& constituents) {
+    FourVector s;
+    for (const FourVector& c : constituents) s += c;
+    return s;
+}
+
+namespace detail {
+inline double obs_dr(double y1, double phi1, double y2, double phi2) noexcept {
+    double dphi = std::fabs(phi1 - phi2);
+    if (dphi > pi) dphi = 2.0 * pi - dphi;
+    return std::hypot(y1 - y2, dphi);
+}
+inline double pow_beta(double x, double beta) noexcept { return beta == 1.0 ? x : (beta == 2.0 ? x * x : std::pow(x, beta)); }
+inline void check_beta(double beta, const char* who) {
+    if (!(beta > 0.0 && beta <= 4.0)) throw value_error(std::string(who) + ": beta must be in (0, 4], got " + std::to_string(beta));
+}
+} // namespace detail
+
+/// tau_N = sum_k pT_k min_a dR(k, a)^beta / sum_k pT_k R0^beta with the axes a the N exclusive-kT
+/// subjets of the jet (FastJet's KT_Axes with NormalizedMeasure(beta, R0)). 0 for a jet with at
+/// most N constituents.
+inline double nsubjettiness(const std::vector<FourVector>& constituents, std::size_t n, double beta = 1.0, double r0 = 0.8) {
+    if (n == 0) throw value_error("nsubjettiness: N must be >= 1");
+    detail::check_beta(beta, "nsubjettiness");
+    if (!(r0 > 0.0)) throw value_error("nsubjettiness: R0 must be > 0, got " + std::to_string(r0));
+    if (constituents.size() <= n) return 0.0;
+    const std::vector<ClusteredJet> axes = exclusive_subjets(constituents, n, JetAlgorithm::kt);
+    std::vector<double> ay, aphi;
+    for (const ClusteredJet& a : axes) ay.push_back(detail::jet_rapidity(a.p)), aphi.push_back(detail::jet_phi(a.p));
+    double num = 0.0, den = 0.0;
+    for (const FourVector& c : constituents) {
+        const double pt = c.pt(), y = detail::jet_rapidity(c), phi = detail::jet_phi(c);
+        double dmin = std::numeric_limits<double>::infinity();
+        for (std::size_t a = 0; a < ay.size(); ++a) dmin = std::min(dmin, detail::obs_dr(y, phi, ay[a], aphi[a]));
+        num += pt * detail::pow_beta(dmin, beta);
+        den += pt * detail::pow_beta(r0, beta);
+    }
+    return den > 0.0 ? num / den : 0.0;
+}
+
+/// Energy correlation function ECF(N, beta) for N = 0..3: 1; the sum of pT_i; the sum over
+/// pairs of pT_i pT_j dR_ij^beta; the sum over triplets of pT_i pT_j pT_k (dR_ij dR_ik dR_jk)^beta.
+/// ECF(3) is O(n^3): about a million triplets for 200 constituents.
+inline double energy_correlation(const std::vector<FourVector>& constituents, int n, double beta = 1.0) {
+    if (n < 0 || n > 3) throw value_error("energy_correlation: N must be 0, 1, 2 or 3, got " + std::to_string(n));
+    detail::check_beta(beta, "energy_correlation");
+    if (n == 0) return 1.0;
+    const std::size_t m = constituents.size();
+    std::vector<double> pt(m), y(m), phi(m);
+    for (std::size_t i = 0; i < m; ++i)
+        pt[i] = constituents[i].pt(), y[i] = detail::jet_rapidity(constituents[i]), phi[i] = detail::jet_phi(constituents[i]);
+    if (n == 1) {
+        double s = 0.0;
+        for (double p : pt) s += p;
+        return s;
+    }
+    std::vector<double> w(m * m, 0.0);  // dR_ij^beta
+    for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = i + 1; j < m; ++j) w[i * m + j] = w[j * m + i] = detail::pow_beta(detail::obs_dr(y[i], phi[i], y[j], phi[j]), beta);
+    double s = 0.0;
+    if (n == 2) {
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = i + 1; j < m; ++j) s += pt[i] * pt[j] * w[i * m + j];
+        return s;
+    }
+    for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = i + 1; j < m; ++j) {
+            const double pij = pt[i] * pt[j] * w[i * m + j];
+            double t = 0.0;
+            for (std::size_t k = j + 1; k < m; ++k) t += pt[k] * w[i * m + k] * w[j * m + k];
+            s += pij * t;
+        }
+    return s;
+}
+
+/// The features of one jet that a high-level tagger uses.
+struct JetSubstructure {
+    double pt = 0, eta = 0, mass = 0;
+    double tau1 = 0, tau2 = 0, tau3 = 0;
+    double tau21 = 0, tau32 = 0;  ///< ratios; 0 when the denominator is 0
+    double c2 = 0, d2 = 0;        ///< ECF ratios, beta as given; 0 for fewer than 2 constituents
+    std::size_t n_constituents = 0;
+};
+
+/// Mass, N-subjettiness (beta, R0) and C2 = ECF3 ECF1 / ECF2^2, D2 = ECF3 ECF1^3 / ECF2^3.
+inline JetSubstructure jet_substructure(const std::vector<FourVector>& constituents, double beta = 1.0, double r0 = 0.8) {
+    JetSubstructure s;
+    const FourVector p = jet_momentum(constituents);
+    s.pt = p.pt();
+    s.eta = p.eta();
+    s.mass = p.m();
+    s.n_constituents = constituents.size();
+    s.tau1 = nsubjettiness(constituents, 1, beta, r0);
+    s.tau2 = nsubjettiness(constituents, 2, beta, r0);
+    s.tau3 = nsubjettiness(constituents, 3, beta, r0);
+    s.tau21 = s.tau1 > 0.0 ? s.tau2 / s.tau1 : 0.0;
+    s.tau32 = s.tau2 > 0.0 ? s.tau3 / s.tau2 : 0.0;
+    const double e1 = energy_correlation(constituents, 1, beta), e2 = energy_correlation(constituents, 2, beta);
+    const double e3 = energy_correlation(constituents, 3, beta);
+    if (e2 > 0.0) {
+        s.c2 = e3 * e1 / (e2 * e2);
+        s.d2 = e3 * e1 * e1 * e1 / (e2 * e2 * e2);
+    }
+    return s;
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/jet_observables.hpp ----
 // ---- begin tapir/hep/stop.hpp ----
 /// A synthetic one-lepton search sample: top-squark pairs (T2tt: stop -> t neutralino, label 1)
 /// against top-quark pairs (label 0), after the preselection of Elwood and Kruecker
