@@ -42,10 +42,7 @@ using namespace tapir;
 
 constexpr std::size_t batch = 128, side = 40;
 
-struct Options {
-    bool quick = false, wall = false, torch = true;
-    std::string json, python = "/usr/bin/python3";
-    int repeats = 15;
+struct Options : bench::PeerOptions {
     std::size_t profile_steps = 0;
 };
 
@@ -130,13 +127,9 @@ struct TorchRun {
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
-        else if (a == "--profile" && i + 1 < argc) o.profile_steps = std::strtoul(argv[++i], nullptr, 10);
+        if (a == "--profile" && i + 1 < argc) o.profile_steps = std::strtoul(argv[++i], nullptr, 10);
         else {
             std::fprintf(stderr, "usage: bench_conv [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
                                  "       bench_conv --profile STEPS   (only runs the steps: for callgrind or perf)\n");

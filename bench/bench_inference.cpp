@@ -79,10 +79,9 @@ double best_torch(const Result& r, double Timing::*field) {
     return best;
 }
 
-struct Options {
-    bool quick = false, torch = true, header = true, wall = false;
-    std::string json, cxx = "c++", python = "/usr/bin/python3";
-    int repeats = 15;
+struct Options : bench::PeerOptions {
+    bool header = true;
+    std::string cxx = "c++";
 };
 
 /// max |a - b| / max |b|, and how many entries differ.
@@ -423,14 +422,10 @@ void run_torch(const std::vector<ModelDef>& defs, std::vector<nn::Sequential<flo
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--no-header") o.header = false;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
+        if (a == "--no-header") o.header = false;
         else if (a == "--cxx" && i + 1 < argc) o.cxx = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
         else {
             std::fprintf(stderr, "usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header]\n");
             return 2;

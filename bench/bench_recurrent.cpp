@@ -41,10 +41,8 @@ using namespace tapir;
 
 constexpr std::size_t kSteps = 20, kFeatures = 7, kHidden = 64, kBatch = 128;
 
-struct Options {
-    bool quick = false, wall = false, torch = true;
-    std::string json, python = "/usr/bin/python3", profile_cell;
-    int repeats = 15;
+struct Options : bench::PeerOptions {
+    std::string profile_cell;
     std::size_t profile_steps = 0;
 };
 
@@ -127,13 +125,9 @@ TorchRun run_torch(const bench::TorchSetting& s, const Options& o) {
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
-        else if (a == "--profile" && i + 2 < argc) {
+        if (a == "--profile" && i + 2 < argc) {
             o.profile_cell = argv[i + 1];
             o.profile_steps = std::strtoul(argv[i + 2], nullptr, 10);
             i += 2;

@@ -39,10 +39,8 @@ namespace {
 
 using namespace tapir;
 
-struct Options {
-    bool quick = false, wall = false, torch = true;
-    std::string json, python = "/usr/bin/python3", profile;
-    int repeats = 15;
+struct Options : bench::PeerOptions {
+    std::string profile;
     long profile_steps = 0;
 };
 
@@ -129,13 +127,9 @@ struct EdgeConvBench : Bench {
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
-        else if (a == "--profile" && i + 2 < argc) {
+        if (a == "--profile" && i + 2 < argc) {
             o.profile = argv[i + 1];
             o.profile_steps = std::strtol(argv[i + 2], nullptr, 10);
             i += 2;

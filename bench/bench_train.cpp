@@ -45,10 +45,8 @@ namespace {
 
 using namespace tapir;
 
-struct Options {
-    bool quick = false, wall = false, torch = true, same_batch = false;
-    std::string json, python = "/usr/bin/python3";
-    int repeats = 15;
+struct Options : bench::PeerOptions {
+    bool same_batch = false;
     std::size_t profile_hidden = 0, profile_batch = 0, profile_steps = 0;  // --profile: steps only, for callgrind
 };
 
@@ -156,13 +154,9 @@ TorchRun run_torch(const bench::TorchSetting& s, const std::vector<Config>& cs, 
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--same-batch") o.same_batch = true;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
+        if (a == "--same-batch") o.same_batch = true;
         else if (a == "--profile" && i + 3 < argc) {
             o.profile_hidden = std::strtoul(argv[i + 1], nullptr, 10);
             o.profile_batch = std::strtoul(argv[i + 2], nullptr, 10);

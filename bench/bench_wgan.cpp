@@ -40,10 +40,7 @@ using nn::Dense;
 constexpr std::size_t kBatch = 128, kLatent = 16, kFeatures = 18, kPool = 4096, kCritic = 5;
 constexpr float kLr = 1e-4f, kGp = 10.0f;
 
-struct Options {
-    bool quick = false, wall = false, torch = true;
-    std::string json, python = "/usr/bin/python3";
-    int repeats = 15;
+struct Options : bench::PeerOptions {
     int profile_steps = 0;  // --profile N: only run N steps (for callgrind)
 };
 
@@ -62,13 +59,9 @@ struct TorchRun {
 int main(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {
+        if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
-        if (a == "--quick") o.quick = true, o.repeats = 7;
-        else if (a == "--wall") o.wall = true;
-        else if (a == "--no-torch") o.torch = false;
-        else if (a == "--json" && i + 1 < argc) o.json = argv[++i];
-        else if (a == "--python" && i + 1 < argc) o.python = argv[++i];
-        else if (a == "--profile" && i + 1 < argc) o.profile_steps = std::atoi(argv[++i]);
+        if (a == "--profile" && i + 1 < argc) o.profile_steps = std::atoi(argv[++i]);
         else {
             std::fprintf(stderr, "usage: bench_wgan [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch] | --profile STEPS\n");
             return 2;

@@ -65,4 +65,23 @@ inline void print_machine() {
     std::printf("# cpu: %s, tapir ISA path: %s\n", cpu_model().c_str(), tapir::simd::isa_name(tapir::simd::active_isa()));
 }
 
+/// The options of every benchmark with a PyTorch peer: --quick (7 samples), --wall (wall-clock
+/// instead of process CPU time), --no-torch, --json FILE, --python PYTHON.
+struct PeerOptions {
+    bool quick = false, wall = false, torch = true;
+    std::string json, python = "/usr/bin/python3";
+    int repeats = 15;
+    /// Takes argv[i] (and its value, advancing i) when it is one of these options.
+    bool parse(int& i, int argc, char** argv) {
+        const std::string a = argv[i];
+        if (a == "--quick") quick = true, repeats = 7;
+        else if (a == "--wall") wall = true;
+        else if (a == "--no-torch") torch = false;
+        else if (a == "--json" && i + 1 < argc) json = argv[++i];
+        else if (a == "--python" && i + 1 < argc) python = argv[++i];
+        else return false;
+        return true;
+    }
+};
+
 } // namespace bench
