@@ -9989,6 +9989,13 @@ protected:
     Module(const Module&) = default;
     Module& operator=(const Module&) = default;
 
+    /// For layers whose forward_many takes lo to hi inputs: the error naming the layer otherwise.
+    void check_input_count(const std::vector<Var<T>>& inputs, std::size_t lo, std::size_t hi) const {
+        if (inputs.size() < lo || inputs.size() > hi)
+            throw value_error(describe() + ": takes " + std::to_string(lo) + " to " + std::to_string(hi) + " inputs, got " +
+                              std::to_string(inputs.size()));
+    }
+
     /// Overridden by layers and user modules: own parameters and buffers (local names) and
     /// direct children.
     virtual void collect_parameters(std::vector<NamedParameter<T>>&) {}
@@ -10525,6 +10532,12 @@ public:
 
     /// Self-attention without mask or bias.
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
+    /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 3);
+        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
+    }
+    std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) of 1/0 and bias (B, h, N, N) are optional: pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
         const Shape xs = x.shape();
@@ -10599,6 +10612,12 @@ public:
     TransformerBlock& operator=(const TransformerBlock&) = delete;
 
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
+    /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 3);
+        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
+    }
+    std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) and bias (B, heads, N, N) go to the attention; pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
         Var<T> a = attn.forward(norm1.forward(x), mask, bias);
@@ -13868,6 +13887,12 @@ public:
     Var<T> forward(const Var<T>& x, const Var<T>& mask) { return f(latent(x, &mask)); }
     /// Every particle real.
     Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
+    /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 2);
+        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
 
@@ -14018,6 +14043,13 @@ public:
     Var<T> forward(const Var<T>& x, const Var<T>& mask) { return apply(x, x, &mask); }
     /// A dynamic graph over an all-real set.
     Var<T> forward(const Var<T>& x) override { return apply(x, x, nullptr); }
+    /// (x), (x, mask) or (points, x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 3);
+        if (in.size() == 1) return forward(in[0]);
+        return in.size() == 2 ? forward(in[0], in[1]) : forward(in[0], in[1], in[2]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     /// Given coordinates, an all-real set.
     Var<T> forward_points(const Var<T>& points, const Var<T>& x) { return apply(points, x, nullptr); }
     using Module<T>::operator();
@@ -14140,6 +14172,13 @@ public:
         const Var<T> h = block2.forward(block1.forward_points(slice(x, 2, 0, coords_), x));
         return head(mean(h, 1));
     }
+    /// (x) or (points, x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        if (in.size() != 1 && in.size() != 3)
+            throw value_error(this->describe() + ": takes 1 input (x) or 3 (points, x, mask), got " + std::to_string(in.size()));
+        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1], in[2]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
 
     Shape output_shape(const Shape& in) const override {
@@ -15530,6 +15569,12 @@ public:
     Var<T> forward(const Var<T>& x, const Var<T>& mask) { return run(x, &mask, nullptr); }
     /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
     Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
+    /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 2);
+        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
 

@@ -10,7 +10,10 @@
 
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/ops.hpp>
+#include <tapir/nn/fit.hpp>
 #include <tapir/nn/sets.hpp>
+#include <tapir/nn/graph.hpp>
+#include <tapir/nn/recurrent.hpp>
 #include <tapir/optim/adam.hpp>
 #include <tapir/random.hpp>
 
@@ -182,4 +185,48 @@ TEST_CASE("set layers name both shapes in their errors") {
     CHECK_THROWS_WITH_AS(ds.forward(t.constant(Td(Shape{2, 5, 2}))), "DeepSet: expected a set of shape (B, N, 3), got (2, 5, 2)", shape_error);
     CHECK(ds.output_shape(Shape{7, 5, 3}) == Shape{7, 1});
     CHECK(ds.num_parameters() == 3 * 4 + 4 + 4 * 1 + 1);
+}
+
+TEST_CASE("set, graph, recurrent and attention layers take their several inputs through forward_many") {
+    Rng rng(4);
+    Tape<double> t;
+    const Td x = rnd(Shape{2, 4, 3}, 5), m = mask_of(4, {4, 2});
+    const V xv = t.constant(x), mv = t.constant(m);
+    DeepSet<double> ds(3, {5, 4}, {3, 1}, rng);
+    const V a = ds.forward_many({xv, mv}), b = ds.forward(xv, mv);
+    CHECK(a.shape() == Shape{2, 1});
+    CHECK(a.value()[0] == b.value()[0]);
+    CHECK(a.value()[1] == b.value()[1]);
+    CHECK(ds.forward_many({xv}).value()[1] == ds.forward(xv).value()[1]);
+    CHECK(ds(xv, mv).value()[1] == b.value()[1]);  // operator() of two arguments
+    CHECK(ds.num_inputs() == 0);
+    CHECK_THROWS_WITH_AS(ds.forward_many({xv, mv, mv}), "DeepSet(sum): takes 1 to 2 inputs, got 3", value_error);
+
+    // fit() and predict() on the layer itself, with (x, mask) per event.
+    Rng r2(6);
+    DeepSet<float> pfn(3, {8, 4}, {4, 1}, r2);
+    Tensor<float> xf(Shape{32, 4, 3}), mf(Shape{32, 4}, 1.0f), yf(Shape{32, 1});
+    for (std::size_t i = 0; i < xf.size(); ++i) xf[i] = static_cast<float>(r2.normal());
+    for (std::size_t i = 0; i < 32; ++i) {
+        yf[i] = i % 2 ? 1.0f : 0.0f;
+        mf[i * 4 + 3] = 0.0f;  // a padded last particle
+    }
+    optim::Adam<float> adam(pfn.parameters(), 1e-2f);
+    FitOptions<float> fo;
+    fo.epochs = 2;
+    fo.batch_size = 8;
+    fo.verbose = Verbosity::quiet;
+    const History h = fit(pfn, {&xf, &mf}, yf, adam, fo);
+    CHECK(h.epochs() == 2);
+    const Tensor<float> p = predict(pfn, {&xf, &mf});
+    CHECK(p.shape() == Shape{32, 1});
+
+    // The recurrent, graph and attention layers alike.
+    LSTM<double> lstm(3, 4, rng);
+    const Td seq = rnd(Shape{2, 5, 3}, 7), sm = mask_of(5, {5, 3});
+    const V sv = t.constant(seq), smv = t.constant(sm);
+    CHECK(lstm.forward_many({sv, smv}).value()[3] == lstm.forward(sv, smv).value()[3]);
+    EdgeConv<double> ec(3, {4}, 2, rng);
+    CHECK(ec.forward_many({xv, mv}).value()[5] == ec.forward(xv, mv).value()[5]);
+    CHECK(ec.forward_many({xv, xv, mv}).value()[5] == ec.forward(xv, xv, mv).value()[5]);
 }

@@ -63,6 +63,13 @@ public:
     Var<T> forward(const Var<T>& x, const Var<T>& mask) { return apply(x, x, &mask); }
     /// A dynamic graph over an all-real set.
     Var<T> forward(const Var<T>& x) override { return apply(x, x, nullptr); }
+    /// (x), (x, mask) or (points, x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        this->check_input_count(in, 1, 3);
+        if (in.size() == 1) return forward(in[0]);
+        return in.size() == 2 ? forward(in[0], in[1]) : forward(in[0], in[1], in[2]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     /// Given coordinates, an all-real set.
     Var<T> forward_points(const Var<T>& points, const Var<T>& x) { return apply(points, x, nullptr); }
     using Module<T>::operator();
@@ -185,6 +192,13 @@ public:
         const Var<T> h = block2.forward(block1.forward_points(slice(x, 2, 0, coords_), x));
         return head(mean(h, 1));
     }
+    /// (x) or (points, x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override {
+        if (in.size() != 1 && in.size() != 3)
+            throw value_error(this->describe() + ": takes 1 input (x) or 3 (points, x, mask), got " + std::to_string(in.size()));
+        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1], in[2]);
+    }
+    std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
 
     Shape output_shape(const Shape& in) const override {

@@ -329,6 +329,13 @@ protected:
     Module(const Module&) = default;
     Module& operator=(const Module&) = default;
 
+    /// For layers whose forward_many takes lo to hi inputs: the error naming the layer otherwise.
+    void check_input_count(const std::vector<Var<T>>& inputs, std::size_t lo, std::size_t hi) const {
+        if (inputs.size() < lo || inputs.size() > hi)
+            throw value_error(describe() + ": takes " + std::to_string(lo) + " to " + std::to_string(hi) + " inputs, got " +
+                              std::to_string(inputs.size()));
+    }
+
     /// Overridden by layers and user modules: own parameters and buffers (local names) and
     /// direct children.
     virtual void collect_parameters(std::vector<NamedParameter<T>>&) {}
