@@ -9995,6 +9995,19 @@ protected:
             throw value_error(describe() + ": takes " + std::to_string(lo) + " to " + std::to_string(hi) + " inputs, got " +
                               std::to_string(inputs.size()));
     }
+    /// forward_many of a layer whose forward takes Lo to Hi values: forward(x), forward(x, a) or
+    /// forward(x, a, b) by the number given (a mask, an interaction bias, ...).
+    template <std::size_t Lo, std::size_t Hi, class L>
+    static Var<T> forward_by_arity(L& layer, const std::vector<Var<T>>& in) {
+        static_cast<const Module&>(layer).check_input_count(in, Lo, Hi);
+        if constexpr (Hi >= 3) {
+            if (in.size() == 3) return layer.forward(in[0], in[1], in[2]);
+        }
+        if constexpr (Hi >= 2) {
+            if (in.size() == 2) return layer.forward(in[0], in[1]);
+        }
+        return layer.forward(in[0]);
+    }
 
     /// Overridden by layers and user modules: own parameters and buffers (local names) and
     /// direct children.
@@ -10533,10 +10546,7 @@ public:
     /// Self-attention without mask or bias.
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
     /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) of 1/0 and bias (B, h, N, N) are optional: pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
@@ -10613,10 +10623,7 @@ public:
 
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
     /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) and bias (B, heads, N, N) go to the attention; pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
@@ -13888,10 +13895,7 @@ public:
     /// Every particle real.
     Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
     /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 2);
-        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
@@ -14044,11 +14048,7 @@ public:
     /// A dynamic graph over an all-real set.
     Var<T> forward(const Var<T>& x) override { return apply(x, x, nullptr); }
     /// (x), (x, mask) or (points, x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        if (in.size() == 1) return forward(in[0]);
-        return in.size() == 2 ? forward(in[0], in[1]) : forward(in[0], in[1], in[2]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// Given coordinates, an all-real set.
     Var<T> forward_points(const Var<T>& points, const Var<T>& x) { return apply(points, x, nullptr); }
@@ -15570,10 +15570,7 @@ public:
     /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
     Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
     /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 2);
-        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }

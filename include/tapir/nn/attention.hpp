@@ -73,10 +73,7 @@ public:
     /// Self-attention without mask or bias.
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
     /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) of 1/0 and bias (B, h, N, N) are optional: pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {
@@ -153,10 +150,7 @@ public:
 
     Var<T> forward(const Var<T>& x) override { return forward(x, Var<T>(), Var<T>()); }
     /// (x), (x, mask) or (x, mask, bias), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        return forward(in[0], in.size() > 1 ? in[1] : Var<T>(), in.size() > 2 ? in[2] : Var<T>());
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// mask (B, N) and bias (B, heads, N, N) go to the attention; pass Var<T>() for none.
     Var<T> forward(const Var<T>& x, const Var<T>& mask, const Var<T>& bias = Var<T>()) {

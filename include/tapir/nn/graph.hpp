@@ -64,11 +64,7 @@ public:
     /// A dynamic graph over an all-real set.
     Var<T> forward(const Var<T>& x) override { return apply(x, x, nullptr); }
     /// (x), (x, mask) or (points, x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 3);
-        if (in.size() == 1) return forward(in[0]);
-        return in.size() == 2 ? forward(in[0], in[1]) : forward(in[0], in[1], in[2]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 3>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     /// Given coordinates, an all-real set.
     Var<T> forward_points(const Var<T>& points, const Var<T>& x) { return apply(points, x, nullptr); }

@@ -335,6 +335,19 @@ protected:
             throw value_error(describe() + ": takes " + std::to_string(lo) + " to " + std::to_string(hi) + " inputs, got " +
                               std::to_string(inputs.size()));
     }
+    /// forward_many of a layer whose forward takes Lo to Hi values: forward(x), forward(x, a) or
+    /// forward(x, a, b) by the number given (a mask, an interaction bias, ...).
+    template <std::size_t Lo, std::size_t Hi, class L>
+    static Var<T> forward_by_arity(L& layer, const std::vector<Var<T>>& in) {
+        static_cast<const Module&>(layer).check_input_count(in, Lo, Hi);
+        if constexpr (Hi >= 3) {
+            if (in.size() == 3) return layer.forward(in[0], in[1], in[2]);
+        }
+        if constexpr (Hi >= 2) {
+            if (in.size() == 2) return layer.forward(in[0], in[1]);
+        }
+        return layer.forward(in[0]);
+    }
 
     /// Overridden by layers and user modules: own parameters and buffers (local names) and
     /// direct children.

@@ -57,10 +57,7 @@ public:
     /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
     Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
     /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 2);
-        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }

@@ -70,10 +70,7 @@ public:
     /// Every particle real.
     Var<T> forward(const Var<T>& x) override { return f(latent(x, nullptr)); }
     /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override {
-        this->check_input_count(in, 1, 2);
-        return in.size() == 1 ? forward(in[0]) : forward(in[0], in[1]);
-    }
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
     std::size_t num_inputs() const override { return 0; }
     using Module<T>::operator();
     Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
