@@ -19,6 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -101,9 +102,22 @@ template <class F> double median_seconds(F&& f, int samples = 9) {
 
 /// Medians for two contenders whose samples alternate (f, g, f, g, ...): on a shared machine the
 /// load drifts during a run, and alternation lets both see the same drift, so their ratio is fair.
-template <class F, class G> std::pair<double, double> median_seconds_paired(F&& f, G&& g, int samples = 15) {
+/// With threads (blocks = true) the two run in separate blocks after a pause instead: OpenBLAS's
+/// idle workers spin for about 0.1 s after each call (OPENBLAS_THREAD_TIMEOUT), and on a 2-core
+/// machine that took the second core from the other library's worker (tapir measured 0.65x its
+/// one-thread speed at 256^3 when alternating, 1.86x alone).
+template <class F, class G>
+std::pair<double, double> median_seconds_paired(F&& f, G&& g, int samples = 15, bool blocks = false) {
     const int bf = batch_for(f), bg = batch_for(g);
     std::vector<double> tf, tg;
+    if (blocks) {
+        const auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+        pause();
+        for (int r = 0; r < samples; ++r) tf.push_back(sample_seconds(f, bf));
+        pause();
+        for (int r = 0; r < samples; ++r) tg.push_back(sample_seconds(g, bg));
+        return {median_of(tf), median_of(tg)};
+    }
     for (int r = 0; r < samples; ++r) {
         tf.push_back(sample_seconds(f, bf));
         tg.push_back(sample_seconds(g, bg));
@@ -255,7 +269,7 @@ template <class T> void bench(unsigned threads) {
         const double flops = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
         double g_tapir = 0, g_oblas = 0, g_eigen = 0, max_diff = 0;
 #if BENCH_HAVE_OPENBLAS
-        const auto both = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); });
+        const auto both = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); }, 15, threads > 1);
         g_tapir = flops / both.first / 1e9;
         g_oblas = flops / both.second / 1e9;
         std::vector<T> ref = p.c;
@@ -273,7 +287,7 @@ template <class T> void bench(unsigned threads) {
             tapir::simd::set_num_threads(1);
 #if BENCH_HAVE_OPENBLAS
             openblas_set_num_threads(1);
-            const auto one = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); });
+            const auto one = median_seconds_paired([&] { run_tapir(p); }, [&] { run_openblas(p); }, 15, true);
             s_oblas = g_oblas / (flops / one.second / 1e9);
             openblas_set_num_threads(static_cast<int>(threads));
             s_tapir = g_tapir / (flops / one.first / 1e9);
