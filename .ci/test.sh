@@ -106,7 +106,7 @@ if selected 7; then
 fi
 
 if selected 8; then
-  echo "== 8. ThreadSanitizer: inference on one shared model from four threads"
+  echo "== 8. ThreadSanitizer: shared-model inference from four threads, and the worker pool"
   bash .ci/tsan.sh
 fi
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Opt-in ThreadSanitizer check: builds tests/deploy/test_threads.cpp (four threads running
-# inference on one shared model) and tests/simd/test_thread_pool.cpp (the GEMM worker pool) with -fsanitize=thread in build/tsan and runs it. Fails on any
+# inference on one shared model) and tests/simd/test_thread_pool.cpp (the GEMM worker pool)
+# with -fsanitize=thread in build/tsan and runs them. Fails on any
 # data race or wrong result. Environment: CXX (default clang++; g++ works too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
