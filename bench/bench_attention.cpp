@@ -8,9 +8,10 @@
 // step in steady state (a counting global operator new; target 0).
 // Times are medians of samples of about 50 ms in process CPU time; tapir's samples are taken in
 // rounds between the PyTorch runs, so that both see the same spread of load.
-// Usage: bench_attention [--quick] [--no-torch] [--python PYTHON] [--profile STEPS]
+// Usage: bench_attention [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch] [--profile STEPS]
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -82,20 +83,18 @@ struct Bench {
 } // namespace
 
 int main(int argc, char** argv) {
-    bool quick = false, torch = true;
-    std::string python = "/usr/bin/python3";
+    bench::PeerOptions o;
     long profile = 0;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--quick") quick = true;
-        else if (a == "--no-torch") torch = false;
-        else if (a == "--python" && i + 1 < argc) python = argv[++i];
-        else if (a == "--profile" && i + 1 < argc) profile = std::atol(argv[++i]);
-        else {
-            std::fprintf(stderr, "usage: bench_attention [--quick] [--no-torch] [--python PYTHON] [--profile STEPS]\n");
-            return 2;
-        }
-    }
+    const bool args_ok = o.parse_args(argc, argv,
+                                      "usage: bench_attention [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch] "
+                                      "[--profile STEPS]\n",
+                                      [&](const std::string& a, int& i) {
+                                          if (a != "--profile" || i + 1 >= argc) return false;
+                                          profile = std::atol(argv[++i]);
+                                          return true;
+                                      });
+    if (!args_ok) return 2;
+    const bool quick = o.quick;
     Bench b;
     if (profile > 0) {
         for (long i = 0; i < profile; ++i) b.step();
@@ -112,21 +111,19 @@ int main(int argc, char** argv) {
     }
     const int repeats = quick ? 5 : 11;
     const double target = quick ? 0.02 : 0.05;
-    const long inner = bench::calibrate_inner([&] { b.step(); }, target, false);
+    const long inner = bench::calibrate_inner([&] { b.step(); }, target, o.wall);
     std::vector<double> samples;
-    const auto round = [&] { bench::add_samples([&] { b.step(); }, inner, repeats / 2 + 1, false, samples); };
+    const auto round = [&] { bench::add_samples([&] { b.step(); }, inner, repeats / 2 + 1, o.wall, samples); };
     round();
     double best_torch = 0;
     std::string best_label;
-    if (torch) {
+    if (o.torch) {
         for (const bench::TorchSetting& s : bench::torch_settings(true)) {
             const std::string args = "--repeats " + std::to_string(repeats) + " --target " + std::to_string(target);
-            for (const std::string& line : bench::run_peer_script(python, "torch_attention.py", args, s)) {
-                double med = 0, lo = 0, hi = 0;
-                if (std::sscanf(line.c_str(), "torch_attention %lf %lf %lf", &med, &lo, &hi) == 3) {
-                    std::printf("PyTorch (%s): median %.1f us (min %.1f, max %.1f)\n", s.label.c_str(), med * 1e6, lo * 1e6, hi * 1e6);
-                    if (best_torch == 0 || med < best_torch) best_torch = med, best_label = s.label;
-                }
+            for (const bench::PeerLine& p : bench::run_peer(o.python, "torch_attention.py", args, s)) {
+                std::printf("PyTorch (%s): median %.1f us (min %.1f, max %.1f)\n", s.label.c_str(), p.t.median * 1e6, p.t.min * 1e6,
+                            p.t.max * 1e6);
+                if (best_torch == 0 || p.t.median < best_torch) best_torch = p.t.median, best_label = s.label;
             }
             round();
         }
@@ -136,7 +133,16 @@ int main(int argc, char** argv) {
                 t.min * 1e6, t.max * 1e6, samples.size(), (allocs + 4) / 5);
     if (best_torch > 0)
         std::printf("ParT-like 2 blocks, 50 x 8, batch 32: PyTorch best (%s) / tapir = %.2fx\n", best_label.c_str(), best_torch / t.median);
-    else if (torch)
-        std::printf("PyTorch: not run (%s cannot import torch)\n", python.c_str());
+    else if (o.torch)
+        std::printf("PyTorch: not run (%s cannot import torch)\n", o.python.c_str());
+    if (!o.json.empty()) {
+        std::ofstream js(o.json);
+        js << "{\"machine\": " << bench::machine_json() << ", \"tapir_us\": " << t.median * 1e6 << ", \"torch_best_us\": " << best_torch * 1e6
+           << ", \"torch_best\": \"" << best_label << "\", \"allocs_per_step\": " << (allocs + 4) / 5 << "}\n";
+        if (!js) {
+            std::fprintf(stderr, "cannot write %s\n", o.json.c_str());
+            return 1;
+        }
+    }
     return 0;
 }

@@ -126,16 +126,15 @@ struct TorchRun {
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        if (o.parse(i, argc, argv)) continue;
-        const std::string a = argv[i];
-        if (a == "--profile" && i + 1 < argc) o.profile_steps = std::strtoul(argv[++i], nullptr, 10);
-        else {
-            std::fprintf(stderr, "usage: bench_conv [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
-                                 "       bench_conv --profile STEPS   (only runs the steps: for callgrind or perf)\n");
-            return 2;
-        }
-    }
+    const bool args_ok = o.parse_args(argc, argv,
+                                      "usage: bench_conv [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
+                                      "       bench_conv --profile STEPS   (only runs the steps: for callgrind or perf)\n",
+                                      [&](const std::string& a, int& i) {
+                                          if (a != "--profile" || i + 1 >= argc) return false;
+                                          o.profile_steps = std::strtoul(argv[++i], nullptr, 10);
+                                          return true;
+                                      });
+    if (!args_ok) return 2;
     if (o.profile_steps) {
         TapirBench t;
         for (std::size_t i = 0; i < o.profile_steps; ++i) t.step();
@@ -163,11 +162,7 @@ int main(int argc, char** argv) {
                                  (o.quick ? "0.05" : "0.2") + (o.wall ? " --wall" : "") + s.env.substr(tab + 1);
         TorchRun r;
         r.label = s.label;
-        for (const std::string& line : bench::run_peer_script(o.python, "torch_conv.py", args, env)) {
-            unsigned long b = 0;
-            char fmt[64] = {0}, ver[128] = {0};
-            if (std::sscanf(line.c_str(), "torch_conv %lu %63s %lf %lf %lf %127s", &b, fmt, &r.t.median, &r.t.min, &r.t.max, ver) == 6) r.version = ver;
-        }
+        for (const bench::PeerLine& p : bench::run_peer(o.python, "torch_conv.py", args, env)) r.t = p.t, r.version = p.version;
         if (r.version.empty()) {
             std::printf("PyTorch (%s): not run (%s cannot import torch, or bench/torch_conv.py is missing)\n", s.label.c_str(), o.python.c_str());
             break;

@@ -109,13 +109,9 @@ TorchRun run_torch(const bench::TorchSetting& s, const Options& o) {
     const std::string args = "--cells lstm,gru --steps " + std::to_string(kSteps) + " --features " + std::to_string(kFeatures) +
                              " --hidden " + std::to_string(kHidden) + " --batch " + std::to_string(kBatch) + " --repeats " +
                              std::to_string(o.repeats) + " --target " + (o.quick ? "0.005" : "0.02") + (o.wall ? " --wall" : "");
-    for (const std::string& line : bench::run_peer_script(o.python, "torch_recurrent.py", args, s)) {
-        char cell[16] = {0}, ver[128] = {0};
-        bench::Sample smp;
-        if (std::sscanf(line.c_str(), "torch_recurrent %15s %lf %lf %lf %127s", cell, &smp.median, &smp.min, &smp.max, ver) == 5) {
-            r.t[cell] = smp;
-            r.version = ver;
-        }
+    for (const bench::PeerLine& p : bench::run_peer(o.python, "torch_recurrent.py", args, s)) {
+        r.t[p.key] = p.t;  // by cell
+        r.version = p.version;
     }
     return r;
 }
@@ -124,19 +120,17 @@ TorchRun run_torch(const bench::TorchSetting& s, const Options& o) {
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        if (o.parse(i, argc, argv)) continue;
-        const std::string a = argv[i];
-        if (a == "--profile" && i + 2 < argc) {
-            o.profile_cell = argv[i + 1];
-            o.profile_steps = std::strtoul(argv[i + 2], nullptr, 10);
-            i += 2;
-        } else {
-            std::fprintf(stderr, "usage: bench_recurrent [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
-                                 "       bench_recurrent --profile lstm|gru STEPS   (only runs the steps: for callgrind)\n");
-            return 2;
-        }
-    }
+    const bool args_ok = o.parse_args(argc, argv,
+                                      "usage: bench_recurrent [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
+                                      "       bench_recurrent --profile lstm|gru STEPS   (only runs the steps: for callgrind)\n",
+                                      [&](const std::string& a, int& i) {
+                                          if (a != "--profile" || i + 2 >= argc) return false;
+                                          o.profile_cell = argv[i + 1];
+                                          o.profile_steps = std::strtoul(argv[i + 2], nullptr, 10);
+                                          i += 2;
+                                          return true;
+                                      });
+    if (!args_ok) return 2;
     if (o.profile_steps) {
         TapirBench b(o.profile_cell);
         for (std::size_t i = 0; i < o.profile_steps; ++i) b.step();

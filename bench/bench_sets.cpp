@@ -126,19 +126,17 @@ struct EdgeConvBench : Bench {
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        if (o.parse(i, argc, argv)) continue;
-        const std::string a = argv[i];
-        if (a == "--profile" && i + 2 < argc) {
-            o.profile = argv[i + 1];
-            o.profile_steps = std::strtol(argv[i + 2], nullptr, 10);
-            i += 2;
-        } else {
-            std::fprintf(stderr, "usage: bench_sets [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
-                                 "       bench_sets --profile pfn|edgeconv STEPS\n");
-            return 2;
-        }
-    }
+    const bool args_ok = o.parse_args(argc, argv,
+                                      "usage: bench_sets [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch]\n"
+                                      "       bench_sets --profile pfn|edgeconv STEPS\n",
+                                      [&](const std::string& a, int& i) {
+                                          if (a != "--profile" || i + 2 >= argc) return false;
+                                          o.profile = argv[i + 1];
+                                          o.profile_steps = std::strtol(argv[i + 2], nullptr, 10);
+                                          i += 2;
+                                          return true;
+                                      });
+    if (!args_ok) return 2;
     if (o.profile_steps) {
         std::unique_ptr<Bench> b;
         if (o.profile == "pfn") b = std::make_unique<PfnBench>();
@@ -167,14 +165,11 @@ int main(int argc, char** argv) {
     if (o.torch) {
         const std::string args = "--repeats " + std::to_string(o.repeats) + " --target " + (o.quick ? "0.005" : "0.02") + (o.wall ? " --wall" : "");
         for (const bench::TorchSetting& s : bench::torch_settings(o.quick)) {
-            const auto lines = bench::run_peer_script(o.python, "torch_sets.py", args, s);
-            for (const std::string& line : lines) {
-                char name[32] = {0}, ver[128] = {0};
-                bench::Sample smp;
-                if (std::sscanf(line.c_str(), "torch_sets %31s %lf %lf %lf %127s", name, &smp.median, &smp.min, &smp.max, ver) != 5) continue;
-                version = ver;
-                std::printf("# PyTorch (%s) %s: %.1f us\n", s.label.c_str(), name, smp.median * 1e6);
-                if (!(best.count(name) && best[name].median <= smp.median)) best[name] = smp, best_label[name] = s.label;
+            const auto lines = bench::run_peer(o.python, "torch_sets.py", args, s);
+            for (const bench::PeerLine& p : lines) {
+                version = p.version;
+                std::printf("# PyTorch (%s) %s: %.1f us\n", s.label.c_str(), p.key.c_str(), p.t.median * 1e6);
+                if (!(best.count(p.key) && best[p.key].median <= p.t.median)) best[p.key] = p.t, best_label[p.key] = s.label;
             }
             if (lines.empty()) {
                 std::printf("PyTorch: not run (%s cannot import torch, or bench/torch_sets.py is missing)\n", o.python.c_str());

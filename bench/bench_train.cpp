@@ -137,14 +137,9 @@ TorchRun run_torch(const bench::TorchSetting& s, const std::vector<Config>& cs, 
     const std::string args = "--hidden " + hidden + " --batch " + batch + " --repeats " + std::to_string(o.repeats) +
                              " --target " + (o.quick ? "0.005" : "0.02") + (o.wall ? " --wall" : "") +
                              (o.same_batch ? " --same-batch" : "");
-    for (const std::string& line : bench::run_peer_script(o.python, "torch_train.py", args, s)) {
-        unsigned long h = 0, b = 0;
-        bench::Sample smp;
-        char ver[128] = {0};
-        if (std::sscanf(line.c_str(), "torch_train %lu %lu %lf %lf %lf %127s", &h, &b, &smp.median, &smp.min, &smp.max, ver) == 6) {
-            r.t[std::to_string(h) + "/" + std::to_string(b)] = smp;
-            r.version = ver;
-        }
+    for (const bench::PeerLine& p : bench::run_peer(o.python, "torch_train.py", args, s)) {
+        r.t[p.key] = p.t;  // "hidden/batch"
+        r.version = p.version;
     }
     return r;
 }
@@ -153,21 +148,20 @@ TorchRun run_torch(const bench::TorchSetting& s, const std::vector<Config>& cs, 
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        if (o.parse(i, argc, argv)) continue;
-        const std::string a = argv[i];
-        if (a == "--same-batch") o.same_batch = true;
-        else if (a == "--profile" && i + 3 < argc) {
+    const bool args_ok = o.parse_args(
+        argc, argv,
+        "usage: bench_train [--quick] [--wall] [--same-batch] [--json FILE] [--python PYTHON] [--no-torch]\n"
+        "       bench_train --profile HIDDEN BATCH STEPS   (only runs the steps: for callgrind)\n",
+        [&](const std::string& a, int& i) {
+            if (a == "--same-batch") return o.same_batch = true;
+            if (a != "--profile" || i + 3 >= argc) return false;
             o.profile_hidden = std::strtoul(argv[i + 1], nullptr, 10);
             o.profile_batch = std::strtoul(argv[i + 2], nullptr, 10);
             o.profile_steps = std::strtoul(argv[i + 3], nullptr, 10);
             i += 3;
-        } else {
-            std::fprintf(stderr, "usage: bench_train [--quick] [--wall] [--same-batch] [--json FILE] [--python PYTHON] [--no-torch]\n"
-                                 "       bench_train --profile HIDDEN BATCH STEPS   (only runs the steps: for callgrind)\n");
-            return 2;
-        }
-    }
+            return true;
+        });
+    if (!args_ok) return 2;
     if (o.profile_steps) {
         TapirBench t(Config{o.profile_hidden, o.profile_batch}, o.same_batch ? 1 : 16);
         for (std::size_t i = 0; i < o.profile_steps; ++i) t.step();

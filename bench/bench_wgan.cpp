@@ -58,15 +58,14 @@ struct TorchRun {
 
 int main(int argc, char** argv) {
     Options o;
-    for (int i = 1; i < argc; ++i) {
-        if (o.parse(i, argc, argv)) continue;
-        const std::string a = argv[i];
-        if (a == "--profile" && i + 1 < argc) o.profile_steps = std::atoi(argv[++i]);
-        else {
-            std::fprintf(stderr, "usage: bench_wgan [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch] | --profile STEPS\n");
-            return 2;
-        }
-    }
+    const bool args_ok = o.parse_args(argc, argv,
+                                      "usage: bench_wgan [--quick] [--wall] [--json FILE] [--python PYTHON] [--no-torch] | --profile STEPS\n",
+                                      [&](const std::string& a, int& i) {
+                                          if (a != "--profile" || i + 1 >= argc) return false;
+                                          o.profile_steps = std::atoi(argv[++i]);
+                                          return true;
+                                      });
+    if (!args_ok) return 2;
     bench::print_machine();
     std::printf("# load average %s; medians of about %d samples, %s time\n", bench::load_average().c_str(), o.repeats,
                 o.wall ? "wall" : "process CPU");
@@ -154,10 +153,7 @@ int main(int argc, char** argv) {
         TorchRun r;
         r.label = s.label;
         const std::string args = "--repeats " + std::to_string(o.repeats) + " --target " + (o.quick ? "0.05" : "0.2") + (o.wall ? " --wall" : "");
-        for (const std::string& line : bench::run_peer_script(o.python, "torch_wgan.py", args, s)) {
-            char ver[128] = {0};
-            if (std::sscanf(line.c_str(), "torch_wgan %lf %lf %lf %127s", &r.t.median, &r.t.min, &r.t.max, ver) == 4) r.ok = true, r.version = ver;
-        }
+        for (const bench::PeerLine& p : bench::run_peer(o.python, "torch_wgan.py", args, s)) r.ok = true, r.t = p.t, r.version = p.version;
         if (!r.ok) {
             std::printf("PyTorch (%s): not run (%s cannot import torch, or bench/torch_wgan.py is missing)\n", s.label.c_str(),
                         o.python.c_str());

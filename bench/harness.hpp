@@ -82,6 +82,22 @@ struct PeerOptions {
         else return false;
         return true;
     }
+    /// Parses the whole command line: these options first, then `extra(arg, i)` for the
+    /// benchmark's own (it advances i over their values and returns false for an unknown one).
+    /// Prints `usage` and returns false for anything else.
+    template <class Extra> bool parse_args(int argc, char** argv, const char* usage, Extra&& extra) {
+        for (int i = 1; i < argc; ++i) {
+            if (parse(i, argc, argv)) continue;
+            if (!extra(std::string(argv[i]), i)) {
+                std::fprintf(stderr, "%s", usage);
+                return false;
+            }
+        }
+        return true;
+    }
+    bool parse_args(int argc, char** argv, const char* usage) {
+        return parse_args(argc, argv, usage, [](const std::string&, int&) { return false; });
+    }
 };
 
 } // namespace bench

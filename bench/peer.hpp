@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -126,6 +127,45 @@ inline std::vector<std::string> run_peer_script(const std::string& python, const
     const int rc = pclose(p);
     if (status) *status = rc;
     return lines;
+}
+
+/// One result line of a peer script, "TAG KEY... MEDIAN MIN MAX VERSION" (seconds per call):
+/// key is the KEY fields joined by '/', empty when there are none.
+struct PeerLine {
+    std::string key, version;
+    Sample t;
+};
+
+/// The lines of `lines` that start with `tag` and have that layout.
+inline std::vector<PeerLine> peer_lines(const std::vector<std::string>& lines, const std::string& tag) {
+    std::vector<PeerLine> out;
+    for (const std::string& line : lines) {
+        std::istringstream is(line);
+        std::vector<std::string> f;
+        for (std::string w; is >> w;) f.push_back(w);
+        if (f.size() < 5 || f[0] != tag) continue;
+        PeerLine p;
+        const std::size_t n = f.size();
+        char* end = nullptr;
+        double v[3];
+        bool ok = true;
+        for (std::size_t j = 0; j < 3; ++j) {
+            v[j] = std::strtod(f[n - 4 + j].c_str(), &end);
+            ok = ok && end && *end == 0;
+        }
+        if (!ok) continue;
+        p.t = Sample{v[0], v[1], v[2]};
+        p.version = f[n - 1];
+        for (std::size_t j = 1; j + 4 < n; ++j) p.key += (j > 1 ? "/" : "") + f[j];
+        out.push_back(p);
+    }
+    return out;
+}
+
+/// run_peer_script, then peer_lines with the script's tag (its name without ".py").
+inline std::vector<PeerLine> run_peer(const std::string& python, const std::string& script, const std::string& args,
+                                      const TorchSetting& s) {
+    return peer_lines(run_peer_script(python, script, args, s), script.substr(0, script.rfind('.')));
 }
 
 } // namespace bench

@@ -50,7 +50,7 @@ run conv "$bin/bench_conv" $quick --json "$results/conv.json"
 run inference "$bin/bench_inference" $quick --json "$results/inference.json"
 run sets "$bin/bench_sets" $quick --json "$results/sets.json"
 run recurrent "$bin/bench_recurrent" $quick --json "$results/recurrent.json"
-run attention "$bin/bench_attention" $quick
+run attention "$bin/bench_attention" $quick --json "$results/attention.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
 run gemm_threads2 "$bin/bench_gemm" --threads 2
