@@ -35,6 +35,9 @@ selected 8 && pkgs+=(clang libclang-rt-14-dev doctest-dev)
 selected 9 && pkgs+=("${base[@]}" g++ meson pkg-config)
 selected 10 && pkgs+=("${base[@]}" doxygen)
 selected 6 && pkgs+=("${base[@]}" g++ doctest-dev)
+# The tests' optional peers (each test skips with a message without its peer): PyTorch float64
+# reference values, NumPy and ONNX files written by the real tools, FastJet's jets, MPI ranks.
+selected 6 && pkgs+=(python3 python3-torch python3-numpy python3-onnx libfastjet-dev libopenmpi-dev openmpi-bin)
 # The benchmarks' peers: bench_gemm compiles against OpenBLAS and Eigen when found; the PyTorch
 # comparisons (bench/torch_*.py) run when python3 imports torch. No test needs them.
 selected 6 && [ "${TAPIR_TEST_BENCH:-OFF}" = ON ] && pkgs+=(libopenblas-dev libeigen3-dev python3-torch python3-numpy)
