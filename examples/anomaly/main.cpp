@@ -45,9 +45,9 @@ namespace {
 
 struct Options {
     std::string out = ".";
-    std::size_t train = 10000;      // QCD jets to train on
+    std::size_t train = 8000;       // QCD jets to train on
     std::size_t test = 3000;        // test jets per class
-    std::size_t epochs = 15;
+    std::size_t epochs = 12;
     std::size_t batch = 64;
     std::size_t bottleneck = 8;
     double power = 0.5;             // pixel intensity rescaling x -> x^power
@@ -60,7 +60,7 @@ struct Options {
 const examples::Cli cli("anomaly",
                          "anomaly [--train N] [--test N] [--epochs E] [--batch B] [--bottleneck K] [--power P]\n"
                          "               [--lr R] [--seed S] [--out DIR] [--quick] [--quiet] [--help]\n"
-                         "  --train N       QCD jets the autoencoders learn (default 10000)\n"
+                         "  --train N       QCD jets the autoencoders learn (default 8000)\n"
                          "  --test N        test jets per class, QCD and top (default 3000)\n"
                          "  --bottleneck K  latent dimension of both autoencoders (default 8)\n"
                          "  --power P       pixel intensities x -> x^P after normalising to unit sum (default 0.5;\n"

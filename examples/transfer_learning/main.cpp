@@ -48,7 +48,7 @@ struct Options {
     std::size_t small = 300;            // the small sample at the target pT (half top, half QCD)
     std::size_t small_epochs = 40;
     std::size_t test = 3000;            // per class, at the target pT
-    std::size_t seeds = 5;
+    std::size_t seeds = 10;
     std::size_t batch = 32;
     double power = 0.5;                 // pixel intensities x -> x^power (as in anomaly/)
     std::uint64_t seed = 1;
@@ -64,7 +64,7 @@ const examples::Cli cli("transfer_learning",
                          "  --target-pt-min, --target-pt-max  the new jet-pT window in GeV (default 800, 1000)\n"
                          "  --small N         the small training sample at the new pT (default 300, half top)\n"
                          "  --test N          test jets per class at the new pT (default 3000)\n"
-                         "  --seeds K         small samples and initialisations compared (default 5)\n"
+                         "  --seeds K         small samples and initialisations compared (default 10)\n"
                          "  --quick           a CI-sized run in seconds\n");
 
 Options parse_args(int argc, char** argv) {
