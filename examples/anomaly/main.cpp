@@ -8,7 +8,9 @@
 // can call top jets LESS anomalous ("complexity bias", Finke et al., arXiv:2104.09051). The remedy
 // used here is the intensity rescaling of the literature: each normalised pixel x becomes
 // x^power (default 0.5), which lifts the soft prongs that a QCD-trained decoder cannot place,
-// together with a narrow bottleneck (--bottleneck, default 8).
+// together with a narrow bottleneck (--bottleneck, default 8). On the generated jets at the
+// defaults (seed 1) the plain images (--power 1) give AUC 0.877 (dense) and 0.834 (convolutional),
+// x^0.5 gives 0.914 and 0.915.
 //
 //   anomaly [--train N] [--test N] [--epochs E] [--bottleneck K] [--power P] [--seed S]
 //           [--out DIR] [--quick] [--quiet]
