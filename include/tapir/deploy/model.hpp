@@ -136,13 +136,27 @@ struct Conv2dT {
                     std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
             xp = scratch;
         }
-        constexpr std::size_t U = Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1);
+        // Enough independent chains (U channels x NV vectors of positions) to keep two FMA pipes
+        // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
+        // accumulators on the 32-register families, 8 on AVX2).
+        constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
+        constexpr bool narrow = OW < 2 * V::W;
+        constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
+        constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
         for (std::size_t oc = 0; oc < Cout; oc += U)
-            for (std::size_t oy = 0; oy < OH; ++oy)
-                for (std::size_t ox = 0; ox < OW; ox += V::W) {
+            for (std::size_t oy = 0; oy < OH; ++oy) {
+                std::size_t ox = 0;
+                if constexpr (NV >= 4)
+                    for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                if constexpr (NV >= 2)
+                    for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                for (; ox < OW; ox += V::W) {
                     const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
-                    tile<V, U>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
                 }
+            }
         if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
     }
 
@@ -161,38 +175,52 @@ private:
         }
     }
 
-    /// acc[u] = sum over taps p0 <= p < p1 of w[oc + u][p] x[p], one fused chain per lane.
-    template <class V, std::size_t U>
+    /// acc[u][v] = sum over taps p0 <= p < p1 of w[oc + u][p] x[p] at the v-th vector of
+    /// positions, one fused chain per lane (n lanes in use when NV is 1).
+    template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void chain(const T* x, std::size_t n, std::size_t oc, std::size_t p0, std::size_t p1,
-                                   typename V::reg (&acc)[U]) const noexcept {
-#pragma GCC unroll 4
-        for (std::size_t u = 0; u < U; ++u) acc[u] = V::zero();
+                                   typename V::reg (&acc)[U][NV]) const noexcept {
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::zero();
         for (std::size_t p = p0; p < p1; ++p) {
-            const typename V::reg xv = load_taps<V>(x + offsets[p], n);
-#pragma GCC unroll 4
-            for (std::size_t u = 0; u < U; ++u) acc[u] = V::fma(V::set1(weight[oc + u][p]), xv, acc[u]);
+            typename V::reg xv[NV];
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) xv[v] = load_taps<V>(x + offsets[p] + v * V::W * SW, n);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u) {
+                const typename V::reg w = V::set1(weight[oc + u][p]);
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::fma(w, xv[v], acc[u][v]);
+            }
         }
     }
 
-    /// U output channels from oc at n positions of one row: simd::gemm's K blocks, then the bias.
-    template <class V, std::size_t U>
+    /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
+    /// NV is 1): simd::gemm's K blocks, then the bias.
+    template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
         using reg = typename V::reg;
         constexpr std::size_t kcb = simd::gemm_k_block(K, detail::blocking<V>::KC);
-        reg c[U];
-        chain<V, U>(x, n, oc, 0, kcb, c);
+        reg c[U][NV];
+        chain<V, U, NV>(x, n, oc, 0, kcb, c);
         for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
-            reg acc[U];
-            chain<V, U>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
-#pragma GCC unroll 4
-            for (std::size_t u = 0; u < U; ++u) c[u] = V::add(acc[u], c[u]);
+            reg acc[U][NV];
+            chain<V, U, NV>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) c[u][v] = V::add(acc[u][v], c[u][v]);
         }
-#pragma GCC unroll 4
-        for (std::size_t u = 0; u < U; ++u) {
-            const reg v = V::add(c[u], V::set1(bias[oc + u]));
-            if (n == V::W) V::store(y + u * OH * OW, v);
-            else V::store_partial(y + u * OH * OW, v, n);
-        }
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) {
+                const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
+                else V::store_partial(y + u * OH * OW, r, n);
+            }
     }
 };
 
@@ -224,14 +252,13 @@ struct Pool2dT {
                 for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
                     const T* win = xs + oy * SH * W + ox * SW;
                     if constexpr (IsMax) {
+                        // Branch-free (random data mispredicts every other compare): a NaN
+                        // propagates, as in PyTorch, though not always the first one's payload.
                         T best = win[0];
-                        for (std::size_t i = 0; i < KH && best == best; ++i)
+                        for (std::size_t i = 0; i < KH; ++i)
                             for (std::size_t j = 0; j < KW; ++j) {
                                 const T v = win[i * W + j];
-                                if (v > best || v != v) {
-                                    best = v;
-                                    if (v != v) break;  // NaN propagates, as in PyTorch
-                                }
+                                best = (v > best || v != v) ? v : best;
                             }
                         y[o] = best;
                     } else {
