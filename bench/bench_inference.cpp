@@ -448,21 +448,16 @@ void run_layers(const Options& o) {
         const auto lstm = dp::to_model<dp::ModelT<float, dp::LstmT<float, 8, 64>>>(l);
         const auto gru = dp::to_model<dp::ModelT<float, dp::GruT<float, 8, 64>>>(g);
         const std::vector<float> x = randv(8 * 64);
-        std::vector<float> state(128, 0.0f);
         std::size_t i = 0;
-        Row r{"lstm64_step", "LSTM hidden 64, 8 inputs, one step with state", "", NAN, NAN, NAN, NAN, 1e-6, NAN};
-        r.b1 = median_per_call([&] {
-            lstm->layer<0>().step(x.data() + 8 * (i++ & 63), state.data());
-        }, o);
-        g_sink = state[0];
-        rows.push_back(r);
-        std::fill(state.begin(), state.end(), 0.0f);
-        Row q{"gru64_step", "GRU hidden 64, 8 inputs, one step with state", "", NAN, NAN, NAN, NAN, 1e-6, NAN};
-        q.b1 = median_per_call([&] {
-            gru->layer<0>().step(x.data() + 8 * (i++ & 63), state.data());
-        }, o);
-        g_sink = state[0];
-        rows.push_back(q);
+        const auto time_steps = [&](const auto& layer, const char* name, const char* what) {
+            std::vector<float> state(128, 0.0f);
+            Row r{name, what, "", NAN, NAN, NAN, NAN, 1e-6, NAN};
+            r.b1 = median_per_call([&] { layer.step(x.data() + 8 * (i++ & 63), state.data()); }, o);
+            g_sink = state[0];
+            rows.push_back(r);
+        };
+        time_steps(lstm->layer<0>(), "lstm64_step", "LSTM hidden 64, 8 inputs, one step with state");
+        time_steps(gru->layer<0>(), "gru64_step", "GRU hidden 64, 8 inputs, one step with state");
     }
     {  // The top-tagging CNN: Conv2d 1->8 3x3 same, ReLU, MaxPool 2, Conv2d 8->16 3x3 same, ReLU, MaxPool 2, Dense 1600->64, ReLU, Dense 64->1.
         nn::ConvOptions same;

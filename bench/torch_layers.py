@@ -15,27 +15,21 @@ import time
 
 import torch
 
-CLOCK = time.process_time
+import torch_inference  # noqa: E402 (next to this script: its median over repeats and its clock)
 
 
 def median_time(fn, repeats, target=0.02):
+    """torch_inference's median, with the inner loop grown until one sample takes `target` seconds."""
     fn()  # warm-up
     inner = 1
     while True:
-        t0 = CLOCK()
+        t0 = torch_inference.CLOCK()
         for _ in range(inner):
             fn()
-        if CLOCK() - t0 > target or inner > (1 << 20):
+        if torch_inference.CLOCK() - t0 > target or inner > (1 << 20):
             break
         inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = CLOCK()
-        for _ in range(inner):
-            fn()
-        samples.append((CLOCK() - t0) / inner)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return torch_inference.median_time(fn, repeats, inner)
 
 
 def best(variants, repeats):
@@ -52,10 +46,9 @@ def cnn():
 
 
 def main():
-    global CLOCK
     torch.set_num_threads(1)
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    CLOCK = time.perf_counter if len(sys.argv) > 2 and sys.argv[2] == "wall" else time.process_time
+    torch_inference.CLOCK = time.perf_counter if len(sys.argv) > 2 and sys.argv[2] == "wall" else time.process_time
     torch.manual_seed(1)
     rows = []
     with torch.inference_mode():

@@ -192,47 +192,32 @@ TEST_CASE("deploy::Conv1dT: a Conv1d stack with 'same' padding and long sums is 
     CHECK(bit_differences(fixed_forward(*m, x), trained_forward(net, x)) == 0);
 }
 
+/// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
+/// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
+template <class Layer, class Fixed>
+void check_recurrent(const Tensor<float>& x, std::size_t b) {
+    nn::Sequential<float> net = make_recurrent<Layer>(false);
+    using M = dp::ModelT<float, Fixed, dp::DenseT<float, 64, 1>>;
+    const auto m = dp::to_model<M>(net);
+    const std::vector<float> ref = trained_forward(net, x);
+    CHECK(bit_differences(fixed_forward(*m, x), ref) == 0);
+    float state[Fixed::state_size] = {};
+    float y[dp::DenseT<float, 64, 1>::out_buffer] = {};  // a layer writes whole vectors
+    tapir_test::AllocationScope scope;
+    for (std::size_t t = 0; t < 10; ++t) m->template layer<0>().step(x.data() + b * 80 + t * 8, state);
+    m->template layer<1>().forward(m->isa(), state, y, nullptr);
+    CHECK(scope.count() == 0);
+    CHECK(y[0] == ref[b]);
+
+    nn::Sequential<float> seq = make_recurrent<Layer>(true);
+    using S = dp::ModelT<float, dp::RecurrentT<float, Fixed::cell, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
+    CHECK(bit_differences(fixed_forward(*dp::to_model<S>(seq), x), trained_forward(seq, x)) == 0);
+}
+
 TEST_CASE("deploy::LstmT and GruT: whole sequences and streaming steps are bitwise the trained layers") {
     const Tensor<float> x = random_input(Shape{4, 10, 8}, 7);
-    SUBCASE("LSTM, last state") {
-        nn::Sequential<float> net = make_recurrent<nn::LSTM<float>>(false);
-        using M = dp::ModelT<float, dp::LstmT<float, 8, 64, 10>, dp::DenseT<float, 64, 1>>;
-        const auto m = dp::to_model<M>(net);
-        const std::vector<float> ref = trained_forward(net, x);
-        CHECK(bit_differences(fixed_forward(*m, x), ref) == 0);
-        // Streaming: ten steps with a caller-held state, then the head.
-        float state[2 * 64] = {};
-        float y[dp::DenseT<float, 64, 1>::out_buffer] = {};  // a layer writes whole vectors
-        tapir_test::AllocationScope scope;
-        for (std::size_t t = 0; t < 10; ++t) m->layer<0>().step(x.data() + t * 8, state);
-        m->layer<1>().forward(m->isa(), state, y, nullptr);
-        CHECK(scope.count() == 0);
-        CHECK(y[0] == ref[0]);
-    }
-    SUBCASE("LSTM, every step") {
-        nn::Sequential<float> net = make_recurrent<nn::LSTM<float>>(true);
-        using M = dp::ModelT<float, dp::LstmT<float, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
-        CHECK(bit_differences(fixed_forward(*dp::to_model<M>(net), x), trained_forward(net, x)) == 0);
-    }
-    SUBCASE("GRU, last state and streaming") {
-        nn::Sequential<float> net = make_recurrent<nn::GRU<float>>(false);
-        using M = dp::ModelT<float, dp::GruT<float, 8, 64, 10>, dp::DenseT<float, 64, 1>>;
-        const auto m = dp::to_model<M>(net);
-        const std::vector<float> ref = trained_forward(net, x);
-        CHECK(bit_differences(fixed_forward(*m, x), ref) == 0);
-        float state[64] = {};
-        float y[dp::DenseT<float, 64, 1>::out_buffer] = {};
-        tapir_test::AllocationScope scope;
-        for (std::size_t t = 0; t < 10; ++t) m->layer<0>().step(x.data() + 80 + t * 8, state);  // the second sequence
-        m->layer<1>().forward(m->isa(), state, y, nullptr);
-        CHECK(scope.count() == 0);
-        CHECK(y[0] == ref[1]);
-    }
-    SUBCASE("GRU, every step") {
-        nn::Sequential<float> net = make_recurrent<nn::GRU<float>>(true);
-        using M = dp::ModelT<float, dp::GruT<float, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
-        CHECK(bit_differences(fixed_forward(*dp::to_model<M>(net), x), trained_forward(net, x)) == 0);
-    }
+    SUBCASE("LSTM") { check_recurrent<nn::LSTM<float>, dp::LstmT<float, 8, 64, 10>>(x, 0); }
+    SUBCASE("GRU") { check_recurrent<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x, 1); }
 }
 
 TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the trained one") {
