@@ -16,7 +16,11 @@
 // loaded machine; every path, PyTorch included, is timed the same way) or wall time (--wall).
 // Every path's outputs are checked against the dynamic model's: max |y - y_dynamic| / max |y_dynamic|
 // and how many of the 1024 outputs differ at all.
-// Usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header]
+// Structured layers (deploy::ModelT, model.hpp), then against bench/torch_layers.py (PyTorch's own
+// weights: time only; tests/deploy/test_model.cpp checks the numbers): LSTM and GRU hidden 64,
+// one step with state; the top-tagging CNN on 40 x 40 images at batch 1 and 256; a PFN on 100
+// particles at batch 1; Conv1d 64 -> 64 channels, kernel 3, 128 samples. --layers runs only these.
+// Usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -39,10 +43,15 @@
 #include <tapir/data/random.hpp>
 #include <tapir/deploy/codegen.hpp>
 #include <tapir/deploy/convert.hpp>
+#include <tapir/deploy/convert_model.hpp>
 #include <tapir/deploy/fixed.hpp>
+#include <tapir/deploy/model.hpp>
 #include <tapir/deploy/quantize.hpp>
+#include <tapir/nn/conv.hpp>
 #include <tapir/nn/layers.hpp>
+#include <tapir/nn/recurrent.hpp>
 #include <tapir/nn/sequential.hpp>
+#include <tapir/nn/sets.hpp>
 
 #include "harness.hpp"
 
@@ -81,6 +90,7 @@ double best_torch(const Result& r, double Timing::*field) {
 
 struct Options : bench::PeerOptions {
     bool header = true;
+    bool layers_only = false;
     std::string cxx = "c++";
 };
 
@@ -417,6 +427,135 @@ void run_torch(const std::vector<ModelDef>& defs, std::vector<nn::Sequential<flo
     if (rc != 0) std::printf("PyTorch: torch_inference.py exited with status %d\n", rc);
 }
 
+/// The structured-layer rows: tapir's fixed-size models against PyTorch's best variant.
+void run_layers(const Options& o) {
+    namespace dp = deploy;
+    Rng rng(7);
+    struct Row {
+        std::string name, what, torch_variant;
+        double b1 = NAN, bb = NAN, t1 = NAN, tb = NAN, target_b1 = NAN, target_ratio_b1 = NAN;
+    };
+    std::vector<Row> rows;
+    auto randv = [&](std::size_t n) {
+        std::vector<float> v(n);
+        for (float& e : v) e = static_cast<float>(rng.normal());
+        return v;
+    };
+    {  // LSTM and GRU hidden 64, 8 inputs: one step with a caller-held state.
+        nn::Sequential<float> l, g;
+        l.add<nn::LSTM<float>>(8, 64, rng);
+        g.add<nn::GRU<float>>(8, 64, rng);
+        const auto lstm = dp::to_model<dp::ModelT<float, dp::LstmT<float, 8, 64>>>(l);
+        const auto gru = dp::to_model<dp::ModelT<float, dp::GruT<float, 8, 64>>>(g);
+        const std::vector<float> x = randv(8 * 64);
+        std::size_t i = 0;
+        const auto time_steps = [&](const auto& layer, const char* name, const char* what) {
+            std::vector<float> state(128, 0.0f);
+            Row r{name, what, "", NAN, NAN, NAN, NAN, 1e-6, NAN};
+            r.b1 = median_per_call([&] { layer.step(x.data() + 8 * (i++ & 63), state.data()); }, o);
+            g_sink = state[0];
+            rows.push_back(r);
+        };
+        time_steps(lstm->layer<0>(), "lstm64_step", "LSTM hidden 64, 8 inputs, one step with state");
+        time_steps(gru->layer<0>(), "gru64_step", "GRU hidden 64, 8 inputs, one step with state");
+    }
+    {  // The top-tagging CNN: Conv2d 1->8 3x3 same, ReLU, MaxPool 2, Conv2d 8->16 3x3 same, ReLU, MaxPool 2, Dense 1600->64, ReLU, Dense 64->1.
+        nn::ConvOptions same;
+        same.same = true;
+        nn::Sequential<float> net;
+        net.add<nn::Conv2d<float>>(1, 8, 3, rng, same).add<nn::ReLU<float>>().add<nn::MaxPool2d<float>>(2);
+        net.add<nn::Conv2d<float>>(8, 16, 3, rng, same).add<nn::ReLU<float>>().add<nn::MaxPool2d<float>>(2).add<nn::Flatten<float>>();
+        net.add<nn::Dense<float>>(1600, 64, rng).add<nn::ReLU<float>>().add<nn::Dense<float>>(64, 1, rng);
+        using Cnn = dp::ModelT<float, dp::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>, dp::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+                               dp::Conv2dT<float, 8, 20, 20, 16, 3, 3, 1, 1, 1, 1>, dp::MaxPool2dT<float, 16, 20, 20, 2, 2>,
+                               dp::FlattenT<float, 1600>, dp::DenseT<float, 1600, 64>, dp::DenseT<float, 64, 1>>;
+        const auto cnn = dp::to_model<Cnn>(net);
+        const std::vector<float> x = randv(256 * 1600);
+        std::vector<float> y(256);
+        std::size_t i = 0;
+        Row r{"cnn40", "top-tagging CNN, one 40x40 image (batch 256: per image)", "", NAN, NAN, NAN, NAN, NAN, 10.0};
+        r.b1 = median_per_call([&] {
+            cnn->forward(x.data() + 1600 * (i & 255), y.data() + (i & 255));
+            ++i;
+        }, o);
+        r.bb = median_per_call([&] { cnn->forward(x.data(), y.data(), 256); }, o) / 256;
+        g_sink = y[0];
+        rows.push_back(r);
+    }
+    {  // PFN, 100 particles of 4 features, phi 100-100-64, F 100-1, sum pooling, batch 1.
+        nn::DeepSet<float> pfn(4, {100, 100, 64}, {100, 1}, rng);
+        using Pfn = dp::DeepSetT<float, 100, dp::Mlp<float, 4, 100, 100, 64>, dp::Mlp<float, 64, 100, 1>>;
+        auto fixed = std::make_unique<Pfn>();
+        dp::load_model(*fixed, pfn);
+        const std::vector<float> x = randv(400);
+        const std::vector<float> mask(100, 1.0f);
+        float y = 0.0f;
+        Row r{"pfn100", "PFN, 100 particles, phi 100-100-64, F 100-1, batch 1", "", NAN, NAN, NAN, NAN, NAN, 20.0};
+        r.b1 = median_per_call([&] { fixed->forward(x.data(), mask.data(), &y); }, o);
+        g_sink = y;
+        rows.push_back(r);
+    }
+    {  // Conv1d 64 -> 64 channels, kernel 3, 'same', 128 samples.
+        nn::ConvOptions same;
+        same.same = true;
+        nn::Sequential<float> net;
+        net.add<nn::Conv1d<float>>(64, 64, 3, rng, same);
+        using C1 = dp::ModelT<float, dp::Conv1dT<float, 64, 128, 64, 3, 1, 1>>;
+        const auto c1 = dp::to_model<C1>(net);
+        const std::vector<float> x = randv(64 * 128);
+        std::vector<float> y(64 * 128);
+        Row r{"conv1d64", "Conv1d 64->64, kernel 3, 128 samples, batch 1", "", NAN, NAN, NAN, NAN, NAN, NAN};
+        r.b1 = median_per_call([&] { c1->forward(x.data(), y.data()); }, o);
+        g_sink = y[0];
+        rows.push_back(r);
+    }
+
+    const fs::path script = fs::path(__FILE__).parent_path() / "torch_layers.py";
+    if (o.torch && fs::exists(script) && sh(o.python + " -c 'import torch' > /dev/null 2>&1") == 0) {
+        const std::string cmd = "env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " + o.python + " '" + script.string() +
+                                "' " + std::to_string(o.repeats) + " " + (o.wall ? "wall" : "thread");
+        if (std::FILE* p = popen(cmd.c_str(), "r")) {
+            char line[4096];
+            while (std::fgets(line, sizeof line, p)) {
+                const std::string s(line);
+                auto field = [&](const std::string& key) {
+                    const std::size_t at = s.find("\"" + key + "\": ");
+                    return at == std::string::npos ? std::string() : s.substr(at + key.size() + 4);
+                };
+                auto text = [&](const std::string& key) {
+                    const std::string v = field(key);
+                    return v.size() > 1 && v[0] == '"' ? v.substr(1, v.find('"', 1) - 1) : std::string();
+                };
+                for (Row& r : rows)
+                    if (r.name == text("name")) {
+                        r.t1 = std::atof(field("batch1_s").c_str());
+                        const std::string bb = field("batched_s");
+                        r.tb = bb.rfind("null", 0) == 0 ? NAN : std::atof(bb.c_str());
+                        r.torch_variant = "PyTorch " + text("torch") + " " + text("variant");
+                    }
+            }
+            pclose(p);
+        }
+    } else {
+        std::printf("\nPyTorch: not run for the structured layers\n");
+    }
+    std::printf("\nStructured layers (deploy::ModelT; one thread; batch 1 in us per sample or step, batched in us per sample)\n");
+    std::printf("%-58s %10s %10s %10s %10s %8s %8s  %s\n", "model", "tapir b1", "torch b1", "tapir bat", "torch bat", "b1 x", "bat x",
+                "PyTorch variant / target");
+    for (const Row& r : rows) {
+        char x1[32] = "-", xb[32] = "-", target[96] = "";
+        if (!std::isnan(r.t1)) std::snprintf(x1, sizeof x1, "%.1fx", r.t1 / r.b1);
+        if (!std::isnan(r.tb) && !std::isnan(r.bb)) std::snprintf(xb, sizeof xb, "%.1fx", r.tb / r.bb);
+        if (!std::isnan(r.target_b1))
+            std::snprintf(target, sizeof target, "; target <= %.1f us: %s", r.target_b1 * 1e6, r.b1 <= r.target_b1 ? "met" : "NOT met");
+        else if (!std::isnan(r.target_ratio_b1) && !std::isnan(r.t1))
+            std::snprintf(target, sizeof target, "; target >= %.0fx at batch 1: %s", r.target_ratio_b1,
+                          r.t1 / r.b1 >= r.target_ratio_b1 ? "met" : "NOT met");
+        std::printf("%-58s %10.3f %10.3f %10.3f %10.3f %8s %8s  %s%s\n", r.what.c_str(), r.b1 * 1e6, r.t1 * 1e6, r.bb * 1e6, r.tb * 1e6, x1,
+                    xb, r.torch_variant.empty() ? "-" : r.torch_variant.c_str(), target);
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -425,9 +564,10 @@ int main(int argc, char** argv) {
         if (o.parse(i, argc, argv)) continue;
         const std::string a = argv[i];
         if (a == "--no-header") o.header = false;
+        else if (a == "--layers") o.layers_only = true;
         else if (a == "--cxx" && i + 1 < argc) o.cxx = argv[++i];
         else {
-            std::fprintf(stderr, "usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header]\n");
+            std::fprintf(stderr, "usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers]\n");
             return 2;
         }
     }
@@ -450,6 +590,10 @@ int main(int argc, char** argv) {
                     l5.c_str(), static_cast<unsigned>(sysconf(_SC_NPROCESSORS_ONLN)), o.repeats, o.wall ? "wall" : "thread CPU");
     }
 
+    if (o.layers_only) {
+        run_layers(o);
+        return 0;
+    }
     std::vector<nn::Sequential<float>> nets;
     for (std::size_t k = 0; k < defs.size(); ++k) nets.push_back(make_net(defs[k], 1000 + k));
     std::vector<Result> results(defs.size());
@@ -505,6 +649,8 @@ int main(int argc, char** argv) {
                     torch_b1 * 1e6, torch_b1 / fixed_b1 >= 50 ? "met" : "NOT met");
     else
         std::printf("\n");
+
+    run_layers(o);
 
     if (!o.json.empty()) {
         std::ofstream f(o.json);

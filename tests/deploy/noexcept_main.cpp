@@ -8,6 +8,12 @@ tapir::deploy::Mlp<float, 3, 4, 2> net;
 tapir::deploy::Mlp<double, 3, 4, 2> net_d;
 tapir::deploy::Int8Mlp<3, 4, 2> q;
 tapir::deploy::FixedMlp<tapir::deploy::FixedPoint<16, 6>, 3, 4, 2> fx;
+// Zero weights: the convolution gives its bias (0.5), the dense layer 0.5 x 4 = 2.
+tapir::deploy::ModelT<float, tapir::deploy::Conv1dT<float, 1, 6, 2, 3>, tapir::deploy::MaxPool1dT<float, 2, 4, 2>,
+                      tapir::deploy::FlattenT<float, 4>, tapir::deploy::DenseT<float, 4, 1>>
+    cnn;
+tapir::deploy::LstmT<float, 3, 4> lstm;  // zero weights: every gate 1/2, g = 0, so h and c stay 0
+tapir::deploy::GruT<float, 3, 4> gru;    // zero weights: n = 0, z = 1/2, h halves
 } // namespace
 
 int main() {
@@ -32,5 +38,17 @@ int main() {
     // relu(0.5 * 6 + 0.25) = 3.25 in 4 units, then -13; int8 and ap_fixed<16,6> hit it closely.
     if (y[0] != -13.0f || y[1] != -13.0f) return 2;
     if (yq[0] < -13.2f || yq[0] > -12.8f || yf[0] != -13.0f) return 3;
-    return yd[0] == 0.0 ? 0 : 4;
+    if (yd[0] != 0.0) return 4;
+    cnn.layer<0>().bias[0] = cnn.layer<0>().bias[1] = 0.5f;
+    const float wd[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+    tapir::deploy::LayerView<float> vd{wd, nullptr, 4, 1, tapir::Activation::none, 0.0f};
+    if (cnn.layer<3>().dense.set(vd) != tapir::deploy::Status::ok) return 5;
+    const float s[6] = {1, 2, 3, 4, 5, 6};
+    float yc = 0.0f;
+    cnn.forward(s, &yc);
+    if (yc != 2.0f) return 6;
+    float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sg[4] = {1, 1, 1, 1};
+    lstm.step(x, st);
+    gru.step(x, sg);
+    return st[0] == 0.0f && st[4] == 0.0f && sg[0] == 0.5f ? 0 : 7;
 }

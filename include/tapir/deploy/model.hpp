@@ -1,0 +1,549 @@
+#pragma once
+/// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
+/// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
+/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN).
+/// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
+///
+///     using Cnn = tapir::deploy::ModelT<float,
+///         tapir::deploy::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>,  // Cin, H, W, Cout, kh, kw, sh, sw, ph, pw
+///         tapir::deploy::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+///         tapir::deploy::FlattenT<float, 8 * 20 * 20>,
+///         tapir::deploy::DenseT<float, 8 * 20 * 20, 1>>;
+///     static Cnn cnn;                                   // tapir::deploy::load_model(cnn, trained): convert_model.hpp
+///     cnn.forward(image, &logit);                       // noexcept, const, no heap
+///
+/// Same guarantees as Mlp (fixed.hpp): forward() is const and noexcept, allocates nothing (the
+/// activations of one sample live on the stack, two buffers of the widest layer plus its
+/// scratch: work_size values; forward_with(x, y, work) takes a caller-held buffer instead), keeps no
+/// state (thread-safe), and this header compiles with -fno-exceptions -fno-rtti. Activations and
+/// weights come with the loaded model.
+///
+/// Numbers: each layer does the training forward's arithmetic in its order, so on the same
+/// instruction set the outputs are bitwise the trained model's. Dense is Mlp's layer. A
+/// convolution output is one fused multiply-add chain over (channel, row, column) of the kernel
+/// in increasing order, restarted at simd::gemm's K blocks, then the bias, then the activation:
+/// what im2col + simd::gemm compute (autodiff/conv.hpp). Pooling mirrors its kernels' loops. The
+/// recurrent cells compute x W_ih^T and h W_hh^T + b_hh as such chains and then the gate
+/// arithmetic of autodiff/recurrent.hpp, written the same way (plain code outside the vector
+/// kernels, so the compiler contracts it, or not, exactly as it does the training code).
+/// Where it cannot be bitwise: BatchNorm folded into the layer before it (a few ulp).
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "fixed.hpp"
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::deploy {
+
+namespace detail {
+
+/// Values of T in 64 bytes: buffers are padded to whole vectors of the widest family.
+template <class T>
+constexpr std::size_t lanes64() noexcept {
+    return 64 / sizeof(T);
+}
+
+/// Runs a layer's kernel, run<V>(args...), on the chosen instruction set.
+template <class L>
+struct layer_kernel {
+    using value_type = typename L::value_type;
+    template <class V, class... A>
+    static TAPIR_ALWAYS_INLINE void run(const L* l, A... args) noexcept {
+        l->template run<V>(args...);
+    }
+};
+
+template <class L, class... A>
+inline void run_layer(simd::isa which, const L& l, A... args) noexcept {
+    simd::dispatch_to<layer_kernel<L>>(which, &l, args...);
+}
+
+/// Offset of each tap r = (c, i, j) of a convolution window in the padded (C, HP, WP) input,
+/// relative to the window's corner, in the order of the unfolded rows (im2col).
+template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP>
+constexpr std::array<std::uint32_t, C * KH * KW> tap_offsets() noexcept {
+    std::array<std::uint32_t, C * KH * KW> o{};
+    std::size_t r = 0;
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < KH; ++i)
+            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i) * WP + j);
+    return o;
+}
+
+} // namespace detail
+
+/// A dense layer, y = act(x W + b): Mlp's layer (fixed.hpp) as a model layer.
+template <class T, std::size_t In, std::size_t Out>
+struct DenseT {
+    using value_type = T;
+    static constexpr const char* name = "Dense";
+    static constexpr std::size_t in_size = In, out_size = Out;
+    static constexpr std::size_t out_buffer = Dense<T, In, Out>::out_padded;  ///< values forward writes
+    static constexpr std::size_t scratch_size = 0;
+
+    Dense<T, In, Out> dense;
+
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept { detail::run_layer(which, *this, x, y); }
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, T* y) const noexcept {
+        dense.template run<V, 1>(x, In, y);
+    }
+};
+
+/// 2-D convolution (cross-correlation, as PyTorch) of one (Cin, H, W) sample to (Cout, OH, OW):
+/// kernel KH x KW, stride SH x SW, zero padding PH rows above and below and PW columns left and
+/// right (PyTorch's padding; 'same' with an odd kernel is (k - 1) / 2). Weight (Cout, Cin, KH, KW)
+/// as tapir::nn::Conv2d and PyTorch store it. No dilation or groups.
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0>
+struct Conv2dT {
+    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
+    static_assert(H + 2 * PH >= KH && W + 2 * PW >= KW, "Conv2dT: the kernel is larger than the padded input");
+    using value_type = T;
+    static constexpr const char* name = "Conv2d";
+    static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
+    static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
+    static constexpr std::size_t HP = H + 2 * PH, WP = W + 2 * PW;
+    static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
+    static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
+    static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
+    static constexpr std::size_t out_buffer = out_size;
+    static constexpr std::size_t scratch_size = (PH || PW) ? Cin * HP * WP : 0;
+
+    alignas(64) T weight[Cout][K] = {};
+    alignas(64) T bias[Cout] = {};
+    Activation act = Activation::none;
+    T alpha = T(0);
+
+    void forward(simd::isa which, const T* x, T* y, T* scratch) const noexcept { detail::run_layer(which, *this, x, y, scratch); }
+
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
+        const T* xp = x;
+        if constexpr (PH != 0 || PW != 0) {
+            for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
+            for (std::size_t c = 0; c < Cin; ++c)
+                for (std::size_t i = 0; i < H; ++i)
+                    std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
+            xp = scratch;
+        }
+        // Enough independent chains (U channels x NV vectors of positions) to keep two FMA pipes
+        // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
+        // accumulators on the 32-register families, 8 on AVX2).
+        constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
+        constexpr bool narrow = OW < 2 * V::W;
+        constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
+        constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
+        for (std::size_t oc = 0; oc < Cout; oc += U)
+            for (std::size_t oy = 0; oy < OH; ++oy) {
+                std::size_t ox = 0;
+                if constexpr (NV >= 4)
+                    for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                if constexpr (NV >= 2)
+                    for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                for (; ox < OW; ox += V::W) {
+                    const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                }
+            }
+        if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+    }
+
+private:
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+
+    /// n (at most one vector) output positions of one row from the window corners at x.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE typename V::reg load_taps(const T* x, std::size_t n) noexcept {
+        if constexpr (SW == 1) {
+            return n == V::W ? V::load(x) : V::load_partial(x, n);
+        } else {
+            alignas(64) T g[V::W] = {};
+            for (std::size_t l = 0; l < n; ++l) g[l] = x[l * SW];
+            return V::load(g);
+        }
+    }
+
+    /// acc[u][v] = sum over taps p0 <= p < p1 of w[oc + u][p] x[p] at the v-th vector of
+    /// positions, one fused chain per lane (n lanes in use when NV is 1).
+    template <class V, std::size_t U, std::size_t NV>
+    TAPIR_ALWAYS_INLINE void chain(const T* x, std::size_t n, std::size_t oc, std::size_t p0, std::size_t p1,
+                                   typename V::reg (&acc)[U][NV]) const noexcept {
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::zero();
+        for (std::size_t p = p0; p < p1; ++p) {
+            typename V::reg xv[NV];
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) xv[v] = load_taps<V>(x + offsets[p] + v * V::W * SW, n);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u) {
+                const typename V::reg w = V::set1(weight[oc + u][p]);
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::fma(w, xv[v], acc[u][v]);
+            }
+        }
+    }
+
+    /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
+    /// NV is 1): simd::gemm's K blocks, then the bias.
+    template <class V, std::size_t U, std::size_t NV>
+    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
+        using reg = typename V::reg;
+        constexpr std::size_t kcb = simd::gemm_k_block(K, detail::blocking<V>::KC);
+        reg c[U][NV];
+        chain<V, U, NV>(x, n, oc, 0, kcb, c);
+        for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
+            reg acc[U][NV];
+            chain<V, U, NV>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) c[u][v] = V::add(acc[u][v], c[u][v]);
+        }
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) {
+                const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
+                else V::store_partial(y + u * OH * OW, r, n);
+            }
+    }
+};
+
+/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on both
+/// sides; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D layer on a height of one, as in training).
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P>;
+
+/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
+/// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
+/// times 1 / (KH KW)).
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH,
+          std::size_t SW = KW>
+struct Pool2dT {
+    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H >= KH && W >= KW, "Pool2dT: bad sizes");
+    using value_type = T;
+    static constexpr const char* name = IsMax ? "MaxPool" : "AvgPool";
+    static constexpr bool is_max = IsMax;
+    static constexpr std::size_t channels = C, in_h = H, in_w = W, kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW;
+    static constexpr std::size_t OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
+
+    void forward(simd::isa, const T* x, T* y, T*) const noexcept {
+        const T inv = T(1) / static_cast<T>(KH * KW);
+        std::size_t o = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+            const T* xs = x + c * H * W;
+            for (std::size_t oy = 0; oy < OH; ++oy)
+                for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
+                    const T* win = xs + oy * SH * W + ox * SW;
+                    if constexpr (IsMax) {
+                        // Branch-free (random data mispredicts every other compare): a NaN
+                        // propagates, as in PyTorch, though not always the first one's payload.
+                        T best = win[0];
+                        for (std::size_t i = 0; i < KH; ++i)
+                            for (std::size_t j = 0; j < KW; ++j) {
+                                const T v = win[i * W + j];
+                                best = (v > best || v != v) ? v : best;
+                            }
+                        y[o] = best;
+                    } else {
+                        T s = T(0);
+                        for (std::size_t i = 0; i < KH; ++i)
+                            for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
+                        y[o] = s * inv;
+                    }
+                }
+        }
+    }
+};
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
+using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
+using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
+using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
+using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S>;
+
+/// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
+template <class T, std::size_t N>
+struct FlattenT {
+    using value_type = T;
+    static constexpr const char* name = "Flatten";
+    static constexpr std::size_t in_size = N, out_size = N, out_buffer = N, scratch_size = 0;
+    void forward(simd::isa, const T* x, T* y, T*) const noexcept { std::memcpy(y, x, N * sizeof(T)); }
+};
+
+/// An activation on its own (one that no dense or convolution layer before it absorbed).
+template <class T, std::size_t N, Activation A>
+struct ActivationT {
+    using value_type = T;
+    static constexpr const char* name = "Activation";
+    static constexpr Activation activation = A;
+    static constexpr std::size_t in_size = N, out_size = N, out_buffer = N, scratch_size = 0;
+    T alpha = A == Activation::leaky_relu ? T(0.01) : (A == Activation::elu ? T(1) : T(0));
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept { simd::activate_on(which, A, x, y, N, alpha); }
+};
+
+/// The recurrent cells.
+enum class Cell : std::uint8_t { lstm, gru };
+
+/// An LSTM or GRU layer with PyTorch's gates (LSTM i, f, g, o; GRU r, z, n; as tapir::nn::LSTM
+/// and GRU). As a model layer it reads a whole (Steps, In) sequence from a zero state and gives
+/// the last h (Hidden values) or, with Sequences, every step's h (Steps, Hidden). For streaming,
+/// step(x, state) advances a state the caller keeps: state_size values, [h | c] for the LSTM, h
+/// for the GRU, zeros at the start.
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+struct RecurrentT {
+    static_assert(In > 0 && Hidden > 0 && Steps > 0, "RecurrentT: sizes must be positive");
+    using value_type = T;
+    static constexpr const char* name = C == Cell::lstm ? "LSTM" : "GRU";
+    static constexpr Cell cell = C;
+    static constexpr std::size_t input_size = In, hidden_size = Hidden, steps = Steps;
+    static constexpr bool return_sequences = Sequences;
+    static constexpr std::size_t G = C == Cell::lstm ? 4 : 3;  ///< gate blocks
+    static constexpr std::size_t GH = G * Hidden;
+    static constexpr std::size_t state_size = (C == Cell::lstm ? 2 : 1) * Hidden;
+    static constexpr std::size_t in_size = Steps * In, out_size = (Sequences ? Steps : 1) * Hidden;
+    static constexpr std::size_t out_buffer = out_size, scratch_size = state_size;
+
+    Dense<T, In, GH> input;       ///< x W_ih^T, no bias (b_ih is added after, as in training)
+    Dense<T, Hidden, GH> hidden;  ///< h W_hh^T + b_hh
+    alignas(64) T bias_ih[GH] = {};
+
+    /// One step: state (state_size values) advanced by input x (In values), on the detected instruction set.
+    void step(const T* x, T* state) const noexcept { step(simd::detected_isa(), x, state); }
+
+    void step(simd::isa which, const T* x, T* state) const noexcept {
+        alignas(64) T xp[decltype(input)::out_padded];
+        alignas(64) T a[decltype(hidden)::out_padded];
+        detail::run_layer(which, *this, x, state, xp, a);
+        if constexpr (C == Cell::lstm) lstm_gates(which, xp, a, state);
+        else gru_gates(which, xp, a, state);
+    }
+
+    void forward(simd::isa which, const T* x, T* y, T* state) const noexcept {
+        for (std::size_t i = 0; i < state_size; ++i) state[i] = T(0);
+        for (std::size_t t = 0; t < Steps; ++t) {
+            step(which, x + t * In, state);
+            if (Sequences) std::memcpy(y + t * Hidden, state, Hidden * sizeof(T));
+        }
+        if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
+    }
+
+    /// The two products of a step: xp = x W_ih^T, a = h W_hh^T + b_hh.
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, const T* h, T* xp, T* a) const noexcept {
+        input.template run<V, 1>(x, In, xp);
+        hidden.template run<V, 1>(h, Hidden, a);
+    }
+
+private:
+    /// autodiff/recurrent.hpp's LSTM step for one row, expression by expression.
+    void lstm_gates(simd::isa which, const T* xp, T* a, T* state) const noexcept {
+        constexpr std::size_t H = Hidden;
+        alignas(64) T tmp[H];
+        alignas(64) T tc[H];
+        for (std::size_t j = 0; j < GH; ++j) a[j] = a[j] + xp[j];
+        for (std::size_t j = 0; j < GH; ++j) a[j] = a[j] + bias_ih[j];
+        for (std::size_t j = 0; j < H; ++j) a[2 * H + j] *= T(2);
+        simd::activate_on(which, Activation::sigmoid, a, a, GH, T(0));
+        T* s = a;
+        const T* cp = state + H;
+        T* c = tmp;
+        for (std::size_t j = 0; j < H; ++j) {
+            s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
+            c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
+        }
+        simd::activate_on(which, Activation::tanh, tmp, tc, H, T(0));
+        for (std::size_t j = 0; j < H; ++j) {
+            state[j] = s[3 * H + j] * tc[j];
+            state[H + j] = tmp[j];
+        }
+    }
+
+    /// autodiff/recurrent.hpp's GRU step for one row, expression by expression.
+    void gru_gates(simd::isa which, const T* x, const T* a, T* state) const noexcept {
+        constexpr std::size_t H = Hidden;
+        alignas(64) T rz[2 * H];
+        alignas(64) T n[H];
+        alignas(64) T hn[H];
+        const T* bih = bias_ih;
+        for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
+        for (std::size_t j = 0; j < H; ++j) hn[j] = a[2 * H + j];
+        simd::activate_on(which, Activation::sigmoid, rz, rz, 2 * H, T(0));
+        const T* r = rz;
+        for (std::size_t j = 0; j < H; ++j) n[j] = x[2 * H + j] + bih[2 * H + j] + r[j] * hn[j];
+        simd::activate_on(which, Activation::tanh, n, n, H, T(0));
+        const T* z = rz + H;
+        const T* hp = state;
+        for (std::size_t j = 0; j < H; ++j) state[j] = n[j] + z[j] * (hp[j] - n[j]);
+    }
+};
+template <class T, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+using LstmT = RecurrentT<T, Cell::lstm, In, Hidden, Steps, Sequences>;
+template <class T, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+using GruT = RecurrentT<T, Cell::gru, In, Hidden, Steps, Sequences>;
+
+namespace detail {
+template <class... L>
+struct first_layer;
+template <class A, class... L>
+struct first_layer<A, L...> {
+    using type = A;
+};
+template <class... L>
+constexpr bool chained() noexcept {
+    constexpr std::size_t in[] = {L::in_size...}, out[] = {L::out_size...};
+    for (std::size_t i = 0; i + 1 < sizeof...(L); ++i)
+        if (out[i] != in[i + 1]) return false;
+    return true;
+}
+} // namespace detail
+
+/// A model as a list of layers (DenseT, Conv2dT, Conv1dT, MaxPool2dT, AvgPool2dT, FlattenT,
+/// ActivationT, LstmT, GruT), each layer's output the next one's input, of one sample at a time.
+/// ModelT of DenseT layers computes what Mlp does (MlpT below).
+template <class T, class... Layers>
+class ModelT {
+    static_assert(sizeof...(Layers) >= 1, "ModelT: give at least one layer");
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "ModelT: float or double");
+    static_assert((std::is_same<typename Layers::value_type, T>::value && ...), "ModelT: every layer must hold the model's value type");
+    static_assert(detail::chained<Layers...>(), "ModelT: a layer's out_size differs from the next layer's in_size");
+
+public:
+    using value_type = T;
+    using layers_type = std::tuple<Layers...>;
+    static constexpr std::size_t num_layers = sizeof...(Layers);
+    static constexpr std::size_t inputs = detail::first_layer<Layers...>::type::in_size;
+    static constexpr std::size_t outputs = std::tuple_element_t<sizeof...(Layers) - 1, layers_type>::out_size;
+    /// Values of one activation buffer (the widest output, padded to whole 64-byte vectors).
+    static constexpr std::size_t buffer_size = detail::round_up(detail::cmax(std::size_t(1), std::max({Layers::out_buffer...})), detail::lanes64<T>());
+    static constexpr std::size_t scratch_size = detail::round_up(std::max({std::size_t(1), Layers::scratch_size...}), detail::lanes64<T>());
+    /// Values of the work buffer forward_with(x, y, work) takes: two activation buffers and the scratch.
+    static constexpr std::size_t work_size = 2 * buffer_size + scratch_size;
+
+    ModelT() noexcept : isa_(simd::detected_isa()) {}
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, layers_type>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+    simd::isa isa() const noexcept { return isa_; }
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i;
+        return Status::ok;
+    }
+
+    /// One sample: x (inputs values) -> y (outputs values); the activations on the stack.
+    void forward(const T* x, T* y) const noexcept {
+        alignas(64) T work[work_size];
+        forward_with(x, y, work);
+    }
+    /// One sample with a caller-held work buffer of work_size values (64-byte aligned is fastest).
+    void forward_with(const T* x, T* y, T* work) const noexcept { run<0>(x, work, work + buffer_size, work + 2 * buffer_size, y); }
+    /// n samples, row-major.
+    void forward(const T* x, T* y, std::size_t n) const noexcept {
+        for (std::size_t i = 0; i < n; ++i) forward(x + i * inputs, y + i * outputs);
+    }
+    /// Single-output convenience.
+    T operator()(const T* x) const noexcept {
+        static_assert(outputs == 1, "ModelT::operator(): the model has several outputs, use forward(x, y)");
+        return detail::single_output(*this, x);
+    }
+
+private:
+    template <std::size_t I>
+    void run(const T* in, T* b0, T* b1, T* scratch, T* y) const noexcept {
+        T* out = (I % 2 == 0) ? b0 : b1;
+        std::get<I>(layers_).forward(isa_, in, out, scratch);
+        if constexpr (I + 1 < num_layers) run<I + 1>(out, b0, b1, scratch, y);
+        else std::memcpy(y, out, outputs * sizeof(T));
+    }
+
+    layers_type layers_{};
+    simd::isa isa_;
+};
+
+namespace detail {
+template <class T, std::size_t... S>
+struct mlp_model {
+    template <std::size_t... I>
+    static ModelT<T, DenseT<T, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
+    using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
+};
+} // namespace detail
+
+/// Mlp<T, S...> as a ModelT of dense layers: MlpT<float, 8, 24, 1> is
+/// ModelT<float, DenseT<float, 8, 24>, DenseT<float, 24, 1>>, bitwise Mlp's numbers.
+template <class T, std::size_t... S>
+using MlpT = typename detail::mlp_model<T, S...>::type;
+
+/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
+/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
+/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
+/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
+/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
+/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
+class DeepSetT {
+    static_assert(Phi::outputs == Rho::inputs, "DeepSetT: phi's outputs differ from rho's inputs");
+
+public:
+    using value_type = T;
+    static constexpr std::size_t particles = N, features = Phi::inputs, latent = Phi::outputs, outputs = Rho::outputs;
+    static constexpr bool mean = Mean;
+
+    Phi phi;
+    Rho rho;
+
+    simd::isa isa() const noexcept { return phi.isa(); }
+    Status set_isa(simd::isa i) noexcept {
+        const Status s = phi.set_isa(i);
+        return s != Status::ok ? s : rho.set_isa(i);
+    }
+
+    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * features];
+        alignas(64) T h[N * latent];
+        alignas(64) T pooled[latent];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
+        phi.forward(rows, h, count);
+        for (std::size_t j = 0; j < latent; ++j) pooled[j] = T(0);
+        for (std::size_t r = 0; r < count; ++r)
+            for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
+        if (Mean) {
+            const T inv = count ? T(1) / static_cast<T>(count) : T(0);
+            for (std::size_t j = 0; j < latent; ++j) pooled[j] = pooled[j] * inv;
+        }
+        rho.forward(pooled, y);
+    }
+};
+
+} // namespace tapir::deploy
+
+TAPIR_SIMD_DIAG_POP

@@ -1,0 +1,335 @@
+// deploy::ModelT and its layers (model.hpp), loaded from trained models (convert_model.hpp): each
+// model equals the trained model's output bit for bit on the same instruction set (BatchNorm
+// folding: a few ulp), forward allocates nothing, streaming steps equal the whole sequence, and
+// mismatched layers give errors that name the layer and both shapes.
+#include <doctest/doctest.h>
+
+// GCC 12 for aarch64 (Debian 12.2) dies with an internal compiler error in the loop vectoriser
+// on the deploy tests at -O3 (see test_threads.cpp); the kernels under test are vectorised by hand.
+#if defined(__aarch64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC optimize("no-tree-vectorize")
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <tapir/autodiff/tape.hpp>
+#include <tapir/deploy/convert_model.hpp>
+#include <tapir/nn/conv.hpp>
+#include <tapir/nn/layers.hpp>
+#include <tapir/nn/model_file.hpp>
+#include <tapir/nn/recurrent.hpp>
+#include <tapir/nn/sequential.hpp>
+#include <tapir/nn/sets.hpp>
+
+#include "support/alloc_counter.hpp"
+
+using namespace tapir;
+namespace dp = tapir::deploy;
+
+namespace {
+
+Tensor<float> random_input(Shape s, std::uint64_t seed) {
+    Rng rng(seed);
+    Tensor<float> x(s);
+    for (auto& v : x) v = static_cast<float>(rng.normal());
+    return x;
+}
+
+std::vector<float> trained_forward(nn::Sequential<float>& net, const Tensor<float>& x) {
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    net.eval();
+    const Var<float> y = net(tape.view(x));
+    return std::vector<float>(y.data(), y.data() + y.size());
+}
+
+template <class M>
+std::vector<float> fixed_forward(const M& m, const Tensor<float>& x) {
+    const std::size_t n = x.size() / M::inputs;
+    std::vector<float> y(n * M::outputs);
+    m.forward(x.data(), y.data(), n);
+    return y;
+}
+
+/// Elements whose bits differ.
+std::size_t bit_differences(const std::vector<float>& a, const std::vector<float>& b) {
+    REQUIRE(a.size() == b.size());
+    std::size_t d = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) d += std::memcmp(&a[i], &b[i], sizeof(float)) != 0 ? 1 : 0;
+    return d;
+}
+
+double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+    double scale = 0.0, m = 0.0;
+    for (const float v : b) scale = std::fmax(scale, std::fabs(static_cast<double>(v)));
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::fmax(m, std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    return m / scale;
+}
+
+nn::ConvOptions opts(std::size_t stride, std::size_t pad, bool same = false) {
+    nn::ConvOptions o;
+    o.stride = stride;
+    o.padding = pad;
+    o.same = same;
+    return o;
+}
+
+/// A top-tagging-style CNN on 40 x 40 images: every convolution and pooling variant.
+nn::Sequential<float> make_cnn() {
+    Rng rng(11);
+    nn::Sequential<float> m;
+    m.add<nn::Conv2d<float>>(1, 8, 3, rng, opts(1, 0, true))
+        .add<nn::ReLU<float>>()
+        .add<nn::MaxPool2d<float>>(2)
+        .add<nn::Conv2d<float>>(8, 16, 3, rng)
+        .add<nn::ReLU<float>>()
+        .add<nn::AvgPool2d<float>>(2)
+        .add<nn::Conv2d<float>>(16, 8, 3, rng, opts(2, 1))
+        .add<nn::Tanh<float>>()
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(8 * 5 * 5, 10, rng)
+        .add<nn::ReLU<float>>()
+        .add<nn::Dense<float>>(10, 1, rng);
+    return m;
+}
+using Cnn = dp::ModelT<float, dp::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>, dp::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+                       dp::Conv2dT<float, 8, 20, 20, 16, 3, 3>, dp::AvgPool2dT<float, 16, 18, 18, 2, 2>,
+                       dp::Conv2dT<float, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1>, dp::FlattenT<float, 200>, dp::DenseT<float, 200, 10>,
+                       dp::DenseT<float, 10, 1>>;
+
+/// Conv1d stack: 'same' padding, a long sum (64 x 3 = 192 taps), pooling, a dense head whose sum
+/// (64 x 15 = 960 terms) is split into simd::gemm's K blocks.
+nn::Sequential<float> make_conv1d() {
+    Rng rng(12);
+    nn::Sequential<float> m;
+    m.add<nn::Conv1d<float>>(4, 64, 3, rng, opts(1, 0, true))
+        .add<nn::ReLU<float>>()
+        .add<nn::Conv1d<float>>(64, 64, 3, rng)
+        .add<nn::ReLU<float>>()
+        .add<nn::MaxPool1d<float>>(2)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(64 * 15, 1, rng);
+    return m;
+}
+using Conv1dNet = dp::ModelT<float, dp::Conv1dT<float, 4, 32, 64, 3, 1, 1>, dp::Conv1dT<float, 64, 32, 64, 3>, dp::MaxPool1dT<float, 64, 30, 2>,
+                             dp::FlattenT<float, 64 * 15>, dp::DenseT<float, 64 * 15, 1>>;
+
+template <class Layer>
+nn::Sequential<float> make_recurrent(bool sequences) {
+    Rng rng(13);
+    nn::RecurrentOptions o;
+    o.return_sequences = sequences;
+    nn::Sequential<float> m;
+    m.add<Layer>(8, 64, rng, o);
+    if (sequences) m.add<nn::Flatten<float>>();
+    m.add<nn::Dense<float>>(sequences ? 64 * 10 : 64, 1, rng);
+    return m;
+}
+
+} // namespace
+
+TEST_CASE("deploy::ModelT of dense layers (MlpT) is bitwise Mlp and the trained model") {
+    Rng rng(3);
+    nn::Sequential<float> net;
+    net.add<nn::Dense<float>>(8, 24, rng).add<nn::ReLU<float>>().add<nn::Dense<float>>(24, 16, rng).add<nn::Tanh<float>>();
+    net.add<nn::Dense<float>>(16, 1, rng).add<nn::Sigmoid<float>>();
+    const Tensor<float> x = random_input(Shape{37, 8}, 4);
+    const auto mlp = dp::to_fixed<dp::Mlp<float, 8, 24, 16, 1>>(net);
+    const auto model = dp::to_model<dp::MlpT<float, 8, 24, 16, 1>>(net);
+    const std::vector<float> ref = trained_forward(net, x);
+    CHECK(bit_differences(fixed_forward(*model, x), ref) == 0);
+    CHECK(bit_differences(fixed_forward(*model, x), fixed_forward(*mlp, x)) == 0);
+    CHECK(ref[0] > 0.0f);
+    CHECK(ref[0] < 1.0f);
+}
+
+TEST_CASE("deploy::Conv2dT, pooling and flatten: a CNN on 40 x 40 images is bitwise the trained model") {
+    nn::Sequential<float> net = make_cnn();
+    const auto cnn = dp::to_model<Cnn>(net);
+    const Tensor<float> x = random_input(Shape{6, 1, 40, 40}, 5);
+    const std::vector<float> ref = trained_forward(net, x);
+    const std::vector<float> got = fixed_forward(*cnn, x);
+    CHECK(bit_differences(got, ref) == 0);
+    CHECK(std::fabs(ref[0] - ref[1]) > 0.0f);  // the outputs depend on the image
+
+    // Each instruction set the CPU has, against the trained model run on it.
+    for (const simd::isa i : {simd::isa::scalar, simd::isa::avx2, simd::isa::avx512, simd::isa::neon}) {
+        if (!simd::isa_supported(i)) continue;
+        const simd::isa prev = simd::active_isa();
+        simd::set_active_isa(i);
+        const std::vector<float> r = trained_forward(net, x);
+        simd::set_active_isa(prev);
+        Cnn on = *cnn;
+        REQUIRE(on.set_isa(i) == dp::Status::ok);
+        CAPTURE(static_cast<int>(i));
+        CHECK(bit_differences(fixed_forward(on, x), r) == 0);
+        CHECK(max_rel(r, ref) < 1e-5);
+    }
+
+    // No heap in forward, one image at a time or with a caller-held buffer.
+    std::vector<float> work(Cnn::work_size);
+    float y = 0.0f, y2 = 0.0f;
+    tapir_test::AllocationScope scope;
+    cnn->forward(x.data(), &y);
+    cnn->forward_with(x.data(), &y2, work.data());
+    CHECK(scope.count() == 0);
+    CHECK(y == ref[0]);
+    CHECK(y2 == ref[0]);
+}
+
+TEST_CASE("deploy::Conv1dT: a Conv1d stack with 'same' padding and long sums is bitwise the trained model") {
+    nn::Sequential<float> net = make_conv1d();
+    const auto m = dp::to_model<Conv1dNet>(net);
+    const Tensor<float> x = random_input(Shape{5, 4, 32}, 6);
+    CHECK(bit_differences(fixed_forward(*m, x), trained_forward(net, x)) == 0);
+}
+
+/// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
+/// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
+template <class Layer, class Fixed>
+void check_recurrent(const Tensor<float>& x, std::size_t b) {
+    nn::Sequential<float> net = make_recurrent<Layer>(false);
+    using M = dp::ModelT<float, Fixed, dp::DenseT<float, 64, 1>>;
+    const auto m = dp::to_model<M>(net);
+    const std::vector<float> ref = trained_forward(net, x);
+    CHECK(bit_differences(fixed_forward(*m, x), ref) == 0);
+    float state[Fixed::state_size] = {};
+    float y[dp::DenseT<float, 64, 1>::out_buffer] = {};  // a layer writes whole vectors
+    tapir_test::AllocationScope scope;
+    for (std::size_t t = 0; t < 10; ++t) m->template layer<0>().step(x.data() + b * 80 + t * 8, state);
+    m->template layer<1>().forward(m->isa(), state, y, nullptr);
+    CHECK(scope.count() == 0);
+    CHECK(y[0] == ref[b]);
+
+    nn::Sequential<float> seq = make_recurrent<Layer>(true);
+    using S = dp::ModelT<float, dp::RecurrentT<float, Fixed::cell, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
+    CHECK(bit_differences(fixed_forward(*dp::to_model<S>(seq), x), trained_forward(seq, x)) == 0);
+}
+
+TEST_CASE("deploy::LstmT and GruT: whole sequences and streaming steps are bitwise the trained layers") {
+    const Tensor<float> x = random_input(Shape{4, 10, 8}, 7);
+    SUBCASE("LSTM") { check_recurrent<nn::LSTM<float>, dp::LstmT<float, 8, 64, 10>>(x, 0); }
+    SUBCASE("GRU") { check_recurrent<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x, 1); }
+}
+
+TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the trained one") {
+    Rng rng(21);
+    for (const bool mean : {false, true}) {
+        nn::DeepSet<float> pfn(4, {32, 32, 16}, {32, 1}, rng, Activation::relu, mean ? nn::SetPooling::mean : nn::SetPooling::sum);
+        constexpr std::size_t B = 3, N = 20;
+        const Tensor<float> x = random_input(Shape{B, N, 4}, 8);
+        Tensor<float> mask(Shape{B, N});
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t i = 0; i < N; ++i) mask[b * N + i] = i < 7 + 5 * b && i != 3 ? 1.0f : 0.0f;
+        Tape<float> tape;
+        NoGradGuard<float> guard(tape);
+        pfn.eval();
+        const Var<float> ref = pfn.forward(tape.view(x), tape.view(mask));
+        using Sum = dp::DeepSetT<float, N, dp::Mlp<float, 4, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>, false>;
+        using Mean = dp::DeepSetT<float, N, dp::Mlp<float, 4, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>, true>;
+        auto check = [&](auto& fixed) {
+            dp::load_model(fixed, pfn);
+            for (std::size_t b = 0; b < B; ++b) {
+                float y = 0.0f;
+                tapir_test::AllocationScope scope;
+                fixed.forward(x.data() + b * N * 4, mask.data() + b * N, &y);
+                CHECK(scope.count() == 0);
+                CHECK(std::memcmp(&y, ref.data() + b, sizeof(float)) == 0);
+            }
+        };
+        if (mean) {
+            auto fixed = std::make_unique<Mean>();
+            check(*fixed);
+            auto wrong = std::make_unique<Sum>();
+            CHECK_THROWS_WITH(dp::load_model(*wrong, pfn), "deploy::load_model: the trained DeepSet pools by mean, the fixed-size one by sum");
+        } else {
+            auto fixed = std::make_unique<Sum>();
+            check(*fixed);
+        }
+    }
+}
+
+TEST_CASE("deploy::load_model folds a BatchNorm into the Dense before it (within 1e-6 of the unfolded model)") {
+    Rng rng(31);
+    nn::Sequential<float> net;
+    net.add<nn::Conv2d<float>>(1, 4, 3, rng).add<nn::ReLU<float>>().add<nn::Flatten<float>>();
+    net.add<nn::Dense<float>>(4 * 6 * 6, 8, rng).add<nn::BatchNorm<float>>(8).add<nn::Tanh<float>>().add<nn::Dense<float>>(8, 1, rng);
+    for (const std::size_t i : {std::size_t(4)}) {
+        auto* bn = &static_cast<nn::BatchNorm<float>&>(net.at(i));
+        for (std::size_t j = 0; j < bn->features(); ++j) {
+            bn->running_mean[j] = 0.1f * static_cast<float>(j) - 0.2f;
+            bn->running_var[j] = 0.5f + 0.25f * static_cast<float>(j);
+            bn->weight.value[j] = 1.5f - 0.1f * static_cast<float>(j);
+            bn->bias.value[j] = 0.05f * static_cast<float>(j);
+        }
+    }
+    using M = dp::ModelT<float, dp::Conv2dT<float, 1, 8, 8, 4, 3, 3>, dp::FlattenT<float, 144>, dp::DenseT<float, 144, 8>,
+                         dp::DenseT<float, 8, 1>>;
+    const Tensor<float> x = random_input(Shape{9, 1, 8, 8}, 9);
+    const std::vector<float> ref = trained_forward(net, x);
+    const std::vector<float> got = fixed_forward(*dp::to_model<M>(net), x);
+    CHECK(max_rel(got, ref) < 1e-6);
+}
+
+TEST_CASE("deploy::load_model from a model file equals the trained model") {
+    nn::Sequential<float> net = make_cnn();
+    const std::string path = (std::filesystem::temp_directory_path() / "tapir_test_deploy_model_cnn.tpr").string();
+    nn::save_model(path, net);
+    nn::Sequential<float> architecture = make_cnn();
+    Rng rng(99);
+    for (auto& v : static_cast<nn::Conv2d<float>&>(architecture.at(0)).weight.value) v = static_cast<float>(rng.normal());
+    const auto m = dp::to_model<Cnn>(path, architecture);
+    std::remove(path.c_str());
+    const Tensor<float> x = random_input(Shape{2, 1, 40, 40}, 10);
+    CHECK(bit_differences(fixed_forward(*m, x), trained_forward(net, x)) == 0);
+}
+
+TEST_CASE("deploy::load_model names the layer and both shapes when they disagree") {
+    nn::Sequential<float> net = make_cnn();
+    using WrongChannels = dp::ModelT<float, dp::Conv2dT<float, 1, 40, 40, 16, 3, 3, 1, 1, 1, 1>, dp::MaxPool2dT<float, 16, 40, 40, 2, 2>,
+                                     dp::Conv2dT<float, 16, 20, 20, 16, 3, 3>, dp::AvgPool2dT<float, 16, 18, 18, 2, 2>,
+                                     dp::Conv2dT<float, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1>, dp::FlattenT<float, 200>,
+                                     dp::DenseT<float, 200, 10>, dp::DenseT<float, 10, 1>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<WrongChannels>(net),
+                         "deploy::load_model: layer 0 (Conv2d(1->8, 3x3, same)) vs fixed-size layer 0 (Conv2d): trained weight (8, 1, 3, 3), "
+                         "fixed-size weight (16, 1, 3, 3)",
+                         shape_error);
+    using WrongStride = dp::ModelT<float, dp::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>, dp::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+                                   dp::Conv2dT<float, 8, 20, 20, 16, 3, 3>, dp::AvgPool2dT<float, 16, 18, 18, 2, 2>,
+                                   dp::Conv2dT<float, 16, 9, 9, 8, 3, 3, 1, 1, 1, 1>, dp::FlattenT<float, 648>,
+                                   dp::DenseT<float, 648, 10>, dp::DenseT<float, 10, 1>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<WrongStride>(net),
+                         "deploy::load_model: layer 6 (Conv2d(16->8, 3x3, stride 2x2, pad 1x1)) vs fixed-size layer 4 (Conv2d): trained stride "
+                         "(2, 2) and padding (top, bottom, left, right) (1, 1, 1, 1), fixed-size stride (1, 1) and padding (1, 1, 1, 1)",
+                         shape_error);
+    using TooShort = dp::ModelT<float, dp::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>, dp::FlattenT<float, 8 * 40 * 40>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<TooShort>(net),
+                         "deploy::load_model: the trained model has 8 deployable layers (Conv2d, MaxPool2d, Conv2d, AvgPool2d, Conv2d, "
+                         "Flatten, Dense, Dense) but the fixed-size model has 2",
+                         shape_error);
+    nn::Sequential<float> lstm = make_recurrent<nn::LSTM<float>>(false);
+    using WrongHidden = dp::ModelT<float, dp::LstmT<float, 8, 32, 10>, dp::DenseT<float, 32, 1>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<WrongHidden>(lstm),
+                         "deploy::load_model: layer 0 (LSTM(8 -> 64)) vs fixed-size layer 0 (LSTM): trained weight_ih (256, 8), fixed-size (128, 8)",
+                         shape_error);
+}
+
+TEST_CASE("deploy::ModelT is thread-safe: threads sharing one CNN compute what one thread does") {
+    nn::Sequential<float> net = make_cnn();
+    const auto cnn = dp::to_model<Cnn>(net);
+    const Tensor<float> x = random_input(Shape{8, 1, 40, 40}, 12);
+    const std::vector<float> one = fixed_forward(*cnn, x);
+    std::vector<std::vector<float>> out(4);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < 4; ++t) threads.emplace_back([&, t] { out[t] = fixed_forward(*cnn, x); });
+    for (auto& t : threads) t.join();
+    for (const auto& o : out) CHECK(bit_differences(o, one) == 0);
+}
