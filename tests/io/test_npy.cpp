@@ -18,9 +18,11 @@ using namespace tapir;
 
 namespace {
 
-template <std::size_t N>
-std::string bytes_of(const char (&s)[N]) {
-    return std::string(s, N - 1);
+using tapir_test::bytes_of;
+using tapir_test::file_bytes;
+
+std::string error_of(const std::string& bytes) {
+    return tapir_test::format_error_of([&] { (void)io::parse_npy(bytes, "t.npy"); });
 }
 
 /// A .npy file of the given version around a header dict and raw data.
@@ -36,20 +38,6 @@ std::string npy_file(const std::string& dict, const std::string& data, int major
     return out + h + data;
 }
 
-template <class V>
-std::string raw(const std::vector<V>& v) {
-    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(V));
-}
-
-std::string error_of(const std::string& bytes) {
-    try {
-        (void)io::parse_npy(bytes, "t.npy");
-    } catch (const format_error& e) {
-        return e.what();
-    }
-    return "no error";
-}
-
 // Test values both sides compute: element i of a float array, of an int array, of a bool array.
 double fval(std::size_t i) { return static_cast<double>(static_cast<long>(i * 7 % 23) - 11) + 0.25 * static_cast<double>(i % 4); }
 std::int64_t ival(std::size_t i, bool wide) {
@@ -57,11 +45,6 @@ std::int64_t ival(std::size_t i, bool wide) {
     return wide ? v * (std::int64_t(1) << 33) + 1 : v;
 }
 bool bval(std::size_t i) { return i % 3 == 0; }
-
-std::string file_bytes(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 const char* py_values =
     "def fval(n): i = np.arange(n); return ((i * 7 % 23) - 11) + 0.25 * (i % 4)\n"
@@ -85,19 +68,19 @@ TEST_CASE("npy: a tiny big-endian int32 file in a string literal") {
 TEST_CASE("npy: header versions 1.0, 2.0 and 3.0, both byte orders, Fortran order") {
     const std::vector<double> v{1.5, -2.0, 3.25, 4.0, 5.5, -6.0};
     for (int major : {1, 2, 3}) {
-        const io::NpyArray a = io::parse_npy(npy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", raw(v), major), "v.npy");
+        const io::NpyArray a = io::parse_npy(npy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }", tapir_test::raw_bytes(v), major), "v.npy");
         CHECK(a.values<double>() == v);
     }
     // Fortran order: column-major data of [[1, 2, 3], [4, 5, 6]] reads in C order.
     const std::vector<std::int64_t> f{1, 4, 2, 5, 3, 6};
-    const io::NpyArray c = io::parse_npy(npy_file("{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3)}", raw(f)), "f.npy");
+    const io::NpyArray c = io::parse_npy(npy_file("{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3)}", tapir_test::raw_bytes(f)), "f.npy");
     CHECK(c.values<std::int64_t>() == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6});
     // Rank 3 in Fortran order: element (i, j, k) is at i + 2 j + 6 k.
     std::vector<float> f3(24);
     for (std::size_t i = 0; i < 2; ++i)
         for (std::size_t j = 0; j < 3; ++j)
             for (std::size_t k = 0; k < 4; ++k) f3[i + 2 * j + 6 * k] = static_cast<float>(100 * i + 10 * j + k);
-    const Tensor<float> t3 = io::parse_npy(npy_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3, 4)}", raw(f3)), "f3.npy").to_tensor<float>();
+    const Tensor<float> t3 = io::parse_npy(npy_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3, 4)}", tapir_test::raw_bytes(f3)), "f3.npy").to_tensor<float>();
     CHECK(t3(1, 2, 3) == 123.0f);
     CHECK(t3(0, 1, 2) == 12.0f);
     CHECK(t3(1, 0, 1) == 101.0f);
@@ -162,7 +145,7 @@ TEST_CASE("npy: tapir's files round-trip bit for bit, data 64-byte aligned") {
 }
 
 TEST_CASE("npy: bad files are refused with the problem named") {
-    const std::string d4 = raw(std::vector<float>{1, 2, 3, 4});
+    const std::string d4 = tapir_test::raw_bytes(std::vector<float>{1, 2, 3, 4});
     CHECK(error_of("PK\x03\x04 not numpy") == "t.npy: bad magic: not a .npy file (it does not start with \\x93NUMPY)");
     CHECK(error_of(bytes_of("\x93NUMPY\x01")) == "t.npy: truncated .npy file (7 bytes, shorter than its preamble)");
     CHECK(error_of(npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (4,)}", d4).substr(0, 30)).find("truncated .npy file: the header claims") !=
@@ -223,15 +206,7 @@ print('made', len(os.listdir('.')))
                     const std::string ref = file_bytes(dir / (stem + ".ref"));
                     CAPTURE(stem);
                     CAPTURE(layout);
-                    if (name[0] == 'i') {
-                        const std::vector<std::int64_t> v = a.values<std::int64_t>();
-                        REQUIRE(v.size() * 8 == ref.size());
-                        CHECK(std::memcmp(v.data(), ref.data(), ref.size()) == 0);
-                    } else {
-                        const std::vector<double> v = a.values<double>();
-                        REQUIRE(v.size() * 8 == ref.size());
-                        CHECK(std::memcmp(v.data(), ref.data(), ref.size()) == 0);
-                    }
+                    CHECK(tapir_test::equals_reference(a, ref));
                     checked++;
                     if (layout[0] == 'f' && a.rank() >= 2) fortran++;
                 }

@@ -19,9 +19,8 @@ using namespace tapir;
 
 namespace {
 
-template <std::size_t N>
-std::string bytes_of(const char (&s)[N]) {
-    return std::string(s, N - 1);
+std::string npz_error(const std::string& bytes) {
+    return tapir_test::format_error_of([&] { (void)io::parse_npz(bytes, "t.npz"); });
 }
 
 std::string inflate_text(const std::string& in, std::size_t out_size) {
@@ -32,26 +31,7 @@ std::string inflate_text(const std::string& in, std::size_t out_size) {
 }
 
 std::string inflate_error(const std::string& in, std::size_t out_size) {
-    try {
-        (void)inflate_text(in, out_size);
-    } catch (const format_error& e) {
-        return e.what();
-    }
-    return "no error";
-}
-
-std::string npz_error(const std::string& bytes) {
-    try {
-        (void)io::parse_npz(bytes, "t.npz");
-    } catch (const format_error& e) {
-        return e.what();
-    }
-    return "no error";
-}
-
-std::string file_bytes(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    return tapir_test::format_error_of([&] { (void)inflate_text(in, out_size); });
 }
 
 std::vector<std::pair<std::string, io::NpyArray>> sample_arrays() {
@@ -67,26 +47,26 @@ std::vector<std::pair<std::string, io::NpyArray>> sample_arrays() {
 
 TEST_CASE("inflate: hand-made stored and fixed-Huffman streams of known content") {
     // zlib, raw deflate, strategy Z_FIXED: one final fixed-Huffman block with back-references.
-    const std::string fixed = bytes_of("\x2b\x49\x2c\xc8\x2c\x52\x28\x4a\x4d\x4c\x29\x56\x48\x49\x4d\xcb\x49\x2c\x49\xb5\x52\x48\x4c\x4a\x46\x43\x3a"
+    const std::string fixed = tapir_test::bytes_of("\x2b\x49\x2c\xc8\x2c\x52\x28\x4a\x4d\x4c\x29\x56\x48\x49\x4d\xcb\x49\x2c\x49\xb5\x52\x48\x4c\x4a\x46\x43\x3a"
                                        "\xe8\x62\x8a\x5c\x00");
     const std::string text = "tapir reads deflate: abcabcabcabcabcabc, abcabcabcabcabc!\n";
     CHECK((static_cast<unsigned char>(fixed[0]) & 7u) == 3u);  // BFINAL = 1, BTYPE = 01 (fixed)
     CHECK(inflate_text(fixed, text.size()) == text);
     // A stored block: BFINAL = 1, BTYPE = 00, LEN = 5, NLEN = ~5.
-    CHECK(inflate_text(bytes_of("\x01\x05\x00\xfa\xffhello"), 5) == "hello");
+    CHECK(inflate_text(tapir_test::bytes_of("\x01\x05\x00\xfa\xffhello"), 5) == "hello");
     // Two blocks: a non-final stored "ab", then a final stored "c".
-    CHECK(inflate_text(bytes_of("\x00\x02\x00\xfd\xff" "ab" "\x01\x01\x00\xfe\xff" "c"), 3) == "abc");
+    CHECK(inflate_text(tapir_test::bytes_of("\x00\x02\x00\xfd\xff" "ab" "\x01\x01\x00\xfe\xff" "c"), 3) == "abc");
 
-    CHECK(inflate_error(bytes_of("\x07"), 1) == "s: corrupt deflate stream: invalid block type 3");
+    CHECK(inflate_error(tapir_test::bytes_of("\x07"), 1) == "s: corrupt deflate stream: invalid block type 3");
     CHECK(inflate_error(fixed.substr(0, 12), text.size()) == "s: corrupt deflate stream: truncated (the input ends inside a block)");
     CHECK(inflate_error(fixed, text.size() - 1).find("inflates to more than the 57 bytes") != std::string::npos);
     CHECK(inflate_error(fixed, text.size() + 1) == "s: corrupt deflate stream: the stream ends after 58 bytes, the archive claims 59");
-    CHECK(inflate_error(bytes_of("\x01\x05\x00\xfb\xffhello"), 5) == "s: corrupt deflate stream: a stored block's length does not match its complement");
+    CHECK(inflate_error(tapir_test::bytes_of("\x01\x05\x00\xfb\xffhello"), 5) == "s: corrupt deflate stream: a stored block's length does not match its complement");
     // Fixed block whose first symbol is a match (length 3, distance 1) with nothing written yet.
-    CHECK(inflate_error(bytes_of("\x03\x02\x00"), 3) ==
+    CHECK(inflate_error(tapir_test::bytes_of("\x03\x02\x00"), 3) ==
           "s: corrupt deflate stream: a distance of 1 reaches before the start of the output (0 bytes written)");
     // Dynamic block header declaring 287 literal/length codes.
-    CHECK(inflate_error(bytes_of("\xf5\x00\x00"), 3).find("declares 287 literal/length codes (at most 286)") != std::string::npos);
+    CHECK(inflate_error(tapir_test::bytes_of("\xf5\x00\x00"), 3).find("declares 287 literal/length codes (at most 286)") != std::string::npos);
 }
 
 TEST_CASE("npz: tapir's archives round-trip, with and without ZIP64 records") {
@@ -102,7 +82,7 @@ TEST_CASE("npz: tapir's archives round-trip, with and without ZIP64 records") {
         CHECK(f["mask"].values<bool>() == std::vector<bool>{true, false, false, true});
         CHECK(f.tensor<double>("w")[19] == 0.25);
         CHECK(f["x"].source() == "t.npz: member 'x.npy'");
-        CHECK((b.find(bytes_of("PK\x06\x06")) != std::string::npos) == zip64);
+        CHECK((b.find(tapir_test::bytes_of("PK\x06\x06")) != std::string::npos) == zip64);
     }
     CHECK_THROWS_WITH_AS((void)io::parse_npz(io::npz_bytes(arrays), "t.npz")["z"], "t.npz: no array 'z' (available: x, y, w, mask)", value_error);
     CHECK_THROWS_WITH_AS((void)io::npz_bytes({{"a", arrays[0].second}, {"a", arrays[1].second}}), "npz_bytes: array name 'a' is used twice", value_error);
@@ -127,14 +107,14 @@ TEST_CASE("npz: bad archives are refused with the problem named") {
     CHECK(npz_error(far).find("t.npz: truncated archive: the central directory") != std::string::npos);
     // A member's method 12 (bzip2).
     std::string bz = good;
-    const std::size_t cd = bz.find(bytes_of("PK\x01\x02"));
+    const std::size_t cd = bz.find(tapir_test::bytes_of("PK\x01\x02"));
     bz[cd + 10] = 12;
     CHECK(npz_error(bz) == "t.npz: member 'x.npy': compression method 12 (bzip2) is not supported (stored and deflate are)");
     // A member that is not a .npy file (its CRC made right): the error names the member.
     std::string badnpy = io::npz_bytes({{"x", io::NpyArray::from(Shape{1}, std::vector<double>{1.0})}});
     badnpy[30 + 5 + 1] = 'X';
     const std::uint32_t c = io::crc32(badnpy.data() + 35, 136);
-    const std::size_t at = badnpy.find(bytes_of("PK\x01\x02")) + 16;
+    const std::size_t at = badnpy.find(tapir_test::bytes_of("PK\x01\x02")) + 16;
     for (std::size_t k = 0; k < 4; ++k) badnpy[at + k] = static_cast<char>((c >> (8 * k)) & 0xFFu);
     CHECK(npz_error(badnpy) == "t.npz: member 'x.npy': bad magic: not a .npy file (it does not start with \\x93NUMPY)");
 }
@@ -179,17 +159,8 @@ print('dynamic', 2 in types)
         CHECK(f.arrays.size() == 8);
         for (const auto& kv : f.arrays) {
             CAPTURE(kv.first);
-            const std::string ref = file_bytes(dir / (kv.first + ".ref"));
-            const io::NpyArray& a = kv.second;
-            if (a.type() == io::NpyType::int32 || a.type() == io::NpyType::int64) {
-                const std::vector<std::int64_t> v = a.values<std::int64_t>();
-                REQUIRE(v.size() * 8 == ref.size());
-                CHECK(std::memcmp(v.data(), ref.data(), ref.size()) == 0);
-            } else {
-                const std::vector<double> v = a.values<double>();
-                REQUIRE(v.size() * 8 == ref.size());
-                CHECK(std::memcmp(v.data(), ref.data(), ref.size()) == 0);
-            }
+            const std::string ref = tapir_test::file_bytes(dir / (kv.first + ".ref"));
+            CHECK(tapir_test::equals_reference(kv.second, ref));
         }
         CHECK(f["f8be"].shape() == Shape{4, 5, 6});
         CHECK(f["b1"].type() == io::NpyType::boolean);

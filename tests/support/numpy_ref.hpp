@@ -1,10 +1,11 @@
 #pragma once
 // NumPy as the reference for the .npy/.npz tests: a test writes a Python script that runs in a
 // scratch directory under /usr/bin/python3 (with numpy), makes or checks files there, and prints
-// lines the test asserts ("VERDICT ok"). Tests that use it skip with a message when numpy is
+// lines the test asserts ("VERDICT ok"). Also the helpers the .npy/.npz tests share. Tests that use it skip with a message when numpy is
 // missing (Debian: apt-get install python3-numpy).
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -12,10 +13,51 @@
 #include <iterator>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
+#include <tapir/error.hpp>
+#include <tapir/io/npy.hpp>
+
 namespace tapir_test {
+
+/// The bytes of a string literal, embedded NULs included.
+template <std::size_t N>
+std::string bytes_of(const char (&s)[N]) {
+    return std::string(s, N - 1);
+}
+
+/// The whole content of a file ("" when it cannot be read).
+inline std::string file_bytes(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+/// The bytes of a vector's values.
+template <class V>
+std::string raw_bytes(const std::vector<V>& v) {
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(V));
+}
+
+/// The message of the tapir::format_error that f() throws, or "no error".
+template <class F>
+std::string format_error_of(F f) {
+    try {
+        f();
+    } catch (const tapir::format_error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+/// Whether an array equals reference values NumPy wrote with tofile: little-endian int64 for
+/// integer arrays, float64 for float and bool arrays, in C order; bit for bit.
+inline bool equals_reference(const tapir::io::NpyArray& a, const std::string& ref) {
+    const bool integer = a.type() == tapir::io::NpyType::int32 || a.type() == tapir::io::NpyType::int64;
+    const std::string got = integer ? raw_bytes(a.values<std::int64_t>()) : raw_bytes(a.values<double>());
+    return got == ref;
+}
 
 /// True when /usr/bin/python3 imports numpy; otherwise prints why the caller skips.
 inline bool numpy_available() {
