@@ -212,3 +212,27 @@ TEST_CASE("npz: a dataset from an archive's arrays (int64 labels, float32 featur
     const data::Dataset<double> e = data::make_dataset<double>(f["x"], f["y"]);
     CHECK(e.y[1] == 1.0);
 }
+
+TEST_CASE("inflate: zlib streams that mix fixed, stored and dynamic blocks") {
+    if (!tapir_test::numpy_available()) return;
+    tapir_test::ScratchDir dir("inflate_zlib");
+    // Sync flushes end a Huffman block and add an empty stored block; random bytes go into
+    // stored blocks: the decoder must hand back the bytes it had buffered past a Huffman block.
+    (void)tapir_test::numpy_run(dir, R"(
+import zlib
+rnd = np.random.default_rng(3).integers(0, 256, size=70000, dtype=np.uint8).tobytes()
+text = b'tapir reads deflate ' * 300
+for name, strategy in [('fixed', zlib.Z_FIXED), ('default', zlib.Z_DEFAULT_STRATEGY)]:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, strategy)
+    s = c.compress(text) + c.flush(zlib.Z_SYNC_FLUSH) + c.compress(rnd) + c.flush(zlib.Z_FULL_FLUSH) + c.compress(text) + c.flush()
+    open(name + '.deflate', 'wb').write(s)
+    open(name + '.raw', 'wb').write(text + rnd + text)
+)");
+    for (const char* name : {"fixed", "default"}) {
+        CAPTURE(name);
+        const std::string in = tapir_test::file_bytes(dir / (std::string(name) + ".deflate"));
+        const std::string want = tapir_test::file_bytes(dir / (std::string(name) + ".raw"));
+        REQUIRE(want.size() == 70000 + 2 * 6000);
+        CHECK(inflate_text(in, want.size()) == want);
+    }
+}

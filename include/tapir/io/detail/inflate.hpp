@@ -1,7 +1,7 @@
 #pragma once
 /// A small raw-deflate decoder (RFC 1951, DEFLATE Compressed Data Format Specification 1.3):
-/// stored, fixed-Huffman and dynamic-Huffman blocks, canonical codes decoded one bit at a time
-/// in the manner of Mark Adler's puff.c. It serves .npz members (ZIP method 8); the output size
+/// stored, fixed-Huffman and dynamic-Huffman blocks, canonical codes built as in Mark Adler's
+/// puff.c; codes of up to 9 bits decode through a lookup table, longer ones one bit at a time. It serves .npz members (ZIP method 8); the output size
 /// is known from the archive, so the decoder writes into a buffer of exactly that size and
 /// refuses a stream that would write more or less. Every malformed stream throws format_error
 /// naming `what` and the problem ("corrupt deflate stream: ...").
@@ -33,7 +33,7 @@ public:
         }
         if (out_pos_ != out_size_)
             fail("the stream ends after " + std::to_string(out_pos_) + " bytes, the archive claims " + std::to_string(out_size_));
-        return in_pos_;
+        return in_pos_ - static_cast<std::size_t>(bit_cnt_ / 8);
     }
 
 private:
@@ -42,18 +42,23 @@ private:
     static constexpr int max_dcodes = 30;
     static constexpr int fix_lcodes = 288;
 
+    static constexpr int fast_bits = 9;
+
     struct Huffman {
         short count[max_bits + 1];
         short symbol[fix_lcodes];
+        /// Indexed by the next fast_bits input bits: symbol * 16 + code length, 0 when the code
+        /// is longer (or absent) and the bit-by-bit decoder decides.
+        std::uint16_t fast[1 << fast_bits];
     };
 
     [[noreturn]] void fail(const std::string& why) const { throw format_error(what_ + ": corrupt deflate stream: " + why); }
 
     unsigned bits(int need) {
-        std::uint32_t v = bit_buf_;
+        std::uint64_t v = bit_buf_;
         while (bit_cnt_ < need) {
             if (in_pos_ == in_size_) fail("truncated (the input ends inside a block)");
-            v |= static_cast<std::uint32_t>(in_[in_pos_++]) << bit_cnt_;
+            v |= static_cast<std::uint64_t>(in_[in_pos_++]) << bit_cnt_;
             bit_cnt_ += 8;
         }
         bit_buf_ = v >> need;
@@ -61,8 +66,18 @@ private:
         return static_cast<unsigned>(v & ((1u << need) - 1u));
     }
 
+    /// Loads whole bytes into the bit buffer while it has room (at most 56 bits held).
+    void refill() {
+        while (bit_cnt_ <= 48 && in_pos_ < in_size_) {
+            bit_buf_ |= static_cast<std::uint64_t>(in_[in_pos_++]) << bit_cnt_;
+            bit_cnt_ += 8;
+        }
+    }
+
     void stored() {
-        bit_buf_ = 0;  // the rest of the current byte is padding
+        // The rest of the current byte is padding; whole bytes already buffered go back.
+        in_pos_ -= static_cast<std::size_t>(bit_cnt_ / 8);
+        bit_buf_ = 0;
         bit_cnt_ = 0;
         if (in_size_ - in_pos_ < 4) fail("truncated (a stored block's length is cut off)");
         const unsigned len = in_[in_pos_] | static_cast<unsigned>(in_[in_pos_ + 1]) << 8;
@@ -81,6 +96,13 @@ private:
     }
 
     int decode(const Huffman& h) {
+        if (bit_cnt_ < fast_bits) refill();
+        const unsigned e = h.fast[bit_buf_ & ((1u << fast_bits) - 1u)];
+        if (e != 0 && static_cast<int>(e & 15u) <= bit_cnt_) {
+            bit_buf_ >>= (e & 15u);
+            bit_cnt_ -= static_cast<int>(e & 15u);
+            return static_cast<int>(e >> 4);
+        }
         int code = 0, first = 0, index = 0;
         for (int len = 1; len <= max_bits; ++len) {
             code |= static_cast<int>(bits(1));
@@ -97,6 +119,7 @@ private:
     /// Builds a canonical code from lengths; returns 0 for a complete code, above 0 for an
     /// incomplete one, below 0 for an over-subscribed one.
     static int construct(Huffman& h, const short* length, int n) {
+        for (auto& e : h.fast) e = 0;
         for (int len = 0; len <= max_bits; ++len) h.count[len] = 0;
         for (int s = 0; s < n; ++s) h.count[length[s]]++;
         if (h.count[0] == n) return 0;
@@ -111,6 +134,18 @@ private:
         for (int len = 1; len < max_bits; ++len) offs[len + 1] = static_cast<short>(offs[len] + h.count[len]);
         for (int s = 0; s < n; ++s)
             if (length[s] != 0) h.symbol[offs[length[s]]++] = static_cast<short>(s);
+        // The lookup table: canonical codes in (length, symbol) order, bit-reversed because
+        // deflate packs Huffman codes starting from their most significant bit.
+        int code = 0, index = 0;
+        for (int len = 1; len <= fast_bits; ++len) {
+            for (int k = 0; k < h.count[len]; ++k, ++code, ++index) {
+                int rev = 0;
+                for (int b = 0; b < len; ++b) rev |= ((code >> b) & 1) << (len - 1 - b);
+                const auto entry = static_cast<std::uint16_t>(h.symbol[index] * 16 + len);
+                for (int fill = rev; fill < (1 << fast_bits); fill += 1 << len) h.fast[fill] = entry;
+            }
+            code <<= 1;
+        }
         return left;
     }
 
@@ -209,7 +244,7 @@ private:
     unsigned char* out_;
     std::size_t out_size_, out_pos_ = 0;
     const std::string& what_;
-    std::uint32_t bit_buf_ = 0;
+    std::uint64_t bit_buf_ = 0;
     int bit_cnt_ = 0;
     bool fixed_built_ = false;
     Huffman fixed_len_{}, fixed_dist_{};
