@@ -82,6 +82,8 @@
 #include "io/crc32.hpp"
 #include "io/csv.hpp"
 #include "io/model_file.hpp"
+#include "io/npy.hpp"
+#include "io/npz.hpp"
 #include "io/svg.hpp"
 #include "io/svg/axes.hpp"
 #include "io/svg/document.hpp"

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -94,4 +95,50 @@ TEST_CASE("top-tagging CSV: bad files give errors with line and column") {
                          doctest::Contains("neg.csv: data row 1, column 1 (E_0): negative energy"), tapir::parse_error);
     CHECK_THROWS_WITH_AS(hep::parse_top_tagging_csv("E_0,PX_0,PY_0,PZ_0,is_signal_new\n1,0,1,0\n", "short.csv"),
                          doctest::Contains("short.csv:2"), tapir::parse_error);
+}
+
+TEST_CASE("top-tagging NumPy: jets round-trip exactly through .npz and through two .npy files") {
+    const auto jets = hep::generate_jets(30, 7);
+    const hep::TopTaggingArrays a = hep::top_tagging_arrays(jets);
+    CHECK(a.constituents.shape() == tapir::Shape{30, 200, 4});
+    CHECK(a.constituents.type() == tapir::io::NpyType::float64);
+    CHECK(a.is_signal_new.type() == tapir::io::NpyType::int64);
+    CHECK(a.truth.shape() == tapir::Shape{30, 4});
+    const std::string npz = "tapir_test_top_tagging.npz", c = "tapir_test_top_tagging_c.npy", l = "tapir_test_top_tagging_l.npy";
+    hep::write_top_tagging_npz(npz, jets);
+    hep::write_top_tagging_npy(c, l, jets);
+    const auto from_npz = hep::read_top_tagging_npz(npz);
+    const auto from_npy = hep::read_top_tagging_npy(c, l);
+    std::remove(npz.c_str()), std::remove(c.c_str()), std::remove(l.c_str());
+    for (const auto* back : {&from_npz, &from_npy}) {
+        REQUIRE(back->size() == jets.size());
+        for (std::size_t i = 0; i < jets.size(); ++i) {
+            CHECK((*back)[i].label == jets[i].label);
+            REQUIRE((*back)[i].constituents.size() == jets[i].constituents.size());
+            for (std::size_t k = 0; k < jets[i].constituents.size(); ++k) {
+                const FourVector& x = jets[i].constituents[k];
+                const FourVector& y = (*back)[i].constituents[k];
+                CHECK((x.px == y.px && x.py == y.py && x.pz == y.pz && x.e == y.e));
+            }
+        }
+    }
+    for (std::size_t i = 0; i < jets.size(); ++i) CHECK(from_npz[i].truth.e == (jets[i].label == 1 ? jets[i].truth.e : 0.0));
+    // The first constituent of jet 0 sits at [0, 0, :] as (E, px, py, pz), the same as the CSV columns E_0 ... PZ_0.
+    const tapir::io::CsvTable t = hep::top_tagging_table(jets);
+    const std::vector<double> v = a.constituents.values<double>();
+    CHECK(v[0] == t(0, t.index("E_0")));
+    CHECK(v[3] == t(0, t.index("PZ_0")));
+    CHECK(v[4 * 200 + 5] == t(1, t.index("PX_1")));
+}
+
+TEST_CASE("top-tagging NumPy: arrays of the wrong shape or labels are refused by name") {
+    namespace io = tapir::io;
+    const auto jets = hep::generate_jets(3, 2);
+    const hep::TopTaggingArrays a = hep::top_tagging_arrays(jets, 5);
+    CHECK_THROWS_WITH_AS(hep::jets_from_top_tagging_arrays(io::NpyArray::from(tapir::Shape{3, 20}, std::vector<double>(60)), a.is_signal_new),
+                         "array: constituents must have shape (jets, constituents, 4) of (E, px, py, pz), got (3, 20)", tapir::shape_error);
+    CHECK_THROWS_WITH_AS(hep::jets_from_top_tagging_arrays(a.constituents, io::NpyArray::from(tapir::Shape{2}, std::vector<std::int64_t>{0, 1})),
+                         "array: is_signal_new must have shape (3,) for the 3 jets of the constituents, got (2,)", tapir::shape_error);
+    CHECK_THROWS_WITH_AS(hep::jets_from_top_tagging_arrays(a.constituents, io::NpyArray::from(tapir::Shape{3}, std::vector<std::int64_t>{0, 2, 1})),
+                         "array: is_signal_new of jet 1 is 2, not 0 or 1", tapir::value_error);
 }

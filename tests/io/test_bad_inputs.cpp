@@ -17,6 +17,8 @@
 #include <tapir/data/random.hpp>
 #include <tapir/io/csv.hpp>
 #include <tapir/io/model_file.hpp>
+#include <tapir/io/npy.hpp>
+#include <tapir/io/npz.hpp>
 #include <tapir/metrics/roc.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>
@@ -80,6 +82,17 @@ io::CsvOptions columns(std::vector<std::string> c) {
     return o;
 }
 
+/// A .npy file (version 1.0) around a header dict and data bytes.
+std::string npy(const std::string& dict, const std::string& data) {
+    const std::string h = dict + "\n";
+    std::string out("\x93NUMPY\x01\x00", 8);
+    out += static_cast<char>(h.size() & 0xFF);
+    out += static_cast<char>(h.size() >> 8);
+    return out + h + data;
+}
+void load_npy(const std::string& bytes) { (void)io::parse_npy(bytes, "bad.npy"); }
+void load_npz(const std::string& bytes) { (void)io::parse_npz(bytes, "bad.npz"); }
+
 Tensor<float> filled(const Shape& s, float v = 0.5f) { return Tensor<float>(s, v); }
 
 /// A small classifier and its model file: 8 -> 4 -> 1.
@@ -126,6 +139,14 @@ TEST_CASE("bad inputs: every row throws the documented error") {
     nn::BatchNorm<float> batchnorm(3);
     nn::LayerNorm<float> layernorm(3);
 
+    const std::string f8 = std::string(16, '\0');
+    const std::string npz_good = io::npz_bytes({{"x", io::NpyArray::from(Shape{2}, std::vector<double>{1.0, 2.0})}});
+    std::string npz_crc = npz_good;
+    npz_crc[npz_crc.size() / 2] = static_cast<char>(npz_crc[npz_crc.size() / 2] ^ 0x20);
+    // The member deflated (method 8) with a stream that starts with block type 3.
+    std::string npz_deflate = npz_good;
+    npz_deflate[8] = 8, npz_deflate[npz_deflate.find("PK\x01\x02") + 10] = 8, npz_deflate[35] = 7;
+
     const std::vector<Row> table = {
         // ---- CSV ------------------------------------------------------------------------------
         {"empty CSV", [] { csv(""); }, Kind::parse, "bad.csv: empty file (no header row)"},
@@ -149,6 +170,29 @@ TEST_CASE("bad inputs: every row throws the documented error") {
          "bad.csv: unknown column 'phi' (available: pt, eta)"},
         {"unknown column by name", [] { (void)csv("pt,eta\n1,2\n").column("phi"); }, Kind::value,
          "bad.csv: unknown column 'phi' (available: pt, eta)"},
+
+        // ---- NumPy .npy / .npz ------------------------------------------------------------------
+        {"npy: bad magic", [] { load_npy("PK\x03\x04"); }, Kind::format, "bad.npy: bad magic: not a .npy file"},
+        {"npy: truncated data", [&] { load_npy(npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,)}", f8)); }, Kind::format,
+         "bad.npy: truncated .npy file: shape (3,) of float64 needs 24 bytes of data, 16 follow the header"},
+        {"npy: oversized claimed dimensions", [&] { load_npy(npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000, 1000000000, 1000000000)}", f8)); },
+         Kind::format, "bad.npy: shape (1000000000, 1000000000, 1000000000) claims more elements than fit in memory"},
+        {"npy: unsupported dtype", [&] { load_npy(npy("{'descr': '<c16', 'fortran_order': False, 'shape': (1,)}", f8)); }, Kind::format,
+         "bad.npy: unsupported dtype complex128 (descr '<c16')"},
+        {"npy: object array", [&] { load_npy(npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}", f8)); }, Kind::format,
+         "bad.npy: object arrays (descr '|O') hold pickled Python objects and cannot be read"},
+        {"npy: bad header dict", [&] { load_npy(npy("{'descr': '<f8', 'shape': (2,)}", f8)); }, Kind::format,
+         "bad.npy: bad .npy header dict: no 'fortran_order' key"},
+        {"npy: rank 5", [&] { load_npy(npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 1, 1, 2)}", f8)); }, Kind::format,
+         "bad.npy: array of rank 5 (shape (1, 1, 1, 1, 2)): tapir tensors have at most rank 4"},
+        {"npy: int64 not exact in float32",
+         [] { (void)io::NpyArray::from(Shape{1}, std::vector<std::int64_t>{16777217}).to_tensor<float>(); }, Kind::value,
+         "array: element 0 (16777217) of the int64 array is not exactly representable as float32"},
+        {"npz: truncated archive", [&] { load_npz(npz_good.substr(0, npz_good.size() - 30)); }, Kind::format,
+         "bad.npz: truncated archive: no end of central directory record"},
+        {"npz: CRC mismatch", [&] { load_npz(npz_crc); }, Kind::format, "bad.npz: member 'x.npy': CRC mismatch"},
+        {"npz: corrupt deflate stream", [&] { load_npz(npz_deflate); }, Kind::format,
+         "bad.npz: member 'x.npy': corrupt deflate stream: invalid block type 3"},
 
         // ---- labels outside {0, 1} --------------------------------------------------------------
         {"roc_auc label 2", [] { (void)metrics::roc_auc({0.1, 0.9, 0.4}, {0.0, 2.0, 1.0}); }, Kind::value,

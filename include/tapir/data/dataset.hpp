@@ -17,6 +17,8 @@
 
 #include "../error.hpp"
 #include "../io/csv.hpp"
+#include "../io/npy.hpp"
+#include "../io/npz.hpp"
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 #include "random.hpp"
@@ -436,6 +438,29 @@ Dataset<T> make_dataset(const io::CsvTable& table, const std::vector<std::string
     if (!aux.empty()) d.aux = table.to_tensor<T>(aux);
     d.validate();
     return d;
+}
+
+/// A dataset from NumPy arrays sharing their first dimension: x (events, ...), y (events, ...),
+/// optional w (events) and aux (events, ...). Integer and bool arrays (int64 labels) are
+/// converted exactly; a value T cannot hold exactly is a value_error (see io::NpyArray::values).
+template <class T>
+Dataset<T> make_dataset(const io::NpyArray& x, const io::NpyArray& y, const io::NpyArray* w = nullptr,
+                        const io::NpyArray* aux = nullptr) {
+    Dataset<T> d;
+    d.x = x.to_tensor<T>();
+    d.y = y.to_tensor<T>();
+    if (w) d.w = w->to_tensor<T>();
+    if (aux) d.aux = aux->to_tensor<T>();
+    d.validate();
+    return d;
+}
+
+/// A dataset from the arrays of an .npz archive, by name (as np.savez(f, x=..., y=...) names
+/// them): make_dataset<float>(io::read_npz("train.npz"), "x", "y"). Empty names are absent.
+template <class T>
+Dataset<T> make_dataset(const io::NpzFile& npz, const std::string& features, const std::string& label,
+                        const std::string& weight = "", const std::string& aux = "") {
+    return make_dataset<T>(npz[features], npz[label], weight.empty() ? nullptr : &npz[weight], aux.empty() ? nullptr : &npz[aux]);
 }
 
 /// One mini-batch: the gathered rows of every dataset tensor, w filled with 1 for an

@@ -7,16 +7,24 @@
 /// parse errors name the file, line and column; the pandas index column of a to_csv export (an
 /// unnamed first column) is skipped; columns other than these are ignored. A user with the real
 /// dataset converts it to this CSV once and runs the same programs on it.
+///
+/// As NumPy arrays (io/npy.hpp, io/npz.hpp), the layout most top-tagging codes feed their
+/// networks: constituents (N, n, 4) of (E, px, py, pz) per constituent, sorted by pT and
+/// zero-padded, float64; is_signal_new (N,) int64; truth (N, 4) of (E, px, py, pz), zero for
+/// QCD jets. In one .npz archive with members of these names, or in two .npy files (no truth).
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "../error.hpp"
 #include "../io/csv.hpp"
+#include "../io/npy.hpp"
+#include "../io/npz.hpp"
 #include "jets.hpp"
 #include "kinematics.hpp"
 
@@ -119,6 +127,94 @@ inline std::vector<GeneratedJet> parse_top_tagging_csv(std::string_view text, co
 /// Reads a CSV file in the reference layout.
 inline std::vector<GeneratedJet> read_top_tagging_csv(const std::string& path) {
     return jets_from_top_tagging_table(io::read_csv(path));
+}
+
+/// The jets as NumPy arrays in the (N, n, 4) layout described at the top of this header.
+struct TopTaggingArrays {
+    io::NpyArray constituents, is_signal_new, truth;
+};
+
+/// The jets as arrays: the same constituents, order and padding as top_tagging_table.
+inline TopTaggingArrays top_tagging_arrays(const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    const io::CsvTable t = top_tagging_table(jets, n_constituents);
+    const std::size_t n = jets.size(), nc = t.names.size(), k = 4 * n_constituents;
+    std::vector<double> c(n * k), truth(n * 4);
+    std::vector<std::int64_t> label(n);
+    for (std::size_t r = 0; r < n; ++r) {
+        const double* row = t.values.data() + r * nc;
+        std::copy(row, row + k, c.data() + r * k);
+        std::copy(row + k, row + k + 4, truth.data() + r * 4);
+        label[r] = static_cast<std::int64_t>(row[k + 5]);
+    }
+    TopTaggingArrays a;
+    a.constituents = io::NpyArray::from(Shape{n, n_constituents, 4}, c);
+    a.is_signal_new = io::NpyArray::from(Shape{n}, label);
+    a.truth = io::NpyArray::from(Shape{n, 4}, truth);
+    return a;
+}
+
+/// Jets from arrays in the (N, n, 4) layout: constituents of any float or integer dtype, labels
+/// (N,) or (N, 1) of 0 and 1, truth (N, 4) optional. All-zero constituents are padding and
+/// dropped. Errors name the array's source, the jet and the constituent.
+inline std::vector<GeneratedJet> jets_from_top_tagging_arrays(const io::NpyArray& constituents, const io::NpyArray& is_signal_new,
+                                                              const io::NpyArray* truth = nullptr) {
+    const Shape& s = constituents.shape();
+    if (s.rank() != 3 || s[2] != 4)
+        throw shape_error(constituents.source() + ": constituents must have shape (jets, constituents, 4) of (E, px, py, pz), got " + s.str());
+    const std::size_t n = s[0], m = s[1];
+    const Shape& ls = is_signal_new.shape();
+    if (!((ls.rank() == 1 && ls[0] == n) || (ls.rank() == 2 && ls[0] == n && ls[1] == 1)))
+        throw shape_error(is_signal_new.source() + ": is_signal_new must have shape (" + std::to_string(n) + ",) for the " + std::to_string(n) +
+                          " jets of the constituents, got " + ls.str());
+    if (truth && truth->shape() != Shape{n, 4})
+        throw shape_error(truth->source() + ": truth must have shape (" + std::to_string(n) + ", 4), got " + truth->shape().str());
+    const std::vector<double> c = constituents.values<double>();
+    const std::vector<double> labels = is_signal_new.values<double>();
+    const std::vector<double> tv = truth ? truth->values<double>() : std::vector<double>();
+    std::vector<GeneratedJet> out(n);
+    for (std::size_t r = 0; r < n; ++r) {
+        GeneratedJet& j = out[r];
+        const double l = labels[r];
+        if (l != 0.0 && l != 1.0)
+            throw value_error(is_signal_new.source() + ": is_signal_new of jet " + std::to_string(r) + " is " + tapir::detail::number_text(l) +
+                              ", not 0 or 1");
+        j.label = static_cast<int>(l);
+        for (std::size_t i = 0; i < m; ++i) {
+            const double* v = c.data() + (r * m + i) * 4;
+            if (v[0] == 0.0 && v[1] == 0.0 && v[2] == 0.0 && v[3] == 0.0) continue;
+            if (!(v[0] >= 0.0))
+                throw value_error(constituents.source() + ": jet " + std::to_string(r) + ", constituent " + std::to_string(i) +
+                                  ": negative energy " + tapir::detail::number_text(v[0]));
+            j.constituents.emplace_back(v[1], v[2], v[3], v[0]);
+        }
+        if (truth) j.truth = FourVector(tv[4 * r + 1], tv[4 * r + 2], tv[4 * r + 3], tv[4 * r]);
+    }
+    return out;
+}
+
+/// Writes jets as an .npz archive with members constituents, is_signal_new and truth.
+inline void write_top_tagging_npz(const std::string& path, const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    TopTaggingArrays a = top_tagging_arrays(jets, n_constituents);
+    io::write_npz(path, {{"constituents", std::move(a.constituents)}, {"is_signal_new", std::move(a.is_signal_new)}, {"truth", std::move(a.truth)}});
+}
+
+/// Reads jets from an .npz archive with arrays constituents and is_signal_new (truth optional).
+inline std::vector<GeneratedJet> read_top_tagging_npz(const std::string& path) {
+    const io::NpzFile f = io::read_npz(path);
+    return jets_from_top_tagging_arrays(f["constituents"], f["is_signal_new"], f.has("truth") ? &f["truth"] : nullptr);
+}
+
+/// Writes jets as two .npy files: constituents (N, n, 4) and is_signal_new (N,).
+inline void write_top_tagging_npy(const std::string& constituents_path, const std::string& labels_path, const std::vector<GeneratedJet>& jets,
+                                  std::size_t n_constituents = 200) {
+    const TopTaggingArrays a = top_tagging_arrays(jets, n_constituents);
+    io::write_npy(constituents_path, a.constituents);
+    io::write_npy(labels_path, a.is_signal_new);
+}
+
+/// Reads jets from two .npy files: constituents (N, n, 4) and is_signal_new (N,).
+inline std::vector<GeneratedJet> read_top_tagging_npy(const std::string& constituents_path, const std::string& labels_path) {
+    return jets_from_top_tagging_arrays(io::read_npy_array(constituents_path), io::read_npy_array(labels_path));
 }
 
 } // namespace tapir::hep

@@ -47,6 +47,7 @@
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 #include "crc32.hpp"
+#include "detail/file.hpp"
 
 namespace tapir {
 namespace io {
@@ -517,48 +518,10 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
     }
 }
 
-struct ModelFileCloser {
-    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-};
-
-inline std::string read_model_file(const std::string& path, const char* fn) {
-    errno = 0;
-    std::unique_ptr<std::FILE, ModelFileCloser> f(std::fopen(path.c_str(), "rb"));
-    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
-    std::string data;
-    char buf[1 << 16];
-    errno = 0;
-    for (;;) {
-        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
-        data.append(buf, got);
-        if (got < sizeof buf) break;
-    }
-    // A directory opens but does not read (EISDIR): the reason names it.
-    if (std::ferror(f.get()))
-        throw format_error(std::string(fn) + ": cannot read '" + path + "': " + std::generic_category().message(errno ? errno : EIO));
-    return data;
-}
+inline std::string read_model_file(const std::string& path, const char* fn) { return read_file(path, fn); }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_model_file(const std::string& path, const std::string& data) {
-    const std::string tmp = path + ".tmp";
-    errno = 0;
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
-    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-    const int err = errno;
-    const bool closed = std::fclose(f) == 0;
-    if (!wrote || !closed) {
-        std::remove(tmp.c_str());
-        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int e = errno;
-        std::remove(tmp.c_str());
-        // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
-        throw format_error("save_model: cannot write '" + path + "': " + std::generic_category().message(e));
-    }
-}
+inline void write_model_file(const std::string& path, const std::string& data) { write_file_atomic(path, data, "save_model"); }
 
 } // namespace detail
 
