@@ -202,3 +202,34 @@ TEST_CASE("LorentzBoostNetwork: features of the boosted particles by hand, gradi
     check_module(lbn, x);
     CHECK_THROWS_WITH(lbn.forward(t.constant(Td(Shape{2, 3, 4}))), "LorentzBoostNetwork: expected 4-vectors of shape (B, 4, 4), got (2, 3, 4)");
 }
+
+TEST_CASE("LorentzBoostNetwork: finite values and gradients for particles on the -x and -z axes (float)") {
+    // Particle 0 boosted into the rest frame of particle 1, which is at rest: the boosted particle is
+    // particle 0 as given. In float, pT + px and |p| + pz round to exactly 0 for these directions;
+    // unguarded, phi's gradient (jets 0 and 1) and eta (jet 2) were not finite.
+    Rng rng(3);
+    LorentzBoostNetwork<float> lbn(2, 1, rng);
+    lbn.particle_weights.value(0, 0) = 1.0f, lbn.particle_weights.value(1, 0) = 0.0f;
+    lbn.restframe_weights.value(0, 0) = 0.0f, lbn.restframe_weights.value(1, 0) = 1.0f;
+    const float p[3][4] = {{2.0f, -1.0f, 1e-5f, 0.0f}, {2.0f, -1.0f, 0.0f, 0.0f}, {2.0f, 1e-5f, 0.0f, -1.0f}};
+    Tensor<float> x(Shape{3, 2, 4});
+    for (std::size_t b = 0; b < 3; ++b) {
+        for (std::size_t k = 0; k < 4; ++k) x(b, 0, k) = p[b][k];
+        x(b, 1, 0) = 1.0f;
+    }
+    REQUIRE(std::hypot(x(0, 0, 1), x(0, 0, 2)) + x(0, 0, 1) == 0.0f);  // the cancellation the guard is for
+    Tape<float> t;
+    const Var<float> vx = t.variable(x);
+    const Var<float> f = lbn.forward(vx);  // (3, 5): E, pT, eta, phi, m
+    for (std::size_t i = 0; i < f.size(); ++i) CHECK(std::isfinite(f.data()[i]));
+    const Tensor<float> v = f.value();
+    CHECK(v(0, 3) == doctest::Approx(3.14159265).epsilon(0.1));  // near the cut: about pi
+    CHECK(v(1, 3) == 0.0f);                                      // on it: 0 (documented), not NaN
+    CHECK(v(0, 4) == doctest::Approx(std::sqrt(3.0)).epsilon(1e-5));
+    CHECK(v(2, 2) < -2.0f);  // eta of a particle 1e-5 from the -z axis: large and negative, not -inf
+    backward(sum(f));
+    const Tensor<float> g = vx.grad();
+    for (std::size_t i = 0; i < g.size(); ++i) CHECK(std::isfinite(g.data()[i]));
+    for (auto* w : lbn.parameters())
+        for (std::size_t i = 0; i < w->grad.size(); ++i) CHECK(std::isfinite(w->grad.data()[i]));
+}

@@ -204,8 +204,15 @@ public:
         const Var<T> q = slice(pb, -1, 1, 3);
         const Var<T> pt = sqrt(add(square(px), square(py)));
         const Var<T> pabs = sqrt(sum(square(q), -1, true));
-        const Var<T> eta = log(div(add(pabs, pz), pt));                     // asinh(pz / pT)
-        const Var<T> phi = scale(atan(div(py, add(pt, px))), T(2));         // atan2(py, px), away from the negative px axis
+        // eta = asinh(pz / pT) = ln((|p| + pz) / pT) and phi = atan2(py, px) = 2 atan(py / (pT + px)).
+        // |p| + pz and pT + px cancel to exactly 0 in rounding for a particle within ~sqrt(eps) of the
+        // -z or -x axis (in float, 1 in ~10^4 directions: boosted particles land there while a
+        // network trains), and the gradients become NaN. A guard of 4 eps |p| keeps both finite; the
+        // values change by O(eps) elsewhere, and within the band phi passes through 0 instead of
+        // jumping from pi to -pi.
+        const Var<T> guard = scale(pabs, T(4) * std::numeric_limits<T>::epsilon());
+        const Var<T> eta = log(div(add(add(pabs, pz), guard), pt));
+        const Var<T> phi = scale(atan(div(py, add(add(pt, px), guard))), T(2));
         const Var<T> mass = sqrt(clamp(minkowski_square(pb), T(0), std::numeric_limits<T>::max()));
         Var<T> out = concat(concat(concat(concat(reshape(e, flat), reshape(pt, flat), 1), reshape(eta, flat), 1), reshape(phi, flat), 1),
                             reshape(mass, flat), 1);
