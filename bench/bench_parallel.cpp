@@ -32,6 +32,7 @@
 #endif
 
 #include "harness.hpp"
+#include "higgs_mlp.hpp"
 #include "peer.hpp"
 
 namespace {
@@ -40,19 +41,10 @@ using namespace tapir;
 
 constexpr std::size_t hidden = 256, batch = 1024, batches = 16;
 
-nn::Sequential<float> make_mlp(Rng& rng) {
-    nn::Sequential<float> m;
-    m.add<nn::Dense<float>>(8, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, 1, rng);
-    return m;
-}
-
 /// The network, optimiser and 16 batches, each cut into `parts` contiguous shards of rows.
 struct Setup {
     Rng rng{1000 + hidden + batch};
-    nn::Sequential<float> net = make_mlp(rng);
+    nn::Sequential<float> net = bench::higgs_mlp(hidden, rng);
     optim::Adam<float> opt{net.parameters(), 1e-3f};
     std::vector<std::vector<Tensor<float>>> xs, ys;  // [batch][shard]
     std::size_t next = 0;
@@ -156,7 +148,7 @@ bench::Sample run_mpi(int ranks, const bench::PeerOptions& o) {
     const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) return {};
     const std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np " + std::to_string(ranks) +
-                            " --oversubscribe --bind-to none '" + std::string(self) + "' --mpi-worker " + std::to_string(o.repeats) + " " +
+                            " --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 '" + std::string(self) + "' --mpi-worker " + std::to_string(o.repeats) + " " +
                             (o.quick ? "0.005" : "0.02") + " 2>/dev/null";
     bench::Sample smp;
     if (std::FILE* p = popen(cmd.c_str(), "r")) {

@@ -25,13 +25,7 @@ except ImportError:
     print("torch_ddp: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
 
-
-def make_mlp(hidden):
-    return torch.nn.Sequential(
-        torch.nn.Linear(8, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 1))
+from torch_train import make_mlp  # the same network as bench_train's peer
 
 
 def run(rank, a, port, out):

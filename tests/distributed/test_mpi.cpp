@@ -28,38 +28,19 @@
 #include <tapir/optim/adam.hpp>
 #include <tapir/optim/sgd.hpp>
 
+#include "support/course_classifier.hpp"
+
 using namespace tapir;
 using namespace tapir::distributed;
 
 namespace {
 
-struct Data {
-    Tensor<float> x, y;
-};
+using Data = tapir_test::ClassifierData;
+using tapir_test::max_param_diff;
 
-Data make_data(std::size_t n, std::uint64_t seed) {
-    Rng rng(seed);
-    Data d{Tensor<float>(Shape{n, 8}), Tensor<float>(Shape{n, 1})};
-    for (std::size_t i = 0; i < n; ++i) {
-        double s = 0.0;
-        for (std::size_t j = 0; j < 8; ++j) {
-            const double v = rng.normal();
-            d.x[i * 8 + j] = static_cast<float>(v);
-            s += v * (j % 2 ? 0.5 : -0.3);
-        }
-        d.y[i] = s + 0.3 * rng.normal() > 0 ? 1.0f : 0.0f;
-    }
-    return d;
-}
+Data make_data(std::size_t n, std::uint64_t seed) { return tapir_test::classifier_data(n, seed); }
 
-/// The course classifier shape, 8 -> 64 -> 64 -> 64 -> 1.
-nn::Sequential<float> mlp(std::uint64_t seed) {
-    Rng rng(seed);
-    nn::Sequential<float> m;
-    m.add<nn::Dense<float>>(8, 64, rng).add<nn::ReLU<float>>().add<nn::Dense<float>>(64, 64, rng).add<nn::ReLU<float>>();
-    m.add<nn::Dense<float>>(64, 64, rng).add<nn::ReLU<float>>().add<nn::Dense<float>>(64, 1, rng);
-    return m;
-}
+nn::Sequential<float> mlp(std::uint64_t seed) { return tapir_test::classifier_mlp(seed); }
 
 /// The mean BCE of the rows idx[0..n) and its gradient into Parameter::grad; returns the loss.
 float local_step(nn::Module<float>& m, const Data& d, const std::size_t* idx, std::size_t n) {
@@ -70,17 +51,6 @@ float local_step(nn::Module<float>& m, const Data& d, const std::size_t* idx, st
     const Var<float> l = loss::binary_cross_entropy_with_logits(m(t.view(xb)), t.view(yb));
     backward(l);
     return l.item();
-}
-
-double max_param_diff(nn::Module<float>& a, nn::Module<float>& b) {
-    const auto pa = a.parameters(), pb = b.parameters();
-    double d = 0.0;
-    for (std::size_t k = 0; k < pa.size(); ++k)
-        for (std::size_t i = 0; i < pa[k]->size(); ++i) {
-            const double u = pa[k]->value[i], v = pb[k]->value[i];
-            d = std::max(d, std::abs(u - v) / std::max(1.0, std::abs(u)));
-        }
-    return d;
 }
 
 template <class Opt>
