@@ -39,6 +39,7 @@
 
 #include "alloc_count.hpp"
 #include "harness.hpp"
+#include "higgs_mlp.hpp"
 #include "peer.hpp"
 
 namespace {
@@ -60,15 +61,6 @@ struct TapirResult {
     long long allocs_per_step = -1;
 };
 
-nn::Sequential<float> make_mlp(std::size_t hidden, Rng& rng) {
-    nn::Sequential<float> m;
-    m.add<nn::Dense<float>>(8, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, hidden, rng, Activation::relu)
-        .add<nn::Dense<float>>(hidden, 1, rng);
-    return m;
-}
-
 /// One configuration's network, optimiser, batch and tape, kept across the timing rounds.
 struct TapirBench {
     Config c;
@@ -84,7 +76,7 @@ struct TapirBench {
     TapirResult r;
 
     TapirBench(const Config& cfg, std::size_t batches)
-        : c(cfg), rng(1000 + cfg.hidden + cfg.batch), net(make_mlp(cfg.hidden, rng)), opt(net.parameters(), 1e-3f) {
+        : c(cfg), rng(1000 + cfg.hidden + cfg.batch), net(bench::higgs_mlp(cfg.hidden, rng)), opt(net.parameters(), 1e-3f) {
         for (std::size_t k = 0; k < batches; ++k) {
             Tensor<float> x(Shape{cfg.batch, 8}), y(Shape{cfg.batch, 1});
             for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.normal());

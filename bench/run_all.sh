@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: bench/run_all.sh [--build DIR] [--results DIR] [-j N] [--quick] [--no-build]" >&2; exit 2 ;;
     esac
 done
-benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent bench_attention bench_conv"
+benches="bench_tape bench_train bench_wgan bench_inference bench_gemm bench_sets bench_recurrent bench_attention bench_conv bench_parallel"
 if [ -n "$do_build" ]; then
     gen=()
     if command -v ninja > /dev/null; then gen=(-G Ninja); fi
@@ -54,6 +54,7 @@ run attention "$bin/bench_attention" $quick --json "$results/attention.json"
 run gemm env OPENBLAS_NUM_THREADS=1 "$bin/bench_gemm"
 run gemm_skylakex env OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=SkylakeX "$bin/bench_gemm"
 run gemm_threads2 "$bin/bench_gemm" --threads 2
+run parallel "$bin/bench_parallel" $quick --json "$results/parallel.json"
 run compile "$src/bench/bench_compile.sh" --json "$results/compile.json"
 if command -v python3 > /dev/null; then
     python3 "$src/bench/report.py" "$results" > "$results/performance.md"

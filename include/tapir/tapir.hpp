@@ -37,6 +37,7 @@
 #include "nn/callbacks.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/conv.hpp"
+#include "nn/data_parallel.hpp"
 #include "nn/fit.hpp"
 #include "nn/graph.hpp"
 #include "nn/init.hpp"

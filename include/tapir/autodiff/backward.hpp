@@ -92,7 +92,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
         if (!n.requires_grad || g.data == nullptr) continue;
         if (n.op == &op_param<T>) {
             if (into_params) {
-                Tensor<T>& pg = n.param->grad;
+                Tensor<T>& pg = t.param_grad(*n.param);
                 if (pg.shape() != n.out.shape) pg = Tensor<T>(n.out.shape);
                 simd::add(pg.data(), g.data, pg.data(), g.size());
             }

@@ -68,6 +68,17 @@ inline constexpr OpDef<T> op_leaf{"leaf", nullptr, nullptr};
 template <class T>
 inline constexpr OpDef<T> op_param{"param", nullptr, nullptr};
 
+/// Where backward() accumulates parameter gradients instead of Parameter::grad: a data-parallel
+/// worker (nn/data_parallel.hpp) records on its own tape with the shared parameters and keeps its
+/// gradients in its own buffers, so that threads never write the same memory.
+template <class T>
+struct GradSink {
+    virtual Tensor<T>& grad_of(Parameter<T>& p) = 0;
+
+protected:
+    ~GradSink() = default;
+};
+
 template <class T>
 struct Node {
     Ref<T> out;
@@ -193,6 +204,12 @@ public:
     Var<T> var(std::int32_t i) noexcept { return Var<T>(this, i, generation_); }
     Arena& arena() noexcept { return arena_; }
 
+    /// Parameter gradients of backward() go to sink (null: into Parameter::grad, the default).
+    void set_grad_sink(GradSink<T>* sink) noexcept { grad_sink_ = sink; }
+    GradSink<T>* grad_sink() const noexcept { return grad_sink_; }
+    /// The buffer backward() accumulates p's gradient into.
+    Tensor<T>& param_grad(Parameter<T>& p) { return grad_sink_ ? grad_sink_->grad_of(p) : p.grad; }
+
     bool grad_enabled() const noexcept { return grad_enabled_; }
     void set_grad_enabled(bool on) noexcept { grad_enabled_ = on; }
 
@@ -276,6 +293,7 @@ private:
     std::vector<std::int32_t> grad_vars_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
+    GradSink<T>* grad_sink_ = nullptr;
     std::uint32_t generation_ = 1;
     bool grad_enabled_ = true;
     bool detect_anomaly_ = false;

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -34,6 +35,7 @@
 #include "../random.hpp"
 #include "../simd/fp_mode.hpp"
 #include "callbacks.hpp"
+#include "data_parallel.hpp"
 #include "module.hpp"
 #include "progress.hpp"
 
@@ -76,6 +78,11 @@ struct FitOptions {
     bool shuffle = true;
     bool drop_last = false;  ///< skip the last, incomplete batch (BatchNorm needs >= 2 events)
     std::uint64_t seed = 42;  ///< fixes the validation split and the batch order
+    /// Threads of data-parallel training (nn/data_parallel.hpp): each batch is cut into this many
+    /// shards, one per thread, whose gradients are summed in a fixed order. The loss must be a
+    /// (weighted) mean over events. Results are the same on every run for a given thread count and
+    /// equal the one-thread results up to float rounding (BatchNorm: per-shard statistics).
+    std::size_t threads = 1;
 
     const Tensor<T>* sample_weight = nullptr;  ///< per-event weights, (n,) or (n, 1)
 
@@ -384,6 +391,55 @@ private:
     std::vector<Parameter<T>*> extra_;
 };
 
+/// Trainer's step on several threads (FitOptions::threads): one batch gatherer and tape per
+/// worker, shards of the batch trained by DataParallel, one optimiser step. Steady-state steps
+/// allocate nothing. The loss must be a (weighted) mean over events: each shard's loss is scaled
+/// by its share of the batch (of the event weights, when given).
+template <class T, class Loss = BceWithLogitsLoss>
+class ParallelTrainer {
+public:
+    ParallelTrainer(Module<T>& model, optim::Optimizer<T>& optimizer, std::size_t threads, const Loss& loss = Loss{}, std::uint64_t seed = 0x5eed)
+        : dp_(model, threads, seed), opt_(optimizer) {
+        for (std::size_t k = 0; k < threads; ++k) {
+            batches_.emplace_back(new detail::BatchLoss<T, Loss>(model, loss, "fit"));
+            dp_.shard(k).attach(batches_.back()->tape());
+        }
+        for (Parameter<T>* p : model.parameters())
+            if (std::find(opt_.parameters().begin(), opt_.parameters().end(), p) == opt_.parameters().end()) extra_.push_back(p);
+    }
+    ParallelTrainer(const ParallelTrainer&) = delete;
+    ParallelTrainer& operator=(const ParallelTrainer&) = delete;
+
+    DataParallel<T>& data_parallel() noexcept { return dp_; }
+    /// The first worker's gatherer, for validation on the caller's thread.
+    detail::BatchLoss<T, Loss>& batch_loss() noexcept { return *batches_[0]; }
+
+    /// One optimisation step on rows idx[0..n) of x, y (and weights w), as Trainer::step.
+    template <class X>
+    T step(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n, Tensor<T>* pred = nullptr) {
+        const double total = detail::batch_weight(w, idx, n);
+        if (w && !(total != 0.0)) throw value_error("fit: the event weights of a batch sum to zero; data-parallel shards cannot be weighted");
+        for (Parameter<T>* p : extra_) p->zero_grad();
+        opt_.zero_grad();
+        const T l = dp_.run(n, [&](Shard<T>& s) {
+            const std::size_t* sidx = idx + s.begin();
+            const Var<T> ls = batches_[s.worker()]->record(x, y, w, sidx, s.size());
+            s.backward(ls, w ? static_cast<T>(detail::batch_weight(w, sidx, s.size()) / total) : s.weight());
+        });
+        opt_.step();
+        if (pred)
+            for (std::size_t k = 0; k < dp_.threads(); ++k)
+                if (dp_.shard(k).size() > 0) batches_[k]->copy_rows(detail::input_rows(x), idx + dp_.shard(k).begin(), dp_.shard(k).size(), *pred);
+        return l;
+    }
+
+private:
+    DataParallel<T> dp_;
+    optim::Optimizer<T>& opt_;
+    std::vector<std::unique_ptr<detail::BatchLoss<T, Loss>>> batches_;
+    std::vector<Parameter<T>*> extra_;
+};
+
 namespace detail {
 
 /// The loss over the rows of a set in batches, combined as the weighted mean of the batch
@@ -660,7 +716,12 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
         minimise = detail::monitor_minimises(h.monitor, o.monitor_mode);
     }
 
-    Trainer<T, Loss> trainer(model, optimizer, std::move(loss));
+    if (o.threads == 0) throw value_error("fit: threads must be at least 1");
+    std::optional<Trainer<T, Loss>> serial;
+    std::optional<ParallelTrainer<T, Loss>> parallel;
+    if (o.threads > 1) parallel.emplace(model, optimizer, o.threads, loss, o.seed);
+    else serial.emplace(model, optimizer, std::move(loss));
+    detail::BatchLoss<T, Loss>& batch_loss = parallel ? parallel->batch_loss() : serial->batch_loss();
     detail::ModeGuard<T> modes(model);
     const std::vector<Parameter<T>*> params = model.parameters();
     const std::vector<NamedBuffer<T>> buffers = model.named_buffers();
@@ -692,7 +753,8 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
             const std::size_t start = s * o.batch_size;
             const std::size_t nb = std::min(o.batch_size, nt - start);
             const std::size_t* idx = train_rows.data() + start;
-            const T l = trainer.step(x, y, w, idx, nb, metrics ? &pred_all : nullptr);
+            Tensor<T>* pred = metrics ? &pred_all : nullptr;
+            const T l = parallel ? parallel->step(x, y, w, idx, nb, pred) : serial->step(x, y, w, idx, nb, pred);
             if (!std::isfinite(static_cast<double>(l)))
                 throw value_error("fit: the loss is " + std::string(l != l ? "NaN" : "infinite") + " at epoch " + std::to_string(epoch) +
                                   ", batch " + std::to_string(s + 1) + " of " + std::to_string(steps) +
@@ -712,7 +774,7 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
         }
         if (has_val) {
             model.eval();
-            row.push_back(detail::set_loss(trainer.batch_loss(), *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
+            row.push_back(detail::set_loss(batch_loss, *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
             for (const auto& m : o.metrics) row.push_back(m.fn(val_pred, y_val, vw ? &w_val : nullptr));
             model.set_training_modes(modes.modes);
         }

@@ -235,7 +235,8 @@ private:
 
 /// Inverted dropout: in training each element is zeroed with probability p and the survivors
 /// are scaled by 1/(1-p), so eval mode is the identity. The mask stream comes from the layer's
-/// own Rng, so a seed reproduces it.
+/// own Rng, so a seed reproduces it; in a data-parallel worker it comes from the worker's stream
+/// (seeded by the DataParallel seed and the worker index), so the masks depend on the thread count.
 template <class T>
 class Dropout : public Module<T> {
 public:
@@ -251,7 +252,9 @@ public:
         Ref<T> mask = t.alloc(x.shape());
         const T keep = p_ < 1.0 ? static_cast<T>(1.0 / (1.0 - p_)) : T(0);
         const std::size_t n = mask.size();
-        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng_.uniform() < p_ ? T(0) : keep;
+        const detail::Replica* rep = detail::current_replica();
+        Rng& rng = rep && rep->rng ? *rep->rng : rng_;
+        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng.uniform() < p_ ? T(0) : keep;
         return mul(x, t.leaf(mask, false));
     }
 
@@ -278,6 +281,9 @@ private:
 ///   running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)   (unbiased),
 /// momentum 0.1, eps 1e-5; eval normalises with the running statistics. (Keras' momentum 0.99
 /// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
+/// In data-parallel training (nn/data_parallel.hpp) each worker normalises with its own shard's
+/// statistics and only worker 0 updates the running statistics, as PyTorch's
+/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's).
 template <class T>
 class BatchNorm : public Module<T> {
 public:
@@ -321,6 +327,8 @@ public:
             const Var<T> y = add(mul(mul(xc, inv_std), w), b);
             const T m = static_cast<T>(momentum_);
             const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
+            const detail::Replica* rep = detail::current_replica();
+            if (rep && rep->index != 0) return y;  // worker 0 keeps the running statistics
             for (std::size_t j = 0; j < f; ++j) {
                 running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
                 running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;

@@ -17,6 +17,7 @@
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
 #include "../error.hpp"
+#include "../random.hpp"
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
 
@@ -81,6 +82,19 @@ struct BindingState {
 };
 template <class T>
 thread_local const std::vector<ParamBinding<T>>* BindingState<T>::current = nullptr;
+
+/// The data-parallel worker running on this thread (nn/data_parallel.hpp), if any. Layers whose
+/// forward pass changes their own state read it, so that workers never write shared memory:
+/// Dropout draws its masks from the worker's stream, BatchNorm updates its running statistics on
+/// worker 0 only.
+struct Replica {
+    std::size_t index = 0;
+    Rng* rng = nullptr;
+};
+inline Replica*& current_replica() noexcept {
+    thread_local Replica* r = nullptr;
+    return r;
+}
 
 inline std::string join_name(const std::string& prefix, const std::string& name) {
     return prefix.empty() ? name : (name.empty() ? prefix : prefix + "." + name);

@@ -2,6 +2,7 @@
 /// Neural-network layers, models and the training loop in one include.
 
 #include "checkpoint.hpp"
+#include "data_parallel.hpp"
 #include "fit.hpp"
 #include "init.hpp"
 #include "layers.hpp"

@@ -774,7 +774,8 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
         else if (!trans_a) dispatch_to<typename K::gemv_n>(which, &g);
         if (!trans_a || ldc == 1) return;
     }
-    const unsigned nt = num_threads();
+    // Inside a part of a parallel region (a data-parallel worker) the product stays on this thread.
+    const unsigned nt = in_parallel_region() ? 1u : num_threads();
     if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
         detail::gemm_parallel(which, g, nt))
         return;

@@ -50,6 +50,21 @@ bool spin_until(Pred pred, std::chrono::microseconds limit) noexcept {
     }
 }
 
+/// Whether this thread is running a part of a parallel region; see in_parallel_region().
+inline bool& in_part_flag() noexcept {
+    thread_local bool on = false;
+    return on;
+}
+
+/// Marks the running thread as inside a part for its lifetime (nests: restores the previous state).
+struct part_scope {
+    bool prev = in_part_flag();
+    part_scope() noexcept { in_part_flag() = true; }
+    ~part_scope() { in_part_flag() = prev; }
+    part_scope(const part_scope&) = delete;
+    part_scope& operator=(const part_scope&) = delete;
+};
+
 class thread_pool {
 public:
     using part_fn = void (*)(const void* ctx, std::size_t part);
@@ -79,6 +94,7 @@ public:
                 if (mine) busy.store(false, std::memory_order_release);
             }
         } r{busy_};
+        const part_scope scope;
         if (parts < 2 || !r.mine || !start_workers(parts - 1)) {
             for (std::size_t p = 0; p < parts; ++p) fn(ctx, p);
             return;
@@ -144,7 +160,10 @@ private:
             }
             if (index >= j.parts) continue;  // this region needs fewer workers
             if (read_fp_mode() != j.fp_mode) write_fp_mode(j.fp_mode);
-            j.fn(j.ctx, index);
+            {
+                const part_scope scope;
+                j.fn(j.ctx, index);
+            }
             if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lk(m_);
                 done_.notify_one();
@@ -165,6 +184,12 @@ private:
 };
 
 } // namespace detail
+
+/// True while this thread runs a part of parallel_run (on a worker, or part 0 on the caller):
+/// kernels that could split their own work over the pool (gemm above gemm_parallel_threshold())
+/// then run on this thread alone, so data-parallel workers (nn/data_parallel.hpp) never nest
+/// regions and their results do not depend on which thread got the pool first.
+inline bool in_parallel_region() noexcept { return detail::in_part_flag(); }
 
 /// Runs f(p) for p in [0, parts): p = 0 on the calling thread, the others on the pool's workers
 /// (worker p always runs part p). Returns when every part is done. F must not throw.
