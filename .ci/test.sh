@@ -109,7 +109,7 @@ if selected 7; then
 fi
 
 if selected 8; then
-  echo "== 8. ThreadSanitizer: shared-model inference from four threads, and the worker pool"
+  echo "== 8. ThreadSanitizer: shared-model inference from four threads, the worker pool, data-parallel training"
   bash .ci/tsan.sh
 fi
 
