@@ -540,23 +540,23 @@ inline std::string read_model_file(const std::string& path, const char* fn) {
 }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_model_file(const std::string& path, const std::string& data) {
+inline void write_model_file(const std::string& path, const std::string& data, const char* fn = "save_model") {
     const std::string tmp = path + ".tmp";
     errno = 0;
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
+    if (!f) throw format_error(std::string(fn) + ": cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
     const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
     const int err = errno;
     const bool closed = std::fclose(f) == 0;
     if (!wrote || !closed) {
         std::remove(tmp.c_str());
-        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
+        throw format_error(std::string(fn) + ": error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         const int e = errno;
         std::remove(tmp.c_str());
         // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
-        throw format_error("save_model: cannot write '" + path + "': " + std::generic_category().message(e));
+        throw format_error(std::string(fn) + ": cannot write '" + path + "': " + std::generic_category().message(e));
     }
 }
 

@@ -167,6 +167,10 @@ public:
         pl_ = p.left, pr_ = p.right;
     }
 
+    /// Zeros added before and after the sequence ('same' resolved).
+    std::size_t padding_left() const noexcept { return pl_; }
+    std::size_t padding_right() const noexcept { return pr_; }
+
     Var<T> forward(const Var<T>& x) override {
         this->check_input(x.shape());
         Tape<T>& t = x.tape();
@@ -266,6 +270,12 @@ public:
                   : detail::pool_geom(kernel, stride, padding)) {
         if (g_.kernel.h == 0 || g_.kernel.w == 0) throw value_error(type_name() + ": kernel size must be positive");
     }
+    static constexpr bool is_max = IsMax;
+    static constexpr bool one_d = OneD;
+    /// Window, step and padding (for 1-D pools the width fields; height 1).
+    Size2 kernel() const noexcept { return g_.kernel; }
+    Size2 stride() const noexcept { return g_.stride; }
+    Pad2d padding() const noexcept { return g_.padding; }
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
         if (OneD) return IsMax ? max_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left) : avg_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left);
