@@ -4,6 +4,7 @@
 // /usr/bin/python3 lacks onnx or torch.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -227,4 +228,37 @@ TEST_CASE("onnx import: a GRU exported by torch.onnx.export") {
                  "        return torch.sigmoid(self.fc(h[-1]))\n"
                  "model = M()\n",
                  grid_input(Shape{2, 5, 4}, 15));
+}
+
+TEST_CASE("onnx import: the fuzz seeds import and run; the broken ones name their problem") {
+    const std::string dir = TAPIR_SOURCE_DIR "/tests/fuzz/corpus/onnx/";
+    struct Seed {
+        const char* file;
+        Shape in, out;
+    };
+    // gru_seq runs the plumbing ops: Squeeze, Transpose, Gather, Slice, Unsqueeze, Reshape, Concat, ReduceSum.
+    const Seed ok[] = {{"mlp.onnx", Shape{2, 3}, Shape{2, 4}},
+                       {"cnn.onnx", Shape{2, 1, 6, 6}, Shape{2, 2}},
+                       {"lstm.onnx", Shape{2, 5, 2}, Shape{2, 1}},
+                       {"gru_seq.onnx", Shape{2, 5, 2}, Shape{2, 1}},
+                       {"torch_mlp.onnx", Shape{1, 3}, Shape{1, 2}}};
+    for (const Seed& s : ok) {
+        INFO(s.file);
+        nn::Model<float> m = nn::import_onnx<float>(dir + s.file);
+        m.eval();
+        Tape<float> t;
+        const Tensor<float> y = m(t.constant(Tensor<float>(s.in, 0.25f))).value();
+        CHECK(y.shape() == s.out);
+        for (std::size_t i = 0; i < y.size(); ++i) CHECK(std::isfinite(y.data()[i]));
+    }
+    const std::pair<const char*, const char*> bad[] = {
+        {"truncated.onnx", "truncated file"},
+        {"unsupported_op.onnx", "unsupported ONNX operator 'Einsum' in node"},
+        {"cyclic.onnx", "cyclic graph: node 'fc' (Gemm) depends on its own output"},
+        {"oversized_dims.onnx", "tensor 'w' claims oversized dimensions"},
+        {"wrong_dtype.onnx", "tensor 'w' claims 12 elements (dims) but holds 6 (48 raw bytes)"}};
+    for (const auto& b : bad) {
+        INFO(b.first);
+        CHECK_THROWS_WITH_AS(nn::import_onnx<float>(dir + b.first), doctest::Contains(b.second), format_error);
+    }
 }
