@@ -15,7 +15,10 @@ namespace {
 std::string hex(const std::string& s) {
     static const char* d = "0123456789abcdef";
     std::string out;
-    for (unsigned char c : s) out += std::string(1, d[c >> 4]) + d[c & 15] + " ";
+    for (char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        out += std::string(1, d[c >> 4]) + d[c & 15] + " ";
+    }
     return out;
 }
 std::string error_of(const std::string& bytes) {
