@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 jobs=${JOBS:-2}
 dir=${FUZZ_BUILD_DIR:-build/fuzz}
-fuzzers=(csv model_file npy npz)
+fuzzers=(csv model_file npy npz onnx)
 
 cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER="${CXX:-clang++}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTAPIR_BUILD_FUZZERS=ON -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null

@@ -19,9 +19,11 @@
 #include <tapir/io/model_file.hpp>
 #include <tapir/io/npy.hpp>
 #include <tapir/io/npz.hpp>
+#include <tapir/io/onnx.hpp>
 #include <tapir/metrics/roc.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>
+#include <tapir/nn/onnx.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adagrad.hpp>
 #include <tapir/optim/adam.hpp>
@@ -113,6 +115,27 @@ void forward(M& layer, const Shape& s) {
     (void)layer(tape.constant(filled(s)));
 }
 
+/// An ONNX model of the given nodes and initializers on input x (batch, 3), output y.
+std::string onnx_bytes(std::vector<io::onnx::NodeProto> nodes, std::vector<io::onnx::TensorProto> inits = {}) {
+    io::onnx::ModelProto m;
+    m.opset_import.push_back({"", 13});
+    m.graph.node = std::move(nodes);
+    m.graph.initializer = std::move(inits);
+    io::onnx::ValueInfoProto x;
+    x.name = "x", x.elem_type = io::onnx::kFloat, x.has_shape = true, x.shape = {io::onnx::Dim{-1, "N"}, io::onnx::Dim{3, ""}};
+    io::onnx::ValueInfoProto y = x;
+    y.name = "y";
+    m.graph.input = {x};
+    m.graph.output = {y};
+    return io::onnx::serialise(m);
+}
+io::onnx::NodeProto onnx_node(const char* op, const char* name, std::vector<std::string> in, std::vector<std::string> out) {
+    io::onnx::NodeProto n;
+    n.op_type = op, n.name = name, n.input = std::move(in), n.output = std::move(out);
+    return n;
+}
+void import_onnx_bytes(const std::string& bytes) { (void)nn::import_onnx_from_string<float>(bytes, "m.onnx"); }
+
 template <class Opt>
 void make_opt(float lr) {
     Parameter<float> p("w", filled(Shape{2}));
@@ -146,6 +169,11 @@ TEST_CASE("bad inputs: every row throws the documented error") {
     // The member deflated (method 8) with a stream that starts with block type 3.
     std::string npz_deflate = npz_good;
     npz_deflate[8] = 8, npz_deflate[npz_deflate.find("PK\x01\x02") + 10] = 8, npz_deflate[35] = 7;
+    nn::Sequential<float> small;
+    small.add<nn::Dense<float>>(3, 3, rng).add<nn::Tanh<float>>();
+    const std::string onnx_good = io::onnx::serialise(nn::to_onnx(small, Shape{1, 3}));
+    io::onnx::TensorProto int_weight;
+    int_weight.name = "w", int_weight.data_type = io::onnx::kInt64, int_weight.dims = {3, 3}, int_weight.ints.assign(9, 1);
 
     const std::vector<Row> table = {
         // ---- CSV ------------------------------------------------------------------------------
@@ -293,6 +321,32 @@ TEST_CASE("bad inputs: every row throws the documented error") {
          "load_model: cannot read '" + dir + "': Is a directory"},
         {"save_model to a directory", [&] { io::save_model(dir, net.m.named_parameters()); }, Kind::format,
          "save_model: cannot write '" + dir + "': Is a directory"},
+        // ---- ONNX -----------------------------------------------------------------------------
+        {"truncated ONNX file", [&] { import_onnx_bytes(onnx_good.substr(0, onnx_good.size() / 2)); }, Kind::format,
+         "m.onnx: protobuf: length"},
+        {"truncated ONNX file (the reason)", [&] { import_onnx_bytes(onnx_good.substr(0, onnx_good.size() / 2)); }, Kind::format,
+         "runs past the end"},
+        {"ONNX tensor with oversized claimed dimensions",
+         [&] {
+             io::pb::Writer t;
+             t.varint_field(1, std::int64_t(1) << 31), t.varint_field(1, std::int64_t(1) << 31), t.varint_field(2, io::onnx::kFloat);
+             t.bytes_field(8, "w"), t.bytes_field(9, std::string(12, '\0'));
+             io::pb::Writer g, m;
+             g.bytes_field(5, t.data()), m.bytes_field(7, g.data());
+             import_onnx_bytes(m.data());
+         },
+         Kind::format, "m.onnx: protobuf: tensor 'w' claims oversized dimensions (more than 2^40 elements)"},
+        {"ONNX initializer of the wrong dtype",
+         [&] { import_onnx_bytes(onnx_bytes({onnx_node("Gemm", "fc", {"x", "w"}, {"y"})}, {int_weight})); }, Kind::format,
+         "m.onnx: ONNX import: node 'fc' (Gemm): weight 'w' has data type int64, expected float or double"},
+        {"unsupported ONNX operator", [&] { import_onnx_bytes(onnx_bytes({onnx_node("Einsum", "x", {"x"}, {"y"})})); }, Kind::format,
+         "m.onnx: ONNX import: unsupported ONNX operator 'Einsum' in node 'x'"},
+        {"cyclic ONNX graph",
+         [&] {
+             import_onnx_bytes(onnx_bytes({onnx_node("Add", "a", {"x", "b_out"}, {"a_out"}), onnx_node("Relu", "b", {"a_out"}, {"b_out"}),
+                                           onnx_node("Relu", "c", {"a_out"}, {"y"})}));
+         },
+         Kind::format, "m.onnx: ONNX import: cyclic graph: node 'a' (Add) depends on its own output"},
     };
 
     for (const Row& row : table) {

@@ -521,7 +521,9 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
 inline std::string read_model_file(const std::string& path, const char* fn) { return read_file(path, fn); }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_model_file(const std::string& path, const std::string& data) { write_file_atomic(path, data, "save_model"); }
+inline void write_model_file(const std::string& path, const std::string& data, const char* fn = "save_model") {
+    write_file_atomic(path, data, fn);
+}
 
 } // namespace detail
 

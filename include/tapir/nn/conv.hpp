@@ -270,6 +270,8 @@ public:
                   : detail::pool_geom(kernel, stride, padding)) {
         if (g_.kernel.h == 0 || g_.kernel.w == 0) throw value_error(type_name() + ": kernel size must be positive");
     }
+    static constexpr bool is_max = IsMax;
+    static constexpr bool one_d = OneD;
     /// Window, stride and padding (1-D layers: height 1, the width fields).
     Size2 kernel_size() const noexcept { return g_.kernel; }
     Size2 stride() const noexcept { return g_.stride; }
