@@ -2413,6 +2413,21 @@ bool spin_until(Pred pred, std::chrono::microseconds limit) noexcept {
     }
 }
 
+/// Whether this thread is running a part of a parallel region; see in_parallel_region().
+inline bool& in_part_flag() noexcept {
+    thread_local bool on = false;
+    return on;
+}
+
+/// Marks the running thread as inside a part for its lifetime (nests: restores the previous state).
+struct part_scope {
+    bool prev = in_part_flag();
+    part_scope() noexcept { in_part_flag() = true; }
+    ~part_scope() { in_part_flag() = prev; }
+    part_scope(const part_scope&) = delete;
+    part_scope& operator=(const part_scope&) = delete;
+};
+
 class thread_pool {
 public:
     using part_fn = void (*)(const void* ctx, std::size_t part);
@@ -2442,6 +2457,7 @@ public:
                 if (mine) busy.store(false, std::memory_order_release);
             }
         } r{busy_};
+        const part_scope scope;
         if (parts < 2 || !r.mine || !start_workers(parts - 1)) {
             for (std::size_t p = 0; p < parts; ++p) fn(ctx, p);
             return;
@@ -2507,7 +2523,10 @@ private:
             }
             if (index >= j.parts) continue;  // this region needs fewer workers
             if (read_fp_mode() != j.fp_mode) write_fp_mode(j.fp_mode);
-            j.fn(j.ctx, index);
+            {
+                const part_scope scope;
+                j.fn(j.ctx, index);
+            }
             if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lk(m_);
                 done_.notify_one();
@@ -2528,6 +2547,12 @@ private:
 };
 
 } // namespace detail
+
+/// True while this thread runs a part of parallel_run (on a worker, or part 0 on the caller):
+/// kernels that could split their own work over the pool (gemm above gemm_parallel_threshold())
+/// then run on this thread alone, so data-parallel workers (nn/data_parallel.hpp) never nest
+/// regions and their results do not depend on which thread got the pool first.
+inline bool in_parallel_region() noexcept { return detail::in_part_flag(); }
 
 /// Runs f(p) for p in [0, parts): p = 0 on the calling thread, the others on the pool's workers
 /// (worker p always runs part p). Returns when every part is done. F must not throw.
@@ -3293,7 +3318,8 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
         else if (!trans_a) dispatch_to<typename K::gemv_n>(which, &g);
         if (!trans_a || ldc == 1) return;
     }
-    const unsigned nt = num_threads();
+    // Inside a part of a parallel region (a data-parallel worker) the product stays on this thread.
+    const unsigned nt = in_parallel_region() ? 1u : num_threads();
     if (nt > 1 && m * n * k >= detail::gemm_parallel_min().load(std::memory_order_relaxed) &&
         detail::gemm_parallel(which, g, nt))
         return;
@@ -3992,6 +4018,1250 @@ inline void write_csv(const std::string& path, const CsvTable& table) {
 
 } // namespace tapir::io
 // ---- end tapir/io/csv.hpp ----
+// ---- begin tapir/io/npy.hpp ----
+/// NumPy .npy files: read and write arrays of float32, float64, int32, int64 and bool.
+///
+/// Format (NumPy Enhancement Proposal 1; numpy/lib/format.py):
+///   magic: the byte 0x93 then "NUMPY"; u8 major, u8 minor version (1.0, 2.0 or 3.0);
+///   header length: u16 little-endian for version 1, u32 for versions 2 and 3;
+///   header: a Python dict literal {'descr': '...', 'fortran_order': bool, 'shape': (...)}
+///   (latin-1 for versions 1 and 2, UTF-8 for 3) padded with spaces and ended by a newline;
+///   then the array data, numel x itemsize bytes, in C (row-major) or Fortran (column-major) order.
+/// descr is a byte order ('<' little, '>' big, '|' not applicable, '=' native) and a type code:
+/// f4, f8, i4, i8, b1 are read; any other (complex128, float16, uint8, str, object, structured
+/// dtypes) is refused with a format_error that names it.
+///
+/// NpyArray keeps the values in the host's byte order and C order, whatever the file had.
+/// Conversions (NpyArray::values, NpyArray::to_tensor) are exact or throw a value_error naming
+/// the element: an integer that float (above 2^24) or double (above 2^53) cannot hold exactly
+/// is refused rather than rounded; read it with values of std::int64_t instead. float64 to
+/// float32 rounds as any float conversion does (overflow to inf is refused).
+///
+/// Shapes have rank 0 to 4 (tapir's tensor limit); a file of higher rank is refused with a
+/// message saying so. Writing emits version 1.0, little-endian, C order, the header padded so
+/// that the data starts on a 64-byte boundary (as NumPy does), through a temporary file and a
+/// rename.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/detail/file.hpp ----
+/// Whole-file reads and atomic writes shared by the io readers and writers (model files, .npy,
+/// .npz). Failures are format_errors that name the calling function, the path and the reason.
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+
+namespace tapir::io::detail {
+
+struct FileCloser {
+    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
+};
+
+/// The bytes of a file; fn names the caller in errors ("load_model: cannot open 'x': ...").
+inline std::string read_file(const std::string& path, const char* fn) {
+    errno = 0;
+    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
+    std::string data;
+    char buf[1 << 16];
+    errno = 0;
+    for (;;) {
+        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
+        data.append(buf, got);
+        if (got < sizeof buf) break;
+    }
+    // A directory opens but does not read (EISDIR): the reason names it.
+    if (std::ferror(f.get()))
+        throw format_error(std::string(fn) + ": cannot read '" + path + "': " + std::generic_category().message(errno ? errno : EIO));
+    return data;
+}
+
+/// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written file.
+inline void write_file_atomic(const std::string& path, std::string_view data, const char* fn) {
+    const std::string tmp = path + ".tmp";
+    errno = 0;
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw format_error(std::string(fn) + ": cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
+    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+    const int err = errno;
+    const bool closed = std::fclose(f) == 0;
+    if (!wrote || !closed) {
+        std::remove(tmp.c_str());
+        throw format_error(std::string(fn) + ": error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        std::remove(tmp.c_str());
+        // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
+        throw format_error(std::string(fn) + ": cannot write '" + path + "': " + std::generic_category().message(e));
+    }
+}
+
+} // namespace tapir::io::detail
+// ---- end tapir/io/detail/file.hpp ----
+
+namespace tapir::io {
+
+/// The element types tapir reads from and writes to .npy files.
+enum class NpyType : std::uint8_t { float32, float64, int32, int64, boolean };
+
+/// NumPy's name of the type ("float32", ..., "bool").
+inline const char* npy_type_name(NpyType t) noexcept {
+    switch (t) {
+    case NpyType::float32: return "float32";
+    case NpyType::float64: return "float64";
+    case NpyType::int32: return "int32";
+    case NpyType::int64: return "int64";
+    case NpyType::boolean: return "bool";
+    }
+    return "?";
+}
+
+/// Bytes per element.
+inline std::size_t npy_item_size(NpyType t) noexcept {
+    switch (t) {
+    case NpyType::float32:
+    case NpyType::int32: return 4;
+    case NpyType::float64:
+    case NpyType::int64: return 8;
+    case NpyType::boolean: return 1;
+    }
+    return 0;
+}
+
+namespace detail {
+
+template <class V>
+constexpr bool npy_supported_v = std::is_same<V, float>::value || std::is_same<V, double>::value ||
+                                 std::is_same<V, std::int32_t>::value || std::is_same<V, std::int64_t>::value ||
+                                 std::is_same<V, bool>::value;
+
+template <class V>
+constexpr NpyType npy_type_of() {
+    static_assert(npy_supported_v<V>, "NpyArray holds float, double, std::int32_t, std::int64_t or bool");
+    return std::is_same<V, float>::value          ? NpyType::float32
+           : std::is_same<V, double>::value       ? NpyType::float64
+           : std::is_same<V, std::int32_t>::value ? NpyType::int32
+           : std::is_same<V, std::int64_t>::value ? NpyType::int64
+                                                  : NpyType::boolean;
+}
+
+inline bool host_little_endian() noexcept {
+    const std::uint16_t one = 1;
+    unsigned char b;
+    std::memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+inline std::string npy_int_text(std::int64_t v) { return std::to_string(v); }
+
+/// Converts one value exactly (integers, bool) or as a float conversion (between float and
+/// double); false when the value does not fit V.
+template <class V, class S>
+bool npy_convert(S s, V& out) {
+    if constexpr (std::is_same<V, bool>::value) {
+        if (!(s == S(0) || s == S(1))) return false;
+        out = s == S(1);
+        return true;
+    } else if constexpr (std::is_same<S, bool>::value) {
+        out = s ? V(1) : V(0);
+        return true;
+    } else if constexpr (std::is_floating_point<V>::value && std::is_floating_point<S>::value) {
+        out = static_cast<V>(s);
+        return !(std::isfinite(s) && !std::isfinite(out));
+    } else if constexpr (std::is_floating_point<V>::value) {
+        // integer -> float: exact or refused. 2^63 is exactly representable in both float types.
+        const V v = static_cast<V>(s);
+        if (!(v >= -V(9223372036854775808.0) && v < V(9223372036854775808.0))) return false;
+        if (static_cast<std::int64_t>(v) != static_cast<std::int64_t>(s)) return false;
+        out = v;
+        return true;
+    } else if constexpr (std::is_floating_point<S>::value) {
+        // float -> integer: integral and in range.
+        if (!(s >= static_cast<S>(std::numeric_limits<V>::min()) && s < -static_cast<S>(std::numeric_limits<V>::min())))
+            return false;
+        if (std::trunc(s) != s) return false;
+        out = static_cast<V>(s);
+        return true;
+    } else {
+        const auto w = static_cast<std::int64_t>(s);
+        if (w < static_cast<std::int64_t>(std::numeric_limits<V>::min()) ||
+            w > static_cast<std::int64_t>(std::numeric_limits<V>::max()))
+            return false;
+        out = static_cast<V>(w);
+        return true;
+    }
+}
+
+template <class S>
+std::string npy_value_text(S s) {
+    if constexpr (std::is_same<S, bool>::value) return s ? "True" : "False";
+    else if constexpr (std::is_floating_point<S>::value) return tapir::detail::error_number(static_cast<double>(s));
+    else return std::to_string(static_cast<std::int64_t>(s));
+}
+
+} // namespace detail
+
+/// An array read from or to be written to a .npy file: its element type, shape (rank 0 to 4)
+/// and values in C order and the host's byte order. source names it in errors.
+class NpyArray {
+public:
+    NpyArray() = default;
+    /// Zero-filled.
+    NpyArray(NpyType type, const Shape& shape, std::string source = "array")
+        : type_(type), shape_(shape), source_(std::move(source)), bytes_(shape.numel() * npy_item_size(type)) {}
+
+    /// A copy of n = shape.numel() values of V (float, double, std::int32_t, std::int64_t or bool).
+    template <class V>
+    static NpyArray from(const Shape& shape, const V* values, std::size_t n) {
+        if (n != shape.numel())
+            throw shape_error("NpyArray::from: " + std::to_string(n) + " values given for shape " + shape.str());
+        NpyArray a(detail::npy_type_of<V>(), shape);
+        if (n) std::memcpy(a.bytes_.data(), values, n * sizeof(V));
+        return a;
+    }
+    template <class V>
+    static NpyArray from(const Shape& shape, const std::vector<V>& values) {
+        if constexpr (std::is_same<V, bool>::value) {
+            std::vector<unsigned char> b(values.begin(), values.end());
+            NpyArray a(NpyType::boolean, shape);
+            if (b.size() != shape.numel())
+                throw shape_error("NpyArray::from: " + std::to_string(b.size()) + " values given for shape " + shape.str());
+            if (!b.empty()) std::memcpy(a.bytes_.data(), b.data(), b.size());
+            return a;
+        } else {
+            return from(shape, values.data(), values.size());
+        }
+    }
+    /// A tensor's values as float32 or float64.
+    template <class T>
+    static NpyArray from(const Tensor<T>& t) {
+        return from(t.shape(), t.data(), t.size());
+    }
+
+    NpyType type() const noexcept { return type_; }
+    const Shape& shape() const noexcept { return shape_; }
+    std::size_t rank() const noexcept { return shape_.rank(); }
+    std::size_t size() const noexcept { return bytes_.size() / npy_item_size(type_); }
+    const std::string& source() const noexcept { return source_; }
+    /// The values' bytes: size() x npy_item_size(type()), host byte order, C order.
+    const unsigned char* bytes() const noexcept { return bytes_.data(); }
+    unsigned char* bytes() noexcept { return bytes_.data(); }
+
+    /// The values as V, converted exactly: integers to floats only when representable (int64
+    /// labels above 2^53 stay exact as std::int64_t), floats to integers only when integral and
+    /// in range, anything to bool only from 0 and 1, float64 to float32 rounding. A value that
+    /// does not convert throws value_error naming the source, the element and the value.
+    template <class V>
+    std::vector<V> values() const {
+        static_assert(detail::npy_supported_v<V>, "NpyArray::values: V is float, double, std::int32_t, std::int64_t or bool");
+        if constexpr (std::is_same<V, bool>::value) {
+            std::unique_ptr<bool[]> tmp(new bool[size()]);  // std::vector<bool> has no data()
+            convert_into(tmp.get());
+            return std::vector<bool>(tmp.get(), tmp.get() + size());
+        } else {
+            std::vector<V> out(size());
+            convert_into(out.data());
+            return out;
+        }
+    }
+
+    /// The array as a tensor of its shape; conversions as in values().
+    template <class T>
+    Tensor<T> to_tensor() const {
+        Tensor<T> t(shape_);
+        convert_into(t.data());
+        return t;
+    }
+
+private:
+    template <class V, class S>
+    void convert_from(V* out) const {
+        const std::size_t n = size();
+        const unsigned char* p = bytes_.data();
+        for (std::size_t i = 0; i < n; ++i) {
+            S s;
+            if constexpr (std::is_same<S, bool>::value) s = p[i] != 0;
+            else std::memcpy(&s, p + i * sizeof(S), sizeof(S));
+            if (!detail::npy_convert(s, out[i]))
+                throw value_error(source_ + ": element " + std::to_string(i) + " (" + detail::npy_value_text(s) + ") of the " +
+                                  npy_type_name(type_) + " array is not exactly representable as " +
+                                  npy_type_name(detail::npy_type_of<V>()) +
+                                  (std::is_floating_point<V>::value ? " (read it as int64 values instead)" : ""));
+        }
+    }
+    template <class V>
+    void convert_into(V* out) const {
+        switch (type_) {
+        case NpyType::float32: return convert_from<V, float>(out);
+        case NpyType::float64: return convert_from<V, double>(out);
+        case NpyType::int32: return convert_from<V, std::int32_t>(out);
+        case NpyType::int64: return convert_from<V, std::int64_t>(out);
+        case NpyType::boolean: return convert_from<V, bool>(out);
+        }
+    }
+
+    NpyType type_ = NpyType::float64;
+    Shape shape_;
+    std::string source_ = "array";
+    std::vector<unsigned char> bytes_;
+};
+
+namespace detail {
+
+/// The dict of a .npy header: a restricted Python literal parser (strings, True/False,
+/// integers, tuples), as numpy/lib/format.py accepts through ast.literal_eval.
+class NpyHeaderParser {
+public:
+    NpyHeaderParser(std::string_view text, const std::string& source) : p_(text.data()), e_(text.data() + text.size()), src_(source) {}
+
+    struct Result {
+        std::string descr;
+        bool fortran = false;
+        std::vector<std::uint64_t> shape;
+    };
+
+    Result parse() {
+        Result r;
+        bool have_descr = false, have_fortran = false, have_shape = false;
+        skip_ws();
+        expect('{');
+        for (;;) {
+            skip_ws();
+            if (peek() == '}') {
+                ++p_;
+                break;
+            }
+            const std::string key = string_literal("a key");
+            skip_ws();
+            expect(':');
+            skip_ws();
+            if (key == "descr") {
+                if (have_descr) fail("key 'descr' appears twice");
+                if (peek() == '[')
+                    throw format_error(src_ + ": structured dtype (a list of fields in 'descr') is not supported; save each field as its own array");
+                r.descr = string_literal("the 'descr' string");
+                have_descr = true;
+            } else if (key == "fortran_order") {
+                if (have_fortran) fail("key 'fortran_order' appears twice");
+                r.fortran = boolean();
+                have_fortran = true;
+            } else if (key == "shape") {
+                if (have_shape) fail("key 'shape' appears twice");
+                r.shape = tuple();
+                have_shape = true;
+            } else {
+                fail("unexpected key '" + printable(key) + "' (a .npy header has 'descr', 'fortran_order' and 'shape')");
+            }
+            skip_ws();
+            if (peek() == ',') {
+                ++p_;
+                continue;
+            }
+            if (peek() == '}') {
+                ++p_;
+                break;
+            }
+            fail("expected ',' or '}' after the value of '" + key + "'");
+        }
+        skip_ws();
+        if (p_ != e_) fail("text after the closing '}'");
+        if (!have_descr) fail("no 'descr' key");
+        if (!have_fortran) fail("no 'fortran_order' key");
+        if (!have_shape) fail("no 'shape' key");
+        return r;
+    }
+
+    static std::string printable(std::string_view s) {
+        std::string out;
+        for (std::size_t i = 0; i < s.size() && i < 40; ++i) {
+            const auto c = static_cast<unsigned char>(s[i]);
+            out += (c < 0x20 || c >= 0x7F) ? '?' : static_cast<char>(c);
+        }
+        if (s.size() > 40) out += "...";
+        return out;
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": bad .npy header dict: " + what); }
+    char peek() const { return p_ < e_ ? *p_ : '\0'; }
+    void skip_ws() {
+        while (p_ < e_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
+    }
+    void expect(char c) {
+        if (peek() != c || p_ == e_) fail(std::string("expected '") + c + "'" + (p_ == e_ ? " at the end" : ", found '" + printable(std::string_view(p_, 1)) + "'"));
+        ++p_;
+    }
+    std::string string_literal(const char* what) {
+        const char q = peek();
+        if (p_ == e_ || (q != '\'' && q != '"')) fail(std::string("expected ") + what + " in quotes");
+        const char* b = ++p_;
+        while (p_ < e_ && *p_ != q) {
+            if (*p_ == '\\') fail("escape sequences in strings are not supported");
+            ++p_;
+        }
+        if (p_ == e_) fail("unterminated string");
+        std::string s(b, static_cast<std::size_t>(p_ - b));
+        ++p_;
+        return s;
+    }
+    bool boolean() {
+        if (e_ - p_ >= 4 && std::memcmp(p_, "True", 4) == 0) {
+            p_ += 4;
+            return true;
+        }
+        if (e_ - p_ >= 5 && std::memcmp(p_, "False", 5) == 0) {
+            p_ += 5;
+            return false;
+        }
+        fail("'fortran_order' is not True or False");
+    }
+    std::uint64_t integer() {
+        if (!(peek() >= '0' && peek() <= '9')) fail("a dimension of 'shape' is not a non-negative integer");
+        std::uint64_t v = 0;
+        while (p_ < e_ && *p_ >= '0' && *p_ <= '9') {
+            const auto d = static_cast<std::uint64_t>(*p_ - '0');
+            if (v > (std::numeric_limits<std::uint64_t>::max() - d) / 10) fail("a dimension of 'shape' does not fit 64 bits");
+            v = v * 10 + d;
+            ++p_;
+        }
+        if (peek() == 'L') ++p_;  // Python 2's long literal, in files written by old NumPy
+        return v;
+    }
+    std::vector<std::uint64_t> tuple() {
+        if (peek() != '(') fail("'shape' is not a tuple");
+        ++p_;
+        std::vector<std::uint64_t> dims;
+        for (;;) {
+            skip_ws();
+            if (peek() == ')') {
+                ++p_;
+                return dims;
+            }
+            if (dims.size() == 64) fail("'shape' has more than 64 dimensions");
+            dims.push_back(integer());
+            skip_ws();
+            if (peek() == ',') {
+                ++p_;
+                continue;
+            }
+            if (peek() != ')') fail("expected ',' or ')' in 'shape'");
+        }
+    }
+
+    const char* p_;
+    const char* e_;
+    const std::string& src_;
+};
+
+/// NumPy's name of a type code this reader refuses, for the message.
+inline std::string npy_unsupported_name(char kind, unsigned size) {
+    const std::string bits = std::to_string(size * 8);
+    switch (kind) {
+    case 'f': return size == 2 ? "float16" : size == 16 || size == 12 ? "longdouble" : "float" + bits;
+    case 'c': return size == 32 || size == 24 ? "clongdouble" : "complex" + bits;
+    case 'i': return "int" + bits;
+    case 'u': return "uint" + bits;
+    case 'b': return "bool of " + std::to_string(size) + " bytes";
+    case 'U': return "str (unicode)";
+    case 'S':
+    case 'a': return "bytes";
+    case 'V': return "void (raw records)";
+    case 'M': return "datetime64";
+    case 'm': return "timedelta64";
+    default: return "unknown";
+    }
+}
+
+struct NpyDescr {
+    NpyType type = NpyType::float64;
+    bool swap = false;  // file order differs from the host's
+};
+
+inline NpyDescr npy_parse_descr(const std::string& d, const std::string& src) {
+    const std::string shown = "descr '" + NpyHeaderParser::printable(d) + "'";
+    std::size_t i = 0;
+    char order = '=';
+    if (i < d.size() && (d[i] == '<' || d[i] == '>' || d[i] == '|' || d[i] == '=')) order = d[i++];
+    if (i < d.size() && d[i] == 'O')
+        throw format_error(src + ": object arrays (" + shown +
+                           ") hold pickled Python objects and cannot be read; save a numeric dtype");
+    if (i >= d.size()) throw format_error(src + ": bad .npy header dict: empty type in " + shown);
+    const char kind = d[i++];
+    unsigned size = 0;
+    bool digits = false;
+    for (; i < d.size() && d[i] >= '0' && d[i] <= '9' && size < 100000; ++i, digits = true) size = size * 10 + static_cast<unsigned>(d[i] - '0');
+    if (i != d.size() && (kind == 'M' || kind == 'm')) i = d.size();  // datetime64[ns]: named below
+    if (i != d.size() || (!digits && kind != '?'))
+        throw format_error(src + ": unsupported dtype (" + shown + "); tapir reads float32, float64, int32, int64 and bool");
+    NpyDescr r;
+    if (kind == 'f' && size == 4) r.type = NpyType::float32;
+    else if (kind == 'f' && size == 8) r.type = NpyType::float64;
+    else if (kind == 'i' && size == 4) r.type = NpyType::int32;
+    else if (kind == 'i' && size == 8) r.type = NpyType::int64;
+    else if ((kind == 'b' && size == 1) || (kind == '?' && (size == 1 || !digits))) r.type = NpyType::boolean;
+    else
+        throw format_error(src + ": unsupported dtype " + npy_unsupported_name(kind, size) + " (" + shown +
+                           "); tapir reads float32, float64, int32, int64 and bool");
+    if (order == '|' && npy_item_size(r.type) > 1)
+        throw format_error(src + ": bad .npy header dict: " + shown + " gives no byte order for a " +
+                           std::to_string(npy_item_size(r.type)) + "-byte type");
+    const bool file_little = order == '<' || (order == '=' && host_little_endian());
+    r.swap = npy_item_size(r.type) > 1 && order != '|' && file_little != host_little_endian();
+    return r;
+}
+
+inline std::string npy_shape_text(const std::vector<std::uint64_t>& dims) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+    return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+/// Column-major src to row-major dst, rank 0..4, items of w bytes.
+inline void npy_fortran_to_c(const unsigned char* src, unsigned char* dst, const Shape& s, std::size_t w) {
+    const std::size_t r = s.rank();
+    if (r < 2) {
+        std::memcpy(dst, src, s.numel() * w);
+        return;
+    }
+    std::size_t d[4] = {1, 1, 1, 1}, fs[4] = {0, 0, 0, 0};
+    // Pad on the left so that the last axis is always axis 3 (the fastest in C order).
+    for (std::size_t k = 0; k < r; ++k) d[4 - r + k] = s[k];
+    std::size_t stride = 1;
+    for (std::size_t k = 4 - r; k < 4; ++k) {
+        fs[k] = stride;
+        stride *= d[k];
+    }
+    std::size_t o = 0;
+    for (std::size_t a = 0; a < d[0]; ++a)
+        for (std::size_t b = 0; b < d[1]; ++b)
+            for (std::size_t c = 0; c < d[2]; ++c) {
+                const std::size_t base = a * fs[0] + b * fs[1] + c * fs[2];
+                for (std::size_t e = 0; e < d[3]; ++e, ++o) std::memcpy(dst + o * w, src + (base + e * fs[3]) * w, w);
+            }
+}
+
+inline void npy_swap_bytes(unsigned char* p, std::size_t n, std::size_t w) {
+    for (std::size_t i = 0; i < n; ++i, p += w)
+        for (std::size_t k = 0; k < w / 2; ++k) std::swap(p[k], p[w - 1 - k]);
+}
+
+inline std::uint32_t npy_le(const unsigned char* p, std::size_t n) {
+    std::uint32_t v = 0;
+    for (std::size_t k = 0; k < n; ++k) v |= static_cast<std::uint32_t>(p[k]) << (8 * k);
+    return v;
+}
+
+} // namespace detail
+
+/// Parses the bytes of a .npy file; source names it in errors. Throws format_error for a bad
+/// magic, an unknown version, a truncated file, a bad header dict, an unsupported dtype, a
+/// shape of rank above 4 or one whose size overflows or exceeds the data, and bytes after it.
+inline NpyArray parse_npy(std::string_view bytes, const std::string& source) {
+    const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+    const std::size_t n = bytes.size();
+    if (n < 6 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0)
+        throw format_error(source + ": bad magic: not a .npy file (it does not start with \\x93NUMPY)");
+    if (n < 10) throw format_error(source + ": truncated .npy file (" + std::to_string(n) + " bytes, shorter than its preamble)");
+    const unsigned major = u[6], minor = u[7];
+    if (!((major == 1 || major == 2 || major == 3) && minor == 0))
+        throw format_error(source + ": unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor) +
+                           " (tapir reads 1.0, 2.0 and 3.0)");
+    const std::size_t len_size = major == 1 ? 2 : 4;
+    if (n < 8 + len_size) throw format_error(source + ": truncated .npy file (" + std::to_string(n) + " bytes, shorter than its preamble)");
+    const std::size_t hlen = detail::npy_le(u + 8, len_size);
+    const std::size_t start = 8 + len_size;
+    if (hlen > n - start)
+        throw format_error(source + ": truncated .npy file: the header claims " + std::to_string(hlen) + " bytes, " +
+                           std::to_string(n - start) + " follow");
+    const auto h = detail::NpyHeaderParser(bytes.substr(start, hlen), source).parse();
+    const detail::NpyDescr descr = detail::npy_parse_descr(h.descr, source);
+    if (h.shape.size() > max_rank)
+        throw format_error(source + ": array of rank " + std::to_string(h.shape.size()) + " (shape " + detail::npy_shape_text(h.shape) +
+                           "): tapir tensors have at most rank 4");
+    const std::size_t w = npy_item_size(descr.type);
+    std::uint64_t numel = 1;
+    bool zero = false;
+    for (std::uint64_t d : h.shape) zero = zero || d == 0;
+    const std::size_t data_size = n - start - hlen;
+    if (!zero) {
+        for (std::uint64_t d : h.shape) {
+            if (numel > std::numeric_limits<std::uint64_t>::max() / w / d)
+                throw format_error(source + ": shape " + detail::npy_shape_text(h.shape) + " claims more elements than fit in memory");
+            numel *= d;
+        }
+    } else {
+        numel = 0;
+    }
+    if (numel * w > data_size)
+        throw format_error(source + ": truncated .npy file: shape " + detail::npy_shape_text(h.shape) + " of " + npy_type_name(descr.type) +
+                           " needs " + std::to_string(numel * w) + " bytes of data, " + std::to_string(data_size) + " follow the header");
+    if (numel * w < data_size)
+        throw format_error(source + ": " + std::to_string(data_size - numel * w) + " bytes after the data of shape " +
+                           detail::npy_shape_text(h.shape) + " (a corrupt or concatenated file)");
+    Shape shape;
+    for (std::uint64_t d : h.shape) shape.push_back(static_cast<std::size_t>(d));
+    NpyArray a(descr.type, shape, source);
+    const unsigned char* data = u + start + hlen;
+    if (numel) {
+        if (h.fortran) detail::npy_fortran_to_c(data, a.bytes(), shape, w);
+        else std::memcpy(a.bytes(), data, static_cast<std::size_t>(numel) * w);
+        if (descr.swap) detail::npy_swap_bytes(a.bytes(), static_cast<std::size_t>(numel), w);
+        if (descr.type == NpyType::boolean)
+            for (std::size_t i = 0; i < numel; ++i) a.bytes()[i] = a.bytes()[i] != 0;
+    }
+    return a;
+}
+
+/// Reads a .npy file.
+inline NpyArray read_npy_array(const std::string& path) { return parse_npy(detail::read_file(path, "read_npy"), path); }
+
+/// Reads a .npy file into a tensor (integers and bools converted exactly, see NpyArray::values).
+template <class T>
+Tensor<T> read_npy(const std::string& path) {
+    return read_npy_array(path).to_tensor<T>();
+}
+
+/// The bytes of a .npy file (version 1.0, little-endian, C order) holding the array.
+inline std::string npy_bytes(const NpyArray& a) {
+    static const char* descr[] = {"<f4", "<f8", "<i4", "<i8", "|b1"};
+    std::string h = "{'descr': '";
+    h += descr[static_cast<int>(a.type())];
+    h += "', 'fortran_order': False, 'shape': (";
+    for (std::size_t i = 0; i < a.rank(); ++i) h += (i ? ", " : "") + std::to_string(a.shape()[i]);
+    h += a.rank() == 1 ? ",), }" : "), }";
+    // Pad with spaces and a newline so that the data starts on a 64-byte boundary.
+    const std::size_t total = (10 + h.size() + 1 + 63) / 64 * 64;
+    h.append(total - 10 - h.size() - 1, ' ');
+    h += '\n';
+    std::string out("\x93NUMPY\x01\x00", 8);
+    out += static_cast<char>(h.size() & 0xFF);
+    out += static_cast<char>(h.size() >> 8);
+    out += h;
+    const std::size_t w = npy_item_size(a.type());
+    const std::size_t at = out.size();
+    out.append(reinterpret_cast<const char*>(a.bytes()), a.size() * w);
+    if (!detail::host_little_endian())
+        detail::npy_swap_bytes(reinterpret_cast<unsigned char*>(&out[at]), a.size(), w);
+    return out;
+}
+
+/// Writes an array as a .npy file, atomically (a temporary file, then a rename).
+inline void write_npy(const std::string& path, const NpyArray& a) { detail::write_file_atomic(path, npy_bytes(a), "write_npy"); }
+
+/// Writes a tensor as a .npy file of float32 or float64.
+template <class T>
+void write_npy(const std::string& path, const Tensor<T>& t) {
+    write_npy(path, NpyArray::from(t));
+}
+
+} // namespace tapir::io
+// ---- end tapir/io/npy.hpp ----
+// ---- begin tapir/io/npz.hpp ----
+/// NumPy .npz archives: a ZIP file whose members are .npy files, as np.savez (stored) and
+/// np.savez_compressed (deflate) write them. Read: the end of central directory record, the
+/// ZIP64 end record and locator when present, every central directory entry (with its ZIP64
+/// extra field), the local headers; members stored (method 0) or deflated (method 8, through
+/// the decoder of io/detail/inflate.hpp); the CRC-32 of every member is checked. Write: stored
+/// members, ZIP64 records where sizes or offsets need them (or always, NpzOptions::zip64, as
+/// NumPy writes its local headers). Reference: PKWARE APPNOTE.TXT 6.3 (sections 4.3 and 4.5).
+///
+/// Member names are the array names with ".npy" appended (np.savez(f, x=..., y=...) stores
+/// x.npy and y.npy; positional arrays are arr_0, arr_1, ...). Errors are format_errors naming
+/// the archive and, for a member's problem, the member: "data.npz: member 'x.npy': CRC
+/// mismatch ...". Encrypted members, multi-disk archives and methods other than stored and
+/// deflate are refused by name.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/crc32.hpp ----
+/// CRC-32/ISO-HDLC (the zlib, PNG and gzip CRC): reflected polynomial 0xEDB88320, initial value
+/// and final xor 0xFFFFFFFF; crc32("123456789") = 0xCBF43926. Slicing by 8 bytes.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace tapir {
+namespace io {
+
+namespace detail {
+struct Crc32Tables {
+    std::uint32_t t[8][256];
+};
+
+constexpr Crc32Tables make_crc32_tables() {
+    Crc32Tables tab{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+        std::uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1u) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
+        tab.t[0][i] = c;
+    }
+    for (std::uint32_t i = 0; i < 256; ++i)
+        for (int s = 1; s < 8; ++s) tab.t[s][i] = (tab.t[s - 1][i] >> 8) ^ tab.t[0][tab.t[s - 1][i] & 0xFFu];
+    return tab;
+}
+
+inline const Crc32Tables& crc32_tables() noexcept {
+    static constexpr Crc32Tables tab = make_crc32_tables();
+    return tab;
+}
+} // namespace detail
+
+/// Continues a CRC: crc32_update(crc32_update(0, a), b) == crc32(a ++ b). Start from 0.
+inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t n) noexcept {
+    const auto& t = detail::crc32_tables().t;
+    const auto* p = static_cast<const unsigned char*>(data);
+    std::uint32_t c = ~crc;
+    for (; n >= 8; n -= 8, p += 8) {
+        // Bytes assembled explicitly: the result does not depend on the host's byte order.
+        const std::uint32_t lo = c ^ (static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+                                      static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24);
+        c = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^ t[3][p[4]] ^
+            t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
+    }
+    for (; n > 0; --n, ++p) c = t[0][(c ^ *p) & 0xFFu] ^ (c >> 8);
+    return ~c;
+}
+
+inline std::uint32_t crc32(const void* data, std::size_t n) noexcept { return crc32_update(0u, data, n); }
+
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/crc32.hpp ----
+// ---- begin tapir/io/detail/inflate.hpp ----
+/// A small raw-deflate decoder (RFC 1951, DEFLATE Compressed Data Format Specification 1.3):
+/// stored, fixed-Huffman and dynamic-Huffman blocks, canonical codes built as in Mark Adler's
+/// puff.c; codes of up to 9 bits decode through a lookup table, longer ones one bit at a time. It serves .npz members (ZIP method 8); the output size
+/// is known from the archive, so the decoder writes into a buffer of exactly that size and
+/// refuses a stream that would write more or less. Every malformed stream throws format_error
+/// naming `what` and the problem ("corrupt deflate stream: ...").
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+
+namespace tapir::io::detail {
+
+class Inflater {
+public:
+    Inflater(const unsigned char* in, std::size_t in_size, unsigned char* out, std::size_t out_size, const std::string& what)
+        : in_(in), in_size_(in_size), out_(out), out_size_(out_size), what_(what) {}
+
+    /// Decodes the whole stream; returns the number of input bytes consumed.
+    std::size_t run() {
+        bool last = false;
+        while (!last) {
+            last = bits(1) == 1;
+            const unsigned type = bits(2);
+            if (type == 0) stored();
+            else if (type == 1) fixed();
+            else if (type == 2) dynamic();
+            else fail("invalid block type 3");
+        }
+        if (out_pos_ != out_size_)
+            fail("the stream ends after " + std::to_string(out_pos_) + " bytes, the archive claims " + std::to_string(out_size_));
+        return in_pos_ - static_cast<std::size_t>(bit_cnt_ / 8);
+    }
+
+private:
+    static constexpr int max_bits = 15;
+    static constexpr int max_lcodes = 286;
+    static constexpr int max_dcodes = 30;
+    static constexpr int fix_lcodes = 288;
+
+    static constexpr int fast_bits = 9;
+
+    struct Huffman {
+        short count[max_bits + 1];
+        short symbol[fix_lcodes];
+        /// Indexed by the next fast_bits input bits: symbol * 16 + code length, 0 when the code
+        /// is longer (or absent) and the bit-by-bit decoder decides.
+        std::uint16_t fast[1 << fast_bits];
+    };
+
+    [[noreturn]] void fail(const std::string& why) const { throw format_error(what_ + ": corrupt deflate stream: " + why); }
+
+    unsigned bits(int need) {
+        std::uint64_t v = bit_buf_;
+        while (bit_cnt_ < need) {
+            if (in_pos_ == in_size_) fail("truncated (the input ends inside a block)");
+            v |= static_cast<std::uint64_t>(in_[in_pos_++]) << bit_cnt_;
+            bit_cnt_ += 8;
+        }
+        bit_buf_ = v >> need;
+        bit_cnt_ -= need;
+        return static_cast<unsigned>(v & ((1u << need) - 1u));
+    }
+
+    /// Loads whole bytes into the bit buffer while it has room (at most 56 bits held).
+    void refill() {
+        while (bit_cnt_ <= 48 && in_pos_ < in_size_) {
+            bit_buf_ |= static_cast<std::uint64_t>(in_[in_pos_++]) << bit_cnt_;
+            bit_cnt_ += 8;
+        }
+    }
+
+    void stored() {
+        // The rest of the current byte is padding; whole bytes already buffered go back.
+        in_pos_ -= static_cast<std::size_t>(bit_cnt_ / 8);
+        bit_buf_ = 0;
+        bit_cnt_ = 0;
+        if (in_size_ - in_pos_ < 4) fail("truncated (a stored block's length is cut off)");
+        const unsigned len = in_[in_pos_] | static_cast<unsigned>(in_[in_pos_ + 1]) << 8;
+        const unsigned nlen = in_[in_pos_ + 2] | static_cast<unsigned>(in_[in_pos_ + 3]) << 8;
+        in_pos_ += 4;
+        if (len != (~nlen & 0xFFFFu)) fail("a stored block's length does not match its complement");
+        if (in_size_ - in_pos_ < len) fail("truncated (a stored block is cut off)");
+        if (out_size_ - out_pos_ < len) overflow();
+        if (len) std::memcpy(out_ + out_pos_, in_ + in_pos_, len);
+        in_pos_ += len;
+        out_pos_ += len;
+    }
+
+    [[noreturn]] void overflow() const {
+        fail("it inflates to more than the " + std::to_string(out_size_) + " bytes the archive claims");
+    }
+
+    int decode(const Huffman& h) {
+        if (bit_cnt_ < fast_bits) refill();
+        const unsigned e = h.fast[bit_buf_ & ((1u << fast_bits) - 1u)];
+        if (e != 0 && static_cast<int>(e & 15u) <= bit_cnt_) {
+            bit_buf_ >>= (e & 15u);
+            bit_cnt_ -= static_cast<int>(e & 15u);
+            return static_cast<int>(e >> 4);
+        }
+        int code = 0, first = 0, index = 0;
+        for (int len = 1; len <= max_bits; ++len) {
+            code |= static_cast<int>(bits(1));
+            const int count = h.count[len];
+            if (code - count < first) return h.symbol[index + (code - first)];
+            index += count;
+            first += count;
+            first <<= 1;
+            code <<= 1;
+        }
+        fail("a code is not in the Huffman table");
+    }
+
+    /// Builds a canonical code from lengths; returns 0 for a complete code, above 0 for an
+    /// incomplete one, below 0 for an over-subscribed one.
+    static int construct(Huffman& h, const short* length, int n) {
+        for (auto& e : h.fast) e = 0;
+        for (int len = 0; len <= max_bits; ++len) h.count[len] = 0;
+        for (int s = 0; s < n; ++s) h.count[length[s]]++;
+        if (h.count[0] == n) return 0;
+        int left = 1;
+        for (int len = 1; len <= max_bits; ++len) {
+            left <<= 1;
+            left -= h.count[len];
+            if (left < 0) return left;
+        }
+        short offs[max_bits + 1];
+        offs[1] = 0;
+        for (int len = 1; len < max_bits; ++len) offs[len + 1] = static_cast<short>(offs[len] + h.count[len]);
+        for (int s = 0; s < n; ++s)
+            if (length[s] != 0) h.symbol[offs[length[s]]++] = static_cast<short>(s);
+        // The lookup table: canonical codes in (length, symbol) order, bit-reversed because
+        // deflate packs Huffman codes starting from their most significant bit.
+        int code = 0, index = 0;
+        for (int len = 1; len <= fast_bits; ++len) {
+            for (int k = 0; k < h.count[len]; ++k, ++code, ++index) {
+                int rev = 0;
+                for (int b = 0; b < len; ++b) rev |= ((code >> b) & 1) << (len - 1 - b);
+                const auto entry = static_cast<std::uint16_t>(h.symbol[index] * 16 + len);
+                for (int fill = rev; fill < (1 << fast_bits); fill += 1 << len) h.fast[fill] = entry;
+            }
+            code <<= 1;
+        }
+        return left;
+    }
+
+    void codes(const Huffman& lencode, const Huffman& distcode) {
+        static const short lbase[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+        static const short lext[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+        static const unsigned short dbase[30] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385,
+                                                 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+        static const short dext[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+        for (;;) {
+            int symbol = decode(lencode);
+            if (symbol < 256) {
+                if (out_pos_ == out_size_) overflow();
+                out_[out_pos_++] = static_cast<unsigned char>(symbol);
+            } else if (symbol == 256) {
+                return;
+            } else {
+                symbol -= 257;
+                if (symbol >= 29) fail("invalid length code " + std::to_string(symbol + 257));
+                const std::size_t len = static_cast<std::size_t>(lbase[symbol]) + bits(lext[symbol]);
+                symbol = decode(distcode);
+                if (symbol >= 30) fail("invalid distance code " + std::to_string(symbol));
+                const std::size_t dist = static_cast<std::size_t>(dbase[symbol]) + bits(dext[symbol]);
+                if (dist > out_pos_)
+                    fail("a distance of " + std::to_string(dist) + " reaches before the start of the output (" + std::to_string(out_pos_) +
+                         " bytes written)");
+                if (out_size_ - out_pos_ < len) overflow();
+                // Byte by byte: the source may overlap the bytes being written (a run).
+                unsigned char* d = out_ + out_pos_;
+                const unsigned char* s = d - dist;
+                for (std::size_t k = 0; k < len; ++k) d[k] = s[k];
+                out_pos_ += len;
+            }
+        }
+    }
+
+    void fixed() {
+        if (!fixed_built_) {
+            short lengths[fix_lcodes];
+            int s = 0;
+            for (; s < 144; ++s) lengths[s] = 8;
+            for (; s < 256; ++s) lengths[s] = 9;
+            for (; s < 280; ++s) lengths[s] = 7;
+            for (; s < fix_lcodes; ++s) lengths[s] = 8;
+            construct(fixed_len_, lengths, fix_lcodes);
+            for (s = 0; s < max_dcodes; ++s) lengths[s] = 5;
+            construct(fixed_dist_, lengths, max_dcodes);
+            fixed_built_ = true;
+        }
+        codes(fixed_len_, fixed_dist_);
+    }
+
+    void dynamic() {
+        static const short order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+        const int nlen = static_cast<int>(bits(5)) + 257;
+        const int ndist = static_cast<int>(bits(5)) + 1;
+        const int ncode = static_cast<int>(bits(4)) + 4;
+        if (nlen > max_lcodes) fail("a dynamic block declares " + std::to_string(nlen) + " literal/length codes (at most 286)");
+        if (ndist > max_dcodes) fail("a dynamic block declares " + std::to_string(ndist) + " distance codes (at most 30)");
+        short lengths[max_lcodes + max_dcodes];
+        int index = 0;
+        for (; index < ncode; ++index) lengths[order[index]] = static_cast<short>(bits(3));
+        for (; index < 19; ++index) lengths[order[index]] = 0;
+        Huffman lencode, distcode;
+        if (construct(lencode, lengths, 19) != 0) fail("the code-length code is incomplete or over-subscribed");
+        index = 0;
+        while (index < nlen + ndist) {
+            int symbol = decode(lencode);
+            if (symbol < 16) {
+                lengths[index++] = static_cast<short>(symbol);
+                continue;
+            }
+            short len = 0;
+            if (symbol == 16) {
+                if (index == 0) fail("a repeat code comes before any length");
+                len = lengths[index - 1];
+                symbol = 3 + static_cast<int>(bits(2));
+            } else if (symbol == 17) {
+                symbol = 3 + static_cast<int>(bits(3));
+            } else {
+                symbol = 11 + static_cast<int>(bits(7));
+            }
+            if (index + symbol > nlen + ndist) fail("code lengths repeat past the declared count");
+            while (symbol--) lengths[index++] = len;
+        }
+        if (lengths[256] == 0) fail("the block has no end-of-block code");
+        int err = construct(lencode, lengths, nlen);
+        if (err < 0 || (err > 0 && nlen - lencode.count[0] != 1)) fail("the literal/length code is incomplete or over-subscribed");
+        err = construct(distcode, lengths + nlen, ndist);
+        if (err < 0 || (err > 0 && ndist - distcode.count[0] != 1)) fail("the distance code is incomplete or over-subscribed");
+        codes(lencode, distcode);
+    }
+
+    const unsigned char* in_;
+    std::size_t in_size_, in_pos_ = 0;
+    unsigned char* out_;
+    std::size_t out_size_, out_pos_ = 0;
+    const std::string& what_;
+    std::uint64_t bit_buf_ = 0;
+    int bit_cnt_ = 0;
+    bool fixed_built_ = false;
+    Huffman fixed_len_{}, fixed_dist_{};
+};
+
+/// Inflates a raw deflate stream into exactly out_size bytes; throws format_error otherwise.
+inline void inflate(const unsigned char* in, std::size_t in_size, unsigned char* out, std::size_t out_size, const std::string& what) {
+    Inflater(in, in_size, out, out_size, what).run();
+}
+
+} // namespace tapir::io::detail
+// ---- end tapir/io/detail/inflate.hpp ----
+
+namespace tapir::io {
+
+/// The arrays of an .npz archive, in archive order, named without ".npy".
+struct NpzFile {
+    std::string source;
+    std::vector<std::pair<std::string, NpyArray>> arrays;
+
+    bool has(const std::string& name) const noexcept {
+        for (const auto& a : arrays)
+            if (a.first == name) return true;
+        return false;
+    }
+    std::vector<std::string> names() const {
+        std::vector<std::string> n;
+        for (const auto& a : arrays) n.push_back(a.first);
+        return n;
+    }
+    /// The array called name; value_error listing the names when there is none.
+    const NpyArray& operator[](const std::string& name) const {
+        for (const auto& a : arrays)
+            if (a.first == name) return a.second;
+        std::string list;
+        for (const auto& a : arrays) list += (list.empty() ? "" : ", ") + a.first;
+        throw value_error(source + ": no array '" + name + "' (available: " + list + ")");
+    }
+    /// The array called name as a tensor (see NpyArray::to_tensor).
+    template <class T>
+    Tensor<T> tensor(const std::string& name) const {
+        return (*this)[name].template to_tensor<T>();
+    }
+};
+
+/// Options of npz_bytes and write_npz.
+struct NpzOptions {
+    /// Write ZIP64 records for every member and the end of the archive even when no size needs
+    /// them (any ZIP reader of the last twenty years accepts them); otherwise only where needed.
+    bool zip64 = false;
+};
+
+namespace detail {
+
+inline std::uint64_t zip_le(const unsigned char* p, std::size_t n) {
+    std::uint64_t v = 0;
+    for (std::size_t k = 0; k < n; ++k) v |= static_cast<std::uint64_t>(p[k]) << (8 * k);
+    return v;
+}
+
+constexpr std::uint32_t zip_local_sig = 0x04034b50u, zip_central_sig = 0x02014b50u, zip_end_sig = 0x06054b50u,
+                        zip64_end_sig = 0x06064b50u, zip64_locator_sig = 0x07064b50u;
+
+class NpzReader {
+public:
+    NpzReader(std::string_view bytes, const std::string& source)
+        : p_(reinterpret_cast<const unsigned char*>(bytes.data())), n_(bytes.size()), src_(source) {}
+
+    NpzFile read() {
+        NpzFile f;
+        f.source = src_;
+        const std::size_t end = find_end();
+        std::uint64_t entries = le(end + 10, 2), cd_size = le(end + 12, 4), cd_off = le(end + 16, 4);
+        std::size_t cd_limit = end;
+        if (le(end + 4, 2) != 0 || le(end + 6, 2) != 0 || le(end + 8, 2) != entries)
+            fail("multi-disk (split) archives are not supported");
+        if (end >= 20 && le(end - 20, 4) == zip64_locator_sig) {
+            const std::uint64_t rec = le(end - 20 + 8, 8);
+            if (rec > end - 20 || end - 20 - rec < 56 || le(static_cast<std::size_t>(rec), 4) != zip64_end_sig)
+                fail("the ZIP64 end of central directory locator points to no ZIP64 record");
+            const auto r = static_cast<std::size_t>(rec);
+            if (le(r + 16, 4) != 0 || le(r + 20, 4) != 0 || le(r + 24, 8) != le(r + 32, 8))
+                fail("multi-disk (split) archives are not supported");
+            entries = le(r + 32, 8), cd_size = le(r + 40, 8), cd_off = le(r + 48, 8);
+            cd_limit = r;
+        }
+        if (cd_off > cd_limit || cd_size > cd_limit - cd_off)
+            fail("truncated archive: the central directory (" + std::to_string(cd_size) + " bytes at offset " + std::to_string(cd_off) +
+                 ") lies outside the file");
+        if (entries > cd_size / 46)
+            fail("the end record claims " + std::to_string(entries) + " members in a central directory of " + std::to_string(cd_size) + " bytes");
+        std::size_t at = static_cast<std::size_t>(cd_off);
+        const std::size_t cd_end = at + static_cast<std::size_t>(cd_size);
+        for (std::uint64_t e = 0; e < entries; ++e) at = member(f, at, cd_end, static_cast<std::size_t>(cd_off));
+        return f;
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& why) const { throw format_error(src_ + ": " + why); }
+    std::uint64_t le(std::size_t at, std::size_t k) const { return zip_le(p_ + at, k); }
+
+    /// The end of central directory record: the last signature whose comment fits the file.
+    std::size_t find_end() const {
+        if (n_ < 22) {
+            if (n_ >= 4 && le(0, 4) == zip_local_sig) fail("truncated archive (" + std::to_string(n_) + " bytes, no end of central directory)");
+            fail("bad magic: not a ZIP (.npz) archive");
+        }
+        const std::size_t lowest = n_ - 22 > 65535 ? n_ - 22 - 65535 : 0;
+        for (std::size_t at = n_ - 22 + 1; at-- > lowest;)
+            if (le(at, 4) == zip_end_sig && le(at + 20, 2) <= n_ - at - 22) return at;
+        if (le(0, 4) == zip_local_sig) fail("truncated archive: no end of central directory record");
+        fail("bad magic: not a ZIP (.npz) archive");
+    }
+
+    /// One central directory entry at `at`: reads its member and returns the next entry's offset.
+    std::size_t member(NpzFile& f, std::size_t at, std::size_t cd_end, std::size_t cd_off) {
+        if (cd_end - at < 46 || le(at, 4) != zip_central_sig) fail("corrupt central directory (entry " + std::to_string(f.arrays.size()) + ")");
+        const auto flags = le(at + 8, 2), method = le(at + 10, 2);
+        const auto crc = static_cast<std::uint32_t>(le(at + 16, 4));
+        std::uint64_t csize = le(at + 20, 4), usize = le(at + 24, 4), off = le(at + 42, 4);
+        const auto nlen = static_cast<std::size_t>(le(at + 28, 2)), xlen = static_cast<std::size_t>(le(at + 30, 2)),
+                   clen = static_cast<std::size_t>(le(at + 32, 2));
+        if (cd_end - at - 46 < nlen + xlen + clen) fail("corrupt central directory (entry " + std::to_string(f.arrays.size()) + " is cut off)");
+        const std::string name(reinterpret_cast<const char*>(p_ + at + 46), nlen);
+        const std::string who = "member '" + NpyHeaderParser::printable(name) + "'";
+        // ZIP64 extended information (header id 1): the 8-byte fields whose 4-byte ones are all ones.
+        std::size_t x = at + 46 + nlen;
+        const std::size_t xend = x + xlen;
+        while (xend - x >= 4) {
+            const auto id = le(x, 2), sz = static_cast<std::size_t>(le(x + 2, 2));
+            if (sz > xend - x - 4) fail(who + ": corrupt extra field");
+            if (id == 1) {
+                std::size_t q = x + 4;
+                const std::size_t qe = q + sz;
+                for (std::uint64_t* v : {&usize, &csize, &off}) {
+                    if (*v != 0xFFFFFFFFu) continue;
+                    if (qe - q < 8) fail(who + ": ZIP64 extra field too short");
+                    *v = le(q, 8);
+                    q += 8;
+                }
+            }
+            x += 4 + sz;
+        }
+        if (flags & 1u) fail(who + " is encrypted (not supported)");
+        if (method != 0 && method != 8)
+            fail(who + ": compression method " + std::to_string(method) + method_name(method) + " is not supported (stored and deflate are)");
+        if (off > cd_off || cd_off - off < 30 || le(static_cast<std::size_t>(off), 4) != zip_local_sig)
+            fail(who + ": no local header at offset " + std::to_string(off));
+        const auto lo = static_cast<std::size_t>(off);
+        const std::size_t data = lo + 30 + static_cast<std::size_t>(le(lo + 26, 2)) + static_cast<std::size_t>(le(lo + 28, 2));
+        if (data > cd_off || csize > cd_off - data)
+            fail("truncated archive: " + who + " claims " + std::to_string(csize) + " bytes of data at offset " + std::to_string(data) +
+                 ", the central directory starts at " + std::to_string(cd_off));
+        if (method == 0 && csize != usize)
+            fail(who + ": stored with " + std::to_string(csize) + " bytes but claims " + std::to_string(usize) + " uncompressed");
+        // Deflate expands a bit into at most 129 bytes (a 258-byte match in 2 bits): anything more is a lie.
+        if (method == 8 && usize / 1032 > csize + 1)
+            fail(who + ": claims " + std::to_string(usize) + " bytes from " + std::to_string(csize) + " compressed (more than deflate can expand)");
+        std::string out;
+        const auto* in = p_ + data;
+        if (method == 0) {
+            out.assign(reinterpret_cast<const char*>(in), static_cast<std::size_t>(csize));
+        } else {
+            out.resize(static_cast<std::size_t>(usize));
+            inflate(in, static_cast<std::size_t>(csize), reinterpret_cast<unsigned char*>(&out[0]), out.size(), src_ + ": " + who);
+        }
+        const std::uint32_t got = crc32(out.data(), out.size());
+        if (got != crc) fail(who + ": CRC mismatch (the archive says " + hex(crc) + ", the data gives " + hex(got) + ")");
+        if (name.size() < 4 || name.compare(name.size() - 4, 4, ".npy") != 0) fail(who + " is not a .npy array");
+        const std::string key = name.substr(0, name.size() - 4);
+        if (key.empty()) fail(who + " has an empty array name");
+        if (f.has(key)) fail(who + " appears twice");
+        f.arrays.emplace_back(key, parse_npy(out, src_ + ": " + who));
+        return at + 46 + nlen + xlen + clen;
+    }
+
+    static std::string method_name(std::uint64_t m) {
+        switch (m) {
+        case 9: return " (deflate64)";
+        case 12: return " (bzip2)";
+        case 14: return " (lzma)";
+        case 93: return " (zstd)";
+        case 95: return " (xz)";
+        default: return "";
+        }
+    }
+    static std::string hex(std::uint32_t v) {
+        char b[16];
+        std::snprintf(b, sizeof b, "0x%08x", static_cast<unsigned>(v));
+        return b;
+    }
+
+    const unsigned char* p_;
+    std::size_t n_;
+    const std::string& src_;
+};
+
+inline void zip_put(std::string& s, std::uint64_t v, int bytes) {
+    for (int k = 0; k < bytes; ++k) s += static_cast<char>(static_cast<unsigned char>(v >> (8 * k)));
+}
+
+} // namespace detail
+
+/// Parses the bytes of an .npz archive; source names it in errors.
+inline NpzFile parse_npz(std::string_view bytes, const std::string& source) { return detail::NpzReader(bytes, source).read(); }
+
+/// Reads an .npz archive (np.savez or np.savez_compressed).
+inline NpzFile read_npz(const std::string& path) { return parse_npz(detail::read_file(path, "read_npz"), path); }
+
+/// The bytes of an .npz archive holding the named arrays (stored, uncompressed); names are
+/// given without ".npy", non-empty and distinct.
+inline std::string npz_bytes(const std::vector<std::pair<std::string, NpyArray>>& arrays, const NpzOptions& options = {}) {
+    using detail::zip_put;
+    constexpr std::uint64_t all4 = 0xFFFFFFFFu;
+    std::string out, cd;
+    for (std::size_t i = 0; i < arrays.size(); ++i) {
+        const std::string& key = arrays[i].first;
+        if (key.empty()) throw value_error("npz_bytes: array #" + std::to_string(i) + " has an empty name");
+        if (key.size() > 65531) throw value_error("npz_bytes: array #" + std::to_string(i) + " has a name longer than 65531 bytes");
+        for (std::size_t j = 0; j < i; ++j)
+            if (arrays[j].first == key) throw value_error("npz_bytes: array name '" + key + "' is used twice");
+        const std::string name = key + ".npy";
+        const std::string data = npy_bytes(arrays[i].second);
+        const std::uint32_t crc = crc32(data.data(), data.size());
+        const std::uint64_t size = data.size(), off = out.size();
+        const bool big = options.zip64 || size >= all4 || off >= all4;
+        const std::uint16_t version = big ? 45 : 20;
+        // Local header: the sizes go into its ZIP64 field when they or the offset need one.
+        zip_put(out, detail::zip_local_sig, 4), zip_put(out, version, 2), zip_put(out, 0, 2), zip_put(out, 0, 2);
+        zip_put(out, 0, 2), zip_put(out, 0x21, 2);  // 1980-01-01 00:00: a reproducible file
+        zip_put(out, crc, 4), zip_put(out, big ? all4 : size, 4), zip_put(out, big ? all4 : size, 4);
+        zip_put(out, name.size(), 2), zip_put(out, big ? 20 : 0, 2);
+        out += name;
+        if (big) zip_put(out, 1, 2), zip_put(out, 16, 2), zip_put(out, size, 8), zip_put(out, size, 8);
+        out += data;
+        zip_put(cd, detail::zip_central_sig, 4), zip_put(cd, version, 2), zip_put(cd, version, 2), zip_put(cd, 0, 2), zip_put(cd, 0, 2);
+        zip_put(cd, 0, 2), zip_put(cd, 0x21, 2), zip_put(cd, crc, 4);
+        zip_put(cd, big ? all4 : size, 4), zip_put(cd, big ? all4 : size, 4);
+        zip_put(cd, name.size(), 2), zip_put(cd, big ? 28 : 0, 2), zip_put(cd, 0, 2), zip_put(cd, 0, 2), zip_put(cd, 0, 2);
+        zip_put(cd, 0, 4), zip_put(cd, big ? all4 : off, 4);
+        cd += name;
+        if (big) zip_put(cd, 1, 2), zip_put(cd, 24, 2), zip_put(cd, size, 8), zip_put(cd, size, 8), zip_put(cd, off, 8);
+    }
+    const std::uint64_t cd_off = out.size(), cd_size = cd.size(), n = arrays.size();
+    out += cd;
+    const bool big = options.zip64 || n >= 0xFFFFu || cd_off >= all4 || cd_size >= all4;
+    if (big) {
+        const std::uint64_t rec = out.size();
+        zip_put(out, detail::zip64_end_sig, 4), zip_put(out, 44, 8), zip_put(out, 45, 2), zip_put(out, 45, 2);
+        zip_put(out, 0, 4), zip_put(out, 0, 4), zip_put(out, n, 8), zip_put(out, n, 8), zip_put(out, cd_size, 8), zip_put(out, cd_off, 8);
+        zip_put(out, detail::zip64_locator_sig, 4), zip_put(out, 0, 4), zip_put(out, rec, 8), zip_put(out, 1, 4);
+    }
+    zip_put(out, detail::zip_end_sig, 4), zip_put(out, 0, 2), zip_put(out, 0, 2);
+    zip_put(out, big ? 0xFFFFu : n, 2), zip_put(out, big ? 0xFFFFu : n, 2);
+    zip_put(out, big ? all4 : cd_size, 4), zip_put(out, big ? all4 : cd_off, 4), zip_put(out, 0, 2);
+    return out;
+}
+
+/// Writes an .npz archive of the named arrays, atomically (a temporary file, then a rename).
+inline void write_npz(const std::string& path, const std::vector<std::pair<std::string, NpyArray>>& arrays, const NpzOptions& options = {}) {
+    detail::write_file_atomic(path, npz_bytes(arrays, options), "write_npz");
+}
+
+} // namespace tapir::io
+// ---- end tapir/io/npz.hpp ----
 // ---- begin tapir/data/random.hpp ----
 /// Rng lives on the base floor (tapir/random.hpp); this header is kept so that existing includes work.
 
@@ -4414,6 +5684,29 @@ Dataset<T> make_dataset(const io::CsvTable& table, const std::vector<std::string
     return d;
 }
 
+/// A dataset from NumPy arrays sharing their first dimension: x (events, ...), y (events, ...),
+/// optional w (events) and aux (events, ...). Integer and bool arrays (int64 labels) are
+/// converted exactly; a value T cannot hold exactly is a value_error (see io::NpyArray::values).
+template <class T>
+Dataset<T> make_dataset(const io::NpyArray& x, const io::NpyArray& y, const io::NpyArray* w = nullptr,
+                        const io::NpyArray* aux = nullptr) {
+    Dataset<T> d;
+    d.x = x.to_tensor<T>();
+    d.y = y.to_tensor<T>();
+    if (w) d.w = w->to_tensor<T>();
+    if (aux) d.aux = aux->to_tensor<T>();
+    d.validate();
+    return d;
+}
+
+/// A dataset from the arrays of an .npz archive, by name (as np.savez(f, x=..., y=...) names
+/// them): make_dataset<float>(io::read_npz("train.npz"), "x", "y"). Empty names are absent.
+template <class T>
+Dataset<T> make_dataset(const io::NpzFile& npz, const std::string& features, const std::string& label,
+                        const std::string& weight = "", const std::string& aux = "") {
+    return make_dataset<T>(npz[features], npz[label], weight.empty() ? nullptr : &npz[weight], aux.empty() ? nullptr : &npz[aux]);
+}
+
 /// One mini-batch: the gathered rows of every dataset tensor, w filled with 1 for an
 /// unweighted dataset, and the dataset indices of its events.
 template <class T>
@@ -4739,6 +6032,17 @@ inline constexpr OpDef<T> op_leaf{"leaf", nullptr, nullptr};
 template <class T>
 inline constexpr OpDef<T> op_param{"param", nullptr, nullptr};
 
+/// Where backward() accumulates parameter gradients instead of Parameter::grad: a data-parallel
+/// worker (nn/data_parallel.hpp) records on its own tape with the shared parameters and keeps its
+/// gradients in its own buffers, so that threads never write the same memory.
+template <class T>
+struct GradSink {
+    virtual Tensor<T>& grad_of(Parameter<T>& p) = 0;
+
+protected:
+    ~GradSink() = default;
+};
+
 template <class T>
 struct Node {
     Ref<T> out;
@@ -4864,6 +6168,12 @@ public:
     Var<T> var(std::int32_t i) noexcept { return Var<T>(this, i, generation_); }
     Arena& arena() noexcept { return arena_; }
 
+    /// Parameter gradients of backward() go to sink (null: into Parameter::grad, the default).
+    void set_grad_sink(GradSink<T>* sink) noexcept { grad_sink_ = sink; }
+    GradSink<T>* grad_sink() const noexcept { return grad_sink_; }
+    /// The buffer backward() accumulates p's gradient into.
+    Tensor<T>& param_grad(Parameter<T>& p) { return grad_sink_ ? grad_sink_->grad_of(p) : p.grad; }
+
     bool grad_enabled() const noexcept { return grad_enabled_; }
     void set_grad_enabled(bool on) noexcept { grad_enabled_ = on; }
 
@@ -4947,6 +6257,7 @@ private:
     std::vector<std::int32_t> grad_vars_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
+    GradSink<T>* grad_sink_ = nullptr;
     std::uint32_t generation_ = 1;
     bool grad_enabled_ = true;
     bool detect_anomaly_ = false;
@@ -5501,7 +6812,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
         if (!n.requires_grad || g.data == nullptr) continue;
         if (n.op == &op_param<T>) {
             if (into_params) {
-                Tensor<T>& pg = n.param->grad;
+                Tensor<T>& pg = t.param_grad(*n.param);
                 if (pg.shape() != n.out.shape) pg = Tensor<T>(n.out.shape);
                 simd::add(pg.data(), g.data, pg.data(), g.size());
             }
@@ -9742,6 +11053,19 @@ struct BindingState {
 template <class T>
 thread_local const std::vector<ParamBinding<T>>* BindingState<T>::current = nullptr;
 
+/// The data-parallel worker running on this thread (nn/data_parallel.hpp), if any. Layers whose
+/// forward pass changes their own state read it, so that workers never write shared memory:
+/// Dropout draws its masks from the worker's stream, BatchNorm updates its running statistics on
+/// worker 0 only.
+struct Replica {
+    std::size_t index = 0;
+    Rng* rng = nullptr;
+};
+inline Replica*& current_replica() noexcept {
+    thread_local Replica* r = nullptr;
+    return r;
+}
+
 inline std::string join_name(const std::string& prefix, const std::string& name) {
     return prefix.empty() ? name : (name.empty() ? prefix : prefix + "." + name);
 }
@@ -10323,7 +11647,8 @@ private:
 
 /// Inverted dropout: in training each element is zeroed with probability p and the survivors
 /// are scaled by 1/(1-p), so eval mode is the identity. The mask stream comes from the layer's
-/// own Rng, so a seed reproduces it.
+/// own Rng, so a seed reproduces it; in a data-parallel worker it comes from the worker's stream
+/// (seeded by the DataParallel seed and the worker index), so the masks depend on the thread count.
 template <class T>
 class Dropout : public Module<T> {
 public:
@@ -10339,7 +11664,9 @@ public:
         Ref<T> mask = t.alloc(x.shape());
         const T keep = p_ < 1.0 ? static_cast<T>(1.0 / (1.0 - p_)) : T(0);
         const std::size_t n = mask.size();
-        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng_.uniform() < p_ ? T(0) : keep;
+        const detail::Replica* rep = detail::current_replica();
+        Rng& rng = rep && rep->rng ? *rep->rng : rng_;
+        for (std::size_t i = 0; i < n; ++i) mask.data[i] = rng.uniform() < p_ ? T(0) : keep;
         return mul(x, t.leaf(mask, false));
     }
 
@@ -10366,6 +11693,9 @@ private:
 ///   running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)   (unbiased),
 /// momentum 0.1, eps 1e-5; eval normalises with the running statistics. (Keras' momentum 0.99
 /// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
+/// In data-parallel training (nn/data_parallel.hpp) each worker normalises with its own shard's
+/// statistics and only worker 0 updates the running statistics, as PyTorch's
+/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's).
 template <class T>
 class BatchNorm : public Module<T> {
 public:
@@ -10409,6 +11739,8 @@ public:
             const Var<T> y = add(mul(mul(xc, inv_std), w), b);
             const T m = static_cast<T>(momentum_);
             const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
+            const detail::Replica* rep = detail::current_replica();
+            if (rep && rep->index != 0) return y;  // worker 0 keeps the running statistics
             for (std::size_t j = 0; j < f; ++j) {
                 running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
                 running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
@@ -11406,61 +12738,6 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 #include <utility>
 #include <vector>
 
-// ---- begin tapir/io/crc32.hpp ----
-/// CRC-32/ISO-HDLC (the zlib, PNG and gzip CRC): reflected polynomial 0xEDB88320, initial value
-/// and final xor 0xFFFFFFFF; crc32("123456789") = 0xCBF43926. Slicing by 8 bytes.
-
-#include <array>
-#include <cstddef>
-#include <cstdint>
-
-namespace tapir {
-namespace io {
-
-namespace detail {
-struct Crc32Tables {
-    std::uint32_t t[8][256];
-};
-
-constexpr Crc32Tables make_crc32_tables() {
-    Crc32Tables tab{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-        std::uint32_t c = i;
-        for (int k = 0; k < 8; ++k) c = (c & 1u) ? (0xEDB88320u ^ (c >> 1)) : (c >> 1);
-        tab.t[0][i] = c;
-    }
-    for (std::uint32_t i = 0; i < 256; ++i)
-        for (int s = 1; s < 8; ++s) tab.t[s][i] = (tab.t[s - 1][i] >> 8) ^ tab.t[0][tab.t[s - 1][i] & 0xFFu];
-    return tab;
-}
-
-inline const Crc32Tables& crc32_tables() noexcept {
-    static constexpr Crc32Tables tab = make_crc32_tables();
-    return tab;
-}
-} // namespace detail
-
-/// Continues a CRC: crc32_update(crc32_update(0, a), b) == crc32(a ++ b). Start from 0.
-inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t n) noexcept {
-    const auto& t = detail::crc32_tables().t;
-    const auto* p = static_cast<const unsigned char*>(data);
-    std::uint32_t c = ~crc;
-    for (; n >= 8; n -= 8, p += 8) {
-        // Bytes assembled explicitly: the result does not depend on the host's byte order.
-        const std::uint32_t lo = c ^ (static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
-                                      static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24);
-        c = t[7][lo & 0xFFu] ^ t[6][(lo >> 8) & 0xFFu] ^ t[5][(lo >> 16) & 0xFFu] ^ t[4][lo >> 24] ^ t[3][p[4]] ^
-            t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
-    }
-    for (; n > 0; --n, ++p) c = t[0][(c ^ *p) & 0xFFu] ^ (c >> 8);
-    return ~c;
-}
-
-inline std::uint32_t crc32(const void* data, std::size_t n) noexcept { return crc32_update(0u, data, n); }
-
-} // namespace io
-} // namespace tapir
-// ---- end tapir/io/crc32.hpp ----
 
 namespace tapir {
 namespace io {
@@ -11931,47 +13208,11 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
     }
 }
 
-struct ModelFileCloser {
-    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-};
-
-inline std::string read_model_file(const std::string& path, const char* fn) {
-    errno = 0;
-    std::unique_ptr<std::FILE, ModelFileCloser> f(std::fopen(path.c_str(), "rb"));
-    if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
-    std::string data;
-    char buf[1 << 16];
-    errno = 0;
-    for (;;) {
-        const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
-        data.append(buf, got);
-        if (got < sizeof buf) break;
-    }
-    // A directory opens but does not read (EISDIR): the reason names it.
-    if (std::ferror(f.get()))
-        throw format_error(std::string(fn) + ": cannot read '" + path + "': " + std::generic_category().message(errno ? errno : EIO));
-    return data;
-}
+inline std::string read_model_file(const std::string& path, const char* fn) { return read_file(path, fn); }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written model file.
-inline void write_model_file(const std::string& path, const std::string& data) {
-    const std::string tmp = path + ".tmp";
-    errno = 0;
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw format_error("save_model: cannot open '" + tmp + "' for writing: " + std::generic_category().message(errno));
-    const bool wrote = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-    const int err = errno;
-    const bool closed = std::fclose(f) == 0;
-    if (!wrote || !closed) {
-        std::remove(tmp.c_str());
-        throw format_error("save_model: error writing '" + tmp + "': " + std::generic_category().message(err ? err : EIO));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const int e = errno;
-        std::remove(tmp.c_str());
-        // The temporary file is an implementation detail: the reason (a directory, EISDIR) is the path's.
-        throw format_error("save_model: cannot write '" + path + "': " + std::generic_category().message(e));
-    }
+inline void write_model_file(const std::string& path, const std::string& data, const char* fn = "save_model") {
+    write_file_atomic(path, data, fn);
 }
 
 } // namespace detail
@@ -12312,6 +13553,10 @@ public:
         pl_ = p.left, pr_ = p.right;
     }
 
+    /// Zero padding before and after the sequence ('same' resolved).
+    std::size_t padding_left() const noexcept { return pl_; }
+    std::size_t padding_right() const noexcept { return pr_; }
+
     Var<T> forward(const Var<T>& x) override {
         this->check_input(x.shape());
         Tape<T>& t = x.tape();
@@ -12411,6 +13656,12 @@ public:
                   : detail::pool_geom(kernel, stride, padding)) {
         if (g_.kernel.h == 0 || g_.kernel.w == 0) throw value_error(type_name() + ": kernel size must be positive");
     }
+    static constexpr bool is_max = IsMax;
+    static constexpr bool one_d = OneD;
+    /// Window, stride and padding (1-D layers: height 1, the width fields).
+    Size2 kernel_size() const noexcept { return g_.kernel; }
+    Size2 stride() const noexcept { return g_.stride; }
+    Pad2d padding() const noexcept { return g_.padding; }
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
         if (OneD) return IsMax ? max_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left) : avg_pool1d(x, g_.kernel.w, g_.stride.w, g_.padding.left);
@@ -12495,6 +13746,225 @@ private:
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/conv.hpp ----
+// ---- begin tapir/nn/data_parallel.hpp ----
+/// Data-parallel training on the threads of one process (the single-machine half of PyTorch's
+/// DistributedDataParallel; Li et al., "PyTorch Distributed", VLDB 2020). A batch of B events is
+/// cut into one contiguous shard per worker; each worker records forward and backward on its own
+/// tape, with the same Parameter objects (no weight copies: every tape reads the one set of
+/// values), and its tape's gradient sink (autodiff/tape.hpp) sends the parameter gradients into
+/// the worker's own buffers. The buffers are then added into Parameter::grad in worker order
+/// 0, 1, ..., N-1, so a step gives the same bits for the same thread count on every run, and the
+/// caller runs one optimiser step.
+///
+/// A shard's loss is a mean over its events; Shard::backward seeds it with the shard's fraction
+/// of the batch (n_k / B, or its share of the event weights), so the sum over shards is the
+/// gradient of the full-batch mean (the same up to float rounding: the sums run in another order).
+///
+/// Workers run on the persistent pool (simd/thread_pool.hpp). Inside a worker
+/// simd::in_parallel_region() is true, so GEMMs stay on the worker's thread (no nested region,
+/// no wait on a pool that is already busy). Layers whose forward pass changes their own state
+/// see the worker through nn::detail::current_replica(): Dropout draws its masks from the
+/// worker's stream, BatchNorm normalises with its shard's statistics and only worker 0 updates
+/// the running statistics (DDP without SyncBatchNorm). An exception in a worker is rethrown to
+/// the caller (the first in worker order) once every worker has finished; the pool stays usable.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace tapir {
+namespace nn {
+
+template <class T>
+class DataParallel;
+
+/// One worker of a data-parallel step: its rows [begin, end) of the batch, its tape, its
+/// gradient buffers (one per parameter, in the order given to DataParallel) and its loss weight.
+template <class T>
+class Shard final : public GradSink<T> {
+public:
+    std::size_t worker() const noexcept { return worker_; }
+    std::size_t begin() const noexcept { return begin_; }
+    std::size_t end() const noexcept { return end_; }
+    std::size_t size() const noexcept { return end_ - begin_; }
+    /// The shard's fraction of the batch, size() / B: the factor of its mean loss.
+    T weight() const noexcept { return weight_; }
+
+    /// The worker's own tape, cleared before each step; its parameter gradients go to grads().
+    Tape<T>& tape() noexcept { return tape_; }
+    /// The gradient buffer of parameter i (DataParallel's order) after this worker's backward.
+    const Tensor<T>& grad(std::size_t i) const { return grads_.at(i); }
+
+    /// Backward of a loss that is a mean over this shard's events, scaled by weight(), so that
+    /// the shards add up to the full-batch gradient; adds weight() * loss to the step's loss.
+    void backward(const Var<T>& loss) { backward(loss, weight_); }
+    /// The same with the shard's fraction given: its share of the batch's event weights for a
+    /// weighted mean, sum of w over the shard / sum of w over the batch.
+    void backward(const Var<T>& loss, T fraction) {
+        if (loss.size() != 1) throw shape_error("DataParallel: the shard loss must be a single value, got shape " + loss.shape().str());
+        Tape<T>& t = loss.tape();
+        if (t.grad_sink() != this)
+            throw value_error("DataParallel: the shard loss was recorded on a tape that does not send its gradients to worker " +
+                              std::to_string(worker_) + " (use shard.tape(), or attach the tape with shard.attach(tape))");
+        tapir::backward(loss, t.full(loss.shape(), fraction));
+        loss_ += static_cast<double>(fraction) * static_cast<double>(loss.item());
+    }
+
+    /// Sends the parameter gradients of backward() on another tape (one the caller keeps per
+    /// worker, as fit's batch gatherers do) to this worker's buffers.
+    void attach(Tape<T>& t) noexcept { t.set_grad_sink(this); }
+
+    /// The worker's random stream (Dropout masks in this worker are drawn from it).
+    Rng& rng() noexcept { return rng_; }
+
+    Tensor<T>& grad_of(Parameter<T>& p) override {
+        const auto it = std::lower_bound(index_->begin(), index_->end(), &p,
+                                         [](const std::pair<Parameter<T>*, std::size_t>& e, const Parameter<T>* q) {
+                                             return std::less<const Parameter<T>*>()(e.first, q);
+                                         });
+        if (TAPIR_UNLIKELY(it == index_->end() || it->first != &p))
+            throw value_error("DataParallel: parameter '" + p.name + "' is used on worker " + std::to_string(worker_) +
+                              "'s tape but is not among the parameters given to DataParallel");
+        return grads_[it->second];
+    }
+
+private:
+    friend class DataParallel<T>;
+    Shard(std::size_t worker, const std::vector<Parameter<T>*>& params, const std::vector<std::pair<Parameter<T>*, std::size_t>>* index,
+          std::uint64_t seed)
+        : worker_(worker), index_(index), rng_(seed ^ (0x9e3779b97f4a7c15ULL * (worker + 1))) {
+        grads_.reserve(params.size());
+        for (Parameter<T>* p : params) grads_.emplace_back(p->shape());
+        tape_.set_grad_sink(this);
+        replica_.index = worker;
+        replica_.rng = &rng_;
+    }
+
+    std::size_t worker_;
+    std::size_t begin_ = 0, end_ = 0;
+    T weight_ = T(0);
+    double loss_ = 0.0;
+    const std::vector<std::pair<Parameter<T>*, std::size_t>>* index_;
+    std::vector<Tensor<T>> grads_;
+    Tape<T> tape_;
+    Rng rng_;
+    detail::Replica replica_;
+    std::exception_ptr error_;
+};
+
+/// Data-parallel steps over a fixed set of parameters and a fixed number of threads.
+///
+///     nn::DataParallel<float> dp(model.parameters(), 2);
+///     opt.zero_grad();
+///     float loss = dp.run(batch, [&](nn::Shard<float>& s) {
+///         Tape<float>& t = s.tape();
+///         const Var<float> x = t.view(...rows s.begin() to s.end() of the batch...);
+///         s.backward(loss::mse(model(x), t.view(...)));
+///     });
+///     opt.step();
+///
+/// The function may record anything on the shard's tape (several models, grad() with
+/// create_graph for a gradient penalty, tapir::backward with its own scaling); parameters it uses
+/// must be among the ones given here. It runs concurrently on the workers: it must not write
+/// shared state (the model's parameters are only read; Parameter::grad is written after the
+/// workers finish).
+template <class T>
+class DataParallel {
+public:
+    /// Workers for these parameters on `threads` threads (the caller's and threads - 1 of the
+    /// pool's); seed starts the workers' random streams (Dropout).
+    DataParallel(std::vector<Parameter<T>*> params, std::size_t threads, std::uint64_t seed = 0x5eed) : params_(std::move(params)) {
+        if (threads == 0) throw value_error("DataParallel: the number of threads must be at least 1");
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            if (params_[i] == nullptr) throw value_error("DataParallel: parameter #" + std::to_string(i) + " is a null pointer");
+            index_.emplace_back(params_[i], i);
+        }
+        std::sort(index_.begin(), index_.end(), [](const auto& a, const auto& b) { return std::less<const Parameter<T>*>()(a.first, b.first); });
+        for (std::size_t i = 1; i < index_.size(); ++i)
+            if (index_[i].first == index_[i - 1].first)
+                throw value_error("DataParallel: parameter '" + index_[i].first->name + "' is given twice");
+        for (std::size_t k = 0; k < threads; ++k) shards_.push_back(std::unique_ptr<Shard<T>>(new Shard<T>(k, params_, &index_, seed)));
+    }
+    /// Workers for a model's parameters.
+    DataParallel(Module<T>& model, std::size_t threads, std::uint64_t seed = 0x5eed) : DataParallel(model.parameters(), threads, seed) {}
+    DataParallel(const DataParallel&) = delete;
+    DataParallel& operator=(const DataParallel&) = delete;
+
+    std::size_t threads() const noexcept { return shards_.size(); }
+    Shard<T>& shard(std::size_t k) { return *shards_.at(k); }
+    const std::vector<Parameter<T>*>& parameters() const noexcept { return params_; }
+
+    /// One data-parallel step over a batch of `batch` events: fn(shard) on every worker with a
+    /// non-empty shard (fewer events than threads leave some workers idle), then the workers'
+    /// gradients are added into Parameter::grad in worker order (accumulating, as backward()
+    /// does: zero them first). Returns the sum of the weighted shard losses given to
+    /// Shard::backward, i.e. the full-batch mean loss. An exception thrown by fn on any worker is
+    /// rethrown here after all workers stopped, and Parameter::grad is then left untouched.
+    template <class F>
+    T run(std::size_t batch, F&& fn) {
+        if (batch == 0) throw value_error("DataParallel: empty batch");
+        const simd::FlushDenormals flush;  // the workers inherit the caller's mode (simd/thread_pool.hpp)
+        const std::size_t n = shards_.size();
+        std::size_t used = 0;
+        for (std::size_t k = 0; k < n; ++k) {
+            Shard<T>& s = *shards_[k];
+            s.begin_ = batch * k / n;
+            s.end_ = batch * (k + 1) / n;
+            s.weight_ = static_cast<T>(static_cast<double>(s.size()) / static_cast<double>(batch));
+            s.loss_ = 0.0;
+            s.error_ = nullptr;
+            if (s.size() > 0) used = k + 1;
+        }
+        auto part = [&](std::size_t k) {
+            Shard<T>& s = *shards_[k];
+            if (s.size() == 0) return;
+            detail::Replica*& slot = detail::current_replica();
+            detail::Replica* const prev = slot;
+            slot = &s.replica_;
+            try {
+                for (Tensor<T>& g : s.grads_) g.fill(T(0));
+                s.tape_.clear();
+                fn(s);
+            } catch (...) {
+                s.error_ = std::current_exception();
+            }
+            slot = prev;
+        };
+        if (used == 1) part(0);  // one worker: the caller's thread, GEMMs free to use the pool
+        else simd::parallel_run(used, part);
+        for (std::size_t k = 0; k < used; ++k)
+            if (shards_[k]->error_) {
+                std::exception_ptr e = shards_[k]->error_;
+                for (auto& s : shards_) s->error_ = nullptr;
+                std::rethrow_exception(e);
+            }
+        double loss = 0.0;
+        for (std::size_t i = 0; i < params_.size(); ++i) {
+            Tensor<T>& pg = params_[i]->grad;
+            if (pg.shape() != params_[i]->shape()) pg = Tensor<T>(params_[i]->shape());
+            for (std::size_t k = 0; k < used; ++k)
+                if (shards_[k]->size() > 0) simd::add(pg.data(), shards_[k]->grads_[i].data(), pg.data(), pg.size());
+        }
+        for (std::size_t k = 0; k < used; ++k) loss += shards_[k]->loss_;
+        return static_cast<T>(loss);
+    }
+
+private:
+    std::vector<Parameter<T>*> params_;
+    std::vector<std::pair<Parameter<T>*, std::size_t>> index_;
+    std::vector<std::unique_ptr<Shard<T>>> shards_;
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/data_parallel.hpp ----
 // ---- begin tapir/nn/fit.hpp ----
 /// A Keras-like training loop: fit(model, x, y, optimizer, options, loss) with mini-batches,
 /// validation (split or set), metrics, early stopping, per-epoch callbacks and a progress
@@ -12515,6 +13985,7 @@ private:
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -12940,6 +14411,11 @@ struct FitOptions {
     bool shuffle = true;
     bool drop_last = false;  ///< skip the last, incomplete batch (BatchNorm needs >= 2 events)
     std::uint64_t seed = 42;  ///< fixes the validation split and the batch order
+    /// Threads of data-parallel training (nn/data_parallel.hpp): each batch is cut into this many
+    /// shards, one per thread, whose gradients are summed in a fixed order. The loss must be a
+    /// (weighted) mean over events. Results are the same on every run for a given thread count and
+    /// equal the one-thread results up to float rounding (BatchNorm: per-shard statistics).
+    std::size_t threads = 1;
 
     const Tensor<T>* sample_weight = nullptr;  ///< per-event weights, (n,) or (n, 1)
 
@@ -13248,6 +14724,55 @@ private:
     std::vector<Parameter<T>*> extra_;
 };
 
+/// Trainer's step on several threads (FitOptions::threads): one batch gatherer and tape per
+/// worker, shards of the batch trained by DataParallel, one optimiser step. Steady-state steps
+/// allocate nothing. The loss must be a (weighted) mean over events: each shard's loss is scaled
+/// by its share of the batch (of the event weights, when given).
+template <class T, class Loss = BceWithLogitsLoss>
+class ParallelTrainer {
+public:
+    ParallelTrainer(Module<T>& model, optim::Optimizer<T>& optimizer, std::size_t threads, const Loss& loss = Loss{}, std::uint64_t seed = 0x5eed)
+        : dp_(model, threads, seed), opt_(optimizer) {
+        for (std::size_t k = 0; k < threads; ++k) {
+            batches_.emplace_back(new detail::BatchLoss<T, Loss>(model, loss, "fit"));
+            dp_.shard(k).attach(batches_.back()->tape());
+        }
+        for (Parameter<T>* p : model.parameters())
+            if (std::find(opt_.parameters().begin(), opt_.parameters().end(), p) == opt_.parameters().end()) extra_.push_back(p);
+    }
+    ParallelTrainer(const ParallelTrainer&) = delete;
+    ParallelTrainer& operator=(const ParallelTrainer&) = delete;
+
+    DataParallel<T>& data_parallel() noexcept { return dp_; }
+    /// The first worker's gatherer, for validation on the caller's thread.
+    detail::BatchLoss<T, Loss>& batch_loss() noexcept { return *batches_[0]; }
+
+    /// One optimisation step on rows idx[0..n) of x, y (and weights w), as Trainer::step.
+    template <class X>
+    T step(const X& x, const Tensor<T>& y, const Tensor<T>* w, const std::size_t* idx, std::size_t n, Tensor<T>* pred = nullptr) {
+        const double total = detail::batch_weight(w, idx, n);
+        if (w && !(total != 0.0)) throw value_error("fit: the event weights of a batch sum to zero; data-parallel shards cannot be weighted");
+        for (Parameter<T>* p : extra_) p->zero_grad();
+        opt_.zero_grad();
+        const T l = dp_.run(n, [&](Shard<T>& s) {
+            const std::size_t* sidx = idx + s.begin();
+            const Var<T> ls = batches_[s.worker()]->record(x, y, w, sidx, s.size());
+            s.backward(ls, w ? static_cast<T>(detail::batch_weight(w, sidx, s.size()) / total) : s.weight());
+        });
+        opt_.step();
+        if (pred)
+            for (std::size_t k = 0; k < dp_.threads(); ++k)
+                if (dp_.shard(k).size() > 0) batches_[k]->copy_rows(detail::input_rows(x), idx + dp_.shard(k).begin(), dp_.shard(k).size(), *pred);
+        return l;
+    }
+
+private:
+    DataParallel<T> dp_;
+    optim::Optimizer<T>& opt_;
+    std::vector<std::unique_ptr<detail::BatchLoss<T, Loss>>> batches_;
+    std::vector<Parameter<T>*> extra_;
+};
+
 namespace detail {
 
 /// The loss over the rows of a set in batches, combined as the weighted mean of the batch
@@ -13524,7 +15049,12 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
         minimise = detail::monitor_minimises(h.monitor, o.monitor_mode);
     }
 
-    Trainer<T, Loss> trainer(model, optimizer, std::move(loss));
+    if (o.threads == 0) throw value_error("fit: threads must be at least 1");
+    std::optional<Trainer<T, Loss>> serial;
+    std::optional<ParallelTrainer<T, Loss>> parallel;
+    if (o.threads > 1) parallel.emplace(model, optimizer, o.threads, loss, o.seed);
+    else serial.emplace(model, optimizer, std::move(loss));
+    detail::BatchLoss<T, Loss>& batch_loss = parallel ? parallel->batch_loss() : serial->batch_loss();
     detail::ModeGuard<T> modes(model);
     const std::vector<Parameter<T>*> params = model.parameters();
     const std::vector<NamedBuffer<T>> buffers = model.named_buffers();
@@ -13556,7 +15086,8 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
             const std::size_t start = s * o.batch_size;
             const std::size_t nb = std::min(o.batch_size, nt - start);
             const std::size_t* idx = train_rows.data() + start;
-            const T l = trainer.step(x, y, w, idx, nb, metrics ? &pred_all : nullptr);
+            Tensor<T>* pred = metrics ? &pred_all : nullptr;
+            const T l = parallel ? parallel->step(x, y, w, idx, nb, pred) : serial->step(x, y, w, idx, nb, pred);
             if (!std::isfinite(static_cast<double>(l)))
                 throw value_error("fit: the loss is " + std::string(l != l ? "NaN" : "infinite") + " at epoch " + std::to_string(epoch) +
                                   ", batch " + std::to_string(s + 1) + " of " + std::to_string(steps) +
@@ -13576,7 +15107,7 @@ History fit_impl(Module<T>& model, const X& x, const X* given_vx, const char* vn
         }
         if (has_val) {
             model.eval();
-            row.push_back(detail::set_loss(trainer.batch_loss(), *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
+            row.push_back(detail::set_loss(batch_loss, *vx, *vy, vw, val_rows, o.batch_size, metrics ? &val_pred : nullptr));
             for (const auto& m : o.metrics) row.push_back(m.fn(val_pred, y_val, vw ? &w_val : nullptr));
             model.set_training_modes(modes.modes);
         }
@@ -14401,8 +15932,15 @@ public:
         const Var<T> q = slice(pb, -1, 1, 3);
         const Var<T> pt = sqrt(add(square(px), square(py)));
         const Var<T> pabs = sqrt(sum(square(q), -1, true));
-        const Var<T> eta = log(div(add(pabs, pz), pt));                     // asinh(pz / pT)
-        const Var<T> phi = scale(atan(div(py, add(pt, px))), T(2));         // atan2(py, px), away from the negative px axis
+        // eta = asinh(pz / pT) = ln((|p| + pz) / pT) and phi = atan2(py, px) = 2 atan(py / (pT + px)).
+        // |p| + pz and pT + px cancel to exactly 0 in rounding for a particle within ~sqrt(eps) of the
+        // -z or -x axis (in float, 1 in ~10^4 directions: boosted particles land there while a
+        // network trains), and the gradients become NaN. A guard of 4 eps |p| keeps both finite; the
+        // values change by O(eps) elsewhere, and within the band phi passes through 0 instead of
+        // jumping from pi to -pi.
+        const Var<T> guard = scale(pabs, T(4) * std::numeric_limits<T>::epsilon());
+        const Var<T> eta = log(div(add(add(pabs, pz), guard), pt));
+        const Var<T> phi = scale(atan(div(py, add(add(pt, px), guard))), T(2));
         const Var<T> mass = sqrt(clamp(minkowski_square(pb), T(0), std::numeric_limits<T>::max()));
         Var<T> out = concat(concat(concat(concat(reshape(e, flat), reshape(pt, flat), 1), reshape(eta, flat), 1), reshape(phi, flat), 1),
                             reshape(mass, flat), 1);
@@ -15703,6 +17241,1790 @@ protected:
 } // namespace tapir
 // ---- end tapir/nn/recurrent.hpp ----
 // ---- end tapir/nn/nn.hpp ----
+// ---- begin tapir/nn/onnx.hpp ----
+/// ONNX export and import of models (https://onnx.ai/onnx/operators/, default domain, opset 13
+/// written; opsets 9 to 17 read), on the hand-written protobuf structs of io/onnx.hpp.
+///
+///     tapir::nn::export_onnx(model, "tagger.onnx", tapir::Shape{1, 16});   // a Sequential
+///     tapir::nn::Model<float> m = tapir::nn::import_onnx<float>("from_torch.onnx");
+///     m.eval();                                   // imported models start in training mode
+///
+/// Export writes Dense as Gemm, the activations (Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus),
+/// Softmax, BatchNorm as BatchNormalization (running statistics, ONNX momentum = 1 - tapir's),
+/// Dropout as nothing (identity at inference), Flatten, Conv1d/Conv2d as Conv, the pools as
+/// MaxPool/AveragePool (count_include_pad = 1, as tapir), GlobalAvgPool/GlobalMaxPool as
+/// GlobalAveragePool/GlobalMaxPool + Flatten, and SimpleRNN/LSTM/GRU as RNN/LSTM/GRU between
+/// Transpose nodes (ONNX is time-major; gates reordered: ONNX LSTM i o f c vs tapir's and PyTorch's
+/// i f g o, ONNX GRU z r h vs r z n, linear_before_reset = 1 as PyTorch), as torch.onnx.export does.
+///
+/// Import builds an nn::Model of tapir layers (trainable, to fine-tune) for the same operators plus
+/// the plumbing exporters emit around them (Gemm/MatMul, Add, Transpose, Squeeze, Unsqueeze,
+/// Reshape, Gather, Slice, Concat, ReduceSum, Pad with zeros, Identity, Constant, and the Shape, ConstantOfShape,
+/// Expand and Cast with which PyTorch builds a recurrent layer's zero initial state). Weights must
+/// be initializers or Constants. Any other operator is refused with an error naming it and its node, before anything
+/// is built; so are cyclic graphs and values that nothing produces.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/onnx.hpp ----
+/// ONNX files without a protobuf library: plain structs for the messages tapir reads and writes
+/// (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto) and their
+/// serialisation and parsing on io/protobuf.hpp. Field numbers and enums are those of
+/// onnx/onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto, IR version 8).
+/// Fields tapir does not use are skipped when read and not written.
+///
+/// Tensors keep their values decoded: float and double data (raw_data, float_data or
+/// double_data) in `values`, integer and bool data in `ints`. The parser checks every claimed
+/// size against the bytes present before it allocates, so a file claiming huge dimensions is a
+/// format_error, not an allocation. Models built on these structs live in nn/onnx.hpp.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/io/protobuf.hpp ----
+/// A minimal protocol-buffers wire-format reader and writer, enough for ONNX files (io/onnx.hpp)
+/// without a protobuf library. Wire format as specified in
+/// https://protobuf.dev/programming-guides/encoding/ : a message is a sequence of fields, each a
+/// varint key (the field number shifted left by 3, or-ed with the wire type) and a value: varint (type 0), fixed64 (1),
+/// length-delimited bytes (2, also strings, sub-messages and packed repeated fields) or fixed32 (5).
+/// Groups (3, 4) are obsolete and refused.
+///
+/// The reader never reads past its buffer: every length is checked against what is left, varints
+/// longer than 10 bytes or overflowing 64 bits are refused, and nesting is limited (kMaxDepth), so
+/// a hostile file gives a format_error naming the offset, not a crash.
+///
+///     tapir::io::pb::Writer w;
+///     w.varint_field(1, 8);                     // ir_version
+///     w.bytes_field(7, graph_bytes);           // a sub-message
+///     tapir::io::pb::Reader r(w.data(), "model.onnx");
+///     while (r.next()) { if (r.field() == 1) v = r.varint(); else r.skip(); }
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+
+
+namespace tapir {
+namespace io {
+namespace pb {
+
+enum class WireType : std::uint8_t { varint = 0, fixed64 = 1, bytes = 2, start_group = 3, end_group = 4, fixed32 = 5 };
+
+/// Deepest message nesting the readers built on Reader accept (ONNX graphs nest in attributes).
+constexpr int kMaxDepth = 32;
+
+/// Appends fields to a byte string. Field numbers must be in [1, 2^29 - 1].
+class Writer {
+public:
+    void raw_varint(std::uint64_t v) {
+        while (v >= 0x80) {
+            buf_.push_back(static_cast<char>(static_cast<unsigned char>(v | 0x80)));
+            v >>= 7;
+        }
+        buf_.push_back(static_cast<char>(static_cast<unsigned char>(v)));
+    }
+    void key(std::uint32_t field, WireType wt) {
+        if (field == 0 || field >= (1u << 29)) throw value_error("protobuf: field number " + std::to_string(field) + " out of range");
+        raw_varint((static_cast<std::uint64_t>(field) << 3) | static_cast<std::uint64_t>(wt));
+    }
+    /// int32/int64/uint64/bool/enum: negative int64 values take 10 bytes (two's complement), as protobuf does.
+    void varint_field(std::uint32_t field, std::int64_t v) {
+        key(field, WireType::varint);
+        raw_varint(static_cast<std::uint64_t>(v));
+    }
+    void fixed32_field(std::uint32_t field, std::uint32_t v) {
+        key(field, WireType::fixed32);
+        put_le(v, 4);
+    }
+    void fixed64_field(std::uint32_t field, std::uint64_t v) {
+        key(field, WireType::fixed64);
+        put_le(v, 8);
+    }
+    void float_field(std::uint32_t field, float f) {
+        std::uint32_t u;
+        std::memcpy(&u, &f, 4);
+        fixed32_field(field, u);
+    }
+    void bytes_field(std::uint32_t field, const std::string& b) {
+        key(field, WireType::bytes);
+        raw_varint(b.size());
+        buf_ += b;
+    }
+    /// A sub-message, serialised by the caller into its own Writer.
+    void message_field(std::uint32_t field, const Writer& sub) { bytes_field(field, sub.data()); }
+    void append_le32(std::uint32_t v) { put_le(v, 4); }
+    void append_le64(std::uint64_t v) { put_le(v, 8); }
+
+    const std::string& data() const noexcept { return buf_; }
+    std::string take() { return std::move(buf_); }
+
+private:
+    void put_le(std::uint64_t v, int n) {
+        for (int i = 0; i < n; ++i) buf_.push_back(static_cast<char>(static_cast<unsigned char>((v >> (8 * i)) & 0xff)));
+    }
+    std::string buf_;
+};
+
+/// Reads the fields of one message from [begin, end). Call next() for each field, then exactly
+/// one of varint(), fixed32(), fixed64(), bytes() or skip() for its value.
+class Reader {
+public:
+    Reader(const char* data, std::size_t size, const std::string& source, std::size_t base = 0)
+        : p_(data), end_(data + size), start_(data), base_(base), src_(&source) {}
+    Reader(const std::string& data, const std::string& source) : Reader(data.data(), data.size(), source) {}
+
+    /// Reads the next key; false at the end of the message.
+    bool next() {
+        if (p_ == end_) return false;
+        const std::size_t at = offset();
+        const std::uint64_t k = raw_varint();
+        const std::uint64_t f = k >> 3;
+        const unsigned wt = static_cast<unsigned>(k & 7);
+        if (f == 0 || f >= (1u << 29)) fail(at, "invalid field number " + std::to_string(f));
+        if (wt == 3 || wt == 4) fail(at, "groups (wire types 3 and 4) are not supported");
+        if (wt > 5) fail(at, "invalid wire type " + std::to_string(wt));
+        field_ = static_cast<std::uint32_t>(f);
+        wt_ = static_cast<WireType>(wt);
+        return true;
+    }
+    std::uint32_t field() const noexcept { return field_; }
+    WireType wire_type() const noexcept { return wt_; }
+    /// Byte offset of the read position from the start of the file (for messages).
+    std::size_t offset() const noexcept { return base_ + static_cast<std::size_t>(p_ - start_); }
+
+    std::uint64_t varint() {
+        expect(WireType::varint);
+        return raw_varint();
+    }
+    std::int64_t int64() { return static_cast<std::int64_t>(varint()); }
+    std::uint32_t fixed32() {
+        expect(WireType::fixed32);
+        return static_cast<std::uint32_t>(le(4));
+    }
+    std::uint64_t fixed64() {
+        expect(WireType::fixed64);
+        return le(8);
+    }
+    float float32() {
+        const std::uint32_t u = fixed32();
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    }
+    /// A length-delimited value: the bytes stay in the buffer; returns a Reader over them (for
+    /// sub-messages and packed fields) whose offsets continue this one's.
+    Reader sub() {
+        std::size_t n = 0;
+        const char* b = bytes_view(n);
+        return Reader(b, n, *src_, base_ + static_cast<std::size_t>(b - start_));
+    }
+    std::string bytes() {
+        std::size_t n = 0;
+        const char* b = bytes_view(n);
+        return std::string(b, n);
+    }
+    const char* bytes_view(std::size_t& n) {
+        expect(WireType::bytes);
+        const std::size_t at = offset();
+        const std::uint64_t len = raw_varint();
+        if (len > static_cast<std::uint64_t>(end_ - p_))
+            fail(at, "length " + std::to_string(len) + " runs past the end (" + std::to_string(end_ - p_) + " bytes left): truncated file");
+        const char* b = p_;
+        n = static_cast<std::size_t>(len);
+        p_ += n;
+        return b;
+    }
+    /// Skips the current field's value, whatever its type.
+    void skip() {
+        switch (wt_) {
+        case WireType::varint: raw_varint(); break;
+        case WireType::fixed64: le(8); break;
+        case WireType::fixed32: le(4); break;
+        case WireType::bytes: {
+            std::size_t n = 0;
+            bytes_view(n);
+            break;
+        }
+        default: fail(offset(), "cannot skip a group");
+        }
+    }
+    bool at_end() const noexcept { return p_ == end_; }
+    /// The next raw varint of a packed field (no key).
+    std::uint64_t raw_varint() {
+        const std::size_t at = offset();
+        std::uint64_t v = 0;
+        for (int i = 0; i < 10; ++i) {
+            if (p_ == end_) fail(at, "varint runs past the end: truncated file");
+            const auto b = static_cast<unsigned char>(*p_++);
+            if (i == 9 && b > 1) fail(at, "varint overflows 64 bits");
+            v |= static_cast<std::uint64_t>(b & 0x7f) << (7 * i);
+            if (!(b & 0x80)) return v;
+        }
+        fail(at, "varint longer than 10 bytes");
+    }
+    /// The next n raw little-endian bytes of a packed fixed-width field.
+    std::uint64_t le(int n) {
+        if (end_ - p_ < n) fail(offset(), "fixed-width value runs past the end: truncated file");
+        std::uint64_t v = 0;
+        for (int i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p_[i])) << (8 * i);
+        p_ += n;
+        return v;
+    }
+    [[noreturn]] void fail(std::size_t at, const std::string& what) const {
+        throw format_error(*src_ + ": protobuf: " + what + " (byte " + std::to_string(at) + ")");
+    }
+    const std::string& source() const noexcept { return *src_; }
+
+private:
+    void expect(WireType wt) const {
+        if (wt_ != wt)
+            fail(offset(), "field " + std::to_string(field_) + " has wire type " + std::to_string(static_cast<int>(wt_)) + ", expected " +
+                               std::to_string(static_cast<int>(wt)));
+    }
+    const char* p_;
+    const char* end_;
+    const char* start_;
+    std::size_t base_;
+    const std::string* src_;
+    std::uint32_t field_ = 0;
+    WireType wt_ = WireType::varint;
+};
+
+} // namespace pb
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/protobuf.hpp ----
+
+namespace tapir {
+namespace io {
+namespace onnx {
+
+/// TensorProto.DataType values used here.
+enum DataType : std::int32_t { kFloat = 1, kUint8 = 2, kInt8 = 3, kInt32 = 6, kInt64 = 7, kBool = 9, kDouble = 11 };
+/// AttributeProto.AttributeType.
+enum AttrType : std::int32_t { kAttrFloat = 1, kAttrInt = 2, kAttrString = 3, kAttrTensor = 4, kAttrGraph = 5, kAttrFloats = 6, kAttrInts = 7, kAttrStrings = 8, kAttrTensors = 9, kAttrGraphs = 10 };
+
+inline const char* data_type_name(std::int32_t t) {
+    switch (t) {
+    case kFloat: return "float";
+    case kUint8: return "uint8";
+    case kInt8: return "int8";
+    case kInt32: return "int32";
+    case kInt64: return "int64";
+    case kBool: return "bool";
+    case kDouble: return "double";
+    case 10: return "float16";
+    case 16: return "bfloat16";
+    case 8: return "string";
+    default: return "unsupported";
+    }
+}
+
+struct TensorProto {
+    std::string name;
+    std::int32_t data_type = 0;
+    std::vector<std::int64_t> dims;
+    std::vector<double> values;       ///< float and double tensors
+    std::vector<std::int64_t> ints;   ///< integer and bool tensors
+
+    bool is_real() const noexcept { return data_type == kFloat || data_type == kDouble; }
+    /// Product of dims (dims are checked non-negative and the product against overflow on parsing).
+    std::size_t numel() const noexcept {
+        std::size_t n = 1;
+        for (std::int64_t d : dims) n *= static_cast<std::size_t>(d);
+        return n;
+    }
+};
+
+struct GraphProto;
+
+struct AttributeProto {
+    std::string name;
+    std::int32_t type = 0;
+    float f = 0;
+    std::int64_t i = 0;
+    std::string s;
+    std::vector<TensorProto> t;  ///< at most one (field t)
+    std::vector<float> floats;
+    std::vector<std::int64_t> ints;
+    std::vector<std::string> strings;
+    std::vector<TensorProto> tensors;
+    std::vector<GraphProto> graphs;  ///< field g (one) or graphs
+};
+
+struct NodeProto {
+    std::vector<std::string> input, output;
+    std::string name, op_type, domain;
+    std::vector<AttributeProto> attribute;
+
+    const AttributeProto* find(const std::string& n) const {
+        for (const auto& a : attribute)
+            if (a.name == n) return &a;
+        return nullptr;
+    }
+};
+
+/// One dimension: a value (>= 0), or a symbolic name (dim_param) with value -1.
+struct Dim {
+    std::int64_t value = -1;
+    std::string param;
+};
+
+struct ValueInfoProto {
+    std::string name;
+    std::int32_t elem_type = 0;
+    bool has_shape = false;
+    std::vector<Dim> shape;
+};
+
+struct GraphProto {
+    std::string name;
+    std::vector<NodeProto> node;
+    std::vector<TensorProto> initializer;
+    std::vector<ValueInfoProto> input, output, value_info;
+};
+
+struct OperatorSetId {
+    std::string domain;  ///< "" (or "ai.onnx") is the default operator set
+    std::int64_t version = 0;
+};
+
+struct ModelProto {
+    std::int64_t ir_version = 8;
+    std::vector<OperatorSetId> opset_import;
+    std::string producer_name = "tapir", producer_version;
+    GraphProto graph;
+
+    /// The version of the default operator set ("" or "ai.onnx"), 0 when absent.
+    std::int64_t opset() const {
+        for (const auto& o : opset_import)
+            if (o.domain.empty() || o.domain == "ai.onnx") return o.version;
+        return 0;
+    }
+};
+
+// ---- writing ------------------------------------------------------------------------------------
+
+namespace detail {
+inline void write_ints_unpacked(pb::Writer& w, std::uint32_t field, const std::vector<std::int64_t>& v) {
+    for (std::int64_t x : v) w.varint_field(field, x);
+}
+
+inline std::string serialise(const TensorProto& t) {
+    pb::Writer w;
+    write_ints_unpacked(w, 1, t.dims);
+    w.varint_field(2, t.data_type);
+    if (!t.name.empty()) w.bytes_field(8, t.name);
+    // raw_data (field 9), little-endian, as the ONNX tools write it.
+    pb::Writer raw;
+    if (t.data_type == kFloat) {
+        for (double v : t.values) {
+            const float f = static_cast<float>(v);
+            std::uint32_t u;
+            std::memcpy(&u, &f, 4);
+            raw.append_le32(u);
+        }
+    } else if (t.data_type == kDouble) {
+        for (double v : t.values) {
+            std::uint64_t u;
+            std::memcpy(&u, &v, 8);
+            raw.append_le64(u);
+        }
+    } else if (t.data_type == kInt64) {
+        for (std::int64_t v : t.ints) raw.append_le64(static_cast<std::uint64_t>(v));
+    } else if (t.data_type == kInt32) {
+        for (std::int64_t v : t.ints) raw.append_le32(static_cast<std::uint32_t>(v));
+    } else {
+        throw value_error(std::string("onnx: cannot write tensors of type ") + data_type_name(t.data_type));
+    }
+    w.bytes_field(9, raw.data());
+    return w.take();
+}
+
+inline std::string serialise(const GraphProto& g);
+
+inline std::string serialise(const AttributeProto& a) {
+    pb::Writer w;
+    w.bytes_field(1, a.name);
+    switch (a.type) {
+    case kAttrFloat: w.float_field(2, a.f); break;
+    case kAttrInt: w.varint_field(3, a.i); break;
+    case kAttrString: w.bytes_field(4, a.s); break;
+    case kAttrTensor:
+        for (const auto& t : a.t) w.bytes_field(5, serialise(t));
+        break;
+    case kAttrGraph:
+        for (const auto& g : a.graphs) w.bytes_field(6, serialise(g));
+        break;
+    case kAttrFloats:
+        for (float f : a.floats) w.float_field(7, f);
+        break;
+    case kAttrInts: write_ints_unpacked(w, 8, a.ints); break;
+    case kAttrStrings:
+        for (const auto& s : a.strings) w.bytes_field(9, s);
+        break;
+    case kAttrTensors:
+        for (const auto& t : a.tensors) w.bytes_field(10, serialise(t));
+        break;
+    case kAttrGraphs:
+        for (const auto& g : a.graphs) w.bytes_field(11, serialise(g));
+        break;
+    default: throw value_error("onnx: attribute '" + a.name + "' has no type");
+    }
+    w.varint_field(20, a.type);
+    return w.take();
+}
+
+inline std::string serialise(const NodeProto& n) {
+    pb::Writer w;
+    for (const auto& s : n.input) w.bytes_field(1, s);
+    for (const auto& s : n.output) w.bytes_field(2, s);
+    if (!n.name.empty()) w.bytes_field(3, n.name);
+    w.bytes_field(4, n.op_type);
+    for (const auto& a : n.attribute) w.bytes_field(5, serialise(a));
+    if (!n.domain.empty()) w.bytes_field(7, n.domain);
+    return w.take();
+}
+
+inline std::string serialise(const ValueInfoProto& v) {
+    pb::Writer shape;
+    for (const auto& d : v.shape) {
+        pb::Writer dim;
+        if (d.value >= 0) dim.varint_field(1, d.value);
+        else dim.bytes_field(2, d.param);
+        shape.message_field(1, dim);
+    }
+    pb::Writer tensor;
+    tensor.varint_field(1, v.elem_type);
+    if (v.has_shape) tensor.message_field(2, shape);
+    pb::Writer type;
+    type.message_field(1, tensor);
+    pb::Writer w;
+    w.bytes_field(1, v.name);
+    w.message_field(2, type);
+    return w.take();
+}
+
+inline std::string serialise(const GraphProto& g) {
+    pb::Writer w;
+    for (const auto& n : g.node) w.bytes_field(1, serialise(n));
+    w.bytes_field(2, g.name);
+    for (const auto& t : g.initializer) w.bytes_field(5, serialise(t));
+    for (const auto& v : g.input) w.bytes_field(11, serialise(v));
+    for (const auto& v : g.output) w.bytes_field(12, serialise(v));
+    for (const auto& v : g.value_info) w.bytes_field(13, serialise(v));
+    return w.take();
+}
+} // namespace detail
+
+/// The model as ONNX bytes (ModelProto).
+inline std::string serialise(const ModelProto& m) {
+    pb::Writer w;
+    w.varint_field(1, m.ir_version);
+    w.bytes_field(2, m.producer_name);
+    if (!m.producer_version.empty()) w.bytes_field(3, m.producer_version);
+    w.bytes_field(7, detail::serialise(m.graph));
+    for (const auto& o : m.opset_import) {
+        pb::Writer op;
+        if (!o.domain.empty()) op.bytes_field(1, o.domain);
+        op.varint_field(2, o.version);
+        w.message_field(8, op);
+    }
+    return w.take();
+}
+
+/// Writes the model to path atomically (a temporary file renamed into place).
+inline void save(const ModelProto& m, const std::string& path) { io::detail::write_file_atomic(path, serialise(m), "save_onnx"); }
+
+// ---- reading ------------------------------------------------------------------------------------
+
+namespace detail {
+/// A repeated int64 field, packed (wire type 2) or not.
+inline void read_ints(pb::Reader& r, std::vector<std::int64_t>& out) {
+    if (r.wire_type() == pb::WireType::bytes) {
+        pb::Reader p = r.sub();
+        while (!p.at_end()) out.push_back(static_cast<std::int64_t>(p.raw_varint()));
+    } else {
+        out.push_back(r.int64());
+    }
+}
+inline float bits_to_float(std::uint64_t u) {
+    const auto v = static_cast<std::uint32_t>(u);
+    float f;
+    std::memcpy(&f, &v, 4);
+    return f;
+}
+inline double bits_to_double(std::uint64_t u) {
+    double d;
+    std::memcpy(&d, &u, 8);
+    return d;
+}
+inline void read_floats(pb::Reader& r, std::vector<double>& out) {
+    if (r.wire_type() == pb::WireType::bytes) {
+        pb::Reader p = r.sub();
+        while (!p.at_end()) out.push_back(static_cast<double>(bits_to_float(p.le(4))));
+    } else {
+        out.push_back(static_cast<double>(r.float32()));
+    }
+}
+inline void read_doubles(pb::Reader& r, std::vector<double>& out) {
+    if (r.wire_type() == pb::WireType::bytes) {
+        pb::Reader p = r.sub();
+        while (!p.at_end()) out.push_back(bits_to_double(p.le(8)));
+    } else {
+        out.push_back(bits_to_double(r.fixed64()));
+    }
+}
+inline std::int32_t read_int32(pb::Reader& r) { return static_cast<std::int32_t>(r.int64()); }
+
+inline std::size_t elem_size(std::int32_t t) {
+    switch (t) {
+    case kFloat: case kInt32: return 4;
+    case kDouble: case kInt64: return 8;
+    case kUint8: case kInt8: case kBool: return 1;
+    default: return 0;
+    }
+}
+
+inline TensorProto parse_tensor(pb::Reader r) {
+    TensorProto t;
+    const std::size_t at = r.offset();
+    std::string raw;
+    bool has_raw = false, external = false;
+    std::vector<double> reals;
+    std::vector<std::int64_t> ints;
+    while (r.next()) {
+        switch (r.field()) {
+        case 1: read_ints(r, t.dims); break;
+        case 2: t.data_type = read_int32(r); break;
+        case 4: read_floats(r, reals); break;
+        case 5: case 7: read_ints(r, ints); break;  // int32_data (also bool, uint8, ...), int64_data
+        case 8: t.name = r.bytes(); break;
+        case 9: raw = r.bytes(), has_raw = true; break;
+        case 10: read_doubles(r, reals); break;
+        case 14: external = r.int64() == 1; break;
+        default: r.skip();
+        }
+    }
+    const std::string what = "tensor '" + t.name + "'";
+    if (external) r.fail(at, what + " keeps its data in an external file, which is not supported");
+    if (t.dims.size() > 8) r.fail(at, what + " has rank " + std::to_string(t.dims.size()) + " (at most 8 are read)");
+    // The element count, refusing negative dimensions and overflow before anything is allocated.
+    std::size_t n = 1;
+    for (std::int64_t d : t.dims) {
+        if (d < 0) r.fail(at, what + " has a negative dimension " + std::to_string(d));
+        if (d != 0 && n > (std::size_t(1) << 40) / static_cast<std::size_t>(d))
+            r.fail(at, what + " claims oversized dimensions (more than 2^40 elements)");
+        n *= static_cast<std::size_t>(d);
+    }
+    const std::size_t es = elem_size(t.data_type);
+    if (es == 0) r.fail(at, what + " has data type " + std::to_string(t.data_type) + " (" + data_type_name(t.data_type) + "), which tapir does not read");
+    const bool real = t.data_type == kFloat || t.data_type == kDouble;
+    const std::size_t have = has_raw ? raw.size() / es : (real ? reals.size() : ints.size());
+    if ((has_raw && raw.size() % es != 0) || have != n)
+        r.fail(at, what + " claims " + std::to_string(n) + " elements (dims) but holds " + std::to_string(have) + " (" +
+                       (has_raw ? std::to_string(raw.size()) + " raw bytes" : std::string("typed data")) + ")");
+    if (has_raw) {
+        const auto* p = reinterpret_cast<const unsigned char*>(raw.data());
+        for (std::size_t i = 0; i < n; ++i, p += es) {
+            std::uint64_t u = 0;
+            for (std::size_t b = 0; b < es; ++b) u |= static_cast<std::uint64_t>(p[b]) << (8 * b);
+            switch (t.data_type) {
+            case kFloat: t.values.push_back(static_cast<double>(bits_to_float(u))); break;
+            case kDouble: t.values.push_back(bits_to_double(u)); break;
+            case kInt32: t.ints.push_back(static_cast<std::int32_t>(static_cast<std::uint32_t>(u))); break;
+            case kInt8: t.ints.push_back(static_cast<std::int8_t>(static_cast<std::uint8_t>(u))); break;
+            default: t.ints.push_back(static_cast<std::int64_t>(u)); break;
+            }
+        }
+    } else if (real) {
+        t.values = std::move(reals);
+    } else {
+        t.ints = std::move(ints);
+    }
+    return t;
+}
+
+inline GraphProto parse_graph(pb::Reader r, int depth);
+
+inline AttributeProto parse_attribute(pb::Reader r, int depth) {
+    AttributeProto a;
+    while (r.next()) {
+        switch (r.field()) {
+        case 1: a.name = r.bytes(); break;
+        case 2: a.f = r.float32(); break;
+        case 3: a.i = r.int64(); break;
+        case 4: a.s = r.bytes(); break;
+        case 5: a.t.push_back(parse_tensor(r.sub())); break;
+        case 6: case 11: a.graphs.push_back(parse_graph(r.sub(), depth + 1)); break;
+        case 7: {
+            std::vector<double> f;
+            read_floats(r, f);
+            for (double v : f) a.floats.push_back(static_cast<float>(v));
+            break;
+        }
+        case 8: read_ints(r, a.ints); break;
+        case 9: a.strings.push_back(r.bytes()); break;
+        case 10: a.tensors.push_back(parse_tensor(r.sub())); break;
+        case 20: a.type = read_int32(r); break;
+        default: r.skip();
+        }
+    }
+    return a;
+}
+
+inline NodeProto parse_node(pb::Reader r, int depth) {
+    NodeProto n;
+    while (r.next()) {
+        switch (r.field()) {
+        case 1: n.input.push_back(r.bytes()); break;
+        case 2: n.output.push_back(r.bytes()); break;
+        case 3: n.name = r.bytes(); break;
+        case 4: n.op_type = r.bytes(); break;
+        case 5: n.attribute.push_back(parse_attribute(r.sub(), depth)); break;
+        case 7: n.domain = r.bytes(); break;
+        default: r.skip();
+        }
+    }
+    return n;
+}
+
+inline ValueInfoProto parse_value_info(pb::Reader r) {
+    ValueInfoProto v;
+    while (r.next()) {
+        if (r.field() == 1) {
+            v.name = r.bytes();
+        } else if (r.field() == 2) {  // TypeProto
+            pb::Reader type = r.sub();
+            while (type.next()) {
+                if (type.field() != 1) {
+                    type.skip();
+                    continue;
+                }
+                pb::Reader tensor = type.sub();  // TypeProto.Tensor
+                while (tensor.next()) {
+                    if (tensor.field() == 1) {
+                        v.elem_type = read_int32(tensor);
+                    } else if (tensor.field() == 2) {
+                        v.has_shape = true;
+                        pb::Reader shape = tensor.sub();
+                        while (shape.next()) {
+                            if (shape.field() != 1) {
+                                shape.skip();
+                                continue;
+                            }
+                            pb::Reader dim = shape.sub();
+                            Dim d;
+                            while (dim.next()) {
+                                if (dim.field() == 1) d.value = dim.int64();
+                                else if (dim.field() == 2) d.param = dim.bytes();
+                                else dim.skip();
+                            }
+                            v.shape.push_back(d);
+                        }
+                    } else {
+                        tensor.skip();
+                    }
+                }
+            }
+        } else {
+            r.skip();
+        }
+    }
+    return v;
+}
+
+inline GraphProto parse_graph(pb::Reader r, int depth) {
+    if (depth > pb::kMaxDepth) r.fail(r.offset(), "graphs nested more than " + std::to_string(pb::kMaxDepth) + " deep");
+    GraphProto g;
+    while (r.next()) {
+        switch (r.field()) {
+        case 1: g.node.push_back(parse_node(r.sub(), depth)); break;
+        case 2: g.name = r.bytes(); break;
+        case 5: g.initializer.push_back(parse_tensor(r.sub())); break;
+        case 11: g.input.push_back(parse_value_info(r.sub())); break;
+        case 12: g.output.push_back(parse_value_info(r.sub())); break;
+        case 13: g.value_info.push_back(parse_value_info(r.sub())); break;
+        default: r.skip();
+        }
+    }
+    return g;
+}
+} // namespace detail
+
+/// Parses ONNX bytes (a ModelProto); `source` names the file in errors. Throws format_error.
+inline ModelProto parse(const char* data, std::size_t size, const std::string& source = "<memory>") {
+    pb::Reader r(data, size, source);
+    ModelProto m;
+    m.producer_name.clear();
+    bool has_graph = false;
+    while (r.next()) {
+        switch (r.field()) {
+        case 1: m.ir_version = r.int64(); break;
+        case 2: m.producer_name = r.bytes(); break;
+        case 3: m.producer_version = r.bytes(); break;
+        case 7: m.graph = detail::parse_graph(r.sub(), 0), has_graph = true; break;
+        case 8: {
+            pb::Reader op = r.sub();
+            OperatorSetId id;
+            while (op.next()) {
+                if (op.field() == 1) id.domain = op.bytes();
+                else if (op.field() == 2) id.version = op.int64();
+                else op.skip();
+            }
+            m.opset_import.push_back(id);
+            break;
+        }
+        default: r.skip();
+        }
+    }
+    if (!has_graph) throw format_error(source + ": not an ONNX model: no graph (is the file truncated or of another format?)");
+    return m;
+}
+inline ModelProto parse(const std::string& data, const std::string& source = "<memory>") { return parse(data.data(), data.size(), source); }
+/// Reads and parses an ONNX file.
+inline ModelProto load(const std::string& path) { return parse(io::detail::read_file(path, "load_onnx"), path); }
+
+} // namespace onnx
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/onnx.hpp ----
+
+namespace tapir {
+namespace nn {
+
+struct OnnxExportOptions {
+    std::int64_t opset = 13;
+    std::string input_name = "input";
+    std::string output_name = "output";
+    bool dynamic_batch = true;  ///< the batch axis is the symbolic "N" rather than the given size
+};
+
+namespace detail {
+namespace ox = io::onnx;
+
+template <class T>
+constexpr std::int32_t onnx_real_type() {
+    return sizeof(T) == 4 ? ox::kFloat : ox::kDouble;
+}
+
+inline ox::AttributeProto onnx_attr_i(const std::string& n, std::int64_t v) {
+    ox::AttributeProto a;
+    a.name = n, a.type = ox::kAttrInt, a.i = v;
+    return a;
+}
+inline ox::AttributeProto onnx_attr_f(const std::string& n, double v) {
+    ox::AttributeProto a;
+    a.name = n, a.type = ox::kAttrFloat, a.f = static_cast<float>(v);
+    return a;
+}
+inline ox::AttributeProto onnx_attr_ints(const std::string& n, std::vector<std::int64_t> v) {
+    ox::AttributeProto a;
+    a.name = n, a.type = ox::kAttrInts, a.ints = std::move(v);
+    return a;
+}
+inline std::int64_t i64(std::size_t v) { return static_cast<std::int64_t>(v); }
+
+/// Builds the graph of a Sequential, one layer at a time.
+template <class T>
+class OnnxWriter {
+public:
+    ox::GraphProto g;
+
+    std::string init(const std::string& base, const std::vector<std::int64_t>& dims, std::vector<double> values) {
+        ox::TensorProto t;
+        t.name = fresh(base);
+        t.data_type = onnx_real_type<T>();
+        t.dims = dims;
+        t.values = std::move(values);
+        g.initializer.push_back(std::move(t));
+        return g.initializer.back().name;
+    }
+    std::string init(const std::string& base, const Tensor<T>& x) {
+        std::vector<std::int64_t> dims;
+        for (std::size_t i = 0; i < x.shape().rank(); ++i) dims.push_back(i64(x.shape()[i]));
+        return init(base, dims, std::vector<double>(x.data(), x.data() + x.size()));
+    }
+    std::string init_i64(const std::string& base, std::vector<std::int64_t> v) {
+        ox::TensorProto t;
+        t.name = fresh(base);
+        t.data_type = ox::kInt64;
+        t.dims = {i64(v.size())};
+        t.ints = std::move(v);
+        g.initializer.push_back(std::move(t));
+        return g.initializer.back().name;
+    }
+    std::vector<std::string> node(const std::string& op, const std::string& name, std::vector<std::string> in,
+                                  std::vector<ox::AttributeProto> attrs = {}, std::size_t outputs = 1) {
+        ox::NodeProto n;
+        n.op_type = op;
+        n.name = fresh(name);
+        n.input = std::move(in);
+        for (std::size_t k = 0; k < outputs; ++k) n.output.push_back(n.name + (k ? "_out" + std::to_string(k) : "_out"));
+        n.attribute = std::move(attrs);
+        g.node.push_back(n);
+        return n.output;
+    }
+    std::string node1(const std::string& op, const std::string& name, std::vector<std::string> in, std::vector<ox::AttributeProto> attrs = {}) {
+        return node(op, name, std::move(in), std::move(attrs))[0];
+    }
+
+    std::string activation(Activation act, T alpha, const std::string& name, const std::string& x) {
+        switch (act) {
+        case Activation::none: return x;
+        case Activation::relu: return node1("Relu", name, {x});
+        case Activation::sigmoid: return node1("Sigmoid", name, {x});
+        case Activation::tanh: return node1("Tanh", name, {x});
+        case Activation::softplus: return node1("Softplus", name, {x});
+        case Activation::leaky_relu: return node1("LeakyRelu", name, {x}, {onnx_attr_f("alpha", static_cast<double>(alpha))});
+        case Activation::elu: return node1("Elu", name, {x}, {onnx_attr_f("alpha", static_cast<double>(alpha))});
+        }
+        return x;
+    }
+
+    /// Appends the nodes of layer m (named `name`) applied to value x; returns the output value.
+    std::string layer(const Module<T>& m, const std::string& name, const std::string& x) {
+        if (const auto* s = dynamic_cast<const Sequential<T>*>(&m)) {
+            std::string h = x;
+            const auto ls = s->layers();
+            for (std::size_t i = 0; i < ls.size(); ++i) h = layer(*ls[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), h);
+            return h;
+        }
+        if (const auto* d = dynamic_cast<const Dense<T>*>(&m)) {
+            std::vector<std::string> in{x, init(name + ".weight", d->weight.value)};
+            if (d->has_bias()) in.push_back(init(name + ".bias", d->bias.value));
+            return activation(d->activation(), d->alpha(), name + ".act", node1("Gemm", name, in));
+        }
+        if (const auto* a = dynamic_cast<const ActivationLayer<T>*>(&m)) {
+            if (a->activation() == Activation::none) return node1("Identity", name, {x});
+            return activation(a->activation(), a->alpha(), name, x);
+        }
+        if (const auto* sm = dynamic_cast<const Softmax<T>*>(&m)) return node1("Softmax", name, {x}, {onnx_attr_i("axis", sm->axis())});
+        if (dynamic_cast<const Dropout<T>*>(&m)) return x;
+        if (const auto* b = dynamic_cast<const BatchNorm<T>*>(&m)) {
+            return node1("BatchNormalization", name,
+                         {x, init(name + ".weight", b->weight.value), init(name + ".bias", b->bias.value),
+                          init(name + ".running_mean", b->running_mean), init(name + ".running_var", b->running_var)},
+                         {onnx_attr_f("epsilon", b->eps()), onnx_attr_f("momentum", 1.0 - b->momentum())});
+        }
+        if (dynamic_cast<const Flatten<T>*>(&m)) return node1("Flatten", name, {x}, {onnx_attr_i("axis", 1)});
+        if (const auto* c = dynamic_cast<const Conv2d<T>*>(&m)) {
+            const ConvOptions& o = c->options();
+            const Pad2d p = c->padding();
+            return conv(*c, name, x, {i64(c->kernel_size().h), i64(c->kernel_size().w)},
+                        {i64(p.top), i64(p.left), i64(p.bottom), i64(p.right)}, {i64(o.stride.h), i64(o.stride.w)},
+                        {i64(o.dilation.h), i64(o.dilation.w)});
+        }
+        if (const auto* c = dynamic_cast<const Conv1d<T>*>(&m)) {
+            const ConvOptions& o = c->options();
+            return conv(*c, name, x, {i64(c->kernel_size().w)}, {i64(c->padding_left()), i64(c->padding_right())}, {i64(o.stride.w)},
+                        {i64(o.dilation.w)});
+        }
+        if (const auto* p = dynamic_cast<const MaxPool2d<T>*>(&m)) return pool(*p, name, x);
+        if (const auto* p = dynamic_cast<const AvgPool2d<T>*>(&m)) return pool(*p, name, x);
+        if (const auto* p = dynamic_cast<const MaxPool1d<T>*>(&m)) return pool(*p, name, x);
+        if (const auto* p = dynamic_cast<const AvgPool1d<T>*>(&m)) return pool(*p, name, x);
+        if (dynamic_cast<const GlobalAvgPool<T>*>(&m))
+            return node1("Flatten", name + ".flatten", {node1("GlobalAveragePool", name, {x})}, {onnx_attr_i("axis", 1)});
+        if (dynamic_cast<const GlobalMaxPool<T>*>(&m))
+            return node1("Flatten", name + ".flatten", {node1("GlobalMaxPool", name, {x})}, {onnx_attr_i("axis", 1)});
+        if (const auto* r = dynamic_cast<const RecurrentLayer<T>*>(&m)) return recurrent(*r, name, x);
+        throw value_error("export_onnx: layer '" + name + "' (" + m.describe() + ") has no ONNX counterpart that tapir writes");
+    }
+
+private:
+    std::string fresh(const std::string& base) {
+        std::string n = base.empty() ? "node" : base;
+        for (std::size_t k = 1; !used_.insert(n).second; ++k) n = base + "_" + std::to_string(k);
+        return n;
+    }
+    std::string conv(const ConvLayer<T>& c, const std::string& name, const std::string& x, std::vector<std::int64_t> kernel,
+                     std::vector<std::int64_t> pads, std::vector<std::int64_t> strides, std::vector<std::int64_t> dilations) {
+        std::vector<std::string> in{x, init(name + ".weight", c.weight.value)};
+        if (c.options().bias) in.push_back(init(name + ".bias", c.bias.value));
+        return node1("Conv", name, in,
+                     {onnx_attr_ints("kernel_shape", std::move(kernel)), onnx_attr_ints("pads", std::move(pads)),
+                      onnx_attr_ints("strides", std::move(strides)), onnx_attr_ints("dilations", std::move(dilations)),
+                      onnx_attr_i("group", i64(c.options().groups))});
+    }
+    template <class P>
+    std::string pool(const P& p, const std::string& name, const std::string& x) {
+        const Size2 k = p.kernel_size(), s = p.stride();
+        const Pad2d pd = p.padding();
+        std::vector<ox::AttributeProto> attrs;
+        if (P::one_d) {
+            attrs = {onnx_attr_ints("kernel_shape", {i64(k.w)}), onnx_attr_ints("strides", {i64(s.w)}),
+                     onnx_attr_ints("pads", {i64(pd.left), i64(pd.right)})};
+        } else {
+            attrs = {onnx_attr_ints("kernel_shape", {i64(k.h), i64(k.w)}), onnx_attr_ints("strides", {i64(s.h), i64(s.w)}),
+                     onnx_attr_ints("pads", {i64(pd.top), i64(pd.left), i64(pd.bottom), i64(pd.right)})};
+        }
+        if (!P::is_max) attrs.push_back(onnx_attr_i("count_include_pad", 1));
+        return node1(P::is_max ? "MaxPool" : "AveragePool", name, {x}, attrs);
+    }
+    /// Rows of a (G H, K) PyTorch-ordered weight in ONNX gate order as (1, G H, K).
+    std::vector<double> gates_to_onnx(const Tensor<T>& w, RnnCell cell) const {
+        const std::size_t rows = w.shape()[0], cols = w.shape().rank() > 1 ? w.shape()[1] : 1, G = rnn_gates(cell), H = rows / G;
+        // ONNX block b holds PyTorch block order[b].
+        static const std::size_t lstm[4] = {0, 3, 1, 2}, gru[3] = {1, 0, 2}, rnn[1] = {0};
+        const std::size_t* order = cell == RnnCell::lstm ? lstm : cell == RnnCell::gru ? gru : rnn;
+        std::vector<double> out;
+        out.reserve(rows * cols);
+        for (std::size_t b = 0; b < G; ++b)
+            for (std::size_t r = 0; r < H; ++r)
+                for (std::size_t c = 0; c < cols; ++c) out.push_back(static_cast<double>(w.data()[(order[b] * H + r) * cols + c]));
+        return out;
+    }
+    std::string recurrent(const RecurrentLayer<T>& r, const std::string& name, const std::string& x) {
+        const RnnCell cell = r.cell();
+        const std::size_t G = rnn_gates(cell), H = r.hidden_size(), F = r.input_size();
+        const std::string xt = node1("Transpose", name + ".to_time_major", {x}, {onnx_attr_ints("perm", {1, 0, 2})});
+        std::vector<std::string> in{xt, init(name + ".W", {1, i64(G * H), i64(F)}, gates_to_onnx(r.weight_ih.value, cell)),
+                                    init(name + ".R", {1, i64(G * H), i64(H)}, gates_to_onnx(r.weight_hh.value, cell))};
+        if (r.bias_ih.value.size() != 0) {
+            std::vector<double> b = gates_to_onnx(r.bias_ih.value, cell), bh = gates_to_onnx(r.bias_hh.value, cell);
+            b.insert(b.end(), bh.begin(), bh.end());
+            in.push_back(init(name + ".B", {1, i64(2 * G * H)}, std::move(b)));
+        }
+        std::vector<ox::AttributeProto> attrs{onnx_attr_i("hidden_size", i64(H))};
+        if (cell == RnnCell::gru) attrs.push_back(onnx_attr_i("linear_before_reset", 1));
+        const char* op = cell == RnnCell::lstm ? "LSTM" : cell == RnnCell::gru ? "GRU" : "RNN";
+        const std::vector<std::string> y = node(op, name, in, attrs, 2);  // Y (T, 1, B, H), Y_h (1, B, H)
+        if (r.return_sequences()) {
+            const std::string sq = node1("Squeeze", name + ".squeeze", {y[0], init_i64(name + ".axes", {1})});
+            return node1("Transpose", name + ".to_batch_major", {sq}, {onnx_attr_ints("perm", {1, 0, 2})});
+        }
+        return node1("Squeeze", name + ".squeeze", {y[1], init_i64(name + ".axes", {0})});
+    }
+
+    std::set<std::string> used_;
+};
+
+inline ox::ValueInfoProto onnx_value_info(const std::string& name, std::int32_t type, const Shape& s, bool dynamic_batch) {
+    ox::ValueInfoProto v;
+    v.name = name, v.elem_type = type, v.has_shape = true;
+    for (std::size_t i = 0; i < s.rank(); ++i) {
+        ox::Dim d;
+        if (i == 0 && dynamic_batch) d.param = "N";
+        else d.value = static_cast<std::int64_t>(s[i]);
+        v.shape.push_back(d);
+    }
+    return v;
+}
+} // namespace detail
+
+/// The model as an ONNX ModelProto for inputs of the given shape (batch axis included). A
+/// Sequential (nested ones too) or a single layer; the layers listed at the top of this header.
+template <class T>
+io::onnx::ModelProto to_onnx(const Module<T>& model, const Shape& input, const OnnxExportOptions& opt = {}) {
+    const Shape out_shape = model.output_shape(input);  // checks the input shape as forward would
+    detail::OnnxWriter<T> w;
+    w.g.name = "tapir";
+    const std::string y = w.layer(model, "", opt.input_name);
+    // The output gets the requested name through an Identity (the last node's output is generated).
+    w.g.node.push_back(io::onnx::NodeProto{{y}, {opt.output_name}, "output", "Identity", "", {}});
+    w.g.input.push_back(detail::onnx_value_info(opt.input_name, detail::onnx_real_type<T>(), input, opt.dynamic_batch));
+    w.g.output.push_back(detail::onnx_value_info(opt.output_name, detail::onnx_real_type<T>(), out_shape, opt.dynamic_batch));
+    io::onnx::ModelProto m;
+    m.ir_version = opt.opset >= 15 ? 8 : 7;
+    m.opset_import.push_back(io::onnx::OperatorSetId{"", opt.opset});
+    m.graph = std::move(w.g);
+    return m;
+}
+
+/// Writes the model as an ONNX file, atomically. input: the input shape with its batch axis.
+template <class T>
+void export_onnx(const Module<T>& model, const std::string& path, const Shape& input, const OnnxExportOptions& opt = {}) {
+    io::onnx::save(to_onnx(model, input, opt), path);
+}
+
+// ---- import -------------------------------------------------------------------------------------
+
+namespace detail {
+
+template <class T>
+Var<T> onnx_permute(const Var<T>& x, const std::vector<std::size_t>& p) {
+    const std::size_t r = x.shape().rank();
+    if (p.size() != r) throw shape_error("onnx Transpose: permutation of " + std::to_string(p.size()) + " axes for a value of shape " + x.shape().str());
+    switch (r) {
+    case 1: return x;
+    case 2: return permute(x, {p[0], p[1]});
+    case 3: return permute(x, {p[0], p[1], p[2]});
+    default: return permute(x, {p[0], p[1], p[2], p[3]});
+    }
+}
+inline std::size_t onnx_axis(std::int64_t a, std::size_t rank, const char* op) {
+    const std::int64_t r = static_cast<std::int64_t>(rank);
+    if (a < -r || a >= r) throw shape_error(std::string("onnx ") + op + ": axis " + std::to_string(a) + " out of range for rank " + std::to_string(rank));
+    return static_cast<std::size_t>(a < 0 ? a + r : a);
+}
+
+/// The importer: values are constants (initializers, Constant nodes) or nodes of the Model.
+template <class T>
+class OnnxReader {
+public:
+    using Value = typename Model<T>::Value;
+    OnnxReader(const ox::ModelProto& m, const std::string& src) : m_(m), src_(src) {}
+
+    Model<T> run() {
+        const ox::GraphProto& g = m_.graph;
+        check_operators();
+        for (const auto& t : g.initializer) consts_[t.name] = &t;
+        // Inputs that are not initializers are the model's inputs.
+        for (const auto& in : g.input) {
+            if (consts_.count(in.name)) continue;
+            if (in.elem_type != ox::kFloat && in.elem_type != ox::kDouble)
+                fail("graph input '" + in.name + "' has data type " + ox::data_type_name(in.elem_type) + "; tapir models take float or double");
+            Shape features;
+            bool known = in.has_shape && !in.shape.empty();
+            if (known && in.shape.size() > max_rank) fail("graph input '" + in.name + "' has rank " + std::to_string(in.shape.size()) + " (tapir: at most 4)");
+            for (std::size_t i = 1; known && i < in.shape.size(); ++i) {
+                if (in.shape[i].value <= 0 || in.shape[i].value > (std::int64_t(1) << 31)) known = false;
+                else features.push_back(static_cast<std::size_t>(in.shape[i].value));
+            }
+            dyn_[in.name] = model_.input(unique(in.name), known ? features : Shape{});
+        }
+        if (dyn_.empty()) fail("the graph has no input");
+        if (g.output.size() != 1) fail("tapir models have one output; the graph has " + std::to_string(g.output.size()));
+        for (const auto& n : g.node)
+            for (const auto& s : n.input) consumed_.insert(s);
+        consumed_.insert(g.output[0].name);
+        for (std::size_t i : topological_order()) build(g.node[i]);
+        const auto it = dyn_.find(g.output[0].name);
+        if (it == dyn_.end()) fail("the graph output '" + g.output[0].name + "' is not computed from the inputs");
+        model_.output(it->second);
+        return std::move(model_);
+    }
+
+private:
+    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": ONNX import: " + what); }
+    static std::string node_name(const ox::NodeProto& n) { return n.name.empty() ? (n.output.empty() ? n.op_type : n.output[0]) : n.name; }
+    [[noreturn]] void fail(const ox::NodeProto& n, const std::string& what) const {
+        fail("node '" + node_name(n) + "' (" + n.op_type + "): " + what);
+    }
+
+    static bool supported(const std::string& op) {
+        static const char* const ops[] = {"Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Softmax",
+                                          "Identity", "Dropout", "Flatten", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                          "GlobalMaxPool", "BatchNormalization", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Gather",
+                                          "Slice", "Concat", "ReduceSum", "LSTM", "GRU", "RNN", "Constant", "Shape", "ConstantOfShape",
+                                          "Expand", "Cast", "Pad"};
+        for (const char* o : ops)
+            if (op == o) return true;
+        return false;
+    }
+    void check_operators() const {
+        const std::int64_t v = m_.opset();
+        if (v == 0) fail("the model imports no version of the default operator set (opset_import)");
+        if (v < 7 || v > 20) fail("opset " + std::to_string(v) + " is not supported (7 to 20 are read)");
+        for (const auto& n : m_.graph.node) {
+            if (!(n.domain.empty() || n.domain == "ai.onnx") || !supported(n.op_type))
+                fail("unsupported ONNX operator '" + (n.domain.empty() ? "" : n.domain + ".") + n.op_type + "' in node '" + node_name(n) + "'");
+        }
+    }
+
+    /// Kahn's algorithm over the nodes; a value must come from an input, an initializer or a node.
+    std::vector<std::size_t> topological_order() const {
+        const auto& nodes = m_.graph.node;
+        std::map<std::string, std::size_t> producer;
+        for (std::size_t i = 0; i < nodes.size(); ++i)
+            for (const auto& o : nodes[i].output) {
+                if (o.empty()) continue;
+                if (consts_.count(o) || dyn_.count(o) || !producer.emplace(o, i).second)
+                    fail(nodes[i], "its output '" + o + "' is defined twice in the graph");
+            }
+        std::vector<std::size_t> pending(nodes.size(), 0);
+        std::vector<std::vector<std::size_t>> users(nodes.size());
+        for (std::size_t i = 0; i < nodes.size(); ++i)
+            for (const auto& in : nodes[i].input) {
+                if (in.empty() || consts_.count(in) || dyn_.count(in)) continue;
+                const auto p = producer.find(in);
+                if (p == producer.end()) fail(nodes[i], "reads '" + in + "', which no input, initializer or node defines");
+                ++pending[i];
+                users[p->second].push_back(i);
+            }
+        std::vector<std::size_t> order, ready;
+        for (std::size_t i = nodes.size(); i-- > 0;)
+            if (pending[i] == 0) ready.push_back(i);
+        while (!ready.empty()) {
+            const std::size_t i = ready.back();
+            ready.pop_back();
+            order.push_back(i);
+            for (std::size_t u : users[i])
+                if (--pending[u] == 0) ready.push_back(u);
+        }
+        if (order.size() != nodes.size()) {
+            // Every node left waits for another one left: walk back until a node repeats, one on a cycle.
+            std::size_t cur = 0;
+            while (pending[cur] == 0) ++cur;
+            std::vector<bool> seen(nodes.size(), false);
+            while (!seen[cur]) {
+                seen[cur] = true;
+                for (const auto& in : nodes[cur].input) {
+                    const auto p = producer.find(in);
+                    if (!in.empty() && p != producer.end() && pending[p->second] != 0) {
+                        cur = p->second;
+                        break;
+                    }
+                }
+            }
+            fail("cyclic graph: node '" + node_name(nodes[cur]) + "' (" + nodes[cur].op_type + ") depends on its own output");
+        }
+        return order;
+    }
+
+    /// A fresh node or layer name from an ONNX name: nn::Model names take no '.', and parameter
+    /// paths read better without the '/' of PyTorch's node names ("/fc/Gemm" becomes "fc_Gemm").
+    std::string unique(const std::string& onnx_name) {
+        std::string base;
+        for (char c : onnx_name) {
+            const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+            if (keep) base += c;
+            else if (!base.empty() && base.back() != '_') base += '_';
+        }
+        while (!base.empty() && base.back() == '_') base.pop_back();
+        if (base.empty()) base = "node";
+        std::string n = base;
+        for (std::size_t k = 1; !names_.insert(n).second; ++k) n = base + "_" + std::to_string(k);
+        return n;
+    }
+
+    // ---- attributes and inputs ----
+    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? a->i : def;
+    }
+    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? static_cast<double>(a->f) : def;
+    }
+    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? a->ints : std::vector<std::int64_t>{};
+    }
+    bool has_input(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
+    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
+        if (!has_input(n, i)) return nullptr;
+        const auto it = consts_.find(n.input[i]);
+        return it == consts_.end() ? nullptr : it->second;
+    }
+    const ox::TensorProto& need_const(const ox::NodeProto& n, std::size_t i, const char* what) const {
+        const ox::TensorProto* t = constant(n, i);
+        if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
+        return *t;
+    }
+    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
+        const ox::TensorProto& t = need_const(n, i, what);
+        if (!t.is_real())
+            fail(n, std::string(what) + " '" + t.name + "' has data type " + ox::data_type_name(t.data_type) + ", expected float or double");
+        if (rank != 0 && t.dims.size() != rank)
+            fail(n, std::string(what) + " '" + t.name + "' has rank " + std::to_string(t.dims.size()) + ", expected " + std::to_string(rank));
+        for (std::int64_t d : t.dims)
+            if (d <= 0) fail(n, std::string(what) + " '" + t.name + "' has an empty dimension");
+        return t;
+    }
+    std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
+        const ox::TensorProto& t = need_const(n, i, what);
+        if (t.is_real() || t.dims.size() > 1) fail(n, std::string(what) + " '" + t.name + "' must be a 1-D integer tensor");
+        return t.ints;
+    }
+    Value value(const ox::NodeProto& n, std::size_t i) {
+        if (!has_input(n, i)) fail(n, "input " + std::to_string(i) + " is missing");
+        const auto it = dyn_.find(n.input[i]);
+        if (shaped_.count(n.input[i]) || zeros_.count(n.input[i]))
+            fail(n, "input '" + n.input[i] + "' is computed from a tensor's shape, which tapir supports only as the zero initial state of LSTM, GRU and RNN");
+        if (it == dyn_.end()) {
+            if (consts_.count(n.input[i])) fail(n, "input '" + n.input[i] + "' is a constant where tapir needs a computed value");
+            fail(n, "input '" + n.input[i] + "' is not computed (an output tapir does not produce)");
+        }
+        return it->second;
+    }
+    void set(const ox::NodeProto& n, std::size_t out, Value v) {
+        if (out < n.output.size() && !n.output[out].empty()) dyn_[n.output[out]] = v;
+    }
+    bool used(const ox::NodeProto& n, std::size_t out) const { return out < n.output.size() && !n.output[out].empty() && consumed_.count(n.output[out]); }
+    template <class L>
+    void layer(const ox::NodeProto& n, L&& l) {
+        const std::string name = unique(node_name(n));
+        set(n, 0, model_.call(model_.layer(name, std::forward<L>(l)), value(n, 0), name));
+    }
+    void fn(const ox::NodeProto& n, typename Model<T>::Function f, std::vector<Value> xs, std::size_t out = 0) {
+        set(n, out, model_.apply(unique(node_name(n) + (out ? "_" + std::to_string(out) : "")), std::move(f), xs));
+    }
+    template <class Dst>
+    static void copy_into(Tensor<T>& dst, const Dst& src) {
+        for (std::size_t i = 0; i < dst.size(); ++i) dst.data()[i] = static_cast<T>(src[i]);
+    }
+
+    // ---- operators ----
+    /// Shape plumbing: PyTorch computes a recurrent layer's zero initial state from the input's
+    /// shape (Shape, Gather, Unsqueeze, Concat, ConstantOfShape). Such values are followed
+    /// symbolically: "shaped" values may only feed more plumbing, and the zeros they make may
+    /// only be initial states (where tapir starts from zeros anyway).
+    bool plumbing(const ox::NodeProto& n) {
+        const std::string& op = n.op_type;
+        bool from_shape = op == "Shape";
+        for (const auto& in : n.input) from_shape = from_shape || shaped_.count(in) != 0;
+        if (op == "ConstantOfShape") {
+            const ox::AttributeProto* v = n.find("value");
+            bool zero = true;
+            if (v)
+                for (const auto& t : v->t) {
+                    for (double x : t.values) zero = zero && x == 0.0;
+                    for (std::int64_t x : t.ints) zero = zero && x == 0;
+                }
+            if (!zero) fail(n, "only zeros are supported");
+            if (!n.output.empty()) zeros_.insert(n.output[0]);
+            return true;
+        }
+        if (op == "Expand" || (op == "Cast" && !n.input.empty() && zeros_.count(n.input[0]))) {
+            const ox::TensorProto* c = constant(n, 0);
+            bool zero = !n.input.empty() && zeros_.count(n.input[0]) != 0;
+            if (c) {
+                zero = true;
+                for (double x : c->values) zero = zero && x == 0.0;
+            }
+            if (!zero) fail(n, "only the expansion of zeros is supported");
+            if (!n.output.empty()) zeros_.insert(n.output[0]);
+            return true;
+        }
+        if (op == "Cast" && !from_shape) fail(n, "Cast is supported on tensor shapes only");
+        if (!from_shape) return false;
+        for (const auto& o : n.output) shaped_.insert(o);
+        return true;
+    }
+
+    void build(const ox::NodeProto& n) {
+        const std::string& op = n.op_type;
+        if (plumbing(n)) return;
+        if (op == "Constant") return constant_node(n);
+        if (op == "Identity" || op == "Dropout") {
+            if (op == "Dropout" && used(n, 1)) fail(n, "the dropout mask output is not supported");
+            if (op == "Dropout" && attr_i(n, "training_mode", 0) != 0) fail(n, "training_mode = 1 is not supported");
+            if (!n.input.empty() && consts_.count(n.input[0]) && !n.output.empty()) {
+                consts_[n.output[0]] = consts_[n.input[0]];
+                return;
+            }
+            return set(n, 0, value(n, 0));
+        }
+        if (op == "Relu") return layer(n, ReLU<T>());
+        if (op == "Sigmoid") return layer(n, Sigmoid<T>());
+        if (op == "Tanh") return layer(n, Tanh<T>());
+        if (op == "Softplus") return layer(n, Softplus<T>());
+        if (op == "LeakyRelu") return layer(n, LeakyReLU<T>(static_cast<T>(attr_f(n, "alpha", 0.01))));
+        if (op == "Elu") return layer(n, ELU<T>(static_cast<T>(attr_f(n, "alpha", 1.0))));
+        if (op == "Softmax") return layer(n, Softmax<T>(attr_i(n, "axis", m_.opset() >= 13 ? -1 : 1)));
+        if (op == "Gemm" || op == "MatMul") return gemm(n);
+        if (op == "Add") {
+            const Value a = value(n, 0), b = value(n, 1);
+            return set(n, 0, model_.add(a, b, unique(node_name(n))));
+        }
+        if (op == "Flatten") return flatten(n);
+        if (op == "Conv") return conv(n);
+        if (op == "MaxPool" || op == "AveragePool") return pool(n);
+        if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
+            const bool is_max = op == "GlobalMaxPool";
+            return fn(n,
+                      [is_max](const std::vector<Var<T>>& x) {
+                          const Shape s = x[0].shape();
+                          const Var<T> y = is_max ? global_max_pool(x[0]) : global_avg_pool(x[0]);
+                          return reshape(y, s.rank() == 3 ? Shape{s[0], s[1], 1} : Shape{s[0], s[1], 1, 1});
+                      },
+                      {value(n, 0)});
+        }
+        if (op == "BatchNormalization") return batch_norm(n);
+        if (op == "Transpose") return transpose(n);
+        if (op == "Squeeze" || op == "Unsqueeze") return squeeze(n, op == "Squeeze");
+        if (op == "Reshape") return reshape_node(n);
+        if (op == "Pad") return pad(n);
+        if (op == "Gather") return gather(n);
+        if (op == "Slice") return slice_node(n);
+        if (op == "Concat") return concat_node(n);
+        if (op == "ReduceSum") return reduce_sum(n);
+        return recurrent(n);  // LSTM, GRU, RNN (check_operators admitted nothing else)
+    }
+
+    void constant_node(const ox::NodeProto& n) {
+        const ox::AttributeProto* a = n.find("value");
+        if (!a || a->t.size() != 1) {
+            if (const ox::AttributeProto* f = n.find("value_float")) store({}, {static_cast<double>(f->f)}, {}, ox::kFloat, n);
+            else if (const ox::AttributeProto* i = n.find("value_int")) store({}, {}, {i->i}, ox::kInt64, n);
+            else if (const ox::AttributeProto* is = n.find("value_ints")) store({i64(is->ints.size())}, {}, is->ints, ox::kInt64, n);
+            else fail(n, "only the attributes value, value_float, value_int and value_ints are supported");
+            return;
+        }
+        owned_.push_back(std::make_unique<ox::TensorProto>(a->t[0]));
+        if (!n.output.empty()) consts_[n.output[0]] = owned_.back().get();
+    }
+    void store(std::vector<std::int64_t> dims, std::vector<double> v, std::vector<std::int64_t> ints, std::int32_t type, const ox::NodeProto& n) {
+        auto t = std::make_unique<ox::TensorProto>();
+        t->dims = std::move(dims), t->values = std::move(v), t->ints = std::move(ints), t->data_type = type;
+        t->name = n.output.empty() ? "" : n.output[0];
+        owned_.push_back(std::move(t));
+        if (!n.output.empty()) consts_[n.output[0]] = owned_.back().get();
+    }
+
+    void gemm(const ox::NodeProto& n) {
+        const bool is_gemm = n.op_type == "Gemm";
+        if (is_gemm && attr_i(n, "transA", 0) != 0) fail(n, "transA = 1 is not supported");
+        const ox::TensorProto& b = need_real(n, 1, "weight", 2);
+        const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
+        const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
+        const auto K = static_cast<std::size_t>(tb ? b.dims[1] : b.dims[0]), N = static_cast<std::size_t>(tb ? b.dims[0] : b.dims[1]);
+        const ox::TensorProto* c = is_gemm && has_input(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        if (c && c->numel() != N && c->numel() != 1)
+            fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
+        DenseOptions o;
+        o.bias = c != nullptr;
+        Rng rng(0);
+        Dense<T> d(K, N, rng, o);
+        for (std::size_t k = 0; k < K; ++k)
+            for (std::size_t j = 0; j < N; ++j) d.weight.value.data()[k * N + j] = static_cast<T>(alpha * b.values[tb ? j * K + k : k * N + j]);
+        if (c)
+            for (std::size_t j = 0; j < N; ++j) d.bias.value.data()[j] = static_cast<T>(beta * c->values[c->numel() == 1 ? 0 : j]);
+        layer(n, std::move(d));
+    }
+
+    void flatten(const ox::NodeProto& n) {
+        const std::int64_t axis = attr_i(n, "axis", 1);
+        if (axis == 1) return layer(n, Flatten<T>());
+        fn(n,
+           [axis](const std::vector<Var<T>>& x) {
+               const Shape s = x[0].shape();
+               const std::size_t a = axis == static_cast<std::int64_t>(s.rank()) ? s.rank() : onnx_axis(axis, s.rank(), "Flatten");
+               std::size_t lead = 1;
+               for (std::size_t i = 0; i < a; ++i) lead *= s[i];
+               return reshape(x[0], Shape{lead, lead ? s.numel() / lead : 0});
+           },
+           {value(n, 0)});
+    }
+
+    /// kernel, strides, pads, dilations of a 1-D or 2-D window (ONNX pads: begins, then ends).
+    struct Window {
+        std::vector<std::int64_t> k, s, p, d;
+    };
+    Window window(const ox::NodeProto& n, std::size_t dims) const {
+        Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations")};
+        const ox::AttributeProto* ap = n.find("auto_pad");
+        if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) fail(n, "auto_pad = " + ap->s + " is not supported (give pads)");
+        if (dims != 1 && dims != 2) fail(n, "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D");
+        if (w.k.empty()) w.k.assign(dims, 0);
+        if (w.s.empty()) w.s.assign(dims, 1);
+        if (w.p.empty()) w.p.assign(2 * dims, 0);
+        if (w.d.empty()) w.d.assign(dims, 1);
+        if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims)
+            fail(n, "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window");
+        for (auto* v : {&w.s, &w.p, &w.d})
+            for (std::int64_t x : *v)
+                if (x < 0 || x > (1 << 20)) fail(n, "stride, pad or dilation " + std::to_string(x) + " out of range");
+        for (std::size_t i = 0; i < dims; ++i)
+            if (w.s[i] == 0 || w.d[i] == 0) fail(n, "strides and dilations must be positive");
+        return w;
+    }
+    static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
+
+    void conv(const ox::NodeProto& n) {
+        const ox::TensorProto& w = need_real(n, 1, "weight", 0);
+        if (w.dims.size() != 3 && w.dims.size() != 4) fail(n, "weight '" + w.name + "' must have rank 3 or 4");
+        const std::size_t dims = w.dims.size() - 2;
+        Window win = window(n, dims);
+        for (std::size_t i = 0; i < dims; ++i)
+            if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
+        for (std::size_t i = 0; i < dims; ++i)
+            if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
+        const std::int64_t group = attr_i(n, "group", 1);
+        if (group <= 0 || group > w.dims[0]) fail(n, "group " + std::to_string(group) + " out of range");
+        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
+        ConvOptions o;
+        o.groups = z(group);
+        o.bias = b != nullptr;
+        Rng rng(0);
+        const std::size_t out = z(w.dims[0]), in = z(w.dims[1]) * z(group);
+        if (dims == 2) {
+            o.stride = Size2(z(win.s[0]), z(win.s[1]));
+            o.padding = Pad2d(z(win.p[0]), z(win.p[2]), z(win.p[1]), z(win.p[3]));
+            o.dilation = Size2(z(win.d[0]), z(win.d[1]));
+            fill_conv(n, Conv2d<T>(in, out, Size2(z(win.k[0]), z(win.k[1])), rng, o), w, b);
+        } else {
+            o.stride = Size2(1, z(win.s[0]));
+            o.padding = Pad2d(0, 0, z(win.p[0]), z(win.p[1]));
+            o.dilation = Size2(1, z(win.d[0]));
+            fill_conv(n, Conv1d<T>(in, out, z(win.k[0]), rng, o), w, b);
+        }
+    }
+    template <class C>
+    void fill_conv(const ox::NodeProto& n, C c, const ox::TensorProto& w, const ox::TensorProto* b) {
+        if (c.weight.value.size() != w.values.size()) fail(n, "weight '" + w.name + "' does not fit the convolution");
+        copy_into(c.weight.value, w.values);
+        if (b) copy_into(c.bias.value, b->values);
+        layer(n, std::move(c));
+    }
+
+    void pool(const ox::NodeProto& n) {
+        const bool is_max = n.op_type == "MaxPool";
+        if (used(n, 1)) fail(n, "the Indices output is not supported");
+        if (attr_i(n, "ceil_mode", 0) != 0) fail(n, "ceil_mode = 1 is not supported");
+        if (attr_i(n, "storage_order", 0) != 0) fail(n, "storage_order = 1 is not supported");
+        const std::size_t dims = attr_ints(n, "kernel_shape").size();
+        const Window w = window(n, dims);
+        for (std::size_t i = 0; i < dims; ++i) {
+            if (w.k[i] <= 0 || w.k[i] > (1 << 20)) fail(n, "kernel_shape must be positive");
+            if (w.d[i] != 1) fail(n, "dilated pooling is not supported");
+            if (w.p[i] != w.p[i + dims]) fail(n, "asymmetric pads are not supported");
+            if (2 * w.p[i] > w.k[i]) fail(n, "pads larger than half the kernel are not supported");
+        }
+        const bool padded = std::any_of(w.p.begin(), w.p.end(), [](std::int64_t p) { return p != 0; });
+        if (!is_max && padded && attr_i(n, "count_include_pad", 0) != 1)
+            fail(n, "padded average pooling needs count_include_pad = 1 (tapir counts the padding, as PyTorch's default)");
+        if (dims == 2) {
+            const Size2 k(z(w.k[0]), z(w.k[1])), s(z(w.s[0]), z(w.s[1])), p(z(w.p[0]), z(w.p[1]));
+            if (is_max) return layer(n, MaxPool2d<T>(k, s, p));
+            return layer(n, AvgPool2d<T>(k, s, p));
+        }
+        const Size2 k(1, z(w.k[0])), s(1, z(w.s[0])), p(0, z(w.p[0]));
+        if (is_max) return layer(n, MaxPool1d<T>(k, s, p));
+        layer(n, AvgPool1d<T>(k, s, p));
+    }
+
+    void batch_norm(const ox::NodeProto& n) {
+        if (attr_i(n, "training_mode", 0) != 0 || (n.output.size() > 1 && used(n, 1))) fail(n, "training_mode = 1 is not supported");
+        const ox::TensorProto& sc = need_real(n, 1, "scale", 1);
+        const std::size_t c = z(sc.dims[0]);
+        const char* names[4] = {"scale", "bias", "mean", "var"};
+        for (std::size_t i = 2; i <= 4; ++i)
+            if (need_real(n, i, names[i - 1], 1).dims[0] != sc.dims[0]) fail(n, std::string(names[i - 1]) + " does not have " + std::to_string(c) + " values");
+        const double eps = attr_f(n, "epsilon", 1e-5), mom = attr_f(n, "momentum", 0.9);
+        if (!(eps > 0) || !(mom >= 0 && mom <= 1)) fail(n, "epsilon must be positive and momentum in [0, 1]");
+        BatchNorm<T> bn(c, 1.0 - mom, eps);
+        copy_into(bn.weight.value, sc.values);
+        copy_into(bn.bias.value, need_const(n, 2, "bias").values);
+        copy_into(bn.running_mean, need_const(n, 3, "mean").values);
+        copy_into(bn.running_var, need_const(n, 4, "var").values);
+        layer(n, std::move(bn));
+    }
+
+    void transpose(const ox::NodeProto& n) {
+        const std::vector<std::int64_t> perm = attr_ints(n, "perm");
+        std::vector<std::size_t> p;
+        for (std::int64_t v : perm) {
+            if (v < 0 || v >= 4) fail(n, "perm entry " + std::to_string(v) + " out of range");
+            p.push_back(z(v));
+        }
+        fn(n,
+           [p](const std::vector<Var<T>>& x) {
+               std::vector<std::size_t> q = p;
+               if (q.empty())
+                   for (std::size_t i = x[0].shape().rank(); i-- > 0;) q.push_back(i);
+               return onnx_permute(x[0], q);
+           },
+           {value(n, 0)});
+    }
+
+    std::vector<std::int64_t> axes_of(const ox::NodeProto& n, bool required) const {
+        std::vector<std::int64_t> axes = attr_ints(n, "axes");
+        if (has_input(n, 1)) axes = need_ints(n, 1, "axes");
+        if (required && axes.empty()) fail(n, "axes are required");
+        for (std::int64_t a : axes)
+            if (a < -8 || a > 8) fail(n, "axis " + std::to_string(a) + " out of range");
+        return axes;
+    }
+    void squeeze(const ox::NodeProto& n, bool sq) {
+        const std::vector<std::int64_t> axes = axes_of(n, !sq);
+        fn(n,
+           [axes, sq](const std::vector<Var<T>>& x) {
+               const Shape s = x[0].shape();
+               Shape out;
+               if (sq) {
+                   std::vector<bool> drop(s.rank(), axes.empty());
+                   for (std::int64_t a : axes) {
+                       const std::size_t k = onnx_axis(a, s.rank(), "Squeeze");
+                       if (s[k] != 1) throw shape_error("onnx Squeeze: axis " + std::to_string(a) + " of shape " + s.str() + " is not 1");
+                       drop[k] = true;
+                   }
+                   for (std::size_t i = 0; i < s.rank(); ++i)
+                       if (!(drop[i] && s[i] == 1)) out.push_back(s[i]);
+               } else {
+                   const std::size_t r = s.rank() + axes.size();
+                   if (r > max_rank) throw shape_error("onnx Unsqueeze: rank above 4 for shape " + s.str());
+                   std::vector<bool> ins(r, false);
+                   for (std::int64_t a : axes) {
+                       const std::size_t k = onnx_axis(a, r, "Unsqueeze");
+                       if (ins[k]) throw shape_error("onnx Unsqueeze: axis " + std::to_string(a) + " given twice");
+                       ins[k] = true;
+                   }
+                   for (std::size_t i = 0, k = 0; i < r; ++i) out.push_back(ins[i] ? std::size_t(1) : s[k++]);
+               }
+               return reshape(x[0], out);
+           },
+           {value(n, 0)});
+    }
+    void reshape_node(const ox::NodeProto& n) {
+        const std::vector<std::int64_t> shape = need_ints(n, 1, "shape");
+        if (shape.size() > max_rank) fail(n, "target rank above 4");
+        for (std::int64_t v : shape)
+            if (v < -1 || v > (std::int64_t(1) << 31)) fail(n, "target dimension " + std::to_string(v) + " out of range");
+        if (attr_i(n, "allowzero", 0) != 0) fail(n, "allowzero = 1 is not supported");
+        fn(n,
+           [shape](const std::vector<Var<T>>& x) {
+               const Shape s = x[0].shape();
+               Shape out;
+               std::size_t known = 1, infer = shape.size();
+               for (std::size_t i = 0; i < shape.size(); ++i) {
+                   std::size_t d = 0;
+                   if (shape[i] == -1) infer = i, d = 1;
+                   else if (shape[i] == 0 && i < s.rank()) d = s[i];
+                   else if (shape[i] < 0) throw shape_error("onnx Reshape: dimension " + std::to_string(shape[i]));
+                   else d = static_cast<std::size_t>(shape[i]);
+                   out.push_back(d);
+                   known *= d;
+               }
+               if (infer < shape.size()) {
+                   if (known == 0 || s.numel() % known) throw shape_error("onnx Reshape: cannot infer -1 for shape " + s.str());
+                   out[infer] = s.numel() / known;
+               }
+               return reshape(x[0], out);
+           },
+           {value(n, 0)});
+    }
+    /// Zero padding (PyTorch writes AvgPool2d's padding as a Pad node): pads are begins, then ends.
+    void pad(const ox::NodeProto& n) {
+        const ox::AttributeProto* mode = n.find("mode");
+        if (mode && mode->s != "constant") fail(n, "mode '" + mode->s + "' is not supported (constant only)");
+        std::vector<std::int64_t> pads = m_.opset() < 11 ? attr_ints(n, "pads") : need_ints(n, 1, "pads");
+        if (const ox::TensorProto* c = constant(n, 2)) {
+            bool zero = true;
+            for (double v : c->values) zero = zero && v == 0.0;
+            for (std::int64_t v : c->ints) zero = zero && v == 0;
+            if (!zero) fail(n, "only padding with zeros is supported");
+        } else if (has_input(n, 2) || attr_f(n, "value", 0.0) != 0.0) {
+            fail(n, "only padding with zeros is supported");
+        }
+        if (pads.size() % 2 || pads.size() > 2 * max_rank) fail(n, "pads must hold a begin and an end for each axis");
+        bool all_zero = true;
+        for (std::int64_t v : pads) {
+            if (v < 0 || v > (1 << 20)) fail(n, "pad " + std::to_string(v) + " out of range (cropping is not supported)");
+            all_zero = all_zero && v == 0;
+        }
+        if (all_zero) return set(n, 0, value(n, 0));
+        fn(n,
+           [pads](const std::vector<Var<T>>& x) {
+               const std::size_t r = pads.size() / 2;
+               if (x[0].shape().rank() != r)
+                   throw shape_error("onnx Pad: " + std::to_string(r) + " axes of pads for shape " + x[0].shape().str());
+               Var<T> y = x[0];
+               for (std::size_t a = 0; a < r; ++a) {
+                   for (int end = 0; end < 2; ++end) {
+                       const std::int64_t p = pads[a + (end ? r : 0)];
+                       if (p == 0) continue;
+                       Shape zs = y.shape();
+                       zs[a] = static_cast<std::size_t>(p);
+                       const Var<T> z = y.tape().full(zs, T(0));
+                       y = end ? concat(y, z, static_cast<std::int64_t>(a)) : concat(z, y, static_cast<std::int64_t>(a));
+                   }
+               }
+               return y;
+           },
+           {value(n, 0)});
+    }
+    void gather(const ox::NodeProto& n) {
+        const ox::TensorProto& idx = need_const(n, 1, "indices");
+        if (idx.is_real() || idx.ints.size() != 1 || idx.dims.size() > 1) fail(n, "only a single constant index is supported");
+        const std::int64_t i = idx.ints[0], axis = attr_i(n, "axis", 0);
+        const bool keep = idx.dims.size() == 1;
+        fn(n,
+           [i, axis, keep](const std::vector<Var<T>>& x) {
+               const Shape s = x[0].shape();
+               const std::size_t a = onnx_axis(axis, s.rank(), "Gather");
+               const std::int64_t len = static_cast<std::int64_t>(s[a]);
+               if (i < -len || i >= len) throw shape_error("onnx Gather: index " + std::to_string(i) + " out of range for shape " + s.str());
+               const Var<T> y = slice(x[0], static_cast<std::int64_t>(a), static_cast<std::size_t>(i < 0 ? i + len : i), 1);
+               if (keep) return y;
+               Shape out;
+               for (std::size_t k = 0; k < s.rank(); ++k)
+                   if (k != a) out.push_back(s[k]);
+               return reshape(y, out);
+           },
+           {value(n, 0)});
+    }
+    void slice_node(const ox::NodeProto& n) {
+        std::vector<std::int64_t> starts, ends, axes, steps;
+        if (m_.opset() < 10) {
+            starts = attr_ints(n, "starts"), ends = attr_ints(n, "ends"), axes = attr_ints(n, "axes");
+        } else {
+            starts = need_ints(n, 1, "starts"), ends = need_ints(n, 2, "ends");
+            if (has_input(n, 3)) axes = need_ints(n, 3, "axes");
+            if (has_input(n, 4)) steps = need_ints(n, 4, "steps");
+        }
+        for (std::int64_t st : steps)
+            if (st != 1) fail(n, "steps other than 1 are not supported");
+        if (axes.empty())
+            for (std::size_t k = 0; k < starts.size(); ++k) axes.push_back(i64(k));
+        if (starts.size() != ends.size() || axes.size() != starts.size() || starts.size() > 4) fail(n, "starts, ends and axes differ in length");
+        fn(n,
+           [starts, ends, axes](const std::vector<Var<T>>& x) {
+               Var<T> y = x[0];
+               for (std::size_t k = 0; k < axes.size(); ++k) {
+                   const std::size_t a = onnx_axis(axes[k], y.shape().rank(), "Slice");
+                   const std::int64_t len = static_cast<std::int64_t>(y.shape()[a]);
+                   auto clamp = [len](std::int64_t v) { return v < 0 ? (v < -len ? std::int64_t(0) : v + len) : std::min(v, len); };
+                   const std::int64_t b = clamp(starts[k]), e = clamp(ends[k]);
+                   if (e <= b) throw shape_error("onnx Slice: empty slice of shape " + y.shape().str());
+                   y = slice(y, static_cast<std::int64_t>(a), static_cast<std::size_t>(b), static_cast<std::size_t>(e - b));
+               }
+               return y;
+           },
+           {value(n, 0)});
+    }
+    void concat_node(const ox::NodeProto& n) {
+        std::vector<Value> xs;
+        for (std::size_t i = 0; i < n.input.size(); ++i) xs.push_back(value(n, i));
+        if (xs.empty()) fail(n, "no inputs");
+        const std::int64_t axis = attr_i(n, "axis", 0);
+        fn(n, [axis](const std::vector<Var<T>>& x) { return concat(x, static_cast<std::int64_t>(onnx_axis(axis, x[0].shape().rank(), "Concat"))); },
+           xs);
+    }
+    void reduce_sum(const ox::NodeProto& n) {
+        const std::vector<std::int64_t> axes = axes_of(n, false);
+        const bool keep = attr_i(n, "keepdims", 1) != 0, noop = attr_i(n, "noop_with_empty_axes", 0) != 0;
+        fn(n,
+           [axes, keep, noop](const std::vector<Var<T>>& x) {
+               const std::size_t r = x[0].shape().rank();
+               if (axes.empty() && noop) return x[0];
+               std::vector<bool> on(r, axes.empty());
+               for (std::int64_t a : axes) on[onnx_axis(a, r, "ReduceSum")] = true;
+               Var<T> y = x[0];
+               for (std::size_t k = r; k-- > 0;)
+                   if (on[k]) y = sum(y, static_cast<std::int64_t>(k), keep);
+               return y;
+           },
+           {value(n, 0)});
+    }
+
+    /// ONNX gate blocks to PyTorch's order: row block b of the result is ONNX block from[b].
+    static void gates_from_onnx(Tensor<T>& dst, const std::vector<double>& src, std::size_t offset, RnnCell cell) {
+        static const std::size_t lstm[4] = {0, 2, 3, 1}, gru[3] = {1, 0, 2}, rnn[1] = {0};
+        const std::size_t* from = cell == RnnCell::lstm ? lstm : cell == RnnCell::gru ? gru : rnn;
+        const std::size_t G = rnn_gates(cell), block = dst.size() / G;
+        for (std::size_t b = 0; b < G; ++b)
+            for (std::size_t k = 0; k < block; ++k) dst.data()[b * block + k] = static_cast<T>(src[offset + from[b] * block + k]);
+    }
+    void recurrent(const ox::NodeProto& n) {
+        const RnnCell cell = n.op_type == "LSTM" ? RnnCell::lstm : n.op_type == "GRU" ? RnnCell::gru : RnnCell::rnn_tanh;
+        const std::size_t G = rnn_gates(cell);
+        const ox::AttributeProto* dir = n.find("direction");
+        if (dir && dir->s != "forward") fail(n, "direction '" + dir->s + "' is not supported (forward only)");
+        if (attr_i(n, "layout", 0) != 0) fail(n, "layout = 1 is not supported (time-major input)");
+        if (n.find("clip")) fail(n, "clip is not supported");
+        if (attr_i(n, "input_forget", 0) != 0) fail(n, "input_forget = 1 is not supported");
+        if (cell == RnnCell::gru && attr_i(n, "linear_before_reset", 0) != 1)
+            fail(n, "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)");
+        if (const ox::AttributeProto* acts = n.find("activations")) {
+            const std::vector<std::string> want = cell == RnnCell::lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
+                                                  : cell == RnnCell::gru ? std::vector<std::string>{"Sigmoid", "Tanh"}
+                                                                         : std::vector<std::string>{"Tanh"};
+            if (acts->strings != want) fail(n, "activations other than the defaults are not supported");
+        }
+        if (has_input(n, 4)) fail(n, "sequence_lens is not supported");
+        for (std::size_t i = 5; i < n.input.size(); ++i) {
+            if (!has_input(n, i)) continue;
+            if (i == 7) fail(n, "peepholes (P) are not supported");
+            if (zeros_.count(n.input[i])) continue;
+            const ox::TensorProto* t = constant(n, i);
+            bool zero = t != nullptr;
+            if (t)
+                for (double v : t->values) zero = zero && v == 0.0;
+            if (!zero) fail(n, "initial states must be absent or constant zeros");
+        }
+        const ox::TensorProto& w = need_real(n, 1, "W", 3);
+        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const std::int64_t H = r.dims[2];
+        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
+            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
+        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
+        const ox::TensorProto* b = has_input(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
+        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
+        if (used(n, 2)) fail(n, "the cell state output Y_c is not supported");
+        RecurrentOptions o;
+        o.return_sequences = true;
+        o.bias = b != nullptr;
+        Rng rng(0);
+        std::unique_ptr<RecurrentLayer<T>> l;
+        const std::size_t F = z(w.dims[2]), h = z(H);
+        if (cell == RnnCell::lstm) l = std::make_unique<LSTM<T>>(F, h, rng, o);
+        else if (cell == RnnCell::gru) l = std::make_unique<GRU<T>>(F, h, rng, o);
+        else l = std::make_unique<SimpleRNN<T>>(F, h, rng, o);
+        gates_from_onnx(l->weight_ih.value, w.values, 0, cell);
+        gates_from_onnx(l->weight_hh.value, r.values, 0, cell);
+        if (b) {
+            gates_from_onnx(l->bias_ih.value, b->values, 0, cell);
+            gates_from_onnx(l->bias_hh.value, b->values, G * h, cell);
+        }
+        // (T, B, F) -> (B, T, F) -> the layer -> (B, T, H); Y = (T, 1, B, H), Y_h = (1, B, H).
+        const std::string base = unique(node_name(n));
+        const Value xb = model_.apply(unique(base + "_batch_major"), [](const std::vector<Var<T>>& x) { return permute(x[0], {1, 0, 2}); },
+                                      {value(n, 0)});
+        const Value seq = model_.call(model_.layer(base, std::unique_ptr<Module<T>>(std::move(l))), xb, base);
+        if (used(n, 0))
+            fn(n,
+               [](const std::vector<Var<T>>& x) {
+                   const Shape s = x[0].shape();
+                   return reshape(permute(x[0], {1, 0, 2}), Shape{s[1], 1, s[0], s[2]});
+               },
+               {seq}, 0);
+        if (used(n, 1))
+            fn(n,
+               [](const std::vector<Var<T>>& x) {
+                   const Shape s = x[0].shape();
+                   return reshape(slice(x[0], 1, s[1] - 1, 1), Shape{1, s[0], s[2]});
+               },
+               {seq}, 1);
+    }
+
+    const ox::ModelProto& m_;
+    std::string src_;
+    Model<T> model_;
+    std::map<std::string, const ox::TensorProto*> consts_;
+    std::vector<std::unique_ptr<ox::TensorProto>> owned_;
+    std::map<std::string, Value> dyn_;
+    std::set<std::string> consumed_, names_, shaped_, zeros_;
+};
+} // namespace detail
+
+/// An nn::Model of tapir layers from a parsed ONNX model (see the top of this header for the
+/// operators). Throws format_error naming the first unsupported operator, a cyclic graph, or a
+/// weight of the wrong type or shape. The model starts in training mode: call eval() to infer.
+template <class T>
+Model<T> import_onnx(const io::onnx::ModelProto& m, const std::string& source = "<memory>") {
+    return detail::OnnxReader<T>(m, source).run();
+}
+template <class T>
+Model<T> import_onnx_from_string(const std::string& bytes, const std::string& source = "<memory>") {
+    return import_onnx<T>(io::onnx::parse(bytes, source), source);
+}
+/// Reads an ONNX file into an nn::Model.
+template <class T>
+Model<T> import_onnx(const std::string& path) {
+    return import_onnx<T>(io::onnx::load(path), path);
+}
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/onnx.hpp ----
 // ---- begin tapir/optim/adagrad.hpp ----
 /// Adagrad (Duchi, Hazan & Singer 2011), PyTorch torch.optim.Adagrad semantics.
 
@@ -20078,10 +23400,16 @@ inline std::vector<ClusteredJet> exclusive_subjets(const std::vector<FourVector>
 /// parse errors name the file, line and column; the pandas index column of a to_csv export (an
 /// unnamed first column) is skipped; columns other than these are ignored. A user with the real
 /// dataset converts it to this CSV once and runs the same programs on it.
+///
+/// As NumPy arrays (io/npy.hpp, io/npz.hpp), the layout most top-tagging codes feed their
+/// networks: constituents (N, n, 4) of (E, px, py, pz) per constituent, sorted by pT and
+/// zero-padded, float64; is_signal_new (N,) int64; truth (N, 4) of (E, px, py, pz), zero for
+/// QCD jets. In one .npz archive with members of these names, or in two .npy files (no truth).
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20625,6 +23953,94 @@ inline std::vector<GeneratedJet> parse_top_tagging_csv(std::string_view text, co
 /// Reads a CSV file in the reference layout.
 inline std::vector<GeneratedJet> read_top_tagging_csv(const std::string& path) {
     return jets_from_top_tagging_table(io::read_csv(path));
+}
+
+/// The jets as NumPy arrays in the (N, n, 4) layout described at the top of this header.
+struct TopTaggingArrays {
+    io::NpyArray constituents, is_signal_new, truth;
+};
+
+/// The jets as arrays: the same constituents, order and padding as top_tagging_table.
+inline TopTaggingArrays top_tagging_arrays(const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    const io::CsvTable t = top_tagging_table(jets, n_constituents);
+    const std::size_t n = jets.size(), nc = t.names.size(), k = 4 * n_constituents;
+    std::vector<double> c(n * k), truth(n * 4);
+    std::vector<std::int64_t> label(n);
+    for (std::size_t r = 0; r < n; ++r) {
+        const double* row = t.values.data() + r * nc;
+        std::copy(row, row + k, c.data() + r * k);
+        std::copy(row + k, row + k + 4, truth.data() + r * 4);
+        label[r] = static_cast<std::int64_t>(row[k + 5]);
+    }
+    TopTaggingArrays a;
+    a.constituents = io::NpyArray::from(Shape{n, n_constituents, 4}, c);
+    a.is_signal_new = io::NpyArray::from(Shape{n}, label);
+    a.truth = io::NpyArray::from(Shape{n, 4}, truth);
+    return a;
+}
+
+/// Jets from arrays in the (N, n, 4) layout: constituents of any float or integer dtype, labels
+/// (N,) or (N, 1) of 0 and 1, truth (N, 4) optional. All-zero constituents are padding and
+/// dropped. Errors name the array's source, the jet and the constituent.
+inline std::vector<GeneratedJet> jets_from_top_tagging_arrays(const io::NpyArray& constituents, const io::NpyArray& is_signal_new,
+                                                              const io::NpyArray* truth = nullptr) {
+    const Shape& s = constituents.shape();
+    if (s.rank() != 3 || s[2] != 4)
+        throw shape_error(constituents.source() + ": constituents must have shape (jets, constituents, 4) of (E, px, py, pz), got " + s.str());
+    const std::size_t n = s[0], m = s[1];
+    const Shape& ls = is_signal_new.shape();
+    if (!((ls.rank() == 1 && ls[0] == n) || (ls.rank() == 2 && ls[0] == n && ls[1] == 1)))
+        throw shape_error(is_signal_new.source() + ": is_signal_new must have shape (" + std::to_string(n) + ",) for the " + std::to_string(n) +
+                          " jets of the constituents, got " + ls.str());
+    if (truth && truth->shape() != Shape{n, 4})
+        throw shape_error(truth->source() + ": truth must have shape (" + std::to_string(n) + ", 4), got " + truth->shape().str());
+    const std::vector<double> c = constituents.values<double>();
+    const std::vector<double> labels = is_signal_new.values<double>();
+    const std::vector<double> tv = truth ? truth->values<double>() : std::vector<double>();
+    std::vector<GeneratedJet> out(n);
+    for (std::size_t r = 0; r < n; ++r) {
+        GeneratedJet& j = out[r];
+        const double l = labels[r];
+        if (l != 0.0 && l != 1.0)
+            throw value_error(is_signal_new.source() + ": is_signal_new of jet " + std::to_string(r) + " is " + tapir::detail::number_text(l) +
+                              ", not 0 or 1");
+        j.label = static_cast<int>(l);
+        for (std::size_t i = 0; i < m; ++i) {
+            const double* v = c.data() + (r * m + i) * 4;
+            if (v[0] == 0.0 && v[1] == 0.0 && v[2] == 0.0 && v[3] == 0.0) continue;
+            if (!(v[0] >= 0.0))
+                throw value_error(constituents.source() + ": jet " + std::to_string(r) + ", constituent " + std::to_string(i) +
+                                  ": negative energy " + tapir::detail::number_text(v[0]));
+            j.constituents.emplace_back(v[1], v[2], v[3], v[0]);
+        }
+        if (truth) j.truth = FourVector(tv[4 * r + 1], tv[4 * r + 2], tv[4 * r + 3], tv[4 * r]);
+    }
+    return out;
+}
+
+/// Writes jets as an .npz archive with members constituents, is_signal_new and truth.
+inline void write_top_tagging_npz(const std::string& path, const std::vector<GeneratedJet>& jets, std::size_t n_constituents = 200) {
+    TopTaggingArrays a = top_tagging_arrays(jets, n_constituents);
+    io::write_npz(path, {{"constituents", std::move(a.constituents)}, {"is_signal_new", std::move(a.is_signal_new)}, {"truth", std::move(a.truth)}});
+}
+
+/// Reads jets from an .npz archive with arrays constituents and is_signal_new (truth optional).
+inline std::vector<GeneratedJet> read_top_tagging_npz(const std::string& path) {
+    const io::NpzFile f = io::read_npz(path);
+    return jets_from_top_tagging_arrays(f["constituents"], f["is_signal_new"], f.has("truth") ? &f["truth"] : nullptr);
+}
+
+/// Writes jets as two .npy files: constituents (N, n, 4) and is_signal_new (N,).
+inline void write_top_tagging_npy(const std::string& constituents_path, const std::string& labels_path, const std::vector<GeneratedJet>& jets,
+                                  std::size_t n_constituents = 200) {
+    const TopTaggingArrays a = top_tagging_arrays(jets, n_constituents);
+    io::write_npy(constituents_path, a.constituents);
+    io::write_npy(labels_path, a.is_signal_new);
+}
+
+/// Reads jets from two .npy files: constituents (N, n, 4) and is_signal_new (N,).
+inline std::vector<GeneratedJet> read_top_tagging_npy(const std::string& constituents_path, const std::string& labels_path) {
+    return jets_from_top_tagging_arrays(io::read_npy_array(constituents_path), io::read_npy_array(labels_path));
 }
 
 } // namespace tapir::hep
@@ -23121,17 +26537,908 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 
 } // namespace tapir::deploy
 // ---- end tapir/deploy/codegen.hpp ----
+// ---- begin tapir/deploy/convert_model.hpp ----
+/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
+/// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
+/// architecture. Throws shape_error and value_error naming the layer and both shapes.
+///
+///     tapir::nn::Sequential<float> cnn = ...;               // trained: Conv2d, ReLU, MaxPool2d, Flatten, Dense
+///     auto fixed = tapir::deploy::to_model<Cnn>(cnn);      // or load_model(static_model, cnn)
+///     auto same = tapir::deploy::to_model<Cnn>("cnn.tpr", architecture);
+///
+/// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
+/// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
+/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
+/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
+/// That list must match the ModelT's layers one to one.
+
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+// ---- begin tapir/deploy/model.hpp ----
+/// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
+/// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
+/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN).
+/// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
+///
+///     using Cnn = tapir::deploy::ModelT<float,
+///         tapir::deploy::Conv2dT<float, 1, 40, 40, 8, 3, 3, 1, 1, 1, 1>,  // Cin, H, W, Cout, kh, kw, sh, sw, ph, pw
+///         tapir::deploy::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+///         tapir::deploy::FlattenT<float, 8 * 20 * 20>,
+///         tapir::deploy::DenseT<float, 8 * 20 * 20, 1>>;
+///     static Cnn cnn;                                   // tapir::deploy::load_model(cnn, trained): convert_model.hpp
+///     cnn.forward(image, &logit);                       // noexcept, const, no heap
+///
+/// Same guarantees as Mlp (fixed.hpp): forward() is const and noexcept, allocates nothing (the
+/// activations of one sample live on the stack, two buffers of the widest layer plus its
+/// scratch: work_size values; forward_with(x, y, work) takes a caller-held buffer instead), keeps no
+/// state (thread-safe), and this header compiles with -fno-exceptions -fno-rtti. Activations and
+/// weights come with the loaded model.
+///
+/// Numbers: each layer does the training forward's arithmetic in its order, so on the same
+/// instruction set the outputs are bitwise the trained model's. Dense is Mlp's layer. A
+/// convolution output is one fused multiply-add chain over (channel, row, column) of the kernel
+/// in increasing order, restarted at simd::gemm's K blocks, then the bias, then the activation:
+/// what im2col + simd::gemm compute (autodiff/conv.hpp). Pooling mirrors its kernels' loops. The
+/// recurrent cells compute x W_ih^T and h W_hh^T + b_hh as such chains and then the gate
+/// arithmetic of autodiff/recurrent.hpp, written the same way (plain code outside the vector
+/// kernels, so the compiler contracts it, or not, exactly as it does the training code).
+/// Where it cannot be bitwise: BatchNorm folded into the layer before it (a few ulp).
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::deploy {
+
+namespace detail {
+
+/// Values of T in 64 bytes: buffers are padded to whole vectors of the widest family.
+template <class T>
+constexpr std::size_t lanes64() noexcept {
+    return 64 / sizeof(T);
+}
+
+/// Runs a layer's kernel, run<V>(args...), on the chosen instruction set.
+template <class L>
+struct layer_kernel {
+    using value_type = typename L::value_type;
+    template <class V, class... A>
+    static TAPIR_ALWAYS_INLINE void run(const L* l, A... args) noexcept {
+        l->template run<V>(args...);
+    }
+};
+
+template <class L, class... A>
+inline void run_layer(simd::isa which, const L& l, A... args) noexcept {
+    simd::dispatch_to<layer_kernel<L>>(which, &l, args...);
+}
+
+/// Offset of each tap r = (c, i, j) of a convolution window in the padded (C, HP, WP) input,
+/// relative to the window's corner, in the order of the unfolded rows (im2col).
+template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP>
+constexpr std::array<std::uint32_t, C * KH * KW> tap_offsets() noexcept {
+    std::array<std::uint32_t, C * KH * KW> o{};
+    std::size_t r = 0;
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < KH; ++i)
+            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i) * WP + j);
+    return o;
+}
+
+} // namespace detail
+
+/// A dense layer, y = act(x W + b): Mlp's layer (fixed.hpp) as a model layer.
+template <class T, std::size_t In, std::size_t Out>
+struct DenseT {
+    using value_type = T;
+    static constexpr const char* name = "Dense";
+    static constexpr std::size_t in_size = In, out_size = Out;
+    static constexpr std::size_t out_buffer = Dense<T, In, Out>::out_padded;  ///< values forward writes
+    static constexpr std::size_t scratch_size = 0;
+
+    Dense<T, In, Out> dense;
+
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept { detail::run_layer(which, *this, x, y); }
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, T* y) const noexcept {
+        dense.template run<V, 1>(x, In, y);
+    }
+};
+
+/// 2-D convolution (cross-correlation, as PyTorch) of one (Cin, H, W) sample to (Cout, OH, OW):
+/// kernel KH x KW, stride SH x SW, zero padding PH rows above and below and PW columns left and
+/// right (PyTorch's padding; 'same' with an odd kernel is (k - 1) / 2). Weight (Cout, Cin, KH, KW)
+/// as tapir::nn::Conv2d and PyTorch store it. No dilation or groups.
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0>
+struct Conv2dT {
+    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
+    static_assert(H + 2 * PH >= KH && W + 2 * PW >= KW, "Conv2dT: the kernel is larger than the padded input");
+    using value_type = T;
+    static constexpr const char* name = "Conv2d";
+    static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
+    static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
+    static constexpr std::size_t HP = H + 2 * PH, WP = W + 2 * PW;
+    static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
+    static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
+    static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
+    static constexpr std::size_t out_buffer = out_size;
+    static constexpr std::size_t scratch_size = (PH || PW) ? Cin * HP * WP : 0;
+
+    alignas(64) T weight[Cout][K] = {};
+    alignas(64) T bias[Cout] = {};
+    Activation act = Activation::none;
+    T alpha = T(0);
+
+    void forward(simd::isa which, const T* x, T* y, T* scratch) const noexcept { detail::run_layer(which, *this, x, y, scratch); }
+
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
+        const T* xp = x;
+        if constexpr (PH != 0 || PW != 0) {
+            for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
+            for (std::size_t c = 0; c < Cin; ++c)
+                for (std::size_t i = 0; i < H; ++i)
+                    std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
+            xp = scratch;
+        }
+        // Enough independent chains (U channels x NV vectors of positions) to keep two FMA pipes
+        // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
+        // accumulators on the 32-register families, 8 on AVX2).
+        constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
+        constexpr bool narrow = OW < 2 * V::W;
+        constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
+        constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
+        for (std::size_t oc = 0; oc < Cout; oc += U)
+            for (std::size_t oy = 0; oy < OH; ++oy) {
+                std::size_t ox = 0;
+                if constexpr (NV >= 4)
+                    for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                if constexpr (NV >= 2)
+                    for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                for (; ox < OW; ox += V::W) {
+                    const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                }
+            }
+        if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+    }
+
+private:
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+
+    /// n (at most one vector) output positions of one row from the window corners at x.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE typename V::reg load_taps(const T* x, std::size_t n) noexcept {
+        if constexpr (SW == 1) {
+            return n == V::W ? V::load(x) : V::load_partial(x, n);
+        } else {
+            alignas(64) T g[V::W] = {};
+            for (std::size_t l = 0; l < n; ++l) g[l] = x[l * SW];
+            return V::load(g);
+        }
+    }
+
+    /// acc[u][v] = sum over taps p0 <= p < p1 of w[oc + u][p] x[p] at the v-th vector of
+    /// positions, one fused chain per lane (n lanes in use when NV is 1).
+    template <class V, std::size_t U, std::size_t NV>
+    TAPIR_ALWAYS_INLINE void chain(const T* x, std::size_t n, std::size_t oc, std::size_t p0, std::size_t p1,
+                                   typename V::reg (&acc)[U][NV]) const noexcept {
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::zero();
+        for (std::size_t p = p0; p < p1; ++p) {
+            typename V::reg xv[NV];
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) xv[v] = load_taps<V>(x + offsets[p] + v * V::W * SW, n);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u) {
+                const typename V::reg w = V::set1(weight[oc + u][p]);
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::fma(w, xv[v], acc[u][v]);
+            }
+        }
+    }
+
+    /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
+    /// NV is 1): simd::gemm's K blocks, then the bias.
+    template <class V, std::size_t U, std::size_t NV>
+    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
+        using reg = typename V::reg;
+        constexpr std::size_t kcb = simd::gemm_k_block(K, detail::blocking<V>::KC);
+        reg c[U][NV];
+        chain<V, U, NV>(x, n, oc, 0, kcb, c);
+        for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
+            reg acc[U][NV];
+            chain<V, U, NV>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
+#pragma GCC unroll 8
+            for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+                for (std::size_t v = 0; v < NV; ++v) c[u][v] = V::add(acc[u][v], c[u][v]);
+        }
+#pragma GCC unroll 8
+        for (std::size_t u = 0; u < U; ++u)
+#pragma GCC unroll 8
+            for (std::size_t v = 0; v < NV; ++v) {
+                const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
+                else V::store_partial(y + u * OH * OW, r, n);
+            }
+    }
+};
+
+/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on both
+/// sides; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D layer on a height of one, as in training).
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P>;
+
+/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
+/// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
+/// times 1 / (KH KW)).
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH,
+          std::size_t SW = KW>
+struct Pool2dT {
+    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H >= KH && W >= KW, "Pool2dT: bad sizes");
+    using value_type = T;
+    static constexpr const char* name = IsMax ? "MaxPool" : "AvgPool";
+    static constexpr bool is_max = IsMax;
+    static constexpr std::size_t channels = C, in_h = H, in_w = W, kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW;
+    static constexpr std::size_t OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
+
+    void forward(simd::isa, const T* x, T* y, T*) const noexcept {
+        const T inv = T(1) / static_cast<T>(KH * KW);
+        std::size_t o = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+            const T* xs = x + c * H * W;
+            for (std::size_t oy = 0; oy < OH; ++oy)
+                for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
+                    const T* win = xs + oy * SH * W + ox * SW;
+                    if constexpr (IsMax) {
+                        // Branch-free (random data mispredicts every other compare): a NaN
+                        // propagates, as in PyTorch, though not always the first one's payload.
+                        T best = win[0];
+                        for (std::size_t i = 0; i < KH; ++i)
+                            for (std::size_t j = 0; j < KW; ++j) {
+                                const T v = win[i * W + j];
+                                best = (v > best || v != v) ? v : best;
+                            }
+                        y[o] = best;
+                    } else {
+                        T s = T(0);
+                        for (std::size_t i = 0; i < KH; ++i)
+                            for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
+                        y[o] = s * inv;
+                    }
+                }
+        }
+    }
+};
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
+using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
+using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
+using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
+using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S>;
+
+/// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
+template <class T, std::size_t N>
+struct FlattenT {
+    using value_type = T;
+    static constexpr const char* name = "Flatten";
+    static constexpr std::size_t in_size = N, out_size = N, out_buffer = N, scratch_size = 0;
+    void forward(simd::isa, const T* x, T* y, T*) const noexcept { std::memcpy(y, x, N * sizeof(T)); }
+};
+
+/// An activation on its own (one that no dense or convolution layer before it absorbed).
+template <class T, std::size_t N, Activation A>
+struct ActivationT {
+    using value_type = T;
+    static constexpr const char* name = "Activation";
+    static constexpr Activation activation = A;
+    static constexpr std::size_t in_size = N, out_size = N, out_buffer = N, scratch_size = 0;
+    T alpha = A == Activation::leaky_relu ? T(0.01) : (A == Activation::elu ? T(1) : T(0));
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept { simd::activate_on(which, A, x, y, N, alpha); }
+};
+
+/// The recurrent cells.
+enum class Cell : std::uint8_t { lstm, gru };
+
+/// An LSTM or GRU layer with PyTorch's gates (LSTM i, f, g, o; GRU r, z, n; as tapir::nn::LSTM
+/// and GRU). As a model layer it reads a whole (Steps, In) sequence from a zero state and gives
+/// the last h (Hidden values) or, with Sequences, every step's h (Steps, Hidden). For streaming,
+/// step(x, state) advances a state the caller keeps: state_size values, [h | c] for the LSTM, h
+/// for the GRU, zeros at the start.
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+struct RecurrentT {
+    static_assert(In > 0 && Hidden > 0 && Steps > 0, "RecurrentT: sizes must be positive");
+    using value_type = T;
+    static constexpr const char* name = C == Cell::lstm ? "LSTM" : "GRU";
+    static constexpr Cell cell = C;
+    static constexpr std::size_t input_size = In, hidden_size = Hidden, steps = Steps;
+    static constexpr bool return_sequences = Sequences;
+    static constexpr std::size_t G = C == Cell::lstm ? 4 : 3;  ///< gate blocks
+    static constexpr std::size_t GH = G * Hidden;
+    static constexpr std::size_t state_size = (C == Cell::lstm ? 2 : 1) * Hidden;
+    static constexpr std::size_t in_size = Steps * In, out_size = (Sequences ? Steps : 1) * Hidden;
+    static constexpr std::size_t out_buffer = out_size, scratch_size = state_size;
+
+    Dense<T, In, GH> input;       ///< x W_ih^T, no bias (b_ih is added after, as in training)
+    Dense<T, Hidden, GH> hidden;  ///< h W_hh^T + b_hh
+    alignas(64) T bias_ih[GH] = {};
+
+    /// One step: state (state_size values) advanced by input x (In values), on the detected instruction set.
+    void step(const T* x, T* state) const noexcept { step(simd::detected_isa(), x, state); }
+
+    void step(simd::isa which, const T* x, T* state) const noexcept {
+        alignas(64) T xp[decltype(input)::out_padded];
+        alignas(64) T a[decltype(hidden)::out_padded];
+        detail::run_layer(which, *this, x, state, xp, a);
+        if constexpr (C == Cell::lstm) lstm_gates(which, xp, a, state);
+        else gru_gates(which, xp, a, state);
+    }
+
+    void forward(simd::isa which, const T* x, T* y, T* state) const noexcept {
+        for (std::size_t i = 0; i < state_size; ++i) state[i] = T(0);
+        for (std::size_t t = 0; t < Steps; ++t) {
+            step(which, x + t * In, state);
+            if (Sequences) std::memcpy(y + t * Hidden, state, Hidden * sizeof(T));
+        }
+        if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
+    }
+
+    /// The two products of a step: xp = x W_ih^T, a = h W_hh^T + b_hh.
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const T* x, const T* h, T* xp, T* a) const noexcept {
+        input.template run<V, 1>(x, In, xp);
+        hidden.template run<V, 1>(h, Hidden, a);
+    }
+
+private:
+    /// autodiff/recurrent.hpp's LSTM step for one row, expression by expression.
+    void lstm_gates(simd::isa which, const T* xp, T* a, T* state) const noexcept {
+        constexpr std::size_t H = Hidden;
+        alignas(64) T tmp[H];
+        alignas(64) T tc[H];
+        for (std::size_t j = 0; j < GH; ++j) a[j] = a[j] + xp[j];
+        for (std::size_t j = 0; j < GH; ++j) a[j] = a[j] + bias_ih[j];
+        for (std::size_t j = 0; j < H; ++j) a[2 * H + j] *= T(2);
+        simd::activate_on(which, Activation::sigmoid, a, a, GH, T(0));
+        T* s = a;
+        const T* cp = state + H;
+        T* c = tmp;
+        for (std::size_t j = 0; j < H; ++j) {
+            s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
+            c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
+        }
+        simd::activate_on(which, Activation::tanh, tmp, tc, H, T(0));
+        for (std::size_t j = 0; j < H; ++j) {
+            state[j] = s[3 * H + j] * tc[j];
+            state[H + j] = tmp[j];
+        }
+    }
+
+    /// autodiff/recurrent.hpp's GRU step for one row, expression by expression.
+    void gru_gates(simd::isa which, const T* x, const T* a, T* state) const noexcept {
+        constexpr std::size_t H = Hidden;
+        alignas(64) T rz[2 * H];
+        alignas(64) T n[H];
+        alignas(64) T hn[H];
+        const T* bih = bias_ih;
+        for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
+        for (std::size_t j = 0; j < H; ++j) hn[j] = a[2 * H + j];
+        simd::activate_on(which, Activation::sigmoid, rz, rz, 2 * H, T(0));
+        const T* r = rz;
+        for (std::size_t j = 0; j < H; ++j) n[j] = x[2 * H + j] + bih[2 * H + j] + r[j] * hn[j];
+        simd::activate_on(which, Activation::tanh, n, n, H, T(0));
+        const T* z = rz + H;
+        const T* hp = state;
+        for (std::size_t j = 0; j < H; ++j) state[j] = n[j] + z[j] * (hp[j] - n[j]);
+    }
+};
+template <class T, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+using LstmT = RecurrentT<T, Cell::lstm, In, Hidden, Steps, Sequences>;
+template <class T, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
+using GruT = RecurrentT<T, Cell::gru, In, Hidden, Steps, Sequences>;
+
+namespace detail {
+template <class... L>
+struct first_layer;
+template <class A, class... L>
+struct first_layer<A, L...> {
+    using type = A;
+};
+template <class... L>
+constexpr bool chained() noexcept {
+    constexpr std::size_t in[] = {L::in_size...}, out[] = {L::out_size...};
+    for (std::size_t i = 0; i + 1 < sizeof...(L); ++i)
+        if (out[i] != in[i + 1]) return false;
+    return true;
+}
+} // namespace detail
+
+/// A model as a list of layers (DenseT, Conv2dT, Conv1dT, MaxPool2dT, AvgPool2dT, FlattenT,
+/// ActivationT, LstmT, GruT), each layer's output the next one's input, of one sample at a time.
+/// ModelT of DenseT layers computes what Mlp does (MlpT below).
+template <class T, class... Layers>
+class ModelT {
+    static_assert(sizeof...(Layers) >= 1, "ModelT: give at least one layer");
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "ModelT: float or double");
+    static_assert((std::is_same<typename Layers::value_type, T>::value && ...), "ModelT: every layer must hold the model's value type");
+    static_assert(detail::chained<Layers...>(), "ModelT: a layer's out_size differs from the next layer's in_size");
+
+public:
+    using value_type = T;
+    using layers_type = std::tuple<Layers...>;
+    static constexpr std::size_t num_layers = sizeof...(Layers);
+    static constexpr std::size_t inputs = detail::first_layer<Layers...>::type::in_size;
+    static constexpr std::size_t outputs = std::tuple_element_t<sizeof...(Layers) - 1, layers_type>::out_size;
+    /// Values of one activation buffer (the widest output, padded to whole 64-byte vectors).
+    static constexpr std::size_t buffer_size = detail::round_up(detail::cmax(std::size_t(1), std::max({Layers::out_buffer...})), detail::lanes64<T>());
+    static constexpr std::size_t scratch_size = detail::round_up(std::max({std::size_t(1), Layers::scratch_size...}), detail::lanes64<T>());
+    /// Values of the work buffer forward_with(x, y, work) takes: two activation buffers and the scratch.
+    static constexpr std::size_t work_size = 2 * buffer_size + scratch_size;
+
+    ModelT() noexcept : isa_(simd::detected_isa()) {}
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, layers_type>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+    simd::isa isa() const noexcept { return isa_; }
+    Status set_isa(simd::isa i) noexcept {
+        if (!simd::isa_supported(i)) return Status::unsupported_isa;
+        isa_ = i;
+        return Status::ok;
+    }
+
+    /// One sample: x (inputs values) -> y (outputs values); the activations on the stack.
+    void forward(const T* x, T* y) const noexcept {
+        alignas(64) T work[work_size];
+        forward_with(x, y, work);
+    }
+    /// One sample with a caller-held work buffer of work_size values (64-byte aligned is fastest).
+    void forward_with(const T* x, T* y, T* work) const noexcept { run<0>(x, work, work + buffer_size, work + 2 * buffer_size, y); }
+    /// n samples, row-major.
+    void forward(const T* x, T* y, std::size_t n) const noexcept {
+        for (std::size_t i = 0; i < n; ++i) forward(x + i * inputs, y + i * outputs);
+    }
+    /// Single-output convenience.
+    T operator()(const T* x) const noexcept {
+        static_assert(outputs == 1, "ModelT::operator(): the model has several outputs, use forward(x, y)");
+        return detail::single_output(*this, x);
+    }
+
+private:
+    template <std::size_t I>
+    void run(const T* in, T* b0, T* b1, T* scratch, T* y) const noexcept {
+        T* out = (I % 2 == 0) ? b0 : b1;
+        std::get<I>(layers_).forward(isa_, in, out, scratch);
+        if constexpr (I + 1 < num_layers) run<I + 1>(out, b0, b1, scratch, y);
+        else std::memcpy(y, out, outputs * sizeof(T));
+    }
+
+    layers_type layers_{};
+    simd::isa isa_;
+};
+
+namespace detail {
+template <class T, std::size_t... S>
+struct mlp_model {
+    template <std::size_t... I>
+    static ModelT<T, DenseT<T, size_at<S...>(I), size_at<S...>(I + 1)>...> make(std::index_sequence<I...>);
+    using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
+};
+} // namespace detail
+
+/// Mlp<T, S...> as a ModelT of dense layers: MlpT<float, 8, 24, 1> is
+/// ModelT<float, DenseT<float, 8, 24>, DenseT<float, 24, 1>>, bitwise Mlp's numbers.
+template <class T, std::size_t... S>
+using MlpT = typename detail::mlp_model<T, S...>::type;
+
+/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
+/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
+/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
+/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
+/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
+/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
+class DeepSetT {
+    static_assert(Phi::outputs == Rho::inputs, "DeepSetT: phi's outputs differ from rho's inputs");
+
+public:
+    using value_type = T;
+    static constexpr std::size_t particles = N, features = Phi::inputs, latent = Phi::outputs, outputs = Rho::outputs;
+    static constexpr bool mean = Mean;
+
+    Phi phi;
+    Rho rho;
+
+    simd::isa isa() const noexcept { return phi.isa(); }
+    Status set_isa(simd::isa i) noexcept {
+        const Status s = phi.set_isa(i);
+        return s != Status::ok ? s : rho.set_isa(i);
+    }
+
+    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * features];
+        alignas(64) T h[N * latent];
+        alignas(64) T pooled[latent];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
+        phi.forward(rows, h, count);
+        for (std::size_t j = 0; j < latent; ++j) pooled[j] = T(0);
+        for (std::size_t r = 0; r < count; ++r)
+            for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
+        if (Mean) {
+            const T inv = count ? T(1) / static_cast<T>(count) : T(0);
+            for (std::size_t j = 0; j < latent; ++j) pooled[j] = pooled[j] * inv;
+        }
+        rho.forward(pooled, y);
+    }
+};
+
+} // namespace tapir::deploy
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/deploy/model.hpp ----
+
+namespace tapir::deploy {
+
+/// One deployable layer of a trained model: the module, the activation fused into it, the
+/// BatchNorm folded into it, and where it is ("layer 2 (Conv2d(1->8, 3x3))").
+template <class T>
+struct TrainedLayer {
+    const nn::Module<T>* module = nullptr;
+    Activation act = Activation::none;
+    T alpha = T(0);
+    const nn::BatchNorm<T>* batch_norm = nullptr;
+    std::string where;
+    /// "Dense", "Conv2d", "Conv1d", "MaxPool2d", ..., "Flatten", "Activation", "LSTM", "GRU".
+    std::string type;
+};
+
+namespace detail {
+
+inline std::string shape_text(std::initializer_list<std::size_t> s) {
+    std::string t = "(";
+    std::size_t i = 0;
+    for (const std::size_t v : s) t += (i++ ? ", " : "") + std::to_string(v);
+    return t + ")";
+}
+
+template <class T>
+bool takes_activation(const TrainedLayer<T>& l) {
+    return (l.type == "Dense" || l.type == "Conv2d" || l.type == "Conv1d") && l.act == Activation::none;
+}
+
+template <class T>
+void trained_walk(std::vector<TrainedLayer<T>>& out, const nn::Sequential<T>& seq, const std::string& prefix, bool& open) {
+    const std::vector<const nn::Module<T>*> layers = seq.layers();
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const nn::Module<T>& m = *layers[i];
+        const std::string where = "layer " + prefix + std::to_string(i) + " (" + m.describe() + ")";
+        TrainedLayer<T> l;
+        l.module = &m;
+        l.where = where;
+        switch (m.kind()) {
+        case nn::LayerKind::dense: {
+            const auto& d = static_cast<const nn::Dense<T>&>(m);
+            l.type = "Dense";
+            l.act = d.activation();
+            l.alpha = d.alpha();
+            out.push_back(l);
+            open = true;
+            continue;
+        }
+        case nn::LayerKind::activation: {
+            const auto& a = static_cast<const nn::ActivationLayer<T>&>(m);
+            if (a.activation() == Activation::none) continue;
+            if (open && !out.empty() && takes_activation(out.back())) {
+                out.back().act = a.activation();
+                out.back().alpha = a.alpha();
+                open = false;
+                continue;
+            }
+            l.type = "Activation";
+            l.act = a.activation();
+            l.alpha = a.alpha();
+            out.push_back(l);
+            open = false;
+            continue;
+        }
+        case nn::LayerKind::dropout: continue;  // the identity at inference
+        case nn::LayerKind::batch_norm:
+            // nn::BatchNorm normalises (N, F) features: after a Dense layer (there is no channel BatchNorm to fold into a convolution).
+            if (!open || out.empty() || out.back().type != "Dense" || out.back().act != Activation::none || out.back().batch_norm)
+                throw value_error("deploy::load_model: " + where +
+                                  " does not directly follow a Dense layer without activation, so it cannot be folded");
+            out.back().batch_norm = static_cast<const nn::BatchNorm<T>*>(&m);
+            continue;
+        case nn::LayerKind::sequential:
+            trained_walk(out, static_cast<const nn::Sequential<T>&>(m), prefix + std::to_string(i) + ".", open);
+            continue;
+        default: break;
+        }
+        open = false;
+        if (dynamic_cast<const nn::Conv2d<T>*>(&m)) l.type = "Conv2d", open = true;
+        else if (dynamic_cast<const nn::Conv1d<T>*>(&m)) l.type = "Conv1d", open = true;
+        else if (dynamic_cast<const nn::MaxPool2d<T>*>(&m)) l.type = "MaxPool2d";
+        else if (dynamic_cast<const nn::AvgPool2d<T>*>(&m)) l.type = "AvgPool2d";
+        else if (dynamic_cast<const nn::MaxPool1d<T>*>(&m)) l.type = "MaxPool1d";
+        else if (dynamic_cast<const nn::AvgPool1d<T>*>(&m)) l.type = "AvgPool1d";
+        else if (dynamic_cast<const nn::Flatten<T>*>(&m)) l.type = "Flatten";
+        else if (dynamic_cast<const nn::LSTM<T>*>(&m)) l.type = "LSTM";
+        else if (dynamic_cast<const nn::GRU<T>*>(&m)) l.type = "GRU";
+        else
+            throw value_error("deploy::load_model: " + where + " (" + m.type_name() +
+                              ") has no fixed-size layer; supported: Dense, Conv1d, Conv2d, MaxPool/AvgPool 1d/2d, Flatten, activations, "
+                              "Dropout, BatchNorm after Dense, LSTM, GRU");
+        out.push_back(l);
+    }
+}
+
+template <class T>
+[[noreturn]] void layer_mismatch(const TrainedLayer<T>& l, std::size_t index, const char* want, const std::string& what) {
+    throw shape_error("deploy::load_model: " + l.where + " vs fixed-size layer " + std::to_string(index) + " (" + want + "): " + what);
+}
+
+/// Folds an eval-mode BatchNorm into a dense weight (per x outs, row-major) and bias:
+/// W' = W s, b' = (b - mean) s + beta, s = gamma / sqrt(var + eps), in double.
+template <class T>
+void fold_rows(std::vector<T>& w, std::vector<T>& b, std::size_t outs, std::size_t per, const nn::BatchNorm<T>& bn, const std::string& where) {
+    if (bn.features() != outs)
+        throw shape_error("deploy::load_model: the BatchNorm after " + where + " normalises " + std::to_string(bn.features()) +
+                          " features but the layer has " + std::to_string(outs) + " outputs");
+    for (std::size_t o = 0; o < outs; ++o) {
+        const double s = static_cast<double>(bn.weight.value[o]) / std::sqrt(static_cast<double>(bn.running_var[o]) + bn.eps());
+        for (std::size_t p = 0; p < per; ++p) {
+            T& v = w[p * outs + o];
+            v = static_cast<T>(static_cast<double>(v) * s);
+        }
+        b[o] = static_cast<T>((static_cast<double>(b[o]) - static_cast<double>(bn.running_mean[o])) * s + static_cast<double>(bn.bias.value[o]));
+    }
+}
+
+template <class T>
+void check_finite(const std::vector<T>& v, const TrainedLayer<T>& l) {
+    for (std::size_t k = 0; k < v.size(); ++k)
+        if (!std::isfinite(v[k])) throw value_error("deploy::load_model: " + l.where + ": value " + std::to_string(k) + " is not finite");
+}
+
+template <class T, std::size_t In, std::size_t Out>
+void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t index) {
+    if (l.type != "Dense") layer_mismatch(l, index, "Dense", "a " + l.type + " layer cannot load into a Dense layer");
+    const auto& m = static_cast<const nn::Dense<T>&>(*l.module);
+    if (m.in_features() != In || m.out_features() != Out)
+        layer_mismatch(l, index, "Dense", "trained weight " + shape_text({m.in_features(), m.out_features()}) + ", fixed-size weight " +
+                                              shape_text({In, Out}));
+    std::vector<T> w(m.weight.value.data(), m.weight.value.data() + In * Out);
+    std::vector<T> b(Out, T(0));
+    if (m.has_bias()) b.assign(m.bias.value.data(), m.bias.value.data() + Out);
+    if (l.batch_norm) fold_rows(w, b, Out, In, *l.batch_norm, l.where);
+    check_finite(w, l);
+    check_finite(b, l);
+    LayerView<T> v;
+    v.weight = w.data();
+    v.bias = m.has_bias() || l.batch_norm ? b.data() : nullptr;
+    v.in = In;
+    v.out = Out;
+    v.act = l.act;
+    v.alpha = l.alpha;
+    const Status s = d.dense.set(v);
+    if (s != Status::ok) throw value_error("deploy::load_model: " + l.where + ": " + status_message(s));
+}
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const TrainedLayer<T>& l, std::size_t index) {
+    const bool one_d = l.type == "Conv1d";
+    if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
+    const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
+    const nn::ConvOptions& o = m.options();
+    std::size_t pt, pb, pl, pr;
+    if (one_d) {
+        const auto& c1 = static_cast<const nn::Conv1d<T>&>(m);
+        pt = pb = 0, pl = c1.padding_left(), pr = c1.padding_right();
+    } else {
+        const Pad2d p = static_cast<const nn::Conv2d<T>&>(m).padding();
+        pt = p.top, pb = p.bottom, pl = p.left, pr = p.right;
+    }
+    const Size2 k = m.kernel_size();
+    const std::size_t sh = one_d ? 1 : o.stride.h;
+    if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
+        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
+                                               shape_text({Cout, Cin, KH, KW}));
+    if (sh != SH || o.stride.w != SW || pt != PH || pb != PH || pl != PW || pr != PW)
+        layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
+                                               shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
+                                               shape_text({PH, PH, PW, PW}));
+    if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
+        throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
+    constexpr std::size_t K = Cin * KH * KW;
+    std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
+    std::vector<T> b(Cout, T(0));
+    if (o.bias) b.assign(m.bias.value.data(), m.bias.value.data() + Cout);
+    check_finite(w, l);
+    check_finite(b, l);
+    for (std::size_t oc = 0; oc < Cout; ++oc) {
+        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[oc * K + r];
+        c.bias[oc] = b[oc];
+    }
+    c.act = l.act;
+    c.alpha = l.alpha;
+}
+
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
+void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<T>& l, std::size_t index) {
+    const char* want = IsMax ? "MaxPool" : "AvgPool";
+    if (l.type.compare(0, 7, want) != 0) layer_mismatch(l, index, want, "a " + l.type + " layer cannot load into a " + want + " layer");
+    Size2 k, s;
+    Pad2d p;
+    if (l.type.find("1d") != std::string::npos) {
+        const auto& m = static_cast<const nn::Pool<T, IsMax, true>&>(*l.module);
+        k = m.kernel_size(), s = m.stride(), p = m.padding();
+    } else {
+        const auto& m = static_cast<const nn::Pool<T, IsMax, false>&>(*l.module);
+        k = m.kernel_size(), s = m.stride(), p = m.padding();
+    }
+    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top || p.bottom || p.left || p.right)
+        layer_mismatch(l, index, want, "trained window " + shape_text({k.h, k.w}) + " stride " + shape_text({s.h, s.w}) + " padding " +
+                                           shape_text({p.top, p.left}) + ", fixed-size window " + shape_text({KH, KW}) + " stride " +
+                                           shape_text({SH, SW}) + " padding (0, 0)");
+}
+
+template <class T, std::size_t N>
+void load_layer(FlattenT<T, N>&, const TrainedLayer<T>& l, std::size_t index) {
+    if (l.type != "Flatten") layer_mismatch(l, index, "Flatten", "a " + l.type + " layer cannot load into a Flatten layer");
+}
+
+template <class T, std::size_t N, Activation A>
+void load_layer(ActivationT<T, N, A>& a, const TrainedLayer<T>& l, std::size_t index) {
+    if (l.type != "Activation" || l.act != A)
+        layer_mismatch(l, index, "Activation", std::string("the trained layer is ") + (l.type == "Activation" ? activation_name(l.act) : l.type.c_str()) +
+                                                   ", the fixed-size layer " + activation_name(A));
+    a.alpha = l.alpha;
+}
+
+template <class T, Cell C, std::size_t In, std::size_t Hd, std::size_t Steps, bool Seq>
+void load_layer(RecurrentT<T, C, In, Hd, Steps, Seq>& r, const TrainedLayer<T>& l, std::size_t index) {
+    using R = RecurrentT<T, C, In, Hd, Steps, Seq>;
+    if (l.type != R::name) layer_mismatch(l, index, R::name, "a " + l.type + " layer cannot load into a " + R::name + " layer");
+    const auto& m = static_cast<const nn::RecurrentLayer<T>&>(*l.module);
+    if (m.input_size() != In || m.hidden_size() != Hd)
+        layer_mismatch(l, index, R::name, "trained weight_ih " + shape_text({R::G * m.hidden_size(), m.input_size()}) + ", fixed-size " +
+                                              shape_text({R::GH, In}));
+    if (m.return_sequences() != Seq)
+        layer_mismatch(l, index, R::name, std::string("the trained layer returns ") + (m.return_sequences() ? "every step" : "the last step") +
+                                              ", the fixed-size layer " + (Seq ? "every step" : "the last step"));
+    const bool bias = m.bias_ih.value.size() == R::GH;
+    std::vector<T> wx(In * R::GH), wh(Hd * R::GH), bh(R::GH, T(0)), bi(R::GH, T(0));
+    for (std::size_t j = 0; j < R::GH; ++j) {
+        for (std::size_t p = 0; p < In; ++p) wx[p * R::GH + j] = m.weight_ih.value[j * In + p];
+        for (std::size_t p = 0; p < Hd; ++p) wh[p * R::GH + j] = m.weight_hh.value[j * Hd + p];
+        if (bias) bh[j] = m.bias_hh.value[j], bi[j] = m.bias_ih.value[j];
+    }
+    for (const auto* v : {&wx, &wh, &bh, &bi}) check_finite(*v, l);
+    LayerView<T> vx{wx.data(), nullptr, In, R::GH, Activation::none, T(0)};
+    LayerView<T> vh{wh.data(), bh.data(), Hd, R::GH, Activation::none, T(0)};
+    if (r.input.set(vx) != Status::ok || r.hidden.set(vh) != Status::ok)
+        throw value_error("deploy::load_model: " + l.where + ": the weights do not fit");
+    for (std::size_t j = 0; j < R::GH; ++j) r.bias_ih[j] = bi[j];
+}
+
+template <std::size_t I, class T, class... L>
+void load_layers(ModelT<T, L...>& m, const std::vector<TrainedLayer<T>>& layers) {
+    if constexpr (I < sizeof...(L)) {
+        load_layer(m.template layer<I>(), layers[I], I);
+        load_layers<I + 1>(m, layers);
+    }
+}
+
+} // namespace detail
+
+/// The deployable layers of a trained Sequential (see the header comment), in order.
+template <class T>
+std::vector<TrainedLayer<T>> trained_layers(const nn::Sequential<T>& model) {
+    std::vector<TrainedLayer<T>> out;
+    bool open = false;
+    detail::trained_walk(out, model, "", open);
+    return out;
+}
+
+/// Loads a trained Sequential into a ModelT. Throws (naming the layer and both shapes) when
+/// the layers or their sizes differ; the fixed-size model may be partly loaded then.
+template <class T, class... L>
+void load_model(ModelT<T, L...>& fixed, const nn::Sequential<T>& trained) {
+    const std::vector<TrainedLayer<T>> layers = trained_layers(trained);
+    if (layers.size() != sizeof...(L)) {
+        std::string list;
+        for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l.type;
+        throw shape_error("deploy::load_model: the trained model has " + std::to_string(layers.size()) + " deployable layers (" + list +
+                          ") but the fixed-size model has " + std::to_string(sizeof...(L)));
+    }
+    detail::load_layers<0>(fixed, layers);
+}
+
+/// A heap-allocated ModelT loaded from a trained Sequential (the object can be large).
+template <class M, class T>
+std::unique_ptr<M> to_model(const nn::Sequential<T>& trained) {
+    auto m = std::make_unique<M>();
+    load_model(*m, trained);
+    return m;
+}
+
+/// A ModelT from a model file (nn::save_model) read into `architecture`, the Sequential that
+/// defines the layers (its weights are replaced by the file's).
+template <class M, class T>
+std::unique_ptr<M> to_model(const std::string& path, nn::Sequential<T>& architecture) {
+    nn::load_model(path, architecture);
+    return to_model<M>(architecture);
+}
+
+/// Loads a trained DeepSet (a PFN) into a DeepSetT: phi and rho as fixed-size MLPs.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean>
+void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& trained) {
+    const bool mean = trained.describe() == "DeepSet(mean)";
+    if (mean != Mean)
+        throw value_error(std::string("deploy::load_model: the trained DeepSet pools by ") + (mean ? "mean" : "sum") +
+                          ", the fixed-size one by " + (Mean ? "mean" : "sum"));
+    try {
+        load(fixed.phi, spec_from(trained.phi));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: DeepSet phi: ") + e.what());
+    }
+    try {
+        load(fixed.rho, spec_from(trained.f));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: DeepSet rho (f): ") + e.what());
+    }
+}
+
+} // namespace tapir::deploy
+// ---- end tapir/deploy/convert_model.hpp ----
 // ---- begin tapir/deploy/deploy.hpp ----
 /// Inference-only deployment header for trigger and embedded code: the fixed-size and quantised
 /// models, no exceptions, no heap, none of the training library (compiles in a fraction of
 /// tapir.hpp's time):
 ///   fixed.hpp     Mlp<float, 8, 24, 16, 8, 1>: compile-time sizes, noexcept, no heap, SIMD kernels,
 ///                 bitwise the dynamic model's numbers (builds with -fno-exceptions -fno-rtti)
+///   model.hpp     ModelT<float, Conv2dT<...>, MaxPool2dT<...>, FlattenT<...>, DenseT<...>>: any
+///                 chain of dense, convolution, pooling, activation, LSTM and GRU layers, and
+///                 DeepSetT (PFN); same guarantees and bitwise the trained model
 ///   quantize.hpp  Int8Mlp (int8 weights and activations) and FixedMlp<FixedPoint<W, I>, ...>
 ///                 (the ap_fixed<W, I> convention), same guarantees
 /// The tools that build these models from trained ones are separate headers (both in tapir.hpp):
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
+///   convert_model.hpp  ModelT and DeepSetT from a trained nn::Sequential or DeepSet, or a model file
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
 ///                 function, only `<cmath>`) for firmware and trigger code bases
 
