@@ -61,6 +61,7 @@ struct Options {
     std::string out = ".";
     std::string adversarial;  // CSV of the Higgs example's adversarial scan, overlaid on the plane
     std::size_t events = 60000;
+    std::size_t test_events = 60000;  // generated events for the test set alone (the Higgs example's default)
     std::uint64_t seed = 1;
     std::vector<double> lambdas = {0, 0.3, 1, 3, 10, 30, 100};
     double results_lambda = 10;  // the working point whose test scores are written in the course format
@@ -74,7 +75,9 @@ struct Options {
 const examples::Cli cli("disco",
                          "disco [options]\n"
                          "  --data FILE          course CSV (,pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label)\n"
-                         "  --events N           generated events when no --data (default 60000)\n"
+                         "  --events N           generated events when no --data (default 60000), split 70/30\n"
+                         "  --test-events N      more generated events for the test set alone (default 60000, as in higgs,\n"
+                         "                       so that 1/JSD ~ 1000 is resolved; ignored with --data)\n"
                          "  --lambdas L1,L2,...  DisCo strengths to scan (default 0,0.3,1,3,10,30,100)\n"
                          "  --results-lambda L   write this working point's test scores to disco_results.csv (default 10)\n"
                          "  --adversarial FILE   overlay the adversarial scan: the summary.json of `higgs --scan-lambda`, or a CSV\n"
@@ -91,6 +94,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--out") o.out = value();
         else if (a == "--adversarial") o.adversarial = value();
         else if (a == "--events") o.events = cli.count(a, value());
+        else if (a == "--test-events") o.test_events = cli.count(a, value(), 0);
         else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--lambdas") {
             o.lambdas.clear();
@@ -127,9 +131,11 @@ struct Split {
     std::vector<double> test_myy, test_label;
 };
 
-/// 70/30 split with the seed, inputs standardised on the training events (the Higgs example's).
-Split make_split(const Events& ev, std::uint64_t seed) {
-    const auto parts = data::train_test_split(ev.size(), 0.3, seed);
+/// 70/30 split of the first n_split events with the seed, any events after them joining the test
+/// set; inputs standardised on the training events (the Higgs example's split).
+Split make_split(const Events& ev, std::size_t n_split, std::uint64_t seed) {
+    auto parts = data::train_test_split(n_split, 0.3, seed);
+    for (std::size_t i = n_split; i < ev.size(); ++i) parts.test.push_back(i);
     Split s;
     s.train.x = data::take_rows(ev.x, parts.train);
     s.train.y = Tensor<float>(Shape{parts.train.size(), 1});
@@ -242,6 +248,8 @@ void print_table(const std::vector<Point>& pts) {
 struct Adversarial {
     std::vector<double> lambda, r50, inv_jsd;
     std::vector<std::string> labels;
+    // 68% bootstrap intervals when the summary.json has them (all points or none): R50 sd, 1/JSD [lo, hi]
+    std::vector<double> r50_sd, inv_lo, inv_hi;
 };
 
 /// The number after "key": in `text`, searching from `from`; throws if there is none.
@@ -268,7 +276,14 @@ Adversarial read_adversarial(const std::string& path) {
             a.lambda.push_back(l);
             a.r50.push_back(json_field(text, "r50", at, path));
             a.inv_jsd.push_back(json_field(text, "inverse_jsd", at, path));
+            const std::size_t next = text.find("\"name\"", at + 1), b = text.find("\"inverse_jsd_bootstrap\"", at);
+            if (b != std::string::npos && b < next) {
+                a.r50_sd.push_back(json_field(text, "sd", text.find("\"r50_bootstrap\"", at), path));
+                a.inv_lo.push_back(json_field(text, "lo68", b, path));
+                a.inv_hi.push_back(json_field(text, "hi68", b, path));
+            }
         }
+        if (a.inv_lo.size() != a.r50.size()) a.r50_sd.clear(), a.inv_lo.clear(), a.inv_hi.clear();
         if (a.r50.empty()) throw parse_error(path + ": no adversarial networks found (expected the summary.json of the higgs example)");
     } else {
         io::CsvOptions opt;
@@ -284,6 +299,11 @@ Adversarial read_adversarial(const std::string& path) {
     std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return a.lambda[x] < a.lambda[y]; });
     Adversarial sorted;
     for (std::size_t i : order) {
+        if (!a.inv_lo.empty()) {
+            sorted.r50_sd.push_back(a.r50_sd[i]);
+            sorted.inv_lo.push_back(a.inv_lo[i]);
+            sorted.inv_hi.push_back(a.inv_hi[i]);
+        }
         sorted.lambda.push_back(a.lambda[i]);
         sorted.r50.push_back(a.r50[i]);
         sorted.inv_jsd.push_back(a.inv_jsd[i]);
@@ -325,6 +345,15 @@ void plot_all(const std::string& out, const std::vector<Point>& pts, const Split
         ax.line(x, y, Style("", "#2ca02c").alpha(0.4));
         ax.scatter(x, y, Style("DisCo classifier", "#2ca02c").marker('D'), labels);
         if (adv) {
+            if (!adv->inv_lo.empty()) {  // the adversarial points' 68% intervals
+                std::vector<double> mid, half;
+                for (std::size_t i = 0; i < adv->inv_lo.size(); ++i) {
+                    const double hi = std::isfinite(adv->inv_hi[i]) ? adv->inv_hi[i] : 10 * adv->inv_lo[i];
+                    mid.push_back(0.5 * (adv->inv_lo[i] + hi));
+                    half.push_back(0.5 * (hi - adv->inv_lo[i]));
+                }
+                ax.errorbars(adv->r50, mid, half, Style("", "#1f77b4"), adv->r50_sd);
+            }
             ax.line(adv->r50, adv->inv_jsd, Style("", "#1f77b4").alpha(0.4));
             ax.scatter(adv->r50, adv->inv_jsd, Style("adversarial classifier (Higgs example)", "#1f77b4").marker('o'), adv->labels);
         }
@@ -375,8 +404,9 @@ int main(int argc, char** argv) {
     try {
         const Progress progress{o.quiet};
         std::string source;
-        const Events ev = examples::diphoton::load_events(o.data, o.events, o.seed, source);
-        const Split split = make_split(ev, o.seed);
+        const std::size_t extra = o.data.empty() ? o.test_events : 0;
+        const Events ev = examples::diphoton::load_events(o.data, o.events + extra, o.seed, source);
+        const Split split = make_split(ev, ev.size() - extra, o.seed);
         progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
 
         std::vector<Point> pts;

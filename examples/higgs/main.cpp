@@ -4,8 +4,13 @@
 // A plain classifier learns that background at high m_yy looks more signal-like (harder photons,
 // wider |delta eta|), so cutting on it sculpts a bump into the background mass spectrum. The
 // adversary, a Gaussian mixture density network, tries to predict m_yy of background events from
-// the classifier output; a gradient-reversal layer between them makes the classifier pay
-// lambda * (what the adversary learns), so L_classifier = L_bce - lambda * L_adversary.
+// the classifier output; the classifier minimises L_bce - lambda * L_adversary, L_bce the mean
+// cross-entropy per event and L_adversary the mean negative log-likelihood (nats) per background
+// event of the mass scaled to [0, 1]. The protocol is the paper's Algorithm 1 in
+// nn::PivotTrainer: the plain classifier is the pretrained classifier, the adversary is trained to
+// convergence on it frozen, then K adversary steps on fresh batches of background events per
+// classifier step; finally an adversary refit from scratch on the frozen classifier tells whether
+// the adversary kept up (a lost game) or not.
 //
 //   higgs [--data FILE | --events N --seed S] [--lambda L] [--epochs E] [--out DIR]
 //         [--scan-lambda] [--write-events FILE] [--quiet]
@@ -16,6 +21,7 @@
 #include <tapir/loss/mdn.hpp>
 #include <tapir/metrics/metrics.hpp>
 #include <tapir/nn/layers.hpp>
+#include <tapir/nn/pivot.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
 #include <tapir/tapir.hpp>
@@ -25,6 +31,7 @@
 #include "../common/estimates.hpp"
 #include "../common/output_dir.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -54,24 +61,41 @@ struct Options {
     std::string data;                // course-format CSV; empty: generate events
     std::string out = ".";           // where results and plots go
     std::string write_events;        // write the generated events as CSV
-    std::size_t events = 60000;
+    std::size_t events = 60000;      // generated events split 70/30 into training and test events
+    std::size_t test_events = 60000; // more generated events for the test set alone (resolves 1/JSD ~ 1000)
     std::uint64_t seed = 1;
-    double lambda = 10.0;            // adversary strength
-    std::size_t epochs = 40;         // plain classifier epochs
-    std::size_t adv_pretrain = 5;    // adversary epochs on the frozen classifier
-    std::size_t adv_epochs = 20;     // adversarial epochs
-    std::size_t adv_steps = 3;       // adversary steps per classifier step
-    std::size_t batch = 64;          // classifier training
-    std::size_t adv_batch = 256;     // adversarial training: the adversary sees background events only
+    double lambda = 10.0;            // adversary strength: L_bce - lambda * L_adv (see the top of the file)
+    std::size_t epochs = 40;         // plain classifier epochs (the classifier's pretraining)
+    std::size_t adv_pretrain = 3000; // at most this many adversary steps on the frozen classifier (to convergence)
+    std::size_t adv_epochs = 20;     // the game: classifier steps = adv_epochs passes over the training set
+    std::size_t adv_steps = 5;       // K adversary steps per classifier step, each on a fresh batch
+    std::size_t batch = 64;          // classifier batch, plain training
+    std::size_t game_batch = 256;    // classifier batch in the game
+    std::size_t adv_batch = 512;     // background events per adversary batch
+    double adv_lr = 1e-3;            // Adam learning rate of the adversary
+    double game_lr = 1e-4;           // Adam learning rate of the classifier in the game
+    std::size_t check_steps = 2000;  // steps of the adversary refit that judges the game (0: no check)
     std::size_t bootstrap = 100;     // bootstrap replicas for the uncertainties (0: none)
     bool scan = false;
     bool quiet = false;
 };
 
 const examples::Cli cli("higgs",
-                         "higgs [--data FILE | --events N] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
-                         "             [--adv-pretrain E] [--adv-steps K] [--batch B] [--adv-batch B] [--out DIR]\n"
+                         "higgs [--data FILE | --events N [--test-events N]] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
+                         "             [--adv-pretrain N] [--adv-steps K] [--batch B] [--game-batch B] [--adv-batch B]\n"
+                         "             [--adv-lr R] [--game-lr R] [--check-steps N] [--out DIR]\n"
                          "             [--scan-lambda] [--bootstrap N] [--write-events FILE] [--quiet] [--help]\n"
+                         "  --test-events N generated events added to the test set only (default 60000, so that 1/JSD ~ 1000\n"
+                         "                  stands above the random-selection floor; ignored with --data)\n"
+                         "  --lambda L      the classifier minimises L_bce - L * L_adv: mean cross-entropy per event minus L times\n"
+                         "                  the adversary's mean NLL (nats) per background event (default 10)\n"
+                         "  --adv-pretrain N  at most N adversary steps on the frozen classifier, to convergence (default 3000)\n"
+                         "  --adv-epochs E  game length in passes of --game-batch over the training set (default 20)\n"
+                         "  --adv-steps K   adversary steps per classifier step, each on a fresh batch (default 5)\n"
+                         "  --adv-batch B   background events per adversary batch (default 512)\n"
+                         "  --adv-lr R, --game-lr R  Adam learning rates of the adversary and of the classifier in the game\n"
+                         "                  (default 1e-3 and 1e-4)\n"
+                         "  --check-steps N steps of the from-scratch adversary refit that detects a lost game (default 2000; 0: none)\n"
                          "  --bootstrap N   bootstrap replicas for the uncertainties of R50 and 1/JSD and for the\n"
                          "                  1/JSD floor of a mass-blind selection (default 100; 0: none)\n");
 
@@ -82,6 +106,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--out") o.out = value();
         else if (a == "--write-events") o.write_events = value();
         else if (a == "--events") o.events = cli.count(a, value());
+        else if (a == "--test-events") o.test_events = cli.count(a, value(), 0);
         else if (a == "--seed") o.seed = cli.seed(a, value());
         else if (a == "--lambda") {
             o.lambda = cli.number(a, value());
@@ -90,6 +115,13 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--adv-epochs") o.adv_epochs = cli.count(a, value());
         else if (a == "--batch") o.batch = cli.count(a, value());
         else if (a == "--adv-batch") o.adv_batch = cli.count(a, value());
+        else if (a == "--game-batch") o.game_batch = cli.count(a, value());
+        else if (a == "--check-steps") o.check_steps = cli.count(a, value());
+        else if (a == "--adv-lr" || a == "--game-lr") {
+            const double r = cli.number(a, value());
+            if (!(r > 0 && r < 1)) cli.usage(a + " must be in (0, 1)");
+            (a == "--adv-lr" ? o.adv_lr : o.game_lr) = r;
+        }
         else if (a == "--adv-pretrain") o.adv_pretrain = cli.count(a, value());
         else if (a == "--adv-steps") o.adv_steps = cli.count(a, value());
         else if (a == "--scan-lambda") o.scan = true;
@@ -107,23 +139,7 @@ Options parse_args(int argc, char** argv) {
 constexpr std::size_t kComponents = 5;
 /// The course adversary: classifier output -> 200 -> 100 -> 50 -> a 5-component Gaussian mixture over
 /// the scaled mass (mixture logits, means, raw widths).
-Sequential<float> make_adversary(Rng& rng) {
-    Sequential<float> m;
-    m.add<Dense<float>>(1, 200, rng, Activation::relu)
-        .add<Dense<float>>(200, 100, rng, Activation::relu)
-        .add<Dense<float>>(100, 50, rng, Activation::relu)
-        .add<Dense<float>>(50, 3 * kComponents, rng);
-    return m;
-}
-
-/// Negative log-likelihood of the scaled mass under the adversary's mixture, background events only.
-Var<float> adversary_loss(Sequential<float>& adv, const Var<float>& score, const Var<float>& mass01, const Var<float>& bkg_weight) {
-    const Var<float> h = adv(score);
-    loss::MdnOptions<float> opt;
-    opt.truncate = true;  // each component truncated to [0, 1], as in the course code
-    return loss::mdn_nll(slice(h, 1, 0, kComponents), slice(h, 1, kComponents, kComponents), slice(h, 1, 2 * kComponents, kComponents),
-                         mass01, &bkg_weight, opt);
-}
+nn::MdnAdversary<float> make_adversary(Rng& rng) { return nn::MdnAdversary<float>(1, {200, 100, 50}, kComponents, rng); }
 
 // ---- training ---------------------------------------------------------------------------------
 
@@ -132,8 +148,14 @@ struct Split {
     std::vector<double> test_myy, test_label;
 };
 
+/// Losses per step: the plain classifier's epochs (mean BCE, at the step that ends each epoch),
+/// then the adversary's pretraining and the game (classifier BCE and adversary NLL per classifier step).
 struct History {
-    std::vector<double> clf_loss, ann_clf_loss, ann_adv_loss;
+    std::vector<double> clf_loss;          // per epoch of plain training
+    std::size_t clf_steps_per_epoch = 0;
+    std::vector<double> adv_pretrain_loss; // per adversary pretraining step
+    std::vector<double> ann_clf_loss, ann_adv_loss;  // per classifier step of the game
+    double marginal_loss = std::nan("");   // the adversary NLL with no information from the classifier
 };
 
 using examples::Progress;
@@ -170,6 +192,9 @@ struct Result {
     std::vector<double> score;
     bool has_estimate = false;
     metrics::SculptingEstimate est;  // R50 and 1/JSD with bootstrap uncertainties, and the 1/JSD floor
+    bool adversarial = false, has_game = false, adversary_converged = true;
+    double lambda = 0;
+    nn::PivotGameCheck<float> game;  // did the adversary keep up (refit from scratch on the frozen classifier)
 };
 
 /// Bootstrap uncertainties (68% intervals) and the random-selection floor for every result.
@@ -181,10 +206,16 @@ void add_uncertainties(std::vector<Result>& rs, const Split& s, const Options& o
     }
 }
 
+Result finish(Result r, const Split& s);
+
 Result evaluate(const std::string& name, Sequential<float>& net, const Split& s) {
     Result r;
     r.name = name;
     r.score = predict(net, s.test.x);
+    return finish(std::move(r), s);
+}
+
+Result finish(Result r, const Split& s) {
     r.auc = metrics::roc_auc(r.score, s.test_label);
     r.r50 = metrics::background_rejection(r.score, s.test_label, {}, 0.5);
     const metrics::SculptingResult sc = metrics::mass_sculpting_jsd(r.score, s.test_myy, s.test_label, {}, 0.5, kMassLo, kMassHi, 5.0);
@@ -200,6 +231,7 @@ Result train_plain(const Split& s, const Options& o, Sequential<float>& clf, His
     lo.seed = o.seed;
     data::DataLoader<float> loader(s.train, o.batch, lo);
     Tape<float> tape;
+    h.clf_steps_per_epoch = (s.train.x.dim(0) + o.batch - 1) / o.batch;
     for (std::size_t e = 0; e < o.epochs; ++e) {
         h.clf_loss.push_back(train_classifier_epoch(clf, opt, loader, tape));
         p.say("classifier epoch " + std::to_string(e + 1) + "/" + std::to_string(o.epochs) + ": loss " + std::to_string(h.clf_loss.back()));
@@ -207,67 +239,71 @@ Result train_plain(const Split& s, const Options& o, Sequential<float>& clf, His
     return evaluate("classifier", clf, s);
 }
 
-/// The adversarial classifier (arXiv 1611.01046, Algorithm 1): start from the trained plain
-/// classifier, pretrain the adversary on it frozen, then alternate K adversary steps with one
-/// classifier step on L_bce - lambda * L_adv (the reversal layer supplies the minus sign).
+/// The adversarial classifier (arXiv 1611.01046, Algorithm 1, in nn::PivotTrainer): start from
+/// the trained plain classifier (the classifier's pretraining), train the adversary to convergence
+/// on it frozen, then K adversary steps on fresh background batches per classifier step on
+/// L_bce - lambda * L_adv; then refit an adversary from scratch on the final classifier to see
+/// whether the game was lost.
 Result train_adversarial(const Split& s, const Options& o, const Sequential<float>& pretrained, double lambda, History& h,
                          const Progress& p) {
     Rng rng(o.seed * 7919 + 2);
     Sequential<float> clf = pretrained;  // deep copy
-    Sequential<float> adv = make_adversary(rng);
-    optim::Adam<float> clf_opt(clf.parameters(), 1e-3f);
-    optim::Adam<float> adv_opt(adv.parameters(), 1e-3f);
-    data::LoaderOptions lo;
-    lo.seed = o.seed + 1;
-    data::DataLoader<float> loader(s.train, o.adv_batch, lo);
-    Tape<float> tape;
-
-    const auto adversary_step = [&](const data::Batch<float>& b) {
-        tape.clear();
-        const Var<float> score = detach(sigmoid(clf(tape.view(b.x))));
-        const Var<float> l = adversary_loss(adv, score, tape.view(b.aux), tape.view(b.w));
-        backward(l);
-        adv_opt.step();
-        adv_opt.zero_grad();
-        return static_cast<double>(l.item());
-    };
-    for (std::size_t e = 0; e < o.adv_pretrain; ++e) {
-        double sum = 0;
-        std::size_t n = 0;
-        for (const auto& b : loader) sum += adversary_step(b), ++n;
-        p.say("adversary pretraining " + std::to_string(e + 1) + "/" + std::to_string(o.adv_pretrain) + ": NLL " +
-              std::to_string(sum / static_cast<double>(n)));
-    }
-    for (std::size_t e = 0; e < o.adv_epochs; ++e) {
-        double sc = 0, sa = 0;
-        std::size_t n = 0;
-        for (const auto& b : loader) {
-            for (std::size_t k = 0; k < o.adv_steps; ++k) adversary_step(b);
-            tape.clear();
-            const Var<float> logits = clf(tape.view(b.x));
-            const Var<float> l_clf = bce_with_logits(logits, tape.view(b.y));
-            const Var<float> score = grad_reverse(sigmoid(logits), static_cast<float>(lambda));
-            const Var<float> l_adv = adversary_loss(adv, score, tape.view(b.aux), tape.view(b.w));
-            backward(add(l_clf, l_adv));
-            clf_opt.step();  // the adversary's gradients from this pass are discarded
-            clf_opt.zero_grad();
-            adv_opt.zero_grad();
-            sc += l_clf.item();
-            sa += l_adv.item();
-            ++n;
-        }
-        h.ann_clf_loss.push_back(sc / static_cast<double>(n));
-        h.ann_adv_loss.push_back(sa / static_cast<double>(n));
-        p.say("adversarial epoch " + std::to_string(e + 1) + "/" + std::to_string(o.adv_epochs) + ": classifier loss " +
-              std::to_string(h.ann_clf_loss.back()) + ", adversary NLL " + std::to_string(h.ann_adv_loss.back()));
-    }
+    nn::MdnAdversary<float> adv = make_adversary(rng);
+    optim::Adam<float> clf_opt(clf.parameters(), static_cast<float>(o.game_lr));
+    optim::Adam<float> adv_opt(adv.parameters(), static_cast<float>(o.adv_lr));
+    nn::PivotOptions<float> po;
+    po.lambda = static_cast<float>(lambda);
+    po.adversary_steps = o.adv_steps;
+    po.pretrain_classifier_steps = 0;  // the plain classifier is the pretrained one
+    po.pretrain_adversary_steps = std::min<std::size_t>(200, o.adv_pretrain);
+    po.pretrain_adversary_max_steps = o.adv_pretrain;
+    po.convergence_window = 100;
+    po.convergence_tolerance = 1e-3f;
+    const std::size_t n_train = s.train.x.dim(0);
+    po.steps = o.adv_epochs * ((n_train + o.game_batch - 1) / o.game_batch);
+    po.batch_size = o.game_batch;
+    po.adversary_batch_size = o.adv_batch;
+    po.adversary_events = nn::PivotEvents::background;
+    po.mdn.truncate = true;  // each component truncated to [0, 1], as in the course code
+    po.seed = o.seed + 1;
+    nn::PivotTrainer<float> tr(clf, adv, clf_opt, adv_opt, po);
+    tr.set_data(s.train.x, s.train.y, s.train.aux);
+    std::ostringstream lam;
+    lam << lambda;
+    p.say("adversarial training, lambda " + lam.str() + ": adversary pretraining (at most " +
+          std::to_string(o.adv_pretrain) + " steps), then " + std::to_string(po.steps) + " classifier steps x " +
+          std::to_string(o.adv_steps) + " adversary steps");
+    clf.train();
+    const nn::PivotHistory<float> ph = tr.run();
+    h.adv_pretrain_loss.assign(ph.adversary_pretrain.begin(), ph.adversary_pretrain.end());
+    h.ann_clf_loss.assign(ph.classifier_bce.begin(), ph.classifier_bce.end());
+    h.ann_adv_loss.assign(ph.adversary.begin(), ph.adversary.end());
     std::ostringstream name;
     name << "adversarial (lambda=" << lambda << ")";
-    return evaluate(name.str(), clf, s);
+    Result r;
+    r.name = name.str();
+    r.adversarial = true;
+    r.lambda = lambda;
+    r.adversary_converged = ph.adversary_converged;
+    p.say("adversary pretraining: " + std::to_string(ph.adversary_pretrain.size()) + " steps, " +
+          (ph.adversary_converged ? "converged" : "NOT converged") + "; game: final adversary NLL " +
+          (ph.adversary.empty() ? std::string("-") : std::to_string(ph.adversary.back())));
+    if (o.check_steps > 0) {
+        r.game = tr.check_game(o.check_steps, static_cast<float>(o.adv_lr));
+        r.has_game = true;
+        h.marginal_loss = r.game.marginal_loss;
+        p.say("game check: adversary NLL " + std::to_string(r.game.adversary_loss) + ", refit from scratch " +
+              std::to_string(r.game.refit_loss) + ", mass shape alone " + std::to_string(r.game.marginal_loss) +
+              (r.game.lost ? ": the adversary LOST the game" : ": the adversary kept up"));
+    }
+    r.score = predict(clf, s.test.x);
+    return finish(std::move(r), s);
 }
 
-Split make_split(const Events& ev, std::uint64_t seed) {
-    const auto parts = data::train_test_split(ev.size(), 0.3, seed);
+/// The first n_split events split 70/30; any events after them join the test set.
+Split make_split(const Events& ev, std::size_t n_split, std::uint64_t seed) {
+    auto parts = data::train_test_split(n_split, 0.3, seed);
+    for (std::size_t i = n_split; i < ev.size(); ++i) parts.test.push_back(i);
     Split s;
     for (int which = 0; which < 2; ++which) {
         const std::vector<std::size_t>& idx = which == 0 ? parts.train : parts.test;
@@ -300,26 +336,57 @@ void write_results(const std::string& path, const Split& s, const Result& r) {
     io::write_csv(path, {"myy", "y_pred", "y_true"}, {s.test_myy, r.score, s.test_label});
 }
 
+/// Background m_yy histogram (counts per bin, and their Poisson errors) normalised to unit area as a density per GeV.
+void normalised_density(const std::vector<double>& m, std::size_t bins, std::vector<double>& x, std::vector<double>& y,
+                        std::vector<double>& err) {
+    const double w = (kMassHi - kMassLo) / static_cast<double>(bins);
+    std::vector<double> c(bins, 0.0);
+    double n = 0;
+    for (double v : m) {
+        if (v < kMassLo || v >= kMassHi) continue;
+        c[std::min(bins - 1, static_cast<std::size_t>((v - kMassLo) / w))] += 1;
+        n += 1;
+    }
+    x.clear(), y.clear(), err.clear();
+    for (std::size_t i = 0; i < bins; ++i) {
+        x.push_back(kMassLo + (static_cast<double>(i) + 0.5) * w);
+        y.push_back(n > 0 ? c[i] / (n * w) : 0.0);
+        err.push_back(n > 0 ? std::sqrt(c[i]) / (n * w) : 0.0);
+    }
+}
+
 void plot_all(const std::string& out, const Split& s, const Result& clf, const Result& ann, const History& h) {
     using namespace tapir::io;
     {
+        // The convention of the notes' tables and of R50: background rejection 1/eps_B (log) against eps_S.
         Figure fig(640, 520);
         auto& ax = fig.axes();
+        double nb = 0;
+        for (double l : s.test_label) nb += l < 0.5 ? 1 : 0;
         for (const Result* r : {&clf, &ann}) {
             const metrics::RocCurve roc = metrics::roc_curve(r->score, s.test_label);
             std::vector<double> x, y;
             for (std::size_t i = 0; i < roc.tpr.size(); ++i) {
+                if (!(roc.fpr[i] > 0) || !(roc.tpr[i] > 0.01)) continue;  // 1/eps_B undefined at eps_B = 0
                 x.push_back(roc.tpr[i]);
-                y.push_back(1.0 - roc.fpr[i]);
+                y.push_back(1.0 / roc.fpr[i]);
             }
             std::ostringstream label;
             label.precision(3);
-            label << r->name << ", AUC " << r->auc;
+            label << r->name << ", AUC " << r->auc << ", R50 " << r->r50;
             ax.line(x, y, Style(label.str()).width(2));
         }
-        ax.line(std::vector<double>{0, 1}, std::vector<double>{1, 0}, Style("random", "#999999").dashed());
-        ax.set_xlabel("signal efficiency").set_ylabel("background rejection (1 - ε_B)").set_title("ROC curves (test events)");
-        ax.set_xlim(0, 1).set_ylim(0, 1.02);
+        std::vector<double> rx, ry;
+        for (int i = 1; i <= 100; ++i) {
+            rx.push_back(i / 100.0);
+            ry.push_back(100.0 / i);
+        }
+        ax.line(rx, ry, Style("random (1/ε_S)", "#999999").dashed());
+        ax.vline(0.5, Style("ε_S = 0.5 (R50)", "#444444").dashed());
+        std::ostringstream t;
+        t << "ROC curves (test events; 1/ε_B resolved down to 1/" << nb << ")";
+        ax.set_xlabel("signal efficiency ε_S").set_ylabel("background rejection 1/ε_B").set_title(t.str());
+        ax.set_xlim(0, 1).set_log_y();
         fig.save(out + "/roc.svg");
     }
     /// One panel per network, side by side: draw(axes, result).
@@ -336,60 +403,87 @@ void plot_all(const std::string& out, const Split& s, const Result& clf, const R
         ax.histogram(bkg, 40, 0.0, 1.0, Style("background").fill(0.3), true);
         ax.histogram(sig, 40, 0.0, 1.0, Style("signal (H → γγ)").width(2), true);
         ax.vline(r.threshold, Style("cut at ε_S = 50%", "#444444").dashed());
-        ax.set_xlabel("network output").set_ylabel("normalised events").set_title(r.name).set_log_y();
+        ax.set_xlabel("network output (dimensionless)").set_ylabel("normalised events per unit output").set_title(r.name).set_log_y();
     });
-    per_network("mass_sculpting.svg", "Background m_γγ: all events vs events passing the 50% signal-efficiency cut",
+    per_network("mass_sculpting.svg", "Background m_γγ passing vs failing the cut at 50% signal efficiency (test events)",
                 [&](auto& ax, const Result& r) {
-                    std::vector<double> all, pass;
+                    std::vector<double> pass, fail;
                     for (std::size_t i = 0; i < r.score.size(); ++i) {
                         if (s.test_label[i] > 0.5) continue;
-                        all.push_back(s.test_myy[i]);
-                        if (r.score[i] >= r.threshold) pass.push_back(s.test_myy[i]);
+                        (r.score[i] >= r.threshold ? pass : fail).push_back(s.test_myy[i]);
                     }
-                    ax.histogram(all, 11, kMassLo, kMassHi, Style("all background").fill(0.3), true);
-                    ax.histogram(pass, 11, kMassLo, kMassHi, Style("passing the cut").width(2), true);
+                    const std::size_t bins = static_cast<std::size_t>((kMassHi - kMassLo) / 5.0 + 0.5);  // the JSD's 5 GeV bins
+                    std::vector<double> x, y, e;
+                    normalised_density(fail, bins, x, y, e);
+                    ax.errorbars(x, y, e, Style("failing (" + std::to_string(fail.size()) + " events)", "#1f77b4").marker('o'));
+                    normalised_density(pass, bins, x, y, e);
+                    ax.errorbars(x, y, e, Style("passing (" + std::to_string(pass.size()) + " events)", "#d62728").marker('s'));
                     std::ostringstream t;
                     t.precision(3);
                     t << r.name << ": 1/JSD = " << 1.0 / r.jsd;
+                    if (r.has_estimate) t << " [" << r.est.inverse_jsd.lo << ", " << r.est.inverse_jsd.hi << "], floor ~" << r.est.floor.value;
                     ax.set_xlabel("m_γγ [GeV]").set_ylabel("1/N dN/dm_γγ [1/GeV]").set_title(t.str());
                 });
     {
-        Figure fig(640, 440);
-        auto& ax = fig.axes();
-        const auto epochs = [](std::size_t n) {
-            std::vector<double> e;
-            for (std::size_t i = 0; i < n; ++i) e.push_back(static_cast<double>(i + 1));
-            return e;
+        // Two panels over one step axis: the classifier's loss above, the adversary's below, with the
+        // three phases marked (classifier pretraining = the plain classifier, adversary pretraining, the game).
+        Figure fig(900, 700, 2, 1);
+        fig.suptitle("Training history (adversarial classifier at the default lambda)");
+        const double n1 = static_cast<double>(h.clf_loss.size() * h.clf_steps_per_epoch);
+        const double n2 = n1 + static_cast<double>(h.adv_pretrain_loss.size());
+        const double n3 = n2 + static_cast<double>(h.ann_clf_loss.size());
+        /// Means over windows of w steps (per-step losses are noisy), placed at the window centres from x0.
+        const auto binned = [](const std::vector<double>& v, double x0, std::vector<double>& x, std::vector<double>& y) {
+            const std::size_t w = std::max<std::size_t>(1, v.size() / 100);
+            x.clear(), y.clear();
+            for (std::size_t i = 0; i + w <= v.size(); i += w) {
+                double m = 0;
+                for (std::size_t j = i; j < i + w; ++j) m += v[j];
+                x.push_back(x0 + static_cast<double>(i) + 0.5 * static_cast<double>(w));
+                y.push_back(m / static_cast<double>(w));
+            }
         };
-        ax.line(epochs(h.clf_loss.size()), h.clf_loss, Style("classifier: BCE").width(2));
-        ax.line(epochs(h.ann_clf_loss.size()), h.ann_clf_loss, Style("adversarial: classifier BCE").width(2));
-        ax.line(epochs(h.ann_adv_loss.size()), h.ann_adv_loss, Style("adversarial: adversary NLL").width(2).dashed());
-        ax.set_xlabel("epoch").set_ylabel("training loss").set_title("Training history");
+        std::vector<double> x, y;
+        auto& top = fig.axes(0, 0);
+        for (std::size_t i = 0; i < h.clf_loss.size(); ++i) {
+            x.push_back(static_cast<double>((i + 1) * h.clf_steps_per_epoch));
+            y.push_back(h.clf_loss[i]);
+        }
+        top.line(x, y, Style("classifier pretraining: BCE (epoch means)").width(2));
+        binned(h.ann_clf_loss, n2, x, y);
+        top.line(x, y, Style("game: classifier BCE", "#d62728").width(2));
+        top.set_xlabel("training step (classifier steps; adversary steps while it pretrains)")
+            .set_ylabel("classifier loss L_bce [nats/event]");
+        auto& bot = fig.axes(1, 0);
+        binned(h.adv_pretrain_loss, n1, x, y);
+        bot.line(x, y, Style("adversary pretraining: NLL", "#2ca02c").width(2));
+        binned(h.ann_adv_loss, n2, x, y);
+        bot.line(x, y, Style("game: adversary NLL", "#9467bd").width(2));
+        if (std::isfinite(h.marginal_loss)) bot.hline(h.marginal_loss, Style("NLL of the mass shape alone (perfect pivot)", "#444444").dashed());
+        bot.set_xlabel("training step (classifier steps; adversary steps while it pretrains)")
+            .set_ylabel("adversary loss L_adv [nats/background event]");
+        for (auto* ax : {&top, &bot}) {
+            ax->vline(n1, Style("", "#999999").dashed());
+            ax->vline(n2, Style("", "#999999").dashed());
+            ax->set_xlim(0, std::max(n3, 1.0));
+        }
+        const double span = std::max(n3, 1.0);
+        top.annotate(0.5 * n1 / span, 0.92, "classifier pretraining", Style("", "#444444"));
+        bot.annotate(0.5 * (n1 + n2) / span, 0.92, "adversary pretraining", Style("", "#444444"));
+        top.annotate(0.5 * (n2 + n3) / span, 0.92, "game", Style("", "#444444"));
         fig.save(out + "/history.svg");
     }
 }
 
 void write_history(const std::string& path, const History& h) {
-    std::vector<double> epoch, clf, ann_clf, ann_adv;
-    const std::size_t n = std::max(h.clf_loss.size(), h.ann_clf_loss.size());
-    const auto at = [](const std::vector<double>& v, std::size_t i) { return i < v.size() ? v[i] : std::nan(""); };
-    for (std::size_t i = 0; i < n; ++i) {
-        epoch.push_back(static_cast<double>(i + 1));
-        clf.push_back(at(h.clf_loss, i));
-        ann_clf.push_back(at(h.ann_clf_loss, i));
-        ann_adv.push_back(at(h.ann_adv_loss, i));
-    }
     std::ofstream f(path);
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
-    f << "epoch,classifier_bce,adversarial_classifier_bce,adversary_nll\n";
-    for (std::size_t i = 0; i < n; ++i) {
-        f << epoch[i] << ',';
-        const double v[3] = {clf[i], ann_clf[i], ann_adv[i]};
-        for (int k = 0; k < 3; ++k) {
-            if (std::isfinite(v[k])) f << v[k];
-            f << (k < 2 ? ',' : '\n');
-        }
-    }
+    f << "phase,step,classifier_bce,adversary_nll\n";
+    for (std::size_t i = 0; i < h.clf_loss.size(); ++i) f << "classifier_pretraining," << (i + 1) * h.clf_steps_per_epoch << ',' << h.clf_loss[i] << ",\n";
+    const std::size_t n1 = h.clf_loss.size() * h.clf_steps_per_epoch;
+    for (std::size_t i = 0; i < h.adv_pretrain_loss.size(); ++i) f << "adversary_pretraining," << n1 + i + 1 << ",," << h.adv_pretrain_loss[i] << '\n';
+    const std::size_t n2 = n1 + h.adv_pretrain_loss.size();
+    for (std::size_t i = 0; i < h.ann_clf_loss.size(); ++i) f << "game," << n2 + i + 1 << ',' << h.ann_clf_loss[i] << ',' << h.ann_adv_loss[i] << '\n';
 }
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<Result>& rs, double seconds) {
@@ -397,13 +491,24 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(10);
     f << "{\n  \"events\": \"" << source << "\",\n  \"seed\": " << o.seed << ",\n  \"lambda\": " << o.lambda
-      << ",\n  \"seconds\": " << seconds << ",\n  \"networks\": [\n";
+      << ",\n  \"lambda_meaning\": \"classifier loss = mean BCE per event - lambda * adversary mean NLL (nats) per background event of m_yy scaled to [0, 1]\""
+      << ",\n  \"protocol\": {\"paper\": \"arXiv:1611.01046 Algorithm 1\", \"classifier_pretraining_epochs\": " << o.epochs
+      << ", \"classifier_batch\": " << o.batch << ", \"adversary_pretraining_max_steps\": " << o.adv_pretrain
+      << ", \"game_epochs\": " << o.adv_epochs << ", \"game_classifier_batch\": " << o.game_batch
+      << ", \"adversary_steps_per_classifier_step\": " << o.adv_steps << ", \"adversary_batch_background_events\": " << o.adv_batch
+      << ", \"adversary_lr\": " << o.adv_lr << ", \"game_classifier_lr\": " << o.game_lr << ", \"game_check_steps\": " << o.check_steps
+      << "},\n  \"seconds\": " << seconds << ",\n  \"networks\": [\n";
     for (std::size_t i = 0; i < rs.size(); ++i)
     {
         const Result& r = rs[i];
         f << "    {\"name\": \"" << r.name << "\", \"auc\": " << r.auc << ", \"r50\": " << r.r50 << ", \"jsd\": " << r.jsd
           << ", \"inverse_jsd\": " << 1.0 / r.jsd;
         if (r.has_estimate) examples::diphoton::write_estimate_json(f, r.est);
+        if (r.adversarial) f << ", \"lambda\": " << r.lambda << ", \"adversary_pretraining_converged\": " << (r.adversary_converged ? "true" : "false");
+        if (r.has_game)
+            f << ", \"game\": {\"adversary_nll\": " << r.game.adversary_loss << ", \"refit_nll\": " << r.game.refit_loss
+              << ", \"mass_shape_nll\": " << r.game.marginal_loss << ", \"gap\": " << r.game.gap << ", \"information\": " << r.game.information
+              << ", \"tolerance\": " << nn::PivotOptions<float>{}.lost_game_tolerance << ", \"lost\": " << (r.game.lost ? "true" : "false") << "}";
         f << "}" << (i + 1 < rs.size() ? "," : "") << "\n";
     }
     f << "  ]\n}\n";
@@ -420,6 +525,18 @@ void print_table(const std::vector<Result>& rs) {
         std::printf("\n");
     }
     if (est) examples::diphoton::print_estimate_note();
+    bool any = false;
+    for (const auto& r : rs) {
+        if (!r.has_game) continue;
+        if (!any) std::printf("\ngame check (adversary NLL per background event, nats: trained / refit from scratch on the final "
+                              "classifier / mass shape alone; lost when trained - refit > %.3g):\n",
+                              static_cast<double>(nn::PivotOptions<float>{}.lost_game_tolerance));
+        any = true;
+        std::printf("%-28s %9.5f %9.5f %9.5f  gap %+.5f  information %.5f  %s%s\n", r.name.c_str(), static_cast<double>(r.game.adversary_loss),
+                    static_cast<double>(r.game.refit_loss), static_cast<double>(r.game.marginal_loss), static_cast<double>(r.game.gap),
+                    static_cast<double>(r.game.information), r.game.lost ? "LOST: the adversary did not keep up" : "ok",
+                    r.adversary_converged ? "" : " (adversary pretraining did not converge)");
+    }
 }
 
 /// The lambda scan on the R50-1/JSD plane: each point with its 68% intervals, and beside it (grey)
@@ -451,9 +568,12 @@ int main(int argc, char** argv) {
     try {
         const Progress progress{o.quiet};
         std::string source;
-        const Events ev = examples::diphoton::load_events(o.data, o.events, o.seed, source, o.write_events);
-        progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
-        const Split split = make_split(ev, o.seed);
+        const std::size_t extra = o.data.empty() ? o.test_events : 0;
+        const Events ev = examples::diphoton::load_events(o.data, o.events + extra, o.seed, source, o.write_events);
+        const Split split = make_split(ev, ev.size() - extra, o.seed);
+        progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total: " + std::to_string(split.train.x.dim(0)) +
+                     " for training (70% of " + std::to_string(ev.size() - extra) + "), " + std::to_string(split.test_label.size()) +
+                     " for testing");
 
         History h;
         Rng rng(o.seed * 7919 + 1);

@@ -12,8 +12,11 @@
 // an exponential moving average of the generator's weights (--ema), steadier than the last ones.
 //
 // Quality, on held-out real events against as many generated ones (scaled features): the 1-D
-// Wasserstein distance of every feature, the largest difference between the two correlation
-// matrices, and the critic's mean gradient norm at the interpolates (1 for an ideal critic).
+// Wasserstein distance of every feature (the largest is judged: a mean hides a wrong feature),
+// the largest difference between the two correlation matrices, a classifier two-sample test (the
+// test AUC of a small network trained to tell generated from real events: 0.5 when it cannot;
+// Lopez-Paz and Oquab, arXiv 1610.06545), and the critic's mean gradient norm at the
+// interpolates (1 for an ideal critic). Acceptance: max W1 < 0.05, max |d corr| < 0.1, AUC < 0.6.
 //
 //   wgan_gp [--data FILE] [--out DIR] [--steps N] [--n-critic K] [--gp-weight L] ...   (--help)
 #include <tapir/data/dataset.hpp>
@@ -21,6 +24,7 @@
 #include <tapir/io/csv.hpp>
 #include <tapir/io/svg.hpp>
 #include <tapir/loss/gan.hpp>
+#include <tapir/metrics/roc.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
@@ -85,7 +89,7 @@ const examples::Cli cli("wgan_gp",
                          "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
                          "  --threads T        threads for the matrix products (default 1)\n"
                          "  --seed S           random seed (default 1)\n"
-                         "  --check            exit with status 1 unless mean W1 < 0.05 and max |d corr| < 0.1\n"
+                         "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -205,6 +209,16 @@ Tensor<float> sample_generator(Sequential<float>& gen, std::size_t n, std::size_
 
 // ---- quality ----------------------------------------------------------------------------------
 
+/// The axis label of a feature with its unit: masses, momenta and energies in GeV, angles in
+/// radians, pseudorapidities, ratios and counts dimensionless.
+std::string feature_axis_label(const std::string& name) {
+    if (name.rfind("n_", 0) == 0) return name + " (count)";
+    if (name.rfind("eta", 0) == 0) return name + " (dimensionless)";
+    if (name.rfind("phi", 0) == 0 || name.rfind("dphi", 0) == 0) return name + " [rad]";
+    if (name == "dr_ll" || name == "pt_ll_over_m_llg") return name + " (dimensionless)";
+    return name + " [GeV]";  // m_, pt_, e_, met
+}
+
 /// 1-D Wasserstein distance between two equal-size samples: the mean |difference| of the
 /// sorted values (the area between the two empirical CDFs).
 double wasserstein_1d(std::vector<double> a, std::vector<double> b) {
@@ -242,15 +256,65 @@ std::vector<double> correlation_matrix(const Tensor<float>& x, std::size_t n) {
 
 struct Quality {
     std::vector<double> w1;  // per feature
-    double mean_w1 = 0, max_corr_diff = 0;
+    double mean_w1 = 0, max_w1 = 0, max_corr_diff = 0;
+    std::size_t worst_feature = 0;  // of the largest W1
     std::vector<double> corr_real, corr_fake;
+    double two_sample_auc = std::nan("");  // final check only
 };
+
+constexpr double kMaxW1 = 0.05, kMaxCorrDiff = 0.1, kMaxAuc = 0.6;
+bool accepted(const Quality& q) { return q.max_w1 < kMaxW1 && q.max_corr_diff < kMaxCorrDiff && q.two_sample_auc < kMaxAuc; }
+
+/// Classifier two-sample test (arXiv 1610.06545): a small network (features -> 64 -> 64 -> 1)
+/// learns to tell the first half of the generated events from the first half of the real ones;
+/// its ROC AUC on the other halves is 0.5 when the two samples cannot be told apart. Returned as
+/// max(AUC, 1 - AUC).
+double two_sample_auc(const Tensor<float>& real, const Tensor<float>& fake, std::size_t n, std::uint64_t seed) {
+    const std::size_t d = real.dim(1), half = n / 2;
+    Rng rng(seed);
+    Sequential<float> net;
+    net.add<Dense<float>>(d, 64, rng, Activation::relu).add<Dense<float>>(64, 64, rng, Activation::relu).add<Dense<float>>(64, 1, rng);
+    optim::Adam<float> opt(net.parameters(), 1e-3f);
+    const std::size_t batch = 256, steps = std::max<std::size_t>(500, 6 * half / batch);  // ~3 epochs of both halves
+    Tensor<float> xb(Shape{batch, d}), yb(Shape{batch, 1});
+    Tape<float> tape;
+    for (std::size_t s = 0; s < steps; ++s) {
+        for (std::size_t i = 0; i < batch; ++i) {
+            const bool gen = i % 2 == 0;
+            const std::size_t r = static_cast<std::size_t>(rng.uniform_int(half));
+            const Tensor<float>& src = gen ? fake : real;
+            std::copy(&src(r, 0), &src(r, 0) + d, &xb(i, 0));
+            yb[i] = gen ? 1.f : 0.f;
+        }
+        tape.clear();
+        const Var<float> l = bce_with_logits(net(tape.view(xb)), tape.view(yb));
+        backward(l);
+        opt.step();
+        opt.zero_grad();
+    }
+    const std::size_t m = n - half;
+    Tensor<float> xt(Shape{2 * m, d});
+    std::vector<double> label(2 * m);
+    for (std::size_t i = 0; i < m; ++i) {
+        std::copy(&real(half + i, 0), &real(half + i, 0) + d, &xt(i, 0));
+        std::copy(&fake(half + i, 0), &fake(half + i, 0) + d, &xt(m + i, 0));
+        label[m + i] = 1.0;
+    }
+    NoGradGuard<float> guard(tape);
+    tape.clear();
+    const Var<float> p = net(tape.view(xt));
+    const std::vector<double> score(p.data(), p.data() + p.size());
+    const double auc = metrics::roc_auc(score, label);
+    return std::max(auc, 1.0 - auc);
+}
 
 Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_t n) {
     Quality q;
     const std::size_t d = real.dim(1);
     for (std::size_t j = 0; j < d; ++j) q.w1.push_back(wasserstein_1d(column(real, j, n), column(fake, j, n)));
     q.mean_w1 = std::accumulate(q.w1.begin(), q.w1.end(), 0.0) / static_cast<double>(d);
+    q.worst_feature = static_cast<std::size_t>(std::max_element(q.w1.begin(), q.w1.end()) - q.w1.begin());
+    q.max_w1 = q.w1[q.worst_feature];
     q.corr_real = correlation_matrix(real, n);
     q.corr_fake = correlation_matrix(fake, n);
     for (std::size_t k = 0; k < d * d; ++k) q.max_corr_diff = std::max(q.max_corr_diff, std::fabs(q.corr_real[k] - q.corr_fake[k]));
@@ -260,7 +324,7 @@ Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_
 // ---- history and summary ----------------------------------------------------------------------
 
 struct History {
-    std::vector<double> step, critic_loss, gen_loss, w_estimate, gp, grad_norm, mean_w1, max_corr_diff;
+    std::vector<double> step, critic_loss, gen_loss, w_estimate, gp, grad_norm, mean_w1, max_w1, max_corr_diff;
 };
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<std::string>& names,
@@ -271,8 +335,11 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
       << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
-      << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"critic_grad_norm\": " << grad_norm
-      << ",\n  \"accepted\": " << (q.mean_w1 < 0.05 && q.max_corr_diff < 0.1 ? "true" : "false") << ",\n  \"w1\": {";
+      << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
+      << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"two_sample_auc\": " << q.two_sample_auc
+      << ",\n  \"critic_grad_norm\": " << grad_norm << ",\n  \"acceptance\": {\"max_w1_below\": " << kMaxW1
+      << ", \"max_corr_diff_below\": " << kMaxCorrDiff << ", \"two_sample_auc_below\": " << kMaxAuc << "}"
+      << ",\n  \"accepted\": " << (accepted(q) ? "true" : "false") << ",\n  \"w1\": {";
     for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.w1[j];
     f << "}\n}\n";
 }
@@ -383,17 +450,24 @@ int main(int argc, char** argv) {
                 h.gp.push_back(acc_gp / n);
                 h.grad_norm.push_back(acc_norm / n);
                 h.mean_w1.push_back(q.mean_w1);
+                h.max_w1.push_back(q.max_w1);
                 h.max_corr_diff.push_back(q.max_corr_diff);
                 acc_c = acc_g = acc_w = acc_gp = acc_norm = 0;
                 acc_n = 0;
                 progress.say("step " + std::to_string(step) + "/" + std::to_string(o.steps) + ": critic " + fmt(h.critic_loss.back()) +
                              ", W estimate " + fmt(h.w_estimate.back()) + ", |grad| " + fmt(h.grad_norm.back(), 3) + ", mean W1 " +
                              fmt(q.mean_w1, 3) + ", max |d corr| " + fmt(q.max_corr_diff, 3) + " (" +
-                             fmt(seconds_training / static_cast<double>(step), 3) + " s/step)");
+                             fmt(seconds_training / static_cast<double>(step), 3) + " s/step), max W1 " + fmt(q.max_w1, 3) +
+                             " (" + names[q.worst_feature] + ")");
             }
         }
 
         // ---- summary ------------------------------------------------------------------------------
+        {
+            Rng ts_rng(o.seed + 99);  // the events of the last quality check
+            const Tensor<float> fake = sample_generator(sampler, n_eval, o.latent, ts_rng);
+            q.two_sample_auc = two_sample_auc(held_out, fake, n_eval, o.seed + 7);
+        }
         const double grad_norm = h.grad_norm.back();
         std::printf("\nWGAN-GP on %s\n%zu generator steps x %zu critic steps, lambda_gp = %g, batch %zu: %.1f s of training "
                     "(%.3f s per generator step)\ngenerated events from %s\n\n",
@@ -402,11 +476,15 @@ int main(int argc, char** argv) {
                     o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
         std::printf("%-18s %14s\n", "feature", "W1 (scaled)");
         for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f\n", names[j].c_str(), q.w1[j]);
-        std::printf("%-18s %14.4f   (acceptance: < 0.05)\n", "mean", q.mean_w1);
-        std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (acceptance: < 0.1)\n", q.max_corr_diff);
+        std::printf("%-18s %14.4f\n", "mean", q.mean_w1);
+        std::printf("%-18s %14.4f   (%s; acceptance: < %g)\n", "largest", q.max_w1, names[q.worst_feature].c_str(), kMaxW1);
+        std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (acceptance: < %g)\n", q.max_corr_diff, kMaxCorrDiff);
+        std::printf("two-sample test: AUC of a classifier telling generated from real events: %.4f   (0.5: indistinguishable; "
+                    "acceptance: < %g)\n", q.two_sample_auc, kMaxAuc);
         std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
-        const bool pass = q.mean_w1 < 0.05 && q.max_corr_diff < 0.1;
-        std::printf("acceptance (mean W1 < 0.05 and max |d corr| < 0.1): %s\n", pass ? "met" : "NOT met");
+        const bool pass = accepted(q);
+        std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
+                    pass ? "met" : "NOT met");
 
         // ---- files --------------------------------------------------------------------------------
         Rng final_rng(o.seed + 99);
@@ -438,8 +516,8 @@ int main(int argc, char** argv) {
             io::write_csv(o.out + "/correlations.csv", {"i", "j", "corr_real", "corr_generated"}, {a, b, cr, cf});
             io::write_csv(o.out + "/history.csv",
                       {"step", "critic_loss", "generator_loss", "wasserstein_estimate", "gradient_penalty", "critic_grad_norm", "mean_w1",
-                       "max_corr_diff"},
-                      {h.step, h.critic_loss, h.gen_loss, h.w_estimate, h.gp, h.grad_norm, h.mean_w1, h.max_corr_diff});
+                       "max_w1", "max_corr_diff"},
+                      {h.step, h.critic_loss, h.gen_loss, h.w_estimate, h.gp, h.grad_norm, h.mean_w1, h.max_w1, h.max_corr_diff});
         }
 
         // ---- plots --------------------------------------------------------------------------------
@@ -460,6 +538,7 @@ int main(int argc, char** argv) {
                 ax.histogram(r, bins, lo, hi, Style("real").fill(0.35), true);
                 ax.histogram(f, bins, lo, hi, Style("WGAN-GP").width(1.6), true);
                 ax.set_title(names[j] + "  (W1 " + fmt(q.w1[j], 2) + ")");
+                ax.set_xlabel(feature_axis_label(names[j])).set_ylabel(count ? "fraction of events" : "normalised events per unit x");
                 ax.legend(j == 0 ? Loc::best : Loc::none);  // one legend for the grid
             }
             fig.save(o.out + "/features.svg");
@@ -483,17 +562,18 @@ int main(int argc, char** argv) {
             a.line(h.step, h.critic_loss, Style("critic loss").width(2));
             a.line(h.step, h.gen_loss, Style("generator loss").width(2));
             a.line(h.step, h.w_estimate, Style("<C(real)> - <C(fake)>").width(2).dashed());
-            a.set_xlabel("generator step").set_ylabel("loss").set_title("Losses").legend();
+            a.set_xlabel("generator step").set_ylabel("loss (critic units)").set_title("Losses").legend();
             auto& b = fig.axes(0, 1);
             b.line(h.step, h.grad_norm, Style("mean |grad_x C| at interpolates").width(2));
             b.hline(1.0, Style("1 (Lipschitz bound)", "#777777").dashed());
-            b.set_xlabel("generator step").set_ylabel("gradient norm").set_title("Critic gradient norm").legend();
+            b.set_xlabel("generator step").set_ylabel("|grad_x C| (per scaled feature)").set_title("Critic gradient norm").legend();
             auto& c = fig.axes(0, 2);
             c.line(h.step, h.mean_w1, Style("mean W1 (scaled features)").width(2));
+            c.line(h.step, h.max_w1, Style("largest W1 (scaled features)").width(2).dashed());
             c.line(h.step, h.max_corr_diff, Style("max |corr difference|").width(2));
             c.hline(0.05, Style("W1 target 0.05", "#1f77b4").dotted());
             c.hline(0.1, Style("correlation target 0.1", "#ff7f0e").dotted());
-            c.set_log_y().set_xlabel("generator step").set_ylabel("distance").set_title("Quality on held-out events").legend();
+            c.set_log_y().set_xlabel("generator step").set_ylabel("distance (scaled features, dimensionless)").set_title("Quality on held-out events").legend();
             fig.save(o.out + "/training.svg");
         }
         write_json(o.out + "/summary.json", o, source, names, q, grad_norm, seconds_training, progress.seconds());

@@ -13,6 +13,7 @@
 #include <tapir/autodiff/gradcheck.hpp>
 #include <tapir/nn/pivot.hpp>
 #include <tapir/metrics/divergence.hpp>
+#include <tapir/metrics/roc.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
@@ -268,4 +269,128 @@ TEST_CASE("pivot helper on the toy of arXiv 1611.01046: lambda = 50 makes f(x) i
     // The pivotal classifier still separates signal from background, if less well.
     CHECK(pivot.auc_proxy > 0.1);
     CHECK(pivot.adversary_nll > plain.adversary_nll);
+}
+
+namespace {
+/// Generated events for the mass-decorrelation protocol: background m ~ U(105, 160) GeV with a
+/// feature x1 that rises with m, signal at m ~ N(125, 2) GeV with x1 ~ N(1, 0.7); x0 separates
+/// the classes independently of m. A plain classifier uses x1 and so sculpts the background mass.
+struct MassToy {
+    Tf x, y, m01;
+    std::vector<double> myy, label;
+};
+MassToy make_mass_toy(std::size_t n, Rng& rng) {
+    MassToy d{Tf(Shape{n, 2}), Tf(Shape{n}), Tf(Shape{n}), {}, {}};
+    for (std::size_t i = 0; i < n; ++i) {
+        const bool sig = i % 2 == 0;
+        const double m = sig ? 125.0 + 2.0 * rng.normal() : 105.0 + 55.0 * rng.uniform();
+        d.x(i, 0) = static_cast<float>((sig ? 1.0 : 0.0) + rng.normal());
+        d.x(i, 1) = static_cast<float>(sig ? 1.0 + 0.7 * rng.normal() : 3.0 * (m - 132.5) / 55.0 + 0.5 * rng.normal());
+        d.y[i] = sig ? 1.f : 0.f;
+        d.m01[i] = static_cast<float>((m - 105.0) / 55.0);
+        d.myy.push_back(m);
+        d.label.push_back(sig ? 1.0 : 0.0);
+    }
+    return d;
+}
+
+struct MassPivotResult {
+    double inverse_jsd, auc;
+    nn::PivotGameCheck<float> game;
+    bool converged;
+};
+
+/// The protocol of arXiv 1611.01046 Algorithm 1 with the adversary's own background batches:
+/// classifier pretraining, the adversary to convergence on it frozen, then K = 5 adversary steps
+/// on fresh batches of 512 background events per classifier step.
+MassPivotResult run_mass_pivot(float lambda, float adversary_lr, std::size_t steps) {
+    Rng rng(2024);
+    const MassToy train = make_mass_toy(16000, rng), test = make_mass_toy(20000, rng);
+    nn::Sequential<float> clf;
+    clf.add<nn::Dense<float>>(2, 16, rng, Activation::relu).add<nn::Dense<float>>(16, 16, rng, Activation::relu).add<nn::Dense<float>>(16, 1, rng);
+    nn::MdnAdversary<float> adv(1, {32, 32}, 5, rng);
+    optim::Adam<float> oc(clf.parameters(), 1e-3f), oa(adv.parameters(), adversary_lr);
+    nn::PivotOptions<float> opt;
+    opt.lambda = lambda;
+    opt.adversary_steps = 5;
+    opt.batch_size = 256;
+    opt.adversary_batch_size = 512;
+    opt.pretrain_classifier_steps = steps;
+    opt.pretrain_adversary_steps = 200;
+    opt.pretrain_adversary_max_steps = 2000;
+    opt.convergence_window = 100;
+    opt.steps = steps;
+    opt.mdn.truncate = true;
+    opt.seed = 7;
+    nn::PivotTrainer<float> tr(clf, adv, oc, oa, opt);
+    tr.set_data(train.x, train.y, train.m01);
+    const auto hist = tr.run();
+    MassPivotResult r{};
+    r.converged = hist.adversary_converged;
+    const Tf p = tr.predict(test.x);
+    const std::vector<double> score(p.begin(), p.end());
+    r.inverse_jsd = 1.0 / metrics::mass_sculpting_jsd(score, test.myy, test.label, {}, 0.5, 105.0, 160.0, 5.0).jsd;
+    r.auc = metrics::roc_auc(score, test.label);
+    r.game = tr.check_game(1000, 3e-3f);
+    return r;
+}
+} // namespace
+
+TEST_CASE("pivot protocol on generated mass events: lambda = 10 decorrelates, a starved adversary is a lost game") {
+    // 300 classifier steps in both modes: at this classifier learning rate (1e-3, the pretraining
+    // one) a longer game oscillates (600 steps: 1/JSD 32 instead of 97 at lambda = 10).
+    const std::size_t steps = 300;
+    const MassPivotResult plain = run_mass_pivot(0.f, 3e-3f, steps);
+    const MassPivotResult pivot = run_mass_pivot(10.f, 3e-3f, steps);
+    const MassPivotResult starved = run_mass_pivot(10.f, 1e-7f, steps);
+    MESSAGE("1/JSD lambda = 0: " << plain.inverse_jsd << " (AUC " << plain.auc << "), lambda = 10: " << pivot.inverse_jsd << " (AUC "
+                                 << pivot.auc << "), starved adversary: " << starved.inverse_jsd << "; game gap (nats) "
+                                 << plain.game.gap << ", " << pivot.game.gap << ", " << starved.game.gap << "; information "
+                                 << plain.game.information << ", " << pivot.game.information << ", " << starved.game.information);
+    CHECK(plain.converged);
+    CHECK(pivot.inverse_jsd > 5 * plain.inverse_jsd);
+    CHECK(pivot.auc > 0.65);
+    CHECK(plain.game.information > pivot.game.information);
+    CHECK_FALSE(plain.game.lost);
+    CHECK_FALSE(pivot.game.lost);
+    CHECK(starved.game.lost);
+    CHECK(starved.game.gap > 10 * nn::PivotOptions<float>{}.lost_game_tolerance);
+}
+
+TEST_CASE("pivot trainer: adversary batches of adversary events only, option errors") {
+    Rng rng(5);
+    nn::Sequential<double> clf;
+    clf.add<nn::Dense<double>>(2, 4, rng, Activation::tanh).add<nn::Dense<double>>(4, 1, rng);
+    nn::MdnAdversary<double> adv(1, {4}, 2, rng);
+    optim::Adam<double> oc(clf.parameters(), 1e-2), oa(adv.parameters(), 1e-2);
+    nn::PivotOptions<double> opt;
+    opt.batch_size = 8;
+    opt.adversary_batch_size = 16;
+    nn::PivotTrainer<double> tr(clf, adv, oc, oa, opt);
+    Td x(Shape{40, 2}), y(Shape{40}, 1.0), m(Shape{40});
+    for (std::size_t i = 0; i < 40; ++i) {
+        x(i, 0) = rng.normal();
+        x(i, 1) = rng.normal();
+        m[i] = rng.uniform();
+    }
+    CHECK_THROWS_AS(tr.set_data(x, y, m), value_error);  // all signal: no background for the adversary
+    CHECK_THROWS_AS(tr.check_game(10), value_error);     // no data
+    for (std::size_t i = 0; i < 40; i += 4) y[i] = 0.0;  // 10 background events
+    tr.set_data(x, y, m);
+    // An adversary step on the background alone: its loss is the loss on a batch of all 10.
+    const double before = tr.adversary_loss(x, y, m);
+    const double step_loss = tr.adversary_step();
+    CHECK(step_loss == doctest::Approx(before).epsilon(1e-12));
+    CHECK_THROWS_AS(tr.check_game(0), value_error);
+    const auto g = tr.check_game(50, 1e-2);
+    CHECK(g.gap == doctest::Approx(g.adversary_loss - g.refit_loss).epsilon(1e-12));
+    CHECK(g.information == doctest::Approx(g.marginal_loss - g.refit_loss).epsilon(1e-12));
+    CHECK(std::isfinite(g.refit_loss));
+    CHECK_THROWS_AS(nn::PivotTrainer<double>(clf, adv, oc, oa, [] {
+                        nn::PivotOptions<double> b;
+                        b.pretrain_adversary_max_steps = 10;
+                        b.convergence_window = 0;
+                        return b;
+                    }()),
+                    value_error);
 }

@@ -10,6 +10,16 @@
 ///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
 ///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
 ///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
+///     auto g = tr.check_game(2000);  // did the adversary keep up? (g.lost)
+///
+/// The scale of lambda: L_f is the weighted mean binary cross-entropy per event of the
+/// classifier's batch and L_r the weighted mean negative log-likelihood per adversary event of
+/// m under the mixture, both in nats. lambda = 10 thus trades 1 nat of L_f per event for 0.1 nat
+/// of L_r per background event. A constant rescaling of m shifts L_r by a constant and leaves
+/// the gradients, hence the meaning of lambda, unchanged. The learning rates are those of the
+/// two optimisers; the adversary must be able to keep up with the classifier (a faster adversary
+/// optimiser, K adversary steps per classifier step, batches of several hundred adversary events
+/// for a 5-component mixture), else the game is lost: check_game() says so.
 
 #include <cmath>
 #include <cstddef>
@@ -27,6 +37,7 @@
 #include "../simd/fp_mode.hpp"
 #include "../loss/classification.hpp"
 #include "../loss/mdn.hpp"
+#include "../optim/adam.hpp"
 #include "../optim/optimizer.hpp"
 #include "../tensor/tensor.hpp"
 #include "layers.hpp"
@@ -167,6 +178,21 @@ struct PivotOptions {
     PivotEvents adversary_events = PivotEvents::background;
     loss::MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
     std::uint64_t seed = 1;                    ///< mini-batch sampling
+    /// Adversary events per adversary batch, drawn from the adversary events alone (background by
+    /// default), fresh for every adversary step and for the L_r term of every classifier step.
+    /// A 5-component mixture needs several hundred events to resolve a mass shape. 0: the adversary
+    /// sees the adversary events inside the classifier's batch of batch_size events.
+    std::size_t adversary_batch_size = 0;
+    /// Train the adversary on the frozen classifier to convergence before the game: after the
+    /// pretrain_adversary_steps, go on up to this many steps in all until the mean L_r of a window
+    /// of convergence_window steps improves on the previous window's by less than
+    /// convergence_tolerance nats. 0: exactly pretrain_adversary_steps.
+    std::size_t pretrain_adversary_max_steps = 0;
+    std::size_t convergence_window = 100;
+    T convergence_tolerance = T(1e-3);
+    /// check_game() calls the game lost when the adversary's L_r exceeds that of an adversary
+    /// refit from scratch on the frozen classifier by more than this many nats.
+    T lost_game_tolerance = T(0.01);
 };
 
 /// Per-step losses of a run (pretraining and adversarial phase, in order).
@@ -175,7 +201,23 @@ struct PivotHistory {
     std::vector<T> classifier_pretrain;  ///< L_f
     std::vector<T> adversary_pretrain;   ///< L_r
     std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
+    std::vector<T> classifier_bce;       ///< L_f alone at each classifier step of the adversarial phase
     std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
+    /// Whether the adversary's pretraining met the convergence test (always true without one).
+    bool adversary_converged = true;
+};
+
+/// Whether the adversary kept up with the classifier (PivotTrainer::check_game). All losses are
+/// mean NLL per adversary event, in nats, on the half of the training data the refits did not see.
+template <class T>
+struct PivotGameCheck {
+    T adversary_loss = T(0);  ///< the trained adversary's L_r
+    T refit_loss = T(0);      ///< L_r of an adversary refit from scratch on the frozen classifier
+    T marginal_loss = T(0);   ///< L_r of the same refit blind to the classifier: the mass shape alone
+    T gap = T(0);             ///< adversary_loss - refit_loss: how far the adversary is from what it could reach
+    /// marginal_loss - refit_loss: what the classifier output still tells about m (0: a pivot).
+    T information = T(0);
+    bool lost = false;        ///< gap above PivotOptions::lost_game_tolerance
 };
 
 /// Trains a classifier f (any Module mapping x (N, D) to one logit per event) against an MDN
@@ -191,9 +233,14 @@ class PivotTrainer {
 public:
     PivotTrainer(Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
                  optim::Optimizer<T>& adversary_opt, const PivotOptions<T>& opt = PivotOptions<T>{})
-        : clf_(classifier), adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt), rng_(opt.seed) {
+        : clf_(classifier), adv_(adversary), initial_adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt),
+          rng_(opt.seed) {
         detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
+        detail::check_finite_hyper("PivotTrainer", "convergence_tolerance", static_cast<double>(opt.convergence_tolerance));
+        detail::check_finite_hyper("PivotTrainer", "lost_game_tolerance", static_cast<double>(opt.lost_game_tolerance));
         if (opt.batch_size == 0) throw value_error("PivotTrainer: batch_size must be positive");
+        if (opt.pretrain_adversary_max_steps > 0 && opt.convergence_window == 0)
+            throw value_error("PivotTrainer: convergence_window must be positive when pretrain_adversary_max_steps is set");
     }
 
     const PivotOptions<T>& options() const noexcept { return opt_; }
@@ -216,6 +263,11 @@ public:
             if (!(y[i] == T(0) || y[i] == T(1)))
                 throw value_error(std::string(fn) + ": label of event " + std::to_string(i) + " is " + std::to_string(y[i]) +
                                   ", expected 0 or 1");
+        if (opt_.adversary_batch_size > 0) {
+            bool any = false;
+            for (std::size_t i = 0; i < n && !any; ++i) any = adversary_event(y[i]) && (!w || (*w)[i] != T(0));
+            if (!any) throw value_error(std::string(fn) + ": no adversary events (none of the selected class, or all of weight 0)");
+        }
         x_ = x;
         y_ = y.reshaped(Shape{n});
         m_ = m.reshaped(Shape{n, 1});
@@ -225,6 +277,16 @@ public:
             const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y_[i] == T(0));
             wa_[i] = use ? w_[i] : T(0);
         }
+        adv_idx_.clear();
+        for (std::size_t i = 0; i < n; ++i)
+            if (wa_[i] != T(0)) adv_idx_.push_back(i);
+        if (opt_.adversary_batch_size > 0) {
+            const std::size_t ba = opt_.adversary_batch_size < adv_idx_.size() ? opt_.adversary_batch_size : adv_idx_.size();
+            ax_ = Tensor<T>(Shape{ba, x.dim(1)});
+            am_ = Tensor<T>(Shape{ba, 1});
+            aw_ = Tensor<T>(Shape{ba});
+        }
+        aperm_.clear();
         const std::size_t b = opt_.batch_size < n ? opt_.batch_size : n;
         bx_ = Tensor<T>(Shape{b, x.dim(1)});
         by_ = Tensor<T>(Shape{b});
@@ -238,16 +300,18 @@ public:
     /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
     T adversary_step() {
         const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
-        sample();
-        if (!batch_has_adversary_weight()) return T(0);
+        const bool own = opt_.adversary_batch_size > 0;
+        if (own) sample_adversary();
+        else sample();
+        if (!own && !batch_has_adversary_weight()) return T(0);
         tape_.clear();
         Var<T> z;
         {
             NoGradGuard<T> guard(tape_);
-            z = sigmoid(clf_(tape_.view(bx_)));
+            z = sigmoid(clf_(tape_.view(own ? ax_ : bx_)));
         }
-        const Var<T> wa = tape_.view(bwa_);
-        const Var<T> lr = adv_.nll(z, tape_.view(bm_), &wa, opt_.mdn);
+        const Var<T> wa = tape_.view(own ? aw_ : bwa_);
+        const Var<T> lr = adv_.nll(z, tape_.view(own ? am_ : bm_), &wa, opt_.mdn);
         aopt_.zero_grad();
         backward(lr);
         aopt_.step();
@@ -262,11 +326,13 @@ public:
         PivotHistory<T> h;
         for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
         for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
+        if (opt_.pretrain_adversary_max_steps > 0) h.adversary_converged = pretrain_adversary_to_convergence(h.adversary_pretrain);
         for (std::size_t s = 0; s < opt_.steps; ++s) {
             T la = T(0);
             for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
             h.adversary.push_back(la);
             h.classifier.push_back(classifier_step());
+            h.classifier_bce.push_back(last_bce_);
         }
         return h;
     }
@@ -294,7 +360,132 @@ public:
         return adv_.nll(z, t.constant(m.reshaped(Shape{n, 1})), &wv, opt_.mdn).item();
     }
 
+    /// Whether the game is lost: refits an adversary from scratch (the adversary's state when the
+    /// trainer was built) for `steps` Adam steps at learning_rate on the frozen classifier, and
+    /// once more with the classifier output replaced by a constant (the marginal mass shape),
+    /// both on batches of half of the adversary events of the training data; then compares the
+    /// three adversaries' losses on the other half. A trained adversary far above the refit has lost the game: the classifier's
+    /// apparent decorrelation is the adversary's failure, not the classifier's independence.
+    PivotGameCheck<T> check_game(std::size_t steps, T learning_rate = T(1e-3)) {
+        check_data();
+        if (steps == 0) throw value_error("PivotTrainer::check_game: steps must be positive");
+        detail::check_finite_hyper("PivotTrainer::check_game", "learning_rate", static_cast<double>(learning_rate));
+        if (adv_idx_.size() < 2) throw value_error("PivotTrainer::check_game: fewer than 2 adversary events in the data");
+        const simd::FlushDenormals flush;
+        // The refits learn on every other adversary event and all losses are measured on the rest:
+        // a refit judged on its own training events would look better than it is (overfitting).
+        Tensor<T> zf, mf, wf, ze, me, we;
+        adversary_inputs(0, zf, mf, wf);
+        adversary_inputs(1, ze, me, we);
+        PivotGameCheck<T> g;
+        g.adversary_loss = mdn_loss(adv_, ze, me, we);
+        const std::size_t nf = zf.dim(0);
+        const std::size_t b = opt_.adversary_batch_size > 0 ? opt_.adversary_batch_size : opt_.batch_size;
+        g.refit_loss = refit(zf, mf, wf, ze, me, we, steps, learning_rate, b < nf ? b : nf, false);
+        g.marginal_loss = refit(zf, mf, wf, ze, me, we, steps, learning_rate, b < nf ? b : nf, true);
+        g.gap = g.adversary_loss - g.refit_loss;
+        g.information = g.marginal_loss - g.refit_loss;
+        g.lost = g.gap > opt_.lost_game_tolerance;
+        return g;
+    }
+
 private:
+    /// L_r of adversary a on inputs z (N, 1), targets m (N, 1), weights w (N), without training.
+    T mdn_loss(MdnAdversary<T>& a, const Tensor<T>& z, const Tensor<T>& m, const Tensor<T>& w) {
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const Var<T> wv = t.view(w);
+        return a.nll(t.view(z), t.view(m), &wv, opt_.mdn).item();
+    }
+    /// The classifier outputs z = sigmoid(f(x)) (frozen), m and weights of the adversary events
+    /// of one parity of their order (half = 0: even, 1: odd).
+    void adversary_inputs(std::size_t half, Tensor<T>& z, Tensor<T>& m, Tensor<T>& w) {
+        const std::size_t n = (adv_idx_.size() + 1 - half) / 2, d = x_.dim(1);
+        Tensor<T> x(Shape{n, d});
+        m = Tensor<T>(Shape{n, 1});
+        w = Tensor<T>(Shape{n});
+        for (std::size_t r = 0; r < n; ++r) {
+            const std::size_t i = adv_idx_[2 * r + half];
+            for (std::size_t j = 0; j < d; ++j) x[r * d + j] = x_[i * d + j];
+            m[r] = m_[i];
+            w[r] = wa_[i];
+        }
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const Var<T> p = sigmoid(clf_(t.view(x)));
+        z = p.value().reshaped(Shape{n, 1});
+    }
+    /// An adversary from the initial state, fitted for `steps` Adam steps on batches of b events
+    /// of (z, m) (z = 1/2 throughout when blind); returns its L_r on the evaluation events.
+    T refit(const Tensor<T>& z, const Tensor<T>& m, const Tensor<T>& w, const Tensor<T>& ze, const Tensor<T>& me, const Tensor<T>& we,
+            std::size_t steps, T lr, std::size_t b, bool blind) {
+        MdnAdversary<T> a = initial_adv_;
+        optim::Adam<T> opt(a.parameters(), lr);
+        const std::size_t n = z.dim(0);
+        Tensor<T> zb(Shape{b, 1}, T(0.5)), mb(Shape{b, 1}), wb(Shape{b});
+        Rng rng(opt_.seed ^ 0x5851f42d4c957f2dULL);
+        std::vector<std::size_t> perm;
+        std::size_t pos = n;
+        Tape<T> t;
+        for (std::size_t s = 0; s < steps; ++s) {
+            if (pos + b > n) {
+                perm = rng.permutation(n);
+                pos = 0;
+            }
+            for (std::size_t r = 0; r < b; ++r) {
+                const std::size_t i = perm[pos + r];
+                if (!blind) zb[r] = z[i];
+                mb[r] = m[i];
+                wb[r] = w[i];
+            }
+            pos += b;
+            t.clear();
+            const Var<T> wv = t.view(wb);
+            const Var<T> l = a.nll(t.view(zb), t.view(mb), &wv, opt_.mdn);
+            opt.zero_grad();
+            backward(l);
+            opt.step();
+        }
+        if (!blind) return mdn_loss(a, ze, me, we);
+        return mdn_loss(a, Tensor<T>(ze.shape(), T(0.5)), me, we);
+    }
+    /// Goes on with adversary steps in windows until a window's mean L_r improves on the previous
+    /// window's by less than the tolerance, or the step budget is spent. Returns whether it converged.
+    bool pretrain_adversary_to_convergence(std::vector<T>& losses) {
+        const std::size_t w = opt_.convergence_window;
+        const auto window_mean = [&](std::size_t end) {
+            double s = 0.0;
+            for (std::size_t i = end - w; i < end; ++i) s += static_cast<double>(losses[i]);
+            return s / static_cast<double>(w);
+        };
+        while (losses.size() < opt_.pretrain_adversary_max_steps) {
+            if (losses.size() >= 2 * w &&
+                window_mean(losses.size() - w) - window_mean(losses.size()) < static_cast<double>(opt_.convergence_tolerance))
+                return true;
+            for (std::size_t i = 0; i < w && losses.size() < opt_.pretrain_adversary_max_steps; ++i) losses.push_back(adversary_step());
+        }
+        return losses.size() >= 2 * w &&
+               window_mean(losses.size() - w) - window_mean(losses.size()) < static_cast<double>(opt_.convergence_tolerance);
+    }
+    /// A random batch of adversary events (distinct) into the adversary buffers.
+    void sample_adversary() {
+        check_data();
+        const std::size_t n = adv_idx_.size(), d = x_.dim(1), b = ax_.dim(0);
+        if (aperm_.size() != n || apos_ + b > n) {
+            aperm_ = rng_.permutation(n);
+            apos_ = 0;
+        }
+        for (std::size_t r = 0; r < b; ++r) {
+            const std::size_t i = adv_idx_[aperm_[apos_ + r]];
+            for (std::size_t j = 0; j < d; ++j) ax_[r * d + j] = x_[i * d + j];
+            am_[r] = m_[i];
+            aw_[r] = wa_[i];
+        }
+        apos_ += b;
+    }
+    bool adversary_event(T label) const {
+        return opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (label == T(0));
+    }
     void check_data() const {
         if (x_.empty()) throw value_error("PivotTrainer: no data (call set_data first)");
     }
@@ -346,7 +537,13 @@ private:
         const Var<T> logits = clf_(tape_.view(bx_));
         const Var<T> wv = tape_.view(bw_);
         Var<T> e = loss::binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
-        if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
+        last_bce_ = e.item();
+        if (adversarial && opt_.lambda != T(0) && opt_.adversary_batch_size > 0) {
+            sample_adversary();  // a fresh batch of adversary events for L_r
+            const Var<T> wa = tape_.view(aw_);
+            const Var<T> lr = adv_.nll(sigmoid(clf_(tape_.view(ax_))), tape_.view(am_), &wa, opt_.mdn);
+            e = sub(e, scale(lr, opt_.lambda));
+        } else if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
             const Var<T> wa = tape_.view(bwa_);
             const Var<T> lr = adv_.nll(sigmoid(logits), tape_.view(bm_), &wa, opt_.mdn);
             e = sub(e, scale(lr, opt_.lambda));
@@ -359,6 +556,7 @@ private:
 
     Module<T>& clf_;
     MdnAdversary<T>& adv_;
+    MdnAdversary<T> initial_adv_;  ///< the adversary's state at construction, for check_game's refits
     optim::Optimizer<T>& copt_;
     optim::Optimizer<T>& aopt_;
     PivotOptions<T> opt_;
@@ -368,6 +566,11 @@ private:
     Tensor<T> bx_, by_, bm_, bw_, bwa_;
     std::vector<std::size_t> perm_;
     std::size_t pos_ = 0;
+    std::vector<std::size_t> adv_idx_;   ///< events with adversary weight
+    Tensor<T> ax_, am_, aw_;             ///< the adversary's own batch (adversary_batch_size > 0)
+    std::vector<std::size_t> aperm_;
+    std::size_t apos_ = 0;
+    T last_bce_ = T(0);                  ///< L_f of the last classifier step
 };
 
 } // namespace nn
