@@ -399,6 +399,7 @@ deploy::CodegenOptions named(const char* ns) {
 /// recurrent ones the outputs of predict_step + predict_head follow those of predict_batch.
 const char* const layers_driver_source = R"(#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <vector>
 #include "cnn1.hpp"
 #include "cnn2.hpp"
@@ -431,10 +432,9 @@ int main(int argc, char** argv) {
         if (m == 'g') gru::predict_head(state, out);
         else lstm::predict_head(state, out);
     }
-    f = std::fopen(argv[3], "wb");
-    if (!f || std::fwrite(y.data(), sizeof(float), y.size(), f) != y.size()) return 4;
-    std::fclose(f);
-    return 0;
+    std::ofstream out(argv[3], std::ios::binary);
+    out.write(reinterpret_cast<const char*>(y.data()), static_cast<std::streamsize>(y.size() * sizeof(float)));
+    return out ? 0 : 4;
 }
 )";
 

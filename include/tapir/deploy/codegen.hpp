@@ -249,6 +249,25 @@ inline std::string include_guard(const CodegenOptions& opt, const std::vector<st
     return guard;
 }
 
+/// The include guard, cmath, the TAPIR_GEN_FMA default and the opened namespaces.
+inline std::string header_open(const std::string& guard, const std::vector<std::string>& ns) {
+    std::string o;
+    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
+    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
+         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
+    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    return o;
+}
+
+/// Writes a generated header's text to path; throws format_error naming the file on failure.
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.close();
+    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+}
+
 } // namespace detail
 
 /// The header text for a float or double model.
@@ -280,10 +299,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
     o += "//   " + opt.function + "_batch(x, y, n)   n events, row-major\n";
     o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
     o += "// the target has FMA); 0 gives the same up to rounding.\n";
-    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
-    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
-         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
-    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    o += detail::header_open(guard, ns);
     o += "\nconstexpr int n_inputs = " + std::to_string(spec.inputs()) + ";\n";
     o += "constexpr int n_outputs = " + std::to_string(spec.outputs()) + ";\n\nnamespace detail {\n\n";
 
@@ -342,12 +358,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
 /// Writes generate_header(spec, opt) to path; throws format_error naming the file on failure.
 template <class T>
 void write_header(const std::string& path, const ModelSpec<T>& spec, const CodegenOptions& opt = CodegenOptions{}) {
-    const std::string text = generate_header(spec, opt);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    f.close();
-    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+    detail::write_text(path, generate_header(spec, opt));
 }
 
 } // namespace tapir::deploy

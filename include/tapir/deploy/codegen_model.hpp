@@ -23,7 +23,6 @@
 /// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
 
 #include <cstddef>
-#include <fstream>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -295,10 +294,7 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
     o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
     o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
-    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
-    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
-         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
-    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    o += detail::header_open(guard, ns);
     o += "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
     o += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
     if constexpr (detail::is_recurrent<First>::value) {
@@ -346,12 +342,7 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
 /// Writes generate_header(model, opt) to path; throws format_error naming the file on failure.
 template <class T, class... Layers>
 void write_header(const std::string& path, const ModelT<T, Layers...>& model, const CodegenOptions& opt = CodegenOptions{}) {
-    const std::string text = generate_header(model, opt);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    f.close();
-    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+    detail::write_text(path, generate_header(model, opt));
 }
 
 } // namespace tapir::deploy
