@@ -332,6 +332,9 @@ using Cnn1d = deploy::ModelT<float, deploy::Conv1dT<float, 3, 16, 4, 3, 1, 1>, d
 using Cnn2d = deploy::ModelT<float, deploy::Conv2dT<float, 2, 8, 8, 4, 3, 3, 1, 1, 1, 1>, deploy::AvgPool2dT<float, 4, 8, 8, 2, 2>,
                              deploy::Conv2dT<float, 4, 4, 4, 3, 3, 3, 2, 2, 1, 1>, deploy::FlattenT<float, 12>,
                              deploy::ActivationT<float, 12, Activation::sigmoid>, deploy::DenseT<float, 12, 2>>;
+// 64 x 3 x 3 = 576 taps per output: longer than any K block, so the chains restart.
+using CnnLongK = deploy::ModelT<float, deploy::Conv2dT<float, 64, 3, 3, 2, 3, 3, 1, 1, 1, 1>, deploy::FlattenT<float, 18>,
+                                deploy::DenseT<float, 18, 1>>;
 using GruNet = deploy::ModelT<float, deploy::GruT<float, 4, 8, 6>, deploy::DenseT<float, 8, 1>>;
 using LstmNet = deploy::ModelT<float, deploy::LstmT<float, 4, 6, 5>, deploy::DenseT<float, 6, 2>>;
 
@@ -372,6 +375,7 @@ void fill_recurrent(L& r, Rng& rng) {
 struct LayerModels {
     Cnn1d cnn1;
     Cnn2d cnn2;
+    CnnLongK cnnk;
     GruNet gru;
     LstmNet lstm;
     LayerModels() {
@@ -382,6 +386,8 @@ struct LayerModels {
         fill_conv(cnn2.layer<0>(), rng, Activation::elu);
         fill_conv(cnn2.layer<2>(), rng, Activation::leaky_relu);
         fill_dense(cnn2.layer<5>().dense, rng, Activation::none);
+        fill_conv(cnnk.layer<0>(), rng, Activation::tanh);
+        fill_dense(cnnk.layer<2>().dense, rng, Activation::none);
         fill_recurrent(gru.layer<0>(), rng);
         fill_dense(gru.layer<1>().dense, rng, Activation::sigmoid);
         fill_recurrent(lstm.layer<0>(), rng);
@@ -403,6 +409,7 @@ const char* const layers_driver_source = R"(#include <cstdio>
 #include <vector>
 #include "cnn1.hpp"
 #include "cnn2.hpp"
+#include "cnnk.hpp"
 #include "gru.hpp"
 #include "lstm.hpp"
 
@@ -410,8 +417,8 @@ int main(int argc, char** argv) {
     if (argc != 5) return 2;
     const char m = argv[1][0];
     const long n = std::atol(argv[4]);
-    const int nin = m == '1' ? cnn1::n_inputs : m == '2' ? cnn2::n_inputs : m == 'g' ? gru::n_inputs : lstm::n_inputs;
-    const int nout = m == '1' ? cnn1::n_outputs : m == '2' ? cnn2::n_outputs : m == 'g' ? gru::n_outputs : lstm::n_outputs;
+    const int nin = m == '1' ? cnn1::n_inputs : m == '2' ? cnn2::n_inputs : m == 'k' ? cnnk::n_inputs : m == 'g' ? gru::n_inputs : lstm::n_inputs;
+    const int nout = m == '1' ? cnn1::n_outputs : m == '2' ? cnn2::n_outputs : m == 'k' ? cnnk::n_outputs : m == 'g' ? gru::n_outputs : lstm::n_outputs;
     const bool rec = m == 'g' || m == 'l';
     std::vector<float> x(static_cast<std::size_t>(n * nin)), y(static_cast<std::size_t>((rec ? 2 : 1) * n * nout));
     std::FILE* f = std::fopen(argv[2], "rb");
@@ -419,6 +426,7 @@ int main(int argc, char** argv) {
     std::fclose(f);
     if (m == '1') cnn1::predict_batch(x.data(), y.data(), n);
     if (m == '2') cnn2::predict_batch(x.data(), y.data(), n);
+    if (m == 'k') cnnk::predict_batch(x.data(), y.data(), n);
     if (m == 'g') gru::predict_batch(x.data(), y.data(), n);
     if (m == 'l') lstm::predict_batch(x.data(), y.data(), n);
     for (long i = 0; rec && i < n; ++i) {
@@ -479,6 +487,12 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
     const std::filesystem::path dir = deploy_test::scratch_dir("codegen_layers");
     deploy::write_header((dir / "cnn1.hpp").string(), m.cnn1, named("cnn1"));
     deploy::write_header((dir / "cnn2.hpp").string(), m.cnn2, named("cnn2"));
+    // The chains restart where this build's convolution kernel restarts them (CodegenOptions::sum_block).
+    deploy::CodegenOptions ko = named("cnnk");
+    ko.sum_block = simd::gemm_kc(m.cnnk.isa(), sizeof(float));
+    CHECK(deploy::generate_header(m.cnnk, ko).find("conv2d<64, 3, 3, 2, 3, 3, 1, 1, 1, 1, " + std::to_string(simd::gemm_k_block(576, ko.sum_block)) +
+                                                   ">") != std::string::npos);
+    deploy::write_header((dir / "cnnk.hpp").string(), m.cnnk, ko);
     deploy::write_header((dir / "gru.hpp").string(), m.gru, named("gru"));
     deploy::write_header((dir / "lstm.hpp").string(), m.lstm, named("lstm"));
     std::ofstream(dir / "driver.cpp") << layers_driver_source;
@@ -492,6 +506,7 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
     const std::size_t n = 53;
     std::vector<Case> cases = {{'1', Cnn1d::inputs, Cnn1d::outputs, false, {}, {}},
                                {'2', Cnn2d::inputs, Cnn2d::outputs, false, {}, {}},
+                               {'k', CnnLongK::inputs, CnnLongK::outputs, false, {}, {}},
                                {'g', GruNet::inputs, GruNet::outputs, true, {}, {}},
                                {'l', LstmNet::inputs, LstmNet::outputs, true, {}, {}}};
     for (Case& c : cases) {
@@ -500,6 +515,7 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
         c.want.resize(n * c.nout);
         if (c.letter == '1') m.cnn1.forward(c.x.data(), c.want.data(), n);
         if (c.letter == '2') m.cnn2.forward(c.x.data(), c.want.data(), n);
+        if (c.letter == 'k') m.cnnk.forward(c.x.data(), c.want.data(), n);
         if (c.letter == 'g') m.gru.forward(c.x.data(), c.want.data(), n);
         if (c.letter == 'l') m.lstm.forward(c.x.data(), c.want.data(), n);
         deploy_test::write_binary(dir / (std::string("x_") + c.letter + ".bin"), c.x);
