@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <tapir/deploy/codegen.hpp>
+#include <tapir/deploy/codegen_model.hpp>
 #include <tapir/deploy/convert.hpp>
 #include <tapir/deploy/fixed.hpp>
 #include <tapir/simd/activation.hpp>
@@ -320,4 +321,259 @@ TEST_CASE("generated headers compile alone (GCC, Clang, aarch64) and reproduce t
         }
     }
     std::filesystem::remove_all(dir);
+}
+
+// Layer-list models (deploy/codegen_model.hpp): convolution, pooling, flatten, activations and
+// recurrent cells in a generated header, against the ModelT they were generated from.
+namespace {
+
+using Cnn1d = deploy::ModelT<float, deploy::Conv1dT<float, 3, 16, 4, 3, 1, 1>, deploy::MaxPool1dT<float, 4, 16, 2>,
+                             deploy::FlattenT<float, 32>, deploy::DenseT<float, 32, 8>, deploy::DenseT<float, 8, 1>>;
+using Cnn2d = deploy::ModelT<float, deploy::Conv2dT<float, 2, 8, 8, 4, 3, 3, 1, 1, 1, 1>, deploy::AvgPool2dT<float, 4, 8, 8, 2, 2>,
+                             deploy::Conv2dT<float, 4, 4, 4, 3, 3, 3, 2, 2, 1, 1>, deploy::FlattenT<float, 12>,
+                             deploy::ActivationT<float, 12, Activation::sigmoid>, deploy::DenseT<float, 12, 2>>;
+// 64 x 3 x 3 = 576 taps per output: longer than any K block, so the chains restart.
+using CnnLongK = deploy::ModelT<float, deploy::Conv2dT<float, 64, 3, 3, 2, 3, 3, 1, 1, 1, 1>, deploy::FlattenT<float, 18>,
+                                deploy::DenseT<float, 18, 1>>;
+using GruNet = deploy::ModelT<float, deploy::GruT<float, 4, 8, 6>, deploy::DenseT<float, 8, 1>>;
+using LstmNet = deploy::ModelT<float, deploy::LstmT<float, 4, 6, 5>, deploy::DenseT<float, 6, 2>>;
+
+void fill(float* v, std::size_t n, Rng& rng, double limit) {
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<float>(rng.uniform(-limit, limit));
+}
+
+template <class T, std::size_t In, std::size_t Out>
+void fill_dense(deploy::Dense<T, In, Out>& d, Rng& rng, Activation act, bool bias = true) {
+    std::vector<T> w(In * Out), b(Out);
+    fill(w.data(), w.size(), rng, std::sqrt(6.0 / static_cast<double>(In + Out)));
+    fill(b.data(), b.size(), rng, 0.3);
+    deploy::LayerView<T> v;
+    v.weight = w.data();
+    v.bias = bias ? b.data() : nullptr;
+    v.in = In;
+    v.out = Out;
+    v.act = act;
+    v.alpha = act == Activation::elu ? T(0.7) : T(0.1);
+    REQUIRE(d.set(v) == deploy::Status::ok);
+}
+
+template <class L>
+void fill_conv(L& c, Rng& rng, Activation act) {
+    fill(&c.weight[0][0], L::out_channels * L::K, rng, std::sqrt(3.0 / static_cast<double>(L::K)));
+    fill(c.bias, L::out_channels, rng, 0.3);
+    c.act = act;
+    c.alpha = 0.7f;
+}
+
+template <class L>
+void fill_recurrent(L& r, Rng& rng) {
+    fill_dense(r.input, rng, Activation::none, false);
+    fill_dense(r.hidden, rng, Activation::none);
+    fill(r.bias_ih, L::GH, rng, 0.3);
+}
+
+struct LayerModels {
+    Cnn1d cnn1;
+    Cnn2d cnn2;
+    CnnLongK cnnk;
+    GruNet gru;
+    LstmNet lstm;
+    LayerModels() {
+        Rng rng(77);
+        fill_conv(cnn1.layer<0>(), rng, Activation::relu);
+        fill_dense(cnn1.layer<3>().dense, rng, Activation::tanh);
+        fill_dense(cnn1.layer<4>().dense, rng, Activation::sigmoid);
+        fill_conv(cnn2.layer<0>(), rng, Activation::elu);
+        fill_conv(cnn2.layer<2>(), rng, Activation::leaky_relu);
+        fill_dense(cnn2.layer<5>().dense, rng, Activation::none);
+        fill_conv(cnnk.layer<0>(), rng, Activation::tanh);
+        fill_dense(cnnk.layer<2>().dense, rng, Activation::none);
+        fill_recurrent(gru.layer<0>(), rng);
+        fill_dense(gru.layer<1>().dense, rng, Activation::sigmoid);
+        fill_recurrent(lstm.layer<0>(), rng);
+        fill_dense(lstm.layer<1>().dense, rng, Activation::softplus);
+    }
+};
+
+deploy::CodegenOptions named(const char* ns) {
+    deploy::CodegenOptions o;
+    o.name_space = ns;
+    return o;
+}
+
+/// Runs the four generated headers: argv model letter, input file, output file, n; for the
+/// recurrent ones the outputs of predict_step + predict_head follow those of predict_batch.
+const char* const layers_driver_source = R"(#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <vector>
+#include "cnn1.hpp"
+#include "cnn2.hpp"
+#include "cnnk.hpp"
+#include "gru.hpp"
+#include "lstm.hpp"
+
+int main(int argc, char** argv) {
+    if (argc != 5) return 2;
+    const char m = argv[1][0];
+    const long n = std::atol(argv[4]);
+    const int nin = m == '1' ? cnn1::n_inputs : m == '2' ? cnn2::n_inputs : m == 'k' ? cnnk::n_inputs : m == 'g' ? gru::n_inputs : lstm::n_inputs;
+    const int nout = m == '1' ? cnn1::n_outputs : m == '2' ? cnn2::n_outputs : m == 'k' ? cnnk::n_outputs : m == 'g' ? gru::n_outputs : lstm::n_outputs;
+    const bool rec = m == 'g' || m == 'l';
+    std::vector<float> x(static_cast<std::size_t>(n * nin)), y(static_cast<std::size_t>((rec ? 2 : 1) * n * nout));
+    std::FILE* f = std::fopen(argv[2], "rb");
+    if (!f || std::fread(x.data(), sizeof(float), x.size(), f) != x.size()) return 3;
+    std::fclose(f);
+    if (m == '1') cnn1::predict_batch(x.data(), y.data(), n);
+    if (m == '2') cnn2::predict_batch(x.data(), y.data(), n);
+    if (m == 'k') cnnk::predict_batch(x.data(), y.data(), n);
+    if (m == 'g') gru::predict_batch(x.data(), y.data(), n);
+    if (m == 'l') lstm::predict_batch(x.data(), y.data(), n);
+    for (long i = 0; rec && i < n; ++i) {
+        float state[gru::n_state > lstm::n_state ? gru::n_state : lstm::n_state] = {};
+        const int ns = m == 'g' ? gru::n_step_inputs : lstm::n_step_inputs;
+        for (int t = 0; t < nin / ns; ++t) {
+            if (m == 'g') gru::predict_step(&x[static_cast<std::size_t>(i * nin + t * ns)], state);
+            else lstm::predict_step(&x[static_cast<std::size_t>(i * nin + t * ns)], state);
+        }
+        float* out = &y[static_cast<std::size_t>((n + i) * nout)];
+        if (m == 'g') gru::predict_head(state, out);
+        else lstm::predict_head(state, out);
+    }
+    std::ofstream out(argv[3], std::ios::binary);
+    out.write(reinterpret_cast<const char*>(y.data()), static_cast<std::streamsize>(y.size() * sizeof(float)));
+    return out ? 0 : 4;
+}
+)";
+
+} // namespace
+
+TEST_CASE("generate_header for a ModelT: the text is standalone and names every layer") {
+    static LayerModels m;
+    const std::string c1 = deploy::generate_header(m.cnn1, named("cnn1"));
+    CHECK(c1.find("#include <tapir") == std::string::npos);
+    CHECK(c1.find("#include <cmath>") != std::string::npos);
+    CHECK(c1.find("constexpr float w0[4][9]") != std::string::npos);  // Cout x (Cin kernel)
+    CHECK(c1.find("conv2d<3, 1, 16, 4, 1, 3, 1, 1, 0, 1, 9>") != std::string::npos);
+    CHECK(c1.find("pool2d<4, 1, 16, 1, 2, 1, 2, true>") != std::string::npos);
+    CHECK(c1.find("predict_step") == std::string::npos);
+    CHECK(c1.find("new ") == std::string::npos);
+    const std::string g = deploy::generate_header(m.gru, named("gru"));
+    CHECK(g.find("constexpr int n_state = 8;") != std::string::npos);
+    CHECK(g.find("inline void predict_step(const float* x, float* state) noexcept") != std::string::npos);
+    CHECK(g.find("inline void predict_head(const float* state, float* y) noexcept") != std::string::npos);
+    CHECK(deploy::generate_header(m.lstm, named("lstm")).find("constexpr int n_state = 12;") != std::string::npos);
+    CHECK_THROWS_WITH_AS(deploy::generate_header(m.cnn2, named("2d")), doctest::Contains("'2d'"), value_error);
+    deploy::CodegenOptions o = named("cnn2");
+    o.sum_block = 0;
+    CHECK_THROWS_WITH_AS(deploy::generate_header(m.cnn2, o), doctest::Contains("sum_block"), value_error);
+    CHECK_THROWS_AS(deploy::write_header("/nonexistent-dir/x.hpp", m.cnn2, named("cnn2")), format_error);
+}
+
+TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alone and reproduce the ModelT") {
+    if (!deploy_test::host_tools_usable()) {
+        MESSAGE("emulated build: host compilers are not used, skipped");
+        return;
+    }
+#if !defined(__x86_64__)
+    MESSAGE("the fused comparison below runs on x86-64 hosts: skipped");
+    return;
+#else
+    if (!simd::isa_supported(simd::isa::avx2)) {
+        MESSAGE("no FMA on this host: skipped");
+        return;
+    }
+    static LayerModels m;
+    const std::filesystem::path dir = deploy_test::scratch_dir("codegen_layers");
+    deploy::write_header((dir / "cnn1.hpp").string(), m.cnn1, named("cnn1"));
+    deploy::write_header((dir / "cnn2.hpp").string(), m.cnn2, named("cnn2"));
+    // The chains restart where this build's convolution kernel restarts them (CodegenOptions::sum_block).
+    deploy::CodegenOptions ko = named("cnnk");
+    ko.sum_block = simd::gemm_kc(m.cnnk.isa(), sizeof(float));
+    CHECK(deploy::generate_header(m.cnnk, ko).find("conv2d<64, 3, 3, 2, 3, 3, 1, 1, 1, 1, " + std::to_string(simd::gemm_k_block(576, ko.sum_block)) +
+                                                   ">") != std::string::npos);
+    deploy::write_header((dir / "cnnk.hpp").string(), m.cnnk, ko);
+    deploy::write_header((dir / "gru.hpp").string(), m.gru, named("gru"));
+    deploy::write_header((dir / "lstm.hpp").string(), m.lstm, named("lstm"));
+    std::ofstream(dir / "driver.cpp") << layers_driver_source;
+
+    struct Case {
+        char letter;
+        std::size_t nin, nout;
+        bool recurrent;
+        std::vector<float> x, want;
+    };
+    const std::size_t n = 53;
+    std::vector<Case> cases = {{'1', Cnn1d::inputs, Cnn1d::outputs, false, {}, {}},
+                               {'2', Cnn2d::inputs, Cnn2d::outputs, false, {}, {}},
+                               {'k', CnnLongK::inputs, CnnLongK::outputs, false, {}, {}},
+                               {'g', GruNet::inputs, GruNet::outputs, true, {}, {}},
+                               {'l', LstmNet::inputs, LstmNet::outputs, true, {}, {}}};
+    for (Case& c : cases) {
+        const Tensor<float> x = deploy_test::random_inputs<float>(n, c.nin, 31 + static_cast<std::uint64_t>(c.letter), 2.0);
+        c.x.assign(x.data(), x.data() + n * c.nin);
+        c.want.resize(n * c.nout);
+        if (c.letter == '1') m.cnn1.forward(c.x.data(), c.want.data(), n);
+        if (c.letter == '2') m.cnn2.forward(c.x.data(), c.want.data(), n);
+        if (c.letter == 'k') m.cnnk.forward(c.x.data(), c.want.data(), n);
+        if (c.letter == 'g') m.gru.forward(c.x.data(), c.want.data(), n);
+        if (c.letter == 'l') m.lstm.forward(c.x.data(), c.want.data(), n);
+        deploy_test::write_binary(dir / (std::string("x_") + c.letter + ".bin"), c.x);
+    }
+    const bool fused = m.cnn1.isa() != simd::isa::scalar;
+    // The gate arithmetic is plain code on both sides: this build's library contracts none of it
+    // when compiled without FMA, so the header built with -ffp-contract=off is then bitwise too.
+#if defined(__FMA__)
+    const bool library_contracts = true;
+#else
+    const bool library_contracts = false;
+#endif
+    struct Variant {
+        std::string cxx, flags;
+        bool gates_bitwise;
+    };
+    std::vector<Variant> variants;
+    for (const std::string cxx : {"g++", "clang++"}) {
+        if (!deploy_test::have_program(cxx) || !deploy_test::compiler_matches_arch(cxx)) continue;
+        if (!library_contracts) variants.push_back({cxx, " -ffp-contract=off", true});
+        variants.push_back({cxx, "", false});
+        if (deploy_test::quick()) break;
+    }
+    std::size_t compiled = 0, tried = 0;
+    for (std::size_t k = 0; k < variants.size(); ++k) {
+        const Variant& v = variants[k];
+        const std::string name = v.cxx + " -mfma" + v.flags;
+        CAPTURE(name);
+        ++tried;
+        const std::string exe = (dir / ("driver_" + std::to_string(k))).string();
+        std::string log;
+        const bool ok = deploy_test::compile(v.cxx + " -std=c++11 -mfma -DTAPIR_GEN_FMA=1" + v.flags + strict_flags + " -I'" + dir.string() +
+                                                 "' '" + (dir / "driver.cpp").string() + "' -o '" + exe + "'",
+                                             log, dir);
+        CHECK_MESSAGE(ok, log);
+        if (!ok) continue;
+        ++compiled;
+        for (const Case& c : cases) {
+            CAPTURE(std::string(1, c.letter));
+            const std::string yp = (dir / (std::string("y_") + c.letter + "_" + std::to_string(k))).string();
+            REQUIRE(deploy_test::run("'" + exe + "' " + c.letter + " '" + (dir / (std::string("x_") + c.letter + ".bin")).string() + "' '" + yp +
+                                     "' " + std::to_string(n)) == 0);
+            const std::vector<float> all = deploy_test::read_binary<float>(yp, (c.recurrent ? 2 : 1) * n * c.nout);
+            REQUIRE(all.size() == (c.recurrent ? 2 : 1) * n * c.nout);
+            const std::vector<float> out(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n * c.nout));
+            MESSAGE("generated header [" << name << "] model " << std::string(1, c.letter) << ": " << count_different(out, c.want) << " of " << out.size()
+                                         << " outputs differ from the ModelT, max relative difference " << max_rel_diff(out, c.want));
+            CHECK(max_rel_diff(out, c.want) <= 1e-6);
+            // Convolution, pooling, dense and activations: the same fused chains, bit for bit.
+            if (fused && (!c.recurrent || v.gates_bitwise)) CHECK(count_different(out, c.want) == 0);
+            if (c.recurrent) {
+                // Streaming, step by step and then the head, is the whole-sequence function.
+                const std::vector<float> streamed(all.begin() + static_cast<std::ptrdiff_t>(n * c.nout), all.end());
+                CHECK(count_different(streamed, out) == 0);
+            }
+        }
+    }
+    CHECK(compiled == tried);
+    std::filesystem::remove_all(dir);
+#endif
 }

@@ -198,6 +198,76 @@ std::string act_expr(Activation a, T alpha, const std::string& v) {
     return v;
 }
 
+/// The helpers of a generated header for T: mad and dense, and with uses_poly the exp, tanh and
+/// sigmoid polynomials with their power-of-two table.
+template <class T>
+std::string math_helpers(bool uses_poly) {
+    const std::string tn = std::is_same<T, float>::value ? "float" : "double";
+    const auto lit = [](auto v) { return literal(static_cast<T>(v)); };
+    std::string helpers = gen_dense_helpers();
+    if (uses_poly) {
+        using C = simd::math_constants<T>;
+        std::string e = gen_exp_helpers();
+        // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
+        const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
+        const int hi = static_cast<int>(std::ceil(static_cast<double>(C::exp_hi) * static_cast<double>(C::log2e) / 2.0)) + 2;
+        const int hi_t = static_cast<int>(std::ceil(2.0 * static_cast<double>(C::tanh_clamp) * static_cast<double>(C::log2e))) + 2;
+        const int top = hi > hi_t ? hi : hi_t;
+        std::vector<T> p2;
+        for (int n = lo; n <= top; ++n) p2.push_back(static_cast<T>(std::ldexp(1.0, n)));
+        std::string table = "constexpr int pow2_bias = " + std::to_string(-lo) + ";\n";
+        emit_array(table, "constexpr @T@ pow2_table[" + std::to_string(p2.size()) + "]", p2.data(), 1, p2.size());
+        table.pop_back();
+        replace_all(e, "@POW2@", table);
+        std::string horner;
+        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
+        replace_all(e, "@HORNER@", horner);
+        replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
+        replace_all(e, "@LOG2E@", lit(C::log2e));
+        replace_all(e, "@SHIFTER@", lit(C::shifter));
+        replace_all(e, "@LN2HI@", lit(C::ln2_hi));
+        replace_all(e, "@LN2LO@", lit(C::ln2_lo));
+        replace_all(e, "@EXPLO@", lit(C::exp_lo));
+        replace_all(e, "@EXPHI@", lit(C::exp_hi));
+        replace_all(e, "@TANHCLAMP@", lit(C::tanh_clamp));
+        helpers += e;
+    }
+    replace_all(helpers, "@T@", tn);
+    return helpers;
+}
+
+/// The include guard: opt.include_guard, or one derived from the namespace parts.
+inline std::string include_guard(const CodegenOptions& opt, const std::vector<std::string>& ns) {
+    std::string guard = opt.include_guard;
+    if (guard.empty()) {
+        guard = "TAPIR_GENERATED_";
+        for (const auto& p : ns) guard += p + "_";
+        for (char& c : guard) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        guard += "HPP";
+    }
+    if (!is_identifier(guard)) throw value_error("deploy::generate_header: include guard '" + guard + "' is not an identifier");
+    return guard;
+}
+
+/// The include guard, cmath, the TAPIR_GEN_FMA default and the opened namespaces.
+inline std::string header_open(const std::string& guard, const std::vector<std::string>& ns) {
+    std::string o;
+    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
+    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
+         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
+    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    return o;
+}
+
+/// Writes a generated header's text to path; throws format_error naming the file on failure.
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.close();
+    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+}
+
 } // namespace detail
 
 /// The header text for a float or double model.
@@ -208,17 +278,9 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
     const std::vector<std::string> ns = detail::split_namespace(opt.name_space);
     if (!detail::is_identifier(opt.function))
         throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
-    std::string guard = opt.include_guard;
-    if (guard.empty()) {
-        guard = "TAPIR_GENERATED_";
-        for (const auto& p : ns) guard += p + "_";
-        for (char& c : guard) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        guard += "HPP";
-    }
-    if (!detail::is_identifier(guard)) throw value_error("deploy::generate_header: include guard '" + guard + "' is not an identifier");
+    const std::string guard = detail::include_guard(opt, ns);
     if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
     const std::string tn = std::is_same<T, float>::value ? "float" : "double";
-    const auto lit = [](auto v) { return detail::literal(static_cast<T>(v)); };
     const std::size_t nl = spec.layers.size();
 
     bool uses_poly = false;
@@ -237,43 +299,11 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
     o += "//   " + opt.function + "_batch(x, y, n)   n events, row-major\n";
     o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
     o += "// the target has FMA); 0 gives the same up to rounding.\n";
-    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
-    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
-         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
-    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    o += detail::header_open(guard, ns);
     o += "\nconstexpr int n_inputs = " + std::to_string(spec.inputs()) + ";\n";
     o += "constexpr int n_outputs = " + std::to_string(spec.outputs()) + ";\n\nnamespace detail {\n\n";
 
-    std::string helpers = detail::gen_dense_helpers();
-    if (uses_poly) {
-        using C = simd::math_constants<T>;
-        std::string e = detail::gen_exp_helpers();
-        // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
-        const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
-        const int hi = static_cast<int>(std::ceil(static_cast<double>(C::exp_hi) * static_cast<double>(C::log2e) / 2.0)) + 2;
-        const int hi_t = static_cast<int>(std::ceil(2.0 * static_cast<double>(C::tanh_clamp) * static_cast<double>(C::log2e))) + 2;
-        const int top = hi > hi_t ? hi : hi_t;
-        std::vector<T> p2;
-        for (int n = lo; n <= top; ++n) p2.push_back(static_cast<T>(std::ldexp(1.0, n)));
-        std::string table = "constexpr int pow2_bias = " + std::to_string(-lo) + ";\n";
-        detail::emit_array(table, "constexpr @T@ pow2_table[" + std::to_string(p2.size()) + "]", p2.data(), 1, p2.size());
-        table.pop_back();
-        detail::replace_all(e, "@POW2@", table);
-        std::string horner;
-        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
-        detail::replace_all(e, "@HORNER@", horner);
-        detail::replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
-        detail::replace_all(e, "@LOG2E@", lit(C::log2e));
-        detail::replace_all(e, "@SHIFTER@", lit(C::shifter));
-        detail::replace_all(e, "@LN2HI@", lit(C::ln2_hi));
-        detail::replace_all(e, "@LN2LO@", lit(C::ln2_lo));
-        detail::replace_all(e, "@EXPLO@", lit(C::exp_lo));
-        detail::replace_all(e, "@EXPHI@", lit(C::exp_hi));
-        detail::replace_all(e, "@TANHCLAMP@", lit(C::tanh_clamp));
-        helpers += e;
-    }
-    detail::replace_all(helpers, "@T@", tn);
-    o += helpers + "\n";
+    o += detail::math_helpers<T>(uses_poly) + "\n";
 
     if (spec.has_input_scaling()) {
         detail::emit_array(o, "constexpr double input_mean[" + std::to_string(spec.inputs()) + "]", spec.input_mean.data(), 1,
@@ -328,12 +358,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
 /// Writes generate_header(spec, opt) to path; throws format_error naming the file on failure.
 template <class T>
 void write_header(const std::string& path, const ModelSpec<T>& spec, const CodegenOptions& opt = CodegenOptions{}) {
-    const std::string text = generate_header(spec, opt);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    f.close();
-    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+    detail::write_text(path, generate_header(spec, opt));
 }
 
 } // namespace tapir::deploy
