@@ -16625,6 +16625,16 @@ void load_pretrained(const std::string& path, Module<T>& part, const std::string
 ///     tapir::nn::PivotTrainer<float> tr(clf, adv, oc, oa, options);
 ///     tr.set_data(x, y, m);  // m: the variable to decorrelate, scaled to [0, 1] for truncation
 ///     tr.run();              // pretrain f, pretrain r on frozen f, then K r-steps per f-step
+///     auto g = tr.check_game(2000);  // did the adversary keep up? (g.lost)
+///
+/// The scale of lambda: L_f is the weighted mean binary cross-entropy per event of the
+/// classifier's batch and L_r the weighted mean negative log-likelihood per adversary event of
+/// m under the mixture, both in nats. lambda = 10 thus trades 1 nat of L_f per event for 0.1 nat
+/// of L_r per background event. A constant rescaling of m shifts L_r by a constant and leaves
+/// the gradients, hence the meaning of lambda, unchanged. The learning rates are those of the
+/// two optimisers; the adversary must be able to keep up with the classifier (a faster adversary
+/// optimiser, K adversary steps per classifier step, batches of several hundred adversary events
+/// for a 5-component mixture), else the game is lost: check_game() says so.
 
 #include <cmath>
 #include <cstddef>
@@ -16715,6 +16725,384 @@ Var<T> mdn_nll(const Var<T>& logits, const Var<T>& mu, const Var<T>& raw_sigma, 
 } // namespace loss
 } // namespace tapir
 // ---- end tapir/loss/mdn.hpp ----
+// ---- begin tapir/optim/adam.hpp ----
+/// Adam (with the epsilon convention of PyTorch or of Keras) and AdamW (decoupled weight decay).
+
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/optim/kernels.hpp ----
+/// Fused per-parameter update kernels, one pass over (param, grad, state) each, written once over
+/// the SIMD wrappers of simd/vec.hpp and dispatched to the active instruction set.
+/// Kernels run through simd::dispatch (public); V::sqrt is the wrappers' correctly rounded square
+/// root (a plain std::sqrt loop does not vectorise: errno handling).
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::optim::detail {
+
+/// Runs Body::block<V, Partial>(args, i, r) over [0, n) in steps of V::W, the tail partially.
+template <class V, class Body, class Args>
+TAPIR_ALWAYS_INLINE void for_blocks(const Args& a, std::size_t n) {
+    constexpr std::size_t W = V::W;
+    std::size_t i = 0;
+    for (; i + W <= n; i += W) Body::template block<V, false>(a, i, W);
+    if (i < n) Body::template block<V, true>(a, i, n - i);
+}
+
+template <class V, bool Partial, class T>
+TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
+    if constexpr (Partial) {
+        return V::load_partial(p, r);
+    } else {
+        (void)r;
+        return V::load(p);
+    }
+}
+template <class V, bool Partial, class T>
+TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
+    if constexpr (Partial) {
+        V::store_partial(p, v, r);
+    } else {
+        (void)r;
+        V::store(p, v);
+    }
+}
+
+/// The parameter an update kernel works on: value p, gradient g, n elements.
+template <class T>
+struct ParamSpan {
+    T* p;
+    const T* g;
+    std::size_t n;
+};
+
+/// What every update kernel shares: its value type for simd::dispatch, and run<V>(args) over
+/// [0, args.n) with Kernel::block (CRTP).
+template <class T, class Kernel>
+struct block_kernel {
+    using value_type = T;
+    template <class V, class Args>
+    static TAPIR_ALWAYS_INLINE void run(Args a) {
+        const simd::FlushDenormals flush;  // Adam's second moments go subnormal late in training
+        for_blocks<V, Kernel>(a, a.n);
+    }
+};
+
+/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
+template <class V, bool P, bool Wd, class Args>
+TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
+    auto d = ld<V, P>(a.g + i, r);
+    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+    return d;
+}
+
+// ---- SGD ------------------------------------------------------------------------------------
+template <class T>
+struct SgdArgs : ParamSpan<T> {
+    T* buf;
+    T lr, wd, mu_buf, c_grad, mu;  // buf = mu_buf * buf + c_grad * d; nesterov adds mu * buf
+};
+
+/// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
+template <class T, bool Wd, bool Momentum, bool Nesterov>
+struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+        if constexpr (Momentum) {
+            const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
+            st<V, P>(a.buf + i, b, r);
+            if constexpr (Nesterov) {
+                d = V::fma(V::set1(a.mu), b, d);
+            } else {
+                d = b;
+            }
+        }
+        p = V::fnma(V::set1(a.lr), d, p);
+        st<V, P>(a.p + i, p, r);
+    }
+};
+
+// ---- Adam / AdamW -----------------------------------------------------------------------------
+template <class T>
+struct AdamArgs : ParamSpan<T> {
+    T* m;
+    T* v;
+    T b1, c1, b2, c2;  // m = b1 m + c1 g, v = b2 v + c2 g^2
+    T step;            // lr / bc1 (PyTorch) or lr sqrt(bc2) / bc1 (Keras)
+    T sqrt_bc2;        // divides sqrt(v) (PyTorch); 1 for Keras
+    T eps, wd, decay;  // wd: L2 added to the gradient; decay: AdamW's p *= 1 - lr wd
+};
+
+template <class T, bool L2, bool Decoupled>
+struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        const auto g = ld_grad<V, P, L2>(a, i, r, p);
+        const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
+        const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
+        st<V, P>(a.m + i, m, r);
+        st<V, P>(a.v + i, v, r);
+        if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
+        const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
+        p = V::fnma(V::set1(a.step), V::div(m, denom), p);
+        st<V, P>(a.p + i, p, r);
+    }
+};
+
+// ---- RMSprop ----------------------------------------------------------------------------------
+template <class T>
+struct RmspropArgs : ParamSpan<T> {
+    T* sq;
+    T* gavg;
+    T* buf;
+    T lr, alpha, c_alpha, eps, wd, mu;
+};
+
+/// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
+template <class T, bool Wd, bool Centered, bool Momentum>
+struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+        const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
+        const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
+        st<V, P>(a.sq + i, sq, r);
+        typename V::reg var = sq;
+        if constexpr (Centered) {
+            const auto ga = V::fma(alpha, ld<V, P>(a.gavg + i, r), V::mul(ca, d));
+            st<V, P>(a.gavg + i, ga, r);
+            // sq >= ga^2 in exact arithmetic; rounding can push the difference below zero.
+            var = V::max(V::zero(), V::fnma(ga, ga, sq));
+        }
+        const auto avg = V::add(V::sqrt(var), V::set1(a.eps));
+        const auto q = V::div(d, avg);
+        if constexpr (Momentum) {
+            const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
+            st<V, P>(a.buf + i, b, r);
+            p = V::fnma(V::set1(a.lr), b, p);
+        } else {
+            p = V::fnma(V::set1(a.lr), q, p);
+        }
+        st<V, P>(a.p + i, p, r);
+    }
+};
+
+// ---- Adagrad ----------------------------------------------------------------------------------
+template <class T>
+struct AdagradArgs : ParamSpan<T> {
+    T* sum;
+    T clr, eps, wd;
+};
+
+template <class T, bool Wd>
+struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
+        auto p = ld<V, P>(a.p + i, r);
+        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+        const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
+        st<V, P>(a.sum + i, s, r);
+        const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
+        p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
+        st<V, P>(a.p + i, p, r);
+    }
+};
+
+// ---- gradient helpers -------------------------------------------------------------------------
+/// g = clamp(g, -c, c).
+template <class T>
+struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
+    struct Args {
+        T* g;
+        std::size_t n;
+        T c;
+    };
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto g = ld<V, P>(a.g + i, r);
+        st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
+    }
+};
+
+/// g += lambda sign(p), sign(0) = 0.
+template <class T>
+struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
+    struct Args {
+        const T* p;
+        T* g;
+        std::size_t n;
+        T lambda;
+    };
+    template <class V, bool P>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto p = ld<V, P>(a.p + i, r);
+        const auto z = V::zero();
+        const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
+        st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
+    }
+};
+
+/// sum |x| with four independent accumulators.
+template <class T>
+struct abs_sum_kernel {
+    using value_type = T;
+    template <class V>
+    static TAPIR_ALWAYS_INLINE T run(const T* x, std::size_t n) {
+        constexpr std::size_t W = V::W;
+        const auto z = V::zero();
+        auto s0 = z, s1 = z;
+        std::size_t i = 0;
+        for (; i + 2 * W <= n; i += 2 * W) {
+            const auto a = V::load(x + i), b = V::load(x + i + W);
+            s0 = V::add(s0, V::max(a, V::sub(z, a)));
+            s1 = V::add(s1, V::max(b, V::sub(z, b)));
+        }
+        for (; i + W <= n; i += W) {
+            const auto a = V::load(x + i);
+            s0 = V::add(s0, V::max(a, V::sub(z, a)));
+        }
+        if (i < n) {
+            const auto a = V::load_partial(x + i, n - i);
+            s1 = V::add(s1, V::max(a, V::sub(z, a)));
+        }
+        return V::hsum(V::add(s0, s1));
+    }
+};
+
+} // namespace tapir::optim::detail
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/optim/kernels.hpp ----
+
+namespace tapir {
+namespace optim {
+
+/// Where epsilon enters Adam's denominator. With t the step number (1, 2, ...) and
+/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 in both conventions:
+///   pytorch (torch.optim.Adam, the default):
+///       p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+///     epsilon is added to the bias-corrected sqrt(v_hat).
+///   keras (TF2 / Keras 2 legacy Adam, "epsilon hat" of Kingma & Ba section 2):
+///       lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t);   p -= lr_t * m / (sqrt(v) + eps)
+///     epsilon is added to the uncorrected sqrt(v), so it acts as eps * sqrt(1 - b2^t) in
+///     PyTorch's terms: larger early on. Keras' default epsilon is 1e-7 (PyTorch's 1e-8): pass it.
+/// The two agree exactly when eps = 0.
+enum class AdamEps { pytorch, keras };
+
+inline const char* adam_eps_name(AdamEps e) noexcept { return e == AdamEps::keras ? "keras" : "pytorch"; }
+
+namespace detail {
+/// Shared by Adam and AdamW: moments, bias corrections, the fused kernel.
+template <class T>
+class AdamCore : public Optimizer<T> {
+public:
+    T beta1() const noexcept { return b1_; }
+    T beta2() const noexcept { return b2_; }
+    T eps() const noexcept { return eps_; }
+    T weight_decay() const noexcept { return wd_; }
+    AdamEps eps_convention() const noexcept { return conv_; }
+
+    void step() override {
+        this->check_gradients();
+        this->allocate_like_params(m_, T(0));
+        this->allocate_like_params(v_, T(0));
+        const double t = static_cast<double>(this->iterations_ + 1);
+        const double b1 = static_cast<double>(b1_), b2 = static_cast<double>(b2_), lr = static_cast<double>(this->lr_);
+        const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
+        AdamArgs<T> a{};
+        a.b1 = b1_;
+        a.c1 = static_cast<T>(1.0 - b1);
+        a.b2 = b2_;
+        a.c2 = static_cast<T>(1.0 - b2);
+        a.eps = eps_;
+        if (conv_ == AdamEps::pytorch) {
+            a.step = static_cast<T>(lr / bc1);
+            a.sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
+        } else {
+            a.step = static_cast<T>(lr * std::sqrt(bc2) / bc1);
+            a.sqrt_bc2 = T(1);
+        }
+        const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
+        a.wd = wd_;
+        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
+        this->update_each(a, [&](std::size_t i) {
+            a.m = m_[i].data();
+            a.v = v_[i].data();
+            if (l2) {
+                simd::dispatch<adam_kernel<T, true, false>>(a);
+            } else if (dec) {
+                simd::dispatch<adam_kernel<T, false, true>>(a);
+            } else {
+                simd::dispatch<adam_kernel<T, false, false>>(a);
+            }
+        });
+    }
+
+    std::vector<std::pair<std::string, Tensor<T>*>> state() override {
+        this->allocate_like_params(m_, T(0));
+        this->allocate_like_params(v_, T(0));
+        std::vector<std::pair<std::string, Tensor<T>*>> out;
+        this->name_state(out, "exp_avg", m_);
+        this->name_state(out, "exp_avg_sq", v_);
+        return out;
+    }
+
+protected:
+    AdamCore(std::vector<Parameter<T>*> params, T lr, T b1, T b2, T eps, T wd, AdamEps conv, bool decoupled, const char* kind)
+        : Optimizer<T>(std::move(params), lr, kind), b1_(b1), b2_(b2), eps_(eps), wd_(wd), conv_(conv), decoupled_(decoupled) {
+        check_hyper(kind, "beta1", static_cast<double>(b1), 0.0, false, 1.0, true);
+        check_hyper(kind, "beta2", static_cast<double>(b2), 0.0, false, 1.0, true);
+        check_hyper(kind, "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
+        check_hyper(kind, "weight_decay", static_cast<double>(wd), 0.0, false, HUGE_VAL, true);
+    }
+
+private:
+    T b1_, b2_, eps_, wd_;
+    AdamEps conv_;
+    bool decoupled_;
+    std::vector<Tensor<T>> m_, v_;
+};
+} // namespace detail
+
+/// Adam (Kingma & Ba 2015). weight_decay adds weight_decay * p to the gradient before the
+/// moments (L2, PyTorch's Adam); for decoupled decay use AdamW.
+template <class T>
+class Adam : public detail::AdamCore<T> {
+public:
+    explicit Adam(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
+                  T eps = T(1e-8), AdamEps convention = AdamEps::pytorch, T weight_decay = T(0))
+        : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, false, "Adam") {}
+    std::string name() const override { return "Adam"; }
+};
+
+/// AdamW (Loshchilov & Hutter 2019), PyTorch semantics: before the Adam update (with the
+/// undecayed gradient) every parameter shrinks as p *= 1 - lr * weight_decay, with the current lr.
+template <class T>
+class AdamW : public detail::AdamCore<T> {
+public:
+    explicit AdamW(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
+                   T eps = T(1e-8), T weight_decay = T(1e-2), AdamEps convention = AdamEps::pytorch)
+        : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, true, "AdamW") {}
+    std::string name() const override { return "AdamW"; }
+};
+
+} // namespace optim
+} // namespace tapir
+// ---- end tapir/optim/adam.hpp ----
 
 namespace tapir {
 namespace nn {
@@ -16850,6 +17238,21 @@ struct PivotOptions {
     PivotEvents adversary_events = PivotEvents::background;
     loss::MdnOptions<T> mdn{};                       ///< widths floor, optional truncation to [lo, hi]
     std::uint64_t seed = 1;                    ///< mini-batch sampling
+    /// Adversary events per adversary batch, drawn from the adversary events alone (background by
+    /// default), fresh for every adversary step and for the L_r term of every classifier step.
+    /// A 5-component mixture needs several hundred events to resolve a mass shape. 0: the adversary
+    /// sees the adversary events inside the classifier's batch of batch_size events.
+    std::size_t adversary_batch_size = 0;
+    /// Train the adversary on the frozen classifier to convergence before the game: after the
+    /// pretrain_adversary_steps, go on up to this many steps in all until the mean L_r of a window
+    /// of convergence_window steps improves on the previous window's by less than
+    /// convergence_tolerance nats. 0: exactly pretrain_adversary_steps.
+    std::size_t pretrain_adversary_max_steps = 0;
+    std::size_t convergence_window = 100;
+    T convergence_tolerance = T(1e-3);
+    /// check_game() calls the game lost when the adversary's L_r exceeds that of an adversary
+    /// refit from scratch on the frozen classifier by more than this many nats.
+    T lost_game_tolerance = T(0.01);
 };
 
 /// Per-step losses of a run (pretraining and adversarial phase, in order).
@@ -16858,7 +17261,23 @@ struct PivotHistory {
     std::vector<T> classifier_pretrain;  ///< L_f
     std::vector<T> adversary_pretrain;   ///< L_r
     std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
+    std::vector<T> classifier_bce;       ///< L_f alone at each classifier step of the adversarial phase
     std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
+    /// Whether the adversary's pretraining met the convergence test (always true without one).
+    bool adversary_converged = true;
+};
+
+/// Whether the adversary kept up with the classifier (PivotTrainer::check_game). All losses are
+/// mean NLL per adversary event, in nats, on the half of the training data the refits did not see.
+template <class T>
+struct PivotGameCheck {
+    T adversary_loss = T(0);  ///< the trained adversary's L_r
+    T refit_loss = T(0);      ///< L_r of an adversary refit from scratch on the frozen classifier
+    T marginal_loss = T(0);   ///< L_r of the same refit blind to the classifier: the mass shape alone
+    T gap = T(0);             ///< adversary_loss - refit_loss: how far the adversary is from what it could reach
+    /// marginal_loss - refit_loss: what the classifier output still tells about m (0: a pivot).
+    T information = T(0);
+    bool lost = false;        ///< gap above PivotOptions::lost_game_tolerance
 };
 
 /// Trains a classifier f (any Module mapping x (N, D) to one logit per event) against an MDN
@@ -16874,9 +17293,14 @@ class PivotTrainer {
 public:
     PivotTrainer(Module<T>& classifier, MdnAdversary<T>& adversary, optim::Optimizer<T>& classifier_opt,
                  optim::Optimizer<T>& adversary_opt, const PivotOptions<T>& opt = PivotOptions<T>{})
-        : clf_(classifier), adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt), rng_(opt.seed) {
+        : clf_(classifier), adv_(adversary), initial_adv_(adversary), copt_(classifier_opt), aopt_(adversary_opt), opt_(opt),
+          rng_(opt.seed) {
         detail::check_finite_hyper("PivotTrainer", "lambda", static_cast<double>(opt.lambda));
+        detail::check_finite_hyper("PivotTrainer", "convergence_tolerance", static_cast<double>(opt.convergence_tolerance));
+        detail::check_finite_hyper("PivotTrainer", "lost_game_tolerance", static_cast<double>(opt.lost_game_tolerance));
         if (opt.batch_size == 0) throw value_error("PivotTrainer: batch_size must be positive");
+        if (opt.pretrain_adversary_max_steps > 0 && opt.convergence_window == 0)
+            throw value_error("PivotTrainer: convergence_window must be positive when pretrain_adversary_max_steps is set");
     }
 
     const PivotOptions<T>& options() const noexcept { return opt_; }
@@ -16899,6 +17323,11 @@ public:
             if (!(y[i] == T(0) || y[i] == T(1)))
                 throw value_error(std::string(fn) + ": label of event " + std::to_string(i) + " is " + std::to_string(y[i]) +
                                   ", expected 0 or 1");
+        if (opt_.adversary_batch_size > 0) {
+            bool any = false;
+            for (std::size_t i = 0; i < n && !any; ++i) any = adversary_event(y[i]) && (!w || (*w)[i] != T(0));
+            if (!any) throw value_error(std::string(fn) + ": no adversary events (none of the selected class, or all of weight 0)");
+        }
         x_ = x;
         y_ = y.reshaped(Shape{n});
         m_ = m.reshaped(Shape{n, 1});
@@ -16908,6 +17337,16 @@ public:
             const bool use = opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (y_[i] == T(0));
             wa_[i] = use ? w_[i] : T(0);
         }
+        adv_idx_.clear();
+        for (std::size_t i = 0; i < n; ++i)
+            if (wa_[i] != T(0)) adv_idx_.push_back(i);
+        if (opt_.adversary_batch_size > 0) {
+            const std::size_t ba = opt_.adversary_batch_size < adv_idx_.size() ? opt_.adversary_batch_size : adv_idx_.size();
+            ax_ = Tensor<T>(Shape{ba, x.dim(1)});
+            am_ = Tensor<T>(Shape{ba, 1});
+            aw_ = Tensor<T>(Shape{ba});
+        }
+        aperm_.clear();
         const std::size_t b = opt_.batch_size < n ? opt_.batch_size : n;
         bx_ = Tensor<T>(Shape{b, x.dim(1)});
         by_ = Tensor<T>(Shape{b});
@@ -16921,16 +17360,18 @@ public:
     /// One step of r on L_r with f frozen. Returns L_r (0 if the batch has no adversary events).
     T adversary_step() {
         const simd::FlushDenormals flush;  // the whole step, forward included (simd/fp_mode.hpp)
-        sample();
-        if (!batch_has_adversary_weight()) return T(0);
+        const bool own = opt_.adversary_batch_size > 0;
+        if (own) sample_adversary();
+        else sample();
+        if (!own && !batch_has_adversary_weight()) return T(0);
         tape_.clear();
         Var<T> z;
         {
             NoGradGuard<T> guard(tape_);
-            z = sigmoid(clf_(tape_.view(bx_)));
+            z = sigmoid(clf_(tape_.view(own ? ax_ : bx_)));
         }
-        const Var<T> wa = tape_.view(bwa_);
-        const Var<T> lr = adv_.nll(z, tape_.view(bm_), &wa, opt_.mdn);
+        const Var<T> wa = tape_.view(own ? aw_ : bwa_);
+        const Var<T> lr = adv_.nll(z, tape_.view(own ? am_ : bm_), &wa, opt_.mdn);
         aopt_.zero_grad();
         backward(lr);
         aopt_.step();
@@ -16945,11 +17386,13 @@ public:
         PivotHistory<T> h;
         for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
         for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
+        if (opt_.pretrain_adversary_max_steps > 0) h.adversary_converged = pretrain_adversary_to_convergence(h.adversary_pretrain);
         for (std::size_t s = 0; s < opt_.steps; ++s) {
             T la = T(0);
             for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
             h.adversary.push_back(la);
             h.classifier.push_back(classifier_step());
+            h.classifier_bce.push_back(last_bce_);
         }
         return h;
     }
@@ -16977,7 +17420,132 @@ public:
         return adv_.nll(z, t.constant(m.reshaped(Shape{n, 1})), &wv, opt_.mdn).item();
     }
 
+    /// Whether the game is lost: refits an adversary from scratch (the adversary's state when the
+    /// trainer was built) for `steps` Adam steps at learning_rate on the frozen classifier, and
+    /// once more with the classifier output replaced by a constant (the marginal mass shape),
+    /// both on batches of half of the adversary events of the training data; then compares the
+    /// three adversaries' losses on the other half. A trained adversary far above the refit has lost the game: the classifier's
+    /// apparent decorrelation is the adversary's failure, not the classifier's independence.
+    PivotGameCheck<T> check_game(std::size_t steps, T learning_rate = T(1e-3)) {
+        check_data();
+        if (steps == 0) throw value_error("PivotTrainer::check_game: steps must be positive");
+        detail::check_finite_hyper("PivotTrainer::check_game", "learning_rate", static_cast<double>(learning_rate));
+        if (adv_idx_.size() < 2) throw value_error("PivotTrainer::check_game: fewer than 2 adversary events in the data");
+        const simd::FlushDenormals flush;
+        // The refits learn on every other adversary event and all losses are measured on the rest:
+        // a refit judged on its own training events would look better than it is (overfitting).
+        Tensor<T> zf, mf, wf, ze, me, we;
+        adversary_inputs(0, zf, mf, wf);
+        adversary_inputs(1, ze, me, we);
+        PivotGameCheck<T> g;
+        g.adversary_loss = mdn_loss(adv_, ze, me, we);
+        const std::size_t nf = zf.dim(0);
+        const std::size_t b = opt_.adversary_batch_size > 0 ? opt_.adversary_batch_size : opt_.batch_size;
+        g.refit_loss = refit(zf, mf, wf, ze, me, we, steps, learning_rate, b < nf ? b : nf, false);
+        g.marginal_loss = refit(zf, mf, wf, ze, me, we, steps, learning_rate, b < nf ? b : nf, true);
+        g.gap = g.adversary_loss - g.refit_loss;
+        g.information = g.marginal_loss - g.refit_loss;
+        g.lost = g.gap > opt_.lost_game_tolerance;
+        return g;
+    }
+
 private:
+    /// L_r of adversary a on inputs z (N, 1), targets m (N, 1), weights w (N), without training.
+    T mdn_loss(MdnAdversary<T>& a, const Tensor<T>& z, const Tensor<T>& m, const Tensor<T>& w) {
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const Var<T> wv = t.view(w);
+        return a.nll(t.view(z), t.view(m), &wv, opt_.mdn).item();
+    }
+    /// The classifier outputs z = sigmoid(f(x)) (frozen), m and weights of the adversary events
+    /// of one parity of their order (half = 0: even, 1: odd).
+    void adversary_inputs(std::size_t half, Tensor<T>& z, Tensor<T>& m, Tensor<T>& w) {
+        const std::size_t n = (adv_idx_.size() + 1 - half) / 2, d = x_.dim(1);
+        Tensor<T> x(Shape{n, d});
+        m = Tensor<T>(Shape{n, 1});
+        w = Tensor<T>(Shape{n});
+        for (std::size_t r = 0; r < n; ++r) {
+            const std::size_t i = adv_idx_[2 * r + half];
+            for (std::size_t j = 0; j < d; ++j) x[r * d + j] = x_[i * d + j];
+            m[r] = m_[i];
+            w[r] = wa_[i];
+        }
+        Tape<T> t;
+        NoGradGuard<T> guard(t);
+        const Var<T> p = sigmoid(clf_(t.view(x)));
+        z = p.value().reshaped(Shape{n, 1});
+    }
+    /// An adversary from the initial state, fitted for `steps` Adam steps on batches of b events
+    /// of (z, m) (z = 1/2 throughout when blind); returns its L_r on the evaluation events.
+    T refit(const Tensor<T>& z, const Tensor<T>& m, const Tensor<T>& w, const Tensor<T>& ze, const Tensor<T>& me, const Tensor<T>& we,
+            std::size_t steps, T lr, std::size_t b, bool blind) {
+        MdnAdversary<T> a = initial_adv_;
+        optim::Adam<T> opt(a.parameters(), lr);
+        const std::size_t n = z.dim(0);
+        Tensor<T> zb(Shape{b, 1}, T(0.5)), mb(Shape{b, 1}), wb(Shape{b});
+        Rng rng(opt_.seed ^ 0x5851f42d4c957f2dULL);
+        std::vector<std::size_t> perm;
+        std::size_t pos = n;
+        Tape<T> t;
+        for (std::size_t s = 0; s < steps; ++s) {
+            if (pos + b > n) {
+                perm = rng.permutation(n);
+                pos = 0;
+            }
+            for (std::size_t r = 0; r < b; ++r) {
+                const std::size_t i = perm[pos + r];
+                if (!blind) zb[r] = z[i];
+                mb[r] = m[i];
+                wb[r] = w[i];
+            }
+            pos += b;
+            t.clear();
+            const Var<T> wv = t.view(wb);
+            const Var<T> l = a.nll(t.view(zb), t.view(mb), &wv, opt_.mdn);
+            opt.zero_grad();
+            backward(l);
+            opt.step();
+        }
+        if (!blind) return mdn_loss(a, ze, me, we);
+        return mdn_loss(a, Tensor<T>(ze.shape(), T(0.5)), me, we);
+    }
+    /// Goes on with adversary steps in windows until a window's mean L_r improves on the previous
+    /// window's by less than the tolerance, or the step budget is spent. Returns whether it converged.
+    bool pretrain_adversary_to_convergence(std::vector<T>& losses) {
+        const std::size_t w = opt_.convergence_window;
+        const auto window_mean = [&](std::size_t end) {
+            double s = 0.0;
+            for (std::size_t i = end - w; i < end; ++i) s += static_cast<double>(losses[i]);
+            return s / static_cast<double>(w);
+        };
+        while (losses.size() < opt_.pretrain_adversary_max_steps) {
+            if (losses.size() >= 2 * w &&
+                window_mean(losses.size() - w) - window_mean(losses.size()) < static_cast<double>(opt_.convergence_tolerance))
+                return true;
+            for (std::size_t i = 0; i < w && losses.size() < opt_.pretrain_adversary_max_steps; ++i) losses.push_back(adversary_step());
+        }
+        return losses.size() >= 2 * w &&
+               window_mean(losses.size() - w) - window_mean(losses.size()) < static_cast<double>(opt_.convergence_tolerance);
+    }
+    /// A random batch of adversary events (distinct) into the adversary buffers.
+    void sample_adversary() {
+        check_data();
+        const std::size_t n = adv_idx_.size(), d = x_.dim(1), b = ax_.dim(0);
+        if (aperm_.size() != n || apos_ + b > n) {
+            aperm_ = rng_.permutation(n);
+            apos_ = 0;
+        }
+        for (std::size_t r = 0; r < b; ++r) {
+            const std::size_t i = adv_idx_[aperm_[apos_ + r]];
+            for (std::size_t j = 0; j < d; ++j) ax_[r * d + j] = x_[i * d + j];
+            am_[r] = m_[i];
+            aw_[r] = wa_[i];
+        }
+        apos_ += b;
+    }
+    bool adversary_event(T label) const {
+        return opt_.adversary_events == PivotEvents::all || (opt_.adversary_events == PivotEvents::background) == (label == T(0));
+    }
     void check_data() const {
         if (x_.empty()) throw value_error("PivotTrainer: no data (call set_data first)");
     }
@@ -17029,7 +17597,13 @@ private:
         const Var<T> logits = clf_(tape_.view(bx_));
         const Var<T> wv = tape_.view(bw_);
         Var<T> e = loss::binary_cross_entropy_with_logits(logits, tape_.view(by_), &wv);
-        if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
+        last_bce_ = e.item();
+        if (adversarial && opt_.lambda != T(0) && opt_.adversary_batch_size > 0) {
+            sample_adversary();  // a fresh batch of adversary events for L_r
+            const Var<T> wa = tape_.view(aw_);
+            const Var<T> lr = adv_.nll(sigmoid(clf_(tape_.view(ax_))), tape_.view(am_), &wa, opt_.mdn);
+            e = sub(e, scale(lr, opt_.lambda));
+        } else if (adversarial && opt_.lambda != T(0) && batch_has_adversary_weight()) {
             const Var<T> wa = tape_.view(bwa_);
             const Var<T> lr = adv_.nll(sigmoid(logits), tape_.view(bm_), &wa, opt_.mdn);
             e = sub(e, scale(lr, opt_.lambda));
@@ -17042,6 +17616,7 @@ private:
 
     Module<T>& clf_;
     MdnAdversary<T>& adv_;
+    MdnAdversary<T> initial_adv_;  ///< the adversary's state at construction, for check_game's refits
     optim::Optimizer<T>& copt_;
     optim::Optimizer<T>& aopt_;
     PivotOptions<T> opt_;
@@ -17051,6 +17626,11 @@ private:
     Tensor<T> bx_, by_, bm_, bw_, bwa_;
     std::vector<std::size_t> perm_;
     std::size_t pos_ = 0;
+    std::vector<std::size_t> adv_idx_;   ///< events with adversary weight
+    Tensor<T> ax_, am_, aw_;             ///< the adversary's own batch (adversary_batch_size > 0)
+    std::vector<std::size_t> aperm_;
+    std::size_t apos_ = 0;
+    T last_bce_ = T(0);                  ///< L_f of the last classifier step
 };
 
 } // namespace nn
@@ -19034,259 +19614,6 @@ Model<T> import_onnx(const std::string& path) {
 #include <utility>
 #include <vector>
 
-// ---- begin tapir/optim/kernels.hpp ----
-/// Fused per-parameter update kernels, one pass over (param, grad, state) each, written once over
-/// the SIMD wrappers of simd/vec.hpp and dispatched to the active instruction set.
-/// Kernels run through simd::dispatch (public); V::sqrt is the wrappers' correctly rounded square
-/// root (a plain std::sqrt loop does not vectorise: errno handling).
-
-#include <cmath>
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
-
-TAPIR_SIMD_DIAG_PUSH
-
-namespace tapir::optim::detail {
-
-/// Runs Body::block<V, Partial>(args, i, r) over [0, n) in steps of V::W, the tail partially.
-template <class V, class Body, class Args>
-TAPIR_ALWAYS_INLINE void for_blocks(const Args& a, std::size_t n) {
-    constexpr std::size_t W = V::W;
-    std::size_t i = 0;
-    for (; i + W <= n; i += W) Body::template block<V, false>(a, i, W);
-    if (i < n) Body::template block<V, true>(a, i, n - i);
-}
-
-template <class V, bool Partial, class T>
-TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
-    if constexpr (Partial) {
-        return V::load_partial(p, r);
-    } else {
-        (void)r;
-        return V::load(p);
-    }
-}
-template <class V, bool Partial, class T>
-TAPIR_ALWAYS_INLINE void st(T* p, const typename V::reg& v, std::size_t r) {
-    if constexpr (Partial) {
-        V::store_partial(p, v, r);
-    } else {
-        (void)r;
-        V::store(p, v);
-    }
-}
-
-/// The parameter an update kernel works on: value p, gradient g, n elements.
-template <class T>
-struct ParamSpan {
-    T* p;
-    const T* g;
-    std::size_t n;
-};
-
-/// What every update kernel shares: its value type for simd::dispatch, and run<V>(args) over
-/// [0, args.n) with Kernel::block (CRTP).
-template <class T, class Kernel>
-struct block_kernel {
-    using value_type = T;
-    template <class V, class Args>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        const simd::FlushDenormals flush;  // Adam's second moments go subnormal late in training
-        for_blocks<V, Kernel>(a, a.n);
-    }
-};
-
-/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
-template <class V, bool P, bool Wd, class Args>
-TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
-    auto d = ld<V, P>(a.g + i, r);
-    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
-    return d;
-}
-
-// ---- SGD ------------------------------------------------------------------------------------
-template <class T>
-struct SgdArgs : ParamSpan<T> {
-    T* buf;
-    T lr, wd, mu_buf, c_grad, mu;  // buf = mu_buf * buf + c_grad * d; nesterov adds mu * buf
-};
-
-/// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
-template <class T, bool Wd, bool Momentum, bool Nesterov>
-struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
-        if constexpr (Momentum) {
-            const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
-            st<V, P>(a.buf + i, b, r);
-            if constexpr (Nesterov) {
-                d = V::fma(V::set1(a.mu), b, d);
-            } else {
-                d = b;
-            }
-        }
-        p = V::fnma(V::set1(a.lr), d, p);
-        st<V, P>(a.p + i, p, r);
-    }
-};
-
-// ---- Adam / AdamW -----------------------------------------------------------------------------
-template <class T>
-struct AdamArgs : ParamSpan<T> {
-    T* m;
-    T* v;
-    T b1, c1, b2, c2;  // m = b1 m + c1 g, v = b2 v + c2 g^2
-    T step;            // lr / bc1 (PyTorch) or lr sqrt(bc2) / bc1 (Keras)
-    T sqrt_bc2;        // divides sqrt(v) (PyTorch); 1 for Keras
-    T eps, wd, decay;  // wd: L2 added to the gradient; decay: AdamW's p *= 1 - lr wd
-};
-
-template <class T, bool L2, bool Decoupled>
-struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        const auto g = ld_grad<V, P, L2>(a, i, r, p);
-        const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
-        const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
-        st<V, P>(a.m + i, m, r);
-        st<V, P>(a.v + i, v, r);
-        if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
-        const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
-        p = V::fnma(V::set1(a.step), V::div(m, denom), p);
-        st<V, P>(a.p + i, p, r);
-    }
-};
-
-// ---- RMSprop ----------------------------------------------------------------------------------
-template <class T>
-struct RmspropArgs : ParamSpan<T> {
-    T* sq;
-    T* gavg;
-    T* buf;
-    T lr, alpha, c_alpha, eps, wd, mu;
-};
-
-/// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
-template <class T, bool Wd, bool Centered, bool Momentum>
-struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
-        const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
-        const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
-        st<V, P>(a.sq + i, sq, r);
-        typename V::reg var = sq;
-        if constexpr (Centered) {
-            const auto ga = V::fma(alpha, ld<V, P>(a.gavg + i, r), V::mul(ca, d));
-            st<V, P>(a.gavg + i, ga, r);
-            // sq >= ga^2 in exact arithmetic; rounding can push the difference below zero.
-            var = V::max(V::zero(), V::fnma(ga, ga, sq));
-        }
-        const auto avg = V::add(V::sqrt(var), V::set1(a.eps));
-        const auto q = V::div(d, avg);
-        if constexpr (Momentum) {
-            const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
-            st<V, P>(a.buf + i, b, r);
-            p = V::fnma(V::set1(a.lr), b, p);
-        } else {
-            p = V::fnma(V::set1(a.lr), q, p);
-        }
-        st<V, P>(a.p + i, p, r);
-    }
-};
-
-// ---- Adagrad ----------------------------------------------------------------------------------
-template <class T>
-struct AdagradArgs : ParamSpan<T> {
-    T* sum;
-    T clr, eps, wd;
-};
-
-template <class T, bool Wd>
-struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
-        const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
-        st<V, P>(a.sum + i, s, r);
-        const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
-        p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
-        st<V, P>(a.p + i, p, r);
-    }
-};
-
-// ---- gradient helpers -------------------------------------------------------------------------
-/// g = clamp(g, -c, c).
-template <class T>
-struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
-    struct Args {
-        T* g;
-        std::size_t n;
-        T c;
-    };
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
-        const auto g = ld<V, P>(a.g + i, r);
-        st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
-    }
-};
-
-/// g += lambda sign(p), sign(0) = 0.
-template <class T>
-struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
-    struct Args {
-        const T* p;
-        T* g;
-        std::size_t n;
-        T lambda;
-    };
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
-        const auto p = ld<V, P>(a.p + i, r);
-        const auto z = V::zero();
-        const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
-        st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
-    }
-};
-
-/// sum |x| with four independent accumulators.
-template <class T>
-struct abs_sum_kernel {
-    using value_type = T;
-    template <class V>
-    static TAPIR_ALWAYS_INLINE T run(const T* x, std::size_t n) {
-        constexpr std::size_t W = V::W;
-        const auto z = V::zero();
-        auto s0 = z, s1 = z;
-        std::size_t i = 0;
-        for (; i + 2 * W <= n; i += 2 * W) {
-            const auto a = V::load(x + i), b = V::load(x + i + W);
-            s0 = V::add(s0, V::max(a, V::sub(z, a)));
-            s1 = V::add(s1, V::max(b, V::sub(z, b)));
-        }
-        for (; i + W <= n; i += W) {
-            const auto a = V::load(x + i);
-            s0 = V::add(s0, V::max(a, V::sub(z, a)));
-        }
-        if (i < n) {
-            const auto a = V::load_partial(x + i, n - i);
-            s1 = V::add(s1, V::max(a, V::sub(z, a)));
-        }
-        return V::hsum(V::add(s0, s1));
-    }
-};
-
-} // namespace tapir::optim::detail
-
-TAPIR_SIMD_DIAG_POP
-// ---- end tapir/optim/kernels.hpp ----
 
 namespace tapir {
 namespace optim {
@@ -19349,131 +19676,6 @@ private:
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/adagrad.hpp ----
-// ---- begin tapir/optim/adam.hpp ----
-/// Adam (with the epsilon convention of PyTorch or of Keras) and AdamW (decoupled weight decay).
-
-#include <cmath>
-#include <cstddef>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace tapir {
-namespace optim {
-
-/// Where epsilon enters Adam's denominator. With t the step number (1, 2, ...) and
-/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2 in both conventions:
-///   pytorch (torch.optim.Adam, the default):
-///       p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-///     epsilon is added to the bias-corrected sqrt(v_hat).
-///   keras (TF2 / Keras 2 legacy Adam, "epsilon hat" of Kingma & Ba section 2):
-///       lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t);   p -= lr_t * m / (sqrt(v) + eps)
-///     epsilon is added to the uncorrected sqrt(v), so it acts as eps * sqrt(1 - b2^t) in
-///     PyTorch's terms: larger early on. Keras' default epsilon is 1e-7 (PyTorch's 1e-8): pass it.
-/// The two agree exactly when eps = 0.
-enum class AdamEps { pytorch, keras };
-
-inline const char* adam_eps_name(AdamEps e) noexcept { return e == AdamEps::keras ? "keras" : "pytorch"; }
-
-namespace detail {
-/// Shared by Adam and AdamW: moments, bias corrections, the fused kernel.
-template <class T>
-class AdamCore : public Optimizer<T> {
-public:
-    T beta1() const noexcept { return b1_; }
-    T beta2() const noexcept { return b2_; }
-    T eps() const noexcept { return eps_; }
-    T weight_decay() const noexcept { return wd_; }
-    AdamEps eps_convention() const noexcept { return conv_; }
-
-    void step() override {
-        this->check_gradients();
-        this->allocate_like_params(m_, T(0));
-        this->allocate_like_params(v_, T(0));
-        const double t = static_cast<double>(this->iterations_ + 1);
-        const double b1 = static_cast<double>(b1_), b2 = static_cast<double>(b2_), lr = static_cast<double>(this->lr_);
-        const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
-        AdamArgs<T> a{};
-        a.b1 = b1_;
-        a.c1 = static_cast<T>(1.0 - b1);
-        a.b2 = b2_;
-        a.c2 = static_cast<T>(1.0 - b2);
-        a.eps = eps_;
-        if (conv_ == AdamEps::pytorch) {
-            a.step = static_cast<T>(lr / bc1);
-            a.sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
-        } else {
-            a.step = static_cast<T>(lr * std::sqrt(bc2) / bc1);
-            a.sqrt_bc2 = T(1);
-        }
-        const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
-        a.wd = wd_;
-        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
-        this->update_each(a, [&](std::size_t i) {
-            a.m = m_[i].data();
-            a.v = v_[i].data();
-            if (l2) {
-                simd::dispatch<adam_kernel<T, true, false>>(a);
-            } else if (dec) {
-                simd::dispatch<adam_kernel<T, false, true>>(a);
-            } else {
-                simd::dispatch<adam_kernel<T, false, false>>(a);
-            }
-        });
-    }
-
-    std::vector<std::pair<std::string, Tensor<T>*>> state() override {
-        this->allocate_like_params(m_, T(0));
-        this->allocate_like_params(v_, T(0));
-        std::vector<std::pair<std::string, Tensor<T>*>> out;
-        this->name_state(out, "exp_avg", m_);
-        this->name_state(out, "exp_avg_sq", v_);
-        return out;
-    }
-
-protected:
-    AdamCore(std::vector<Parameter<T>*> params, T lr, T b1, T b2, T eps, T wd, AdamEps conv, bool decoupled, const char* kind)
-        : Optimizer<T>(std::move(params), lr, kind), b1_(b1), b2_(b2), eps_(eps), wd_(wd), conv_(conv), decoupled_(decoupled) {
-        check_hyper(kind, "beta1", static_cast<double>(b1), 0.0, false, 1.0, true);
-        check_hyper(kind, "beta2", static_cast<double>(b2), 0.0, false, 1.0, true);
-        check_hyper(kind, "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
-        check_hyper(kind, "weight_decay", static_cast<double>(wd), 0.0, false, HUGE_VAL, true);
-    }
-
-private:
-    T b1_, b2_, eps_, wd_;
-    AdamEps conv_;
-    bool decoupled_;
-    std::vector<Tensor<T>> m_, v_;
-};
-} // namespace detail
-
-/// Adam (Kingma & Ba 2015). weight_decay adds weight_decay * p to the gradient before the
-/// moments (L2, PyTorch's Adam); for decoupled decay use AdamW.
-template <class T>
-class Adam : public detail::AdamCore<T> {
-public:
-    explicit Adam(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
-                  T eps = T(1e-8), AdamEps convention = AdamEps::pytorch, T weight_decay = T(0))
-        : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, false, "Adam") {}
-    std::string name() const override { return "Adam"; }
-};
-
-/// AdamW (Loshchilov & Hutter 2019), PyTorch semantics: before the Adam update (with the
-/// undecayed gradient) every parameter shrinks as p *= 1 - lr * weight_decay, with the current lr.
-template <class T>
-class AdamW : public detail::AdamCore<T> {
-public:
-    explicit AdamW(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
-                   T eps = T(1e-8), T weight_decay = T(1e-2), AdamEps convention = AdamEps::pytorch)
-        : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, true, "AdamW") {}
-    std::string name() const override { return "AdamW"; }
-};
-
-} // namespace optim
-} // namespace tapir
-// ---- end tapir/optim/adam.hpp ----
 // ---- begin tapir/optim/clip.hpp ----
 /// Gradient clipping over a parameter list: by global norm and by value. Both return the global
 /// L2 norm of the gradients before clipping (for logging, and to skip steps on spikes).
@@ -26397,6 +26599,76 @@ std::string act_expr(Activation a, T alpha, const std::string& v) {
     return v;
 }
 
+/// The helpers of a generated header for T: mad and dense, and with uses_poly the exp, tanh and
+/// sigmoid polynomials with their power-of-two table.
+template <class T>
+std::string math_helpers(bool uses_poly) {
+    const std::string tn = std::is_same<T, float>::value ? "float" : "double";
+    const auto lit = [](auto v) { return literal(static_cast<T>(v)); };
+    std::string helpers = gen_dense_helpers();
+    if (uses_poly) {
+        using C = simd::math_constants<T>;
+        std::string e = gen_exp_helpers();
+        // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
+        const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
+        const int hi = static_cast<int>(std::ceil(static_cast<double>(C::exp_hi) * static_cast<double>(C::log2e) / 2.0)) + 2;
+        const int hi_t = static_cast<int>(std::ceil(2.0 * static_cast<double>(C::tanh_clamp) * static_cast<double>(C::log2e))) + 2;
+        const int top = hi > hi_t ? hi : hi_t;
+        std::vector<T> p2;
+        for (int n = lo; n <= top; ++n) p2.push_back(static_cast<T>(std::ldexp(1.0, n)));
+        std::string table = "constexpr int pow2_bias = " + std::to_string(-lo) + ";\n";
+        emit_array(table, "constexpr @T@ pow2_table[" + std::to_string(p2.size()) + "]", p2.data(), 1, p2.size());
+        table.pop_back();
+        replace_all(e, "@POW2@", table);
+        std::string horner;
+        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
+        replace_all(e, "@HORNER@", horner);
+        replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
+        replace_all(e, "@LOG2E@", lit(C::log2e));
+        replace_all(e, "@SHIFTER@", lit(C::shifter));
+        replace_all(e, "@LN2HI@", lit(C::ln2_hi));
+        replace_all(e, "@LN2LO@", lit(C::ln2_lo));
+        replace_all(e, "@EXPLO@", lit(C::exp_lo));
+        replace_all(e, "@EXPHI@", lit(C::exp_hi));
+        replace_all(e, "@TANHCLAMP@", lit(C::tanh_clamp));
+        helpers += e;
+    }
+    replace_all(helpers, "@T@", tn);
+    return helpers;
+}
+
+/// The include guard: opt.include_guard, or one derived from the namespace parts.
+inline std::string include_guard(const CodegenOptions& opt, const std::vector<std::string>& ns) {
+    std::string guard = opt.include_guard;
+    if (guard.empty()) {
+        guard = "TAPIR_GENERATED_";
+        for (const auto& p : ns) guard += p + "_";
+        for (char& c : guard) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        guard += "HPP";
+    }
+    if (!is_identifier(guard)) throw value_error("deploy::generate_header: include guard '" + guard + "' is not an identifier");
+    return guard;
+}
+
+/// The include guard, cmath, the TAPIR_GEN_FMA default and the opened namespaces.
+inline std::string header_open(const std::string& guard, const std::vector<std::string>& ns) {
+    std::string o;
+    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
+    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
+         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
+    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    return o;
+}
+
+/// Writes a generated header's text to path; throws format_error naming the file on failure.
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.close();
+    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+}
+
 } // namespace detail
 
 /// The header text for a float or double model.
@@ -26407,17 +26679,9 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
     const std::vector<std::string> ns = detail::split_namespace(opt.name_space);
     if (!detail::is_identifier(opt.function))
         throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
-    std::string guard = opt.include_guard;
-    if (guard.empty()) {
-        guard = "TAPIR_GENERATED_";
-        for (const auto& p : ns) guard += p + "_";
-        for (char& c : guard) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        guard += "HPP";
-    }
-    if (!detail::is_identifier(guard)) throw value_error("deploy::generate_header: include guard '" + guard + "' is not an identifier");
+    const std::string guard = detail::include_guard(opt, ns);
     if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
     const std::string tn = std::is_same<T, float>::value ? "float" : "double";
-    const auto lit = [](auto v) { return detail::literal(static_cast<T>(v)); };
     const std::size_t nl = spec.layers.size();
 
     bool uses_poly = false;
@@ -26436,43 +26700,11 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
     o += "//   " + opt.function + "_batch(x, y, n)   n events, row-major\n";
     o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
     o += "// the target has FMA); 0 gives the same up to rounding.\n";
-    o += "#ifndef " + guard + "\n#define " + guard + "\n\n#include <cmath>\n\n";
-    o += "#ifndef TAPIR_GEN_FMA\n#if defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)\n"
-         "#define TAPIR_GEN_FMA 1\n#else\n#define TAPIR_GEN_FMA 0\n#endif\n#endif\n\n";
-    for (const auto& p : ns) o += "namespace " + p + " {\n";
+    o += detail::header_open(guard, ns);
     o += "\nconstexpr int n_inputs = " + std::to_string(spec.inputs()) + ";\n";
     o += "constexpr int n_outputs = " + std::to_string(spec.outputs()) + ";\n\nnamespace detail {\n\n";
 
-    std::string helpers = detail::gen_dense_helpers();
-    if (uses_poly) {
-        using C = simd::math_constants<T>;
-        std::string e = detail::gen_exp_helpers();
-        // 2^n for n in [lo, hi]: exp's two half exponents and tanh's expm1 exponent.
-        const int lo = static_cast<int>(std::floor(static_cast<double>(C::exp_lo) * static_cast<double>(C::log2e) / 2.0)) - 2;
-        const int hi = static_cast<int>(std::ceil(static_cast<double>(C::exp_hi) * static_cast<double>(C::log2e) / 2.0)) + 2;
-        const int hi_t = static_cast<int>(std::ceil(2.0 * static_cast<double>(C::tanh_clamp) * static_cast<double>(C::log2e))) + 2;
-        const int top = hi > hi_t ? hi : hi_t;
-        std::vector<T> p2;
-        for (int n = lo; n <= top; ++n) p2.push_back(static_cast<T>(std::ldexp(1.0, n)));
-        std::string table = "constexpr int pow2_bias = " + std::to_string(-lo) + ";\n";
-        detail::emit_array(table, "constexpr @T@ pow2_table[" + std::to_string(p2.size()) + "]", p2.data(), 1, p2.size());
-        table.pop_back();
-        detail::replace_all(e, "@POW2@", table);
-        std::string horner;
-        for (int k = C::exp_terms - 2; k >= 2; --k) horner += "    q = mad(q, r, " + lit(simd::inv_factorial<T>(k)) + ");\n";
-        detail::replace_all(e, "@HORNER@", horner);
-        detail::replace_all(e, "@FACT_TOP@", lit(simd::inv_factorial<T>(C::exp_terms - 1)));
-        detail::replace_all(e, "@LOG2E@", lit(C::log2e));
-        detail::replace_all(e, "@SHIFTER@", lit(C::shifter));
-        detail::replace_all(e, "@LN2HI@", lit(C::ln2_hi));
-        detail::replace_all(e, "@LN2LO@", lit(C::ln2_lo));
-        detail::replace_all(e, "@EXPLO@", lit(C::exp_lo));
-        detail::replace_all(e, "@EXPHI@", lit(C::exp_hi));
-        detail::replace_all(e, "@TANHCLAMP@", lit(C::tanh_clamp));
-        helpers += e;
-    }
-    detail::replace_all(helpers, "@T@", tn);
-    o += helpers + "\n";
+    o += detail::math_helpers<T>(uses_poly) + "\n";
 
     if (spec.has_input_scaling()) {
         detail::emit_array(o, "constexpr double input_mean[" + std::to_string(spec.inputs()) + "]", spec.input_mean.data(), 1,
@@ -26527,12 +26759,7 @@ std::string generate_header(const ModelSpec<T>& spec, const CodegenOptions& opt 
 /// Writes generate_header(spec, opt) to path; throws format_error naming the file on failure.
 template <class T>
 void write_header(const std::string& path, const ModelSpec<T>& spec, const CodegenOptions& opt = CodegenOptions{}) {
-    const std::string text = generate_header(spec, opt);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) throw format_error("deploy::write_header: cannot open '" + path + "' for writing");
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    f.close();
-    if (!f) throw format_error("deploy::write_header: error writing '" + path + "'");
+    detail::write_text(path, generate_header(spec, opt));
 }
 
 } // namespace tapir::deploy
