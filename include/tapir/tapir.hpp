@@ -104,6 +104,7 @@
 #include "hep/stop.hpp"
 #include "hep/zgamma.hpp"
 #include "deploy/codegen.hpp"
+#include "deploy/codegen_model.hpp"
 #include "deploy/convert.hpp"
 #include "deploy/convert_model.hpp"
 #include "deploy/deploy.hpp"

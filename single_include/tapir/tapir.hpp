@@ -26764,26 +26764,35 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 
 } // namespace tapir::deploy
 // ---- end tapir/deploy/codegen.hpp ----
-// ---- begin tapir/deploy/convert_model.hpp ----
-/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
-/// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
-/// architecture. Throws shape_error and value_error naming the layer and both shapes.
+// ---- begin tapir/deploy/codegen_model.hpp ----
+/// Code generation for the layer-list models of model.hpp: generate_header(model, opt) writes a
+/// standalone header (only `<cmath>`, C++11, no exceptions, RTTI, heap or tapir) for a ModelT of
+/// DenseT, Conv2dT/Conv1dT, MaxPool/AvgPool 1d/2d, FlattenT, ActivationT, LstmT and GruT:
 ///
-///     tapir::nn::Sequential<float> cnn = ...;               // trained: Conv2d, ReLU, MaxPool2d, Flatten, Dense
-///     auto fixed = tapir::deploy::to_model<Cnn>(cnn);      // or load_model(static_model, cnn)
-///     auto same = tapir::deploy::to_model<Cnn>("cnn.tpr", architecture);
+///     static Cnn cnn;  tapir::deploy::load_model(cnn, trained);   // convert_model.hpp
+///     tapir::deploy::CodegenOptions opt;
+///     opt.name_space = "cnn";
+///     tapir::deploy::write_header("cnn.hpp", cnn, opt);
 ///
-/// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
-/// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
-/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
-/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
-/// That list must match the ModelT's layers one to one.
+///     // in the trigger code:
+///     cnn::predict(x, y);                         // x: cnn::n_inputs, y: cnn::n_outputs
+///     cnn::predict_step(x_t, state);              // first layer LSTM/GRU: one time step, state of cnn::n_state zeros at the start
+///     cnn::predict_head(state, y);                // the layers after it on the state's h
+///
+/// Numbers, with fused multiply-adds (TAPIR_GEN_FMA, as codegen.hpp): dense, convolution,
+/// pooling, flatten and activation layers do the ModelT's arithmetic in its order (one chain per
+/// output over the taps in order, restarted every CodegenOptions::sum_block terms, then the bias;
+/// tanh and sigmoid as tapir::simd's polynomials), so their outputs are bitwise the ModelT's and
+/// the trained model's. The recurrent cells' gate arithmetic is written as the ModelT's
+/// (autodiff/recurrent.hpp's) plain code, which compilers contract into fused multiply-adds or
+/// not by their flags: bitwise when both builds contract alike (a library built without FMA and
+/// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
 
-#include <cmath>
 #include <cstddef>
-#include <initializer_list>
-#include <memory>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 // ---- begin tapir/deploy/model.hpp ----
@@ -27335,6 +27344,344 @@ public:
 
 TAPIR_SIMD_DIAG_POP
 // ---- end tapir/deploy/model.hpp ----
+
+namespace tapir::deploy {
+
+namespace detail {
+
+/// What the layers of one generated header contribute: declarations (weights and one function
+/// per layer) and whether the polynomial tanh and sigmoid are needed.
+struct ModelGen {
+    std::string tn;        ///< "float" or "double"
+    std::string decls;     ///< inside namespace detail
+    std::string describe;  ///< "Conv2d(1x8x8 -> 4, 3x3) -> ..." for the leading comment
+    std::size_t sum_block = 256;
+    bool uses_poly = false;
+    bool uses_conv = false, uses_pool = false;
+};
+
+template <class T>
+void gen_activation_loop(ModelGen& g, Activation a, T alpha, std::size_t n, const std::string& v) {
+    if (a == Activation::none) return;
+    const bool poly = a == Activation::tanh || a == Activation::sigmoid;
+    g.uses_poly |= poly;
+    g.decls += "    for (int j = 0; j < " + std::to_string(n) + "; ++j) " + v + "[j] = " + act_expr(a, alpha, v + "[j]") + ";\n";
+}
+
+inline void gen_describe(ModelGen& g, const std::string& s) { g.describe += (g.describe.empty() ? "" : " -> ") + s; }
+
+template <class T, std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) {
+    const Dense<T, In, Out>& d = l.dense;
+    std::vector<T> w(In * Out), b(Out);
+    for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = d.weight[p][j];
+    for (std::size_t j = 0; j < Out; ++j) b[j] = d.bias[j];
+    const std::string k = std::to_string(In), n = std::to_string(Out);
+    gen_describe(g, "Dense(" + k + " -> " + n + ", " + activation_name(d.act) + ")");
+    g.decls += "// layer " + id + ": Dense " + k + " -> " + n + ", " + activation_name(d.act) + "\n";
+    emit_array(g.decls, "constexpr " + g.tn + " w" + id + "[" + k + "][" + n + "]", w.data(), In, Out);
+    emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + n + "]", b.data(), 1, Out);
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
+    g.decls += "    dense<" + k + ", " + n + ", " + std::to_string(simd::gemm_k_block(In, g.sum_block)) + ">(x, w" + id + ", b" + id + ", y);\n";
+    gen_activation_loop(g, d.act, d.alpha, Out, "y");
+    g.decls += "}\n\n";
+}
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW>
+void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& l) {
+    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>;
+    constexpr std::size_t K = L::K;
+    g.uses_conv = true;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::string what = "Conv2d(" + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" + s(L::OH) + "x" + s(L::OW) + ", kernel " +
+                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) + ", " +
+                             activation_name(l.act) + ")";
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + "\n";
+    emit_array(g.decls, "constexpr " + g.tn + " w" + id + "[" + s(Cout) + "][" + s(K) + "]", &l.weight[0][0], Cout, K);
+    emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
+    g.decls += "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) +
+               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) + ">(x, w" + id + ", b" + id + ", y);\n";
+    gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
+    g.decls += "}\n\n";
+}
+
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
+void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&) {
+    g.uses_pool = true;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::string what = std::string(IsMax ? "MaxPool" : "AvgPool") + "(" + s(C) + "x" + s(H) + "x" + s(W) + ", window " + s(KH) + "x" +
+                             s(KW) + ", stride " + s(SH) + "x" + s(SW) + ")";
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + "\n";
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
+    g.decls += "    pool2d<" + s(C) + ", " + s(H) + ", " + s(W) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
+               (IsMax ? "true" : "false") + ">(x, y);\n}\n\n";
+}
+
+template <class T, std::size_t N>
+void gen_layer(ModelGen& g, const std::string& id, const FlattenT<T, N>&) {
+    gen_describe(g, "Flatten(" + std::to_string(N) + ")");
+    g.decls += "// layer " + id + ": Flatten (channels-first data is already flat)\n";
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
+    g.decls += "    for (int j = 0; j < " + std::to_string(N) + "; ++j) y[j] = x[j];\n}\n\n";
+}
+
+template <class T, std::size_t N, Activation A>
+void gen_layer(ModelGen& g, const std::string& id, const ActivationT<T, N, A>& l) {
+    gen_describe(g, std::string(activation_name(A)) + "(" + std::to_string(N) + ")");
+    g.decls += "// layer " + id + ": " + activation_name(A) + "\n";
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
+    g.decls += "    for (int j = 0; j < " + std::to_string(N) + "; ++j) y[j] = x[j];\n";
+    gen_activation_loop(g, A, l.alpha, N, "y");
+    g.decls += "}\n\n";
+}
+
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps, bool Sequences>
+void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hidden, Steps, Sequences>& l) {
+    using L = RecurrentT<T, C, In, Hidden, Steps, Sequences>;
+    constexpr std::size_t GH = L::GH, H = Hidden;
+    g.uses_poly = true;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::string& t = g.tn;
+    const std::string what = std::string(L::name) + "(" + s(In) + " -> " + s(Hidden) + ", " + s(Steps) + " steps" +
+                             (Sequences ? ", every step's h" : ", last h") + ")";
+    gen_describe(g, what);
+    std::vector<T> wi(In * GH), wh(Hidden * GH), bh(GH), zero(GH, T(0));
+    for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t j = 0; j < GH; ++j) wi[p * GH + j] = l.input.weight[p][j];
+    for (std::size_t p = 0; p < Hidden; ++p)
+        for (std::size_t j = 0; j < GH; ++j) wh[p * GH + j] = l.hidden.weight[p][j];
+    for (std::size_t j = 0; j < GH; ++j) bh[j] = l.hidden.bias[j];
+    g.decls += "// layer " + id + ": " + what + "; gates " + (C == Cell::lstm ? "i, f, g, o" : "r, z, n") + " (PyTorch's)\n";
+    emit_array(g.decls, "constexpr " + t + " wi" + id + "[" + s(In) + "][" + s(GH) + "]", wi.data(), In, GH);
+    emit_array(g.decls, "constexpr " + t + " wh" + id + "[" + s(Hidden) + "][" + s(GH) + "]", wh.data(), Hidden, GH);
+    emit_array(g.decls, "constexpr " + t + " bi" + id + "[" + s(GH) + "]", l.bias_ih, 1, GH);
+    emit_array(g.decls, "constexpr " + t + " bh" + id + "[" + s(GH) + "]", bh.data(), 1, GH);
+    emit_array(g.decls, "constexpr " + t + " zero" + id + "[" + s(GH) + "]", zero.data(), 1, GH);
+    const std::string hs = s(H), gs = s(GH);
+    g.decls += "/// One step: state (" + s(L::state_size) + (C == Cell::lstm ? " values, h then c" : " values, h") + ") advanced by x (" +
+               s(In) + " values).\n";
+    g.decls += "inline void step" + id + "(const " + t + "* x, " + t + "* state) noexcept {\n";
+    g.decls += "    " + t + " xp[" + gs + "];\n    " + t + " a[" + gs + "];\n";
+    g.decls += "    dense<" + s(In) + ", " + gs + ", " + s(simd::gemm_k_block(In, g.sum_block)) + ">(x, wi" + id + ", zero" + id + ", xp);\n";
+    g.decls += "    dense<" + hs + ", " + gs + ", " + s(simd::gemm_k_block(Hidden, g.sum_block)) + ">(state, wh" + id + ", bh" + id + ", a);\n";
+    const std::string loop = "    for (int j = 0; j < ";
+    if (C == Cell::lstm) {
+        g.decls += "    " + t + " cn[" + hs + "];\n    " + t + " tc[" + hs + "];\n";
+        g.decls += loop + gs + "; ++j) a[j] = a[j] + xp[j];\n";
+        g.decls += loop + gs + "; ++j) a[j] = a[j] + bi" + id + "[j];\n";
+        g.decls += loop + hs + "; ++j) a[" + s(2 * H) + " + j] *= " + t + "(2);\n";
+        g.decls += loop + gs + "; ++j) a[j] = sigmoid_poly(a[j]);\n";
+        g.decls += loop + hs + "; ++j) {\n";
+        g.decls += "        a[" + s(2 * H) + " + j] = " + t + "(2) * a[" + s(2 * H) + " + j] - " + t + "(1);\n";
+        g.decls += "        cn[j] = a[" + hs + " + j] * state[" + hs + " + j] + a[j] * a[" + s(2 * H) + " + j];\n    }\n";
+        g.decls += loop + hs + "; ++j) tc[j] = tanh_poly(cn[j]);\n";
+        g.decls += loop + hs + "; ++j) {\n        state[j] = a[" + s(3 * H) + " + j] * tc[j];\n        state[" + hs + " + j] = cn[j];\n    }\n";
+    } else {
+        g.decls += "    " + t + " rz[" + s(2 * H) + "];\n    " + t + " n[" + hs + "];\n";
+        g.decls += loop + s(2 * H) + "; ++j) rz[j] = a[j] + xp[j] + bi" + id + "[j];\n";
+        g.decls += loop + s(2 * H) + "; ++j) rz[j] = sigmoid_poly(rz[j]);\n";
+        g.decls += loop + hs + "; ++j) n[j] = xp[" + s(2 * H) + " + j] + bi" + id + "[" + s(2 * H) + " + j] + rz[j] * a[" + s(2 * H) + " + j];\n";
+        g.decls += loop + hs + "; ++j) n[j] = tanh_poly(n[j]);\n";
+        g.decls += loop + hs + "; ++j) state[j] = n[j] + rz[" + hs + " + j] * (state[j] - n[j]);\n";
+    }
+    g.decls += "}\n";
+    g.decls += "inline void layer" + id + "(const " + t + "* x, " + t + "* y) noexcept {\n";
+    g.decls += "    " + t + " state[" + s(L::state_size) + "];\n";
+    g.decls += loop + s(L::state_size) + "; ++j) state[j] = " + t + "(0);\n";
+    g.decls += "    for (int t = 0; t < " + s(Steps) + "; ++t) {\n";
+    g.decls += "        step" + id + "(x + t * " + s(In) + ", state);\n";
+    if (Sequences) g.decls += "        for (int j = 0; j < " + hs + "; ++j) y[t * " + hs + " + j] = state[j];\n";
+    g.decls += "    }\n";
+    if (!Sequences) g.decls += loop + hs + "; ++j) y[j] = state[j];\n";
+    g.decls += "}\n\n";
+}
+
+/// The convolution and pooling kernels, written once for T (replacing @T@): the loops of
+/// Conv2dT and Pool2dT for one output at a time.
+inline const char* gen_conv_helpers() {
+    return R"(
+/// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW): per output one multiply-add chain
+/// over the taps (channel, row, column) in order, zero outside the padding, restarted every KB
+/// taps and the partial sums added in order, then the bias.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB>
+inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b)[CO], @T@* y) noexcept {
+    const int OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1, K = CI * KH * KW;
+    for (int oc = 0; oc < CO; ++oc)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+                @T@ acc = @T@(0);
+                for (int k0 = 0; k0 < K; k0 += KB) {
+                    const int k1 = k0 + KB < K ? k0 + KB : K;
+                    @T@ part = @T@(0);
+                    for (int p = k0; p < k1; ++p) {
+                        const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
+                        const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                        const @T@ v = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : @T@(0);
+                        part = mad(w[oc][p], v, part);
+                    }
+                    acc = k0 == 0 ? part : part + acc;
+                }
+                y[(oc * OH + oy) * OW + ox] = acc + b[oc];
+            }
+}
+)";
+}
+
+inline const char* gen_pool_helpers() {
+    return R"(
+/// Max (a NaN propagates) or average (sum in window order, times 1 / (KH KW)) pooling of one
+/// (C, H, W) sample, no padding.
+template <int C, int H, int W, int KH, int KW, int SH, int SW, bool MAX>
+inline void pool2d(const @T@* x, @T@* y) noexcept {
+    const int OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    const @T@ inv = @T@(1) / static_cast<@T@>(KH * KW);
+    int o = 0;
+    for (int c = 0; c < C; ++c)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox, ++o) {
+                const @T@* win = x + c * H * W + oy * SH * W + ox * SW;
+                @T@ r = MAX ? win[0] : @T@(0);
+                for (int i = 0; i < KH; ++i)
+                    for (int j = 0; j < KW; ++j) {
+                        const @T@ v = win[i * W + j];
+                        if (MAX) r = (v > r || v != v) ? v : r;
+                        else r += v;
+                    }
+                y[o] = MAX ? r : r * inv;
+            }
+}
+)";
+}
+
+template <class M, std::size_t... I>
+void gen_layers(ModelGen& g, const M& model, std::index_sequence<I...>) {
+    (gen_layer(g, std::to_string(I), model.template layer<I>()), ...);
+}
+
+template <class L>
+struct is_recurrent : std::false_type {};
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps, bool Sequences>
+struct is_recurrent<RecurrentT<T, C, In, Hidden, Steps, Sequences>> : std::true_type {};
+
+} // namespace detail
+
+/// The header text for a ModelT (model.hpp): predict and predict_batch as for an MLP, and, when
+/// the first layer is an LSTM or GRU, predict_step (one time step on a state the caller keeps)
+/// and, when it returns its last h and more layers follow, predict_head (those layers on h).
+template <class T, class... Layers>
+std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    using M = ModelT<T, Layers...>;
+    using First = std::tuple_element_t<0, typename M::layers_type>;
+    const std::vector<std::string> ns = detail::split_namespace(opt.name_space);
+    if (!detail::is_identifier(opt.function))
+        throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
+    const std::string guard = detail::include_guard(opt, ns);
+    if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
+    detail::ModelGen g;
+    g.tn = std::is_same<T, float>::value ? "float" : "double";
+    g.sum_block = opt.sum_block;
+    detail::gen_layers(g, model, std::index_sequence_for<Layers...>{});
+    const std::string& tn = g.tn;
+    const std::string& fn = opt.function;
+
+    std::string o;
+    o += "// Generated by tapir " TAPIR_VERSION_STRING " (tapir::deploy::generate_header). Do not edit: regenerate.\n";
+    o += "// Model: " + g.describe + ", " + tn + ".\n";
+    if (!opt.comment.empty()) {
+        std::string c = opt.comment;
+        detail::replace_all(c, "\n", "\n// ");
+        o += "// " + c + "\n";
+    }
+    o += "//\n// Standalone: needs <cmath> and C++11; no exceptions, RTTI, heap or tapir.\n";
+    o += "//   " + fn + "(x, y)            x: n_inputs values, y: n_outputs values\n";
+    o += "//   " + fn + "_batch(x, y, n)   n samples, row-major\n";
+    if constexpr (detail::is_recurrent<First>::value) {
+        o += "//   " + fn + "_step(x, state)   one time step: x n_step_inputs values, state n_state values (zeros at the start)\n";
+        if (!First::return_sequences && M::num_layers > 1) o += "//   " + fn + "_head(state, y)    the layers after the recurrent one, on h\n";
+    }
+    o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
+    o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
+    o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
+    o += detail::header_open(guard, ns);
+    o += "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
+    o += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
+    if constexpr (detail::is_recurrent<First>::value) {
+        o += "constexpr int n_step_inputs = " + std::to_string(First::input_size) + ";\n";
+        o += "constexpr int n_state = " + std::to_string(First::state_size) + ";\n";
+    }
+    o += "\nnamespace detail {\n\n";
+    std::string helpers = detail::math_helpers<T>(g.uses_poly);
+    if (g.uses_conv) helpers += detail::gen_conv_helpers();
+    if (g.uses_pool) helpers += detail::gen_pool_helpers();
+    detail::replace_all(helpers, "@T@", tn);
+    o += helpers + "\n" + g.decls + "} // namespace detail\n\n";
+
+    constexpr std::size_t outs[] = {Layers::out_size...};
+    const auto chain = [&](std::size_t from, const std::string& input) {
+        std::string b, in = input;
+        for (std::size_t i = from; i < M::num_layers; ++i) {
+            const std::string id = std::to_string(i);
+            const bool last = i + 1 == M::num_layers;
+            const std::string out = last ? "y" : "h" + id;
+            if (!last) b += "    " + tn + " " + out + "[" + std::to_string(outs[i]) + "];\n";
+            b += "    detail::layer" + id + "(" + in + ", " + out + ");\n";
+            in = out;
+        }
+        return b;
+    };
+    o += "/// One sample: x (n_inputs values) -> y (n_outputs values).\n";
+    o += "inline void " + fn + "(const " + tn + "* x, " + tn + "* y) noexcept {\n" + chain(0, "x") + "}\n\n";
+    o += "/// n samples, row-major: x (n x n_inputs) -> y (n x n_outputs).\n";
+    o += "inline void " + fn + "_batch(const " + tn + "* x, " + tn + "* y, long n) noexcept {\n";
+    o += "    for (long i = 0; i < n; ++i) " + fn + "(x + i * n_inputs, y + i * n_outputs);\n}\n\n";
+    if constexpr (detail::is_recurrent<First>::value) {
+        o += "/// One time step of the first layer: state (n_state values, zeros at the start) advanced by x (n_step_inputs values).\n";
+        o += "inline void " + fn + "_step(const " + tn + "* x, " + tn + "* state) noexcept { detail::step0(x, state); }\n\n";
+        if (!First::return_sequences && M::num_layers > 1) {
+            o += "/// The layers after the recurrent one on the state's h: after the last step, " + fn + "(sequence) is " + fn + "_head(state).\n";
+            o += "inline void " + fn + "_head(const " + tn + "* state, " + tn + "* y) noexcept {\n" + chain(1, "state") + "}\n\n";
+        }
+    }
+    for (std::size_t i = ns.size(); i-- > 0;) o += "} // namespace " + ns[i] + "\n";
+    o += "\n#endif // " + guard + "\n";
+    return o;
+}
+
+/// Writes generate_header(model, opt) to path; throws format_error naming the file on failure.
+template <class T, class... Layers>
+void write_header(const std::string& path, const ModelT<T, Layers...>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    detail::write_text(path, generate_header(model, opt));
+}
+
+} // namespace tapir::deploy
+// ---- end tapir/deploy/codegen_model.hpp ----
+// ---- begin tapir/deploy/convert_model.hpp ----
+/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
+/// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
+/// architecture. Throws shape_error and value_error naming the layer and both shapes.
+///
+///     tapir::nn::Sequential<float> cnn = ...;               // trained: Conv2d, ReLU, MaxPool2d, Flatten, Dense
+///     auto fixed = tapir::deploy::to_model<Cnn>(cnn);      // or load_model(static_model, cnn)
+///     auto same = tapir::deploy::to_model<Cnn>("cnn.tpr", architecture);
+///
+/// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
+/// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
+/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
+/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
+/// That list must match the ModelT's layers one to one.
+
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
 
 namespace tapir::deploy {
 
