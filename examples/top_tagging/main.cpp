@@ -8,7 +8,11 @@
 // from a CSV in the reference dataset's layout (hep/jet_dataset.hpp).
 //
 //   top_tagging [--data FILE | --train N --val N --test N --seed S] [--models a,b,c] [--epochs E]
-//               [--bootstrap N] [--out DIR] [--write-jets FILE] [--quick] [--quiet]
+//               [--bootstrap N] [--out DIR] [--write-jets FILE] [--quantize] [--quick] [--quiet]
+//
+// --quantize deploys the trained CNN (deploy/model.hpp, quantize_model.hpp) as a float ModelT,
+// int8 (per layer and per channel) and ap_fixed<16,6>, <8,3> and <8,3,RND,SAT>, and prints the
+// AUC, 1/eps_B at eps_S = 0.3 and the agreement of the decisions at the float model's cut.
 #include <tapir/tapir.hpp>
 
 #include "../common/cli.hpp"
@@ -22,6 +26,7 @@
 #include <ctime>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -242,7 +247,7 @@ struct Options {
     std::size_t epochs = 0;  // 0: each network's default
     std::size_t patience = 5;
     std::size_t bootstrap = 100;
-    bool quick = false, quiet = false;
+    bool quick = false, quiet = false, quantize = false;
 };
 
 /// Fewer jets leave too few background jets passing at eps_S = 0.3 to measure a rejection.
@@ -251,7 +256,7 @@ constexpr std::size_t kMinJets = 100;
 const examples::Cli cli(
     "top_tagging",
     "top_tagging [--data FILE | --train N --val N --test N] [--seed S] [--models a,b,c] [--epochs E]\n"
-    "                   [--patience E] [--bootstrap N] [--out DIR] [--write-jets FILE] [--quick] [--quiet] [--help]\n"
+    "                   [--patience E] [--bootstrap N] [--out DIR] [--write-jets FILE] [--quantize] [--quick] [--quiet] [--help]\n"
     "  --data FILE       jets in the Top Quark Tagging Reference Dataset's CSV layout (E_0,PX_0,PY_0,PZ_0,...,\n"
     "                    is_signal_new), split 50/12.5/37.5% into train/validation/test (seeded)\n"
     "  --train N         generated training jets (default 15000); --val N validation (3000), --test N test (15000)\n"
@@ -261,6 +266,8 @@ const examples::Cli cli(
     "  --bootstrap N     replicas for the uncertainty of 1/eps_B (default 100)\n"
     "  --quick           a CI-sized run: 400 + 200 + 400 jets, one epoch, 20 replicas\n"
     "  --write-jets FILE write the generated jets in the reference CSV layout\n"
+    "  --quantize        deploy the trained CNN as float, int8 and ap_fixed<W,I> models (deploy/quantize_model.hpp)\n"
+    "                    and compare their AUC, 1/eps_B and decisions on the test jets (writes quantized.md)\n"
     "writes table.md, summary.json, scores.csv and roc.svg to DIR (default .)\n");
 
 std::vector<const ModelSpec*> parse_models(const std::string& list) {
@@ -301,6 +308,7 @@ Options parse_args(int argc, char** argv) {
         else if (a == "--patience") o.patience = cli.count(a, value(), 0, 10000);
         else if (a == "--bootstrap") o.bootstrap = cli.count(a, value(), 2, 100000);
         else if (a == "--quick") o.quick = true;
+        else if (a == "--quantize") o.quantize = true;
         else if (a == "--quiet") o.quiet = true;
         else return false;
         return true;
@@ -312,6 +320,8 @@ Options parse_args(int argc, char** argv) {
         o.bootstrap = std::min<std::size_t>(o.bootstrap, 20);
     }
     if (!o.data.empty() && !o.write_jets.empty()) cli.usage("--write-jets writes generated jets; it cannot be used with --data");
+    if (o.quantize && std::none_of(o.models.begin(), o.models.end(), [](const ModelSpec* m) { return m->input == Input::image; }))
+        cli.usage("--quantize deploys the CNN: add cnn to --models");
     return o;
 }
 
@@ -399,6 +409,7 @@ struct Result {
     std::size_t parameters = 0, epochs = 0, best_epoch = 0;
     double train_seconds = 0, infer_us = 0;
     double train_cpu = 0, infer_cpu_us = 0;  // process CPU time: the figures to compare on a loaded machine
+    std::string deployed;  // --quantize: the deployed CNN's table (markdown)
 };
 
 constexpr double kEpsS = 0.3;
@@ -407,6 +418,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 double cpu_seconds_since(std::clock_t c0) { return static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC; }
+
+std::string deploy_cnn(const nn::Module<float>& net, const Tensor<float>& trained_logits, const Split& s, const Sizes& sizes,
+                       const examples::Progress& progress);
 
 Result train_and_test(const ModelSpec& spec, const Split& s, const Sizes& sizes, const Options& o, const examples::Progress& progress) {
     Rng rng(o.seed * 104729 + static_cast<std::uint64_t>(&spec - model_specs().data()));
@@ -453,10 +467,109 @@ Result train_and_test(const ModelSpec& spec, const Split& s, const Sizes& sizes,
     bo.seed = o.seed;
     r.rejection = metrics::bootstrap(
         s.test.n, {}, [&](const metrics::ValueView& w) { return metrics::background_rejection(r.score, s.test_label, w, kEpsS); }, bo);
+    if (o.quantize && spec.input == Input::image) r.deployed = deploy_cnn(*net, logits, s, sizes, progress);
     progress.say(std::string(spec.title) + ": AUC " + examples::fmt(r.auc, 4) + ", accuracy " + examples::fmt(r.accuracy, 3) +
                  ", 1/eps_B(0.3) " + examples::fmt(r.rejection.value, 4) + " +- " + examples::fmt(r.rejection.sd, 2) + ", " +
                  examples::fmt(r.train_seconds, 3) + " s training (" + examples::fmt(r.train_cpu, 3) + " s CPU)");
     return r;
+}
+
+// ---- deployment of the CNN (--quantize) -----------------------------------------------------------
+
+/// make_cnn on 40 x 40 images as a compile-time model: 'same' 4 x 4 convolutions pad 1 before
+/// and 2 after (Conv2dT's PH, PW, PB, PR); the ReLUs are fused into the layers before them.
+using CnnT = deploy::ModelT<float, deploy::Conv2dT<float, 1, 40, 40, 8, 4, 4, 1, 1, 1, 1, 2, 2>, deploy::MaxPool2dT<float, 8, 40, 40, 2, 2>,
+                            deploy::Conv2dT<float, 8, 20, 20, 8, 4, 4, 1, 1, 1, 1, 2, 2>, deploy::MaxPool2dT<float, 8, 20, 20, 2, 2>,
+                            deploy::Conv2dT<float, 8, 10, 10, 8, 4, 4, 1, 1, 1, 1, 2, 2>, deploy::FlattenT<float, 800>,
+                            deploy::DenseT<float, 800, 64>, deploy::DenseT<float, 64, 1>>;
+
+struct Deployed {
+    std::string name;
+    std::vector<float> logit;
+    std::vector<double> score;
+    double cpu_us = 0;  // CPU time per jet, one jet at a time
+};
+
+void set_scores(Deployed& d) {
+    d.score.resize(d.logit.size());
+    for (std::size_t i = 0; i < d.logit.size(); ++i) d.score[i] = 1.0 / (1.0 + std::exp(-static_cast<double>(d.logit[i])));
+}
+
+template <class M>
+Deployed run_deployed(const std::string& name, const M& m, const Tensor<float>& images) {
+    Deployed d;
+    d.name = name;
+    const std::size_t n = images.dim(0);
+    d.logit.resize(n);
+    const std::clock_t c0 = std::clock();
+    for (std::size_t i = 0; i < n; ++i) m.forward(images.data() + i * M::inputs, &d.logit[i]);
+    d.cpu_us = 1e6 * cpu_seconds_since(c0) / static_cast<double>(n);
+    set_scores(d);
+    return d;
+}
+
+/// The trained CNN deployed as a float ModelT, int8 and ap_fixed models (int8 calibrated on up to
+/// 1000 training images): AUC, 1/eps_B at eps_S = 0.3, and how many test jets get the float
+/// model's decision at its eps_S = 0.3 cut. Returns the table (markdown).
+std::string deploy_cnn(const nn::Module<float>& net, const Tensor<float>& trained_logits, const Split& s, const Sizes& sizes,
+                       const examples::Progress& progress) {
+    const auto* seq = dynamic_cast<const nn::Sequential<float>*>(&net);
+    if (!seq || sizes.pixels != 40) throw value_error("--quantize: the deployed CNN is make_cnn on 40 x 40 images");
+    const auto f = deploy::to_model<CnnT>(*seq);
+    const std::size_t nc = std::min<std::size_t>(1000, s.train.n);
+    const auto check = [](deploy::Status st, const char* what) {
+        if (st != deploy::Status::ok) throw value_error(std::string("--quantize: ") + what + ": " + deploy::status_message(st));
+    };
+    deploy::QuantizeOptions qo;
+    qo.non_negative_input = true;  // pT fractions
+    const auto q8 = std::make_unique<deploy::QuantizedT<deploy::Int8, CnnT>>();
+    check(deploy::quantize_model(*q8, *f, s.train.images.data(), nc, qo), "int8");
+    qo.per_channel = true;
+    const auto q8c = std::make_unique<deploy::QuantizedT<deploy::Int8, CnnT>>();
+    check(deploy::quantize_model(*q8c, *f, s.train.images.data(), nc, qo), "int8 per channel");
+    const auto q16 = std::make_unique<deploy::QuantizedT<deploy::FixedPoint<16, 6>, CnnT>>();
+    check(deploy::quantize_model(*q16, *f, nullptr, 0), "ap_fixed<16,6>");
+    const auto q8_3 = std::make_unique<deploy::QuantizedT<deploy::FixedPoint<8, 3>, CnnT>>();
+    check(deploy::quantize_model(*q8_3, *f, nullptr, 0), "ap_fixed<8,3>");
+    const auto q8_3s = std::make_unique<deploy::QuantizedT<deploy::FixedPoint<8, 3, deploy::Quant::rnd, deploy::Ovf::sat>, CnnT>>();
+    check(deploy::quantize_model(*q8_3s, *f, nullptr, 0), "ap_fixed<8,3,RND,SAT>");
+
+    std::vector<Deployed> rows(1);
+    rows[0].name = "trained network (nn::predict)";
+    rows[0].logit.assign(trained_logits.data(), trained_logits.data() + s.test.n);
+    set_scores(rows[0]);
+    const Tensor<float>& x = s.test.images;
+    rows.push_back(run_deployed("float ModelT", *f, x));
+    rows.push_back(run_deployed("int8, one scale per layer", *q8, x));
+    rows.push_back(run_deployed("int8, per-channel weight scales", *q8c, x));
+    rows.push_back(run_deployed("ap_fixed<16,6>", *q16, x));
+    rows.push_back(run_deployed("ap_fixed<8,3>", *q8_3, x));
+    rows.push_back(run_deployed("ap_fixed<8,3,AP_RND,AP_SAT>", *q8_3s, x));
+
+    const Deployed& ref = rows[1];
+    const double cut = metrics::efficiency_threshold(ref.score, s.test_label, {}, kEpsS);
+    std::ostringstream t;
+    t << "| deployed CNN | AUC | 1/ε_B at ε_S = 0.3 | decisions as float at its ε_S = 0.3 cut | logits bitwise float | max abs Δ logit | CPU µs/jet |\n"
+      << "|---|---|---|---|---|---|---|\n";
+    char b[512];
+    for (const Deployed& d : rows) {
+        std::size_t agree = 0, same = 0;
+        double dmax = 0.0;
+        for (std::size_t i = 0; i < s.test.n; ++i) {
+            agree += (d.score[i] >= cut) == (ref.score[i] >= cut) ? 1 : 0;
+            same += std::memcmp(&d.logit[i], &ref.logit[i], sizeof(float)) == 0 ? 1 : 0;
+            dmax = std::max(dmax, std::fabs(static_cast<double>(d.logit[i]) - static_cast<double>(ref.logit[i])));
+        }
+        const double rej = metrics::background_rejection(d.score, s.test_label, {}, kEpsS);
+        std::snprintf(b, sizeof b, "| %s | %.4f | %.1f | %.2f%% (%zu of %zu) | %zu of %zu | %.3g | %s |\n", d.name.c_str(),
+                      metrics::roc_auc(d.score, s.test_label), rej, 100.0 * static_cast<double>(agree) / static_cast<double>(s.test.n), agree,
+                      s.test.n, same, s.test.n, dmax, &d == &rows[0] ? "—" : examples::fmt(d.cpu_us, 3).c_str());
+        t << b;
+    }
+    t << "\nint8 input scales calibrated on " << nc << " training images (coverage 0.9999, uint8 codes after ReLU); ap_fixed as "
+      << "hls4ml's default AP_TRN, AP_WRAP unless given; tapir::simd::isa " << simd::isa_name(f->isa()) << ".\n";
+    progress.say("deployed the CNN as float, int8 and ap_fixed models");
+    return t.str();
 }
 
 // ---- output ---------------------------------------------------------------------------------------
@@ -581,6 +694,11 @@ int main(int argc, char** argv) {
         write_scores(o.out + "/scores.csv", results, split.test_label);
         plot_roc(o.out + "/roc.svg", results, split.test_label);
         print_table(results);
+        for (const Result& r : results)
+            if (!r.deployed.empty()) {
+                std::printf("\n%s", r.deployed.c_str());
+                examples::write_text_file(o.out + "/quantized.md", r.deployed);
+            }
         const Result* mlp = nullptr;
         for (const Result& r : results)
             if (std::string(r.spec->key) == "mlp") mlp = &r;

@@ -111,4 +111,5 @@
 #include "deploy/fixed.hpp"
 #include "deploy/model.hpp"
 #include "deploy/quantize.hpp"
+#include "deploy/quantize_model.hpp"
 #include "extern_templates.hpp"

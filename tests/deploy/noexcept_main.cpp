@@ -12,6 +12,8 @@ tapir::deploy::FixedMlp<tapir::deploy::FixedPoint<16, 6>, 3, 4, 2> fx;
 tapir::deploy::ModelT<float, tapir::deploy::Conv1dT<float, 1, 6, 2, 3>, tapir::deploy::MaxPool1dT<float, 2, 4, 2>,
                       tapir::deploy::FlattenT<float, 4>, tapir::deploy::DenseT<float, 4, 1>>
     cnn;
+tapir::deploy::QuantizedT<tapir::deploy::Int8, decltype(cnn)> cnn8;
+tapir::deploy::QuantizedT<tapir::deploy::FixedPoint<16, 6>, decltype(cnn)> cnn16;
 tapir::deploy::LstmT<float, 3, 4> lstm;  // zero weights: every gate 1/2, g = 0, so h and c stay 0
 tapir::deploy::GruT<float, 3, 4> gru;    // zero weights: n = 0, z = 1/2, h halves
 } // namespace
@@ -47,6 +49,14 @@ int main() {
     float yc = 0.0f;
     cnn.forward(s, &yc);
     if (yc != 2.0f) return 6;
+    // Quantised: ap_fixed<16,6> holds 0.5 and 2 exactly; int8 rounds the bias (0.5 in units of 6 / 127).
+    if (tapir::deploy::quantize_model(cnn8, cnn, s, 1) != tapir::deploy::Status::ok ||
+        tapir::deploy::quantize_model(cnn16, cnn, nullptr, 0) != tapir::deploy::Status::ok)
+        return 8;
+    float y8 = 0.0f, y16 = 0.0f;
+    cnn8.forward(s, &y8);
+    cnn16.forward(s, &y16);
+    if (y16 != 2.0f || y8 < 1.9f || y8 > 2.2f) return 9;
     float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sg[4] = {1, 1, 1, 1};
     lstm.step(x, st);
     gru.step(x, sg);

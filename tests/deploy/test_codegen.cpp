@@ -577,3 +577,105 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
     std::filesystem::remove_all(dir);
 #endif
 }
+
+// Quantised layers (deploy/quantize_model.hpp) in a generated header: integer code, bitwise the library.
+namespace {
+
+using QBase = deploy::ModelT<float, deploy::Conv2dT<float, 2, 9, 9, 4, 4, 4, 1, 1, 1, 1, 2, 2>, deploy::MaxPool2dT<float, 4, 9, 9, 3, 3>,
+                             deploy::FlattenT<float, 36>, deploy::DenseT<float, 36, 8>, deploy::DenseT<float, 8, 2>>;
+using QInt8 = deploy::QuantizedT<deploy::Int8, QBase>;
+using QFx16 = deploy::QuantizedT<deploy::FixedPoint<16, 6>, QBase>;
+using QFx8 = deploy::QuantizedT<deploy::FixedPoint<8, 3, deploy::Quant::rnd, deploy::Ovf::sat>, QBase>;
+
+const char* const quantized_driver_source = R"(#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <vector>
+#include "q8.hpp"
+#include "q16.hpp"
+#include "q83.hpp"
+
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    const long n = std::atol(argv[3]);
+    std::vector<float> x(static_cast<std::size_t>(n * q8::n_inputs)), y(static_cast<std::size_t>(3 * n * q8::n_outputs));
+    std::FILE* f = std::fopen(argv[1], "rb");
+    if (!f || std::fread(x.data(), sizeof(float), x.size(), f) != x.size()) return 3;
+    std::fclose(f);
+    q8::predict_batch(x.data(), y.data(), n);
+    q16::predict_batch(x.data(), y.data() + n * q8::n_outputs, n);
+    q83::predict_batch(x.data(), y.data() + 2 * n * q8::n_outputs, n);
+    std::ofstream out(argv[2], std::ios::binary);
+    out.write(reinterpret_cast<const char*>(y.data()), static_cast<std::streamsize>(y.size() * sizeof(float)));
+    return out ? 0 : 4;
+}
+)";
+
+} // namespace
+
+TEST_CASE("generated headers of int8 and ap_fixed ModelTs are integer code, bitwise the library") {
+    QBase base;
+    Rng rng(91);
+    fill_conv(base.layer<0>(), rng, Activation::relu);
+    fill_dense(base.layer<3>().dense, rng, Activation::relu);
+    fill_dense(base.layer<4>().dense, rng, Activation::none);
+    const std::size_t n = 41;
+    const Tensor<float> xt = deploy_test::random_inputs<float>(n, QBase::inputs, 92, 2.0);
+    const std::vector<float> x(xt.data(), xt.data() + n * QBase::inputs);
+    static QInt8 q8;
+    static QFx16 q16;
+    static QFx8 q83;
+    deploy::QuantizeOptions qo;
+    qo.per_channel = true;
+    REQUIRE(deploy::quantize_model(q8, base, x.data(), n, qo) == deploy::Status::ok);
+    REQUIRE(deploy::quantize_model(q16, base, nullptr, 0) == deploy::Status::ok);
+    REQUIRE(deploy::quantize_model(q83, base, nullptr, 0) == deploy::Status::ok);
+    const std::string h8 = deploy::generate_header(q8, named("q8")), h16 = deploy::generate_header(q16, named("q16"));
+    CHECK(h8.find("constexpr signed char w0[4][32]") != std::string::npos);
+    CHECK(h8.find("conv2d_i8<2, 9, 9, 4, 4, 4, 1, 1, 1, 1, 2, 2>") != std::string::npos);
+    CHECK(h16.find("ap_fixed<16, 6, AP_TRN, AP_WRAP>") != std::string::npos);
+    CHECK(h16.find("conv2d_fx<2, 9, 9, 4, 4, 4, 1, 1, 1, 1, 2, 2, true>") != std::string::npos);
+    CHECK(h16.find("float w") == std::string::npos);  // no float weights
+    // ap_fixed layers are generated with none or relu only; one format per header.
+    QFx16 tanh_model = q16;
+    tanh_model.layer<4>().q.act = Activation::tanh;
+    CHECK_THROWS_WITH_AS(deploy::generate_header(tanh_model, named("t")), doctest::Contains("none or relu activations, not tanh"), value_error);
+    deploy::ModelT<float, deploy::QDenseT<deploy::FixedPoint<16, 6>, 4, 3>, deploy::QDenseT<deploy::FixedPoint<12, 4>, 3, 1>> mixed;
+    CHECK_THROWS_WITH_AS(deploy::generate_header(mixed, named("m")), doctest::Contains("one header holds one ap_fixed format"), value_error);
+
+    if (!deploy_test::host_tools_usable()) {
+        MESSAGE("emulated build: host compilers are not used, skipped");
+        return;
+    }
+    const std::filesystem::path dir = deploy_test::scratch_dir("codegen_quantized");
+    deploy::write_header((dir / "q8.hpp").string(), q8, named("q8"));
+    deploy::write_header((dir / "q16.hpp").string(), q16, named("q16"));
+    deploy::write_header((dir / "q83.hpp").string(), q83, named("q83"));
+    std::ofstream(dir / "driver.cpp") << quantized_driver_source;
+    deploy_test::write_binary(dir / "x.bin", x);
+    std::vector<float> want(3 * n * QBase::outputs);
+    q8.forward(x.data(), want.data(), n);
+    q16.forward(x.data(), want.data() + n * QBase::outputs, n);
+    q83.forward(x.data(), want.data() + 2 * n * QBase::outputs, n);
+    std::size_t compiled = 0;
+    for (const std::string cxx : {"g++", "clang++"}) {
+        if (!deploy_test::have_program(cxx) || !deploy_test::compiler_matches_arch(cxx)) continue;
+        CAPTURE(cxx);
+        const std::string exe = (dir / ("driver_" + std::to_string(cxx.size()))).string();
+        std::string log;
+        const bool ok = deploy_test::compile(cxx + " -std=c++11" + strict_flags + " -I'" + dir.string() + "' '" + (dir / "driver.cpp").string() +
+                                                 "' -o '" + exe + "'",
+                                             log, dir);
+        CHECK_MESSAGE(ok, log);
+        if (!ok) continue;
+        ++compiled;
+        const std::string yp = (dir / ("y_" + std::to_string(cxx.size()))).string();
+        REQUIRE(deploy_test::run("'" + exe + "' '" + (dir / "x.bin").string() + "' '" + yp + "' " + std::to_string(n)) == 0);
+        const std::vector<float> got = deploy_test::read_binary<float>(yp, want.size());
+        REQUIRE(got.size() == want.size());
+        CHECK(count_different(got, want) == 0);
+        if (deploy_test::quick()) break;
+    }
+    CHECK(compiled > 0);
+    std::filesystem::remove_all(dir);
+}

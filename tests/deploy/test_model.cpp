@@ -192,6 +192,38 @@ TEST_CASE("deploy::Conv1dT: a Conv1d stack with 'same' padding and long sums is 
     CHECK(bit_differences(fixed_forward(*m, x), trained_forward(net, x)) == 0);
 }
 
+TEST_CASE("deploy::Conv2dT with asymmetric padding: even kernels with 'same' padding (DeepTop's 4 x 4) are bitwise the trained model") {
+    // 'same' with a 4-wide kernel pads 1 before and 2 after: Conv2dT's PB and PR, Conv1dT's PR.
+    Rng rng(14);
+    nn::Sequential<float> net;
+    net.add<nn::Conv2d<float>>(2, 4, 4, rng, opts(1, 0, true))
+        .add<nn::ReLU<float>>()
+        .add<nn::MaxPool2d<float>>(2)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(4 * 5 * 5, 3, rng);
+    using M = dp::ModelT<float, dp::Conv2dT<float, 2, 10, 10, 4, 4, 4, 1, 1, 1, 1, 2, 2>, dp::MaxPool2dT<float, 4, 10, 10, 2, 2>,
+                         dp::FlattenT<float, 100>, dp::DenseT<float, 100, 3>>;
+    const auto m = dp::to_model<M>(net);
+    const Tensor<float> x = random_input(Shape{4, 2, 10, 10}, 15);
+    CHECK(bit_differences(fixed_forward(*m, x), trained_forward(net, x)) == 0);
+    using Symmetric = dp::ModelT<float, dp::Conv2dT<float, 2, 10, 10, 4, 4, 4, 1, 1, 2, 2>, dp::MaxPool2dT<float, 4, 11, 11, 2, 2>,
+                                 dp::FlattenT<float, 100>, dp::DenseT<float, 100, 3>>;
+    Symmetric sym;
+    try {
+        dp::load_model(sym, net);
+        FAIL("a symmetric padding loaded a 'same' 4 x 4 convolution");
+    } catch (const shape_error& e) {
+        CHECK(std::string(e.what()).find("padding (top, bottom, left, right) (1, 2, 1, 2), fixed-size stride (1, 1) and padding (2, 2, 2, 2)") !=
+              std::string::npos);
+    }
+
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(3, 5, 4, rng, opts(1, 0, true)).add<nn::Flatten<float>>().add<nn::Dense<float>>(5 * 12, 2, rng);
+    using M1 = dp::ModelT<float, dp::Conv1dT<float, 3, 12, 5, 4, 1, 1, 2>, dp::FlattenT<float, 60>, dp::DenseT<float, 60, 2>>;
+    const Tensor<float> x1 = random_input(Shape{3, 3, 12}, 16);
+    CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+}
+
 /// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
 /// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
 template <class Layer, class Fixed>

@@ -21,6 +21,11 @@
 /// (autodiff/recurrent.hpp's) plain code, which compilers contract into fused multiply-adds or
 /// not by their flags: bitwise when both builds contract alike (a library built without FMA and
 /// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
+///
+/// The quantised layers of quantize_model.hpp (QDenseT, QConv2dT) are written as integer code:
+/// int8 (codes, int sums, then the float scale and activation; none, relu and leaky ReLU are
+/// bitwise on any flags) and ap_fixed with none or relu (exact integers, the formats' rounding
+/// and overflow), so their outputs are the library's bit for bit.
 
 #include <cstddef>
 #include <string>
@@ -29,8 +34,10 @@
 #include <utility>
 #include <vector>
 
+#include "../error.hpp"
 #include "codegen.hpp"
 #include "model.hpp"
+#include "quantize_model.hpp"
 
 namespace tapir::deploy {
 
@@ -45,7 +52,24 @@ struct ModelGen {
     std::size_t sum_block = 256;
     bool uses_poly = false;
     bool uses_conv = false, uses_pool = false;
+    bool uses_int8 = false, uses_int8_conv = false, uses_fixed_conv = false;
+    std::string fixed;  ///< the helpers of the one ap_fixed format in use ("" for none)
 };
+
+/// Integers as a C++ array initialiser (rows x cols).
+template <class I>
+void emit_int_array(std::string& out, const std::string& decl, const I* v, std::size_t rows, std::size_t cols) {
+    out += decl + " = {";
+    for (std::size_t r = 0; r < rows; ++r) {
+        if (rows > 1) out += r ? ",\n    {" : "\n    {";
+        for (std::size_t c = 0; c < cols; ++c) {
+            if (c) out += (c % 16 == 0) ? ",\n     " : ", ";
+            out += std::to_string(static_cast<long long>(v[r * cols + c]));
+        }
+        if (rows > 1) out += "}";
+    }
+    out += "};\n";
+}
 
 template <class T>
 void gen_activation_loop(ModelGen& g, Activation a, T alpha, std::size_t n, const std::string& v) {
@@ -76,14 +100,15 @@ void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) 
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& l) {
-    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>;
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
+    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
     constexpr std::size_t K = L::K;
     g.uses_conv = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = "Conv2d(" + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" + s(L::OH) + "x" + s(L::OW) + ", kernel " +
-                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) + ", " +
+                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) +
+                             (PB != PH || PR != PW ? " (bottom " + s(PB) + ", right " + s(PR) + ")" : std::string()) + ", " +
                              activation_name(l.act) + ")";
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
@@ -91,9 +116,200 @@ void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, C
     emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
     g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
     g.decls += "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) +
-               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) + ">(x, w" + id + ", b" + id + ", y);\n";
+               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) +
+               (PB != PH || PR != PW ? ", " + s(PB) + ", " + s(PR) : std::string()) + ">(x, w" + id + ", b" + id + ", y);\n";
     gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
     g.decls += "}\n\n";
+}
+
+/// int8: quantise the input as detail::quantize_i8 does, then integer sums (quantize_model.hpp).
+inline const char* gen_int8_helpers() {
+    return R"(
+/// round-half-even(clamp(v, lo, hi)) (NaN -> 0) as tapir's int8 quantiser: the clamp keeps the
+/// product out of the rounding add.
+inline int quantize_i8(float v, float lo, float hi) noexcept {
+    v = v > hi ? hi : (v < lo ? lo : v);
+    if (v != v) v = 0.0f;
+    const float magic = 12582912.0f;
+    return static_cast<int>((v + magic) - magic);
+}
+)";
+}
+
+inline const char* gen_int8_conv_helpers() {
+    return R"(
+/// int8 cross-correlation of one (CI, H, W) sample: codes of x (inv: 1 / input scale), exact
+/// int sums from the bias, then one float scale per output channel.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int PB, int PR>
+inline void conv2d_i8(const float* x, const signed char (&w)[CO][CI * KH * KW], const int (&b)[CO], const float (&s)[CO], float inv,
+                      float lo, float hi, float* y) noexcept {
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    int q[CI * H * W];
+    for (int i = 0; i < CI * H * W; ++i) q[i] = quantize_i8(x[i] * inv, lo, hi);
+    for (int oc = 0; oc < CO; ++oc)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+                int acc = b[oc];
+                for (int p = 0; p < K; ++p) {
+                    const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
+                    const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) acc += w[oc][p] * q[(c * H + iy) * W + ix];
+                }
+                y[(oc * OH + oy) * OW + ox] = static_cast<float>(acc) * s[oc];
+            }
+}
+)";
+}
+
+/// The helpers of one ap_fixed format (tapir::deploy::FixedPoint's arithmetic).
+template <class Fx>
+std::string gen_fixed_helpers() {
+    const int F = Fx::frac_bits;
+    const std::string fs = std::to_string(F), ws = std::to_string(Fx::width);
+    std::string h = "\n/// ap_fixed<" + ws + ", " + std::to_string(Fx::int_bits) + (Fx::quant == Quant::rnd ? ", AP_RND" : ", AP_TRN") +
+                    (Fx::overflow == Ovf::sat ? ", AP_SAT" : ", AP_WRAP") + ">: raw integers, value raw * 2^-" + fs + ".\n";
+    if (Fx::overflow == Ovf::sat) {
+        h += "inline long long fx_fit(long long r) noexcept { return r > " + std::to_string(Fx::raw_max) + "LL ? " + std::to_string(Fx::raw_max) +
+             "LL : (r < " + std::to_string(Fx::raw_min) + "LL ? " + std::to_string(Fx::raw_min) + "LL : r); }\n";
+    } else {
+        h += "inline long long fx_fit(long long r) noexcept {\n"
+             "    const unsigned long long m = (1ULL << " + ws + ") - 1;\n"
+             "    unsigned long long u = static_cast<unsigned long long>(r) & m;\n"
+             "    if (u >> " + std::to_string(Fx::width - 1) + ") u |= ~m;\n"
+             "    return static_cast<long long>(u);\n}\n";
+    }
+    h += "inline long long fx_floor_shift(long long v, int s) noexcept { return v >= 0 ? (v >> s) : -(((-(v + 1)) >> s) + 1); }\n";
+    h += "inline long long fx_from_double(double x) noexcept {\n"
+         "    if (x != x) return 0;\n"
+         "    double s = std::ldexp(x, " + fs + ");\n";
+    h += Fx::quant == Quant::rnd ? "    s = std::floor(s + 0.5);\n" : "    s = std::floor(s);\n";
+    h += "    const double lim = 4611686018427387904.0;\n"
+         "    s = s > lim ? lim : (s < -lim ? -lim : s);\n"
+         "    return fx_fit(static_cast<long long>(s));\n}\n";
+    h += "/// A sum of products (" + std::to_string(2 * F) + " fractional bits) quantised to the format.\n";
+    h += "inline long long fx_from_acc(long long v) noexcept {\n";
+    if (F > 0) h += std::string(Fx::quant == Quant::rnd ? "    v += 1LL << " + std::to_string(F - 1) + ";\n" : "") + "    v = fx_floor_shift(v, " + fs + ");\n";
+    h += "    return fx_fit(v);\n}\n";
+    h += "inline float fx_to_float(long long r) noexcept { return static_cast<float>(std::ldexp(static_cast<double>(r), -" + fs + ")); }\n";
+    return h;
+}
+
+inline const char* gen_fixed_conv_helpers() {
+    return R"(
+/// ap_fixed cross-correlation of one (CI, H, W) sample: exact sums of raw products from the
+/// bias, quantised once per output, then ReLU on the raw value when RELU.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int PB, int PR, bool RELU>
+inline void conv2d_fx(const float* x, const int (&w)[CO][CI * KH * KW], const int (&b)[CO], float* y) noexcept {
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    long long q[CI * H * W];
+    for (int i = 0; i < CI * H * W; ++i) q[i] = fx_from_double(static_cast<double>(x[i]));
+    for (int oc = 0; oc < CO; ++oc)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+                long long acc = static_cast<long long>(b[oc]) * fx_one;
+                for (int p = 0; p < K; ++p) {
+                    const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
+                    const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) acc += static_cast<long long>(w[oc][p]) * q[(c * H + iy) * W + ix];
+                }
+                long long r = fx_from_acc(acc);
+                if (RELU && r < 0) r = 0;
+                y[(oc * OH + oy) * OW + ox] = fx_to_float(r);
+            }
+}
+)";
+}
+
+/// Registers the ap_fixed format Fx (one per header) and checks the activation.
+template <class Fx>
+void gen_use_fixed(ModelGen& g, Activation act, const std::string& what) {
+    if (act != Activation::none && act != Activation::relu)
+        throw value_error(std::string("deploy::generate_header: ") + what + ": ap_fixed layers are generated with none or relu activations, not " +
+                          activation_name(act));
+    const std::string h = gen_fixed_helpers<Fx>() + "constexpr long long fx_one = 1LL << " + std::to_string(Fx::frac_bits) + ";\n";
+    if (!g.fixed.empty() && g.fixed != h) throw value_error("deploy::generate_header: " + what + ": one header holds one ap_fixed format");
+    g.fixed = h;
+}
+
+template <std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const QDenseT<Int8, In, Out>& l) {
+    const Int8Dense<In, Out>& d = l.q;
+    g.uses_int8 = true;
+    std::vector<int> w(In * Out);
+    for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = d.w(p, j);
+    const std::string k = std::to_string(In), n = std::to_string(Out);
+    const std::string what = "Int8Dense(" + k + " -> " + n + ", " + activation_name(d.act) + ")";
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + "; input codes [" + literal(d.in_min) + ", " + literal(d.in_max) + "]\n";
+    emit_int_array(g.decls, "constexpr signed char w" + id + "[" + k + "][" + n + "]", w.data(), In, Out);
+    emit_int_array(g.decls, "constexpr int b" + id + "[" + n + "]", d.bias, 1, Out);
+    emit_array(g.decls, "constexpr float s" + id + "[" + n + "]", d.out_scales, 1, Out);
+    g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+    g.decls += "    int q[" + k + "];\n";
+    g.decls += "    for (int p = 0; p < " + k + "; ++p) q[p] = quantize_i8(x[p] * " + literal(d.inv_in_scale) + ", " + literal(d.in_min) + ", " +
+               literal(d.in_max) + ");\n";
+    g.decls += "    for (int j = 0; j < " + n + "; ++j) {\n        int acc = b" + id + "[j];\n";
+    g.decls += "        for (int p = 0; p < " + k + "; ++p) acc += q[p] * w" + id + "[p][j];\n";
+    g.decls += "        y[j] = static_cast<float>(acc) * s" + id + "[j];\n    }\n";
+    gen_activation_loop(g, d.act, d.alpha, Out, "y");
+    g.decls += "}\n\n";
+}
+
+template <int FW, int FI, Quant Q, Ovf O, std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const QDenseT<FixedPoint<FW, FI, Q, O>, In, Out>& l) {
+    const auto& d = l.q;
+    const std::string k = std::to_string(In), n = std::to_string(Out);
+    const std::string what = "FixedDense(" + k + " -> " + n + ", " + activation_name(d.act) + ")";
+    gen_use_fixed<FixedPoint<FW, FI, Q, O>>(g, d.act, "layer " + id + " " + what);
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + ", raw ap_fixed values\n";
+    emit_int_array(g.decls, "constexpr int w" + id + "[" + k + "][" + n + "]", &d.weight[0][0], In, Out);
+    emit_int_array(g.decls, "constexpr int b" + id + "[" + n + "]", d.bias, 1, Out);
+    g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+    g.decls += "    long long q[" + k + "];\n";
+    g.decls += "    for (int p = 0; p < " + k + "; ++p) q[p] = fx_from_double(static_cast<double>(x[p]));\n";
+    g.decls += "    for (int j = 0; j < " + n + "; ++j) {\n        long long acc = static_cast<long long>(b" + id + "[j]) * fx_one;\n";
+    g.decls += "        for (int p = 0; p < " + k + "; ++p) acc += q[p] * w" + id + "[p][j];\n";
+    g.decls += "        long long r = fx_from_acc(acc);\n";
+    if (d.act == Activation::relu) g.decls += "        if (r < 0) r = 0;\n";
+    g.decls += "        y[j] = fx_to_float(r);\n    }\n}\n\n";
+}
+
+template <class S, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
+    using L = QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
+    constexpr bool int8 = std::is_same<S, Int8>::value;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::string what = std::string(int8 ? "Int8Conv2d(" : "FixedConv2d(") + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" +
+                             s(L::OH) + "x" + s(L::OW) + ", kernel " + s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " +
+                             s(PH) + "x" + s(PW) + " (bottom " + s(PB) + ", right " + s(PR) + "), " + activation_name(l.act) + ")";
+    const std::string args = s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
+                             s(PH) + ", " + s(PW) + ", " + s(PB) + ", " + s(PR);
+    const std::string wdecl = "[" + s(Cout) + "][" + s(L::K) + "]";
+    if constexpr (int8) {
+        g.uses_int8 = g.uses_int8_conv = true;
+        gen_describe(g, what);
+        g.decls += "// layer " + id + ": " + what + "\n";
+        emit_int_array(g.decls, "constexpr signed char w" + id + wdecl, &l.weight[0][0], Cout, L::K);
+        emit_int_array(g.decls, "constexpr int b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
+        emit_array(g.decls, "constexpr float s" + id + "[" + s(Cout) + "]", l.out_scales, 1, Cout);
+        g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+        g.decls += "    conv2d_i8<" + args + ">(x, w" + id + ", b" + id + ", s" + id + ", " + literal(l.inv_in_scale) + ", " + literal(l.in_min) + ", " +
+                   literal(l.in_max) + ", y);\n";
+        gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
+        g.decls += "}\n\n";
+    } else {
+        gen_use_fixed<S>(g, l.act, "layer " + id + " " + what);
+        g.uses_fixed_conv = true;
+        gen_describe(g, what);
+        g.decls += "// layer " + id + ": " + what + ", raw ap_fixed values\n";
+        emit_int_array(g.decls, "constexpr int w" + id + wdecl, &l.weight[0][0], Cout, L::K);
+        emit_int_array(g.decls, "constexpr int b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
+        g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+        g.decls += "    conv2d_fx<" + args + ", " + (l.act == Activation::relu ? "true" : "false") + ">(x, w" + id + ", b" + id + ", y);\n}\n\n";
+    }
 }
 
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
@@ -192,12 +408,13 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
 /// Conv2dT and Pool2dT for one output at a time.
 inline const char* gen_conv_helpers() {
     return R"(
-/// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW): per output one multiply-add chain
-/// over the taps (channel, row, column) in order, zero outside the padding, restarted every KB
-/// taps and the partial sums added in order, then the bias.
-template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB>
+/// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW), padded PH rows above and PB below,
+/// PW columns left and PR right: per output one multiply-add chain over the taps (channel, row,
+/// column) in order, zero outside the padding, restarted every KB taps and the partial sums
+/// added in order, then the bias.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW>
 inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b)[CO], @T@* y) noexcept {
-    const int OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1, K = CI * KH * KW;
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
     for (int oc = 0; oc < CO; ++oc)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox) {
@@ -305,6 +522,10 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     std::string helpers = detail::math_helpers<T>(g.uses_poly);
     if (g.uses_conv) helpers += detail::gen_conv_helpers();
     if (g.uses_pool) helpers += detail::gen_pool_helpers();
+    if (g.uses_int8) helpers += detail::gen_int8_helpers();
+    if (g.uses_int8_conv) helpers += detail::gen_int8_conv_helpers();
+    helpers += g.fixed;
+    if (g.uses_fixed_conv) helpers += detail::gen_fixed_conv_helpers();
     detail::replace_all(helpers, "@T@", tn);
     o += helpers + "\n" + g.decls + "} // namespace detail\n\n";
 

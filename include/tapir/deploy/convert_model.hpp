@@ -179,8 +179,8 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const TrainedLayer<T>& l, std::size_t index) {
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
     const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
@@ -198,10 +198,10 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const Tr
     if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
         layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
                                                shape_text({Cout, Cin, KH, KW}));
-    if (sh != SH || o.stride.w != SW || pt != PH || pb != PH || pl != PW || pr != PW)
+    if (sh != SH || o.stride.w != SW || pt != PH || pb != PB || pl != PW || pr != PR)
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
-                                               shape_text({PH, PH, PW, PW}));
+                                               shape_text({PH, PB, PW, PR}));
     if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
         throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
     constexpr std::size_t K = Cin * KH * KW;

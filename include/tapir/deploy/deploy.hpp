@@ -9,6 +9,8 @@
 ///                 DeepSetT (PFN); same guarantees and bitwise the trained model
 ///   quantize.hpp  Int8Mlp (int8 weights and activations) and FixedMlp<FixedPoint<W, I>, ...>
 ///                 (the ap_fixed<W, I> convention), same guarantees
+///   quantize_model.hpp  QuantizedT<Int8, M> and QuantizedT<FixedPoint<W, I>, M>: a ModelT with
+///                 its dense and convolution layers quantised, quantize_model() calibrates it
 /// The tools that build these models from trained ones are separate headers (both in tapir.hpp):
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
@@ -19,3 +21,4 @@
 #include "fixed.hpp"
 #include "model.hpp"
 #include "quantize.hpp"
+#include "quantize_model.hpp"

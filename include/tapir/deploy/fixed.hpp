@@ -35,7 +35,7 @@ TAPIR_SIMD_DIAG_PUSH
 namespace tapir::deploy {
 
 /// Outcome of loading or configuring a model (no exceptions in this header).
-enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa };
+enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa, no_calibration, bad_coverage };
 
 inline const char* status_message(Status s) noexcept {
     switch (s) {
@@ -46,6 +46,8 @@ inline const char* status_message(Status s) noexcept {
     case Status::non_finite: return "a weight, bias or scale is NaN or infinite";
     case Status::bad_scale: return "an input scale is not positive";
     case Status::unsupported_isa: return "this CPU or build does not support the requested instruction set";
+    case Status::no_calibration: return "int8 calibration needs at least one sample";
+    case Status::bad_coverage: return "the calibration coverage must be in (0, 1]";
     }
     return "?";
 }

@@ -100,24 +100,27 @@ struct DenseT {
 };
 
 /// 2-D convolution (cross-correlation, as PyTorch) of one (Cin, H, W) sample to (Cout, OH, OW):
-/// kernel KH x KW, stride SH x SW, zero padding PH rows above and below and PW columns left and
-/// right (PyTorch's padding; 'same' with an odd kernel is (k - 1) / 2). Weight (Cout, Cin, KH, KW)
-/// as tapir::nn::Conv2d and PyTorch store it. No dilation or groups.
+/// kernel KH x KW, stride SH x SW, zero padding PH rows above and PB below, PW columns left and
+/// PR right (PyTorch's symmetric padding by default; 'same' with an odd kernel is (k - 1) / 2 on
+/// each side, with an even kernel tapir's 'same' puts the extra row and column at the end:
+/// PH = PW = (k - 1) / 2, PB = PR = k / 2). Weight (Cout, Cin, KH, KW) as tapir::nn::Conv2d and
+/// PyTorch store it. No dilation or groups.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
 struct Conv2dT {
     static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
-    static_assert(H + 2 * PH >= KH && W + 2 * PW >= KW, "Conv2dT: the kernel is larger than the padded input");
+    static_assert(H + PH + PB >= KH && W + PW + PR >= KW, "Conv2dT: the kernel is larger than the padded input");
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
     static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
-    static constexpr std::size_t HP = H + 2 * PH, WP = W + 2 * PW;
+    static constexpr std::size_t pad_bottom = PB, pad_right = PR;
+    static constexpr std::size_t HP = H + PH + PB, WP = W + PW + PR;
     static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
     static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
     static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
     static constexpr std::size_t out_buffer = out_size;
-    static constexpr std::size_t scratch_size = (PH || PW) ? Cin * HP * WP : 0;
+    static constexpr std::size_t scratch_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;
 
     alignas(64) T weight[Cout][K] = {};
     alignas(64) T bias[Cout] = {};
@@ -129,7 +132,7 @@ struct Conv2dT {
     template <class V>
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
-        if constexpr (PH != 0 || PW != 0) {
+        if constexpr (scratch_size != 0) {
             for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
             for (std::size_t c = 0; c < Cin; ++c)
                 for (std::size_t i = 0; i < H; ++i)
@@ -224,10 +227,11 @@ private:
     }
 };
 
-/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on both
-/// sides; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D layer on a height of one, as in training).
-template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0>
-using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P>;
+/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on the
+/// left and PR (default P) on the right; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D
+/// layer on a height of one, as in training).
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
 /// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
 /// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,

@@ -43,6 +43,34 @@ inline std::int32_t quantize_i8(float v, float lo = -127.0f, float hi = 127.0f) 
     return static_cast<std::int32_t>((v + magic) - magic);
 }
 
+/// Whether an activation's outputs are never negative (the next layer can use uint8 codes).
+inline bool non_negative_activation(Activation a) noexcept {
+    return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus;
+}
+
+/// Symmetric int8 weight scale for a largest |weight| of wmax: wmax -> 127 (1 for all-zero weights).
+inline float weight_scale(float wmax) noexcept { return wmax > 0.0f ? wmax / 127.0f : 1.0f; }
+
+/// How a layer's inputs are quantised: x_q = round(x * inv_scale) clamped to [lo, hi].
+struct InputQuant {
+    float lo, hi, scale, inv_scale;
+};
+/// int8 [-127, 127] for signed inputs, uint8 [0, 255] for non-negative ones; range -> hi.
+inline InputQuant input_quant(float input_range, bool non_negative) noexcept {
+    InputQuant q;
+    q.lo = non_negative ? 0.0f : -127.0f;
+    q.hi = non_negative ? 255.0f : 127.0f;
+    q.scale = input_range > 0.0f ? input_range / q.hi : 1.0f;
+    q.inv_scale = 1.0f / q.scale;
+    return q;
+}
+
+/// A bias in accumulator units (unit = in_scale * w_scale), rounded, clamped to +-lim.
+inline std::int32_t quantize_bias(float b, float unit, double lim = 2147483647.0) noexcept {
+    const double v = static_cast<double>(b) / static_cast<double>(unit);
+    return static_cast<std::int32_t>(std::nearbyint(v > lim ? lim : (v < -lim ? -lim : v)));
+}
+
 } // namespace detail
 
 template <std::size_t In, std::size_t Out>
@@ -58,8 +86,9 @@ struct Int8Dense {
     float in_scale = 1.0f;   ///< x_q = round(x / in_scale), clamped to [in_min, in_max]
     float inv_in_scale = 1.0f;
     float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
-    float w_scale = 1.0f;    ///< W ~ w_scale * weight
+    float w_scale = 1.0f;    ///< W ~ w_scale * weight (per channel: the largest channel scale)
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
+    alignas(64) float out_scales[out_padded] = {};  ///< one accumulator unit per output (all out_scale unless per channel)
     Activation act = Activation::none;
     float alpha = 0.0f;
 
@@ -74,27 +103,27 @@ struct Int8Dense {
     }
 
     /// Quantises a float layer; input_range = the largest |input| to represent (from
-    /// calibration), non_negative_input = the previous activation cannot go below zero.
-    Status set(const LayerView<float>& v, float input_range, bool non_negative_input = false) noexcept {
+    /// calibration), non_negative_input = the previous activation cannot go below zero,
+    /// per_channel = one weight scale per output (max |W[., j]| -> 127) instead of one per layer.
+    Status set(const LayerView<float>& v, float input_range, bool non_negative_input = false, bool per_channel = false) noexcept {
         const Status s = check(v, input_range);
         if (s != Status::ok) return s;
         float wmax = 0.0f;
         for (std::size_t k = 0; k < In * Out; ++k) wmax = std::fabs(v.weight[k]) > wmax ? std::fabs(v.weight[k]) : wmax;
-        w_scale = wmax > 0.0f ? wmax / 127.0f : 1.0f;
-        in_min = non_negative_input ? 0.0f : -127.0f;
-        in_max = non_negative_input ? 255.0f : 127.0f;
-        in_scale = input_range > 0.0f ? input_range / in_max : 1.0f;
-        inv_in_scale = 1.0f / in_scale;
+        w_scale = detail::weight_scale(wmax);
+        const detail::InputQuant iq = detail::input_quant(input_range, non_negative_input);
+        in_min = iq.lo, in_max = iq.hi, in_scale = iq.scale, inv_in_scale = iq.inv_scale;
         out_scale = in_scale * w_scale;
-        const float inv_w = 1.0f / w_scale;
-        for (std::size_t p = 0; p < 2 * in_pairs; ++p)
-            for (std::size_t j = 0; j < out_padded; ++j)
-                weight[p / 2][j][p % 2] =
-                    static_cast<std::int8_t>(p < In && j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
         for (std::size_t j = 0; j < out_padded; ++j) {
-            const double b = (v.bias && j < Out) ? static_cast<double>(v.bias[j]) / static_cast<double>(out_scale) : 0.0;
-            const double lim = 2147483647.0;
-            bias[j] = static_cast<std::int32_t>(std::nearbyint(b > lim ? lim : (b < -lim ? -lim : b)));
+            float cmax = 0.0f;
+            if (per_channel && j < Out)
+                for (std::size_t p = 0; p < In; ++p) cmax = std::fabs(v.weight[p * Out + j]) > cmax ? std::fabs(v.weight[p * Out + j]) : cmax;
+            const float ws = per_channel ? detail::weight_scale(cmax) : w_scale;
+            const float inv_w = 1.0f / ws;
+            for (std::size_t p = 0; p < 2 * in_pairs; ++p)
+                weight[p / 2][j][p % 2] = static_cast<std::int8_t>(p < In && j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
+            out_scales[j] = per_channel ? in_scale * ws : out_scale;
+            bias[j] = detail::quantize_bias(v.bias && j < Out ? v.bias[j] : 0.0f, out_scales[j]);
         }
         act = v.act;
         alpha = v.alpha;
@@ -111,7 +140,7 @@ struct Int8Dense {
     /// Dequantise and activate the Out accumulators into y.
     TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
-            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scales[j], alpha);
     }
 
     /// x (In floats) -> y (Out floats), portable loops.
@@ -200,7 +229,7 @@ public:
             count, input_ranges ? views : nullptr,
             [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i], input_ranges[i]); },
             [&](auto i) {
-                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && non_negative(views[i - 1].act));
+                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && detail::non_negative_activation(views[i - 1].act));
             });
     }
 
@@ -228,7 +257,6 @@ public:
     }
 
 private:
-    static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
@@ -385,13 +413,16 @@ struct FixedDense {
         for (std::size_t j = 0; j < Out; ++j) acc[j] = static_cast<std::int64_t>(bias[j]) * (std::int64_t(1) << F);
         for (std::size_t p = 0; p < In; ++p)
             for (std::size_t j = 0; j < Out; ++j) acc[j] += x[p] * static_cast<std::int64_t>(weight[p][j]);
-        for (std::size_t j = 0; j < Out; ++j) {
-            const Fx z = Fx::from_scaled(acc[j], 2 * F);
-            switch (act) {
-            case Activation::none: y[j] = z.raw(); break;
-            case Activation::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
-            default: y[j] = Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw(); break;
-            }
+        for (std::size_t j = 0; j < Out; ++j) y[j] = finish(acc[j], act, alpha);
+    }
+
+    /// An accumulator (2F fractional bits) quantised to Fx and activated: the raw output.
+    static std::int64_t finish(std::int64_t acc, Activation act, double alpha) noexcept {
+        const Fx z = Fx::from_scaled(acc, 2 * Fx::frac_bits);
+        switch (act) {
+        case Activation::none: return z.raw();
+        case Activation::relu: return z.raw() > 0 ? z.raw() : 0;
+        default: return Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw();
         }
     }
 };
