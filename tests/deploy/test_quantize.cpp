@@ -286,6 +286,39 @@ TEST_CASE("int8 QConv2dT: integer weights and inputs with unit scales give the f
     for (std::size_t i = 0; i < 24; ++i) CHECK(y_layer[i] == y_float[i]);  // channels 0 and 1 are exact either way
 }
 
+TEST_CASE("int8 QConv1dT with 576 taps (integer sums: beyond the float kernel's exact range) equals the float layer on integer data") {
+    using F = deploy::Conv1dT<float, 64, 12, 3, 9, 1, 4>;
+    using M = deploy::ModelT<float, F>;
+    using Q = deploy::QuantizedT<deploy::Int8, M>;
+    static_assert(!std::tuple_element_t<0, Q::layers_type>::float_sums, "576 x 127 x 255 exceeds 2^24: the integer loops");
+    static M f;
+    static Q q;
+    Rng rng(33);
+    for (std::size_t oc = 0; oc < 3; ++oc) {
+        for (std::size_t p = 0; p < F::K; ++p) f.layer<0>().weight[oc][p] = static_cast<float>(static_cast<int>(rng.uniform() * 255.0) - 127);
+        f.layer<0>().weight[oc][oc] = 127.0f;
+        f.layer<0>().bias[oc] = static_cast<float>(oc) * 1000.0f - 1000.0f;
+    }
+    f.layer<0>().act = Activation::relu;
+    std::vector<float> x(64 * 12);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(rng.uniform() * 255.0) - 127);
+    x[5] = -127.0f;
+    deploy::QuantizeOptions opt;
+    opt.coverage = 1.0;
+    REQUIRE(deploy::quantize_model(q, f, x.data(), 1, opt) == Status::ok);
+    REQUIRE(q.layer<0>().in_scale == 1.0f);
+    const std::vector<float> yf = model_outputs(f, x);  // |sums| < 576 x 127 x 127 < 2^24: exact in float too
+    for (const simd::isa isa : runnable_isas()) {
+        CAPTURE(std::string(simd::isa_name(isa)));
+        REQUIRE(q.set_isa(isa) == Status::ok);
+        CHECK(deploy_test::count_different(model_outputs(q, x), yf) == 0);
+    }
+    std::size_t positive = 0;
+    for (const float v : yf) positive += v > 0.0f ? 1 : 0;
+    CHECK(positive > 0);
+    CHECK(positive < yf.size());
+}
+
 TEST_CASE("ap_fixed QConv1dT: hand-derived truncation, wrap and saturation") {
     using F = deploy::Conv1dT<float, 1, 3, 1, 2>;
     using M = deploy::ModelT<float, F>;

@@ -135,7 +135,11 @@ struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
     using value_type = float;
     using scheme = Int8;
     static constexpr const char* name = "Int8Conv2d";
-    static constexpr std::size_t in_size = F::in_size, out_size = F::out_size, out_buffer = out_size, scratch_size = 0;
+    static constexpr std::size_t in_size = F::in_size, out_size = F::out_size, out_buffer = out_size, scratch_size = F::scratch_size;
+    /// Whether every partial sum of codes (at most K 127 255 in magnitude) is an integer float
+    /// holds exactly: then the float convolution kernel computes the exact integer sums, in any
+    /// order, on every instruction set, at its speed.
+    static constexpr bool float_sums = K * 127 * 255 < (std::size_t(1) << 24);
 
     alignas(64) std::int8_t weight[Cout][K] = {};
     alignas(64) std::int32_t bias[Cout] = {};  ///< in accumulator units, |bias| at most 2^30
@@ -145,6 +149,7 @@ struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
     float w_scale = 1.0f;  ///< the largest weight scale (the layer's, unless per channel)
     Activation act = Activation::none;
     float alpha = 0.0f;
+    F codes;  ///< the weight codes as floats, no bias or activation: the kernel of the exact sums
 
     /// Quantises f: input_range = the |input| that maps to the largest code (calibration).
     Status set(const F& f, float input_range, bool non_negative_input, bool per_channel) noexcept {
@@ -163,7 +168,11 @@ struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
         in_min = iq.lo, in_max = iq.hi, in_scale = iq.scale, inv_in_scale = iq.inv_scale;
         for (std::size_t oc = 0; oc < Cout; ++oc) {
             const float ws = per_channel ? detail::weight_scale(cmax[oc]) : w_scale, inv_w = 1.0f / ws;
-            for (std::size_t p = 0; p < K; ++p) weight[oc][p] = static_cast<std::int8_t>(detail::quantize_i8(f.weight[oc][p] * inv_w));
+            for (std::size_t p = 0; p < K; ++p) {
+                weight[oc][p] = static_cast<std::int8_t>(detail::quantize_i8(f.weight[oc][p] * inv_w));
+                codes.weight[oc][p] = static_cast<float>(weight[oc][p]);
+            }
+            codes.bias[oc] = 0.0f;
             out_scales[oc] = in_scale * ws;
             bias[oc] = detail::quantize_bias(f.bias[oc], out_scales[oc], 1073741824.0);
         }
@@ -172,11 +181,36 @@ struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
         return Status::ok;
     }
 
-    void forward(simd::isa which, const float* x, float* y, float*) const noexcept { detail::run_layer(which, *this, x, y); }
+    void forward(simd::isa which, const float* x, float* y, float* scratch) const noexcept { detail::run_layer(which, *this, x, y, scratch); }
 
-    /// Plain loops over integers, compiled for each instruction set (exact, so all agree).
     template <class V>
-    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y, float* scratch) const noexcept {
+        if constexpr (float_sums) {
+            // The input codes as floats, the float kernel's exact sums, then the int32 bias.
+            alignas(64) float xq[in_size];
+            for (std::size_t i = 0; i < in_size; ++i) xq[i] = static_cast<float>(detail::quantize_i8(x[i] * inv_in_scale, in_min, in_max));
+            codes.template run<V>(xq, y, scratch);
+            for (std::size_t oc = 0; oc < Cout; ++oc) {
+                float* yc = y + oc * OH * OW;
+                const std::int32_t b = bias[oc];
+                const float s = out_scales[oc];
+                if (act == Activation::relu) {
+                    for (std::size_t i = 0; i < OH * OW; ++i) {
+                        const float v = static_cast<float>(static_cast<std::int32_t>(yc[i]) + b) * s;
+                        yc[i] = v < 0.0f ? 0.0f : v;  // max(0, v) as simd::activation
+                    }
+                } else {
+                    for (std::size_t i = 0; i < OH * OW; ++i)
+                        yc[i] = simd::activation_scalar<float, true>(act, static_cast<float>(static_cast<std::int32_t>(yc[i]) + b) * s, alpha);
+                }
+            }
+        } else {
+            run_integer(x, y);
+        }
+    }
+
+    /// Plain loops over integers (any number of taps), compiled for each instruction set.
+    TAPIR_ALWAYS_INLINE void run_integer(const float* x, float* y) const noexcept {
         alignas(64) std::int16_t xq[Cin * HP * WP];
         for (std::size_t i = 0; i < Cin * HP * WP; ++i) xq[i] = 0;  // zero pads quantise to zero
         for (std::size_t c = 0; c < Cin; ++c)
