@@ -89,18 +89,24 @@ std::string literal(T v) {
     return s;
 }
 
-template <class T>
-void emit_array(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols) {
+/// decl = {values} for a rows x cols array, per_line values a line, each written by text(v).
+template <class T, class Text>
+void emit_values(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols, std::size_t per_line, Text text) {
     out += decl + " = {";
     for (std::size_t r = 0; r < rows; ++r) {
         if (rows > 1) out += r ? ",\n    {" : "\n    {";
         for (std::size_t c = 0; c < cols; ++c) {
-            if (c) out += (c % 8 == 0) ? ",\n     " : ", ";
-            out += literal(v[r * cols + c]);
+            if (c) out += (c % per_line == 0) ? ",\n     " : ", ";
+            out += text(v[r * cols + c]);
         }
         if (rows > 1) out += "}";
     }
     out += "};\n";
+}
+
+template <class T>
+void emit_array(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols) {
+    emit_values(out, decl, v, rows, cols, 8, [](T x) { return literal(x); });
 }
 
 /// The helpers, written once for T (replacing @T@): multiply-add, the blocked dense kernel,

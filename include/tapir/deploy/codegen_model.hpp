@@ -59,16 +59,7 @@ struct ModelGen {
 /// Integers as a C++ array initialiser (rows x cols).
 template <class I>
 void emit_int_array(std::string& out, const std::string& decl, const I* v, std::size_t rows, std::size_t cols) {
-    out += decl + " = {";
-    for (std::size_t r = 0; r < rows; ++r) {
-        if (rows > 1) out += r ? ",\n    {" : "\n    {";
-        for (std::size_t c = 0; c < cols; ++c) {
-            if (c) out += (c % 16 == 0) ? ",\n     " : ", ";
-            out += std::to_string(static_cast<long long>(v[r * cols + c]));
-        }
-        if (rows > 1) out += "}";
-    }
-    out += "};\n";
+    emit_values(out, decl, v, rows, cols, 16, [](I x) { return std::to_string(static_cast<long long>(x)); });
 }
 
 template <class T>

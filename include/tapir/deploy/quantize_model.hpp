@@ -70,6 +70,26 @@ LayerView<float> dense_view(const DenseT<float, In, Out>& f, std::vector<float>&
     return LayerView<float>{w.data(), f.dense.bias, In, Out, f.dense.act, f.dense.alpha};
 }
 
+/// Integer cross-correlation of padded codes xq (C, HP, WP): per output channel oc and row,
+/// accumulators from init(oc), plus weight[oc][p] times the tap at offsets[p], then
+/// finish(oc, acc, y_row) writes the OW outputs. Exact sums, so the same on every instruction set.
+template <class Acc, std::size_t OH, std::size_t OW, std::size_t SH, std::size_t SW, std::size_t WP, class X, class Wt, std::size_t Cout,
+          std::size_t K, class Init, class Finish>
+TAPIR_ALWAYS_INLINE void integer_conv(const X* xq, const Wt (&weight)[Cout][K], const std::array<std::uint32_t, K>& offsets, float* y, Init init,
+                                      Finish finish) noexcept {
+    for (std::size_t oc = 0; oc < Cout; ++oc)
+        for (std::size_t oy = 0; oy < OH; ++oy) {
+            Acc acc[OW];
+            for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] = init(oc);
+            for (std::size_t p = 0; p < K; ++p) {
+                const Acc w = weight[oc][p];
+                const X* xr = xq + oy * SH * WP + offsets[p];
+                for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] += w * static_cast<Acc>(xr[ox * SW]);
+            }
+            finish(oc, acc, y + (oc * OH + oy) * OW);
+        }
+}
+
 } // namespace detail
 
 template <std::size_t In, std::size_t Out>
@@ -218,19 +238,12 @@ struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
                 for (std::size_t j = 0; j < W; ++j)
                     xq[(c * HP + i + PH) * WP + j + PW] =
                         static_cast<std::int16_t>(detail::quantize_i8(x[(c * H + i) * W + j] * inv_in_scale, in_min, in_max));
-        for (std::size_t oc = 0; oc < Cout; ++oc)
-            for (std::size_t oy = 0; oy < OH; ++oy) {
-                std::int32_t acc[OW];
-                for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] = bias[oc];
-                for (std::size_t p = 0; p < K; ++p) {
-                    const std::int32_t w = weight[oc][p];
-                    const std::int16_t* xr = xq + oy * SH * WP + offsets[p];
-                    for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] += w * static_cast<std::int32_t>(xr[ox * SW]);
-                }
-                float* yr = y + (oc * OH + oy) * OW;
+        detail::integer_conv<std::int32_t, OH, OW, SH, SW, WP>(
+            xq, weight, offsets, y, [&](std::size_t oc) { return bias[oc]; },
+            [&](std::size_t oc, const std::int32_t* acc, float* yr) {
                 for (std::size_t ox = 0; ox < OW; ++ox)
                     yr[ox] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[ox]) * out_scales[oc], alpha);
-            }
+            });
     }
 
 private:
@@ -283,19 +296,12 @@ struct QConv2dT<FixedPoint<FW, FI, Q, O>, Cin, H, W, Cout, KH, KW, SH, SW, PH, P
                 for (std::size_t j = 0; j < W; ++j)
                     xq[(c * HP + i + PH) * WP + j + PW] =
                         static_cast<std::int32_t>(scheme::from_double(static_cast<double>(x[(c * H + i) * W + j])).raw());
-        for (std::size_t oc = 0; oc < Cout; ++oc)
-            for (std::size_t oy = 0; oy < OH; ++oy) {
-                std::int64_t acc[OW];
-                for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] = static_cast<std::int64_t>(bias[oc]) * (std::int64_t(1) << Fb);
-                for (std::size_t p = 0; p < K; ++p) {
-                    const std::int64_t w = weight[oc][p];
-                    const std::int32_t* xr = xq + oy * SH * WP + offsets[p];
-                    for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] += w * static_cast<std::int64_t>(xr[ox * SW]);
-                }
-                float* yr = y + (oc * OH + oy) * OW;
+        detail::integer_conv<std::int64_t, OH, OW, SH, SW, WP>(
+            xq, weight, offsets, y, [&](std::size_t oc) { return static_cast<std::int64_t>(bias[oc]) * (std::int64_t(1) << Fb); },
+            [&](std::size_t, const std::int64_t* acc, float* yr) {
                 for (std::size_t ox = 0; ox < OW; ++ox)
                     yr[ox] = static_cast<float>(scheme::from_raw(FixedDense<scheme, 1, 1>::finish(acc[ox], act, alpha)).to_double());
-            }
+            });
     }
 
 private:
