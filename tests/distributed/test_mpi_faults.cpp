@@ -4,10 +4,10 @@
 // scenario, with a watchdog of 60 s, and checks the exit status and the output:
 //   kill:          rank 1 raises SIGKILL in the middle of a training loop of all-reduces; mpirun
 //                  (OpenMPI's default) ends rank 0 and names the dead rank;
-//   hang:          rank 1 stops calling collectives; with TAPIR_MPI_TIMEOUT=2 rank 0 ends the job
-//                  with "MPI_Allreduce (error check) did not complete within 2 s";
+//   hang:          rank 1 stops calling collectives; with TAPIR_MPI_TIMEOUT=5 rank 0 ends the job
+//                  with "MPI_Allreduce (error check) did not complete within 5 s";
 //   kill-recovery: as kill, under mpirun --enable-recovery (mpirun then leaves the other ranks
-//                  running), with TAPIR_MPI_TIMEOUT=2: rank 0's timeout ends the job.
+//                  running), with TAPIR_MPI_TIMEOUT=5: rank 0's timeout ends the job.
 // Usage: test_distributed_faults MPIRUN            (the driver, run by ctest and meson)
 //        test_distributed_faults --scenario NAME   (one rank; run by mpirun)
 #include <tapir/distributed/mpi.hpp>  // first: the header compiles alone
@@ -179,12 +179,13 @@ int main(int argc, char** argv) {
     // OpenMPI's own message when a rank dies: "mpirun noticed that process rank 1 with PID ...
     // on node ... exited on signal 9 (Killed)."
     check(mpirun, self, "kill", {}, {}, {"rank 1: raising SIGKILL at step 5", "process rank 1", "signal 9"});
-    check(mpirun, self, "hang", {}, {"TAPIR_MPI_TIMEOUT=2"},
-          {"rank 1: hanging at step 5", "tapir: rank 0: MPI_Allreduce (error check) did not complete within 2 s"});
-    // mpirun --enable-recovery (OpenMPI 4.1) exits with status 0 even after MPI_Abort: the
-    // timeout's message and the end of the job are what is checked.
-    check(mpirun, self, "kill-recovery", {"--enable-recovery"}, {"TAPIR_MPI_TIMEOUT=2"},
-          {"rank 1: raising SIGKILL at step 5", "tapir: rank 0: MPI_Allreduce (error check) did not complete within 2 s", "MPI_ABORT was invoked on rank 0"},
+    check(mpirun, self, "hang", {}, {"TAPIR_MPI_TIMEOUT=5"},
+          {"rank 1: hanging at step 5", "tapir: rank 0: MPI_Allreduce (error check) did not complete within 5 s"});
+    // mpirun --enable-recovery (OpenMPI 4.1) exits with status 0 even after MPI_Abort, and its
+    // own MPI_ABORT notice is not always printed: the timeout's message and the end of the job
+    // are what is checked.
+    check(mpirun, self, "kill-recovery", {"--enable-recovery"}, {"TAPIR_MPI_TIMEOUT=5"},
+          {"rank 1: raising SIGKILL at step 5", "tapir: rank 0: MPI_Allreduce (error check) did not complete within 5 s"},
           false);
     std::printf("%s\n", failures ? "test_distributed_faults: FAILED" : "test_distributed_faults: all scenarios ended as expected");
     return failures ? 1 : 0;
