@@ -34,6 +34,7 @@
 
 #include "../error.hpp"
 #include "../random.hpp"
+#include "generator.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
@@ -161,29 +162,22 @@ inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
 } // namespace detail
 
 /// Streams events one at a time; generate_diphoton() is a loop over next().
-class DiphotonGenerator {
+class DiphotonGenerator : public detail::Generator<DiphotonGenerator, DiphotonConfig, DiphotonEvent, detail::check_config> {
 public:
-    explicit DiphotonGenerator(std::uint64_t seed, const DiphotonConfig& config = DiphotonConfig{})
-        : cfg_(config), rng_(seed) {
-        detail::check_config(cfg_);
-    }
-
-    const DiphotonConfig& config() const noexcept { return cfg_; }
+    /// DiphotonGenerator(seed, config = DiphotonConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// An event of a random class (signal with probability signal_fraction).
-    DiphotonEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// An event of the given class (1 signal, 0 background).
     DiphotonEvent next(int label) {
-        if (label != 0 && label != 1)
-            throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        check_label("DiphotonGenerator::next", label);
         const double m = label ? sample_signal_mass() : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            DiphotonEvent ev{};
-            if (try_kinematics(m, label, ev)) return ev;
-        }
-        throw value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        return first_accepted([&](DiphotonEvent& ev) { return try_kinematics(m, label, ev); }, [&] {
+            return value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                               " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        });
     }
 
 private:
@@ -247,18 +241,12 @@ private:
         return true;
     }
 
-    DiphotonConfig cfg_;
-    Rng rng_;
 };
 
 /// n events with the given configuration; the same (n, seed, config) gives the same events, and
 /// a shorter run is a prefix of a longer one.
 inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, const DiphotonConfig& config) {
-    DiphotonGenerator gen(seed, config);
-    std::vector<DiphotonEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<DiphotonGenerator>(n, seed, config);
 }
 
 /// n events with the default (real-file-like) configuration and the given signal fraction.
