@@ -71,57 +71,26 @@ const examples::Cli cli("anomaly",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    bool train_set = false, test_set = false, epochs_set = false;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--out") o.out = value();
-        else if (a == "--train") o.train = cli.count(a, value(), 100), train_set = true;
-        else if (a == "--test") o.test = cli.count(a, value(), 50), test_set = true;
-        else if (a == "--epochs") o.epochs = cli.count(a, value(), 1, 10000), epochs_set = true;
-        else if (a == "--batch") o.batch = cli.count(a, value(), 1, 100000);
-        else if (a == "--bottleneck") o.bottleneck = cli.count(a, value(), 1, 1600);
-        else if (a == "--power") {
-            o.power = cli.number(a, value());
+    examples::Flags f(cli);
+    f.text("--out", o.out).count("--train", o.train, 100).count("--test", o.test, 50).count("--epochs", o.epochs, 1, 10000)
+        .count("--batch", o.batch, 1, 100000).count("--bottleneck", o.bottleneck, 1, 1600)
+        .on("--power", [&](const std::string& a, const char* v) {
+            o.power = cli.number(a, v);
             if (!(o.power > 0.0 && o.power <= 4.0)) cli.usage("--power must be in (0, 4], got " + examples::fmt(o.power));
-        } else if (a == "--lr") {
-            o.lr = cli.number(a, value());
+        })
+        .on("--lr", [&](const std::string& a, const char* v) {
+            o.lr = cli.number(a, v);
             if (!(o.lr > 0.0 && o.lr < 1.0)) cli.usage("--lr must be in (0, 1), got " + examples::fmt(o.lr));
-        } else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--quick") o.quick = true;
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+        })
+        .seed("--seed", o.seed).flag("--quick", o.quick).flag("--quiet", o.quiet)
+        .parse(argc, argv);
     if (o.quick) {  // explicit counts win
-        if (!train_set) o.train = 400;
-        if (!test_set) o.test = 200;
-        if (!epochs_set) o.epochs = 2;
+        f.preset("--train", o.train, 400).preset("--test", o.test, 200).preset("--epochs", o.epochs, 2);
     }
     return o;
 }
 
 // ---- networks ---------------------------------------------------------------------------------
-
-/// (N, features) to (N, shape...): the decoder's Dense output as feature maps.
-template <class T>
-class Reshape : public nn::Module<T> {
-public:
-    explicit Reshape(Shape tail) : tail_(std::move(tail)) {}
-    Var<T> forward(const Var<T>& x) override { return reshape(x, with_batch(x.shape())); }
-    Shape output_shape(const Shape& in) const override { return with_batch(in); }
-    std::string type_name() const override { return "Reshape"; }
-    std::string describe() const override { return "Reshape" + tail_.str(); }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
-
-private:
-    Shape with_batch(const Shape& in) const {
-        if (in.rank() < 1 || (in[0] && in.numel() / in[0] != tail_.numel()))
-            throw shape_error(describe() + ": input " + in.str() + " does not hold " + std::to_string(tail_.numel()) + " values per row");
-        Shape s{in[0]};
-        for (std::size_t i = 0; i < tail_.rank(); ++i) s.push_back(tail_[i]);
-        return s;
-    }
-    Shape tail_;
-};
 
 constexpr std::size_t kPix = 40, kPixels = kPix * kPix;
 
@@ -149,7 +118,7 @@ Sequential<float> make_conv_ae(std::size_t k, Rng& rng) {
         .add<nn::Flatten<float>>()
         .add<nn::Dense<float>>(8 * 10 * 10, k, rng)
         .add<nn::Dense<float>>(k, 8 * 10 * 10, rng, Activation::relu)
-        .add<Reshape<float>>(Shape{8, 10, 10})
+        .add<nn::Reshape<float>>(Shape{8, 10, 10})
         .add<nn::ConvTranspose2d<float>>(8, 8, 2, rng, up).add<nn::ReLU<float>>()
         .add<nn::ConvTranspose2d<float>>(8, 8, 2, rng, up).add<nn::ReLU<float>>()
         .add<nn::Conv2d<float>>(8, 1, 3, rng, same)
@@ -287,9 +256,7 @@ void write_outputs(const Options& o, const std::vector<Result>& rs, double secon
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("anomaly", o.out)) return 1;
-    try {
-        const examples::Progress progress{o.quiet};
+    return examples::run("anomaly", o.out, examples::Progress{o.quiet}, [&](const examples::Progress& progress) {
         namespace ji = examples::jet_images;
         const hep::JetConfig cfg;  // 550 < pT < 650 GeV, |eta| < 2
         const auto train_jets = ji::jets_by_class(o.train, 0, o.seed, cfg);
@@ -324,9 +291,6 @@ int main(int argc, char** argv) {
         for (const Result& r : rs)
             std::printf("%-42s %8.4f %12.2f %10zu %10.1f\n", r.name.c_str(), r.auc, r.rejection30, r.params, r.seconds);
         std::printf("\nwrote %s/{summary.json, table.md, errors.svg, roc.svg} in %.1f s\n", o.out.c_str(), seconds);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "anomaly: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

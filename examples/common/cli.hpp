@@ -12,9 +12,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "output_dir.hpp"
 
 namespace examples {
 
@@ -103,6 +108,81 @@ private:
     std::string program_, usage_;
 };
 
+/// A program's options declared once, as a table: each name with where its value goes and how it
+/// is checked (Cli's count, number and seed, so the usage errors are Cli's). Declaring an option
+/// returns the table, so the declarations chain; parse then walks the command line with Cli::parse.
+class Flags {
+public:
+    /// What an option with a value does with it: on(flag, value).
+    using Handler = std::function<void(const std::string&, const char*)>;
+
+    explicit Flags(const Cli& cli) : cli_(cli) {}
+
+    /// An option with a value, handled by on.
+    Flags& on(const char* name, Handler on) {
+        options_.push_back({name, true, std::move(on), false});
+        return *this;
+    }
+    /// An option without a value: on() runs when it is given.
+    Flags& on_flag(const char* name, std::function<void()> on) {
+        options_.push_back({name, false, [f = std::move(on)](const std::string&, const char*) { f(); }, false});
+        return *this;
+    }
+    Flags& text(const char* name, std::string& to) {
+        return on(name, [&to](const std::string&, const char* v) { to = v; });
+    }
+    Flags& number(const char* name, double& to) {
+        return on(name, [this, &to](const std::string& f, const char* v) { to = cli_.number(f, v); });
+    }
+    Flags& count(const char* name, std::size_t& to, std::size_t least = 1, std::size_t most = Cli::kMaxCount) {
+        return on(name, [this, &to, least, most](const std::string& f, const char* v) { to = cli_.count(f, v, least, most); });
+    }
+    Flags& seed(const char* name, std::uint64_t& to) {
+        return on(name, [this, &to](const std::string& f, const char* v) { to = cli_.seed(f, v); });
+    }
+    /// A switch: sets to = value when given.
+    Flags& flag(const char* name, bool& to, bool value = true) {
+        return on_flag(name, [&to, value] { to = value; });
+    }
+
+    /// Walks the command line (--help and unknown options as Cli::parse), each option in turn.
+    Flags& parse(int argc, char** argv) {
+        cli_.parse(argc, argv, [&](const std::string& a, const auto& value) {
+            for (Option& o : options_)
+                if (a == o.name) {
+                    o.on(a, o.takes_value ? value() : nullptr);
+                    o.given = true;
+                    return true;
+                }
+            return false;
+        });
+        return *this;
+    }
+
+    /// Whether the command line gave the option (after parse): explicit values win over presets.
+    bool given(const std::string& name) const {
+        for (const Option& o : options_)
+            if (name == o.name) return o.given;
+        return false;
+    }
+    /// to = value unless the command line gave the option (after parse): presets such as --quick
+    /// yield to explicit values.
+    Flags& preset(const std::string& name, std::size_t& to, std::size_t value) {
+        if (!given(name)) to = value;
+        return *this;
+    }
+
+private:
+    struct Option {
+        std::string name;
+        bool takes_value;
+        Handler on;
+        bool given = false;
+    };
+    const Cli& cli_;
+    std::vector<Option> options_;
+};
+
 /// Progress lines "[  12.3 s] what" on stderr, silent when quiet.
 struct Progress {
     bool quiet = false;
@@ -113,5 +193,18 @@ struct Progress {
         if (!quiet) std::fprintf(stderr, "[%*.1f s] %s\n", width, seconds(), what.c_str());
     }
 };
+
+/// The frame of an example's main: makes the output directory, then runs body(progress) (returning
+/// the exit status) and reports what it throws as "<program>: error: what" with status 1.
+template <class Body>
+int run(const char* program, const std::string& out, const Progress& progress, Body&& body) {
+    if (!make_output_dir(program, out)) return 1;
+    try {
+        return body(progress);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+        return 1;
+    }
+}
 
 } // namespace examples

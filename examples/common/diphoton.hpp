@@ -90,6 +90,22 @@ inline Events load_events(const std::string& data, std::size_t events, std::uint
     return from_generated(gen);
 }
 
+/// The events of a study whose test set may get more generated events than its 70/30 split: the
+/// first n_split events are split, the rest (test_events more when generating) are test events.
+struct Sample {
+    Events events;
+    std::size_t n_split = 0;
+    std::string source;  // as load_events says
+};
+inline Sample load_sample(const std::string& data, std::size_t events, std::size_t test_events, std::uint64_t seed,
+                          const std::string& write_events = "") {
+    const std::size_t extra = data.empty() ? test_events : 0;
+    Sample s;
+    s.events = load_events(data, events + extra, seed, s.source, write_events);
+    s.n_split = s.events.size() - extra;
+    return s;
+}
+
 /// The course classifier: 8 -> 24 -> 16 -> 8 -> 1, ReLU; the output is a logit (sigmoid applied in the loss).
 inline tapir::nn::Sequential<float> make_classifier(tapir::Rng& rng) {
     using tapir::nn::Dense;

@@ -49,10 +49,7 @@ using nn::Sequential;
 
 namespace {
 
-using examples::diphoton::Events;
-using examples::diphoton::kMassHi;
-using examples::diphoton::kMassLo;
-using examples::diphoton::make_classifier;
+using namespace examples::diphoton;  // the shared H -> yy events, mass window and classifier
 
 // ---- options ----------------------------------------------------------------------------------
 
@@ -89,16 +86,12 @@ const examples::Cli cli("disco",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--adversarial") o.adversarial = value();
-        else if (a == "--events") o.events = cli.count(a, value());
-        else if (a == "--test-events") o.test_events = cli.count(a, value(), 0);
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--lambdas") {
+    examples::Flags(cli)
+        .text("--data", o.data).text("--out", o.out).text("--adversarial", o.adversarial)
+        .count("--events", o.events).count("--test-events", o.test_events, 0).seed("--seed", o.seed)
+        .on("--lambdas", [&](const std::string& a, const char* v) {
             o.lambdas.clear();
-            std::stringstream ss(value());
+            std::stringstream ss(v);
             std::string item;
             while (std::getline(ss, item, ',')) {
                 const double l = cli.number(a, item);
@@ -106,15 +99,11 @@ Options parse_args(int argc, char** argv) {
                 o.lambdas.push_back(l);
             }
             if (o.lambdas.empty()) cli.usage("--lambdas needs at least one value");
-        } else if (a == "--results-lambda") o.results_lambda = cli.number(a, value());
-        else if (a == "--epochs") o.epochs = cli.count(a, value());
-        else if (a == "--batch") o.batch = cli.count(a, value());
-        else if (a == "--lr") o.lr = cli.number(a, value());
-        else if (a == "--bootstrap") o.bootstrap = cli.count(a, value());
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+        })
+        .number("--results-lambda", o.results_lambda)
+        .count("--epochs", o.epochs).count("--batch", o.batch).number("--lr", o.lr).count("--bootstrap", o.bootstrap)
+        .flag("--quiet", o.quiet)
+        .parse(argc, argv);
     examples::diphoton::check_event_count(cli, o.data, o.events);
     return o;
 }
@@ -400,14 +389,11 @@ void plot_all(const std::string& out, const std::vector<Point>& pts, const Split
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("disco", o.out)) return 1;
-    try {
-        const Progress progress{o.quiet};
-        std::string source;
-        const std::size_t extra = o.data.empty() ? o.test_events : 0;
-        const Events ev = examples::diphoton::load_events(o.data, o.events + extra, o.seed, source);
-        const Split split = make_split(ev, ev.size() - extra, o.seed);
-        progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
+    return examples::run("disco", o.out, Progress{o.quiet}, [&](const Progress& progress) {
+        const Sample sample = load_sample(o.data, o.events, o.test_events, o.seed);
+        const Events& ev = sample.events;
+        const Split split = make_split(ev, sample.n_split, o.seed);
+        progress.say("events: " + sample.source + ", " + std::to_string(ev.size()) + " in total, 70/30 train/test split");
 
         std::vector<Point> pts;
         for (double l : o.lambdas) {
@@ -438,12 +424,9 @@ int main(int argc, char** argv) {
         Adversarial adv;
         if (!o.adversarial.empty()) adv = read_adversarial(o.adversarial);
         plot_all(o.out, pts, split, o.adversarial.empty() ? nullptr : &adv);
-        write_json(o.out + "/summary.json", o, source, pts, progress.seconds());
+        write_json(o.out + "/summary.json", o, sample.source, pts, progress.seconds());
         std::printf("\nwrote %s/{disco_scan.csv, disco_results.csv (lambda = %g), summary.json, lambda_scan.svg, mass_sculpting.svg, history.svg} in %.1f s\n",
                     o.out.c_str(), chosen->lambda, progress.seconds());
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "disco: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

@@ -50,10 +50,7 @@ using nn::Sequential;
 
 namespace {
 
-using examples::diphoton::Events;
-using examples::diphoton::kMassHi;
-using examples::diphoton::kMassLo;
-using examples::diphoton::make_classifier;
+using namespace examples::diphoton;  // the shared H -> yy events, mass window and classifier
 
 // ---- options ----------------------------------------------------------------------------------
 
@@ -101,35 +98,25 @@ const examples::Cli cli("higgs",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--write-events") o.write_events = value();
-        else if (a == "--events") o.events = cli.count(a, value());
-        else if (a == "--test-events") o.test_events = cli.count(a, value(), 0);
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--lambda") {
-            o.lambda = cli.number(a, value());
+    const auto rate = [](double& to) {  // an Adam learning rate in (0, 1)
+        return [&to](const std::string& a, const char* v) {
+            to = cli.number(a, v);
+            if (!(to > 0 && to < 1)) cli.usage(a + " must be in (0, 1)");
+        };
+    };
+    examples::Flags(cli)
+        .text("--data", o.data).text("--out", o.out).text("--write-events", o.write_events)
+        .count("--events", o.events).count("--test-events", o.test_events, 0).seed("--seed", o.seed)
+        .on("--lambda", [&](const std::string& a, const char* v) {
+            o.lambda = cli.number(a, v);
             if (o.lambda < 0) cli.usage("--lambda must be >= 0");
-        } else if (a == "--epochs") o.epochs = cli.count(a, value());
-        else if (a == "--adv-epochs") o.adv_epochs = cli.count(a, value());
-        else if (a == "--batch") o.batch = cli.count(a, value());
-        else if (a == "--adv-batch") o.adv_batch = cli.count(a, value());
-        else if (a == "--game-batch") o.game_batch = cli.count(a, value());
-        else if (a == "--check-steps") o.check_steps = cli.count(a, value());
-        else if (a == "--adv-lr" || a == "--game-lr") {
-            const double r = cli.number(a, value());
-            if (!(r > 0 && r < 1)) cli.usage(a + " must be in (0, 1)");
-            (a == "--adv-lr" ? o.adv_lr : o.game_lr) = r;
-        }
-        else if (a == "--adv-pretrain") o.adv_pretrain = cli.count(a, value());
-        else if (a == "--adv-steps") o.adv_steps = cli.count(a, value());
-        else if (a == "--scan-lambda") o.scan = true;
-        else if (a == "--bootstrap") o.bootstrap = cli.count(a, value());
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+        })
+        .count("--epochs", o.epochs).count("--adv-epochs", o.adv_epochs)
+        .count("--batch", o.batch).count("--adv-batch", o.adv_batch).count("--game-batch", o.game_batch)
+        .count("--check-steps", o.check_steps).on("--adv-lr", rate(o.adv_lr)).on("--game-lr", rate(o.game_lr))
+        .count("--adv-pretrain", o.adv_pretrain).count("--adv-steps", o.adv_steps).flag("--scan-lambda", o.scan)
+        .count("--bootstrap", o.bootstrap).flag("--quiet", o.quiet)
+        .parse(argc, argv);
     examples::diphoton::check_event_count(cli, o.data, o.events);
     return o;
 }
@@ -564,15 +551,12 @@ void plot_scan(const std::string& path, const std::vector<Result>& rs, const std
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("higgs", o.out)) return 1;
-    try {
-        const Progress progress{o.quiet};
-        std::string source;
-        const std::size_t extra = o.data.empty() ? o.test_events : 0;
-        const Events ev = examples::diphoton::load_events(o.data, o.events + extra, o.seed, source, o.write_events);
-        const Split split = make_split(ev, ev.size() - extra, o.seed);
-        progress.say("events: " + source + ", " + std::to_string(ev.size()) + " in total: " + std::to_string(split.train.x.dim(0)) +
-                     " for training (70% of " + std::to_string(ev.size() - extra) + "), " + std::to_string(split.test_label.size()) +
+    return examples::run("higgs", o.out, Progress{o.quiet}, [&](const Progress& progress) {
+        const Sample sample = load_sample(o.data, o.events, o.test_events, o.seed, o.write_events);
+        const Events& ev = sample.events;
+        const Split split = make_split(ev, sample.n_split, o.seed);
+        progress.say("events: " + sample.source + ", " + std::to_string(ev.size()) + " in total: " + std::to_string(split.train.x.dim(0)) +
+                     " for training (70% of " + std::to_string(sample.n_split) + "), " + std::to_string(split.test_label.size()) +
                      " for testing");
 
         History h;
@@ -605,14 +589,11 @@ int main(int argc, char** argv) {
         write_history(o.out + "/history.csv", h);
         plot_all(o.out, split, clf, ann, h);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - progress.t0).count();
-        write_json(o.out + "/summary.json", o, source, results, seconds);
+        write_json(o.out + "/summary.json", o, sample.source, results, seconds);
         print_table(results);
         std::printf("\nwrote %s/{clf_results.csv, ANN_results.csv, summary.json, history.csv, roc.svg, discriminant.svg, "
                     "mass_sculpting.svg, history.svg%s} in %.1f s\n",
                     o.out.c_str(), o.scan ? ", lambda_scan.svg" : "", seconds);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "higgs: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

@@ -109,33 +109,17 @@ const examples::Cli cli("resonance_search",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--reference") o.reference = cli.count(a, value());
-        else if (a == "--background") o.background = cli.count(a, value());
-        else if (a == "--signal") o.signal = cli.count(a, value(), 0);
-        else if (a == "--signal-mass") o.signal_mass = cli.number(a, value());
-        else if (a == "--resolution") o.resolution = cli.number(a, value());
-        else if (a == "--method") o.method = value();
-        else if (a == "--llp-fraction") o.llp_fraction = cli.number(a, value());
-        else if (a == "--with-mass") o.with_mass = true;
-        else if (a == "--width-factor") o.width_factor = cli.number(a, value());
-        else if (a == "--epochs") o.epochs = cli.count(a, value());
-        else if (a == "--batch") o.batch = cli.count(a, value());
-        else if (a == "--lr") o.lr = cli.number(a, value());
-        else if (a == "--lr-decay") o.lr_decay = cli.number(a, value());
-        else if (a == "--slices") o.slices = cli.count(a, value());
-        else if (a == "--scan-lo") o.scan_lo = cli.number(a, value());
-        else if (a == "--scan-hi") o.scan_hi = cli.number(a, value());
-        else if (a == "--scan-step") o.scan_step = cli.number(a, value());
-        else if (a == "--toys") o.toys = cli.count(a, value(), 0);
-        else if (a == "--null-experiments") o.null_experiments = cli.count(a, value());
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+    examples::Flags(cli)
+        .text("--data", o.data).text("--out", o.out)
+        .count("--reference", o.reference).count("--background", o.background).count("--signal", o.signal, 0)
+        .number("--signal-mass", o.signal_mass).number("--resolution", o.resolution).text("--method", o.method)
+        .number("--llp-fraction", o.llp_fraction).flag("--with-mass", o.with_mass).number("--width-factor", o.width_factor)
+        .count("--epochs", o.epochs).count("--batch", o.batch).number("--lr", o.lr).number("--lr-decay", o.lr_decay)
+        .count("--slices", o.slices)
+        .number("--scan-lo", o.scan_lo).number("--scan-hi", o.scan_hi).number("--scan-step", o.scan_step)
+        .count("--toys", o.toys, 0).count("--null-experiments", o.null_experiments).seed("--seed", o.seed)
+        .flag("--quiet", o.quiet)
+        .parse(argc, argv);
     if (o.method != "cwola" && o.method != "llp") cli.usage("--method must be cwola or llp, got '" + o.method + "'");
     if (!(o.llp_fraction > 0 && o.llp_fraction < 1)) cli.usage("--llp-fraction must be in (0, 1)");
     if (!(o.signal_mass > kMassLo && o.signal_mass < kMassHi)) cli.usage("--signal-mass must be inside 130-170 GeV");
@@ -675,9 +659,7 @@ void write_json(const std::string& path, const Options& o, const std::vector<Exp
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("resonance_search", o.out)) return 1;
-    try {
-        const Progress progress{o.quiet};
+    return examples::run("resonance_search", o.out, Progress{o.quiet}, [&](const Progress& progress) {
         std::vector<Experiment> exs;    // shown in full: the first null experiment, the injected one (or the user's data)
         std::vector<Experiment> nulls;  // every background-only experiment (generated events)
         Sample data_sig;
@@ -772,9 +754,6 @@ int main(int argc, char** argv) {
         write_json(o.out + "/summary.json", o, all, null_summary, progress.seconds());
         std::printf("\nwrote %s/{slices.csv, mass_scan.csv%s, summary.json, mass_slices_*.svg, mass_scan.svg, response.svg%s} in %.1f s\n", o.out.c_str(),
                     o.toys ? ", toys.csv" : "", o.toys ? ", toys_*.svg" : "", progress.seconds());
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "resonance_search: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

@@ -122,42 +122,21 @@ const examples::Cli cli("significance",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--train") o.train = cli.count(a, value());
-        else if (a == "--test-sig") o.test_sig = cli.count(a, value());
-        else if (a == "--test-bkg") o.test_bkg = cli.count(a, value());
-        else if (a == "--lumi") o.lumi = cli.number(a, value());
-        else if (a == "--stop-mass") o.stop_mass = cli.number(a, value());
-        else if (a == "--lsp-mass") o.lsp_mass = cli.number(a, value());
-        else if (a == "--stop-xsec") o.stop_xsec = cli.number(a, value());
-        else if (a == "--dilepton-fraction") o.dilepton_fraction = cli.number(a, value());
-        else if (a == "--seeds") o.seeds = cli.count(a, value());
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--epochs") o.epochs = cli.count(a, value());
-        else if (a == "--bce-epochs") o.bce_epochs = cli.count(a, value());
-        else if (a == "--pretrain") o.pretrain = cli.count(a, value());
-        else if (a == "--hidden") o.hidden = cli.count(a, value());
-        else if (a == "--bce-batch") o.bce_batch = cli.count(a, value());
-        else if (a == "--sig-batch") o.sig_batch = cli.count(a, value());
-        else if (a == "--asimov-batch") o.asimov_batch = cli.count(a, value());
-        else if (a == "--lr") o.lr = cli.number(a, value());
-        else if (a == "--asimov-squared") o.squared = true;
-        else if (a == "--pretrain-bce") o.pretrain_bce = true;
-        else if (a == "--pretrain-sb") o.pretrain_bce = false;
-        else if (a == "--no-centre") o.centre = false;
-        else if (a == "--control-bce") o.control_bce = o.pretrain_bce = true;
-        else if (a == "--min-bkg-events") o.min_bkg_events = cli.count(a, value());
-        else if (a == "--finetune-epochs") o.finetune_epochs = cli.count(a, value());
-        else if (a == "--finetune-lr") o.finetune_lr = cli.number(a, value());
-        else if (a == "--val-sig") o.val_sig = cli.count(a, value());
-        else if (a == "--val-bkg") o.val_bkg = cli.count(a, value(), 0);
-        else if (a == "--checkpoints") o.checkpoints = cli.count(a, value());
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+    examples::Flags(cli)
+        .text("--data", o.data).text("--out", o.out)
+        .count("--train", o.train).count("--test-sig", o.test_sig).count("--test-bkg", o.test_bkg).number("--lumi", o.lumi)
+        .number("--stop-mass", o.stop_mass).number("--lsp-mass", o.lsp_mass).number("--stop-xsec", o.stop_xsec)
+        .number("--dilepton-fraction", o.dilepton_fraction).count("--seeds", o.seeds).seed("--seed", o.seed)
+        .count("--epochs", o.epochs).count("--bce-epochs", o.bce_epochs).count("--pretrain", o.pretrain)
+        .count("--hidden", o.hidden).count("--bce-batch", o.bce_batch).count("--sig-batch", o.sig_batch)
+        .count("--asimov-batch", o.asimov_batch).number("--lr", o.lr).flag("--asimov-squared", o.squared)
+        .flag("--pretrain-bce", o.pretrain_bce).flag("--pretrain-sb", o.pretrain_bce, false).flag("--no-centre", o.centre, false)
+        .on_flag("--control-bce", [&] { o.control_bce = o.pretrain_bce = true; })
+        .count("--min-bkg-events", o.min_bkg_events)
+        .count("--finetune-epochs", o.finetune_epochs).number("--finetune-lr", o.finetune_lr)
+        .count("--val-sig", o.val_sig).count("--val-bkg", o.val_bkg, 0).count("--checkpoints", o.checkpoints)
+        .flag("--quiet", o.quiet)
+        .parse(argc, argv);
     if (!(o.lumi > 0)) cli.usage("--lumi must be positive");
     if (o.pretrain >= o.epochs) cli.usage("--pretrain must be smaller than --epochs");
     if (!(o.lr > 0) || !(o.finetune_lr >= 0)) cli.usage("--lr and --finetune-lr must be positive");
@@ -511,9 +490,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("significance", o.out)) return 1;
-    try {
-        const Progress progress{o.quiet};
+    return examples::run("significance", o.out, Progress{o.quiet}, [&](const Progress& progress) {
         const std::size_t nf = hep::StopEvent::num_features;
 
         // ---- the test sample (fixed) and where training samples come from ------------------------
@@ -743,9 +720,6 @@ int main(int argc, char** argv) {
         std::printf("\nwrote %s/{significance_results.csv, summary.json, history.csv%s, outputs.svg, significance_vs_cut.svg, "
                     "significance_vs_systematic.svg, history.svg} in %.1f s\n",
                     o.out.c_str(), o.data.empty() ? ", stop_events_sample.csv" : "", progress.seconds());
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "significance: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

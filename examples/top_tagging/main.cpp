@@ -294,25 +294,14 @@ std::vector<const ModelSpec*> parse_models(const std::string& list) {
 Options parse_args(int argc, char** argv) {
     Options o;
     std::string models = kDefaultModels;
-    bool sized = false;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--write-jets") o.write_jets = value();
-        else if (a == "--train") o.train = cli.count(a, value(), kMinJets), sized = true;
-        else if (a == "--val") o.val = cli.count(a, value(), kMinJets), sized = true;
-        else if (a == "--test") o.test = cli.count(a, value(), kMinJets), sized = true;
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--models") models = value();
-        else if (a == "--epochs") o.epochs = cli.count(a, value(), 1, 10000);
-        else if (a == "--patience") o.patience = cli.count(a, value(), 0, 10000);
-        else if (a == "--bootstrap") o.bootstrap = cli.count(a, value(), 2, 100000);
-        else if (a == "--quick") o.quick = true;
-        else if (a == "--quantize") o.quantize = true;
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+    examples::Flags f(cli);
+    f.text("--data", o.data).text("--out", o.out).text("--write-jets", o.write_jets)
+        .count("--train", o.train, kMinJets).count("--val", o.val, kMinJets).count("--test", o.test, kMinJets)
+        .seed("--seed", o.seed).text("--models", models).count("--epochs", o.epochs, 1, 10000)
+        .count("--patience", o.patience, 0, 10000).count("--bootstrap", o.bootstrap, 2, 100000)
+        .flag("--quick", o.quick).flag("--quiet", o.quiet).flag("--quantize", o.quantize)
+        .parse(argc, argv);
+    const bool sized = f.given("--train") || f.given("--val") || f.given("--test");
     o.models = parse_models(models);
     if (o.quick) {
         if (!sized) o.train = 400, o.val = 200, o.test = 400;
@@ -678,11 +667,9 @@ void print_table(const std::vector<Result>& rs) {
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("top_tagging", o.out)) return 1;
-    std::string command = "top_tagging";
-    for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-    try {
-        const examples::Progress progress{o.quiet};
+    return examples::run("top_tagging", o.out, examples::Progress{o.quiet}, [&](const examples::Progress& progress) {
+        std::string command = "top_tagging";
+        for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
         const Sizes sizes;
         std::string source;
         const Split split = load_split(o, sizes, progress, source);
@@ -709,9 +696,6 @@ int main(int argc, char** argv) {
             if (deep) std::printf("\n%zu of %zu deep networks beat the MLP on (m, tau21, tau32) in AUC (%.4f)\n", beaten, deep, mlp->auc);
         }
         std::printf("\nwrote %s/{table.md, summary.json, scores.csv, roc.svg} in %.1f s\n", o.out.c_str(), seconds);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "top_tagging: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

@@ -69,40 +69,26 @@ const examples::Cli cli("transfer_learning",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    bool st = false, ste = false, se = false, sm = false, sme = false, te = false, sd = false;
     const auto pt = [&](const std::string& a, const char* v) {
         const double x = cli.number(a, v);
         if (!(x >= 100.0 && x <= 5000.0)) cli.usage(a + " must be in [100, 5000] GeV, got '" + v + "'");
         return x;
     };
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--out") o.out = value();
-        else if (a == "--source-train") o.source_train = cli.count(a, value(), 100), st = true;
-        else if (a == "--source-test") o.source_test = cli.count(a, value(), 20), ste = true;
-        else if (a == "--source-epochs") o.source_epochs = cli.count(a, value(), 1, 10000), se = true;
-        else if (a == "--target-pt-min") o.target_lo = pt(a, value());
-        else if (a == "--target-pt-max") o.target_hi = pt(a, value());
-        else if (a == "--small") o.small = cli.count(a, value(), 20), sm = true;
-        else if (a == "--small-epochs") o.small_epochs = cli.count(a, value(), 1, 10000), sme = true;
-        else if (a == "--test") o.test = cli.count(a, value(), 50), te = true;
-        else if (a == "--seeds") o.seeds = cli.count(a, value(), 1, 1000), sd = true;
-        else if (a == "--batch") o.batch = cli.count(a, value(), 1, 100000);
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--quick") o.quick = true;
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+    examples::Flags f(cli);
+    f.text("--out", o.out).count("--source-train", o.source_train, 100).count("--source-test", o.source_test, 20)
+        .count("--source-epochs", o.source_epochs, 1, 10000)
+        .on("--target-pt-min", [&](const std::string& a, const char* v) { o.target_lo = pt(a, v); })
+        .on("--target-pt-max", [&](const std::string& a, const char* v) { o.target_hi = pt(a, v); })
+        .count("--small", o.small, 20).count("--small-epochs", o.small_epochs, 1, 10000).count("--test", o.test, 50)
+        .count("--seeds", o.seeds, 1, 1000).count("--batch", o.batch, 1, 100000).seed("--seed", o.seed)
+        .flag("--quick", o.quick).flag("--quiet", o.quiet)
+        .parse(argc, argv);
     if (!(o.target_lo < o.target_hi))
         cli.usage("--target-pt-min must be below --target-pt-max, got " + examples::fmt(o.target_lo) + " and " + examples::fmt(o.target_hi));
     if (o.quick) {  // explicit counts win
-        if (!st) o.source_train = 400;
-        if (!ste) o.source_test = 100;
-        if (!se) o.source_epochs = 1;
-        if (!sm) o.small = 60;
-        if (!sme) o.small_epochs = 3;
-        if (!te) o.test = 100;
-        if (!sd) o.seeds = 2;
+        f.preset("--source-train", o.source_train, 400).preset("--source-test", o.source_test, 100)
+            .preset("--source-epochs", o.source_epochs, 1).preset("--small", o.small, 60)
+            .preset("--small-epochs", o.small_epochs, 3).preset("--test", o.test, 100).preset("--seeds", o.seeds, 2);
     }
     return o;
 }
@@ -219,9 +205,7 @@ void plot_aucs(const std::string& path, const std::vector<Row>& rows, const Opti
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("transfer_learning", o.out)) return 1;
-    try {
-        const examples::Progress progress{o.quiet};
+    return examples::run("transfer_learning", o.out, examples::Progress{o.quiet}, [&](const examples::Progress& progress) {
         const hep::JetConfig source_cfg;  // 550-650 GeV
         const hep::JetConfig target_cfg = ji::pt_window(o.target_lo, o.target_hi);
         const Data source = make_data(o.source_train / 2, o.source_train - o.source_train / 2, o.seed, source_cfg, o.power);
@@ -269,9 +253,6 @@ int main(int argc, char** argv) {
         for (const Row& r : rows) std::printf("%-48s %s\n", r.name.c_str(), pm(r.auc).c_str());
         std::printf("%-48s %s\n", "transfer - scratch (paired)", pm(diff).c_str());
         std::printf("\nwrote %s/{summary.json, table.md, auc.svg, source_cnn.tpr} in %.1f s\n", o.out.c_str(), seconds);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "transfer_learning: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

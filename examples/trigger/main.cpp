@@ -330,17 +330,10 @@ int main(int argc, char** argv) {
                             "trigger [--train N] [--test N] [--epochs E] [--seed S] [--cut-efficiency F] [--cxx COMPILER]\n"
                             "               [--out DIR] [--help]\n");
     Args a;
-    cli.parse(argc, argv, [&](const std::string& k, const auto& value) {
-        if (k == "--train") a.train = cli.count(k, value(), 100);
-        else if (k == "--test") a.test = cli.count(k, value(), 100);
-        else if (k == "--epochs") a.epochs = cli.count(k, value());
-        else if (k == "--seed") a.seed = cli.seed(k, value());
-        else if (k == "--cut-efficiency") a.efficiency = cli.number(k, value());
-        else if (k == "--cxx") a.cxx = value();
-        else if (k == "--out") a.out = value();
-        else return false;
-        return true;
-    });
+    examples::Flags(cli)
+        .count("--train", a.train, 100).count("--test", a.test, 100).count("--epochs", a.epochs).seed("--seed", a.seed)
+        .number("--cut-efficiency", a.efficiency).text("--cxx", a.cxx).text("--out", a.out)
+        .parse(argc, argv);
     if (!(a.efficiency > 0.0 && a.efficiency < 1.0)) cli.usage("--cut-efficiency must be in (0, 1)");
     if (!examples::make_output_dir("trigger", a.out)) return 1;
     const fs::path out = a.out;

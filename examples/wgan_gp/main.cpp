@@ -94,28 +94,15 @@ const examples::Cli cli("wgan_gp",
 
 Options parse_args(int argc, char** argv) {
     Options o;
-    cli.parse(argc, argv, [&](const std::string& a, const auto& value) {
-        if (a == "--data") o.data = value();
-        else if (a == "--out") o.out = value();
-        else if (a == "--events") o.events = cli.count(a, value());
-        else if (a == "--seed") o.seed = cli.seed(a, value());
-        else if (a == "--steps") o.steps = cli.count(a, value());
-        else if (a == "--n-critic") o.n_critic = cli.count(a, value());
-        else if (a == "--gp-weight") o.gp_weight = cli.number(a, value());
-        else if (a == "--batch") o.batch = cli.count(a, value());
-        else if (a == "--latent") o.latent = cli.count(a, value());
-        else if (a == "--lr") o.lr = cli.number(a, value());
-        else if (a == "--ema") o.ema = cli.number(a, value());
-        else if (a == "--beta1") o.beta1 = cli.number(a, value());
-        else if (a == "--beta2") o.beta2 = cli.number(a, value());
-        else if (a == "--eval-every") o.eval_every = cli.count(a, value());
-        else if (a == "--eval-events") o.eval_events = cli.count(a, value());
-        else if (a == "--threads") o.threads = static_cast<unsigned>(cli.count(a, value()));
-        else if (a == "--check") o.check = true;
-        else if (a == "--quiet") o.quiet = true;
-        else return false;
-        return true;
-    });
+    examples::Flags(cli)
+        .text("--data", o.data).text("--out", o.out).count("--events", o.events).seed("--seed", o.seed)
+        .count("--steps", o.steps).count("--n-critic", o.n_critic).number("--gp-weight", o.gp_weight)
+        .count("--batch", o.batch).count("--latent", o.latent)
+        .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
+        .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
+        .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
+        .flag("--check", o.check).flag("--quiet", o.quiet)
+        .parse(argc, argv);
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
     if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
@@ -348,9 +335,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
 
 int main(int argc, char** argv) {
     const Options o = parse_args(argc, argv);
-    if (!examples::make_output_dir("wgan_gp", o.out)) return 1;
-    try {
-        const Progress progress{o.quiet, 7};
+    return examples::run("wgan_gp", o.out, Progress{o.quiet, 7}, [&](const Progress& progress) {
         simd::set_num_threads(o.threads);
         const std::vector<std::string>& names = hep::zgamma_feature_names();
 
@@ -581,9 +566,6 @@ int main(int argc, char** argv) {
                     "correlations.svg, training.svg} in %.1f s\n",
                     o.out.c_str(), progress.seconds());
         if (o.check && !pass) return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "wgan_gp: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return 0;
+    });
 }

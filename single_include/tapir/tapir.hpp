@@ -6937,31 +6937,21 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
 }
 } // namespace tapir
 // ---- end tapir/autodiff/backward.hpp ----
-// ---- begin tapir/autodiff/conv.hpp ----
-/// Convolution, transposed convolution, pooling and upsampling on the tape, channels-first as in
-/// PyTorch: inputs (N, C, L) or (N, C, H, W), weights (Cout, Cin/groups, k...) (transposed: (Cin,
-/// Cout/groups, k...)). A 1-D op is its 2-D op on a height of one (zero-copy reshapes).
+// ---- begin tapir/autodiff/collective.hpp ----
+/// A sum over the processes of a data-parallel group as a tape op: the differentiable all-reduce
+/// (torch.distributed.nn.all_reduce) that synchronised BatchNorm (nn::BatchNorm::synchronise)
+/// adds its batch statistics with. The transport is not here: a SumGroup is an interface, which
+/// distributed/mpi.hpp implements on an MPI communicator, so the tape needs no MPI.
 ///
-/// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
-/// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
-/// correlation). Each op's backward rule is written with the other two, so first-order backward,
-/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
-/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
-/// on each chunk (Chellapilla et al. 2006,
-/// "High performance convolutional neural networks for document processing"); the geometry of the
-/// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
-/// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
-/// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
-/// transposed convolution follow Dumoulin and Visin, arXiv:1603.07285; global average pooling is
-/// from Lin et al., arXiv:1312.4400.
-///
-///     Var<float> y = conv2d(x, w, b, {1, 1}, Pad2d{1, 2, 1, 2});  // 'same' for a 4x4 kernel
-///     Var<float> p = max_pool2d(relu(y), 2);
+/// The gradient. Member r's loss L_r counts in the global loss as w_r L_r (w_r is its
+/// loss_weight(), its share of the global batch), and y = sum over q of x_q on every member, so
+/// dL/dx_r = sum over q of w_q dL_q/dy. Member r's backward is seeded with dL_r (its parameter
+/// gradients are weighted by w_r afterwards, by the gradient all-reduce), so the rule adds
+/// (1 / w_r) times the group sum of w_q g_q: one more group sum, in the backward pass.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
-#include <string>
 
 // ---- begin tapir/autodiff/ops.hpp ----
 /// Differentiable operations. Each op is written in one place: its backward rule, its descriptor
@@ -7910,6 +7900,143 @@ template <class T, class S, detail::if_scalar<S> = 0> Var<T> operator/(S c, cons
 
 namespace tapir {
 
+/// The members of a data-parallel group (processes), seen by one member: what group_sum needs.
+template <class T>
+class SumGroup {
+public:
+    virtual ~SumGroup() = default;
+    /// Element-wise sum over the members of v[0..n), in place, the same on every member. A
+    /// collective: every member calls it, with the same n, in the same order.
+    virtual void sum(T* v, std::size_t n) = 0;
+    /// This member's factor in the global loss (positive): its events over the global batch.
+    virtual T loss_weight() const = 0;
+};
+
+namespace detail {
+static_assert(sizeof(std::size_t) >= sizeof(std::uintptr_t), "group_sum keeps the group's address in a node's integer attribute");
+
+template <class T>
+Ref<T> k_group_sum(Tape<T>& t, const Ref<T>& a, SumGroup<T>& group) {
+    Ref<T> out = t.alloc(a.shape);
+    std::copy(a.data, a.data + a.size(), out.data);
+    group.sum(out.data, out.size());
+    return out;
+}
+template <class T>
+SumGroup<T>& group_of(const Node<T>& n) noexcept {
+    return *reinterpret_cast<SumGroup<T>*>(static_cast<std::uintptr_t>(n.i0));
+}
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_group_sum(O& o, const Node<T>& n, const V& g) {
+    SumGroup<T>& group = detail::group_of(n);
+    const T w = group.loss_weight();
+    o.acc(n, 0, scale(group_sum(scale(g, w), group), T(1) / w));
+}
+TAPIR_OP(group_sum, "group_sum", backward_group_sum);
+/// The element-wise sum of x over the members of group, on every member (the group must outlive
+/// the tape's backward pass, which sums again). Every member records it at the same point.
+template <class T, template <class> class V>
+detail::val<V, T> group_sum(const V<T>& x, SumGroup<T>& group) {
+    Tape<T>& t = detail::tape_of(x);
+    const auto id = static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(&group));
+    return detail::emit(t, op_group_sum<T>, detail::k_group_sum(t, detail::ref(x), group), [id](Node<T>& nd) { nd.i0 = id; }, x);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/collective.hpp ----
+// ---- begin tapir/autodiff/conv.hpp ----
+/// Convolution, transposed convolution, pooling and upsampling on the tape, channels-first as in
+/// PyTorch: inputs (N, C, L) or (N, C, H, W), weights (Cout, Cin/groups, k...) (transposed: (Cin,
+/// Cout/groups, k...)). A 1-D op is its 2-D op on a height of one (zero-copy reshapes).
+///
+/// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
+/// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
+/// correlation). Each op's backward rule is written with the other two, so first-order backward,
+/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
+/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
+/// on each chunk (Chellapilla et al. 2006,
+/// "High performance convolutional neural networks for document processing"); the geometry of the
+/// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
+/// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
+/// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
+/// transposed convolution follow Dumoulin and Visin, arXiv:1603.07285; global average pooling is
+/// from Lin et al., arXiv:1312.4400.
+///
+///     Var<float> y = conv2d(x, w, b, {1, 1}, Pad2d{1, 2, 1, 2});  // 'same' for a 4x4 kernel
+///     Var<float> p = max_pool2d(relu(y), 2);
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+// ---- begin tapir/autodiff/take.hpp ----
+/// The two index ops: take (out[i] = a[idx[i]], 0 where idx[i] = -1) and its adjoint put_add
+/// (out[idx[i]] += g[i], -1 skipped), each the other's backward rule, so every order of derivative
+/// follows. Indices live in the tape's arena (Node::index). The gathers and scatters of sets.hpp
+/// and max pooling's gradient (conv.hpp) are index computations on top of them.
+
+#include <cstddef>
+#include <cstdint>
+
+
+namespace tapir {
+
+namespace detail {
+
+/// out[i] = a[idx[i]] (flat positions), 0 where idx[i] is negative.
+template <class T>
+Ref<T> k_take(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& out_shape) {
+    Ref<T> out = t.alloc(out_shape);
+    const std::size_t n = out_shape.numel();
+    for (std::size_t i = 0; i < n; ++i) out.data[i] = idx[i] >= 0 ? a.data[static_cast<std::size_t>(idx[i])] : T(0);
+    return out;
+}
+
+/// The adjoint of take: zeros of out_shape, then out[idx[i]] += g[i] (negative idx skipped).
+template <class T>
+Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& out_shape) {
+    Ref<T> out = t.alloc(out_shape);
+    const std::size_t m = out_shape.numel(), n = g.size();
+    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < n; ++i)
+        if (idx[i] >= 0) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_take(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(take, "take", backward_take);
+/// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
+template <class T, template <class> class V>
+detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
+}
+
+template <class O, class T, class V>
+void backward_put_add(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
+}
+TAPIR_OP(put_add, "put_add", backward_put_add);
+/// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
+template <class T, template <class> class V>
+detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
+    Tape<T>& t = detail::tape_of(g);
+    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
+}
+
+} // namespace tapir
+// ---- end tapir/autodiff/take.hpp ----
+
+namespace tapir {
+
 /// A pair of sizes (height, width); one number means both.
 struct Size2 {
     std::size_t h = 1, w = 1;
@@ -7990,64 +8117,66 @@ inline void tap_range(std::size_t off, std::size_t pad, std::size_t len, std::si
     if (lo > hi) lo = hi;
 }
 
-/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
-/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
-/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
-template <class T>
-void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+/// The walk im2col and col2im share over columns [j0, j1) of one sample's group: for each row
+/// (c, i, j) of the unfolded block and each output row oy the columns touch, row(k, a, b, lo, hi, in):
+/// k the offset in the block of output position (oy, a), [a, b) the row's output columns, [lo, hi)
+/// those whose tap reads real input (empty when the tap row is in the padding) and in the offset in
+/// the group of the tap of output column 0 (element in + ox * sw for ox in [lo, hi); in may be
+/// negative when the first taps are in the left padding).
+template <class Row>
+TAPIR_ALWAYS_INLINE void for_each_tap_row(const ConvGeom& g, std::size_t j0, std::size_t j1, Row&& row) noexcept {
     const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
     for (std::size_t c = 0; c < g.cg(); ++c)
         for (std::size_t i = 0; i < g.kh; ++i) {
             std::size_t ylo, yhi;
             tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
             for (std::size_t j = 0; j < g.kw; ++j) {
-                T* dst = col + ((c * g.kh + i) * g.kw + j) * m;
+                const std::size_t base = ((c * g.kh + i) * g.kw + j) * m;
                 std::size_t xlo, xhi;
                 tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
                 for (std::size_t oy = y0; oy <= y1; ++oy) {
                     const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
-                    T* d = dst + (oy * g.ow + a - j0);  // d[ox - a] is position oy * ow + ox
+                    const std::size_t k = base + (oy * g.ow + a - j0);
                     if (oy < ylo || oy >= yhi) {
-                        for (std::size_t ox = a; ox < b; ++ox) d[ox - a] = T(0);
+                        row(k, a, b, a, a, std::ptrdiff_t(0));
                         continue;
                     }
                     const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
-                    const T* src = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
-                    for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
-                    if (g.sw == 1)
-                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
-                    else
-                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
-                    for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
+                    row(k, a, b, lo, hi,
+                        static_cast<std::ptrdiff_t>((c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw) - static_cast<std::ptrdiff_t>(g.pl));
                 }
             }
         }
 }
 
+/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
+/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
+/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
+template <class T>
+void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    for_each_tap_row(g, j0, j1, [x, col, &g](std::size_t k, std::size_t a, std::size_t b, std::size_t lo, std::size_t hi, std::ptrdiff_t in) {
+        T* TAPIR_RESTRICT d = col + k;  // d[ox - a] is output column ox
+        const T* TAPIR_RESTRICT src = x + in;
+        for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
+        if (g.sw == 1)
+            for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
+        else
+            for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
+        for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
+    });
+}
+
 /// The adjoint of im2col: adds col (cg kh kw, j1 - j0) back into one sample's group (cg, h, w).
 template <class T>
 void col2im(const T* TAPIR_RESTRICT col, T* TAPIR_RESTRICT x, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
-    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
-    for (std::size_t c = 0; c < g.cg(); ++c)
-        for (std::size_t i = 0; i < g.kh; ++i) {
-            std::size_t ylo, yhi;
-            tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
-            for (std::size_t j = 0; j < g.kw; ++j) {
-                const T* s = col + ((c * g.kh + i) * g.kw + j) * m;
-                std::size_t xlo, xhi;
-                tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
-                for (std::size_t oy = y0 < ylo ? ylo : y0; oy <= y1 && oy < yhi; ++oy) {
-                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
-                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
-                    const T* d = s + (oy * g.ow + a - j0);
-                    T* dst = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
-                    if (g.sw == 1)
-                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
-                    else
-                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
-                }
-            }
-        }
+    for_each_tap_row(g, j0, j1, [x, col, &g](std::size_t k, std::size_t a, std::size_t, std::size_t lo, std::size_t hi, std::ptrdiff_t in) {
+        const T* TAPIR_RESTRICT d = col + k;
+        T* TAPIR_RESTRICT dst = x + in;
+        if (g.sw == 1)
+            for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
+        else
+            for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
+    });
 }
 
 /// Adds bias[ch] to every element of channel ch of an (n, ch, spatial) value.
@@ -8148,9 +8277,10 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
     const bool pw = g.pointwise();
     T* col = pw ? nullptr : scratch(t, K * nc);
-    if (K > 32) {
-        if (g.n == 0 || ohw == 0)
-            for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
+    // Both ways walk every column chunk of every sample and group: f(q, more, yc, u, ldu, m) with
+    // yc the chunk's m columns of y (leading dimension ohw), u the chunk unfolded (the input itself
+    // when pointwise; leading dimension ldu) and more false for the chunk that starts the sum.
+    const auto for_each_chunk = [&](auto&& f) {
         for (std::size_t n = 0; n < g.n; ++n)
             for (std::size_t q = 0; q < g.groups; ++q) {
                 const T* xs = x.data + (n * g.c + q * cg) * g.hw();
@@ -8158,27 +8288,26 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
                 for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
                     const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
                     if (!pw) im2col(xs, col, g, j0, j0 + m);
-                    simd::gemm<T>(false, true, og, K, m, T(1), ys + j0, ohw, pw ? xs + j0 : col, pw ? ohw : m, n || j0 ? T(1) : T(0),
-                                  dw.data + q * og * K, K);
+                    f(q, n || j0, ys + j0, pw ? xs + j0 : col, pw ? ohw : m, m);
                 }
             }
+    };
+    if (K > 32) {
+        if (g.n == 0 || ohw == 0)
+            for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
+        for_each_chunk([&](std::size_t q, bool more, const T* yc, const T* u, std::size_t ldu, std::size_t m) {
+            simd::gemm<T>(false, true, og, K, m, T(1), yc, ohw, u, ldu, more ? T(1) : T(0), dw.data + q * og * K, K);
+        });
         return dw;
     }
     T* dwt = scratch(t, g.groups * K * og);  // per group (K, og)
     for (std::size_t i = 0; i < dw.size(); ++i) dwt[i] = T(0);
     T* yt = scratch(t, nc * og);
-    for (std::size_t n = 0; n < g.n; ++n)
-        for (std::size_t q = 0; q < g.groups; ++q) {
-            const T* xs = x.data + (n * g.c + q * cg) * g.hw();
-            const T* ys = y.data + (n * g.o + q * og) * ohw;
-            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
-                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
-                if (!pw) im2col(xs, col, g, j0, j0 + m);
-                for (std::size_t oc = 0; oc < og; ++oc)
-                    for (std::size_t r = 0; r < m; ++r) yt[r * og + oc] = ys[oc * ohw + j0 + r];
-                simd::gemm<T>(false, false, K, og, m, T(1), pw ? xs + j0 : col, pw ? ohw : m, yt, og, T(1), dwt + q * K * og, og);
-            }
-        }
+    for_each_chunk([&](std::size_t q, bool, const T* yc, const T* u, std::size_t ldu, std::size_t m) {
+        for (std::size_t oc = 0; oc < og; ++oc)
+            for (std::size_t r = 0; r < m; ++r) yt[r * og + oc] = yc[oc * ohw + r];
+        simd::gemm<T>(false, false, K, og, m, T(1), u, ldu, yt, og, T(1), dwt + q * K * og, og);
+    });
     for (std::size_t q = 0; q < g.groups; ++q)
         for (std::size_t oc = 0; oc < og; ++oc)
             for (std::size_t r = 0; r < K; ++r) dw.data[(q * og + oc) * K + r] = dwt[(q * K + r) * og + oc];
@@ -8547,20 +8676,6 @@ Ref<T> k_avg_pool_t(Tape<T>& t, const Ref<T>& gy, const std::int64_t* a) {
     return x;
 }
 
-template <class T>
-Ref<T> k_gather_flat(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& s) {
-    Ref<T> out = t.alloc(s);
-    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = a.data[static_cast<std::size_t>(idx[i])];
-    return out;
-}
-template <class T>
-Ref<T> k_scatter_flat(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& s) {
-    Ref<T> out = t.alloc(s);
-    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = T(0);
-    for (std::size_t i = 0; i < g.size(); ++i) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
-    return out;
-}
-
 /// Nearest-neighbour upsampling by integer factors (sh, sw) of an (n, c, h, w) value.
 template <class T>
 Ref<T> k_upsample(Tape<T>& t, const Ref<T>& x, std::size_t sh, std::size_t sw) {
@@ -8590,39 +8705,10 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
-template <class T, template <class> class V>
-detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s);
-template <class T, template <class> class V>
-detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s);
-
-template <class O, class T, class V>
-void backward_gather_flat(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(gather_flat, "gather_flat", backward_gather_flat);
-template <class O, class T, class V>
-void backward_scatter_flat(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, gather_flat_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(scatter_flat, "scatter_flat", backward_scatter_flat);
-
-/// Elements of a at flat indices idx (unchecked; in the arena), shaped s.
-template <class T, template <class> class V>
-detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gather_flat<T>, detail::k_gather_flat(t, detail::ref(a), idx, s), detail::set_index(idx), a);
-}
-/// The adjoint of gather_flat_raw: g's elements added at flat indices idx of a zero value of shape s.
-template <class T, template <class> class V>
-detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_scatter_flat<T>, detail::k_scatter_flat(t, detail::ref(g), idx, s), detail::set_index(idx), g);
-}
-
 /// Max pooling's gradient goes to each window's argmax (stored by the forward in the arena).
 template <class O, class T, class V>
 void backward_max_pool(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
+    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
 }
 TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
 
@@ -8705,25 +8791,26 @@ inline void check_pool1d(const char* op, const Shape& s, std::size_t kernel, std
         throw shape_error(std::string(op) + ": input " + s.str() + " vs kernel (" + std::to_string(kernel) +
                           "): the kernel is larger than the padded input (" + std::to_string(s[2] + 2 * padding) + ")");
 }
+/// A 1-D pooling of (N, C, L): pool2d (max_pool2d or avg_pool2d, named op2) on a height of one.
+template <class T, class Pool2d>
+Var<T> pool1d(const char* op1, const char* op2, Pool2d pool2d, const Var<T>& x, std::size_t kernel, std::size_t stride,
+              std::size_t padding) {
+    const Shape s = x.shape();
+    check_pool1d(op1, s, kernel, padding);
+    return as_1d(op1, op2, [&] {
+        const Var<T> y = pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
+        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
+    });
+}
 } // namespace detail
 /// Max pooling of (N, C, L) over windows of `kernel` (stride defaults to the kernel).
 template <class T>
 Var<T> max_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
-    const Shape s = x.shape();
-    detail::check_pool1d("max_pool1d", s, kernel, padding);
-    return detail::as_1d("max_pool1d", "max_pool2d", [&] {
-        const Var<T> y = max_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
-        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
-    });
+    return detail::pool1d("max_pool1d", "max_pool2d", max_pool2d<T>, x, kernel, stride, padding);
 }
 template <class T>
 Var<T> avg_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
-    const Shape s = x.shape();
-    detail::check_pool1d("avg_pool1d", s, kernel, padding);
-    return detail::as_1d("avg_pool1d", "avg_pool2d", [&] {
-        const Var<T> y = avg_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
-        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
-    });
+    return detail::pool1d("avg_pool1d", "avg_pool2d", avg_pool2d<T>, x, kernel, stride, padding);
 }
 
 namespace detail {
@@ -10245,9 +10332,8 @@ TAPIR_SIMD_DIAG_POP
 /// Ops on sets and graphs: sets are (B, N, F) values with a (B, N) mask of 1 (real particle) and
 /// 0 (padding). Indices live in the tape's arena (Node::index) so a step allocates nothing.
 ///
-/// Two index ops carry every gather and scatter: take (out[i] = a[idx[i]], 0 where idx[i] = -1)
-/// and its adjoint put_add (out[idx[i]] += g[i]); each is the other's backward rule, so every order
-/// of derivative follows. torch.gather, scatter_add, index_select, index_add, masked max and
+/// Two index ops carry every gather and scatter: take and its adjoint put_add (take.hpp), each the
+/// other's backward rule. torch.gather, scatter_add, index_select, index_add, masked max and
 /// segment sums and maxima are index computations on top of them.
 ///
 /// Weighted set sums rest on one trilinear form sum over (b, n, f) of x[b,n,f] w[b,n] g[b,f]: its three
@@ -10271,26 +10357,6 @@ namespace tapir {
 // ---- kernels ----------------------------------------------------------------------------------
 
 namespace detail {
-
-/// out[i] = a[idx[i]] (flat positions), 0 where idx[i] is negative.
-template <class T>
-Ref<T> k_take(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Ref<T> out = t.alloc(out_shape);
-    const std::size_t n = out_shape.numel();
-    for (std::size_t i = 0; i < n; ++i) out.data[i] = idx[i] >= 0 ? a.data[static_cast<std::size_t>(idx[i])] : T(0);
-    return out;
-}
-
-/// The adjoint of take: zeros of out_shape, then out[idx[i]] += g[i] (negative idx skipped).
-template <class T>
-Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Ref<T> out = t.alloc(out_shape);
-    const std::size_t m = out_shape.numel(), n = g.size();
-    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
-    for (std::size_t i = 0; i < n; ++i)
-        if (idx[i] >= 0) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
-    return out;
-}
 
 /// A (B, N, F) value against a (B, N) weight, with the error naming both shapes.
 inline void check_set_pair(const char* op, const Shape& x, const Shape& w) {
@@ -10373,32 +10439,6 @@ inline void strides_of(const Shape& s, std::size_t st[4]) noexcept {
     }
 }
 } // namespace detail
-
-// ---- take and put_add: the two index ops ---------------------------------------------------------
-
-template <class O, class T, class V>
-void backward_take(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(take, "take", backward_take);
-/// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
-template <class T, template <class> class V>
-detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
-}
-
-template <class O, class T, class V>
-void backward_put_add(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(put_add, "put_add", backward_put_add);
-/// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
-template <class T, template <class> class V>
-detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
-}
 
 namespace detail {
 /// Flat positions in `target` for an index tensor of shape ishape along axis (torch.gather and
@@ -11695,7 +11735,9 @@ private:
 /// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
 /// In data-parallel training (nn/data_parallel.hpp) each worker normalises with its own shard's
 /// statistics and only worker 0 updates the running statistics, as PyTorch's
-/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's).
+/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's). With a group
+/// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
+/// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
 class BatchNorm : public Module<T> {
 public:
@@ -11722,12 +11764,21 @@ public:
     /// Training batches seen (the running statistics' update count).
     std::size_t batches_tracked() const noexcept { return batches_; }
 
+    /// Synchronised statistics: in training, normalise with the mean and biased variance of the
+    /// events of every member of the group (every rank of a data-parallel job) and update the
+    /// running statistics with them, so that R ranks with B / R events each compute what one
+    /// process computes with B, gradients included. Every member must run the layer at the same
+    /// point of each step (its statistics are collectives). nullptr: the batch's own statistics.
+    void synchronise(std::shared_ptr<SumGroup<T>> group) noexcept { group_ = std::move(group); }
+    const std::shared_ptr<SumGroup<T>>& group() const noexcept { return group_; }
+
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
         Tape<T>& t = x.tape();
         const Var<T> w = this->use(t, weight), b = this->use(t, bias);
         const std::size_t f = features();
         if (this->is_training()) {
+            if (group_) return forward_synchronised(x, w, b);
             const std::size_t n = x.shape()[0];
             if (n < 2)
                 throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got input of shape " +
@@ -11737,15 +11788,10 @@ public:
             const Var<T> var = mean(square(xc), 0, true);
             const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
             const Var<T> y = add(mul(mul(xc, inv_std), w), b);
-            const T m = static_cast<T>(momentum_);
             const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
             const detail::Replica* rep = detail::current_replica();
             if (rep && rep->index != 0) return y;  // worker 0 keeps the running statistics
-            for (std::size_t j = 0; j < f; ++j) {
-                running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
-                running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
-            }
-            ++batches_;
+            update_running(mu, var, unbias);
             return y;
         }
         Ref<T> inv = t.alloc(Shape{f});
@@ -11773,6 +11819,35 @@ protected:
     }
 
 private:
+    void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
+        const T m = static_cast<T>(momentum_);
+        for (std::size_t j = 0; j < features(); ++j) {
+            running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
+            running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
+        }
+        ++batches_;
+    }
+    /// The group's events counted, their per-feature sums added (group_sum, whose gradient sums
+    /// again in the backward pass), the centred squares likewise (two passes, as unsynchronised).
+    Var<T> forward_synchronised(const Var<T>& x, const Var<T>& w, const Var<T>& b) {
+        const std::size_t f = features();
+        if (detail::current_replica())
+            throw value_error("BatchNorm(" + std::to_string(f) +
+                              "): synchronised statistics cannot run inside nn::DataParallel workers (one thread per process calls the group)");
+        T count = static_cast<T>(x.shape()[0]);
+        group_->sum(&count, 1);
+        if (count < T(2))
+            throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got " +
+                              std::to_string(static_cast<double>(count)) + " over the synchronised group");
+        const T inv_n = T(1) / count;
+        const Var<T> mu = scale(group_sum(sum(x, 0, true), *group_), inv_n);
+        const Var<T> xc = sub(x, mu);
+        const Var<T> var = scale(group_sum(sum(square(xc), 0, true), *group_), inv_n);
+        const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
+        const Var<T> y = add(mul(mul(xc, inv_std), w), b);
+        update_running(mu, var, count / (count - T(1)));
+        return y;
+    }
     void check_input(const Shape& s) const {
         if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
             throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
@@ -11781,6 +11856,7 @@ private:
     double momentum_;
     double eps_;
     std::size_t batches_ = 0;
+    std::shared_ptr<SumGroup<T>> group_;
 };
 
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
@@ -13412,6 +13488,7 @@ Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = Check
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 
@@ -13721,6 +13798,33 @@ public:
     }
     std::string type_name() const override { return "Flatten"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
+};
+
+/// (N, ...) to (N, shape...): the same values in a new per-row shape (as Keras' Reshape, whose
+/// target shape excludes the batch axis), e.g. a decoder's Dense output as (C, H, W) feature maps.
+template <class T>
+class Reshape : public Module<T> {
+public:
+    explicit Reshape(Shape target) : target_(std::move(target)) {
+        if (target_.rank() == 0 || target_.rank() > 3)
+            throw value_error("Reshape: the target shape (without the batch axis) must have rank 1 to 3, got " + target_.str());
+    }
+    Var<T> forward(const Var<T>& x) override { return reshape(x, output_shape(x.shape())); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() < 1 || (in[0] && in.numel() / in[0] != target_.numel()))
+            throw shape_error(describe() + ": input " + in.str() + " does not hold " + std::to_string(target_.numel()) + " values per row");
+        Shape s{in[0]};
+        for (std::size_t i = 0; i < target_.rank(); ++i) s.push_back(target_[i]);
+        return s;
+    }
+    /// The per-row shape (without the batch axis).
+    const Shape& target() const { return target_; }
+    std::string type_name() const override { return "Reshape"; }
+    std::string describe() const override { return "Reshape" + target_.str(); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
+
+private:
+    Shape target_;
 };
 
 /// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).
@@ -22769,6 +22873,69 @@ private:
 #include <utility>
 #include <vector>
 
+// ---- begin tapir/hep/generator.hpp ----
+/// What the event generators (diphoton, Z gamma, stop, jets) share: a configuration checked at
+/// construction, one random stream, next() drawing the class and the retry loop of next(label).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace tapir {
+namespace hep {
+namespace detail {
+
+/// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
+/// and max_attempts; check throws value_error for one it rejects): Derived inherits the
+/// constructor and provides next(int label) and the event's kinematics.
+template <class Derived, class Config, class Event, void (*check)(const Config&)>
+class Generator {
+public:
+    explicit Generator(std::uint64_t seed, const Config& config = Config{}) : cfg_(config), rng_(seed) { check(cfg_); }
+
+    const Config& config() const noexcept { return cfg_; }
+
+    /// An event of a random class (class 1 with probability signal_fraction).
+    Event next() { return static_cast<Derived&>(*this).next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+
+protected:
+    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1.
+    static void check_label(const char* who, int label) {
+        if (label != 0 && label != 1) throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
+    }
+
+    /// The first event of up to max_attempts tries of attempt(ev) (each on a fresh event) that
+    /// returns true; else throws the value_error failure() makes.
+    template <class Attempt, class Failure>
+    Event first_accepted(Attempt attempt, Failure failure) {
+        for (std::size_t i = 0; i < cfg_.max_attempts; ++i) {
+            Event ev{};
+            if (attempt(ev)) return ev;
+        }
+        throw failure();
+    }
+
+    Config cfg_;
+    Rng rng_;
+};
+
+/// n events of a fresh Gen(seed, config): the loop behind generate_diphoton, generate_zgamma,
+/// generate_stop and generate_jets (so a shorter run is a prefix of a longer one).
+template <class Gen, class Config>
+auto generate_n(std::size_t n, std::uint64_t seed, const Config& config) {
+    Gen gen(seed, config);
+    std::vector<decltype(gen.next())> out;
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
+    return out;
+}
+
+} // namespace detail
+} // namespace hep
+} // namespace tapir
+// ---- end tapir/hep/generator.hpp ----
 // ---- begin tapir/hep/kinematics.hpp ----
 /// Collider kinematics in double precision: four-vectors in (px, py, pz, E), built from the
 /// detector coordinates (pT, eta, phi, E), and the pair observables of a diphoton analysis.
@@ -22986,10 +23153,14 @@ inline double breit_wigner(Rng& rng, double m0, double gamma, double lo, double 
     return m < lo ? lo : (m > hi ? hi : m);
 }
 
-/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
-inline double gamma(Rng& rng, double k) {
-    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
-    if (k < 1.0) return gamma(rng, k + 1.0) * std::pow(rng.uniform(), 1.0 / k);
+namespace detail {
+/// Marsaglia and Tsang (2000), "A simple method for generating gamma variables", with their
+/// squeeze; k < 1 through U^(1/k) boosting. `unit()` draws the uniform variates: the diphoton
+/// generator draws them on (0, 1] and the others on [0, 1), and both conventions stay so that every
+/// seeded event stream (and the figures quoted from them) keeps its bits.
+template <class Unit>
+double gamma_marsaglia_tsang(Rng& rng, double k, Unit unit) {
+    if (k < 1.0) return gamma_marsaglia_tsang(rng, k + 1.0, unit) * std::pow(unit(), 1.0 / k);
     const double d = k - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
     for (;;) {
         double x, v;
@@ -22998,16 +23169,30 @@ inline double gamma(Rng& rng, double k) {
             v = 1.0 + c * x;
         } while (v <= 0.0);
         v = v * v * v;
-        const double u = rng.uniform();
+        const double u = unit();
         if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
         if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
     }
+}
+/// scale * Gamma(a/b)^(1/b): see generalised_gamma.
+template <class Unit>
+double generalised_gamma_with(Rng& rng, double scale, double a, double b, Unit unit) {
+    return scale * std::pow(gamma_marsaglia_tsang(rng, a / b, unit), 1.0 / b);
+}
+} // namespace detail
+
+/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
+inline double gamma(Rng& rng, double k) {
+    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
+    return detail::gamma_marsaglia_tsang(rng, k, [&rng] { return rng.uniform(); });
 }
 
 /// Generalised gamma spectrum dN/dx ~ x^(a-1) exp(-(x/scale)^b) (a transverse-momentum shape:
 /// rises like x^(a-1), tail exp(-x^b)). With u = (x/scale)^b, u ~ Gamma(a/b).
 inline double generalised_gamma(Rng& rng, double scale, double a, double b) {
-    return scale * std::pow(gamma(rng, a / b), 1.0 / b);
+    if (!(a > 0.0) || !(b > 0.0))
+        throw value_error("sampling::generalised_gamma: a and b must be > 0, got " + std::to_string(a) + " and " + std::to_string(b));
+    return detail::generalised_gamma_with(rng, scale, a, b, [&rng] { return rng.uniform(); });
 }
 
 /// Poisson count (Knuth's product of uniforms; fine for the small means of jet multiplicities).
@@ -23196,29 +23381,6 @@ inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double n
     return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
 }
 
-/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
-/// Rng::normal/uniform so it is as portable as they are.
-inline double sample_gamma(Rng& rng, double k) {
-    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
-    const double d = k - 1.0 / 3.0;
-    const double c = 1.0 / std::sqrt(9.0 * d);
-    for (;;) {
-        double x, v;
-        do {
-            x = rng.normal();
-            v = 1.0 + c * x;
-        } while (v <= 0.0);
-        v = v * v * v;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
-    }
-}
-
-/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
-inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
-    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
-}
-
 /// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
 /// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
 /// stays above ~1/(|k| emax + 1) within the range check_config allows.
@@ -23237,29 +23399,22 @@ inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
 } // namespace detail
 
 /// Streams events one at a time; generate_diphoton() is a loop over next().
-class DiphotonGenerator {
+class DiphotonGenerator : public detail::Generator<DiphotonGenerator, DiphotonConfig, DiphotonEvent, detail::check_config> {
 public:
-    explicit DiphotonGenerator(std::uint64_t seed, const DiphotonConfig& config = DiphotonConfig{})
-        : cfg_(config), rng_(seed) {
-        detail::check_config(cfg_);
-    }
-
-    const DiphotonConfig& config() const noexcept { return cfg_; }
+    /// DiphotonGenerator(seed, config = DiphotonConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// An event of a random class (signal with probability signal_fraction).
-    DiphotonEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// An event of the given class (1 signal, 0 background).
     DiphotonEvent next(int label) {
-        if (label != 0 && label != 1)
-            throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        check_label("DiphotonGenerator::next", label);
         const double m = label ? sample_signal_mass() : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            DiphotonEvent ev{};
-            if (try_kinematics(m, label, ev)) return ev;
-        }
-        throw value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        return first_accepted([&](DiphotonEvent& ev) { return try_kinematics(m, label, ev); }, [&] {
+            return value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                               " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        });
     }
 
 private:
@@ -23278,8 +23433,9 @@ private:
     bool try_kinematics(double m, int label, DiphotonEvent& ev) {
         const bool sig = label == 1;
         const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
-        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
-                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
+        const auto unit = [this] { return 1.0 - rng_.uniform(); };  // (0, 1]: this stream's convention
+        const double pt = sig ? sampling::detail::generalised_gamma_with(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail, unit)
+                              : sampling::detail::generalised_gamma_with(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail, unit);
         const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
 
         const double cos_t = sig ? rng_.uniform(-1.0, 1.0)
@@ -23322,18 +23478,12 @@ private:
         return true;
     }
 
-    DiphotonConfig cfg_;
-    Rng rng_;
 };
 
 /// n events with the given configuration; the same (n, seed, config) gives the same events, and
 /// a shorter run is a prefix of a longer one.
 inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, const DiphotonConfig& config) {
-    DiphotonGenerator gen(seed, config);
-    std::vector<DiphotonEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<DiphotonGenerator>(n, seed, config);
 }
 
 /// n events with the default (real-file-like) configuration and the given signal fraction.
@@ -23899,28 +24049,23 @@ inline std::vector<ShowerParton> shower_parton(Rng& rng, const FourVector& p, bo
 }
 
 /// Streams jets one at a time; generate_jets() is a loop over next().
-class JetGenerator {
+class JetGenerator : public detail::Generator<JetGenerator, JetConfig, GeneratedJet, detail::check_jet_config> {
 public:
-    explicit JetGenerator(std::uint64_t seed, const JetConfig& config = JetConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_jet_config(cfg_);
-    }
-
-    const JetConfig& config() const noexcept { return cfg_; }
+    /// JetGenerator(seed, config = JetConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// A jet of a random class (top with probability signal_fraction).
-    GeneratedJet next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// A jet of the given class (1 top, 0 QCD).
     GeneratedJet next(int label) {
-        if (label != 0 && label != 1) throw value_error("JetGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            GeneratedJet j;
-            if (label == 1 ? try_top(j) : try_qcd(j)) return j;
-        }
-        throw value_error("JetGenerator: no jet passed the selection in " + std::to_string(cfg_.max_attempts) +
-                          " attempts; the jet window [" + std::to_string(cfg_.jet_pt_min) + ", " + std::to_string(cfg_.jet_pt_max) +
-                          "] GeV does not fit the parton window [" + std::to_string(cfg_.parton_pt_min) + ", " +
-                          std::to_string(cfg_.parton_pt_max) + "] GeV");
+        check_label("JetGenerator::next", label);
+        return first_accepted([&](GeneratedJet& j) { return label == 1 ? try_top(j) : try_qcd(j); }, [&] {
+            return value_error("JetGenerator: no jet passed the selection in " + std::to_string(cfg_.max_attempts) +
+                               " attempts; the jet window [" + std::to_string(cfg_.jet_pt_min) + ", " + std::to_string(cfg_.jet_pt_max) +
+                               "] GeV does not fit the parton window [" + std::to_string(cfg_.parton_pt_min) + ", " +
+                               std::to_string(cfg_.parton_pt_max) + "] GeV");
+        });
     }
 
     /// The partons after the shower of the last accepted jet's event, before hadronisation.
@@ -24036,8 +24181,6 @@ private:
         }
     }
 
-    JetConfig cfg_;
-    Rng rng_;
     std::vector<ShowerParton> partons_;
     std::vector<FourVector> hadrons_;
     std::vector<double> frac_, kick_;
@@ -24046,11 +24189,7 @@ private:
 /// n jets (signal with probability signal_fraction); the same (n, seed, config) gives the same
 /// jets, and a shorter run is a prefix of a longer one.
 inline std::vector<GeneratedJet> generate_jets(std::size_t n, std::uint64_t seed, const JetConfig& config = JetConfig{}) {
-    JetGenerator gen(seed, config);
-    std::vector<GeneratedJet> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<JetGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep
@@ -24667,36 +24806,34 @@ struct StopJet {
 } // namespace detail
 
 /// Streams preselected events and counts the attempts of each class.
-class StopGenerator {
+class StopGenerator : public detail::Generator<StopGenerator, StopConfig, StopEvent, detail::check_stop_config> {
 public:
-    explicit StopGenerator(std::uint64_t seed, const StopConfig& config = StopConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_stop_config(cfg_);
-    }
-    const StopConfig& config() const noexcept { return cfg_; }
+    /// StopGenerator(seed, config = StopConfig{}): the configuration is checked.
+    using Generator::Generator;
 
-    StopEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// A preselected event of the given class (1 stop pair, 0 top pair).
     StopEvent next(int label) {
-        if (label != 0 && label != 1) throw value_error("StopGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
+        check_label("StopGenerator::next", label);
+        const auto attempt = [&](StopEvent& ev) {
             ++attempts_[label];
-            StopEvent ev{};
-            if (try_event(label, ev)) {
-                ++accepted_[label];
-                return ev;
-            }
-        }
-        throw value_error("StopGenerator: no event passed the preselection in " + std::to_string(cfg_.max_attempts) + " attempts");
+            if (!try_event(label, ev)) return false;
+            ++accepted_[label];
+            return true;
+        };
+        return first_accepted(attempt, [&] {
+            return value_error("StopGenerator: no event passed the preselection in " + std::to_string(cfg_.max_attempts) + " attempts");
+        });
     }
 
     /// Preselection efficiency of a class so far (accepted / attempted); 0 before any attempt.
     double efficiency(int label) const {
-        check_label(label);
+        check_label("StopGenerator", label);
         return attempts_[label] ? static_cast<double>(accepted_[label]) / static_cast<double>(attempts_[label]) : 0.0;
     }
     std::size_t attempts(int label) const {
-        check_label(label);
+        check_label("StopGenerator", label);
         return attempts_[label];
     }
     /// Expected preselected events of a class at an integrated luminosity (fb^-1):
@@ -24707,9 +24844,6 @@ public:
     }
 
 private:
-    static void check_label(int label) {
-        if (label != 0 && label != 1) throw value_error("StopGenerator: label must be 0 or 1, got " + std::to_string(label));
-    }
     double top_mass() { return sampling::breit_wigner(rng_, cfg_.top_mass, cfg_.top_width, cfg_.top_mass - 15.0, cfg_.top_mass + 15.0); }
     double w_mass() { return sampling::breit_wigner(rng_, cfg_.w_mass, cfg_.w_width, cfg_.w_mass - 20.0, cfg_.w_mass + 20.0); }
 
@@ -24871,18 +25005,12 @@ private:
         return true;
     }
 
-    StopConfig cfg_;
-    Rng rng_;
     std::size_t attempts_[2] = {0, 0}, accepted_[2] = {0, 0};
 };
 
 /// n preselected events; the same (n, seed, config) gives the same events.
 inline std::vector<StopEvent> generate_stop(std::size_t n, std::uint64_t seed, const StopConfig& config = StopConfig{}) {
-    StopGenerator gen(seed, config);
-    std::vector<StopEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<StopGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep
@@ -25009,28 +25137,24 @@ inline void check_zgamma_config(const ZGammaConfig& c) {
 } // namespace detail
 
 /// Streams Z gamma events; generate_zgamma() is a loop over next().
-class ZGammaGenerator {
+class ZGammaGenerator : public detail::Generator<ZGammaGenerator, ZGammaConfig, ZGammaEvent, detail::check_zgamma_config> {
 public:
-    explicit ZGammaGenerator(std::uint64_t seed, const ZGammaConfig& config = ZGammaConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_zgamma_config(cfg_);
-    }
-    const ZGammaConfig& config() const noexcept { return cfg_; }
+    /// ZGammaGenerator(seed, config = ZGammaConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// An event of a random class (resonance with probability signal_fraction).
-    ZGammaEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// An event of the given class (1 resonance, 0 continuum).
     ZGammaEvent next(int label) {
-        if (label != 0 && label != 1) throw value_error("ZGammaGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        check_label("ZGammaGenerator::next", label);
         const double m = label ? sampling::truncated_normal(rng_, cfg_.sig_mass, cfg_.sig_width, cfg_.m_min, cfg_.m_max)
                                : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
         const double mll = sample_mll();
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            ZGammaEvent ev{};
-            if (try_kinematics(m, mll, label, ev)) return ev;
-        }
-        throw value_error("ZGammaGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at m_llg = " + std::to_string(m) + " GeV; the cuts are too tight");
+        return first_accepted([&](ZGammaEvent& ev) { return try_kinematics(m, mll, label, ev); }, [&] {
+            return value_error("ZGammaGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                               " attempts at m_llg = " + std::to_string(m) + " GeV; the cuts are too tight");
+        });
     }
 
 private:
@@ -25093,17 +25217,11 @@ private:
         return true;
     }
 
-    ZGammaConfig cfg_;
-    Rng rng_;
 };
 
 /// n events; the same (n, seed, config) gives the same events, and a shorter run is a prefix.
 inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t seed, const ZGammaConfig& config = ZGammaConfig{}) {
-    ZGammaGenerator gen(seed, config);
-    std::vector<ZGammaEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<ZGammaGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep

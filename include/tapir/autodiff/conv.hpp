@@ -29,6 +29,7 @@
 #include "../simd/gemm.hpp"
 #include "backward.hpp"
 #include "ops.hpp"
+#include "take.hpp"
 #include "tape.hpp"
 
 namespace tapir {
@@ -113,64 +114,66 @@ inline void tap_range(std::size_t off, std::size_t pad, std::size_t len, std::si
     if (lo > hi) lo = hi;
 }
 
-/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
-/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
-/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
-template <class T>
-void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+/// The walk im2col and col2im share over columns [j0, j1) of one sample's group: for each row
+/// (c, i, j) of the unfolded block and each output row oy the columns touch, row(k, a, b, lo, hi, in):
+/// k the offset in the block of output position (oy, a), [a, b) the row's output columns, [lo, hi)
+/// those whose tap reads real input (empty when the tap row is in the padding) and in the offset in
+/// the group of the tap of output column 0 (element in + ox * sw for ox in [lo, hi); in may be
+/// negative when the first taps are in the left padding).
+template <class Row>
+TAPIR_ALWAYS_INLINE void for_each_tap_row(const ConvGeom& g, std::size_t j0, std::size_t j1, Row&& row) noexcept {
     const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
     for (std::size_t c = 0; c < g.cg(); ++c)
         for (std::size_t i = 0; i < g.kh; ++i) {
             std::size_t ylo, yhi;
             tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
             for (std::size_t j = 0; j < g.kw; ++j) {
-                T* dst = col + ((c * g.kh + i) * g.kw + j) * m;
+                const std::size_t base = ((c * g.kh + i) * g.kw + j) * m;
                 std::size_t xlo, xhi;
                 tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
                 for (std::size_t oy = y0; oy <= y1; ++oy) {
                     const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
-                    T* d = dst + (oy * g.ow + a - j0);  // d[ox - a] is position oy * ow + ox
+                    const std::size_t k = base + (oy * g.ow + a - j0);
                     if (oy < ylo || oy >= yhi) {
-                        for (std::size_t ox = a; ox < b; ++ox) d[ox - a] = T(0);
+                        row(k, a, b, a, a, std::ptrdiff_t(0));
                         continue;
                     }
                     const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
-                    const T* src = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
-                    for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
-                    if (g.sw == 1)
-                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
-                    else
-                        for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
-                    for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
+                    row(k, a, b, lo, hi,
+                        static_cast<std::ptrdiff_t>((c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw) - static_cast<std::ptrdiff_t>(g.pl));
                 }
             }
         }
 }
 
+/// Columns [j0, j1) of one sample's group unfolded: col (cg kh kw, j1 - j0), row r holding the
+/// tap (c, i, j) of output positions j0 .. j1 - 1; zeros where a tap is in the padding. Working on
+/// column chunks keeps the unfolded block in L2 between the unfolding and its GEMM.
+template <class T>
+void im2col(const T* TAPIR_RESTRICT x, T* TAPIR_RESTRICT col, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
+    for_each_tap_row(g, j0, j1, [x, col, &g](std::size_t k, std::size_t a, std::size_t b, std::size_t lo, std::size_t hi, std::ptrdiff_t in) {
+        T* TAPIR_RESTRICT d = col + k;  // d[ox - a] is output column ox
+        const T* TAPIR_RESTRICT src = x + in;
+        for (std::size_t ox = a; ox < lo; ++ox) d[ox - a] = T(0);
+        if (g.sw == 1)
+            for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox];
+        else
+            for (std::size_t ox = lo; ox < hi; ++ox) d[ox - a] = src[ox * g.sw];
+        for (std::size_t ox = hi; ox < b; ++ox) d[ox - a] = T(0);
+    });
+}
+
 /// The adjoint of im2col: adds col (cg kh kw, j1 - j0) back into one sample's group (cg, h, w).
 template <class T>
 void col2im(const T* TAPIR_RESTRICT col, T* TAPIR_RESTRICT x, const ConvGeom& g, std::size_t j0, std::size_t j1) noexcept {
-    const std::size_t m = j1 - j0, y0 = j0 / g.ow, y1 = (j1 - 1) / g.ow;
-    for (std::size_t c = 0; c < g.cg(); ++c)
-        for (std::size_t i = 0; i < g.kh; ++i) {
-            std::size_t ylo, yhi;
-            tap_range(i * g.dh, g.pt, g.h, g.sh, g.oh, ylo, yhi);
-            for (std::size_t j = 0; j < g.kw; ++j) {
-                const T* s = col + ((c * g.kh + i) * g.kw + j) * m;
-                std::size_t xlo, xhi;
-                tap_range(j * g.dw, g.pl, g.w, g.sw, g.ow, xlo, xhi);
-                for (std::size_t oy = y0 < ylo ? ylo : y0; oy <= y1 && oy < yhi; ++oy) {
-                    const std::size_t a = oy == y0 ? j0 - y0 * g.ow : 0, b = oy == y1 ? j1 - y1 * g.ow : g.ow;
-                    const std::size_t lo = xlo < a ? a : (xlo > b ? b : xlo), hi = xhi > b ? b : (xhi < lo ? lo : xhi);
-                    const T* d = s + (oy * g.ow + a - j0);
-                    T* dst = x + (c * g.h + oy * g.sh + i * g.dh - g.pt) * g.w + j * g.dw - g.pl;
-                    if (g.sw == 1)
-                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
-                    else
-                        for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
-                }
-            }
-        }
+    for_each_tap_row(g, j0, j1, [x, col, &g](std::size_t k, std::size_t a, std::size_t, std::size_t lo, std::size_t hi, std::ptrdiff_t in) {
+        const T* TAPIR_RESTRICT d = col + k;
+        T* TAPIR_RESTRICT dst = x + in;
+        if (g.sw == 1)
+            for (std::size_t ox = lo; ox < hi; ++ox) dst[ox] += d[ox - a];
+        else
+            for (std::size_t ox = lo; ox < hi; ++ox) dst[ox * g.sw] += d[ox - a];
+    });
 }
 
 /// Adds bias[ch] to every element of channel ch of an (n, ch, spatial) value.
@@ -271,9 +274,10 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
     const bool pw = g.pointwise();
     T* col = pw ? nullptr : scratch(t, K * nc);
-    if (K > 32) {
-        if (g.n == 0 || ohw == 0)
-            for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
+    // Both ways walk every column chunk of every sample and group: f(q, more, yc, u, ldu, m) with
+    // yc the chunk's m columns of y (leading dimension ohw), u the chunk unfolded (the input itself
+    // when pointwise; leading dimension ldu) and more false for the chunk that starts the sum.
+    const auto for_each_chunk = [&](auto&& f) {
         for (std::size_t n = 0; n < g.n; ++n)
             for (std::size_t q = 0; q < g.groups; ++q) {
                 const T* xs = x.data + (n * g.c + q * cg) * g.hw();
@@ -281,27 +285,26 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
                 for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
                     const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
                     if (!pw) im2col(xs, col, g, j0, j0 + m);
-                    simd::gemm<T>(false, true, og, K, m, T(1), ys + j0, ohw, pw ? xs + j0 : col, pw ? ohw : m, n || j0 ? T(1) : T(0),
-                                  dw.data + q * og * K, K);
+                    f(q, n || j0, ys + j0, pw ? xs + j0 : col, pw ? ohw : m, m);
                 }
             }
+    };
+    if (K > 32) {
+        if (g.n == 0 || ohw == 0)
+            for (std::size_t i = 0; i < dw.size(); ++i) dw.data[i] = T(0);
+        for_each_chunk([&](std::size_t q, bool more, const T* yc, const T* u, std::size_t ldu, std::size_t m) {
+            simd::gemm<T>(false, true, og, K, m, T(1), yc, ohw, u, ldu, more ? T(1) : T(0), dw.data + q * og * K, K);
+        });
         return dw;
     }
     T* dwt = scratch(t, g.groups * K * og);  // per group (K, og)
     for (std::size_t i = 0; i < dw.size(); ++i) dwt[i] = T(0);
     T* yt = scratch(t, nc * og);
-    for (std::size_t n = 0; n < g.n; ++n)
-        for (std::size_t q = 0; q < g.groups; ++q) {
-            const T* xs = x.data + (n * g.c + q * cg) * g.hw();
-            const T* ys = y.data + (n * g.o + q * og) * ohw;
-            for (std::size_t j0 = 0; j0 < ohw; j0 += nc) {
-                const std::size_t m = ohw - j0 < nc ? ohw - j0 : nc;
-                if (!pw) im2col(xs, col, g, j0, j0 + m);
-                for (std::size_t oc = 0; oc < og; ++oc)
-                    for (std::size_t r = 0; r < m; ++r) yt[r * og + oc] = ys[oc * ohw + j0 + r];
-                simd::gemm<T>(false, false, K, og, m, T(1), pw ? xs + j0 : col, pw ? ohw : m, yt, og, T(1), dwt + q * K * og, og);
-            }
-        }
+    for_each_chunk([&](std::size_t q, bool, const T* yc, const T* u, std::size_t ldu, std::size_t m) {
+        for (std::size_t oc = 0; oc < og; ++oc)
+            for (std::size_t r = 0; r < m; ++r) yt[r * og + oc] = yc[oc * ohw + r];
+        simd::gemm<T>(false, false, K, og, m, T(1), u, ldu, yt, og, T(1), dwt + q * K * og, og);
+    });
     for (std::size_t q = 0; q < g.groups; ++q)
         for (std::size_t oc = 0; oc < og; ++oc)
             for (std::size_t r = 0; r < K; ++r) dw.data[(q * og + oc) * K + r] = dwt[(q * K + r) * og + oc];
@@ -670,20 +673,6 @@ Ref<T> k_avg_pool_t(Tape<T>& t, const Ref<T>& gy, const std::int64_t* a) {
     return x;
 }
 
-template <class T>
-Ref<T> k_gather_flat(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& s) {
-    Ref<T> out = t.alloc(s);
-    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = a.data[static_cast<std::size_t>(idx[i])];
-    return out;
-}
-template <class T>
-Ref<T> k_scatter_flat(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& s) {
-    Ref<T> out = t.alloc(s);
-    for (std::size_t i = 0; i < out.size(); ++i) out.data[i] = T(0);
-    for (std::size_t i = 0; i < g.size(); ++i) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
-    return out;
-}
-
 /// Nearest-neighbour upsampling by integer factors (sh, sw) of an (n, c, h, w) value.
 template <class T>
 Ref<T> k_upsample(Tape<T>& t, const Ref<T>& x, std::size_t sh, std::size_t sw) {
@@ -713,39 +702,10 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
-template <class T, template <class> class V>
-detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s);
-template <class T, template <class> class V>
-detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s);
-
-template <class O, class T, class V>
-void backward_gather_flat(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(gather_flat, "gather_flat", backward_gather_flat);
-template <class O, class T, class V>
-void backward_scatter_flat(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, gather_flat_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(scatter_flat, "scatter_flat", backward_scatter_flat);
-
-/// Elements of a at flat indices idx (unchecked; in the arena), shaped s.
-template <class T, template <class> class V>
-detail::val<V, T> gather_flat_raw(const V<T>& a, const std::int64_t* idx, const Shape& s) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gather_flat<T>, detail::k_gather_flat(t, detail::ref(a), idx, s), detail::set_index(idx), a);
-}
-/// The adjoint of gather_flat_raw: g's elements added at flat indices idx of a zero value of shape s.
-template <class T, template <class> class V>
-detail::val<V, T> scatter_flat_raw(const V<T>& g, const std::int64_t* idx, const Shape& s) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_scatter_flat<T>, detail::k_scatter_flat(t, detail::ref(g), idx, s), detail::set_index(idx), g);
-}
-
 /// Max pooling's gradient goes to each window's argmax (stored by the forward in the arena).
 template <class O, class T, class V>
 void backward_max_pool(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_flat_raw(g, n.index, o.shape(n, 0)));
+    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
 }
 TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
 
@@ -828,25 +788,26 @@ inline void check_pool1d(const char* op, const Shape& s, std::size_t kernel, std
         throw shape_error(std::string(op) + ": input " + s.str() + " vs kernel (" + std::to_string(kernel) +
                           "): the kernel is larger than the padded input (" + std::to_string(s[2] + 2 * padding) + ")");
 }
+/// A 1-D pooling of (N, C, L): pool2d (max_pool2d or avg_pool2d, named op2) on a height of one.
+template <class T, class Pool2d>
+Var<T> pool1d(const char* op1, const char* op2, Pool2d pool2d, const Var<T>& x, std::size_t kernel, std::size_t stride,
+              std::size_t padding) {
+    const Shape s = x.shape();
+    check_pool1d(op1, s, kernel, padding);
+    return as_1d(op1, op2, [&] {
+        const Var<T> y = pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
+        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
+    });
+}
 } // namespace detail
 /// Max pooling of (N, C, L) over windows of `kernel` (stride defaults to the kernel).
 template <class T>
 Var<T> max_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
-    const Shape s = x.shape();
-    detail::check_pool1d("max_pool1d", s, kernel, padding);
-    return detail::as_1d("max_pool1d", "max_pool2d", [&] {
-        const Var<T> y = max_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
-        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
-    });
+    return detail::pool1d("max_pool1d", "max_pool2d", max_pool2d<T>, x, kernel, stride, padding);
 }
 template <class T>
 Var<T> avg_pool1d(const Var<T>& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0) {
-    const Shape s = x.shape();
-    detail::check_pool1d("avg_pool1d", s, kernel, padding);
-    return detail::as_1d("avg_pool1d", "avg_pool2d", [&] {
-        const Var<T> y = avg_pool2d(reshape(x, Shape{s[0], s[1], 1, s[2]}), Size2(1, kernel), Size2(1, stride ? stride : kernel), Pad2d(0, padding));
-        return reshape(y, Shape{s[0], s[1], y.shape()[3]});
-    });
+    return detail::pool1d("avg_pool1d", "avg_pool2d", avg_pool2d<T>, x, kernel, stride, padding);
 }
 
 namespace detail {

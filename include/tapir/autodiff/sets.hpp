@@ -2,9 +2,8 @@
 /// Ops on sets and graphs: sets are (B, N, F) values with a (B, N) mask of 1 (real particle) and
 /// 0 (padding). Indices live in the tape's arena (Node::index) so a step allocates nothing.
 ///
-/// Two index ops carry every gather and scatter: take (out[i] = a[idx[i]], 0 where idx[i] = -1)
-/// and its adjoint put_add (out[idx[i]] += g[i]); each is the other's backward rule, so every order
-/// of derivative follows. torch.gather, scatter_add, index_select, index_add, masked max and
+/// Two index ops carry every gather and scatter: take and its adjoint put_add (take.hpp), each the
+/// other's backward rule. torch.gather, scatter_add, index_select, index_add, masked max and
 /// segment sums and maxima are index computations on top of them.
 ///
 /// Weighted set sums rest on one trilinear form sum over (b, n, f) of x[b,n,f] w[b,n] g[b,f]: its three
@@ -24,6 +23,7 @@
 
 #include "kernels.hpp"
 #include "ops.hpp"
+#include "take.hpp"
 #include "tape.hpp"
 
 namespace tapir {
@@ -31,26 +31,6 @@ namespace tapir {
 // ---- kernels ----------------------------------------------------------------------------------
 
 namespace detail {
-
-/// out[i] = a[idx[i]] (flat positions), 0 where idx[i] is negative.
-template <class T>
-Ref<T> k_take(Tape<T>& t, const Ref<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Ref<T> out = t.alloc(out_shape);
-    const std::size_t n = out_shape.numel();
-    for (std::size_t i = 0; i < n; ++i) out.data[i] = idx[i] >= 0 ? a.data[static_cast<std::size_t>(idx[i])] : T(0);
-    return out;
-}
-
-/// The adjoint of take: zeros of out_shape, then out[idx[i]] += g[i] (negative idx skipped).
-template <class T>
-Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Ref<T> out = t.alloc(out_shape);
-    const std::size_t m = out_shape.numel(), n = g.size();
-    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
-    for (std::size_t i = 0; i < n; ++i)
-        if (idx[i] >= 0) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
-    return out;
-}
 
 /// A (B, N, F) value against a (B, N) weight, with the error naming both shapes.
 inline void check_set_pair(const char* op, const Shape& x, const Shape& w) {
@@ -133,32 +113,6 @@ inline void strides_of(const Shape& s, std::size_t st[4]) noexcept {
     }
 }
 } // namespace detail
-
-// ---- take and put_add: the two index ops ---------------------------------------------------------
-
-template <class O, class T, class V>
-void backward_take(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(take, "take", backward_take);
-/// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
-template <class T, template <class> class V>
-detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
-}
-
-template <class O, class T, class V>
-void backward_put_add(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(put_add, "put_add", backward_put_add);
-/// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
-template <class T, template <class> class V>
-detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
-}
 
 namespace detail {
 /// Flat positions in `target` for an index tensor of shape ishape along axis (torch.gather and

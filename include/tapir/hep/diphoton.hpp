@@ -34,6 +34,7 @@
 
 #include "../error.hpp"
 #include "../random.hpp"
+#include "generator.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
@@ -143,29 +144,6 @@ inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double n
     return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
 }
 
-/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
-/// Rng::normal/uniform so it is as portable as they are.
-inline double sample_gamma(Rng& rng, double k) {
-    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
-    const double d = k - 1.0 / 3.0;
-    const double c = 1.0 / std::sqrt(9.0 * d);
-    for (;;) {
-        double x, v;
-        do {
-            x = rng.normal();
-            v = 1.0 + c * x;
-        } while (v <= 0.0);
-        v = v * v * v;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
-    }
-}
-
-/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
-inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
-    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
-}
-
 /// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
 /// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
 /// stays above ~1/(|k| emax + 1) within the range check_config allows.
@@ -184,29 +162,22 @@ inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
 } // namespace detail
 
 /// Streams events one at a time; generate_diphoton() is a loop over next().
-class DiphotonGenerator {
+class DiphotonGenerator : public detail::Generator<DiphotonGenerator, DiphotonConfig, DiphotonEvent, detail::check_config> {
 public:
-    explicit DiphotonGenerator(std::uint64_t seed, const DiphotonConfig& config = DiphotonConfig{})
-        : cfg_(config), rng_(seed) {
-        detail::check_config(cfg_);
-    }
-
-    const DiphotonConfig& config() const noexcept { return cfg_; }
+    /// DiphotonGenerator(seed, config = DiphotonConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// An event of a random class (signal with probability signal_fraction).
-    DiphotonEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// An event of the given class (1 signal, 0 background).
     DiphotonEvent next(int label) {
-        if (label != 0 && label != 1)
-            throw value_error("DiphotonGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        check_label("DiphotonGenerator::next", label);
         const double m = label ? sample_signal_mass() : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            DiphotonEvent ev{};
-            if (try_kinematics(m, label, ev)) return ev;
-        }
-        throw value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        return first_accepted([&](DiphotonEvent& ev) { return try_kinematics(m, label, ev); }, [&] {
+            return value_error("DiphotonGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                               " attempts at myy = " + std::to_string(m) + " GeV; the cuts are too tight for the mass window");
+        });
     }
 
 private:
@@ -225,8 +196,9 @@ private:
     bool try_kinematics(double m, int label, DiphotonEvent& ev) {
         const bool sig = label == 1;
         const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
-        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
-                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
+        const auto unit = [this] { return 1.0 - rng_.uniform(); };  // (0, 1]: this stream's convention
+        const double pt = sig ? sampling::detail::generalised_gamma_with(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail, unit)
+                              : sampling::detail::generalised_gamma_with(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail, unit);
         const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
 
         const double cos_t = sig ? rng_.uniform(-1.0, 1.0)
@@ -269,18 +241,12 @@ private:
         return true;
     }
 
-    DiphotonConfig cfg_;
-    Rng rng_;
 };
 
 /// n events with the given configuration; the same (n, seed, config) gives the same events, and
 /// a shorter run is a prefix of a longer one.
 inline std::vector<DiphotonEvent> generate_diphoton(std::size_t n, std::uint64_t seed, const DiphotonConfig& config) {
-    DiphotonGenerator gen(seed, config);
-    std::vector<DiphotonEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<DiphotonGenerator>(n, seed, config);
 }
 
 /// n events with the default (real-file-like) configuration and the given signal fraction.

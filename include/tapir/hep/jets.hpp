@@ -47,6 +47,7 @@
 
 #include "../error.hpp"
 #include "../random.hpp"
+#include "generator.hpp"
 #include "jet_clustering.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
@@ -286,28 +287,23 @@ inline std::vector<ShowerParton> shower_parton(Rng& rng, const FourVector& p, bo
 }
 
 /// Streams jets one at a time; generate_jets() is a loop over next().
-class JetGenerator {
+class JetGenerator : public detail::Generator<JetGenerator, JetConfig, GeneratedJet, detail::check_jet_config> {
 public:
-    explicit JetGenerator(std::uint64_t seed, const JetConfig& config = JetConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_jet_config(cfg_);
-    }
-
-    const JetConfig& config() const noexcept { return cfg_; }
+    /// JetGenerator(seed, config = JetConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// A jet of a random class (top with probability signal_fraction).
-    GeneratedJet next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// A jet of the given class (1 top, 0 QCD).
     GeneratedJet next(int label) {
-        if (label != 0 && label != 1) throw value_error("JetGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            GeneratedJet j;
-            if (label == 1 ? try_top(j) : try_qcd(j)) return j;
-        }
-        throw value_error("JetGenerator: no jet passed the selection in " + std::to_string(cfg_.max_attempts) +
-                          " attempts; the jet window [" + std::to_string(cfg_.jet_pt_min) + ", " + std::to_string(cfg_.jet_pt_max) +
-                          "] GeV does not fit the parton window [" + std::to_string(cfg_.parton_pt_min) + ", " +
-                          std::to_string(cfg_.parton_pt_max) + "] GeV");
+        check_label("JetGenerator::next", label);
+        return first_accepted([&](GeneratedJet& j) { return label == 1 ? try_top(j) : try_qcd(j); }, [&] {
+            return value_error("JetGenerator: no jet passed the selection in " + std::to_string(cfg_.max_attempts) +
+                               " attempts; the jet window [" + std::to_string(cfg_.jet_pt_min) + ", " + std::to_string(cfg_.jet_pt_max) +
+                               "] GeV does not fit the parton window [" + std::to_string(cfg_.parton_pt_min) + ", " +
+                               std::to_string(cfg_.parton_pt_max) + "] GeV");
+        });
     }
 
     /// The partons after the shower of the last accepted jet's event, before hadronisation.
@@ -423,8 +419,6 @@ private:
         }
     }
 
-    JetConfig cfg_;
-    Rng rng_;
     std::vector<ShowerParton> partons_;
     std::vector<FourVector> hadrons_;
     std::vector<double> frac_, kick_;
@@ -433,11 +427,7 @@ private:
 /// n jets (signal with probability signal_fraction); the same (n, seed, config) gives the same
 /// jets, and a shorter run is a prefix of a longer one.
 inline std::vector<GeneratedJet> generate_jets(std::size_t n, std::uint64_t seed, const JetConfig& config = JetConfig{}) {
-    JetGenerator gen(seed, config);
-    std::vector<GeneratedJet> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<JetGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep

@@ -39,6 +39,7 @@
 
 #include "../error.hpp"
 #include "../random.hpp"
+#include "generator.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
@@ -149,36 +150,34 @@ struct StopJet {
 } // namespace detail
 
 /// Streams preselected events and counts the attempts of each class.
-class StopGenerator {
+class StopGenerator : public detail::Generator<StopGenerator, StopConfig, StopEvent, detail::check_stop_config> {
 public:
-    explicit StopGenerator(std::uint64_t seed, const StopConfig& config = StopConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_stop_config(cfg_);
-    }
-    const StopConfig& config() const noexcept { return cfg_; }
+    /// StopGenerator(seed, config = StopConfig{}): the configuration is checked.
+    using Generator::Generator;
 
-    StopEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// A preselected event of the given class (1 stop pair, 0 top pair).
     StopEvent next(int label) {
-        if (label != 0 && label != 1) throw value_error("StopGenerator::next: label must be 0 or 1, got " + std::to_string(label));
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
+        check_label("StopGenerator::next", label);
+        const auto attempt = [&](StopEvent& ev) {
             ++attempts_[label];
-            StopEvent ev{};
-            if (try_event(label, ev)) {
-                ++accepted_[label];
-                return ev;
-            }
-        }
-        throw value_error("StopGenerator: no event passed the preselection in " + std::to_string(cfg_.max_attempts) + " attempts");
+            if (!try_event(label, ev)) return false;
+            ++accepted_[label];
+            return true;
+        };
+        return first_accepted(attempt, [&] {
+            return value_error("StopGenerator: no event passed the preselection in " + std::to_string(cfg_.max_attempts) + " attempts");
+        });
     }
 
     /// Preselection efficiency of a class so far (accepted / attempted); 0 before any attempt.
     double efficiency(int label) const {
-        check_label(label);
+        check_label("StopGenerator", label);
         return attempts_[label] ? static_cast<double>(accepted_[label]) / static_cast<double>(attempts_[label]) : 0.0;
     }
     std::size_t attempts(int label) const {
-        check_label(label);
+        check_label("StopGenerator", label);
         return attempts_[label];
     }
     /// Expected preselected events of a class at an integrated luminosity (fb^-1):
@@ -189,9 +188,6 @@ public:
     }
 
 private:
-    static void check_label(int label) {
-        if (label != 0 && label != 1) throw value_error("StopGenerator: label must be 0 or 1, got " + std::to_string(label));
-    }
     double top_mass() { return sampling::breit_wigner(rng_, cfg_.top_mass, cfg_.top_width, cfg_.top_mass - 15.0, cfg_.top_mass + 15.0); }
     double w_mass() { return sampling::breit_wigner(rng_, cfg_.w_mass, cfg_.w_width, cfg_.w_mass - 20.0, cfg_.w_mass + 20.0); }
 
@@ -353,18 +349,12 @@ private:
         return true;
     }
 
-    StopConfig cfg_;
-    Rng rng_;
     std::size_t attempts_[2] = {0, 0}, accepted_[2] = {0, 0};
 };
 
 /// n preselected events; the same (n, seed, config) gives the same events.
 inline std::vector<StopEvent> generate_stop(std::size_t n, std::uint64_t seed, const StopConfig& config = StopConfig{}) {
-    StopGenerator gen(seed, config);
-    std::vector<StopEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<StopGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep

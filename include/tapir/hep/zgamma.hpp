@@ -31,6 +31,7 @@
 
 #include "../error.hpp"
 #include "../random.hpp"
+#include "generator.hpp"
 #include "kinematics.hpp"
 #include "sampling.hpp"
 
@@ -124,28 +125,24 @@ inline void check_zgamma_config(const ZGammaConfig& c) {
 } // namespace detail
 
 /// Streams Z gamma events; generate_zgamma() is a loop over next().
-class ZGammaGenerator {
+class ZGammaGenerator : public detail::Generator<ZGammaGenerator, ZGammaConfig, ZGammaEvent, detail::check_zgamma_config> {
 public:
-    explicit ZGammaGenerator(std::uint64_t seed, const ZGammaConfig& config = ZGammaConfig{}) : cfg_(config), rng_(seed) {
-        detail::check_zgamma_config(cfg_);
-    }
-    const ZGammaConfig& config() const noexcept { return cfg_; }
+    /// ZGammaGenerator(seed, config = ZGammaConfig{}): the configuration is checked.
+    using Generator::Generator;
 
     /// An event of a random class (resonance with probability signal_fraction).
-    ZGammaEvent next() { return next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+    using Generator::next;
 
     /// An event of the given class (1 resonance, 0 continuum).
     ZGammaEvent next(int label) {
-        if (label != 0 && label != 1) throw value_error("ZGammaGenerator::next: label must be 0 or 1, got " + std::to_string(label));
+        check_label("ZGammaGenerator::next", label);
         const double m = label ? sampling::truncated_normal(rng_, cfg_.sig_mass, cfg_.sig_width, cfg_.m_min, cfg_.m_max)
                                : sampling::truncated_exponential(rng_, cfg_.bkg_slope, cfg_.m_min, cfg_.m_max);
         const double mll = sample_mll();
-        for (std::size_t attempt = 0; attempt < cfg_.max_attempts; ++attempt) {
-            ZGammaEvent ev{};
-            if (try_kinematics(m, mll, label, ev)) return ev;
-        }
-        throw value_error("ZGammaGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
-                          " attempts at m_llg = " + std::to_string(m) + " GeV; the cuts are too tight");
+        return first_accepted([&](ZGammaEvent& ev) { return try_kinematics(m, mll, label, ev); }, [&] {
+            return value_error("ZGammaGenerator: no event passed the cuts in " + std::to_string(cfg_.max_attempts) +
+                               " attempts at m_llg = " + std::to_string(m) + " GeV; the cuts are too tight");
+        });
     }
 
 private:
@@ -208,17 +205,11 @@ private:
         return true;
     }
 
-    ZGammaConfig cfg_;
-    Rng rng_;
 };
 
 /// n events; the same (n, seed, config) gives the same events, and a shorter run is a prefix.
 inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t seed, const ZGammaConfig& config = ZGammaConfig{}) {
-    ZGammaGenerator gen(seed, config);
-    std::vector<ZGammaEvent> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-    return out;
+    return detail::generate_n<ZGammaGenerator>(n, seed, config);
 }
 
 } // namespace tapir::hep

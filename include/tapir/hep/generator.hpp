@@ -1,0 +1,64 @@
+#pragma once
+/// What the event generators (diphoton, Z gamma, stop, jets) share: a configuration checked at
+/// construction, one random stream, next() drawing the class and the retry loop of next(label).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../error.hpp"
+#include "../random.hpp"
+
+namespace tapir {
+namespace hep {
+namespace detail {
+
+/// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
+/// and max_attempts; check throws value_error for one it rejects): Derived inherits the
+/// constructor and provides next(int label) and the event's kinematics.
+template <class Derived, class Config, class Event, void (*check)(const Config&)>
+class Generator {
+public:
+    explicit Generator(std::uint64_t seed, const Config& config = Config{}) : cfg_(config), rng_(seed) { check(cfg_); }
+
+    const Config& config() const noexcept { return cfg_; }
+
+    /// An event of a random class (class 1 with probability signal_fraction).
+    Event next() { return static_cast<Derived&>(*this).next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
+
+protected:
+    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1.
+    static void check_label(const char* who, int label) {
+        if (label != 0 && label != 1) throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
+    }
+
+    /// The first event of up to max_attempts tries of attempt(ev) (each on a fresh event) that
+    /// returns true; else throws the value_error failure() makes.
+    template <class Attempt, class Failure>
+    Event first_accepted(Attempt attempt, Failure failure) {
+        for (std::size_t i = 0; i < cfg_.max_attempts; ++i) {
+            Event ev{};
+            if (attempt(ev)) return ev;
+        }
+        throw failure();
+    }
+
+    Config cfg_;
+    Rng rng_;
+};
+
+/// n events of a fresh Gen(seed, config): the loop behind generate_diphoton, generate_zgamma,
+/// generate_stop and generate_jets (so a shorter run is a prefix of a longer one).
+template <class Gen, class Config>
+auto generate_n(std::size_t n, std::uint64_t seed, const Config& config) {
+    Gen gen(seed, config);
+    std::vector<decltype(gen.next())> out;
+    out.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
+    return out;
+}
+
+} // namespace detail
+} // namespace hep
+} // namespace tapir
