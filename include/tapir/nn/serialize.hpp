@@ -668,6 +668,29 @@ void add_pool(std::vector<LayerCodec<T>>& r, const char* name) {
         });
 }
 
+/// Conv2d and ConvTranspose2d: channels, kernel and every option; the weight is (out, in/groups,
+/// kh, kw), transposed (in, out/groups, kh, kw).
+template <class L, class T>
+void add_conv2d(std::vector<LayerCodec<T>>& r, const char* name) {
+    add_codec<L>(
+        r, name,
+        [](const L& l, LayerConfig& c) {
+            c.set_size("in", l.in_channels()).set_size("out", l.out_channels());
+            set_size2(c, "kernel", l.kernel_size());
+            put_conv_options(c, l.options());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in"), out = c.get_size("out");
+            const Size2 k = size2_from(c, "kernel");
+            const ConvOptions o = conv_options_from(c);
+            const std::size_t g = o.groups ? o.groups : 1;
+            const bool tr = std::is_same<L, ConvTranspose2d<T>>::value;
+            c.claim(config_sum(config_product({tr ? in : out, (tr ? out : in) / g, k.h, k.w}), o.bias ? out : 0));
+            Rng rng(0);
+            return std::make_unique<L>(in, out, k, rng, o);
+        });
+}
+
 template <class T>
 void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
     // Containers.
@@ -753,22 +776,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
         });
 
     // Convolutions, pooling, reshaping.
-    add_codec<Conv2d<T>>(
-        r, "Conv2d",
-        [](const Conv2d<T>& l, LayerConfig& c) {
-            c.set_size("in", l.in_channels()).set_size("out", l.out_channels());
-            set_size2(c, "kernel", l.kernel_size());
-            put_conv_options(c, l.options());
-        },
-        [](const LayerConfig& c) {
-            const std::size_t in = c.get_size("in"), out = c.get_size("out");
-            const Size2 k = size2_from(c, "kernel");
-            const ConvOptions o = conv_options_from(c);
-            const std::size_t g = o.groups ? o.groups : 1;
-            c.claim(config_sum(config_product({out, in / g, k.h, k.w}), o.bias ? out : 0));
-            Rng rng(0);
-            return std::make_unique<Conv2d<T>>(in, out, k, rng, o);
-        });
+    add_conv2d<Conv2d<T>>(r, "Conv2d");
     add_codec<Conv1d<T>>(
         r, "Conv1d",
         [](const Conv1d<T>& l, LayerConfig& c) {
@@ -783,22 +791,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             Rng rng(0);
             return std::make_unique<Conv1d<T>>(in, out, k, rng, o);
         });
-    add_codec<ConvTranspose2d<T>>(
-        r, "ConvTranspose2d",
-        [](const ConvTranspose2d<T>& l, LayerConfig& c) {
-            c.set_size("in", l.in_channels()).set_size("out", l.out_channels());
-            set_size2(c, "kernel", l.kernel_size());
-            put_conv_options(c, l.options());
-        },
-        [](const LayerConfig& c) {
-            const std::size_t in = c.get_size("in"), out = c.get_size("out");
-            const Size2 k = size2_from(c, "kernel");
-            const ConvOptions o = conv_options_from(c);
-            const std::size_t g = o.groups ? o.groups : 1;
-            c.claim(config_sum(config_product({in, out / g, k.h, k.w}), o.bias ? out : 0));
-            Rng rng(0);
-            return std::make_unique<ConvTranspose2d<T>>(in, out, k, rng, o);
-        });
+    add_conv2d<ConvTranspose2d<T>>(r, "ConvTranspose2d");
     add_pool<T, true, false>(r, "MaxPool2d");
     add_pool<T, false, false>(r, "AvgPool2d");
     add_pool<T, true, true>(r, "MaxPool1d");
