@@ -1,4 +1,4 @@
-// The WGAN-GP training step of examples/wgan_gp, single thread: generator 16 -> 512 -> 1024 -> 512 -> 18 and
+// The WGAN-GP training step of examples/wgan_gp (bench/wgan_gp.hpp), single thread: generator 16 -> 512 -> 1024 -> 512 -> 18 and
 // critic 18 -> 512 -> 512 -> 512 -> 1 (ReLU), batch 128; 5 critic steps, each with the gradient
 // penalty at random interpolates (the critic's input gradient recorded with create_graph and
 // differentiated again: double backprop), then 1 generator step; Adam, lr 1e-4, betas (0.5, 0.9),
@@ -31,22 +31,17 @@
 #include "alloc_count.hpp"
 #include "harness.hpp"
 #include "peer.hpp"
+#include "wgan_gp.hpp"
 
 namespace {
 
 using namespace tapir;
-using nn::Dense;
-
-constexpr std::size_t kBatch = 128, kLatent = 16, kFeatures = 18, kPool = 4096, kCritic = 5;
-constexpr float kLr = 1e-4f, kGp = 10.0f;
+constexpr std::size_t kBatch = bench::wgan_batch, kFeatures = bench::wgan_features, kPool = bench::wgan_pool, kCritic = bench::wgan_critic_steps;
+constexpr float kLr = bench::wgan_lr;
 
 struct Options : bench::PeerOptions {
     int profile_steps = 0;  // --profile N: only run N steps (for callgrind)
 };
-
-void fill_normal(Tensor<float>& t, Rng& rng) {
-    for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(rng.normal());
-}
 
 struct TorchRun {
     std::string label, version;
@@ -72,54 +67,27 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     Rng rng(2002);
-    nn::Sequential<float> gen, critic;
-    gen.add<Dense<float>>(kLatent, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, 1024, rng, Activation::relu)
-        .add<Dense<float>>(1024, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, kFeatures, rng);
-    critic.add<Dense<float>>(kFeatures, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, 1, rng);
-    optim::Adam<float> opt_g(gen.parameters(), kLr, 0.5f, 0.9f), opt_c(critic.parameters(), kLr, 0.5f, 0.9f);
+    bench::WganNets nets(rng);
+    optim::Adam<float> opt_g(nets.gen.parameters(), kLr, 0.5f, 0.9f), opt_c(nets.critic.parameters(), kLr, 0.5f, 0.9f);
     Tensor<float> pool(Shape{kPool, kFeatures});
     for (std::size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<float>(rng.uniform());
     Tape<float> tape;
-    Tensor<float> real(Shape{kBatch, kFeatures}), z(Shape{kBatch, kLatent}), xhat(Shape{kBatch, kFeatures});
+    bench::WganRows rows(kBatch);
     volatile float sink = 0.0f;
 
     const auto step = [&] {
         for (std::size_t k = 0; k < kCritic; ++k) {
-            for (std::size_t i = 0; i < kBatch; ++i) {
-                const std::size_t r = static_cast<std::size_t>(rng.uniform_int(kPool));
-                std::copy(&pool(r, 0), &pool(r, 0) + kFeatures, &real(i, 0));
-            }
-            fill_normal(z, rng);
+            rows.draw(pool, rng);
             tape.clear();
-            Var<float> fake;
-            {
-                NoGradGuard<float> no_grad(tape);  // the generator is fixed during critic steps
-                fake = gen(tape.view(z));
-            }
-            for (std::size_t i = 0; i < kBatch; ++i) {
-                const float a = static_cast<float>(rng.uniform());
-                for (std::size_t j = 0; j < kFeatures; ++j) xhat(i, j) = a * real(i, j) + (1 - a) * fake.data()[i * kFeatures + j];
-            }
-            const Var<float> d_real = critic(tape.view(real));
-            const Var<float> d_fake = critic(fake);
-            const Var<float> x_hat = tape.variable(xhat);
-            const Var<float> g = grad(sum(critic(x_hat)), x_hat, /*create_graph=*/true);
-            const Var<float> norm = sqrt(add_scalar(sum(square(g), 1), 1e-12f));
-            const Var<float> gp = mean(square(add_scalar(norm, -1.0f)));
-            const Var<float> l = add(loss::wgan_critic_loss(d_real, d_fake), scale(gp, kGp));
+            const Var<float> l = bench::wgan_critic_loss(tape, nets, rows);
             backward(l);
             opt_c.step();
             opt_c.zero_grad();
             sink = sink + l.item();
         }
-        fill_normal(z, rng);
+        rows.draw_latent(rng);
         tape.clear();
-        const Var<float> l_gen = loss::wgan_generator_loss(critic(gen(tape.view(z))));
+        const Var<float> l_gen = bench::wgan_generator_loss(tape, nets, rows.z);
         backward(l_gen);
         opt_g.step();
         opt_g.zero_grad();

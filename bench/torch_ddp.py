@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""PyTorch side of bench_parallel: one Adam training step of the 3xHIDDEN Higgs MLP at global batch
-BATCH, on 1 process (1 thread) or on WORKERS processes with DistributedDataParallel (gloo backend,
-1 thread each, BATCH / WORKERS events per process).
+"""PyTorch side of bench_parallel, on 1 process (1 thread) or on WORKERS processes with
+DistributedDataParallel (gloo backend, 1 thread each, BATCH / WORKERS events per process):
+  --model mlp:  one Adam training step of the 3xHIDDEN Higgs MLP at global batch BATCH (the step
+                of torch_train.py: zero the gradients, forward, BCEWithLogitsLoss, backward (DDP
+                all-reduces the gradients in buckets during it), Adam step);
+  --model wgan: the WGAN-GP step of torch_wgan.py (5 critic steps with the gradient penalty, then
+                1 generator step) at global batch BATCH (128), critic and generator wrapped in
+                DDP; the generator step goes through the critic's own module, so the critic's
+                gradients from it are not all-reduced (as on one process).
 
-Usage: torch_ddp.py --workers 1|2 [--hidden 256] [--batch 1024] [--repeats N] [--target SECONDS]
+Usage: torch_ddp.py --workers 1|2 [--model mlp|wgan] [--hidden 256] [--batch 1024] [--repeats N] [--target SECONDS]
 
-One step: zero the gradients (set to None), forward, BCEWithLogitsLoss, backward (DDP all-reduces
-the gradients in buckets during it), torch.optim.Adam (lr 1e-3, foreach) step. Wall time: every
-process runs the same number of steps per sample (fixed by rank 0's calibration) between
-barriers; the sample is rank 0's time per step. Prints
+Wall time: every process runs the same number of steps per sample (fixed by rank 0's
+calibration) between barriers; the sample is rank 0's time per step. Prints
     torch_ddp WORKERS MEDIAN_S MIN_S MAX_S TORCH_VERSION
 """
 import argparse
@@ -25,7 +29,8 @@ except ImportError:
     print("torch_ddp: PyTorch not importable", file=sys.stderr)
     sys.exit(3)
 
-from torch_train import make_mlp  # the same network as bench_train's peer
+import torch_wgan
+from torch_train import make_mlp, make_step  # the same network and step as bench_train's peer
 
 
 def run(rank, a, port, out):
@@ -34,23 +39,23 @@ def run(rank, a, port, out):
         os.environ["MASTER_ADDR"] = "127.0.0.1"
         os.environ["MASTER_PORT"] = str(port)
         dist.init_process_group("gloo", rank=rank, world_size=a.workers)
-    torch.manual_seed(1000 + a.hidden + a.batch)
-    net = make_mlp(a.hidden)
-    if a.workers > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     local = a.batch // a.workers
-    batches = [(torch.randn(local, 8), (torch.rand(local, 1) < 0.5).float()) for _ in range(16)]
-    turn = [0]
-
-    def step():
-        x, y = batches[turn[0]]
-        turn[0] = (turn[0] + 1) % len(batches)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+    ddp = torch.nn.parallel.DistributedDataParallel if a.workers > 1 else (lambda m: m)
+    if a.model == "wgan":
+        torch.manual_seed(2002)
+        gen = torch_wgan.mlp([torch_wgan.LATENT, 512, 1024, 512, torch_wgan.FEATURES])
+        critic = torch_wgan.mlp([torch_wgan.FEATURES, 512, 512, 512, 1])
+        opt_g = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.9), foreach=True)
+        opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9), foreach=True)
+        pool = torch.rand(torch_wgan.POOL, torch_wgan.FEATURES)
+        torch.manual_seed(77 + rank)  # each rank its own events
+        step = torch_wgan.make_step(ddp(gen), ddp(critic), opt_g, opt_c, pool, local, critic_for_gen=critic)
+    else:
+        torch.manual_seed(1000 + a.hidden + a.batch)
+        net = make_mlp(a.hidden)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)
+        batches = [(torch.randn(local, 8), (torch.rand(local, 1) < 0.5).float()) for _ in range(16)]
+        step = make_step(ddp(net), opt, batches)
 
     inner = 1
     while True:  # warm-up and calibration on every rank; rank 0's count wins
@@ -83,6 +88,7 @@ def run(rank, a, port, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--model", choices=["mlp", "wgan"], default="mlp")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=15)

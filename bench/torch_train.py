@@ -34,6 +34,24 @@ def make_mlp(hidden):
         torch.nn.Linear(hidden, 1))
 
 
+def make_step(net, opt, batches):
+    """One training step of bench_train (and of bench_parallel's mlp step, DDP or not): the next of
+    the batches, zero the gradients (set to None, PyTorch's cheapest), forward, BCEWithLogitsLoss,
+    backward, optimiser step."""
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    turn = [0]
+
+    def step():
+        x, y = batches[turn[0]]
+        turn[0] = (turn[0] + 1) % len(batches)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def time_calls(fn, repeats, target, clock):
     inner = 1
     while True:  # warm-up and calibration: one sample takes about target seconds
@@ -68,20 +86,9 @@ def main():
             torch.manual_seed(1000 + hidden + batch)
             net = make_mlp(hidden)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True)  # multi-tensor: a little faster here
-            loss_fn = torch.nn.BCEWithLogitsLoss()
             batches = [(torch.randn(batch, 8), (torch.rand(batch, 1) < 0.5).float())
                        for _ in range(1 if a.same_batch else 16)]
-            turn = [0]
-
-            def step():
-                x, y = batches[turn[0]]
-                turn[0] = (turn[0] + 1) % len(batches)
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(x), y)
-                loss.backward()
-                opt.step()
-
-            med, lo, hi = time_calls(step, a.repeats, a.target, clock)
+            med, lo, hi = time_calls(make_step(net, opt, batches), a.repeats, a.target, clock)
             print("torch_train %d %d %.9g %.9g %.9g %s" % (hidden, batch, med, lo, hi, torch.__version__), flush=True)
 
 

@@ -35,6 +35,38 @@ def mlp(sizes):
     return torch.nn.Sequential(*layers)
 
 
+def make_step(gen, critic, opt_g, opt_c, pool, batch, critic_for_gen=None):
+    """One WGAN-GP step (5 critic steps + 1 generator step) on `batch` events. Under
+    DistributedDataParallel (bench_parallel's wgan step) gen and critic are the DDP modules and
+    critic_for_gen the critic's own module: the generator step then computes the critic's
+    gradients without all-reducing them, as on one process."""
+    critic_for_gen = critic if critic_for_gen is None else critic_for_gen
+
+    def step():
+        for _ in range(N_CRITIC):
+            real = pool[torch.randint(0, POOL, (batch,))]
+            z = torch.randn(batch, LATENT)
+            with torch.no_grad():
+                fake = gen(z)
+            alpha = torch.rand(batch, 1)
+            xhat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+            d_real = critic(real)
+            d_fake = critic(fake)
+            g, = torch.autograd.grad(critic(xhat).sum(), xhat, create_graph=True)
+            gp = ((g.square().sum(1) + 1e-12).sqrt() - 1).square().mean()
+            loss = d_fake.mean() - d_real.mean() + GP * gp
+            opt_c.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_c.step()
+        z = torch.randn(batch, LATENT)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g = -critic_for_gen(gen(z)).mean()
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=9)
@@ -50,27 +82,7 @@ def main():
     opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9), foreach=True)
     pool = torch.rand(POOL, FEATURES)
 
-    def step():
-        for _ in range(N_CRITIC):
-            real = pool[torch.randint(0, POOL, (BATCH,))]
-            z = torch.randn(BATCH, LATENT)
-            with torch.no_grad():
-                fake = gen(z)
-            alpha = torch.rand(BATCH, 1)
-            xhat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-            d_real = critic(real)
-            d_fake = critic(fake)
-            g, = torch.autograd.grad(critic(xhat).sum(), xhat, create_graph=True)
-            gp = ((g.square().sum(1) + 1e-12).sqrt() - 1).square().mean()
-            loss = d_fake.mean() - d_real.mean() + GP * gp
-            opt_c.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_c.step()
-        z = torch.randn(BATCH, LATENT)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g = -critic(gen(z)).mean()
-        loss_g.backward()
-        opt_g.step()
+    step = make_step(gen, critic, opt_g, opt_c, pool, BATCH)
 
     inner = 1
     while True:  # warm-up and calibration

@@ -101,28 +101,6 @@ Options parse_args(int argc, char** argv) {
 
 // ---- networks ---------------------------------------------------------------------------------
 
-/// (N, features) to (N, shape...): the decoder's Dense output as feature maps.
-template <class T>
-class Reshape : public nn::Module<T> {
-public:
-    explicit Reshape(Shape tail) : tail_(std::move(tail)) {}
-    Var<T> forward(const Var<T>& x) override { return reshape(x, with_batch(x.shape())); }
-    Shape output_shape(const Shape& in) const override { return with_batch(in); }
-    std::string type_name() const override { return "Reshape"; }
-    std::string describe() const override { return "Reshape" + tail_.str(); }
-    std::unique_ptr<nn::Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
-
-private:
-    Shape with_batch(const Shape& in) const {
-        if (in.rank() < 1 || (in[0] && in.numel() / in[0] != tail_.numel()))
-            throw shape_error(describe() + ": input " + in.str() + " does not hold " + std::to_string(tail_.numel()) + " values per row");
-        Shape s{in[0]};
-        for (std::size_t i = 0; i < tail_.rank(); ++i) s.push_back(tail_[i]);
-        return s;
-    }
-    Shape tail_;
-};
-
 constexpr std::size_t kPix = 40, kPixels = kPix * kPix;
 
 /// 1600 -> 128 -> K -> 128 -> 1600 (ReLU inside, linear code and output).
@@ -149,7 +127,7 @@ Sequential<float> make_conv_ae(std::size_t k, Rng& rng) {
         .add<nn::Flatten<float>>()
         .add<nn::Dense<float>>(8 * 10 * 10, k, rng)
         .add<nn::Dense<float>>(k, 8 * 10 * 10, rng, Activation::relu)
-        .add<Reshape<float>>(Shape{8, 10, 10})
+        .add<nn::Reshape<float>>(Shape{8, 10, 10})
         .add<nn::ConvTranspose2d<float>>(8, 8, 2, rng, up).add<nn::ReLU<float>>()
         .add<nn::ConvTranspose2d<float>>(8, 8, 2, rng, up).add<nn::ReLU<float>>()
         .add<nn::Conv2d<float>>(8, 1, 3, rng, same)

@@ -20,6 +20,7 @@
 #include "data/random.hpp"
 #include "autodiff/arena.hpp"
 #include "autodiff/backward.hpp"
+#include "autodiff/collective.hpp"
 #include "autodiff/conv.hpp"
 #include "autodiff/custom.hpp"
 #include "autodiff/functional.hpp"

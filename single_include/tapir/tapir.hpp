@@ -13412,6 +13412,7 @@ Callback<T> checkpoint_best(std::string path, const CheckpointOptions& o = Check
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 
@@ -13721,6 +13722,33 @@ public:
     }
     std::string type_name() const override { return "Flatten"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
+};
+
+/// (N, ...) to (N, shape...): the same values in a new per-row shape (as Keras' Reshape, whose
+/// target shape excludes the batch axis), e.g. a decoder's Dense output as (C, H, W) feature maps.
+template <class T>
+class Reshape : public Module<T> {
+public:
+    explicit Reshape(Shape target) : target_(std::move(target)) {
+        if (target_.rank() == 0 || target_.rank() > 3)
+            throw value_error("Reshape: the target shape (without the batch axis) must have rank 1 to 3, got " + target_.str());
+    }
+    Var<T> forward(const Var<T>& x) override { return reshape(x, output_shape(x.shape())); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() < 1 || (in[0] && in.numel() / in[0] != target_.numel()))
+            throw shape_error(describe() + ": input " + in.str() + " does not hold " + std::to_string(target_.numel()) + " values per row");
+        Shape s{in[0]};
+        for (std::size_t i = 0; i < target_.rank(); ++i) s.push_back(target_[i]);
+        return s;
+    }
+    /// The per-row shape (without the batch axis).
+    const Shape& target() const { return target_; }
+    std::string type_name() const override { return "Reshape"; }
+    std::string describe() const override { return "Reshape" + target_.str(); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
+
+private:
+    Shape target_;
 };
 
 /// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).
@@ -22986,10 +23014,14 @@ inline double breit_wigner(Rng& rng, double m0, double gamma, double lo, double 
     return m < lo ? lo : (m > hi ? hi : m);
 }
 
-/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
-inline double gamma(Rng& rng, double k) {
-    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
-    if (k < 1.0) return gamma(rng, k + 1.0) * std::pow(rng.uniform(), 1.0 / k);
+namespace detail {
+/// Marsaglia and Tsang (2000), "A simple method for generating gamma variables", with their
+/// squeeze; k < 1 through U^(1/k) boosting. `unit()` draws the uniform variates: the diphoton
+/// generator draws them on (0, 1] and the others on [0, 1), and both conventions stay so that every
+/// seeded event stream (and the figures quoted from them) keeps its bits.
+template <class Unit>
+double gamma_marsaglia_tsang(Rng& rng, double k, Unit unit) {
+    if (k < 1.0) return gamma_marsaglia_tsang(rng, k + 1.0, unit) * std::pow(unit(), 1.0 / k);
     const double d = k - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
     for (;;) {
         double x, v;
@@ -22998,16 +23030,30 @@ inline double gamma(Rng& rng, double k) {
             v = 1.0 + c * x;
         } while (v <= 0.0);
         v = v * v * v;
-        const double u = rng.uniform();
+        const double u = unit();
         if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
         if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
     }
+}
+/// scale * Gamma(a/b)^(1/b): see generalised_gamma.
+template <class Unit>
+double generalised_gamma_with(Rng& rng, double scale, double a, double b, Unit unit) {
+    return scale * std::pow(gamma_marsaglia_tsang(rng, a / b, unit), 1.0 / b);
+}
+} // namespace detail
+
+/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
+inline double gamma(Rng& rng, double k) {
+    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
+    return detail::gamma_marsaglia_tsang(rng, k, [&rng] { return rng.uniform(); });
 }
 
 /// Generalised gamma spectrum dN/dx ~ x^(a-1) exp(-(x/scale)^b) (a transverse-momentum shape:
 /// rises like x^(a-1), tail exp(-x^b)). With u = (x/scale)^b, u ~ Gamma(a/b).
 inline double generalised_gamma(Rng& rng, double scale, double a, double b) {
-    return scale * std::pow(gamma(rng, a / b), 1.0 / b);
+    if (!(a > 0.0) || !(b > 0.0))
+        throw value_error("sampling::generalised_gamma: a and b must be > 0, got " + std::to_string(a) + " and " + std::to_string(b));
+    return detail::generalised_gamma_with(rng, scale, a, b, [&rng] { return rng.uniform(); });
 }
 
 /// Poisson count (Knuth's product of uniforms; fine for the small means of jet multiplicities).
@@ -23196,29 +23242,6 @@ inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double n
     return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
 }
 
-/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
-/// Rng::normal/uniform so it is as portable as they are.
-inline double sample_gamma(Rng& rng, double k) {
-    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
-    const double d = k - 1.0 / 3.0;
-    const double c = 1.0 / std::sqrt(9.0 * d);
-    for (;;) {
-        double x, v;
-        do {
-            x = rng.normal();
-            v = 1.0 + c * x;
-        } while (v <= 0.0);
-        v = v * v * v;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
-    }
-}
-
-/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
-inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
-    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
-}
-
 /// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
 /// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
 /// stays above ~1/(|k| emax + 1) within the range check_config allows.
@@ -23278,8 +23301,9 @@ private:
     bool try_kinematics(double m, int label, DiphotonEvent& ev) {
         const bool sig = label == 1;
         const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
-        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
-                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
+        const auto unit = [this] { return 1.0 - rng_.uniform(); };  // (0, 1]: this stream's convention
+        const double pt = sig ? sampling::detail::generalised_gamma_with(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail, unit)
+                              : sampling::detail::generalised_gamma_with(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail, unit);
         const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
 
         const double cos_t = sig ? rng_.uniform(-1.0, 1.0)

@@ -1,6 +1,7 @@
 // tapir/distributed/mpi.hpp on 2 MPI ranks (mpirun -np 2, from ctest): 2 ranks with global batch B
 // train to the parameters of 1 process with batch B (SGD, Adam), the gradient all-reduce options,
-// metrics, the sampler, errors on one rank stopping both, and checkpoints resumed on 1 rank.
+// metrics, the sampler, errors on one rank stopping both, checkpoints resumed on 1 rank,
+// synchronised BatchNorm against 1 process, and the collectives' timeout.
 #include <tapir/distributed/mpi.hpp>  // first: the header compiles alone
 
 #define DOCTEST_CONFIG_IMPLEMENT
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -41,6 +43,18 @@ using tapir_test::max_param_diff;
 Data make_data(std::size_t n, std::uint64_t seed) { return tapir_test::classifier_data(n, seed); }
 
 nn::Sequential<float> mlp(std::uint64_t seed) { return tapir_test::classifier_mlp(seed); }
+
+/// Largest |a.grad - b.grad| over all parameters, relative to the largest |a.grad|.
+double max_grad_diff(nn::Module<float>& a, nn::Module<float>& b) {
+    double scale = 0.0, diff = 0.0;
+    const auto pa = a.parameters(), pb = b.parameters();
+    for (std::size_t k = 0; k < pa.size(); ++k)
+        for (std::size_t i = 0; i < pa[k]->size(); ++i) {
+            scale = std::max(scale, static_cast<double>(std::abs(pa[k]->grad[i])));
+            diff = std::max(diff, static_cast<double>(std::abs(pa[k]->grad[i] - pb[k]->grad[i])));
+        }
+    return diff / scale;
+}
 
 /// The mean BCE of the rows idx[0..n) and its gradient into Parameter::grad; returns the loss.
 float local_step(nn::Module<float>& m, const Data& d, const std::size_t* idx, std::size_t n) {
@@ -132,14 +146,7 @@ TEST_CASE("mpi: threads inside ranks: DataParallel computes each rank's gradient
             s.backward(loss::binary_cross_entropy_with_logits(m(t.constant(xb)), t.constant(yb)));
         });
     });
-    double scale = 0.0, diff = 0.0;
-    const auto pa = ref.parameters(), pb = m.parameters();
-    for (std::size_t k = 0; k < pa.size(); ++k)
-        for (std::size_t i = 0; i < pa[k]->size(); ++i) {
-            scale = std::max(scale, static_cast<double>(std::abs(pa[k]->grad[i])));
-            diff = std::max(diff, static_cast<double>(std::abs(pa[k]->grad[i] - pb[k]->grad[i])));
-        }
-    CHECK(diff / scale < 1e-5);
+    CHECK(max_grad_diff(ref, m) < 1e-5);
 }
 
 TEST_CASE("mpi: gradient all-reduce: sum, average, weights, fp64 on the wire, several buckets") {
@@ -240,6 +247,149 @@ TEST_CASE("mpi: a rank that throws stops every rank with its message, without a 
     CHECK(world.max(static_cast<double>(l)) == static_cast<double>(l));
     CHECK_THROWS_WITH_AS(ddp.step(33, 32, [] { return 0.0f; }), "DistributedDataParallel::step: 33 local events in a global batch of 32",
                          value_error);
+}
+
+namespace {
+nn::Sequential<float> bn_mlp(std::uint64_t seed) {
+    Rng rng(seed);
+    nn::Sequential<float> m;
+    m.add<nn::Dense<float>>(8, 16, rng).add<nn::BatchNorm<float>>(16).add<nn::ReLU<float>>().add<nn::Dense<float>>(16, 1, rng);
+    return m;
+}
+
+/// BCE of the rows [begin, begin + n) of d through the BatchNorm MLP, backward; the BatchNorm
+/// outputs are kept in z. Returns the loss.
+float bn_step(nn::Sequential<float>& m, const Data& d, std::size_t begin, std::size_t n, Tensor<float>& z) {
+    std::vector<std::size_t> idx(n);
+    for (std::size_t i = 0; i < n; ++i) idx[i] = begin + i;
+    Tensor<float> xb, yb;
+    data::gather_rows(d.x, idx.data(), n, xb);
+    data::gather_rows(d.y, idx.data(), n, yb);
+    Tape<float> t;
+    const Var<float> zv = m[1](m[0](t.view(xb)));
+    z = zv.value();
+    const Var<float> l = loss::binary_cross_entropy_with_logits(m[3](m[2](zv)), t.view(yb));
+    backward(l);
+    return l.item();
+}
+
+} // namespace
+
+TEST_CASE("mpi: synchronised BatchNorm: 2 ranks with unequal shares of B compute 1 process's outputs, gradients and statistics") {
+    Communicator world;
+    const Data d = make_data(64, 23);
+    // rank 0 takes rows [0, 24), rank 1 rows [24, 64): unequal loss weights 24/64 and 40/64.
+    const std::size_t begin = world.rank() == 0 ? 0 : 24, n = world.rank() == 0 ? 24 : 40;
+    nn::Sequential<float> ref = bn_mlp(31), m = bn_mlp(31);
+    optim::SGD<float> oref(ref.parameters(), 0.1f);
+    const auto group = sync_batch_norm(m, world);
+    DistributedDataParallel<float> ddp(world, m);
+    CHECK(ddp.synchronised_batch_norm());
+    optim::SGD<float> opt(m.parameters(), 0.1f);
+    for (int step = 0; step < 3; ++step) {
+        Tensor<float> z_ref, z;
+        ref.zero_grad();
+        const float l_ref = bn_step(ref, d, 0, 64, z_ref);
+        m.zero_grad();
+        const float l = ddp.step(n, 64, [&] { return bn_step(m, d, begin, n, z); });
+        CHECK(group->loss_weight() == static_cast<float>(n) / 64.0f);
+        CHECK(l == doctest::Approx(l_ref).epsilon(1e-5));
+        double zdiff = 0.0;
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < 16; ++j) zdiff = std::max(zdiff, static_cast<double>(std::abs(z(i, j) - z_ref(begin + i, j))));
+        CHECK(zdiff < 1e-5);
+        const double gdiff = max_grad_diff(ref, m);
+        MESSAGE("step " << step << ": BatchNorm outputs differ by " << zdiff << ", gradients by " << gdiff << " (relative)");
+        CHECK(gdiff < 1e-5);
+        oref.step();
+        opt.step();
+    }
+    CHECK(max_param_diff(ref, m) < 1e-5);
+    const auto& bn_ref = static_cast<nn::BatchNorm<float>&>(ref[1]);
+    const auto& bn = static_cast<nn::BatchNorm<float>&>(m[1]);
+    CHECK(bn.batches_tracked() == 3);
+    for (std::size_t j = 0; j < 16; ++j) {
+        CHECK(bn.running_mean[j] == doctest::Approx(bn_ref.running_mean[j]).epsilon(1e-5));
+        CHECK(bn.running_var[j] == doctest::Approx(bn_ref.running_var[j]).epsilon(1e-5));
+    }
+    // Unsynchronised, the same rows would be normalised with this rank's own statistics: the
+    // comparison above can fail.
+    nn::Sequential<float> plain = bn_mlp(31);
+    Tensor<float> z_plain, z_ref;
+    bn_step(plain, d, begin, n, z_plain);
+    nn::Sequential<float> ref0 = bn_mlp(31);
+    bn_step(ref0, d, 0, 64, z_ref);
+    double pdiff = 0.0;
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < 16; ++j) pdiff = std::max(pdiff, static_cast<double>(std::abs(z_plain(i, j) - z_ref(begin + i, j))));
+    CHECK(pdiff > 1e-2);
+}
+
+TEST_CASE("mpi: synchronised BatchNorm: bad input") {
+    Communicator world;
+    nn::Sequential<float> none = mlp(1);
+    CHECK_THROWS_WITH_AS(sync_batch_norm(none, world), "sync_batch_norm: the model has no BatchNorm layer", value_error);
+    nn::Sequential<float> m = bn_mlp(2);
+    sync_batch_norm(m, world);
+    DistributedDataParallel<float> ddp(world, m);
+    const Data d = make_data(64, 2);
+    Tensor<float> z;
+    const std::size_t n = world.rank() == 0 ? 0 : 64;
+    CHECK_THROWS_WITH_AS(ddp.step(n, 64, [&] { return bn_step(m, d, 0, n, z); }),
+                         "rank 0 failed: DistributedDataParallel::step: with synchronised BatchNorm every rank needs events; rank 0 has none "
+                         "of the global batch of 64",
+                         distributed_error);
+    // Inside nn::DataParallel workers the group would be called from several threads: refused.
+    nn::Sequential<float> solo = bn_mlp(3);
+    MPI_Comm alone;
+    MPI_Comm_split(world.comm(), world.rank(), 0, &alone);
+    {
+        Communicator one(alone);
+        sync_batch_norm(solo, one);
+        nn::DataParallel<float> dp(solo, 2);
+        CHECK_THROWS_WITH_AS(dp.run(64,
+                                    [&](nn::Shard<float>& s) {
+                                        Tensor<float> xb(Shape{s.size(), 8}, 0.5f);
+                                        s.backward(sum(solo(s.tape().constant(xb))));
+                                    }),
+                             "BatchNorm(16): synchronised statistics cannot run inside nn::DataParallel workers (one thread per process calls the group)",
+                             value_error);
+    }
+    MPI_Comm_free(&alone);
+}
+
+TEST_CASE("mpi: the collectives' timeout: the same results through the non-blocking path; bad values refused") {
+    Communicator world;
+    Communicator timed(world.comm());
+    CHECK(timed.timeout() == 0.0);
+    timed.set_timeout(30.0);
+    CHECK(timed.timeout() == 30.0);
+    std::vector<double> v{1.0, static_cast<double>(world.rank())};
+    timed.sum(v);
+    CHECK(v[1] == 1.0);
+    CHECK(timed.max(static_cast<double>(world.rank())) == 1.0);
+    std::string text = world.rank() == 0 ? "from rank 0" : "";
+    timed.broadcast(text, 0);
+    CHECK(text == "from rank 0");
+    timed.barrier();
+    // DDP through the timed communicator: the same gradients as through the plain one.
+    const Data d = make_data(64, 5);
+    nn::Sequential<float> a = mlp(3), b = mlp(3);
+    DistributedDataParallel<float> pa(world, a), pb(timed, b);
+    std::vector<std::size_t> idx(32);
+    for (std::size_t i = 0; i < 32; ++i) idx[i] = 32 * static_cast<std::size_t>(world.rank()) + i;
+    a.zero_grad();
+    b.zero_grad();
+    const float la = pa.step(32, 64, [&] { return local_step(a, d, idx.data(), 32); });
+    const float lb = pb.step(32, 64, [&] { return local_step(b, d, idx.data(), 32); });
+    CHECK(la == lb);
+    CHECK(max_grad_diff(a, b) == 0.0);
+    CHECK_THROWS_WITH_AS(timed.set_timeout(-1.0), "Communicator: the timeout must be a finite number of seconds >= 0, got -1.000000", value_error);
+    ::setenv("TAPIR_MPI_TIMEOUT", "ten", 1);
+    CHECK_THROWS_WITH_AS(Communicator(world.comm()), "Communicator: TAPIR_MPI_TIMEOUT must be a number of seconds, got 'ten'", value_error);
+    ::setenv("TAPIR_MPI_TIMEOUT", "7.5", 1);
+    CHECK(Communicator(world.comm()).timeout() == 7.5);
+    ::unsetenv("TAPIR_MPI_TIMEOUT");
 }
 
 TEST_CASE("mpi: checkpoints: written by rank 0, resumed on another number of ranks, bad files refused on every rank") {

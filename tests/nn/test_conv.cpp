@@ -125,6 +125,29 @@ TEST_CASE("conv layers: output shapes, describe(), summary of the jet-image CNN,
                          "Conv2d(1->8, 4x4): expected input of shape (N, 1, H, W), got (2, 40, 40)", shape_error);
 }
 
+TEST_CASE("Reshape: a Dense output as feature maps, values in row-major order, checked shapes") {
+    Rng rng(3);
+    Reshape<double> r(Shape{2, 3, 2});
+    CHECK(r.output_shape(Shape{4, 12}) == Shape{4, 2, 3, 2});
+    CHECK(r.output_shape(Shape{0, 12}) == Shape{0, 2, 3, 2});
+    CHECK(r.describe() == "Reshape(2, 3, 2)");
+    CHECK(r.target() == Shape{2, 3, 2});
+    Tape<double> tape;
+    Tensor<double> x(Shape{2, 12});
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<double>(i);
+    const Var<double> y = r(tape.view(x));
+    REQUIRE(y.shape() == Shape{2, 2, 3, 2});
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(y.value()[i] == static_cast<double>(i));
+    // Dense -> Reshape -> Conv2d, the autoencoder decoder's pattern: first and second order.
+    Sequential<double> dec;
+    dec.add<Dense<double>>(3, 8, rng).add<Reshape<double>>(Shape{2, 2, 2}).add<Conv2d<double>>(2, 1, 2, rng);
+    CHECK(dec.output_shape(Shape{5, 3}) == Shape{5, 1, 1, 1});
+    check_layer(dec, rnd(Shape{2, 3}, 11));
+
+    CHECK_THROWS_WITH_AS(r.output_shape(Shape{4, 10}), "Reshape(2, 3, 2): input (4, 10) does not hold 12 values per row", shape_error);
+    CHECK_THROWS_WITH_AS(Reshape<float>(Shape{}), "Reshape: the target shape (without the batch axis) must have rank 1 to 3, got ()", value_error);
+}
+
 TEST_CASE("conv layers: gradcheck and gradgradcheck with respect to input and parameters") {
     Rng rng(7);
     ConvOptions o;

@@ -18,6 +18,9 @@
 ///     all-reduce), for hand-written loops and Trainer-like loops;
 ///   - all_or_none: an exception on any rank stops every rank at the same point with the failing
 ///     rank's message, instead of leaving the others waiting in a collective;
+///   - Communicator::set_timeout (or TAPIR_MPI_TIMEOUT): a rank that dies or hangs makes the
+///     others end the job after that many seconds in a collective, with a clear message;
+///   - sync_batch_norm: BatchNorm statistics of the global batch (SyncBatchNorm);
 ///   - save_checkpoint / load_checkpoint: written by rank 0 atomically, read by rank 0 and sent
 ///     to every rank, so a run resumes on any number of ranks.
 /// The all-reduce is not overlapped with the backward pass (a later step).
@@ -25,19 +28,26 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "../autodiff/collective.hpp"
 #include "../autodiff/parameter.hpp"
 #include "../error.hpp"
+#include "../nn/layers.hpp"
 #include "../nn/module.hpp"
 #include "../optim/model_file.hpp"
 #include "../optim/optimizer.hpp"
@@ -109,33 +119,87 @@ private:
     bool owner_ = false;
 };
 
+class Communicator;
+[[noreturn]] inline void abort_with(const Communicator& c, const std::string& message, int code = 1);
+
 /// A communicator (MPI_COMM_WORLD by default; not owned) with the reductions training needs.
+///
+/// Timeout: a rank that is killed or hangs leaves the others waiting in their next collective.
+/// mpirun ends the whole job when a rank dies (OpenMPI's default), but a rank that hangs, or a
+/// launcher that lets the others run on (srun without --kill-on-bad-exit), does not. With a
+/// timeout set, every collective of this library is started non-blocking and waited for with a
+/// deadline; past it the rank ends the job with abort_with and a message naming the collective.
+/// Set by set_timeout or, at construction, by the environment variable TAPIR_MPI_TIMEOUT
+/// (seconds). Copies (DistributedDataParallel, GradientAllReduce) take the value they see.
 class Communicator {
 public:
     explicit Communicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
         detail::check_mpi(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
         detail::check_mpi(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+        if (const char* env = std::getenv("TAPIR_MPI_TIMEOUT")) {
+            char* end = nullptr;
+            const double s = std::strtod(env, &end);
+            if (end == env || *end != '\0')
+                throw value_error(std::string("Communicator: TAPIR_MPI_TIMEOUT must be a number of seconds, got '") + env + "'");
+            set_timeout(s);
+        }
     }
     int rank() const noexcept { return rank_; }
     int size() const noexcept { return size_; }
     MPI_Comm comm() const noexcept { return comm_; }
 
-    void barrier() const { detail::check_mpi(MPI_Barrier(comm_), "MPI_Barrier"); }
+    /// Seconds a collective may take before this rank ends the job (0: wait for ever, the default).
+    void set_timeout(double seconds) {
+        if (!(seconds >= 0.0) || std::isinf(seconds))
+            throw value_error("Communicator: the timeout must be a finite number of seconds >= 0, got " + std::to_string(seconds));
+        timeout_ = seconds;
+    }
+    double timeout() const noexcept { return timeout_; }
+
+    /// MPI_Allreduce on this communicator, within the timeout; `what` names it in errors.
+    void all_reduce(const void* in, void* out, int count, MPI_Datatype type, MPI_Op op, const char* what) const {
+        if (timeout_ <= 0.0) {
+            detail::check_mpi(MPI_Allreduce(in, out, count, type, op, comm_), what);
+            return;
+        }
+        MPI_Request req = MPI_REQUEST_NULL;
+        detail::check_mpi(MPI_Iallreduce(in, out, count, type, op, comm_, &req), what);
+        wait(req, what);
+    }
+    /// MPI_Bcast on this communicator, within the timeout.
+    void bcast(void* buf, int count, MPI_Datatype type, int root, const char* what) const {
+        if (timeout_ <= 0.0) {
+            detail::check_mpi(MPI_Bcast(buf, count, type, root, comm_), what);
+            return;
+        }
+        MPI_Request req = MPI_REQUEST_NULL;
+        detail::check_mpi(MPI_Ibcast(buf, count, type, root, comm_, &req), what);
+        wait(req, what);
+    }
+
+    void barrier() const {
+        if (timeout_ <= 0.0) {
+            detail::check_mpi(MPI_Barrier(comm_), "MPI_Barrier");
+            return;
+        }
+        MPI_Request req = MPI_REQUEST_NULL;
+        detail::check_mpi(MPI_Ibarrier(comm_, &req), "MPI_Barrier");
+        wait(req, "MPI_Barrier");
+    }
 
     /// Sum of v over the ranks (every rank gets it).
     double sum(double v) const {
         double out = 0.0;
-        detail::check_mpi(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce (sum)");
+        all_reduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, "MPI_Allreduce (sum)");
         return out;
     }
     /// Element-wise sums over the ranks, in place (a vector of metric sums in one message).
     void sum(std::vector<double>& v) const {
-        detail::check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), detail::mpi_count(v.size(), "sum"), MPI_DOUBLE, MPI_SUM, comm_),
-                          "MPI_Allreduce (sum)");
+        all_reduce(MPI_IN_PLACE, v.data(), detail::mpi_count(v.size(), "sum"), MPI_DOUBLE, MPI_SUM, "MPI_Allreduce (sum)");
     }
     double max(double v) const {
         double out = 0.0;
-        detail::check_mpi(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce (max)");
+        all_reduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, "MPI_Allreduce (max)");
         return out;
     }
     /// The mean of a metric over all events: each rank gives its mean and its event count (or
@@ -149,18 +213,37 @@ public:
     /// Rank root's bytes to every rank (resized on the others).
     void broadcast(std::string& bytes, int root = 0) const {
         unsigned long long n = bytes.size();
-        detail::check_mpi(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_), "MPI_Bcast (size)");
+        bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, "MPI_Bcast (size)");
         bytes.resize(static_cast<std::size_t>(n));
         const std::size_t chunk = std::size_t(1) << 30;
         for (std::size_t at = 0; at < bytes.size(); at += chunk) {
             const std::size_t m = std::min(chunk, bytes.size() - at);
-            detail::check_mpi(MPI_Bcast(&bytes[at], static_cast<int>(m), MPI_CHAR, root, comm_), "MPI_Bcast (bytes)");
+            bcast(&bytes[at], static_cast<int>(m), MPI_CHAR, root, "MPI_Bcast (bytes)");
         }
     }
 
 private:
+    /// MPI_Test until done (each call also progresses the operation) or past the deadline.
+    void wait(MPI_Request& req, const char* what) const {
+        const auto start = std::chrono::steady_clock::now();
+        const std::chrono::duration<double> limit(timeout_);
+        for (;;) {
+            int done = 0;
+            detail::check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
+            if (done) return;
+            if (std::chrono::steady_clock::now() - start > limit) {
+                char secs[32];
+                std::snprintf(secs, sizeof secs, "%g", timeout_);
+                abort_with(*this, std::string(what) + " did not complete within " + secs +
+                                      " s: another rank has died, hung, or is in a different collective (Communicator::set_timeout)");
+            }
+            std::this_thread::yield();
+        }
+    }
+
     MPI_Comm comm_;
     int rank_ = 0, size_ = 1;
+    double timeout_ = 0.0;
 };
 
 /// Runs f on every rank of c, then checks with one all-reduce whether it threw anywhere: if so,
@@ -181,7 +264,7 @@ void all_or_none(const Communicator& c, F&& f) {
         msg = "unknown exception";
     }
     int mine = failed ? c.rank() : c.size(), first = 0;
-    detail::check_mpi(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c.comm()), "MPI_Allreduce (error check)");
+    c.all_reduce(&mine, &first, 1, MPI_INT, MPI_MIN, "MPI_Allreduce (error check)");
     if (first == c.size()) return;
     c.broadcast(msg, first);
     throw distributed_error("rank " + std::to_string(first) + " failed: " + msg);
@@ -189,7 +272,7 @@ void all_or_none(const Communicator& c, F&& f) {
 
 /// For errors that cannot be met at a step boundary: prints "tapir: rank R: message" and calls
 /// MPI_Abort, which ends every rank of the job (mpirun and srun then exit non-zero).
-[[noreturn]] inline void abort_with(const Communicator& c, const std::string& message, int code = 1) {
+[[noreturn]] inline void abort_with(const Communicator& c, const std::string& message, int code) {
     std::fprintf(stderr, "tapir: rank %d: %s\n", c.rank(), message.c_str());
     std::fflush(stderr);
     MPI_Abort(c.comm(), code);
@@ -211,7 +294,7 @@ void broadcast_tensors(const Communicator& c, const std::vector<Tensor<T>*>& ts,
         throw distributed_error("broadcast_parameters: the ranks' models differ in size (this rank has " + std::to_string(n) + " values)");
     const std::size_t chunk = std::size_t(1) << 28;
     for (std::size_t i = 0; i < n; i += chunk)
-        check_mpi(MPI_Bcast(buf.data() + i, static_cast<int>(std::min(chunk, n - i)), mpi_type<T>(), root, c.comm()), "MPI_Bcast (parameters)");
+        c.bcast(buf.data() + i, static_cast<int>(std::min(chunk, n - i)), mpi_type<T>(), root, "MPI_Bcast (parameters)");
     at = 0;
     for (Tensor<T>* t : ts) {
         std::copy(buf.begin() + static_cast<std::ptrdiff_t>(at), buf.begin() + static_cast<std::ptrdiff_t>(at + t->size()), t->begin());
@@ -304,9 +387,8 @@ private:
             for (std::size_t j = 0; j < g.size(); ++j) buf[at + j] = static_cast<W>(weight == T(1) ? g[j] : g[j] * weight);
             at += g.size();
         }
-        detail::check_mpi(MPI_Allreduce(MPI_IN_PLACE, buf.data(), detail::mpi_count(b.count, "gradient bucket"), detail::mpi_type<W>(), MPI_SUM,
-                                        comm_.comm()),
-                          "MPI_Allreduce (gradients)");
+        comm_.all_reduce(MPI_IN_PLACE, buf.data(), detail::mpi_count(b.count, "gradient bucket"), detail::mpi_type<W>(), MPI_SUM,
+                         "MPI_Allreduce (gradients)");
         const W scale = opt_.reduction == Reduction::average ? W(1) / static_cast<W>(comm_.size()) : W(1);
         at = 0;
         for (std::size_t i = b.begin; i < b.end; ++i) {
@@ -383,6 +465,49 @@ private:
     std::vector<std::size_t> perm_;
 };
 
+/// The ranks of a communicator as a SumGroup (autodiff/collective.hpp), for synchronised
+/// BatchNorm: sums are MPI_Allreduce calls (within the communicator's timeout); the loss weight
+/// is this rank's share of the global batch, set by DistributedDataParallel::step each step
+/// (1 / size until then: equal shares).
+template <class T>
+class RankGroup final : public SumGroup<T> {
+public:
+    explicit RankGroup(const Communicator& c) : comm_(c), weight_(T(1) / static_cast<T>(c.size())) {}
+    void sum(T* v, std::size_t n) override {
+        comm_.all_reduce(MPI_IN_PLACE, v, detail::mpi_count(n, "synchronised BatchNorm"), detail::mpi_type<T>(), MPI_SUM,
+                         "MPI_Allreduce (synchronised BatchNorm)");
+    }
+    T loss_weight() const override { return weight_; }
+    void set_loss_weight(T w) {
+        if (!(w > T(0))) throw value_error("RankGroup: the loss weight must be positive, got " + std::to_string(static_cast<double>(w)));
+        weight_ = w;
+    }
+    const Communicator& communicator() const noexcept { return comm_; }
+
+private:
+    Communicator comm_;
+    T weight_;
+};
+
+/// Synchronised BatchNorm (PyTorch's SyncBatchNorm.convert_sync_batchnorm): every BatchNorm of
+/// model, nested ones too, then normalises in training with the statistics of the global batch
+/// (the union of the ranks' batches) and updates its running statistics with them, so that R
+/// ranks with B / R events each train as one process with B. Costs 3 small all-reduces per layer
+/// in the forward pass and 2 in the backward. Call it before building DistributedDataParallel
+/// on the model, which then sets the group's loss weights. Returns the group the layers share.
+template <class T>
+std::shared_ptr<RankGroup<T>> sync_batch_norm(nn::Module<T>& model, const Communicator& c) {
+    auto group = std::make_shared<RankGroup<T>>(c);
+    std::size_t layers = 0;
+    for (nn::Module<T>* m : model.modules())
+        if (auto* bn = dynamic_cast<nn::BatchNorm<T>*>(m)) {
+            bn->synchronise(group);
+            ++layers;
+        }
+    if (layers == 0) throw value_error("sync_batch_norm: the model has no BatchNorm layer");
+    return group;
+}
+
 /// The training step across ranks. At construction rank 0's parameter values go to every rank.
 /// step(local, global, fn): fn() computes this rank's gradient of its mean loss over its
 /// `local` events into Parameter::grad (a tape and backward(), a Trainer-like gatherer, or
@@ -390,6 +515,9 @@ private:
 /// no rank threw (all_or_none), the gradients are all-reduced weighted by local / global, and
 /// the global mean loss is returned. The caller zeroes the gradients before and runs the
 /// optimiser step after, the same on every rank.
+/// With synchronised BatchNorm (sync_batch_norm before construction) fn holds collectives: every
+/// rank must have events (checked first, on every rank), and an exception in fn on one rank
+/// ends the job (abort_with, with its message), since the others wait inside fn.
 template <class T>
 class DistributedDataParallel {
 public:
@@ -400,7 +528,13 @@ public:
     DistributedDataParallel(const Communicator& c, nn::Module<T>& model, const AllReduceOptions& o = AllReduceOptions{})
         : comm_(c), reduce_(c, model.parameters(), o) {
         broadcast_module(c, model);
+        for (nn::Module<T>* m : model.modules())
+            if (auto* bn = dynamic_cast<nn::BatchNorm<T>*>(m))
+                if (auto g = std::dynamic_pointer_cast<RankGroup<T>>(bn->group()))
+                    if (std::find(groups_.begin(), groups_.end(), g) == groups_.end()) groups_.push_back(std::move(g));
     }
+    /// Whether the model's BatchNorm layers are synchronised across the ranks (sync_batch_norm).
+    bool synchronised_batch_norm() const noexcept { return !groups_.empty(); }
 
     const Communicator& communicator() const noexcept { return comm_; }
 
@@ -411,9 +545,25 @@ public:
             throw value_error("DistributedDataParallel::step: " + std::to_string(local) + " local events in a global batch of " + std::to_string(global));
         const double w = static_cast<double>(local) / static_cast<double>(global);
         double loss = 0.0;
-        all_or_none(comm_, [&] {
-            if (local > 0) loss = static_cast<double>(fn()) * w;
-        });
+        if (!groups_.empty()) {
+            all_or_none(comm_, [&] {
+                if (local == 0)
+                    throw value_error("DistributedDataParallel::step: with synchronised BatchNorm every rank needs events; rank " +
+                                      std::to_string(comm_.rank()) + " has none of the global batch of " + std::to_string(global));
+            });
+            for (auto& g : groups_) g->set_loss_weight(static_cast<T>(w));
+            try {
+                loss = static_cast<double>(fn()) * w;
+            } catch (const std::exception& e) {
+                abort_with(comm_, std::string("failed in a step with synchronised BatchNorm (the other ranks wait in its collectives): ") + e.what());
+            } catch (...) {
+                abort_with(comm_, "failed in a step with synchronised BatchNorm (the other ranks wait in its collectives): unknown exception");
+            }
+        } else {
+            all_or_none(comm_, [&] {
+                if (local > 0) loss = static_cast<double>(fn()) * w;
+            });
+        }
         const double total = comm_.sum(loss);
         reduce_(static_cast<T>(w));
         return static_cast<T>(total);
@@ -422,6 +572,7 @@ public:
 private:
     Communicator comm_;
     GradientAllReduce<T> reduce_;
+    std::vector<std::shared_ptr<RankGroup<T>>> groups_;
 };
 
 /// Rank 0 writes the model's parameters, buffers and the optimiser's state to path (the tapir

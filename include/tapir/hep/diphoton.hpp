@@ -143,29 +143,6 @@ inline double sample_dscb(Rng& rng, double alo, double nlo, double ahi, double n
     return -b + (b + ahi) * std::pow(u, -1.0 / (nhi - 1.0));
 }
 
-/// Gamma(k) variate, Marsaglia-Tsang (k >= 1) with the U^(1/k) boost below 1; built on
-/// Rng::normal/uniform so it is as portable as they are.
-inline double sample_gamma(Rng& rng, double k) {
-    if (k < 1.0) return sample_gamma(rng, k + 1.0) * std::pow(1.0 - rng.uniform(), 1.0 / k);
-    const double d = k - 1.0 / 3.0;
-    const double c = 1.0 / std::sqrt(9.0 * d);
-    for (;;) {
-        double x, v;
-        do {
-            x = rng.normal();
-            v = 1.0 + c * x;
-        } while (v <= 0.0);
-        v = v * v * v;
-        const double u = 1.0 - rng.uniform();  // (0, 1]
-        if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
-    }
-}
-
-/// dN/dpT ~ pT^(a-1) exp(-(pT/p0)^b): (pT/p0)^b is Gamma(a/b)-distributed.
-inline double sample_pair_pt(Rng& rng, double p0, double a, double b) {
-    return p0 * std::pow(sample_gamma(rng, a / b), 1.0 / b);
-}
-
 /// cos theta* with dN/deta* ~ cosh(eta*)^k on |eta*| < emax: eta* uniform, accepted with
 /// (cosh eta* / cosh emax)^k for k >= 0 or cosh(eta*)^k for k < 0 (both <= 1). The acceptance
 /// stays above ~1/(|k| emax + 1) within the range check_config allows.
@@ -225,8 +202,9 @@ private:
     bool try_kinematics(double m, int label, DiphotonEvent& ev) {
         const bool sig = label == 1;
         const double p0 = (sig ? cfg_.sig_pt_scale : cfg_.bkg_pt_scale) * std::pow(m / 125.0, cfg_.pt_mass_power);
-        const double pt = sig ? detail::sample_pair_pt(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail)
-                              : detail::sample_pair_pt(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail);
+        const auto unit = [this] { return 1.0 - rng_.uniform(); };  // (0, 1]: this stream's convention
+        const double pt = sig ? sampling::detail::generalised_gamma_with(rng_, p0, cfg_.sig_pt_shape, cfg_.sig_pt_tail, unit)
+                              : sampling::detail::generalised_gamma_with(rng_, p0, cfg_.bkg_pt_shape, cfg_.bkg_pt_tail, unit);
         const double y = rng_.normal() * (sig ? cfg_.sig_y_sigma : cfg_.bkg_y_sigma);
 
         const double cos_t = sig ? rng_.uniform(-1.0, 1.0)

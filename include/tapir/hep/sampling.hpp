@@ -42,10 +42,14 @@ inline double breit_wigner(Rng& rng, double m0, double gamma, double lo, double 
     return m < lo ? lo : (m > hi ? hi : m);
 }
 
-/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
-inline double gamma(Rng& rng, double k) {
-    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
-    if (k < 1.0) return gamma(rng, k + 1.0) * std::pow(rng.uniform(), 1.0 / k);
+namespace detail {
+/// Marsaglia and Tsang (2000), "A simple method for generating gamma variables", with their
+/// squeeze; k < 1 through U^(1/k) boosting. `unit()` draws the uniform variates: the diphoton
+/// generator draws them on (0, 1] and the others on [0, 1), and both conventions stay so that every
+/// seeded event stream (and the figures quoted from them) keeps its bits.
+template <class Unit>
+double gamma_marsaglia_tsang(Rng& rng, double k, Unit unit) {
+    if (k < 1.0) return gamma_marsaglia_tsang(rng, k + 1.0, unit) * std::pow(unit(), 1.0 / k);
     const double d = k - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
     for (;;) {
         double x, v;
@@ -54,16 +58,30 @@ inline double gamma(Rng& rng, double k) {
             v = 1.0 + c * x;
         } while (v <= 0.0);
         v = v * v * v;
-        const double u = rng.uniform();
+        const double u = unit();
         if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
         if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
     }
+}
+/// scale * Gamma(a/b)^(1/b): see generalised_gamma.
+template <class Unit>
+double generalised_gamma_with(Rng& rng, double scale, double a, double b, Unit unit) {
+    return scale * std::pow(gamma_marsaglia_tsang(rng, a / b, unit), 1.0 / b);
+}
+} // namespace detail
+
+/// Gamma(shape k, scale 1) variate: Marsaglia and Tsang (2000); k < 1 through U^(1/k) boosting.
+inline double gamma(Rng& rng, double k) {
+    if (!(k > 0.0)) throw value_error("sampling::gamma: shape must be > 0, got " + std::to_string(k));
+    return detail::gamma_marsaglia_tsang(rng, k, [&rng] { return rng.uniform(); });
 }
 
 /// Generalised gamma spectrum dN/dx ~ x^(a-1) exp(-(x/scale)^b) (a transverse-momentum shape:
 /// rises like x^(a-1), tail exp(-x^b)). With u = (x/scale)^b, u ~ Gamma(a/b).
 inline double generalised_gamma(Rng& rng, double scale, double a, double b) {
-    return scale * std::pow(gamma(rng, a / b), 1.0 / b);
+    if (!(a > 0.0) || !(b > 0.0))
+        throw value_error("sampling::generalised_gamma: a and b must be > 0, got " + std::to_string(a) + " and " + std::to_string(b));
+    return detail::generalised_gamma_with(rng, scale, a, b, [&rng] { return rng.uniform(); });
 }
 
 /// Poisson count (Knuth's product of uniforms; fine for the small means of jet multiplicities).

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../autodiff/conv.hpp"
@@ -335,6 +336,33 @@ public:
     }
     std::string type_name() const override { return "Flatten"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
+};
+
+/// (N, ...) to (N, shape...): the same values in a new per-row shape (as Keras' Reshape, whose
+/// target shape excludes the batch axis), e.g. a decoder's Dense output as (C, H, W) feature maps.
+template <class T>
+class Reshape : public Module<T> {
+public:
+    explicit Reshape(Shape target) : target_(std::move(target)) {
+        if (target_.rank() == 0 || target_.rank() > 3)
+            throw value_error("Reshape: the target shape (without the batch axis) must have rank 1 to 3, got " + target_.str());
+    }
+    Var<T> forward(const Var<T>& x) override { return reshape(x, output_shape(x.shape())); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() < 1 || (in[0] && in.numel() / in[0] != target_.numel()))
+            throw shape_error(describe() + ": input " + in.str() + " does not hold " + std::to_string(target_.numel()) + " values per row");
+        Shape s{in[0]};
+        for (std::size_t i = 0; i < target_.rank(); ++i) s.push_back(target_[i]);
+        return s;
+    }
+    /// The per-row shape (without the batch axis).
+    const Shape& target() const { return target_; }
+    std::string type_name() const override { return "Reshape"; }
+    std::string describe() const override { return "Reshape" + target_.str(); }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
+
+private:
+    Shape target_;
 };
 
 /// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "../autodiff/collective.hpp"
 #include "../autodiff/norm.hpp"
 #include "../autodiff/ops.hpp"
 #include "../autodiff/tape.hpp"
@@ -283,7 +284,9 @@ private:
 /// is 1 - PyTorch's.) weight starts at 1, bias at 0; running_mean at 0, running_var at 1.
 /// In data-parallel training (nn/data_parallel.hpp) each worker normalises with its own shard's
 /// statistics and only worker 0 updates the running statistics, as PyTorch's
-/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's).
+/// DistributedDataParallel without SyncBatchNorm (whose buffers are rank 0's). With a group
+/// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
+/// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
 class BatchNorm : public Module<T> {
 public:
@@ -310,12 +313,21 @@ public:
     /// Training batches seen (the running statistics' update count).
     std::size_t batches_tracked() const noexcept { return batches_; }
 
+    /// Synchronised statistics: in training, normalise with the mean and biased variance of the
+    /// events of every member of the group (every rank of a data-parallel job) and update the
+    /// running statistics with them, so that R ranks with B / R events each compute what one
+    /// process computes with B, gradients included. Every member must run the layer at the same
+    /// point of each step (its statistics are collectives). nullptr: the batch's own statistics.
+    void synchronise(std::shared_ptr<SumGroup<T>> group) noexcept { group_ = std::move(group); }
+    const std::shared_ptr<SumGroup<T>>& group() const noexcept { return group_; }
+
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
         Tape<T>& t = x.tape();
         const Var<T> w = this->use(t, weight), b = this->use(t, bias);
         const std::size_t f = features();
         if (this->is_training()) {
+            if (group_) return forward_synchronised(x, w, b);
             const std::size_t n = x.shape()[0];
             if (n < 2)
                 throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got input of shape " +
@@ -325,15 +337,10 @@ public:
             const Var<T> var = mean(square(xc), 0, true);
             const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
             const Var<T> y = add(mul(mul(xc, inv_std), w), b);
-            const T m = static_cast<T>(momentum_);
             const T unbias = static_cast<T>(static_cast<double>(n) / static_cast<double>(n - 1));
             const detail::Replica* rep = detail::current_replica();
             if (rep && rep->index != 0) return y;  // worker 0 keeps the running statistics
-            for (std::size_t j = 0; j < f; ++j) {
-                running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
-                running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
-            }
-            ++batches_;
+            update_running(mu, var, unbias);
             return y;
         }
         Ref<T> inv = t.alloc(Shape{f});
@@ -361,6 +368,35 @@ protected:
     }
 
 private:
+    void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
+        const T m = static_cast<T>(momentum_);
+        for (std::size_t j = 0; j < features(); ++j) {
+            running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
+            running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
+        }
+        ++batches_;
+    }
+    /// The group's events counted, their per-feature sums added (group_sum, whose gradient sums
+    /// again in the backward pass), the centred squares likewise (two passes, as unsynchronised).
+    Var<T> forward_synchronised(const Var<T>& x, const Var<T>& w, const Var<T>& b) {
+        const std::size_t f = features();
+        if (detail::current_replica())
+            throw value_error("BatchNorm(" + std::to_string(f) +
+                              "): synchronised statistics cannot run inside nn::DataParallel workers (one thread per process calls the group)");
+        T count = static_cast<T>(x.shape()[0]);
+        group_->sum(&count, 1);
+        if (count < T(2))
+            throw value_error("BatchNorm(" + std::to_string(f) + "): training needs more than one event per batch, got " +
+                              std::to_string(static_cast<double>(count)) + " over the synchronised group");
+        const T inv_n = T(1) / count;
+        const Var<T> mu = scale(group_sum(sum(x, 0, true), *group_), inv_n);
+        const Var<T> xc = sub(x, mu);
+        const Var<T> var = scale(group_sum(sum(square(xc), 0, true), *group_), inv_n);
+        const Var<T> inv_std = pow(add_scalar(var, static_cast<T>(eps_)), T(-0.5));
+        const Var<T> y = add(mul(mul(xc, inv_std), w), b);
+        update_running(mu, var, count / (count - T(1)));
+        return y;
+    }
     void check_input(const Shape& s) const {
         if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
             throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
@@ -369,6 +405,7 @@ private:
     double momentum_;
     double eps_;
     std::size_t batches_ = 0;
+    std::shared_ptr<SumGroup<T>> group_;
 };
 
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
