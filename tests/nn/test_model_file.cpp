@@ -260,7 +260,8 @@ TEST_CASE("whole-model files: convolutions with all their options, pooling, Flat
     GlobalMaxPool<float> gm;
     Flatten<float> fl;
     Upsample<float> up(Size2(2, 3));
-    for (Module<float>* m : std::vector<Module<float>*>{&ga, &gm, &fl, &up}) check_round_trip(*m, img);
+    Reshape<float> rs(Shape{8, 36});
+    for (Module<float>* m : std::vector<Module<float>*>{&ga, &gm, &fl, &up, &rs}) check_round_trip(*m, img);
 
     // A small CNN, nested.
     Sequential<float> cnn;

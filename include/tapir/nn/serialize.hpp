@@ -799,6 +799,20 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
     add_plain<GlobalAvgPool<T>>(r, "GlobalAvgPool");
     add_plain<GlobalMaxPool<T>>(r, "GlobalMaxPool");
     add_plain<Flatten<T>>(r, "Flatten");
+    add_codec<Reshape<T>>(
+        r, "Reshape",
+        [](const Reshape<T>& l, LayerConfig& c) {
+            std::vector<std::size_t> v;
+            for (std::size_t i = 0; i < l.target().rank(); ++i) v.push_back(l.target()[i]);
+            c.set_sizes("target", v);
+        },
+        [](const LayerConfig& c) {
+            const std::vector<std::size_t> v = c.get_sizes("target");
+            if (v.empty() || v.size() > 3) c.fail("key 'target' needs 1 to 3 sizes, got " + std::to_string(v.size()));
+            Shape s;
+            for (std::size_t d : v) s.push_back(d);
+            return std::make_unique<Reshape<T>>(s);
+        });
     add_codec<Upsample<T>>(
         r, "Upsample", [](const Upsample<T>& u, LayerConfig& c) { set_size2(c, "scale", u.scale()); },
         [](const LayerConfig& c) { return std::make_unique<Upsample<T>>(size2_from(c, "scale")); });
