@@ -54,6 +54,7 @@
 #include "nn/progress.hpp"
 #include "nn/recurrent.hpp"
 #include "nn/sequential.hpp"
+#include "nn/serialize.hpp"
 #include "nn/sets.hpp"
 #include "optim/adagrad.hpp"
 #include "optim/adam.hpp"

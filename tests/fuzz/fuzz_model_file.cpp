@@ -1,8 +1,11 @@
-/// libFuzzer target for the model-file loader. Each input is tried twice: as it is, and with
-/// its size field and CRC-32 repaired, so that mutations reach the record parser behind the
-/// integrity checks. Loading must either succeed or throw format_error, and a failed load
-/// must leave the model untouched (all or nothing).
+/// libFuzzer target for the model-file loaders: the weights-only loader and the whole-model
+/// loader (nn::load_model_from_bytes, which parses the architecture text and builds the layers).
+/// Each input is tried twice: as it is, and with its size field and CRC-32 repaired, so that
+/// mutations reach the record parser behind the integrity checks. Loading must either succeed or
+/// throw format_error, and a failed load must leave the model untouched (all or nothing).
+#include <tapir/data/dataset.hpp>
 #include <tapir/io/model_file.hpp>
+#include <tapir/nn/model_file.hpp>
 #include <tapir/optim/adam.hpp>
 #include <tapir/optim/model_file.hpp>
 
@@ -10,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +63,18 @@ void load_into_model(const std::uint8_t* data, std::size_t size) {
     }
 }
 
+/// The whole-model loader: a model (in eval mode) and a scaler, or format_error.
+template <class T>
+void load_whole_model(const std::uint8_t* data, std::size_t size) {
+    tapir::data::StandardScaler scaler;
+    try {
+        const std::unique_ptr<tapir::nn::Module<T>> m = tapir::nn::load_model_from_bytes<T>(data, size, &scaler, "fuzz.tapir");
+        if (!m || m->is_training()) std::abort();
+    } catch (const tapir::format_error&) {
+        if (scaler.fitted()) std::abort();
+    }
+}
+
 void try_bytes(const std::uint8_t* data, std::size_t size) {
     try {
         const tapir::io::ModelFileInfo info = tapir::io::inspect_model_bytes(data, size, "fuzz.tapir");
@@ -69,6 +85,8 @@ void try_bytes(const std::uint8_t* data, std::size_t size) {
     }
     load_into_model<float>(data, size);
     load_into_model<double>(data, size);
+    load_whole_model<float>(data, size);
+    load_whole_model<double>(data, size);
 }
 
 void put_le(std::uint8_t* p, std::uint64_t v, int bytes) {

@@ -285,8 +285,8 @@ TEST_CASE("Failure modes: each with its message, and nothing is modified") {
         CHECK(load("TAPIS") == "model.tpr: not a tapir model file (no \"TAPIR\" magic at the start)");
         std::string v2 = good;
         v2[6] = 2;
-        v2[6] = 3;  // version 2 (buffers) is read now: the next one is refused
-        CHECK(load(v2) == "model.tpr: unsupported format version 3 (this build of tapir reads versions 1 to 2)");
+        v2[6] = 4;  // versions 2 (buffers) and 3 (sections) are read now: the next one is refused
+        CHECK(load(v2) == "model.tpr: unsupported format version 4 (this build of tapir reads versions 1 to 3)");
     }
     SUBCASE("mismatched model: shape, names, count, dtype") {
         Net<float> other(3, 32);

@@ -8,17 +8,19 @@
 /// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
 /// back to it (optim::save_model(path, params, &adam), found by argument lookup).
 ///
-/// Format version 2, all integers and floats little-endian (IEEE-754 binary32/binary64):
+/// Format version 3, all integers and floats little-endian (IEEE-754 binary32/binary64):
 ///   offset  size
 ///        0     6  magic "TAPIR\0"
-///        6     4  u32 format version (1 or 2)
+///        6     4  u32 format version (1, 2 or 3)
 ///       10     1  u8 dtype: 1 = float32, 2 = float64
 ///       11     8  u64 total file size in bytes, CRC included
 ///       19     8  u64 parameter count, then that many tensor records
-///                 version 2 only: u64 buffer count, then that many tensor records
+///                 versions 2 and 3: u64 buffer count, then that many tensor records
 ///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
 ///                    string name, u64 iteration count, f64 learning rate,
 ///                    u64 state tensor count, then that many tensor records
+///                 version 3 only: u64 section count, then that many sections:
+///                    string name, u64 byte count, the bytes
 ///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
 /// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
 /// string: u32 byte length, then the bytes (no terminator).
@@ -27,6 +29,11 @@
 /// which version 1 lost). A model without buffers is still written as version 1, byte for byte
 /// as before, so that older tapir builds read it. Version-1 files load as before; loading one
 /// with buffers given leaves the buffers as they are (the file holds none).
+///
+/// Version 3 adds named sections: opaque bytes that the layers above io give a meaning to (nn's
+/// whole-model files keep the architecture and the input scaler there, nn/model_file.hpp). The
+/// weights-only loaders skip them, so a version-3 file loads into a model built by hand. A file
+/// without sections is written as version 1 or 2, as before.
 
 #include <cerrno>
 #include <cmath>
@@ -60,8 +67,15 @@ using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 template <class T>
 using NamedBuffers = std::vector<std::pair<std::string, Tensor<T>*>>;
 
-/// The newest format version, written when there are buffers; version 1 otherwise.
-constexpr std::uint32_t model_format_version = 2;
+/// The newest format version, written when there are sections; 2 with buffers, 1 otherwise.
+constexpr std::uint32_t model_format_version = 3;
+
+/// A named section of a version-3 model file: bytes that io stores and checks (CRC, bounds)
+/// without interpreting them.
+struct ModelSection {
+    std::string name;
+    std::string data;
+};
 
 /// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
 /// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
@@ -85,6 +99,7 @@ struct ModelFileInfo {
     std::uint64_t iterations = 0;
     double learning_rate = 0.0;
     std::vector<std::pair<std::string, Shape>> optimizer_state;
+    std::vector<std::pair<std::string, std::size_t>> sections;  // version 3 only: name, byte count
 };
 
 namespace detail {
@@ -201,18 +216,33 @@ void check_named_buffers(const NamedBuffers<T>& buffers, const char* fn) {
     check_names(buffers, fn, "buffer");
 }
 
+/// Section names: non-empty, each used once.
+inline void check_sections(const std::vector<ModelSection>& sections) {
+    for (std::size_t i = 0; i < sections.size(); ++i) {
+        if (sections[i].name.empty()) throw value_error("save_model: section #" + std::to_string(i) + " has an empty name");
+        for (std::size_t j = 0; j < i; ++j)
+            if (sections[j].name == sections[i].name)
+                throw value_error("save_model: section name '" + sections[i].name + "' is used twice (#" + std::to_string(j) + " and #" +
+                                  std::to_string(i) + ")");
+    }
+}
+
 template <class T>
-std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt) {
+std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt,
+                            const std::vector<ModelSection>* sections = nullptr) {
     check_named_parameters(params, "save_model");
     if (buffers) check_named_buffers(*buffers, "save_model");
-    const bool v2 = buffers && !buffers->empty();
+    if (sections) check_sections(*sections);
+    const bool v3 = sections && !sections->empty();
+    const bool v2 = v3 || (buffers && !buffers->empty());
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
     for (const auto& np : params) total += model_record_size(np.first, np.second->value);
     if (v2) {
         total += 8;
-        for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
+        if (buffers)
+            for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
     }
     if (opt) {
         st = opt->tensors;
@@ -220,16 +250,21 @@ std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers
         total += 4 + opt_name.size() + 8 + 8 + 8;
         for (const auto& s : st) total += model_record_size(s.first, *s.second);
     }
+    if (v3) {
+        total += 8;
+        for (const ModelSection& s : *sections) total += 4 + s.name.size() + 8 + s.data.size();
+    }
     ModelWriter w(total);
     w.bytes(model_magic, sizeof model_magic);
-    w.u32(v2 ? 2u : 1u);
+    w.u32(v3 ? 3u : (v2 ? 2u : 1u));
     w.u8(dtype_code<T>());
     w.u64(total);
     w.u64(params.size());
     for (const auto& np : params) write_model_record(w, np.first, np.second->value);
     if (v2) {
-        w.u64(buffers->size());
-        for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
+        w.u64(buffers ? buffers->size() : 0);
+        if (buffers)
+            for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
     }
     w.u8(opt ? 1 : 0);
     if (opt) {
@@ -238,6 +273,15 @@ std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers
         w.f64(opt->learning_rate);
         w.u64(st.size());
         for (const auto& s : st) write_model_record(w, s.first, *s.second);
+    }
+    if (v3) {
+        w.u64(sections->size());
+        for (const ModelSection& s : *sections) {
+            if (s.name.size() > 0xFFFFFFFFu) throw value_error("save_model: section name longer than 4 GiB");
+            w.str(s.name);
+            w.u64(s.data.size());
+            w.bytes(s.data.data(), s.data.size());
+        }
     }
     std::string& b = w.buffer();
     w.u32(crc32(b.data(), b.size()));
@@ -252,6 +296,12 @@ struct ModelRecord {
     std::size_t offset = 0;  // of the data
 };
 
+struct SectionRecord {
+    std::string name;
+    std::size_t offset = 0;
+    std::size_t size = 0;
+};
+
 struct ParsedModelFile {
     std::uint32_t version = 0;
     std::uint8_t dtype = 0;
@@ -263,6 +313,7 @@ struct ParsedModelFile {
     std::uint64_t iterations = 0;
     double lr = 0.0;
     std::vector<ModelRecord> state;
+    std::vector<SectionRecord> sections;
 };
 
 class ModelReader {
@@ -365,6 +416,25 @@ inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
         for (std::uint64_t i = 0; i < ns; ++i)
             out.state.push_back(read_model_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
     }
+    if (out.version >= 3) {
+        const std::uint64_t count_s = r.u64("the section count");
+        for (std::uint64_t i = 0; i < count_s; ++i) {
+            SectionRecord s;
+            s.name = r.str("the name of section #" + std::to_string(i));
+            const std::string label = "section '" + model_printable(s.name) + "'";
+            if (s.name.empty()) r.fail("section #" + std::to_string(i) + " has an empty name");
+            for (const SectionRecord& o : out.sections)
+                if (o.name == s.name) r.fail(label + " appears twice");
+            const std::uint64_t size = r.u64("the size of " + label);
+            if (size > r.left())
+                r.fail("truncated: expected " + std::to_string(size) + " bytes of data for " + label + ", file ends after " +
+                       std::to_string(r.left()));
+            s.size = static_cast<std::size_t>(size);
+            s.offset = r.pos();
+            r.skip(s.size);
+            out.sections.push_back(std::move(s));
+        }
+    }
 }
 
 inline std::uint32_t model_stored_crc(const unsigned char* p) {
@@ -412,7 +482,8 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     body_reader.skip(body);
     parse_model_body(body_reader, out);
     if (body_reader.left() != 0)
-        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters")));
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " +
+               (out.version >= 3 ? "sections" : (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters"))));
     return out;
 }
 
@@ -437,6 +508,7 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
     info.iterations = p.iterations;
     info.learning_rate = p.lr;
     for (const ModelRecord& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
+    for (const SectionRecord& s : p.sections) info.sections.emplace_back(s.name, s.size);
     return info;
 }
 
@@ -623,6 +695,40 @@ void load_model(const std::string& path, const NamedParameters<T>& params, const
                 typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
     const std::string data = detail::read_model_file(path, "load_model");
     detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, path);
+}
+
+// ---- version 3: named sections -----------------------------------------------------------------
+
+/// Parameters, buffers, an optional optimiser section and named sections (format version 3 when
+/// there are sections), as bytes.
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state,
+                                 const std::vector<ModelSection>& sections) {
+    return detail::serialise_model<T>(params, &buffers, optimizer_state, &sections);
+}
+/// The same, written atomically.
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state, const std::vector<ModelSection>& sections) {
+    detail::write_model_file(path, detail::serialise_model<T>(params, &buffers, optimizer_state, &sections));
+}
+/// The named sections of a model file (none before version 3), after the whole file has been
+/// checked as load_model checks it (magic, version, size, CRC, structure).
+inline std::vector<ModelSection> read_model_sections_from_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
+    const auto* p = static_cast<const unsigned char*>(data);
+    const detail::ParsedModelFile f = detail::parse_model_file(p, size, source);
+    std::vector<ModelSection> out;
+    for (const detail::SectionRecord& s : f.sections)
+        out.push_back(ModelSection{s.name, std::string(reinterpret_cast<const char*>(p + s.offset), s.size)});
+    return out;
+}
+/// The bytes of a file, for loaders above io that parse a model file more than once; fn names
+/// the caller in errors.
+inline std::string read_model_bytes(const std::string& path, const char* fn = "load_model") { return detail::read_model_file(path, fn); }
+inline std::vector<ModelSection> read_model_sections(const std::string& path) {
+    const std::string data = detail::read_model_file(path, "read_model_sections");
+    return read_model_sections_from_bytes(data.data(), data.size(), path);
 }
 
 /// Every parameter and buffer a model file holds, by name, as tensors of type T (the file's dtype

@@ -372,6 +372,7 @@ public:
     explicit Upsample(Size2 scale) : s_(scale) {
         if (scale.h == 0 || scale.w == 0) throw value_error("Upsample: scale factors must be positive, got " + detail::size2_text(scale));
     }
+    Size2 scale() const noexcept { return s_; }
     Var<T> forward(const Var<T>& x) override { return upsample_nearest2d(x, s_); }
     Shape output_shape(const Shape& in) const override {
         if (in.rank() != 4) throw shape_error(describe() + ": expected input of shape (N, C, H, W), got " + in.str());

@@ -177,6 +177,9 @@ public:
           coords_(coordinates),
           features_(features) {}
 
+    /// How many leading feature columns are the coordinates (forward(x) without points).
+    std::size_t coordinates() const noexcept { return coords_; }
+
     /// points (B, N, coordinates), features (B, N, features), mask (B, N) -> (B, outputs).
     Var<T> forward(const Var<T>& points, const Var<T>& x, const Var<T>& mask) {
         const Var<T> h = block2.forward(block1.forward(points, x, mask), mask);

@@ -145,6 +145,7 @@ public:
         return pooling_ == SetPooling::sum ? pooled : mul(pooled, t.leaf(inv, false));
     }
 
+    SetPooling pooling() const noexcept { return pooling_; }
     std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
 
