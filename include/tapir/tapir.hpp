@@ -110,5 +110,6 @@
 #include "deploy/deploy.hpp"
 #include "deploy/fixed.hpp"
 #include "deploy/model.hpp"
+#include "deploy/onnx.hpp"
 #include "deploy/quantize.hpp"
 #include "extern_templates.hpp"
