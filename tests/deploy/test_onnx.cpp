@@ -275,13 +275,8 @@ TEST_CASE("deploy::load_onnx refuses what no fixed-size layer expresses, naming 
     nn::Sequential<double> lstm;
     lstm.add<nn::LSTM<double>>(2, 3, rng);
     io::onnx::ModelProto bi = nn::to_onnx(lstm, Shape{1, 4, 2});
-    for (auto& n : bi.graph.node)
-        if (n.op_type == "LSTM") {
-            io::onnx::AttributeProto a;
-            a.name = "direction", a.type = io::onnx::kAttrString, a.s = "bidirectional";
-            n.attribute.push_back(a);
-        }
-    CHECK(refused(bi) == "<memory>: deploy::load_onnx: node '0' (LSTM): direction 'bidirectional' is not supported (LstmT and GruT run forward only)");
+    tapir_test::make_bidirectional(bi);
+    CHECK(refused(bi) == "<memory>: deploy::load_onnx: node '0' (LSTM): direction 'bidirectional' is not supported (forward only)");
 
     nn::Sequential<double> bn;
     bn.add<nn::Dense<double>>(3, 2, rng).add<nn::Tanh<double>>().add<nn::BatchNorm<double>>(2);

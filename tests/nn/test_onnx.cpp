@@ -432,12 +432,7 @@ TEST_CASE("onnx import: bidirectional recurrent layers and unknown operators are
     nn::Sequential<float> m;
     m.add<nn::LSTM<float>>(2, 3, rng);
     io::onnx::ModelProto p = nn::to_onnx(m, Shape{1, 4, 2});
-    for (auto& n : p.graph.node)
-        if (n.op_type == "LSTM") {
-            io::onnx::AttributeProto a;
-            a.name = "direction", a.type = io::onnx::kAttrString, a.s = "bidirectional";
-            n.attribute.push_back(a);
-        }
+    tapir_test::make_bidirectional(p);
     CHECK_THROWS_WITH_AS(nn::import_onnx<float>(p), "<memory>: ONNX import: node '0' (LSTM): direction 'bidirectional' is not supported (forward only)",
                          format_error);
     for (auto& n : p.graph.node)

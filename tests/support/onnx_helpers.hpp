@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <tapir/io/onnx.hpp>
 #include <tapir/tensor/tensor.hpp>
 
 #include "support/torch_ref.hpp"
@@ -50,6 +51,16 @@ inline TorchResult torch_export(const std::string& build, const tapir::Tensor<do
                                       "', opset_version=13, input_names=['x'], output_names=['y'])\n"
                                       "with torch.no_grad():\n"
                                       "    out['y'] = model(xf)\n");
+}
+
+/// Makes every LSTM, GRU and RNN node of p bidirectional (which tapir refuses).
+inline void make_bidirectional(tapir::io::onnx::ModelProto& p) {
+    for (auto& n : p.graph.node)
+        if (n.op_type == "LSTM" || n.op_type == "GRU" || n.op_type == "RNN") {
+            tapir::io::onnx::AttributeProto a;
+            a.name = "direction", a.type = tapir::io::onnx::kAttrString, a.s = "bidirectional";
+            n.attribute.push_back(a);
+        }
 }
 
 } // namespace tapir_test

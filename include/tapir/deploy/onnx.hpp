@@ -394,26 +394,10 @@ private:
         step(n, Main{2, Layout::batch, 0, false, true});
     }
 
-    /// kernel, strides, pads (begins then ends), dilations of a 1-D or 2-D window.
-    struct Window {
-        std::vector<std::int64_t> k, s, p, d;
-    };
+    using Window = ox::Window;
     Window window(const ox::NodeProto& n, std::size_t dims) const {
-        Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations")};
-        const ox::AttributeProto* ap = n.find("auto_pad");
-        if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) fail(n, "auto_pad = " + ap->s + " is not supported (give pads)");
-        if (dims != 1 && dims != 2) fail(n, "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D");
-        if (w.k.empty()) w.k.assign(dims, 0);
-        if (w.s.empty()) w.s.assign(dims, 1);
-        if (w.p.empty()) w.p.assign(2 * dims, 0);
-        if (w.d.empty()) w.d.assign(dims, 1);
-        if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims)
-            fail(n, "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window");
-        for (const auto* v : {&w.k, &w.s, &w.p, &w.d})
-            for (std::int64_t x : *v)
-                if (x < 0 || x > (1 << 20)) fail(n, "kernel, stride, pad or dilation " + std::to_string(x) + " out of range");
-        for (std::size_t i = 0; i < dims; ++i)
-            if (w.s[i] == 0 || w.d[i] == 0) fail(n, "strides and dilations must be positive");
+        Window w = ox::read_window(n, dims);
+        if (!w.problem.empty()) fail(n, w.problem);
         return w;
     }
     /// 1-D windows as 2-D ones of height 1: (h, w) of entry i.
@@ -509,21 +493,10 @@ private:
         const std::size_t G = lstm ? 4 : 3;
         if (x.layout != Layout::time || (x.rank != 0 && x.rank != 3))
             fail(n, "expects a time-major (T, B, F) input (a Transpose of the batch-first sequence)");
-        const ox::AttributeProto* dir = n.find("direction");
-        if (dir && dir->s != "forward") fail(n, "direction '" + dir->s + "' is not supported (LstmT and GruT run forward only)");
-        if (attr_i(n, "layout", 0) != 0) fail(n, "layout = 1 is not supported (time-major input)");
-        if (n.find("clip")) fail(n, "clip is not supported");
-        if (attr_i(n, "input_forget", 0) != 0) fail(n, "input_forget = 1 is not supported");
-        if (!lstm && attr_i(n, "linear_before_reset", 0) != 1)
-            fail(n, "linear_before_reset = 0 is not supported (GruT is PyTorch's GRU: linear_before_reset = 1)");
-        if (const ox::AttributeProto* acts = n.find("activations")) {
-            const std::vector<std::string> want = lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"} : std::vector<std::string>{"Sigmoid", "Tanh"};
-            if (acts->strings != want) fail(n, "activations other than the defaults are not supported");
-        }
-        if (has(n, 4)) fail(n, "sequence_lens is not supported");
+        const std::string problem = ox::recurrent_problem(n);
+        if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
             if (!has(n, i)) continue;
-            if (i == 7) fail(n, "peepholes (P) are not supported");
             const ox::TensorProto* c = constant(n, i);
             if (!zeros_.count(n.input[i]) && !(c && c->is_real() && all_zero(*c))) fail(n, "initial states must be absent or constant zeros");
         }

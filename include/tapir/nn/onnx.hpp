@@ -842,26 +842,10 @@ private:
            {value(n, 0)});
     }
 
-    /// kernel, strides, pads, dilations of a 1-D or 2-D window (ONNX pads: begins, then ends).
-    struct Window {
-        std::vector<std::int64_t> k, s, p, d;
-    };
+    using Window = ox::Window;
     Window window(const ox::NodeProto& n, std::size_t dims) const {
-        Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations")};
-        const ox::AttributeProto* ap = n.find("auto_pad");
-        if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) fail(n, "auto_pad = " + ap->s + " is not supported (give pads)");
-        if (dims != 1 && dims != 2) fail(n, "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D");
-        if (w.k.empty()) w.k.assign(dims, 0);
-        if (w.s.empty()) w.s.assign(dims, 1);
-        if (w.p.empty()) w.p.assign(2 * dims, 0);
-        if (w.d.empty()) w.d.assign(dims, 1);
-        if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims)
-            fail(n, "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window");
-        for (auto* v : {&w.s, &w.p, &w.d})
-            for (std::int64_t x : *v)
-                if (x < 0 || x > (1 << 20)) fail(n, "stride, pad or dilation " + std::to_string(x) + " out of range");
-        for (std::size_t i = 0; i < dims; ++i)
-            if (w.s[i] == 0 || w.d[i] == 0) fail(n, "strides and dilations must be positive");
+        Window w = ox::read_window(n, dims);
+        if (!w.problem.empty()) fail(n, w.problem);
         return w;
     }
     static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
@@ -1209,23 +1193,10 @@ private:
     void recurrent(const ox::NodeProto& n) {
         const RnnCell cell = n.op_type == "LSTM" ? RnnCell::lstm : n.op_type == "GRU" ? RnnCell::gru : RnnCell::rnn_tanh;
         const std::size_t G = rnn_gates(cell);
-        const ox::AttributeProto* dir = n.find("direction");
-        if (dir && dir->s != "forward") fail(n, "direction '" + dir->s + "' is not supported (forward only)");
-        if (attr_i(n, "layout", 0) != 0) fail(n, "layout = 1 is not supported (time-major input)");
-        if (n.find("clip")) fail(n, "clip is not supported");
-        if (attr_i(n, "input_forget", 0) != 0) fail(n, "input_forget = 1 is not supported");
-        if (cell == RnnCell::gru && attr_i(n, "linear_before_reset", 0) != 1)
-            fail(n, "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)");
-        if (const ox::AttributeProto* acts = n.find("activations")) {
-            const std::vector<std::string> want = cell == RnnCell::lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
-                                                  : cell == RnnCell::gru ? std::vector<std::string>{"Sigmoid", "Tanh"}
-                                                                         : std::vector<std::string>{"Tanh"};
-            if (acts->strings != want) fail(n, "activations other than the defaults are not supported");
-        }
-        if (has_input(n, 4)) fail(n, "sequence_lens is not supported");
+        const std::string problem = ox::recurrent_problem(n);
+        if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
             if (!has_input(n, i)) continue;
-            if (i == 7) fail(n, "peepholes (P) are not supported");
             if (zeros_.count(n.input[i])) continue;
             const ox::TensorProto* t = constant(n, i);
             bool zero = t != nullptr;
