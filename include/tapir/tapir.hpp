@@ -114,6 +114,7 @@
 #include "deploy/deploy.hpp"
 #include "deploy/fixed.hpp"
 #include "deploy/model.hpp"
+#include "deploy/onnx.hpp"
 #include "deploy/quantize.hpp"
 #include "deploy/quantize_model.hpp"
 #include "extern_templates.hpp"

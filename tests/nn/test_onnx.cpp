@@ -8,45 +8,31 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <unistd.h>
 
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/nn/conv.hpp>
 #include <tapir/nn/layers.hpp>
+#include <tapir/nn/model.hpp>
 #include <tapir/nn/onnx.hpp>
 #include <tapir/nn/recurrent.hpp>
 #include <tapir/nn/sequential.hpp>
+#include <tapir/nn/sets.hpp>
 
+#include "support/onnx_helpers.hpp"
 #include "support/torch_ref.hpp"
 
 using namespace tapir;
 
 namespace {
 
-bool onnx_available() {
-    static const int ok = std::system("/usr/bin/python3 -c 'import onnx, torch' >/dev/null 2>&1") == 0 ? 1 : 0;
-    if (!ok) MESSAGE("skipped: /usr/bin/python3 has no onnx or torch (Debian: apt-get install python3-onnx python3-torch)");
-    return ok == 1;
-}
+using tapir_test::grid_input;
+using tapir_test::onnx_available;
 
-std::string temp_path(const std::string& tag) {
-    static int counter = 0;
-    const char* tmp = std::getenv("TMPDIR");
-    return std::string(tmp ? tmp : "/tmp") + "/tapir_onnx_" + std::to_string(static_cast<long>(::getpid())) + "_" + std::to_string(counter++) + "_" +
-           tag + ".onnx";
-}
-
-/// Inputs in [-2, 2) on a grid of 1/64, exact in float32.
-Tensor<double> grid_input(const Shape& s, unsigned seed) {
-    Tensor<double> x(s);
-    unsigned v = seed * 2654435761u + 12345u;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        v = v * 1103515245u + 12345u;
-        x.data()[i] = static_cast<double>(static_cast<int>((v >> 8) % 256) - 128) / 64.0;
-    }
-    return x;
-}
+std::string temp_path(const std::string& tag) { return tapir_test::onnx_temp_path(tag); }
 
 Tensor<double> run(nn::Module<double>& m, const Tensor<double>& x) {
     m.eval();
@@ -75,17 +61,51 @@ void check_export(nn::Sequential<double>& m, const Tensor<double>& x, double tol
     std::remove(path.c_str());
 }
 
+Tensor<double> run_many(nn::Module<double>& m, const std::vector<Tensor<double>>& xs) {
+    m.eval();
+    Tape<double> t;
+    std::vector<Var<double>> vs;
+    for (const auto& x : xs) vs.push_back(t.constant(x));
+    return m.forward_many(vs).value();
+}
+
+/// check_export for a functional model of one or two inputs (x0, x1 in input order).
+void check_export_model(nn::Model<double>& m, const std::vector<Tensor<double>>& xs, double tol = 1e-5) {
+    const Tensor<double> y = run_many(m, xs);
+    const std::string path = temp_path("model");
+    std::vector<Shape> shapes;
+    for (const auto& x : xs) shapes.push_back(x.shape());
+    nn::export_onnx(m, path, shapes);
+    nn::Model<double> back = nn::import_onnx<double>(path);
+    CHECK(back.input_names() == m.input_names());
+    CHECK(tapir_test::max_abs_diff(run_many(back, xs), y) < 1e-9);
+    if (onnx_available()) {
+        tapir_test::TorchTensors in{{"x0", xs[0]}};
+        if (xs.size() > 1) in.emplace("x1", xs[1]);
+        const auto r = tapir_test::torch_eval(in, "sys.path.insert(0, '" TAPIR_SOURCE_DIR "/tests/support')\n"
+                                                  "from onnx_eval import run_onnx\n"
+                                                  "out['y'] = run_onnx('" + path + "', [x0" + (xs.size() > 1 ? ", x1" : "") + "])\n");
+        if (r.ran) {
+            INFO("tapir: " << y << "\nonnx in torch: " << r["y"]);
+            CHECK(tapir_test::max_abs_diff(r["y"], y) < tol);
+        }
+    }
+    std::remove(path.c_str());
+}
+
+/// A (B, N) mask of 1 and 0 with some padded particles and one event without any.
+Tensor<double> set_mask(std::size_t B, std::size_t N) {
+    Tensor<double> m(Shape{B, N});
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t n = 0; n < N; ++n) m.data()[b * N + n] = (b + 1 < B && (n + b) % 3 != 2) ? 1.0 : 0.0;
+    return m;
+}
+
 /// A snippet that builds `model` (float32) and exports it; the test compares tapir's import.
 void check_import(const std::string& build, const Tensor<double>& x, double tol = 1e-5) {
     if (!onnx_available()) return;
     const std::string path = temp_path("torch");
-    const auto r = tapir_test::torch_eval({{"x", x}}, "torch.manual_seed(0)\n" + build +
-                                                          "model = model.float().eval()\n"
-                                                          "xf = x.float()\n"
-                                                          "torch.onnx.export(model, (xf,), '" + path +
-                                                          "', opset_version=13, input_names=['x'], output_names=['y'])\n"
-                                                          "with torch.no_grad():\n"
-                                                          "    out['y'] = model(xf)\n");
+    const auto r = tapir_test::torch_export(build, x, path);
     if (!r.ran) return;
     nn::Model<double> m = nn::import_onnx<double>(path);
     const Tensor<double> y = run(m, x);
@@ -241,7 +261,12 @@ TEST_CASE("onnx import: the fuzz seeds import and run; the broken ones name thei
                        {"cnn.onnx", Shape{2, 1, 6, 6}, Shape{2, 2}},
                        {"lstm.onnx", Shape{2, 5, 2}, Shape{2, 1}},
                        {"gru_seq.onnx", Shape{2, 5, 2}, Shape{2, 1}},
-                       {"torch_mlp.onnx", Shape{1, 3}, Shape{1, 2}}};
+                       {"torch_mlp.onnx", Shape{1, 3}, Shape{1, 2}},
+                       {"deploy_cnn.onnx", Shape{2, 1, 6, 6}, Shape{2, 2}},
+                       {"deploy_conv1d.onnx", Shape{2, 2, 8}, Shape{2, 1}},
+                       {"deploy_mlp_bn.onnx", Shape{2, 3}, Shape{2, 2}},
+                       {"deploy_gru_seq.onnx", Shape{2, 5, 2}, Shape{2, 1}},
+                       {"conv_transpose_bn.onnx", Shape{2, 2, 4, 4}, Shape{2, 3, 8, 5}}};
     for (const Seed& s : ok) {
         INFO(s.file);
         nn::Model<float> m = nn::import_onnx<float>(dir + s.file);
@@ -250,6 +275,19 @@ TEST_CASE("onnx import: the fuzz seeds import and run; the broken ones name thei
         const Tensor<float> y = m(t.constant(Tensor<float>(s.in, 0.25f))).value();
         CHECK(y.shape() == s.out);
         for (std::size_t i = 0; i < y.size(); ++i) CHECK(std::isfinite(y.data()[i]));
+    }
+    {
+        // Two inputs (a set and its mask): Reshape, Mul, ReduceSum, Max, Div, Sub.
+        nn::Model<float> m = nn::import_onnx<float>(dir + "deepset_mean.onnx");
+        CHECK(m.input_names() == std::vector<std::string>{"x", "mask"});
+        m.eval();
+        Tape<float> t;
+        Tensor<float> mask(Shape{2, 4}, 1.0f);
+        mask.data()[3] = 0.0f;
+        const Tensor<float> y = m.forward_many({t.constant(Tensor<float>(Shape{2, 4, 3}, 0.25f)), t.constant(mask)}).value();
+        CHECK(y.shape() == Shape{2, 1});
+        // Equal particles: the masked mean is the mean of one particle either way.
+        CHECK(y.data()[0] == doctest::Approx(y.data()[1]).epsilon(1e-6));
     }
     const std::pair<const char*, const char*> bad[] = {
         {"truncated.onnx", "truncated file"},
@@ -261,4 +299,155 @@ TEST_CASE("onnx import: the fuzz seeds import and run; the broken ones name thei
         INFO(b.first);
         CHECK_THROWS_WITH_AS(nn::import_onnx<float>(dir + b.first), doctest::Contains(b.second), format_error);
     }
+}
+
+TEST_CASE("onnx export: a functional model with two inputs, a shared layer, Add, Mul and Concat") {
+    Rng rng(21);
+    nn::Model<double> g;
+    auto jets = g.input("jets", Shape{3});
+    auto parts = g.input("particles", Shape{4});
+    auto enc = g.layer("enc", nn::Dense<double>(4, 4, rng, Activation::tanh));
+    auto h = g.call(enc, parts);
+    auto r = g.add(h, g.call(enc, h));  // enc shared: its weights written for each call
+    auto gate = g.call(g.layer("gate", nn::Dense<double>(4, 4, rng, Activation::sigmoid)), parts);
+    auto z = g.concat({g.multiply(r, gate), jets});
+    nn::Sequential<double> stack;
+    stack.add<nn::Dense<double>>(7, 5, rng).add<nn::ELU<double>>(0.5);
+    auto body = g.layer("body", std::move(stack));
+    g.output(g.call(g.layer("head", nn::Dense<double>(5, 2, rng)), g.call(body, z)));
+    check_export_model(g, {grid_input(Shape{4, 3}, 30), grid_input(Shape{4, 4}, 31)});
+
+    const io::onnx::ModelProto p = nn::to_onnx(g, {Shape{1, 3}, Shape{1, 4}});
+    REQUIRE(p.graph.input.size() == 2);
+    CHECK(p.graph.input[0].name == "jets");
+    CHECK(p.graph.input[1].name == "particles");
+    std::size_t muls = 0, concats = 0, adds = 0;
+    for (const auto& n : p.graph.node) muls += n.op_type == "Mul", concats += n.op_type == "Concat", adds += n.op_type == "Add";
+    CHECK(muls == 1);
+    CHECK(concats == 1);
+    CHECK(adds == 1);
+}
+
+TEST_CASE("onnx export: DeepSet and EnergyFlowNetwork with a mask as Mul and ReduceSum") {
+    Rng rng(22);
+    const std::size_t B = 4, N = 5;
+    const Tensor<double> mask = set_mask(B, N);
+    for (const nn::SetPooling pool : {nn::SetPooling::sum, nn::SetPooling::mean}) {
+        nn::Model<double> g;
+        auto x = g.input("particles", Shape{N, 3});
+        auto m = g.input("mask", Shape{N});
+        g.output(g.call(g.layer("pfn", nn::DeepSet<double>(3, {6, 4}, {5, 2}, rng, Activation::relu, pool)), {x, m}));
+        INFO("pooling " << (pool == nn::SetPooling::sum ? "sum" : "mean"));
+        check_export_model(g, {grid_input(Shape{B, N, 3}, 32), mask});
+        // Without the mask (every particle real), in a Sequential.
+        nn::Sequential<double> seq;
+        seq.add<nn::DeepSet<double>>(3, std::vector<std::size_t>{4}, std::vector<std::size_t>{2}, rng, Activation::tanh, pool);
+        check_export(seq, grid_input(Shape{2, N, 3}, 33));
+    }
+    nn::Model<double> e;
+    auto x = e.input("particles", Shape{N, 3});  // z, then 2 angles
+    auto m = e.input("mask", Shape{N});
+    e.output(e.call(e.layer("efn", nn::EnergyFlowNetwork<double>(2, {6, 4}, {3}, rng)), {x, m}));
+    Tensor<double> xe = grid_input(Shape{B, N, 3}, 34);
+    for (std::size_t i = 0; i < B * N; ++i) xe.data()[3 * i] = std::abs(xe.data()[3 * i]) / 4.0;
+    check_export_model(e, {xe, mask});
+
+    const io::onnx::ModelProto p = nn::to_onnx(e, {Shape{1, N, 3}, Shape{1, N}});
+    std::size_t reduce = 0;
+    for (const auto& n : p.graph.node) reduce += n.op_type == "ReduceSum";
+    CHECK(reduce == 1);
+}
+
+TEST_CASE("onnx export: function nodes and layers without an ONNX form are named") {
+    Rng rng(23);
+    nn::Model<double> g;
+    auto x = g.input("x", Shape{3});
+    auto sq = g.apply("square", [](const std::vector<Var<double>>& v) { return square(v[0]); }, {x});
+    g.output(g.call(g.layer("fc", nn::Dense<double>(3, 1, rng)), sq));
+    CHECK_THROWS_WITH_AS(nn::to_onnx(g, std::vector<Shape>{Shape{1, 3}}),
+                         "export_onnx: node 'square' is a function (Model::apply), which has no ONNX counterpart; build it from layers, add, "
+                         "multiply and concat",
+                         value_error);
+    nn::Model<double> ln;
+    auto y = ln.input("x", Shape{3});
+    ln.output(ln.call(ln.layer("norm", nn::LayerNorm<double>(3)), y));
+    CHECK_THROWS_WITH_AS(nn::to_onnx(ln, std::vector<Shape>{Shape{1, 3}}), "export_onnx: layer 'norm' (LayerNorm) has no ONNX counterpart that tapir writes", value_error);
+    CHECK_THROWS_WITH_AS(nn::to_onnx(ln, {Shape{1, 3}, Shape{1, 3}}), "export_onnx: the model takes 1 inputs, got 2 shapes", value_error);
+}
+
+TEST_CASE("onnx export and import: ConvTranspose2d") {
+    Rng rng(24);
+    nn::ConvOptions o;
+    o.stride = Size2(2, 1), o.padding = Pad2d(1, 1, 0, 0), o.output_padding = Size2(1, 0), o.groups = 2;
+    nn::Sequential<double> m;
+    m.add<nn::ConvTranspose2d<double>>(4, 6, Size2(3, 2), rng, o).add<nn::ReLU<double>>();
+    nn::ConvOptions d;
+    d.dilation = Size2(1, 2), d.bias = false;
+    m.add<nn::ConvTranspose2d<double>>(6, 2, Size2(2, 2), rng, d);
+    check_export(m, grid_input(Shape{2, 4, 5, 4}, 35));
+}
+
+TEST_CASE("onnx import: BatchNormalization after a convolution, ConvTranspose, from torch.onnx.export") {
+    // PyTorch folds a BatchNorm2d into the Conv before it when exporting in eval mode, not one
+    // after a ConvTranspose2d.
+    check_import("model = torch.nn.Sequential(torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), torch.nn.BatchNorm2d(3),\n"
+                 "    torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 6, 2))\n"
+                 "model[1].running_mean.uniform_(-0.5, 0.5); model[1].running_var.uniform_(0.5, 2.0)\n"
+                 "model[1].weight.data.uniform_(0.5, 1.5); model[1].bias.data.uniform_(-0.5, 0.5)\n",
+                 grid_input(Shape{2, 2, 5, 4}, 36));
+    check_import("model = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.ReLU(), torch.nn.BatchNorm1d(3), torch.nn.Flatten())\n"
+                 "model[2].running_mean.uniform_(-0.5, 0.5); model[2].running_var.uniform_(0.5, 2.0)\n",
+                 grid_input(Shape{2, 2, 7}, 37));
+}
+
+TEST_CASE("onnx import: BatchNormalization on (N, C, H, W) normalises each channel") {
+    // Hand-built: x -> BatchNormalization(scale, bias, mean, var) with C = 2, against the formula.
+    namespace ox = io::onnx;
+    ox::ModelProto p;
+    p.opset_import.push_back(ox::OperatorSetId{"", 13});
+    auto real = [](const std::string& name, std::vector<double> v) {
+        ox::TensorProto t;
+        t.name = name, t.data_type = ox::kDouble, t.dims = {static_cast<std::int64_t>(v.size())}, t.values = std::move(v);
+        return t;
+    };
+    p.graph.initializer = {real("s", {2.0, 0.5}), real("b", {0.25, -1.0}), real("m", {0.5, -0.25}), real("v", {4.0, 0.25})};
+    p.graph.node.push_back(ox::NodeProto{{"x", "s", "b", "m", "v"}, {"y"}, "bn", "BatchNormalization", "", {}});
+    ox::ValueInfoProto in, out;
+    in.name = "x", in.elem_type = ox::kDouble, out.name = "y", out.elem_type = ox::kDouble;
+    p.graph.input.push_back(in);
+    p.graph.output.push_back(out);
+    nn::Model<double> m = nn::import_onnx<double>(p);
+    const Tensor<double> x = grid_input(Shape{2, 2, 3, 2}, 38);
+    const Tensor<double> y = run(m, x);
+    REQUIRE(y.shape() == x.shape());
+    const double s[2] = {2.0, 0.5}, b[2] = {0.25, -1.0}, mu[2] = {0.5, -0.25}, var[2] = {4.0, 0.25};
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const std::size_t c = (i / 6) % 2;
+        CHECK(y.data()[i] == doctest::Approx((x.data()[i] - mu[c]) / std::sqrt(var[c] + 1e-5) * s[c] + b[c]).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("onnx import: bidirectional recurrent layers and unknown operators are refused by name") {
+    Rng rng(25);
+    nn::Sequential<float> m;
+    m.add<nn::LSTM<float>>(2, 3, rng);
+    io::onnx::ModelProto p = nn::to_onnx(m, Shape{1, 4, 2});
+    tapir_test::make_bidirectional(p);
+    CHECK_THROWS_WITH_AS(nn::import_onnx<float>(p), "<memory>: ONNX import: node '0' (LSTM): direction 'bidirectional' is not supported (forward only)",
+                         format_error);
+    for (auto& n : p.graph.node)
+        if (n.op_type == "LSTM") n.op_type = "Scan";
+    CHECK_THROWS_WITH_AS(nn::import_onnx<float>(p), doctest::Contains("unsupported ONNX operator 'Scan' in node '0'"), format_error);
+    if (!onnx_available()) return;
+    const std::string path = temp_path("bidi");
+    const auto r = tapir_test::torch_export("class M(torch.nn.Module):\n"
+                                            "    def __init__(self):\n"
+                                            "        super().__init__(); self.rnn = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)\n"
+                                            "    def forward(self, x):\n"
+                                            "        return self.rnn(x)[0]\n"
+                                            "model = M()\n",
+                                            grid_input(Shape{1, 2, 3}, 39), path);
+    if (!r.ran) return;
+    CHECK_THROWS_WITH_AS(nn::import_onnx<float>(path), doctest::Contains("(GRU): direction 'bidirectional' is not supported"), format_error);
+    std::remove(path.c_str());
 }

@@ -6,6 +6,7 @@
 #
 #     from onnx_eval import run_onnx
 #     y = run_onnx("model.onnx", [x])       # x a torch tensor; returns the first graph output
+#     y = run_onnx("set.onnx", [x, mask])   # several inputs in the graph's input order
 import onnx
 import onnx.numpy_helper
 import torch
@@ -73,6 +74,40 @@ def _eval(node, a, ins):
         return [x @ ins[1]]
     if op == 'Add':
         return [x + ins[1]]
+    if op == 'Sub':
+        return [x - ins[1]]
+    if op == 'Mul':
+        return [x * ins[1]]
+    if op == 'Div':
+        return [x / ins[1]]
+    if op == 'Max':
+        y = x
+        for v in ins[1:]:
+            y = torch.maximum(y, v)
+        return [y]
+    if op == 'Concat':
+        return [torch.cat(ins, a['axis'])]
+    if op == 'Reshape':
+        shape = [int(v) for v in ins[1].tolist()]
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+        return [x.reshape(shape)]
+    if op == 'Unsqueeze':
+        axes = [int(v) for v in ins[1].tolist()] if len(ins) > 1 else a.get('axes')
+        r = x.dim() + len(axes)
+        for ax in sorted(v % r for v in axes):
+            x = x.unsqueeze(ax)
+        return [x]
+    if op == 'Slice':
+        starts, ends = ins[1].tolist(), ins[2].tolist()
+        axes = ins[3].tolist() if len(ins) > 3 else list(range(len(starts)))
+        steps = ins[4].tolist() if len(ins) > 4 else [1] * len(starts)
+        idx = [slice(None)] * x.dim()
+        for s0, e0, ax, st in zip(starts, ends, axes, steps):
+            idx[int(ax) % x.dim()] = slice(int(s0), int(e0), int(st))
+        return [x[tuple(idx)]]
+    if op == 'ReduceSum':
+        axes = [int(v) for v in ins[1].tolist()] if len(ins) > 1 else list(range(x.dim()))
+        return [x.sum(dim=tuple(axes), keepdim=bool(a.get('keepdims', 1)))]
     if op == 'Relu':
         return [torch.relu(x)]
     if op == 'Sigmoid':
@@ -111,6 +146,14 @@ def _eval(node, a, ins):
         conv = F.conv2d if dims == 2 else F.conv1d
         return [conv(xp, w, bias, stride=a.get('strides', [1] * dims), dilation=a.get('dilations', [1] * dims),
                      groups=a.get('group', 1))]
+    if op == 'ConvTranspose':
+        w = ins[1]
+        bias = ins[2] if len(ins) > 2 else None
+        p = a.get('pads', [0, 0, 0, 0])
+        assert p[0] == p[2] and p[1] == p[3]
+        return [F.conv_transpose2d(x, w, bias, stride=a.get('strides', [1, 1]), padding=p[:2],
+                                   output_padding=a.get('output_padding', [0, 0]), groups=a.get('group', 1),
+                                   dilation=a.get('dilations', [1, 1]))]
     if op in ('MaxPool', 'AveragePool'):
         k = a['kernel_shape']
         dims = len(k)

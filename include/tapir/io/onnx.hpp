@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -128,6 +129,65 @@ struct ModelProto {
         return 0;
     }
 };
+
+// ---- reading nodes (shared by nn/onnx.hpp and deploy/onnx.hpp) ---------------------------------
+
+/// A 1-D or 2-D window (Conv, ConvTranspose, MaxPool, AveragePool): kernel_shape (0 when absent:
+/// the weight's), strides, pads (begins, then ends), dilations, with ONNX's defaults.
+struct Window {
+    std::vector<std::int64_t> k, s, p, d;
+    std::string problem;  ///< what tapir cannot read in the attributes; empty when none
+};
+inline Window read_window(const NodeProto& n, std::size_t dims) {
+    const auto ints = [&n](const char* name) {
+        const AttributeProto* a = n.find(name);
+        return a ? a->ints : std::vector<std::int64_t>{};
+    };
+    Window w{ints("kernel_shape"), ints("strides"), ints("pads"), ints("dilations"), ""};
+    const AttributeProto* ap = n.find("auto_pad");
+    if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) w.problem = "auto_pad = " + ap->s + " is not supported (give pads)";
+    else if (dims != 1 && dims != 2) w.problem = "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D";
+    if (!w.problem.empty()) return w;
+    if (w.k.empty()) w.k.assign(dims, 0);
+    if (w.s.empty()) w.s.assign(dims, 1);
+    if (w.p.empty()) w.p.assign(2 * dims, 0);
+    if (w.d.empty()) w.d.assign(dims, 1);
+    if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims) {
+        w.problem = "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window";
+        return w;
+    }
+    for (const auto* v : {&w.k, &w.s, &w.p, &w.d})
+        for (std::int64_t x : *v)
+            if (x < 0 || x > (1 << 20)) w.problem = "kernel, stride, pad or dilation " + std::to_string(x) + " out of range";
+    for (std::size_t i = 0; w.problem.empty() && i < dims; ++i)
+        if (w.s[i] == 0 || w.d[i] == 0) w.problem = "strides and dilations must be positive";
+    return w;
+}
+
+/// What a forward LSTM, GRU or RNN as PyTorch's (default activations, zero or no initial state,
+/// GRU linear_before_reset = 1) cannot take from the node's attributes; empty when nothing.
+inline std::string recurrent_problem(const NodeProto& n) {
+    const auto i = [&n](const char* name, std::int64_t def) {
+        const AttributeProto* a = n.find(name);
+        return a ? a->i : def;
+    };
+    const AttributeProto* dir = n.find("direction");
+    if (dir && dir->s != "forward") return "direction '" + dir->s + "' is not supported (forward only)";
+    if (i("layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
+    if (n.find("clip")) return "clip is not supported";
+    if (i("input_forget", 0) != 0) return "input_forget = 1 is not supported";
+    if (n.op_type == "GRU" && i("linear_before_reset", 0) != 1)
+        return "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)";
+    if (const AttributeProto* acts = n.find("activations")) {
+        const std::vector<std::string> want = n.op_type == "LSTM" ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
+                                              : n.op_type == "GRU" ? std::vector<std::string>{"Sigmoid", "Tanh"}
+                                                                   : std::vector<std::string>{"Tanh"};
+        if (acts->strings != want) return "activations other than the defaults are not supported";
+    }
+    if (n.input.size() > 4 && !n.input[4].empty()) return "sequence_lens is not supported";
+    if (n.input.size() > 7 && !n.input[7].empty()) return "peepholes (P) are not supported";
+    return "";
+}
 
 // ---- writing ------------------------------------------------------------------------------------
 

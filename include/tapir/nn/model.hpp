@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -169,6 +170,38 @@ public:
         std::string known;
         for (const auto& n : layer_names_) known += (known.empty() ? "" : ", ") + n;
         throw value_error("Model: no layer '" + name + "' (layers: " + known + ")");
+    }
+
+    // ---- reading the graph (exporters: nn/onnx.hpp) --------------------------------------------
+    enum class NodeKind : std::uint8_t { input, call, add, multiply, concat, function };
+    /// One node as exporters see it: what it is, its name, the nodes it reads.
+    struct NodeInfo {
+        NodeKind kind = NodeKind::input;
+        std::string name;
+        std::vector<std::size_t> inputs;   ///< indices of the nodes read, all below this node's
+        const Module<T>* layer = nullptr;  ///< call: the layer
+        std::string layer_name;            ///< call: the layer's name
+        std::size_t input_index = 0;       ///< input: position among the model inputs
+        Shape features{};                  ///< input: shape without the batch axis (empty: unchecked)
+    };
+    /// Nodes in run order (every node's inputs come first); the output is node output_node().
+    std::size_t num_nodes() const noexcept { return steps_.size(); }
+    NodeInfo node(std::size_t i) const {
+        if (i >= steps_.size()) throw value_error("Model::node: index " + std::to_string(i) + " out of range");
+        const Step& s = steps_[i];
+        NodeInfo n;
+        static const NodeKind kinds[] = {NodeKind::input, NodeKind::call, NodeKind::add, NodeKind::multiply, NodeKind::concat, NodeKind::function};
+        n.kind = kinds[static_cast<std::size_t>(s.kind)];
+        n.name = names_[i];
+        n.inputs = s.ins;
+        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer];
+        n.input_index = s.input;
+        n.features = s.features;
+        return n;
+    }
+    std::size_t output_node() const {
+        if (output_ >= steps_.size()) throw value_error("Model: no output set (call output(value) when building)");
+        return output_;
     }
 
     // ---- running ---------------------------------------------------------------------------------

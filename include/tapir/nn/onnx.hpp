@@ -9,21 +9,28 @@
 /// Export writes Dense as Gemm, the activations (Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus),
 /// Softmax, BatchNorm as BatchNormalization (running statistics, ONNX momentum = 1 - tapir's),
 /// Dropout as nothing (identity at inference), Flatten, Conv1d/Conv2d as Conv, the pools as
-/// MaxPool/AveragePool (count_include_pad = 1, as tapir), GlobalAvgPool/GlobalMaxPool as
+/// ConvTranspose2d as ConvTranspose, MaxPool/AveragePool (count_include_pad = 1, as tapir), GlobalAvgPool/GlobalMaxPool as
 /// GlobalAveragePool/GlobalMaxPool + Flatten, and SimpleRNN/LSTM/GRU as RNN/LSTM/GRU between
 /// Transpose nodes (ONNX is time-major; gates reordered: ONNX LSTM i o f c vs tapir's and PyTorch's
 /// i f g o, ONNX GRU z r h vs r z n, linear_before_reset = 1 as PyTorch), as torch.onnx.export does.
+/// A functional model (nn::Model, several inputs: to_onnx(model, {shapes...})) writes its layer
+/// calls the same way, add, multiply and concat as Add, Mul and Concat, and a DeepSet or
+/// EnergyFlowNetwork as phi on the (B N, F) rows, a Mul by the mask (1/0; EFN: by z times the mask)
+/// and a ReduceSum over the particles (mean: a Div by the count). Function nodes (Model::apply) and
+/// layers without an ONNX form are refused with an error naming them.
 ///
 /// Import builds an nn::Model of tapir layers (trainable, to fine-tune) for the same operators plus
-/// the plumbing exporters emit around them (Gemm/MatMul, Add, Transpose, Squeeze, Unsqueeze,
+/// the plumbing exporters emit around them (Gemm/MatMul, Add, Sub, Mul, Div, Max by a scalar, Transpose, Squeeze, Unsqueeze,
 /// Reshape, Gather, Slice, Concat, ReduceSum, Pad with zeros, Identity, Constant, and the Shape, ConstantOfShape,
 /// Expand and Cast with which PyTorch builds a recurrent layer's zero initial state). Weights must
-/// be initializers or Constants. Any other operator is refused with an error naming it and its node, before anything
+/// be initializers or Constants. BatchNormalization after a convolution runs on the (N H W, C)
+/// rows. Any other operator (Einsum, for one) or attribute (a bidirectional LSTM or GRU) is refused with an error naming it and its node, before anything
 /// is built; so are cyclic graphs and values that nothing produces.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -43,6 +50,7 @@
 #include "module.hpp"
 #include "recurrent.hpp"
 #include "sequential.hpp"
+#include "sets.hpp"
 
 namespace tapir {
 namespace nn {
@@ -136,14 +144,20 @@ public:
         return x;
     }
 
-    /// Appends the nodes of layer m (named `name`) applied to value x; returns the output value.
-    std::string layer(const Module<T>& m, const std::string& name, const std::string& x) {
+    /// Appends the nodes of layer m (named `name`) applied to value x of shape in; returns the output value.
+    std::string layer(const Module<T>& m, const std::string& name, const std::string& x, const Shape& in_shape) {
         if (const auto* s = dynamic_cast<const Sequential<T>*>(&m)) {
             std::string h = x;
+            Shape hs = in_shape;
             const auto ls = s->layers();
-            for (std::size_t i = 0; i < ls.size(); ++i) h = layer(*ls[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), h);
+            for (std::size_t i = 0; i < ls.size(); ++i) {
+                h = layer(*ls[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), h, hs);
+                hs = ls[i]->output_shape(hs);
+            }
             return h;
         }
+        if (const auto* fm = dynamic_cast<const Model<T>*>(&m)) return model(*fm, name, {x}, {in_shape});
+        if (const auto* sn = dynamic_cast<const SetNetwork<T>*>(&m)) return set_network(*sn, name, x, nullptr, in_shape);
         if (const auto* d = dynamic_cast<const Dense<T>*>(&m)) {
             std::vector<std::string> in{x, init(name + ".weight", d->weight.value)};
             if (d->has_bias()) in.push_back(init(name + ".bias", d->bias.value));
@@ -174,6 +188,17 @@ public:
             return conv(*c, name, x, {i64(c->kernel_size().w)}, {i64(c->padding_left()), i64(c->padding_right())}, {i64(o.stride.w)},
                         {i64(o.dilation.w)});
         }
+        if (const auto* c = dynamic_cast<const ConvTranspose2d<T>*>(&m)) {
+            const ConvOptions& o = c->options();
+            const Size2 k = c->kernel_size();
+            std::vector<std::string> in{x, init(name + ".weight", c->weight.value)};
+            if (o.bias) in.push_back(init(name + ".bias", c->bias.value));
+            return node1("ConvTranspose", name, in,
+                         {onnx_attr_ints("kernel_shape", {i64(k.h), i64(k.w)}),
+                          onnx_attr_ints("pads", {i64(o.padding.top), i64(o.padding.left), i64(o.padding.top), i64(o.padding.left)}),
+                          onnx_attr_ints("strides", {i64(o.stride.h), i64(o.stride.w)}), onnx_attr_ints("dilations", {i64(o.dilation.h), i64(o.dilation.w)}),
+                          onnx_attr_ints("output_padding", {i64(o.output_padding.h), i64(o.output_padding.w)}), onnx_attr_i("group", i64(o.groups))});
+        }
         if (const auto* p = dynamic_cast<const MaxPool2d<T>*>(&m)) return pool(*p, name, x);
         if (const auto* p = dynamic_cast<const AvgPool2d<T>*>(&m)) return pool(*p, name, x);
         if (const auto* p = dynamic_cast<const MaxPool1d<T>*>(&m)) return pool(*p, name, x);
@@ -185,6 +210,95 @@ public:
         if (const auto* r = dynamic_cast<const RecurrentLayer<T>*>(&m)) return recurrent(*r, name, x);
         throw value_error("export_onnx: layer '" + name + "' (" + m.describe() + ") has no ONNX counterpart that tapir writes");
     }
+
+    /// Appends the nodes of a functional model on values xs of shapes in (in input order).
+    std::string model(const Model<T>& fm, const std::string& prefix, const std::vector<std::string>& xs, const std::vector<Shape>& in) {
+        const std::size_t out = fm.output_node();
+        if (xs.size() != fm.num_inputs())
+            throw value_error("export_onnx: model '" + prefix + "' takes " + std::to_string(fm.num_inputs()) + " inputs, got " + std::to_string(xs.size()));
+        std::vector<std::string> v(out + 1);
+        std::vector<Shape> sh(out + 1);
+        using K = typename Model<T>::NodeKind;
+        for (std::size_t i = 0; i <= out; ++i) {
+            const typename Model<T>::NodeInfo n = fm.node(i);
+            const std::string where = prefix.empty() ? n.name : prefix + "." + n.name;
+            std::vector<std::string> a;
+            std::vector<Shape> as;
+            for (std::size_t k : n.inputs) a.push_back(v[k]), as.push_back(sh[k]);
+            switch (n.kind) {
+            case K::input:
+                v[i] = xs[n.input_index], sh[i] = in[n.input_index];
+                break;
+            case K::call: {
+                const auto* sn = dynamic_cast<const SetNetwork<T>*>(n.layer);
+                if (a.size() == 1) v[i] = layer(*n.layer, where, a[0], as[0]);
+                else if (sn && a.size() == 2) v[i] = set_network(*sn, where, a[0], &a[1], as[0]);
+                else
+                    throw value_error("export_onnx: node '" + where + "' calls layer '" + n.layer_name + "' (" + n.layer->describe() + ") on " +
+                                      std::to_string(a.size()) + " inputs, which tapir does not write to ONNX");
+                sh[i] = sn ? sn->output_shape(as[0]) : n.layer->output_shape_many(as);
+                break;
+            }
+            case K::add:
+            case K::multiply:
+                v[i] = node1(n.kind == K::add ? "Add" : "Mul", where, a);
+                sh[i] = as[0];
+                break;
+            case K::concat: {
+                Shape s = as[0];
+                const std::size_t last = s.rank() - 1;
+                for (std::size_t k = 1; k < as.size(); ++k) s[last] += as[k][last];
+                v[i] = node1("Concat", where, a, {onnx_attr_i("axis", i64(last))});
+                sh[i] = s;
+                break;
+            }
+            case K::function:
+                throw value_error("export_onnx: node '" + where +
+                                  "' is a function (Model::apply), which has no ONNX counterpart; build it from layers, add, multiply and concat");
+            }
+        }
+        return v[out];
+    }
+
+    /// A DeepSet or EnergyFlowNetwork on x (B, N, F) and an optional 1/0 mask (B, N): phi on the
+    /// rows (B N, F) as Gemm nodes, the sum over particles as Mul by the mask (EFN: by the energy
+    /// fractions z, times the mask) then ReduceSum over axis 1, the mean as a Div by the count.
+    std::string set_network(const SetNetwork<T>& sn, const std::string& name, const std::string& x, const std::string* mask, const Shape& in) {
+        (void)sn.output_shape(in);  // checks (B, N, F)
+        const auto* ds = dynamic_cast<const DeepSet<T>*>(&sn);
+        const bool efn = dynamic_cast<const EnergyFlowNetwork<T>*>(&sn) != nullptr;
+        if (!ds && !efn) throw value_error("export_onnx: layer '" + name + "' (" + sn.describe() + ") has no ONNX counterpart that tapir writes");
+        const std::size_t N = in[1], F = in[2], L = sn.latent_size();
+        std::string weights, feats = x;  // weights: (B, N, 1), empty when every particle counts once
+        std::size_t A = F;
+        if (mask) weights = node1("Unsqueeze", name + ".mask", {*mask, init_i64(name + ".mask_axes", {2})});
+        if (efn) {
+            const std::string axis = init_i64(name + ".feature_axis", {2});
+            const std::string z = node1("Slice", name + ".z", {x, init_i64(name + ".z_start", {0}), init_i64(name + ".z_end", {1}), axis});
+            weights = mask ? node1("Mul", name + ".masked_z", {z, weights}) : z;
+            feats = node1("Slice", name + ".angles", {x, init_i64(name + ".angles_start", {1}), init_i64(name + ".angles_end", {i64(F)}), axis});
+            A = F - 1;
+        }
+        const std::string rows = node1("Reshape", name + ".rows", {feats, init_i64(name + ".rows_shape", {-1, i64(A)})});
+        const std::string h = layer(sn.phi, name + ".phi", rows, Shape{in[0] * N, A});
+        std::string h3 = node1("Reshape", name + ".sets", {h, init_i64(name + ".sets_shape", {-1, i64(N), i64(L)})});
+        if (!weights.empty()) h3 = node1("Mul", name + ".weighted", {h3, weights});
+        std::string pooled = node1("ReduceSum", name + ".sum", {h3, init_i64(name + ".sum_axes", {1})}, {onnx_attr_i("keepdims", 0)});
+        if (ds && ds->describe() == "DeepSet(mean)") {
+            if (mask) {
+                const std::string count =
+                    node1("ReduceSum", name + ".count", {*mask, init_i64(name + ".count_axes", {1})}, {onnx_attr_i("keepdims", 1)});
+                // An event without particles pools to 0 (its sum is 0), as tapir: divide by max(count, 1).
+                pooled = node1("Div", name + ".mean", {pooled, node1("Max", name + ".count_at_least_1", {count, init(name + ".one", {1}, {1.0})})});
+            } else {
+                pooled = node1("Div", name + ".mean", {pooled, init(name + ".n", {1}, {static_cast<double>(N)})});
+            }
+        }
+        return layer(sn.f, name + ".f", pooled, Shape{in[0], L});
+    }
+
+    /// Keeps a name (a graph input's) from being generated for anything else.
+    void reserve(const std::string& n) { used_.insert(n); }
 
 private:
     std::string fresh(const std::string& base) {
@@ -267,29 +381,67 @@ inline ox::ValueInfoProto onnx_value_info(const std::string& name, std::int32_t 
 }
 } // namespace detail
 
-/// The model as an ONNX ModelProto for inputs of the given shape (batch axis included). A
-/// Sequential (nested ones too) or a single layer; the layers listed at the top of this header.
+namespace detail {
 template <class T>
-io::onnx::ModelProto to_onnx(const Module<T>& model, const Shape& input, const OnnxExportOptions& opt = {}) {
-    const Shape out_shape = model.output_shape(input);  // checks the input shape as forward would
-    detail::OnnxWriter<T> w;
-    w.g.name = "tapir";
-    const std::string y = w.layer(model, "", opt.input_name);
+io::onnx::ModelProto onnx_model(OnnxWriter<T>& w, const std::vector<std::string>& inputs, const std::vector<Shape>& shapes, const std::string& y,
+                                const Shape& out_shape, const OnnxExportOptions& opt) {
     // The output gets the requested name through an Identity (the last node's output is generated).
     w.g.node.push_back(io::onnx::NodeProto{{y}, {opt.output_name}, "output", "Identity", "", {}});
-    w.g.input.push_back(detail::onnx_value_info(opt.input_name, detail::onnx_real_type<T>(), input, opt.dynamic_batch));
-    w.g.output.push_back(detail::onnx_value_info(opt.output_name, detail::onnx_real_type<T>(), out_shape, opt.dynamic_batch));
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+        w.g.input.push_back(onnx_value_info(inputs[i], onnx_real_type<T>(), shapes[i], opt.dynamic_batch));
+    w.g.output.push_back(onnx_value_info(opt.output_name, onnx_real_type<T>(), out_shape, opt.dynamic_batch));
     io::onnx::ModelProto m;
     m.ir_version = opt.opset >= 15 ? 8 : 7;
     m.opset_import.push_back(io::onnx::OperatorSetId{"", opt.opset});
     m.graph = std::move(w.g);
     return m;
 }
+} // namespace detail
+
+/// A functional model (nn/model.hpp) as an ONNX ModelProto for inputs of the given shapes (batch
+/// axis included, in input() order). The graph inputs take the model's input names; layer
+/// calls export as in a Sequential, add, multiply and concat as Add, Mul and Concat, and a
+/// DeepSet or EnergyFlowNetwork called on (x, mask) as its masked sum (see OnnxWriter::set_network;
+/// the mask must hold 1 and 0). A function node (Model::apply) has no ONNX form: value_error naming it.
+template <class T>
+io::onnx::ModelProto to_onnx(const Model<T>& model, const std::vector<Shape>& inputs, const OnnxExportOptions& opt = {}) {
+    if (inputs.size() != model.num_inputs())
+        throw value_error("export_onnx: the model takes " + std::to_string(model.num_inputs()) + " inputs, got " + std::to_string(inputs.size()) +
+                          " shapes");
+    const Shape out_shape = model.output_shape_many(inputs);  // checks the input shapes as forward would
+    const std::vector<std::string> names = model.input_names();
+    detail::OnnxWriter<T> w;
+    w.g.name = "tapir";
+    for (const auto& n : names) w.reserve(n);
+    w.reserve(opt.output_name);
+    const std::string y = w.model(model, "", names, inputs);
+    return detail::onnx_model(w, names, inputs, y, out_shape, opt);
+}
+
+/// The model as an ONNX ModelProto for inputs of the given shape (batch axis included). A
+/// Sequential (nested ones too), a functional model of one input, or a single layer; the layers
+/// listed at the top of this header.
+template <class T>
+io::onnx::ModelProto to_onnx(const Module<T>& model, const Shape& input, const OnnxExportOptions& opt = {}) {
+    if (const auto* g = dynamic_cast<const Model<T>*>(&model)) return to_onnx(*g, std::vector<Shape>{input}, opt);
+    const Shape out_shape = model.output_shape(input);  // checks the input shape as forward would
+    detail::OnnxWriter<T> w;
+    w.g.name = "tapir";
+    w.reserve(opt.input_name);
+    w.reserve(opt.output_name);
+    const std::string y = w.layer(model, "", opt.input_name, input);
+    return detail::onnx_model(w, {opt.input_name}, {input}, y, out_shape, opt);
+}
 
 /// Writes the model as an ONNX file, atomically. input: the input shape with its batch axis.
 template <class T>
 void export_onnx(const Module<T>& model, const std::string& path, const Shape& input, const OnnxExportOptions& opt = {}) {
     io::onnx::save(to_onnx(model, input, opt), path);
+}
+/// Writes a functional model of several inputs as an ONNX file, atomically.
+template <class T>
+void export_onnx(const Model<T>& model, const std::string& path, const std::vector<Shape>& inputs, const OnnxExportOptions& opt = {}) {
+    io::onnx::save(to_onnx(model, inputs, opt), path);
 }
 
 // ---- import -------------------------------------------------------------------------------------
@@ -362,7 +514,7 @@ private:
                                           "Identity", "Dropout", "Flatten", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
                                           "GlobalMaxPool", "BatchNormalization", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Gather",
                                           "Slice", "Concat", "ReduceSum", "LSTM", "GRU", "RNN", "Constant", "Shape", "ConstantOfShape",
-                                          "Expand", "Cast", "Pad"};
+                                          "Expand", "Cast", "Pad", "Sub", "Mul", "Div", "Max", "ConvTranspose"};
         for (const char* o : ops)
             if (op == o) return true;
         return false;
@@ -569,12 +721,10 @@ private:
         if (op == "Elu") return layer(n, ELU<T>(static_cast<T>(attr_f(n, "alpha", 1.0))));
         if (op == "Softmax") return layer(n, Softmax<T>(attr_i(n, "axis", m_.opset() >= 13 ? -1 : 1)));
         if (op == "Gemm" || op == "MatMul") return gemm(n);
-        if (op == "Add") {
-            const Value a = value(n, 0), b = value(n, 1);
-            return set(n, 0, model_.add(a, b, unique(node_name(n))));
-        }
+        if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Max") return binary(n);
         if (op == "Flatten") return flatten(n);
         if (op == "Conv") return conv(n);
+        if (op == "ConvTranspose") return conv_transpose(n);
         if (op == "MaxPool" || op == "AveragePool") return pool(n);
         if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
             const bool is_max = op == "GlobalMaxPool";
@@ -639,6 +789,45 @@ private:
         layer(n, std::move(d));
     }
 
+    /// Add, Sub, Mul, Div (broadcasting, as ONNX) of two computed values or of one and a
+    /// constant; Max of a value and a constant scalar (a clamp from below).
+    void binary(const ox::NodeProto& n) {
+        const std::string& op = n.op_type;
+        if (n.input.size() != 2) fail(n, "takes 2 inputs, got " + std::to_string(n.input.size()));
+        const ox::TensorProto* c[2] = {dyn_.count(n.input[0]) ? nullptr : constant(n, 0), dyn_.count(n.input[1]) ? nullptr : constant(n, 1)};
+        if (c[0] && c[1]) fail(n, "both inputs are constants (fold them before export)");
+        if (!c[0] && !c[1]) {
+            const Value a = value(n, 0), b = value(n, 1);
+            if (op == "Max") fail(n, "Max of two computed values is not supported (a constant scalar bound only)");
+            if (op == "Add") return set(n, 0, model_.add(a, b, unique(node_name(n))));
+            return fn(n,
+                      [op](const std::vector<Var<T>>& x) {
+                          return op == "Sub" ? sub(x[0], x[1]) : op == "Mul" ? mul(x[0], x[1]) : div(x[0], x[1]);
+                      },
+                      {a, b});
+        }
+        const bool first = c[0] != nullptr;
+        const ox::TensorProto& k = need_real(n, first ? 0 : 1, "constant", 0);
+        if (k.dims.size() > max_rank) fail(n, "constant '" + k.name + "' has rank above 4");
+        Shape ks;
+        for (std::int64_t d : k.dims) ks.push_back(z(d));
+        Tensor<T> kt(ks);
+        copy_into(kt, k.values);
+        if (op == "Max") {
+            if (kt.size() != 1) fail(n, "Max with a constant of " + std::to_string(kt.size()) + " values is not supported (a scalar bound only)");
+            const T lo = kt.data()[0];
+            return fn(n, [lo](const std::vector<Var<T>>& x) { return clamp(x[0], lo, std::numeric_limits<T>::infinity()); }, {value(n, first ? 1 : 0)});
+        }
+        fn(n,
+           [op, kt, first](const std::vector<Var<T>>& x) {
+               const Var<T> kv = x[0].tape().constant(kt);
+               const Var<T>& a = first ? kv : x[0];
+               const Var<T>& b = first ? x[0] : kv;
+               return op == "Add" ? add(a, b) : op == "Sub" ? sub(a, b) : op == "Mul" ? mul(a, b) : div(a, b);
+           },
+           {value(n, first ? 1 : 0)});
+    }
+
     void flatten(const ox::NodeProto& n) {
         const std::int64_t axis = attr_i(n, "axis", 1);
         if (axis == 1) return layer(n, Flatten<T>());
@@ -653,26 +842,10 @@ private:
            {value(n, 0)});
     }
 
-    /// kernel, strides, pads, dilations of a 1-D or 2-D window (ONNX pads: begins, then ends).
-    struct Window {
-        std::vector<std::int64_t> k, s, p, d;
-    };
+    using Window = ox::Window;
     Window window(const ox::NodeProto& n, std::size_t dims) const {
-        Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations")};
-        const ox::AttributeProto* ap = n.find("auto_pad");
-        if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) fail(n, "auto_pad = " + ap->s + " is not supported (give pads)");
-        if (dims != 1 && dims != 2) fail(n, "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D");
-        if (w.k.empty()) w.k.assign(dims, 0);
-        if (w.s.empty()) w.s.assign(dims, 1);
-        if (w.p.empty()) w.p.assign(2 * dims, 0);
-        if (w.d.empty()) w.d.assign(dims, 1);
-        if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims)
-            fail(n, "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window");
-        for (auto* v : {&w.s, &w.p, &w.d})
-            for (std::int64_t x : *v)
-                if (x < 0 || x > (1 << 20)) fail(n, "stride, pad or dilation " + std::to_string(x) + " out of range");
-        for (std::size_t i = 0; i < dims; ++i)
-            if (w.s[i] == 0 || w.d[i] == 0) fail(n, "strides and dilations must be positive");
+        Window w = ox::read_window(n, dims);
+        if (!w.problem.empty()) fail(n, w.problem);
         return w;
     }
     static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
@@ -706,6 +879,37 @@ private:
             o.dilation = Size2(1, z(win.d[0]));
             fill_conv(n, Conv1d<T>(in, out, z(win.k[0]), rng, o), w, b);
         }
+    }
+    /// ConvTranspose2d: weight (C, M / group, kh, kw), symmetric pads, output_padding.
+    void conv_transpose(const ox::NodeProto& n) {
+        const ox::TensorProto& w = need_real(n, 1, "weight", 0);
+        if (w.dims.size() != 4) fail(n, "weight '" + w.name + "' must have rank 4 (2-D transposed convolutions only)");
+        if (n.find("output_shape")) fail(n, "output_shape is not supported (give pads and output_padding)");
+        Window win = window(n, 2);
+        for (std::size_t i = 0; i < 2; ++i) {
+            if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
+            if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
+            if (win.p[i] != win.p[i + 2]) fail(n, "asymmetric pads are not supported");
+        }
+        std::vector<std::int64_t> op = attr_ints(n, "output_padding");
+        if (op.empty()) op.assign(2, 0);
+        if (op.size() != 2) fail(n, "output_padding must have 2 values");
+        for (std::int64_t v : op)
+            if (v < 0 || v > (1 << 20)) fail(n, "output_padding " + std::to_string(v) + " out of range");
+        const std::int64_t group = attr_i(n, "group", 1);
+        if (group <= 0 || group > w.dims[0] || w.dims[0] % group) fail(n, "group " + std::to_string(group) + " does not divide the input channels");
+        const std::size_t in = z(w.dims[0]), out = z(w.dims[1]) * z(group);
+        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        if (b && z(b->dims[0]) != out) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(out) + " channels");
+        ConvOptions o;
+        o.groups = z(group);
+        o.bias = b != nullptr;
+        o.stride = Size2(z(win.s[0]), z(win.s[1]));
+        o.padding = Pad2d(z(win.p[0]), z(win.p[2]), z(win.p[1]), z(win.p[3]));
+        o.dilation = Size2(z(win.d[0]), z(win.d[1]));
+        o.output_padding = Size2(z(op[0]), z(op[1]));
+        Rng rng(0);
+        fill_conv(n, ConvTranspose2d<T>(in, out, Size2(z(win.k[0]), z(win.k[1])), rng, o), w, b);
     }
     template <class C>
     void fill_conv(const ox::NodeProto& n, C c, const ox::TensorProto& w, const ox::TensorProto* b) {
@@ -755,7 +959,30 @@ private:
         copy_into(bn.bias.value, need_const(n, 2, "bias").values);
         copy_into(bn.running_mean, need_const(n, 3, "mean").values);
         copy_into(bn.running_var, need_const(n, 4, "var").values);
-        layer(n, std::move(bn));
+        // tapir's BatchNorm normalises (rows, C); a (N, C, L) or (N, C, H, W) input (after a
+        // convolution) runs as its (N L, C) or (N H W, C) rows, channels last, and back.
+        const std::string name = unique(node_name(n));
+        const Value x = value(n, 0);
+        const Value rows = model_.apply(unique(name + "_rows"),
+                                        [](const std::vector<Var<T>>& v) -> Var<T> {
+                                            const Shape s = v[0].shape();
+                                            if (s.rank() == 2) return v[0];
+                                            if (s.rank() != 3 && s.rank() != 4)
+                                                throw shape_error("onnx BatchNormalization: input of shape " + s.str() + " (rank 2 to 4)");
+                                            const Var<T> last = onnx_permute(v[0], s.rank() == 3 ? std::vector<std::size_t>{0, 2, 1}
+                                                                                                   : std::vector<std::size_t>{0, 2, 3, 1});
+                                            return reshape(last, Shape{s.numel() / s[1], s[1]});
+                                        },
+                                        {x});
+        const Value y = model_.call(model_.layer(name, std::move(bn)), rows, name);
+        fn(n,
+           [](const std::vector<Var<T>>& v) -> Var<T> {
+               const Shape s = v[1].shape();
+               if (s.rank() == 2) return v[0];
+               if (s.rank() == 3) return onnx_permute(reshape(v[0], Shape{s[0], s[2], s[1]}), {0, 2, 1});
+               return onnx_permute(reshape(v[0], Shape{s[0], s[2], s[3], s[1]}), {0, 3, 1, 2});
+           },
+           {y, x});
     }
 
     void transpose(const ox::NodeProto& n) {
@@ -966,23 +1193,10 @@ private:
     void recurrent(const ox::NodeProto& n) {
         const RnnCell cell = n.op_type == "LSTM" ? RnnCell::lstm : n.op_type == "GRU" ? RnnCell::gru : RnnCell::rnn_tanh;
         const std::size_t G = rnn_gates(cell);
-        const ox::AttributeProto* dir = n.find("direction");
-        if (dir && dir->s != "forward") fail(n, "direction '" + dir->s + "' is not supported (forward only)");
-        if (attr_i(n, "layout", 0) != 0) fail(n, "layout = 1 is not supported (time-major input)");
-        if (n.find("clip")) fail(n, "clip is not supported");
-        if (attr_i(n, "input_forget", 0) != 0) fail(n, "input_forget = 1 is not supported");
-        if (cell == RnnCell::gru && attr_i(n, "linear_before_reset", 0) != 1)
-            fail(n, "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)");
-        if (const ox::AttributeProto* acts = n.find("activations")) {
-            const std::vector<std::string> want = cell == RnnCell::lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
-                                                  : cell == RnnCell::gru ? std::vector<std::string>{"Sigmoid", "Tanh"}
-                                                                         : std::vector<std::string>{"Tanh"};
-            if (acts->strings != want) fail(n, "activations other than the defaults are not supported");
-        }
-        if (has_input(n, 4)) fail(n, "sequence_lens is not supported");
+        const std::string problem = ox::recurrent_problem(n);
+        if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
             if (!has_input(n, i)) continue;
-            if (i == 7) fail(n, "peepholes (P) are not supported");
             if (zeros_.count(n.input[i])) continue;
             const ox::TensorProto* t = constant(n, i);
             bool zero = t != nullptr;
