@@ -12780,17 +12780,19 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 /// learning rate, named tensors) that optim/model_file.hpp fills from an optimiser and applies
 /// back to it (optim::save_model(path, params, &adam), found by argument lookup).
 ///
-/// Format version 2, all integers and floats little-endian (IEEE-754 binary32/binary64):
+/// Format version 3, all integers and floats little-endian (IEEE-754 binary32/binary64):
 ///   offset  size
 ///        0     6  magic "TAPIR\0"
-///        6     4  u32 format version (1 or 2)
+///        6     4  u32 format version (1, 2 or 3)
 ///       10     1  u8 dtype: 1 = float32, 2 = float64
 ///       11     8  u64 total file size in bytes, CRC included
 ///       19     8  u64 parameter count, then that many tensor records
-///                 version 2 only: u64 buffer count, then that many tensor records
+///                 versions 2 and 3: u64 buffer count, then that many tensor records
 ///                 u8 optimiser flag: 0 = none, 1 = an optimiser section follows:
 ///                    string name, u64 iteration count, f64 learning rate,
 ///                    u64 state tensor count, then that many tensor records
+///                 version 3 only: u64 section count, then that many sections:
+///                    string name, u64 byte count, the bytes
 ///   size-4     4  u32 CRC-32/ISO-HDLC of bytes [0, size - 4)
 /// tensor record: string name, u8 rank (0..4), rank x u64 dimensions, numel x dtype values.
 /// string: u32 byte length, then the bytes (no terminator).
@@ -12799,6 +12801,11 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 /// which version 1 lost). A model without buffers is still written as version 1, byte for byte
 /// as before, so that older tapir builds read it. Version-1 files load as before; loading one
 /// with buffers given leaves the buffers as they are (the file holds none).
+///
+/// Version 3 adds named sections: opaque bytes that the layers above io give a meaning to (nn's
+/// whole-model files keep the architecture and the input scaler there, nn/model_file.hpp). The
+/// weights-only loaders skip them, so a version-3 file loads into a model built by hand. A file
+/// without sections is written as version 1 or 2, as before.
 
 #include <cerrno>
 #include <cmath>
@@ -12826,8 +12833,15 @@ using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 template <class T>
 using NamedBuffers = std::vector<std::pair<std::string, Tensor<T>*>>;
 
-/// The newest format version, written when there are buffers; version 1 otherwise.
-constexpr std::uint32_t model_format_version = 2;
+/// The newest format version, written when there are sections; 2 with buffers, 1 otherwise.
+constexpr std::uint32_t model_format_version = 3;
+
+/// A named section of a version-3 model file: bytes that io stores and checks (CRC, bounds)
+/// without interpreting them.
+struct ModelSection {
+    std::string name;
+    std::string data;
+};
 
 /// An optimiser's section of a model file. Saving writes name, iterations, learning_rate and
 /// the tensors; loading checks the file's name and tensors (names, order, shapes) against these,
@@ -12851,6 +12865,7 @@ struct ModelFileInfo {
     std::uint64_t iterations = 0;
     double learning_rate = 0.0;
     std::vector<std::pair<std::string, Shape>> optimizer_state;
+    std::vector<std::pair<std::string, std::size_t>> sections;  // version 3 only: name, byte count
 };
 
 namespace detail {
@@ -12967,18 +12982,33 @@ void check_named_buffers(const NamedBuffers<T>& buffers, const char* fn) {
     check_names(buffers, fn, "buffer");
 }
 
+/// Section names: non-empty, each used once.
+inline void check_sections(const std::vector<ModelSection>& sections) {
+    for (std::size_t i = 0; i < sections.size(); ++i) {
+        if (sections[i].name.empty()) throw value_error("save_model: section #" + std::to_string(i) + " has an empty name");
+        for (std::size_t j = 0; j < i; ++j)
+            if (sections[j].name == sections[i].name)
+                throw value_error("save_model: section name '" + sections[i].name + "' is used twice (#" + std::to_string(j) + " and #" +
+                                  std::to_string(i) + ")");
+    }
+}
+
 template <class T>
-std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt) {
+std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers<T>* buffers, const OptimizerState<T>* opt,
+                            const std::vector<ModelSection>* sections = nullptr) {
     check_named_parameters(params, "save_model");
     if (buffers) check_named_buffers(*buffers, "save_model");
-    const bool v2 = buffers && !buffers->empty();
+    if (sections) check_sections(*sections);
+    const bool v3 = sections && !sections->empty();
+    const bool v2 = v3 || (buffers && !buffers->empty());
     std::vector<std::pair<std::string, Tensor<T>*>> st;
     std::string opt_name;
     std::size_t total = model_header_size + 1 + 4;
     for (const auto& np : params) total += model_record_size(np.first, np.second->value);
     if (v2) {
         total += 8;
-        for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
+        if (buffers)
+            for (const auto& b : *buffers) total += model_record_size(b.first, *b.second);
     }
     if (opt) {
         st = opt->tensors;
@@ -12986,16 +13016,21 @@ std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers
         total += 4 + opt_name.size() + 8 + 8 + 8;
         for (const auto& s : st) total += model_record_size(s.first, *s.second);
     }
+    if (v3) {
+        total += 8;
+        for (const ModelSection& s : *sections) total += 4 + s.name.size() + 8 + s.data.size();
+    }
     ModelWriter w(total);
     w.bytes(model_magic, sizeof model_magic);
-    w.u32(v2 ? 2u : 1u);
+    w.u32(v3 ? 3u : (v2 ? 2u : 1u));
     w.u8(dtype_code<T>());
     w.u64(total);
     w.u64(params.size());
     for (const auto& np : params) write_model_record(w, np.first, np.second->value);
     if (v2) {
-        w.u64(buffers->size());
-        for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
+        w.u64(buffers ? buffers->size() : 0);
+        if (buffers)
+            for (const auto& b : *buffers) write_model_record(w, b.first, *b.second);
     }
     w.u8(opt ? 1 : 0);
     if (opt) {
@@ -13004,6 +13039,15 @@ std::string serialise_model(const NamedParameters<T>& params, const NamedBuffers
         w.f64(opt->learning_rate);
         w.u64(st.size());
         for (const auto& s : st) write_model_record(w, s.first, *s.second);
+    }
+    if (v3) {
+        w.u64(sections->size());
+        for (const ModelSection& s : *sections) {
+            if (s.name.size() > 0xFFFFFFFFu) throw value_error("save_model: section name longer than 4 GiB");
+            w.str(s.name);
+            w.u64(s.data.size());
+            w.bytes(s.data.data(), s.data.size());
+        }
     }
     std::string& b = w.buffer();
     w.u32(crc32(b.data(), b.size()));
@@ -13018,6 +13062,12 @@ struct ModelRecord {
     std::size_t offset = 0;  // of the data
 };
 
+struct SectionRecord {
+    std::string name;
+    std::size_t offset = 0;
+    std::size_t size = 0;
+};
+
 struct ParsedModelFile {
     std::uint32_t version = 0;
     std::uint8_t dtype = 0;
@@ -13029,6 +13079,7 @@ struct ParsedModelFile {
     std::uint64_t iterations = 0;
     double lr = 0.0;
     std::vector<ModelRecord> state;
+    std::vector<SectionRecord> sections;
 };
 
 class ModelReader {
@@ -13131,6 +13182,25 @@ inline void parse_model_body(ModelReader& r, ParsedModelFile& out) {
         for (std::uint64_t i = 0; i < ns; ++i)
             out.state.push_back(read_model_record(r, elem, "optimizer state tensor", static_cast<std::size_t>(i)));
     }
+    if (out.version >= 3) {
+        const std::uint64_t count_s = r.u64("the section count");
+        for (std::uint64_t i = 0; i < count_s; ++i) {
+            SectionRecord s;
+            s.name = r.str("the name of section #" + std::to_string(i));
+            const std::string label = "section '" + model_printable(s.name) + "'";
+            if (s.name.empty()) r.fail("section #" + std::to_string(i) + " has an empty name");
+            for (const SectionRecord& o : out.sections)
+                if (o.name == s.name) r.fail(label + " appears twice");
+            const std::uint64_t size = r.u64("the size of " + label);
+            if (size > r.left())
+                r.fail("truncated: expected " + std::to_string(size) + " bytes of data for " + label + ", file ends after " +
+                       std::to_string(r.left()));
+            s.size = static_cast<std::size_t>(size);
+            s.offset = r.pos();
+            r.skip(s.size);
+            out.sections.push_back(std::move(s));
+        }
+    }
 }
 
 inline std::uint32_t model_stored_crc(const unsigned char* p) {
@@ -13178,7 +13248,8 @@ inline ParsedModelFile parse_model_file(const unsigned char* data, std::size_t n
     body_reader.skip(body);
     parse_model_body(body_reader, out);
     if (body_reader.left() != 0)
-        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " + (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters")));
+        r.fail(std::to_string(body_reader.left()) + " unexpected bytes after the " +
+               (out.version >= 3 ? "sections" : (out.has_opt ? "optimizer section" : (out.version >= 2 ? "buffers" : "parameters"))));
     return out;
 }
 
@@ -13203,6 +13274,7 @@ inline ModelFileInfo model_file_info(const ParsedModelFile& p) {
     info.iterations = p.iterations;
     info.learning_rate = p.lr;
     for (const ModelRecord& r : p.state) info.optimizer_state.emplace_back(r.name, r.shape);
+    for (const SectionRecord& s : p.sections) info.sections.emplace_back(s.name, s.size);
     return info;
 }
 
@@ -13389,6 +13461,40 @@ void load_model(const std::string& path, const NamedParameters<T>& params, const
                 typename detail::model_type_identity<OptimizerState<T>>::type* optimizer_state = nullptr) {
     const std::string data = detail::read_model_file(path, "load_model");
     detail::load_model_into<T>(reinterpret_cast<const unsigned char*>(data.data()), data.size(), params, &buffers, optimizer_state, path);
+}
+
+// ---- version 3: named sections -----------------------------------------------------------------
+
+/// Parameters, buffers, an optional optimiser section and named sections (format version 3 when
+/// there are sections), as bytes.
+template <class T>
+std::string save_model_to_string(const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                                 typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state,
+                                 const std::vector<ModelSection>& sections) {
+    return detail::serialise_model<T>(params, &buffers, optimizer_state, &sections);
+}
+/// The same, written atomically.
+template <class T>
+void save_model(const std::string& path, const NamedParameters<T>& params, const typename detail::model_type_identity<NamedBuffers<T>>::type& buffers,
+                typename detail::model_type_identity<const OptimizerState<T>>::type* optimizer_state, const std::vector<ModelSection>& sections) {
+    detail::write_model_file(path, detail::serialise_model<T>(params, &buffers, optimizer_state, &sections));
+}
+/// The named sections of a model file (none before version 3), after the whole file has been
+/// checked as load_model checks it (magic, version, size, CRC, structure).
+inline std::vector<ModelSection> read_model_sections_from_bytes(const void* data, std::size_t size, const std::string& source = "<memory>") {
+    const auto* p = static_cast<const unsigned char*>(data);
+    const detail::ParsedModelFile f = detail::parse_model_file(p, size, source);
+    std::vector<ModelSection> out;
+    for (const detail::SectionRecord& s : f.sections)
+        out.push_back(ModelSection{s.name, std::string(reinterpret_cast<const char*>(p + s.offset), s.size)});
+    return out;
+}
+/// The bytes of a file, for loaders above io that parse a model file more than once; fn names
+/// the caller in errors.
+inline std::string read_model_bytes(const std::string& path, const char* fn = "load_model") { return detail::read_model_file(path, fn); }
+inline std::vector<ModelSection> read_model_sections(const std::string& path) {
+    const std::string data = detail::read_model_file(path, "read_model_sections");
+    return read_model_sections_from_bytes(data.data(), data.size(), path);
 }
 
 /// Every parameter and buffer a model file holds, by name, as tensors of type T (the file's dtype
@@ -13834,6 +13940,7 @@ public:
     explicit Upsample(Size2 scale) : s_(scale) {
         if (scale.h == 0 || scale.w == 0) throw value_error("Upsample: scale factors must be positive, got " + detail::size2_text(scale));
     }
+    Size2 scale() const noexcept { return s_; }
     Var<T> forward(const Var<T>& x) override { return upsample_nearest2d(x, s_); }
     Shape output_shape(const Shape& in) const override {
         if (in.rank() != 4) throw shape_error(describe() + ": expected input of shape (N, C, H, W), got " + in.str());
@@ -15605,6 +15712,7 @@ public:
         return pooling_ == SetPooling::sum ? pooled : mul(pooled, t.leaf(inv, false));
     }
 
+    SetPooling pooling() const noexcept { return pooling_; }
     std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
 
@@ -15795,6 +15903,9 @@ public:
           head(detail::mlp<T>(64, {128, outputs}, rng, Activation::relu, true, "ParticleNetLite")),
           coords_(coordinates),
           features_(features) {}
+
+    /// How many leading feature columns are the coordinates (forward(x) without points).
+    std::size_t coordinates() const noexcept { return coords_; }
 
     /// points (B, N, coordinates), features (B, N, features), mask (B, N) -> (B, outputs).
     Var<T> forward(const Var<T>& points, const Var<T>& x, const Var<T>& mask) {
@@ -16101,6 +16212,7 @@ private:
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -16244,6 +16356,38 @@ public:
         std::string known;
         for (const auto& n : layer_names_) known += (known.empty() ? "" : ", ") + n;
         throw value_error("Model: no layer '" + name + "' (layers: " + known + ")");
+    }
+
+    // ---- reading the graph (exporters: nn/onnx.hpp) --------------------------------------------
+    enum class NodeKind : std::uint8_t { input, call, add, multiply, concat, function };
+    /// One node as exporters see it: what it is, its name, the nodes it reads.
+    struct NodeInfo {
+        NodeKind kind = NodeKind::input;
+        std::string name;
+        std::vector<std::size_t> inputs;   ///< indices of the nodes read, all below this node's
+        const Module<T>* layer = nullptr;  ///< call: the layer
+        std::string layer_name;            ///< call: the layer's name
+        std::size_t input_index = 0;       ///< input: position among the model inputs
+        Shape features{};                  ///< input: shape without the batch axis (empty: unchecked)
+    };
+    /// Nodes in run order (every node's inputs come first); the output is node output_node().
+    std::size_t num_nodes() const noexcept { return steps_.size(); }
+    NodeInfo node(std::size_t i) const {
+        if (i >= steps_.size()) throw value_error("Model::node: index " + std::to_string(i) + " out of range");
+        const Step& s = steps_[i];
+        NodeInfo n;
+        static const NodeKind kinds[] = {NodeKind::input, NodeKind::call, NodeKind::add, NodeKind::multiply, NodeKind::concat, NodeKind::function};
+        n.kind = kinds[static_cast<std::size_t>(s.kind)];
+        n.name = names_[i];
+        n.inputs = s.ins;
+        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer];
+        n.input_index = s.input;
+        n.features = s.features;
+        return n;
+    }
+    std::size_t output_node() const {
+        if (output_ >= steps_.size()) throw value_error("Model: no output set (call output(value) when building)");
+        return output_;
     }
 
     // ---- running ---------------------------------------------------------------------------------
@@ -16497,9 +16641,24 @@ private:
 ///     // The encoder of a saved autoencoder into the encoder of a classifier:
 ///     tapir::nn::load_pretrained("ae.tpr", classifier.layer("encoder"), "encoder.");
 ///     classifier.layer("encoder").freeze();
+///
+/// Whole-model files (format version 3) also hold the architecture, so that loading needs no
+/// code that rebuilds the model (Keras' model.save and load_model), and optionally the input
+/// scaler and an optimiser's state:
+///
+///     tapir::nn::save(model, "tagger.tpr", &scaler);              // + &adam to resume later
+///     auto m = tapir::nn::load_model<float>("tagger.tpr", &scaler);  // unique_ptr<Module<float>>, eval mode
+///     tapir::nn::Sequential<float> s = tapir::nn::load_sequential<float>("tagger.tpr");
+///     tapir::nn::load_model("tagger.tpr", *m, &adam);             // resume: weights + optimiser
+///
+/// The architecture is the text of nn/serialize.hpp in the file's "architecture" section, the
+/// scaler the same kind of text in "input_scaler". The weights-only loaders above (and deploy's
+/// to_model) read these files too.
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16625,6 +16784,1164 @@ void load_model(const std::string& path, const io::NamedParameters<T>& params, c
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/model_file.hpp ----
+// ---- begin tapir/nn/serialize.hpp ----
+/// Architectures as text: a module tree written as layer type names and constructor
+/// configuration, and rebuilt from it. nn/model_file.hpp keeps this text in a model file's
+/// "architecture" section next to the weights (nn::save, nn::load_model), as Keras keeps a
+/// model's config next to its weights. The library's layers are known; a user's own layer is
+/// saved and loaded once registered:
+///
+///     tapir::nn::register_layer<Scale<float>>(
+///         "Scale", [](const Scale<float>& l, tapir::nn::LayerConfig& c) { c.set_size("features", l.features()); },
+///         [](const tapir::nn::LayerConfig& c) { return std::make_unique<Scale<float>>(c.get_size("features")); });
+///
+/// The text has one layer per line (the indentation is for people):
+///
+///     tapir-config 1
+///     Sequential fusion=1 {
+///       Dense in=4 out=8 activation=relu alpha=0 bias=1
+///       BatchNorm features=8 momentum=0.10000000000000001 eps=1.0000000000000001e-05
+///     }
+///
+/// A line is a type name, then key=value pairs, then "{" when children follow (closed by a line
+/// "}"). Values are percent-encoded (bytes up to the space, DEL and '%' itself); numbers have 17
+/// significant digits in the C locale, so that every double comes back bit for bit.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cctype>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <locale>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <typeindex>
+#include <typeinfo>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- begin tapir/nn/recurrent.hpp ----
+/// Recurrent layers over batch-first sequences (B, T, F): SimpleRNN (tanh), LSTM (Hochreiter and
+/// Schmidhuber 1997; forget gate of Gers et al. 2000) and GRU (Cho et al., arXiv:1406.1078), each
+/// one fused op with backpropagation through time (autodiff/recurrent.hpp); and Embedding.
+///
+/// Parameters have PyTorch's names, layout and gate order, so a state dict copies either way:
+/// weight_ih (G H, F), weight_hh (G H, H), bias_ih, bias_hh (G H,); LSTM gates i, f, g, o; GRU
+/// r, z, n. Initialised as PyTorch: uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
+///
+///     tapir::Rng rng(1);
+///     tapir::nn::LSTM<float> lstm(7, 64, rng);           // last state: (B, 64)
+///     tapir::nn::Dense<float> head(64, 1, rng);
+///     Var<float> logits = head(lstm(x));                   // x (B, 20, 7)
+///     Var<float> masked = head(lstm(x, mask));             // mask (B, 20) of 1 and 0
+///
+/// With a mask (or sequence_mask(tape, lengths, T)) the state stops at each sequence's end, so the
+/// last state is the one after its last element, as with pack_padded_sequence in PyTorch.
+
+#include <cmath>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+
+namespace tapir {
+namespace nn {
+
+struct RecurrentOptions {
+    bool return_sequences = false;  ///< every step's output (B, T, H) instead of the last (B, H)
+    bool bias = true;
+};
+
+/// The common body of SimpleRNN, LSTM and GRU.
+template <class T>
+class RecurrentLayer : public Module<T> {
+public:
+    Parameter<T> weight_ih;  ///< (G H, F)
+    Parameter<T> weight_hh;  ///< (G H, H)
+    Parameter<T> bias_ih;    ///< (G H,); empty without bias
+    Parameter<T> bias_hh;    ///< (G H,); empty without bias
+
+    RnnCell cell() const noexcept { return cell_; }
+    std::size_t input_size() const noexcept { return weight_ih.value.shape()[1]; }
+    std::size_t hidden_size() const noexcept { return weight_hh.value.shape()[1]; }
+    bool return_sequences() const noexcept { return opt_.return_sequences; }
+
+    Var<T> forward(const Var<T>& x) override { return run(x, nullptr, nullptr); }
+    /// With a (B, T) mask of 1 (step present) and 0 (padding).
+    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return run(x, &mask, nullptr); }
+    /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
+    Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
+    /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
+    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
+    std::size_t num_inputs() const override { return 0; }
+    using Module<T>::operator();
+    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return opt_.return_sequences ? Shape{in[0], in[1], hidden_size()} : Shape{in[0], hidden_size()};
+    }
+    std::string describe() const override {
+        return this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
+               (opt_.return_sequences ? ", sequences)" : ")");
+    }
+
+protected:
+    RecurrentLayer(RnnCell cell, std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt)
+        : weight_ih("weight_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden, in})),
+          weight_hh("weight_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden, hidden})),
+          cell_(cell),
+          opt_(opt) {
+        if (in == 0 || hidden == 0)
+            throw value_error(std::string(rnn_cell_name(cell)) + ": input and hidden sizes must be positive, got " + std::to_string(in) +
+                              " -> " + std::to_string(hidden));
+        const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
+        init::uniform(weight_ih.value, rng, -k, k);
+        init::uniform(weight_hh.value, rng, -k, k);
+        if (opt.bias) {
+            bias_ih = Parameter<T>("bias_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
+            bias_hh = Parameter<T>("bias_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
+            init::uniform(bias_ih.value, rng, -k, k);
+            init::uniform(bias_hh.value, rng, -k, k);
+        }
+    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
+        out.emplace_back("weight_ih", &weight_ih);
+        out.emplace_back("weight_hh", &weight_hh);
+        if (opt_.bias) {
+            out.emplace_back("bias_ih", &bias_ih);
+            out.emplace_back("bias_hh", &bias_hh);
+        }
+    }
+
+private:
+    void check_input(const Shape& s) const {
+        if (TAPIR_UNLIKELY(s.rank() != 3 || s[2] != input_size() || s[1] == 0))
+            throw shape_error(this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
+                              "): expected input of shape (batch, steps, " + std::to_string(input_size()) + "), got " + s.str());
+    }
+    Var<T> run(const Var<T>& x, const Var<T>* mask, const Var<T>* state0) {
+        check_input(x.shape());
+        Tape<T>& t = x.tape();
+        const Var<T> wi = this->use(t, weight_ih), wh = this->use(t, weight_hh);
+        Var<T> bi, bh;
+        if (opt_.bias) {
+            bi = this->use(t, bias_ih);
+            bh = this->use(t, bias_hh);
+        }
+        const Var<T> states = recurrent_sequence(cell_, x, wi, wh, opt_.bias ? &bi : nullptr, opt_.bias ? &bh : nullptr, state0, mask);
+        return recurrent_output(cell_, states, opt_.return_sequences, mask);
+    }
+
+    RnnCell cell_;
+    RecurrentOptions opt_;
+};
+
+/// h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), as torch.nn.RNN(nonlinearity='tanh').
+template <class T>
+class SimpleRNN : public RecurrentLayer<T> {
+public:
+    SimpleRNN(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::rnn_tanh, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "SimpleRNN"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<SimpleRNN>(*this); }
+};
+
+/// The LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f c_(t-1) + i g, h_t = o tanh(c_t).
+template <class T>
+class LSTM : public RecurrentLayer<T> {
+public:
+    LSTM(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::lstm, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "LSTM"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LSTM>(*this); }
+};
+
+/// The GRU as torch.nn.GRU: gates r, z, n; h_t = (1 - z) n + z h_(t-1).
+template <class T>
+class GRU : public RecurrentLayer<T> {
+public:
+    GRU(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : RecurrentLayer<T>(RnnCell::gru, in, hidden, rng, opt) {}
+    std::string type_name() const override { return "GRU"; }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GRU>(*this); }
+};
+
+/// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
+/// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
+template <class T>
+class Embedding : public Module<T> {
+public:
+    Parameter<T> weight;  ///< (num, dim)
+
+    Embedding(std::size_t num, std::size_t dim, Rng& rng) : weight("weight", Tensor<T>(Shape{num, dim})) {
+        if (num == 0 || dim == 0)
+            throw value_error("Embedding: table sizes must be positive, got " + std::to_string(num) + " x " + std::to_string(dim));
+        init::normal(weight.value, rng, 0.0, 1.0);
+    }
+    std::size_t num_embeddings() const noexcept { return weight.value.shape()[0]; }
+    std::size_t embedding_dim() const noexcept { return weight.value.shape()[1]; }
+
+    Var<T> forward(const Var<T>& ids) override { return embedding(this->use(ids.tape(), weight), ids); }
+    Shape output_shape(const Shape& in) const override {
+        if (in.rank() >= max_rank)
+            throw shape_error("Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) +
+                              "): ids of shape " + in.str() + " give a rank above 4");
+        Shape out = in;
+        out.push_back(embedding_dim());
+        return out;
+    }
+    std::string type_name() const override { return "Embedding"; }
+    std::string describe() const override {
+        return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
+    }
+    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Embedding>(*this); }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
+};
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/recurrent.hpp ----
+
+namespace tapir {
+namespace nn {
+
+namespace detail {
+/// Text for a message: control bytes replaced, long text cut.
+inline std::string config_printable(const std::string& s) {
+    std::string out;
+    const std::size_t n = s.size() < 60 ? s.size() : 60;
+    for (std::size_t i = 0; i < n; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
+    }
+    if (n < s.size()) out += "...";
+    return out;
+}
+/// A double with 17 significant digits in the C locale (exact round trip); nan and inf by name.
+inline std::string config_number(double v) {
+    if (std::isnan(v)) return "nan";
+    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+    std::ostringstream os;
+    os.imbue(std::locale::classic());
+    os.precision(17);
+    os << v;
+    return os.str();
+}
+inline bool parse_config_number(const std::string& s, double& v) {
+    if (s == "nan") return v = std::numeric_limits<double>::quiet_NaN(), true;
+    if (s == "inf") return v = std::numeric_limits<double>::infinity(), true;
+    if (s == "-inf") return v = -std::numeric_limits<double>::infinity(), true;
+    if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '.')) return false;
+    std::istringstream is(s);
+    is.imbue(std::locale::classic());
+    is >> v;
+    return !is.fail() && is.peek() == std::char_traits<char>::eof();
+}
+inline bool parse_config_size(const std::string& s, std::size_t& v) {
+    if (s.empty() || s.size() > 20) return false;
+    std::size_t r = 0;
+    for (char ch : s) {
+        if (ch < '0' || ch > '9') return false;
+        const auto d = static_cast<std::size_t>(ch - '0');
+        if (r > (std::numeric_limits<std::size_t>::max() - d) / 10) return false;
+        r = r * 10 + d;
+    }
+    v = r;
+    return true;
+}
+/// Keys are [A-Za-z0-9_]; those starting with '_' are the loader's own ("_frozen").
+inline bool valid_config_key(const std::string& k) {
+    if (k.empty()) return false;
+    for (char ch : k)
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_')) return false;
+    return true;
+}
+/// Type names: printable, no space, '=', '%', braces.
+inline bool valid_type_name(const std::string& t) {
+    if (t.empty()) return false;
+    for (char ch : t) {
+        const unsigned char c = static_cast<unsigned char>(ch);
+        if (c <= 0x20 || c == 0x7F || ch == '=' || ch == '%' || ch == '{' || ch == '}') return false;
+    }
+    return true;
+}
+/// A saturating product: a configuration's value count, which must not wrap around.
+inline std::size_t config_product(std::initializer_list<std::size_t> xs) {
+    std::size_t p = 1;
+    for (std::size_t x : xs) {
+        if (x != 0 && p > std::numeric_limits<std::size_t>::max() / x) return std::numeric_limits<std::size_t>::max();
+        p *= x;
+    }
+    return p;
+}
+inline std::size_t config_sum(std::size_t a, std::size_t b) {
+    return a > std::numeric_limits<std::size_t>::max() - b ? std::numeric_limits<std::size_t>::max() : a + b;
+}
+} // namespace detail
+
+/// One layer's type name, configuration (key, value text) and child layers. Writing uses the
+/// set_ functions; reading the get_ functions, which throw format_error naming the layer, its
+/// line and the key when a key is missing or its value does not parse. A loader refuses keys
+/// that no get_ function read (a file from a newer tapir, or a typo in a registered factory).
+class LayerConfig {
+public:
+    LayerConfig() = default;
+    explicit LayerConfig(std::string type_name) : type_(std::move(type_name)) {}
+
+    const std::string& type() const noexcept { return type_; }
+    const std::vector<std::pair<std::string, std::string>>& entries() const noexcept { return entries_; }
+    std::vector<LayerConfig>& children() noexcept { return children_; }
+    const std::vector<LayerConfig>& children() const noexcept { return children_; }
+    void add_child(LayerConfig c) { children_.push_back(std::move(c)); }
+    /// "model.tpr: architecture line 3 (Dense)": where messages say the layer is.
+    const std::string& where() const noexcept { return where_; }
+
+    // ---- writing ---------------------------------------------------------------------------------
+    LayerConfig& set_string(const std::string& key, const std::string& value) {
+        if (!detail::valid_config_key(key))
+            throw value_error("LayerConfig::set: key '" + detail::config_printable(key) + "' of " + type_ +
+                              " must be letters, digits and '_'");
+        for (const auto& e : entries_)
+            if (e.first == key) throw value_error("LayerConfig::set: key '" + key + "' of " + type_ + " is set twice");
+        entries_.emplace_back(key, value);
+        return *this;
+    }
+    LayerConfig& set_size(const std::string& key, std::size_t v) { return set_string(key, std::to_string(v)); }
+    LayerConfig& set_int(const std::string& key, std::int64_t v) { return set_string(key, std::to_string(v)); }
+    LayerConfig& set_bool(const std::string& key, bool v) { return set_string(key, v ? "1" : "0"); }
+    LayerConfig& set_double(const std::string& key, double v) { return set_string(key, detail::config_number(v)); }
+    LayerConfig& set_sizes(const std::string& key, const std::vector<std::size_t>& v) {
+        std::string s;
+        for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+        return set_string(key, s);
+    }
+    LayerConfig& set_doubles(const std::string& key, const std::vector<double>& v) {
+        std::string s;
+        for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + detail::config_number(v[i]);
+        return set_string(key, s);
+    }
+
+    // ---- reading ---------------------------------------------------------------------------------
+    bool has(const std::string& key) const noexcept {
+        for (const auto& e : entries_)
+            if (e.first == key) return true;
+        return false;
+    }
+    const std::string& get_string(const std::string& key) const {
+        for (std::size_t i = 0; i < entries_.size(); ++i)
+            if (entries_[i].first == key) {
+                if (used_.size() < entries_.size()) used_.resize(entries_.size(), false);
+                used_[i] = true;
+                return entries_[i].second;
+            }
+        fail("missing key '" + key + "'");
+    }
+    std::size_t get_size(const std::string& key) const {
+        std::size_t v = 0;
+        const std::string& s = get_string(key);
+        if (!detail::parse_config_size(s, v)) bad_value(key, s, "a non-negative integer");
+        return v;
+    }
+    std::int64_t get_int(const std::string& key) const {
+        const std::string& s = get_string(key);
+        std::size_t v = 0;
+        const bool neg = !s.empty() && s[0] == '-';
+        if (!detail::parse_config_size(neg ? s.substr(1) : s, v) || v > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()))
+            bad_value(key, s, "an integer");
+        return neg ? -static_cast<std::int64_t>(v) : static_cast<std::int64_t>(v);
+    }
+    bool get_bool(const std::string& key) const {
+        const std::string& s = get_string(key);
+        if (s != "0" && s != "1") bad_value(key, s, "0 or 1");
+        return s == "1";
+    }
+    double get_double(const std::string& key) const {
+        double v = 0.0;
+        const std::string& s = get_string(key);
+        if (!detail::parse_config_number(s, v)) bad_value(key, s, "a number");
+        return v;
+    }
+    std::vector<std::size_t> get_sizes(const std::string& key) const {
+        const std::string& s = get_string(key);
+        std::vector<std::size_t> out;
+        for (const std::string& part : split(s)) {
+            std::size_t v = 0;
+            if (!detail::parse_config_size(part, v)) bad_value(key, s, "a list of non-negative integers");
+            out.push_back(v);
+        }
+        return out;
+    }
+    std::vector<double> get_doubles(const std::string& key) const {
+        const std::string& s = get_string(key);
+        std::vector<double> out;
+        for (const std::string& part : split(s)) {
+            double v = 0.0;
+            if (!detail::parse_config_number(part, v)) bad_value(key, s, "a list of numbers");
+            out.push_back(v);
+        }
+        return out;
+    }
+    /// get_sizes with exactly n entries.
+    std::vector<std::size_t> get_sizes(const std::string& key, std::size_t n) const {
+        std::vector<std::size_t> v = get_sizes(key);
+        if (v.size() != n) fail("key '" + key + "' has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
+        return v;
+    }
+    /// The layer owns `count` parameter and buffer values. A loader gives the tree the number of
+    /// values its file holds, and each claim takes from it: a configuration that would allocate
+    /// more than the file can fill is refused before anything is allocated (registered factories
+    /// of large layers should claim too).
+    void claim(std::size_t count) const {
+        if (!budget_) return;
+        if (count > *budget_)
+            fail("the configuration needs " + std::to_string(count) + " parameter and buffer values but the file holds only " +
+                 std::to_string(*budget_) + " more");
+        *budget_ -= count;
+    }
+    /// Throws format_error naming the layer: for a factory's own checks.
+    [[noreturn]] void fail(const std::string& what) const { throw format_error((where_.empty() ? type_ : where_) + ": " + what); }
+
+    /// Keys never read by a get_ function (after a factory ran).
+    std::vector<std::string> unread_keys() const {
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < entries_.size(); ++i)
+            if ((i >= used_.size() || !used_[i]) && entries_[i].first[0] != '_') out.push_back(entries_[i].first);
+        return out;
+    }
+
+    /// For the parser and the loader: the message prefix and the shared value budget.
+    void set_where(std::string w) { where_ = std::move(w); }
+    void set_budget(std::size_t* b) {
+        budget_ = b;
+        for (LayerConfig& c : children_) c.set_budget(b);
+    }
+
+private:
+    [[noreturn]] void bad_value(const std::string& key, const std::string& v, const char* want) const {
+        fail("key '" + key + "' is '" + detail::config_printable(v) + "', not " + want);
+    }
+    static std::vector<std::string> split(const std::string& s) {
+        std::vector<std::string> out;
+        if (s.empty()) return out;
+        std::size_t start = 0;
+        for (;;) {
+            const std::size_t c = s.find(',', start);
+            out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
+            if (c == std::string::npos) break;
+            start = c + 1;
+        }
+        return out;
+    }
+
+    std::string type_;
+    std::vector<std::pair<std::string, std::string>> entries_;
+    std::vector<LayerConfig> children_;
+    std::string where_;
+    mutable std::vector<bool> used_;
+    std::size_t* budget_ = nullptr;
+};
+
+// ---- text ------------------------------------------------------------------------------------------
+
+namespace detail {
+inline std::string config_encode(const std::string& v) {
+    static const char hex[] = "0123456789ABCDEF";
+    std::string out;
+    for (char ch : v) {
+        const unsigned char c = static_cast<unsigned char>(ch);
+        if (c <= 0x20 || c == 0x7F || ch == '%') {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += ch;
+        }
+    }
+    return out;
+}
+inline int config_hex(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : (c >= 'A' && c <= 'F' ? c - 'A' + 10 : (c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1));
+}
+inline void write_config_node(std::string& out, const LayerConfig& c, std::size_t depth) {
+    out.append(2 * depth, ' ');
+    out += c.type();
+    for (const auto& e : c.entries()) out += " " + e.first + "=" + config_encode(e.second);
+    if (c.children().empty()) {
+        out += "\n";
+        return;
+    }
+    out += " {\n";
+    for (const LayerConfig& ch : c.children()) write_config_node(out, ch, depth + 1);
+    out.append(2 * depth, ' ');
+    out += "}\n";
+}
+
+constexpr std::size_t max_config_depth = 64;
+/// Bounds that keep a damaged or hostile file from costing minutes: layers per configuration
+/// (a Sequential renames its parameters on every add) and sizes in one list of layer sizes.
+constexpr std::size_t max_config_layers = 4096;
+constexpr std::size_t max_config_list = 256;
+
+/// The line-based parser; `what` names the section in messages ("architecture").
+class ConfigParser {
+public:
+    ConfigParser(const std::string& text, std::string prefix) : prefix_(std::move(prefix)) {
+        std::size_t start = 0;
+        while (start <= text.size()) {
+            std::size_t e = text.find('\n', start);
+            if (e == std::string::npos) e = text.size();
+            std::string line = text.substr(start, e - start);
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            lines_.push_back(std::move(line));
+            start = e + 1;
+        }
+    }
+    LayerConfig parse() {
+        std::vector<std::string> head;
+        if (!next(head)) fail(0, "empty (no layer)");
+        if (head.size() != 2 || head[0] != "tapir-config")
+            fail(line_, "not a tapir configuration (the first line must be 'tapir-config 1')");
+        if (head[1] != "1") fail(line_, "unsupported configuration version '" + config_printable(head[1]) + "' (this build reads version 1)");
+        std::vector<std::string> tokens;
+        if (!next(tokens)) fail(line_, "no layer after the header");
+        LayerConfig root = node(tokens, 0);
+        if (next(tokens)) fail(line_, "unexpected text after the last layer: '" + config_printable(tokens[0]) + "'");
+        return root;
+    }
+
+private:
+    [[noreturn]] void fail(std::size_t line, const std::string& what) const {
+        throw format_error(prefix_ + (line ? " line " + std::to_string(line) : std::string()) + ": " + what);
+    }
+    /// The tokens of the next non-blank line; false at the end.
+    bool next(std::vector<std::string>& tokens) {
+        while (pos_ < lines_.size()) {
+            const std::string& l = lines_[pos_++];
+            line_ = pos_;
+            tokens.clear();
+            std::size_t i = 0;
+            while (i < l.size()) {
+                while (i < l.size() && (l[i] == ' ' || l[i] == '\t')) ++i;
+                const std::size_t s = i;
+                while (i < l.size() && l[i] != ' ' && l[i] != '\t') ++i;
+                if (i > s) tokens.push_back(l.substr(s, i - s));
+            }
+            if (!tokens.empty()) return true;
+        }
+        return false;
+    }
+    std::string decode(const std::string& v) const {
+        std::string out;
+        for (std::size_t i = 0; i < v.size(); ++i) {
+            if (v[i] != '%') {
+                out += v[i];
+                continue;
+            }
+            if (i + 2 >= v.size() || config_hex(v[i + 1]) < 0 || config_hex(v[i + 2]) < 0)
+                fail(line_, "bad percent escape in value '" + config_printable(v) + "'");
+            out += static_cast<char>(config_hex(v[i + 1]) * 16 + config_hex(v[i + 2]));
+            i += 2;
+        }
+        return out;
+    }
+    LayerConfig node(const std::vector<std::string>& tokens, std::size_t depth) {
+        const std::size_t at = line_;
+        if (depth >= max_config_depth) fail(at, "layers nested deeper than " + std::to_string(max_config_depth) + " levels");
+        if (tokens[0] == "}") fail(at, "unexpected '}' (no layer is open)");
+        if (++nodes_ > max_config_layers) fail(at, "more than " + std::to_string(max_config_layers) + " layers");
+        if (!valid_type_name(tokens[0]) || tokens[0] == "tapir-config") fail(at, "invalid layer type name '" + config_printable(tokens[0]) + "'");
+        LayerConfig c(tokens[0]);
+        c.set_where(prefix_ + " line " + std::to_string(at) + " (" + tokens[0] + ")");
+        bool open = false;
+        for (std::size_t k = 1; k < tokens.size(); ++k) {
+            const std::string& t = tokens[k];
+            if (t == "{" && k + 1 == tokens.size()) {
+                open = true;
+                break;
+            }
+            const std::size_t eq = t.find('=');
+            if (eq == std::string::npos || eq == 0 || !valid_config_key(t.substr(0, eq)))
+                fail(at, tokens[0] + ": expected key=value, got '" + config_printable(t) + "'");
+            const std::string key = t.substr(0, eq);
+            if (c.has(key)) fail(at, tokens[0] + ": key '" + key + "' appears twice");
+            c.set_string(key, decode(t.substr(eq + 1)));
+        }
+        if (!open) return c;
+        std::vector<std::string> child;
+        for (;;) {
+            if (!next(child)) fail(at, tokens[0] + ": its '{' is never closed by a line '}'");
+            if (child.size() == 1 && child[0] == "}") break;
+            c.add_child(node(child, depth + 1));
+        }
+        return c;
+    }
+
+    std::vector<std::string> lines_;
+    std::size_t pos_ = 0, line_ = 0, nodes_ = 0;
+    std::string prefix_;
+};
+} // namespace detail
+
+/// The configuration tree as text (the format in this header's comment).
+inline std::string config_text(const LayerConfig& root) {
+    std::string out = "tapir-config 1\n";
+    detail::write_config_node(out, root, 0);
+    return out;
+}
+/// Parses config_text's output; `prefix` starts every message ("model.tpr: architecture").
+inline LayerConfig parse_config_text(const std::string& text, const std::string& prefix) {
+    return detail::ConfigParser(text, prefix).parse();
+}
+
+// ---- the registry ------------------------------------------------------------------------------------
+
+/// How one layer type is written and rebuilt: its name in files, its C++ type (matched exactly:
+/// a class derived from a registered one needs its own entry), a function that fills the
+/// configuration from a layer and one that builds a layer from a configuration.
+template <class T>
+struct LayerCodec {
+    std::string name;
+    std::type_index type;
+    std::function<void(const Module<T>&, LayerConfig&)> save;
+    std::function<std::unique_ptr<Module<T>>(const LayerConfig&)> load;
+};
+
+namespace detail {
+template <class T>
+void add_builtin_layers(std::vector<LayerCodec<T>>& r);
+
+/// Built-in layers first, then registered ones. Registering is not thread-safe: do it before
+/// saving or loading on other threads (at start-up).
+template <class T>
+std::vector<LayerCodec<T>>& layer_registry() {
+    static std::vector<LayerCodec<T>> r = [] {
+        std::vector<LayerCodec<T>> v;
+        add_builtin_layers<T>(v);
+        return v;
+    }();
+    return r;
+}
+
+template <class L>
+void put_codec(std::vector<LayerCodec<typename L::value_type>>& r, const std::string& name,
+               std::function<void(const L&, LayerConfig&)> save, std::function<std::unique_ptr<L>(const LayerConfig&)> load) {
+    using T = typename L::value_type;
+    if (!valid_type_name(name) || name == "tapir-config")
+        throw value_error("register_layer: invalid layer name '" + config_printable(name) + "' (printable, without spaces, '=', '%' or braces)");
+    if (!save || !load) throw value_error("register_layer: '" + name + "' needs both a save and a load function");
+    LayerCodec<T> c{name, std::type_index(typeid(L)),
+                    [save](const Module<T>& m, LayerConfig& cfg) { save(static_cast<const L&>(m), cfg); },
+                    [load](const LayerConfig& cfg) -> std::unique_ptr<Module<T>> { return load(cfg); }};
+    for (LayerCodec<T>& e : r) {
+        if (e.type == c.type) {
+            if (e.name != name)
+                for (const LayerCodec<T>& o : r)
+                    if (o.name == name) throw value_error("register_layer: the name '" + name + "' is taken by another layer type");
+            e = std::move(c);
+            return;
+        }
+        if (e.name == name) throw value_error("register_layer: the name '" + name + "' is taken by another layer type");
+    }
+    r.push_back(std::move(c));
+}
+} // namespace detail
+
+/// Makes a user's layer L (a Module) savable in whole-model files: `save` writes its constructor
+/// configuration, `load` constructs it from one (the weights are loaded afterwards). Registering
+/// the same type again replaces its entry; a name taken by another type is refused.
+template <class L>
+void register_layer(const std::string& name, std::function<void(const L&, LayerConfig&)> save,
+                    std::function<std::unique_ptr<L>(const LayerConfig&)> load) {
+    static_assert(std::is_base_of<Module<typename L::value_type>, L>::value, "register_layer: L must derive from tapir::nn::Module<T>");
+    detail::put_codec<L>(detail::layer_registry<typename L::value_type>(), name, std::move(save), std::move(load));
+}
+
+/// A layer's configuration tree (children included). Throws value_error for a layer type that
+/// has no codec, naming it.
+template <class T>
+LayerConfig layer_config(const Module<T>& m) {
+    const std::type_index type(typeid(m));
+    for (const LayerCodec<T>& c : detail::layer_registry<T>()) {
+        if (c.type != type) continue;
+        LayerConfig cfg(c.name);
+        c.save(m, cfg);
+        if (!m.is_trainable()) cfg.set_bool("_frozen", true);
+        return cfg;
+    }
+    throw value_error("nn::save: layer type '" + m.type_name() + "' (" + m.describe() +
+                      ") has no architecture codec; register it with nn::register_layer<YourLayer>(name, save, load)");
+}
+
+/// Builds a layer (and its children) from a configuration. Throws format_error naming the layer
+/// (its line) for an unknown type, a missing or malformed key, a key no one read, or a value the
+/// layer's constructor refuses.
+template <class T>
+std::unique_ptr<Module<T>> build_layer(const LayerConfig& c) {
+    const LayerCodec<T>* codec = nullptr;
+    for (const LayerCodec<T>& e : detail::layer_registry<T>())
+        if (e.name == c.type()) codec = &e;
+    if (!codec)
+        c.fail("unknown layer type '" + detail::config_printable(c.type()) +
+               "' (a layer of the user's: register it with nn::register_layer before loading)");
+    std::unique_ptr<Module<T>> m;
+    try {
+        m = codec->load(c);
+    } catch (const format_error&) {
+        throw;
+    } catch (const std::invalid_argument& e) {  // value_error, shape_error from the constructor
+        c.fail(e.what());
+    } catch (const std::length_error& e) {
+        c.fail(e.what());
+    }
+    if (!m) c.fail("the factory returned no layer");
+    const std::vector<std::string> unread = c.unread_keys();
+    if (!unread.empty()) c.fail("unknown key '" + unread[0] + "' (written by a newer tapir, or not read by the layer's factory)");
+    if (c.has("_frozen")) (void)c.get_bool("_frozen");  // checked here, applied by apply_frozen
+    return m;
+}
+
+/// Puts back the freeze() marks a configuration records: pre-order, so that a layer unfrozen
+/// inside a frozen container is trainable again. (Only modules with their own configuration
+/// carry a mark; the inner parts of a composite layer such as DeepSet's phi do not.)
+template <class T>
+void apply_frozen(Module<T>& m, const LayerConfig& c) {
+    const bool frozen = c.has("_frozen") && c.get_bool("_frozen");
+    if (frozen || !m.is_trainable()) m.set_trainable(!frozen);
+    if (c.children().empty()) return;
+    std::vector<NamedModule<T>> kids = m.named_children();
+    if (kids.size() != c.children().size()) return;
+    for (std::size_t i = 0; i < kids.size(); ++i) apply_frozen(*kids[i].second, c.children()[i]);
+}
+
+namespace detail {
+/// A child with no children of its own, for codecs of leaf layers.
+inline void no_children(const LayerConfig& c) {
+    if (!c.children().empty()) c.fail("takes no child layers, got " + std::to_string(c.children().size()));
+}
+/// Lists of layer sizes (DeepSet's phi and f, EdgeConv's channels): at least one each is the
+/// constructors' own check; at most max_config_list.
+inline void check_sizes_list(const LayerConfig& c, std::size_t n) {
+    if (n > max_config_list) c.fail(std::to_string(n) + " layer sizes, more than " + std::to_string(max_config_list));
+}
+inline const char* pooling_name(SetPooling p) { return p == SetPooling::sum ? "sum" : "mean"; }
+inline Activation activation_from(const LayerConfig& c, const std::string& key) {
+    const std::string& s = c.get_string(key);
+    const Activation all[] = {Activation::none, Activation::relu, Activation::leaky_relu, Activation::elu,
+                              Activation::tanh, Activation::sigmoid, Activation::softplus};
+    for (Activation a : all)
+        if (s == activation_name(a)) return a;
+    c.fail("key '" + key + "' is '" + config_printable(s) + "', not an activation (linear, relu, leaky_relu, elu, tanh, sigmoid, softplus)");
+}
+inline Size2 size2_from(const LayerConfig& c, const std::string& key) {
+    const std::vector<std::size_t> v = c.get_sizes(key, 2);
+    return Size2(v[0], v[1]);
+}
+inline void set_size2(LayerConfig& c, const std::string& key, Size2 s) { c.set_sizes(key, {s.h, s.w}); }
+inline void put_conv_options(LayerConfig& c, const ConvOptions& o) {
+    set_size2(c, "stride", o.stride);
+    c.set_sizes("padding", {o.padding.top, o.padding.bottom, o.padding.left, o.padding.right});
+    c.set_bool("same", o.same);
+    set_size2(c, "dilation", o.dilation);
+    c.set_size("groups", o.groups);
+    c.set_bool("bias", o.bias);
+    set_size2(c, "output_padding", o.output_padding);
+}
+inline ConvOptions conv_options_from(const LayerConfig& c) {
+    ConvOptions o;
+    o.stride = size2_from(c, "stride");
+    const std::vector<std::size_t> p = c.get_sizes("padding", 4);
+    o.padding = Pad2d(p[0], p[1], p[2], p[3]);
+    o.same = c.get_bool("same");
+    o.dilation = size2_from(c, "dilation");
+    o.groups = c.get_size("groups");
+    o.bias = c.get_bool("bias");
+    o.output_padding = size2_from(c, "output_padding");
+    return o;
+}
+/// The out sizes of a stack of Dense layers (DeepSet's phi and f, EdgeConv's edge layers).
+template <class T>
+std::vector<std::size_t> dense_sizes(const Sequential<T>& s) {
+    std::vector<std::size_t> out;
+    for (const Module<T>* m : s.layers()) {
+        const auto* d = dynamic_cast<const Dense<T>*>(m);
+        if (!d) throw value_error("nn::save: expected a stack of Dense layers, found " + m->describe());
+        out.push_back(d->out_features());
+    }
+    return out;
+}
+/// Values of an MLP in -> sizes (weights and biases).
+inline std::size_t mlp_values(std::size_t in, const std::vector<std::size_t>& sizes) {
+    std::size_t n = 0;
+    for (std::size_t s : sizes) {
+        n = config_sum(n, config_sum(config_product({in, s}), s));
+        in = s;
+    }
+    return n;
+}
+template <class T>
+Activation first_activation(const Sequential<T>& s) {
+    const auto* d = s.empty() ? nullptr : dynamic_cast<const Dense<T>*>(&s[0]);
+    return d ? d->activation() : Activation::relu;
+}
+
+template <class L, class T, class Save, class Load>
+void add_codec(std::vector<LayerCodec<T>>& r, const char* name, Save save, Load load) {
+    r.push_back(LayerCodec<T>{name, std::type_index(typeid(L)),
+                              [save](const Module<T>& m, LayerConfig& c) { save(static_cast<const L&>(m), c); },
+                              [load](const LayerConfig& c) -> std::unique_ptr<Module<T>> {
+                                  if (!std::is_same<L, Sequential<T>>::value && !std::is_same<L, Residual<T>>::value) no_children(c);
+                                  return load(c);
+                              }});
+}
+/// A layer without configuration (Flatten, ReLU, ...).
+template <class L, class T>
+void add_plain(std::vector<LayerCodec<T>>& r, const char* name) {
+    add_codec<L>(r, name, [](const L&, LayerConfig&) {}, [](const LayerConfig&) { return std::make_unique<L>(); });
+}
+
+template <class T, bool IsMax, bool OneD>
+void add_pool(std::vector<LayerCodec<T>>& r, const char* name) {
+    using P = Pool<T, IsMax, OneD>;
+    add_codec<P>(
+        r, name,
+        [](const P& p, LayerConfig& c) {
+            if (OneD) {
+                c.set_size("kernel", p.kernel_size().w).set_size("stride", p.stride().w).set_size("padding", p.padding().left);
+            } else {
+                set_size2(c, "kernel", p.kernel_size());
+                set_size2(c, "stride", p.stride());
+                set_size2(c, "padding", Size2(p.padding().top, p.padding().left));
+            }
+        },
+        [](const LayerConfig& c) {
+            if (OneD) return std::make_unique<P>(Size2(1, c.get_size("kernel")), Size2(1, c.get_size("stride")), Size2(0, c.get_size("padding")));
+            return std::make_unique<P>(size2_from(c, "kernel"), size2_from(c, "stride"), size2_from(c, "padding"));
+        });
+}
+
+/// Conv2d and ConvTranspose2d: channels, kernel and every option; the weight is (out, in/groups,
+/// kh, kw), transposed (in, out/groups, kh, kw).
+template <class L, class T>
+void add_conv2d(std::vector<LayerCodec<T>>& r, const char* name) {
+    add_codec<L>(
+        r, name,
+        [](const L& l, LayerConfig& c) {
+            c.set_size("in", l.in_channels()).set_size("out", l.out_channels());
+            set_size2(c, "kernel", l.kernel_size());
+            put_conv_options(c, l.options());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in"), out = c.get_size("out");
+            const Size2 k = size2_from(c, "kernel");
+            const ConvOptions o = conv_options_from(c);
+            const std::size_t g = o.groups ? o.groups : 1;
+            const bool tr = std::is_same<L, ConvTranspose2d<T>>::value;
+            c.claim(config_sum(config_product({tr ? in : out, (tr ? out : in) / g, k.h, k.w}), o.bias ? out : 0));
+            Rng rng(0);
+            return std::make_unique<L>(in, out, k, rng, o);
+        });
+}
+
+template <class T>
+void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
+    // Containers.
+    add_codec<Sequential<T>>(
+        r, "Sequential",
+        [](const Sequential<T>& s, LayerConfig& c) {
+            c.set_bool("fusion", s.fusion());
+            for (const Module<T>* l : s.layers()) c.add_child(layer_config(*l));
+        },
+        [](const LayerConfig& c) {
+            auto s = std::make_unique<Sequential<T>>();
+            s->set_fusion(c.get_bool("fusion"));
+            for (const LayerConfig& ch : c.children()) s->add(build_layer<T>(ch));
+            return s;
+        });
+    add_codec<Residual<T>>(
+        r, "Residual", [](const Residual<T>& l, LayerConfig& c) { c.add_child(layer_config(const_cast<Residual<T>&>(l).inner())); },
+        [](const LayerConfig& c) {
+            if (c.children().size() != 1) c.fail("wraps exactly one layer, got " + std::to_string(c.children().size()));
+            return std::make_unique<Residual<T>>(build_layer<T>(c.children()[0]));
+        });
+
+    // Dense, activations, Softmax, Dropout, normalisation.
+    add_codec<Dense<T>>(
+        r, "Dense",
+        [](const Dense<T>& d, LayerConfig& c) {
+            c.set_size("in", d.in_features()).set_size("out", d.out_features());
+            c.set_string("activation", activation_name(d.activation())).set_double("alpha", static_cast<double>(d.alpha()));
+            c.set_bool("bias", d.has_bias());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in"), out = c.get_size("out");
+            DenseOptions o;
+            o.activation = activation_from(c, "activation");
+            o.alpha = c.get_double("alpha");
+            o.bias = c.get_bool("bias");
+            c.claim(config_sum(config_product({in, out}), o.bias ? out : 0));
+            Rng rng(0);
+            return std::make_unique<Dense<T>>(in, out, rng, o);
+        });
+    add_codec<ActivationLayer<T>>(
+        r, "Activation",
+        [](const ActivationLayer<T>& a, LayerConfig& c) {
+            c.set_string("activation", activation_name(a.activation())).set_double("alpha", static_cast<double>(a.alpha()));
+        },
+        [](const LayerConfig& c) {
+            const Activation a = activation_from(c, "activation");
+            return std::make_unique<ActivationLayer<T>>(a, static_cast<T>(c.get_double("alpha")));
+        });
+    add_plain<ReLU<T>>(r, "ReLU");
+    add_plain<Sigmoid<T>>(r, "Sigmoid");
+    add_plain<Tanh<T>>(r, "Tanh");
+    add_plain<Softplus<T>>(r, "Softplus");
+    add_plain<Identity<T>>(r, "Identity");
+    add_codec<LeakyReLU<T>>(
+        r, "LeakyReLU", [](const LeakyReLU<T>& a, LayerConfig& c) { c.set_double("alpha", static_cast<double>(a.alpha())); },
+        [](const LayerConfig& c) { return std::make_unique<LeakyReLU<T>>(static_cast<T>(c.get_double("alpha"))); });
+    add_codec<ELU<T>>(
+        r, "ELU", [](const ELU<T>& a, LayerConfig& c) { c.set_double("alpha", static_cast<double>(a.alpha())); },
+        [](const LayerConfig& c) { return std::make_unique<ELU<T>>(static_cast<T>(c.get_double("alpha"))); });
+    add_codec<Softmax<T>>(
+        r, "Softmax", [](const Softmax<T>& s, LayerConfig& c) { c.set_int("axis", s.axis()); },
+        [](const LayerConfig& c) { return std::make_unique<Softmax<T>>(c.get_int("axis")); });
+    add_codec<Dropout<T>>(
+        r, "Dropout", [](const Dropout<T>& d, LayerConfig& c) { c.set_double("p", d.p()); },
+        [](const LayerConfig& c) { return std::make_unique<Dropout<T>>(c.get_double("p")); });
+    add_codec<BatchNorm<T>>(
+        r, "BatchNorm",
+        [](const BatchNorm<T>& b, LayerConfig& c) {
+            c.set_size("features", b.features()).set_double("momentum", b.momentum()).set_double("eps", b.eps());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t f = c.get_size("features");
+            c.claim(config_product({f, 4}));
+            return std::make_unique<BatchNorm<T>>(f, c.get_double("momentum"), c.get_double("eps"));
+        });
+    add_codec<LayerNorm<T>>(
+        r, "LayerNorm", [](const LayerNorm<T>& b, LayerConfig& c) { c.set_size("features", b.features()).set_double("eps", b.eps()); },
+        [](const LayerConfig& c) {
+            const std::size_t f = c.get_size("features");
+            c.claim(config_product({f, 2}));
+            return std::make_unique<LayerNorm<T>>(f, c.get_double("eps"));
+        });
+
+    // Convolutions, pooling, reshaping.
+    add_conv2d<Conv2d<T>>(r, "Conv2d");
+    add_codec<Conv1d<T>>(
+        r, "Conv1d",
+        [](const Conv1d<T>& l, LayerConfig& c) {
+            c.set_size("in", l.in_channels()).set_size("out", l.out_channels()).set_size("kernel", l.kernel_size().w);
+            put_conv_options(c, l.options());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in"), out = c.get_size("out"), k = c.get_size("kernel");
+            const ConvOptions o = conv_options_from(c);
+            const std::size_t g = o.groups ? o.groups : 1;
+            c.claim(config_sum(config_product({out, in / g, k}), o.bias ? out : 0));
+            Rng rng(0);
+            return std::make_unique<Conv1d<T>>(in, out, k, rng, o);
+        });
+    add_conv2d<ConvTranspose2d<T>>(r, "ConvTranspose2d");
+    add_pool<T, true, false>(r, "MaxPool2d");
+    add_pool<T, false, false>(r, "AvgPool2d");
+    add_pool<T, true, true>(r, "MaxPool1d");
+    add_pool<T, false, true>(r, "AvgPool1d");
+    add_plain<GlobalAvgPool<T>>(r, "GlobalAvgPool");
+    add_plain<GlobalMaxPool<T>>(r, "GlobalMaxPool");
+    add_plain<Flatten<T>>(r, "Flatten");
+    add_codec<Reshape<T>>(
+        r, "Reshape",
+        [](const Reshape<T>& l, LayerConfig& c) {
+            std::vector<std::size_t> v;
+            for (std::size_t i = 0; i < l.target().rank(); ++i) v.push_back(l.target()[i]);
+            c.set_sizes("target", v);
+        },
+        [](const LayerConfig& c) {
+            const std::vector<std::size_t> v = c.get_sizes("target");
+            if (v.empty() || v.size() > 3) c.fail("key 'target' needs 1 to 3 sizes, got " + std::to_string(v.size()));
+            Shape s;
+            for (std::size_t d : v) s.push_back(d);
+            return std::make_unique<Reshape<T>>(s);
+        });
+    add_codec<Upsample<T>>(
+        r, "Upsample", [](const Upsample<T>& u, LayerConfig& c) { set_size2(c, "scale", u.scale()); },
+        [](const LayerConfig& c) { return std::make_unique<Upsample<T>>(size2_from(c, "scale")); });
+
+    // Recurrent layers and Embedding.
+    const auto put_rnn = [](const RecurrentLayer<T>& l, LayerConfig& c) {
+        c.set_size("in", l.input_size()).set_size("hidden", l.hidden_size());
+        c.set_bool("return_sequences", l.return_sequences()).set_bool("bias", l.bias_ih.value.size() != 0);
+    };
+    const auto rnn_args = [](const LayerConfig& c, RnnCell cell, std::size_t& in, std::size_t& hidden) {
+        in = c.get_size("in");
+        hidden = c.get_size("hidden");
+        RecurrentOptions o;
+        o.return_sequences = c.get_bool("return_sequences");
+        o.bias = c.get_bool("bias");
+        const std::size_t gh = config_product({rnn_gates(cell), hidden});
+        c.claim(config_sum(config_product({gh, config_sum(in, hidden)}), o.bias ? config_product({gh, 2}) : 0));
+        return o;
+    };
+    add_codec<SimpleRNN<T>>(r, "SimpleRNN", put_rnn, [rnn_args](const LayerConfig& c) {
+        std::size_t in = 0, h = 0;
+        const RecurrentOptions o = rnn_args(c, RnnCell::rnn_tanh, in, h);
+        Rng rng(0);
+        return std::make_unique<SimpleRNN<T>>(in, h, rng, o);
+    });
+    add_codec<LSTM<T>>(r, "LSTM", put_rnn, [rnn_args](const LayerConfig& c) {
+        std::size_t in = 0, h = 0;
+        const RecurrentOptions o = rnn_args(c, RnnCell::lstm, in, h);
+        Rng rng(0);
+        return std::make_unique<LSTM<T>>(in, h, rng, o);
+    });
+    add_codec<GRU<T>>(r, "GRU", put_rnn, [rnn_args](const LayerConfig& c) {
+        std::size_t in = 0, h = 0;
+        const RecurrentOptions o = rnn_args(c, RnnCell::gru, in, h);
+        Rng rng(0);
+        return std::make_unique<GRU<T>>(in, h, rng, o);
+    });
+    add_codec<Embedding<T>>(
+        r, "Embedding", [](const Embedding<T>& e, LayerConfig& c) { c.set_size("num", e.num_embeddings()).set_size("dim", e.embedding_dim()); },
+        [](const LayerConfig& c) {
+            const std::size_t n = c.get_size("num"), d = c.get_size("dim");
+            c.claim(config_product({n, d}));
+            Rng rng(0);
+            return std::make_unique<Embedding<T>>(n, d, rng);
+        });
+
+    // Sets and graphs.
+    add_codec<DeepSet<T>>(
+        r, "DeepSet",
+        [](const DeepSet<T>& s, LayerConfig& c) {
+            c.set_size("in", s.in_features()).set_sizes("phi", dense_sizes(s.phi)).set_sizes("f", dense_sizes(s.f));
+            c.set_string("activation", activation_name(first_activation(s.phi))).set_string("pooling", pooling_name(s.pooling()));
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in");
+            const std::vector<std::size_t> phi = c.get_sizes("phi"), f = c.get_sizes("f");
+            const Activation a = activation_from(c, "activation");
+            const std::string& p = c.get_string("pooling");
+            if (p != "sum" && p != "mean") c.fail("key 'pooling' is '" + config_printable(p) + "', not sum or mean");
+            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
+            check_sizes_list(c, phi.size() + f.size());
+            c.claim(config_sum(mlp_values(in, phi), mlp_values(phi.back(), f)));
+            Rng rng(0);
+            return std::make_unique<DeepSet<T>>(in, phi, f, rng, a, p == "sum" ? SetPooling::sum : SetPooling::mean);
+        });
+    add_codec<EnergyFlowNetwork<T>>(
+        r, "EnergyFlowNetwork",
+        [](const EnergyFlowNetwork<T>& s, LayerConfig& c) {
+            c.set_size("angular", s.in_features() - 1).set_sizes("phi", dense_sizes(s.phi)).set_sizes("f", dense_sizes(s.f));
+            c.set_string("activation", activation_name(first_activation(s.phi)));
+        },
+        [](const LayerConfig& c) {
+            const std::size_t a = c.get_size("angular");
+            const std::vector<std::size_t> phi = c.get_sizes("phi"), f = c.get_sizes("f");
+            const Activation act = activation_from(c, "activation");
+            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
+            check_sizes_list(c, phi.size() + f.size());
+            c.claim(config_sum(mlp_values(a, phi), mlp_values(phi.back(), f)));
+            Rng rng(0);
+            return std::make_unique<EnergyFlowNetwork<T>>(a, phi, f, rng, act);
+        });
+    add_codec<EdgeConv<T>>(
+        r, "EdgeConv",
+        [](const EdgeConv<T>& e, LayerConfig& c) {
+            std::vector<std::size_t> ch{e.edge_in.out_features()};
+            for (std::size_t s : dense_sizes(e.edge)) ch.push_back(s);
+            c.set_size("in", e.shortcut.in_features()).set_sizes("channels", ch).set_size("k", e.k());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t in = c.get_size("in");
+            const std::vector<std::size_t> ch = c.get_sizes("channels");
+            if (ch.empty()) c.fail("key 'channels' needs at least one size");
+            check_sizes_list(c, ch.size());
+            c.claim(config_sum(mlp_values(config_product({in, 2}), ch), mlp_values(in, {ch.back()})));
+            Rng rng(0);
+            return std::make_unique<EdgeConv<T>>(in, ch, c.get_size("k"), rng);
+        });
+    add_codec<ParticleNetLite<T>>(
+        r, "ParticleNetLite",
+        [](const ParticleNetLite<T>& p, LayerConfig& c) {
+            const std::vector<std::size_t> head = dense_sizes(p.head);
+            c.set_size("coordinates", p.coordinates()).set_size("features", p.block1.shortcut.in_features());
+            c.set_size("outputs", head.back()).set_size("k", p.block1.k());
+        },
+        [](const LayerConfig& c) {
+            const std::size_t co = c.get_size("coordinates"), f = c.get_size("features"), out = c.get_size("outputs"), k = c.get_size("k");
+            c.claim(config_sum(config_sum(mlp_values(config_product({f, 2}), {32, 32, 32}), config_product({f, 32})), config_product({out, 129})));
+            Rng rng(0);
+            return std::make_unique<ParticleNetLite<T>>(co, f, out, rng, k);
+        });
+
+    // Lorentz layers.
+    add_codec<CoLa<T>>(
+        r, "CoLa", [](const CoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()).set_size("combinations", l.combinations()); },
+        [](const LayerConfig& c) {
+            const std::size_t n = c.get_size("particles"), m = c.get_size("combinations");
+            c.claim(config_product({n, m}));
+            Rng rng(0);
+            return std::make_unique<CoLa<T>>(n, m, rng);
+        });
+    add_codec<LoLa<T>>(
+        r, "LoLa", [](const LoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()); },
+        [](const LayerConfig& c) {
+            const std::size_t n = c.get_size("particles");
+            c.claim(config_product({n, n, 2}));
+            Rng rng(0);
+            return std::make_unique<LoLa<T>>(n, rng);
+        });
+    add_codec<LorentzBoostNetwork<T>>(
+        r, "LorentzBoostNetwork",
+        [](const LorentzBoostNetwork<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()).set_size("combinations", l.combinations()); },
+        [](const LayerConfig& c) {
+            const std::size_t n = c.get_size("particles"), m = c.get_size("combinations");
+            c.claim(config_product({n, m, 2}));
+            if (m > 1024) c.fail("at most 1024 combinations (the pair list grows as their square), got " + std::to_string(m));
+            Rng rng(0);
+            return std::make_unique<LorentzBoostNetwork<T>>(n, m, rng);
+        });
+
+    // Attention.
+    add_codec<MultiHeadAttention<T>>(
+        r, "MultiHeadAttention",
+        [](const MultiHeadAttention<T>& a, LayerConfig& c) { c.set_size("embed_dim", a.embed_dim()).set_size("heads", a.heads()); },
+        [](const LayerConfig& c) {
+            const std::size_t e = c.get_size("embed_dim");
+            c.claim(config_product({e, e, 4}));
+            Rng rng(0);
+            return std::make_unique<MultiHeadAttention<T>>(e, c.get_size("heads"), rng);
+        });
+    const auto put_block = [](const TransformerBlock<T>& b, LayerConfig& c) {
+        c.set_size("embed_dim", b.attn.embed_dim()).set_size("heads", b.attn.heads()).set_size("hidden", b.fc1.out_features());
+    };
+    add_codec<TransformerBlock<T>>(r, "TransformerBlock", put_block, [](const LayerConfig& c) {
+        const std::size_t e = c.get_size("embed_dim"), h = c.get_size("hidden");
+        c.claim(config_sum(config_product({e, e, 4}), config_product({e, h, 2})));
+        Rng rng(0);
+        return std::make_unique<TransformerBlock<T>>(e, c.get_size("heads"), h, rng);
+    });
+    add_codec<ParticleBlock<T>>(r, "ParticleBlock", put_block, [](const LayerConfig& c) {
+        const std::size_t e = c.get_size("embed_dim"), h = c.get_size("hidden");
+        c.claim(config_sum(config_product({e, e, 4}), config_product({e, h, 2})));
+        Rng rng(0);
+        return std::make_unique<ParticleBlock<T>>(e, c.get_size("heads"), h, rng);
+    });
+}
+} // namespace detail
+
+} // namespace nn
+} // namespace tapir
+// ---- end tapir/nn/serialize.hpp ----
 
 namespace tapir {
 namespace nn {
@@ -16709,6 +18026,157 @@ void load_pretrained_from_string(const std::string& data, Module<T>& part, const
 template <class T>
 void load_pretrained(const std::string& path, Module<T>& part, const std::string& prefix = "") {
     load_pretrained(io::read_model_tensors<T>(path), part, prefix, path);
+}
+
+// ---- whole-model files: the architecture with the weights --------------------------------------
+
+/// The sections a whole-model file adds to the weights.
+constexpr const char* architecture_section = "architecture";
+constexpr const char* input_scaler_section = "input_scaler";
+
+namespace detail {
+inline std::string scaler_text(const data::StandardScaler& s) {
+    if (!s.fitted()) throw value_error("nn::save: the input scaler is not fitted");
+    LayerConfig c("StandardScaler");
+    c.set_doubles("mean", s.mean()).set_doubles("scale", s.scale());
+    return config_text(c);
+}
+inline data::StandardScaler scaler_from_text(const std::string& text, const std::string& source) {
+    const LayerConfig c = parse_config_text(text, source + ": " + input_scaler_section);
+    if (c.type() != "StandardScaler") c.fail("unknown scaler type (this build reads StandardScaler)");
+    if (!c.children().empty()) c.fail("a scaler has no children");
+    std::vector<double> mean = c.get_doubles("mean"), scale = c.get_doubles("scale");
+    const std::vector<std::string> unread = c.unread_keys();
+    if (!unread.empty()) c.fail("unknown key '" + unread[0] + "'");
+    try {
+        return data::StandardScaler(std::move(mean), std::move(scale));
+    } catch (const value_error& e) {
+        c.fail(e.what());
+    }
+}
+/// Builds the model back from its configuration and compares parameter and buffer names and
+/// shapes: a codec that misses part of a layer's configuration fails at save time, not when
+/// the file is loaded.
+template <class T>
+void check_rebuilds(Module<T>& model, const LayerConfig& arch) {
+    std::unique_ptr<Module<T>> copy;
+    try {
+        copy = build_layer<T>(arch);
+    } catch (const format_error& e) {
+        throw value_error(std::string("nn::save: the model's architecture does not build: ") + e.what());
+    }
+    const auto compare = [](const char* what, const auto& mine, const auto& rebuilt, const auto& shape) {
+        const std::size_t n = mine.size() < rebuilt.size() ? mine.size() : rebuilt.size();
+        for (std::size_t i = 0; i < n; ++i)
+            if (mine[i].first != rebuilt[i].first || shape(mine[i]) != shape(rebuilt[i]))
+                throw value_error(std::string("nn::save: the architecture does not rebuild the model: ") + what + " #" + std::to_string(i) +
+                                  " is '" + mine[i].first + "' " + shape(mine[i]).str() + " in the model but '" + rebuilt[i].first + "' " +
+                                  shape(rebuilt[i]).str() + " when rebuilt (a layer's codec misses part of its configuration)");
+        if (mine.size() != rebuilt.size())
+            throw value_error(std::string("nn::save: the architecture does not rebuild the model: ") + std::to_string(mine.size()) + " " +
+                              what + "s in the model but " + std::to_string(rebuilt.size()) + " when rebuilt");
+    };
+    compare("parameter", model.named_parameters(), copy->named_parameters(), [](const auto& p) { return p.second->value.shape(); });
+    compare("buffer", model.named_buffers(), copy->named_buffers(), [](const auto& b) { return b.second->shape(); });
+}
+template <class T>
+std::vector<io::ModelSection> whole_model_sections(Module<T>& model, const data::StandardScaler* scaler) {
+    const LayerConfig arch = layer_config<T>(model);
+    check_rebuilds(model, arch);
+    std::vector<io::ModelSection> out{io::ModelSection{architecture_section, config_text(arch)}};
+    if (scaler) out.push_back(io::ModelSection{input_scaler_section, scaler_text(*scaler)});
+    return out;
+}
+template <class T>
+std::string whole_model_bytes(Module<T>& model, const data::StandardScaler* scaler, optim::Optimizer<T>* optimizer) {
+    const std::vector<io::ModelSection> sections = whole_model_sections(model, scaler);
+    if (!optimizer) return io::save_model_to_string(model.named_parameters(), model.named_buffers(), nullptr, sections);
+    const io::OptimizerState<T> s = optim::file_state(*optimizer);
+    return io::save_model_to_string(model.named_parameters(), model.named_buffers(), &s, sections);
+}
+} // namespace detail
+
+/// A whole-model file as bytes: architecture, parameters, buffers and, when given, the input
+/// scaler and an optimiser's state. Throws value_error naming a layer type that has no codec
+/// (nn::register_layer) and for an unfitted scaler.
+template <class T>
+std::string save_to_string(Module<T>& model, const data::StandardScaler* scaler = nullptr, optim::Optimizer<T>* optimizer = nullptr) {
+    return detail::whole_model_bytes(model, scaler, optimizer);
+}
+template <class T>
+std::vector<std::uint8_t> save_to_bytes(Module<T>& model, const data::StandardScaler* scaler = nullptr, optim::Optimizer<T>* optimizer = nullptr) {
+    const std::string s = detail::whole_model_bytes(model, scaler, optimizer);
+    return std::vector<std::uint8_t>(s.begin(), s.end());
+}
+/// Writes a whole-model file atomically (a temporary file, then a rename).
+template <class T>
+void save(Module<T>& model, const std::string& path, const data::StandardScaler* scaler = nullptr, optim::Optimizer<T>* optimizer = nullptr) {
+    const std::vector<io::ModelSection> sections = detail::whole_model_sections(model, scaler);
+    if (!optimizer) return io::save_model(path, model.named_parameters(), model.named_buffers(), nullptr, sections);
+    const io::OptimizerState<T> s = optim::file_state(*optimizer);
+    io::save_model(path, model.named_parameters(), model.named_buffers(), &s, sections);
+}
+
+/// Rebuilds the model a whole-model file holds and loads its weights and buffers; the model
+/// comes back in eval mode (train() to go on training), with the freeze() marks it was saved
+/// with. The scaler, when asked for, is the file's, or an unfitted one when the file has none.
+/// Throws format_error naming the problem (and the layer and its line in the architecture):
+/// a weights-only file, a damaged file, an unknown layer type, a missing or malformed key, a
+/// configuration the weights do not fit.
+template <class T>
+std::unique_ptr<Module<T>> load_model_from_bytes(const void* data, std::size_t size, data::StandardScaler* scaler = nullptr,
+                                                 const std::string& source = "<memory>") {
+    const io::ModelFileInfo info = io::inspect_model_bytes(data, size, source);
+    const char* want = sizeof(T) == 4 ? "float32" : "float64";
+    if (info.dtype != want) throw format_error(source + ": the file holds " + info.dtype + " values but " + want + " were asked for");
+    const std::vector<io::ModelSection> sections = io::read_model_sections_from_bytes(data, size, source);
+    const io::ModelSection* arch_text = nullptr;
+    const io::ModelSection* scaler_section = nullptr;
+    for (const io::ModelSection& s : sections) {
+        if (s.name == architecture_section) arch_text = &s;
+        if (s.name == input_scaler_section) scaler_section = &s;
+    }
+    if (!arch_text)
+        throw format_error(source + ": the file holds weights only, no architecture (it was written by save_model, format version " +
+                           std::to_string(info.version) + "); build the model in code and load it with nn::load_model(path, model)");
+    data::StandardScaler sc;
+    if (scaler && scaler_section) sc = detail::scaler_from_text(scaler_section->data, source);
+    LayerConfig arch = parse_config_text(arch_text->data, source + ": " + architecture_section);
+    // Every configuration claims its values from those the file holds before it allocates them.
+    std::size_t budget = 0;
+    const auto add = [&budget](const std::vector<std::pair<std::string, Shape>>& ts) {
+        for (const auto& t : ts) budget = tapir::nn::detail::config_sum(budget, t.second.numel());
+    };
+    add(info.parameters);
+    add(info.buffers);
+    arch.set_budget(&budget);
+    std::unique_ptr<Module<T>> m = build_layer<T>(arch);
+    arch.set_budget(nullptr);
+    io::load_model_from_bytes(data, size, m->named_parameters(), m->named_buffers(), nullptr, source);
+    apply_frozen(*m, arch);
+    m->eval();
+    if (scaler) *scaler = std::move(sc);
+    return m;
+}
+template <class T>
+std::unique_ptr<Module<T>> load_model_from_string(const std::string& data, data::StandardScaler* scaler = nullptr,
+                                                  const std::string& source = "<memory>") {
+    return load_model_from_bytes<T>(data.data(), data.size(), scaler, source);
+}
+/// Keras' load_model: the model a whole-model file (nn::save) holds.
+template <class T>
+std::unique_ptr<Module<T>> load_model(const std::string& path, data::StandardScaler* scaler = nullptr) {
+    const std::string data = io::read_model_bytes(path, "nn::load_model");
+    return load_model_from_bytes<T>(data.data(), data.size(), scaler, path);
+}
+/// The same for a file whose model is a Sequential (for code that walks its layers, such as
+/// deploy::to_model); format_error when it is another layer.
+template <class T>
+Sequential<T> load_sequential(const std::string& path, data::StandardScaler* scaler = nullptr) {
+    std::unique_ptr<Module<T>> m = load_model<T>(path, scaler);
+    auto* s = dynamic_cast<Sequential<T>*>(m.get());
+    if (!s) throw format_error(path + ": the model is a " + m->type_name() + ", not a Sequential (use nn::load_model)");
+    return std::move(*s);
 }
 
 } // namespace nn
@@ -17740,190 +19208,6 @@ private:
 } // namespace nn
 } // namespace tapir
 // ---- end tapir/nn/pivot.hpp ----
-// ---- begin tapir/nn/recurrent.hpp ----
-/// Recurrent layers over batch-first sequences (B, T, F): SimpleRNN (tanh), LSTM (Hochreiter and
-/// Schmidhuber 1997; forget gate of Gers et al. 2000) and GRU (Cho et al., arXiv:1406.1078), each
-/// one fused op with backpropagation through time (autodiff/recurrent.hpp); and Embedding.
-///
-/// Parameters have PyTorch's names, layout and gate order, so a state dict copies either way:
-/// weight_ih (G H, F), weight_hh (G H, H), bias_ih, bias_hh (G H,); LSTM gates i, f, g, o; GRU
-/// r, z, n. Initialised as PyTorch: uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter.
-///
-///     tapir::Rng rng(1);
-///     tapir::nn::LSTM<float> lstm(7, 64, rng);           // last state: (B, 64)
-///     tapir::nn::Dense<float> head(64, 1, rng);
-///     Var<float> logits = head(lstm(x));                   // x (B, 20, 7)
-///     Var<float> masked = head(lstm(x, mask));             // mask (B, 20) of 1 and 0
-///
-/// With a mask (or sequence_mask(tape, lengths, T)) the state stops at each sequence's end, so the
-/// last state is the one after its last element, as with pack_padded_sequence in PyTorch.
-
-#include <cmath>
-#include <cstddef>
-#include <memory>
-#include <string>
-
-
-namespace tapir {
-namespace nn {
-
-struct RecurrentOptions {
-    bool return_sequences = false;  ///< every step's output (B, T, H) instead of the last (B, H)
-    bool bias = true;
-};
-
-/// The common body of SimpleRNN, LSTM and GRU.
-template <class T>
-class RecurrentLayer : public Module<T> {
-public:
-    Parameter<T> weight_ih;  ///< (G H, F)
-    Parameter<T> weight_hh;  ///< (G H, H)
-    Parameter<T> bias_ih;    ///< (G H,); empty without bias
-    Parameter<T> bias_hh;    ///< (G H,); empty without bias
-
-    RnnCell cell() const noexcept { return cell_; }
-    std::size_t input_size() const noexcept { return weight_ih.value.shape()[1]; }
-    std::size_t hidden_size() const noexcept { return weight_hh.value.shape()[1]; }
-    bool return_sequences() const noexcept { return opt_.return_sequences; }
-
-    Var<T> forward(const Var<T>& x) override { return run(x, nullptr, nullptr); }
-    /// With a (B, T) mask of 1 (step present) and 0 (padding).
-    Var<T> forward(const Var<T>& x, const Var<T>& mask) { return run(x, &mask, nullptr); }
-    /// With an initial state (B, S H): [h0 | c0] for the LSTM, h0 otherwise; mask may be null.
-    Var<T> forward(const Var<T>& x, const Var<T>* mask, const Var<T>& state0) { return run(x, mask, &state0); }
-    /// (x) or (x, mask), as nn::Model and multi-input fit() call it.
-    Var<T> forward_many(const std::vector<Var<T>>& in) override { return this->template forward_by_arity<1, 2>(*this, in); }
-    std::size_t num_inputs() const override { return 0; }
-    using Module<T>::operator();
-    Var<T> operator()(const Var<T>& x, const Var<T>& mask) { return forward(x, mask); }
-
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return opt_.return_sequences ? Shape{in[0], in[1], hidden_size()} : Shape{in[0], hidden_size()};
-    }
-    std::string describe() const override {
-        return this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
-               (opt_.return_sequences ? ", sequences)" : ")");
-    }
-
-protected:
-    RecurrentLayer(RnnCell cell, std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt)
-        : weight_ih("weight_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden, in})),
-          weight_hh("weight_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden, hidden})),
-          cell_(cell),
-          opt_(opt) {
-        if (in == 0 || hidden == 0)
-            throw value_error(std::string(rnn_cell_name(cell)) + ": input and hidden sizes must be positive, got " + std::to_string(in) +
-                              " -> " + std::to_string(hidden));
-        const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
-        init::uniform(weight_ih.value, rng, -k, k);
-        init::uniform(weight_hh.value, rng, -k, k);
-        if (opt.bias) {
-            bias_ih = Parameter<T>("bias_ih", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
-            bias_hh = Parameter<T>("bias_hh", Tensor<T>(Shape{rnn_gates(cell) * hidden}));
-            init::uniform(bias_ih.value, rng, -k, k);
-            init::uniform(bias_hh.value, rng, -k, k);
-        }
-    }
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight_ih", &weight_ih);
-        out.emplace_back("weight_hh", &weight_hh);
-        if (opt_.bias) {
-            out.emplace_back("bias_ih", &bias_ih);
-            out.emplace_back("bias_hh", &bias_hh);
-        }
-    }
-
-private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 3 || s[2] != input_size() || s[1] == 0))
-            throw shape_error(this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
-                              "): expected input of shape (batch, steps, " + std::to_string(input_size()) + "), got " + s.str());
-    }
-    Var<T> run(const Var<T>& x, const Var<T>* mask, const Var<T>* state0) {
-        check_input(x.shape());
-        Tape<T>& t = x.tape();
-        const Var<T> wi = this->use(t, weight_ih), wh = this->use(t, weight_hh);
-        Var<T> bi, bh;
-        if (opt_.bias) {
-            bi = this->use(t, bias_ih);
-            bh = this->use(t, bias_hh);
-        }
-        const Var<T> states = recurrent_sequence(cell_, x, wi, wh, opt_.bias ? &bi : nullptr, opt_.bias ? &bh : nullptr, state0, mask);
-        return recurrent_output(cell_, states, opt_.return_sequences, mask);
-    }
-
-    RnnCell cell_;
-    RecurrentOptions opt_;
-};
-
-/// h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), as torch.nn.RNN(nonlinearity='tanh').
-template <class T>
-class SimpleRNN : public RecurrentLayer<T> {
-public:
-    SimpleRNN(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::rnn_tanh, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "SimpleRNN"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<SimpleRNN>(*this); }
-};
-
-/// The LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f c_(t-1) + i g, h_t = o tanh(c_t).
-template <class T>
-class LSTM : public RecurrentLayer<T> {
-public:
-    LSTM(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::lstm, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "LSTM"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LSTM>(*this); }
-};
-
-/// The GRU as torch.nn.GRU: gates r, z, n; h_t = (1 - z) n + z h_(t-1).
-template <class T>
-class GRU : public RecurrentLayer<T> {
-public:
-    GRU(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::gru, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "GRU"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GRU>(*this); }
-};
-
-/// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
-/// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
-template <class T>
-class Embedding : public Module<T> {
-public:
-    Parameter<T> weight;  ///< (num, dim)
-
-    Embedding(std::size_t num, std::size_t dim, Rng& rng) : weight("weight", Tensor<T>(Shape{num, dim})) {
-        if (num == 0 || dim == 0)
-            throw value_error("Embedding: table sizes must be positive, got " + std::to_string(num) + " x " + std::to_string(dim));
-        init::normal(weight.value, rng, 0.0, 1.0);
-    }
-    std::size_t num_embeddings() const noexcept { return weight.value.shape()[0]; }
-    std::size_t embedding_dim() const noexcept { return weight.value.shape()[1]; }
-
-    Var<T> forward(const Var<T>& ids) override { return embedding(this->use(ids.tape(), weight), ids); }
-    Shape output_shape(const Shape& in) const override {
-        if (in.rank() >= max_rank)
-            throw shape_error("Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) +
-                              "): ids of shape " + in.str() + " give a rank above 4");
-        Shape out = in;
-        out.push_back(embedding_dim());
-        return out;
-    }
-    std::string type_name() const override { return "Embedding"; }
-    std::string describe() const override {
-        return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
-    }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Embedding>(*this); }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
-};
-
-} // namespace nn
-} // namespace tapir
-// ---- end tapir/nn/recurrent.hpp ----
 // ---- end tapir/nn/nn.hpp ----
 // ---- begin tapir/nn/onnx.hpp ----
 /// ONNX export and import of models (https://onnx.ai/onnx/operators/, default domain, opset 13
@@ -17936,21 +19220,28 @@ protected:
 /// Export writes Dense as Gemm, the activations (Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus),
 /// Softmax, BatchNorm as BatchNormalization (running statistics, ONNX momentum = 1 - tapir's),
 /// Dropout as nothing (identity at inference), Flatten, Conv1d/Conv2d as Conv, the pools as
-/// MaxPool/AveragePool (count_include_pad = 1, as tapir), GlobalAvgPool/GlobalMaxPool as
+/// ConvTranspose2d as ConvTranspose, MaxPool/AveragePool (count_include_pad = 1, as tapir), GlobalAvgPool/GlobalMaxPool as
 /// GlobalAveragePool/GlobalMaxPool + Flatten, and SimpleRNN/LSTM/GRU as RNN/LSTM/GRU between
 /// Transpose nodes (ONNX is time-major; gates reordered: ONNX LSTM i o f c vs tapir's and PyTorch's
 /// i f g o, ONNX GRU z r h vs r z n, linear_before_reset = 1 as PyTorch), as torch.onnx.export does.
+/// A functional model (nn::Model, several inputs: to_onnx(model, {shapes...})) writes its layer
+/// calls the same way, add, multiply and concat as Add, Mul and Concat, and a DeepSet or
+/// EnergyFlowNetwork as phi on the (B N, F) rows, a Mul by the mask (1/0; EFN: by z times the mask)
+/// and a ReduceSum over the particles (mean: a Div by the count). Function nodes (Model::apply) and
+/// layers without an ONNX form are refused with an error naming them.
 ///
 /// Import builds an nn::Model of tapir layers (trainable, to fine-tune) for the same operators plus
-/// the plumbing exporters emit around them (Gemm/MatMul, Add, Transpose, Squeeze, Unsqueeze,
+/// the plumbing exporters emit around them (Gemm/MatMul, Add, Sub, Mul, Div, Max by a scalar, Transpose, Squeeze, Unsqueeze,
 /// Reshape, Gather, Slice, Concat, ReduceSum, Pad with zeros, Identity, Constant, and the Shape, ConstantOfShape,
 /// Expand and Cast with which PyTorch builds a recurrent layer's zero initial state). Weights must
-/// be initializers or Constants. Any other operator is refused with an error naming it and its node, before anything
+/// be initializers or Constants. BatchNormalization after a convolution runs on the (N H W, C)
+/// rows. Any other operator (Einsum, for one) or attribute (a bidirectional LSTM or GRU) is refused with an error naming it and its node, before anything
 /// is built; so are cyclic graphs and values that nothing produces.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -17973,6 +19264,7 @@ protected:
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18300,6 +19592,65 @@ struct ModelProto {
         return 0;
     }
 };
+
+// ---- reading nodes (shared by nn/onnx.hpp and deploy/onnx.hpp) ---------------------------------
+
+/// A 1-D or 2-D window (Conv, ConvTranspose, MaxPool, AveragePool): kernel_shape (0 when absent:
+/// the weight's), strides, pads (begins, then ends), dilations, with ONNX's defaults.
+struct Window {
+    std::vector<std::int64_t> k, s, p, d;
+    std::string problem;  ///< what tapir cannot read in the attributes; empty when none
+};
+inline Window read_window(const NodeProto& n, std::size_t dims) {
+    const auto ints = [&n](const char* name) {
+        const AttributeProto* a = n.find(name);
+        return a ? a->ints : std::vector<std::int64_t>{};
+    };
+    Window w{ints("kernel_shape"), ints("strides"), ints("pads"), ints("dilations"), ""};
+    const AttributeProto* ap = n.find("auto_pad");
+    if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) w.problem = "auto_pad = " + ap->s + " is not supported (give pads)";
+    else if (dims != 1 && dims != 2) w.problem = "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D";
+    if (!w.problem.empty()) return w;
+    if (w.k.empty()) w.k.assign(dims, 0);
+    if (w.s.empty()) w.s.assign(dims, 1);
+    if (w.p.empty()) w.p.assign(2 * dims, 0);
+    if (w.d.empty()) w.d.assign(dims, 1);
+    if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims) {
+        w.problem = "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window";
+        return w;
+    }
+    for (const auto* v : {&w.k, &w.s, &w.p, &w.d})
+        for (std::int64_t x : *v)
+            if (x < 0 || x > (1 << 20)) w.problem = "kernel, stride, pad or dilation " + std::to_string(x) + " out of range";
+    for (std::size_t i = 0; w.problem.empty() && i < dims; ++i)
+        if (w.s[i] == 0 || w.d[i] == 0) w.problem = "strides and dilations must be positive";
+    return w;
+}
+
+/// What a forward LSTM, GRU or RNN as PyTorch's (default activations, zero or no initial state,
+/// GRU linear_before_reset = 1) cannot take from the node's attributes; empty when nothing.
+inline std::string recurrent_problem(const NodeProto& n) {
+    const auto i = [&n](const char* name, std::int64_t def) {
+        const AttributeProto* a = n.find(name);
+        return a ? a->i : def;
+    };
+    const AttributeProto* dir = n.find("direction");
+    if (dir && dir->s != "forward") return "direction '" + dir->s + "' is not supported (forward only)";
+    if (i("layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
+    if (n.find("clip")) return "clip is not supported";
+    if (i("input_forget", 0) != 0) return "input_forget = 1 is not supported";
+    if (n.op_type == "GRU" && i("linear_before_reset", 0) != 1)
+        return "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)";
+    if (const AttributeProto* acts = n.find("activations")) {
+        const std::vector<std::string> want = n.op_type == "LSTM" ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
+                                              : n.op_type == "GRU" ? std::vector<std::string>{"Sigmoid", "Tanh"}
+                                                                   : std::vector<std::string>{"Tanh"};
+        if (acts->strings != want) return "activations other than the defaults are not supported";
+    }
+    if (n.input.size() > 4 && !n.input[4].empty()) return "sequence_lens is not supported";
+    if (n.input.size() > 7 && !n.input[7].empty()) return "peepholes (P) are not supported";
+    return "";
+}
 
 // ---- writing ------------------------------------------------------------------------------------
 
@@ -18780,14 +20131,20 @@ public:
         return x;
     }
 
-    /// Appends the nodes of layer m (named `name`) applied to value x; returns the output value.
-    std::string layer(const Module<T>& m, const std::string& name, const std::string& x) {
+    /// Appends the nodes of layer m (named `name`) applied to value x of shape in; returns the output value.
+    std::string layer(const Module<T>& m, const std::string& name, const std::string& x, const Shape& in_shape) {
         if (const auto* s = dynamic_cast<const Sequential<T>*>(&m)) {
             std::string h = x;
+            Shape hs = in_shape;
             const auto ls = s->layers();
-            for (std::size_t i = 0; i < ls.size(); ++i) h = layer(*ls[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), h);
+            for (std::size_t i = 0; i < ls.size(); ++i) {
+                h = layer(*ls[i], name.empty() ? std::to_string(i) : name + "." + std::to_string(i), h, hs);
+                hs = ls[i]->output_shape(hs);
+            }
             return h;
         }
+        if (const auto* fm = dynamic_cast<const Model<T>*>(&m)) return model(*fm, name, {x}, {in_shape});
+        if (const auto* sn = dynamic_cast<const SetNetwork<T>*>(&m)) return set_network(*sn, name, x, nullptr, in_shape);
         if (const auto* d = dynamic_cast<const Dense<T>*>(&m)) {
             std::vector<std::string> in{x, init(name + ".weight", d->weight.value)};
             if (d->has_bias()) in.push_back(init(name + ".bias", d->bias.value));
@@ -18818,6 +20175,17 @@ public:
             return conv(*c, name, x, {i64(c->kernel_size().w)}, {i64(c->padding_left()), i64(c->padding_right())}, {i64(o.stride.w)},
                         {i64(o.dilation.w)});
         }
+        if (const auto* c = dynamic_cast<const ConvTranspose2d<T>*>(&m)) {
+            const ConvOptions& o = c->options();
+            const Size2 k = c->kernel_size();
+            std::vector<std::string> in{x, init(name + ".weight", c->weight.value)};
+            if (o.bias) in.push_back(init(name + ".bias", c->bias.value));
+            return node1("ConvTranspose", name, in,
+                         {onnx_attr_ints("kernel_shape", {i64(k.h), i64(k.w)}),
+                          onnx_attr_ints("pads", {i64(o.padding.top), i64(o.padding.left), i64(o.padding.top), i64(o.padding.left)}),
+                          onnx_attr_ints("strides", {i64(o.stride.h), i64(o.stride.w)}), onnx_attr_ints("dilations", {i64(o.dilation.h), i64(o.dilation.w)}),
+                          onnx_attr_ints("output_padding", {i64(o.output_padding.h), i64(o.output_padding.w)}), onnx_attr_i("group", i64(o.groups))});
+        }
         if (const auto* p = dynamic_cast<const MaxPool2d<T>*>(&m)) return pool(*p, name, x);
         if (const auto* p = dynamic_cast<const AvgPool2d<T>*>(&m)) return pool(*p, name, x);
         if (const auto* p = dynamic_cast<const MaxPool1d<T>*>(&m)) return pool(*p, name, x);
@@ -18829,6 +20197,95 @@ public:
         if (const auto* r = dynamic_cast<const RecurrentLayer<T>*>(&m)) return recurrent(*r, name, x);
         throw value_error("export_onnx: layer '" + name + "' (" + m.describe() + ") has no ONNX counterpart that tapir writes");
     }
+
+    /// Appends the nodes of a functional model on values xs of shapes in (in input order).
+    std::string model(const Model<T>& fm, const std::string& prefix, const std::vector<std::string>& xs, const std::vector<Shape>& in) {
+        const std::size_t out = fm.output_node();
+        if (xs.size() != fm.num_inputs())
+            throw value_error("export_onnx: model '" + prefix + "' takes " + std::to_string(fm.num_inputs()) + " inputs, got " + std::to_string(xs.size()));
+        std::vector<std::string> v(out + 1);
+        std::vector<Shape> sh(out + 1);
+        using K = typename Model<T>::NodeKind;
+        for (std::size_t i = 0; i <= out; ++i) {
+            const typename Model<T>::NodeInfo n = fm.node(i);
+            const std::string where = prefix.empty() ? n.name : prefix + "." + n.name;
+            std::vector<std::string> a;
+            std::vector<Shape> as;
+            for (std::size_t k : n.inputs) a.push_back(v[k]), as.push_back(sh[k]);
+            switch (n.kind) {
+            case K::input:
+                v[i] = xs[n.input_index], sh[i] = in[n.input_index];
+                break;
+            case K::call: {
+                const auto* sn = dynamic_cast<const SetNetwork<T>*>(n.layer);
+                if (a.size() == 1) v[i] = layer(*n.layer, where, a[0], as[0]);
+                else if (sn && a.size() == 2) v[i] = set_network(*sn, where, a[0], &a[1], as[0]);
+                else
+                    throw value_error("export_onnx: node '" + where + "' calls layer '" + n.layer_name + "' (" + n.layer->describe() + ") on " +
+                                      std::to_string(a.size()) + " inputs, which tapir does not write to ONNX");
+                sh[i] = sn ? sn->output_shape(as[0]) : n.layer->output_shape_many(as);
+                break;
+            }
+            case K::add:
+            case K::multiply:
+                v[i] = node1(n.kind == K::add ? "Add" : "Mul", where, a);
+                sh[i] = as[0];
+                break;
+            case K::concat: {
+                Shape s = as[0];
+                const std::size_t last = s.rank() - 1;
+                for (std::size_t k = 1; k < as.size(); ++k) s[last] += as[k][last];
+                v[i] = node1("Concat", where, a, {onnx_attr_i("axis", i64(last))});
+                sh[i] = s;
+                break;
+            }
+            case K::function:
+                throw value_error("export_onnx: node '" + where +
+                                  "' is a function (Model::apply), which has no ONNX counterpart; build it from layers, add, multiply and concat");
+            }
+        }
+        return v[out];
+    }
+
+    /// A DeepSet or EnergyFlowNetwork on x (B, N, F) and an optional 1/0 mask (B, N): phi on the
+    /// rows (B N, F) as Gemm nodes, the sum over particles as Mul by the mask (EFN: by the energy
+    /// fractions z, times the mask) then ReduceSum over axis 1, the mean as a Div by the count.
+    std::string set_network(const SetNetwork<T>& sn, const std::string& name, const std::string& x, const std::string* mask, const Shape& in) {
+        (void)sn.output_shape(in);  // checks (B, N, F)
+        const auto* ds = dynamic_cast<const DeepSet<T>*>(&sn);
+        const bool efn = dynamic_cast<const EnergyFlowNetwork<T>*>(&sn) != nullptr;
+        if (!ds && !efn) throw value_error("export_onnx: layer '" + name + "' (" + sn.describe() + ") has no ONNX counterpart that tapir writes");
+        const std::size_t N = in[1], F = in[2], L = sn.latent_size();
+        std::string weights, feats = x;  // weights: (B, N, 1), empty when every particle counts once
+        std::size_t A = F;
+        if (mask) weights = node1("Unsqueeze", name + ".mask", {*mask, init_i64(name + ".mask_axes", {2})});
+        if (efn) {
+            const std::string axis = init_i64(name + ".feature_axis", {2});
+            const std::string z = node1("Slice", name + ".z", {x, init_i64(name + ".z_start", {0}), init_i64(name + ".z_end", {1}), axis});
+            weights = mask ? node1("Mul", name + ".masked_z", {z, weights}) : z;
+            feats = node1("Slice", name + ".angles", {x, init_i64(name + ".angles_start", {1}), init_i64(name + ".angles_end", {i64(F)}), axis});
+            A = F - 1;
+        }
+        const std::string rows = node1("Reshape", name + ".rows", {feats, init_i64(name + ".rows_shape", {-1, i64(A)})});
+        const std::string h = layer(sn.phi, name + ".phi", rows, Shape{in[0] * N, A});
+        std::string h3 = node1("Reshape", name + ".sets", {h, init_i64(name + ".sets_shape", {-1, i64(N), i64(L)})});
+        if (!weights.empty()) h3 = node1("Mul", name + ".weighted", {h3, weights});
+        std::string pooled = node1("ReduceSum", name + ".sum", {h3, init_i64(name + ".sum_axes", {1})}, {onnx_attr_i("keepdims", 0)});
+        if (ds && ds->describe() == "DeepSet(mean)") {
+            if (mask) {
+                const std::string count =
+                    node1("ReduceSum", name + ".count", {*mask, init_i64(name + ".count_axes", {1})}, {onnx_attr_i("keepdims", 1)});
+                // An event without particles pools to 0 (its sum is 0), as tapir: divide by max(count, 1).
+                pooled = node1("Div", name + ".mean", {pooled, node1("Max", name + ".count_at_least_1", {count, init(name + ".one", {1}, {1.0})})});
+            } else {
+                pooled = node1("Div", name + ".mean", {pooled, init(name + ".n", {1}, {static_cast<double>(N)})});
+            }
+        }
+        return layer(sn.f, name + ".f", pooled, Shape{in[0], L});
+    }
+
+    /// Keeps a name (a graph input's) from being generated for anything else.
+    void reserve(const std::string& n) { used_.insert(n); }
 
 private:
     std::string fresh(const std::string& base) {
@@ -18911,29 +20368,67 @@ inline ox::ValueInfoProto onnx_value_info(const std::string& name, std::int32_t 
 }
 } // namespace detail
 
-/// The model as an ONNX ModelProto for inputs of the given shape (batch axis included). A
-/// Sequential (nested ones too) or a single layer; the layers listed at the top of this header.
+namespace detail {
 template <class T>
-io::onnx::ModelProto to_onnx(const Module<T>& model, const Shape& input, const OnnxExportOptions& opt = {}) {
-    const Shape out_shape = model.output_shape(input);  // checks the input shape as forward would
-    detail::OnnxWriter<T> w;
-    w.g.name = "tapir";
-    const std::string y = w.layer(model, "", opt.input_name);
+io::onnx::ModelProto onnx_model(OnnxWriter<T>& w, const std::vector<std::string>& inputs, const std::vector<Shape>& shapes, const std::string& y,
+                                const Shape& out_shape, const OnnxExportOptions& opt) {
     // The output gets the requested name through an Identity (the last node's output is generated).
     w.g.node.push_back(io::onnx::NodeProto{{y}, {opt.output_name}, "output", "Identity", "", {}});
-    w.g.input.push_back(detail::onnx_value_info(opt.input_name, detail::onnx_real_type<T>(), input, opt.dynamic_batch));
-    w.g.output.push_back(detail::onnx_value_info(opt.output_name, detail::onnx_real_type<T>(), out_shape, opt.dynamic_batch));
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+        w.g.input.push_back(onnx_value_info(inputs[i], onnx_real_type<T>(), shapes[i], opt.dynamic_batch));
+    w.g.output.push_back(onnx_value_info(opt.output_name, onnx_real_type<T>(), out_shape, opt.dynamic_batch));
     io::onnx::ModelProto m;
     m.ir_version = opt.opset >= 15 ? 8 : 7;
     m.opset_import.push_back(io::onnx::OperatorSetId{"", opt.opset});
     m.graph = std::move(w.g);
     return m;
 }
+} // namespace detail
+
+/// A functional model (nn/model.hpp) as an ONNX ModelProto for inputs of the given shapes (batch
+/// axis included, in input() order). The graph inputs take the model's input names; layer
+/// calls export as in a Sequential, add, multiply and concat as Add, Mul and Concat, and a
+/// DeepSet or EnergyFlowNetwork called on (x, mask) as its masked sum (see OnnxWriter::set_network;
+/// the mask must hold 1 and 0). A function node (Model::apply) has no ONNX form: value_error naming it.
+template <class T>
+io::onnx::ModelProto to_onnx(const Model<T>& model, const std::vector<Shape>& inputs, const OnnxExportOptions& opt = {}) {
+    if (inputs.size() != model.num_inputs())
+        throw value_error("export_onnx: the model takes " + std::to_string(model.num_inputs()) + " inputs, got " + std::to_string(inputs.size()) +
+                          " shapes");
+    const Shape out_shape = model.output_shape_many(inputs);  // checks the input shapes as forward would
+    const std::vector<std::string> names = model.input_names();
+    detail::OnnxWriter<T> w;
+    w.g.name = "tapir";
+    for (const auto& n : names) w.reserve(n);
+    w.reserve(opt.output_name);
+    const std::string y = w.model(model, "", names, inputs);
+    return detail::onnx_model(w, names, inputs, y, out_shape, opt);
+}
+
+/// The model as an ONNX ModelProto for inputs of the given shape (batch axis included). A
+/// Sequential (nested ones too), a functional model of one input, or a single layer; the layers
+/// listed at the top of this header.
+template <class T>
+io::onnx::ModelProto to_onnx(const Module<T>& model, const Shape& input, const OnnxExportOptions& opt = {}) {
+    if (const auto* g = dynamic_cast<const Model<T>*>(&model)) return to_onnx(*g, std::vector<Shape>{input}, opt);
+    const Shape out_shape = model.output_shape(input);  // checks the input shape as forward would
+    detail::OnnxWriter<T> w;
+    w.g.name = "tapir";
+    w.reserve(opt.input_name);
+    w.reserve(opt.output_name);
+    const std::string y = w.layer(model, "", opt.input_name, input);
+    return detail::onnx_model(w, {opt.input_name}, {input}, y, out_shape, opt);
+}
 
 /// Writes the model as an ONNX file, atomically. input: the input shape with its batch axis.
 template <class T>
 void export_onnx(const Module<T>& model, const std::string& path, const Shape& input, const OnnxExportOptions& opt = {}) {
     io::onnx::save(to_onnx(model, input, opt), path);
+}
+/// Writes a functional model of several inputs as an ONNX file, atomically.
+template <class T>
+void export_onnx(const Model<T>& model, const std::string& path, const std::vector<Shape>& inputs, const OnnxExportOptions& opt = {}) {
+    io::onnx::save(to_onnx(model, inputs, opt), path);
 }
 
 // ---- import -------------------------------------------------------------------------------------
@@ -19006,7 +20501,7 @@ private:
                                           "Identity", "Dropout", "Flatten", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
                                           "GlobalMaxPool", "BatchNormalization", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Gather",
                                           "Slice", "Concat", "ReduceSum", "LSTM", "GRU", "RNN", "Constant", "Shape", "ConstantOfShape",
-                                          "Expand", "Cast", "Pad"};
+                                          "Expand", "Cast", "Pad", "Sub", "Mul", "Div", "Max", "ConvTranspose"};
         for (const char* o : ops)
             if (op == o) return true;
         return false;
@@ -19213,12 +20708,10 @@ private:
         if (op == "Elu") return layer(n, ELU<T>(static_cast<T>(attr_f(n, "alpha", 1.0))));
         if (op == "Softmax") return layer(n, Softmax<T>(attr_i(n, "axis", m_.opset() >= 13 ? -1 : 1)));
         if (op == "Gemm" || op == "MatMul") return gemm(n);
-        if (op == "Add") {
-            const Value a = value(n, 0), b = value(n, 1);
-            return set(n, 0, model_.add(a, b, unique(node_name(n))));
-        }
+        if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Max") return binary(n);
         if (op == "Flatten") return flatten(n);
         if (op == "Conv") return conv(n);
+        if (op == "ConvTranspose") return conv_transpose(n);
         if (op == "MaxPool" || op == "AveragePool") return pool(n);
         if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
             const bool is_max = op == "GlobalMaxPool";
@@ -19283,6 +20776,45 @@ private:
         layer(n, std::move(d));
     }
 
+    /// Add, Sub, Mul, Div (broadcasting, as ONNX) of two computed values or of one and a
+    /// constant; Max of a value and a constant scalar (a clamp from below).
+    void binary(const ox::NodeProto& n) {
+        const std::string& op = n.op_type;
+        if (n.input.size() != 2) fail(n, "takes 2 inputs, got " + std::to_string(n.input.size()));
+        const ox::TensorProto* c[2] = {dyn_.count(n.input[0]) ? nullptr : constant(n, 0), dyn_.count(n.input[1]) ? nullptr : constant(n, 1)};
+        if (c[0] && c[1]) fail(n, "both inputs are constants (fold them before export)");
+        if (!c[0] && !c[1]) {
+            const Value a = value(n, 0), b = value(n, 1);
+            if (op == "Max") fail(n, "Max of two computed values is not supported (a constant scalar bound only)");
+            if (op == "Add") return set(n, 0, model_.add(a, b, unique(node_name(n))));
+            return fn(n,
+                      [op](const std::vector<Var<T>>& x) {
+                          return op == "Sub" ? sub(x[0], x[1]) : op == "Mul" ? mul(x[0], x[1]) : div(x[0], x[1]);
+                      },
+                      {a, b});
+        }
+        const bool first = c[0] != nullptr;
+        const ox::TensorProto& k = need_real(n, first ? 0 : 1, "constant", 0);
+        if (k.dims.size() > max_rank) fail(n, "constant '" + k.name + "' has rank above 4");
+        Shape ks;
+        for (std::int64_t d : k.dims) ks.push_back(z(d));
+        Tensor<T> kt(ks);
+        copy_into(kt, k.values);
+        if (op == "Max") {
+            if (kt.size() != 1) fail(n, "Max with a constant of " + std::to_string(kt.size()) + " values is not supported (a scalar bound only)");
+            const T lo = kt.data()[0];
+            return fn(n, [lo](const std::vector<Var<T>>& x) { return clamp(x[0], lo, std::numeric_limits<T>::infinity()); }, {value(n, first ? 1 : 0)});
+        }
+        fn(n,
+           [op, kt, first](const std::vector<Var<T>>& x) {
+               const Var<T> kv = x[0].tape().constant(kt);
+               const Var<T>& a = first ? kv : x[0];
+               const Var<T>& b = first ? x[0] : kv;
+               return op == "Add" ? add(a, b) : op == "Sub" ? sub(a, b) : op == "Mul" ? mul(a, b) : div(a, b);
+           },
+           {value(n, first ? 1 : 0)});
+    }
+
     void flatten(const ox::NodeProto& n) {
         const std::int64_t axis = attr_i(n, "axis", 1);
         if (axis == 1) return layer(n, Flatten<T>());
@@ -19297,26 +20829,10 @@ private:
            {value(n, 0)});
     }
 
-    /// kernel, strides, pads, dilations of a 1-D or 2-D window (ONNX pads: begins, then ends).
-    struct Window {
-        std::vector<std::int64_t> k, s, p, d;
-    };
+    using Window = ox::Window;
     Window window(const ox::NodeProto& n, std::size_t dims) const {
-        Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations")};
-        const ox::AttributeProto* ap = n.find("auto_pad");
-        if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) fail(n, "auto_pad = " + ap->s + " is not supported (give pads)");
-        if (dims != 1 && dims != 2) fail(n, "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D");
-        if (w.k.empty()) w.k.assign(dims, 0);
-        if (w.s.empty()) w.s.assign(dims, 1);
-        if (w.p.empty()) w.p.assign(2 * dims, 0);
-        if (w.d.empty()) w.d.assign(dims, 1);
-        if (w.k.size() != dims || w.s.size() != dims || w.p.size() != 2 * dims || w.d.size() != dims)
-            fail(n, "kernel_shape, strides, pads or dilations do not match a " + std::to_string(dims) + "-D window");
-        for (auto* v : {&w.s, &w.p, &w.d})
-            for (std::int64_t x : *v)
-                if (x < 0 || x > (1 << 20)) fail(n, "stride, pad or dilation " + std::to_string(x) + " out of range");
-        for (std::size_t i = 0; i < dims; ++i)
-            if (w.s[i] == 0 || w.d[i] == 0) fail(n, "strides and dilations must be positive");
+        Window w = ox::read_window(n, dims);
+        if (!w.problem.empty()) fail(n, w.problem);
         return w;
     }
     static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
@@ -19350,6 +20866,37 @@ private:
             o.dilation = Size2(1, z(win.d[0]));
             fill_conv(n, Conv1d<T>(in, out, z(win.k[0]), rng, o), w, b);
         }
+    }
+    /// ConvTranspose2d: weight (C, M / group, kh, kw), symmetric pads, output_padding.
+    void conv_transpose(const ox::NodeProto& n) {
+        const ox::TensorProto& w = need_real(n, 1, "weight", 0);
+        if (w.dims.size() != 4) fail(n, "weight '" + w.name + "' must have rank 4 (2-D transposed convolutions only)");
+        if (n.find("output_shape")) fail(n, "output_shape is not supported (give pads and output_padding)");
+        Window win = window(n, 2);
+        for (std::size_t i = 0; i < 2; ++i) {
+            if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
+            if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
+            if (win.p[i] != win.p[i + 2]) fail(n, "asymmetric pads are not supported");
+        }
+        std::vector<std::int64_t> op = attr_ints(n, "output_padding");
+        if (op.empty()) op.assign(2, 0);
+        if (op.size() != 2) fail(n, "output_padding must have 2 values");
+        for (std::int64_t v : op)
+            if (v < 0 || v > (1 << 20)) fail(n, "output_padding " + std::to_string(v) + " out of range");
+        const std::int64_t group = attr_i(n, "group", 1);
+        if (group <= 0 || group > w.dims[0] || w.dims[0] % group) fail(n, "group " + std::to_string(group) + " does not divide the input channels");
+        const std::size_t in = z(w.dims[0]), out = z(w.dims[1]) * z(group);
+        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        if (b && z(b->dims[0]) != out) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(out) + " channels");
+        ConvOptions o;
+        o.groups = z(group);
+        o.bias = b != nullptr;
+        o.stride = Size2(z(win.s[0]), z(win.s[1]));
+        o.padding = Pad2d(z(win.p[0]), z(win.p[2]), z(win.p[1]), z(win.p[3]));
+        o.dilation = Size2(z(win.d[0]), z(win.d[1]));
+        o.output_padding = Size2(z(op[0]), z(op[1]));
+        Rng rng(0);
+        fill_conv(n, ConvTranspose2d<T>(in, out, Size2(z(win.k[0]), z(win.k[1])), rng, o), w, b);
     }
     template <class C>
     void fill_conv(const ox::NodeProto& n, C c, const ox::TensorProto& w, const ox::TensorProto* b) {
@@ -19399,7 +20946,30 @@ private:
         copy_into(bn.bias.value, need_const(n, 2, "bias").values);
         copy_into(bn.running_mean, need_const(n, 3, "mean").values);
         copy_into(bn.running_var, need_const(n, 4, "var").values);
-        layer(n, std::move(bn));
+        // tapir's BatchNorm normalises (rows, C); a (N, C, L) or (N, C, H, W) input (after a
+        // convolution) runs as its (N L, C) or (N H W, C) rows, channels last, and back.
+        const std::string name = unique(node_name(n));
+        const Value x = value(n, 0);
+        const Value rows = model_.apply(unique(name + "_rows"),
+                                        [](const std::vector<Var<T>>& v) -> Var<T> {
+                                            const Shape s = v[0].shape();
+                                            if (s.rank() == 2) return v[0];
+                                            if (s.rank() != 3 && s.rank() != 4)
+                                                throw shape_error("onnx BatchNormalization: input of shape " + s.str() + " (rank 2 to 4)");
+                                            const Var<T> last = onnx_permute(v[0], s.rank() == 3 ? std::vector<std::size_t>{0, 2, 1}
+                                                                                                   : std::vector<std::size_t>{0, 2, 3, 1});
+                                            return reshape(last, Shape{s.numel() / s[1], s[1]});
+                                        },
+                                        {x});
+        const Value y = model_.call(model_.layer(name, std::move(bn)), rows, name);
+        fn(n,
+           [](const std::vector<Var<T>>& v) -> Var<T> {
+               const Shape s = v[1].shape();
+               if (s.rank() == 2) return v[0];
+               if (s.rank() == 3) return onnx_permute(reshape(v[0], Shape{s[0], s[2], s[1]}), {0, 2, 1});
+               return onnx_permute(reshape(v[0], Shape{s[0], s[2], s[3], s[1]}), {0, 3, 1, 2});
+           },
+           {y, x});
     }
 
     void transpose(const ox::NodeProto& n) {
@@ -19610,23 +21180,10 @@ private:
     void recurrent(const ox::NodeProto& n) {
         const RnnCell cell = n.op_type == "LSTM" ? RnnCell::lstm : n.op_type == "GRU" ? RnnCell::gru : RnnCell::rnn_tanh;
         const std::size_t G = rnn_gates(cell);
-        const ox::AttributeProto* dir = n.find("direction");
-        if (dir && dir->s != "forward") fail(n, "direction '" + dir->s + "' is not supported (forward only)");
-        if (attr_i(n, "layout", 0) != 0) fail(n, "layout = 1 is not supported (time-major input)");
-        if (n.find("clip")) fail(n, "clip is not supported");
-        if (attr_i(n, "input_forget", 0) != 0) fail(n, "input_forget = 1 is not supported");
-        if (cell == RnnCell::gru && attr_i(n, "linear_before_reset", 0) != 1)
-            fail(n, "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)");
-        if (const ox::AttributeProto* acts = n.find("activations")) {
-            const std::vector<std::string> want = cell == RnnCell::lstm ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
-                                                  : cell == RnnCell::gru ? std::vector<std::string>{"Sigmoid", "Tanh"}
-                                                                         : std::vector<std::string>{"Tanh"};
-            if (acts->strings != want) fail(n, "activations other than the defaults are not supported");
-        }
-        if (has_input(n, 4)) fail(n, "sequence_lens is not supported");
+        const std::string problem = ox::recurrent_problem(n);
+        if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
             if (!has_input(n, i)) continue;
-            if (i == 7) fail(n, "peepholes (P) are not supported");
             if (zeros_.count(n.input[i])) continue;
             const ox::TensorProto* t = constant(n, i);
             bool zero = t != nullptr;
@@ -25312,7 +26869,7 @@ TAPIR_SIMD_DIAG_PUSH
 namespace tapir::deploy {
 
 /// Outcome of loading or configuring a model (no exceptions in this header).
-enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa };
+enum class Status : std::uint8_t { ok, layer_count, shape, null_pointer, non_finite, bad_scale, unsupported_isa, no_calibration, bad_coverage };
 
 inline const char* status_message(Status s) noexcept {
     switch (s) {
@@ -25323,6 +26880,8 @@ inline const char* status_message(Status s) noexcept {
     case Status::non_finite: return "a weight, bias or scale is NaN or infinite";
     case Status::bad_scale: return "an input scale is not positive";
     case Status::unsupported_isa: return "this CPU or build does not support the requested instruction set";
+    case Status::no_calibration: return "int8 calibration needs at least one sample";
+    case Status::bad_coverage: return "the calibration coverage must be in (0, 1]";
     }
     return "?";
 }
@@ -25754,6 +27313,34 @@ inline std::int32_t quantize_i8(float v, float lo = -127.0f, float hi = 127.0f) 
     return static_cast<std::int32_t>((v + magic) - magic);
 }
 
+/// Whether an activation's outputs are never negative (the next layer can use uint8 codes).
+inline bool non_negative_activation(Activation a) noexcept {
+    return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus;
+}
+
+/// Symmetric int8 weight scale for a largest |weight| of wmax: wmax -> 127 (1 for all-zero weights).
+inline float weight_scale(float wmax) noexcept { return wmax > 0.0f ? wmax / 127.0f : 1.0f; }
+
+/// How a layer's inputs are quantised: x_q = round(x * inv_scale) clamped to [lo, hi].
+struct InputQuant {
+    float lo, hi, scale, inv_scale;
+};
+/// int8 [-127, 127] for signed inputs, uint8 [0, 255] for non-negative ones; range -> hi.
+inline InputQuant input_quant(float input_range, bool non_negative) noexcept {
+    InputQuant q;
+    q.lo = non_negative ? 0.0f : -127.0f;
+    q.hi = non_negative ? 255.0f : 127.0f;
+    q.scale = input_range > 0.0f ? input_range / q.hi : 1.0f;
+    q.inv_scale = 1.0f / q.scale;
+    return q;
+}
+
+/// A bias in accumulator units (unit = in_scale * w_scale), rounded, clamped to +-lim.
+inline std::int32_t quantize_bias(float b, float unit, double lim = 2147483647.0) noexcept {
+    const double v = static_cast<double>(b) / static_cast<double>(unit);
+    return static_cast<std::int32_t>(std::nearbyint(v > lim ? lim : (v < -lim ? -lim : v)));
+}
+
 } // namespace detail
 
 template <std::size_t In, std::size_t Out>
@@ -25769,8 +27356,9 @@ struct Int8Dense {
     float in_scale = 1.0f;   ///< x_q = round(x / in_scale), clamped to [in_min, in_max]
     float inv_in_scale = 1.0f;
     float in_min = -127.0f, in_max = 127.0f;  ///< int8, or uint8 [0, 255] for non-negative inputs
-    float w_scale = 1.0f;    ///< W ~ w_scale * weight
+    float w_scale = 1.0f;    ///< W ~ w_scale * weight (per channel: the largest channel scale)
     float out_scale = 1.0f;  ///< in_scale * w_scale: one accumulator unit
+    alignas(64) float out_scales[out_padded] = {};  ///< one accumulator unit per output (all out_scale unless per channel)
     Activation act = Activation::none;
     float alpha = 0.0f;
 
@@ -25785,27 +27373,27 @@ struct Int8Dense {
     }
 
     /// Quantises a float layer; input_range = the largest |input| to represent (from
-    /// calibration), non_negative_input = the previous activation cannot go below zero.
-    Status set(const LayerView<float>& v, float input_range, bool non_negative_input = false) noexcept {
+    /// calibration), non_negative_input = the previous activation cannot go below zero,
+    /// per_channel = one weight scale per output (max |W[., j]| -> 127) instead of one per layer.
+    Status set(const LayerView<float>& v, float input_range, bool non_negative_input = false, bool per_channel = false) noexcept {
         const Status s = check(v, input_range);
         if (s != Status::ok) return s;
         float wmax = 0.0f;
         for (std::size_t k = 0; k < In * Out; ++k) wmax = std::fabs(v.weight[k]) > wmax ? std::fabs(v.weight[k]) : wmax;
-        w_scale = wmax > 0.0f ? wmax / 127.0f : 1.0f;
-        in_min = non_negative_input ? 0.0f : -127.0f;
-        in_max = non_negative_input ? 255.0f : 127.0f;
-        in_scale = input_range > 0.0f ? input_range / in_max : 1.0f;
-        inv_in_scale = 1.0f / in_scale;
+        w_scale = detail::weight_scale(wmax);
+        const detail::InputQuant iq = detail::input_quant(input_range, non_negative_input);
+        in_min = iq.lo, in_max = iq.hi, in_scale = iq.scale, inv_in_scale = iq.inv_scale;
         out_scale = in_scale * w_scale;
-        const float inv_w = 1.0f / w_scale;
-        for (std::size_t p = 0; p < 2 * in_pairs; ++p)
-            for (std::size_t j = 0; j < out_padded; ++j)
-                weight[p / 2][j][p % 2] =
-                    static_cast<std::int8_t>(p < In && j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
         for (std::size_t j = 0; j < out_padded; ++j) {
-            const double b = (v.bias && j < Out) ? static_cast<double>(v.bias[j]) / static_cast<double>(out_scale) : 0.0;
-            const double lim = 2147483647.0;
-            bias[j] = static_cast<std::int32_t>(std::nearbyint(b > lim ? lim : (b < -lim ? -lim : b)));
+            float cmax = 0.0f;
+            if (per_channel && j < Out)
+                for (std::size_t p = 0; p < In; ++p) cmax = std::fabs(v.weight[p * Out + j]) > cmax ? std::fabs(v.weight[p * Out + j]) : cmax;
+            const float ws = per_channel ? detail::weight_scale(cmax) : w_scale;
+            const float inv_w = 1.0f / ws;
+            for (std::size_t p = 0; p < 2 * in_pairs; ++p)
+                weight[p / 2][j][p % 2] = static_cast<std::int8_t>(p < In && j < Out ? detail::quantize_i8(v.weight[p * Out + j] * inv_w) : 0);
+            out_scales[j] = per_channel ? in_scale * ws : out_scale;
+            bias[j] = detail::quantize_bias(v.bias && j < Out ? v.bias[j] : 0.0f, out_scales[j]);
         }
         act = v.act;
         alpha = v.alpha;
@@ -25822,7 +27410,7 @@ struct Int8Dense {
     /// Dequantise and activate the Out accumulators into y.
     TAPIR_ALWAYS_INLINE void finish(const std::int32_t* acc, float* y) const noexcept {
         for (std::size_t j = 0; j < Out; ++j)
-            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scale, alpha);
+            y[j] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[j]) * out_scales[j], alpha);
     }
 
     /// x (In floats) -> y (Out floats), portable loops.
@@ -25911,7 +27499,7 @@ public:
             count, input_ranges ? views : nullptr,
             [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i], input_ranges[i]); },
             [&](auto i) {
-                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && non_negative(views[i - 1].act));
+                return std::get<i>(layers_).set(views[i], input_ranges[i], i > 0 && detail::non_negative_activation(views[i - 1].act));
             });
     }
 
@@ -25939,7 +27527,6 @@ public:
     }
 
 private:
-    static bool non_negative(Activation a) noexcept { return a == Activation::relu || a == Activation::sigmoid || a == Activation::softplus; }
     template <bool Avx2, std::size_t I>
     TAPIR_ALWAYS_INLINE void run_layers(const float* in, float* a, float* b, float* y) const noexcept {
         float* out = (I + 1 == num_layers) ? y : ((I % 2 == 0) ? a : b);
@@ -26096,13 +27683,16 @@ struct FixedDense {
         for (std::size_t j = 0; j < Out; ++j) acc[j] = static_cast<std::int64_t>(bias[j]) * (std::int64_t(1) << F);
         for (std::size_t p = 0; p < In; ++p)
             for (std::size_t j = 0; j < Out; ++j) acc[j] += x[p] * static_cast<std::int64_t>(weight[p][j]);
-        for (std::size_t j = 0; j < Out; ++j) {
-            const Fx z = Fx::from_scaled(acc[j], 2 * F);
-            switch (act) {
-            case Activation::none: y[j] = z.raw(); break;
-            case Activation::relu: y[j] = z.raw() > 0 ? z.raw() : 0; break;
-            default: y[j] = Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw(); break;
-            }
+        for (std::size_t j = 0; j < Out; ++j) y[j] = finish(acc[j], act, alpha);
+    }
+
+    /// An accumulator (2F fractional bits) quantised to Fx and activated: the raw output.
+    static std::int64_t finish(std::int64_t acc, Activation act, double alpha) noexcept {
+        const Fx z = Fx::from_scaled(acc, 2 * Fx::frac_bits);
+        switch (act) {
+        case Activation::none: return z.raw();
+        case Activation::relu: return z.raw() > 0 ? z.raw() : 0;
+        default: return Fx::from_double(simd::activation_scalar<double, false>(act, z.to_double(), alpha)).raw();
         }
     }
 };
@@ -26608,18 +28198,24 @@ std::string literal(T v) {
     return s;
 }
 
-template <class T>
-void emit_array(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols) {
+/// decl = {values} for a rows x cols array, per_line values a line, each written by text(v).
+template <class T, class Text>
+void emit_values(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols, std::size_t per_line, Text text) {
     out += decl + " = {";
     for (std::size_t r = 0; r < rows; ++r) {
         if (rows > 1) out += r ? ",\n    {" : "\n    {";
         for (std::size_t c = 0; c < cols; ++c) {
-            if (c) out += (c % 8 == 0) ? ",\n     " : ", ";
-            out += literal(v[r * cols + c]);
+            if (c) out += (c % per_line == 0) ? ",\n     " : ", ";
+            out += text(v[r * cols + c]);
         }
         if (rows > 1) out += "}";
     }
     out += "};\n";
+}
+
+template <class T>
+void emit_array(std::string& out, const std::string& decl, const T* v, std::size_t rows, std::size_t cols) {
+    emit_values(out, decl, v, rows, cols, 8, [](T x) { return literal(x); });
 }
 
 /// The helpers, written once for T (replacing @T@): multiply-add, the blocked dense kernel,
@@ -26905,6 +28501,11 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 /// (autodiff/recurrent.hpp's) plain code, which compilers contract into fused multiply-adds or
 /// not by their flags: bitwise when both builds contract alike (a library built without FMA and
 /// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
+///
+/// The quantised layers of quantize_model.hpp (QDenseT, QConv2dT) are written as integer code:
+/// int8 (codes, int sums, then the float scale and activation; none, relu and leaky ReLU are
+/// bitwise on any flags) and ap_fixed with none or relu (exact integers, the formats' rounding
+/// and overflow), so their outputs are the library's bit for bit.
 
 #include <cstddef>
 #include <string>
@@ -27014,24 +28615,27 @@ struct DenseT {
 };
 
 /// 2-D convolution (cross-correlation, as PyTorch) of one (Cin, H, W) sample to (Cout, OH, OW):
-/// kernel KH x KW, stride SH x SW, zero padding PH rows above and below and PW columns left and
-/// right (PyTorch's padding; 'same' with an odd kernel is (k - 1) / 2). Weight (Cout, Cin, KH, KW)
-/// as tapir::nn::Conv2d and PyTorch store it. No dilation or groups.
+/// kernel KH x KW, stride SH x SW, zero padding PH rows above and PB below, PW columns left and
+/// PR right (PyTorch's symmetric padding by default; 'same' with an odd kernel is (k - 1) / 2 on
+/// each side, with an even kernel tapir's 'same' puts the extra row and column at the end:
+/// PH = PW = (k - 1) / 2, PB = PR = k / 2). Weight (Cout, Cin, KH, KW) as tapir::nn::Conv2d and
+/// PyTorch store it. No dilation or groups.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
 struct Conv2dT {
     static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
-    static_assert(H + 2 * PH >= KH && W + 2 * PW >= KW, "Conv2dT: the kernel is larger than the padded input");
+    static_assert(H + PH + PB >= KH && W + PW + PR >= KW, "Conv2dT: the kernel is larger than the padded input");
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
     static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
-    static constexpr std::size_t HP = H + 2 * PH, WP = W + 2 * PW;
+    static constexpr std::size_t pad_bottom = PB, pad_right = PR;
+    static constexpr std::size_t HP = H + PH + PB, WP = W + PW + PR;
     static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
     static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
     static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
     static constexpr std::size_t out_buffer = out_size;
-    static constexpr std::size_t scratch_size = (PH || PW) ? Cin * HP * WP : 0;
+    static constexpr std::size_t scratch_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;
 
     alignas(64) T weight[Cout][K] = {};
     alignas(64) T bias[Cout] = {};
@@ -27043,7 +28647,7 @@ struct Conv2dT {
     template <class V>
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
-        if constexpr (PH != 0 || PW != 0) {
+        if constexpr (scratch_size != 0) {
             for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
             for (std::size_t c = 0; c < Cin; ++c)
                 for (std::size_t i = 0; i < H; ++i)
@@ -27138,10 +28742,11 @@ private:
     }
 };
 
-/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on both
-/// sides; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D layer on a height of one, as in training).
-template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0>
-using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P>;
+/// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on the
+/// left and PR (default P) on the right; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D
+/// layer on a height of one, as in training).
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
 /// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
 /// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
@@ -27462,6 +29067,480 @@ public:
 
 TAPIR_SIMD_DIAG_POP
 // ---- end tapir/deploy/model.hpp ----
+// ---- begin tapir/deploy/quantize_model.hpp ----
+/// Quantised dense and convolution layers for ModelT (model.hpp), and a quantised ModelT built
+/// from a float one and calibration data:
+///
+///     using Cnn = tapir::deploy::ModelT<float, Conv2dT<...>, MaxPool2dT<...>, FlattenT<...>, DenseT<...>>;
+///     using Cnn8 = tapir::deploy::QuantizedT<tapir::deploy::Int8, Cnn>;                  // int8
+///     using Cnn16 = tapir::deploy::QuantizedT<tapir::deploy::FixedPoint<16, 6>, Cnn>;   // ap_fixed<16, 6>
+///     static Cnn8 q;
+///     tapir::deploy::quantize_model(q, cnn, calibration_images, 1000);                 // Status::ok
+///     q.forward(image, &logit);                                                        // noexcept, const, no heap
+///
+/// QuantizedT replaces every DenseT by QDenseT and every Conv2dT/Conv1dT by QConv2dT of the
+/// scheme; pooling, flatten, activations and recurrent layers stay float (a max-pool of
+/// quantised values is exact). Float in, float out: each quantised layer quantises its input,
+/// accumulates in integers and writes float outputs, as quantize.hpp's models do:
+///
+/// - Int8: int8 weights, symmetric, one scale per layer or (QuantizeOptions::per_channel) per
+///   output channel (Krishnamoorthi, arXiv:1806.08342, section 3.1); inputs quantised to int8
+///   [-127, 127], or uint8 [0, 255] when the layer before cannot go below zero, with a scale
+///   calibrated on data (the coverage quantile of the layer's |inputs|; beyond it values
+///   saturate); int32 sums with the bias in accumulator units; then act(acc * s_x * s_w) in
+///   float. Integer sums are exact: every instruction set gives the same outputs.
+/// - FixedPoint<W, I, Q, O> (ap_fixed, quantize.hpp): weights, biases, inputs and outputs in
+///   the format, products summed exactly (2F fractional bits) and quantised once per output, as
+///   FixedMlp. The float outputs hold the fixed-point values exactly (W at most 25), so a chain
+///   of these layers, max-pools and flattens computes what an all-fixed-point model does.
+///
+/// Same guarantees as ModelT: forward is noexcept and const, allocates nothing (the quantised
+/// input of a layer lives on the stack) and this header builds with -fno-exceptions -fno-rtti.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::deploy {
+
+/// The int8 scheme of QDenseT, QConv2dT and QuantizedT.
+struct Int8 {};
+
+/// A quantised dense layer of scheme S (Int8 or a FixedPoint) with the sizes of DenseT<float, In, Out>.
+template <class S, std::size_t In, std::size_t Out>
+struct QDenseT;
+
+/// A quantised convolution of scheme S with the sizes of Conv2dT<float, Cin, H, W, ...>.
+template <class S, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH = 1,
+          std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+struct QConv2dT;
+
+/// A quantised 1-D convolution (Conv1dT's sizes).
+template <class S, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S1 = 1, std::size_t P = 0, std::size_t PR = P>
+using QConv1dT = QConv2dT<S, Cin, 1, L, Cout, 1, K, 1, S1, 0, P, 0, PR>;
+
+namespace detail {
+
+/// The float layer's weights as a LayerView (the copy holds them unpadded).
+template <std::size_t In, std::size_t Out>
+LayerView<float> dense_view(const DenseT<float, In, Out>& f, std::vector<float>& w) {
+    w.resize(In * Out);
+    for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = f.dense.weight[p][j];
+    return LayerView<float>{w.data(), f.dense.bias, In, Out, f.dense.act, f.dense.alpha};
+}
+
+/// Integer cross-correlation of padded codes xq (C, HP, WP): per output channel oc and row,
+/// accumulators from init(oc), plus weight[oc][p] times the tap at offsets[p], then
+/// finish(oc, acc, y_row) writes the OW outputs. Exact sums, so the same on every instruction set.
+template <class Acc, std::size_t OH, std::size_t OW, std::size_t SH, std::size_t SW, std::size_t WP, class X, class Wt, std::size_t Cout,
+          std::size_t K, class Init, class Finish>
+TAPIR_ALWAYS_INLINE void integer_conv(const X* xq, const Wt (&weight)[Cout][K], const std::array<std::uint32_t, K>& offsets, float* y, Init init,
+                                      Finish finish) noexcept {
+    for (std::size_t oc = 0; oc < Cout; ++oc)
+        for (std::size_t oy = 0; oy < OH; ++oy) {
+            Acc acc[OW];
+            for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] = init(oc);
+            for (std::size_t p = 0; p < K; ++p) {
+                const Acc w = weight[oc][p];
+                const X* xr = xq + oy * SH * WP + offsets[p];
+                for (std::size_t ox = 0; ox < OW; ++ox) acc[ox] += w * static_cast<Acc>(xr[ox * SW]);
+            }
+            finish(oc, acc, y + (oc * OH + oy) * OW);
+        }
+}
+
+} // namespace detail
+
+template <std::size_t In, std::size_t Out>
+struct QDenseT<Int8, In, Out> {
+    using value_type = float;
+    using scheme = Int8;
+    static constexpr const char* name = "Int8Dense";
+    static constexpr std::size_t in_size = In, out_size = Out, out_buffer = Out, scratch_size = 0;
+
+    Int8Dense<In, Out> q;  ///< quantize.hpp's layer: weights, scales, the kernels
+
+    /// Quantises f: input_range = the |input| that maps to the largest code (calibration).
+    Status set(const DenseT<float, In, Out>& f, float input_range, bool non_negative_input, bool per_channel) {
+        std::vector<float> w;
+        return q.set(detail::dense_view(f, w), input_range, non_negative_input, per_channel);
+    }
+
+    void forward(simd::isa which, const float* x, float* y, float*) const noexcept { detail::run_layer(which, *this, x, y); }
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+#if TAPIR_SIMD_X86
+        if constexpr (V::id == simd::isa::avx2 || V::id == simd::isa::avx512) {
+            q.run_avx2(x, y);
+            return;
+        }
+#endif
+        q.run(x, y);
+    }
+};
+
+template <int W, int I, Quant Q, Ovf O, std::size_t In, std::size_t Out>
+struct QDenseT<FixedPoint<W, I, Q, O>, In, Out> {
+    static_assert(W <= 25, "QDenseT: a fixed-point layer's outputs must be exact in float (W at most 25)");
+    using value_type = float;
+    using scheme = FixedPoint<W, I, Q, O>;
+    static constexpr const char* name = "FixedDense";
+    static constexpr std::size_t in_size = In, out_size = Out, out_buffer = Out, scratch_size = 0;
+
+    FixedDense<scheme, In, Out> q;  ///< quantize.hpp's layer: raw weights and the sums
+
+    /// Quantises f (the input range and the int8 options do not apply).
+    Status set(const DenseT<float, In, Out>& f, float, bool, bool) {
+        std::vector<float> w;
+        return q.set(detail::dense_view(f, w));
+    }
+
+    void forward(simd::isa which, const float* x, float* y, float*) const noexcept { detail::run_layer(which, *this, x, y); }
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+        std::int64_t a[In], b[Out];
+        for (std::size_t i = 0; i < In; ++i) a[i] = scheme::from_double(static_cast<double>(x[i])).raw();
+        q.run(a, b);
+        for (std::size_t j = 0; j < Out; ++j) y[j] = static_cast<float>(scheme::from_raw(b[j]).to_double());
+    }
+};
+
+template <std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+struct QConv2dT<Int8, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
+    using F = Conv2dT<float, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;  ///< the float layer (its sizes)
+    static constexpr std::size_t HP = F::HP, WP = F::WP, OH = F::OH, OW = F::OW, K = F::K;
+    static_assert(K * 255 * 127 < (std::size_t(1) << 30), "QConv2dT: too many taps per output for exact int32 sums");
+    using value_type = float;
+    using scheme = Int8;
+    static constexpr const char* name = "Int8Conv2d";
+    static constexpr std::size_t in_size = F::in_size, out_size = F::out_size, out_buffer = out_size, scratch_size = F::scratch_size;
+    /// Whether every partial sum of codes (at most K 127 255 in magnitude) is an integer float
+    /// holds exactly: then the float convolution kernel computes the exact integer sums, in any
+    /// order, on every instruction set, at its speed.
+    static constexpr bool float_sums = K * 127 * 255 < (std::size_t(1) << 24);
+
+    alignas(64) std::int8_t weight[Cout][K] = {};
+    alignas(64) std::int32_t bias[Cout] = {};  ///< in accumulator units, |bias| at most 2^30
+    alignas(64) float out_scales[Cout] = {};   ///< one accumulator unit per output channel: in_scale * w_scale
+    float in_scale = 1.0f, inv_in_scale = 1.0f;
+    float in_min = -127.0f, in_max = 127.0f;
+    float w_scale = 1.0f;  ///< the largest weight scale (the layer's, unless per channel)
+    Activation act = Activation::none;
+    float alpha = 0.0f;
+    F codes;  ///< the weight codes as floats, no bias or activation: the kernel of the exact sums
+
+    /// Quantises f: input_range = the |input| that maps to the largest code (calibration).
+    Status set(const F& f, float input_range, bool non_negative_input, bool per_channel) noexcept {
+        if (!detail::finite(input_range) || !(input_range >= 0.0f)) return Status::bad_scale;
+        float wmax = 0.0f, cmax[Cout] = {};
+        for (std::size_t oc = 0; oc < Cout; ++oc) {
+            if (!detail::finite(f.bias[oc])) return Status::non_finite;
+            for (std::size_t p = 0; p < K; ++p) {
+                if (!detail::finite(f.weight[oc][p])) return Status::non_finite;
+                cmax[oc] = std::fabs(f.weight[oc][p]) > cmax[oc] ? std::fabs(f.weight[oc][p]) : cmax[oc];
+            }
+            wmax = cmax[oc] > wmax ? cmax[oc] : wmax;
+        }
+        w_scale = detail::weight_scale(wmax);
+        const detail::InputQuant iq = detail::input_quant(input_range, non_negative_input);
+        in_min = iq.lo, in_max = iq.hi, in_scale = iq.scale, inv_in_scale = iq.inv_scale;
+        for (std::size_t oc = 0; oc < Cout; ++oc) {
+            const float ws = per_channel ? detail::weight_scale(cmax[oc]) : w_scale, inv_w = 1.0f / ws;
+            for (std::size_t p = 0; p < K; ++p) {
+                weight[oc][p] = static_cast<std::int8_t>(detail::quantize_i8(f.weight[oc][p] * inv_w));
+                codes.weight[oc][p] = static_cast<float>(weight[oc][p]);
+            }
+            codes.bias[oc] = 0.0f;
+            out_scales[oc] = in_scale * ws;
+            bias[oc] = detail::quantize_bias(f.bias[oc], out_scales[oc], 1073741824.0);
+        }
+        act = f.act;
+        alpha = f.alpha;
+        return Status::ok;
+    }
+
+    void forward(simd::isa which, const float* x, float* y, float* scratch) const noexcept { detail::run_layer(which, *this, x, y, scratch); }
+
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y, float* scratch) const noexcept {
+        if constexpr (float_sums) {
+            // The input codes as floats, the float kernel's exact sums, then the int32 bias.
+            alignas(64) float xq[in_size];
+            for (std::size_t i = 0; i < in_size; ++i) xq[i] = static_cast<float>(detail::quantize_i8(x[i] * inv_in_scale, in_min, in_max));
+            codes.template run<V>(xq, y, scratch);
+            for (std::size_t oc = 0; oc < Cout; ++oc) {
+                float* yc = y + oc * OH * OW;
+                const std::int32_t b = bias[oc];
+                const float s = out_scales[oc];
+                if (act == Activation::relu) {
+                    for (std::size_t i = 0; i < OH * OW; ++i) {
+                        const float v = static_cast<float>(static_cast<std::int32_t>(yc[i]) + b) * s;
+                        yc[i] = v < 0.0f ? 0.0f : v;  // max(0, v) as simd::activation
+                    }
+                } else {
+                    for (std::size_t i = 0; i < OH * OW; ++i)
+                        yc[i] = simd::activation_scalar<float, true>(act, static_cast<float>(static_cast<std::int32_t>(yc[i]) + b) * s, alpha);
+                }
+            }
+        } else {
+            run_integer(x, y);
+        }
+    }
+
+    /// Plain loops over integers (any number of taps), compiled for each instruction set.
+    TAPIR_ALWAYS_INLINE void run_integer(const float* x, float* y) const noexcept {
+        alignas(64) std::int16_t xq[Cin * HP * WP];
+        for (std::size_t i = 0; i < Cin * HP * WP; ++i) xq[i] = 0;  // zero pads quantise to zero
+        for (std::size_t c = 0; c < Cin; ++c)
+            for (std::size_t i = 0; i < H; ++i)
+                for (std::size_t j = 0; j < W; ++j)
+                    xq[(c * HP + i + PH) * WP + j + PW] =
+                        static_cast<std::int16_t>(detail::quantize_i8(x[(c * H + i) * W + j] * inv_in_scale, in_min, in_max));
+        detail::integer_conv<std::int32_t, OH, OW, SH, SW, WP>(
+            xq, weight, offsets, y, [&](std::size_t oc) { return bias[oc]; },
+            [&](std::size_t oc, const std::int32_t* acc, float* yr) {
+                for (std::size_t ox = 0; ox < OW; ++ox)
+                    yr[ox] = simd::activation_scalar<float, true>(act, static_cast<float>(acc[ox]) * out_scales[oc], alpha);
+            });
+    }
+
+private:
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+};
+
+template <int FW, int FI, Quant Q, Ovf O, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+struct QConv2dT<FixedPoint<FW, FI, Q, O>, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR> {
+    using F = Conv2dT<float, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;  ///< the float layer (its sizes)
+    static constexpr std::size_t HP = F::HP, WP = F::WP, OH = F::OH, OW = F::OW, K = F::K;
+    static_assert(FW <= 25, "QConv2dT: a fixed-point layer's outputs must be exact in float (W at most 25)");
+    static_assert(K < (std::size_t(1) << (62 - 2 * (FW - 1))), "QConv2dT: too many taps per output for exact 64-bit sums");
+    using value_type = float;
+    using scheme = FixedPoint<FW, FI, Q, O>;
+    static constexpr const char* name = "FixedConv2d";
+    static constexpr std::size_t in_size = F::in_size, out_size = F::out_size, out_buffer = out_size, scratch_size = 0;
+
+    alignas(64) std::int32_t weight[Cout][K] = {};  ///< raw values of the scheme
+    alignas(64) std::int32_t bias[Cout] = {};
+    Activation act = Activation::none;
+    double alpha = 0.0;
+
+    /// Quantises f (the input range and the int8 options do not apply).
+    Status set(const F& f, float, bool, bool) noexcept {
+        for (std::size_t oc = 0; oc < Cout; ++oc) {
+            if (!detail::finite(f.bias[oc])) return Status::non_finite;
+            for (std::size_t p = 0; p < K; ++p)
+                if (!detail::finite(f.weight[oc][p])) return Status::non_finite;
+        }
+        for (std::size_t oc = 0; oc < Cout; ++oc) {
+            for (std::size_t p = 0; p < K; ++p)
+                weight[oc][p] = static_cast<std::int32_t>(scheme::from_double(static_cast<double>(f.weight[oc][p])).raw());
+            bias[oc] = static_cast<std::int32_t>(scheme::from_double(static_cast<double>(f.bias[oc])).raw());
+        }
+        act = f.act;
+        alpha = static_cast<double>(f.alpha);
+        return Status::ok;
+    }
+
+    void forward(simd::isa which, const float* x, float* y, float*) const noexcept { detail::run_layer(which, *this, x, y); }
+
+    template <class V>
+    TAPIR_ALWAYS_INLINE void run(const float* x, float* y) const noexcept {
+        constexpr int Fb = scheme::frac_bits;
+        alignas(64) std::int32_t xq[Cin * HP * WP];
+        for (std::size_t i = 0; i < Cin * HP * WP; ++i) xq[i] = 0;
+        for (std::size_t c = 0; c < Cin; ++c)
+            for (std::size_t i = 0; i < H; ++i)
+                for (std::size_t j = 0; j < W; ++j)
+                    xq[(c * HP + i + PH) * WP + j + PW] =
+                        static_cast<std::int32_t>(scheme::from_double(static_cast<double>(x[(c * H + i) * W + j])).raw());
+        detail::integer_conv<std::int64_t, OH, OW, SH, SW, WP>(
+            xq, weight, offsets, y, [&](std::size_t oc) { return static_cast<std::int64_t>(bias[oc]) * (std::int64_t(1) << Fb); },
+            [&](std::size_t, const std::int64_t* acc, float* yr) {
+                for (std::size_t ox = 0; ox < OW; ++ox)
+                    yr[ox] = static_cast<float>(scheme::from_raw(FixedDense<scheme, 1, 1>::finish(acc[ox], act, alpha)).to_double());
+            });
+    }
+
+private:
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+};
+
+namespace detail {
+
+template <class S, class L>
+struct quantized_layer {
+    using type = L;
+};
+template <class S, std::size_t In, std::size_t Out>
+struct quantized_layer<S, DenseT<float, In, Out>> {
+    using type = QDenseT<S, In, Out>;
+};
+template <class S, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+struct quantized_layer<S, Conv2dT<float, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>> {
+    using type = QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
+};
+template <class S, class M>
+struct quantized_model;
+template <class S, class... L>
+struct quantized_model<S, ModelT<float, L...>> {
+    using type = ModelT<float, typename quantized_layer<S, L>::type...>;
+};
+
+/// Whether a layer quantises its inputs with a calibrated scale.
+template <class L>
+struct calibrated : std::false_type {};
+template <std::size_t In, std::size_t Out>
+struct calibrated<QDenseT<Int8, In, Out>> : std::true_type {};
+template <std::size_t... P>
+struct calibrated<QConv2dT<Int8, P...>> : std::true_type {};
+
+/// Whether a float layer's outputs are never negative, given whether its inputs are not.
+template <class T, std::size_t In, std::size_t Out>
+bool output_non_negative(const DenseT<T, In, Out>& l, bool) noexcept {
+    return non_negative_activation(l.dense.act);
+}
+template <class T, std::size_t... P>
+bool output_non_negative(const Conv2dT<T, P...>& l, bool) noexcept {
+    return non_negative_activation(l.act);
+}
+template <class T, bool M, std::size_t... P>
+bool output_non_negative(const Pool2dT<T, M, P...>&, bool in) noexcept {
+    return in;
+}
+template <class T, std::size_t N>
+bool output_non_negative(const FlattenT<T, N>&, bool in) noexcept {
+    return in;
+}
+template <class T, std::size_t N, Activation A>
+bool output_non_negative(const ActivationT<T, N, A>&, bool) noexcept {
+    return non_negative_activation(A);
+}
+template <class L>
+bool output_non_negative(const L&, bool) noexcept {
+    return false;
+}
+
+template <class Q, class L>
+struct always_false : std::false_type {};
+
+/// A layer that QuantizedT keeps: copied.
+template <class L>
+Status quantize_layer(L& q, const L& f, float, bool, bool) {
+    q = f;
+    return Status::ok;
+}
+template <class S, std::size_t In, std::size_t Out>
+Status quantize_layer(QDenseT<S, In, Out>& q, const DenseT<float, In, Out>& f, float range, bool non_negative, bool per_channel) {
+    return q.set(f, range, non_negative, per_channel);
+}
+template <class S, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+Status quantize_layer(QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& q,
+                      const Conv2dT<float, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& f, float range, bool non_negative, bool per_channel) {
+    return q.set(f, range, non_negative, per_channel);
+}
+template <class Q, class L>
+Status quantize_layer(Q&, const L&, float, bool, bool) {
+    static_assert(always_false<Q, L>::value, "quantize_model: a layer of the quantised model is not the float layer or its QDenseT/QConv2dT");
+    return Status::shape;
+}
+
+/// Runs the float model on one sample, layer by layer, appending each calibrated layer's |inputs| to seen.
+template <std::size_t I, class... QL, class... FL>
+void calibration_pass(const ModelT<float, FL...>& f, const float* in, float* a, float* b, float* scratch,
+                      std::vector<std::vector<float>>& seen) {
+    if constexpr (I < sizeof...(FL)) {
+        using L = std::tuple_element_t<I, std::tuple<FL...>>;
+        if constexpr (calibrated<std::tuple_element_t<I, std::tuple<QL...>>>::value)
+            for (std::size_t k = 0; k < L::in_size; ++k) seen[I].push_back(std::fabs(in[k]));
+        if constexpr (I + 1 < sizeof...(FL)) {
+            f.template layer<I>().forward(f.isa(), in, a, scratch);
+            calibration_pass<I + 1, QL...>(f, a, b, a, scratch, seen);
+        }
+    }
+}
+
+template <std::size_t I, class... QL, class... FL>
+Status quantize_layers(ModelT<float, QL...>& q, const ModelT<float, FL...>& f, const std::vector<float>& range, bool non_negative,
+                       bool per_channel) {
+    if constexpr (I == sizeof...(FL)) {
+        return Status::ok;
+    } else {
+        const auto& fl = f.template layer<I>();
+        const Status s = quantize_layer(q.template layer<I>(), fl, range[I], non_negative, per_channel);
+        if (s != Status::ok) return s;
+        return quantize_layers<I + 1>(q, f, range, output_non_negative(fl, non_negative), per_channel);
+    }
+}
+
+} // namespace detail
+
+/// The quantised form of a float ModelT: each DenseT becomes a QDenseT and each Conv2dT a QConv2dT of scheme S, the rest is kept.
+template <class S, class M>
+using QuantizedT = typename detail::quantized_model<S, M>::type;
+
+/// How quantize_model calibrates the int8 layers.
+struct QuantizeOptions {
+    /// The quantile of each int8 layer's |inputs| over the calibration samples that maps to the
+    /// largest code (1: the maximum; the maximum too when the quantile is zero); rarer, larger
+    /// inputs saturate.
+    double coverage = 0.9999;
+    /// One int8 weight scale per output channel instead of one per layer.
+    bool per_channel = false;
+    /// The model's inputs are never negative (jet images): the first layer uses uint8 codes.
+    /// Later layers know it from the activations before them.
+    bool non_negative_input = false;
+};
+
+/// Quantises the float model f into q (QuantizedT of it, or any ModelT whose layers are f's or
+/// their QDenseT/QConv2dT), calibrating the int8 input scales on n samples (n x f.inputs floats,
+/// row-major; fixed point needs none: calibration may then be null). On an error q is partly
+/// quantised.
+template <class... QL, class... FL>
+Status quantize_model(ModelT<float, QL...>& q, const ModelT<float, FL...>& f, const float* calibration, std::size_t n,
+                      const QuantizeOptions& opt = {}) {
+    static_assert(sizeof...(QL) == sizeof...(FL), "quantize_model: the quantised model has a different number of layers");
+    constexpr std::size_t L = sizeof...(FL);
+    constexpr bool any = (detail::calibrated<QL>::value || ...);
+    std::vector<float> range(L, 0.0f);
+    if (any) {
+        if (!calibration) return Status::null_pointer;
+        if (n == 0) return Status::no_calibration;
+        if (!(opt.coverage > 0.0 && opt.coverage <= 1.0)) return Status::bad_coverage;
+        using FM = ModelT<float, FL...>;
+        for (std::size_t k = 0; k < n * FM::inputs; ++k)
+            if (!detail::finite(calibration[k])) return Status::non_finite;
+        std::vector<std::vector<float>> seen(L);
+        std::vector<float> a(FM::buffer_size), b(FM::buffer_size), scratch(FM::scratch_size);
+        for (std::size_t r = 0; r < n; ++r)
+            detail::calibration_pass<0, QL...>(f, calibration + r * FM::inputs, a.data(), b.data(), scratch.data(), seen);
+        for (std::size_t l = 0; l < L; ++l) {
+            std::vector<float>& v = seen[l];
+            if (v.empty()) continue;
+            const auto k = static_cast<std::size_t>(std::ceil(opt.coverage * static_cast<double>(v.size()))) - 1;
+            std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+            range[l] = v[k];
+            if (range[l] == 0.0f) range[l] = *std::max_element(v.begin(), v.end());  // mostly zeros: keep the rest representable
+        }
+    }
+    return detail::quantize_layers<0>(q, f, range, opt.non_negative_input, opt.per_channel);
+}
+
+} // namespace tapir::deploy
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/deploy/quantize_model.hpp ----
 
 namespace tapir::deploy {
 
@@ -27476,7 +29555,15 @@ struct ModelGen {
     std::size_t sum_block = 256;
     bool uses_poly = false;
     bool uses_conv = false, uses_pool = false;
+    bool uses_int8 = false, uses_int8_conv = false, uses_fixed_conv = false;
+    std::string fixed;  ///< the helpers of the one ap_fixed format in use ("" for none)
 };
+
+/// Integers as a C++ array initialiser (rows x cols).
+template <class I>
+void emit_int_array(std::string& out, const std::string& decl, const I* v, std::size_t rows, std::size_t cols) {
+    emit_values(out, decl, v, rows, cols, 16, [](I x) { return std::to_string(static_cast<long long>(x)); });
+}
 
 template <class T>
 void gen_activation_loop(ModelGen& g, Activation a, T alpha, std::size_t n, const std::string& v) {
@@ -27507,14 +29594,15 @@ void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) 
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& l) {
-    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>;
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
+    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
     constexpr std::size_t K = L::K;
     g.uses_conv = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = "Conv2d(" + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" + s(L::OH) + "x" + s(L::OW) + ", kernel " +
-                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) + ", " +
+                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) +
+                             (PB != PH || PR != PW ? " (bottom " + s(PB) + ", right " + s(PR) + ")" : std::string()) + ", " +
                              activation_name(l.act) + ")";
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
@@ -27522,9 +29610,200 @@ void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, C
     emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
     g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
     g.decls += "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) +
-               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) + ">(x, w" + id + ", b" + id + ", y);\n";
+               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) +
+               (PB != PH || PR != PW ? ", " + s(PB) + ", " + s(PR) : std::string()) + ">(x, w" + id + ", b" + id + ", y);\n";
     gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
     g.decls += "}\n\n";
+}
+
+/// int8: quantise the input as detail::quantize_i8 does, then integer sums (quantize_model.hpp).
+inline const char* gen_int8_helpers() {
+    return R"(
+/// round-half-even(clamp(v, lo, hi)) (NaN -> 0) as tapir's int8 quantiser: the clamp keeps the
+/// product out of the rounding add.
+inline int quantize_i8(float v, float lo, float hi) noexcept {
+    v = v > hi ? hi : (v < lo ? lo : v);
+    if (v != v) v = 0.0f;
+    const float magic = 12582912.0f;
+    return static_cast<int>((v + magic) - magic);
+}
+)";
+}
+
+inline const char* gen_int8_conv_helpers() {
+    return R"(
+/// int8 cross-correlation of one (CI, H, W) sample: codes of x (inv: 1 / input scale), exact
+/// int sums from the bias, then one float scale per output channel.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int PB, int PR>
+inline void conv2d_i8(const float* x, const signed char (&w)[CO][CI * KH * KW], const int (&b)[CO], const float (&s)[CO], float inv,
+                      float lo, float hi, float* y) noexcept {
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    int q[CI * H * W];
+    for (int i = 0; i < CI * H * W; ++i) q[i] = quantize_i8(x[i] * inv, lo, hi);
+    for (int oc = 0; oc < CO; ++oc)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+                int acc = b[oc];
+                for (int p = 0; p < K; ++p) {
+                    const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
+                    const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) acc += w[oc][p] * q[(c * H + iy) * W + ix];
+                }
+                y[(oc * OH + oy) * OW + ox] = static_cast<float>(acc) * s[oc];
+            }
+}
+)";
+}
+
+/// The helpers of one ap_fixed format (tapir::deploy::FixedPoint's arithmetic).
+template <class Fx>
+std::string gen_fixed_helpers() {
+    const int F = Fx::frac_bits;
+    const std::string fs = std::to_string(F), ws = std::to_string(Fx::width);
+    std::string h = "\n/// ap_fixed<" + ws + ", " + std::to_string(Fx::int_bits) + (Fx::quant == Quant::rnd ? ", AP_RND" : ", AP_TRN") +
+                    (Fx::overflow == Ovf::sat ? ", AP_SAT" : ", AP_WRAP") + ">: raw integers, value raw * 2^-" + fs + ".\n";
+    if (Fx::overflow == Ovf::sat) {
+        h += "inline long long fx_fit(long long r) noexcept { return r > " + std::to_string(Fx::raw_max) + "LL ? " + std::to_string(Fx::raw_max) +
+             "LL : (r < " + std::to_string(Fx::raw_min) + "LL ? " + std::to_string(Fx::raw_min) + "LL : r); }\n";
+    } else {
+        h += "inline long long fx_fit(long long r) noexcept {\n"
+             "    const unsigned long long m = (1ULL << " + ws + ") - 1;\n"
+             "    unsigned long long u = static_cast<unsigned long long>(r) & m;\n"
+             "    if (u >> " + std::to_string(Fx::width - 1) + ") u |= ~m;\n"
+             "    return static_cast<long long>(u);\n}\n";
+    }
+    h += "inline long long fx_floor_shift(long long v, int s) noexcept { return v >= 0 ? (v >> s) : -(((-(v + 1)) >> s) + 1); }\n";
+    h += "inline long long fx_from_double(double x) noexcept {\n"
+         "    if (x != x) return 0;\n"
+         "    double s = std::ldexp(x, " + fs + ");\n";
+    h += Fx::quant == Quant::rnd ? "    s = std::floor(s + 0.5);\n" : "    s = std::floor(s);\n";
+    h += "    const double lim = 4611686018427387904.0;\n"
+         "    s = s > lim ? lim : (s < -lim ? -lim : s);\n"
+         "    return fx_fit(static_cast<long long>(s));\n}\n";
+    h += "/// A sum of products (" + std::to_string(2 * F) + " fractional bits) quantised to the format.\n";
+    h += "inline long long fx_from_acc(long long v) noexcept {\n";
+    if (F > 0) h += std::string(Fx::quant == Quant::rnd ? "    v += 1LL << " + std::to_string(F - 1) + ";\n" : "") + "    v = fx_floor_shift(v, " + fs + ");\n";
+    h += "    return fx_fit(v);\n}\n";
+    h += "inline float fx_to_float(long long r) noexcept { return static_cast<float>(std::ldexp(static_cast<double>(r), -" + fs + ")); }\n";
+    return h;
+}
+
+inline const char* gen_fixed_conv_helpers() {
+    return R"(
+/// ap_fixed cross-correlation of one (CI, H, W) sample: exact sums of raw products from the
+/// bias, quantised once per output, then ReLU on the raw value when RELU.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int PB, int PR, bool RELU>
+inline void conv2d_fx(const float* x, const int (&w)[CO][CI * KH * KW], const int (&b)[CO], float* y) noexcept {
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    long long q[CI * H * W];
+    for (int i = 0; i < CI * H * W; ++i) q[i] = fx_from_double(static_cast<double>(x[i]));
+    for (int oc = 0; oc < CO; ++oc)
+        for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+                long long acc = static_cast<long long>(b[oc]) * fx_one;
+                for (int p = 0; p < K; ++p) {
+                    const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
+                    const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                    if (iy >= 0 && iy < H && ix >= 0 && ix < W) acc += static_cast<long long>(w[oc][p]) * q[(c * H + iy) * W + ix];
+                }
+                long long r = fx_from_acc(acc);
+                if (RELU && r < 0) r = 0;
+                y[(oc * OH + oy) * OW + ox] = fx_to_float(r);
+            }
+}
+)";
+}
+
+/// Registers the ap_fixed format Fx (one per header) and checks the activation.
+template <class Fx>
+void gen_use_fixed(ModelGen& g, Activation act, const std::string& what) {
+    if (act != Activation::none && act != Activation::relu)
+        throw value_error(std::string("deploy::generate_header: ") + what + ": ap_fixed layers are generated with none or relu activations, not " +
+                          activation_name(act));
+    const std::string h = gen_fixed_helpers<Fx>() + "constexpr long long fx_one = 1LL << " + std::to_string(Fx::frac_bits) + ";\n";
+    if (!g.fixed.empty() && g.fixed != h) throw value_error("deploy::generate_header: " + what + ": one header holds one ap_fixed format");
+    g.fixed = h;
+}
+
+template <std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const QDenseT<Int8, In, Out>& l) {
+    const Int8Dense<In, Out>& d = l.q;
+    g.uses_int8 = true;
+    std::vector<int> w(In * Out);
+    for (std::size_t p = 0; p < In; ++p)
+        for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = d.w(p, j);
+    const std::string k = std::to_string(In), n = std::to_string(Out);
+    const std::string what = "Int8Dense(" + k + " -> " + n + ", " + activation_name(d.act) + ")";
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + "; input codes [" + literal(d.in_min) + ", " + literal(d.in_max) + "]\n";
+    emit_int_array(g.decls, "constexpr signed char w" + id + "[" + k + "][" + n + "]", w.data(), In, Out);
+    emit_int_array(g.decls, "constexpr int b" + id + "[" + n + "]", d.bias, 1, Out);
+    emit_array(g.decls, "constexpr float s" + id + "[" + n + "]", d.out_scales, 1, Out);
+    g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+    g.decls += "    int q[" + k + "];\n";
+    g.decls += "    for (int p = 0; p < " + k + "; ++p) q[p] = quantize_i8(x[p] * " + literal(d.inv_in_scale) + ", " + literal(d.in_min) + ", " +
+               literal(d.in_max) + ");\n";
+    g.decls += "    for (int j = 0; j < " + n + "; ++j) {\n        int acc = b" + id + "[j];\n";
+    g.decls += "        for (int p = 0; p < " + k + "; ++p) acc += q[p] * w" + id + "[p][j];\n";
+    g.decls += "        y[j] = static_cast<float>(acc) * s" + id + "[j];\n    }\n";
+    gen_activation_loop(g, d.act, d.alpha, Out, "y");
+    g.decls += "}\n\n";
+}
+
+template <int FW, int FI, Quant Q, Ovf O, std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const QDenseT<FixedPoint<FW, FI, Q, O>, In, Out>& l) {
+    const auto& d = l.q;
+    const std::string k = std::to_string(In), n = std::to_string(Out);
+    const std::string what = "FixedDense(" + k + " -> " + n + ", " + activation_name(d.act) + ")";
+    gen_use_fixed<FixedPoint<FW, FI, Q, O>>(g, d.act, "layer " + id + " " + what);
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + ", raw ap_fixed values\n";
+    emit_int_array(g.decls, "constexpr int w" + id + "[" + k + "][" + n + "]", &d.weight[0][0], In, Out);
+    emit_int_array(g.decls, "constexpr int b" + id + "[" + n + "]", d.bias, 1, Out);
+    g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+    g.decls += "    long long q[" + k + "];\n";
+    g.decls += "    for (int p = 0; p < " + k + "; ++p) q[p] = fx_from_double(static_cast<double>(x[p]));\n";
+    g.decls += "    for (int j = 0; j < " + n + "; ++j) {\n        long long acc = static_cast<long long>(b" + id + "[j]) * fx_one;\n";
+    g.decls += "        for (int p = 0; p < " + k + "; ++p) acc += q[p] * w" + id + "[p][j];\n";
+    g.decls += "        long long r = fx_from_acc(acc);\n";
+    if (d.act == Activation::relu) g.decls += "        if (r < 0) r = 0;\n";
+    g.decls += "        y[j] = fx_to_float(r);\n    }\n}\n\n";
+}
+
+template <class S, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
+    using L = QConv2dT<S, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
+    constexpr bool int8 = std::is_same<S, Int8>::value;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    const std::string what = std::string(int8 ? "Int8Conv2d(" : "FixedConv2d(") + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" +
+                             s(L::OH) + "x" + s(L::OW) + ", kernel " + s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " +
+                             s(PH) + "x" + s(PW) + " (bottom " + s(PB) + ", right " + s(PR) + "), " + activation_name(l.act) + ")";
+    const std::string args = s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
+                             s(PH) + ", " + s(PW) + ", " + s(PB) + ", " + s(PR);
+    const std::string wdecl = "[" + s(Cout) + "][" + s(L::K) + "]";
+    if constexpr (int8) {
+        g.uses_int8 = g.uses_int8_conv = true;
+        gen_describe(g, what);
+        g.decls += "// layer " + id + ": " + what + "\n";
+        emit_int_array(g.decls, "constexpr signed char w" + id + wdecl, &l.weight[0][0], Cout, L::K);
+        emit_int_array(g.decls, "constexpr int b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
+        emit_array(g.decls, "constexpr float s" + id + "[" + s(Cout) + "]", l.out_scales, 1, Cout);
+        g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+        g.decls += "    conv2d_i8<" + args + ">(x, w" + id + ", b" + id + ", s" + id + ", " + literal(l.inv_in_scale) + ", " + literal(l.in_min) + ", " +
+                   literal(l.in_max) + ", y);\n";
+        gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
+        g.decls += "}\n\n";
+    } else {
+        gen_use_fixed<S>(g, l.act, "layer " + id + " " + what);
+        g.uses_fixed_conv = true;
+        gen_describe(g, what);
+        g.decls += "// layer " + id + ": " + what + ", raw ap_fixed values\n";
+        emit_int_array(g.decls, "constexpr int w" + id + wdecl, &l.weight[0][0], Cout, L::K);
+        emit_int_array(g.decls, "constexpr int b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
+        g.decls += "inline void layer" + id + "(const float* x, float* y) noexcept {\n";
+        g.decls += "    conv2d_fx<" + args + ", " + (l.act == Activation::relu ? "true" : "false") + ">(x, w" + id + ", b" + id + ", y);\n}\n\n";
+    }
 }
 
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
@@ -27623,12 +29902,13 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
 /// Conv2dT and Pool2dT for one output at a time.
 inline const char* gen_conv_helpers() {
     return R"(
-/// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW): per output one multiply-add chain
-/// over the taps (channel, row, column) in order, zero outside the padding, restarted every KB
-/// taps and the partial sums added in order, then the bias.
-template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB>
+/// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW), padded PH rows above and PB below,
+/// PW columns left and PR right: per output one multiply-add chain over the taps (channel, row,
+/// column) in order, zero outside the padding, restarted every KB taps and the partial sums
+/// added in order, then the bias.
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW>
 inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b)[CO], @T@* y) noexcept {
-    const int OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1, K = CI * KH * KW;
+    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
     for (int oc = 0; oc < CO; ++oc)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox) {
@@ -27736,6 +30016,10 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     std::string helpers = detail::math_helpers<T>(g.uses_poly);
     if (g.uses_conv) helpers += detail::gen_conv_helpers();
     if (g.uses_pool) helpers += detail::gen_pool_helpers();
+    if (g.uses_int8) helpers += detail::gen_int8_helpers();
+    if (g.uses_int8_conv) helpers += detail::gen_int8_conv_helpers();
+    helpers += g.fixed;
+    if (g.uses_fixed_conv) helpers += detail::gen_fixed_conv_helpers();
     detail::replace_all(helpers, "@T@", tn);
     o += helpers + "\n" + g.decls + "} // namespace detail\n\n";
 
@@ -27949,8 +30233,8 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const TrainedLayer<T>& l, std::size_t index) {
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
     const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
@@ -27968,10 +30252,10 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const Tr
     if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
         layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
                                                shape_text({Cout, Cin, KH, KW}));
-    if (sh != SH || o.stride.w != SW || pt != PH || pb != PH || pl != PW || pr != PW)
+    if (sh != SH || o.stride.w != SW || pt != PH || pb != PB || pl != PW || pr != PR)
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
-                                               shape_text({PH, PH, PW, PW}));
+                                               shape_text({PH, PB, PW, PR}));
     if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
         throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
     constexpr std::size_t K = Cin * KH * KW;
@@ -28127,14 +30411,726 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
 ///                 DeepSetT (PFN); same guarantees and bitwise the trained model
 ///   quantize.hpp  Int8Mlp (int8 weights and activations) and FixedMlp<FixedPoint<W, I>, ...>
 ///                 (the ap_fixed<W, I> convention), same guarantees
+///   quantize_model.hpp  QuantizedT<Int8, M> and QuantizedT<FixedPoint<W, I>, M>: a ModelT with
+///                 its dense and convolution layers quantised, quantize_model() calibrates it
 /// The tools that build these models from trained ones are separate headers (both in tapir.hpp):
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
 ///   convert_model.hpp  ModelT and DeepSetT from a trained nn::Sequential or DeepSet, or a model file
+///   onnx.hpp      load_onnx: a ModelT from an ONNX file (PyTorch's MLPs, CNNs, LSTMs, GRUs)
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
 ///                 function, only `<cmath>`) for firmware and trigger code bases
 
 // ---- end tapir/deploy/deploy.hpp ----
+// ---- begin tapir/deploy/onnx.hpp ----
+/// ONNX files into a compile-time ModelT (model.hpp), to infer: the graph is read as a chain of
+/// deployable layers that must match the ModelT's layers one to one, as deploy::load_model does
+/// for a trained Sequential (convert_model.hpp), without going through tapir::nn.
+///
+///     using Cnn = tapir::deploy::ModelT<float, tapir::deploy::Conv2dT<float, 2, 16, 16, 4, 3, 3, 1, 1, 1, 1>, ...>;
+///     auto cnn = tapir::deploy::load_onnx<Cnn>("from_torch.onnx");   // std::unique_ptr<Cnn>
+///     cnn->forward(x, y);
+///
+/// Operators (https://onnx.ai/onnx/operators/, opsets 7 to 20, as torch.onnx.export writes them):
+/// Gemm and MatMul (+ Add of a constant bias) as DenseT; Conv (no groups or dilation; symmetric
+/// pads) as Conv2dT or Conv1dT; MaxPool and AveragePool without padding, and GlobalMaxPool and
+/// GlobalAveragePool as a pool over the whole input, as Pool2dT; Flatten and a Reshape to 2-D as
+/// FlattenT; Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus fused into the Dense or Conv before
+/// them, else ActivationT; BatchNormalization folded into the Dense or Conv before it (before
+/// its activation) or into the Gemm right after it (an MLP's BatchNorm after an activation);
+/// forward LSTM and GRU (between the Transposes of batch-first models; zero initial states;
+/// Y, Squeeze and Transpose back for every step, Y_h or a Gather of the last step for the last)
+/// as LstmT and GruT; Identity, Dropout, Constant and Pad of zero width pass through, and the Shape plumbing with
+/// which PyTorch builds the zero states is followed symbolically. Anything else (an operator,
+/// a branch such as a residual Add, a bidirectional recurrent layer, padding of a pool) is a
+/// format_error naming the node; a layer that differs from the ModelT's is a shape_error naming
+/// the node, the fixed-size layer and both shapes. The ONNX spec requires nodes in topological
+/// order; a node that reads a value not defined before it (a cycle) is refused.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace tapir::deploy {
+
+/// One deployable layer read from an ONNX graph; weights in double, in PyTorch's layouts.
+struct OnnxLayer {
+    /// "Dense", "Conv2d", "Conv1d", "MaxPool", "AvgPool", "GlobalMaxPool", "GlobalAvgPool",
+    /// "Flatten", "Activation", "LSTM", "GRU".
+    std::string type;
+    std::string where;  ///< "node '/fc/Gemm' (Gemm)"
+    Activation act = Activation::none;
+    double alpha = 0;
+    /// Dense: (in, out) row-major; Conv: (out, in, kh, kw); recurrent: W_ih (G H, in) then W_hh (G H, H).
+    std::vector<double> weight, weight_hh;
+    std::vector<double> bias, bias_hh;  ///< empty: none
+    std::vector<std::size_t> dims;      ///< Dense {in, out}; Conv {out, in, kh, kw}; pools {kh, kw}; recurrent {in, hidden}
+    std::size_t stride_h = 1, stride_w = 1, pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0, groups = 1, dilation_h = 1,
+                dilation_w = 1;
+    bool sequences = false;  ///< recurrent: every step's h rather than the last
+};
+
+namespace detail {
+
+namespace ox = io::onnx;
+
+inline std::string onnx_shape_text(const std::vector<std::size_t>& s) {
+    std::string t = "(";
+    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+    return t + ")";
+}
+
+/// Reads a graph into OnnxLayers: every value is a constant, a piece of shape plumbing, zeros
+/// made from it, or the one computed value ("main") whose chain the layers are.
+class OnnxChain {
+public:
+    OnnxChain(const ox::ModelProto& m, const std::string& source) : m_(m), src_(source) {}
+
+    std::vector<OnnxLayer> run() {
+        const ox::GraphProto& g = m_.graph;
+        const std::int64_t v = m_.opset();
+        if (v == 0) fail("the model imports no version of the default operator set (opset_import)");
+        if (v < 7 || v > 20) fail("opset " + std::to_string(v) + " is not supported (7 to 20 are read)");
+        for (const auto& n : g.node)
+            if (!(n.domain.empty() || n.domain == "ai.onnx") || !supported(n.op_type))
+                fail("unsupported ONNX operator '" + (n.domain.empty() ? "" : n.domain + ".") + n.op_type + "' in node '" + node_name(n) +
+                     "' (deploy models read: Gemm, MatMul, Add, Conv, pools, Flatten, Reshape, activations, BatchNormalization, LSTM, GRU)");
+        for (const auto& t : g.initializer) consts_[t.name] = &t;
+        for (const auto& in : g.input) {
+            if (consts_.count(in.name)) continue;
+            if (!main_.empty()) fail("the graph has several inputs ('" + main_.begin()->first + "', '" + in.name + "'); deploy models take one");
+            if (in.has_shape) input_dims_ = in.shape;
+            main_[in.name] = Main{in.has_shape ? in.shape.size() : 0, Layout::batch, epoch_, false, false};
+        }
+        if (main_.empty()) fail("the graph has no input");
+        if (g.output.size() != 1) fail("deploy models have one output; the graph has " + std::to_string(g.output.size()));
+        for (const auto& n : g.node) node(n);
+        const auto it = main_.find(g.output[0].name);
+        if (it == main_.end()) fail("the graph output '" + g.output[0].name + "' is not computed from the input");
+        if (it->second.epoch != epoch_) fail("the graph output '" + g.output[0].name + "' is not the end of the chain of layers (the graph branches)");
+        if (it->second.pending_bn) fail("the graph ends with a BatchNormalization that follows an activation; nothing can absorb it");
+        if (it->second.layout != Layout::batch)
+            fail("the graph output '" + g.output[0].name + "' is not batch-major");
+        if (layers_.empty()) fail("the graph has no layer");
+        return std::move(layers_);
+    }
+
+    /// The graph input's dimensions after the batch axis (empty when the file does not give them).
+    std::vector<std::int64_t> input_features() const {
+        std::vector<std::int64_t> out;
+        for (std::size_t i = 1; i < input_dims_.size(); ++i) out.push_back(input_dims_[i].value);
+        return out;
+    }
+
+private:
+    /// Where the batch axis is: batch-major, time-major (between Transposes around a recurrent
+    /// layer), a recurrent layer's Y (T, 1, B, H) or Y_h (1, B, H).
+    enum class Layout { batch, time, rnn_y, rnn_h };
+    struct Main {
+        std::size_t rank = 0;  ///< with the batch axis; 0: unknown
+        Layout layout = Layout::batch;
+        std::size_t epoch = 0;    ///< the chain step that made it; only the newest may be read
+        bool fusable = false;     ///< the raw output of the last Dense or Conv (no activation yet)
+        bool pending_bn = false;  ///< a BatchNormalization waits to fold into the next Gemm
+    };
+
+    [[noreturn]] void fail(const std::string& what) const { throw format_error(src_ + ": deploy::load_onnx: " + what); }
+    static std::string node_name(const ox::NodeProto& n) { return n.name.empty() ? (n.output.empty() ? n.op_type : n.output[0]) : n.name; }
+    static std::string where(const ox::NodeProto& n) { return "node '" + node_name(n) + "' (" + n.op_type + ")"; }
+    [[noreturn]] void fail(const ox::NodeProto& n, const std::string& what) const { fail(where(n) + ": " + what); }
+
+    static bool supported(const std::string& op) {
+        static const char* const ops[] = {"Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Softplus", "Identity",
+                                          "Dropout", "Flatten", "Reshape", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                          "GlobalMaxPool", "BatchNormalization", "Transpose", "Squeeze", "Unsqueeze", "Gather", "Slice",
+                                          "Concat", "LSTM", "GRU", "Constant", "Shape", "ConstantOfShape", "Expand", "Cast", "Pad"};
+        for (const char* o : ops)
+            if (op == o) return true;
+        return false;
+    }
+
+    // ---- values ----
+    bool has(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
+    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
+        if (!has(n, i)) return nullptr;
+        const auto it = consts_.find(n.input[i]);
+        return it == consts_.end() ? nullptr : it->second;
+    }
+    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
+        const ox::TensorProto* t = constant(n, i);
+        if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
+        if (!t->is_real()) fail(n, std::string(what) + " '" + t->name + "' has data type " + ox::data_type_name(t->data_type) + ", expected float or double");
+        if (rank && t->dims.size() != rank)
+            fail(n, std::string(what) + " '" + t->name + "' has rank " + std::to_string(t->dims.size()) + ", expected " + std::to_string(rank));
+        for (std::int64_t d : t->dims)
+            if (d <= 0) fail(n, std::string(what) + " '" + t->name + "' has an empty dimension");
+        return *t;
+    }
+    std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
+        const ox::TensorProto* t = constant(n, i);
+        if (!t || t->is_real() || t->dims.size() > 1) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant 1-D integer tensor");
+        return t->ints;
+    }
+    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? a->i : def;
+    }
+    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? static_cast<double>(a->f) : def;
+    }
+    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
+        const ox::AttributeProto* a = n.find(name);
+        return a ? a->ints : std::vector<std::int64_t>{};
+    }
+    static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
+    static bool all_zero(const ox::TensorProto& t) {
+        for (double x : t.values)
+            if (x != 0.0) return false;
+        for (std::int64_t x : t.ints)
+            if (x != 0) return false;
+        return true;
+    }
+    /// Inputs that are the computed value; every input must be defined before the node.
+    std::vector<std::size_t> mains(const ox::NodeProto& n) const {
+        std::vector<std::size_t> out;
+        for (std::size_t i = 0; i < n.input.size(); ++i) {
+            const std::string& in = n.input[i];
+            if (in.empty()) continue;
+            if (main_.count(in)) out.push_back(i);
+            else if (!consts_.count(in) && !shaped_.count(in) && !zeros_.count(in))
+                fail(n, "reads '" + in + "', which no input, initializer or earlier node defines (a cyclic or unsorted graph)");
+        }
+        return out;
+    }
+    /// The computed input of a layer node, which must be the newest value of the chain.
+    Main take(const ox::NodeProto& n, std::size_t i) {
+        const auto it = main_.find(n.input[i]);
+        if (it->second.epoch != epoch_)
+            fail(n, "reads '" + n.input[i] + "', which another node has read already: the graph branches (deploy models are chains of layers)");
+        if (it->second.pending_bn && n.op_type != "Gemm" && n.op_type != "MatMul" && n.op_type != "Identity" && n.op_type != "Dropout")
+            fail(n, "follows a BatchNormalization that follows an activation; it folds only into a Gemm or MatMul right after it");
+        return it->second;
+    }
+    void put(const ox::NodeProto& n, std::size_t out, Main m) {
+        if (out < n.output.size() && !n.output[out].empty()) main_[n.output[out]] = m;
+    }
+    /// A new step of the chain from x: the old values may no longer be read.
+    void step(const ox::NodeProto& n, Main m, std::size_t out = 0) {
+        ++epoch_;
+        m.epoch = epoch_;
+        put(n, out, m);
+    }
+    OnnxLayer& add_layer(const ox::NodeProto& n, const char* type) {
+        OnnxLayer l;
+        l.type = type;
+        l.where = where(n);
+        layers_.push_back(std::move(l));
+        return layers_.back();
+    }
+
+    // ---- nodes ----
+    void node(const ox::NodeProto& n) {
+        const std::string& op = n.op_type;
+        const std::vector<std::size_t> mi = mains(n);
+        if (op == "Constant") return constant_node(n);
+        if (op == "Shape") {
+            if (!n.output.empty()) shaped_.insert(n.output[0]);
+            return;
+        }
+        if (op == "ConstantOfShape" || op == "Expand" || op == "Cast") {
+            if (!mi.empty()) fail(n, "is supported only on tensor shapes (the zero initial state of LSTM and GRU)");
+            bool zero = true;
+            if (const ox::AttributeProto* v = n.find("value"))
+                for (const auto& t : v->t) zero = zero && all_zero(t);
+            if (const ox::TensorProto* c = constant(n, 0)) zero = zero && c->is_real() && all_zero(*c);
+            if (op == "Cast" && has(n, 0) && shaped_.count(n.input[0])) {
+                if (!n.output.empty()) shaped_.insert(n.output[0]);
+                return;
+            }
+            if (op != "ConstantOfShape" && !(has(n, 0) && (zeros_.count(n.input[0]) || constant(n, 0))))
+                fail(n, "only the expansion of zeros is supported");
+            if (!zero) fail(n, "only zeros are supported");
+            if (!n.output.empty()) zeros_.insert(n.output[0]);
+            return;
+        }
+        if (mi.empty()) {
+            bool shaped = false;
+            for (const auto& in : n.input) shaped = shaped || shaped_.count(in) != 0;
+            if (!shaped) fail(n, "computes from constants only (fold constants before export)");
+            for (const auto& o : n.output) shaped_.insert(o);
+            return;
+        }
+        if (mi.size() > 1) fail(n, "combines two computed values (a residual or a concatenation); deploy models are chains of layers");
+        const std::size_t xi = mi[0];
+        if (xi != 0 && op != "Add") fail(n, "the computed value must be the first input");
+        const Main x = take(n, xi);
+        if (op == "Pad") {  // PyTorch writes one of zero width before an AvgPool2d
+            const std::vector<std::int64_t> pads = has(n, 1) ? need_ints(n, 1, "pads") : attr_ints(n, "pads");
+            for (std::int64_t p : pads)
+                if (p != 0) fail(n, "padding is not supported (only pads of zero width pass)");
+            return put(n, 0, x);
+        }
+        if (op == "Identity" || op == "Dropout") {
+            if (op == "Dropout" && n.output.size() > 1 && !n.output[1].empty()) fail(n, "the dropout mask output is not supported");
+            return put(n, 0, x);
+        }
+        if (x.layout != Layout::batch && op != "Transpose" && op != "Squeeze" && op != "Gather" && op != "LSTM" && op != "GRU")
+            fail(n, "reads a time-major value; only Transpose, Squeeze, Gather, LSTM and GRU may follow a recurrent layer's ONNX outputs");
+        if (op == "Gemm" || op == "MatMul") return gemm(n, x);
+        if (op == "Add") return bias_add(n, x, 1 - xi);
+        if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "LeakyRelu" || op == "Elu" || op == "Softplus") return activation(n, x);
+        if (op == "BatchNormalization") return batch_norm(n, x);
+        if (op == "Conv") return conv(n, x);
+        if (op == "MaxPool" || op == "AveragePool") return pool(n, x);
+        if (op == "GlobalMaxPool" || op == "GlobalAveragePool") {
+            if (x.rank != 0 && x.rank != 3 && x.rank != 4) fail(n, "expects a (N, C, L) or (N, C, H, W) input");
+            add_layer(n, op == "GlobalMaxPool" ? "GlobalMaxPool" : "GlobalAvgPool");
+            return step(n, Main{x.rank, Layout::batch, 0, false, false});
+        }
+        if (op == "Flatten") {
+            if (attr_i(n, "axis", 1) != 1) fail(n, "only axis = 1 is supported");
+            add_layer(n, "Flatten");
+            return step(n, Main{2, Layout::batch, 0, false, false});
+        }
+        if (op == "Reshape") {
+            const std::vector<std::int64_t> s = need_ints(n, 1, "shape");
+            if (s.size() != 2 || (s[0] != -1 && s[0] != 0 && s[1] != -1)) fail(n, "only a reshape to (batch, features) is supported, as a Flatten");
+            add_layer(n, "Flatten");
+            return step(n, Main{2, Layout::batch, 0, false, false});
+        }
+        if (op == "Transpose") return transpose(n, x);
+        if (op == "LSTM" || op == "GRU") return recurrent(n, x);
+        if (op == "Squeeze") return squeeze(n, x);
+        if (op == "Gather") return gather(n, x);
+        fail(n, "has no deploy layer on a computed value");  // Unsqueeze, Slice, Concat on the chain
+    }
+
+    void constant_node(const ox::NodeProto& n) {
+        const ox::AttributeProto* a = n.find("value");
+        if (!a || a->t.size() != 1) fail(n, "only the attribute value (a tensor) is supported");
+        if (!n.output.empty()) consts_[n.output[0]] = &a->t[0];
+    }
+
+    void gemm(const ox::NodeProto& n, const Main& x) {
+        const bool is_gemm = n.op_type == "Gemm";
+        if (x.rank != 0 && x.rank != 2) fail(n, "expects a (batch, features) input, got rank " + std::to_string(x.rank));
+        if (is_gemm && attr_i(n, "transA", 0) != 0) fail(n, "transA = 1 is not supported");
+        const ox::TensorProto& b = need_real(n, 1, "weight", 2);
+        const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
+        const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
+        const std::size_t K = z(tb ? b.dims[1] : b.dims[0]), N = z(tb ? b.dims[0] : b.dims[1]);
+        const ox::TensorProto* c = is_gemm && has(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        if (c && c->numel() != N && c->numel() != 1)
+            fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
+        OnnxLayer& l = add_layer(n, "Dense");
+        l.dims = {K, N};
+        l.weight.resize(K * N);
+        for (std::size_t k = 0; k < K; ++k)
+            for (std::size_t j = 0; j < N; ++j) l.weight[k * N + j] = alpha * b.values[tb ? j * K + k : k * N + j];
+        l.bias.assign(N, 0.0);
+        if (c)
+            for (std::size_t j = 0; j < N; ++j) l.bias[j] = beta * c->values[c->numel() == 1 ? 0 : j];
+        if (x.pending_bn) {
+            // y = (s x + t) W + b = x (diag(s) W) + (t W + b)
+            if (bn_scale_.size() != K) fail(n, "the BatchNormalization before it has " + std::to_string(bn_scale_.size()) + " features for " + std::to_string(K) + " inputs");
+            for (std::size_t j = 0; j < N; ++j)
+                for (std::size_t k = 0; k < K; ++k) l.bias[j] += bn_shift_[k] * l.weight[k * N + j];
+            for (std::size_t k = 0; k < K; ++k)
+                for (std::size_t j = 0; j < N; ++j) l.weight[k * N + j] *= bn_scale_[k];
+        }
+        step(n, Main{2, Layout::batch, 0, true, false});
+    }
+
+    /// The bias of a MatMul (an Add of a constant right after it).
+    void bias_add(const ox::NodeProto& n, const Main& x, std::size_t ci) {
+        const ox::TensorProto* c = n.input.size() == 2 ? constant(n, ci) : nullptr;
+        if (!c) fail(n, "adds a value that is not a constant");
+        if (!x.fusable || layers_.empty() || layers_.back().type != "Dense" || layers_.back().act != Activation::none)
+            fail(n, "adds a constant where no Dense layer's bias can take it (right after a Gemm or MatMul only)");
+        if (!c->is_real()) fail(n, "constant '" + c->name + "' is not float or double");
+        OnnxLayer& l = layers_.back();
+        const std::size_t N = l.dims[1];
+        if (c->numel() != N && c->numel() != 1)
+            fail(n, "constant '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
+        for (std::size_t j = 0; j < N; ++j) l.bias[j] += c->values[c->numel() == 1 ? 0 : j];
+        step(n, x);
+    }
+
+    void activation(const ox::NodeProto& n, const Main& x) {
+        const std::string& op = n.op_type;
+        const Activation a = op == "Relu" ? Activation::relu : op == "Sigmoid" ? Activation::sigmoid : op == "Tanh" ? Activation::tanh
+                             : op == "LeakyRelu" ? Activation::leaky_relu : op == "Elu" ? Activation::elu : Activation::softplus;
+        const double alpha = a == Activation::leaky_relu ? attr_f(n, "alpha", 0.01) : a == Activation::elu ? attr_f(n, "alpha", 1.0) : 0.0;
+        if (x.fusable && !layers_.empty() && layers_.back().act == Activation::none) {
+            layers_.back().act = a;
+            layers_.back().alpha = alpha;
+        } else {
+            OnnxLayer& l = add_layer(n, "Activation");
+            l.act = a;
+            l.alpha = alpha;
+        }
+        step(n, Main{x.rank, Layout::batch, 0, false, false});
+    }
+
+    void batch_norm(const ox::NodeProto& n, const Main& x) {
+        if (attr_i(n, "training_mode", 0) != 0 || (n.output.size() > 1 && !n.output[1].empty())) fail(n, "training_mode = 1 is not supported");
+        const ox::TensorProto& sc = need_real(n, 1, "scale", 1);
+        const char* names[4] = {"scale", "bias", "mean", "var"};
+        const ox::TensorProto* p[4] = {&sc, nullptr, nullptr, nullptr};
+        for (std::size_t i = 1; i < 4; ++i) {
+            p[i] = &need_real(n, i + 1, names[i], 1);
+            if (p[i]->dims[0] != sc.dims[0]) fail(n, std::string(names[i]) + " does not have " + std::to_string(sc.dims[0]) + " values");
+        }
+        const double eps = attr_f(n, "epsilon", 1e-5);
+        if (!(eps > 0)) fail(n, "epsilon must be positive");
+        const std::size_t C = z(sc.dims[0]);
+        std::vector<double> s(C), t(C);  // y = s x + t
+        for (std::size_t c = 0; c < C; ++c) {
+            s[c] = p[0]->values[c] / std::sqrt(p[3]->values[c] + eps);
+            t[c] = p[1]->values[c] - p[2]->values[c] * s[c];
+        }
+        if (x.fusable && !layers_.empty() && layers_.back().act == Activation::none) {
+            OnnxLayer& l = layers_.back();
+            const bool dense = l.type == "Dense";
+            const std::size_t outs = dense ? l.dims[1] : l.dims[0];
+            if (outs != C) fail(n, "normalises " + std::to_string(C) + " channels but " + l.where + " has " + std::to_string(outs) + " outputs");
+            const std::size_t per = l.weight.size() / outs;
+            for (std::size_t o = 0; o < outs; ++o) {
+                for (std::size_t k = 0; k < per; ++k) l.weight[dense ? k * outs + o : o * per + k] *= s[o];
+                l.bias[o] = l.bias[o] * s[o] + t[o];
+            }
+            return step(n, x);
+        }
+        if (x.rank != 0 && x.rank != 2) fail(n, "follows no Dense or Conv layer it could fold into (only an MLP's BatchNorm before a Gemm folds forward)");
+        bn_scale_ = std::move(s), bn_shift_ = std::move(t);
+        step(n, Main{2, Layout::batch, 0, false, true});
+    }
+
+    using Window = ox::Window;
+    Window window(const ox::NodeProto& n, std::size_t dims) const {
+        Window w = ox::read_window(n, dims);
+        if (!w.problem.empty()) fail(n, w.problem);
+        return w;
+    }
+    /// 1-D windows as 2-D ones of height 1: (h, w) of entry i.
+    static std::size_t at(const std::vector<std::int64_t>& v, std::size_t dims, std::size_t i, std::size_t one_d) {
+        return dims == 1 ? (i == 0 ? one_d : z(v[0])) : z(v[i]);
+    }
+
+    void conv(const ox::NodeProto& n, const Main& x) {
+        const ox::TensorProto& w = need_real(n, 1, "weight", 0);
+        if (w.dims.size() != 3 && w.dims.size() != 4) fail(n, "weight '" + w.name + "' must have rank 3 or 4");
+        const std::size_t dims = w.dims.size() - 2;
+        if (x.rank != 0 && x.rank != dims + 2) fail(n, "a " + std::to_string(dims) + "-D convolution of a rank " + std::to_string(x.rank) + " input");
+        Window win = window(n, dims);
+        for (std::size_t i = 0; i < dims; ++i) {
+            if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
+            if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
+        }
+        const ox::TensorProto* b = has(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
+        const std::int64_t group = attr_i(n, "group", 1);
+        if (group <= 0) fail(n, "group must be positive");
+        OnnxLayer& l = add_layer(n, dims == 2 ? "Conv2d" : "Conv1d");
+        l.dims = {z(w.dims[0]), z(w.dims[1]), dims == 2 ? z(w.dims[2]) : 1, z(w.dims.back())};
+        l.weight = w.values;
+        l.bias = b ? b->values : std::vector<double>(z(w.dims[0]), 0.0);
+        l.groups = z(group);
+        l.stride_h = at(win.s, dims, 0, 1), l.stride_w = at(win.s, dims, 1, 1);
+        l.dilation_h = at(win.d, dims, 0, 1), l.dilation_w = at(win.d, dims, 1, 1);
+        l.pad_top = dims == 2 ? z(win.p[0]) : 0, l.pad_bottom = dims == 2 ? z(win.p[2]) : 0;
+        l.pad_left = z(win.p[dims == 2 ? 1 : 0]), l.pad_right = z(win.p[dims == 2 ? 3 : 1]);
+        step(n, Main{dims + 2, Layout::batch, 0, true, false});
+    }
+
+    void pool(const ox::NodeProto& n, const Main& x) {
+        const bool is_max = n.op_type == "MaxPool";
+        if (n.output.size() > 1 && !n.output[1].empty()) fail(n, "the Indices output is not supported");
+        if (attr_i(n, "ceil_mode", 0) != 0) fail(n, "ceil_mode = 1 is not supported");
+        const std::size_t dims = attr_ints(n, "kernel_shape").size();
+        const Window w = window(n, dims);
+        if (x.rank != 0 && x.rank != dims + 2) fail(n, "a " + std::to_string(dims) + "-D pool of a rank " + std::to_string(x.rank) + " input");
+        for (std::size_t i = 0; i < dims; ++i) {
+            if (w.k[i] == 0) fail(n, "kernel_shape must be positive");
+            if (w.d[i] != 1) fail(n, "dilated pooling is not supported");
+        }
+        for (std::int64_t p : w.p)
+            if (p != 0) fail(n, "padded pooling is not supported by Pool2dT (pads must be 0)");
+        OnnxLayer& l = add_layer(n, is_max ? "MaxPool" : "AvgPool");
+        l.dims = {at(w.k, dims, 0, 1), at(w.k, dims, 1, 1)};
+        l.stride_h = at(w.s, dims, 0, 1), l.stride_w = at(w.s, dims, 1, 1);
+        step(n, Main{x.rank, Layout::batch, 0, false, false});
+    }
+
+    void transpose(const ox::NodeProto& n, const Main& x) {
+        const std::vector<std::int64_t> perm = attr_ints(n, "perm");
+        if (perm != std::vector<std::int64_t>{1, 0, 2} || (x.rank != 0 && x.rank != 3) || (x.layout != Layout::batch && x.layout != Layout::time))
+            fail(n, "only the swap of the batch and time axes of a sequence (perm 1, 0, 2) around LSTM and GRU is supported");
+        Main y = x;
+        y.rank = 3;
+        y.layout = x.layout == Layout::batch ? Layout::time : Layout::batch;
+        step(n, y);
+    }
+
+    void squeeze(const ox::NodeProto& n, const Main& x) {
+        std::vector<std::int64_t> axes = attr_ints(n, "axes");
+        if (has(n, 1)) axes = need_ints(n, 1, "axes");
+        Main y = x;
+        if (x.layout == Layout::rnn_y && axes == std::vector<std::int64_t>{1}) y.layout = Layout::time, y.rank = 3;
+        else if (x.layout == Layout::rnn_h && axes == std::vector<std::int64_t>{0}) y.layout = Layout::batch, y.rank = 2;
+        else fail(n, "only the Squeeze of the direction axis of a recurrent layer's Y (axis 1) or Y_h (axis 0) is supported");
+        step(n, y);
+    }
+
+    /// The last step of a recurrent layer's output: y[:, -1] (batch-first), y[-1] (time-major) or h[-1].
+    void gather(const ox::NodeProto& n, const Main& x) {
+        const std::vector<std::int64_t> idx = need_ints(n, 1, "indices");
+        const ox::TensorProto* t = constant(n, 1);
+        const std::int64_t axis = attr_i(n, "axis", 0);
+        const bool last = idx.size() == 1 && t->dims.empty() && idx[0] == -1;
+        Main y = x;
+        y.layout = Layout::batch, y.rank = 2;
+        if (x.layout == Layout::rnn_h && axis == 0 && t->dims.empty() && idx.size() == 1 && (idx[0] == 0 || idx[0] == -1)) return step(n, y);
+        const bool seq_tail = !layers_.empty() && (layers_.back().type == "LSTM" || layers_.back().type == "GRU") && layers_.back().sequences &&
+                              x.rank == 3;
+        if (seq_tail && last && ((x.layout == Layout::batch && axis == 1) || (x.layout == Layout::time && axis == 0))) {
+            layers_.back().sequences = false;  // the last step of every step's h is the last h
+            return step(n, y);
+        }
+        fail(n, "only the last step (index -1 of the time axis) of a recurrent layer's output is supported");
+    }
+
+    void recurrent(const ox::NodeProto& n, const Main& x) {
+        const bool lstm = n.op_type == "LSTM";
+        const std::size_t G = lstm ? 4 : 3;
+        if (x.layout != Layout::time || (x.rank != 0 && x.rank != 3))
+            fail(n, "expects a time-major (T, B, F) input (a Transpose of the batch-first sequence)");
+        const std::string problem = ox::recurrent_problem(n);
+        if (!problem.empty()) fail(n, problem);
+        for (std::size_t i = 5; i < n.input.size(); ++i) {
+            if (!has(n, i)) continue;
+            const ox::TensorProto* c = constant(n, i);
+            if (!zeros_.count(n.input[i]) && !(c && c->is_real() && all_zero(*c))) fail(n, "initial states must be absent or constant zeros");
+        }
+        const ox::TensorProto& w = need_real(n, 1, "W", 3);
+        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const std::int64_t H = r.dims[2];
+        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
+            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
+        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
+        const ox::TensorProto* b = has(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
+        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
+        if (n.output.size() > 2 && !n.output[2].empty() && used(n.output[2])) fail(n, "the cell state output Y_c is not supported");
+        OnnxLayer& l = add_layer(n, lstm ? "LSTM" : "GRU");
+        const std::size_t F = z(w.dims[2]), h = z(H), GH = G * h;
+        l.dims = {F, h};
+        // ONNX gate blocks (LSTM i o f c, GRU z r h) to PyTorch's (LSTM i f g o, GRU r z n).
+        static const std::size_t from_lstm[4] = {0, 2, 3, 1}, from_gru[3] = {1, 0, 2};
+        const std::size_t* from = lstm ? from_lstm : from_gru;
+        const auto reorder = [&](const std::vector<double>& src, std::size_t offset, std::size_t cols) {
+            std::vector<double> out(GH * cols);
+            for (std::size_t g = 0; g < G; ++g)
+                for (std::size_t k = 0; k < h * cols; ++k) out[g * h * cols + k] = src[offset + from[g] * h * cols + k];
+            return out;
+        };
+        l.weight = reorder(w.values, 0, F);
+        l.weight_hh = reorder(r.values, 0, h);
+        l.bias = b ? reorder(b->values, 0, 1) : std::vector<double>(GH, 0.0);
+        l.bias_hh = b ? reorder(b->values, GH, 1) : std::vector<double>(GH, 0.0);
+        const bool y_used = !n.output.empty() && used(n.output[0]), h_used = n.output.size() > 1 && used(n.output[1]);
+        if (y_used && h_used) fail(n, "both Y and Y_h are read: the graph branches (deploy models are chains of layers)");
+        l.sequences = y_used;
+        ++epoch_;
+        put(n, 0, Main{4, Layout::rnn_y, epoch_, false, false});
+        put(n, 1, Main{3, Layout::rnn_h, epoch_, false, false});
+    }
+    bool used(const std::string& v) const {
+        if (m_.graph.output.size() == 1 && m_.graph.output[0].name == v) return true;
+        for (const auto& k : m_.graph.node)
+            for (const auto& in : k.input)
+                if (in == v) return true;
+        return false;
+    }
+
+    const ox::ModelProto& m_;
+    std::string src_;
+    std::map<std::string, const ox::TensorProto*> consts_;
+    std::map<std::string, Main> main_;
+    std::set<std::string> shaped_, zeros_;
+    std::vector<ox::Dim> input_dims_;
+    std::vector<OnnxLayer> layers_;
+    std::vector<double> bn_scale_, bn_shift_;
+    std::size_t epoch_ = 0;
+};
+
+[[noreturn]] inline void onnx_mismatch(const OnnxLayer& l, std::size_t index, const char* want, const std::string& what) {
+    throw shape_error("deploy::load_onnx: " + l.where + " vs fixed-size layer " + std::to_string(index) + " (" + want + "): " + what);
+}
+inline void onnx_expect(const OnnxLayer& l, std::size_t index, const char* want, bool ok) {
+    if (!ok) onnx_mismatch(l, index, want, "a " + l.type + " layer cannot load into a " + want + " layer");
+}
+template <class T>
+std::vector<T> onnx_cast(const OnnxLayer& l, const std::vector<double>& v) {
+    std::vector<T> out(v.size());
+    for (std::size_t k = 0; k < v.size(); ++k) {
+        out[k] = static_cast<T>(v[k]);
+        if (!std::isfinite(out[k])) throw value_error("deploy::load_onnx: " + l.where + ": value " + std::to_string(k) + " is not finite in this type");
+    }
+    return out;
+}
+
+template <class T, std::size_t In, std::size_t Out>
+void load_onnx_layer(DenseT<T, In, Out>& d, const OnnxLayer& l, std::size_t index) {
+    onnx_expect(l, index, "Dense", l.type == "Dense");
+    if (l.dims[0] != In || l.dims[1] != Out)
+        onnx_mismatch(l, index, "Dense", "ONNX weight " + onnx_shape_text(l.dims) + ", fixed-size weight " + onnx_shape_text({In, Out}));
+    const std::vector<T> w = onnx_cast<T>(l, l.weight), b = onnx_cast<T>(l, l.bias);
+    const LayerView<T> v{w.data(), b.data(), In, Out, l.act, static_cast<T>(l.alpha)};
+    const Status s = d.dense.set(v);
+    if (s != Status::ok) throw value_error("deploy::load_onnx: " + l.where + ": " + status_message(s));
+}
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW>
+void load_onnx_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const OnnxLayer& l, std::size_t index) {
+    onnx_expect(l, index, "Conv2d", l.type == "Conv2d" || l.type == "Conv1d");
+    if (l.type == "Conv1d" && H != 1) onnx_mismatch(l, index, "Conv2d", "a 1-D convolution cannot load into a 2-D one of height " + std::to_string(H));
+    if (l.dims != std::vector<std::size_t>{Cout, Cin, KH, KW})
+        onnx_mismatch(l, index, "Conv2d", "ONNX weight " + onnx_shape_text(l.dims) + ", fixed-size weight " + onnx_shape_text({Cout, Cin, KH, KW}) +
+                                              (l.groups != 1 ? " (the ONNX convolution has " + std::to_string(l.groups) + " groups)" : ""));
+    if (l.groups != 1 || l.dilation_h != 1 || l.dilation_w != 1)
+        onnx_mismatch(l, index, "Conv2d", "groups " + std::to_string(l.groups) + " and dilation " + onnx_shape_text({l.dilation_h, l.dilation_w}) +
+                                              "; Conv2dT supports neither (need 1)");
+    if (l.stride_h != SH || l.stride_w != SW || l.pad_top != PH || l.pad_bottom != PH || l.pad_left != PW || l.pad_right != PW)
+        onnx_mismatch(l, index, "Conv2d", "ONNX stride " + onnx_shape_text({l.stride_h, l.stride_w}) + " and padding (top, bottom, left, right) " +
+                                              onnx_shape_text({l.pad_top, l.pad_bottom, l.pad_left, l.pad_right}) + ", fixed-size stride " +
+                                              onnx_shape_text({SH, SW}) + " and padding " + onnx_shape_text({PH, PH, PW, PW}));
+    constexpr std::size_t K = Cin * KH * KW;
+    const std::vector<T> w = onnx_cast<T>(l, l.weight), b = onnx_cast<T>(l, l.bias);
+    for (std::size_t oc = 0; oc < Cout; ++oc) {
+        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[oc * K + r];
+        c.bias[oc] = b[oc];
+    }
+    c.act = l.act;
+    c.alpha = static_cast<T>(l.alpha);
+}
+
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
+void load_onnx_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const OnnxLayer& l, std::size_t index) {
+    const char* want = IsMax ? "MaxPool" : "AvgPool";
+    const bool global = l.type == (IsMax ? "GlobalMaxPool" : "GlobalAvgPool");
+    onnx_expect(l, index, want, l.type == want || global);
+    if (global) {
+        if (KH != H || KW != W)
+            onnx_mismatch(l, index, want, "a global pool over the whole input, fixed-size window " + onnx_shape_text({KH, KW}) + " of an input " +
+                                              onnx_shape_text({C, H, W}));
+        return;
+    }
+    if (l.dims != std::vector<std::size_t>{KH, KW} || l.stride_h != SH || l.stride_w != SW)
+        onnx_mismatch(l, index, want, "ONNX window " + onnx_shape_text(l.dims) + " stride " + onnx_shape_text({l.stride_h, l.stride_w}) +
+                                          ", fixed-size window " + onnx_shape_text({KH, KW}) + " stride " + onnx_shape_text({SH, SW}));
+}
+
+template <class T, std::size_t N>
+void load_onnx_layer(FlattenT<T, N>&, const OnnxLayer& l, std::size_t index) {
+    onnx_expect(l, index, "Flatten", l.type == "Flatten");
+}
+
+template <class T, std::size_t N, Activation A>
+void load_onnx_layer(ActivationT<T, N, A>& a, const OnnxLayer& l, std::size_t index) {
+    if (l.type != "Activation" || l.act != A)
+        onnx_mismatch(l, index, "Activation", std::string("the ONNX layer is ") + (l.type == "Activation" ? activation_name(l.act) : l.type.c_str()) +
+                                                  ", the fixed-size layer " + activation_name(A));
+    a.alpha = static_cast<T>(l.alpha);
+}
+
+template <class T, Cell C, std::size_t In, std::size_t Hd, std::size_t Steps, bool Seq>
+void load_onnx_layer(RecurrentT<T, C, In, Hd, Steps, Seq>& r, const OnnxLayer& l, std::size_t index) {
+    using R = RecurrentT<T, C, In, Hd, Steps, Seq>;
+    onnx_expect(l, index, R::name, l.type == R::name);
+    if (l.dims[0] != In || l.dims[1] != Hd)
+        onnx_mismatch(l, index, R::name, "ONNX W " + onnx_shape_text({R::G * l.dims[1], l.dims[0]}) + ", fixed-size " + onnx_shape_text({R::GH, In}));
+    if (l.sequences != Seq)
+        onnx_mismatch(l, index, R::name, std::string("the ONNX layer gives ") + (l.sequences ? "every step" : "the last step") + ", the fixed-size layer " +
+                                             (Seq ? "every step" : "the last step"));
+    const std::vector<T> w = onnx_cast<T>(l, l.weight), u = onnx_cast<T>(l, l.weight_hh), bi = onnx_cast<T>(l, l.bias), bh = onnx_cast<T>(l, l.bias_hh);
+    std::vector<T> wx(In * R::GH), wh(Hd * R::GH);
+    for (std::size_t j = 0; j < R::GH; ++j) {
+        for (std::size_t p = 0; p < In; ++p) wx[p * R::GH + j] = w[j * In + p];
+        for (std::size_t p = 0; p < Hd; ++p) wh[p * R::GH + j] = u[j * Hd + p];
+    }
+    const LayerView<T> vx{wx.data(), nullptr, In, R::GH, Activation::none, T(0)};
+    const LayerView<T> vh{wh.data(), bh.data(), Hd, R::GH, Activation::none, T(0)};
+    if (r.input.set(vx) != Status::ok || r.hidden.set(vh) != Status::ok) throw value_error("deploy::load_onnx: " + l.where + ": the weights do not fit");
+    for (std::size_t j = 0; j < R::GH; ++j) r.bias_ih[j] = bi[j];
+}
+
+template <std::size_t I, class T, class... L>
+void load_onnx_layers(ModelT<T, L...>& m, const std::vector<OnnxLayer>& layers) {
+    if constexpr (I < sizeof...(L)) {
+        load_onnx_layer(m.template layer<I>(), layers[I], I);
+        load_onnx_layers<I + 1>(m, layers);
+    }
+}
+
+} // namespace detail
+
+/// The deployable layers of a parsed ONNX model, in order (see the top of this header).
+inline std::vector<OnnxLayer> onnx_layers(const io::onnx::ModelProto& m, const std::string& source = "<memory>") {
+    return detail::OnnxChain(m, source).run();
+}
+
+/// Loads a parsed ONNX model into a ModelT. Throws format_error for what no deploy layer
+/// expresses and shape_error (naming the node, the fixed-size layer and both shapes) when the
+/// layers or their sizes differ; the fixed-size model may be partly loaded then.
+template <class T, class... L>
+void load_onnx(ModelT<T, L...>& fixed, const io::onnx::ModelProto& m, const std::string& source = "<memory>") {
+    detail::OnnxChain chain(m, source);
+    const std::vector<OnnxLayer> layers = chain.run();
+    if (layers.size() != sizeof...(L)) {
+        std::string list;
+        for (const auto& l : layers) list += (list.empty() ? "" : ", ") + l.type;
+        throw shape_error("deploy::load_onnx: " + source + " has " + std::to_string(layers.size()) + " deployable layers (" + list +
+                          ") but the fixed-size model has " + std::to_string(sizeof...(L)));
+    }
+    const std::vector<std::int64_t> f = chain.input_features();
+    std::size_t n = 1;
+    bool known = !f.empty();
+    for (std::int64_t d : f) known = known && d > 0, n *= known ? static_cast<std::size_t>(d) : 1;
+    if (known && n != ModelT<T, L...>::inputs) {
+        std::vector<std::size_t> dims;
+        for (std::int64_t d : f) dims.push_back(static_cast<std::size_t>(d));
+        throw shape_error("deploy::load_onnx: " + source + ": the graph input has features " + detail::onnx_shape_text(dims) + " (" + std::to_string(n) +
+                          " values), the fixed-size model takes " + std::to_string(ModelT<T, L...>::inputs));
+    }
+    detail::load_onnx_layers<0>(fixed, layers);
+}
+
+/// Loads an ONNX file into a ModelT.
+template <class T, class... L>
+void load_onnx(ModelT<T, L...>& fixed, const std::string& path) {
+    load_onnx(fixed, io::onnx::load(path), path);
+}
+
+/// A heap-allocated ModelT (the object can be large) from an ONNX file.
+template <class M>
+std::unique_ptr<M> load_onnx(const std::string& path) {
+    auto m = std::make_unique<M>();
+    load_onnx(*m, path);
+    return m;
+}
+
+} // namespace tapir::deploy
+// ---- end tapir/deploy/onnx.hpp ----
 // ---- begin tapir/extern_templates.hpp ----
 /// Opt-in precompiled instantiations of the costliest templates above the SIMD layer (the backward
 /// driver, the layers and containers, fit/predict, the optimisers), for float and double.

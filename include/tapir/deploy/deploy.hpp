@@ -15,6 +15,7 @@
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
 ///   convert_model.hpp  ModelT and DeepSetT from a trained nn::Sequential or DeepSet, or a model file
+///   onnx.hpp      load_onnx: a ModelT from an ONNX file (PyTorch's MLPs, CNNs, LSTMs, GRUs)
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
 ///                 function, only `<cmath>`) for firmware and trigger code bases
 
