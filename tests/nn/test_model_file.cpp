@@ -320,6 +320,81 @@ TEST_CASE("whole-model files: recurrent layers, Embedding, set, graph, Lorentz a
     for (Module<float>* m : std::vector<Module<float>*>{&mha, &tb, &pb, &res}) check_round_trip(*m, tokens);
 }
 
+TEST_CASE("whole-model files: functional models (several inputs, a shared layer, a masked set layer, merges, freeze marks)") {
+    Rng rng(11);
+    Model<float> g;
+    auto parts = g.input("particles", Shape{6, 3});
+    auto mask = g.input("mask", Shape{6});
+    auto jet = g.input("jet", Shape{2});
+    auto pfn = g.layer("pfn", DeepSet<float>(3, {8, 4}, {5, 4}, rng, Activation::tanh, SetPooling::sum));
+    auto enc = g.layer("enc", Dense<float>(4, 4, rng, Activation::tanh));
+    auto head = g.layer("head", Dense<float>(6, 1, rng));
+    auto h = g.call(pfn, {parts, mask});
+    auto r = g.add(h, g.call(enc, h), "residual");                  // enc is shared:
+    auto q = g.multiply(r, g.call(enc, r));                         // its second call
+    g.output(g.call(head, g.concat({q, jet}, "joined")));
+    g.layer("enc").freeze();
+
+    Tensor<float> m(Shape{2, 6}, 1.0f);
+    m.data()[4] = 0.0f;
+    m.data()[11] = 0.0f;
+    const std::vector<Tensor<float>> xs{wave<float>(Shape{2, 6, 3}), m, wave<float>(Shape{2, 2}, 1.0)};
+    check_round_trip(g, xs);
+
+    const std::unique_ptr<Module<float>> back = load_model_from_string<float>(save_to_string(g));
+    auto* bm = dynamic_cast<Model<float>*>(back.get());
+    REQUIRE(bm != nullptr);
+    CHECK(bm->input_names() == std::vector<std::string>{"particles", "mask", "jet"});
+    REQUIRE(bm->num_nodes() == g.num_nodes());
+    for (std::size_t i = 0; i < g.num_nodes(); ++i) {
+        CHECK(bm->node(i).name == g.node(i).name);
+        CHECK(bm->node(i).inputs == g.node(i).inputs);
+    }
+    CHECK_FALSE(bm->layer("enc").is_trainable());
+    CHECK(bm->layer("pfn").is_trainable());
+    const auto names = [](Module<float>& mod) {
+        std::vector<std::string> out;
+        for (const auto& p : mod.named_parameters()) out.push_back(p.first);
+        return out;
+    };
+    CHECK(names(*bm) == names(g));
+    // The masked element matters: a different mask changes the output (the mask reached DeepSet).
+    std::vector<Tensor<float>> other = xs;
+    other[1].data()[4] = 1.0f;
+    CHECK_FALSE(bitwise_equal(eval_out(*bm, other), eval_out(*bm, xs)));
+
+    SUBCASE("function nodes cannot be saved, and a broken graph is refused naming the node") {
+        Model<float> f;
+        auto x = f.input("x", Shape{3});
+        f.output(f.apply("double", [](const std::vector<Var<float>>& v) { return add(v[0], v[0]); }, {x}));
+        CHECK_THROWS_WITH_AS((void)save_to_string(f),
+                             "nn::save: the Model's node 'double' is a function (Model::apply), C++ code a file cannot hold; use a layer (a "
+                             "registered Module) instead",
+                             value_error);
+        Model<float> s;
+        auto a = s.input("a", Shape{3});
+        auto d = s.layer("d", Dense<float>(3, 3, rng));
+        s.output(s.add(s.call(d, a), a, "sum"));
+        const std::string text = config_text(layer_config(s));
+        INFO(text);
+        CHECK(text.find("Model layers=1 layer0=d nodes=3 n0_kind=input n0_name=a n0_shape=3 n1_kind=call n1_name=d n1_layer=0 n1_in=0 "
+                        "n2_kind=add n2_name=sum n2_in=1,0 output=2 {") != std::string::npos);
+        const auto with = [&s](const std::string& t) {
+            return io::save_model_to_string(s.named_parameters(), s.named_buffers(), nullptr, std::vector<io::ModelSection>{{"architecture", t}});
+        };
+        CHECK(load_error(with(text)) == "");
+        CHECK(load_error(with(replaced(text, "n2_in=1,0", "n2_in=2,0"))) ==
+              "m.tpr: architecture line 2 (Model): node 2 ('sum') reads node 2, which does not come before it");
+        CHECK(load_error(with(replaced(text, "n1_layer=0", "n1_layer=1"))) == "m.tpr: architecture line 2 (Model): node 1 ('d') calls layer 1 of 1");
+        CHECK(load_error(with(replaced(text, "n2_kind=add", "n2_kind=subtract"))) ==
+              "m.tpr: architecture line 2 (Model): node 2 ('sum') has the unknown kind 'subtract'");
+        CHECK(load_error(with(replaced(text, "n2_in=1,0", "n2_in=1"))) == "m.tpr: architecture line 2 (Model): node 2 ('sum', add) needs 2 inputs, got 1");
+        CHECK(load_error(with(replaced(text, "output=2", "output=3"))) == "m.tpr: architecture line 2 (Model): the output is node 3 of 3");
+        CHECK(load_error(with(replaced(text, "layers=1", "layers=2"))) == "m.tpr: architecture line 2 (Model): declares 2 layers but holds 1");
+        CHECK(load_error(with(replaced(text, " n1_name=d", ""))) == "m.tpr: architecture line 2 (Model): missing key 'n1_name'");
+    }
+}
+
 TEST_CASE("whole-model files in float64, with the scaler, the optimiser state and freeze marks") {
     Rng rng(17);
     Sequential<double> m;

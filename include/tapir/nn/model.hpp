@@ -181,6 +181,7 @@ public:
         std::vector<std::size_t> inputs;   ///< indices of the nodes read, all below this node's
         const Module<T>* layer = nullptr;  ///< call: the layer
         std::string layer_name;            ///< call: the layer's name
+        std::size_t layer_index = 0;       ///< call: the layer's position among layer_at(0 ...)
         std::size_t input_index = 0;       ///< input: position among the model inputs
         Shape features{};                  ///< input: shape without the batch axis (empty: unchecked)
     };
@@ -194,10 +195,20 @@ public:
         n.kind = kinds[static_cast<std::size_t>(s.kind)];
         n.name = names_[i];
         n.inputs = s.ins;
-        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer];
+        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer], n.layer_index = s.layer;
         n.input_index = s.input;
         n.features = s.features;
         return n;
+    }
+    /// The layers in the order they were added (the order of the parameters' names).
+    std::size_t num_layers() const noexcept { return layers_.size(); }
+    const Module<T>& layer_at(std::size_t i) const {
+        if (i >= layers_.size()) throw value_error("Model::layer_at: index " + std::to_string(i) + " out of range");
+        return *layers_[i];
+    }
+    const std::string& layer_name(std::size_t i) const {
+        if (i >= layers_.size()) throw value_error("Model::layer_name: index " + std::to_string(i) + " out of range");
+        return layer_names_[i];
     }
     std::size_t output_node() const {
         if (output_ >= steps_.size()) throw value_error("Model: no output set (call output(value) when building)");

@@ -46,6 +46,7 @@
 #include "graph.hpp"
 #include "layers.hpp"
 #include "lorentz.hpp"
+#include "model.hpp"
 #include "module.hpp"
 #include "recurrent.hpp"
 #include "sequential.hpp"
@@ -453,6 +454,9 @@ struct LayerCodec {
     std::type_index type;
     std::function<void(const Module<T>&, LayerConfig&)> save;
     std::function<std::unique_ptr<Module<T>>(const LayerConfig&)> load;
+    /// Adds a copy of a layer of this type to a functional Model under a name, as its own type
+    /// (so that Model finds the layer's forward of several values, e.g. DeepSet's (x, mask)).
+    std::function<std::size_t(Model<T>&, const std::string&, const Module<T>&)> attach;
 };
 
 namespace detail {
@@ -480,7 +484,8 @@ void put_codec(std::vector<LayerCodec<typename L::value_type>>& r, const std::st
     if (!save || !load) throw value_error("register_layer: '" + name + "' needs both a save and a load function");
     LayerCodec<T> c{name, std::type_index(typeid(L)),
                     [save](const Module<T>& m, LayerConfig& cfg) { save(static_cast<const L&>(m), cfg); },
-                    [load](const LayerConfig& cfg) -> std::unique_ptr<Module<T>> { return load(cfg); }};
+                    [load](const LayerConfig& cfg) -> std::unique_ptr<Module<T>> { return load(cfg); },
+                    [](Model<T>& m, const std::string& n, const Module<T>& l) { return m.layer(n, static_cast<const L&>(l)).id; }};
     for (LayerCodec<T>& e : r) {
         if (e.type == c.type) {
             if (e.name != name)
@@ -638,9 +643,12 @@ void add_codec(std::vector<LayerCodec<T>>& r, const char* name, Save save, Load 
     r.push_back(LayerCodec<T>{name, std::type_index(typeid(L)),
                               [save](const Module<T>& m, LayerConfig& c) { save(static_cast<const L&>(m), c); },
                               [load](const LayerConfig& c) -> std::unique_ptr<Module<T>> {
-                                  if (!std::is_same<L, Sequential<T>>::value && !std::is_same<L, Residual<T>>::value) no_children(c);
+                                  if (!std::is_same<L, Sequential<T>>::value && !std::is_same<L, Residual<T>>::value &&
+                                      !std::is_same<L, Model<T>>::value)
+                                      no_children(c);
                                   return load(c);
-                              }});
+                              },
+                              [](Model<T>& m, const std::string& n, const Module<T>& l) { return m.layer(n, static_cast<const L&>(l)).id; }});
 }
 /// A layer without configuration (Flatten, ReLU, ...).
 template <class L, class T>
@@ -691,6 +699,89 @@ void add_conv2d(std::vector<LayerCodec<T>>& r, const char* name) {
         });
 }
 
+/// A functional Model: its layers (children, in the order they were added, each under key
+/// layer<i>) and its nodes in run order (n<i>_kind, n<i>_name, and n<i>_layer, n<i>_in, n<i>_shape
+/// as the kind needs), then its output node. Function nodes (Model::apply) hold C++ code and are
+/// refused when saving.
+template <class T>
+void add_model_codec(std::vector<LayerCodec<T>>& r) {
+    using M = Model<T>;
+    add_codec<M>(
+        r, "Model",
+        [](const M& m, LayerConfig& c) {
+            c.set_size("layers", m.num_layers());
+            for (std::size_t i = 0; i < m.num_layers(); ++i) {
+                c.set_string("layer" + std::to_string(i), m.layer_name(i));
+                c.add_child(layer_config(m.layer_at(i)));
+            }
+            c.set_size("nodes", m.num_nodes());
+            for (std::size_t i = 0; i < m.num_nodes(); ++i) {
+                const typename M::NodeInfo n = m.node(i);
+                const std::string k = "n" + std::to_string(i) + "_";
+                static const char* const kinds[] = {"input", "call", "add", "multiply", "concat", "function"};
+                if (n.kind == M::NodeKind::function)
+                    throw value_error("nn::save: the Model's node '" + n.name +
+                                      "' is a function (Model::apply), C++ code a file cannot hold; use a layer (a registered Module) instead");
+                c.set_string(k + "kind", kinds[static_cast<std::size_t>(n.kind)]).set_string(k + "name", n.name);
+                if (n.kind == M::NodeKind::input) {
+                    std::vector<std::size_t> dims;
+                    for (std::size_t d = 0; d < n.features.rank(); ++d) dims.push_back(n.features[d]);
+                    if (!dims.empty()) c.set_sizes(k + "shape", dims);
+                    continue;
+                }
+                if (n.kind == M::NodeKind::call) c.set_size(k + "layer", n.layer_index);
+                c.set_sizes(k + "in", n.inputs);
+            }
+            c.set_size("output", m.output_node());
+        },
+        [](const LayerConfig& c) {
+            auto m = std::make_unique<M>();
+            const std::size_t nl = c.get_size("layers");
+            if (nl != c.children().size())
+                c.fail("declares " + std::to_string(nl) + " layers but holds " + std::to_string(c.children().size()));
+            for (std::size_t i = 0; i < nl; ++i) {
+                const LayerConfig& ch = c.children()[i];
+                const std::unique_ptr<Module<T>> l = build_layer<T>(ch);
+                const LayerCodec<T>* codec = nullptr;
+                for (const LayerCodec<T>& e : layer_registry<T>())
+                    if (e.name == ch.type()) codec = &e;
+                codec->attach(*m, c.get_string("layer" + std::to_string(i)), *l);  // build_layer found it
+            }
+            const std::size_t count = c.get_size("nodes");
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::string k = "n" + std::to_string(i) + "_", kind = c.get_string(k + "kind"), name = c.get_string(k + "name");
+                if (kind == "input") {
+                    Shape features{};
+                    if (c.has(k + "shape"))
+                        for (std::size_t d : c.get_sizes(k + "shape")) features.push_back(d);
+                    (void)m->input(name, features);
+                    continue;
+                }
+                std::vector<typename M::Value> ins;
+                for (std::size_t j : c.get_sizes(k + "in")) {
+                    if (j >= i) c.fail("node " + std::to_string(i) + " ('" + name + "') reads node " + std::to_string(j) + ", which does not come before it");
+                    ins.push_back(typename M::Value{j});
+                }
+                if (kind == "call") {
+                    const std::size_t l = c.get_size(k + "layer");
+                    if (l >= nl) c.fail("node " + std::to_string(i) + " ('" + name + "') calls layer " + std::to_string(l) + " of " + std::to_string(nl));
+                    (void)m->call(typename M::Layer{l}, ins, name);
+                } else if (kind == "add" || kind == "multiply") {
+                    if (ins.size() != 2) c.fail("node " + std::to_string(i) + " ('" + name + "', " + kind + ") needs 2 inputs, got " + std::to_string(ins.size()));
+                    (void)(kind == "add" ? m->add(ins[0], ins[1], name) : m->multiply(ins[0], ins[1], name));
+                } else if (kind == "concat") {
+                    (void)m->concat(ins, name);
+                } else {
+                    c.fail("node " + std::to_string(i) + " ('" + name + "') has the unknown kind '" + config_printable(kind) + "'");
+                }
+            }
+            const std::size_t out = c.get_size("output");
+            if (out >= count) c.fail("the output is node " + std::to_string(out) + " of " + std::to_string(count));
+            m->output(typename M::Value{out});
+            return m;
+        });
+}
+
 template <class T>
 void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
     // Containers.
@@ -712,6 +803,8 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             if (c.children().size() != 1) c.fail("wraps exactly one layer, got " + std::to_string(c.children().size()));
             return std::make_unique<Residual<T>>(build_layer<T>(c.children()[0]));
         });
+
+    add_model_codec<T>(r);
 
     // Dense, activations, Softmax, Dropout, normalisation.
     add_codec<Dense<T>>(
