@@ -96,6 +96,7 @@
 #include "io/svg/document.hpp"
 #include "io/svg/figure.hpp"
 #include "io/svg/ticks.hpp"
+#include "io/text.hpp"
 #include "hep/diphoton.hpp"
 #include "hep/generator.hpp"
 #include "hep/jet_clustering.hpp"

@@ -31,6 +31,8 @@
 using namespace tapir;
 namespace dp = tapir::deploy;
 using tapir_test::grid_input;
+using tapir_test::kTorchGruOnLastState;
+using tapir_test::kTorchLstmOnLastStep;
 
 namespace {
 
@@ -181,24 +183,8 @@ TEST_CASE("deploy::load_onnx: CNNs exported by torch.onnx.export (BatchNorm2d, s
 }
 
 TEST_CASE("deploy::load_onnx: LSTM and GRU models exported by torch.onnx.export") {
-    check_torch<dp::ModelT<double, dp::LstmT<double, 4, 8, 7>, dp::DenseT<double, 8, 2>>>(
-        "class M(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__(); self.rnn = torch.nn.LSTM(4, 8, batch_first=True); self.fc = torch.nn.Linear(8, 2)\n"
-        "    def forward(self, x):\n"
-        "        y, _ = self.rnn(x)\n"
-        "        return self.fc(y[:, -1])\n"
-        "model = M()\n",
-        grid_input(Shape{3, 7, 4}, 14));
-    check_torch<dp::ModelT<double, dp::GruT<double, 4, 6, 5>, dp::DenseT<double, 6, 1>>>(
-        "class M(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__(); self.rnn = torch.nn.GRU(4, 6, batch_first=True); self.fc = torch.nn.Linear(6, 1)\n"
-        "    def forward(self, x):\n"
-        "        _, h = self.rnn(x)\n"
-        "        return torch.sigmoid(self.fc(h[-1]))\n"
-        "model = M()\n",
-        grid_input(Shape{2, 5, 4}, 15));
+    check_torch<dp::ModelT<double, dp::LstmT<double, 4, 8, 7>, dp::DenseT<double, 8, 2>>>(kTorchLstmOnLastStep, grid_input(Shape{3, 7, 4}, 14));
+    check_torch<dp::ModelT<double, dp::GruT<double, 4, 6, 5>, dp::DenseT<double, 6, 1>>>(kTorchGruOnLastState, grid_input(Shape{2, 5, 4}, 15));
     check_torch<dp::ModelT<double, dp::LstmT<double, 3, 4, 5, true>, dp::FlattenT<double, 20>, dp::DenseT<double, 20, 2>>>(
         "class M(torch.nn.Module):\n"
         "    def __init__(self):\n"

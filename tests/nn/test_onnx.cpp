@@ -30,6 +30,8 @@ using namespace tapir;
 namespace {
 
 using tapir_test::grid_input;
+using tapir_test::kTorchGruOnLastState;
+using tapir_test::kTorchLstmOnLastStep;
 using tapir_test::onnx_available;
 
 std::string temp_path(const std::string& tag) { return tapir_test::onnx_temp_path(tag); }
@@ -229,25 +231,11 @@ TEST_CASE("onnx import: a CNN exported by torch.onnx.export") {
 }
 
 TEST_CASE("onnx import: an LSTM exported by torch.onnx.export") {
-    check_import("class M(torch.nn.Module):\n"
-                 "    def __init__(self):\n"
-                 "        super().__init__(); self.rnn = torch.nn.LSTM(4, 8, batch_first=True); self.fc = torch.nn.Linear(8, 2)\n"
-                 "    def forward(self, x):\n"
-                 "        y, _ = self.rnn(x)\n"
-                 "        return self.fc(y[:, -1])\n"
-                 "model = M()\n",
-                 grid_input(Shape{3, 7, 4}, 14));
+    check_import(kTorchLstmOnLastStep, grid_input(Shape{3, 7, 4}, 14));
 }
 
 TEST_CASE("onnx import: a GRU exported by torch.onnx.export") {
-    check_import("class M(torch.nn.Module):\n"
-                 "    def __init__(self):\n"
-                 "        super().__init__(); self.rnn = torch.nn.GRU(4, 6, batch_first=True); self.fc = torch.nn.Linear(6, 1)\n"
-                 "    def forward(self, x):\n"
-                 "        _, h = self.rnn(x)\n"
-                 "        return torch.sigmoid(self.fc(h[-1]))\n"
-                 "model = M()\n",
-                 grid_input(Shape{2, 5, 4}, 15));
+    check_import(kTorchGruOnLastState, grid_input(Shape{2, 5, 4}, 15));
 }
 
 TEST_CASE("onnx import: the fuzz seeds import and run; the broken ones name their problem") {

@@ -40,6 +40,24 @@ inline tapir::Tensor<double> grid_input(const tapir::Shape& s, unsigned seed) {
     return x;
 }
 
+/// A PyTorch LSTM(4, 8) whose last step feeds a Linear(8, 2), for inputs (B, T, 4); both ONNX
+/// importers (nn and deploy) read its export.
+inline const char* const kTorchLstmOnLastStep = "class M(torch.nn.Module):\n"
+                                                "    def __init__(self):\n"
+                                                "        super().__init__(); self.rnn = torch.nn.LSTM(4, 8, batch_first=True); self.fc = torch.nn.Linear(8, 2)\n"
+                                                "    def forward(self, x):\n"
+                                                "        y, _ = self.rnn(x)\n"
+                                                "        return self.fc(y[:, -1])\n"
+                                                "model = M()\n";
+/// A PyTorch GRU(4, 6) whose last hidden state feeds a Linear(6, 1) and a sigmoid, inputs (B, T, 4).
+inline const char* const kTorchGruOnLastState = "class M(torch.nn.Module):\n"
+                                                "    def __init__(self):\n"
+                                                "        super().__init__(); self.rnn = torch.nn.GRU(4, 6, batch_first=True); self.fc = torch.nn.Linear(6, 1)\n"
+                                                "    def forward(self, x):\n"
+                                                "        _, h = self.rnn(x)\n"
+                                                "        return torch.sigmoid(self.fc(h[-1]))\n"
+                                                "model = M()\n";
+
 /// Runs a snippet that builds `model` (made float32, eval mode), exports it to `path` at opset 13
 /// and sets out['y'] to its output on x. ran is false (and a message printed) without onnx/torch.
 inline TorchResult torch_export(const std::string& build, const tapir::Tensor<double>& x, const std::string& path) {

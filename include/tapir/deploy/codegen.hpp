@@ -33,6 +33,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "../io/text.hpp"
 #include "../simd/vmath.hpp"
 #include "convert.hpp"
 #include "fixed.hpp"
@@ -64,14 +65,7 @@ inline bool is_identifier(const std::string& s) {
 }
 
 inline std::vector<std::string> split_namespace(const std::string& ns) {
-    std::vector<std::string> parts;
-    std::size_t at = 0;
-    for (;;) {
-        const std::size_t k = ns.find("::", at);
-        parts.push_back(ns.substr(at, k == std::string::npos ? std::string::npos : k - at));
-        if (k == std::string::npos) break;
-        at = k + 2;
-    }
+    const std::vector<std::string> parts = io::split(ns, "::");
     for (const auto& p : parts)
         if (!is_identifier(p))
             throw value_error("deploy::generate_header: namespace '" + ns + "' is not a C++ identifier path (part '" + p + "')");

@@ -73,8 +73,7 @@ void trained_walk(std::vector<TrainedLayer<T>>& out, const nn::Sequential<T>& se
         case nn::LayerKind::dense: {
             const auto& d = static_cast<const nn::Dense<T>&>(m);
             l.type = "Dense";
-            l.act = d.activation();
-            l.alpha = d.alpha();
+            l.act = d.activation(), l.alpha = d.alpha();
             out.push_back(l);
             open = true;
             continue;
@@ -82,16 +81,10 @@ void trained_walk(std::vector<TrainedLayer<T>>& out, const nn::Sequential<T>& se
         case nn::LayerKind::activation: {
             const auto& a = static_cast<const nn::ActivationLayer<T>&>(m);
             if (a.activation() == Activation::none) continue;
-            if (open && !out.empty() && takes_activation(out.back())) {
-                out.back().act = a.activation();
-                out.back().alpha = a.alpha();
-                open = false;
-                continue;
-            }
-            l.type = "Activation";
-            l.act = a.activation();
-            l.alpha = a.alpha();
-            out.push_back(l);
+            // Fused into the Dense or convolution before it when that has none; else a layer of its own.
+            const bool fuse = open && !out.empty() && takes_activation(out.back());
+            if (!fuse) l.type = "Activation", out.push_back(l);
+            out.back().act = a.activation(), out.back().alpha = a.alpha();
             open = false;
             continue;
         }

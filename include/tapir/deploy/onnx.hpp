@@ -69,7 +69,9 @@ inline std::string onnx_shape_text(const std::vector<std::size_t>& s) {
 
 /// Reads a graph into OnnxLayers: every value is a constant, a piece of shape plumbing, zeros
 /// made from it, or the one computed value ("main") whose chain the layers are.
-class OnnxChain {
+class OnnxChain : public ox::ConstantInputs<OnnxChain> {
+    friend ox::ConstantInputs<OnnxChain>;  // calls fail
+
 public:
     OnnxChain(const ox::ModelProto& m, const std::string& source) : m_(m), src_(source) {}
 
@@ -137,38 +139,10 @@ private:
     }
 
     // ---- values ----
-    bool has(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
-    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
-        if (!has(n, i)) return nullptr;
-        const auto it = consts_.find(n.input[i]);
-        return it == consts_.end() ? nullptr : it->second;
-    }
-    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
-        const ox::TensorProto* t = constant(n, i);
-        if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
-        if (!t->is_real()) fail(n, std::string(what) + " '" + t->name + "' has data type " + ox::data_type_name(t->data_type) + ", expected float or double");
-        if (rank && t->dims.size() != rank)
-            fail(n, std::string(what) + " '" + t->name + "' has rank " + std::to_string(t->dims.size()) + ", expected " + std::to_string(rank));
-        for (std::int64_t d : t->dims)
-            if (d <= 0) fail(n, std::string(what) + " '" + t->name + "' has an empty dimension");
-        return *t;
-    }
     std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto* t = constant(n, i);
         if (!t || t->is_real() || t->dims.size() > 1) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant 1-D integer tensor");
         return t->ints;
-    }
-    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    }
-    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? static_cast<double>(a->f) : def;
-    }
-    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
     }
     static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
     static bool all_zero(const ox::TensorProto& t) {
@@ -231,11 +205,11 @@ private:
             if (const ox::AttributeProto* v = n.find("value"))
                 for (const auto& t : v->t) zero = zero && all_zero(t);
             if (const ox::TensorProto* c = constant(n, 0)) zero = zero && c->is_real() && all_zero(*c);
-            if (op == "Cast" && has(n, 0) && shaped_.count(n.input[0])) {
+            if (op == "Cast" && n.has_input(0) && shaped_.count(n.input[0])) {
                 if (!n.output.empty()) shaped_.insert(n.output[0]);
                 return;
             }
-            if (op != "ConstantOfShape" && !(has(n, 0) && (zeros_.count(n.input[0]) || constant(n, 0))))
+            if (op != "ConstantOfShape" && !(n.has_input(0) && (zeros_.count(n.input[0]) || constant(n, 0))))
                 fail(n, "only the expansion of zeros is supported");
             if (!zero) fail(n, "only zeros are supported");
             if (!n.output.empty()) zeros_.insert(n.output[0]);
@@ -253,7 +227,7 @@ private:
         if (xi != 0 && op != "Add") fail(n, "the computed value must be the first input");
         const Main x = take(n, xi);
         if (op == "Pad") {  // PyTorch writes one of zero width before an AvgPool2d
-            const std::vector<std::int64_t> pads = has(n, 1) ? need_ints(n, 1, "pads") : attr_ints(n, "pads");
+            const std::vector<std::int64_t> pads = n.has_input(1) ? need_ints(n, 1, "pads") : attr_ints(n, "pads");
             for (std::int64_t p : pads)
                 if (p != 0) fail(n, "padding is not supported (only pads of zero width pass)");
             return put(n, 0, x);
@@ -307,7 +281,7 @@ private:
         const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
         const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
         const std::size_t K = z(tb ? b.dims[1] : b.dims[0]), N = z(tb ? b.dims[0] : b.dims[1]);
-        const ox::TensorProto* c = is_gemm && has(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        const ox::TensorProto* c = is_gemm && n.has_input(2) ? &need_real(n, 2, "bias", 0) : nullptr;
         if (c && c->numel() != N && c->numel() != 1)
             fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
         OnnxLayer& l = add_layer(n, "Dense");
@@ -415,7 +389,7 @@ private:
             if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
             if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
         }
-        const ox::TensorProto* b = has(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0) fail(n, "group must be positive");
@@ -462,7 +436,7 @@ private:
 
     void squeeze(const ox::NodeProto& n, const Main& x) {
         std::vector<std::int64_t> axes = attr_ints(n, "axes");
-        if (has(n, 1)) axes = need_ints(n, 1, "axes");
+        if (n.has_input(1)) axes = need_ints(n, 1, "axes");
         Main y = x;
         if (x.layout == Layout::rnn_y && axes == std::vector<std::int64_t>{1}) y.layout = Layout::time, y.rank = 3;
         else if (x.layout == Layout::rnn_h && axes == std::vector<std::int64_t>{0}) y.layout = Layout::batch, y.rank = 2;
@@ -496,18 +470,12 @@ private:
         const std::string problem = ox::recurrent_problem(n);
         if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
-            if (!has(n, i)) continue;
+            if (!n.has_input(i)) continue;
             const ox::TensorProto* c = constant(n, i);
             if (!zeros_.count(n.input[i]) && !(c && c->is_real() && all_zero(*c))) fail(n, "initial states must be absent or constant zeros");
         }
-        const ox::TensorProto& w = need_real(n, 1, "W", 3);
-        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const auto [w, r, b] = this->recurrent_weights(n, G);
         const std::int64_t H = r.dims[2];
-        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
-            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
-        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
-        const ox::TensorProto* b = has(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
-        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
         if (n.output.size() > 2 && !n.output[2].empty() && used(n.output[2])) fail(n, "the cell state output Y_c is not supported");
         OnnxLayer& l = add_layer(n, lstm ? "LSTM" : "GRU");
         const std::size_t F = z(w.dims[2]), h = z(H), GH = G * h;
@@ -542,7 +510,6 @@ private:
 
     const ox::ModelProto& m_;
     std::string src_;
-    std::map<std::string, const ox::TensorProto*> consts_;
     std::map<std::string, Main> main_;
     std::set<std::string> shaped_, zeros_;
     std::vector<ox::Dim> input_dims_;

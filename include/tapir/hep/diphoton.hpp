@@ -91,10 +91,9 @@ struct DiphotonConfig {
 namespace detail {
 
 inline void check_config(const DiphotonConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("DiphotonConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0))
-        fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"DiphotonConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
         fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
     if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
@@ -116,7 +115,7 @@ inline void check_config(const DiphotonConfig& c) {
     if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
         fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
              num(c.bkg_eta_star_max));
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law

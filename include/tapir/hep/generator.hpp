@@ -14,6 +14,23 @@ namespace tapir {
 namespace hep {
 namespace detail {
 
+/// A configuration check's failure: throws value_error "who: what". The checks every generator's
+/// configuration needs (the class fraction and the retry budget that Generator reads) live here once.
+struct ConfigCheck {
+    const char* who;
+
+    [[noreturn]] void operator()(const std::string& what) const { throw value_error(std::string(who) + ": " + what); }
+    static std::string num(double x) { return std::to_string(x); }
+    template <class Config>
+    void signal_fraction(const Config& c) const {
+        if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) (*this)("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    }
+    template <class Config>
+    void max_attempts(const Config& c) const {
+        if (c.max_attempts == 0) (*this)("max_attempts must be > 0");
+    }
+};
+
 /// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
 /// and max_attempts; check throws value_error for one it rejects): Derived inherits the
 /// constructor and provides next(int label) and the event's kinematics.

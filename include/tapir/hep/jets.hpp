@@ -94,9 +94,9 @@ struct ShowerParton {
 namespace detail {
 
 inline void check_jet_config(const JetConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("JetConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"JetConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.jet_pt_min >= 0.0 && c.jet_pt_max > c.jet_pt_min && std::isfinite(c.jet_pt_max)))
         fail("need 0 <= jet_pt_min < jet_pt_max, got [" + num(c.jet_pt_min) + ", " + num(c.jet_pt_max) + "]");
     if (!(c.jet_eta_max > 0.0)) fail("jet_eta_max must be > 0, got " + num(c.jet_eta_max));

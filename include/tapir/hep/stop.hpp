@@ -121,9 +121,9 @@ struct StopConfig {
 
 namespace detail {
 inline void check_stop_config(const StopConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("StopConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"StopConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
     if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
         fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + num(c.stop_mass) +
@@ -140,7 +140,7 @@ inline void check_stop_config(const StopConfig& c) {
     if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
         fail("resolutions must be >= 0");
     if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 
 struct StopJet {

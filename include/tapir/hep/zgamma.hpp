@@ -100,9 +100,9 @@ struct ZGammaConfig {
 
 namespace detail {
 inline void check_zgamma_config(const ZGammaConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("ZGammaConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"ZGammaConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
         fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
     if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
@@ -120,7 +120,7 @@ inline void check_zgamma_config(const ZGammaConfig& c) {
     if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))
         fail("need jet bases >= 0, jet_pt_per_jet > 0 and central_prob in [0, 1]");
     if (!(c.jet_response_spread >= 0.0 && c.met_sigma >= 0.0 && c.met_sigma_per_jet >= 0.0)) fail("MET resolutions must be >= 0");
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 } // namespace detail
 

@@ -55,6 +55,7 @@
 #include "../tensor/tensor.hpp"
 #include "crc32.hpp"
 #include "detail/file.hpp"
+#include "text.hpp"
 
 namespace tapir {
 namespace io {
@@ -127,17 +128,8 @@ inline std::string model_number(double v) {
     return buf;
 }
 
-/// A name from the file as it may appear in a message: control bytes replaced, long names cut.
-inline std::string model_printable(const std::string& s) {
-    std::string out;
-    const std::size_t n = s.size() < 80 ? s.size() : 80;
-    for (std::size_t i = 0; i < n; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
-    }
-    if (n < s.size()) out += "...";
-    return out;
-}
+/// A name from the file as it may appear in a message (names are cut at 80 characters).
+inline std::string model_printable(const std::string& s) { return printable(s, 80); }
 
 // ---- writing -----------------------------------------------------------------------------------
 class ModelWriter {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -89,6 +90,8 @@ struct NodeProto {
             if (a.name == n) return &a;
         return nullptr;
     }
+    /// Whether input i is given (ONNX marks an omitted optional input with an empty name).
+    bool has_input(std::size_t i) const noexcept { return i < input.size() && !input[i].empty(); }
 };
 
 /// One dimension: a value (>= 0), or a symbolic name (dim_param) with value -1.
@@ -132,6 +135,89 @@ struct ModelProto {
 
 // ---- reading nodes (shared by nn/onnx.hpp and deploy/onnx.hpp) ---------------------------------
 
+/// Attribute `name` of the node as an int (field i), or `def` when the node does not carry it.
+inline std::int64_t attr_i(const NodeProto& n, const char* name, std::int64_t def) {
+    const AttributeProto* a = n.find(name);
+    return a ? a->i : def;
+}
+/// Attribute `name` as a float (field f) widened to double, or `def` when absent.
+inline double attr_f(const NodeProto& n, const char* name, double def) {
+    const AttributeProto* a = n.find(name);
+    return a ? static_cast<double>(a->f) : def;
+}
+/// Attribute `name` as a list of ints (field ints), empty when absent.
+inline std::vector<std::int64_t> attr_ints(const NodeProto& n, const char* name) {
+    const AttributeProto* a = n.find(name);
+    return a ? a->ints : std::vector<std::int64_t>{};
+}
+
+/// What keeps `t`, input i of a node, from being a constant real tensor of the given rank (0: any)
+/// with no empty dimension, for a message naming the input `what`; empty when nothing. `t` is null
+/// when the input is not a constant (an initializer).
+inline std::string real_constant_problem(const TensorProto* t, std::size_t i, const char* what, std::size_t rank) {
+    if (!t) return std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)";
+    if (!t->is_real()) return std::string(what) + " '" + t->name + "' has data type " + data_type_name(t->data_type) + ", expected float or double";
+    if (rank != 0 && t->dims.size() != rank)
+        return std::string(what) + " '" + t->name + "' has rank " + std::to_string(t->dims.size()) + ", expected " + std::to_string(rank);
+    for (std::int64_t d : t->dims)
+        if (d <= 0) return std::string(what) + " '" + t->name + "' has an empty dimension";
+    return "";
+}
+
+/// The weights of a forward LSTM, GRU or RNN node: W, R and B (null when absent).
+struct RecurrentWeights {
+    const TensorProto& w;
+    const TensorProto& r;
+    const TensorProto* b;
+};
+
+/// What is wrong with the weights of a forward LSTM, GRU or RNN node of `gates` gate blocks: W
+/// (1, gates H, F), R (1, gates H, H), the hidden_size attribute (H when given) and B (absent or
+/// (1, 2 gates H)), all already checked real tensors of ranks 3, 3 and 2; empty when nothing.
+inline std::string recurrent_weights_problem(const NodeProto& n, const TensorProto& w, const TensorProto& r, const TensorProto* b,
+                                             std::size_t gates) {
+    const std::int64_t H = r.dims[2], G = static_cast<std::int64_t>(gates);
+    if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != G * H || r.dims[1] != w.dims[1])
+        return "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)";
+    if (attr_i(n, "hidden_size", H) != H) return "hidden_size does not match R";
+    if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) return "B must have shape (1, " + std::to_string(2 * G) + " H)";
+    return "";
+}
+
+/// What the two ONNX readers (nn/onnx.hpp's importer, deploy/onnx.hpp's loader) share: the graph's
+/// constants by name (initializers and Constant nodes' values) and the checked reading of an input
+/// that must be one. Reader derives from it (CRTP) and provides fail(node, what), which throws.
+template <class Reader>
+class ConstantInputs {
+protected:
+    /// Input i of n when it is given and a constant, else null.
+    const TensorProto* constant(const NodeProto& n, std::size_t i) const {
+        if (!n.has_input(i)) return nullptr;
+        const auto it = consts_.find(n.input[i]);
+        return it == consts_.end() ? nullptr : it->second;
+    }
+    /// Input i of n as a constant real tensor of the given rank (0: any); else the reader fails.
+    const TensorProto& need_real(const NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
+        const TensorProto* t = constant(n, i);
+        const std::string problem = real_constant_problem(t, i, what, rank);
+        if (!problem.empty()) static_cast<const Reader&>(*this).fail(n, problem);
+        return *t;
+    }
+
+    /// W, R and B (null when absent) of a forward LSTM, GRU or RNN node of `gates` gate blocks,
+    /// checked by recurrent_weights_problem; else the reader fails.
+    RecurrentWeights recurrent_weights(const NodeProto& n, std::size_t gates) const {
+        const TensorProto& w = need_real(n, 1, "W", 3);
+        const TensorProto& r = need_real(n, 2, "R", 3);
+        const TensorProto* b = n.has_input(3) ? &need_real(n, 3, "B", 2) : nullptr;
+        const std::string problem = recurrent_weights_problem(n, w, r, b, gates);
+        if (!problem.empty()) static_cast<const Reader&>(*this).fail(n, problem);
+        return {w, r, b};
+    }
+
+    std::map<std::string, const TensorProto*> consts_;
+};
+
 /// A 1-D or 2-D window (Conv, ConvTranspose, MaxPool, AveragePool): kernel_shape (0 when absent:
 /// the weight's), strides, pads (begins, then ends), dilations, with ONNX's defaults.
 struct Window {
@@ -139,11 +225,7 @@ struct Window {
     std::string problem;  ///< what tapir cannot read in the attributes; empty when none
 };
 inline Window read_window(const NodeProto& n, std::size_t dims) {
-    const auto ints = [&n](const char* name) {
-        const AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
-    };
-    Window w{ints("kernel_shape"), ints("strides"), ints("pads"), ints("dilations"), ""};
+    Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations"), ""};
     const AttributeProto* ap = n.find("auto_pad");
     if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) w.problem = "auto_pad = " + ap->s + " is not supported (give pads)";
     else if (dims != 1 && dims != 2) w.problem = "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D";
@@ -167,16 +249,12 @@ inline Window read_window(const NodeProto& n, std::size_t dims) {
 /// What a forward LSTM, GRU or RNN as PyTorch's (default activations, zero or no initial state,
 /// GRU linear_before_reset = 1) cannot take from the node's attributes; empty when nothing.
 inline std::string recurrent_problem(const NodeProto& n) {
-    const auto i = [&n](const char* name, std::int64_t def) {
-        const AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    };
     const AttributeProto* dir = n.find("direction");
     if (dir && dir->s != "forward") return "direction '" + dir->s + "' is not supported (forward only)";
-    if (i("layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
+    if (attr_i(n, "layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
     if (n.find("clip")) return "clip is not supported";
-    if (i("input_forget", 0) != 0) return "input_forget = 1 is not supported";
-    if (n.op_type == "GRU" && i("linear_before_reset", 0) != 1)
+    if (attr_i(n, "input_forget", 0) != 0) return "input_forget = 1 is not supported";
+    if (n.op_type == "GRU" && attr_i(n, "linear_before_reset", 0) != 1)
         return "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)";
     if (const AttributeProto* acts = n.find("activations")) {
         const std::vector<std::string> want = n.op_type == "LSTM" ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
@@ -184,8 +262,8 @@ inline std::string recurrent_problem(const NodeProto& n) {
                                                                    : std::vector<std::string>{"Tanh"};
         if (acts->strings != want) return "activations other than the defaults are not supported";
     }
-    if (n.input.size() > 4 && !n.input[4].empty()) return "sequence_lens is not supported";
-    if (n.input.size() > 7 && !n.input[7].empty()) return "peepholes (P) are not supported";
+    if (n.has_input(4)) return "sequence_lens is not supported";
+    if (n.has_input(7)) return "peepholes (P) are not supported";
     return "";
 }
 

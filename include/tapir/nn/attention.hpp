@@ -115,10 +115,8 @@ public:
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("in_proj_weight", &in_proj_weight);
-        out.emplace_back("in_proj_bias", &in_proj_bias);
-        out.emplace_back("out_proj.weight", &out_proj_weight);
-        out.emplace_back("out_proj.bias", &out_proj_bias);
+        out.insert(out.end(), {{"in_proj_weight", &in_proj_weight}, {"in_proj_bias", &in_proj_bias},
+                               {"out_proj.weight", &out_proj_weight}, {"out_proj.bias", &out_proj_bias}});
     }
 
 private:

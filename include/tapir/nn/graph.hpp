@@ -79,11 +79,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EdgeConv>(*this); }
 
 protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("edge_in", &edge_in);
-        out.emplace_back("edge", &edge);
-        out.emplace_back("shortcut", &shortcut);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"edge_in", &edge_in}, {"edge", &edge}, {"shortcut", &shortcut}}); }
 
 private:
     static std::size_t first(const std::vector<std::size_t>& c) {
@@ -208,11 +204,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleNetLite>(*this); }
 
 protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("block1", &block1);
-        out.emplace_back("block2", &block2);
-        out.emplace_back("head", &head);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"block1", &block1}, {"block2", &block2}, {"head", &head}}); }
 
 private:
     std::size_t coords_, features_;

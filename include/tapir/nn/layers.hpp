@@ -358,14 +358,8 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
-    void collect_buffers(std::vector<NamedBuffer<T>>& out) override {
-        out.emplace_back("running_mean", &running_mean);
-        out.emplace_back("running_var", &running_var);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
+    void collect_buffers(std::vector<NamedBuffer<T>>& out) override { out.insert(out.end(), {{"running_mean", &running_mean}, {"running_var", &running_var}}); }
 
 private:
     void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
@@ -441,10 +435,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
 
 private:
     void check_input(const Shape& s) const {

@@ -154,9 +154,7 @@ public:
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("metric", &metric);
-        out.emplace_back("energy_weights", &energy_weights);
-        out.emplace_back("distance_weights", &distance_weights);
+        out.insert(out.end(), {{"metric", &metric}, {"energy_weights", &energy_weights}, {"distance_weights", &distance_weights}});
     }
 };
 
@@ -232,10 +230,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LorentzBoostNetwork>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("particle_weights", &particle_weights);
-        out.emplace_back("restframe_weights", &restframe_weights);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"particle_weights", &particle_weights}, {"restframe_weights", &restframe_weights}}); }
 
 private:
     std::vector<std::size_t> pairs_;  // flat (m, n) indices of the pairs m < n of an M x M matrix

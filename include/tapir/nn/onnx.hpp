@@ -467,7 +467,11 @@ inline std::size_t onnx_axis(std::int64_t a, std::size_t rank, const char* op) {
 
 /// The importer: values are constants (initializers, Constant nodes) or nodes of the Model.
 template <class T>
-class OnnxReader {
+class OnnxReader : public ox::ConstantInputs<OnnxReader<T>> {
+    using Base = ox::ConstantInputs<OnnxReader<T>>;
+    friend Base;  // calls fail
+    using Base::consts_, Base::constant, Base::need_real;
+
 public:
     using Value = typename Model<T>::Value;
     OnnxReader(const ox::ModelProto& m, const std::string& src) : m_(m), src_(src) {}
@@ -596,38 +600,10 @@ private:
     }
 
     // ---- attributes and inputs ----
-    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    }
-    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? static_cast<double>(a->f) : def;
-    }
-    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
-    }
-    bool has_input(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
-    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
-        if (!has_input(n, i)) return nullptr;
-        const auto it = consts_.find(n.input[i]);
-        return it == consts_.end() ? nullptr : it->second;
-    }
     const ox::TensorProto& need_const(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto* t = constant(n, i);
         if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
         return *t;
-    }
-    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
-        const ox::TensorProto& t = need_const(n, i, what);
-        if (!t.is_real())
-            fail(n, std::string(what) + " '" + t.name + "' has data type " + ox::data_type_name(t.data_type) + ", expected float or double");
-        if (rank != 0 && t.dims.size() != rank)
-            fail(n, std::string(what) + " '" + t.name + "' has rank " + std::to_string(t.dims.size()) + ", expected " + std::to_string(rank));
-        for (std::int64_t d : t.dims)
-            if (d <= 0) fail(n, std::string(what) + " '" + t.name + "' has an empty dimension");
-        return t;
     }
     std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto& t = need_const(n, i, what);
@@ -635,7 +611,7 @@ private:
         return t.ints;
     }
     Value value(const ox::NodeProto& n, std::size_t i) {
-        if (!has_input(n, i)) fail(n, "input " + std::to_string(i) + " is missing");
+        if (!n.has_input(i)) fail(n, "input " + std::to_string(i) + " is missing");
         const auto it = dyn_.find(n.input[i]);
         if (shaped_.count(n.input[i]) || zeros_.count(n.input[i]))
             fail(n, "input '" + n.input[i] + "' is computed from a tensor's shape, which tapir supports only as the zero initial state of LSTM, GRU and RNN");
@@ -775,7 +751,7 @@ private:
         const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
         const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
         const auto K = static_cast<std::size_t>(tb ? b.dims[1] : b.dims[0]), N = static_cast<std::size_t>(tb ? b.dims[0] : b.dims[1]);
-        const ox::TensorProto* c = is_gemm && has_input(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        const ox::TensorProto* c = is_gemm && n.has_input(2) ? &need_real(n, 2, "bias", 0) : nullptr;
         if (c && c->numel() != N && c->numel() != 1)
             fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
         DenseOptions o;
@@ -861,7 +837,7 @@ private:
             if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0 || group > w.dims[0]) fail(n, "group " + std::to_string(group) + " out of range");
-        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
         ConvOptions o;
         o.groups = z(group);
@@ -899,7 +875,7 @@ private:
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0 || group > w.dims[0] || w.dims[0] % group) fail(n, "group " + std::to_string(group) + " does not divide the input channels");
         const std::size_t in = z(w.dims[0]), out = z(w.dims[1]) * z(group);
-        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && z(b->dims[0]) != out) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(out) + " channels");
         ConvOptions o;
         o.groups = z(group);
@@ -1004,7 +980,7 @@ private:
 
     std::vector<std::int64_t> axes_of(const ox::NodeProto& n, bool required) const {
         std::vector<std::int64_t> axes = attr_ints(n, "axes");
-        if (has_input(n, 1)) axes = need_ints(n, 1, "axes");
+        if (n.has_input(1)) axes = need_ints(n, 1, "axes");
         if (required && axes.empty()) fail(n, "axes are required");
         for (std::int64_t a : axes)
             if (a < -8 || a > 8) fail(n, "axis " + std::to_string(a) + " out of range");
@@ -1078,7 +1054,7 @@ private:
             for (double v : c->values) zero = zero && v == 0.0;
             for (std::int64_t v : c->ints) zero = zero && v == 0;
             if (!zero) fail(n, "only padding with zeros is supported");
-        } else if (has_input(n, 2) || attr_f(n, "value", 0.0) != 0.0) {
+        } else if (n.has_input(2) || attr_f(n, "value", 0.0) != 0.0) {
             fail(n, "only padding with zeros is supported");
         }
         if (pads.size() % 2 || pads.size() > 2 * max_rank) fail(n, "pads must hold a begin and an end for each axis");
@@ -1134,8 +1110,8 @@ private:
             starts = attr_ints(n, "starts"), ends = attr_ints(n, "ends"), axes = attr_ints(n, "axes");
         } else {
             starts = need_ints(n, 1, "starts"), ends = need_ints(n, 2, "ends");
-            if (has_input(n, 3)) axes = need_ints(n, 3, "axes");
-            if (has_input(n, 4)) steps = need_ints(n, 4, "steps");
+            if (n.has_input(3)) axes = need_ints(n, 3, "axes");
+            if (n.has_input(4)) steps = need_ints(n, 4, "steps");
         }
         for (std::int64_t st : steps)
             if (st != 1) fail(n, "steps other than 1 are not supported");
@@ -1196,7 +1172,7 @@ private:
         const std::string problem = ox::recurrent_problem(n);
         if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
-            if (!has_input(n, i)) continue;
+            if (!n.has_input(i)) continue;
             if (zeros_.count(n.input[i])) continue;
             const ox::TensorProto* t = constant(n, i);
             bool zero = t != nullptr;
@@ -1204,14 +1180,8 @@ private:
                 for (double v : t->values) zero = zero && v == 0.0;
             if (!zero) fail(n, "initial states must be absent or constant zeros");
         }
-        const ox::TensorProto& w = need_real(n, 1, "W", 3);
-        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const auto [w, r, b] = this->recurrent_weights(n, G);
         const std::int64_t H = r.dims[2];
-        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
-            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
-        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
-        const ox::TensorProto* b = has_input(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
-        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
         if (used(n, 2)) fail(n, "the cell state output Y_c is not supported");
         RecurrentOptions o;
         o.return_sequences = true;
@@ -1252,7 +1222,6 @@ private:
     const ox::ModelProto& m_;
     std::string src_;
     Model<T> model_;
-    std::map<std::string, const ox::TensorProto*> consts_;
     std::vector<std::unique_ptr<ox::TensorProto>> owned_;
     std::map<std::string, Value> dyn_;
     std::set<std::string> consumed_, names_, shaped_, zeros_;

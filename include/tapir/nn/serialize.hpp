@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "../error.hpp"
+#include "../io/text.hpp"
 #include "../random.hpp"
 #include "attention.hpp"
 #include "conv.hpp"
@@ -56,17 +57,8 @@ namespace tapir {
 namespace nn {
 
 namespace detail {
-/// Text for a message: control bytes replaced, long text cut.
-inline std::string config_printable(const std::string& s) {
-    std::string out;
-    const std::size_t n = s.size() < 60 ? s.size() : 60;
-    for (std::size_t i = 0; i < n; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
-    }
-    if (n < s.size()) out += "...";
-    return out;
-}
+/// Text of a configuration for a message (cut at 60 characters).
+inline std::string config_printable(const std::string& s) { return io::printable(s, 60); }
 /// A double with 17 significant digits in the C locale (exact round trip); nan and inf by name.
 inline std::string config_number(double v) {
     if (std::isnan(v)) return "nan";
@@ -270,18 +262,8 @@ private:
     [[noreturn]] void bad_value(const std::string& key, const std::string& v, const char* want) const {
         fail("key '" + key + "' is '" + detail::config_printable(v) + "', not " + want);
     }
-    static std::vector<std::string> split(const std::string& s) {
-        std::vector<std::string> out;
-        if (s.empty()) return out;
-        std::size_t start = 0;
-        for (;;) {
-            const std::size_t c = s.find(',', start);
-            out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
-            if (c == std::string::npos) break;
-            start = c + 1;
-        }
-        return out;
-    }
+    /// A comma-separated list; the empty text is the empty list.
+    static std::vector<std::string> split(const std::string& s) { return s.empty() ? std::vector<std::string>{} : io::split(s, ","); }
 
     std::string type_;
     std::vector<std::pair<std::string, std::string>> entries_;
@@ -632,6 +614,13 @@ inline std::size_t mlp_values(std::size_t in, const std::vector<std::size_t>& si
     }
     return n;
 }
+/// The two MLPs of a set layer (phi per element, f after pooling) from `in` features: each needs
+/// a layer, the lists are bounded, and their values count against the configuration's budget.
+inline void claim_set_mlps(const LayerConfig& c, std::size_t in, const std::vector<std::size_t>& phi, const std::vector<std::size_t>& f) {
+    if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
+    check_sizes_list(c, phi.size() + f.size());
+    c.claim(config_sum(mlp_values(in, phi), mlp_values(phi.back(), f)));
+}
 template <class T>
 Activation first_activation(const Sequential<T>& s) {
     const auto* d = s.empty() ? nullptr : dynamic_cast<const Dense<T>*>(&s[0]);
@@ -654,6 +643,19 @@ void add_codec(std::vector<LayerCodec<T>>& r, const char* name, Save save, Load 
 template <class L, class T>
 void add_plain(std::vector<LayerCodec<T>>& r, const char* name) {
     add_codec<L>(r, name, [](const L&, LayerConfig&) {}, [](const LayerConfig&) { return std::make_unique<L>(); });
+}
+/// A layer L(n, m, rng) whose only values are its (n, m) matrix `weight` (Embedding, CoLa): the two
+/// sizes under keys `rows` and `cols`.
+template <class L, class T>
+void add_matrix_layer(std::vector<LayerCodec<T>>& r, const char* name, const char* rows, const char* cols) {
+    add_codec<L>(
+        r, name, [rows, cols](const L& l, LayerConfig& c) { c.set_size(rows, l.weight.value.shape()[0]).set_size(cols, l.weight.value.shape()[1]); },
+        [rows, cols](const LayerConfig& c) {
+            const std::size_t n = c.get_size(rows), m = c.get_size(cols);
+            c.claim(config_product({n, m}));
+            Rng rng(0);
+            return std::make_unique<L>(n, m, rng);
+        });
 }
 
 template <class T, bool IsMax, bool OneD>
@@ -943,14 +945,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
         Rng rng(0);
         return std::make_unique<GRU<T>>(in, h, rng, o);
     });
-    add_codec<Embedding<T>>(
-        r, "Embedding", [](const Embedding<T>& e, LayerConfig& c) { c.set_size("num", e.num_embeddings()).set_size("dim", e.embedding_dim()); },
-        [](const LayerConfig& c) {
-            const std::size_t n = c.get_size("num"), d = c.get_size("dim");
-            c.claim(config_product({n, d}));
-            Rng rng(0);
-            return std::make_unique<Embedding<T>>(n, d, rng);
-        });
+    add_matrix_layer<Embedding<T>>(r, "Embedding", "num", "dim");
 
     // Sets and graphs.
     add_codec<DeepSet<T>>(
@@ -965,9 +960,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             const Activation a = activation_from(c, "activation");
             const std::string& p = c.get_string("pooling");
             if (p != "sum" && p != "mean") c.fail("key 'pooling' is '" + config_printable(p) + "', not sum or mean");
-            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
-            check_sizes_list(c, phi.size() + f.size());
-            c.claim(config_sum(mlp_values(in, phi), mlp_values(phi.back(), f)));
+            claim_set_mlps(c, in, phi, f);
             Rng rng(0);
             return std::make_unique<DeepSet<T>>(in, phi, f, rng, a, p == "sum" ? SetPooling::sum : SetPooling::mean);
         });
@@ -981,9 +974,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             const std::size_t a = c.get_size("angular");
             const std::vector<std::size_t> phi = c.get_sizes("phi"), f = c.get_sizes("f");
             const Activation act = activation_from(c, "activation");
-            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
-            check_sizes_list(c, phi.size() + f.size());
-            c.claim(config_sum(mlp_values(a, phi), mlp_values(phi.back(), f)));
+            claim_set_mlps(c, a, phi, f);
             Rng rng(0);
             return std::make_unique<EnergyFlowNetwork<T>>(a, phi, f, rng, act);
         });
@@ -1018,14 +1009,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
         });
 
     // Lorentz layers.
-    add_codec<CoLa<T>>(
-        r, "CoLa", [](const CoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()).set_size("combinations", l.combinations()); },
-        [](const LayerConfig& c) {
-            const std::size_t n = c.get_size("particles"), m = c.get_size("combinations");
-            c.claim(config_product({n, m}));
-            Rng rng(0);
-            return std::make_unique<CoLa<T>>(n, m, rng);
-        });
+    add_matrix_layer<CoLa<T>>(r, "CoLa", "particles", "combinations");
     add_codec<LoLa<T>>(
         r, "LoLa", [](const LoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()); },
         [](const LayerConfig& c) {

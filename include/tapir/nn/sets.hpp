@@ -97,10 +97,7 @@ protected:
         detail::check_set(name_, x, in_);
         if (mask) detail::check_mask(name_, x, mask->shape());
     }
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("phi", &phi);
-        out.emplace_back("f", &f);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"phi", &phi}, {"f", &f}}); }
 
     std::size_t in_, latent_;
     const char* name_;
