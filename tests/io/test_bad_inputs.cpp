@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <functional>
@@ -23,6 +24,7 @@
 #include <tapir/metrics/roc.hpp>
 #include <tapir/nn/fit.hpp>
 #include <tapir/nn/layers.hpp>
+#include <tapir/nn/model_file.hpp>
 #include <tapir/nn/onnx.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adagrad.hpp>
@@ -317,6 +319,27 @@ TEST_CASE("bad inputs: every row throws the documented error") {
              net.load(io::save_model_to_string<double>({{"w", &w}}));
          },
          Kind::format, "net.tpr: the file holds float64 values but the model is float32"},
+        {"model file with oversized claimed dimensions",
+         [&] {
+             // A valid file whose tensor claims 2^62 elements; the size field and CRC are repaired so the
+             // reader reaches the shape.
+             Parameter<float> w("w", Tensor<float>(Shape{2}, 1.0f));
+             std::string f = io::save_model_to_string<float>({{"w", &w}});
+             const std::string rec = std::string("\x01\x00\x00\x00w\x01", 6);
+             const std::size_t at = f.find(rec) + rec.size();
+             for (int k = 0; k < 8; ++k) f[at + static_cast<std::size_t>(k)] = k == 7 ? '\x40' : '\0';
+             const std::uint32_t crc = io::crc32(reinterpret_cast<const std::uint8_t*>(f.data()), f.size() - 4);
+             for (int k = 0; k < 4; ++k) f[f.size() - 4 + static_cast<std::size_t>(k)] = static_cast<char>((crc >> (8 * k)) & 0xFFu);
+             net.load(f);
+         },
+         Kind::format, "net.tpr: tensor 'w' has shape (4611686018427387904,), too large for this machine"},
+        {"whole-model file with an unknown layer type",
+         [&] {
+             Parameter<float> w("w", Tensor<float>(Shape{2}, 1.0f));
+             (void)nn::load_model_from_string<float>(
+                 io::save_model_to_string<float>({{"w", &w}}, {}, nullptr, std::vector<io::ModelSection>{{"architecture", "tapir-config 1\nBogus size=2\n"}}));
+         },
+         Kind::format, "unknown layer type 'Bogus'"},
         {"load_model from a directory", [&] { io::load_model(dir, net.m.named_parameters()); }, Kind::format,
          "load_model: cannot read '" + dir + "': Is a directory"},
         {"save_model to a directory", [&] { io::save_model(dir, net.m.named_parameters()); }, Kind::format,
