@@ -39,6 +39,7 @@
                                                             nn::MseLoss);                                 \
     TAPIR_INSTANTIATE_X Tensor<T> nn::predict<T>(nn::Module<T>&, const Tensor<T>&, std::size_t);         \
     TAPIR_INSTANTIATE_X class optim::Optimizer<T>;                                                        \
+    TAPIR_INSTANTIATE_X class optim::detail::DecayingOptimizer<T>;                                        \
     TAPIR_INSTANTIATE_X class optim::detail::AdamCore<T>;                                                 \
     TAPIR_INSTANTIATE_X class optim::Adam<T>;                                                             \
     TAPIR_INSTANTIATE_X class optim::AdamW<T>;                                                            \

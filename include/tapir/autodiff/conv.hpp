@@ -702,12 +702,9 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
-/// Max pooling's gradient goes to each window's argmax (stored by the forward in the arena).
-template <class O, class T, class V>
-void backward_max_pool(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
+/// Max pooling takes each window's argmax (positions stored by the forward in the arena), so its
+/// rule is take's: the gradient goes back to those positions.
+TAPIR_OP(max_pool, "max_pool2d", backward_take);
 
 template <class T, template <class> class V>
 detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);

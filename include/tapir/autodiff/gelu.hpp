@@ -56,10 +56,6 @@ void backward_gelu(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(gelu, "gelu", backward_gelu);
 /// x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, elementwise (torch.nn.functional.gelu, approximate='none').
 template <class T, template <class> class V>
-detail::val<V, T> gelu(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gelu<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * detail::std_normal_cdf(x); }),
-                        detail::no_attrs{}, a);
-}
+detail::val<V, T> gelu(const V<T>& a) { return detail::unary(op_gelu<T>, a, [](T x) { return x * detail::std_normal_cdf(x); }); }
 
 } // namespace tapir

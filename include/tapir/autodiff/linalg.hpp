@@ -155,11 +155,8 @@ Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
 
 template <class O, class T, class V>
 void backward_bmm(O& o, const Node<T>& n, const V& g) {
-    const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
-    const V a = o.in(n, 0), b = o.in(n, 1);
-    // As matmul, per batch item: dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo each op.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? bmm(b, g, tb, true) : bmm(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? bmm(g, a, true, ta) : bmm(a, g, !ta, false));
+    // As matmul's rule, per batch item.
+    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return bmm(x, y, tx, ty); });
 }
 TAPIR_OP(bmm, "bmm", backward_bmm);
 /// op(a[i]) op(b[i]) for every batch item i: a (..., m, k), b (..., k, n) of rank 3 or 4 with the same
@@ -167,10 +164,7 @@ TAPIR_OP(bmm, "bmm", backward_bmm);
 /// torch.matmul on equal batch shapes (torch.bmm for rank 3).
 template <class T, template <class> class V>
 detail::val<V, T> bmm(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "bmm");
-    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return detail::emit(t, op_bmm<T>, detail::k_bmm(t, detail::ref(t, a), detail::ref(t, b), transpose_a, transpose_b),
-                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
+    return detail::product<detail::k_bmm<T>>(op_bmm<T>, a, b, transpose_a, transpose_b);
 }
 
 // ---- permute: reorder axes -------------------------------------------------------------------------
@@ -229,10 +223,7 @@ void backward_softmax_grad(O& o, const Node<T>& n, const V& gbar) {
 TAPIR_OP(softmax_grad, "softmax_grad", backward_softmax_grad);
 /// y (g - sum(g y)) along the last axis: the gradient through a softmax y along that axis, fused.
 template <class T, template <class> class V>
-detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) {
-    Tape<T>& t = detail::same_tape(g, y, "softmax_grad");
-    return detail::emit(t, op_softmax_grad<T>, detail::k_softmax_grad(t, detail::ref(t, g), detail::ref(t, y)), detail::no_attrs{}, g, y);
-}
+detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) { return detail::binary<detail::k_softmax_grad<T>>(op_softmax_grad<T>, g, y); }
 
 template <class O, class T, class V>
 void backward_masked_softmax(O& o, const Node<T>& n, const V& g) {

@@ -9,6 +9,8 @@
 /// and the recorded pass of grad(..., create_graph) alike. In a rule, `o.in(n, k)` is the k-th
 /// input's value, `o.out(n)` the node's value, `o.shape(n, k)` the input's shape, `o.needs(n, k)`
 /// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
+/// A forward is usually one call of a helper of detail (unary, unary_simd, binary, along_axis,
+/// product, indexed): the input's tape, the kernel on the input values and the node in one place.
 /// README.md, "Adding an op", walks through one.
 
 #include <cmath>
@@ -103,6 +105,50 @@ auto set_axis(std::size_t axis, bool keepdim) {
         n.flags = keepdim ? 1 : 0;
     };
 }
+/// The forwards of most ops, each in one line: the input's tape, a kernel on the input values, a
+/// node of `op` (set writes its attributes). unary maps f over every element (k_unary) ...
+template <class T, template <class> class V, class F, class Set = no_attrs>
+val<V, T> unary(const OpDef<T>& op, const V<T>& a, F f, Set set = {}) {
+    Tape<T>& t = tape_of(a);
+    return emit(t, op, k_unary(t, ref(a), f), set, a);
+}
+/// ... unary_simd runs a whole-array kernel of simd/ (simd::exp, simd::tanh, ...) ...
+template <class T, template <class> class V>
+val<V, T> unary_simd(const OpDef<T>& op, const V<T>& a, void (*f)(const T*, T*, std::size_t)) {
+    Tape<T>& t = tape_of(a);
+    const Ref<T>& x = ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    f(x.data, out.data, x.size());
+    return emit(t, op, out, no_attrs{}, a);
+}
+/// ... binary runs kernel K(tape, a, b) on two values of one tape (the op's name in the error) ...
+template <auto K, class T, template <class> class V, class Set = no_attrs>
+TAPIR_ALWAYS_INLINE val<V, T> binary(const OpDef<T>& op, const V<T>& a, const V<T>& b, Set set = {}) {
+    Tape<T>& t = same_tape(a, b, op.name);
+    return emit(t, op, K(t, ref(t, a), ref(t, b)), set, a, b);
+}
+/// ... along_axis runs k(tape, a, axis) for an axis checked and normalised in the op's name,
+/// which the node keeps with keepdim.
+template <class T, template <class> class V, class K>
+val<V, T> along_axis(const OpDef<T>& op, const V<T>& a, std::int64_t axis, bool keepdim, K k) {
+    Tape<T>& t = tape_of(a);
+    const std::size_t ax = normalize_axis(axis, a.shape(), op.name);
+    return emit(t, op, k(t, ref(a), ax), set_axis<T>(ax, keepdim), a);
+}
+/// ... product runs K(tape, a, b, transpose_a, transpose_b), the flags kept in the node (matmul, bmm) ...
+template <auto K, class T, template <class> class V>
+val<V, T> product(const OpDef<T>& op, const V<T>& a, const V<T>& b, bool transpose_a, bool transpose_b) {
+    Tape<T>& t = same_tape(a, b, op.name);
+    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
+    return emit(t, op, K(t, ref(t, a), ref(t, b), transpose_a, transpose_b), [flags](Node<T>& n) { n.flags = flags; }, a, b);
+}
+/// ... and indexed runs K(tape, a, idx, size) for positions idx in the arena, which the node keeps
+/// for its rule (gather and scatter of rows, take and put_add).
+template <auto K, class T, template <class> class V, class Size>
+val<V, T> indexed(const OpDef<T>& op, const V<T>& a, const std::int64_t* idx, const Size& size) {
+    Tape<T>& t = tape_of(a);
+    return emit(t, op, K(t, ref(a), idx, size), [idx](Node<T>& n) { n.index = idx; }, a);
+}
 /// Shape of a reduced value with the reduced axis kept as 1, for broadcasting a gradient back.
 inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_shape(in, static_cast<std::size_t>(axis), true); }
 } // namespace detail
@@ -116,10 +162,7 @@ void backward_add(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(add, "add", backward_add);
 template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "add");
-    return detail::emit(t, op_add<T>, detail::k_add(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_add<T>>(op_add<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_sub(O& o, const Node<T>& n, const V& g) {
@@ -128,10 +171,7 @@ void backward_sub(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sub, "sub", backward_sub);
 template <class T, template <class> class V>
-detail::val<V, T> sub(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "sub");
-    return detail::emit(t, op_sub<T>, detail::k_sub(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+detail::val<V, T> sub(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_sub<T>>(op_sub<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_mul(O& o, const Node<T>& n, const V& g) {
@@ -140,10 +180,7 @@ void backward_mul(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(mul, "mul", backward_mul);
 template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "mul");
-    return detail::emit(t, op_mul<T>, detail::k_mul(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_mul<T>>(op_mul<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
@@ -153,10 +190,7 @@ void backward_div(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(div, "div", backward_div);
 template <class T, template <class> class V>
-detail::val<V, T> div(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "div");
-    return detail::emit(t, op_div<T>, detail::k_div(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+detail::val<V, T> div(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_div<T>>(op_div<T>, a, b); }
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
@@ -166,10 +200,7 @@ void backward_neg(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(neg, "neg", backward_neg);
 template <class T, template <class> class V>
-detail::val<V, T> neg(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_neg<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -x; }), detail::no_attrs{}, a);
-}
+detail::val<V, T> neg(const V<T>& a) { return detail::unary(op_neg<T>, a, [](T x) { return -x; }); }
 
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
@@ -180,8 +211,7 @@ TAPIR_OP(scale, "scale", backward_scale);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> scale(const V<T>& a, S s) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_scale<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x * c; }), detail::set_a(c), a);
+    return detail::unary(op_scale<T>, a, [c](T x) { return x * c; }, detail::set_a(c));
 }
 
 template <class O, class T, class V>
@@ -193,8 +223,7 @@ TAPIR_OP(add_scalar, "add_scalar", backward_add_scalar);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> add_scalar(const V<T>& a, S s) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_add_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x + c; }), detail::set_a(c), a);
+    return detail::unary(op_add_scalar<T>, a, [c](T x) { return x + c; }, detail::set_a(c));
 }
 
 template <class O, class T, class V>
@@ -206,28 +235,32 @@ TAPIR_OP(rdiv_scalar, "rdiv_scalar", backward_rdiv_scalar);
 template <class S, class T, template <class> class V, detail::if_scalar<S> = 0>
 detail::val<V, T> rdiv_scalar(S s, const V<T>& a) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_rdiv_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return c / x; }), detail::set_a(c), a);
+    return detail::unary(op_rdiv_scalar<T>, a, [c](T x) { return c / x; }, detail::set_a(c));
 }
 
 // ---- linear algebra and shapes --------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_matmul(O& o, const Node<T>& n, const V& g) {
+namespace detail {
+/// The rule of every product C = op(A) op(B) (matmul, bmm), `prod` being the product itself:
+/// dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
+template <class O, class T, class V, class P>
+void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
     const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
     const V a = o.in(n, 0), b = o.in(n, 1);
-    // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false));
+    if (o.needs(n, 0)) o.acc(n, 0, ta ? prod(b, g, tb, true) : prod(g, b, false, !tb));
+    if (o.needs(n, 1)) o.acc(n, 1, tb ? prod(g, a, true, ta) : prod(a, g, !ta, false));
+}
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_matmul(O& o, const Node<T>& n, const V& g) {
+    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return matmul(x, y, tx, ty); });
 }
 TAPIR_OP(matmul, "matmul", backward_matmul);
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
 template <class T, template <class> class V>
 detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "matmul");
-    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return detail::emit(t, op_matmul<T>, detail::k_matmul(t, detail::ref(a), detail::ref(b), transpose_a, transpose_b),
-                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
+    return detail::product<detail::k_matmul<T>>(op_matmul<T>, a, b, transpose_a, transpose_b);
 }
 
 template <class O, class T, class V>
@@ -291,9 +324,8 @@ void backward_sum_axis(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(sum_axis, "sum", backward_sum_axis);
 template <class T, template <class> class V>
 detail::val<V, T> sum(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
-    return detail::emit(t, op_sum_axis<T>, detail::k_sum_axis(t, detail::ref(a), ax, keepdim), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_sum_axis<T>, a, axis, keepdim,
+                              [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) { return detail::k_sum_axis(t, x, ax, keepdim); });
 }
 
 template <class T>
@@ -323,15 +355,15 @@ void backward_extreme_axis(O& o, const Node<T>& n, const V& g) {
 }
 template <class T, template <class> class V>
 detail::val<V, T> max(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
-    return detail::emit(t, op_max_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, true), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_max_axis<T>, a, axis, keepdim, [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) {
+        return detail::k_extreme_axis(t, x, ax, keepdim, true);
+    });
 }
 template <class T, template <class> class V>
 detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
-    return detail::emit(t, op_min_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, false), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_min_axis<T>, a, axis, keepdim, [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) {
+        return detail::k_extreme_axis(t, x, ax, keepdim, false);
+    });
 }
 
 // ---- elementwise math -------------------------------------------------------------------------
@@ -342,13 +374,7 @@ void backward_exp(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(exp, "exp", backward_exp);
 template <class T, template <class> class V>
-detail::val<V, T> exp(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::exp(x.data, out.data, x.size());
-    return detail::emit(t, op_exp<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> exp(const V<T>& a) { return detail::unary_simd(op_exp<T>, a, simd::exp<T>); }
 
 template <class O, class T, class V>
 void backward_log(O& o, const Node<T>& n, const V& g) {
@@ -356,13 +382,7 @@ void backward_log(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(log, "log", backward_log);
 template <class T, template <class> class V>
-detail::val<V, T> log(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::log(x.data, out.data, x.size());
-    return detail::emit(t, op_log<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> log(const V<T>& a) { return detail::unary_simd(op_log<T>, a, simd::log<T>); }
 
 template <class O, class T, class V>
 void backward_log1p(O& o, const Node<T>& n, const V& g) {
@@ -370,10 +390,7 @@ void backward_log1p(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(log1p, "log1p", backward_log1p);
 template <class T, template <class> class V>
-detail::val<V, T> log1p(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_log1p<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::log1p(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> log1p(const V<T>& a) { return detail::unary(op_log1p<T>, a, [](T x) { return std::log1p(x); }); }
 
 template <class O, class T, class V>
 void backward_sqrt(O& o, const Node<T>& n, const V& g) {
@@ -381,10 +398,7 @@ void backward_sqrt(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sqrt, "sqrt", backward_sqrt);
 template <class T, template <class> class V>
-detail::val<V, T> sqrt(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_sqrt<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sqrt(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> sqrt(const V<T>& a) { return detail::unary(op_sqrt<T>, a, [](T x) { return std::sqrt(x); }); }
 
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
@@ -397,8 +411,7 @@ TAPIR_OP(pow, "pow", backward_pow);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> pow(const V<T>& a, S exponent) {
     const T p = static_cast<T>(exponent);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_pow<T>, detail::k_unary(t, detail::ref(a), [p](T x) { return std::pow(x, p); }), detail::set_a(p), a);
+    return detail::unary(op_pow<T>, a, [p](T x) { return std::pow(x, p); }, detail::set_a(p));
 }
 
 template <class O, class T, class V>
@@ -407,10 +420,7 @@ void backward_abs(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(abs, "abs", backward_abs);
 template <class T, template <class> class V>
-detail::val<V, T> abs(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_abs<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::abs(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> abs(const V<T>& a) { return detail::unary(op_abs<T>, a, [](T x) { return std::abs(x); }); }
 
 template <class O, class T, class V>
 void backward_square(O& o, const Node<T>& n, const V& g) {
@@ -418,10 +428,7 @@ void backward_square(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(square, "square", backward_square);
 template <class T, template <class> class V>
-detail::val<V, T> square(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_square<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * x; }), detail::no_attrs{}, a);
-}
+detail::val<V, T> square(const V<T>& a) { return detail::unary(op_square<T>, a, [](T x) { return x * x; }); }
 
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
@@ -433,9 +440,7 @@ template <class T, template <class> class V, class S1, class S2, detail::if_scal
 detail::val<V, T> clamp(const V<T>& a, S1 lower, S2 upper) {
     const T lo = static_cast<T>(lower), hi = static_cast<T>(upper);
     if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_clamp<T>, detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }),
-                        detail::set_a(lo, hi), a);
+    return detail::unary(op_clamp<T>, a, [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }, detail::set_a(lo, hi));
 }
 
 template <class O, class T, class V>
@@ -464,13 +469,7 @@ void backward_tanh(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(tanh, "tanh", backward_tanh);
 template <class T, template <class> class V>
-detail::val<V, T> tanh(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::tanh(x.data, out.data, x.size());
-    return detail::emit(t, op_tanh<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> tanh(const V<T>& a) { return detail::unary_simd(op_tanh<T>, a, simd::tanh<T>); }
 
 template <class O, class T, class V>
 void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
@@ -479,13 +478,7 @@ void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
 template <class T, template <class> class V>
-detail::val<V, T> sigmoid(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::sigmoid(x.data, out.data, x.size());
-    return detail::emit(t, op_sigmoid<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> sigmoid(const V<T>& a) { return detail::unary_simd(op_sigmoid<T>, a, simd::sigmoid<T>); }
 
 template <class O, class T, class V>
 void backward_relu(O& o, const Node<T>& n, const V& g) {
@@ -493,13 +486,7 @@ void backward_relu(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(relu, "relu", backward_relu);
 template <class T, template <class> class V>
-detail::val<V, T> relu(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::relu(x.data, out.data, x.size());
-    return detail::emit(t, op_relu<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> relu(const V<T>& a) { return detail::unary_simd(op_relu<T>, a, simd::relu<T>); }
 
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
@@ -509,9 +496,7 @@ TAPIR_OP(leaky_relu, "leaky_relu", backward_leaky_relu);
 template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
 detail::val<V, T> leaky_relu(const V<T>& a, S slope = S(0.01)) {
     const T alpha = static_cast<T>(slope);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_leaky_relu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * x; }),
-                        detail::set_a(alpha), a);
+    return detail::unary(op_leaky_relu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * x; }, detail::set_a(alpha));
 }
 
 template <class O, class T, class V>
@@ -525,9 +510,7 @@ TAPIR_OP(elu, "elu", backward_elu);
 template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
 detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
     const T alpha = static_cast<T>(scale_alpha);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_elu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }),
-                        detail::set_a(alpha), a);
+    return detail::unary(op_elu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }, detail::set_a(alpha));
 }
 
 template <class O, class T, class V>
@@ -537,11 +520,7 @@ void backward_softplus(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(softplus, "softplus", backward_softplus);
 /// log(1 + exp(a)), exact for large |a|.
 template <class T, template <class> class V>
-detail::val<V, T> softplus(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_softplus<T>, detail::k_unary(t, detail::ref(a), [](T x) { return detail::stable_softplus(x); }),
-                        detail::no_attrs{}, a);
-}
+detail::val<V, T> softplus(const V<T>& a) { return detail::unary(op_softplus<T>, a, [](T x) { return detail::stable_softplus(x); }); }
 
 template <class O, class T, class V>
 void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
@@ -551,9 +530,7 @@ TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
 /// log(sigmoid(a)) = -softplus(-a), finite for all a.
 template <class T, template <class> class V>
 detail::val<V, T> log_sigmoid(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_log_sigmoid<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -detail::stable_softplus(-x); }),
-                        detail::no_attrs{}, a);
+    return detail::unary(op_log_sigmoid<T>, a, [](T x) { return -detail::stable_softplus(-x); });
 }
 
 template <class O, class T, class V>
@@ -563,10 +540,7 @@ void backward_erf(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(erf, "erf", backward_erf);
 template <class T, template <class> class V>
-detail::val<V, T> erf(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_erf<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::erf(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> erf(const V<T>& a) { return detail::unary(op_erf<T>, a, [](T x) { return std::erf(x); }); }
 
 template <class O, class T, class V>
 void backward_atan(O& o, const Node<T>& n, const V& g) {
@@ -575,12 +549,18 @@ void backward_atan(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(atan, "atan", backward_atan);
 template <class T, template <class> class V>
-detail::val<V, T> atan(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_atan<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::atan(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> atan(const V<T>& a) { return detail::unary(op_atan<T>, a, [](T x) { return std::atan(x); }); }
 
 // ---- softmax family ------------------------------------------------------------------------
+
+namespace detail {
+/// softmax, log_softmax and logsumexp share one kernel (k_softmax_family) and one forward.
+template <class T, template <class> class V>
+val<V, T> softmax_family(const OpDef<T>& op, const V<T>& a, std::int64_t axis, bool keepdim, SoftmaxKind kind) {
+    return along_axis(op, a, axis, keepdim,
+                      [keepdim, kind](Tape<T>& t, const Ref<T>& x, std::size_t ax) { return k_softmax_family(t, x, ax, kind, keepdim); });
+}
+} // namespace detail
 
 template <class O, class T, class V>
 void backward_softmax(O& o, const Node<T>& n, const V& g) {
@@ -590,10 +570,7 @@ void backward_softmax(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(softmax, "softmax", backward_softmax);
 template <class T, template <class> class V>
 detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
-    return detail::emit(t, op_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::softmax, false),
-                        detail::set_axis<T>(ax, false), a);
+    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
 }
 
 template <class O, class T, class V>
@@ -603,10 +580,7 @@ void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
 template <class T, template <class> class V>
 detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
-    return detail::emit(t, op_log_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::log_softmax, false),
-                        detail::set_axis<T>(ax, false), a);
+    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
 }
 
 template <class O, class T, class V>
@@ -619,10 +593,7 @@ void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
 template <class T, template <class> class V>
 detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
-    return detail::emit(t, op_logsumexp<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::logsumexp, keepdim),
-                        detail::set_axis<T>(ax, keepdim), a);
+    return detail::softmax_family(op_logsumexp<T>, a, axis, keepdim, detail::SoftmaxKind::logsumexp);
 }
 
 // ---- joining and indexing ------------------------------------------------------------------
@@ -707,8 +678,7 @@ TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
 /// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
 template <class T, template <class> class V>
 detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gather_rows<T>, detail::k_gather_rows(t, detail::ref(a), p, n), [p](Node<T>& nd) { nd.index = p; }, a);
+    return detail::indexed<detail::k_gather_rows<T>>(op_gather_rows<T>, a, p, n);
 }
 /// Rows of a (first axis) at the given indices, in order; indices may repeat.
 template <class T>
@@ -726,8 +696,7 @@ TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
 /// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
 template <class T, template <class> class V>
 detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_scatter_rows<T>, detail::k_scatter_rows(t, detail::ref(g), p, nrows), [p](Node<T>& nd) { nd.index = p; }, g);
+    return detail::indexed<detail::k_scatter_rows<T>>(op_scatter_rows<T>, g, p, nrows);
 }
 
 // ---- adversarial training helpers ------------------------------------------------------------
@@ -887,37 +856,33 @@ template <class T, class Set>
 Eager<T> emit_mask(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&) noexcept {
     return Eager<T>{out, &t};
 }
+/// A mask computed elementwise, f(x) for every element x of a.
+template <class T, template <class> class V, class F, class Set = no_attrs>
+val<V, T> unary_mask(const OpDef<T>& op, const V<T>& a, F f, Set set = {}) {
+    Tape<T>& t = tape_of(a);
+    return emit_mask(t, op, k_unary(t, ref(a), f), set, a);
+}
 } // namespace detail
 
 TAPIR_OP_NO_GRAD(positive_mask, "positive_mask");
 template <class T, template <class> class V>
 detail::val<V, T> positive_mask(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_positive_mask<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : T(0); }),
-                             detail::no_attrs{}, a);
+    return detail::unary_mask(op_positive_mask<T>, a, [](T x) { return x > T(0) ? T(1) : T(0); });
 }
 TAPIR_OP_NO_GRAD(sign, "sign");
 template <class T, template <class> class V>
 detail::val<V, T> sign(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_sign<T>,
-                             detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }),
-                             detail::no_attrs{}, a);
+    return detail::unary_mask(op_sign<T>, a, [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); });
 }
 TAPIR_OP_NO_GRAD(inrange_mask, "inrange_mask");
 template <class T, template <class> class V>
 detail::val<V, T> inrange_mask(const V<T>& a, T lo, T hi) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_inrange_mask<T>,
-                             detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }),
-                             detail::set_a(lo, hi), a);
+    return detail::unary_mask(op_inrange_mask<T>, a, [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }, detail::set_a(lo, hi));
 }
 TAPIR_OP_NO_GRAD(leaky_slope, "leaky_slope");
 template <class T, template <class> class V>
 detail::val<V, T> leaky_slope(const V<T>& a, T alpha) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_leaky_slope<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? T(1) : alpha; }),
-                             detail::set_a(alpha), a);
+    return detail::unary_mask(op_leaky_slope<T>, a, [alpha](T x) { return x > T(0) ? T(1) : alpha; }, detail::set_a(alpha));
 }
 TAPIR_OP_NO_GRAD(extreme_mask, "extreme_mask");
 template <class T, template <class> class V>

@@ -227,10 +227,7 @@ void backward_set_sum(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_sum, "set_sum", backward_set_sum);
 /// sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
 template <class T, template <class> class V>
-detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) {
-    Tape<T>& t = detail::same_tape(x, w, "set_sum");
-    return detail::emit(t, op_set_sum<T>, detail::k_set_sum(t, detail::ref(t, x), detail::ref(t, w)), detail::no_attrs{}, x, w);
-}
+detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) { return detail::binary<detail::k_set_sum<T>>(op_set_sum<T>, x, w); }
 
 template <class O, class T, class V>
 void backward_set_expand(O& o, const Node<T>& n, const V& g) {
@@ -240,10 +237,7 @@ void backward_set_expand(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_expand, "set_expand", backward_set_expand);
 /// g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
 template <class T, template <class> class V>
-detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) {
-    Tape<T>& t = detail::same_tape(g, w, "set_expand");
-    return detail::emit(t, op_set_expand<T>, detail::k_set_expand(t, detail::ref(t, g), detail::ref(t, w)), detail::no_attrs{}, g, w);
-}
+detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) { return detail::binary<detail::k_set_expand<T>>(op_set_expand<T>, g, w); }
 
 template <class O, class T, class V>
 void backward_set_dot(O& o, const Node<T>& n, const V& g) {
@@ -253,10 +247,7 @@ void backward_set_dot(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_dot, "set_dot", backward_set_dot);
 /// x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
 template <class T, template <class> class V>
-detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) {
-    Tape<T>& t = detail::same_tape(x, g, "set_dot");
-    return detail::emit(t, op_set_dot<T>, detail::k_set_dot(t, detail::ref(t, x), detail::ref(t, g)), detail::no_attrs{}, x, g);
-}
+detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) { return detail::binary<detail::k_set_dot<T>>(op_set_dot<T>, x, g); }
 
 namespace detail {
 /// A constant (B, N) mask from per-row lengths (1 for the first lengths[b] particles).

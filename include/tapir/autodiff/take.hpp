@@ -44,8 +44,7 @@ TAPIR_OP(take, "take", backward_take);
 /// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
 template <class T, template <class> class V>
 detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
+    return detail::indexed<detail::k_take<T>>(op_take<T>, a, idx, out_shape);
 }
 
 template <class O, class T, class V>
@@ -56,8 +55,7 @@ TAPIR_OP(put_add, "put_add", backward_put_add);
 /// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
 template <class T, template <class> class V>
 detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
+    return detail::indexed<detail::k_put_add<T>>(op_put_add<T>, g, idx, out_shape);
 }
 
 } // namespace tapir

@@ -22,6 +22,21 @@
 namespace tapir {
 namespace loss {
 
+namespace detail {
+/// The (weighted) mean of phi over one batch of per-event scores: every GAN and WGAN loss is one
+/// such mean or the sum or difference of two (real and fake batches, each with its own weights).
+template <class T, class Phi>
+Var<T> batch_mean(const Var<T>& scores, weights_t<T> weights, const char* fn, const char* what, Phi phi) {
+    return weighted_mean(phi(per_event_column(scores, fn, what)), weights, fn);
+}
+template <class T>
+Var<T> softplus_of_neg(const Var<T>& t) { return softplus(neg(t)); }  // -log D = softplus(-t)
+template <class T>
+Var<T> softplus_of(const Var<T>& t) { return softplus(t); }  // -log(1 - D) = softplus(t)
+template <class T>
+Var<T> identity(const Var<T>& t) { return t; }
+} // namespace detail
+
 // ---- GAN (Goodfellow et al. 2014, arXiv 1406.2661) ------------------------------------------
 
 /// Discriminator loss, the negative of the GAN value function:
@@ -31,26 +46,21 @@ template <class T>
 Var<T> gan_discriminator_loss(const Var<T>& real_logits, const Var<T>& fake_logits, detail::weights_t<T> real_weights = nullptr,
                               detail::weights_t<T> fake_weights = nullptr) {
     const char* fn = "gan_discriminator_loss";
-    const Var<T> r = detail::per_event_column(real_logits, fn, "real logits");
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return add(detail::weighted_mean(softplus(neg(r)), real_weights, fn), detail::weighted_mean(softplus(f), fake_weights, fn));
+    const Var<T> r = detail::batch_mean(real_logits, real_weights, fn, "real logits", detail::softplus_of_neg<T>);
+    return add(r, detail::batch_mean(fake_logits, fake_weights, fn, "fake logits", detail::softplus_of<T>));
 }
 
 /// Minimax generator loss (minimised by G): L_G = E_z[log(1 - D(G(z)))] = -<softplus(t_fake)>.
 /// Saturates when D rejects the fakes confidently; see the non-saturating form.
 template <class T>
 Var<T> gan_generator_loss_minimax(const Var<T>& fake_logits, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "gan_generator_loss_minimax";
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return neg(detail::weighted_mean(softplus(f), weights, fn));
+    return neg(detail::batch_mean(fake_logits, weights, "gan_generator_loss_minimax", "fake logits", detail::softplus_of<T>));
 }
 
 /// Non-saturating generator loss: L_G = -E_z[log D(G(z))] = <softplus(-t_fake)>.
 template <class T>
 Var<T> gan_generator_loss_nonsaturating(const Var<T>& fake_logits, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "gan_generator_loss_nonsaturating";
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return detail::weighted_mean(softplus(neg(f)), weights, fn);
+    return detail::batch_mean(fake_logits, weights, "gan_generator_loss_nonsaturating", "fake logits", detail::softplus_of_neg<T>);
 }
 
 // ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028) ---------------------------------------------
@@ -61,16 +71,14 @@ template <class T>
 Var<T> wgan_critic_loss(const Var<T>& real_scores, const Var<T>& fake_scores, detail::weights_t<T> real_weights = nullptr,
                         detail::weights_t<T> fake_weights = nullptr) {
     const char* fn = "wgan_critic_loss";
-    const Var<T> r = detail::per_event_column(real_scores, fn, "real scores");
-    const Var<T> f = detail::per_event_column(fake_scores, fn, "fake scores");
-    return sub(detail::weighted_mean(f, fake_weights, fn), detail::weighted_mean(r, real_weights, fn));
+    const Var<T> r = detail::batch_mean(real_scores, real_weights, fn, "real scores", detail::identity<T>);
+    return sub(detail::batch_mean(fake_scores, fake_weights, fn, "fake scores", detail::identity<T>), r);
 }
 
 /// Generator loss: L_G = -<D(G(z))>.
 template <class T>
 Var<T> wgan_generator_loss(const Var<T>& fake_scores, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "wgan_generator_loss";
-    return neg(detail::weighted_mean(detail::per_event_column(fake_scores, fn, "fake scores"), weights, fn));
+    return neg(detail::batch_mean(fake_scores, weights, "wgan_generator_loss", "fake scores", detail::identity<T>));
 }
 
 /// Gradient penalty at given points xhat (a variable on the tape, shape (N, ...)):

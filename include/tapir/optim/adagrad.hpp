@@ -20,11 +20,11 @@ namespace optim {
 ///   sum += d^2                      (sum starts at initial_accumulator_value)
 ///   p -= clr * d / (sqrt(sum) + eps)
 template <class T>
-class Adagrad : public Optimizer<T> {
+class Adagrad : public detail::DecayingOptimizer<T> {
 public:
     explicit Adagrad(std::vector<Parameter<T>*> params, T lr = T(1e-2), T lr_decay = T(0), T weight_decay = T(0),
                      T initial_accumulator_value = T(0), T eps = T(1e-10))
-        : Optimizer<T>(std::move(params), lr, "Adagrad"), lr_decay_(lr_decay), wd_(weight_decay),
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "Adagrad"), lr_decay_(lr_decay),
           init_(initial_accumulator_value), eps_(eps) {
         detail::check_hyper("Adagrad", "lr_decay", static_cast<double>(lr_decay), 0.0, false, HUGE_VAL, true);
         detail::check_hyper("Adagrad", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
@@ -33,23 +33,20 @@ public:
         detail::check_hyper("Adagrad", "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
     }
 
-    std::string name() const override { return "Adagrad"; }
     T lr_decay() const noexcept { return lr_decay_; }
-    T weight_decay() const noexcept { return wd_; }
     T initial_accumulator_value() const noexcept { return init_; }
     T eps() const noexcept { return eps_; }
 
     void step() override {
-        this->check_gradients();
         this->allocate_like_params(sum_, init_);
         const double t = static_cast<double>(this->iterations_ + 1);
         detail::AdagradArgs<T> a{};
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
-        a.wd = wd_;
+        a.wd = this->wd_;
         this->update_each(a, [&](std::size_t i) {
             a.sum = sum_[i].data();
-            if (wd_ != T(0)) {
+            if (this->wd_ != T(0)) {
                 simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
                 simd::dispatch<detail::adagrad_kernel<T, false>>(a);
@@ -65,7 +62,7 @@ public:
     }
 
 private:
-    T lr_decay_, wd_, init_, eps_;
+    T lr_decay_, init_, eps_;
     std::vector<Tensor<T>> sum_;
 };
 

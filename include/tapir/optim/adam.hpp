@@ -31,16 +31,14 @@ inline const char* adam_eps_name(AdamEps e) noexcept { return e == AdamEps::kera
 namespace detail {
 /// Shared by Adam and AdamW: moments, bias corrections, the fused kernel.
 template <class T>
-class AdamCore : public Optimizer<T> {
+class AdamCore : public DecayingOptimizer<T> {
 public:
     T beta1() const noexcept { return b1_; }
     T beta2() const noexcept { return b2_; }
     T eps() const noexcept { return eps_; }
-    T weight_decay() const noexcept { return wd_; }
     AdamEps eps_convention() const noexcept { return conv_; }
 
     void step() override {
-        this->check_gradients();
         this->allocate_like_params(m_, T(0));
         this->allocate_like_params(v_, T(0));
         const double t = static_cast<double>(this->iterations_ + 1);
@@ -59,9 +57,9 @@ public:
             a.step = static_cast<T>(lr * std::sqrt(bc2) / bc1);
             a.sqrt_bc2 = T(1);
         }
-        const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
-        a.wd = wd_;
-        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
+        const bool l2 = this->wd_ != T(0) && !decoupled_, dec = this->wd_ != T(0) && decoupled_;
+        a.wd = this->wd_;
+        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(this->wd_));
         this->update_each(a, [&](std::size_t i) {
             a.m = m_[i].data();
             a.v = v_[i].data();
@@ -86,7 +84,7 @@ public:
 
 protected:
     AdamCore(std::vector<Parameter<T>*> params, T lr, T b1, T b2, T eps, T wd, AdamEps conv, bool decoupled, const char* kind)
-        : Optimizer<T>(std::move(params), lr, kind), b1_(b1), b2_(b2), eps_(eps), wd_(wd), conv_(conv), decoupled_(decoupled) {
+        : DecayingOptimizer<T>(std::move(params), lr, wd, kind), b1_(b1), b2_(b2), eps_(eps), conv_(conv), decoupled_(decoupled) {
         check_hyper(kind, "beta1", static_cast<double>(b1), 0.0, false, 1.0, true);
         check_hyper(kind, "beta2", static_cast<double>(b2), 0.0, false, 1.0, true);
         check_hyper(kind, "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
@@ -94,7 +92,7 @@ protected:
     }
 
 private:
-    T b1_, b2_, eps_, wd_;
+    T b1_, b2_, eps_;
     AdamEps conv_;
     bool decoupled_;
     std::vector<Tensor<T>> m_, v_;
@@ -109,7 +107,6 @@ public:
     explicit Adam(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
                   T eps = T(1e-8), AdamEps convention = AdamEps::pytorch, T weight_decay = T(0))
         : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, false, "Adam") {}
-    std::string name() const override { return "Adam"; }
 };
 
 /// AdamW (Loshchilov & Hutter 2019), PyTorch semantics: before the Adam update (with the
@@ -120,7 +117,6 @@ public:
     explicit AdamW(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
                    T eps = T(1e-8), T weight_decay = T(1e-2), AdamEps convention = AdamEps::pytorch)
         : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, true, "AdamW") {}
-    std::string name() const override { return "AdamW"; }
 };
 
 } // namespace optim

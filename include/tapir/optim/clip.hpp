@@ -97,7 +97,7 @@ T clip_grad_value(const std::vector<Parameter<T>*>& params, T clip_value, bool e
     if (!std::isfinite(norm)) return static_cast<T>(norm);
     for (Parameter<T>* p : params) {
         if (!p->requires_grad) continue;
-        simd::dispatch<detail::clamp_kernel<T>>(typename detail::clamp_kernel<T>::Args{p->grad.data(), p->grad.size(), clip_value});
+        simd::dispatch<detail::clamp_kernel<T>>(detail::GradArgs<T>{nullptr, p->grad.data(), p->grad.size(), clip_value});
     }
     return static_cast<T>(norm);
 }

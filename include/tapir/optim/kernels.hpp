@@ -66,13 +66,19 @@ struct block_kernel {
     }
 };
 
-/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
-template <class V, bool P, bool Wd, class Args>
-TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
-    auto d = ld<V, P>(a.g + i, r);
-    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
-    return d;
-}
+/// What every optimiser's kernel shares: load the parameter p and its gradient d at element i
+/// (plus wd * p when Wd, L2 weight decay), Kernel::update<V, P>(args, i, r, p, d) returns the new
+/// p (updating the kernel's state on the way), store it.
+template <class T, class Kernel, bool Wd>
+struct update_kernel : block_kernel<T, update_kernel<T, Kernel, Wd>> {
+    template <class V, bool P, class Args>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto p = ld<V, P>(a.p + i, r);
+        auto d = ld<V, P>(a.g + i, r);
+        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        st<V, P>(a.p + i, Kernel::template update<V, P>(a, i, r, p, d), r);
+    }
+};
 
 // ---- SGD ------------------------------------------------------------------------------------
 template <class T>
@@ -83,22 +89,20 @@ struct SgdArgs : ParamSpan<T> {
 
 /// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
 template <class T, bool Wd, bool Momentum, bool Nesterov>
-struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct sgd_kernel : update_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const SgdArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
+        R u = d;
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
             st<V, P>(a.buf + i, b, r);
             if constexpr (Nesterov) {
-                d = V::fma(V::set1(a.mu), b, d);
+                u = V::fma(V::set1(a.mu), b, d);
             } else {
-                d = b;
+                u = b;
             }
         }
-        p = V::fnma(V::set1(a.lr), d, p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.lr), u, p);
     }
 };
 
@@ -114,19 +118,17 @@ struct AdamArgs : ParamSpan<T> {
 };
 
 template <class T, bool L2, bool Decoupled>
-struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        const auto g = ld_grad<V, P, L2>(a, i, r, p);
+struct adam_kernel : update_kernel<T, adam_kernel<T, L2, Decoupled>, L2> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const AdamArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& g) {
         const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
         const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
         st<V, P>(a.m + i, m, r);
         st<V, P>(a.v + i, v, r);
-        if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
+        R q = p;
+        if constexpr (Decoupled) q = V::mul(p, V::set1(a.decay));
         const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
-        p = V::fnma(V::set1(a.step), V::div(m, denom), p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.step), V::div(m, denom), q);
     }
 };
 
@@ -141,11 +143,9 @@ struct RmspropArgs : ParamSpan<T> {
 
 /// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
 template <class T, bool Wd, bool Centered, bool Momentum>
-struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct rmsprop_kernel : update_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const RmspropArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
         const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
         const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
         st<V, P>(a.sq + i, sq, r);
@@ -161,11 +161,10 @@ struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
             st<V, P>(a.buf + i, b, r);
-            p = V::fnma(V::set1(a.lr), b, p);
+            return V::fnma(V::set1(a.lr), b, p);
         } else {
-            p = V::fnma(V::set1(a.lr), q, p);
+            return V::fnma(V::set1(a.lr), q, p);
         }
-        st<V, P>(a.p + i, p, r);
     }
 };
 
@@ -177,49 +176,44 @@ struct AdagradArgs : ParamSpan<T> {
 };
 
 template <class T, bool Wd>
-struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct adagrad_kernel : update_kernel<T, adagrad_kernel<T, Wd>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const AdagradArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
         const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
-        p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.clr), V::div(d, std_), p);
     }
 };
 
 // ---- gradient helpers -------------------------------------------------------------------------
+/// A gradient g rewritten in place from its parameter p (when the helper needs it) and a constant c.
+template <class T>
+struct GradArgs {
+    const T* p;
+    T* g;
+    std::size_t n;
+    T c;
+};
+
 /// g = clamp(g, -c, c).
 template <class T>
 struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
-    struct Args {
-        T* g;
-        std::size_t n;
-        T c;
-    };
     template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void block(const GradArgs<T>& a, std::size_t i, std::size_t r) {
         const auto g = ld<V, P>(a.g + i, r);
         st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
     }
 };
 
-/// g += lambda sign(p), sign(0) = 0.
+/// g += c sign(p), sign(0) = 0 (c is the L1 strength lambda).
 template <class T>
 struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
-    struct Args {
-        const T* p;
-        T* g;
-        std::size_t n;
-        T lambda;
-    };
     template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void block(const GradArgs<T>& a, std::size_t i, std::size_t r) {
         const auto p = ld<V, P>(a.p + i, r);
         const auto z = V::zero();
-        const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
+        const auto s = V::select(V::gt(p, z), V::set1(a.c), V::select(V::lt(p, z), V::set1(-a.c), z));
         st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
     }
 };

@@ -46,7 +46,8 @@ public:
     /// One update from the gradients in Parameter::grad. Parameters with requires_grad == false
     /// are skipped; the iteration count advances once per call.
     virtual void step() = 0;
-    virtual std::string name() const = 0;
+    /// The optimiser's class name, as given to the constructor (an optimiser of your own overrides it).
+    virtual std::string name() const { return name_or_optimizer(); }
 
     void zero_grad() noexcept {
         for (Parameter<T>* p : params_) p->zero_grad();
@@ -119,10 +120,12 @@ protected:
         }
     }
 
-    /// One update pass: points a.p, a.g and a.n at every trainable parameter i in turn and calls
-    /// update(i) (which sets i's state pointers and runs the kernel); then counts the iteration.
+    /// One update pass: checks the gradients (check_gradients), points a.p, a.g and a.n at every
+    /// trainable parameter i in turn and calls update(i) (which sets i's state pointers and runs
+    /// the kernel); then counts the iteration.
     template <class Args, class F>
     void update_each(Args& a, F update) {
+        check_gradients();
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Parameter<T>& p = *params_[i];
             if (!p.requires_grad) continue;
@@ -153,6 +156,21 @@ protected:
     const char* kind_ = nullptr;
     bool check_finite_ = false;
 };
+
+namespace detail {
+/// What every built-in optimiser has besides a learning rate: a weight decay (an L2 term in the
+/// gradient, or AdamW's decoupled shrinkage). Each optimiser checks it among its other arguments.
+template <class T>
+class DecayingOptimizer : public Optimizer<T> {
+public:
+    T weight_decay() const noexcept { return wd_; }
+
+protected:
+    DecayingOptimizer(std::vector<Parameter<T>*> params, T lr, T weight_decay, const char* kind)
+        : Optimizer<T>(std::move(params), lr, kind), wd_(weight_decay) {}
+    T wd_;
+};
+} // namespace detail
 
 } // namespace optim
 } // namespace tapir

@@ -78,7 +78,7 @@ template <class T>
 void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
     detail::for_each_trainable(params, "add_l1_gradient", lambda, [lambda](Parameter<T>& p) {
         simd::dispatch<detail::l1_grad_kernel<T>>(
-            typename detail::l1_grad_kernel<T>::Args{p.value.data(), p.grad.data(), p.value.size(), lambda});
+            detail::GradArgs<T>{p.value.data(), p.grad.data(), p.value.size(), lambda});
     });
 }
 

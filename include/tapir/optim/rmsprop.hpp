@@ -25,11 +25,11 @@ namespace optim {
 /// Epsilon is added outside the square root (PyTorch; Keras adds it the same way since TF 2).
 /// State starts at zero. In the centered form sq - ga^2 is clamped at 0 against rounding.
 template <class T>
-class RMSprop : public Optimizer<T> {
+class RMSprop : public detail::DecayingOptimizer<T> {
 public:
     explicit RMSprop(std::vector<Parameter<T>*> params, T lr = T(1e-2), T alpha = T(0.99), T eps = T(1e-8),
                      T weight_decay = T(0), T momentum = T(0), bool centered = false)
-        : Optimizer<T>(std::move(params), lr, "RMSprop"), alpha_(alpha), eps_(eps), wd_(weight_decay), mu_(momentum),
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "RMSprop"), alpha_(alpha), eps_(eps), mu_(momentum),
           centered_(centered) {
         detail::check_hyper("RMSprop", "alpha", static_cast<double>(alpha), 0.0, false, 1.0, false);
         detail::check_hyper("RMSprop", "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
@@ -37,15 +37,12 @@ public:
         detail::check_hyper("RMSprop", "momentum", static_cast<double>(momentum), 0.0, false, 1.0, false);
     }
 
-    std::string name() const override { return "RMSprop"; }
     T alpha() const noexcept { return alpha_; }
     T eps() const noexcept { return eps_; }
-    T weight_decay() const noexcept { return wd_; }
     T momentum() const noexcept { return mu_; }
     bool centered() const noexcept { return centered_; }
 
     void step() override {
-        this->check_gradients();
         allocate();
         const bool mom = mu_ != T(0);
         detail::RmspropArgs<T> a{};
@@ -53,7 +50,7 @@ public:
         a.alpha = alpha_;
         a.c_alpha = static_cast<T>(1.0 - static_cast<double>(alpha_));
         a.eps = eps_;
-        a.wd = wd_;
+        a.wd = this->wd_;
         a.mu = mu_;
         this->update_each(a, [&](std::size_t i) {
             a.sq = sq_[i].data();
@@ -88,11 +85,11 @@ private:
         return mom ? go<W, false, true>(a) : go<W, false, false>(a);
     }
     void run(const detail::RmspropArgs<T>& a, bool mom) const {
-        if (wd_ != T(0)) return run_wd<true>(a, mom);
+        if (this->wd_ != T(0)) return run_wd<true>(a, mom);
         return run_wd<false>(a, mom);
     }
 
-    T alpha_, eps_, wd_, mu_;
+    T alpha_, eps_, mu_;
     bool centered_;
     std::vector<Tensor<T>> sq_, gavg_, buf_;
 };

@@ -12,7 +12,9 @@
 
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <utility>
 
 #include "../error.hpp"
 #include "optimizer.hpp"
@@ -41,53 +43,54 @@ public:
         count_ = t;
     }
     T base_lr() const noexcept { return base_; }
-    virtual std::string name() const = 0;
+    /// The schedule's class name, as given to the constructor (a schedule of your own overrides it).
+    virtual std::string name() const { return kind_ ? kind_ : "LRSchedule"; }
 
 protected:
     explicit LRSchedule(Optimizer<T>& opt) : opt_(opt), base_(opt.learning_rate()) {}
-    /// The rate after t steps from base rate `base`.
-    virtual double rate(double base, std::size_t t) const = 0;
+    /// A schedule given by its name (for name()) and its formula rate(base, t).
+    LRSchedule(Optimizer<T>& opt, const char* kind, std::function<double(double, std::size_t)> formula)
+        : opt_(opt), base_(opt.learning_rate()), kind_(kind), formula_(std::move(formula)) {}
+    /// The rate after t steps from base rate `base`: the formula given to the constructor, or a
+    /// schedule of your own overrides it.
+    virtual double rate(double base, std::size_t t) const {
+        if (!formula_) throw value_error(name() + ": a schedule must override rate() or pass a formula to LRSchedule");
+        return formula_(base, t);
+    }
 
 private:
     Optimizer<T>& opt_;
     T base_;
     std::size_t count_ = 0;
+    const char* kind_ = nullptr;
+    std::function<double(double, std::size_t)> formula_;
 };
+
+// A built-in schedule is its checks and its formula: the constructor checks the arguments and
+// hands the base its name and the formula as a function of (base rate, t).
 
 /// lr = base * gamma^floor(t / step_size) (PyTorch StepLR).
 template <class T>
 class StepLR : public LRSchedule<T> {
 public:
-    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1) : LRSchedule<T>(opt), step_size_(step_size), gamma_(gamma) {
+    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1)
+        : LRSchedule<T>(opt, "StepLR", [step_size, gamma](double base, std::size_t t) {
+              return base * std::pow(gamma, static_cast<double>(t / step_size));
+          }) {
         if (step_size == 0) throw value_error("StepLR: step_size must be at least 1, got 0");
         detail::check_hyper("StepLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
     }
-    std::string name() const override { return "StepLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override {
-        return base * std::pow(gamma_, static_cast<double>(t / step_size_));
-    }
-
-private:
-    std::size_t step_size_;
-    double gamma_;
 };
 
 /// lr = base * gamma^t (PyTorch ExponentialLR; Keras ExponentialDecay with decay_steps = 1).
 template <class T>
 class ExponentialLR : public LRSchedule<T> {
 public:
-    ExponentialLR(Optimizer<T>& opt, double gamma) : LRSchedule<T>(opt), gamma_(gamma) {
+    ExponentialLR(Optimizer<T>& opt, double gamma)
+        : LRSchedule<T>(opt, "ExponentialLR",
+                        [gamma](double base, std::size_t t) { return base * std::pow(gamma, static_cast<double>(t)); }) {
         detail::check_hyper("ExponentialLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
     }
-    std::string name() const override { return "ExponentialLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override { return base * std::pow(gamma_, static_cast<double>(t)); }
-
-private:
-    double gamma_;
 };
 
 /// lr = min_lr + (base - min_lr) * (1 + cos(pi * min(t, t_max) / t_max)) / 2: half a cosine from
@@ -96,22 +99,15 @@ private:
 template <class T>
 class CosineAnnealingLR : public LRSchedule<T> {
 public:
-    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0) : LRSchedule<T>(opt), t_max_(t_max), min_(min_lr) {
+    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0)
+        : LRSchedule<T>(opt, "CosineAnnealingLR", [t_max, min_lr](double base, std::size_t t) {
+              const double pi = 3.14159265358979323846;
+              const double x = static_cast<double>(t < t_max ? t : t_max) / static_cast<double>(t_max);
+              return min_lr + (base - min_lr) * 0.5 * (1.0 + std::cos(pi * x));
+          }) {
         if (t_max == 0) throw value_error("CosineAnnealingLR: t_max must be at least 1, got 0");
         detail::check_hyper("CosineAnnealingLR", "min_lr", min_lr, 0.0, false, static_cast<double>(opt.learning_rate()), false);
     }
-    std::string name() const override { return "CosineAnnealingLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override {
-        const double pi = 3.14159265358979323846;
-        const double x = static_cast<double>(t < t_max_ ? t : t_max_) / static_cast<double>(t_max_);
-        return min_ + (base - min_) * 0.5 * (1.0 + std::cos(pi * x));
-    }
-
-private:
-    std::size_t t_max_;
-    double min_;
 };
 
 /// lr = base / (1 + decay * t) (Keras' legacy `decay` argument; Keras InverseTimeDecay with
@@ -119,16 +115,11 @@ private:
 template <class T>
 class InverseTimeLR : public LRSchedule<T> {
 public:
-    InverseTimeLR(Optimizer<T>& opt, double decay) : LRSchedule<T>(opt), decay_(decay) {
+    InverseTimeLR(Optimizer<T>& opt, double decay)
+        : LRSchedule<T>(opt, "InverseTimeLR",
+                        [decay](double base, std::size_t t) { return base / (1.0 + decay * static_cast<double>(t)); }) {
         detail::check_hyper("InverseTimeLR", "decay", decay, 0.0, false, HUGE_VAL, true);
     }
-    std::string name() const override { return "InverseTimeLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override { return base / (1.0 + decay_ * static_cast<double>(t)); }
-
-private:
-    double decay_;
 };
 
 } // namespace optim

@@ -22,12 +22,12 @@ namespace optim {
 ///   p -= lr * d
 /// The momentum buffers are allocated at the first step (or by state()) and never again.
 template <class T>
-class SGD : public Optimizer<T> {
+class SGD : public detail::DecayingOptimizer<T> {
 public:
     SGD(std::vector<Parameter<T>*> params, T lr, T momentum = T(0), T dampening = T(0), T weight_decay = T(0),
         bool nesterov = false)
-        : Optimizer<T>(std::move(params), lr, "SGD"), momentum_(momentum), dampening_(dampening),
-          weight_decay_(weight_decay), nesterov_(nesterov) {
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "SGD"), momentum_(momentum), dampening_(dampening),
+          nesterov_(nesterov) {
         detail::check_hyper("SGD", "momentum", static_cast<double>(momentum), 0.0, false, 1.0, false);
         detail::check_hyper("SGD", "dampening", static_cast<double>(dampening), 0.0, false, 1.0, false);
         detail::check_hyper("SGD", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
@@ -37,20 +37,17 @@ public:
                               detail::fmt_number(static_cast<double>(dampening)));
     }
 
-    std::string name() const override { return "SGD"; }
     T momentum() const noexcept { return momentum_; }
     T dampening() const noexcept { return dampening_; }
-    T weight_decay() const noexcept { return weight_decay_; }
     bool nesterov() const noexcept { return nesterov_; }
 
     void step() override {
-        this->check_gradients();
         const bool mom = momentum_ != T(0);
         if (mom) this->allocate_like_params(buf_, T(0));
         const bool first = this->iterations_ == 0;
         detail::SgdArgs<T> a{};
         a.lr = this->lr_;
-        a.wd = weight_decay_;
+        a.wd = this->wd_;
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
@@ -74,13 +71,13 @@ private:
         simd::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
     }
     void run(const detail::SgdArgs<T>& a, bool mom) const {
-        const bool wd = weight_decay_ != T(0);
+        const bool wd = this->wd_ != T(0);
         if (!mom) return wd ? go<true, false, false>(a) : go<false, false, false>(a);
         if (nesterov_) return wd ? go<true, true, true>(a) : go<false, true, true>(a);
         return wd ? go<true, true, false>(a) : go<false, true, false>(a);
     }
 
-    T momentum_, dampening_, weight_decay_;
+    T momentum_, dampening_;
     bool nesterov_;
     std::vector<Tensor<T>> buf_;
 };
