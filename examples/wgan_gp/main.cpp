@@ -80,6 +80,7 @@ struct Options {
     unsigned threads = 1;          // GEMM threads
     bool check = false;            // exit 1 unless the acceptance figures are met
     bool quiet = false;
+    bool direct = false;           // the generator outputs the 18 scaled features (no physics layer)
 };
 
 const examples::Cli cli("wgan_gp",
@@ -98,6 +99,8 @@ const examples::Cli cli("wgan_gp",
                          "  --threads T        threads for the matrix products (default 1)\n"
                          "  --seed S           random seed (default 1)\n"
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
+                         "  --direct           the generator outputs the 18 scaled features itself (default: the 13 independent\n"
+                         "                     numbers of an event, turned into the 18 features by hep::zgamma_features)\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -109,7 +112,7 @@ Options parse_args(int argc, char** argv) {
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
-        .flag("--check", o.check).flag("--quiet", o.quiet)
+        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct)
         .parse(argc, argv);
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
@@ -189,13 +192,16 @@ void fill_normal(Tensor<float>& z, Rng& rng) {
 /// event's angle in `rotation` (events, 1), then the 18 features, min-max scaled for the critic.
 struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
-    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf) : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}) {
+    bool direct = false;  // the generator's outputs are the scaled features
+    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_)
+        : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), direct(direct_) {
         for (std::size_t j = 0; j < nf; ++j) {
             feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
             feature_scale[j] = static_cast<float>(scaler.scale()[j]);
         }
     }
     Var<float> operator()(const Var<float>& u, const Tensor<float>& rotation) const {
+        if (direct) return u;
         Tape<float>& t = u.tape();
         static constexpr float a[13] = {3.8f, 0, 0, 3.4f, 0, 0, 3.2f, 0, 0, 2.7f, 0, 0, 1};
         static constexpr float b[13] = {0.4f, 1, 1, 0.4f, 1, 1, 0.5f, 1, 1, 0.7f, 1, 1, 1};
@@ -383,7 +389,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : "13 independent numbers")
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
       << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"two_sample_auc\": " << q.two_sample_auc
@@ -417,8 +423,8 @@ int main(int argc, char** argv) {
 
         // ---- networks and optimisers --------------------------------------------------------------
         Rng rng(o.seed * 7919 + 5);
-        Sequential<float> gen = make_generator(o.latent, hep::zgamma_num_dof, rng);
-        const EventLayer event_layer(scaler, nf);
+        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : hep::zgamma_num_dof, rng);
+        const EventLayer event_layer(scaler, nf, o.direct);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
         Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
