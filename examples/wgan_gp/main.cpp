@@ -2,8 +2,15 @@
 // generate Z gamma -> l l gamma events with 18 correlated features (hep/zgamma.hpp), to scale
 // up a simulated data set with a GAN.
 //
-// The generator maps 16 Gaussian numbers to an event (16 -> 512 -> 1024 -> 512 -> 18, ReLU);
-// the critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
+// The generator maps 16 Gaussian numbers to the 13 independent numbers of an event (16 -> 512 ->
+// 1024 -> 512 -> 13, ReLU): the two leptons' and the photon's pT, eta and phi, missing E_T and
+// its azimuth, and the two jet counts (continuous, as generated). A fixed differentiable layer
+// (hep::zgamma_features) computes the 18 features the critic sees from them, so every generated
+// event is physically consistent: the 18 features hold exact relations (pT_ll / m_llg is a ratio
+// of two others, E_llg is at least m_llg, ...) that a generator of the 18 numbers only
+// approximates, and a classifier finds. pT and missing E_T are exp of the network's output (so
+// positive); every event is rotated by a uniform random azimuth (the physics is symmetric in phi).
+// The critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
 // [0, 1]. Per generator step the critic takes n_critic steps on
 //     L_critic = <C(fake)> - <C(real)> + lambda_gp <(|grad_x C(x_hat)| - 1)^2>,
 // x_hat random points between real and fake events (the gradient of a gradient: double
@@ -21,6 +28,7 @@
 //   wgan_gp [--data FILE] [--out DIR] [--steps N] [--n-critic K] [--gp-weight L] ...   (--help)
 #include <tapir/data/dataset.hpp>
 #include <tapir/hep/zgamma.hpp>
+#include <tapir/hep/zgamma_features.hpp>
 #include <tapir/io/csv.hpp>
 #include <tapir/io/svg.hpp>
 #include <tapir/loss/gan.hpp>
@@ -72,6 +80,7 @@ struct Options {
     unsigned threads = 1;          // GEMM threads
     bool check = false;            // exit 1 unless the acceptance figures are met
     bool quiet = false;
+    bool direct = false;           // the generator outputs the 18 scaled features (no physics layer)
 };
 
 const examples::Cli cli("wgan_gp",
@@ -90,6 +99,8 @@ const examples::Cli cli("wgan_gp",
                          "  --threads T        threads for the matrix products (default 1)\n"
                          "  --seed S           random seed (default 1)\n"
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
+                         "  --direct           the generator outputs the 18 scaled features itself (default: the 13 independent\n"
+                         "                     numbers of an event, turned into the 18 features by hep::zgamma_features)\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -101,7 +112,7 @@ Options parse_args(int argc, char** argv) {
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
-        .flag("--check", o.check).flag("--quiet", o.quiet)
+        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct)
         .parse(argc, argv);
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
@@ -139,12 +150,12 @@ Tensor<float> load_events(const Options& o, std::string& source) {
 
 // ---- networks ---------------------------------------------------------------------------------
 
-Sequential<float> make_generator(std::size_t latent, std::size_t features, Rng& rng) {
+Sequential<float> make_generator(std::size_t latent, std::size_t outputs, Rng& rng) {
     Sequential<float> g;
     g.add<Dense<float>>(latent, 512, rng, Activation::relu)
         .add<Dense<float>>(512, 1024, rng, Activation::relu)
         .add<Dense<float>>(1024, 512, rng, Activation::relu)
-        .add<Dense<float>>(512, features, rng);
+        .add<Dense<float>>(512, outputs, rng);
     return g;
 }
 
@@ -175,18 +186,56 @@ void fill_normal(Tensor<float>& z, Rng& rng) {
     for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(rng.normal());
 }
 
+/// The generator's outputs u (events, 13) to events: the independent numbers (pT and missing E_T
+/// as exp(a + b u), everything else a + b u; a and b put the starting network's outputs near 0
+/// at typical values: pT 45, 30 and 25 GeV, missing E_T 15 GeV), every azimuth rotated by the
+/// event's angle in `rotation` (events, 1), then the 18 features, min-max scaled for the critic.
+struct EventLayer {
+    Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
+    bool direct = false;  // the generator's outputs are the scaled features
+    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_)
+        : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), direct(direct_) {
+        for (std::size_t j = 0; j < nf; ++j) {
+            feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
+            feature_scale[j] = static_cast<float>(scaler.scale()[j]);
+        }
+    }
+    Var<float> operator()(const Var<float>& u, const Tensor<float>& rotation) const {
+        if (direct) return u;
+        Tape<float>& t = u.tape();
+        static constexpr float a[13] = {3.8f, 0, 0, 3.4f, 0, 0, 3.2f, 0, 0, 2.7f, 0, 0, 1};
+        static constexpr float b[13] = {0.4f, 1, 1, 0.4f, 1, 1, 0.5f, 1, 1, 0.7f, 1, 1, 1};
+        const Var<float> rot = t.view(rotation);
+        std::vector<Var<float>> cols;
+        for (std::size_t j = 0; j < hep::zgamma_num_dof; ++j) {
+            Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
+            if (j == 0 || j == 3 || j == 6 || j == 9) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
+            if (j == 2 || j == 5 || j == 8 || j == 10) v = add(v, rot);
+            cols.push_back(v);
+        }
+        const Var<float> f = hep::zgamma_features(concat(cols, 1));
+        return mul(sub(f, t.view(feature_min)), t.view(feature_scale));
+    }
+};
+
+void fill_rotation(Tensor<float>& r, Rng& rng) {
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
+}
+
 /// n generated events (scaled features), in chunks, without gradients.
-Tensor<float> sample_generator(Sequential<float>& gen, std::size_t n, std::size_t latent, Rng& rng) {
+Tensor<float> sample_generator(Sequential<float>& gen, const EventLayer& events, std::size_t n, std::size_t latent, Rng& rng) {
     Tape<float> tape;
     NoGradGuard<float> guard(tape);
-    Tensor<float> out, z;
+    Tensor<float> out, z, rot;
     std::size_t k = 0;
     for (std::size_t start = 0; start < n; start += 4096) {
         const std::size_t m = std::min<std::size_t>(4096, n - start);
         z.resize(Shape{m, latent});
+        rot.resize(Shape{m, 1});
         fill_normal(z, rng);
+        fill_rotation(rot, rng);
         tape.clear();
-        const Var<float> x = gen(tape.view(z));
+        const Var<float> x = events(gen(tape.view(z)), rot);
         if (start == 0) out = Tensor<float>(Shape{n, x.shape()[1]});
         k = x.shape()[1];
         std::copy(x.data(), x.data() + m * k, out.data() + start * k);
@@ -247,6 +296,10 @@ struct Quality {
     std::size_t worst_feature = 0;  // of the largest W1
     std::vector<double> corr_real, corr_fake;
     double two_sample_auc = std::nan("");  // final check only
+    // Diagnostics of the final check: the test on each feature alone (which features a classifier
+    // uses), and on the events with the generated jet counts rounded to integers (real counts are).
+    std::vector<double> auc_per_feature;
+    double auc_counts_rounded = std::nan("");
 };
 
 constexpr double kMaxW1 = 0.05, kMaxCorrDiff = 0.1, kMaxAuc = 0.6;
@@ -295,6 +348,22 @@ double two_sample_auc(const Tensor<float>& real, const Tensor<float>& fake, std:
     return std::max(auc, 1.0 - auc);
 }
 
+/// Column j of the first n rows as an (n, 1) tensor.
+Tensor<float> column_tensor(const Tensor<float>& x, std::size_t j, std::size_t n) {
+    Tensor<float> c(Shape{n, 1});
+    for (std::size_t i = 0; i < n; ++i) c[i] = x(i, j);
+    return c;
+}
+
+/// Scaled events with the jet counts (the last two features) rounded to integers at least 0.
+Tensor<float> round_counts(const Tensor<float>& scaled, const data::MinMaxScaler& scaler) {
+    Tensor<float> x = scaler.inverse_transform(scaled);
+    const std::size_t d = x.dim(1);
+    for (std::size_t i = 0; i < x.dim(0); ++i)
+        for (std::size_t j = d - 2; j < d; ++j) x(i, j) = std::max(0.0f, std::round(x(i, j)));
+    return scaler.transform(x);
+}
+
 Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_t n) {
     Quality q;
     const std::size_t d = real.dim(1);
@@ -320,7 +389,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : "13 independent numbers")
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
       << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"two_sample_auc\": " << q.two_sample_auc
@@ -328,7 +397,9 @@ void write_json(const std::string& path, const Options& o, const std::string& so
       << ", \"max_corr_diff_below\": " << kMaxCorrDiff << ", \"two_sample_auc_below\": " << kMaxAuc << "}"
       << ",\n  \"accepted\": " << (accepted(q) ? "true" : "false") << ",\n  \"w1\": {";
     for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.w1[j];
-    f << "}\n}\n";
+    f << "},\n  \"two_sample_auc_per_feature\": {";
+    for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.auc_per_feature[j];
+    f << "},\n  \"two_sample_auc_counts_rounded\": " << q.auc_counts_rounded << "\n}\n";
 }
 
 } // namespace
@@ -352,7 +423,8 @@ int main(int argc, char** argv) {
 
         // ---- networks and optimisers --------------------------------------------------------------
         Rng rng(o.seed * 7919 + 5);
-        Sequential<float> gen = make_generator(o.latent, nf, rng);
+        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : hep::zgamma_num_dof, rng);
+        const EventLayer event_layer(scaler, nf, o.direct);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
         Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
@@ -362,7 +434,7 @@ int main(int argc, char** argv) {
                      "; lambda_gp = " + fmt(o.gp_weight) + ", n_critic = " + std::to_string(o.n_critic));
 
         Tape<float> tape;
-        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf});
+        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, 1});
         History h;
         double acc_c = 0, acc_g = 0, acc_w = 0, acc_gp = 0, acc_norm = 0;
         std::size_t acc_n = 0;
@@ -379,11 +451,12 @@ int main(int argc, char** argv) {
                     std::copy(&train(r, 0), &train(r, 0) + nf, &real(i, 0));
                 }
                 fill_normal(z, rng);
+                fill_rotation(rot, rng);
                 tape.clear();
                 Var<float> fake;
                 {
                     NoGradGuard<float> no_grad(tape);  // the generator is fixed during critic steps
-                    fake = gen(tape.view(z));
+                    fake = event_layer(gen(tape.view(z)), rot);
                 }
                 // Interpolates x_hat = a real + (1 - a) fake, a ~ U[0, 1] per event.
                 for (std::size_t i = 0; i < o.batch; ++i) {
@@ -411,8 +484,9 @@ int main(int argc, char** argv) {
             }
             // ---- generator: one step ------------------------------------------------------------
             fill_normal(z, rng);
+            fill_rotation(rot, rng);
             tape.clear();
-            const Var<float> l_gen = loss::wgan_generator_loss(critic(gen(tape.view(z))));
+            const Var<float> l_gen = loss::wgan_generator_loss(critic(event_layer(gen(tape.view(z)), rot)));
             backward(l_gen);
             opt_g.step();
             if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
@@ -425,7 +499,7 @@ int main(int argc, char** argv) {
             // ---- quality check ------------------------------------------------------------------
             if (step % o.eval_every == 0 || step == o.steps) {
                 Rng eval_rng(o.seed + 99);  // the same latent points every time
-                const Tensor<float> fake = sample_generator(sampler, n_eval, o.latent, eval_rng);
+                const Tensor<float> fake = sample_generator(sampler, event_layer, n_eval, o.latent, eval_rng);
                 q = compare(held_out, fake, n_eval);
                 const double n = static_cast<double>(acc_n);
                 h.step.push_back(static_cast<double>(step));
@@ -450,8 +524,12 @@ int main(int argc, char** argv) {
         // ---- summary ------------------------------------------------------------------------------
         {
             Rng ts_rng(o.seed + 99);  // the events of the last quality check
-            const Tensor<float> fake = sample_generator(sampler, n_eval, o.latent, ts_rng);
+            const Tensor<float> fake = sample_generator(sampler, event_layer, n_eval, o.latent, ts_rng);
             q.two_sample_auc = two_sample_auc(held_out, fake, n_eval, o.seed + 7);
+            for (std::size_t j = 0; j < nf; ++j)
+                q.auc_per_feature.push_back(
+                    two_sample_auc(column_tensor(held_out, j, n_eval), column_tensor(fake, j, n_eval), n_eval, o.seed + 7));
+            q.auc_counts_rounded = two_sample_auc(held_out, round_counts(fake, scaler), n_eval, o.seed + 7);
         }
         const double grad_norm = h.grad_norm.back();
         std::printf("\nWGAN-GP on %s\n%zu generator steps x %zu critic steps, lambda_gp = %g, batch %zu: %.1f s of training "
@@ -459,13 +537,14 @@ int main(int argc, char** argv) {
                     source.c_str(), o.steps, o.n_critic, o.gp_weight, o.batch, seconds_training,
                     seconds_training / static_cast<double>(o.steps),
                     o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
-        std::printf("%-18s %14s\n", "feature", "W1 (scaled)");
-        for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f\n", names[j].c_str(), q.w1[j]);
+        std::printf("%-18s %14s %20s\n", "feature", "W1 (scaled)", "two-sample AUC alone");
+        for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f %20.4f\n", names[j].c_str(), q.w1[j], q.auc_per_feature[j]);
         std::printf("%-18s %14.4f\n", "mean", q.mean_w1);
         std::printf("%-18s %14.4f   (%s; acceptance: < %g)\n", "largest", q.max_w1, names[q.worst_feature].c_str(), kMaxW1);
         std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (acceptance: < %g)\n", q.max_corr_diff, kMaxCorrDiff);
         std::printf("two-sample test: AUC of a classifier telling generated from real events: %.4f   (0.5: indistinguishable; "
                     "acceptance: < %g)\n", q.two_sample_auc, kMaxAuc);
+        std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
         std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
         const bool pass = accepted(q);
         std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
@@ -473,7 +552,7 @@ int main(int argc, char** argv) {
 
         // ---- files --------------------------------------------------------------------------------
         Rng final_rng(o.seed + 99);
-        const Tensor<float> fake_scaled = sample_generator(sampler, n_eval, o.latent, final_rng);
+        const Tensor<float> fake_scaled = sample_generator(sampler, event_layer, n_eval, o.latent, final_rng);
         const Tensor<float> fake = scaler.inverse_transform(fake_scaled);
         const Tensor<float> real_phys = scaler.inverse_transform(held_out);
         {

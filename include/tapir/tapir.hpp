@@ -108,6 +108,7 @@
 #include "hep/sampling.hpp"
 #include "hep/stop.hpp"
 #include "hep/zgamma.hpp"
+#include "hep/zgamma_features.hpp"
 #include "deploy/codegen.hpp"
 #include "deploy/codegen_model.hpp"
 #include "deploy/convert.hpp"

@@ -148,6 +148,24 @@ TEST_CASE("atan: values, first and second derivatives against std, hand and PyTo
     CHECK(atan(tf.constant(Tensor<float>(Shape{1}, {1.0f})) * 2)[0] == std::atan(2.0f));
 }
 
+TEST_CASE("sin and cos: values, first and second derivatives") {
+    const Td xs = rnd(Shape{2, 5}, 41, -7.0, 7.0);
+    check_both([](Tape<double>&, const Vs& x) { return sin(x[0]); }, {xs});
+    check_both([](Tape<double>&, const Vs& x) { return cos(x[0]); }, {xs});
+    Tape<double> t;
+    const V x = t.variable(xs);
+    const V y = sin(x);
+    const V g = grad(sum(y), x, /*create_graph=*/true);
+    const V h = grad(sum(g), x);
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+        CHECK(y[i] == std::sin(xs[i]));
+        CHECK(g[i] == doctest::Approx(std::cos(xs[i])).epsilon(1e-15));
+        CHECK(h[i] == doctest::Approx(-std::sin(xs[i])).epsilon(1e-15));
+        CHECK(cos(x)[i] == std::cos(xs[i]));
+    }
+    CHECK(std::string(t.node(y.index()).op->name) == "sin");
+}
+
 TEST_CASE("softmax family along every axis") {
     const Td c = rnd(Shape{2, 3, 4}, 22);
     for (int axis = 0; axis < 3; ++axis) {

@@ -551,6 +551,29 @@ TAPIR_OP(atan, "atan", backward_atan);
 template <class T, template <class> class V>
 detail::val<V, T> atan(const V<T>& a) { return detail::unary(op_atan<T>, a, [](T x) { return std::atan(x); }); }
 
+/// sin and cos, for azimuths: a direction from an angle is (cos, sin), smooth and periodic, so a
+/// generated angle needs no wrapping. Each rule uses the other op, so every order is defined.
+template <class O, class T, class V>
+void backward_sin(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, mul(g, cos(o.in(n, 0))));  // d sin(x)/dx = cos(x)
+}
+TAPIR_OP(sin, "sin", backward_sin);
+template <class O, class T, class V>
+void backward_cos(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, neg(mul(g, sin(o.in(n, 0)))));  // d cos(x)/dx = -sin(x)
+}
+TAPIR_OP(cos, "cos", backward_cos);
+template <class T, template <class> class V>
+detail::val<V, T> sin(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_sin<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sin(x); }), detail::no_attrs{}, a);
+}
+template <class T, template <class> class V>
+detail::val<V, T> cos(const V<T>& a) {
+    Tape<T>& t = detail::tape_of(a);
+    return detail::emit(t, op_cos<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::cos(x); }), detail::no_attrs{}, a);
+}
+
 // ---- softmax family ------------------------------------------------------------------------
 
 namespace detail {
