@@ -164,6 +164,23 @@ TEST_CASE("sin and cos: values, first and second derivatives") {
         CHECK(cos(x)[i] == std::cos(xs[i]));
     }
     CHECK(std::string(t.node(y.index()).op->name) == "sin");
+    // PyTorch 1.13, float64: sin and cos, their gradients and the gradients of the gradients' sums.
+    const Td xp(Shape{6}, {-2.5, -1.0, 0.0, 0.3, 1.0, 4.0});
+    const double sin_v[] = {-0.5984721441039564, -0.8414709848078965, 0.0, 0.29552020666133955, 0.8414709848078965, -0.7568024953079282};
+    const double cos_v[] = {-0.8011436155469337, 0.5403023058681398, 1.0, 0.955336489125606, 0.5403023058681398, -0.6536436208636119};
+    Tape<double> tp;
+    const V xv = tp.variable(xp);
+    const V s1 = sin(xv), c1 = cos(xv);
+    const V gs = grad(sum(s1), xv, /*create_graph=*/true), gc = grad(sum(c1), xv, /*create_graph=*/true);
+    const V hs = grad(sum(gs), xv), hc = grad(sum(gc), xv);
+    for (std::size_t i = 0; i < 6; ++i) {
+        CHECK(s1[i] == doctest::Approx(sin_v[i]).epsilon(1e-15));
+        CHECK(c1[i] == doctest::Approx(cos_v[i]).epsilon(1e-15));
+        CHECK(gs[i] == doctest::Approx(cos_v[i]).epsilon(1e-15));   // torch: d sin = cos
+        CHECK(gc[i] == doctest::Approx(-sin_v[i]).epsilon(1e-15));  // torch: d cos = -sin
+        CHECK(hs[i] == doctest::Approx(-sin_v[i]).epsilon(1e-15));
+        CHECK(hc[i] == doctest::Approx(-cos_v[i]).epsilon(1e-15));
+    }
 }
 
 TEST_CASE("softmax family along every axis") {

@@ -564,15 +564,9 @@ void backward_cos(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(cos, "cos", backward_cos);
 template <class T, template <class> class V>
-detail::val<V, T> sin(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_sin<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sin(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> sin(const V<T>& a) { return detail::unary(op_sin<T>, a, [](T x) { return std::sin(x); }); }
 template <class T, template <class> class V>
-detail::val<V, T> cos(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_cos<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::cos(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> cos(const V<T>& a) { return detail::unary(op_cos<T>, a, [](T x) { return std::cos(x); }); }
 
 // ---- softmax family ------------------------------------------------------------------------
 
