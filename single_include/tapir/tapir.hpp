@@ -55,41 +55,21 @@
 
 namespace tapir {
 
+// Each error is one line: a distinct type (so callers catch exactly what they mean) that takes
+// its message like the standard exception it derives from.
+
 /// Shapes of operands do not fit the operation; the message carries both shapes.
-class shape_error : public std::invalid_argument {
-public:
-    using std::invalid_argument::invalid_argument;
-};
-
+class shape_error : public std::invalid_argument { public: using std::invalid_argument::invalid_argument; };
 /// A value is outside what an operation accepts (negative learning rate, label 2, ...).
-class value_error : public std::invalid_argument {
-public:
-    using std::invalid_argument::invalid_argument;
-};
-
+class value_error : public std::invalid_argument { public: using std::invalid_argument::invalid_argument; };
 /// Input file or text is malformed; the message names file, line and column.
-class parse_error : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
+class parse_error : public std::runtime_error { public: using std::runtime_error::runtime_error; };
 /// A model or state file is truncated, corrupted or of another architecture.
-class format_error : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
+class format_error : public std::runtime_error { public: using std::runtime_error::runtime_error; };
 /// Misuse of the tape: a Var from a cleared tape, grad of a non-scalar, ...
-class tape_error : public std::logic_error {
-public:
-    using std::logic_error::logic_error;
-};
-
+class tape_error : public std::logic_error { public: using std::logic_error::logic_error; };
 /// Anomaly mode: an op produced a non-finite value.
-class anomaly_error : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
+class anomaly_error : public std::runtime_error { public: using std::runtime_error::runtime_error; };
 
 namespace detail {
 /// "%.<digits>g" text of v; the default 6 digits is plain "%g" (labels, hyper-parameters: 0.01, 1, 0.2).
@@ -6964,6 +6944,8 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
 /// and the recorded pass of grad(..., create_graph) alike. In a rule, `o.in(n, k)` is the k-th
 /// input's value, `o.out(n)` the node's value, `o.shape(n, k)` the input's shape, `o.needs(n, k)`
 /// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
+/// A forward is usually one call of a helper of detail (unary, unary_simd, binary, along_axis,
+/// product, indexed): the input's tape, the kernel on the input values and the node in one place.
 /// README.md, "Adding an op", walks through one.
 
 #include <cmath>
@@ -7055,6 +7037,50 @@ auto set_axis(std::size_t axis, bool keepdim) {
         n.flags = keepdim ? 1 : 0;
     };
 }
+/// The forwards of most ops, each in one line: the input's tape, a kernel on the input values, a
+/// node of `op` (set writes its attributes). unary maps f over every element (k_unary) ...
+template <class T, template <class> class V, class F, class Set = no_attrs>
+val<V, T> unary(const OpDef<T>& op, const V<T>& a, F f, Set set = {}) {
+    Tape<T>& t = tape_of(a);
+    return emit(t, op, k_unary(t, ref(a), f), set, a);
+}
+/// ... unary_simd runs a whole-array kernel of simd/ (simd::exp, simd::tanh, ...) ...
+template <class T, template <class> class V>
+val<V, T> unary_simd(const OpDef<T>& op, const V<T>& a, void (*f)(const T*, T*, std::size_t)) {
+    Tape<T>& t = tape_of(a);
+    const Ref<T>& x = ref(a);
+    Ref<T> out = t.alloc(x.shape);
+    f(x.data, out.data, x.size());
+    return emit(t, op, out, no_attrs{}, a);
+}
+/// ... binary runs kernel K(tape, a, b) on two values of one tape (the op's name in the error) ...
+template <auto K, class T, template <class> class V, class Set = no_attrs>
+TAPIR_ALWAYS_INLINE val<V, T> binary(const OpDef<T>& op, const V<T>& a, const V<T>& b, Set set = {}) {
+    Tape<T>& t = same_tape(a, b, op.name);
+    return emit(t, op, K(t, ref(t, a), ref(t, b)), set, a, b);
+}
+/// ... along_axis runs k(tape, a, axis) for an axis checked and normalised in the op's name,
+/// which the node keeps with keepdim.
+template <class T, template <class> class V, class K>
+val<V, T> along_axis(const OpDef<T>& op, const V<T>& a, std::int64_t axis, bool keepdim, K k) {
+    Tape<T>& t = tape_of(a);
+    const std::size_t ax = normalize_axis(axis, a.shape(), op.name);
+    return emit(t, op, k(t, ref(a), ax), set_axis<T>(ax, keepdim), a);
+}
+/// ... product runs K(tape, a, b, transpose_a, transpose_b), the flags kept in the node (matmul, bmm) ...
+template <auto K, class T, template <class> class V>
+val<V, T> product(const OpDef<T>& op, const V<T>& a, const V<T>& b, bool transpose_a, bool transpose_b) {
+    Tape<T>& t = same_tape(a, b, op.name);
+    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
+    return emit(t, op, K(t, ref(t, a), ref(t, b), transpose_a, transpose_b), [flags](Node<T>& n) { n.flags = flags; }, a, b);
+}
+/// ... and indexed runs K(tape, a, idx, size) for positions idx in the arena, which the node keeps
+/// for its rule (gather and scatter of rows, take and put_add).
+template <auto K, class T, template <class> class V, class Size>
+val<V, T> indexed(const OpDef<T>& op, const V<T>& a, const std::int64_t* idx, const Size& size) {
+    Tape<T>& t = tape_of(a);
+    return emit(t, op, K(t, ref(a), idx, size), [idx](Node<T>& n) { n.index = idx; }, a);
+}
 /// Shape of a reduced value with the reduced axis kept as 1, for broadcasting a gradient back.
 inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_shape(in, static_cast<std::size_t>(axis), true); }
 } // namespace detail
@@ -7068,10 +7094,7 @@ void backward_add(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(add, "add", backward_add);
 template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "add");
-    return detail::emit(t, op_add<T>, detail::k_add(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_add<T>>(op_add<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_sub(O& o, const Node<T>& n, const V& g) {
@@ -7080,10 +7103,7 @@ void backward_sub(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sub, "sub", backward_sub);
 template <class T, template <class> class V>
-detail::val<V, T> sub(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "sub");
-    return detail::emit(t, op_sub<T>, detail::k_sub(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+detail::val<V, T> sub(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_sub<T>>(op_sub<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_mul(O& o, const Node<T>& n, const V& g) {
@@ -7092,10 +7112,7 @@ void backward_mul(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(mul, "mul", backward_mul);
 template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "mul");
-    return detail::emit(t, op_mul<T>, detail::k_mul(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_mul<T>>(op_mul<T>, a, b); }
 
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
@@ -7105,10 +7122,7 @@ void backward_div(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(div, "div", backward_div);
 template <class T, template <class> class V>
-detail::val<V, T> div(const V<T>& a, const V<T>& b) {
-    Tape<T>& t = detail::same_tape(a, b, "div");
-    return detail::emit(t, op_div<T>, detail::k_div(t, detail::ref(t, a), detail::ref(t, b)), detail::no_attrs{}, a, b);
-}
+detail::val<V, T> div(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_div<T>>(op_div<T>, a, b); }
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
@@ -7118,10 +7132,7 @@ void backward_neg(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(neg, "neg", backward_neg);
 template <class T, template <class> class V>
-detail::val<V, T> neg(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_neg<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -x; }), detail::no_attrs{}, a);
-}
+detail::val<V, T> neg(const V<T>& a) { return detail::unary(op_neg<T>, a, [](T x) { return -x; }); }
 
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
@@ -7132,8 +7143,7 @@ TAPIR_OP(scale, "scale", backward_scale);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> scale(const V<T>& a, S s) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_scale<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x * c; }), detail::set_a(c), a);
+    return detail::unary(op_scale<T>, a, [c](T x) { return x * c; }, detail::set_a(c));
 }
 
 template <class O, class T, class V>
@@ -7145,8 +7155,7 @@ TAPIR_OP(add_scalar, "add_scalar", backward_add_scalar);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> add_scalar(const V<T>& a, S s) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_add_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return x + c; }), detail::set_a(c), a);
+    return detail::unary(op_add_scalar<T>, a, [c](T x) { return x + c; }, detail::set_a(c));
 }
 
 template <class O, class T, class V>
@@ -7158,28 +7167,32 @@ TAPIR_OP(rdiv_scalar, "rdiv_scalar", backward_rdiv_scalar);
 template <class S, class T, template <class> class V, detail::if_scalar<S> = 0>
 detail::val<V, T> rdiv_scalar(S s, const V<T>& a) {
     const T c = static_cast<T>(s);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_rdiv_scalar<T>, detail::k_unary(t, detail::ref(a), [c](T x) { return c / x; }), detail::set_a(c), a);
+    return detail::unary(op_rdiv_scalar<T>, a, [c](T x) { return c / x; }, detail::set_a(c));
 }
 
 // ---- linear algebra and shapes --------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_matmul(O& o, const Node<T>& n, const V& g) {
+namespace detail {
+/// The rule of every product C = op(A) op(B) (matmul, bmm), `prod` being the product itself:
+/// dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
+template <class O, class T, class V, class P>
+void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
     const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
     const V a = o.in(n, 0), b = o.in(n, 1);
-    // C = op(A) op(B): dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo the op on each side.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false));
+    if (o.needs(n, 0)) o.acc(n, 0, ta ? prod(b, g, tb, true) : prod(g, b, false, !tb));
+    if (o.needs(n, 1)) o.acc(n, 1, tb ? prod(g, a, true, ta) : prod(a, g, !ta, false));
+}
+} // namespace detail
+
+template <class O, class T, class V>
+void backward_matmul(O& o, const Node<T>& n, const V& g) {
+    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return matmul(x, y, tx, ty); });
 }
 TAPIR_OP(matmul, "matmul", backward_matmul);
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
 template <class T, template <class> class V>
 detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "matmul");
-    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return detail::emit(t, op_matmul<T>, detail::k_matmul(t, detail::ref(a), detail::ref(b), transpose_a, transpose_b),
-                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
+    return detail::product<detail::k_matmul<T>>(op_matmul<T>, a, b, transpose_a, transpose_b);
 }
 
 template <class O, class T, class V>
@@ -7243,9 +7256,8 @@ void backward_sum_axis(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(sum_axis, "sum", backward_sum_axis);
 template <class T, template <class> class V>
 detail::val<V, T> sum(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "sum");
-    return detail::emit(t, op_sum_axis<T>, detail::k_sum_axis(t, detail::ref(a), ax, keepdim), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_sum_axis<T>, a, axis, keepdim,
+                              [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) { return detail::k_sum_axis(t, x, ax, keepdim); });
 }
 
 template <class T>
@@ -7275,15 +7287,15 @@ void backward_extreme_axis(O& o, const Node<T>& n, const V& g) {
 }
 template <class T, template <class> class V>
 detail::val<V, T> max(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "max");
-    return detail::emit(t, op_max_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, true), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_max_axis<T>, a, axis, keepdim, [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) {
+        return detail::k_extreme_axis(t, x, ax, keepdim, true);
+    });
 }
 template <class T, template <class> class V>
 detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "min");
-    return detail::emit(t, op_min_axis<T>, detail::k_extreme_axis(t, detail::ref(a), ax, keepdim, false), detail::set_axis<T>(ax, keepdim), a);
+    return detail::along_axis(op_min_axis<T>, a, axis, keepdim, [keepdim](Tape<T>& t, const Ref<T>& x, std::size_t ax) {
+        return detail::k_extreme_axis(t, x, ax, keepdim, false);
+    });
 }
 
 // ---- elementwise math -------------------------------------------------------------------------
@@ -7294,13 +7306,7 @@ void backward_exp(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(exp, "exp", backward_exp);
 template <class T, template <class> class V>
-detail::val<V, T> exp(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::exp(x.data, out.data, x.size());
-    return detail::emit(t, op_exp<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> exp(const V<T>& a) { return detail::unary_simd(op_exp<T>, a, simd::exp<T>); }
 
 template <class O, class T, class V>
 void backward_log(O& o, const Node<T>& n, const V& g) {
@@ -7308,13 +7314,7 @@ void backward_log(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(log, "log", backward_log);
 template <class T, template <class> class V>
-detail::val<V, T> log(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::log(x.data, out.data, x.size());
-    return detail::emit(t, op_log<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> log(const V<T>& a) { return detail::unary_simd(op_log<T>, a, simd::log<T>); }
 
 template <class O, class T, class V>
 void backward_log1p(O& o, const Node<T>& n, const V& g) {
@@ -7322,10 +7322,7 @@ void backward_log1p(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(log1p, "log1p", backward_log1p);
 template <class T, template <class> class V>
-detail::val<V, T> log1p(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_log1p<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::log1p(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> log1p(const V<T>& a) { return detail::unary(op_log1p<T>, a, [](T x) { return std::log1p(x); }); }
 
 template <class O, class T, class V>
 void backward_sqrt(O& o, const Node<T>& n, const V& g) {
@@ -7333,10 +7330,7 @@ void backward_sqrt(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sqrt, "sqrt", backward_sqrt);
 template <class T, template <class> class V>
-detail::val<V, T> sqrt(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_sqrt<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::sqrt(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> sqrt(const V<T>& a) { return detail::unary(op_sqrt<T>, a, [](T x) { return std::sqrt(x); }); }
 
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
@@ -7349,8 +7343,7 @@ TAPIR_OP(pow, "pow", backward_pow);
 template <class T, template <class> class V, class S, detail::if_scalar<S> = 0>
 detail::val<V, T> pow(const V<T>& a, S exponent) {
     const T p = static_cast<T>(exponent);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_pow<T>, detail::k_unary(t, detail::ref(a), [p](T x) { return std::pow(x, p); }), detail::set_a(p), a);
+    return detail::unary(op_pow<T>, a, [p](T x) { return std::pow(x, p); }, detail::set_a(p));
 }
 
 template <class O, class T, class V>
@@ -7359,10 +7352,7 @@ void backward_abs(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(abs, "abs", backward_abs);
 template <class T, template <class> class V>
-detail::val<V, T> abs(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_abs<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::abs(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> abs(const V<T>& a) { return detail::unary(op_abs<T>, a, [](T x) { return std::abs(x); }); }
 
 template <class O, class T, class V>
 void backward_square(O& o, const Node<T>& n, const V& g) {
@@ -7370,10 +7360,7 @@ void backward_square(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(square, "square", backward_square);
 template <class T, template <class> class V>
-detail::val<V, T> square(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_square<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * x; }), detail::no_attrs{}, a);
-}
+detail::val<V, T> square(const V<T>& a) { return detail::unary(op_square<T>, a, [](T x) { return x * x; }); }
 
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
@@ -7385,9 +7372,7 @@ template <class T, template <class> class V, class S1, class S2, detail::if_scal
 detail::val<V, T> clamp(const V<T>& a, S1 lower, S2 upper) {
     const T lo = static_cast<T>(lower), hi = static_cast<T>(upper);
     if (!(lo <= hi)) throw value_error("clamp: lower bound " + std::to_string(lo) + " exceeds upper bound " + std::to_string(hi));
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_clamp<T>, detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }),
-                        detail::set_a(lo, hi), a);
+    return detail::unary(op_clamp<T>, a, [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); }, detail::set_a(lo, hi));
 }
 
 template <class O, class T, class V>
@@ -7416,13 +7401,7 @@ void backward_tanh(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(tanh, "tanh", backward_tanh);
 template <class T, template <class> class V>
-detail::val<V, T> tanh(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::tanh(x.data, out.data, x.size());
-    return detail::emit(t, op_tanh<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> tanh(const V<T>& a) { return detail::unary_simd(op_tanh<T>, a, simd::tanh<T>); }
 
 template <class O, class T, class V>
 void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
@@ -7431,13 +7410,7 @@ void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
 template <class T, template <class> class V>
-detail::val<V, T> sigmoid(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::sigmoid(x.data, out.data, x.size());
-    return detail::emit(t, op_sigmoid<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> sigmoid(const V<T>& a) { return detail::unary_simd(op_sigmoid<T>, a, simd::sigmoid<T>); }
 
 template <class O, class T, class V>
 void backward_relu(O& o, const Node<T>& n, const V& g) {
@@ -7445,13 +7418,7 @@ void backward_relu(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(relu, "relu", backward_relu);
 template <class T, template <class> class V>
-detail::val<V, T> relu(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    const Ref<T>& x = detail::ref(a);
-    Ref<T> out = t.alloc(x.shape);
-    simd::relu(x.data, out.data, x.size());
-    return detail::emit(t, op_relu<T>, out, detail::no_attrs{}, a);
-}
+detail::val<V, T> relu(const V<T>& a) { return detail::unary_simd(op_relu<T>, a, simd::relu<T>); }
 
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
@@ -7461,9 +7428,7 @@ TAPIR_OP(leaky_relu, "leaky_relu", backward_leaky_relu);
 template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
 detail::val<V, T> leaky_relu(const V<T>& a, S slope = S(0.01)) {
     const T alpha = static_cast<T>(slope);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_leaky_relu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * x; }),
-                        detail::set_a(alpha), a);
+    return detail::unary(op_leaky_relu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * x; }, detail::set_a(alpha));
 }
 
 template <class O, class T, class V>
@@ -7477,9 +7442,7 @@ TAPIR_OP(elu, "elu", backward_elu);
 template <class T, template <class> class V, class S = T, detail::if_scalar<S> = 0>
 detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
     const T alpha = static_cast<T>(scale_alpha);
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_elu<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }),
-                        detail::set_a(alpha), a);
+    return detail::unary(op_elu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }, detail::set_a(alpha));
 }
 
 template <class O, class T, class V>
@@ -7489,11 +7452,7 @@ void backward_softplus(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(softplus, "softplus", backward_softplus);
 /// log(1 + exp(a)), exact for large |a|.
 template <class T, template <class> class V>
-detail::val<V, T> softplus(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_softplus<T>, detail::k_unary(t, detail::ref(a), [](T x) { return detail::stable_softplus(x); }),
-                        detail::no_attrs{}, a);
-}
+detail::val<V, T> softplus(const V<T>& a) { return detail::unary(op_softplus<T>, a, [](T x) { return detail::stable_softplus(x); }); }
 
 template <class O, class T, class V>
 void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
@@ -7503,9 +7462,7 @@ TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
 /// log(sigmoid(a)) = -softplus(-a), finite for all a.
 template <class T, template <class> class V>
 detail::val<V, T> log_sigmoid(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_log_sigmoid<T>, detail::k_unary(t, detail::ref(a), [](T x) { return -detail::stable_softplus(-x); }),
-                        detail::no_attrs{}, a);
+    return detail::unary(op_log_sigmoid<T>, a, [](T x) { return -detail::stable_softplus(-x); });
 }
 
 template <class O, class T, class V>
@@ -7515,10 +7472,7 @@ void backward_erf(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(erf, "erf", backward_erf);
 template <class T, template <class> class V>
-detail::val<V, T> erf(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_erf<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::erf(x); }), detail::no_attrs{}, a);
-}
+detail::val<V, T> erf(const V<T>& a) { return detail::unary(op_erf<T>, a, [](T x) { return std::erf(x); }); }
 
 template <class O, class T, class V>
 void backward_atan(O& o, const Node<T>& n, const V& g) {
@@ -7527,12 +7481,35 @@ void backward_atan(O& o, const Node<T>& n, const V& g) {
 }
 TAPIR_OP(atan, "atan", backward_atan);
 template <class T, template <class> class V>
-detail::val<V, T> atan(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_atan<T>, detail::k_unary(t, detail::ref(a), [](T x) { return std::atan(x); }), detail::no_attrs{}, a);
+detail::val<V, T> atan(const V<T>& a) { return detail::unary(op_atan<T>, a, [](T x) { return std::atan(x); }); }
+
+/// sin and cos, for azimuths: a direction from an angle is (cos, sin), smooth and periodic, so a
+/// generated angle needs no wrapping. Each rule uses the other op, so every order is defined.
+template <class O, class T, class V>
+void backward_sin(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, mul(g, cos(o.in(n, 0))));  // d sin(x)/dx = cos(x)
 }
+TAPIR_OP(sin, "sin", backward_sin);
+template <class O, class T, class V>
+void backward_cos(O& o, const Node<T>& n, const V& g) {
+    o.acc(n, 0, neg(mul(g, sin(o.in(n, 0)))));  // d cos(x)/dx = -sin(x)
+}
+TAPIR_OP(cos, "cos", backward_cos);
+template <class T, template <class> class V>
+detail::val<V, T> sin(const V<T>& a) { return detail::unary(op_sin<T>, a, [](T x) { return std::sin(x); }); }
+template <class T, template <class> class V>
+detail::val<V, T> cos(const V<T>& a) { return detail::unary(op_cos<T>, a, [](T x) { return std::cos(x); }); }
 
 // ---- softmax family ------------------------------------------------------------------------
+
+namespace detail {
+/// softmax, log_softmax and logsumexp share one kernel (k_softmax_family) and one forward.
+template <class T, template <class> class V>
+val<V, T> softmax_family(const OpDef<T>& op, const V<T>& a, std::int64_t axis, bool keepdim, SoftmaxKind kind) {
+    return along_axis(op, a, axis, keepdim,
+                      [keepdim, kind](Tape<T>& t, const Ref<T>& x, std::size_t ax) { return k_softmax_family(t, x, ax, kind, keepdim); });
+}
+} // namespace detail
 
 template <class O, class T, class V>
 void backward_softmax(O& o, const Node<T>& n, const V& g) {
@@ -7542,10 +7519,7 @@ void backward_softmax(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(softmax, "softmax", backward_softmax);
 template <class T, template <class> class V>
 detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "softmax");
-    return detail::emit(t, op_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::softmax, false),
-                        detail::set_axis<T>(ax, false), a);
+    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
 }
 
 template <class O, class T, class V>
@@ -7555,10 +7529,7 @@ void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
 template <class T, template <class> class V>
 detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "log_softmax");
-    return detail::emit(t, op_log_softmax<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::log_softmax, false),
-                        detail::set_axis<T>(ax, false), a);
+    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
 }
 
 template <class O, class T, class V>
@@ -7571,10 +7542,7 @@ void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
 template <class T, template <class> class V>
 detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
-    Tape<T>& t = detail::tape_of(a);
-    const std::size_t ax = detail::normalize_axis(axis, a.shape(), "logsumexp");
-    return detail::emit(t, op_logsumexp<T>, detail::k_softmax_family(t, detail::ref(a), ax, detail::SoftmaxKind::logsumexp, keepdim),
-                        detail::set_axis<T>(ax, keepdim), a);
+    return detail::softmax_family(op_logsumexp<T>, a, axis, keepdim, detail::SoftmaxKind::logsumexp);
 }
 
 // ---- joining and indexing ------------------------------------------------------------------
@@ -7659,8 +7627,7 @@ TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
 /// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
 template <class T, template <class> class V>
 detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gather_rows<T>, detail::k_gather_rows(t, detail::ref(a), p, n), [p](Node<T>& nd) { nd.index = p; }, a);
+    return detail::indexed<detail::k_gather_rows<T>>(op_gather_rows<T>, a, p, n);
 }
 /// Rows of a (first axis) at the given indices, in order; indices may repeat.
 template <class T>
@@ -7678,8 +7645,7 @@ TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
 /// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
 template <class T, template <class> class V>
 detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_scatter_rows<T>, detail::k_scatter_rows(t, detail::ref(g), p, nrows), [p](Node<T>& nd) { nd.index = p; }, g);
+    return detail::indexed<detail::k_scatter_rows<T>>(op_scatter_rows<T>, g, p, nrows);
 }
 
 // ---- adversarial training helpers ------------------------------------------------------------
@@ -7839,37 +7805,33 @@ template <class T, class Set>
 Eager<T> emit_mask(Tape<T>& t, const OpDef<T>&, const Ref<T>& out, Set, const Eager<T>&) noexcept {
     return Eager<T>{out, &t};
 }
+/// A mask computed elementwise, f(x) for every element x of a.
+template <class T, template <class> class V, class F, class Set = no_attrs>
+val<V, T> unary_mask(const OpDef<T>& op, const V<T>& a, F f, Set set = {}) {
+    Tape<T>& t = tape_of(a);
+    return emit_mask(t, op, k_unary(t, ref(a), f), set, a);
+}
 } // namespace detail
 
 TAPIR_OP_NO_GRAD(positive_mask, "positive_mask");
 template <class T, template <class> class V>
 detail::val<V, T> positive_mask(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_positive_mask<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : T(0); }),
-                             detail::no_attrs{}, a);
+    return detail::unary_mask(op_positive_mask<T>, a, [](T x) { return x > T(0) ? T(1) : T(0); });
 }
 TAPIR_OP_NO_GRAD(sign, "sign");
 template <class T, template <class> class V>
 detail::val<V, T> sign(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_sign<T>,
-                             detail::k_unary(t, detail::ref(a), [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }),
-                             detail::no_attrs{}, a);
+    return detail::unary_mask(op_sign<T>, a, [](T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); });
 }
 TAPIR_OP_NO_GRAD(inrange_mask, "inrange_mask");
 template <class T, template <class> class V>
 detail::val<V, T> inrange_mask(const V<T>& a, T lo, T hi) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_inrange_mask<T>,
-                             detail::k_unary(t, detail::ref(a), [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }),
-                             detail::set_a(lo, hi), a);
+    return detail::unary_mask(op_inrange_mask<T>, a, [lo, hi](T x) { return x >= lo && x <= hi ? T(1) : T(0); }, detail::set_a(lo, hi));
 }
 TAPIR_OP_NO_GRAD(leaky_slope, "leaky_slope");
 template <class T, template <class> class V>
 detail::val<V, T> leaky_slope(const V<T>& a, T alpha) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit_mask(t, op_leaky_slope<T>, detail::k_unary(t, detail::ref(a), [alpha](T x) { return x > T(0) ? T(1) : alpha; }),
-                             detail::set_a(alpha), a);
+    return detail::unary_mask(op_leaky_slope<T>, a, [alpha](T x) { return x > T(0) ? T(1) : alpha; }, detail::set_a(alpha));
 }
 TAPIR_OP_NO_GRAD(extreme_mask, "extreme_mask");
 template <class T, template <class> class V>
@@ -8016,8 +7978,7 @@ TAPIR_OP(take, "take", backward_take);
 /// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
 template <class T, template <class> class V>
 detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_take<T>, detail::k_take(t, detail::ref(a), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, a);
+    return detail::indexed<detail::k_take<T>>(op_take<T>, a, idx, out_shape);
 }
 
 template <class O, class T, class V>
@@ -8028,8 +7989,7 @@ TAPIR_OP(put_add, "put_add", backward_put_add);
 /// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
 template <class T, template <class> class V>
 detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
-    Tape<T>& t = detail::tape_of(g);
-    return detail::emit(t, op_put_add<T>, detail::k_put_add(t, detail::ref(g), idx, out_shape), [idx](Node<T>& nd) { nd.index = idx; }, g);
+    return detail::indexed<detail::k_put_add<T>>(op_put_add<T>, g, idx, out_shape);
 }
 
 } // namespace tapir
@@ -8705,12 +8665,9 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
-/// Max pooling's gradient goes to each window's argmax (stored by the forward in the arena).
-template <class O, class T, class V>
-void backward_max_pool(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
+/// Max pooling takes each window's argmax (positions stored by the forward in the arena), so its
+/// rule is take's: the gradient goes back to those positions.
+TAPIR_OP(max_pool, "max_pool2d", backward_take);
 
 template <class T, template <class> class V>
 detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);
@@ -9117,11 +9074,7 @@ void backward_gelu(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(gelu, "gelu", backward_gelu);
 /// x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, elementwise (torch.nn.functional.gelu, approximate='none').
 template <class T, template <class> class V>
-detail::val<V, T> gelu(const V<T>& a) {
-    Tape<T>& t = detail::tape_of(a);
-    return detail::emit(t, op_gelu<T>, detail::k_unary(t, detail::ref(a), [](T x) { return x * detail::std_normal_cdf(x); }),
-                        detail::no_attrs{}, a);
-}
+detail::val<V, T> gelu(const V<T>& a) { return detail::unary(op_gelu<T>, a, [](T x) { return x * detail::std_normal_cdf(x); }); }
 
 } // namespace tapir
 // ---- end tapir/autodiff/gelu.hpp ----
@@ -9440,11 +9393,8 @@ Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
 
 template <class O, class T, class V>
 void backward_bmm(O& o, const Node<T>& n, const V& g) {
-    const bool ta = n.flags & 1, tb = (n.flags & 2) != 0;
-    const V a = o.in(n, 0), b = o.in(n, 1);
-    // As matmul, per batch item: dop(A) = G op(B)^T, dop(B) = op(A)^T G, then undo each op.
-    if (o.needs(n, 0)) o.acc(n, 0, ta ? bmm(b, g, tb, true) : bmm(g, b, false, !tb));
-    if (o.needs(n, 1)) o.acc(n, 1, tb ? bmm(g, a, true, ta) : bmm(a, g, !ta, false));
+    // As matmul's rule, per batch item.
+    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return bmm(x, y, tx, ty); });
 }
 TAPIR_OP(bmm, "bmm", backward_bmm);
 /// op(a[i]) op(b[i]) for every batch item i: a (..., m, k), b (..., k, n) of rank 3 or 4 with the same
@@ -9452,10 +9402,7 @@ TAPIR_OP(bmm, "bmm", backward_bmm);
 /// torch.matmul on equal batch shapes (torch.bmm for rank 3).
 template <class T, template <class> class V>
 detail::val<V, T> bmm(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    Tape<T>& t = detail::same_tape(a, b, "bmm");
-    const auto flags = static_cast<std::uint8_t>((transpose_a ? 1 : 0) | (transpose_b ? 2 : 0));
-    return detail::emit(t, op_bmm<T>, detail::k_bmm(t, detail::ref(t, a), detail::ref(t, b), transpose_a, transpose_b),
-                        [flags](Node<T>& n) { n.flags = flags; }, a, b);
+    return detail::product<detail::k_bmm<T>>(op_bmm<T>, a, b, transpose_a, transpose_b);
 }
 
 // ---- permute: reorder axes -------------------------------------------------------------------------
@@ -9514,10 +9461,7 @@ void backward_softmax_grad(O& o, const Node<T>& n, const V& gbar) {
 TAPIR_OP(softmax_grad, "softmax_grad", backward_softmax_grad);
 /// y (g - sum(g y)) along the last axis: the gradient through a softmax y along that axis, fused.
 template <class T, template <class> class V>
-detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) {
-    Tape<T>& t = detail::same_tape(g, y, "softmax_grad");
-    return detail::emit(t, op_softmax_grad<T>, detail::k_softmax_grad(t, detail::ref(t, g), detail::ref(t, y)), detail::no_attrs{}, g, y);
-}
+detail::val<V, T> softmax_grad(const V<T>& g, const V<T>& y) { return detail::binary<detail::k_softmax_grad<T>>(op_softmax_grad<T>, g, y); }
 
 template <class O, class T, class V>
 void backward_masked_softmax(O& o, const Node<T>& n, const V& g) {
@@ -10553,10 +10497,7 @@ void backward_set_sum(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_sum, "set_sum", backward_set_sum);
 /// sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
 template <class T, template <class> class V>
-detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) {
-    Tape<T>& t = detail::same_tape(x, w, "set_sum");
-    return detail::emit(t, op_set_sum<T>, detail::k_set_sum(t, detail::ref(t, x), detail::ref(t, w)), detail::no_attrs{}, x, w);
-}
+detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) { return detail::binary<detail::k_set_sum<T>>(op_set_sum<T>, x, w); }
 
 template <class O, class T, class V>
 void backward_set_expand(O& o, const Node<T>& n, const V& g) {
@@ -10566,10 +10507,7 @@ void backward_set_expand(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_expand, "set_expand", backward_set_expand);
 /// g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
 template <class T, template <class> class V>
-detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) {
-    Tape<T>& t = detail::same_tape(g, w, "set_expand");
-    return detail::emit(t, op_set_expand<T>, detail::k_set_expand(t, detail::ref(t, g), detail::ref(t, w)), detail::no_attrs{}, g, w);
-}
+detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) { return detail::binary<detail::k_set_expand<T>>(op_set_expand<T>, g, w); }
 
 template <class O, class T, class V>
 void backward_set_dot(O& o, const Node<T>& n, const V& g) {
@@ -10579,10 +10517,7 @@ void backward_set_dot(O& o, const Node<T>& n, const V& g) {
 TAPIR_OP(set_dot, "set_dot", backward_set_dot);
 /// x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
 template <class T, template <class> class V>
-detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) {
-    Tape<T>& t = detail::same_tape(x, g, "set_dot");
-    return detail::emit(t, op_set_dot<T>, detail::k_set_dot(t, detail::ref(t, x), detail::ref(t, g)), detail::no_attrs{}, x, g);
-}
+detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) { return detail::binary<detail::k_set_dot<T>>(op_set_dot<T>, x, g); }
 
 namespace detail {
 /// A constant (B, N) mask from per-row lengths (1 for the first lengths[b] particles).
@@ -11809,14 +11744,8 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
-    void collect_buffers(std::vector<NamedBuffer<T>>& out) override {
-        out.emplace_back("running_mean", &running_mean);
-        out.emplace_back("running_var", &running_var);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
+    void collect_buffers(std::vector<NamedBuffer<T>>& out) override { out.insert(out.end(), {{"running_mean", &running_mean}, {"running_var", &running_var}}); }
 
 private:
     void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
@@ -11892,10 +11821,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("weight", &weight);
-        out.emplace_back("bias", &bias);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
 
 private:
     void check_input(const Shape& s) const {
@@ -11996,10 +11922,8 @@ public:
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("in_proj_weight", &in_proj_weight);
-        out.emplace_back("in_proj_bias", &in_proj_bias);
-        out.emplace_back("out_proj.weight", &out_proj_weight);
-        out.emplace_back("out_proj.bias", &out_proj_bias);
+        out.insert(out.end(), {{"in_proj_weight", &in_proj_weight}, {"in_proj_bias", &in_proj_bias},
+                               {"out_proj.weight", &out_proj_weight}, {"out_proj.bias", &out_proj_bias}});
     }
 
 private:
@@ -12432,7 +12356,8 @@ public:
     /// One update from the gradients in Parameter::grad. Parameters with requires_grad == false
     /// are skipped; the iteration count advances once per call.
     virtual void step() = 0;
-    virtual std::string name() const = 0;
+    /// The optimiser's class name, as given to the constructor (an optimiser of your own overrides it).
+    virtual std::string name() const { return name_or_optimizer(); }
 
     void zero_grad() noexcept {
         for (Parameter<T>* p : params_) p->zero_grad();
@@ -12505,10 +12430,12 @@ protected:
         }
     }
 
-    /// One update pass: points a.p, a.g and a.n at every trainable parameter i in turn and calls
-    /// update(i) (which sets i's state pointers and runs the kernel); then counts the iteration.
+    /// One update pass: checks the gradients (check_gradients), points a.p, a.g and a.n at every
+    /// trainable parameter i in turn and calls update(i) (which sets i's state pointers and runs
+    /// the kernel); then counts the iteration.
     template <class Args, class F>
     void update_each(Args& a, F update) {
+        check_gradients();
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Parameter<T>& p = *params_[i];
             if (!p.requires_grad) continue;
@@ -12539,6 +12466,21 @@ protected:
     const char* kind_ = nullptr;
     bool check_finite_ = false;
 };
+
+namespace detail {
+/// What every built-in optimiser has besides a learning rate: a weight decay (an L2 term in the
+/// gradient, or AdamW's decoupled shrinkage). Each optimiser checks it among its other arguments.
+template <class T>
+class DecayingOptimizer : public Optimizer<T> {
+public:
+    T weight_decay() const noexcept { return wd_; }
+
+protected:
+    DecayingOptimizer(std::vector<Parameter<T>*> params, T lr, T weight_decay, const char* kind)
+        : Optimizer<T>(std::move(params), lr, kind), wd_(weight_decay) {}
+    T wd_;
+};
+} // namespace detail
 
 } // namespace optim
 } // namespace tapir
@@ -12821,6 +12763,48 @@ Callback<T> reduce_lr_on_plateau(const ReduceLROnPlateauOptions& o = ReduceLROnP
 #include <utility>
 #include <vector>
 
+// ---- begin tapir/io/text.hpp ----
+/// Small text helpers for readers of files and user input: quoting text safely in an error
+/// message and splitting a list.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tapir {
+namespace io {
+
+/// `s` as it may appear in a message: control bytes (below 0x20, and 0x7F) become '?', and text
+/// longer than `max_chars` is cut there and ends in "...", so that a corrupt file or a stray binary
+/// name cannot garble the terminal or flood the log.
+inline std::string printable(std::string_view s, std::size_t max_chars) {
+    std::string out;
+    const std::size_t n = s.size() < max_chars ? s.size() : max_chars;
+    for (std::size_t i = 0; i < n; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
+    }
+    if (n < s.size()) out += "...";
+    return out;
+}
+
+/// The pieces of `s` between occurrences of `sep` (non-empty), in order: n separators give n + 1
+/// pieces, empty ones included, so "" gives one empty piece and "a,,b" three.
+inline std::vector<std::string> split(std::string_view s, std::string_view sep) {
+    std::vector<std::string> out;
+    std::size_t at = 0;
+    for (;;) {
+        const std::size_t k = s.find(sep, at);
+        out.emplace_back(s.substr(at, k == std::string_view::npos ? std::string_view::npos : k - at));
+        if (k == std::string_view::npos) return out;
+        at = k + sep.size();
+    }
+}
+
+} // namespace io
+} // namespace tapir
+// ---- end tapir/io/text.hpp ----
 
 namespace tapir {
 namespace io {
@@ -12893,17 +12877,8 @@ inline std::string model_number(double v) {
     return buf;
 }
 
-/// A name from the file as it may appear in a message: control bytes replaced, long names cut.
-inline std::string model_printable(const std::string& s) {
-    std::string out;
-    const std::size_t n = s.size() < 80 ? s.size() : 80;
-    for (std::size_t i = 0; i < n; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
-    }
-    if (n < s.size()) out += "...";
-    return out;
-}
+/// A name from the file as it may appear in a message (names are cut at 80 characters).
+inline std::string model_printable(const std::string& s) { return printable(s, 80); }
 
 // ---- writing -----------------------------------------------------------------------------------
 class ModelWriter {
@@ -15664,10 +15639,7 @@ protected:
         detail::check_set(name_, x, in_);
         if (mask) detail::check_mask(name_, x, mask->shape());
     }
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("phi", &phi);
-        out.emplace_back("f", &f);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"phi", &phi}, {"f", &f}}); }
 
     std::size_t in_, latent_;
     const char* name_;
@@ -15806,11 +15778,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EdgeConv>(*this); }
 
 protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("edge_in", &edge_in);
-        out.emplace_back("edge", &edge);
-        out.emplace_back("shortcut", &shortcut);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"edge_in", &edge_in}, {"edge", &edge}, {"shortcut", &shortcut}}); }
 
 private:
     static std::size_t first(const std::vector<std::size_t>& c) {
@@ -15935,11 +15903,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleNetLite>(*this); }
 
 protected:
-    void collect_children(std::vector<NamedModule<T>>& out) override {
-        out.emplace_back("block1", &block1);
-        out.emplace_back("block2", &block2);
-        out.emplace_back("head", &head);
-    }
+    void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"block1", &block1}, {"block2", &block2}, {"head", &head}}); }
 
 private:
     std::size_t coords_, features_;
@@ -16097,9 +16061,7 @@ public:
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("metric", &metric);
-        out.emplace_back("energy_weights", &energy_weights);
-        out.emplace_back("distance_weights", &distance_weights);
+        out.insert(out.end(), {{"metric", &metric}, {"energy_weights", &energy_weights}, {"distance_weights", &distance_weights}});
     }
 };
 
@@ -16175,10 +16137,7 @@ public:
     std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LorentzBoostNetwork>(*this); }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override {
-        out.emplace_back("particle_weights", &particle_weights);
-        out.emplace_back("restframe_weights", &restframe_weights);
-    }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"particle_weights", &particle_weights}, {"restframe_weights", &restframe_weights}}); }
 
 private:
     std::vector<std::size_t> pairs_;  // flat (m, n) indices of the pairs m < n of an M x M matrix
@@ -16367,6 +16326,7 @@ public:
         std::vector<std::size_t> inputs;   ///< indices of the nodes read, all below this node's
         const Module<T>* layer = nullptr;  ///< call: the layer
         std::string layer_name;            ///< call: the layer's name
+        std::size_t layer_index = 0;       ///< call: the layer's position among layer_at(0 ...)
         std::size_t input_index = 0;       ///< input: position among the model inputs
         Shape features{};                  ///< input: shape without the batch axis (empty: unchecked)
     };
@@ -16380,10 +16340,20 @@ public:
         n.kind = kinds[static_cast<std::size_t>(s.kind)];
         n.name = names_[i];
         n.inputs = s.ins;
-        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer];
+        if (s.kind == Kind::call) n.layer = layers_[s.layer].get(), n.layer_name = layer_names_[s.layer], n.layer_index = s.layer;
         n.input_index = s.input;
         n.features = s.features;
         return n;
+    }
+    /// The layers in the order they were added (the order of the parameters' names).
+    std::size_t num_layers() const noexcept { return layers_.size(); }
+    const Module<T>& layer_at(std::size_t i) const {
+        if (i >= layers_.size()) throw value_error("Model::layer_at: index " + std::to_string(i) + " out of range");
+        return *layers_[i];
+    }
+    const std::string& layer_name(std::size_t i) const {
+        if (i >= layers_.size()) throw value_error("Model::layer_name: index " + std::to_string(i) + " out of range");
+        return layer_names_[i];
     }
     std::size_t output_node() const {
         if (output_ >= steps_.size()) throw value_error("Model: no output set (call output(value) when building)");
@@ -17014,17 +16984,8 @@ namespace tapir {
 namespace nn {
 
 namespace detail {
-/// Text for a message: control bytes replaced, long text cut.
-inline std::string config_printable(const std::string& s) {
-    std::string out;
-    const std::size_t n = s.size() < 60 ? s.size() : 60;
-    for (std::size_t i = 0; i < n; ++i) {
-        const unsigned char c = static_cast<unsigned char>(s[i]);
-        out += (c < 0x20 || c == 0x7F) ? '?' : s[i];
-    }
-    if (n < s.size()) out += "...";
-    return out;
-}
+/// Text of a configuration for a message (cut at 60 characters).
+inline std::string config_printable(const std::string& s) { return io::printable(s, 60); }
 /// A double with 17 significant digits in the C locale (exact round trip); nan and inf by name.
 inline std::string config_number(double v) {
     if (std::isnan(v)) return "nan";
@@ -17228,18 +17189,8 @@ private:
     [[noreturn]] void bad_value(const std::string& key, const std::string& v, const char* want) const {
         fail("key '" + key + "' is '" + detail::config_printable(v) + "', not " + want);
     }
-    static std::vector<std::string> split(const std::string& s) {
-        std::vector<std::string> out;
-        if (s.empty()) return out;
-        std::size_t start = 0;
-        for (;;) {
-            const std::size_t c = s.find(',', start);
-            out.push_back(s.substr(start, c == std::string::npos ? std::string::npos : c - start));
-            if (c == std::string::npos) break;
-            start = c + 1;
-        }
-        return out;
-    }
+    /// A comma-separated list; the empty text is the empty list.
+    static std::vector<std::string> split(const std::string& s) { return s.empty() ? std::vector<std::string>{} : io::split(s, ","); }
 
     std::string type_;
     std::vector<std::pair<std::string, std::string>> entries_;
@@ -17412,6 +17363,9 @@ struct LayerCodec {
     std::type_index type;
     std::function<void(const Module<T>&, LayerConfig&)> save;
     std::function<std::unique_ptr<Module<T>>(const LayerConfig&)> load;
+    /// Adds a copy of a layer of this type to a functional Model under a name, as its own type
+    /// (so that Model finds the layer's forward of several values, e.g. DeepSet's (x, mask)).
+    std::function<std::size_t(Model<T>&, const std::string&, const Module<T>&)> attach;
 };
 
 namespace detail {
@@ -17439,7 +17393,8 @@ void put_codec(std::vector<LayerCodec<typename L::value_type>>& r, const std::st
     if (!save || !load) throw value_error("register_layer: '" + name + "' needs both a save and a load function");
     LayerCodec<T> c{name, std::type_index(typeid(L)),
                     [save](const Module<T>& m, LayerConfig& cfg) { save(static_cast<const L&>(m), cfg); },
-                    [load](const LayerConfig& cfg) -> std::unique_ptr<Module<T>> { return load(cfg); }};
+                    [load](const LayerConfig& cfg) -> std::unique_ptr<Module<T>> { return load(cfg); },
+                    [](Model<T>& m, const std::string& n, const Module<T>& l) { return m.layer(n, static_cast<const L&>(l)).id; }};
     for (LayerCodec<T>& e : r) {
         if (e.type == c.type) {
             if (e.name != name)
@@ -17586,6 +17541,13 @@ inline std::size_t mlp_values(std::size_t in, const std::vector<std::size_t>& si
     }
     return n;
 }
+/// The two MLPs of a set layer (phi per element, f after pooling) from `in` features: each needs
+/// a layer, the lists are bounded, and their values count against the configuration's budget.
+inline void claim_set_mlps(const LayerConfig& c, std::size_t in, const std::vector<std::size_t>& phi, const std::vector<std::size_t>& f) {
+    if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
+    check_sizes_list(c, phi.size() + f.size());
+    c.claim(config_sum(mlp_values(in, phi), mlp_values(phi.back(), f)));
+}
 template <class T>
 Activation first_activation(const Sequential<T>& s) {
     const auto* d = s.empty() ? nullptr : dynamic_cast<const Dense<T>*>(&s[0]);
@@ -17597,14 +17559,30 @@ void add_codec(std::vector<LayerCodec<T>>& r, const char* name, Save save, Load 
     r.push_back(LayerCodec<T>{name, std::type_index(typeid(L)),
                               [save](const Module<T>& m, LayerConfig& c) { save(static_cast<const L&>(m), c); },
                               [load](const LayerConfig& c) -> std::unique_ptr<Module<T>> {
-                                  if (!std::is_same<L, Sequential<T>>::value && !std::is_same<L, Residual<T>>::value) no_children(c);
+                                  if (!std::is_same<L, Sequential<T>>::value && !std::is_same<L, Residual<T>>::value &&
+                                      !std::is_same<L, Model<T>>::value)
+                                      no_children(c);
                                   return load(c);
-                              }});
+                              },
+                              [](Model<T>& m, const std::string& n, const Module<T>& l) { return m.layer(n, static_cast<const L&>(l)).id; }});
 }
 /// A layer without configuration (Flatten, ReLU, ...).
 template <class L, class T>
 void add_plain(std::vector<LayerCodec<T>>& r, const char* name) {
     add_codec<L>(r, name, [](const L&, LayerConfig&) {}, [](const LayerConfig&) { return std::make_unique<L>(); });
+}
+/// A layer L(n, m, rng) whose only values are its (n, m) matrix `weight` (Embedding, CoLa): the two
+/// sizes under keys `rows` and `cols`.
+template <class L, class T>
+void add_matrix_layer(std::vector<LayerCodec<T>>& r, const char* name, const char* rows, const char* cols) {
+    add_codec<L>(
+        r, name, [rows, cols](const L& l, LayerConfig& c) { c.set_size(rows, l.weight.value.shape()[0]).set_size(cols, l.weight.value.shape()[1]); },
+        [rows, cols](const LayerConfig& c) {
+            const std::size_t n = c.get_size(rows), m = c.get_size(cols);
+            c.claim(config_product({n, m}));
+            Rng rng(0);
+            return std::make_unique<L>(n, m, rng);
+        });
 }
 
 template <class T, bool IsMax, bool OneD>
@@ -17650,6 +17628,89 @@ void add_conv2d(std::vector<LayerCodec<T>>& r, const char* name) {
         });
 }
 
+/// A functional Model: its layers (children, in the order they were added, each under key
+/// layer<i>) and its nodes in run order (n<i>_kind, n<i>_name, and n<i>_layer, n<i>_in, n<i>_shape
+/// as the kind needs), then its output node. Function nodes (Model::apply) hold C++ code and are
+/// refused when saving.
+template <class T>
+void add_model_codec(std::vector<LayerCodec<T>>& r) {
+    using M = Model<T>;
+    add_codec<M>(
+        r, "Model",
+        [](const M& m, LayerConfig& c) {
+            c.set_size("layers", m.num_layers());
+            for (std::size_t i = 0; i < m.num_layers(); ++i) {
+                c.set_string("layer" + std::to_string(i), m.layer_name(i));
+                c.add_child(layer_config(m.layer_at(i)));
+            }
+            c.set_size("nodes", m.num_nodes());
+            for (std::size_t i = 0; i < m.num_nodes(); ++i) {
+                const typename M::NodeInfo n = m.node(i);
+                const std::string k = "n" + std::to_string(i) + "_";
+                static const char* const kinds[] = {"input", "call", "add", "multiply", "concat", "function"};
+                if (n.kind == M::NodeKind::function)
+                    throw value_error("nn::save: the Model's node '" + n.name +
+                                      "' is a function (Model::apply), C++ code a file cannot hold; use a layer (a registered Module) instead");
+                c.set_string(k + "kind", kinds[static_cast<std::size_t>(n.kind)]).set_string(k + "name", n.name);
+                if (n.kind == M::NodeKind::input) {
+                    std::vector<std::size_t> dims;
+                    for (std::size_t d = 0; d < n.features.rank(); ++d) dims.push_back(n.features[d]);
+                    if (!dims.empty()) c.set_sizes(k + "shape", dims);
+                    continue;
+                }
+                if (n.kind == M::NodeKind::call) c.set_size(k + "layer", n.layer_index);
+                c.set_sizes(k + "in", n.inputs);
+            }
+            c.set_size("output", m.output_node());
+        },
+        [](const LayerConfig& c) {
+            auto m = std::make_unique<M>();
+            const std::size_t nl = c.get_size("layers");
+            if (nl != c.children().size())
+                c.fail("declares " + std::to_string(nl) + " layers but holds " + std::to_string(c.children().size()));
+            for (std::size_t i = 0; i < nl; ++i) {
+                const LayerConfig& ch = c.children()[i];
+                const std::unique_ptr<Module<T>> l = build_layer<T>(ch);
+                const LayerCodec<T>* codec = nullptr;
+                for (const LayerCodec<T>& e : layer_registry<T>())
+                    if (e.name == ch.type()) codec = &e;
+                codec->attach(*m, c.get_string("layer" + std::to_string(i)), *l);  // build_layer found it
+            }
+            const std::size_t count = c.get_size("nodes");
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::string k = "n" + std::to_string(i) + "_", kind = c.get_string(k + "kind"), name = c.get_string(k + "name");
+                if (kind == "input") {
+                    Shape features{};
+                    if (c.has(k + "shape"))
+                        for (std::size_t d : c.get_sizes(k + "shape")) features.push_back(d);
+                    (void)m->input(name, features);
+                    continue;
+                }
+                std::vector<typename M::Value> ins;
+                for (std::size_t j : c.get_sizes(k + "in")) {
+                    if (j >= i) c.fail("node " + std::to_string(i) + " ('" + name + "') reads node " + std::to_string(j) + ", which does not come before it");
+                    ins.push_back(typename M::Value{j});
+                }
+                if (kind == "call") {
+                    const std::size_t l = c.get_size(k + "layer");
+                    if (l >= nl) c.fail("node " + std::to_string(i) + " ('" + name + "') calls layer " + std::to_string(l) + " of " + std::to_string(nl));
+                    (void)m->call(typename M::Layer{l}, ins, name);
+                } else if (kind == "add" || kind == "multiply") {
+                    if (ins.size() != 2) c.fail("node " + std::to_string(i) + " ('" + name + "', " + kind + ") needs 2 inputs, got " + std::to_string(ins.size()));
+                    (void)(kind == "add" ? m->add(ins[0], ins[1], name) : m->multiply(ins[0], ins[1], name));
+                } else if (kind == "concat") {
+                    (void)m->concat(ins, name);
+                } else {
+                    c.fail("node " + std::to_string(i) + " ('" + name + "') has the unknown kind '" + config_printable(kind) + "'");
+                }
+            }
+            const std::size_t out = c.get_size("output");
+            if (out >= count) c.fail("the output is node " + std::to_string(out) + " of " + std::to_string(count));
+            m->output(typename M::Value{out});
+            return m;
+        });
+}
+
 template <class T>
 void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
     // Containers.
@@ -17671,6 +17732,8 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             if (c.children().size() != 1) c.fail("wraps exactly one layer, got " + std::to_string(c.children().size()));
             return std::make_unique<Residual<T>>(build_layer<T>(c.children()[0]));
         });
+
+    add_model_codec<T>(r);
 
     // Dense, activations, Softmax, Dropout, normalisation.
     add_codec<Dense<T>>(
@@ -17809,14 +17872,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
         Rng rng(0);
         return std::make_unique<GRU<T>>(in, h, rng, o);
     });
-    add_codec<Embedding<T>>(
-        r, "Embedding", [](const Embedding<T>& e, LayerConfig& c) { c.set_size("num", e.num_embeddings()).set_size("dim", e.embedding_dim()); },
-        [](const LayerConfig& c) {
-            const std::size_t n = c.get_size("num"), d = c.get_size("dim");
-            c.claim(config_product({n, d}));
-            Rng rng(0);
-            return std::make_unique<Embedding<T>>(n, d, rng);
-        });
+    add_matrix_layer<Embedding<T>>(r, "Embedding", "num", "dim");
 
     // Sets and graphs.
     add_codec<DeepSet<T>>(
@@ -17831,9 +17887,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             const Activation a = activation_from(c, "activation");
             const std::string& p = c.get_string("pooling");
             if (p != "sum" && p != "mean") c.fail("key 'pooling' is '" + config_printable(p) + "', not sum or mean");
-            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
-            check_sizes_list(c, phi.size() + f.size());
-            c.claim(config_sum(mlp_values(in, phi), mlp_values(phi.back(), f)));
+            claim_set_mlps(c, in, phi, f);
             Rng rng(0);
             return std::make_unique<DeepSet<T>>(in, phi, f, rng, a, p == "sum" ? SetPooling::sum : SetPooling::mean);
         });
@@ -17847,9 +17901,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
             const std::size_t a = c.get_size("angular");
             const std::vector<std::size_t> phi = c.get_sizes("phi"), f = c.get_sizes("f");
             const Activation act = activation_from(c, "activation");
-            if (phi.empty() || f.empty()) c.fail("keys 'phi' and 'f' need at least one layer size each");
-            check_sizes_list(c, phi.size() + f.size());
-            c.claim(config_sum(mlp_values(a, phi), mlp_values(phi.back(), f)));
+            claim_set_mlps(c, a, phi, f);
             Rng rng(0);
             return std::make_unique<EnergyFlowNetwork<T>>(a, phi, f, rng, act);
         });
@@ -17884,14 +17936,7 @@ void add_builtin_layers(std::vector<LayerCodec<T>>& r) {
         });
 
     // Lorentz layers.
-    add_codec<CoLa<T>>(
-        r, "CoLa", [](const CoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()).set_size("combinations", l.combinations()); },
-        [](const LayerConfig& c) {
-            const std::size_t n = c.get_size("particles"), m = c.get_size("combinations");
-            c.claim(config_product({n, m}));
-            Rng rng(0);
-            return std::make_unique<CoLa<T>>(n, m, rng);
-        });
+    add_matrix_layer<CoLa<T>>(r, "CoLa", "particles", "combinations");
     add_codec<LoLa<T>>(
         r, "LoLa", [](const LoLa<T>& l, LayerConfig& c) { c.set_size("particles", l.particles()); },
         [](const LayerConfig& c) {
@@ -18370,13 +18415,19 @@ struct block_kernel {
     }
 };
 
-/// The parameter's gradient at element i, plus wd * p when Wd (L2 weight decay).
-template <class V, bool P, bool Wd, class Args>
-TAPIR_ALWAYS_INLINE typename V::reg ld_grad(const Args& a, std::size_t i, std::size_t r, const typename V::reg& p) {
-    auto d = ld<V, P>(a.g + i, r);
-    if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
-    return d;
-}
+/// What every optimiser's kernel shares: load the parameter p and its gradient d at element i
+/// (plus wd * p when Wd, L2 weight decay), Kernel::update<V, P>(args, i, r, p, d) returns the new
+/// p (updating the kernel's state on the way), store it.
+template <class T, class Kernel, bool Wd>
+struct update_kernel : block_kernel<T, update_kernel<T, Kernel, Wd>> {
+    template <class V, bool P, class Args>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+        const auto p = ld<V, P>(a.p + i, r);
+        auto d = ld<V, P>(a.g + i, r);
+        if constexpr (Wd) d = V::fma(V::set1(a.wd), p, d);
+        st<V, P>(a.p + i, Kernel::template update<V, P>(a, i, r, p, d), r);
+    }
+};
 
 // ---- SGD ------------------------------------------------------------------------------------
 template <class T>
@@ -18387,22 +18438,20 @@ struct SgdArgs : ParamSpan<T> {
 
 /// d = g + wd p; buf = mu_buf buf + c d; d = Nesterov ? d + mu buf : buf; p -= lr d.
 template <class T, bool Wd, bool Momentum, bool Nesterov>
-struct sgd_kernel : block_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const SgdArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct sgd_kernel : update_kernel<T, sgd_kernel<T, Wd, Momentum, Nesterov>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const SgdArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
+        R u = d;
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu_buf), ld<V, P>(a.buf + i, r), V::mul(V::set1(a.c_grad), d));
             st<V, P>(a.buf + i, b, r);
             if constexpr (Nesterov) {
-                d = V::fma(V::set1(a.mu), b, d);
+                u = V::fma(V::set1(a.mu), b, d);
             } else {
-                d = b;
+                u = b;
             }
         }
-        p = V::fnma(V::set1(a.lr), d, p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.lr), u, p);
     }
 };
 
@@ -18418,19 +18467,17 @@ struct AdamArgs : ParamSpan<T> {
 };
 
 template <class T, bool L2, bool Decoupled>
-struct adam_kernel : block_kernel<T, adam_kernel<T, L2, Decoupled>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdamArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        const auto g = ld_grad<V, P, L2>(a, i, r, p);
+struct adam_kernel : update_kernel<T, adam_kernel<T, L2, Decoupled>, L2> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const AdamArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& g) {
         const auto m = V::fma(V::set1(a.b1), ld<V, P>(a.m + i, r), V::mul(V::set1(a.c1), g));
         const auto v = V::fma(V::set1(a.b2), ld<V, P>(a.v + i, r), V::mul(V::mul(V::set1(a.c2), g), g));
         st<V, P>(a.m + i, m, r);
         st<V, P>(a.v + i, v, r);
-        if constexpr (Decoupled) p = V::mul(p, V::set1(a.decay));
+        R q = p;
+        if constexpr (Decoupled) q = V::mul(p, V::set1(a.decay));
         const auto denom = V::add(V::div(V::sqrt(v), V::set1(a.sqrt_bc2)), V::set1(a.eps));
-        p = V::fnma(V::set1(a.step), V::div(m, denom), p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.step), V::div(m, denom), q);
     }
 };
 
@@ -18445,11 +18492,9 @@ struct RmspropArgs : ParamSpan<T> {
 
 /// sq = a sq + (1-a) d^2; avg = sqrt(sq - gavg^2 (centered)) + eps; p -= lr d / avg (or via momentum).
 template <class T, bool Wd, bool Centered, bool Momentum>
-struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const RmspropArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct rmsprop_kernel : update_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const RmspropArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
         const auto alpha = V::set1(a.alpha), ca = V::set1(a.c_alpha);
         const auto sq = V::fma(alpha, ld<V, P>(a.sq + i, r), V::mul(V::mul(ca, d), d));
         st<V, P>(a.sq + i, sq, r);
@@ -18465,11 +18510,10 @@ struct rmsprop_kernel : block_kernel<T, rmsprop_kernel<T, Wd, Centered, Momentum
         if constexpr (Momentum) {
             const auto b = V::fma(V::set1(a.mu), ld<V, P>(a.buf + i, r), q);
             st<V, P>(a.buf + i, b, r);
-            p = V::fnma(V::set1(a.lr), b, p);
+            return V::fnma(V::set1(a.lr), b, p);
         } else {
-            p = V::fnma(V::set1(a.lr), q, p);
+            return V::fnma(V::set1(a.lr), q, p);
         }
-        st<V, P>(a.p + i, p, r);
     }
 };
 
@@ -18481,49 +18525,44 @@ struct AdagradArgs : ParamSpan<T> {
 };
 
 template <class T, bool Wd>
-struct adagrad_kernel : block_kernel<T, adagrad_kernel<T, Wd>> {
-    template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const AdagradArgs<T>& a, std::size_t i, std::size_t r) {
-        auto p = ld<V, P>(a.p + i, r);
-        auto d = ld_grad<V, P, Wd>(a, i, r, p);
+struct adagrad_kernel : update_kernel<T, adagrad_kernel<T, Wd>, Wd> {
+    template <class V, bool P, class R>
+    static TAPIR_ALWAYS_INLINE R update(const AdagradArgs<T>& a, std::size_t i, std::size_t r, const R& p, const R& d) {
         const auto s = V::fma(d, d, ld<V, P>(a.sum + i, r));
         st<V, P>(a.sum + i, s, r);
         const auto std_ = V::add(V::sqrt(s), V::set1(a.eps));
-        p = V::fnma(V::set1(a.clr), V::div(d, std_), p);
-        st<V, P>(a.p + i, p, r);
+        return V::fnma(V::set1(a.clr), V::div(d, std_), p);
     }
 };
 
 // ---- gradient helpers -------------------------------------------------------------------------
+/// A gradient g rewritten in place from its parameter p (when the helper needs it) and a constant c.
+template <class T>
+struct GradArgs {
+    const T* p;
+    T* g;
+    std::size_t n;
+    T c;
+};
+
 /// g = clamp(g, -c, c).
 template <class T>
 struct clamp_kernel : block_kernel<T, clamp_kernel<T>> {
-    struct Args {
-        T* g;
-        std::size_t n;
-        T c;
-    };
     template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void block(const GradArgs<T>& a, std::size_t i, std::size_t r) {
         const auto g = ld<V, P>(a.g + i, r);
         st<V, P>(a.g + i, V::min(V::max(g, V::set1(-a.c)), V::set1(a.c)), r);
     }
 };
 
-/// g += lambda sign(p), sign(0) = 0.
+/// g += c sign(p), sign(0) = 0 (c is the L1 strength lambda).
 template <class T>
 struct l1_grad_kernel : block_kernel<T, l1_grad_kernel<T>> {
-    struct Args {
-        const T* p;
-        T* g;
-        std::size_t n;
-        T lambda;
-    };
     template <class V, bool P>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t i, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void block(const GradArgs<T>& a, std::size_t i, std::size_t r) {
         const auto p = ld<V, P>(a.p + i, r);
         const auto z = V::zero();
-        const auto s = V::select(V::gt(p, z), V::set1(a.lambda), V::select(V::lt(p, z), V::set1(-a.lambda), z));
+        const auto s = V::select(V::gt(p, z), V::set1(a.c), V::select(V::lt(p, z), V::set1(-a.c), z));
         st<V, P>(a.g + i, V::add(ld<V, P>(a.g + i, r), s), r);
     }
 };
@@ -18580,16 +18619,14 @@ inline const char* adam_eps_name(AdamEps e) noexcept { return e == AdamEps::kera
 namespace detail {
 /// Shared by Adam and AdamW: moments, bias corrections, the fused kernel.
 template <class T>
-class AdamCore : public Optimizer<T> {
+class AdamCore : public DecayingOptimizer<T> {
 public:
     T beta1() const noexcept { return b1_; }
     T beta2() const noexcept { return b2_; }
     T eps() const noexcept { return eps_; }
-    T weight_decay() const noexcept { return wd_; }
     AdamEps eps_convention() const noexcept { return conv_; }
 
     void step() override {
-        this->check_gradients();
         this->allocate_like_params(m_, T(0));
         this->allocate_like_params(v_, T(0));
         const double t = static_cast<double>(this->iterations_ + 1);
@@ -18608,9 +18645,9 @@ public:
             a.step = static_cast<T>(lr * std::sqrt(bc2) / bc1);
             a.sqrt_bc2 = T(1);
         }
-        const bool l2 = wd_ != T(0) && !decoupled_, dec = wd_ != T(0) && decoupled_;
-        a.wd = wd_;
-        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(wd_));
+        const bool l2 = this->wd_ != T(0) && !decoupled_, dec = this->wd_ != T(0) && decoupled_;
+        a.wd = this->wd_;
+        a.decay = static_cast<T>(1.0 - lr * static_cast<double>(this->wd_));
         this->update_each(a, [&](std::size_t i) {
             a.m = m_[i].data();
             a.v = v_[i].data();
@@ -18635,7 +18672,7 @@ public:
 
 protected:
     AdamCore(std::vector<Parameter<T>*> params, T lr, T b1, T b2, T eps, T wd, AdamEps conv, bool decoupled, const char* kind)
-        : Optimizer<T>(std::move(params), lr, kind), b1_(b1), b2_(b2), eps_(eps), wd_(wd), conv_(conv), decoupled_(decoupled) {
+        : DecayingOptimizer<T>(std::move(params), lr, wd, kind), b1_(b1), b2_(b2), eps_(eps), conv_(conv), decoupled_(decoupled) {
         check_hyper(kind, "beta1", static_cast<double>(b1), 0.0, false, 1.0, true);
         check_hyper(kind, "beta2", static_cast<double>(b2), 0.0, false, 1.0, true);
         check_hyper(kind, "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
@@ -18643,7 +18680,7 @@ protected:
     }
 
 private:
-    T b1_, b2_, eps_, wd_;
+    T b1_, b2_, eps_;
     AdamEps conv_;
     bool decoupled_;
     std::vector<Tensor<T>> m_, v_;
@@ -18658,7 +18695,6 @@ public:
     explicit Adam(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
                   T eps = T(1e-8), AdamEps convention = AdamEps::pytorch, T weight_decay = T(0))
         : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, false, "Adam") {}
-    std::string name() const override { return "Adam"; }
 };
 
 /// AdamW (Loshchilov & Hutter 2019), PyTorch semantics: before the Adam update (with the
@@ -18669,7 +18705,6 @@ public:
     explicit AdamW(std::vector<Parameter<T>*> params, T lr = T(1e-3), T beta1 = T(0.9), T beta2 = T(0.999),
                    T eps = T(1e-8), T weight_decay = T(1e-2), AdamEps convention = AdamEps::pytorch)
         : detail::AdamCore<T>(std::move(params), lr, beta1, beta2, eps, weight_decay, convention, true, "AdamW") {}
-    std::string name() const override { return "AdamW"; }
 };
 
 } // namespace optim
@@ -19265,6 +19300,7 @@ private:
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19552,6 +19588,8 @@ struct NodeProto {
             if (a.name == n) return &a;
         return nullptr;
     }
+    /// Whether input i is given (ONNX marks an omitted optional input with an empty name).
+    bool has_input(std::size_t i) const noexcept { return i < input.size() && !input[i].empty(); }
 };
 
 /// One dimension: a value (>= 0), or a symbolic name (dim_param) with value -1.
@@ -19595,6 +19633,89 @@ struct ModelProto {
 
 // ---- reading nodes (shared by nn/onnx.hpp and deploy/onnx.hpp) ---------------------------------
 
+/// Attribute `name` of the node as an int (field i), or `def` when the node does not carry it.
+inline std::int64_t attr_i(const NodeProto& n, const char* name, std::int64_t def) {
+    const AttributeProto* a = n.find(name);
+    return a ? a->i : def;
+}
+/// Attribute `name` as a float (field f) widened to double, or `def` when absent.
+inline double attr_f(const NodeProto& n, const char* name, double def) {
+    const AttributeProto* a = n.find(name);
+    return a ? static_cast<double>(a->f) : def;
+}
+/// Attribute `name` as a list of ints (field ints), empty when absent.
+inline std::vector<std::int64_t> attr_ints(const NodeProto& n, const char* name) {
+    const AttributeProto* a = n.find(name);
+    return a ? a->ints : std::vector<std::int64_t>{};
+}
+
+/// What keeps `t`, input i of a node, from being a constant real tensor of the given rank (0: any)
+/// with no empty dimension, for a message naming the input `what`; empty when nothing. `t` is null
+/// when the input is not a constant (an initializer).
+inline std::string real_constant_problem(const TensorProto* t, std::size_t i, const char* what, std::size_t rank) {
+    if (!t) return std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)";
+    if (!t->is_real()) return std::string(what) + " '" + t->name + "' has data type " + data_type_name(t->data_type) + ", expected float or double";
+    if (rank != 0 && t->dims.size() != rank)
+        return std::string(what) + " '" + t->name + "' has rank " + std::to_string(t->dims.size()) + ", expected " + std::to_string(rank);
+    for (std::int64_t d : t->dims)
+        if (d <= 0) return std::string(what) + " '" + t->name + "' has an empty dimension";
+    return "";
+}
+
+/// The weights of a forward LSTM, GRU or RNN node: W, R and B (null when absent).
+struct RecurrentWeights {
+    const TensorProto& w;
+    const TensorProto& r;
+    const TensorProto* b;
+};
+
+/// What is wrong with the weights of a forward LSTM, GRU or RNN node of `gates` gate blocks: W
+/// (1, gates H, F), R (1, gates H, H), the hidden_size attribute (H when given) and B (absent or
+/// (1, 2 gates H)), all already checked real tensors of ranks 3, 3 and 2; empty when nothing.
+inline std::string recurrent_weights_problem(const NodeProto& n, const TensorProto& w, const TensorProto& r, const TensorProto* b,
+                                             std::size_t gates) {
+    const std::int64_t H = r.dims[2], G = static_cast<std::int64_t>(gates);
+    if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != G * H || r.dims[1] != w.dims[1])
+        return "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)";
+    if (attr_i(n, "hidden_size", H) != H) return "hidden_size does not match R";
+    if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) return "B must have shape (1, " + std::to_string(2 * G) + " H)";
+    return "";
+}
+
+/// What the two ONNX readers (nn/onnx.hpp's importer, deploy/onnx.hpp's loader) share: the graph's
+/// constants by name (initializers and Constant nodes' values) and the checked reading of an input
+/// that must be one. Reader derives from it (CRTP) and provides fail(node, what), which throws.
+template <class Reader>
+class ConstantInputs {
+protected:
+    /// Input i of n when it is given and a constant, else null.
+    const TensorProto* constant(const NodeProto& n, std::size_t i) const {
+        if (!n.has_input(i)) return nullptr;
+        const auto it = consts_.find(n.input[i]);
+        return it == consts_.end() ? nullptr : it->second;
+    }
+    /// Input i of n as a constant real tensor of the given rank (0: any); else the reader fails.
+    const TensorProto& need_real(const NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
+        const TensorProto* t = constant(n, i);
+        const std::string problem = real_constant_problem(t, i, what, rank);
+        if (!problem.empty()) static_cast<const Reader&>(*this).fail(n, problem);
+        return *t;
+    }
+
+    /// W, R and B (null when absent) of a forward LSTM, GRU or RNN node of `gates` gate blocks,
+    /// checked by recurrent_weights_problem; else the reader fails.
+    RecurrentWeights recurrent_weights(const NodeProto& n, std::size_t gates) const {
+        const TensorProto& w = need_real(n, 1, "W", 3);
+        const TensorProto& r = need_real(n, 2, "R", 3);
+        const TensorProto* b = n.has_input(3) ? &need_real(n, 3, "B", 2) : nullptr;
+        const std::string problem = recurrent_weights_problem(n, w, r, b, gates);
+        if (!problem.empty()) static_cast<const Reader&>(*this).fail(n, problem);
+        return {w, r, b};
+    }
+
+    std::map<std::string, const TensorProto*> consts_;
+};
+
 /// A 1-D or 2-D window (Conv, ConvTranspose, MaxPool, AveragePool): kernel_shape (0 when absent:
 /// the weight's), strides, pads (begins, then ends), dilations, with ONNX's defaults.
 struct Window {
@@ -19602,11 +19723,7 @@ struct Window {
     std::string problem;  ///< what tapir cannot read in the attributes; empty when none
 };
 inline Window read_window(const NodeProto& n, std::size_t dims) {
-    const auto ints = [&n](const char* name) {
-        const AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
-    };
-    Window w{ints("kernel_shape"), ints("strides"), ints("pads"), ints("dilations"), ""};
+    Window w{attr_ints(n, "kernel_shape"), attr_ints(n, "strides"), attr_ints(n, "pads"), attr_ints(n, "dilations"), ""};
     const AttributeProto* ap = n.find("auto_pad");
     if (ap && !(ap->s == "NOTSET" || ap->s == "VALID" || ap->s.empty())) w.problem = "auto_pad = " + ap->s + " is not supported (give pads)";
     else if (dims != 1 && dims != 2) w.problem = "only 1-D and 2-D windows are supported, got " + std::to_string(dims) + "-D";
@@ -19630,16 +19747,12 @@ inline Window read_window(const NodeProto& n, std::size_t dims) {
 /// What a forward LSTM, GRU or RNN as PyTorch's (default activations, zero or no initial state,
 /// GRU linear_before_reset = 1) cannot take from the node's attributes; empty when nothing.
 inline std::string recurrent_problem(const NodeProto& n) {
-    const auto i = [&n](const char* name, std::int64_t def) {
-        const AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    };
     const AttributeProto* dir = n.find("direction");
     if (dir && dir->s != "forward") return "direction '" + dir->s + "' is not supported (forward only)";
-    if (i("layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
+    if (attr_i(n, "layout", 0) != 0) return "layout = 1 is not supported (time-major input)";
     if (n.find("clip")) return "clip is not supported";
-    if (i("input_forget", 0) != 0) return "input_forget = 1 is not supported";
-    if (n.op_type == "GRU" && i("linear_before_reset", 0) != 1)
+    if (attr_i(n, "input_forget", 0) != 0) return "input_forget = 1 is not supported";
+    if (n.op_type == "GRU" && attr_i(n, "linear_before_reset", 0) != 1)
         return "linear_before_reset = 0 is not supported (tapir's GRU is PyTorch's: linear_before_reset = 1)";
     if (const AttributeProto* acts = n.find("activations")) {
         const std::vector<std::string> want = n.op_type == "LSTM" ? std::vector<std::string>{"Sigmoid", "Tanh", "Tanh"}
@@ -19647,8 +19760,8 @@ inline std::string recurrent_problem(const NodeProto& n) {
                                                                    : std::vector<std::string>{"Tanh"};
         if (acts->strings != want) return "activations other than the defaults are not supported";
     }
-    if (n.input.size() > 4 && !n.input[4].empty()) return "sequence_lens is not supported";
-    if (n.input.size() > 7 && !n.input[7].empty()) return "peepholes (P) are not supported";
+    if (n.has_input(4)) return "sequence_lens is not supported";
+    if (n.has_input(7)) return "peepholes (P) are not supported";
     return "";
 }
 
@@ -20454,7 +20567,11 @@ inline std::size_t onnx_axis(std::int64_t a, std::size_t rank, const char* op) {
 
 /// The importer: values are constants (initializers, Constant nodes) or nodes of the Model.
 template <class T>
-class OnnxReader {
+class OnnxReader : public ox::ConstantInputs<OnnxReader<T>> {
+    using Base = ox::ConstantInputs<OnnxReader<T>>;
+    friend Base;  // calls fail
+    using Base::consts_, Base::constant, Base::need_real;
+
 public:
     using Value = typename Model<T>::Value;
     OnnxReader(const ox::ModelProto& m, const std::string& src) : m_(m), src_(src) {}
@@ -20583,38 +20700,10 @@ private:
     }
 
     // ---- attributes and inputs ----
-    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    }
-    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? static_cast<double>(a->f) : def;
-    }
-    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
-    }
-    bool has_input(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
-    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
-        if (!has_input(n, i)) return nullptr;
-        const auto it = consts_.find(n.input[i]);
-        return it == consts_.end() ? nullptr : it->second;
-    }
     const ox::TensorProto& need_const(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto* t = constant(n, i);
         if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
         return *t;
-    }
-    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
-        const ox::TensorProto& t = need_const(n, i, what);
-        if (!t.is_real())
-            fail(n, std::string(what) + " '" + t.name + "' has data type " + ox::data_type_name(t.data_type) + ", expected float or double");
-        if (rank != 0 && t.dims.size() != rank)
-            fail(n, std::string(what) + " '" + t.name + "' has rank " + std::to_string(t.dims.size()) + ", expected " + std::to_string(rank));
-        for (std::int64_t d : t.dims)
-            if (d <= 0) fail(n, std::string(what) + " '" + t.name + "' has an empty dimension");
-        return t;
     }
     std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto& t = need_const(n, i, what);
@@ -20622,7 +20711,7 @@ private:
         return t.ints;
     }
     Value value(const ox::NodeProto& n, std::size_t i) {
-        if (!has_input(n, i)) fail(n, "input " + std::to_string(i) + " is missing");
+        if (!n.has_input(i)) fail(n, "input " + std::to_string(i) + " is missing");
         const auto it = dyn_.find(n.input[i]);
         if (shaped_.count(n.input[i]) || zeros_.count(n.input[i]))
             fail(n, "input '" + n.input[i] + "' is computed from a tensor's shape, which tapir supports only as the zero initial state of LSTM, GRU and RNN");
@@ -20762,7 +20851,7 @@ private:
         const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
         const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
         const auto K = static_cast<std::size_t>(tb ? b.dims[1] : b.dims[0]), N = static_cast<std::size_t>(tb ? b.dims[0] : b.dims[1]);
-        const ox::TensorProto* c = is_gemm && has_input(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        const ox::TensorProto* c = is_gemm && n.has_input(2) ? &need_real(n, 2, "bias", 0) : nullptr;
         if (c && c->numel() != N && c->numel() != 1)
             fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
         DenseOptions o;
@@ -20848,7 +20937,7 @@ private:
             if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0 || group > w.dims[0]) fail(n, "group " + std::to_string(group) + " out of range");
-        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
         ConvOptions o;
         o.groups = z(group);
@@ -20886,7 +20975,7 @@ private:
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0 || group > w.dims[0] || w.dims[0] % group) fail(n, "group " + std::to_string(group) + " does not divide the input channels");
         const std::size_t in = z(w.dims[0]), out = z(w.dims[1]) * z(group);
-        const ox::TensorProto* b = has_input(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && z(b->dims[0]) != out) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(out) + " channels");
         ConvOptions o;
         o.groups = z(group);
@@ -20991,7 +21080,7 @@ private:
 
     std::vector<std::int64_t> axes_of(const ox::NodeProto& n, bool required) const {
         std::vector<std::int64_t> axes = attr_ints(n, "axes");
-        if (has_input(n, 1)) axes = need_ints(n, 1, "axes");
+        if (n.has_input(1)) axes = need_ints(n, 1, "axes");
         if (required && axes.empty()) fail(n, "axes are required");
         for (std::int64_t a : axes)
             if (a < -8 || a > 8) fail(n, "axis " + std::to_string(a) + " out of range");
@@ -21065,7 +21154,7 @@ private:
             for (double v : c->values) zero = zero && v == 0.0;
             for (std::int64_t v : c->ints) zero = zero && v == 0;
             if (!zero) fail(n, "only padding with zeros is supported");
-        } else if (has_input(n, 2) || attr_f(n, "value", 0.0) != 0.0) {
+        } else if (n.has_input(2) || attr_f(n, "value", 0.0) != 0.0) {
             fail(n, "only padding with zeros is supported");
         }
         if (pads.size() % 2 || pads.size() > 2 * max_rank) fail(n, "pads must hold a begin and an end for each axis");
@@ -21121,8 +21210,8 @@ private:
             starts = attr_ints(n, "starts"), ends = attr_ints(n, "ends"), axes = attr_ints(n, "axes");
         } else {
             starts = need_ints(n, 1, "starts"), ends = need_ints(n, 2, "ends");
-            if (has_input(n, 3)) axes = need_ints(n, 3, "axes");
-            if (has_input(n, 4)) steps = need_ints(n, 4, "steps");
+            if (n.has_input(3)) axes = need_ints(n, 3, "axes");
+            if (n.has_input(4)) steps = need_ints(n, 4, "steps");
         }
         for (std::int64_t st : steps)
             if (st != 1) fail(n, "steps other than 1 are not supported");
@@ -21183,7 +21272,7 @@ private:
         const std::string problem = ox::recurrent_problem(n);
         if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
-            if (!has_input(n, i)) continue;
+            if (!n.has_input(i)) continue;
             if (zeros_.count(n.input[i])) continue;
             const ox::TensorProto* t = constant(n, i);
             bool zero = t != nullptr;
@@ -21191,14 +21280,8 @@ private:
                 for (double v : t->values) zero = zero && v == 0.0;
             if (!zero) fail(n, "initial states must be absent or constant zeros");
         }
-        const ox::TensorProto& w = need_real(n, 1, "W", 3);
-        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const auto [w, r, b] = this->recurrent_weights(n, G);
         const std::int64_t H = r.dims[2];
-        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
-            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
-        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
-        const ox::TensorProto* b = has_input(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
-        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
         if (used(n, 2)) fail(n, "the cell state output Y_c is not supported");
         RecurrentOptions o;
         o.return_sequences = true;
@@ -21239,7 +21322,6 @@ private:
     const ox::ModelProto& m_;
     std::string src_;
     Model<T> model_;
-    std::map<std::string, const ox::TensorProto*> consts_;
     std::vector<std::unique_ptr<ox::TensorProto>> owned_;
     std::map<std::string, Value> dyn_;
     std::set<std::string> consumed_, names_, shaped_, zeros_;
@@ -21285,11 +21367,11 @@ namespace optim {
 ///   sum += d^2                      (sum starts at initial_accumulator_value)
 ///   p -= clr * d / (sqrt(sum) + eps)
 template <class T>
-class Adagrad : public Optimizer<T> {
+class Adagrad : public detail::DecayingOptimizer<T> {
 public:
     explicit Adagrad(std::vector<Parameter<T>*> params, T lr = T(1e-2), T lr_decay = T(0), T weight_decay = T(0),
                      T initial_accumulator_value = T(0), T eps = T(1e-10))
-        : Optimizer<T>(std::move(params), lr, "Adagrad"), lr_decay_(lr_decay), wd_(weight_decay),
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "Adagrad"), lr_decay_(lr_decay),
           init_(initial_accumulator_value), eps_(eps) {
         detail::check_hyper("Adagrad", "lr_decay", static_cast<double>(lr_decay), 0.0, false, HUGE_VAL, true);
         detail::check_hyper("Adagrad", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
@@ -21298,23 +21380,20 @@ public:
         detail::check_hyper("Adagrad", "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
     }
 
-    std::string name() const override { return "Adagrad"; }
     T lr_decay() const noexcept { return lr_decay_; }
-    T weight_decay() const noexcept { return wd_; }
     T initial_accumulator_value() const noexcept { return init_; }
     T eps() const noexcept { return eps_; }
 
     void step() override {
-        this->check_gradients();
         this->allocate_like_params(sum_, init_);
         const double t = static_cast<double>(this->iterations_ + 1);
         detail::AdagradArgs<T> a{};
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
-        a.wd = wd_;
+        a.wd = this->wd_;
         this->update_each(a, [&](std::size_t i) {
             a.sum = sum_[i].data();
-            if (wd_ != T(0)) {
+            if (this->wd_ != T(0)) {
                 simd::dispatch<detail::adagrad_kernel<T, true>>(a);
             } else {
                 simd::dispatch<detail::adagrad_kernel<T, false>>(a);
@@ -21330,7 +21409,7 @@ public:
     }
 
 private:
-    T lr_decay_, wd_, init_, eps_;
+    T lr_decay_, init_, eps_;
     std::vector<Tensor<T>> sum_;
 };
 
@@ -21431,7 +21510,7 @@ T clip_grad_value(const std::vector<Parameter<T>*>& params, T clip_value, bool e
     if (!std::isfinite(norm)) return static_cast<T>(norm);
     for (Parameter<T>* p : params) {
         if (!p->requires_grad) continue;
-        simd::dispatch<detail::clamp_kernel<T>>(typename detail::clamp_kernel<T>::Args{p->grad.data(), p->grad.size(), clip_value});
+        simd::dispatch<detail::clamp_kernel<T>>(detail::GradArgs<T>{nullptr, p->grad.data(), p->grad.size(), clip_value});
     }
     return static_cast<T>(norm);
 }
@@ -21516,7 +21595,7 @@ template <class T>
 void add_l1_gradient(const std::vector<Parameter<T>*>& params, T lambda) {
     detail::for_each_trainable(params, "add_l1_gradient", lambda, [lambda](Parameter<T>& p) {
         simd::dispatch<detail::l1_grad_kernel<T>>(
-            typename detail::l1_grad_kernel<T>::Args{p.value.data(), p.grad.data(), p.value.size(), lambda});
+            detail::GradArgs<T>{p.value.data(), p.grad.data(), p.value.size(), lambda});
     });
 }
 
@@ -21567,11 +21646,11 @@ namespace optim {
 /// Epsilon is added outside the square root (PyTorch; Keras adds it the same way since TF 2).
 /// State starts at zero. In the centered form sq - ga^2 is clamped at 0 against rounding.
 template <class T>
-class RMSprop : public Optimizer<T> {
+class RMSprop : public detail::DecayingOptimizer<T> {
 public:
     explicit RMSprop(std::vector<Parameter<T>*> params, T lr = T(1e-2), T alpha = T(0.99), T eps = T(1e-8),
                      T weight_decay = T(0), T momentum = T(0), bool centered = false)
-        : Optimizer<T>(std::move(params), lr, "RMSprop"), alpha_(alpha), eps_(eps), wd_(weight_decay), mu_(momentum),
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "RMSprop"), alpha_(alpha), eps_(eps), mu_(momentum),
           centered_(centered) {
         detail::check_hyper("RMSprop", "alpha", static_cast<double>(alpha), 0.0, false, 1.0, false);
         detail::check_hyper("RMSprop", "eps", static_cast<double>(eps), 0.0, false, HUGE_VAL, true);
@@ -21579,15 +21658,12 @@ public:
         detail::check_hyper("RMSprop", "momentum", static_cast<double>(momentum), 0.0, false, 1.0, false);
     }
 
-    std::string name() const override { return "RMSprop"; }
     T alpha() const noexcept { return alpha_; }
     T eps() const noexcept { return eps_; }
-    T weight_decay() const noexcept { return wd_; }
     T momentum() const noexcept { return mu_; }
     bool centered() const noexcept { return centered_; }
 
     void step() override {
-        this->check_gradients();
         allocate();
         const bool mom = mu_ != T(0);
         detail::RmspropArgs<T> a{};
@@ -21595,7 +21671,7 @@ public:
         a.alpha = alpha_;
         a.c_alpha = static_cast<T>(1.0 - static_cast<double>(alpha_));
         a.eps = eps_;
-        a.wd = wd_;
+        a.wd = this->wd_;
         a.mu = mu_;
         this->update_each(a, [&](std::size_t i) {
             a.sq = sq_[i].data();
@@ -21630,11 +21706,11 @@ private:
         return mom ? go<W, false, true>(a) : go<W, false, false>(a);
     }
     void run(const detail::RmspropArgs<T>& a, bool mom) const {
-        if (wd_ != T(0)) return run_wd<true>(a, mom);
+        if (this->wd_ != T(0)) return run_wd<true>(a, mom);
         return run_wd<false>(a, mom);
     }
 
-    T alpha_, eps_, wd_, mu_;
+    T alpha_, eps_, mu_;
     bool centered_;
     std::vector<Tensor<T>> sq_, gavg_, buf_;
 };
@@ -21656,7 +21732,9 @@ private:
 
 #include <cmath>
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <utility>
 
 
 namespace tapir {
@@ -21683,53 +21761,54 @@ public:
         count_ = t;
     }
     T base_lr() const noexcept { return base_; }
-    virtual std::string name() const = 0;
+    /// The schedule's class name, as given to the constructor (a schedule of your own overrides it).
+    virtual std::string name() const { return kind_ ? kind_ : "LRSchedule"; }
 
 protected:
     explicit LRSchedule(Optimizer<T>& opt) : opt_(opt), base_(opt.learning_rate()) {}
-    /// The rate after t steps from base rate `base`.
-    virtual double rate(double base, std::size_t t) const = 0;
+    /// A schedule given by its name (for name()) and its formula rate(base, t).
+    LRSchedule(Optimizer<T>& opt, const char* kind, std::function<double(double, std::size_t)> formula)
+        : opt_(opt), base_(opt.learning_rate()), kind_(kind), formula_(std::move(formula)) {}
+    /// The rate after t steps from base rate `base`: the formula given to the constructor, or a
+    /// schedule of your own overrides it.
+    virtual double rate(double base, std::size_t t) const {
+        if (!formula_) throw value_error(name() + ": a schedule must override rate() or pass a formula to LRSchedule");
+        return formula_(base, t);
+    }
 
 private:
     Optimizer<T>& opt_;
     T base_;
     std::size_t count_ = 0;
+    const char* kind_ = nullptr;
+    std::function<double(double, std::size_t)> formula_;
 };
+
+// A built-in schedule is its checks and its formula: the constructor checks the arguments and
+// hands the base its name and the formula as a function of (base rate, t).
 
 /// lr = base * gamma^floor(t / step_size) (PyTorch StepLR).
 template <class T>
 class StepLR : public LRSchedule<T> {
 public:
-    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1) : LRSchedule<T>(opt), step_size_(step_size), gamma_(gamma) {
+    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1)
+        : LRSchedule<T>(opt, "StepLR", [step_size, gamma](double base, std::size_t t) {
+              return base * std::pow(gamma, static_cast<double>(t / step_size));
+          }) {
         if (step_size == 0) throw value_error("StepLR: step_size must be at least 1, got 0");
         detail::check_hyper("StepLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
     }
-    std::string name() const override { return "StepLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override {
-        return base * std::pow(gamma_, static_cast<double>(t / step_size_));
-    }
-
-private:
-    std::size_t step_size_;
-    double gamma_;
 };
 
 /// lr = base * gamma^t (PyTorch ExponentialLR; Keras ExponentialDecay with decay_steps = 1).
 template <class T>
 class ExponentialLR : public LRSchedule<T> {
 public:
-    ExponentialLR(Optimizer<T>& opt, double gamma) : LRSchedule<T>(opt), gamma_(gamma) {
+    ExponentialLR(Optimizer<T>& opt, double gamma)
+        : LRSchedule<T>(opt, "ExponentialLR",
+                        [gamma](double base, std::size_t t) { return base * std::pow(gamma, static_cast<double>(t)); }) {
         detail::check_hyper("ExponentialLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
     }
-    std::string name() const override { return "ExponentialLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override { return base * std::pow(gamma_, static_cast<double>(t)); }
-
-private:
-    double gamma_;
 };
 
 /// lr = min_lr + (base - min_lr) * (1 + cos(pi * min(t, t_max) / t_max)) / 2: half a cosine from
@@ -21738,22 +21817,15 @@ private:
 template <class T>
 class CosineAnnealingLR : public LRSchedule<T> {
 public:
-    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0) : LRSchedule<T>(opt), t_max_(t_max), min_(min_lr) {
+    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0)
+        : LRSchedule<T>(opt, "CosineAnnealingLR", [t_max, min_lr](double base, std::size_t t) {
+              const double pi = 3.14159265358979323846;
+              const double x = static_cast<double>(t < t_max ? t : t_max) / static_cast<double>(t_max);
+              return min_lr + (base - min_lr) * 0.5 * (1.0 + std::cos(pi * x));
+          }) {
         if (t_max == 0) throw value_error("CosineAnnealingLR: t_max must be at least 1, got 0");
         detail::check_hyper("CosineAnnealingLR", "min_lr", min_lr, 0.0, false, static_cast<double>(opt.learning_rate()), false);
     }
-    std::string name() const override { return "CosineAnnealingLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override {
-        const double pi = 3.14159265358979323846;
-        const double x = static_cast<double>(t < t_max_ ? t : t_max_) / static_cast<double>(t_max_);
-        return min_ + (base - min_) * 0.5 * (1.0 + std::cos(pi * x));
-    }
-
-private:
-    std::size_t t_max_;
-    double min_;
 };
 
 /// lr = base / (1 + decay * t) (Keras' legacy `decay` argument; Keras InverseTimeDecay with
@@ -21761,16 +21833,11 @@ private:
 template <class T>
 class InverseTimeLR : public LRSchedule<T> {
 public:
-    InverseTimeLR(Optimizer<T>& opt, double decay) : LRSchedule<T>(opt), decay_(decay) {
+    InverseTimeLR(Optimizer<T>& opt, double decay)
+        : LRSchedule<T>(opt, "InverseTimeLR",
+                        [decay](double base, std::size_t t) { return base / (1.0 + decay * static_cast<double>(t)); }) {
         detail::check_hyper("InverseTimeLR", "decay", decay, 0.0, false, HUGE_VAL, true);
     }
-    std::string name() const override { return "InverseTimeLR"; }
-
-protected:
-    double rate(double base, std::size_t t) const override { return base / (1.0 + decay_ * static_cast<double>(t)); }
-
-private:
-    double decay_;
 };
 
 } // namespace optim
@@ -21797,12 +21864,12 @@ namespace optim {
 ///   p -= lr * d
 /// The momentum buffers are allocated at the first step (or by state()) and never again.
 template <class T>
-class SGD : public Optimizer<T> {
+class SGD : public detail::DecayingOptimizer<T> {
 public:
     SGD(std::vector<Parameter<T>*> params, T lr, T momentum = T(0), T dampening = T(0), T weight_decay = T(0),
         bool nesterov = false)
-        : Optimizer<T>(std::move(params), lr, "SGD"), momentum_(momentum), dampening_(dampening),
-          weight_decay_(weight_decay), nesterov_(nesterov) {
+        : detail::DecayingOptimizer<T>(std::move(params), lr, weight_decay, "SGD"), momentum_(momentum), dampening_(dampening),
+          nesterov_(nesterov) {
         detail::check_hyper("SGD", "momentum", static_cast<double>(momentum), 0.0, false, 1.0, false);
         detail::check_hyper("SGD", "dampening", static_cast<double>(dampening), 0.0, false, 1.0, false);
         detail::check_hyper("SGD", "weight_decay", static_cast<double>(weight_decay), 0.0, false, HUGE_VAL, true);
@@ -21812,20 +21879,17 @@ public:
                               detail::fmt_number(static_cast<double>(dampening)));
     }
 
-    std::string name() const override { return "SGD"; }
     T momentum() const noexcept { return momentum_; }
     T dampening() const noexcept { return dampening_; }
-    T weight_decay() const noexcept { return weight_decay_; }
     bool nesterov() const noexcept { return nesterov_; }
 
     void step() override {
-        this->check_gradients();
         const bool mom = momentum_ != T(0);
         if (mom) this->allocate_like_params(buf_, T(0));
         const bool first = this->iterations_ == 0;
         detail::SgdArgs<T> a{};
         a.lr = this->lr_;
-        a.wd = weight_decay_;
+        a.wd = this->wd_;
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
@@ -21849,13 +21913,13 @@ private:
         simd::dispatch<detail::sgd_kernel<T, Wd, M, N>>(a);
     }
     void run(const detail::SgdArgs<T>& a, bool mom) const {
-        const bool wd = weight_decay_ != T(0);
+        const bool wd = this->wd_ != T(0);
         if (!mom) return wd ? go<true, false, false>(a) : go<false, false, false>(a);
         if (nesterov_) return wd ? go<true, true, true>(a) : go<false, true, true>(a);
         return wd ? go<true, true, false>(a) : go<false, true, false>(a);
     }
 
-    T momentum_, dampening_, weight_decay_;
+    T momentum_, dampening_;
     bool nesterov_;
     std::vector<Tensor<T>> buf_;
 };
@@ -22003,6 +22067,21 @@ Var<T> disco_loss(const Var<T>& logits, const Var<T>& labels, const Var<T>& mass
 namespace tapir {
 namespace loss {
 
+namespace detail {
+/// The (weighted) mean of phi over one batch of per-event scores: every GAN and WGAN loss is one
+/// such mean or the sum or difference of two (real and fake batches, each with its own weights).
+template <class T, class Phi>
+Var<T> batch_mean(const Var<T>& scores, weights_t<T> weights, const char* fn, const char* what, Phi phi) {
+    return weighted_mean(phi(per_event_column(scores, fn, what)), weights, fn);
+}
+template <class T>
+Var<T> softplus_of_neg(const Var<T>& t) { return softplus(neg(t)); }  // -log D = softplus(-t)
+template <class T>
+Var<T> softplus_of(const Var<T>& t) { return softplus(t); }  // -log(1 - D) = softplus(t)
+template <class T>
+Var<T> identity(const Var<T>& t) { return t; }
+} // namespace detail
+
 // ---- GAN (Goodfellow et al. 2014, arXiv 1406.2661) ------------------------------------------
 
 /// Discriminator loss, the negative of the GAN value function:
@@ -22012,26 +22091,21 @@ template <class T>
 Var<T> gan_discriminator_loss(const Var<T>& real_logits, const Var<T>& fake_logits, detail::weights_t<T> real_weights = nullptr,
                               detail::weights_t<T> fake_weights = nullptr) {
     const char* fn = "gan_discriminator_loss";
-    const Var<T> r = detail::per_event_column(real_logits, fn, "real logits");
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return add(detail::weighted_mean(softplus(neg(r)), real_weights, fn), detail::weighted_mean(softplus(f), fake_weights, fn));
+    const Var<T> r = detail::batch_mean(real_logits, real_weights, fn, "real logits", detail::softplus_of_neg<T>);
+    return add(r, detail::batch_mean(fake_logits, fake_weights, fn, "fake logits", detail::softplus_of<T>));
 }
 
 /// Minimax generator loss (minimised by G): L_G = E_z[log(1 - D(G(z)))] = -<softplus(t_fake)>.
 /// Saturates when D rejects the fakes confidently; see the non-saturating form.
 template <class T>
 Var<T> gan_generator_loss_minimax(const Var<T>& fake_logits, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "gan_generator_loss_minimax";
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return neg(detail::weighted_mean(softplus(f), weights, fn));
+    return neg(detail::batch_mean(fake_logits, weights, "gan_generator_loss_minimax", "fake logits", detail::softplus_of<T>));
 }
 
 /// Non-saturating generator loss: L_G = -E_z[log D(G(z))] = <softplus(-t_fake)>.
 template <class T>
 Var<T> gan_generator_loss_nonsaturating(const Var<T>& fake_logits, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "gan_generator_loss_nonsaturating";
-    const Var<T> f = detail::per_event_column(fake_logits, fn, "fake logits");
-    return detail::weighted_mean(softplus(neg(f)), weights, fn);
+    return detail::batch_mean(fake_logits, weights, "gan_generator_loss_nonsaturating", "fake logits", detail::softplus_of_neg<T>);
 }
 
 // ---- Wasserstein GAN (arXiv 1701.07875, 1704.00028) ---------------------------------------------
@@ -22042,16 +22116,14 @@ template <class T>
 Var<T> wgan_critic_loss(const Var<T>& real_scores, const Var<T>& fake_scores, detail::weights_t<T> real_weights = nullptr,
                         detail::weights_t<T> fake_weights = nullptr) {
     const char* fn = "wgan_critic_loss";
-    const Var<T> r = detail::per_event_column(real_scores, fn, "real scores");
-    const Var<T> f = detail::per_event_column(fake_scores, fn, "fake scores");
-    return sub(detail::weighted_mean(f, fake_weights, fn), detail::weighted_mean(r, real_weights, fn));
+    const Var<T> r = detail::batch_mean(real_scores, real_weights, fn, "real scores", detail::identity<T>);
+    return sub(detail::batch_mean(fake_scores, fake_weights, fn, "fake scores", detail::identity<T>), r);
 }
 
 /// Generator loss: L_G = -<D(G(z))>.
 template <class T>
 Var<T> wgan_generator_loss(const Var<T>& fake_scores, detail::weights_t<T> weights = nullptr) {
-    const char* fn = "wgan_generator_loss";
-    return neg(detail::weighted_mean(detail::per_event_column(fake_scores, fn, "fake scores"), weights, fn));
+    return neg(detail::batch_mean(fake_scores, weights, "wgan_generator_loss", "fake scores", detail::identity<T>));
 }
 
 /// Gradient penalty at given points xhat (a variable on the tape, shape (N, ...)):
@@ -24444,6 +24516,23 @@ namespace tapir {
 namespace hep {
 namespace detail {
 
+/// A configuration check's failure: throws value_error "who: what". The checks every generator's
+/// configuration needs (the class fraction and the retry budget that Generator reads) live here once.
+struct ConfigCheck {
+    const char* who;
+
+    [[noreturn]] void operator()(const std::string& what) const { throw value_error(std::string(who) + ": " + what); }
+    static std::string num(double x) { return std::to_string(x); }
+    template <class Config>
+    void signal_fraction(const Config& c) const {
+        if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) (*this)("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    }
+    template <class Config>
+    void max_attempts(const Config& c) const {
+        if (c.max_attempts == 0) (*this)("max_attempts must be > 0");
+    }
+};
+
 /// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
 /// and max_attempts; check throws value_error for one it rejects): Derived inherits the
 /// constructor and provides next(int label) and the event's kinematics.
@@ -24885,10 +24974,9 @@ struct DiphotonConfig {
 namespace detail {
 
 inline void check_config(const DiphotonConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("DiphotonConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0))
-        fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"DiphotonConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
         fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
     if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
@@ -24910,7 +24998,7 @@ inline void check_config(const DiphotonConfig& c) {
     if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
         fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
              num(c.bkg_eta_star_max));
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
@@ -25413,9 +25501,9 @@ struct ShowerParton {
 namespace detail {
 
 inline void check_jet_config(const JetConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("JetConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"JetConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.jet_pt_min >= 0.0 && c.jet_pt_max > c.jet_pt_min && std::isfinite(c.jet_pt_max)))
         fail("need 0 <= jet_pt_min < jet_pt_max, got [" + num(c.jet_pt_min) + ", " + num(c.jet_pt_max) + "]");
     if (!(c.jet_eta_max > 0.0)) fail("jet_eta_max must be > 0, got " + num(c.jet_eta_max));
@@ -26334,9 +26422,9 @@ struct StopConfig {
 
 namespace detail {
 inline void check_stop_config(const StopConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("StopConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"StopConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
     if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
         fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + num(c.stop_mass) +
@@ -26353,7 +26441,7 @@ inline void check_stop_config(const StopConfig& c) {
     if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
         fail("resolutions must be >= 0");
     if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 
 struct StopJet {
@@ -26669,9 +26757,9 @@ struct ZGammaConfig {
 
 namespace detail {
 inline void check_zgamma_config(const ZGammaConfig& c) {
-    auto fail = [](const std::string& what) { throw value_error("ZGammaConfig: " + what); };
-    auto num = [](double x) { return std::to_string(x); };
-    if (!(c.signal_fraction >= 0.0 && c.signal_fraction <= 1.0)) fail("signal_fraction must be in [0, 1], got " + num(c.signal_fraction));
+    const ConfigCheck fail{"ZGammaConfig"};
+    const auto num = ConfigCheck::num;
+    fail.signal_fraction(c);
     if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
         fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
     if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
@@ -26689,7 +26777,7 @@ inline void check_zgamma_config(const ZGammaConfig& c) {
     if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))
         fail("need jet bases >= 0, jet_pt_per_jet > 0 and central_prob in [0, 1]");
     if (!(c.jet_response_spread >= 0.0 && c.met_sigma >= 0.0 && c.met_sigma_per_jet >= 0.0)) fail("MET resolutions must be >= 0");
-    if (c.max_attempts == 0) fail("max_attempts must be > 0");
+    fail.max_attempts(c);
 }
 } // namespace detail
 
@@ -26783,6 +26871,168 @@ inline std::vector<ZGammaEvent> generate_zgamma(std::size_t n, std::uint64_t see
 
 } // namespace tapir::hep
 // ---- end tapir/hep/zgamma.hpp ----
+// ---- begin tapir/hep/zgamma_features.hpp ----
+/// The 18 Z gamma features of hep/zgamma.hpp as a differentiable function of the event's 13
+/// independent numbers, on the tape: a generative model that outputs these numbers and sees its
+/// events through this function produces only physically consistent events (m_ll and m_llg from
+/// the same leptons, pT_ll / m_llg an exact ratio, E_llg at least m_llg, wrapped azimuths), which
+/// a network producing the 18 features directly does not.
+///
+/// The independent numbers (zgamma_dof_names()): the two leptons' and the photon's pT, eta and
+/// phi (massless objects), missing E_T and its azimuth, and the two jet counts (passed through).
+/// Every formula is safe for any finite input with pT > 0:
+/// - pair masses from m_ij^2 = 4 pT_i pT_j (sinh^2(deta/2) + sin^2(dphi/2)), a sum of squares
+///   (no cancellation, never negative), and m_llg^2 as the sum of the three pair masses squared;
+/// - azimuths from atan2(y, x) = 2 atan(y / (r + x)) on the half plane x at least 0 and its
+///   mirror image elsewhere, so no denominator falls below r (the half-angle identity);
+/// - eta = asinh(pz / pT) as s log((s pz + p) / pT) with s the sign of pz (log of at least 1);
+/// - angles enter only through sin and cos, so an input angle needs no wrapping.
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+
+namespace tapir::hep {
+
+/// Column names of the independent numbers, the input order of zgamma_features().
+inline const std::vector<std::string>& zgamma_dof_names() {
+    static const std::vector<std::string> names = {"lep1_pt", "lep1_eta", "lep1_phi", "lep2_pt", "lep2_eta", "lep2_phi", "ph_pt",
+                                                   "ph_eta",  "ph_phi",   "met",      "phi_met", "n_jets",   "n_central_jets"};
+    return names;
+}
+
+inline constexpr std::size_t zgamma_num_dof = 13;
+
+/// The independent numbers of an event, in zgamma_dof_names() order.
+inline std::array<double, zgamma_num_dof> zgamma_dof(const ZGammaEvent& e) {
+    return {e.lep1_pt, e.lep1_eta, e.lep1_phi, e.lep2_pt, e.lep2_eta, e.lep2_phi, e.ph_pt,
+            e.ph_eta,  e.ph_phi,   e.met,      e.phi_met, e.n_jets,   e.n_central_jets};
+}
+
+namespace detail {
+
+/// A (rows, 1) constant with one value per row.
+template <class T, class F>
+Var<T> zg_row_constant(Tape<T>& t, std::size_t rows, F f) {
+    Tensor<T> c(Shape{rows, 1});
+    for (std::size_t i = 0; i < rows; ++i) c[i] = f(i);
+    return t.constant(c);
+}
+
+/// atan2(y, x) in [-pi, pi] of (rows, 1) columns, r = |(x, y)| > 0 given: 2 atan(s y / (r + s x))
+/// plus 0 (x at least 0) or +-pi, with s the sign of x (1 at 0). r + s x is at least r.
+template <class T>
+Var<T> zg_atan2(const Var<T>& y, const Var<T>& x, const Var<T>& r) {
+    Tape<T>& t = y.tape();
+    const std::size_t n = y.shape()[0];
+    const Var<T> s = zg_row_constant<T>(t, n, [&](std::size_t i) { return x[i] >= T(0) ? T(1) : T(-1); });
+    const Var<T> off = zg_row_constant<T>(t, n, [&](std::size_t i) {
+        return x[i] >= T(0) ? T(0) : (y[i] >= T(0) ? static_cast<T>(pi) : static_cast<T>(-pi));
+    });
+    return add(scale(atan(div(mul(s, y), add(r, mul(s, x)))), T(2)), off);
+}
+
+/// asinh(pz / pt) for pt > 0: s log((s pz + sqrt(pt^2 + pz^2)) / pt), s the sign of pz.
+template <class T>
+Var<T> zg_eta(const Var<T>& pz, const Var<T>& pt) {
+    Tape<T>& t = pz.tape();
+    const Var<T> s = zg_row_constant<T>(t, pz.shape()[0], [&](std::size_t i) { return pz[i] >= T(0) ? T(1) : T(-1); });
+    const Var<T> p = sqrt(add(square(pt), square(pz)));
+    return mul(s, sub(log(add(mul(s, pz), p)), log(pt)));
+}
+
+template <class T>
+Var<T> zg_sinh(const Var<T>& x) {
+    return scale(sub(exp(x), exp(neg(x))), T(0.5));
+}
+template <class T>
+Var<T> zg_cosh(const Var<T>& x) {
+    return scale(add(exp(x), exp(neg(x))), T(0.5));
+}
+
+/// The invariant mass squared of two massless objects: 4 pT_a pT_b (sinh^2(deta/2) + sin^2(dphi/2)).
+template <class T>
+Var<T> zg_pair_m2(const Var<T>& pta, const Var<T>& etaa, const Var<T>& phia, const Var<T>& ptb, const Var<T>& etab,
+                  const Var<T>& phib) {
+    const Var<T> sh = zg_sinh(scale(sub(etaa, etab), T(0.5)));
+    const Var<T> sn = sin(scale(sub(phia, phib), T(0.5)));
+    return scale(mul(mul(pta, ptb), add(square(sh), square(sn))), T(4));
+}
+
+} // namespace detail
+
+/// The 18 features (zgamma_feature_names() order) of events given by their independent numbers,
+/// (events, 13) in zgamma_dof_names() order (GeV, radians; any real angles) to (events, 18).
+/// Lepton order does not matter (every feature is symmetric in the two leptons). Throws
+/// shape_error for another shape and value_error unless every object pT is positive and finite
+/// and missing E_T is at least 0.
+template <class T>
+Var<T> zgamma_features(const Var<T>& dof) {
+    using namespace tapir;
+    const Shape& sh = dof.shape();
+    if (sh.rank() != 2 || sh[1] != zgamma_num_dof)
+        throw shape_error("zgamma_features: expected (events, " + std::to_string(zgamma_num_dof) + ") independent numbers, got " +
+                          sh.str());
+    const std::size_t n = sh[0];
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t j : {std::size_t{0}, std::size_t{3}, std::size_t{6}}) {
+            const T v = dof[i * zgamma_num_dof + j];
+            if (!(v > T(0) && std::isfinite(v)))
+                throw value_error("zgamma_features: " + zgamma_dof_names()[j] + " of event " + std::to_string(i) +
+                                  " must be positive and finite, got " + std::to_string(v));
+        }
+        const T met = dof[i * zgamma_num_dof + 9];
+        if (!(met >= T(0) && std::isfinite(met)))
+            throw value_error("zgamma_features: met of event " + std::to_string(i) + " must be at least 0 and finite, got " +
+                              std::to_string(met));
+    }
+    auto col = [&](std::size_t j) { return slice(dof, 1, j, 1); };
+    const Var<T> pt1 = col(0), eta1 = col(1), phi1 = col(2), pt2 = col(3), eta2 = col(4), phi2 = col(5);
+    const Var<T> pt3 = col(6), eta3 = col(7), phi3 = col(8), met = col(9), phim = col(10);
+    const T tiny = T(1e-12);  // keeps sqrt differentiable at an exactly zero transverse momentum
+
+    // Momentum components and energies of the three massless objects.
+    const Var<T> c1 = cos(phi1), s1 = sin(phi1), c2 = cos(phi2), s2 = sin(phi2), c3 = cos(phi3), s3 = sin(phi3);
+    const Var<T> px_ll = add(mul(pt1, c1), mul(pt2, c2)), py_ll = add(mul(pt1, s1), mul(pt2, s2));
+    const Var<T> pz_ll = add(mul(pt1, detail::zg_sinh(eta1)), mul(pt2, detail::zg_sinh(eta2)));
+    const Var<T> e_ll = add(mul(pt1, detail::zg_cosh(eta1)), mul(pt2, detail::zg_cosh(eta2)));
+    const Var<T> px = add(px_ll, mul(pt3, c3)), py = add(py_ll, mul(pt3, s3));
+    const Var<T> pz = add(pz_ll, mul(pt3, detail::zg_sinh(eta3)));
+    const Var<T> e_llg = add(e_ll, mul(pt3, detail::zg_cosh(eta3)));
+
+    // Masses: sums of non-negative pair terms.
+    const Var<T> m2_12 = detail::zg_pair_m2(pt1, eta1, phi1, pt2, eta2, phi2);
+    const Var<T> m_ll = sqrt(add_scalar(m2_12, tiny));
+    const Var<T> m_llg = sqrt(add_scalar(add(add(m2_12, detail::zg_pair_m2(pt1, eta1, phi1, pt3, eta3, phi3)),
+                                             detail::zg_pair_m2(pt2, eta2, phi2, pt3, eta3, phi3)),
+                                         tiny));
+
+    const Var<T> pt_ll = sqrt(add_scalar(add(square(px_ll), square(py_ll)), tiny));
+    const Var<T> pt_llg = sqrt(add_scalar(add(square(px), square(py)), tiny));
+    const Var<T> phi_ll = detail::zg_atan2(py_ll, px_ll, pt_ll), phi_llg = detail::zg_atan2(py, px, pt_llg);
+    const Var<T> eta_ll = detail::zg_eta(pz_ll, pt_ll), eta_llg = detail::zg_eta(pz, pt_llg);
+
+    // Azimuths and separations: wrapped by construction.
+    const Var<T> cm = cos(phim), sm = sin(phim);
+    const Var<T> one = sqrt(add_scalar(add(square(cm), square(sm)), tiny));
+    const Var<T> phi_met = detail::zg_atan2(sm, cm, one);
+    const Var<T> d12 = sub(phi1, phi2);
+    const Var<T> cd = cos(d12), sd = abs(sin(d12));
+    const Var<T> dphi_ll = detail::zg_atan2(sd, cd, sqrt(add_scalar(add(square(cd), square(sd)), tiny)));
+    const Var<T> dr_ll = sqrt(add_scalar(add(square(sub(eta1, eta2)), square(dphi_ll)), tiny));
+    // Angle between the missing E_T direction and pT(llg): atan2(|cross|, dot).
+    const Var<T> dot = add(mul(cm, px), mul(sm, py)), cross = abs(sub(mul(cm, py), mul(sm, px)));
+    const Var<T> dphi_met_llg = detail::zg_atan2(cross, dot, sqrt(add_scalar(add(square(dot), square(cross)), tiny)));
+
+    return concat<T>({m_llg, pt_llg, eta_llg, phi_llg, e_llg, m_ll, pt_ll, eta_ll, phi_ll, e_ll, dr_ll, met, phi_met, dphi_ll,
+                      dphi_met_llg, div(pt_ll, m_llg), col(11), col(12)},
+                     1);
+}
+
+} // namespace tapir::hep
+// ---- end tapir/hep/zgamma_features.hpp ----
 // ---- begin tapir/deploy/codegen.hpp ----
 /// Code generation: one standalone C++ header per trained model, for firmware and trigger code
 /// bases (in the spirit of hls4ml and TMVA SOFIE). The header holds the weights as constexpr
@@ -28173,14 +28423,7 @@ inline bool is_identifier(const std::string& s) {
 }
 
 inline std::vector<std::string> split_namespace(const std::string& ns) {
-    std::vector<std::string> parts;
-    std::size_t at = 0;
-    for (;;) {
-        const std::size_t k = ns.find("::", at);
-        parts.push_back(ns.substr(at, k == std::string::npos ? std::string::npos : k - at));
-        if (k == std::string::npos) break;
-        at = k + 2;
-    }
+    const std::vector<std::string> parts = io::split(ns, "::");
     for (const auto& p : parts)
         if (!is_identifier(p))
             throw value_error("deploy::generate_header: namespace '" + ns + "' is not a C++ identifier path (part '" + p + "')");
@@ -30127,8 +30370,7 @@ void trained_walk(std::vector<TrainedLayer<T>>& out, const nn::Sequential<T>& se
         case nn::LayerKind::dense: {
             const auto& d = static_cast<const nn::Dense<T>&>(m);
             l.type = "Dense";
-            l.act = d.activation();
-            l.alpha = d.alpha();
+            l.act = d.activation(), l.alpha = d.alpha();
             out.push_back(l);
             open = true;
             continue;
@@ -30136,16 +30378,10 @@ void trained_walk(std::vector<TrainedLayer<T>>& out, const nn::Sequential<T>& se
         case nn::LayerKind::activation: {
             const auto& a = static_cast<const nn::ActivationLayer<T>&>(m);
             if (a.activation() == Activation::none) continue;
-            if (open && !out.empty() && takes_activation(out.back())) {
-                out.back().act = a.activation();
-                out.back().alpha = a.alpha();
-                open = false;
-                continue;
-            }
-            l.type = "Activation";
-            l.act = a.activation();
-            l.alpha = a.alpha();
-            out.push_back(l);
+            // Fused into the Dense or convolution before it when that has none; else a layer of its own.
+            const bool fuse = open && !out.empty() && takes_activation(out.back());
+            if (!fuse) l.type = "Activation", out.push_back(l);
+            out.back().act = a.activation(), out.back().alpha = a.alpha();
             open = false;
             continue;
         }
@@ -30490,7 +30726,9 @@ inline std::string onnx_shape_text(const std::vector<std::size_t>& s) {
 
 /// Reads a graph into OnnxLayers: every value is a constant, a piece of shape plumbing, zeros
 /// made from it, or the one computed value ("main") whose chain the layers are.
-class OnnxChain {
+class OnnxChain : public ox::ConstantInputs<OnnxChain> {
+    friend ox::ConstantInputs<OnnxChain>;  // calls fail
+
 public:
     OnnxChain(const ox::ModelProto& m, const std::string& source) : m_(m), src_(source) {}
 
@@ -30558,38 +30796,10 @@ private:
     }
 
     // ---- values ----
-    bool has(const ox::NodeProto& n, std::size_t i) const { return i < n.input.size() && !n.input[i].empty(); }
-    const ox::TensorProto* constant(const ox::NodeProto& n, std::size_t i) const {
-        if (!has(n, i)) return nullptr;
-        const auto it = consts_.find(n.input[i]);
-        return it == consts_.end() ? nullptr : it->second;
-    }
-    const ox::TensorProto& need_real(const ox::NodeProto& n, std::size_t i, const char* what, std::size_t rank) const {
-        const ox::TensorProto* t = constant(n, i);
-        if (!t) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant (an initializer)");
-        if (!t->is_real()) fail(n, std::string(what) + " '" + t->name + "' has data type " + ox::data_type_name(t->data_type) + ", expected float or double");
-        if (rank && t->dims.size() != rank)
-            fail(n, std::string(what) + " '" + t->name + "' has rank " + std::to_string(t->dims.size()) + ", expected " + std::to_string(rank));
-        for (std::int64_t d : t->dims)
-            if (d <= 0) fail(n, std::string(what) + " '" + t->name + "' has an empty dimension");
-        return *t;
-    }
     std::vector<std::int64_t> need_ints(const ox::NodeProto& n, std::size_t i, const char* what) const {
         const ox::TensorProto* t = constant(n, i);
         if (!t || t->is_real() || t->dims.size() > 1) fail(n, std::string(what) + " (input " + std::to_string(i) + ") must be a constant 1-D integer tensor");
         return t->ints;
-    }
-    static std::int64_t attr_i(const ox::NodeProto& n, const char* name, std::int64_t def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->i : def;
-    }
-    static double attr_f(const ox::NodeProto& n, const char* name, double def) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? static_cast<double>(a->f) : def;
-    }
-    static std::vector<std::int64_t> attr_ints(const ox::NodeProto& n, const char* name) {
-        const ox::AttributeProto* a = n.find(name);
-        return a ? a->ints : std::vector<std::int64_t>{};
     }
     static std::size_t z(std::int64_t v) { return static_cast<std::size_t>(v); }
     static bool all_zero(const ox::TensorProto& t) {
@@ -30652,11 +30862,11 @@ private:
             if (const ox::AttributeProto* v = n.find("value"))
                 for (const auto& t : v->t) zero = zero && all_zero(t);
             if (const ox::TensorProto* c = constant(n, 0)) zero = zero && c->is_real() && all_zero(*c);
-            if (op == "Cast" && has(n, 0) && shaped_.count(n.input[0])) {
+            if (op == "Cast" && n.has_input(0) && shaped_.count(n.input[0])) {
                 if (!n.output.empty()) shaped_.insert(n.output[0]);
                 return;
             }
-            if (op != "ConstantOfShape" && !(has(n, 0) && (zeros_.count(n.input[0]) || constant(n, 0))))
+            if (op != "ConstantOfShape" && !(n.has_input(0) && (zeros_.count(n.input[0]) || constant(n, 0))))
                 fail(n, "only the expansion of zeros is supported");
             if (!zero) fail(n, "only zeros are supported");
             if (!n.output.empty()) zeros_.insert(n.output[0]);
@@ -30674,7 +30884,7 @@ private:
         if (xi != 0 && op != "Add") fail(n, "the computed value must be the first input");
         const Main x = take(n, xi);
         if (op == "Pad") {  // PyTorch writes one of zero width before an AvgPool2d
-            const std::vector<std::int64_t> pads = has(n, 1) ? need_ints(n, 1, "pads") : attr_ints(n, "pads");
+            const std::vector<std::int64_t> pads = n.has_input(1) ? need_ints(n, 1, "pads") : attr_ints(n, "pads");
             for (std::int64_t p : pads)
                 if (p != 0) fail(n, "padding is not supported (only pads of zero width pass)");
             return put(n, 0, x);
@@ -30728,7 +30938,7 @@ private:
         const bool tb = is_gemm && attr_i(n, "transB", 0) != 0;
         const double alpha = is_gemm ? attr_f(n, "alpha", 1.0) : 1.0, beta = is_gemm ? attr_f(n, "beta", 1.0) : 1.0;
         const std::size_t K = z(tb ? b.dims[1] : b.dims[0]), N = z(tb ? b.dims[0] : b.dims[1]);
-        const ox::TensorProto* c = is_gemm && has(n, 2) ? &need_real(n, 2, "bias", 0) : nullptr;
+        const ox::TensorProto* c = is_gemm && n.has_input(2) ? &need_real(n, 2, "bias", 0) : nullptr;
         if (c && c->numel() != N && c->numel() != 1)
             fail(n, "bias '" + c->name + "' has " + std::to_string(c->numel()) + " values for " + std::to_string(N) + " outputs");
         OnnxLayer& l = add_layer(n, "Dense");
@@ -30836,7 +31046,7 @@ private:
             if (win.k[i] == 0) win.k[i] = w.dims[2 + i];
             if (win.k[i] != w.dims[2 + i]) fail(n, "kernel_shape does not match the weight '" + w.name + "'");
         }
-        const ox::TensorProto* b = has(n, 2) ? &need_real(n, 2, "bias", 1) : nullptr;
+        const ox::TensorProto* b = n.has_input(2) ? &need_real(n, 2, "bias", 1) : nullptr;
         if (b && b->dims[0] != w.dims[0]) fail(n, "bias '" + b->name + "' has " + std::to_string(b->dims[0]) + " values for " + std::to_string(w.dims[0]) + " channels");
         const std::int64_t group = attr_i(n, "group", 1);
         if (group <= 0) fail(n, "group must be positive");
@@ -30883,7 +31093,7 @@ private:
 
     void squeeze(const ox::NodeProto& n, const Main& x) {
         std::vector<std::int64_t> axes = attr_ints(n, "axes");
-        if (has(n, 1)) axes = need_ints(n, 1, "axes");
+        if (n.has_input(1)) axes = need_ints(n, 1, "axes");
         Main y = x;
         if (x.layout == Layout::rnn_y && axes == std::vector<std::int64_t>{1}) y.layout = Layout::time, y.rank = 3;
         else if (x.layout == Layout::rnn_h && axes == std::vector<std::int64_t>{0}) y.layout = Layout::batch, y.rank = 2;
@@ -30917,18 +31127,12 @@ private:
         const std::string problem = ox::recurrent_problem(n);
         if (!problem.empty()) fail(n, problem);
         for (std::size_t i = 5; i < n.input.size(); ++i) {
-            if (!has(n, i)) continue;
+            if (!n.has_input(i)) continue;
             const ox::TensorProto* c = constant(n, i);
             if (!zeros_.count(n.input[i]) && !(c && c->is_real() && all_zero(*c))) fail(n, "initial states must be absent or constant zeros");
         }
-        const ox::TensorProto& w = need_real(n, 1, "W", 3);
-        const ox::TensorProto& r = need_real(n, 2, "R", 3);
+        const auto [w, r, b] = this->recurrent_weights(n, G);
         const std::int64_t H = r.dims[2];
-        if (w.dims[0] != 1 || r.dims[0] != 1 || w.dims[1] != static_cast<std::int64_t>(G) * H || r.dims[1] != w.dims[1])
-            fail(n, "W and R must have shapes (1, " + std::to_string(G) + " H, F) and (1, " + std::to_string(G) + " H, H)");
-        if (attr_i(n, "hidden_size", H) != H) fail(n, "hidden_size does not match R");
-        const ox::TensorProto* b = has(n, 3) ? &need_real(n, 3, "B", 2) : nullptr;
-        if (b && (b->dims[0] != 1 || b->dims[1] != 2 * w.dims[1])) fail(n, "B must have shape (1, " + std::to_string(2 * G) + " H)");
         if (n.output.size() > 2 && !n.output[2].empty() && used(n.output[2])) fail(n, "the cell state output Y_c is not supported");
         OnnxLayer& l = add_layer(n, lstm ? "LSTM" : "GRU");
         const std::size_t F = z(w.dims[2]), h = z(H), GH = G * h;
@@ -30963,7 +31167,6 @@ private:
 
     const ox::ModelProto& m_;
     std::string src_;
-    std::map<std::string, const ox::TensorProto*> consts_;
     std::map<std::string, Main> main_;
     std::set<std::string> shaped_, zeros_;
     std::vector<ox::Dim> input_dims_;
@@ -31162,6 +31365,7 @@ std::unique_ptr<M> load_onnx(const std::string& path) {
                                                             nn::MseLoss);                                 \
     TAPIR_INSTANTIATE_X Tensor<T> nn::predict<T>(nn::Module<T>&, const Tensor<T>&, std::size_t);         \
     TAPIR_INSTANTIATE_X class optim::Optimizer<T>;                                                        \
+    TAPIR_INSTANTIATE_X class optim::detail::DecayingOptimizer<T>;                                        \
     TAPIR_INSTANTIATE_X class optim::detail::AdamCore<T>;                                                 \
     TAPIR_INSTANTIATE_X class optim::Adam<T>;                                                             \
     TAPIR_INSTANTIATE_X class optim::AdamW<T>;                                                            \
