@@ -7,7 +7,9 @@
 // the classifier output; the classifier minimises L_bce - lambda * L_adversary, L_bce the mean
 // cross-entropy per event and L_adversary the mean negative log-likelihood (nats) per background
 // event of the mass scaled to [0, 1]. The protocol is the paper's Algorithm 1 in
-// nn::PivotTrainer: the plain classifier is the pretrained classifier, the adversary is trained to
+// nn::PivotTrainer: the classifier is pretrained briefly (the plain classifier after --pretrain-epochs,
+// 2 by default: a classifier trained to the end has learnt the mass features that the game would have
+// to unlearn at a small learning rate, and ends far more sculpted), the adversary is trained to
 // convergence on it frozen, then K adversary steps on fresh batches of background events per
 // classifier step; finally an adversary refit from scratch on the frozen classifier tells whether
 // the adversary kept up (a lost game) or not.
@@ -62,7 +64,8 @@ struct Options {
     std::size_t test_events = 60000; // more generated events for the test set alone (resolves 1/JSD ~ 1000)
     std::uint64_t seed = 1;
     double lambda = 10.0;            // adversary strength: L_bce - lambda * L_adv (see the top of the file)
-    std::size_t epochs = 40;         // plain classifier epochs (the classifier's pretraining)
+    std::size_t epochs = 40;         // plain classifier epochs
+    std::size_t pretrain_epochs = 2; // the adversarial classifier starts from the plain one after this many epochs
     std::size_t adv_pretrain = 3000; // at most this many adversary steps on the frozen classifier (to convergence)
     std::size_t adv_epochs = 20;     // the game: classifier steps = adv_epochs passes over the training set
     std::size_t adv_steps = 5;       // K adversary steps per classifier step, each on a fresh batch
@@ -70,7 +73,8 @@ struct Options {
     std::size_t game_batch = 256;    // classifier batch in the game
     std::size_t adv_batch = 512;     // background events per adversary batch
     double adv_lr = 1e-3;            // Adam learning rate of the adversary
-    double game_lr = 1e-4;           // Adam learning rate of the classifier in the game
+    double game_lr = 3e-4;           // Adam learning rate of the classifier in the game
+    std::vector<std::size_t> adv_hidden{200, 100, 50};  // the adversary's hidden layers (the course's)
     std::size_t check_steps = 2000;  // steps of the adversary refit that judges the game (0: no check)
     std::size_t bootstrap = 100;     // bootstrap replicas for the uncertainties (0: none)
     bool scan = false;
@@ -78,20 +82,24 @@ struct Options {
 };
 
 const examples::Cli cli("higgs",
-                         "higgs [--data FILE | --events N [--test-events N]] [--seed S] [--lambda L] [--epochs E] [--adv-epochs E]\n"
-                         "             [--adv-pretrain N] [--adv-steps K] [--batch B] [--game-batch B] [--adv-batch B]\n"
-                         "             [--adv-lr R] [--game-lr R] [--check-steps N] [--out DIR]\n"
+                         "higgs [--data FILE | --events N [--test-events N]] [--seed S] [--lambda L] [--epochs E] [--pretrain-epochs P]\n"
+                         "             [--adv-epochs E] [--adv-pretrain N] [--adv-steps K] [--batch B] [--game-batch B] [--adv-batch B]\n"
+                         "             [--adv-lr R] [--game-lr R] [--adv-hidden W1,W2,..]\n"
+                         "             [--check-steps N] [--out DIR]\n"
                          "             [--scan-lambda] [--bootstrap N] [--write-events FILE] [--quiet] [--help]\n"
                          "  --test-events N generated events added to the test set only (default 60000, so that 1/JSD ~ 1000\n"
                          "                  stands above the random-selection floor; ignored with --data)\n"
                          "  --lambda L      the classifier minimises L_bce - L * L_adv: mean cross-entropy per event minus L times\n"
                          "                  the adversary's mean NLL (nats) per background event (default 10)\n"
+                         "  --pretrain-epochs P  the adversarial classifier's pretraining: the plain classifier after\n"
+                         "                  min(P, E) of its E epochs (default 2; 0: untrained)\n"
                          "  --adv-pretrain N  at most N adversary steps on the frozen classifier, to convergence (default 3000)\n"
                          "  --adv-epochs E  game length in passes of --game-batch over the training set (default 20)\n"
                          "  --adv-steps K   adversary steps per classifier step, each on a fresh batch (default 5)\n"
                          "  --adv-batch B   background events per adversary batch (default 512)\n"
                          "  --adv-lr R, --game-lr R  Adam learning rates of the adversary and of the classifier in the game\n"
-                         "                  (default 1e-3 and 1e-4)\n"
+                         "                  (default 1e-3 and 3e-4)\n"
+                         "  --adv-hidden W1,W2,..  the adversary's hidden layer widths (default 200,100,50, the course's)\n"
                          "  --check-steps N steps of the from-scratch adversary refit that detects a lost game (default 2000; 0: none)\n"
                          "  --bootstrap N   bootstrap replicas for the uncertainties of R50 and 1/JSD and for the\n"
                          "                  1/JSD floor of a mass-blind selection (default 100; 0: none)\n");
@@ -111,11 +119,18 @@ Options parse_args(int argc, char** argv) {
             o.lambda = cli.number(a, v);
             if (o.lambda < 0) cli.usage("--lambda must be >= 0");
         })
-        .count("--epochs", o.epochs).count("--adv-epochs", o.adv_epochs)
+        .count("--epochs", o.epochs).count("--pretrain-epochs", o.pretrain_epochs, 0).count("--adv-epochs", o.adv_epochs)
         .count("--batch", o.batch).count("--adv-batch", o.adv_batch).count("--game-batch", o.game_batch)
-        .count("--check-steps", o.check_steps).on("--adv-lr", rate(o.adv_lr)).on("--game-lr", rate(o.game_lr))
+        .count("--check-steps", o.check_steps, 0).on("--adv-lr", rate(o.adv_lr)).on("--game-lr", rate(o.game_lr))
         .count("--adv-pretrain", o.adv_pretrain).count("--adv-steps", o.adv_steps).flag("--scan-lambda", o.scan)
-        .count("--bootstrap", o.bootstrap).flag("--quiet", o.quiet)
+        .count("--bootstrap", o.bootstrap, 0).flag("--quiet", o.quiet)
+        .on("--adv-hidden", [&](const std::string& a, const char* v) {
+            o.adv_hidden.clear();
+            std::stringstream ss(v);
+            std::string item;
+            while (std::getline(ss, item, ',')) o.adv_hidden.push_back(static_cast<std::size_t>(cli.count(a, item.c_str(), 1, 4096)));
+            if (o.adv_hidden.empty()) cli.usage(a + " needs at least one layer width");
+        })
         .parse(argc, argv);
     examples::diphoton::check_event_count(cli, o.data, o.events);
     return o;
@@ -126,7 +141,9 @@ Options parse_args(int argc, char** argv) {
 constexpr std::size_t kComponents = 5;
 /// The course adversary: classifier output -> 200 -> 100 -> 50 -> a 5-component Gaussian mixture over
 /// the scaled mass (mixture logits, means, raw widths).
-nn::MdnAdversary<float> make_adversary(Rng& rng) { return nn::MdnAdversary<float>(1, {200, 100, 50}, kComponents, rng); }
+nn::MdnAdversary<float> make_adversary(Rng& rng, const std::vector<std::size_t>& hidden) {
+    return nn::MdnAdversary<float>(1, hidden, kComponents, rng);
+}
 
 // ---- training ---------------------------------------------------------------------------------
 
@@ -140,6 +157,7 @@ struct Split {
 struct History {
     std::vector<double> clf_loss;          // per epoch of plain training
     std::size_t clf_steps_per_epoch = 0;
+    std::size_t pretrain_epochs = 0;       // the first epochs of clf_loss: the adversarial classifier's pretraining
     std::vector<double> adv_pretrain_loss; // per adversary pretraining step
     std::vector<double> ann_clf_loss, ann_adv_loss;  // per classifier step of the game
     double marginal_loss = std::nan("");   // the adversary NLL with no information from the classifier
@@ -212,16 +230,21 @@ Result finish(Result r, const Split& s) {
 }
 
 /// The plain classifier: `epochs` epochs of BCE.
-Result train_plain(const Split& s, const Options& o, Sequential<float>& clf, History& h, const Progress& p) {
+/// The plain classifier: `epochs` epochs of BCE; `pretrained` gets its state after min(pretrain_epochs, epochs)
+/// epochs, the adversarial classifier's start.
+Result train_plain(const Split& s, const Options& o, Sequential<float>& clf, Sequential<float>& pretrained, History& h, const Progress& p) {
     optim::Adam<float> opt(clf.parameters(), 1e-3f);
     data::LoaderOptions lo;
     lo.seed = o.seed;
     data::DataLoader<float> loader(s.train, o.batch, lo);
     Tape<float> tape;
     h.clf_steps_per_epoch = (s.train.x.dim(0) + o.batch - 1) / o.batch;
+    h.pretrain_epochs = std::min(o.pretrain_epochs, o.epochs);
+    if (h.pretrain_epochs == 0) pretrained = clf;
     for (std::size_t e = 0; e < o.epochs; ++e) {
         h.clf_loss.push_back(train_classifier_epoch(clf, opt, loader, tape));
         p.say("classifier epoch " + std::to_string(e + 1) + "/" + std::to_string(o.epochs) + ": loss " + std::to_string(h.clf_loss.back()));
+        if (e + 1 == h.pretrain_epochs) pretrained = clf;
     }
     return evaluate("classifier", clf, s);
 }
@@ -235,7 +258,7 @@ Result train_adversarial(const Split& s, const Options& o, const Sequential<floa
                          const Progress& p) {
     Rng rng(o.seed * 7919 + 2);
     Sequential<float> clf = pretrained;  // deep copy
-    nn::MdnAdversary<float> adv = make_adversary(rng);
+    nn::MdnAdversary<float> adv = make_adversary(rng, o.adv_hidden);
     optim::Adam<float> clf_opt(clf.parameters(), static_cast<float>(o.game_lr));
     optim::Adam<float> adv_opt(adv.parameters(), static_cast<float>(o.adv_lr));
     nn::PivotOptions<float> po;
@@ -416,7 +439,7 @@ void plot_all(const std::string& out, const Split& s, const Result& clf, const R
         // three phases marked (classifier pretraining = the plain classifier, adversary pretraining, the game).
         Figure fig(900, 700, 2, 1);
         fig.suptitle("Training history (adversarial classifier at the default lambda)");
-        const double n1 = static_cast<double>(h.clf_loss.size() * h.clf_steps_per_epoch);
+        const double n1 = static_cast<double>(h.pretrain_epochs * h.clf_steps_per_epoch);
         const double n2 = n1 + static_cast<double>(h.adv_pretrain_loss.size());
         const double n3 = n2 + static_cast<double>(h.ann_clf_loss.size());
         /// Means over windows of w steps (per-step losses are noisy), placed at the window centres from x0.
@@ -432,7 +455,7 @@ void plot_all(const std::string& out, const Split& s, const Result& clf, const R
         };
         std::vector<double> x, y;
         auto& top = fig.axes(0, 0);
-        for (std::size_t i = 0; i < h.clf_loss.size(); ++i) {
+        for (std::size_t i = 0; i < h.pretrain_epochs; ++i) {
             x.push_back(static_cast<double>((i + 1) * h.clf_steps_per_epoch));
             y.push_back(h.clf_loss[i]);
         }
@@ -466,11 +489,17 @@ void write_history(const std::string& path, const History& h) {
     std::ofstream f(path);
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f << "phase,step,classifier_bce,adversary_nll\n";
-    for (std::size_t i = 0; i < h.clf_loss.size(); ++i) f << "classifier_pretraining," << (i + 1) * h.clf_steps_per_epoch << ',' << h.clf_loss[i] << ",\n";
-    const std::size_t n1 = h.clf_loss.size() * h.clf_steps_per_epoch;
+    for (std::size_t i = 0; i < h.pretrain_epochs; ++i) f << "classifier_pretraining," << (i + 1) * h.clf_steps_per_epoch << ',' << h.clf_loss[i] << ",\n";
+    const std::size_t n1 = h.pretrain_epochs * h.clf_steps_per_epoch;
     for (std::size_t i = 0; i < h.adv_pretrain_loss.size(); ++i) f << "adversary_pretraining," << n1 + i + 1 << ",," << h.adv_pretrain_loss[i] << '\n';
     const std::size_t n2 = n1 + h.adv_pretrain_loss.size();
     for (std::size_t i = 0; i < h.ann_clf_loss.size(); ++i) f << "game," << n2 + i + 1 << ',' << h.ann_clf_loss[i] << ',' << h.ann_adv_loss[i] << '\n';
+}
+
+std::string hidden_text(const std::vector<std::size_t>& h) {
+    std::string t;
+    for (std::size_t w : h) t += (t.empty() ? "" : ",") + std::to_string(w);
+    return t;
 }
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<Result>& rs, double seconds) {
@@ -479,11 +508,11 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     f.precision(10);
     f << "{\n  \"events\": \"" << source << "\",\n  \"seed\": " << o.seed << ",\n  \"lambda\": " << o.lambda
       << ",\n  \"lambda_meaning\": \"classifier loss = mean BCE per event - lambda * adversary mean NLL (nats) per background event of m_yy scaled to [0, 1]\""
-      << ",\n  \"protocol\": {\"paper\": \"arXiv:1611.01046 Algorithm 1\", \"classifier_pretraining_epochs\": " << o.epochs
-      << ", \"classifier_batch\": " << o.batch << ", \"adversary_pretraining_max_steps\": " << o.adv_pretrain
+      << ",\n  \"protocol\": {\"paper\": \"arXiv:1611.01046 Algorithm 1\", \"plain_classifier_epochs\": " << o.epochs
+      << ", \"classifier_pretraining_epochs\": " << std::min(o.pretrain_epochs, o.epochs) << ", \"classifier_batch\": " << o.batch << ", \"adversary_pretraining_max_steps\": " << o.adv_pretrain
       << ", \"game_epochs\": " << o.adv_epochs << ", \"game_classifier_batch\": " << o.game_batch
       << ", \"adversary_steps_per_classifier_step\": " << o.adv_steps << ", \"adversary_batch_background_events\": " << o.adv_batch
-      << ", \"adversary_lr\": " << o.adv_lr << ", \"game_classifier_lr\": " << o.game_lr << ", \"game_check_steps\": " << o.check_steps
+      << ", \"adversary_hidden\": \"" << hidden_text(o.adv_hidden) << "\", \"adversary_lr\": " << o.adv_lr << ", \"game_classifier_lr\": " << o.game_lr << ", \"game_check_steps\": " << o.check_steps
       << "},\n  \"seconds\": " << seconds << ",\n  \"networks\": [\n";
     for (std::size_t i = 0; i < rs.size(); ++i)
     {
@@ -562,8 +591,9 @@ int main(int argc, char** argv) {
         History h;
         Rng rng(o.seed * 7919 + 1);
         Sequential<float> classifier = make_classifier(rng);
-        const Result clf = train_plain(split, o, classifier, h, progress);
-        const Result ann = train_adversarial(split, o, classifier, o.lambda, h, progress);
+        Sequential<float> pretrained = classifier;  // the adversarial classifier's start (--pretrain-epochs)
+        const Result clf = train_plain(split, o, classifier, pretrained, h, progress);
+        const Result ann = train_adversarial(split, o, pretrained, o.lambda, h, progress);
         std::vector<Result> results{clf, ann};
 
         std::vector<std::string> scan_labels;
@@ -572,7 +602,7 @@ int main(int argc, char** argv) {
                 History hs;
                 Options q = o;
                 q.quiet = true;
-                Result r = train_adversarial(split, q, classifier, l, hs, Progress{true});
+                Result r = train_adversarial(split, q, pretrained, l, hs, Progress{true});
                 progress.say("scan: lambda " + std::to_string(l) + ": AUC " + std::to_string(r.auc) + ", R50 " + std::to_string(r.r50) +
                              ", 1/JSD " + std::to_string(1.0 / r.jsd));
                 std::ostringstream t;
