@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "support/zgamma_helpers.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -34,10 +36,7 @@ std::vector<double> column(const std::vector<ZGammaEvent>& ev, std::size_t j) {
     return out;
 }
 
-std::size_t index_of(const std::string& name) {
-    const auto& n = hep::zgamma_feature_names();
-    return static_cast<std::size_t>(std::find(n.begin(), n.end(), name) - n.begin());
-}
+using tapir::test::zgamma_index_of;
 
 } // namespace
 
@@ -49,9 +48,9 @@ TEST_CASE("zgamma: 18 named features") {
     CHECK(names.front() == "m_llg");
     CHECK(names.back() == "n_central_jets");
     const ZGammaEvent e = hep::generate_zgamma(1, 3)[0];
-    CHECK(e.features()[index_of("m_ll")] == e.m_ll);
-    CHECK(e.features()[index_of("dphi_met_llg")] == e.dphi_met_llg);
-    CHECK(e.features()[index_of("pt_ll_over_m_llg")] == e.pt_ll_over_m_llg);
+    CHECK(e.features()[zgamma_index_of("m_ll")] == e.m_ll);
+    CHECK(e.features()[zgamma_index_of("dphi_met_llg")] == e.dphi_met_llg);
+    CHECK(e.features()[zgamma_index_of("pt_ll_over_m_llg")] == e.pt_ll_over_m_llg);
 }
 
 TEST_CASE("zgamma: a seed gives the same events, a shorter run is a prefix") {
@@ -102,7 +101,7 @@ TEST_CASE("zgamma: every event passes the selection and its features follow from
 TEST_CASE("zgamma: mass spectra follow the configuration") {
     ZGammaConfig cfg;
     const auto bkg = hep::generate_zgamma(20000, 11, cfg);
-    const std::vector<double> m = column(bkg, 0), mll = column(bkg, index_of("m_ll"));
+    const std::vector<double> m = column(bkg, 0), mll = column(bkg, zgamma_index_of("m_ll"));
     // MLE slope: statistical sd ~ 0.0007 at 20k events.
     CHECK(exponential_slope(m, cfg.m_min, cfg.m_max) == doctest::Approx(cfg.bkg_slope).epsilon(0.06));
     CHECK(std::fabs(quantile(mll, 0.5) - cfg.z_mass) < 0.15);
@@ -128,11 +127,11 @@ TEST_CASE("zgamma: mass spectra follow the configuration") {
 
 TEST_CASE("zgamma: correlations of the recoil, the jets and the missing E_T") {
     const auto ev = hep::generate_zgamma(20000, 21);
-    const std::vector<double> pt = column(ev, index_of("pt_llg")), nj = column(ev, index_of("n_jets")),
-                              met = column(ev, index_of("met")), dphi = column(ev, index_of("dphi_met_llg")),
-                              ptll = column(ev, index_of("pt_ll")), ratio = column(ev, index_of("pt_ll_over_m_llg")),
-                              drll = column(ev, index_of("dr_ll")), eta = column(ev, index_of("eta_llg")),
-                              etall = column(ev, index_of("eta_ll")), ncj = column(ev, index_of("n_central_jets"));
+    const std::vector<double> pt = column(ev, zgamma_index_of("pt_llg")), nj = column(ev, zgamma_index_of("n_jets")),
+                              met = column(ev, zgamma_index_of("met")), dphi = column(ev, zgamma_index_of("dphi_met_llg")),
+                              ptll = column(ev, zgamma_index_of("pt_ll")), ratio = column(ev, zgamma_index_of("pt_ll_over_m_llg")),
+                              drll = column(ev, zgamma_index_of("dr_ll")), eta = column(ev, zgamma_index_of("eta_llg")),
+                              etall = column(ev, zgamma_index_of("eta_ll")), ncj = column(ev, zgamma_index_of("n_central_jets"));
     CHECK(correlation(pt, nj) > 0.4);       // more recoil, more jets
     CHECK(correlation(pt, met) > 0.35);     // mismeasured recoil
     CHECK(correlation(nj, met) > 0.3);      // soft-term resolution grows with the jets
@@ -156,7 +155,7 @@ TEST_CASE("zgamma: correlations of the recoil, the jets and the missing E_T") {
     ZGammaConfig cfg;
     cfg.signal_fraction = 1.0;
     const auto sig = hep::generate_zgamma(5000, 22, cfg);
-    CHECK(mean(column(sig, index_of("pt_llg"))) > 1.5 * mean(pt));
+    CHECK(mean(column(sig, zgamma_index_of("pt_llg"))) > 1.5 * mean(pt));
 }
 
 TEST_CASE("zgamma: bad configurations and labels are rejected with the reason") {

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "support/zgamma_helpers.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -35,10 +37,7 @@ Tensor<T> dof_of(const std::vector<hep::ZGammaEvent>& ev) {
     return x;
 }
 
-std::size_t index_of(const std::string& name) {
-    const auto& n = hep::zgamma_feature_names();
-    return static_cast<std::size_t>(std::find(n.begin(), n.end(), name) - n.begin());
-}
+using tapir::test::zgamma_index_of;
 
 } // namespace
 
@@ -76,20 +75,20 @@ TEST_CASE("zgamma_features: hand-derived event, symmetric in the leptons, angles
     Td d(Shape{1, 13}, {40, 0, 0, 40, 0, kPi, 30, 0, kPi / 2, 12, -kPi / 2, 2, 1});
     Tape<double> t;
     const V f = hep::zgamma_features(t.constant(d));
-    CHECK(f[index_of("m_ll")] == doctest::Approx(80.0).epsilon(1e-12));
-    CHECK(f[index_of("m_llg")] == doctest::Approx(std::sqrt(11200.0)).epsilon(1e-12));
-    CHECK(f[index_of("pt_llg")] == doctest::Approx(30.0).epsilon(1e-12));
-    CHECK(f[index_of("phi_llg")] == doctest::Approx(kPi / 2).epsilon(1e-12));
-    CHECK(f[index_of("e_llg")] == doctest::Approx(110.0).epsilon(1e-12));
-    CHECK(f[index_of("e_ll")] == doctest::Approx(80.0).epsilon(1e-12));
-    CHECK(f[index_of("dphi_ll")] == doctest::Approx(kPi).epsilon(1e-12));
-    CHECK(f[index_of("dr_ll")] == doctest::Approx(kPi).epsilon(1e-12));
-    CHECK(f[index_of("dphi_met_llg")] == doctest::Approx(kPi).epsilon(1e-12));
-    CHECK(f[index_of("phi_met")] == doctest::Approx(-kPi / 2).epsilon(1e-12));
-    CHECK(f[index_of("met")] == 12.0);
-    CHECK(f[index_of("n_jets")] == 2.0);
-    CHECK(f[index_of("n_central_jets")] == 1.0);
-    CHECK(f[index_of("pt_ll_over_m_llg")] < 1e-6);
+    CHECK(f[zgamma_index_of("m_ll")] == doctest::Approx(80.0).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("m_llg")] == doctest::Approx(std::sqrt(11200.0)).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("pt_llg")] == doctest::Approx(30.0).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("phi_llg")] == doctest::Approx(kPi / 2).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("e_llg")] == doctest::Approx(110.0).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("e_ll")] == doctest::Approx(80.0).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("dphi_ll")] == doctest::Approx(kPi).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("dr_ll")] == doctest::Approx(kPi).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("dphi_met_llg")] == doctest::Approx(kPi).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("phi_met")] == doctest::Approx(-kPi / 2).epsilon(1e-12));
+    CHECK(f[zgamma_index_of("met")] == 12.0);
+    CHECK(f[zgamma_index_of("n_jets")] == 2.0);
+    CHECK(f[zgamma_index_of("n_central_jets")] == 1.0);
+    CHECK(f[zgamma_index_of("pt_ll_over_m_llg")] < 1e-6);
 
     // Swapped leptons and every angle shifted by whole turns: the same 18 features.
     const auto ev = hep::generate_zgamma(200, 5);
@@ -117,12 +116,12 @@ TEST_CASE("zgamma_features: arbitrary inputs give physical events (finite, E_llg
     for (std::size_t i = 0; i < 4000; ++i) {
         const float* e = f.data() + i * 18;
         for (std::size_t j = 0; j < 18; ++j) bad += std::isfinite(e[j]) ? 0 : 1;
-        bad += e[index_of("e_llg")] >= e[index_of("m_llg")] * (1 - 1e-6f) ? 0 : 1;
-        bad += e[index_of("e_llg")] >= e[index_of("e_ll")] ? 0 : 1;
-        bad += std::fabs(e[index_of("phi_llg")]) <= kPi + 1e-6 && std::fabs(e[index_of("phi_met")]) <= kPi + 1e-6 ? 0 : 1;
-        bad += e[index_of("dphi_ll")] >= 0 && e[index_of("dphi_ll")] <= kPi + 1e-6 ? 0 : 1;
-        bad += e[index_of("dphi_met_llg")] >= 0 && e[index_of("dphi_met_llg")] <= kPi + 1e-6 ? 0 : 1;
-        bad += e[index_of("pt_ll_over_m_llg")] == e[index_of("pt_ll")] / e[index_of("m_llg")] ? 0 : 1;
+        bad += e[zgamma_index_of("e_llg")] >= e[zgamma_index_of("m_llg")] * (1 - 1e-6f) ? 0 : 1;
+        bad += e[zgamma_index_of("e_llg")] >= e[zgamma_index_of("e_ll")] ? 0 : 1;
+        bad += std::fabs(e[zgamma_index_of("phi_llg")]) <= kPi + 1e-6 && std::fabs(e[zgamma_index_of("phi_met")]) <= kPi + 1e-6 ? 0 : 1;
+        bad += e[zgamma_index_of("dphi_ll")] >= 0 && e[zgamma_index_of("dphi_ll")] <= kPi + 1e-6 ? 0 : 1;
+        bad += e[zgamma_index_of("dphi_met_llg")] >= 0 && e[zgamma_index_of("dphi_met_llg")] <= kPi + 1e-6 ? 0 : 1;
+        bad += e[zgamma_index_of("pt_ll_over_m_llg")] == e[zgamma_index_of("pt_ll")] / e[zgamma_index_of("m_llg")] ? 0 : 1;
     }
     CHECK(bad == 0);
     tapir::backward(tapir::sum(f));
