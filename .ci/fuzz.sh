@@ -3,7 +3,7 @@
 # the given number of seconds (default 30) on a copy of its seed corpus (tests/fuzz/corpus/<name>/).
 # Exits non-zero on any finding (crash, sanitizer report, leak, timeout); the reproducer is left
 # in build/fuzz/artifacts/<name>/. Environment: CXX (default clang++), JOBS (build parallelism),
-# FUZZ_ARGS (extra libFuzzer flags, e.g. "-jobs=4 -workers=4").
+# FUZZ_ARGS (extra libFuzzer flags, e.g. "-jobs=4 -workers=4"), FUZZ_OPT (optimisation flags, default "-O2 -g").
 #   .ci/fuzz.sh            # CI smoke run: 30 s each
 #   .ci/fuzz.sh 3600       # an hour each
 set -euo pipefail
@@ -14,6 +14,7 @@ dir=${FUZZ_BUILD_DIR:-build/fuzz}
 fuzzers=(csv model_file npy npz onnx)
 
 cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER="${CXX:-clang++}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="${FUZZ_OPT:--O2 -g}" \
   -DTAPIR_BUILD_FUZZERS=ON -DTAPIR_BUILD_EXAMPLES=OFF -DTAPIR_BUILD_BENCH=OFF >/dev/null
 targets=()
 for f in "${fuzzers[@]}"; do targets+=(--target "fuzz_$f"); done

@@ -14,6 +14,11 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=thread -Wall -Wextra
 # Its own doctest main: tests/main.cpp replaces operator new, which clang's static TSan runtime
 # also defines.
 printf '#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN\n#include <doctest/doctest.h>\n#include <atomic>\nnamespace tapir_test { std::atomic<long long> g_allocations{0}; }\n' >"$dir/main.cpp"
-"$cxx" "${flags[@]}" -c "$dir/main.cpp" -o "$dir/main.o"
-"$cxx" "${flags[@]}" tests/deploy/test_threads.cpp tests/simd/test_thread_pool.cpp tests/nn/test_data_parallel.cpp "$dir/main.o" -o "$dir/test_threads" -pthread
+# One object per source, compiled JOBS at a time (default: the number of cores).
+srcs=("$dir/main.cpp" tests/deploy/test_threads.cpp tests/simd/test_thread_pool.cpp tests/nn/test_data_parallel.cpp)
+printf '%s\n' "${srcs[@]}" | xargs -P "${JOBS:-$(nproc)}" -I{} sh -c \
+  'f="$1"; shift; o="$0/$(basename "$f" .cpp).o"; "$@" -c "$f" -o "$o"' "$dir" {} "$cxx" "${flags[@]}"
+objs=()
+for f in "${srcs[@]}"; do objs+=("$dir/$(basename "$f" .cpp).o"); done
+"$cxx" "${flags[@]}" "${objs[@]}" -o "$dir/test_threads" -pthread
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" "$dir/test_threads"
