@@ -8,12 +8,15 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TAPIR_ALWAYS_INLINE inline __attribute__((always_inline))
+/// After a lambda's parameter list: the kernel building blocks take their inner step as a lambda.
+#define TAPIR_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define TAPIR_NOINLINE __attribute__((noinline))
 #define TAPIR_LIKELY(x) __builtin_expect(!!(x), 1)
 #define TAPIR_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TAPIR_RESTRICT __restrict__
 #else
 #define TAPIR_ALWAYS_INLINE inline
+#define TAPIR_ALWAYS_INLINE_LAMBDA
 #define TAPIR_NOINLINE
 #define TAPIR_LIKELY(x) (x)
 #define TAPIR_UNLIKELY(x) (x)
