@@ -8,7 +8,8 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TAPIR_ALWAYS_INLINE inline __attribute__((always_inline))
-/// After a lambda's parameter list: the kernel building blocks take their inner step as a lambda.
+/// After a lambda's parameter list, for a kernel's inner step passed as a lambda: a plain lambda
+/// may stay out of line, without the ISA's target attribute, and its vector wrappers with it.
 #define TAPIR_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define TAPIR_NOINLINE __attribute__((noinline))
 #define TAPIR_LIKELY(x) __builtin_expect(!!(x), 1)
