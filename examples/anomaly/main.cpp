@@ -45,8 +45,7 @@ using nn::Sequential;
 
 namespace {
 
-struct Options {
-    std::string out = ".";
+struct Options : examples::CommonOptions {
     std::size_t train = 8000;       // QCD jets to train on
     std::size_t test = 3000;        // test jets per class
     std::size_t epochs = 12;
@@ -54,9 +53,6 @@ struct Options {
     std::size_t bottleneck = 8;
     double power = 0.5;             // pixel intensity rescaling x -> x^power
     double lr = 1e-3;
-    std::uint64_t seed = 1;
-    bool quick = false;
-    bool quiet = false;
 };
 
 const examples::Cli cli("anomaly",
@@ -72,7 +68,7 @@ const examples::Cli cli("anomaly",
 Options parse_args(int argc, char** argv) {
     Options o;
     examples::Flags f(cli);
-    f.text("--out", o.out).count("--train", o.train, 100).count("--test", o.test, 50).count("--epochs", o.epochs, 1, 10000)
+    f.common(o).count("--train", o.train, 100).count("--test", o.test, 50).count("--epochs", o.epochs, 1, 10000)
         .count("--batch", o.batch, 1, 100000).count("--bottleneck", o.bottleneck, 1, 1600)
         .on("--power", [&](const std::string& a, const char* v) {
             o.power = cli.number(a, v);
@@ -82,7 +78,7 @@ Options parse_args(int argc, char** argv) {
             o.lr = cli.number(a, v);
             if (!(o.lr > 0.0 && o.lr < 1.0)) cli.usage("--lr must be in (0, 1), got " + examples::fmt(o.lr));
         })
-        .seed("--seed", o.seed).flag("--quick", o.quick).flag("--quiet", o.quiet)
+        .flag("--quick", o.quick)
         .parse(argc, argv);
     if (o.quick) {  // explicit counts win
         f.preset("--train", o.train, 400).preset("--test", o.test, 200).preset("--epochs", o.epochs, 2);

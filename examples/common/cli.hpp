@@ -108,6 +108,20 @@ private:
     std::string program_, usage_;
 };
 
+/// The options most examples share: where the results go, the random seed, the CI-sized run and
+/// the progress switch. A program's Options derive from it; Flags::common declares --out, --seed
+/// and --quiet (a program with a CI-sized run adds .flag("--quick", o.quick)).
+struct CommonOptions {
+    std::string out = ".";
+    std::uint64_t seed = 1;
+    bool quick = false;
+    bool quiet = false;
+};
+/// The same for a program that reads its events from a file when given one (--data FILE).
+struct DataOptions : CommonOptions {
+    std::string data;  // empty: generate the events
+};
+
 /// A program's options declared once, as a table: each name with where its value goes and how it
 /// is checked (Cli's count, number and seed, so the usage errors are Cli's). Declaring an option
 /// returns the table, so the declarations chain; parse then walks the command line with Cli::parse.
@@ -144,6 +158,11 @@ public:
     Flags& flag(const char* name, bool& to, bool value = true) {
         return on_flag(name, [&to, value] { to = value; });
     }
+
+    /// --out DIR, --seed S and --quiet into the shared options.
+    Flags& common(CommonOptions& o) { return text("--out", o.out).seed("--seed", o.seed).flag("--quiet", o.quiet); }
+    /// The same and --data FILE.
+    Flags& common(DataOptions& o) { return common(static_cast<CommonOptions&>(o)).text("--data", o.data); }
 
     /// Walks the command line (--help and unknown options as Cli::parse), each option in turn.
     Flags& parse(int argc, char** argv) {

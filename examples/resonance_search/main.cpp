@@ -62,9 +62,7 @@ namespace {
 
 // ---- options ----------------------------------------------------------------------------------
 
-struct Options {
-    std::string data;  // CSV: the 18 features and 'sample' (0 reference, 1 data); empty: generate
-    std::string out = ".";
+struct Options : examples::DataOptions {  // --data: a CSV of the 18 features and 'sample' (0 reference, 1 data)
     std::size_t reference = 100000, background = 100000;  // generated events per sample
     std::size_t signal = 2000;     // injected resonance events (second experiment)
     double signal_mass = 150.0, resolution = 1.8;  // GeV
@@ -79,8 +77,6 @@ struct Options {
     double scan_lo = 135.0, scan_hi = 165.0, scan_step = 1.0;  // GeV
     std::size_t toys = 200;        // per slice
     std::size_t null_experiments = 5;  // independent background-only data samples
-    std::uint64_t seed = 1;
-    bool quiet = false;
 };
 
 constexpr double kMassLo = 130.0, kMassHi = 170.0;
@@ -110,15 +106,14 @@ const examples::Cli cli("resonance_search",
 Options parse_args(int argc, char** argv) {
     Options o;
     examples::Flags(cli)
-        .text("--data", o.data).text("--out", o.out)
+        .common(o)
         .count("--reference", o.reference).count("--background", o.background).count("--signal", o.signal, 0)
         .number("--signal-mass", o.signal_mass).number("--resolution", o.resolution).text("--method", o.method)
         .number("--llp-fraction", o.llp_fraction).flag("--with-mass", o.with_mass).number("--width-factor", o.width_factor)
         .count("--epochs", o.epochs).count("--batch", o.batch).number("--lr", o.lr).number("--lr-decay", o.lr_decay)
         .count("--slices", o.slices)
         .number("--scan-lo", o.scan_lo).number("--scan-hi", o.scan_hi).number("--scan-step", o.scan_step)
-        .count("--toys", o.toys, 0).count("--null-experiments", o.null_experiments).seed("--seed", o.seed)
-        .flag("--quiet", o.quiet)
+        .count("--toys", o.toys, 0).count("--null-experiments", o.null_experiments)
         .parse(argc, argv);
     if (o.method != "cwola" && o.method != "llp") cli.usage("--method must be cwola or llp, got '" + o.method + "'");
     if (!(o.llp_fraction > 0 && o.llp_fraction < 1)) cli.usage("--llp-fraction must be in (0, 1)");

@@ -56,9 +56,7 @@ namespace {
 
 // ---- options ----------------------------------------------------------------------------------
 
-struct Options {
-    std::string data;           // CSV with the features, label and weight; empty: generate
-    std::string out = ".";
+struct Options : examples::DataOptions {  // --data: a CSV with the features, label and weight
     std::size_t train = 200000;     // generated training events (half signal, half background)
     std::size_t test_sig = 100000;  // generated test events
     std::size_t test_bkg = 1000000;
@@ -66,7 +64,6 @@ struct Options {
     double stop_mass = 600.0, lsp_mass = 250.0, stop_xsec = 0.25;  // GeV, GeV, pb
     double dilepton_fraction = 0.326;
     std::size_t seeds = 5;          // independent trainings (training sample, initialisation, order)
-    std::uint64_t seed = 1;
     std::size_t bce_epochs = 40;    // cross-entropy epochs (batch 128: many steps per epoch)
     std::size_t epochs = 200;       // epochs of the significance losses (batch 4096: few steps per epoch)
     std::size_t pretrain = 5;       // epochs of (s+b)/s^2 before the Asimov loss
@@ -76,7 +73,6 @@ struct Options {
     double lr = 1e-3;
     bool squared = false;           // Asimov loss 1/Z_A^2 (reference code) instead of 1/Z_A (slides)
     std::size_t min_bkg_events = 50;  // a cut must keep this many background test events (b's MC error 14%)
-    bool quiet = false;
     bool pretrain_bce = true;       // Asimov networks start from the cross-entropy network (else (s+b)/s^2)
     bool control_bce = false;       // the fine-tuning uses cross-entropy instead (control)
     bool centre = true;             // ... with the output bias moved so that logit 0 is its validation best cut
@@ -123,10 +119,10 @@ const examples::Cli cli("significance",
 Options parse_args(int argc, char** argv) {
     Options o;
     examples::Flags(cli)
-        .text("--data", o.data).text("--out", o.out)
+        .common(o)
         .count("--train", o.train).count("--test-sig", o.test_sig).count("--test-bkg", o.test_bkg).number("--lumi", o.lumi)
         .number("--stop-mass", o.stop_mass).number("--lsp-mass", o.lsp_mass).number("--stop-xsec", o.stop_xsec)
-        .number("--dilepton-fraction", o.dilepton_fraction).count("--seeds", o.seeds).seed("--seed", o.seed)
+        .number("--dilepton-fraction", o.dilepton_fraction).count("--seeds", o.seeds)
         .count("--epochs", o.epochs).count("--bce-epochs", o.bce_epochs).count("--pretrain", o.pretrain)
         .count("--hidden", o.hidden).count("--bce-batch", o.bce_batch).count("--sig-batch", o.sig_batch)
         .count("--asimov-batch", o.asimov_batch).number("--lr", o.lr).flag("--asimov-squared", o.squared)
@@ -135,7 +131,6 @@ Options parse_args(int argc, char** argv) {
         .count("--min-bkg-events", o.min_bkg_events)
         .count("--finetune-epochs", o.finetune_epochs).number("--finetune-lr", o.finetune_lr)
         .count("--val-sig", o.val_sig).count("--val-bkg", o.val_bkg, 0).count("--checkpoints", o.checkpoints)
-        .flag("--quiet", o.quiet)
         .parse(argc, argv);
     if (!(o.lumi > 0)) cli.usage("--lumi must be positive");
     if (o.pretrain >= o.epochs) cli.usage("--pretrain must be smaller than --epochs");

@@ -39,8 +39,7 @@ namespace ji = examples::jet_images;
 
 namespace {
 
-struct Options {
-    std::string out = ".";
+struct Options : examples::CommonOptions {
     std::size_t source_train = 10000;   // jets at the source pT (half top, half QCD)
     std::size_t source_test = 2000;     // per class, at the source pT
     std::size_t source_epochs = 8;
@@ -51,9 +50,6 @@ struct Options {
     std::size_t seeds = 10;
     std::size_t batch = 32;
     double power = 0.5;                 // pixel intensities x -> x^power (as in anomaly/)
-    std::uint64_t seed = 1;
-    bool quick = false;
-    bool quiet = false;
 };
 
 const examples::Cli cli("transfer_learning",
@@ -75,13 +71,13 @@ Options parse_args(int argc, char** argv) {
         return x;
     };
     examples::Flags f(cli);
-    f.text("--out", o.out).count("--source-train", o.source_train, 100).count("--source-test", o.source_test, 20)
+    f.common(o).count("--source-train", o.source_train, 100).count("--source-test", o.source_test, 20)
         .count("--source-epochs", o.source_epochs, 1, 10000)
         .on("--target-pt-min", [&](const std::string& a, const char* v) { o.target_lo = pt(a, v); })
         .on("--target-pt-max", [&](const std::string& a, const char* v) { o.target_hi = pt(a, v); })
         .count("--small", o.small, 20).count("--small-epochs", o.small_epochs, 1, 10000).count("--test", o.test, 50)
-        .count("--seeds", o.seeds, 1, 1000).count("--batch", o.batch, 1, 100000).seed("--seed", o.seed)
-        .flag("--quick", o.quick).flag("--quiet", o.quiet)
+        .count("--seeds", o.seeds, 1, 1000).count("--batch", o.batch, 1, 100000)
+        .flag("--quick", o.quick)
         .parse(argc, argv);
     if (!(o.target_lo < o.target_hi))
         cli.usage("--target-pt-min must be below --target-pt-max, got " + examples::fmt(o.target_lo) + " and " + examples::fmt(o.target_hi));

@@ -8,12 +8,16 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TAPIR_ALWAYS_INLINE inline __attribute__((always_inline))
+/// After a lambda's parameter list, for a kernel's inner step passed as a lambda: a plain lambda
+/// may stay out of line, without the ISA's target attribute, and its vector wrappers with it.
+#define TAPIR_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define TAPIR_NOINLINE __attribute__((noinline))
 #define TAPIR_LIKELY(x) __builtin_expect(!!(x), 1)
 #define TAPIR_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TAPIR_RESTRICT __restrict__
 #else
 #define TAPIR_ALWAYS_INLINE inline
+#define TAPIR_ALWAYS_INLINE_LAMBDA
 #define TAPIR_NOINLINE
 #define TAPIR_LIKELY(x) (x)
 #define TAPIR_UNLIKELY(x) (x)

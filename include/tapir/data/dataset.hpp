@@ -189,12 +189,33 @@ void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vecto
 inline bool negligible_spread(double spread, double magnitude) {
     return !(spread > 16.0 * std::numeric_limits<double>::epsilon() * magnitude) || spread == 0.0;
 }
+
+/// transform and inverse_transform of a scaler that maps each feature on its own:
+/// Derived::scaled(j, v) and Derived::unscaled(j, v) in double, features() of them once fitted,
+/// and its class name for the error messages ("StandardScaler::transform: ...").
+template <class Derived>
+class feature_scaler {
+public:
+    template <class T>
+    Tensor<T> transform(const Tensor<T>& x) const {
+        const Derived& d = static_cast<const Derived&>(*this);
+        return scaler_map((std::string(Derived::name) + "::transform").c_str(), x, d.features(),
+                          [&d](std::size_t j, double v) { return d.scaled(j, v); });
+    }
+
+    template <class T>
+    Tensor<T> inverse_transform(const Tensor<T>& z) const {
+        const Derived& d = static_cast<const Derived&>(*this);
+        return scaler_map((std::string(Derived::name) + "::inverse_transform").c_str(), z, d.features(),
+                          [&d](std::size_t j, double v) { return d.unscaled(j, v); });
+    }
+};
 } // namespace detail
 
 /// Standardises each feature to zero mean and unit variance: (x - mean) / scale, with the
 /// population standard deviation (ddof = 0, as sklearn). A constant feature gets scale 1, so it
 /// maps to 0 and nothing divides by zero. Optional per-event weights (sum must be positive).
-class StandardScaler {
+class StandardScaler : public detail::feature_scaler<StandardScaler> {
 public:
     StandardScaler() = default;
     /// A scaler with known parameters (for instance loaded from a file).
@@ -241,18 +262,6 @@ public:
     }
 
     template <class T>
-    Tensor<T> transform(const Tensor<T>& x) const {
-        return detail::scaler_map("StandardScaler::transform", x, mean_.size(),
-                                  [this](std::size_t j, double v) { return (v - mean_[j]) / scale_[j]; });
-    }
-
-    template <class T>
-    Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        return detail::scaler_map("StandardScaler::inverse_transform", z, mean_.size(),
-                                  [this](std::size_t j, double v) { return v * scale_[j] + mean_[j]; });
-    }
-
-    template <class T>
     Tensor<T> fit_transform(const Tensor<T>& x, const std::vector<double>& weights = {}) {
         return fit(x, weights).transform(x);
     }
@@ -264,12 +273,18 @@ public:
     const std::vector<double>& scale() const noexcept { return scale_; }
 
 private:
+    friend class detail::feature_scaler<StandardScaler>;
+    static constexpr const char* name = "StandardScaler";
+    /// Feature j's value v standardised, and back (transform and inverse_transform, per value).
+    double scaled(std::size_t j, double v) const { return (v - mean_[j]) / scale_[j]; }
+    double unscaled(std::size_t j, double v) const { return v * scale_[j] + mean_[j]; }
+
     std::vector<double> mean_, scale_;
 };
 
 /// Maps each feature linearly so that its fitted [min, max] becomes [lo, hi] (default [0, 1]).
 /// A constant feature (max == min) gets scale 1, so it maps to lo; nothing divides by zero.
-class MinMaxScaler {
+class MinMaxScaler : public detail::feature_scaler<MinMaxScaler> {
 public:
     explicit MinMaxScaler(double lo = 0.0, double hi = 1.0) : lo_(lo), hi_(hi) {
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
@@ -301,18 +316,6 @@ public:
     }
 
     template <class T>
-    Tensor<T> transform(const Tensor<T>& x) const {
-        return detail::scaler_map("MinMaxScaler::transform", x, min_.size(),
-                                  [this](std::size_t j, double v) { return lo_ + (v - min_[j]) * scale_[j]; });
-    }
-
-    template <class T>
-    Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        return detail::scaler_map("MinMaxScaler::inverse_transform", z, min_.size(),
-                                  [this](std::size_t j, double v) { return (v - lo_) / scale_[j] + min_[j]; });
-    }
-
-    template <class T>
     Tensor<T> fit_transform(const Tensor<T>& x) {
         return fit(x).transform(x);
     }
@@ -327,6 +330,12 @@ public:
     double hi() const noexcept { return hi_; }
 
 private:
+    friend class detail::feature_scaler<MinMaxScaler>;
+    static constexpr const char* name = "MinMaxScaler";
+    /// Feature j's value v mapped into [lo, hi], and back (transform and inverse_transform, per value).
+    double scaled(std::size_t j, double v) const { return lo_ + (v - min_[j]) * scale_[j]; }
+    double unscaled(std::size_t j, double v) const { return (v - lo_) / scale_[j] + min_[j]; }
+
     double lo_, hi_;
     std::vector<double> min_, max_, scale_;
 };

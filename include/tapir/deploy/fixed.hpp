@@ -109,34 +109,33 @@ struct blocking {
     static constexpr std::size_t KC = simd::gemm_kc(V::id, sizeof(typename V::value_type));
 };
 
+/// c[a][b] = a sum of K terms split as simd::gemm splits it (blocks of gemm_k_block depth):
+/// chain(p0, p1, acc) sets acc to the sum over one block, a fresh multiply-add chain per lane;
+/// the first block's goes straight into c, each further one is added in order. The dense and
+/// the convolution kernels share it, so both restart their chains where the dynamic model does.
+template <class V, std::size_t K, std::size_t A, std::size_t B, class Chain>
+TAPIR_ALWAYS_INLINE void k_blocked_sum(Chain chain, typename V::reg (&c)[A][B]) noexcept {
+    constexpr std::size_t kcb = simd::gemm_k_block(K, blocking<V>::KC);
+    chain(std::size_t(0), kcb, c);
+    for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
+        typename V::reg acc[A][B];
+        chain(p0, p0 + kcb < K ? p0 + kcb : K, acc);
+#pragma GCC unroll 8
+        for (std::size_t i = 0; i < A; ++i)
+#pragma GCC unroll 16
+            for (std::size_t j = 0; j < B; ++j) c[i][j] = V::add(acc[i][j], c[i][j]);
+    }
+}
+
 /// acc[r][u] = sum_{p0 <= p < p1} x[r][p] W[p][u-th vector], one fused chain per lane in p order.
 template <class V, class T, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_chain(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                      std::size_t p0, std::size_t p1, typename V::reg (&acc)[R][U]) noexcept {
-    using reg = typename V::reg;
-    constexpr std::size_t W = V::W;
 #pragma GCC unroll 4
     for (std::size_t r = 0; r < R; ++r)
 #pragma GCC unroll 16
         for (std::size_t u = 0; u < U; ++u) acc[r][u] = V::zero();
-    for (std::size_t p = p0; p < p1; ++p) {
-        const T* wp = w + p * ldw;
-        if constexpr (R == 1) {
-            const reg xv = V::set1(x[p]);
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) acc[0][u] = V::fma(xv, V::load(wp + u * W), acc[0][u]);
-        } else {
-            reg wv[U];
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) wv[u] = V::load(wp + u * W);
-#pragma GCC unroll 4
-            for (std::size_t r = 0; r < R; ++r) {
-                const reg xv = V::set1(x[r * ldx + p]);
-#pragma GCC unroll 16
-                for (std::size_t u = 0; u < U; ++u) acc[r][u] = V::fma(xv, wv[u], acc[r][u]);
-            }
-        }
-    }
+    for (std::size_t p = p0; p < p1; ++p) simd::fma_broadcast<V>(x + p, ldx, w + p * ldw, acc);
 }
 
 /// y[r][0 .. U*W) = x[r][0 .. K) W[0 .. K)[same columns] + b for R rows: one fused chain per
@@ -145,17 +144,11 @@ template <class V, class T, std::size_t K, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                     const T* TAPIR_RESTRICT b, T* TAPIR_RESTRICT y, std::size_t ldy, bool relu) noexcept {
     using reg = typename V::reg;
-    constexpr std::size_t W = V::W, kcb = simd::gemm_k_block(K, blocking<V>::KC);
+    constexpr std::size_t W = V::W;
     reg c[R][U];
-    dense_chain<V, T, R, U>(x, ldx, w, ldw, 0, kcb, c);
-    for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
-        reg acc[R][U];
-        dense_chain<V, T, R, U>(x, ldx, w, ldw, p0, p0 + kcb < K ? p0 + kcb : K, acc);
-#pragma GCC unroll 4
-        for (std::size_t r = 0; r < R; ++r)
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) c[r][u] = V::add(acc[r][u], c[r][u]);
-    }
+    k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[R][U]) TAPIR_ALWAYS_INLINE_LAMBDA {
+        dense_chain<V, T, R, U>(x, ldx, w, ldw, p0, p1, acc);
+    }, c);
 #pragma GCC unroll 4
     for (std::size_t r = 0; r < R; ++r)
 #pragma GCC unroll 16
@@ -239,12 +232,34 @@ struct mlp_layers {
     using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
 };
 
-/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
-/// the optional input standardisation, and all-or-nothing loading.
-template <class Layers, std::size_t... S>
-class model_base {
+/// The tuple of layers every fixed-size model holds, and access to each by index.
+template <class Layers>
+class layer_tuple {
 public:
     using layers_type = Layers;
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, Layers>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, Layers>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+protected:
+    Layers layers_{};
+};
+
+/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
+/// the value type of their inputs and outputs, the optional input standardisation, and
+/// all-or-nothing loading.
+template <class Layers, class Value, std::size_t... S>
+class model_base : public layer_tuple<Layers> {
+    static_assert(sizeof...(S) >= 2, "deploy: a model needs at least the input and output sizes");
+
+public:
+    using value_type = Value;
     static constexpr std::size_t sizes[] = {S...};
     static constexpr std::size_t num_layers = sizeof...(S) - 1;
     static constexpr std::size_t inputs = size_at<S...>(0);
@@ -271,15 +286,6 @@ public:
     const double* input_mean() const noexcept { return mean_; }
     const double* input_scale() const noexcept { return scale_; }
 
-    template <std::size_t I>
-    const std::tuple_element_t<I, Layers>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, Layers>& layer() noexcept {
-        return std::get<I>(layers_);
-    }
-
 protected:
     /// count layers from views (null: null_pointer): check(index) for every layer first, then
     /// set(index) for each, index a std::integral_constant; the model is unchanged on a failed check.
@@ -291,10 +297,16 @@ protected:
         return s != Status::ok ? s : each<0>(set);
     }
 
+    /// load_layers for layers that take one LayerView each (Layer::check, then set).
+    template <class V>
+    Status load_views(const LayerView<V>* views, std::size_t count) noexcept {
+        return load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, Layers>::check(views[i]); },
+            [&](auto i) { return std::get<i>(this->layers_).set(views[i]); });
+    }
+
     /// Input i standardised, (v - mean) / scale in double (as tapir::StandardScaler::transform).
     double standardise(std::size_t i, double v) const noexcept { return (v - mean_[i]) / scale_[i]; }
-
-    Layers layers_{};
 
 private:
     double mean_[inputs] = {};
@@ -325,26 +337,20 @@ private:
 /// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
 /// exactly as tapir::data::StandardScaler::transform.
 template <class T, std::size_t... S>
-class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
+class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, T, S...> {
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
-    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
+    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, T, S...>;
     using base::layers_;
 
 public:
     using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = T;
 
     Mlp() noexcept : isa_(simd::detected_isa()) {}
 
     /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
     /// on an error the model is unchanged.
-    Status load(const LayerView<T>* views, std::size_t count) noexcept {
-        return this->load_layers(
-            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
-            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
-    }
+    Status load(const LayerView<T>* views, std::size_t count) noexcept { return this->load_views(views, count); }
 
     /// Kernel family used by forward (simd::detected_isa() by default).
     simd::isa isa() const noexcept { return isa_; }

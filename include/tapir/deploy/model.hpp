@@ -191,12 +191,7 @@ private:
             typename V::reg xv[NV];
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) xv[v] = load_taps<V>(x + offsets[p] + v * V::W * SW, n);
-#pragma GCC unroll 8
-            for (std::size_t u = 0; u < U; ++u) {
-                const typename V::reg w = V::set1(weight[oc + u][p]);
-#pragma GCC unroll 8
-                for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::fma(w, xv[v], acc[u][v]);
-            }
+            simd::fma_broadcast<V>(&weight[oc][p], K, xv, acc);
         }
     }
 
@@ -205,17 +200,10 @@ private:
     template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
         using reg = typename V::reg;
-        constexpr std::size_t kcb = simd::gemm_k_block(K, detail::blocking<V>::KC);
         reg c[U][NV];
-        chain<V, U, NV>(x, n, oc, 0, kcb, c);
-        for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
-            reg acc[U][NV];
-            chain<V, U, NV>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
-#pragma GCC unroll 8
-            for (std::size_t u = 0; u < U; ++u)
-#pragma GCC unroll 8
-                for (std::size_t v = 0; v < NV; ++v) c[u][v] = V::add(acc[u][v], c[u][v]);
-        }
+        detail::k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[U][NV]) TAPIR_ALWAYS_INLINE_LAMBDA {
+            chain<V, U, NV>(x, n, oc, p0, p1, acc);
+        }, c);
 #pragma GCC unroll 8
         for (std::size_t u = 0; u < U; ++u)
 #pragma GCC unroll 8
@@ -424,7 +412,7 @@ constexpr bool chained() noexcept {
 /// ActivationT, LstmT, GruT), each layer's output the next one's input, of one sample at a time.
 /// ModelT of DenseT layers computes what Mlp does (MlpT below).
 template <class T, class... Layers>
-class ModelT {
+class ModelT : public detail::layer_tuple<std::tuple<Layers...>> {
     static_assert(sizeof...(Layers) >= 1, "ModelT: give at least one layer");
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "ModelT: float or double");
     static_assert((std::is_same<typename Layers::value_type, T>::value && ...), "ModelT: every layer must hold the model's value type");
@@ -443,15 +431,6 @@ public:
     static constexpr std::size_t work_size = 2 * buffer_size + scratch_size;
 
     ModelT() noexcept : isa_(simd::detected_isa()) {}
-
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, layers_type>& layer() noexcept {
-        return std::get<I>(layers_);
-    }
 
     simd::isa isa() const noexcept { return isa_; }
     Status set_isa(simd::isa i) noexcept {
@@ -481,12 +460,11 @@ private:
     template <std::size_t I>
     void run(const T* in, T* b0, T* b1, T* scratch, T* y) const noexcept {
         T* out = (I % 2 == 0) ? b0 : b1;
-        std::get<I>(layers_).forward(isa_, in, out, scratch);
+        std::get<I>(this->layers_).forward(isa_, in, out, scratch);
         if constexpr (I + 1 < num_layers) run<I + 1>(out, b0, b1, scratch, y);
         else std::memcpy(y, out, outputs * sizeof(T));
     }
 
-    layers_type layers_{};
     simd::isa isa_;
 };
 

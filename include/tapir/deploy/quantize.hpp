@@ -207,15 +207,13 @@ constexpr std::size_t max_size() noexcept {
 
 /// An int8 MLP with compile-time sizes (float in, float out).
 template <std::size_t... S>
-class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
-    using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
+class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, float, S...> {
+    using base = detail::model_base<typename detail::int8_layers<S...>::type, float, S...>;
     using base::layers_;
 
 public:
     using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = float;
 
     Int8Mlp() noexcept
         : isa_(simd::detected_isa() == simd::isa::neon
@@ -439,23 +437,16 @@ struct fixed_layers {
 /// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
 /// inputs quantised to Fx, float out).
 template <class Fx, std::size_t... S>
-class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
-    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
+class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, float, S...> {
+    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, float, S...>;
     using base::layers_;
 
 public:
-    using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = float;
     using fixed_type = Fx;
 
     /// Quantises trained float layers to Fx. All or nothing.
-    Status load(const LayerView<float>* views, std::size_t count) noexcept {
-        return this->load_layers(
-            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
-            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
-    }
+    Status load(const LayerView<float>* views, std::size_t count) noexcept { return this->load_views(views, count); }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
     void forward(const float* x, float* y, std::size_t n) const noexcept {

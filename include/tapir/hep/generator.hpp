@@ -2,6 +2,7 @@
 /// What the event generators (diphoton, Z gamma, stop, jets) share: a configuration checked at
 /// construction, one random stream, next() drawing the class and the retry loop of next(label).
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -29,6 +30,22 @@ struct ConfigCheck {
     void max_attempts(const Config& c) const {
         if (c.max_attempts == 0) (*this)("max_attempts must be > 0");
     }
+    /// The invariant-mass window [m_min, m_max] of the generators that sample a mass spectrum.
+    template <class Config>
+    void mass_window(const Config& c) const {
+        if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
+            (*this)("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
+    }
+
+    /// A generator's whole configuration check: the class fraction, then own(check) with the
+    /// generator's own conditions, then the retry budget (the order of the error messages).
+    template <class Config, class Own>
+    static void generator(const char* who, const Config& c, Own own) {
+        const ConfigCheck check{who};
+        check.signal_fraction(c);
+        own(check);
+        check.max_attempts(c);
+    }
 };
 
 /// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
@@ -45,9 +62,13 @@ public:
     Event next() { return static_cast<Derived&>(*this).next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
 
 protected:
-    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1.
+    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1. Small enough to
+    /// inline, so the compiler sees that label indexes a two-element array only when it returns.
     static void check_label(const char* who, int label) {
-        if (label != 0 && label != 1) throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
+        if (label != 0 && label != 1) bad_label(who, label);
+    }
+    [[noreturn]] static void bad_label(const char* who, int label) {
+        throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
     }
 
     /// The first event of up to max_attempts tries of attempt(ev) (each on a fresh event) that

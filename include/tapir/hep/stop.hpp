@@ -121,26 +121,24 @@ struct StopConfig {
 
 namespace detail {
 inline void check_stop_config(const StopConfig& c) {
-    const ConfigCheck fail{"StopConfig"};
-    const auto num = ConfigCheck::num;
-    fail.signal_fraction(c);
-    if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
-    if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
-        fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + num(c.stop_mass) +
-             ", m_LSP = " + num(c.lsp_mass));
-    for (double v : {c.tt_excess_shape, c.tt_excess_scale, c.stop_excess_shape, c.stop_excess_scale_fraction, c.tt_pt_scale,
-                     c.stop_pt_scale, c.pt_shape, c.pt_tail, c.isr_pt_per_jet, c.tt_cross_section_pb, c.stop_cross_section_pb})
-        if (!(v > 0.0 && std::isfinite(v))) fail("production shapes, scales and cross-sections must be finite and > 0");
-    if (!(c.dilepton_fraction >= 0.0 && c.dilepton_fraction <= 1.0 && c.tau_hadronic >= 0.0 && c.tau_hadronic <= 1.0))
-        fail("dilepton_fraction and tau_hadronic must be in [0, 1]");
-    if (!(c.branching > 0.0 && c.branching <= 1.0)) fail("branching must be in (0, 1]");
-    for (double p : {c.btag_eff, c.mistag_w, c.mistag_isr})
-        if (!(p >= 0.0 && p <= 1.0)) fail("b-tagging probabilities must be in [0, 1]");
-    if (!(c.isr_base >= 0.0 && c.tt_y_sigma >= 0.0 && c.stop_y_sigma >= 0.0 && c.isr_eta_sigma >= 0.0)) fail("widths and isr_base must be >= 0");
-    if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
-        fail("resolutions must be >= 0");
-    if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
-    fail.max_attempts(c);
+    ConfigCheck::generator("StopConfig", c, [&](const ConfigCheck& fail) {
+        if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
+        if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
+            fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + fail.num(c.stop_mass) +
+                 ", m_LSP = " + fail.num(c.lsp_mass));
+        for (double v : {c.tt_excess_shape, c.tt_excess_scale, c.stop_excess_shape, c.stop_excess_scale_fraction, c.tt_pt_scale,
+                         c.stop_pt_scale, c.pt_shape, c.pt_tail, c.isr_pt_per_jet, c.tt_cross_section_pb, c.stop_cross_section_pb})
+            if (!(v > 0.0 && std::isfinite(v))) fail("production shapes, scales and cross-sections must be finite and > 0");
+        if (!(c.dilepton_fraction >= 0.0 && c.dilepton_fraction <= 1.0 && c.tau_hadronic >= 0.0 && c.tau_hadronic <= 1.0))
+            fail("dilepton_fraction and tau_hadronic must be in [0, 1]");
+        if (!(c.branching > 0.0 && c.branching <= 1.0)) fail("branching must be in (0, 1]");
+        for (double p : {c.btag_eff, c.mistag_w, c.mistag_isr})
+            if (!(p >= 0.0 && p <= 1.0)) fail("b-tagging probabilities must be in [0, 1]");
+        if (!(c.isr_base >= 0.0 && c.tt_y_sigma >= 0.0 && c.stop_y_sigma >= 0.0 && c.isr_eta_sigma >= 0.0)) fail("widths and isr_base must be >= 0");
+        if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
+            fail("resolutions must be >= 0");
+        if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
+    });
 }
 
 struct StopJet {

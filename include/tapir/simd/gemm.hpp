@@ -244,18 +244,7 @@ template <class T> struct gemm_kernel {
         using R = typename V::reg;
         R acc[MR][NV];
         zero_acc<V>(acc);
-        for (std::size_t p = 0; p < kc; ++p) {
-            R bv[NV];
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) bv[j] = V::load(b + j * W);
-#pragma GCC unroll 16
-            for (std::size_t i = 0; i < MR; ++i) {
-                const R av = V::set1(a[i * lda + p]);
-#pragma GCC unroll 8
-                for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
-            }
-            b += ldb;
-        }
+        for (std::size_t p = 0; p < kc; ++p, b += ldb) fma_broadcast<V>(a + p, lda, b, acc);
         if constexpr (Epi != 0) {
             (void)alpha;
             (void)beta;

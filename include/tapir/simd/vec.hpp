@@ -448,6 +448,30 @@ constexpr std::size_t gemm_k_block(std::size_t k, std::size_t kc) noexcept {
     return (k + nb - 1) / nb;
 }
 
+/// The step of every register-blocked product: acc[i][j] = fma(a[i lda], b[j], acc[i][j]) for an
+/// MR x NV tile of vectors, each a[i lda] broadcast once. simd::gemm's microkernels and the
+/// deployed dense and convolution kernels share it, so their multiply-add chains round alike.
+template <class V, std::size_t MR, std::size_t NV>
+TAPIR_ALWAYS_INLINE void fma_broadcast(const typename V::value_type* a, std::size_t lda, const typename V::reg (&b)[NV],
+                                       typename V::reg (&acc)[MR][NV]) noexcept {
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < MR; ++i) {
+        const typename V::reg av = V::set1(a[i * lda]);
+#pragma GCC unroll 16
+        for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, b[j], acc[i][j]);
+    }
+}
+
+/// The same with b the NV consecutive vectors at b (a row of a packed or padded matrix).
+template <class V, std::size_t MR, std::size_t NV>
+TAPIR_ALWAYS_INLINE void fma_broadcast(const typename V::value_type* a, std::size_t lda, const typename V::value_type* b,
+                                       typename V::reg (&acc)[MR][NV]) noexcept {
+    typename V::reg bv[NV];
+#pragma GCC unroll 16
+    for (std::size_t j = 0; j < NV; ++j) bv[j] = V::load(b + j * V::W);
+    fma_broadcast<V>(a, lda, bv, acc);
+}
+
 } // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP
