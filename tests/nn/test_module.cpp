@@ -5,8 +5,10 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/ops.hpp>
 #include <tapir/random.hpp>
+#include <tapir/nn/conv.hpp>
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/module.hpp>
+#include <tapir/nn/recurrent.hpp>
 #include <tapir/nn/sequential.hpp>
 
 using namespace tapir;
@@ -266,4 +268,61 @@ TEST_CASE("functional_call routes gradients into the given values") {
     std::vector<Var<double>> wrong = zeros;
     wrong[1] = t.full(Shape{3}, 0.0);
     CHECK_THROWS_AS(functional_call(m, t.view(x), wrong), shape_error);
+}
+
+namespace {
+/// A user layer that gets clone() from Cloneable.
+struct Scale : Cloneable<Scale, Module<double>> {
+    Parameter<double> s{"s", Tensor<double>(Shape{1}, 2.0)};
+    Var<double> forward(const Var<double>& x) override { return mul(x, use(x.tape(), s)); }
+    std::string type_name() const override { return "Scale"; }
+
+protected:
+    void collect_parameters(std::vector<NamedParameter<double>>& out) override { out.emplace_back("s", &s); }
+};
+
+template <class L, class T>
+const L* clone_as(const Module<T>& m, std::unique_ptr<Module<T>>& keep) {
+    keep = m.clone();
+    return dynamic_cast<const L*>(keep.get());
+}
+} // namespace
+
+TEST_CASE("Cloneable: a clone has the layer's dynamic type, a deep copy of its parameters and its mode") {
+    Scale a;
+    a.eval();
+    std::unique_ptr<Module<double>> keep;
+    const Scale* c = clone_as<Scale>(a, keep);
+    REQUIRE(c != nullptr);
+    CHECK(c->s.value[0] == 2.0);
+    CHECK_FALSE(c->is_training());
+    a.s.value[0] = 5.0;  // deep: the clone keeps its own value
+    CHECK(c->s.value[0] == 2.0);
+
+    std::unique_ptr<Module<float>> k;
+    CHECK(clone_as<ReLU<float>>(ReLU<float>(), k) != nullptr);
+    CHECK(k->type_name() == "ReLU");
+    CHECK(clone_as<Identity<float>>(Identity<float>(), k) != nullptr);
+    CHECK(k->type_name() == "Identity");
+    const auto* lr = clone_as<LeakyReLU<float>>(LeakyReLU<float>(0.25f), k);
+    REQUIRE(lr != nullptr);
+    CHECK(lr->describe() == "LeakyReLU(0.25)");
+
+    Rng rng(3);
+    const LSTM<float> lstm(3, 4, rng);
+    const auto* lc = clone_as<LSTM<float>>(lstm, k);
+    REQUIRE(lc != nullptr);
+    CHECK(lc->describe() == "LSTM(3 -> 4)");
+    CHECK(lc->weight_hh.value.shape() == Shape{16, 4});
+    CHECK(lc->weight_hh.value[5] == lstm.weight_hh.value[5]);
+    CHECK(GRU<float>(3, 4, rng).type_name() == "GRU");
+    CHECK(SimpleRNN<float>(3, 4, rng).type_name() == "SimpleRNN");
+
+    const Conv2d<float> conv(2, 3, Size2(3, 3), rng);
+    const auto* cc = clone_as<Conv2d<float>>(conv, k);
+    REQUIRE(cc != nullptr);
+    CHECK(cc->type_name() == "Conv2d");
+    CHECK(cc->describe() == conv.describe());
+    CHECK(ConvTranspose2d<float>(2, 3, Size2(3, 3), rng).type_name() == "ConvTranspose2d");
+    CHECK(Conv1d<float>(2, 3, 3, rng).type_name() == "Conv1d");
 }

@@ -45,7 +45,7 @@ namespace detail {
 /// equals a float attn_mask of shape (B h, N, N) (u reshaped). A batch item whose every key is
 /// padding gets the output bias alone (PyTorch gives NaN there).
 template <class T>
-class MultiHeadAttention : public Module<T> {
+class MultiHeadAttention : public Cloneable<MultiHeadAttention<T>, Module<T>> {
 public:
     Parameter<T> in_proj_weight;   ///< (3E, E): rows 0..E query, E..2E key, 2E..3E value
     Parameter<T> in_proj_bias;     ///< (3E,)
@@ -111,7 +111,6 @@ public:
     }
     std::string type_name() const override { return "MultiHeadAttention"; }
     std::string describe() const override { return "MultiHeadAttention(" + std::to_string(embed_dim()) + ", heads " + std::to_string(heads_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MultiHeadAttention>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -127,7 +126,7 @@ private:
 /// h = x + MHA(LN(x)), y = h + W2 gelu(W1 LN(h)) (gelu: autodiff/gelu.hpp). With post_norms (ParticleBlock) a LayerNorm also
 /// follows the attention and the MLP's activation, as in the Particle Transformer.
 template <class T>
-class TransformerBlock : public Module<T> {
+class TransformerBlock : public Cloneable<TransformerBlock<T>, Module<T>> {
 public:
     TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
         : TransformerBlock(embed_dim, heads, hidden, rng, false) {}
@@ -141,7 +140,7 @@ public:
     std::unique_ptr<LayerNorm<T>> post_attn_norm, post_fc_norm;  ///< ParticleBlock only
 
     TransformerBlock(const TransformerBlock& o)
-        : Module<T>(o), norm1(o.norm1), attn(o.attn), norm2(o.norm2), fc1(o.fc1), fc2(o.fc2),
+        : TransformerBlock::Cloneable(o), norm1(o.norm1), attn(o.attn), norm2(o.norm2), fc1(o.fc1), fc2(o.fc2),
           post_attn_norm(o.post_attn_norm ? std::make_unique<LayerNorm<T>>(*o.post_attn_norm) : nullptr),
           post_fc_norm(o.post_fc_norm ? std::make_unique<LayerNorm<T>>(*o.post_fc_norm) : nullptr) {}
     TransformerBlock& operator=(const TransformerBlock&) = delete;
@@ -168,7 +167,6 @@ public:
         return type_name() + "(" + std::to_string(attn.embed_dim()) + ", heads " + std::to_string(attn.heads()) + ", hidden " +
                std::to_string(fc1.out_features()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<TransformerBlock>(*this); }
 
 protected:
     TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng, bool post_norms)
@@ -194,21 +192,20 @@ protected:
 /// linear, GELU, LayerNorm, linear, residual. Children: norm1, attn, post_attn_norm, norm2, fc1,
 /// post_fc_norm, fc2 (ParT's pre_attn_norm, attn, post_attn_norm, pre_fc_norm, fc1, post_fc_norm, fc2).
 template <class T>
-class ParticleBlock : public TransformerBlock<T> {
+class ParticleBlock : public Cloneable<ParticleBlock<T>, TransformerBlock<T>> {
 public:
     ParticleBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
-        : TransformerBlock<T>(embed_dim, heads, hidden, rng, true) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleBlock>(*this); }
+        : ParticleBlock::Cloneable(embed_dim, heads, hidden, rng, true) {}
 };
 
 /// x + f(x) for a module f whose output has x's shape (He et al., arXiv:1512.03385).
 template <class T>
-class Residual : public Module<T> {
+class Residual : public Cloneable<Residual<T>, Module<T>> {
 public:
     explicit Residual(std::unique_ptr<Module<T>> fn) : fn_(std::move(fn)) {
         if (!fn_) throw value_error("Residual: no module given");
     }
-    Residual(const Residual& o) : Module<T>(o), fn_(o.fn_->clone()) {}
+    Residual(const Residual& o) : Residual::Cloneable(o), fn_(o.fn_->clone()) {}
     Residual& operator=(const Residual&) = delete;
 
     Module<T>& inner() noexcept { return *fn_; }
@@ -225,7 +222,6 @@ public:
     }
     std::string type_name() const override { return "Residual"; }
     std::string describe() const override { return "Residual(" + fn_->describe() + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Residual>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.emplace_back("fn", fn_.get()); }

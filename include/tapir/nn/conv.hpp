@@ -84,7 +84,7 @@ inline void check_conv_layer(const char* type, std::size_t in, std::size_t out, 
 } // namespace detail
 
 /// What the convolution layers share: the weight and bias, their PyTorch layout and init, the
-/// channel counts and options, and the check of an input's channels.
+/// channel counts and options, the check of an input's channels, and the name and description.
 template <class T>
 class ConvLayer : public Module<T> {
 public:
@@ -95,11 +95,13 @@ public:
     std::size_t out_channels() const noexcept { return out_; }
     Size2 kernel_size() const noexcept { return k_; }
     const ConvOptions& options() const noexcept { return o_; }
+    std::string type_name() const override { return type_; }
+    std::string describe() const override { return detail::conv_text(type_, in_, out_, k_, o_, one_d_); }
 
 protected:
     /// weight (out, in/groups, k...) or, transposed, (in, out/groups, kh, kw); 1-D kernels have kh = 1.
     ConvLayer(const char* type, std::size_t in, std::size_t out, Size2 k, Rng& rng, const ConvOptions& o, bool one_d, bool transposed)
-        : in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
+        : type_(type), in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
         detail::check_conv_layer(type, in, out, k, o);
         const std::size_t rows = transposed ? in : out, cols = (transposed ? out : in) / o.groups;
         weight = Parameter<T>("weight", one_d ? Tensor<T>(Shape{rows, cols, k.w}) : Tensor<T>(Shape{rows, cols, k.h, k.w}));
@@ -115,6 +117,7 @@ protected:
             throw shape_error(this->describe() + ": expected input of shape (N, " + std::to_string(in_) + (one_d_ ? ", L)" : ", H, W)") +
                               ", got " + s.str());
     }
+    const char* type_;  ///< "Conv2d", "Conv1d", "ConvTranspose2d"
     std::size_t in_, out_;
     Size2 k_;
     ConvOptions o_;
@@ -123,10 +126,10 @@ protected:
 
 /// 2-D convolution layer: (N, in, H, W) to (N, out, OH, OW). weight (out, in/groups, kh, kw), bias (out,).
 template <class T>
-class Conv2d : public ConvLayer<T> {
+class Conv2d : public Cloneable<Conv2d<T>, ConvLayer<T>> {
 public:
     Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
+        : Conv2d::Cloneable("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
     Pad2d padding() const noexcept { return pad_; }
 
     Var<T> forward(const Var<T>& x) override { return apply(x, Activation::none, T(0)); }
@@ -138,12 +141,9 @@ public:
         const ConvOptions& o = this->o_;
         const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, this->k_.h, o.dilation.h, o.stride.h);
         const std::size_t ow = tapir::detail::sweep_len(in[3], pad_.left + pad_.right, this->k_.w, o.dilation.w, o.stride.w);
-        if (oh == 0 || ow == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (oh == 0 || ow == 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return Shape{in[0], this->out_, oh, ow};
     }
-    std::string type_name() const override { return "Conv2d"; }
-    std::string describe() const override { return detail::conv_text("Conv2d", this->in_, this->out_, this->k_, this->o_, false); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv2d>(*this); }
 
 private:
     Var<T> apply(const Var<T>& x, Activation act, T alpha) {
@@ -160,10 +160,10 @@ private:
 
 /// 1-D convolution layer: (N, in, L) to (N, out, OL). weight (out, in/groups, k), bias (out,).
 template <class T>
-class Conv1d : public ConvLayer<T> {
+class Conv1d : public Cloneable<Conv1d<T>, ConvLayer<T>> {
 public:
     Conv1d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
+        : Conv1d::Cloneable("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
         const Pad2d p = opt.same ? Pad2d::same(Size2(1, kernel), Size2(1, opt.dilation.w)) : opt.padding;
         pl_ = p.left, pr_ = p.right;
     }
@@ -184,12 +184,9 @@ public:
     Shape output_shape(const Shape& in) const override {
         this->check_input(in);
         const std::size_t ol = tapir::detail::sweep_len(in[2], pl_ + pr_, this->k_.w, this->o_.dilation.w, this->o_.stride.w);
-        if (ol == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (ol == 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return Shape{in[0], this->out_, ol};
     }
-    std::string type_name() const override { return "Conv1d"; }
-    std::string describe() const override { return detail::conv_text("Conv1d", this->in_, this->out_, this->k_, this->o_, true); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv1d>(*this); }
 
 private:
     std::size_t pl_ = 0, pr_ = 0;
@@ -199,10 +196,10 @@ private:
 /// OH = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1. weight (in, out/groups, kh, kw).
 /// Padding is symmetric (padding.top and padding.left are used).
 template <class T>
-class ConvTranspose2d : public ConvLayer<T> {
+class ConvTranspose2d : public Cloneable<ConvTranspose2d<T>, ConvLayer<T>> {
 public:
     ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
+        : ConvTranspose2d::Cloneable("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
     Var<T> forward(const Var<T>& x) override {
         this->check_input(x.shape());
         Tape<T>& t = x.tape();
@@ -222,12 +219,9 @@ public:
         };
         const std::size_t oh = in[2] ? len(in[2], o.stride.h, o.padding.top, o.dilation.h, this->k_.h, o.output_padding.h) : 0;
         const std::size_t ow = in[3] ? len(in[3], o.stride.w, o.padding.left, o.dilation.w, this->k_.w, o.output_padding.w) : 0;
-        if (oh == 0 || ow == 0) throw shape_error(describe() + ": no output for input " + in.str());
+        if (oh == 0 || ow == 0) throw shape_error(this->describe() + ": no output for input " + in.str());
         return Shape{in[0], this->out_, oh, ow};
     }
-    std::string type_name() const override { return "ConvTranspose2d"; }
-    std::string describe() const override { return detail::conv_text("ConvTranspose2d", this->in_, this->out_, this->k_, this->o_, false); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ConvTranspose2d>(*this); }
 
 private:
     static const ConvOptions& checked(const ConvOptions& opt) {
@@ -263,7 +257,7 @@ inline PoolGeom pool_geom(Size2 k, Size2 s, Size2 p) {
 
 /// Max or average pooling over (N, C, H, W) (MaxPool2d, AvgPool2d) or (N, C, L) (MaxPool1d, AvgPool1d).
 template <class T, bool IsMax, bool OneD>
-class Pool : public Module<T> {
+class Pool : public Cloneable<Pool<T, IsMax, OneD>, Module<T>> {
 public:
     /// kernel, stride (0: the kernel), padding (at most half the kernel).
     explicit Pool(Size2 kernel, Size2 stride = 0, Size2 padding = 0)
@@ -285,12 +279,11 @@ public:
     Shape output_shape(const Shape& in) const override {
         check_input(in);
         const Shape s = g_.out(in, OneD);
-        if (s.numel() == 0 && in.numel() != 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (s.numel() == 0 && in.numel() != 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return s;
     }
     std::string type_name() const override { return std::string(IsMax ? "MaxPool" : "AvgPool") + (OneD ? "1d" : "2d"); }
     std::string describe() const override { return g_.text(type_name().c_str(), OneD); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Pool>(*this); }
 
 private:
     void check_input(const Shape& s) const {
@@ -310,7 +303,7 @@ using AvgPool1d = Pool<T, false, true>;
 
 /// Mean (GlobalAvgPool) or maximum (GlobalMaxPool) over all positions: (N, C, ...) to (N, C).
 template <class T, bool IsMax>
-class GlobalPool : public Module<T> {
+class GlobalPool : public Cloneable<GlobalPool<T, IsMax>, Module<T>> {
 public:
     Var<T> forward(const Var<T>& x) override { return IsMax ? global_max_pool(x) : global_avg_pool(x); }
     Shape output_shape(const Shape& in) const override {
@@ -318,7 +311,6 @@ public:
         return Shape{in[0], in[1]};
     }
     std::string type_name() const override { return IsMax ? "GlobalMaxPool" : "GlobalAvgPool"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GlobalPool>(*this); }
 };
 template <class T>
 using GlobalAvgPool = GlobalPool<T, false>;
@@ -327,7 +319,7 @@ using GlobalMaxPool = GlobalPool<T, true>;
 
 /// (N, ...) to (N, product of the rest), e.g. between convolutions and Dense layers.
 template <class T>
-class Flatten : public Module<T> {
+class Flatten : public Cloneable<Flatten<T>, Module<T>> {
 public:
     Var<T> forward(const Var<T>& x) override { return flatten(x); }
     Shape output_shape(const Shape& in) const override {
@@ -335,13 +327,12 @@ public:
         return Shape{in[0], in[0] ? in.numel() / in[0] : 0};
     }
     std::string type_name() const override { return "Flatten"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
 };
 
 /// (N, ...) to (N, shape...): the same values in a new per-row shape (as Keras' Reshape, whose
 /// target shape excludes the batch axis), e.g. a decoder's Dense output as (C, H, W) feature maps.
 template <class T>
-class Reshape : public Module<T> {
+class Reshape : public Cloneable<Reshape<T>, Module<T>> {
 public:
     explicit Reshape(Shape target) : target_(std::move(target)) {
         if (target_.rank() == 0 || target_.rank() > 3)
@@ -359,7 +350,6 @@ public:
     const Shape& target() const { return target_; }
     std::string type_name() const override { return "Reshape"; }
     std::string describe() const override { return "Reshape" + target_.str(); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
 
 private:
     Shape target_;
@@ -367,7 +357,7 @@ private:
 
 /// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).
 template <class T>
-class Upsample : public Module<T> {
+class Upsample : public Cloneable<Upsample<T>, Module<T>> {
 public:
     explicit Upsample(Size2 scale) : s_(scale) {
         if (scale.h == 0 || scale.w == 0) throw value_error("Upsample: scale factors must be positive, got " + detail::size2_text(scale));
@@ -380,7 +370,6 @@ public:
     }
     std::string type_name() const override { return "Upsample"; }
     std::string describe() const override { return "Upsample(" + detail::size2_text(s_) + ", nearest)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Upsample>(*this); }
 
 private:
     Size2 s_;

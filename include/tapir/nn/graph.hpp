@@ -38,7 +38,7 @@ namespace nn {
 /// and gathered per edge, k times fewer multiplications than on the concatenated edge features.
 /// Its weight keeps the concatenated layout (2 F, C), rows 0..F for x_i and F..2F for x_j - x_i.
 template <class T>
-class EdgeConv : public Module<T> {
+class EdgeConv : public Cloneable<EdgeConv<T>, Module<T>> {
 public:
     Dense<T> edge_in;      ///< first edge layer on (x_i, x_j - x_i): weight (2 F, C0), ReLU
     Sequential<T> edge;    ///< further edge layers, Dense + ReLU
@@ -76,7 +76,6 @@ public:
     }
     std::string type_name() const override { return "EdgeConv"; }
     std::string describe() const override { return "EdgeConv(k=" + std::to_string(k_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EdgeConv>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"edge_in", &edge_in}, {"edge", &edge}, {"shortcut", &shortcut}}); }
@@ -161,7 +160,7 @@ private:
 /// given coordinates, EdgeConv k = 7 with 64-64-64 on the learned features, the mean over the real
 /// particles, Dense 128 + ReLU, Dense to the outputs (logits). Dropout is left to the user.
 template <class T>
-class ParticleNetLite : public Module<T> {
+class ParticleNetLite : public Cloneable<ParticleNetLite<T>, Module<T>> {
 public:
     EdgeConv<T> block1, block2;
     Sequential<T> head;
@@ -201,7 +200,6 @@ public:
         return Shape{in[0], head.output_shape(Shape{in[0], 64})[1]};
     }
     std::string type_name() const override { return "ParticleNetLite"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleNetLite>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"block1", &block1}, {"block2", &block2}, {"head", &head}}); }

@@ -40,7 +40,7 @@ struct DenseOptions {
 /// Weight layout follows Keras: `weight` has shape (in, out), so y = x W with x (batch, in);
 /// PyTorch's nn.Linear stores the transpose (out, in). `bias` has shape (out,).
 template <class T>
-class Dense : public Module<T> {
+class Dense : public Cloneable<Dense<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (in, out)
     Parameter<T> bias;    ///< (out,); empty without bias
@@ -92,7 +92,6 @@ public:
         }
         return s;
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dense>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -129,7 +128,7 @@ private:
 
 /// An elementwise activation as a layer. Sequential fuses it into a preceding Dense.
 template <class T>
-class ActivationLayer : public Module<T> {
+class ActivationLayer : public Cloneable<ActivationLayer<T>, Module<T>> {
 public:
     explicit ActivationLayer(Activation act, T alpha = T(0)) : act_(act), alpha_(alpha) {}
 
@@ -170,52 +169,44 @@ public:
             return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
         return type_name();
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
 
 private:
     Activation act_;
     T alpha_;
 };
 
+namespace detail {
+/// ReLU, Sigmoid, Tanh, Softplus and Identity: an ActivationLayer whose activation is fixed by the type.
+template <class Derived, class T, Activation A>
+class FixedActivation : public Cloneable<Derived, ActivationLayer<T>> {
+public:
+    FixedActivation() : Cloneable<Derived, ActivationLayer<T>>(A) {}
+};
+} // namespace detail
+
 template <class T>
-struct ReLU : ActivationLayer<T> {
-    ReLU() : ActivationLayer<T>(Activation::relu) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ReLU>(*this); }
+struct ReLU : detail::FixedActivation<ReLU<T>, T, Activation::relu> {};
+template <class T>
+struct Sigmoid : detail::FixedActivation<Sigmoid<T>, T, Activation::sigmoid> {};
+template <class T>
+struct Tanh : detail::FixedActivation<Tanh<T>, T, Activation::tanh> {};
+template <class T>
+struct Softplus : detail::FixedActivation<Softplus<T>, T, Activation::softplus> {};
+template <class T>
+struct Identity : detail::FixedActivation<Identity<T>, T, Activation::none> {};
+/// LeakyReLU and ELU keep their slope or scale alpha.
+template <class T>
+struct LeakyReLU : Cloneable<LeakyReLU<T>, ActivationLayer<T>> {
+    explicit LeakyReLU(T alpha = T(0.01)) : LeakyReLU::Cloneable(Activation::leaky_relu, alpha) {}
 };
 template <class T>
-struct LeakyReLU : ActivationLayer<T> {
-    explicit LeakyReLU(T alpha = T(0.01)) : ActivationLayer<T>(Activation::leaky_relu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LeakyReLU>(*this); }
-};
-template <class T>
-struct ELU : ActivationLayer<T> {
-    explicit ELU(T alpha = T(1)) : ActivationLayer<T>(Activation::elu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ELU>(*this); }
-};
-template <class T>
-struct Sigmoid : ActivationLayer<T> {
-    Sigmoid() : ActivationLayer<T>(Activation::sigmoid) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sigmoid>(*this); }
-};
-template <class T>
-struct Tanh : ActivationLayer<T> {
-    Tanh() : ActivationLayer<T>(Activation::tanh) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Tanh>(*this); }
-};
-template <class T>
-struct Softplus : ActivationLayer<T> {
-    Softplus() : ActivationLayer<T>(Activation::softplus) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softplus>(*this); }
-};
-template <class T>
-struct Identity : ActivationLayer<T> {
-    Identity() : ActivationLayer<T>(Activation::none) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Identity>(*this); }
+struct ELU : Cloneable<ELU<T>, ActivationLayer<T>> {
+    explicit ELU(T alpha = T(1)) : ELU::Cloneable(Activation::elu, alpha) {}
 };
 
 /// Softmax along an axis (the last by default). Not fused: it couples the outputs of a row.
 template <class T>
-class Softmax : public Module<T> {
+class Softmax : public Cloneable<Softmax<T>, Module<T>> {
 public:
     explicit Softmax(std::int64_t axis = -1) : axis_(axis) {}
     std::int64_t axis() const noexcept { return axis_; }
@@ -226,7 +217,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::softmax; }
     std::string type_name() const override { return "Softmax"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softmax>(*this); }
 
 private:
     std::int64_t axis_;
@@ -239,7 +229,7 @@ private:
 /// own Rng, so a seed reproduces it; in a data-parallel worker it comes from the worker's stream
 /// (seeded by the DataParallel seed and the worker index), so the masks depend on the thread count.
 template <class T>
-class Dropout : public Module<T> {
+class Dropout : public Cloneable<Dropout<T>, Module<T>> {
 public:
     explicit Dropout(double p, std::uint64_t seed = 0x5eed) : p_(check_p(p)), rng_(seed) {}
     Dropout(double p, Rng& rng) : p_(check_p(p)), rng_(rng.next_u64()) {}
@@ -263,7 +253,6 @@ public:
     LayerKind kind() const override { return LayerKind::dropout; }
     std::string type_name() const override { return "Dropout"; }
     std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
 
 private:
     static double check_p(double p) {
@@ -288,7 +277,7 @@ private:
 /// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
 /// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
-class BatchNorm : public Module<T> {
+class BatchNorm : public Cloneable<BatchNorm<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (features,) scale, gamma
     Parameter<T> bias;    ///< (features,) shift, beta
@@ -355,7 +344,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::batch_norm; }
     std::string type_name() const override { return "BatchNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
@@ -405,7 +393,7 @@ private:
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
 /// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
 template <class T>
-class LayerNorm : public Module<T> {
+class LayerNorm : public Cloneable<LayerNorm<T>, Module<T>> {
 public:
     Parameter<T> weight;
     Parameter<T> bias;
@@ -432,7 +420,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::layer_norm; }
     std::string type_name() const override { return "LayerNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }

@@ -75,7 +75,7 @@ Var<T> boost_to_rest_frame(const Var<T>& p, const Var<T>& r) {
 /// combinations sum_i x_i w_im with `weight` (N, M), initialised uniform in [0, 1) so that the
 /// combinations start as physical (time-like or light-like) 4-vectors.
 template <class T>
-class CoLa : public Module<T> {
+class CoLa : public Cloneable<CoLa<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (N, M)
 
@@ -98,7 +98,6 @@ public:
     }
     std::string type_name() const override { return "CoLa"; }
     std::string describe() const override { return "CoLa(" + std::to_string(particles()) + " + " + std::to_string(combinations()) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<CoLa>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
@@ -110,7 +109,7 @@ protected:
 /// with d2_jm = (k_j - k_m)^T diag(metric) (k_j - k_m) and `metric` (4,) trainable, initialised to
 /// the Minkowski metric (1, -1, -1, -1) as in the paper.
 template <class T>
-class LoLa : public Module<T> {
+class LoLa : public Cloneable<LoLa<T>, Module<T>> {
 public:
     Parameter<T> metric;            ///< (4,)
     Parameter<T> energy_weights;    ///< (N, N)
@@ -150,7 +149,6 @@ public:
     }
     std::string type_name() const override { return "LoLa"; }
     std::string describe() const override { return "LoLa(" + std::to_string(particles()) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LoLa>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -165,7 +163,7 @@ protected:
 /// (m < n, row-major). Output (B, 5 M + M (M - 1) / 2), in the order E (M), pT (M), eta (M), phi (M),
 /// m (M), pair cosines. The angles are undefined for a particle at rest in its frame (p = 0).
 template <class T>
-class LorentzBoostNetwork : public Module<T> {
+class LorentzBoostNetwork : public Cloneable<LorentzBoostNetwork<T>, Module<T>> {
 public:
     Parameter<T> particle_weights;   ///< (N, M)
     Parameter<T> restframe_weights;  ///< (N, M)
@@ -227,7 +225,6 @@ public:
     std::string describe() const override {
         return "LorentzBoostNetwork(" + std::to_string(particles()) + " -> " + std::to_string(combinations()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LorentzBoostNetwork>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"particle_weights", &particle_weights}, {"restframe_weights", &restframe_weights}}); }

@@ -39,7 +39,7 @@ namespace tapir {
 namespace nn {
 
 template <class T>
-class Model : public Module<T> {
+class Model : public Cloneable<Model<T>, Module<T>> {
 public:
     /// A value in the graph: an input or the output of a node.
     struct Value {
@@ -57,7 +57,7 @@ public:
     Model& operator=(Model&&) noexcept = default;
     /// A deep copy: every layer is cloned; functions are copied.
     Model(const Model& o)
-        : Module<T>(o), steps_(o.steps_), names_(o.names_), inputs_(o.inputs_), output_(o.output_), layer_names_(o.layer_names_),
+        : Model::Cloneable(o), steps_(o.steps_), names_(o.names_), inputs_(o.inputs_), output_(o.output_), layer_names_(o.layer_names_),
           forwards_(o.forwards_) {
         for (const auto& l : o.layers_) layers_.push_back(l->clone());
         this->update_parameter_names();
@@ -319,7 +319,6 @@ public:
     }
 
     std::string type_name() const override { return "Model"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Model>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override {

@@ -419,6 +419,19 @@ private:
     bool trainable_ = true;
 };
 
+/// clone() for a layer whose copy constructor is its deep copy (parameters, buffers and options
+/// held by value), the curiously recurring template way: `class Dense : public Cloneable<Dense<T>,
+/// Module<T>>`. Base is Module or a layer base between (ConvLayer, RecurrentLayer, ...), whose
+/// constructors it inherits. The clone has the dynamic type Derived.
+template <class Derived, class Base>
+class Cloneable : public Base {
+public:
+    using Base::Base;
+    std::unique_ptr<Module<typename Base::value_type>> clone() const override {
+        return std::make_unique<Derived>(static_cast<const Derived&>(*this));
+    }
+};
+
 namespace detail {
 template <class T, class Run>
 Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {

@@ -59,7 +59,7 @@ inline void check_finite_hyper(const char* fn, const char* what, double v) {
 /// and the adversary, one backward pass of L_f + L_r(reverse(f)) trains the adversary on L_r and
 /// the classifier on L_f - lambda L_r.
 template <class T>
-class GradientReversal : public Module<T> {
+class GradientReversal : public Cloneable<GradientReversal<T>, Module<T>> {
 public:
     explicit GradientReversal(T lambda = T(1)) : lambda_(lambda) {
         detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(lambda));
@@ -68,7 +68,6 @@ public:
     std::string type_name() const override { return "GradientReversal"; }
     std::string describe() const override { return "GradientReversal(" + tapir::detail::number_text(static_cast<double>(lambda_)) + ")"; }
     Shape output_shape(const Shape& in) const override { return in; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
     T lambda() const noexcept { return lambda_; }
     void set_lambda(T l) {
         detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(l));
@@ -93,7 +92,7 @@ struct MdnHeads {
 /// 3K outputs, split into mixture logits, means and raw widths (see mdn_nll). The paper and the
 /// course use K = 5; the course's adversary is 1 -> 200 -> 100 -> 50 -> 5 components.
 template <class T>
-class MdnAdversary : public Module<T> {
+class MdnAdversary : public Cloneable<MdnAdversary<T>, Module<T>> {
 public:
     MdnAdversary(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t components, Rng& rng,
                  Activation act = Activation::relu)
@@ -108,7 +107,7 @@ public:
         }
         head_ = std::make_unique<Dense<T>>(prev, 3 * components, rng);
     }
-    MdnAdversary(const MdnAdversary& o) : Module<T>(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
+    MdnAdversary(const MdnAdversary& o) : MdnAdversary::Cloneable(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
     MdnAdversary& operator=(const MdnAdversary& o) {
         if (this != &o) {
             Module<T>::operator=(o);
@@ -138,7 +137,6 @@ public:
 
     std::string type_name() const override { return "MdnAdversary"; }
     std::string describe() const override { return "MdnAdversary(" + std::to_string(k_) + " components)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
     void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const override {
         Shape s = input;
         if (!body_.empty()) {

@@ -66,6 +66,9 @@ public:
         check_input(in);
         return opt_.return_sequences ? Shape{in[0], in[1], hidden_size()} : Shape{in[0], hidden_size()};
     }
+    std::string type_name() const override {
+        return cell_ == RnnCell::lstm ? "LSTM" : (cell_ == RnnCell::gru ? "GRU" : "SimpleRNN");
+    }
     std::string describe() const override {
         return this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
                (opt_.return_sequences ? ", sequences)" : ")");
@@ -122,40 +125,39 @@ private:
     RecurrentOptions opt_;
 };
 
+namespace detail {
+/// SimpleRNN, LSTM and GRU: a RecurrentLayer whose cell is fixed by the type.
+template <class Derived, class T, RnnCell Cell>
+class FixedCell : public Cloneable<Derived, RecurrentLayer<T>> {
+public:
+    FixedCell(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : Cloneable<Derived, RecurrentLayer<T>>(Cell, in, hidden, rng, opt) {}
+};
+} // namespace detail
+
 /// h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), as torch.nn.RNN(nonlinearity='tanh').
 template <class T>
-class SimpleRNN : public RecurrentLayer<T> {
+class SimpleRNN : public detail::FixedCell<SimpleRNN<T>, T, RnnCell::rnn_tanh> {
 public:
-    SimpleRNN(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::rnn_tanh, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "SimpleRNN"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<SimpleRNN>(*this); }
+    using SimpleRNN::FixedCell::FixedCell;
 };
-
 /// The LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f c_(t-1) + i g, h_t = o tanh(c_t).
 template <class T>
-class LSTM : public RecurrentLayer<T> {
+class LSTM : public detail::FixedCell<LSTM<T>, T, RnnCell::lstm> {
 public:
-    LSTM(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::lstm, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "LSTM"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LSTM>(*this); }
+    using LSTM::FixedCell::FixedCell;
 };
-
 /// The GRU as torch.nn.GRU: gates r, z, n; h_t = (1 - z) n + z h_(t-1).
 template <class T>
-class GRU : public RecurrentLayer<T> {
+class GRU : public detail::FixedCell<GRU<T>, T, RnnCell::gru> {
 public:
-    GRU(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::gru, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "GRU"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GRU>(*this); }
+    using GRU::FixedCell::FixedCell;
 };
 
 /// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
 /// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
 template <class T>
-class Embedding : public Module<T> {
+class Embedding : public Cloneable<Embedding<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (num, dim)
 
@@ -180,7 +182,6 @@ public:
     std::string describe() const override {
         return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Embedding>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }

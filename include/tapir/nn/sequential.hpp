@@ -26,13 +26,13 @@ namespace nn {
 ///
 /// Layers are named by position ("0", "1", ...), so parameters are "0.weight", "0.bias", ...
 template <class T>
-class Sequential : public Module<T> {
+class Sequential : public Cloneable<Sequential<T>, Module<T>> {
 public:
     Sequential() = default;
     Sequential(Sequential&&) noexcept = default;
     Sequential& operator=(Sequential&&) noexcept = default;
     /// A deep copy: every layer is cloned.
-    Sequential(const Sequential& o) : Module<T>(o), fuse_(o.fuse_) {
+    Sequential(const Sequential& o) : Sequential::Cloneable(o), fuse_(o.fuse_) {
         for (const auto& l : o.layers_) push(l->clone());
     }
     Sequential& operator=(const Sequential& o) {
@@ -136,7 +136,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::sequential; }
     std::string type_name() const override { return "Sequential"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sequential>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override {

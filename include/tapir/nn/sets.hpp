@@ -106,11 +106,11 @@ protected:
 /// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles (sum or mean).
 /// Phi runs as fused dense nodes on the real particles of the whole batch at once.
 template <class T>
-class DeepSet : public SetNetwork<T> {
+class DeepSet : public Cloneable<DeepSet<T>, SetNetwork<T>> {
 public:
     DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
             Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
-        : SetNetwork<T>("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
+        : DeepSet::Cloneable("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
 
     Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
         const Shape s = x.shape();
@@ -144,7 +144,6 @@ public:
 
     SetPooling pooling() const noexcept { return pooling_; }
     std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
 
 private:
     SetPooling pooling_;
@@ -159,11 +158,11 @@ using ParticleFlowNetwork = DeepSet<T>;
 /// angular coordinates (e.g. rapidity and azimuth relative to the jet axis). z is used as given (it is
 /// differentiable, and 0 for padding already); a mask multiplies it.
 template <class T>
-class EnergyFlowNetwork : public SetNetwork<T> {
+class EnergyFlowNetwork : public Cloneable<EnergyFlowNetwork<T>, SetNetwork<T>> {
 public:
     EnergyFlowNetwork(std::size_t angular_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes,
                       Rng& rng, Activation act = Activation::relu)
-        : SetNetwork<T>("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
+        : EnergyFlowNetwork::Cloneable("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
 
     /// sum_i z_i Phi(angles_i), (B, latent).
     Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
@@ -176,7 +175,6 @@ public:
         return set_sum(reshape(this->phi(ang), Shape{B, N, this->latent_}), z);
     }
 
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EnergyFlowNetwork>(*this); }
 };
 
 } // namespace nn
