@@ -252,6 +252,65 @@ TEST_CASE("deploy::LstmT and GruT: whole sequences and streaming steps are bitwi
     SUBCASE("GRU") { check_recurrent<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x, 1); }
 }
 
+/// The trained recurrent net of make_recurrent with a (B, T) mask: the layer with the mask, then the rest.
+std::vector<float> trained_masked(nn::Sequential<float>& net, const Tensor<float>& x, const Tensor<float>& mask) {
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    net.eval();
+    Var<float> y = static_cast<nn::RecurrentLayer<float>&>(net.at(0)).forward(tape.view(x), tape.view(mask));
+    for (std::size_t i = 1; i < net.size(); ++i) y = net.at(i)(y);
+    return std::vector<float>(y.data(), y.data() + y.size());
+}
+
+/// Variable-length sequences (a mask with holes, a prefix, an empty one and a full one) through the
+/// last-step and every-step models, against the trained layer with the same mask.
+template <class Layer, class Fixed>
+void check_masked(const Tensor<float>& x) {
+    constexpr std::size_t B = 4, T = 10;
+    Tensor<float> mask(Shape{B, T});
+    for (std::size_t t = 0; t < T; ++t) {
+        mask[0 * T + t] = t < 6 && t != 2 ? 1.0f : 0.0f;
+        mask[1 * T + t] = t < 3 ? 1.0f : 0.0f;
+        mask[2 * T + t] = 0.0f;
+        mask[3 * T + t] = 1.0f;
+    }
+    nn::Sequential<float> net = make_recurrent<Layer>(false);
+    using M = dp::ModelT<float, Fixed, dp::DenseT<float, 64, 1>>;
+    const auto m = dp::to_model<M>(net);
+    const std::vector<float> ref = trained_masked(net, x, mask);
+    const std::vector<float> unmasked = trained_forward(net, x);
+    nn::Sequential<float> seq = make_recurrent<Layer>(true);
+    using S = dp::ModelT<float, dp::RecurrentT<float, Fixed::cell, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
+    const auto ms = dp::to_model<S>(seq);
+    const std::vector<float> ref_seq = trained_masked(seq, x, mask);
+    for (std::size_t b = 0; b < B; ++b) {
+        float y = 0.0f, ys = 0.0f;
+        {
+            tapir_test::AllocationScope scope;
+            m->forward(x.data() + b * T * 8, mask.data() + b * T, &y);
+            ms->forward(x.data() + b * T * 8, mask.data() + b * T, &ys);
+            CHECK(scope.count() == 0);
+        }
+        CHECK(std::memcmp(&y, &ref[b], sizeof(float)) == 0);
+        CHECK(std::memcmp(&ys, &ref_seq[b], sizeof(float)) == 0);
+        if (b < 3) CHECK(y != unmasked[b]);  // the mask changes the result
+        else CHECK(std::memcmp(&y, &unmasked[b], sizeof(float)) == 0);
+    }
+    // The last state of a sequence with holes is the state of the present steps run in a row.
+    float state[Fixed::state_size] = {};
+    for (const std::size_t t : {0, 1, 3, 4, 5}) m->template layer<0>().step(x.data() + t * 8, state);
+    float h[64];
+    float masked_state[Fixed::state_size];
+    m->template layer<0>().forward_masked(m->isa(), x.data(), mask.data(), h, masked_state);
+    CHECK(std::memcmp(h, state, sizeof(h)) == 0);
+}
+
+TEST_CASE("deploy::LstmT and GruT: masked (variable-length) sequences are bitwise the trained layers with the mask") {
+    const Tensor<float> x = random_input(Shape{4, 10, 8}, 17);
+    SUBCASE("LSTM") { check_masked<nn::LSTM<float>, dp::LstmT<float, 8, 64, 10>>(x); }
+    SUBCASE("GRU") { check_masked<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x); }
+}
+
 TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the trained one") {
     Rng rng(21);
     for (const bool mean : {false, true}) {
@@ -287,6 +346,59 @@ TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the 
             check(*fixed);
         }
     }
+}
+
+TEST_CASE("deploy::EnergyFlowT: an energy flow network, with a mask and without, is bitwise the trained one") {
+    Rng rng(22);
+    nn::EnergyFlowNetwork<float> efn(2, {32, 32, 16}, {32, 1}, rng);
+    constexpr std::size_t B = 3, N = 20;
+    Tensor<float> x = random_input(Shape{B, N, 3}, 23);
+    Tensor<float> mask(Shape{B, N});
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t i = 0; i < N; ++i) {
+            x[(b * N + i) * 3] = std::fabs(x[(b * N + i) * 3]) * 0.1f;  // energy fractions
+            if (i % 4 == 2) x[(b * N + i) * 3] = 0.0f;                   // padding without a mask
+            mask[b * N + i] = i < 6 + 6 * b && i != 1 ? 1.0f : 0.0f;
+        }
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    efn.eval();
+    const Var<float> ref_masked = efn.forward(tape.view(x), tape.view(mask));
+    const Var<float> ref_all = efn.forward(tape.view(x));
+    using Efn = dp::EnergyFlowT<float, N, dp::Mlp<float, 2, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>>;
+    static_assert(Efn::features == 3 && Efn::angular == 2 && Efn::latent == 16, "EnergyFlowT sizes");
+    auto fixed = std::make_unique<Efn>();
+    dp::load_model(*fixed, efn);
+    for (std::size_t b = 0; b < B; ++b) {
+        float y_masked = 0.0f, y_all = 0.0f;
+        {
+            tapir_test::AllocationScope scope;
+            fixed->forward(x.data() + b * N * 3, mask.data() + b * N, &y_masked);
+            fixed->forward(x.data() + b * N * 3, &y_all);
+            CHECK(scope.count() == 0);
+        }
+        CHECK(std::memcmp(&y_masked, ref_masked.data() + b, sizeof(float)) == 0);
+        CHECK(std::memcmp(&y_all, ref_all.data() + b, sizeof(float)) == 0);
+        CHECK(y_masked != y_all);  // the mask matters: the two differ
+    }
+    // Every particle masked: rho of a zero latent vector, as the trained network gives.
+    const Tensor<float> none(Shape{1, N});
+    const Tensor<float> first(Shape{1, N, 3}, x.data(), N * 3);
+    const Var<float> ref_none = efn.forward(tape.view(first), tape.view(none));
+    float y_none = 1.0f;
+    fixed->forward(x.data(), none.data(), &y_none);
+    CHECK(std::memcmp(&y_none, ref_none.data(), sizeof(float)) == 0);
+
+    using WrongAngles = dp::EnergyFlowT<float, N, dp::Mlp<float, 3, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>>;
+    CHECK_THROWS_WITH_AS(dp::load_model(*std::make_unique<WrongAngles>(), efn),
+                         "deploy::load_model: the trained EnergyFlowNetwork takes particles of 3 features (z and 2 angles), the fixed-size "
+                         "one 4 (z and 3 angles)",
+                         shape_error);
+    using WrongLatent = dp::EnergyFlowT<float, N, dp::Mlp<float, 2, 32, 32, 8>, dp::Mlp<float, 8, 32, 1>>;
+    CHECK_THROWS_WITH_AS(dp::load_model(*std::make_unique<WrongLatent>(), efn),
+                         "deploy::load_model: EnergyFlowNetwork phi: deploy::load: the trained model is 2 -> 32 (relu) -> 32 (relu) -> 16 "
+                         "(relu) but the fixed-size model is 2 -> 32 -> 32 -> 8",
+                         shape_error);
 }
 
 TEST_CASE("deploy::load_model folds a BatchNorm into the Dense before it (within 1e-6 of the unfolded model)") {

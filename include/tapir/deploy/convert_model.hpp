@@ -1,5 +1,5 @@
 #pragma once
-/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
+/// Loading trained layers into a ModelT (model.hpp), a DeepSetT or an EnergyFlowT: from a tapir::nn::Sequential,
 /// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
 /// architecture. Throws shape_error and value_error naming the layer and both shapes.
 ///
@@ -10,7 +10,8 @@
 /// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
 /// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
 /// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
-/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
+/// their own, LSTM and GRU (the mask of a variable-length sequence is
+/// an input: ModelT::forward(x, mask, y)); Dropout is dropped and nested Sequentials walked.
 /// That list must match the ModelT's layers one to one.
 
 #include <cmath>
@@ -334,6 +335,27 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
         load(fixed.rho, spec_from(trained.f));
     } catch (const shape_error& e) {
         throw shape_error(std::string("deploy::load_model: DeepSet rho (f): ") + e.what());
+    }
+}
+
+/// Loads a trained EnergyFlowNetwork into an EnergyFlowT: phi (on the angles) and rho (F) as
+/// fixed-size MLPs; the energy fraction is column 0 of both inputs.
+template <class T, std::size_t N, class Phi, class Rho>
+void load_model(EnergyFlowT<T, N, Phi, Rho>& fixed, const nn::EnergyFlowNetwork<T>& trained) {
+    using E = EnergyFlowT<T, N, Phi, Rho>;
+    if (trained.in_features() != E::features)
+        throw shape_error("deploy::load_model: the trained EnergyFlowNetwork takes particles of " + std::to_string(trained.in_features()) +
+                          " features (z and " + std::to_string(trained.in_features() - 1) + " angles), the fixed-size one " +
+                          std::to_string(E::features) + " (z and " + std::to_string(E::angular) + " angles)");
+    try {
+        load(fixed.phi, spec_from(trained.phi));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork phi: ") + e.what());
+    }
+    try {
+        load(fixed.rho, spec_from(trained.f));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork rho (f): ") + e.what());
     }
 }
 
