@@ -224,6 +224,60 @@ TEST_CASE("deploy::Conv2dT with asymmetric padding: even kernels with 'same' pad
     CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
 }
 
+TEST_CASE("deploy::Pool2dT with padding: padded max and average pools, 1-D and 2-D, are bitwise the trained layers") {
+    Rng rng(41);
+    nn::Sequential<float> net;  // no ReLU before the max pool: windows of negative values next to the padding
+    net.add<nn::Conv2d<float>>(2, 4, 3, rng)
+        .add<nn::MaxPool2d<float>>(3, 2, 1)
+        .add<nn::AvgPool2d<float>>(2, 1, 1)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(4 * 5 * 5, 3, rng);
+    using M = dp::ModelT<float, dp::Conv2dT<float, 2, 9, 9, 4, 3, 3>, dp::MaxPool2dT<float, 4, 7, 7, 3, 3, 2, 2, 1, 1>,
+                         dp::AvgPool2dT<float, 4, 4, 4, 2, 2, 1, 1, 1, 1>, dp::FlattenT<float, 100>, dp::DenseT<float, 100, 3>>;
+    const auto m = dp::to_model<M>(net);
+    Tensor<float> x = random_input(Shape{4, 2, 9, 9}, 42);
+    const std::vector<float> ref = trained_forward(net, x);
+    std::vector<float> got(ref.size());
+    {
+        tapir_test::AllocationScope scope;
+        m->forward(x.data(), got.data(), 4);
+        CHECK(scope.count() == 0);
+    }
+    CHECK(bit_differences(got, ref) == 0);
+    // The pools alone on a hand-made input: a corner window of the padded max pool sees only
+    // its real taps (all negative here), and the padded average divides by the whole window.
+    dp::MaxPool2dT<float, 1, 2, 2, 2, 2, 2, 2, 1, 1> max_pool;
+    dp::AvgPool2dT<float, 1, 2, 2, 2, 2, 2, 2, 1, 1> avg_pool;
+    const float in[4] = {-1.0f, -2.0f, -3.0f, -4.0f};
+    float out[4];
+    max_pool.forward(simd::detected_isa(), in, out, nullptr);
+    CHECK(out[0] == -1.0f);
+    CHECK(out[1] == -2.0f);
+    CHECK(out[2] == -3.0f);
+    CHECK(out[3] == -4.0f);
+    avg_pool.forward(simd::detected_isa(), in, out, nullptr);
+    CHECK(out[0] == -0.25f);
+    CHECK(out[3] == -1.0f);
+
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(3, 5, 3, rng)
+        .add<nn::MaxPool1d<float>>(3, 1, 1)
+        .add<nn::AvgPool1d<float>>(3, 2, 1)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(5 * 5, 2, rng);
+    using M1 = dp::ModelT<float, dp::Conv1dT<float, 3, 12, 5, 3>, dp::MaxPool1dT<float, 5, 10, 3, 1, 1>, dp::AvgPool1dT<float, 5, 10, 3, 2, 1>,
+                          dp::FlattenT<float, 25>, dp::DenseT<float, 25, 2>>;
+    const Tensor<float> x1 = random_input(Shape{3, 3, 12}, 43);
+    CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+
+    using Unpadded = dp::ModelT<float, dp::Conv2dT<float, 2, 9, 9, 4, 3, 3>, dp::MaxPool2dT<float, 4, 7, 7, 3, 3, 2, 2>,
+                                dp::AvgPool2dT<float, 4, 3, 3, 2, 2, 1, 1, 1, 1>, dp::FlattenT<float, 64>, dp::DenseT<float, 64, 3>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Unpadded>(net),
+                         "deploy::load_model: layer 1 (MaxPool2d(3x3, stride 2x2, pad 1x1)) vs fixed-size layer 1 (MaxPool): trained window "
+                         "(3, 3) stride (2, 2) padding (1, 1), fixed-size window (3, 3) stride (2, 2) padding (0, 0)",
+                         shape_error);
+}
+
 /// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
 /// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
 template <class Layer, class Fixed>

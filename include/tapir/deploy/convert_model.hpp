@@ -9,7 +9,7 @@
 ///
 /// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
 /// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
-/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
+/// (a few ulp off the unfolded graph); MaxPool and AvgPool (padded too), Flatten, activations on
 /// their own, LSTM and GRU (the mask of a variable-length sequence is
 /// an input: ModelT::forward(x, mask, y)); Dropout is dropped and nested Sequentials walked.
 /// That list must match the ModelT's layers one to one.
@@ -212,8 +212,9 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, 
     c.alpha = l.alpha;
 }
 
-template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
-void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<T>& l, std::size_t index) {
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW>
+void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&, const TrainedLayer<T>& l, std::size_t index) {
     const char* want = IsMax ? "MaxPool" : "AvgPool";
     if (l.type.compare(0, 7, want) != 0) layer_mismatch(l, index, want, "a " + l.type + " layer cannot load into a " + want + " layer");
     Size2 k, s;
@@ -225,10 +226,10 @@ void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<
         const auto& m = static_cast<const nn::Pool<T, IsMax, false>&>(*l.module);
         k = m.kernel_size(), s = m.stride(), p = m.padding();
     }
-    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top || p.bottom || p.left || p.right)
+    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top != PH || p.bottom != PH || p.left != PW || p.right != PW)
         layer_mismatch(l, index, want, "trained window " + shape_text({k.h, k.w}) + " stride " + shape_text({s.h, s.w}) + " padding " +
                                            shape_text({p.top, p.left}) + ", fixed-size window " + shape_text({KH, KW}) + " stride " +
-                                           shape_text({SH, SW}) + " padding (0, 0)");
+                                           shape_text({SH, SW}) + " padding " + shape_text({PH, PW}));
 }
 
 template <class T, std::size_t N>

@@ -233,21 +233,29 @@ private:
 template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
 using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
-/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
-/// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
-/// times 1 / (KH KW)).
+/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW and
+/// PH rows and PW columns of padding on each side (at most half the window, as tapir::nn's and
+/// PyTorch's pooling layers allow); the loops of autodiff/conv.hpp's pooling kernels (average:
+/// sum in window order, times 1 / (KH KW), the padding counted as PyTorch's count_include_pad;
+/// max: over the window's taps inside the input only).
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH,
-          std::size_t SW = KW>
+          std::size_t SW = KW, std::size_t PH = 0, std::size_t PW = 0>
 struct Pool2dT {
-    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H >= KH && W >= KW, "Pool2dT: bad sizes");
+    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H + 2 * PH >= KH && W + 2 * PW >= KW, "Pool2dT: bad sizes");
+    static_assert(2 * PH <= KH && 2 * PW <= KW, "Pool2dT: the padding must be at most half the window");
     using value_type = T;
     static constexpr const char* name = IsMax ? "MaxPool" : "AvgPool";
     static constexpr bool is_max = IsMax;
     static constexpr std::size_t channels = C, in_h = H, in_w = W, kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW;
-    static constexpr std::size_t OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    static constexpr std::size_t pad_h = PH, pad_w = PW;
+    static constexpr std::size_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
     void forward(simd::isa, const T* x, T* y, T*) const noexcept {
+        if constexpr (PH != 0 || PW != 0) {
+            padded(x, y);
+            return;
+        }
         const T inv = T(1) / static_cast<T>(KH * KW);
         std::size_t o = 0;
         for (std::size_t c = 0; c < C; ++c) {
@@ -274,15 +282,51 @@ struct Pool2dT {
                 }
         }
     }
+
+private:
+    /// The padded windows, as autodiff/conv.hpp's general pooling loops: the taps inside the
+    /// input in window order; max starts from the first and stops at a NaN.
+    void padded(const T* x, T* y) const noexcept {
+        const T inv = T(1) / static_cast<T>(KH * KW);
+        std::size_t o = 0;
+        for (std::size_t c = 0; c < C; ++c) {
+            const T* xs = x + c * H * W;
+            for (std::size_t oy = 0; oy < OH; ++oy)
+                for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
+                    T acc = T(0);
+                    bool first = true;
+                    for (std::size_t i = 0; i < KH; ++i) {
+                        const std::size_t yy = oy * SH + i;
+                        if (yy < PH || yy - PH >= H) continue;
+                        for (std::size_t j = 0; j < KW; ++j) {
+                            const std::size_t xx = ox * SW + j;
+                            if (xx < PW || xx - PW >= W) continue;
+                            const T v = xs[(yy - PH) * W + (xx - PW)];
+                            if constexpr (IsMax) {
+                                if (first || v > acc || v != v) {
+                                    acc = v, first = false;
+                                    if (v != v) i = KH, j = KW;  // NaN propagates, as in PyTorch
+                                }
+                            } else {
+                                acc += v;
+                            }
+                        }
+                    }
+                    y[o] = IsMax ? acc : acc * inv;
+                }
+        }
+    }
 };
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S, 0, P>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
 
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>
