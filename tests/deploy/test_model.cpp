@@ -278,6 +278,53 @@ TEST_CASE("deploy::Pool2dT with padding: padded max and average pools, 1-D and 2
                          shape_error);
 }
 
+TEST_CASE("deploy::GroupedConv2dT: grouped and depthwise convolutions, 1-D and 2-D, are bitwise the trained layers") {
+    Rng rng(51);
+    nn::ConvOptions g2 = opts(1, 1);
+    g2.groups = 2;
+    nn::ConvOptions dw = opts(2, 0);
+    dw.groups = 6;
+    nn::Sequential<float> net;
+    net.add<nn::Conv2d<float>>(4, 6, 3, rng, g2)
+        .add<nn::ReLU<float>>()
+        .add<nn::Conv2d<float>>(6, 6, 3, rng, dw)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(6 * 4 * 4, 2, rng);
+    using M = dp::ModelT<float, dp::GroupedConv2dT<float, 2, 4, 9, 9, 6, 3, 3, 1, 1, 1, 1>, dp::GroupedConv2dT<float, 6, 6, 9, 9, 6, 3, 3, 2, 2>,
+                         dp::FlattenT<float, 96>, dp::DenseT<float, 96, 2>>;
+    const auto m = dp::to_model<M>(net);
+    const Tensor<float> x = random_input(Shape{3, 4, 9, 9}, 52);
+    const std::vector<float> ref = trained_forward(net, x);
+    std::vector<float> got(ref.size());
+    {
+        tapir_test::AllocationScope scope;
+        m->forward(x.data(), got.data(), 3);
+        CHECK(scope.count() == 0);
+    }
+    CHECK(bit_differences(got, ref) == 0);
+
+    nn::ConvOptions g3 = opts(1, 0);
+    g3.groups = 3;
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(6, 9, 3, rng, g3).add<nn::Flatten<float>>().add<nn::Dense<float>>(9 * 10, 1, rng);
+    using M1 = dp::ModelT<float, dp::GroupedConv1dT<float, 3, 6, 12, 9, 3>, dp::FlattenT<float, 90>, dp::DenseT<float, 90, 1>>;
+    const Tensor<float> x1 = random_input(Shape{2, 6, 12}, 53);
+    CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+
+    using Ungrouped = dp::ModelT<float, dp::Conv2dT<float, 4, 9, 9, 6, 3, 3, 1, 1, 1, 1>, dp::GroupedConv2dT<float, 6, 6, 9, 9, 6, 3, 3, 2, 2>,
+                                 dp::FlattenT<float, 96>, dp::DenseT<float, 96, 2>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Ungrouped>(net),
+                         "deploy::load_model: layer 0 (Conv2d(4->6, 3x3, pad 1x1, groups 2)) vs fixed-size layer 0 (Conv2d): trained groups 2, "
+                         "fixed-size groups 1 (a grouped convolution deploys as GroupedConv2dT)",
+                         shape_error);
+    using WrongChannels = dp::ModelT<float, dp::GroupedConv2dT<float, 2, 4, 9, 9, 8, 3, 3, 1, 1, 1, 1>,
+                                     dp::GroupedConv2dT<float, 8, 8, 9, 9, 8, 3, 3, 2, 2>, dp::FlattenT<float, 128>, dp::DenseT<float, 128, 2>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<WrongChannels>(net),
+                         "deploy::load_model: layer 0 (Conv2d(4->6, 3x3, pad 1x1, groups 2)) vs fixed-size layer 0 (Conv2d): trained weight "
+                         "(6, 2, 3, 3), fixed-size weight (8, 2, 3, 3)",
+                         shape_error);
+}
+
 /// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
 /// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
 template <class Layer, class Fixed>

@@ -172,9 +172,11 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
     if (s != Status::ok) throw value_error("deploy::load_model: " + l.where + ": " + status_message(s));
 }
 
-template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+/// Checks a trained Conv1d or Conv2d against a fixed-size geometry of G groups and hands its
+/// weight (Cout, Cin / G, KH, KW) and bias to set(w, b).
+template <std::size_t G, std::size_t Cin, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW, std::size_t PH,
+          std::size_t PW, std::size_t PB, std::size_t PR, class T, class Set>
+void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
     const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
@@ -189,28 +191,56 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, 
     }
     const Size2 k = m.kernel_size();
     const std::size_t sh = one_d ? 1 : o.stride.h;
+    if (o.groups != G)
+        layer_mismatch(l, index, "Conv2d", "trained groups " + std::to_string(o.groups) + ", fixed-size groups " + std::to_string(G) +
+                                               (G == 1 ? " (a grouped convolution deploys as GroupedConv2dT)" : ""));
     if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
-        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
-                                               shape_text({Cout, Cin, KH, KW}));
+        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels() / G, k.h, k.w}) +
+                                               ", fixed-size weight " + shape_text({Cout, Cin / G, KH, KW}));
     if (sh != SH || o.stride.w != SW || pt != PH || pb != PB || pl != PW || pr != PR)
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
                                                shape_text({PH, PB, PW, PR}));
-    if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
-        throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
-    constexpr std::size_t K = Cin * KH * KW;
+    if (o.dilation.h != 1 || o.dilation.w != 1)
+        throw value_error("deploy::load_model: " + l.where + ": dilation is not supported by Conv2dT (need 1)");
+    constexpr std::size_t K = Cin / G * KH * KW;
     std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
     std::vector<T> b(Cout, T(0));
     if (o.bias) b.assign(m.bias.value.data(), m.bias.value.data() + Cout);
     check_finite(w, l);
     check_finite(b, l);
+    set(w, b);
+}
+
+/// Group q's slice (weight rows and bias from out channel first) into a Conv2dT.
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const std::vector<T>& w, const std::vector<T>& b,
+              std::size_t first, const TrainedLayer<T>& l) {
+    constexpr std::size_t K = Cin * KH * KW;
     for (std::size_t oc = 0; oc < Cout; ++oc) {
-        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[oc * K + r];
-        c.bias[oc] = b[oc];
+        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[(first + oc) * K + r];
+        c.bias[oc] = b[first + oc];
     }
     c.act = l.act;
     c.alpha = l.alpha;
 }
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
+}
+
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
+        for (std::size_t q = 0; q < G; ++q) set_conv(c.group[q], w, b, q * (Cout / G), l);
+    });
+}
+
+
 
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
           std::size_t PH, std::size_t PW>

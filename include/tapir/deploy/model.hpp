@@ -328,6 +328,32 @@ using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S, 0, P>;
 template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
 using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
 
+/// Grouped 2-D convolution (tapir::nn::Conv2d's and PyTorch's groups; depthwise when G = Cin):
+/// group q maps input channels [q Cin / G, (q + 1) Cin / G) to output channels [q Cout / G,
+/// (q + 1) Cout / G) with its own Conv2dT, as the trained convolution runs one GEMM per group
+/// (autodiff/conv.hpp), so the outputs are bitwise. Channels-first slices are contiguous.
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+struct GroupedConv2dT {
+    static_assert(G > 0 && Cin % G == 0 && Cout % G == 0, "GroupedConv2dT: the groups must divide both channel counts");
+    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR>;
+    using value_type = T;
+    static constexpr const char* name = "Conv2d";
+    static constexpr std::size_t groups = G, in_channels = Cin, out_channels = Cout;
+    static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * group_type::OH * group_type::OW;
+    static constexpr std::size_t out_buffer = out_size, scratch_size = group_type::scratch_size;
+
+    group_type group[G];
+
+    void forward(simd::isa which, const T* x, T* y, T* scratch) const noexcept {
+        for (std::size_t q = 0; q < G; ++q) group[q].forward(which, x + q * group_type::in_size, y + q * group_type::out_size, scratch);
+    }
+};
+/// Grouped 1-D convolution of one (Cin, L) sample, as Conv1dT.
+template <class T, std::size_t G, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0,
+          std::size_t PR = P>
+using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
+
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>
 struct FlattenT {
