@@ -18,6 +18,8 @@ tapir::deploy::LstmT<float, 3, 4> lstm;  // zero weights: every gate 1/2, g = 0,
 tapir::deploy::GruT<float, 3, 4> gru;    // zero weights: n = 0, z = 1/2, h halves
 // Zero weights: h = 0 after every step, so the masked sequence gives the head's bias.
 tapir::deploy::ModelT<float, tapir::deploy::GruT<float, 1, 2, 3>, tapir::deploy::DenseT<float, 2, 1>> gru_seq;
+// Zero weights: each group gives its bias; the padded max pool never takes the padding.
+tapir::deploy::ModelT<float, tapir::deploy::GroupedConv1dT<float, 2, 2, 4, 2, 1>, tapir::deploy::MaxPool1dT<float, 2, 4, 2, 2, 1>> grouped;
 // Zero weights: phi gives 0, rho its bias.
 tapir::deploy::EnergyFlowT<float, 4, tapir::deploy::Mlp<float, 2, 3>, tapir::deploy::Mlp<float, 3, 1>> efn;
 } // namespace
@@ -71,6 +73,11 @@ int main() {
     gru_seq.forward(seq, seq_mask, &ys);
     efn.forward(set, set_mask, &ye);
     if (ys != 0.75f || ye != 0.75f) return 11;
+    grouped.layer<0>().group[0].bias[0] = -1.0f;
+    grouped.layer<0>().group[1].bias[0] = 2.0f;
+    float yg[6] = {0, 0, 0, 0, 0, 0};
+    grouped.forward(set, yg);
+    if (yg[0] != -1.0f || yg[2] != -1.0f || yg[3] != 2.0f || yg[5] != 2.0f) return 12;
     float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sg[4] = {1, 1, 1, 1};
     lstm.step(x, st);
     gru.step(x, sg);
