@@ -252,69 +252,62 @@ struct Pool2dT {
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
     void forward(simd::isa, const T* x, T* y, T*) const noexcept {
-        if constexpr (PH != 0 || PW != 0) {
-            padded(x, y);
-            return;
-        }
         const T inv = T(1) / static_cast<T>(KH * KW);
         std::size_t o = 0;
         for (std::size_t c = 0; c < C; ++c) {
             const T* xs = x + c * H * W;
             for (std::size_t oy = 0; oy < OH; ++oy)
                 for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
-                    const T* win = xs + oy * SH * W + ox * SW;
-                    if constexpr (IsMax) {
-                        // Branch-free (random data mispredicts every other compare): a NaN
-                        // propagates, as in PyTorch, though not always the first one's payload.
-                        T best = win[0];
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) {
-                                const T v = win[i * W + j];
-                                best = (v > best || v != v) ? v : best;
-                            }
-                        y[o] = best;
-                    } else {
-                        T s = T(0);
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
-                        y[o] = s * inv;
-                    }
+                    if constexpr (PH != 0 || PW != 0) y[o] = padded(xs, oy, ox, inv);
+                    else y[o] = window(xs + oy * SH * W + ox * SW, inv);
                 }
         }
     }
 
 private:
-    /// The padded windows, as autodiff/conv.hpp's general pooling loops: the taps inside the
-    /// input in window order; max starts from the first and stops at a NaN.
-    void padded(const T* x, T* y) const noexcept {
-        const T inv = T(1) / static_cast<T>(KH * KW);
-        std::size_t o = 0;
-        for (std::size_t c = 0; c < C; ++c) {
-            const T* xs = x + c * H * W;
-            for (std::size_t oy = 0; oy < OH; ++oy)
-                for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
-                    T acc = T(0);
-                    bool first = true;
-                    for (std::size_t i = 0; i < KH; ++i) {
-                        const std::size_t yy = oy * SH + i;
-                        if (yy < PH || yy - PH >= H) continue;
-                        for (std::size_t j = 0; j < KW; ++j) {
-                            const std::size_t xx = ox * SW + j;
-                            if (xx < PW || xx - PW >= W) continue;
-                            const T v = xs[(yy - PH) * W + (xx - PW)];
-                            if constexpr (IsMax) {
-                                if (first || v > acc || v != v) {
-                                    acc = v, first = false;
-                                    if (v != v) i = KH, j = KW;  // NaN propagates, as in PyTorch
-                                }
-                            } else {
-                                acc += v;
-                            }
-                        }
-                    }
-                    y[o] = IsMax ? acc : acc * inv;
+    /// A window inside the input, at win.
+    static TAPIR_ALWAYS_INLINE T window(const T* win, T inv) noexcept {
+        if constexpr (IsMax) {
+            // Branch-free (random data mispredicts every other compare): a NaN
+            // propagates, as in PyTorch, though not always the first one's payload.
+            T best = win[0];
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) {
+                    const T v = win[i * W + j];
+                    best = (v > best || v != v) ? v : best;
                 }
+            return best;
+        } else {
+            T s = T(0);
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
+            return s * inv;
         }
+    }
+
+    /// A window over the padding, as autodiff/conv.hpp's general pooling loops: the taps inside
+    /// the input in window order; max starts from the first and stops at a NaN.
+    static T padded(const T* xs, std::size_t oy, std::size_t ox, T inv) noexcept {
+        T acc = T(0);
+        bool first = true;
+        for (std::size_t i = 0; i < KH; ++i) {
+            const std::size_t yy = oy * SH + i;
+            if (yy < PH || yy - PH >= H) continue;
+            for (std::size_t j = 0; j < KW; ++j) {
+                const std::size_t xx = ox * SW + j;
+                if (xx < PW || xx - PW >= W) continue;
+                const T v = xs[(yy - PH) * W + (xx - PW)];
+                if constexpr (IsMax) {
+                    if (first || v > acc || v != v) {
+                        acc = v, first = false;
+                        if (v != v) i = KH, j = KW;  // NaN propagates, as in PyTorch
+                    }
+                } else {
+                    acc += v;
+                }
+            }
+        }
+        return IsMax ? acc : acc * inv;
     }
 };
 template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
