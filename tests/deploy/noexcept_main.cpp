@@ -16,6 +16,12 @@ tapir::deploy::QuantizedT<tapir::deploy::Int8, decltype(cnn)> cnn8;
 tapir::deploy::QuantizedT<tapir::deploy::FixedPoint<16, 6>, decltype(cnn)> cnn16;
 tapir::deploy::LstmT<float, 3, 4> lstm;  // zero weights: every gate 1/2, g = 0, so h and c stay 0
 tapir::deploy::GruT<float, 3, 4> gru;    // zero weights: n = 0, z = 1/2, h halves
+// Zero weights: h = 0 after every step, so the masked sequence gives the head's bias.
+tapir::deploy::ModelT<float, tapir::deploy::GruT<float, 1, 2, 3>, tapir::deploy::DenseT<float, 2, 1>> gru_seq;
+// Zero weights: each group gives its bias; the padded max pool never takes the padding.
+tapir::deploy::ModelT<float, tapir::deploy::GroupedConv1dT<float, 2, 2, 4, 2, 1>, tapir::deploy::MaxPool1dT<float, 2, 4, 2, 2, 1>> grouped;
+// Zero weights: phi gives 0, rho its bias.
+tapir::deploy::EnergyFlowT<float, 4, tapir::deploy::Mlp<float, 2, 3>, tapir::deploy::Mlp<float, 3, 1>> efn;
 } // namespace
 
 int main() {
@@ -57,6 +63,21 @@ int main() {
     cnn8.forward(s, &y8);
     cnn16.forward(s, &y16);
     if (y16 != 2.0f || y8 < 1.9f || y8 > 2.2f) return 9;
+    const float bias1[1] = {0.75f}, w21[2] = {0.0f, 0.0f}, w31[3] = {0.0f, 0.0f, 0.0f};
+    tapir::deploy::LayerView<float> vh{w21, bias1, 2, 1, tapir::Activation::none, 0.0f};
+    tapir::deploy::LayerView<float> vr{w31, bias1, 3, 1, tapir::Activation::none, 0.0f};
+    if (gru_seq.layer<1>().dense.set(vh) != tapir::deploy::Status::ok || efn.rho.load(&vr, 1) != tapir::deploy::Status::ok) return 10;
+    const float seq[3] = {1, 2, 3}, seq_mask[3] = {1, 0, 1};
+    const float set[12] = {0.5f, 1, 2, 0.5f, 3, 4, 0, 5, 6, 0, 7, 8}, set_mask[4] = {1, 1, 0, 0};
+    float ys = 0.0f, ye = 0.0f;
+    gru_seq.forward(seq, seq_mask, &ys);
+    efn.forward(set, set_mask, &ye);
+    if (ys != 0.75f || ye != 0.75f) return 11;
+    grouped.layer<0>().group[0].bias[0] = -1.0f;
+    grouped.layer<0>().group[1].bias[0] = 2.0f;
+    float yg[6] = {0, 0, 0, 0, 0, 0};
+    grouped.forward(set, yg);
+    if (yg[0] != -1.0f || yg[2] != -1.0f || yg[3] != 2.0f || yg[5] != 2.0f) return 12;
     float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sg[4] = {1, 1, 1, 1};
     lstm.step(x, st);
     gru.step(x, sg);

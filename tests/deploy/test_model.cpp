@@ -224,6 +224,107 @@ TEST_CASE("deploy::Conv2dT with asymmetric padding: even kernels with 'same' pad
     CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
 }
 
+TEST_CASE("deploy::Pool2dT with padding: padded max and average pools, 1-D and 2-D, are bitwise the trained layers") {
+    Rng rng(41);
+    nn::Sequential<float> net;  // no ReLU before the max pool: windows of negative values next to the padding
+    net.add<nn::Conv2d<float>>(2, 4, 3, rng)
+        .add<nn::MaxPool2d<float>>(3, 2, 1)
+        .add<nn::AvgPool2d<float>>(2, 1, 1)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(4 * 5 * 5, 3, rng);
+    using M = dp::ModelT<float, dp::Conv2dT<float, 2, 9, 9, 4, 3, 3>, dp::MaxPool2dT<float, 4, 7, 7, 3, 3, 2, 2, 1, 1>,
+                         dp::AvgPool2dT<float, 4, 4, 4, 2, 2, 1, 1, 1, 1>, dp::FlattenT<float, 100>, dp::DenseT<float, 100, 3>>;
+    const auto m = dp::to_model<M>(net);
+    Tensor<float> x = random_input(Shape{4, 2, 9, 9}, 42);
+    const std::vector<float> ref = trained_forward(net, x);
+    std::vector<float> got(ref.size());
+    {
+        tapir_test::AllocationScope scope;
+        m->forward(x.data(), got.data(), 4);
+        CHECK(scope.count() == 0);
+    }
+    CHECK(bit_differences(got, ref) == 0);
+    // The pools alone on a hand-made input: a corner window of the padded max pool sees only
+    // its real taps (all negative here), and the padded average divides by the whole window.
+    dp::MaxPool2dT<float, 1, 2, 2, 2, 2, 2, 2, 1, 1> max_pool;
+    dp::AvgPool2dT<float, 1, 2, 2, 2, 2, 2, 2, 1, 1> avg_pool;
+    const float in[4] = {-1.0f, -2.0f, -3.0f, -4.0f};
+    float out[4];
+    max_pool.forward(simd::detected_isa(), in, out, nullptr);
+    CHECK(out[0] == -1.0f);
+    CHECK(out[1] == -2.0f);
+    CHECK(out[2] == -3.0f);
+    CHECK(out[3] == -4.0f);
+    avg_pool.forward(simd::detected_isa(), in, out, nullptr);
+    CHECK(out[0] == -0.25f);
+    CHECK(out[3] == -1.0f);
+
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(3, 5, 3, rng)
+        .add<nn::MaxPool1d<float>>(3, 1, 1)
+        .add<nn::AvgPool1d<float>>(3, 2, 1)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(5 * 5, 2, rng);
+    using M1 = dp::ModelT<float, dp::Conv1dT<float, 3, 12, 5, 3>, dp::MaxPool1dT<float, 5, 10, 3, 1, 1>, dp::AvgPool1dT<float, 5, 10, 3, 2, 1>,
+                          dp::FlattenT<float, 25>, dp::DenseT<float, 25, 2>>;
+    const Tensor<float> x1 = random_input(Shape{3, 3, 12}, 43);
+    CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+
+    using Unpadded = dp::ModelT<float, dp::Conv2dT<float, 2, 9, 9, 4, 3, 3>, dp::MaxPool2dT<float, 4, 7, 7, 3, 3, 2, 2>,
+                                dp::AvgPool2dT<float, 4, 3, 3, 2, 2, 1, 1, 1, 1>, dp::FlattenT<float, 64>, dp::DenseT<float, 64, 3>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Unpadded>(net),
+                         "deploy::load_model: layer 1 (MaxPool2d(3x3, stride 2x2, pad 1x1)) vs fixed-size layer 1 (MaxPool): trained window "
+                         "(3, 3) stride (2, 2) padding (1, 1), fixed-size window (3, 3) stride (2, 2) padding (0, 0)",
+                         shape_error);
+}
+
+TEST_CASE("deploy::GroupedConv2dT: grouped and depthwise convolutions, 1-D and 2-D, are bitwise the trained layers") {
+    Rng rng(51);
+    nn::ConvOptions g2 = opts(1, 1);
+    g2.groups = 2;
+    nn::ConvOptions dw = opts(2, 0);
+    dw.groups = 6;
+    nn::Sequential<float> net;
+    net.add<nn::Conv2d<float>>(4, 6, 3, rng, g2)
+        .add<nn::ReLU<float>>()
+        .add<nn::Conv2d<float>>(6, 6, 3, rng, dw)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(6 * 4 * 4, 2, rng);
+    using M = dp::ModelT<float, dp::GroupedConv2dT<float, 2, 4, 9, 9, 6, 3, 3, 1, 1, 1, 1>, dp::GroupedConv2dT<float, 6, 6, 9, 9, 6, 3, 3, 2, 2>,
+                         dp::FlattenT<float, 96>, dp::DenseT<float, 96, 2>>;
+    const auto m = dp::to_model<M>(net);
+    const Tensor<float> x = random_input(Shape{3, 4, 9, 9}, 52);
+    const std::vector<float> ref = trained_forward(net, x);
+    std::vector<float> got(ref.size());
+    {
+        tapir_test::AllocationScope scope;
+        m->forward(x.data(), got.data(), 3);
+        CHECK(scope.count() == 0);
+    }
+    CHECK(bit_differences(got, ref) == 0);
+
+    nn::ConvOptions g3 = opts(1, 0);
+    g3.groups = 3;
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(6, 9, 3, rng, g3).add<nn::Flatten<float>>().add<nn::Dense<float>>(9 * 10, 1, rng);
+    using M1 = dp::ModelT<float, dp::GroupedConv1dT<float, 3, 6, 12, 9, 3>, dp::FlattenT<float, 90>, dp::DenseT<float, 90, 1>>;
+    const Tensor<float> x1 = random_input(Shape{2, 6, 12}, 53);
+    CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+
+    using Ungrouped = dp::ModelT<float, dp::Conv2dT<float, 4, 9, 9, 6, 3, 3, 1, 1, 1, 1>, dp::GroupedConv2dT<float, 6, 6, 9, 9, 6, 3, 3, 2, 2>,
+                                 dp::FlattenT<float, 96>, dp::DenseT<float, 96, 2>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Ungrouped>(net),
+                         "deploy::load_model: layer 0 (Conv2d(4->6, 3x3, pad 1x1, groups 2)) vs fixed-size layer 0 (Conv2d): trained groups 2, "
+                         "fixed-size groups 1 (a grouped convolution deploys as GroupedConv2dT)",
+                         shape_error);
+    using WrongChannels = dp::ModelT<float, dp::GroupedConv2dT<float, 2, 4, 9, 9, 8, 3, 3, 1, 1, 1, 1>,
+                                     dp::GroupedConv2dT<float, 8, 8, 9, 9, 8, 3, 3, 2, 2>, dp::FlattenT<float, 128>, dp::DenseT<float, 128, 2>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<WrongChannels>(net),
+                         "deploy::load_model: layer 0 (Conv2d(4->6, 3x3, pad 1x1, groups 2)) vs fixed-size layer 0 (Conv2d): trained weight "
+                         "(6, 2, 3, 3), fixed-size weight (8, 2, 3, 3)",
+                         shape_error);
+}
+
 /// A recurrent layer (LSTM or GRU, hidden 64) with a dense head: the whole sequence, every step's
 /// outputs, and ten streaming steps of sequence b with a caller-held state, against the trained model.
 template <class Layer, class Fixed>
@@ -250,6 +351,66 @@ TEST_CASE("deploy::LstmT and GruT: whole sequences and streaming steps are bitwi
     const Tensor<float> x = random_input(Shape{4, 10, 8}, 7);
     SUBCASE("LSTM") { check_recurrent<nn::LSTM<float>, dp::LstmT<float, 8, 64, 10>>(x, 0); }
     SUBCASE("GRU") { check_recurrent<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x, 1); }
+}
+
+/// The trained recurrent net of make_recurrent with a (B, T) mask: the layer with the mask, then the rest.
+std::vector<float> trained_masked(nn::Sequential<float>& net, const Tensor<float>& x, const Tensor<float>& mask) {
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    net.eval();
+    Var<float> y = static_cast<nn::RecurrentLayer<float>&>(net.at(0)).forward(tape.view(x), tape.view(mask));
+    for (std::size_t i = 1; i < net.size(); ++i) y = net.at(i)(y);
+    return std::vector<float>(y.data(), y.data() + y.size());
+}
+
+/// Variable-length sequences (a mask with holes, a prefix, an empty one and a full one) through the
+/// last-step and every-step models, against the trained layer with the same mask.
+template <class Layer, class Fixed>
+void check_masked(const Tensor<float>& x) {
+    constexpr std::size_t B = 4, T = 10;
+    Tensor<float> mask(Shape{B, T});
+    for (std::size_t t = 0; t < T; ++t) {
+        mask[0 * T + t] = t < 6 && t != 2 ? 1.0f : 0.0f;
+        mask[1 * T + t] = t < 3 ? 1.0f : 0.0f;
+        mask[2 * T + t] = 0.0f;
+        mask[3 * T + t] = 1.0f;
+    }
+    nn::Sequential<float> net = make_recurrent<Layer>(false);
+    using M = dp::ModelT<float, Fixed, dp::DenseT<float, 64, 1>>;
+    const auto m = dp::to_model<M>(net);
+    const std::vector<float> ref = trained_masked(net, x, mask);
+    const std::vector<float> unmasked = trained_forward(net, x);
+    nn::Sequential<float> seq = make_recurrent<Layer>(true);
+    using S = dp::ModelT<float, dp::RecurrentT<float, Fixed::cell, 8, 64, 10, true>, dp::FlattenT<float, 640>, dp::DenseT<float, 640, 1>>;
+    const auto ms = dp::to_model<S>(seq);
+    const std::vector<float> ref_seq = trained_masked(seq, x, mask);
+    for (std::size_t b = 0; b < B; ++b) {
+        float y = 0.0f, ys = 0.0f;
+        {
+            tapir_test::AllocationScope scope;
+            m->forward(x.data() + b * T * 8, mask.data() + b * T, &y);
+            ms->forward(x.data() + b * T * 8, mask.data() + b * T, &ys);
+            CHECK(scope.count() == 0);
+        }
+        CHECK(std::memcmp(&y, &ref[b], sizeof(float)) == 0);
+        CHECK(std::memcmp(&ys, &ref_seq[b], sizeof(float)) == 0);
+        if (b < 3) CHECK(y != unmasked[b]);  // the mask changes the result
+        else CHECK(std::memcmp(&y, &unmasked[b], sizeof(float)) == 0);
+    }
+    // The last state of a sequence with holes is the state of the present steps run in a row.
+    float state[Fixed::state_size] = {};
+    const std::size_t present[] = {0, 1, 3, 4, 5};  // mask row 0
+    for (const std::size_t t : present) m->template layer<0>().step(x.data() + t * 8, state);
+    float h[64];
+    float masked_state[Fixed::state_size];
+    m->template layer<0>().forward_masked(m->isa(), x.data(), mask.data(), h, masked_state);
+    CHECK(std::memcmp(h, state, sizeof(h)) == 0);
+}
+
+TEST_CASE("deploy::LstmT and GruT: masked (variable-length) sequences are bitwise the trained layers with the mask") {
+    const Tensor<float> x = random_input(Shape{4, 10, 8}, 17);
+    SUBCASE("LSTM") { check_masked<nn::LSTM<float>, dp::LstmT<float, 8, 64, 10>>(x); }
+    SUBCASE("GRU") { check_masked<nn::GRU<float>, dp::GruT<float, 8, 64, 10>>(x); }
 }
 
 TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the trained one") {
@@ -287,6 +448,59 @@ TEST_CASE("deploy::DeepSetT: a particle flow network with a mask is bitwise the 
             check(*fixed);
         }
     }
+}
+
+TEST_CASE("deploy::EnergyFlowT: an energy flow network, with a mask and without, is bitwise the trained one") {
+    Rng rng(22);
+    nn::EnergyFlowNetwork<float> efn(2, {32, 32, 16}, {32, 1}, rng);
+    constexpr std::size_t B = 3, N = 20;
+    Tensor<float> x = random_input(Shape{B, N, 3}, 23);
+    Tensor<float> mask(Shape{B, N});
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t i = 0; i < N; ++i) {
+            x[(b * N + i) * 3] = std::fabs(x[(b * N + i) * 3]) * 0.1f;  // energy fractions
+            if (i % 4 == 2) x[(b * N + i) * 3] = 0.0f;                   // padding without a mask
+            mask[b * N + i] = i < 6 + 6 * b && i != 1 ? 1.0f : 0.0f;
+        }
+    Tape<float> tape;
+    NoGradGuard<float> guard(tape);
+    efn.eval();
+    const Var<float> ref_masked = efn.forward(tape.view(x), tape.view(mask));
+    const Var<float> ref_all = efn.forward(tape.view(x));
+    using Efn = dp::EnergyFlowT<float, N, dp::Mlp<float, 2, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>>;
+    static_assert(Efn::features == 3 && Efn::angular == 2 && Efn::latent == 16, "EnergyFlowT sizes");
+    auto fixed = std::make_unique<Efn>();
+    dp::load_model(*fixed, efn);
+    for (std::size_t b = 0; b < B; ++b) {
+        float y_masked = 0.0f, y_all = 0.0f;
+        {
+            tapir_test::AllocationScope scope;
+            fixed->forward(x.data() + b * N * 3, mask.data() + b * N, &y_masked);
+            fixed->forward(x.data() + b * N * 3, &y_all);
+            CHECK(scope.count() == 0);
+        }
+        CHECK(std::memcmp(&y_masked, ref_masked.data() + b, sizeof(float)) == 0);
+        CHECK(std::memcmp(&y_all, ref_all.data() + b, sizeof(float)) == 0);
+        CHECK(y_masked != y_all);  // the mask matters: the two differ
+    }
+    // Every particle masked: rho of a zero latent vector, as the trained network gives.
+    const Tensor<float> none(Shape{1, N});
+    const Tensor<float> first(Shape{1, N, 3}, x.data(), N * 3);
+    const Var<float> ref_none = efn.forward(tape.view(first), tape.view(none));
+    float y_none = 1.0f;
+    fixed->forward(x.data(), none.data(), &y_none);
+    CHECK(std::memcmp(&y_none, ref_none.data(), sizeof(float)) == 0);
+
+    using WrongAngles = dp::EnergyFlowT<float, N, dp::Mlp<float, 3, 32, 32, 16>, dp::Mlp<float, 16, 32, 1>>;
+    CHECK_THROWS_WITH_AS(dp::load_model(*std::make_unique<WrongAngles>(), efn),
+                         "deploy::load_model: the trained EnergyFlowNetwork takes particles of 3 features (z and 2 angles), the fixed-size "
+                         "one 4 (z and 3 angles)",
+                         shape_error);
+    using WrongLatent = dp::EnergyFlowT<float, N, dp::Mlp<float, 2, 32, 32, 8>, dp::Mlp<float, 8, 32, 1>>;
+    CHECK_THROWS_WITH_AS(dp::load_model(*std::make_unique<WrongLatent>(), efn),
+                         "deploy::load_model: EnergyFlowNetwork phi: deploy::load: the trained model is 2 -> 32 (relu) -> 32 (relu) -> 16 "
+                         "(relu) but the fixed-size model is 2 -> 32 -> 32 -> 8",
+                         shape_error);
 }
 
 TEST_CASE("deploy::load_model folds a BatchNorm into the Dense before it (within 1e-6 of the unfolded model)") {

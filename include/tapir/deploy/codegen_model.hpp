@@ -303,8 +303,10 @@ void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, 
     }
 }
 
-template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
-void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&) {
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW>
+void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&) {
+    static_assert(PH == 0 && PW == 0, "generate_header: padded pooling has no generated code yet (deploy it with ModelT)");
     g.uses_pool = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = std::string(IsMax ? "MaxPool" : "AvgPool") + "(" + s(C) + "x" + s(H) + "x" + s(W) + ", window " + s(KH) + "x" +

@@ -1,5 +1,5 @@
 #pragma once
-/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
+/// Loading trained layers into a ModelT (model.hpp), a DeepSetT or an EnergyFlowT: from a tapir::nn::Sequential,
 /// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
 /// architecture. Throws shape_error and value_error naming the layer and both shapes.
 ///
@@ -9,8 +9,9 @@
 ///
 /// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
 /// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
-/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
-/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
+/// (a few ulp off the unfolded graph); MaxPool and AvgPool (padded too), Flatten, activations on
+/// their own, LSTM and GRU (the mask of a variable-length sequence is
+/// an input: ModelT::forward(x, mask, y)); Dropout is dropped and nested Sequentials walked.
 /// That list must match the ModelT's layers one to one.
 
 #include <cmath>
@@ -171,9 +172,11 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
     if (s != Status::ok) throw value_error("deploy::load_model: " + l.where + ": " + status_message(s));
 }
 
-template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+/// Checks a trained Conv1d or Conv2d against a fixed-size geometry of G groups and hands its
+/// weight (Cout, Cin / G, KH, KW) and bias to set(w, b).
+template <std::size_t G, std::size_t Cin, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW, std::size_t PH,
+          std::size_t PW, std::size_t PB, std::size_t PR, class T, class Set>
+void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
     const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
@@ -188,31 +191,60 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, 
     }
     const Size2 k = m.kernel_size();
     const std::size_t sh = one_d ? 1 : o.stride.h;
+    if (o.groups != G)
+        layer_mismatch(l, index, "Conv2d", "trained groups " + std::to_string(o.groups) + ", fixed-size groups " + std::to_string(G) +
+                                               (G == 1 ? " (a grouped convolution deploys as GroupedConv2dT)" : ""));
     if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
-        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
-                                               shape_text({Cout, Cin, KH, KW}));
+        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels() / G, k.h, k.w}) +
+                                               ", fixed-size weight " + shape_text({Cout, Cin / G, KH, KW}));
     if (sh != SH || o.stride.w != SW || pt != PH || pb != PB || pl != PW || pr != PR)
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
                                                shape_text({PH, PB, PW, PR}));
-    if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
-        throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
-    constexpr std::size_t K = Cin * KH * KW;
+    if (o.dilation.h != 1 || o.dilation.w != 1)
+        throw value_error("deploy::load_model: " + l.where + ": dilation is not supported by Conv2dT (need 1)");
+    constexpr std::size_t K = Cin / G * KH * KW;
     std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
     std::vector<T> b(Cout, T(0));
     if (o.bias) b.assign(m.bias.value.data(), m.bias.value.data() + Cout);
     check_finite(w, l);
     check_finite(b, l);
+    set(w, b);
+}
+
+/// Group q's slice (weight rows and bias from out channel first) into a Conv2dT.
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const std::vector<T>& w, const std::vector<T>& b,
+              std::size_t first, const TrainedLayer<T>& l) {
+    constexpr std::size_t K = Cin * KH * KW;
     for (std::size_t oc = 0; oc < Cout; ++oc) {
-        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[oc * K + r];
-        c.bias[oc] = b[oc];
+        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[(first + oc) * K + r];
+        c.bias[oc] = b[first + oc];
     }
     c.act = l.act;
     c.alpha = l.alpha;
 }
 
-template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
-void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<T>& l, std::size_t index) {
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
+}
+
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
+        for (std::size_t q = 0; q < G; ++q) set_conv(c.group[q], w, b, q * (Cout / G), l);
+    });
+}
+
+
+
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW>
+void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&, const TrainedLayer<T>& l, std::size_t index) {
     const char* want = IsMax ? "MaxPool" : "AvgPool";
     if (l.type.compare(0, 7, want) != 0) layer_mismatch(l, index, want, "a " + l.type + " layer cannot load into a " + want + " layer");
     Size2 k, s;
@@ -224,10 +256,10 @@ void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<
         const auto& m = static_cast<const nn::Pool<T, IsMax, false>&>(*l.module);
         k = m.kernel_size(), s = m.stride(), p = m.padding();
     }
-    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top || p.bottom || p.left || p.right)
+    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top != PH || p.bottom != PH || p.left != PW || p.right != PW)
         layer_mismatch(l, index, want, "trained window " + shape_text({k.h, k.w}) + " stride " + shape_text({s.h, s.w}) + " padding " +
                                            shape_text({p.top, p.left}) + ", fixed-size window " + shape_text({KH, KW}) + " stride " +
-                                           shape_text({SH, SW}) + " padding (0, 0)");
+                                           shape_text({SH, SW}) + " padding " + shape_text({PH, PW}));
 }
 
 template <class T, std::size_t N>
@@ -334,6 +366,27 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
         load(fixed.rho, spec_from(trained.f));
     } catch (const shape_error& e) {
         throw shape_error(std::string("deploy::load_model: DeepSet rho (f): ") + e.what());
+    }
+}
+
+/// Loads a trained EnergyFlowNetwork into an EnergyFlowT: phi (on the angles) and rho (F) as
+/// fixed-size MLPs; the energy fraction is column 0 of both inputs.
+template <class T, std::size_t N, class Phi, class Rho>
+void load_model(EnergyFlowT<T, N, Phi, Rho>& fixed, const nn::EnergyFlowNetwork<T>& trained) {
+    using E = EnergyFlowT<T, N, Phi, Rho>;
+    if (trained.in_features() != E::features)
+        throw shape_error("deploy::load_model: the trained EnergyFlowNetwork takes particles of " + std::to_string(trained.in_features()) +
+                          " features (z and " + std::to_string(trained.in_features() - 1) + " angles), the fixed-size one " +
+                          std::to_string(E::features) + " (z and " + std::to_string(E::angular) + " angles)");
+    try {
+        load(fixed.phi, spec_from(trained.phi));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork phi: ") + e.what());
+    }
+    try {
+        load(fixed.rho, spec_from(trained.f));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork rho (f): ") + e.what());
     }
 }
 

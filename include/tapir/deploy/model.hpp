@@ -1,7 +1,7 @@
 #pragma once
 /// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
 /// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
-/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN).
+/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN, EFN).
 /// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
 ///
 ///     using Cnn = tapir::deploy::ModelT<float,
@@ -221,18 +221,22 @@ private:
 template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
 using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
-/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
-/// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
-/// times 1 / (KH KW)).
+/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW and
+/// PH rows and PW columns of padding on each side (at most half the window, as tapir::nn's and
+/// PyTorch's pooling layers allow); the loops of autodiff/conv.hpp's pooling kernels (average:
+/// sum in window order, times 1 / (KH KW), the padding counted as PyTorch's count_include_pad;
+/// max: over the window's taps inside the input only).
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH,
-          std::size_t SW = KW>
+          std::size_t SW = KW, std::size_t PH = 0, std::size_t PW = 0>
 struct Pool2dT {
-    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H >= KH && W >= KW, "Pool2dT: bad sizes");
+    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H + 2 * PH >= KH && W + 2 * PW >= KW, "Pool2dT: bad sizes");
+    static_assert(2 * PH <= KH && 2 * PW <= KW, "Pool2dT: the padding must be at most half the window");
     using value_type = T;
     static constexpr const char* name = IsMax ? "MaxPool" : "AvgPool";
     static constexpr bool is_max = IsMax;
     static constexpr std::size_t channels = C, in_h = H, in_w = W, kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW;
-    static constexpr std::size_t OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    static constexpr std::size_t pad_h = PH, pad_w = PW;
+    static constexpr std::size_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
     void forward(simd::isa, const T* x, T* y, T*) const noexcept {
@@ -242,35 +246,94 @@ struct Pool2dT {
             const T* xs = x + c * H * W;
             for (std::size_t oy = 0; oy < OH; ++oy)
                 for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
-                    const T* win = xs + oy * SH * W + ox * SW;
-                    if constexpr (IsMax) {
-                        // Branch-free (random data mispredicts every other compare): a NaN
-                        // propagates, as in PyTorch, though not always the first one's payload.
-                        T best = win[0];
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) {
-                                const T v = win[i * W + j];
-                                best = (v > best || v != v) ? v : best;
-                            }
-                        y[o] = best;
-                    } else {
-                        T s = T(0);
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
-                        y[o] = s * inv;
-                    }
+                    if constexpr (PH != 0 || PW != 0) y[o] = padded(xs, oy, ox, inv);
+                    else y[o] = window(xs + oy * SH * W + ox * SW, inv);
                 }
         }
     }
+
+private:
+    /// A window inside the input, at win.
+    static TAPIR_ALWAYS_INLINE T window(const T* win, T inv) noexcept {
+        if constexpr (IsMax) {
+            // Branch-free (random data mispredicts every other compare): a NaN
+            // propagates, as in PyTorch, though not always the first one's payload.
+            T best = win[0];
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) {
+                    const T v = win[i * W + j];
+                    best = (v > best || v != v) ? v : best;
+                }
+            return best;
+        } else {
+            T s = T(0);
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
+            return s * inv;
+        }
+    }
+
+    /// A window over the padding, as autodiff/conv.hpp's general pooling loops: the taps inside
+    /// the input in window order; max starts from the first and stops at a NaN.
+    static T padded(const T* xs, std::size_t oy, std::size_t ox, T inv) noexcept {
+        T acc = T(0);
+        bool first = true;
+        for (std::size_t i = 0; i < KH; ++i) {
+            const std::size_t yy = oy * SH + i;
+            if (yy < PH || yy - PH >= H) continue;
+            for (std::size_t j = 0; j < KW; ++j) {
+                const std::size_t xx = ox * SW + j;
+                if (xx < PW || xx - PW >= W) continue;
+                const T v = xs[(yy - PH) * W + (xx - PW)];
+                if constexpr (IsMax) {
+                    if (first || v > acc || v != v) {
+                        acc = v, first = false;
+                        if (v != v) i = KH, j = KW;  // NaN propagates, as in PyTorch
+                    }
+                } else {
+                    acc += v;
+                }
+            }
+        }
+        return IsMax ? acc : acc * inv;
+    }
 };
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S, 0, P>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
+
+/// Grouped 2-D convolution (tapir::nn::Conv2d's and PyTorch's groups; depthwise when G = Cin):
+/// group q maps input channels [q Cin / G, (q + 1) Cin / G) to output channels [q Cout / G,
+/// (q + 1) Cout / G) with its own Conv2dT, as the trained convolution runs one GEMM per group
+/// (autodiff/conv.hpp), so the outputs are bitwise. Channels-first slices are contiguous.
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+struct GroupedConv2dT {
+    static_assert(G > 0 && Cin % G == 0 && Cout % G == 0, "GroupedConv2dT: the groups must divide both channel counts");
+    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR>;
+    using value_type = T;
+    static constexpr const char* name = "Conv2d";
+    static constexpr std::size_t groups = G, in_channels = Cin, out_channels = Cout;
+    static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * group_type::OH * group_type::OW;
+    static constexpr std::size_t out_buffer = out_size, scratch_size = group_type::scratch_size;
+
+    group_type group[G];
+
+    void forward(simd::isa which, const T* x, T* y, T* scratch) const noexcept {
+        for (std::size_t q = 0; q < G; ++q) group[q].forward(which, x + q * group_type::in_size, y + q * group_type::out_size, scratch);
+    }
+};
+/// Grouped 1-D convolution of one (Cin, L) sample, as Conv1dT.
+template <class T, std::size_t G, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0,
+          std::size_t PR = P>
+using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>
@@ -299,7 +362,11 @@ enum class Cell : std::uint8_t { lstm, gru };
 /// and GRU). As a model layer it reads a whole (Steps, In) sequence from a zero state and gives
 /// the last h (Hidden values) or, with Sequences, every step's h (Steps, Hidden). For streaming,
 /// step(x, state) advances a state the caller keeps: state_size values, [h | c] for the LSTM, h
-/// for the GRU, zeros at the start.
+/// for the GRU, zeros at the start. Variable lengths: forward_masked (ModelT::forward(x, mask, y))
+/// takes a mask of Steps values as nn::LSTM and GRU take a (B, T) one (autodiff/recurrent.hpp):
+/// a masked step keeps the state, so the last h is the one after the sequence's last present
+/// step, and with Sequences its output is h times 0 (zero, as pad_packed_sequence gives). When
+/// streaming, a masked step is a step not taken.
 template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
 struct RecurrentT {
     static_assert(In > 0 && Hidden > 0 && Steps > 0, "RecurrentT: sizes must be positive");
@@ -334,6 +401,22 @@ struct RecurrentT {
         for (std::size_t t = 0; t < Steps; ++t) {
             step(which, x + t * In, state);
             if (Sequences) std::memcpy(y + t * Hidden, state, Hidden * sizeof(T));
+        }
+        if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
+    }
+
+    /// A variable-length sequence: mask (Steps values, 1 present, 0 absent; nonzero counts as
+    /// present) as the trained layer's mask. The trained layer computes a masked step and then
+    /// restores the state; here it is skipped, which leaves the same state.
+    void forward_masked(simd::isa which, const T* x, const T* mask, T* y, T* state) const noexcept {
+        for (std::size_t i = 0; i < state_size; ++i) state[i] = T(0);
+        for (std::size_t t = 0; t < Steps; ++t) {
+            const bool present = mask[t] != T(0);
+            if (present) step(which, x + t * In, state);
+            if (Sequences) {
+                const T m = present ? T(1) : T(0);  // the trained output is h * mask
+                for (std::size_t j = 0; j < Hidden; ++j) y[t * Hidden + j] = state[j] * m;
+            }
         }
         if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
     }
@@ -399,6 +482,10 @@ template <class A, class... L>
 struct first_layer<A, L...> {
     using type = A;
 };
+template <class L>
+struct is_recurrent_layer : std::false_type {};
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps, bool Sequences>
+struct is_recurrent_layer<RecurrentT<T, C, In, Hidden, Steps, Sequences>> : std::true_type {};
 template <class... L>
 constexpr bool chained() noexcept {
     constexpr std::size_t in[] = {L::in_size...}, out[] = {L::out_size...};
@@ -450,6 +537,21 @@ public:
     void forward(const T* x, T* y, std::size_t n) const noexcept {
         for (std::size_t i = 0; i < n; ++i) forward(x + i * inputs, y + i * outputs);
     }
+    /// One variable-length sequence through a model whose first layer is an LstmT or GruT: mask
+    /// (its Steps values, 1 present and 0 absent) as the trained layer's (B, T) mask.
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T work[work_size];
+        forward_with(x, mask, y, work);
+    }
+    /// The masked forward with a caller-held work buffer of work_size values.
+    void forward_with(const T* x, const T* mask, T* y, T* work) const noexcept {
+        using First = typename detail::first_layer<Layers...>::type;
+        static_assert(detail::is_recurrent_layer<First>::value, "ModelT::forward(x, mask, y): the first layer must be an LstmT or GruT");
+        T* const b0 = work;
+        std::get<0>(layers_).forward_masked(isa_, x, mask, b0, work + 2 * buffer_size);
+        if constexpr (num_layers > 1) run<1>(b0, b0, work + buffer_size, work + 2 * buffer_size, y);
+        else std::memcpy(y, b0, outputs * sizeof(T));
+    }
     /// Single-output convenience.
     T operator()(const T* x) const noexcept {
         static_assert(outputs == 1, "ModelT::operator(): the model has several outputs, use forward(x, y)");
@@ -482,20 +584,17 @@ struct mlp_model {
 template <class T, std::size_t... S>
 using MlpT = typename detail::mlp_model<T, S...>::type;
 
-/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
-/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
-/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
-/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
-/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
-/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
-template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
-class DeepSetT {
-    static_assert(Phi::outputs == Rho::inputs, "DeepSetT: phi's outputs differ from rho's inputs");
+namespace detail {
+/// What DeepSetT and EnergyFlowT share: the per-particle model phi, the event model rho, one
+/// instruction set for both, and the pooling between them.
+template <class T, std::size_t N, class Phi, class Rho>
+class SetModel {
+    static_assert(N > 0, "DeepSetT/EnergyFlowT: give at least one particle");
+    static_assert(Phi::outputs == Rho::inputs, "DeepSetT/EnergyFlowT: phi's outputs differ from rho's inputs");
 
 public:
     using value_type = T;
-    static constexpr std::size_t particles = N, features = Phi::inputs, latent = Phi::outputs, outputs = Rho::outputs;
-    static constexpr bool mean = Mean;
+    static constexpr std::size_t particles = N, latent = Phi::outputs, outputs = Rho::outputs;
 
     Phi phi;
     Rho rho;
@@ -506,23 +605,86 @@ public:
         return s != Status::ok ? s : rho.set_isa(i);
     }
 
-    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
-    void forward(const T* x, const T* mask, T* y) const noexcept {
-        alignas(64) T rows[N * features];
+protected:
+    /// rho(pool), pool = the sum over the count rows (count, phi inputs) of phi(row), each times
+    /// w[r] when w is given (the EFN's energy weights, as autodiff/sets.hpp's set_sum), times
+    /// 1 / count when mean. phi runs on the rows as one batch, as the trained phi runs on its
+    /// rows; the sum goes in row order from zero, written as the training kernels write it.
+    void pool_forward(const T* rows, const T* w, std::size_t count, bool mean, T* y) const noexcept {
         alignas(64) T h[N * latent];
         alignas(64) T pooled[latent];
-        std::size_t count = 0;
-        for (std::size_t i = 0; i < N; ++i)
-            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
         phi.forward(rows, h, count);
         for (std::size_t j = 0; j < latent; ++j) pooled[j] = T(0);
-        for (std::size_t r = 0; r < count; ++r)
-            for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
-        if (Mean) {
+        if (w) {
+            for (std::size_t r = 0; r < count; ++r) {
+                const T wr = w[r];
+                const T* hr = h + r * latent;
+                for (std::size_t j = 0; j < latent; ++j) pooled[j] += wr * hr[j];
+            }
+        } else {
+            for (std::size_t r = 0; r < count; ++r)
+                for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
+        }
+        if (mean) {
             const T inv = count ? T(1) / static_cast<T>(count) : T(0);
             for (std::size_t j = 0; j < latent; ++j) pooled[j] = pooled[j] * inv;
         }
         rho.forward(pooled, y);
+    }
+};
+} // namespace detail
+
+/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
+/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
+/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
+/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
+/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
+/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
+class DeepSetT : public detail::SetModel<T, N, Phi, Rho> {
+public:
+    static constexpr std::size_t features = Phi::inputs;
+    static constexpr bool mean = Mean;
+
+    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * features];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
+        this->pool_forward(rows, nullptr, count, Mean, y);
+    }
+};
+
+/// Energy Flow Network (Komiske, Metodiev, Thaler, arXiv:1810.05165): rho(sum_i z_i phi(angles_i)),
+/// infrared and collinear safe. Input x (N, 1 + A), as tapir::nn::EnergyFlowNetwork: column 0 the
+/// particle's energy fraction z_i, the A others its angles (phi takes A inputs); an optional
+/// mask (N) multiplies z. The trained network runs phi on every particle and its weighted sum
+/// skips the zero weights; here phi runs on the particles of nonzero weight only (their rows in
+/// order, batched as Mlp batches), which gives the same sum. Stack: N (A + 1 + latent) values.
+template <class T, std::size_t N, class Phi, class Rho>
+class EnergyFlowT : public detail::SetModel<T, N, Phi, Rho> {
+public:
+    static constexpr std::size_t angular = Phi::inputs, features = Phi::inputs + 1;
+
+    /// x (N x features), mask (N values that multiply z: 1 real, 0 padding) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept { run(x, mask, y); }
+    /// Every particle as given (padding has z = 0 already).
+    void forward(const T* x, T* y) const noexcept { run(x, nullptr, y); }
+
+private:
+    void run(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * angular];
+        alignas(64) T w[N];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i) {
+            const T* xi = x + i * features;
+            const T z = mask ? xi[0] * mask[i] : xi[0];
+            if (z == T(0)) continue;
+            w[count] = z;
+            std::memcpy(rows + angular * count++, xi + 1, angular * sizeof(T));
+        }
+        this->pool_forward(rows, w, count, false, y);
     }
 };
 
