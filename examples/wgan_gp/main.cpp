@@ -689,7 +689,7 @@ int main(int argc, char** argv) {
                 q.corr_fake[q.corr_a * nf + q.corr_b], kMaxCorrDiff);
         std::printf("two-sample test: AUC of a classifier telling generated from real events: %.4f   (0.5: indistinguishable; "
                     "acceptance: < %g)\n", q.two_sample_auc, kMaxAuc);
-        std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
+        if (o.direct) std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
         std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
         const bool pass = accepted(q);
         std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
