@@ -2,16 +2,17 @@
 // generate Z gamma -> l l gamma events with 18 correlated features (hep/zgamma.hpp), to scale
 // up a simulated data set with a GAN.
 //
-// The generator maps 16 Gaussian numbers to 14 numbers per event (16 -> 512 -> 1024 -> 512 -> 14,
-// ReLU) that an event layer turns into an event in the simulation's own variables: the two
-// leptons' pT, eta and phi, m_llg inside the real sample's window (a sigmoid) with the photon's
-// direction, its pT following from m_llg; missing E_T as the mismeasured recoil plus resolution;
-// integer jet counts drawn from a Poisson rate and a binomial central fraction (straight-through
-// gradients). A fixed differentiable layer (hep::zgamma_features) computes the 18 features the
-// critic sees, so every generated event is physically consistent: exact relations (pT_ll / m_llg
-// is a ratio of two others, E_llg is at least m_llg, n_central_jets at most n_jets, m_llg in its
-// window) that a generator of the 18 numbers (--direct) only approximates, and a classifier
-// finds. Every event is rotated by a uniform random azimuth (the physics is symmetric in phi).
+// The generator maps 16 Gaussian numbers to the 13 independent numbers of an event (16 -> 512 ->
+// 1024 -> 512 -> 13, ReLU): the two leptons' and the photon's pT, eta and phi, missing E_T and
+// its azimuth, and the two jet counts (continuous). A fixed differentiable layer
+// (hep::zgamma_features) computes the 18 features the critic sees from them, so every generated
+// event is physically consistent: the 18 features hold exact relations (pT_ll / m_llg is a ratio
+// of two others, E_llg is at least m_llg, ...) that a generator of the 18 numbers (--direct) only
+// approximates, and a classifier finds. pT and missing E_T are exp of the network's output (so
+// positive); every event is rotated by a uniform random azimuth (the physics is symmetric in phi).
+// --sim-variables (experimental) goes further, to the simulation's own variables: m_llg inside
+// the real sample's window with the photon's pT following from it, missing E_T as mismeasured
+// recoil, integer jet counts from a Poisson rate and a binomial central fraction.
 // The critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
 // [0, 1]. Per generator step the critic takes n_critic steps on
 //     L_critic = <C(fake)> - <C(real)> + lambda_gp <(|grad_x C(x_hat)| - 1)^2>,
@@ -83,6 +84,7 @@ struct Options {
     bool check = false;            // exit 1 unless the acceptance figures are met
     bool quiet = false;
     bool direct = false;           // the generator outputs the 18 scaled features (no physics layer)
+    bool sim_variables = false;    // the generator outputs the simulation's variables (experimental)
 };
 
 const examples::Cli cli("wgan_gp",
@@ -103,6 +105,9 @@ const examples::Cli cli("wgan_gp",
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
                          "  --direct           the generator outputs the 18 scaled features itself (default: the 13 independent\n"
                          "                     numbers of an event, turned into the 18 features by hep::zgamma_features)\n"
+                         "  --sim-variables    experimental: the generator outputs 14 numbers in the simulation's own variables\n"
+                         "                     (m_llg in the real sample's window with the photon's pT from it, missing E_T as\n"
+                         "                     mismeasured recoil, Poisson and binomial integer jet counts)\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -114,7 +119,7 @@ Options parse_args(int argc, char** argv) {
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
-        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct)
+        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct).flag("--sim-variables", o.sim_variables)
         .parse(argc, argv);
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
@@ -212,14 +217,13 @@ Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>
     return add(scale(atan(div(mul(sv, y), add(r, mul(sv, x)))), 2.0f), t.constant(off));
 }
 
-/// Per-event noise of the event layer, (events, 3): a uniform azimuth rotation in [-pi, pi) and
-/// two uniform numbers in [0, 1) that draw the jet counts.
-constexpr std::size_t kNoise = 3;
+/// Per-event noise of the event layer, (events, 1 or 3): a uniform azimuth rotation in [-pi, pi)
+/// and, with --sim-variables, two uniform numbers in [0, 1) that draw the jet counts.
+std::size_t noise_width(bool sim_variables) { return sim_variables ? 3 : 1; }
 void fill_noise(Tensor<float>& r, Rng& rng) {
     for (std::size_t i = 0; i < r.dim(0); ++i) {
         r(i, 0) = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
-        r(i, 1) = static_cast<float>(rng.uniform());
-        r(i, 2) = static_cast<float>(rng.uniform());
+        for (std::size_t j = 1; j < r.dim(1); ++j) r(i, j) = static_cast<float>(rng.uniform());
     }
 }
 
@@ -269,7 +273,7 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
     return scale(add(square(sh), square(sin(scale(sub(phi_a, phi_b), 0.5f)))), 2.0f);
 }
 
-/// The generator's outputs u (events, 14) to events, in the simulation's own variables
+/// The generator's outputs u to events. With --sim-variables, u is (events, 14), in the simulation's own variables
 /// (hep/zgamma.hpp draws m_llg first, in its window, and the jet counts as integers):
 /// - the leptons' pT as exp(a + b u), every eta and phi as a + b u (a and b put the starting
 ///   network's outputs near typical values: pT 45 and 30 GeV);
@@ -290,17 +294,37 @@ struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
     float m_lo = 0, m_hi = 0;                  // the real sample's m_llg range (GeV)
     bool direct = false;  // the generator's outputs are the scaled features
+    bool sim = false;     // --sim-variables: the 14 simulation variables below; else the 13 independent numbers
     Dense<float>* count_head = nullptr;  // (pT_llg, missing E_T) / 50 GeV to the counts' rate and fraction (trained)
-    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, Dense<float>& head)
+    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, bool sim_, Dense<float>& head)
         : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), m_lo(static_cast<float>(scaler.data_min()[0])),
-          m_hi(static_cast<float>(scaler.data_max()[0])), direct(direct_), count_head(&head) {
+          m_hi(static_cast<float>(scaler.data_max()[0])), direct(direct_), sim(sim_), count_head(&head) {
         for (std::size_t j = 0; j < nf; ++j) {
             feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
             feature_scale[j] = static_cast<float>(scaler.scale()[j]);
         }
     }
+    /// The default: the 13 independent numbers (pT and missing E_T as exp(a + b u), everything
+    /// else a + b u; a and b put the starting network's outputs near 0 at typical values: pT 45, 30
+    /// and 25 GeV, missing E_T 15 GeV), every azimuth rotated, jet counts continuous.
+    Var<float> independent(const Var<float>& u, const Tensor<float>& noise) const {
+        Tape<float>& t = u.tape();
+        static constexpr float a[13] = {3.8f, 0, 0, 3.4f, 0, 0, 3.2f, 0, 0, 2.7f, 0, 0, 1};
+        static constexpr float b[13] = {0.4f, 1, 1, 0.4f, 1, 1, 0.5f, 1, 1, 0.7f, 1, 1, 1};
+        const Var<float> rot = slice(t.view(noise), 1, 0, 1);
+        std::vector<Var<float>> cols;
+        for (std::size_t j = 0; j < hep::zgamma_num_dof; ++j) {
+            Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
+            if (j == 0 || j == 3 || j == 6 || j == 9) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
+            if (j == 2 || j == 5 || j == 8 || j == 10) v = add(v, rot);
+            cols.push_back(v);
+        }
+        const Var<float> f = hep::zgamma_features(concat(cols, 1));
+        return mul(sub(f, t.view(feature_min)), t.view(feature_scale));
+    }
     Var<float> operator()(const Var<float>& u, const Tensor<float>& noise) const {
         if (direct) return u;
+        if (!sim) return independent(u, noise);
         Tape<float>& t = u.tape();
         static constexpr float a[kGenOutputs] = {3.8f, 0, 0, 3.4f, 0, 0, -0.5f, 0, 0, 0.15f, 0, 0.5f, 0.6f, 0};
         static constexpr float b[kGenOutputs] = {0.4f, 1, 1, 0.4f, 1, 1, 1, 1, 1, 0.15f, 8, 1, 1, 8};
@@ -357,7 +381,7 @@ Tensor<float> sample_generator(Sequential<float>& gen, const EventLayer& events,
     for (std::size_t start = 0; start < n; start += 4096) {
         const std::size_t m = std::min<std::size_t>(4096, n - start);
         z.resize(Shape{m, latent});
-        rot.resize(Shape{m, kNoise});
+        rot.resize(Shape{m, noise_width(events.sim)});
         fill_normal(z, rng);
         fill_noise(rot, rng);
         tape.clear();
@@ -520,7 +544,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : "13 independent numbers")
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
       << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"max_corr_diff_pair\": [" << json_string(names[q.corr_a]) << ", " << json_string(names[q.corr_b]) << "]" << ",\n  \"two_sample_auc\": " << q.two_sample_auc
@@ -554,11 +578,12 @@ int main(int argc, char** argv) {
 
         // ---- networks and optimisers --------------------------------------------------------------
         Rng rng(o.seed * 7919 + 5);
-        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : kGenOutputs, rng);
-        Dense<float> count_head(2, 2, rng);
+        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : (o.sim_variables ? kGenOutputs : hep::zgamma_num_dof), rng);
+        Rng head_rng(o.seed + 13);  // its own stream: the default run draws the same numbers as without the head
+        Dense<float> count_head(2, 2, head_rng);
         count_head.weight.value.fill(0.0f);  // starts as the network's outputs alone
         count_head.bias.value.fill(0.0f);
-        const EventLayer event_layer(scaler, nf, o.direct, count_head);
+        const EventLayer event_layer(scaler, nf, o.direct, o.sim_variables, count_head);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
         Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
@@ -571,7 +596,7 @@ int main(int argc, char** argv) {
                      "; lambda_gp = " + fmt(o.gp_weight) + ", n_critic = " + std::to_string(o.n_critic));
 
         Tape<float> tape;
-        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, kNoise});
+        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, noise_width(o.sim_variables)});
         History h;
         double acc_c = 0, acc_g = 0, acc_w = 0, acc_gp = 0, acc_norm = 0;
         std::size_t acc_n = 0;
@@ -626,7 +651,7 @@ int main(int argc, char** argv) {
             const Var<float> l_gen = loss::wgan_generator_loss(critic(event_layer(gen(tape.view(z)), rot)));
             backward(l_gen);
             opt_g.step();
-            if (!o.direct) opt_h.step();
+            if (o.sim_variables) opt_h.step();
             if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
             opt_g.zero_grad();
             opt_h.zero_grad();
@@ -676,7 +701,7 @@ int main(int argc, char** argv) {
                     source.c_str(), o.steps, o.n_critic, o.gp_weight, o.batch, seconds_training,
                     seconds_training / static_cast<double>(o.steps),
                     o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
-        if (!o.direct)
+        if (o.sim_variables)
             std::printf("the generator's events: m_llg drawn inside the real sample's range [%.4g, %.4g] GeV (the photon's pT follows "
                         "from it), integer jet counts with n_central_jets <= n_jets\n\n",
                         static_cast<double>(event_layer.m_lo), static_cast<double>(event_layer.m_hi));
@@ -689,7 +714,7 @@ int main(int argc, char** argv) {
                 q.corr_fake[q.corr_a * nf + q.corr_b], kMaxCorrDiff);
         std::printf("two-sample test: AUC of a classifier telling generated from real events: %.4f   (0.5: indistinguishable; "
                     "acceptance: < %g)\n", q.two_sample_auc, kMaxAuc);
-        if (o.direct) std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
+        if (!o.sim_variables) std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
         std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
         const bool pass = accepted(q);
         std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
