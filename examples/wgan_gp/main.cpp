@@ -4,12 +4,15 @@
 //
 // The generator maps 16 Gaussian numbers to the 13 independent numbers of an event (16 -> 512 ->
 // 1024 -> 512 -> 13, ReLU): the two leptons' and the photon's pT, eta and phi, missing E_T and
-// its azimuth, and the two jet counts (continuous, as generated). A fixed differentiable layer
+// its azimuth, and the two jet counts (continuous). A fixed differentiable layer
 // (hep::zgamma_features) computes the 18 features the critic sees from them, so every generated
 // event is physically consistent: the 18 features hold exact relations (pT_ll / m_llg is a ratio
-// of two others, E_llg is at least m_llg, ...) that a generator of the 18 numbers only
+// of two others, E_llg is at least m_llg, ...) that a generator of the 18 numbers (--direct) only
 // approximates, and a classifier finds. pT and missing E_T are exp of the network's output (so
 // positive); every event is rotated by a uniform random azimuth (the physics is symmetric in phi).
+// --sim-variables (experimental) goes further, to the simulation's own variables: m_llg inside
+// the real sample's window with the photon's pT following from it, missing E_T as mismeasured
+// recoil, integer jet counts from a Poisson rate and a binomial central fraction.
 // The critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
 // [0, 1]. Per generator step the critic takes n_critic steps on
 //     L_critic = <C(fake)> - <C(real)> + lambda_gp <(|grad_x C(x_hat)| - 1)^2>,
@@ -81,6 +84,7 @@ struct Options {
     bool check = false;            // exit 1 unless the acceptance figures are met
     bool quiet = false;
     bool direct = false;           // the generator outputs the 18 scaled features (no physics layer)
+    bool sim_variables = false;    // the generator outputs the simulation's variables (experimental)
 };
 
 const examples::Cli cli("wgan_gp",
@@ -101,6 +105,9 @@ const examples::Cli cli("wgan_gp",
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
                          "  --direct           the generator outputs the 18 scaled features itself (default: the 13 independent\n"
                          "                     numbers of an event, turned into the 18 features by hep::zgamma_features)\n"
+                         "  --sim-variables    experimental: the generator outputs 14 numbers in the simulation's own variables\n"
+                         "                     (m_llg in the real sample's window with the photon's pT from it, missing E_T as\n"
+                         "                     mismeasured recoil, Poisson and binomial integer jet counts)\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -112,7 +119,7 @@ Options parse_args(int argc, char** argv) {
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
-        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct)
+        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct).flag("--sim-variables", o.sim_variables)
         .parse(argc, argv);
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
@@ -186,26 +193,125 @@ void fill_normal(Tensor<float>& z, Rng& rng) {
     for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(rng.normal());
 }
 
-/// The generator's outputs u (events, 13) to events: the independent numbers (pT and missing E_T
-/// as exp(a + b u), everything else a + b u; a and b put the starting network's outputs near 0
-/// at typical values: pT 45, 30 and 25 GeV, missing E_T 15 GeV), every azimuth rotated by the
-/// event's angle in `rotation` (events, 1), then the 18 features, min-max scaled for the critic.
+/// The generator's outputs: the 13 independent numbers of an event, missing E_T as 3 (below).
+constexpr std::size_t kGenOutputs = 14;
+
+/// f(column 0) of each row, as an (events, 1) tensor.
+template <class F>
+Tensor<float> map_rows(const Tensor<float>& x, F f) {
+    Tensor<float> c(Shape{x.dim(0), 1});
+    for (std::size_t i = 0; i < x.dim(0); ++i) c[i] = f(x(i, 0));
+    return c;
+}
+
+/// atan2(y, x) of (events, 1) columns with r = |(x, y)| > 0 given: 2 atan(s y / (r + s x)) plus 0
+/// (x at least 0) or +-pi, s the sign of x, so that no denominator falls below r.
+Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>& r) {
+    Tensor<float> s(x.shape()), off(x.shape());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        s[i] = x[i] >= 0 ? 1.0f : -1.0f;
+        off[i] = x[i] >= 0 ? 0.0f : (y[i] >= 0 ? 3.14159265f : -3.14159265f);
+    }
+    Tape<float>& t = y.tape();
+    const Var<float> sv = t.constant(s);
+    return add(scale(atan(div(mul(sv, y), add(r, mul(sv, x)))), 2.0f), t.constant(off));
+}
+
+/// Per-event noise of the event layer, (events, 1 or 3): a uniform azimuth rotation in [-pi, pi)
+/// and, with --sim-variables, two uniform numbers in [0, 1) that draw the jet counts.
+std::size_t noise_width(bool sim_variables) { return sim_variables ? 3 : 1; }
+void fill_noise(Tensor<float>& r, Rng& rng) {
+    for (std::size_t i = 0; i < r.dim(0); ++i) {
+        r(i, 0) = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
+        for (std::size_t j = 1; j < r.dim(1); ++j) r(i, j) = static_cast<float>(rng.uniform());
+    }
+}
+
+/// Jet counts drawn as the simulation draws them (hep/zgamma.hpp), by the inverse CDF of the
+/// uniform numbers w: n_jets ~ Poisson(rate), n_central ~ Binomial(n_jets, central fraction).
+/// The drawn integers enter with the mean-matching straight-through gradient (Bengio et al.,
+/// arXiv 1308.3432): n = mean + a constant (the draw minus the mean), so the gradient is that of
+/// the mean (rate, and n_jets times the fraction).
+Var<float> poisson_straight_through(const Var<float>& rate, const Var<float>& w) {
+    Tensor<float> step(rate.shape());
+    for (std::size_t i = 0; i < step.size(); ++i) {
+        const double lam = rate[i];
+        double p = std::exp(-lam), cdf = p;
+        int k = 0;
+        while (static_cast<double>(w[i]) > cdf && k < 200) {
+            ++k;
+            p *= lam / k;
+            cdf += p;
+        }
+        step[i] = static_cast<float>(k - lam);
+    }
+    return add(rate, rate.tape().constant(step));
+}
+Var<float> binomial_straight_through(const Var<float>& n, const Var<float>& fraction, const Var<float>& w) {
+    const Var<float> mean = mul(n, fraction);
+    Tensor<float> step(n.shape());
+    for (std::size_t i = 0; i < step.size(); ++i) {
+        const int trials = static_cast<int>(std::lround(n[i]));
+        const double q = std::min(std::max(static_cast<double>(fraction[i]), 1e-6), 1 - 1e-6);
+        double p = std::pow(1 - q, trials), cdf = p;
+        int k = 0;
+        while (static_cast<double>(w[i]) > cdf && k < trials) {
+            p *= static_cast<double>(trials - k) / (k + 1) * q / (1 - q);
+            ++k;
+            cdf += p;
+        }
+        step[i] = static_cast<float>(k) - mean[i];
+    }
+    return add(mean, n.tape().constant(step));
+}
+
+/// 2 (sinh^2(deta/2) + sin^2(dphi/2)) = cosh(deta) - cos(dphi), without cancellation: the
+/// invariant mass squared of two massless objects is 2 pT_a pT_b times this.
+Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const Var<float>& eta_b, const Var<float>& phi_b) {
+    const Var<float> x = scale(sub(eta_a, eta_b), 0.5f);
+    const Var<float> sh = scale(sub(exp(x), exp(neg(x))), 0.5f);
+    return scale(add(square(sh), square(sin(scale(sub(phi_a, phi_b), 0.5f)))), 2.0f);
+}
+
+/// The generator's outputs u to events. With --sim-variables, u is (events, 14), in the simulation's own variables
+/// (hep/zgamma.hpp draws m_llg first, in its window, and the jet counts as integers):
+/// - the leptons' pT as exp(a + b u), every eta and phi as a + b u (a and b put the starting
+///   network's outputs near typical values: pT 45 and 30 GeV);
+/// - m_llg = m_lo + (m_hi - m_lo) sigmoid(u6 - 0.5), inside the real sample's window [m_lo, m_hi]
+///   (its range), and the photon's pT from it: with massless objects
+///   m_llg^2 = m_ll^2 + sum over the leptons i of 2 pT_i pT_gamma (cosh deta_i - cos dphi_i),
+///   linear in pT_gamma at fixed directions, so pT_gamma = (m_llg^2 - m_ll^2) / (2 sum ...);
+/// - the jet counts as in the simulation: n_jets ~ Poisson(softplus(u11 + 0.5)) and n_central ~
+///   Binomial(n_jets, sigmoid(u12 + 0.6)) (the network gives each event its rate and central
+///   fraction; noise columns 1 and 2 draw the integers): integers with n_central at most n_jets;
+/// - missing E_T as a vector, -d pT_llg + (e_x, e_y): the recoil's mismeasured part (d the event's
+///   response deficit) plus resolution, as the simulation makes it (outputs 9, 10 and 13); the
+///   jet counts' rate and central fraction also get a trained linear function of pT_llg and
+///   missing E_T (count_head), on which the simulation's jet rate depends;
+/// - every azimuth rotated by the event's angle (noise column 0);
+/// then the 18 features (hep::zgamma_features), min-max scaled for the critic.
 struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
+    float m_lo = 0, m_hi = 0;                  // the real sample's m_llg range (GeV)
     bool direct = false;  // the generator's outputs are the scaled features
-    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_)
-        : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), direct(direct_) {
+    bool sim = false;     // --sim-variables: the 14 simulation variables below; else the 13 independent numbers
+    Dense<float>* count_head = nullptr;  // (pT_llg, missing E_T) / 50 GeV to the counts' rate and fraction (trained)
+    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, bool sim_, Dense<float>& head)
+        : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), m_lo(static_cast<float>(scaler.data_min()[0])),
+          m_hi(static_cast<float>(scaler.data_max()[0])), direct(direct_), sim(sim_), count_head(&head) {
         for (std::size_t j = 0; j < nf; ++j) {
             feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
             feature_scale[j] = static_cast<float>(scaler.scale()[j]);
         }
     }
-    Var<float> operator()(const Var<float>& u, const Tensor<float>& rotation) const {
-        if (direct) return u;
+    /// The default: the 13 independent numbers (pT and missing E_T as exp(a + b u), everything
+    /// else a + b u; a and b put the starting network's outputs near 0 at typical values: pT 45, 30
+    /// and 25 GeV, missing E_T 15 GeV), every azimuth rotated, jet counts continuous.
+    Var<float> independent(const Var<float>& u, const Tensor<float>& noise) const {
         Tape<float>& t = u.tape();
         static constexpr float a[13] = {3.8f, 0, 0, 3.4f, 0, 0, 3.2f, 0, 0, 2.7f, 0, 0, 1};
         static constexpr float b[13] = {0.4f, 1, 1, 0.4f, 1, 1, 0.5f, 1, 1, 0.7f, 1, 1, 1};
-        const Var<float> rot = t.view(rotation);
+        const Var<float> rot = slice(t.view(noise), 1, 0, 1);
         std::vector<Var<float>> cols;
         for (std::size_t j = 0; j < hep::zgamma_num_dof; ++j) {
             Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
@@ -216,11 +322,55 @@ struct EventLayer {
         const Var<float> f = hep::zgamma_features(concat(cols, 1));
         return mul(sub(f, t.view(feature_min)), t.view(feature_scale));
     }
+    Var<float> operator()(const Var<float>& u, const Tensor<float>& noise) const {
+        if (direct) return u;
+        if (!sim) return independent(u, noise);
+        Tape<float>& t = u.tape();
+        static constexpr float a[kGenOutputs] = {3.8f, 0, 0, 3.4f, 0, 0, -0.5f, 0, 0, 0.15f, 0, 0.5f, 0.6f, 0};
+        static constexpr float b[kGenOutputs] = {0.4f, 1, 1, 0.4f, 1, 1, 1, 1, 1, 0.15f, 8, 1, 1, 8};
+        const Var<float> nz = t.view(noise);
+        const Var<float> rot = slice(nz, 1, 0, 1);
+        std::vector<Var<float>> c;
+        for (std::size_t j = 0; j < kGenOutputs; ++j) {
+            Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
+            if (j == 0 || j == 3) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
+            if (j == 2 || j == 5 || j == 8) v = add(v, rot);
+            c.push_back(v);
+        }
+        // The photon's pT from m_llg: positive and finite for any network output.
+        const Var<float> m = add_scalar(scale(sigmoid(c[6]), m_hi - m_lo), m_lo);
+        const Var<float> mll2 = scale(mul(mul(c[0], c[3]), pair_factor(c[1], c[2], c[4], c[5])), 2.0f);
+        const Var<float> k = add(mul(c[0], pair_factor(c[1], c[2], c[7], c[8])), mul(c[3], pair_factor(c[4], c[5], c[7], c[8])));
+        const Var<float> num = clamp(sub(square(m), mll2), 1.0f, 1e9f);
+        c[6] = clamp(div(num, scale(add_scalar(k, 1e-6f), 2.0f)), 1e-3f, 1e5f);
+        // Missing E_T as the simulation makes it: the recoil's mismeasured part, -d pT_llg (d the
+        // event's response deficit, output 9), plus a resolution term (outputs 10 and 13, rotated
+        // with the event), as a vector; its length and azimuth are the two numbers.
+        Var<float> px = mul(c[0], cos(c[2])), py = mul(c[0], sin(c[2]));
+        for (std::size_t j : {std::size_t{3}, std::size_t{6}}) {
+            px = add(px, mul(c[j], cos(c[j + 2])));
+            py = add(py, mul(c[j], sin(c[j + 2])));
+        }
+        const Var<float> cr = t.constant(map_rows(noise, [](float r) { return std::cos(r); }));
+        const Var<float> sr = t.constant(map_rows(noise, [](float r) { return std::sin(r); }));
+        const Var<float> mex = add(neg(mul(c[9], px)), sub(mul(cr, c[10]), mul(sr, c[13])));
+        const Var<float> mey = add(neg(mul(c[9], py)), add(mul(sr, c[10]), mul(cr, c[13])));
+        c[9] = sqrt(add_scalar(add(square(mex), square(mey)), 1e-6f));
+        c[10] = atan2_safe(mey, mex, c[9]);
+        c.pop_back();
+        // The kinematic features first (the counts pass through zgamma_features unchanged), then
+        // the counts from the network's outputs plus a learned linear function of pT_llg and
+        // missing E_T (the simulation's jet rate grows with pT_llg, which the network would
+        // otherwise have to compute from the objects it outputs).
+        const Var<float> f0 = hep::zgamma_features(concat(c, 1));
+        const Var<float> recoil = scale(concat(slice(f0, 1, 1, 1), slice(f0, 1, 11, 1), 1), 1.0f / 50);
+        const Var<float> pre = add(concat(c[11], c[12], 1), (*count_head)(recoil));
+        const Var<float> n_jets = poisson_straight_through(softplus(slice(pre, 1, 0, 1)), slice(nz, 1, 1, 1));
+        const Var<float> n_central = binomial_straight_through(n_jets, sigmoid(slice(pre, 1, 1, 1)), slice(nz, 1, 2, 1));
+        const Var<float> f = concat(slice(f0, 1, 0, 16), concat(n_jets, n_central, 1), 1);
+        return mul(sub(f, t.view(feature_min)), t.view(feature_scale));
+    }
 };
-
-void fill_rotation(Tensor<float>& r, Rng& rng) {
-    for (std::size_t i = 0; i < r.size(); ++i) r[i] = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
-}
 
 /// n generated events (scaled features), in chunks, without gradients.
 Tensor<float> sample_generator(Sequential<float>& gen, const EventLayer& events, std::size_t n, std::size_t latent, Rng& rng) {
@@ -231,9 +381,9 @@ Tensor<float> sample_generator(Sequential<float>& gen, const EventLayer& events,
     for (std::size_t start = 0; start < n; start += 4096) {
         const std::size_t m = std::min<std::size_t>(4096, n - start);
         z.resize(Shape{m, latent});
-        rot.resize(Shape{m, 1});
+        rot.resize(Shape{m, noise_width(events.sim)});
         fill_normal(z, rng);
-        fill_rotation(rot, rng);
+        fill_noise(rot, rng);
         tape.clear();
         const Var<float> x = events(gen(tape.view(z)), rot);
         if (start == 0) out = Tensor<float>(Shape{n, x.shape()[1]});
@@ -294,6 +444,7 @@ struct Quality {
     std::vector<double> w1;  // per feature
     double mean_w1 = 0, max_w1 = 0, max_corr_diff = 0;
     std::size_t worst_feature = 0;  // of the largest W1
+    std::size_t corr_a = 0, corr_b = 0;  // the pair of the largest correlation difference
     std::vector<double> corr_real, corr_fake;
     double two_sample_auc = std::nan("");  // final check only
     // Diagnostics of the final check: the test on each feature alone (which features a classifier
@@ -373,7 +524,11 @@ Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_
     q.max_w1 = q.w1[q.worst_feature];
     q.corr_real = correlation_matrix(real, n);
     q.corr_fake = correlation_matrix(fake, n);
-    for (std::size_t k = 0; k < d * d; ++k) q.max_corr_diff = std::max(q.max_corr_diff, std::fabs(q.corr_real[k] - q.corr_fake[k]));
+    for (std::size_t k = 0; k < d * d; ++k)
+        if (std::fabs(q.corr_real[k] - q.corr_fake[k]) > q.max_corr_diff) {
+            q.max_corr_diff = std::fabs(q.corr_real[k] - q.corr_fake[k]);
+            q.corr_a = k / d, q.corr_b = k % d;
+        }
     return q;
 }
 
@@ -389,10 +544,10 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : "13 independent numbers")
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
-      << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"two_sample_auc\": " << q.two_sample_auc
+      << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"max_corr_diff_pair\": [" << json_string(names[q.corr_a]) << ", " << json_string(names[q.corr_b]) << "]" << ",\n  \"two_sample_auc\": " << q.two_sample_auc
       << ",\n  \"critic_grad_norm\": " << grad_norm << ",\n  \"acceptance\": {\"max_w1_below\": " << kMaxW1
       << ", \"max_corr_diff_below\": " << kMaxCorrDiff << ", \"two_sample_auc_below\": " << kMaxAuc << "}"
       << ",\n  \"accepted\": " << (accepted(q) ? "true" : "false") << ",\n  \"w1\": {";
@@ -423,18 +578,25 @@ int main(int argc, char** argv) {
 
         // ---- networks and optimisers --------------------------------------------------------------
         Rng rng(o.seed * 7919 + 5);
-        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : hep::zgamma_num_dof, rng);
-        const EventLayer event_layer(scaler, nf, o.direct);
+        Sequential<float> gen = make_generator(o.latent, o.direct ? nf : (o.sim_variables ? kGenOutputs : hep::zgamma_num_dof), rng);
+        Rng head_rng(o.seed + 13);  // its own stream: the default run draws the same numbers as without the head
+        Dense<float> count_head(2, 2, head_rng);
+        count_head.weight.value.fill(0.0f);  // starts as the network's outputs alone
+        count_head.bias.value.fill(0.0f);
+        const EventLayer event_layer(scaler, nf, o.direct, o.sim_variables, count_head);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
         Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
         optim::Adam<float> opt_g(gen.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
+        // The count head's 6 numbers move 30 times faster than the networks' weights: at the
+        // networks' rate they would need thousands of steps to reach the jet rate's pT dependence.
+        optim::Adam<float> opt_h(count_head.parameters(), static_cast<float>(30 * o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
         optim::Adam<float> opt_c(critic.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
         progress.say("generator " + std::to_string(gen.num_parameters()) + " parameters, critic " + std::to_string(critic.num_parameters()) +
                      "; lambda_gp = " + fmt(o.gp_weight) + ", n_critic = " + std::to_string(o.n_critic));
 
         Tape<float> tape;
-        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, 1});
+        Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, noise_width(o.sim_variables)});
         History h;
         double acc_c = 0, acc_g = 0, acc_w = 0, acc_gp = 0, acc_norm = 0;
         std::size_t acc_n = 0;
@@ -451,7 +613,7 @@ int main(int argc, char** argv) {
                     std::copy(&train(r, 0), &train(r, 0) + nf, &real(i, 0));
                 }
                 fill_normal(z, rng);
-                fill_rotation(rot, rng);
+                fill_noise(rot, rng);
                 tape.clear();
                 Var<float> fake;
                 {
@@ -484,13 +646,15 @@ int main(int argc, char** argv) {
             }
             // ---- generator: one step ------------------------------------------------------------
             fill_normal(z, rng);
-            fill_rotation(rot, rng);
+            fill_noise(rot, rng);
             tape.clear();
             const Var<float> l_gen = loss::wgan_generator_loss(critic(event_layer(gen(tape.view(z)), rot)));
             backward(l_gen);
             opt_g.step();
+            if (o.sim_variables) opt_h.step();
             if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
             opt_g.zero_grad();
+            opt_h.zero_grad();
             critic.zero_grad();  // the critic's gradients from this pass are not used
             acc_g += l_gen.item();
             ++acc_n;
@@ -515,7 +679,7 @@ int main(int argc, char** argv) {
                 acc_n = 0;
                 progress.say("step " + std::to_string(step) + "/" + std::to_string(o.steps) + ": critic " + fmt(h.critic_loss.back()) +
                              ", W estimate " + fmt(h.w_estimate.back()) + ", |grad| " + fmt(h.grad_norm.back(), 3) + ", mean W1 " +
-                             fmt(q.mean_w1, 3) + ", max |d corr| " + fmt(q.max_corr_diff, 3) + " (" +
+                             fmt(q.mean_w1, 3) + ", max |d corr| " + fmt(q.max_corr_diff, 3) + " (" + names[q.corr_a] + ", " + names[q.corr_b] + ") (" +
                              fmt(seconds_training / static_cast<double>(step), 3) + " s/step), max W1 " + fmt(q.max_w1, 3) +
                              " (" + names[q.worst_feature] + ")");
             }
@@ -537,14 +701,20 @@ int main(int argc, char** argv) {
                     source.c_str(), o.steps, o.n_critic, o.gp_weight, o.batch, seconds_training,
                     seconds_training / static_cast<double>(o.steps),
                     o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
+        if (o.sim_variables)
+            std::printf("the generator's events: m_llg drawn inside the real sample's range [%.4g, %.4g] GeV (the photon's pT follows "
+                        "from it), integer jet counts with n_central_jets <= n_jets\n\n",
+                        static_cast<double>(event_layer.m_lo), static_cast<double>(event_layer.m_hi));
         std::printf("%-18s %14s %20s\n", "feature", "W1 (scaled)", "two-sample AUC alone");
         for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f %20.4f\n", names[j].c_str(), q.w1[j], q.auc_per_feature[j]);
         std::printf("%-18s %14.4f\n", "mean", q.mean_w1);
         std::printf("%-18s %14.4f   (%s; acceptance: < %g)\n", "largest", q.max_w1, names[q.worst_feature].c_str(), kMaxW1);
-        std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (acceptance: < %g)\n", q.max_corr_diff, kMaxCorrDiff);
+        std::printf("\nlargest |corr(real) - corr(generated)|: %.4f   (%s, %s: %.4f real, %.4f generated; acceptance: < %g)\n",
+                q.max_corr_diff, names[q.corr_a].c_str(), names[q.corr_b].c_str(), q.corr_real[q.corr_a * nf + q.corr_b],
+                q.corr_fake[q.corr_a * nf + q.corr_b], kMaxCorrDiff);
         std::printf("two-sample test: AUC of a classifier telling generated from real events: %.4f   (0.5: indistinguishable; "
                     "acceptance: < %g)\n", q.two_sample_auc, kMaxAuc);
-        std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
+        if (!o.sim_variables) std::printf("  (diagnostic: %.4f with the generated jet counts rounded to integers)\n", q.auc_counts_rounded);
         std::printf("critic's mean |grad_x C| at interpolates (last %zu steps): %.3f\n", o.eval_every, grad_norm);
         const bool pass = accepted(q);
         std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
