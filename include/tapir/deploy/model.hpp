@@ -548,7 +548,7 @@ public:
         using First = typename detail::first_layer<Layers...>::type;
         static_assert(detail::is_recurrent_layer<First>::value, "ModelT::forward(x, mask, y): the first layer must be an LstmT or GruT");
         T* const b0 = work;
-        std::get<0>(layers_).forward_masked(isa_, x, mask, b0, work + 2 * buffer_size);
+        std::get<0>(this->layers_).forward_masked(isa_, x, mask, b0, work + 2 * buffer_size);
         if constexpr (num_layers > 1) run<1>(b0, b0, work + buffer_size, work + 2 * buffer_size, y);
         else std::memcpy(y, b0, outputs * sizeof(T));
     }
