@@ -39,6 +39,7 @@
 #include "../loss/mdn.hpp"
 #include "../optim/adam.hpp"
 #include "../optim/optimizer.hpp"
+#include "../optim/schedule.hpp"
 #include "../tensor/tensor.hpp"
 #include "layers.hpp"
 #include "module.hpp"
@@ -191,6 +192,13 @@ struct PivotOptions {
     /// check_game() calls the game lost when the adversary's L_r exceeds that of an adversary
     /// refit from scratch on the frozen classifier by more than this many nats.
     T lost_game_tolerance = T(0.01);
+    /// Anneal the classifier optimiser's learning rate over the game's steps by half a cosine
+    /// from its rate at the start of the game to 0 (Loshchilov and Hutter, arXiv 1608.03983), and
+    /// restore that rate afterwards. At a large lambda the classifier, at a constant rate, keeps
+    /// finding mass information the adversary has not learnt yet faster than the adversary catches
+    /// up, and the game oscillates: where it ends is chance. Annealing lets the end of the game
+    /// settle with an adversary that keeps up (the classifier moves ever less per adversary step).
+    bool anneal_classifier_lr = false;
 };
 
 /// Per-step losses of a run (pretraining and adversarial phase, in order).
@@ -201,6 +209,7 @@ struct PivotHistory {
     std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
     std::vector<T> classifier_bce;       ///< L_f alone at each classifier step of the adversarial phase
     std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
+    std::vector<T> classifier_lr;        ///< the classifier optimiser's learning rate at each classifier step of the game
     /// Whether the adversary's pretraining met the convergence test (always true without one).
     bool adversary_converged = true;
 };
@@ -325,13 +334,19 @@ public:
         for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
         for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
         if (opt_.pretrain_adversary_max_steps > 0) h.adversary_converged = pretrain_adversary_to_convergence(h.adversary_pretrain);
+        const T base_lr = copt_.learning_rate();
+        std::unique_ptr<optim::CosineAnnealingLR<T>> anneal;
+        if (opt_.anneal_classifier_lr && opt_.steps > 0) anneal = std::make_unique<optim::CosineAnnealingLR<T>>(copt_, opt_.steps);
         for (std::size_t s = 0; s < opt_.steps; ++s) {
             T la = T(0);
             for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
             h.adversary.push_back(la);
+            h.classifier_lr.push_back(copt_.learning_rate());
             h.classifier.push_back(classifier_step());
             h.classifier_bce.push_back(last_bce_);
+            if (anneal) anneal->step();
         }
+        if (anneal) copt_.set_learning_rate(base_lr);
         return h;
     }
 
