@@ -14,12 +14,16 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TAPIR_ALWAYS_INLINE inline __attribute__((always_inline))
+/// After a lambda's parameter list, for a kernel's inner step passed as a lambda: a plain lambda
+/// may stay out of line, without the ISA's target attribute, and its vector wrappers with it.
+#define TAPIR_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #define TAPIR_NOINLINE __attribute__((noinline))
 #define TAPIR_LIKELY(x) __builtin_expect(!!(x), 1)
 #define TAPIR_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TAPIR_RESTRICT __restrict__
 #else
 #define TAPIR_ALWAYS_INLINE inline
+#define TAPIR_ALWAYS_INLINE_LAMBDA
 #define TAPIR_NOINLINE
 #define TAPIR_LIKELY(x) (x)
 #define TAPIR_UNLIKELY(x) (x)
@@ -1399,6 +1403,30 @@ constexpr std::size_t gemm_k_block(std::size_t k, std::size_t kc) noexcept {
     return (k + nb - 1) / nb;
 }
 
+/// The step of every register-blocked product: acc[i][j] = fma(a[i lda], b[j], acc[i][j]) for an
+/// MR x NV tile of vectors, each a[i lda] broadcast once. simd::gemm's microkernels and the
+/// deployed dense and convolution kernels share it, so their multiply-add chains round alike.
+template <class V, std::size_t MR, std::size_t NV>
+TAPIR_ALWAYS_INLINE void fma_broadcast(const typename V::value_type* a, std::size_t lda, const typename V::reg (&b)[NV],
+                                       typename V::reg (&acc)[MR][NV]) noexcept {
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < MR; ++i) {
+        const typename V::reg av = V::set1(a[i * lda]);
+#pragma GCC unroll 16
+        for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, b[j], acc[i][j]);
+    }
+}
+
+/// The same with b the NV consecutive vectors at b (a row of a packed or padded matrix).
+template <class V, std::size_t MR, std::size_t NV>
+TAPIR_ALWAYS_INLINE void fma_broadcast(const typename V::value_type* a, std::size_t lda, const typename V::value_type* b,
+                                       typename V::reg (&acc)[MR][NV]) noexcept {
+    typename V::reg bv[NV];
+#pragma GCC unroll 16
+    for (std::size_t j = 0; j < NV; ++j) bv[j] = V::load(b + j * V::W);
+    fma_broadcast<V>(a, lda, bv, acc);
+}
+
 } // namespace tapir::simd
 
 TAPIR_SIMD_DIAG_POP
@@ -2768,18 +2796,7 @@ template <class T> struct gemm_kernel {
         using R = typename V::reg;
         R acc[MR][NV];
         zero_acc<V>(acc);
-        for (std::size_t p = 0; p < kc; ++p) {
-            R bv[NV];
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) bv[j] = V::load(b + j * W);
-#pragma GCC unroll 16
-            for (std::size_t i = 0; i < MR; ++i) {
-                const R av = V::set1(a[i * lda + p]);
-#pragma GCC unroll 8
-                for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
-            }
-            b += ldb;
-        }
+        for (std::size_t p = 0; p < kc; ++p, b += ldb) fma_broadcast<V>(a + p, lda, b, acc);
         if constexpr (Epi != 0) {
             (void)alpha;
             (void)beta;
@@ -5413,12 +5430,33 @@ void scaler_check_fit_input(const char* fn, const Tensor<T>& x, const std::vecto
 inline bool negligible_spread(double spread, double magnitude) {
     return !(spread > 16.0 * std::numeric_limits<double>::epsilon() * magnitude) || spread == 0.0;
 }
+
+/// transform and inverse_transform of a scaler that maps each feature on its own:
+/// Derived::scaled(j, v) and Derived::unscaled(j, v) in double, features() of them once fitted,
+/// and its class name for the error messages ("StandardScaler::transform: ...").
+template <class Derived>
+class feature_scaler {
+public:
+    template <class T>
+    Tensor<T> transform(const Tensor<T>& x) const {
+        const Derived& d = static_cast<const Derived&>(*this);
+        return scaler_map((std::string(Derived::name) + "::transform").c_str(), x, d.features(),
+                          [&d](std::size_t j, double v) { return d.scaled(j, v); });
+    }
+
+    template <class T>
+    Tensor<T> inverse_transform(const Tensor<T>& z) const {
+        const Derived& d = static_cast<const Derived&>(*this);
+        return scaler_map((std::string(Derived::name) + "::inverse_transform").c_str(), z, d.features(),
+                          [&d](std::size_t j, double v) { return d.unscaled(j, v); });
+    }
+};
 } // namespace detail
 
 /// Standardises each feature to zero mean and unit variance: (x - mean) / scale, with the
 /// population standard deviation (ddof = 0, as sklearn). A constant feature gets scale 1, so it
 /// maps to 0 and nothing divides by zero. Optional per-event weights (sum must be positive).
-class StandardScaler {
+class StandardScaler : public detail::feature_scaler<StandardScaler> {
 public:
     StandardScaler() = default;
     /// A scaler with known parameters (for instance loaded from a file).
@@ -5465,18 +5503,6 @@ public:
     }
 
     template <class T>
-    Tensor<T> transform(const Tensor<T>& x) const {
-        return detail::scaler_map("StandardScaler::transform", x, mean_.size(),
-                                  [this](std::size_t j, double v) { return (v - mean_[j]) / scale_[j]; });
-    }
-
-    template <class T>
-    Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        return detail::scaler_map("StandardScaler::inverse_transform", z, mean_.size(),
-                                  [this](std::size_t j, double v) { return v * scale_[j] + mean_[j]; });
-    }
-
-    template <class T>
     Tensor<T> fit_transform(const Tensor<T>& x, const std::vector<double>& weights = {}) {
         return fit(x, weights).transform(x);
     }
@@ -5488,12 +5514,18 @@ public:
     const std::vector<double>& scale() const noexcept { return scale_; }
 
 private:
+    friend class detail::feature_scaler<StandardScaler>;
+    static constexpr const char* name = "StandardScaler";
+    /// Feature j's value v standardised, and back (transform and inverse_transform, per value).
+    double scaled(std::size_t j, double v) const { return (v - mean_[j]) / scale_[j]; }
+    double unscaled(std::size_t j, double v) const { return v * scale_[j] + mean_[j]; }
+
     std::vector<double> mean_, scale_;
 };
 
 /// Maps each feature linearly so that its fitted [min, max] becomes [lo, hi] (default [0, 1]).
 /// A constant feature (max == min) gets scale 1, so it maps to lo; nothing divides by zero.
-class MinMaxScaler {
+class MinMaxScaler : public detail::feature_scaler<MinMaxScaler> {
 public:
     explicit MinMaxScaler(double lo = 0.0, double hi = 1.0) : lo_(lo), hi_(hi) {
         if (!(std::isfinite(lo) && std::isfinite(hi) && lo < hi))
@@ -5525,18 +5557,6 @@ public:
     }
 
     template <class T>
-    Tensor<T> transform(const Tensor<T>& x) const {
-        return detail::scaler_map("MinMaxScaler::transform", x, min_.size(),
-                                  [this](std::size_t j, double v) { return lo_ + (v - min_[j]) * scale_[j]; });
-    }
-
-    template <class T>
-    Tensor<T> inverse_transform(const Tensor<T>& z) const {
-        return detail::scaler_map("MinMaxScaler::inverse_transform", z, min_.size(),
-                                  [this](std::size_t j, double v) { return (v - lo_) / scale_[j] + min_[j]; });
-    }
-
-    template <class T>
     Tensor<T> fit_transform(const Tensor<T>& x) {
         return fit(x).transform(x);
     }
@@ -5551,6 +5571,12 @@ public:
     double hi() const noexcept { return hi_; }
 
 private:
+    friend class detail::feature_scaler<MinMaxScaler>;
+    static constexpr const char* name = "MinMaxScaler";
+    /// Feature j's value v mapped into [lo, hi], and back (transform and inverse_transform, per value).
+    double scaled(std::size_t j, double v) const { return lo_ + (v - min_[j]) * scale_[j]; }
+    double unscaled(std::size_t j, double v) const { return (v - lo_) / scale_[j] + min_[j]; }
+
     double lo_, hi_;
     std::vector<double> min_, max_, scale_;
 };
@@ -11364,6 +11390,19 @@ private:
     bool trainable_ = true;
 };
 
+/// clone() for a layer whose copy constructor is its deep copy (parameters, buffers and options
+/// held by value), the curiously recurring template way: `class Dense : public Cloneable<Dense<T>,
+/// Module<T>>`. Base is Module or a layer base between (ConvLayer, RecurrentLayer, ...), whose
+/// constructors it inherits. The clone has the dynamic type Derived.
+template <class Derived, class Base>
+class Cloneable : public Base {
+public:
+    using Base::Base;
+    std::unique_ptr<Module<typename Base::value_type>> clone() const override {
+        return std::make_unique<Derived>(static_cast<const Derived&>(*this));
+    }
+};
+
 namespace detail {
 template <class T, class Run>
 Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {
@@ -11426,7 +11465,7 @@ struct DenseOptions {
 /// Weight layout follows Keras: `weight` has shape (in, out), so y = x W with x (batch, in);
 /// PyTorch's nn.Linear stores the transpose (out, in). `bias` has shape (out,).
 template <class T>
-class Dense : public Module<T> {
+class Dense : public Cloneable<Dense<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (in, out)
     Parameter<T> bias;    ///< (out,); empty without bias
@@ -11478,7 +11517,6 @@ public:
         }
         return s;
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dense>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -11515,7 +11553,7 @@ private:
 
 /// An elementwise activation as a layer. Sequential fuses it into a preceding Dense.
 template <class T>
-class ActivationLayer : public Module<T> {
+class ActivationLayer : public Cloneable<ActivationLayer<T>, Module<T>> {
 public:
     explicit ActivationLayer(Activation act, T alpha = T(0)) : act_(act), alpha_(alpha) {}
 
@@ -11556,52 +11594,44 @@ public:
             return type_name() + "(" + tapir::detail::number_text(static_cast<double>(alpha_)) + ")";
         return type_name();
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ActivationLayer>(*this); }
 
 private:
     Activation act_;
     T alpha_;
 };
 
+namespace detail {
+/// ReLU, Sigmoid, Tanh, Softplus and Identity: an ActivationLayer whose activation is fixed by the type.
+template <class Derived, class T, Activation A>
+class FixedActivation : public Cloneable<Derived, ActivationLayer<T>> {
+public:
+    FixedActivation() : Cloneable<Derived, ActivationLayer<T>>(A) {}
+};
+} // namespace detail
+
 template <class T>
-struct ReLU : ActivationLayer<T> {
-    ReLU() : ActivationLayer<T>(Activation::relu) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ReLU>(*this); }
+struct ReLU : detail::FixedActivation<ReLU<T>, T, Activation::relu> {};
+template <class T>
+struct Sigmoid : detail::FixedActivation<Sigmoid<T>, T, Activation::sigmoid> {};
+template <class T>
+struct Tanh : detail::FixedActivation<Tanh<T>, T, Activation::tanh> {};
+template <class T>
+struct Softplus : detail::FixedActivation<Softplus<T>, T, Activation::softplus> {};
+template <class T>
+struct Identity : detail::FixedActivation<Identity<T>, T, Activation::none> {};
+/// LeakyReLU and ELU keep their slope or scale alpha.
+template <class T>
+struct LeakyReLU : Cloneable<LeakyReLU<T>, ActivationLayer<T>> {
+    explicit LeakyReLU(T alpha = T(0.01)) : LeakyReLU::Cloneable(Activation::leaky_relu, alpha) {}
 };
 template <class T>
-struct LeakyReLU : ActivationLayer<T> {
-    explicit LeakyReLU(T alpha = T(0.01)) : ActivationLayer<T>(Activation::leaky_relu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LeakyReLU>(*this); }
-};
-template <class T>
-struct ELU : ActivationLayer<T> {
-    explicit ELU(T alpha = T(1)) : ActivationLayer<T>(Activation::elu, alpha) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ELU>(*this); }
-};
-template <class T>
-struct Sigmoid : ActivationLayer<T> {
-    Sigmoid() : ActivationLayer<T>(Activation::sigmoid) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sigmoid>(*this); }
-};
-template <class T>
-struct Tanh : ActivationLayer<T> {
-    Tanh() : ActivationLayer<T>(Activation::tanh) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Tanh>(*this); }
-};
-template <class T>
-struct Softplus : ActivationLayer<T> {
-    Softplus() : ActivationLayer<T>(Activation::softplus) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softplus>(*this); }
-};
-template <class T>
-struct Identity : ActivationLayer<T> {
-    Identity() : ActivationLayer<T>(Activation::none) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Identity>(*this); }
+struct ELU : Cloneable<ELU<T>, ActivationLayer<T>> {
+    explicit ELU(T alpha = T(1)) : ELU::Cloneable(Activation::elu, alpha) {}
 };
 
 /// Softmax along an axis (the last by default). Not fused: it couples the outputs of a row.
 template <class T>
-class Softmax : public Module<T> {
+class Softmax : public Cloneable<Softmax<T>, Module<T>> {
 public:
     explicit Softmax(std::int64_t axis = -1) : axis_(axis) {}
     std::int64_t axis() const noexcept { return axis_; }
@@ -11612,7 +11642,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::softmax; }
     std::string type_name() const override { return "Softmax"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Softmax>(*this); }
 
 private:
     std::int64_t axis_;
@@ -11625,7 +11654,7 @@ private:
 /// own Rng, so a seed reproduces it; in a data-parallel worker it comes from the worker's stream
 /// (seeded by the DataParallel seed and the worker index), so the masks depend on the thread count.
 template <class T>
-class Dropout : public Module<T> {
+class Dropout : public Cloneable<Dropout<T>, Module<T>> {
 public:
     explicit Dropout(double p, std::uint64_t seed = 0x5eed) : p_(check_p(p)), rng_(seed) {}
     Dropout(double p, Rng& rng) : p_(check_p(p)), rng_(rng.next_u64()) {}
@@ -11649,7 +11678,6 @@ public:
     LayerKind kind() const override { return LayerKind::dropout; }
     std::string type_name() const override { return "Dropout"; }
     std::string describe() const override { return "Dropout(" + tapir::detail::number_text(p_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Dropout>(*this); }
 
 private:
     static double check_p(double p) {
@@ -11674,7 +11702,7 @@ private:
 /// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
 /// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
-class BatchNorm : public Module<T> {
+class BatchNorm : public Cloneable<BatchNorm<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (features,) scale, gamma
     Parameter<T> bias;    ///< (features,) shift, beta
@@ -11741,7 +11769,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::batch_norm; }
     std::string type_name() const override { return "BatchNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<BatchNorm>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
@@ -11791,7 +11818,7 @@ private:
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
 /// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
 template <class T>
-class LayerNorm : public Module<T> {
+class LayerNorm : public Cloneable<LayerNorm<T>, Module<T>> {
 public:
     Parameter<T> weight;
     Parameter<T> bias;
@@ -11818,7 +11845,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::layer_norm; }
     std::string type_name() const override { return "LayerNorm"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LayerNorm>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
@@ -11852,7 +11878,7 @@ namespace detail {
 /// equals a float attn_mask of shape (B h, N, N) (u reshaped). A batch item whose every key is
 /// padding gets the output bias alone (PyTorch gives NaN there).
 template <class T>
-class MultiHeadAttention : public Module<T> {
+class MultiHeadAttention : public Cloneable<MultiHeadAttention<T>, Module<T>> {
 public:
     Parameter<T> in_proj_weight;   ///< (3E, E): rows 0..E query, E..2E key, 2E..3E value
     Parameter<T> in_proj_bias;     ///< (3E,)
@@ -11918,7 +11944,6 @@ public:
     }
     std::string type_name() const override { return "MultiHeadAttention"; }
     std::string describe() const override { return "MultiHeadAttention(" + std::to_string(embed_dim()) + ", heads " + std::to_string(heads_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MultiHeadAttention>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -11934,7 +11959,7 @@ private:
 /// h = x + MHA(LN(x)), y = h + W2 gelu(W1 LN(h)) (gelu: autodiff/gelu.hpp). With post_norms (ParticleBlock) a LayerNorm also
 /// follows the attention and the MLP's activation, as in the Particle Transformer.
 template <class T>
-class TransformerBlock : public Module<T> {
+class TransformerBlock : public Cloneable<TransformerBlock<T>, Module<T>> {
 public:
     TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
         : TransformerBlock(embed_dim, heads, hidden, rng, false) {}
@@ -11948,7 +11973,7 @@ public:
     std::unique_ptr<LayerNorm<T>> post_attn_norm, post_fc_norm;  ///< ParticleBlock only
 
     TransformerBlock(const TransformerBlock& o)
-        : Module<T>(o), norm1(o.norm1), attn(o.attn), norm2(o.norm2), fc1(o.fc1), fc2(o.fc2),
+        : TransformerBlock::Cloneable(o), norm1(o.norm1), attn(o.attn), norm2(o.norm2), fc1(o.fc1), fc2(o.fc2),
           post_attn_norm(o.post_attn_norm ? std::make_unique<LayerNorm<T>>(*o.post_attn_norm) : nullptr),
           post_fc_norm(o.post_fc_norm ? std::make_unique<LayerNorm<T>>(*o.post_fc_norm) : nullptr) {}
     TransformerBlock& operator=(const TransformerBlock&) = delete;
@@ -11975,7 +12000,6 @@ public:
         return type_name() + "(" + std::to_string(attn.embed_dim()) + ", heads " + std::to_string(attn.heads()) + ", hidden " +
                std::to_string(fc1.out_features()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<TransformerBlock>(*this); }
 
 protected:
     TransformerBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng, bool post_norms)
@@ -12001,21 +12025,20 @@ protected:
 /// linear, GELU, LayerNorm, linear, residual. Children: norm1, attn, post_attn_norm, norm2, fc1,
 /// post_fc_norm, fc2 (ParT's pre_attn_norm, attn, post_attn_norm, pre_fc_norm, fc1, post_fc_norm, fc2).
 template <class T>
-class ParticleBlock : public TransformerBlock<T> {
+class ParticleBlock : public Cloneable<ParticleBlock<T>, TransformerBlock<T>> {
 public:
     ParticleBlock(std::size_t embed_dim, std::size_t heads, std::size_t hidden, Rng& rng)
-        : TransformerBlock<T>(embed_dim, heads, hidden, rng, true) {}
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleBlock>(*this); }
+        : ParticleBlock::Cloneable(embed_dim, heads, hidden, rng, true) {}
 };
 
 /// x + f(x) for a module f whose output has x's shape (He et al., arXiv:1512.03385).
 template <class T>
-class Residual : public Module<T> {
+class Residual : public Cloneable<Residual<T>, Module<T>> {
 public:
     explicit Residual(std::unique_ptr<Module<T>> fn) : fn_(std::move(fn)) {
         if (!fn_) throw value_error("Residual: no module given");
     }
-    Residual(const Residual& o) : Module<T>(o), fn_(o.fn_->clone()) {}
+    Residual(const Residual& o) : Residual::Cloneable(o), fn_(o.fn_->clone()) {}
     Residual& operator=(const Residual&) = delete;
 
     Module<T>& inner() noexcept { return *fn_; }
@@ -12032,7 +12055,6 @@ public:
     }
     std::string type_name() const override { return "Residual"; }
     std::string describe() const override { return "Residual(" + fn_->describe() + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Residual>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.emplace_back("fn", fn_.get()); }
@@ -13627,7 +13649,7 @@ inline void check_conv_layer(const char* type, std::size_t in, std::size_t out, 
 } // namespace detail
 
 /// What the convolution layers share: the weight and bias, their PyTorch layout and init, the
-/// channel counts and options, and the check of an input's channels.
+/// channel counts and options, the check of an input's channels, and the name and description.
 template <class T>
 class ConvLayer : public Module<T> {
 public:
@@ -13638,11 +13660,13 @@ public:
     std::size_t out_channels() const noexcept { return out_; }
     Size2 kernel_size() const noexcept { return k_; }
     const ConvOptions& options() const noexcept { return o_; }
+    std::string type_name() const override { return type_; }
+    std::string describe() const override { return detail::conv_text(type_, in_, out_, k_, o_, one_d_); }
 
 protected:
     /// weight (out, in/groups, k...) or, transposed, (in, out/groups, kh, kw); 1-D kernels have kh = 1.
     ConvLayer(const char* type, std::size_t in, std::size_t out, Size2 k, Rng& rng, const ConvOptions& o, bool one_d, bool transposed)
-        : in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
+        : type_(type), in_(in), out_(out), k_(k), o_(o), one_d_(one_d) {
         detail::check_conv_layer(type, in, out, k, o);
         const std::size_t rows = transposed ? in : out, cols = (transposed ? out : in) / o.groups;
         weight = Parameter<T>("weight", one_d ? Tensor<T>(Shape{rows, cols, k.w}) : Tensor<T>(Shape{rows, cols, k.h, k.w}));
@@ -13658,6 +13682,7 @@ protected:
             throw shape_error(this->describe() + ": expected input of shape (N, " + std::to_string(in_) + (one_d_ ? ", L)" : ", H, W)") +
                               ", got " + s.str());
     }
+    const char* type_;  ///< "Conv2d", "Conv1d", "ConvTranspose2d"
     std::size_t in_, out_;
     Size2 k_;
     ConvOptions o_;
@@ -13666,10 +13691,10 @@ protected:
 
 /// 2-D convolution layer: (N, in, H, W) to (N, out, OH, OW). weight (out, in/groups, kh, kw), bias (out,).
 template <class T>
-class Conv2d : public ConvLayer<T> {
+class Conv2d : public Cloneable<Conv2d<T>, ConvLayer<T>> {
 public:
     Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
+        : Conv2d::Cloneable("Conv2d", in, out, kernel, rng, opt, false, false), pad_(opt.same ? Pad2d::same(kernel, opt.dilation) : opt.padding) {}
     Pad2d padding() const noexcept { return pad_; }
 
     Var<T> forward(const Var<T>& x) override { return apply(x, Activation::none, T(0)); }
@@ -13681,12 +13706,9 @@ public:
         const ConvOptions& o = this->o_;
         const std::size_t oh = tapir::detail::sweep_len(in[2], pad_.top + pad_.bottom, this->k_.h, o.dilation.h, o.stride.h);
         const std::size_t ow = tapir::detail::sweep_len(in[3], pad_.left + pad_.right, this->k_.w, o.dilation.w, o.stride.w);
-        if (oh == 0 || ow == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (oh == 0 || ow == 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return Shape{in[0], this->out_, oh, ow};
     }
-    std::string type_name() const override { return "Conv2d"; }
-    std::string describe() const override { return detail::conv_text("Conv2d", this->in_, this->out_, this->k_, this->o_, false); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv2d>(*this); }
 
 private:
     Var<T> apply(const Var<T>& x, Activation act, T alpha) {
@@ -13703,10 +13725,10 @@ private:
 
 /// 1-D convolution layer: (N, in, L) to (N, out, OL). weight (out, in/groups, k), bias (out,).
 template <class T>
-class Conv1d : public ConvLayer<T> {
+class Conv1d : public Cloneable<Conv1d<T>, ConvLayer<T>> {
 public:
     Conv1d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
+        : Conv1d::Cloneable("Conv1d", in, out, Size2(1, kernel), rng, opt, true, false) {
         const Pad2d p = opt.same ? Pad2d::same(Size2(1, kernel), Size2(1, opt.dilation.w)) : opt.padding;
         pl_ = p.left, pr_ = p.right;
     }
@@ -13727,12 +13749,9 @@ public:
     Shape output_shape(const Shape& in) const override {
         this->check_input(in);
         const std::size_t ol = tapir::detail::sweep_len(in[2], pl_ + pr_, this->k_.w, this->o_.dilation.w, this->o_.stride.w);
-        if (ol == 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (ol == 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return Shape{in[0], this->out_, ol};
     }
-    std::string type_name() const override { return "Conv1d"; }
-    std::string describe() const override { return detail::conv_text("Conv1d", this->in_, this->out_, this->k_, this->o_, true); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Conv1d>(*this); }
 
 private:
     std::size_t pl_ = 0, pr_ = 0;
@@ -13742,10 +13761,10 @@ private:
 /// OH = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1. weight (in, out/groups, kh, kw).
 /// Padding is symmetric (padding.top and padding.left are used).
 template <class T>
-class ConvTranspose2d : public ConvLayer<T> {
+class ConvTranspose2d : public Cloneable<ConvTranspose2d<T>, ConvLayer<T>> {
 public:
     ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvOptions& opt = {})
-        : ConvLayer<T>("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
+        : ConvTranspose2d::Cloneable("ConvTranspose2d", in, out, kernel, rng, checked(opt), false, true) {}
     Var<T> forward(const Var<T>& x) override {
         this->check_input(x.shape());
         Tape<T>& t = x.tape();
@@ -13765,12 +13784,9 @@ public:
         };
         const std::size_t oh = in[2] ? len(in[2], o.stride.h, o.padding.top, o.dilation.h, this->k_.h, o.output_padding.h) : 0;
         const std::size_t ow = in[3] ? len(in[3], o.stride.w, o.padding.left, o.dilation.w, this->k_.w, o.output_padding.w) : 0;
-        if (oh == 0 || ow == 0) throw shape_error(describe() + ": no output for input " + in.str());
+        if (oh == 0 || ow == 0) throw shape_error(this->describe() + ": no output for input " + in.str());
         return Shape{in[0], this->out_, oh, ow};
     }
-    std::string type_name() const override { return "ConvTranspose2d"; }
-    std::string describe() const override { return detail::conv_text("ConvTranspose2d", this->in_, this->out_, this->k_, this->o_, false); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ConvTranspose2d>(*this); }
 
 private:
     static const ConvOptions& checked(const ConvOptions& opt) {
@@ -13806,7 +13822,7 @@ inline PoolGeom pool_geom(Size2 k, Size2 s, Size2 p) {
 
 /// Max or average pooling over (N, C, H, W) (MaxPool2d, AvgPool2d) or (N, C, L) (MaxPool1d, AvgPool1d).
 template <class T, bool IsMax, bool OneD>
-class Pool : public Module<T> {
+class Pool : public Cloneable<Pool<T, IsMax, OneD>, Module<T>> {
 public:
     /// kernel, stride (0: the kernel), padding (at most half the kernel).
     explicit Pool(Size2 kernel, Size2 stride = 0, Size2 padding = 0)
@@ -13828,12 +13844,11 @@ public:
     Shape output_shape(const Shape& in) const override {
         check_input(in);
         const Shape s = g_.out(in, OneD);
-        if (s.numel() == 0 && in.numel() != 0) throw shape_error(describe() + ": the kernel is larger than the padded input " + in.str());
+        if (s.numel() == 0 && in.numel() != 0) throw shape_error(this->describe() + ": the kernel is larger than the padded input " + in.str());
         return s;
     }
     std::string type_name() const override { return std::string(IsMax ? "MaxPool" : "AvgPool") + (OneD ? "1d" : "2d"); }
     std::string describe() const override { return g_.text(type_name().c_str(), OneD); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Pool>(*this); }
 
 private:
     void check_input(const Shape& s) const {
@@ -13853,7 +13868,7 @@ using AvgPool1d = Pool<T, false, true>;
 
 /// Mean (GlobalAvgPool) or maximum (GlobalMaxPool) over all positions: (N, C, ...) to (N, C).
 template <class T, bool IsMax>
-class GlobalPool : public Module<T> {
+class GlobalPool : public Cloneable<GlobalPool<T, IsMax>, Module<T>> {
 public:
     Var<T> forward(const Var<T>& x) override { return IsMax ? global_max_pool(x) : global_avg_pool(x); }
     Shape output_shape(const Shape& in) const override {
@@ -13861,7 +13876,6 @@ public:
         return Shape{in[0], in[1]};
     }
     std::string type_name() const override { return IsMax ? "GlobalMaxPool" : "GlobalAvgPool"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GlobalPool>(*this); }
 };
 template <class T>
 using GlobalAvgPool = GlobalPool<T, false>;
@@ -13870,7 +13884,7 @@ using GlobalMaxPool = GlobalPool<T, true>;
 
 /// (N, ...) to (N, product of the rest), e.g. between convolutions and Dense layers.
 template <class T>
-class Flatten : public Module<T> {
+class Flatten : public Cloneable<Flatten<T>, Module<T>> {
 public:
     Var<T> forward(const Var<T>& x) override { return flatten(x); }
     Shape output_shape(const Shape& in) const override {
@@ -13878,13 +13892,12 @@ public:
         return Shape{in[0], in[0] ? in.numel() / in[0] : 0};
     }
     std::string type_name() const override { return "Flatten"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Flatten>(*this); }
 };
 
 /// (N, ...) to (N, shape...): the same values in a new per-row shape (as Keras' Reshape, whose
 /// target shape excludes the batch axis), e.g. a decoder's Dense output as (C, H, W) feature maps.
 template <class T>
-class Reshape : public Module<T> {
+class Reshape : public Cloneable<Reshape<T>, Module<T>> {
 public:
     explicit Reshape(Shape target) : target_(std::move(target)) {
         if (target_.rank() == 0 || target_.rank() > 3)
@@ -13902,7 +13915,6 @@ public:
     const Shape& target() const { return target_; }
     std::string type_name() const override { return "Reshape"; }
     std::string describe() const override { return "Reshape" + target_.str(); }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Reshape>(*this); }
 
 private:
     Shape target_;
@@ -13910,7 +13922,7 @@ private:
 
 /// Nearest-neighbour upsampling by integer factors: (N, C, H, W) to (N, C, H sh, W sw).
 template <class T>
-class Upsample : public Module<T> {
+class Upsample : public Cloneable<Upsample<T>, Module<T>> {
 public:
     explicit Upsample(Size2 scale) : s_(scale) {
         if (scale.h == 0 || scale.w == 0) throw value_error("Upsample: scale factors must be positive, got " + detail::size2_text(scale));
@@ -13923,7 +13935,6 @@ public:
     }
     std::string type_name() const override { return "Upsample"; }
     std::string describe() const override { return "Upsample(" + detail::size2_text(s_) + ", nearest)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Upsample>(*this); }
 
 private:
     Size2 s_;
@@ -15405,13 +15416,13 @@ namespace nn {
 ///
 /// Layers are named by position ("0", "1", ...), so parameters are "0.weight", "0.bias", ...
 template <class T>
-class Sequential : public Module<T> {
+class Sequential : public Cloneable<Sequential<T>, Module<T>> {
 public:
     Sequential() = default;
     Sequential(Sequential&&) noexcept = default;
     Sequential& operator=(Sequential&&) noexcept = default;
     /// A deep copy: every layer is cloned.
-    Sequential(const Sequential& o) : Module<T>(o), fuse_(o.fuse_) {
+    Sequential(const Sequential& o) : Sequential::Cloneable(o), fuse_(o.fuse_) {
         for (const auto& l : o.layers_) push(l->clone());
     }
     Sequential& operator=(const Sequential& o) {
@@ -15515,7 +15526,6 @@ public:
     }
     LayerKind kind() const override { return LayerKind::sequential; }
     std::string type_name() const override { return "Sequential"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Sequential>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override {
@@ -15648,11 +15658,11 @@ protected:
 /// Deep Set / Particle Flow Network: F(pool_i Phi(x_i)) over the real particles (sum or mean).
 /// Phi runs as fused dense nodes on the real particles of the whole batch at once.
 template <class T>
-class DeepSet : public SetNetwork<T> {
+class DeepSet : public Cloneable<DeepSet<T>, SetNetwork<T>> {
 public:
     DeepSet(std::size_t in_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes, Rng& rng,
             Activation act = Activation::relu, SetPooling pooling = SetPooling::sum)
-        : SetNetwork<T>("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
+        : DeepSet::Cloneable("DeepSet", in_features, in_features, phi_sizes, f_sizes, rng, act), pooling_(pooling) {}
 
     Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
         const Shape s = x.shape();
@@ -15686,7 +15696,6 @@ public:
 
     SetPooling pooling() const noexcept { return pooling_; }
     std::string describe() const override { return pooling_ == SetPooling::sum ? "DeepSet(sum)" : "DeepSet(mean)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<DeepSet>(*this); }
 
 private:
     SetPooling pooling_;
@@ -15701,11 +15710,11 @@ using ParticleFlowNetwork = DeepSet<T>;
 /// angular coordinates (e.g. rapidity and azimuth relative to the jet axis). z is used as given (it is
 /// differentiable, and 0 for padding already); a mask multiplies it.
 template <class T>
-class EnergyFlowNetwork : public SetNetwork<T> {
+class EnergyFlowNetwork : public Cloneable<EnergyFlowNetwork<T>, SetNetwork<T>> {
 public:
     EnergyFlowNetwork(std::size_t angular_features, const std::vector<std::size_t>& phi_sizes, const std::vector<std::size_t>& f_sizes,
                       Rng& rng, Activation act = Activation::relu)
-        : SetNetwork<T>("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
+        : EnergyFlowNetwork::Cloneable("EnergyFlowNetwork", angular_features + 1, angular_features, phi_sizes, f_sizes, rng, act) {}
 
     /// sum_i z_i Phi(angles_i), (B, latent).
     Var<T> latent(const Var<T>& x, const Var<T>* mask) override {
@@ -15718,7 +15727,6 @@ public:
         return set_sum(reshape(this->phi(ang), Shape{B, N, this->latent_}), z);
     }
 
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EnergyFlowNetwork>(*this); }
 };
 
 } // namespace nn
@@ -15737,7 +15745,7 @@ namespace nn {
 /// and gathered per edge, k times fewer multiplications than on the concatenated edge features.
 /// Its weight keeps the concatenated layout (2 F, C), rows 0..F for x_i and F..2F for x_j - x_i.
 template <class T>
-class EdgeConv : public Module<T> {
+class EdgeConv : public Cloneable<EdgeConv<T>, Module<T>> {
 public:
     Dense<T> edge_in;      ///< first edge layer on (x_i, x_j - x_i): weight (2 F, C0), ReLU
     Sequential<T> edge;    ///< further edge layers, Dense + ReLU
@@ -15775,7 +15783,6 @@ public:
     }
     std::string type_name() const override { return "EdgeConv"; }
     std::string describe() const override { return "EdgeConv(k=" + std::to_string(k_) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<EdgeConv>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"edge_in", &edge_in}, {"edge", &edge}, {"shortcut", &shortcut}}); }
@@ -15860,7 +15867,7 @@ private:
 /// given coordinates, EdgeConv k = 7 with 64-64-64 on the learned features, the mean over the real
 /// particles, Dense 128 + ReLU, Dense to the outputs (logits). Dropout is left to the user.
 template <class T>
-class ParticleNetLite : public Module<T> {
+class ParticleNetLite : public Cloneable<ParticleNetLite<T>, Module<T>> {
 public:
     EdgeConv<T> block1, block2;
     Sequential<T> head;
@@ -15900,7 +15907,6 @@ public:
         return Shape{in[0], head.output_shape(Shape{in[0], 64})[1]};
     }
     std::string type_name() const override { return "ParticleNetLite"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<ParticleNetLite>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override { out.insert(out.end(), {{"block1", &block1}, {"block2", &block2}, {"head", &head}}); }
@@ -15982,7 +15988,7 @@ Var<T> boost_to_rest_frame(const Var<T>& p, const Var<T>& r) {
 /// combinations sum_i x_i w_im with `weight` (N, M), initialised uniform in [0, 1) so that the
 /// combinations start as physical (time-like or light-like) 4-vectors.
 template <class T>
-class CoLa : public Module<T> {
+class CoLa : public Cloneable<CoLa<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (N, M)
 
@@ -16005,7 +16011,6 @@ public:
     }
     std::string type_name() const override { return "CoLa"; }
     std::string describe() const override { return "CoLa(" + std::to_string(particles()) + " + " + std::to_string(combinations()) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<CoLa>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
@@ -16017,7 +16022,7 @@ protected:
 /// with d2_jm = (k_j - k_m)^T diag(metric) (k_j - k_m) and `metric` (4,) trainable, initialised to
 /// the Minkowski metric (1, -1, -1, -1) as in the paper.
 template <class T>
-class LoLa : public Module<T> {
+class LoLa : public Cloneable<LoLa<T>, Module<T>> {
 public:
     Parameter<T> metric;            ///< (4,)
     Parameter<T> energy_weights;    ///< (N, N)
@@ -16057,7 +16062,6 @@ public:
     }
     std::string type_name() const override { return "LoLa"; }
     std::string describe() const override { return "LoLa(" + std::to_string(particles()) + ")"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LoLa>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override {
@@ -16072,7 +16076,7 @@ protected:
 /// (m < n, row-major). Output (B, 5 M + M (M - 1) / 2), in the order E (M), pT (M), eta (M), phi (M),
 /// m (M), pair cosines. The angles are undefined for a particle at rest in its frame (p = 0).
 template <class T>
-class LorentzBoostNetwork : public Module<T> {
+class LorentzBoostNetwork : public Cloneable<LorentzBoostNetwork<T>, Module<T>> {
 public:
     Parameter<T> particle_weights;   ///< (N, M)
     Parameter<T> restframe_weights;  ///< (N, M)
@@ -16134,7 +16138,6 @@ public:
     std::string describe() const override {
         return "LorentzBoostNetwork(" + std::to_string(particles()) + " -> " + std::to_string(combinations()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LorentzBoostNetwork>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"particle_weights", &particle_weights}, {"restframe_weights", &restframe_weights}}); }
@@ -16184,7 +16187,7 @@ namespace tapir {
 namespace nn {
 
 template <class T>
-class Model : public Module<T> {
+class Model : public Cloneable<Model<T>, Module<T>> {
 public:
     /// A value in the graph: an input or the output of a node.
     struct Value {
@@ -16202,7 +16205,7 @@ public:
     Model& operator=(Model&&) noexcept = default;
     /// A deep copy: every layer is cloned; functions are copied.
     Model(const Model& o)
-        : Module<T>(o), steps_(o.steps_), names_(o.names_), inputs_(o.inputs_), output_(o.output_), layer_names_(o.layer_names_),
+        : Model::Cloneable(o), steps_(o.steps_), names_(o.names_), inputs_(o.inputs_), output_(o.output_), layer_names_(o.layer_names_),
           forwards_(o.forwards_) {
         for (const auto& l : o.layers_) layers_.push_back(l->clone());
         this->update_parameter_names();
@@ -16464,7 +16467,6 @@ public:
     }
 
     std::string type_name() const override { return "Model"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Model>(*this); }
 
 protected:
     void collect_children(std::vector<NamedModule<T>>& out) override {
@@ -16856,6 +16858,9 @@ public:
         check_input(in);
         return opt_.return_sequences ? Shape{in[0], in[1], hidden_size()} : Shape{in[0], hidden_size()};
     }
+    std::string type_name() const override {
+        return cell_ == RnnCell::lstm ? "LSTM" : (cell_ == RnnCell::gru ? "GRU" : "SimpleRNN");
+    }
     std::string describe() const override {
         return this->type_name() + "(" + std::to_string(input_size()) + " -> " + std::to_string(hidden_size()) +
                (opt_.return_sequences ? ", sequences)" : ")");
@@ -16912,40 +16917,39 @@ private:
     RecurrentOptions opt_;
 };
 
+namespace detail {
+/// SimpleRNN, LSTM and GRU: a RecurrentLayer whose cell is fixed by the type.
+template <class Derived, class T, RnnCell Cell>
+class FixedCell : public Cloneable<Derived, RecurrentLayer<T>> {
+public:
+    FixedCell(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
+        : Cloneable<Derived, RecurrentLayer<T>>(Cell, in, hidden, rng, opt) {}
+};
+} // namespace detail
+
 /// h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh), as torch.nn.RNN(nonlinearity='tanh').
 template <class T>
-class SimpleRNN : public RecurrentLayer<T> {
+class SimpleRNN : public detail::FixedCell<SimpleRNN<T>, T, RnnCell::rnn_tanh> {
 public:
-    SimpleRNN(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::rnn_tanh, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "SimpleRNN"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<SimpleRNN>(*this); }
+    using SimpleRNN::FixedCell::FixedCell;
 };
-
 /// The LSTM as torch.nn.LSTM: gates i, f, g, o; c_t = f c_(t-1) + i g, h_t = o tanh(c_t).
 template <class T>
-class LSTM : public RecurrentLayer<T> {
+class LSTM : public detail::FixedCell<LSTM<T>, T, RnnCell::lstm> {
 public:
-    LSTM(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::lstm, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "LSTM"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<LSTM>(*this); }
+    using LSTM::FixedCell::FixedCell;
 };
-
 /// The GRU as torch.nn.GRU: gates r, z, n; h_t = (1 - z) n + z h_(t-1).
 template <class T>
-class GRU : public RecurrentLayer<T> {
+class GRU : public detail::FixedCell<GRU<T>, T, RnnCell::gru> {
 public:
-    GRU(std::size_t in, std::size_t hidden, Rng& rng, const RecurrentOptions& opt = {})
-        : RecurrentLayer<T>(RnnCell::gru, in, hidden, rng, opt) {}
-    std::string type_name() const override { return "GRU"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GRU>(*this); }
+    using GRU::FixedCell::FixedCell;
 };
 
 /// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
 /// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
 template <class T>
-class Embedding : public Module<T> {
+class Embedding : public Cloneable<Embedding<T>, Module<T>> {
 public:
     Parameter<T> weight;  ///< (num, dim)
 
@@ -16970,7 +16974,6 @@ public:
     std::string describe() const override {
         return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
     }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<Embedding>(*this); }
 
 protected:
     void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
@@ -18710,6 +18713,131 @@ public:
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/adam.hpp ----
+// ---- begin tapir/optim/schedule.hpp ----
+/// Learning-rate schedules: objects that set an optimiser's learning rate from a step count.
+///
+/// A schedule remembers the optimiser's learning rate at construction as the base rate and keeps
+/// its own count t (0 at construction). Each call of step() advances t and sets
+/// lr = lr_at(t). Call it after every optimiser step for per-iteration schedules, or once per
+/// epoch for per-epoch ones: the schedule does not care which.
+///
+///   Keras' legacy `decay` (lr / (1 + decay * iterations); lr 1e-3, decay 3e-4 here):
+///       Adam<float> opt(params, 1e-3f);  InverseTimeLR<float> sched(opt, 3e-4);
+///       for (...) { ...; opt.step(); sched.step(); }   // update k (k = 0, 1, ...) uses lr / (1 + decay k)
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <utility>
+
+
+namespace tapir {
+namespace optim {
+
+template <class T>
+class LRSchedule {
+public:
+    virtual ~LRSchedule() = default;
+    LRSchedule(const LRSchedule&) = delete;
+    LRSchedule& operator=(const LRSchedule&) = delete;
+
+    /// The learning rate after t schedule steps (lr_at(0) is the base rate).
+    T lr_at(std::size_t t) const { return static_cast<T>(rate(static_cast<double>(base_), t)); }
+    /// Advances the count and sets the optimiser's learning rate.
+    void step() {
+        ++count_;
+        opt_.set_scheduled_learning_rate(lr_at(count_));
+    }
+    std::size_t count() const noexcept { return count_; }
+    /// Resumes at count t (e.g. opt.iterations() after loading a per-step run) and sets lr_at(t).
+    void set_count(std::size_t t) {
+        opt_.set_scheduled_learning_rate(lr_at(t));
+        count_ = t;
+    }
+    T base_lr() const noexcept { return base_; }
+    /// The schedule's class name, as given to the constructor (a schedule of your own overrides it).
+    virtual std::string name() const { return kind_ ? kind_ : "LRSchedule"; }
+
+protected:
+    explicit LRSchedule(Optimizer<T>& opt) : opt_(opt), base_(opt.learning_rate()) {}
+    /// A schedule given by its name (for name()) and its formula rate(base, t).
+    LRSchedule(Optimizer<T>& opt, const char* kind, std::function<double(double, std::size_t)> formula)
+        : opt_(opt), base_(opt.learning_rate()), kind_(kind), formula_(std::move(formula)) {}
+    /// The rate after t steps from base rate `base`: the formula given to the constructor, or a
+    /// schedule of your own overrides it.
+    virtual double rate(double base, std::size_t t) const {
+        if (!formula_) throw value_error(name() + ": a schedule must override rate() or pass a formula to LRSchedule");
+        return formula_(base, t);
+    }
+
+private:
+    Optimizer<T>& opt_;
+    T base_;
+    std::size_t count_ = 0;
+    const char* kind_ = nullptr;
+    std::function<double(double, std::size_t)> formula_;
+};
+
+// A built-in schedule is its checks and its formula: the constructor checks the arguments and
+// hands the base its name and the formula as a function of (base rate, t).
+
+/// lr = base * gamma^floor(t / step_size) (PyTorch StepLR).
+template <class T>
+class StepLR : public LRSchedule<T> {
+public:
+    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1)
+        : LRSchedule<T>(opt, "StepLR", [step_size, gamma](double base, std::size_t t) {
+              return base * std::pow(gamma, static_cast<double>(t / step_size));
+          }) {
+        if (step_size == 0) throw value_error("StepLR: step_size must be at least 1, got 0");
+        detail::check_hyper("StepLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
+    }
+};
+
+/// lr = base * gamma^t (PyTorch ExponentialLR; Keras ExponentialDecay with decay_steps = 1).
+template <class T>
+class ExponentialLR : public LRSchedule<T> {
+public:
+    ExponentialLR(Optimizer<T>& opt, double gamma)
+        : LRSchedule<T>(opt, "ExponentialLR",
+                        [gamma](double base, std::size_t t) { return base * std::pow(gamma, static_cast<double>(t)); }) {
+        detail::check_hyper("ExponentialLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
+    }
+};
+
+/// lr = min_lr + (base - min_lr) * (1 + cos(pi * min(t, t_max) / t_max)) / 2: half a cosine from
+/// base to min_lr over t_max steps, then min_lr (PyTorch CosineAnnealingLR's closed form up to
+/// t_max; Keras CosineDecay with alpha = min_lr / base). min_lr = 0 is allowed here.
+template <class T>
+class CosineAnnealingLR : public LRSchedule<T> {
+public:
+    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0)
+        : LRSchedule<T>(opt, "CosineAnnealingLR", [t_max, min_lr](double base, std::size_t t) {
+              const double pi = 3.14159265358979323846;
+              const double x = static_cast<double>(t < t_max ? t : t_max) / static_cast<double>(t_max);
+              return min_lr + (base - min_lr) * 0.5 * (1.0 + std::cos(pi * x));
+          }) {
+        if (t_max == 0) throw value_error("CosineAnnealingLR: t_max must be at least 1, got 0");
+        detail::check_hyper("CosineAnnealingLR", "min_lr", min_lr, 0.0, false, static_cast<double>(opt.learning_rate()), false);
+    }
+};
+
+/// lr = base / (1 + decay * t) (Keras' legacy `decay` argument; Keras InverseTimeDecay with
+/// decay_steps = 1, staircase off).
+template <class T>
+class InverseTimeLR : public LRSchedule<T> {
+public:
+    InverseTimeLR(Optimizer<T>& opt, double decay)
+        : LRSchedule<T>(opt, "InverseTimeLR",
+                        [decay](double base, std::size_t t) { return base / (1.0 + decay * static_cast<double>(t)); }) {
+        detail::check_hyper("InverseTimeLR", "decay", decay, 0.0, false, HUGE_VAL, true);
+    }
+};
+
+} // namespace optim
+} // namespace tapir
+// ---- end tapir/optim/schedule.hpp ----
 
 namespace tapir {
 namespace nn {
@@ -18726,7 +18854,7 @@ inline void check_finite_hyper(const char* fn, const char* what, double v) {
 /// and the adversary, one backward pass of L_f + L_r(reverse(f)) trains the adversary on L_r and
 /// the classifier on L_f - lambda L_r.
 template <class T>
-class GradientReversal : public Module<T> {
+class GradientReversal : public Cloneable<GradientReversal<T>, Module<T>> {
 public:
     explicit GradientReversal(T lambda = T(1)) : lambda_(lambda) {
         detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(lambda));
@@ -18735,7 +18863,6 @@ public:
     std::string type_name() const override { return "GradientReversal"; }
     std::string describe() const override { return "GradientReversal(" + tapir::detail::number_text(static_cast<double>(lambda_)) + ")"; }
     Shape output_shape(const Shape& in) const override { return in; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<GradientReversal>(*this); }
     T lambda() const noexcept { return lambda_; }
     void set_lambda(T l) {
         detail::check_finite_hyper("GradientReversal", "lambda", static_cast<double>(l));
@@ -18760,7 +18887,7 @@ struct MdnHeads {
 /// 3K outputs, split into mixture logits, means and raw widths (see mdn_nll). The paper and the
 /// course use K = 5; the course's adversary is 1 -> 200 -> 100 -> 50 -> 5 components.
 template <class T>
-class MdnAdversary : public Module<T> {
+class MdnAdversary : public Cloneable<MdnAdversary<T>, Module<T>> {
 public:
     MdnAdversary(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t components, Rng& rng,
                  Activation act = Activation::relu)
@@ -18775,7 +18902,7 @@ public:
         }
         head_ = std::make_unique<Dense<T>>(prev, 3 * components, rng);
     }
-    MdnAdversary(const MdnAdversary& o) : Module<T>(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
+    MdnAdversary(const MdnAdversary& o) : MdnAdversary::Cloneable(o), body_(o.body_), head_(std::make_unique<Dense<T>>(*o.head_)), k_(o.k_) {}
     MdnAdversary& operator=(const MdnAdversary& o) {
         if (this != &o) {
             Module<T>::operator=(o);
@@ -18805,7 +18932,6 @@ public:
 
     std::string type_name() const override { return "MdnAdversary"; }
     std::string describe() const override { return "MdnAdversary(" + std::to_string(k_) + " components)"; }
-    std::unique_ptr<Module<T>> clone() const override { return std::make_unique<MdnAdversary>(*this); }
     void summary_rows(const Shape& input, std::vector<SummaryRow>& rows) const override {
         Shape s = input;
         if (!body_.empty()) {
@@ -18860,6 +18986,13 @@ struct PivotOptions {
     /// check_game() calls the game lost when the adversary's L_r exceeds that of an adversary
     /// refit from scratch on the frozen classifier by more than this many nats.
     T lost_game_tolerance = T(0.01);
+    /// Anneal the classifier optimiser's learning rate over the game's steps by half a cosine
+    /// from its rate at the start of the game to 0 (Loshchilov and Hutter, arXiv 1608.03983), and
+    /// restore that rate afterwards. At a large lambda the classifier, at a constant rate, keeps
+    /// finding mass information the adversary has not learnt yet faster than the adversary catches
+    /// up, and the game oscillates: where it ends is chance. Annealing lets the end of the game
+    /// settle with an adversary that keeps up (the classifier moves ever less per adversary step).
+    bool anneal_classifier_lr = false;
 };
 
 /// Per-step losses of a run (pretraining and adversarial phase, in order).
@@ -18870,6 +19003,7 @@ struct PivotHistory {
     std::vector<T> classifier;           ///< E = L_f - lambda L_r at each classifier step
     std::vector<T> classifier_bce;       ///< L_f alone at each classifier step of the adversarial phase
     std::vector<T> adversary;            ///< L_r at the last adversary step before each classifier step
+    std::vector<T> classifier_lr;        ///< the classifier optimiser's learning rate at each classifier step of the game
     /// Whether the adversary's pretraining met the convergence test (always true without one).
     bool adversary_converged = true;
 };
@@ -18994,13 +19128,19 @@ public:
         for (std::size_t i = 0; i < opt_.pretrain_classifier_steps; ++i) h.classifier_pretrain.push_back(pretrain_classifier_step());
         for (std::size_t i = 0; i < opt_.pretrain_adversary_steps; ++i) h.adversary_pretrain.push_back(adversary_step());
         if (opt_.pretrain_adversary_max_steps > 0) h.adversary_converged = pretrain_adversary_to_convergence(h.adversary_pretrain);
+        const T base_lr = copt_.learning_rate();
+        std::unique_ptr<optim::CosineAnnealingLR<T>> anneal;
+        if (opt_.anneal_classifier_lr && opt_.steps > 0) anneal = std::make_unique<optim::CosineAnnealingLR<T>>(copt_, opt_.steps);
         for (std::size_t s = 0; s < opt_.steps; ++s) {
             T la = T(0);
             for (std::size_t k = 0; k < opt_.adversary_steps; ++k) la = adversary_step();
             h.adversary.push_back(la);
+            h.classifier_lr.push_back(copt_.learning_rate());
             h.classifier.push_back(classifier_step());
             h.classifier_bce.push_back(last_bce_);
+            if (anneal) anneal->step();
         }
+        if (anneal) copt_.set_learning_rate(base_lr);
         return h;
     }
 
@@ -21718,131 +21858,6 @@ private:
 } // namespace optim
 } // namespace tapir
 // ---- end tapir/optim/rmsprop.hpp ----
-// ---- begin tapir/optim/schedule.hpp ----
-/// Learning-rate schedules: objects that set an optimiser's learning rate from a step count.
-///
-/// A schedule remembers the optimiser's learning rate at construction as the base rate and keeps
-/// its own count t (0 at construction). Each call of step() advances t and sets
-/// lr = lr_at(t). Call it after every optimiser step for per-iteration schedules, or once per
-/// epoch for per-epoch ones: the schedule does not care which.
-///
-///   Keras' legacy `decay` (lr / (1 + decay * iterations); lr 1e-3, decay 3e-4 here):
-///       Adam<float> opt(params, 1e-3f);  InverseTimeLR<float> sched(opt, 3e-4);
-///       for (...) { ...; opt.step(); sched.step(); }   // update k (k = 0, 1, ...) uses lr / (1 + decay k)
-
-#include <cmath>
-#include <cstddef>
-#include <functional>
-#include <string>
-#include <utility>
-
-
-namespace tapir {
-namespace optim {
-
-template <class T>
-class LRSchedule {
-public:
-    virtual ~LRSchedule() = default;
-    LRSchedule(const LRSchedule&) = delete;
-    LRSchedule& operator=(const LRSchedule&) = delete;
-
-    /// The learning rate after t schedule steps (lr_at(0) is the base rate).
-    T lr_at(std::size_t t) const { return static_cast<T>(rate(static_cast<double>(base_), t)); }
-    /// Advances the count and sets the optimiser's learning rate.
-    void step() {
-        ++count_;
-        opt_.set_scheduled_learning_rate(lr_at(count_));
-    }
-    std::size_t count() const noexcept { return count_; }
-    /// Resumes at count t (e.g. opt.iterations() after loading a per-step run) and sets lr_at(t).
-    void set_count(std::size_t t) {
-        opt_.set_scheduled_learning_rate(lr_at(t));
-        count_ = t;
-    }
-    T base_lr() const noexcept { return base_; }
-    /// The schedule's class name, as given to the constructor (a schedule of your own overrides it).
-    virtual std::string name() const { return kind_ ? kind_ : "LRSchedule"; }
-
-protected:
-    explicit LRSchedule(Optimizer<T>& opt) : opt_(opt), base_(opt.learning_rate()) {}
-    /// A schedule given by its name (for name()) and its formula rate(base, t).
-    LRSchedule(Optimizer<T>& opt, const char* kind, std::function<double(double, std::size_t)> formula)
-        : opt_(opt), base_(opt.learning_rate()), kind_(kind), formula_(std::move(formula)) {}
-    /// The rate after t steps from base rate `base`: the formula given to the constructor, or a
-    /// schedule of your own overrides it.
-    virtual double rate(double base, std::size_t t) const {
-        if (!formula_) throw value_error(name() + ": a schedule must override rate() or pass a formula to LRSchedule");
-        return formula_(base, t);
-    }
-
-private:
-    Optimizer<T>& opt_;
-    T base_;
-    std::size_t count_ = 0;
-    const char* kind_ = nullptr;
-    std::function<double(double, std::size_t)> formula_;
-};
-
-// A built-in schedule is its checks and its formula: the constructor checks the arguments and
-// hands the base its name and the formula as a function of (base rate, t).
-
-/// lr = base * gamma^floor(t / step_size) (PyTorch StepLR).
-template <class T>
-class StepLR : public LRSchedule<T> {
-public:
-    StepLR(Optimizer<T>& opt, std::size_t step_size, double gamma = 0.1)
-        : LRSchedule<T>(opt, "StepLR", [step_size, gamma](double base, std::size_t t) {
-              return base * std::pow(gamma, static_cast<double>(t / step_size));
-          }) {
-        if (step_size == 0) throw value_error("StepLR: step_size must be at least 1, got 0");
-        detail::check_hyper("StepLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
-    }
-};
-
-/// lr = base * gamma^t (PyTorch ExponentialLR; Keras ExponentialDecay with decay_steps = 1).
-template <class T>
-class ExponentialLR : public LRSchedule<T> {
-public:
-    ExponentialLR(Optimizer<T>& opt, double gamma)
-        : LRSchedule<T>(opt, "ExponentialLR",
-                        [gamma](double base, std::size_t t) { return base * std::pow(gamma, static_cast<double>(t)); }) {
-        detail::check_hyper("ExponentialLR", "gamma", gamma, 0.0, true, HUGE_VAL, true);
-    }
-};
-
-/// lr = min_lr + (base - min_lr) * (1 + cos(pi * min(t, t_max) / t_max)) / 2: half a cosine from
-/// base to min_lr over t_max steps, then min_lr (PyTorch CosineAnnealingLR's closed form up to
-/// t_max; Keras CosineDecay with alpha = min_lr / base). min_lr = 0 is allowed here.
-template <class T>
-class CosineAnnealingLR : public LRSchedule<T> {
-public:
-    CosineAnnealingLR(Optimizer<T>& opt, std::size_t t_max, double min_lr = 0.0)
-        : LRSchedule<T>(opt, "CosineAnnealingLR", [t_max, min_lr](double base, std::size_t t) {
-              const double pi = 3.14159265358979323846;
-              const double x = static_cast<double>(t < t_max ? t : t_max) / static_cast<double>(t_max);
-              return min_lr + (base - min_lr) * 0.5 * (1.0 + std::cos(pi * x));
-          }) {
-        if (t_max == 0) throw value_error("CosineAnnealingLR: t_max must be at least 1, got 0");
-        detail::check_hyper("CosineAnnealingLR", "min_lr", min_lr, 0.0, false, static_cast<double>(opt.learning_rate()), false);
-    }
-};
-
-/// lr = base / (1 + decay * t) (Keras' legacy `decay` argument; Keras InverseTimeDecay with
-/// decay_steps = 1, staircase off).
-template <class T>
-class InverseTimeLR : public LRSchedule<T> {
-public:
-    InverseTimeLR(Optimizer<T>& opt, double decay)
-        : LRSchedule<T>(opt, "InverseTimeLR",
-                        [decay](double base, std::size_t t) { return base / (1.0 + decay * static_cast<double>(t)); }) {
-        detail::check_hyper("InverseTimeLR", "decay", decay, 0.0, false, HUGE_VAL, true);
-    }
-};
-
-} // namespace optim
-} // namespace tapir
-// ---- end tapir/optim/schedule.hpp ----
 // ---- begin tapir/optim/sgd.hpp ----
 /// Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay (PyTorch
 /// torch.optim.SGD semantics).
@@ -24506,6 +24521,7 @@ private:
 /// What the event generators (diphoton, Z gamma, stop, jets) share: a configuration checked at
 /// construction, one random stream, next() drawing the class and the retry loop of next(label).
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -24531,6 +24547,22 @@ struct ConfigCheck {
     void max_attempts(const Config& c) const {
         if (c.max_attempts == 0) (*this)("max_attempts must be > 0");
     }
+    /// The invariant-mass window [m_min, m_max] of the generators that sample a mass spectrum.
+    template <class Config>
+    void mass_window(const Config& c) const {
+        if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
+            (*this)("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
+    }
+
+    /// A generator's whole configuration check: the class fraction, then own(check) with the
+    /// generator's own conditions, then the retry budget (the order of the error messages).
+    template <class Config, class Own>
+    static void generator(const char* who, const Config& c, Own own) {
+        const ConfigCheck check{who};
+        check.signal_fraction(c);
+        own(check);
+        check.max_attempts(c);
+    }
 };
 
 /// The streaming frame of a generator Derived of Event under Config (which has signal_fraction
@@ -24547,9 +24579,13 @@ public:
     Event next() { return static_cast<Derived&>(*this).next(rng_.bernoulli(cfg_.signal_fraction) ? 1 : 0); }
 
 protected:
-    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1.
+    /// Throws value_error "who: label must be 0 or 1" unless label is 0 or 1. Small enough to
+    /// inline, so the compiler sees that label indexes a two-element array only when it returns.
     static void check_label(const char* who, int label) {
-        if (label != 0 && label != 1) throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
+        if (label != 0 && label != 1) bad_label(who, label);
+    }
+    [[noreturn]] static void bad_label(const char* who, int label) {
+        throw value_error(std::string(who) + ": label must be 0 or 1, got " + std::to_string(label));
     }
 
     /// The first event of up to max_attempts tries of attempt(ev) (each on a fresh event) that
@@ -24974,31 +25010,28 @@ struct DiphotonConfig {
 namespace detail {
 
 inline void check_config(const DiphotonConfig& c) {
-    const ConfigCheck fail{"DiphotonConfig"};
-    const auto num = ConfigCheck::num;
-    fail.signal_fraction(c);
-    if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
-        fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
-    if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
-        fail("need pt1_min >= pt2_min >= 0, got " + num(c.pt1_min) + ", " + num(c.pt2_min));
-    if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + num(c.eta_max));
-    if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
-        fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
-    if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-    if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
-    if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
-        fail("Crystal Ball tails need alpha > 0 and n > 1");
-    if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
-          c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
-        fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
-    if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
-    if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
-        fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
-    if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-    if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-        fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
-             num(c.bkg_eta_star_max));
-    fail.max_attempts(c);
+    ConfigCheck::generator("DiphotonConfig", c, [&](const ConfigCheck& fail) {
+        fail.mass_window(c);
+        if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
+            fail("need pt1_min >= pt2_min >= 0, got " + fail.num(c.pt1_min) + ", " + fail.num(c.pt2_min));
+        if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + fail.num(c.eta_max));
+        if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
+            fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
+        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
+        if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
+        if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
+            fail("Crystal Ball tails need alpha > 0 and n > 1");
+        if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
+              c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
+            fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
+        if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
+        if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
+            fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
+        if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
+        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
+            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + fail.num(c.bkg_angle_power) + ", " +
+                 fail.num(c.bkg_eta_star_max));
+    });
 }
 
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
@@ -26422,26 +26455,24 @@ struct StopConfig {
 
 namespace detail {
 inline void check_stop_config(const StopConfig& c) {
-    const ConfigCheck fail{"StopConfig"};
-    const auto num = ConfigCheck::num;
-    fail.signal_fraction(c);
-    if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
-    if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
-        fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + num(c.stop_mass) +
-             ", m_LSP = " + num(c.lsp_mass));
-    for (double v : {c.tt_excess_shape, c.tt_excess_scale, c.stop_excess_shape, c.stop_excess_scale_fraction, c.tt_pt_scale,
-                     c.stop_pt_scale, c.pt_shape, c.pt_tail, c.isr_pt_per_jet, c.tt_cross_section_pb, c.stop_cross_section_pb})
-        if (!(v > 0.0 && std::isfinite(v))) fail("production shapes, scales and cross-sections must be finite and > 0");
-    if (!(c.dilepton_fraction >= 0.0 && c.dilepton_fraction <= 1.0 && c.tau_hadronic >= 0.0 && c.tau_hadronic <= 1.0))
-        fail("dilepton_fraction and tau_hadronic must be in [0, 1]");
-    if (!(c.branching > 0.0 && c.branching <= 1.0)) fail("branching must be in (0, 1]");
-    for (double p : {c.btag_eff, c.mistag_w, c.mistag_isr})
-        if (!(p >= 0.0 && p <= 1.0)) fail("b-tagging probabilities must be in [0, 1]");
-    if (!(c.isr_base >= 0.0 && c.tt_y_sigma >= 0.0 && c.stop_y_sigma >= 0.0 && c.isr_eta_sigma >= 0.0)) fail("widths and isr_base must be >= 0");
-    if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
-        fail("resolutions must be >= 0");
-    if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
-    fail.max_attempts(c);
+    ConfigCheck::generator("StopConfig", c, [&](const ConfigCheck& fail) {
+        if (!(c.top_mass > c.w_mass && c.w_mass > 0.0 && c.top_width > 0.0 && c.w_width > 0.0)) fail("need top_mass > w_mass > 0 and widths > 0");
+        if (!(c.lsp_mass >= 0.0 && c.stop_mass > c.top_mass + c.lsp_mass + 3.0 * c.top_width))
+            fail("stop -> t chi needs stop_mass > top_mass + lsp_mass (on-shell top), got m_stop = " + fail.num(c.stop_mass) +
+                 ", m_LSP = " + fail.num(c.lsp_mass));
+        for (double v : {c.tt_excess_shape, c.tt_excess_scale, c.stop_excess_shape, c.stop_excess_scale_fraction, c.tt_pt_scale,
+                         c.stop_pt_scale, c.pt_shape, c.pt_tail, c.isr_pt_per_jet, c.tt_cross_section_pb, c.stop_cross_section_pb})
+            if (!(v > 0.0 && std::isfinite(v))) fail("production shapes, scales and cross-sections must be finite and > 0");
+        if (!(c.dilepton_fraction >= 0.0 && c.dilepton_fraction <= 1.0 && c.tau_hadronic >= 0.0 && c.tau_hadronic <= 1.0))
+            fail("dilepton_fraction and tau_hadronic must be in [0, 1]");
+        if (!(c.branching > 0.0 && c.branching <= 1.0)) fail("branching must be in (0, 1]");
+        for (double p : {c.btag_eff, c.mistag_w, c.mistag_isr})
+            if (!(p >= 0.0 && p <= 1.0)) fail("b-tagging probabilities must be in [0, 1]");
+        if (!(c.isr_base >= 0.0 && c.tt_y_sigma >= 0.0 && c.stop_y_sigma >= 0.0 && c.isr_eta_sigma >= 0.0)) fail("widths and isr_base must be >= 0");
+        if (!(c.jet_stochastic >= 0.0 && c.jet_constant >= 0.0 && c.lep_resolution >= 0.0 && c.met_soft_sigma >= 0.0))
+            fail("resolutions must be >= 0");
+        if (!(c.min_jets >= 3 && c.min_bjets >= 0)) fail("the features need min_jets >= 3 (jets 1-3) and min_bjets >= 0");
+    });
 }
 
 struct StopJet {
@@ -26757,27 +26788,24 @@ struct ZGammaConfig {
 
 namespace detail {
 inline void check_zgamma_config(const ZGammaConfig& c) {
-    const ConfigCheck fail{"ZGammaConfig"};
-    const auto num = ConfigCheck::num;
-    fail.signal_fraction(c);
-    if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
-        fail("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
-    if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
-    if (!(c.mll_max < c.m_min)) fail("mll_max (" + num(c.mll_max) + ") must be below m_min (" + num(c.m_min) + "): m_llg >= m_ll");
-    if (!(c.z_width > 0.0 && c.mll_resolution >= 0.0 && c.sig_width > 0.0)) fail("widths must be > 0");
-    if (!(c.sig_mass > c.m_min && c.sig_mass < c.m_max)) fail("sig_mass must lie inside the m_llg window, got " + num(c.sig_mass));
-    if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-    for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
-        if (!(v > 0.0 && std::isfinite(v))) fail("pT spectra need finite scale, shape and tail > 0");
-    if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-    if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0 && c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-        fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10]");
-    if (!(c.lep1_pt_min >= c.lep2_pt_min && c.lep2_pt_min >= 0.0 && c.ph_pt_min >= 0.0 && c.lep_eta_max > 0.0 && c.ph_eta_max > 0.0))
-        fail("need lep1_pt_min >= lep2_pt_min >= 0, ph_pt_min >= 0 and positive eta limits");
-    if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))
-        fail("need jet bases >= 0, jet_pt_per_jet > 0 and central_prob in [0, 1]");
-    if (!(c.jet_response_spread >= 0.0 && c.met_sigma >= 0.0 && c.met_sigma_per_jet >= 0.0)) fail("MET resolutions must be >= 0");
-    fail.max_attempts(c);
+    ConfigCheck::generator("ZGammaConfig", c, [&](const ConfigCheck& fail) {
+        fail.mass_window(c);
+        if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
+        if (!(c.mll_max < c.m_min)) fail("mll_max (" + fail.num(c.mll_max) + ") must be below m_min (" + fail.num(c.m_min) + "): m_llg >= m_ll");
+        if (!(c.z_width > 0.0 && c.mll_resolution >= 0.0 && c.sig_width > 0.0)) fail("widths must be > 0");
+        if (!(c.sig_mass > c.m_min && c.sig_mass < c.m_max)) fail("sig_mass must lie inside the m_llg window, got " + fail.num(c.sig_mass));
+        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
+        for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
+            if (!(v > 0.0 && std::isfinite(v))) fail("pT spectra need finite scale, shape and tail > 0");
+        if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
+        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0 && c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
+            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10]");
+        if (!(c.lep1_pt_min >= c.lep2_pt_min && c.lep2_pt_min >= 0.0 && c.ph_pt_min >= 0.0 && c.lep_eta_max > 0.0 && c.ph_eta_max > 0.0))
+            fail("need lep1_pt_min >= lep2_pt_min >= 0, ph_pt_min >= 0 and positive eta limits");
+        if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))
+            fail("need jet bases >= 0, jet_pt_per_jet > 0 and central_prob in [0, 1]");
+        if (!(c.jet_response_spread >= 0.0 && c.met_sigma >= 0.0 && c.met_sigma_per_jet >= 0.0)) fail("MET resolutions must be >= 0");
+    });
 }
 } // namespace detail
 
@@ -27193,34 +27221,33 @@ struct blocking {
     static constexpr std::size_t KC = simd::gemm_kc(V::id, sizeof(typename V::value_type));
 };
 
+/// c[a][b] = a sum of K terms split as simd::gemm splits it (blocks of gemm_k_block depth):
+/// chain(p0, p1, acc) sets acc to the sum over one block, a fresh multiply-add chain per lane;
+/// the first block's goes straight into c, each further one is added in order. The dense and
+/// the convolution kernels share it, so both restart their chains where the dynamic model does.
+template <class V, std::size_t K, std::size_t A, std::size_t B, class Chain>
+TAPIR_ALWAYS_INLINE void k_blocked_sum(Chain chain, typename V::reg (&c)[A][B]) noexcept {
+    constexpr std::size_t kcb = simd::gemm_k_block(K, blocking<V>::KC);
+    chain(std::size_t(0), kcb, c);
+    for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
+        typename V::reg acc[A][B];
+        chain(p0, p0 + kcb < K ? p0 + kcb : K, acc);
+#pragma GCC unroll 8
+        for (std::size_t i = 0; i < A; ++i)
+#pragma GCC unroll 16
+            for (std::size_t j = 0; j < B; ++j) c[i][j] = V::add(acc[i][j], c[i][j]);
+    }
+}
+
 /// acc[r][u] = sum_{p0 <= p < p1} x[r][p] W[p][u-th vector], one fused chain per lane in p order.
 template <class V, class T, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_chain(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                      std::size_t p0, std::size_t p1, typename V::reg (&acc)[R][U]) noexcept {
-    using reg = typename V::reg;
-    constexpr std::size_t W = V::W;
 #pragma GCC unroll 4
     for (std::size_t r = 0; r < R; ++r)
 #pragma GCC unroll 16
         for (std::size_t u = 0; u < U; ++u) acc[r][u] = V::zero();
-    for (std::size_t p = p0; p < p1; ++p) {
-        const T* wp = w + p * ldw;
-        if constexpr (R == 1) {
-            const reg xv = V::set1(x[p]);
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) acc[0][u] = V::fma(xv, V::load(wp + u * W), acc[0][u]);
-        } else {
-            reg wv[U];
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) wv[u] = V::load(wp + u * W);
-#pragma GCC unroll 4
-            for (std::size_t r = 0; r < R; ++r) {
-                const reg xv = V::set1(x[r * ldx + p]);
-#pragma GCC unroll 16
-                for (std::size_t u = 0; u < U; ++u) acc[r][u] = V::fma(xv, wv[u], acc[r][u]);
-            }
-        }
-    }
+    for (std::size_t p = p0; p < p1; ++p) simd::fma_broadcast<V>(x + p, ldx, w + p * ldw, acc);
 }
 
 /// y[r][0 .. U*W) = x[r][0 .. K) W[0 .. K)[same columns] + b for R rows: one fused chain per
@@ -27229,17 +27256,11 @@ template <class V, class T, std::size_t K, std::size_t R, std::size_t U>
 TAPIR_ALWAYS_INLINE void dense_tile(const T* TAPIR_RESTRICT x, std::size_t ldx, const T* TAPIR_RESTRICT w, std::size_t ldw,
                                     const T* TAPIR_RESTRICT b, T* TAPIR_RESTRICT y, std::size_t ldy, bool relu) noexcept {
     using reg = typename V::reg;
-    constexpr std::size_t W = V::W, kcb = simd::gemm_k_block(K, blocking<V>::KC);
+    constexpr std::size_t W = V::W;
     reg c[R][U];
-    dense_chain<V, T, R, U>(x, ldx, w, ldw, 0, kcb, c);
-    for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
-        reg acc[R][U];
-        dense_chain<V, T, R, U>(x, ldx, w, ldw, p0, p0 + kcb < K ? p0 + kcb : K, acc);
-#pragma GCC unroll 4
-        for (std::size_t r = 0; r < R; ++r)
-#pragma GCC unroll 16
-            for (std::size_t u = 0; u < U; ++u) c[r][u] = V::add(acc[r][u], c[r][u]);
-    }
+    k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[R][U]) TAPIR_ALWAYS_INLINE_LAMBDA {
+        dense_chain<V, T, R, U>(x, ldx, w, ldw, p0, p1, acc);
+    }, c);
 #pragma GCC unroll 4
     for (std::size_t r = 0; r < R; ++r)
 #pragma GCC unroll 16
@@ -27323,12 +27344,34 @@ struct mlp_layers {
     using type = decltype(make(std::make_index_sequence<sizeof...(S) - 1>{}));
 };
 
-/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
-/// the optional input standardisation, and all-or-nothing loading.
-template <class Layers, std::size_t... S>
-class model_base {
+/// The tuple of layers every fixed-size model holds, and access to each by index.
+template <class Layers>
+class layer_tuple {
 public:
     using layers_type = Layers;
+
+    template <std::size_t I>
+    const std::tuple_element_t<I, Layers>& layer() const noexcept {
+        return std::get<I>(layers_);
+    }
+    template <std::size_t I>
+    std::tuple_element_t<I, Layers>& layer() noexcept {
+        return std::get<I>(layers_);
+    }
+
+protected:
+    Layers layers_{};
+};
+
+/// What the fixed-size models (Mlp, Int8Mlp, FixedMlp) share: the sizes, the tuple of layers,
+/// the value type of their inputs and outputs, the optional input standardisation, and
+/// all-or-nothing loading.
+template <class Layers, class Value, std::size_t... S>
+class model_base : public layer_tuple<Layers> {
+    static_assert(sizeof...(S) >= 2, "deploy: a model needs at least the input and output sizes");
+
+public:
+    using value_type = Value;
     static constexpr std::size_t sizes[] = {S...};
     static constexpr std::size_t num_layers = sizeof...(S) - 1;
     static constexpr std::size_t inputs = size_at<S...>(0);
@@ -27355,15 +27398,6 @@ public:
     const double* input_mean() const noexcept { return mean_; }
     const double* input_scale() const noexcept { return scale_; }
 
-    template <std::size_t I>
-    const std::tuple_element_t<I, Layers>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, Layers>& layer() noexcept {
-        return std::get<I>(layers_);
-    }
-
 protected:
     /// count layers from views (null: null_pointer): check(index) for every layer first, then
     /// set(index) for each, index a std::integral_constant; the model is unchanged on a failed check.
@@ -27375,10 +27409,16 @@ protected:
         return s != Status::ok ? s : each<0>(set);
     }
 
+    /// load_layers for layers that take one LayerView each (Layer::check, then set).
+    template <class V>
+    Status load_views(const LayerView<V>* views, std::size_t count) noexcept {
+        return load_layers(
+            count, views, [&](auto i) { return std::tuple_element_t<i, Layers>::check(views[i]); },
+            [&](auto i) { return std::get<i>(this->layers_).set(views[i]); });
+    }
+
     /// Input i standardised, (v - mean) / scale in double (as tapir::StandardScaler::transform).
     double standardise(std::size_t i, double v) const noexcept { return (v - mean_[i]) / scale_[i]; }
-
-    Layers layers_{};
 
 private:
     double mean_[inputs] = {};
@@ -27409,26 +27449,20 @@ private:
 /// Optional input standardisation z = (x - mean) / scale is computed in double and rounded to T,
 /// exactly as tapir::data::StandardScaler::transform.
 template <class T, std::size_t... S>
-class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "Mlp: give at least the input and output sizes");
+class Mlp : public detail::model_base<typename detail::mlp_layers<T, S...>::type, T, S...> {
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "Mlp: float or double");
-    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, S...>;
+    using base = detail::model_base<typename detail::mlp_layers<T, S...>::type, T, S...>;
     using base::layers_;
 
 public:
     using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = T;
 
     Mlp() noexcept : isa_(simd::detected_isa()) {}
 
     /// Copies trained layers in (count must be num_layers; sizes must match). All or nothing:
     /// on an error the model is unchanged.
-    Status load(const LayerView<T>* views, std::size_t count) noexcept {
-        return this->load_layers(
-            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
-            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
-    }
+    Status load(const LayerView<T>* views, std::size_t count) noexcept { return this->load_views(views, count); }
 
     /// Kernel family used by forward (simd::detected_isa() by default).
     simd::isa isa() const noexcept { return isa_; }
@@ -27727,15 +27761,13 @@ constexpr std::size_t max_size() noexcept {
 
 /// An int8 MLP with compile-time sizes (float in, float out).
 template <std::size_t... S>
-class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "Int8Mlp: give at least the input and output sizes");
-    using base = detail::model_base<typename detail::int8_layers<S...>::type, S...>;
+class Int8Mlp : public detail::model_base<typename detail::int8_layers<S...>::type, float, S...> {
+    using base = detail::model_base<typename detail::int8_layers<S...>::type, float, S...>;
     using base::layers_;
 
 public:
     using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = float;
 
     Int8Mlp() noexcept
         : isa_(simd::detected_isa() == simd::isa::neon
@@ -27959,23 +27991,16 @@ struct fixed_layers {
 /// An MLP computed in the fixed-point type Fx (an emulation of an FPGA implementation: float in,
 /// inputs quantised to Fx, float out).
 template <class Fx, std::size_t... S>
-class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...> {
-    static_assert(sizeof...(S) >= 2, "FixedMlp: give at least the input and output sizes");
-    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, S...>;
+class FixedMlp : public detail::model_base<typename detail::fixed_layers<Fx, S...>::type, float, S...> {
+    using base = detail::model_base<typename detail::fixed_layers<Fx, S...>::type, float, S...>;
     using base::layers_;
 
 public:
-    using typename base::layers_type;
     using base::inputs, base::num_layers, base::outputs;
-    using value_type = float;
     using fixed_type = Fx;
 
     /// Quantises trained float layers to Fx. All or nothing.
-    Status load(const LayerView<float>* views, std::size_t count) noexcept {
-        return this->load_layers(
-            count, views, [&](auto i) { return std::tuple_element_t<i, layers_type>::check(views[i]); },
-            [&](auto i) { return std::get<i>(layers_).set(views[i]); });
-    }
+    Status load(const LayerView<float>* views, std::size_t count) noexcept { return this->load_views(views, count); }
 
     void forward(const float* x, float* y) const noexcept { forward(x, y, 1); }
     void forward(const float* x, float* y, std::size_t n) const noexcept {
@@ -28760,7 +28785,7 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 // ---- begin tapir/deploy/model.hpp ----
 /// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
 /// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
-/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN).
+/// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN, EFN).
 /// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
 ///
 ///     using Cnn = tapir::deploy::ModelT<float,
@@ -28949,12 +28974,7 @@ private:
             typename V::reg xv[NV];
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) xv[v] = load_taps<V>(x + offsets[p] + v * V::W * SW, n);
-#pragma GCC unroll 8
-            for (std::size_t u = 0; u < U; ++u) {
-                const typename V::reg w = V::set1(weight[oc + u][p]);
-#pragma GCC unroll 8
-                for (std::size_t v = 0; v < NV; ++v) acc[u][v] = V::fma(w, xv[v], acc[u][v]);
-            }
+            simd::fma_broadcast<V>(&weight[oc][p], K, xv, acc);
         }
     }
 
@@ -28963,17 +28983,10 @@ private:
     template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
         using reg = typename V::reg;
-        constexpr std::size_t kcb = simd::gemm_k_block(K, detail::blocking<V>::KC);
         reg c[U][NV];
-        chain<V, U, NV>(x, n, oc, 0, kcb, c);
-        for (std::size_t p0 = kcb; p0 < K; p0 += kcb) {
-            reg acc[U][NV];
-            chain<V, U, NV>(x, n, oc, p0, p0 + kcb < K ? p0 + kcb : K, acc);
-#pragma GCC unroll 8
-            for (std::size_t u = 0; u < U; ++u)
-#pragma GCC unroll 8
-                for (std::size_t v = 0; v < NV; ++v) c[u][v] = V::add(acc[u][v], c[u][v]);
-        }
+        detail::k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[U][NV]) TAPIR_ALWAYS_INLINE_LAMBDA {
+            chain<V, U, NV>(x, n, oc, p0, p1, acc);
+        }, c);
 #pragma GCC unroll 8
         for (std::size_t u = 0; u < U; ++u)
 #pragma GCC unroll 8
@@ -28991,18 +29004,22 @@ private:
 template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
 using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
-/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW (no
-/// padding); the loops of autodiff/conv.hpp's pooling kernels (average: sum in window order,
-/// times 1 / (KH KW)).
+/// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW and
+/// PH rows and PW columns of padding on each side (at most half the window, as tapir::nn's and
+/// PyTorch's pooling layers allow); the loops of autodiff/conv.hpp's pooling kernels (average:
+/// sum in window order, times 1 / (KH KW), the padding counted as PyTorch's count_include_pad;
+/// max: over the window's taps inside the input only).
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH,
-          std::size_t SW = KW>
+          std::size_t SW = KW, std::size_t PH = 0, std::size_t PW = 0>
 struct Pool2dT {
-    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H >= KH && W >= KW, "Pool2dT: bad sizes");
+    static_assert(C > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && H + 2 * PH >= KH && W + 2 * PW >= KW, "Pool2dT: bad sizes");
+    static_assert(2 * PH <= KH && 2 * PW <= KW, "Pool2dT: the padding must be at most half the window");
     using value_type = T;
     static constexpr const char* name = IsMax ? "MaxPool" : "AvgPool";
     static constexpr bool is_max = IsMax;
     static constexpr std::size_t channels = C, in_h = H, in_w = W, kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW;
-    static constexpr std::size_t OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    static constexpr std::size_t pad_h = PH, pad_w = PW;
+    static constexpr std::size_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
     void forward(simd::isa, const T* x, T* y, T*) const noexcept {
@@ -29012,35 +29029,94 @@ struct Pool2dT {
             const T* xs = x + c * H * W;
             for (std::size_t oy = 0; oy < OH; ++oy)
                 for (std::size_t ox = 0; ox < OW; ++ox, ++o) {
-                    const T* win = xs + oy * SH * W + ox * SW;
-                    if constexpr (IsMax) {
-                        // Branch-free (random data mispredicts every other compare): a NaN
-                        // propagates, as in PyTorch, though not always the first one's payload.
-                        T best = win[0];
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) {
-                                const T v = win[i * W + j];
-                                best = (v > best || v != v) ? v : best;
-                            }
-                        y[o] = best;
-                    } else {
-                        T s = T(0);
-                        for (std::size_t i = 0; i < KH; ++i)
-                            for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
-                        y[o] = s * inv;
-                    }
+                    if constexpr (PH != 0 || PW != 0) y[o] = padded(xs, oy, ox, inv);
+                    else y[o] = window(xs + oy * SH * W + ox * SW, inv);
                 }
         }
     }
+
+private:
+    /// A window inside the input, at win.
+    static TAPIR_ALWAYS_INLINE T window(const T* win, T inv) noexcept {
+        if constexpr (IsMax) {
+            // Branch-free (random data mispredicts every other compare): a NaN
+            // propagates, as in PyTorch, though not always the first one's payload.
+            T best = win[0];
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) {
+                    const T v = win[i * W + j];
+                    best = (v > best || v != v) ? v : best;
+                }
+            return best;
+        } else {
+            T s = T(0);
+            for (std::size_t i = 0; i < KH; ++i)
+                for (std::size_t j = 0; j < KW; ++j) s += win[i * W + j];
+            return s * inv;
+        }
+    }
+
+    /// A window over the padding, as autodiff/conv.hpp's general pooling loops: the taps inside
+    /// the input in window order; max starts from the first and stops at a NaN.
+    static T padded(const T* xs, std::size_t oy, std::size_t ox, T inv) noexcept {
+        T acc = T(0);
+        bool first = true;
+        for (std::size_t i = 0; i < KH; ++i) {
+            const std::size_t yy = oy * SH + i;
+            if (yy < PH || yy - PH >= H) continue;
+            for (std::size_t j = 0; j < KW; ++j) {
+                const std::size_t xx = ox * SW + j;
+                if (xx < PW || xx - PW >= W) continue;
+                const T v = xs[(yy - PH) * W + (xx - PW)];
+                if constexpr (IsMax) {
+                    if (first || v > acc || v != v) {
+                        acc = v, first = false;
+                        if (v != v) i = KH, j = KW;  // NaN propagates, as in PyTorch
+                    }
+                } else {
+                    acc += v;
+                }
+            }
+        }
+        return IsMax ? acc : acc * inv;
+    }
 };
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW>
-using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S>;
-template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K>
-using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using MaxPool2dT = Pool2dT<T, true, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH = KH, std::size_t SW = KW,
+          std::size_t PH = 0, std::size_t PW = 0>
+using AvgPool2dT = Pool2dT<T, false, C, H, W, KH, KW, SH, SW, PH, PW>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using MaxPool1dT = Pool2dT<T, true, C, 1, L, 1, K, 1, S, 0, P>;
+template <class T, std::size_t C, std::size_t L, std::size_t K, std::size_t S = K, std::size_t P = 0>
+using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
+
+/// Grouped 2-D convolution (tapir::nn::Conv2d's and PyTorch's groups; depthwise when G = Cin):
+/// group q maps input channels [q Cin / G, (q + 1) Cin / G) to output channels [q Cout / G,
+/// (q + 1) Cout / G) with its own Conv2dT, as the trained convolution runs one GEMM per group
+/// (autodiff/conv.hpp), so the outputs are bitwise. Channels-first slices are contiguous.
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+struct GroupedConv2dT {
+    static_assert(G > 0 && Cin % G == 0 && Cout % G == 0, "GroupedConv2dT: the groups must divide both channel counts");
+    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR>;
+    using value_type = T;
+    static constexpr const char* name = "Conv2d";
+    static constexpr std::size_t groups = G, in_channels = Cin, out_channels = Cout;
+    static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * group_type::OH * group_type::OW;
+    static constexpr std::size_t out_buffer = out_size, scratch_size = group_type::scratch_size;
+
+    group_type group[G];
+
+    void forward(simd::isa which, const T* x, T* y, T* scratch) const noexcept {
+        for (std::size_t q = 0; q < G; ++q) group[q].forward(which, x + q * group_type::in_size, y + q * group_type::out_size, scratch);
+    }
+};
+/// Grouped 1-D convolution of one (Cin, L) sample, as Conv1dT.
+template <class T, std::size_t G, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0,
+          std::size_t PR = P>
+using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
 
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>
@@ -29069,7 +29145,11 @@ enum class Cell : std::uint8_t { lstm, gru };
 /// and GRU). As a model layer it reads a whole (Steps, In) sequence from a zero state and gives
 /// the last h (Hidden values) or, with Sequences, every step's h (Steps, Hidden). For streaming,
 /// step(x, state) advances a state the caller keeps: state_size values, [h | c] for the LSTM, h
-/// for the GRU, zeros at the start.
+/// for the GRU, zeros at the start. Variable lengths: forward_masked (ModelT::forward(x, mask, y))
+/// takes a mask of Steps values as nn::LSTM and GRU take a (B, T) one (autodiff/recurrent.hpp):
+/// a masked step keeps the state, so the last h is the one after the sequence's last present
+/// step, and with Sequences its output is h times 0 (zero, as pad_packed_sequence gives). When
+/// streaming, a masked step is a step not taken.
 template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps = 1, bool Sequences = false>
 struct RecurrentT {
     static_assert(In > 0 && Hidden > 0 && Steps > 0, "RecurrentT: sizes must be positive");
@@ -29104,6 +29184,22 @@ struct RecurrentT {
         for (std::size_t t = 0; t < Steps; ++t) {
             step(which, x + t * In, state);
             if (Sequences) std::memcpy(y + t * Hidden, state, Hidden * sizeof(T));
+        }
+        if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
+    }
+
+    /// A variable-length sequence: mask (Steps values, 1 present, 0 absent; nonzero counts as
+    /// present) as the trained layer's mask. The trained layer computes a masked step and then
+    /// restores the state; here it is skipped, which leaves the same state.
+    void forward_masked(simd::isa which, const T* x, const T* mask, T* y, T* state) const noexcept {
+        for (std::size_t i = 0; i < state_size; ++i) state[i] = T(0);
+        for (std::size_t t = 0; t < Steps; ++t) {
+            const bool present = mask[t] != T(0);
+            if (present) step(which, x + t * In, state);
+            if (Sequences) {
+                const T m = present ? T(1) : T(0);  // the trained output is h * mask
+                for (std::size_t j = 0; j < Hidden; ++j) y[t * Hidden + j] = state[j] * m;
+            }
         }
         if (!Sequences) std::memcpy(y, state, Hidden * sizeof(T));
     }
@@ -29169,6 +29265,10 @@ template <class A, class... L>
 struct first_layer<A, L...> {
     using type = A;
 };
+template <class L>
+struct is_recurrent_layer : std::false_type {};
+template <class T, Cell C, std::size_t In, std::size_t Hidden, std::size_t Steps, bool Sequences>
+struct is_recurrent_layer<RecurrentT<T, C, In, Hidden, Steps, Sequences>> : std::true_type {};
 template <class... L>
 constexpr bool chained() noexcept {
     constexpr std::size_t in[] = {L::in_size...}, out[] = {L::out_size...};
@@ -29182,7 +29282,7 @@ constexpr bool chained() noexcept {
 /// ActivationT, LstmT, GruT), each layer's output the next one's input, of one sample at a time.
 /// ModelT of DenseT layers computes what Mlp does (MlpT below).
 template <class T, class... Layers>
-class ModelT {
+class ModelT : public detail::layer_tuple<std::tuple<Layers...>> {
     static_assert(sizeof...(Layers) >= 1, "ModelT: give at least one layer");
     static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "ModelT: float or double");
     static_assert((std::is_same<typename Layers::value_type, T>::value && ...), "ModelT: every layer must hold the model's value type");
@@ -29202,15 +29302,6 @@ public:
 
     ModelT() noexcept : isa_(simd::detected_isa()) {}
 
-    template <std::size_t I>
-    const std::tuple_element_t<I, layers_type>& layer() const noexcept {
-        return std::get<I>(layers_);
-    }
-    template <std::size_t I>
-    std::tuple_element_t<I, layers_type>& layer() noexcept {
-        return std::get<I>(layers_);
-    }
-
     simd::isa isa() const noexcept { return isa_; }
     Status set_isa(simd::isa i) noexcept {
         if (!simd::isa_supported(i)) return Status::unsupported_isa;
@@ -29229,6 +29320,21 @@ public:
     void forward(const T* x, T* y, std::size_t n) const noexcept {
         for (std::size_t i = 0; i < n; ++i) forward(x + i * inputs, y + i * outputs);
     }
+    /// One variable-length sequence through a model whose first layer is an LstmT or GruT: mask
+    /// (its Steps values, 1 present and 0 absent) as the trained layer's (B, T) mask.
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T work[work_size];
+        forward_with(x, mask, y, work);
+    }
+    /// The masked forward with a caller-held work buffer of work_size values.
+    void forward_with(const T* x, const T* mask, T* y, T* work) const noexcept {
+        using First = typename detail::first_layer<Layers...>::type;
+        static_assert(detail::is_recurrent_layer<First>::value, "ModelT::forward(x, mask, y): the first layer must be an LstmT or GruT");
+        T* const b0 = work;
+        std::get<0>(this->layers_).forward_masked(isa_, x, mask, b0, work + 2 * buffer_size);
+        if constexpr (num_layers > 1) run<1>(b0, b0, work + buffer_size, work + 2 * buffer_size, y);
+        else std::memcpy(y, b0, outputs * sizeof(T));
+    }
     /// Single-output convenience.
     T operator()(const T* x) const noexcept {
         static_assert(outputs == 1, "ModelT::operator(): the model has several outputs, use forward(x, y)");
@@ -29239,12 +29345,11 @@ private:
     template <std::size_t I>
     void run(const T* in, T* b0, T* b1, T* scratch, T* y) const noexcept {
         T* out = (I % 2 == 0) ? b0 : b1;
-        std::get<I>(layers_).forward(isa_, in, out, scratch);
+        std::get<I>(this->layers_).forward(isa_, in, out, scratch);
         if constexpr (I + 1 < num_layers) run<I + 1>(out, b0, b1, scratch, y);
         else std::memcpy(y, out, outputs * sizeof(T));
     }
 
-    layers_type layers_{};
     simd::isa isa_;
 };
 
@@ -29262,20 +29367,17 @@ struct mlp_model {
 template <class T, std::size_t... S>
 using MlpT = typename detail::mlp_model<T, S...>::type;
 
-/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
-/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
-/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
-/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
-/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
-/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
-template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
-class DeepSetT {
-    static_assert(Phi::outputs == Rho::inputs, "DeepSetT: phi's outputs differ from rho's inputs");
+namespace detail {
+/// What DeepSetT and EnergyFlowT share: the per-particle model phi, the event model rho, one
+/// instruction set for both, and the pooling between them.
+template <class T, std::size_t N, class Phi, class Rho>
+class SetModel {
+    static_assert(N > 0, "DeepSetT/EnergyFlowT: give at least one particle");
+    static_assert(Phi::outputs == Rho::inputs, "DeepSetT/EnergyFlowT: phi's outputs differ from rho's inputs");
 
 public:
     using value_type = T;
-    static constexpr std::size_t particles = N, features = Phi::inputs, latent = Phi::outputs, outputs = Rho::outputs;
-    static constexpr bool mean = Mean;
+    static constexpr std::size_t particles = N, latent = Phi::outputs, outputs = Rho::outputs;
 
     Phi phi;
     Rho rho;
@@ -29286,23 +29388,86 @@ public:
         return s != Status::ok ? s : rho.set_isa(i);
     }
 
-    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
-    void forward(const T* x, const T* mask, T* y) const noexcept {
-        alignas(64) T rows[N * features];
+protected:
+    /// rho(pool), pool = the sum over the count rows (count, phi inputs) of phi(row), each times
+    /// w[r] when w is given (the EFN's energy weights, as autodiff/sets.hpp's set_sum), times
+    /// 1 / count when mean. phi runs on the rows as one batch, as the trained phi runs on its
+    /// rows; the sum goes in row order from zero, written as the training kernels write it.
+    void pool_forward(const T* rows, const T* w, std::size_t count, bool mean, T* y) const noexcept {
         alignas(64) T h[N * latent];
         alignas(64) T pooled[latent];
-        std::size_t count = 0;
-        for (std::size_t i = 0; i < N; ++i)
-            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
         phi.forward(rows, h, count);
         for (std::size_t j = 0; j < latent; ++j) pooled[j] = T(0);
-        for (std::size_t r = 0; r < count; ++r)
-            for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
-        if (Mean) {
+        if (w) {
+            for (std::size_t r = 0; r < count; ++r) {
+                const T wr = w[r];
+                const T* hr = h + r * latent;
+                for (std::size_t j = 0; j < latent; ++j) pooled[j] += wr * hr[j];
+            }
+        } else {
+            for (std::size_t r = 0; r < count; ++r)
+                for (std::size_t j = 0; j < latent; ++j) pooled[j] += h[r * latent + j];
+        }
+        if (mean) {
             const T inv = count ? T(1) / static_cast<T>(count) : T(0);
             for (std::size_t j = 0; j < latent; ++j) pooled[j] = pooled[j] * inv;
         }
         rho.forward(pooled, y);
+    }
+};
+} // namespace detail
+
+/// Deep set / particle flow network (Komiske, Metodiev, Thaler, arXiv:1810.05165; Zaheer et al.,
+/// arXiv:1703.06114): rho(pool over the real particles of phi(x_i)), with phi and rho fixed-size
+/// models (Mlp; tapir::nn::DeepSet builds both from Dense layers) and sum or mean pooling. Input
+/// x (N, F) and mask (N) of 1 (real) and 0 (padding), as tapir::nn::DeepSet with a mask: phi
+/// runs on the real particles only (their rows in order, batched as Mlp batches), summed in
+/// particle order, times 1 / count for the mean. Stack: N (F + latent) values.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean = false>
+class DeepSetT : public detail::SetModel<T, N, Phi, Rho> {
+public:
+    static constexpr std::size_t features = Phi::inputs;
+    static constexpr bool mean = Mean;
+
+    /// x (N x features), mask (N values, nonzero = real) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * features];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (mask[i] != T(0)) std::memcpy(rows + features * count++, x + i * features, features * sizeof(T));
+        this->pool_forward(rows, nullptr, count, Mean, y);
+    }
+};
+
+/// Energy Flow Network (Komiske, Metodiev, Thaler, arXiv:1810.05165): rho(sum_i z_i phi(angles_i)),
+/// infrared and collinear safe. Input x (N, 1 + A), as tapir::nn::EnergyFlowNetwork: column 0 the
+/// particle's energy fraction z_i, the A others its angles (phi takes A inputs); an optional
+/// mask (N) multiplies z. The trained network runs phi on every particle and its weighted sum
+/// skips the zero weights; here phi runs on the particles of nonzero weight only (their rows in
+/// order, batched as Mlp batches), which gives the same sum. Stack: N (A + 1 + latent) values.
+template <class T, std::size_t N, class Phi, class Rho>
+class EnergyFlowT : public detail::SetModel<T, N, Phi, Rho> {
+public:
+    static constexpr std::size_t angular = Phi::inputs, features = Phi::inputs + 1;
+
+    /// x (N x features), mask (N values that multiply z: 1 real, 0 padding) -> y (outputs values).
+    void forward(const T* x, const T* mask, T* y) const noexcept { run(x, mask, y); }
+    /// Every particle as given (padding has z = 0 already).
+    void forward(const T* x, T* y) const noexcept { run(x, nullptr, y); }
+
+private:
+    void run(const T* x, const T* mask, T* y) const noexcept {
+        alignas(64) T rows[N * angular];
+        alignas(64) T w[N];
+        std::size_t count = 0;
+        for (std::size_t i = 0; i < N; ++i) {
+            const T* xi = x + i * features;
+            const T z = mask ? xi[0] * mask[i] : xi[0];
+            if (z == T(0)) continue;
+            w[count] = z;
+            std::memcpy(rows + angular * count++, xi + 1, angular * sizeof(T));
+        }
+        this->pool_forward(rows, w, count, false, y);
     }
 };
 
@@ -30049,8 +30214,10 @@ void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, 
     }
 }
 
-template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
-void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&) {
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW>
+void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&) {
+    static_assert(PH == 0 && PW == 0, "generate_header: padded pooling has no generated code yet (deploy it with ModelT)");
     g.uses_pool = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = std::string(IsMax ? "MaxPool" : "AvgPool") + "(" + s(C) + "x" + s(H) + "x" + s(W) + ", window " + s(KH) + "x" +
@@ -30306,7 +30473,7 @@ void write_header(const std::string& path, const ModelT<T, Layers...>& model, co
 } // namespace tapir::deploy
 // ---- end tapir/deploy/codegen_model.hpp ----
 // ---- begin tapir/deploy/convert_model.hpp ----
-/// Loading trained layers into a ModelT (model.hpp) or a DeepSetT: from a tapir::nn::Sequential,
+/// Loading trained layers into a ModelT (model.hpp), a DeepSetT or an EnergyFlowT: from a tapir::nn::Sequential,
 /// or from a model file (nn/model_file.hpp) read into the Sequential that defines the
 /// architecture. Throws shape_error and value_error naming the layer and both shapes.
 ///
@@ -30316,8 +30483,9 @@ void write_header(const std::string& path, const ModelT<T, Layers...>& model, co
 ///
 /// The trained model is read as a list of deployable layers: Dense and Conv1d/Conv2d with the
 /// activation layer right after them fused in, a BatchNorm right after a Dense folded into it
-/// (a few ulp off the unfolded graph); MaxPool and AvgPool (no padding), Flatten, activations on
-/// their own, LSTM and GRU (with bias, no mask); Dropout is dropped and nested Sequentials walked.
+/// (a few ulp off the unfolded graph); MaxPool and AvgPool (padded too), Flatten, activations on
+/// their own, LSTM and GRU (the mask of a variable-length sequence is
+/// an input: ModelT::forward(x, mask, y)); Dropout is dropped and nested Sequentials walked.
 /// That list must match the ModelT's layers one to one.
 
 #include <cmath>
@@ -30468,9 +30636,11 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
     if (s != Status::ok) throw value_error("deploy::load_model: " + l.where + ": " + status_message(s));
 }
 
-template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+/// Checks a trained Conv1d or Conv2d against a fixed-size geometry of G groups and hands its
+/// weight (Cout, Cin / G, KH, KW) and bias to set(w, b).
+template <std::size_t G, std::size_t Cin, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW, std::size_t PH,
+          std::size_t PW, std::size_t PB, std::size_t PR, class T, class Set>
+void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
     const auto& m = static_cast<const nn::ConvLayer<T>&>(*l.module);
@@ -30485,31 +30655,60 @@ void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, 
     }
     const Size2 k = m.kernel_size();
     const std::size_t sh = one_d ? 1 : o.stride.h;
+    if (o.groups != G)
+        layer_mismatch(l, index, "Conv2d", "trained groups " + std::to_string(o.groups) + ", fixed-size groups " + std::to_string(G) +
+                                               (G == 1 ? " (a grouped convolution deploys as GroupedConv2dT)" : ""));
     if (m.in_channels() != Cin || m.out_channels() != Cout || k.h != KH || k.w != KW)
-        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels(), k.h, k.w}) + ", fixed-size weight " +
-                                               shape_text({Cout, Cin, KH, KW}));
+        layer_mismatch(l, index, "Conv2d", "trained weight " + shape_text({m.out_channels(), m.in_channels() / G, k.h, k.w}) +
+                                               ", fixed-size weight " + shape_text({Cout, Cin / G, KH, KW}));
     if (sh != SH || o.stride.w != SW || pt != PH || pb != PB || pl != PW || pr != PR)
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
                                                shape_text({PH, PB, PW, PR}));
-    if (o.groups != 1 || o.dilation.h != 1 || o.dilation.w != 1)
-        throw value_error("deploy::load_model: " + l.where + ": groups and dilation are not supported by Conv2dT (need 1)");
-    constexpr std::size_t K = Cin * KH * KW;
+    if (o.dilation.h != 1 || o.dilation.w != 1)
+        throw value_error("deploy::load_model: " + l.where + ": dilation is not supported by Conv2dT (need 1)");
+    constexpr std::size_t K = Cin / G * KH * KW;
     std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
     std::vector<T> b(Cout, T(0));
     if (o.bias) b.assign(m.bias.value.data(), m.bias.value.data() + Cout);
     check_finite(w, l);
     check_finite(b, l);
+    set(w, b);
+}
+
+/// Group q's slice (weight rows and bias from out channel first) into a Conv2dT.
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const std::vector<T>& w, const std::vector<T>& b,
+              std::size_t first, const TrainedLayer<T>& l) {
+    constexpr std::size_t K = Cin * KH * KW;
     for (std::size_t oc = 0; oc < Cout; ++oc) {
-        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[oc * K + r];
-        c.bias[oc] = b[oc];
+        for (std::size_t r = 0; r < K; ++r) c.weight[oc][r] = w[(first + oc) * K + r];
+        c.bias[oc] = b[first + oc];
     }
     c.act = l.act;
     c.alpha = l.alpha;
 }
 
-template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW>
-void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<T>& l, std::size_t index) {
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
+}
+
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
+void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
+        for (std::size_t q = 0; q < G; ++q) set_conv(c.group[q], w, b, q * (Cout / G), l);
+    });
+}
+
+
+
+template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
+          std::size_t PH, std::size_t PW>
+void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&, const TrainedLayer<T>& l, std::size_t index) {
     const char* want = IsMax ? "MaxPool" : "AvgPool";
     if (l.type.compare(0, 7, want) != 0) layer_mismatch(l, index, want, "a " + l.type + " layer cannot load into a " + want + " layer");
     Size2 k, s;
@@ -30521,10 +30720,10 @@ void load_layer(Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW>&, const TrainedLayer<
         const auto& m = static_cast<const nn::Pool<T, IsMax, false>&>(*l.module);
         k = m.kernel_size(), s = m.stride(), p = m.padding();
     }
-    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top || p.bottom || p.left || p.right)
+    if (k.h != KH || k.w != KW || s.h != SH || s.w != SW || p.top != PH || p.bottom != PH || p.left != PW || p.right != PW)
         layer_mismatch(l, index, want, "trained window " + shape_text({k.h, k.w}) + " stride " + shape_text({s.h, s.w}) + " padding " +
                                            shape_text({p.top, p.left}) + ", fixed-size window " + shape_text({KH, KW}) + " stride " +
-                                           shape_text({SH, SW}) + " padding (0, 0)");
+                                           shape_text({SH, SW}) + " padding " + shape_text({PH, PW}));
 }
 
 template <class T, std::size_t N>
@@ -30634,6 +30833,27 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
     }
 }
 
+/// Loads a trained EnergyFlowNetwork into an EnergyFlowT: phi (on the angles) and rho (F) as
+/// fixed-size MLPs; the energy fraction is column 0 of both inputs.
+template <class T, std::size_t N, class Phi, class Rho>
+void load_model(EnergyFlowT<T, N, Phi, Rho>& fixed, const nn::EnergyFlowNetwork<T>& trained) {
+    using E = EnergyFlowT<T, N, Phi, Rho>;
+    if (trained.in_features() != E::features)
+        throw shape_error("deploy::load_model: the trained EnergyFlowNetwork takes particles of " + std::to_string(trained.in_features()) +
+                          " features (z and " + std::to_string(trained.in_features() - 1) + " angles), the fixed-size one " +
+                          std::to_string(E::features) + " (z and " + std::to_string(E::angular) + " angles)");
+    try {
+        load(fixed.phi, spec_from(trained.phi));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork phi: ") + e.what());
+    }
+    try {
+        load(fixed.rho, spec_from(trained.f));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork rho (f): ") + e.what());
+    }
+}
+
 } // namespace tapir::deploy
 // ---- end tapir/deploy/convert_model.hpp ----
 // ---- begin tapir/deploy/deploy.hpp ----
@@ -30644,7 +30864,7 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
 ///                 bitwise the dynamic model's numbers (builds with -fno-exceptions -fno-rtti)
 ///   model.hpp     ModelT<float, Conv2dT<...>, MaxPool2dT<...>, FlattenT<...>, DenseT<...>>: any
 ///                 chain of dense, convolution, pooling, activation, LSTM and GRU layers, and
-///                 DeepSetT (PFN); same guarantees and bitwise the trained model
+///                 DeepSetT (PFN), EnergyFlowT (EFN); same guarantees and bitwise the trained model
 ///   quantize.hpp  Int8Mlp (int8 weights and activations) and FixedMlp<FixedPoint<W, I>, ...>
 ///                 (the ap_fixed<W, I> convention), same guarantees
 ///   quantize_model.hpp  QuantizedT<Int8, M> and QuantizedT<FixedPoint<W, I>, M>: a ModelT with
@@ -30652,7 +30872,8 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
 /// The tools that build these models from trained ones are separate headers (both in tapir.hpp):
 ///   convert.hpp   ModelSpec (a neutral list of dense layers) from nn::Sequential or a model file,
 ///                 loading into the fixed-size and quantised models, int8 calibration
-///   convert_model.hpp  ModelT and DeepSetT from a trained nn::Sequential or DeepSet, or a model file
+///   convert_model.hpp  ModelT, DeepSetT and EnergyFlowT from a trained nn::Sequential,
+///                 DeepSet or EnergyFlowNetwork, or a model file
 ///   onnx.hpp      load_onnx: a ModelT from an ONNX file (PyTorch's MLPs, CNNs, LSTMs, GRUs)
 ///   codegen.hpp   generate_header(): one standalone C++ header (weights as constexpr arrays, one
 ///                 function, only `<cmath>`) for firmware and trigger code bases
