@@ -350,6 +350,23 @@ std::unique_ptr<M> to_model(const std::string& path, nn::Sequential<T>& architec
     return to_model<M>(architecture);
 }
 
+namespace detail {
+/// phi and rho of a set network into the fixed-size model's two MLPs, a shape error naming the part.
+template <class Fixed, class Trained>
+void load_set_parts(Fixed& fixed, const Trained& trained, const char* name) {
+    try {
+        load(fixed.phi, spec_from(trained.phi));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: ") + name + " phi: " + e.what());
+    }
+    try {
+        load(fixed.rho, spec_from(trained.f));
+    } catch (const shape_error& e) {
+        throw shape_error(std::string("deploy::load_model: ") + name + " rho (f): " + e.what());
+    }
+}
+} // namespace detail
+
 /// Loads a trained DeepSet (a PFN) into a DeepSetT: phi and rho as fixed-size MLPs.
 template <class T, std::size_t N, class Phi, class Rho, bool Mean>
 void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& trained) {
@@ -357,16 +374,7 @@ void load_model(DeepSetT<T, N, Phi, Rho, Mean>& fixed, const nn::DeepSet<T>& tra
     if (mean != Mean)
         throw value_error(std::string("deploy::load_model: the trained DeepSet pools by ") + (mean ? "mean" : "sum") +
                           ", the fixed-size one by " + (Mean ? "mean" : "sum"));
-    try {
-        load(fixed.phi, spec_from(trained.phi));
-    } catch (const shape_error& e) {
-        throw shape_error(std::string("deploy::load_model: DeepSet phi: ") + e.what());
-    }
-    try {
-        load(fixed.rho, spec_from(trained.f));
-    } catch (const shape_error& e) {
-        throw shape_error(std::string("deploy::load_model: DeepSet rho (f): ") + e.what());
-    }
+    detail::load_set_parts(fixed, trained, "DeepSet");
 }
 
 /// Loads a trained EnergyFlowNetwork into an EnergyFlowT: phi (on the angles) and rho (F) as
@@ -378,16 +386,7 @@ void load_model(EnergyFlowT<T, N, Phi, Rho>& fixed, const nn::EnergyFlowNetwork<
         throw shape_error("deploy::load_model: the trained EnergyFlowNetwork takes particles of " + std::to_string(trained.in_features()) +
                           " features (z and " + std::to_string(trained.in_features() - 1) + " angles), the fixed-size one " +
                           std::to_string(E::features) + " (z and " + std::to_string(E::angular) + " angles)");
-    try {
-        load(fixed.phi, spec_from(trained.phi));
-    } catch (const shape_error& e) {
-        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork phi: ") + e.what());
-    }
-    try {
-        load(fixed.rho, spec_from(trained.f));
-    } catch (const shape_error& e) {
-        throw shape_error(std::string("deploy::load_model: EnergyFlowNetwork rho (f): ") + e.what());
-    }
+    detail::load_set_parts(fixed, trained, "EnergyFlowNetwork");
 }
 
 } // namespace tapir::deploy
