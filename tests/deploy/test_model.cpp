@@ -59,6 +59,16 @@ std::vector<float> fixed_forward(const M& m, const Tensor<float>& x) {
     return y;
 }
 
+/// The deployed model's output on x, computed with the allocation counter watching (it must read 0).
+template <class M>
+std::vector<float> counted_forward(const M& m, const Tensor<float>& x, std::size_t batch, std::size_t outputs) {
+    std::vector<float> got(outputs);
+    tapir_test::AllocationScope scope;
+    m.forward(x.data(), got.data(), batch);
+    CHECK(scope.count() == 0);
+    return got;
+}
+
 /// Elements whose bits differ.
 std::size_t bit_differences(const std::vector<float>& a, const std::vector<float>& b) {
     REQUIRE(a.size() == b.size());
@@ -237,12 +247,7 @@ TEST_CASE("deploy::Pool2dT with padding: padded max and average pools, 1-D and 2
     const auto m = dp::to_model<M>(net);
     Tensor<float> x = random_input(Shape{4, 2, 9, 9}, 42);
     const std::vector<float> ref = trained_forward(net, x);
-    std::vector<float> got(ref.size());
-    {
-        tapir_test::AllocationScope scope;
-        m->forward(x.data(), got.data(), 4);
-        CHECK(scope.count() == 0);
-    }
+    const std::vector<float> got = counted_forward(*m, x, 4, ref.size());
     CHECK(bit_differences(got, ref) == 0);
     // The pools alone on a hand-made input: a corner window of the padded max pool sees only
     // its real taps (all negative here), and the padded average divides by the whole window.
@@ -295,12 +300,7 @@ TEST_CASE("deploy::GroupedConv2dT: grouped and depthwise convolutions, 1-D and 2
     const auto m = dp::to_model<M>(net);
     const Tensor<float> x = random_input(Shape{3, 4, 9, 9}, 52);
     const std::vector<float> ref = trained_forward(net, x);
-    std::vector<float> got(ref.size());
-    {
-        tapir_test::AllocationScope scope;
-        m->forward(x.data(), got.data(), 3);
-        CHECK(scope.count() == 0);
-    }
+    const std::vector<float> got = counted_forward(*m, x, 3, ref.size());
     CHECK(bit_differences(got, ref) == 0);
 
     nn::ConvOptions g3 = opts(1, 0);

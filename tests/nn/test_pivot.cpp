@@ -136,6 +136,16 @@ PivotResult run_pivot(float lambda, std::size_t steps) {
     r.adversary_nll = tr.adversary_loss(test.x, test.y, test.z);
     return r;
 }
+/// Two normal features, alternating labels (even rows signal), a uniform mass: rows of x, y, m.
+void toy_events(Rng& rng, Td& x, Td& y, Td& m) {
+    for (std::size_t i = 0; i < y.size(); ++i) {
+        x(i, 0) = rng.normal();
+        x(i, 1) = rng.normal();
+        y[i] = i % 2 == 0 ? 1.0 : 0.0;
+        m[i] = rng.uniform();
+    }
+}
+
 } // namespace
 
 TEST_CASE("gradient reversal: identity forward, -lambda backward, as a function and as a layer") {
@@ -208,12 +218,7 @@ TEST_CASE("pivot trainer: adversary restricted by weights, steps touch the right
     nn::PivotTrainer<double> tr(clf, adv, oc, oa, opt);
     CHECK_THROWS_AS(tr.adversary_step(), value_error);  // no data yet
     Td x(Shape{32, 2}), y(Shape{32}), m(Shape{32});
-    for (std::size_t i = 0; i < 32; ++i) {
-        x(i, 0) = rng.normal();
-        x(i, 1) = rng.normal();
-        y[i] = i % 2 == 0 ? 1.0 : 0.0;
-        m[i] = rng.uniform();
-    }
+    toy_events(rng, x, y, m);
     CHECK_THROWS_AS(tr.set_data(x, Td(Shape{31}), m), shape_error);
     CHECK_THROWS_AS(tr.set_data(x, Td(Shape{32}, 0.5), m), value_error);
     tr.set_data(x, y, m);
@@ -398,12 +403,7 @@ TEST_CASE("pivot trainer: adversary batches of adversary events only, option err
 TEST_CASE("pivot trainer: the classifier's learning rate annealed by half a cosine over the game, then restored") {
     Rng rng(11);
     Td x(Shape{40, 2}), y(Shape{40}), m(Shape{40});
-    for (std::size_t i = 0; i < 40; ++i) {
-        x(i, 0) = rng.normal();
-        x(i, 1) = rng.normal();
-        y[i] = i % 2 == 0 ? 1.0 : 0.0;
-        m[i] = rng.uniform();
-    }
+    toy_events(rng, x, y, m);
     const auto game = [&](bool anneal, std::vector<double>& params) {
         Rng r(3);
         nn::Sequential<double> clf;
