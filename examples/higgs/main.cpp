@@ -129,7 +129,8 @@ Options parse_args(int argc, char** argv) {
         .count("--batch", o.batch).count("--adv-batch", o.adv_batch).count("--game-batch", o.game_batch)
         .count("--check-steps", o.check_steps, 0).on("--adv-lr", rate(o.adv_lr)).on("--game-lr", rate(o.game_lr))
         .count("--adv-pretrain", o.adv_pretrain).count("--adv-steps", o.adv_steps).flag("--scan-lambda", o.scan)
-        .flag("--constant-game-lr", o.constant_game_lr)        .count("--bootstrap", o.bootstrap, 0).flag("--quiet", o.quiet)
+        .flag("--constant-game-lr", o.constant_game_lr)
+        .count("--bootstrap", o.bootstrap, 0).flag("--quiet", o.quiet)
         .on("--adv-hidden", [&](const std::string& a, const char* v) {
             o.adv_hidden.clear();
             std::stringstream ss(v);
