@@ -31,6 +31,39 @@
     inline constexpr OpDef<T> op_##id {                                                                                            \
         name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
     }
+/// Declares an elementwise op in one line, its derivative beside its forward: `forward` is a
+/// scalar function of T or a whole-array kernel of simd/ (simd::exp<T>, ...), and `dx` the
+/// gradient for the input, written with the ordinary ops in g (the gradient of the output), x
+/// (the input) and y (the output). It defines the rule backward_<id>, op_<id> (named "id") and
+/// the forward id(a).
+#define TAPIR_UNARY_OP(id, forward, dx)                                                                                        \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        [[maybe_unused]] const V x = o.in(n, 0);                                                                                   \
+        [[maybe_unused]] const V y = o.out(n);                                                                                     \
+        o.acc(n, 0, dx);                                                                                                           \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    detail::val<V, T> id(const V<T>& a) { return detail::elementwise(op_##id<T>, a, forward); }
+/// Declares a binary op in one line, its derivatives beside its forward: `kernel` is the kernel
+/// K(tape, a, b) of detail that detail::binary runs, and `da`, `db` the gradients for the two
+/// inputs, written with the ordinary ops in g, a and b (the inputs), o and n (for o.shape(n, k));
+/// each is computed only when its input wants a gradient. It defines the rule backward_<id>,
+/// op_<id> (named "id") and the forward id(a, b).
+#define TAPIR_BINARY_OP(id, kernel, da, db)                                                                                    \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        [[maybe_unused]] const V a = o.in(n, 0);                                                                                   \
+        [[maybe_unused]] const V b = o.in(n, 1);                                                                                   \
+        if (o.needs(n, 0)) o.acc(n, 0, da);                                                                                        \
+        if (o.needs(n, 1)) o.acc(n, 1, db);                                                                                        \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    TAPIR_ALWAYS_INLINE detail::val<V, T> id(const V<T>& a, const V<T>& b) {                                                       \
+        return detail::binary<detail::kernel<T>>(op_##id<T>, a, b);                                                                \
+    }
 /// An op that passes no gradient (the masks rules multiply by).
 #define TAPIR_OP_NO_GRAD(id, name)                                                                                               \
     template <class T>                                                                                                             \
@@ -105,6 +138,14 @@ auto set_axis(std::size_t axis, bool keepdim) {
         n.flags = keepdim ? 1 : 0;
     };
 }
+/// The axis and offset of a window along it (slice, pad).
+template <class T>
+auto set_window(std::size_t axis, std::size_t start) {
+    return [axis, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(axis);
+        n.i0 = start;
+    };
+}
 /// The forwards of most ops, each in one line: the input's tape, a kernel on the input values, a
 /// node of `op` (set writes its attributes). unary maps f over every element (k_unary) ...
 template <class T, template <class> class V, class F, class Set = no_attrs>
@@ -120,6 +161,12 @@ val<V, T> unary_simd(const OpDef<T>& op, const V<T>& a, void (*f)(const T*, T*, 
     Ref<T> out = t.alloc(x.shape);
     f(x.data, out.data, x.size());
     return emit(t, op, out, no_attrs{}, a);
+}
+/// ... elementwise calls whichever of the two fits f (the forward of a TAPIR_UNARY_OP) ...
+template <class T, template <class> class V, class F>
+val<V, T> elementwise(const OpDef<T>& op, const V<T>& a, F f) {
+    if constexpr (std::is_convertible<F, void (*)(const T*, T*, std::size_t)>::value) return unary_simd(op, a, f);
+    else return unary(op, a, f);
 }
 /// ... binary runs kernel K(tape, a, b) on two values of one tape (the op's name in the error) ...
 template <auto K, class T, template <class> class V, class Set = no_attrs>
@@ -155,32 +202,9 @@ inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_
 
 // ---- add, sub, mul, div: broadcasting binary ops ---------------------------------------------
 
-template <class O, class T, class V>
-void backward_add(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(g, o.shape(n, 1)));
-}
-TAPIR_OP(add, "add", backward_add);
-template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_add<T>>(op_add<T>, a, b); }
-
-template <class O, class T, class V>
-void backward_sub(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(g), o.shape(n, 1)));
-}
-TAPIR_OP(sub, "sub", backward_sub);
-template <class T, template <class> class V>
-detail::val<V, T> sub(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_sub<T>>(op_sub<T>, a, b); }
-
-template <class O, class T, class V>
-void backward_mul(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, o.in(n, 1)), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(mul(g, o.in(n, 0)), o.shape(n, 1)));
-}
-TAPIR_OP(mul, "mul", backward_mul);
-template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_mul<T>>(op_mul<T>, a, b); }
+TAPIR_BINARY_OP(add, k_add, sum_to(g, o.shape(n, 0)), sum_to(g, o.shape(n, 1)));
+TAPIR_BINARY_OP(sub, k_sub, sum_to(g, o.shape(n, 0)), sum_to(neg(g), o.shape(n, 1)));
+TAPIR_BINARY_OP(mul, k_mul, sum_to(mul(g, b), o.shape(n, 0)), sum_to(mul(g, a), o.shape(n, 1)));
 
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
@@ -194,13 +218,7 @@ detail::val<V, T> div(const V<T>& a, const V<T>& b) { return detail::binary<deta
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_neg(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, neg(g));
-}
-TAPIR_OP(neg, "neg", backward_neg);
-template <class T, template <class> class V>
-detail::val<V, T> neg(const V<T>& a) { return detail::unary(op_neg<T>, a, [](T x) { return -x; }); }
+TAPIR_UNARY_OP(neg, [](T x) { return -x; }, neg(g));
 
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
@@ -368,37 +386,10 @@ detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
 
 // ---- elementwise math -------------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_exp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, o.out(n)));
-}
-TAPIR_OP(exp, "exp", backward_exp);
-template <class T, template <class> class V>
-detail::val<V, T> exp(const V<T>& a) { return detail::unary_simd(op_exp<T>, a, simd::exp<T>); }
-
-template <class O, class T, class V>
-void backward_log(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(g, o.in(n, 0)));
-}
-TAPIR_OP(log, "log", backward_log);
-template <class T, template <class> class V>
-detail::val<V, T> log(const V<T>& a) { return detail::unary_simd(op_log<T>, a, simd::log<T>); }
-
-template <class O, class T, class V>
-void backward_log1p(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(g, add_scalar(o.in(n, 0), T(1))));
-}
-TAPIR_OP(log1p, "log1p", backward_log1p);
-template <class T, template <class> class V>
-detail::val<V, T> log1p(const V<T>& a) { return detail::unary(op_log1p<T>, a, [](T x) { return std::log1p(x); }); }
-
-template <class O, class T, class V>
-void backward_sqrt(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(scale(g, T(0.5)), o.out(n)));
-}
-TAPIR_OP(sqrt, "sqrt", backward_sqrt);
-template <class T, template <class> class V>
-detail::val<V, T> sqrt(const V<T>& a) { return detail::unary(op_sqrt<T>, a, [](T x) { return std::sqrt(x); }); }
+TAPIR_UNARY_OP(exp, simd::exp<T>, mul(g, y));
+TAPIR_UNARY_OP(log, simd::log<T>, div(g, x));
+TAPIR_UNARY_OP(log1p, [](T x) { return std::log1p(x); }, div(g, add_scalar(x, T(1))));
+TAPIR_UNARY_OP(sqrt, [](T x) { return std::sqrt(x); }, div(scale(g, T(0.5)), y));
 
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
@@ -414,21 +405,8 @@ detail::val<V, T> pow(const V<T>& a, S exponent) {
     return detail::unary(op_pow<T>, a, [p](T x) { return std::pow(x, p); }, detail::set_a(p));
 }
 
-template <class O, class T, class V>
-void backward_abs(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sign(o.in(n, 0))));
-}
-TAPIR_OP(abs, "abs", backward_abs);
-template <class T, template <class> class V>
-detail::val<V, T> abs(const V<T>& a) { return detail::unary(op_abs<T>, a, [](T x) { return std::abs(x); }); }
-
-template <class O, class T, class V>
-void backward_square(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scale(mul(g, o.in(n, 0)), T(2)));
-}
-TAPIR_OP(square, "square", backward_square);
-template <class T, template <class> class V>
-detail::val<V, T> square(const V<T>& a) { return detail::unary(op_square<T>, a, [](T x) { return x * x; }); }
+TAPIR_UNARY_OP(abs, [](T x) { return std::abs(x); }, mul(g, sign(x)));
+TAPIR_UNARY_OP(square, [](T x) { return x * x; }, scale(mul(g, x), T(2)));
 
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
@@ -462,31 +440,9 @@ Var<T> where(const Var<T>& cond, const Var<T>& a, const Var<T>& b) {
 // bits (g - g y^2 for tanh, g (y - y^2) for sigmoid, ...) round differently from the SIMD
 // derivative, and the README's example figures (e.g. higgs's adversary through sigmoid) rest on them.
 
-template <class O, class T, class V>
-void backward_tanh(O& o, const Node<T>& n, const V& g) {
-    const V y = o.out(n);
-    o.acc(n, 0, sub(g, mul(g, mul(y, y))));
-}
-TAPIR_OP(tanh, "tanh", backward_tanh);
-template <class T, template <class> class V>
-detail::val<V, T> tanh(const V<T>& a) { return detail::unary_simd(op_tanh<T>, a, simd::tanh<T>); }
-
-template <class O, class T, class V>
-void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
-    const V y = o.out(n);
-    o.acc(n, 0, mul(g, sub(y, mul(y, y))));
-}
-TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
-template <class T, template <class> class V>
-detail::val<V, T> sigmoid(const V<T>& a) { return detail::unary_simd(op_sigmoid<T>, a, simd::sigmoid<T>); }
-
-template <class O, class T, class V>
-void backward_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, positive_mask(o.in(n, 0))));
-}
-TAPIR_OP(relu, "relu", backward_relu);
-template <class T, template <class> class V>
-detail::val<V, T> relu(const V<T>& a) { return detail::unary_simd(op_relu<T>, a, simd::relu<T>); }
+TAPIR_UNARY_OP(tanh, simd::tanh<T>, sub(g, mul(g, mul(y, y))));
+TAPIR_UNARY_OP(sigmoid, simd::sigmoid<T>, mul(g, sub(y, mul(y, y))));
+TAPIR_UNARY_OP(relu, simd::relu<T>, mul(g, positive_mask(x)));
 
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
@@ -513,60 +469,17 @@ detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
     return detail::unary(op_elu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }, detail::set_a(alpha));
 }
 
-template <class O, class T, class V>
-void backward_softplus(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sigmoid(o.in(n, 0))));
-}
-TAPIR_OP(softplus, "softplus", backward_softplus);
-/// log(1 + exp(a)), exact for large |a|.
-template <class T, template <class> class V>
-detail::val<V, T> softplus(const V<T>& a) { return detail::unary(op_softplus<T>, a, [](T x) { return detail::stable_softplus(x); }); }
-
-template <class O, class T, class V>
-void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sigmoid(neg(o.in(n, 0)))));
-}
-TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
-/// log(sigmoid(a)) = -softplus(-a), finite for all a.
-template <class T, template <class> class V>
-detail::val<V, T> log_sigmoid(const V<T>& a) {
-    return detail::unary(op_log_sigmoid<T>, a, [](T x) { return -detail::stable_softplus(-x); });
-}
-
-template <class O, class T, class V>
-void backward_erf(O& o, const Node<T>& n, const V& g) {
-    const V x = o.in(n, 0);
-    o.acc(n, 0, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
-}
-TAPIR_OP(erf, "erf", backward_erf);
-template <class T, template <class> class V>
-detail::val<V, T> erf(const V<T>& a) { return detail::unary(op_erf<T>, a, [](T x) { return std::erf(x); }); }
-
-template <class O, class T, class V>
-void backward_atan(O& o, const Node<T>& n, const V& g) {
-    const V x = o.in(n, 0);
-    o.acc(n, 0, div(g, add_scalar(mul(x, x), T(1))));  // d atan(x)/dx = 1 / (1 + x^2)
-}
-TAPIR_OP(atan, "atan", backward_atan);
-template <class T, template <class> class V>
-detail::val<V, T> atan(const V<T>& a) { return detail::unary(op_atan<T>, a, [](T x) { return std::atan(x); }); }
+/// softplus(a) = log(1 + exp(a)), exact for large |a|; log_sigmoid(a) = log(sigmoid(a)) = -softplus(-a),
+/// finite for all a.
+TAPIR_UNARY_OP(softplus, [](T x) { return detail::stable_softplus(x); }, mul(g, sigmoid(x)));
+TAPIR_UNARY_OP(log_sigmoid, [](T x) { return -detail::stable_softplus(-x); }, mul(g, sigmoid(neg(x))));
+TAPIR_UNARY_OP(erf, [](T x) { return std::erf(x); }, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+TAPIR_UNARY_OP(atan, [](T x) { return std::atan(x); }, div(g, add_scalar(mul(x, x), T(1))));  // 1 / (1 + x^2)
 
 /// sin and cos, for azimuths: a direction from an angle is (cos, sin), smooth and periodic, so a
 /// generated angle needs no wrapping. Each rule uses the other op, so every order is defined.
-template <class O, class T, class V>
-void backward_sin(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, cos(o.in(n, 0))));  // d sin(x)/dx = cos(x)
-}
-TAPIR_OP(sin, "sin", backward_sin);
-template <class O, class T, class V>
-void backward_cos(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, neg(mul(g, sin(o.in(n, 0)))));  // d cos(x)/dx = -sin(x)
-}
-TAPIR_OP(cos, "cos", backward_cos);
-template <class T, template <class> class V>
-detail::val<V, T> sin(const V<T>& a) { return detail::unary(op_sin<T>, a, [](T x) { return std::sin(x); }); }
-template <class T, template <class> class V>
-detail::val<V, T> cos(const V<T>& a) { return detail::unary(op_cos<T>, a, [](T x) { return std::cos(x); }); }
+TAPIR_UNARY_OP(sin, [](T x) { return std::sin(x); }, mul(g, cos(x)));
+TAPIR_UNARY_OP(cos, [](T x) { return std::cos(x); }, neg(mul(g, sin(x))));
 
 // ---- softmax family ------------------------------------------------------------------------
 
@@ -648,10 +561,7 @@ template <class T, template <class> class V>
 detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
     Tape<T>& t = detail::tape_of(a);
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
-    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), [ax, start](Node<T>& n) {
-        n.axis = static_cast<std::int32_t>(ax);
-        n.i0 = start;
-    }, a);
+    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), detail::set_window<T>(ax, start), a);
 }
 
 template <class O, class T, class V>
@@ -667,10 +577,7 @@ detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::
     if (start + a.shape()[ax] > total)
         throw shape_error("pad: value of shape " + a.shape().str() + " does not fit at offset " + std::to_string(start) +
                           " of an axis of length " + std::to_string(total));
-    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), [ax, start](Node<T>& n) {
-        n.axis = static_cast<std::int32_t>(ax);
-        n.i0 = start;
-    }, a);
+    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), detail::set_window<T>(ax, start), a);
 }
 
 namespace detail {

@@ -219,35 +219,12 @@ detail::val<V, T> index_add(const V<T>& src, std::int64_t axis, const std::vecto
 
 // ---- weighted and masked set sums ------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_set_sum(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_expand(g, o.in(n, 1)));
-    if (o.needs(n, 1)) o.acc(n, 1, set_dot(o.in(n, 0), g));
-}
-TAPIR_OP(set_sum, "set_sum", backward_set_sum);
-/// sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
-template <class T, template <class> class V>
-detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) { return detail::binary<detail::k_set_sum<T>>(op_set_sum<T>, x, w); }
-
-template <class O, class T, class V>
-void backward_set_expand(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_sum(g, o.in(n, 1)));
-    if (o.needs(n, 1)) o.acc(n, 1, set_dot(g, o.in(n, 0)));
-}
-TAPIR_OP(set_expand, "set_expand", backward_set_expand);
-/// g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
-template <class T, template <class> class V>
-detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) { return detail::binary<detail::k_set_expand<T>>(op_set_expand<T>, g, w); }
-
-template <class O, class T, class V>
-void backward_set_dot(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_expand(o.in(n, 1), g));
-    if (o.needs(n, 1)) o.acc(n, 1, set_sum(o.in(n, 0), g));
-}
-TAPIR_OP(set_dot, "set_dot", backward_set_dot);
-/// x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
-template <class T, template <class> class V>
-detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) { return detail::binary<detail::k_set_dot<T>>(op_set_dot<T>, x, g); }
+/// set_sum(x, w) = sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
+TAPIR_BINARY_OP(set_sum, k_set_sum, set_expand(g, b), set_dot(a, g));
+/// set_expand(g, w) = g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
+TAPIR_BINARY_OP(set_expand, k_set_expand, set_sum(g, b), set_dot(g, a));
+/// set_dot(x, g) = x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
+TAPIR_BINARY_OP(set_dot, k_set_dot, set_expand(b, g), set_sum(a, g));
 
 namespace detail {
 /// A constant (B, N) mask from per-row lengths (1 for the first lengths[b] particles).
@@ -265,6 +242,12 @@ Var<T> mask_from_lengths(Tape<T>& t, const Shape& x, const std::vector<std::size
         for (std::size_t n = 0; n < N; ++n) m.data[b * N + n] = n < lengths[b] ? T(1) : T(0);
     }
     return t.leaf(m, false);
+}
+/// The tape of a masked reduction's x (B, N, F) and mask (B, N), checked to match (op in the errors).
+template <class T>
+Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
+    check_set_pair(op, x.shape(), mask.shape());
+    return same_tape(x, mask, op);
 }
 } // namespace detail
 
@@ -284,8 +267,7 @@ Var<T> masked_sum(const Var<T>& x, const std::vector<std::size_t>& lengths) {
 /// and passes no gradient (its weights are all 0), never NaN.
 template <class T>
 Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
-    detail::check_set_pair("masked_mean", x.shape(), mask.shape());
-    Tape<T>& t = detail::same_tape(x, mask, "masked_mean");
+    Tape<T>& t = detail::masked_operands(x, mask, "masked_mean");
     const Shape s = mask.shape();
     const std::size_t B = s[0], N = s[1];
     Ref<T> w = t.alloc(s);
@@ -307,9 +289,7 @@ Var<T> masked_mean(const Var<T>& x, const std::vector<std::size_t>& lengths) {
 /// first maximal real particle (as PyTorch's max(dim)); an all-masked row gives 0 and no gradient.
 template <class T>
 Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
-    detail::check_set_pair("masked_max", x.shape(), mask.shape());
-    detail::same_tape(x, mask, "masked_max");
-    Tape<T>& t = x.tape();
+    Tape<T>& t = detail::masked_operands(x, mask, "masked_max");
     const Shape s = x.shape();
     const std::size_t B = s[0], N = s[1], F = s[2];
     std::int64_t* p = detail::arena_indices(t, B * F);
