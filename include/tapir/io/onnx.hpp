@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -274,6 +275,20 @@ inline void write_ints_unpacked(pb::Writer& w, std::uint32_t field, const std::v
     for (std::int64_t x : v) w.varint_field(field, x);
 }
 
+inline std::string serialise(const TensorProto& t);
+inline std::string serialise(const AttributeProto& a);
+inline std::string serialise(const NodeProto& n);
+inline std::string serialise(const ValueInfoProto& v);
+inline std::string serialise(const GraphProto& g);
+/// A repeated length-delimited field: each string as it is, each message serialised.
+template <class Item>
+void write_repeated(pb::Writer& w, std::uint32_t field, const std::vector<Item>& items) {
+    for (const Item& x : items) {
+        if constexpr (std::is_same<Item, std::string>::value) w.bytes_field(field, x);
+        else w.bytes_field(field, serialise(x));
+    }
+}
+
 inline std::string serialise(const TensorProto& t) {
     pb::Writer w;
     write_ints_unpacked(w, 1, t.dims);
@@ -305,8 +320,6 @@ inline std::string serialise(const TensorProto& t) {
     return w.take();
 }
 
-inline std::string serialise(const GraphProto& g);
-
 inline std::string serialise(const AttributeProto& a) {
     pb::Writer w;
     w.bytes_field(1, a.name);
@@ -314,25 +327,15 @@ inline std::string serialise(const AttributeProto& a) {
     case kAttrFloat: w.float_field(2, a.f); break;
     case kAttrInt: w.varint_field(3, a.i); break;
     case kAttrString: w.bytes_field(4, a.s); break;
-    case kAttrTensor:
-        for (const auto& t : a.t) w.bytes_field(5, serialise(t));
-        break;
-    case kAttrGraph:
-        for (const auto& g : a.graphs) w.bytes_field(6, serialise(g));
-        break;
+    case kAttrTensor: write_repeated(w, 5, a.t); break;
+    case kAttrGraph: write_repeated(w, 6, a.graphs); break;
     case kAttrFloats:
         for (float f : a.floats) w.float_field(7, f);
         break;
     case kAttrInts: write_ints_unpacked(w, 8, a.ints); break;
-    case kAttrStrings:
-        for (const auto& s : a.strings) w.bytes_field(9, s);
-        break;
-    case kAttrTensors:
-        for (const auto& t : a.tensors) w.bytes_field(10, serialise(t));
-        break;
-    case kAttrGraphs:
-        for (const auto& g : a.graphs) w.bytes_field(11, serialise(g));
-        break;
+    case kAttrStrings: write_repeated(w, 9, a.strings); break;
+    case kAttrTensors: write_repeated(w, 10, a.tensors); break;
+    case kAttrGraphs: write_repeated(w, 11, a.graphs); break;
     default: throw value_error("onnx: attribute '" + a.name + "' has no type");
     }
     w.varint_field(20, a.type);
@@ -341,11 +344,11 @@ inline std::string serialise(const AttributeProto& a) {
 
 inline std::string serialise(const NodeProto& n) {
     pb::Writer w;
-    for (const auto& s : n.input) w.bytes_field(1, s);
-    for (const auto& s : n.output) w.bytes_field(2, s);
+    write_repeated(w, 1, n.input);
+    write_repeated(w, 2, n.output);
     if (!n.name.empty()) w.bytes_field(3, n.name);
     w.bytes_field(4, n.op_type);
-    for (const auto& a : n.attribute) w.bytes_field(5, serialise(a));
+    write_repeated(w, 5, n.attribute);
     if (!n.domain.empty()) w.bytes_field(7, n.domain);
     return w.take();
 }
@@ -371,12 +374,12 @@ inline std::string serialise(const ValueInfoProto& v) {
 
 inline std::string serialise(const GraphProto& g) {
     pb::Writer w;
-    for (const auto& n : g.node) w.bytes_field(1, serialise(n));
+    write_repeated(w, 1, g.node);
     w.bytes_field(2, g.name);
-    for (const auto& t : g.initializer) w.bytes_field(5, serialise(t));
-    for (const auto& v : g.input) w.bytes_field(11, serialise(v));
-    for (const auto& v : g.output) w.bytes_field(12, serialise(v));
-    for (const auto& v : g.value_info) w.bytes_field(13, serialise(v));
+    write_repeated(w, 5, g.initializer);
+    write_repeated(w, 11, g.input);
+    write_repeated(w, 12, g.output);
+    write_repeated(w, 13, g.value_info);
     return w.take();
 }
 } // namespace detail
@@ -553,44 +556,49 @@ inline NodeProto parse_node(pb::Reader r, int depth) {
     return n;
 }
 
+inline void read_scalar(pb::Reader& r, std::int64_t& v) { v = r.int64(); }
+inline void read_scalar(pb::Reader& r, std::string& v) { v = r.bytes(); }
+/// A message of two scalar fields (Dim, OperatorSetId): field 1 into first, field 2 into second
+/// (as varint or bytes by the member's type), any other skipped.
+template <class A, class B>
+void read_pair(pb::Reader r, A& first, B& second) {
+    while (r.next()) {
+        if (r.field() == 1) read_scalar(r, first);
+        else if (r.field() == 2) read_scalar(r, second);
+        else r.skip();
+    }
+}
+/// Calls f(message) for every message in field `field` of r, skipping the other fields.
+template <class F>
+void each_message(pb::Reader r, std::uint32_t field, F f) {
+    while (r.next()) {
+        if (r.field() == field) f(r.sub());
+        else r.skip();
+    }
+}
+
 inline ValueInfoProto parse_value_info(pb::Reader r) {
     ValueInfoProto v;
     while (r.next()) {
         if (r.field() == 1) {
             v.name = r.bytes();
-        } else if (r.field() == 2) {  // TypeProto
-            pb::Reader type = r.sub();
-            while (type.next()) {
-                if (type.field() != 1) {
-                    type.skip();
-                    continue;
-                }
-                pb::Reader tensor = type.sub();  // TypeProto.Tensor
+        } else if (r.field() == 2) {
+            each_message(r.sub(), 1, [&](pb::Reader tensor) {  // TypeProto's tensor_type
                 while (tensor.next()) {
                     if (tensor.field() == 1) {
                         v.elem_type = read_int32(tensor);
                     } else if (tensor.field() == 2) {
                         v.has_shape = true;
-                        pb::Reader shape = tensor.sub();
-                        while (shape.next()) {
-                            if (shape.field() != 1) {
-                                shape.skip();
-                                continue;
-                            }
-                            pb::Reader dim = shape.sub();
+                        each_message(tensor.sub(), 1, [&](pb::Reader dim) {  // TensorShapeProto's dim
                             Dim d;
-                            while (dim.next()) {
-                                if (dim.field() == 1) d.value = dim.int64();
-                                else if (dim.field() == 2) d.param = dim.bytes();
-                                else dim.skip();
-                            }
+                            read_pair(dim, d.value, d.param);
                             v.shape.push_back(d);
-                        }
+                        });
                     } else {
                         tensor.skip();
                     }
                 }
-            }
+            });
         } else {
             r.skip();
         }
@@ -629,13 +637,8 @@ inline ModelProto parse(const char* data, std::size_t size, const std::string& s
         case 3: m.producer_version = r.bytes(); break;
         case 7: m.graph = detail::parse_graph(r.sub(), 0), has_graph = true; break;
         case 8: {
-            pb::Reader op = r.sub();
             OperatorSetId id;
-            while (op.next()) {
-                if (op.field() == 1) id.domain = op.bytes();
-                else if (op.field() == 2) id.version = op.int64();
-                else op.skip();
-            }
+            detail::read_pair(r.sub(), id.domain, id.version);
             m.opset_import.push_back(id);
             break;
         }
