@@ -265,6 +265,36 @@ private:
 
 // ---- normalisation --------------------------------------------------------------------------
 
+namespace detail {
+/// What BatchNorm and LayerNorm share: a learned elementwise scale `weight` (starts at 1) and shift
+/// `bias` (starts at 0) over `features`, an eps, and an output of the input's shape, which
+/// Derived's check_input checks.
+template <class Derived, class T>
+class AffineNorm : public Cloneable<Derived, Module<T>> {
+public:
+    Parameter<T> weight;  ///< (features,) scale, gamma
+    Parameter<T> bias;    ///< (features,) shift, beta
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double eps() const noexcept { return eps_; }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+
+protected:
+    AffineNorm(std::size_t features, double eps)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {}
+
+    /// Throws shape_error for an input the layer does not take.
+    virtual void check_input(const Shape& s) const = 0;
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
+
+    double eps_;
+};
+} // namespace detail
+
 /// Batch normalisation over the batch axis of (batch, features) inputs, PyTorch conventions:
 /// training normalises with the batch mean and biased variance and updates
 ///   running_mean = (1 - momentum) running_mean + momentum mean,
@@ -277,28 +307,23 @@ private:
 /// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
 /// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
-class BatchNorm : public Cloneable<BatchNorm<T>, Module<T>> {
+class BatchNorm : public detail::AffineNorm<BatchNorm<T>, T> {
+    using Norm = detail::AffineNorm<BatchNorm<T>, T>;
+
 public:
-    Parameter<T> weight;  ///< (features,) scale, gamma
-    Parameter<T> bias;    ///< (features,) shift, beta
+    using Norm::bias;
+    using Norm::weight;
     Tensor<T> running_mean;
     Tensor<T> running_var;
 
     explicit BatchNorm(std::size_t features, double momentum = 0.1, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))),
-          bias("bias", Tensor<T>(Shape{features})),
-          running_mean(Shape{features}),
-          running_var(Shape{features}, T(1)),
-          momentum_(momentum),
-          eps_(eps) {
+        : Norm(features, eps), running_mean(Shape{features}), running_var(Shape{features}, T(1)), momentum_(momentum) {
         if (features == 0) throw value_error("BatchNorm: the number of features must be positive");
         if (!(momentum >= 0.0 && momentum <= 1.0)) throw value_error("BatchNorm: momentum must be in [0, 1], got " + std::to_string(momentum));
         if (!(eps > 0.0)) throw value_error("BatchNorm: eps must be positive, got " + std::to_string(eps));
     }
 
-    std::size_t features() const noexcept { return weight.value.size(); }
     double momentum() const noexcept { return momentum_; }
-    double eps() const noexcept { return eps_; }
     /// Training batches seen (the running statistics' update count).
     std::size_t batches_tracked() const noexcept { return batches_; }
 
@@ -314,7 +339,7 @@ public:
         check_input(x.shape());
         Tape<T>& t = x.tape();
         const Var<T> w = this->use(t, weight), b = this->use(t, bias);
-        const std::size_t f = features();
+        const std::size_t f = this->features();
         if (this->is_training()) {
             if (group_) return forward_synchronised(x, w, b);
             const std::size_t n = x.shape()[0];
@@ -338,21 +363,18 @@ public:
         return add(mul(sub(x, t.constant(running_mean)), scale), b);
     }
 
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
     LayerKind kind() const override { return LayerKind::batch_norm; }
     std::string type_name() const override { return "BatchNorm"; }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
     void collect_buffers(std::vector<NamedBuffer<T>>& out) override { out.insert(out.end(), {{"running_mean", &running_mean}, {"running_var", &running_var}}); }
 
 private:
+    using Norm::eps_;
+
     void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
         const T m = static_cast<T>(momentum_);
-        for (std::size_t j = 0; j < features(); ++j) {
+        for (std::size_t j = 0; j < this->features(); ++j) {
             running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
             running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
         }
@@ -361,7 +383,7 @@ private:
     /// The group's events counted, their per-feature sums added (group_sum, whose gradient sums
     /// again in the backward pass), the centred squares likewise (two passes, as unsynchronised).
     Var<T> forward_synchronised(const Var<T>& x, const Var<T>& w, const Var<T>& b) {
-        const std::size_t f = features();
+        const std::size_t f = this->features();
         if (detail::current_replica())
             throw value_error("BatchNorm(" + std::to_string(f) +
                               "): synchronised statistics cannot run inside nn::DataParallel workers (one thread per process calls the group)");
@@ -379,13 +401,12 @@ private:
         update_running(mu, var, count / (count - T(1)));
         return y;
     }
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
-            throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
-                              std::to_string(features()) + "), got " + s.str());
+    void check_input(const Shape& s) const final {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != this->features()))
+            throw shape_error("BatchNorm(" + std::to_string(this->features()) + "): expected input of shape (batch, " +
+                              std::to_string(this->features()) + "), got " + s.str());
     }
     double momentum_;
-    double eps_;
     std::size_t batches_ = 0;
     std::shared_ptr<SumGroup<T>> group_;
 };
@@ -393,19 +414,17 @@ private:
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
 /// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
 template <class T>
-class LayerNorm : public Cloneable<LayerNorm<T>, Module<T>> {
-public:
-    Parameter<T> weight;
-    Parameter<T> bias;
+class LayerNorm : public detail::AffineNorm<LayerNorm<T>, T> {
+    using Norm = detail::AffineNorm<LayerNorm<T>, T>;
 
-    explicit LayerNorm(std::size_t features, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {
+public:
+    using Norm::bias;
+    using Norm::weight;
+
+    explicit LayerNorm(std::size_t features, double eps = 1e-5) : Norm(features, eps) {
         if (features == 0) throw value_error("LayerNorm: the number of features must be positive");
         if (!(eps > 0.0)) throw value_error("LayerNorm: eps must be positive, got " + std::to_string(eps));
     }
-
-    std::size_t features() const noexcept { return weight.value.size(); }
-    double eps() const noexcept { return eps_; }
 
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
@@ -414,23 +433,17 @@ public:
         return add(mul(layer_norm(x, static_cast<T>(eps_)), this->use(t, weight)), this->use(t, bias));
     }
 
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
     LayerKind kind() const override { return LayerKind::layer_norm; }
     std::string type_name() const override { return "LayerNorm"; }
 
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
-
 private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != features()))
-            throw shape_error("LayerNorm(" + std::to_string(features()) + "): expected the last axis of length " +
-                              std::to_string(features()) + ", got input of shape " + s.str());
+    using Norm::eps_;
+
+    void check_input(const Shape& s) const final {
+        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != this->features()))
+            throw shape_error("LayerNorm(" + std::to_string(this->features()) + "): expected the last axis of length " +
+                              std::to_string(this->features()) + ", got input of shape " + s.str());
     }
-    double eps_;
 };
 
 } // namespace nn
