@@ -153,19 +153,10 @@ Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
 
 // ---- bmm: one matrix product per batch item ------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_bmm(O& o, const Node<T>& n, const V& g) {
-    // As matmul's rule, per batch item.
-    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return bmm(x, y, tx, ty); });
-}
-TAPIR_OP(bmm, "bmm", backward_bmm);
 /// op(a[i]) op(b[i]) for every batch item i: a (..., m, k), b (..., k, n) of rank 3 or 4 with the same
 /// batch axes; op transposes the last two axes when its flag is set (by the GEMM's packing, no copy).
-/// torch.matmul on equal batch shapes (torch.bmm for rank 3).
-template <class T, template <class> class V>
-detail::val<V, T> bmm(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    return detail::product<detail::k_bmm<T>>(op_bmm<T>, a, b, transpose_a, transpose_b);
-}
+/// torch.matmul on equal batch shapes (torch.bmm for rank 3). Its rule is matmul's, per batch item.
+TAPIR_PRODUCT_OP(bmm, k_bmm);
 
 // ---- permute: reorder axes -------------------------------------------------------------------------
 

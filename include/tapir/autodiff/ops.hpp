@@ -11,6 +11,9 @@
 /// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
 /// A forward is usually one call of a helper of detail (unary, unary_simd, binary, along_axis,
 /// product, indexed): the input's tape, the kernel on the input values and the node in one place.
+/// An elementwise, binary or matrix-product op that is only its formulas is one line
+/// (TAPIR_UNARY_OP, TAPIR_BINARY_OP, TAPIR_PRODUCT_OP: the rule, the descriptor and the forward,
+/// the derivative beside the forward).
 /// README.md, "Adding an op", walks through one.
 
 #include <cmath>
@@ -63,6 +66,19 @@
     template <class T, template <class> class V>                                                                                   \
     TAPIR_ALWAYS_INLINE detail::val<V, T> id(const V<T>& a, const V<T>& b) {                                                       \
         return detail::binary<detail::kernel<T>>(op_##id<T>, a, b);                                                                \
+    }
+/// Declares a matrix-product op id(a, b, transpose_a, transpose_b) = op(a) op(b) in one line:
+/// `kernel` is its kernel of detail, which detail::product runs (the flags kept in the node), and
+/// its rule is detail::backward_product with the op itself as the product.
+#define TAPIR_PRODUCT_OP(id, kernel)                                                                                           \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return id(x, y, tx, ty); });            \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    detail::val<V, T> id(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {                       \
+        return detail::product<detail::kernel<T>>(op_##id<T>, a, b, transpose_a, transpose_b);                                     \
     }
 /// An op that passes no gradient (the masks rules multiply by).
 #define TAPIR_OP_NO_GRAD(id, name)                                                                                               \
@@ -270,16 +286,8 @@ void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
 }
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_matmul(O& o, const Node<T>& n, const V& g) {
-    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return matmul(x, y, tx, ty); });
-}
-TAPIR_OP(matmul, "matmul", backward_matmul);
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
-template <class T, template <class> class V>
-detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    return detail::product<detail::k_matmul<T>>(op_matmul<T>, a, b, transpose_a, transpose_b);
-}
+TAPIR_PRODUCT_OP(matmul, k_matmul);
 
 template <class O, class T, class V>
 void backward_transpose(O& o, const Node<T>& n, const V& g) {
