@@ -235,9 +235,13 @@ struct PaddedInput {
     }
 };
 
-/// out (n, o, oh, ow) = conv(in (n, c, h, w), wgt (o, c/groups, kh, kw)) for a stride-1 geometry g.
+/// out (n, o, oh, ow) = act(conv(in (n, c, h, w), wgt (o, c/groups, kh, kw)) + bias) for a stride-1
+/// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
+/// activation runs on each sample's block while it is in cache: the same operations, hence bits,
+/// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
 template <class T>
-void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g) {
+void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
+                   Activation act = Activation::none, T alpha = T(0)) {
     const std::size_t og = g.og(), cg = g.cg(), K = g.k();
     PaddedInput<T> p(t, g);
     T* cbuf = scratch(t, og * p.cols);
@@ -250,8 +254,14 @@ void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom
                 for (std::size_t y = 0; y < g.oh; ++y) {
                     const T* TAPIR_RESTRICT s = cbuf + o * p.cols + y * p.wp;
                     T* TAPIR_RESTRICT d = ys + (o * g.oh + y) * g.ow;
-                    for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
+                    if (bias) {
+                        const T v = bias[q * og + o];
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else {
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
+                    }
                 }
+            if (act != Activation::none) simd::activate_on(simd::active_isa(), act, ys, ys, og * g.ohw(), alpha);
         }
 }
 
@@ -301,10 +311,12 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], w.shape[0]);
     Ref<T> y = t.alloc(Shape{g.n, g.o, g.oh, g.ow});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
-    const bool implicit = implicit_forward(g);
-    if (implicit) implicit_conv(t, x.data, w.data, y.data, g);
-    T* col = g.pointwise() || implicit ? nullptr : scratch(t, K * nc);
-    for (std::size_t n = 0; n < (implicit ? 0 : g.n); ++n)
+    if (implicit_forward(g)) {
+        implicit_conv(t, x.data, w.data, y.data, g, b ? b->data : nullptr, act, alpha);
+        return y;
+    }
+    T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
+    for (std::size_t n = 0; n < g.n; ++n)
         for (std::size_t q = 0; q < g.groups; ++q) {
             const T* xs = x.data + (n * g.c + q * cg) * g.hw();
             T* ys = y.data + (n * g.o + q * og) * ohw;

@@ -174,6 +174,13 @@ template <class T> struct gemm_kernel {
             for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
     }
 
+    /// The valid lanes of each of the NV vectors of an nr-column tile row.
+    template <class V, std::size_t NV>
+    static TAPIR_ALWAYS_INLINE void lane_counts(std::size_t nr, std::size_t (&bcnt)[NV]) {
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * V::W ? std::min(V::W, nr - j * V::W) : 0;
+    }
+
     /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
     /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
     /// Every element sees the same operation sequence whatever the variant, so results never depend
@@ -186,8 +193,7 @@ template <class T> struct gemm_kernel {
         R acc[MR][NV];
         zero_acc<V>(acc);
         std::size_t bcnt[NV];
-#pragma GCC unroll 8
-        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
+        lane_counts<V>(nr, bcnt);
         const T* ar[AM == amode::rows ? MR : 1];
         if constexpr (AM == amode::rows) {
 #pragma GCC unroll 16
@@ -660,8 +666,7 @@ template <class T> struct gemm_kernel {
             R acc[MR][NV];
             zero_acc<V>(acc);
             std::size_t bcnt[NV];
-#pragma GCC unroll 8
-            for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
+            lane_counts<V>(nr, bcnt);
             if constexpr (!Edge) {
                 for (std::size_t p = 0; p < kc; ++p) fma_broadcast<V>(a + p, lda, b + rows[p], acc);
             } else {
@@ -892,6 +897,25 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
     dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
 }
 
+namespace detail {
+/// The checks and dispatch of gemm_rows (Kernel rows_b, B k x n) and gemm_rows_nt (rows_nt, B n x k).
+template <class Kernel, class T>
+void gemm_rows_run(bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+                   const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+    if (m == 0 || n == 0) return;
+    const std::size_t ldb = tb ? k : n;  // rows are as long as they need be: only lda and ldc can be wrong
+    if (TAPIR_UNLIKELY((k > 0 && (lda < k || !a || !b || !b_rows)) || ldc < n || !c))
+        gemm_check(false, tb, m, n, k, a, lda, b_rows ? b : nullptr, ldb, c, ldc);
+    if (k == 0 || alpha == T(0)) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const gemm_args<T> g{false, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+    dispatch_to<Kernel>(active_isa(), &g, b_rows);
+}
+} // namespace detail
+
 /// C = alpha * A * B + beta * C (row-major, A m x k in place) with B given by rows: row p of the
 /// k x n operand B is the n values at b + b_rows[p] (offsets may repeat and rows may overlap). An
 /// implicit GEMM operand: a stride-1 convolution's unfolded input is its padded input read at one
@@ -901,16 +925,7 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
 template <class T>
 void gemm_rows(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
                const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
-    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
-    if (m == 0 || n == 0) return;
-    if (TAPIR_UNLIKELY((k > 0 && (lda < k || !a || !b || !b_rows)) || ldc < n || !c))
-        detail::gemm_check(false, false, m, n, k, a, lda, b_rows ? b : nullptr, n, c, ldc);
-    if (k == 0 || alpha == T(0)) {
-        detail::scale_c(m, n, beta, c, ldc);
-        return;
-    }
-    const detail::gemm_args<T> g{false, false, m, n, k, alpha, a, lda, b, n, beta, c, ldc};
-    dispatch_to<typename detail::gemm_kernel<T>::rows_b>(active_isa(), &g, b_rows);
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_b>(false, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
 }
 
 /// C = alpha * A * B^T + beta * C (row-major, A m x k in place, C m x n) with B given by rows: row j
@@ -919,16 +934,7 @@ void gemm_rows(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
 template <class T>
 void gemm_rows_nt(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
                   const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
-    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
-    if (m == 0 || n == 0) return;
-    if (TAPIR_UNLIKELY((k > 0 && (lda < k || !a || !b || !b_rows)) || ldc < n || !c))
-        detail::gemm_check(false, true, m, n, k, a, lda, b_rows ? b : nullptr, k, c, ldc);
-    if (k == 0 || alpha == T(0)) {
-        detail::scale_c(m, n, beta, c, ldc);
-        return;
-    }
-    const detail::gemm_args<T> g{false, true, m, n, k, alpha, a, lda, b, k, beta, c, ldc};
-    dispatch_to<typename detail::gemm_kernel<T>::rows_nt>(active_isa(), &g, b_rows);
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_nt>(true, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
 }
 
 /// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
