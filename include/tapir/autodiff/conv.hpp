@@ -6,10 +6,12 @@
 /// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
 /// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
 /// correlation). Each op's backward rule is written with the other two, so first-order backward,
-/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
-/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
-/// on each chunk (Chellapilla et al. 2006,
-/// "High performance convolutional neural networks for document processing"); the geometry of the
+/// create_graph and every higher order use the same three kernels. With stride 1 they are implicit
+/// GEMMs on a zero-padded copy of each sample (simd::gemm_rows, gemm_rows_nt: no unfolded copy,
+/// and conv_dx is the flipped kernel's convolution of the padded gradient, without col2im); with
+/// other strides they unfold one sample and group, in column chunks that stay in L2, into the
+/// tape's arena (im2col) and run simd::gemm on each chunk (Chellapilla et al. 2006,
+/// "High performance convolutional neural networks for document processing"). The geometry of the
 /// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
 /// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
 /// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
