@@ -51,7 +51,13 @@ TEST_CASE("conv2d equals the direct loop for stride, asymmetric padding, dilatio
         Size2 d;
         std::size_t g;
     };
-    const Case cases[] = {{1, 0, 1, 1}, {2, 1, 1, 2}, {Size2(2, 1), Pad2d(1, 2, 0, 1), Size2(1, 2), 2}, {Size2(1, 3), Pad2d(0, 1), 2, 1}};
+    // Stride 1 runs as an implicit GEMM over the padded input (padding wider than the kernel too).
+    const Case cases[] = {{1, 0, 1, 1},
+                          {2, 1, 1, 2},
+                          {Size2(2, 1), Pad2d(1, 2, 0, 1), Size2(1, 2), 2},
+                          {Size2(1, 3), Pad2d(0, 1), 2, 1},
+                          {1, Pad2d(3, 0, 1, 3), 1, 1},
+                          {1, Pad2d(0, 2, 2, 0), Size2(2, 1), 2}};
     for (const Case& k : cases) {
         const Td wk = k.g == 1 ? rnd(Shape{6, 4, 3, 2}, 4) : w;
         Tape<double> t;
@@ -69,6 +75,9 @@ TEST_CASE("conv2d: first and second order gradients for stride, padding, dilatio
     check_both([](Tape<double>&, const Vs& v) { return conv2d(v[0], v[1], v[2], 1, 2, 2, 2); }, {x, w2, b4});
     // Through a nonlinearity, so the second order mixes the three convolution kernels with tanh's.
     check_both([](Tape<double>&, const Vs& v) { return tanh(conv2d(tanh(v[0]), v[1], v[2], 1, 1)); }, {x, w1, b3});
+    // Stride 1 with padding beyond the kernel's reach: the input gradient is then no stride-1
+    // convolution of the padded gradient and takes the unfolding path; the forward stays implicit.
+    check_both([](Tape<double>&, const Vs& v) { return conv2d(v[0], v[1], v[2], 1, Pad2d(2, 0, 1, 3)); }, {x, w1, b3});
     // 1x1, stride 1: the pointwise path (no unfolding).
     check_both([](Tape<double>&, const Vs& v) { return conv2d(v[0], v[1], v[2]); }, {x, rnd(Shape{3, 4, 1, 1}, 16), b3});
 }

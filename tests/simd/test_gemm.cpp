@@ -399,3 +399,57 @@ TEST_CASE_TEMPLATE("gemm with a transposed A gives the bits of the same product 
         }
     }
 }
+
+TEST_CASE_TEMPLATE("gemm_rows (B given by row offsets) is bitwise gemm on the gathered rows; gemm_rows_nt matches a reference, every ISA",
+                   T, float, double) {
+    // Rows overlap and repeat, as a convolution's taps do; shapes cover full and edge tiles, a K
+    // beyond one K block (so the blocks restart alike) and a beta that reads C.
+    simd_test::isa_guard guard;
+    tapir::Rng rng(21);
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        for (std::size_t m : {1u, 8u, 13u})
+            for (std::size_t n : {1u, 31u, 70u})
+                for (std::size_t k : {3u, 40u, 700u})
+                    for (double beta : {0.0, 0.5}) {
+                        CAPTURE(m);
+                        CAPTURE(n);
+                        CAPTURE(k);
+                        std::vector<T> src(3 * n + 2 * k + 8), a(m * k), b(k * n), c1(m * n), c2(m * n);
+                        std::vector<std::ptrdiff_t> rows(k);
+                        for (auto& x : src) x = static_cast<T>(rng.uniform(-1, 1));
+                        for (auto& x : a) x = static_cast<T>(rng.uniform(-1, 1));
+                        for (std::size_t p = 0; p < k; ++p) {
+                            rows[p] = static_cast<std::ptrdiff_t>((p * 7) % (2 * n + k + 1));
+                            for (std::size_t j = 0; j < n; ++j) b[p * n + j] = src[static_cast<std::size_t>(rows[p]) + j];
+                        }
+                        for (std::size_t e = 0; e < m * n; ++e) c1[e] = c2[e] = static_cast<T>(rng.uniform(-1, 1));
+                        tapir::simd::gemm<T>(false, false, m, n, k, T(1.5), a.data(), k, b.data(), n, T(beta), c1.data(), n);
+                        tapir::simd::gemm_rows<T>(m, n, k, T(1.5), a.data(), k, src.data(), rows.data(), T(beta), c2.data(), n);
+                        CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(T)) == 0);
+                        // C (m x n rows) = A' B'^T with A' = a read as m x (k') rows and B' rows at the offsets:
+                        // here k' = n' values per dot, m rows of A' (lda k), k rows of B' (the offsets).
+                        const std::size_t len = std::min(n, k);
+                        std::vector<T> d(m * k);
+                        for (std::size_t e = 0; e < m * k; ++e) d[e] = static_cast<T>(rng.uniform(-1, 1));
+                        std::vector<T> d0 = d;
+                        tapir::simd::gemm_rows_nt<T>(m, k, len, T(2), a.data(), k, src.data(), rows.data(), T(beta), d.data(), k);
+                        double worst = 0;
+                        for (std::size_t r = 0; r < m; ++r)
+                            for (std::size_t p = 0; p < k; ++p) {
+                                long double s = 0;
+                                for (std::size_t j = 0; j < len; ++j)
+                                    s += static_cast<long double>(a[r * k + j]) * src[static_cast<std::size_t>(rows[p]) + j];
+                                const long double want = 2 * s + static_cast<long double>(beta) * d0[r * k + p];
+                                worst = std::max(worst, static_cast<double>(std::fabs(want - d[r * k + p])));
+                            }
+                        CHECK(worst < 64 * static_cast<double>(len + 2) * std::numeric_limits<T>::epsilon());
+                    }
+    }
+    CHECK_THROWS_WITH_AS(tapir::simd::gemm_rows<float>(2, 2, 2, 1.0f, nullptr, 2, nullptr, nullptr, 0.0f, nullptr, 2),
+                         doctest::Contains("null matrix pointer"), tapir::value_error);
+    float a[4] = {1, 2, 3, 4}, c[4] = {};
+    CHECK_THROWS_WITH_AS(tapir::simd::gemm_rows_nt<float>(2, 2, 2, 1.0f, a, 2, a, nullptr, 0.0f, c, 2),
+                         doctest::Contains("null matrix pointer"), tapir::value_error);
+}

@@ -6,10 +6,12 @@
 /// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
 /// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
 /// correlation). Each op's backward rule is written with the other two, so first-order backward,
-/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
-/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
-/// on each chunk (Chellapilla et al. 2006,
-/// "High performance convolutional neural networks for document processing"); the geometry of the
+/// create_graph and every higher order use the same three kernels. With stride 1 they are implicit
+/// GEMMs on a zero-padded copy of each sample (simd::gemm_rows, gemm_rows_nt: no unfolded copy,
+/// and conv_dx is the flipped kernel's convolution of the padded gradient, without col2im); with
+/// other strides they unfold one sample and group, in column chunks that stay in L2, into the
+/// tape's arena (im2col) and run simd::gemm on each chunk (Chellapilla et al. 2006,
+/// "High performance convolutional neural networks for document processing"). The geometry of the
 /// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
 /// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
 /// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
@@ -201,6 +203,109 @@ std::size_t chunk_cols(std::size_t k, std::size_t ohw) noexcept {
     return ohw <= c ? ohw : c;
 }
 
+/// Stride-1 convolutions run as an implicit GEMM (simd::gemm_rows, gemm_rows_nt): each sample's
+/// group is copied zero-padded into one arena buffer (its borders stay zero from sample to sample),
+/// whose taps are the rows of the unfolded input at one offset each, over output rows as wide as
+/// the padded ones (the extra (kw - 1) dw columns are computed and dropped). No unfolded copy is
+/// made, and each output's multiply-add chain is the same as through im2col and simd::gemm.
+template <class T>
+struct PaddedInput {
+    std::size_t wp = 0, plane = 0, cols = 0;  ///< padded width, channel plane, output columns
+    std::ptrdiff_t* rows = nullptr;           ///< per tap (c, i, j): its offset in buf
+    T* buf = nullptr;
+    const ConvGeom* g = nullptr;
+    PaddedInput(Tape<T>& t, const ConvGeom& geom) : g(&geom) {
+        const std::size_t hp = geom.oh + (geom.kh - 1) * geom.dh;
+        wp = geom.ow + (geom.kw - 1) * geom.dw, plane = hp * wp, cols = geom.oh * wp;
+        const std::size_t nbuf = geom.cg() * plane + (geom.kw - 1) * geom.dw;  // the last row's dropped columns read past the end
+        rows = static_cast<std::ptrdiff_t*>(t.arena().allocate(geom.k() * sizeof(std::ptrdiff_t)));
+        for (std::size_t c = 0; c < geom.cg(); ++c)
+            for (std::size_t i = 0; i < geom.kh; ++i)
+                for (std::size_t j = 0; j < geom.kw; ++j)
+                    rows[(c * geom.kh + i) * geom.kw + j] = static_cast<std::ptrdiff_t>(c * plane + i * geom.dh * wp + j * geom.dw);
+        buf = scratch(t, nbuf);
+        for (std::size_t i = 0; i < nbuf; ++i) buf[i] = T(0);
+    }
+    /// Copies the group (cg, h, w) at xs inside the zero border.
+    void load(const T* xs) noexcept {
+        for (std::size_t c = 0; c < g->cg(); ++c)
+            for (std::size_t y = 0; y < g->h; ++y) {
+                const T* TAPIR_RESTRICT s = xs + (c * g->h + y) * g->w;
+                T* TAPIR_RESTRICT d = buf + c * plane + (g->pt + y) * wp + g->pl;
+                for (std::size_t x = 0; x < g->w; ++x) d[x] = s[x];
+            }
+    }
+};
+
+/// out (n, o, oh, ow) = act(conv(in (n, c, h, w), wgt (o, c/groups, kh, kw)) + bias) for a stride-1
+/// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
+/// activation runs on each sample's block while it is in cache: the same operations, hence bits,
+/// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
+template <class T>
+void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
+                   Activation act = Activation::none, T alpha = T(0)) {
+    const std::size_t og = g.og(), cg = g.cg(), K = g.k();
+    PaddedInput<T> p(t, g);
+    T* cbuf = scratch(t, og * p.cols);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            p.load(in + (n * g.c + q * cg) * g.hw());
+            simd::gemm_rows<T>(og, p.cols, K, T(1), wgt + q * og * K, K, p.buf, p.rows, T(0), cbuf, p.cols);
+            T* ys = out + (n * g.o + q * og) * g.ohw();
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t y = 0; y < g.oh; ++y) {
+                    const T* TAPIR_RESTRICT s = cbuf + o * p.cols + y * p.wp;
+                    T* TAPIR_RESTRICT d = ys + (o * g.oh + y) * g.ow;
+                    if (bias) {
+                        const T v = bias[q * og + o];
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else {
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
+                    }
+                }
+            if (act != Activation::none) simd::activate_on(simd::active_isa(), act, ys, ys, og * g.ohw(), alpha);
+        }
+}
+
+/// dw (o, c/groups, kh, kw) = sum over samples of y unfold(x)^T for a stride-1 geometry g: y is
+/// copied into rows as wide as the padded input's with zeros in the dropped columns, and each
+/// (output channel, tap) entry is one dot product along them (simd::gemm_rows_nt).
+template <class T>
+void implicit_conv_dw(Tape<T>& t, const T* x, const T* y, T* dw, const ConvGeom& g) {
+    const std::size_t og = g.og(), cg = g.cg(), K = g.k();
+    PaddedInput<T> p(t, g);
+    T* yw = scratch(t, og * p.cols);
+    for (std::size_t i = 0; i < og * p.cols; ++i) yw[i] = T(0);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            p.load(x + (n * g.c + q * cg) * g.hw());
+            const T* ys = y + (n * g.o + q * og) * g.ohw();
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t r = 0; r < g.oh; ++r) {
+                    const T* TAPIR_RESTRICT s = ys + (o * g.oh + r) * g.ow;
+                    T* TAPIR_RESTRICT d = yw + o * p.cols + r * p.wp;
+                    for (std::size_t c = 0; c < g.ow; ++c) d[c] = s[c];
+                }
+            simd::gemm_rows_nt<T>(og, K, p.cols, T(1), yw, p.cols, p.buf, p.rows, n ? T(1) : T(0), dw + q * og * K, K);
+        }
+}
+
+/// Whether conv (forward) runs as implicit_conv: stride 1, not pointwise, something to compute.
+inline bool implicit_forward(const ConvGeom& g) noexcept {
+    return g.sh == 1 && g.sw == 1 && !g.pointwise() && g.n && g.hw() && g.ohw();
+}
+
+/// conv_dx with stride 1 is the stride-1 convolution of y, padded by (k - 1) d minus the forward's
+/// padding, with the kernel flipped and its channel axes swapped (Dumoulin and Visin,
+/// arXiv:1603.07285, relationship 8): its geometry, valid when no such padding is negative.
+inline bool implicit_adjoint(const ConvGeom& g, ConvGeom& d) noexcept {
+    const std::size_t eh = (g.kh - 1) * g.dh, ew = (g.kw - 1) * g.dw;
+    if (!implicit_forward(g) || g.pt > eh || g.pl > ew || g.oh > g.h + g.pt || g.ow > g.w + g.pl) return false;
+    d = g;
+    d.c = g.o, d.h = g.oh, d.w = g.ow, d.o = g.c, d.oh = g.h, d.ow = g.w, d.pt = eh - g.pt, d.pl = ew - g.pl;
+    return true;
+}
+
 /// y = conv(x, w) (+ bias): x (n, c, h, w), w (o, c/groups, kh, kw).
 template <class T>
 Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, Activation act = Activation::none,
@@ -208,6 +313,10 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], w.shape[0]);
     Ref<T> y = t.alloc(Shape{g.n, g.o, g.oh, g.ow});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    if (implicit_forward(g)) {
+        implicit_conv(t, x.data, w.data, y.data, g, b ? b->data : nullptr, act, alpha);
+        return y;
+    }
     T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
     for (std::size_t n = 0; n < g.n; ++n)
         for (std::size_t q = 0; q < g.groups; ++q) {
@@ -236,6 +345,19 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    ConvGeom d;
+    if (implicit_adjoint(g, d)) {
+        // Per group (cg, og kh kw): wf(c, (o, i, j)) = w(o, c, kh - 1 - i, kw - 1 - j).
+        const std::size_t kk = g.kh * g.kw;
+        T* wf = scratch(t, g.o * K);
+        for (std::size_t q = 0; q < g.groups; ++q)
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t c = 0; c < cg; ++c)
+                    for (std::size_t r = 0; r < kk; ++r) wf[(q * cg + c) * og * kk + o * kk + r] = w.data[((q * og + o) * cg + c) * kk + (kk - 1 - r)];
+        implicit_conv(t, y.data, wf, x.data, d);
+        if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+        return x;
+    }
     T* wt = scratch(t, g.o * K);  // per group (K, og): the group's weight transposed
     for (std::size_t q = 0; q < g.groups; ++q)
         for (std::size_t oc = 0; oc < og; ++oc)
@@ -272,6 +394,10 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], y.shape[1]);
     Ref<T> dw = t.alloc(Shape{g.o, g.cg(), g.kh, g.kw});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    if (implicit_forward(g)) {
+        implicit_conv_dw(t, x.data, y.data, dw.data, g);
+        return dw;
+    }
     const bool pw = g.pointwise();
     T* col = pw ? nullptr : scratch(t, K * nc);
     // Both ways walk every column chunk of every sample and group: f(q, more, yc, u, ldu, m) with
@@ -559,14 +685,18 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
             for (std::size_t oy = 0; oy < g.oh; ++oy)
                 for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
                     const std::size_t k0 = oy * g.sh * g.w + ox * g.sw;
-                    const std::size_t ks[3] = {k0 + 1, k0 + g.w, k0 + g.w + 1};
-                    std::size_t arg = k0;
-                    T best = xs[k0];
-                    for (std::size_t u = 0; u < 3 && best == best; ++u) {  // the first maximum; a NaN wins and stops
-                        const T v = xs[ks[u]];
-                        if (v > best || v != v) best = v, arg = ks[u];
+                    const std::size_t ks[4] = {k0, k0 + 1, k0 + g.w, k0 + g.w + 1};
+                    const T v[4] = {xs[ks[0]], xs[ks[1]], xs[ks[2]], xs[ks[3]]};
+                    // The first maximum; a NaN wins and stops. Index arithmetic, not branches: on real
+                    // data the comparisons are coin flips, whose mispredictions cost most of the pooling.
+                    std::size_t u = 0;
+                    for (std::size_t r = 1; r < 4; ++r) {
+                        const T b = v[u];
+                        const std::size_t take = static_cast<std::size_t>((b == b) & ((v[r] > b) | (v[r] != v[r])));
+                        u += (r - u) * take;
                     }
-                    y.data[o] = best;
+                    const std::size_t arg = ks[u];
+                    y.data[o] = v[u];
                     idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
                 }
         }

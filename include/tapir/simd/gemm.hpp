@@ -174,6 +174,13 @@ template <class T> struct gemm_kernel {
             for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
     }
 
+    /// The valid lanes of each of the NV vectors of an nr-column tile row.
+    template <class V, std::size_t NV>
+    static TAPIR_ALWAYS_INLINE void lane_counts(std::size_t nr, std::size_t (&bcnt)[NV]) {
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * V::W ? std::min(V::W, nr - j * V::W) : 0;
+    }
+
     /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
     /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
     /// Every element sees the same operation sequence whatever the variant, so results never depend
@@ -186,8 +193,7 @@ template <class T> struct gemm_kernel {
         R acc[MR][NV];
         zero_acc<V>(acc);
         std::size_t bcnt[NV];
-#pragma GCC unroll 8
-        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
+        lane_counts<V>(nr, bcnt);
         const T* ar[AM == amode::rows ? MR : 1];
         if constexpr (AM == amode::rows) {
 #pragma GCC unroll 16
@@ -647,6 +653,126 @@ template <class T> struct gemm_kernel {
         }
     };
 
+    /// C = alpha A B + beta C with row p of B at b + rows[p] (gemm_rows): micro()'s chains, A read
+    /// in place by rows (past the edge clamped to the last row), B's last vectors read partially.
+    struct rows_b {
+        using value_type = T;
+        template <class V, std::size_t MR, std::size_t NV, bool Edge>
+        static TAPIR_ALWAYS_INLINE void tile(std::size_t kc, const T* a, std::size_t lda, const T* b,
+                                             const std::ptrdiff_t* rows, std::size_t mr, std::size_t nr, T alpha,
+                                             T beta, T* c, std::size_t ldc) {
+            constexpr std::size_t W = V::W;
+            using R = typename V::reg;
+            R acc[MR][NV];
+            zero_acc<V>(acc);
+            std::size_t bcnt[NV];
+            lane_counts<V>(nr, bcnt);
+            if constexpr (!Edge) {
+                for (std::size_t p = 0; p < kc; ++p) fma_broadcast<V>(a + p, lda, b + rows[p], acc);
+            } else {
+                const T* ar[MR];
+#pragma GCC unroll 16
+                for (std::size_t i = 0; i < MR; ++i) ar[i] = a + std::min(i, mr - 1) * lda;
+                for (std::size_t p = 0; p < kc; ++p) {
+                    const T* bp = b + rows[p];
+                    R bv[NV];
+#pragma GCC unroll 8
+                    for (std::size_t j = 0; j < NV; ++j)
+                        bv[j] = bcnt[j] == W ? V::load(bp + j * W) : bcnt[j] ? V::load_partial(bp + j * W, bcnt[j]) : V::zero();
+#pragma GCC unroll 16
+                    for (std::size_t i = 0; i < MR; ++i) {
+                        const R av = V::set1(ar[i][p]);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
+                    }
+                }
+            }
+            const bool full = mr == MR && nr == NV * W;
+            if (beta == T(0))
+                store_tile<V, MR, NV, 1>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+            else
+                store_tile<V, MR, NV, 4>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+        }
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp, const std::ptrdiff_t* rows) {
+            using B = gemm_blocking<V>;
+            constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kcb = k_block<B::KC>(g.k);
+            for (std::size_t pc = 0; pc < g.k; pc += kcb) {
+                const std::size_t kc = std::min(kcb, g.k - pc);
+                const T beta = pc == 0 ? g.beta : T(1);
+                // Column tiles outside: one tile's B rows (kc x NR, overlapping for a convolution)
+                // stay in L1 for every row tile.
+                for (std::size_t j = 0; j < g.n; j += NR) {
+                    const std::size_t nr = std::min(NR, g.n - j);
+                    for (std::size_t i = 0; i < g.m; i += MR) {
+                        const std::size_t mr = std::min(MR, g.m - i);
+                        const T* a = g.a + i * g.lda + pc;
+                        T* c = g.c + i * g.ldc + j;
+                        if (mr == MR && nr == NR)
+                            tile<V, MR, NV, false>(kc, a, g.lda, g.b + j, rows + pc, mr, nr, g.alpha, beta, c, g.ldc);
+                        else
+                            tile<V, MR, NV, true>(kc, a, g.lda, g.b + j, rows + pc, mr, nr, g.alpha, beta, c, g.ldc);
+                    }
+                }
+            }
+        }
+    };
+
+    /// C(i, j) = alpha sum_p A(i, p) B(j, p) + beta C(i, j) with row j of B at b + rows[j] (gemm_rows_nt):
+    /// MA x NB dot products at a time, each along the rows in vectors, summed across lanes at the end.
+    struct rows_nt {
+        using value_type = T;
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp, const std::ptrdiff_t* rows) {
+            constexpr std::size_t W = V::W, MA = W >= 16 ? 4 : 2, NB = 4;
+            using R = typename V::reg;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kv = g.k / W * W, tail = g.k - kv;
+            for (std::size_t i0 = 0; i0 < g.m; i0 += MA)
+                for (std::size_t j0 = 0; j0 < g.n; j0 += NB) {
+                    const T* ar[MA];
+                    const T* br[NB];
+#pragma GCC unroll 8
+                    for (std::size_t i = 0; i < MA; ++i) ar[i] = g.a + std::min(i0 + i, g.m - 1) * g.lda;
+#pragma GCC unroll 8
+                    for (std::size_t j = 0; j < NB; ++j) br[j] = g.b + rows[std::min(j0 + j, g.n - 1)];
+                    R acc[MA][NB];
+                    zero_acc<V>(acc);
+                    for (std::size_t p = 0; p < kv; p += W) {
+                        R av[MA], bv[NB];
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i) av[i] = V::load(ar[i] + p);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load(br[j] + p);
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                            for (std::size_t j = 0; j < NB; ++j) acc[i][j] = V::fma(av[i], bv[j], acc[i][j]);
+                    }
+                    if (tail) {
+                        R av[MA], bv[NB];
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i) av[i] = V::load_partial(ar[i] + kv, tail);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load_partial(br[j] + kv, tail);
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                            for (std::size_t j = 0; j < NB; ++j) acc[i][j] = V::fma(av[i], bv[j], acc[i][j]);
+                    }
+#pragma GCC unroll 8
+                    for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) {
+                            if (i0 + i >= g.m || j0 + j >= g.n) continue;
+                            T* c = g.c + (i0 + i) * g.ldc + j0 + j;
+                            const T v = g.alpha * V::hsum(acc[i][j]);
+                            *c = g.beta == T(0) ? v : v + g.beta * *c;
+                        }
+                }
+        }
+    };
+
     /// Work size for one thread's share, in elements.
     struct work_size {
         using value_type = T;
@@ -769,6 +895,46 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
         detail::gemm_parallel(which, g, nt))
         return;
     dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
+}
+
+namespace detail {
+/// The checks and dispatch of gemm_rows (Kernel rows_b, B k x n) and gemm_rows_nt (rows_nt, B n x k).
+template <class Kernel, class T>
+void gemm_rows_run(bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+                   const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+    if (m == 0 || n == 0) return;
+    const std::size_t ldb = tb ? k : n;  // rows are as long as they need be: only lda and ldc can be wrong
+    if (TAPIR_UNLIKELY((k > 0 && (lda < k || !a || !b || !b_rows)) || ldc < n || !c))
+        gemm_check(false, tb, m, n, k, a, lda, b_rows ? b : nullptr, ldb, c, ldc);
+    if (k == 0 || alpha == T(0)) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const gemm_args<T> g{false, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+    dispatch_to<Kernel>(active_isa(), &g, b_rows);
+}
+} // namespace detail
+
+/// C = alpha * A * B + beta * C (row-major, A m x k in place) with B given by rows: row p of the
+/// k x n operand B is the n values at b + b_rows[p] (offsets may repeat and rows may overlap). An
+/// implicit GEMM operand: a stride-1 convolution's unfolded input is its padded input read at one
+/// offset per tap, so no im2col copy is made (the implicit GEMM of cuDNN, Chetlur et al.,
+/// arXiv:1410.0759). Each element's multiply-add chain and K blocks are gemm()'s, so the bits are the
+/// same as gemm() on the rows copied out.
+template <class T>
+void gemm_rows(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+               const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_b>(false, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
+}
+
+/// C = alpha * A * B^T + beta * C (row-major, A m x k in place, C m x n) with B given by rows: row j
+/// of the n x k operand B is the k values at b + b_rows[j]. Dot products along the rows, summed across
+/// the vector lanes (not gemm()'s order): a weight gradient, an implicit GEMM over a long k.
+template <class T>
+void gemm_rows_nt(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+                  const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_nt>(true, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
 }
 
 /// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
