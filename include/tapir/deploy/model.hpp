@@ -125,7 +125,13 @@ struct Conv2dT {
     static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
     static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
     static constexpr std::size_t out_buffer = out_size;
-    static constexpr std::size_t scratch_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;
+    static constexpr std::size_t pad_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;  ///< the padded input
+    /// Stride 1 over several rows: the output is computed at every position of the padded rows,
+    /// (Cout, OH, WP) with the WP - OW positions past each row's end thrown away, so that whole
+    /// vectors run across row ends (rows of 20 fill 1.25 vectors of 16; the flat sweep wastes 2 of 22).
+    static constexpr bool flat = SH == 1 && SW == 1 && OH > 1;
+    static constexpr std::size_t P = (OH - 1) * WP + OW;  ///< flat positions up to the last output
+    static constexpr std::size_t scratch_size = pad_size + (flat ? Cout * OH * WP : 0);
 
     alignas(64) T weight[Cout][K] = {};
     alignas(64) T bias[Cout] = {};
@@ -137,8 +143,8 @@ struct Conv2dT {
     template <class V>
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
-        if constexpr (scratch_size != 0) {
-            for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
+        if constexpr (pad_size != 0) {
+            for (std::size_t i = 0; i < pad_size; ++i) scratch[i] = T(0);
             for (std::size_t c = 0; c < Cin; ++c)
                 for (std::size_t i = 0; i < H; ++i)
                     std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
@@ -148,21 +154,36 @@ struct Conv2dT {
         // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
         // accumulators on the 32-register families, 8 on AVX2).
         constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
-        constexpr bool narrow = OW < 2 * V::W;
+        constexpr bool narrow = (flat ? P : OW) < 2 * V::W;
         constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
         constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
+        if constexpr (flat) {
+            T* out = scratch + pad_size;
+            for (std::size_t oc = 0; oc < Cout; oc += U) {
+                T* yo = out + oc * OH * WP;
+                std::size_t p = 0;
+                if constexpr (NV >= 4)
+                    for (; p + 4 * V::W <= P; p += 4 * V::W) tile<V, U, 4>(xp + p, V::W, oc, yo + p, OH * WP);
+                if constexpr (NV >= 2)
+                    for (; p + 2 * V::W <= P; p += 2 * V::W) tile<V, U, 2>(xp + p, V::W, oc, yo + p, OH * WP);
+                for (; p < P; p += V::W) tile<V, U, 1>(xp + p, P - p < V::W ? P - p : V::W, oc, yo + p, OH * WP);
+            }
+            for (std::size_t r = 0; r < Cout * OH; ++r) std::memcpy(y + r * OW, out + r * WP, OW * sizeof(T));
+            if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+            return;
+        }
         for (std::size_t oc = 0; oc < Cout; oc += U)
             for (std::size_t oy = 0; oy < OH; ++oy) {
                 std::size_t ox = 0;
                 if constexpr (NV >= 4)
                     for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
-                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 if constexpr (NV >= 2)
                     for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
-                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 for (; ox < OW; ox += V::W) {
                     const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
-                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 }
             }
         if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
@@ -201,9 +222,9 @@ private:
     }
 
     /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
-    /// NV is 1): simd::gemm's K blocks, then the bias.
+    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias.
     template <class V, std::size_t U, std::size_t NV>
-    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
+    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y, std::size_t cs) const noexcept {
         using reg = typename V::reg;
         reg c[U][NV];
         detail::k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[U][NV]) TAPIR_ALWAYS_INLINE_LAMBDA {
@@ -214,8 +235,8 @@ private:
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) {
                 const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
-                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
-                else V::store_partial(y + u * OH * OW, r, n);
+                if (n == V::W) V::store(y + u * cs + v * V::W, r);
+                else V::store_partial(y + u * cs, r, n);
             }
     }
 };
