@@ -154,10 +154,12 @@ struct Conv2dT {
         // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
         // accumulators on the 32-register families, 8 on AVX2).
         constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
-        constexpr bool narrow = (flat ? P : OW) < 2 * V::W;
+        // Flat only where rows end inside a vector: rows of whole vectors lose nothing per row.
+        constexpr bool sweep = flat && OW % V::W != 0;
+        constexpr bool narrow = (sweep ? P : OW) < 2 * V::W;
         constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
         constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
-        if constexpr (flat) {
+        if constexpr (sweep) {
             T* out = scratch + pad_size;
             for (std::size_t oc = 0; oc < Cout; oc += U) {
                 T* yo = out + oc * OH * WP;
