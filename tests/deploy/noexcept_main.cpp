@@ -22,6 +22,8 @@ tapir::deploy::ModelT<float, tapir::deploy::GruT<float, 1, 2, 3>, tapir::deploy:
 tapir::deploy::ModelT<float, tapir::deploy::GroupedConv1dT<float, 2, 2, 4, 2, 1>, tapir::deploy::MaxPool1dT<float, 2, 4, 2, 2, 1>> grouped;
 // Zero weights: phi gives 0, rho its bias.
 tapir::deploy::EnergyFlowT<float, 4, tapir::deploy::Mlp<float, 2, 3>, tapir::deploy::Mlp<float, 3, 1>> efn;
+// Two taps 3 apart (dilation 3): y[i] = x[i] + 10 x[i + 3].
+tapir::deploy::Conv1dT<float, 1, 6, 1, 2, 1, 0, 0, 3> dilated;
 } // namespace
 
 int main() {
@@ -78,6 +80,11 @@ int main() {
     float yg[6] = {0, 0, 0, 0, 0, 0};
     grouped.forward(set, yg);
     if (yg[0] != -1.0f || yg[2] != -1.0f || yg[3] != 2.0f || yg[5] != 2.0f) return 12;
+    dilated.weight[0][0] = 1.0f;
+    dilated.weight[0][1] = 10.0f;
+    float yd3[3] = {0, 0, 0};
+    dilated.forward(tapir::simd::detected_isa(), s, yd3, nullptr);
+    if (yd3[0] != 41.0f || yd3[1] != 52.0f || yd3[2] != 63.0f) return 13;
     float st[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sg[4] = {1, 1, 1, 1};
     lstm.step(x, st);
     gru.step(x, sg);

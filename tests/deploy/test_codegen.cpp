@@ -446,6 +446,60 @@ int main(int argc, char** argv) {
 }
 )";
 
+/// A host compiler and flags for a generated header built with -mfma -DTAPIR_GEN_FMA=1.
+struct Variant {
+    std::string cxx, flags;
+    bool gates_bitwise;  ///< plain multiply-adds (gates, set pooling) contracted as this build's library contracts them
+};
+
+/// g++ and clang++ when usable: the plain arithmetic outside the fused kernels (recurrent gates,
+/// set pooling) is compiled by its flags on both sides; this build's library contracts none of it
+/// when compiled without FMA, so the header built with -ffp-contract=off is then bitwise too.
+std::vector<Variant> fused_variants() {
+#if defined(__FMA__)
+    const bool library_contracts = true;
+#else
+    const bool library_contracts = false;
+#endif
+    std::vector<Variant> variants;
+    for (const std::string cxx : {"g++", "clang++"}) {
+        if (!deploy_test::have_program(cxx) || !deploy_test::compiler_matches_arch(cxx)) continue;
+        if (!library_contracts) variants.push_back({cxx, " -ffp-contract=off", true});
+        variants.push_back({cxx, "", false});
+        if (deploy_test::quick()) break;
+    }
+    return variants;
+}
+
+/// Whether generated headers are compiled and compared fused on this host (host compilers usable,
+/// x86-64 with FMA); says why not.
+bool fused_host() {
+    if (!deploy_test::host_tools_usable()) {
+        MESSAGE("emulated build: host compilers are not used, skipped");
+        return false;
+    }
+#if !defined(__x86_64__)
+    MESSAGE("the fused comparison below runs on x86-64 hosts: skipped");
+    return false;
+#else
+    if (!simd::isa_supported(simd::isa::avx2)) {
+        MESSAGE("no FMA on this host: skipped");
+        return false;
+    }
+    return true;
+#endif
+}
+
+/// dir/driver.cpp and the headers beside it built with -mfma -DTAPIR_GEN_FMA=1 and the strict flags into exe.
+bool compile_fused(const Variant& v, const std::filesystem::path& dir, const std::string& exe) {
+    std::string log;
+    const bool ok = deploy_test::compile(v.cxx + " -std=c++11 -mfma -DTAPIR_GEN_FMA=1" + v.flags + strict_flags + " -I'" + dir.string() + "' '" +
+                                             (dir / "driver.cpp").string() + "' -o '" + exe + "'",
+                                         log, dir);
+    CHECK_MESSAGE(ok, log);
+    return ok;
+}
+
 } // namespace
 
 TEST_CASE("generate_header for a ModelT: the text is standalone and names every layer") {
@@ -471,18 +525,7 @@ TEST_CASE("generate_header for a ModelT: the text is standalone and names every 
 }
 
 TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alone and reproduce the ModelT") {
-    if (!deploy_test::host_tools_usable()) {
-        MESSAGE("emulated build: host compilers are not used, skipped");
-        return;
-    }
-#if !defined(__x86_64__)
-    MESSAGE("the fused comparison below runs on x86-64 hosts: skipped");
-    return;
-#else
-    if (!simd::isa_supported(simd::isa::avx2)) {
-        MESSAGE("no FMA on this host: skipped");
-        return;
-    }
+    if (!fused_host()) return;
     static LayerModels m;
     const std::filesystem::path dir = deploy_test::scratch_dir("codegen_layers");
     deploy::write_header((dir / "cnn1.hpp").string(), m.cnn1, named("cnn1"));
@@ -521,24 +564,7 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
         deploy_test::write_binary(dir / (std::string("x_") + c.letter + ".bin"), c.x);
     }
     const bool fused = m.cnn1.isa() != simd::isa::scalar;
-    // The gate arithmetic is plain code on both sides: this build's library contracts none of it
-    // when compiled without FMA, so the header built with -ffp-contract=off is then bitwise too.
-#if defined(__FMA__)
-    const bool library_contracts = true;
-#else
-    const bool library_contracts = false;
-#endif
-    struct Variant {
-        std::string cxx, flags;
-        bool gates_bitwise;
-    };
-    std::vector<Variant> variants;
-    for (const std::string cxx : {"g++", "clang++"}) {
-        if (!deploy_test::have_program(cxx) || !deploy_test::compiler_matches_arch(cxx)) continue;
-        if (!library_contracts) variants.push_back({cxx, " -ffp-contract=off", true});
-        variants.push_back({cxx, "", false});
-        if (deploy_test::quick()) break;
-    }
+    const std::vector<Variant> variants = fused_variants();
     std::size_t compiled = 0, tried = 0;
     for (std::size_t k = 0; k < variants.size(); ++k) {
         const Variant& v = variants[k];
@@ -546,12 +572,7 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
         CAPTURE(name);
         ++tried;
         const std::string exe = (dir / ("driver_" + std::to_string(k))).string();
-        std::string log;
-        const bool ok = deploy_test::compile(v.cxx + " -std=c++11 -mfma -DTAPIR_GEN_FMA=1" + v.flags + strict_flags + " -I'" + dir.string() +
-                                                 "' '" + (dir / "driver.cpp").string() + "' -o '" + exe + "'",
-                                             log, dir);
-        CHECK_MESSAGE(ok, log);
-        if (!ok) continue;
+        if (!compile_fused(v, dir, exe)) continue;
         ++compiled;
         for (const Case& c : cases) {
             CAPTURE(std::string(1, c.letter));
@@ -575,7 +596,201 @@ TEST_CASE("generated headers of convolutional and recurrent ModelTs compile alon
     }
     CHECK(compiled == tried);
     std::filesystem::remove_all(dir);
-#endif
+}
+
+// The newer layers in generated headers: dilated and grouped convolutions, padded pools, masked
+// (variable-length) recurrent sequences, and the set models (EFN, PFN).
+namespace {
+
+// 9 x 9 under a 5 x 5 dilated window padded by 2: 9 x 9; padded max pool 3 / 2: 5 x 5; grouped
+// dilated: 5 x 5; padded average pool 2 / 2: 3 x 3.
+using DilGroup2d = deploy::ModelT<float, deploy::Conv2dT<float, 2, 9, 9, 4, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2>,
+                                  deploy::MaxPool2dT<float, 4, 9, 9, 3, 3, 2, 2, 1, 1>,
+                                  deploy::GroupedConv2dT<float, 2, 4, 5, 5, 6, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2>,
+                                  deploy::AvgPool2dT<float, 6, 5, 5, 2, 2, 2, 2, 1, 1>, deploy::FlattenT<float, 54>, deploy::DenseT<float, 54, 2>>;
+using DilGroup1d = deploy::ModelT<float, deploy::GroupedConv1dT<float, 3, 3, 16, 6, 3, 1, 2, 2, 2>, deploy::MaxPool1dT<float, 6, 16, 3, 2, 1>,
+                                  deploy::FlattenT<float, 48>, deploy::DenseT<float, 48, 1>>;
+using MaskedGru = deploy::ModelT<float, deploy::GruT<float, 4, 8, 6>, deploy::DenseT<float, 8, 1>>;
+using MaskedLstmSeq = deploy::ModelT<float, deploy::LstmT<float, 4, 6, 5, true>, deploy::FlattenT<float, 30>, deploy::DenseT<float, 30, 2>>;
+using Efn = deploy::EnergyFlowT<float, 10, deploy::Mlp<float, 2, 8, 6>, deploy::Mlp<float, 6, 5, 1>>;
+using Pfn = deploy::DeepSetT<float, 10, deploy::Mlp<float, 3, 8, 6>, deploy::Mlp<float, 6, 4, 2>, true>;
+
+template <class M>
+void fill_mlp(M& m, Rng& rng, Activation first, Activation last) {
+    fill_dense(m.template layer<0>(), rng, first);
+    fill_dense(m.template layer<1>(), rng, last);
+}
+
+struct NewLayerModels {
+    DilGroup2d d2;
+    DilGroup1d d1;
+    MaskedGru gru;
+    MaskedLstmSeq lstm;
+    Efn efn;
+    Pfn pfn;
+    NewLayerModels() {
+        Rng rng(78);
+        fill_conv(d2.layer<0>(), rng, Activation::relu);
+        for (auto& q : d2.layer<2>().group) fill_conv(q, rng, Activation::tanh);
+        fill_dense(d2.layer<5>().dense, rng, Activation::none);
+        for (auto& q : d1.layer<0>().group) fill_conv(q, rng, Activation::elu);
+        fill_dense(d1.layer<3>().dense, rng, Activation::sigmoid);
+        // Heads away from zero, as LayerModels': the contracted gates are compared by relative difference.
+        fill_recurrent(gru.layer<0>(), rng);
+        fill_dense(gru.layer<1>().dense, rng, Activation::sigmoid);
+        fill_recurrent(lstm.layer<0>(), rng);
+        fill_dense(lstm.layer<2>().dense, rng, Activation::softplus);
+        fill_mlp(efn.phi, rng, Activation::relu, Activation::tanh);
+        fill_mlp(efn.rho, rng, Activation::relu, Activation::none);
+        fill_mlp(pfn.phi, rng, Activation::elu, Activation::relu);
+        fill_mlp(pfn.rho, rng, Activation::tanh, Activation::none);
+    }
+};
+
+/// Runs the generated headers: argv model letter, inputs, masks, outputs, n. Masked models read
+/// one mask row per sample; 'f' is the EFN without a mask.
+const char* const new_layers_driver_source = R"(#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <vector>
+#include "d2.hpp"
+#include "d1.hpp"
+#include "mgru.hpp"
+#include "mlstm.hpp"
+#include "efn.hpp"
+#include "pfn.hpp"
+
+int main(int argc, char** argv) {
+    if (argc != 6) return 2;
+    const char m = argv[1][0];
+    const long n = std::atol(argv[5]);
+    const int nin = m == 'd' ? d2::n_inputs : m == 'o' ? d1::n_inputs : m == 'm' ? mgru::n_inputs : m == 's' ? mlstm::n_inputs
+                  : m == 'p' ? pfn::n_inputs : efn::n_inputs;
+    const int nout = m == 'd' ? d2::n_outputs : m == 'o' ? d1::n_outputs : m == 'm' ? mgru::n_outputs : m == 's' ? mlstm::n_outputs
+                   : m == 'p' ? pfn::n_outputs : efn::n_outputs;
+    const int nmask = m == 'm' ? mgru::n_inputs / mgru::n_step_inputs : m == 's' ? mlstm::n_inputs / mlstm::n_step_inputs
+                    : m == 'p' ? pfn::n_particles : m == 'e' ? efn::n_particles : 0;
+    std::vector<float> x(static_cast<std::size_t>(n * nin)), mask(static_cast<std::size_t>(n * nmask + 1)), y(static_cast<std::size_t>(n * nout));
+    std::FILE* f = std::fopen(argv[2], "rb");
+    if (!f || std::fread(x.data(), sizeof(float), x.size(), f) != x.size()) return 3;
+    std::fclose(f);
+    f = std::fopen(argv[3], "rb");
+    if (nmask && (!f || std::fread(mask.data(), sizeof(float), mask.size() - 1, f) != mask.size() - 1)) return 3;
+    if (f) std::fclose(f);
+    for (long i = 0; i < n; ++i) {
+        const float* xi = &x[static_cast<std::size_t>(i * nin)];
+        const float* mi = &mask[static_cast<std::size_t>(i * nmask)];
+        float* yi = &y[static_cast<std::size_t>(i * nout)];
+        if (m == 'd') d2::predict(xi, yi);
+        if (m == 'o') d1::predict(xi, yi);
+        if (m == 'm') mgru::predict(xi, mi, yi);
+        if (m == 's') mlstm::predict(xi, mi, yi);
+        if (m == 'e') efn::predict(xi, mi, yi);
+        if (m == 'f') efn::predict(xi, yi);
+        if (m == 'p') pfn::predict(xi, mi, yi);
+    }
+    std::ofstream out(argv[4], std::ios::binary);
+    out.write(reinterpret_cast<const char*>(y.data()), static_cast<std::streamsize>(y.size() * sizeof(float)));
+    return out ? 0 : 4;
+}
+)";
+
+} // namespace
+
+TEST_CASE("generated headers of dilated and grouped convolutions, padded pools, masked sequences, EFN and PFN reproduce the deployed models") {
+    static NewLayerModels m;
+    const std::string h2 = deploy::generate_header(m.d2, named("d2"));
+    CHECK(h2.find("conv2d<2, 9, 9, 4, 3, 3, 1, 1, 2, 2, 18, 2, 2, 2, 2>(x, w0, b0, y)") != std::string::npos);  // dilation 2 x 2
+    CHECK(h2.find("conv2d<2, 5, 5, 3, 3, 3, 1, 1, 2, 2, 18, 2, 2, 2, 2>(x + 50, w2_1, b2_1, y + 75)") != std::string::npos);  // group 1
+    CHECK(h2.find("pool2d<4, 9, 9, 3, 3, 2, 2, true, 1, 1>") != std::string::npos);
+    CHECK(h2.find("pool2d<6, 5, 5, 2, 2, 2, 2, false, 1, 1>") != std::string::npos);
+    CHECK(h2.find("dilation 2x2, groups 2") != std::string::npos);
+    const std::string hg = deploy::generate_header(m.gru, named("mgru"));
+    CHECK(hg.find("inline void predict(const float* x, const float* mask, float* y) noexcept") != std::string::npos);
+    const std::string he = deploy::generate_header(m.efn, named("efn"));
+    CHECK(he.find("constexpr int n_particles = 10;") != std::string::npos);
+    CHECK(he.find("constexpr int n_features = 3;") != std::string::npos);
+    CHECK(he.find("if (z == float(0)) continue;") != std::string::npos);
+    CHECK(he.find("#include <tapir") == std::string::npos);
+    CHECK(deploy::generate_header(m.pfn, named("pfn")).find("count ? float(1) / static_cast<float>(count) : float(0)") != std::string::npos);
+    Efn scaled = m.efn;
+    const double mean[2] = {0.0, 0.0}, scale[2] = {1.0, 2.0};
+    REQUIRE(scaled.phi.set_input_scaling(mean, scale) == deploy::Status::ok);
+    CHECK_THROWS_WITH_AS(deploy::generate_header(scaled, named("s")), doctest::Contains("phi standardises its inputs"), value_error);
+
+    if (!fused_host()) return;
+    const std::filesystem::path dir = deploy_test::scratch_dir("codegen_new_layers");
+    deploy::write_header((dir / "d2.hpp").string(), m.d2, named("d2"));
+    deploy::write_header((dir / "d1.hpp").string(), m.d1, named("d1"));
+    deploy::write_header((dir / "mgru.hpp").string(), m.gru, named("mgru"));
+    deploy::write_header((dir / "mlstm.hpp").string(), m.lstm, named("mlstm"));
+    deploy::write_header((dir / "efn.hpp").string(), m.efn, named("efn"));
+    deploy::write_header((dir / "pfn.hpp").string(), m.pfn, named("pfn"));
+    std::ofstream(dir / "driver.cpp") << new_layers_driver_source;
+
+    struct Case {
+        char letter;
+        std::size_t nin, nout, nmask;
+        bool plain;  ///< plain multiply-adds outside the fused kernels (gates, set pooling)
+        std::vector<float> x, mask, want;
+    };
+    const std::size_t n = 37;
+    std::vector<Case> cases = {{'d', DilGroup2d::inputs, DilGroup2d::outputs, 0, false, {}, {}, {}},
+                               {'o', DilGroup1d::inputs, DilGroup1d::outputs, 0, false, {}, {}, {}},
+                               {'m', MaskedGru::inputs, MaskedGru::outputs, 6, true, {}, {}, {}},
+                               {'s', MaskedLstmSeq::inputs, MaskedLstmSeq::outputs, 5, true, {}, {}, {}},
+                               {'e', 30, 1, 10, true, {}, {}, {}},
+                               {'f', 30, 1, 0, true, {}, {}, {}},
+                               {'p', 30, 2, 10, false, {}, {}, {}}};
+    Rng mask_rng(79);
+    for (Case& c : cases) {
+        const Tensor<float> x = deploy_test::random_inputs<float>(n, c.nin, 41 + static_cast<std::uint64_t>(c.letter), 2.0);
+        c.x.assign(x.data(), x.data() + n * c.nin);
+        if (c.letter == 'e' || c.letter == 'f')  // a few particles of zero energy fraction (padding)
+            for (std::size_t i = 0; i < n * 10; i += 4) c.x[i * 3] = 0.0f;
+        c.mask.resize(n * c.nmask);
+        for (float& v : c.mask) v = mask_rng.uniform() < 0.3 ? 0.0f : 1.0f;
+        c.want.resize(n * c.nout);
+        for (std::size_t i = 0; i < n; ++i) {
+            const float* xi = c.x.data() + i * c.nin;
+            const float* mi = c.mask.data() + i * c.nmask;
+            float* yi = c.want.data() + i * c.nout;
+            if (c.letter == 'd') m.d2.forward(xi, yi);
+            if (c.letter == 'o') m.d1.forward(xi, yi);
+            if (c.letter == 'm') m.gru.forward(xi, mi, yi);
+            if (c.letter == 's') m.lstm.forward(xi, mi, yi);
+            if (c.letter == 'e') m.efn.forward(xi, mi, yi);
+            if (c.letter == 'f') m.efn.forward(xi, yi);
+            if (c.letter == 'p') m.pfn.forward(xi, mi, yi);
+        }
+        deploy_test::write_binary(dir / (std::string("x_") + c.letter + ".bin"), c.x);
+        deploy_test::write_binary(dir / (std::string("m_") + c.letter + ".bin"), c.mask);
+    }
+    const bool fused = m.d2.isa() != simd::isa::scalar;
+    const std::vector<Variant> variants = fused_variants();
+    std::size_t compiled = 0;
+    for (std::size_t k = 0; k < variants.size(); ++k) {
+        const Variant& v = variants[k];
+        const std::string name = v.cxx + " -mfma" + v.flags;
+        CAPTURE(name);
+        const std::string exe = (dir / ("driver_" + std::to_string(k))).string();
+        if (!compile_fused(v, dir, exe)) continue;
+        ++compiled;
+        for (const Case& c : cases) {
+            CAPTURE(std::string(1, c.letter));
+            const std::string yp = (dir / (std::string("y_") + c.letter + "_" + std::to_string(k))).string();
+            REQUIRE(deploy_test::run("'" + exe + "' " + c.letter + " '" + (dir / (std::string("x_") + c.letter + ".bin")).string() + "' '" +
+                                     (dir / (std::string("m_") + c.letter + ".bin")).string() + "' '" + yp + "' " + std::to_string(n)) == 0);
+            const std::vector<float> out = deploy_test::read_binary<float>(yp, n * c.nout);
+            REQUIRE(out.size() == n * c.nout);
+            MESSAGE("generated header [" << name << "] model " << std::string(1, c.letter) << ": " << count_different(out, c.want) << " of " << out.size()
+                                         << " outputs differ from the deployed model, max relative difference " << max_rel_diff(out, c.want));
+            CHECK(max_rel_diff(out, c.want) <= 1e-6);
+            if (fused && (!c.plain || v.gates_bitwise)) CHECK(count_different(out, c.want) == 0);
+        }
+    }
+    CHECK(compiled == variants.size());
+    std::filesystem::remove_all(dir);
 }
 
 // Quantised layers (deploy/quantize_model.hpp) in a generated header: integer code, bitwise the library.

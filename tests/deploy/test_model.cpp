@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <tapir/autodiff/tape.hpp>
@@ -322,6 +323,53 @@ TEST_CASE("deploy::GroupedConv2dT: grouped and depthwise convolutions, 1-D and 2
     CHECK_THROWS_WITH_AS(dp::to_model<WrongChannels>(net),
                          "deploy::load_model: layer 0 (Conv2d(4->6, 3x3, pad 1x1, groups 2)) vs fixed-size layer 0 (Conv2d): trained weight "
                          "(6, 2, 3, 3), fixed-size weight (8, 2, 3, 3)",
+                         shape_error);
+}
+
+TEST_CASE("deploy::Conv2dT, Conv1dT and GroupedConv2dT with dilation are bitwise the trained layers") {
+    Rng rng(61);
+    nn::ConvOptions d2 = opts(1, 2);
+    d2.dilation = 2;
+    nn::ConvOptions gd = opts(2, 0);  // grouped, strided, dilated 2 rows by 1 column
+    gd.groups = 2;
+    gd.dilation = Size2(2, 1);
+    nn::Sequential<float> net;
+    net.add<nn::Conv2d<float>>(2, 4, 3, rng, d2)
+        .add<nn::ReLU<float>>()
+        .add<nn::Conv2d<float>>(4, 4, 3, rng, gd)
+        .add<nn::Flatten<float>>()
+        .add<nn::Dense<float>>(4 * 4 * 5, 2, rng);
+    // 11 x 11 padded by 2 under a 5 x 5 dilated window: 11 x 11; then (11 - 5) / 2 + 1 = 4 rows, (11 - 3) / 2 + 1 = 5 columns.
+    using M = dp::ModelT<float, dp::Conv2dT<float, 2, 11, 11, 4, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2>,
+                         dp::GroupedConv2dT<float, 2, 4, 11, 11, 4, 3, 3, 2, 2, 0, 0, 0, 0, 2, 1>, dp::FlattenT<float, 80>, dp::DenseT<float, 80, 2>>;
+    using L1 = std::tuple_element_t<1, M::layers_type>::group_type;
+    static_assert(std::tuple_element_t<0, M::layers_type>::OH == 11 && L1::OH == 4 && L1::OW == 5, "dilated sizes");
+    const auto m = dp::to_model<M>(net);
+    const Tensor<float> x = random_input(Shape{3, 2, 11, 11}, 62);
+    const std::vector<float> ref = trained_forward(net, x);
+    CHECK(bit_differences(counted_forward(*m, x, 3, ref.size()), ref) == 0);
+
+    // 'same' with a dilated kernel: 3 taps 3 apart pad 3 on each side.
+    nn::ConvOptions d3 = opts(1, 0, true);
+    d3.dilation = 3;
+    nn::Sequential<float> net1;
+    net1.add<nn::Conv1d<float>>(3, 5, 3, rng, d3).add<nn::Tanh<float>>().add<nn::Flatten<float>>().add<nn::Dense<float>>(5 * 16, 1, rng);
+    using M1 = dp::ModelT<float, dp::Conv1dT<float, 3, 16, 5, 3, 1, 3, 3, 3>, dp::FlattenT<float, 80>, dp::DenseT<float, 80, 1>>;
+    const Tensor<float> x1 = random_input(Shape{4, 3, 16}, 63);
+    const std::vector<float> ref1 = trained_forward(net1, x1);
+    CHECK(bit_differences(counted_forward(*dp::to_model<M1>(net1), x1, 4, ref1.size()), ref1) == 0);
+
+    // A dilated layer loaded into an undilated one (of the same output size) is refused by name.
+    using Undilated = dp::ModelT<float, dp::Conv2dT<float, 2, 11, 11, 4, 3, 3, 1, 1, 2, 2, 2, 2>,
+                                 dp::GroupedConv2dT<float, 2, 4, 13, 13, 4, 3, 3, 2, 2, 0, 0, 0, 0, 2, 1>, dp::FlattenT<float, 120>,
+                                 dp::DenseT<float, 120, 2>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Undilated>(net),
+                         "deploy::load_model: layer 0 (Conv2d(2->4, 3x3, pad 2x2, dilation 2x2)) vs fixed-size layer 0 (Conv2d): trained "
+                         "dilation (2, 2), fixed-size dilation (1, 1)",
+                         shape_error);
+    using Undilated1 = dp::ModelT<float, dp::Conv1dT<float, 3, 16, 5, 3, 1, 3, 3>, dp::FlattenT<float, 100>, dp::DenseT<float, 100, 1>>;
+    CHECK_THROWS_WITH_AS(dp::to_model<Undilated1>(net1), "deploy::load_model: layer 0 (Conv1d(3->5, 3, same, dilation 3)) vs fixed-size layer 0 (Conv2d): "
+                                                         "trained dilation (1, 3), fixed-size dilation (1, 1)",
                          shape_error);
 }
 

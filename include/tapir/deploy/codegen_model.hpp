@@ -1,7 +1,9 @@
 #pragma once
 /// Code generation for the layer-list models of model.hpp: generate_header(model, opt) writes a
 /// standalone header (only `<cmath>`, C++11, no exceptions, RTTI, heap or tapir) for a ModelT of
-/// DenseT, Conv2dT/Conv1dT, MaxPool/AvgPool 1d/2d, FlattenT, ActivationT, LstmT and GruT:
+/// DenseT, Conv2dT/Conv1dT and GroupedConv2dT/GroupedConv1dT (stride, padding, dilation),
+/// MaxPool/AvgPool 1d/2d (padded too), FlattenT, ActivationT, LstmT and GruT, and for the set
+/// models EnergyFlowT (EFN) and DeepSetT (PFN):
 ///
 ///     static Cnn cnn;  tapir::deploy::load_model(cnn, trained);   // convert_model.hpp
 ///     tapir::deploy::CodegenOptions opt;
@@ -12,6 +14,8 @@
 ///     cnn::predict(x, y);                         // x: cnn::n_inputs, y: cnn::n_outputs
 ///     cnn::predict_step(x_t, state);              // first layer LSTM/GRU: one time step, state of cnn::n_state zeros at the start
 ///     cnn::predict_head(state, y);                // the layers after it on the state's h
+///     cnn::predict(x, mask, y);                   // first layer LSTM/GRU: a variable-length sequence, as ModelT::forward(x, mask, y)
+///     efn::predict(x, mask, y);                   // EnergyFlowT / DeepSetT: x (particles x features), mask per particle
 ///
 /// Numbers, with fused multiply-adds (TAPIR_GEN_FMA, as codegen.hpp): dense, convolution,
 /// pooling, flatten and activation layers do the ModelT's arithmetic in its order (one chain per
@@ -21,6 +25,7 @@
 /// (autodiff/recurrent.hpp's) plain code, which compilers contract into fused multiply-adds or
 /// not by their flags: bitwise when both builds contract alike (a library built without FMA and
 /// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
+/// The set models' pooling (z_i phi_i summed) is such plain code too; their phi and rho are dense.
 ///
 /// The quantised layers of quantize_model.hpp (QDenseT, QConv2dT) are written as integer code:
 /// int8 (codes, int sums, then the float scale and activation; none, relu and leaky ReLU are
@@ -73,8 +78,7 @@ void gen_activation_loop(ModelGen& g, Activation a, T alpha, std::size_t n, cons
 inline void gen_describe(ModelGen& g, const std::string& s) { g.describe += (g.describe.empty() ? "" : " -> ") + s; }
 
 template <class T, std::size_t In, std::size_t Out>
-void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) {
-    const Dense<T, In, Out>& d = l.dense;
+void gen_dense(ModelGen& g, const std::string& id, const Dense<T, In, Out>& d) {
     std::vector<T> w(In * Out), b(Out);
     for (std::size_t p = 0; p < In; ++p)
         for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = d.weight[p][j];
@@ -90,26 +94,86 @@ void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) 
     g.decls += "}\n\n";
 }
 
+template <class T, std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) {
+    gen_dense(g, id, l.dense);
+}
+
+/// An Mlp (a set model's phi or rho) as layers <name>0, <name>1, ... and one function <name>(x, y).
+template <class T, std::size_t... S, std::size_t... I>
+void gen_mlp(ModelGen& g, const std::string& name, const Mlp<T, S...>& m, std::index_sequence<I...>) {
+    if (m.input_scaling())
+        throw value_error("deploy::generate_header: " + name + " standardises its inputs; set models are generated without input scaling");
+    (gen_dense(g, name + std::to_string(I), m.template layer<I>()), ...);
+    constexpr std::size_t sizes[] = {S...};
+    std::string b = "inline void " + name + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n", in = "x";
+    for (std::size_t i = 0; i + 1 < sizeof...(S); ++i) {
+        const bool last = i + 2 == sizeof...(S);
+        const std::string out = last ? "y" : "h" + std::to_string(i);
+        if (!last) b += "    " + g.tn + " " + out + "[" + std::to_string(sizes[i + 1]) + "];\n";
+        b += "    layer" + name + std::to_string(i) + "(" + in + ", " + out + ");\n";
+        in = out;
+    }
+    g.decls += b + "}\n\n";
+}
+
+/// The text of one Conv2dT: its sizes for the leading comment, its weight and bias arrays (w<tag>,
+/// b<tag>) appended to g.decls, and the call of the conv2d helper on x and y.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
-    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+std::string gen_conv(ModelGen& g, const std::string& tag, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l,
+                     const std::string& x, const std::string& y) {
+    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>;
     constexpr std::size_t K = L::K;
+    constexpr bool dilated = DH != 1 || DW != 1, asymmetric = PB != PH || PR != PW;
     g.uses_conv = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
-    const std::string what = "Conv2d(" + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" + s(L::OH) + "x" + s(L::OW) + ", kernel " +
-                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) +
-                             (PB != PH || PR != PW ? " (bottom " + s(PB) + ", right " + s(PR) + ")" : std::string()) + ", " +
-                             activation_name(l.act) + ")";
+    emit_array(g.decls, "constexpr " + g.tn + " w" + tag + "[" + s(Cout) + "][" + s(K) + "]", &l.weight[0][0], Cout, K);
+    emit_array(g.decls, "constexpr " + g.tn + " b" + tag + "[" + s(Cout) + "]", l.bias, 1, Cout);
+    return "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
+           s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) + (asymmetric || dilated ? ", " + s(PB) + ", " + s(PR) : std::string()) +
+           (dilated ? ", " + s(DH) + ", " + s(DW) : std::string()) + ">(" + x + ", w" + tag + ", b" + tag + ", " + y + ");\n";
+}
+
+template <class L>
+std::string conv_text(const L& l, std::size_t groups) {
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    return "Conv2d(" + s(L::in_channels * groups) + "x" + s(L::in_h) + "x" + s(L::in_w) + " -> " + s(L::out_channels * groups) + "x" + s(L::OH) +
+           "x" + s(L::OW) + ", kernel " + s(L::kernel_h) + "x" + s(L::kernel_w) + ", stride " + s(L::stride_h) + "x" + s(L::stride_w) +
+           ", padding " + s(L::pad_h) + "x" + s(L::pad_w) +
+           (L::pad_bottom != L::pad_h || L::pad_right != L::pad_w ? " (bottom " + s(L::pad_bottom) + ", right " + s(L::pad_right) + ")" : std::string()) +
+           (L::dilation_h != 1 || L::dilation_w != 1 ? ", dilation " + s(L::dilation_h) + "x" + s(L::dilation_w) : std::string()) +
+           (groups != 1 ? ", groups " + s(groups) : std::string()) + ", " + activation_name(l.act) + ")";
+}
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l) {
+    const std::string what = conv_text(l, 1);
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
-    emit_array(g.decls, "constexpr " + g.tn + " w" + id + "[" + s(Cout) + "][" + s(K) + "]", &l.weight[0][0], Cout, K);
-    emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
-    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
-    g.decls += "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) +
-               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) +
-               (PB != PH || PR != PW ? ", " + s(PB) + ", " + s(PR) : std::string()) + ">(x, w" + id + ", b" + id + ", y);\n";
-    gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
+    const std::string call = gen_conv(g, id, l, "x", "y");
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n" + call;
+    gen_activation_loop(g, l.act, l.alpha, l.out_size, "y");
+    g.decls += "}\n\n";
+}
+
+/// A grouped convolution: one conv2d call per group on its channel slices, as GroupedConv2dT.
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void gen_layer(ModelGen& g, const std::string& id, const GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l) {
+    using Q = typename GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>::group_type;
+    const std::string what = conv_text(l.group[0], G);
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + ", one convolution per group\n";
+    std::string body;
+    for (std::size_t q = 0; q < G; ++q) {
+        const std::string tag = id + "_" + std::to_string(q);
+        body += gen_conv(g, tag, l.group[q], "x + " + std::to_string(q * Q::in_size), "y + " + std::to_string(q * Q::out_size));
+    }
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n" + body;
+    for (std::size_t q = 0; q < G; ++q)
+        gen_activation_loop(g, l.group[q].act, l.group[q].alpha, Q::out_size, "(y + " + std::to_string(q * Q::out_size) + ")");
     g.decls += "}\n\n";
 }
 
@@ -306,16 +370,16 @@ void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, 
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
           std::size_t PH, std::size_t PW>
 void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&) {
-    static_assert(PH == 0 && PW == 0, "generate_header: padded pooling has no generated code yet (deploy it with ModelT)");
+    constexpr bool padded = PH != 0 || PW != 0;
     g.uses_pool = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = std::string(IsMax ? "MaxPool" : "AvgPool") + "(" + s(C) + "x" + s(H) + "x" + s(W) + ", window " + s(KH) + "x" +
-                             s(KW) + ", stride " + s(SH) + "x" + s(SW) + ")";
+                             s(KW) + ", stride " + s(SH) + "x" + s(SW) + (padded ? ", padding " + s(PH) + "x" + s(PW) : std::string()) + ")";
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
     g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
     g.decls += "    pool2d<" + s(C) + ", " + s(H) + ", " + s(W) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
-               (IsMax ? "true" : "false") + ">(x, y);\n}\n\n";
+               (IsMax ? "true" : "false") + (padded ? ", " + s(PH) + ", " + s(PW) : std::string()) + ">(x, y);\n}\n\n";
 }
 
 template <class T, std::size_t N>
@@ -394,6 +458,21 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
     if (Sequences) g.decls += "        for (int j = 0; j < " + hs + "; ++j) y[t * " + hs + " + j] = state[j];\n";
     g.decls += "    }\n";
     if (!Sequences) g.decls += loop + hs + "; ++j) y[j] = state[j];\n";
+    g.decls += "}\n";
+    // A variable-length sequence, as RecurrentT::forward_masked: a masked step is not taken (the
+    // state is kept) and, with every step's h, outputs h times 0.
+    g.decls += "inline void layer" + id + "_masked(const " + t + "* x, const " + t + "* mask, " + t + "* y) noexcept {\n";
+    g.decls += "    " + t + " state[" + s(L::state_size) + "];\n";
+    g.decls += loop + s(L::state_size) + "; ++j) state[j] = " + t + "(0);\n";
+    g.decls += "    for (int t = 0; t < " + s(Steps) + "; ++t) {\n";
+    g.decls += "        const bool present = mask[t] != " + t + "(0);\n";
+    g.decls += "        if (present) step" + id + "(x + t * " + s(In) + ", state);\n";
+    if (Sequences) {
+        g.decls += "        const " + t + " m = present ? " + t + "(1) : " + t + "(0);\n";
+        g.decls += "        for (int j = 0; j < " + hs + "; ++j) y[t * " + hs + " + j] = state[j] * m;\n";
+    }
+    g.decls += "    }\n";
+    if (!Sequences) g.decls += loop + hs + "; ++j) y[j] = state[j];\n";
     g.decls += "}\n\n";
 }
 
@@ -402,12 +481,12 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
 inline const char* gen_conv_helpers() {
     return R"(
 /// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW), padded PH rows above and PB below,
-/// PW columns left and PR right: per output one multiply-add chain over the taps (channel, row,
+/// PW columns left and PR right, taps DH rows and DW columns apart: per output one multiply-add chain over the taps (channel, row,
 /// column) in order, zero outside the padding, restarted every KB taps and the partial sums
 /// added in order, then the bias.
-template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW>
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW, int DH = 1, int DW = 1>
 inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b)[CO], @T@* y) noexcept {
-    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    const int OH = (H + PH + PB - DH * (KH - 1) - 1) / SH + 1, OW = (W + PW + PR - DW * (KW - 1) - 1) / SW + 1, K = CI * KH * KW;
     for (int oc = 0; oc < CO; ++oc)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox) {
@@ -417,7 +496,7 @@ inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b
                     @T@ part = @T@(0);
                     for (int p = k0; p < k1; ++p) {
                         const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
-                        const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                        const int iy = oy * SH + i * DH - PH, ix = ox * SW + j * DW - PW;
                         const @T@ v = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : @T@(0);
                         part = mad(w[oc][p], v, part);
                     }
@@ -432,27 +511,97 @@ inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b
 inline const char* gen_pool_helpers() {
     return R"(
 /// Max (a NaN propagates) or average (sum in window order, times 1 / (KH KW)) pooling of one
-/// (C, H, W) sample, no padding.
-template <int C, int H, int W, int KH, int KW, int SH, int SW, bool MAX>
+/// (C, H, W) sample with PH rows and PW columns of padding on each side: a padded window takes
+/// its taps inside the input only (the average still divides by KH KW, as PyTorch's
+/// count_include_pad), max from the first of them.
+template <int C, int H, int W, int KH, int KW, int SH, int SW, bool MAX, int PH = 0, int PW = 0>
 inline void pool2d(const @T@* x, @T@* y) noexcept {
-    const int OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    const int OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     const @T@ inv = @T@(1) / static_cast<@T@>(KH * KW);
     int o = 0;
     for (int c = 0; c < C; ++c)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox, ++o) {
-                const @T@* win = x + c * H * W + oy * SH * W + ox * SW;
-                @T@ r = MAX ? win[0] : @T@(0);
-                for (int i = 0; i < KH; ++i)
-                    for (int j = 0; j < KW; ++j) {
-                        const @T@ v = win[i * W + j];
-                        if (MAX) r = (v > r || v != v) ? v : r;
-                        else r += v;
+                const @T@* xs = x + c * H * W;
+                @T@ r = @T@(0);
+                if (PH == 0 && PW == 0) {
+                    const @T@* win = xs + oy * SH * W + ox * SW;
+                    if (MAX) r = win[0];
+                    for (int i = 0; i < KH; ++i)
+                        for (int j = 0; j < KW; ++j) {
+                            const @T@ v = win[i * W + j];
+                            if (MAX) r = (v > r || v != v) ? v : r;
+                            else r += v;
+                        }
+                } else {
+                    bool first = true;
+                    for (int i = 0; i < KH; ++i) {
+                        const int iy = oy * SH + i - PH;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int j = 0; j < KW; ++j) {
+                            const int ix = ox * SW + j - PW;
+                            if (ix < 0 || ix >= W) continue;
+                            const @T@ v = xs[iy * W + ix];
+                            if (!MAX) {
+                                r += v;
+                            } else if (first || v > r || v != v) {
+                                r = v;
+                                first = false;
+                                if (v != v) i = KH, j = KW;
+                            }
+                        }
                     }
+                }
                 y[o] = MAX ? r : r * inv;
             }
 }
 )";
+}
+
+/// A ModelGen for T after checking the options every generated header shares.
+template <class T>
+ModelGen start_gen(const CodegenOptions& opt) {
+    if (!is_identifier(opt.function)) throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
+    if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
+    ModelGen g;
+    g.tn = std::is_same<T, float>::value ? "float" : "double";
+    g.sum_block = opt.sum_block;
+    return g;
+}
+
+/// The header up to and with namespace detail: the leading comment (usage: the functions' lines),
+/// the guard and namespaces, the sizes, the helpers the layers use and their declarations.
+template <class T>
+std::string gen_prologue(const ModelGen& g, const CodegenOptions& opt, const std::vector<std::string>& ns, const std::string& usage,
+                         const std::string& sizes) {
+    std::string o;
+    o += "// Generated by tapir " TAPIR_VERSION_STRING " (tapir::deploy::generate_header). Do not edit: regenerate.\n";
+    o += "// Model: " + g.describe + ", " + g.tn + ".\n";
+    if (!opt.comment.empty()) {
+        std::string c = opt.comment;
+        replace_all(c, "\n", "\n// ");
+        o += "// " + c + "\n";
+    }
+    o += "//\n// Standalone: needs <cmath> and C++11; no exceptions, RTTI, heap or tapir.\n" + usage;
+    o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
+    o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
+    o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
+    o += header_open(include_guard(opt, ns), ns) + sizes;
+    std::string helpers = math_helpers<T>(g.uses_poly);
+    if (g.uses_conv) helpers += gen_conv_helpers();
+    if (g.uses_pool) helpers += gen_pool_helpers();
+    if (g.uses_int8) helpers += gen_int8_helpers();
+    if (g.uses_int8_conv) helpers += gen_int8_conv_helpers();
+    helpers += g.fixed;
+    if (g.uses_fixed_conv) helpers += gen_fixed_conv_helpers();
+    replace_all(helpers, "@T@", g.tn);
+    return o + "\nnamespace detail {\n\n" + helpers + "\n" + g.decls + "} // namespace detail\n\n";
+}
+
+inline std::string gen_epilogue(const CodegenOptions& opt, const std::vector<std::string>& ns) {
+    std::string o;
+    for (std::size_t i = ns.size(); i-- > 0;) o += "} // namespace " + ns[i] + "\n";
+    return o + "\n#endif // " + include_guard(opt, ns) + "\n";
 }
 
 template <class M, std::size_t... I>
@@ -475,52 +624,23 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     using M = ModelT<T, Layers...>;
     using First = std::tuple_element_t<0, typename M::layers_type>;
     const std::vector<std::string> ns = detail::split_namespace(opt.name_space);
-    if (!detail::is_identifier(opt.function))
-        throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
-    const std::string guard = detail::include_guard(opt, ns);
-    if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
-    detail::ModelGen g;
-    g.tn = std::is_same<T, float>::value ? "float" : "double";
-    g.sum_block = opt.sum_block;
+    detail::ModelGen g = detail::start_gen<T>(opt);
     detail::gen_layers(g, model, std::index_sequence_for<Layers...>{});
     const std::string& tn = g.tn;
     const std::string& fn = opt.function;
 
-    std::string o;
-    o += "// Generated by tapir " TAPIR_VERSION_STRING " (tapir::deploy::generate_header). Do not edit: regenerate.\n";
-    o += "// Model: " + g.describe + ", " + tn + ".\n";
-    if (!opt.comment.empty()) {
-        std::string c = opt.comment;
-        detail::replace_all(c, "\n", "\n// ");
-        o += "// " + c + "\n";
-    }
-    o += "//\n// Standalone: needs <cmath> and C++11; no exceptions, RTTI, heap or tapir.\n";
-    o += "//   " + fn + "(x, y)            x: n_inputs values, y: n_outputs values\n";
-    o += "//   " + fn + "_batch(x, y, n)   n samples, row-major\n";
+    std::string usage = "//   " + fn + "(x, y)            x: n_inputs values, y: n_outputs values\n";
+    usage += "//   " + fn + "_batch(x, y, n)   n samples, row-major\n";
+    std::string sizes = "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
+    sizes += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
     if constexpr (detail::is_recurrent<First>::value) {
-        o += "//   " + fn + "_step(x, state)   one time step: x n_step_inputs values, state n_state values (zeros at the start)\n";
-        if (!First::return_sequences && M::num_layers > 1) o += "//   " + fn + "_head(state, y)    the layers after the recurrent one, on h\n";
+        usage += "//   " + fn + "(x, mask, y)      a variable-length sequence: mask one value per step, 0 skips the step\n";
+        usage += "//   " + fn + "_step(x, state)   one time step: x n_step_inputs values, state n_state values (zeros at the start)\n";
+        if (!First::return_sequences && M::num_layers > 1) usage += "//   " + fn + "_head(state, y)    the layers after the recurrent one, on h\n";
+        sizes += "constexpr int n_step_inputs = " + std::to_string(First::input_size) + ";\n";
+        sizes += "constexpr int n_state = " + std::to_string(First::state_size) + ";\n";
     }
-    o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
-    o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
-    o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
-    o += detail::header_open(guard, ns);
-    o += "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
-    o += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
-    if constexpr (detail::is_recurrent<First>::value) {
-        o += "constexpr int n_step_inputs = " + std::to_string(First::input_size) + ";\n";
-        o += "constexpr int n_state = " + std::to_string(First::state_size) + ";\n";
-    }
-    o += "\nnamespace detail {\n\n";
-    std::string helpers = detail::math_helpers<T>(g.uses_poly);
-    if (g.uses_conv) helpers += detail::gen_conv_helpers();
-    if (g.uses_pool) helpers += detail::gen_pool_helpers();
-    if (g.uses_int8) helpers += detail::gen_int8_helpers();
-    if (g.uses_int8_conv) helpers += detail::gen_int8_conv_helpers();
-    helpers += g.fixed;
-    if (g.uses_fixed_conv) helpers += detail::gen_fixed_conv_helpers();
-    detail::replace_all(helpers, "@T@", tn);
-    o += helpers + "\n" + g.decls + "} // namespace detail\n\n";
+    std::string o = detail::gen_prologue<T>(g, opt, ns, usage, sizes);
 
     constexpr std::size_t outs[] = {Layers::out_size...};
     const auto chain = [&](std::size_t from, const std::string& input) {
@@ -543,19 +663,88 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     if constexpr (detail::is_recurrent<First>::value) {
         o += "/// One time step of the first layer: state (n_state values, zeros at the start) advanced by x (n_step_inputs values).\n";
         o += "inline void " + fn + "_step(const " + tn + "* x, " + tn + "* state) noexcept { detail::step0(x, state); }\n\n";
+        o += "/// One variable-length sequence: mask (one value per step, 1 present, 0 absent) as the trained layer's mask.\n";
+        o += "inline void " + fn + "(const " + tn + "* x, const " + tn + "* mask, " + tn + "* y) noexcept {\n";
+        const std::string first_out = M::num_layers == 1 ? "y" : "h0";
+        if (M::num_layers > 1) o += "    " + tn + " h0[" + std::to_string(outs[0]) + "];\n";
+        o += "    detail::layer0_masked(x, mask, " + first_out + ");\n" + (M::num_layers > 1 ? chain(1, "h0") : std::string()) + "}\n\n";
         if (!First::return_sequences && M::num_layers > 1) {
             o += "/// The layers after the recurrent one on the state's h: after the last step, " + fn + "(sequence) is " + fn + "_head(state).\n";
             o += "inline void " + fn + "_head(const " + tn + "* state, " + tn + "* y) noexcept {\n" + chain(1, "state") + "}\n\n";
         }
     }
-    for (std::size_t i = ns.size(); i-- > 0;) o += "} // namespace " + ns[i] + "\n";
-    o += "\n#endif // " + guard + "\n";
-    return o;
+    return o + detail::gen_epilogue(opt, ns);
 }
 
-/// Writes generate_header(model, opt) to path; throws format_error naming the file on failure.
-template <class T, class... Layers>
-void write_header(const std::string& path, const ModelT<T, Layers...>& model, const CodegenOptions& opt = CodegenOptions{}) {
+namespace detail {
+
+/// The header of a set model (DeepSetT, EnergyFlowT): phi and rho as functions, then the pooling
+/// between them as SetModel::pool_forward writes it, one particle at a time (phi is per row, so
+/// its rows batched or not give the same bits; the sum goes in particle order from zero). With
+/// energy weights (EFN) a particle of zero weight is skipped; without (PFN) a masked one is.
+template <class T, std::size_t N, class Phi, class Rho>
+std::string generate_set_header(const SetModel<T, N, Phi, Rho>& model, bool efn, bool mean, const CodegenOptions& opt) {
+    const std::vector<std::string> ns = split_namespace(opt.name_space);
+    ModelGen g = start_gen<T>(opt);
+    gen_mlp(g, "phi", model.phi, std::make_index_sequence<Phi::num_layers>{});
+    gen_mlp(g, "rho", model.rho, std::make_index_sequence<Rho::num_layers>{});
+    const std::size_t F = efn ? Phi::inputs + 1 : Phi::inputs, L = Phi::outputs;
+    const std::string& tn = g.tn;
+    const std::string& fn = opt.function;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    g.describe = std::string(efn ? "EnergyFlow(" : "DeepSet(") + s(N) + " particles x " + s(F) + ", phi " + s(Phi::inputs) + " -> " + s(L) +
+                 (efn ? ", energy-weighted sum" : (mean ? ", masked mean" : ", masked sum")) + ", rho " + s(L) + " -> " + s(Rho::outputs) + ")";
+    std::string usage = "//   " + fn + "(x, mask, y)      x: n_particles x n_features, mask: n_particles values (0: padding), y: n_outputs\n";
+    if (efn) usage += "//   " + fn + "(x, y)            every particle as given (padding has energy fraction 0)\n";
+    const std::string sizes = "\nconstexpr int n_particles = " + s(N) + ";\nconstexpr int n_features = " + s(F) +
+                              ";\nconstexpr int n_inputs = " + s(N * F) + ";\nconstexpr int n_outputs = " + s(Rho::outputs) + ";\n";
+    std::string o = gen_prologue<T>(g, opt, ns, usage, sizes);
+    o += "/// One event: x (n_particles x n_features), mask (n_particles values, 1 real, 0 padding" + std::string(efn ? "; may be null" : "") +
+         ") -> y (n_outputs values).\n";
+    o += "inline void " + fn + "(const " + tn + "* x, const " + tn + "* mask, " + tn + "* y) noexcept {\n";
+    o += "    " + tn + " pooled[" + s(L) + "];\n    " + tn + " h[" + s(L) + "];\n";
+    o += "    for (int j = 0; j < " + s(L) + "; ++j) pooled[j] = " + tn + "(0);\n";
+    if (mean) o += "    int count = 0;\n";
+    o += "    for (int i = 0; i < " + s(N) + "; ++i) {\n";
+    o += "        const " + tn + "* xi = x + i * " + s(F) + ";\n";
+    if (efn) {
+        o += "        const " + tn + " z = mask ? xi[0] * mask[i] : xi[0];\n";
+        o += "        if (z == " + tn + "(0)) continue;\n";
+        o += "        detail::phi(xi + 1, h);\n";
+        o += "        for (int j = 0; j < " + s(L) + "; ++j) pooled[j] += z * h[j];\n    }\n";
+    } else {
+        o += "        if (mask[i] == " + tn + "(0)) continue;\n";
+        if (mean) o += "        ++count;\n";
+        o += "        detail::phi(xi, h);\n";
+        o += "        for (int j = 0; j < " + s(L) + "; ++j) pooled[j] += h[j];\n    }\n";
+        if (mean) {
+            o += "    const " + tn + " inv = count ? " + tn + "(1) / static_cast<" + tn + ">(count) : " + tn + "(0);\n";
+            o += "    for (int j = 0; j < " + s(L) + "; ++j) pooled[j] = pooled[j] * inv;\n";
+        }
+    }
+    o += "    detail::rho(pooled, y);\n}\n\n";
+    if (efn) o += "/// One event, every particle as given.\ninline void " + fn + "(const " + tn + "* x, " + tn + "* y) noexcept { " + fn + "(x, nullptr, y); }\n\n";
+    return o + gen_epilogue(opt, ns);
+}
+
+} // namespace detail
+
+/// The header text for an EFN (EnergyFlowT): predict(x, mask, y) and predict(x, y) as its forward.
+template <class T, std::size_t N, class Phi, class Rho>
+std::string generate_header(const EnergyFlowT<T, N, Phi, Rho>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    return detail::generate_set_header(model, true, false, opt);
+}
+
+/// The header text for a PFN (DeepSetT): predict(x, mask, y) as its forward.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean>
+std::string generate_header(const DeepSetT<T, N, Phi, Rho, Mean>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    return detail::generate_set_header(model, false, Mean, opt);
+}
+
+/// Writes generate_header(model, opt) to path (a ModelT, EnergyFlowT or DeepSetT); throws format_error naming the file on failure.
+template <class M>
+auto write_header(const std::string& path, const M& model, const CodegenOptions& opt = CodegenOptions{})
+    -> decltype(generate_header(model, opt), void()) {
     detail::write_text(path, generate_header(model, opt));
 }
 

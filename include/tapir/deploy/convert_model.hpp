@@ -175,7 +175,7 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
 /// Checks a trained Conv1d or Conv2d against a fixed-size geometry of G groups and hands its
 /// weight (Cout, Cin / G, KH, KW) and bias to set(w, b).
 template <std::size_t G, std::size_t Cin, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW, std::size_t PH,
-          std::size_t PW, std::size_t PB, std::size_t PR, class T, class Set>
+          std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW, class T, class Set>
 void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
@@ -201,8 +201,9 @@ void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
                                                shape_text({PH, PB, PW, PR}));
-    if (o.dilation.h != 1 || o.dilation.w != 1)
-        throw value_error("deploy::load_model: " + l.where + ": dilation is not supported by Conv2dT (need 1)");
+    const std::size_t dh = one_d ? 1 : o.dilation.h;
+    if (dh != DH || o.dilation.w != DW)
+        layer_mismatch(l, index, "Conv2d", "trained dilation " + shape_text({dh, o.dilation.w}) + ", fixed-size dilation " + shape_text({DH, DW}));
     constexpr std::size_t K = Cin / G * KH * KW;
     std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
     std::vector<T> b(Cout, T(0));
@@ -214,8 +215,8 @@ void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
 
 /// Group q's slice (weight rows and bias from out channel first) into a Conv2dT.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const std::vector<T>& w, const std::vector<T>& b,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const std::vector<T>& w, const std::vector<T>& b,
               std::size_t first, const TrainedLayer<T>& l) {
     constexpr std::size_t K = Cin * KH * KW;
     for (std::size_t oc = 0; oc < Cout; ++oc) {
@@ -227,15 +228,15 @@ void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, co
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
-    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
 }
 
 template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
-    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
         for (std::size_t q = 0; q < G; ++q) set_conv(c.group[q], w, b, q * (Cout / G), l);
     });
 }

@@ -1,6 +1,6 @@
 #pragma once
 /// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
-/// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
+/// convolution (1-D and 2-D, stride, padding, dilation, groups), pooling, flatten, activations, LSTM and GRU
 /// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN, EFN).
 /// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
 ///
@@ -69,13 +69,14 @@ inline void run_layer(simd::isa which, const L& l, A... args) noexcept {
 
 /// Offset of each tap r = (c, i, j) of a convolution window in the padded (C, HP, WP) input,
 /// relative to the window's corner, in the order of the unfolded rows (im2col).
-template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP>
+/// Dilation DH x DW: tap (i, j) is i DH rows and j DW columns from the corner.
+template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP, std::size_t DH = 1, std::size_t DW = 1>
 constexpr std::array<std::uint32_t, C * KH * KW> tap_offsets() noexcept {
     std::array<std::uint32_t, C * KH * KW> o{};
     std::size_t r = 0;
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < KH; ++i)
-            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i) * WP + j);
+            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i * DH) * WP + j * DW);
     return o;
 }
 
@@ -104,23 +105,33 @@ struct DenseT {
 /// PR right (PyTorch's symmetric padding by default; 'same' with an odd kernel is (k - 1) / 2 on
 /// each side, with an even kernel tapir's 'same' puts the extra row and column at the end:
 /// PH = PW = (k - 1) / 2, PB = PR = k / 2). Weight (Cout, Cin, KH, KW) as tapir::nn::Conv2d and
-/// PyTorch store it. No dilation or groups.
+/// PyTorch store it. Dilation DH x DW spaces the taps (tap (i, j) reads row i DH, column j DW of
+/// the window), as tapir::nn::Conv2d's dilation: the unfolded rows keep their (c, i, j) order, so
+/// the sums are the trained ones. Groups: GroupedConv2dT.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW,
+          std::size_t DH = 1, std::size_t DW = 1>
 struct Conv2dT {
-    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
-    static_assert(H + PH + PB >= KH && W + PW + PR >= KW, "Conv2dT: the kernel is larger than the padded input");
+    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && DH > 0 && DW > 0,
+                  "Conv2dT: sizes must be positive");
+    static_assert(H + PH + PB >= DH * (KH - 1) + 1 && W + PW + PR >= DW * (KW - 1) + 1, "Conv2dT: the (dilated) kernel is larger than the padded input");
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
     static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
-    static constexpr std::size_t pad_bottom = PB, pad_right = PR;
+    static constexpr std::size_t pad_bottom = PB, pad_right = PR, dilation_h = DH, dilation_w = DW;
     static constexpr std::size_t HP = H + PH + PB, WP = W + PW + PR;
-    static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
+    static constexpr std::size_t OH = (HP - DH * (KH - 1) - 1) / SH + 1, OW = (WP - DW * (KW - 1) - 1) / SW + 1;
     static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
     static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
     static constexpr std::size_t out_buffer = out_size;
-    static constexpr std::size_t scratch_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;
+    static constexpr std::size_t pad_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;  ///< the padded input
+    /// Stride 1 over several rows: the output is computed at every position of the padded rows,
+    /// (Cout, OH, WP) with the WP - OW positions past each row's end thrown away, so that whole
+    /// vectors run across row ends (rows of 20 fill 1.25 vectors of 16; the flat sweep wastes 2 of 22).
+    static constexpr bool flat = SH == 1 && SW == 1 && OH > 1;
+    static constexpr std::size_t P = (OH - 1) * WP + OW;  ///< flat positions up to the last output
+    static constexpr std::size_t scratch_size = pad_size + (flat ? Cout * OH * WP : 0);
 
     alignas(64) T weight[Cout][K] = {};
     alignas(64) T bias[Cout] = {};
@@ -132,8 +143,8 @@ struct Conv2dT {
     template <class V>
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
-        if constexpr (scratch_size != 0) {
-            for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
+        if constexpr (pad_size != 0) {
+            for (std::size_t i = 0; i < pad_size; ++i) scratch[i] = T(0);
             for (std::size_t c = 0; c < Cin; ++c)
                 for (std::size_t i = 0; i < H; ++i)
                     std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
@@ -143,28 +154,45 @@ struct Conv2dT {
         // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
         // accumulators on the 32-register families, 8 on AVX2).
         constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
-        constexpr bool narrow = OW < 2 * V::W;
+        // Flat only where rows end inside a vector: rows of whole vectors lose nothing per row.
+        constexpr bool sweep = flat && OW % V::W != 0;
+        constexpr bool narrow = (sweep ? P : OW) < 2 * V::W;
         constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
         constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
+        if constexpr (sweep) {
+            T* out = scratch + pad_size;
+            for (std::size_t oc = 0; oc < Cout; oc += U) {
+                T* yo = out + oc * OH * WP;
+                std::size_t p = 0;
+                if constexpr (NV >= 4)
+                    for (; p + 4 * V::W <= P; p += 4 * V::W) tile<V, U, 4>(xp + p, V::W, oc, yo + p, OH * WP);
+                if constexpr (NV >= 2)
+                    for (; p + 2 * V::W <= P; p += 2 * V::W) tile<V, U, 2>(xp + p, V::W, oc, yo + p, OH * WP);
+                for (; p < P; p += V::W) tile<V, U, 1>(xp + p, P - p < V::W ? P - p : V::W, oc, yo + p, OH * WP);
+            }
+            for (std::size_t r = 0; r < Cout * OH; ++r) std::memcpy(y + r * OW, out + r * WP, OW * sizeof(T));
+            if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+            return;
+        }
         for (std::size_t oc = 0; oc < Cout; oc += U)
             for (std::size_t oy = 0; oy < OH; ++oy) {
                 std::size_t ox = 0;
                 if constexpr (NV >= 4)
                     for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
-                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 if constexpr (NV >= 2)
                     for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
-                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 for (; ox < OW; ox += V::W) {
                     const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
-                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 }
             }
         if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
     }
 
 private:
-    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP, DH, DW>();
 
     /// n (at most one vector) output positions of one row from the window corners at x.
     template <class V>
@@ -196,9 +224,9 @@ private:
     }
 
     /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
-    /// NV is 1): simd::gemm's K blocks, then the bias.
+    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias.
     template <class V, std::size_t U, std::size_t NV>
-    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
+    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y, std::size_t cs) const noexcept {
         using reg = typename V::reg;
         reg c[U][NV];
         detail::k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[U][NV]) TAPIR_ALWAYS_INLINE_LAMBDA {
@@ -209,17 +237,18 @@ private:
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) {
                 const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
-                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
-                else V::store_partial(y + u * OH * OW, r, n);
+                if (n == V::W) V::store(y + u * cs + v * V::W, r);
+                else V::store_partial(y + u * cs, r, n);
             }
     }
 };
 
 /// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on the
 /// left and PR (default P) on the right; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D
-/// layer on a height of one, as in training).
-template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
-using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
+/// layer on a height of one, as in training); dilation D.
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P,
+          std::size_t D = 1>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR, 1, D>;
 
 /// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW and
 /// PH rows and PW columns of padding on each side (at most half the window, as tapir::nn's and
@@ -314,10 +343,11 @@ using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
 /// (q + 1) Cout / G) with its own Conv2dT, as the trained convolution runs one GEMM per group
 /// (autodiff/conv.hpp), so the outputs are bitwise. Channels-first slices are contiguous.
 template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW,
+          std::size_t DH = 1, std::size_t DW = 1>
 struct GroupedConv2dT {
     static_assert(G > 0 && Cin % G == 0 && Cout % G == 0, "GroupedConv2dT: the groups must divide both channel counts");
-    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR>;
+    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>;
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t groups = G, in_channels = Cin, out_channels = Cout;
@@ -332,8 +362,8 @@ struct GroupedConv2dT {
 };
 /// Grouped 1-D convolution of one (Cin, L) sample, as Conv1dT.
 template <class T, std::size_t G, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0,
-          std::size_t PR = P>
-using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
+          std::size_t PR = P, std::size_t D = 1>
+using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR, 1, D>;
 
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>

@@ -8,7 +8,7 @@
 ///     cnn->forward(x, y);
 ///
 /// Operators (https://onnx.ai/onnx/operators/, opsets 7 to 20, as torch.onnx.export writes them):
-/// Gemm and MatMul (+ Add of a constant bias) as DenseT; Conv (no groups or dilation; symmetric
+/// Gemm and MatMul (+ Add of a constant bias) as DenseT; Conv (dilated too, no groups; symmetric
 /// pads) as Conv2dT or Conv1dT; MaxPool and AveragePool without padding, and GlobalMaxPool and
 /// GlobalAveragePool as a pool over the whole input, as Pool2dT; Flatten and a Reshape to 2-D as
 /// FlattenT; Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus fused into the Dense or Conv before
@@ -546,16 +546,17 @@ void load_onnx_layer(DenseT<T, In, Out>& d, const OnnxLayer& l, std::size_t inde
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void load_onnx_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const OnnxLayer& l, std::size_t index) {
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t DH, std::size_t DW>
+void load_onnx_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PH, PW, DH, DW>& c, const OnnxLayer& l, std::size_t index) {
     onnx_expect(l, index, "Conv2d", l.type == "Conv2d" || l.type == "Conv1d");
     if (l.type == "Conv1d" && H != 1) onnx_mismatch(l, index, "Conv2d", "a 1-D convolution cannot load into a 2-D one of height " + std::to_string(H));
     if (l.dims != std::vector<std::size_t>{Cout, Cin, KH, KW})
         onnx_mismatch(l, index, "Conv2d", "ONNX weight " + onnx_shape_text(l.dims) + ", fixed-size weight " + onnx_shape_text({Cout, Cin, KH, KW}) +
                                               (l.groups != 1 ? " (the ONNX convolution has " + std::to_string(l.groups) + " groups)" : ""));
-    if (l.groups != 1 || l.dilation_h != 1 || l.dilation_w != 1)
-        onnx_mismatch(l, index, "Conv2d", "groups " + std::to_string(l.groups) + " and dilation " + onnx_shape_text({l.dilation_h, l.dilation_w}) +
-                                              "; Conv2dT supports neither (need 1)");
+    if (l.groups != 1) onnx_mismatch(l, index, "Conv2d", "groups " + std::to_string(l.groups) + "; Conv2dT needs 1");
+    if (l.dilation_h != DH || l.dilation_w != DW)
+        onnx_mismatch(l, index, "Conv2d", "ONNX dilation " + onnx_shape_text({l.dilation_h, l.dilation_w}) + ", fixed-size dilation " +
+                                              onnx_shape_text({DH, DW}));
     if (l.stride_h != SH || l.stride_w != SW || l.pad_top != PH || l.pad_bottom != PH || l.pad_left != PW || l.pad_right != PW)
         onnx_mismatch(l, index, "Conv2d", "ONNX stride " + onnx_shape_text({l.stride_h, l.stride_w}) + " and padding (top, bottom, left, right) " +
                                               onnx_shape_text({l.pad_top, l.pad_bottom, l.pad_left, l.pad_right}) + ", fixed-size stride " +

@@ -9,8 +9,9 @@
 ///     tapir::deploy::quantize_model(q, cnn, calibration_images, 1000);                 // Status::ok
 ///     q.forward(image, &logit);                                                        // noexcept, const, no heap
 ///
-/// QuantizedT replaces every DenseT by QDenseT and every Conv2dT/Conv1dT by QConv2dT of the
-/// scheme; pooling, flatten, activations and recurrent layers stay float (a max-pool of
+/// QuantizedT replaces every DenseT by QDenseT and every undilated Conv2dT/Conv1dT by QConv2dT of
+/// the scheme; dilated and grouped convolutions, pooling, flatten, activations and recurrent
+/// layers stay float (a max-pool of
 /// quantised values is exact). Float in, float out: each quantised layer quantises its input,
 /// accumulates in integers and writes float outputs, as quantize.hpp's models do:
 ///
