@@ -2,24 +2,29 @@
 // generate Z gamma -> l l gamma events with 18 correlated features (hep/zgamma.hpp), to scale
 // up a simulated data set with a GAN.
 //
-// The generator maps 16 Gaussian numbers to the 13 independent numbers of an event (16 -> 512 ->
-// 1024 -> 512 -> 13, ReLU): the two leptons' and the photon's pT, eta and phi, missing E_T and
-// its azimuth, and the two jet counts (continuous). A fixed differentiable layer
+// The generator maps 16 Gaussian numbers to 14 numbers of an event in the simulation's own
+// variables (16 -> 512 -> 1024 -> 512 -> 14, ReLU; EventLayer below): m_ll and m_llg inside the
+// real sample's windows, with the second lepton's and the photon's pT following from them, the
+// leptons' and the photon's directions, missing E_T as mismeasured recoil, and integer jet counts
+// from a Poisson rate and a binomial central fraction. A fixed differentiable layer
 // (hep::zgamma_features) computes the 18 features the critic sees from them, so every generated
-// event is physically consistent: the 18 features hold exact relations (pT_ll / m_llg is a ratio
-// of two others, E_llg is at least m_llg, ...) that a generator of the 18 numbers (--direct) only
-// approximates, and a classifier finds. pT and missing E_T are exp of the network's output (so
-// positive); every event is rotated by a uniform random azimuth (the physics is symmetric in phi).
-// --sim-variables (experimental) goes further, to the simulation's own variables: m_llg inside
-// the real sample's window with the photon's pT following from it, missing E_T as mismeasured
-// recoil, integer jet counts from a Poisson rate and a binomial central fraction.
+// event is a valid event: the 18 features hold exact relations (pT_ll / m_llg is a ratio of two
+// others, E_llg is at least m_llg, ...) that a generator of the 18 numbers (--direct) only
+// approximates, and a classifier finds; the masses stay in their windows and the counts are
+// whole numbers (--independent: the 13 independent numbers, pT, eta, phi of the three objects,
+// missing E_T and its azimuth, continuous jet counts). Every event is rotated by a uniform random
+// azimuth (the physics is symmetric in phi).
 // The critic scores events (18 -> 512 -> 512 -> 512 -> 1, ReLU). Features are min-max scaled to
 // [0, 1]. Per generator step the critic takes n_critic steps on
 //     L_critic = <C(fake)> - <C(real)> + lambda_gp <(|grad_x C(x_hat)| - 1)^2>,
 // x_hat random points between real and fake events (the gradient of a gradient: double
 // backprop), and the generator one step on L_gen = -<C(G(z))>. <C(real)> - <C(fake)> estimates
-// the Wasserstein distance between the real and generated distributions. Events are drawn from
-// an exponential moving average of the generator's weights (--ema), steadier than the last ones.
+// the Wasserstein distance between the real and generated distributions. The learning rates fall
+// linearly to 0 over the second half of the steps (--lr-decay-from), so the last weights settle.
+// Events come from them: an exponential moving average of the weights (--ema D, arXiv 1806.04498)
+// went wrong here after ~3000 steps (largest W1 0.3 while the critic's estimate for the current
+// weights stayed near 0.1): with the event layer's ratios, an average of weights is not an average
+// of generators.
 //
 // Quality, on held-out real events against as many generated ones (scaled features): the 1-D
 // Wasserstein distance of every feature (the largest is judged: a mean hides a wrong feature),
@@ -71,20 +76,22 @@ struct Options {
     std::string out = ".";
     std::size_t events = 120000;   // generated events (80% train, 20% held out)
     std::uint64_t seed = 1;
-    std::size_t steps = 6000;      // generator steps
+    std::size_t steps = 4000;      // generator steps
     std::size_t n_critic = 5;      // critic steps per generator step
     double gp_weight = 10.0;       // lambda_gp
     std::size_t batch = 128;
     std::size_t latent = 16;
     double lr = 1e-4, beta1 = 0.5, beta2 = 0.9;
-    double ema = 0.999;            // decay of the generator's weight average (0: off)
+    double ema = 0;                // decay of the generator's weight average (0: off, the last weights)
     std::size_t eval_every = 250;  // steps between quality checks
     std::size_t eval_events = 20000;
     unsigned threads = 1;          // GEMM threads
     bool check = false;            // exit 1 unless the acceptance figures are met
     bool quiet = false;
+    double lr_decay_from = 0.5;    // fraction of the steps after which the learning rates fall linearly to 0
     bool direct = false;           // the generator outputs the 18 scaled features (no physics layer)
-    bool sim_variables = false;    // the generator outputs the simulation's variables (experimental)
+    bool independent = false;      // the generator outputs the 13 independent numbers (continuous counts)
+    bool sim_variables = true;     // the generator outputs the simulation's variables (the default)
 };
 
 const examples::Cli cli("wgan_gp",
@@ -92,22 +99,26 @@ const examples::Cli cli("wgan_gp",
                          "  --data FILE        CSV with the 18 feature columns (names in the README); other columns ignored\n"
                          "  --out DIR          output directory (default .)\n"
                          "  --events N         generated Z gamma events (default 120000; 20% held out)\n"
-                         "  --steps N          generator steps (default 6000)\n"
+                         "  --steps N          generator steps (default 4000)\n"
                          "  --n-critic K       critic steps per generator step (default 5)\n"
                          "  --gp-weight L      gradient-penalty weight lambda_gp (default 10, as in arXiv 1704.00028)\n"
                          "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
                          "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
+                         "  --lr-decay-from F  the learning rates stay at --lr for the first fraction F of the steps, then fall\n"
+                         "                     linearly to 0 at the last step (default 0.5; 1: constant)\n"
                          "  --ema D            events come from an exponential moving average of the generator's weights\n"
-                         "                     with decay D (default 0.999; 0: the last weights)\n"
+                         "                     with decay D (default 0: the last weights, which the falling learning rate steadies)\n"
                          "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
                          "  --threads T        threads for the matrix products (default 1)\n"
                          "  --seed S           random seed (default 1)\n"
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
-                         "  --direct           the generator outputs the 18 scaled features itself (default: the 13 independent\n"
-                         "                     numbers of an event, turned into the 18 features by hep::zgamma_features)\n"
-                         "  --sim-variables    experimental: the generator outputs 14 numbers in the simulation's own variables\n"
-                         "                     (m_llg in the real sample's window with the photon's pT from it, missing E_T as\n"
-                         "                     mismeasured recoil, Poisson and binomial integer jet counts)\n"
+                         "  --direct           the generator outputs the 18 scaled features itself\n"
+                         "  --independent      the generator outputs the 13 independent numbers of an event (pT, eta, phi of the\n"
+                         "                     leptons and the photon, missing E_T and its azimuth, continuous jet counts),\n"
+                         "                     turned into the 18 features by hep::zgamma_features\n"
+                         "                     default: 14 numbers in the simulation's own variables (m_ll and m_llg inside the\n"
+                         "                     real sample's windows, the second lepton's and the photon's pT following from\n"
+                         "                     them, missing E_T as mismeasured recoil, Poisson and binomial integer jet counts)\n"
                          "  --quiet\n");
 
 Options parse_args(int argc, char** argv) {
@@ -119,10 +130,14 @@ Options parse_args(int argc, char** argv) {
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
-        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct).flag("--sim-variables", o.sim_variables)
+        .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct).flag("--independent", o.independent)
+        .number("--lr-decay-from", o.lr_decay_from)
         .parse(argc, argv);
+    if (o.direct && o.independent) cli.usage("--direct and --independent exclude each other");
+    o.sim_variables = !o.direct && !o.independent;
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
+    if (!(o.lr_decay_from >= 0 && o.lr_decay_from <= 1)) cli.usage("--lr-decay-from must be in [0, 1]");
     if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
     return o;
 }
@@ -218,7 +233,7 @@ Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>
 }
 
 /// Per-event noise of the event layer, (events, 1 or 3): a uniform azimuth rotation in [-pi, pi)
-/// and, with --sim-variables, two uniform numbers in [0, 1) that draw the jet counts.
+/// and, in the default (simulation variables), two uniform numbers in [0, 1) that draw the jet counts.
 std::size_t noise_width(bool sim_variables) { return sim_variables ? 3 : 1; }
 void fill_noise(Tensor<float>& r, Rng& rng) {
     for (std::size_t i = 0; i < r.dim(0); ++i) {
@@ -273,10 +288,12 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
     return scale(add(square(sh), square(sin(scale(sub(phi_a, phi_b), 0.5f)))), 2.0f);
 }
 
-/// The generator's outputs u to events. With --sim-variables, u is (events, 14), in the simulation's own variables
-/// (hep/zgamma.hpp draws m_llg first, in its window, and the jet counts as integers):
-/// - the leptons' pT as exp(a + b u), every eta and phi as a + b u (a and b put the starting
-///   network's outputs near typical values: pT 45 and 30 GeV);
+/// The generator's outputs u to events. By default u is (events, 14), in the simulation's own variables
+/// (hep/zgamma.hpp draws m_llg and m_ll first, in their windows, and the jet counts as integers):
+/// - the leading lepton's pT as exp(a + b u), every eta and phi as a + b u (a and b put the
+///   starting network's outputs near typical values: pT 45 GeV);
+/// - m_ll = mll_lo + (mll_hi - mll_lo) sigmoid(u3), inside the real sample's m_ll range, and the
+///   second lepton's pT from it: m_ll^2 = 2 pT_1 pT_2 (cosh deta - cos dphi);
 /// - m_llg = m_lo + (m_hi - m_lo) sigmoid(u6 - 0.5), inside the real sample's window [m_lo, m_hi]
 ///   (its range), and the photon's pT from it: with massless objects
 ///   m_llg^2 = m_ll^2 + sum over the leptons i of 2 pT_i pT_gamma (cosh deta_i - cos dphi_i),
@@ -287,18 +304,21 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
 /// - missing E_T as a vector, -d pT_llg + (e_x, e_y): the recoil's mismeasured part (d the event's
 ///   response deficit) plus resolution, as the simulation makes it (outputs 9, 10 and 13); the
 ///   jet counts' rate and central fraction also get a trained linear function of pT_llg and
-///   missing E_T (count_head), on which the simulation's jet rate depends;
+///   missing E_T (count_head, starting at the real events' least-squares line of n_jets in pT_llg), on
+///   which the simulation's jet rate depends;
 /// - every azimuth rotated by the event's angle (noise column 0);
 /// then the 18 features (hep::zgamma_features), min-max scaled for the critic.
 struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
     float m_lo = 0, m_hi = 0;                  // the real sample's m_llg range (GeV)
+    float mll_lo = 0, mll_hi = 0;              // and its m_ll range
     bool direct = false;  // the generator's outputs are the scaled features
-    bool sim = false;     // --sim-variables: the 14 simulation variables below; else the 13 independent numbers
+    bool sim = false;     // the 14 simulation variables below (default); else the 13 independent numbers
     Dense<float>* count_head = nullptr;  // (pT_llg, missing E_T) / 50 GeV to the counts' rate and fraction (trained)
     EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, bool sim_, Dense<float>& head)
         : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), m_lo(static_cast<float>(scaler.data_min()[0])),
-          m_hi(static_cast<float>(scaler.data_max()[0])), direct(direct_), sim(sim_), count_head(&head) {
+          m_hi(static_cast<float>(scaler.data_max()[0])), mll_lo(static_cast<float>(scaler.data_min()[5])),
+          mll_hi(static_cast<float>(scaler.data_max()[5])), direct(direct_), sim(sim_), count_head(&head) {
         for (std::size_t j = 0; j < nf; ++j) {
             feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
             feature_scale[j] = static_cast<float>(scaler.scale()[j]);
@@ -326,20 +346,24 @@ struct EventLayer {
         if (direct) return u;
         if (!sim) return independent(u, noise);
         Tape<float>& t = u.tape();
-        static constexpr float a[kGenOutputs] = {3.8f, 0, 0, 3.4f, 0, 0, -0.5f, 0, 0, 0.15f, 0, 0.5f, 0.6f, 0};
-        static constexpr float b[kGenOutputs] = {0.4f, 1, 1, 0.4f, 1, 1, 1, 1, 1, 0.15f, 8, 1, 1, 8};
+        static constexpr float a[kGenOutputs] = {3.8f, 0, 0, 0, 0, 0, -0.5f, 0, 0, 0.15f, 0, 0.5f, 0.6f, 0};
+        static constexpr float b[kGenOutputs] = {0.4f, 1, 1, 1, 1, 1, 1, 1, 1, 0.15f, 8, 1, 1, 8};
         const Var<float> nz = t.view(noise);
         const Var<float> rot = slice(nz, 1, 0, 1);
         std::vector<Var<float>> c;
         for (std::size_t j = 0; j < kGenOutputs; ++j) {
             Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
-            if (j == 0 || j == 3) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
+            if (j == 0) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
             if (j == 2 || j == 5 || j == 8) v = add(v, rot);
             c.push_back(v);
         }
+        // The second lepton's pT from m_ll (inside the real sample's m_ll window), as the
+        // photon's from m_llg below: m_ll^2 = 2 pT_1 pT_2 (cosh deta - cos dphi).
+        const Var<float> mll = add_scalar(scale(sigmoid(c[3]), mll_hi - mll_lo), mll_lo);
+        c[3] = clamp(div(square(mll), scale(add_scalar(mul(c[0], pair_factor(c[1], c[2], c[4], c[5])), 1e-6f), 2.0f)), 1e-3f, 1e5f);
         // The photon's pT from m_llg: positive and finite for any network output.
         const Var<float> m = add_scalar(scale(sigmoid(c[6]), m_hi - m_lo), m_lo);
-        const Var<float> mll2 = scale(mul(mul(c[0], c[3]), pair_factor(c[1], c[2], c[4], c[5])), 2.0f);
+        const Var<float> mll2 = square(mll);
         const Var<float> k = add(mul(c[0], pair_factor(c[1], c[2], c[7], c[8])), mul(c[3], pair_factor(c[4], c[5], c[7], c[8])));
         const Var<float> num = clamp(sub(square(m), mll2), 1.0f, 1e9f);
         c[6] = clamp(div(num, scale(add_scalar(k, 1e-6f), 2.0f)), 1e-3f, 1e5f);
@@ -532,6 +556,30 @@ Quality compare(const Tensor<float>& real, const Tensor<float>& fake, std::size_
     return q;
 }
 
+/// Fractions of generated events (physical units) that no simulation makes: m_llg or m_ll outside
+/// the real sample's range, jet counts that are not whole numbers at least 0, more central jets
+/// than jets. Tolerances of float rounding only (1e-3 GeV; 1e-4 on a count after the scaling's round
+/// trip).
+struct Validity {
+    double m_llg_outside = 0, m_ll_outside = 0, counts_not_integer = 0, central_above_total = 0;
+    double any() const { return std::max({m_llg_outside, m_ll_outside, counts_not_integer, central_above_total}); }
+};
+Validity validity(const Tensor<float>& fake, const data::MinMaxScaler& scaler, std::size_t n) {
+    Validity v;
+    const auto outside = [&](std::size_t i, std::size_t j) {
+        return fake(i, j) < scaler.data_min()[j] - 1e-3 || fake(i, j) > scaler.data_max()[j] + 1e-3;
+    };
+    const auto not_count = [](float x) { return !(x > -1e-4f) || std::fabs(x - std::round(x)) > 1e-4f * std::max(1.0f, x); };
+    for (std::size_t i = 0; i < n; ++i) {
+        v.m_llg_outside += outside(i, 0);
+        v.m_ll_outside += outside(i, 5);
+        v.counts_not_integer += not_count(fake(i, 16)) || not_count(fake(i, 17));
+        v.central_above_total += std::round(fake(i, 17)) > std::round(fake(i, 16));
+    }
+    for (double* f : {&v.m_llg_outside, &v.m_ll_outside, &v.counts_not_integer, &v.central_above_total}) *f /= static_cast<double>(n);
+    return v;
+}
+
 // ---- history and summary ----------------------------------------------------------------------
 
 struct History {
@@ -539,12 +587,12 @@ struct History {
 };
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<std::string>& names,
-                const Quality& q, double grad_norm, double seconds_training, double seconds) {
+                const Quality& q, const Validity& v, double grad_norm, double seconds_training, double seconds) {
     std::ofstream f(path);
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"lr\": " << o.lr << ",\n  \"lr_decay_from\": " << o.lr_decay_from << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
       << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
       << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"max_corr_diff_pair\": [" << json_string(names[q.corr_a]) << ", " << json_string(names[q.corr_b]) << "]" << ",\n  \"two_sample_auc\": " << q.two_sample_auc
@@ -554,7 +602,9 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.w1[j];
     f << "},\n  \"two_sample_auc_per_feature\": {";
     for (std::size_t j = 0; j < names.size(); ++j) f << (j ? ", " : "") << json_string(names[j]) << ": " << q.auc_per_feature[j];
-    f << "},\n  \"two_sample_auc_counts_rounded\": " << q.auc_counts_rounded << "\n}\n";
+    f << "},\n  \"two_sample_auc_counts_rounded\": " << q.auc_counts_rounded << ",\n  \"invalid_event_fractions\": {\"m_llg_outside_window\": "
+      << v.m_llg_outside << ", \"m_ll_outside_window\": " << v.m_ll_outside << ", \"jet_counts_not_integer\": " << v.counts_not_integer
+      << ", \"n_central_above_n_jets\": " << v.central_above_total << "}\n}\n";
 }
 
 } // namespace
@@ -581,8 +631,23 @@ int main(int argc, char** argv) {
         Sequential<float> gen = make_generator(o.latent, o.direct ? nf : (o.sim_variables ? kGenOutputs : hep::zgamma_num_dof), rng);
         Rng head_rng(o.seed + 13);  // its own stream: the default run draws the same numbers as without the head
         Dense<float> count_head(2, 2, head_rng);
-        count_head.weight.value.fill(0.0f);  // starts as the network's outputs alone
+        count_head.weight.value.fill(0.0f);
         count_head.bias.value.fill(0.0f);
+        if (o.sim_variables) {
+            // The jet rate starts at the real training events' least-squares line n_jets = i + s pT_llg
+            // (the head then trains): found from the critic's weak straight-through signal alone,
+            // the counts' correlation with pT_llg stayed at half the real one for thousands of steps.
+            double sx = 0, sy = 0, sxx = 0, sxy = 0;
+            for (const std::size_t r : parts.train) {
+                const double x = events(r, 1), y = events(r, 16);
+                sx += x, sy += y, sxx += x * x, sxy += x * y;
+            }
+            const double n = static_cast<double>(parts.train.size()), den = n * sxx - sx * sx;
+            const double slope = den > 0 && std::isfinite(den) ? (n * sxy - sx * sy) / den : 0.0;  // 0 for a constant pT_llg
+            const double icpt = std::max(0.05, (sy - slope * sx) / n);
+            count_head.weight.value(0, 0) = static_cast<float>(50 * slope);  // the head's input is pT_llg / 50 GeV
+            count_head.bias.value[0] = static_cast<float>(std::log(std::expm1(icpt)) - 0.5);  // softplus^-1, minus the 0.5 offset
+        }
         const EventLayer event_layer(scaler, nf, o.direct, o.sim_variables, count_head);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
@@ -603,8 +668,17 @@ int main(int argc, char** argv) {
         Quality q;
         double seconds_training = 0;
 
+        // Constant learning rates, then a linear fall to 0 over the last (1 - lr_decay_from) of the
+        // steps: the game's late oscillations die out instead of drifting the generator off.
+        const double decay_start = o.lr_decay_from * static_cast<double>(o.steps);
         for (std::size_t step = 1; step <= o.steps; ++step) {
             const auto t_step = std::chrono::steady_clock::now();
+            if (static_cast<double>(step) > decay_start) {
+                const double f = (static_cast<double>(o.steps + 1 - step)) / (static_cast<double>(o.steps + 1) - decay_start);
+                opt_c.set_scheduled_learning_rate(static_cast<float>(o.lr * f));
+                opt_g.set_scheduled_learning_rate(static_cast<float>(o.lr * f));
+                opt_h.set_scheduled_learning_rate(static_cast<float>(30 * o.lr * f));
+            }
             const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores
             // ---- critic: n_critic steps ---------------------------------------------------------
             for (std::size_t k = 0; k < o.n_critic; ++k) {
@@ -702,9 +776,10 @@ int main(int argc, char** argv) {
                     seconds_training / static_cast<double>(o.steps),
                     o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
         if (o.sim_variables)
-            std::printf("the generator's events: m_llg drawn inside the real sample's range [%.4g, %.4g] GeV (the photon's pT follows "
-                        "from it), integer jet counts with n_central_jets <= n_jets\n\n",
-                        static_cast<double>(event_layer.m_lo), static_cast<double>(event_layer.m_hi));
+            std::printf("the generator's events: m_llg and m_ll drawn inside the real sample's ranges [%.4g, %.4g] and [%.4g, %.4g] GeV "
+                        "(the photon's and the second lepton's pT follow from them), integer jet counts with n_central_jets <= n_jets\n\n",
+                        static_cast<double>(event_layer.m_lo), static_cast<double>(event_layer.m_hi),
+                        static_cast<double>(event_layer.mll_lo), static_cast<double>(event_layer.mll_hi));
         std::printf("%-18s %14s %20s\n", "feature", "W1 (scaled)", "two-sample AUC alone");
         for (std::size_t j = 0; j < nf; ++j) std::printf("%-18s %14.4f %20.4f\n", names[j].c_str(), q.w1[j], q.auc_per_feature[j]);
         std::printf("%-18s %14.4f\n", "mean", q.mean_w1);
@@ -719,11 +794,16 @@ int main(int argc, char** argv) {
         const bool pass = accepted(q);
         std::printf("acceptance (max W1 < %g, max |d corr| < %g, two-sample AUC < %g): %s\n", kMaxW1, kMaxCorrDiff, kMaxAuc,
                     pass ? "met" : "NOT met");
-
-        // ---- files --------------------------------------------------------------------------------
-        Rng final_rng(o.seed + 99);
+        Rng final_rng(o.seed + 99);  // the same events again
         const Tensor<float> fake_scaled = sample_generator(sampler, event_layer, n_eval, o.latent, final_rng);
         const Tensor<float> fake = scaler.inverse_transform(fake_scaled);
+        const Validity valid = validity(fake, scaler, n_eval);
+        std::printf("generated events no simulation makes: m_llg outside [%.4g, %.4g] GeV %.2f%%, m_ll outside [%.4g, %.4g] GeV "
+                    "%.2f%%, jet counts not whole numbers %.2f%%, n_central_jets > n_jets %.2f%%\n",
+                    scaler.data_min()[0], scaler.data_max()[0], 100 * valid.m_llg_outside, scaler.data_min()[5], scaler.data_max()[5],
+                    100 * valid.m_ll_outside, 100 * valid.counts_not_integer, 100 * valid.central_above_total);
+
+        // ---- files --------------------------------------------------------------------------------
         const Tensor<float> real_phys = scaler.inverse_transform(held_out);
         {
             std::vector<std::vector<double>> cols;
@@ -810,7 +890,7 @@ int main(int argc, char** argv) {
             c.set_log_y().set_xlabel("generator step").set_ylabel("distance (scaled features, dimensionless)").set_title("Quality on held-out events").legend();
             fig.save(o.out + "/training.svg");
         }
-        write_json(o.out + "/summary.json", o, source, names, q, grad_norm, seconds_training, progress.seconds());
+        write_json(o.out + "/summary.json", o, source, names, q, valid, grad_norm, seconds_training, progress.seconds());
         std::printf("\nwrote %s/{generated_events.csv, feature_distances.csv, correlations.csv, history.csv, summary.json, features.svg, "
                     "correlations.svg, training.svg} in %.1f s\n",
                     o.out.c_str(), progress.seconds());
