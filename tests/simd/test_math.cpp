@@ -223,3 +223,43 @@ TEST_CASE_TEMPLATE("math edge values are exact", T, float, double) {
         CHECK(nans == 0);
     }
 }
+
+TEST_CASE_TEMPLATE("gate_sigmoid is the separate add, add-row, doubling, sigmoid and 2 s - 1 passes, bit for bit", T, float, double) {
+    simd_test::isa_guard guard;
+    tapir::Rng rng(21);
+    for (isa i : simd_test::isas()) {
+        tapir::simd::set_active_isa(i);
+        CAPTURE(std::string(tapir::simd::isa_name(i)));
+        // (rows, n, g0, g1): an LSTM's four gates (cell candidate third), GRU-like r z, odd widths with tails.
+        const std::size_t cases[][4] = {{3, 256, 128, 192}, {2, 20, 10, 15}, {4, 37, 0, 0}, {1, 7, 0, 7}, {5, 50, 13, 50}};
+        for (const auto& c : cases) {
+            const std::size_t rows = c[0], n = c[1], g0 = c[2], g1 = c[3], lda = n + 3, ldb = n + 1, ldo = n + 2;
+            CAPTURE(n);
+            std::vector<T> a(rows * lda), b(rows * ldb), bias(n), out(rows * ldo, T(7)), ref(rows * ldo, T(7));
+            for (T& v : a) v = static_cast<T>(rng.normal() * 3.0);
+            for (T& v : b) v = static_cast<T>(rng.normal() * 3.0);
+            for (T& v : bias) v = static_cast<T>(rng.normal());
+            a[0] = T(0), b[0] = T(0), bias[0] = T(0);  // sigmoid(0) is exactly 1/2 (2 s - 1 = 0 when doubled)
+            tapir::simd::gate_sigmoid<T>(rows, n, g0, g1, a.data(), lda, b.data(), ldb, bias.data(), out.data(), ldo);
+            std::vector<T> x(n);
+            for (std::size_t r = 0; r < rows; ++r) {
+                for (std::size_t j = 0; j < n; ++j) {
+                    x[j] = (a[r * lda + j] + b[r * ldb + j]) + bias[j];
+                    if (j >= g0 && j < g1) x[j] *= T(2);
+                }
+                tapir::simd::sigmoid(x.data(), ref.data() + r * ldo, n);
+                for (std::size_t j = g0; j < g1; ++j) ref[r * ldo + j] = T(2) * ref[r * ldo + j] - T(1);
+            }
+            int bad = 0;
+            for (std::size_t k = 0; k < out.size(); ++k) bad += std::memcmp(&out[k], &ref[k], sizeof(T)) != 0;
+            CHECK(bad == 0);
+            CHECK(out[0] == (g0 == 0 && g1 > 0 ? T(0) : T(0.5)));
+            CHECK(out[n] == T(7));  // padding between rows untouched
+            for (std::size_t j = 0; j < n; ++j) {
+                const T lo = j >= g0 && j < g1 ? T(-1) : T(0);
+                bad += !(out[j] >= lo && out[j] <= T(1));
+            }
+            CHECK(bad == 0);
+        }
+    }
+}

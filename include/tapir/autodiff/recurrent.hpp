@@ -144,22 +144,13 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
         T* TAPIR_RESTRICT sv = saved + t * B * W;
         switch (cell) {
         case RnnCell::lstm: {
-            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one sigmoid call.
-            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
-            simd::add_row<T>(hh, B, GH, GH, bih);
+            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one pass over the step.
+            simd::gate_sigmoid<T>(B, GH, 2 * H, 3 * H, hh, GH, xp + t * B * GH, GH, bih, sv, GH);
             for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT a = hh + b * GH + 2 * H;
-                for (std::size_t j = 0; j < H; ++j) a[j] *= T(2);
-            }
-            simd::sigmoid(hh, sv, B * GH);
-            for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT s = sv + b * GH;
+                const T* TAPIR_RESTRICT s = sv + b * GH;
                 const T* TAPIR_RESTRICT cp = prev + b * ldp + H;
                 T* TAPIR_RESTRICT c = tmp + b * H;
-                for (std::size_t j = 0; j < H; ++j) {
-                    s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
-                    c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
-                }
+                for (std::size_t j = 0; j < H; ++j) c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
             }
             T* TAPIR_RESTRICT tc = sv + B * GH;
             simd::tanh(tmp, tc, B * H);
@@ -176,14 +167,8 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
         case RnnCell::gru: {
             T* TAPIR_RESTRICT n = sv + B * 2 * H;
             T* TAPIR_RESTRICT hn = sv + B * 3 * H;
-            for (std::size_t b = 0; b < B; ++b) {
-                const T* TAPIR_RESTRICT a = hh + b * GH;
-                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH;
-                T* TAPIR_RESTRICT rz = sv + b * 2 * H;
-                for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
-                for (std::size_t j = 0; j < H; ++j) hn[b * H + j] = a[2 * H + j];
-            }
-            simd::sigmoid(sv, sv, B * 2 * H);
+            simd::gate_sigmoid<T>(B, 2 * H, 0, 0, hh, GH, xp + t * B * GH, GH, bih, sv, 2 * H);
+            for (std::size_t b = 0; b < B; ++b) std::memcpy(hn + b * H, hh + b * GH + 2 * H, H * sizeof(T));
             for (std::size_t b = 0; b < B; ++b) {
                 const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH + 2 * H;
                 const T* TAPIR_RESTRICT r = sv + b * 2 * H;
@@ -211,42 +196,11 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
     }
 }
 
-/// One GRU row backward: dhh (3H, of h W^T + b), dx (3H, of xp) and the carry.
-template <class T>
-void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT rz, const T* TAPIR_RESTRICT n,
-                      const T* TAPIR_RESTRICT hn, const T* TAPIR_RESTRICT hp, T* TAPIR_RESTRICT dhh, T* TAPIR_RESTRICT dx,
-                      T* TAPIR_RESTRICT carry) {
-    const T *r = rz, *z = rz + H;
-    for (std::size_t j = 0; j < H; ++j) {
-        const T dh = ds[j];
-        const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
-        const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
-        const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
-        dhh[j] = dar;
-        dhh[H + j] = daz;
-        dhh[2 * H + j] = dan * r[j];
-        dx[j] = dar;
-        dx[H + j] = daz;
-        dx[2 * H + j] = dan;
-        carry[j] = dh * z[j];
-    }
-}
-
-/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
-/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
-/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
-template <class T>
-struct lstm_step_backward_kernel {
+/// What the step kernels below share (K is the kernel): loads and stores of a whole vector or a
+/// partial one, and the loop over the rows (a.b of them) in vectors of the hidden size a.h.
+template <class K, class T>
+struct rnn_step_rows {
     using value_type = T;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* s;
-        const T* tc;
-        const T* prev;
-        T* da;
-    };
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
         if constexpr (Partial) return V::load_partial(p, r);
@@ -257,34 +211,95 @@ struct lstm_step_backward_kernel {
         if constexpr (Partial) V::store_partial(p, v, r);
         else (void)r, V::store(p, v);
     }
+    template <class V, class A>
+    static TAPIR_ALWAYS_INLINE void run(A a) {
+        constexpr std::size_t W = V::W;
+        for (std::size_t row = 0; row < a.b; ++row) {
+            std::size_t j = 0;
+            for (; j + W <= a.h; j += W) K::template block<V, false>(a, row, j, W);
+            if (j < a.h) K::template block<V, true>(a, row, j, a.h - j);
+        }
+    }
+};
+
+/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
+/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
+/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+template <class T>
+struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T> {
+    using R = rnn_step_rows<lstm_step_backward_kernel<T>, T>;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* s;
+        const T* tc;
+        const T* prev;
+        T* da;
+    };
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * SH + j;
         const T* sr = a.s + row * GH + j;
-        const auto dh = V::add(ld<V, Partial>(a.gy + row * SH + j, r), ld<V, Partial>(cr, r));
-        const auto dcin = V::add(ld<V, Partial>(a.gy + row * SH + H + j, r), ld<V, Partial>(cr + H, r));
-        const auto ig = ld<V, Partial>(sr, r), fg = ld<V, Partial>(sr + H, r), gg = ld<V, Partial>(sr + 2 * H, r),
-                   og = ld<V, Partial>(sr + 3 * H, r);
-        const auto tc = ld<V, Partial>(a.tc + row * H + j, r), cp = ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * SH + j, r), R::template ld<V, Partial>(cr, r));
+        const auto dcin = V::add(R::template ld<V, Partial>(a.gy + row * SH + H + j, r), R::template ld<V, Partial>(cr + H, r));
+        const auto ig = R::template ld<V, Partial>(sr, r), fg = R::template ld<V, Partial>(sr + H, r);
+        const auto gg = R::template ld<V, Partial>(sr + 2 * H, r), og = R::template ld<V, Partial>(sr + 3 * H, r);
+        const auto tc = R::template ld<V, Partial>(a.tc + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
         const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
         T* dr = a.da + row * GH + j;
-        st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
-        st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
-        st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
-        st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
-        st<V, Partial>(cr, V::zero(), r);
-        st<V, Partial>(cr + H, V::mul(dc, fg), r);
+        R::template st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
+        R::template st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
+        R::template st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
+        R::template st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
+        R::template st<V, Partial>(cr, V::zero(), r);
+        R::template st<V, Partial>(cr + H, V::mul(dc, fg), r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        constexpr std::size_t W = V::W;
-        for (std::size_t row = 0; row < a.b; ++row) {
-            std::size_t j = 0;
-            for (; j + W <= a.h; j += W) block<V, false>(a, row, j, W);
-            if (j < a.h) block<V, true>(a, row, j, a.h - j);
+};
+
+/// The GRU backward of one step over the whole batch, on the SIMD layer: for each row, ds = gy +
+/// carry, then the gate gradients dhh (of h W^T + b), dx (of xp) and the new carry dh z. rz holds
+/// the step's saved r, z (B, 2H), n and hn its n and W_hn h + b_hn (B, H); dx may be null.
+template <class T>
+struct gru_step_backward_kernel : rnn_step_rows<gru_step_backward_kernel<T>, T> {
+    using R = rnn_step_rows<gru_step_backward_kernel<T>, T>;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* rz;
+        const T* n;
+        const T* hn;
+        const T* prev;
+        T* dhh;
+        T* dx;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        const std::size_t H = a.h, GH = 3 * H;
+        const auto one = V::set1(T(1));
+        T* cr = a.carry + row * H + j;
+        const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * H + j, r), R::template ld<V, Partial>(cr, r));
+        const T* rz = a.rz + row * 2 * H + j;
+        const auto rg = R::template ld<V, Partial>(rz, r), zg = R::template ld<V, Partial>(rz + H, r);
+        const auto ng = R::template ld<V, Partial>(a.n + row * H + j, r), hn = R::template ld<V, Partial>(a.hn + row * H + j, r);
+        const auto hp = R::template ld<V, Partial>(a.prev + row * H + j, r);
+        const auto dan = V::mul(V::mul(dh, V::sub(one, zg)), V::sub(one, V::mul(ng, ng)));
+        const auto dar = V::mul(V::mul(V::mul(dan, hn), rg), V::sub(one, rg));
+        const auto daz = V::mul(V::mul(V::mul(dh, V::sub(hp, ng)), zg), V::sub(one, zg));
+        T* d = a.dhh + row * GH + j;
+        R::template st<V, Partial>(d, dar, r);
+        R::template st<V, Partial>(d + H, daz, r);
+        R::template st<V, Partial>(d + 2 * H, V::mul(dan, rg), r);
+        if (a.dx) {
+            T* x = a.dx + row * GH + j;
+            R::template st<V, Partial>(x, dar, r);
+            R::template st<V, Partial>(x + H, daz, r);
+            R::template st<V, Partial>(x + 2 * H, dan, r);
         }
+        R::template st<V, Partial>(cr, V::mul(dh, zg), r);
     }
 };
 
@@ -306,11 +321,23 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
     // W_hh without its bias columns, rows H apart (aligned for the per-step GEMM).
     T* wh = ar.template allocate_array<T>(GH * H);
     for (std::size_t j = 0; j < GH; ++j) std::memcpy(wh + j * H, w + j * (H + 2), H * sizeof(T));
-    T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
     for (std::size_t t = Tn; t-- > 0;) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
-        const std::size_t ldp = SH;
         const T* sv = saved + t * B * W;
+        if (cell == RnnCell::gru) {
+            // As the LSTM's below: rows past their sequence's end keep ds = gy + carry, and pass it on.
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0)
+                    for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
+            simd::dispatch<gru_step_backward_kernel<T>>(typename gru_step_backward_kernel<T>::Args{
+                B, H, gy + t * B * SH, carry, sv, sv + B * 2 * H, sv + B * 3 * H, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0) {
+                    std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
+                    std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
+                    if (dx) std::memset(dx + (t * B + b) * GH, 0, GH * sizeof(T));
+                }
+        }
         if (cell == RnnCell::lstm) {
             // Rows past their sequence's end first keep ds = gy + carry, which passes on unchanged.
             for (std::size_t b = 0; mask && b < B; ++b)
@@ -324,34 +351,21 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
                     std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
                 }
         }
-        for (std::size_t b = 0; cell != RnnCell::lstm && b < B; ++b) {
+        for (std::size_t b = 0; cell == RnnCell::rnn_tanh && b < B; ++b) {
             const T* gr = gy + (t * B + b) * SH;
             T* dsr = ds + b * SH;
             T* cr = carry + b * SH;
             for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
             T* dh_row = dhh + (t * B + b) * GH;
-            T* dx_row = dx ? dx + (t * B + b) * GH : scratch;
             if (mask && mask[t * B + b] == 0) {
                 for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
                 for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
-                if (gru)
-                    for (std::size_t j = 0; j < GH; ++j) dx_row[j] = T(0);
                 continue;
             }
-            const T* hp = prev + b * ldp;
-            switch (cell) {
-            case RnnCell::lstm: break;  // above
-            case RnnCell::gru:
-                gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
-                break;
-            case RnnCell::rnn_tanh: {
-                const T* y = out + (t * B + b) * SH;
-                for (std::size_t j = 0; j < H; ++j) {
-                    dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
-                    cr[j] = T(0);
-                }
-                break;
-            }
+            const T* y = out + (t * B + b) * SH;
+            for (std::size_t j = 0; j < H; ++j) {
+                dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
+                cr[j] = T(0);
             }
         }
         // carry_h += dhh_t W_hh: the one GEMM of the step (none into an initial state that wants no gradient).

@@ -2,6 +2,7 @@
 /// Vectorised elementwise ops and reductions used by the tape. Arrays are contiguous; an output may
 /// be the same array as an input (exact aliasing), not a shifted view of it.
 
+#include <algorithm>
 #include <cstddef>
 
 #include "activation.hpp"
@@ -143,37 +144,51 @@ template <class T> struct add_row_kernel {
     }
 };
 
-/// out[j] = sum_i G[i, j], column blocks of 4 vectors kept in registers across all rows.
+/// out[j] = sum_i G[i, j], column blocks of 4 vectors kept in registers. Rows go in blocks of
+/// 32 that stay in L1 while every column block passes over them (the partial sums wait in out),
+/// so a matrix wider than four vectors is read from memory once, not once per column block; each
+/// column is still summed from zero in row order, so the bits do not depend on the blocking.
 template <class T> struct sum_rows_kernel {
     using value_type = T;
+    static constexpr std::size_t RB = 32;
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg start(const T* out, std::size_t j, bool first) {
+        return first ? V::zero() : V::load(out + j);
+    }
     template <class V>
     static TAPIR_ALWAYS_INLINE void run(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
         constexpr std::size_t W = V::W;
-        std::size_t j = 0;
-        for (; j + 4 * W <= n; j += 4 * W) {
-            auto s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
-            for (std::size_t i = 0; i < m; ++i) {
-                const T* p = g + i * ldg + j;
-                s0 = V::add(s0, V::load(p));
-                s1 = V::add(s1, V::load(p + W));
-                s2 = V::add(s2, V::load(p + 2 * W));
-                s3 = V::add(s3, V::load(p + 3 * W));
+        const std::size_t rb = n > 4 * W ? RB : m;  // one column block: no row blocks needed
+        for (std::size_t i0 = 0;; i0 += rb) {  // once even when m == 0: out is then zeros
+            const std::size_t i1 = std::min(m, i0 + rb);
+            const bool first = i0 == 0;
+            std::size_t j = 0;
+            for (; j + 4 * W <= n; j += 4 * W) {
+                auto s0 = start<V>(out, j, first), s1 = start<V>(out, j + W, first), s2 = start<V>(out, j + 2 * W, first),
+                     s3 = start<V>(out, j + 3 * W, first);
+                for (std::size_t i = i0; i < i1; ++i) {
+                    const T* p = g + i * ldg + j;
+                    s0 = V::add(s0, V::load(p));
+                    s1 = V::add(s1, V::load(p + W));
+                    s2 = V::add(s2, V::load(p + 2 * W));
+                    s3 = V::add(s3, V::load(p + 3 * W));
+                }
+                V::store(out + j, s0);
+                V::store(out + j + W, s1);
+                V::store(out + j + 2 * W, s2);
+                V::store(out + j + 3 * W, s3);
             }
-            V::store(out + j, s0);
-            V::store(out + j + W, s1);
-            V::store(out + j + 2 * W, s2);
-            V::store(out + j + 3 * W, s3);
-        }
-        for (; j + W <= n; j += W) {
-            auto s = V::zero();
-            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load(g + i * ldg + j));
-            V::store(out + j, s);
-        }
-        if (j < n) {
-            const std::size_t r = n - j;
-            auto s = V::zero();
-            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load_partial(g + i * ldg + j, r));
-            V::store_partial(out + j, s, r);
+            for (; j + W <= n; j += W) {
+                auto s = start<V>(out, j, first);
+                for (std::size_t i = i0; i < i1; ++i) s = V::add(s, V::load(g + i * ldg + j));
+                V::store(out + j, s);
+            }
+            if (j < n) {
+                const std::size_t r = n - j;
+                auto s = first ? V::zero() : V::load_partial(out + j, r);
+                for (std::size_t i = i0; i < i1; ++i) s = V::add(s, V::load_partial(g + i * ldg + j, r));
+                V::store_partial(out + j, s, r);
+            }
+            if (i1 == m) break;
         }
     }
 };

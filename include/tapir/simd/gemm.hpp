@@ -453,7 +453,9 @@ template <class T> struct gemm_kernel {
         using B = gemm_blocking<V>;
         const gemm_args<T>& g = *gp;
         const std::size_t kcb = k_block<B::KC>(g.k);
-        const bool direct = direct_b<V>(g);
+        // One row panel (m <= MR) uses each element of B once: packing it would only copy it (the
+        // weight gradient of a layer with few inputs, x^T dZ, spent two thirds of its time there).
+        const bool direct = direct_b<V>(g) || (!g.tb && g.m <= B::MR);
         if (!work && (g.ta || !direct))
             work = static_cast<T*>(gemm_buffer().get(gemm_work_elems<V>(g.m, g.n, g.k) * sizeof(T)));
         T* const apanel = work;

@@ -31,6 +31,17 @@ template <class T> void sigmoid(const T* x, T* out, std::size_t n) {
     dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
 }
 
+/// The gates of a recurrent step in one pass over (rows, n): out = sigmoid((a + b) + bias) with
+/// bias one row, and on columns [g0, g1) the tanh of the same sum written 2 sigmoid(2 x) - 1 (an
+/// LSTM's cell candidate, so that all four gates are one sigmoid). The same bits as the separate
+/// passes: add, add_row, doubling, sigmoid, 2 s - 1. out may alias a or b when the strides agree.
+template <class T>
+void gate_sigmoid(std::size_t rows, std::size_t n, std::size_t g0, std::size_t g1, const T* a, std::size_t lda, const T* b,
+                  std::size_t ldb, const T* bias, T* out, std::size_t ldo) {
+    using K = detail::gate_sigmoid_kernel<T>;
+    dispatch<K>(typename K::Args{rows, n, g0, g1, a, lda, b, ldb, bias, out, ldo});
+}
+
 /// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
 #define TAPIR_MATH_INSTANTIATIONS(X, T)                                                                 \
     X void exp<T>(const T*, T*, std::size_t);                                                           \

@@ -238,6 +238,54 @@ struct sigmoid_f {
     }
 };
 
+/// The gates of a recurrent step in one pass (math.hpp's gate_sigmoid): per row, the sum (a + b) +
+/// bias, doubled on columns [g0, g1), through the sigmoid, and 2 s - 1 there. Each lane does
+/// exactly what separate add, add-row, doubling, sigmoid and 2 s - 1 passes do (the doublings are
+/// exact), so the bits are theirs.
+template <class T> struct gate_sigmoid_kernel {
+    using value_type = T;
+    struct Args {
+        std::size_t rows, n, g0, g1;
+        const T* a;
+        std::size_t lda;
+        const T* b;
+        std::size_t ldb;
+        const T* bias;
+        T* out;
+        std::size_t ldo;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const T* a, const T* b, const T* bias, T* out, bool twice, std::size_t r) {
+        using R = typename V::reg;
+        R x;
+        if constexpr (Partial) x = V::add(V::add(V::load_partial(a, r), V::load_partial(b, r)), V::load_partial(bias, r));
+        else x = V::add(V::add(V::load(a), V::load(b)), V::load(bias));
+        if (twice) x = V::add(x, x);
+        R y = sigmoid_v<V>(x);
+        if (twice) y = V::sub(V::add(y, y), V::set1(T(1)));
+        if constexpr (Partial) V::store_partial(out, y, r);
+        else (void)r, V::store(out, y);
+    }
+    /// Columns [j0, j1) of one row, all doubled or none.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void span(const Args& g, std::size_t row, std::size_t j0, std::size_t j1, bool twice) {
+        constexpr std::size_t W = V::W;
+        const T* a = g.a + row * g.lda;
+        const T* b = g.b + row * g.ldb;
+        T* o = g.out + row * g.ldo;
+        std::size_t j = j0;
+        for (; j + W <= j1; j += W) block<V, false>(a + j, b + j, g.bias + j, o + j, twice, W);
+        if (j < j1) block<V, true>(a + j, b + j, g.bias + j, o + j, twice, j1 - j);
+    }
+    template <class V> static TAPIR_ALWAYS_INLINE void run(Args g) {
+        for (std::size_t row = 0; row < g.rows; ++row) {
+            span<V>(g, row, 0, g.g0, false);
+            span<V>(g, row, g.g0, g.g1, true);
+            span<V>(g, row, g.g1, g.n, false);
+        }
+    }
+};
+
 } // namespace detail
 
 /// The constants of the polynomial kernels above (deploy/codegen.hpp writes the same operations
