@@ -20,7 +20,9 @@
 // weights: time only; tests/deploy/test_model.cpp checks the numbers): LSTM and GRU hidden 64,
 // one step with state; the top-tagging CNN on 40 x 40 images at batch 1 and 256; a PFN on 100
 // particles at batch 1; Conv1d 64 -> 64 channels, kernel 3, 128 samples. --layers runs only these.
-// Usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers]
+// The same rows run on libtorch's C++ API too (bench/libtorch_layers.cpp, built only when CMake
+// finds Debian's libtorch-dev; --no-libtorch skips it): the cost of PyTorch without Python.
+// Usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers] [--no-libtorch]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -91,6 +93,7 @@ double best_torch(const Result& r, double Timing::*field) {
 struct Options : bench::PeerOptions {
     bool header = true;
     bool layers_only = false;
+    bool libtorch = true;  // the libtorch_layers peer, when built
     std::string cxx = "c++";
 };
 
@@ -427,15 +430,53 @@ void run_torch(const std::vector<ModelDef>& defs, std::vector<nn::Sequential<flo
     if (rc != 0) std::printf("PyTorch: torch_inference.py exited with status %d\n", rc);
 }
 
-/// The structured-layer rows: tapir's fixed-size models against PyTorch's best variant.
-void run_layers(const Options& o) {
+/// One peer's times for a structured-layer row (seconds per sample or step) and its fastest variant.
+struct PeerTime {
+    double b1 = NAN, bb = NAN;
+    std::string variant;
+};
+
+struct LayerRow {
+    std::string name, what;
+    double b1 = NAN, bb = NAN, target_b1 = NAN, target_ratio_b1 = NAN;
+    PeerTime torch, libtorch;
+};
+
+/// Runs a structured-layer peer (bench/torch_layers.py, or libtorch_layers: both print one JSON
+/// line per row) on one thread and files its times under `peer`; false if it could not run.
+bool read_layer_peer(const std::string& program, const Options& o, PeerTime LayerRow::*peer, std::vector<LayerRow>& rows) {
+    const std::string cmd = "env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " + program + " " + std::to_string(o.repeats) +
+                            " " + (o.wall ? "wall" : "thread");
+    std::FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return false;
+    char line[4096];
+    while (std::fgets(line, sizeof line, p)) {
+        const std::string s(line);
+        auto field = [&](const std::string& key) {
+            const std::size_t at = s.find("\"" + key + "\": ");
+            return at == std::string::npos ? std::string() : s.substr(at + key.size() + 4);
+        };
+        auto text = [&](const std::string& key) {
+            const std::string v = field(key);
+            return v.size() > 1 && v[0] == '"' ? v.substr(1, v.find('"', 1) - 1) : std::string();
+        };
+        for (LayerRow& r : rows)
+            if (r.name == text("name")) {
+                PeerTime& t = r.*peer;
+                t.b1 = std::atof(field("batch1_s").c_str());
+                const std::string bb = field("batched_s");
+                t.bb = bb.rfind("null", 0) == 0 ? NAN : std::atof(bb.c_str());
+                t.variant = text("torch") + " " + text("variant");
+            }
+    }
+    return pclose(p) == 0;
+}
+
+/// The structured-layer rows: tapir's fixed-size models against PyTorch's and libtorch's best variants.
+std::vector<LayerRow> run_layers(const Options& o) {
     namespace dp = deploy;
     Rng rng(7);
-    struct Row {
-        std::string name, what, torch_variant;
-        double b1 = NAN, bb = NAN, t1 = NAN, tb = NAN, target_b1 = NAN, target_ratio_b1 = NAN;
-    };
-    std::vector<Row> rows;
+    std::vector<LayerRow> rows;
     auto randv = [&](std::size_t n) {
         std::vector<float> v(n);
         for (float& e : v) e = static_cast<float>(rng.normal());
@@ -451,7 +492,7 @@ void run_layers(const Options& o) {
         std::size_t i = 0;
         const auto time_steps = [&](const auto& layer, const char* name, const char* what) {
             std::vector<float> state(128, 0.0f);
-            Row r{name, what, "", NAN, NAN, NAN, NAN, 1e-6, NAN};
+            LayerRow r{name, what, NAN, NAN, 1e-6, NAN, {}, {}};
             r.b1 = median_per_call([&] { layer.step(x.data() + 8 * (i++ & 63), state.data()); }, o);
             g_sink = state[0];
             rows.push_back(r);
@@ -473,7 +514,7 @@ void run_layers(const Options& o) {
         const std::vector<float> x = randv(256 * 1600);
         std::vector<float> y(256);
         std::size_t i = 0;
-        Row r{"cnn40", "top-tagging CNN, one 40x40 image (batch 256: per image)", "", NAN, NAN, NAN, NAN, NAN, 10.0};
+        LayerRow r{"cnn40", "top-tagging CNN, one 40x40 image (batch 256: per image)", NAN, NAN, NAN, 10.0, {}, {}};
         r.b1 = median_per_call([&] {
             cnn->forward(x.data() + 1600 * (i & 255), y.data() + (i & 255));
             ++i;
@@ -490,7 +531,7 @@ void run_layers(const Options& o) {
         const std::vector<float> x = randv(400);
         const std::vector<float> mask(100, 1.0f);
         float y = 0.0f;
-        Row r{"pfn100", "PFN, 100 particles, phi 100-100-64, F 100-1, batch 1", "", NAN, NAN, NAN, NAN, NAN, 20.0};
+        LayerRow r{"pfn100", "PFN, 100 particles, phi 100-100-64, F 100-1, batch 1", NAN, NAN, NAN, 20.0, {}, {}};
         r.b1 = median_per_call([&] { fixed->forward(x.data(), mask.data(), &y); }, o);
         g_sink = y;
         rows.push_back(r);
@@ -504,56 +545,68 @@ void run_layers(const Options& o) {
         const auto c1 = dp::to_model<C1>(net);
         const std::vector<float> x = randv(64 * 128);
         std::vector<float> y(64 * 128);
-        Row r{"conv1d64", "Conv1d 64->64, kernel 3, 128 samples, batch 1", "", NAN, NAN, NAN, NAN, NAN, NAN};
+        LayerRow r{"conv1d64", "Conv1d 64->64, kernel 3, 128 samples, batch 1", NAN, NAN, NAN, NAN, {}, {}};
         r.b1 = median_per_call([&] { c1->forward(x.data(), y.data()); }, o);
         g_sink = y[0];
         rows.push_back(r);
     }
 
     const fs::path script = fs::path(__FILE__).parent_path() / "torch_layers.py";
-    if (o.torch && fs::exists(script) && sh(o.python + " -c 'import torch' > /dev/null 2>&1") == 0) {
-        const std::string cmd = "env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " + o.python + " '" + script.string() +
-                                "' " + std::to_string(o.repeats) + " " + (o.wall ? "wall" : "thread");
-        if (std::FILE* p = popen(cmd.c_str(), "r")) {
-            char line[4096];
-            while (std::fgets(line, sizeof line, p)) {
-                const std::string s(line);
-                auto field = [&](const std::string& key) {
-                    const std::size_t at = s.find("\"" + key + "\": ");
-                    return at == std::string::npos ? std::string() : s.substr(at + key.size() + 4);
-                };
-                auto text = [&](const std::string& key) {
-                    const std::string v = field(key);
-                    return v.size() > 1 && v[0] == '"' ? v.substr(1, v.find('"', 1) - 1) : std::string();
-                };
-                for (Row& r : rows)
-                    if (r.name == text("name")) {
-                        r.t1 = std::atof(field("batch1_s").c_str());
-                        const std::string bb = field("batched_s");
-                        r.tb = bb.rfind("null", 0) == 0 ? NAN : std::atof(bb.c_str());
-                        r.torch_variant = "PyTorch " + text("torch") + " " + text("variant");
-                    }
-            }
-            pclose(p);
-        }
-    } else {
+    if (!(o.torch && fs::exists(script) && sh(o.python + " -c 'import torch' > /dev/null 2>&1") == 0 &&
+          read_layer_peer(o.python + " '" + script.string() + "'", o, &LayerRow::torch, rows)))
         std::printf("\nPyTorch: not run for the structured layers\n");
-    }
-    std::printf("\nStructured layers (deploy::ModelT; one thread; batch 1 in us per sample or step, batched in us per sample)\n");
-    std::printf("%-58s %10s %10s %10s %10s %8s %8s  %s\n", "model", "tapir b1", "torch b1", "tapir bat", "torch bat", "b1 x", "bat x",
-                "PyTorch variant / target");
-    for (const Row& r : rows) {
-        char x1[32] = "-", xb[32] = "-", target[96] = "";
-        if (!std::isnan(r.t1)) std::snprintf(x1, sizeof x1, "%.1fx", r.t1 / r.b1);
-        if (!std::isnan(r.tb) && !std::isnan(r.bb)) std::snprintf(xb, sizeof xb, "%.1fx", r.tb / r.bb);
+#ifdef TAPIR_LIBTORCH_LAYERS
+    if (!o.libtorch) std::printf("libtorch: skipped (--no-libtorch)\n");
+    else if (!read_layer_peer("'" TAPIR_LIBTORCH_LAYERS "'", o, &LayerRow::libtorch, rows))
+        std::printf("libtorch: %s did not run\n", TAPIR_LIBTORCH_LAYERS);
+#else
+    std::printf("libtorch: not built (install libtorch-dev)\n");
+#endif
+    std::printf("\nStructured layers (deploy::ModelT; one thread; batch 1 in us per sample or step, batched in us per sample;"
+                " x: the peer's time over tapir's)\n");
+    std::printf("%-58s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s  %s\n", "model", "tapir b1", "torch b1", "ltorch b1", "tapir bat",
+                "torch bat", "ltorch bt", "torch x", "ltorch x", "t bat x", "lt bat x", "variants / target");
+    for (const LayerRow& r : rows) {
+        const auto ratio = [](double peer, double tapir) {
+            char b[32] = "-";
+            if (!std::isnan(peer) && !std::isnan(tapir)) std::snprintf(b, sizeof b, "%.1fx", peer / tapir);
+            return std::string(b);
+        };
+        char target[96] = "";
         if (!std::isnan(r.target_b1))
             std::snprintf(target, sizeof target, "; target <= %.1f us: %s", r.target_b1 * 1e6, r.b1 <= r.target_b1 ? "met" : "NOT met");
-        else if (!std::isnan(r.target_ratio_b1) && !std::isnan(r.t1))
-            std::snprintf(target, sizeof target, "; target >= %.0fx at batch 1: %s", r.target_ratio_b1,
-                          r.t1 / r.b1 >= r.target_ratio_b1 ? "met" : "NOT met");
-        std::printf("%-58s %10.3f %10.3f %10.3f %10.3f %8s %8s  %s%s\n", r.what.c_str(), r.b1 * 1e6, r.t1 * 1e6, r.bb * 1e6, r.tb * 1e6, x1,
-                    xb, r.torch_variant.empty() ? "-" : r.torch_variant.c_str(), target);
+        else if (!std::isnan(r.target_ratio_b1) && !std::isnan(r.torch.b1))
+            std::snprintf(target, sizeof target, "; target >= %.0fx PyTorch at batch 1: %s", r.target_ratio_b1,
+                          r.torch.b1 / r.b1 >= r.target_ratio_b1 ? "met" : "NOT met");
+        const std::string variants = (r.torch.variant.empty() ? "" : "PyTorch " + r.torch.variant) +
+                                     (r.libtorch.variant.empty() ? "" : "; libtorch " + r.libtorch.variant);
+        std::printf("%-58s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %8s %8s %8s %8s  %s%s\n", r.what.c_str(), r.b1 * 1e6, r.torch.b1 * 1e6,
+                    r.libtorch.b1 * 1e6, r.bb * 1e6, r.torch.bb * 1e6, r.libtorch.bb * 1e6, ratio(r.torch.b1, r.b1).c_str(),
+                    ratio(r.libtorch.b1, r.b1).c_str(), ratio(r.torch.bb, r.bb).c_str(), ratio(r.libtorch.bb, r.bb).c_str(),
+                    variants.empty() ? "-" : variants.c_str(), target);
     }
+    return rows;
+}
+
+/// A number for the JSON file: null for NaN.
+std::string json_number(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.6e", v);
+    return std::isnan(v) ? std::string("null") : std::string(b);
+}
+
+/// The structured-layer rows as a JSON array: tapir's, PyTorch's and libtorch's seconds per sample.
+std::string layers_json(const std::vector<LayerRow>& rows) {
+    std::string s = "[";
+    for (const LayerRow& r : rows) {
+        s += std::string(&r == &rows.front() ? "" : ", ") + "{\"name\": \"" + r.name + "\", \"tapir_batch1_s\": " + json_number(r.b1) +
+             ", \"tapir_batched_s\": " + json_number(r.bb);
+        for (const auto& [label, t] : {std::make_pair("torch", &r.torch), std::make_pair("libtorch", &r.libtorch)})
+            s += std::string(", \"") + label + "_batch1_s\": " + json_number(t->b1) + ", \"" + label + "_batched_s\": " + json_number(t->bb) +
+                 ", \"" + label + "_variant\": \"" + t->variant + "\"";
+        s += "}";
+    }
+    return s + "]";
 }
 
 } // namespace
@@ -565,9 +618,10 @@ int main(int argc, char** argv) {
         const std::string a = argv[i];
         if (a == "--no-header") o.header = false;
         else if (a == "--layers") o.layers_only = true;
+        else if (a == "--no-libtorch") o.libtorch = false;
         else if (a == "--cxx" && i + 1 < argc) o.cxx = argv[++i];
         else {
-            std::fprintf(stderr, "usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers]\n");
+            std::fprintf(stderr, "usage: bench_inference [--quick] [--wall] [--json FILE] [--cxx COMPILER] [--python PYTHON] [--no-torch] [--no-header] [--layers] [--no-libtorch]\n");
             return 2;
         }
     }
@@ -591,7 +645,9 @@ int main(int argc, char** argv) {
     }
 
     if (o.layers_only) {
-        run_layers(o);
+        const std::vector<LayerRow> layers = run_layers(o);
+        if (!o.json.empty())
+            std::ofstream(o.json) << "{\"machine\": " << bench::machine_json() << ", \"layers\": " << layers_json(layers) << "}\n";
         return 0;
     }
     std::vector<nn::Sequential<float>> nets;
@@ -650,7 +706,7 @@ int main(int argc, char** argv) {
     else
         std::printf("\n");
 
-    run_layers(o);
+    const std::vector<LayerRow> layers = run_layers(o);
 
     if (!o.json.empty()) {
         std::ofstream f(o.json);
@@ -659,17 +715,12 @@ int main(int argc, char** argv) {
             f << (k ? ", " : "") << "{\"model\": \"" << defs[k].name << "\", \"paths\": [";
             for (std::size_t i = 0; i < results[k].order.size(); ++i) {
                 const Timing& t = results[k].paths.at(results[k].order[i]);
-                const auto num = [](double v) {
-                    char b[32];
-                    std::snprintf(b, sizeof b, "%.6e", v);
-                    return std::isnan(v) ? std::string("null") : std::string(b);
-                };
-                f << (i ? ", " : "") << "{\"path\": \"" << results[k].order[i] << "\", \"batch1_s\": " << num(t.batch1)
-                  << ", \"batched_s_per_event\": " << num(t.batched) << ", \"max_rel_diff\": " << num(t.max_rel) << "}";
+                f << (i ? ", " : "") << "{\"path\": \"" << results[k].order[i] << "\", \"batch1_s\": " << json_number(t.batch1)
+                  << ", \"batched_s_per_event\": " << json_number(t.batched) << ", \"max_rel_diff\": " << json_number(t.max_rel) << "}";
             }
             f << "]}";
         }
-        f << "]}\n";
+        f << "], \"layers\": " << layers_json(layers) << "}\n";
     }
     return 0;
 }
