@@ -39,8 +39,9 @@ selected 6 && pkgs+=("${base[@]}" g++ doctest-dev)
 # reference values, NumPy and ONNX files written by the real tools, FastJet's jets, MPI ranks.
 selected 6 && pkgs+=(python3 python3-torch python3-numpy python3-onnx libfastjet-dev libopenmpi-dev openmpi-bin)
 # The benchmarks' peers: bench_gemm compiles against OpenBLAS and Eigen when found; the PyTorch
-# comparisons (bench/torch_*.py) run when python3 imports torch. No test needs them.
-selected 6 && [ "${TAPIR_TEST_BENCH:-OFF}" = ON ] && pkgs+=(libopenblas-dev libeigen3-dev python3-torch python3-numpy)
+# comparisons (bench/torch_*.py) run when python3 imports torch; bench_inference's libtorch peer
+# builds when CMake finds libtorch-dev. No test needs them.
+selected 6 && [ "${TAPIR_TEST_BENCH:-OFF}" = ON ] && pkgs+=(libopenblas-dev libeigen3-dev python3-torch python3-numpy libtorch-dev)
 missing=()
 for p in $(printf '%s\n' "${pkgs[@]}" | sort -u); do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
