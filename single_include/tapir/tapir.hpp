@@ -1670,6 +1670,54 @@ struct sigmoid_f {
     }
 };
 
+/// The gates of a recurrent step in one pass (math.hpp's gate_sigmoid): per row, the sum (a + b) +
+/// bias, doubled on columns [g0, g1), through the sigmoid, and 2 s - 1 there. Each lane does
+/// exactly what separate add, add-row, doubling, sigmoid and 2 s - 1 passes do (the doublings are
+/// exact), so the bits are theirs.
+template <class T> struct gate_sigmoid_kernel {
+    using value_type = T;
+    struct Args {
+        std::size_t rows, n, g0, g1;
+        const T* a;
+        std::size_t lda;
+        const T* b;
+        std::size_t ldb;
+        const T* bias;
+        T* out;
+        std::size_t ldo;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const T* a, const T* b, const T* bias, T* out, bool twice, std::size_t r) {
+        using R = typename V::reg;
+        R x;
+        if constexpr (Partial) x = V::add(V::add(V::load_partial(a, r), V::load_partial(b, r)), V::load_partial(bias, r));
+        else x = V::add(V::add(V::load(a), V::load(b)), V::load(bias));
+        if (twice) x = V::add(x, x);
+        R y = sigmoid_v<V>(x);
+        if (twice) y = V::sub(V::add(y, y), V::set1(T(1)));
+        if constexpr (Partial) V::store_partial(out, y, r);
+        else (void)r, V::store(out, y);
+    }
+    /// Columns [j0, j1) of one row, all doubled or none.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void span(const Args& g, std::size_t row, std::size_t j0, std::size_t j1, bool twice) {
+        constexpr std::size_t W = V::W;
+        const T* a = g.a + row * g.lda;
+        const T* b = g.b + row * g.ldb;
+        T* o = g.out + row * g.ldo;
+        std::size_t j = j0;
+        for (; j + W <= j1; j += W) block<V, false>(a + j, b + j, g.bias + j, o + j, twice, W);
+        if (j < j1) block<V, true>(a + j, b + j, g.bias + j, o + j, twice, j1 - j);
+    }
+    template <class V> static TAPIR_ALWAYS_INLINE void run(Args g) {
+        for (std::size_t row = 0; row < g.rows; ++row) {
+            span<V>(g, row, 0, g.g0, false);
+            span<V>(g, row, g.g0, g.g1, true);
+            span<V>(g, row, g.g1, g.n, false);
+        }
+    }
+};
+
 } // namespace detail
 
 /// The constants of the polynomial kernels above (deploy/codegen.hpp writes the same operations
@@ -1966,6 +2014,7 @@ template <class K, class... A> inline auto dispatch(A... args) { return dispatch
 /// Vectorised elementwise ops and reductions used by the tape. Arrays are contiguous; an output may
 /// be the same array as an input (exact aliasing), not a shifted view of it.
 
+#include <algorithm>
 #include <cstddef>
 
 // ---- begin tapir/simd/math.hpp ----
@@ -1997,6 +2046,17 @@ template <class T> void tanh(const T* x, T* out, std::size_t n) {
 /// never NaN for finite or infinite input.
 template <class T> void sigmoid(const T* x, T* out, std::size_t n) {
     dispatch<detail::map1_kernel<T, detail::sigmoid_f>>(x, out, n);
+}
+
+/// The gates of a recurrent step in one pass over (rows, n): out = sigmoid((a + b) + bias) with
+/// bias one row, and on columns [g0, g1) the tanh of the same sum written 2 sigmoid(2 x) - 1 (an
+/// LSTM's cell candidate, so that all four gates are one sigmoid). The same bits as the separate
+/// passes: add, add_row, doubling, sigmoid, 2 s - 1. out may alias a or b when the strides agree.
+template <class T>
+void gate_sigmoid(std::size_t rows, std::size_t n, std::size_t g0, std::size_t g1, const T* a, std::size_t lda, const T* b,
+                  std::size_t ldb, const T* bias, T* out, std::size_t ldo) {
+    using K = detail::gate_sigmoid_kernel<T>;
+    dispatch<K>(typename K::Args{rows, n, g0, g1, a, lda, b, ldb, bias, out, ldo});
 }
 
 /// Compiled once per program under TAPIR_EXTERN_TEMPLATES, like gemm() (see simd/gemm.hpp).
@@ -2153,37 +2213,51 @@ template <class T> struct add_row_kernel {
     }
 };
 
-/// out[j] = sum_i G[i, j], column blocks of 4 vectors kept in registers across all rows.
+/// out[j] = sum_i G[i, j], column blocks of 4 vectors kept in registers. Rows go in blocks of
+/// 32 that stay in L1 while every column block passes over them (the partial sums wait in out),
+/// so a matrix wider than four vectors is read from memory once, not once per column block; each
+/// column is still summed from zero in row order, so the bits do not depend on the blocking.
 template <class T> struct sum_rows_kernel {
     using value_type = T;
+    static constexpr std::size_t RB = 32;
+    template <class V> static TAPIR_ALWAYS_INLINE typename V::reg start(const T* out, std::size_t j, bool first) {
+        return first ? V::zero() : V::load(out + j);
+    }
     template <class V>
     static TAPIR_ALWAYS_INLINE void run(const T* g, std::size_t m, std::size_t n, std::size_t ldg, T* out) {
         constexpr std::size_t W = V::W;
-        std::size_t j = 0;
-        for (; j + 4 * W <= n; j += 4 * W) {
-            auto s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
-            for (std::size_t i = 0; i < m; ++i) {
-                const T* p = g + i * ldg + j;
-                s0 = V::add(s0, V::load(p));
-                s1 = V::add(s1, V::load(p + W));
-                s2 = V::add(s2, V::load(p + 2 * W));
-                s3 = V::add(s3, V::load(p + 3 * W));
+        const std::size_t rb = n > 4 * W ? RB : m;  // one column block: no row blocks needed
+        for (std::size_t i0 = 0;; i0 += rb) {  // once even when m == 0: out is then zeros
+            const std::size_t i1 = std::min(m, i0 + rb);
+            const bool first = i0 == 0;
+            std::size_t j = 0;
+            for (; j + 4 * W <= n; j += 4 * W) {
+                auto s0 = start<V>(out, j, first), s1 = start<V>(out, j + W, first), s2 = start<V>(out, j + 2 * W, first),
+                     s3 = start<V>(out, j + 3 * W, first);
+                for (std::size_t i = i0; i < i1; ++i) {
+                    const T* p = g + i * ldg + j;
+                    s0 = V::add(s0, V::load(p));
+                    s1 = V::add(s1, V::load(p + W));
+                    s2 = V::add(s2, V::load(p + 2 * W));
+                    s3 = V::add(s3, V::load(p + 3 * W));
+                }
+                V::store(out + j, s0);
+                V::store(out + j + W, s1);
+                V::store(out + j + 2 * W, s2);
+                V::store(out + j + 3 * W, s3);
             }
-            V::store(out + j, s0);
-            V::store(out + j + W, s1);
-            V::store(out + j + 2 * W, s2);
-            V::store(out + j + 3 * W, s3);
-        }
-        for (; j + W <= n; j += W) {
-            auto s = V::zero();
-            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load(g + i * ldg + j));
-            V::store(out + j, s);
-        }
-        if (j < n) {
-            const std::size_t r = n - j;
-            auto s = V::zero();
-            for (std::size_t i = 0; i < m; ++i) s = V::add(s, V::load_partial(g + i * ldg + j, r));
-            V::store_partial(out + j, s, r);
+            for (; j + W <= n; j += W) {
+                auto s = start<V>(out, j, first);
+                for (std::size_t i = i0; i < i1; ++i) s = V::add(s, V::load(g + i * ldg + j));
+                V::store(out + j, s);
+            }
+            if (j < n) {
+                const std::size_t r = n - j;
+                auto s = first ? V::zero() : V::load_partial(out + j, r);
+                for (std::size_t i = i0; i < i1; ++i) s = V::add(s, V::load_partial(g + i * ldg + j, r));
+                V::store_partial(out + j, s, r);
+            }
+            if (i1 == m) break;
         }
     }
 };
@@ -2726,6 +2800,13 @@ template <class T> struct gemm_kernel {
             for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::zero();
     }
 
+    /// The valid lanes of each of the NV vectors of an nr-column tile row.
+    template <class V, std::size_t NV>
+    static TAPIR_ALWAYS_INLINE void lane_counts(std::size_t nr, std::size_t (&bcnt)[NV]) {
+#pragma GCC unroll 8
+        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * V::W ? std::min(V::W, nr - j * V::W) : 0;
+    }
+
     /// C[mr x nr] = alpha * op(A)[panel] * op(B)[panel] + beta * C, beta == 0: C not read.
     /// B rows are read at stride ldb (NR for packed panels); MaskB reads the last vectors partially.
     /// Every element sees the same operation sequence whatever the variant, so results never depend
@@ -2738,8 +2819,7 @@ template <class T> struct gemm_kernel {
         R acc[MR][NV];
         zero_acc<V>(acc);
         std::size_t bcnt[NV];
-#pragma GCC unroll 8
-        for (std::size_t j = 0; j < NV; ++j) bcnt[j] = nr > j * W ? std::min(W, nr - j * W) : 0;
+        lane_counts<V>(nr, bcnt);
         const T* ar[AM == amode::rows ? MR : 1];
         if constexpr (AM == amode::rows) {
 #pragma GCC unroll 16
@@ -2999,7 +3079,9 @@ template <class T> struct gemm_kernel {
         using B = gemm_blocking<V>;
         const gemm_args<T>& g = *gp;
         const std::size_t kcb = k_block<B::KC>(g.k);
-        const bool direct = direct_b<V>(g);
+        // One row panel (m <= MR) uses each element of B once: packing it would only copy it (the
+        // weight gradient of a layer with few inputs, x^T dZ, spent two thirds of its time there).
+        const bool direct = direct_b<V>(g) || (!g.tb && g.m <= B::MR);
         if (!work && (g.ta || !direct))
             work = static_cast<T*>(gemm_buffer().get(gemm_work_elems<V>(g.m, g.n, g.k) * sizeof(T)));
         T* const apanel = work;
@@ -3199,6 +3281,126 @@ template <class T> struct gemm_kernel {
         }
     };
 
+    /// C = alpha A B + beta C with row p of B at b + rows[p] (gemm_rows): micro()'s chains, A read
+    /// in place by rows (past the edge clamped to the last row), B's last vectors read partially.
+    struct rows_b {
+        using value_type = T;
+        template <class V, std::size_t MR, std::size_t NV, bool Edge>
+        static TAPIR_ALWAYS_INLINE void tile(std::size_t kc, const T* a, std::size_t lda, const T* b,
+                                             const std::ptrdiff_t* rows, std::size_t mr, std::size_t nr, T alpha,
+                                             T beta, T* c, std::size_t ldc) {
+            constexpr std::size_t W = V::W;
+            using R = typename V::reg;
+            R acc[MR][NV];
+            zero_acc<V>(acc);
+            std::size_t bcnt[NV];
+            lane_counts<V>(nr, bcnt);
+            if constexpr (!Edge) {
+                for (std::size_t p = 0; p < kc; ++p) fma_broadcast<V>(a + p, lda, b + rows[p], acc);
+            } else {
+                const T* ar[MR];
+#pragma GCC unroll 16
+                for (std::size_t i = 0; i < MR; ++i) ar[i] = a + std::min(i, mr - 1) * lda;
+                for (std::size_t p = 0; p < kc; ++p) {
+                    const T* bp = b + rows[p];
+                    R bv[NV];
+#pragma GCC unroll 8
+                    for (std::size_t j = 0; j < NV; ++j)
+                        bv[j] = bcnt[j] == W ? V::load(bp + j * W) : bcnt[j] ? V::load_partial(bp + j * W, bcnt[j]) : V::zero();
+#pragma GCC unroll 16
+                    for (std::size_t i = 0; i < MR; ++i) {
+                        const R av = V::set1(ar[i][p]);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
+                    }
+                }
+            }
+            const bool full = mr == MR && nr == NV * W;
+            if (beta == T(0))
+                store_tile<V, MR, NV, 1>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+            else
+                store_tile<V, MR, NV, 4>(acc, alpha, beta, c, ldc, mr, bcnt, full);
+        }
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp, const std::ptrdiff_t* rows) {
+            using B = gemm_blocking<V>;
+            constexpr std::size_t MR = B::MR, NV = B::NV, NR = NV * V::W;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kcb = k_block<B::KC>(g.k);
+            for (std::size_t pc = 0; pc < g.k; pc += kcb) {
+                const std::size_t kc = std::min(kcb, g.k - pc);
+                const T beta = pc == 0 ? g.beta : T(1);
+                // Column tiles outside: one tile's B rows (kc x NR, overlapping for a convolution)
+                // stay in L1 for every row tile.
+                for (std::size_t j = 0; j < g.n; j += NR) {
+                    const std::size_t nr = std::min(NR, g.n - j);
+                    for (std::size_t i = 0; i < g.m; i += MR) {
+                        const std::size_t mr = std::min(MR, g.m - i);
+                        const T* a = g.a + i * g.lda + pc;
+                        T* c = g.c + i * g.ldc + j;
+                        if (mr == MR && nr == NR)
+                            tile<V, MR, NV, false>(kc, a, g.lda, g.b + j, rows + pc, mr, nr, g.alpha, beta, c, g.ldc);
+                        else
+                            tile<V, MR, NV, true>(kc, a, g.lda, g.b + j, rows + pc, mr, nr, g.alpha, beta, c, g.ldc);
+                    }
+                }
+            }
+        }
+    };
+
+    /// C(i, j) = alpha sum_p A(i, p) B(j, p) + beta C(i, j) with row j of B at b + rows[j] (gemm_rows_nt):
+    /// MA x NB dot products at a time, each along the rows in vectors, summed across lanes at the end.
+    struct rows_nt {
+        using value_type = T;
+        template <class V> static TAPIR_ALWAYS_INLINE void run(const gemm_args<T>* gp, const std::ptrdiff_t* rows) {
+            constexpr std::size_t W = V::W, MA = W >= 16 ? 4 : 2, NB = 4;
+            using R = typename V::reg;
+            const gemm_args<T>& g = *gp;
+            const std::size_t kv = g.k / W * W, tail = g.k - kv;
+            for (std::size_t i0 = 0; i0 < g.m; i0 += MA)
+                for (std::size_t j0 = 0; j0 < g.n; j0 += NB) {
+                    const T* ar[MA];
+                    const T* br[NB];
+#pragma GCC unroll 8
+                    for (std::size_t i = 0; i < MA; ++i) ar[i] = g.a + std::min(i0 + i, g.m - 1) * g.lda;
+#pragma GCC unroll 8
+                    for (std::size_t j = 0; j < NB; ++j) br[j] = g.b + rows[std::min(j0 + j, g.n - 1)];
+                    R acc[MA][NB];
+                    zero_acc<V>(acc);
+                    for (std::size_t p = 0; p < kv; p += W) {
+                        R av[MA], bv[NB];
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i) av[i] = V::load(ar[i] + p);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load(br[j] + p);
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                            for (std::size_t j = 0; j < NB; ++j) acc[i][j] = V::fma(av[i], bv[j], acc[i][j]);
+                    }
+                    if (tail) {
+                        R av[MA], bv[NB];
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i) av[i] = V::load_partial(ar[i] + kv, tail);
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load_partial(br[j] + kv, tail);
+#pragma GCC unroll 8
+                        for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                            for (std::size_t j = 0; j < NB; ++j) acc[i][j] = V::fma(av[i], bv[j], acc[i][j]);
+                    }
+#pragma GCC unroll 8
+                    for (std::size_t i = 0; i < MA; ++i)
+#pragma GCC unroll 8
+                        for (std::size_t j = 0; j < NB; ++j) {
+                            if (i0 + i >= g.m || j0 + j >= g.n) continue;
+                            T* c = g.c + (i0 + i) * g.ldc + j0 + j;
+                            const T v = g.alpha * V::hsum(acc[i][j]);
+                            *c = g.beta == T(0) ? v : v + g.beta * *c;
+                        }
+                }
+        }
+    };
+
     /// Work size for one thread's share, in elements.
     struct work_size {
         using value_type = T;
@@ -3321,6 +3523,46 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
         detail::gemm_parallel(which, g, nt))
         return;
     dispatch_to<K>(which, &g, static_cast<T*>(nullptr));
+}
+
+namespace detail {
+/// The checks and dispatch of gemm_rows (Kernel rows_b, B k x n) and gemm_rows_nt (rows_nt, B n x k).
+template <class Kernel, class T>
+void gemm_rows_run(bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+                   const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+    if (m == 0 || n == 0) return;
+    const std::size_t ldb = tb ? k : n;  // rows are as long as they need be: only lda and ldc can be wrong
+    if (TAPIR_UNLIKELY((k > 0 && (lda < k || !a || !b || !b_rows)) || ldc < n || !c))
+        gemm_check(false, tb, m, n, k, a, lda, b_rows ? b : nullptr, ldb, c, ldc);
+    if (k == 0 || alpha == T(0)) {
+        scale_c(m, n, beta, c, ldc);
+        return;
+    }
+    const gemm_args<T> g{false, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc};
+    dispatch_to<Kernel>(active_isa(), &g, b_rows);
+}
+} // namespace detail
+
+/// C = alpha * A * B + beta * C (row-major, A m x k in place) with B given by rows: row p of the
+/// k x n operand B is the n values at b + b_rows[p] (offsets may repeat and rows may overlap). An
+/// implicit GEMM operand: a stride-1 convolution's unfolded input is its padded input read at one
+/// offset per tap, so no im2col copy is made (the implicit GEMM of cuDNN, Chetlur et al.,
+/// arXiv:1410.0759). Each element's multiply-add chain and K blocks are gemm()'s, so the bits are the
+/// same as gemm() on the rows copied out.
+template <class T>
+void gemm_rows(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+               const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_b>(false, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
+}
+
+/// C = alpha * A * B^T + beta * C (row-major, A m x k in place, C m x n) with B given by rows: row j
+/// of the n x k operand B is the k values at b + b_rows[j]. Dot products along the rows, summed across
+/// the vector lanes (not gemm()'s order): a weight gradient, an implicit GEMM over a long k.
+template <class T>
+void gemm_rows_nt(std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b,
+                  const std::ptrdiff_t* b_rows, T beta, T* c, std::size_t ldc) {
+    detail::gemm_rows_run<typename detail::gemm_kernel<T>::rows_nt>(true, m, n, k, alpha, a, lda, b, b_rows, beta, c, ldc);
 }
 
 /// C = A B + bias (bias added to every row), then max(0, .) when relu: a dense layer's forward
@@ -6972,6 +7214,9 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
 /// tells whether input k wants a gradient, and `o.acc(n, k, v)` adds v to its gradient.
 /// A forward is usually one call of a helper of detail (unary, unary_simd, binary, along_axis,
 /// product, indexed): the input's tape, the kernel on the input values and the node in one place.
+/// An elementwise, binary or matrix-product op that is only its formulas is one line
+/// (TAPIR_UNARY_OP, TAPIR_BINARY_OP, TAPIR_PRODUCT_OP: the rule, the descriptor and the forward,
+/// the derivative beside the forward).
 /// README.md, "Adding an op", walks through one.
 
 #include <cmath>
@@ -6988,6 +7233,52 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
     template <class T>                                                                                                             \
     inline constexpr OpDef<T> op_##id {                                                                                            \
         name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
+    }
+/// Declares an elementwise op in one line, its derivative beside its forward: `forward` is a
+/// scalar function of T or a whole-array kernel of simd/ (simd::exp<T>, ...), and `dx` the
+/// gradient for the input, written with the ordinary ops in g (the gradient of the output), x
+/// (the input) and y (the output). It defines the rule backward_<id>, op_<id> (named "id") and
+/// the forward id(a).
+#define TAPIR_UNARY_OP(id, forward, dx)                                                                                        \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        [[maybe_unused]] const V x = o.in(n, 0);                                                                                   \
+        [[maybe_unused]] const V y = o.out(n);                                                                                     \
+        o.acc(n, 0, dx);                                                                                                           \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    detail::val<V, T> id(const V<T>& a) { return detail::elementwise(op_##id<T>, a, forward); }
+/// Declares a binary op in one line, its derivatives beside its forward: `kernel` is the kernel
+/// K(tape, a, b) of detail that detail::binary runs, and `da`, `db` the gradients for the two
+/// inputs, written with the ordinary ops in g, a and b (the inputs), o and n (for o.shape(n, k));
+/// each is computed only when its input wants a gradient. It defines the rule backward_<id>,
+/// op_<id> (named "id") and the forward id(a, b).
+#define TAPIR_BINARY_OP(id, kernel, da, db)                                                                                    \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        [[maybe_unused]] const V a = o.in(n, 0);                                                                                   \
+        [[maybe_unused]] const V b = o.in(n, 1);                                                                                   \
+        if (o.needs(n, 0)) o.acc(n, 0, da);                                                                                        \
+        if (o.needs(n, 1)) o.acc(n, 1, db);                                                                                        \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    TAPIR_ALWAYS_INLINE detail::val<V, T> id(const V<T>& a, const V<T>& b) {                                                       \
+        return detail::binary<detail::kernel<T>>(op_##id<T>, a, b);                                                                \
+    }
+/// Declares a matrix-product op id(a, b, transpose_a, transpose_b) = op(a) op(b) in one line:
+/// `kernel` is its kernel of detail, which detail::product runs (the flags kept in the node), and
+/// its rule is detail::backward_product with the op itself as the product.
+#define TAPIR_PRODUCT_OP(id, kernel)                                                                                           \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return id(x, y, tx, ty); });            \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id);                                                                                              \
+    template <class T, template <class> class V>                                                                                   \
+    detail::val<V, T> id(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {                       \
+        return detail::product<detail::kernel<T>>(op_##id<T>, a, b, transpose_a, transpose_b);                                     \
     }
 /// An op that passes no gradient (the masks rules multiply by).
 #define TAPIR_OP_NO_GRAD(id, name)                                                                                               \
@@ -7063,6 +7354,14 @@ auto set_axis(std::size_t axis, bool keepdim) {
         n.flags = keepdim ? 1 : 0;
     };
 }
+/// The axis and offset of a window along it (slice, pad).
+template <class T>
+auto set_window(std::size_t axis, std::size_t start) {
+    return [axis, start](Node<T>& n) {
+        n.axis = static_cast<std::int32_t>(axis);
+        n.i0 = start;
+    };
+}
 /// The forwards of most ops, each in one line: the input's tape, a kernel on the input values, a
 /// node of `op` (set writes its attributes). unary maps f over every element (k_unary) ...
 template <class T, template <class> class V, class F, class Set = no_attrs>
@@ -7078,6 +7377,12 @@ val<V, T> unary_simd(const OpDef<T>& op, const V<T>& a, void (*f)(const T*, T*, 
     Ref<T> out = t.alloc(x.shape);
     f(x.data, out.data, x.size());
     return emit(t, op, out, no_attrs{}, a);
+}
+/// ... elementwise calls whichever of the two fits f (the forward of a TAPIR_UNARY_OP) ...
+template <class T, template <class> class V, class F>
+val<V, T> elementwise(const OpDef<T>& op, const V<T>& a, F f) {
+    if constexpr (std::is_convertible<F, void (*)(const T*, T*, std::size_t)>::value) return unary_simd(op, a, f);
+    else return unary(op, a, f);
 }
 /// ... binary runs kernel K(tape, a, b) on two values of one tape (the op's name in the error) ...
 template <auto K, class T, template <class> class V, class Set = no_attrs>
@@ -7113,32 +7418,9 @@ inline Shape keepdim_shape(const Shape& in, std::int32_t axis) { return reduced_
 
 // ---- add, sub, mul, div: broadcasting binary ops ---------------------------------------------
 
-template <class O, class T, class V>
-void backward_add(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(g, o.shape(n, 1)));
-}
-TAPIR_OP(add, "add", backward_add);
-template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> add(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_add<T>>(op_add<T>, a, b); }
-
-template <class O, class T, class V>
-void backward_sub(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(neg(g), o.shape(n, 1)));
-}
-TAPIR_OP(sub, "sub", backward_sub);
-template <class T, template <class> class V>
-detail::val<V, T> sub(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_sub<T>>(op_sub<T>, a, b); }
-
-template <class O, class T, class V>
-void backward_mul(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, sum_to(mul(g, o.in(n, 1)), o.shape(n, 0)));
-    if (o.needs(n, 1)) o.acc(n, 1, sum_to(mul(g, o.in(n, 0)), o.shape(n, 1)));
-}
-TAPIR_OP(mul, "mul", backward_mul);
-template <class T, template <class> class V>
-TAPIR_ALWAYS_INLINE detail::val<V, T> mul(const V<T>& a, const V<T>& b) { return detail::binary<detail::k_mul<T>>(op_mul<T>, a, b); }
+TAPIR_BINARY_OP(add, k_add, sum_to(g, o.shape(n, 0)), sum_to(g, o.shape(n, 1)));
+TAPIR_BINARY_OP(sub, k_sub, sum_to(g, o.shape(n, 0)), sum_to(neg(g), o.shape(n, 1)));
+TAPIR_BINARY_OP(mul, k_mul, sum_to(mul(g, b), o.shape(n, 0)), sum_to(mul(g, a), o.shape(n, 1)));
 
 template <class O, class T, class V>
 void backward_div(O& o, const Node<T>& n, const V& g) {
@@ -7152,13 +7434,7 @@ detail::val<V, T> div(const V<T>& a, const V<T>& b) { return detail::binary<deta
 
 // ---- scalar ops ---------------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_neg(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, neg(g));
-}
-TAPIR_OP(neg, "neg", backward_neg);
-template <class T, template <class> class V>
-detail::val<V, T> neg(const V<T>& a) { return detail::unary(op_neg<T>, a, [](T x) { return -x; }); }
+TAPIR_UNARY_OP(neg, [](T x) { return -x; }, neg(g));
 
 template <class O, class T, class V>
 void backward_scale(O& o, const Node<T>& n, const V& g) {
@@ -7210,16 +7486,8 @@ void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
 }
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_matmul(O& o, const Node<T>& n, const V& g) {
-    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return matmul(x, y, tx, ty); });
-}
-TAPIR_OP(matmul, "matmul", backward_matmul);
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
-template <class T, template <class> class V>
-detail::val<V, T> matmul(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    return detail::product<detail::k_matmul<T>>(op_matmul<T>, a, b, transpose_a, transpose_b);
-}
+TAPIR_PRODUCT_OP(matmul, k_matmul);
 
 template <class O, class T, class V>
 void backward_transpose(O& o, const Node<T>& n, const V& g) {
@@ -7326,37 +7594,10 @@ detail::val<V, T> min(const V<T>& a, std::int64_t axis, bool keepdim = false) {
 
 // ---- elementwise math -------------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_exp(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, o.out(n)));
-}
-TAPIR_OP(exp, "exp", backward_exp);
-template <class T, template <class> class V>
-detail::val<V, T> exp(const V<T>& a) { return detail::unary_simd(op_exp<T>, a, simd::exp<T>); }
-
-template <class O, class T, class V>
-void backward_log(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(g, o.in(n, 0)));
-}
-TAPIR_OP(log, "log", backward_log);
-template <class T, template <class> class V>
-detail::val<V, T> log(const V<T>& a) { return detail::unary_simd(op_log<T>, a, simd::log<T>); }
-
-template <class O, class T, class V>
-void backward_log1p(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(g, add_scalar(o.in(n, 0), T(1))));
-}
-TAPIR_OP(log1p, "log1p", backward_log1p);
-template <class T, template <class> class V>
-detail::val<V, T> log1p(const V<T>& a) { return detail::unary(op_log1p<T>, a, [](T x) { return std::log1p(x); }); }
-
-template <class O, class T, class V>
-void backward_sqrt(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, div(scale(g, T(0.5)), o.out(n)));
-}
-TAPIR_OP(sqrt, "sqrt", backward_sqrt);
-template <class T, template <class> class V>
-detail::val<V, T> sqrt(const V<T>& a) { return detail::unary(op_sqrt<T>, a, [](T x) { return std::sqrt(x); }); }
+TAPIR_UNARY_OP(exp, simd::exp<T>, mul(g, y));
+TAPIR_UNARY_OP(log, simd::log<T>, div(g, x));
+TAPIR_UNARY_OP(log1p, [](T x) { return std::log1p(x); }, div(g, add_scalar(x, T(1))));
+TAPIR_UNARY_OP(sqrt, [](T x) { return std::sqrt(x); }, div(scale(g, T(0.5)), y));
 
 template <class O, class T, class V>
 void backward_pow(O& o, const Node<T>& n, const V& g) {
@@ -7372,21 +7613,8 @@ detail::val<V, T> pow(const V<T>& a, S exponent) {
     return detail::unary(op_pow<T>, a, [p](T x) { return std::pow(x, p); }, detail::set_a(p));
 }
 
-template <class O, class T, class V>
-void backward_abs(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sign(o.in(n, 0))));
-}
-TAPIR_OP(abs, "abs", backward_abs);
-template <class T, template <class> class V>
-detail::val<V, T> abs(const V<T>& a) { return detail::unary(op_abs<T>, a, [](T x) { return std::abs(x); }); }
-
-template <class O, class T, class V>
-void backward_square(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scale(mul(g, o.in(n, 0)), T(2)));
-}
-TAPIR_OP(square, "square", backward_square);
-template <class T, template <class> class V>
-detail::val<V, T> square(const V<T>& a) { return detail::unary(op_square<T>, a, [](T x) { return x * x; }); }
+TAPIR_UNARY_OP(abs, [](T x) { return std::abs(x); }, mul(g, sign(x)));
+TAPIR_UNARY_OP(square, [](T x) { return x * x; }, scale(mul(g, x), T(2)));
 
 template <class O, class T, class V>
 void backward_clamp(O& o, const Node<T>& n, const V& g) {
@@ -7420,31 +7648,9 @@ Var<T> where(const Var<T>& cond, const Var<T>& a, const Var<T>& b) {
 // bits (g - g y^2 for tanh, g (y - y^2) for sigmoid, ...) round differently from the SIMD
 // derivative, and the README's example figures (e.g. higgs's adversary through sigmoid) rest on them.
 
-template <class O, class T, class V>
-void backward_tanh(O& o, const Node<T>& n, const V& g) {
-    const V y = o.out(n);
-    o.acc(n, 0, sub(g, mul(g, mul(y, y))));
-}
-TAPIR_OP(tanh, "tanh", backward_tanh);
-template <class T, template <class> class V>
-detail::val<V, T> tanh(const V<T>& a) { return detail::unary_simd(op_tanh<T>, a, simd::tanh<T>); }
-
-template <class O, class T, class V>
-void backward_sigmoid(O& o, const Node<T>& n, const V& g) {
-    const V y = o.out(n);
-    o.acc(n, 0, mul(g, sub(y, mul(y, y))));
-}
-TAPIR_OP(sigmoid, "sigmoid", backward_sigmoid);
-template <class T, template <class> class V>
-detail::val<V, T> sigmoid(const V<T>& a) { return detail::unary_simd(op_sigmoid<T>, a, simd::sigmoid<T>); }
-
-template <class O, class T, class V>
-void backward_relu(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, positive_mask(o.in(n, 0))));
-}
-TAPIR_OP(relu, "relu", backward_relu);
-template <class T, template <class> class V>
-detail::val<V, T> relu(const V<T>& a) { return detail::unary_simd(op_relu<T>, a, simd::relu<T>); }
+TAPIR_UNARY_OP(tanh, simd::tanh<T>, sub(g, mul(g, mul(y, y))));
+TAPIR_UNARY_OP(sigmoid, simd::sigmoid<T>, mul(g, sub(y, mul(y, y))));
+TAPIR_UNARY_OP(relu, simd::relu<T>, mul(g, positive_mask(x)));
 
 template <class O, class T, class V>
 void backward_leaky_relu(O& o, const Node<T>& n, const V& g) {
@@ -7471,60 +7677,17 @@ detail::val<V, T> elu(const V<T>& a, S scale_alpha = S(1)) {
     return detail::unary(op_elu<T>, a, [alpha](T x) { return x > T(0) ? x : alpha * std::expm1(x); }, detail::set_a(alpha));
 }
 
-template <class O, class T, class V>
-void backward_softplus(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sigmoid(o.in(n, 0))));
-}
-TAPIR_OP(softplus, "softplus", backward_softplus);
-/// log(1 + exp(a)), exact for large |a|.
-template <class T, template <class> class V>
-detail::val<V, T> softplus(const V<T>& a) { return detail::unary(op_softplus<T>, a, [](T x) { return detail::stable_softplus(x); }); }
-
-template <class O, class T, class V>
-void backward_log_sigmoid(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, sigmoid(neg(o.in(n, 0)))));
-}
-TAPIR_OP(log_sigmoid, "log_sigmoid", backward_log_sigmoid);
-/// log(sigmoid(a)) = -softplus(-a), finite for all a.
-template <class T, template <class> class V>
-detail::val<V, T> log_sigmoid(const V<T>& a) {
-    return detail::unary(op_log_sigmoid<T>, a, [](T x) { return -detail::stable_softplus(-x); });
-}
-
-template <class O, class T, class V>
-void backward_erf(O& o, const Node<T>& n, const V& g) {
-    const V x = o.in(n, 0);
-    o.acc(n, 0, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
-}
-TAPIR_OP(erf, "erf", backward_erf);
-template <class T, template <class> class V>
-detail::val<V, T> erf(const V<T>& a) { return detail::unary(op_erf<T>, a, [](T x) { return std::erf(x); }); }
-
-template <class O, class T, class V>
-void backward_atan(O& o, const Node<T>& n, const V& g) {
-    const V x = o.in(n, 0);
-    o.acc(n, 0, div(g, add_scalar(mul(x, x), T(1))));  // d atan(x)/dx = 1 / (1 + x^2)
-}
-TAPIR_OP(atan, "atan", backward_atan);
-template <class T, template <class> class V>
-detail::val<V, T> atan(const V<T>& a) { return detail::unary(op_atan<T>, a, [](T x) { return std::atan(x); }); }
+/// softplus(a) = log(1 + exp(a)), exact for large |a|; log_sigmoid(a) = log(sigmoid(a)) = -softplus(-a),
+/// finite for all a.
+TAPIR_UNARY_OP(softplus, [](T x) { return detail::stable_softplus(x); }, mul(g, sigmoid(x)));
+TAPIR_UNARY_OP(log_sigmoid, [](T x) { return -detail::stable_softplus(-x); }, mul(g, sigmoid(neg(x))));
+TAPIR_UNARY_OP(erf, [](T x) { return std::erf(x); }, mul(g, scale(exp(neg(mul(x, x))), T(1.1283791670955126))));  // 2/sqrt(pi)
+TAPIR_UNARY_OP(atan, [](T x) { return std::atan(x); }, div(g, add_scalar(mul(x, x), T(1))));  // 1 / (1 + x^2)
 
 /// sin and cos, for azimuths: a direction from an angle is (cos, sin), smooth and periodic, so a
 /// generated angle needs no wrapping. Each rule uses the other op, so every order is defined.
-template <class O, class T, class V>
-void backward_sin(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, mul(g, cos(o.in(n, 0))));  // d sin(x)/dx = cos(x)
-}
-TAPIR_OP(sin, "sin", backward_sin);
-template <class O, class T, class V>
-void backward_cos(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, neg(mul(g, sin(o.in(n, 0)))));  // d cos(x)/dx = -sin(x)
-}
-TAPIR_OP(cos, "cos", backward_cos);
-template <class T, template <class> class V>
-detail::val<V, T> sin(const V<T>& a) { return detail::unary(op_sin<T>, a, [](T x) { return std::sin(x); }); }
-template <class T, template <class> class V>
-detail::val<V, T> cos(const V<T>& a) { return detail::unary(op_cos<T>, a, [](T x) { return std::cos(x); }); }
+TAPIR_UNARY_OP(sin, [](T x) { return std::sin(x); }, mul(g, cos(x)));
+TAPIR_UNARY_OP(cos, [](T x) { return std::cos(x); }, neg(mul(g, sin(x))));
 
 // ---- softmax family ------------------------------------------------------------------------
 
@@ -7606,10 +7769,7 @@ template <class T, template <class> class V>
 detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
     Tape<T>& t = detail::tape_of(a);
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
-    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), [ax, start](Node<T>& n) {
-        n.axis = static_cast<std::int32_t>(ax);
-        n.i0 = start;
-    }, a);
+    return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), detail::set_window<T>(ax, start), a);
 }
 
 template <class O, class T, class V>
@@ -7625,10 +7785,7 @@ detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::
     if (start + a.shape()[ax] > total)
         throw shape_error("pad: value of shape " + a.shape().str() + " does not fit at offset " + std::to_string(start) +
                           " of an axis of length " + std::to_string(total));
-    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), [ax, start](Node<T>& n) {
-        n.axis = static_cast<std::int32_t>(ax);
-        n.i0 = start;
-    }, a);
+    return detail::emit(t, op_pad<T>, detail::k_pad(t, detail::ref(a), ax, start, total), detail::set_window<T>(ax, start), a);
 }
 
 namespace detail {
@@ -7942,10 +8099,12 @@ detail::val<V, T> group_sum(const V<T>& x, SumGroup<T>& group) {
 /// Convolution is one bilinear form read three ways: y = conv(x, w), its adjoint in x
 /// (conv_dx(g, w), the transposed convolution) and its adjoint in w (conv_dw(x, g), a
 /// correlation). Each op's backward rule is written with the other two, so first-order backward,
-/// create_graph and every higher order use the same three kernels. The kernels unfold one sample
-/// and group, in column chunks that stay in L2, into the tape's arena (im2col) and run simd::gemm
-/// on each chunk (Chellapilla et al. 2006,
-/// "High performance convolutional neural networks for document processing"); the geometry of the
+/// create_graph and every higher order use the same three kernels. With stride 1 they are implicit
+/// GEMMs on a zero-padded copy of each sample (simd::gemm_rows, gemm_rows_nt: no unfolded copy,
+/// and conv_dx is the flipped kernel's convolution of the padded gradient, without col2im); with
+/// other strides they unfold one sample and group, in column chunks that stay in L2, into the
+/// tape's arena (im2col) and run simd::gemm on each chunk (Chellapilla et al. 2006,
+/// "High performance convolutional neural networks for document processing"). The geometry of the
 /// three ops is one int64 array in the arena, pointed to by Node::index. Max pooling stores its
 /// argmax (flat indices, in the arena) and its backward scatters through them; average pooling and
 /// nearest upsampling are linear, each with its adjoint as an op. Output sizes, padding and the
@@ -8190,6 +8349,109 @@ std::size_t chunk_cols(std::size_t k, std::size_t ohw) noexcept {
     return ohw <= c ? ohw : c;
 }
 
+/// Stride-1 convolutions run as an implicit GEMM (simd::gemm_rows, gemm_rows_nt): each sample's
+/// group is copied zero-padded into one arena buffer (its borders stay zero from sample to sample),
+/// whose taps are the rows of the unfolded input at one offset each, over output rows as wide as
+/// the padded ones (the extra (kw - 1) dw columns are computed and dropped). No unfolded copy is
+/// made, and each output's multiply-add chain is the same as through im2col and simd::gemm.
+template <class T>
+struct PaddedInput {
+    std::size_t wp = 0, plane = 0, cols = 0;  ///< padded width, channel plane, output columns
+    std::ptrdiff_t* rows = nullptr;           ///< per tap (c, i, j): its offset in buf
+    T* buf = nullptr;
+    const ConvGeom* g = nullptr;
+    PaddedInput(Tape<T>& t, const ConvGeom& geom) : g(&geom) {
+        const std::size_t hp = geom.oh + (geom.kh - 1) * geom.dh;
+        wp = geom.ow + (geom.kw - 1) * geom.dw, plane = hp * wp, cols = geom.oh * wp;
+        const std::size_t nbuf = geom.cg() * plane + (geom.kw - 1) * geom.dw;  // the last row's dropped columns read past the end
+        rows = static_cast<std::ptrdiff_t*>(t.arena().allocate(geom.k() * sizeof(std::ptrdiff_t)));
+        for (std::size_t c = 0; c < geom.cg(); ++c)
+            for (std::size_t i = 0; i < geom.kh; ++i)
+                for (std::size_t j = 0; j < geom.kw; ++j)
+                    rows[(c * geom.kh + i) * geom.kw + j] = static_cast<std::ptrdiff_t>(c * plane + i * geom.dh * wp + j * geom.dw);
+        buf = scratch(t, nbuf);
+        for (std::size_t i = 0; i < nbuf; ++i) buf[i] = T(0);
+    }
+    /// Copies the group (cg, h, w) at xs inside the zero border.
+    void load(const T* xs) noexcept {
+        for (std::size_t c = 0; c < g->cg(); ++c)
+            for (std::size_t y = 0; y < g->h; ++y) {
+                const T* TAPIR_RESTRICT s = xs + (c * g->h + y) * g->w;
+                T* TAPIR_RESTRICT d = buf + c * plane + (g->pt + y) * wp + g->pl;
+                for (std::size_t x = 0; x < g->w; ++x) d[x] = s[x];
+            }
+    }
+};
+
+/// out (n, o, oh, ow) = act(conv(in (n, c, h, w), wgt (o, c/groups, kh, kw)) + bias) for a stride-1
+/// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
+/// activation runs on each sample's block while it is in cache: the same operations, hence bits,
+/// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
+template <class T>
+void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
+                   Activation act = Activation::none, T alpha = T(0)) {
+    const std::size_t og = g.og(), cg = g.cg(), K = g.k();
+    PaddedInput<T> p(t, g);
+    T* cbuf = scratch(t, og * p.cols);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            p.load(in + (n * g.c + q * cg) * g.hw());
+            simd::gemm_rows<T>(og, p.cols, K, T(1), wgt + q * og * K, K, p.buf, p.rows, T(0), cbuf, p.cols);
+            T* ys = out + (n * g.o + q * og) * g.ohw();
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t y = 0; y < g.oh; ++y) {
+                    const T* TAPIR_RESTRICT s = cbuf + o * p.cols + y * p.wp;
+                    T* TAPIR_RESTRICT d = ys + (o * g.oh + y) * g.ow;
+                    if (bias) {
+                        const T v = bias[q * og + o];
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else {
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
+                    }
+                }
+            if (act != Activation::none) simd::activate_on(simd::active_isa(), act, ys, ys, og * g.ohw(), alpha);
+        }
+}
+
+/// dw (o, c/groups, kh, kw) = sum over samples of y unfold(x)^T for a stride-1 geometry g: y is
+/// copied into rows as wide as the padded input's with zeros in the dropped columns, and each
+/// (output channel, tap) entry is one dot product along them (simd::gemm_rows_nt).
+template <class T>
+void implicit_conv_dw(Tape<T>& t, const T* x, const T* y, T* dw, const ConvGeom& g) {
+    const std::size_t og = g.og(), cg = g.cg(), K = g.k();
+    PaddedInput<T> p(t, g);
+    T* yw = scratch(t, og * p.cols);
+    for (std::size_t i = 0; i < og * p.cols; ++i) yw[i] = T(0);
+    for (std::size_t n = 0; n < g.n; ++n)
+        for (std::size_t q = 0; q < g.groups; ++q) {
+            p.load(x + (n * g.c + q * cg) * g.hw());
+            const T* ys = y + (n * g.o + q * og) * g.ohw();
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t r = 0; r < g.oh; ++r) {
+                    const T* TAPIR_RESTRICT s = ys + (o * g.oh + r) * g.ow;
+                    T* TAPIR_RESTRICT d = yw + o * p.cols + r * p.wp;
+                    for (std::size_t c = 0; c < g.ow; ++c) d[c] = s[c];
+                }
+            simd::gemm_rows_nt<T>(og, K, p.cols, T(1), yw, p.cols, p.buf, p.rows, n ? T(1) : T(0), dw + q * og * K, K);
+        }
+}
+
+/// Whether conv (forward) runs as implicit_conv: stride 1, not pointwise, something to compute.
+inline bool implicit_forward(const ConvGeom& g) noexcept {
+    return g.sh == 1 && g.sw == 1 && !g.pointwise() && g.n && g.hw() && g.ohw();
+}
+
+/// conv_dx with stride 1 is the stride-1 convolution of y, padded by (k - 1) d minus the forward's
+/// padding, with the kernel flipped and its channel axes swapped (Dumoulin and Visin,
+/// arXiv:1603.07285, relationship 8): its geometry, valid when no such padding is negative.
+inline bool implicit_adjoint(const ConvGeom& g, ConvGeom& d) noexcept {
+    const std::size_t eh = (g.kh - 1) * g.dh, ew = (g.kw - 1) * g.dw;
+    if (!implicit_forward(g) || g.pt > eh || g.pl > ew || g.oh > g.h + g.pt || g.ow > g.w + g.pl) return false;
+    d = g;
+    d.c = g.o, d.h = g.oh, d.w = g.ow, d.o = g.c, d.oh = g.h, d.ow = g.w, d.pt = eh - g.pt, d.pl = ew - g.pl;
+    return true;
+}
+
 /// y = conv(x, w) (+ bias): x (n, c, h, w), w (o, c/groups, kh, kw).
 template <class T>
 Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, Activation act = Activation::none,
@@ -8197,6 +8459,10 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], w.shape[0]);
     Ref<T> y = t.alloc(Shape{g.n, g.o, g.oh, g.ow});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    if (implicit_forward(g)) {
+        implicit_conv(t, x.data, w.data, y.data, g, b ? b->data : nullptr, act, alpha);
+        return y;
+    }
     T* col = g.pointwise() ? nullptr : scratch(t, K * nc);
     for (std::size_t n = 0; n < g.n; ++n)
         for (std::size_t q = 0; q < g.groups; ++q) {
@@ -8225,6 +8491,19 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    ConvGeom d;
+    if (implicit_adjoint(g, d)) {
+        // Per group (cg, og kh kw): wf(c, (o, i, j)) = w(o, c, kh - 1 - i, kw - 1 - j).
+        const std::size_t kk = g.kh * g.kw;
+        T* wf = scratch(t, g.o * K);
+        for (std::size_t q = 0; q < g.groups; ++q)
+            for (std::size_t o = 0; o < og; ++o)
+                for (std::size_t c = 0; c < cg; ++c)
+                    for (std::size_t r = 0; r < kk; ++r) wf[(q * cg + c) * og * kk + o * kk + r] = w.data[((q * og + o) * cg + c) * kk + (kk - 1 - r)];
+        implicit_conv(t, y.data, wf, x.data, d);
+        if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+        return x;
+    }
     T* wt = scratch(t, g.o * K);  // per group (K, og): the group's weight transposed
     for (std::size_t q = 0; q < g.groups; ++q)
         for (std::size_t oc = 0; oc < og; ++oc)
@@ -8261,6 +8540,10 @@ Ref<T> k_conv_dw(Tape<T>& t, const Ref<T>& x, const Ref<T>& y, const std::int64_
     const ConvGeom g = geom_of(a, x.shape[0], x.shape[1], y.shape[1]);
     Ref<T> dw = t.alloc(Shape{g.o, g.cg(), g.kh, g.kw});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
+    if (implicit_forward(g)) {
+        implicit_conv_dw(t, x.data, y.data, dw.data, g);
+        return dw;
+    }
     const bool pw = g.pointwise();
     T* col = pw ? nullptr : scratch(t, K * nc);
     // Both ways walk every column chunk of every sample and group: f(q, more, yc, u, ldu, m) with
@@ -8548,14 +8831,18 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
             for (std::size_t oy = 0; oy < g.oh; ++oy)
                 for (std::size_t ox = 0; ox < g.ow; ++ox, ++o) {
                     const std::size_t k0 = oy * g.sh * g.w + ox * g.sw;
-                    const std::size_t ks[3] = {k0 + 1, k0 + g.w, k0 + g.w + 1};
-                    std::size_t arg = k0;
-                    T best = xs[k0];
-                    for (std::size_t u = 0; u < 3 && best == best; ++u) {  // the first maximum; a NaN wins and stops
-                        const T v = xs[ks[u]];
-                        if (v > best || v != v) best = v, arg = ks[u];
+                    const std::size_t ks[4] = {k0, k0 + 1, k0 + g.w, k0 + g.w + 1};
+                    const T v[4] = {xs[ks[0]], xs[ks[1]], xs[ks[2]], xs[ks[3]]};
+                    // The first maximum; a NaN wins and stops. Index arithmetic, not branches: on real
+                    // data the comparisons are coin flips, whose mispredictions cost most of the pooling.
+                    std::size_t u = 0;
+                    for (std::size_t r = 1; r < 4; ++r) {
+                        const T b = v[u];
+                        const std::size_t take = static_cast<std::size_t>((b == b) & ((v[r] > b) | (v[r] != v[r])));
+                        u += (r - u) * take;
                     }
-                    y.data[o] = best;
+                    const std::size_t arg = ks[u];
+                    y.data[o] = v[u];
                     idx[o] = static_cast<std::int64_t>(p * g.hw() + arg);
                 }
         }
@@ -9417,19 +9704,10 @@ Ref<T> k_softmax_grad(Tape<T>& t, const Ref<T>& g, const Ref<T>& y) {
 
 // ---- bmm: one matrix product per batch item ------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_bmm(O& o, const Node<T>& n, const V& g) {
-    // As matmul's rule, per batch item.
-    detail::backward_product(o, n, g, [](const V& x, const V& y, bool tx, bool ty) { return bmm(x, y, tx, ty); });
-}
-TAPIR_OP(bmm, "bmm", backward_bmm);
 /// op(a[i]) op(b[i]) for every batch item i: a (..., m, k), b (..., k, n) of rank 3 or 4 with the same
 /// batch axes; op transposes the last two axes when its flag is set (by the GEMM's packing, no copy).
-/// torch.matmul on equal batch shapes (torch.bmm for rank 3).
-template <class T, template <class> class V>
-detail::val<V, T> bmm(const V<T>& a, const V<T>& b, bool transpose_a = false, bool transpose_b = false) {
-    return detail::product<detail::k_bmm<T>>(op_bmm<T>, a, b, transpose_a, transpose_b);
-}
+/// torch.matmul on equal batch shapes (torch.bmm for rank 3). Its rule is matmul's, per batch item.
+TAPIR_PRODUCT_OP(bmm, k_bmm);
 
 // ---- permute: reorder axes -------------------------------------------------------------------------
 
@@ -9764,22 +10042,13 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
         T* TAPIR_RESTRICT sv = saved + t * B * W;
         switch (cell) {
         case RnnCell::lstm: {
-            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one sigmoid call.
-            simd::add<T>(hh, xp + t * B * GH, hh, B * GH);
-            simd::add_row<T>(hh, B, GH, GH, bih);
+            // g = tanh(a) = 2 sigmoid(2a) - 1: all four gates in one pass over the step.
+            simd::gate_sigmoid<T>(B, GH, 2 * H, 3 * H, hh, GH, xp + t * B * GH, GH, bih, sv, GH);
             for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT a = hh + b * GH + 2 * H;
-                for (std::size_t j = 0; j < H; ++j) a[j] *= T(2);
-            }
-            simd::sigmoid(hh, sv, B * GH);
-            for (std::size_t b = 0; b < B; ++b) {
-                T* TAPIR_RESTRICT s = sv + b * GH;
+                const T* TAPIR_RESTRICT s = sv + b * GH;
                 const T* TAPIR_RESTRICT cp = prev + b * ldp + H;
                 T* TAPIR_RESTRICT c = tmp + b * H;
-                for (std::size_t j = 0; j < H; ++j) {
-                    s[2 * H + j] = T(2) * s[2 * H + j] - T(1);
-                    c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
-                }
+                for (std::size_t j = 0; j < H; ++j) c[j] = s[H + j] * cp[j] + s[j] * s[2 * H + j];
             }
             T* TAPIR_RESTRICT tc = sv + B * GH;
             simd::tanh(tmp, tc, B * H);
@@ -9796,14 +10065,8 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
         case RnnCell::gru: {
             T* TAPIR_RESTRICT n = sv + B * 2 * H;
             T* TAPIR_RESTRICT hn = sv + B * 3 * H;
-            for (std::size_t b = 0; b < B; ++b) {
-                const T* TAPIR_RESTRICT a = hh + b * GH;
-                const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH;
-                T* TAPIR_RESTRICT rz = sv + b * 2 * H;
-                for (std::size_t j = 0; j < 2 * H; ++j) rz[j] = a[j] + x[j] + bih[j];
-                for (std::size_t j = 0; j < H; ++j) hn[b * H + j] = a[2 * H + j];
-            }
-            simd::sigmoid(sv, sv, B * 2 * H);
+            simd::gate_sigmoid<T>(B, 2 * H, 0, 0, hh, GH, xp + t * B * GH, GH, bih, sv, 2 * H);
+            for (std::size_t b = 0; b < B; ++b) std::memcpy(hn + b * H, hh + b * GH + 2 * H, H * sizeof(T));
             for (std::size_t b = 0; b < B; ++b) {
                 const T* TAPIR_RESTRICT x = xp + (t * B + b) * GH + 2 * H;
                 const T* TAPIR_RESTRICT r = sv + b * 2 * H;
@@ -9831,42 +10094,11 @@ void k_recurrent_forward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T*
     }
 }
 
-/// One GRU row backward: dhh (3H, of h W^T + b), dx (3H, of xp) and the carry.
-template <class T>
-void gru_row_backward(std::size_t H, const T* TAPIR_RESTRICT ds, const T* TAPIR_RESTRICT rz, const T* TAPIR_RESTRICT n,
-                      const T* TAPIR_RESTRICT hn, const T* TAPIR_RESTRICT hp, T* TAPIR_RESTRICT dhh, T* TAPIR_RESTRICT dx,
-                      T* TAPIR_RESTRICT carry) {
-    const T *r = rz, *z = rz + H;
-    for (std::size_t j = 0; j < H; ++j) {
-        const T dh = ds[j];
-        const T dan = dh * (T(1) - z[j]) * (T(1) - n[j] * n[j]);
-        const T dar = dan * hn[j] * r[j] * (T(1) - r[j]);
-        const T daz = dh * (hp[j] - n[j]) * z[j] * (T(1) - z[j]);
-        dhh[j] = dar;
-        dhh[H + j] = daz;
-        dhh[2 * H + j] = dan * r[j];
-        dx[j] = dar;
-        dx[H + j] = daz;
-        dx[2 * H + j] = dan;
-        carry[j] = dh * z[j];
-    }
-}
-
-/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
-/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
-/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
-template <class T>
-struct lstm_step_backward_kernel {
+/// What the step kernels below share (K is the kernel): loads and stores of a whole vector or a
+/// partial one, and the loop over the rows (a.b of them) in vectors of the hidden size a.h.
+template <class K, class T>
+struct rnn_step_rows {
     using value_type = T;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* s;
-        const T* tc;
-        const T* prev;
-        T* da;
-    };
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE typename V::reg ld(const T* p, std::size_t r) {
         if constexpr (Partial) return V::load_partial(p, r);
@@ -9877,34 +10109,95 @@ struct lstm_step_backward_kernel {
         if constexpr (Partial) V::store_partial(p, v, r);
         else (void)r, V::store(p, v);
     }
+    template <class V, class A>
+    static TAPIR_ALWAYS_INLINE void run(A a) {
+        constexpr std::size_t W = V::W;
+        for (std::size_t row = 0; row < a.b; ++row) {
+            std::size_t j = 0;
+            for (; j + W <= a.h; j += W) K::template block<V, false>(a, row, j, W);
+            if (j < a.h) K::template block<V, true>(a, row, j, a.h - j);
+        }
+    }
+};
+
+/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
+/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
+/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+template <class T>
+struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T> {
+    using R = rnn_step_rows<lstm_step_backward_kernel<T>, T>;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* s;
+        const T* tc;
+        const T* prev;
+        T* da;
+    };
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * SH + j;
         const T* sr = a.s + row * GH + j;
-        const auto dh = V::add(ld<V, Partial>(a.gy + row * SH + j, r), ld<V, Partial>(cr, r));
-        const auto dcin = V::add(ld<V, Partial>(a.gy + row * SH + H + j, r), ld<V, Partial>(cr + H, r));
-        const auto ig = ld<V, Partial>(sr, r), fg = ld<V, Partial>(sr + H, r), gg = ld<V, Partial>(sr + 2 * H, r),
-                   og = ld<V, Partial>(sr + 3 * H, r);
-        const auto tc = ld<V, Partial>(a.tc + row * H + j, r), cp = ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * SH + j, r), R::template ld<V, Partial>(cr, r));
+        const auto dcin = V::add(R::template ld<V, Partial>(a.gy + row * SH + H + j, r), R::template ld<V, Partial>(cr + H, r));
+        const auto ig = R::template ld<V, Partial>(sr, r), fg = R::template ld<V, Partial>(sr + H, r);
+        const auto gg = R::template ld<V, Partial>(sr + 2 * H, r), og = R::template ld<V, Partial>(sr + 3 * H, r);
+        const auto tc = R::template ld<V, Partial>(a.tc + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
         const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
         T* dr = a.da + row * GH + j;
-        st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
-        st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
-        st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
-        st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
-        st<V, Partial>(cr, V::zero(), r);
-        st<V, Partial>(cr + H, V::mul(dc, fg), r);
+        R::template st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
+        R::template st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
+        R::template st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
+        R::template st<V, Partial>(dr + 3 * H, V::mul(V::mul(V::mul(dh, tc), og), V::sub(one, og)), r);
+        R::template st<V, Partial>(cr, V::zero(), r);
+        R::template st<V, Partial>(cr + H, V::mul(dc, fg), r);
     }
-    template <class V>
-    static TAPIR_ALWAYS_INLINE void run(Args a) {
-        constexpr std::size_t W = V::W;
-        for (std::size_t row = 0; row < a.b; ++row) {
-            std::size_t j = 0;
-            for (; j + W <= a.h; j += W) block<V, false>(a, row, j, W);
-            if (j < a.h) block<V, true>(a, row, j, a.h - j);
+};
+
+/// The GRU backward of one step over the whole batch, on the SIMD layer: for each row, ds = gy +
+/// carry, then the gate gradients dhh (of h W^T + b), dx (of xp) and the new carry dh z. rz holds
+/// the step's saved r, z (B, 2H), n and hn its n and W_hn h + b_hn (B, H); dx may be null.
+template <class T>
+struct gru_step_backward_kernel : rnn_step_rows<gru_step_backward_kernel<T>, T> {
+    using R = rnn_step_rows<gru_step_backward_kernel<T>, T>;
+    struct Args {
+        std::size_t b, h;
+        const T* gy;
+        T* carry;
+        const T* rz;
+        const T* n;
+        const T* hn;
+        const T* prev;
+        T* dhh;
+        T* dx;
+    };
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        const std::size_t H = a.h, GH = 3 * H;
+        const auto one = V::set1(T(1));
+        T* cr = a.carry + row * H + j;
+        const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * H + j, r), R::template ld<V, Partial>(cr, r));
+        const T* rz = a.rz + row * 2 * H + j;
+        const auto rg = R::template ld<V, Partial>(rz, r), zg = R::template ld<V, Partial>(rz + H, r);
+        const auto ng = R::template ld<V, Partial>(a.n + row * H + j, r), hn = R::template ld<V, Partial>(a.hn + row * H + j, r);
+        const auto hp = R::template ld<V, Partial>(a.prev + row * H + j, r);
+        const auto dan = V::mul(V::mul(dh, V::sub(one, zg)), V::sub(one, V::mul(ng, ng)));
+        const auto dar = V::mul(V::mul(V::mul(dan, hn), rg), V::sub(one, rg));
+        const auto daz = V::mul(V::mul(V::mul(dh, V::sub(hp, ng)), zg), V::sub(one, zg));
+        T* d = a.dhh + row * GH + j;
+        R::template st<V, Partial>(d, dar, r);
+        R::template st<V, Partial>(d + H, daz, r);
+        R::template st<V, Partial>(d + 2 * H, V::mul(dan, rg), r);
+        if (a.dx) {
+            T* x = a.dx + row * GH + j;
+            R::template st<V, Partial>(x, dar, r);
+            R::template st<V, Partial>(x + H, daz, r);
+            R::template st<V, Partial>(x + 2 * H, dan, r);
         }
+        R::template st<V, Partial>(cr, V::mul(dh, zg), r);
     }
 };
 
@@ -9926,11 +10219,23 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
     // W_hh without its bias columns, rows H apart (aligned for the per-step GEMM).
     T* wh = ar.template allocate_array<T>(GH * H);
     for (std::size_t j = 0; j < GH; ++j) std::memcpy(wh + j * H, w + j * (H + 2), H * sizeof(T));
-    T* scratch = gru && !dx ? ar.template allocate_array<T>(GH) : nullptr;
     for (std::size_t t = Tn; t-- > 0;) {
         const T* prev = t == 0 ? s0 : out + (t - 1) * B * SH;
-        const std::size_t ldp = SH;
         const T* sv = saved + t * B * W;
+        if (cell == RnnCell::gru) {
+            // As the LSTM's below: rows past their sequence's end keep ds = gy + carry, and pass it on.
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0)
+                    for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
+            simd::dispatch<gru_step_backward_kernel<T>>(typename gru_step_backward_kernel<T>::Args{
+                B, H, gy + t * B * SH, carry, sv, sv + B * 2 * H, sv + B * 3 * H, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
+            for (std::size_t b = 0; mask && b < B; ++b)
+                if (mask[t * B + b] == 0) {
+                    std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
+                    std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
+                    if (dx) std::memset(dx + (t * B + b) * GH, 0, GH * sizeof(T));
+                }
+        }
         if (cell == RnnCell::lstm) {
             // Rows past their sequence's end first keep ds = gy + carry, which passes on unchanged.
             for (std::size_t b = 0; mask && b < B; ++b)
@@ -9944,34 +10249,21 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
                     std::memset(dhh + (t * B + b) * GH, 0, GH * sizeof(T));
                 }
         }
-        for (std::size_t b = 0; cell != RnnCell::lstm && b < B; ++b) {
+        for (std::size_t b = 0; cell == RnnCell::rnn_tanh && b < B; ++b) {
             const T* gr = gy + (t * B + b) * SH;
             T* dsr = ds + b * SH;
             T* cr = carry + b * SH;
             for (std::size_t j = 0; j < SH; ++j) dsr[j] = gr[j] + cr[j];
             T* dh_row = dhh + (t * B + b) * GH;
-            T* dx_row = dx ? dx + (t * B + b) * GH : scratch;
             if (mask && mask[t * B + b] == 0) {
                 for (std::size_t j = 0; j < SH; ++j) cr[j] = dsr[j];
                 for (std::size_t j = 0; j < GH; ++j) dh_row[j] = T(0);
-                if (gru)
-                    for (std::size_t j = 0; j < GH; ++j) dx_row[j] = T(0);
                 continue;
             }
-            const T* hp = prev + b * ldp;
-            switch (cell) {
-            case RnnCell::lstm: break;  // above
-            case RnnCell::gru:
-                gru_row_backward(H, dsr, sv + b * 2 * H, sv + B * 2 * H + b * H, sv + B * 3 * H + b * H, hp, dh_row, dx_row, cr);
-                break;
-            case RnnCell::rnn_tanh: {
-                const T* y = out + (t * B + b) * SH;
-                for (std::size_t j = 0; j < H; ++j) {
-                    dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
-                    cr[j] = T(0);
-                }
-                break;
-            }
+            const T* y = out + (t * B + b) * SH;
+            for (std::size_t j = 0; j < H; ++j) {
+                dh_row[j] = dsr[j] * (T(1) - y[j] * y[j]);
+                cr[j] = T(0);
             }
         }
         // carry_h += dhh_t W_hh: the one GEMM of the step (none into an initial state that wants no gradient).
@@ -10515,35 +10807,12 @@ detail::val<V, T> index_add(const V<T>& src, std::int64_t axis, const std::vecto
 
 // ---- weighted and masked set sums ------------------------------------------------------------------
 
-template <class O, class T, class V>
-void backward_set_sum(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_expand(g, o.in(n, 1)));
-    if (o.needs(n, 1)) o.acc(n, 1, set_dot(o.in(n, 0), g));
-}
-TAPIR_OP(set_sum, "set_sum", backward_set_sum);
-/// sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
-template <class T, template <class> class V>
-detail::val<V, T> set_sum(const V<T>& x, const V<T>& w) { return detail::binary<detail::k_set_sum<T>>(op_set_sum<T>, x, w); }
-
-template <class O, class T, class V>
-void backward_set_expand(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_sum(g, o.in(n, 1)));
-    if (o.needs(n, 1)) o.acc(n, 1, set_dot(g, o.in(n, 0)));
-}
-TAPIR_OP(set_expand, "set_expand", backward_set_expand);
-/// g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
-template <class T, template <class> class V>
-detail::val<V, T> set_expand(const V<T>& g, const V<T>& w) { return detail::binary<detail::k_set_expand<T>>(op_set_expand<T>, g, w); }
-
-template <class O, class T, class V>
-void backward_set_dot(O& o, const Node<T>& n, const V& g) {
-    if (o.needs(n, 0)) o.acc(n, 0, set_expand(o.in(n, 1), g));
-    if (o.needs(n, 1)) o.acc(n, 1, set_sum(o.in(n, 0), g));
-}
-TAPIR_OP(set_dot, "set_dot", backward_set_dot);
-/// x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
-template <class T, template <class> class V>
-detail::val<V, T> set_dot(const V<T>& x, const V<T>& g) { return detail::binary<detail::k_set_dot<T>>(op_set_dot<T>, x, g); }
+/// set_sum(x, w) = sum_n w[b,n] x[b,n,:]: x (B, N, F), w (B, N) -> (B, F). Differentiable in both.
+TAPIR_BINARY_OP(set_sum, k_set_sum, set_expand(g, b), set_dot(a, g));
+/// set_expand(g, w) = g[b,:] w[b,n]: g (B, F), w (B, N) -> (B, N, F), the adjoint of set_sum in x.
+TAPIR_BINARY_OP(set_expand, k_set_expand, set_sum(g, b), set_dot(g, a));
+/// set_dot(x, g) = x[b,n,:] . g[b,:]: x (B, N, F), g (B, F) -> (B, N), the adjoint of set_sum in w.
+TAPIR_BINARY_OP(set_dot, k_set_dot, set_expand(b, g), set_sum(a, g));
 
 namespace detail {
 /// A constant (B, N) mask from per-row lengths (1 for the first lengths[b] particles).
@@ -10561,6 +10830,12 @@ Var<T> mask_from_lengths(Tape<T>& t, const Shape& x, const std::vector<std::size
         for (std::size_t n = 0; n < N; ++n) m.data[b * N + n] = n < lengths[b] ? T(1) : T(0);
     }
     return t.leaf(m, false);
+}
+/// The tape of a masked reduction's x (B, N, F) and mask (B, N), checked to match (op in the errors).
+template <class T>
+Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
+    check_set_pair(op, x.shape(), mask.shape());
+    return same_tape(x, mask, op);
 }
 } // namespace detail
 
@@ -10580,8 +10855,7 @@ Var<T> masked_sum(const Var<T>& x, const std::vector<std::size_t>& lengths) {
 /// and passes no gradient (its weights are all 0), never NaN.
 template <class T>
 Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
-    detail::check_set_pair("masked_mean", x.shape(), mask.shape());
-    Tape<T>& t = detail::same_tape(x, mask, "masked_mean");
+    Tape<T>& t = detail::masked_operands(x, mask, "masked_mean");
     const Shape s = mask.shape();
     const std::size_t B = s[0], N = s[1];
     Ref<T> w = t.alloc(s);
@@ -10603,9 +10877,7 @@ Var<T> masked_mean(const Var<T>& x, const std::vector<std::size_t>& lengths) {
 /// first maximal real particle (as PyTorch's max(dim)); an all-masked row gives 0 and no gradient.
 template <class T>
 Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
-    detail::check_set_pair("masked_max", x.shape(), mask.shape());
-    detail::same_tape(x, mask, "masked_max");
-    Tape<T>& t = x.tape();
+    Tape<T>& t = detail::masked_operands(x, mask, "masked_max");
     const Shape s = x.shape();
     const std::size_t B = s[0], N = s[1], F = s[2];
     std::int64_t* p = detail::arena_indices(t, B * F);
@@ -11690,6 +11962,36 @@ private:
 
 // ---- normalisation --------------------------------------------------------------------------
 
+namespace detail {
+/// What BatchNorm and LayerNorm share: a learned elementwise scale `weight` (starts at 1) and shift
+/// `bias` (starts at 0) over `features`, an eps, and an output of the input's shape, which
+/// Derived's check_input checks.
+template <class Derived, class T>
+class AffineNorm : public Cloneable<Derived, Module<T>> {
+public:
+    Parameter<T> weight;  ///< (features,) scale, gamma
+    Parameter<T> bias;    ///< (features,) shift, beta
+
+    std::size_t features() const noexcept { return weight.value.size(); }
+    double eps() const noexcept { return eps_; }
+
+    Shape output_shape(const Shape& in) const override {
+        check_input(in);
+        return in;
+    }
+
+protected:
+    AffineNorm(std::size_t features, double eps)
+        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {}
+
+    /// Throws shape_error for an input the layer does not take.
+    virtual void check_input(const Shape& s) const = 0;
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
+
+    double eps_;
+};
+} // namespace detail
+
 /// Batch normalisation over the batch axis of (batch, features) inputs, PyTorch conventions:
 /// training normalises with the batch mean and biased variance and updates
 ///   running_mean = (1 - momentum) running_mean + momentum mean,
@@ -11702,28 +12004,23 @@ private:
 /// (synchronise; distributed::sync_batch_norm sets it on a model) the statistics are those of
 /// the union of the group's batches, as PyTorch's SyncBatchNorm.
 template <class T>
-class BatchNorm : public Cloneable<BatchNorm<T>, Module<T>> {
+class BatchNorm : public detail::AffineNorm<BatchNorm<T>, T> {
+    using Norm = detail::AffineNorm<BatchNorm<T>, T>;
+
 public:
-    Parameter<T> weight;  ///< (features,) scale, gamma
-    Parameter<T> bias;    ///< (features,) shift, beta
+    using Norm::bias;
+    using Norm::weight;
     Tensor<T> running_mean;
     Tensor<T> running_var;
 
     explicit BatchNorm(std::size_t features, double momentum = 0.1, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))),
-          bias("bias", Tensor<T>(Shape{features})),
-          running_mean(Shape{features}),
-          running_var(Shape{features}, T(1)),
-          momentum_(momentum),
-          eps_(eps) {
+        : Norm(features, eps), running_mean(Shape{features}), running_var(Shape{features}, T(1)), momentum_(momentum) {
         if (features == 0) throw value_error("BatchNorm: the number of features must be positive");
         if (!(momentum >= 0.0 && momentum <= 1.0)) throw value_error("BatchNorm: momentum must be in [0, 1], got " + std::to_string(momentum));
         if (!(eps > 0.0)) throw value_error("BatchNorm: eps must be positive, got " + std::to_string(eps));
     }
 
-    std::size_t features() const noexcept { return weight.value.size(); }
     double momentum() const noexcept { return momentum_; }
-    double eps() const noexcept { return eps_; }
     /// Training batches seen (the running statistics' update count).
     std::size_t batches_tracked() const noexcept { return batches_; }
 
@@ -11739,7 +12036,7 @@ public:
         check_input(x.shape());
         Tape<T>& t = x.tape();
         const Var<T> w = this->use(t, weight), b = this->use(t, bias);
-        const std::size_t f = features();
+        const std::size_t f = this->features();
         if (this->is_training()) {
             if (group_) return forward_synchronised(x, w, b);
             const std::size_t n = x.shape()[0];
@@ -11763,21 +12060,18 @@ public:
         return add(mul(sub(x, t.constant(running_mean)), scale), b);
     }
 
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
     LayerKind kind() const override { return LayerKind::batch_norm; }
     std::string type_name() const override { return "BatchNorm"; }
 
 protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
     void collect_buffers(std::vector<NamedBuffer<T>>& out) override { out.insert(out.end(), {{"running_mean", &running_mean}, {"running_var", &running_var}}); }
 
 private:
+    using Norm::eps_;
+
     void update_running(const Var<T>& mu, const Var<T>& var, T unbias) {
         const T m = static_cast<T>(momentum_);
-        for (std::size_t j = 0; j < features(); ++j) {
+        for (std::size_t j = 0; j < this->features(); ++j) {
             running_mean[j] = (T(1) - m) * running_mean[j] + m * mu[j];
             running_var[j] = (T(1) - m) * running_var[j] + m * var[j] * unbias;
         }
@@ -11786,7 +12080,7 @@ private:
     /// The group's events counted, their per-feature sums added (group_sum, whose gradient sums
     /// again in the backward pass), the centred squares likewise (two passes, as unsynchronised).
     Var<T> forward_synchronised(const Var<T>& x, const Var<T>& w, const Var<T>& b) {
-        const std::size_t f = features();
+        const std::size_t f = this->features();
         if (detail::current_replica())
             throw value_error("BatchNorm(" + std::to_string(f) +
                               "): synchronised statistics cannot run inside nn::DataParallel workers (one thread per process calls the group)");
@@ -11804,13 +12098,12 @@ private:
         update_running(mu, var, count / (count - T(1)));
         return y;
     }
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != features()))
-            throw shape_error("BatchNorm(" + std::to_string(features()) + "): expected input of shape (batch, " +
-                              std::to_string(features()) + "), got " + s.str());
+    void check_input(const Shape& s) const final {
+        if (TAPIR_UNLIKELY(s.rank() != 2 || s[1] != this->features()))
+            throw shape_error("BatchNorm(" + std::to_string(this->features()) + "): expected input of shape (batch, " +
+                              std::to_string(this->features()) + "), got " + s.str());
     }
     double momentum_;
-    double eps_;
     std::size_t batches_ = 0;
     std::shared_ptr<SumGroup<T>> group_;
 };
@@ -11818,19 +12111,17 @@ private:
 /// Layer normalisation over the last axis (biased variance, eps 1e-5), with a learned
 /// elementwise scale (weight, starts at 1) and shift (bias, starts at 0). Same in train and eval.
 template <class T>
-class LayerNorm : public Cloneable<LayerNorm<T>, Module<T>> {
-public:
-    Parameter<T> weight;
-    Parameter<T> bias;
+class LayerNorm : public detail::AffineNorm<LayerNorm<T>, T> {
+    using Norm = detail::AffineNorm<LayerNorm<T>, T>;
 
-    explicit LayerNorm(std::size_t features, double eps = 1e-5)
-        : weight("weight", Tensor<T>(Shape{features}, T(1))), bias("bias", Tensor<T>(Shape{features})), eps_(eps) {
+public:
+    using Norm::bias;
+    using Norm::weight;
+
+    explicit LayerNorm(std::size_t features, double eps = 1e-5) : Norm(features, eps) {
         if (features == 0) throw value_error("LayerNorm: the number of features must be positive");
         if (!(eps > 0.0)) throw value_error("LayerNorm: eps must be positive, got " + std::to_string(eps));
     }
-
-    std::size_t features() const noexcept { return weight.value.size(); }
-    double eps() const noexcept { return eps_; }
 
     Var<T> forward(const Var<T>& x) override {
         check_input(x.shape());
@@ -11839,23 +12130,17 @@ public:
         return add(mul(layer_norm(x, static_cast<T>(eps_)), this->use(t, weight)), this->use(t, bias));
     }
 
-    Shape output_shape(const Shape& in) const override {
-        check_input(in);
-        return in;
-    }
     LayerKind kind() const override { return LayerKind::layer_norm; }
     std::string type_name() const override { return "LayerNorm"; }
 
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.insert(out.end(), {{"weight", &weight}, {"bias", &bias}}); }
-
 private:
-    void check_input(const Shape& s) const {
-        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != features()))
-            throw shape_error("LayerNorm(" + std::to_string(features()) + "): expected the last axis of length " +
-                              std::to_string(features()) + ", got input of shape " + s.str());
+    using Norm::eps_;
+
+    void check_input(const Shape& s) const final {
+        if (TAPIR_UNLIKELY(s.rank() == 0 || s[s.rank() - 1] != this->features()))
+            throw shape_error("LayerNorm(" + std::to_string(this->features()) + "): expected the last axis of length " +
+                              std::to_string(this->features()) + ", got input of shape " + s.str());
     }
-    double eps_;
 };
 
 } // namespace nn
@@ -19442,6 +19727,7 @@ private:
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -19912,6 +20198,20 @@ inline void write_ints_unpacked(pb::Writer& w, std::uint32_t field, const std::v
     for (std::int64_t x : v) w.varint_field(field, x);
 }
 
+inline std::string serialise(const TensorProto& t);
+inline std::string serialise(const AttributeProto& a);
+inline std::string serialise(const NodeProto& n);
+inline std::string serialise(const ValueInfoProto& v);
+inline std::string serialise(const GraphProto& g);
+/// A repeated length-delimited field: each string as it is, each message serialised.
+template <class Item>
+void write_repeated(pb::Writer& w, std::uint32_t field, const std::vector<Item>& items) {
+    for (const Item& x : items) {
+        if constexpr (std::is_same<Item, std::string>::value) w.bytes_field(field, x);
+        else w.bytes_field(field, serialise(x));
+    }
+}
+
 inline std::string serialise(const TensorProto& t) {
     pb::Writer w;
     write_ints_unpacked(w, 1, t.dims);
@@ -19943,8 +20243,6 @@ inline std::string serialise(const TensorProto& t) {
     return w.take();
 }
 
-inline std::string serialise(const GraphProto& g);
-
 inline std::string serialise(const AttributeProto& a) {
     pb::Writer w;
     w.bytes_field(1, a.name);
@@ -19952,25 +20250,15 @@ inline std::string serialise(const AttributeProto& a) {
     case kAttrFloat: w.float_field(2, a.f); break;
     case kAttrInt: w.varint_field(3, a.i); break;
     case kAttrString: w.bytes_field(4, a.s); break;
-    case kAttrTensor:
-        for (const auto& t : a.t) w.bytes_field(5, serialise(t));
-        break;
-    case kAttrGraph:
-        for (const auto& g : a.graphs) w.bytes_field(6, serialise(g));
-        break;
+    case kAttrTensor: write_repeated(w, 5, a.t); break;
+    case kAttrGraph: write_repeated(w, 6, a.graphs); break;
     case kAttrFloats:
         for (float f : a.floats) w.float_field(7, f);
         break;
     case kAttrInts: write_ints_unpacked(w, 8, a.ints); break;
-    case kAttrStrings:
-        for (const auto& s : a.strings) w.bytes_field(9, s);
-        break;
-    case kAttrTensors:
-        for (const auto& t : a.tensors) w.bytes_field(10, serialise(t));
-        break;
-    case kAttrGraphs:
-        for (const auto& g : a.graphs) w.bytes_field(11, serialise(g));
-        break;
+    case kAttrStrings: write_repeated(w, 9, a.strings); break;
+    case kAttrTensors: write_repeated(w, 10, a.tensors); break;
+    case kAttrGraphs: write_repeated(w, 11, a.graphs); break;
     default: throw value_error("onnx: attribute '" + a.name + "' has no type");
     }
     w.varint_field(20, a.type);
@@ -19979,11 +20267,11 @@ inline std::string serialise(const AttributeProto& a) {
 
 inline std::string serialise(const NodeProto& n) {
     pb::Writer w;
-    for (const auto& s : n.input) w.bytes_field(1, s);
-    for (const auto& s : n.output) w.bytes_field(2, s);
+    write_repeated(w, 1, n.input);
+    write_repeated(w, 2, n.output);
     if (!n.name.empty()) w.bytes_field(3, n.name);
     w.bytes_field(4, n.op_type);
-    for (const auto& a : n.attribute) w.bytes_field(5, serialise(a));
+    write_repeated(w, 5, n.attribute);
     if (!n.domain.empty()) w.bytes_field(7, n.domain);
     return w.take();
 }
@@ -20009,12 +20297,12 @@ inline std::string serialise(const ValueInfoProto& v) {
 
 inline std::string serialise(const GraphProto& g) {
     pb::Writer w;
-    for (const auto& n : g.node) w.bytes_field(1, serialise(n));
+    write_repeated(w, 1, g.node);
     w.bytes_field(2, g.name);
-    for (const auto& t : g.initializer) w.bytes_field(5, serialise(t));
-    for (const auto& v : g.input) w.bytes_field(11, serialise(v));
-    for (const auto& v : g.output) w.bytes_field(12, serialise(v));
-    for (const auto& v : g.value_info) w.bytes_field(13, serialise(v));
+    write_repeated(w, 5, g.initializer);
+    write_repeated(w, 11, g.input);
+    write_repeated(w, 12, g.output);
+    write_repeated(w, 13, g.value_info);
     return w.take();
 }
 } // namespace detail
@@ -20191,44 +20479,49 @@ inline NodeProto parse_node(pb::Reader r, int depth) {
     return n;
 }
 
+inline void read_scalar(pb::Reader& r, std::int64_t& v) { v = r.int64(); }
+inline void read_scalar(pb::Reader& r, std::string& v) { v = r.bytes(); }
+/// A message of two scalar fields (Dim, OperatorSetId): field 1 into first, field 2 into second
+/// (as varint or bytes by the member's type), any other skipped.
+template <class A, class B>
+void read_pair(pb::Reader r, A& first, B& second) {
+    while (r.next()) {
+        if (r.field() == 1) read_scalar(r, first);
+        else if (r.field() == 2) read_scalar(r, second);
+        else r.skip();
+    }
+}
+/// Calls f(message) for every message in field `field` of r, skipping the other fields.
+template <class F>
+void each_message(pb::Reader r, std::uint32_t field, F f) {
+    while (r.next()) {
+        if (r.field() == field) f(r.sub());
+        else r.skip();
+    }
+}
+
 inline ValueInfoProto parse_value_info(pb::Reader r) {
     ValueInfoProto v;
     while (r.next()) {
         if (r.field() == 1) {
             v.name = r.bytes();
-        } else if (r.field() == 2) {  // TypeProto
-            pb::Reader type = r.sub();
-            while (type.next()) {
-                if (type.field() != 1) {
-                    type.skip();
-                    continue;
-                }
-                pb::Reader tensor = type.sub();  // TypeProto.Tensor
+        } else if (r.field() == 2) {
+            each_message(r.sub(), 1, [&](pb::Reader tensor) {  // TypeProto's tensor_type
                 while (tensor.next()) {
                     if (tensor.field() == 1) {
                         v.elem_type = read_int32(tensor);
                     } else if (tensor.field() == 2) {
                         v.has_shape = true;
-                        pb::Reader shape = tensor.sub();
-                        while (shape.next()) {
-                            if (shape.field() != 1) {
-                                shape.skip();
-                                continue;
-                            }
-                            pb::Reader dim = shape.sub();
+                        each_message(tensor.sub(), 1, [&](pb::Reader dim) {  // TensorShapeProto's dim
                             Dim d;
-                            while (dim.next()) {
-                                if (dim.field() == 1) d.value = dim.int64();
-                                else if (dim.field() == 2) d.param = dim.bytes();
-                                else dim.skip();
-                            }
+                            read_pair(dim, d.value, d.param);
                             v.shape.push_back(d);
-                        }
+                        });
                     } else {
                         tensor.skip();
                     }
                 }
-            }
+            });
         } else {
             r.skip();
         }
@@ -20267,13 +20560,8 @@ inline ModelProto parse(const char* data, std::size_t size, const std::string& s
         case 3: m.producer_version = r.bytes(); break;
         case 7: m.graph = detail::parse_graph(r.sub(), 0), has_graph = true; break;
         case 8: {
-            pb::Reader op = r.sub();
             OperatorSetId id;
-            while (op.next()) {
-                if (op.field() == 1) id.domain = op.bytes();
-                else if (op.field() == 2) id.version = op.int64();
-                else op.skip();
-            }
+            detail::read_pair(r.sub(), id.domain, id.version);
             m.opset_import.push_back(id);
             break;
         }
@@ -28749,7 +29037,9 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 // ---- begin tapir/deploy/codegen_model.hpp ----
 /// Code generation for the layer-list models of model.hpp: generate_header(model, opt) writes a
 /// standalone header (only `<cmath>`, C++11, no exceptions, RTTI, heap or tapir) for a ModelT of
-/// DenseT, Conv2dT/Conv1dT, MaxPool/AvgPool 1d/2d, FlattenT, ActivationT, LstmT and GruT:
+/// DenseT, Conv2dT/Conv1dT and GroupedConv2dT/GroupedConv1dT (stride, padding, dilation),
+/// MaxPool/AvgPool 1d/2d (padded too), FlattenT, ActivationT, LstmT and GruT, and for the set
+/// models EnergyFlowT (EFN) and DeepSetT (PFN):
 ///
 ///     static Cnn cnn;  tapir::deploy::load_model(cnn, trained);   // convert_model.hpp
 ///     tapir::deploy::CodegenOptions opt;
@@ -28760,6 +29050,8 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 ///     cnn::predict(x, y);                         // x: cnn::n_inputs, y: cnn::n_outputs
 ///     cnn::predict_step(x_t, state);              // first layer LSTM/GRU: one time step, state of cnn::n_state zeros at the start
 ///     cnn::predict_head(state, y);                // the layers after it on the state's h
+///     cnn::predict(x, mask, y);                   // first layer LSTM/GRU: a variable-length sequence, as ModelT::forward(x, mask, y)
+///     efn::predict(x, mask, y);                   // EnergyFlowT / DeepSetT: x (particles x features), mask per particle
 ///
 /// Numbers, with fused multiply-adds (TAPIR_GEN_FMA, as codegen.hpp): dense, convolution,
 /// pooling, flatten and activation layers do the ModelT's arithmetic in its order (one chain per
@@ -28769,6 +29061,7 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 /// (autodiff/recurrent.hpp's) plain code, which compilers contract into fused multiply-adds or
 /// not by their flags: bitwise when both builds contract alike (a library built without FMA and
 /// the header with -ffp-contract=off), otherwise within 1e-6 relative (measured: about 1e-7).
+/// The set models' pooling (z_i phi_i summed) is such plain code too; their phi and rho are dense.
 ///
 /// The quantised layers of quantize_model.hpp (QDenseT, QConv2dT) are written as integer code:
 /// int8 (codes, int sums, then the float scale and activation; none, relu and leaky ReLU are
@@ -28784,7 +29077,7 @@ void write_header(const std::string& path, const ModelSpec<T>& spec, const Codeg
 
 // ---- begin tapir/deploy/model.hpp ----
 /// Compile-time-sized models as a list of layer types, for every layer that trains: dense,
-/// convolution (1-D and 2-D, stride and padding), pooling, flatten, activations, LSTM and GRU
+/// convolution (1-D and 2-D, stride, padding, dilation, groups), pooling, flatten, activations, LSTM and GRU
 /// (whole sequences, or one step with a state the caller keeps), and deep-set pooling (PFN, EFN).
 /// In the spirit of RTNeural's ModelT (Chowdhury, arXiv:2106.03037), over tapir's one SIMD layer:
 ///
@@ -28852,13 +29145,14 @@ inline void run_layer(simd::isa which, const L& l, A... args) noexcept {
 
 /// Offset of each tap r = (c, i, j) of a convolution window in the padded (C, HP, WP) input,
 /// relative to the window's corner, in the order of the unfolded rows (im2col).
-template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP>
+/// Dilation DH x DW: tap (i, j) is i DH rows and j DW columns from the corner.
+template <std::size_t C, std::size_t KH, std::size_t KW, std::size_t HP, std::size_t WP, std::size_t DH = 1, std::size_t DW = 1>
 constexpr std::array<std::uint32_t, C * KH * KW> tap_offsets() noexcept {
     std::array<std::uint32_t, C * KH * KW> o{};
     std::size_t r = 0;
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < KH; ++i)
-            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i) * WP + j);
+            for (std::size_t j = 0; j < KW; ++j) o[r++] = static_cast<std::uint32_t>((c * HP + i * DH) * WP + j * DW);
     return o;
 }
 
@@ -28887,23 +29181,33 @@ struct DenseT {
 /// PR right (PyTorch's symmetric padding by default; 'same' with an odd kernel is (k - 1) / 2 on
 /// each side, with an even kernel tapir's 'same' puts the extra row and column at the end:
 /// PH = PW = (k - 1) / 2, PB = PR = k / 2). Weight (Cout, Cin, KH, KW) as tapir::nn::Conv2d and
-/// PyTorch store it. No dilation or groups.
+/// PyTorch store it. Dilation DH x DW spaces the taps (tap (i, j) reads row i DH, column j DW of
+/// the window), as tapir::nn::Conv2d's dilation: the unfolded rows keep their (c, i, j) order, so
+/// the sums are the trained ones. Groups: GroupedConv2dT.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW,
+          std::size_t DH = 1, std::size_t DW = 1>
 struct Conv2dT {
-    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0, "Conv2dT: sizes must be positive");
-    static_assert(H + PH + PB >= KH && W + PW + PR >= KW, "Conv2dT: the kernel is larger than the padded input");
+    static_assert(Cin > 0 && H > 0 && W > 0 && Cout > 0 && KH > 0 && KW > 0 && SH > 0 && SW > 0 && DH > 0 && DW > 0,
+                  "Conv2dT: sizes must be positive");
+    static_assert(H + PH + PB >= DH * (KH - 1) + 1 && W + PW + PR >= DW * (KW - 1) + 1, "Conv2dT: the (dilated) kernel is larger than the padded input");
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t in_channels = Cin, out_channels = Cout, in_h = H, in_w = W;
     static constexpr std::size_t kernel_h = KH, kernel_w = KW, stride_h = SH, stride_w = SW, pad_h = PH, pad_w = PW;
-    static constexpr std::size_t pad_bottom = PB, pad_right = PR;
+    static constexpr std::size_t pad_bottom = PB, pad_right = PR, dilation_h = DH, dilation_w = DW;
     static constexpr std::size_t HP = H + PH + PB, WP = W + PW + PR;
-    static constexpr std::size_t OH = (HP - KH) / SH + 1, OW = (WP - KW) / SW + 1;
+    static constexpr std::size_t OH = (HP - DH * (KH - 1) - 1) / SH + 1, OW = (WP - DW * (KW - 1) - 1) / SW + 1;
     static constexpr std::size_t K = Cin * KH * KW;  ///< taps per output: the rows of the unfolded input
     static constexpr std::size_t in_size = Cin * H * W, out_size = Cout * OH * OW;
     static constexpr std::size_t out_buffer = out_size;
-    static constexpr std::size_t scratch_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;
+    static constexpr std::size_t pad_size = (PH || PW || PB || PR) ? Cin * HP * WP : 0;  ///< the padded input
+    /// Stride 1 over several rows: the output is computed at every position of the padded rows,
+    /// (Cout, OH, WP) with the WP - OW positions past each row's end thrown away, so that whole
+    /// vectors run across row ends (rows of 20 fill 1.25 vectors of 16; the flat sweep wastes 2 of 22).
+    static constexpr bool flat = SH == 1 && SW == 1 && OH > 1;
+    static constexpr std::size_t P = (OH - 1) * WP + OW;  ///< flat positions up to the last output
+    static constexpr std::size_t scratch_size = pad_size + (flat ? Cout * OH * WP : 0);
 
     alignas(64) T weight[Cout][K] = {};
     alignas(64) T bias[Cout] = {};
@@ -28915,8 +29219,8 @@ struct Conv2dT {
     template <class V>
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
-        if constexpr (scratch_size != 0) {
-            for (std::size_t i = 0; i < scratch_size; ++i) scratch[i] = T(0);
+        if constexpr (pad_size != 0) {
+            for (std::size_t i = 0; i < pad_size; ++i) scratch[i] = T(0);
             for (std::size_t c = 0; c < Cin; ++c)
                 for (std::size_t i = 0; i < H; ++i)
                     std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
@@ -28926,28 +29230,45 @@ struct Conv2dT {
         // busy: narrow rows take more channels per pass, wide rows more vectors (up to 16
         // accumulators on the 32-register families, 8 on AVX2).
         constexpr bool regs32 = V::id == simd::isa::avx512 || V::id == simd::isa::neon;
-        constexpr bool narrow = OW < 2 * V::W;
+        // Flat only where rows end inside a vector: rows of whole vectors lose nothing per row.
+        constexpr bool sweep = flat && OW % V::W != 0;
+        constexpr bool narrow = (sweep ? P : OW) < 2 * V::W;
         constexpr std::size_t U = (narrow && Cout % 8 == 0) ? 8 : (Cout % 4 == 0 ? 4 : (Cout % 2 == 0 ? 2 : 1));
         constexpr std::size_t NV = (regs32 ? 16 : 8) / U;
+        if constexpr (sweep) {
+            T* out = scratch + pad_size;
+            for (std::size_t oc = 0; oc < Cout; oc += U) {
+                T* yo = out + oc * OH * WP;
+                std::size_t p = 0;
+                if constexpr (NV >= 4)
+                    for (; p + 4 * V::W <= P; p += 4 * V::W) tile<V, U, 4>(xp + p, V::W, oc, yo + p, OH * WP);
+                if constexpr (NV >= 2)
+                    for (; p + 2 * V::W <= P; p += 2 * V::W) tile<V, U, 2>(xp + p, V::W, oc, yo + p, OH * WP);
+                for (; p < P; p += V::W) tile<V, U, 1>(xp + p, P - p < V::W ? P - p : V::W, oc, yo + p, OH * WP);
+            }
+            for (std::size_t r = 0; r < Cout * OH; ++r) std::memcpy(y + r * OW, out + r * WP, OW * sizeof(T));
+            if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+            return;
+        }
         for (std::size_t oc = 0; oc < Cout; oc += U)
             for (std::size_t oy = 0; oy < OH; ++oy) {
                 std::size_t ox = 0;
                 if constexpr (NV >= 4)
                     for (; ox + 4 * V::W <= OW; ox += 4 * V::W)
-                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 4>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 if constexpr (NV >= 2)
                     for (; ox + 2 * V::W <= OW; ox += 2 * V::W)
-                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox);
+                        tile<V, U, 2>(xp + oy * SH * WP + ox * SW, V::W, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 for (; ox < OW; ox += V::W) {
                     const std::size_t n = OW - ox < V::W ? OW - ox : V::W;
-                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox);
+                    tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 }
             }
         if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
     }
 
 private:
-    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP>();
+    static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP, DH, DW>();
 
     /// n (at most one vector) output positions of one row from the window corners at x.
     template <class V>
@@ -28979,9 +29300,9 @@ private:
     }
 
     /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
-    /// NV is 1): simd::gemm's K blocks, then the bias.
+    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias.
     template <class V, std::size_t U, std::size_t NV>
-    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y) const noexcept {
+    TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y, std::size_t cs) const noexcept {
         using reg = typename V::reg;
         reg c[U][NV];
         detail::k_blocked_sum<V, K>([&](std::size_t p0, std::size_t p1, reg (&acc)[U][NV]) TAPIR_ALWAYS_INLINE_LAMBDA {
@@ -28992,17 +29313,18 @@ private:
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) {
                 const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
-                if (n == V::W) V::store(y + u * OH * OW + v * V::W, r);
-                else V::store_partial(y + u * OH * OW, r, n);
+                if (n == V::W) V::store(y + u * cs + v * V::W, r);
+                else V::store_partial(y + u * cs, r, n);
             }
     }
 };
 
 /// 1-D convolution of one (Cin, L) sample to (Cout, OL): kernel K, stride S, padding P on the
 /// left and PR (default P) on the right; weight (Cout, Cin, K) as tapir::nn::Conv1d (the 2-D
-/// layer on a height of one, as in training).
-template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P>
-using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
+/// layer on a height of one, as in training); dilation D.
+template <class T, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0, std::size_t PR = P,
+          std::size_t D = 1>
+using Conv1dT = Conv2dT<T, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR, 1, D>;
 
 /// Max or average pooling of one (C, H, W) sample over KH x KW windows with stride SH x SW and
 /// PH rows and PW columns of padding on each side (at most half the window, as tapir::nn's and
@@ -29097,10 +29419,11 @@ using AvgPool1dT = Pool2dT<T, false, C, 1, L, 1, K, 1, S, 0, P>;
 /// (q + 1) Cout / G) with its own Conv2dT, as the trained convolution runs one GEMM per group
 /// (autodiff/conv.hpp), so the outputs are bitwise. Channels-first slices are contiguous.
 template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW>
+          std::size_t SH = 1, std::size_t SW = 1, std::size_t PH = 0, std::size_t PW = 0, std::size_t PB = PH, std::size_t PR = PW,
+          std::size_t DH = 1, std::size_t DW = 1>
 struct GroupedConv2dT {
     static_assert(G > 0 && Cin % G == 0 && Cout % G == 0, "GroupedConv2dT: the groups must divide both channel counts");
-    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR>;
+    using group_type = Conv2dT<T, Cin / G, H, W, Cout / G, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>;
     using value_type = T;
     static constexpr const char* name = "Conv2d";
     static constexpr std::size_t groups = G, in_channels = Cin, out_channels = Cout;
@@ -29115,8 +29438,8 @@ struct GroupedConv2dT {
 };
 /// Grouped 1-D convolution of one (Cin, L) sample, as Conv1dT.
 template <class T, std::size_t G, std::size_t Cin, std::size_t L, std::size_t Cout, std::size_t K, std::size_t S = 1, std::size_t P = 0,
-          std::size_t PR = P>
-using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR>;
+          std::size_t PR = P, std::size_t D = 1>
+using GroupedConv1dT = GroupedConv2dT<T, G, Cin, 1, L, Cout, 1, K, 1, S, 0, P, 0, PR, 1, D>;
 
 /// (C, H, W) or (C, L) to a vector of N values: channels-first data is already flat (a copy).
 template <class T, std::size_t N>
@@ -29486,8 +29809,9 @@ TAPIR_SIMD_DIAG_POP
 ///     tapir::deploy::quantize_model(q, cnn, calibration_images, 1000);                 // Status::ok
 ///     q.forward(image, &logit);                                                        // noexcept, const, no heap
 ///
-/// QuantizedT replaces every DenseT by QDenseT and every Conv2dT/Conv1dT by QConv2dT of the
-/// scheme; pooling, flatten, activations and recurrent layers stay float (a max-pool of
+/// QuantizedT replaces every DenseT by QDenseT and every undilated Conv2dT/Conv1dT by QConv2dT of
+/// the scheme; dilated and grouped convolutions, pooling, flatten, activations and recurrent
+/// layers stay float (a max-pool of
 /// quantised values is exact). Float in, float out: each quantised layer quantises its input,
 /// accumulates in integers and writes float outputs, as quantize.hpp's models do:
 ///
@@ -29984,8 +30308,7 @@ void gen_activation_loop(ModelGen& g, Activation a, T alpha, std::size_t n, cons
 inline void gen_describe(ModelGen& g, const std::string& s) { g.describe += (g.describe.empty() ? "" : " -> ") + s; }
 
 template <class T, std::size_t In, std::size_t Out>
-void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) {
-    const Dense<T, In, Out>& d = l.dense;
+void gen_dense(ModelGen& g, const std::string& id, const Dense<T, In, Out>& d) {
     std::vector<T> w(In * Out), b(Out);
     for (std::size_t p = 0; p < In; ++p)
         for (std::size_t j = 0; j < Out; ++j) w[p * Out + j] = d.weight[p][j];
@@ -30001,26 +30324,86 @@ void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) 
     g.decls += "}\n\n";
 }
 
+template <class T, std::size_t In, std::size_t Out>
+void gen_layer(ModelGen& g, const std::string& id, const DenseT<T, In, Out>& l) {
+    gen_dense(g, id, l.dense);
+}
+
+/// An Mlp (a set model's phi or rho) as layers <name>0, <name>1, ... and one function <name>(x, y).
+template <class T, std::size_t... S, std::size_t... I>
+void gen_mlp(ModelGen& g, const std::string& name, const Mlp<T, S...>& m, std::index_sequence<I...>) {
+    if (m.input_scaling())
+        throw value_error("deploy::generate_header: " + name + " standardises its inputs; set models are generated without input scaling");
+    (gen_dense(g, name + std::to_string(I), m.template layer<I>()), ...);
+    constexpr std::size_t sizes[] = {S...};
+    std::string b = "inline void " + name + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n", in = "x";
+    for (std::size_t i = 0; i + 1 < sizeof...(S); ++i) {
+        const bool last = i + 2 == sizeof...(S);
+        const std::string out = last ? "y" : "h" + std::to_string(i);
+        if (!last) b += "    " + g.tn + " " + out + "[" + std::to_string(sizes[i + 1]) + "];\n";
+        b += "    layer" + name + std::to_string(i) + "(" + in + ", " + out + ");\n";
+        in = out;
+    }
+    g.decls += b + "}\n\n";
+}
+
+/// The text of one Conv2dT: its sizes for the leading comment, its weight and bias arrays (w<tag>,
+/// b<tag>) appended to g.decls, and the call of the conv2d helper on x and y.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& l) {
-    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>;
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+std::string gen_conv(ModelGen& g, const std::string& tag, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l,
+                     const std::string& x, const std::string& y) {
+    using L = Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>;
     constexpr std::size_t K = L::K;
+    constexpr bool dilated = DH != 1 || DW != 1, asymmetric = PB != PH || PR != PW;
     g.uses_conv = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
-    const std::string what = "Conv2d(" + s(Cin) + "x" + s(H) + "x" + s(W) + " -> " + s(Cout) + "x" + s(L::OH) + "x" + s(L::OW) + ", kernel " +
-                             s(KH) + "x" + s(KW) + ", stride " + s(SH) + "x" + s(SW) + ", padding " + s(PH) + "x" + s(PW) +
-                             (PB != PH || PR != PW ? " (bottom " + s(PB) + ", right " + s(PR) + ")" : std::string()) + ", " +
-                             activation_name(l.act) + ")";
+    emit_array(g.decls, "constexpr " + g.tn + " w" + tag + "[" + s(Cout) + "][" + s(K) + "]", &l.weight[0][0], Cout, K);
+    emit_array(g.decls, "constexpr " + g.tn + " b" + tag + "[" + s(Cout) + "]", l.bias, 1, Cout);
+    return "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
+           s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) + (asymmetric || dilated ? ", " + s(PB) + ", " + s(PR) : std::string()) +
+           (dilated ? ", " + s(DH) + ", " + s(DW) : std::string()) + ">(" + x + ", w" + tag + ", b" + tag + ", " + y + ");\n";
+}
+
+template <class L>
+std::string conv_text(const L& l, std::size_t groups) {
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    return "Conv2d(" + s(L::in_channels * groups) + "x" + s(L::in_h) + "x" + s(L::in_w) + " -> " + s(L::out_channels * groups) + "x" + s(L::OH) +
+           "x" + s(L::OW) + ", kernel " + s(L::kernel_h) + "x" + s(L::kernel_w) + ", stride " + s(L::stride_h) + "x" + s(L::stride_w) +
+           ", padding " + s(L::pad_h) + "x" + s(L::pad_w) +
+           (L::pad_bottom != L::pad_h || L::pad_right != L::pad_w ? " (bottom " + s(L::pad_bottom) + ", right " + s(L::pad_right) + ")" : std::string()) +
+           (L::dilation_h != 1 || L::dilation_w != 1 ? ", dilation " + s(L::dilation_h) + "x" + s(L::dilation_w) : std::string()) +
+           (groups != 1 ? ", groups " + s(groups) : std::string()) + ", " + activation_name(l.act) + ")";
+}
+
+template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void gen_layer(ModelGen& g, const std::string& id, const Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l) {
+    const std::string what = conv_text(l, 1);
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
-    emit_array(g.decls, "constexpr " + g.tn + " w" + id + "[" + s(Cout) + "][" + s(K) + "]", &l.weight[0][0], Cout, K);
-    emit_array(g.decls, "constexpr " + g.tn + " b" + id + "[" + s(Cout) + "]", l.bias, 1, Cout);
-    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
-    g.decls += "    conv2d<" + s(Cin) + ", " + s(H) + ", " + s(W) + ", " + s(Cout) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) +
-               ", " + s(PH) + ", " + s(PW) + ", " + s(simd::gemm_k_block(K, g.sum_block)) +
-               (PB != PH || PR != PW ? ", " + s(PB) + ", " + s(PR) : std::string()) + ">(x, w" + id + ", b" + id + ", y);\n";
-    gen_activation_loop(g, l.act, l.alpha, L::out_size, "y");
+    const std::string call = gen_conv(g, id, l, "x", "y");
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n" + call;
+    gen_activation_loop(g, l.act, l.alpha, l.out_size, "y");
+    g.decls += "}\n\n";
+}
+
+/// A grouped convolution: one conv2d call per group on its channel slices, as GroupedConv2dT.
+template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void gen_layer(ModelGen& g, const std::string& id, const GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& l) {
+    using Q = typename GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>::group_type;
+    const std::string what = conv_text(l.group[0], G);
+    gen_describe(g, what);
+    g.decls += "// layer " + id + ": " + what + ", one convolution per group\n";
+    std::string body;
+    for (std::size_t q = 0; q < G; ++q) {
+        const std::string tag = id + "_" + std::to_string(q);
+        body += gen_conv(g, tag, l.group[q], "x + " + std::to_string(q * Q::in_size), "y + " + std::to_string(q * Q::out_size));
+    }
+    g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n" + body;
+    for (std::size_t q = 0; q < G; ++q)
+        gen_activation_loop(g, l.group[q].act, l.group[q].alpha, Q::out_size, "(y + " + std::to_string(q * Q::out_size) + ")");
     g.decls += "}\n\n";
 }
 
@@ -30217,16 +30600,16 @@ void gen_layer(ModelGen& g, const std::string& id, const QConv2dT<S, Cin, H, W, 
 template <class T, bool IsMax, std::size_t C, std::size_t H, std::size_t W, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW,
           std::size_t PH, std::size_t PW>
 void gen_layer(ModelGen& g, const std::string& id, const Pool2dT<T, IsMax, C, H, W, KH, KW, SH, SW, PH, PW>&) {
-    static_assert(PH == 0 && PW == 0, "generate_header: padded pooling has no generated code yet (deploy it with ModelT)");
+    constexpr bool padded = PH != 0 || PW != 0;
     g.uses_pool = true;
     const auto s = [](std::size_t v) { return std::to_string(v); };
     const std::string what = std::string(IsMax ? "MaxPool" : "AvgPool") + "(" + s(C) + "x" + s(H) + "x" + s(W) + ", window " + s(KH) + "x" +
-                             s(KW) + ", stride " + s(SH) + "x" + s(SW) + ")";
+                             s(KW) + ", stride " + s(SH) + "x" + s(SW) + (padded ? ", padding " + s(PH) + "x" + s(PW) : std::string()) + ")";
     gen_describe(g, what);
     g.decls += "// layer " + id + ": " + what + "\n";
     g.decls += "inline void layer" + id + "(const " + g.tn + "* x, " + g.tn + "* y) noexcept {\n";
     g.decls += "    pool2d<" + s(C) + ", " + s(H) + ", " + s(W) + ", " + s(KH) + ", " + s(KW) + ", " + s(SH) + ", " + s(SW) + ", " +
-               (IsMax ? "true" : "false") + ">(x, y);\n}\n\n";
+               (IsMax ? "true" : "false") + (padded ? ", " + s(PH) + ", " + s(PW) : std::string()) + ">(x, y);\n}\n\n";
 }
 
 template <class T, std::size_t N>
@@ -30305,6 +30688,21 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
     if (Sequences) g.decls += "        for (int j = 0; j < " + hs + "; ++j) y[t * " + hs + " + j] = state[j];\n";
     g.decls += "    }\n";
     if (!Sequences) g.decls += loop + hs + "; ++j) y[j] = state[j];\n";
+    g.decls += "}\n";
+    // A variable-length sequence, as RecurrentT::forward_masked: a masked step is not taken (the
+    // state is kept) and, with every step's h, outputs h times 0.
+    g.decls += "inline void layer" + id + "_masked(const " + t + "* x, const " + t + "* mask, " + t + "* y) noexcept {\n";
+    g.decls += "    " + t + " state[" + s(L::state_size) + "];\n";
+    g.decls += loop + s(L::state_size) + "; ++j) state[j] = " + t + "(0);\n";
+    g.decls += "    for (int t = 0; t < " + s(Steps) + "; ++t) {\n";
+    g.decls += "        const bool present = mask[t] != " + t + "(0);\n";
+    g.decls += "        if (present) step" + id + "(x + t * " + s(In) + ", state);\n";
+    if (Sequences) {
+        g.decls += "        const " + t + " m = present ? " + t + "(1) : " + t + "(0);\n";
+        g.decls += "        for (int j = 0; j < " + hs + "; ++j) y[t * " + hs + " + j] = state[j] * m;\n";
+    }
+    g.decls += "    }\n";
+    if (!Sequences) g.decls += loop + hs + "; ++j) y[j] = state[j];\n";
     g.decls += "}\n\n";
 }
 
@@ -30313,12 +30711,12 @@ void gen_layer(ModelGen& g, const std::string& id, const RecurrentT<T, C, In, Hi
 inline const char* gen_conv_helpers() {
     return R"(
 /// Cross-correlation of one (CI, H, W) sample to (CO, OH, OW), padded PH rows above and PB below,
-/// PW columns left and PR right: per output one multiply-add chain over the taps (channel, row,
+/// PW columns left and PR right, taps DH rows and DW columns apart: per output one multiply-add chain over the taps (channel, row,
 /// column) in order, zero outside the padding, restarted every KB taps and the partial sums
 /// added in order, then the bias.
-template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW>
+template <int CI, int H, int W, int CO, int KH, int KW, int SH, int SW, int PH, int PW, int KB, int PB = PH, int PR = PW, int DH = 1, int DW = 1>
 inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b)[CO], @T@* y) noexcept {
-    const int OH = (H + PH + PB - KH) / SH + 1, OW = (W + PW + PR - KW) / SW + 1, K = CI * KH * KW;
+    const int OH = (H + PH + PB - DH * (KH - 1) - 1) / SH + 1, OW = (W + PW + PR - DW * (KW - 1) - 1) / SW + 1, K = CI * KH * KW;
     for (int oc = 0; oc < CO; ++oc)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox) {
@@ -30328,7 +30726,7 @@ inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b
                     @T@ part = @T@(0);
                     for (int p = k0; p < k1; ++p) {
                         const int c = p / (KH * KW), i = (p / KW) % KH, j = p % KW;
-                        const int iy = oy * SH + i - PH, ix = ox * SW + j - PW;
+                        const int iy = oy * SH + i * DH - PH, ix = ox * SW + j * DW - PW;
                         const @T@ v = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(c * H + iy) * W + ix] : @T@(0);
                         part = mad(w[oc][p], v, part);
                     }
@@ -30343,27 +30741,97 @@ inline void conv2d(const @T@* x, const @T@ (&w)[CO][CI * KH * KW], const @T@ (&b
 inline const char* gen_pool_helpers() {
     return R"(
 /// Max (a NaN propagates) or average (sum in window order, times 1 / (KH KW)) pooling of one
-/// (C, H, W) sample, no padding.
-template <int C, int H, int W, int KH, int KW, int SH, int SW, bool MAX>
+/// (C, H, W) sample with PH rows and PW columns of padding on each side: a padded window takes
+/// its taps inside the input only (the average still divides by KH KW, as PyTorch's
+/// count_include_pad), max from the first of them.
+template <int C, int H, int W, int KH, int KW, int SH, int SW, bool MAX, int PH = 0, int PW = 0>
 inline void pool2d(const @T@* x, @T@* y) noexcept {
-    const int OH = (H - KH) / SH + 1, OW = (W - KW) / SW + 1;
+    const int OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     const @T@ inv = @T@(1) / static_cast<@T@>(KH * KW);
     int o = 0;
     for (int c = 0; c < C; ++c)
         for (int oy = 0; oy < OH; ++oy)
             for (int ox = 0; ox < OW; ++ox, ++o) {
-                const @T@* win = x + c * H * W + oy * SH * W + ox * SW;
-                @T@ r = MAX ? win[0] : @T@(0);
-                for (int i = 0; i < KH; ++i)
-                    for (int j = 0; j < KW; ++j) {
-                        const @T@ v = win[i * W + j];
-                        if (MAX) r = (v > r || v != v) ? v : r;
-                        else r += v;
+                const @T@* xs = x + c * H * W;
+                @T@ r = @T@(0);
+                if (PH == 0 && PW == 0) {
+                    const @T@* win = xs + oy * SH * W + ox * SW;
+                    if (MAX) r = win[0];
+                    for (int i = 0; i < KH; ++i)
+                        for (int j = 0; j < KW; ++j) {
+                            const @T@ v = win[i * W + j];
+                            if (MAX) r = (v > r || v != v) ? v : r;
+                            else r += v;
+                        }
+                } else {
+                    bool first = true;
+                    for (int i = 0; i < KH; ++i) {
+                        const int iy = oy * SH + i - PH;
+                        if (iy < 0 || iy >= H) continue;
+                        for (int j = 0; j < KW; ++j) {
+                            const int ix = ox * SW + j - PW;
+                            if (ix < 0 || ix >= W) continue;
+                            const @T@ v = xs[iy * W + ix];
+                            if (!MAX) {
+                                r += v;
+                            } else if (first || v > r || v != v) {
+                                r = v;
+                                first = false;
+                                if (v != v) i = KH, j = KW;
+                            }
+                        }
                     }
+                }
                 y[o] = MAX ? r : r * inv;
             }
 }
 )";
+}
+
+/// A ModelGen for T after checking the options every generated header shares.
+template <class T>
+ModelGen start_gen(const CodegenOptions& opt) {
+    if (!is_identifier(opt.function)) throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
+    if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
+    ModelGen g;
+    g.tn = std::is_same<T, float>::value ? "float" : "double";
+    g.sum_block = opt.sum_block;
+    return g;
+}
+
+/// The header up to and with namespace detail: the leading comment (usage: the functions' lines),
+/// the guard and namespaces, the sizes, the helpers the layers use and their declarations.
+template <class T>
+std::string gen_prologue(const ModelGen& g, const CodegenOptions& opt, const std::vector<std::string>& ns, const std::string& usage,
+                         const std::string& sizes) {
+    std::string o;
+    o += "// Generated by tapir " TAPIR_VERSION_STRING " (tapir::deploy::generate_header). Do not edit: regenerate.\n";
+    o += "// Model: " + g.describe + ", " + g.tn + ".\n";
+    if (!opt.comment.empty()) {
+        std::string c = opt.comment;
+        replace_all(c, "\n", "\n// ");
+        o += "// " + c + "\n";
+    }
+    o += "//\n// Standalone: needs <cmath> and C++11; no exceptions, RTTI, heap or tapir.\n" + usage;
+    o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
+    o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
+    o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
+    o += header_open(include_guard(opt, ns), ns) + sizes;
+    std::string helpers = math_helpers<T>(g.uses_poly);
+    if (g.uses_conv) helpers += gen_conv_helpers();
+    if (g.uses_pool) helpers += gen_pool_helpers();
+    if (g.uses_int8) helpers += gen_int8_helpers();
+    if (g.uses_int8_conv) helpers += gen_int8_conv_helpers();
+    helpers += g.fixed;
+    if (g.uses_fixed_conv) helpers += gen_fixed_conv_helpers();
+    replace_all(helpers, "@T@", g.tn);
+    return o + "\nnamespace detail {\n\n" + helpers + "\n" + g.decls + "} // namespace detail\n\n";
+}
+
+inline std::string gen_epilogue(const CodegenOptions& opt, const std::vector<std::string>& ns) {
+    std::string o;
+    for (std::size_t i = ns.size(); i-- > 0;) o += "} // namespace " + ns[i] + "\n";
+    return o + "\n#endif // " + include_guard(opt, ns) + "\n";
 }
 
 template <class M, std::size_t... I>
@@ -30386,52 +30854,23 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     using M = ModelT<T, Layers...>;
     using First = std::tuple_element_t<0, typename M::layers_type>;
     const std::vector<std::string> ns = detail::split_namespace(opt.name_space);
-    if (!detail::is_identifier(opt.function))
-        throw value_error("deploy::generate_header: function name '" + opt.function + "' is not a C++ identifier");
-    const std::string guard = detail::include_guard(opt, ns);
-    if (opt.sum_block == 0) throw value_error("deploy::generate_header: sum_block must be positive");
-    detail::ModelGen g;
-    g.tn = std::is_same<T, float>::value ? "float" : "double";
-    g.sum_block = opt.sum_block;
+    detail::ModelGen g = detail::start_gen<T>(opt);
     detail::gen_layers(g, model, std::index_sequence_for<Layers...>{});
     const std::string& tn = g.tn;
     const std::string& fn = opt.function;
 
-    std::string o;
-    o += "// Generated by tapir " TAPIR_VERSION_STRING " (tapir::deploy::generate_header). Do not edit: regenerate.\n";
-    o += "// Model: " + g.describe + ", " + tn + ".\n";
-    if (!opt.comment.empty()) {
-        std::string c = opt.comment;
-        detail::replace_all(c, "\n", "\n// ");
-        o += "// " + c + "\n";
-    }
-    o += "//\n// Standalone: needs <cmath> and C++11; no exceptions, RTTI, heap or tapir.\n";
-    o += "//   " + fn + "(x, y)            x: n_inputs values, y: n_outputs values\n";
-    o += "//   " + fn + "_batch(x, y, n)   n samples, row-major\n";
+    std::string usage = "//   " + fn + "(x, y)            x: n_inputs values, y: n_outputs values\n";
+    usage += "//   " + fn + "_batch(x, y, n)   n samples, row-major\n";
+    std::string sizes = "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
+    sizes += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
     if constexpr (detail::is_recurrent<First>::value) {
-        o += "//   " + fn + "_step(x, state)   one time step: x n_step_inputs values, state n_state values (zeros at the start)\n";
-        if (!First::return_sequences && M::num_layers > 1) o += "//   " + fn + "_head(state, y)    the layers after the recurrent one, on h\n";
+        usage += "//   " + fn + "(x, mask, y)      a variable-length sequence: mask one value per step, 0 skips the step\n";
+        usage += "//   " + fn + "_step(x, state)   one time step: x n_step_inputs values, state n_state values (zeros at the start)\n";
+        if (!First::return_sequences && M::num_layers > 1) usage += "//   " + fn + "_head(state, y)    the layers after the recurrent one, on h\n";
+        sizes += "constexpr int n_step_inputs = " + std::to_string(First::input_size) + ";\n";
+        sizes += "constexpr int n_state = " + std::to_string(First::state_size) + ";\n";
     }
-    o += "// Bitwise tapir's outputs when TAPIR_GEN_FMA is 1 (fused multiply-adds; the default when\n";
-    o += "// the target has FMA); LSTM/GRU gates are bitwise when this file and tapir contract a * b + c\n";
-    o += "// alike (-ffp-contract=off against a tapir built without FMA), else within 1e-6. 0: up to rounding.\n";
-    o += detail::header_open(guard, ns);
-    o += "\nconstexpr int n_inputs = " + std::to_string(M::inputs) + ";\n";
-    o += "constexpr int n_outputs = " + std::to_string(M::outputs) + ";\n";
-    if constexpr (detail::is_recurrent<First>::value) {
-        o += "constexpr int n_step_inputs = " + std::to_string(First::input_size) + ";\n";
-        o += "constexpr int n_state = " + std::to_string(First::state_size) + ";\n";
-    }
-    o += "\nnamespace detail {\n\n";
-    std::string helpers = detail::math_helpers<T>(g.uses_poly);
-    if (g.uses_conv) helpers += detail::gen_conv_helpers();
-    if (g.uses_pool) helpers += detail::gen_pool_helpers();
-    if (g.uses_int8) helpers += detail::gen_int8_helpers();
-    if (g.uses_int8_conv) helpers += detail::gen_int8_conv_helpers();
-    helpers += g.fixed;
-    if (g.uses_fixed_conv) helpers += detail::gen_fixed_conv_helpers();
-    detail::replace_all(helpers, "@T@", tn);
-    o += helpers + "\n" + g.decls + "} // namespace detail\n\n";
+    std::string o = detail::gen_prologue<T>(g, opt, ns, usage, sizes);
 
     constexpr std::size_t outs[] = {Layers::out_size...};
     const auto chain = [&](std::size_t from, const std::string& input) {
@@ -30454,19 +30893,88 @@ std::string generate_header(const ModelT<T, Layers...>& model, const CodegenOpti
     if constexpr (detail::is_recurrent<First>::value) {
         o += "/// One time step of the first layer: state (n_state values, zeros at the start) advanced by x (n_step_inputs values).\n";
         o += "inline void " + fn + "_step(const " + tn + "* x, " + tn + "* state) noexcept { detail::step0(x, state); }\n\n";
+        o += "/// One variable-length sequence: mask (one value per step, 1 present, 0 absent) as the trained layer's mask.\n";
+        o += "inline void " + fn + "(const " + tn + "* x, const " + tn + "* mask, " + tn + "* y) noexcept {\n";
+        const std::string first_out = M::num_layers == 1 ? "y" : "h0";
+        if (M::num_layers > 1) o += "    " + tn + " h0[" + std::to_string(outs[0]) + "];\n";
+        o += "    detail::layer0_masked(x, mask, " + first_out + ");\n" + (M::num_layers > 1 ? chain(1, "h0") : std::string()) + "}\n\n";
         if (!First::return_sequences && M::num_layers > 1) {
             o += "/// The layers after the recurrent one on the state's h: after the last step, " + fn + "(sequence) is " + fn + "_head(state).\n";
             o += "inline void " + fn + "_head(const " + tn + "* state, " + tn + "* y) noexcept {\n" + chain(1, "state") + "}\n\n";
         }
     }
-    for (std::size_t i = ns.size(); i-- > 0;) o += "} // namespace " + ns[i] + "\n";
-    o += "\n#endif // " + guard + "\n";
-    return o;
+    return o + detail::gen_epilogue(opt, ns);
 }
 
-/// Writes generate_header(model, opt) to path; throws format_error naming the file on failure.
-template <class T, class... Layers>
-void write_header(const std::string& path, const ModelT<T, Layers...>& model, const CodegenOptions& opt = CodegenOptions{}) {
+namespace detail {
+
+/// The header of a set model (DeepSetT, EnergyFlowT): phi and rho as functions, then the pooling
+/// between them as SetModel::pool_forward writes it, one particle at a time (phi is per row, so
+/// its rows batched or not give the same bits; the sum goes in particle order from zero). With
+/// energy weights (EFN) a particle of zero weight is skipped; without (PFN) a masked one is.
+template <class T, std::size_t N, class Phi, class Rho>
+std::string generate_set_header(const SetModel<T, N, Phi, Rho>& model, bool efn, bool mean, const CodegenOptions& opt) {
+    const std::vector<std::string> ns = split_namespace(opt.name_space);
+    ModelGen g = start_gen<T>(opt);
+    gen_mlp(g, "phi", model.phi, std::make_index_sequence<Phi::num_layers>{});
+    gen_mlp(g, "rho", model.rho, std::make_index_sequence<Rho::num_layers>{});
+    const std::size_t F = efn ? Phi::inputs + 1 : Phi::inputs, L = Phi::outputs;
+    const std::string& tn = g.tn;
+    const std::string& fn = opt.function;
+    const auto s = [](std::size_t v) { return std::to_string(v); };
+    g.describe = std::string(efn ? "EnergyFlow(" : "DeepSet(") + s(N) + " particles x " + s(F) + ", phi " + s(Phi::inputs) + " -> " + s(L) +
+                 (efn ? ", energy-weighted sum" : (mean ? ", masked mean" : ", masked sum")) + ", rho " + s(L) + " -> " + s(Rho::outputs) + ")";
+    std::string usage = "//   " + fn + "(x, mask, y)      x: n_particles x n_features, mask: n_particles values (0: padding), y: n_outputs\n";
+    if (efn) usage += "//   " + fn + "(x, y)            every particle as given (padding has energy fraction 0)\n";
+    const std::string sizes = "\nconstexpr int n_particles = " + s(N) + ";\nconstexpr int n_features = " + s(F) +
+                              ";\nconstexpr int n_inputs = " + s(N * F) + ";\nconstexpr int n_outputs = " + s(Rho::outputs) + ";\n";
+    std::string o = gen_prologue<T>(g, opt, ns, usage, sizes);
+    o += "/// One event: x (n_particles x n_features), mask (n_particles values, 1 real, 0 padding" + std::string(efn ? "; may be null" : "") +
+         ") -> y (n_outputs values).\n";
+    o += "inline void " + fn + "(const " + tn + "* x, const " + tn + "* mask, " + tn + "* y) noexcept {\n";
+    o += "    " + tn + " pooled[" + s(L) + "];\n    " + tn + " h[" + s(L) + "];\n";
+    o += "    for (int j = 0; j < " + s(L) + "; ++j) pooled[j] = " + tn + "(0);\n";
+    if (mean) o += "    int count = 0;\n";
+    o += "    for (int i = 0; i < " + s(N) + "; ++i) {\n";
+    o += "        const " + tn + "* xi = x + i * " + s(F) + ";\n";
+    if (efn) {
+        o += "        const " + tn + " z = mask ? xi[0] * mask[i] : xi[0];\n";
+        o += "        if (z == " + tn + "(0)) continue;\n";
+        o += "        detail::phi(xi + 1, h);\n";
+        o += "        for (int j = 0; j < " + s(L) + "; ++j) pooled[j] += z * h[j];\n    }\n";
+    } else {
+        o += "        if (mask[i] == " + tn + "(0)) continue;\n";
+        if (mean) o += "        ++count;\n";
+        o += "        detail::phi(xi, h);\n";
+        o += "        for (int j = 0; j < " + s(L) + "; ++j) pooled[j] += h[j];\n    }\n";
+        if (mean) {
+            o += "    const " + tn + " inv = count ? " + tn + "(1) / static_cast<" + tn + ">(count) : " + tn + "(0);\n";
+            o += "    for (int j = 0; j < " + s(L) + "; ++j) pooled[j] = pooled[j] * inv;\n";
+        }
+    }
+    o += "    detail::rho(pooled, y);\n}\n\n";
+    if (efn) o += "/// One event, every particle as given.\ninline void " + fn + "(const " + tn + "* x, " + tn + "* y) noexcept { " + fn + "(x, nullptr, y); }\n\n";
+    return o + gen_epilogue(opt, ns);
+}
+
+} // namespace detail
+
+/// The header text for an EFN (EnergyFlowT): predict(x, mask, y) and predict(x, y) as its forward.
+template <class T, std::size_t N, class Phi, class Rho>
+std::string generate_header(const EnergyFlowT<T, N, Phi, Rho>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    return detail::generate_set_header(model, true, false, opt);
+}
+
+/// The header text for a PFN (DeepSetT): predict(x, mask, y) as its forward.
+template <class T, std::size_t N, class Phi, class Rho, bool Mean>
+std::string generate_header(const DeepSetT<T, N, Phi, Rho, Mean>& model, const CodegenOptions& opt = CodegenOptions{}) {
+    return detail::generate_set_header(model, false, Mean, opt);
+}
+
+/// Writes generate_header(model, opt) to path (a ModelT, EnergyFlowT or DeepSetT); throws format_error naming the file on failure.
+template <class M>
+auto write_header(const std::string& path, const M& model, const CodegenOptions& opt = CodegenOptions{})
+    -> decltype(generate_header(model, opt), void()) {
     detail::write_text(path, generate_header(model, opt));
 }
 
@@ -30639,7 +31147,7 @@ void load_layer(DenseT<T, In, Out>& d, const TrainedLayer<T>& l, std::size_t ind
 /// Checks a trained Conv1d or Conv2d against a fixed-size geometry of G groups and hands its
 /// weight (Cout, Cin / G, KH, KW) and bias to set(w, b).
 template <std::size_t G, std::size_t Cin, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH, std::size_t SW, std::size_t PH,
-          std::size_t PW, std::size_t PB, std::size_t PR, class T, class Set>
+          std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW, class T, class Set>
 void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
     const bool one_d = l.type == "Conv1d";
     if (l.type != "Conv2d" && !one_d) layer_mismatch(l, index, "Conv2d", "a " + l.type + " layer cannot load into a convolution layer");
@@ -30665,8 +31173,9 @@ void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
         layer_mismatch(l, index, "Conv2d", "trained stride " + shape_text({sh, o.stride.w}) + " and padding (top, bottom, left, right) " +
                                                shape_text({pt, pb, pl, pr}) + ", fixed-size stride " + shape_text({SH, SW}) + " and padding " +
                                                shape_text({PH, PB, PW, PR}));
-    if (o.dilation.h != 1 || o.dilation.w != 1)
-        throw value_error("deploy::load_model: " + l.where + ": dilation is not supported by Conv2dT (need 1)");
+    const std::size_t dh = one_d ? 1 : o.dilation.h;
+    if (dh != DH || o.dilation.w != DW)
+        layer_mismatch(l, index, "Conv2d", "trained dilation " + shape_text({dh, o.dilation.w}) + ", fixed-size dilation " + shape_text({DH, DW}));
     constexpr std::size_t K = Cin / G * KH * KW;
     std::vector<T> w(m.weight.value.data(), m.weight.value.data() + Cout * K);
     std::vector<T> b(Cout, T(0));
@@ -30678,8 +31187,8 @@ void load_conv(const TrainedLayer<T>& l, std::size_t index, Set&& set) {
 
 /// Group q's slice (weight rows and bias from out channel first) into a Conv2dT.
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const std::vector<T>& w, const std::vector<T>& b,
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const std::vector<T>& w, const std::vector<T>& b,
               std::size_t first, const TrainedLayer<T>& l) {
     constexpr std::size_t K = Cin * KH * KW;
     for (std::size_t oc = 0; oc < Cout; ++oc) {
@@ -30691,15 +31200,15 @@ void set_conv(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, co
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
-    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void load_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<1, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) { set_conv(c, w, b, 0, l); });
 }
 
 template <class T, std::size_t G, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW,
-          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR>
-void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR>& c, const TrainedLayer<T>& l, std::size_t index) {
-    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
+          std::size_t SH, std::size_t SW, std::size_t PH, std::size_t PW, std::size_t PB, std::size_t PR, std::size_t DH, std::size_t DW>
+void load_layer(GroupedConv2dT<T, G, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>& c, const TrainedLayer<T>& l, std::size_t index) {
+    load_conv<G, Cin, Cout, KH, KW, SH, SW, PH, PW, PB, PR, DH, DW>(l, index, [&](const std::vector<T>& w, const std::vector<T>& b) {
         for (std::size_t q = 0; q < G; ++q) set_conv(c.group[q], w, b, q * (Cout / G), l);
     });
 }
@@ -30888,7 +31397,7 @@ void load_model(EnergyFlowT<T, N, Phi, Rho>& fixed, const nn::EnergyFlowNetwork<
 ///     cnn->forward(x, y);
 ///
 /// Operators (https://onnx.ai/onnx/operators/, opsets 7 to 20, as torch.onnx.export writes them):
-/// Gemm and MatMul (+ Add of a constant bias) as DenseT; Conv (no groups or dilation; symmetric
+/// Gemm and MatMul (+ Add of a constant bias) as DenseT; Conv (dilated too, no groups; symmetric
 /// pads) as Conv2dT or Conv1dT; MaxPool and AveragePool without padding, and GlobalMaxPool and
 /// GlobalAveragePool as a pool over the whole input, as Pool2dT; Flatten and a Reshape to 2-D as
 /// FlattenT; Relu, Sigmoid, Tanh, LeakyRelu, Elu, Softplus fused into the Dense or Conv before
@@ -31423,16 +31932,17 @@ void load_onnx_layer(DenseT<T, In, Out>& d, const OnnxLayer& l, std::size_t inde
 }
 
 template <class T, std::size_t Cin, std::size_t H, std::size_t W, std::size_t Cout, std::size_t KH, std::size_t KW, std::size_t SH,
-          std::size_t SW, std::size_t PH, std::size_t PW>
-void load_onnx_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW>& c, const OnnxLayer& l, std::size_t index) {
+          std::size_t SW, std::size_t PH, std::size_t PW, std::size_t DH, std::size_t DW>
+void load_onnx_layer(Conv2dT<T, Cin, H, W, Cout, KH, KW, SH, SW, PH, PW, PH, PW, DH, DW>& c, const OnnxLayer& l, std::size_t index) {
     onnx_expect(l, index, "Conv2d", l.type == "Conv2d" || l.type == "Conv1d");
     if (l.type == "Conv1d" && H != 1) onnx_mismatch(l, index, "Conv2d", "a 1-D convolution cannot load into a 2-D one of height " + std::to_string(H));
     if (l.dims != std::vector<std::size_t>{Cout, Cin, KH, KW})
         onnx_mismatch(l, index, "Conv2d", "ONNX weight " + onnx_shape_text(l.dims) + ", fixed-size weight " + onnx_shape_text({Cout, Cin, KH, KW}) +
                                               (l.groups != 1 ? " (the ONNX convolution has " + std::to_string(l.groups) + " groups)" : ""));
-    if (l.groups != 1 || l.dilation_h != 1 || l.dilation_w != 1)
-        onnx_mismatch(l, index, "Conv2d", "groups " + std::to_string(l.groups) + " and dilation " + onnx_shape_text({l.dilation_h, l.dilation_w}) +
-                                              "; Conv2dT supports neither (need 1)");
+    if (l.groups != 1) onnx_mismatch(l, index, "Conv2d", "groups " + std::to_string(l.groups) + "; Conv2dT needs 1");
+    if (l.dilation_h != DH || l.dilation_w != DW)
+        onnx_mismatch(l, index, "Conv2d", "ONNX dilation " + onnx_shape_text({l.dilation_h, l.dilation_w}) + ", fixed-size dilation " +
+                                              onnx_shape_text({DH, DW}));
     if (l.stride_h != SH || l.stride_w != SW || l.pad_top != PH || l.pad_bottom != PH || l.pad_left != PW || l.pad_right != PW)
         onnx_mismatch(l, index, "Conv2d", "ONNX stride " + onnx_shape_text({l.stride_h, l.stride_w}) + " and padding (top, bottom, left, right) " +
                                               onnx_shape_text({l.pad_top, l.pad_bottom, l.pad_left, l.pad_right}) + ", fixed-size stride " +
