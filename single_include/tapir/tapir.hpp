@@ -1441,6 +1441,7 @@ TAPIR_SIMD_DIAG_POP
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 
 TAPIR_SIMD_DIAG_PUSH
@@ -1448,54 +1449,41 @@ TAPIR_SIMD_DIAG_PUSH
 namespace tapir::simd {
 namespace detail {
 
-template <class T> struct math_consts;
+/// The constants of the kernels below for T = float or double: the bit layout follows from
+/// std::numeric_limits; each tuned number is written once with its float and its double value.
+template <class T> struct math_consts {
+    static_assert(std::numeric_limits<T>::is_iec559 && (sizeof(T) == 4 || sizeof(T) == 8), "float or double");
+    static constexpr bool f32 = sizeof(T) == 4;
+    using bits = std::conditional_t<f32, std::uint32_t, std::uint64_t>;
+    static constexpr T pick(float f, double d) { return f32 ? static_cast<T>(f) : static_cast<T>(d); }
 
-template <> struct math_consts<float> {
-    static constexpr int mant_bits = 23;
-    static constexpr std::uint32_t bias = 127;
-    static constexpr std::uint32_t mant_mask = 0x007FFFFFu;
-    static constexpr std::uint32_t sign_mask = 0x80000000u;
-    static constexpr std::uint32_t one_bits = 0x3F800000u;
-    static constexpr std::uint32_t two_pow_mant_bits = 0x4B000000u; // 2^23
-    static constexpr std::uint32_t shifter_bits = 0x4B400000u;      // 1.5 * 2^23
-    static constexpr float shifter = 12582912.0f;
-    static constexpr float two_pow_mant = 8388608.0f;
-    static constexpr float log2e = 1.44269502163f;
-    /// ln2 = hi + lo with hi on 16 bits: n*hi is exact for |n| < 256 even without FMA.
-    static constexpr float ln2_hi = 0.693145751953125f;
-    static constexpr float ln2_lo = 1.428606765330187e-06f;
-    static constexpr float sqrt2 = 1.41421353816986083984f;
-    /// exp overflows above 88.72 and underflows to 0 below -103.97; clamping keeps n in range.
-    static constexpr float exp_hi = 89.0f, exp_lo = -104.0f;
-    /// 1 - tanh(x) < 2^-25 beyond 9.01: tanh rounds to 1 there.
-    static constexpr float tanh_clamp = 10.0f;
-    static constexpr float denorm_scale = 16777216.0f; // 2^24
-    static constexpr float denorm_shift = 24.0f;
-    static constexpr int exp_terms = 8;  // Taylor 1 .. r^7/7!
-    static constexpr int log_terms = 5;  // atanh series s^3 .. s^11
-};
-
-template <> struct math_consts<double> {
-    static constexpr int mant_bits = 52;
-    static constexpr std::uint64_t bias = 1023;
-    static constexpr std::uint64_t mant_mask = 0x000FFFFFFFFFFFFFull;
-    static constexpr std::uint64_t sign_mask = 0x8000000000000000ull;
-    static constexpr std::uint64_t one_bits = 0x3FF0000000000000ull;
-    static constexpr std::uint64_t two_pow_mant_bits = 0x4330000000000000ull; // 2^52
-    static constexpr std::uint64_t shifter_bits = 0x4338000000000000ull;      // 1.5 * 2^52
-    static constexpr double shifter = 6755399441055744.0;
-    static constexpr double two_pow_mant = 4503599627370496.0;
-    static constexpr double log2e = 1.4426950408889634;
-    /// hi on 32 bits: n*hi exact for |n| < 2^21.
-    static constexpr double ln2_hi = 0.6931471806019545;
-    static constexpr double ln2_lo = -4.2009150726810846e-11;
-    static constexpr double sqrt2 = 1.4142135623730951;
-    static constexpr double exp_hi = 710.0, exp_lo = -746.0;
-    static constexpr double tanh_clamp = 20.0;
-    static constexpr double denorm_scale = 18014398509481984.0; // 2^54
-    static constexpr double denorm_shift = 54.0;
-    static constexpr int exp_terms = 14; // Taylor 1 .. r^13/13!
-    static constexpr int log_terms = 10; // atanh series s^3 .. s^21
+    static constexpr int mant_bits = std::numeric_limits<T>::digits - 1;
+    static constexpr bits bias = std::numeric_limits<T>::max_exponent - 1;
+    static constexpr bits mant_mask = (bits(1) << mant_bits) - 1;
+    static constexpr bits sign_mask = bits(1) << (8 * sizeof(T) - 1);
+    static constexpr bits one_bits = bias << mant_bits;
+    static constexpr bits two_pow_mant_bits = (bias + bits(mant_bits)) << mant_bits;  // 2^mant_bits
+    static constexpr bits shifter_bits = two_pow_mant_bits | (bits(1) << (mant_bits - 1));  // 1.5 * 2^mant_bits
+    static constexpr T two_pow_mant = static_cast<T>(bits(1) << mant_bits);
+    static constexpr T shifter = T(1.5) * two_pow_mant;
+    static constexpr T log2e = pick(1.44269502163f, 1.4426950408889634);
+    /// ln2 = hi + lo, hi on 16 bits (float; n*hi is exact for |n| < 256 even without FMA) or on
+    /// 32 bits (double; n*hi exact for |n| < 2^21).
+    static constexpr T ln2_hi = pick(0.693145751953125f, 0.6931471806019545);
+    static constexpr T ln2_lo = pick(1.428606765330187e-06f, -4.2009150726810846e-11);
+    static constexpr T sqrt2 = pick(1.41421353816986083984f, 1.4142135623730951);
+    /// exp overflows above 88.72 (709.78) and underflows to 0 below -103.97 (-745.13); clamping
+    /// keeps n in range.
+    static constexpr T exp_hi = pick(89.0f, 710.0), exp_lo = pick(-104.0f, -746.0);
+    /// 1 - tanh(x) < 2^-25 beyond 9.01 (float): tanh rounds to 1 there.
+    static constexpr T tanh_clamp = pick(10.0f, 20.0);
+    /// Scale of denormal inputs to log: 2^24 (float) or 2^54 (double), and its log2.
+    static constexpr T denorm_shift = pick(24.0f, 54.0);
+    static constexpr T denorm_scale = pick(16777216.0f, 18014398509481984.0);
+    /// Terms of the exp Taylor series (1 .. r^7/7! or r^13/13!) and of log's atanh series
+    /// (s^3 .. s^11 or s^21).
+    static constexpr int exp_terms = f32 ? 8 : 14;
+    static constexpr int log_terms = f32 ? 5 : 10;
 };
 
 /// 1/k! and 2/(2k+1) as constants in T, computed at compile time from exact integers.
@@ -7234,6 +7222,15 @@ Var<T> grad(const Var<T>& output, const Var<T>& input, bool create_graph = false
     inline constexpr OpDef<T> op_##id {                                                                                            \
         name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
     }
+/// Declares the rule of a linear op (transpose, reshape, slice, gather, ...): its gradient is its
+/// adjoint applied to g, an expression in g, n (the node) and o (for o.shape(n, 0)) that is itself
+/// an op, so every order follows. It defines backward_<id> and op_<id> (named "id").
+#define TAPIR_LINEAR_OP(id, adjoint)                                                                                              \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        o.acc(n, 0, adjoint);                                                                                                      \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id)
 /// Declares an elementwise op in one line, its derivative beside its forward: `forward` is a
 /// scalar function of T or a whole-array kernel of simd/ (simd::exp<T>, ...), and `dx` the
 /// gradient for the input, written with the ordinary ops in g (the gradient of the output), x
@@ -7489,44 +7486,31 @@ void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
 TAPIR_PRODUCT_OP(matmul, k_matmul);
 
-template <class O, class T, class V>
-void backward_transpose(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, transpose(g));
-}
-TAPIR_OP(transpose, "transpose", backward_transpose);
+TAPIR_LINEAR_OP(transpose, transpose(g));
+/// The transpose of a 2-D value (a copy).
 template <class T, template <class> class V>
 detail::val<V, T> transpose(const V<T>& a) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_transpose<T>, detail::k_transpose(t, detail::ref(a)), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_reshape(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, reshape(g, o.shape(n, 0)));
-}
-TAPIR_OP(reshape, "reshape", backward_reshape);
+TAPIR_LINEAR_OP(reshape, reshape(g, o.shape(n, 0)));
+/// The same elements in shape s (same count), without a copy.
 template <class T, template <class> class V>
 detail::val<V, T> reshape(const V<T>& a, const Shape& s) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_reshape<T>, detail::k_reshape(detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_broadcast_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-}
-TAPIR_OP(broadcast_to, "broadcast_to", backward_broadcast_to);
+TAPIR_LINEAR_OP(broadcast_to, sum_to(g, o.shape(n, 0)));
+/// a repeated along the axes where it has size 1 (or is missing) to shape s, as NumPy broadcasts.
 template <class T, template <class> class V>
 detail::val<V, T> broadcast_to(const V<T>& a, const Shape& s) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_broadcast_to<T>, detail::k_broadcast_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_sum_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, broadcast_to(g, o.shape(n, 0)));
-}
-TAPIR_OP(sum_to, "sum_to", backward_sum_to);
+TAPIR_LINEAR_OP(sum_to, broadcast_to(g, o.shape(n, 0)));
 /// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
 /// A value that already has shape s is returned as it is.
 template <class T, template <class> class V>
@@ -7705,20 +7689,10 @@ void backward_softmax(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
     o.acc(n, 0, mul(y, sub(g, sum(mul(g, y), n.axis, true))));
 }
-TAPIR_OP(softmax, "softmax", backward_softmax);
-template <class T, template <class> class V>
-detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
-    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
-}
 
 template <class O, class T, class V>
 void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
     o.acc(n, 0, sub(g, mul(exp(o.out(n)), sum(g, n.axis, true))));
-}
-TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
-template <class T, template <class> class V>
-detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
-    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
 }
 
 template <class O, class T, class V>
@@ -7728,7 +7702,23 @@ void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
     const V p = exp(sub(o.in(n, 0), reshape(o.out(n), keep)));  // softmax of the input
     o.acc(n, 0, mul(p, reshape(g, keep)));
 }
+
+// The family's three ops, then their forwards.
+TAPIR_OP(softmax, "softmax", backward_softmax);
+TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
 TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
+
+/// exp(a) / sum(exp(a)) along an axis, computed stably (the maximum subtracted first).
+template <class T, template <class> class V>
+detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
+    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
+}
+/// log(softmax(a)) along an axis, without forming softmax (stable for large logits).
+template <class T, template <class> class V>
+detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
+    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
+}
+/// log(sum(exp(a))) along an axis, computed stably; keepdim keeps the axis with size 1.
 template <class T, template <class> class V>
 detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
     return detail::softmax_family(op_logsumexp<T>, a, axis, keepdim, detail::SoftmaxKind::logsumexp);
@@ -7759,11 +7749,11 @@ Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
     return out;
 }
 
-template <class O, class T, class V>
-void backward_slice(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
-}
-TAPIR_OP(slice, "slice", backward_slice);
+// slice and pad are each other's adjoint: each rule is the other op on the node's window (axis,
+// offset i0, and the length of the input's axis).
+TAPIR_LINEAR_OP(slice, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+TAPIR_LINEAR_OP(pad, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+
 /// Elements [start, start+len) along an axis.
 template <class T, template <class> class V>
 detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
@@ -7771,12 +7761,6 @@ detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
     return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), detail::set_window<T>(ax, start), a);
 }
-
-template <class O, class T, class V>
-void backward_pad(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
-}
-TAPIR_OP(pad, "pad", backward_pad);
 /// The adjoint of slice: a placed at offset `start` of an axis of length `total`, zeros elsewhere.
 template <class T, template <class> class V>
 detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
@@ -7802,11 +7786,10 @@ const std::int64_t* copy_indices(Tape<T>& t, const std::vector<std::size_t>& idx
 }
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
-}
-TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
+// gather_rows and scatter_rows are each other's adjoint: each rule is the other op on the node's rows.
+TAPIR_LINEAR_OP(gather_rows, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
+TAPIR_LINEAR_OP(scatter_rows, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
+
 /// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
 template <class T, template <class> class V>
 detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
@@ -7819,12 +7802,6 @@ Var<T> gather_rows(const Var<T>& a, const std::vector<std::size_t>& idx) {
     if (a.shape().rank() == 0) throw shape_error("gather_rows: expects at least 1-D, got shape " + a.shape().str());
     return gather_rows_raw(a, detail::copy_indices(t, idx, a.shape()[0], "gather_rows"), idx.size());
 }
-
-template <class O, class T, class V>
-void backward_scatter_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
-}
-TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
 /// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
 template <class T, template <class> class V>
 detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
@@ -7902,9 +7879,30 @@ void backward_dense(O& o, const Node<T>& n, const V& g) {
     if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
 }
 TAPIR_OP(dense, "dense", backward_dense);
-/// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional.
+namespace detail {
+/// An optional operand such as a bias: a value, a pointer to one, or nullptr for none. Functions
+/// take it as `typename optional_var<T>::arg`, so T comes from their other arguments and one
+/// definition accepts all three forms.
 template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
+class optional_var {
+public:
+    using arg = optional_var;
+    optional_var(std::nullptr_t) noexcept {}
+    optional_var(const Var<T>* v) noexcept : p_(v) {}
+    optional_var(const Var<T>& v) noexcept : p_(&v) {}
+    const Var<T>* get() const noexcept { return p_; }
+
+private:
+    const Var<T>* p_ = nullptr;
+};
+} // namespace detail
+
+/// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional: a value, a pointer
+/// to one, or nullptr.
+template <class T>
+Var<T> dense(const Var<T>& x, const Var<T>& w, typename detail::optional_var<T>::arg bias, Activation act = Activation::none,
+             T alpha = T(0.01)) {
+    const Var<T>* b = bias.get();
     Tape<T>& t = detail::same_tape(x, w, "dense");
     if (b) detail::same_tape(x, *b, "dense");
     const Ref<T> bref = b ? b->ref() : Ref<T>{};
@@ -7914,14 +7912,6 @@ Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act =
     n.act = static_cast<std::uint8_t>(act);
     n.a0 = alpha;
     return v;
-}
-template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>& b, Activation act = Activation::none, T alpha = T(0.01)) {
-    return dense(x, w, &b, act, alpha);
-}
-template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
-    return dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
 
 // ---- fused binary cross-entropy from logits ------------------------------------------------
@@ -8155,22 +8145,15 @@ Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Sha
 
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_take(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(take, "take", backward_take);
+// take and put_add are each other's adjoint: each rule is the other op on the node's positions.
+TAPIR_LINEAR_OP(take, put_add_raw(g, n.index, o.shape(n, 0)));
+TAPIR_LINEAR_OP(put_add, take_raw(g, n.index, o.shape(n, 0)));
+
 /// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
 template <class T, template <class> class V>
 detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
     return detail::indexed<detail::k_take<T>>(op_take<T>, a, idx, out_shape);
 }
-
-template <class O, class T, class V>
-void backward_put_add(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(put_add, "put_add", backward_put_add);
 /// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
 template <class T, template <class> class V>
 detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {
@@ -10120,34 +10103,48 @@ struct rnn_step_rows {
     }
 };
 
-/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
-/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
-/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+/// The arguments of one step's backward kernel over the whole batch (b rows, hidden size h), LSTM
+/// or GRU: the step's state gradient gy (B, S H), the carry from the later step (updated in place),
+/// the step's saved block (its layout is the cell's, rnn_saved_width), the states before the step,
+/// and the gate gradients dhh (B, G H); dx (GRU only, may be null) the gradient of xp.
 template <class T>
-struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T> {
-    using R = rnn_step_rows<lstm_step_backward_kernel<T>, T>;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* s;
-        const T* tc;
-        const T* prev;
-        T* da;
-    };
+struct rnn_step_args {
+    std::size_t b, h;
+    const T* gy;
+    T* carry;
+    const T* saved;
+    const T* prev;
+    T* dhh;
+    T* dx;
+};
+
+/// The backward of one step of an LSTM or GRU over the whole batch, on the SIMD layer
+/// (simd::dispatch); block() is the cell's.
+template <class T, RnnCell Cell>
+struct rnn_step_backward_kernel : rnn_step_rows<rnn_step_backward_kernel<T, Cell>, T> {
+    using R = rnn_step_rows<rnn_step_backward_kernel<T, Cell>, T>;
+    using Args = rnn_step_args<T>;
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        if constexpr (Cell == RnnCell::lstm) lstm_block<V, Partial>(a, row, j, r);
+        else gru_block<V, Partial>(a, row, j, r);
+    }
+
+    /// LSTM: for each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry
+    /// (h part 0, c part dc f). The saved block holds the step's gates (B, 4H), then tanh(c) (B, H).
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void lstm_block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * SH + j;
-        const T* sr = a.s + row * GH + j;
+        const T* sr = a.saved + row * GH + j;
         const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * SH + j, r), R::template ld<V, Partial>(cr, r));
         const auto dcin = V::add(R::template ld<V, Partial>(a.gy + row * SH + H + j, r), R::template ld<V, Partial>(cr + H, r));
         const auto ig = R::template ld<V, Partial>(sr, r), fg = R::template ld<V, Partial>(sr + H, r);
         const auto gg = R::template ld<V, Partial>(sr + 2 * H, r), og = R::template ld<V, Partial>(sr + 3 * H, r);
-        const auto tc = R::template ld<V, Partial>(a.tc + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto tc = R::template ld<V, Partial>(a.saved + a.b * GH + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
         const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
-        T* dr = a.da + row * GH + j;
+        T* dr = a.dhh + row * GH + j;
         R::template st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
         R::template st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
         R::template st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
@@ -10155,34 +10152,20 @@ struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T
         R::template st<V, Partial>(cr, V::zero(), r);
         R::template st<V, Partial>(cr + H, V::mul(dc, fg), r);
     }
-};
 
-/// The GRU backward of one step over the whole batch, on the SIMD layer: for each row, ds = gy +
-/// carry, then the gate gradients dhh (of h W^T + b), dx (of xp) and the new carry dh z. rz holds
-/// the step's saved r, z (B, 2H), n and hn its n and W_hn h + b_hn (B, H); dx may be null.
-template <class T>
-struct gru_step_backward_kernel : rnn_step_rows<gru_step_backward_kernel<T>, T> {
-    using R = rnn_step_rows<gru_step_backward_kernel<T>, T>;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* rz;
-        const T* n;
-        const T* hn;
-        const T* prev;
-        T* dhh;
-        T* dx;
-    };
+    /// GRU: for each row, ds = gy + carry, then the gate gradients dhh (of h W^T + b), dx (of xp)
+    /// and the new carry dh z. The saved block holds the step's r, z (B, 2H), then n (B, H), then
+    /// W_hn h + b_hn (B, H); dx may be null.
     template <class V, bool Partial>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void gru_block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, GH = 3 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * H + j;
         const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * H + j, r), R::template ld<V, Partial>(cr, r));
-        const T* rz = a.rz + row * 2 * H + j;
+        const T* rz = a.saved + row * 2 * H + j;
+        const T* nr = a.saved + a.b * 2 * H + row * H + j;
         const auto rg = R::template ld<V, Partial>(rz, r), zg = R::template ld<V, Partial>(rz + H, r);
-        const auto ng = R::template ld<V, Partial>(a.n + row * H + j, r), hn = R::template ld<V, Partial>(a.hn + row * H + j, r);
+        const auto ng = R::template ld<V, Partial>(nr, r), hn = R::template ld<V, Partial>(nr + a.b * H, r);
         const auto hp = R::template ld<V, Partial>(a.prev + row * H + j, r);
         const auto dan = V::mul(V::mul(dh, V::sub(one, zg)), V::sub(one, V::mul(ng, ng)));
         const auto dar = V::mul(V::mul(V::mul(dan, hn), rg), V::sub(one, rg));
@@ -10227,8 +10210,8 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0)
                     for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
-            simd::dispatch<gru_step_backward_kernel<T>>(typename gru_step_backward_kernel<T>::Args{
-                B, H, gy + t * B * SH, carry, sv, sv + B * 2 * H, sv + B * 3 * H, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
+            simd::dispatch<rnn_step_backward_kernel<T, RnnCell::gru>>(
+                rnn_step_args<T>{B, H, gy + t * B * SH, carry, sv, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0) {
                     std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
@@ -10241,8 +10224,7 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0)
                     for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
-            simd::dispatch<lstm_step_backward_kernel<T>>(typename lstm_step_backward_kernel<T>::Args{
-                B, H, gy + t * B * SH, carry, sv, sv + B * GH, prev, dhh + t * B * GH});
+            simd::dispatch<rnn_step_backward_kernel<T, RnnCell::lstm>>(rnn_step_args<T>{B, H, gy + t * B * SH, carry, sv, prev, dhh + t * B * GH, nullptr});
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0) {
                     std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
@@ -10831,6 +10813,16 @@ Var<T> mask_from_lengths(Tape<T>& t, const Shape& x, const std::vector<std::size
     }
     return t.leaf(m, false);
 }
+/// The mask of a masked reduction: a (B, N) value as given, or one made from per-row lengths,
+/// so each reduction is written once for both forms.
+template <class T>
+const Var<T>& as_mask(const Var<T>&, const Var<T>& mask, const char*) {
+    return mask;
+}
+template <class T>
+Var<T> as_mask(const Var<T>& x, const std::vector<std::size_t>& lengths, const char* op) {
+    return mask_from_lengths(x.tape(), x.shape(), lengths, op);
+}
 /// The tape of a masked reduction's x (B, N, F) and mask (B, N), checked to match (op in the errors).
 template <class T>
 Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
@@ -10840,21 +10832,21 @@ Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
 } // namespace detail
 
 /// Sum over the particle axis of the real particles: x (B, N, F), mask (B, N) of 1/0 -> (B, F).
-/// An all-masked row gives 0. The mask is a constant (detached).
-template <class T>
-Var<T> masked_sum(const Var<T>& x, const Var<T>& mask) {
+/// An all-masked row gives 0. The mask is a constant (detached). Each masked reduction takes the
+/// mask as a (B, N) value or as B per-row lengths (std::vector<std::size_t>: the first lengths[b]
+/// particles are real).
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_sum(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_sum");
     detail::check_set_pair("masked_sum", x.shape(), mask.shape());
     return set_sum(x, detach(mask));
-}
-template <class T>
-Var<T> masked_sum(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return set_sum(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_sum"));
 }
 
 /// Mean over the real particles: sum_n m[b,n] x[b,n,:] / sum_n m[b,n]; an all-masked row gives 0
 /// and passes no gradient (its weights are all 0), never NaN.
-template <class T>
-Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_mean(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_mean");
     Tape<T>& t = detail::masked_operands(x, mask, "masked_mean");
     const Shape s = mask.shape();
     const std::size_t B = s[0], N = s[1];
@@ -10868,15 +10860,12 @@ Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
     }
     return set_sum(x, t.leaf(w, false));
 }
-template <class T>
-Var<T> masked_mean(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return masked_mean(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_mean"));
-}
 
 /// Maximum over the real particles, per feature: (B, N, F) -> (B, F). The gradient goes to the
 /// first maximal real particle (as PyTorch's max(dim)); an all-masked row gives 0 and no gradient.
-template <class T>
-Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_max(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_max");
     Tape<T>& t = detail::masked_operands(x, mask, "masked_max");
     const Shape s = x.shape();
     const std::size_t B = s[0], N = s[1], F = s[2];
@@ -10894,10 +10883,6 @@ Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
             p[b * F + f] = best;
         }
     return take_raw(x, p, Shape{B, F});
-}
-template <class T>
-Var<T> masked_max(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return masked_max(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_max"));
 }
 
 // ---- segment reductions ----------------------------------------------------------------------------
@@ -10919,21 +10904,29 @@ inline Shape segment_shape(const Shape& x, std::size_t segments) {
     out[0] = segments;
     return out;
 }
+/// A segment reduction of x by offsets (checked): the segment count S, the elements per row, and
+/// the output shape (S, ...).
+struct segment_layout {
+    std::size_t count, inner;
+    Shape out;
+};
+inline segment_layout segments_of(const char* op, const Shape& x, const std::vector<std::size_t>& offsets) {
+    check_offsets(op, x, offsets);
+    return {offsets.size() - 1, x[0] ? x.numel() / x[0] : 0, segment_shape(x, offsets.size() - 1)};
+}
 } // namespace detail
 
 /// Row sums of x over segments: rows [offsets[s], offsets[s+1]) of x (M, ...) -> (S, ...). An empty
 /// segment gives 0.
 template <class T>
 Var<T> segment_sum(const Var<T>& x, const std::vector<std::size_t>& offsets) {
-    const Shape s = x.shape();
-    detail::check_offsets("segment_sum", s, offsets);
-    Tape<T>& t = x.tape();
-    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
-    std::int64_t* p = detail::arena_indices(t, s.numel());
-    for (std::size_t g = 0; g < S; ++g)
+    const detail::segment_layout seg = detail::segments_of("segment_sum", x.shape(), offsets);
+    const std::size_t inner = seg.inner;
+    std::int64_t* p = detail::arena_indices(x.tape(), x.shape().numel());
+    for (std::size_t g = 0; g < seg.count; ++g)
         for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r)
             for (std::size_t i = 0; i < inner; ++i) p[r * inner + i] = static_cast<std::int64_t>(g * inner + i);
-    return put_add_raw(x, p, detail::segment_shape(s, S));
+    return put_add_raw(x, p, seg.out);
 }
 
 /// Row means over segments; an empty segment gives 0 and passes no gradient.
@@ -10956,13 +10949,11 @@ Var<T> segment_mean(const Var<T>& x, const std::vector<std::size_t>& offsets) {
 /// segment gives 0 and no gradient.
 template <class T>
 Var<T> segment_max(const Var<T>& x, const std::vector<std::size_t>& offsets) {
-    const Shape s = x.shape();
-    detail::check_offsets("segment_max", s, offsets);
-    Tape<T>& t = x.tape();
-    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
-    std::int64_t* p = detail::arena_indices(t, S * inner);
+    const detail::segment_layout seg = detail::segments_of("segment_max", x.shape(), offsets);
+    const std::size_t inner = seg.inner;
+    std::int64_t* p = detail::arena_indices(x.tape(), seg.out.numel());
     const T* xd = x.data();
-    for (std::size_t g = 0; g < S; ++g)
+    for (std::size_t g = 0; g < seg.count; ++g)
         for (std::size_t i = 0; i < inner; ++i) {
             std::int64_t best = -1;
             for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r) {
@@ -10971,7 +10962,7 @@ Var<T> segment_max(const Var<T>& x, const std::vector<std::size_t>& offsets) {
             }
             p[g * inner + i] = best;
         }
-    return take_raw(x, p, detail::segment_shape(s, S));
+    return take_raw(x, p, seg.out);
 }
 
 // ---- k nearest neighbours --------------------------------------------------------------------------
@@ -11051,19 +11042,12 @@ KnnIndex knn(const Var<T>& coords, const Var<T>& mask, std::size_t k) {
 
 /// act(x W + b) applied to every particle of x (B, N, F): one fused dense node on (B N, F).
 template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
+Var<T> set_dense(const Var<T>& x, const Var<T>& w, typename detail::optional_var<T>::arg b, Activation act = Activation::none,
+                 T alpha = T(0.01)) {
     const Shape s = x.shape();
     if (s.rank() != 3) detail::throw_shape("set_dense: set vs weight", s, w.shape(), "expects a set of shape (B, N, F)");
     const Var<T> y = dense(reshape(x, Shape{s[0] * s[1], s[2]}), w, b, act, alpha);
     return reshape(y, Shape{s[0], s[1], y.shape()[1]});
-}
-template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>& b, Activation act = Activation::none, T alpha = T(0.01)) {
-    return set_dense(x, w, &b, act, alpha);
-}
-template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
-    return set_dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
 
 } // namespace tapir
@@ -11676,6 +11660,25 @@ public:
 };
 
 namespace detail {
+/// A layer whose one parameter is a weight matrix (rows, cols), as Embedding and CoLa: the matrix,
+/// checked non-empty at construction (`what` names the sizes in the error), and its collection.
+template <class Derived, class T>
+class WeightMatrixLayer : public Cloneable<Derived, Module<T>> {
+public:
+    Parameter<T> weight;  ///< (rows, cols)
+
+protected:
+    WeightMatrixLayer(const char* layer, const char* what, std::size_t rows, std::size_t cols)
+        : weight("weight", Tensor<T>(Shape{rows, cols})) {
+        if (rows == 0 || cols == 0)
+            throw value_error(std::string(layer) + ": " + what + " must be positive, got " + std::to_string(rows) + " x " +
+                              std::to_string(cols));
+    }
+    std::size_t rows() const noexcept { return weight.value.shape()[0]; }
+    std::size_t cols() const noexcept { return weight.value.shape()[1]; }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
+};
+
 template <class T, class Run>
 Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {
     const std::vector<NamedParameter<T>> named = m.named_parameters();
@@ -16273,18 +16276,16 @@ Var<T> boost_to_rest_frame(const Var<T>& p, const Var<T>& r) {
 /// combinations sum_i x_i w_im with `weight` (N, M), initialised uniform in [0, 1) so that the
 /// combinations start as physical (time-like or light-like) 4-vectors.
 template <class T>
-class CoLa : public Cloneable<CoLa<T>, Module<T>> {
+class CoLa : public detail::WeightMatrixLayer<CoLa<T>, T> {
 public:
-    Parameter<T> weight;  ///< (N, M)
+    using CoLa::WeightMatrixLayer::weight;  ///< (N, M)
 
-    CoLa(std::size_t particles, std::size_t combinations, Rng& rng) : weight("weight", Tensor<T>(Shape{particles, combinations})) {
-        if (particles == 0 || combinations == 0)
-            throw value_error("CoLa: the numbers of particles and combinations must be positive, got " + std::to_string(particles) +
-                              " and " + std::to_string(combinations));
+    CoLa(std::size_t particles, std::size_t combinations, Rng& rng)
+        : CoLa::WeightMatrixLayer("CoLa", "the numbers of particles and combinations", particles, combinations) {
         for (auto& w : weight.value) w = static_cast<T>(rng.uniform());
     }
-    std::size_t particles() const noexcept { return weight.value.shape()[0]; }
-    std::size_t combinations() const noexcept { return weight.value.shape()[1]; }
+    std::size_t particles() const noexcept { return this->rows(); }
+    std::size_t combinations() const noexcept { return this->cols(); }
 
     Var<T> forward(const Var<T>& x) override {
         detail::check_four_vectors("CoLa", x.shape(), particles());
@@ -16296,9 +16297,6 @@ public:
     }
     std::string type_name() const override { return "CoLa"; }
     std::string describe() const override { return "CoLa(" + std::to_string(particles()) + " + " + std::to_string(combinations()) + ")"; }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
 };
 
 /// Lorentz layer (arXiv:1707.08966, eq. 4): per 4-vector k_j of (B, N, 4) five features (B, N, 5):
@@ -17234,17 +17232,15 @@ public:
 /// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
 /// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
 template <class T>
-class Embedding : public Cloneable<Embedding<T>, Module<T>> {
+class Embedding : public detail::WeightMatrixLayer<Embedding<T>, T> {
 public:
-    Parameter<T> weight;  ///< (num, dim)
+    using Embedding::WeightMatrixLayer::weight;  ///< (num, dim)
 
-    Embedding(std::size_t num, std::size_t dim, Rng& rng) : weight("weight", Tensor<T>(Shape{num, dim})) {
-        if (num == 0 || dim == 0)
-            throw value_error("Embedding: table sizes must be positive, got " + std::to_string(num) + " x " + std::to_string(dim));
+    Embedding(std::size_t num, std::size_t dim, Rng& rng) : Embedding::WeightMatrixLayer("Embedding", "table sizes", num, dim) {
         init::normal(weight.value, rng, 0.0, 1.0);
     }
-    std::size_t num_embeddings() const noexcept { return weight.value.shape()[0]; }
-    std::size_t embedding_dim() const noexcept { return weight.value.shape()[1]; }
+    std::size_t num_embeddings() const noexcept { return this->rows(); }
+    std::size_t embedding_dim() const noexcept { return this->cols(); }
 
     Var<T> forward(const Var<T>& ids) override { return embedding(this->use(ids.tape(), weight), ids); }
     Shape output_shape(const Shape& in) const override {
@@ -17259,9 +17255,6 @@ public:
     std::string describe() const override {
         return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
     }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
 };
 
 } // namespace nn
@@ -24812,6 +24805,7 @@ private:
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -24840,6 +24834,22 @@ struct ConfigCheck {
     void mass_window(const Config& c) const {
         if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
             (*this)("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
+    }
+
+    /// The spectra of the generators of a resonance over a falling continuum (diphoton, Z gamma),
+    /// whose configurations share these fields: the mass window and slope, the pT spectra
+    /// (generalised gamma: scale, shape, tail), the rapidity widths and the continuum's decay angle.
+    /// `pt` names the system's pT in the errors ("pT(yy)").
+    template <class Config>
+    void resonance_over_continuum(const Config& c, const char* pt) const {
+        mass_window(c);
+        if (!std::isfinite(c.bkg_slope)) (*this)("bkg_slope must be finite");
+        for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
+            if (!(v > 0.0 && std::isfinite(v))) (*this)(std::string(pt) + " spectra need finite scale > 0, shape > 0 and tail > 0");
+        if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) (*this)("rapidity widths must be >= 0");
+        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
+            (*this)("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
+                    num(c.bkg_eta_star_max));
     }
 
     /// A generator's whole configuration check: the class fraction, then own(check) with the
@@ -25297,31 +25307,6 @@ struct DiphotonConfig {
 
 namespace detail {
 
-inline void check_config(const DiphotonConfig& c) {
-    ConfigCheck::generator("DiphotonConfig", c, [&](const ConfigCheck& fail) {
-        fail.mass_window(c);
-        if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
-            fail("need pt1_min >= pt2_min >= 0, got " + fail.num(c.pt1_min) + ", " + fail.num(c.pt2_min));
-        if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + fail.num(c.eta_max));
-        if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
-            fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
-        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-        if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
-        if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
-            fail("Crystal Ball tails need alpha > 0 and n > 1");
-        if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
-              c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
-            fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
-        if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
-        if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
-            fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
-        if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + fail.num(c.bkg_angle_power) + ", " +
-                 fail.num(c.bkg_eta_star_max));
-    });
-}
-
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
 /// tails A (B -+ t)^-n joined with continuous value and slope. Region by weight, then inversion
 /// (tails) or rejection from the normal (core).
@@ -25360,6 +25345,23 @@ inline double sample_cos_theta(Rng& rng, double k, double emax) {
 
 inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
     return abs_eta > c.crack_lo && abs_eta < c.crack_hi;
+}
+
+inline void check_config(const DiphotonConfig& c) {
+    ConfigCheck::generator("DiphotonConfig", c, [&](const ConfigCheck& fail) {
+        fail.resonance_over_continuum(c, "pT(yy)");
+        if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
+            fail("need pt1_min >= pt2_min >= 0, got " + fail.num(c.pt1_min) + ", " + fail.num(c.pt2_min));
+        if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + fail.num(c.eta_max));
+        if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
+            fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
+        if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
+        if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
+            fail("Crystal Ball tails need alpha > 0 and n > 1");
+        if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
+        if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
+            fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
+    });
 }
 
 } // namespace detail
@@ -27077,17 +27079,11 @@ struct ZGammaConfig {
 namespace detail {
 inline void check_zgamma_config(const ZGammaConfig& c) {
     ConfigCheck::generator("ZGammaConfig", c, [&](const ConfigCheck& fail) {
-        fail.mass_window(c);
+        fail.resonance_over_continuum(c, "pT(llg)");
         if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
         if (!(c.mll_max < c.m_min)) fail("mll_max (" + fail.num(c.mll_max) + ") must be below m_min (" + fail.num(c.m_min) + "): m_llg >= m_ll");
         if (!(c.z_width > 0.0 && c.mll_resolution >= 0.0 && c.sig_width > 0.0)) fail("widths must be > 0");
         if (!(c.sig_mass > c.m_min && c.sig_mass < c.m_max)) fail("sig_mass must lie inside the m_llg window, got " + fail.num(c.sig_mass));
-        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-        for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
-            if (!(v > 0.0 && std::isfinite(v))) fail("pT spectra need finite scale, shape and tail > 0");
-        if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0 && c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10]");
         if (!(c.lep1_pt_min >= c.lep2_pt_min && c.lep2_pt_min >= 0.0 && c.ph_pt_min >= 0.0 && c.lep_eta_max > 0.0 && c.ph_eta_max > 0.0))
             fail("need lep1_pt_min >= lep2_pt_min >= 0, ph_pt_min >= 0 and positive eta limits");
         if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))

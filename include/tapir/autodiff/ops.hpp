@@ -34,6 +34,15 @@
     inline constexpr OpDef<T> op_##id {                                                                                            \
         name, &rule<detail::EagerContext<T>, T, Eager<T>>, &rule<detail::RecordContext<T>, T, Var<T>>                                \
     }
+/// Declares the rule of a linear op (transpose, reshape, slice, gather, ...): its gradient is its
+/// adjoint applied to g, an expression in g, n (the node) and o (for o.shape(n, 0)) that is itself
+/// an op, so every order follows. It defines backward_<id> and op_<id> (named "id").
+#define TAPIR_LINEAR_OP(id, adjoint)                                                                                              \
+    template <class O, class T, class V>                                                                                           \
+    void backward_##id(O& o, const Node<T>& n, const V& g) {                                                                       \
+        o.acc(n, 0, adjoint);                                                                                                      \
+    }                                                                                                                              \
+    TAPIR_OP(id, #id, backward_##id)
 /// Declares an elementwise op in one line, its derivative beside its forward: `forward` is a
 /// scalar function of T or a whole-array kernel of simd/ (simd::exp<T>, ...), and `dx` the
 /// gradient for the input, written with the ordinary ops in g (the gradient of the output), x
@@ -289,44 +298,31 @@ void backward_product(O& o, const Node<T>& n, const V& g, P prod) {
 /// op(a) * op(b) for 2-D values; op transposes when the flag is set (by packing, not copying).
 TAPIR_PRODUCT_OP(matmul, k_matmul);
 
-template <class O, class T, class V>
-void backward_transpose(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, transpose(g));
-}
-TAPIR_OP(transpose, "transpose", backward_transpose);
+TAPIR_LINEAR_OP(transpose, transpose(g));
+/// The transpose of a 2-D value (a copy).
 template <class T, template <class> class V>
 detail::val<V, T> transpose(const V<T>& a) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_transpose<T>, detail::k_transpose(t, detail::ref(a)), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_reshape(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, reshape(g, o.shape(n, 0)));
-}
-TAPIR_OP(reshape, "reshape", backward_reshape);
+TAPIR_LINEAR_OP(reshape, reshape(g, o.shape(n, 0)));
+/// The same elements in shape s (same count), without a copy.
 template <class T, template <class> class V>
 detail::val<V, T> reshape(const V<T>& a, const Shape& s) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_reshape<T>, detail::k_reshape(detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_broadcast_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, sum_to(g, o.shape(n, 0)));
-}
-TAPIR_OP(broadcast_to, "broadcast_to", backward_broadcast_to);
+TAPIR_LINEAR_OP(broadcast_to, sum_to(g, o.shape(n, 0)));
+/// a repeated along the axes where it has size 1 (or is missing) to shape s, as NumPy broadcasts.
 template <class T, template <class> class V>
 detail::val<V, T> broadcast_to(const V<T>& a, const Shape& s) {
     Tape<T>& t = detail::tape_of(a);
     return detail::emit(t, op_broadcast_to<T>, detail::k_broadcast_to(t, detail::ref(a), s), detail::no_attrs{}, a);
 }
 
-template <class O, class T, class V>
-void backward_sum_to(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, broadcast_to(g, o.shape(n, 0)));
-}
-TAPIR_OP(sum_to, "sum_to", backward_sum_to);
+TAPIR_LINEAR_OP(sum_to, broadcast_to(g, o.shape(n, 0)));
 /// Sums over the axes along which `s` broadcasts to a's shape; sum_to(a, Shape{}) sums everything.
 /// A value that already has shape s is returned as it is.
 template <class T, template <class> class V>
@@ -505,20 +501,10 @@ void backward_softmax(O& o, const Node<T>& n, const V& g) {
     const V y = o.out(n);
     o.acc(n, 0, mul(y, sub(g, sum(mul(g, y), n.axis, true))));
 }
-TAPIR_OP(softmax, "softmax", backward_softmax);
-template <class T, template <class> class V>
-detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
-    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
-}
 
 template <class O, class T, class V>
 void backward_log_softmax(O& o, const Node<T>& n, const V& g) {
     o.acc(n, 0, sub(g, mul(exp(o.out(n)), sum(g, n.axis, true))));
-}
-TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
-template <class T, template <class> class V>
-detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
-    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
 }
 
 template <class O, class T, class V>
@@ -528,7 +514,23 @@ void backward_logsumexp(O& o, const Node<T>& n, const V& g) {
     const V p = exp(sub(o.in(n, 0), reshape(o.out(n), keep)));  // softmax of the input
     o.acc(n, 0, mul(p, reshape(g, keep)));
 }
+
+// The family's three ops, then their forwards.
+TAPIR_OP(softmax, "softmax", backward_softmax);
+TAPIR_OP(log_softmax, "log_softmax", backward_log_softmax);
 TAPIR_OP(logsumexp, "logsumexp", backward_logsumexp);
+
+/// exp(a) / sum(exp(a)) along an axis, computed stably (the maximum subtracted first).
+template <class T, template <class> class V>
+detail::val<V, T> softmax(const V<T>& a, std::int64_t axis = -1) {
+    return detail::softmax_family(op_softmax<T>, a, axis, false, detail::SoftmaxKind::softmax);
+}
+/// log(softmax(a)) along an axis, without forming softmax (stable for large logits).
+template <class T, template <class> class V>
+detail::val<V, T> log_softmax(const V<T>& a, std::int64_t axis = -1) {
+    return detail::softmax_family(op_log_softmax<T>, a, axis, false, detail::SoftmaxKind::log_softmax);
+}
+/// log(sum(exp(a))) along an axis, computed stably; keepdim keeps the axis with size 1.
 template <class T, template <class> class V>
 detail::val<V, T> logsumexp(const V<T>& a, std::int64_t axis = -1, bool keepdim = false) {
     return detail::softmax_family(op_logsumexp<T>, a, axis, keepdim, detail::SoftmaxKind::logsumexp);
@@ -559,11 +561,11 @@ Var<T> concat(const std::vector<Var<T>>& parts, std::int64_t axis = 0) {
     return out;
 }
 
-template <class O, class T, class V>
-void backward_slice(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
-}
-TAPIR_OP(slice, "slice", backward_slice);
+// slice and pad are each other's adjoint: each rule is the other op on the node's window (axis,
+// offset i0, and the length of the input's axis).
+TAPIR_LINEAR_OP(slice, pad(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+TAPIR_LINEAR_OP(pad, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
+
 /// Elements [start, start+len) along an axis.
 template <class T, template <class> class V>
 detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t len) {
@@ -571,12 +573,6 @@ detail::val<V, T> slice(const V<T>& a, std::int64_t axis, std::size_t start, std
     const std::size_t ax = detail::normalize_axis(axis, a.shape(), "slice");
     return detail::emit(t, op_slice<T>, detail::k_slice(t, detail::ref(a), ax, start, len), detail::set_window<T>(ax, start), a);
 }
-
-template <class O, class T, class V>
-void backward_pad(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, slice(g, static_cast<std::int64_t>(n.axis), n.i0, o.shape(n, 0)[static_cast<std::size_t>(n.axis)]));
-}
-TAPIR_OP(pad, "pad", backward_pad);
 /// The adjoint of slice: a placed at offset `start` of an axis of length `total`, zeros elsewhere.
 template <class T, template <class> class V>
 detail::val<V, T> pad(const V<T>& a, std::int64_t axis, std::size_t start, std::size_t total) {
@@ -602,11 +598,10 @@ const std::int64_t* copy_indices(Tape<T>& t, const std::vector<std::size_t>& idx
 }
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_gather_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
-}
-TAPIR_OP(gather_rows, "gather_rows", backward_gather_rows);
+// gather_rows and scatter_rows are each other's adjoint: each rule is the other op on the node's rows.
+TAPIR_LINEAR_OP(gather_rows, scatter_rows_raw(g, n.index, o.shape(n, 0)[0]));
+TAPIR_LINEAR_OP(scatter_rows, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
+
 /// Rows of a (first axis) at p[0..n), unchecked: the indices live in the arena.
 template <class T, template <class> class V>
 detail::val<V, T> gather_rows_raw(const V<T>& a, const std::int64_t* p, std::size_t n) {
@@ -619,12 +614,6 @@ Var<T> gather_rows(const Var<T>& a, const std::vector<std::size_t>& idx) {
     if (a.shape().rank() == 0) throw shape_error("gather_rows: expects at least 1-D, got shape " + a.shape().str());
     return gather_rows_raw(a, detail::copy_indices(t, idx, a.shape()[0], "gather_rows"), idx.size());
 }
-
-template <class O, class T, class V>
-void backward_scatter_rows(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, gather_rows_raw(g, n.index, o.shape(n, 0)[0]));
-}
-TAPIR_OP(scatter_rows, "scatter_rows", backward_scatter_rows);
 /// The adjoint of gather_rows_raw: rows of g added into nrows zero rows at p.
 template <class T, template <class> class V>
 detail::val<V, T> scatter_rows_raw(const V<T>& g, const std::int64_t* p, std::size_t nrows) {
@@ -702,9 +691,30 @@ void backward_dense(O& o, const Node<T>& n, const V& g) {
     if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
 }
 TAPIR_OP(dense, "dense", backward_dense);
-/// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional.
+namespace detail {
+/// An optional operand such as a bias: a value, a pointer to one, or nullptr for none. Functions
+/// take it as `typename optional_var<T>::arg`, so T comes from their other arguments and one
+/// definition accepts all three forms.
 template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
+class optional_var {
+public:
+    using arg = optional_var;
+    optional_var(std::nullptr_t) noexcept {}
+    optional_var(const Var<T>* v) noexcept : p_(v) {}
+    optional_var(const Var<T>& v) noexcept : p_(&v) {}
+    const Var<T>* get() const noexcept { return p_; }
+
+private:
+    const Var<T>* p_ = nullptr;
+};
+} // namespace detail
+
+/// act(x W + b) as one node: x (batch, in), W (in, out), b (out,) optional: a value, a pointer
+/// to one, or nullptr.
+template <class T>
+Var<T> dense(const Var<T>& x, const Var<T>& w, typename detail::optional_var<T>::arg bias, Activation act = Activation::none,
+             T alpha = T(0.01)) {
+    const Var<T>* b = bias.get();
     Tape<T>& t = detail::same_tape(x, w, "dense");
     if (b) detail::same_tape(x, *b, "dense");
     const Ref<T> bref = b ? b->ref() : Ref<T>{};
@@ -714,14 +724,6 @@ Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act =
     n.act = static_cast<std::uint8_t>(act);
     n.a0 = alpha;
     return v;
-}
-template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, const Var<T>& b, Activation act = Activation::none, T alpha = T(0.01)) {
-    return dense(x, w, &b, act, alpha);
-}
-template <class T>
-Var<T> dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
-    return dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
 
 // ---- fused binary cross-entropy from logits ------------------------------------------------

@@ -222,34 +222,48 @@ struct rnn_step_rows {
     }
 };
 
-/// The LSTM backward of one step over the whole batch, on the SIMD layer (simd::dispatch): for
-/// each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry (h part 0, c part
-/// dc f). s holds the step's saved gates (B, 4H), tc its tanh(c) (B, H), prev the states before it.
+/// The arguments of one step's backward kernel over the whole batch (b rows, hidden size h), LSTM
+/// or GRU: the step's state gradient gy (B, S H), the carry from the later step (updated in place),
+/// the step's saved block (its layout is the cell's, rnn_saved_width), the states before the step,
+/// and the gate gradients dhh (B, G H); dx (GRU only, may be null) the gradient of xp.
 template <class T>
-struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T> {
-    using R = rnn_step_rows<lstm_step_backward_kernel<T>, T>;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* s;
-        const T* tc;
-        const T* prev;
-        T* da;
-    };
+struct rnn_step_args {
+    std::size_t b, h;
+    const T* gy;
+    T* carry;
+    const T* saved;
+    const T* prev;
+    T* dhh;
+    T* dx;
+};
+
+/// The backward of one step of an LSTM or GRU over the whole batch, on the SIMD layer
+/// (simd::dispatch); block() is the cell's.
+template <class T, RnnCell Cell>
+struct rnn_step_backward_kernel : rnn_step_rows<rnn_step_backward_kernel<T, Cell>, T> {
+    using R = rnn_step_rows<rnn_step_backward_kernel<T, Cell>, T>;
+    using Args = rnn_step_args<T>;
     template <class V, bool Partial>
     static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+        if constexpr (Cell == RnnCell::lstm) lstm_block<V, Partial>(a, row, j, r);
+        else gru_block<V, Partial>(a, row, j, r);
+    }
+
+    /// LSTM: for each row, ds = gy + carry, then the gate gradients da (B, 4H) and the new carry
+    /// (h part 0, c part dc f). The saved block holds the step's gates (B, 4H), then tanh(c) (B, H).
+    template <class V, bool Partial>
+    static TAPIR_ALWAYS_INLINE void lstm_block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, SH = 2 * H, GH = 4 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * SH + j;
-        const T* sr = a.s + row * GH + j;
+        const T* sr = a.saved + row * GH + j;
         const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * SH + j, r), R::template ld<V, Partial>(cr, r));
         const auto dcin = V::add(R::template ld<V, Partial>(a.gy + row * SH + H + j, r), R::template ld<V, Partial>(cr + H, r));
         const auto ig = R::template ld<V, Partial>(sr, r), fg = R::template ld<V, Partial>(sr + H, r);
         const auto gg = R::template ld<V, Partial>(sr + 2 * H, r), og = R::template ld<V, Partial>(sr + 3 * H, r);
-        const auto tc = R::template ld<V, Partial>(a.tc + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
+        const auto tc = R::template ld<V, Partial>(a.saved + a.b * GH + row * H + j, r), cp = R::template ld<V, Partial>(a.prev + row * SH + H + j, r);
         const auto dc = V::add(dcin, V::mul(V::mul(dh, og), V::sub(one, V::mul(tc, tc))));
-        T* dr = a.da + row * GH + j;
+        T* dr = a.dhh + row * GH + j;
         R::template st<V, Partial>(dr, V::mul(V::mul(V::mul(dc, gg), ig), V::sub(one, ig)), r);
         R::template st<V, Partial>(dr + H, V::mul(V::mul(V::mul(dc, cp), fg), V::sub(one, fg)), r);
         R::template st<V, Partial>(dr + 2 * H, V::mul(V::mul(dc, ig), V::sub(one, V::mul(gg, gg))), r);
@@ -257,34 +271,20 @@ struct lstm_step_backward_kernel : rnn_step_rows<lstm_step_backward_kernel<T>, T
         R::template st<V, Partial>(cr, V::zero(), r);
         R::template st<V, Partial>(cr + H, V::mul(dc, fg), r);
     }
-};
 
-/// The GRU backward of one step over the whole batch, on the SIMD layer: for each row, ds = gy +
-/// carry, then the gate gradients dhh (of h W^T + b), dx (of xp) and the new carry dh z. rz holds
-/// the step's saved r, z (B, 2H), n and hn its n and W_hn h + b_hn (B, H); dx may be null.
-template <class T>
-struct gru_step_backward_kernel : rnn_step_rows<gru_step_backward_kernel<T>, T> {
-    using R = rnn_step_rows<gru_step_backward_kernel<T>, T>;
-    struct Args {
-        std::size_t b, h;
-        const T* gy;
-        T* carry;
-        const T* rz;
-        const T* n;
-        const T* hn;
-        const T* prev;
-        T* dhh;
-        T* dx;
-    };
+    /// GRU: for each row, ds = gy + carry, then the gate gradients dhh (of h W^T + b), dx (of xp)
+    /// and the new carry dh z. The saved block holds the step's r, z (B, 2H), then n (B, H), then
+    /// W_hn h + b_hn (B, H); dx may be null.
     template <class V, bool Partial>
-    static TAPIR_ALWAYS_INLINE void block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
+    static TAPIR_ALWAYS_INLINE void gru_block(const Args& a, std::size_t row, std::size_t j, std::size_t r) {
         const std::size_t H = a.h, GH = 3 * H;
         const auto one = V::set1(T(1));
         T* cr = a.carry + row * H + j;
         const auto dh = V::add(R::template ld<V, Partial>(a.gy + row * H + j, r), R::template ld<V, Partial>(cr, r));
-        const T* rz = a.rz + row * 2 * H + j;
+        const T* rz = a.saved + row * 2 * H + j;
+        const T* nr = a.saved + a.b * 2 * H + row * H + j;
         const auto rg = R::template ld<V, Partial>(rz, r), zg = R::template ld<V, Partial>(rz + H, r);
-        const auto ng = R::template ld<V, Partial>(a.n + row * H + j, r), hn = R::template ld<V, Partial>(a.hn + row * H + j, r);
+        const auto ng = R::template ld<V, Partial>(nr, r), hn = R::template ld<V, Partial>(nr + a.b * H, r);
         const auto hp = R::template ld<V, Partial>(a.prev + row * H + j, r);
         const auto dan = V::mul(V::mul(dh, V::sub(one, zg)), V::sub(one, V::mul(ng, ng)));
         const auto dar = V::mul(V::mul(V::mul(dan, hn), rg), V::sub(one, rg));
@@ -329,8 +329,8 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0)
                     for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
-            simd::dispatch<gru_step_backward_kernel<T>>(typename gru_step_backward_kernel<T>::Args{
-                B, H, gy + t * B * SH, carry, sv, sv + B * 2 * H, sv + B * 3 * H, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
+            simd::dispatch<rnn_step_backward_kernel<T, RnnCell::gru>>(
+                rnn_step_args<T>{B, H, gy + t * B * SH, carry, sv, prev, dhh + t * B * GH, dx ? dx + t * B * GH : nullptr});
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0) {
                     std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));
@@ -343,8 +343,7 @@ void k_recurrent_backward(Tape<T>& tape, RnnCell cell, const RnnDims& d, const T
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0)
                     for (std::size_t j = 0; j < SH; ++j) ds[b * SH + j] = gy[(t * B + b) * SH + j] + carry[b * SH + j];
-            simd::dispatch<lstm_step_backward_kernel<T>>(typename lstm_step_backward_kernel<T>::Args{
-                B, H, gy + t * B * SH, carry, sv, sv + B * GH, prev, dhh + t * B * GH});
+            simd::dispatch<rnn_step_backward_kernel<T, RnnCell::lstm>>(rnn_step_args<T>{B, H, gy + t * B * SH, carry, sv, prev, dhh + t * B * GH, nullptr});
             for (std::size_t b = 0; mask && b < B; ++b)
                 if (mask[t * B + b] == 0) {
                     std::memcpy(carry + b * SH, ds + b * SH, SH * sizeof(T));

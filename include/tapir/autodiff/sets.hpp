@@ -243,6 +243,16 @@ Var<T> mask_from_lengths(Tape<T>& t, const Shape& x, const std::vector<std::size
     }
     return t.leaf(m, false);
 }
+/// The mask of a masked reduction: a (B, N) value as given, or one made from per-row lengths,
+/// so each reduction is written once for both forms.
+template <class T>
+const Var<T>& as_mask(const Var<T>&, const Var<T>& mask, const char*) {
+    return mask;
+}
+template <class T>
+Var<T> as_mask(const Var<T>& x, const std::vector<std::size_t>& lengths, const char* op) {
+    return mask_from_lengths(x.tape(), x.shape(), lengths, op);
+}
 /// The tape of a masked reduction's x (B, N, F) and mask (B, N), checked to match (op in the errors).
 template <class T>
 Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
@@ -252,21 +262,21 @@ Tape<T>& masked_operands(const Var<T>& x, const Var<T>& mask, const char* op) {
 } // namespace detail
 
 /// Sum over the particle axis of the real particles: x (B, N, F), mask (B, N) of 1/0 -> (B, F).
-/// An all-masked row gives 0. The mask is a constant (detached).
-template <class T>
-Var<T> masked_sum(const Var<T>& x, const Var<T>& mask) {
+/// An all-masked row gives 0. The mask is a constant (detached). Each masked reduction takes the
+/// mask as a (B, N) value or as B per-row lengths (std::vector<std::size_t>: the first lengths[b]
+/// particles are real).
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_sum(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_sum");
     detail::check_set_pair("masked_sum", x.shape(), mask.shape());
     return set_sum(x, detach(mask));
-}
-template <class T>
-Var<T> masked_sum(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return set_sum(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_sum"));
 }
 
 /// Mean over the real particles: sum_n m[b,n] x[b,n,:] / sum_n m[b,n]; an all-masked row gives 0
 /// and passes no gradient (its weights are all 0), never NaN.
-template <class T>
-Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_mean(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_mean");
     Tape<T>& t = detail::masked_operands(x, mask, "masked_mean");
     const Shape s = mask.shape();
     const std::size_t B = s[0], N = s[1];
@@ -280,15 +290,12 @@ Var<T> masked_mean(const Var<T>& x, const Var<T>& mask) {
     }
     return set_sum(x, t.leaf(w, false));
 }
-template <class T>
-Var<T> masked_mean(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return masked_mean(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_mean"));
-}
 
 /// Maximum over the real particles, per feature: (B, N, F) -> (B, F). The gradient goes to the
 /// first maximal real particle (as PyTorch's max(dim)); an all-masked row gives 0 and no gradient.
-template <class T>
-Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
+template <class T, class Mask = std::vector<std::size_t>>
+Var<T> masked_max(const Var<T>& x, const Mask& mask_or_lengths) {
+    const Var<T>& mask = detail::as_mask(x, mask_or_lengths, "masked_max");
     Tape<T>& t = detail::masked_operands(x, mask, "masked_max");
     const Shape s = x.shape();
     const std::size_t B = s[0], N = s[1], F = s[2];
@@ -306,10 +313,6 @@ Var<T> masked_max(const Var<T>& x, const Var<T>& mask) {
             p[b * F + f] = best;
         }
     return take_raw(x, p, Shape{B, F});
-}
-template <class T>
-Var<T> masked_max(const Var<T>& x, const std::vector<std::size_t>& lengths) {
-    return masked_max(x, detail::mask_from_lengths(x.tape(), x.shape(), lengths, "masked_max"));
 }
 
 // ---- segment reductions ----------------------------------------------------------------------------
@@ -331,21 +334,29 @@ inline Shape segment_shape(const Shape& x, std::size_t segments) {
     out[0] = segments;
     return out;
 }
+/// A segment reduction of x by offsets (checked): the segment count S, the elements per row, and
+/// the output shape (S, ...).
+struct segment_layout {
+    std::size_t count, inner;
+    Shape out;
+};
+inline segment_layout segments_of(const char* op, const Shape& x, const std::vector<std::size_t>& offsets) {
+    check_offsets(op, x, offsets);
+    return {offsets.size() - 1, x[0] ? x.numel() / x[0] : 0, segment_shape(x, offsets.size() - 1)};
+}
 } // namespace detail
 
 /// Row sums of x over segments: rows [offsets[s], offsets[s+1]) of x (M, ...) -> (S, ...). An empty
 /// segment gives 0.
 template <class T>
 Var<T> segment_sum(const Var<T>& x, const std::vector<std::size_t>& offsets) {
-    const Shape s = x.shape();
-    detail::check_offsets("segment_sum", s, offsets);
-    Tape<T>& t = x.tape();
-    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
-    std::int64_t* p = detail::arena_indices(t, s.numel());
-    for (std::size_t g = 0; g < S; ++g)
+    const detail::segment_layout seg = detail::segments_of("segment_sum", x.shape(), offsets);
+    const std::size_t inner = seg.inner;
+    std::int64_t* p = detail::arena_indices(x.tape(), x.shape().numel());
+    for (std::size_t g = 0; g < seg.count; ++g)
         for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r)
             for (std::size_t i = 0; i < inner; ++i) p[r * inner + i] = static_cast<std::int64_t>(g * inner + i);
-    return put_add_raw(x, p, detail::segment_shape(s, S));
+    return put_add_raw(x, p, seg.out);
 }
 
 /// Row means over segments; an empty segment gives 0 and passes no gradient.
@@ -368,13 +379,11 @@ Var<T> segment_mean(const Var<T>& x, const std::vector<std::size_t>& offsets) {
 /// segment gives 0 and no gradient.
 template <class T>
 Var<T> segment_max(const Var<T>& x, const std::vector<std::size_t>& offsets) {
-    const Shape s = x.shape();
-    detail::check_offsets("segment_max", s, offsets);
-    Tape<T>& t = x.tape();
-    const std::size_t S = offsets.size() - 1, inner = s[0] ? s.numel() / s[0] : 0;
-    std::int64_t* p = detail::arena_indices(t, S * inner);
+    const detail::segment_layout seg = detail::segments_of("segment_max", x.shape(), offsets);
+    const std::size_t inner = seg.inner;
+    std::int64_t* p = detail::arena_indices(x.tape(), seg.out.numel());
     const T* xd = x.data();
-    for (std::size_t g = 0; g < S; ++g)
+    for (std::size_t g = 0; g < seg.count; ++g)
         for (std::size_t i = 0; i < inner; ++i) {
             std::int64_t best = -1;
             for (std::size_t r = offsets[g]; r < offsets[g + 1]; ++r) {
@@ -383,7 +392,7 @@ Var<T> segment_max(const Var<T>& x, const std::vector<std::size_t>& offsets) {
             }
             p[g * inner + i] = best;
         }
-    return take_raw(x, p, detail::segment_shape(s, S));
+    return take_raw(x, p, seg.out);
 }
 
 // ---- k nearest neighbours --------------------------------------------------------------------------
@@ -463,19 +472,12 @@ KnnIndex knn(const Var<T>& coords, const Var<T>& mask, std::size_t k) {
 
 /// act(x W + b) applied to every particle of x (B, N, F): one fused dense node on (B N, F).
 template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>* b, Activation act = Activation::none, T alpha = T(0.01)) {
+Var<T> set_dense(const Var<T>& x, const Var<T>& w, typename detail::optional_var<T>::arg b, Activation act = Activation::none,
+                 T alpha = T(0.01)) {
     const Shape s = x.shape();
     if (s.rank() != 3) detail::throw_shape("set_dense: set vs weight", s, w.shape(), "expects a set of shape (B, N, F)");
     const Var<T> y = dense(reshape(x, Shape{s[0] * s[1], s[2]}), w, b, act, alpha);
     return reshape(y, Shape{s[0], s[1], y.shape()[1]});
-}
-template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, const Var<T>& b, Activation act = Activation::none, T alpha = T(0.01)) {
-    return set_dense(x, w, &b, act, alpha);
-}
-template <class T>
-Var<T> set_dense(const Var<T>& x, const Var<T>& w, std::nullptr_t, Activation act = Activation::none, T alpha = T(0.01)) {
-    return set_dense(x, w, static_cast<const Var<T>*>(nullptr), act, alpha);
 }
 
 } // namespace tapir

@@ -36,22 +36,15 @@ Ref<T> k_put_add(Tape<T>& t, const Ref<T>& g, const std::int64_t* idx, const Sha
 
 } // namespace detail
 
-template <class O, class T, class V>
-void backward_take(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, put_add_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(take, "take", backward_take);
+// take and put_add are each other's adjoint: each rule is the other op on the node's positions.
+TAPIR_LINEAR_OP(take, put_add_raw(g, n.index, o.shape(n, 0)));
+TAPIR_LINEAR_OP(put_add, take_raw(g, n.index, o.shape(n, 0)));
+
 /// Elements of a at flat positions idx[0 .. out_shape.numel()) (unchecked, in the arena); -1 gives 0.
 template <class T, template <class> class V>
 detail::val<V, T> take_raw(const V<T>& a, const std::int64_t* idx, const Shape& out_shape) {
     return detail::indexed<detail::k_take<T>>(op_take<T>, a, idx, out_shape);
 }
-
-template <class O, class T, class V>
-void backward_put_add(O& o, const Node<T>& n, const V& g) {
-    o.acc(n, 0, take_raw(g, n.index, o.shape(n, 0)));
-}
-TAPIR_OP(put_add, "put_add", backward_put_add);
 /// The adjoint of take_raw: g's elements added into zeros of out_shape at flat positions idx (-1 skipped).
 template <class T, template <class> class V>
 detail::val<V, T> put_add_raw(const V<T>& g, const std::int64_t* idx, const Shape& out_shape) {

@@ -90,31 +90,6 @@ struct DiphotonConfig {
 
 namespace detail {
 
-inline void check_config(const DiphotonConfig& c) {
-    ConfigCheck::generator("DiphotonConfig", c, [&](const ConfigCheck& fail) {
-        fail.mass_window(c);
-        if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
-            fail("need pt1_min >= pt2_min >= 0, got " + fail.num(c.pt1_min) + ", " + fail.num(c.pt2_min));
-        if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + fail.num(c.eta_max));
-        if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
-            fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
-        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-        if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
-        if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
-            fail("Crystal Ball tails need alpha > 0 and n > 1");
-        if (!(c.sig_pt_scale > 0.0 && c.bkg_pt_scale > 0.0 && c.sig_pt_shape > 0.0 && c.bkg_pt_shape > 0.0 &&
-              c.sig_pt_tail > 0.0 && c.bkg_pt_tail > 0.0 && std::isfinite(c.sig_pt_scale) && std::isfinite(c.bkg_pt_scale)))
-            fail("pT(yy) spectra need finite scale > 0, shape > 0 and tail > 0");
-        if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
-        if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
-            fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
-        if (!(c.sig_y_sigma >= 0.0 && c.bkg_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + fail.num(c.bkg_angle_power) + ", " +
-                 fail.num(c.bkg_eta_star_max));
-    });
-}
-
 /// Double-sided Crystal Ball in t = (x - mean)/sigma: Gaussian core on [-alo, ahi], power-law
 /// tails A (B -+ t)^-n joined with continuous value and slope. Region by weight, then inversion
 /// (tails) or rejection from the normal (core).
@@ -153,6 +128,23 @@ inline double sample_cos_theta(Rng& rng, double k, double emax) {
 
 inline bool in_crack(double abs_eta, const DiphotonConfig& c) noexcept {
     return abs_eta > c.crack_lo && abs_eta < c.crack_hi;
+}
+
+inline void check_config(const DiphotonConfig& c) {
+    ConfigCheck::generator("DiphotonConfig", c, [&](const ConfigCheck& fail) {
+        fail.resonance_over_continuum(c, "pT(yy)");
+        if (!(c.pt1_min >= c.pt2_min && c.pt2_min >= 0.0))
+            fail("need pt1_min >= pt2_min >= 0, got " + fail.num(c.pt1_min) + ", " + fail.num(c.pt2_min));
+        if (!(c.eta_max > 0.0)) fail("eta_max must be > 0, got " + fail.num(c.eta_max));
+        if (!(c.crack_keep >= 0.0 && c.crack_keep <= 1.0) || !(c.crack_lo <= c.crack_hi))
+            fail("need crack_lo <= crack_hi and crack_keep in [0, 1]");
+        if (!(c.sig_sigma > 0.0) || !std::isfinite(c.sig_mean)) fail("sig_sigma must be > 0 and sig_mean finite");
+        if (!(c.sig_alpha_lo > 0.0 && c.sig_alpha_hi > 0.0 && c.sig_n_lo > 1.0 && c.sig_n_hi > 1.0))
+            fail("Crystal Ball tails need alpha > 0 and n > 1");
+        if (!std::isfinite(c.pt_mass_power)) fail("pt_mass_power must be finite");
+        if (!(c.bkg_pt_aligned >= 0.0 && c.bkg_pt_aligned <= 1.0) || !(c.bkg_pt_align_width >= 0.0))
+            fail("need bkg_pt_aligned in [0, 1] and bkg_pt_align_width >= 0");
+    });
 }
 
 } // namespace detail

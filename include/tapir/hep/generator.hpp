@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,22 @@ struct ConfigCheck {
     void mass_window(const Config& c) const {
         if (!(c.m_min > 0.0 && c.m_max > c.m_min && std::isfinite(c.m_max)))
             (*this)("need 0 < m_min < m_max, got [" + num(c.m_min) + ", " + num(c.m_max) + "]");
+    }
+
+    /// The spectra of the generators of a resonance over a falling continuum (diphoton, Z gamma),
+    /// whose configurations share these fields: the mass window and slope, the pT spectra
+    /// (generalised gamma: scale, shape, tail), the rapidity widths and the continuum's decay angle.
+    /// `pt` names the system's pT in the errors ("pT(yy)").
+    template <class Config>
+    void resonance_over_continuum(const Config& c, const char* pt) const {
+        mass_window(c);
+        if (!std::isfinite(c.bkg_slope)) (*this)("bkg_slope must be finite");
+        for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
+            if (!(v > 0.0 && std::isfinite(v))) (*this)(std::string(pt) + " spectra need finite scale > 0, shape > 0 and tail > 0");
+        if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) (*this)("rapidity widths must be >= 0");
+        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0) || !(c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
+            (*this)("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10], got " + num(c.bkg_angle_power) + ", " +
+                    num(c.bkg_eta_star_max));
     }
 
     /// A generator's whole configuration check: the class fraction, then own(check) with the

@@ -101,17 +101,11 @@ struct ZGammaConfig {
 namespace detail {
 inline void check_zgamma_config(const ZGammaConfig& c) {
     ConfigCheck::generator("ZGammaConfig", c, [&](const ConfigCheck& fail) {
-        fail.mass_window(c);
+        fail.resonance_over_continuum(c, "pT(llg)");
         if (!(c.mll_min > 0.0 && c.mll_max > c.mll_min)) fail("need 0 < mll_min < mll_max");
         if (!(c.mll_max < c.m_min)) fail("mll_max (" + fail.num(c.mll_max) + ") must be below m_min (" + fail.num(c.m_min) + "): m_llg >= m_ll");
         if (!(c.z_width > 0.0 && c.mll_resolution >= 0.0 && c.sig_width > 0.0)) fail("widths must be > 0");
         if (!(c.sig_mass > c.m_min && c.sig_mass < c.m_max)) fail("sig_mass must lie inside the m_llg window, got " + fail.num(c.sig_mass));
-        if (!std::isfinite(c.bkg_slope)) fail("bkg_slope must be finite");
-        for (double v : {c.bkg_pt_scale, c.bkg_pt_shape, c.bkg_pt_tail, c.sig_pt_scale, c.sig_pt_shape, c.sig_pt_tail})
-            if (!(v > 0.0 && std::isfinite(v))) fail("pT spectra need finite scale, shape and tail > 0");
-        if (!(c.bkg_y_sigma >= 0.0 && c.sig_y_sigma >= 0.0)) fail("rapidity widths must be >= 0");
-        if (!(c.bkg_angle_power >= -2.0 && c.bkg_angle_power <= 8.0 && c.bkg_eta_star_max > 0.0 && c.bkg_eta_star_max <= 10.0))
-            fail("need bkg_angle_power in [-2, 8] and bkg_eta_star_max in (0, 10]");
         if (!(c.lep1_pt_min >= c.lep2_pt_min && c.lep2_pt_min >= 0.0 && c.ph_pt_min >= 0.0 && c.lep_eta_max > 0.0 && c.ph_eta_max > 0.0))
             fail("need lep1_pt_min >= lep2_pt_min >= 0, ph_pt_min >= 0 and positive eta limits");
         if (!(c.bkg_jet_base >= 0.0 && c.sig_jet_base >= 0.0 && c.jet_pt_per_jet > 0.0 && c.central_prob >= 0.0 && c.central_prob <= 1.0))

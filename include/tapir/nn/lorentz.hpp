@@ -75,18 +75,16 @@ Var<T> boost_to_rest_frame(const Var<T>& p, const Var<T>& r) {
 /// combinations sum_i x_i w_im with `weight` (N, M), initialised uniform in [0, 1) so that the
 /// combinations start as physical (time-like or light-like) 4-vectors.
 template <class T>
-class CoLa : public Cloneable<CoLa<T>, Module<T>> {
+class CoLa : public detail::WeightMatrixLayer<CoLa<T>, T> {
 public:
-    Parameter<T> weight;  ///< (N, M)
+    using CoLa::WeightMatrixLayer::weight;  ///< (N, M)
 
-    CoLa(std::size_t particles, std::size_t combinations, Rng& rng) : weight("weight", Tensor<T>(Shape{particles, combinations})) {
-        if (particles == 0 || combinations == 0)
-            throw value_error("CoLa: the numbers of particles and combinations must be positive, got " + std::to_string(particles) +
-                              " and " + std::to_string(combinations));
+    CoLa(std::size_t particles, std::size_t combinations, Rng& rng)
+        : CoLa::WeightMatrixLayer("CoLa", "the numbers of particles and combinations", particles, combinations) {
         for (auto& w : weight.value) w = static_cast<T>(rng.uniform());
     }
-    std::size_t particles() const noexcept { return weight.value.shape()[0]; }
-    std::size_t combinations() const noexcept { return weight.value.shape()[1]; }
+    std::size_t particles() const noexcept { return this->rows(); }
+    std::size_t combinations() const noexcept { return this->cols(); }
 
     Var<T> forward(const Var<T>& x) override {
         detail::check_four_vectors("CoLa", x.shape(), particles());
@@ -98,9 +96,6 @@ public:
     }
     std::string type_name() const override { return "CoLa"; }
     std::string describe() const override { return "CoLa(" + std::to_string(particles()) + " + " + std::to_string(combinations()) + ")"; }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
 };
 
 /// Lorentz layer (arXiv:1707.08966, eq. 4): per 4-vector k_j of (B, N, 4) five features (B, N, 5):

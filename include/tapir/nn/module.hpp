@@ -433,6 +433,25 @@ public:
 };
 
 namespace detail {
+/// A layer whose one parameter is a weight matrix (rows, cols), as Embedding and CoLa: the matrix,
+/// checked non-empty at construction (`what` names the sizes in the error), and its collection.
+template <class Derived, class T>
+class WeightMatrixLayer : public Cloneable<Derived, Module<T>> {
+public:
+    Parameter<T> weight;  ///< (rows, cols)
+
+protected:
+    WeightMatrixLayer(const char* layer, const char* what, std::size_t rows, std::size_t cols)
+        : weight("weight", Tensor<T>(Shape{rows, cols})) {
+        if (rows == 0 || cols == 0)
+            throw value_error(std::string(layer) + ": " + what + " must be positive, got " + std::to_string(rows) + " x " +
+                              std::to_string(cols));
+    }
+    std::size_t rows() const noexcept { return weight.value.shape()[0]; }
+    std::size_t cols() const noexcept { return weight.value.shape()[1]; }
+    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
+};
+
 template <class T, class Run>
 Var<T> call_with_params(Module<T>& m, const std::vector<Var<T>>& params, Run run) {
     const std::vector<NamedParameter<T>> named = m.named_parameters();

@@ -157,17 +157,15 @@ public:
 /// A lookup table (num, dim) as torch.nn.Embedding (weights normal(0, 1)): integer ids of any
 /// shape up to rank 3, held as values of T, give their rows, shape ids + (dim,).
 template <class T>
-class Embedding : public Cloneable<Embedding<T>, Module<T>> {
+class Embedding : public detail::WeightMatrixLayer<Embedding<T>, T> {
 public:
-    Parameter<T> weight;  ///< (num, dim)
+    using Embedding::WeightMatrixLayer::weight;  ///< (num, dim)
 
-    Embedding(std::size_t num, std::size_t dim, Rng& rng) : weight("weight", Tensor<T>(Shape{num, dim})) {
-        if (num == 0 || dim == 0)
-            throw value_error("Embedding: table sizes must be positive, got " + std::to_string(num) + " x " + std::to_string(dim));
+    Embedding(std::size_t num, std::size_t dim, Rng& rng) : Embedding::WeightMatrixLayer("Embedding", "table sizes", num, dim) {
         init::normal(weight.value, rng, 0.0, 1.0);
     }
-    std::size_t num_embeddings() const noexcept { return weight.value.shape()[0]; }
-    std::size_t embedding_dim() const noexcept { return weight.value.shape()[1]; }
+    std::size_t num_embeddings() const noexcept { return this->rows(); }
+    std::size_t embedding_dim() const noexcept { return this->cols(); }
 
     Var<T> forward(const Var<T>& ids) override { return embedding(this->use(ids.tape(), weight), ids); }
     Shape output_shape(const Shape& in) const override {
@@ -182,9 +180,6 @@ public:
     std::string describe() const override {
         return "Embedding(" + std::to_string(num_embeddings()) + ", " + std::to_string(embedding_dim()) + ")";
     }
-
-protected:
-    void collect_parameters(std::vector<NamedParameter<T>>& out) override { out.emplace_back("weight", &weight); }
 };
 
 } // namespace nn

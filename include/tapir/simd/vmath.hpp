@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "vec.hpp"
 
@@ -16,54 +17,41 @@ TAPIR_SIMD_DIAG_PUSH
 namespace tapir::simd {
 namespace detail {
 
-template <class T> struct math_consts;
+/// The constants of the kernels below for T = float or double: the bit layout follows from
+/// std::numeric_limits; each tuned number is written once with its float and its double value.
+template <class T> struct math_consts {
+    static_assert(std::numeric_limits<T>::is_iec559 && (sizeof(T) == 4 || sizeof(T) == 8), "float or double");
+    static constexpr bool f32 = sizeof(T) == 4;
+    using bits = std::conditional_t<f32, std::uint32_t, std::uint64_t>;
+    static constexpr T pick(float f, double d) { return f32 ? static_cast<T>(f) : static_cast<T>(d); }
 
-template <> struct math_consts<float> {
-    static constexpr int mant_bits = 23;
-    static constexpr std::uint32_t bias = 127;
-    static constexpr std::uint32_t mant_mask = 0x007FFFFFu;
-    static constexpr std::uint32_t sign_mask = 0x80000000u;
-    static constexpr std::uint32_t one_bits = 0x3F800000u;
-    static constexpr std::uint32_t two_pow_mant_bits = 0x4B000000u; // 2^23
-    static constexpr std::uint32_t shifter_bits = 0x4B400000u;      // 1.5 * 2^23
-    static constexpr float shifter = 12582912.0f;
-    static constexpr float two_pow_mant = 8388608.0f;
-    static constexpr float log2e = 1.44269502163f;
-    /// ln2 = hi + lo with hi on 16 bits: n*hi is exact for |n| < 256 even without FMA.
-    static constexpr float ln2_hi = 0.693145751953125f;
-    static constexpr float ln2_lo = 1.428606765330187e-06f;
-    static constexpr float sqrt2 = 1.41421353816986083984f;
-    /// exp overflows above 88.72 and underflows to 0 below -103.97; clamping keeps n in range.
-    static constexpr float exp_hi = 89.0f, exp_lo = -104.0f;
-    /// 1 - tanh(x) < 2^-25 beyond 9.01: tanh rounds to 1 there.
-    static constexpr float tanh_clamp = 10.0f;
-    static constexpr float denorm_scale = 16777216.0f; // 2^24
-    static constexpr float denorm_shift = 24.0f;
-    static constexpr int exp_terms = 8;  // Taylor 1 .. r^7/7!
-    static constexpr int log_terms = 5;  // atanh series s^3 .. s^11
-};
-
-template <> struct math_consts<double> {
-    static constexpr int mant_bits = 52;
-    static constexpr std::uint64_t bias = 1023;
-    static constexpr std::uint64_t mant_mask = 0x000FFFFFFFFFFFFFull;
-    static constexpr std::uint64_t sign_mask = 0x8000000000000000ull;
-    static constexpr std::uint64_t one_bits = 0x3FF0000000000000ull;
-    static constexpr std::uint64_t two_pow_mant_bits = 0x4330000000000000ull; // 2^52
-    static constexpr std::uint64_t shifter_bits = 0x4338000000000000ull;      // 1.5 * 2^52
-    static constexpr double shifter = 6755399441055744.0;
-    static constexpr double two_pow_mant = 4503599627370496.0;
-    static constexpr double log2e = 1.4426950408889634;
-    /// hi on 32 bits: n*hi exact for |n| < 2^21.
-    static constexpr double ln2_hi = 0.6931471806019545;
-    static constexpr double ln2_lo = -4.2009150726810846e-11;
-    static constexpr double sqrt2 = 1.4142135623730951;
-    static constexpr double exp_hi = 710.0, exp_lo = -746.0;
-    static constexpr double tanh_clamp = 20.0;
-    static constexpr double denorm_scale = 18014398509481984.0; // 2^54
-    static constexpr double denorm_shift = 54.0;
-    static constexpr int exp_terms = 14; // Taylor 1 .. r^13/13!
-    static constexpr int log_terms = 10; // atanh series s^3 .. s^21
+    static constexpr int mant_bits = std::numeric_limits<T>::digits - 1;
+    static constexpr bits bias = std::numeric_limits<T>::max_exponent - 1;
+    static constexpr bits mant_mask = (bits(1) << mant_bits) - 1;
+    static constexpr bits sign_mask = bits(1) << (8 * sizeof(T) - 1);
+    static constexpr bits one_bits = bias << mant_bits;
+    static constexpr bits two_pow_mant_bits = (bias + bits(mant_bits)) << mant_bits;  // 2^mant_bits
+    static constexpr bits shifter_bits = two_pow_mant_bits | (bits(1) << (mant_bits - 1));  // 1.5 * 2^mant_bits
+    static constexpr T two_pow_mant = static_cast<T>(bits(1) << mant_bits);
+    static constexpr T shifter = T(1.5) * two_pow_mant;
+    static constexpr T log2e = pick(1.44269502163f, 1.4426950408889634);
+    /// ln2 = hi + lo, hi on 16 bits (float; n*hi is exact for |n| < 256 even without FMA) or on
+    /// 32 bits (double; n*hi exact for |n| < 2^21).
+    static constexpr T ln2_hi = pick(0.693145751953125f, 0.6931471806019545);
+    static constexpr T ln2_lo = pick(1.428606765330187e-06f, -4.2009150726810846e-11);
+    static constexpr T sqrt2 = pick(1.41421353816986083984f, 1.4142135623730951);
+    /// exp overflows above 88.72 (709.78) and underflows to 0 below -103.97 (-745.13); clamping
+    /// keeps n in range.
+    static constexpr T exp_hi = pick(89.0f, 710.0), exp_lo = pick(-104.0f, -746.0);
+    /// 1 - tanh(x) < 2^-25 beyond 9.01 (float): tanh rounds to 1 there.
+    static constexpr T tanh_clamp = pick(10.0f, 20.0);
+    /// Scale of denormal inputs to log: 2^24 (float) or 2^54 (double), and its log2.
+    static constexpr T denorm_shift = pick(24.0f, 54.0);
+    static constexpr T denorm_scale = pick(16777216.0f, 18014398509481984.0);
+    /// Terms of the exp Taylor series (1 .. r^7/7! or r^13/13!) and of log's atanh series
+    /// (s^3 .. s^11 or s^21).
+    static constexpr int exp_terms = f32 ? 8 : 14;
+    static constexpr int log_terms = f32 ? 5 : 10;
 };
 
 /// 1/k! and 2/(2k+1) as constants in T, computed at compile time from exact integers.
