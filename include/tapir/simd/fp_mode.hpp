@@ -15,8 +15,8 @@
 
 #include "../config.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(__SSE__)
-#include <xmmintrin.h>
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE__) && defined(__GNUC__)
+// The MXCSR is read and written with GCC/Clang builtins, not <xmmintrin.h> (compile time).
 #define TAPIR_FP_MODE_X86 1
 #elif defined(__aarch64__)
 #define TAPIR_FP_MODE_ARM64 1
@@ -32,8 +32,8 @@ inline std::atomic<bool>& flush_denormals_slot() noexcept {
 #if defined(TAPIR_FP_MODE_X86)
 using fp_mode_word = unsigned int;
 constexpr fp_mode_word flush_bits = 0x8040u;  // MXCSR: FTZ (bit 15) | DAZ (bit 6)
-inline fp_mode_word read_fp_mode() noexcept { return _mm_getcsr(); }
-inline void write_fp_mode(fp_mode_word v) noexcept { _mm_setcsr(v); }
+inline fp_mode_word read_fp_mode() noexcept { return __builtin_ia32_stmxcsr(); }
+inline void write_fp_mode(fp_mode_word v) noexcept { __builtin_ia32_ldmxcsr(v); }
 #elif defined(TAPIR_FP_MODE_ARM64)
 using fp_mode_word = std::uint64_t;
 constexpr fp_mode_word flush_bits = std::uint64_t(1) << 24;  // FPCR.FZ

@@ -23,17 +23,15 @@
 #include "../config.hpp"
 #include "fp_mode.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace tapir::simd {
 
 namespace detail {
 
+/// A spin-wait hint (PAUSE, YIELD), as a builtin or inline assembly: <immintrin.h> alone would
+/// cost every file that includes tapir ~0.7 s of compile time.
 inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-    _mm_pause();
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
