@@ -8,17 +8,11 @@
 
 #include <tapir/data/dataset.hpp>
 
-namespace {
+#include "support/message_of.hpp"
 
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
+using tapir_test::message_of;
+
+namespace {
 
 std::vector<std::size_t> sorted(std::vector<std::size_t> v) {
     std::sort(v.begin(), v.end());

@@ -13,6 +13,9 @@
 
 #include "support/alloc_counter.hpp"
 #include "support/data_path.hpp"
+#include "support/message_of.hpp"
+
+using tapir_test::message_of;
 
 namespace {
 
@@ -20,17 +23,6 @@ const char* const course_text =
     ",pt_y1,eta_y1,phi_y1,e_y1,pt_y2,eta_y2,phi_y2,e_y2,myy,label\n"
     "0,62.2385,1.2206,2.02509,114.652,58.7416,0.879753,-1.23967,82.9781,122.464,0\n"
     "1,69.5362,-1.0435,-2.29563,110.958,48.7077,-2.01968,1.48524,186.759,125.308,1\n";
-
-/// The message of the exception a parse throws (empty if none).
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
 
 std::string parse_error_of(const std::string& text, const tapir::io::CsvOptions& opt = {}) {
     return message_of<tapir::parse_error>([&] { tapir::io::parse_csv(text, "t.csv", opt); });

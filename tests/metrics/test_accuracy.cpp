@@ -5,17 +5,9 @@
 
 #include <tapir/metrics/accuracy.hpp>
 
-namespace {
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-} // namespace
+#include "support/message_of.hpp"
+
+using tapir_test::message_of;
 
 TEST_CASE("accuracy: hand-counted, weighted, threshold convention") {
     const std::vector<double> s{0.2, 0.6, 0.5, 0.9}, y{0, 1, 1, 0};

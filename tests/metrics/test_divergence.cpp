@@ -9,18 +9,9 @@
 #include <tapir/metrics/divergence.hpp>
 
 #include "support/data_path.hpp"
+#include "support/message_of.hpp"
 
-namespace {
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-} // namespace
+using tapir_test::message_of;
 
 TEST_CASE("Jensen-Shannon divergence (Lin 1991): check values and invariants") {
     CHECK(tapir::metrics::jensen_shannon({1, 0}, {0, 1}) == 1.0);

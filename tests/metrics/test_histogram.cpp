@@ -8,17 +8,9 @@
 #include <tapir/data/random.hpp>
 #include <tapir/metrics/histogram.hpp>
 
-namespace {
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-} // namespace
+#include "support/message_of.hpp"
+
+using tapir_test::message_of;
 
 TEST_CASE("the Higgs binning: 5 GeV from 105 to 160") {
     auto h = tapir::metrics::Histogram::with_width(105, 160, 5);

@@ -8,17 +8,11 @@
 #include <tapir/data/random.hpp>
 #include <tapir/metrics/roc.hpp>
 
-namespace {
+#include "support/message_of.hpp"
 
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
+using tapir_test::message_of;
+
+namespace {
 
 /// Weighted AUC by counting every (signal, background) pair, ties 1/2.
 double brute_force_auc(const std::vector<double>& s, const std::vector<double>& y, const std::vector<double>& w) {

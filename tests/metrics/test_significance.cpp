@@ -5,17 +5,11 @@
 
 #include <tapir/metrics/significance.hpp>
 
-namespace {
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
+#include "support/message_of.hpp"
 
+using tapir_test::message_of;
+
+namespace {
 /// The textbook formula, evaluated naively (fine away from r -> 0 and s << b).
 double z_direct(double s, double b, double r) {
     const double sb2 = r * r * b * b;
