@@ -49,6 +49,19 @@
 #define TAPIR_THROW(exception) std::abort()
 #endif
 #endif
+
+/// TAPIR_COMPILED_ONCE(R f<>(Args...)): a costly function that is not a template (the CSV parser,
+/// the ROC sort, the file writer) is written as a template of one unused defaulted parameter, and
+/// this names its one instantiation. Header-only use instantiates it where called, as before; under
+/// TAPIR_EXTERN_TEMPLATES it is an extern instantiation (not even parsed into code at -O2), and the
+/// one file that defines TAPIR_INSTANTIATE_KERNELS compiles it for the program.
+#if defined(TAPIR_INSTANTIATE_KERNELS)
+#define TAPIR_COMPILED_ONCE(...) template __VA_ARGS__;
+#elif defined(TAPIR_EXTERN_TEMPLATES)
+#define TAPIR_COMPILED_ONCE(...) extern template __VA_ARGS__;
+#else
+#define TAPIR_COMPILED_ONCE(...)
+#endif
 // ---- end tapir/config.hpp ----
 // ---- begin tapir/error.hpp ----
 /// Exception types: every failure names the operation and the offending values.
@@ -4124,15 +4137,14 @@ inline std::string csv_io_error(const char* op, const std::string& path, int err
            "': " + std::generic_category().message(err);
 }
 
-} // namespace detail
-
-/// Parses CSV text; source_name prefixes every error message (a file name, "<stdin>", ...).
-inline CsvTable parse_csv(std::string_view text, const std::string& source_name, const CsvOptions& options = {}) {
-    return detail::CsvParser(text, source_name, options).parse();
+template <class = void>
+CsvTable parse_csv_text(std::string_view text, const std::string& source_name, const CsvOptions& options) {
+    return CsvParser(text, source_name, options).parse();
 }
+TAPIR_COMPILED_ONCE(CsvTable parse_csv_text<>(std::string_view, const std::string&, const CsvOptions&))
 
-/// Reads a whole CSV file into memory and parses it (see parse_csv).
-inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}) {
+template <class = void>
+CsvTable read_csv_file(const std::string& path, const CsvOptions& options) {
     struct Closer {
         void operator()(std::FILE* f) const noexcept { std::fclose(f); }
     };
@@ -4143,7 +4155,7 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
     errno = 0;
     const int first = std::fgetc(f.get());
     if (first == EOF && std::ferror(f.get()))
-        throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
     // Size hint from seeking; the read loop below also copes with pipes and growing files.
     std::size_t cap = 1 << 16;
     bool rewound = false;
@@ -4151,14 +4163,14 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
         const long n = std::ftell(f.get());
         if (n > 0) cap = static_cast<std::size_t>(n) + 1;
         rewound = std::fseek(f.get(), 0, SEEK_SET) == 0;
-        if (!rewound) throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        if (!rewound) throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
     }
     std::unique_ptr<char[]> buf(new char[cap]);
     std::size_t size = 0;
     if (!rewound && first != EOF) buf[size++] = static_cast<char>(first); // a pipe: keep the byte read
     for (;;) {
         size += std::fread(buf.get() + size, 1, cap - size, f.get());
-        if (std::ferror(f.get())) throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        if (std::ferror(f.get())) throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
         if (size < cap) break;
         std::unique_ptr<char[]> bigger(new char[2 * cap]);
         std::memcpy(bigger.get(), buf.get(), size);
@@ -4166,7 +4178,20 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
         cap *= 2;
     }
     f.reset();
-    return parse_csv(std::string_view(buf.get(), size), path, options);
+    return parse_csv_text(std::string_view(buf.get(), size), path, options);
+}
+TAPIR_COMPILED_ONCE(CsvTable read_csv_file<>(const std::string&, const CsvOptions&))
+
+} // namespace detail
+
+/// Parses CSV text; source_name prefixes every error message (a file name, "<stdin>", ...).
+inline CsvTable parse_csv(std::string_view text, const std::string& source_name, const CsvOptions& options = {}) {
+    return detail::parse_csv_text(text, source_name, options);
+}
+
+/// Reads a whole CSV file into memory and parses it (see parse_csv).
+inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}) {
+    return detail::read_csv_file(path, options);
 }
 
 /// Writes columns (all the same length) with a header row; numbers in the shortest text that
@@ -4299,7 +4324,8 @@ struct FileCloser {
 };
 
 /// The bytes of a file; fn names the caller in errors ("load_model: cannot open 'x': ...").
-inline std::string read_file(const std::string& path, const char* fn) {
+template <class = void>
+std::string read_file(const std::string& path, const char* fn) {
     errno = 0;
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
     if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
@@ -4318,7 +4344,8 @@ inline std::string read_file(const std::string& path, const char* fn) {
 }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written file.
-inline void write_file_atomic(const std::string& path, std::string_view data, const char* fn) {
+template <class = void>
+void write_file_atomic(const std::string& path, std::string_view data, const char* fn) {
     const std::string tmp = path + ".tmp";
     errno = 0;
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -4337,6 +4364,9 @@ inline void write_file_atomic(const std::string& path, std::string_view data, co
         throw format_error(std::string(fn) + ": cannot write '" + path + "': " + std::generic_category().message(e));
     }
 }
+
+TAPIR_COMPILED_ONCE(std::string read_file<>(const std::string&, const char*))
+TAPIR_COMPILED_ONCE(void write_file_atomic<>(const std::string&, std::string_view, const char*))
 
 } // namespace tapir::io::detail
 // ---- end tapir/io/detail/file.hpp ----
@@ -12514,8 +12544,9 @@ struct RocCurve {
 
 namespace detail {
 /// Indices sorted by decreasing score, and the class totals (checked positive).
-inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
-                                          const ValueView& weights, double& wpos, double& wneg) {
+template <class = void>
+std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
+                                   const ValueView& weights, double& wpos, double& wneg) {
     metric_check(fn, scores, labels, weights);
     wpos = 0.0;
     wneg = 0.0;
@@ -12531,6 +12562,8 @@ inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& score
     std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
     return order;
 }
+TAPIR_COMPILED_ONCE(std::vector<std::size_t> roc_order<>(const char*, const ValueView&, const ValueView&,
+                                                         const ValueView&, double&, double&))
 } // namespace detail
 
 /// ROC curve of a binary classifier; empty weights = all 1.
@@ -13638,6 +13671,11 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         opt->learning_rate = f.lr;
     }
 }
+
+TAPIR_COMPILED_ONCE(std::string serialise_model<float>(const NamedParameters<float>&, const NamedBuffers<float>*,
+                                                      const OptimizerState<float>*, const std::vector<ModelSection>*))
+TAPIR_COMPILED_ONCE(std::string serialise_model<double>(const NamedParameters<double>&, const NamedBuffers<double>*,
+                                                       const OptimizerState<double>*, const std::vector<ModelSection>*))
 
 inline std::string read_model_file(const std::string& path, const char* fn) { return read_file(path, fn); }
 

@@ -515,15 +515,14 @@ inline std::string csv_io_error(const char* op, const std::string& path, int err
            "': " + std::generic_category().message(err);
 }
 
-} // namespace detail
-
-/// Parses CSV text; source_name prefixes every error message (a file name, "<stdin>", ...).
-inline CsvTable parse_csv(std::string_view text, const std::string& source_name, const CsvOptions& options = {}) {
-    return detail::CsvParser(text, source_name, options).parse();
+template <class = void>
+CsvTable parse_csv_text(std::string_view text, const std::string& source_name, const CsvOptions& options) {
+    return CsvParser(text, source_name, options).parse();
 }
+TAPIR_COMPILED_ONCE(CsvTable parse_csv_text<>(std::string_view, const std::string&, const CsvOptions&))
 
-/// Reads a whole CSV file into memory and parses it (see parse_csv).
-inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}) {
+template <class = void>
+CsvTable read_csv_file(const std::string& path, const CsvOptions& options) {
     struct Closer {
         void operator()(std::FILE* f) const noexcept { std::fclose(f); }
     };
@@ -534,7 +533,7 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
     errno = 0;
     const int first = std::fgetc(f.get());
     if (first == EOF && std::ferror(f.get()))
-        throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
     // Size hint from seeking; the read loop below also copes with pipes and growing files.
     std::size_t cap = 1 << 16;
     bool rewound = false;
@@ -542,14 +541,14 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
         const long n = std::ftell(f.get());
         if (n > 0) cap = static_cast<std::size_t>(n) + 1;
         rewound = std::fseek(f.get(), 0, SEEK_SET) == 0;
-        if (!rewound) throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        if (!rewound) throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
     }
     std::unique_ptr<char[]> buf(new char[cap]);
     std::size_t size = 0;
     if (!rewound && first != EOF) buf[size++] = static_cast<char>(first); // a pipe: keep the byte read
     for (;;) {
         size += std::fread(buf.get() + size, 1, cap - size, f.get());
-        if (std::ferror(f.get())) throw parse_error(detail::csv_io_error("read_csv", path, errno ? errno : EIO));
+        if (std::ferror(f.get())) throw parse_error(csv_io_error("read_csv", path, errno ? errno : EIO));
         if (size < cap) break;
         std::unique_ptr<char[]> bigger(new char[2 * cap]);
         std::memcpy(bigger.get(), buf.get(), size);
@@ -557,7 +556,20 @@ inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}
         cap *= 2;
     }
     f.reset();
-    return parse_csv(std::string_view(buf.get(), size), path, options);
+    return parse_csv_text(std::string_view(buf.get(), size), path, options);
+}
+TAPIR_COMPILED_ONCE(CsvTable read_csv_file<>(const std::string&, const CsvOptions&))
+
+} // namespace detail
+
+/// Parses CSV text; source_name prefixes every error message (a file name, "<stdin>", ...).
+inline CsvTable parse_csv(std::string_view text, const std::string& source_name, const CsvOptions& options = {}) {
+    return detail::parse_csv_text(text, source_name, options);
+}
+
+/// Reads a whole CSV file into memory and parses it (see parse_csv).
+inline CsvTable read_csv(const std::string& path, const CsvOptions& options = {}) {
+    return detail::read_csv_file(path, options);
 }
 
 /// Writes columns (all the same length) with a header row; numbers in the shortest text that

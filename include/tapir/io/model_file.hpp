@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "../autodiff/tape.hpp"
+#include "../config.hpp"
 #include "../error.hpp"
 #include "../tensor/shape.hpp"
 #include "../tensor/tensor.hpp"
@@ -581,6 +582,11 @@ void load_model_into(const unsigned char* data, std::size_t n, const NamedParame
         opt->learning_rate = f.lr;
     }
 }
+
+TAPIR_COMPILED_ONCE(std::string serialise_model<float>(const NamedParameters<float>&, const NamedBuffers<float>*,
+                                                      const OptimizerState<float>*, const std::vector<ModelSection>*))
+TAPIR_COMPILED_ONCE(std::string serialise_model<double>(const NamedParameters<double>&, const NamedBuffers<double>*,
+                                                       const OptimizerState<double>*, const std::vector<ModelSection>*))
 
 inline std::string read_model_file(const std::string& path, const char* fn) { return read_file(path, fn); }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../config.hpp"
 #include "../error.hpp"
 #include "common.hpp"
 
@@ -66,8 +67,9 @@ struct RocCurve {
 
 namespace detail {
 /// Indices sorted by decreasing score, and the class totals (checked positive).
-inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
-                                          const ValueView& weights, double& wpos, double& wneg) {
+template <class = void>
+std::vector<std::size_t> roc_order(const char* fn, const ValueView& scores, const ValueView& labels,
+                                   const ValueView& weights, double& wpos, double& wneg) {
     metric_check(fn, scores, labels, weights);
     wpos = 0.0;
     wneg = 0.0;
@@ -83,6 +85,8 @@ inline std::vector<std::size_t> roc_order(const char* fn, const ValueView& score
     std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] > scores[b]; });
     return order;
 }
+TAPIR_COMPILED_ONCE(std::vector<std::size_t> roc_order<>(const char*, const ValueView&, const ValueView&,
+                                                         const ValueView&, double&, double&))
 } // namespace detail
 
 /// ROC curve of a binary classifier; empty weights = all 1.

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "../../config.hpp"
 #include "../../error.hpp"
 
 namespace tapir::io::detail {
@@ -19,7 +20,8 @@ struct FileCloser {
 };
 
 /// The bytes of a file; fn names the caller in errors ("load_model: cannot open 'x': ...").
-inline std::string read_file(const std::string& path, const char* fn) {
+template <class = void>
+std::string read_file(const std::string& path, const char* fn) {
     errno = 0;
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
     if (!f) throw format_error(std::string(fn) + ": cannot open '" + path + "': " + std::generic_category().message(errno));
@@ -38,7 +40,8 @@ inline std::string read_file(const std::string& path, const char* fn) {
 }
 
 /// Writes to path + ".tmp" and renames: a crash mid-write never leaves a half-written file.
-inline void write_file_atomic(const std::string& path, std::string_view data, const char* fn) {
+template <class = void>
+void write_file_atomic(const std::string& path, std::string_view data, const char* fn) {
     const std::string tmp = path + ".tmp";
     errno = 0;
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -57,5 +60,8 @@ inline void write_file_atomic(const std::string& path, std::string_view data, co
         throw format_error(std::string(fn) + ": cannot write '" + path + "': " + std::generic_category().message(e));
     }
 }
+
+TAPIR_COMPILED_ONCE(std::string read_file<>(const std::string&, const char*))
+TAPIR_COMPILED_ONCE(void write_file_atomic<>(const std::string&, std::string_view, const char*))
 
 } // namespace tapir::io::detail
