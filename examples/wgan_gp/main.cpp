@@ -232,16 +232,14 @@ Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>
     return add(scale(atan(div(mul(sv, y), add(r, mul(sv, x)))), 2.0f), t.constant(off));
 }
 
-/// Per-event noise of the event layer, (events, 1 or 7): a uniform azimuth rotation in [-pi, pi)
+/// Per-event noise of the event layer, (events, 1 or 6): a uniform azimuth rotation in [-pi, pi)
 /// and, in the default (simulation variables), two uniform numbers in [0, 1) that draw the jet
-/// counts, three standard normal ones that smear missing E_T (x, y, and the recoil response) and
-/// a random sign that reflects the event along the beam axis.
-std::size_t noise_width(bool sim_variables) { return sim_variables ? 7 : 1; }
+/// counts and three standard normal ones that smear missing E_T (x, y, and the recoil response).
+std::size_t noise_width(bool sim_variables) { return sim_variables ? 6 : 1; }
 void fill_noise(Tensor<float>& r, Rng& rng) {
     for (std::size_t i = 0; i < r.dim(0); ++i) {
         r(i, 0) = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
-        for (std::size_t j = 1; j < r.dim(1); ++j)
-            r(i, j) = static_cast<float>(j < 3 ? rng.uniform() : (j < 6 ? rng.normal() : (rng.uniform() < 0.5 ? -1.0 : 1.0)));
+        for (std::size_t j = 1; j < r.dim(1); ++j) r(i, j) = static_cast<float>(j < 3 ? rng.uniform() : rng.normal());
     }
 }
 
@@ -315,10 +313,7 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
 ///   differs with and without jets, and its resolution grows with the jet count (with missing E_T
 ///   built first and the counts depending on it, met vs n_jets correlated 0.32 instead of 0.52);
 ///   outputs 9, 10 and 13 are unused;
-/// - every azimuth rotated by the event's angle (noise column 0), and every eta multiplied by the
-///   event's random sign (noise column 6): the collisions are symmetric along the beam axis, so
-///   nothing even in eta (energies, pT, masses, Delta R) correlates with an eta; a generator that
-///   must learn the symmetry leaves correlations such as eta_ll's with E_ll at 0.1 (real 0);
+/// - every azimuth rotated by the event's angle (noise column 0);
 /// then the 18 features (hep::zgamma_features), min-max scaled for the critic.
 struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
@@ -370,7 +365,6 @@ struct EventLayer {
             Var<float> v = add_scalar(scale(slice(u, 1, j, 1), b[j]), a[j]);
             if (j == 0) v = exp(clamp(v, -30.0f, 30.0f));  // positive, never 0 or inf
             if (j == 2 || j == 5 || j == 8) v = add(v, rot);
-            if (j == 1 || j == 4 || j == 7) v = mul(v, slice(nz, 1, 6, 1));
             c.push_back(v);
         }
         // The second lepton's direction at Delta R at least the real sample's smallest: its (deta,
