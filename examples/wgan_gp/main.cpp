@@ -83,6 +83,7 @@ struct Options {
     std::size_t steps = 4000;      // generator steps
     std::size_t n_critic = 5;      // critic steps per generator step
     double gp_weight = 10.0;       // lambda_gp
+    double corr_weight = 0.1;      // weight of the correlation-matching term in the generator's loss (0: off)
     std::size_t batch = 128;
     std::size_t latent = 16;
     double lr = 1e-4, beta1 = 0.5, beta2 = 0.9;
@@ -107,6 +108,8 @@ const examples::Cli cli("wgan_gp",
                          "  --steps N          generator steps (default 4000)\n"
                          "  --n-critic K       critic steps per generator step (default 5)\n"
                          "  --gp-weight L      gradient-penalty weight lambda_gp (default 10, as in arXiv 1704.00028)\n"
+                         "  --corr-weight L    weight of the generator's correlation-matching term: half the summed squared\n"
+                         "                     difference of the batch's and the training events' feature correlations (default 0.1; 0: off)\n"
                          "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
                          "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
                          "  --lr-decay-from F  the learning rates stay at --lr for the first fraction F of the steps, then fall\n"
@@ -134,6 +137,7 @@ Options parse_args(int argc, char** argv) {
     examples::Flags(cli)
         .text("--data", o.data).text("--out", o.out).count("--events", o.events).seed("--seed", o.seed)
         .count("--steps", o.steps).count("--n-critic", o.n_critic).number("--gp-weight", o.gp_weight)
+        .number("--corr-weight", o.corr_weight)
         .count("--batch", o.batch).count("--latent", o.latent)
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
         .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events).count("--select-every", o.select_every, 0)
@@ -144,6 +148,7 @@ Options parse_args(int argc, char** argv) {
     if (o.direct && o.independent) cli.usage("--direct and --independent exclude each other");
     o.sim_variables = !o.direct && !o.independent;
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
+    if (!(o.corr_weight >= 0)) cli.usage("--corr-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
     if (!(o.lr_decay_from >= 0 && o.lr_decay_from <= 1)) cli.usage("--lr-decay-from must be in [0, 1]");
     if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
@@ -487,6 +492,20 @@ std::vector<double> column(const Tensor<float>& x, std::size_t j, std::size_t n)
 }
 
 /// Pearson correlation matrix (features x features, row-major) of the first n rows.
+/// Correlation matching: half the summed squared difference between the batch's feature
+/// correlation matrix and the training events' (a moment-matching term beside the critic, as the
+/// MMD term of Otten et al., arXiv:1901.00875, adds the dilepton mass spectrum to theirs). The
+/// critic sees one event at a time through its features and learns pairwise correlations late;
+/// this term asks for them from the first step.
+Var<float> correlation_penalty(const Var<float>& x, const Var<float>& target) {
+    const float n = static_cast<float>(x.shape()[0]);
+    const Var<float> xc = sub(x, mean(x, 0, /*keepdim=*/true));
+    const Var<float> cov = scale(matmul(transpose(xc), xc), 1.0f / n);
+    const Var<float> sd = sqrt(add_scalar(mean(square(xc), 0, /*keepdim=*/true), 1e-8f));
+    const Var<float> corr = div(cov, matmul(transpose(sd), sd));
+    return scale(sum(square(sub(corr, target))), 0.5f);
+}
+
 std::vector<double> correlation_matrix(const Tensor<float>& x, std::size_t n) {
     const std::size_t d = x.dim(1);
     std::vector<double> mean(d, 0), cov(d * d, 0);
@@ -647,7 +666,7 @@ void write_json(const std::string& path, const Options& o, const std::string& so
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"lr\": " << o.lr << ",\n  \"lr_decay_from\": " << o.lr_decay_from << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"corr_weight\": " << o.corr_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"lr\": " << o.lr << ",\n  \"lr_decay_from\": " << o.lr_decay_from << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
       << ",\n  \"select_every\": " << o.select_every << ",\n  \"selection\": ";
     if (chosen)
         f << "{\"validation_events\": " << n_val << ", \"step\": " << chosen->step << ", \"validation_max_w1\": " << chosen->max_w1
@@ -746,6 +765,13 @@ int main(int argc, char** argv) {
         std::vector<Checkpoint> checkpoints;
         std::size_t best = 0;  // index into checkpoints
 
+        // The training events' correlation matrix, the correlation-matching term's target.
+        Tensor<float> corr_target(Shape{nf, nf});
+        {
+            const std::vector<double> c = correlation_matrix(train, train.dim(0));
+            for (std::size_t k = 0; k < nf * nf; ++k) corr_target[k] = static_cast<float>(c[k]);
+        }
+
         Tape<float> tape;
         Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, noise_width(o.sim_variables)});
         History h;
@@ -808,8 +834,11 @@ int main(int argc, char** argv) {
             fill_normal(z, rng);
             fill_noise(rot, rng);
             tape.clear();
-            const Var<float> l_gen = loss::wgan_generator_loss(critic(event_layer(gen(tape.view(z)), rot)));
-            backward(l_gen);
+            const Var<float> fake_g = event_layer(gen(tape.view(z)), rot);
+            const Var<float> l_gen = loss::wgan_generator_loss(critic(fake_g));
+            backward(o.corr_weight > 0 ? add(l_gen, scale(correlation_penalty(fake_g, tape.constant(corr_target)),
+                                                             static_cast<float>(o.corr_weight)))
+                                       : l_gen);
             opt_g.step();
             if (o.sim_variables) opt_h.step();
             if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
