@@ -5,8 +5,9 @@
 // The generator maps 16 Gaussian numbers to 14 numbers of an event in the simulation's own
 // variables (16 -> 512 -> 1024 -> 512 -> 14, ReLU; EventLayer below): m_ll and m_llg inside the
 // real sample's windows, with the second lepton's and the photon's pT following from them, the
-// leptons' and the photon's directions, missing E_T as mismeasured recoil, and integer jet counts
-// from a Poisson rate and a binomial central fraction. A fixed differentiable layer
+// leptons' and the photon's directions, integer jet counts from a Poisson rate and a binomial
+// central fraction, and then missing E_T as mismeasured recoil with a resolution that grows with
+// the jet count. A fixed differentiable layer
 // (hep::zgamma_features) computes the 18 features the critic sees from them, so every generated
 // event is a valid event: the 18 features hold exact relations (pT_ll / m_llg is a ratio of two
 // others, E_llg is at least m_llg, ...) that a generator of the 18 numbers (--direct) only
@@ -20,13 +21,16 @@
 // x_hat random points between real and fake events (the gradient of a gradient: double
 // backprop), and the generator one step on L_gen = -<C(G(z))>. <C(real)> - <C(fake)> estimates
 // the Wasserstein distance between the real and generated distributions. The learning rates fall
-// linearly to 0 over the second half of the steps (--lr-decay-from), so the last weights settle.
-// Events come from them: an exponential moving average of the weights (--ema D, arXiv 1806.04498)
-// went wrong here after ~3000 steps (largest W1 0.3 while the critic's estimate for the current
-// weights stayed near 0.1): with the event layer's ratios, an average of weights is not an average
-// of generators.
+// linearly to 0 over the second half of the steps (--lr-decay-from), so the weights settle.
+// While they fall, the generator is scored every 50 steps (--select-every) on validation events,
+// real events split off the training events, and the events come from the best-scoring weights:
+// ordinary model selection, since the game still moves the correlations by 0.1-0.3 between
+// checks; the test events the summary reports on never take part in the choice. An exponential
+// moving average of the weights (--ema D, arXiv 1806.04498) went wrong here after ~3000 steps
+// (largest W1 0.3 while the critic's estimate for the current weights stayed near 0.1): with the
+// event layer's ratios, an average of weights is not an average of generators.
 //
-// Quality, on held-out real events against as many generated ones (scaled features): the 1-D
+// Quality, on held-out (test) real events against as many generated ones (scaled features): the 1-D
 // Wasserstein distance of every feature (the largest is judged: a mean hides a wrong feature),
 // the largest difference between the two correlation matrices, a classifier two-sample test (the
 // test AUC of a small network trained to tell generated from real events: 0.5 when it cannot;
@@ -79,11 +83,13 @@ struct Options {
     std::size_t steps = 4000;      // generator steps
     std::size_t n_critic = 5;      // critic steps per generator step
     double gp_weight = 10.0;       // lambda_gp
+    double corr_weight = 0.1;      // weight of the correlation-matching term in the generator's loss (0: off)
     std::size_t batch = 128;
     std::size_t latent = 16;
     double lr = 1e-4, beta1 = 0.5, beta2 = 0.9;
     double ema = 0;                // decay of the generator's weight average (0: off, the last weights)
     std::size_t eval_every = 250;  // steps between quality checks
+    std::size_t select_every = 50; // steps between validation scores over the learning-rate fall (0: the last weights)
     std::size_t eval_events = 20000;
     unsigned threads = 1;          // GEMM threads
     bool check = false;            // exit 1 unless the acceptance figures are met
@@ -102,6 +108,8 @@ const examples::Cli cli("wgan_gp",
                          "  --steps N          generator steps (default 4000)\n"
                          "  --n-critic K       critic steps per generator step (default 5)\n"
                          "  --gp-weight L      gradient-penalty weight lambda_gp (default 10, as in arXiv 1704.00028)\n"
+                         "  --corr-weight L    weight of the generator's correlation-matching term: half the summed squared\n"
+                         "                     difference of the batch's and the training events' feature correlations (default 0.1; 0: off)\n"
                          "  --batch B          batch size (default 128); --latent D latent dimension (default 16)\n"
                          "  --lr X, --beta1 X, --beta2 X   Adam (default 1e-4, 0.5, 0.9)\n"
                          "  --lr-decay-from F  the learning rates stay at --lr for the first fraction F of the steps, then fall\n"
@@ -109,6 +117,9 @@ const examples::Cli cli("wgan_gp",
                          "  --ema D            events come from an exponential moving average of the generator's weights\n"
                          "                     with decay D (default 0: the last weights, which the falling learning rate steadies)\n"
                          "  --eval-every N     steps between quality checks (default 250); --eval-events N (default 20000)\n"
+                         "  --select-every N   while the learning rates fall, score the generator every N steps on a validation\n"
+                         "                     sample of real events split off the training events (never the test events the\n"
+                         "                     summary reports on) and keep the best-scoring weights (default 50; 0: the last weights)\n"
                          "  --threads T        threads for the matrix products (default 1)\n"
                          "  --seed S           random seed (default 1)\n"
                          "  --check            exit with status 1 unless max W1 < 0.05, max |d corr| < 0.1 and two-sample AUC < 0.6\n"
@@ -126,9 +137,10 @@ Options parse_args(int argc, char** argv) {
     examples::Flags(cli)
         .text("--data", o.data).text("--out", o.out).count("--events", o.events).seed("--seed", o.seed)
         .count("--steps", o.steps).count("--n-critic", o.n_critic).number("--gp-weight", o.gp_weight)
+        .number("--corr-weight", o.corr_weight)
         .count("--batch", o.batch).count("--latent", o.latent)
         .number("--lr", o.lr).number("--ema", o.ema).number("--beta1", o.beta1).number("--beta2", o.beta2)
-        .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events)
+        .count("--eval-every", o.eval_every).count("--eval-events", o.eval_events).count("--select-every", o.select_every, 0)
         .on("--threads", [&](const std::string& a, const char* v) { o.threads = static_cast<unsigned>(cli.count(a, v)); })
         .flag("--check", o.check).flag("--quiet", o.quiet).flag("--direct", o.direct).flag("--independent", o.independent)
         .number("--lr-decay-from", o.lr_decay_from)
@@ -136,6 +148,7 @@ Options parse_args(int argc, char** argv) {
     if (o.direct && o.independent) cli.usage("--direct and --independent exclude each other");
     o.sim_variables = !o.direct && !o.independent;
     if (!(o.gp_weight >= 0)) cli.usage("--gp-weight must be >= 0");
+    if (!(o.corr_weight >= 0)) cli.usage("--corr-weight must be >= 0");
     if (!(o.lr > 0)) cli.usage("--lr must be positive");
     if (!(o.lr_decay_from >= 0 && o.lr_decay_from <= 1)) cli.usage("--lr-decay-from must be in [0, 1]");
     if (!(o.ema >= 0 && o.ema < 1)) cli.usage("--ema must be in [0, 1)");
@@ -211,14 +224,6 @@ void fill_normal(Tensor<float>& z, Rng& rng) {
 /// The generator's outputs: the 13 independent numbers of an event, missing E_T as 3 (below).
 constexpr std::size_t kGenOutputs = 14;
 
-/// f(column 0) of each row, as an (events, 1) tensor.
-template <class F>
-Tensor<float> map_rows(const Tensor<float>& x, F f) {
-    Tensor<float> c(Shape{x.dim(0), 1});
-    for (std::size_t i = 0; i < x.dim(0); ++i) c[i] = f(x(i, 0));
-    return c;
-}
-
 /// atan2(y, x) of (events, 1) columns with r = |(x, y)| > 0 given: 2 atan(s y / (r + s x)) plus 0
 /// (x at least 0) or +-pi, s the sign of x, so that no denominator falls below r.
 Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>& r) {
@@ -232,13 +237,14 @@ Var<float> atan2_safe(const Var<float>& y, const Var<float>& x, const Var<float>
     return add(scale(atan(div(mul(sv, y), add(r, mul(sv, x)))), 2.0f), t.constant(off));
 }
 
-/// Per-event noise of the event layer, (events, 1 or 3): a uniform azimuth rotation in [-pi, pi)
-/// and, in the default (simulation variables), two uniform numbers in [0, 1) that draw the jet counts.
-std::size_t noise_width(bool sim_variables) { return sim_variables ? 3 : 1; }
+/// Per-event noise of the event layer, (events, 1 or 6): a uniform azimuth rotation in [-pi, pi)
+/// and, in the default (simulation variables), two uniform numbers in [0, 1) that draw the jet
+/// counts and three standard normal ones that smear missing E_T (x, y, and the recoil response).
+std::size_t noise_width(bool sim_variables) { return sim_variables ? 6 : 1; }
 void fill_noise(Tensor<float>& r, Rng& rng) {
     for (std::size_t i = 0; i < r.dim(0); ++i) {
         r(i, 0) = static_cast<float>(rng.uniform(-3.14159265358979, 3.14159265358979));
-        for (std::size_t j = 1; j < r.dim(1); ++j) r(i, j) = static_cast<float>(rng.uniform());
+        for (std::size_t j = 1; j < r.dim(1); ++j) r(i, j) = static_cast<float>(j < 3 ? rng.uniform() : rng.normal());
     }
 }
 
@@ -293,7 +299,8 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
 /// - the leading lepton's pT as exp(a + b u), every eta and phi as a + b u (a and b put the
 ///   starting network's outputs near typical values: pT 45 GeV);
 /// - m_ll = mll_lo + (mll_hi - mll_lo) sigmoid(u3), inside the real sample's m_ll range, and the
-///   second lepton's pT from it: m_ll^2 = 2 pT_1 pT_2 (cosh deta - cos dphi);
+///   second lepton's pT from it: m_ll^2 = 2 pT_1 pT_2 (cosh deta - cos dphi), with the leptons at
+///   Delta R at least the real sample's smallest (dr_min);
 /// - m_llg = m_lo + (m_hi - m_lo) sigmoid(u6 - 0.5), inside the real sample's window [m_lo, m_hi]
 ///   (its range), and the photon's pT from it: with massless objects
 ///   m_llg^2 = m_ll^2 + sum over the leptons i of 2 pT_i pT_gamma (cosh deta_i - cos dphi_i),
@@ -301,24 +308,32 @@ Var<float> pair_factor(const Var<float>& eta_a, const Var<float>& phi_a, const V
 /// - the jet counts as in the simulation: n_jets ~ Poisson(softplus(u11 + 0.5)) and n_central ~
 ///   Binomial(n_jets, sigmoid(u12 + 0.6)) (the network gives each event its rate and central
 ///   fraction; noise columns 1 and 2 draw the integers): integers with n_central at most n_jets;
-/// - missing E_T as a vector, -d pT_llg + (e_x, e_y): the recoil's mismeasured part (d the event's
-///   response deficit) plus resolution, as the simulation makes it (outputs 9, 10 and 13); the
-///   jet counts' rate and central fraction also get a trained linear function of pT_llg and
-///   missing E_T (count_head, starting at the real events' least-squares line of n_jets in pT_llg), on
-///   which the simulation's jet rate depends;
+///   the rate and the fraction also get a trained linear function of pT_llg (count_head, starting
+///   at the real events' least-squares line of n_jets in pT_llg), on which the simulation's jet
+///   rate depends;
+/// - then, as in the simulation, missing E_T given the jet count, as a vector, -d pT_llg +
+///   sigma (g_x, g_y): the recoil's mismeasured part (d the event's response deficit, itself with
+///   a normal spread) plus resolution (g standard normal noise), d's mean and spread and sigma
+///   trained linear functions of (n_jets, n_jets > 0) (met_head): the simulation's recoil response
+///   differs with and without jets, and its resolution grows with the jet count (with missing E_T
+///   built first and the counts depending on it, met vs n_jets correlated 0.32 instead of 0.52);
+///   outputs 9, 10 and 13 are unused;
 /// - every azimuth rotated by the event's angle (noise column 0);
 /// then the 18 features (hep::zgamma_features), min-max scaled for the critic.
 struct EventLayer {
     Tensor<float> feature_min, feature_scale;  // (1, 18): the scaler's, as tape constants
     float m_lo = 0, m_hi = 0;                  // the real sample's m_llg range (GeV)
     float mll_lo = 0, mll_hi = 0;              // and its m_ll range
+    float dr_min = 0;                          // and its smallest Delta R between the leptons
     bool direct = false;  // the generator's outputs are the scaled features
     bool sim = false;     // the 14 simulation variables below (default); else the 13 independent numbers
-    Dense<float>* count_head = nullptr;  // (pT_llg, missing E_T) / 50 GeV to the counts' rate and fraction (trained)
-    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, bool sim_, Dense<float>& head)
+    Dense<float>* count_head = nullptr;  // pT_llg / 50 GeV to the counts' rate and fraction (trained)
+    Dense<float>* met_head = nullptr;    // (n_jets, n_jets > 0) to missing E_T's response deficit, its spread and resolution (trained)
+    EventLayer(const data::MinMaxScaler& scaler, std::size_t nf, bool direct_, bool sim_, Dense<float>& head, Dense<float>& met)
         : feature_min(Shape{1, nf}), feature_scale(Shape{1, nf}), m_lo(static_cast<float>(scaler.data_min()[0])),
           m_hi(static_cast<float>(scaler.data_max()[0])), mll_lo(static_cast<float>(scaler.data_min()[5])),
-          mll_hi(static_cast<float>(scaler.data_max()[5])), direct(direct_), sim(sim_), count_head(&head) {
+          mll_hi(static_cast<float>(scaler.data_max()[5])),
+          dr_min(static_cast<float>(scaler.data_min()[10])), direct(direct_), sim(sim_), count_head(&head), met_head(&met) {
         for (std::size_t j = 0; j < nf; ++j) {
             feature_min[j] = static_cast<float>(scaler.data_min()[j] - scaler.lo() / scaler.scale()[j]);
             feature_scale[j] = static_cast<float>(scaler.scale()[j]);
@@ -357,6 +372,25 @@ struct EventLayer {
             if (j == 2 || j == 5 || j == 8) v = add(v, rot);
             c.push_back(v);
         }
+        // The second lepton's direction at Delta R at least the real sample's smallest: its (deta,
+        // dphi) from the first lepton (dphi wrapped to [-pi, pi]) stretched to the length
+        // dr_min + 0.1 softplus(10 (r - dr_min)), r beyond dr_min + 0.3 nearly unchanged. Near
+        // dr = 0 the second lepton's pT from m_ll below grows without bound (1500 GeV events, with
+        // 80 jets and 900 GeV missing E_T, that no simulation makes and that alone moved the
+        // correlations of pT_ll and missing E_T by 0.3).
+        {
+            const Var<float> deta = sub(c[4], c[1]);
+            Var<float> dphi = sub(c[5], c[2]);
+            Tensor<float> wrap(dphi.shape());
+            for (std::size_t i = 0; i < wrap.size(); ++i)
+                wrap[i] = -6.28318531f * std::round(dphi[i] / 6.28318531f);
+            dphi = add(dphi, t.constant(wrap));
+            const Var<float> r = sqrt(add_scalar(add(square(deta), square(dphi)), 1e-8f));
+            const Var<float> stretched = add_scalar(scale(softplus(scale(add_scalar(r, -dr_min), 10.0f)), 0.1f), dr_min);
+            const Var<float> f = div(stretched, r);
+            c[4] = add(c[1], mul(deta, f));
+            c[5] = add(c[2], mul(dphi, f));
+        }
         // The second lepton's pT from m_ll (inside the real sample's m_ll window), as the
         // photon's from m_llg below: m_ll^2 = 2 pT_1 pT_2 (cosh deta - cos dphi).
         const Var<float> mll = add_scalar(scale(sigmoid(c[3]), mll_hi - mll_lo), mll_lo);
@@ -367,30 +401,42 @@ struct EventLayer {
         const Var<float> k = add(mul(c[0], pair_factor(c[1], c[2], c[7], c[8])), mul(c[3], pair_factor(c[4], c[5], c[7], c[8])));
         const Var<float> num = clamp(sub(square(m), mll2), 1.0f, 1e9f);
         c[6] = clamp(div(num, scale(add_scalar(k, 1e-6f), 2.0f)), 1e-3f, 1e5f);
-        // Missing E_T as the simulation makes it: the recoil's mismeasured part, -d pT_llg (d the
-        // event's response deficit, output 9), plus a resolution term (outputs 10 and 13, rotated
-        // with the event), as a vector; its length and azimuth are the two numbers.
+        // The jet counts first, as the simulation draws them: from the network's outputs plus a
+        // learned linear function of pT_llg (the simulation's jet rate grows with pT_llg, which the
+        // network would otherwise have to compute from the objects it outputs).
         Var<float> px = mul(c[0], cos(c[2])), py = mul(c[0], sin(c[2]));
         for (std::size_t j : {std::size_t{3}, std::size_t{6}}) {
             px = add(px, mul(c[j], cos(c[j + 2])));
             py = add(py, mul(c[j], sin(c[j + 2])));
         }
-        const Var<float> cr = t.constant(map_rows(noise, [](float r) { return std::cos(r); }));
-        const Var<float> sr = t.constant(map_rows(noise, [](float r) { return std::sin(r); }));
-        const Var<float> mex = add(neg(mul(c[9], px)), sub(mul(cr, c[10]), mul(sr, c[13])));
-        const Var<float> mey = add(neg(mul(c[9], py)), add(mul(sr, c[10]), mul(cr, c[13])));
+        const Var<float> pt_llg = sqrt(add_scalar(add(square(px), square(py)), 1e-6f));
+        const Var<float> pre = add(concat(c[11], c[12], 1), (*count_head)(scale(pt_llg, 1.0f / 50)));
+        const Var<float> n_jets = poisson_straight_through(softplus(slice(pre, 1, 0, 1)), slice(nz, 1, 1, 1));
+        const Var<float> n_central = binomial_straight_through(n_jets, sigmoid(slice(pre, 1, 1, 1)), slice(nz, 1, 2, 1));
+        // Then missing E_T as the simulation makes it, given the jet count, as a vector: the
+        // recoil's mismeasured part, -d pT_llg, d the response deficit, plus resolution, sigma times
+        // standard normal numbers (noise columns 3 and 4). d = d0 + spread * normal (column 5), and
+        // d0, the spread and sigma are trained linear functions of (n_jets, n_jets > 0) (met_head,
+        // starting at d0 = 0.15, spread 0.15, sigma 8 GeV): the simulation's response differs with
+        // and without jets and its resolution grows with the jet count. Neither depends on the
+        // network's other outputs, as in the simulation (with network outputs for d and the
+        // resolution, missing E_T correlated with eta_llg and m_llg by 0.15, real 0).
+        Tensor<float> jets(Shape{n_jets.shape()[0], 2});  // (n_jets, 1 if n_jets > 0): the drawn integers
+        for (std::size_t i = 0; i < jets.dim(0); ++i) {
+            jets(i, 0) = std::round(n_jets[i]);
+            jets(i, 1) = jets(i, 0) > 0 ? 1.0f : 0.0f;
+        }
+        const Var<float> mh = (*met_head)(t.constant(jets));
+        const Var<float> spread = softplus(add_scalar(slice(mh, 1, 1, 1), -1.8f));  // softplus(-1.8) = 0.15
+        const Var<float> deficit = add(add_scalar(slice(mh, 1, 0, 1), 0.15f), mul(spread, slice(nz, 1, 5, 1)));
+        const Var<float> sigma = scale(softplus(add_scalar(slice(mh, 1, 2, 1), 0.5413f)), 8.0f);  // softplus(0.5413) = 1
+        const Var<float> mex = add(neg(mul(deficit, px)), mul(sigma, slice(nz, 1, 3, 1)));
+        const Var<float> mey = add(neg(mul(deficit, py)), mul(sigma, slice(nz, 1, 4, 1)));
         c[9] = sqrt(add_scalar(add(square(mex), square(mey)), 1e-6f));
         c[10] = atan2_safe(mey, mex, c[9]);
         c.pop_back();
-        // The kinematic features first (the counts pass through zgamma_features unchanged), then
-        // the counts from the network's outputs plus a learned linear function of pT_llg and
-        // missing E_T (the simulation's jet rate grows with pT_llg, which the network would
-        // otherwise have to compute from the objects it outputs).
+        // The kinematic features (the counts pass through zgamma_features unchanged), then the counts.
         const Var<float> f0 = hep::zgamma_features(concat(c, 1));
-        const Var<float> recoil = scale(concat(slice(f0, 1, 1, 1), slice(f0, 1, 11, 1), 1), 1.0f / 50);
-        const Var<float> pre = add(concat(c[11], c[12], 1), (*count_head)(recoil));
-        const Var<float> n_jets = poisson_straight_through(softplus(slice(pre, 1, 0, 1)), slice(nz, 1, 1, 1));
-        const Var<float> n_central = binomial_straight_through(n_jets, sigmoid(slice(pre, 1, 1, 1)), slice(nz, 1, 2, 1));
         const Var<float> f = concat(slice(f0, 1, 0, 16), concat(n_jets, n_central, 1), 1);
         return mul(sub(f, t.view(feature_min)), t.view(feature_scale));
     }
@@ -446,6 +492,20 @@ std::vector<double> column(const Tensor<float>& x, std::size_t j, std::size_t n)
 }
 
 /// Pearson correlation matrix (features x features, row-major) of the first n rows.
+/// Correlation matching: half the summed squared difference between the batch's feature
+/// correlation matrix and the training events' (a moment-matching term beside the critic, as the
+/// MMD term of Otten et al., arXiv:1901.00875, adds the dilepton mass spectrum to theirs). The
+/// critic sees one event at a time through its features and learns pairwise correlations late;
+/// this term asks for them from the first step.
+Var<float> correlation_penalty(const Var<float>& x, const Var<float>& target) {
+    const float n = static_cast<float>(x.shape()[0]);
+    const Var<float> xc = sub(x, mean(x, 0, /*keepdim=*/true));
+    const Var<float> cov = scale(matmul(transpose(xc), xc), 1.0f / n);
+    const Var<float> sd = sqrt(add_scalar(mean(square(xc), 0, /*keepdim=*/true), 1e-8f));
+    const Var<float> corr = div(cov, matmul(transpose(sd), sd));
+    return scale(sum(square(sub(corr, target))), 0.5f);
+}
+
 std::vector<double> correlation_matrix(const Tensor<float>& x, std::size_t n) {
     const std::size_t d = x.dim(1);
     std::vector<double> mean(d, 0), cov(d * d, 0);
@@ -479,6 +539,19 @@ struct Quality {
 
 constexpr double kMaxW1 = 0.05, kMaxCorrDiff = 0.1, kMaxAuc = 0.6;
 bool accepted(const Quality& q) { return q.max_w1 < kMaxW1 && q.max_corr_diff < kMaxCorrDiff && q.two_sample_auc < kMaxAuc; }
+
+/// A generator's score on validation events: the largest of the three figures, each as a fraction
+/// of its acceptance limit (AUC above 0.5), so below 1 when all three are met. Ordinary model
+/// selection: the game's late oscillations move the correlations by 0.1-0.3 between checks.
+double selection_score(const Quality& q) {
+    return std::max({q.max_w1 / kMaxW1, q.max_corr_diff / kMaxCorrDiff, (q.two_sample_auc - 0.5) / (kMaxAuc - 0.5)});
+}
+/// A scored set of weights; too few validation events cannot tell checkpoints apart.
+struct Checkpoint {
+    std::size_t step;
+    double max_w1, max_corr_diff, two_sample_auc, score;
+};
+constexpr std::size_t kMinValidation = 200;
 
 /// Classifier two-sample test (arXiv 1610.06545): a small network (features -> 64 -> 64 -> 1)
 /// learns to tell the first half of the generated events from the first half of the real ones;
@@ -587,13 +660,21 @@ struct History {
 };
 
 void write_json(const std::string& path, const Options& o, const std::string& source, const std::vector<std::string>& names,
-                const Quality& q, const Validity& v, double grad_norm, double seconds_training, double seconds) {
+                const Quality& q, const Validity& v, const Checkpoint* chosen, std::size_t n_val, double grad_norm, double seconds_training,
+                double seconds) {
     std::ofstream f(path);
     if (!f) throw std::runtime_error("cannot write '" + path + "'");
     f.precision(8);
     f << "{\n  \"events\": " << json_string(source) << ",\n  \"seed\": " << o.seed << ",\n  \"steps\": " << o.steps
-      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"lr\": " << o.lr << ",\n  \"lr_decay_from\": " << o.lr_decay_from << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
-      << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
+      << ",\n  \"n_critic\": " << o.n_critic << ",\n  \"gp_weight\": " << o.gp_weight << ",\n  \"corr_weight\": " << o.corr_weight << ",\n  \"batch\": " << o.batch << ",\n  \"ema\": " << o.ema << ",\n  \"lr\": " << o.lr << ",\n  \"lr_decay_from\": " << o.lr_decay_from << ",\n  \"generator_outputs\": " << json_string(o.direct ? "18 features" : (o.sim_variables ? "14 simulation variables" : "13 independent numbers"))
+      << ",\n  \"select_every\": " << o.select_every << ",\n  \"selection\": ";
+    if (chosen)
+        f << "{\"validation_events\": " << n_val << ", \"step\": " << chosen->step << ", \"validation_max_w1\": " << chosen->max_w1
+          << ", \"validation_max_corr_diff\": " << chosen->max_corr_diff << ", \"validation_two_sample_auc\": " << chosen->two_sample_auc
+          << ", \"validation_score\": " << chosen->score << "}";
+    else
+        f << "null";
+    f << ",\n  \"training_seconds\": " << seconds_training << ",\n  \"seconds\": " << seconds << ",\n  \"mean_w1\": " << q.mean_w1
       << ",\n  \"max_w1\": " << q.max_w1 << ",\n  \"max_w1_feature\": " << json_string(names[q.worst_feature])
       << ",\n  \"max_corr_diff\": " << q.max_corr_diff << ",\n  \"max_corr_diff_pair\": [" << json_string(names[q.corr_a]) << ", " << json_string(names[q.corr_b]) << "]" << ",\n  \"two_sample_auc\": " << q.two_sample_auc
       << ",\n  \"critic_grad_norm\": " << grad_norm << ",\n  \"acceptance\": {\"max_w1_below\": " << kMaxW1
@@ -620,45 +701,76 @@ int main(int argc, char** argv) {
         const Tensor<float> events = load_events(o, source);
         const std::size_t nf = events.dim(1);
         const data::TrainTestSplit parts = data::train_test_split(events.dim(0), 0.2, o.seed);
+        // The validation events that choose the generator's weights (--select-every): the last of
+        // the shuffled training events, so that the test events stay untouched by any choice.
+        std::vector<std::size_t> train_rows = parts.train;
+        const std::size_t n_val = o.select_every > 0 ? std::min(o.eval_events / 2, train_rows.size() / 10) : 0;
+        const bool selecting = n_val >= kMinValidation;
+        const std::vector<std::size_t> val_rows(train_rows.end() - static_cast<std::ptrdiff_t>(selecting ? n_val : 0), train_rows.end());
+        train_rows.resize(train_rows.size() - val_rows.size());
         data::MinMaxScaler scaler;  // to [0, 1], fitted on the training events
-        const Tensor<float> train = scaler.fit_transform(data::take_rows(events, parts.train));
+        const Tensor<float> train = scaler.fit_transform(data::take_rows(events, train_rows));
         const Tensor<float> held_out = scaler.transform(data::take_rows(events, parts.test));
+        const Tensor<float> validation = selecting ? scaler.transform(data::take_rows(events, val_rows)) : Tensor<float>();
         const std::size_t n_eval = std::min(o.eval_events, held_out.dim(0));
-        progress.say("events: " + source + "; " + std::to_string(train.dim(0)) + " train, " + std::to_string(held_out.dim(0)) + " held out");
+        progress.say("events: " + source + "; " + std::to_string(train.dim(0)) + " train, " + std::to_string(val_rows.size()) +
+                     " validation, " + std::to_string(held_out.dim(0)) + " test");
+        if (o.select_every > 0 && !selecting)
+            progress.say("only " + std::to_string(n_val) + " validation events (fewer than " + std::to_string(kMinValidation) +
+                         "): no weight selection, the events come from the last weights");
 
         // ---- networks and optimisers --------------------------------------------------------------
         Rng rng(o.seed * 7919 + 5);
         Sequential<float> gen = make_generator(o.latent, o.direct ? nf : (o.sim_variables ? kGenOutputs : hep::zgamma_num_dof), rng);
         Rng head_rng(o.seed + 13);  // its own stream: the default run draws the same numbers as without the head
-        Dense<float> count_head(2, 2, head_rng);
-        count_head.weight.value.fill(0.0f);
-        count_head.bias.value.fill(0.0f);
+        Dense<float> count_head(1, 2, head_rng), met_head(2, 3, head_rng);
+        for (Dense<float>* d : {&count_head, &met_head}) {
+            d->weight.value.fill(0.0f);
+            d->bias.value.fill(0.0f);
+        }
         if (o.sim_variables) {
             // The jet rate starts at the real training events' least-squares line n_jets = i + s pT_llg
             // (the head then trains): found from the critic's weak straight-through signal alone,
             // the counts' correlation with pT_llg stayed at half the real one for thousands of steps.
             double sx = 0, sy = 0, sxx = 0, sxy = 0;
-            for (const std::size_t r : parts.train) {
+            for (const std::size_t r : train_rows) {
                 const double x = events(r, 1), y = events(r, 16);
                 sx += x, sy += y, sxx += x * x, sxy += x * y;
             }
-            const double n = static_cast<double>(parts.train.size()), den = n * sxx - sx * sx;
+            const double n = static_cast<double>(train_rows.size()), den = n * sxx - sx * sx;
             const double slope = den > 0 && std::isfinite(den) ? (n * sxy - sx * sy) / den : 0.0;  // 0 for a constant pT_llg
             const double icpt = std::max(0.05, (sy - slope * sx) / n);
             count_head.weight.value(0, 0) = static_cast<float>(50 * slope);  // the head's input is pT_llg / 50 GeV
             count_head.bias.value[0] = static_cast<float>(std::log(std::expm1(icpt)) - 0.5);  // softplus^-1, minus the 0.5 offset
         }
-        const EventLayer event_layer(scaler, nf, o.direct, o.sim_variables, count_head);
+        const EventLayer event_layer(scaler, nf, o.direct, o.sim_variables, count_head, met_head);
         Sequential<float> critic = make_critic(nf, rng);
         Sequential<float> gen_avg = gen;  // deep copy: the weight average (used when --ema > 0)
         Sequential<float>& sampler = o.ema > 0 ? gen_avg : gen;
         optim::Adam<float> opt_g(gen.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
-        // The count head's 6 numbers move 30 times faster than the networks' weights: at the
+        // The two heads' 13 numbers move 30 times faster than the networks' weights: at the
         // networks' rate they would need thousands of steps to reach the jet rate's pT dependence.
-        optim::Adam<float> opt_h(count_head.parameters(), static_cast<float>(30 * o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
+        std::vector<Parameter<float>*> head_params = count_head.parameters();
+        for (Parameter<float>* p : met_head.parameters()) head_params.push_back(p);
+        optim::Adam<float> opt_h(head_params, static_cast<float>(30 * o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
         optim::Adam<float> opt_c(critic.parameters(), static_cast<float>(o.lr), static_cast<float>(o.beta1), static_cast<float>(o.beta2));
         progress.say("generator " + std::to_string(gen.num_parameters()) + " parameters, critic " + std::to_string(critic.num_parameters()) +
                      "; lambda_gp = " + fmt(o.gp_weight) + ", n_critic = " + std::to_string(o.n_critic));
+
+        // The weights the events come from (the generator's or its average's, and the two heads'),
+        // and a copy of them at the best validation score so far.
+        std::vector<Parameter<float>*> model = sampler.parameters();
+        for (Parameter<float>* p : head_params) model.push_back(p);
+        std::vector<std::vector<float>> best_weights;
+        std::vector<Checkpoint> checkpoints;
+        std::size_t best = 0;  // index into checkpoints
+
+        // The training events' correlation matrix, the correlation-matching term's target.
+        Tensor<float> corr_target(Shape{nf, nf});
+        {
+            const std::vector<double> c = correlation_matrix(train, train.dim(0));
+            for (std::size_t k = 0; k < nf * nf; ++k) corr_target[k] = static_cast<float>(c[k]);
+        }
 
         Tape<float> tape;
         Tensor<float> real(Shape{o.batch, nf}), z(Shape{o.batch, o.latent}), xhat(Shape{o.batch, nf}), rot(Shape{o.batch, noise_width(o.sim_variables)});
@@ -722,8 +834,11 @@ int main(int argc, char** argv) {
             fill_normal(z, rng);
             fill_noise(rot, rng);
             tape.clear();
-            const Var<float> l_gen = loss::wgan_generator_loss(critic(event_layer(gen(tape.view(z)), rot)));
-            backward(l_gen);
+            const Var<float> fake_g = event_layer(gen(tape.view(z)), rot);
+            const Var<float> l_gen = loss::wgan_generator_loss(critic(fake_g));
+            backward(o.corr_weight > 0 ? add(l_gen, scale(correlation_penalty(fake_g, tape.constant(corr_target)),
+                                                             static_cast<float>(o.corr_weight)))
+                                       : l_gen);
             opt_g.step();
             if (o.sim_variables) opt_h.step();
             if (o.ema > 0) update_average(gen_avg, gen, o.ema, step);
@@ -733,6 +848,24 @@ int main(int argc, char** argv) {
             acc_g += l_gen.item();
             ++acc_n;
             seconds_training += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+
+            // ---- weight selection on the validation events --------------------------------------
+            if (selecting && static_cast<double>(step) > decay_start && (step % o.select_every == 0 || step == o.steps)) {
+                Rng val_rng(o.seed + 199);  // the same latent points every time
+                const Tensor<float> fake = sample_generator(sampler, event_layer, n_val, o.latent, val_rng);
+                Quality v = compare(validation, fake, n_val);
+                v.two_sample_auc = two_sample_auc(validation, fake, n_val, o.seed + 17);
+                checkpoints.push_back({step, v.max_w1, v.max_corr_diff, v.two_sample_auc, selection_score(v)});
+                progress.say("step " + std::to_string(step) + " on validation events: max W1 " + fmt(v.max_w1, 3) + ", max |d corr| " +
+                             fmt(v.max_corr_diff, 3) + " (" + names[v.corr_a] + ", " + names[v.corr_b] + "), two-sample AUC " +
+                             fmt(v.two_sample_auc, 3) + ", score " + fmt(checkpoints.back().score, 3));
+                if (checkpoints.size() == 1 || checkpoints.back().score < checkpoints[best].score) {
+                    best = checkpoints.size() - 1;
+                    best_weights.resize(model.size());
+                    for (std::size_t k = 0; k < model.size(); ++k)
+                        best_weights[k].assign(model[k]->value.data(), model[k]->value.data() + model[k]->size());
+                }
+            }
 
             // ---- quality check ------------------------------------------------------------------
             if (step % o.eval_every == 0 || step == o.steps) {
@@ -759,6 +892,17 @@ int main(int argc, char** argv) {
             }
         }
 
+        // ---- the chosen weights -------------------------------------------------------------------
+        if (!checkpoints.empty()) {
+            for (std::size_t k = 0; k < model.size(); ++k) std::copy(best_weights[k].begin(), best_weights[k].end(), model[k]->value.data());
+            const Checkpoint& c = checkpoints[best];
+            progress.say("weights of step " + std::to_string(c.step) + " (best of " + std::to_string(checkpoints.size()) +
+                         " validation scores): max W1 " + fmt(c.max_w1, 3) + ", max |d corr| " + fmt(c.max_corr_diff, 3) +
+                         ", two-sample AUC " + fmt(c.two_sample_auc, 3));
+            Rng eval_rng(o.seed + 99);
+            q = compare(held_out, sample_generator(sampler, event_layer, n_eval, o.latent, eval_rng), n_eval);
+        }
+
         // ---- summary ------------------------------------------------------------------------------
         {
             Rng ts_rng(o.seed + 99);  // the events of the last quality check
@@ -770,11 +914,22 @@ int main(int argc, char** argv) {
             q.auc_counts_rounded = two_sample_auc(held_out, round_counts(fake, scaler), n_eval, o.seed + 7);
         }
         const double grad_norm = h.grad_norm.back();
+        std::string chosen = o.ema > 0 ? "the generator's weight average (decay " + fmt(o.ema) + ")" : "the generator's weights";
+        if (checkpoints.empty()) {
+            chosen += " of the last step";
+        } else {
+            const Checkpoint& c = checkpoints[best];
+            chosen += " of step " + std::to_string(c.step) + ", the best of " + std::to_string(checkpoints.size()) + " scored every " +
+                      std::to_string(o.select_every) + " steps while the learning rates fell, on " + std::to_string(n_val) +
+                      " validation events split off the training events (max W1 " + fmt(c.max_w1, 3) + ", max |d corr| " +
+                      fmt(c.max_corr_diff, 3) + ", two-sample AUC " + fmt(c.two_sample_auc, 3) + "); the figures below are on " +
+                      std::to_string(n_eval) + " test events no choice saw";
+        }
         std::printf("\nWGAN-GP on %s\n%zu generator steps x %zu critic steps, lambda_gp = %g, batch %zu: %.1f s of training "
                     "(%.3f s per generator step)\ngenerated events from %s\n\n",
                     source.c_str(), o.steps, o.n_critic, o.gp_weight, o.batch, seconds_training,
                     seconds_training / static_cast<double>(o.steps),
-                    o.ema > 0 ? ("the generator's weight average (decay " + fmt(o.ema) + ")").c_str() : "the last generator weights");
+                    chosen.c_str());
         if (o.sim_variables)
             std::printf("the generator's events: m_llg and m_ll drawn inside the real sample's ranges [%.4g, %.4g] and [%.4g, %.4g] GeV "
                         "(the photon's and the second lepton's pT follow from them), integer jet counts with n_central_jets <= n_jets\n\n",
@@ -832,6 +987,15 @@ int main(int argc, char** argv) {
                       {"step", "critic_loss", "generator_loss", "wasserstein_estimate", "gradient_penalty", "critic_grad_norm", "mean_w1",
                        "max_w1", "max_corr_diff"},
                       {h.step, h.critic_loss, h.gen_loss, h.w_estimate, h.gp, h.grad_norm, h.mean_w1, h.max_w1, h.max_corr_diff});
+            std::vector<double> cs, cw, cc, ca, cscore;
+            for (const Checkpoint& c : checkpoints) {
+                cs.push_back(static_cast<double>(c.step));
+                cw.push_back(c.max_w1);
+                cc.push_back(c.max_corr_diff);
+                ca.push_back(c.two_sample_auc);
+                cscore.push_back(c.score);
+            }
+            io::write_csv(o.out + "/validation.csv", {"step", "max_w1", "max_corr_diff", "two_sample_auc", "score"}, {cs, cw, cc, ca, cscore});
         }
 
         // ---- plots --------------------------------------------------------------------------------
@@ -890,8 +1054,9 @@ int main(int argc, char** argv) {
             c.set_log_y().set_xlabel("generator step").set_ylabel("distance (scaled features, dimensionless)").set_title("Quality on held-out events").legend();
             fig.save(o.out + "/training.svg");
         }
-        write_json(o.out + "/summary.json", o, source, names, q, valid, grad_norm, seconds_training, progress.seconds());
-        std::printf("\nwrote %s/{generated_events.csv, feature_distances.csv, correlations.csv, history.csv, summary.json, features.svg, "
+        write_json(o.out + "/summary.json", o, source, names, q, valid, checkpoints.empty() ? nullptr : &checkpoints[best], n_val, grad_norm,
+                   seconds_training, progress.seconds());
+        std::printf("\nwrote %s/{generated_events.csv, feature_distances.csv, correlations.csv, history.csv, validation.csv, summary.json, features.svg, "
                     "correlations.svg, training.svg} in %.1f s\n",
                     o.out.c_str(), progress.seconds());
         if (o.check && !pass) return 1;
