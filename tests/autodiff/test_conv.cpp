@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/conv.hpp>
@@ -126,6 +127,38 @@ TEST_CASE("max pooling sends the gradient to each window's maximum, padding neve
     REQUIRE(p.shape() == Shape{1, 1, 1, 3});
     CHECK(p[0] == -3);  // the zero padding does not win over negative values
     CHECK(p[2] == -4);
+}
+
+TEST_CASE("max pooling after a relu convolution: backward() applies the relu there, with the bits of the two passes") {
+    // backward() fuses the relu derivative into the pooling's rule; grad() runs put_add and
+    // act_grad as two passes. Inputs of few distinct values give ties, zero outputs and windows
+    // whose maximum is 0 (the relu's kink), where a wrong fusion would differ.
+    for (const bool one_d : {false, true}) {
+        CAPTURE(one_d);
+        Rng rng(3);
+        Tape<float> t;
+        const Shape xs = one_d ? Shape{3, 2, 1, 12} : Shape{3, 2, 8, 10};
+        Tensor<float> x(xs), w(one_d ? Shape{4, 2, 1, 3} : Shape{4, 2, 3, 3}), b(Shape{4}), gy(one_d ? Shape{3, 4, 1, 6} : Shape{3, 4, 4, 5});
+        for (auto& v : x) v = static_cast<float>(std::floor(rng.uniform(-2, 3)));
+        for (auto& v : w) v = static_cast<float>(std::floor(rng.uniform(-2, 2))) * 0.5f;
+        for (auto& v : b) v = static_cast<float>(rng.uniform(-1, 1));
+        for (auto& v : gy) v = static_cast<float>(rng.uniform(-1, 1));
+        const Var<float> xv = t.variable(x), wv = t.variable(w), bv = t.variable(b);
+        const Var<float> z = conv2d(xv, wv, bv, 1, one_d ? Pad2d(0, 0, 1, 1) : Pad2d(1), 1, 1, Activation::relu);
+        const Var<float> p = one_d ? max_pool2d(z, Size2(1, 2)) : max_pool2d(z, 2);
+        const Var<float> loss = sum(p * t.constant(gy));
+        const std::vector<Var<float>> g2 = grad(loss, {xv, wv, bv});  // the two passes
+        backward(loss);
+        const Var<float>* vars[] = {&xv, &wv, &bv};
+        std::size_t zeros = 0;
+        for (std::size_t k = 0; k < 3; ++k) {
+            const Tensor<float> a = vars[k]->grad(), r = g2[k].value();
+            REQUIRE(a.shape() == r.shape());
+            CHECK(std::memcmp(a.data(), r.data(), a.size() * sizeof(float)) == 0);
+        }
+        for (std::size_t i = 0; i < p.shape().numel(); ++i) zeros += p[i] == 0.0f;
+        CHECK(zeros > 0);  // windows at the relu's kink were exercised
+    }
 }
 
 TEST_CASE("convolution and pooling: errors name both shapes") {

@@ -25,10 +25,12 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "../error.hpp"
 #include "../simd/elementwise.hpp"
 #include "../simd/gemm.hpp"
+#include "../simd/pool.hpp"
 #include "backward.hpp"
 #include "ops.hpp"
 #include "take.hpp"
@@ -466,7 +468,12 @@ detail::val<V, T> channel_sum(const V<T>& g);
 /// first turns g into g act'(z) from the output (act_grad, as the dense op does).
 template <class O, class T, class V>
 void backward_conv(O& o, const Node<T>& n, const V& g0) {
-    const V g = n.act ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
+    bool applied = false;  // the relu derivative already applied by max pooling's rule
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        applied = g0.r.data == o.relu_applied && n.act == std::uint8_t(Activation::relu);
+        o.relu_applied = nullptr;
+    }
+    const V g = n.act && !applied ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
     if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
     if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
     if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
@@ -679,7 +686,12 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
     Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
     idx = static_cast<std::int64_t*>(t.arena().allocate(y.size() * sizeof(std::int64_t) + 1));
     std::size_t o = 0;
-    if (g.kh == 2 && g.kw == 2 && g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // the common 2x2 window
+    const bool unpadded = g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0;
+    if (unpadded && g.kw == 2 && g.sw == 2 && simd::max_pool_w2_fits(g.kh)) {  // 2x2 and kernel 2 in 1-D: vectorised
+        simd::max_pool_w2_on(simd::active_isa(), x.data, g.n * g.c, g.h, g.w, g.kh, g.sh, y.data, idx);
+        return y;
+    }
+    if (g.kh == 2 && g.kw == 2 && unpadded) {  // other strides of the 2x2 window
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -702,7 +714,7 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
         }
         return y;
     }
-    if (g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // every tap inside: no bounds tests
+    if (unpadded) {  // every tap inside: no bounds tests
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -832,9 +844,40 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
+namespace detail {
+/// put_add then relu's act_grad (y > 0 ? g : 0) on the pooled relu output, in one pass: every
+/// position an argmax of a positive maximum y[i] (the relu output there) receives 0 + g[i] in the
+/// order of i, every other position 0, the bits of the two passes.
+template <class T>
+Ref<T> k_max_pool_relu_back(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, const std::int64_t* idx, const Shape& in) {
+    Ref<T> out = t.alloc(in);
+    const std::size_t m = in.numel(), n = g.size();
+    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < n; ++i)
+        if (y.data[i] > T(0)) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+} // namespace detail
+
 /// Max pooling takes each window's argmax (positions stored by the forward in the arena), so its
-/// rule is take's: the gradient goes back to those positions.
-TAPIR_OP(max_pool, "max_pool2d", backward_take);
+/// rule is take's: the gradient goes back to those positions. After a convolution with a fused
+/// relu (Sequential's Conv2d + ReLU), backward() applies the relu's derivative here, on the
+/// pooled values, and the convolution's rule skips its pass over the whole map; grad() and
+/// recorded passes keep the two steps.
+template <class O, class T, class V>
+void backward_max_pool(O& o, const Node<T>& n, const V& g) {
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        const Node<T>& in = o.t.node(n.in[0]);
+        if (o.fuse && in.op == &op_conv<T> && in.act == std::uint8_t(Activation::relu) && !o.grads[static_cast<std::size_t>(n.in[0])].data) {
+            const Eager<T> d{detail::k_max_pool_relu_back(o.t, g.r, n.out, n.index, in.out.shape), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            return;
+        }
+    }
+    backward_take(o, n, g);
+}
+TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
 
 template <class T, template <class> class V>
 detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);
