@@ -243,9 +243,11 @@ struct PaddedInput {
 /// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
 /// activation runs on each sample's block while it is in cache: the same operations, hence bits,
 /// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
+/// relu_of (shaped as out; only without a bias) makes the copy relu's derivative from those
+/// outputs, relu_of > 0 ? value : 0, the select of simd::relu_backward.
 template <class T>
 void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
-                   Activation act = Activation::none, T alpha = T(0)) {
+                   Activation act = Activation::none, T alpha = T(0), const T* relu_of = nullptr) {
     const std::size_t og = g.og(), cg = g.cg(), K = g.k();
     PaddedInput<T> p(t, g);
     T* cbuf = scratch(t, og * p.cols);
@@ -261,6 +263,9 @@ void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom
                     if (bias) {
                         const T v = bias[q * og + o];
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else if (relu_of) {
+                        const T* TAPIR_RESTRICT m = relu_of + (d - out);
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = m[x] > T(0) ? s[x] : T(0);
                     } else {
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
                     }
@@ -341,9 +346,10 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
 
 /// x-space = conv_dx(y, w) (+ bias over the x channels): the adjoint of conv in x, i.e. the
 /// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w). The
-/// weight is transposed once, so every GEMM reads both operands in place.
+/// weight is transposed once, so every GEMM reads both operands in place. relu_of (x-space, no
+/// bias): the result times relu's derivative from those outputs, as simd::relu_backward after it.
 template <class T>
-Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
+Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, const T* relu_of = nullptr) {
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
@@ -356,7 +362,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             for (std::size_t o = 0; o < og; ++o)
                 for (std::size_t c = 0; c < cg; ++c)
                     for (std::size_t r = 0; r < kk; ++r) wf[(q * cg + c) * og * kk + o * kk + r] = w.data[((q * og + o) * cg + c) * kk + (kk - 1 - r)];
-        implicit_conv(t, y.data, wf, x.data, d);
+        implicit_conv(t, y.data, wf, x.data, d, static_cast<const T*>(nullptr), Activation::none, T(0), b ? nullptr : relu_of);
         if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
         return x;
     }
@@ -383,6 +389,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             }
         }
     if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+    if (relu_of && !b) simd::relu_backward(x.data, relu_of, x.data, x.size());
     return x;
 }
 
@@ -464,21 +471,47 @@ detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t*
 template <class T, template <class> class V>
 detail::val<V, T> channel_sum(const V<T>& g);
 
+namespace detail {
+/// In backward() (o.fuse), the node making n's input when it is a convolution with a fused relu
+/// whose gradient n's rule gives first: the rule may apply that relu's derivative itself (an
+/// exact select, the same bits) and mark the result, and the convolution's rule skips its pass.
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n);
+} // namespace detail
+
 /// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums; a fused activation
 /// first turns g into g act'(z) from the output (act_grad, as the dense op does).
 template <class O, class T, class V>
 void backward_conv(O& o, const Node<T>& n, const V& g0) {
-    bool applied = false;  // the relu derivative already applied by max pooling's rule
+    bool applied = false;  // the relu derivative already applied by the rule that made g0
     if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
         applied = g0.r.data == o.relu_applied && n.act == std::uint8_t(Activation::relu);
         o.relu_applied = nullptr;
     }
     const V g = n.act && !applied ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
-    if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
+    bool dx_done = false;
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        if (const Node<T>* in = detail::relu_conv_input(o, n); in && o.needs(n, 0)) {  // conv_dx applies the input's relu
+            const Eager<T> d{detail::k_conv_dx(o.t, g.r, o.in(n, 1).r, static_cast<const Ref<T>*>(nullptr), n.index, in->out.data), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            dx_done = true;
+        }
+    }
+    if (!dx_done && o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
     if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
     if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
 }
 TAPIR_OP(conv, "conv2d", backward_conv);
+namespace detail {
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n) {
+    if (!o.fuse || n.in[0] < 0) return nullptr;
+    const Node<T>& in = o.t.node(n.in[0]);
+    const bool first = !o.grads[static_cast<std::size_t>(n.in[0])].data;
+    return first && in.op == &op_conv<T> && in.act == std::uint8_t(Activation::relu) ? &in : nullptr;
+}
+} // namespace detail
 
 /// conv_dx(y, w) is linear in each: d/dy = conv(h, w), d/dw = conv_dw(h, y).
 template <class O, class T, class V>
@@ -867,9 +900,8 @@ Ref<T> k_max_pool_relu_back(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, const 
 template <class O, class T, class V>
 void backward_max_pool(O& o, const Node<T>& n, const V& g) {
     if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
-        const Node<T>& in = o.t.node(n.in[0]);
-        if (o.fuse && in.op == &op_conv<T> && in.act == std::uint8_t(Activation::relu) && !o.grads[static_cast<std::size_t>(n.in[0])].data) {
-            const Eager<T> d{detail::k_max_pool_relu_back(o.t, g.r, n.out, n.index, in.out.shape), &o.t};
+        if (const Node<T>* in = detail::relu_conv_input(o, n)) {
+            const Eager<T> d{detail::k_max_pool_relu_back(o.t, g.r, n.out, n.index, in->out.shape), &o.t};
             o.acc(n, 0, d);
             o.relu_applied = d.r.data;
             return;
