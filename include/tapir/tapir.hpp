@@ -14,6 +14,7 @@
 #include "simd/isa.hpp"
 #include "simd/thread_pool.hpp"
 #include "simd/math.hpp"
+#include "simd/pool.hpp"
 #include "simd/vec.hpp"
 #include "simd/vmath.hpp"
 #include "data/dataset.hpp"

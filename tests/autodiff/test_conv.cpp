@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/conv.hpp>
@@ -126,6 +127,43 @@ TEST_CASE("max pooling sends the gradient to each window's maximum, padding neve
     REQUIRE(p.shape() == Shape{1, 1, 1, 3});
     CHECK(p[0] == -3);  // the zero padding does not win over negative values
     CHECK(p[2] == -4);
+}
+
+TEST_CASE("relu convolutions: backward() applies the relu's derivative in the next pooling or convolution rule, with the bits of two passes") {
+    // backward() fuses the relu derivative into the pooling's rule and into the next
+    // convolution's input gradient; grad() runs them as separate passes. Inputs of few distinct
+    // values give ties, zero outputs and windows whose maximum is 0 (the relu's kink), where a
+    // wrong fusion would differ.
+    for (const bool one_d : {false, true}) {
+        CAPTURE(one_d);
+        Rng rng(3);
+        Tape<float> t;
+        const Shape xs = one_d ? Shape{3, 2, 1, 12} : Shape{3, 2, 8, 10};
+        Tensor<float> x(xs), w(one_d ? Shape{4, 2, 1, 3} : Shape{4, 2, 3, 3}), b(Shape{4}), w2(one_d ? Shape{4, 4, 1, 3} : Shape{4, 4, 3, 3}),
+            b2(Shape{4}), gy(one_d ? Shape{3, 4, 1, 6} : Shape{3, 4, 4, 5});
+        for (auto& v : x) v = static_cast<float>(std::floor(rng.uniform(-2, 3)));
+        for (auto* p : {&w, &w2})
+            for (auto& v : *p) v = static_cast<float>(std::floor(rng.uniform(-2, 2))) * 0.5f;
+        for (auto* p : {&b, &b2, &gy})
+            for (auto& v : *p) v = static_cast<float>(rng.uniform(-1, 1));
+        const Var<float> xv = t.variable(x), wv = t.variable(w), bv = t.variable(b), w2v = t.variable(w2), b2v = t.variable(b2);
+        const Pad2d pad = one_d ? Pad2d(0, 0, 1, 1) : Pad2d(1);
+        const Var<float> z1 = conv2d(xv, wv, bv, 1, pad, 1, 1, Activation::relu);
+        const Var<float> z = conv2d(z1, w2v, b2v, 1, pad, 1, 1, Activation::relu);
+        const Var<float> p = one_d ? max_pool2d(z, Size2(1, 2)) : max_pool2d(z, 2);
+        const Var<float> loss = sum(p * t.constant(gy));
+        const std::vector<Var<float>> g2 = grad(loss, {xv, wv, bv, w2v, b2v});  // separate passes
+        backward(loss);
+        const Var<float>* vars[] = {&xv, &wv, &bv, &w2v, &b2v};
+        std::size_t zeros = 0;
+        for (std::size_t k = 0; k < 5; ++k) {
+            const Tensor<float> a = vars[k]->grad(), r = g2[k].value();
+            REQUIRE(a.shape() == r.shape());
+            CHECK(std::memcmp(a.data(), r.data(), a.size() * sizeof(float)) == 0);
+        }
+        for (std::size_t i = 0; i < p.shape().numel(); ++i) zeros += p[i] == 0.0f;
+        CHECK(zeros > 0);  // windows at the relu's kink were exercised
+    }
 }
 
 TEST_CASE("convolution and pooling: errors name both shapes") {

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include <tapir/autodiff/conv.hpp>
 #include <tapir/autodiff/tape.hpp>
 #include <tapir/deploy/convert_model.hpp>
 #include <tapir/nn/conv.hpp>
@@ -233,6 +234,40 @@ TEST_CASE("deploy::Conv2dT with asymmetric padding: even kernels with 'same' pad
     using M1 = dp::ModelT<float, dp::Conv1dT<float, 3, 12, 5, 4, 1, 1, 2>, dp::FlattenT<float, 60>, dp::DenseT<float, 60, 2>>;
     const Tensor<float> x1 = random_input(Shape{3, 3, 12}, 16);
     CHECK(bit_differences(fixed_forward(*dp::to_model<M1>(net1), x1), trained_forward(net1, x1)) == 0);
+}
+
+namespace {
+/// The deployed max pool L and the trained max_pool2d (kernel k, stride s) on one sample x,
+/// compared bit for bit on every instruction set this CPU runs.
+template <class L>
+void check_max_pool_bits(const std::vector<float>& x, Size2 k, Size2 s) {
+    Tape<float> t;
+    const Tensor<float> xt(Shape{1, L::channels, L::in_h, L::in_w}, x.data(), x.size());
+    const Tensor<float> want = max_pool2d(t.constant(xt), k, s).value();
+    REQUIRE(want.size() == L::out_size);
+    const L layer;
+    for (simd::isa i : {simd::isa::scalar, simd::isa::avx2, simd::isa::avx512, simd::isa::neon}) {
+        if (!simd::isa_supported(i)) continue;
+        CAPTURE(simd::isa_name(i));
+        std::vector<float> got(L::out_size + 1, 7.0f);
+        layer.forward(i, x.data(), got.data(), nullptr);
+        CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+        CHECK(got.back() == 7.0f);
+    }
+}
+} // namespace
+
+TEST_CASE("deploy max pools keep the trained op's ties, signed zeros and NaN payloads bit for bit") {
+    // Few distinct values (ties), zeros of both signs and NaNs of two payloads.
+    Rng rng(17);
+    std::vector<float> x(3 * 9 * 21);
+    for (float& v : x) {
+        const double u = rng.uniform();
+        v = u < 0.06 ? std::nanf(u < 0.03 ? "1" : "2") : u < 0.2 ? (u < 0.13 ? 0.0f : -0.0f) : static_cast<float>(std::floor(rng.uniform(-3, 3)));
+    }
+    check_max_pool_bits<dp::MaxPool2dT<float, 3, 9, 21, 2, 2>>(x, 2, 2);                 // the SIMD kernel, odd sizes
+    check_max_pool_bits<dp::MaxPool2dT<float, 3, 9, 21, 3, 2, 2, 2>>(x, Size2(3, 2), 2);  // three rows per window
+    check_max_pool_bits<dp::MaxPool2dT<float, 3, 9, 21, 3, 3, 2, 2>>(x, 3, 2);           // the general unpadded loop
 }
 
 TEST_CASE("deploy::Pool2dT with padding: padded max and average pools, 1-D and 2-D, are bitwise the trained layers") {

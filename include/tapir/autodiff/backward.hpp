@@ -22,6 +22,11 @@ struct EagerContext {
     using value = Eager<T>;
     Tape<T>& t;
     std::vector<Ref<T>>& grads;
+    /// backward() (not grad(), which returns gradients of inner values): a rule may hand on a
+    /// gradient with its producer's relu derivative already applied, marked here, which the
+    /// producer's rule then does not apply again (max pooling after a relu convolution, conv.hpp).
+    bool fuse = false;
+    const T* relu_applied = nullptr;
 
     Eager<T> in(const Node<T>& n, int k) const { return Eager<T>{t.node(n.in[k]).out, &t}; }
     Eager<T> out(const Node<T>& n) const { return Eager<T>{n.out, &t}; }
@@ -79,6 +84,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
     const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
     EagerContext<T> ctx{t, grads};
+    ctx.fuse = into_params;
     for (std::size_t k = 0; k < n_outputs; ++k) {
         const Ref<T> seed = seeds ? seeds[k].ref() : t.alloc(outputs[k].shape());
         for (std::size_t i = 0; !seeds && i < seed.size(); ++i) seed.data[i] = T(1);

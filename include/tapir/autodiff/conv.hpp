@@ -25,10 +25,12 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "../error.hpp"
 #include "../simd/elementwise.hpp"
 #include "../simd/gemm.hpp"
+#include "../simd/pool.hpp"
 #include "backward.hpp"
 #include "ops.hpp"
 #include "take.hpp"
@@ -241,9 +243,11 @@ struct PaddedInput {
 /// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
 /// activation runs on each sample's block while it is in cache: the same operations, hence bits,
 /// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
+/// relu_of (shaped as out; only without a bias) makes the copy relu's derivative from those
+/// outputs, relu_of > 0 ? value : 0, the select of simd::relu_backward.
 template <class T>
 void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
-                   Activation act = Activation::none, T alpha = T(0)) {
+                   Activation act = Activation::none, T alpha = T(0), const T* relu_of = nullptr) {
     const std::size_t og = g.og(), cg = g.cg(), K = g.k();
     PaddedInput<T> p(t, g);
     T* cbuf = scratch(t, og * p.cols);
@@ -259,6 +263,9 @@ void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom
                     if (bias) {
                         const T v = bias[q * og + o];
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else if (relu_of) {
+                        const T* TAPIR_RESTRICT m = relu_of + (d - out);
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = m[x] > T(0) ? s[x] : T(0);
                     } else {
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
                     }
@@ -339,9 +346,10 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
 
 /// x-space = conv_dx(y, w) (+ bias over the x channels): the adjoint of conv in x, i.e. the
 /// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w). The
-/// weight is transposed once, so every GEMM reads both operands in place.
+/// weight is transposed once, so every GEMM reads both operands in place. relu_of (x-space, no
+/// bias): the result times relu's derivative from those outputs, as simd::relu_backward after it.
 template <class T>
-Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
+Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, const T* relu_of = nullptr) {
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
@@ -354,7 +362,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             for (std::size_t o = 0; o < og; ++o)
                 for (std::size_t c = 0; c < cg; ++c)
                     for (std::size_t r = 0; r < kk; ++r) wf[(q * cg + c) * og * kk + o * kk + r] = w.data[((q * og + o) * cg + c) * kk + (kk - 1 - r)];
-        implicit_conv(t, y.data, wf, x.data, d);
+        implicit_conv(t, y.data, wf, x.data, d, static_cast<const T*>(nullptr), Activation::none, T(0), b ? nullptr : relu_of);
         if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
         return x;
     }
@@ -381,6 +389,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             }
         }
     if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+    if (relu_of && !b) simd::relu_backward(x.data, relu_of, x.data, x.size());
     return x;
 }
 
@@ -462,16 +471,47 @@ detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t*
 template <class T, template <class> class V>
 detail::val<V, T> channel_sum(const V<T>& g);
 
+namespace detail {
+/// In backward() (o.fuse), the node making n's input when it is a convolution with a fused relu
+/// whose gradient n's rule gives first: the rule may apply that relu's derivative itself (an
+/// exact select, the same bits) and mark the result, and the convolution's rule skips its pass.
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n);
+} // namespace detail
+
 /// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums; a fused activation
 /// first turns g into g act'(z) from the output (act_grad, as the dense op does).
 template <class O, class T, class V>
 void backward_conv(O& o, const Node<T>& n, const V& g0) {
-    const V g = n.act ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
-    if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
+    bool applied = false;  // the relu derivative already applied by the rule that made g0
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        applied = g0.r.data == o.relu_applied && n.act == std::uint8_t(Activation::relu);
+        o.relu_applied = nullptr;
+    }
+    const V g = n.act && !applied ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
+    bool dx_done = false;
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        if (const Node<T>* in = detail::relu_conv_input(o, n); in && o.needs(n, 0)) {  // conv_dx applies the input's relu
+            const Eager<T> d{detail::k_conv_dx(o.t, g.r, o.in(n, 1).r, static_cast<const Ref<T>*>(nullptr), n.index, in->out.data), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            dx_done = true;
+        }
+    }
+    if (!dx_done && o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
     if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
     if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
 }
 TAPIR_OP(conv, "conv2d", backward_conv);
+namespace detail {
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n) {
+    if (!o.fuse || n.in[0] < 0) return nullptr;
+    const Node<T>& in = o.t.node(n.in[0]);
+    const bool first = !o.grads[static_cast<std::size_t>(n.in[0])].data;
+    return first && in.op == &op_conv<T> && in.act == std::uint8_t(Activation::relu) ? &in : nullptr;
+}
+} // namespace detail
 
 /// conv_dx(y, w) is linear in each: d/dy = conv(h, w), d/dw = conv_dw(h, y).
 template <class O, class T, class V>
@@ -679,7 +719,12 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
     Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
     idx = static_cast<std::int64_t*>(t.arena().allocate(y.size() * sizeof(std::int64_t) + 1));
     std::size_t o = 0;
-    if (g.kh == 2 && g.kw == 2 && g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // the common 2x2 window
+    const bool unpadded = g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0;
+    if (unpadded && g.kw == 2 && g.sw == 2 && simd::max_pool_w2_fits(g.kh)) {  // 2x2 and kernel 2 in 1-D: vectorised
+        simd::max_pool_w2_on(simd::active_isa(), x.data, g.n * g.c, g.h, g.w, g.kh, g.sh, y.data, idx);
+        return y;
+    }
+    if (g.kh == 2 && g.kw == 2 && unpadded) {  // other strides of the 2x2 window
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -702,7 +747,7 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
         }
         return y;
     }
-    if (g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // every tap inside: no bounds tests
+    if (unpadded) {  // every tap inside: no bounds tests
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -832,9 +877,39 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
+namespace detail {
+/// put_add then relu's act_grad (y > 0 ? g : 0) on the pooled relu output, in one pass: every
+/// position an argmax of a positive maximum y[i] (the relu output there) receives 0 + g[i] in the
+/// order of i, every other position 0, the bits of the two passes.
+template <class T>
+Ref<T> k_max_pool_relu_back(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, const std::int64_t* idx, const Shape& in) {
+    Ref<T> out = t.alloc(in);
+    const std::size_t m = in.numel(), n = g.size();
+    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < n; ++i)
+        if (y.data[i] > T(0)) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+} // namespace detail
+
 /// Max pooling takes each window's argmax (positions stored by the forward in the arena), so its
-/// rule is take's: the gradient goes back to those positions.
-TAPIR_OP(max_pool, "max_pool2d", backward_take);
+/// rule is take's: the gradient goes back to those positions. After a convolution with a fused
+/// relu (Sequential's Conv2d + ReLU), backward() applies the relu's derivative here, on the
+/// pooled values, and the convolution's rule skips its pass over the whole map; grad() and
+/// recorded passes keep the two steps.
+template <class O, class T, class V>
+void backward_max_pool(O& o, const Node<T>& n, const V& g) {
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        if (const Node<T>* in = detail::relu_conv_input(o, n)) {
+            const Eager<T> d{detail::k_max_pool_relu_back(o.t, g.r, n.out, n.index, in->out.shape), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            return;
+        }
+    }
+    backward_take(o, n, g);
+}
+TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
 
 template <class T, template <class> class V>
 detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);

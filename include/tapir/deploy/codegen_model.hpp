@@ -530,7 +530,7 @@ inline void pool2d(const @T@* x, @T@* y) noexcept {
                     for (int i = 0; i < KH; ++i)
                         for (int j = 0; j < KW; ++j) {
                             const @T@ v = win[i * W + j];
-                            if (MAX) r = (v > r || v != v) ? v : r;
+                            if (MAX) r = (v <= r || r != r) ? r : v;  // the first maximum, the first NaN
                             else r += v;
                         }
                 } else {

@@ -38,6 +38,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../simd/pool.hpp"
 #include "fixed.hpp"
 
 TAPIR_SIMD_DIAG_PUSH
@@ -144,10 +145,7 @@ struct Conv2dT {
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
         if constexpr (pad_size != 0) {
-            for (std::size_t i = 0; i < pad_size; ++i) scratch[i] = T(0);
-            for (std::size_t c = 0; c < Cin; ++c)
-                for (std::size_t i = 0; i < H; ++i)
-                    std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
+            pad_input(x, scratch);
             xp = scratch;
         }
         // Enough independent chains (U channels x NV vectors of positions) to keep two FMA pipes
@@ -171,7 +169,7 @@ struct Conv2dT {
                 for (; p < P; p += V::W) tile<V, U, 1>(xp + p, P - p < V::W ? P - p : V::W, oc, yo + p, OH * WP);
             }
             for (std::size_t r = 0; r < Cout * OH; ++r) std::memcpy(y + r * OW, out + r * WP, OW * sizeof(T));
-            if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+            if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, out_size, alpha);
             return;
         }
         for (std::size_t oc = 0; oc < Cout; oc += U)
@@ -188,11 +186,26 @@ struct Conv2dT {
                     tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 }
             }
-        if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+        if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, out_size, alpha);
     }
 
 private:
     static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP, DH, DW>();
+
+    /// x copied into the padded (Cin, HP, WP) buffer xp: zeros written to the border only (the
+    /// scratch is shared by the layers, so the border is rewritten at every call).
+    static void pad_input(const T* x, T* xp) noexcept {
+        for (std::size_t c = 0; c < Cin; ++c) {
+            T* p = xp + c * HP * WP;
+            std::fill(p, p + PH * WP + PW, T(0));  // the top rows and the first row's left margin
+            for (std::size_t i = 0; i < H; ++i) {
+                T* r = p + (PH + i) * WP + PW;
+                std::memcpy(r, x + (c * H + i) * W, W * sizeof(T));
+                std::fill(r + W, r + W + PR + (i + 1 < H ? PW : 0), T(0));  // its right margin and the next row's left
+            }
+            std::fill(p + (PH + H) * WP, p + HP * WP, T(0));  // the bottom rows
+        }
+    }
 
     /// n (at most one vector) output positions of one row from the window corners at x.
     template <class V>
@@ -224,7 +237,8 @@ private:
     }
 
     /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
-    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias.
+    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias, and a relu
+    /// here (simd::activate_on's max(0, z), on the values while they are in registers).
     template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y, std::size_t cs) const noexcept {
         using reg = typename V::reg;
@@ -236,7 +250,8 @@ private:
         for (std::size_t u = 0; u < U; ++u)
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) {
-                const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                if (act == Activation::relu) r = V::max(V::zero(), r);  // activation_value<relu>: NaN and -0 kept
                 if (n == V::W) V::store(y + u * cs + v * V::W, r);
                 else V::store_partial(y + u * cs, r, n);
             }
@@ -268,7 +283,14 @@ struct Pool2dT {
     static constexpr std::size_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
-    void forward(simd::isa, const T* x, T* y, T*) const noexcept {
+    /// Max over unpadded windows two columns wide at column stride 2: the training op's SIMD kernel.
+    static constexpr bool w2 = IsMax && KW == 2 && SW == 2 && PH == 0 && PW == 0 && simd::max_pool_w2_fits(KH);
+
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept {
+        if constexpr (w2) {
+            simd::max_pool_w2_on(which, x, C, H, W, KH, SH, y, nullptr);
+            return;
+        }
         const T inv = T(1) / static_cast<T>(KH * KW);
         std::size_t o = 0;
         for (std::size_t c = 0; c < C; ++c) {
@@ -285,13 +307,13 @@ private:
     /// A window inside the input, at win.
     static TAPIR_ALWAYS_INLINE T window(const T* win, T inv) noexcept {
         if constexpr (IsMax) {
-            // Branch-free (random data mispredicts every other compare): a NaN
-            // propagates, as in PyTorch, though not always the first one's payload.
+            // Branch-free (random data mispredicts every other compare), the training kernels'
+            // rule: the first maximum, and the first NaN, which then stays.
             T best = win[0];
             for (std::size_t i = 0; i < KH; ++i)
                 for (std::size_t j = 0; j < KW; ++j) {
                     const T v = win[i * W + j];
-                    best = (v > best || v != v) ? v : best;
+                    best = (v <= best || best != best) ? best : v;
                 }
             return best;
         } else {

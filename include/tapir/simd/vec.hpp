@@ -7,7 +7,8 @@
 /// lanes, others zero), set1, zero, add, sub, mul, div, sqrt (correctly rounded, as std::sqrt),
 /// fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
 /// (max(a,b) returns b when either is NaN, so max(0,x) keeps a NaN x), lt, gt, le, ge, eq, isnan,
-/// select(m,a,b) = m ? a : b, hsum, and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
+/// select(m,a,b) = m ? a : b, hsum, evens(a,b)/odds(a,b) (the even/odd lanes of a then b read as one
+/// vector of 2W lanes: a deinterleave), and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
 /// ixor, shl<N>, shr<N> (logical).
 ///
 /// Wrapper functions are `inline` with the ISA's target attribute and deliberately NOT always_inline:
@@ -106,6 +107,8 @@ template <class T, bool Fused = TAPIR_SIMD_SCALAR_FUSED != 0> struct vscalar {
     static mask mask_or(mask a, mask b) { return a || b; }
     static reg select(mask m, reg a, reg b) { return m ? a : b; }
     static T hsum(reg v) { return v; }
+    static reg evens(reg a, reg) { return a; }
+    static reg odds(reg, reg b) { return b; }
     static ireg bits(reg v) { return bits_of<T>(v); }
     static reg from_bits(ireg v) { return from_bits_of<T>(v); }
     static ireg iadd(ireg a, ireg b) { return static_cast<ireg>(a + b); }
@@ -205,6 +208,8 @@ template <class T> struct vavx2 {
     TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
     TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
     TAPIR_V2 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V2 reg evens(reg a, reg b) { return {x86::evens(a.v, b.v)}; }
+    TAPIR_V2 reg odds(reg a, reg b) { return {x86::odds(a.v, b.v)}; }
     TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<typename L::i256>(v.v)}; }
     TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r256>(v.v)}; }
     TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
@@ -260,6 +265,8 @@ template <class T> struct vavx512 {
     TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
     TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
     TAPIR_V5 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V5 reg evens(reg a, reg b) { return {x86::evens(a.v, b.v)}; }
+    TAPIR_V5 reg odds(reg a, reg b) { return {x86::odds(a.v, b.v)}; }
     TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<typename L::i512>(v.v)}; }
     TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r512>(v.v)}; }
     TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
@@ -321,6 +328,8 @@ template <> struct vneon<float> {
     static inline mask mask_or(mask a, mask b) { return vorrq_u32(a, b); }
     static inline reg select(mask m, reg a, reg b) { return vbslq_f32(m, a, b); }
     static inline float hsum(reg v) { return vaddvq_f32(v); }
+    static inline reg evens(reg a, reg b) { return vuzp1q_f32(a, b); }
+    static inline reg odds(reg a, reg b) { return vuzp2q_f32(a, b); }
     static inline ireg bits(reg v) { return vreinterpretq_u32_f32(v); }
     static inline reg from_bits(ireg v) { return vreinterpretq_f32_u32(v); }
     static inline ireg iadd(ireg a, ireg b) { return vaddq_u32(a, b); }
@@ -373,6 +382,8 @@ template <> struct vneon<double> {
     static inline mask mask_or(mask a, mask b) { return vorrq_u64(a, b); }
     static inline reg select(mask m, reg a, reg b) { return vbslq_f64(m, a, b); }
     static inline double hsum(reg v) { return vaddvq_f64(v); }
+    static inline reg evens(reg a, reg b) { return vuzp1q_f64(a, b); }
+    static inline reg odds(reg a, reg b) { return vuzp2q_f64(a, b); }
     static inline ireg bits(reg v) { return vreinterpretq_u64_f64(v); }
     static inline reg from_bits(ireg v) { return vreinterpretq_f64_u64(v); }
     static inline ireg iadd(ireg a, ireg b) { return vaddq_u64(a, b); }

@@ -188,6 +188,15 @@ TAPIR_X86_AVX2 inline __attribute__((always_inline)) void maskstore(double* p, i
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 sqrt(f32x8 a) noexcept { return __builtin_ia32_sqrtps256(a); }
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 sqrt(f64x4 a) noexcept { return __builtin_ia32_sqrtpd256(a); }
 /// Horizontal sums in a fixed order: halves added lane by lane down to one (float: 8 -> 4 -> 2 -> 1).
+/// The even and the odd lanes of the pair (a, b) read as one vector of twice the width.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 evens(f32x8 a, f32x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 odds(f32x8 a, f32x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 evens(f64x4 a, f64x4 b) noexcept { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 odds(f64x4 a, f64x4 b) noexcept { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) float hsum(f32x8 v) noexcept {
     const f32x4 s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
     const f32x4 t = s + __builtin_shufflevector(s, s, 2, 3, 2, 3);
@@ -320,6 +329,19 @@ TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 sqrt(f64x8 a) noexc
 #else
     return __builtin_ia32_sqrtpd512_mask(a, a, static_cast<mask8>(0xFF), cur_direction);
 #endif
+}
+/// The even and the odd lanes of the pair (a, b) read as one vector of twice the width.
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 evens(f32x16 a, f32x16 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 odds(f32x16 a, f32x16 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 evens(f64x8 a, f64x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 odds(f64x8 a, f64x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
 }
 /// Horizontal sums: the two 256-bit halves added lane by lane, then the 256-bit order above.
 TAPIR_X86_AVX512 inline __attribute__((always_inline)) float hsum(f32x16 v) noexcept {
