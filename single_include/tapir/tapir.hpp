@@ -635,7 +635,8 @@ inline isa detected_isa() noexcept {
 /// lanes, others zero), set1, zero, add, sub, mul, div, sqrt (correctly rounded, as std::sqrt),
 /// fma(a,b,c)=a*b+c, fnma(a,b,c)=c-a*b, min, max
 /// (max(a,b) returns b when either is NaN, so max(0,x) keeps a NaN x), lt, gt, le, ge, eq, isnan,
-/// select(m,a,b) = m ? a : b, hsum, and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
+/// select(m,a,b) = m ? a : b, hsum, evens(a,b)/odds(a,b) (the even/odd lanes of a then b read as one
+/// vector of 2W lanes: a deinterleave), and bit access: bits, from_bits, iadd, isub, iset1, iand, ior,
 /// ixor, shl<N>, shr<N> (logical).
 ///
 /// Wrapper functions are `inline` with the ISA's target attribute and deliberately NOT always_inline:
@@ -841,6 +842,15 @@ TAPIR_X86_AVX2 inline __attribute__((always_inline)) void maskstore(double* p, i
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 sqrt(f32x8 a) noexcept { return __builtin_ia32_sqrtps256(a); }
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 sqrt(f64x4 a) noexcept { return __builtin_ia32_sqrtpd256(a); }
 /// Horizontal sums in a fixed order: halves added lane by lane down to one (float: 8 -> 4 -> 2 -> 1).
+/// The even and the odd lanes of the pair (a, b) read as one vector of twice the width.
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 evens(f32x8 a, f32x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f32x8 odds(f32x8 a, f32x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 evens(f64x4 a, f64x4 b) noexcept { return __builtin_shufflevector(a, b, 0, 2, 4, 6); }
+TAPIR_X86_AVX2 inline __attribute__((always_inline)) f64x4 odds(f64x4 a, f64x4 b) noexcept { return __builtin_shufflevector(a, b, 1, 3, 5, 7); }
 TAPIR_X86_AVX2 inline __attribute__((always_inline)) float hsum(f32x8 v) noexcept {
     const f32x4 s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
     const f32x4 t = s + __builtin_shufflevector(s, s, 2, 3, 2, 3);
@@ -974,6 +984,19 @@ TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 sqrt(f64x8 a) noexc
     return __builtin_ia32_sqrtpd512_mask(a, a, static_cast<mask8>(0xFF), cur_direction);
 #endif
 }
+/// The even and the odd lanes of the pair (a, b) read as one vector of twice the width.
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 evens(f32x16 a, f32x16 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f32x16 odds(f32x16 a, f32x16 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 evens(f64x8 a, f64x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+TAPIR_X86_AVX512 inline __attribute__((always_inline)) f64x8 odds(f64x8 a, f64x8 b) noexcept {
+    return __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+}
 /// Horizontal sums: the two 256-bit halves added lane by lane, then the 256-bit order above.
 TAPIR_X86_AVX512 inline __attribute__((always_inline)) float hsum(f32x16 v) noexcept {
     return hsum(f32x8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -1074,6 +1097,8 @@ template <class T, bool Fused = TAPIR_SIMD_SCALAR_FUSED != 0> struct vscalar {
     static mask mask_or(mask a, mask b) { return a || b; }
     static reg select(mask m, reg a, reg b) { return m ? a : b; }
     static T hsum(reg v) { return v; }
+    static reg evens(reg a, reg) { return a; }
+    static reg odds(reg, reg b) { return b; }
     static ireg bits(reg v) { return bits_of<T>(v); }
     static reg from_bits(ireg v) { return from_bits_of<T>(v); }
     static ireg iadd(ireg a, ireg b) { return static_cast<ireg>(a + b); }
@@ -1173,6 +1198,8 @@ template <class T> struct vavx2 {
     TAPIR_V2 mask mask_or(mask a, mask b) { return from_bits(ior(bits(a), bits(b))); }
     TAPIR_V2 reg select(mask m, reg a, reg b) { return {x86::blendv(b.v, a.v, m.v)}; }
     TAPIR_V2 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V2 reg evens(reg a, reg b) { return {x86::evens(a.v, b.v)}; }
+    TAPIR_V2 reg odds(reg a, reg b) { return {x86::odds(a.v, b.v)}; }
     TAPIR_V2 ireg bits(reg v) { return {reinterpret_cast<typename L::i256>(v.v)}; }
     TAPIR_V2 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r256>(v.v)}; }
     TAPIR_V2 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
@@ -1228,6 +1255,8 @@ template <class T> struct vavx512 {
     TAPIR_V5 mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
     TAPIR_V5 reg select(mask m, reg a, reg b) { return {x86::blend(m, b.v, a.v)}; }
     TAPIR_V5 T hsum(reg v) { return x86::hsum(v.v); }
+    TAPIR_V5 reg evens(reg a, reg b) { return {x86::evens(a.v, b.v)}; }
+    TAPIR_V5 reg odds(reg a, reg b) { return {x86::odds(a.v, b.v)}; }
     TAPIR_V5 ireg bits(reg v) { return {reinterpret_cast<typename L::i512>(v.v)}; }
     TAPIR_V5 reg from_bits(ireg v) { return {reinterpret_cast<typename L::r512>(v.v)}; }
     TAPIR_V5 ireg iadd(ireg a, ireg b) { return {a.v + b.v}; }
@@ -1289,6 +1318,8 @@ template <> struct vneon<float> {
     static inline mask mask_or(mask a, mask b) { return vorrq_u32(a, b); }
     static inline reg select(mask m, reg a, reg b) { return vbslq_f32(m, a, b); }
     static inline float hsum(reg v) { return vaddvq_f32(v); }
+    static inline reg evens(reg a, reg b) { return vuzp1q_f32(a, b); }
+    static inline reg odds(reg a, reg b) { return vuzp2q_f32(a, b); }
     static inline ireg bits(reg v) { return vreinterpretq_u32_f32(v); }
     static inline reg from_bits(ireg v) { return vreinterpretq_f32_u32(v); }
     static inline ireg iadd(ireg a, ireg b) { return vaddq_u32(a, b); }
@@ -1341,6 +1372,8 @@ template <> struct vneon<double> {
     static inline mask mask_or(mask a, mask b) { return vorrq_u64(a, b); }
     static inline reg select(mask m, reg a, reg b) { return vbslq_f64(m, a, b); }
     static inline double hsum(reg v) { return vaddvq_f64(v); }
+    static inline reg evens(reg a, reg b) { return vuzp1q_f64(a, b); }
+    static inline reg odds(reg a, reg b) { return vuzp2q_f64(a, b); }
     static inline ireg bits(reg v) { return vreinterpretq_u64_f64(v); }
     static inline reg from_bits(ireg v) { return vreinterpretq_f64_u64(v); }
     static inline ireg iadd(ireg a, ireg b) { return vaddq_u64(a, b); }
@@ -3607,6 +3640,117 @@ extern template TAPIR_GEMM_BIAS_SIGNATURE(double);
 
 TAPIR_SIMD_DIAG_POP
 // ---- end tapir/simd/gemm.hpp ----
+// ---- begin tapir/simd/pool.hpp ----
+/// Vectorised max pooling over windows two columns wide with a column stride of two (the 2x2
+/// pooling of image CNNs, and kernel 2 of 1-D pooling), unpadded, on channels-first planes: the
+/// kernel the training op (autodiff/conv.hpp) and the deployed layer (deploy/model.hpp) share, so
+/// both give the same bits. Each vector of outputs reads two vectors of a window row and splits
+/// them into even and odd columns (evens/odds in vec.hpp), then walks the window's taps in
+/// row-major order with compares and blends: the first maximum wins a tie (as PyTorch's argmax),
+/// a NaN wins and later taps are ignored (the first NaN's payload propagates).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+
+TAPIR_SIMD_DIAG_PUSH
+
+namespace tapir::simd {
+namespace detail {
+
+template <class T> struct max_pool_w2_kernel {
+    using value_type = T;
+    using bits_type = typename int_of<T>::type;
+
+    /// The two vectors of row values under n (at most W) windows from row: 2n values.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void load_pairs(const T* row, std::size_t n, typename V::reg& e, typename V::reg& o) {
+        constexpr std::size_t W = V::W;
+        typename V::reg a, b;
+        if (n == W) {
+            a = V::load(row), b = V::load(row + W);
+        } else if (2 * n >= W) {
+            a = V::load(row), b = 2 * n > W ? V::load_partial(row + W, 2 * n - W) : V::zero();
+        } else {
+            a = V::load_partial(row, 2 * n), b = V::zero();
+        }
+        e = V::evens(a, b), o = V::odds(a, b);
+    }
+
+    /// n windows from the row at x (the window's top row), outputs at y and their flat indices at
+    /// arg (if not null) relative to start, the tap offsets within a window in off.
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void windows(const T* x, std::size_t w, std::size_t kh, std::size_t n, T* y, std::int64_t* arg,
+                                            std::int64_t start, const std::int64_t* off) {
+        using reg = typename V::reg;
+        reg best, odd;
+        load_pairs<V>(x, n, best, odd);
+        reg tap = V::zero();  // the bits of the winning tap's number (tap 0: all zero)
+        const auto step = [&](const reg& v, bits_type t) TAPIR_ALWAYS_INLINE_LAMBDA {
+            // Keep unless v is larger or a NaN, and always once the best is a NaN.
+            const auto keep = V::mask_or(V::le(v, best), V::isnan(best));
+            best = V::select(keep, best, v);
+            if (arg) tap = V::select(keep, tap, V::from_bits(V::iset1(t)));
+        };
+        step(odd, 1);
+        for (std::size_t i = 1; i < kh; ++i) {
+            reg even;
+            load_pairs<V>(x + i * w, n, even, odd);
+            step(even, static_cast<bits_type>(2 * i));
+            step(odd, static_cast<bits_type>(2 * i + 1));
+        }
+        if (n == V::W) V::store(y, best);
+        else V::store_partial(y, best, n);
+        if (!arg) return;
+        alignas(64) T tv[V::W];
+        bits_type tb[V::W];
+        V::store(tv, tap);
+        std::memcpy(tb, tv, sizeof tb);
+        for (std::size_t l = 0; l < n; ++l) arg[l] = start + static_cast<std::int64_t>(2 * l) + off[tb[l]];
+    }
+
+    template <class V>
+    static TAPIR_ALWAYS_INLINE void run(const T* x, std::size_t planes, std::size_t h, std::size_t w, std::size_t kh, std::size_t sh, T* y,
+                                        std::int64_t* arg) {
+        constexpr std::size_t W = V::W;
+        const std::size_t oh = (h - kh) / sh + 1, ow = w / 2;
+        std::int64_t off[2 * 16];  // tap t of a window: row t / 2, column t % 2
+        const std::size_t taps = arg ? 2 * kh : 0;
+        for (std::size_t t = 0; t < taps && t < 2 * 16; ++t) off[t] = static_cast<std::int64_t>((t / 2) * w + t % 2);
+        for (std::size_t p = 0; p < planes; ++p)
+            for (std::size_t oy = 0; oy < oh; ++oy) {
+                const std::size_t r = p * h * w + oy * sh * w;  // the windows' top row
+                T* yr = y + (p * oh + oy) * ow;
+                std::int64_t* ar = arg ? arg + (p * oh + oy) * ow : nullptr;
+                for (std::size_t ox = 0; ox < ow; ox += W) {
+                    const std::size_t n = ow - ox < W ? ow - ox : W;
+                    windows<V>(x + r + 2 * ox, w, kh, n, yr + ox, ar ? ar + ox : nullptr, static_cast<std::int64_t>(r + 2 * ox), off);
+                }
+            }
+    }
+};
+
+} // namespace detail
+
+/// Whether max_pool_w2_on takes windows of kh rows (kh at most 16, the index table's size).
+constexpr bool max_pool_w2_fits(std::size_t kh) noexcept { return kh >= 1 && kh <= 16; }
+
+/// y (planes, oh, ow) = the maxima of x (planes, h, w) over windows of kh rows and 2 columns, row
+/// stride sh and column stride 2, no padding: oh = (h - kh) / sh + 1 (h >= kh), ow = w / 2. When
+/// arg is not null it receives each window's first maximum (or first NaN) as a flat index into
+/// x. Runs on the instruction set `which` (unchecked, see dispatch_to); the result does not
+/// depend on it. Allocation- and exception-free.
+template <class T>
+void max_pool_w2_on(isa which, const T* x, std::size_t planes, std::size_t h, std::size_t w, std::size_t kh, std::size_t sh, T* y,
+                    std::int64_t* arg) noexcept {
+    dispatch_to<detail::max_pool_w2_kernel<T>>(which, x, planes, h, w, kh, sh, y, arg);
+}
+
+} // namespace tapir::simd
+
+TAPIR_SIMD_DIAG_POP
+// ---- end tapir/simd/pool.hpp ----
 // ---- begin tapir/data/dataset.hpp ----
 /// Data preparation: seeded train/test splits, StandardScaler / MinMaxScaler, per-event
 /// weights, datasets of tensors and a seeded shuffled mini-batch loader.
@@ -7006,6 +7150,11 @@ struct EagerContext {
     using value = Eager<T>;
     Tape<T>& t;
     std::vector<Ref<T>>& grads;
+    /// backward() (not grad(), which returns gradients of inner values): a rule may hand on a
+    /// gradient with its producer's relu derivative already applied, marked here, which the
+    /// producer's rule then does not apply again (max pooling after a relu convolution, conv.hpp).
+    bool fuse = false;
+    const T* relu_applied = nullptr;
 
     Eager<T> in(const Node<T>& n, int k) const { return Eager<T>{t.node(n.in[k]).out, &t}; }
     Eager<T> out(const Node<T>& n) const { return Eager<T>{n.out, &t}; }
@@ -7063,6 +7212,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
     const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
     EagerContext<T> ctx{t, grads};
+    ctx.fuse = into_params;
     for (std::size_t k = 0; k < n_outputs; ++k) {
         const Ref<T> seed = seeds ? seeds[k].ref() : t.alloc(outputs[k].shape());
         for (std::size_t i = 0; !seeds && i < seed.size(); ++i) seed.data[i] = T(1);
@@ -8136,6 +8286,7 @@ detail::val<V, T> group_sum(const V<T>& x, SumGroup<T>& group) {
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 // ---- begin tapir/autodiff/take.hpp ----
 /// The two index ops: take (out[i] = a[idx[i]], 0 where idx[i] = -1) and its adjoint put_add
@@ -8398,9 +8549,11 @@ struct PaddedInput {
 /// geometry g; bias (o) may be null. The bias is added as each output row is copied out, and the
 /// activation runs on each sample's block while it is in cache: the same operations, hence bits,
 /// as add_channel_bias and simd::activate_on over the whole output, without their two passes.
+/// relu_of (shaped as out; only without a bias) makes the copy relu's derivative from those
+/// outputs, relu_of > 0 ? value : 0, the select of simd::relu_backward.
 template <class T>
 void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom& g, const T* bias = nullptr,
-                   Activation act = Activation::none, T alpha = T(0)) {
+                   Activation act = Activation::none, T alpha = T(0), const T* relu_of = nullptr) {
     const std::size_t og = g.og(), cg = g.cg(), K = g.k();
     PaddedInput<T> p(t, g);
     T* cbuf = scratch(t, og * p.cols);
@@ -8416,6 +8569,9 @@ void implicit_conv(Tape<T>& t, const T* in, const T* wgt, T* out, const ConvGeom
                     if (bias) {
                         const T v = bias[q * og + o];
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x] + v;
+                    } else if (relu_of) {
+                        const T* TAPIR_RESTRICT m = relu_of + (d - out);
+                        for (std::size_t x = 0; x < g.ow; ++x) d[x] = m[x] > T(0) ? s[x] : T(0);
                     } else {
                         for (std::size_t x = 0; x < g.ow; ++x) d[x] = s[x];
                     }
@@ -8496,9 +8652,10 @@ Ref<T> k_conv(Tape<T>& t, const Ref<T>& x, const Ref<T>& w, const Ref<T>* b, con
 
 /// x-space = conv_dx(y, w) (+ bias over the x channels): the adjoint of conv in x, i.e. the
 /// transposed convolution; y (n, o, oh, ow), w (o, c/groups, kh, kw), result (n, c, h, w). The
-/// weight is transposed once, so every GEMM reads both operands in place.
+/// weight is transposed once, so every GEMM reads both operands in place. relu_of (x-space, no
+/// bias): the result times relu's derivative from those outputs, as simd::relu_backward after it.
 template <class T>
-Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a) {
+Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, const std::int64_t* a, const T* relu_of = nullptr) {
     const ConvGeom g = geom_of(a, y.shape[0], w.shape[1] * attr(a, ca_groups), y.shape[1]);
     Ref<T> x = t.alloc(Shape{g.n, g.c, g.h, g.w});
     const std::size_t K = g.k(), ohw = g.ohw(), og = g.og(), cg = g.cg(), nc = chunk_cols<T>(K, ohw);
@@ -8511,7 +8668,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             for (std::size_t o = 0; o < og; ++o)
                 for (std::size_t c = 0; c < cg; ++c)
                     for (std::size_t r = 0; r < kk; ++r) wf[(q * cg + c) * og * kk + o * kk + r] = w.data[((q * og + o) * cg + c) * kk + (kk - 1 - r)];
-        implicit_conv(t, y.data, wf, x.data, d);
+        implicit_conv(t, y.data, wf, x.data, d, static_cast<const T*>(nullptr), Activation::none, T(0), b ? nullptr : relu_of);
         if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
         return x;
     }
@@ -8538,6 +8695,7 @@ Ref<T> k_conv_dx(Tape<T>& t, const Ref<T>& y, const Ref<T>& w, const Ref<T>* b, 
             }
         }
     if (b) add_channel_bias(x.data, b->data, g.n, g.c, g.hw());
+    if (relu_of && !b) simd::relu_backward(x.data, relu_of, x.data, x.size());
     return x;
 }
 
@@ -8619,16 +8777,47 @@ detail::val<V, T> conv_dw_core(const V<T>& x, const V<T>& y, const std::int64_t*
 template <class T, template <class> class V>
 detail::val<V, T> channel_sum(const V<T>& g);
 
+namespace detail {
+/// In backward() (o.fuse), the node making n's input when it is a convolution with a fused relu
+/// whose gradient n's rule gives first: the rule may apply that relu's derivative itself (an
+/// exact select, the same bits) and mark the result, and the convolution's rule skips its pass.
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n);
+} // namespace detail
+
 /// d conv(x, w) = conv_dx(g, w) dx + conv_dw(x, g) dw, bias: the channel sums; a fused activation
 /// first turns g into g act'(z) from the output (act_grad, as the dense op does).
 template <class O, class T, class V>
 void backward_conv(O& o, const Node<T>& n, const V& g0) {
-    const V g = n.act ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
-    if (o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
+    bool applied = false;  // the relu derivative already applied by the rule that made g0
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        applied = g0.r.data == o.relu_applied && n.act == std::uint8_t(Activation::relu);
+        o.relu_applied = nullptr;
+    }
+    const V g = n.act && !applied ? act_grad(g0, o.out(n), static_cast<Activation>(n.act), n.a0) : g0;
+    bool dx_done = false;
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        if (const Node<T>* in = detail::relu_conv_input(o, n); in && o.needs(n, 0)) {  // conv_dx applies the input's relu
+            const Eager<T> d{detail::k_conv_dx(o.t, g.r, o.in(n, 1).r, static_cast<const Ref<T>*>(nullptr), n.index, in->out.data), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            dx_done = true;
+        }
+    }
+    if (!dx_done && o.needs(n, 0)) o.acc(n, 0, conv_dx_core(g, o.in(n, 1), static_cast<const V*>(nullptr), n.index));
     if (o.needs(n, 1)) o.acc(n, 1, conv_dw_core(o.in(n, 0), g, n.index));
     if (o.needs(n, 2)) o.acc(n, 2, channel_sum(g));
 }
 TAPIR_OP(conv, "conv2d", backward_conv);
+namespace detail {
+template <class T>
+const Node<T>* relu_conv_input(const EagerContext<T>& o, const Node<T>& n) {
+    if (!o.fuse || n.in[0] < 0) return nullptr;
+    const Node<T>& in = o.t.node(n.in[0]);
+    const bool first = !o.grads[static_cast<std::size_t>(n.in[0])].data;
+    return first && in.op == &op_conv<T> && in.act == std::uint8_t(Activation::relu) ? &in : nullptr;
+}
+} // namespace detail
 
 /// conv_dx(y, w) is linear in each: d/dy = conv(h, w), d/dw = conv_dw(h, y).
 template <class O, class T, class V>
@@ -8836,7 +9025,12 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
     Ref<T> y = t.alloc(Shape{g.n, g.c, g.oh, g.ow});
     idx = static_cast<std::int64_t*>(t.arena().allocate(y.size() * sizeof(std::int64_t) + 1));
     std::size_t o = 0;
-    if (g.kh == 2 && g.kw == 2 && g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // the common 2x2 window
+    const bool unpadded = g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0;
+    if (unpadded && g.kw == 2 && g.sw == 2 && simd::max_pool_w2_fits(g.kh)) {  // 2x2 and kernel 2 in 1-D: vectorised
+        simd::max_pool_w2_on(simd::active_isa(), x.data, g.n * g.c, g.h, g.w, g.kh, g.sh, y.data, idx);
+        return y;
+    }
+    if (g.kh == 2 && g.kw == 2 && unpadded) {  // other strides of the 2x2 window
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -8859,7 +9053,7 @@ Ref<T> k_max_pool(Tape<T>& t, const Ref<T>& x, const std::int64_t* a, std::int64
         }
         return y;
     }
-    if (g.pt == 0 && g.pl == 0 && attr(a, ca_pb) == 0 && attr(a, ca_pr) == 0) {  // every tap inside: no bounds tests
+    if (unpadded) {  // every tap inside: no bounds tests
         for (std::size_t p = 0; p < g.n * g.c; ++p) {
             const T* xs = x.data + p * g.hw();
             for (std::size_t oy = 0; oy < g.oh; ++oy)
@@ -8989,9 +9183,39 @@ Ref<T> k_block_sum(Tape<T>& t, const Ref<T>& g, std::size_t sh, std::size_t sw) 
 }
 } // namespace detail
 
+namespace detail {
+/// put_add then relu's act_grad (y > 0 ? g : 0) on the pooled relu output, in one pass: every
+/// position an argmax of a positive maximum y[i] (the relu output there) receives 0 + g[i] in the
+/// order of i, every other position 0, the bits of the two passes.
+template <class T>
+Ref<T> k_max_pool_relu_back(Tape<T>& t, const Ref<T>& g, const Ref<T>& y, const std::int64_t* idx, const Shape& in) {
+    Ref<T> out = t.alloc(in);
+    const std::size_t m = in.numel(), n = g.size();
+    for (std::size_t i = 0; i < m; ++i) out.data[i] = T(0);
+    for (std::size_t i = 0; i < n; ++i)
+        if (y.data[i] > T(0)) out.data[static_cast<std::size_t>(idx[i])] += g.data[i];
+    return out;
+}
+} // namespace detail
+
 /// Max pooling takes each window's argmax (positions stored by the forward in the arena), so its
-/// rule is take's: the gradient goes back to those positions.
-TAPIR_OP(max_pool, "max_pool2d", backward_take);
+/// rule is take's: the gradient goes back to those positions. After a convolution with a fused
+/// relu (Sequential's Conv2d + ReLU), backward() applies the relu's derivative here, on the
+/// pooled values, and the convolution's rule skips its pass over the whole map; grad() and
+/// recorded passes keep the two steps.
+template <class O, class T, class V>
+void backward_max_pool(O& o, const Node<T>& n, const V& g) {
+    if constexpr (std::is_same<O, detail::EagerContext<T>>::value) {
+        if (const Node<T>* in = detail::relu_conv_input(o, n)) {
+            const Eager<T> d{detail::k_max_pool_relu_back(o.t, g.r, n.out, n.index, in->out.shape), &o.t};
+            o.acc(n, 0, d);
+            o.relu_applied = d.r.data;
+            return;
+        }
+    }
+    backward_take(o, n, g);
+}
+TAPIR_OP(max_pool, "max_pool2d", backward_max_pool);
 
 template <class T, template <class> class V>
 detail::val<V, T> avg_pool_core(const V<T>& x, const std::int64_t* attrs);
@@ -29252,10 +29476,7 @@ struct Conv2dT {
     TAPIR_ALWAYS_INLINE void run(const T* x, T* y, T* scratch) const noexcept {
         const T* xp = x;
         if constexpr (pad_size != 0) {
-            for (std::size_t i = 0; i < pad_size; ++i) scratch[i] = T(0);
-            for (std::size_t c = 0; c < Cin; ++c)
-                for (std::size_t i = 0; i < H; ++i)
-                    std::memcpy(scratch + (c * HP + i + PH) * WP + PW, x + (c * H + i) * W, W * sizeof(T));
+            pad_input(x, scratch);
             xp = scratch;
         }
         // Enough independent chains (U channels x NV vectors of positions) to keep two FMA pipes
@@ -29279,7 +29500,7 @@ struct Conv2dT {
                 for (; p < P; p += V::W) tile<V, U, 1>(xp + p, P - p < V::W ? P - p : V::W, oc, yo + p, OH * WP);
             }
             for (std::size_t r = 0; r < Cout * OH; ++r) std::memcpy(y + r * OW, out + r * WP, OW * sizeof(T));
-            if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+            if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, out_size, alpha);
             return;
         }
         for (std::size_t oc = 0; oc < Cout; oc += U)
@@ -29296,11 +29517,26 @@ struct Conv2dT {
                     tile<V, U, 1>(xp + oy * SH * WP + ox * SW, n, oc, y + (oc * OH + oy) * OW + ox, OH * OW);
                 }
             }
-        if (act != Activation::none) simd::activate_on(V::id, act, y, y, out_size, alpha);
+        if (act != Activation::none && act != Activation::relu) simd::activate_on(V::id, act, y, y, out_size, alpha);
     }
 
 private:
     static constexpr std::array<std::uint32_t, K> offsets = detail::tap_offsets<Cin, KH, KW, HP, WP, DH, DW>();
+
+    /// x copied into the padded (Cin, HP, WP) buffer xp: zeros written to the border only (the
+    /// scratch is shared by the layers, so the border is rewritten at every call).
+    static void pad_input(const T* x, T* xp) noexcept {
+        for (std::size_t c = 0; c < Cin; ++c) {
+            T* p = xp + c * HP * WP;
+            std::fill(p, p + PH * WP + PW, T(0));  // the top rows and the first row's left margin
+            for (std::size_t i = 0; i < H; ++i) {
+                T* r = p + (PH + i) * WP + PW;
+                std::memcpy(r, x + (c * H + i) * W, W * sizeof(T));
+                std::fill(r + W, r + W + PR + (i + 1 < H ? PW : 0), T(0));  // its right margin and the next row's left
+            }
+            std::fill(p + (PH + H) * WP, p + HP * WP, T(0));  // the bottom rows
+        }
+    }
 
     /// n (at most one vector) output positions of one row from the window corners at x.
     template <class V>
@@ -29332,7 +29568,8 @@ private:
     }
 
     /// U output channels from oc at NV vectors of positions of one row (n lanes of one vector when
-    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias.
+    /// NV is 1), channels cs values apart in y: simd::gemm's K blocks, then the bias, and a relu
+    /// here (simd::activate_on's max(0, z), on the values while they are in registers).
     template <class V, std::size_t U, std::size_t NV>
     TAPIR_ALWAYS_INLINE void tile(const T* x, std::size_t n, std::size_t oc, T* y, std::size_t cs) const noexcept {
         using reg = typename V::reg;
@@ -29344,7 +29581,8 @@ private:
         for (std::size_t u = 0; u < U; ++u)
 #pragma GCC unroll 8
             for (std::size_t v = 0; v < NV; ++v) {
-                const reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                reg r = V::add(c[u][v], V::set1(bias[oc + u]));
+                if (act == Activation::relu) r = V::max(V::zero(), r);  // activation_value<relu>: NaN and -0 kept
                 if (n == V::W) V::store(y + u * cs + v * V::W, r);
                 else V::store_partial(y + u * cs, r, n);
             }
@@ -29376,7 +29614,14 @@ struct Pool2dT {
     static constexpr std::size_t OH = (H + 2 * PH - KH) / SH + 1, OW = (W + 2 * PW - KW) / SW + 1;
     static constexpr std::size_t in_size = C * H * W, out_size = C * OH * OW, out_buffer = out_size, scratch_size = 0;
 
-    void forward(simd::isa, const T* x, T* y, T*) const noexcept {
+    /// Max over unpadded windows two columns wide at column stride 2: the training op's SIMD kernel.
+    static constexpr bool w2 = IsMax && KW == 2 && SW == 2 && PH == 0 && PW == 0 && simd::max_pool_w2_fits(KH);
+
+    void forward(simd::isa which, const T* x, T* y, T*) const noexcept {
+        if constexpr (w2) {
+            simd::max_pool_w2_on(which, x, C, H, W, KH, SH, y, nullptr);
+            return;
+        }
         const T inv = T(1) / static_cast<T>(KH * KW);
         std::size_t o = 0;
         for (std::size_t c = 0; c < C; ++c) {
@@ -29393,13 +29638,13 @@ private:
     /// A window inside the input, at win.
     static TAPIR_ALWAYS_INLINE T window(const T* win, T inv) noexcept {
         if constexpr (IsMax) {
-            // Branch-free (random data mispredicts every other compare): a NaN
-            // propagates, as in PyTorch, though not always the first one's payload.
+            // Branch-free (random data mispredicts every other compare), the training kernels'
+            // rule: the first maximum, and the first NaN, which then stays.
             T best = win[0];
             for (std::size_t i = 0; i < KH; ++i)
                 for (std::size_t j = 0; j < KW; ++j) {
                     const T v = win[i * W + j];
-                    best = (v > best || v != v) ? v : best;
+                    best = (v <= best || best != best) ? best : v;
                 }
             return best;
         } else {
@@ -30792,7 +31037,7 @@ inline void pool2d(const @T@* x, @T@* y) noexcept {
                     for (int i = 0; i < KH; ++i)
                         for (int j = 0; j < KW; ++j) {
                             const @T@ v = win[i * W + j];
-                            if (MAX) r = (v > r || v != v) ? v : r;
+                            if (MAX) r = (v <= r || r != r) ? r : v;  // the first maximum, the first NaN
                             else r += v;
                         }
                 } else {
