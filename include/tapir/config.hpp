@@ -47,8 +47,9 @@
 /// TAPIR_COMPILED_ONCE(R f<>(Args...)): a costly function that is not a template (the CSV parser,
 /// the ROC sort, the file writer) is written as a template of one unused defaulted parameter, and
 /// this names its one instantiation. Header-only use instantiates it where called, as before; under
-/// TAPIR_EXTERN_TEMPLATES it is an extern instantiation (not even parsed into code at -O2), and the
-/// one file that defines TAPIR_INSTANTIATE_KERNELS compiles it for the program.
+/// TAPIR_EXTERN_TEMPLATES it is an extern instantiation (a non-inline template, so no file
+/// instantiates it, even at -O2), and the one file that defines TAPIR_INSTANTIATE_KERNELS compiles
+/// it for the program.
 #if defined(TAPIR_INSTANTIATE_KERNELS)
 #define TAPIR_COMPILED_ONCE(...) template __VA_ARGS__;
 #elif defined(TAPIR_EXTERN_TEMPLATES)
