@@ -71,6 +71,19 @@ if selected 1; then
   if grep -rnE '#include <[a-z0-9]*intrin\.h>' include; then
     echo "a tapir header includes an intrinsics header (see simd/detail/x86_builtins.hpp)"; exit 1
   fi
+  # TAPIR_COMPILED_ONCE (config.hpp): under TAPIR_EXTERN_TEMPLATES the course classifier must only
+  # call the CSV parser, ROC sort, model writer and atomic file writer, not compile them (an
+  # accidental `inline` on one of them would quietly put its code back into every user file).
+  obj=$(mktemp --suffix=.o)
+  g++ -std=c++17 -O1 -DTAPIR_EXTERN_TEMPLATES -Iinclude -c bench/compile/course_classifier.cpp -o "$obj"
+  syms=$(nm -C "$obj"); rm -f "$obj"
+  for f in 'io::detail::read_csv_file<void>' 'metrics::detail::roc_order<void>' 'io::detail::serialise_model<float>' \
+           'io::detail::write_file_atomic<void>'; do
+    if ! grep -qF " U " <<<"$(grep -F "tapir::$f(" <<<"$syms")" || grep -F "tapir::$f(" <<<"$syms" | grep -qv " U "; then
+      echo "bench/compile/course_classifier.cpp with TAPIR_EXTERN_TEMPLATES: tapir::$f should be an undefined (extern) symbol:"
+      grep -F "tapir::$f(" <<<"$syms" || echo "  (not referenced at all)"; exit 1
+    fi
+  done
   # The README's getting-started program (the fenced block after this marker) is the example CI builds and runs.
   marker='<!-- examples/getting_started/main.cpp -->'
   if grep -qxF "$marker" README.md && ! awk -v m="$marker" '$0 == m {f = 1; next} f && /^```/ {if (g) exit; g = 1; next} g' README.md |
