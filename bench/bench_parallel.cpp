@@ -34,6 +34,7 @@
 #include <tapir/nn/layers.hpp>
 #include <tapir/nn/sequential.hpp>
 #include <tapir/optim/adam.hpp>
+#include <tapir/simd/arch.hpp>
 #if TAPIR_BENCH_MPI
 #include <tapir/distributed/mpi.hpp>
 #endif
@@ -89,6 +90,16 @@ bench::Sample time_step(const std::function<void()>& step, const bench::PeerOpti
     return bench::time_calls(step, o.repeats, o.quick ? 0.005 : 0.02, true);
 }
 
+/// simd::num_threads() = n while it lives: the workers' optimiser step (elementwise, the same
+/// bits on any thread count) is then split over the same threads as the data-parallel step.
+struct ThreadsFor {
+    unsigned before = simd::num_threads();
+    explicit ThreadsFor(std::size_t n) { simd::set_num_threads(static_cast<unsigned>(n)); }
+    ~ThreadsFor() { simd::set_num_threads(before); }
+    ThreadsFor(const ThreadsFor&) = delete;
+    ThreadsFor& operator=(const ThreadsFor&) = delete;
+};
+
 /// tapir on `threads` threads (1: the plain single-tape step of bench_train).
 bench::Sample tapir_threads(std::size_t threads, const bench::PeerOptions& o) {
     Setup s(threads);
@@ -107,6 +118,7 @@ bench::Sample tapir_threads(std::size_t threads, const bench::PeerOptions& o) {
             o);
     }
     nn::DataParallel<float> dp(s.net, threads);
+    const ThreadsFor simd_threads(threads);  // the optimiser step too
     return time_step(
         [&] {
             const std::size_t k = s.take();
@@ -175,6 +187,7 @@ bench::Sample wgan_threads(std::size_t threads, const bench::PeerOptions& o) {
     std::vector<Parameter<float>*> both = w.nets.gen.parameters();
     for (Parameter<float>* p : w.nets.critic.parameters()) both.push_back(p);
     nn::DataParallel<float> dp_c(w.nets.critic, threads), dp_g(both, threads);
+    const ThreadsFor simd_threads(threads);  // the optimiser steps too
     return time_wgan(
         [&] {
             for (std::size_t k = 0; k < bench::wgan_critic_steps; ++k) {

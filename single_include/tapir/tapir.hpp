@@ -6358,6 +6358,7 @@ private:
 /// after clear(). Nodes live in one vector whose capacity survives clear(); backward walks them
 /// in reverse index order, which is already topological, so there is no recursion and no sort.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -6565,6 +6566,7 @@ public:
     /// Drop every node and arena value; keeps capacity so the next step does not allocate.
     void clear() noexcept {
         nodes_.clear();
+        sent_to_param_.clear();
         labels_.clear();
         arena_.reset();
         ++generation_;
@@ -6630,8 +6632,15 @@ public:
     std::vector<Ref<T>>& grad_scratch() noexcept { return grad_scratch_; }
     std::vector<std::int32_t>& grad_vars() noexcept { return grad_vars_; }
 
+    /// Parameter leaves whose gradient backward() added straight into the parameter's gradient
+    /// buffer (EagerContext::acc_matmul): Var::grad() of them refuses rather than return a part.
+    std::vector<std::int32_t>& sent_to_param() noexcept { return sent_to_param_; }
+
     Tensor<T> leaf_grad(std::int32_t i) const {
         const auto k = static_cast<std::size_t>(i);
+        if (TAPIR_UNLIKELY(!sent_to_param_.empty()) && std::find(sent_to_param_.begin(), sent_to_param_.end(), i) != sent_to_param_.end())
+            throw tape_error("Var::grad: backward() added the gradient of this leaf of parameter '" + nodes_[k].param->name +
+                             "' into the parameter's gradient buffer; read it there (Parameter::grad, or the data-parallel shard's grad())");
         if (k >= grad_refs_.size() || grad_refs_[k].data == nullptr) {
             if (!nodes_[k].requires_grad) throw tape_error("Var::grad: this value does not require a gradient");
             return Tensor<T>(nodes_[k].out.shape);
@@ -6663,7 +6672,7 @@ private:
     std::vector<Node<T>> nodes_;
     Arena arena_;
     std::vector<Ref<T>> grad_refs_, grad_scratch_;
-    std::vector<std::int32_t> grad_vars_;
+    std::vector<std::int32_t> grad_vars_, sent_to_param_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
     GradSink<T>* grad_sink_ = nullptr;
@@ -7166,6 +7175,28 @@ struct EagerContext {
         if (g.data) g = k_add(t, g, v.r);  // out of place: gradient buffers may be shared
         else g = v.r;
     }
+    /// acc(n, k, matmul(a, b, ta, tb)); in backward(), when input k is a parameter (a weight
+    /// gradient, X^T dZ) the product is added by the GEMM straight into the parameter's gradient
+    /// buffer (beta = 1): no product in the arena and no second pass over a weight-sized array,
+    /// which at small batches was a large part of a step (each call of a network on a tape makes
+    /// its own parameter leaves). The same sums: pg + (sum over k) as before when the product is
+    /// one K block, a fixed order otherwise. Not in anomaly mode, which checks every slot.
+    void acc_matmul(const Node<T>& n, int k, const Eager<T>& a, const Eager<T>& b, bool ta, bool tb) {
+        const Node<T>& in = t.node(n.in[k]);
+        if (fuse && in.op == &op_param<T> && grads[static_cast<std::size_t>(n.in[k])].data == nullptr && !t.detect_anomaly() &&
+            a.r.shape.rank() == 2 && b.r.shape.rank() == 2 && in.out.shape.rank() == 2) {
+            const std::size_t rows = ta ? a.r.shape[1] : a.r.shape[0], inner = ta ? a.r.shape[0] : a.r.shape[1];
+            const std::size_t cols = tb ? b.r.shape[0] : b.r.shape[1];
+            if (rows == in.out.shape[0] && cols == in.out.shape[1] && inner == (tb ? b.r.shape[1] : b.r.shape[0])) {
+                Tensor<T>& pg = t.param_grad(*in.param);
+                if (pg.shape() != in.out.shape) pg = Tensor<T>(in.out.shape);
+                simd::gemm<T>(ta, tb, rows, cols, inner, T(1), a.r.data, a.r.shape[1], b.r.data, b.r.shape[1], T(1), pg.data(), cols);
+                t.sent_to_param().push_back(n.in[k]);
+                return;
+            }
+        }
+        acc(n, k, matmul(a, b, ta, tb));
+    }
 };
 
 /// The recorded pass: every step is a node, so the gradients it produces are differentiable.
@@ -7185,6 +7216,7 @@ struct RecordContext {
         std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
         g = g >= 0 ? add(t.var(g), v).index() : v.index();  // tapir::add, found by argument-dependent lookup
     }
+    void acc_matmul(const Node<T>& n, int k, const Var<T>& a, const Var<T>& b, bool ta, bool tb) { acc(n, k, matmul(a, b, ta, tb)); }
 };
 
 template <class T>
@@ -7212,6 +7244,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
                bool into_params) {
     const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
+    if (into_params) t.sent_to_param().clear();  // grad() leaves backward()'s marks for Var::grad()
     EagerContext<T> ctx{t, grads};
     ctx.fuse = into_params;
     for (std::size_t k = 0; k < n_outputs; ++k) {
@@ -8054,7 +8087,7 @@ template <class O, class T, class V>
 void backward_dense(O& o, const Node<T>& n, const V& g) {
     const V gz = act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
     if (o.needs(n, 0)) o.acc(n, 0, matmul(gz, o.in(n, 1), false, true));
-    if (o.needs(n, 1)) o.acc(n, 1, matmul(o.in(n, 0), gz, true, false));
+    if (o.needs(n, 1)) o.acc_matmul(n, 1, o.in(n, 0), gz, true, false);
     if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
 }
 TAPIR_OP(dense, "dense", backward_dense);
@@ -12996,20 +13029,39 @@ protected:
         }
     }
 
-    /// One update pass: checks the gradients (check_gradients), points a.p, a.g and a.n at every
-    /// trainable parameter i in turn and calls update(i) (which sets i's state pointers and runs
-    /// the kernel); then counts the iteration.
+    /// One update pass: checks the gradients (check_gradients), then for every trainable
+    /// parameter i calls update(i, k) with k a copy of `a` whose p, g and n point at i (update sets
+    /// i's state pointers in k and runs the kernel); then counts the iteration. With
+    /// simd::num_threads() > 1 and enough elements, the parameters are split into contiguous
+    /// groups of about equal size, one per thread: every update is elementwise, so the result is
+    /// the same bits on any number of threads (a serial Adam step was a twentieth of a two-thread
+    /// WGAN-GP step).
     template <class Args, class F>
-    void update_each(Args& a, F update) {
+    void update_each(const Args& a, F update) {
         check_gradients();
-        for (std::size_t i = 0; i < params_.size(); ++i) {
-            Parameter<T>& p = *params_[i];
-            if (!p.requires_grad) continue;
-            a.p = p.value.data();
-            a.g = p.grad.data();
-            a.n = p.value.size();
-            update(i);
-        }
+        std::size_t total = 0;
+        for (const Parameter<T>* p : params_)
+            if (p->requires_grad) total += p->value.size();
+        const std::size_t threads = simd::in_parallel_region() ? 1 : simd::num_threads();
+        const std::size_t parts = total >= parallel_min ? std::min(threads, params_.size()) : 1;
+        auto part = [&](std::size_t k) {
+            Args mine = a;
+            const std::size_t lo = total * k / parts, hi = k + 1 == parts ? SIZE_MAX : total * (k + 1) / parts;
+            std::size_t at = 0;  // elements of the trainable parameters before i
+            for (std::size_t i = 0; i < params_.size() && at < hi; ++i) {
+                Parameter<T>& p = *params_[i];
+                if (!p.requires_grad) continue;
+                const std::size_t start = at;
+                at += p.value.size();
+                if (start < lo) continue;  // each parameter goes to the group its first element falls in
+                mine.p = p.value.data();
+                mine.g = p.grad.data();
+                mine.n = p.value.size();
+                update(i, mine);
+            }
+        };
+        if (parts > 1) simd::parallel_run(parts, part);
+        else part(0);
         ++iterations_;
     }
 
@@ -13030,6 +13082,8 @@ protected:
     T lr_ = T(0);
     std::size_t iterations_ = 0;
     const char* kind_ = nullptr;
+    /// Steps over fewer elements stay on one thread (waking a parked worker costs more).
+    static constexpr std::size_t parallel_min = std::size_t(1) << 17;
     bool check_finite_ = false;
 };
 
@@ -14499,8 +14553,10 @@ private:
 /// tape, with the same Parameter objects (no weight copies: every tape reads the one set of
 /// values), and its tape's gradient sink (autodiff/tape.hpp) sends the parameter gradients into
 /// the worker's own buffers. The buffers are then added into Parameter::grad in worker order
-/// 0, 1, ..., N-1, so a step gives the same bits for the same thread count on every run, and the
-/// caller runs one optimiser step.
+/// 0, 1, ..., N-1 (each worker adds an element range of that sum, the same bits as one thread
+/// adding it all), so a step gives the same bits for the same thread count on every run, and the
+/// caller runs one optimiser step (split over simd::num_threads() threads when that is > 1:
+/// call simd::set_num_threads(N) too; optim/optimizer.hpp).
 ///
 /// A shard's loss is a mean over its events; Shard::backward seeds it with the shard's fraction
 /// of the batch (n_k / B, or its share of the event weights), so the sum over shards is the
@@ -14636,6 +14692,7 @@ public:
         for (std::size_t i = 1; i < index_.size(); ++i)
             if (index_[i].first == index_[i - 1].first)
                 throw value_error("DataParallel: parameter '" + index_[i].first->name + "' is given twice");
+        offsets_.assign(params_.size() + 1, 0);
         for (std::size_t k = 0; k < threads; ++k) shards_.push_back(std::unique_ptr<Shard<T>>(new Shard<T>(k, params_, &index_, seed)));
     }
     /// Workers for a model's parameters.
@@ -14691,20 +14748,50 @@ public:
                 for (auto& s : shards_) s->error_ = nullptr;
                 std::rethrow_exception(e);
             }
-        double loss = 0.0;
+        std::size_t total = 0;
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Tensor<T>& pg = params_[i]->grad;
             if (pg.shape() != params_[i]->shape()) pg = Tensor<T>(params_[i]->shape());
-            for (std::size_t k = 0; k < used; ++k)
-                if (shards_[k]->size() > 0) simd::add(pg.data(), shards_[k]->grads_[i].data(), pg.data(), pg.size());
+            offsets_[i] = total;
+            total += pg.size();
         }
+        offsets_[params_.size()] = total;
+        // The reduction is split over the workers by element ranges (each element still gets
+        // grad + g_0 + g_1 + ... in worker order: the same bits on any number of threads); run
+        // serially it was a tenth of a two-thread WGAN-GP step.
+        const std::size_t parts = used > 1 && total >= reduce_parallel_min ? used : 1;
+        auto reduce = [&](std::size_t k) { reduce_range(used, total / W * k / parts * W, k + 1 == parts ? total : total / W * (k + 1) / parts * W); };
+        if (parts == 1) reduce(0);
+        else simd::parallel_run(parts, reduce);
+        double loss = 0.0;
         for (std::size_t k = 0; k < used; ++k) loss += shards_[k]->loss_;
         return static_cast<T>(loss);
     }
 
 private:
+    /// Reduction chunks: 64-byte aligned boundaries between threads, and a chunk small enough that
+    /// the running sum stays in L1 while every worker's buffer is added to it (one pass over
+    /// memory, not one per worker).
+    static constexpr std::size_t W = 64 / sizeof(T), chunk = 2048, reduce_parallel_min = std::size_t(1) << 15;
+
+    /// Parameter::grad[e] += the workers' gradients, in worker order, for flat elements [lo, hi).
+    void reduce_range(std::size_t used, std::size_t lo, std::size_t hi) {
+        std::size_t i = static_cast<std::size_t>(std::upper_bound(offsets_.begin(), offsets_.end() - 1, lo) - offsets_.begin()) - 1;
+        for (; lo < hi; ++i) {
+            const std::size_t b = lo - offsets_[i], e = std::min(hi, offsets_[i + 1]) - offsets_[i];
+            T* pg = params_[i]->grad.data();
+            for (std::size_t c = b; c < e; c += chunk) {
+                const std::size_t len = std::min(chunk, e - c);
+                for (std::size_t k = 0; k < used; ++k)
+                    if (shards_[k]->size() > 0) simd::add(pg + c, shards_[k]->grads_[i].data() + c, pg + c, len);
+            }
+            lo = offsets_[i] + e;
+        }
+    }
+
     std::vector<Parameter<T>*> params_;
     std::vector<std::pair<Parameter<T>*, std::size_t>> index_;
+    std::vector<std::size_t> offsets_;  ///< flat offset of each parameter's gradient, and the total
     std::vector<std::unique_ptr<Shard<T>>> shards_;
 };
 
@@ -19190,15 +19277,15 @@ public:
         const bool l2 = this->wd_ != T(0) && !decoupled_, dec = this->wd_ != T(0) && decoupled_;
         a.wd = this->wd_;
         a.decay = static_cast<T>(1.0 - lr * static_cast<double>(this->wd_));
-        this->update_each(a, [&](std::size_t i) {
-            a.m = m_[i].data();
-            a.v = v_[i].data();
+        this->update_each(a, [&](std::size_t i, AdamArgs<T>& k) {
+            k.m = m_[i].data();
+            k.v = v_[i].data();
             if (l2) {
-                simd::dispatch<adam_kernel<T, true, false>>(a);
+                simd::dispatch<adam_kernel<T, true, false>>(k);
             } else if (dec) {
-                simd::dispatch<adam_kernel<T, false, true>>(a);
+                simd::dispatch<adam_kernel<T, false, true>>(k);
             } else {
-                simd::dispatch<adam_kernel<T, false, false>>(a);
+                simd::dispatch<adam_kernel<T, false, false>>(k);
             }
         });
     }
@@ -22073,12 +22160,12 @@ public:
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
         a.wd = this->wd_;
-        this->update_each(a, [&](std::size_t i) {
-            a.sum = sum_[i].data();
+        this->update_each(a, [&](std::size_t i, detail::AdagradArgs<T>& k) {
+            k.sum = sum_[i].data();
             if (this->wd_ != T(0)) {
-                simd::dispatch<detail::adagrad_kernel<T, true>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, true>>(k);
             } else {
-                simd::dispatch<detail::adagrad_kernel<T, false>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, false>>(k);
             }
         });
     }
@@ -22355,11 +22442,11 @@ public:
         a.eps = eps_;
         a.wd = this->wd_;
         a.mu = mu_;
-        this->update_each(a, [&](std::size_t i) {
-            a.sq = sq_[i].data();
-            a.gavg = centered_ ? gavg_[i].data() : nullptr;
-            a.buf = mom ? buf_[i].data() : nullptr;
-            run(a, mom);
+        this->update_each(a, [&](std::size_t i, detail::RmspropArgs<T>& k) {
+            k.sq = sq_[i].data();
+            k.gavg = centered_ ? gavg_[i].data() : nullptr;
+            k.buf = mom ? buf_[i].data() : nullptr;
+            run(k, mom);
         });
     }
 
@@ -22450,9 +22537,9 @@ public:
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
-        this->update_each(a, [&](std::size_t i) {
-            a.buf = mom ? buf_[i].data() : nullptr;
-            run(a, mom);
+        this->update_each(a, [&](std::size_t i, detail::SgdArgs<T>& k) {
+            k.buf = mom ? buf_[i].data() : nullptr;
+            run(k, mom);
         });
     }
 

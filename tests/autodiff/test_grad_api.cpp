@@ -2,6 +2,9 @@
 // Hessian, Hessian-vector product and Jacobian against hand-derived values.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -9,6 +12,7 @@
 #include <tapir/autodiff/backward.hpp>
 #include <tapir/autodiff/functional.hpp>
 #include <tapir/autodiff/ops.hpp>
+#include <tapir/random.hpp>
 
 using namespace tapir;
 using Td = Tensor<double>;
@@ -154,4 +158,92 @@ TEST_CASE("hessian, hvp and jacobian against hand-derived values") {
     CHECK(hz(1, 0) == 0.0);
     const Var<double> other = t.variable(Td(Shape{1}, {1.0}));
     CHECK(hessian(sum(other * other), x)(1, 1) == 0.0);
+}
+
+namespace {
+/// A dense network applied twice on one tape (two leaves of each parameter, as a critic scored on
+/// two batches): backward() adds the weight gradients into Parameter::grad with the GEMM itself.
+struct TwoCalls {
+    tapir::Rng rng{91};
+    Parameter<float> w1{"w1", Tensor<float>(Shape{16, 8})}, b1{"b1", Tensor<float>(Shape{8})}, w2{"w2", Tensor<float>(Shape{8, 1})};
+    Tensor<float> x1, x2;
+    explicit TwoCalls(std::size_t n1 = 32, std::size_t n2 = 20) : x1(Shape{n1, 16}), x2(Shape{n2, 16}) {
+        for (Parameter<float>* p : {&w1, &b1, &w2})
+            for (std::size_t i = 0; i < p->size(); ++i) p->value[i] = static_cast<float>(rng.normal());
+        for (Tensor<float>* x : {&x1, &x2})
+            for (std::size_t i = 0; i < x->size(); ++i) (*x)[i] = static_cast<float>(rng.normal());
+    }
+    /// The loss; the weight leaves of each call in leaves (call 1's w1, w2, then call 2's).
+    Var<float> loss(Tape<float>& t, std::vector<Var<float>>& leaves) {
+        leaves.clear();
+        Var<float> total;
+        for (const Tensor<float>* x : {&x1, &x2}) {
+            const Var<float> a = t.param(w1), c = t.param(w2);
+            leaves.push_back(a);
+            leaves.push_back(c);
+            const Var<float> h = dense(t.view(*x), a, t.param(b1), Activation::tanh);
+            const Var<float> s = sum(square(dense(h, c, nullptr)));
+            total = total.valid() ? add(total, s) : s;
+        }
+        return total;
+    }
+};
+/// The values of gradients (kept past a tape's clear()).
+std::vector<std::vector<float>> values_of(const std::vector<Var<float>>& vs) {
+    std::vector<std::vector<float>> out;
+    for (const Var<float>& v : vs) out.emplace_back(v.data(), v.data() + v.size());
+    return out;
+}
+} // namespace
+
+TEST_CASE("backward() adds dense weight gradients into Parameter::grad with the GEMM: the sums of grad()'s, same bits") {
+    for (const bool anomaly : {false, true}) {
+        for (const float start : {0.0f, 0.25f}) {
+            CAPTURE(anomaly);
+            CAPTURE(start);
+            TwoCalls m;
+            Tape<float> t;
+            t.set_detect_anomaly(anomaly);
+            std::vector<Var<float>> leaves;
+            // Reference: each leaf's gradient from grad() (which returns them, never fuses), added
+            // to the starting value in backward()'s order (the later call first).
+            const Var<float> l = m.loss(t, leaves);
+            const std::vector<std::vector<float>> g = values_of(grad(l, leaves));
+            for (Parameter<float>* p : {&m.w1, &m.w2}) p->grad.fill(start);
+            t.clear();
+            backward(m.loss(t, leaves));
+            if (anomaly) {
+                CHECK(leaves[0].grad().size() == m.w1.size());  // anomaly mode: the leaves keep their gradients
+            } else {
+                CHECK_THROWS_WITH_AS(leaves[0].grad(), doctest::Contains("parameter 'w1'"), tape_error);
+            }
+            for (std::size_t k = 0; k < 2; ++k) {
+                Parameter<float>& p = k == 0 ? m.w1 : m.w2;
+                std::size_t differ = 0, nonzero = 0;
+                for (std::size_t i = 0; i < p.size(); ++i) {
+                    const float want = (start + g[2 + k][i]) + g[k][i];
+                    differ += std::memcmp(&want, &p.grad[i], sizeof want) != 0;
+                    nonzero += g[k][i] != 0.0f;
+                }
+                CHECK(differ == 0);
+                CHECK(nonzero == p.size());
+            }
+        }
+    }
+}
+
+TEST_CASE("backward()'s fused weight gradient over several GEMM K blocks equals grad()'s within float rounding") {
+    TwoCalls m(1500, 700);  // batches deeper than one K block of the GEMM
+    Tape<float> t;
+    std::vector<Var<float>> leaves;
+    const Var<float> l = m.loss(t, leaves);
+    const std::vector<std::vector<float>> g = values_of(grad(l, leaves));
+    t.clear();
+    backward(m.loss(t, leaves));
+    double worst = 0.0;
+    for (std::size_t i = 0; i < m.w1.size(); ++i) {
+        const double want = static_cast<double>(g[2][i]) + static_cast<double>(g[0][i]);
+        worst = std::max(worst, std::abs(static_cast<double>(m.w1.grad[i]) - want) / (std::abs(want) + 1.0));
+    }
+    CHECK(worst < 1e-5);
 }

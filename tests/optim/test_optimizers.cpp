@@ -5,12 +5,17 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 #include <tapir/optim/adagrad.hpp>
 #include <tapir/optim/adam.hpp>
 #include <tapir/optim/rmsprop.hpp>
 #include <tapir/optim/schedule.hpp>
 #include <tapir/optim/sgd.hpp>
+#include <tapir/random.hpp>
+#include <tapir/simd/arch.hpp>
 #include <vector>
 
 using namespace tapir;
@@ -271,4 +276,68 @@ TEST_CASE("Frozen parameters (requires_grad = false) are not updated") {
     opt.step();
     CHECK(q.w(0) == doctest::Approx(0.900000001).epsilon(tol_d));
     CHECK(q.w(2) == 0.5);
+}
+
+namespace {
+/// Parameters of uneven sizes (over the parallel threshold in total, one frozen), random values
+/// and gradients from a seed: the state of a step that may be split over threads.
+struct Bank {
+    std::vector<std::unique_ptr<Parameter<float>>> ps;
+    explicit Bank(std::uint64_t seed) {
+        tapir::Rng rng(seed);
+        for (std::size_t n : {std::size_t(3), std::size_t(70000), std::size_t(17), std::size_t(90001), std::size_t(40000), std::size_t(5)}) {
+            ps.push_back(std::make_unique<Parameter<float>>("p" + std::to_string(ps.size()), Tensor<float>(Shape{n})));
+            for (std::size_t i = 0; i < n; ++i) ps.back()->value[i] = static_cast<float>(rng.normal());
+        }
+        ps[2]->requires_grad = false;
+    }
+    std::vector<Parameter<float>*> list() {
+        std::vector<Parameter<float>*> v;
+        for (auto& p : ps) v.push_back(p.get());
+        return v;
+    }
+    void gradients(tapir::Rng& rng) {
+        for (auto& p : ps)
+            for (std::size_t i = 0; i < p->size(); ++i) p->grad[i] = static_cast<float>(rng.normal());
+    }
+};
+
+/// Three steps of the optimiser `make` builds, on simd::num_threads() = threads; the values after.
+std::vector<std::vector<float>> three_steps(unsigned threads, const std::function<std::unique_ptr<Optimizer<float>>(std::vector<Parameter<float>*>)>& make) {
+    Bank b(77);
+    std::unique_ptr<Optimizer<float>> opt = make(b.list());
+    tapir::Rng rng(78);
+    const unsigned before = tapir::simd::num_threads();
+    tapir::simd::set_num_threads(threads);
+    for (int s = 0; s < 3; ++s) {
+        b.gradients(rng);
+        opt->step();
+    }
+    tapir::simd::set_num_threads(before);
+    std::vector<std::vector<float>> out;
+    for (auto& p : b.ps) out.emplace_back(p->value.data(), p->value.data() + p->size());
+    return out;
+}
+} // namespace
+
+TEST_CASE("Optimiser steps split over simd threads give the same bits as one thread; frozen parameters stay") {
+    const std::vector<std::pair<const char*, std::function<std::unique_ptr<Optimizer<float>>(std::vector<Parameter<float>*>)>>> makers{
+        {"SGD momentum", [](std::vector<Parameter<float>*> p) { return std::unique_ptr<Optimizer<float>>(new SGD<float>(p, 0.01f, 0.9f)); }},
+        {"Adam", [](std::vector<Parameter<float>*> p) { return std::unique_ptr<Optimizer<float>>(new Adam<float>(p, 0.01f)); }},
+        {"RMSprop", [](std::vector<Parameter<float>*> p) { return std::unique_ptr<Optimizer<float>>(new RMSprop<float>(p, 0.01f)); }},
+        {"Adagrad", [](std::vector<Parameter<float>*> p) { return std::unique_ptr<Optimizer<float>>(new Adagrad<float>(p, 0.01f)); }},
+    };
+    const Bank fresh(77);
+    for (const auto& m : makers) {
+        CAPTURE(m.first);
+        const auto one = three_steps(1, m.second), two = three_steps(2, m.second), three = three_steps(3, m.second);
+        for (std::size_t k = 0; k < one.size(); ++k) {
+            CAPTURE(k);
+            CHECK(std::memcmp(one[k].data(), two[k].data(), one[k].size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(one[k].data(), three[k].data(), one[k].size() * sizeof(float)) == 0);
+            // Every trainable parameter moved (none was skipped by the split), the frozen one did not.
+            const bool moved = std::memcmp(one[k].data(), fresh.ps[k]->value.data(), one[k].size() * sizeof(float)) != 0;
+            CHECK(moved == (k != 2));
+        }
+    }
 }

@@ -37,6 +37,28 @@ struct EagerContext {
         if (g.data) g = k_add(t, g, v.r);  // out of place: gradient buffers may be shared
         else g = v.r;
     }
+    /// acc(n, k, matmul(a, b, ta, tb)); in backward(), when input k is a parameter (a weight
+    /// gradient, X^T dZ) the product is added by the GEMM straight into the parameter's gradient
+    /// buffer (beta = 1): no product in the arena and no second pass over a weight-sized array,
+    /// which at small batches was a large part of a step (each call of a network on a tape makes
+    /// its own parameter leaves). The same sums: pg + (sum over k) as before when the product is
+    /// one K block, a fixed order otherwise. Not in anomaly mode, which checks every slot.
+    void acc_matmul(const Node<T>& n, int k, const Eager<T>& a, const Eager<T>& b, bool ta, bool tb) {
+        const Node<T>& in = t.node(n.in[k]);
+        if (fuse && in.op == &op_param<T> && grads[static_cast<std::size_t>(n.in[k])].data == nullptr && !t.detect_anomaly() &&
+            a.r.shape.rank() == 2 && b.r.shape.rank() == 2 && in.out.shape.rank() == 2) {
+            const std::size_t rows = ta ? a.r.shape[1] : a.r.shape[0], inner = ta ? a.r.shape[0] : a.r.shape[1];
+            const std::size_t cols = tb ? b.r.shape[0] : b.r.shape[1];
+            if (rows == in.out.shape[0] && cols == in.out.shape[1] && inner == (tb ? b.r.shape[1] : b.r.shape[0])) {
+                Tensor<T>& pg = t.param_grad(*in.param);
+                if (pg.shape() != in.out.shape) pg = Tensor<T>(in.out.shape);
+                simd::gemm<T>(ta, tb, rows, cols, inner, T(1), a.r.data, a.r.shape[1], b.r.data, b.r.shape[1], T(1), pg.data(), cols);
+                t.sent_to_param().push_back(n.in[k]);
+                return;
+            }
+        }
+        acc(n, k, matmul(a, b, ta, tb));
+    }
 };
 
 /// The recorded pass: every step is a node, so the gradients it produces are differentiable.
@@ -56,6 +78,7 @@ struct RecordContext {
         std::int32_t& g = grads[static_cast<std::size_t>(n.in[k])];
         g = g >= 0 ? add(t.var(g), v).index() : v.index();  // tapir::add, found by argument-dependent lookup
     }
+    void acc_matmul(const Node<T>& n, int k, const Var<T>& a, const Var<T>& b, bool ta, bool tb) { acc(n, k, matmul(a, b, ta, tb)); }
 };
 
 template <class T>
@@ -83,6 +106,7 @@ void run_eager(Tape<T>& t, std::vector<Ref<T>>& grads, const Var<T>* outputs, st
                bool into_params) {
     const simd::FlushDenormals flush;  // subnormal gradients stall Intel cores (simd/fp_mode.hpp)
     grads.assign(t.size(), Ref<T>{});
+    if (into_params) t.sent_to_param().clear();  // grad() leaves backward()'s marks for Var::grad()
     EagerContext<T> ctx{t, grads};
     ctx.fuse = into_params;
     for (std::size_t k = 0; k < n_outputs; ++k) {

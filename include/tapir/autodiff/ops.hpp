@@ -687,7 +687,7 @@ template <class O, class T, class V>
 void backward_dense(O& o, const Node<T>& n, const V& g) {
     const V gz = act_grad(g, o.out(n), static_cast<Activation>(n.act), n.a0);
     if (o.needs(n, 0)) o.acc(n, 0, matmul(gz, o.in(n, 1), false, true));
-    if (o.needs(n, 1)) o.acc(n, 1, matmul(o.in(n, 0), gz, true, false));
+    if (o.needs(n, 1)) o.acc_matmul(n, 1, o.in(n, 0), gz, true, false);
     if (n.in[2] >= 0 && o.needs(n, 2)) o.acc(n, 2, sum_to(gz, o.shape(n, 2)));
 }
 TAPIR_OP(dense, "dense", backward_dense);

@@ -5,6 +5,7 @@
 /// after clear(). Nodes live in one vector whose capacity survives clear(); backward walks them
 /// in reverse index order, which is already topological, so there is no recursion and no sort.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -192,6 +193,7 @@ public:
     /// Drop every node and arena value; keeps capacity so the next step does not allocate.
     void clear() noexcept {
         nodes_.clear();
+        sent_to_param_.clear();
         labels_.clear();
         arena_.reset();
         ++generation_;
@@ -257,8 +259,15 @@ public:
     std::vector<Ref<T>>& grad_scratch() noexcept { return grad_scratch_; }
     std::vector<std::int32_t>& grad_vars() noexcept { return grad_vars_; }
 
+    /// Parameter leaves whose gradient backward() added straight into the parameter's gradient
+    /// buffer (EagerContext::acc_matmul): Var::grad() of them refuses rather than return a part.
+    std::vector<std::int32_t>& sent_to_param() noexcept { return sent_to_param_; }
+
     Tensor<T> leaf_grad(std::int32_t i) const {
         const auto k = static_cast<std::size_t>(i);
+        if (TAPIR_UNLIKELY(!sent_to_param_.empty()) && std::find(sent_to_param_.begin(), sent_to_param_.end(), i) != sent_to_param_.end())
+            throw tape_error("Var::grad: backward() added the gradient of this leaf of parameter '" + nodes_[k].param->name +
+                             "' into the parameter's gradient buffer; read it there (Parameter::grad, or the data-parallel shard's grad())");
         if (k >= grad_refs_.size() || grad_refs_[k].data == nullptr) {
             if (!nodes_[k].requires_grad) throw tape_error("Var::grad: this value does not require a gradient");
             return Tensor<T>(nodes_[k].out.shape);
@@ -290,7 +299,7 @@ private:
     std::vector<Node<T>> nodes_;
     Arena arena_;
     std::vector<Ref<T>> grad_refs_, grad_scratch_;
-    std::vector<std::int32_t> grad_vars_;
+    std::vector<std::int32_t> grad_vars_, sent_to_param_;
     std::vector<const char*> labels_;
     const char* label_ = nullptr;
     GradSink<T>* grad_sink_ = nullptr;

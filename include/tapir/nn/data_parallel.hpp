@@ -5,8 +5,10 @@
 /// tape, with the same Parameter objects (no weight copies: every tape reads the one set of
 /// values), and its tape's gradient sink (autodiff/tape.hpp) sends the parameter gradients into
 /// the worker's own buffers. The buffers are then added into Parameter::grad in worker order
-/// 0, 1, ..., N-1, so a step gives the same bits for the same thread count on every run, and the
-/// caller runs one optimiser step.
+/// 0, 1, ..., N-1 (each worker adds an element range of that sum, the same bits as one thread
+/// adding it all), so a step gives the same bits for the same thread count on every run, and the
+/// caller runs one optimiser step (split over simd::num_threads() threads when that is > 1:
+/// call simd::set_num_threads(N) too; optim/optimizer.hpp).
 ///
 /// A shard's loss is a mean over its events; Shard::backward seeds it with the shard's fraction
 /// of the batch (n_k / B, or its share of the event weights), so the sum over shards is the
@@ -150,6 +152,7 @@ public:
         for (std::size_t i = 1; i < index_.size(); ++i)
             if (index_[i].first == index_[i - 1].first)
                 throw value_error("DataParallel: parameter '" + index_[i].first->name + "' is given twice");
+        offsets_.assign(params_.size() + 1, 0);
         for (std::size_t k = 0; k < threads; ++k) shards_.push_back(std::unique_ptr<Shard<T>>(new Shard<T>(k, params_, &index_, seed)));
     }
     /// Workers for a model's parameters.
@@ -205,20 +208,50 @@ public:
                 for (auto& s : shards_) s->error_ = nullptr;
                 std::rethrow_exception(e);
             }
-        double loss = 0.0;
+        std::size_t total = 0;
         for (std::size_t i = 0; i < params_.size(); ++i) {
             Tensor<T>& pg = params_[i]->grad;
             if (pg.shape() != params_[i]->shape()) pg = Tensor<T>(params_[i]->shape());
-            for (std::size_t k = 0; k < used; ++k)
-                if (shards_[k]->size() > 0) simd::add(pg.data(), shards_[k]->grads_[i].data(), pg.data(), pg.size());
+            offsets_[i] = total;
+            total += pg.size();
         }
+        offsets_[params_.size()] = total;
+        // The reduction is split over the workers by element ranges (each element still gets
+        // grad + g_0 + g_1 + ... in worker order: the same bits on any number of threads); run
+        // serially it was a tenth of a two-thread WGAN-GP step.
+        const std::size_t parts = used > 1 && total >= reduce_parallel_min ? used : 1;
+        auto reduce = [&](std::size_t k) { reduce_range(used, total / W * k / parts * W, k + 1 == parts ? total : total / W * (k + 1) / parts * W); };
+        if (parts == 1) reduce(0);
+        else simd::parallel_run(parts, reduce);
+        double loss = 0.0;
         for (std::size_t k = 0; k < used; ++k) loss += shards_[k]->loss_;
         return static_cast<T>(loss);
     }
 
 private:
+    /// Reduction chunks: 64-byte aligned boundaries between threads, and a chunk small enough that
+    /// the running sum stays in L1 while every worker's buffer is added to it (one pass over
+    /// memory, not one per worker).
+    static constexpr std::size_t W = 64 / sizeof(T), chunk = 2048, reduce_parallel_min = std::size_t(1) << 15;
+
+    /// Parameter::grad[e] += the workers' gradients, in worker order, for flat elements [lo, hi).
+    void reduce_range(std::size_t used, std::size_t lo, std::size_t hi) {
+        std::size_t i = static_cast<std::size_t>(std::upper_bound(offsets_.begin(), offsets_.end() - 1, lo) - offsets_.begin()) - 1;
+        for (; lo < hi; ++i) {
+            const std::size_t b = lo - offsets_[i], e = std::min(hi, offsets_[i + 1]) - offsets_[i];
+            T* pg = params_[i]->grad.data();
+            for (std::size_t c = b; c < e; c += chunk) {
+                const std::size_t len = std::min(chunk, e - c);
+                for (std::size_t k = 0; k < used; ++k)
+                    if (shards_[k]->size() > 0) simd::add(pg + c, shards_[k]->grads_[i].data() + c, pg + c, len);
+            }
+            lo = offsets_[i] + e;
+        }
+    }
+
     std::vector<Parameter<T>*> params_;
     std::vector<std::pair<Parameter<T>*, std::size_t>> index_;
+    std::vector<std::size_t> offsets_;  ///< flat offset of each parameter's gradient, and the total
     std::vector<std::unique_ptr<Shard<T>>> shards_;
 };
 

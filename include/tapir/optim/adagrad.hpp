@@ -44,12 +44,12 @@ public:
         a.clr = static_cast<T>(static_cast<double>(this->lr_) / (1.0 + (t - 1.0) * static_cast<double>(lr_decay_)));
         a.eps = eps_;
         a.wd = this->wd_;
-        this->update_each(a, [&](std::size_t i) {
-            a.sum = sum_[i].data();
+        this->update_each(a, [&](std::size_t i, detail::AdagradArgs<T>& k) {
+            k.sum = sum_[i].data();
             if (this->wd_ != T(0)) {
-                simd::dispatch<detail::adagrad_kernel<T, true>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, true>>(k);
             } else {
-                simd::dispatch<detail::adagrad_kernel<T, false>>(a);
+                simd::dispatch<detail::adagrad_kernel<T, false>>(k);
             }
         });
     }

@@ -60,15 +60,15 @@ public:
         const bool l2 = this->wd_ != T(0) && !decoupled_, dec = this->wd_ != T(0) && decoupled_;
         a.wd = this->wd_;
         a.decay = static_cast<T>(1.0 - lr * static_cast<double>(this->wd_));
-        this->update_each(a, [&](std::size_t i) {
-            a.m = m_[i].data();
-            a.v = v_[i].data();
+        this->update_each(a, [&](std::size_t i, AdamArgs<T>& k) {
+            k.m = m_[i].data();
+            k.v = v_[i].data();
             if (l2) {
-                simd::dispatch<adam_kernel<T, true, false>>(a);
+                simd::dispatch<adam_kernel<T, true, false>>(k);
             } else if (dec) {
-                simd::dispatch<adam_kernel<T, false, true>>(a);
+                simd::dispatch<adam_kernel<T, false, true>>(k);
             } else {
-                simd::dispatch<adam_kernel<T, false, false>>(a);
+                simd::dispatch<adam_kernel<T, false, false>>(k);
             }
         });
     }

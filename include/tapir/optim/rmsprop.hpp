@@ -52,11 +52,11 @@ public:
         a.eps = eps_;
         a.wd = this->wd_;
         a.mu = mu_;
-        this->update_each(a, [&](std::size_t i) {
-            a.sq = sq_[i].data();
-            a.gavg = centered_ ? gavg_[i].data() : nullptr;
-            a.buf = mom ? buf_[i].data() : nullptr;
-            run(a, mom);
+        this->update_each(a, [&](std::size_t i, detail::RmspropArgs<T>& k) {
+            k.sq = sq_[i].data();
+            k.gavg = centered_ ? gavg_[i].data() : nullptr;
+            k.buf = mom ? buf_[i].data() : nullptr;
+            run(k, mom);
         });
     }
 

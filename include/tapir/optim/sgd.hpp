@@ -51,9 +51,9 @@ public:
         a.mu = momentum_;
         a.mu_buf = first ? T(0) : momentum_;  // first step: buf = d exactly (0 * 0 + 1 * d)
         a.c_grad = first ? T(1) : T(1) - dampening_;
-        this->update_each(a, [&](std::size_t i) {
-            a.buf = mom ? buf_[i].data() : nullptr;
-            run(a, mom);
+        this->update_each(a, [&](std::size_t i, detail::SgdArgs<T>& k) {
+            k.buf = mom ? buf_[i].data() : nullptr;
+            run(k, mom);
         });
     }
 
