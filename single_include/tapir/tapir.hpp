@@ -6507,7 +6507,9 @@ public:
         const Ref<T>& r = ref();
         return Tensor<T>(r.shape, r.data, r.shape.numel());
     }
-    /// Gradient left by the last backward() on a leaf variable (grad() calls do not touch it).
+    /// Gradient left by the last backward() on a leaf variable (grad() calls do not touch it). A
+    /// parameter leaf's gradient may have gone straight into Parameter::grad (a dense layer's
+    /// weight): then this throws tape_error saying so; read Parameter::grad.
     Tensor<T> grad() const { return tape().leaf_grad(idx_); }
 
 private:
