@@ -41,8 +41,9 @@ struct EagerContext {
     /// gradient, X^T dZ) the product is added by the GEMM straight into the parameter's gradient
     /// buffer (beta = 1): no product in the arena and no second pass over a weight-sized array,
     /// which at small batches was a large part of a step (each call of a network on a tape makes
-    /// its own parameter leaves). The same sums: pg + (sum over k) as before when the product is
-    /// one K block, a fixed order otherwise. Not in anomaly mode, which checks every slot.
+    /// its own parameter leaves). The same bits as before when the product is one K block of the
+    /// GEMM or the buffer held zeros; otherwise the same sums in another fixed order. Not in
+    /// anomaly mode, which checks every slot.
     void acc_matmul(const Node<T>& n, int k, const Eager<T>& a, const Eager<T>& b, bool ta, bool tb) {
         const Node<T>& in = t.node(n.in[k]);
         if (fuse && in.op == &op_param<T> && grads[static_cast<std::size_t>(n.in[k])].data == nullptr && !t.detect_anomaly() &&
