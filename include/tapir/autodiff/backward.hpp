@@ -47,16 +47,12 @@ struct EagerContext {
     void acc_matmul(const Node<T>& n, int k, const Eager<T>& a, const Eager<T>& b, bool ta, bool tb) {
         const Node<T>& in = t.node(n.in[k]);
         if (fuse && in.op == &op_param<T> && grads[static_cast<std::size_t>(n.in[k])].data == nullptr && !t.detect_anomaly() &&
-            a.r.shape.rank() == 2 && b.r.shape.rank() == 2 && in.out.shape.rank() == 2) {
-            const std::size_t rows = ta ? a.r.shape[1] : a.r.shape[0], inner = ta ? a.r.shape[0] : a.r.shape[1];
-            const std::size_t cols = tb ? b.r.shape[0] : b.r.shape[1];
-            if (rows == in.out.shape[0] && cols == in.out.shape[1] && inner == (tb ? b.r.shape[1] : b.r.shape[0])) {
-                Tensor<T>& pg = t.param_grad(*in.param);
-                if (pg.shape() != in.out.shape) pg = Tensor<T>(in.out.shape);
-                simd::gemm<T>(ta, tb, rows, cols, inner, T(1), a.r.data, a.r.shape[1], b.r.data, b.r.shape[1], T(1), pg.data(), cols);
-                t.sent_to_param().push_back(n.in[k]);
-                return;
-            }
+            matmul_shape(a.r, b.r, ta, tb) == in.out.shape) {
+            Tensor<T>& pg = t.param_grad(*in.param);
+            if (pg.shape() != in.out.shape) pg = Tensor<T>(in.out.shape);
+            matmul_into(a.r, b.r, ta, tb, T(1), pg.data());
+            t.sent_to_param().push_back(n.in[k]);
+            return;
         }
         acc(n, k, matmul(a, b, ta, tb));
     }

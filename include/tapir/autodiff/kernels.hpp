@@ -263,20 +263,29 @@ Ref<T> k_transpose(Tape<T>& t, const Ref<T>& a) {
     return out;
 }
 
+/// The shape of op(a) op(b) for 2-D a and b; throws shape_error naming both shapes otherwise.
 template <class T>
-Ref<T> k_matmul(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, bool ta, bool tb) {
+Shape matmul_shape(const Ref<T>& a, const Ref<T>& b, bool ta, bool tb) {
     if (a.shape.rank() != 2 || b.shape.rank() != 2)
         throw_shape("matmul", a.shape, b.shape, "expects 2-D operands");
-    const std::size_t m = ta ? a.shape[1] : a.shape[0];
-    const std::size_t k = ta ? a.shape[0] : a.shape[1];
-    const std::size_t kb = tb ? b.shape[1] : b.shape[0];
-    const std::size_t n = tb ? b.shape[0] : b.shape[1];
-    if (k != kb) {
+    if ((ta ? a.shape[0] : a.shape[1]) != (tb ? b.shape[1] : b.shape[0])) {
         throw shape_error(std::string("matmul: inner dimensions differ: ") + a.shape.str() + (ta ? "^T" : "") + " x " +
                           b.shape.str() + (tb ? "^T" : ""));
     }
-    Ref<T> out = t.alloc(Shape{m, n});
-    simd::gemm<T>(ta, tb, m, n, k, T(1), a.data, a.shape[1], b.data, b.shape[1], T(0), out.data, n);
+    return Shape{ta ? a.shape[1] : a.shape[0], tb ? b.shape[0] : b.shape[1]};
+}
+
+/// c = op(a) op(b) + beta c, c row-major of matmul_shape(a, b, ta, tb) (checked by the caller).
+template <class T>
+void matmul_into(const Ref<T>& a, const Ref<T>& b, bool ta, bool tb, T beta, T* c) {
+    const std::size_t m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1], n = tb ? b.shape[0] : b.shape[1];
+    simd::gemm<T>(ta, tb, m, n, k, T(1), a.data, a.shape[1], b.data, b.shape[1], beta, c, n);
+}
+
+template <class T>
+Ref<T> k_matmul(Tape<T>& t, const Ref<T>& a, const Ref<T>& b, bool ta, bool tb) {
+    Ref<T> out = t.alloc(matmul_shape(a, b, ta, tb));
+    matmul_into(a, b, ta, tb, T(0), out.data);
     return out;
 }
 
